@@ -1,0 +1,78 @@
+package chunkstream
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// FrameSender is the sending side of a DownloadChunkStream.
+type FrameSender interface {
+	Send(*dfspb.ChunkDataStream) error
+}
+
+// SendStored streams a stored chunk of size bytes from r in frames of
+// frameSize, each with its stored digest, so that the reader verifies the
+// bytes against the digests recorded when the chunk was written. The final
+// frame carries the stored chunk digest.
+func SendStored(ctx context.Context, stream FrameSender, id rpc.ChunkID, r io.ReaderAt, size, frameSize int64, frames [][]byte, chunkDigest []byte) error {
+	buf := make([]byte, min(frameSize, max(size, 1)))
+	for i, off := 0, int64(0); off < size; i, off = i+1, off+frameSize {
+		if err := ctx.Err(); err != nil {
+			return rpc.Errorf(rpc.Canceled, "chunk %s: download canceled", id)
+		}
+		n := min(frameSize, size-off)
+		if _, err := r.ReadAt(buf[:n], off); err != nil {
+			return rpc.Errorf(rpc.Internal, "chunk %s: read at %d: %v", id, off, err)
+		}
+		if i >= len(frames) {
+			return rpc.Errorf(rpc.Internal, "chunk %s: stored frame digests end at frame %d", id, i)
+		}
+		f := &dfspb.ChunkDataStream{ChunkId: string(id), Data: buf[:n], Offset: off, PartialChecksum: frames[i]}
+		if off+n == size {
+			f.IsFinal = true
+			f.ChunkChecksum = chunkDigest
+		}
+		if err := stream.Send(f); err != nil {
+			return rpc.FromStatus(err)
+		}
+	}
+	return nil
+}
+
+// FrameReceiver is the receiving side of a DownloadChunkStream.
+type FrameReceiver interface {
+	Recv() (*dfspb.ChunkDataStream, error)
+}
+
+// ReceiveInto reads a whole chunk from stream into dst (len(dst) ==
+// exp.Size), verifying every frame and the chunk digest against exp, whose
+// Digest must be the digest recorded at commit. On a mismatch it returns an
+// Invalid error and dst holds unverified bytes that must not be used.
+func ReceiveInto(stream FrameReceiver, exp Expect, dst []byte) error {
+	if exp.Digest == nil {
+		return rpc.Errorf(rpc.Internal, "chunk %s: no expected digest", exp.ChunkID)
+	}
+	if int64(len(dst)) != exp.Size {
+		return rpc.Errorf(rpc.Internal, "chunk %s: buffer of %d bytes for %d", exp.ChunkID, len(dst), exp.Size)
+	}
+	v := NewVerifier(exp)
+	for !v.Done() {
+		f, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return rpc.Errorf(rpc.Unavailable, "chunk %s: stream ended at %d of %d bytes", exp.ChunkID, v.Received(), exp.Size)
+			}
+			return rpc.FromStatus(err)
+		}
+		off := v.Received()
+		if err := v.Check(f); err != nil {
+			return err
+		}
+		copy(dst[off:], f.Data)
+	}
+	return nil
+}

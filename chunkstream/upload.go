@@ -1,0 +1,220 @@
+package chunkstream
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// DefaultWindow is how many bytes a sender keeps unacknowledged.
+const DefaultWindow = 4 << 20
+
+// SendStream is the sending side of an UploadChunkStream (a gRPC client
+// stream). Upload owns it: it closes the send direction when done.
+type SendStream interface {
+	Send(*dfspb.ChunkDataStream) error
+	Recv() (*dfspb.ChunkDataAck, error)
+	CloseSend() error
+}
+
+// Upload sends frames over one SendStream with windowed back-pressure: at
+// most window bytes are unacknowledged, and a receiver that answers
+// ready_for_next=false pauses the sender until it says ready again. Frames
+// are sent in order from one goroutine; acks are read by another.
+type Upload struct {
+	stream SendStream
+	window int64
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	sent    int64
+	acked   int64
+	ready   bool
+	final   *dfspb.ChunkDataAck
+	err     error
+	recvErr chan struct{}
+}
+
+// NewUpload starts reading acks from stream. ctx must be the stream's
+// context: when it ends, waiting senders give up.
+func NewUpload(ctx context.Context, stream SendStream, window int64) *Upload {
+	if window <= 0 {
+		window = DefaultWindow
+	}
+	u := &Upload{stream: stream, window: window, ready: true, recvErr: make(chan struct{})}
+	u.cond = sync.NewCond(&u.mu)
+	go u.readAcks()
+	go func() {
+		select {
+		case <-ctx.Done():
+			u.fail(ctx.Err())
+		case <-u.recvErr:
+		}
+	}()
+	return u
+}
+
+func (u *Upload) fail(err error) {
+	u.mu.Lock()
+	if u.err == nil {
+		u.err = err
+	}
+	u.cond.Broadcast()
+	u.mu.Unlock()
+}
+
+func (u *Upload) readAcks() {
+	defer close(u.recvErr)
+	for {
+		ack, err := u.stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = rpc.Errorf(rpc.Unavailable, "stream ended without a final ack")
+			}
+			u.fail(rpc.FromStatus(err))
+			return
+		}
+		u.mu.Lock()
+		if ack.BytesReceived > u.acked {
+			u.acked = ack.BytesReceived
+		}
+		u.ready = ack.ReadyForNext
+		if ack.IsFinal {
+			u.final = ack
+			u.cond.Broadcast()
+			u.mu.Unlock()
+			return
+		}
+		u.cond.Broadcast()
+		u.mu.Unlock()
+	}
+}
+
+// Send sends one frame, first waiting until the window has room and the
+// receiver is ready. The frame's data must not be modified until Finish.
+func (u *Upload) Send(f *dfspb.ChunkDataStream) error {
+	u.mu.Lock()
+	for u.err == nil && u.final == nil && (!u.ready || u.sent-u.acked >= u.window) {
+		u.cond.Wait()
+	}
+	err := u.err
+	if err == nil && u.final != nil {
+		err = rpc.Errorf(rpc.Internal, "receiver finished before the final frame")
+	}
+	u.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := u.stream.Send(f); err != nil {
+		// The real cause arrives through Recv.
+		<-u.recvErr
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if u.err != nil {
+			return u.err
+		}
+		return rpc.FromStatus(err)
+	}
+	u.mu.Lock()
+	u.sent += int64(len(f.Data))
+	u.mu.Unlock()
+	return nil
+}
+
+// Finish closes the send direction and waits for the final ack.
+func (u *Upload) Finish() (*dfspb.ChunkDataAck, error) {
+	_ = u.stream.CloseSend()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for u.err == nil && u.final == nil {
+		u.cond.Wait()
+	}
+	if u.final != nil {
+		return u.final, nil
+	}
+	return nil, u.err
+}
+
+// SendChunk cuts data into frames of frameSize, sends them with their
+// digests over stream and waits for the final ack. It returns the ack and
+// the chunk digest. data must hold the whole chunk (at least one byte).
+func SendChunk(ctx context.Context, stream SendStream, session rpc.SessionID, id rpc.ChunkID, data []byte, frameSize int, window int64) (*dfspb.ChunkDataAck, []byte, error) {
+	u := NewUpload(ctx, stream, window)
+	cd := NewChunkDigest()
+	for off := 0; off < len(data); off += frameSize {
+		end := min(off+frameSize, len(data))
+		fd := FrameDigest(data[off:end])
+		cd.Add(fd)
+		f := &dfspb.ChunkDataStream{
+			SessionId:       string(session),
+			ChunkId:         string(id),
+			Data:            data[off:end],
+			Offset:          int64(off),
+			PartialChecksum: fd,
+		}
+		if end == len(data) {
+			f.IsFinal = true
+			f.ChunkChecksum = cd.Sum()
+		}
+		if err := u.Send(f); err != nil {
+			return nil, nil, err
+		}
+	}
+	ack, err := u.Finish()
+	if err != nil {
+		return nil, nil, err
+	}
+	return ack, cd.Sum(), nil
+}
+
+// RecvStream is the receiving side of an UploadChunkStream (a gRPC server
+// stream).
+type RecvStream interface {
+	Recv() (*dfspb.ChunkDataStream, error)
+	Send(*dfspb.ChunkDataAck) error
+}
+
+// Sink consumes verified frames: a datanode writes them to disk and
+// forwards them to its replicas. It must not keep f after returning.
+type Sink func(f *dfspb.ChunkDataStream) error
+
+// Receive reads frames from stream, starting with first (already read by
+// the caller to find the session), verifies each against exp, hands it to
+// sink and acknowledges it. It returns once the final frame is verified and
+// sunk; the caller makes the chunk durable and sends the final ack. The
+// returned verifier holds the frame digests and the chunk digest.
+func Receive(ctx context.Context, stream RecvStream, session rpc.SessionID, first *dfspb.ChunkDataStream, exp Expect, sink Sink) (*Verifier, error) {
+	v := NewVerifier(exp)
+	f := first
+	for {
+		if f.SessionId != "" && f.SessionId != string(session) {
+			return nil, rpc.Errorf(rpc.Invalid, "chunk %s: frame for session %q on session %s", exp.ChunkID, f.SessionId, session)
+		}
+		if err := v.Check(f); err != nil {
+			return nil, err
+		}
+		if err := sink(f); err != nil {
+			return nil, err
+		}
+		if v.Done() {
+			return v, nil
+		}
+		if err := stream.Send(&dfspb.ChunkDataAck{SessionId: string(session), BytesReceived: v.Received(), ReadyForNext: true}); err != nil {
+			return nil, rpc.FromStatus(err)
+		}
+		var err error
+		if f, err = stream.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, rpc.Errorf(rpc.Invalid, "chunk %s: stream ended at %d of %d bytes without a final frame", exp.ChunkID, v.Received(), exp.Size)
+			}
+			if ctx.Err() != nil {
+				return nil, rpc.Errorf(rpc.Canceled, "chunk %s: sender went away at %d of %d bytes", exp.ChunkID, v.Received(), exp.Size)
+			}
+			return nil, rpc.FromStatus(err)
+		}
+	}
+}

@@ -1,0 +1,214 @@
+// Package gc collects chunks that no committed file needs: it keeps the
+// set of (node, chunk) deletions still to do and drives them as bulk deletes
+// through a Deleter until each is done, retrying failures with backoff.
+package gc
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// Deleter removes chunks from one datanode. A chunk the node does not have
+// counts as deleted. It returns the IDs it could not delete; an error means
+// the node could not be asked at all. NotFound for the node itself means it
+// is gone from the cluster and its deletions are dropped.
+type Deleter interface {
+	DeleteChunks(ctx context.Context, node rpc.NodeID, ids []rpc.ChunkID) (failed []rpc.ChunkID, err error)
+}
+
+// Config tunes a Collector.
+type Config struct {
+	// Interval between sweeps over the pending deletions.
+	Interval time.Duration
+	// Batch is the most chunk IDs sent in one bulk delete.
+	Batch int
+	// MaxBackoff bounds the pause before retrying a node that failed.
+	MaxBackoff time.Duration
+	// Timeout bounds one bulk delete call.
+	Timeout time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Interval: time.Second, Batch: 1000, MaxBackoff: time.Minute, Timeout: 30 * time.Second}
+}
+
+type nodeQueue struct {
+	ids      map[rpc.ChunkID]struct{}
+	failures int
+	nextTry  time.Time
+}
+
+// Collector queues deletions per node and carries them out.
+type Collector struct {
+	cfg     Config
+	deleter Deleter
+	log     zerolog.Logger
+
+	mu      sync.Mutex
+	queues  map[rpc.NodeID]*nodeQueue
+	deleted int64
+	kick    chan struct{}
+}
+
+// New returns a collector that deletes through d.
+func New(cfg Config, d Deleter, log zerolog.Logger) *Collector {
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultConfig().Interval
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = DefaultConfig().Batch
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = DefaultConfig().MaxBackoff
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultConfig().Timeout
+	}
+	return &Collector{cfg: cfg, deleter: d, log: log, queues: make(map[rpc.NodeID]*nodeQueue), kick: make(chan struct{}, 1)}
+}
+
+// Enqueue schedules ids for deletion on node.
+func (c *Collector) Enqueue(node rpc.NodeID, ids ...rpc.ChunkID) {
+	if len(ids) == 0 {
+		return
+	}
+	c.mu.Lock()
+	q := c.queues[node]
+	if q == nil {
+		q = &nodeQueue{ids: make(map[rpc.ChunkID]struct{})}
+		c.queues[node] = q
+	}
+	for _, id := range ids {
+		q.ids[id] = struct{}{}
+	}
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Pending returns how many deletions are still to do.
+func (c *Collector) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, q := range c.queues {
+		n += len(q.ids)
+	}
+	return n
+}
+
+// Deleted returns how many chunk deletions completed.
+func (c *Collector) Deleted() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deleted
+}
+
+// Run carries out deletions until ctx ends.
+func (c *Collector) Run(ctx context.Context) {
+	tick := time.NewTicker(c.cfg.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-c.kick:
+		}
+		c.Sweep(ctx, time.Now())
+	}
+}
+
+// Sweep sends one batch to every node whose retry time has come. It is
+// exported so tests can drive the collector step by step.
+func (c *Collector) Sweep(ctx context.Context, now time.Time) {
+	type job struct {
+		node rpc.NodeID
+		ids  []rpc.ChunkID
+	}
+	var jobs []job
+	c.mu.Lock()
+	for node, q := range c.queues {
+		if len(q.ids) == 0 {
+			delete(c.queues, node)
+			continue
+		}
+		if now.Before(q.nextTry) {
+			continue
+		}
+		ids := make([]rpc.ChunkID, 0, min(len(q.ids), c.cfg.Batch))
+		for id := range q.ids {
+			if len(ids) == c.cfg.Batch {
+				break
+			}
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		jobs = append(jobs, job{node, ids})
+	}
+	c.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+			failed, err := c.deleter.DeleteChunks(cctx, j.node, j.ids)
+			cancel()
+			c.finish(j.node, j.ids, failed, err, now)
+		}()
+	}
+	wg.Wait()
+}
+
+func (c *Collector) finish(node rpc.NodeID, ids, failed []rpc.ChunkID, err error, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.queues[node]
+	if q == nil {
+		return
+	}
+	if err != nil && rpc.KindOf(err) == rpc.NotFound {
+		c.log.Info().Str("node_id", string(node)).Int("chunks", len(q.ids)).Msg("gc: node left the cluster, dropping its deletions")
+		delete(c.queues, node)
+		return
+	}
+	if err != nil {
+		q.failures++
+		backoff := min(c.cfg.Interval<<min(q.failures, 16), c.cfg.MaxBackoff)
+		q.nextTry = now.Add(backoff)
+		c.log.Warn().Err(err).Str("node_id", string(node)).Int("chunks", len(ids)).Dur("retry_in", backoff).Msg("gc: bulk delete failed")
+		return
+	}
+	bad := make(map[rpc.ChunkID]bool, len(failed))
+	for _, id := range failed {
+		bad[id] = true
+	}
+	for _, id := range ids {
+		if !bad[id] {
+			delete(q.ids, id)
+			c.deleted++
+		}
+	}
+	if len(failed) > 0 {
+		q.failures++
+		q.nextTry = now.Add(min(c.cfg.Interval<<min(q.failures, 16), c.cfg.MaxBackoff))
+	} else {
+		q.failures = 0
+		q.nextTry = time.Time{}
+	}
+	if len(q.ids) == 0 {
+		delete(c.queues, node)
+	}
+	c.log.Debug().Str("node_id", string(node)).Int("deleted", len(ids)-len(failed)).Int("failed", len(failed)).Msg("gc: bulk delete")
+}

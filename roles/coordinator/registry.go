@@ -1,0 +1,212 @@
+package coordinator
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/dfs-project/dfs/placement"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// maxUpdates is how many membership changes the registry remembers for
+// incremental heartbeat replies; a node further behind gets the full list.
+const maxUpdates = 1024
+
+type nodeEntry struct {
+	id            rpc.NodeID
+	addr          string
+	state         placement.State
+	capacity      int64
+	used          int64
+	free          int64
+	chunks        int64
+	lastHeartbeat time.Time
+	registered    time.Time
+}
+
+func (e *nodeEntry) status() *dfspb.NodeStatus {
+	return &dfspb.NodeStatus{
+		NodeId: string(e.id), Addr: e.addr, State: stateToProto(e.state),
+		Capacity: e.capacity, Used: e.used, Free: e.free, ChunkCount: e.chunks,
+		LastHeartbeatUnixMs: e.lastHeartbeat.UnixMilli(),
+	}
+}
+
+func stateToProto(s placement.State) dfspb.NodeState {
+	switch s {
+	case placement.Healthy:
+		return dfspb.NodeState_NODE_STATE_HEALTHY
+	case placement.Suspect:
+		return dfspb.NodeState_NODE_STATE_SUSPECT
+	case placement.Dead:
+		return dfspb.NodeState_NODE_STATE_DEAD
+	}
+	return dfspb.NodeState_NODE_STATE_UNSPECIFIED
+}
+
+// registry is the coordinator's view of datanode membership. Every change
+// of a node's address or state bumps the cluster version and is logged so
+// heartbeats can return just the changes a node has not seen.
+type registry struct {
+	suspectAfter time.Duration
+	deadAfter    time.Duration
+
+	mu      sync.Mutex
+	nodes   map[rpc.NodeID]*nodeEntry
+	version uint64
+	updates []*dfspb.NodeUpdate // the latest changes, oldest first
+}
+
+func newRegistry(suspectAfter, deadAfter time.Duration) *registry {
+	return &registry{suspectAfter: suspectAfter, deadAfter: deadAfter, nodes: make(map[rpc.NodeID]*nodeEntry)}
+}
+
+// changedLocked records a change of e.
+func (r *registry) changedLocked(e *nodeEntry) {
+	r.version++
+	r.updates = append(r.updates, &dfspb.NodeUpdate{Version: r.version, Node: e.status()})
+	if len(r.updates) > maxUpdates {
+		r.updates = slices.Clone(r.updates[len(r.updates)-maxUpdates:])
+	}
+}
+
+type usage struct {
+	capacity, used, free, chunks int64
+}
+
+// register adds or refreshes a node; a known ID with a new address moves.
+func (r *registry) register(id rpc.NodeID, addr string, u usage, now time.Time) (uint64, []*dfspb.NodeStatus) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.nodes[id]
+	if !ok {
+		e = &nodeEntry{id: id, registered: now}
+		r.nodes[id] = e
+	}
+	changed := !ok || e.addr != addr || e.state != placement.Healthy
+	e.addr, e.state, e.lastHeartbeat = addr, placement.Healthy, now
+	e.capacity, e.used, e.free, e.chunks = u.capacity, u.used, u.free, u.chunks
+	if changed {
+		r.changedLocked(e)
+	}
+	return r.version, r.allLocked()
+}
+
+// heartbeat records a heartbeat and returns the changes since known, or
+// the full list when known is too old. It fails with NotFound for a node
+// that must register first.
+func (r *registry) heartbeat(id rpc.NodeID, u usage, known uint64, now time.Time) (*dfspb.HeartbeatResponse, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.nodes[id]
+	if !ok {
+		return nil, rpc.Errorf(rpc.NotFound, "node %s is not registered", id)
+	}
+	e.capacity, e.used, e.free, e.chunks = u.capacity, u.used, u.free, u.chunks
+	e.lastHeartbeat = now
+	if e.state != placement.Healthy {
+		e.state = placement.Healthy
+		r.changedLocked(e)
+	}
+	resp := &dfspb.HeartbeatResponse{ClusterVersion: r.version}
+	switch {
+	case known == r.version:
+	case known > r.version || len(r.updates) == 0 || known+1 < r.updates[0].Version:
+		resp.Full = true
+		resp.Nodes = r.allLocked()
+	default:
+		i, _ := slices.BinarySearchFunc(r.updates, known+1, func(u *dfspb.NodeUpdate, v uint64) int {
+			switch {
+			case u.Version < v:
+				return -1
+			case u.Version > v:
+				return 1
+			}
+			return 0
+		})
+		resp.Updates = slices.Clone(r.updates[i:])
+	}
+	return resp, nil
+}
+
+// tick moves nodes to suspect or dead as their heartbeats age.
+func (r *registry) tick(now time.Time) (dead []rpc.NodeID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.nodes {
+		age := now.Sub(e.lastHeartbeat)
+		want := placement.Healthy
+		switch {
+		case age >= r.deadAfter:
+			want = placement.Dead
+		case age >= r.suspectAfter:
+			want = placement.Suspect
+		}
+		if want != e.state && want > e.state {
+			e.state = want
+			r.changedLocked(e)
+			if want == placement.Dead {
+				dead = append(dead, e.id)
+			}
+		}
+	}
+	return dead
+}
+
+func (r *registry) allLocked() []*dfspb.NodeStatus {
+	out := make([]*dfspb.NodeStatus, 0, len(r.nodes))
+	for _, e := range r.nodes {
+		out = append(out, e.status())
+	}
+	slices.SortFunc(out, func(a, b *dfspb.NodeStatus) int {
+		switch {
+		case a.Addr < b.Addr:
+			return -1
+		case a.Addr > b.Addr:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// list returns the cluster version and every node's status.
+func (r *registry) list() (uint64, []*dfspb.NodeStatus) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.version, r.allLocked()
+}
+
+// candidates returns the nodes as placement sees them.
+func (r *registry) candidates() []placement.Node {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]placement.Node, 0, len(r.nodes))
+	for _, e := range r.nodes {
+		out = append(out, placement.Node{ID: e.id, Addr: e.addr, State: e.state, Free: e.free})
+	}
+	return out
+}
+
+// lookup returns a node's address and state.
+func (r *registry) lookup(id rpc.NodeID) (addr string, state placement.State, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.nodes[id]
+	if !ok {
+		return "", placement.Dead, false
+	}
+	return e.addr, e.state, true
+}
+
+// reserve lowers a node's free space by n until its next report, so a burst
+// of placements does not overfill it.
+func (r *registry) reserve(id rpc.NodeID, n int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.nodes[id]; ok {
+		e.free -= n
+	}
+}

@@ -1,0 +1,226 @@
+// Package datanode is the datanode role: it stores chunks on local disk,
+// serves them over gRPC streams, forwards each chunk it receives as primary
+// to its replicas, and reports to the coordinator by heartbeat.
+package datanode
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+	"github.com/dfs-project/dfs/sessions"
+)
+
+// Config is a datanode's configuration.
+type Config struct {
+	// Listen is the gRPC address to listen on.
+	Listen string
+	// Advertise is the address other parties dial; defaults to Listen with
+	// the bound port (and the host name when Listen has no host).
+	Advertise string
+	// DataDir holds the node ID and the chunks.
+	DataDir string
+	// Coordinators are the coordinator addresses.
+	Coordinators []string
+	// Capacity caps the bytes stored; 0 uses the whole filesystem.
+	Capacity int64
+	// HeartbeatInterval is the pause between heartbeats.
+	HeartbeatInterval time.Duration
+	// SessionTimeout ends a prepared stream that does not start, and a
+	// stream that sends nothing for that long; its partial file is removed.
+	SessionTimeout time.Duration
+	// RPCTimeout bounds unary calls to peers and the coordinator.
+	RPCTimeout time.Duration
+	// Window is the unacknowledged bytes allowed when forwarding a chunk.
+	Window int64
+	// ShutdownGrace bounds the graceful stop.
+	ShutdownGrace time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen:            "127.0.0.1:7001",
+		DataDir:           "./dfs-data/datanode",
+		Coordinators:      []string{"127.0.0.1:7000"},
+		HeartbeatInterval: 3 * time.Second,
+		SessionTimeout:    time.Minute,
+		RPCTimeout:        10 * time.Second,
+		Window:            4 << 20,
+		ShutdownGrace:     10 * time.Second,
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	switch {
+	case c.Listen == "":
+		return fmt.Errorf("datanode: --listen is required")
+	case c.DataDir == "":
+		return fmt.Errorf("datanode: --data-dir is required")
+	case len(c.Coordinators) == 0 || c.Coordinators[0] == "":
+		return fmt.Errorf("datanode: --coordinator is required")
+	case c.Capacity < 0:
+		return fmt.Errorf("datanode: --capacity must not be negative")
+	case c.HeartbeatInterval <= 0:
+		return fmt.Errorf("datanode: --heartbeat-interval must be positive")
+	case c.SessionTimeout <= 0:
+		return fmt.Errorf("datanode: --session-timeout must be positive")
+	case c.RPCTimeout <= 0:
+		return fmt.Errorf("datanode: --rpc-timeout must be positive")
+	case c.Window < rpc.MinFrameSize:
+		return fmt.Errorf("datanode: window must be at least %d bytes", rpc.MinFrameSize)
+	}
+	return nil
+}
+
+// Deps are a datanode's collaborators.
+type Deps struct {
+	Log   zerolog.Logger
+	Clock sessions.Clock
+	// Listener, when set, is used instead of listening on Config.Listen
+	// (tests pass 127.0.0.1:0 listeners).
+	Listener net.Listener
+}
+
+// Node is one datanode.
+type Node struct {
+	dfspb.UnimplementedDataNodeServer
+
+	cfg   Config
+	log   zerolog.Logger
+	clock sessions.Clock
+	lis   net.Listener
+
+	id    rpc.NodeID
+	store *Store
+	pool  *rpc.Pool
+
+	uploads   *sessions.Table[rpc.SessionID, *uploadSession]
+	downloads *sessions.Table[rpc.SessionID, *Chunk]
+
+	mu         sync.Mutex
+	addr       string
+	version    uint64
+	peers      map[rpc.NodeID]*dfspb.NodeStatus
+	coordIdx   int
+	registered bool
+
+	ready chan struct{}
+}
+
+// New builds a datanode. It validates cfg and has no side effects; Run
+// opens the store and starts serving.
+func New(cfg Config, deps Deps) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Clock == nil {
+		deps.Clock = sessions.SystemClock{}
+	}
+	n := &Node{
+		cfg:   cfg,
+		log:   deps.Log.With().Str("role", "datanode").Logger(),
+		clock: deps.Clock,
+		lis:   deps.Listener,
+		pool:  rpc.NewPool(),
+		peers: make(map[rpc.NodeID]*dfspb.NodeStatus),
+		ready: make(chan struct{}),
+	}
+	n.uploads = sessions.New(cfg.SessionTimeout, deps.Clock, func(id rpc.SessionID, s *uploadSession) {
+		n.log.Debug().Str("session_id", string(id)).Str("chunk_id", string(s.id)).Msg("upload session expired")
+		s.release()
+	})
+	n.downloads = sessions.New(cfg.SessionTimeout, deps.Clock, func(_ rpc.SessionID, c *Chunk) { c.Close() })
+	return n, nil
+}
+
+// Ready is closed once the node serves and has registered.
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// ID returns the node's ID; valid once Ready.
+func (n *Node) ID() rpc.NodeID { return n.id }
+
+// Addr returns the advertised address; valid once Ready.
+func (n *Node) Addr() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.addr
+}
+
+// Store returns the chunk store; valid once Ready (tests inspect it).
+func (n *Node) Store() *Store { return n.store }
+
+// Run opens the store, serves gRPC, registers with the coordinator and
+// heartbeats until ctx ends; then it stops gracefully and returns nil.
+func (n *Node) Run(ctx context.Context) error {
+	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("datanode: data dir: %w", err)
+	}
+	id, err := LoadOrCreateNodeID(n.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	n.id = id
+	n.log = n.log.With().Str("node_id", id.Short()).Logger()
+	if n.store, err = OpenStore(n.cfg.DataDir, n.cfg.Capacity); err != nil {
+		return err
+	}
+	if n.lis == nil {
+		if n.lis, err = rpc.Listen(n.cfg.Listen); err != nil {
+			return fmt.Errorf("datanode: %w", err)
+		}
+	}
+	n.mu.Lock()
+	n.addr = advertise(n.cfg.Advertise, n.lis.Addr())
+	n.mu.Unlock()
+	defer n.pool.Close()
+
+	srv := grpc.NewServer(rpc.ServerOptions(n.log)...)
+	dfspb.RegisterDataNodeServer(srv, n)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); n.uploads.Run(ctx, time.Second) }()
+	go func() { defer wg.Done(); n.downloads.Run(ctx, time.Second) }()
+	go func() { defer wg.Done(); n.heartbeatLoop(ctx) }()
+	u := n.store.Usage()
+	n.log.Info().Str("addr", n.Addr()).Str("data_dir", n.cfg.DataDir).Int64("chunks", u.Chunks).
+		Str("used", rpc.FormatBytes(u.Used)).Str("free", rpc.FormatBytes(u.Free)).Msg("datanode serving")
+	err = rpc.Serve(ctx, srv, n.lis, n.cfg.ShutdownGrace)
+	cancel()
+	wg.Wait()
+	n.uploads.Range(func(_ rpc.SessionID, s *uploadSession) { s.release() })
+	n.downloads.Range(func(_ rpc.SessionID, c *Chunk) { c.Close() })
+	n.log.Info().Msg("datanode stopped")
+	return err
+}
+
+// advertise derives the address peers dial from the configured advertise
+// address or the bound listener.
+func advertise(cfg string, bound net.Addr) string {
+	if cfg != "" {
+		return cfg
+	}
+	host, port, err := net.SplitHostPort(bound.String())
+	if err != nil {
+		return bound.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			host = h
+		}
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), port)
+}

@@ -1,0 +1,125 @@
+package datanode
+
+import (
+	"context"
+
+	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// maxBulk bounds the chunk IDs of one StatChunks or BulkDeleteChunk call.
+const maxBulk = 10000
+
+// PrepareChunkDownload opens a stored chunk and returns a session that
+// streams it, with the size, frame size and digest recorded at write time.
+func (n *Node) PrepareChunkDownload(ctx context.Context, req *dfspb.PrepareChunkDownloadRequest) (*dfspb.PrepareChunkDownloadResponse, error) {
+	id, err := rpc.ParseChunkID(req.ChunkId)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	c, err := n.store.Open(id)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	sid := rpc.NewSessionID()
+	n.downloads.Put(sid, c)
+	return &dfspb.PrepareChunkDownloadResponse{SessionId: string(sid), Size: c.Size, FrameSize: c.FrameSize, ChunkChecksum: c.Digest}, nil
+}
+
+// DownloadChunkStream streams a prepared chunk in frames, each with the
+// digest stored when it was written; the reader verifies them.
+func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream dfspb.DataNode_DownloadChunkStreamServer) error {
+	sid, err := rpc.ParseSessionID(req.SessionId)
+	if err != nil {
+		return rpc.ToStatus(err)
+	}
+	c, ok := n.downloads.Take(sid)
+	if !ok {
+		return rpc.ToStatus(rpc.Errorf(rpc.NotFound, "unknown or expired download session %s", sid))
+	}
+	defer c.Close()
+	return rpc.ToStatus(chunkstream.SendStored(stream.Context(), stream, c.ID, c.File, c.Size, c.FrameSize, c.Frames, c.Digest))
+}
+
+func parseIDs(ids []string) ([]rpc.ChunkID, error) {
+	if len(ids) > maxBulk {
+		return nil, rpc.Errorf(rpc.Invalid, "%d chunk ids in one call, at most %d", len(ids), maxBulk)
+	}
+	out := make([]rpc.ChunkID, len(ids))
+	for i, s := range ids {
+		id, err := rpc.ParseChunkID(s)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = id
+	}
+	return out, nil
+}
+
+// StatChunks reports, for each ID, whether the chunk is stored and its
+// recorded size and digest. The coordinator checks these before a commit.
+func (n *Node) StatChunks(ctx context.Context, req *dfspb.StatChunksRequest) (*dfspb.StatChunksResponse, error) {
+	ids, err := parseIDs(req.ChunkIds)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	resp := &dfspb.StatChunksResponse{Chunks: make([]*dfspb.ChunkStat, len(ids))}
+	for i, id := range ids {
+		st := &dfspb.ChunkStat{ChunkId: string(id)}
+		if m, err := n.store.Stat(id); err == nil {
+			st.Present, st.Size, st.Digest, st.FrameSize = true, m.Size, m.Digest, m.FrameSize
+		}
+		resp.Chunks[i] = st
+	}
+	return resp, nil
+}
+
+// DeleteChunk removes one chunk; a missing chunk is NotFound.
+func (n *Node) DeleteChunk(ctx context.Context, req *dfspb.DeleteChunkRequest) (*dfspb.DeleteChunkResponse, error) {
+	id, err := rpc.ParseChunkID(req.ChunkId)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	ok, err := n.store.Delete(id)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	if !ok {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "chunk %s not found", id))
+	}
+	n.store.SyncDeletes([]rpc.ChunkID{id})
+	return &dfspb.DeleteChunkResponse{}, nil
+}
+
+// BulkDeleteChunk removes many chunks; missing ones count as deleted, and
+// the IDs that could not be removed come back in failed.
+func (n *Node) BulkDeleteChunk(ctx context.Context, req *dfspb.BulkDeleteChunkRequest) (*dfspb.BulkDeleteChunkResponse, error) {
+	ids, err := parseIDs(req.ChunkIds)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	resp := &dfspb.BulkDeleteChunkResponse{}
+	n.deleteChunks(ids, resp)
+	return resp, nil
+}
+
+func (n *Node) deleteChunks(ids []rpc.ChunkID, resp *dfspb.BulkDeleteChunkResponse) {
+	for _, id := range ids {
+		ok, err := n.store.Delete(id)
+		switch {
+		case err != nil:
+			n.log.Warn().Err(err).Str("chunk_id", string(id)).Msg("delete failed")
+			resp.Failed = append(resp.Failed, string(id))
+		case ok:
+			resp.Deleted++
+		}
+	}
+	n.store.SyncDeletes(ids)
+}
+
+// HealthCheck reports the node's identity and disk usage.
+func (n *Node) HealthCheck(ctx context.Context, req *dfspb.HealthCheckRequest) (*dfspb.HealthCheckResponse, error) {
+	u := n.store.Usage()
+	return &dfspb.HealthCheckResponse{NodeId: string(n.id), Capacity: u.Capacity, Used: u.Used, Free: u.Free, ChunkCount: u.Chunks}, nil
+}

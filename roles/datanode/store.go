@@ -1,0 +1,480 @@
+package datanode
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/google/uuid"
+
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// A stored chunk is one file: the chunk's bytes from offset 0, then the
+// frame digests, then a fixed footer. One file means one rename makes data
+// and metadata visible together.
+//
+//	footer: magic[8] version u32 nframes u32 size u64 frameSize u64 digest[32]
+const (
+	footerSize   = 64
+	footerMagic  = "DFSCHUNK"
+	chunkVersion = 1
+	// diskReserve is kept free on the filesystem for the node's own needs.
+	diskReserve = 64 << 20
+)
+
+// Meta describes a stored chunk.
+type Meta struct {
+	Size      int64
+	FrameSize int64
+	Digest    []byte
+	Frames    [][]byte
+}
+
+// Usage is a node's disk accounting.
+type Usage struct {
+	Capacity int64
+	Used     int64
+	Free     int64
+	Chunks   int64
+}
+
+// Store keeps chunks under dir in the nested layout
+// dir/chunks/<hash[0:2]>/<hash[2:4]>/<chunk id>. Writes go to dir/tmp first
+// and are renamed into place after fsync.
+type Store struct {
+	dir      string
+	capacity int64 // 0: the filesystem's size
+
+	mu       sync.Mutex
+	used     int64
+	chunks   int64
+	reserved int64
+}
+
+// OpenStore opens or creates a chunk store in dir, removes temporary files
+// left by a crash and counts the stored chunks. capacity caps the bytes the
+// node stores (0: the filesystem's size).
+func OpenStore(dir string, capacity int64) (*Store, error) {
+	s := &Store{dir: dir, capacity: capacity}
+	for _, d := range []string{dir, s.chunkRoot(), s.tmpDir()} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("datanode: create %s: %w", d, err)
+		}
+	}
+	if err := checkWritable(dir); err != nil {
+		return nil, err
+	}
+	// Partial writes from before a crash are never visible; drop them.
+	tmp, err := os.ReadDir(s.tmpDir())
+	if err != nil {
+		return nil, fmt.Errorf("datanode: read %s: %w", s.tmpDir(), err)
+	}
+	for _, e := range tmp {
+		os.Remove(filepath.Join(s.tmpDir(), e.Name()))
+	}
+	err = s.Walk(func(id rpc.ChunkID, size int64) error {
+		s.used += size
+		s.chunks++
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func checkWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return fmt.Errorf("datanode: data dir %s is not writable: %w", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+func (s *Store) chunkRoot() string { return filepath.Join(s.dir, "chunks") }
+func (s *Store) tmpDir() string    { return filepath.Join(s.dir, "tmp") }
+
+// path returns where a validated chunk ID lives.
+func (s *Store) path(id rpc.ChunkID) string {
+	h := id.Hash()
+	return filepath.Join(s.chunkRoot(), h[0:2], h[2:4], string(id))
+}
+
+// Walk calls fn for every stored chunk with its file size. Files whose name
+// is not a valid chunk ID are ignored.
+func (s *Store) Walk(fn func(id rpc.ChunkID, fileSize int64) error) error {
+	return filepath.WalkDir(s.chunkRoot(), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		id, perr := rpc.ParseChunkID(d.Name())
+		if perr != nil {
+			return nil
+		}
+		info, ierr := d.Info()
+		if ierr != nil {
+			return nil
+		}
+		return fn(id, info.Size())
+	})
+}
+
+// Usage returns the node's capacity, use and free space. Free is what the
+// node can still accept: the capacity left after stored and reserved bytes,
+// bounded by the filesystem's free space less a reserve.
+func (s *Store) Usage() Usage {
+	var st syscall.Statfs_t
+	var fsFree, fsSize int64
+	if err := syscall.Statfs(s.dir, &st); err == nil {
+		fsFree = int64(st.Bavail) * int64(st.Bsize)
+		fsSize = int64(st.Blocks) * int64(st.Bsize)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	capacity := s.capacity
+	if capacity <= 0 {
+		capacity = fsSize
+	}
+	free := min(capacity-s.used-s.reserved, fsFree-diskReserve-s.reserved)
+	return Usage{Capacity: capacity, Used: s.used, Free: max(free, 0), Chunks: s.chunks}
+}
+
+// FileSize returns the bytes a chunk of size bytes in frames of frameSize
+// takes on disk.
+func FileSize(size, frameSize int64) int64 {
+	return size + (size+frameSize-1)/frameSize*sha256.Size + footerSize
+}
+
+// Reserve sets aside room for an incoming chunk of need bytes on disk (see
+// FileSize), or fails with ResourceExhausted when the node is full.
+func (s *Store) Reserve(need int64) error {
+	if u := s.Usage(); u.Free < need {
+		return rpc.Errorf(rpc.ResourceExhausted, "datanode is full: %s free, chunk needs %s", rpc.FormatBytes(u.Free), rpc.FormatBytes(need))
+	}
+	s.mu.Lock()
+	s.reserved += need
+	s.mu.Unlock()
+	return nil
+}
+
+// Release returns a reservation made by Reserve(need).
+func (s *Store) Release(need int64) {
+	s.mu.Lock()
+	s.reserved -= need
+	s.mu.Unlock()
+}
+
+// Has reports whether the chunk is stored.
+func (s *Store) Has(id rpc.ChunkID) bool {
+	_, err := os.Stat(s.path(id))
+	return err == nil
+}
+
+// Writer writes one chunk to a temporary file; Commit makes it durable and
+// visible, Abort removes it.
+type Writer struct {
+	s         *Store
+	id        rpc.ChunkID
+	f         *os.File
+	size      int64
+	frameSize int64
+	written   int64
+}
+
+// Create starts writing chunk id of size bytes in frames of frameSize.
+func (s *Store) Create(id rpc.ChunkID, size, frameSize int64) (*Writer, error) {
+	if s.Has(id) {
+		return nil, rpc.Errorf(rpc.Exists, "chunk %s already stored", id)
+	}
+	f, err := os.CreateTemp(s.tmpDir(), string(id)+".*.tmp")
+	if err != nil {
+		return nil, rpc.Errorf(rpc.Internal, "chunk %s: create temp file: %v", id, err)
+	}
+	return &Writer{s: s, id: id, f: f, size: size, frameSize: frameSize}, nil
+}
+
+// Write appends data to the chunk.
+func (w *Writer) Write(data []byte) (int, error) {
+	if w.written+int64(len(data)) > w.size {
+		return 0, rpc.Errorf(rpc.Invalid, "chunk %s: write beyond size %d", w.id, w.size)
+	}
+	n, err := w.f.Write(data)
+	w.written += int64(n)
+	if err != nil {
+		return n, rpc.Errorf(rpc.Internal, "chunk %s: write: %v", w.id, err)
+	}
+	return n, nil
+}
+
+// Commit appends the frame digests and footer, fsyncs the file, renames it
+// into place and fsyncs the directory: when it returns nil the chunk
+// survives a crash.
+func (w *Writer) Commit(frames [][]byte, digest []byte) error {
+	if w.written != w.size {
+		w.Abort()
+		return rpc.Errorf(rpc.Invalid, "chunk %s: %d of %d bytes written", w.id, w.written, w.size)
+	}
+	var buf bytes.Buffer
+	for _, fd := range frames {
+		buf.Write(fd)
+	}
+	buf.Write(encodeFooter(len(frames), w.size, w.frameSize, digest))
+	if _, err := w.f.Write(buf.Bytes()); err != nil {
+		w.Abort()
+		return rpc.Errorf(rpc.Internal, "chunk %s: write digests: %v", w.id, err)
+	}
+	if err := w.f.Sync(); err != nil {
+		w.Abort()
+		return rpc.Errorf(rpc.Internal, "chunk %s: fsync: %v", w.id, err)
+	}
+	tmp := w.f.Name()
+	if err := w.f.Close(); err != nil {
+		os.Remove(tmp)
+		return rpc.Errorf(rpc.Internal, "chunk %s: close: %v", w.id, err)
+	}
+	dst := w.s.path(w.id)
+	if err := mkdirSynced(filepath.Dir(dst), w.s.chunkRoot()); err != nil {
+		os.Remove(tmp)
+		return rpc.Errorf(rpc.Internal, "chunk %s: %v", w.id, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		os.Remove(tmp)
+		return rpc.Errorf(rpc.Internal, "chunk %s: rename: %v", w.id, err)
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return rpc.Errorf(rpc.Internal, "chunk %s: fsync dir: %v", w.id, err)
+	}
+	w.s.mu.Lock()
+	w.s.used += w.written + int64(buf.Len())
+	w.s.chunks++
+	w.s.mu.Unlock()
+	return nil
+}
+
+// Abort discards the partial chunk.
+func (w *Writer) Abort() {
+	name := w.f.Name()
+	w.f.Close()
+	os.Remove(name)
+}
+
+// mkdirSynced creates dir (below root) and fsyncs each parent whose entry
+// it added, so a new directory survives a crash.
+func mkdirSynced(dir, root string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != root && len(parent) > len(root) {
+		if err := mkdirSynced(parent, root); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("mkdir %s: %w", dir, err)
+	}
+	return syncDir(parent)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func encodeFooter(nframes int, size, frameSize int64, digest []byte) []byte {
+	b := make([]byte, footerSize)
+	copy(b, footerMagic)
+	binary.BigEndian.PutUint32(b[8:], chunkVersion)
+	binary.BigEndian.PutUint32(b[12:], uint32(nframes))
+	binary.BigEndian.PutUint64(b[16:], uint64(size))
+	binary.BigEndian.PutUint64(b[24:], uint64(frameSize))
+	copy(b[32:], digest)
+	return b
+}
+
+// readMeta reads and checks the digests and footer of an open chunk file.
+// The frame digests must hash to the recorded chunk digest, so damaged
+// metadata is caught as surely as damaged data.
+func readMeta(id rpc.ChunkID, f io.ReaderAt, fileSize int64) (Meta, error) {
+	bad := func(why string, args ...any) (Meta, error) {
+		return Meta{}, rpc.Errorf(rpc.Internal, "chunk %s: corrupt metadata: %s", id, fmt.Sprintf(why, args...))
+	}
+	if fileSize < footerSize {
+		return bad("file of %d bytes", fileSize)
+	}
+	foot := make([]byte, footerSize)
+	if _, err := f.ReadAt(foot, fileSize-footerSize); err != nil {
+		return bad("read footer: %v", err)
+	}
+	if string(foot[:8]) != footerMagic || binary.BigEndian.Uint32(foot[8:]) != chunkVersion {
+		return bad("bad magic or version")
+	}
+	n := int64(binary.BigEndian.Uint32(foot[12:]))
+	m := Meta{
+		Size:      int64(binary.BigEndian.Uint64(foot[16:])),
+		FrameSize: int64(binary.BigEndian.Uint64(foot[24:])),
+		Digest:    bytes.Clone(foot[32:64]),
+	}
+	if m.Size <= 0 || m.Size > rpc.MaxChunkSize || rpc.CheckFrameSize(m.FrameSize) != nil {
+		return bad("size %d, frame size %d", m.Size, m.FrameSize)
+	}
+	if want := (m.Size + m.FrameSize - 1) / m.FrameSize; n != want {
+		return bad("%d frame digests for %d", n, want)
+	}
+	if fileSize != m.Size+n*sha256.Size+footerSize {
+		return bad("file of %d bytes for a chunk of %d", fileSize, m.Size)
+	}
+	digests := make([]byte, n*sha256.Size)
+	if _, err := f.ReadAt(digests, m.Size); err != nil {
+		return bad("read digests: %v", err)
+	}
+	if sum := sha256.Sum256(digests); !bytes.Equal(sum[:], m.Digest) {
+		return bad("frame digests do not match the chunk digest")
+	}
+	for i := int64(0); i < n; i++ {
+		m.Frames = append(m.Frames, digests[i*sha256.Size:(i+1)*sha256.Size])
+	}
+	return m, nil
+}
+
+// Chunk is an open stored chunk. The caller must Close it.
+type Chunk struct {
+	*os.File
+	Meta
+	ID rpc.ChunkID
+}
+
+// Open opens a stored chunk and reads its metadata.
+func (s *Store) Open(id rpc.ChunkID) (*Chunk, error) {
+	f, err := os.Open(s.path(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, rpc.Errorf(rpc.NotFound, "chunk %s not found", id)
+	}
+	if err != nil {
+		return nil, rpc.Errorf(rpc.Internal, "chunk %s: open: %v", id, err)
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, rpc.Errorf(rpc.Internal, "chunk %s: stat: %v", id, err)
+	}
+	m, err := readMeta(id, f, info.Size())
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &Chunk{File: f, Meta: m, ID: id}, nil
+}
+
+// Stat returns a stored chunk's metadata.
+func (s *Store) Stat(id rpc.ChunkID) (Meta, error) {
+	c, err := s.Open(id)
+	if err != nil {
+		return Meta{}, err
+	}
+	defer c.Close()
+	return c.Meta, nil
+}
+
+// Delete removes a chunk. It reports whether the chunk was there; a
+// missing chunk is not an error.
+func (s *Store) Delete(id rpc.ChunkID) (bool, error) {
+	p := s.path(id)
+	info, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, rpc.Errorf(rpc.Internal, "chunk %s: stat: %v", id, err)
+	}
+	if err := os.Remove(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return false, rpc.Errorf(rpc.Internal, "chunk %s: remove: %v", id, err)
+	}
+	s.mu.Lock()
+	s.used -= info.Size()
+	s.chunks--
+	s.mu.Unlock()
+	return true, nil
+}
+
+// SyncDeletes fsyncs the directories of deleted chunks so the deletions
+// survive a crash (a lost deletion is harmless: GC repeats it).
+func (s *Store) SyncDeletes(ids []rpc.ChunkID) {
+	seen := map[string]bool{}
+	for _, id := range ids {
+		d := filepath.Dir(s.path(id))
+		if !seen[d] {
+			seen[d] = true
+			syncDir(d)
+		}
+	}
+}
+
+// LoadOrCreateNodeID returns the node ID persisted in dir, creating and
+// durably writing a new one on first start.
+func LoadOrCreateNodeID(dir string) (rpc.NodeID, error) {
+	p := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(p)
+	if err == nil {
+		id, perr := rpc.ParseNodeID(string(bytes.TrimSpace(b)))
+		if perr != nil {
+			return "", fmt.Errorf("datanode: %s holds %q, not a node id", p, bytes.TrimSpace(b))
+		}
+		return id, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("datanode: read node id: %w", err)
+	}
+	id := rpc.NodeID(uuid.NewString())
+	tmp := p + ".tmp"
+	if err := writeFileSync(tmp, []byte(string(id)+"\n")); err != nil {
+		return "", fmt.Errorf("datanode: write node id: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return "", fmt.Errorf("datanode: write node id: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return "", fmt.Errorf("datanode: write node id: %w", err)
+	}
+	return id, nil
+}
+
+func writeFileSync(name string, data []byte) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

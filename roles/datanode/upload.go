@@ -1,0 +1,363 @@
+package datanode
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// uploadSession is a prepared chunk upload: the space reserved for it and,
+// on a primary, the replicas' own sessions.
+type uploadSession struct {
+	id        rpc.ChunkID
+	size      int64
+	frameSize int64
+	replicas  []replicaTarget
+
+	once    sync.Once
+	release func()
+}
+
+type replicaTarget struct {
+	node    rpc.NodeID
+	addr    string
+	session rpc.SessionID
+}
+
+// PrepareChunkUpload reserves space for a chunk and, on a primary, prepares
+// every replica in parallel. A replica that cannot take the chunk fails the
+// call with its node ID attached, so the client can place it elsewhere.
+func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUploadRequest) (*dfspb.PrepareChunkUploadResponse, error) {
+	id, err := rpc.ParseChunkID(req.ChunkId)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	if req.Size <= 0 || req.Size > rpc.MaxChunkSize {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "chunk %s: size %d out of range (1 B to %s)", id, req.Size, rpc.FormatBytes(rpc.MaxChunkSize)))
+	}
+	if err := rpc.CheckFrameSize(req.FrameSize); err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	if len(req.Replicas) >= rpc.MaxReplication {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "chunk %s: %d replicas, at most %d", id, len(req.Replicas), rpc.MaxReplication-1))
+	}
+	targets := make([]replicaTarget, 0, len(req.Replicas))
+	seen := map[rpc.NodeID]bool{n.id: true}
+	for _, r := range req.Replicas {
+		nid, err := rpc.ParseNodeID(r.NodeId)
+		if err != nil {
+			return nil, rpc.ToStatus(err)
+		}
+		if seen[nid] {
+			return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "chunk %s: node %s named twice (or is the primary)", id, nid))
+		}
+		if r.Addr == "" {
+			return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "chunk %s: replica %s has no address", id, nid))
+		}
+		seen[nid] = true
+		targets = append(targets, replicaTarget{node: nid, addr: r.Addr})
+	}
+	if n.store.Has(id) {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.Exists, "chunk %s already stored", id))
+	}
+	need := FileSize(req.Size, req.FrameSize)
+	if err := n.store.Reserve(need); err != nil {
+		return nil, rpc.ToStatus(rpc.NodeError(rpc.KindOf(err), []string{string(n.id)}, "%v", err))
+	}
+	s := &uploadSession{id: id, size: req.Size, frameSize: req.FrameSize, replicas: targets}
+	s.release = func() { s.once.Do(func() { n.store.Release(need) }) }
+
+	if err := n.prepareReplicas(ctx, req, s.replicas); err != nil {
+		s.release()
+		return nil, rpc.ToStatus(err)
+	}
+	sid := rpc.NewSessionID()
+	exp := n.uploads.Put(sid, s)
+	return &dfspb.PrepareChunkUploadResponse{SessionId: string(sid), ExpiresUnixMs: exp.UnixMilli()}, nil
+}
+
+func (n *Node) prepareReplicas(ctx context.Context, req *dfspb.PrepareChunkUploadRequest, targets []replicaTarget) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(targets))
+	for i := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := &targets[i]
+			cctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
+			defer cancel()
+			cc, err := n.pool.Get(t.addr)
+			if err == nil {
+				var resp *dfspb.PrepareChunkUploadResponse
+				resp, err = dfspb.NewDataNodeClient(cc).PrepareChunkUpload(cctx, &dfspb.PrepareChunkUploadRequest{
+					ChunkId: req.ChunkId, Size: req.Size, FrameSize: req.FrameSize,
+				})
+				if err == nil {
+					t.session = rpc.SessionID(resp.SessionId)
+				}
+			}
+			if err != nil {
+				errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): prepare: %v", t.node.Short(), t.addr, rpc.FromStatus(err))
+			}
+		}()
+	}
+	wg.Wait()
+	return joinNodeErrors(errs)
+}
+
+// joinNodeErrors merges per-replica failures into one error that carries
+// every failed node.
+func joinNodeErrors(errs []error) error {
+	var merr *multierror.Error
+	var nodes []string
+	for _, err := range errs {
+		if err != nil {
+			merr = multierror.Append(merr, err)
+			nodes = append(nodes, rpc.FailedNodesOf(err)...)
+		}
+	}
+	if merr == nil {
+		return nil
+	}
+	if len(merr.Errors) == 1 {
+		return merr.Errors[0]
+	}
+	merr.ErrorFormat = func(es []error) string {
+		s := ""
+		for i, e := range es {
+			if i > 0 {
+				s += "; "
+			}
+			s += e.Error()
+		}
+		return s
+	}
+	return rpc.NodeError(rpc.Unavailable, nodes, "%v", merr.ErrorOrNil())
+}
+
+// idleStream bounds the wait for each frame: a sender that goes quiet for
+// the session timeout loses its stream and its partial chunk.
+type idleStream struct {
+	dfspb.DataNode_UploadChunkStreamServer
+	timeout time.Duration
+	frames  chan recvResult
+}
+
+type recvResult struct {
+	f   *dfspb.ChunkDataStream
+	err error
+}
+
+func newIdleStream(s dfspb.DataNode_UploadChunkStreamServer, timeout time.Duration) *idleStream {
+	st := &idleStream{DataNode_UploadChunkStreamServer: s, timeout: timeout, frames: make(chan recvResult, 1)}
+	go func() {
+		for {
+			f, err := s.Recv()
+			select {
+			case st.frames <- recvResult{f, err}:
+			case <-s.Context().Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return st
+}
+
+func (s *idleStream) Recv() (*dfspb.ChunkDataStream, error) {
+	t := time.NewTimer(s.timeout)
+	defer t.Stop()
+	select {
+	case r := <-s.frames:
+		return r.f, r.err
+	case <-t.C:
+		return nil, rpc.Errorf(rpc.DeadlineExceeded, "no frame for %s: stream expired", s.timeout)
+	case <-s.Context().Done():
+		return nil, rpc.Errorf(rpc.Canceled, "stream canceled by the sender")
+	}
+}
+
+// UploadChunkStream receives a chunk's frames, verifies each, writes it to
+// a temporary file and forwards it to the replicas as it arrives. After the
+// final frame the chunk is made durable here while the replicas do the same;
+// the final ack names every node that stored it. Write quorum is all: a
+// failed replica fails the upload, naming the node.
+func (n *Node) UploadChunkStream(stream dfspb.DataNode_UploadChunkStreamServer) error {
+	err := n.uploadChunk(stream)
+	if err != nil {
+		n.log.Debug().Err(err).Msg("upload failed")
+	}
+	return rpc.ToStatus(err)
+}
+
+func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
+	stream := newIdleStream(raw, n.cfg.SessionTimeout)
+	first, err := stream.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return rpc.Errorf(rpc.Invalid, "upload stream closed before the first frame")
+		}
+		return rpc.FromStatus(err)
+	}
+	sid, err := rpc.ParseSessionID(first.SessionId)
+	if err != nil {
+		return err
+	}
+	s, ok := n.uploads.Take(sid)
+	if !ok {
+		return rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", sid)
+	}
+	defer s.release()
+	log := n.log.With().Str("chunk_id", string(s.id)).Str("session_id", string(sid)).Logger()
+
+	w, err := n.store.Create(s.id, s.size, s.frameSize)
+	if err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			w.Abort()
+		}
+	}()
+
+	ctx, cancel := context.WithCancel(raw.Context())
+	defer cancel()
+	fwd, err := n.openReplicas(ctx, s)
+	if err != nil {
+		return err
+	}
+
+	self := []string{string(n.id)}
+	v, err := chunkstream.Receive(ctx, stream, sid, first, chunkstream.Expect{ChunkID: s.id, Size: s.size, FrameSize: s.frameSize},
+		func(f *dfspb.ChunkDataStream) error {
+			// Forward first so the replicas work while we write.
+			done := fwd.send(f)
+			_, werr := w.Write(f.Data)
+			ferr := <-done
+			if werr != nil {
+				return rpc.NodeError(rpc.Internal, self, "%v", werr)
+			}
+			return ferr
+		})
+	if err != nil {
+		return err
+	}
+
+	// Make the chunk durable here while the replicas do the same.
+	var wg sync.WaitGroup
+	var stored []string
+	var ferr error
+	wg.Add(1)
+	go func() { defer wg.Done(); stored, ferr = fwd.finish() }()
+	cerr := w.Commit(v.FrameDigests(), v.Sum())
+	committed = cerr == nil
+	wg.Wait()
+	if cerr != nil {
+		return rpc.NodeError(rpc.Internal, self, "%v", cerr)
+	}
+	if ferr != nil {
+		return ferr
+	}
+	log.Debug().Int64("size", s.size).Int("replicas", len(stored)).Msg("chunk stored")
+	return raw.Send(&dfspb.ChunkDataAck{
+		SessionId:     string(sid),
+		BytesReceived: s.size,
+		ReadyForNext:  true,
+		IsFinal:       true,
+		Replicas:      append(self, stored...),
+	})
+}
+
+// forwarder sends a primary's frames to its replicas, one Upload each.
+type forwarder struct {
+	targets []replicaTarget
+	ups     []*chunkstream.Upload
+}
+
+func (n *Node) openReplicas(ctx context.Context, s *uploadSession) (*forwarder, error) {
+	fw := &forwarder{targets: s.replicas}
+	for _, t := range s.replicas {
+		cc, err := n.pool.Get(t.addr)
+		if err != nil {
+			return nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s: %v", t.node.Short(), err)
+		}
+		st, err := dfspb.NewDataNodeClient(cc).UploadChunkStream(ctx)
+		if err != nil {
+			return nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): open stream: %v", t.node.Short(), t.addr, rpc.FromStatus(err))
+		}
+		fw.ups = append(fw.ups, chunkstream.NewUpload(ctx, st, n.cfg.Window))
+	}
+	return fw, nil
+}
+
+// send forwards f to every replica in parallel; the channel yields the
+// combined error once all have taken it.
+func (fw *forwarder) send(f *dfspb.ChunkDataStream) <-chan error {
+	done := make(chan error, 1)
+	if len(fw.ups) == 0 {
+		done <- nil
+		return done
+	}
+	go func() {
+		errs := make([]error, len(fw.ups))
+		var wg sync.WaitGroup
+		for i, u := range fw.ups {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t := fw.targets[i]
+				g := &dfspb.ChunkDataStream{
+					SessionId: string(t.session), ChunkId: f.ChunkId, Data: f.Data, Offset: f.Offset,
+					IsFinal: f.IsFinal, PartialChecksum: f.PartialChecksum, ChunkChecksum: f.ChunkChecksum,
+				}
+				if err := u.Send(g); err != nil {
+					errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %v", t.node.Short(), t.addr, err)
+				}
+			}()
+		}
+		wg.Wait()
+		done <- joinNodeErrors(errs)
+	}()
+	return done
+}
+
+// finish waits for every replica's final ack and returns the nodes that
+// stored the chunk.
+func (fw *forwarder) finish() ([]string, error) {
+	errs := make([]error, len(fw.ups))
+	stored := make([][]string, len(fw.ups))
+	var wg sync.WaitGroup
+	for i, u := range fw.ups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := fw.targets[i]
+			ack, err := u.Finish()
+			if err != nil {
+				errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %v", t.node.Short(), t.addr, err)
+				return
+			}
+			stored[i] = ack.Replicas
+		}()
+	}
+	wg.Wait()
+	if err := joinNodeErrors(errs); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range stored {
+		out = append(out, s...)
+	}
+	return out, nil
+}
