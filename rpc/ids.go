@@ -223,3 +223,31 @@ func FormatBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
 }
+
+// ParseBytes parses a size such as "8MiB", "64 MB", "4k" or "1048576".
+// Units are powers of 1024 (k, K, KiB, KB all mean 1024).
+func ParseBytes(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	if num == "" {
+		return 0, Errorf(Invalid, "invalid size %q", s)
+	}
+	mult := map[string]float64{"": 1, "b": 1,
+		"k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
+		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
+		"g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
+		"t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40,
+	}[unit]
+	if mult == 0 {
+		return 0, Errorf(Invalid, "invalid size %q: unknown unit %q", s, unit)
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || v*mult >= 1<<62 {
+		return 0, Errorf(Invalid, "invalid size %q", s)
+	}
+	return int64(v * mult), nil
+}

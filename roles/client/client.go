@@ -1,0 +1,204 @@
+// Package client is the dfs SDK (Put, Get, Delete, List, Stat, Nodes) and
+// the command-line client built on it. It holds no server state: every
+// call asks the coordinator, then moves chunk bytes directly to or from
+// the datanodes.
+package client
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+
+	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// Config is a client's configuration.
+type Config struct {
+	// Coordinators are the coordinator addresses, tried in order.
+	Coordinators []string
+	// ChunkSize for new files; 0 uses the coordinator's default.
+	ChunkSize int64
+	// FrameSize is the size of each frame of a chunk stream.
+	FrameSize int64
+	// Replication for new files; 0 uses the coordinator's default.
+	Replication int
+	// Parallel is how many chunks are in flight at once.
+	Parallel int
+	// Window is the unacknowledged bytes per chunk stream.
+	Window int64
+	// RPCTimeout bounds each unary call.
+	RPCTimeout time.Duration
+	// ChunkTimeout bounds moving one chunk to or from a datanode.
+	ChunkTimeout time.Duration
+	// Attempts is how many placements a chunk of a put gets, and how many
+	// rounds over the replicas a get makes, before giving up.
+	Attempts int
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Coordinators: []string{"127.0.0.1:7000"},
+		FrameSize:    1 << 20,
+		Parallel:     4,
+		Window:       chunkstream.DefaultWindow,
+		RPCTimeout:   15 * time.Second,
+		ChunkTimeout: 2 * time.Minute,
+		Attempts:     5,
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	switch {
+	case len(c.Coordinators) == 0 || c.Coordinators[0] == "":
+		return rpc.Errorf(rpc.Invalid, "no coordinator address: set --coordinator or DFS_COORDINATOR")
+	case c.ChunkSize != 0 && rpc.CheckChunkSize(c.ChunkSize) != nil:
+		return rpc.CheckChunkSize(c.ChunkSize)
+	case rpc.CheckFrameSize(c.FrameSize) != nil:
+		return rpc.CheckFrameSize(c.FrameSize)
+	case c.Replication < 0 || c.Replication > rpc.MaxReplication:
+		return rpc.Errorf(rpc.Invalid, "replication %d out of range (1 to %d)", c.Replication, rpc.MaxReplication)
+	case c.Parallel < 1 || c.Parallel > 64:
+		return rpc.Errorf(rpc.Invalid, "parallel %d out of range (1 to 64)", c.Parallel)
+	case c.RPCTimeout <= 0 || c.ChunkTimeout <= 0:
+		return rpc.Errorf(rpc.Invalid, "timeouts must be positive")
+	case c.Attempts < 1:
+		return rpc.Errorf(rpc.Invalid, "attempts must be at least 1")
+	}
+	return nil
+}
+
+// Client talks to one dfs cluster. It is safe for concurrent use.
+type Client struct {
+	cfg  Config
+	log  zerolog.Logger
+	pool *rpc.Pool
+
+	mu       sync.Mutex
+	coordIdx int
+}
+
+// New returns a client; it connects lazily.
+func New(cfg Config, log zerolog.Logger) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Client{cfg: cfg, log: log, pool: rpc.NewPool()}, nil
+}
+
+// Close releases the client's connections.
+func (c *Client) Close() error { return c.pool.Close() }
+
+// coordinator calls fn with a coordinator client, moving on to the next
+// configured address when one is unavailable.
+func (c *Client) coordinator(ctx context.Context, fn func(ctx context.Context, cc dfspb.CoordinatorClient) error) error {
+	var err error
+	for i := 0; i < len(c.cfg.Coordinators); i++ {
+		c.mu.Lock()
+		idx := c.coordIdx
+		c.mu.Unlock()
+		addr := c.cfg.Coordinators[idx%len(c.cfg.Coordinators)]
+		var conn *grpc.ClientConn
+		if conn, err = c.pool.Get(addr); err != nil {
+			return err
+		}
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
+		err = rpc.FromStatus(fn(cctx, dfspb.NewCoordinatorClient(conn)))
+		timedOut := cctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if timedOut && rpc.KindOf(err) == rpc.DeadlineExceeded {
+			err = rpc.Errorf(rpc.Unavailable, "coordinator %s did not answer within %s", addr, c.cfg.RPCTimeout)
+		}
+		if rpc.KindOf(err) != rpc.Unavailable {
+			return err
+		}
+		if len(c.cfg.Coordinators) > 1 {
+			c.mu.Lock()
+			if c.coordIdx == idx {
+				c.coordIdx++
+			}
+			c.mu.Unlock()
+		}
+		err = rpc.Errorf(rpc.Unavailable, "coordinator %s unreachable: %v", addr, err)
+	}
+	return err
+}
+
+// datanode returns a client for the datanode at addr.
+func (c *Client) datanode(addr string) (dfspb.DataNodeClient, error) {
+	conn, err := c.pool.Get(addr)
+	if err != nil {
+		return nil, err
+	}
+	return dfspb.NewDataNodeClient(conn), nil
+}
+
+// Stat returns a file's metadata and replica locations.
+func (c *Client) Stat(ctx context.Context, path string) (*dfspb.FileInfo, error) {
+	var fi *dfspb.FileInfo
+	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		resp, err := cc.StatFile(ctx, &dfspb.StatFileRequest{Path: path})
+		if err == nil {
+			fi = resp.File
+		}
+		return err
+	})
+	return fi, err
+}
+
+// Delete removes a file.
+func (c *Client) Delete(ctx context.Context, path string) error {
+	return c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		_, err := cc.DeleteFile(ctx, &dfspb.DeleteFileRequest{Path: path})
+		return err
+	})
+}
+
+// List returns the entries below dir, one level or recursively, reading
+// every page.
+func (c *Client) List(ctx context.Context, dir string, recursive bool) ([]*dfspb.ListEntry, error) {
+	var out []*dfspb.ListEntry
+	token := ""
+	for {
+		var resp *dfspb.ListFilesResponse
+		err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+			var err error
+			resp, err = cc.ListFiles(ctx, &dfspb.ListFilesRequest{Path: dir, Recursive: recursive, PageToken: token})
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, resp.Entries...)
+		if resp.NextPageToken == "" {
+			return out, nil
+		}
+		token = resp.NextPageToken
+	}
+}
+
+// Nodes returns the cluster's datanodes.
+func (c *Client) Nodes(ctx context.Context) (*dfspb.ListNodesResponse, error) {
+	var out *dfspb.ListNodesResponse
+	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		var err error
+		out, err = cc.ListNodes(ctx, &dfspb.ListNodesRequest{})
+		return err
+	})
+	return out, err
+}
+
+// wrap prefixes an error with the operation and path.
+func wrap(op, path string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s %s: %w", op, path, err)
+}

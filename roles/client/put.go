@@ -1,0 +1,317 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// Progress is told how many more bytes were moved; it may be nil.
+type Progress func(n int64)
+
+// Put stores r at path as a new version of the file. size is r's length,
+// or -1 when unknown (r is read to its end without being buffered whole).
+// Chunks go to their datanodes several at a time; a chunk whose datanode
+// fails is placed again elsewhere. The file becomes visible only when the
+// coordinator confirms it; on any failure, or when ctx is canceled, the
+// upload is aborted and the previous version of path stays as it was.
+func (c *Client) Put(ctx context.Context, path string, r io.Reader, size int64, progress Progress) (*dfspb.FileInfo, error) {
+	fi, err := c.put(rpc.EnsureRequestID(ctx), path, r, size, progress)
+	return fi, wrap("put", path, err)
+}
+
+type putState struct {
+	c         *Client
+	session   rpc.SessionID
+	chunkSize int64
+	plans     []*dfspb.ChunkPlan
+	progress  Progress
+
+	mu       sync.Mutex
+	receipts map[uint32]*dfspb.ChunkReceipt
+	failed   map[rpc.NodeID]bool // nodes that failed any chunk of this put
+}
+
+type chunkJob struct {
+	index uint32
+	data  []byte
+	buf   []byte // to return to the pool
+}
+
+func (c *Client) put(ctx context.Context, path string, r io.Reader, size int64, progress Progress) (*dfspb.FileInfo, error) {
+	if _, err := rpc.ParsePath(path); err != nil {
+		return nil, err
+	}
+	if size < -1 {
+		return nil, rpc.Errorf(rpc.Invalid, "negative size %d", size)
+	}
+	var open *dfspb.UploadFileResponse
+	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		var err error
+		open, err = cc.UploadFile(ctx, &dfspb.UploadFileRequest{
+			Path: path, Size: size, ChunkSize: c.cfg.ChunkSize, Replication: uint32(c.cfg.Replication),
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	st := &putState{
+		c: c, session: rpc.SessionID(open.SessionId), chunkSize: open.ChunkSize, plans: open.Chunks,
+		progress: progress, receipts: map[uint32]*dfspb.ChunkReceipt{}, failed: map[rpc.NodeID]bool{},
+	}
+	if st.chunkSize <= 0 || st.chunkSize > rpc.MaxChunkSize {
+		return nil, rpc.Errorf(rpc.Internal, "coordinator chose chunk size %d", st.chunkSize)
+	}
+	fi, err := st.run(ctx, r, size)
+	if err != nil {
+		// Abort even when ctx is canceled, so the chunks are collected now
+		// rather than when the session expires.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RPCTimeout)
+		defer cancel()
+		if aerr := c.coordinator(actx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+			_, err := cc.AbortUpload(ctx, &dfspb.AbortUploadRequest{SessionId: open.SessionId})
+			return err
+		}); aerr != nil && rpc.KindOf(aerr) != rpc.NotFound {
+			c.log.Debug().Err(aerr).Msg("abort upload")
+		}
+		if ctx.Err() != nil {
+			return nil, rpc.Errorf(rpc.Canceled, "interrupted; nothing was committed")
+		}
+		return nil, err
+	}
+	return fi, nil
+}
+
+// run reads r chunk by chunk, sends the chunks with bounded parallelism and
+// confirms the upload.
+func (st *putState) run(ctx context.Context, r io.Reader, size int64) (*dfspb.FileInfo, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	par := st.c.cfg.Parallel
+	bufs := make(chan []byte, par+1)
+	for range par + 1 {
+		bufs <- nil // allocated on first use, so small files stay small
+	}
+	jobs := make(chan chunkJob)
+	var wg sync.WaitGroup
+	for range par {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if err := st.sendChunk(ctx, j.index, j.data); err != nil {
+					cancel(err)
+				}
+				bufs <- j.buf
+			}
+		}()
+	}
+
+	h := sha256.New()
+	var total int64
+	var readErr error
+	for index := uint32(0); ; index++ {
+		var buf []byte
+		select {
+		case buf = <-bufs:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if buf == nil {
+			want := st.chunkSize
+			if size >= 0 {
+				want = min(st.chunkSize, max(size, 1))
+			}
+			buf = make([]byte, want)
+		}
+		n, err := io.ReadFull(r, buf)
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			readErr = rpc.Errorf(rpc.Invalid, "read input: %v", err)
+			break
+		}
+		if n > 0 {
+			h.Write(buf[:n])
+			total += int64(n)
+			if size >= 0 && total > size {
+				readErr = rpc.Errorf(rpc.Invalid, "input grew while reading: more than %d bytes", size)
+				break
+			}
+			select {
+			case jobs <- chunkJob{index: index, data: buf[:n], buf: buf}:
+			case <-ctx.Done():
+			}
+		}
+		if n < len(buf) || (size >= 0 && total == size) {
+			break // end of input
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if readErr != nil {
+		return nil, readErr
+	}
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	if size >= 0 && total != size {
+		return nil, rpc.Errorf(rpc.Invalid, "input ended at %d bytes, expected %d (file changed while reading?)", total, size)
+	}
+	return st.confirm(ctx, total, h.Sum(nil))
+}
+
+// plan returns the placement of chunk index: the one UploadFile returned,
+// or a new one that avoids every node that failed this put.
+func (st *putState) plan(ctx context.Context, index uint32, retry bool) (*dfspb.ChunkPlan, error) {
+	if !retry && int(index) < len(st.plans) && !st.touchesFailed(st.plans[index]) {
+		return st.plans[index], nil
+	}
+	st.mu.Lock()
+	exclude := make([]string, 0, len(st.failed))
+	for id := range st.failed {
+		exclude = append(exclude, string(id))
+	}
+	st.mu.Unlock()
+	slices.Sort(exclude)
+	var plan *dfspb.ChunkPlan
+	err := st.c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		resp, err := cc.AllocateChunk(ctx, &dfspb.AllocateChunkRequest{SessionId: string(st.session), Index: index, ExcludeNodeIds: exclude})
+		if err == nil {
+			plan = resp.Chunk
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if plan.GetPrimary() == nil || plan.Index != index {
+		return nil, rpc.Errorf(rpc.Internal, "coordinator returned a malformed plan for chunk %d", index)
+	}
+	return plan, nil
+}
+
+func (st *putState) touchesFailed(p *dfspb.ChunkPlan) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.failed[rpc.NodeID(p.GetPrimary().GetNodeId())] {
+		return true
+	}
+	for _, r := range p.Replicas {
+		if st.failed[rpc.NodeID(r.NodeId)] {
+			return true
+		}
+	}
+	return false
+}
+
+// sendChunk stores one chunk on its primary and replicas, placing it again
+// elsewhere when a node fails, up to the configured attempts.
+func (st *putState) sendChunk(ctx context.Context, index uint32, data []byte) error {
+	backoff := chunkstream.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
+	var lastErr error
+	for attempt := 0; attempt < st.c.cfg.Attempts; attempt++ {
+		if attempt > 0 {
+			t := time.NewTimer(backoff.Delay(attempt))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return context.Cause(ctx)
+			case <-t.C:
+			}
+		}
+		plan, err := st.plan(ctx, index, attempt > 0)
+		if err != nil {
+			// No placement (too few nodes, session gone): nothing to retry.
+			return err
+		}
+		receipt, err := st.c.storeChunk(ctx, plan, data)
+		if err == nil {
+			st.mu.Lock()
+			st.receipts[index] = receipt
+			st.mu.Unlock()
+			if st.progress != nil {
+				st.progress(int64(len(data)))
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		nodes := rpc.FailedNodesOf(err)
+		if len(nodes) == 0 {
+			nodes = []string{plan.Primary.NodeId}
+		}
+		st.mu.Lock()
+		for _, n := range nodes {
+			st.failed[rpc.NodeID(n)] = true
+		}
+		st.mu.Unlock()
+		st.c.log.Debug().Err(err).Uint32("chunk", index).Strs("failed_nodes", nodes).Int("attempt", attempt+1).Msg("chunk failed; placing it again")
+		lastErr = err
+	}
+	return rpc.Errorf(rpc.Unavailable, "chunk %d failed %d times, last: %v", index, st.c.cfg.Attempts, lastErr)
+}
+
+// storeChunk sends data to the plan's primary, which forwards it to the
+// replicas, and returns the receipt from the final ack.
+func (c *Client) storeChunk(ctx context.Context, plan *dfspb.ChunkPlan, data []byte) (*dfspb.ChunkReceipt, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ChunkTimeout)
+	defer cancel()
+	primary := plan.Primary
+	dn, err := c.datanode(primary.Addr)
+	if err != nil {
+		return nil, err
+	}
+	prep, err := dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{
+		ChunkId: plan.ChunkId, Size: int64(len(data)), FrameSize: c.cfg.FrameSize, Replicas: plan.Replicas,
+	})
+	if err != nil {
+		return nil, rpc.FromStatus(err)
+	}
+	stream, err := dn.UploadChunkStream(ctx)
+	if err != nil {
+		return nil, rpc.FromStatus(err)
+	}
+	ack, digest, err := chunkstream.SendChunk(ctx, stream, rpc.SessionID(prep.SessionId), rpc.ChunkID(plan.ChunkId), data, int(c.cfg.FrameSize), c.cfg.Window)
+	if err != nil {
+		return nil, err
+	}
+	return &dfspb.ChunkReceipt{
+		Index: plan.Index, ChunkId: plan.ChunkId, Size: int64(len(data)), Digest: digest,
+		FrameSize: c.cfg.FrameSize, NodeIds: ack.Replicas,
+	}, nil
+}
+
+// confirm commits the upload, retrying while the coordinator or a datanode
+// it checks with is briefly unavailable.
+func (st *putState) confirm(ctx context.Context, size int64, sum []byte) (*dfspb.FileInfo, error) {
+	req := &dfspb.ConfirmUploadRequest{SessionId: string(st.session), Size: size, Sha256: sum}
+	for i := range uint32(len(st.receipts)) {
+		rc, ok := st.receipts[i]
+		if !ok {
+			return nil, rpc.Errorf(rpc.Internal, "chunk %d has no receipt", i)
+		}
+		req.Chunks = append(req.Chunks, rc)
+	}
+	var fi *dfspb.FileInfo
+	err := chunkstream.Retry(ctx, chunkstream.DefaultBackoff, func(int) error {
+		return st.c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+			resp, err := cc.ConfirmUpload(ctx, req)
+			if err == nil {
+				fi = resp.File
+			}
+			return err
+		})
+	})
+	return fi, err
+}

@@ -1,0 +1,237 @@
+// Package roles is the composition root: it builds the coordinator,
+// datanode and client roles from their configurations, wires them to the
+// command line, and runs whole clusters in one process for `dfs dev`,
+// `dfs bench --dev` and the tests.
+package roles
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/roles/coordinator"
+	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// ClusterConfig describes an in-process cluster.
+type ClusterConfig struct {
+	// Dir holds coordinator/ and datanode-N/ data directories.
+	Dir string
+	// Nodes is how many datanodes to start.
+	Nodes int
+	// Listen is the coordinator's address ("127.0.0.1:0" picks a port).
+	Listen      string
+	Coordinator coordinator.Config
+	Datanode    datanode.Config
+	Log         zerolog.Logger
+}
+
+// DefaultClusterConfig returns a 3-node loopback cluster in dir.
+func DefaultClusterConfig(dir string) ClusterConfig {
+	dn := datanode.DefaultConfig()
+	dn.ShutdownGrace = time.Second
+	co := coordinator.DefaultConfig()
+	co.ShutdownGrace = time.Second
+	return ClusterConfig{Dir: dir, Nodes: 3, Listen: "127.0.0.1:0", Coordinator: co, Datanode: dn, Log: zerolog.Nop()}
+}
+
+// Cluster is a coordinator and datanodes running in this process.
+type Cluster struct {
+	cfg   ClusterConfig
+	ctx   context.Context
+	coord *coordinator.Coordinator
+	stopC func()
+	doneC chan error
+
+	mu    sync.Mutex
+	nodes []*ClusterNode
+}
+
+// ClusterNode is one datanode of a Cluster.
+type ClusterNode struct {
+	Dir  string
+	Node *datanode.Node
+	stop func()
+	done chan error
+}
+
+// StartCluster starts a coordinator and cfg.Nodes datanodes and waits until
+// every datanode has registered. The cluster stops when ctx ends or on Close.
+func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
+	co := cfg.Coordinator
+	co.Listen = cfg.Listen
+	co.DataDir = filepath.Join(cfg.Dir, "coordinator")
+	lis, err := rpc.Listen(co.Listen)
+	if err != nil {
+		return nil, err
+	}
+	coord, err := coordinator.New(co, coordinator.Deps{Log: cfg.Log, Listener: lis})
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	c := &Cluster{cfg: cfg, ctx: ctx, coord: coord, stopC: cancel, doneC: make(chan error, 1)}
+	go func() { c.doneC <- coord.Run(cctx) }()
+	select {
+	case <-coord.Ready():
+	case err := <-c.doneC:
+		cancel()
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	for i := 0; i < cfg.Nodes; i++ {
+		if _, err := c.AddNode(); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if err := c.WaitHealthy(cfg.Nodes, 30*time.Second); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Addr returns the coordinator's address.
+func (c *Cluster) Addr() string { return c.coord.Addr() }
+
+// Coordinator returns the coordinator role.
+func (c *Cluster) Coordinator() *coordinator.Coordinator { return c.coord }
+
+// Nodes returns the datanodes started so far, stopped ones included.
+func (c *Cluster) Nodes() []*ClusterNode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*ClusterNode(nil), c.nodes...)
+}
+
+// AddNode starts one more datanode with a fresh data directory.
+func (c *Cluster) AddNode() (*ClusterNode, error) {
+	c.mu.Lock()
+	dir := filepath.Join(c.cfg.Dir, fmt.Sprintf("datanode-%d", len(c.nodes)))
+	c.mu.Unlock()
+	n, err := c.startNode(dir)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.nodes = append(c.nodes, n)
+	c.mu.Unlock()
+	return n, nil
+}
+
+func (c *Cluster) startNode(dir string) (*ClusterNode, error) {
+	dc := c.cfg.Datanode
+	dc.Listen = "127.0.0.1:0"
+	dc.Advertise = ""
+	dc.DataDir = dir
+	dc.Coordinators = []string{c.Addr()}
+	lis, err := rpc.Listen(dc.Listen)
+	if err != nil {
+		return nil, err
+	}
+	dn, err := datanode.New(dc, datanode.Deps{Log: c.cfg.Log, Listener: lis})
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	n := &ClusterNode{Dir: dir, Node: dn, stop: cancel, done: make(chan error, 1)}
+	go func() { n.done <- dn.Run(ctx) }()
+	select {
+	case <-dn.Ready():
+		return n, nil
+	case err := <-n.done:
+		cancel()
+		return nil, fmt.Errorf("datanode %s: %w", dir, err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		return nil, fmt.Errorf("datanode %s: not ready after 30s", dir)
+	}
+}
+
+// StopNode stops datanode i (its data stays on disk) and waits for it.
+func (c *Cluster) StopNode(i int) error {
+	c.mu.Lock()
+	n := c.nodes[i]
+	c.mu.Unlock()
+	return n.Stop()
+}
+
+// Stop stops the datanode and waits for it; it is idempotent.
+func (n *ClusterNode) Stop() error {
+	n.stop()
+	err, ok := <-n.done
+	if ok {
+		close(n.done)
+	}
+	return err
+}
+
+// RestartNode starts datanode i again on its data directory: same node ID,
+// same chunks, a new address.
+func (c *Cluster) RestartNode(i int) (*ClusterNode, error) {
+	c.mu.Lock()
+	old := c.nodes[i]
+	c.mu.Unlock()
+	old.Stop()
+	n, err := c.startNode(old.Dir)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.nodes[i] = n
+	c.mu.Unlock()
+	return n, nil
+}
+
+// WaitHealthy waits until the coordinator counts at least want healthy
+// datanodes.
+func (c *Cluster) WaitHealthy(want int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := c.coord.ListNodes(c.ctx, &dfspb.ListNodesRequest{})
+		if err != nil {
+			return err
+		}
+		healthy := 0
+		for _, n := range resp.Nodes {
+			if n.State == dfspb.NodeState_NODE_STATE_HEALTHY {
+				healthy++
+			}
+		}
+		if healthy >= want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster: %d of %d datanodes healthy after %s", healthy, want, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Client returns a client of this cluster with cfg's tuning.
+func (c *Cluster) Client(cfg client.Config) (*client.Client, error) {
+	cfg.Coordinators = []string{c.Addr()}
+	return client.New(cfg, c.cfg.Log)
+}
+
+// Close stops every datanode, then the coordinator.
+func (c *Cluster) Close() error {
+	for _, n := range c.Nodes() {
+		n.Stop()
+	}
+	c.stopC()
+	err, ok := <-c.doneC
+	if ok {
+		close(c.doneC)
+	}
+	return err
+}
