@@ -165,6 +165,9 @@ func (c *Collector) Sweep(ctx context.Context, now time.Time) {
 			cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 			failed, err := c.deleter.DeleteChunks(cctx, j.node, j.ids)
 			cancel()
+			if ctx.Err() != nil {
+				return // shutting down; the deletions stay queued
+			}
 			c.finish(j.node, j.ids, failed, err, now)
 		}()
 	}

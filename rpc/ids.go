@@ -251,3 +251,28 @@ func ParseBytes(s string) (int64, error) {
 	}
 	return int64(v * mult), nil
 }
+
+// ByteSize is a size in bytes that reads and prints in binary units; it
+// implements flag.Value so command-line flags can take "8MiB".
+type ByteSize int64
+
+// Set parses s with ParseBytes.
+func (b *ByteSize) Set(s string) error {
+	n, err := ParseBytes(s)
+	if err != nil {
+		return err
+	}
+	*b = ByteSize(n)
+	return nil
+}
+
+func (b *ByteSize) String() string {
+	if b == nil {
+		return "0"
+	}
+	s := FormatBytes(int64(*b))
+	if strings.Contains(s, ".") {
+		return strconv.FormatInt(int64(*b), 10)
+	}
+	return strings.ReplaceAll(s, " ", "")
+}

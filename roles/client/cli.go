@@ -1,0 +1,431 @@
+package client
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// IO is where the client commands read and write; tests replace it.
+type IO struct {
+	In  io.Reader
+	Out io.Writer
+	Err io.Writer
+	// Terminal says whether Err is a terminal (progress bars).
+	Terminal bool
+}
+
+// StdIO returns the process's standard streams.
+func StdIO() IO {
+	return IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Terminal: isatty.IsTerminal(os.Stderr.Fd())}
+}
+
+func env(name string) []string { return []string{"DFS_" + name} }
+
+// CoordinatorFlag is the flag every client command takes.
+func CoordinatorFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name: "coordinator", Value: "127.0.0.1:7000", EnvVars: env("COORDINATOR"),
+		Usage: "coordinator address, or a comma-separated list of addresses",
+	}
+}
+
+func tuningFlags() []cli.Flag {
+	d := DefaultConfig()
+	return []cli.Flag{
+		&cli.IntFlag{Name: "parallel", Value: d.Parallel, EnvVars: env("PARALLEL"), Usage: "chunks in flight at once"},
+		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of each call to the coordinator"},
+		&cli.DurationFlag{Name: "chunk-timeout", Value: d.ChunkTimeout, EnvVars: env("CHUNK_TIMEOUT"), Usage: "timeout for moving one chunk"},
+	}
+}
+
+// Commands returns the client commands: put, get, rm, ls, stat, nodes.
+// log gives the logger (built once flags are parsed); stdio is where
+// results go.
+func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
+	d := DefaultConfig()
+	withClient := func(fn func(ctx context.Context, c *cli.Context, cl *Client) error) cli.ActionFunc {
+		return func(c *cli.Context) error {
+			cl, err := New(ConfigFromFlags(c), log())
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			return fn(c.Context, c, cl)
+		}
+	}
+	return []*cli.Command{
+		{
+			Name: "put", Usage: "store a local file (or - for stdin) at a remote path", ArgsUsage: "LOCAL REMOTE",
+			Category: "client",
+			Flags: append([]cli.Flag{CoordinatorFlag(),
+				&cli.GenericFlag{Name: "chunk-size", Value: new(rpc.ByteSize), EnvVars: env("CHUNK_SIZE"), Usage: "chunk size, up to 64MiB (default: the coordinator's)"},
+				&cli.GenericFlag{Name: "frame-size", Value: ptr(rpc.ByteSize(d.FrameSize)), EnvVars: env("FRAME_SIZE"), Usage: "frame size within a chunk"},
+				&cli.IntFlag{Name: "replication", EnvVars: env("REPLICATION"), Usage: "replication factor (default: the coordinator's)"},
+			}, tuningFlags()...),
+			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
+				if c.NArg() != 2 {
+					return rpc.Errorf(rpc.Invalid, "put needs LOCAL and REMOTE (see dfs put --help)")
+				}
+				return runPut(ctx, cl, stdio, c.Args().Get(0), c.Args().Get(1))
+			}),
+		},
+		{
+			Name: "get", Usage: "read a remote file into a local file (or - for stdout)", ArgsUsage: "REMOTE LOCAL",
+			Category: "client",
+			Flags:    append([]cli.Flag{CoordinatorFlag()}, tuningFlags()...),
+			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
+				if c.NArg() != 2 {
+					return rpc.Errorf(rpc.Invalid, "get needs REMOTE and LOCAL (see dfs get --help)")
+				}
+				return runGet(ctx, cl, stdio, c.Args().Get(0), c.Args().Get(1))
+			}),
+		},
+		{
+			Name: "rm", Usage: "delete a remote file", ArgsUsage: "REMOTE", Category: "client",
+			Flags: []cli.Flag{CoordinatorFlag()},
+			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
+				if c.NArg() != 1 {
+					return rpc.Errorf(rpc.Invalid, "rm needs one REMOTE path")
+				}
+				return cl.Delete(ctx, c.Args().First())
+			}),
+		},
+		{
+			Name: "ls", Usage: "list a remote directory", ArgsUsage: "[PATH]", Category: "client",
+			Flags: []cli.Flag{CoordinatorFlag(),
+				&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Usage: "list everything below PATH"},
+				&cli.BoolFlag{Name: "long", Aliases: []string{"l"}, Usage: "show size, chunks, replication and modification time"},
+				&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			},
+			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
+				if c.NArg() > 1 {
+					return rpc.Errorf(rpc.Invalid, "ls takes at most one PATH")
+				}
+				dir := c.Args().First()
+				if dir == "" {
+					dir = "/"
+				}
+				entries, err := cl.List(ctx, dir, c.Bool("recursive"))
+				if err != nil {
+					return fmt.Errorf("ls %s: %w", dir, err)
+				}
+				return printList(stdio.Out, entries, c.Bool("long"), c.Bool("json"))
+			}),
+		},
+		{
+			Name: "stat", Usage: "show a remote file's size, SHA-256, chunks and replicas", ArgsUsage: "REMOTE",
+			Category: "client",
+			Flags:    []cli.Flag{CoordinatorFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
+				if c.NArg() != 1 {
+					return rpc.Errorf(rpc.Invalid, "stat needs one REMOTE path")
+				}
+				fi, err := cl.Stat(ctx, c.Args().First())
+				if err != nil {
+					return fmt.Errorf("stat %s: %w", c.Args().First(), err)
+				}
+				return printStat(stdio.Out, fi, c.Bool("json"))
+			}),
+		},
+		{
+			Name: "nodes", Usage: "list the datanodes", Category: "client",
+			Flags: []cli.Flag{CoordinatorFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
+				if c.NArg() != 0 {
+					return rpc.Errorf(rpc.Invalid, "nodes takes no arguments")
+				}
+				resp, err := cl.Nodes(ctx)
+				if err != nil {
+					return fmt.Errorf("nodes: %w", err)
+				}
+				return printNodes(stdio.Out, resp, c.Bool("json"))
+			}),
+		},
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// ConfigFromFlags builds a client configuration from the command's flags.
+func ConfigFromFlags(c *cli.Context) Config {
+	cfg := DefaultConfig()
+	cfg.Coordinators = SplitAddrs(c.String("coordinator"))
+	if c.IsSet("parallel") {
+		cfg.Parallel = c.Int("parallel")
+	}
+	if c.IsSet("rpc-timeout") {
+		cfg.RPCTimeout = c.Duration("rpc-timeout")
+	}
+	if c.IsSet("chunk-timeout") {
+		cfg.ChunkTimeout = c.Duration("chunk-timeout")
+	}
+	if v, ok := c.Generic("chunk-size").(*rpc.ByteSize); ok {
+		cfg.ChunkSize = int64(*v)
+	}
+	if v, ok := c.Generic("frame-size").(*rpc.ByteSize); ok {
+		cfg.FrameSize = int64(*v)
+	}
+	if c.IsSet("replication") {
+		cfg.Replication = c.Int("replication")
+	}
+	return cfg
+}
+
+// SplitAddrs splits a comma-separated address list.
+func SplitAddrs(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func progressBar(stdio IO, size int64, what string) (Progress, func()) {
+	if !stdio.Terminal {
+		return nil, func() {}
+	}
+	bar := progressbar.NewOptions64(size,
+		progressbar.OptionSetWriter(stdio.Err),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionShowCount(),
+		progressbar.OptionClearOnFinish(),
+	)
+	return func(n int64) { bar.Add64(n) }, func() { bar.Finish() }
+}
+
+func runPut(ctx context.Context, cl *Client, stdio IO, local, remote string) error {
+	var r io.Reader
+	size := int64(-1)
+	if local == "-" {
+		r = stdio.In
+	} else {
+		f, err := os.Open(local)
+		if err != nil {
+			return fmt.Errorf("put %s: %w", remote, localErr(err))
+		}
+		defer f.Close()
+		info, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("put %s: %w", remote, localErr(err))
+		}
+		if !info.Mode().IsRegular() {
+			return rpc.Errorf(rpc.Invalid, "put %s: %s is not a regular file", remote, local)
+		}
+		r, size = f, info.Size()
+	}
+	progress, done := progressBar(stdio, size, "put "+remote)
+	defer done()
+	_, err := cl.Put(ctx, remote, r, size, progress)
+	return err
+}
+
+func localErr(err error) error {
+	if os.IsNotExist(err) {
+		return rpc.Errorf(rpc.NotFound, "local file: %v", err)
+	}
+	return rpc.Errorf(rpc.Invalid, "local file: %v", err)
+}
+
+func runGet(ctx context.Context, cl *Client, stdio IO, remote, local string) error {
+	if local == "-" {
+		_, err := cl.Get(ctx, remote, stdio.Out, nil)
+		return err
+	}
+	if info, err := os.Stat(local); err == nil && info.IsDir() {
+		local = filepath.Join(local, filepath.Base(remote))
+	}
+	// Write beside the target and rename once verified: a failed get
+	// leaves no partial file and any earlier file intact.
+	tmp, err := os.CreateTemp(filepath.Dir(local), "."+filepath.Base(local)+".dfs-*")
+	if err != nil {
+		return fmt.Errorf("get %s: %w", remote, localErr(err))
+	}
+	defer os.Remove(tmp.Name())
+	fi, err := cl.Stat(ctx, remote)
+	size := int64(-1)
+	if err == nil {
+		size = fi.Size
+	}
+	progress, done := progressBar(stdio, size, "get "+remote)
+	_, err = cl.Get(ctx, remote, tmp, progress)
+	done()
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), local); err != nil {
+		return fmt.Errorf("get %s: %w", remote, localErr(err))
+	}
+	return nil
+}
+
+// listJSON is one entry of `ls --json`.
+type listJSON struct {
+	Path        string    `json:"path"`
+	Dir         bool      `json:"dir"`
+	Size        int64     `json:"size"`
+	Chunks      uint32    `json:"chunks,omitempty"`
+	Replication uint32    `json:"replication,omitempty"`
+	Modified    time.Time `json:"modified,omitzero"`
+}
+
+func printList(w io.Writer, entries []*dfspb.ListEntry, long, asJSON bool) error {
+	if asJSON {
+		out := make([]listJSON, 0, len(entries))
+		for _, e := range entries {
+			j := listJSON{Path: e.Path, Dir: e.IsDir, Size: e.Size, Chunks: e.Chunks, Replication: e.Replication}
+			if !e.IsDir {
+				j.Modified = time.UnixMilli(e.ModifiedUnixMs).UTC()
+			}
+			out = append(out, j)
+		}
+		return writeJSON(w, out)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, e := range entries {
+		name := e.Path
+		if e.IsDir {
+			name += "/"
+		}
+		if !long {
+			fmt.Fprintln(tw, name)
+			continue
+		}
+		if e.IsDir {
+			fmt.Fprintf(tw, "d\t-\t-\t-\t-\t%s\n", name)
+			continue
+		}
+		fmt.Fprintf(tw, "-\t%d\t%d chunks\tx%d\t%s\t%s\n", e.Size, e.Chunks, e.Replication,
+			time.UnixMilli(e.ModifiedUnixMs).UTC().Format(time.RFC3339), name)
+	}
+	return tw.Flush()
+}
+
+type replicaJSON struct {
+	NodeID string `json:"node_id"`
+	Addr   string `json:"addr"`
+	State  string `json:"state"`
+}
+
+type chunkJSON struct {
+	Index     uint32        `json:"index"`
+	ID        string        `json:"id"`
+	Offset    int64         `json:"offset"`
+	Size      int64         `json:"size"`
+	Digest    string        `json:"digest"`
+	FrameSize int64         `json:"frame_size"`
+	Replicas  []replicaJSON `json:"replicas"`
+}
+
+type statJSON struct {
+	Path        string      `json:"path"`
+	Size        int64       `json:"size"`
+	SHA256      string      `json:"sha256"`
+	ChunkSize   int64       `json:"chunk_size"`
+	Replication uint32      `json:"replication"`
+	Version     uint64      `json:"version"`
+	Modified    time.Time   `json:"modified"`
+	Chunks      []chunkJSON `json:"chunks"`
+}
+
+// StateName renders a node state for people and scripts.
+func StateName(s dfspb.NodeState) string {
+	return stateFromProto(s).String()
+}
+
+func printStat(w io.Writer, fi *dfspb.FileInfo, asJSON bool) error {
+	j := statJSON{
+		Path: fi.Path, Size: fi.Size, SHA256: hex.EncodeToString(fi.Sha256), ChunkSize: fi.ChunkSize,
+		Replication: fi.Replication, Version: fi.Version, Modified: time.UnixMilli(fi.ModifiedUnixMs).UTC(),
+		Chunks: []chunkJSON{},
+	}
+	for _, ch := range fi.Chunks {
+		cj := chunkJSON{Index: ch.Index, ID: ch.ChunkId, Offset: ch.Offset, Size: ch.Size, Digest: hex.EncodeToString(ch.Digest), FrameSize: ch.FrameSize, Replicas: []replicaJSON{}}
+		for _, r := range ch.Replicas {
+			cj.Replicas = append(cj.Replicas, replicaJSON{NodeID: r.NodeId, Addr: r.Addr, State: StateName(r.State)})
+		}
+		j.Chunks = append(j.Chunks, cj)
+	}
+	if asJSON {
+		return writeJSON(w, j)
+	}
+	fmt.Fprintf(w, "path:        %s\n", j.Path)
+	fmt.Fprintf(w, "size:        %d (%s)\n", j.Size, rpc.FormatBytes(j.Size))
+	fmt.Fprintf(w, "sha256:      %s\n", j.SHA256)
+	fmt.Fprintf(w, "chunk size:  %s\n", rpc.FormatBytes(j.ChunkSize))
+	fmt.Fprintf(w, "replication: %d\n", j.Replication)
+	fmt.Fprintf(w, "version:     %d\n", j.Version)
+	fmt.Fprintf(w, "modified:    %s\n", j.Modified.Format(time.RFC3339))
+	fmt.Fprintf(w, "chunks:      %d\n", len(j.Chunks))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, c := range j.Chunks {
+		var reps []string
+		for _, r := range c.Replicas {
+			reps = append(reps, fmt.Sprintf("%s@%s(%s)", rpc.NodeID(r.NodeID).Short(), r.Addr, r.State))
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\n", c.Index, c.ID, c.Size, strings.Join(reps, " "))
+	}
+	return tw.Flush()
+}
+
+type nodeJSON struct {
+	NodeID        string    `json:"node_id"`
+	Addr          string    `json:"addr"`
+	State         string    `json:"state"`
+	Capacity      int64     `json:"capacity"`
+	Used          int64     `json:"used"`
+	Free          int64     `json:"free"`
+	Chunks        int64     `json:"chunks"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+}
+
+func printNodes(w io.Writer, resp *dfspb.ListNodesResponse, asJSON bool) error {
+	out := make([]nodeJSON, 0, len(resp.Nodes))
+	for _, n := range resp.Nodes {
+		out = append(out, nodeJSON{
+			NodeID: n.NodeId, Addr: n.Addr, State: StateName(n.State), Capacity: n.Capacity, Used: n.Used,
+			Free: n.Free, Chunks: n.ChunkCount, LastHeartbeat: time.UnixMilli(n.LastHeartbeatUnixMs).UTC(),
+		})
+	}
+	if asJSON {
+		return writeJSON(w, out)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tSTATE\tUSED/CAPACITY\tCHUNKS\tLAST HEARTBEAT")
+	for _, n := range out {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s / %s\t%d\t%s ago\n", n.NodeID, n.Addr, n.State,
+			rpc.FormatBytes(n.Used), rpc.FormatBytes(n.Capacity), n.Chunks, time.Since(n.LastHeartbeat).Round(100*time.Millisecond))
+	}
+	return tw.Flush()
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

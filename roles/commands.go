@@ -1,0 +1,145 @@
+package roles
+
+import (
+	"fmt"
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+
+	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/roles/coordinator"
+	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+func env(name string) []string { return []string{"DFS_" + name} }
+
+// Commands returns every dfs subcommand. log is the process logger;
+// stdio is where client commands print.
+func Commands(log func() zerolog.Logger, stdio client.IO) []*cli.Command {
+	cmds := []*cli.Command{coordinatorCommand(log), datanodeCommand(log), devCommand(log, stdio), benchCommand(log, stdio)}
+	return append(cmds, client.Commands(log, stdio)...)
+}
+
+func coordinatorFlags() []cli.Flag {
+	d := coordinator.DefaultConfig()
+	return []cli.Flag{
+		&cli.StringFlag{Name: "listen", Value: d.Listen, EnvVars: env("LISTEN"), Usage: "gRPC listen address"},
+		&cli.StringFlag{Name: "data-dir", Value: d.DataDir, EnvVars: env("DATA_DIR"), Usage: "directory for the coordinator's state"},
+		&cli.IntFlag{Name: "replication", Value: d.Replication, EnvVars: env("REPLICATION"), Usage: "default replication factor"},
+		&cli.GenericFlag{Name: "chunk-size", Value: ptr(rpc.ByteSize(d.ChunkSize)), EnvVars: env("CHUNK_SIZE"), Usage: "default chunk size (64KiB to 64MiB)"},
+		&cli.DurationFlag{Name: "heartbeat-interval", Value: d.HeartbeatInterval, EnvVars: env("HEARTBEAT_INTERVAL"), Usage: "heartbeat interval datanodes are told to use"},
+		&cli.DurationFlag{Name: "suspect-after", Value: d.SuspectAfter, EnvVars: env("SUSPECT_AFTER"), Usage: "a datanode silent this long is suspect and gets no new chunks"},
+		&cli.DurationFlag{Name: "dead-after", Value: d.DeadAfter, EnvVars: env("DEAD_AFTER"), Usage: "a datanode silent this long is dead"},
+		&cli.DurationFlag{Name: "session-timeout", Value: d.SessionTimeout, EnvVars: env("SESSION_TIMEOUT"), Usage: "an upload idle this long is aborted and its chunks collected"},
+		&cli.StringFlag{Name: "placement", Value: d.Placement, EnvVars: env("PLACEMENT"), Usage: "placement policy: most-free or random"},
+		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to datanodes"},
+	}
+}
+
+func coordinatorConfig(c *cli.Context) coordinator.Config {
+	cfg := coordinator.DefaultConfig()
+	cfg.Listen = c.String("listen")
+	cfg.DataDir = c.String("data-dir")
+	cfg.Replication = c.Int("replication")
+	cfg.ChunkSize = int64(*c.Generic("chunk-size").(*rpc.ByteSize))
+	cfg.HeartbeatInterval = c.Duration("heartbeat-interval")
+	cfg.SuspectAfter = c.Duration("suspect-after")
+	cfg.DeadAfter = c.Duration("dead-after")
+	cfg.SessionTimeout = c.Duration("session-timeout")
+	cfg.Placement = c.String("placement")
+	cfg.RPCTimeout = c.Duration("rpc-timeout")
+	return cfg
+}
+
+func coordinatorCommand(log func() zerolog.Logger) *cli.Command {
+	return &cli.Command{
+		Name: "coordinator", Usage: "run the coordinator (namespace, membership, placement)", Category: "server",
+		Flags: coordinatorFlags(),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return rpc.Errorf(rpc.Invalid, "coordinator takes no arguments, got %q", c.Args().First())
+			}
+			co, err := coordinator.New(coordinatorConfig(c), coordinator.Deps{Log: log()})
+			if err != nil {
+				return err
+			}
+			return co.Run(c.Context)
+		},
+	}
+}
+
+func datanodeFlags() []cli.Flag {
+	d := datanode.DefaultConfig()
+	return []cli.Flag{
+		&cli.StringFlag{Name: "listen", Value: d.Listen, EnvVars: env("LISTEN"), Usage: "gRPC listen address"},
+		&cli.StringFlag{Name: "advertise", EnvVars: env("ADVERTISE"), Usage: "address peers and clients dial (default: the listen address, with the host name if it has no host)"},
+		&cli.StringFlag{Name: "data-dir", Value: d.DataDir, EnvVars: env("DATA_DIR"), Usage: "directory for the node ID and the chunks"},
+		&cli.StringFlag{Name: "coordinator", Value: d.Coordinators[0], EnvVars: env("COORDINATOR"), Usage: "coordinator address, or a comma-separated list"},
+		&cli.GenericFlag{Name: "capacity", Value: new(rpc.ByteSize), EnvVars: env("CAPACITY"), Usage: "most bytes to store (default: the whole filesystem)"},
+		&cli.DurationFlag{Name: "heartbeat-interval", Value: d.HeartbeatInterval, EnvVars: env("HEARTBEAT_INTERVAL"), Usage: "pause between heartbeats"},
+		&cli.DurationFlag{Name: "session-timeout", Value: d.SessionTimeout, EnvVars: env("SESSION_TIMEOUT"), Usage: "a prepared or stalled chunk stream expires after this and its partial file is removed"},
+		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to peers and the coordinator"},
+	}
+}
+
+func datanodeConfig(c *cli.Context) datanode.Config {
+	cfg := datanode.DefaultConfig()
+	cfg.Listen = c.String("listen")
+	cfg.Advertise = c.String("advertise")
+	cfg.DataDir = c.String("data-dir")
+	cfg.Coordinators = client.SplitAddrs(c.String("coordinator"))
+	cfg.Capacity = int64(*c.Generic("capacity").(*rpc.ByteSize))
+	cfg.HeartbeatInterval = c.Duration("heartbeat-interval")
+	cfg.SessionTimeout = c.Duration("session-timeout")
+	cfg.RPCTimeout = c.Duration("rpc-timeout")
+	return cfg
+}
+
+func datanodeCommand(log func() zerolog.Logger) *cli.Command {
+	return &cli.Command{
+		Name: "datanode", Usage: "run a datanode (chunk storage and streaming)", Category: "server",
+		Flags: datanodeFlags(),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return rpc.Errorf(rpc.Invalid, "datanode takes no arguments, got %q", c.Args().First())
+			}
+			dn, err := datanode.New(datanodeConfig(c), datanode.Deps{Log: log()})
+			if err != nil {
+				return err
+			}
+			return dn.Run(c.Context)
+		},
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func devCommand(log func() zerolog.Logger, stdio client.IO) *cli.Command {
+	return &cli.Command{
+		Name: "dev", Usage: "run a coordinator and N datanodes in this process, for trying dfs out", Category: "server",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data-dir", Value: "./dfs-dev", EnvVars: env("DATA_DIR"), Usage: "directory for every node's data"},
+			&cli.IntFlag{Name: "nodes", Value: 3, EnvVars: env("NODES"), Usage: "number of datanodes"},
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7000", EnvVars: env("LISTEN"), Usage: "coordinator listen address"},
+			&cli.IntFlag{Name: "replication", Value: 3, EnvVars: env("REPLICATION"), Usage: "default replication factor"},
+		},
+		Action: func(c *cli.Context) error {
+			n := c.Int("nodes")
+			if n < 1 || n > 64 {
+				return rpc.Errorf(rpc.Invalid, "--nodes must be between 1 and 64")
+			}
+			cfg := DefaultClusterConfig(c.String("data-dir"))
+			cfg.Nodes, cfg.Listen, cfg.Log = n, c.String("listen"), log()
+			cfg.Coordinator.Replication = min(c.Int("replication"), n)
+			cl, err := StartCluster(c.Context, cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdio.Out, "dfs dev: coordinator at %s with %d datanodes in %s\n", cl.Addr(), n, cfg.Dir)
+			fmt.Fprintf(stdio.Out, "try: DFS_COORDINATOR=%s dfs nodes\n", cl.Addr())
+			<-c.Context.Done()
+			fmt.Fprintln(stdio.Out, "dfs dev: stopping")
+			return cl.Close()
+		},
+	}
+}
