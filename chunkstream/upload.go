@@ -142,7 +142,9 @@ func (u *Upload) Finish() (*dfspb.ChunkDataAck, error) {
 // SendChunk cuts data into frames of frameSize, sends them with their
 // digests over stream and waits for the final ack. It returns the ack and
 // the chunk digest. data must hold the whole chunk (at least one byte).
-func SendChunk(ctx context.Context, stream SendStream, session rpc.SessionID, id rpc.ChunkID, data []byte, frameSize int, window int64) (*dfspb.ChunkDataAck, []byte, error) {
+// The stream is either a prepared session, or, with session empty, is
+// prepared inline by prepare riding on the first frame.
+func SendChunk(ctx context.Context, stream SendStream, session rpc.SessionID, prepare *dfspb.PrepareChunkUploadRequest, id rpc.ChunkID, data []byte, frameSize int, window int64) (*dfspb.ChunkDataAck, []byte, error) {
 	u := NewUpload(ctx, stream, window)
 	cd := NewChunkDigest()
 	for off := 0; off < len(data); off += frameSize {
@@ -155,6 +157,9 @@ func SendChunk(ctx context.Context, stream SendStream, session rpc.SessionID, id
 			Data:            data[off:end],
 			Offset:          int64(off),
 			PartialChecksum: fd,
+		}
+		if off == 0 {
+			f.Prepare = prepare
 		}
 		if end == len(data) {
 			f.IsFinal = true

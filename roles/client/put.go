@@ -272,17 +272,16 @@ func (c *Client) storeChunk(ctx context.Context, plan *dfspb.ChunkPlan, data []b
 	if err != nil {
 		return nil, err
 	}
-	prep, err := dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{
-		ChunkId: plan.ChunkId, Size: int64(len(data)), FrameSize: c.cfg.FrameSize, Replicas: plan.Replicas,
-	})
-	if err != nil {
-		return nil, rpc.FromStatus(err)
-	}
 	stream, err := dn.UploadChunkStream(ctx)
 	if err != nil {
 		return nil, rpc.FromStatus(err)
 	}
-	ack, digest, err := chunkstream.SendChunk(ctx, stream, rpc.SessionID(prep.SessionId), rpc.ChunkID(plan.ChunkId), data, int(c.cfg.FrameSize), c.cfg.Window)
+	// Prepare inline: the first frame carries the request, saving a round
+	// trip per chunk (and per replica on the primary).
+	prepare := &dfspb.PrepareChunkUploadRequest{
+		ChunkId: plan.ChunkId, Size: int64(len(data)), FrameSize: c.cfg.FrameSize, Replicas: plan.Replicas,
+	}
+	ack, digest, err := chunkstream.SendChunk(ctx, stream, "", prepare, rpc.ChunkID(plan.ChunkId), data, int(c.cfg.FrameSize), c.cfg.Window)
 	if err != nil {
 		return nil, err
 	}

@@ -248,31 +248,3 @@ func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []
 	}
 	return failed, nil
 }
-
-// locations records which nodes hold each committed chunk.
-type locations struct {
-	mu sync.RWMutex
-	m  map[rpc.ChunkID][]rpc.NodeID
-}
-
-func newLocations() *locations { return &locations{m: make(map[rpc.ChunkID][]rpc.NodeID)} }
-
-func (l *locations) set(id rpc.ChunkID, nodes []rpc.NodeID) {
-	l.mu.Lock()
-	l.m[id] = nodes
-	l.mu.Unlock()
-}
-
-func (l *locations) get(id rpc.ChunkID) []rpc.NodeID {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	return l.m[id]
-}
-
-func (l *locations) remove(id rpc.ChunkID) []rpc.NodeID {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := l.m[id]
-	delete(l.m, id)
-	return n
-}

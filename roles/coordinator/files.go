@@ -12,6 +12,7 @@ import (
 const (
 	defaultPageSize = 1000
 	maxPageSize     = 10000
+	maxReport       = 10000
 )
 
 // fileInfo renders a committed file with the current replicas of each
@@ -26,7 +27,7 @@ func (c *Coordinator) fileInfo(f *File) *dfspb.FileInfo {
 			Index: uint32(i), ChunkId: string(ch.ID), Offset: int64(i) * f.ChunkSize,
 			Size: ch.Size, Digest: ch.Digest, FrameSize: ch.FrameSize,
 		}
-		for _, nid := range c.locs.get(ch.ID) {
+		for _, nid := range c.locs.matching(ch) {
 			addr, state, ok := c.nodes.lookup(nid)
 			if !ok {
 				continue
@@ -168,6 +169,41 @@ func (c *Coordinator) DataNodeHeartbeat(ctx context.Context, req *dfspb.Heartbea
 		return nil, rpc.ToStatus(err)
 	}
 	return resp, nil
+}
+
+// ReportChunks applies a datanode's report of chunks stored and removed.
+func (c *Coordinator) ReportChunks(ctx context.Context, req *dfspb.ReportChunksRequest) (*dfspb.ReportChunksResponse, error) {
+	id, err := rpc.ParseNodeID(req.NodeId)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	if _, _, ok := c.nodes.lookup(id); !ok {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "node %s is not registered", id))
+	}
+	if n := len(req.Added) + len(req.Removed); n > maxReport {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "%d chunks in one report, at most %d", n, maxReport))
+	}
+	for _, a := range req.Added {
+		if _, err := rpc.ParseChunkID(a.ChunkId); err != nil {
+			return nil, rpc.ToStatus(err)
+		}
+		if a.Size <= 0 || a.Size > rpc.MaxChunkSize || len(a.Digest) != rpc.DigestSize || rpc.CheckFrameSize(a.FrameSize) != nil {
+			return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "chunk %s: bad size, frame size or digest in report", a.ChunkId))
+		}
+	}
+	removed := make([]rpc.ChunkID, len(req.Removed))
+	for i, s := range req.Removed {
+		cid, err := rpc.ParseChunkID(s)
+		if err != nil {
+			return nil, rpc.ToStatus(err)
+		}
+		removed[i] = cid
+	}
+	if req.Full {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.FailedPrecondition, "full inventory reports are not supported yet"))
+	}
+	c.locs.report(id, req.Added, removed)
+	return &dfspb.ReportChunksResponse{}, nil
 }
 
 // ListNodes returns every datanode's status.

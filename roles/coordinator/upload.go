@@ -195,13 +195,8 @@ func (c *Coordinator) ConfirmUpload(ctx context.Context, req *dfspb.ConfirmUploa
 		return nil, rpc.ToStatus(fmt.Errorf("confirm %s: %w", u.path, err))
 	}
 	kept := make(map[rpc.ChunkID]bool, len(f.Chunks))
-	for i, r := range req.Chunks {
-		nodes := make([]rpc.NodeID, len(r.NodeIds))
-		for j, s := range r.NodeIds {
-			nodes[j] = rpc.NodeID(s)
-		}
-		c.locs.set(f.Chunks[i].ID, nodes)
-		kept[f.Chunks[i].ID] = true
+	for _, ch := range f.Chunks {
+		kept[ch.ID] = true
 	}
 	c.collectUpload(u, kept)
 	if old != nil {
@@ -228,7 +223,6 @@ func (c *Coordinator) verify(ctx context.Context, u *upload, req *dfspb.ConfirmU
 		Path: u.path, Size: req.Size, SHA256: bytes.Clone(req.Sha256), ChunkSize: u.chunkSize,
 		Replication: uint32(u.replication), Modified: c.clock.Now(),
 	}
-	perNode := map[rpc.NodeID][]int{} // chunk positions to check on each node
 	u.mu.Lock()
 	for i, r := range req.Chunks {
 		cid, err := rpc.ParseChunkID(r.ChunkId)
@@ -254,95 +248,35 @@ func (c *Coordinator) verify(ctx context.Context, u *upload, req *dfspb.ConfirmU
 			u.mu.Unlock()
 			return nil, fmt.Errorf("chunk %d: %w", i, err)
 		}
-		seen := map[rpc.NodeID]bool{}
-		for _, s := range r.NodeIds {
-			nid := rpc.NodeID(s)
-			if !slices.Contains(a.nodes, nid) {
-				u.mu.Unlock()
-				return nil, rpc.Errorf(rpc.Invalid, "chunk %d: node %s was not assigned this chunk", i, s)
-			}
-			if !seen[nid] {
-				seen[nid] = true
-				perNode[nid] = append(perNode[nid], i)
-			}
-		}
-		if len(seen) < u.replication {
-			u.mu.Unlock()
-			return nil, rpc.Errorf(rpc.FailedPrecondition, "chunk %d: stored on %d nodes, replication needs %d", i, len(seen), u.replication)
-		}
 		f.Chunks = append(f.Chunks, Chunk{ID: cid, Size: r.Size, Digest: bytes.Clone(r.Digest), FrameSize: r.FrameSize})
 	}
 	u.mu.Unlock()
 
-	// Ask each node whether it holds what the client claims.
-	var wg sync.WaitGroup
-	errs := make([]error, 0, len(perNode))
-	var mu sync.Mutex
-	for nid, idx := range perNode {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.checkNode(ctx, nid, f, idx); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		// Report a data problem before a transient one.
-		slices.SortFunc(errs, func(a, b error) int {
-			ua, ub := rpc.KindOf(a) == rpc.Unavailable, rpc.KindOf(b) == rpc.Unavailable
-			switch {
-			case ua == ub:
-				return 0
-			case ub:
-				return -1
-			}
-			return 1
-		})
-		return nil, errs[0]
-	}
-	return f, nil
-}
-
-// checkNode verifies that node holds the chunks at positions idx of f with
-// the recorded size, frame size and digest.
-func (c *Coordinator) checkNode(ctx context.Context, nid rpc.NodeID, f *File, idx []int) error {
-	addr, _, ok := c.nodes.lookup(nid)
-	if !ok {
-		return rpc.Errorf(rpc.Invalid, "node %s is not a member", nid)
-	}
-	cc, err := c.pool.Get(addr)
-	if err != nil {
-		return err
-	}
-	req := &dfspb.StatChunksRequest{}
-	for _, i := range idx {
-		req.ChunkIds = append(req.ChunkIds, string(f.Chunks[i].ID))
-	}
-	cctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
+	// The datanodes report what they stored; wait for enough matching
+	// copies of every chunk. Reports usually arrive before the confirm.
+	wctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
 	defer cancel()
-	resp, err := dfspb.NewDataNodeClient(cc).StatChunks(cctx, req)
-	if err != nil {
-		return rpc.Errorf(rpc.Unavailable, "node %s: stat chunks: %v", nid.Short(), rpc.FromStatus(err))
+	short := -1
+	err := c.locs.wait(wctx, func() bool {
+		for i, ch := range f.Chunks {
+			if len(c.locs.matching(ch)) < u.replication {
+				short = i
+				return false
+			}
+		}
+		return true
+	})
+	if err == nil {
+		return f, nil
 	}
-	if len(resp.Chunks) != len(idx) {
-		return rpc.Errorf(rpc.Unavailable, "node %s: stat returned %d chunks for %d", nid.Short(), len(resp.Chunks), len(idx))
-	}
-	for j, i := range idx {
-		want, got := f.Chunks[i], resp.Chunks[j]
-		switch {
-		case !got.Present:
-			return rpc.Errorf(rpc.FailedPrecondition, "chunk %d (%s) is not stored on node %s", i, want.ID, nid.Short())
-		case got.Size != want.Size || got.FrameSize != want.FrameSize:
-			return rpc.Errorf(rpc.Invalid, "chunk %d (%s): node %s stored %d bytes in %d-byte frames, confirm says %d in %d", i, want.ID, nid.Short(), got.Size, got.FrameSize, want.Size, want.FrameSize)
-		case !bytes.Equal(got.Digest, want.Digest):
-			return rpc.Errorf(rpc.Invalid, "chunk %d (%s): digest does not match what node %s stored", i, want.ID, nid.Short())
+	ch := f.Chunks[short]
+	good := c.locs.matching(ch)
+	for _, n := range c.locs.nodes(ch.ID) {
+		if !slices.Contains(good, n) {
+			return nil, rpc.Errorf(rpc.Invalid, "chunk %d (%s): size or digest does not match what node %s stored", short, ch.ID, n.Short())
 		}
 	}
-	return nil
+	return nil, rpc.Errorf(rpc.Unavailable, "chunk %d (%s): %d of %d replicas reported stored", short, ch.ID, len(good), u.replication)
 }
 
 // AbortUpload ends a session without committing.
@@ -370,7 +304,11 @@ func (c *Coordinator) collectUpload(u *upload, kept map[rpc.ChunkID]bool) {
 		if kept[id] {
 			continue
 		}
+		// Where it was placed, and wherever a copy was reported.
 		for _, n := range a.nodes {
+			c.gc.Enqueue(n, id)
+		}
+		for _, n := range c.locs.nodes(id) {
 			c.gc.Enqueue(n, id)
 		}
 	}
@@ -379,7 +317,7 @@ func (c *Coordinator) collectUpload(u *upload, kept map[rpc.ChunkID]bool) {
 // collectFile hands the chunks of a replaced or deleted version to GC.
 func (c *Coordinator) collectFile(f *File) {
 	for _, ch := range f.Chunks {
-		for _, n := range c.locs.remove(ch.ID) {
+		for _, n := range c.locs.nodes(ch.ID) {
 			c.gc.Enqueue(n, ch.ID)
 		}
 	}

@@ -105,6 +105,7 @@ type Node struct {
 	store *Store
 	pool  *rpc.Pool
 
+	reports   *reporter
 	uploads   *sessions.Table[rpc.SessionID, *uploadSession]
 	downloads *sessions.Table[rpc.SessionID, *Chunk]
 
@@ -128,13 +129,14 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		deps.Clock = sessions.SystemClock{}
 	}
 	n := &Node{
-		cfg:   cfg,
-		log:   deps.Log.With().Str("role", "datanode").Logger(),
-		clock: deps.Clock,
-		lis:   deps.Listener,
-		pool:  rpc.NewPool(),
-		peers: make(map[rpc.NodeID]*dfspb.NodeStatus),
-		ready: make(chan struct{}),
+		cfg:     cfg,
+		log:     deps.Log.With().Str("role", "datanode").Logger(),
+		clock:   deps.Clock,
+		lis:     deps.Listener,
+		pool:    rpc.NewPool(),
+		reports: newReporter(),
+		peers:   make(map[rpc.NodeID]*dfspb.NodeStatus),
+		ready:   make(chan struct{}),
 	}
 	n.uploads = sessions.New(cfg.SessionTimeout, deps.Clock, func(id rpc.SessionID, s *uploadSession) {
 		n.log.Debug().Str("session_id", string(id)).Str("chunk_id", string(s.id)).Msg("upload session expired")
@@ -191,7 +193,8 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); n.reportLoop(ctx) }()
 	go func() { defer wg.Done(); n.uploads.Run(ctx, time.Second) }()
 	go func() { defer wg.Done(); n.downloads.Run(ctx, time.Second) }()
 	go func() { defer wg.Done(); n.heartbeatLoop(ctx) }()

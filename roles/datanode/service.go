@@ -89,6 +89,7 @@ func (n *Node) DeleteChunk(ctx context.Context, req *dfspb.DeleteChunkRequest) (
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "chunk %s not found", id))
 	}
 	n.store.SyncDeletes([]rpc.ChunkID{id})
+	n.reports.deleted(id)
 	return &dfspb.DeleteChunkResponse{}, nil
 }
 
@@ -113,6 +114,9 @@ func (n *Node) deleteChunks(ids []rpc.ChunkID, resp *dfspb.BulkDeleteChunkRespon
 			resp.Failed = append(resp.Failed, string(id))
 		case ok:
 			resp.Deleted++
+			n.reports.deleted(id)
+		default:
+			n.reports.deleted(id) // absent: make sure the coordinator agrees
 		}
 	}
 	n.store.SyncDeletes(ids)

@@ -35,46 +35,12 @@ type replicaTarget struct {
 // PrepareChunkUpload reserves space for a chunk and, on a primary, prepares
 // every replica in parallel. A replica that cannot take the chunk fails the
 // call with its node ID attached, so the client can place it elsewhere.
+// (Clients usually prepare inline, on the stream's first frame.)
 func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUploadRequest) (*dfspb.PrepareChunkUploadResponse, error) {
-	id, err := rpc.ParseChunkID(req.ChunkId)
+	s, err := n.newSession(req)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	if req.Size <= 0 || req.Size > rpc.MaxChunkSize {
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "chunk %s: size %d out of range (1 B to %s)", id, req.Size, rpc.FormatBytes(rpc.MaxChunkSize)))
-	}
-	if err := rpc.CheckFrameSize(req.FrameSize); err != nil {
-		return nil, rpc.ToStatus(err)
-	}
-	if len(req.Replicas) >= rpc.MaxReplication {
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "chunk %s: %d replicas, at most %d", id, len(req.Replicas), rpc.MaxReplication-1))
-	}
-	targets := make([]replicaTarget, 0, len(req.Replicas))
-	seen := map[rpc.NodeID]bool{n.id: true}
-	for _, r := range req.Replicas {
-		nid, err := rpc.ParseNodeID(r.NodeId)
-		if err != nil {
-			return nil, rpc.ToStatus(err)
-		}
-		if seen[nid] {
-			return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "chunk %s: node %s named twice (or is the primary)", id, nid))
-		}
-		if r.Addr == "" {
-			return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "chunk %s: replica %s has no address", id, nid))
-		}
-		seen[nid] = true
-		targets = append(targets, replicaTarget{node: nid, addr: r.Addr})
-	}
-	if n.store.Has(id) {
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.Exists, "chunk %s already stored", id))
-	}
-	need := FileSize(req.Size, req.FrameSize)
-	if err := n.store.Reserve(need); err != nil {
-		return nil, rpc.ToStatus(rpc.NodeError(rpc.KindOf(err), []string{string(n.id)}, "%v", err))
-	}
-	s := &uploadSession{id: id, size: req.Size, frameSize: req.FrameSize, replicas: targets}
-	s.release = func() { s.once.Do(func() { n.store.Release(need) }) }
-
 	if err := n.prepareReplicas(ctx, req, s.replicas); err != nil {
 		s.release()
 		return nil, rpc.ToStatus(err)
@@ -82,6 +48,49 @@ func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUp
 	sid := rpc.NewSessionID()
 	exp := n.uploads.Put(sid, s)
 	return &dfspb.PrepareChunkUploadResponse{SessionId: string(sid), ExpiresUnixMs: exp.UnixMilli()}, nil
+}
+
+// newSession validates an upload request and reserves its space.
+func (n *Node) newSession(req *dfspb.PrepareChunkUploadRequest) (*uploadSession, error) {
+	id, err := rpc.ParseChunkID(req.ChunkId)
+	if err != nil {
+		return nil, err
+	}
+	if req.Size <= 0 || req.Size > rpc.MaxChunkSize {
+		return nil, rpc.Errorf(rpc.Invalid, "chunk %s: size %d out of range (1 B to %s)", id, req.Size, rpc.FormatBytes(rpc.MaxChunkSize))
+	}
+	if err := rpc.CheckFrameSize(req.FrameSize); err != nil {
+		return nil, err
+	}
+	if len(req.Replicas) >= rpc.MaxReplication {
+		return nil, rpc.Errorf(rpc.Invalid, "chunk %s: %d replicas, at most %d", id, len(req.Replicas), rpc.MaxReplication-1)
+	}
+	targets := make([]replicaTarget, 0, len(req.Replicas))
+	seen := map[rpc.NodeID]bool{n.id: true}
+	for _, r := range req.Replicas {
+		nid, err := rpc.ParseNodeID(r.NodeId)
+		if err != nil {
+			return nil, err
+		}
+		if seen[nid] {
+			return nil, rpc.Errorf(rpc.Invalid, "chunk %s: node %s named twice (or is the primary)", id, nid)
+		}
+		if r.Addr == "" {
+			return nil, rpc.Errorf(rpc.Invalid, "chunk %s: replica %s has no address", id, nid)
+		}
+		seen[nid] = true
+		targets = append(targets, replicaTarget{node: nid, addr: r.Addr})
+	}
+	if n.store.Has(id) {
+		return nil, rpc.Errorf(rpc.Exists, "chunk %s already stored", id)
+	}
+	need := FileSize(req.Size, req.FrameSize)
+	if err := n.store.Reserve(need); err != nil {
+		return nil, rpc.NodeError(rpc.KindOf(err), []string{string(n.id)}, "%v", err)
+	}
+	s := &uploadSession{id: id, size: req.Size, frameSize: req.FrameSize, replicas: targets}
+	s.release = func() { s.once.Do(func() { n.store.Release(need) }) }
+	return s, nil
 }
 
 func (n *Node) prepareReplicas(ctx context.Context, req *dfspb.PrepareChunkUploadRequest, targets []replicaTarget) error {
@@ -209,13 +218,9 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 		}
 		return rpc.FromStatus(err)
 	}
-	sid, err := rpc.ParseSessionID(first.SessionId)
+	s, sid, err := n.streamSession(first)
 	if err != nil {
 		return err
-	}
-	s, ok := n.uploads.Take(sid)
-	if !ok {
-		return rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", sid)
 	}
 	defer s.release()
 	log := n.log.With().Str("chunk_id", string(s.id)).Str("session_id", string(sid)).Logger()
@@ -266,6 +271,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	if cerr != nil {
 		return rpc.NodeError(rpc.Internal, self, "%v", cerr)
 	}
+	n.reports.stored(s.id, Meta{Size: s.size, FrameSize: s.frameSize, Digest: v.Sum()})
 	if ferr != nil {
 		return ferr
 	}
@@ -279,14 +285,42 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	})
 }
 
+// streamSession finds the session a stream's first frame names, or
+// prepares one inline from the frame's prepare request.
+func (n *Node) streamSession(first *dfspb.ChunkDataStream) (*uploadSession, rpc.SessionID, error) {
+	if first.SessionId == "" {
+		if first.Prepare == nil {
+			return nil, "", rpc.Errorf(rpc.Invalid, "first frame carries neither a session id nor a prepare request")
+		}
+		if first.Prepare.ChunkId != first.ChunkId {
+			return nil, "", rpc.Errorf(rpc.Invalid, "prepare names chunk %q, frame names %q", first.Prepare.ChunkId, first.ChunkId)
+		}
+		s, err := n.newSession(first.Prepare)
+		return s, rpc.NewSessionID(), err
+	}
+	sid, err := rpc.ParseSessionID(first.SessionId)
+	if err != nil {
+		return nil, "", err
+	}
+	s, ok := n.uploads.Take(sid)
+	if !ok {
+		return nil, "", rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", sid)
+	}
+	return s, sid, nil
+}
+
 // forwarder sends a primary's frames to its replicas, one Upload each.
+// Replicas without a session from PrepareChunkUpload are prepared inline
+// by the first frame.
 type forwarder struct {
+	s       *uploadSession
 	targets []replicaTarget
 	ups     []*chunkstream.Upload
+	started bool
 }
 
 func (n *Node) openReplicas(ctx context.Context, s *uploadSession) (*forwarder, error) {
-	fw := &forwarder{targets: s.replicas}
+	fw := &forwarder{s: s, targets: s.replicas}
 	for _, t := range s.replicas {
 		cc, err := n.pool.Get(t.addr)
 		if err != nil {
@@ -309,6 +343,8 @@ func (fw *forwarder) send(f *dfspb.ChunkDataStream) <-chan error {
 		done <- nil
 		return done
 	}
+	first := !fw.started
+	fw.started = true
 	go func() {
 		errs := make([]error, len(fw.ups))
 		var wg sync.WaitGroup
@@ -320,6 +356,9 @@ func (fw *forwarder) send(f *dfspb.ChunkDataStream) <-chan error {
 				g := &dfspb.ChunkDataStream{
 					SessionId: string(t.session), ChunkId: f.ChunkId, Data: f.Data, Offset: f.Offset,
 					IsFinal: f.IsFinal, PartialChecksum: f.PartialChecksum, ChunkChecksum: f.ChunkChecksum,
+				}
+				if first && t.session == "" {
+					g.Prepare = &dfspb.PrepareChunkUploadRequest{ChunkId: string(fw.s.id), Size: fw.s.size, FrameSize: fw.s.frameSize}
 				}
 				if err := u.Send(g); err != nil {
 					errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %v", t.node.Short(), t.addr, err)

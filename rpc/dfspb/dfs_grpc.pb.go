@@ -32,6 +32,7 @@ const (
 	Coordinator_ListFiles_FullMethodName         = "/dfs.v1.Coordinator/ListFiles"
 	Coordinator_RegisterDataNode_FullMethodName  = "/dfs.v1.Coordinator/RegisterDataNode"
 	Coordinator_DataNodeHeartbeat_FullMethodName = "/dfs.v1.Coordinator/DataNodeHeartbeat"
+	Coordinator_ReportChunks_FullMethodName      = "/dfs.v1.Coordinator/ReportChunks"
 	Coordinator_ListNodes_FullMethodName         = "/dfs.v1.Coordinator/ListNodes"
 )
 
@@ -61,6 +62,10 @@ type CoordinatorClient interface {
 	ListFiles(ctx context.Context, in *ListFilesRequest, opts ...grpc.CallOption) (*ListFilesResponse, error)
 	RegisterDataNode(ctx context.Context, in *RegisterDataNodeRequest, opts ...grpc.CallOption) (*RegisterDataNodeResponse, error)
 	DataNodeHeartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
+	// ReportChunks tells the coordinator which chunks a datanode stored or
+	// removed since its last report (or, with full set, all it holds). The
+	// coordinator learns chunk locations only from these reports.
+	ReportChunks(ctx context.Context, in *ReportChunksRequest, opts ...grpc.CallOption) (*ReportChunksResponse, error)
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 }
 
@@ -172,6 +177,16 @@ func (c *coordinatorClient) DataNodeHeartbeat(ctx context.Context, in *Heartbeat
 	return out, nil
 }
 
+func (c *coordinatorClient) ReportChunks(ctx context.Context, in *ReportChunksRequest, opts ...grpc.CallOption) (*ReportChunksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportChunksResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ReportChunks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *coordinatorClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListNodesResponse)
@@ -208,6 +223,10 @@ type CoordinatorServer interface {
 	ListFiles(context.Context, *ListFilesRequest) (*ListFilesResponse, error)
 	RegisterDataNode(context.Context, *RegisterDataNodeRequest) (*RegisterDataNodeResponse, error)
 	DataNodeHeartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
+	// ReportChunks tells the coordinator which chunks a datanode stored or
+	// removed since its last report (or, with full set, all it holds). The
+	// coordinator learns chunk locations only from these reports.
+	ReportChunks(context.Context, *ReportChunksRequest) (*ReportChunksResponse, error)
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
@@ -248,6 +267,9 @@ func (UnimplementedCoordinatorServer) RegisterDataNode(context.Context, *Registe
 }
 func (UnimplementedCoordinatorServer) DataNodeHeartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DataNodeHeartbeat not implemented")
+}
+func (UnimplementedCoordinatorServer) ReportChunks(context.Context, *ReportChunksRequest) (*ReportChunksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportChunks not implemented")
 }
 func (UnimplementedCoordinatorServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
@@ -453,6 +475,24 @@ func _Coordinator_DataNodeHeartbeat_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_ReportChunks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportChunksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ReportChunks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ReportChunks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ReportChunks(ctx, req.(*ReportChunksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Coordinator_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListNodesRequest)
 	if err := dec(in); err != nil {
@@ -517,6 +557,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DataNodeHeartbeat",
 			Handler:    _Coordinator_DataNodeHeartbeat_Handler,
+		},
+		{
+			MethodName: "ReportChunks",
+			Handler:    _Coordinator_ReportChunks_Handler,
 		},
 		{
 			MethodName: "ListNodes",
