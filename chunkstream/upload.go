@@ -183,15 +183,24 @@ type RecvStream interface {
 	Send(*dfspb.ChunkDataAck) error
 }
 
-// Sink consumes verified frames: a datanode writes them to disk and
-// forwards them to its replicas. It must not keep f after returning.
-type Sink func(f *dfspb.ChunkDataStream) error
+// Sink consumes verified frames: a datanode queues them for its disk and
+// forwards them to its replicas. It must not modify f.
+type Sink interface {
+	// Frame takes one verified frame.
+	Frame(f *dfspb.ChunkDataStream) error
+	// Backlog returns nil when the sink can take more frames now, or a
+	// channel that is closed once it can again.
+	Backlog() <-chan struct{}
+}
 
 // Receive reads frames from stream, starting with first (already read by
 // the caller to find the session), verifies each against exp, hands it to
-// sink and acknowledges it. It returns once the final frame is verified and
-// sunk; the caller makes the chunk durable and sends the final ack. The
-// returned verifier holds the frame digests and the chunk digest.
+// sink and acknowledges it. When the sink has a backlog, the ack says
+// ready_for_next=false and a second ack says ready again once the backlog
+// clears; a well-behaved sender pauses in between. Receive returns once
+// the final frame is verified and sunk; the caller makes the chunk durable
+// and sends the final ack. The returned verifier holds the frame digests
+// and the chunk digest.
 func Receive(ctx context.Context, stream RecvStream, session rpc.SessionID, first *dfspb.ChunkDataStream, exp Expect, sink Sink) (*Verifier, error) {
 	v := NewVerifier(exp)
 	f := first
@@ -202,14 +211,29 @@ func Receive(ctx context.Context, stream RecvStream, session rpc.SessionID, firs
 		if err := v.Check(f); err != nil {
 			return nil, err
 		}
-		if err := sink(f); err != nil {
+		if err := sink.Frame(f); err != nil {
 			return nil, err
 		}
 		if v.Done() {
 			return v, nil
 		}
-		if err := stream.Send(&dfspb.ChunkDataAck{SessionId: string(session), BytesReceived: v.Received(), ReadyForNext: true}); err != nil {
+		ack := &dfspb.ChunkDataAck{SessionId: string(session), BytesReceived: v.Received(), ReadyForNext: true}
+		backlog := sink.Backlog()
+		if backlog != nil {
+			ack.ReadyForNext = false
+		}
+		if err := stream.Send(ack); err != nil {
 			return nil, rpc.FromStatus(err)
+		}
+		if backlog != nil {
+			select {
+			case <-backlog:
+			case <-ctx.Done():
+				return nil, rpc.Errorf(rpc.Canceled, "chunk %s: sender went away at %d of %d bytes", exp.ChunkID, v.Received(), exp.Size)
+			}
+			if err := stream.Send(&dfspb.ChunkDataAck{SessionId: string(session), BytesReceived: v.Received(), ReadyForNext: true}); err != nil {
+				return nil, rpc.FromStatus(err)
+			}
 		}
 		var err error
 		if f, err = stream.Recv(); err != nil {

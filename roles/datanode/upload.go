@@ -244,17 +244,11 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	}
 
 	self := []string{string(n.id)}
-	v, err := chunkstream.Receive(ctx, stream, sid, first, chunkstream.Expect{ChunkID: s.id, Size: s.size, FrameSize: s.frameSize},
-		func(f *dfspb.ChunkDataStream) error {
-			// Forward first so the replicas work while we write.
-			done := fwd.send(f)
-			_, werr := w.Write(f.Data)
-			ferr := <-done
-			if werr != nil {
-				return rpc.NodeError(rpc.Internal, self, "%v", werr)
-			}
-			return ferr
-		})
+	sink := newFrameSink(w, fwd, self, sinkDepth)
+	v, err := chunkstream.Receive(ctx, stream, sid, first, chunkstream.Expect{ChunkID: s.id, Size: s.size, FrameSize: s.frameSize}, sink)
+	if werr := sink.finish(); err == nil {
+		err = werr
+	}
 	if err != nil {
 		return err
 	}
@@ -307,6 +301,91 @@ func (n *Node) streamSession(first *dfspb.ChunkDataStream) (*uploadSession, rpc.
 		return nil, "", rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", sid)
 	}
 	return s, sid, nil
+}
+
+// sinkDepth is how many frames may wait for the disk per stream before
+// the sender is told to pause.
+const sinkDepth = 4
+
+// frameSink hands verified frames to a background disk writer through a
+// bounded queue and forwards them to the replicas, so receiving, hashing,
+// writing and forwarding overlap. A full queue is a backlog: the sender is
+// paused (ready_for_next=false) until the writer has drained half of it.
+type frameSink struct {
+	w     *Writer
+	fwd   *forwarder
+	self  []string
+	queue chan []byte
+	done  chan struct{}
+
+	mu     sync.Mutex
+	err    error
+	waiter chan struct{}
+}
+
+var _ chunkstream.Sink = (*frameSink)(nil)
+
+func newFrameSink(w *Writer, fwd *forwarder, self []string, depth int) *frameSink {
+	s := &frameSink{w: w, fwd: fwd, self: self, queue: make(chan []byte, depth), done: make(chan struct{})}
+	go s.write()
+	return s
+}
+
+func (s *frameSink) write() {
+	defer close(s.done)
+	for data := range s.queue {
+		s.mu.Lock()
+		failed := s.err != nil
+		s.mu.Unlock()
+		var err error
+		if !failed {
+			_, err = s.w.Write(data)
+		}
+		s.mu.Lock()
+		if err != nil && s.err == nil {
+			s.err = rpc.NodeError(rpc.Internal, s.self, "%v", err)
+		}
+		if s.waiter != nil && (len(s.queue) <= cap(s.queue)/2 || s.err != nil) {
+			close(s.waiter)
+			s.waiter = nil
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Frame forwards f to the replicas and queues it for the disk.
+func (s *frameSink) Frame(f *dfspb.ChunkDataStream) error {
+	fwd := s.fwd.send(f)
+	s.queue <- f.Data
+	ferr := <-fwd
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	return ferr
+}
+
+// Backlog reports a full disk queue.
+func (s *frameSink) Backlog() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) < cap(s.queue) || s.err != nil {
+		return nil
+	}
+	if s.waiter == nil {
+		s.waiter = make(chan struct{})
+	}
+	return s.waiter
+}
+
+// finish waits for the queued frames to reach the file.
+func (s *frameSink) finish() error {
+	close(s.queue)
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
 
 // forwarder sends a primary's frames to its replicas, one Upload each.
