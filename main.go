@@ -56,6 +56,13 @@ func run(args []string) int {
 // newApp builds the command line; logs go to logw, results to stdio.
 func newApp(stdio client.IO, logw io.Writer) *cli.App {
 	var log zerolog.Logger
+	usageError := func(c *cli.Context, err error, isSub bool) error {
+		return fmt.Errorf("%v (see %s --help)", err, c.Command.HelpName)
+	}
+	cmds := roles.Commands(func() zerolog.Logger { return log }, stdio)
+	for _, c := range cmds {
+		c.OnUsageError = usageError
+	}
 	return &cli.App{
 		Name:    "dfs",
 		Usage:   "a distributed file system in one binary",
@@ -69,14 +76,12 @@ func newApp(stdio client.IO, logw io.Writer) *cli.App {
 			log, err = newLogger(logw, c.String("log-level"), c.String("log-format"))
 			return err
 		},
-		Commands:             roles.Commands(func() zerolog.Logger { return log }, stdio),
+		Commands:             cmds,
 		Writer:               stdio.Out,
 		ErrWriter:            stdio.Err,
 		EnableBashCompletion: true,
-		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
-			return fmt.Errorf("%v (see dfs %s --help)", err, c.Command.Name)
-		},
-		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError:         usageError,
+		ExitErrHandler:       func(*cli.Context, error) {},
 	}
 }
 

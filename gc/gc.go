@@ -32,6 +32,10 @@ type Config struct {
 	MaxBackoff time.Duration
 	// Timeout bounds one bulk delete call.
 	Timeout time.Duration
+	// Delay holds each deletion back this long after it is queued, so a
+	// reader that fetched a file's chunk map just before the file was
+	// replaced or removed can still finish.
+	Delay time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -40,7 +44,7 @@ func DefaultConfig() Config {
 }
 
 type nodeQueue struct {
-	ids      map[rpc.ChunkID]struct{}
+	ids      map[rpc.ChunkID]time.Time // when each deletion is due
 	failures int
 	nextTry  time.Time
 }
@@ -74,19 +78,22 @@ func New(cfg Config, d Deleter, log zerolog.Logger) *Collector {
 	return &Collector{cfg: cfg, deleter: d, log: log, queues: make(map[rpc.NodeID]*nodeQueue), kick: make(chan struct{}, 1)}
 }
 
-// Enqueue schedules ids for deletion on node.
+// Enqueue schedules ids for deletion on node, Config.Delay from now.
 func (c *Collector) Enqueue(node rpc.NodeID, ids ...rpc.ChunkID) {
 	if len(ids) == 0 {
 		return
 	}
+	due := time.Now().Add(c.cfg.Delay)
 	c.mu.Lock()
 	q := c.queues[node]
 	if q == nil {
-		q = &nodeQueue{ids: make(map[rpc.ChunkID]struct{})}
+		q = &nodeQueue{ids: make(map[rpc.ChunkID]time.Time)}
 		c.queues[node] = q
 	}
 	for _, id := range ids {
-		q.ids[id] = struct{}{}
+		if _, queued := q.ids[id]; !queued {
+			q.ids[id] = due
+		}
 	}
 	c.mu.Unlock()
 	select {
@@ -146,11 +153,16 @@ func (c *Collector) Sweep(ctx context.Context, now time.Time) {
 			continue
 		}
 		ids := make([]rpc.ChunkID, 0, min(len(q.ids), c.cfg.Batch))
-		for id := range q.ids {
+		for id, due := range q.ids {
 			if len(ids) == c.cfg.Batch {
 				break
 			}
-			ids = append(ids, id)
+			if !now.Before(due) {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) == 0 {
+			continue
 		}
 		slices.Sort(ids)
 		jobs = append(jobs, job{node, ids})

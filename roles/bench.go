@@ -44,14 +44,14 @@ func benchCommand(log func() zerolog.Logger, stdio client.IO) *cli.Command {
 		Name: "bench", Usage: "measure put/get throughput and small-file ops/s against a cluster", Category: "client",
 		Flags: []cli.Flag{
 			client.CoordinatorFlag(),
-			&cli.BoolFlag{Name: "dev", Usage: "start a cluster of datanode processes for the run (in a temp dir)"},
-			&cli.IntFlag{Name: "nodes", Value: 3, Usage: "datanodes to start with --dev"},
-			&cli.GenericFlag{Name: "size", Value: ptr(rpc.ByteSize(1 << 30)), Usage: "size of the large file"},
-			&cli.IntFlag{Name: "files", Value: 1000, Usage: "number of small files"},
-			&cli.GenericFlag{Name: "file-size", Value: ptr(rpc.ByteSize(4 << 10)), Usage: "size of each small file"},
-			&cli.IntFlag{Name: "small-parallel", Value: 16, Usage: "small files in flight at once"},
-			&cli.IntFlag{Name: "parallel", Value: client.DefaultConfig().Parallel, Usage: "chunks in flight for the large file"},
-			&cli.BoolFlag{Name: "json", Usage: "print the figures as one JSON object"},
+			&cli.BoolFlag{Name: "dev", EnvVars: env("BENCH_DEV"), Usage: "start a cluster of datanode processes for the run (in a temp dir)"},
+			&cli.IntFlag{Name: "nodes", Value: 3, EnvVars: env("BENCH_NODES"), Usage: "datanodes to start with --dev"},
+			&cli.GenericFlag{Name: "size", Value: ptr(rpc.ByteSize(1 << 30)), EnvVars: env("BENCH_SIZE"), Usage: "size of the large file"},
+			&cli.IntFlag{Name: "files", Value: 1000, EnvVars: env("BENCH_FILES"), Usage: "number of small files"},
+			&cli.GenericFlag{Name: "file-size", Value: ptr(rpc.ByteSize(4 << 10)), EnvVars: env("BENCH_FILE_SIZE"), Usage: "size of each small file"},
+			&cli.IntFlag{Name: "small-parallel", Value: 16, EnvVars: env("BENCH_SMALL_PARALLEL"), Usage: "small files in flight at once"},
+			&cli.IntFlag{Name: "parallel", Value: client.DefaultConfig().Parallel, EnvVars: env("PARALLEL"), Usage: "chunks in flight for the large file"},
+			&cli.BoolFlag{Name: "json", EnvVars: env("JSON"), Usage: "print the figures as one JSON object"},
 		},
 		Action: func(c *cli.Context) error {
 			ctx := c.Context

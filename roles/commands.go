@@ -27,10 +27,10 @@ func coordinatorFlags() []cli.Flag {
 		&cli.StringFlag{Name: "data-dir", Value: d.DataDir, EnvVars: env("DATA_DIR"), Usage: "directory for the coordinator's state"},
 		&cli.IntFlag{Name: "replication", Value: d.Replication, EnvVars: env("REPLICATION"), Usage: "default replication factor"},
 		&cli.GenericFlag{Name: "chunk-size", Value: ptr(rpc.ByteSize(d.ChunkSize)), EnvVars: env("CHUNK_SIZE"), Usage: "default chunk size (64KiB to 64MiB)"},
-		&cli.DurationFlag{Name: "heartbeat-interval", Value: d.HeartbeatInterval, EnvVars: env("HEARTBEAT_INTERVAL"), Usage: "heartbeat interval datanodes are told to use"},
 		&cli.DurationFlag{Name: "suspect-after", Value: d.SuspectAfter, EnvVars: env("SUSPECT_AFTER"), Usage: "a datanode silent this long is suspect and gets no new chunks"},
 		&cli.DurationFlag{Name: "dead-after", Value: d.DeadAfter, EnvVars: env("DEAD_AFTER"), Usage: "a datanode silent this long is dead"},
 		&cli.DurationFlag{Name: "session-timeout", Value: d.SessionTimeout, EnvVars: env("SESSION_TIMEOUT"), Usage: "an upload idle this long is aborted and its chunks collected"},
+		&cli.DurationFlag{Name: "gc-delay", Value: d.GCDelay, EnvVars: env("GC_DELAY"), Usage: "wait this long before deleting the chunks of a removed or replaced file, so running reads finish"},
 		&cli.StringFlag{Name: "placement", Value: d.Placement, EnvVars: env("PLACEMENT"), Usage: "placement policy: most-free or random"},
 		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to datanodes"},
 	}
@@ -42,10 +42,10 @@ func coordinatorConfig(c *cli.Context) coordinator.Config {
 	cfg.DataDir = c.String("data-dir")
 	cfg.Replication = c.Int("replication")
 	cfg.ChunkSize = int64(*c.Generic("chunk-size").(*rpc.ByteSize))
-	cfg.HeartbeatInterval = c.Duration("heartbeat-interval")
 	cfg.SuspectAfter = c.Duration("suspect-after")
 	cfg.DeadAfter = c.Duration("dead-after")
 	cfg.SessionTimeout = c.Duration("session-timeout")
+	cfg.GCDelay = c.Duration("gc-delay")
 	cfg.Placement = c.String("placement")
 	cfg.RPCTimeout = c.Duration("rpc-timeout")
 	return cfg
@@ -130,7 +130,11 @@ func devCommand(log func() zerolog.Logger, stdio client.IO) *cli.Command {
 			}
 			cfg := DefaultClusterConfig(c.String("data-dir"))
 			cfg.Nodes, cfg.Listen, cfg.Log = n, c.String("listen"), log()
-			cfg.Coordinator.Replication = min(c.Int("replication"), n)
+			cfg.Coordinator.Replication = c.Int("replication")
+			if cfg.Coordinator.Replication > n {
+				fmt.Fprintf(stdio.Err, "dfs dev: replication %d needs %d datanodes; using %d\n", cfg.Coordinator.Replication, cfg.Coordinator.Replication, n)
+				cfg.Coordinator.Replication = n
+			}
 			cl, err := StartCluster(c.Context, cfg)
 			if err != nil {
 				return err

@@ -103,8 +103,9 @@ func (p Path) Base() string {
 func (p Path) String() string { return string(p) }
 
 // ChunkID names one immutable chunk: "<32 hex digits>_<index>". The hash
-// covers the path, the upload session and the attempt, so two uploads of one
-// path, or two attempts at one chunk, never share an ID.
+// covers the path, the upload session, the attempt and the index, so two
+// uploads of one path, or two attempts at one chunk, never share an ID, and
+// the chunks of one file spread over the datanode's directories.
 type ChunkID string
 
 // NewChunkID derives the ID of chunk index of an upload.
@@ -115,6 +116,8 @@ func NewChunkID(path Path, session SessionID, attempt uint32, index uint32) Chun
 	h.Write([]byte(session))
 	h.Write([]byte{0})
 	h.Write([]byte(strconv.FormatUint(uint64(attempt), 10)))
+	h.Write([]byte{0})
+	h.Write([]byte(strconv.FormatUint(uint64(index), 10)))
 	sum := h.Sum(nil)
 	return ChunkID(hex.EncodeToString(sum[:chunkHashLen/2]) + "_" + strconv.FormatUint(uint64(index), 10))
 }

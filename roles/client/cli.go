@@ -45,6 +45,10 @@ func CoordinatorFlag() cli.Flag {
 	}
 }
 
+func jsonFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "json", EnvVars: env("JSON"), Usage: "print JSON, for scripts"}
+}
+
 func tuningFlags() []cli.Flag {
 	d := DefaultConfig()
 	return []cli.Flag{
@@ -109,9 +113,9 @@ func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
 		{
 			Name: "ls", Usage: "list a remote directory", ArgsUsage: "[PATH]", Category: "client",
 			Flags: []cli.Flag{CoordinatorFlag(),
-				&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Usage: "list everything below PATH"},
-				&cli.BoolFlag{Name: "long", Aliases: []string{"l"}, Usage: "show size, chunks, replication and modification time"},
-				&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+				&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, EnvVars: env("LS_RECURSIVE"), Usage: "list everything below PATH"},
+				&cli.BoolFlag{Name: "long", Aliases: []string{"l"}, EnvVars: env("LS_LONG"), Usage: "show size, chunks, replication and modification time"},
+				jsonFlag(),
 			},
 			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
 				if c.NArg() > 1 {
@@ -131,7 +135,7 @@ func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
 		{
 			Name: "stat", Usage: "show a remote file's size, SHA-256, chunks and replicas", ArgsUsage: "REMOTE",
 			Category: "client",
-			Flags:    []cli.Flag{CoordinatorFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+			Flags:    []cli.Flag{CoordinatorFlag(), jsonFlag()},
 			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
 				if c.NArg() != 1 {
 					return rpc.Errorf(rpc.Invalid, "stat needs one REMOTE path")
@@ -145,7 +149,7 @@ func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
 		},
 		{
 			Name: "nodes", Usage: "list the datanodes", Category: "client",
-			Flags: []cli.Flag{CoordinatorFlag(), &cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+			Flags: []cli.Flag{CoordinatorFlag(), jsonFlag()},
 			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
 				if c.NArg() != 0 {
 					return rpc.Errorf(rpc.Invalid, "nodes takes no arguments")

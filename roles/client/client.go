@@ -153,12 +153,13 @@ func (c *Client) Stat(ctx context.Context, path string) (*dfspb.FileInfo, error)
 	return fi, err
 }
 
-// Delete removes a file.
+// Delete removes a file. Its chunks are deleted from the datanodes in the
+// background.
 func (c *Client) Delete(ctx context.Context, path string) error {
-	return c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+	return wrap("rm", path, c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
 		_, err := cc.DeleteFile(ctx, &dfspb.DeleteFileRequest{Path: path})
 		return err
-	})
+	}))
 }
 
 // List returns the entries below dir, one level or recursively, reading

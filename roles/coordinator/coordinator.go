@@ -31,8 +31,6 @@ type Config struct {
 	Replication int
 	// ChunkSize is the default chunk size in bytes.
 	ChunkSize int64
-	// HeartbeatInterval is the interval datanodes are told to use.
-	HeartbeatInterval time.Duration
 	// SuspectAfter and DeadAfter: a node silent this long is suspect
 	// (no new chunks), then dead.
 	SuspectAfter time.Duration
@@ -40,6 +38,9 @@ type Config struct {
 	// SessionTimeout ends an upload that makes no progress for that long;
 	// its chunks are collected.
 	SessionTimeout time.Duration
+	// GCDelay holds back deleting the chunks of a removed or replaced file
+	// (and of an aborted upload) so running readers can finish.
+	GCDelay time.Duration
 	// Placement names the placement policy: random or most-free.
 	Placement string
 	// RPCTimeout bounds calls to datanodes.
@@ -51,17 +52,17 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:            "127.0.0.1:7000",
-		DataDir:           "./dfs-data/coordinator",
-		Replication:       3,
-		ChunkSize:         8 << 20,
-		HeartbeatInterval: 3 * time.Second,
-		SuspectAfter:      10 * time.Second,
-		DeadAfter:         30 * time.Second,
-		SessionTimeout:    5 * time.Minute,
-		Placement:         "most-free",
-		RPCTimeout:        10 * time.Second,
-		ShutdownGrace:     10 * time.Second,
+		Listen:         "127.0.0.1:7000",
+		DataDir:        "./dfs-data/coordinator",
+		Replication:    3,
+		ChunkSize:      8 << 20,
+		SuspectAfter:   10 * time.Second,
+		DeadAfter:      30 * time.Second,
+		SessionTimeout: 5 * time.Minute,
+		GCDelay:        time.Minute,
+		Placement:      "most-free",
+		RPCTimeout:     10 * time.Second,
+		ShutdownGrace:  10 * time.Second,
 	}
 }
 
@@ -82,11 +83,14 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"--heartbeat-interval", c.HeartbeatInterval}, {"--suspect-after", c.SuspectAfter}, {"--dead-after", c.DeadAfter},
+	}{{"--suspect-after", c.SuspectAfter}, {"--dead-after", c.DeadAfter},
 		{"--session-timeout", c.SessionTimeout}, {"--rpc-timeout", c.RPCTimeout}} {
 		if d.v <= 0 {
 			return fmt.Errorf("coordinator: %s must be positive", d.name)
 		}
+	}
+	if c.GCDelay < 0 {
+		return fmt.Errorf("coordinator: --gc-delay must not be negative")
 	}
 	if c.DeadAfter < c.SuspectAfter {
 		return fmt.Errorf("coordinator: --dead-after (%s) must not be shorter than --suspect-after (%s)", c.DeadAfter, c.SuspectAfter)
@@ -151,7 +155,9 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		pool:   rpc.NewPool(),
 		ready:  make(chan struct{}),
 	}
-	c.gc = gc.New(gc.DefaultConfig(), &chunkDeleter{c}, c.log)
+	gcfg := gc.DefaultConfig()
+	gcfg.Delay = cfg.GCDelay
+	c.gc = gc.New(gcfg, &chunkDeleter{c}, c.log)
 	c.uploads = sessions.New(cfg.SessionTimeout, deps.Clock, func(id rpc.SessionID, u *upload) {
 		c.log.Info().Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload session expired; collecting its chunks")
 		c.collectUpload(u, nil)

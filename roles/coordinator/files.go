@@ -27,7 +27,8 @@ func (c *Coordinator) fileInfo(f *File) *dfspb.FileInfo {
 			Index: uint32(i), ChunkId: string(ch.ID), Offset: int64(i) * f.ChunkSize,
 			Size: ch.Size, Digest: ch.Digest, FrameSize: ch.FrameSize,
 		}
-		for _, nid := range c.locs.matching(ch) {
+		good, _ := c.locs.check(ch)
+		for _, nid := range good {
 			addr, state, ok := c.nodes.lookup(nid)
 			if !ok {
 				continue
@@ -48,7 +49,7 @@ func (c *Coordinator) DownloadFile(ctx context.Context, req *dfspb.DownloadFileR
 	fi := c.fileInfo(f)
 	for _, ch := range fi.Chunks {
 		if !anyLive(ch.Replicas) {
-			return nil, rpc.ToStatus(rpc.Errorf(rpc.Unavailable, "%s: chunk %d (%s) has no live replica", f.Path, ch.Index, ch.ChunkId))
+			return nil, rpc.ToStatus(rpc.Errorf(rpc.FailedPrecondition, "%s: chunk %d (%s) has no live replica", f.Path, ch.Index, ch.ChunkId))
 		}
 	}
 	return &dfspb.DownloadFileResponse{File: fi}, nil
@@ -151,7 +152,7 @@ func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterD
 	}
 	version, nodes := c.nodes.register(id, req.Addr, u, c.clock.Now())
 	c.log.Info().Str("node_id", string(id)).Str("addr", req.Addr).Int64("chunks", req.ChunkCount).Msg("datanode registered")
-	return &dfspb.RegisterDataNodeResponse{ClusterVersion: version, Nodes: nodes, HeartbeatIntervalMs: c.cfg.HeartbeatInterval.Milliseconds()}, nil
+	return &dfspb.RegisterDataNodeResponse{ClusterVersion: version, Nodes: nodes}, nil
 }
 
 // DataNodeHeartbeat records a heartbeat and returns membership changes.

@@ -70,19 +70,21 @@ func (l *locations) nodes(id rpc.ChunkID) []rpc.NodeID {
 	return out
 }
 
-// matching returns the nodes whose copy of ch has its size, frame size and
-// digest.
-func (l *locations) matching(ch Chunk) []rpc.NodeID {
+// check returns the nodes whose copy of ch has its size, frame size and
+// digest, and the nodes whose copy differs.
+func (l *locations) check(ch Chunk) (good, bad []rpc.NodeID) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []rpc.NodeID
 	for n, m := range l.m[ch.ID] {
 		if m.size == ch.Size && m.frameSize == ch.FrameSize && bytes.Equal(m.digest, ch.Digest) {
-			out = append(out, n)
+			good = append(good, n)
+		} else {
+			bad = append(bad, n)
 		}
 	}
-	slices.Sort(out)
-	return out
+	slices.Sort(good)
+	slices.Sort(bad)
+	return good, bad
 }
 
 // wait blocks until ready returns true (checked after every change) or ctx

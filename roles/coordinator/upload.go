@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/dfs-project/dfs/placement"
@@ -166,10 +165,10 @@ func (c *Coordinator) session(s string) (*upload, error) {
 	return u, nil
 }
 
-// ConfirmUpload checks every chunk against what the datanodes stored and
-// swaps the new version in. On a verification failure the upload is
-// aborted and its chunks collected; on a transient failure (a datanode
-// unreachable) the session stays open and the client may confirm again.
+// ConfirmUpload checks every chunk against what the datanodes reported
+// storing and swaps the new version in. On a verification failure the
+// upload is aborted and its chunks collected; when the client gives up
+// waiting, the session stays open and it may confirm again.
 func (c *Coordinator) ConfirmUpload(ctx context.Context, req *dfspb.ConfirmUploadRequest) (*dfspb.ConfirmUploadResponse, error) {
 	id, err := rpc.ParseSessionID(req.SessionId)
 	if err != nil {
@@ -181,7 +180,7 @@ func (c *Coordinator) ConfirmUpload(ctx context.Context, req *dfspb.ConfirmUploa
 	}
 	f, err := c.verify(ctx, u, req)
 	if err != nil {
-		if k := rpc.KindOf(err); k == rpc.Unavailable || k == rpc.DeadlineExceeded {
+		if ctx.Err() != nil {
 			c.uploads.Put(id, u)
 		} else {
 			c.log.Warn().Err(err).Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload refused at confirm")
@@ -253,30 +252,38 @@ func (c *Coordinator) verify(ctx context.Context, u *upload, req *dfspb.ConfirmU
 	u.mu.Unlock()
 
 	// The datanodes report what they stored; wait for enough matching
-	// copies of every chunk. Reports usually arrive before the confirm.
+	// copies of every chunk. Reports usually arrive before the confirm. A
+	// copy that does not match the receipt fails the confirm at once: all
+	// copies came from one stream, so the receipt is wrong.
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
 	defer cancel()
-	short := -1
+	short, bad := -1, -1
+	var badNode rpc.NodeID
 	err := c.locs.wait(wctx, func() bool {
 		for i, ch := range f.Chunks {
-			if len(c.locs.matching(ch)) < u.replication {
+			good, others := c.locs.check(ch)
+			if len(others) > 0 {
+				bad, badNode = i, others[0]
+				return true
+			}
+			if len(good) < u.replication {
 				short = i
 				return false
 			}
 		}
 		return true
 	})
-	if err == nil {
+	switch {
+	case bad >= 0:
+		return nil, rpc.Errorf(rpc.Invalid, "chunk %d (%s): size or digest does not match what node %s stored", bad, f.Chunks[bad].ID, badNode.Short())
+	case err == nil:
 		return f, nil
+	case ctx.Err() != nil:
+		return nil, rpc.Errorf(rpc.Canceled, "client gave up waiting for the datanodes' reports")
 	}
-	ch := f.Chunks[short]
-	good := c.locs.matching(ch)
-	for _, n := range c.locs.nodes(ch.ID) {
-		if !slices.Contains(good, n) {
-			return nil, rpc.Errorf(rpc.Invalid, "chunk %d (%s): size or digest does not match what node %s stored", short, ch.ID, n.Short())
-		}
-	}
-	return nil, rpc.Errorf(rpc.Unavailable, "chunk %d (%s): %d of %d replicas reported stored", short, ch.ID, len(good), u.replication)
+	good, _ := c.locs.check(f.Chunks[short])
+	return nil, rpc.Errorf(rpc.FailedPrecondition, "chunk %d (%s): only %d of %d replicas reported it stored within %s",
+		short, f.Chunks[short].ID, len(good), u.replication, c.cfg.RPCTimeout)
 }
 
 // AbortUpload ends a session without committing.

@@ -1632,12 +1632,11 @@ func (x *RegisterDataNodeRequest) GetChunkCount() int64 {
 }
 
 type RegisterDataNodeResponse struct {
-	state               protoimpl.MessageState `protogen:"open.v1"`
-	ClusterVersion      uint64                 `protobuf:"varint,1,opt,name=cluster_version,json=clusterVersion,proto3" json:"cluster_version,omitempty"`
-	Nodes               []*NodeStatus          `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	HeartbeatIntervalMs int64                  `protobuf:"varint,3,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ClusterVersion uint64                 `protobuf:"varint,1,opt,name=cluster_version,json=clusterVersion,proto3" json:"cluster_version,omitempty"`
+	Nodes          []*NodeStatus          `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RegisterDataNodeResponse) Reset() {
@@ -1682,13 +1681,6 @@ func (x *RegisterDataNodeResponse) GetNodes() []*NodeStatus {
 		return x.Nodes
 	}
 	return nil
-}
-
-func (x *RegisterDataNodeResponse) GetHeartbeatIntervalMs() int64 {
-	if x != nil {
-		return x.HeartbeatIntervalMs
-	}
-	return 0
 }
 
 type HeartbeatRequest struct {
@@ -3293,11 +3285,10 @@ const file_dfs_proto_rawDesc = "" +
 	"\x04used\x18\x04 \x01(\x03R\x04used\x12\x12\n" +
 	"\x04free\x18\x05 \x01(\x03R\x04free\x12\x1f\n" +
 	"\vchunk_count\x18\x06 \x01(\x03R\n" +
-	"chunkCount\"\xa1\x01\n" +
+	"chunkCount\"s\n" +
 	"\x18RegisterDataNodeResponse\x12'\n" +
 	"\x0fcluster_version\x18\x01 \x01(\x04R\x0eclusterVersion\x12(\n" +
-	"\x05nodes\x18\x02 \x03(\v2\x12.dfs.v1.NodeStatusR\x05nodes\x122\n" +
-	"\x15heartbeat_interval_ms\x18\x03 \x01(\x03R\x13heartbeatIntervalMs\"\xb5\x01\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x12.dfs.v1.NodeStatusR\x05nodesJ\x04\b\x03\x10\x04\"\xb5\x01\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
 	"\bcapacity\x18\x02 \x01(\x03R\bcapacity\x12\x12\n" +
