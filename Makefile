@@ -41,9 +41,20 @@ bench: build
 	./$(BIN) bench --dev
 
 FUZZTIME ?= 20s
+# Each target runs alone: -fuzz takes one target per package run. The seed
+# corpora live under each package's testdata/fuzz/<FuzzName>/.
+FUZZ_TARGETS := \
+	./rpc/:FuzzParsePath \
+	./rpc/:FuzzParseChunkID \
+	./rpc/:FuzzParseBytes \
+	./chunkstream/:FuzzVerifier \
+	./roles/datanode/:FuzzReadMeta
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParsePath -fuzztime $(FUZZTIME) ./rpc/
-	$(GO) test -run '^$$' -fuzz FuzzParseChunkID -fuzztime $(FUZZTIME) ./rpc/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 vet:
 	$(GO) vet ./...

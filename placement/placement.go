@@ -85,6 +85,9 @@ func ByName(name string) (Policy, error) {
 // at least size bytes free, not excluded. The first is the primary. It
 // fails with FailedPrecondition when fewer than n nodes qualify.
 func Place(p Policy, nodes []Node, n int, size int64, exclude map[rpc.NodeID]bool) ([]Node, error) {
+	if n < 0 {
+		return nil, rpc.Errorf(rpc.Invalid, "placement asked for %d nodes", n)
+	}
 	var cand []Node
 	var live, full int
 	for _, nd := range nodes {

@@ -142,7 +142,11 @@ func ToStatus(err error) error {
 		// Already a status (e.g. from a nested call): pass it on.
 		return err
 	}
-	st := status.New(kindCodes[KindOf(err)], err.Error())
+	code, ok := kindCodes[KindOf(err)]
+	if !ok {
+		code = codes.Unknown // never OK: that would turn the error into success
+	}
+	st := status.New(code, err.Error())
 	if nodes := FailedNodesOf(err); len(nodes) > 0 {
 		if d, derr := st.WithDetails(&dfspb.FailedNodes{NodeIds: nodes}); derr == nil {
 			st = d

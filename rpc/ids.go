@@ -221,6 +221,11 @@ func FormatBytes(n int64) string {
 		exp++
 	}
 	v := float64(n) / float64(div)
+	if (v >= 1023.95 || v <= -1023.95) && exp < 5 {
+		div *= unit
+		exp++
+		v = float64(n) / float64(div)
+	}
 	if v == float64(int64(v)) {
 		return fmt.Sprintf("%d %ciB", int64(v), "KMGTPE"[exp])
 	}
@@ -244,6 +249,8 @@ func ParseBytes(s string) (int64, error) {
 		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
 		"g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
 		"t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40,
+		"p": 1 << 50, "pb": 1 << 50, "pib": 1 << 50,
+		"e": 1 << 60, "eb": 1 << 60, "eib": 1 << 60,
 	}[unit]
 	if mult == 0 {
 		return 0, Errorf(Invalid, "invalid size %q: unknown unit %q", s, unit)

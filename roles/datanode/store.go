@@ -254,17 +254,25 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 		os.Remove(tmp)
 		return rpc.Errorf(rpc.Internal, "chunk %s: %v", w.id, err)
 	}
+	// Check and rename under the lock: a chunk is stored (and counted)
+	// once, even if two writers raced for one ID.
+	w.s.mu.Lock()
+	if _, err := os.Stat(dst); err == nil {
+		w.s.mu.Unlock()
+		os.Remove(tmp)
+		return rpc.Errorf(rpc.Exists, "chunk %s already stored", w.id)
+	}
 	if err := os.Rename(tmp, dst); err != nil {
+		w.s.mu.Unlock()
 		os.Remove(tmp)
 		return rpc.Errorf(rpc.Internal, "chunk %s: rename: %v", w.id, err)
 	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
-		return rpc.Errorf(rpc.Internal, "chunk %s: fsync dir: %v", w.id, err)
-	}
-	w.s.mu.Lock()
 	w.s.used += w.written + int64(buf.Len())
 	w.s.chunks++
 	w.s.mu.Unlock()
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return rpc.Errorf(rpc.Internal, "chunk %s: fsync dir: %v", w.id, err)
+	}
 	return nil
 }
 

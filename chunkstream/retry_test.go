@@ -1,0 +1,148 @@
+package chunkstream_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+
+	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+func TestRetryable(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{rpc.Errorf(rpc.Unavailable, "x"), true},
+		{rpc.Errorf(rpc.DeadlineExceeded, "x"), true},
+		{rpc.Errorf(rpc.ResourceExhausted, "x"), true},
+		{rpc.Errorf(rpc.Internal, "x"), true},
+		{errors.New("unclassified"), true},
+		{fmt.Errorf("op: %w", context.DeadlineExceeded), true},
+		{rpc.Errorf(rpc.Invalid, "x"), false},
+		{rpc.Errorf(rpc.NotFound, "x"), false},
+		{rpc.Errorf(rpc.Exists, "x"), false},
+		{rpc.Errorf(rpc.Permission, "x"), false},
+		{rpc.Errorf(rpc.FailedPrecondition, "x"), false},
+		{context.Canceled, false},
+		{fmt.Errorf("put: %w", rpc.Errorf(rpc.Invalid, "bad")), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.err.Error(), func(t *testing.T) {
+			is := is.New(t)
+			is.Equal(chunkstream.Retryable(tt.err), tt.want) // transient kinds only
+		})
+	}
+}
+
+func TestBackoffDelay(t *testing.T) {
+	is := is.New(t)
+	b := chunkstream.Backoff{Attempts: 5, Initial: 100 * time.Millisecond, Max: time.Second}
+	nominal := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond}
+	for attempt := 1; attempt <= 200; attempt++ {
+		base := b.Max // from attempt 5 on, and whenever the shift overflows
+		if attempt <= len(nominal) {
+			base = nominal[attempt-1]
+		}
+		for range 10 {
+			d := b.Delay(attempt)
+			is.True(d >= base/2) // at least half the nominal delay (no collapse after overflow)
+			is.True(d <= base)   // never above it, so never above Max
+		}
+	}
+	zero := chunkstream.Backoff{Attempts: 3, Max: 10 * time.Millisecond}
+	is.True(zero.Delay(1) <= 10*time.Millisecond) // no Initial: Max bounds it
+	is.True(zero.Delay(1) >= 5*time.Millisecond)  // jitter stays in the upper half
+	none := chunkstream.Backoff{Attempts: 3}
+	is.Equal(none.Delay(3), time.Duration(0)) // no delays configured: none
+}
+
+func TestBackoffJitters(t *testing.T) {
+	is := is.New(t)
+	b := chunkstream.Backoff{Attempts: 3, Initial: time.Second, Max: time.Second}
+	seen := map[time.Duration]bool{}
+	for range 50 {
+		seen[b.Delay(1)] = true
+	}
+	is.True(len(seen) > 1) // delays are jittered so clients do not retry in lockstep
+}
+
+var fast = chunkstream.Backoff{Attempts: 4, Initial: time.Microsecond, Max: time.Microsecond}
+
+func TestRetry(t *testing.T) {
+	transient := rpc.Errorf(rpc.Unavailable, "node down")
+	bad := rpc.Errorf(rpc.Invalid, "bad input")
+	tests := []struct {
+		name    string
+		b       chunkstream.Backoff
+		results []error // what fn returns on each attempt; nil after the end
+		want    error
+		calls   int
+	}{
+		{"first try", fast, []error{nil}, nil, 1},
+		{"after transient errors", fast, []error{transient, transient, nil}, nil, 3},
+		{"gives up after attempts", fast, []error{transient, transient, transient, io.ErrUnexpectedEOF, nil}, io.ErrUnexpectedEOF, 4},
+		{"not retryable", fast, []error{bad, nil}, bad, 1},
+		{"transient then bad", fast, []error{transient, bad, nil}, bad, 2},
+		{"zero attempts means one", chunkstream.Backoff{}, []error{transient, nil}, transient, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			is := is.New(t)
+			calls := 0
+			err := chunkstream.Retry(context.Background(), tt.b, func(attempt int) error {
+				is.Equal(attempt, calls) // attempts are numbered from 0
+				calls++
+				if attempt < len(tt.results) {
+					return tt.results[attempt]
+				}
+				return nil
+			})
+			is.Equal(err, tt.want)    // result
+			is.Equal(calls, tt.calls) // number of attempts
+		})
+	}
+}
+
+func TestRetryStopsWhenContextEnds(t *testing.T) {
+	t.Run("during the pause", func(t *testing.T) {
+		is := is.New(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		slow := chunkstream.Backoff{Attempts: 5, Initial: time.Hour, Max: time.Hour}
+		transient := rpc.Errorf(rpc.Unavailable, "down")
+		called := make(chan struct{})
+		done := make(chan error, 1)
+		calls := 0
+		go func() {
+			done <- chunkstream.Retry(ctx, slow, func(int) error {
+				calls++
+				close(called)
+				return transient
+			})
+		}()
+		<-called
+		cancel()
+		err := await(t, done, "Retry")
+		is.Equal(err, transient) // the last error is returned
+		is.Equal(calls, 1)       // and no further attempt is made
+	})
+	t.Run("during an attempt", func(t *testing.T) {
+		is := is.New(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		calls := 0
+		err := chunkstream.Retry(ctx, fast, func(int) error {
+			calls++
+			cancel()
+			return rpc.Errorf(rpc.Unavailable, "down")
+		})
+		is.Equal(rpc.KindOf(err), rpc.Unavailable) // the attempt's error
+		is.Equal(calls, 1)                         // no retry after the context ended
+	})
+}

@@ -1,0 +1,370 @@
+package gc_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+	"github.com/rs/zerolog"
+
+	"github.com/dfs-project/dfs/gc"
+	"github.com/dfs-project/dfs/gc/gctest"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+const (
+	n1 = rpc.NodeID("11111111-1111-1111-1111-111111111111")
+	n2 = rpc.NodeID("22222222-2222-2222-2222-222222222222")
+)
+
+func ids(prefix string, n int) []rpc.ChunkID {
+	out := make([]rpc.ChunkID, n)
+	for i := range out {
+		out[i] = rpc.ChunkID(fmt.Sprintf("%s%031x_%d", prefix, i, i))
+	}
+	return out
+}
+
+// cfg is a test configuration: a 1s interval so backoffs are whole
+// seconds, at most 10s.
+func cfg() gc.Config {
+	return gc.Config{Interval: time.Second, Batch: 100, MaxBackoff: 10 * time.Second, Timeout: 10 * time.Second}
+}
+
+func newCollector(t *testing.T, c gc.Config, nodes *gctest.Nodes) *gc.Collector {
+	return gc.New(c, nodes, zerolog.New(zerolog.NewTestWriter(t)))
+}
+
+func TestSweepDeletes(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	a, b := ids("a", 5), ids("b", 3)
+	nodes.Add(n1, a...)
+	nodes.Add(n2, b...)
+	nodes.Add(n2, "keep")
+	c := newCollector(t, cfg(), nodes)
+
+	c.Enqueue(n1, a...)
+	c.Enqueue(n2, b...)
+	c.Enqueue(n2)                      // nothing
+	is.Equal(c.Pending(), 8)           // one pending deletion per (node, chunk)
+	is.Equal(c.Deleted(), int64(0))    // none done yet
+	is.Equal(len(nodes.Chunks(n1)), 5) // Enqueue does not delete by itself
+
+	c.Sweep(context.Background(), time.Now())
+	is.Equal(c.Pending(), 0)                          // all done
+	is.Equal(c.Deleted(), int64(8))                   // and counted
+	is.Equal(len(nodes.Chunks(n1)), 0)                // gone from n1
+	is.Equal(nodes.Chunks(n2), []rpc.ChunkID{"keep"}) // only the queued chunks go
+	is.Equal(nodes.Calls(n1), 1)                      // one bulk call per node
+	is.Equal(nodes.Calls(n2), 1)
+
+	c.Sweep(context.Background(), time.Now())
+	is.Equal(nodes.Calls(n1), 1) // an empty queue sends nothing
+}
+
+func TestEnqueueDeduplicates(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	nodes.Add(n1, ids("a", 3)...)
+	c := newCollector(t, cfg(), nodes)
+	c.Enqueue(n1, ids("a", 3)...)
+	c.Enqueue(n1, ids("a", 2)...)
+	is.Equal(c.Pending(), 3) // the same deletion queued twice counts once
+	c.Sweep(context.Background(), time.Now())
+	is.Equal(c.Deleted(), int64(3)) // and is done once
+}
+
+func TestDelay(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	nodes.Add(n1, ids("a", 2)...)
+	conf := cfg()
+	conf.Delay = time.Hour
+	c := newCollector(t, conf, nodes)
+	c.Enqueue(n1, ids("a", 2)...)
+	now := time.Now()
+	c.Sweep(context.Background(), now)
+	is.Equal(nodes.Calls(n1), 0) // nothing is sent before the delay
+	is.Equal(c.Pending(), 2)     // still pending
+	c.Sweep(context.Background(), now.Add(59*time.Minute))
+	is.Equal(nodes.Calls(n1), 0) // still too early
+	c.Sweep(context.Background(), now.Add(time.Hour+time.Second))
+	is.Equal(c.Pending(), 0)           // due deletions go out
+	is.Equal(len(nodes.Chunks(n1)), 0) // and are done
+}
+
+func TestDelayPerDeletion(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	early, late := ids("e", 2), ids("f", 2)
+	nodes.Add(n1, early...)
+	nodes.Add(n1, late...)
+	conf := cfg()
+	conf.Delay = time.Minute
+	c := newCollector(t, conf, nodes)
+	c.Enqueue(n1, early...)
+	start := time.Now()
+	// Deletions queued later are due later; re-queuing keeps the first due time.
+	time.Sleep(2 * time.Millisecond)
+	c.Enqueue(n1, late...)
+	lateQueued := time.Now()
+	c.Enqueue(n1, early...)
+	c.Sweep(context.Background(), start.Add(time.Minute+time.Millisecond))
+	is.Equal(nodes.Chunks(n1), late) // only the deletions already due went out
+	c.Sweep(context.Background(), lateQueued.Add(time.Minute))
+	is.Equal(len(nodes.Chunks(n1)), 0) // the rest when due
+}
+
+func TestBatching(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	all := ids("a", 10)
+	nodes.Add(n1, all...)
+	conf := cfg()
+	conf.Batch = 3
+	c := newCollector(t, conf, nodes)
+	c.Enqueue(n1, all...)
+	now := time.Now()
+	for i, want := range []int{7, 4, 1, 0} {
+		c.Sweep(context.Background(), now)
+		is.Equal(c.Pending(), want)           // one batch per sweep
+		is.Equal(len(nodes.Chunks(n1)), want) // deleted on the node
+		is.Equal(c.Deleted(), int64(10-want)) // counted
+		is.Equal(nodes.Calls(n1), i+1)        // one call per sweep
+	}
+	is.Equal(nodes.MaxBatch(n1), 3) // never more than Batch IDs in one call
+}
+
+func TestDefaultBatch(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	all := ids("a", 1001)
+	nodes.Add(n1, all...)
+	c := gc.New(gc.Config{}, nodes, zerolog.Nop()) // zero config: defaults
+	c.Enqueue(n1, all...)
+	c.Sweep(context.Background(), time.Now())
+	is.Equal(nodes.MaxBatch(n1), gc.DefaultConfig().Batch) // default batch size
+	is.Equal(c.Pending(), 1)                               // the rest waits for the next sweep
+}
+
+// TestBackoff pins the retry schedule after whole-call failures: 2, 4, 8
+// intervals, then MaxBackoff; a success resets it.
+func TestBackoff(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	nodes.Add(n1, ids("a", 2)...)
+	nodes.SetDown(n1, rpc.Errorf(rpc.Unavailable, "connection refused"))
+	c := newCollector(t, cfg(), nodes)
+	c.Enqueue(n1, ids("a", 2)...)
+	ctx := context.Background()
+
+	t0 := time.Now()
+	c.Sweep(ctx, t0)
+	is.Equal(nodes.Calls(n1), 1) // first attempt
+	is.Equal(c.Pending(), 2)     // failed: still pending
+	is.Equal(c.Deleted(), int64(0))
+
+	at := t0
+	for i, wait := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second} {
+		c.Sweep(ctx, at.Add(wait-time.Millisecond))
+		is.Equal(nodes.Calls(n1), i+1) // no retry before the backoff
+		at = at.Add(wait)
+		c.Sweep(ctx, at)
+		is.Equal(nodes.Calls(n1), i+2) // retried once the backoff passed
+	}
+
+	nodes.SetDown(n1, nil)
+	at = at.Add(10 * time.Second)
+	c.Sweep(ctx, at)
+	is.Equal(c.Pending(), 0)        // the node came back: done
+	is.Equal(c.Deleted(), int64(2)) // counted
+
+	// A success resets the schedule.
+	nodes.Add(n1, ids("b", 1)...)
+	c.Enqueue(n1, ids("b", 1)...)
+	nodes.FailNext(n1, 1)
+	calls := nodes.Calls(n1)
+	c.Sweep(ctx, at)
+	is.Equal(nodes.Calls(n1), calls+1) // a fresh queue is tried at once
+	c.Sweep(ctx, at.Add(2*time.Second))
+	is.Equal(nodes.Calls(n1), calls+2) // and backs off from the start again
+	is.Equal(c.Pending(), 0)           // done
+}
+
+func TestBackoffIsPerNode(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	nodes.Add(n1, ids("a", 1)...)
+	nodes.Add(n2, ids("b", 4)...)
+	nodes.SetDown(n1, rpc.Errorf(rpc.Unavailable, "down"))
+	conf := cfg()
+	conf.Batch = 1
+	c := newCollector(t, conf, nodes)
+	c.Enqueue(n1, ids("a", 1)...)
+	c.Enqueue(n2, ids("b", 4)...)
+	now := time.Now()
+	for range 4 {
+		c.Sweep(context.Background(), now)
+	}
+	is.Equal(len(nodes.Chunks(n2)), 0) // a failing node does not hold up the others
+	is.Equal(nodes.Calls(n1), 1)       // while it waits out its backoff
+	is.Equal(c.Pending(), 1)           // its deletion is still pending
+}
+
+func TestPartialFailure(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	all := ids("a", 5)
+	nodes.Add(n1, all...)
+	nodes.SetStuck(n1, all[1], true)
+	nodes.SetStuck(n1, all[3], true)
+	c := newCollector(t, cfg(), nodes)
+	c.Enqueue(n1, all...)
+	ctx := context.Background()
+
+	t0 := time.Now()
+	c.Sweep(ctx, t0)
+	is.Equal(c.Pending(), 2)                                  // the failed chunks stay queued
+	is.Equal(c.Deleted(), int64(3))                           // the others are done
+	is.Equal(nodes.Chunks(n1), []rpc.ChunkID{all[1], all[3]}) // on the node too
+
+	nodes.SetStuck(n1, all[1], false)
+	c.Sweep(ctx, t0.Add(time.Second))
+	is.Equal(nodes.Calls(n1), 1) // partial failures back off too
+	c.Sweep(ctx, t0.Add(2*time.Second))
+	is.Equal(nodes.MaxBatch(n1), 5)                   // (first call had all five)
+	is.Equal(nodes.Calls(n1), 2)                      // retried after the backoff
+	is.Equal(nodes.Chunks(n1), []rpc.ChunkID{all[3]}) // with only the failed chunks
+	is.Equal(c.Pending(), 1)
+	is.Equal(c.Deleted(), int64(4))
+
+	nodes.SetStuck(n1, all[3], false)
+	c.Sweep(ctx, t0.Add(2*time.Second+4*time.Second)) // second failure: 4 intervals
+	is.Equal(c.Pending(), 0)                          // all done
+	is.Equal(c.Deleted(), int64(5))                   // each counted once
+}
+
+func TestNodeGoneDropsQueue(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	nodes.Add(n1, ids("a", 4)...)
+	nodes.Add(n2, ids("b", 2)...)
+	c := newCollector(t, cfg(), nodes)
+	c.Enqueue(n1, ids("a", 4)...)
+	c.Enqueue(n2, ids("b", 2)...)
+	nodes.Remove(n1)
+	c.Sweep(context.Background(), time.Now())
+	is.Equal(c.Pending(), 0)        // the departed node's deletions are dropped
+	is.Equal(c.Deleted(), int64(2)) // and not counted as done; n2's are
+	is.Equal(len(nodes.Chunks(n2)), 0)
+
+	// A node that rejoins under the same ID gets a fresh queue.
+	nodes.Add(n1, ids("c", 1)...)
+	c.Enqueue(n1, ids("c", 1)...)
+	c.Sweep(context.Background(), time.Now())
+	is.Equal(len(nodes.Chunks(n1)), 0) // deleted
+}
+
+func TestCanceledSweepKeepsQueue(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	nodes.Add(n1, ids("a", 3)...)
+	c := newCollector(t, cfg(), nodes)
+	c.Enqueue(n1, ids("a", 3)...)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	now := time.Now()
+	c.Sweep(ctx, now)
+	is.Equal(c.Pending(), 3) // shutting down leaves the deletions queued
+	c.Sweep(context.Background(), now)
+	is.Equal(c.Pending(), 0) // with no backoff charged to the node
+}
+
+func TestTimeout(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	nodes.Add(n1, ids("a", 2)...)
+	nodes.SetHang(n1, true)
+	conf := cfg()
+	conf.Timeout = 10 * time.Millisecond
+	c := newCollector(t, conf, nodes)
+	c.Enqueue(n1, ids("a", 2)...)
+	t0 := time.Now()
+	c.Sweep(context.Background(), t0) // returns once the call times out
+	is.Equal(c.Pending(), 2)          // a hung node keeps its deletions
+	nodes.SetHang(n1, false)
+	c.Sweep(context.Background(), t0.Add(time.Second))
+	is.Equal(nodes.Calls(n1), 1) // and backs off like any failure
+	c.Sweep(context.Background(), t0.Add(2*time.Second))
+	is.Equal(c.Pending(), 0) // then succeeds
+}
+
+func TestRun(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	nodes.Add(n1, ids("a", 3)...)
+	conf := cfg()
+	conf.Interval = time.Hour // only Enqueue's kick can start a sweep
+	c := newCollector(t, conf, nodes)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		c.Run(ctx)
+		close(done)
+	}()
+	c.Enqueue(n1, ids("a", 3)...)
+	for i := 0; c.Pending() > 0 && i < 10000; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	is.Equal(c.Pending(), 0)           // Enqueue wakes Run, which deletes
+	is.Equal(len(nodes.Chunks(n1)), 0) // on the node
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+func TestConcurrentEnqueueAndSweep(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	c := newCollector(t, cfg(), nodes)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		node := rpc.NodeID(fmt.Sprintf("%08d-0000-0000-0000-000000000000", g))
+		batch := ids(fmt.Sprint(g), 50)
+		nodes.Add(node, batch...)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, id := range batch {
+				c.Enqueue(node, id)
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	var sweeps sync.WaitGroup
+	sweeps.Add(1)
+	go func() {
+		defer sweeps.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				c.Sweep(context.Background(), time.Now())
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	sweeps.Wait()
+	c.Sweep(context.Background(), time.Now())
+	is.Equal(c.Pending(), 0)          // every deletion done
+	is.Equal(c.Deleted(), int64(200)) // each counted exactly once
+}
