@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/dfs-project/dfs/placement"
 	"github.com/dfs-project/dfs/rpc"
@@ -247,32 +249,64 @@ func (c *Coordinator) verify(ctx context.Context, u *upload, req *dfspb.ConfirmU
 			u.mu.Unlock()
 			return nil, fmt.Errorf("chunk %d: %w", i, err)
 		}
+		acked := map[string]bool{}
+		for _, n := range r.NodeIds {
+			if !slices.Contains(a.nodes, rpc.NodeID(n)) {
+				u.mu.Unlock()
+				return nil, rpc.Errorf(rpc.Invalid, "chunk %d: node %s was not assigned this chunk", i, n)
+			}
+			acked[n] = true
+		}
+		if len(acked) < u.replication {
+			u.mu.Unlock()
+			return nil, rpc.Errorf(rpc.FailedPrecondition, "chunk %d: acknowledged by %d nodes, replication needs %d", i, len(acked), u.replication)
+		}
 		f.Chunks = append(f.Chunks, Chunk{ID: cid, Size: r.Size, Digest: bytes.Clone(r.Digest), FrameSize: r.FrameSize})
 	}
 	u.mu.Unlock()
 
-	// The datanodes report what they stored; wait for enough matching
-	// copies of every chunk. Reports usually arrive before the confirm. A
-	// copy that does not match the receipt fails the confirm at once: all
-	// copies came from one stream, so the receipt is wrong.
-	wctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
-	defer cancel()
+	// The datanodes report what they stored: wait for every chunk's copies
+	// to be reported. Reports usually arrive before the confirm. A copy that
+	// does not match the receipt fails the confirm at once: all copies came
+	// from one stream, so the receipt is wrong. A node that acknowledged a
+	// chunk may die before its report gets out; after reportWait, a chunk
+	// with at least one verified copy is enough (every copy was acknowledged
+	// as durable), and it is logged as under-replicated.
+	reportWait := min(c.cfg.RPCTimeout, 2*time.Second)
 	short, bad := -1, -1
 	var badNode rpc.NodeID
-	err := c.locs.wait(wctx, func() bool {
-		for i, ch := range f.Chunks {
-			good, others := c.locs.check(ch)
-			if len(others) > 0 {
-				bad, badNode = i, others[0]
-				return true
+	complete := func(need int) func() bool {
+		return func() bool {
+			for i, ch := range f.Chunks {
+				good, others := c.locs.check(ch)
+				if len(others) > 0 {
+					bad, badNode = i, others[0]
+					return true
+				}
+				if len(good) < need {
+					short = i
+					return false
+				}
 			}
-			if len(good) < u.replication {
-				short = i
-				return false
+			return true
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, reportWait)
+	err := c.locs.wait(wctx, complete(u.replication))
+	cancel()
+	if err != nil && bad < 0 && ctx.Err() == nil {
+		wctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout-reportWait)
+		err = c.locs.wait(wctx, complete(1))
+		cancel()
+		if err == nil && bad < 0 {
+			for i, ch := range f.Chunks {
+				if good, _ := c.locs.check(ch); len(good) < u.replication {
+					c.log.Warn().Str("path", string(f.Path)).Int("chunk", i).Str("chunk_id", string(ch.ID)).
+						Int("reported", len(good)).Int("replication", u.replication).Msg("committing an under-replicated chunk: an acknowledging node did not report it")
+				}
 			}
 		}
-		return true
-	})
+	}
 	switch {
 	case bad >= 0:
 		return nil, rpc.Errorf(rpc.Invalid, "chunk %d (%s): size or digest does not match what node %s stored", bad, f.Chunks[bad].ID, badNode.Short())
@@ -281,9 +315,8 @@ func (c *Coordinator) verify(ctx context.Context, u *upload, req *dfspb.ConfirmU
 	case ctx.Err() != nil:
 		return nil, rpc.Errorf(rpc.Canceled, "client gave up waiting for the datanodes' reports")
 	}
-	good, _ := c.locs.check(f.Chunks[short])
-	return nil, rpc.Errorf(rpc.FailedPrecondition, "chunk %d (%s): only %d of %d replicas reported it stored within %s",
-		short, f.Chunks[short].ID, len(good), u.replication, c.cfg.RPCTimeout)
+	return nil, rpc.Errorf(rpc.FailedPrecondition, "chunk %d (%s): no datanode reported storing it within %s",
+		short, f.Chunks[short].ID, c.cfg.RPCTimeout)
 }
 
 // AbortUpload ends a session without committing.
