@@ -35,6 +35,9 @@ proto:
 		--go_out=rpc/dfspb --go_opt=paths=source_relative \
 		--go-grpc_out=rpc/dfspb --go-grpc_opt=paths=source_relative \
 		rpc/dfs.proto
+	PATH="$(GOBIN):$$PATH" protoc -I roles/coordinator/meta/metapb \
+		--go_out=roles/coordinator/meta/metapb --go_opt=paths=source_relative \
+		roles/coordinator/meta/metapb/meta.proto
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./chunkstream/ ./roles/...

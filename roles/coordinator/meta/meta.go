@@ -1,0 +1,178 @@
+// Package meta defines the coordinator's durable metadata: the namespace
+// (path -> committed file), open upload sessions and pending chunk
+// deletions, and the Store interface its backends (bolt, etcd) implement.
+// A Store applies each Txn atomically and durably: after Commit returns, the
+// change survives a crash of the coordinator at any moment.
+package meta
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// File is one committed version of a path.
+type File struct {
+	Path        rpc.Path
+	Size        int64
+	SHA256      []byte
+	ChunkSize   int64
+	Replication uint32
+	Modified    time.Time
+	// Version is 1 for a path's first commit and increases by one with
+	// every later commit of the path; a deleted path starts again at 1.
+	Version uint64
+	Chunks  []Chunk
+}
+
+// Chunk is one chunk of a committed file.
+type Chunk struct {
+	ID        rpc.ChunkID
+	Size      int64
+	Digest    []byte
+	FrameSize int64
+}
+
+// Entry is one row of a directory listing: a file, or a directory implied
+// by the paths below it.
+type Entry struct {
+	Path  rpc.Path
+	IsDir bool
+	File  *File // nil for directories
+}
+
+// Upload is an open metadata session: an upload of a new version of Path.
+type Upload struct {
+	ID          rpc.SessionID
+	Path        rpc.Path
+	ChunkSize   int64
+	Replication uint32
+	Created     time.Time
+	// Chunks lists every chunk placed for the upload, retries included.
+	Chunks []Allocation
+}
+
+// Allocation is one placement of one chunk of an upload.
+type Allocation struct {
+	Index   uint32
+	Attempt uint32
+	ID      rpc.ChunkID
+	Nodes   []rpc.NodeID // primary first
+}
+
+// Deletion is a chunk to delete from one datanode.
+type Deletion struct {
+	Node  rpc.NodeID
+	Chunk rpc.ChunkID
+}
+
+// Txn is one atomic change. When Path is set, the txn first checks that
+// the file at Path has version Expect (0: no file at Path) and fails with
+// ErrConflict otherwise; then it stores Put (a new version of Path, whose
+// Version must be Expect+1) or, with Delete, removes the file. The other
+// fields are applied unconditionally.
+type Txn struct {
+	Path   rpc.Path
+	Expect uint64
+	Put    *File
+	Delete bool
+
+	PutUploads    []*Upload
+	DeleteUploads []rpc.SessionID
+	AddDeletions  []Deletion
+	DoneDeletions []Deletion
+}
+
+// ErrConflict is the kind of error Commit returns when Txn.Expect does not
+// match: another commit changed the path first. The caller re-reads and
+// tries again.
+var ErrConflict = rpc.FailedPrecondition
+
+// Namespace reads committed files.
+type Namespace interface {
+	// Get returns the file at p, or an error of kind rpc.NotFound.
+	Get(ctx context.Context, p rpc.Path) (*File, error)
+	// List returns up to limit entries below dir in path order, starting
+	// after the path after ("" for the first page). Without recursive it
+	// lists one level, folding deeper paths into directory entries. A dir
+	// that names a file lists that file; a dir with nothing below it and
+	// that is not a file is rpc.NotFound (the root is always a directory).
+	List(ctx context.Context, dir rpc.Path, recursive bool, after string, limit int) ([]Entry, error)
+}
+
+// Committer applies transactions.
+type Committer interface {
+	// Commit applies txn atomically and durably. A Put of a path that is an
+	// implied directory, or below an existing file, fails with rpc.Exists;
+	// a Delete of a missing file with rpc.NotFound; a version mismatch with
+	// ErrConflict. Nothing of a failed txn is applied. Concurrent commits
+	// may share one fsync.
+	Commit(ctx context.Context, txn *Txn) error
+}
+
+// Loader reads the state a coordinator needs at start-up.
+type Loader interface {
+	// Uploads returns every open upload session.
+	Uploads(ctx context.Context) ([]*Upload, error)
+	// Deletions returns every pending deletion.
+	Deletions(ctx context.Context) ([]Deletion, error)
+	// Files calls fn for every committed file in path order; an error from
+	// fn stops the walk and is returned.
+	Files(ctx context.Context, fn func(*File) error) error
+}
+
+// Snapshotter reads a consistent copy of the whole store, for backups.
+type Snapshotter interface {
+	// Snapshot calls fn with every record of one consistent view of the
+	// store: files, uploads and deletions. fn must not call the store.
+	Snapshot(ctx context.Context, fn func(Record) error) error
+}
+
+// Record is one item of a snapshot: exactly one field is set.
+type Record struct {
+	File     *File
+	Upload   *Upload
+	Deletion *Deletion
+}
+
+// Initializer gives a new store its identity and, for a restore, its
+// contents.
+type Initializer interface {
+	// ClusterID returns the ID of the cluster this store belongs to, or ""
+	// for a store that was never initialized.
+	ClusterID() string
+	// Init makes an empty, uninitialized store the store of cluster id and
+	// loads recs into it (a restore; nil for a new cluster). It fails with
+	// rpc.Exists when the store is already initialized, leaving it as it
+	// was. When Init fails part-way, the store stays uninitialized and
+	// refuses to be used until it is emptied (a backend that cannot load
+	// recs atomically marks the store as being restored first).
+	Init(ctx context.Context, id string, recs []Record) error
+}
+
+// Store is everything a coordinator needs from its metadata backend.
+type Store interface {
+	Namespace
+	Committer
+	Loader
+	Snapshotter
+	Initializer
+	io.Closer
+}
+
+// CheckTxn validates the shape of a txn before any backend applies it.
+func CheckTxn(txn *Txn) error {
+	switch {
+	case txn.Path == "" && (txn.Put != nil || txn.Delete):
+		return rpc.Errorf(rpc.Invalid, "txn changes a file but names no path")
+	case txn.Put != nil && txn.Delete:
+		return rpc.Errorf(rpc.Invalid, "txn both puts and deletes %s", txn.Path)
+	case txn.Put != nil && txn.Put.Path != txn.Path:
+		return rpc.Errorf(rpc.Invalid, "txn for %s puts %s", txn.Path, txn.Put.Path)
+	case txn.Put != nil && txn.Put.Version != txn.Expect+1:
+		return rpc.Errorf(rpc.Invalid, "txn puts version %d of %s over version %d", txn.Put.Version, txn.Path, txn.Expect)
+	}
+	return nil
+}
