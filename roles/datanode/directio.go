@@ -1,0 +1,45 @@
+package datanode
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// Chunk data is written with O_DIRECT where the filesystem allows it:
+// copying fresh data into the page cache costs these machines more CPU than
+// anything else on the write path (see DESIGN.md, "What the machine
+// costs"), and a chunk just written is rarely read again soon. Direct
+// writes need an aligned buffer, length and offset, so data is gathered in
+// an aligned block and written a block at a time; the unaligned tail, the
+// digests and the footer go through an ordinary descriptor at commit, and
+// fsync makes both durable.
+const (
+	directAlign = 4096
+	directBlock = 1 << 20
+)
+
+var directBufs = sync.Pool{New: func() any {
+	b := make([]byte, directBlock+directAlign)
+	off := int(uintptr(unsafe.Pointer(&b[0])) & (directAlign - 1))
+	if off != 0 {
+		off = directAlign - off
+	}
+	b = b[off : off+directBlock]
+	return &b
+}}
+
+// openDirect opens name for direct writes; ok is false when the
+// filesystem does not support O_DIRECT (tmpfs, some overlays).
+func openDirect(name string) (f *os.File, ok bool, err error) {
+	f, err = os.OpenFile(name, os.O_WRONLY|syscall.O_DIRECT, 0)
+	if errors.Is(err, syscall.EINVAL) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return f, true, nil
+}
