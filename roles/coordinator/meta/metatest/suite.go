@@ -171,7 +171,7 @@ func testVersions(t *testing.T, s meta.Store, _ func() meta.Store) {
 	_, err = s.Get(ctx(t), "/v")
 	is.True(errors.Is(err, rpc.NotFound)) // deleted
 	err = s.Commit(ctx(t), &meta.Txn{Path: "/v", Expect: 2, Delete: true})
-	is.True(errors.Is(err, rpc.NotFound)) // deleting a missing file is NotFound
+	is.True(errors.Is(err, rpc.NotFound))    // deleting a missing file is NotFound
 	is.NoErr(put(t, s, NewFile("/v", 1, 1))) // a deleted path starts again at version 1
 }
 
@@ -184,7 +184,7 @@ func testDirectories(t *testing.T, s meta.Store, _ func() meta.Store) {
 	err = put(t, s, NewFile("/d/f/g", 1, 1))
 	is.True(errors.Is(err, rpc.Exists)) // nothing can live below a file
 	err = put(t, s, NewFile("/d/f/g/h", 1, 1))
-	is.True(errors.Is(err, rpc.Exists)) // not even deeper
+	is.True(errors.Is(err, rpc.Exists))              // not even deeper
 	is.NoErr(put(t, s, NewFile("/d-sibling", 1, 1))) // a name that shares a prefix is fine
 	is.NoErr(put(t, s, NewFile("/d/f2", 1, 1)))
 }
@@ -233,7 +233,7 @@ func testList(t *testing.T, s meta.Store, _ func() meta.Store) {
 	}
 	entries, err = s.List(ctx(t), "/", false, "", 100)
 	is.NoErr(err)
-	is.Equal(names(entries), []string{"/a", "/b-x", "/b/", "/c"}) // one level, directories folded
+	is.Equal(names(entries), []string{"/a", "/b-x", "/b/", "/c"})   // one level, directories folded
 	is.True(entries[0].File != nil && entries[0].File.Path == "/a") // files carry their metadata
 	entries, err = s.List(ctx(t), "/b", false, "", 100)
 	is.NoErr(err)
@@ -401,7 +401,7 @@ func testBackupRestore(t *testing.T, s meta.Store, _ func() meta.Store) {
 	for _, cut := range []int{0, 5, len(raw) / 2, len(raw) - 1} {
 		_, recs, err := meta.ReadBackup(bytes.NewReader(raw[:cut]))
 		is.True(errors.Is(err, rpc.Invalid)) // a truncated backup is refused
-		is.Equal(len(recs), 0)                // with nothing to restore
+		is.Equal(len(recs), 0)               // with nothing to restore
 	}
 	flipped := bytes.Clone(raw)
 	flipped[len(flipped)/2] ^= 0x40
@@ -456,7 +456,7 @@ func testConcurrentConflicts(t *testing.T, s meta.Store, _ func() meta.Store) {
 			}()
 		}
 		wg.Wait()
-		is.Equal(won.Load(), int32(1))       // exactly one writer wins each round
+		is.Equal(won.Load(), int32(1))        // exactly one writer wins each round
 		is.Equal(conflicted.Load(), int32(7)) // the others see a conflict
 	}
 	got, err := s.Get(ctx(t), "/race")
