@@ -34,6 +34,7 @@ const (
 	Coordinator_DataNodeHeartbeat_FullMethodName = "/dfs.v1.Coordinator/DataNodeHeartbeat"
 	Coordinator_ReportChunks_FullMethodName      = "/dfs.v1.Coordinator/ReportChunks"
 	Coordinator_ListNodes_FullMethodName         = "/dfs.v1.Coordinator/ListNodes"
+	Coordinator_Backup_FullMethodName            = "/dfs.v1.Coordinator/Backup"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -67,6 +68,9 @@ type CoordinatorClient interface {
 	// coordinator learns chunk locations only from these reports.
 	ReportChunks(ctx context.Context, in *ReportChunksRequest, opts ...grpc.CallOption) (*ReportChunksResponse, error)
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// Backup streams a consistent snapshot of the namespace in the backup
+	// format (see docs/operations.md).
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
 }
 
 type coordinatorClient struct {
@@ -197,6 +201,25 @@ func (c *coordinatorClient) ListNodes(ctx context.Context, in *ListNodesRequest,
 	return out, nil
 }
 
+func (c *coordinatorClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Coordinator_ServiceDesc.Streams[0], Coordinator_Backup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_BackupClient = grpc.ServerStreamingClient[BackupChunk]
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -228,6 +251,9 @@ type CoordinatorServer interface {
 	// coordinator learns chunk locations only from these reports.
 	ReportChunks(context.Context, *ReportChunksRequest) (*ReportChunksResponse, error)
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// Backup streams a consistent snapshot of the namespace in the backup
+	// format (see docs/operations.md).
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -273,6 +299,9 @@ func (UnimplementedCoordinatorServer) ReportChunks(context.Context, *ReportChunk
 }
 func (UnimplementedCoordinatorServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedCoordinatorServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -511,6 +540,17 @@ func _Coordinator_ListNodes_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_BackupServer = grpc.ServerStreamingServer[BackupChunk]
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -567,7 +607,13 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Coordinator_ListNodes_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Backup",
+			Handler:       _Coordinator_Backup_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "dfs.proto",
 }
 

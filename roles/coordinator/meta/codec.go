@@ -23,6 +23,7 @@ func FileToPB(f *File) *metapb.File {
 	m := &metapb.File{
 		Path: string(f.Path), Size: f.Size, Sha256: f.SHA256, ChunkSize: f.ChunkSize,
 		Replication: f.Replication, ModifiedUnixNano: f.Modified.UnixNano(), Version: f.Version,
+		Session: string(f.Session),
 	}
 	for _, c := range f.Chunks {
 		m.Chunks = append(m.Chunks, &metapb.Chunk{Id: string(c.ID), Size: c.Size, Digest: c.Digest, FrameSize: c.FrameSize})
@@ -48,6 +49,13 @@ func FileFromPB(m *metapb.File) (*File, error) {
 	f := &File{
 		Path: p, Size: m.Size, SHA256: bytes.Clone(m.Sha256), ChunkSize: m.ChunkSize, Replication: m.Replication,
 		Modified: time.Unix(0, m.ModifiedUnixNano), Version: m.Version,
+	}
+	if m.Session != "" {
+		sid, err := rpc.ParseSessionID(m.Session)
+		if err != nil {
+			return nil, fmt.Errorf("decode file %s: %w", p, err)
+		}
+		f.Session = sid
 	}
 	var total int64
 	for _, c := range m.Chunks {

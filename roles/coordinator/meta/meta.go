@@ -25,6 +25,9 @@ type File struct {
 	// every later commit of the path; a deleted path starts again at 1.
 	Version uint64
 	Chunks  []Chunk
+	// Session is the upload that committed this version, so a client whose
+	// confirm reply was lost can tell that it did commit.
+	Session rpc.SessionID
 }
 
 // Chunk is one chunk of a committed file.

@@ -34,6 +34,7 @@ type File struct {
 	ModifiedUnixNano int64                  `protobuf:"varint,6,opt,name=modified_unix_nano,json=modifiedUnixNano,proto3" json:"modified_unix_nano,omitempty"`
 	Version          uint64                 `protobuf:"varint,7,opt,name=version,proto3" json:"version,omitempty"`
 	Chunks           []*Chunk               `protobuf:"bytes,8,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	Session          string                 `protobuf:"bytes,9,opt,name=session,proto3" json:"session,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -122,6 +123,13 @@ func (x *File) GetChunks() []*Chunk {
 		return x.Chunks
 	}
 	return nil
+}
+
+func (x *File) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
 }
 
 type Chunk struct {
@@ -615,7 +623,7 @@ var File_meta_proto protoreflect.FileDescriptor
 const file_meta_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"meta.proto\x12\vdfs.meta.v1\"\xfb\x01\n" +
+	"meta.proto\x12\vdfs.meta.v1\"\x95\x02\n" +
 	"\x04File\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -625,7 +633,8 @@ const file_meta_proto_rawDesc = "" +
 	"\vreplication\x18\x05 \x01(\rR\vreplication\x12,\n" +
 	"\x12modified_unix_nano\x18\x06 \x01(\x03R\x10modifiedUnixNano\x12\x18\n" +
 	"\aversion\x18\a \x01(\x04R\aversion\x12*\n" +
-	"\x06chunks\x18\b \x03(\v2\x12.dfs.meta.v1.ChunkR\x06chunks\"b\n" +
+	"\x06chunks\x18\b \x03(\v2\x12.dfs.meta.v1.ChunkR\x06chunks\x12\x18\n" +
+	"\asession\x18\t \x01(\tR\asession\"b\n" +
 	"\x05Chunk\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +

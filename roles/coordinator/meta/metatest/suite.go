@@ -81,7 +81,8 @@ var nodeA, nodeB = rpc.NodeID(uuid.NewString()), rpc.NodeID(uuid.NewString())
 
 // NewFile returns a valid file of n chunks at p with version v.
 func NewFile(p string, n int, v uint64) *meta.File {
-	f := &meta.File{Path: rpc.Path(p), ChunkSize: 1 << 20, Replication: 3, Modified: time.Unix(1700000000, 123456789), Version: v}
+	f := &meta.File{Path: rpc.Path(p), ChunkSize: 1 << 20, Replication: 3, Modified: time.Unix(1700000000, 123456789), Version: v,
+		Session: rpc.SessionID(uuid.NewSHA1(uuid.NameSpaceURL, []byte(p+strconv.FormatUint(v, 10))).String())}
 	sum := sha256.Sum256([]byte(p + strconv.FormatUint(v, 10)))
 	f.SHA256 = sum[:]
 	for i := 0; i < n; i++ {
@@ -103,7 +104,8 @@ func put(t *testing.T, s meta.Store, f *meta.File) error {
 
 func sameFile(a, b *meta.File) bool {
 	if a.Path != b.Path || a.Size != b.Size || !bytes.Equal(a.SHA256, b.SHA256) || a.ChunkSize != b.ChunkSize ||
-		a.Replication != b.Replication || !a.Modified.Equal(b.Modified) || a.Version != b.Version || len(a.Chunks) != len(b.Chunks) {
+		a.Replication != b.Replication || !a.Modified.Equal(b.Modified) || a.Version != b.Version || len(a.Chunks) != len(b.Chunks) ||
+		a.Session != b.Session {
 		return false
 	}
 	for i := range a.Chunks {
@@ -360,7 +362,7 @@ func Dump(t *testing.T, s meta.Store) string {
 	err := s.Snapshot(ctx(t), func(r meta.Record) error {
 		switch {
 		case r.File != nil:
-			fmt.Fprintf(&b, "F %s %d %x %d %d %d %d", r.File.Path, r.File.Size, r.File.SHA256, r.File.ChunkSize, r.File.Replication, r.File.Modified.UnixNano(), r.File.Version)
+			fmt.Fprintf(&b, "F %s %d %x %d %d %d %d %s", r.File.Path, r.File.Size, r.File.SHA256, r.File.ChunkSize, r.File.Replication, r.File.Modified.UnixNano(), r.File.Version, r.File.Session)
 			for _, c := range r.File.Chunks {
 				fmt.Fprintf(&b, " %s:%d:%x:%d", c.ID, c.Size, c.Digest, c.FrameSize)
 			}

@@ -1,0 +1,510 @@
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// Store is a meta.Store in one bolt file. Every commit is durable when it
+// returns (bolt fsyncs each write transaction); concurrent commits share
+// write transactions, and so fsyncs, through bolt's Batch.
+type Store struct {
+	db   *bolt.DB
+	path string
+	log  zerolog.Logger
+
+	cluster   atomic.Value // string
+	closeOnce sync.Once
+	closeErr  error
+
+	// applied counts runs of commit functions; tests check that a failed
+	// check does not make bolt re-run the rest of its batch.
+	applied atomic.Int64
+}
+
+var _ meta.Store = (*Store)(nil)
+
+// walkPage is how many files Files reads per read transaction.
+const walkPage = 512
+
+// ClusterID returns the ID of the cluster the store belongs to, or "" for
+// an uninitialized store.
+func (s *Store) ClusterID() string {
+	id, _ := s.cluster.Load().(string)
+	return id
+}
+
+func (s *Store) ready() error {
+	if s.ClusterID() == "" {
+		return rpc.Errorf(rpc.FailedPrecondition, "metadata store not initialized")
+	}
+	return nil
+}
+
+// Init makes the uninitialized store the store of cluster id and loads
+// recs into it in one write transaction: a failure, including a record
+// that would not read back (rpc.Invalid), leaves the store uninitialized
+// and empty. An initialized store is refused with rpc.Exists.
+func (s *Store) Init(ctx context.Context, id string, recs []meta.Record) error {
+	err := s.update("boltstore.Init", func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		if c := m.Get(keyCluster); len(c) > 0 {
+			return rpc.Errorf(rpc.Exists, "store already belongs to cluster %s", c)
+		}
+		if id == "" {
+			return rpc.Errorf(rpc.Invalid, "empty cluster id")
+		}
+		files, uploads, dels := tx.Bucket(bucketFiles), tx.Bucket(bucketUploads), tx.Bucket(bucketDeletions)
+		for i, r := range recs {
+			if i%1024 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			var err error
+			switch {
+			case r.File != nil:
+				var b []byte
+				if b, err = encodeFile(r.File); err == nil {
+					err = files.Put([]byte(r.File.Path), b)
+				}
+			case r.Upload != nil:
+				var b []byte
+				if b, err = encodeUpload(r.Upload); err == nil {
+					err = uploads.Put([]byte(r.Upload.ID), b)
+				}
+			case r.Deletion != nil:
+				var k []byte
+				if k, err = deletionKey(*r.Deletion); err == nil {
+					err = dels.Put(k, []byte{})
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("record %d: %w", i, err)
+			}
+		}
+		return m.Put(keyCluster, []byte(id))
+	})
+	if err != nil {
+		return err
+	}
+	s.cluster.Store(id)
+	s.log.Info().Str("cluster", id).Int("records", len(recs)).Msg("metadata store initialized")
+	return nil
+}
+
+// Close closes the file, waiting for transactions in progress. It is
+// idempotent; later calls return the first call's result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closeErr = s.db.Close()
+		s.log.Info().Err(s.closeErr).Msg("metadata store closed")
+	})
+	return s.closeErr
+}
+
+// Get returns the file at p, or an error of kind rpc.NotFound.
+func (s *Store) Get(ctx context.Context, p rpc.Path) (*meta.File, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	var f *meta.File
+	err := s.view("boltstore.Get", func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketFiles).Get([]byte(p))
+		if v == nil {
+			return rpc.Errorf(rpc.NotFound, "file %s not found", p)
+		}
+		var err error
+		f, err = decodeFile([]byte(p), v)
+		return err
+	})
+	return f, err
+}
+
+// List implements meta.Namespace.List with metatest.Mem's semantics: a
+// cursor walks the sorted paths below dir, and without recursive it seeks
+// past each subdirectory after emitting it, so a listing costs one seek
+// per entry whatever lies below.
+func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after string, limit int) ([]meta.Entry, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	var out []meta.Entry
+	err := s.view("boltstore.List", func(tx *bolt.Tx) error {
+		files := tx.Bucket(bucketFiles)
+		prefix := string(dir) + "/"
+		if dir == "/" {
+			prefix = "/"
+		} else if v := files.Get([]byte(dir)); v != nil {
+			// A file lists itself.
+			if after >= string(dir) {
+				return nil
+			}
+			f, err := decodeFile([]byte(dir), v)
+			if err != nil {
+				return err
+			}
+			out = []meta.Entry{{Path: dir, File: f}}
+			return nil
+		}
+		start := prefix
+		if after >= start {
+			start = after + "\x00"
+		}
+		c := files.Cursor()
+		k, v := c.Seek([]byte(start))
+		for k != nil && len(out) < limit && bytes.HasPrefix(k, []byte(prefix)) {
+			rest := k[len(prefix):]
+			if j := bytes.IndexByte(rest, '/'); j >= 0 && !recursive {
+				sub := prefix + string(rest[:j])
+				if sub > after {
+					out = append(out, meta.Entry{Path: rpc.Path(sub), IsDir: true})
+				}
+				// '0' follows '/': the first key after everything below sub.
+				k, v = c.Seek([]byte(sub + "0"))
+				continue
+			}
+			f, err := decodeFile(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, meta.Entry{Path: f.Path, File: f})
+			k, v = c.Next()
+		}
+		if len(out) == 0 && dir != "/" && after == "" && !hasChildren(c, dir) {
+			return rpc.Errorf(rpc.NotFound, "%s: no such file or directory", dir)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// hasChildren reports whether any file lives below p.
+func hasChildren(c *bolt.Cursor, p rpc.Path) bool {
+	prefix := []byte(p + "/")
+	k, _ := c.Seek(prefix)
+	return k != nil && bytes.HasPrefix(k, prefix)
+}
+
+// Uploads returns every open upload session, ordered by ID.
+func (s *Store) Uploads(ctx context.Context) ([]*meta.Upload, error) {
+	var out []*meta.Upload
+	err := s.view("boltstore.Uploads", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketUploads).ForEach(func(k, v []byte) error {
+			u, err := decodeUpload(k, v)
+			if err == nil {
+				out = append(out, u)
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Deletions returns every pending deletion, ordered by meta.DeletionKey.
+func (s *Store) Deletions(ctx context.Context) ([]meta.Deletion, error) {
+	out := []meta.Deletion{}
+	err := s.view("boltstore.Deletions", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDeletions).ForEach(func(k, _ []byte) error {
+			d, err := decodeDeletion(k)
+			if err == nil {
+				out = append(out, d)
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Files calls fn for every committed file in path order. It reads the
+// files in pages of walkPage, each in its own read transaction, and calls
+// fn between transactions, so fn may use the store (a commit that grows
+// the file would deadlock against a read transaction held open across
+// it) and a long walk never pins old pages. A commit concurrent with the
+// walk may or may not be seen; every file is seen at most once.
+func (s *Store) Files(ctx context.Context, fn func(*meta.File) error) error {
+	var after []byte
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		page := make([]*meta.File, 0, walkPage)
+		err := s.view("boltstore.Files", func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketFiles).Cursor()
+			k, v := c.First()
+			if after != nil {
+				if k, v = c.Seek(after); bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil && len(page) < walkPage; k, v = c.Next() {
+				f, err := decodeFile(k, v)
+				if err != nil {
+					return err
+				}
+				page = append(page, f)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, f := range page {
+			if err := fn(f); err != nil {
+				return err
+			}
+		}
+		if len(page) < walkPage {
+			return nil
+		}
+		after = []byte(page[len(page)-1].Path)
+	}
+}
+
+// Snapshot calls fn with every record of one read transaction: files in
+// path order, then uploads by ID, then deletions by key. fn must not call
+// the store.
+func (s *Store) Snapshot(ctx context.Context, fn func(meta.Record) error) error {
+	return s.view("boltstore.Snapshot", func(tx *bolt.Tx) error {
+		n := 0
+		check := func() error {
+			n++
+			if n%1024 == 0 {
+				return ctx.Err()
+			}
+			return nil
+		}
+		err := tx.Bucket(bucketFiles).ForEach(func(k, v []byte) error {
+			f, err := decodeFile(k, v)
+			if err == nil {
+				err = check()
+			}
+			if err == nil {
+				err = fn(meta.Record{File: f})
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		err = tx.Bucket(bucketUploads).ForEach(func(k, v []byte) error {
+			u, err := decodeUpload(k, v)
+			if err == nil {
+				err = check()
+			}
+			if err == nil {
+				err = fn(meta.Record{Upload: u})
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketDeletions).ForEach(func(k, _ []byte) error {
+			d, err := decodeDeletion(k)
+			if err == nil {
+				err = check()
+			}
+			if err == nil {
+				err = fn(meta.Record{Deletion: &d})
+			}
+			return err
+		})
+	})
+}
+
+// Commit applies txn atomically and durably, sharing a write transaction
+// and its fsync with concurrent commits. The checks (version, directory,
+// parent) run inside the transaction, but a failed check is only recorded,
+// not returned to bolt: returning it would make bolt roll back the whole
+// batch and run it again without this commit. Only errors from bolt itself
+// (a failed write or fsync) reach bolt; those fail the commit that hit
+// them, or the whole batch when the commit of the transaction fails, and
+// leave nothing applied. A context that ends while the commit waits for
+// its batch withdraws it; one that ends later does not undo it.
+func (s *Store) Commit(ctx context.Context, txn *meta.Txn) error {
+	if err := meta.CheckTxn(txn); err != nil {
+		return err
+	}
+	if err := s.ready(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Encode outside the batch: the encoding is the commit's CPU work and
+	// runs in parallel in the callers; the batch only checks and writes.
+	c := &commit{ctx: ctx, txn: txn, applied: &s.applied}
+	var err error
+	if txn.Put != nil {
+		if c.file, err = encodeFile(txn.Put); err != nil {
+			return err
+		}
+	}
+	for _, u := range txn.PutUploads {
+		b, err := encodeUpload(u)
+		if err != nil {
+			return err
+		}
+		c.uploads = append(c.uploads, b)
+	}
+	for _, d := range txn.AddDeletions {
+		k, err := deletionKey(d)
+		if err != nil {
+			return err
+		}
+		c.dels = append(c.dels, k)
+	}
+	if err := s.db.Batch(c.apply); err != nil {
+		return boltErr("boltstore.Commit", err)
+	}
+	return c.res
+}
+
+// commit is one Commit's work. apply may run more than once (bolt re-runs
+// a batch without a member whose function failed), always in a fresh
+// transaction, so it computes res anew each time.
+type commit struct {
+	ctx     context.Context
+	txn     *meta.Txn
+	file    []byte
+	uploads [][]byte
+	dels    [][]byte
+	applied *atomic.Int64
+
+	res error
+}
+
+func (c *commit) apply(tx *bolt.Tx) (err error) {
+	defer guard("boltstore.Commit", &err)
+	c.applied.Add(1)
+	c.res = c.ctx.Err()
+	if c.res == nil {
+		c.res = c.check(tx)
+	}
+	if c.res != nil {
+		return nil // nothing written; only this caller sees the error
+	}
+	return c.write(tx)
+}
+
+// check runs Mem's checks, in Mem's order, without writing.
+func (c *commit) check(tx *bolt.Tx) error {
+	txn := c.txn
+	if txn.Path == "" {
+		return nil
+	}
+	files := tx.Bucket(bucketFiles)
+	key := []byte(txn.Path)
+	var cur uint64
+	if v := files.Get(key); v != nil {
+		f, err := decodeFile(key, v)
+		if err != nil {
+			return err
+		}
+		cur = f.Version
+	}
+	if txn.Delete && cur == 0 {
+		return rpc.Errorf(rpc.NotFound, "file %s not found", txn.Path)
+	}
+	if cur != txn.Expect {
+		return rpc.Errorf(meta.ErrConflict, "file %s is at version %d, expected %d", txn.Path, cur, txn.Expect)
+	}
+	if txn.Put != nil {
+		if hasChildren(files.Cursor(), txn.Path) {
+			return rpc.Errorf(rpc.Exists, "%s is a directory", txn.Path)
+		}
+		for d := txn.Path.Dir(); d != "/"; d = d.Dir() {
+			if files.Get([]byte(d)) != nil {
+				return rpc.Errorf(rpc.Exists, "%s: parent %s is a file", txn.Path, d)
+			}
+		}
+	}
+	return nil
+}
+
+func (c *commit) write(tx *bolt.Tx) error {
+	txn := c.txn
+	files, uploads, dels := tx.Bucket(bucketFiles), tx.Bucket(bucketUploads), tx.Bucket(bucketDeletions)
+	var errs []error
+	if txn.Put != nil {
+		errs = append(errs, files.Put([]byte(txn.Path), c.file))
+	}
+	if txn.Delete {
+		errs = append(errs, files.Delete([]byte(txn.Path)))
+	}
+	for i, u := range txn.PutUploads {
+		errs = append(errs, uploads.Put([]byte(u.ID), c.uploads[i]))
+	}
+	for _, id := range txn.DeleteUploads {
+		errs = append(errs, uploads.Delete([]byte(id)))
+	}
+	for _, k := range c.dels {
+		errs = append(errs, dels.Put(k, []byte{}))
+	}
+	for _, d := range txn.DoneDeletions {
+		errs = append(errs, dels.Delete([]byte(meta.DeletionKey(d))))
+	}
+	return errors.Join(errs...)
+}
+
+// view runs fn in a read transaction, turning a panic or memory fault in
+// bolt (a damaged page) into an error.
+func (s *Store) view(op string, fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guard(op, &err)
+	if err := s.db.View(fn); err != nil {
+		return boltErr(op, err)
+	}
+	return nil
+}
+
+// update runs fn in a write transaction of its own, like view.
+func (s *Store) update(op string, fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guard(op, &err)
+	if err := s.db.Update(fn); err != nil {
+		return boltErr(op, err)
+	}
+	return nil
+}
+
+func guard(op string, err *error) {
+	if r := recover(); r != nil {
+		*err = rpc.Errorf(rpc.Internal, "%s: reading the metadata file failed (damaged?): %v", op, r)
+	}
+}
+
+// boltErr passes our own errors through and classifies bolt's.
+func boltErr(op string, err error) error {
+	var e *rpc.Error
+	switch {
+	case errors.As(err, &e), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.Is(err, berrors.ErrDatabaseNotOpen):
+		return rpc.Errorf(rpc.FailedPrecondition, "%s: metadata store is closed", op)
+	default:
+		return rpc.Errorf(rpc.Internal, "%s: %v", op, err)
+	}
+}

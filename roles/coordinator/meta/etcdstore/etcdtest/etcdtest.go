@@ -1,0 +1,177 @@
+// Package etcdtest runs real etcd servers, embedded in the test process, on
+// loopback ports for tests of code that talks to etcd.
+package etcdtest
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// startTimeout bounds how long a cluster may take to elect a leader and
+// serve clients; generous, as CI machines are slow and shared.
+const startTimeout = time.Minute
+
+// Start starts a one-member etcd on 127.0.0.1 with its data in t.TempDir()
+// and returns its client endpoints ("127.0.0.1:port"). The server stops in
+// t.Cleanup. A server that does not start fails the test.
+func Start(t testing.TB) (endpoints []string) {
+	t.Helper()
+	return StartCluster(t, 1).Endpoints()
+}
+
+// Cluster is a running etcd cluster of in-process members.
+type Cluster struct {
+	t       testing.TB
+	mu      sync.Mutex
+	members []*member
+}
+
+type member struct {
+	name   string
+	client string // host:port
+	etcd   *embed.Etcd
+}
+
+// StartCluster starts an n-member etcd cluster on 127.0.0.1, each member
+// with its own t.TempDir(), waits until it serves clients, and stops every
+// member in t.Cleanup.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if n < 1 {
+		t.Fatalf("etcdtest: a cluster needs at least one member, not %d", n)
+	}
+	var lastErr error
+	// Ports are chosen by the kernel and released before etcd binds them,
+	// so another process may take one in between: try again on new ports.
+	for attempt := 0; attempt < 5; attempt++ {
+		c, err := startCluster(t, n)
+		if err == nil {
+			t.Cleanup(c.stopAll)
+			return c
+		}
+		lastErr = err
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	t.Fatalf("etcdtest: start %d-member etcd: %v", n, lastErr)
+	return nil
+}
+
+func startCluster(t testing.TB, n int) (*Cluster, error) {
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		return nil, err
+	}
+	token := "dfs-test-" + uuid.NewString()
+	var initial []string
+	for i := 0; i < n; i++ {
+		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i+1]))
+	}
+	c := &Cluster{t: t}
+	cfgs := make([]*embed.Config, n)
+	for i := 0; i < n; i++ {
+		cfg := embed.NewConfig()
+		cfg.Name = fmt.Sprintf("m%d", i)
+		cfg.Dir = t.TempDir()
+		cfg.InitialCluster = strings.Join(initial, ",")
+		cfg.InitialClusterToken = token
+		cu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
+		pu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+		// Errors only, to stderr: the test output stays readable, and
+		// nothing logs through t after the test ends.
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(stderrLogger())
+		cfgs[i] = cfg
+		c.members = append(c.members, &member{name: cfg.Name, client: cu.Host})
+	}
+	// Members of a new cluster wait for each other, so start them all
+	// before waiting for any.
+	for i, cfg := range cfgs {
+		e, err := embed.StartEtcd(cfg)
+		if err != nil {
+			c.stopAll()
+			return nil, fmt.Errorf("member %s: %w", cfg.Name, err)
+		}
+		c.members[i].etcd = e
+	}
+	deadline := time.After(startTimeout)
+	for _, m := range c.members {
+		select {
+		case <-m.etcd.Server.ReadyNotify():
+		case err := <-m.etcd.Err():
+			c.stopAll()
+			return nil, fmt.Errorf("member %s: %w", m.name, err)
+		case <-deadline:
+			c.stopAll()
+			return nil, fmt.Errorf("member %s not ready after %v", m.name, startTimeout)
+		}
+	}
+	return c, nil
+}
+
+func stderrLogger() *zap.Logger {
+	enc := zap.NewDevelopmentEncoderConfig()
+	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(os.Stderr), zap.ErrorLevel)
+	return zap.New(core).Named("etcd")
+}
+
+// freePorts returns n distinct loopback ports that were free a moment ago.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// Endpoints returns the client endpoints of every member, stopped ones
+// included.
+func (c *Cluster) Endpoints() []string {
+	var out []string
+	for _, m := range c.members {
+		out = append(out, m.client)
+	}
+	return out
+}
+
+// Stop stops member i, as a crash of its machine would (the data stays).
+// Stopping a stopped member does nothing.
+func (c *Cluster) Stop(i int) {
+	c.mu.Lock()
+	e := c.members[i].etcd
+	c.members[i].etcd = nil
+	c.mu.Unlock()
+	if e != nil {
+		e.Close()
+	}
+}
+
+func (c *Cluster) stopAll() {
+	for i := range c.members {
+		c.Stop(i)
+	}
+}
