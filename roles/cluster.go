@@ -67,19 +67,28 @@ type ClusterNode struct {
 func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	co := cfg.Coordinator
 	co.Listen = cfg.Listen
-	co.DataDir = filepath.Join(cfg.Dir, "coordinator")
-	lis, err := rpc.Listen(co.Listen)
+	store, err := OpenBolt(filepath.Join(cfg.Dir, "coordinator"))
 	if err != nil {
 		return nil, err
 	}
-	coord, err := coordinator.New(co, coordinator.Deps{Log: cfg.Log, Listener: lis})
+	lis, err := rpc.Listen(co.Listen)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	coord, err := coordinator.New(co, coordinator.Deps{Log: cfg.Log, Listener: lis, Store: store, StoreName: "bolt"})
 	if err != nil {
 		lis.Close()
+		store.Close()
 		return nil, err
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	c := &Cluster{cfg: cfg, ctx: ctx, coord: coord, stopC: cancel, doneC: make(chan error, 1)}
-	go func() { c.doneC <- coord.Run(cctx) }()
+	go func() {
+		err := coord.Run(cctx)
+		store.Close()
+		c.doneC <- err
+	}()
 	select {
 	case <-coord.Ready():
 	case err := <-c.doneC:

@@ -24,7 +24,13 @@ func coordinatorFlags() []cli.Flag {
 	d := coordinator.DefaultConfig()
 	return []cli.Flag{
 		&cli.StringFlag{Name: "listen", Value: d.Listen, EnvVars: env("LISTEN"), Usage: "gRPC listen address"},
-		&cli.StringFlag{Name: "data-dir", Value: d.DataDir, EnvVars: env("DATA_DIR"), Usage: "directory for the coordinator's state"},
+		&cli.StringFlag{Name: "advertise", EnvVars: env("ADVERTISE"), Usage: "address clients and datanodes reach this coordinator at (default: the listen address)"},
+		&cli.StringFlag{Name: "data-dir", Value: "./dfs-data/coordinator", EnvVars: env("DATA_DIR"), Usage: "directory for the coordinator's state (the bolt metadata file)"},
+		&cli.StringFlag{Name: "metadata", Value: "bolt", EnvVars: env("METADATA"), Usage: "metadata store: bolt (a file in --data-dir) or etcd (--etcd-endpoints)"},
+		&cli.StringFlag{Name: "etcd-endpoints", EnvVars: env("ETCD_ENDPOINTS"), Usage: "comma-separated etcd endpoints, with --metadata etcd"},
+		&cli.StringFlag{Name: "etcd-prefix", Value: "/dfs/", EnvVars: env("ETCD_PREFIX"), Usage: "key prefix of this cluster's metadata in etcd"},
+		&cli.StringFlag{Name: "restore", EnvVars: env("RESTORE"), Usage: "start from this backup (made by dfs admin backup); the metadata store must be empty"},
+		&cli.DurationFlag{Name: "safe-mode-timeout", Value: d.SafeModeTimeout, EnvVars: env("SAFE_MODE_TIMEOUT"), Usage: "longest wait, after taking over, for the datanodes to report every chunk before serving anyway"},
 		&cli.IntFlag{Name: "replication", Value: d.Replication, EnvVars: env("REPLICATION"), Usage: "default replication factor"},
 		&cli.GenericFlag{Name: "chunk-size", Value: ptr(rpc.ByteSize(d.ChunkSize)), EnvVars: env("CHUNK_SIZE"), Usage: "default chunk size (64KiB to 64MiB)"},
 		&cli.DurationFlag{Name: "suspect-after", Value: d.SuspectAfter, EnvVars: env("SUSPECT_AFTER"), Usage: "a datanode silent this long is suspect and gets no new chunks"},
@@ -39,7 +45,8 @@ func coordinatorFlags() []cli.Flag {
 func coordinatorConfig(c *cli.Context) coordinator.Config {
 	cfg := coordinator.DefaultConfig()
 	cfg.Listen = c.String("listen")
-	cfg.DataDir = c.String("data-dir")
+	cfg.Advertise = c.String("advertise")
+	cfg.SafeModeTimeout = c.Duration("safe-mode-timeout")
 	cfg.Replication = c.Int("replication")
 	cfg.ChunkSize = int64(*c.Generic("chunk-size").(*rpc.ByteSize))
 	cfg.SuspectAfter = c.Duration("suspect-after")
@@ -59,11 +66,11 @@ func coordinatorCommand(log func() zerolog.Logger) *cli.Command {
 			if c.NArg() > 0 {
 				return rpc.Errorf(rpc.Invalid, "coordinator takes no arguments, got %q", c.Args().First())
 			}
-			co, err := coordinator.New(coordinatorConfig(c), coordinator.Deps{Log: log()})
-			if err != nil {
-				return err
-			}
-			return co.Run(c.Context)
+			return runCoordinator(c.Context, coordinatorConfig(c), storeConfig{
+				kind: c.String("metadata"), dir: c.String("data-dir"),
+				etcdEndpoints: client.SplitAddrs(c.String("etcd-endpoints")), etcdPrefix: c.String("etcd-prefix"),
+				restore: c.String("restore"),
+			}, log())
 		},
 	}
 }

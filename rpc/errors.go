@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -80,11 +81,16 @@ var codeKinds = func() map[codes.Code]Kind {
 }()
 
 // Error is an error of a known kind with a readable message. Nodes lists
-// the datanodes the failure is attributed to, if any.
+// the datanodes the failure is attributed to, if any. NotServing marks a
+// coordinator that is alive but cannot serve now; Leader names the one
+// that can, and RetryAfter says when to try again.
 type Error struct {
-	Kind  Kind
-	Msg   string
-	Nodes []string
+	Kind       Kind
+	Msg        string
+	Nodes      []string
+	NotServing bool
+	Leader     string
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return e.Msg }
@@ -104,6 +110,21 @@ func Errorf(k Kind, format string, args ...any) error {
 // NodeError returns an error of kind k attributed to the given nodes.
 func NodeError(k Kind, nodes []string, format string, args ...any) error {
 	return &Error{Kind: k, Msg: fmt.Sprintf(format, args...), Nodes: nodes}
+}
+
+// NotServingError returns an Unavailable error from a live coordinator
+// that cannot serve now: a standby (leader names the leader, if known) or
+// one in safe mode.
+func NotServingError(leader string, retryAfter time.Duration, format string, args ...any) error {
+	return &Error{Kind: Unavailable, Msg: fmt.Sprintf(format, args...), NotServing: true, Leader: leader, RetryAfter: retryAfter}
+}
+
+// NotServingOf returns the not-serving details of err, if it has them.
+func NotServingOf(err error) (e *Error, ok bool) {
+	if errors.As(err, &e) && e.NotServing {
+		return e, true
+	}
+	return nil, false
 }
 
 // KindOf returns the kind of err: the kind of the first *Error in its
@@ -152,6 +173,11 @@ func ToStatus(err error) error {
 			st = d
 		}
 	}
+	if ns, ok := NotServingOf(err); ok {
+		if d, derr := st.WithDetails(&dfspb.NotServing{Leader: ns.Leader, RetryAfterMs: ns.RetryAfter.Milliseconds()}); derr == nil {
+			st = d
+		}
+	}
 	return st.Err()
 }
 
@@ -179,8 +205,12 @@ func FromStatus(err error) error {
 	}
 	out := &Error{Kind: kind, Msg: st.Message()}
 	for _, d := range st.Details() {
-		if fn, ok := d.(*dfspb.FailedNodes); ok {
-			out.Nodes = append(out.Nodes, fn.NodeIds...)
+		switch d := d.(type) {
+		case *dfspb.FailedNodes:
+			out.Nodes = append(out.Nodes, d.NodeIds...)
+		case *dfspb.NotServing:
+			out.NotServing, out.Leader = true, d.Leader
+			out.RetryAfter = time.Duration(d.RetryAfterMs) * time.Millisecond
 		}
 	}
 	return out

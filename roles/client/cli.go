@@ -55,6 +55,7 @@ func tuningFlags() []cli.Flag {
 		&cli.IntFlag{Name: "parallel", Value: d.Parallel, EnvVars: env("PARALLEL"), Usage: "chunks in flight at once"},
 		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of each call to the coordinator"},
 		&cli.DurationFlag{Name: "chunk-timeout", Value: d.ChunkTimeout, EnvVars: env("CHUNK_TIMEOUT"), Usage: "timeout for moving one chunk"},
+		&cli.DurationFlag{Name: "failover-timeout", Value: d.FailoverTimeout, EnvVars: env("FAILOVER_TIMEOUT"), Usage: "how long to keep retrying while coordinators elect a leader or wait in safe mode"},
 	}
 }
 
@@ -175,6 +176,9 @@ func ConfigFromFlags(c *cli.Context) Config {
 	}
 	if c.IsSet("rpc-timeout") {
 		cfg.RPCTimeout = c.Duration("rpc-timeout")
+	}
+	if c.IsSet("failover-timeout") {
+		cfg.FailoverTimeout = c.Duration("failover-timeout")
 	}
 	if c.IsSet("chunk-timeout") {
 		cfg.ChunkTimeout = c.Duration("chunk-timeout")
@@ -418,6 +422,9 @@ func printNodes(w io.Writer, resp *dfspb.ListNodesResponse, asJSON bool) error {
 	}
 	if asJSON {
 		return writeJSON(w, out)
+	}
+	if resp.SafeMode {
+		fmt.Fprintf(w, "coordinator %s in safe mode: %s\n", resp.Leader, resp.SafeModeStatus)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tADDRESS\tSTATE\tUSED/CAPACITY\tCHUNKS\tLAST HEARTBEAT")

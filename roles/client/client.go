@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"google.golang.org/grpc"
 
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
@@ -34,6 +33,9 @@ type Config struct {
 	Window int64
 	// RPCTimeout bounds each unary call.
 	RPCTimeout time.Duration
+	// FailoverTimeout bounds how long a call keeps retrying coordinators
+	// that are alive but cannot serve yet (electing a leader, safe mode).
+	FailoverTimeout time.Duration
 	// ChunkTimeout bounds moving one chunk to or from a datanode.
 	ChunkTimeout time.Duration
 	// Attempts is how many placements a chunk of a put gets, and how many
@@ -44,13 +46,14 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Coordinators: []string{"127.0.0.1:7000"},
-		FrameSize:    1 << 20,
-		Parallel:     4,
-		Window:       chunkstream.DefaultWindow,
-		RPCTimeout:   15 * time.Second,
-		ChunkTimeout: 2 * time.Minute,
-		Attempts:     5,
+		Coordinators:    []string{"127.0.0.1:7000"},
+		FrameSize:       1 << 20,
+		Parallel:        4,
+		Window:          chunkstream.DefaultWindow,
+		RPCTimeout:      15 * time.Second,
+		FailoverTimeout: 60 * time.Second,
+		ChunkTimeout:    2 * time.Minute,
+		Attempts:        5,
 	}
 }
 
@@ -67,7 +70,7 @@ func (c Config) Validate() error {
 		return rpc.Errorf(rpc.Invalid, "replication %d out of range (1 to %d)", c.Replication, rpc.MaxReplication)
 	case c.Parallel < 1 || c.Parallel > 64:
 		return rpc.Errorf(rpc.Invalid, "parallel %d out of range (1 to 64)", c.Parallel)
-	case c.RPCTimeout <= 0 || c.ChunkTimeout <= 0:
+	case c.RPCTimeout <= 0 || c.ChunkTimeout <= 0 || c.FailoverTimeout < 0:
 		return rpc.Errorf(rpc.Invalid, "timeouts must be positive")
 	case c.Attempts < 1:
 		return rpc.Errorf(rpc.Invalid, "attempts must be at least 1")
@@ -83,6 +86,7 @@ type Client struct {
 
 	mu       sync.Mutex
 	coordIdx int
+	leader   string // the leader a standby named, if any
 }
 
 // New returns a client; it connects lazily.
@@ -96,39 +100,93 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 // Close releases the client's connections.
 func (c *Client) Close() error { return c.pool.Close() }
 
-// coordinator calls fn with a coordinator client, moving on to the next
-// configured address when one is unavailable.
+// coordinator calls fn with a client of the current coordinator. A
+// coordinator that is alive but not serving (a standby, or in safe mode)
+// says so, and perhaps who leads: the call is retried there, or after a
+// pause, for up to FailoverTimeout. An address that cannot be reached
+// moves the call on to the next address; when no address can be reached
+// the call fails at once rather than waiting out the failover time.
 func (c *Client) coordinator(ctx context.Context, fn func(ctx context.Context, cc dfspb.CoordinatorClient) error) error {
-	var err error
-	for i := 0; i < len(c.cfg.Coordinators); i++ {
-		c.mu.Lock()
-		idx := c.coordIdx
-		c.mu.Unlock()
-		addr := c.cfg.Coordinators[idx%len(c.cfg.Coordinators)]
-		var conn *grpc.ClientConn
-		if conn, err = c.pool.Get(addr); err != nil {
+	deadline := time.Now().Add(c.cfg.FailoverTimeout)
+	unreachable := 0
+	for {
+		addr := c.currentCoordinator()
+		conn, err := c.pool.Get(addr)
+		if err != nil {
 			return err
 		}
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
 		err = rpc.FromStatus(fn(cctx, dfspb.NewCoordinatorClient(conn)))
 		timedOut := cctx.Err() != nil && ctx.Err() == nil
 		cancel()
-		if timedOut && rpc.KindOf(err) == rpc.DeadlineExceeded {
-			err = rpc.Errorf(rpc.Unavailable, "coordinator %s did not answer within %s", addr, c.cfg.RPCTimeout)
-		}
-		if rpc.KindOf(err) != rpc.Unavailable {
+		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		if len(c.cfg.Coordinators) > 1 {
-			c.mu.Lock()
-			if c.coordIdx == idx {
-				c.coordIdx++
+		if ns, ok := rpc.NotServingOf(err); ok {
+			unreachable = 0
+			c.moveCoordinator(addr, ns.Leader)
+			wait := max(ns.RetryAfter, 50*time.Millisecond)
+			if ns.Leader != "" && ns.Leader != addr {
+				wait = 0
 			}
-			c.mu.Unlock()
+			if time.Now().Add(wait).After(deadline) {
+				return rpc.Errorf(rpc.Unavailable, "coordinator %s: %v (gave up after %s)", addr, err, c.cfg.FailoverTimeout)
+			}
+			sleep(ctx, wait)
+			continue
 		}
-		err = rpc.Errorf(rpc.Unavailable, "coordinator %s unreachable: %v", addr, err)
+		if timedOut && rpc.KindOf(err) == rpc.DeadlineExceeded {
+			err = rpc.Errorf(rpc.Unavailable, "coordinator %s did not answer within %s", addr, c.cfg.RPCTimeout)
+		} else if rpc.KindOf(err) == rpc.Unavailable {
+			err = rpc.Errorf(rpc.Unavailable, "coordinator %s unreachable: %v", addr, err)
+		} else {
+			return err
+		}
+		unreachable++
+		if unreachable >= len(c.cfg.Coordinators) || time.Now().After(deadline) {
+			return err
+		}
+		c.moveCoordinator(addr, "")
 	}
-	return err
+}
+
+// currentCoordinator returns the address calls go to.
+func (c *Client) currentCoordinator() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leader != "" {
+		return c.leader
+	}
+	return c.cfg.Coordinators[c.coordIdx%len(c.cfg.Coordinators)]
+}
+
+// moveCoordinator moves calls away from addr: to leader when named, else
+// to the next configured address.
+func (c *Client) moveCoordinator(addr, leader string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if leader != "" {
+		c.leader = leader
+		return
+	}
+	if c.leader == addr {
+		c.leader = ""
+	}
+	if c.cfg.Coordinators[c.coordIdx%len(c.cfg.Coordinators)] == addr {
+		c.coordIdx++
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // datanode returns a client for the datanode at addr.

@@ -30,6 +30,7 @@ func (c *Client) Put(ctx context.Context, path string, r io.Reader, size int64, 
 
 type putState struct {
 	c         *Client
+	path      string
 	session   rpc.SessionID
 	chunkSize int64
 	plans     []*dfspb.ChunkPlan
@@ -65,7 +66,7 @@ func (c *Client) put(ctx context.Context, path string, r io.Reader, size int64, 
 		return nil, err
 	}
 	st := &putState{
-		c: c, session: rpc.SessionID(open.SessionId), chunkSize: open.ChunkSize, plans: open.Chunks,
+		c: c, path: path, session: rpc.SessionID(open.SessionId), chunkSize: open.ChunkSize, plans: open.Chunks,
 		progress: progress, receipts: map[uint32]*dfspb.ChunkReceipt{}, failed: map[rpc.NodeID]bool{},
 	}
 	if st.chunkSize <= 0 || st.chunkSize > rpc.MaxChunkSize {
@@ -303,14 +304,23 @@ func (st *putState) confirm(ctx context.Context, size int64, sum []byte) (*dfspb
 		req.Chunks = append(req.Chunks, rc)
 	}
 	var fi *dfspb.FileInfo
-	err := chunkstream.Retry(ctx, chunkstream.DefaultBackoff, func(int) error {
-		return st.c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+	err := chunkstream.Retry(ctx, chunkstream.DefaultBackoff, func(attempt int) error {
+		err := st.c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
 			resp, err := cc.ConfirmUpload(ctx, req)
 			if err == nil {
 				fi = resp.File
 			}
 			return err
 		})
+		if err != nil && attempt > 0 && rpc.KindOf(err) == rpc.NotFound {
+			// An earlier attempt may have committed and lost its reply (a
+			// coordinator failed over): the file then names our session.
+			if cur, serr := st.c.Stat(ctx, st.path); serr == nil && cur.SessionId == req.SessionId {
+				fi = cur
+				return nil
+			}
+		}
+		return err
 	})
 	return fi, err
 }

@@ -1,21 +1,24 @@
 // Package coordinator is the coordinator role: it owns the namespace
-// (path -> chunk list), datanode membership by heartbeats, chunk placement,
-// and the metadata sessions that make an upload and its commit atomic.
+// (path -> chunk list, kept in a durable meta.Store), datanode membership by
+// heartbeats, chunk placement, and the metadata sessions that make an
+// upload and its commit atomic. With an Elector, several coordinators share
+// one store and only the elected one serves; the others stand by.
 package coordinator
 
 import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
-	"github.com/dfs-project/dfs/gc"
 	"github.com/dfs-project/dfs/placement"
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 	"github.com/dfs-project/dfs/sessions"
@@ -25,8 +28,10 @@ import (
 type Config struct {
 	// Listen is the gRPC address to listen on.
 	Listen string
-	// DataDir holds the coordinator's state.
-	DataDir string
+	// Advertise is the address clients and datanodes reach this
+	// coordinator at; standbys name the leader by it. Defaults to the bound
+	// listen address.
+	Advertise string
 	// Replication is the default replication factor.
 	Replication int
 	// ChunkSize is the default chunk size in bytes.
@@ -41,9 +46,12 @@ type Config struct {
 	// GCDelay holds back deleting the chunks of a removed or replaced file
 	// (and of an aborted upload) so running readers can finish.
 	GCDelay time.Duration
+	// SafeModeTimeout bounds how long a newly leading coordinator waits for
+	// the datanodes to report every chunk before it serves anyway.
+	SafeModeTimeout time.Duration
 	// Placement names the placement policy: random or most-free.
 	Placement string
-	// RPCTimeout bounds calls to datanodes.
+	// RPCTimeout bounds calls to datanodes and waits for their reports.
 	RPCTimeout time.Duration
 	// ShutdownGrace bounds the graceful stop.
 	ShutdownGrace time.Duration
@@ -52,17 +60,17 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:         "127.0.0.1:7000",
-		DataDir:        "./dfs-data/coordinator",
-		Replication:    3,
-		ChunkSize:      8 << 20,
-		SuspectAfter:   10 * time.Second,
-		DeadAfter:      30 * time.Second,
-		SessionTimeout: 5 * time.Minute,
-		GCDelay:        time.Minute,
-		Placement:      "most-free",
-		RPCTimeout:     10 * time.Second,
-		ShutdownGrace:  10 * time.Second,
+		Listen:          "127.0.0.1:7000",
+		Replication:     3,
+		ChunkSize:       8 << 20,
+		SuspectAfter:    10 * time.Second,
+		DeadAfter:       30 * time.Second,
+		SessionTimeout:  5 * time.Minute,
+		GCDelay:         time.Minute,
+		SafeModeTimeout: 30 * time.Second,
+		Placement:       "most-free",
+		RPCTimeout:      10 * time.Second,
+		ShutdownGrace:   10 * time.Second,
 	}
 }
 
@@ -70,9 +78,6 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	if c.Listen == "" {
 		return fmt.Errorf("coordinator: --listen is required")
-	}
-	if c.DataDir == "" {
-		return fmt.Errorf("coordinator: --data-dir is required")
 	}
 	if c.Replication < 1 || c.Replication > rpc.MaxReplication {
 		return fmt.Errorf("coordinator: --replication must be between 1 and %d", rpc.MaxReplication)
@@ -89,8 +94,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("coordinator: %s must be positive", d.name)
 		}
 	}
-	if c.GCDelay < 0 {
-		return fmt.Errorf("coordinator: --gc-delay must not be negative")
+	if c.GCDelay < 0 || c.SafeModeTimeout < 0 {
+		return fmt.Errorf("coordinator: --gc-delay and --safe-mode-timeout must not be negative")
 	}
 	if c.DeadAfter < c.SuspectAfter {
 		return fmt.Errorf("coordinator: --dead-after (%s) must not be shorter than --suspect-after (%s)", c.DeadAfter, c.SuspectAfter)
@@ -101,11 +106,27 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// Elector decides which of several coordinators sharing a store leads.
+type Elector interface {
+	// Campaign blocks until this coordinator leads or ctx ends. The
+	// returned channel is closed when the leadership is lost.
+	Campaign(ctx context.Context) (lost <-chan struct{}, err error)
+	// Leader returns the leading coordinator's address, or "" if none.
+	Leader(ctx context.Context) (string, error)
+}
+
 // Deps are a coordinator's collaborators.
 type Deps struct {
-	Log       zerolog.Logger
-	Clock     sessions.Clock
-	Namespace Namespace
+	Log   zerolog.Logger
+	Clock sessions.Clock
+	// Store holds the metadata; the coordinator initializes an empty one
+	// and does not close it.
+	Store meta.Store
+	// StoreName names the backend in logs and backups ("bolt", "etcd").
+	StoreName string
+	// Elector, when set, makes this coordinator one of several: it serves
+	// only while elected. Without it the coordinator always leads.
+	Elector Elector
 	// Listener, when set, replaces listening on Config.Listen.
 	Listener net.Listener
 }
@@ -114,21 +135,19 @@ type Deps struct {
 type Coordinator struct {
 	dfspb.UnimplementedCoordinatorServer
 
-	cfg    Config
-	log    zerolog.Logger
-	clock  sessions.Clock
-	lis    net.Listener
-	ns     Namespace
-	policy placement.Policy
-	nodes  *registry
-	locs   *locations
-	pool   *rpc.Pool
-	gc     *gc.Collector
+	cfg     Config
+	log     zerolog.Logger
+	clock   sessions.Clock
+	store   meta.Store
+	name    string
+	elector Elector
+	policy  placement.Policy
+	lis     net.Listener
+	pool    *rpc.Pool
 
-	uploads *sessions.Table[rpc.SessionID, *upload]
-
-	ready chan struct{}
 	addr  string
+	ready chan struct{}
+	term  atomic.Pointer[term] // set while leading
 }
 
 // New builds a coordinator from cfg and deps without side effects.
@@ -136,48 +155,54 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if deps.Store == nil {
+		return nil, fmt.Errorf("coordinator: no metadata store")
+	}
 	policy, _ := placement.ByName(cfg.Placement)
 	if deps.Clock == nil {
 		deps.Clock = sessions.SystemClock{}
 	}
-	if deps.Namespace == nil {
-		deps.Namespace = NewMemNamespace()
-	}
-	c := &Coordinator{
-		cfg:    cfg,
-		log:    deps.Log.With().Str("role", "coordinator").Logger(),
-		clock:  deps.Clock,
-		lis:    deps.Listener,
-		ns:     deps.Namespace,
-		policy: policy,
-		nodes:  newRegistry(cfg.SuspectAfter, cfg.DeadAfter),
-		locs:   newLocations(),
-		pool:   rpc.NewPool(),
-		ready:  make(chan struct{}),
-	}
-	gcfg := gc.DefaultConfig()
-	gcfg.Delay = cfg.GCDelay
-	c.gc = gc.New(gcfg, &chunkDeleter{c}, c.log)
-	c.uploads = sessions.New(cfg.SessionTimeout, deps.Clock, func(id rpc.SessionID, u *upload) {
-		c.log.Info().Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload session expired; collecting its chunks")
-		c.collectUpload(u, nil)
-	})
-	return c, nil
+	return &Coordinator{
+		cfg:     cfg,
+		log:     deps.Log.With().Str("role", "coordinator").Logger(),
+		clock:   deps.Clock,
+		store:   deps.Store,
+		name:    deps.StoreName,
+		elector: deps.Elector,
+		policy:  policy,
+		lis:     deps.Listener,
+		pool:    rpc.NewPool(),
+		ready:   make(chan struct{}),
+	}, nil
 }
 
-// Ready is closed once the coordinator serves.
+// Ready is closed once the coordinator serves gRPC (as leader or standby).
 func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 
-// Addr returns the address the coordinator listens on; valid once Ready.
+// Addr returns the address the coordinator advertises; valid once Ready.
 func (c *Coordinator) Addr() string { return c.addr }
 
-// PendingDeletes returns how many chunk deletions GC still has to do.
-func (c *Coordinator) PendingDeletes() int { return c.gc.Pending() }
+// Leading reports whether this coordinator currently leads.
+func (c *Coordinator) Leading() bool { return c.term.Load() != nil }
 
-// Run serves until ctx ends, then stops gracefully and returns nil.
+// PendingDeletes returns how many chunk deletions GC still has to do.
+func (c *Coordinator) PendingDeletes() int {
+	if t := c.term.Load(); t != nil {
+		return t.gc.Pending()
+	}
+	return 0
+}
+
+// Run initializes the store if it is new, serves gRPC, and leads (at once,
+// or whenever elected) until ctx ends; then it stops gracefully and
+// returns nil.
 func (c *Coordinator) Run(ctx context.Context) error {
-	if err := os.MkdirAll(c.cfg.DataDir, 0o750); err != nil {
-		return fmt.Errorf("coordinator: data dir: %w", err)
+	if c.store.ClusterID() == "" {
+		id := uuid.NewString()
+		if err := c.store.Init(ctx, id, nil); err != nil && rpc.KindOf(err) != rpc.Exists {
+			return fmt.Errorf("coordinator: initialize metadata store: %w", err)
+		}
+		c.log.Info().Str("cluster_id", c.store.ClusterID()).Msg("new cluster")
 	}
 	if c.lis == nil {
 		lis, err := rpc.Listen(c.cfg.Listen)
@@ -186,7 +211,11 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		}
 		c.lis = lis
 	}
-	c.addr = c.lis.Addr().String()
+	c.addr = c.cfg.Advertise
+	if c.addr == "" {
+		c.addr = c.lis.Addr().String()
+	}
+	c.log = c.log.With().Str("addr", c.addr).Logger()
 	defer c.pool.Close()
 
 	srv := grpc.NewServer(rpc.ServerOptions(c.log)...)
@@ -195,11 +224,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); c.uploads.Run(ctx, time.Second) }()
-	go func() { defer wg.Done(); c.gc.Run(ctx) }()
-	go func() { defer wg.Done(); c.watchNodes(ctx) }()
-	c.log.Info().Str("addr", c.addr).Int("replication", c.cfg.Replication).
+	wg.Add(1)
+	go func() { defer wg.Done(); c.lead(ctx) }()
+	c.log.Info().Str("cluster_id", c.store.ClusterID()).Str("metadata", c.name).Int("replication", c.cfg.Replication).
 		Str("chunk_size", rpc.FormatBytes(c.cfg.ChunkSize)).Str("placement", c.cfg.Placement).Msg("coordinator serving")
 	close(c.ready)
 	err := rpc.Serve(ctx, srv, c.lis, c.cfg.ShutdownGrace)
@@ -209,48 +236,64 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	return err
 }
 
-// watchNodes ages heartbeats into suspect and dead states.
-func (c *Coordinator) watchNodes(ctx context.Context) {
-	interval := min(c.cfg.SuspectAfter/4, time.Second)
-	t := time.NewTicker(max(interval, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			for _, id := range c.nodes.tick(c.clock.Now()) {
-				c.log.Warn().Str("node_id", string(id)).Msg("datanode dead: missed heartbeats")
+// lead runs leadership terms until ctx ends: at once without an elector,
+// otherwise each time the elector makes this coordinator the leader.
+func (c *Coordinator) lead(ctx context.Context) {
+	for ctx.Err() == nil {
+		lost := make(<-chan struct{})
+		if c.elector != nil {
+			c.log.Info().Msg("standing by: campaigning for leadership")
+			var err error
+			if lost, err = c.elector.Campaign(ctx); err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn().Err(err).Msg("campaign failed; retrying")
+					sleep(ctx, time.Second)
+				}
+				continue
 			}
 		}
+		tctx, cancel := context.WithCancel(ctx)
+		t, err := c.startTerm(tctx)
+		if err != nil {
+			cancel()
+			c.log.Error().Err(err).Msg("cannot lead: loading metadata failed; retrying")
+			sleep(ctx, time.Second)
+			continue
+		}
+		c.term.Store(t)
+		select {
+		case <-ctx.Done():
+		case <-lost:
+			c.log.Warn().Msg("leadership lost: standing by")
+		}
+		c.term.Store(nil)
+		cancel()
+		t.wait()
 	}
 }
 
-// chunkDeleter carries out GC deletions with BulkDeleteChunk.
-type chunkDeleter struct{ c *Coordinator }
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
 
-var _ gc.Deleter = (*chunkDeleter)(nil)
-
-func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []rpc.ChunkID) ([]rpc.ChunkID, error) {
-	addr, _, ok := d.c.nodes.lookup(node)
-	if !ok {
-		return nil, rpc.Errorf(rpc.NotFound, "node %s unknown", node)
+// leader returns the current term, or an Unavailable error naming the
+// leader when this coordinator stands by.
+func (c *Coordinator) leader(ctx context.Context) (*term, error) {
+	if t := c.term.Load(); t != nil {
+		return t, nil
 	}
-	cc, err := d.c.pool.Get(addr)
-	if err != nil {
-		return nil, err
+	if c.elector == nil {
+		return nil, rpc.ToStatus(rpc.NotServingError("", 100*time.Millisecond, "coordinator %s is starting", c.addr))
 	}
-	req := &dfspb.BulkDeleteChunkRequest{ChunkIds: make([]string, len(ids))}
-	for i, id := range ids {
-		req.ChunkIds[i] = string(id)
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if l, err := c.elector.Leader(cctx); err == nil && l != "" && l != c.addr {
+		return nil, rpc.ToStatus(rpc.NotServingError(l, 0, "coordinator %s is a standby; the leader is %s", c.addr, l))
 	}
-	resp, err := dfspb.NewDataNodeClient(cc).BulkDeleteChunk(ctx, req)
-	if err != nil {
-		return nil, rpc.FromStatus(err)
-	}
-	failed := make([]rpc.ChunkID, len(resp.Failed))
-	for i, s := range resp.Failed {
-		failed[i] = rpc.ChunkID(s)
-	}
-	return failed, nil
+	return nil, rpc.ToStatus(rpc.NotServingError("", 500*time.Millisecond, "coordinator %s is a standby; no leader elected yet", c.addr))
 }

@@ -3,8 +3,12 @@ package coordinator
 import (
 	"context"
 	"encoding/base64"
+	"errors"
+	"io"
 	"net"
+	"time"
 
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -16,20 +20,21 @@ const (
 )
 
 // fileInfo renders a committed file with the current replicas of each
-// chunk; replicas on nodes the registry no longer knows are left out.
-func (c *Coordinator) fileInfo(f *File) *dfspb.FileInfo {
+// chunk: the nodes that reported a copy matching the commit.
+func (t *term) fileInfo(f *meta.File) *dfspb.FileInfo {
 	fi := &dfspb.FileInfo{
 		Path: string(f.Path), Size: f.Size, Sha256: f.SHA256, ChunkSize: f.ChunkSize,
 		Replication: f.Replication, ModifiedUnixMs: f.Modified.UnixMilli(), Version: f.Version,
+		SessionId: string(f.Session),
 	}
 	for i, ch := range f.Chunks {
 		ci := &dfspb.ChunkInfo{
 			Index: uint32(i), ChunkId: string(ch.ID), Offset: int64(i) * f.ChunkSize,
 			Size: ch.Size, Digest: ch.Digest, FrameSize: ch.FrameSize,
 		}
-		good, _ := c.locs.check(ch)
+		good, _ := t.locs.check(ch)
 		for _, nid := range good {
-			addr, state, ok := c.nodes.lookup(nid)
+			addr, state, ok := t.nodes.lookup(nid)
 			if !ok {
 				continue
 			}
@@ -42,15 +47,23 @@ func (c *Coordinator) fileInfo(f *File) *dfspb.FileInfo {
 
 // DownloadFile returns a committed file's chunk map for reading.
 func (c *Coordinator) DownloadFile(ctx context.Context, req *dfspb.DownloadFileRequest) (*dfspb.DownloadFileResponse, error) {
-	f, err := c.lookupFile(req.Path)
+	t, err := c.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f, err := t.lookupFile(ctx, req.Path)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	fi := c.fileInfo(f)
+	fi := t.fileInfo(f)
 	for _, ch := range fi.Chunks {
-		if !anyLive(ch.Replicas) {
-			return nil, rpc.ToStatus(rpc.Errorf(rpc.FailedPrecondition, "%s: chunk %d (%s) has no live replica", f.Path, ch.Index, ch.ChunkId))
+		if anyLive(ch.Replicas) {
+			continue
 		}
+		if on, status := t.safe.Status(); on {
+			return nil, rpc.ToStatus(rpc.NotServingError("", 500*time.Millisecond, "coordinator in safe mode (%s): chunk %d of %s not located yet", status, ch.Index, f.Path))
+		}
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.FailedPrecondition, "%s: chunk %d (%s) has no live replica", f.Path, ch.Index, ch.ChunkId))
 	}
 	return &dfspb.DownloadFileResponse{File: fi}, nil
 }
@@ -66,60 +79,96 @@ func anyLive(rs []*dfspb.ReplicaInfo) bool {
 
 // StatFile returns a committed file's metadata and replica locations.
 func (c *Coordinator) StatFile(ctx context.Context, req *dfspb.StatFileRequest) (*dfspb.StatFileResponse, error) {
-	f, err := c.lookupFile(req.Path)
+	t, err := c.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f, err := t.lookupFile(ctx, req.Path)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	return &dfspb.StatFileResponse{File: c.fileInfo(f)}, nil
+	return &dfspb.StatFileResponse{File: t.fileInfo(f)}, nil
 }
 
-func (c *Coordinator) lookupFile(path string) (*File, error) {
+func (t *term) lookupFile(ctx context.Context, path string) (*meta.File, error) {
 	p, err := rpc.ParsePath(path)
 	if err != nil {
 		return nil, err
 	}
-	return c.ns.Get(p)
+	return t.store.Get(ctx, p)
 }
 
-// DeleteFile removes a file; GC deletes its chunks on the datanodes.
+// DeleteFile removes a file durably; GC deletes its chunks on the
+// datanodes.
 func (c *Coordinator) DeleteFile(ctx context.Context, req *dfspb.DeleteFileRequest) (*dfspb.DeleteFileResponse, error) {
-	p, err := rpc.ParsePath(req.Path)
+	t, err := c.leader(ctx)
 	if err != nil {
-		return nil, rpc.ToStatus(err)
+		return nil, err
 	}
-	f, err := c.ns.Delete(p)
+	return &dfspb.DeleteFileResponse{}, rpc.ToStatus(t.deleteFile(ctx, req.Path))
+}
+
+func (t *term) deleteFile(ctx context.Context, path string) error {
+	p, err := rpc.ParsePath(path)
 	if err != nil {
-		return nil, rpc.ToStatus(err)
+		return err
 	}
-	c.collectFile(f)
-	c.log.Info().Str("path", string(p)).Int("chunks", len(f.Chunks)).Msg("file deleted")
-	return &dfspb.DeleteFileResponse{}, nil
+	if err := t.safe.check("delete files"); err != nil {
+		return err
+	}
+	for try := 0; ; try++ {
+		f, err := t.store.Get(ctx, p)
+		if err != nil {
+			return err
+		}
+		txn := &meta.Txn{Path: p, Expect: f.Version, Delete: true, AddDeletions: t.chunkDeletions(f)}
+		err = t.commit(ctx, txn)
+		if errors.Is(err, meta.ErrConflict) && try < maxCommitRetries {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		t.refs.remove(f)
+		t.enqueue(txn.AddDeletions)
+		t.log.Info().Str("path", string(p)).Int("chunks", len(f.Chunks)).Msg("file deleted")
+		return nil
+	}
 }
 
 // ListFiles lists a directory, one level or recursively, in pages.
 func (c *Coordinator) ListFiles(ctx context.Context, req *dfspb.ListFilesRequest) (*dfspb.ListFilesResponse, error) {
+	t, err := c.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := t.listFiles(ctx, req)
+	return resp, rpc.ToStatus(err)
+}
+
+func (t *term) listFiles(ctx context.Context, req *dfspb.ListFilesRequest) (*dfspb.ListFilesResponse, error) {
 	dir, err := rpc.ParseDir(req.Path)
 	if err != nil {
-		return nil, rpc.ToStatus(err)
+		return nil, err
 	}
 	limit := int(req.PageSize)
 	if limit == 0 {
 		limit = defaultPageSize
 	}
 	if limit > maxPageSize {
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "page size %d above the maximum %d", limit, maxPageSize))
+		return nil, rpc.Errorf(rpc.Invalid, "page size %d above the maximum %d", limit, maxPageSize)
 	}
 	after := ""
 	if req.PageToken != "" {
 		b, err := base64.RawURLEncoding.DecodeString(req.PageToken)
 		if err != nil || len(b) == 0 || b[0] != '/' || len(b) > rpc.MaxPathLen {
-			return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "invalid page token"))
+			return nil, rpc.Errorf(rpc.Invalid, "invalid page token")
 		}
 		after = string(b)
 	}
-	entries, err := c.ns.List(dir, req.Recursive, after, limit+1)
+	entries, err := t.store.List(ctx, dir, req.Recursive, after, limit+1)
 	if err != nil {
-		return nil, rpc.ToStatus(err)
+		return nil, err
 	}
 	resp := &dfspb.ListFilesResponse{}
 	if len(entries) > limit {
@@ -137,8 +186,13 @@ func (c *Coordinator) ListFiles(ctx context.Context, req *dfspb.ListFilesRequest
 	return resp, nil
 }
 
-// RegisterDataNode adds a datanode to the cluster, or refreshes it.
+// RegisterDataNode adds a datanode to the cluster, or refreshes it. A
+// node that belongs to another cluster is refused.
 func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterDataNodeRequest) (*dfspb.RegisterDataNodeResponse, error) {
+	t, err := c.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
 	id, err := rpc.ParseNodeID(req.NodeId)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
@@ -150,13 +204,22 @@ func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterD
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	version, nodes := c.nodes.register(id, req.Addr, u, c.clock.Now())
-	c.log.Info().Str("node_id", string(id)).Str("addr", req.Addr).Int64("chunks", req.ChunkCount).Msg("datanode registered")
-	return &dfspb.RegisterDataNodeResponse{ClusterVersion: version, Nodes: nodes}, nil
+	cluster := c.store.ClusterID()
+	if req.ClusterId != "" && req.ClusterId != cluster {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.FailedPrecondition,
+			"datanode %s belongs to cluster %s, this coordinator serves cluster %s", id, req.ClusterId, cluster))
+	}
+	version, nodes := t.nodes.register(id, req.Addr, u, c.clock.Now())
+	t.log.Info().Str("node_id", string(id)).Str("addr", req.Addr).Int64("chunks", req.ChunkCount).Msg("datanode registered")
+	return &dfspb.RegisterDataNodeResponse{ClusterVersion: version, Nodes: nodes, ClusterId: cluster}, nil
 }
 
 // DataNodeHeartbeat records a heartbeat and returns membership changes.
 func (c *Coordinator) DataNodeHeartbeat(ctx context.Context, req *dfspb.HeartbeatRequest) (*dfspb.HeartbeatResponse, error) {
+	t, err := c.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
 	id, err := rpc.ParseNodeID(req.NodeId)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
@@ -165,7 +228,7 @@ func (c *Coordinator) DataNodeHeartbeat(ctx context.Context, req *dfspb.Heartbea
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	resp, err := c.nodes.heartbeat(id, u, req.KnownVersion, c.clock.Now())
+	resp, err := t.nodes.heartbeat(id, u, req.KnownVersion, c.clock.Now())
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
@@ -174,11 +237,15 @@ func (c *Coordinator) DataNodeHeartbeat(ctx context.Context, req *dfspb.Heartbea
 
 // ReportChunks applies a datanode's report of chunks stored and removed.
 func (c *Coordinator) ReportChunks(ctx context.Context, req *dfspb.ReportChunksRequest) (*dfspb.ReportChunksResponse, error) {
+	t, err := c.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
 	id, err := rpc.ParseNodeID(req.NodeId)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	if _, _, ok := c.nodes.lookup(id); !ok {
+	if _, _, ok := t.nodes.lookup(id); !ok {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "node %s is not registered", id))
 	}
 	if n := len(req.Added) + len(req.Removed); n > maxReport {
@@ -200,17 +267,63 @@ func (c *Coordinator) ReportChunks(ctx context.Context, req *dfspb.ReportChunksR
 		}
 		removed[i] = cid
 	}
-	if req.Full {
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.FailedPrecondition, "full inventory reports are not supported yet"))
-	}
-	c.locs.report(id, req.Added, removed)
+	t.locs.report(id, req.Full, req.Added, removed)
 	return &dfspb.ReportChunksResponse{}, nil
 }
 
-// ListNodes returns every datanode's status.
+// ListNodes returns every datanode's status and the coordinator's state.
 func (c *Coordinator) ListNodes(ctx context.Context, req *dfspb.ListNodesRequest) (*dfspb.ListNodesResponse, error) {
-	version, nodes := c.nodes.list()
-	return &dfspb.ListNodesResponse{ClusterVersion: version, Nodes: nodes}, nil
+	t, err := c.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	version, nodes := t.nodes.list()
+	on, status := t.safe.Status()
+	return &dfspb.ListNodesResponse{ClusterVersion: version, Nodes: nodes, SafeMode: on, SafeModeStatus: status,
+		ClusterId: c.store.ClusterID(), Leader: c.addr}, nil
+}
+
+// Backup streams a consistent snapshot of the metadata.
+func (c *Coordinator) Backup(req *dfspb.BackupRequest, stream dfspb.Coordinator_BackupServer) error {
+	if _, err := c.leader(stream.Context()); err != nil {
+		return err
+	}
+	w := &streamWriter{stream: stream}
+	n, err := meta.Backup(stream.Context(), c.store, w, c.name)
+	if err == nil {
+		err = w.flush()
+	}
+	if err != nil {
+		return rpc.ToStatus(rpc.Errorf(rpc.Internal, "backup: %v", err))
+	}
+	c.log.Info().Uint64("records", n).Msg("backup streamed")
+	return nil
+}
+
+// streamWriter cuts a byte stream into BackupChunk messages.
+type streamWriter struct {
+	stream dfspb.Coordinator_BackupServer
+	buf    []byte
+}
+
+var _ io.Writer = (*streamWriter)(nil)
+
+func (w *streamWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for len(w.buf) >= 1<<20 {
+		if err := w.stream.Send(&dfspb.BackupChunk{Data: w.buf[:1<<20]}); err != nil {
+			return 0, err
+		}
+		w.buf = append([]byte(nil), w.buf[1<<20:]...)
+	}
+	return len(p), nil
+}
+
+func (w *streamWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	return w.stream.Send(&dfspb.BackupChunk{Data: w.buf})
 }
 
 func checkUsage(capacity, used, free, chunks int64) (usage, error) {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -34,10 +35,19 @@ func (l *locations) notifyLocked() {
 	l.changed = make(chan struct{})
 }
 
-// report applies one datanode report.
-func (l *locations) report(node rpc.NodeID, added []*dfspb.ChunkStat, removed []rpc.ChunkID) {
+// report applies one datanode report. A full report first forgets every
+// chunk the node was thought to hold.
+func (l *locations) report(node rpc.NodeID, full bool, added []*dfspb.ChunkStat, removed []rpc.ChunkID) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if full {
+		for id, reps := range l.m {
+			delete(reps, node)
+			if len(reps) == 0 {
+				delete(l.m, id)
+			}
+		}
+	}
 	for _, a := range added {
 		id := rpc.ChunkID(a.ChunkId)
 		reps := l.m[id]
@@ -58,6 +68,13 @@ func (l *locations) report(node rpc.NodeID, added []*dfspb.ChunkStat, removed []
 	l.notifyLocked()
 }
 
+// has reports whether any node reported a copy of id.
+func (l *locations) has(id rpc.ChunkID) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.m[id]) > 0
+}
+
 // nodes returns the nodes holding a copy of id, sorted.
 func (l *locations) nodes(id rpc.ChunkID) []rpc.NodeID {
 	l.mu.Lock()
@@ -72,7 +89,7 @@ func (l *locations) nodes(id rpc.ChunkID) []rpc.NodeID {
 
 // check returns the nodes whose copy of ch has its size, frame size and
 // digest, and the nodes whose copy differs.
-func (l *locations) check(ch Chunk) (good, bad []rpc.NodeID) {
+func (l *locations) check(ch meta.Chunk) (good, bad []rpc.NodeID) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for n, m := range l.m[ch.ID] {

@@ -3,12 +3,14 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/dfs-project/dfs/placement"
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -20,84 +22,128 @@ const planAhead = 4
 // maxChunks bounds the chunks of one file (64 MiB x 2^20 = 64 TiB).
 const maxChunks = 1 << 20
 
-// upload is a metadata session: one upload of a new version of a path.
+// maxCommitRetries bounds how often a commit is retried after another
+// commit of the same path won the race.
+const maxCommitRetries = 8
+
+// upload is a metadata session: one upload of a new version of a path. It
+// is recorded in the store once it has placed a chunk, so that a restarted
+// or newly elected coordinator can finish it or collect its chunks.
 type upload struct {
 	id          rpc.SessionID
 	path        rpc.Path
 	chunkSize   int64
 	replication int
+	created     time.Time
+
+	// persist serializes the writes of this session to the store, so the
+	// store never holds an older snapshot than the last one written.
+	persist sync.Mutex
 
 	mu     sync.Mutex
-	chunks map[rpc.ChunkID]*allocation // every chunk placed, retries included
-	tries  map[uint32]uint32           // attempts per index
+	allocs []meta.Allocation
 	done   bool
 }
 
-// allocation is one placement of one chunk index.
-type allocation struct {
-	index uint32
-	nodes []rpc.NodeID // primary first
+func uploadFromMeta(m *meta.Upload) *upload {
+	return &upload{id: m.ID, path: m.Path, chunkSize: m.ChunkSize, replication: int(m.Replication), created: m.Created, allocs: m.Chunks}
+}
+
+// snapshot returns the session as the store records it.
+func (u *upload) snapshot() *meta.Upload {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return &meta.Upload{ID: u.id, Path: u.path, ChunkSize: u.chunkSize, Replication: uint32(u.replication), Created: u.created,
+		Chunks: slices.Clone(u.allocs)}
+}
+
+// find returns the allocation of chunk id.
+func (u *upload) find(id rpc.ChunkID) (meta.Allocation, bool) {
+	for _, a := range u.allocs {
+		if a.ID == id {
+			return a, true
+		}
+	}
+	return meta.Allocation{}, false
 }
 
 // UploadFile opens a metadata session for a new version of a path.
 func (c *Coordinator) UploadFile(ctx context.Context, req *dfspb.UploadFileRequest) (*dfspb.UploadFileResponse, error) {
+	t, err := c.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := t.uploadFile(ctx, req)
+	return resp, rpc.ToStatus(err)
+}
+
+func (t *term) uploadFile(ctx context.Context, req *dfspb.UploadFileRequest) (*dfspb.UploadFileResponse, error) {
+	cfg := t.c.cfg
 	p, err := rpc.ParsePath(req.Path)
 	if err != nil {
-		return nil, rpc.ToStatus(err)
+		return nil, err
 	}
 	chunkSize := req.ChunkSize
 	if chunkSize == 0 {
-		chunkSize = c.cfg.ChunkSize
+		chunkSize = cfg.ChunkSize
 	}
 	if err := rpc.CheckChunkSize(chunkSize); err != nil {
-		return nil, rpc.ToStatus(err)
+		return nil, err
 	}
 	repl := int(req.Replication)
 	if repl == 0 {
-		repl = c.cfg.Replication
+		repl = cfg.Replication
 	}
 	if repl < 1 || repl > rpc.MaxReplication {
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "replication %d out of range (1 to %d)", repl, rpc.MaxReplication))
+		return nil, rpc.Errorf(rpc.Invalid, "replication %d out of range (1 to %d)", repl, rpc.MaxReplication)
 	}
 	if req.Size < -1 {
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "size %d: must be -1 (unknown) or the file's size", req.Size))
+		return nil, rpc.Errorf(rpc.Invalid, "size %d: must be -1 (unknown) or the file's size", req.Size)
 	}
 	if req.Size > 0 && (req.Size-1)/chunkSize+1 > maxChunks {
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "file of %d bytes needs more than %d chunks; use a larger chunk size", req.Size, maxChunks))
+		return nil, rpc.Errorf(rpc.Invalid, "file of %d bytes needs more than %d chunks; use a larger chunk size", req.Size, maxChunks)
 	}
-	if _, err := c.ns.Get(p); err == nil {
-		// Overwrite: fine, the old version stays until commit.
-	} else if rpc.KindOf(err) != rpc.NotFound {
-		return nil, rpc.ToStatus(err)
+	if err := t.safe.check("place chunks"); err != nil {
+		return nil, err
 	}
 	// Fail fast when the cluster cannot hold even one chunk.
-	if _, err := placement.Place(c.policy, c.nodes.candidates(), repl, 0, nil); err != nil {
-		return nil, rpc.ToStatus(err)
+	if _, err := placement.Place(t.c.policy, t.nodes.candidates(), repl, 0, nil); err != nil {
+		return nil, err
 	}
-	u := &upload{
-		id: rpc.NewSessionID(), path: p, chunkSize: chunkSize, replication: repl,
-		chunks: make(map[rpc.ChunkID]*allocation), tries: make(map[uint32]uint32),
-	}
+	u := &upload{id: rpc.NewSessionID(), path: p, chunkSize: chunkSize, replication: repl, created: t.c.clock.Now()}
 	resp := &dfspb.UploadFileResponse{SessionId: string(u.id), ChunkSize: chunkSize, Replication: uint32(repl)}
 	if req.Size > 0 {
 		n := (req.Size-1)/chunkSize + 1
 		for i := int64(0); i < min(n, planAhead); i++ {
-			plan, err := c.allocate(u, uint32(i), nil)
+			plan, err := t.place(u, uint32(i), nil)
 			if err != nil {
-				c.collectUpload(u, nil)
-				return nil, rpc.ToStatus(err)
+				return nil, err
 			}
 			resp.Chunks = append(resp.Chunks, plan)
 		}
+		if err := t.persist(ctx, u); err != nil {
+			return nil, err
+		}
 	}
-	resp.ExpiresUnixMs = c.uploads.Put(u.id, u).UnixMilli()
-	c.log.Debug().Str("session_id", string(u.id)).Str("path", string(p)).Int64("size", req.Size).Msg("upload opened")
+	resp.ExpiresUnixMs = t.uploads.Put(u.id, u).UnixMilli()
+	t.log.Debug().Str("session_id", string(u.id)).Str("path", string(p)).Int64("size", req.Size).Msg("upload opened")
 	return resp, nil
 }
 
-// allocate places chunk index of u, avoiding excluded nodes.
-func (c *Coordinator) allocate(u *upload, index uint32, exclude map[rpc.NodeID]bool) (*dfspb.ChunkPlan, error) {
-	nodes, err := placement.Place(c.policy, c.nodes.candidates(), u.replication, u.chunkSize, exclude)
+// persist records u's current allocations in the store.
+func (t *term) persist(ctx context.Context, u *upload) error {
+	u.persist.Lock()
+	defer u.persist.Unlock()
+	if err := t.commit(ctx, &meta.Txn{PutUploads: []*meta.Upload{u.snapshot()}}); err != nil {
+		return fmt.Errorf("record upload session: %w", err)
+	}
+	return nil
+}
+
+// place chooses nodes for chunk index of u, avoiding excluded nodes, and
+// adds the allocation to u (in memory; the caller persists it).
+func (t *term) place(u *upload, index uint32, exclude map[rpc.NodeID]bool) (*dfspb.ChunkPlan, error) {
+	nodes, err := placement.Place(t.c.policy, t.nodes.candidates(), u.replication, u.chunkSize, exclude)
 	if err != nil {
 		return nil, err
 	}
@@ -106,14 +152,21 @@ func (c *Coordinator) allocate(u *upload, index uint32, exclude map[rpc.NodeID]b
 	if u.done {
 		return nil, rpc.Errorf(rpc.NotFound, "upload session %s already ended", u.id)
 	}
-	attempt := u.tries[index]
-	u.tries[index] = attempt + 1
+	var attempt uint32
+	for _, a := range u.allocs {
+		if a.Index == index {
+			attempt = max(attempt, a.Attempt+1)
+		}
+	}
+	if attempt >= 64 {
+		return nil, rpc.Errorf(rpc.ResourceExhausted, "chunk %d placed %d times; giving up", index, attempt)
+	}
 	id := rpc.NewChunkID(u.path, u.id, attempt, index)
-	a := &allocation{index: index}
+	a := meta.Allocation{Index: index, Attempt: attempt, ID: id}
 	plan := &dfspb.ChunkPlan{Index: index, ChunkId: string(id)}
 	for i, n := range nodes {
-		a.nodes = append(a.nodes, n.ID)
-		c.nodes.reserve(n.ID, u.chunkSize)
+		a.Nodes = append(a.Nodes, n.ID)
+		t.nodes.reserve(n.ID, u.chunkSize)
 		ref := &dfspb.NodeRef{NodeId: string(n.ID), Addr: n.Addr}
 		if i == 0 {
 			plan.Primary = ref
@@ -121,46 +174,55 @@ func (c *Coordinator) allocate(u *upload, index uint32, exclude map[rpc.NodeID]b
 			plan.Replicas = append(plan.Replicas, ref)
 		}
 	}
-	u.chunks[id] = a
+	u.allocs = append(u.allocs, a)
 	return plan, nil
 }
 
 // AllocateChunk places the next chunk of an upload, or a retry of one.
 func (c *Coordinator) AllocateChunk(ctx context.Context, req *dfspb.AllocateChunkRequest) (*dfspb.AllocateChunkResponse, error) {
-	u, err := c.session(req.SessionId)
+	t, err := c.leader(ctx)
 	if err != nil {
-		return nil, rpc.ToStatus(err)
+		return nil, err
+	}
+	resp, err := t.allocateChunk(ctx, req)
+	return resp, rpc.ToStatus(err)
+}
+
+func (t *term) allocateChunk(ctx context.Context, req *dfspb.AllocateChunkRequest) (*dfspb.AllocateChunkResponse, error) {
+	u, err := t.session(req.SessionId)
+	if err != nil {
+		return nil, err
 	}
 	if req.Index >= maxChunks {
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "chunk index %d: a file has at most %d chunks", req.Index, maxChunks))
+		return nil, rpc.Errorf(rpc.Invalid, "chunk index %d: a file has at most %d chunks", req.Index, maxChunks)
 	}
 	exclude := map[rpc.NodeID]bool{}
 	for _, s := range req.ExcludeNodeIds {
 		id, err := rpc.ParseNodeID(s)
 		if err != nil {
-			return nil, rpc.ToStatus(err)
+			return nil, err
 		}
 		exclude[id] = true
 	}
-	u.mu.Lock()
-	tries := u.tries[req.Index]
-	u.mu.Unlock()
-	if tries >= 64 {
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.ResourceExhausted, "chunk %d placed %d times; giving up", req.Index, tries))
+	if err := t.safe.check("place chunks"); err != nil {
+		return nil, err
 	}
-	plan, err := c.allocate(u, req.Index, exclude)
+	plan, err := t.place(u, req.Index, exclude)
 	if err != nil {
-		return nil, rpc.ToStatus(err)
+		return nil, err
+	}
+	if err := t.persist(ctx, u); err != nil {
+		return nil, err
 	}
 	return &dfspb.AllocateChunkResponse{Chunk: plan}, nil
 }
 
-func (c *Coordinator) session(s string) (*upload, error) {
+func (t *term) session(s string) (*upload, error) {
 	id, err := rpc.ParseSessionID(s)
 	if err != nil {
 		return nil, err
 	}
-	u, ok := c.uploads.Get(id)
+	u, ok := t.uploads.Get(id)
 	if !ok {
 		return nil, rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", id)
 	}
@@ -168,48 +230,128 @@ func (c *Coordinator) session(s string) (*upload, error) {
 }
 
 // ConfirmUpload checks every chunk against what the datanodes reported
-// storing and swaps the new version in. On a verification failure the
+// storing and commits the new version durably and atomically, with the
+// deletion of the version it replaces. On a verification failure the
 // upload is aborted and its chunks collected; when the client gives up
 // waiting, the session stays open and it may confirm again.
 func (c *Coordinator) ConfirmUpload(ctx context.Context, req *dfspb.ConfirmUploadRequest) (*dfspb.ConfirmUploadResponse, error) {
+	t, err := c.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := t.confirmUpload(ctx, req)
+	return resp, rpc.ToStatus(err)
+}
+
+func (t *term) confirmUpload(ctx context.Context, req *dfspb.ConfirmUploadRequest) (*dfspb.ConfirmUploadResponse, error) {
 	id, err := rpc.ParseSessionID(req.SessionId)
 	if err != nil {
-		return nil, rpc.ToStatus(err)
+		return nil, err
 	}
-	u, ok := c.uploads.Take(id)
+	if err := t.safe.check("commit files"); err != nil {
+		return nil, err
+	}
+	u, ok := t.uploads.Take(id)
 	if !ok {
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", id))
+		return nil, rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", id)
 	}
-	f, err := c.verify(ctx, u, req)
+	f, err := t.verify(ctx, u, req)
+	if err == nil {
+		err = t.commitUpload(ctx, u, f)
+	}
 	if err != nil {
-		if ctx.Err() != nil {
-			c.uploads.Put(id, u)
+		if ctx.Err() != nil || rpc.KindOf(err) == rpc.Unavailable {
+			t.uploads.Put(id, u) // the client may confirm again
 		} else {
-			c.log.Warn().Err(err).Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload refused at confirm")
-			c.collectUpload(u, nil)
+			t.log.Warn().Err(err).Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload refused at confirm")
+			t.abortUpload(u)
 		}
-		return nil, rpc.ToStatus(fmt.Errorf("confirm %s: %w", u.path, err))
+		return nil, fmt.Errorf("confirm %s: %w", u.path, err)
 	}
-	old, err := c.ns.Put(f)
-	if err != nil {
-		c.collectUpload(u, nil)
-		return nil, rpc.ToStatus(fmt.Errorf("confirm %s: %w", u.path, err))
-	}
+	t.log.Info().Str("path", string(f.Path)).Int64("size", f.Size).Int("chunks", len(f.Chunks)).Uint64("version", f.Version).Msg("file committed")
+	return &dfspb.ConfirmUploadResponse{File: t.fileInfo(f)}, nil
+}
+
+// commitUpload makes f the current version of its path in one durable
+// txn that also ends the session and records the deletion of every chunk
+// that is no longer needed: the replaced version's, and the upload's failed
+// attempts.
+func (t *term) commitUpload(ctx context.Context, u *upload, f *meta.File) error {
 	kept := make(map[rpc.ChunkID]bool, len(f.Chunks))
 	for _, ch := range f.Chunks {
 		kept[ch.ID] = true
 	}
-	c.collectUpload(u, kept)
-	if old != nil {
-		c.collectFile(old)
+	u.mu.Lock()
+	u.done = true
+	unused := t.deletionsFor(u.allocs, kept)
+	u.mu.Unlock()
+	for try := 0; ; try++ {
+		old, err := t.store.Get(ctx, f.Path)
+		if err != nil && rpc.KindOf(err) != rpc.NotFound {
+			return err
+		}
+		txn := &meta.Txn{Path: f.Path, Put: f, DeleteUploads: []rpc.SessionID{u.id}, AddDeletions: unused}
+		if old != nil {
+			txn.Expect = old.Version
+			txn.AddDeletions = append(slices.Clone(unused), t.chunkDeletions(old)...)
+		}
+		f.Version = txn.Expect + 1
+		err = t.commit(ctx, txn)
+		if errors.Is(err, meta.ErrConflict) && try < maxCommitRetries {
+			continue // another commit of this path won; build on it
+		}
+		if err != nil {
+			return err
+		}
+		t.refs.add(f)
+		if old != nil {
+			t.refs.remove(old)
+		}
+		t.enqueue(txn.AddDeletions)
+		return nil
 	}
-	c.log.Info().Str("path", string(f.Path)).Int64("size", f.Size).Int("chunks", len(f.Chunks)).Uint64("version", f.Version).Msg("file committed")
-	return &dfspb.ConfirmUploadResponse{File: c.fileInfo(f)}, nil
 }
 
-// verify checks a confirm request against the session and the datanodes
-// and returns the file to commit.
-func (c *Coordinator) verify(ctx context.Context, u *upload, req *dfspb.ConfirmUploadRequest) (*File, error) {
+// deletionsFor lists, for every allocation not kept, a deletion on each
+// node it was placed on or reported by.
+func (t *term) deletionsFor(allocs []meta.Allocation, kept map[rpc.ChunkID]bool) []meta.Deletion {
+	var out []meta.Deletion
+	for _, a := range allocs {
+		if kept[a.ID] {
+			continue
+		}
+		seen := map[rpc.NodeID]bool{}
+		for _, n := range append(slices.Clone(a.Nodes), t.locs.nodes(a.ID)...) {
+			if !seen[n] {
+				seen[n] = true
+				out = append(out, meta.Deletion{Node: n, Chunk: a.ID})
+			}
+		}
+	}
+	return out
+}
+
+// chunkDeletions lists a deletion for every reported copy of f's chunks.
+func (t *term) chunkDeletions(f *meta.File) []meta.Deletion {
+	var out []meta.Deletion
+	for _, ch := range f.Chunks {
+		for _, n := range t.locs.nodes(ch.ID) {
+			out = append(out, meta.Deletion{Node: n, Chunk: ch.ID})
+		}
+	}
+	return out
+}
+
+// enqueue hands recorded deletions to GC.
+func (t *term) enqueue(dels []meta.Deletion) {
+	for _, d := range dels {
+		t.gc.Enqueue(d.Node, d.Chunk)
+	}
+}
+
+// verify checks a confirm request against the session and the datanodes'
+// reports and returns the file to commit.
+func (t *term) verify(ctx context.Context, u *upload, req *dfspb.ConfirmUploadRequest) (*meta.File, error) {
 	if len(req.Sha256) != rpc.DigestSize {
 		return nil, rpc.Errorf(rpc.Invalid, "file checksum must be %d bytes of SHA-256, got %d", rpc.DigestSize, len(req.Sha256))
 	}
@@ -220,9 +362,9 @@ func (c *Coordinator) verify(ctx context.Context, u *upload, req *dfspb.ConfirmU
 	if len(req.Chunks) != want {
 		return nil, rpc.Errorf(rpc.Invalid, "%d chunks confirmed, a file of %d bytes in %s chunks has %d", len(req.Chunks), req.Size, rpc.FormatBytes(u.chunkSize), want)
 	}
-	f := &File{
+	f := &meta.File{
 		Path: u.path, Size: req.Size, SHA256: bytes.Clone(req.Sha256), ChunkSize: u.chunkSize,
-		Replication: uint32(u.replication), Modified: c.clock.Now(),
+		Replication: uint32(u.replication), Modified: t.c.clock.Now(), Session: u.id,
 	}
 	u.mu.Lock()
 	for i, r := range req.Chunks {
@@ -231,8 +373,8 @@ func (c *Coordinator) verify(ctx context.Context, u *upload, req *dfspb.ConfirmU
 			u.mu.Unlock()
 			return nil, err
 		}
-		a, ok := u.chunks[cid]
-		if !ok || a.index != uint32(i) || r.Index != uint32(i) {
+		a, ok := u.find(cid)
+		if !ok || a.Index != uint32(i) || r.Index != uint32(i) {
 			u.mu.Unlock()
 			return nil, rpc.Errorf(rpc.Invalid, "chunk %d: %s was not allocated for this position of this upload", i, cid)
 		}
@@ -251,7 +393,7 @@ func (c *Coordinator) verify(ctx context.Context, u *upload, req *dfspb.ConfirmU
 		}
 		acked := map[string]bool{}
 		for _, n := range r.NodeIds {
-			if !slices.Contains(a.nodes, rpc.NodeID(n)) {
+			if !slices.Contains(a.Nodes, rpc.NodeID(n)) {
 				u.mu.Unlock()
 				return nil, rpc.Errorf(rpc.Invalid, "chunk %d: node %s was not assigned this chunk", i, n)
 			}
@@ -261,7 +403,7 @@ func (c *Coordinator) verify(ctx context.Context, u *upload, req *dfspb.ConfirmU
 			u.mu.Unlock()
 			return nil, rpc.Errorf(rpc.FailedPrecondition, "chunk %d: acknowledged by %d nodes, replication needs %d", i, len(acked), u.replication)
 		}
-		f.Chunks = append(f.Chunks, Chunk{ID: cid, Size: r.Size, Digest: bytes.Clone(r.Digest), FrameSize: r.FrameSize})
+		f.Chunks = append(f.Chunks, meta.Chunk{ID: cid, Size: r.Size, Digest: bytes.Clone(r.Digest), FrameSize: r.FrameSize})
 	}
 	u.mu.Unlock()
 
@@ -272,13 +414,14 @@ func (c *Coordinator) verify(ctx context.Context, u *upload, req *dfspb.ConfirmU
 	// chunk may die before its report gets out; after reportWait, a chunk
 	// with at least one verified copy is enough (every copy was acknowledged
 	// as durable), and it is logged as under-replicated.
-	reportWait := min(c.cfg.RPCTimeout, 2*time.Second)
+	rpcTimeout := t.c.cfg.RPCTimeout
+	reportWait := min(rpcTimeout, 2*time.Second)
 	short, bad := -1, -1
 	var badNode rpc.NodeID
 	complete := func(need int) func() bool {
 		return func() bool {
 			for i, ch := range f.Chunks {
-				good, others := c.locs.check(ch)
+				good, others := t.locs.check(ch)
 				if len(others) > 0 {
 					bad, badNode = i, others[0]
 					return true
@@ -292,16 +435,16 @@ func (c *Coordinator) verify(ctx context.Context, u *upload, req *dfspb.ConfirmU
 		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, reportWait)
-	err := c.locs.wait(wctx, complete(u.replication))
+	err := t.locs.wait(wctx, complete(u.replication))
 	cancel()
 	if err != nil && bad < 0 && ctx.Err() == nil {
-		wctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout-reportWait)
-		err = c.locs.wait(wctx, complete(1))
+		wctx, cancel := context.WithTimeout(ctx, rpcTimeout-reportWait)
+		err = t.locs.wait(wctx, complete(1))
 		cancel()
 		if err == nil && bad < 0 {
 			for i, ch := range f.Chunks {
-				if good, _ := c.locs.check(ch); len(good) < u.replication {
-					c.log.Warn().Str("path", string(f.Path)).Int("chunk", i).Str("chunk_id", string(ch.ID)).
+				if good, _ := t.locs.check(ch); len(good) < u.replication {
+					t.log.Warn().Str("path", string(f.Path)).Int("chunk", i).Str("chunk_id", string(ch.ID)).
 						Int("reported", len(good)).Int("replication", u.replication).Msg("committing an under-replicated chunk: an acknowledging node did not report it")
 				}
 			}
@@ -316,49 +459,42 @@ func (c *Coordinator) verify(ctx context.Context, u *upload, req *dfspb.ConfirmU
 		return nil, rpc.Errorf(rpc.Canceled, "client gave up waiting for the datanodes' reports")
 	}
 	return nil, rpc.Errorf(rpc.FailedPrecondition, "chunk %d (%s): no datanode reported storing it within %s",
-		short, f.Chunks[short].ID, c.cfg.RPCTimeout)
+		short, f.Chunks[short].ID, rpcTimeout)
 }
 
 // AbortUpload ends a session without committing.
 func (c *Coordinator) AbortUpload(ctx context.Context, req *dfspb.AbortUploadRequest) (*dfspb.AbortUploadResponse, error) {
+	t, err := c.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
 	id, err := rpc.ParseSessionID(req.SessionId)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	u, ok := c.uploads.Take(id)
+	u, ok := t.uploads.Take(id)
 	if !ok {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", id))
 	}
-	c.collectUpload(u, nil)
+	t.abortUpload(u)
 	return &dfspb.AbortUploadResponse{}, nil
 }
 
-// collectUpload ends u and hands every chunk it placed, except kept ones,
-// to GC on every node it was placed on.
-func (c *Coordinator) collectUpload(u *upload, kept map[rpc.ChunkID]bool) {
+// abortUpload ends u and records the deletion of every chunk it placed, in
+// one txn, then hands them to GC. If the store is unreachable the session
+// stays recorded and the next leader collects it when it expires there.
+func (t *term) abortUpload(u *upload) {
 	u.mu.Lock()
 	u.done = true
-	chunks := u.chunks
+	dels := t.deletionsFor(u.allocs, nil)
 	u.mu.Unlock()
-	for id, a := range chunks {
-		if kept[id] {
-			continue
-		}
-		// Where it was placed, and wherever a copy was reported.
-		for _, n := range a.nodes {
-			c.gc.Enqueue(n, id)
-		}
-		for _, n := range c.locs.nodes(id) {
-			c.gc.Enqueue(n, id)
-		}
+	ctx, cancel := context.WithTimeout(t.ctx, t.c.cfg.RPCTimeout)
+	defer cancel()
+	u.persist.Lock()
+	defer u.persist.Unlock()
+	if err := t.commit(ctx, &meta.Txn{DeleteUploads: []rpc.SessionID{u.id}, AddDeletions: dels}); err != nil {
+		t.log.Warn().Err(err).Str("session_id", string(u.id)).Msg("cannot record the end of an upload session")
+		return
 	}
-}
-
-// collectFile hands the chunks of a replaced or deleted version to GC.
-func (c *Coordinator) collectFile(f *File) {
-	for _, ch := range f.Chunks {
-		for _, n := range c.locs.nodes(ch.ID) {
-			c.gc.Enqueue(n, ch.ID)
-		}
-	}
+	t.enqueue(dels)
 }

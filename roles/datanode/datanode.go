@@ -38,6 +38,9 @@ type Config struct {
 	// SessionTimeout ends a prepared stream that does not start, and a
 	// stream that sends nothing for that long; its partial file is removed.
 	SessionTimeout time.Duration
+	// InventoryInterval is the pause between full inventory reports; one
+	// is also sent after every registration.
+	InventoryInterval time.Duration
 	// RPCTimeout bounds unary calls to peers and the coordinator.
 	RPCTimeout time.Duration
 	// Window is the unacknowledged bytes allowed when forwarding a chunk.
@@ -54,6 +57,7 @@ func DefaultConfig() Config {
 		Coordinators:      []string{"127.0.0.1:7000"},
 		HeartbeatInterval: 3 * time.Second,
 		SessionTimeout:    time.Minute,
+		InventoryInterval: 10 * time.Minute,
 		RPCTimeout:        10 * time.Second,
 		Window:            4 << 20,
 		ShutdownGrace:     10 * time.Second,
@@ -75,6 +79,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("datanode: --heartbeat-interval must be positive")
 	case c.SessionTimeout <= 0:
 		return fmt.Errorf("datanode: --session-timeout must be positive")
+	case c.InventoryInterval <= 0:
+		return fmt.Errorf("datanode: --inventory-interval must be positive")
 	case c.RPCTimeout <= 0:
 		return fmt.Errorf("datanode: --rpc-timeout must be positive")
 	case c.Window < rpc.MinFrameSize:
@@ -114,7 +120,9 @@ type Node struct {
 	version    uint64
 	peers      map[rpc.NodeID]*dfspb.NodeStatus
 	coordIdx   int
+	leader     string // the leader a standby named, if any
 	registered bool
+	cluster    string // the cluster this node belongs to, once known
 
 	ready chan struct{}
 }
@@ -129,14 +137,14 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		deps.Clock = sessions.SystemClock{}
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     deps.Log.With().Str("role", "datanode").Logger(),
-		clock:   deps.Clock,
-		lis:     deps.Listener,
-		pool:    rpc.NewPool(),
-		reports: newReporter(),
-		peers:   make(map[rpc.NodeID]*dfspb.NodeStatus),
-		ready:   make(chan struct{}),
+		cfg:   cfg,
+		log:   deps.Log.With().Str("role", "datanode").Logger(),
+		clock: deps.Clock,
+		lis:   deps.Listener,
+		pool:  rpc.NewPool(),
+
+		peers: make(map[rpc.NodeID]*dfspb.NodeStatus),
+		ready: make(chan struct{}),
 	}
 	n.uploads = sessions.New(cfg.SessionTimeout, deps.Clock, func(id rpc.SessionID, s *uploadSession) {
 		n.log.Debug().Str("session_id", string(id)).Str("chunk_id", string(s.id)).Msg("upload session expired")
@@ -175,6 +183,13 @@ func (n *Node) Run(ctx context.Context) error {
 	n.id = id
 	n.log = n.log.With().Str("node_id", id.Short()).Logger()
 	if n.store, err = OpenStore(n.cfg.DataDir, n.cfg.Capacity); err != nil {
+		return err
+	}
+	for _, id := range n.store.Corrupt() {
+		n.log.Error().Str("chunk_id", string(id)).Msg("chunk has damaged metadata; not served")
+	}
+	n.reports = newReporter(n.store.Inventory)
+	if n.cluster, err = loadClusterID(n.cfg.DataDir); err != nil {
 		return err
 	}
 	if n.lis == nil {

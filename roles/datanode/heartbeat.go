@@ -9,10 +9,14 @@ import (
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
-// coordinator returns a client for the current coordinator address.
+// coordinator returns a client for the current coordinator address: the
+// leader a standby named, or one of the configured addresses.
 func (n *Node) coordinator() (dfspb.CoordinatorClient, string, error) {
 	n.mu.Lock()
 	addr := n.cfg.Coordinators[n.coordIdx%len(n.cfg.Coordinators)]
+	if n.leader != "" {
+		addr = n.leader
+	}
 	n.mu.Unlock()
 	cc, err := n.pool.Get(addr)
 	if err != nil {
@@ -21,11 +25,20 @@ func (n *Node) coordinator() (dfspb.CoordinatorClient, string, error) {
 	return dfspb.NewCoordinatorClient(cc), addr, nil
 }
 
-// nextCoordinator moves on to the next configured coordinator address.
-func (n *Node) nextCoordinator() {
+// nextCoordinator moves on: to the leader err names, or to the next
+// configured coordinator address.
+func (n *Node) nextCoordinator(err error) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ns, ok := rpc.NotServingOf(err); ok && ns.Leader != "" {
+		n.leader = ns.Leader
+		return
+	}
+	if n.leader != "" {
+		n.leader = ""
+		return
+	}
 	n.coordIdx++
-	n.mu.Unlock()
 }
 
 // heartbeatLoop registers with the coordinator, then heartbeats every
@@ -49,10 +62,10 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 				n.setRegistered(false)
 				wait = 0
 			} else {
-				if failures == 1 || failures%10 == 0 {
+				if _, notServing := rpc.NotServingOf(err); !notServing && (failures == 1 || failures%10 == 0) {
 					n.log.Warn().Err(err).Int("failures", failures).Msg("coordinator unreachable")
 				}
-				n.nextCoordinator()
+				n.nextCoordinator(err)
 				wait = backoff.Delay(min(failures, 8))
 			}
 		} else {
@@ -95,12 +108,30 @@ func (n *Node) register(ctx context.Context) error {
 	u := n.store.Usage()
 	cctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
 	defer cancel()
+	n.mu.Lock()
+	cluster := n.cluster
+	n.mu.Unlock()
 	resp, err := c.RegisterDataNode(cctx, &dfspb.RegisterDataNodeRequest{
 		NodeId: string(n.id), Addr: n.Addr(), Capacity: u.Capacity, Used: u.Used, Free: u.Free, ChunkCount: u.Chunks,
+		ClusterId: cluster,
 	})
 	if err != nil {
-		return rpc.FromStatus(err)
+		err = rpc.FromStatus(err)
+		if rpc.KindOf(err) == rpc.FailedPrecondition {
+			n.log.Error().Err(err).Msg("coordinator refuses this node")
+		}
+		return err
 	}
+	if cluster == "" && resp.ClusterId != "" {
+		if err := saveClusterID(n.cfg.DataDir, resp.ClusterId); err != nil {
+			return err
+		}
+		n.mu.Lock()
+		n.cluster = resp.ClusterId
+		n.mu.Unlock()
+		n.log.Info().Str("cluster_id", resp.ClusterId).Msg("joined cluster")
+	}
+	n.reports.requestFull()
 	n.mu.Lock()
 	n.registered = true
 	n.version = resp.ClusterVersion

@@ -19,15 +19,35 @@ const maxReport = 5000
 // Changes are queued and sent by one goroutine as soon as it is free, so
 // under load many changes share one call. A chunk added and removed before
 // it was reported is never mentioned.
+//
+// A full report (after registering, and every inventory interval) sends
+// the whole inventory instead, in pages; the first page tells the
+// coordinator to forget what it thought the node held.
 type reporter struct {
+	inventory func() map[rpc.ChunkID]Meta
+
 	mu      sync.Mutex
 	added   map[rpc.ChunkID]*dfspb.ChunkStat
 	removed map[rpc.ChunkID]bool
+	full    bool               // a full report is due
+	rest    []*dfspb.ChunkStat // pages of a full report still to send
 	kick    chan struct{}
 }
 
-func newReporter() *reporter {
-	return &reporter{added: map[rpc.ChunkID]*dfspb.ChunkStat{}, removed: map[rpc.ChunkID]bool{}, kick: make(chan struct{}, 1)}
+func newReporter(inventory func() map[rpc.ChunkID]Meta) *reporter {
+	return &reporter{inventory: inventory, added: map[rpc.ChunkID]*dfspb.ChunkStat{}, removed: map[rpc.ChunkID]bool{}, kick: make(chan struct{}, 1)}
+}
+
+// requestFull schedules a full report.
+func (r *reporter) requestFull() {
+	r.mu.Lock()
+	r.full = true
+	r.mu.Unlock()
+	r.wake()
+}
+
+func stat(id rpc.ChunkID, m Meta) *dfspb.ChunkStat {
+	return &dfspb.ChunkStat{ChunkId: string(id), Present: true, Size: m.Size, Digest: m.Digest, FrameSize: m.FrameSize}
 }
 
 func (r *reporter) wake() {
@@ -41,7 +61,7 @@ func (r *reporter) wake() {
 func (r *reporter) stored(id rpc.ChunkID, m Meta) {
 	r.mu.Lock()
 	delete(r.removed, id)
-	r.added[id] = &dfspb.ChunkStat{ChunkId: string(id), Present: true, Size: m.Size, Digest: m.Digest, FrameSize: m.FrameSize}
+	r.added[id] = stat(id, m)
 	r.mu.Unlock()
 	r.wake()
 }
@@ -60,10 +80,28 @@ func (r *reporter) deleted(ids ...rpc.ChunkID) {
 	r.wake()
 }
 
-// take removes up to maxReport queued changes.
-func (r *reporter) take() (added []*dfspb.ChunkStat, removed []string) {
+// take removes up to maxReport queued changes, or the next page of a
+// full report (full is set on its first page, page on every page).
+func (r *reporter) take() (added []*dfspb.ChunkStat, removed []string, full, page bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.full {
+		// The inventory is current: it subsumes every queued change.
+		r.full = false
+		inv := r.inventory()
+		r.rest = make([]*dfspb.ChunkStat, 0, len(inv))
+		for _, id := range slices.Sorted(maps.Keys(inv)) {
+			r.rest = append(r.rest, stat(id, inv[id]))
+		}
+		clear(r.added)
+		clear(r.removed)
+		full = true
+	}
+	if full || len(r.rest) > 0 {
+		n := min(len(r.rest), maxReport)
+		added, r.rest = r.rest[:n], r.rest[n:]
+		return added, nil, full, true
+	}
 	for _, id := range slices.Sorted(maps.Keys(r.added)) {
 		if len(added) == maxReport {
 			break
@@ -78,14 +116,19 @@ func (r *reporter) take() (added []*dfspb.ChunkStat, removed []string) {
 		removed = append(removed, string(id))
 		delete(r.removed, id)
 	}
-	return added, removed
+	return added, removed, false, false
 }
 
 // putBack requeues changes whose report failed, unless newer ones replaced
-// them meanwhile.
-func (r *reporter) putBack(added []*dfspb.ChunkStat, removed []string) {
+// them meanwhile. A failed page of a full report starts the full report
+// over.
+func (r *reporter) putBack(added []*dfspb.ChunkStat, removed []string, fullPage bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if fullPage {
+		r.full, r.rest = true, nil
+		return
+	}
 	for _, a := range added {
 		id := rpc.ChunkID(a.ChunkId)
 		if _, ok := r.added[id]; !ok && !r.removed[id] {
@@ -106,20 +149,24 @@ func (n *Node) reportLoop(ctx context.Context) {
 	failures := 0
 	tick := time.NewTicker(n.cfg.HeartbeatInterval)
 	defer tick.Stop()
+	inventory := time.NewTicker(n.cfg.InventoryInterval)
+	defer inventory.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-n.reports.kick:
 		case <-tick.C:
+		case <-inventory.C:
+			n.reports.requestFull()
 		}
 		for ctx.Err() == nil {
-			added, removed := n.reports.take()
-			if len(added)+len(removed) == 0 {
+			added, removed, full, page := n.reports.take()
+			if len(added)+len(removed) == 0 && !full {
 				break
 			}
-			if err := n.sendReport(ctx, added, removed); err != nil {
-				n.reports.putBack(added, removed)
+			if err := n.sendReport(ctx, added, removed, full); err != nil {
+				n.reports.putBack(added, removed, page)
 				failures++
 				if rpc.KindOf(err) == rpc.NotFound {
 					n.setRegistered(false)
@@ -139,7 +186,7 @@ func (n *Node) reportLoop(ctx context.Context) {
 	}
 }
 
-func (n *Node) sendReport(ctx context.Context, added []*dfspb.ChunkStat, removed []string) error {
+func (n *Node) sendReport(ctx context.Context, added []*dfspb.ChunkStat, removed []string, full bool) error {
 	if !n.isRegistered() {
 		return rpc.Errorf(rpc.Unavailable, "not registered yet")
 	}
@@ -149,6 +196,6 @@ func (n *Node) sendReport(ctx context.Context, added []*dfspb.ChunkStat, removed
 	}
 	cctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
 	defer cancel()
-	_, err = c.ReportChunks(cctx, &dfspb.ReportChunksRequest{NodeId: string(n.id), Added: added, Removed: removed})
+	_, err = c.ReportChunks(cctx, &dfspb.ReportChunksRequest{NodeId: string(n.id), Added: added, Removed: removed, Full: full})
 	return rpc.FromStatus(err)
 }

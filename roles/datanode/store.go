@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -58,13 +60,15 @@ type Store struct {
 	used     int64
 	chunks   int64
 	reserved int64
+	index    map[rpc.ChunkID]Meta // stored chunks, without frame digests
+	corrupt  []rpc.ChunkID        // found unreadable at start-up
 }
 
 // OpenStore opens or creates a chunk store in dir, removes temporary files
 // left by a crash and counts the stored chunks. capacity caps the bytes the
 // node stores (0: the filesystem's size).
 func OpenStore(dir string, capacity int64) (*Store, error) {
-	s := &Store{dir: dir, capacity: capacity}
+	s := &Store{dir: dir, capacity: capacity, index: map[rpc.ChunkID]Meta{}}
 	for _, d := range []string{dir, s.chunkRoot(), s.tmpDir()} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("datanode: create %s: %w", d, err)
@@ -81,8 +85,17 @@ func OpenStore(dir string, capacity int64) (*Store, error) {
 	for _, e := range tmp {
 		os.Remove(filepath.Join(s.tmpDir(), e.Name()))
 	}
+	// Index every chunk's metadata: reports, stats and existence checks
+	// then need no disk access. A chunk whose metadata is damaged is not
+	// indexed (nor served); its space still counts as used.
 	err = s.Walk(func(id rpc.ChunkID, size int64) error {
 		s.used += size
+		m, err := s.readIndexEntry(id)
+		if err != nil {
+			s.corrupt = append(s.corrupt, id)
+			return nil
+		}
+		s.index[id] = m
 		s.chunks++
 		return nil
 	})
@@ -90,6 +103,36 @@ func OpenStore(dir string, capacity int64) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+func (s *Store) readIndexEntry(id rpc.ChunkID) (Meta, error) {
+	f, err := os.Open(s.path(id))
+	if err != nil {
+		return Meta{}, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return Meta{}, err
+	}
+	m, err := readMeta(id, f, info.Size())
+	m.Frames = nil
+	return m, err
+}
+
+// Corrupt returns the chunks whose metadata was unreadable at start-up.
+func (s *Store) Corrupt() []rpc.ChunkID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.corrupt)
+}
+
+// Inventory returns every stored chunk with its size, frame size and
+// digest (no frame digests).
+func (s *Store) Inventory() map[rpc.ChunkID]Meta {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.index)
 }
 
 func checkWritable(dir string) error {
@@ -183,8 +226,10 @@ func (s *Store) Release(need int64) {
 
 // Has reports whether the chunk is stored.
 func (s *Store) Has(id rpc.ChunkID) bool {
-	_, err := os.Stat(s.path(id))
-	return err == nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.index[id]
+	return ok
 }
 
 // Writer writes one chunk to a temporary file; Commit makes it durable and
@@ -320,6 +365,7 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 	}
 	w.s.used += w.flushed + int64(buf.Len())
 	w.s.chunks++
+	w.s.index[w.id] = Meta{Size: w.size, FrameSize: w.frameSize, Digest: bytes.Clone(digest)}
 	w.s.mu.Unlock()
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return rpc.Errorf(rpc.Internal, "chunk %s: fsync dir: %v", w.id, err)
@@ -447,14 +493,16 @@ func (s *Store) Open(id rpc.ChunkID) (*Chunk, error) {
 	return &Chunk{File: f, Meta: m, ID: id}, nil
 }
 
-// Stat returns a stored chunk's metadata.
+// Stat returns a stored chunk's size, frame size and digest (not its
+// frame digests) from the index.
 func (s *Store) Stat(id rpc.ChunkID) (Meta, error) {
-	c, err := s.Open(id)
-	if err != nil {
-		return Meta{}, err
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.index[id]
+	if !ok {
+		return Meta{}, rpc.Errorf(rpc.NotFound, "chunk %s not found", id)
 	}
-	defer c.Close()
-	return c.Meta, nil
+	return m, nil
 }
 
 // Delete removes a chunk. It reports whether the chunk was there; a
@@ -476,7 +524,12 @@ func (s *Store) Delete(id rpc.ChunkID) (bool, error) {
 	}
 	s.mu.Lock()
 	s.used -= info.Size()
-	s.chunks--
+	if _, ok := s.index[id]; ok {
+		delete(s.index, id)
+		s.chunks--
+	} else {
+		s.corrupt = slices.DeleteFunc(s.corrupt, func(c rpc.ChunkID) bool { return c == id })
+	}
 	s.mu.Unlock()
 	return true, nil
 }
@@ -537,4 +590,33 @@ func writeFileSync(name string, data []byte) error {
 		return err
 	}
 	return f.Close()
+}
+
+// loadClusterID returns the cluster ID persisted in dir, or "" before the
+// node first joined a cluster.
+func loadClusterID(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cluster-id"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("datanode: read cluster id: %w", err)
+	}
+	id := string(bytes.TrimSpace(b))
+	if _, err := uuid.Parse(id); err != nil {
+		return "", fmt.Errorf("datanode: %s holds %q, not a cluster id", filepath.Join(dir, "cluster-id"), id)
+	}
+	return id, nil
+}
+
+// saveClusterID durably records the cluster the node joined.
+func saveClusterID(dir, id string) error {
+	p := filepath.Join(dir, "cluster-id")
+	if err := writeFileSync(p+".tmp", []byte(id+"\n")); err != nil {
+		return fmt.Errorf("datanode: write cluster id: %w", err)
+	}
+	if err := os.Rename(p+".tmp", p); err != nil {
+		return fmt.Errorf("datanode: write cluster id: %w", err)
+	}
+	return syncDir(dir)
 }

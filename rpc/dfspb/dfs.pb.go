@@ -3260,6 +3260,61 @@ func (x *HealthCheckResponse) GetChunkCount() int64 {
 	return 0
 }
 
+// NotServing rides in the details of an Unavailable status from a
+// coordinator that is alive but cannot serve now (a standby, or in safe
+// mode): the caller retries, at the leader when it is named.
+type NotServing struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leader        string                 `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	RetryAfterMs  int64                  `protobuf:"varint,2,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotServing) Reset() {
+	*x = NotServing{}
+	mi := &file_dfs_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotServing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotServing) ProtoMessage() {}
+
+func (x *NotServing) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotServing.ProtoReflect.Descriptor instead.
+func (*NotServing) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *NotServing) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *NotServing) GetRetryAfterMs() int64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
 // FailedNodes rides in a gRPC status's details when a chunk failed because
 // of particular nodes, so the client can place the retry elsewhere.
 type FailedNodes struct {
@@ -3271,7 +3326,7 @@ type FailedNodes struct {
 
 func (x *FailedNodes) Reset() {
 	*x = FailedNodes{}
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3283,7 +3338,7 @@ func (x *FailedNodes) String() string {
 func (*FailedNodes) ProtoMessage() {}
 
 func (x *FailedNodes) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3296,7 +3351,7 @@ func (x *FailedNodes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedNodes.ProtoReflect.Descriptor instead.
 func (*FailedNodes) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{53}
+	return file_dfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *FailedNodes) GetNodeIds() []string {
@@ -3544,7 +3599,11 @@ const file_dfs_proto_rawDesc = "" +
 	"\x04used\x18\x03 \x01(\x03R\x04used\x12\x12\n" +
 	"\x04free\x18\x04 \x01(\x03R\x04free\x12\x1f\n" +
 	"\vchunk_count\x18\x05 \x01(\x03R\n" +
-	"chunkCount\"(\n" +
+	"chunkCount\"J\n" +
+	"\n" +
+	"NotServing\x12\x16\n" +
+	"\x06leader\x18\x01 \x01(\tR\x06leader\x12$\n" +
+	"\x0eretry_after_ms\x18\x02 \x01(\x03R\fretryAfterMs\"(\n" +
 	"\vFailedNodes\x12\x19\n" +
 	"\bnode_ids\x18\x01 \x03(\tR\anodeIds*l\n" +
 	"\tNodeState\x12\x1a\n" +
@@ -3592,7 +3651,7 @@ func file_dfs_proto_rawDescGZIP() []byte {
 }
 
 var file_dfs_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_dfs_proto_goTypes = []any{
 	(NodeState)(0),                       // 0: dfs.v1.NodeState
 	(*ChunkPlan)(nil),                    // 1: dfs.v1.ChunkPlan
@@ -3648,7 +3707,8 @@ var file_dfs_proto_goTypes = []any{
 	(*BulkDeleteChunkResponse)(nil),      // 51: dfs.v1.BulkDeleteChunkResponse
 	(*HealthCheckRequest)(nil),           // 52: dfs.v1.HealthCheckRequest
 	(*HealthCheckResponse)(nil),          // 53: dfs.v1.HealthCheckResponse
-	(*FailedNodes)(nil),                  // 54: dfs.v1.FailedNodes
+	(*NotServing)(nil),                   // 54: dfs.v1.NotServing
+	(*FailedNodes)(nil),                  // 55: dfs.v1.FailedNodes
 }
 var file_dfs_proto_depIdxs = []int32{
 	2,  // 0: dfs.v1.ChunkPlan.primary:type_name -> dfs.v1.NodeRef
@@ -3738,7 +3798,7 @@ func file_dfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfs_proto_rawDesc), len(file_dfs_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   54,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,0 +1,198 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dfs-project/dfs/gc"
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+	"github.com/dfs-project/dfs/sessions"
+)
+
+// term is one leadership term: everything a leading coordinator knows
+// beyond the store. It is built from the store when leadership starts and
+// thrown away when it ends, so a standby that takes over starts from the
+// durable state, never from stale memory.
+type term struct {
+	c     *Coordinator
+	log   zerolog.Logger
+	store meta.Store
+	ctx   context.Context
+
+	nodes   *registry
+	locs    *locations
+	refs    *refIndex
+	uploads *sessions.Table[rpc.SessionID, *upload]
+	gc      *gc.Collector
+	safe    *safeMode
+
+	wg sync.WaitGroup
+}
+
+// startTerm loads the store's uploads, deletions and chunk references and
+// starts the term's background loops. The term ends when ctx does.
+func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
+	start := time.Now()
+	t := &term{
+		c:     c,
+		log:   c.log,
+		store: c.store,
+		ctx:   ctx,
+		nodes: newRegistry(c.cfg.SuspectAfter, c.cfg.DeadAfter),
+		locs:  newLocations(),
+		refs:  newRefIndex(),
+	}
+	gcfg := gc.DefaultConfig()
+	gcfg.Delay = c.cfg.GCDelay
+	t.gc = gc.New(gcfg, &chunkDeleter{t}, c.log)
+	t.uploads = sessions.New(c.cfg.SessionTimeout, c.clock, func(id rpc.SessionID, u *upload) {
+		t.log.Info().Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload session expired; collecting its chunks")
+		t.abortUpload(u)
+	})
+
+	files, chunks := 0, 0
+	err := c.store.Files(ctx, func(f *meta.File) error {
+		files++
+		chunks += len(f.Chunks)
+		t.refs.add(f)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load files: %w", err)
+	}
+	ups, err := c.store.Uploads(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load uploads: %w", err)
+	}
+	for _, mu := range ups {
+		t.uploads.Put(mu.ID, uploadFromMeta(mu))
+	}
+	dels, err := c.store.Deletions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load deletions: %w", err)
+	}
+	for _, d := range dels {
+		t.gc.Enqueue(d.Node, d.Chunk)
+	}
+	t.safe = newSafeMode(t, c.cfg.SafeModeTimeout, chunks)
+	t.log.Info().Int("files", files).Int("chunks", chunks).Int("uploads", len(ups)).Int("pending_deletions", len(dels)).
+		Dur("took", time.Since(start)).Msg("leading: metadata loaded")
+
+	t.wg.Add(4)
+	go func() { defer t.wg.Done(); t.uploads.Run(ctx, time.Second) }()
+	go func() { defer t.wg.Done(); t.gc.Run(ctx) }()
+	go func() { defer t.wg.Done(); t.watchNodes(ctx) }()
+	go func() { defer t.wg.Done(); t.safe.run(ctx) }()
+	return t, nil
+}
+
+// wait blocks until the term's loops have stopped.
+func (t *term) wait() { t.wg.Wait() }
+
+// watchNodes ages heartbeats into suspect and dead states.
+func (t *term) watchNodes(ctx context.Context) {
+	interval := min(t.c.cfg.SuspectAfter/4, time.Second)
+	tick := time.NewTicker(max(interval, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			for _, id := range t.nodes.tick(t.c.clock.Now()) {
+				t.log.Warn().Str("node_id", string(id)).Msg("datanode dead: missed heartbeats")
+			}
+		}
+	}
+}
+
+// commit applies txn to the store; the caller's context bounds it.
+func (t *term) commit(ctx context.Context, txn *meta.Txn) error {
+	return t.store.Commit(ctx, txn)
+}
+
+// chunkDeleter carries out GC deletions with BulkDeleteChunk and records
+// them done in the store.
+type chunkDeleter struct{ t *term }
+
+var _ gc.Deleter = (*chunkDeleter)(nil)
+
+func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []rpc.ChunkID) ([]rpc.ChunkID, error) {
+	addr, _, ok := d.t.nodes.lookup(node)
+	if !ok {
+		// Not registered (yet): after a restart nodes come back one by one.
+		return nil, rpc.Errorf(rpc.Unavailable, "node %s has not registered", node)
+	}
+	cc, err := d.t.c.pool.Get(addr)
+	if err != nil {
+		return nil, err
+	}
+	req := &dfspb.BulkDeleteChunkRequest{ChunkIds: make([]string, len(ids))}
+	for i, id := range ids {
+		req.ChunkIds[i] = string(id)
+	}
+	resp, err := dfspb.NewDataNodeClient(cc).BulkDeleteChunk(ctx, req)
+	if err != nil {
+		return nil, rpc.FromStatus(err)
+	}
+	failed := make([]rpc.ChunkID, len(resp.Failed))
+	bad := make(map[rpc.ChunkID]bool, len(resp.Failed))
+	for i, s := range resp.Failed {
+		failed[i] = rpc.ChunkID(s)
+		bad[rpc.ChunkID(s)] = true
+	}
+	done := make([]meta.Deletion, 0, len(ids))
+	for _, id := range ids {
+		if !bad[id] {
+			done = append(done, meta.Deletion{Node: node, Chunk: id})
+		}
+	}
+	if err := d.t.commit(ctx, &meta.Txn{DoneDeletions: done}); err != nil {
+		// The chunks are gone; the records stay and the next attempt
+		// deletes nothing and records them again.
+		return nil, fmt.Errorf("record deletions done: %w", err)
+	}
+	return failed, nil
+}
+
+// refIndex knows every chunk a committed file references.
+type refIndex struct {
+	mu   sync.Mutex
+	refs map[rpc.ChunkID]struct{}
+}
+
+func newRefIndex() *refIndex { return &refIndex{refs: map[rpc.ChunkID]struct{}{}} }
+
+func (r *refIndex) add(f *meta.File) {
+	r.mu.Lock()
+	for _, c := range f.Chunks {
+		r.refs[c.ID] = struct{}{}
+	}
+	r.mu.Unlock()
+}
+
+func (r *refIndex) remove(f *meta.File) {
+	r.mu.Lock()
+	for _, c := range f.Chunks {
+		delete(r.refs, c.ID)
+	}
+	r.mu.Unlock()
+}
+
+// unlocated counts referenced chunks without a reported copy.
+func (r *refIndex) unlocated(l *locations) (missing, total int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id := range r.refs {
+		if !l.has(id) {
+			missing++
+		}
+	}
+	return missing, len(r.refs)
+}

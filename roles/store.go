@@ -1,0 +1,95 @@
+package roles
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dfs-project/dfs/roles/coordinator"
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
+	"github.com/dfs-project/dfs/roles/coordinator/meta/boltstore"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// boltFile is the metadata file in a coordinator's data dir.
+const boltFile = "metadata.db"
+
+// OpenBolt opens (creating if needed) the bolt metadata store in dir.
+func OpenBolt(dir string) (*boltstore.Store, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("coordinator: data dir: %w", err)
+	}
+	return boltstore.Open(filepath.Join(dir, boltFile), boltstore.Options{})
+}
+
+// storeConfig says which metadata store a coordinator uses.
+type storeConfig struct {
+	kind          string // bolt or etcd
+	dir           string
+	etcdEndpoints []string
+	etcdPrefix    string
+	restore       string // backup file to start from
+}
+
+// runCoordinator opens the metadata store, restores a backup into it if
+// asked, and runs a coordinator until ctx ends.
+func runCoordinator(ctx context.Context, cfg coordinator.Config, sc storeConfig, log zerolog.Logger) error {
+	var store meta.Store
+	deps := coordinator.Deps{Log: log, StoreName: sc.kind}
+	switch sc.kind {
+	case "bolt":
+		s, err := OpenBolt(sc.dir)
+		if err != nil {
+			return err
+		}
+		store = s
+	case "etcd":
+		s, elector, err := openEtcd(ctx, sc, cfg, log)
+		if err != nil {
+			return err
+		}
+		store, deps.Elector = s, elector
+	default:
+		return rpc.Errorf(rpc.Invalid, "unknown --metadata %q: want bolt or etcd", sc.kind)
+	}
+	defer store.Close()
+	if sc.restore != "" {
+		if err := restore(ctx, store, sc.restore, log); err != nil {
+			return err
+		}
+	}
+	deps.Store = store
+	co, err := coordinator.New(cfg, deps)
+	if err != nil {
+		return err
+	}
+	return co.Run(ctx)
+}
+
+// restore loads a backup into an empty store. The backup is read and
+// verified whole before the store is touched.
+func restore(ctx context.Context, store meta.Store, file string, log zerolog.Logger) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer f.Close()
+	info, recs, err := meta.ReadBackup(f)
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", file, err)
+	}
+	if have := store.ClusterID(); have != "" {
+		if have != info.ClusterID {
+			return rpc.Errorf(rpc.FailedPrecondition, "restore %s: the backup is of cluster %s, the metadata store already holds cluster %s; restore into an empty store", file, info.ClusterID, have)
+		}
+		return rpc.Errorf(rpc.FailedPrecondition, "restore %s: the metadata store already holds cluster %s; restore needs an empty store", file, have)
+	}
+	if err := store.Init(ctx, info.ClusterID, recs); err != nil {
+		return fmt.Errorf("restore %s: %w", file, err)
+	}
+	log.Info().Str("cluster_id", info.ClusterID).Uint64("records", info.Records).Time("taken", info.Created).Msg("metadata restored from backup")
+	return nil
+}
