@@ -149,6 +149,22 @@ func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
 			}),
 		},
 		{
+			Name: "admin", Usage: "cluster administration", Category: "admin",
+			Subcommands: []*cli.Command{
+				{
+					Name: "backup", Usage: "write a consistent snapshot of the metadata to FILE (restore with dfs coordinator --restore)",
+					ArgsUsage: "FILE",
+					Flags:     []cli.Flag{CoordinatorFlag()},
+					Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
+						if c.NArg() != 1 {
+							return rpc.Errorf(rpc.Invalid, "admin backup needs one FILE")
+						}
+						return runBackup(ctx, cl, c.Args().First())
+					}),
+				},
+			},
+		},
+		{
 			Name: "nodes", Usage: "list the datanodes", Category: "client",
 			Flags: []cli.Flag{CoordinatorFlag(), jsonFlag()},
 			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
@@ -288,6 +304,31 @@ func runGet(ctx context.Context, cl *Client, stdio IO, remote, local string) err
 	}
 	if err := os.Rename(tmp.Name(), local); err != nil {
 		return fmt.Errorf("get %s: %w", remote, localErr(err))
+	}
+	return nil
+}
+
+// runBackup writes the backup beside file and renames it into place once
+// it is complete and fsynced, so a failed backup never leaves a file that
+// looks whole.
+func runBackup(ctx context.Context, cl *Client, file string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".dfs-*")
+	if err != nil {
+		return fmt.Errorf("admin backup: %w", localErr(err))
+	}
+	defer os.Remove(tmp.Name())
+	err = cl.Backup(ctx, tmp)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("admin backup: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), file); err != nil {
+		return fmt.Errorf("admin backup: %w", localErr(err))
 	}
 	return nil
 }

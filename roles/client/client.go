@@ -6,6 +6,8 @@ package client
 
 import (
 	"context"
+	"errors"
+	"io"
 	"fmt"
 	"sync"
 	"time"
@@ -260,4 +262,27 @@ func wrap(op, path string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("%s %s: %w", op, path, err)
+}
+
+// Backup writes a consistent snapshot of the cluster's metadata to w, in
+// the format `dfs coordinator --restore` reads.
+func (c *Client) Backup(ctx context.Context, w io.Writer) error {
+	return c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		stream, err := cc.Backup(ctx, &dfspb.BackupRequest{})
+		if err != nil {
+			return err
+		}
+		for {
+			chunk, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if _, err := w.Write(chunk.Data); err != nil {
+				return rpc.Errorf(rpc.Internal, "write backup: %v", err)
+			}
+		}
+	})
 }
