@@ -26,17 +26,21 @@ import (
 
 // BenchResult is what `dfs bench` measures.
 type BenchResult struct {
-	LargeBytes      int64   `json:"large_bytes"`
-	PutMBps         float64 `json:"put_mb_per_s"`
-	GetMBps         float64 `json:"get_mb_per_s"`
-	SmallFiles      int     `json:"small_files"`
-	SmallBytes      int64   `json:"small_file_bytes"`
-	SmallParallel   int     `json:"small_parallel"`
-	SmallPutsPerSec float64 `json:"small_puts_per_s"`
-	SmallGetsPerSec float64 `json:"small_gets_per_s"`
-	DatanodePeakRSS []int64 `json:"datanode_peak_rss_bytes,omitempty"`
-	Nodes           int     `json:"nodes,omitempty"`
-	Replication     int     `json:"replication,omitempty"`
+	LargeBytes        int64   `json:"large_bytes"`
+	PutMBps           float64 `json:"put_mb_per_s"`
+	GetMBps           float64 `json:"get_mb_per_s"`
+	SmallFiles        int     `json:"small_files"`
+	SmallBytes        int64   `json:"small_file_bytes"`
+	SmallParallel     int     `json:"small_parallel"`
+	SmallPutsPerSec   float64 `json:"small_puts_per_s"`
+	SmallGetsPerSec   float64 `json:"small_gets_per_s"`
+	MetaOps           int     `json:"meta_ops,omitempty"`
+	MetaParallel      int     `json:"meta_parallel,omitempty"`
+	MetaCommitsPerSec float64 `json:"meta_commits_per_s,omitempty"`
+	MetaLookupsPerSec float64 `json:"meta_lookups_per_s,omitempty"`
+	DatanodePeakRSS   []int64 `json:"datanode_peak_rss_bytes,omitempty"`
+	Nodes             int     `json:"nodes,omitempty"`
+	Replication       int     `json:"replication,omitempty"`
 }
 
 func benchCommand(log func() zerolog.Logger, stdio client.IO) *cli.Command {
@@ -51,6 +55,8 @@ func benchCommand(log func() zerolog.Logger, stdio client.IO) *cli.Command {
 			&cli.GenericFlag{Name: "file-size", Value: ptr(rpc.ByteSize(4 << 10)), EnvVars: env("BENCH_FILE_SIZE"), Usage: "size of each small file"},
 			&cli.IntFlag{Name: "small-parallel", Value: 16, EnvVars: env("BENCH_SMALL_PARALLEL"), Usage: "small files in flight at once"},
 			&cli.IntFlag{Name: "parallel", Value: client.DefaultConfig().Parallel, EnvVars: env("PARALLEL"), Usage: "chunks in flight for the large file"},
+			&cli.IntFlag{Name: "meta-ops", Value: 0, EnvVars: env("BENCH_META_OPS"), Usage: "metadata commits (empty files) and lookups to time; 0 skips"},
+			&cli.IntFlag{Name: "meta-parallel", Value: 16, EnvVars: env("BENCH_META_PARALLEL"), Usage: "metadata operations in flight at once"},
 			&cli.BoolFlag{Name: "json", EnvVars: env("JSON"), Usage: "print the figures as one JSON object"},
 		},
 		Action: func(c *cli.Context) error {
@@ -83,6 +89,7 @@ func benchCommand(log func() zerolog.Logger, stdio client.IO) *cli.Command {
 			res.SmallFiles = c.Int("files")
 			res.SmallBytes = int64(*c.Generic("file-size").(*rpc.ByteSize))
 			res.SmallParallel = c.Int("small-parallel")
+			res.MetaOps, res.MetaParallel = c.Int("meta-ops"), c.Int("meta-parallel")
 			if err := runBench(ctx, cl, res, stdio.Err, c.Bool("json")); err != nil {
 				return err
 			}
@@ -92,8 +99,15 @@ func benchCommand(log func() zerolog.Logger, stdio client.IO) *cli.Command {
 			if c.Bool("json") {
 				return json.NewEncoder(stdio.Out).Encode(res)
 			}
-			fmt.Fprintf(stdio.Out, "large file %s: put %.1f MB/s, get %.1f MB/s\n", rpc.FormatBytes(res.LargeBytes), res.PutMBps, res.GetMBps)
-			fmt.Fprintf(stdio.Out, "%d x %s files (%d in flight): %.0f puts/s, %.0f gets/s\n", res.SmallFiles, rpc.FormatBytes(res.SmallBytes), res.SmallParallel, res.SmallPutsPerSec, res.SmallGetsPerSec)
+			if res.LargeBytes > 0 {
+				fmt.Fprintf(stdio.Out, "large file %s: put %.1f MB/s, get %.1f MB/s\n", rpc.FormatBytes(res.LargeBytes), res.PutMBps, res.GetMBps)
+			}
+			if res.SmallFiles > 0 {
+				fmt.Fprintf(stdio.Out, "%d x %s files (%d in flight): %.0f puts/s, %.0f gets/s\n", res.SmallFiles, rpc.FormatBytes(res.SmallBytes), res.SmallParallel, res.SmallPutsPerSec, res.SmallGetsPerSec)
+			}
+			if res.MetaOps > 0 {
+				fmt.Fprintf(stdio.Out, "metadata, %d in flight: %.0f commits/s, %.0f lookups/s\n", res.MetaParallel, res.MetaCommitsPerSec, res.MetaLookupsPerSec)
+			}
 			for i, rss := range res.DatanodePeakRSS {
 				fmt.Fprintf(stdio.Out, "datanode %d peak RSS: %s\n", i, rpc.FormatBytes(rss))
 			}
@@ -176,6 +190,32 @@ func runBench(ctx context.Context, cl *client.Client, res *BenchResult, logw io.
 		res.SmallGetsPerSec = float64(res.SmallFiles) / elapsed.Seconds()
 		_, err = parallel(ctx, res.SmallFiles, res.SmallParallel, func(i int) error {
 			return cl.Delete(ctx, fmt.Sprintf("/bench/small/%06d", i))
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if res.MetaOps > 0 {
+		say("committing %d empty files...", res.MetaOps)
+		elapsed, err := parallel(ctx, res.MetaOps, res.MetaParallel, func(i int) error {
+			_, err := cl.Put(ctx, fmt.Sprintf("/bench/meta/%07d", i), bytes.NewReader(nil), 0, nil)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		res.MetaCommitsPerSec = float64(res.MetaOps) / elapsed.Seconds()
+		say("looking up %d files...", res.MetaOps)
+		elapsed, err = parallel(ctx, res.MetaOps, res.MetaParallel, func(i int) error {
+			_, err := cl.Stat(ctx, fmt.Sprintf("/bench/meta/%07d", i))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		res.MetaLookupsPerSec = float64(res.MetaOps) / elapsed.Seconds()
+		_, err = parallel(ctx, res.MetaOps, res.MetaParallel, func(i int) error {
+			return cl.Delete(ctx, fmt.Sprintf("/bench/meta/%07d", i))
 		})
 		if err != nil {
 			return err
