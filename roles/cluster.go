@@ -67,7 +67,7 @@ type ClusterNode struct {
 func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	co := cfg.Coordinator
 	co.Listen = cfg.Listen
-	store, err := OpenBolt(filepath.Join(cfg.Dir, "coordinator"))
+	store, err := OpenBolt(filepath.Join(cfg.Dir, "coordinator"), cfg.Log)
 	if err != nil {
 		return nil, err
 	}

@@ -18,11 +18,11 @@ import (
 const boltFile = "metadata.db"
 
 // OpenBolt opens (creating if needed) the bolt metadata store in dir.
-func OpenBolt(dir string) (*boltstore.Store, error) {
+func OpenBolt(dir string, log zerolog.Logger) (*boltstore.Store, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("coordinator: data dir: %w", err)
 	}
-	return boltstore.Open(filepath.Join(dir, boltFile), boltstore.Options{})
+	return boltstore.Open(filepath.Join(dir, boltFile), boltstore.Options{Log: log})
 }
 
 // storeConfig says which metadata store a coordinator uses.
@@ -41,7 +41,7 @@ func runCoordinator(ctx context.Context, cfg coordinator.Config, sc storeConfig,
 	deps := coordinator.Deps{Log: log, StoreName: sc.kind}
 	switch sc.kind {
 	case "bolt":
-		s, err := OpenBolt(sc.dir)
+		s, err := OpenBolt(sc.dir, log)
 		if err != nil {
 			return err
 		}

@@ -173,7 +173,7 @@ func (t *term) listFiles(ctx context.Context, req *dfspb.ListFilesRequest) (*dfs
 	resp := &dfspb.ListFilesResponse{}
 	if len(entries) > limit {
 		entries = entries[:limit]
-		resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(entries[limit-1].Path))
+		resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(meta.ListKey(entries[limit-1])))
 	}
 	for _, e := range entries {
 		le := &dfspb.ListEntry{Path: string(e.Path), IsDir: e.IsDir}

@@ -8,6 +8,7 @@ package meta
 import (
 	"context"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/dfs-project/dfs/rpc"
@@ -44,6 +45,26 @@ type Entry struct {
 	Path  rpc.Path
 	IsDir bool
 	File  *File // nil for directories
+}
+
+// ListKey is the position of an entry in a listing: its path, with a
+// trailing slash for a directory. Directory entries sort by it among files
+// ("/a/b.txt" < "/a/b/" < "/a/b0"), so paging by it never repeats or drops
+// an entry.
+func ListKey(e Entry) string {
+	if e.IsDir {
+		return string(e.Path) + "/"
+	}
+	return string(e.Path)
+}
+
+// ListStart returns the first key a listing resumes at after the key
+// after: past a directory's whole subtree, or just past a file.
+func ListStart(after string) string {
+	if strings.HasSuffix(after, "/") {
+		return after[:len(after)-1] + "0" // '0' follows '/'
+	}
+	return after + "\x00"
 }
 
 // Upload is an open metadata session: an upload of a new version of Path.
@@ -97,11 +118,12 @@ var ErrConflict = rpc.FailedPrecondition
 type Namespace interface {
 	// Get returns the file at p, or an error of kind rpc.NotFound.
 	Get(ctx context.Context, p rpc.Path) (*File, error)
-	// List returns up to limit entries below dir in path order, starting
-	// after the path after ("" for the first page). Without recursive it
-	// lists one level, folding deeper paths into directory entries. A dir
-	// that names a file lists that file; a dir with nothing below it and
-	// that is not a file is rpc.NotFound (the root is always a directory).
+	// List returns up to limit entries below dir in key order, starting
+	// after the key after ("" for the first page; then ListKey of the last
+	// entry returned). Without recursive it lists one level, folding deeper
+	// paths into directory entries. A dir that names a file lists that
+	// file; a dir with nothing below it and that is not a file is
+	// rpc.NotFound (the root is always a directory).
 	List(ctx context.Context, dir rpc.Path, recursive bool, after string, limit int) ([]Entry, error)
 }
 
@@ -176,6 +198,26 @@ func CheckTxn(txn *Txn) error {
 		return rpc.Errorf(rpc.Invalid, "txn for %s puts %s", txn.Path, txn.Put.Path)
 	case txn.Put != nil && txn.Put.Version != txn.Expect+1:
 		return rpc.Errorf(rpc.Invalid, "txn puts version %d of %s over version %d", txn.Put.Version, txn.Path, txn.Expect)
+	case txn.Put != nil && txn.Put.Modified.IsZero():
+		return rpc.Errorf(rpc.Invalid, "txn puts %s without a modification time", txn.Path)
+	}
+	// Nothing is stored that would not decode again.
+	if txn.Put != nil {
+		if _, err := FileFromPB(FileToPB(txn.Put)); err != nil {
+			return rpc.Errorf(rpc.Invalid, "txn puts a malformed file: %v", err)
+		}
+	}
+	for _, u := range txn.PutUploads {
+		if _, err := UploadFromPB(UploadToPB(u)); err != nil {
+			return rpc.Errorf(rpc.Invalid, "txn puts a malformed upload: %v", err)
+		}
+	}
+	for _, list := range [][]Deletion{txn.AddDeletions, txn.DoneDeletions} {
+		for _, d := range list {
+			if _, err := ParseDeletionKey(DeletionKey(d)); err != nil {
+				return rpc.Errorf(rpc.Invalid, "txn names a malformed deletion: %v", err)
+			}
+		}
 	}
 	return nil
 }

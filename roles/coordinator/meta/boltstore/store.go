@@ -161,7 +161,7 @@ func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after st
 		}
 		start := prefix
 		if after >= start {
-			start = after + "\x00"
+			start = meta.ListStart(after)
 		}
 		c := files.Cursor()
 		k, v := c.Seek([]byte(start))
@@ -169,7 +169,7 @@ func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after st
 			rest := k[len(prefix):]
 			if j := bytes.IndexByte(rest, '/'); j >= 0 && !recursive {
 				sub := prefix + string(rest[:j])
-				if sub > after {
+				if sub+"/" > after {
 					out = append(out, meta.Entry{Path: rpc.Path(sub), IsDir: true})
 				}
 				// '0' follows '/': the first key after everything below sub.

@@ -192,7 +192,7 @@ func (m *Mem) List(ctx context.Context, dir rpc.Path, recursive bool, after stri
 	}
 	start := prefix
 	if after >= start {
-		start = after + "\x00"
+		start = meta.ListStart(after)
 	}
 	i, _ := slices.BinarySearch(m.paths, rpc.Path(start))
 	var out []meta.Entry
@@ -204,7 +204,7 @@ func (m *Mem) List(ctx context.Context, dir rpc.Path, recursive bool, after stri
 		rest := p[len(prefix):]
 		if j := strings.IndexByte(rest, '/'); j >= 0 && !recursive {
 			sub := rpc.Path(prefix + rest[:j])
-			if string(sub) > after {
+			if string(sub)+"/" > after {
 				out = append(out, meta.Entry{Path: sub, IsDir: true})
 			}
 			// Skip everything below this directory.
@@ -263,12 +263,20 @@ func (m *Mem) Snapshot(ctx context.Context, fn func(meta.Record) error) error {
 	for _, p := range m.paths {
 		recs = append(recs, meta.Record{File: CloneFile(m.files[p])})
 	}
+	ups := make([]*meta.Upload, 0, len(m.uploads))
+	for _, u := range m.uploads {
+		ups = append(ups, CloneUpload(u))
+	}
+	dels := make([]meta.Deletion, 0, len(m.dels))
+	for d := range m.dels {
+		dels = append(dels, d)
+	}
 	m.mu.RUnlock()
-	ups, _ := m.Uploads(ctx)
+	slices.SortFunc(ups, func(a, b *meta.Upload) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	slices.SortFunc(dels, func(a, b meta.Deletion) int { return strings.Compare(meta.DeletionKey(a), meta.DeletionKey(b)) })
 	for _, u := range ups {
 		recs = append(recs, meta.Record{Upload: u})
 	}
-	dels, _ := m.Deletions(ctx)
 	for i := range dels {
 		recs = append(recs, meta.Record{Deletion: &dels[i]})
 	}

@@ -280,9 +280,30 @@ func testListPaging(t *testing.T, s meta.Store, _ func() meta.Store) {
 			if len(entries) < pageSize {
 				break
 			}
-			after = string(entries[len(entries)-1].Path)
+			after = meta.ListKey(entries[len(entries)-1])
 		}
 		is.Equal(got, want) // pages neither repeat nor drop an entry
+	}
+	// A file whose name sorts before a sibling directory's subtree
+	// ("/q/b.txt" < "/q/b/x"): every page size lists both exactly once.
+	for _, p := range []string{"/q/a", "/q/b.txt", "/q/b/x", "/q/b/y", "/q/b0", "/q/c"} {
+		is.NoErr(put(t, s, NewFile(p, 1, 1)))
+	}
+	for _, pageSize := range []int{1, 2, 3} {
+		var got []string
+		after := ""
+		for range 100 {
+			entries, err := s.List(ctx(t), "/q", false, after, pageSize)
+			is.NoErr(err)
+			for _, e := range entries {
+				got = append(got, meta.ListKey(e))
+			}
+			if len(entries) < pageSize {
+				break
+			}
+			after = meta.ListKey(entries[len(entries)-1])
+		}
+		is.Equal(got, []string{"/q/a", "/q/b.txt", "/q/b/", "/q/b0", "/q/c"}) // a directory among files with similar names
 	}
 }
 

@@ -1,0 +1,250 @@
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/matryer/is"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
+	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+func open(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(path, testOptions(t))
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestOpenNewStore(t *testing.T) {
+	for _, name := range []string{"missing", "empty", "bolt without buckets"} {
+		t.Run(name, func(t *testing.T) {
+			is := is.New(t)
+			path := filepath.Join(t.TempDir(), "meta.db")
+			switch name {
+			case "empty":
+				is.NoErr(os.WriteFile(path, nil, 0o600))
+			case "bolt without buckets":
+				db, err := bolt.Open(path, 0o600, nil)
+				is.NoErr(err)
+				is.NoErr(db.Close())
+			}
+			s := open(t, path)
+			is.Equal(s.ClusterID(), "") // a new store is uninitialized
+			_, err := s.Get(context.Background(), "/x")
+			is.True(errors.Is(err, rpc.FailedPrecondition)) // and refuses reads
+			id := uuid.NewString()
+			is.NoErr(s.Init(context.Background(), id, nil))
+			is.NoErr(s.Close())
+			s = open(t, path)
+			is.Equal(s.ClusterID(), id) // the cluster survives a reopen
+		})
+	}
+}
+
+// fileState is a file's bytes and times, to show that Open left it alone.
+type fileState struct {
+	data  []byte
+	mtime time.Time
+}
+
+func stateOf(t *testing.T, path string) fileState {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fileState{b, fi.ModTime()}
+}
+
+// newStoreFile makes a store file at path holding files, and returns the
+// size its database needs (the file itself has bolt's preallocated tail).
+func newStoreFile(t *testing.T, path string, files int) int64 {
+	t.Helper()
+	s, err := Open(path, testOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []meta.Record
+	for i := range files {
+		recs = append(recs, meta.Record{File: metatest.NewFile("/f/"+strings.Repeat("x", i%50)+uuid.NewString(), 3, 1)})
+	}
+	if err := s.Init(context.Background(), uuid.NewString(), recs); err != nil {
+		t.Fatal(err)
+	}
+	var size int64
+	if err := s.db.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return size
+}
+
+// editBolt changes a bolt file directly.
+func editBolt(t *testing.T, path string, fn func(tx *bolt.Tx) error) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(fn); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenRefusesBadFiles(t *testing.T) {
+	garbage := func(n int) func(t *testing.T, path string) {
+		return func(t *testing.T, path string) {
+			b := make([]byte, n)
+			r := rand.NewChaCha8([32]byte{byte(n), byte(n >> 8)})
+			r.Read(b)
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	truncated := func(cut func(need int64) int64) func(t *testing.T, path string) {
+		return func(t *testing.T, path string) {
+			need := newStoreFile(t, path, 300)
+			if err := os.Truncate(path, cut(need)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	setFormat := func(v []byte) func(t *testing.T, path string) {
+		return func(t *testing.T, path string) {
+			newStoreFile(t, path, 3)
+			editBolt(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyFormat, v) })
+		}
+	}
+	u64 := func(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+	tests := []struct {
+		name  string
+		make  func(t *testing.T, path string)
+		want  string // in the error message
+		clean bool   // the file is left as it was
+	}{
+		{"1 byte of garbage", garbage(1), "not a bolt database", true},
+		{"garbage under a page", garbage(4000), "not a bolt database", true},
+		{"one page of garbage", garbage(4096), "not a bolt database", true},
+		{"garbage over a page", garbage(5000), "not a bolt database", true},
+		{"two pages of garbage", garbage(8192), "not a bolt database", true},
+		{"1 MiB of garbage", garbage(1 << 20), "not a bolt database", true},
+		{"truncated to half", truncated(func(n int64) int64 { return n / 2 }), "truncated", true},
+		{"truncated by a page", truncated(func(n int64) int64 { return n - 4096 }), "truncated", true},
+		{"truncated to the meta pages", truncated(func(int64) int64 { return 8192 }), "truncated", true},
+		{"truncated into the second meta page", truncated(func(int64) int64 { return 4096 + 100 }), "not a bolt database", true},
+		{"truncated into the first meta page", truncated(func(int64) int64 { return 1000 }), "not a bolt database", true},
+		{"foreign bolt database", func(t *testing.T, path string) {
+			editBolt(t, path, func(tx *bolt.Tx) error {
+				b, err := tx.CreateBucket([]byte("users"))
+				if err != nil {
+					return err
+				}
+				return b.Put([]byte("alice"), []byte("admin"))
+			})
+		}, `unexpected bucket "users"`, true},
+		{"foreign bolt database with a meta bucket", func(t *testing.T, path string) {
+			editBolt(t, path, func(tx *bolt.Tx) error {
+				b, err := tx.CreateBucket([]byte("meta"))
+				if err != nil {
+					return err
+				}
+				return b.Put([]byte("version"), []byte("3"))
+			})
+		}, "no format version", true},
+		{"our buckets and another", func(t *testing.T, path string) {
+			newStoreFile(t, path, 3)
+			editBolt(t, path, func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("extra")); return err })
+		}, `unexpected bucket "extra"`, true},
+		{"a bucket missing", func(t *testing.T, path string) {
+			newStoreFile(t, path, 3)
+			editBolt(t, path, func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketUploads) })
+		}, `no "uploads" bucket`, true},
+		{"newer format", setFormat(u64(formatVersion + 1)), "format version 2 is newer", true},
+		{"format zero", setFormat(u64(0)), "no format version", true},
+		{"format of the wrong size", setFormat([]byte{1}), "no format version", true},
+		{"uninitialized with data", func(t *testing.T, path string) {
+			newStoreFile(t, path, 3)
+			editBolt(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyCluster) })
+		}, "uninitialized but", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			is := is.New(t)
+			dir := t.TempDir()
+			path := filepath.Join(dir, "meta.db")
+			tt.make(t, path)
+			past := time.Date(2001, 2, 3, 4, 5, 6, 7000, time.UTC)
+			is.NoErr(os.Chtimes(path, past, past))
+			before := stateOf(t, path)
+
+			s, err := Open(path, testOptions(t))
+			if err == nil {
+				s.Close()
+			}
+			t.Log(err)
+			is.True(err != nil)                             // the file is refused
+			is.True(errors.Is(err, rpc.FailedPrecondition)) // as a store that cannot be used
+			is.True(strings.Contains(err.Error(), path))    // the error names the file
+			is.True(strings.Contains(err.Error(), tt.want)) // and says what is wrong
+
+			after := stateOf(t, path)
+			is.True(bytes.Equal(after.data, before.data)) // the file's bytes are untouched
+			is.True(after.mtime.Equal(before.mtime))      // it was not even written
+			entries, err := os.ReadDir(dir)
+			is.NoErr(err)
+			is.Equal(len(entries), 1) // and nothing was created beside it
+		})
+	}
+}
+
+func TestOpenLocked(t *testing.T) {
+	is := is.New(t)
+	path := filepath.Join(t.TempDir(), "meta.db")
+	first := open(t, path)
+	is.NoErr(first.Init(context.Background(), uuid.NewString(), nil))
+	o := testOptions(t)
+	o.LockTimeout = 200 * time.Millisecond
+	_, err := Open(path, o)
+	is.True(errors.Is(err, rpc.Unavailable))                    // a second opener gives up
+	is.True(strings.Contains(err.Error(), "locked by another")) // and says why
+	t.Log(err)
+	is.NoErr(first.Close())
+	second, err := Open(path, o)
+	is.NoErr(err) // once the first has closed, the file opens
+	is.Equal(second.ClusterID(), first.ClusterID())
+	is.NoErr(second.Close())
+}
+
+func TestOpenNotAFile(t *testing.T) {
+	is := is.New(t)
+	_, err := Open(t.TempDir(), testOptions(t))
+	is.True(errors.Is(err, rpc.FailedPrecondition)) // a directory is not a store
+	_, err = Open(filepath.Join(t.TempDir(), "no", "such", "dir", "meta.db"), testOptions(t))
+	is.True(err != nil) // nor is a path in a missing directory
+}
