@@ -495,6 +495,8 @@ type procClusterConfig struct {
 	nodes        int
 	suspectAfter time.Duration
 	deadAfter    time.Duration
+	// coordFlags are extra flags for the coordinator.
+	coordFlags []string
 }
 
 // procCluster is a coordinator and datanodes running as processes.
@@ -503,7 +505,10 @@ type procCluster struct {
 	bin   string
 	dir   string
 	coord string
-	dns   []*datanodeProc
+	// coordArgs start the coordinator; coordProc is the running one.
+	coordArgs []string
+	coordProc *serverProc
+	dns       []*datanodeProc
 	procs []*serverProc // every process started, restarts included
 	ids   map[*datanodeProc]string
 }
@@ -528,8 +533,9 @@ func startProcCluster(t *testing.T, bin string, cfg procClusterConfig) *procClus
 	}
 	t.Cleanup(c.stop) // runs before the temp dir is removed
 	c.coord = freeLoopbackAddr(t)
-	c.start("coordinator", "coordinator", "--listen", c.coord, "--data-dir", filepath.Join(c.dir, "coordinator"),
-		"--suspect-after", cfg.suspectAfter.String(), "--dead-after", cfg.deadAfter.String())
+	c.coordArgs = append([]string{"coordinator", "--listen", c.coord, "--data-dir", filepath.Join(c.dir, "coordinator"),
+		"--suspect-after", cfg.suspectAfter.String(), "--dead-after", cfg.deadAfter.String()}, cfg.coordFlags...)
+	c.startCoordinator()
 	for i := range cfg.nodes {
 		n := &datanodeProc{name: fmt.Sprintf("datanode-%d", i), addr: freeLoopbackAddr(t), dir: filepath.Join(c.dir, fmt.Sprintf("datanode-%d", i))}
 		c.dns = append(c.dns, n)
@@ -574,6 +580,13 @@ func (c *procCluster) start(name string, args ...string) *serverProc {
 	}()
 	c.procs = append(c.procs, p)
 	return p
+}
+
+// startCoordinator starts (or restarts) the coordinator on its address and
+// data dir.
+func (c *procCluster) startCoordinator() {
+	c.t.Helper()
+	c.coordProc = c.start("coordinator", c.coordArgs...)
 }
 
 // startNode starts (or restarts) datanode n on its address and data dir.

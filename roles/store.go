@@ -83,7 +83,7 @@ func restore(ctx context.Context, store meta.Store, file string, log zerolog.Log
 	}
 	if have := store.ClusterID(); have != "" {
 		if have != info.ClusterID {
-			return rpc.Errorf(rpc.FailedPrecondition, "restore %s: the backup is of cluster %s, the metadata store already holds cluster %s; restore into an empty store", file, info.ClusterID, have)
+			return rpc.Errorf(rpc.FailedPrecondition, "restore %s: the backup is from another cluster (%s) than the one this metadata store holds (%s); restore into an empty store", file, info.ClusterID, have)
 		}
 		return rpc.Errorf(rpc.FailedPrecondition, "restore %s: the metadata store already holds cluster %s; restore needs an empty store", file, have)
 	}

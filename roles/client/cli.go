@@ -128,7 +128,7 @@ func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
 				}
 				entries, err := cl.List(ctx, dir, c.Bool("recursive"))
 				if err != nil {
-					return fmt.Errorf("ls %s: %w", dir, err)
+					return fmt.Errorf("ls %s: %w", ShowPath(dir), err)
 				}
 				return printList(stdio.Out, entries, c.Bool("long"), c.Bool("json"))
 			}),
@@ -143,7 +143,7 @@ func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
 				}
 				fi, err := cl.Stat(ctx, c.Args().First())
 				if err != nil {
-					return fmt.Errorf("stat %s: %w", c.Args().First(), err)
+					return fmt.Errorf("stat %s: %w", ShowPath(c.Args().First()), err)
 				}
 				return printStat(stdio.Out, fi, c.Bool("json"))
 			}),
@@ -245,15 +245,15 @@ func runPut(ctx context.Context, cl *Client, stdio IO, local, remote string) err
 	} else {
 		f, err := os.Open(local)
 		if err != nil {
-			return fmt.Errorf("put %s: %w", remote, localErr(err))
+			return fmt.Errorf("put %s: %w", ShowPath(remote), localErr(err))
 		}
 		defer f.Close()
 		info, err := f.Stat()
 		if err != nil {
-			return fmt.Errorf("put %s: %w", remote, localErr(err))
+			return fmt.Errorf("put %s: %w", ShowPath(remote), localErr(err))
 		}
 		if !info.Mode().IsRegular() {
-			return rpc.Errorf(rpc.Invalid, "put %s: %s is not a regular file", remote, local)
+			return rpc.Errorf(rpc.Invalid, "put %s: %s is not a regular file", ShowPath(remote), ShowPath(local))
 		}
 		r, size = f, info.Size()
 	}
@@ -282,7 +282,7 @@ func runGet(ctx context.Context, cl *Client, stdio IO, remote, local string) err
 	// leaves no partial file and any earlier file intact.
 	tmp, err := os.CreateTemp(filepath.Dir(local), "."+filepath.Base(local)+".dfs-*")
 	if err != nil {
-		return fmt.Errorf("get %s: %w", remote, localErr(err))
+		return fmt.Errorf("get %s: %w", ShowPath(remote), localErr(err))
 	}
 	defer os.Remove(tmp.Name())
 	fi, err := cl.Stat(ctx, remote)
@@ -303,7 +303,7 @@ func runGet(ctx context.Context, cl *Client, stdio IO, remote, local string) err
 		return err
 	}
 	if err := os.Rename(tmp.Name(), local); err != nil {
-		return fmt.Errorf("get %s: %w", remote, localErr(err))
+		return fmt.Errorf("get %s: %w", ShowPath(remote), localErr(err))
 	}
 	return nil
 }

@@ -7,10 +7,12 @@ package client
 import (
 	"context"
 	"errors"
-	"io"
 	"fmt"
+	"io"
+	"strconv"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/rs/zerolog"
 
@@ -261,7 +263,18 @@ func wrap(op, path string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("%s %s: %w", op, path, err)
+	return fmt.Errorf("%s %s: %w", op, ShowPath(path), err)
+}
+
+// ShowPath renders a path for a message: as it is when printable, quoted
+// when it holds anything (a newline, a NUL) that would break the line.
+func ShowPath(p string) string {
+	for _, r := range p {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(p)
+		}
+	}
+	return p
 }
 
 // Backup writes a consistent snapshot of the cluster's metadata to w, in

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"sync"
@@ -168,6 +169,13 @@ func (st *putState) run(ctx context.Context, r io.Reader, size int64) (*dfspb.Fi
 	if size >= 0 && total != size {
 		return nil, rpc.Errorf(rpc.Invalid, "input ended at %d bytes, expected %d (file changed while reading?)", total, size)
 	}
+	if size >= 0 {
+		// The input must end where it said it would.
+		var one [1]byte
+		if n, _ := io.ReadFull(r, one[:]); n > 0 {
+			return nil, rpc.Errorf(rpc.Invalid, "input longer than its declared %d bytes (file changed while reading?)", size)
+		}
+	}
 	return st.confirm(ctx, total, h.Sum(nil))
 }
 
@@ -201,6 +209,16 @@ func (st *putState) plan(ctx context.Context, index uint32, retry bool) (*dfspb.
 	return plan, nil
 }
 
+// forgiveFailures forgets the nodes that failed this put; it reports
+// whether there were any.
+func (st *putState) forgiveFailures() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	had := len(st.failed) > 0
+	clear(st.failed)
+	return had
+}
+
 func (st *putState) touchesFailed(p *dfspb.ChunkPlan) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -231,8 +249,16 @@ func (st *putState) sendChunk(ctx context.Context, index uint32, data []byte) er
 			}
 		}
 		plan, err := st.plan(ctx, index, attempt > 0)
+		if err != nil && rpc.KindOf(err) == rpc.FailedPrecondition && st.forgiveFailures() {
+			// The nodes that failed may have failed only for a moment; with
+			// them excluded there are too few left, so try them again.
+			plan, err = st.plan(ctx, index, true)
+		}
 		if err != nil {
 			// No placement (too few nodes, session gone): nothing to retry.
+			if lastErr != nil {
+				return fmt.Errorf("%w (after chunk %d failed: %v)", err, index, lastErr)
+			}
 			return err
 		}
 		receipt, err := st.c.storeChunk(ctx, plan, data)

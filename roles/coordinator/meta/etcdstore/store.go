@@ -75,6 +75,8 @@ type Options struct {
 	Password string
 	// Logger receives the etcd client's own logs; nil discards them.
 	Logger *zap.Logger
+
+	pagedReads bool // tests: read ranges as on a server before 3.7
 }
 
 func (o *Options) setDefaults() error {
@@ -115,6 +117,7 @@ type Store struct {
 	cluster string
 	broken  error // set when an Init failed part-way: the store refuses use
 
+	noStream  atomic.Bool // the server has no RangeStream (before 3.7)
 	fence     atomic.Pointer[Leadership]
 	closeOnce sync.Once
 	closeErr  error
@@ -143,7 +146,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		MaxCallSendMsgSize: 64 << 20,
 		MaxCallRecvMsgSize: 64 << 20,
 		// Notice a dead connection, and so a dead leader, promptly.
-		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		Context:              context.WithoutCancel(ctx),
 	})
@@ -162,11 +165,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 func (s *Store) load(ctx context.Context, where string) error {
 	pctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
 	defer cancel()
-	resp, err := s.cli.Txn(pctx).Then(
-		clientv3.OpGet(s.metaKey(""), clientv3.WithPrefix()),
-		clientv3.OpGet(s.pfx, clientv3.WithRange(s.electionKey("")), clientv3.WithLimit(1), clientv3.WithKeysOnly()),
-		clientv3.OpGet(clientv3.GetPrefixRangeEnd(s.electionKey("")), clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.pfx)), clientv3.WithLimit(1), clientv3.WithKeysOnly()),
-	).Commit()
+	resp, err := s.cli.Get(pctx, s.metaKey(""), clientv3.WithPrefix())
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return fmt.Errorf("etcdstore: open: %w", ctx.Err())
@@ -176,7 +175,7 @@ func (s *Store) load(ctx context.Context, where string) error {
 		return rpc.Errorf(rpc.Unavailable, "etcd at %s unreachable: %v", where, err)
 	}
 	vals := map[string]string{}
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+	for _, kv := range resp.Kvs {
 		vals[strings.TrimPrefix(string(kv.Key), s.metaKey(""))] = string(kv.Value)
 	}
 	if _, ok := vals["restoring"]; ok {
@@ -185,10 +184,12 @@ func (s *Store) load(ctx context.Context, where string) error {
 	}
 	id, ok := vals["cluster"]
 	if !ok {
-		for _, r := range resp.Responses[1:] {
-			if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
-				return rpc.Errorf(rpc.FailedPrecondition, "etcdstore: prefix %q at %s holds keys that are not a dfs metadata store (e.g. %q); choose another prefix", s.pfx, where, kvs[0].Key)
-			}
+		first, err := s.firstDataKey(pctx)
+		if err != nil {
+			return fmt.Errorf("etcd at %s: %w", where, etcdError("open", err))
+		}
+		if len(first) > 0 {
+			return rpc.Errorf(rpc.FailedPrecondition, "etcdstore: prefix %q at %s holds keys that are not a dfs metadata store (e.g. %q); choose another prefix", s.pfx, where, first[0].Key)
 		}
 		return nil
 	}
@@ -218,7 +219,7 @@ func (s *Store) Close() error {
 // write fails with rpc.Unavailable. nil removes the fence.
 func (s *Store) SetFence(l *Leadership) { s.fence.Store(l) }
 
-func (s *Store) fileKey(p rpc.Path) string    { return s.pfx + "f" + string(p) }
+func (s *Store) fileKey(p rpc.Path) string         { return s.pfx + "f" + string(p) }
 func (s *Store) uploadKey(id rpc.SessionID) string { return s.pfx + "u/" + string(id) }
 func (s *Store) deletionKey(d meta.Deletion) string {
 	return s.pfx + "d/" + meta.DeletionKey(d)
@@ -331,7 +332,7 @@ func (s *Store) Init(ctx context.Context, id string, recs []meta.Record) error {
 		return s.broken
 	}
 	ours := clientv3.Compare(clientv3.Value(marker), "=", token)
-	for _, batch := range s.batches(ops, 1, 0) {
+	for _, batch := range s.batches(ops, s.opts.MaxTxnOps, s.opts.MaxTxnBytes) {
 		tr, err := s.cli.Txn(ctx).If(s.fenced(ours)...).Then(batch...).Commit()
 		if err != nil {
 			return fail(etcdError("restore", err))

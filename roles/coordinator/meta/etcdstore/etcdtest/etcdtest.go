@@ -41,6 +41,7 @@ type member struct {
 	name   string
 	client string // host:port
 	etcd   *embed.Etcd
+	level  zap.AtomicLevel
 }
 
 // StartCluster starts an n-member etcd cluster on 127.0.0.1, each member
@@ -93,9 +94,10 @@ func startCluster(t testing.TB, n int) (*Cluster, error) {
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
 		// Errors only, to stderr: the test output stays readable, and
 		// nothing logs through t after the test ends.
-		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(stderrLogger())
+		level := zap.NewAtomicLevelAt(zap.ErrorLevel)
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(stderrLogger(level))
 		cfgs[i] = cfg
-		c.members = append(c.members, &member{name: cfg.Name, client: cu.Host})
+		c.members = append(c.members, &member{name: cfg.Name, client: cu.Host, level: level})
 	}
 	// Members of a new cluster wait for each other, so start them all
 	// before waiting for any.
@@ -122,9 +124,9 @@ func startCluster(t testing.TB, n int) (*Cluster, error) {
 	return c, nil
 }
 
-func stderrLogger() *zap.Logger {
+func stderrLogger(level zap.AtomicLevel) *zap.Logger {
 	enc := zap.NewDevelopmentEncoderConfig()
-	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(os.Stderr), zap.ErrorLevel)
+	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(os.Stderr), level)
 	return zap.New(core).Named("etcd")
 }
 
@@ -162,10 +164,13 @@ func (c *Cluster) Endpoints() []string {
 // Stopping a stopped member does nothing.
 func (c *Cluster) Stop(i int) {
 	c.mu.Lock()
-	e := c.members[i].etcd
-	c.members[i].etcd = nil
+	m := c.members[i]
+	e := m.etcd
+	m.etcd = nil
 	c.mu.Unlock()
 	if e != nil {
+		// Closing listeners logs errors that mean nothing here.
+		m.level.SetLevel(zap.FatalLevel)
 		e.Close()
 	}
 }

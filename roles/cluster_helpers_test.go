@@ -1,0 +1,327 @@
+package roles
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+
+	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/roles/coordinator"
+	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// Test tuning: small chunks and frames so a few KiB exercise every chunk
+// boundary, quick heartbeats, and failure timeouts generous enough that a
+// busy 2-core machine running -race never marks a live node suspect.
+const (
+	testChunkSize = 64 << 10
+	testFrameSize = 16 << 10
+	// waitFor is the deadline of every polling loop: far longer than any
+	// of them should take, so a slow machine is never a failure.
+	waitFor = 60 * time.Second
+)
+
+// clusterOption adjusts a test cluster's configuration.
+type clusterOption func(*ClusterConfig)
+
+func withCoordinator(f func(*coordinator.Config)) clusterOption {
+	return func(c *ClusterConfig) { f(&c.Coordinator) }
+}
+
+func withDatanode(f func(*datanode.Config)) clusterOption {
+	return func(c *ClusterConfig) { f(&c.Datanode) }
+}
+
+func withLogLevel(l zerolog.Level) clusterOption {
+	return func(c *ClusterConfig) { c.Log = c.Log.Level(l) }
+}
+
+// gatedWriter forwards log lines to the test until the test is over; a
+// gRPC handler that outlives its server must not log into a finished test.
+type gatedWriter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	done bool
+}
+
+func (g *gatedWriter) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.done {
+		return len(p), nil
+	}
+	return g.w.Write(p)
+}
+
+func (g *gatedWriter) close() {
+	g.mu.Lock()
+	g.done = true
+	g.mu.Unlock()
+}
+
+// testLogger logs into the test's output.
+func testLogger(t *testing.T) zerolog.Logger {
+	t.Helper()
+	g := &gatedWriter{w: zerolog.NewTestWriter(t)}
+	t.Cleanup(g.close) // registered first, so it runs last
+	return zerolog.New(g).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+}
+
+// newTestCluster starts a coordinator and nodes datanodes on 127.0.0.1:0
+// in temp dirs, with 64 KiB chunks, quick heartbeats and logs into the
+// test; it stops when the test ends.
+func newTestCluster(t *testing.T, nodes int, opts ...clusterOption) *Cluster {
+	t.Helper()
+	is := is.New(t)
+	is.Helper()
+	cfg := DefaultClusterConfig(t.TempDir())
+	cfg.Nodes = nodes
+	cfg.Log = testLogger(t)
+	cfg.Coordinator.ChunkSize = testChunkSize
+	cfg.Coordinator.GCDelay = 0 // tests that need it set it
+	cfg.Coordinator.SuspectAfter = 15 * time.Second
+	cfg.Coordinator.DeadAfter = 30 * time.Second
+	cfg.Datanode.HeartbeatInterval = 100 * time.Millisecond
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c, err := StartCluster(context.Background(), cfg)
+	is.NoErr(err) // cluster starts
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// newTestClient returns a client of c with 16 KiB frames and the default
+// timeouts; tune adjusts the configuration.
+func newTestClient(t *testing.T, c *Cluster, tune ...func(*client.Config)) *client.Client {
+	t.Helper()
+	is := is.New(t)
+	is.Helper()
+	cfg := client.DefaultConfig()
+	cfg.FrameSize = testFrameSize
+	for _, f := range tune {
+		f(&cfg)
+	}
+	cl, err := c.Client(cfg)
+	is.NoErr(err) // client config is valid
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// coordClient dials the cluster's coordinator directly.
+func coordClient(t *testing.T, c *Cluster) dfspb.CoordinatorClient {
+	t.Helper()
+	return dfspb.NewCoordinatorClient(testDial(t, c.Addr()))
+}
+
+// nodeClient dials datanode i directly.
+func nodeClient(t *testing.T, c *Cluster, i int) dfspb.DataNodeClient {
+	t.Helper()
+	return dfspb.NewDataNodeClient(testDial(t, c.Nodes()[i].Node.Addr()))
+}
+
+func testDial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := rpc.Dial(addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// randomBytes returns n random bytes.
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// onlyReader hides every method but Read, so nothing can learn the size.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+// compareWriter checks what is written against want, without keeping a
+// second copy of a large file.
+type compareWriter struct {
+	want []byte
+	off  int
+}
+
+func (w *compareWriter) Write(p []byte) (int, error) {
+	end := w.off + len(p)
+	if end > len(w.want) || !bytes.Equal(p, w.want[w.off:end]) {
+		return 0, fmt.Errorf("bytes %d to %d differ from what was put", w.off, end)
+	}
+	w.off = end
+	return len(p), nil
+}
+
+// hookReader calls hook once, synchronously, when the bytes read first
+// reach at.
+type hookReader struct {
+	r    io.Reader
+	at   int64
+	n    int64
+	hook func()
+	once sync.Once
+}
+
+func (h *hookReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	h.n += int64(n)
+	if h.n >= h.at {
+		h.once.Do(h.hook)
+	}
+	return n, err
+}
+
+// getBytes reads a whole file.
+func getBytes(ctx context.Context, cl *client.Client, path string) ([]byte, error) {
+	var buf bytes.Buffer
+	_, err := cl.Get(ctx, path, &buf, nil)
+	return buf.Bytes(), err
+}
+
+// eventually polls cond every 20ms until it returns true, failing the
+// test after the generous waitFor deadline.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting after %s for: %s", waitFor, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// usedBytes returns every datanode's stored bytes.
+func usedBytes(c *Cluster) []int64 {
+	var out []int64
+	for _, n := range c.Nodes() {
+		out = append(out, n.Node.Store().Usage().Used)
+	}
+	return out
+}
+
+// chunkFile returns where datanode n keeps chunk id on disk (the seed's
+// nested layout: chunks/<hash[0:2]>/<hash[2:4]>/<id>).
+func chunkFile(n *ClusterNode, id string) string {
+	return filepath.Join(n.Dir, "chunks", id[0:2], id[2:4], id)
+}
+
+// nodeByID returns the cluster node with the given ID.
+func nodeByID(c *Cluster, id string) *ClusterNode {
+	for _, n := range c.Nodes() {
+		if string(n.Node.ID()) == id {
+			return n
+		}
+	}
+	return nil
+}
+
+// flipByte inverts one byte of a file in place.
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatalf("write %s: %v", path, err)
+	}
+}
+
+// tmpFiles lists a datanode's temp dir.
+func tmpFiles(t *testing.T, n *ClusterNode) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(n.Dir, "tmp"))
+	if err != nil {
+		t.Fatalf("read tmp dir: %v", err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// statusKind is the rpc kind of a raw gRPC error.
+func statusKind(err error) rpc.Kind { return rpc.KindOf(rpc.FromStatus(err)) }
+
+// isKind reports whether err (a raw gRPC or an SDK error) has kind k.
+func isKind(err error, k rpc.Kind) bool {
+	return err != nil && errors.Is(rpc.FromStatus(err), k)
+}
+
+// streamChunk uploads data as chunk id through a prepared session by hand:
+// frames of frameSize with correct digests, the final one with the chunk
+// digest. It returns the final ack.
+func streamChunk(ctx context.Context, dn dfspb.DataNodeClient, session, id string, data []byte, frameSize int) (*dfspb.ChunkDataAck, []byte, error) {
+	st, err := dn.UploadChunkStream(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	frames := cutFrames(session, id, data, frameSize)
+	for _, f := range frames {
+		if err := st.Send(f); err != nil {
+			break // the cause comes from Recv
+		}
+	}
+	st.CloseSend()
+	for {
+		ack, err := st.Recv()
+		if err != nil {
+			return nil, nil, err
+		}
+		if ack.IsFinal {
+			return ack, frames[len(frames)-1].ChunkChecksum, nil
+		}
+	}
+}
+
+// cutFrames cuts data into upload frames with correct digests.
+func cutFrames(session, id string, data []byte, frameSize int) []*dfspb.ChunkDataStream {
+	var out []*dfspb.ChunkDataStream
+	var digests []byte
+	for off := 0; off < len(data); off += frameSize {
+		end := min(off+frameSize, len(data))
+		fd := sha256Sum(data[off:end])
+		digests = append(digests, fd...)
+		f := &dfspb.ChunkDataStream{SessionId: session, ChunkId: id, Data: data[off:end], Offset: int64(off), PartialChecksum: fd}
+		if end == len(data) {
+			f.IsFinal = true
+			f.ChunkChecksum = sha256Sum(digests)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func sha256Sum(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
+}
