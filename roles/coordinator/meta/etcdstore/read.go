@@ -50,8 +50,8 @@ func (s *Store) decodeFile(kv *mvccpb.KeyValue) (*meta.File, error) {
 	return f, nil
 }
 
-// List lists dir with range reads at one revision, in key order, which is
-// path order. Without recursive, the first key below a subdirectory makes
+// List lists dir with range reads at one revision, in etcd key order,
+// which is path order, and so meta.ListKey order. Without recursive, the first key below a subdirectory makes
 // its entry, and after a few more keys below it the read starts again past
 // the whole subdirectory (at <prefix>f<sub>0, the end of the range
 // <prefix>f<sub>/), so a huge subdirectory costs a few keys, not a scan.
@@ -66,7 +66,7 @@ func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after st
 	fpfx := s.pfx + "f"
 	start := prefix
 	if after >= start {
-		start = after + "\x00"
+		start = meta.ListStart(after)
 	}
 	end := clientv3.GetPrefixRangeEnd(fpfx + prefix)
 	// The point read fixes the revision of the listing; for the root it
@@ -121,7 +121,7 @@ func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after st
 			rest := k[len(fpfx)+len(prefix):]
 			if j := strings.IndexByte(rest, '/'); j >= 0 && !recursive {
 				sub := prefix + rest[:j]
-				if sub > after {
+				if sub+"/" > after {
 					out = append(out, meta.Entry{Path: rpc.Path(sub), IsDir: true})
 				}
 				skipTo, skipped = fpfx+sub+"0", 0 // '0' follows '/'
