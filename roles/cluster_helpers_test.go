@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -221,10 +223,9 @@ func usedBytes(c *Cluster) []int64 {
 	return out
 }
 
-// chunkFile returns where datanode n keeps chunk id on disk (the seed's
-// nested layout: chunks/<hash[0:2]>/<hash[2:4]>/<id>).
+// chunkFile returns where datanode n keeps chunk id on disk.
 func chunkFile(n *ClusterNode, id string) string {
-	return filepath.Join(n.Dir, "chunks", id[0:2], id[2:4], id)
+	return n.Node.Store().ChunkPath(rpc.ChunkID(id))
 }
 
 // nodeByID returns the cluster node with the given ID.
@@ -255,16 +256,18 @@ func flipByte(t *testing.T, path string, off int64) {
 	}
 }
 
-// tmpFiles lists a datanode's temp dir.
+// tmpFiles lists a datanode's temporary files: chunks being written.
 func tmpFiles(t *testing.T, n *ClusterNode) []string {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(n.Dir, "tmp"))
-	if err != nil {
-		t.Fatalf("read tmp dir: %v", err)
-	}
 	var out []string
-	for _, e := range entries {
-		out = append(out, e.Name())
+	err := filepath.WalkDir(filepath.Join(n.Dir, "chunks"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".tmp") {
+			out = append(out, filepath.Base(p))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("walk chunks: %v", err)
 	}
 	return out
 }

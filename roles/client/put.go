@@ -238,6 +238,7 @@ func (st *putState) touchesFailed(p *dfspb.ChunkPlan) bool {
 func (st *putState) sendChunk(ctx context.Context, index uint32, data []byte) error {
 	backoff := chunkstream.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
 	var lastErr error
+	forgiven := false
 	for attempt := 0; attempt < st.c.cfg.Attempts; attempt++ {
 		if attempt > 0 {
 			t := time.NewTimer(backoff.Delay(attempt))
@@ -249,9 +250,10 @@ func (st *putState) sendChunk(ctx context.Context, index uint32, data []byte) er
 			}
 		}
 		plan, err := st.plan(ctx, index, attempt > 0)
-		if err != nil && rpc.KindOf(err) == rpc.FailedPrecondition && st.forgiveFailures() {
+		if err != nil && rpc.KindOf(err) == rpc.FailedPrecondition && !forgiven && st.forgiveFailures() {
 			// The nodes that failed may have failed only for a moment; with
-			// them excluded there are too few left, so try them again.
+			// them excluded there are too few left, so try them once more.
+			forgiven = true
 			plan, err = st.plan(ctx, index, true)
 		}
 		if err != nil {

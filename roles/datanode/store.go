@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -50,8 +51,9 @@ type Usage struct {
 }
 
 // Store keeps chunks under dir in the nested layout
-// dir/chunks/<hash[0:2]>/<hash[2:4]>/<chunk id>. Writes go to dir/tmp first
-// and are renamed into place after fsync.
+// dir/chunks/<hash[0:2]>/<hash[2]>/<chunk id> (4096 directories). A chunk is
+// written to a temporary name beside its final one and renamed into place
+// after fsync.
 type Store struct {
 	dir      string
 	capacity int64 // 0: the filesystem's size
@@ -61,6 +63,7 @@ type Store struct {
 	chunks   int64
 	reserved int64
 	index    map[rpc.ChunkID]Meta // stored chunks, without frame digests
+	dirs     sync.Map             // chunk directories known to exist
 	corrupt  []rpc.ChunkID        // found unreadable at start-up
 }
 
@@ -69,21 +72,19 @@ type Store struct {
 // node stores (0: the filesystem's size).
 func OpenStore(dir string, capacity int64) (*Store, error) {
 	s := &Store{dir: dir, capacity: capacity, index: map[rpc.ChunkID]Meta{}}
-	for _, d := range []string{dir, s.chunkRoot(), s.tmpDir()} {
-		if err := os.MkdirAll(d, 0o750); err != nil {
-			return nil, fmt.Errorf("datanode: create %s: %w", d, err)
-		}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("datanode: create %s: %w", dir, err)
 	}
 	if err := checkWritable(dir); err != nil {
 		return nil, err
 	}
-	// Partial writes from before a crash are never visible; drop them.
-	tmp, err := os.ReadDir(s.tmpDir())
-	if err != nil {
-		return nil, fmt.Errorf("datanode: read %s: %w", s.tmpDir(), err)
+	if err := s.createLayout(); err != nil {
+		return nil, err
 	}
-	for _, e := range tmp {
-		os.Remove(filepath.Join(s.tmpDir(), e.Name()))
+	// Partial writes from before a crash are never visible; drop them.
+	err := s.removeTemps()
+	if err != nil {
+		return nil, err
 	}
 	// Index every chunk's metadata: reports, stats and existence checks
 	// then need no disk access. A chunk whose metadata is damaged is not
@@ -146,12 +147,80 @@ func checkWritable(dir string) error {
 }
 
 func (s *Store) chunkRoot() string { return filepath.Join(s.dir, "chunks") }
-func (s *Store) tmpDir() string    { return filepath.Join(s.dir, "tmp") }
+
+// The 256 first-level chunk directories are created with the store; the
+// 16 below each are created on first use (and remembered), so writing a
+// chunk rarely creates a directory.
+const (
+	layoutMarker = ".layout-v1"
+	fanout1      = 256
+)
+
+func (s *Store) createLayout() error {
+	marker := filepath.Join(s.chunkRoot(), layoutMarker)
+	if _, err := os.Stat(marker); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(s.chunkRoot(), 0o750); err != nil {
+		return fmt.Errorf("datanode: create chunk directories: %w", err)
+	}
+	for i := range fanout1 {
+		if err := os.Mkdir(filepath.Join(s.chunkRoot(), fmt.Sprintf("%02x", i)), 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("datanode: create chunk directories: %w", err)
+		}
+	}
+	if err := writeFileSync(marker, []byte("chunks/<hash[0:2]>/<hash[2]>/<chunk id>\n")); err != nil {
+		return fmt.Errorf("datanode: create chunk directories: %w", err)
+	}
+	if err := syncDir(s.chunkRoot()); err != nil {
+		return fmt.Errorf("datanode: create chunk directories: %w", err)
+	}
+	return syncDir(s.dir)
+}
+
+// chunkDir returns the directory of chunk id, creating it (durably) on
+// first use.
+func (s *Store) chunkDir(id rpc.ChunkID) (string, error) {
+	dir := filepath.Dir(s.path(id))
+	if _, ok := s.dirs.Load(dir); ok {
+		return dir, nil
+	}
+	switch err := os.Mkdir(dir, 0o750); {
+	case err == nil:
+		if err := syncDir(filepath.Dir(dir)); err != nil {
+			return "", err
+		}
+	case !errors.Is(err, fs.ErrExist):
+		return "", err
+	}
+	s.dirs.Store(dir, true)
+	return dir, nil
+}
+
+// removeTemps deletes the temporary files of writes a crash interrupted.
+func (s *Store) removeTemps() error {
+	return filepath.WalkDir(s.chunkRoot(), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(d.Name(), tempSuffix) {
+			os.Remove(p)
+		}
+		return nil
+	})
+}
+
+// tempSuffix ends the name of a chunk being written, beside its final name.
+const tempSuffix = ".tmp"
+
+// ChunkPath returns the file that holds chunk id (whether or not it is
+// stored): for operators inspecting a node, and for tests that damage it.
+func (s *Store) ChunkPath(id rpc.ChunkID) string { return s.path(id) }
 
 // path returns where a validated chunk ID lives.
 func (s *Store) path(id rpc.ChunkID) string {
 	h := id.Hash()
-	return filepath.Join(s.chunkRoot(), h[0:2], h[2:4], string(id))
+	return filepath.Join(s.chunkRoot(), h[0:2], h[2:3], string(id))
 }
 
 // Walk calls fn for every stored chunk with its file size. Files whose name
@@ -255,7 +324,13 @@ func (s *Store) Create(id rpc.ChunkID, size, frameSize int64) (*Writer, error) {
 	if s.Has(id) {
 		return nil, rpc.Errorf(rpc.Exists, "chunk %s already stored", id)
 	}
-	f, err := os.CreateTemp(s.tmpDir(), string(id)+".*.tmp")
+	// The temporary file lives beside the chunk's final name: the rename
+	// stays in one directory, and writes spread over all directories.
+	dir, err := s.chunkDir(id)
+	if err != nil {
+		return nil, rpc.Errorf(rpc.Internal, "chunk %s: create directory: %v", id, err)
+	}
+	f, err := os.CreateTemp(dir, string(id)+".*"+tempSuffix)
 	if err != nil {
 		return nil, rpc.Errorf(rpc.Internal, "chunk %s: create temp file: %v", id, err)
 	}
@@ -346,10 +421,6 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 		return rpc.Errorf(rpc.Internal, "chunk %s: close: %v", w.id, err)
 	}
 	dst := w.s.path(w.id)
-	if err := mkdirSynced(filepath.Dir(dst), w.s.chunkRoot()); err != nil {
-		os.Remove(tmp)
-		return rpc.Errorf(rpc.Internal, "chunk %s: %v", w.id, err)
-	}
 	// Check and rename under the lock: a chunk is stored (and counted)
 	// once, even if two writers raced for one ID.
 	w.s.mu.Lock()
@@ -379,24 +450,6 @@ func (w *Writer) Abort() {
 	name := w.f.Name()
 	w.f.Close()
 	os.Remove(name)
-}
-
-// mkdirSynced creates dir (below root) and fsyncs each parent whose entry
-// it added, so a new directory survives a crash.
-func mkdirSynced(dir, root string) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil
-	}
-	parent := filepath.Dir(dir)
-	if parent != root && len(parent) > len(root) {
-		if err := mkdirSynced(parent, root); err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("mkdir %s: %w", dir, err)
-	}
-	return syncDir(parent)
 }
 
 func syncDir(dir string) error {

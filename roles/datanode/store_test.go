@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,6 +73,22 @@ func openStore(t *testing.T, dir string, capacity int64) *Store {
 	return s
 }
 
+// tempFiles returns the temporary files (chunks being written) in a store.
+func tempFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(filepath.Join(dir, "chunks"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".tmp") {
+			out = append(out, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func dirEntries(t *testing.T, dir string) []string {
 	t.Helper()
 	es, err := os.ReadDir(dir)
@@ -98,11 +115,11 @@ func TestStoreCommitOpen(t *testing.T) {
 
 			is.True(s.Has(id)) // visible after Commit
 			h := id.Hash()
-			p := filepath.Join(dir, "chunks", h[0:2], h[2:4], string(id))
+			p := filepath.Join(dir, "chunks", h[0:2], h[2:3], string(id))
 			info, err := os.Stat(p)
-			is.NoErr(err)                                              // stored in the nested layout
-			is.Equal(info.Size(), FileSize(int64(size), testFrame))    // file holds data, digests and footer
-			is.Equal(len(dirEntries(t, filepath.Join(dir, "tmp"))), 0) // nothing left in tmp
+			is.NoErr(err)                                           // stored in the nested layout
+			is.Equal(info.Size(), FileSize(int64(size), testFrame)) // file holds data, digests and footer
+			is.Equal(len(tempFiles(t, dir)), 0)                     // no temporary file left
 
 			c, err := s.Open(id)
 			is.NoErr(err) // stored chunk opens
@@ -203,10 +220,10 @@ func TestStoreWriterErrors(t *testing.T) {
 		_, err = w.Write(make([]byte, 9))
 		is.NoErr(err)
 		err = w.Commit(nil, make([]byte, 32))
-		is.True(errors.Is(err, rpc.Invalid))                       // a chunk short of its size is not committed
-		is.True(!s.Has(id))                                        // nor visible
-		is.Equal(len(dirEntries(t, filepath.Join(dir, "tmp"))), 0) // and its temp file is gone
-		is.Equal(s.Usage().Chunks, int64(0))                       // nor counted
+		is.True(errors.Is(err, rpc.Invalid)) // a chunk short of its size is not committed
+		is.True(!s.Has(id))                  // nor visible
+		is.Equal(len(tempFiles(t, dir)), 0)  // and its temp file is gone
+		is.Equal(s.Usage().Chunks, int64(0)) // nor counted
 	})
 	t.Run("abort", func(t *testing.T) {
 		is := is.New(t)
@@ -217,10 +234,10 @@ func TestStoreWriterErrors(t *testing.T) {
 		is.NoErr(err)
 		_, err = w.Write(make([]byte, 5))
 		is.NoErr(err)
-		is.Equal(len(dirEntries(t, filepath.Join(dir, "tmp"))), 1) // partial data lives in tmp
+		is.Equal(len(tempFiles(t, dir)), 1) // partial data lives in a temporary file
 		w.Abort()
-		is.Equal(len(dirEntries(t, filepath.Join(dir, "tmp"))), 0) // Abort removes it
-		is.True(!s.Has(id))                                        // never visible
+		is.Equal(len(tempFiles(t, dir)), 0) // Abort removes it
+		is.True(!s.Has(id))                 // never visible
 		_, err = s.Create(id, 10, testFrame)
 		is.NoErr(err) // the ID can be written again
 	})
@@ -431,13 +448,12 @@ func TestOpenStoreRecovers(t *testing.T) {
 	is.NoErr(err)
 	_, err = w.Write([]byte("partial"))
 	is.NoErr(err)
-	is.NoErr(os.WriteFile(filepath.Join(dir, "tmp", "junk"), []byte("x"), 0o640))
 	h := a.Hash()
-	is.NoErr(os.WriteFile(filepath.Join(dir, "chunks", h[0:2], h[2:4], "notes.txt"), []byte("hello"), 0o640))
+	is.NoErr(os.WriteFile(filepath.Join(dir, "chunks", h[0:2], h[2:3], "notes.txt"), []byte("hello"), 0o640))
 	is.NoErr(os.WriteFile(filepath.Join(dir, "chunks", h[0:2], "../../", "README"), []byte("hello"), 0o640))
 
 	s2 := openStore(t, dir, testCap)
-	is.Equal(len(dirEntries(t, filepath.Join(dir, "tmp"))), 0) // leftovers from before the crash are removed
+	is.Equal(len(tempFiles(t, dir)), 0) // leftovers from before the crash are removed
 	u := s2.Usage()
 	is.Equal(u.Chunks, int64(2))                                                // existing chunks count again
 	is.Equal(u.Used, FileSize(100, testFrame)+FileSize(testFrame+1, testFrame)) // with their bytes
