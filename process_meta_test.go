@@ -169,7 +169,7 @@ func testStartupRefusals(t *testing.T, bin string) {
 		is.True(res.code != 0) // the coordinator refuses to start
 		lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
 		last := lines[len(lines)-1]
-		is.True(strings.HasPrefix(last, "dfs: "))  // with one error line
+		is.True(strings.HasPrefix(last, "dfs: ")) // with one error line
 		is.True(strings.Contains(last, want))     // saying what is wrong
 	}
 	unchanged := func(t *testing.T, name string, before []byte) {

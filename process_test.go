@@ -509,8 +509,8 @@ type procCluster struct {
 	coordArgs []string
 	coordProc *serverProc
 	dns       []*datanodeProc
-	procs []*serverProc // every process started, restarts included
-	ids   map[*datanodeProc]string
+	procs     []*serverProc // every process started, restarts included
+	ids       map[*datanodeProc]string
 }
 
 // datanodeProc is one datanode: its address and data dir stay across restarts.
