@@ -497,6 +497,9 @@ type procClusterConfig struct {
 	deadAfter    time.Duration
 	// coordFlags are extra flags for the coordinator.
 	coordFlags []string
+	// standbys start that many more coordinators with the same flags (for
+	// etcd: they stand by); clients and datanodes get every address.
+	standbys int
 }
 
 // procCluster is a coordinator and datanodes running as processes.
@@ -508,6 +511,8 @@ type procCluster struct {
 	// coordArgs start the coordinator; coordProc is the running one.
 	coordArgs []string
 	coordProc *serverProc
+	// standbys are the other coordinators, by address.
+	standbys map[string]*serverProc
 	dns       []*datanodeProc
 	procs     []*serverProc // every process started, restarts included
 	ids       map[*datanodeProc]string
@@ -536,6 +541,14 @@ func startProcCluster(t *testing.T, bin string, cfg procClusterConfig) *procClus
 	c.coordArgs = append([]string{"coordinator", "--listen", c.coord, "--data-dir", filepath.Join(c.dir, "coordinator"),
 		"--suspect-after", cfg.suspectAfter.String(), "--dead-after", cfg.deadAfter.String()}, cfg.coordFlags...)
 	c.startCoordinator()
+	c.standbys = map[string]*serverProc{}
+	for i := range cfg.standbys {
+		addr := freeLoopbackAddr(t)
+		c.standbys[addr] = c.start(fmt.Sprintf("coordinator-%d", i+1), append([]string{"coordinator", "--listen", addr,
+			"--data-dir", filepath.Join(c.dir, fmt.Sprintf("coordinator-%d", i+1)),
+			"--suspect-after", cfg.suspectAfter.String(), "--dead-after", cfg.deadAfter.String()}, cfg.coordFlags...)...)
+		c.coord += "," + addr
+	}
 	for i := range cfg.nodes {
 		n := &datanodeProc{name: fmt.Sprintf("datanode-%d", i), addr: freeLoopbackAddr(t), dir: filepath.Join(c.dir, fmt.Sprintf("datanode-%d", i))}
 		c.dns = append(c.dns, n)

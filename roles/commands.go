@@ -7,6 +7,7 @@ import (
 
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
+	"github.com/dfs-project/dfs/roles/coordinator/meta/etcdstore"
 	"github.com/dfs-project/dfs/roles/datanode"
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -29,6 +30,7 @@ func coordinatorFlags() []cli.Flag {
 		&cli.StringFlag{Name: "metadata", Value: "bolt", EnvVars: env("METADATA"), Usage: "metadata store: bolt (a file in --data-dir) or etcd (--etcd-endpoints)"},
 		&cli.StringFlag{Name: "etcd-endpoints", EnvVars: env("ETCD_ENDPOINTS"), Usage: "comma-separated etcd endpoints, with --metadata etcd"},
 		&cli.StringFlag{Name: "etcd-prefix", Value: "/dfs/", EnvVars: env("ETCD_PREFIX"), Usage: "key prefix of this cluster's metadata in etcd"},
+		&cli.DurationFlag{Name: "leader-lease", Value: etcdstore.DefaultLeaseTTL, EnvVars: env("LEADER_LEASE"), Usage: "with etcd: a leader silent this long is replaced by a standby"},
 		&cli.StringFlag{Name: "restore", EnvVars: env("RESTORE"), Usage: "start from this backup (made by dfs admin backup); the metadata store must be empty"},
 		&cli.DurationFlag{Name: "safe-mode-timeout", Value: d.SafeModeTimeout, EnvVars: env("SAFE_MODE_TIMEOUT"), Usage: "longest wait, after taking over, for the datanodes to report every chunk before serving anyway"},
 		&cli.IntFlag{Name: "replication", Value: d.Replication, EnvVars: env("REPLICATION"), Usage: "default replication factor"},
@@ -69,6 +71,7 @@ func coordinatorCommand(log func() zerolog.Logger) *cli.Command {
 			return runCoordinator(c.Context, coordinatorConfig(c), storeConfig{
 				kind: c.String("metadata"), dir: c.String("data-dir"),
 				etcdEndpoints: client.SplitAddrs(c.String("etcd-endpoints")), etcdPrefix: c.String("etcd-prefix"),
+				leaseTTL:      c.Duration("leader-lease"),
 				restore: c.String("restore"),
 			}, log())
 		},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -31,7 +32,8 @@ type storeConfig struct {
 	dir           string
 	etcdEndpoints []string
 	etcdPrefix    string
-	restore       string // backup file to start from
+	leaseTTL      time.Duration // leader lease with etcd
+	restore       string        // backup file to start from
 }
 
 // runCoordinator opens the metadata store, restores a backup into it if
@@ -47,7 +49,7 @@ func runCoordinator(ctx context.Context, cfg coordinator.Config, sc storeConfig,
 		}
 		store = s
 	case "etcd":
-		s, elector, err := openEtcd(ctx, sc, cfg, log)
+		s, elector, err := openEtcd(ctx, sc, log)
 		if err != nil {
 			return err
 		}

@@ -49,13 +49,17 @@ func jsonFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "json", EnvVars: env("JSON"), Usage: "print JSON, for scripts"}
 }
 
+func failoverFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "failover-timeout", Value: DefaultConfig().FailoverTimeout, EnvVars: env("FAILOVER_TIMEOUT"), Usage: "how long to keep retrying while coordinators elect a leader or wait in safe mode"}
+}
+
 func tuningFlags() []cli.Flag {
 	d := DefaultConfig()
 	return []cli.Flag{
 		&cli.IntFlag{Name: "parallel", Value: d.Parallel, EnvVars: env("PARALLEL"), Usage: "chunks in flight at once"},
 		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of each call to the coordinator"},
 		&cli.DurationFlag{Name: "chunk-timeout", Value: d.ChunkTimeout, EnvVars: env("CHUNK_TIMEOUT"), Usage: "timeout for moving one chunk"},
-		&cli.DurationFlag{Name: "failover-timeout", Value: d.FailoverTimeout, EnvVars: env("FAILOVER_TIMEOUT"), Usage: "how long to keep retrying while coordinators elect a leader or wait in safe mode"},
+		failoverFlag(),
 	}
 }
 
@@ -103,7 +107,7 @@ func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
 		},
 		{
 			Name: "rm", Usage: "delete a remote file", ArgsUsage: "REMOTE", Category: "client",
-			Flags: []cli.Flag{CoordinatorFlag()},
+			Flags: []cli.Flag{CoordinatorFlag(), failoverFlag()},
 			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
 				if c.NArg() != 1 {
 					return rpc.Errorf(rpc.Invalid, "rm needs one REMOTE path")
@@ -113,7 +117,7 @@ func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
 		},
 		{
 			Name: "ls", Usage: "list a remote directory", ArgsUsage: "[PATH]", Category: "client",
-			Flags: []cli.Flag{CoordinatorFlag(),
+			Flags: []cli.Flag{CoordinatorFlag(), failoverFlag(),
 				&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, EnvVars: env("LS_RECURSIVE"), Usage: "list everything below PATH"},
 				&cli.BoolFlag{Name: "long", Aliases: []string{"l"}, EnvVars: env("LS_LONG"), Usage: "show size, chunks, replication and modification time"},
 				jsonFlag(),
@@ -136,7 +140,7 @@ func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
 		{
 			Name: "stat", Usage: "show a remote file's size, SHA-256, chunks and replicas", ArgsUsage: "REMOTE",
 			Category: "client",
-			Flags:    []cli.Flag{CoordinatorFlag(), jsonFlag()},
+			Flags:    []cli.Flag{CoordinatorFlag(), failoverFlag(), jsonFlag()},
 			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
 				if c.NArg() != 1 {
 					return rpc.Errorf(rpc.Invalid, "stat needs one REMOTE path")
@@ -154,7 +158,7 @@ func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
 				{
 					Name: "backup", Usage: "write a consistent snapshot of the metadata to FILE (restore with dfs coordinator --restore)",
 					ArgsUsage: "FILE",
-					Flags:     []cli.Flag{CoordinatorFlag()},
+					Flags:     []cli.Flag{CoordinatorFlag(), failoverFlag()},
 					Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
 						if c.NArg() != 1 {
 							return rpc.Errorf(rpc.Invalid, "admin backup needs one FILE")
@@ -166,7 +170,7 @@ func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
 		},
 		{
 			Name: "nodes", Usage: "list the datanodes", Category: "client",
-			Flags: []cli.Flag{CoordinatorFlag(), jsonFlag()},
+			Flags: []cli.Flag{CoordinatorFlag(), failoverFlag(), jsonFlag()},
 			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
 				if c.NArg() != 0 {
 					return rpc.Errorf(rpc.Invalid, "nodes takes no arguments")

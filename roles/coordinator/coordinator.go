@@ -108,9 +108,10 @@ func (c Config) Validate() error {
 
 // Elector decides which of several coordinators sharing a store leads.
 type Elector interface {
-	// Campaign blocks until this coordinator leads or ctx ends. The
-	// returned channel is closed when the leadership is lost.
-	Campaign(ctx context.Context) (lost <-chan struct{}, err error)
+	// Campaign blocks until this coordinator, known to others by addr,
+	// leads or ctx ends. The returned channel is closed when the
+	// leadership is lost; ending ctx afterwards hands it over at once.
+	Campaign(ctx context.Context, addr string) (lost <-chan struct{}, err error)
 	// Leader returns the leading coordinator's address, or "" if none.
 	Leader(ctx context.Context) (string, error)
 }
@@ -244,7 +245,7 @@ func (c *Coordinator) lead(ctx context.Context) {
 		if c.elector != nil {
 			c.log.Info().Msg("standing by: campaigning for leadership")
 			var err error
-			if lost, err = c.elector.Campaign(ctx); err != nil {
+			if lost, err = c.elector.Campaign(ctx, c.addr); err != nil {
 				if ctx.Err() == nil {
 					c.log.Warn().Err(err).Msg("campaign failed; retrying")
 					sleep(ctx, time.Second)

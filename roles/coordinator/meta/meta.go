@@ -171,7 +171,8 @@ type Initializer interface {
 	// Init makes an empty, uninitialized store the store of cluster id and
 	// loads recs into it (a restore; nil for a new cluster). It fails with
 	// rpc.Exists when the store is already initialized, leaving it as it
-	// was. When Init fails part-way, the store stays uninitialized and
+	// was; ClusterID then returns the existing ID (another coordinator
+	// sharing the store may have initialized it first). When Init fails part-way, the store stays uninitialized and
 	// refuses to be used until it is emptied (a backend that cannot load
 	// recs atomically marks the store as being restored first).
 	Init(ctx context.Context, id string, recs []Record) error

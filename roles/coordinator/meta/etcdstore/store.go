@@ -365,6 +365,8 @@ func (s *Store) notEmpty(ctx context.Context, kvs []*mvccpb.KeyValue) error {
 	for _, kv := range resp.Kvs {
 		switch strings.TrimPrefix(string(kv.Key), s.metaKey("")) {
 		case "cluster":
+			// Another coordinator initialized it first: adopt its identity.
+			s.cluster = string(kv.Value)
 			return rpc.Errorf(rpc.Exists, "store already belongs to cluster %s", kv.Value)
 		case "restoring":
 			return rpc.Errorf(rpc.FailedPrecondition, "etcdstore: prefix %q holds an incomplete restore; clear the prefix (etcdctl del --prefix %q) and restore again", s.pfx, s.pfx)
@@ -375,6 +377,15 @@ func (s *Store) notEmpty(ctx context.Context, kvs []*mvccpb.KeyValue) error {
 
 // initRaced explains an Init whose emptiness compare failed.
 func (s *Store) initRaced(ctx context.Context) error {
+	resp, err := s.cli.Get(ctx, s.metaKey("cluster"))
+	if err != nil {
+		return etcdError("init", err)
+	}
+	if len(resp.Kvs) > 0 {
+		// Another coordinator initialized it first: adopt its identity.
+		s.cluster = string(resp.Kvs[0].Value)
+		return rpc.Errorf(rpc.Exists, "store already belongs to cluster %s", s.cluster)
+	}
 	first, err := s.firstDataKey(ctx)
 	if err != nil {
 		return etcdError("init", err)
