@@ -108,11 +108,11 @@ func TestProcessHA(t *testing.T) {
 	close(release)
 
 	res := inflight.wait(t)
-	is.NoErr(<-fed)
-	is.Equal(res.code, 0) // the put running at the failover succeeded
 	if res.code != 0 {
 		t.Logf("in-flight put: %s", res.stderr)
 	}
+	is.Equal(res.code, 0) // the put running at the failover succeeded
+	is.NoErr(<-fed)
 	pollUntil(t, "puts after the failover", func() (bool, string) {
 		mu.Lock()
 		defer mu.Unlock()

@@ -68,11 +68,11 @@ func (l *locations) report(node rpc.NodeID, full bool, added []*dfspb.ChunkStat,
 	l.notifyLocked()
 }
 
-// has reports whether any node reported a copy of id.
-func (l *locations) has(id rpc.ChunkID) bool {
+// count returns how many nodes reported a copy of id.
+func (l *locations) count(id rpc.ChunkID) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.m[id]) > 0
+	return len(l.m[id])
 }
 
 // nodes returns the nodes holding a copy of id, sorted.

@@ -13,8 +13,10 @@ import (
 // reported where the committed chunks are: until then it places no chunks
 // and changes no files (their old chunks' locations are unknown), and it
 // answers reads only for files whose every chunk has a reported copy. It
-// ends when every chunk is located or after the timeout, whichever comes
-// first; an empty namespace has nothing to wait for.
+// ends when every chunk has all its copies reported; or when every chunk
+// has a copy and one suspect-after period has passed (a live datanode has
+// heartbeated by then: the missing copies are on nodes that are gone); or
+// after the timeout. An empty namespace has nothing to wait for.
 type safeMode struct {
 	t        *term
 	deadline time.Time
@@ -43,18 +45,21 @@ func (s *safeMode) run(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		missing, total := s.t.refs.unlocated(s.t.locs)
+		missing, under, total := s.t.refs.located(s.t.locs)
 		s.mu.Lock()
 		switch {
-		case missing == 0:
+		case under == 0:
 			s.on = false
-			s.t.log.Info().Int("chunks", total).Msg("safe mode off: every chunk located")
+			s.t.log.Info().Int("chunks", total).Msg("safe mode off: every copy of every chunk located")
+		case missing == 0 && time.Since(s.t.started) >= s.t.c.cfg.SuspectAfter:
+			s.on = false
+			s.t.log.Info().Int("chunks", total).Int("under_replicated", under).Msg("safe mode off: every chunk located")
 		case !time.Now().Before(s.deadline):
 			s.on = false
 			s.t.log.Warn().Int("unlocated", missing).Int("chunks", total).Msg("safe mode off after its timeout: some chunks have no reported copy")
 		default:
-			s.status = fmt.Sprintf("%d of %d chunks located; serving at the latest in %s",
-				total-missing, total, time.Until(s.deadline).Round(time.Second))
+			s.status = fmt.Sprintf("%d of %d chunks located, %d with every copy; serving at the latest in %s",
+				total-missing, total, total-under, time.Until(s.deadline).Round(time.Second))
 		}
 		s.mu.Unlock()
 	}

@@ -31,6 +31,10 @@ type term struct {
 	uploads *sessions.Table[rpc.SessionID, *upload]
 	gc      *gc.Collector
 	safe    *safeMode
+	started time.Time
+	// warmup is set when the store already held data: the cluster had
+	// datanodes, which are still coming back when the term starts.
+	warmup bool
 
 	wg sync.WaitGroup
 }
@@ -40,13 +44,14 @@ type term struct {
 func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 	start := time.Now()
 	t := &term{
-		c:     c,
-		log:   c.log,
-		store: c.store,
-		ctx:   ctx,
-		nodes: newRegistry(c.cfg.SuspectAfter, c.cfg.DeadAfter),
-		locs:  newLocations(),
-		refs:  newRefIndex(),
+		c:       c,
+		log:     c.log,
+		store:   c.store,
+		ctx:     ctx,
+		nodes:   newRegistry(c.cfg.SuspectAfter, c.cfg.DeadAfter),
+		locs:    newLocations(),
+		refs:    newRefIndex(),
+		started: start,
 	}
 	gcfg := gc.DefaultConfig()
 	gcfg.Delay = c.cfg.GCDelay
@@ -81,6 +86,7 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 		t.gc.Enqueue(d.Node, d.Chunk)
 	}
 	t.safe = newSafeMode(t, c.cfg.SafeModeTimeout, chunks)
+	t.warmup = files > 0 || len(ups) > 0
 	t.log.Info().Int("files", files).Int("chunks", chunks).Int("uploads", len(ups)).Int("pending_deletions", len(dels)).
 		Dur("took", time.Since(start)).Msg("leading: metadata loaded")
 
@@ -161,18 +167,19 @@ func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []
 	return failed, nil
 }
 
-// refIndex knows every chunk a committed file references.
+// refIndex knows every chunk a committed file references, with the
+// replication its file asks for.
 type refIndex struct {
 	mu   sync.Mutex
-	refs map[rpc.ChunkID]struct{}
+	refs map[rpc.ChunkID]uint32
 }
 
-func newRefIndex() *refIndex { return &refIndex{refs: map[rpc.ChunkID]struct{}{}} }
+func newRefIndex() *refIndex { return &refIndex{refs: map[rpc.ChunkID]uint32{}} }
 
 func (r *refIndex) add(f *meta.File) {
 	r.mu.Lock()
 	for _, c := range f.Chunks {
-		r.refs[c.ID] = struct{}{}
+		r.refs[c.ID] = f.Replication
 	}
 	r.mu.Unlock()
 }
@@ -185,14 +192,32 @@ func (r *refIndex) remove(f *meta.File) {
 	r.mu.Unlock()
 }
 
-// unlocated counts referenced chunks without a reported copy.
-func (r *refIndex) unlocated(l *locations) (missing, total int) {
+// located counts referenced chunks without any reported copy, and those
+// with fewer reported copies than their replication.
+func (r *refIndex) located(l *locations) (missing, under, total int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for id := range r.refs {
-		if !l.has(id) {
+	for id, repl := range r.refs {
+		switch n := l.count(id); {
+		case n == 0:
 			missing++
+			under++
+		case n < int(repl):
+			under++
 		}
 	}
-	return missing, len(r.refs)
+	return missing, under, len(r.refs)
+}
+
+// placementWarmup fails a placement that found too few datanodes with
+// NotServing while the term is younger than one suspect-after period, in a
+// cluster that held data: its datanodes are still coming back to a
+// coordinator that just restarted or took over, so the client should retry
+// rather than give up.
+func (t *term) placementWarmup(err error) error {
+	if !t.warmup || rpc.KindOf(err) != rpc.FailedPrecondition || time.Since(t.started) >= t.c.cfg.SuspectAfter {
+		return err
+	}
+	return rpc.NotServingError("", 500*time.Millisecond, "coordinator took over %s ago and is still waiting for datanodes to register: %v",
+		time.Since(t.started).Round(100*time.Millisecond), err)
 }

@@ -108,7 +108,7 @@ func (t *term) uploadFile(ctx context.Context, req *dfspb.UploadFileRequest) (*d
 	}
 	// Fail fast when the cluster cannot hold even one chunk.
 	if _, err := placement.Place(t.c.policy, t.nodes.candidates(), repl, 0, nil); err != nil {
-		return nil, err
+		return nil, t.placementWarmup(err)
 	}
 	u := &upload{id: rpc.NewSessionID(), path: p, chunkSize: chunkSize, replication: repl, created: t.c.clock.Now()}
 	resp := &dfspb.UploadFileResponse{SessionId: string(u.id), ChunkSize: chunkSize, Replication: uint32(repl)}
@@ -117,7 +117,7 @@ func (t *term) uploadFile(ctx context.Context, req *dfspb.UploadFileRequest) (*d
 		for i := int64(0); i < min(n, planAhead); i++ {
 			plan, err := t.place(u, uint32(i), nil)
 			if err != nil {
-				return nil, err
+				return nil, t.placementWarmup(err)
 			}
 			resp.Chunks = append(resp.Chunks, plan)
 		}
@@ -209,7 +209,7 @@ func (t *term) allocateChunk(ctx context.Context, req *dfspb.AllocateChunkReques
 	}
 	plan, err := t.place(u, req.Index, exclude)
 	if err != nil {
-		return nil, err
+		return nil, t.placementWarmup(err)
 	}
 	if err := t.persist(ctx, u); err != nil {
 		return nil, err

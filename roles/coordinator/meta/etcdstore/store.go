@@ -154,7 +154,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, rpc.Errorf(rpc.Unavailable, "etcd at %s unreachable: %v", where, err)
 	}
 	s := &Store{cli: cli, opts: opts, pfx: opts.Prefix}
-	if err := s.load(ctx, where); err != nil {
+	if err := s.load(ctx, where, false); err != nil {
 		cli.Close()
 		return nil, err
 	}
@@ -162,7 +162,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 }
 
 // load reads the store's identity, probing etcd within DialTimeout.
-func (s *Store) load(ctx context.Context, where string) error {
+func (s *Store) load(ctx context.Context, where string, again bool) error {
 	pctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
 	defer cancel()
 	resp, err := s.cli.Get(pctx, s.metaKey(""), clientv3.WithPrefix())
@@ -187,6 +187,11 @@ func (s *Store) load(ctx context.Context, where string) error {
 		first, err := s.firstDataKey(pctx)
 		if err != nil {
 			return fmt.Errorf("etcd at %s: %w", where, etcdError("open", err))
+		}
+		if len(first) > 0 && strings.HasPrefix(string(first[0].Key), s.metaKey("")) && !again {
+			// Another coordinator initialized the prefix between our two
+			// reads: read its identity again.
+			return s.load(ctx, where, true)
 		}
 		if len(first) > 0 {
 			return rpc.Errorf(rpc.FailedPrecondition, "etcdstore: prefix %q at %s holds keys that are not a dfs metadata store (e.g. %q); choose another prefix", s.pfx, where, first[0].Key)
