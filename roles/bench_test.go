@@ -6,11 +6,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
+	"github.com/dfs-project/dfs/roles/coordinator/meta/etcdstore"
+	"github.com/dfs-project/dfs/roles/coordinator/meta/etcdstore/etcdtest"
 )
 
 // Benchmarks run a whole cluster in this process, so their figures include
@@ -76,4 +81,64 @@ func BenchmarkPutSmall4KiB(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkMetadata times durable metadata commits (a put of an empty file:
+// UploadFile + ConfirmUpload) and lookups (StatFile) through the gRPC API
+// with 16 concurrent clients, on each metadata store.
+func BenchmarkMetadata(b *testing.B) {
+	stores := map[string]func(b *testing.B) func() (meta.Store, error){
+		"bolt": func(b *testing.B) func() (meta.Store, error) { return nil },
+		"etcd": func(b *testing.B) func() (meta.Store, error) {
+			endpoints := etcdtest.Start(b)
+			return func() (meta.Store, error) {
+				return etcdstore.Open(context.Background(), etcdstore.Options{Endpoints: endpoints, Prefix: "/bench/"})
+			}
+		},
+	}
+	for _, name := range []string{"bolt", "etcd"} {
+		b.Run(name, func(b *testing.B) {
+			cfg := DefaultClusterConfig(b.TempDir())
+			cfg.OpenStore = stores[name](b)
+			ctx, cancel := context.WithCancel(context.Background())
+			c, err := StartCluster(ctx, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cl, err := c.Client(client.DefaultConfig())
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { cl.Close(); c.Close(); cancel() })
+			const clients = 16
+			var n atomic.Int64
+			b.Run("commit", func(b *testing.B) {
+				b.SetParallelism(clients / runtime.GOMAXPROCS(0))
+				start := time.Now()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := cl.Put(ctx, fmt.Sprintf("/m/%08d", n.Add(1)), bytes.NewReader(nil), 0, nil); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "commits/s")
+			})
+			b.Run("lookup", func(b *testing.B) {
+				b.SetParallelism(clients / runtime.GOMAXPROCS(0))
+				var i atomic.Int64
+				start := time.Now()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := cl.Stat(ctx, fmt.Sprintf("/m/%08d", 1+i.Add(1)%n.Load())); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "lookups/s")
+			})
+		})
+	}
 }

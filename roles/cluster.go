@@ -15,6 +15,7 @@ import (
 
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/datanode"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -31,6 +32,9 @@ type ClusterConfig struct {
 	Coordinator coordinator.Config
 	Datanode    datanode.Config
 	Log         zerolog.Logger
+	// OpenStore opens the coordinator's metadata store; nil opens bolt in
+	// Dir/coordinator. The cluster closes the store when it stops.
+	OpenStore func() (meta.Store, error)
 }
 
 // DefaultClusterConfig returns a 3-node loopback cluster in dir.
@@ -67,7 +71,13 @@ type ClusterNode struct {
 func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	co := cfg.Coordinator
 	co.Listen = cfg.Listen
-	store, err := OpenBolt(filepath.Join(cfg.Dir, "coordinator"), cfg.Log)
+	var store meta.Store
+	var err error
+	if cfg.OpenStore != nil {
+		store, err = cfg.OpenStore()
+	} else {
+		store, err = OpenBolt(filepath.Join(cfg.Dir, "coordinator"), cfg.Log)
+	}
 	if err != nil {
 		return nil, err
 	}
