@@ -71,8 +71,8 @@ func coordinatorCommand(log func() zerolog.Logger) *cli.Command {
 			return runCoordinator(c.Context, coordinatorConfig(c), storeConfig{
 				kind: c.String("metadata"), dir: c.String("data-dir"),
 				etcdEndpoints: client.SplitAddrs(c.String("etcd-endpoints")), etcdPrefix: c.String("etcd-prefix"),
-				leaseTTL:      c.Duration("leader-lease"),
-				restore: c.String("restore"),
+				leaseTTL: c.Duration("leader-lease"),
+				restore:  c.String("restore"),
 			}, log())
 		},
 	}
