@@ -1466,8 +1466,16 @@ type NodeStatus struct {
 	Free                int64                  `protobuf:"varint,6,opt,name=free,proto3" json:"free,omitempty"`
 	ChunkCount          int64                  `protobuf:"varint,7,opt,name=chunk_count,json=chunkCount,proto3" json:"chunk_count,omitempty"`
 	LastHeartbeatUnixMs int64                  `protobuf:"varint,8,opt,name=last_heartbeat_unix_ms,json=lastHeartbeatUnixMs,proto3" json:"last_heartbeat_unix_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// draining is set once the node is being decommissioned; decommissioned
+	// once every chunk it holds has its full replication elsewhere, so the
+	// node can be removed.
+	Draining       bool `protobuf:"varint,9,opt,name=draining,proto3" json:"draining,omitempty"`
+	Decommissioned bool `protobuf:"varint,10,opt,name=decommissioned,proto3" json:"decommissioned,omitempty"`
+	// corrupt_chunks counts copies on this node found corrupt and not yet
+	// replaced.
+	CorruptChunks int64 `protobuf:"varint,11,opt,name=corrupt_chunks,json=corruptChunks,proto3" json:"corrupt_chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -1552,6 +1560,27 @@ func (x *NodeStatus) GetChunkCount() int64 {
 func (x *NodeStatus) GetLastHeartbeatUnixMs() int64 {
 	if x != nil {
 		return x.LastHeartbeatUnixMs
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+func (x *NodeStatus) GetDecommissioned() bool {
+	if x != nil {
+		return x.Decommissioned
+	}
+	return false
+}
+
+func (x *NodeStatus) GetCorruptChunks() int64 {
+	if x != nil {
+		return x.CorruptChunks
 	}
 	return 0
 }
@@ -2043,7 +2072,10 @@ type ReportChunksRequest struct {
 	Removed []string     `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
 	// full says added is the node's whole inventory: the coordinator forgets
 	// any other chunk it thought the node had.
-	Full          bool `protobuf:"varint,4,opt,name=full,proto3" json:"full,omitempty"`
+	Full bool `protobuf:"varint,4,opt,name=full,proto3" json:"full,omitempty"`
+	// corrupt chunks failed verification on the node (scrubbing, a reader's
+	// report, damaged metadata at start-up); the node no longer serves them.
+	Corrupt       []string `protobuf:"bytes,5,rep,name=corrupt,proto3" json:"corrupt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2104,6 +2136,13 @@ func (x *ReportChunksRequest) GetFull() bool {
 		return x.Full
 	}
 	return false
+}
+
+func (x *ReportChunksRequest) GetCorrupt() []string {
+	if x != nil {
+		return x.Corrupt
+	}
+	return nil
 }
 
 type ReportChunksResponse struct {
@@ -2189,7 +2228,8 @@ type ListNodesResponse struct {
 	SafeModeStatus string `protobuf:"bytes,4,opt,name=safe_mode_status,json=safeModeStatus,proto3" json:"safe_mode_status,omitempty"`
 	ClusterId      string `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	// leader is the address of the coordinator that answered (the leader).
-	Leader        string `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	Leader        string         `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	Health        *ClusterHealth `protobuf:"bytes,7,opt,name=health,proto3" json:"health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2266,6 +2306,715 @@ func (x *ListNodesResponse) GetLeader() string {
 	return ""
 }
 
+func (x *ListNodesResponse) GetHealth() *ClusterHealth {
+	if x != nil {
+		return x.Health
+	}
+	return nil
+}
+
+// ClusterHealth is the state of the cluster's self-healing.
+type ClusterHealth struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Chunks int64                  `protobuf:"varint,1,opt,name=chunks,proto3" json:"chunks,omitempty"`
+	// under_replicated chunks have fewer good copies on live nodes than their
+	// replication; missing ones have none.
+	UnderReplicated   int64 `protobuf:"varint,2,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
+	Missing           int64 `protobuf:"varint,3,opt,name=missing,proto3" json:"missing,omitempty"`
+	CorruptCopies     int64 `protobuf:"varint,4,opt,name=corrupt_copies,json=corruptCopies,proto3" json:"corrupt_copies,omitempty"`
+	RepairsInProgress int64 `protobuf:"varint,5,opt,name=repairs_in_progress,json=repairsInProgress,proto3" json:"repairs_in_progress,omitempty"`
+	RepairsDone       int64 `protobuf:"varint,6,opt,name=repairs_done,json=repairsDone,proto3" json:"repairs_done,omitempty"`
+	BytesRepaired     int64 `protobuf:"varint,7,opt,name=bytes_repaired,json=bytesRepaired,proto3" json:"bytes_repaired,omitempty"`
+	PendingDeletions  int64 `protobuf:"varint,8,opt,name=pending_deletions,json=pendingDeletions,proto3" json:"pending_deletions,omitempty"`
+	ChunksDeleted     int64 `protobuf:"varint,9,opt,name=chunks_deleted,json=chunksDeleted,proto3" json:"chunks_deleted,omitempty"`
+	BytesReclaimed    int64 `protobuf:"varint,10,opt,name=bytes_reclaimed,json=bytesReclaimed,proto3" json:"bytes_reclaimed,omitempty"`
+	OrphansDeleted    int64 `protobuf:"varint,11,opt,name=orphans_deleted,json=orphansDeleted,proto3" json:"orphans_deleted,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ClusterHealth) Reset() {
+	*x = ClusterHealth{}
+	mi := &file_dfs_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterHealth) ProtoMessage() {}
+
+func (x *ClusterHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterHealth.ProtoReflect.Descriptor instead.
+func (*ClusterHealth) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ClusterHealth) GetChunks() int64 {
+	if x != nil {
+		return x.Chunks
+	}
+	return 0
+}
+
+func (x *ClusterHealth) GetUnderReplicated() int64 {
+	if x != nil {
+		return x.UnderReplicated
+	}
+	return 0
+}
+
+func (x *ClusterHealth) GetMissing() int64 {
+	if x != nil {
+		return x.Missing
+	}
+	return 0
+}
+
+func (x *ClusterHealth) GetCorruptCopies() int64 {
+	if x != nil {
+		return x.CorruptCopies
+	}
+	return 0
+}
+
+func (x *ClusterHealth) GetRepairsInProgress() int64 {
+	if x != nil {
+		return x.RepairsInProgress
+	}
+	return 0
+}
+
+func (x *ClusterHealth) GetRepairsDone() int64 {
+	if x != nil {
+		return x.RepairsDone
+	}
+	return 0
+}
+
+func (x *ClusterHealth) GetBytesRepaired() int64 {
+	if x != nil {
+		return x.BytesRepaired
+	}
+	return 0
+}
+
+func (x *ClusterHealth) GetPendingDeletions() int64 {
+	if x != nil {
+		return x.PendingDeletions
+	}
+	return 0
+}
+
+func (x *ClusterHealth) GetChunksDeleted() int64 {
+	if x != nil {
+		return x.ChunksDeleted
+	}
+	return 0
+}
+
+func (x *ClusterHealth) GetBytesReclaimed() int64 {
+	if x != nil {
+		return x.BytesReclaimed
+	}
+	return 0
+}
+
+func (x *ClusterHealth) GetOrphansDeleted() int64 {
+	if x != nil {
+		return x.OrphansDeleted
+	}
+	return 0
+}
+
+type ReportBadReplicaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChunkId       string                 `protobuf:"bytes,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	NodeId        string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportBadReplicaRequest) Reset() {
+	*x = ReportBadReplicaRequest{}
+	mi := &file_dfs_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportBadReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportBadReplicaRequest) ProtoMessage() {}
+
+func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportBadReplicaRequest.ProtoReflect.Descriptor instead.
+func (*ReportBadReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ReportBadReplicaRequest) GetChunkId() string {
+	if x != nil {
+		return x.ChunkId
+	}
+	return ""
+}
+
+func (x *ReportBadReplicaRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ReportBadReplicaRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ReportBadReplicaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// corrupt is what the datanode found when it verified the copy.
+	Corrupt       bool `protobuf:"varint,1,opt,name=corrupt,proto3" json:"corrupt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportBadReplicaResponse) Reset() {
+	*x = ReportBadReplicaResponse{}
+	mi := &file_dfs_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportBadReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportBadReplicaResponse) ProtoMessage() {}
+
+func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportBadReplicaResponse.ProtoReflect.Descriptor instead.
+func (*ReportBadReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ReportBadReplicaResponse) GetCorrupt() bool {
+	if x != nil {
+		return x.Corrupt
+	}
+	return false
+}
+
+type DecommissionRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// cancel stops a decommission: the node takes new chunks again.
+	Cancel        bool `protobuf:"varint,2,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecommissionRequest) Reset() {
+	*x = DecommissionRequest{}
+	mi := &file_dfs_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecommissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecommissionRequest) ProtoMessage() {}
+
+func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
+func (*DecommissionRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *DecommissionRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *DecommissionRequest) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+type DecommissionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *NodeStatus            `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecommissionResponse) Reset() {
+	*x = DecommissionResponse{}
+	mi := &file_dfs_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecommissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecommissionResponse) ProtoMessage() {}
+
+func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
+func (*DecommissionResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *DecommissionResponse) GetNode() *NodeStatus {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+type FsckRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FsckRequest) Reset() {
+	*x = FsckRequest{}
+	mi := &file_dfs_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FsckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FsckRequest) ProtoMessage() {}
+
+func (x *FsckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FsckRequest.ProtoReflect.Descriptor instead.
+func (*FsckRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *FsckRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type FsckChunk struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Index       uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	ChunkId     string                 `protobuf:"bytes,2,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	Replication uint32                 `protobuf:"varint,3,opt,name=replication,proto3" json:"replication,omitempty"`
+	// good copies on live nodes (healthy or suspect, not draining).
+	Live          uint32   `protobuf:"varint,4,opt,name=live,proto3" json:"live,omitempty"`
+	CorruptNodes  []string `protobuf:"bytes,5,rep,name=corrupt_nodes,json=corruptNodes,proto3" json:"corrupt_nodes,omitempty"`
+	DeadNodes     []string `protobuf:"bytes,6,rep,name=dead_nodes,json=deadNodes,proto3" json:"dead_nodes,omitempty"`
+	Repairing     bool     `protobuf:"varint,7,opt,name=repairing,proto3" json:"repairing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FsckChunk) Reset() {
+	*x = FsckChunk{}
+	mi := &file_dfs_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FsckChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FsckChunk) ProtoMessage() {}
+
+func (x *FsckChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FsckChunk.ProtoReflect.Descriptor instead.
+func (*FsckChunk) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *FsckChunk) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *FsckChunk) GetChunkId() string {
+	if x != nil {
+		return x.ChunkId
+	}
+	return ""
+}
+
+func (x *FsckChunk) GetReplication() uint32 {
+	if x != nil {
+		return x.Replication
+	}
+	return 0
+}
+
+func (x *FsckChunk) GetLive() uint32 {
+	if x != nil {
+		return x.Live
+	}
+	return 0
+}
+
+func (x *FsckChunk) GetCorruptNodes() []string {
+	if x != nil {
+		return x.CorruptNodes
+	}
+	return nil
+}
+
+func (x *FsckChunk) GetDeadNodes() []string {
+	if x != nil {
+		return x.DeadNodes
+	}
+	return nil
+}
+
+func (x *FsckChunk) GetRepairing() bool {
+	if x != nil {
+		return x.Repairing
+	}
+	return false
+}
+
+type FsckFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size  int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// unreadable: some chunk has no good copy on a live node.
+	Unreadable bool `protobuf:"varint,3,opt,name=unreadable,proto3" json:"unreadable,omitempty"`
+	// chunks with a problem only.
+	Chunks        []*FsckChunk `protobuf:"bytes,4,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FsckFile) Reset() {
+	*x = FsckFile{}
+	mi := &file_dfs_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FsckFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FsckFile) ProtoMessage() {}
+
+func (x *FsckFile) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FsckFile.ProtoReflect.Descriptor instead.
+func (*FsckFile) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *FsckFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FsckFile) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FsckFile) GetUnreadable() bool {
+	if x != nil {
+		return x.Unreadable
+	}
+	return false
+}
+
+func (x *FsckFile) GetChunks() []*FsckChunk {
+	if x != nil {
+		return x.Chunks
+	}
+	return nil
+}
+
+type FsckSummary struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Files                int64                  `protobuf:"varint,1,opt,name=files,proto3" json:"files,omitempty"`
+	Chunks               int64                  `protobuf:"varint,2,opt,name=chunks,proto3" json:"chunks,omitempty"`
+	HealthyFiles         int64                  `protobuf:"varint,3,opt,name=healthy_files,json=healthyFiles,proto3" json:"healthy_files,omitempty"`
+	UnderReplicatedFiles int64                  `protobuf:"varint,4,opt,name=under_replicated_files,json=underReplicatedFiles,proto3" json:"under_replicated_files,omitempty"`
+	UnreadableFiles      int64                  `protobuf:"varint,5,opt,name=unreadable_files,json=unreadableFiles,proto3" json:"unreadable_files,omitempty"`
+	Health               *ClusterHealth         `protobuf:"bytes,6,opt,name=health,proto3" json:"health,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *FsckSummary) Reset() {
+	*x = FsckSummary{}
+	mi := &file_dfs_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FsckSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FsckSummary) ProtoMessage() {}
+
+func (x *FsckSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FsckSummary.ProtoReflect.Descriptor instead.
+func (*FsckSummary) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *FsckSummary) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *FsckSummary) GetChunks() int64 {
+	if x != nil {
+		return x.Chunks
+	}
+	return 0
+}
+
+func (x *FsckSummary) GetHealthyFiles() int64 {
+	if x != nil {
+		return x.HealthyFiles
+	}
+	return 0
+}
+
+func (x *FsckSummary) GetUnderReplicatedFiles() int64 {
+	if x != nil {
+		return x.UnderReplicatedFiles
+	}
+	return 0
+}
+
+func (x *FsckSummary) GetUnreadableFiles() int64 {
+	if x != nil {
+		return x.UnreadableFiles
+	}
+	return 0
+}
+
+func (x *FsckSummary) GetHealth() *ClusterHealth {
+	if x != nil {
+		return x.Health
+	}
+	return nil
+}
+
+type FsckReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Report:
+	//
+	//	*FsckReport_File
+	//	*FsckReport_Summary
+	Report        isFsckReport_Report `protobuf_oneof:"report"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FsckReport) Reset() {
+	*x = FsckReport{}
+	mi := &file_dfs_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FsckReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FsckReport) ProtoMessage() {}
+
+func (x *FsckReport) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FsckReport.ProtoReflect.Descriptor instead.
+func (*FsckReport) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *FsckReport) GetReport() isFsckReport_Report {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+func (x *FsckReport) GetFile() *FsckFile {
+	if x != nil {
+		if x, ok := x.Report.(*FsckReport_File); ok {
+			return x.File
+		}
+	}
+	return nil
+}
+
+func (x *FsckReport) GetSummary() *FsckSummary {
+	if x != nil {
+		if x, ok := x.Report.(*FsckReport_Summary); ok {
+			return x.Summary
+		}
+	}
+	return nil
+}
+
+type isFsckReport_Report interface {
+	isFsckReport_Report()
+}
+
+type FsckReport_File struct {
+	File *FsckFile `protobuf:"bytes,1,opt,name=file,proto3,oneof"`
+}
+
+type FsckReport_Summary struct {
+	Summary *FsckSummary `protobuf:"bytes,2,opt,name=summary,proto3,oneof"`
+}
+
+func (*FsckReport_File) isFsckReport_Report() {}
+
+func (*FsckReport_Summary) isFsckReport_Report() {}
+
 type BackupRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2274,7 +3023,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +3035,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +3048,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{35}
+	return file_dfs_proto_rawDescGZIP(), []int{45}
 }
 
 type BackupChunk struct {
@@ -2311,7 +3060,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2323,7 +3072,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2336,7 +3085,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{36}
+	return file_dfs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -2359,7 +3108,7 @@ type PrepareChunkUploadRequest struct {
 
 func (x *PrepareChunkUploadRequest) Reset() {
 	*x = PrepareChunkUploadRequest{}
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2371,7 +3120,7 @@ func (x *PrepareChunkUploadRequest) String() string {
 func (*PrepareChunkUploadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2384,7 +3133,7 @@ func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{37}
+	return file_dfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *PrepareChunkUploadRequest) GetChunkId() string {
@@ -2425,7 +3174,7 @@ type PrepareChunkUploadResponse struct {
 
 func (x *PrepareChunkUploadResponse) Reset() {
 	*x = PrepareChunkUploadResponse{}
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +3186,7 @@ func (x *PrepareChunkUploadResponse) String() string {
 func (*PrepareChunkUploadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +3199,7 @@ func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{38}
+	return file_dfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *PrepareChunkUploadResponse) GetSessionId() string {
@@ -2490,7 +3239,7 @@ type ChunkDataStream struct {
 
 func (x *ChunkDataStream) Reset() {
 	*x = ChunkDataStream{}
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +3251,7 @@ func (x *ChunkDataStream) String() string {
 func (*ChunkDataStream) ProtoMessage() {}
 
 func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +3264,7 @@ func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataStream.ProtoReflect.Descriptor instead.
 func (*ChunkDataStream) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{39}
+	return file_dfs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ChunkDataStream) GetSessionId() string {
@@ -2588,7 +3337,7 @@ type ChunkDataAck struct {
 
 func (x *ChunkDataAck) Reset() {
 	*x = ChunkDataAck{}
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2600,7 +3349,7 @@ func (x *ChunkDataAck) String() string {
 func (*ChunkDataAck) ProtoMessage() {}
 
 func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2613,7 +3362,7 @@ func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataAck.ProtoReflect.Descriptor instead.
 func (*ChunkDataAck) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{40}
+	return file_dfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ChunkDataAck) GetSessionId() string {
@@ -2660,7 +3409,7 @@ type PrepareChunkDownloadRequest struct {
 
 func (x *PrepareChunkDownloadRequest) Reset() {
 	*x = PrepareChunkDownloadRequest{}
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +3421,7 @@ func (x *PrepareChunkDownloadRequest) String() string {
 func (*PrepareChunkDownloadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +3434,7 @@ func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{41}
+	return file_dfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PrepareChunkDownloadRequest) GetChunkId() string {
@@ -2707,7 +3456,7 @@ type PrepareChunkDownloadResponse struct {
 
 func (x *PrepareChunkDownloadResponse) Reset() {
 	*x = PrepareChunkDownloadResponse{}
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +3468,7 @@ func (x *PrepareChunkDownloadResponse) String() string {
 func (*PrepareChunkDownloadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +3481,7 @@ func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{42}
+	return file_dfs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PrepareChunkDownloadResponse) GetSessionId() string {
@@ -2772,7 +3521,7 @@ type DownloadChunkStreamRequest struct {
 
 func (x *DownloadChunkStreamRequest) Reset() {
 	*x = DownloadChunkStreamRequest{}
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2784,7 +3533,7 @@ func (x *DownloadChunkStreamRequest) String() string {
 func (*DownloadChunkStreamRequest) ProtoMessage() {}
 
 func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2797,7 +3546,7 @@ func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadChunkStreamRequest.ProtoReflect.Descriptor instead.
 func (*DownloadChunkStreamRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{43}
+	return file_dfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DownloadChunkStreamRequest) GetSessionId() string {
@@ -2816,7 +3565,7 @@ type StatChunksRequest struct {
 
 func (x *StatChunksRequest) Reset() {
 	*x = StatChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2828,7 +3577,7 @@ func (x *StatChunksRequest) String() string {
 func (*StatChunksRequest) ProtoMessage() {}
 
 func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2841,7 +3590,7 @@ func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksRequest.ProtoReflect.Descriptor instead.
 func (*StatChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{44}
+	return file_dfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *StatChunksRequest) GetChunkIds() []string {
@@ -2864,7 +3613,7 @@ type ChunkStat struct {
 
 func (x *ChunkStat) Reset() {
 	*x = ChunkStat{}
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2876,7 +3625,7 @@ func (x *ChunkStat) String() string {
 func (*ChunkStat) ProtoMessage() {}
 
 func (x *ChunkStat) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2889,7 +3638,7 @@ func (x *ChunkStat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkStat.ProtoReflect.Descriptor instead.
 func (*ChunkStat) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{45}
+	return file_dfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ChunkStat) GetChunkId() string {
@@ -2936,7 +3685,7 @@ type StatChunksResponse struct {
 
 func (x *StatChunksResponse) Reset() {
 	*x = StatChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2948,7 +3697,7 @@ func (x *StatChunksResponse) String() string {
 func (*StatChunksResponse) ProtoMessage() {}
 
 func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2961,7 +3710,7 @@ func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksResponse.ProtoReflect.Descriptor instead.
 func (*StatChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{46}
+	return file_dfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *StatChunksResponse) GetChunks() []*ChunkStat {
@@ -2969,6 +3718,232 @@ func (x *StatChunksResponse) GetChunks() []*ChunkStat {
 		return x.Chunks
 	}
 	return nil
+}
+
+type ReplicateChunkRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ChunkId   string                 `protobuf:"bytes,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	Size      int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	FrameSize int64                  `protobuf:"varint,3,opt,name=frame_size,json=frameSize,proto3" json:"frame_size,omitempty"`
+	// digest is the chunk digest recorded at commit.
+	Digest []byte `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	// source is a node holding a good copy.
+	Source        *NodeRef `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicateChunkRequest) Reset() {
+	*x = ReplicateChunkRequest{}
+	mi := &file_dfs_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicateChunkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicateChunkRequest) ProtoMessage() {}
+
+func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicateChunkRequest.ProtoReflect.Descriptor instead.
+func (*ReplicateChunkRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ReplicateChunkRequest) GetChunkId() string {
+	if x != nil {
+		return x.ChunkId
+	}
+	return ""
+}
+
+func (x *ReplicateChunkRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ReplicateChunkRequest) GetFrameSize() int64 {
+	if x != nil {
+		return x.FrameSize
+	}
+	return 0
+}
+
+func (x *ReplicateChunkRequest) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *ReplicateChunkRequest) GetSource() *NodeRef {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+type ReplicateChunkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bytes         int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicateChunkResponse) Reset() {
+	*x = ReplicateChunkResponse{}
+	mi := &file_dfs_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicateChunkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicateChunkResponse) ProtoMessage() {}
+
+func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicateChunkResponse.ProtoReflect.Descriptor instead.
+func (*ReplicateChunkResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ReplicateChunkResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type VerifyChunkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChunkId       string                 `protobuf:"bytes,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyChunkRequest) Reset() {
+	*x = VerifyChunkRequest{}
+	mi := &file_dfs_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyChunkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyChunkRequest) ProtoMessage() {}
+
+func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyChunkRequest.ProtoReflect.Descriptor instead.
+func (*VerifyChunkRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *VerifyChunkRequest) GetChunkId() string {
+	if x != nil {
+		return x.ChunkId
+	}
+	return ""
+}
+
+type VerifyChunkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Present       bool                   `protobuf:"varint,1,opt,name=present,proto3" json:"present,omitempty"`
+	Corrupt       bool                   `protobuf:"varint,2,opt,name=corrupt,proto3" json:"corrupt,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyChunkResponse) Reset() {
+	*x = VerifyChunkResponse{}
+	mi := &file_dfs_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyChunkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyChunkResponse) ProtoMessage() {}
+
+func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyChunkResponse.ProtoReflect.Descriptor instead.
+func (*VerifyChunkResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *VerifyChunkResponse) GetPresent() bool {
+	if x != nil {
+		return x.Present
+	}
+	return false
+}
+
+func (x *VerifyChunkResponse) GetCorrupt() bool {
+	if x != nil {
+		return x.Corrupt
+	}
+	return false
+}
+
+func (x *VerifyChunkResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 type DeleteChunkRequest struct {
@@ -2980,7 +3955,7 @@ type DeleteChunkRequest struct {
 
 func (x *DeleteChunkRequest) Reset() {
 	*x = DeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2992,7 +3967,7 @@ func (x *DeleteChunkRequest) String() string {
 func (*DeleteChunkRequest) ProtoMessage() {}
 
 func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3005,7 +3980,7 @@ func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{47}
+	return file_dfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *DeleteChunkRequest) GetChunkId() string {
@@ -3023,7 +3998,7 @@ type DeleteChunkResponse struct {
 
 func (x *DeleteChunkResponse) Reset() {
 	*x = DeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3035,7 +4010,7 @@ func (x *DeleteChunkResponse) String() string {
 func (*DeleteChunkResponse) ProtoMessage() {}
 
 func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3048,7 +4023,7 @@ func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{48}
+	return file_dfs_proto_rawDescGZIP(), []int{62}
 }
 
 type BulkDeleteChunkRequest struct {
@@ -3060,7 +4035,7 @@ type BulkDeleteChunkRequest struct {
 
 func (x *BulkDeleteChunkRequest) Reset() {
 	*x = BulkDeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3072,7 +4047,7 @@ func (x *BulkDeleteChunkRequest) String() string {
 func (*BulkDeleteChunkRequest) ProtoMessage() {}
 
 func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3085,7 +4060,7 @@ func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{49}
+	return file_dfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *BulkDeleteChunkRequest) GetChunkIds() []string {
@@ -3106,7 +4081,7 @@ type BulkDeleteChunkResponse struct {
 
 func (x *BulkDeleteChunkResponse) Reset() {
 	*x = BulkDeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3118,7 +4093,7 @@ func (x *BulkDeleteChunkResponse) String() string {
 func (*BulkDeleteChunkResponse) ProtoMessage() {}
 
 func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3131,7 +4106,7 @@ func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{50}
+	return file_dfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *BulkDeleteChunkResponse) GetDeleted() uint32 {
@@ -3156,7 +4131,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3168,7 +4143,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3181,7 +4156,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{51}
+	return file_dfs_proto_rawDescGZIP(), []int{65}
 }
 
 type HealthCheckResponse struct {
@@ -3197,7 +4172,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3209,7 +4184,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3222,7 +4197,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{52}
+	return file_dfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *HealthCheckResponse) GetNodeId() string {
@@ -3273,7 +4248,7 @@ type NotServing struct {
 
 func (x *NotServing) Reset() {
 	*x = NotServing{}
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3285,7 +4260,7 @@ func (x *NotServing) String() string {
 func (*NotServing) ProtoMessage() {}
 
 func (x *NotServing) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3298,7 +4273,7 @@ func (x *NotServing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotServing.ProtoReflect.Descriptor instead.
 func (*NotServing) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{53}
+	return file_dfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *NotServing) GetLeader() string {
@@ -3326,7 +4301,7 @@ type FailedNodes struct {
 
 func (x *FailedNodes) Reset() {
 	*x = FailedNodes{}
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +4313,7 @@ func (x *FailedNodes) String() string {
 func (*FailedNodes) ProtoMessage() {}
 
 func (x *FailedNodes) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +4326,7 @@ func (x *FailedNodes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedNodes.ProtoReflect.Descriptor instead.
 func (*FailedNodes) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{54}
+	return file_dfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *FailedNodes) GetNodeIds() []string {
@@ -3466,7 +4441,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\vreplication\x18\x06 \x01(\rR\vreplication\"h\n" +
 	"\x11ListFilesResponse\x12+\n" +
 	"\aentries\x18\x01 \x03(\v2\x11.dfs.v1.ListEntryR\aentries\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xfc\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe7\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
@@ -3477,7 +4452,11 @@ const file_dfs_proto_rawDesc = "" +
 	"\x04free\x18\x06 \x01(\x03R\x04free\x12\x1f\n" +
 	"\vchunk_count\x18\a \x01(\x03R\n" +
 	"chunkCount\x123\n" +
-	"\x16last_heartbeat_unix_ms\x18\b \x01(\x03R\x13lastHeartbeatUnixMs\"\xca\x01\n" +
+	"\x16last_heartbeat_unix_ms\x18\b \x01(\x03R\x13lastHeartbeatUnixMs\x12\x1a\n" +
+	"\bdraining\x18\t \x01(\bR\bdraining\x12&\n" +
+	"\x0edecommissioned\x18\n" +
+	" \x01(\bR\x0edecommissioned\x12%\n" +
+	"\x0ecorrupt_chunks\x18\v \x01(\x03R\rcorruptChunks\"\xca\x01\n" +
 	"\x17RegisterDataNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1a\n" +
@@ -3515,14 +4494,15 @@ const file_dfs_proto_rawDesc = "" +
 	"\x04full\x18\x02 \x01(\bR\x04full\x12,\n" +
 	"\aupdates\x18\x03 \x03(\v2\x12.dfs.v1.NodeUpdateR\aupdates\x12(\n" +
 	"\x05nodes\x18\x04 \x03(\v2\x12.dfs.v1.NodeStatusR\x05nodes\x12/\n" +
-	"\bcommands\x18\x05 \x03(\v2\x13.dfs.v1.NodeCommandR\bcommands\"\x85\x01\n" +
+	"\bcommands\x18\x05 \x03(\v2\x13.dfs.v1.NodeCommandR\bcommands\"\x9f\x01\n" +
 	"\x13ReportChunksRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
 	"\x05added\x18\x02 \x03(\v2\x11.dfs.v1.ChunkStatR\x05added\x12\x18\n" +
 	"\aremoved\x18\x03 \x03(\tR\aremoved\x12\x12\n" +
-	"\x04full\x18\x04 \x01(\bR\x04full\"\x16\n" +
+	"\x04full\x18\x04 \x01(\bR\x04full\x12\x18\n" +
+	"\acorrupt\x18\x05 \x03(\tR\acorrupt\"\x16\n" +
 	"\x14ReportChunksResponse\"\x12\n" +
-	"\x10ListNodesRequest\"\xe4\x01\n" +
+	"\x10ListNodesRequest\"\x93\x02\n" +
 	"\x11ListNodesResponse\x12'\n" +
 	"\x0fcluster_version\x18\x01 \x01(\x04R\x0eclusterVersion\x12(\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x12.dfs.v1.NodeStatusR\x05nodes\x12\x1b\n" +
@@ -3530,7 +4510,62 @@ const file_dfs_proto_rawDesc = "" +
 	"\x10safe_mode_status\x18\x04 \x01(\tR\x0esafeModeStatus\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x05 \x01(\tR\tclusterId\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\tR\x06leader\"\x0f\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader\x12-\n" +
+	"\x06health\x18\a \x01(\v2\x15.dfs.v1.ClusterHealthR\x06health\"\xb3\x03\n" +
+	"\rClusterHealth\x12\x16\n" +
+	"\x06chunks\x18\x01 \x01(\x03R\x06chunks\x12)\n" +
+	"\x10under_replicated\x18\x02 \x01(\x03R\x0funderReplicated\x12\x18\n" +
+	"\amissing\x18\x03 \x01(\x03R\amissing\x12%\n" +
+	"\x0ecorrupt_copies\x18\x04 \x01(\x03R\rcorruptCopies\x12.\n" +
+	"\x13repairs_in_progress\x18\x05 \x01(\x03R\x11repairsInProgress\x12!\n" +
+	"\frepairs_done\x18\x06 \x01(\x03R\vrepairsDone\x12%\n" +
+	"\x0ebytes_repaired\x18\a \x01(\x03R\rbytesRepaired\x12+\n" +
+	"\x11pending_deletions\x18\b \x01(\x03R\x10pendingDeletions\x12%\n" +
+	"\x0echunks_deleted\x18\t \x01(\x03R\rchunksDeleted\x12'\n" +
+	"\x0fbytes_reclaimed\x18\n" +
+	" \x01(\x03R\x0ebytesReclaimed\x12'\n" +
+	"\x0forphans_deleted\x18\v \x01(\x03R\x0eorphansDeleted\"e\n" +
+	"\x17ReportBadReplicaRequest\x12\x19\n" +
+	"\bchunk_id\x18\x01 \x01(\tR\achunkId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"4\n" +
+	"\x18ReportBadReplicaResponse\x12\x18\n" +
+	"\acorrupt\x18\x01 \x01(\bR\acorrupt\"F\n" +
+	"\x13DecommissionRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06cancel\x18\x02 \x01(\bR\x06cancel\">\n" +
+	"\x14DecommissionResponse\x12&\n" +
+	"\x04node\x18\x01 \x01(\v2\x12.dfs.v1.NodeStatusR\x04node\"!\n" +
+	"\vFsckRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"\xd4\x01\n" +
+	"\tFsckChunk\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x19\n" +
+	"\bchunk_id\x18\x02 \x01(\tR\achunkId\x12 \n" +
+	"\vreplication\x18\x03 \x01(\rR\vreplication\x12\x12\n" +
+	"\x04live\x18\x04 \x01(\rR\x04live\x12#\n" +
+	"\rcorrupt_nodes\x18\x05 \x03(\tR\fcorruptNodes\x12\x1d\n" +
+	"\n" +
+	"dead_nodes\x18\x06 \x03(\tR\tdeadNodes\x12\x1c\n" +
+	"\trepairing\x18\a \x01(\bR\trepairing\"}\n" +
+	"\bFsckFile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1e\n" +
+	"\n" +
+	"unreadable\x18\x03 \x01(\bR\n" +
+	"unreadable\x12)\n" +
+	"\x06chunks\x18\x04 \x03(\v2\x11.dfs.v1.FsckChunkR\x06chunks\"\xf0\x01\n" +
+	"\vFsckSummary\x12\x14\n" +
+	"\x05files\x18\x01 \x01(\x03R\x05files\x12\x16\n" +
+	"\x06chunks\x18\x02 \x01(\x03R\x06chunks\x12#\n" +
+	"\rhealthy_files\x18\x03 \x01(\x03R\fhealthyFiles\x124\n" +
+	"\x16under_replicated_files\x18\x04 \x01(\x03R\x14underReplicatedFiles\x12)\n" +
+	"\x10unreadable_files\x18\x05 \x01(\x03R\x0funreadableFiles\x12-\n" +
+	"\x06health\x18\x06 \x01(\v2\x15.dfs.v1.ClusterHealthR\x06health\"o\n" +
+	"\n" +
+	"FsckReport\x12&\n" +
+	"\x04file\x18\x01 \x01(\v2\x10.dfs.v1.FsckFileH\x00R\x04file\x12/\n" +
+	"\asummary\x18\x02 \x01(\v2\x13.dfs.v1.FsckSummaryH\x00R\asummaryB\b\n" +
+	"\x06report\"\x0f\n" +
 	"\rBackupRequest\"!\n" +
 	"\vBackupChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"\x96\x01\n" +
@@ -3583,7 +4618,22 @@ const file_dfs_proto_rawDesc = "" +
 	"\n" +
 	"frame_size\x18\x05 \x01(\x03R\tframeSize\"?\n" +
 	"\x12StatChunksResponse\x12)\n" +
-	"\x06chunks\x18\x01 \x03(\v2\x11.dfs.v1.ChunkStatR\x06chunks\"/\n" +
+	"\x06chunks\x18\x01 \x03(\v2\x11.dfs.v1.ChunkStatR\x06chunks\"\xa6\x01\n" +
+	"\x15ReplicateChunkRequest\x12\x19\n" +
+	"\bchunk_id\x18\x01 \x01(\tR\achunkId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1d\n" +
+	"\n" +
+	"frame_size\x18\x03 \x01(\x03R\tframeSize\x12\x16\n" +
+	"\x06digest\x18\x04 \x01(\fR\x06digest\x12'\n" +
+	"\x06source\x18\x05 \x01(\v2\x0f.dfs.v1.NodeRefR\x06source\".\n" +
+	"\x16ReplicateChunkResponse\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"/\n" +
+	"\x12VerifyChunkRequest\x12\x19\n" +
+	"\bchunk_id\x18\x01 \x01(\tR\achunkId\"a\n" +
+	"\x13VerifyChunkResponse\x12\x18\n" +
+	"\apresent\x18\x01 \x01(\bR\apresent\x12\x18\n" +
+	"\acorrupt\x18\x02 \x01(\bR\acorrupt\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"/\n" +
 	"\x12DeleteChunkRequest\x12\x19\n" +
 	"\bchunk_id\x18\x01 \x01(\tR\achunkId\"\x15\n" +
 	"\x13DeleteChunkResponse\"5\n" +
@@ -3610,7 +4660,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n" +
 	"\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n" +
-	"\x0fNODE_STATE_DEAD\x10\x032\xad\a\n" +
+	"\x0fNODE_STATE_DEAD\x10\x032\x82\t\n" +
 	"\vCoordinator\x12C\n" +
 	"\n" +
 	"UploadFile\x12\x19.dfs.v1.UploadFileRequest\x1a\x1a.dfs.v1.UploadFileResponse\x12L\n" +
@@ -3626,14 +4676,19 @@ const file_dfs_proto_rawDesc = "" +
 	"\x11DataNodeHeartbeat\x12\x18.dfs.v1.HeartbeatRequest\x1a\x19.dfs.v1.HeartbeatResponse\x12I\n" +
 	"\fReportChunks\x12\x1b.dfs.v1.ReportChunksRequest\x1a\x1c.dfs.v1.ReportChunksResponse\x12@\n" +
 	"\tListNodes\x12\x18.dfs.v1.ListNodesRequest\x1a\x19.dfs.v1.ListNodesResponse\x126\n" +
-	"\x06Backup\x12\x15.dfs.v1.BackupRequest\x1a\x13.dfs.v1.BackupChunk0\x012\x91\x05\n" +
+	"\x06Backup\x12\x15.dfs.v1.BackupRequest\x1a\x13.dfs.v1.BackupChunk0\x01\x12U\n" +
+	"\x10ReportBadReplica\x12\x1f.dfs.v1.ReportBadReplicaRequest\x1a .dfs.v1.ReportBadReplicaResponse\x12I\n" +
+	"\fDecommission\x12\x1b.dfs.v1.DecommissionRequest\x1a\x1c.dfs.v1.DecommissionResponse\x121\n" +
+	"\x04Fsck\x12\x13.dfs.v1.FsckRequest\x1a\x12.dfs.v1.FsckReport0\x012\xaa\x06\n" +
 	"\bDataNode\x12[\n" +
 	"\x12PrepareChunkUpload\x12!.dfs.v1.PrepareChunkUploadRequest\x1a\".dfs.v1.PrepareChunkUploadResponse\x12F\n" +
 	"\x11UploadChunkStream\x12\x17.dfs.v1.ChunkDataStream\x1a\x14.dfs.v1.ChunkDataAck(\x010\x01\x12a\n" +
 	"\x14PrepareChunkDownload\x12#.dfs.v1.PrepareChunkDownloadRequest\x1a$.dfs.v1.PrepareChunkDownloadResponse\x12T\n" +
 	"\x13DownloadChunkStream\x12\".dfs.v1.DownloadChunkStreamRequest\x1a\x17.dfs.v1.ChunkDataStream0\x01\x12C\n" +
 	"\n" +
-	"StatChunks\x12\x19.dfs.v1.StatChunksRequest\x1a\x1a.dfs.v1.StatChunksResponse\x12F\n" +
+	"StatChunks\x12\x19.dfs.v1.StatChunksRequest\x1a\x1a.dfs.v1.StatChunksResponse\x12O\n" +
+	"\x0eReplicateChunk\x12\x1d.dfs.v1.ReplicateChunkRequest\x1a\x1e.dfs.v1.ReplicateChunkResponse\x12F\n" +
+	"\vVerifyChunk\x12\x1a.dfs.v1.VerifyChunkRequest\x1a\x1b.dfs.v1.VerifyChunkResponse\x12F\n" +
 	"\vDeleteChunk\x12\x1a.dfs.v1.DeleteChunkRequest\x1a\x1b.dfs.v1.DeleteChunkResponse\x12R\n" +
 	"\x0fBulkDeleteChunk\x12\x1e.dfs.v1.BulkDeleteChunkRequest\x1a\x1f.dfs.v1.BulkDeleteChunkResponse\x12F\n" +
 	"\vHealthCheck\x12\x1a.dfs.v1.HealthCheckRequest\x1a\x1b.dfs.v1.HealthCheckResponseB&Z$github.com/dfs-project/dfs/rpc/dfspbb\x06proto3"
@@ -3651,7 +4706,7 @@ func file_dfs_proto_rawDescGZIP() []byte {
 }
 
 var file_dfs_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_dfs_proto_goTypes = []any{
 	(NodeState)(0),                       // 0: dfs.v1.NodeState
 	(*ChunkPlan)(nil),                    // 1: dfs.v1.ChunkPlan
@@ -3689,26 +4744,40 @@ var file_dfs_proto_goTypes = []any{
 	(*ReportChunksResponse)(nil),         // 33: dfs.v1.ReportChunksResponse
 	(*ListNodesRequest)(nil),             // 34: dfs.v1.ListNodesRequest
 	(*ListNodesResponse)(nil),            // 35: dfs.v1.ListNodesResponse
-	(*BackupRequest)(nil),                // 36: dfs.v1.BackupRequest
-	(*BackupChunk)(nil),                  // 37: dfs.v1.BackupChunk
-	(*PrepareChunkUploadRequest)(nil),    // 38: dfs.v1.PrepareChunkUploadRequest
-	(*PrepareChunkUploadResponse)(nil),   // 39: dfs.v1.PrepareChunkUploadResponse
-	(*ChunkDataStream)(nil),              // 40: dfs.v1.ChunkDataStream
-	(*ChunkDataAck)(nil),                 // 41: dfs.v1.ChunkDataAck
-	(*PrepareChunkDownloadRequest)(nil),  // 42: dfs.v1.PrepareChunkDownloadRequest
-	(*PrepareChunkDownloadResponse)(nil), // 43: dfs.v1.PrepareChunkDownloadResponse
-	(*DownloadChunkStreamRequest)(nil),   // 44: dfs.v1.DownloadChunkStreamRequest
-	(*StatChunksRequest)(nil),            // 45: dfs.v1.StatChunksRequest
-	(*ChunkStat)(nil),                    // 46: dfs.v1.ChunkStat
-	(*StatChunksResponse)(nil),           // 47: dfs.v1.StatChunksResponse
-	(*DeleteChunkRequest)(nil),           // 48: dfs.v1.DeleteChunkRequest
-	(*DeleteChunkResponse)(nil),          // 49: dfs.v1.DeleteChunkResponse
-	(*BulkDeleteChunkRequest)(nil),       // 50: dfs.v1.BulkDeleteChunkRequest
-	(*BulkDeleteChunkResponse)(nil),      // 51: dfs.v1.BulkDeleteChunkResponse
-	(*HealthCheckRequest)(nil),           // 52: dfs.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),          // 53: dfs.v1.HealthCheckResponse
-	(*NotServing)(nil),                   // 54: dfs.v1.NotServing
-	(*FailedNodes)(nil),                  // 55: dfs.v1.FailedNodes
+	(*ClusterHealth)(nil),                // 36: dfs.v1.ClusterHealth
+	(*ReportBadReplicaRequest)(nil),      // 37: dfs.v1.ReportBadReplicaRequest
+	(*ReportBadReplicaResponse)(nil),     // 38: dfs.v1.ReportBadReplicaResponse
+	(*DecommissionRequest)(nil),          // 39: dfs.v1.DecommissionRequest
+	(*DecommissionResponse)(nil),         // 40: dfs.v1.DecommissionResponse
+	(*FsckRequest)(nil),                  // 41: dfs.v1.FsckRequest
+	(*FsckChunk)(nil),                    // 42: dfs.v1.FsckChunk
+	(*FsckFile)(nil),                     // 43: dfs.v1.FsckFile
+	(*FsckSummary)(nil),                  // 44: dfs.v1.FsckSummary
+	(*FsckReport)(nil),                   // 45: dfs.v1.FsckReport
+	(*BackupRequest)(nil),                // 46: dfs.v1.BackupRequest
+	(*BackupChunk)(nil),                  // 47: dfs.v1.BackupChunk
+	(*PrepareChunkUploadRequest)(nil),    // 48: dfs.v1.PrepareChunkUploadRequest
+	(*PrepareChunkUploadResponse)(nil),   // 49: dfs.v1.PrepareChunkUploadResponse
+	(*ChunkDataStream)(nil),              // 50: dfs.v1.ChunkDataStream
+	(*ChunkDataAck)(nil),                 // 51: dfs.v1.ChunkDataAck
+	(*PrepareChunkDownloadRequest)(nil),  // 52: dfs.v1.PrepareChunkDownloadRequest
+	(*PrepareChunkDownloadResponse)(nil), // 53: dfs.v1.PrepareChunkDownloadResponse
+	(*DownloadChunkStreamRequest)(nil),   // 54: dfs.v1.DownloadChunkStreamRequest
+	(*StatChunksRequest)(nil),            // 55: dfs.v1.StatChunksRequest
+	(*ChunkStat)(nil),                    // 56: dfs.v1.ChunkStat
+	(*StatChunksResponse)(nil),           // 57: dfs.v1.StatChunksResponse
+	(*ReplicateChunkRequest)(nil),        // 58: dfs.v1.ReplicateChunkRequest
+	(*ReplicateChunkResponse)(nil),       // 59: dfs.v1.ReplicateChunkResponse
+	(*VerifyChunkRequest)(nil),           // 60: dfs.v1.VerifyChunkRequest
+	(*VerifyChunkResponse)(nil),          // 61: dfs.v1.VerifyChunkResponse
+	(*DeleteChunkRequest)(nil),           // 62: dfs.v1.DeleteChunkRequest
+	(*DeleteChunkResponse)(nil),          // 63: dfs.v1.DeleteChunkResponse
+	(*BulkDeleteChunkRequest)(nil),       // 64: dfs.v1.BulkDeleteChunkRequest
+	(*BulkDeleteChunkResponse)(nil),      // 65: dfs.v1.BulkDeleteChunkResponse
+	(*HealthCheckRequest)(nil),           // 66: dfs.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),          // 67: dfs.v1.HealthCheckResponse
+	(*NotServing)(nil),                   // 68: dfs.v1.NotServing
+	(*FailedNodes)(nil),                  // 69: dfs.v1.FailedNodes
 }
 var file_dfs_proto_depIdxs = []int32{
 	2,  // 0: dfs.v1.ChunkPlan.primary:type_name -> dfs.v1.NodeRef
@@ -3730,58 +4799,75 @@ var file_dfs_proto_depIdxs = []int32{
 	28, // 16: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
 	24, // 17: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
 	29, // 18: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
-	46, // 19: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
+	56, // 19: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
 	24, // 20: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
-	2,  // 21: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
-	38, // 22: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
-	46, // 23: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
-	3,  // 24: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
-	5,  // 25: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
-	8,  // 26: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
-	10, // 27: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
-	15, // 28: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
-	17, // 29: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
-	19, // 30: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
-	21, // 31: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
-	25, // 32: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
-	27, // 33: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
-	32, // 34: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
-	34, // 35: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
-	36, // 36: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
-	38, // 37: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
-	40, // 38: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
-	42, // 39: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
-	44, // 40: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
-	45, // 41: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
-	48, // 42: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
-	50, // 43: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
-	52, // 44: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
-	4,  // 45: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
-	6,  // 46: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
-	9,  // 47: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
-	11, // 48: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
-	16, // 49: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
-	18, // 50: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
-	20, // 51: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
-	23, // 52: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
-	26, // 53: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
-	31, // 54: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
-	33, // 55: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
-	35, // 56: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
-	37, // 57: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
-	39, // 58: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
-	41, // 59: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
-	43, // 60: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
-	40, // 61: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
-	47, // 62: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
-	49, // 63: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
-	51, // 64: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
-	53, // 65: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
-	45, // [45:66] is the sub-list for method output_type
-	24, // [24:45] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	36, // 21: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
+	24, // 22: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
+	42, // 23: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
+	36, // 24: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
+	43, // 25: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
+	44, // 26: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
+	2,  // 27: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
+	48, // 28: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
+	56, // 29: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
+	2,  // 30: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
+	3,  // 31: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
+	5,  // 32: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
+	8,  // 33: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
+	10, // 34: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
+	15, // 35: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
+	17, // 36: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
+	19, // 37: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
+	21, // 38: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
+	25, // 39: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
+	27, // 40: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
+	32, // 41: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
+	34, // 42: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
+	46, // 43: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
+	37, // 44: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
+	39, // 45: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
+	41, // 46: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
+	48, // 47: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
+	50, // 48: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
+	52, // 49: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
+	54, // 50: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
+	55, // 51: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
+	58, // 52: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
+	60, // 53: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
+	62, // 54: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
+	64, // 55: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
+	66, // 56: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
+	4,  // 57: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
+	6,  // 58: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
+	9,  // 59: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
+	11, // 60: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
+	16, // 61: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
+	18, // 62: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
+	20, // 63: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
+	23, // 64: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
+	26, // 65: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
+	31, // 66: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
+	33, // 67: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
+	35, // 68: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
+	47, // 69: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
+	38, // 70: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
+	40, // 71: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
+	45, // 72: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
+	49, // 73: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
+	51, // 74: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
+	53, // 75: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
+	50, // 76: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
+	57, // 77: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
+	59, // 78: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
+	61, // 79: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
+	63, // 80: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
+	65, // 81: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
+	67, // 82: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
+	57, // [57:83] is the sub-list for method output_type
+	31, // [31:57] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_dfs_proto_init() }
@@ -3792,13 +4878,17 @@ func file_dfs_proto_init() {
 	file_dfs_proto_msgTypes[28].OneofWrappers = []any{
 		(*NodeCommand_DeleteChunks)(nil),
 	}
+	file_dfs_proto_msgTypes[44].OneofWrappers = []any{
+		(*FsckReport_File)(nil),
+		(*FsckReport_Summary)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfs_proto_rawDesc), len(file_dfs_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   55,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

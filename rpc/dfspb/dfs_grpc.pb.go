@@ -35,6 +35,9 @@ const (
 	Coordinator_ReportChunks_FullMethodName      = "/dfs.v1.Coordinator/ReportChunks"
 	Coordinator_ListNodes_FullMethodName         = "/dfs.v1.Coordinator/ListNodes"
 	Coordinator_Backup_FullMethodName            = "/dfs.v1.Coordinator/Backup"
+	Coordinator_ReportBadReplica_FullMethodName  = "/dfs.v1.Coordinator/ReportBadReplica"
+	Coordinator_Decommission_FullMethodName      = "/dfs.v1.Coordinator/Decommission"
+	Coordinator_Fsck_FullMethodName              = "/dfs.v1.Coordinator/Fsck"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -71,6 +74,16 @@ type CoordinatorClient interface {
 	// Backup streams a consistent snapshot of the namespace in the backup
 	// format (see docs/operations.md).
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
+	// ReportBadReplica tells the coordinator that a reader found a replica
+	// whose bytes do not match their digests; the coordinator has the
+	// datanode verify it and repairs it if it is bad.
+	ReportBadReplica(ctx context.Context, in *ReportBadReplicaRequest, opts ...grpc.CallOption) (*ReportBadReplicaResponse, error)
+	// Decommission drains a datanode: no new chunks go to it and every chunk
+	// it holds is copied elsewhere; ListNodes shows when it is safe to remove.
+	Decommission(ctx context.Context, in *DecommissionRequest, opts ...grpc.CallOption) (*DecommissionResponse, error)
+	// Fsck streams the files below a path whose chunks are missing,
+	// under-replicated or have corrupt copies, then a summary.
+	Fsck(ctx context.Context, in *FsckRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FsckReport], error)
 }
 
 type coordinatorClient struct {
@@ -220,6 +233,45 @@ func (c *coordinatorClient) Backup(ctx context.Context, in *BackupRequest, opts 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Coordinator_BackupClient = grpc.ServerStreamingClient[BackupChunk]
 
+func (c *coordinatorClient) ReportBadReplica(ctx context.Context, in *ReportBadReplicaRequest, opts ...grpc.CallOption) (*ReportBadReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportBadReplicaResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ReportBadReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) Decommission(ctx context.Context, in *DecommissionRequest, opts ...grpc.CallOption) (*DecommissionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DecommissionResponse)
+	err := c.cc.Invoke(ctx, Coordinator_Decommission_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) Fsck(ctx context.Context, in *FsckRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FsckReport], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Coordinator_ServiceDesc.Streams[1], Coordinator_Fsck_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FsckRequest, FsckReport]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_FsckClient = grpc.ServerStreamingClient[FsckReport]
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -254,6 +306,16 @@ type CoordinatorServer interface {
 	// Backup streams a consistent snapshot of the namespace in the backup
 	// format (see docs/operations.md).
 	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error
+	// ReportBadReplica tells the coordinator that a reader found a replica
+	// whose bytes do not match their digests; the coordinator has the
+	// datanode verify it and repairs it if it is bad.
+	ReportBadReplica(context.Context, *ReportBadReplicaRequest) (*ReportBadReplicaResponse, error)
+	// Decommission drains a datanode: no new chunks go to it and every chunk
+	// it holds is copied elsewhere; ListNodes shows when it is safe to remove.
+	Decommission(context.Context, *DecommissionRequest) (*DecommissionResponse, error)
+	// Fsck streams the files below a path whose chunks are missing,
+	// under-replicated or have corrupt copies, then a summary.
+	Fsck(*FsckRequest, grpc.ServerStreamingServer[FsckReport]) error
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -302,6 +364,15 @@ func (UnimplementedCoordinatorServer) ListNodes(context.Context, *ListNodesReque
 }
 func (UnimplementedCoordinatorServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error {
 	return status.Error(codes.Unimplemented, "method Backup not implemented")
+}
+func (UnimplementedCoordinatorServer) ReportBadReplica(context.Context, *ReportBadReplicaRequest) (*ReportBadReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportBadReplica not implemented")
+}
+func (UnimplementedCoordinatorServer) Decommission(context.Context, *DecommissionRequest) (*DecommissionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Decommission not implemented")
+}
+func (UnimplementedCoordinatorServer) Fsck(*FsckRequest, grpc.ServerStreamingServer[FsckReport]) error {
+	return status.Error(codes.Unimplemented, "method Fsck not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -551,6 +622,53 @@ func _Coordinator_Backup_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Coordinator_BackupServer = grpc.ServerStreamingServer[BackupChunk]
 
+func _Coordinator_ReportBadReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportBadReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ReportBadReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ReportBadReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ReportBadReplica(ctx, req.(*ReportBadReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_Decommission_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DecommissionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).Decommission(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_Decommission_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).Decommission(ctx, req.(*DecommissionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_Fsck_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FsckRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServer).Fsck(m, &grpc.GenericServerStream[FsckRequest, FsckReport]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_FsckServer = grpc.ServerStreamingServer[FsckReport]
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -606,11 +724,24 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListNodes",
 			Handler:    _Coordinator_ListNodes_Handler,
 		},
+		{
+			MethodName: "ReportBadReplica",
+			Handler:    _Coordinator_ReportBadReplica_Handler,
+		},
+		{
+			MethodName: "Decommission",
+			Handler:    _Coordinator_Decommission_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Backup",
 			Handler:       _Coordinator_Backup_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Fsck",
+			Handler:       _Coordinator_Fsck_Handler,
 			ServerStreams: true,
 		},
 	},
@@ -623,6 +754,8 @@ const (
 	DataNode_PrepareChunkDownload_FullMethodName = "/dfs.v1.DataNode/PrepareChunkDownload"
 	DataNode_DownloadChunkStream_FullMethodName  = "/dfs.v1.DataNode/DownloadChunkStream"
 	DataNode_StatChunks_FullMethodName           = "/dfs.v1.DataNode/StatChunks"
+	DataNode_ReplicateChunk_FullMethodName       = "/dfs.v1.DataNode/ReplicateChunk"
+	DataNode_VerifyChunk_FullMethodName          = "/dfs.v1.DataNode/VerifyChunk"
 	DataNode_DeleteChunk_FullMethodName          = "/dfs.v1.DataNode/DeleteChunk"
 	DataNode_BulkDeleteChunk_FullMethodName      = "/dfs.v1.DataNode/BulkDeleteChunk"
 	DataNode_HealthCheck_FullMethodName          = "/dfs.v1.DataNode/HealthCheck"
@@ -642,6 +775,13 @@ type DataNodeClient interface {
 	DownloadChunkStream(ctx context.Context, in *DownloadChunkStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChunkDataStream], error)
 	// StatChunks reports the size and digest of stored chunks.
 	StatChunks(ctx context.Context, in *StatChunksRequest, opts ...grpc.CallOption) (*StatChunksResponse, error)
+	// ReplicateChunk makes this node copy a chunk from another node, verifying
+	// every byte against the digests recorded at commit; it returns once the
+	// copy is durable (and reported to the coordinator).
+	ReplicateChunk(ctx context.Context, in *ReplicateChunkRequest, opts ...grpc.CallOption) (*ReplicateChunkResponse, error)
+	// VerifyChunk re-reads a stored chunk and checks it against its digests
+	// now; a corrupt copy stops being served and is reported.
+	VerifyChunk(ctx context.Context, in *VerifyChunkRequest, opts ...grpc.CallOption) (*VerifyChunkResponse, error)
 	DeleteChunk(ctx context.Context, in *DeleteChunkRequest, opts ...grpc.CallOption) (*DeleteChunkResponse, error)
 	BulkDeleteChunk(ctx context.Context, in *BulkDeleteChunkRequest, opts ...grpc.CallOption) (*BulkDeleteChunkResponse, error)
 	HealthCheck(ctx context.Context, in *HealthCheckRequest, opts ...grpc.CallOption) (*HealthCheckResponse, error)
@@ -717,6 +857,26 @@ func (c *dataNodeClient) StatChunks(ctx context.Context, in *StatChunksRequest, 
 	return out, nil
 }
 
+func (c *dataNodeClient) ReplicateChunk(ctx context.Context, in *ReplicateChunkRequest, opts ...grpc.CallOption) (*ReplicateChunkResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplicateChunkResponse)
+	err := c.cc.Invoke(ctx, DataNode_ReplicateChunk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dataNodeClient) VerifyChunk(ctx context.Context, in *VerifyChunkRequest, opts ...grpc.CallOption) (*VerifyChunkResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyChunkResponse)
+	err := c.cc.Invoke(ctx, DataNode_VerifyChunk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *dataNodeClient) DeleteChunk(ctx context.Context, in *DeleteChunkRequest, opts ...grpc.CallOption) (*DeleteChunkResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteChunkResponse)
@@ -761,6 +921,13 @@ type DataNodeServer interface {
 	DownloadChunkStream(*DownloadChunkStreamRequest, grpc.ServerStreamingServer[ChunkDataStream]) error
 	// StatChunks reports the size and digest of stored chunks.
 	StatChunks(context.Context, *StatChunksRequest) (*StatChunksResponse, error)
+	// ReplicateChunk makes this node copy a chunk from another node, verifying
+	// every byte against the digests recorded at commit; it returns once the
+	// copy is durable (and reported to the coordinator).
+	ReplicateChunk(context.Context, *ReplicateChunkRequest) (*ReplicateChunkResponse, error)
+	// VerifyChunk re-reads a stored chunk and checks it against its digests
+	// now; a corrupt copy stops being served and is reported.
+	VerifyChunk(context.Context, *VerifyChunkRequest) (*VerifyChunkResponse, error)
 	DeleteChunk(context.Context, *DeleteChunkRequest) (*DeleteChunkResponse, error)
 	BulkDeleteChunk(context.Context, *BulkDeleteChunkRequest) (*BulkDeleteChunkResponse, error)
 	HealthCheck(context.Context, *HealthCheckRequest) (*HealthCheckResponse, error)
@@ -788,6 +955,12 @@ func (UnimplementedDataNodeServer) DownloadChunkStream(*DownloadChunkStreamReque
 }
 func (UnimplementedDataNodeServer) StatChunks(context.Context, *StatChunksRequest) (*StatChunksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StatChunks not implemented")
+}
+func (UnimplementedDataNodeServer) ReplicateChunk(context.Context, *ReplicateChunkRequest) (*ReplicateChunkResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplicateChunk not implemented")
+}
+func (UnimplementedDataNodeServer) VerifyChunk(context.Context, *VerifyChunkRequest) (*VerifyChunkResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyChunk not implemented")
 }
 func (UnimplementedDataNodeServer) DeleteChunk(context.Context, *DeleteChunkRequest) (*DeleteChunkResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteChunk not implemented")
@@ -891,6 +1064,42 @@ func _DataNode_StatChunks_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DataNode_ReplicateChunk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplicateChunkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DataNodeServer).ReplicateChunk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DataNode_ReplicateChunk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DataNodeServer).ReplicateChunk(ctx, req.(*ReplicateChunkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DataNode_VerifyChunk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyChunkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DataNodeServer).VerifyChunk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DataNode_VerifyChunk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DataNodeServer).VerifyChunk(ctx, req.(*VerifyChunkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _DataNode_DeleteChunk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeleteChunkRequest)
 	if err := dec(in); err != nil {
@@ -963,6 +1172,14 @@ var DataNode_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StatChunks",
 			Handler:    _DataNode_StatChunks_Handler,
+		},
+		{
+			MethodName: "ReplicateChunk",
+			Handler:    _DataNode_ReplicateChunk_Handler,
+		},
+		{
+			MethodName: "VerifyChunk",
+			Handler:    _DataNode_VerifyChunk_Handler,
 		},
 		{
 			MethodName: "DeleteChunk",
