@@ -50,6 +50,8 @@ func Backup(ctx context.Context, s Store, w io.Writer, storeName string) (record
 			rec.Record = &metapb.BackupRecord_Upload{Upload: UploadToPB(r.Upload)}
 		case r.Deletion != nil:
 			rec.Record = &metapb.BackupRecord_Deletion{Deletion: &metapb.Deletion{Node: string(r.Deletion.Node), Chunk: string(r.Deletion.Chunk)}}
+		case r.Drain != nil:
+			rec.Record = &metapb.BackupRecord_Drain{Drain: &metapb.Drain{Node: string(*r.Drain)}}
 		default:
 			return nil
 		}
@@ -188,6 +190,12 @@ func recordFromPB(m *metapb.BackupRecord) (Record, error) {
 	case *metapb.BackupRecord_Deletion:
 		d, err := DeletionFromPB(r.Deletion)
 		return Record{Deletion: &d}, err
+	case *metapb.BackupRecord_Drain:
+		n, err := rpc.ParseNodeID(r.Drain.GetNode())
+		if err != nil {
+			return Record{}, fmt.Errorf("decode drain: %w", err)
+		}
+		return Record{Drain: &n}, nil
 	}
 	return Record{}, fmt.Errorf("empty record")
 }

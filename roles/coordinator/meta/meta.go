@@ -1,6 +1,7 @@
 // Package meta defines the coordinator's durable metadata: the namespace
-// (path -> committed file), open upload sessions and pending chunk
-// deletions, and the Store interface its backends (bolt, etcd) implement.
+// (path -> committed file), open upload sessions, pending chunk deletions
+// and the datanodes being drained (decommissioned), and the Store
+// interface its backends (bolt, etcd) implement.
 // A Store applies each Txn atomically and durably: after Commit returns, the
 // change survives a crash of the coordinator at any moment.
 package meta
@@ -96,7 +97,11 @@ type Deletion struct {
 // the file at Path has version Expect (0: no file at Path) and fails with
 // ErrConflict otherwise; then it stores Put (a new version of Path, whose
 // Version must be Expect+1) or, with Delete, removes the file. The other
-// fields are applied unconditionally.
+// fields are applied unconditionally, with the file change: a txn that
+// fails applies none of them. Within each pair the removal follows the
+// addition: a session in both PutUploads and DeleteUploads, a deletion in
+// both AddDeletions and DoneDeletions, or a node in both Drain and
+// Undrain ends up absent.
 type Txn struct {
 	Path   rpc.Path
 	Expect uint64
@@ -107,6 +112,11 @@ type Txn struct {
 	DeleteUploads []rpc.SessionID
 	AddDeletions  []Deletion
 	DoneDeletions []Deletion
+	// Drain marks datanodes as draining (being decommissioned), Undrain
+	// clears the mark. Both are set operations: draining a draining node
+	// or undraining one that is not draining changes nothing.
+	Drain   []rpc.NodeID
+	Undrain []rpc.NodeID
 }
 
 // ErrConflict is the kind of error Commit returns when Txn.Expect does not
@@ -146,12 +156,15 @@ type Loader interface {
 	// Files calls fn for every committed file in path order; an error from
 	// fn stops the walk and is returned.
 	Files(ctx context.Context, fn func(*File) error) error
+	// Drains returns every draining datanode, sorted by ID.
+	Drains(ctx context.Context) ([]rpc.NodeID, error)
 }
 
 // Snapshotter reads a consistent copy of the whole store, for backups.
 type Snapshotter interface {
 	// Snapshot calls fn with every record of one consistent view of the
-	// store: files, uploads and deletions. fn must not call the store.
+	// store: files, uploads, deletions and drains. fn must not call the
+	// store.
 	Snapshot(ctx context.Context, fn func(Record) error) error
 }
 
@@ -160,6 +173,7 @@ type Record struct {
 	File     *File
 	Upload   *Upload
 	Deletion *Deletion
+	Drain    *rpc.NodeID // a draining datanode
 }
 
 // Initializer gives a new store its identity and, for a restore, its
@@ -217,6 +231,13 @@ func CheckTxn(txn *Txn) error {
 		for _, d := range list {
 			if _, err := ParseDeletionKey(DeletionKey(d)); err != nil {
 				return rpc.Errorf(rpc.Invalid, "txn names a malformed deletion: %v", err)
+			}
+		}
+	}
+	for _, list := range [][]rpc.NodeID{txn.Drain, txn.Undrain} {
+		for _, n := range list {
+			if _, err := rpc.ParseNodeID(string(n)); err != nil {
+				return rpc.Errorf(rpc.Invalid, "txn names a malformed node: %v", err)
 			}
 		}
 	}

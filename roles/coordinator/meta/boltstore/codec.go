@@ -33,6 +33,13 @@ func deletionKey(d meta.Deletion) ([]byte, error) {
 	return []byte(k), nil
 }
 
+func drainKey(n rpc.NodeID) ([]byte, error) {
+	if _, err := rpc.ParseNodeID(string(n)); err != nil {
+		return nil, rpc.Errorf(rpc.Invalid, "drain of %q would not read back: %v", n, err)
+	}
+	return []byte(n), nil
+}
+
 func decodeFile(k, v []byte) (*meta.File, error) {
 	f, err := meta.UnmarshalFile(v)
 	if err != nil {
@@ -61,4 +68,12 @@ func decodeDeletion(k []byte) (meta.Deletion, error) {
 		return meta.Deletion{}, rpc.Errorf(rpc.Internal, "stored deletion %q is damaged: %v", k, err)
 	}
 	return d, nil
+}
+
+func decodeDrain(k []byte) (rpc.NodeID, error) {
+	n, err := rpc.ParseNodeID(string(k))
+	if err != nil {
+		return "", rpc.Errorf(rpc.Internal, "stored drain %q is damaged: %v", k, err)
+	}
+	return n, nil
 }

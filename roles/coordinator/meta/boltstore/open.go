@@ -20,31 +20,57 @@ import (
 	"github.com/dfs-project/dfs/rpc"
 )
 
-// The file holds four top-level buckets and nothing else:
+// The file holds five top-level buckets and nothing else:
 //
 //	meta       "format" -> uint64 big-endian, "cluster_id" -> the cluster ID (absent until Init)
 //	files      path -> metapb.File (bolt keeps keys sorted, so cursors walk paths in order)
 //	uploads    session ID -> metapb.Upload
 //	deletions  meta.DeletionKey ("<node>/<chunk>") -> empty (the key is the record)
+//	drains     node ID -> empty (the key is the record): the draining datanodes
 //
-// All four are created, with the format, in the one transaction that turns
+// All five are created, with the format, in the one transaction that turns
 // an empty file into a store, so a file with some of them but not all is
 // damaged. Init writes the records and the cluster ID in one transaction,
 // so no "initializing" marker is needed: a store is either uninitialized
 // and empty, or initialized.
-const formatVersion uint64 = 1
+//
+// Formats:
+//
+//	1  meta, files, uploads, deletions
+//	2  adds drains
+//
+// Open upgrades a store of an older format in place, in one write
+// transaction under the file's lock, by creating the buckets it lacks and
+// raising the format. The format is raised, rather than the bucket being
+// optional, because a dfs that predates the change must not use the
+// upgraded file (it would drop the drains from its backups): one of
+// format 1 refuses it for its unknown bucket, and since format 2 the
+// format is checked before the bucket names, so later formats are
+// refused as newer.
+const formatVersion uint64 = 2
 
 var (
 	bucketMeta      = []byte("meta")
 	bucketFiles     = []byte("files")
 	bucketUploads   = []byte("uploads")
 	bucketDeletions = []byte("deletions")
+	bucketDrains    = []byte("drains")
 
 	keyFormat  = []byte("format")
 	keyCluster = []byte("cluster_id")
 
-	allBuckets = [][]byte{bucketMeta, bucketFiles, bucketUploads, bucketDeletions}
+	// allBuckets are the buckets of formatVersion, in the order the
+	// formats added them.
+	allBuckets = [][]byte{bucketMeta, bucketFiles, bucketUploads, bucketDeletions, bucketDrains}
 )
+
+// bucketsOf returns the buckets a store of format f holds.
+func bucketsOf(f uint64) [][]byte {
+	if f == 1 {
+		return allBuckets[:4]
+	}
+	return allBuckets
+}
 
 // Options tunes a Store. Zero fields take the value DefaultOptions gives.
 type Options struct {
@@ -115,6 +141,7 @@ func (o Options) withDefaults() Options {
 // layout is what inspect found in a file.
 type layout struct {
 	empty   bool // a bolt database without buckets: not a store yet
+	format  uint64
 	cluster string
 }
 
@@ -123,7 +150,8 @@ type layout struct {
 // A file that is not a bolt database, is truncated, is a bolt database of
 // something else, or has a format newer than this code knows is refused
 // with an error of kind rpc.FailedPrecondition and left exactly as it was:
-// it is inspected read-only before it is opened for writing. A file locked
+// it is inspected read-only before it is opened for writing. A store of an
+// older format is upgraded to formatVersion (see above). A file locked
 // by another process is refused with rpc.Unavailable after
 // opts.LockTimeout. The caller closes the store.
 func Open(path string, opts Options) (*Store, error) {
@@ -148,7 +176,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db, path: path, log: opts.Log.With().Str("component", "boltstore").Str("path", path).Logger()}
-	created, cluster, err := s.prepare()
+	created, l, err := s.prepare()
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -162,12 +190,12 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	db.MaxBatchDelay = opts.BatchDelay
 	db.MaxBatchSize = opts.BatchSize
-	s.cluster.Store(cluster)
+	s.cluster.Store(l.cluster)
 	size := int64(-1)
 	if fi, err := os.Stat(path); err == nil {
 		size = fi.Size()
 	}
-	s.log.Info().Str("cluster", cluster).Bool("created", created).Int64("bytes", size).
+	s.log.Info().Str("cluster", l.cluster).Bool("created", created).Uint64("format", l.format).Int64("bytes", size).
 		Dur("batch_delay", opts.BatchDelay).Int("batch_size", opts.BatchSize).Msg("metadata store opened")
 	return s, nil
 }
@@ -244,6 +272,7 @@ func inspect(path string, tx *bolt.Tx) (layout, error) {
 		return bad("truncated: the file has %d bytes, its database needs %d", st.Size(), tx.Size())
 	}
 	var names [][]byte
+	var unknown []byte
 	err = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
 		for _, ours := range allBuckets {
 			if bytes.Equal(name, ours) {
@@ -251,26 +280,39 @@ func inspect(path string, tx *bolt.Tx) (layout, error) {
 				return nil
 			}
 		}
-		return fmt.Errorf("bucket %q", name)
+		if unknown == nil {
+			unknown = bytes.Clone(name)
+		}
+		return nil
 	})
 	if err != nil {
-		return bad("a bolt database but not a dfs metadata store (unexpected %v)", err)
+		return layout{}, fmt.Errorf("boltstore.Open %s: %w", path, err)
+	}
+	m := tx.Bucket(bucketMeta)
+	var format uint64
+	if m != nil {
+		if v := m.Get(keyFormat); len(v) == 8 {
+			format = binary.BigEndian.Uint64(v)
+		}
+	}
+	// A newer format may have buckets this code does not know: the format
+	// says why, before they are taken for another program's.
+	if format > formatVersion {
+		return bad("format version %d is newer than this dfs understands (%d); run a newer dfs", format, formatVersion)
+	}
+	if unknown != nil {
+		return bad("a bolt database but not a dfs metadata store (unexpected bucket %q)", unknown)
 	}
 	if len(names) == 0 {
 		return layout{empty: true}, nil
 	}
-	m := tx.Bucket(bucketMeta)
 	if m == nil {
 		return bad("a bolt database but not a dfs metadata store (no %q bucket)", bucketMeta)
 	}
-	v := m.Get(keyFormat)
-	if len(v) != 8 || binary.BigEndian.Uint64(v) == 0 {
+	if format == 0 {
 		return bad("a bolt database but not a dfs metadata store, or a damaged one (no format version)")
 	}
-	if f := binary.BigEndian.Uint64(v); f > formatVersion {
-		return bad("format version %d is newer than this dfs understands (%d); run a newer dfs", f, formatVersion)
-	}
-	for _, name := range allBuckets {
+	for _, name := range bucketsOf(format) {
 		if tx.Bucket(name) == nil {
 			return bad("damaged dfs metadata store: no %q bucket", name)
 		}
@@ -278,18 +320,20 @@ func inspect(path string, tx *bolt.Tx) (layout, error) {
 	cluster := string(m.Get(keyCluster))
 	if cluster == "" {
 		for _, name := range allBuckets[1:] {
-			if k, _ := tx.Bucket(name).Cursor().First(); k != nil {
-				return bad("the store is uninitialized but its %q bucket holds data (a damaged store?)", name)
+			if b := tx.Bucket(name); b != nil {
+				if k, _ := b.Cursor().First(); k != nil {
+					return bad("the store is uninitialized but its %q bucket holds data (a damaged store?)", name)
+				}
 			}
 		}
 	}
-	return layout{cluster: cluster}, nil
+	return layout{format: format, cluster: cluster}, nil
 }
 
-// prepare re-inspects the file under the exclusive lock and turns an empty
-// bolt database into an uninitialized store.
-func (s *Store) prepare() (created bool, cluster string, err error) {
-	var l layout
+// prepare re-inspects the file under the exclusive lock, turns an empty
+// bolt database into an uninitialized store and upgrades a store of an
+// older format.
+func (s *Store) prepare() (created bool, l layout, err error) {
 	err = guardedOpen(s.path, func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			var err error
@@ -297,12 +341,12 @@ func (s *Store) prepare() (created bool, cluster string, err error) {
 			return err
 		})
 	})
-	if err != nil || !l.empty {
-		return false, l.cluster, err
+	if err != nil || (!l.empty && l.format == formatVersion) {
+		return false, l, err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update("boltstore.Open", func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
-			if _, err := tx.CreateBucket(name); err != nil {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
 		}
@@ -310,10 +354,16 @@ func (s *Store) prepare() (created bool, cluster string, err error) {
 		binary.BigEndian.PutUint64(v[:], formatVersion)
 		return tx.Bucket(bucketMeta).Put(keyFormat, v[:])
 	})
-	if err != nil {
-		return false, "", fmt.Errorf("boltstore.Open %s: create buckets: %w", s.path, err)
+	switch {
+	case err != nil && l.empty:
+		return false, l, fmt.Errorf("boltstore.Open %s: create buckets: %w", s.path, err)
+	case err != nil:
+		return false, l, fmt.Errorf("boltstore.Open %s: upgrade from format %d: %w", s.path, l.format, err)
+	case !l.empty:
+		s.log.Info().Uint64("from", l.format).Uint64("to", formatVersion).Msg("metadata store format upgraded")
 	}
-	return true, "", nil
+	l.format = formatVersion
+	return l.empty, l, nil
 }
 
 func openErr(path string, kind rpc.Kind, cause error, format string, args ...any) error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -185,7 +186,23 @@ func TestOpenRefusesBadFiles(t *testing.T) {
 			newStoreFile(t, path, 3)
 			editBolt(t, path, func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketUploads) })
 		}, `no "uploads" bucket`, true},
-		{"newer format", setFormat(u64(formatVersion + 1)), "format version 2 is newer", true},
+		{"newer format", setFormat(u64(formatVersion + 1)), fmt.Sprintf("format version %d is newer", formatVersion+1), true},
+		{"newer format with a bucket of its own", func(t *testing.T, path string) {
+			setFormat(u64(formatVersion+1))(t, path)
+			editBolt(t, path, func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("future")); return err })
+		}, fmt.Sprintf("format version %d is newer", formatVersion+1), true},
+		{"drains bucket missing", func(t *testing.T, path string) {
+			newStoreFile(t, path, 3)
+			editBolt(t, path, func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketDrains) })
+		}, `no "drains" bucket`, true},
+		{"format 1 with a bucket missing", func(t *testing.T, path string) {
+			makeFormat1(t, path, 3)
+			editBolt(t, path, func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketDeletions) })
+		}, `no "deletions" bucket`, true},
+		{"format 1 uninitialized with data", func(t *testing.T, path string) {
+			makeFormat1(t, path, 3)
+			editBolt(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyCluster) })
+		}, "uninitialized but", true},
 		{"format zero", setFormat(u64(0)), "no format version", true},
 		{"format of the wrong size", setFormat([]byte{1}), "no format version", true},
 		{"uninitialized with data", func(t *testing.T, path string) {
@@ -221,6 +238,111 @@ func TestOpenRefusesBadFiles(t *testing.T) {
 			is.Equal(len(entries), 1) // and nothing was created beside it
 		})
 	}
+}
+
+// makeFormat1 makes a store file of format 1 at path, as a dfs before the
+// drains bucket wrote it: files files, an upload and a deletion. It
+// returns the store's contents as metatest.Dump renders them.
+func makeFormat1(t *testing.T, path string, files int) (cluster, dump string) {
+	t.Helper()
+	s, err := Open(path, testOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := rpc.NodeID(uuid.NewString())
+	recs := []meta.Record{
+		{Upload: &meta.Upload{ID: rpc.NewSessionID(), Path: "/u", ChunkSize: 1 << 20, Replication: 3, Created: time.Unix(3, 0)}},
+		{Deletion: &meta.Deletion{Node: node, Chunk: rpc.NewChunkID("/old", "s", 0, 0)}},
+	}
+	for i := range files {
+		recs = append(recs, meta.Record{File: metatest.NewFile(fmt.Sprintf("/f/%03d", i), 1+i%3, 1)})
+	}
+	cluster = uuid.NewString()
+	if err := s.Init(context.Background(), cluster, recs); err != nil {
+		t.Fatal(err)
+	}
+	dump = metatest.Dump(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	editBolt(t, path, func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketDrains); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyFormat, binary.BigEndian.AppendUint64(nil, 1))
+	})
+	return cluster, dump
+}
+
+// formatOf reads the format of the closed store file at path.
+func formatOf(t *testing.T, path string) (format uint64, drains bool) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		format = binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(keyFormat))
+		drains = tx.Bucket(bucketDrains) != nil
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return format, drains
+}
+
+func TestOpenUpgradesFormat1(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "meta.db")
+	cluster, dump := makeFormat1(t, path, 20)
+	format, drains := formatOf(t, path)
+	is.Equal(format, uint64(1)) // the fixture is a format 1 store
+	is.True(!drains)            // without a drains bucket
+
+	s := open(t, path)
+	is.Equal(s.ClusterID(), cluster)    // the upgraded store keeps its cluster
+	is.Equal(metatest.Dump(t, s), dump) // and its records
+	got, err := s.Drains(ctx)
+	is.NoErr(err)
+	is.Equal(len(got), 0) // and drains no node
+	node := rpc.NodeID(uuid.NewString())
+	is.NoErr(s.Commit(ctx, &meta.Txn{Drain: []rpc.NodeID{node}}))
+	is.NoErr(s.Close())
+
+	format, drains = formatOf(t, path)
+	is.Equal(format, formatVersion) // the open raised the format
+	is.True(drains)                 // and added the bucket
+	s = open(t, path)
+	got, err = s.Drains(ctx)
+	is.NoErr(err)
+	is.Equal(got, []rpc.NodeID{node}) // a drain in an upgraded store is durable
+}
+
+func TestOpenUpgradesUninitializedFormat1(t *testing.T) {
+	is := is.New(t)
+	path := filepath.Join(t.TempDir(), "meta.db")
+	s := open(t, path)
+	is.NoErr(s.Close())
+	editBolt(t, path, func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketDrains); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyFormat, binary.BigEndian.AppendUint64(nil, 1))
+	})
+	s = open(t, path)
+	is.Equal(s.ClusterID(), "") // still uninitialized
+	id := uuid.NewString()
+	node := rpc.NodeID(uuid.NewString())
+	is.NoErr(s.Init(context.Background(), id, []meta.Record{{Drain: &node}})) // and takes a restore with drains
+	got, err := s.Drains(context.Background())
+	is.NoErr(err)
+	is.Equal(got, []rpc.NodeID{node})
+	is.NoErr(s.Close())
+	format, _ := formatOf(t, path)
+	is.Equal(format, formatVersion)
 }
 
 func TestOpenLocked(t *testing.T) {

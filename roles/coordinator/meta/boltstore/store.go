@@ -66,7 +66,7 @@ func (s *Store) Init(ctx context.Context, id string, recs []meta.Record) error {
 		if id == "" {
 			return rpc.Errorf(rpc.Invalid, "empty cluster id")
 		}
-		files, uploads, dels := tx.Bucket(bucketFiles), tx.Bucket(bucketUploads), tx.Bucket(bucketDeletions)
+		files, uploads, dels, drains := tx.Bucket(bucketFiles), tx.Bucket(bucketUploads), tx.Bucket(bucketDeletions), tx.Bucket(bucketDrains)
 		for i, r := range recs {
 			if i%1024 == 0 {
 				if err := ctx.Err(); err != nil {
@@ -89,6 +89,11 @@ func (s *Store) Init(ctx context.Context, id string, recs []meta.Record) error {
 				var k []byte
 				if k, err = deletionKey(*r.Deletion); err == nil {
 					err = dels.Put(k, []byte{})
+				}
+			case r.Drain != nil:
+				var k []byte
+				if k, err = drainKey(*r.Drain); err == nil {
+					err = drains.Put(k, []byte{})
 				}
 			}
 			if err != nil {
@@ -237,6 +242,24 @@ func (s *Store) Deletions(ctx context.Context) ([]meta.Deletion, error) {
 	return out, nil
 }
 
+// Drains returns every draining datanode, ordered by ID.
+func (s *Store) Drains(ctx context.Context) ([]rpc.NodeID, error) {
+	out := []rpc.NodeID{}
+	err := s.view("boltstore.Drains", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDrains).ForEach(func(k, _ []byte) error {
+			n, err := decodeDrain(k)
+			if err == nil {
+				out = append(out, n)
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Files calls fn for every committed file in path order. It reads the
 // files in pages of walkPage, each in its own read transaction, and calls
 // fn between transactions, so fn may use the store (a commit that grows
@@ -283,8 +306,8 @@ func (s *Store) Files(ctx context.Context, fn func(*meta.File) error) error {
 }
 
 // Snapshot calls fn with every record of one read transaction: files in
-// path order, then uploads by ID, then deletions by key. fn must not call
-// the store.
+// path order, then uploads by ID, then deletions by key, then drains by
+// node ID. fn must not call the store.
 func (s *Store) Snapshot(ctx context.Context, fn func(meta.Record) error) error {
 	return s.view("boltstore.Snapshot", func(tx *bolt.Tx) error {
 		n := 0
@@ -321,13 +344,26 @@ func (s *Store) Snapshot(ctx context.Context, fn func(meta.Record) error) error 
 		if err != nil {
 			return err
 		}
-		return tx.Bucket(bucketDeletions).ForEach(func(k, _ []byte) error {
+		err = tx.Bucket(bucketDeletions).ForEach(func(k, _ []byte) error {
 			d, err := decodeDeletion(k)
 			if err == nil {
 				err = check()
 			}
 			if err == nil {
 				err = fn(meta.Record{Deletion: &d})
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketDrains).ForEach(func(k, _ []byte) error {
+			n, err := decodeDrain(k)
+			if err == nil {
+				err = check()
+			}
+			if err == nil {
+				err = fn(meta.Record{Drain: &n})
 			}
 			return err
 		})
@@ -376,6 +412,13 @@ func (s *Store) Commit(ctx context.Context, txn *meta.Txn) error {
 		}
 		c.dels = append(c.dels, k)
 	}
+	for _, n := range txn.Drain {
+		k, err := drainKey(n)
+		if err != nil {
+			return err
+		}
+		c.drains = append(c.drains, k)
+	}
 	if err := s.db.Batch(c.apply); err != nil {
 		return boltErr("boltstore.Commit", err)
 	}
@@ -391,6 +434,7 @@ type commit struct {
 	file    []byte
 	uploads [][]byte
 	dels    [][]byte
+	drains  [][]byte
 	applied *atomic.Int64
 
 	res error
@@ -446,7 +490,7 @@ func (c *commit) check(tx *bolt.Tx) error {
 
 func (c *commit) write(tx *bolt.Tx) error {
 	txn := c.txn
-	files, uploads, dels := tx.Bucket(bucketFiles), tx.Bucket(bucketUploads), tx.Bucket(bucketDeletions)
+	files, uploads, dels, drains := tx.Bucket(bucketFiles), tx.Bucket(bucketUploads), tx.Bucket(bucketDeletions), tx.Bucket(bucketDrains)
 	var errs []error
 	if txn.Put != nil {
 		errs = append(errs, files.Put([]byte(txn.Path), c.file))
@@ -465,6 +509,12 @@ func (c *commit) write(tx *bolt.Tx) error {
 	}
 	for _, d := range txn.DoneDeletions {
 		errs = append(errs, dels.Delete([]byte(meta.DeletionKey(d))))
+	}
+	for _, k := range c.drains {
+		errs = append(errs, drains.Put(k, []byte{}))
+	}
+	for _, n := range txn.Undrain {
+		errs = append(errs, drains.Delete([]byte(n)))
 	}
 	return errors.Join(errs...)
 }

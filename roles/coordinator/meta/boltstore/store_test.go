@@ -169,12 +169,15 @@ func TestDamagedValues(t *testing.T) {
 		return errors.Join(
 			tx.Bucket(bucketUploads).Put([]byte(rpc.NewSessionID()), []byte("\x0a\x03abc")),
 			tx.Bucket(bucketDeletions).Put([]byte("not-a-node/chunk"), []byte{}),
+			tx.Bucket(bucketDrains).Put([]byte("not-a-node"), []byte{}),
 		)
 	}))
 	_, err = s.Uploads(ctx)
 	is.True(errors.Is(err, rpc.Internal)) // a damaged upload is an error
 	_, err = s.Deletions(ctx)
 	is.True(errors.Is(err, rpc.Internal)) // and so is a damaged deletion key
+	_, err = s.Drains(ctx)
+	is.True(errors.Is(err, rpc.Internal)) // and a damaged drain key
 }
 
 func TestCommitRefusesRecordsThatWouldNotReadBack(t *testing.T) {
@@ -190,6 +193,8 @@ func TestCommitRefusesRecordsThatWouldNotReadBack(t *testing.T) {
 	is.True(errors.Is(err, rpc.Invalid)) // so is such an upload
 	err = s.Commit(ctx, &meta.Txn{AddDeletions: []meta.Deletion{{Node: "n", Chunk: "c"}}})
 	is.True(errors.Is(err, rpc.Invalid)) // and such a deletion
+	err = s.Commit(ctx, &meta.Txn{Drain: []rpc.NodeID{"n"}})
+	is.True(errors.Is(err, rpc.Invalid)) // and such a drain
 	n := 0
 	is.NoErr(s.Snapshot(ctx, func(meta.Record) error { n++; return nil }))
 	is.Equal(n, 0) // nothing was stored
@@ -210,7 +215,10 @@ func TestInitIsAtomic(t *testing.T) {
 	err := s.Init(ctx, uuid.NewString(), recs)
 	is.True(errors.Is(err, rpc.Invalid)) // a record that would not read back fails the restore
 	t.Log(err)
-	is.Equal(s.ClusterID(), "") // the store stays uninitialized
+	badNode := rpc.NodeID("not-a-node")
+	err = s.Init(ctx, uuid.NewString(), append(recs[:2:2], meta.Record{Drain: &badNode}))
+	is.True(errors.Is(err, rpc.Invalid)) // so does a drain of a malformed node
+	is.Equal(s.ClusterID(), "")          // the store stays uninitialized
 	n := 0
 	is.NoErr(s.Snapshot(ctx, func(meta.Record) error { n++; return nil }))
 	is.Equal(n, 0) // and empty

@@ -43,8 +43,8 @@ const (
 // failure is classified from the state that made it fail: rpc.NotFound,
 // ErrConflict or rpc.Exists exactly as metatest.Mem decides.
 //
-// Size limits: the file change, its checks and the txn's upload changes
-// always travel in that one txn. Chunk deletions (AddDeletions,
+// Size limits: the file change, its checks and the txn's upload and drain
+// changes always travel in that one txn. Chunk deletions (AddDeletions,
 // DoneDeletions) that do not fit beside them within MaxTxnOps and
 // MaxTxnBytes follow in further txns, applied only after the first one
 // succeeded. Those are the only parts ever split, and splitting them is
@@ -52,9 +52,12 @@ const (
 // chunks for the collector rather than losing data, or some
 // DoneDeletions, which only repeats a delete. If those later txns still
 // fail after retries, Commit returns an error although the file change
-// is durable. A txn without a path is only upload and deletion changes;
-// each of its batches is atomic, and when it does not fit one txn a
-// failure can leave the earlier batches applied.
+// is durable. A txn without a path is only upload, deletion and drain
+// changes; its drain changes travel in its first txn, each of its
+// batches is atomic, and when it does not fit one txn a failure can leave
+// the earlier batches applied. A txn with more drain changes (plus, with
+// a path, upload changes and the file change) than MaxTxnOps is refused
+// with rpc.Invalid.
 //
 // Durability: etcd answers a txn once a quorum of members has it in
 // their fsynced logs, and concurrent commits share those fsyncs. An error
@@ -77,10 +80,11 @@ func (s *Store) Commit(ctx context.Context, txn *meta.Txn) error {
 		return err
 	}
 	dels := s.deletionOps(txn)
+	drains := s.drainOps(txn)
 	if txn.Path == "" {
-		return s.commitUnconditional(ctx, append(ups, dels...))
+		return s.commitUnconditional(ctx, drains, append(ups, dels...))
 	}
-	return s.commitFile(ctx, txn, ups, dels)
+	return s.commitFile(ctx, txn, append(ups, drains...), dels)
 }
 
 // uploadOps returns the upload changes as their final state per key: a
@@ -112,6 +116,20 @@ func (s *Store) deletionOps(txn *meta.Txn) []clientv3.Op {
 	}
 	for _, d := range txn.DoneDeletions {
 		k := s.deletionKey(d)
+		final[k] = clientv3.OpDelete(k)
+	}
+	return sortedOps(final)
+}
+
+// drainOps returns the drain changes, final state per key.
+func (s *Store) drainOps(txn *meta.Txn) []clientv3.Op {
+	final := map[string]clientv3.Op{}
+	for _, n := range txn.Drain {
+		k := s.drainKey(n)
+		final[k] = clientv3.OpPut(k, "")
+	}
+	for _, n := range txn.Undrain {
+		k := s.drainKey(n)
 		final[k] = clientv3.OpDelete(k)
 	}
 	return sortedOps(final)
@@ -193,14 +211,17 @@ func errLostLeadership(l *Leadership) error {
 	return fmt.Errorf("%w: %w", ErrNotLeader, rpc.Errorf(rpc.Unavailable, "leadership of %s lost", l.name))
 }
 
-// commitUnconditional applies upload and deletion changes in as few
-// batches as the limits allow.
-func (s *Store) commitUnconditional(ctx context.Context, ops []clientv3.Op) error {
-	if len(ops) == 0 {
+// commitUnconditional applies first, all in the first txn, and then ops
+// in as few batches as the limits allow.
+func (s *Store) commitUnconditional(ctx context.Context, first, ops []clientv3.Op) error {
+	if len(first)+len(ops) == 0 {
 		return nil
 	}
-	bs := s.batches(ops, s.opts.MaxTxnOps, s.opts.MaxTxnBytes)
-	if err := s.applyBatch(ctx, bs[0]); err != nil {
+	if len(first) > s.opts.MaxTxnOps {
+		return rpc.Errorf(rpc.Invalid, "txn changes %d drains; the etcd metadata store allows %d per txn", len(first), s.opts.MaxTxnOps)
+	}
+	bs := s.batches(ops, s.opts.MaxTxnOps-len(first), s.opts.MaxTxnBytes-opsSize(first))
+	if err := s.applyBatch(ctx, append(slices.Clip(first), bs[0]...)); err != nil {
 		return err
 	}
 	return s.applyRest(ctx, bs[1:], "")
@@ -254,7 +275,8 @@ func (s *Store) applyRest(ctx context.Context, bs [][]clientv3.Op, what string) 
 	return nil
 }
 
-// commitFile applies a txn that names a path.
+// commitFile applies a txn that names a path: ups (upload and drain
+// changes) travel with the file change, dels may follow.
 func (s *Store) commitFile(ctx context.Context, txn *meta.Txn, ups, dels []clientv3.Op) error {
 	fk := s.fileKey(txn.Path)
 	var ancestors []string
@@ -288,7 +310,7 @@ func (s *Store) commitFile(ctx context.Context, txn *meta.Txn, ups, dels []clien
 	}
 	mandatory = append(mandatory, ups...)
 	if len(mandatory) > s.opts.MaxTxnOps {
-		return rpc.Errorf(rpc.Invalid, "txn for %s changes %d uploads; the etcd metadata store allows %d changes per txn", txn.Path, len(ups), s.opts.MaxTxnOps-1)
+		return rpc.Errorf(rpc.Invalid, "txn for %s changes %d uploads and drains; the etcd metadata store allows %d changes per txn", txn.Path, len(ups), s.opts.MaxTxnOps-1)
 	}
 	reads := []clientv3.Op{clientv3.OpGet(fk)}
 	if txn.Put != nil {

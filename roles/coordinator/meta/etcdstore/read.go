@@ -295,6 +295,28 @@ func (s *Store) Deletions(ctx context.Context) ([]meta.Deletion, error) {
 	return out, nil
 }
 
+func (s *Store) decodeDrain(kv *mvccpb.KeyValue) (rpc.NodeID, error) {
+	n, err := rpc.ParseNodeID(strings.TrimPrefix(string(kv.Key), s.pfx+"n/"))
+	if err != nil {
+		return "", rpc.Errorf(rpc.Internal, "etcdstore: key %q: %v", kv.Key, err)
+	}
+	return n, nil
+}
+
+// Drains returns every draining datanode, by ID, read at one revision.
+func (s *Store) Drains(ctx context.Context) ([]rpc.NodeID, error) {
+	var out []rpc.NodeID
+	_, err := s.scanPrefix(ctx, s.pfx+"n/", 0, func(kv *mvccpb.KeyValue) error {
+		n, err := s.decodeDrain(kv)
+		out = append(out, n)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Files calls fn for every file in path order, all read at one revision
 // (a page at a time, so fn runs between reads).
 func (s *Store) Files(ctx context.Context, fn func(*meta.File) error) error {
@@ -308,10 +330,11 @@ func (s *Store) Files(ctx context.Context, fn func(*meta.File) error) error {
 	return err
 }
 
-// Snapshot calls fn with every file (path order), upload (id order) and
-// deletion (key order), all read at the revision of its first read: one
-// consistent view, however long fn takes, unless etcd compacts that
-// revision meanwhile (then Snapshot fails and can be run again).
+// Snapshot calls fn with every file (path order), upload (id order),
+// deletion (key order) and drain (node order), all read at the revision
+// of its first read: one consistent view, however long fn takes, unless
+// etcd compacts that revision meanwhile (then Snapshot fails and can be
+// run again).
 func (s *Store) Snapshot(ctx context.Context, fn func(meta.Record) error) error {
 	head, err := s.cli.Get(ctx, s.metaKey("cluster"))
 	if err != nil {
@@ -337,12 +360,21 @@ func (s *Store) Snapshot(ctx context.Context, fn func(meta.Record) error) error 
 	}); err != nil {
 		return err
 	}
-	_, err = s.scanPrefix(ctx, s.pfx+"d/", rev, func(kv *mvccpb.KeyValue) error {
+	if _, err := s.scanPrefix(ctx, s.pfx+"d/", rev, func(kv *mvccpb.KeyValue) error {
 		d, err := s.decodeDeletion(kv)
 		if err != nil {
 			return err
 		}
 		return fn(meta.Record{Deletion: &d})
+	}); err != nil {
+		return err
+	}
+	_, err = s.scanPrefix(ctx, s.pfx+"n/", rev, func(kv *mvccpb.KeyValue) error {
+		n, err := s.decodeDrain(kv)
+		if err != nil {
+			return err
+		}
+		return fn(meta.Record{Drain: &n})
 	})
 	return err
 }

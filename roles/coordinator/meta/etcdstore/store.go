@@ -8,10 +8,16 @@
 //	<prefix>f<path>          a committed file (meta.File); key order is path order
 //	<prefix>u/<session id>   an open upload (meta.Upload)
 //	<prefix>d/<node>/<chunk> a pending deletion (metapb.Deletion)
+//	<prefix>n/<node>         a draining datanode; the value is empty
 //	<prefix>meta/cluster     the cluster id
-//	<prefix>meta/format      the layout version, "1"
+//	<prefix>meta/format      the layout version, "2"
 //	<prefix>meta/restoring   present only while Init loads a restore
 //	<prefix>election/<name>/ election keys (see Store.Election)
+//
+// Layout 1 had no drains. Open upgrades an initialized prefix of layout 1
+// in place by raising its version (its keys are valid as they are), so
+// that a dfs that predates drains, which would ignore them and leave them
+// out of its backups, refuses the prefix.
 package etcdstore
 
 import (
@@ -48,7 +54,9 @@ const (
 	// --max-request-bytes (1.5 MiB).
 	DefaultMaxTxnBytes = 1 << 20
 
-	formatVersion = "1"
+	formatVersion = "2"
+	// formatNoDrains is the layout before drains, upgraded by Open.
+	formatNoDrains = "1"
 	// readBatch is how many keys one range read returns at most.
 	readBatch = 1000
 )
@@ -198,10 +206,36 @@ func (s *Store) load(ctx context.Context, where string, again bool) error {
 		}
 		return nil
 	}
-	if f := vals["format"]; f != formatVersion {
+	switch f := vals["format"]; f {
+	case formatVersion:
+	case formatNoDrains:
+		if err := s.upgrade(pctx, where, f); err != nil {
+			return err
+		}
+	default:
 		return rpc.Errorf(rpc.FailedPrecondition, "etcdstore: prefix %q at %s has layout version %q, this dfs reads %q", s.pfx, where, f, formatVersion)
 	}
 	s.cluster = id
+	return nil
+}
+
+// upgrade raises the layout version of an initialized prefix from the
+// older version from, whose keys this layout reads as they are, to
+// formatVersion. Coordinators opening the prefix at once may all try; one
+// wins and the others find the new version.
+func (s *Store) upgrade(ctx context.Context, where, from string) error {
+	key := s.metaKey("format")
+	tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(key), "=", from)).
+		Then(clientv3.OpPut(key, formatVersion)).Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return fmt.Errorf("etcd at %s: %w", where, etcdError("open: upgrade layout", err))
+	}
+	if !tr.Succeeded {
+		kvs := tr.Responses[0].GetResponseRange().GetKvs()
+		if len(kvs) == 0 || string(kvs[0].Value) != formatVersion {
+			return rpc.Errorf(rpc.FailedPrecondition, "etcdstore: prefix %q at %s changed while its layout was upgraded from version %q; open it again", s.pfx, where, from)
+		}
+	}
 	return nil
 }
 
@@ -229,6 +263,7 @@ func (s *Store) uploadKey(id rpc.SessionID) string { return s.pfx + "u/" + strin
 func (s *Store) deletionKey(d meta.Deletion) string {
 	return s.pfx + "d/" + meta.DeletionKey(d)
 }
+func (s *Store) drainKey(n rpc.NodeID) string   { return s.pfx + "n/" + string(n) }
 func (s *Store) metaKey(name string) string     { return s.pfx + "meta/" + name }
 func (s *Store) electionKey(name string) string { return s.pfx + "election/" + name }
 
@@ -434,6 +469,11 @@ func (s *Store) recordOps(recs []meta.Record) ([]clientv3.Op, error) {
 			add(s.uploadKey(r.Upload.ID), v)
 		case r.Deletion != nil:
 			add(s.deletionKey(*r.Deletion), marshalDeletion(*r.Deletion))
+		case r.Drain != nil:
+			if _, err := rpc.ParseNodeID(string(*r.Drain)); err != nil {
+				return nil, rpc.Errorf(rpc.Invalid, "drain of %q would not read back: %v", *r.Drain, err)
+			}
+			add(s.drainKey(*r.Drain), nil)
 		}
 	}
 	return ops, nil

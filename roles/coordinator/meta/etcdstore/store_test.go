@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/matryer/is"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
@@ -155,6 +157,10 @@ func testRecords() []meta.Record {
 	for _, d := range deletions(40, node) {
 		recs = append(recs, meta.Record{Deletion: &d})
 	}
+	for i := 0; i < 12; i++ {
+		n := rpc.NodeID(uuid.NewString())
+		recs = append(recs, meta.Record{Drain: &n})
+	}
 	return recs
 }
 
@@ -269,8 +275,10 @@ func TestCommitSameKeyTwice(t *testing.T) {
 	is.NoErr(mem.Init(testCtx(t), s.ClusterID(), nil))
 	u := &meta.Upload{ID: rpc.NewSessionID(), Path: "/x", ChunkSize: 1 << 20, Replication: 3, Created: time.Unix(7, 0)}
 	d := deletions(2, rpc.NodeID(uuid.NewString()))
+	n := []rpc.NodeID{rpc.NodeID(uuid.NewString()), rpc.NodeID(uuid.NewString())}
 	txn := &meta.Txn{Path: "/x", Put: metatest.NewFile("/x", 1, 1), PutUploads: []*meta.Upload{u, u}, DeleteUploads: []rpc.SessionID{u.ID},
-		AddDeletions: []meta.Deletion{d[0], d[1], d[0]}, DoneDeletions: []meta.Deletion{d[1]}}
+		AddDeletions: []meta.Deletion{d[0], d[1], d[0]}, DoneDeletions: []meta.Deletion{d[1]},
+		Drain: []rpc.NodeID{n[0], n[1], n[0]}, Undrain: []rpc.NodeID{n[1]}}
 	is.NoErr(s.Commit(testCtx(t), txn)) // etcd refuses a key twice in a txn; the store folds them
 	is.NoErr(mem.Commit(testCtx(t), txn))
 	is.Equal(metatest.Dump(t, s), metatest.Dump(t, mem)) // to the state Mem reaches
@@ -422,4 +430,127 @@ func TestCommitWithLostReply(t *testing.T) {
 	h.txns.Store(0)
 	err = s.Commit(testCtx(t), &meta.Txn{Path: "/lost", Expect: 1, Delete: true})
 	is.True(errors.Is(err, context.DeadlineExceeded)) // a delete's fate stays unknown to the caller
+}
+
+func nodes(n int) []rpc.NodeID {
+	var out []rpc.NodeID
+	for range n {
+		out = append(out, rpc.NodeID(uuid.NewString()))
+	}
+	return out
+}
+
+func TestDrains(t *testing.T) {
+	eps := etcdtest.Start(t)
+
+	t.Run("FirstTxn", func(t *testing.T) {
+		// Drains travel in a txn's first etcd txn, with the file change:
+		// when a later batch of deletions fails, the drains are applied.
+		is := is.New(t)
+		s := open(t, eps, Options{MaxTxnOps: 8})
+		initStore(t, s)
+		h := hookStore(s)
+		dels := deletions(30, rpc.NodeID(uuid.NewString()))
+		for _, path := range []rpc.Path{"", "/f"} {
+			drain := nodes(3)
+			txn := &meta.Txn{Drain: drain, AddDeletions: dels}
+			if path != "" {
+				txn = &meta.Txn{Path: path, Put: metatest.NewFile(string(path), 1, 1), Drain: drain, AddDeletions: dels}
+			}
+			first := h.txns.Load() + 1
+			if path != "" {
+				first++ // the pre-read
+			}
+			h.failTxn = func(n int64) error {
+				if n > first {
+					return rpctypes.ErrPermissionDenied // not retried
+				}
+				return nil
+			}
+			err := s.Commit(testCtx(t), txn)
+			h.failTxn = nil
+			is.True(err != nil) // a later batch failed
+			got, err := s.Drains(testCtx(t))
+			is.NoErr(err)
+			for _, n := range drain {
+				is.True(slices.Contains(got, n)) // but the drains were applied with the first
+			}
+			_, err = s.cli.Delete(testCtx(t), s.pfx+"d/", clientv3.WithPrefix())
+			is.NoErr(err)
+		}
+	})
+
+	t.Run("TooMany", func(t *testing.T) {
+		is := is.New(t)
+		s := open(t, eps, Options{MaxTxnOps: 8})
+		initStore(t, s)
+		err := s.Commit(testCtx(t), &meta.Txn{Drain: nodes(9)})
+		is.True(errors.Is(err, rpc.Invalid)) // more drains than one etcd txn holds are refused
+		err = s.Commit(testCtx(t), &meta.Txn{Path: "/g", Put: metatest.NewFile("/g", 1, 1), Drain: nodes(5), Undrain: nodes(3)})
+		is.True(errors.Is(err, rpc.Invalid)) // so are drains that do not fit beside a file change
+		is.NoErr(s.Commit(testCtx(t), &meta.Txn{Drain: nodes(8)}))
+		is.NoErr(s.Commit(testCtx(t), &meta.Txn{Path: "/g", Put: metatest.NewFile("/g", 1, 1), Drain: nodes(4), Undrain: nodes(3)}))
+		got, err := s.Drains(testCtx(t))
+		is.NoErr(err)
+		is.Equal(len(got), 12) // what fits is applied
+	})
+
+	t.Run("InitRefusesPrefixWithDrains", func(t *testing.T) {
+		is := is.New(t)
+		s := open(t, eps, Options{})
+		_, err := s.cli.Put(testCtx(t), s.drainKey(rpc.NodeID(uuid.NewString())), "")
+		is.NoErr(err)
+		err = s.Init(testCtx(t), uuid.NewString(), nil)
+		is.True(errors.Is(err, rpc.FailedPrecondition)) // a drain is data: the prefix is not empty
+		bad := rpc.NodeID("not-a-node")
+		fresh := open(t, eps, Options{})
+		err = fresh.Init(testCtx(t), uuid.NewString(), []meta.Record{{Drain: &bad}})
+		is.True(errors.Is(err, rpc.Invalid)) // a restore with a malformed drain is refused
+		is.Equal(fresh.ClusterID(), "")
+	})
+
+	t.Run("Damaged", func(t *testing.T) {
+		is := is.New(t)
+		s := open(t, eps, Options{})
+		initStore(t, s)
+		_, err := s.cli.Put(testCtx(t), s.pfx+"n/not-a-node", "")
+		is.NoErr(err)
+		_, err = s.Drains(testCtx(t))
+		is.True(errors.Is(err, rpc.Internal)) // a damaged drain key is an error
+		err = s.Snapshot(testCtx(t), func(meta.Record) error { return nil })
+		is.True(errors.Is(err, rpc.Internal)) // in a snapshot too
+	})
+
+	t.Run("UpgradeLayout1", func(t *testing.T) {
+		is := is.New(t)
+		s := open(t, eps, Options{})
+		initStore(t, s)
+		is.NoErr(putFile(t, s, metatest.NewFile("/old", 2, 1)))
+		is.NoErr(s.Commit(testCtx(t), &meta.Txn{AddDeletions: deletions(3, rpc.NodeID(uuid.NewString()))}))
+		before := metatest.Dump(t, s)
+		_, err := s.cli.Put(testCtx(t), s.metaKey("format"), "1") // as a dfs before drains left it
+		is.NoErr(err)
+
+		up, err := Open(testCtx(t), s.opts)
+		is.NoErr(err) // a layout 1 prefix opens
+		defer up.Close()
+		is.Equal(up.ClusterID(), s.ClusterID())
+		is.Equal(metatest.Dump(t, up), before) // with every record
+		r, err := s.cli.Get(testCtx(t), s.metaKey("format"))
+		is.NoErr(err)
+		is.Equal(string(r.Kvs[0].Value), formatVersion) // and is upgraded
+		n := rpc.NodeID(uuid.NewString())
+		is.NoErr(up.Commit(testCtx(t), &meta.Txn{Drain: []rpc.NodeID{n}}))
+		got, err := up.Drains(testCtx(t))
+		is.NoErr(err)
+		is.Equal(got, []rpc.NodeID{n}) // and drains
+
+		for _, v := range []string{"0", "3", ""} {
+			_, err = s.cli.Put(testCtx(t), s.metaKey("format"), v)
+			is.NoErr(err)
+			_, err = Open(testCtx(t), s.opts)
+			is.True(errors.Is(err, rpc.FailedPrecondition))          // other layouts are refused
+			is.True(strings.Contains(err.Error(), "layout version")) // saying why
+		}
+	})
 }

@@ -404,6 +404,51 @@ func (x *Deletion) GetChunk() string {
 	return ""
 }
 
+// Drain is a datanode being drained (decommissioned).
+type Drain struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Drain) Reset() {
+	*x = Drain{}
+	mi := &file_meta_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Drain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Drain) ProtoMessage() {}
+
+func (x *Drain) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Drain.ProtoReflect.Descriptor instead.
+func (*Drain) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Drain) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 // BackupHeader opens a backup file.
 type BackupHeader struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -416,7 +461,7 @@ type BackupHeader struct {
 
 func (x *BackupHeader) Reset() {
 	*x = BackupHeader{}
-	mi := &file_meta_proto_msgTypes[5]
+	mi := &file_meta_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +473,7 @@ func (x *BackupHeader) String() string {
 func (*BackupHeader) ProtoMessage() {}
 
 func (x *BackupHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[5]
+	mi := &file_meta_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +486,7 @@ func (x *BackupHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupHeader.ProtoReflect.Descriptor instead.
 func (*BackupHeader) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{5}
+	return file_meta_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BackupHeader) GetClusterId() string {
@@ -473,6 +518,7 @@ type BackupRecord struct {
 	//	*BackupRecord_File
 	//	*BackupRecord_Upload
 	//	*BackupRecord_Deletion
+	//	*BackupRecord_Drain
 	Record        isBackupRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -480,7 +526,7 @@ type BackupRecord struct {
 
 func (x *BackupRecord) Reset() {
 	*x = BackupRecord{}
-	mi := &file_meta_proto_msgTypes[6]
+	mi := &file_meta_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +538,7 @@ func (x *BackupRecord) String() string {
 func (*BackupRecord) ProtoMessage() {}
 
 func (x *BackupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[6]
+	mi := &file_meta_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +551,7 @@ func (x *BackupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRecord.ProtoReflect.Descriptor instead.
 func (*BackupRecord) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{6}
+	return file_meta_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BackupRecord) GetRecord() isBackupRecord_Record {
@@ -542,6 +588,15 @@ func (x *BackupRecord) GetDeletion() *Deletion {
 	return nil
 }
 
+func (x *BackupRecord) GetDrain() *Drain {
+	if x != nil {
+		if x, ok := x.Record.(*BackupRecord_Drain); ok {
+			return x.Drain
+		}
+	}
+	return nil
+}
+
 type isBackupRecord_Record interface {
 	isBackupRecord_Record()
 }
@@ -558,11 +613,17 @@ type BackupRecord_Deletion struct {
 	Deletion *Deletion `protobuf:"bytes,3,opt,name=deletion,proto3,oneof"`
 }
 
+type BackupRecord_Drain struct {
+	Drain *Drain `protobuf:"bytes,4,opt,name=drain,proto3,oneof"`
+}
+
 func (*BackupRecord_File) isBackupRecord_Record() {}
 
 func (*BackupRecord_Upload) isBackupRecord_Record() {}
 
 func (*BackupRecord_Deletion) isBackupRecord_Record() {}
+
+func (*BackupRecord_Drain) isBackupRecord_Record() {}
 
 // BackupTrailer closes a backup file: the record count and the SHA-256 of
 // every byte before the trailer.
@@ -576,7 +637,7 @@ type BackupTrailer struct {
 
 func (x *BackupTrailer) Reset() {
 	*x = BackupTrailer{}
-	mi := &file_meta_proto_msgTypes[7]
+	mi := &file_meta_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +649,7 @@ func (x *BackupTrailer) String() string {
 func (*BackupTrailer) ProtoMessage() {}
 
 func (x *BackupTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[7]
+	mi := &file_meta_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +662,7 @@ func (x *BackupTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupTrailer.ProtoReflect.Descriptor instead.
 func (*BackupTrailer) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{7}
+	return file_meta_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BackupTrailer) GetRecords() uint64 {
@@ -657,16 +718,19 @@ const file_meta_proto_rawDesc = "" +
 	"\x05nodes\x18\x04 \x03(\tR\x05nodes\"4\n" +
 	"\bDeletion\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
-	"\x05chunk\x18\x02 \x01(\tR\x05chunk\"o\n" +
+	"\x05chunk\x18\x02 \x01(\tR\x05chunk\"\x1b\n" +
+	"\x05Drain\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"o\n" +
 	"\fBackupHeader\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12*\n" +
 	"\x11created_unix_nano\x18\x02 \x01(\x03R\x0fcreatedUnixNano\x12\x14\n" +
-	"\x05store\x18\x03 \x01(\tR\x05store\"\xa5\x01\n" +
+	"\x05store\x18\x03 \x01(\tR\x05store\"\xd1\x01\n" +
 	"\fBackupRecord\x12'\n" +
 	"\x04file\x18\x01 \x01(\v2\x11.dfs.meta.v1.FileH\x00R\x04file\x12-\n" +
 	"\x06upload\x18\x02 \x01(\v2\x13.dfs.meta.v1.UploadH\x00R\x06upload\x123\n" +
-	"\bdeletion\x18\x03 \x01(\v2\x15.dfs.meta.v1.DeletionH\x00R\bdeletionB\b\n" +
+	"\bdeletion\x18\x03 \x01(\v2\x15.dfs.meta.v1.DeletionH\x00R\bdeletion\x12*\n" +
+	"\x05drain\x18\x04 \x01(\v2\x12.dfs.meta.v1.DrainH\x00R\x05drainB\b\n" +
 	"\x06record\"A\n" +
 	"\rBackupTrailer\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x16\n" +
@@ -684,16 +748,17 @@ func file_meta_proto_rawDescGZIP() []byte {
 	return file_meta_proto_rawDescData
 }
 
-var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_meta_proto_goTypes = []any{
 	(*File)(nil),          // 0: dfs.meta.v1.File
 	(*Chunk)(nil),         // 1: dfs.meta.v1.Chunk
 	(*Upload)(nil),        // 2: dfs.meta.v1.Upload
 	(*Allocation)(nil),    // 3: dfs.meta.v1.Allocation
 	(*Deletion)(nil),      // 4: dfs.meta.v1.Deletion
-	(*BackupHeader)(nil),  // 5: dfs.meta.v1.BackupHeader
-	(*BackupRecord)(nil),  // 6: dfs.meta.v1.BackupRecord
-	(*BackupTrailer)(nil), // 7: dfs.meta.v1.BackupTrailer
+	(*Drain)(nil),         // 5: dfs.meta.v1.Drain
+	(*BackupHeader)(nil),  // 6: dfs.meta.v1.BackupHeader
+	(*BackupRecord)(nil),  // 7: dfs.meta.v1.BackupRecord
+	(*BackupTrailer)(nil), // 8: dfs.meta.v1.BackupTrailer
 }
 var file_meta_proto_depIdxs = []int32{
 	1, // 0: dfs.meta.v1.File.chunks:type_name -> dfs.meta.v1.Chunk
@@ -701,11 +766,12 @@ var file_meta_proto_depIdxs = []int32{
 	0, // 2: dfs.meta.v1.BackupRecord.file:type_name -> dfs.meta.v1.File
 	2, // 3: dfs.meta.v1.BackupRecord.upload:type_name -> dfs.meta.v1.Upload
 	4, // 4: dfs.meta.v1.BackupRecord.deletion:type_name -> dfs.meta.v1.Deletion
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	5, // 5: dfs.meta.v1.BackupRecord.drain:type_name -> dfs.meta.v1.Drain
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_meta_proto_init() }
@@ -713,10 +779,11 @@ func file_meta_proto_init() {
 	if File_meta_proto != nil {
 		return
 	}
-	file_meta_proto_msgTypes[6].OneofWrappers = []any{
+	file_meta_proto_msgTypes[7].OneofWrappers = []any{
 		(*BackupRecord_File)(nil),
 		(*BackupRecord_Upload)(nil),
 		(*BackupRecord_Deletion)(nil),
+		(*BackupRecord_Drain)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -724,7 +791,7 @@ func file_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meta_proto_rawDesc), len(file_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

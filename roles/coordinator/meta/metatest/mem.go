@@ -22,13 +22,15 @@ type Mem struct {
 	paths   []rpc.Path // sorted
 	uploads map[rpc.SessionID]*meta.Upload
 	dels    map[meta.Deletion]struct{}
+	drains  map[rpc.NodeID]struct{}
 }
 
 var _ meta.Store = (*Mem)(nil)
 
 // NewMem returns an empty, uninitialized store.
 func NewMem() *Mem {
-	return &Mem{files: map[rpc.Path]*meta.File{}, uploads: map[rpc.SessionID]*meta.Upload{}, dels: map[meta.Deletion]struct{}{}}
+	return &Mem{files: map[rpc.Path]*meta.File{}, uploads: map[rpc.SessionID]*meta.Upload{}, dels: map[meta.Deletion]struct{}{},
+		drains: map[rpc.NodeID]struct{}{}}
 }
 
 // CloneFile returns a deep copy of f.
@@ -78,6 +80,8 @@ func (m *Mem) Init(ctx context.Context, id string, recs []meta.Record) error {
 			m.uploads[r.Upload.ID] = CloneUpload(r.Upload)
 		case r.Deletion != nil:
 			m.dels[*r.Deletion] = struct{}{}
+		case r.Drain != nil:
+			m.drains[*r.Drain] = struct{}{}
 		}
 	}
 	m.cluster = id
@@ -171,6 +175,12 @@ func (m *Mem) Commit(ctx context.Context, txn *meta.Txn) error {
 	for _, d := range txn.DoneDeletions {
 		delete(m.dels, d)
 	}
+	for _, n := range txn.Drain {
+		m.drains[n] = struct{}{}
+	}
+	for _, n := range txn.Undrain {
+		delete(m.drains, n)
+	}
 	return nil
 }
 
@@ -242,6 +252,21 @@ func (m *Mem) Deletions(ctx context.Context) ([]meta.Deletion, error) {
 	return out, nil
 }
 
+func (m *Mem) Drains(ctx context.Context) ([]rpc.NodeID, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.drainsLocked(), nil
+}
+
+func (m *Mem) drainsLocked() []rpc.NodeID {
+	out := make([]rpc.NodeID, 0, len(m.drains))
+	for n := range m.drains {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
 func (m *Mem) Files(ctx context.Context, fn func(*meta.File) error) error {
 	m.mu.RLock()
 	files := make([]*meta.File, 0, len(m.paths))
@@ -271,6 +296,7 @@ func (m *Mem) Snapshot(ctx context.Context, fn func(meta.Record) error) error {
 	for d := range m.dels {
 		dels = append(dels, d)
 	}
+	drains := m.drainsLocked()
 	m.mu.RUnlock()
 	slices.SortFunc(ups, func(a, b *meta.Upload) int { return strings.Compare(string(a.ID), string(b.ID)) })
 	slices.SortFunc(dels, func(a, b meta.Deletion) int { return strings.Compare(meta.DeletionKey(a), meta.DeletionKey(b)) })
@@ -279,6 +305,9 @@ func (m *Mem) Snapshot(ctx context.Context, fn func(meta.Record) error) error {
 	}
 	for i := range dels {
 		recs = append(recs, meta.Record{Deletion: &dels[i]})
+	}
+	for i := range drains {
+		recs = append(recs, meta.Record{Drain: &drains[i]})
 	}
 	for _, r := range recs {
 		if err := fn(r); err != nil {

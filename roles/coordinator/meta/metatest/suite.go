@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,7 +41,10 @@ func Run(t *testing.T, newStore Factory) {
 		{"ListPaging", testListPaging},
 		{"UploadsAndDeletions", testUploadsAndDeletions},
 		{"FilesWalk", testFilesWalk},
+		{"Drains", testDrains},
+		{"FailedTxnDrainsNothing", testFailedTxnDrains},
 		{"BackupRestore", testBackupRestore},
+		{"InitRestores", testInitRestores},
 		{"ConcurrentCommits", testConcurrentCommits},
 		{"ConcurrentConflicts", testConcurrentConflicts},
 		{"Durable", testDurable},
@@ -77,7 +82,7 @@ func initStore(t *testing.T, s meta.Store) string {
 	return id
 }
 
-var nodeA, nodeB = rpc.NodeID(uuid.NewString()), rpc.NodeID(uuid.NewString())
+var nodeA, nodeB, nodeC = rpc.NodeID(uuid.NewString()), rpc.NodeID(uuid.NewString()), rpc.NodeID(uuid.NewString())
 
 // NewFile returns a valid file of n chunks at p with version v.
 func NewFile(p string, n int, v uint64) *meta.File {
@@ -364,17 +369,101 @@ func testFilesWalk(t *testing.T, s meta.Store, _ func() meta.Store) {
 	is.Equal(n, 1)
 }
 
+// fill commits 40 files, an upload, a deletion and two drains (fillRecords
+// records in a snapshot).
+func sortedNodes(ns ...rpc.NodeID) []rpc.NodeID {
+	return slices.Sorted(slices.Values(ns))
+}
+
+func testDrains(t *testing.T, s meta.Store, reopen func() meta.Store) {
+	is := is.New(t)
+	initStore(t, s)
+	drains := func() []rpc.NodeID {
+		t.Helper()
+		ns, err := s.Drains(ctx(t))
+		is.NoErr(err)
+		return ns
+	}
+	is.Equal(len(drains()), 0) // a new store drains no node
+	var n [6]rpc.NodeID
+	for i := range n {
+		n[i] = rpc.NodeID(uuid.NewString())
+	}
+	is.NoErr(s.Commit(ctx(t), &meta.Txn{Drain: []rpc.NodeID{n[0], n[1], n[2], n[0]}}))
+	is.Equal(drains(), sortedNodes(n[0], n[1], n[2])) // drains are a set, listed in ID order
+	is.NoErr(s.Commit(ctx(t), &meta.Txn{Drain: []rpc.NodeID{n[1]}, Undrain: []rpc.NodeID{n[0], n[3]}}))
+	is.Equal(drains(), sortedNodes(n[1], n[2])) // undrain clears; redraining or undraining an unknown node is harmless
+	is.NoErr(s.Commit(ctx(t), &meta.Txn{Drain: []rpc.NodeID{n[4]}, Undrain: []rpc.NodeID{n[4]}}))
+	is.Equal(drains(), sortedNodes(n[1], n[2])) // in one txn, undrain follows drain
+
+	f := NewFile("/dr", 1, 1)
+	is.NoErr(s.Commit(ctx(t), &meta.Txn{Path: f.Path, Put: f, Drain: []rpc.NodeID{n[3]}, Undrain: []rpc.NodeID{n[2]}}))
+	is.Equal(drains(), sortedNodes(n[1], n[3])) // drains travel with a file change
+	is.NoErr(s.Commit(ctx(t), &meta.Txn{Path: f.Path, Expect: 1, Delete: true, Drain: []rpc.NodeID{n[5]}}))
+	is.Equal(drains(), sortedNodes(n[1], n[3], n[5])) // and with a delete
+	is.NoErr(s.Commit(ctx(t), &meta.Txn{Undrain: []rpc.NodeID{n[5]}}))
+
+	got := drains()
+	got[0] = "changed"
+	is.Equal(drains(), sortedNodes(n[1], n[3])) // callers cannot change the store through results
+
+	err := s.Commit(ctx(t), &meta.Txn{Drain: []rpc.NodeID{n[0], "not-a-node"}})
+	is.True(errors.Is(err, rpc.Invalid)) // a malformed node ID is refused
+	err = s.Commit(ctx(t), &meta.Txn{Undrain: []rpc.NodeID{n[1], ""}})
+	is.True(errors.Is(err, rpc.Invalid))
+	err = s.Commit(ctx(t), &meta.Txn{Drain: []rpc.NodeID{rpc.NodeID(strings.ToUpper(string(n[0])))}})
+	is.True(errors.Is(err, rpc.Invalid))        // so is a non-canonical one
+	is.Equal(drains(), sortedNodes(n[1], n[3])) // with nothing of its txn applied
+
+	if reopen != nil {
+		s = reopen()
+		is.Equal(drains(), sortedNodes(n[1], n[3])) // drains survive a reopen
+	}
+}
+
+func testFailedTxnDrains(t *testing.T, s meta.Store, _ func() meta.Store) {
+	is := is.New(t)
+	initStore(t, s)
+	is.NoErr(put(t, s, NewFile("/f/g", 1, 1)))
+	is.NoErr(s.Commit(ctx(t), &meta.Txn{Drain: []rpc.NodeID{nodeA}}))
+	d := meta.Deletion{Node: nodeA, Chunk: rpc.NewChunkID("/x", "s", 0, 0)}
+	for _, txn := range []*meta.Txn{
+		{Path: "/f/g", Expect: 3, Put: NewFile("/f/g", 1, 4)}, // conflict
+		{Path: "/missing", Delete: true},                      // not found
+		{Path: "/f", Put: NewFile("/f", 1, 1)},                // a directory
+		{Path: "/f/g/h", Put: NewFile("/f/g/h", 1, 1)},        // below a file
+	} {
+		txn.Drain = []rpc.NodeID{nodeB, nodeC}
+		txn.Undrain = []rpc.NodeID{nodeA}
+		txn.AddDeletions = []meta.Deletion{d}
+		err := s.Commit(ctx(t), txn)
+		is.True(err != nil) // the txn fails
+		drains, err := s.Drains(ctx(t))
+		is.NoErr(err)
+		is.Equal(drains, []rpc.NodeID{nodeA}) // and neither drains nor undrains
+		dels, err := s.Deletions(ctx(t))
+		is.NoErr(err)
+		is.Equal(len(dels), 0) // nor applies anything else
+	}
+	f, err := s.Get(ctx(t), "/f/g")
+	is.NoErr(err)
+	is.Equal(f.Version, uint64(1))
+}
+
 func fill(t *testing.T, s meta.Store) {
 	is := is.New(t)
 	for i := 0; i < 40; i++ {
 		is.NoErr(put(t, s, NewFile(fmt.Sprintf("/bk/%03d", i), i%4, 1)))
 	}
-	is.NoErr(put(t, s, NewFile("/bk/000", 2, 2)))
+	is.NoErr(s.Commit(ctx(t), &meta.Txn{Path: "/bk/000", Expect: 1, Put: NewFile("/bk/000", 2, 2), Drain: []rpc.NodeID{nodeB, nodeC}}))
 	u := &meta.Upload{ID: rpc.NewSessionID(), Path: "/bk/up", ChunkSize: 1 << 20, Replication: 3, Created: time.Unix(99, 0),
 		Chunks: []meta.Allocation{{Index: 0, ID: rpc.NewChunkID("/bk/up", "s", 0, 0), Nodes: []rpc.NodeID{nodeA}}}}
 	is.NoErr(s.Commit(ctx(t), &meta.Txn{PutUploads: []*meta.Upload{u},
-		AddDeletions: []meta.Deletion{{Node: nodeA, Chunk: rpc.NewChunkID("/old", "s", 0, 0)}}}))
+		AddDeletions: []meta.Deletion{{Node: nodeA, Chunk: rpc.NewChunkID("/old", "s", 0, 0)}},
+		Drain:        []rpc.NodeID{nodeA}, Undrain: []rpc.NodeID{nodeC}}))
 }
+
+const fillRecords = 44
 
 // Dump renders a store's whole contents as one comparable string.
 func Dump(t *testing.T, s meta.Store) string {
@@ -391,6 +480,8 @@ func Dump(t *testing.T, s meta.Store) string {
 			fmt.Fprintf(&b, "U %s %s %d %d %d %v", r.Upload.ID, r.Upload.Path, r.Upload.ChunkSize, r.Upload.Replication, r.Upload.Created.UnixNano(), r.Upload.Chunks)
 		case r.Deletion != nil:
 			fmt.Fprintf(&b, "D %s", meta.DeletionKey(*r.Deletion))
+		case r.Drain != nil:
+			fmt.Fprintf(&b, "N %s", *r.Drain)
 		}
 		b.WriteByte('\n')
 		return nil
@@ -408,11 +499,18 @@ func testBackupRestore(t *testing.T, s meta.Store, _ func() meta.Store) {
 	var buf bytes.Buffer
 	n, err := meta.Backup(ctx(t), s, &buf, "test")
 	is.NoErr(err)
-	is.Equal(n, uint64(42)) // 40 files, an upload and a deletion
+	is.Equal(n, uint64(fillRecords)) // 40 files, an upload, a deletion and two drains
 	info, recs, err := meta.ReadBackup(bytes.NewReader(buf.Bytes()))
 	is.NoErr(err)
 	is.Equal(info.ClusterID, id) // the backup names its cluster
-	is.Equal(len(recs), 42)
+	is.Equal(len(recs), fillRecords)
+	var drains []rpc.NodeID
+	for _, r := range recs {
+		if r.Drain != nil {
+			drains = append(drains, *r.Drain)
+		}
+	}
+	is.Equal(drains, sortedNodes(nodeA, nodeB)) // drains are backed up
 
 	into := NewMem()
 	is.NoErr(into.Init(ctx(t), info.ClusterID, recs))
@@ -432,6 +530,26 @@ func testBackupRestore(t *testing.T, s meta.Store, _ func() meta.Store) {
 	is.True(errors.Is(err, rpc.Invalid)) // an altered backup is refused
 	_, _, err = meta.ReadBackup(bytes.NewReader(append(bytes.Clone(raw), 'x')))
 	is.True(errors.Is(err, rpc.Invalid)) // so is one with trailing data
+}
+
+func testInitRestores(t *testing.T, s meta.Store, reopen func() meta.Store) {
+	is := is.New(t)
+	from := NewMem()
+	id := initStore(t, from)
+	fill(t, from)
+	var recs []meta.Record
+	is.NoErr(from.Snapshot(ctx(t), func(r meta.Record) error { recs = append(recs, r); return nil }))
+	is.Equal(len(recs), fillRecords)
+	is.NoErr(s.Init(ctx(t), id, recs))
+	is.Equal(s.ClusterID(), id)
+	is.Equal(Dump(t, s), Dump(t, from)) // Init loads every record
+	drains, err := s.Drains(ctx(t))
+	is.NoErr(err)
+	is.Equal(drains, sortedNodes(nodeA, nodeB)) // drains included
+	if reopen != nil {
+		s = reopen()
+		is.Equal(Dump(t, s), Dump(t, from)) // and the restore is durable
+	}
 }
 
 func testConcurrentCommits(t *testing.T, s meta.Store, _ func() meta.Store) {
