@@ -39,6 +39,10 @@ func coordinatorFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "dead-after", Value: d.DeadAfter, EnvVars: env("DEAD_AFTER"), Usage: "a datanode silent this long is dead"},
 		&cli.DurationFlag{Name: "session-timeout", Value: d.SessionTimeout, EnvVars: env("SESSION_TIMEOUT"), Usage: "an upload idle this long is aborted and its chunks collected"},
 		&cli.DurationFlag{Name: "gc-delay", Value: d.GCDelay, EnvVars: env("GC_DELAY"), Usage: "wait this long before deleting the chunks of a removed or replaced file, so running reads finish"},
+		&cli.GenericFlag{Name: "repair-bandwidth", Value: ptr(rpc.ByteSize(d.RepairBandwidth)), EnvVars: env("REPAIR_BANDWIDTH"), Usage: "most bytes per second re-replicated cluster-wide (0: no cap)"},
+		&cli.IntFlag{Name: "repair-concurrency", Value: d.RepairTotal, EnvVars: env("REPAIR_CONCURRENCY"), Usage: "most chunk copies running at once in the cluster"},
+		&cli.IntFlag{Name: "repair-per-node", Value: d.RepairPerNode, EnvVars: env("REPAIR_PER_NODE"), Usage: "most chunk copies one datanode takes part in at once"},
+		&cli.DurationFlag{Name: "orphan-grace", Value: d.OrphanGrace, EnvVars: env("ORPHAN_GRACE"), Usage: "a chunk no file or upload needs is deleted after this long"},
 		&cli.StringFlag{Name: "placement", Value: d.Placement, EnvVars: env("PLACEMENT"), Usage: "placement policy: most-free or random"},
 		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to datanodes"},
 	}
@@ -55,6 +59,10 @@ func coordinatorConfig(c *cli.Context) coordinator.Config {
 	cfg.DeadAfter = c.Duration("dead-after")
 	cfg.SessionTimeout = c.Duration("session-timeout")
 	cfg.GCDelay = c.Duration("gc-delay")
+	cfg.RepairBandwidth = int64(*c.Generic("repair-bandwidth").(*rpc.ByteSize))
+	cfg.RepairTotal = c.Int("repair-concurrency")
+	cfg.RepairPerNode = c.Int("repair-per-node")
+	cfg.OrphanGrace = c.Duration("orphan-grace")
 	cfg.Placement = c.String("placement")
 	cfg.RPCTimeout = c.Duration("rpc-timeout")
 	return cfg
@@ -89,6 +97,8 @@ func datanodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "heartbeat-interval", Value: d.HeartbeatInterval, EnvVars: env("HEARTBEAT_INTERVAL"), Usage: "pause between heartbeats"},
 		&cli.DurationFlag{Name: "session-timeout", Value: d.SessionTimeout, EnvVars: env("SESSION_TIMEOUT"), Usage: "a prepared or stalled chunk stream expires after this and its partial file is removed"},
 		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to peers and the coordinator"},
+		&cli.DurationFlag{Name: "scrub-interval", Value: d.ScrubInterval, EnvVars: env("SCRUB_INTERVAL"), Usage: "pause between scrub passes over every stored chunk (0: continuous)"},
+		&cli.GenericFlag{Name: "scrub-rate", Value: ptr(rpc.ByteSize(d.ScrubRate)), EnvVars: env("SCRUB_RATE"), Usage: "most bytes per second the scrubber reads (0: no scrubbing)"},
 	}
 }
 
@@ -102,6 +112,8 @@ func datanodeConfig(c *cli.Context) datanode.Config {
 	cfg.HeartbeatInterval = c.Duration("heartbeat-interval")
 	cfg.SessionTimeout = c.Duration("session-timeout")
 	cfg.RPCTimeout = c.Duration("rpc-timeout")
+	cfg.ScrubInterval = c.Duration("scrub-interval")
+	cfg.ScrubRate = int64(*c.Generic("scrub-rate").(*rpc.ByteSize))
 	return cfg
 }
 

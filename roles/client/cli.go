@@ -156,6 +156,30 @@ func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
 			Name: "admin", Usage: "cluster administration", Category: "admin",
 			Subcommands: []*cli.Command{
 				{
+					Name: "decommission", Usage: "drain a datanode: copy its chunks elsewhere and stop placing new ones on it",
+					ArgsUsage: "NODE-ID",
+					Flags: []cli.Flag{CoordinatorFlag(), failoverFlag(),
+						&cli.BoolFlag{Name: "cancel", EnvVars: env("DECOMMISSION_CANCEL"), Usage: "stop draining the node"}},
+					Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
+						if c.NArg() != 1 {
+							return rpc.Errorf(rpc.Invalid, "admin decommission needs one NODE-ID (or a unique prefix of it)")
+						}
+						n, err := cl.Decommission(ctx, c.Args().First(), c.Bool("cancel"))
+						if err != nil {
+							return fmt.Errorf("admin decommission: %w", err)
+						}
+						state := "draining; dfs nodes shows when it is safe to remove"
+						switch {
+						case !n.Draining:
+							state = "no longer draining"
+						case n.Decommissioned:
+							state = "decommissioned: safe to remove"
+						}
+						fmt.Fprintf(stdio.Out, "%s (%s): %s\n", n.NodeId, n.Addr, state)
+						return nil
+					}),
+				},
+				{
 					Name: "backup", Usage: "write a consistent snapshot of the metadata to FILE (restore with dfs coordinator --restore)",
 					ArgsUsage: "FILE",
 					Flags:     []cli.Flag{CoordinatorFlag(), failoverFlag()},
@@ -167,6 +191,31 @@ func Commands(log func() zerolog.Logger, stdio IO) []*cli.Command {
 					}),
 				},
 			},
+		},
+		{
+			Name: "fsck", Usage: "list files with missing, under-replicated or corrupt chunks; fails if any", ArgsUsage: "[PATH]",
+			Category: "admin",
+			Flags:    []cli.Flag{CoordinatorFlag(), failoverFlag(), jsonFlag()},
+			Action: withClient(func(ctx context.Context, c *cli.Context, cl *Client) error {
+				if c.NArg() > 1 {
+					return rpc.Errorf(rpc.Invalid, "fsck takes at most one PATH")
+				}
+				path := c.Args().First()
+				if path == "" {
+					path = "/"
+				}
+				files, sum, err := cl.Fsck(ctx, path)
+				if err != nil {
+					return fmt.Errorf("fsck %s: %w", ShowPath(path), err)
+				}
+				if err := printFsck(stdio.Out, files, sum, c.Bool("json")); err != nil {
+					return err
+				}
+				if sum.UnreadableFiles > 0 || sum.UnderReplicatedFiles > 0 {
+					return rpc.Errorf(rpc.FailedPrecondition, "fsck %s: %d files unreadable, %d not fully replicated", ShowPath(path), sum.UnreadableFiles, sum.UnderReplicatedFiles)
+				}
+				return nil
+			}),
 		},
 		{
 			Name: "nodes", Usage: "list the datanodes", Category: "client",
@@ -447,21 +496,25 @@ func printStat(w io.Writer, fi *dfspb.FileInfo, asJSON bool) error {
 }
 
 type nodeJSON struct {
-	NodeID        string    `json:"node_id"`
-	Addr          string    `json:"addr"`
-	State         string    `json:"state"`
-	Capacity      int64     `json:"capacity"`
-	Used          int64     `json:"used"`
-	Free          int64     `json:"free"`
-	Chunks        int64     `json:"chunks"`
-	LastHeartbeat time.Time `json:"last_heartbeat"`
+	NodeID         string    `json:"node_id"`
+	Addr           string    `json:"addr"`
+	State          string    `json:"state"`
+	Draining       bool      `json:"draining,omitempty"`
+	Decommissioned bool      `json:"decommissioned,omitempty"`
+	CorruptChunks  int64     `json:"corrupt_chunks,omitempty"`
+	Capacity       int64     `json:"capacity"`
+	Used           int64     `json:"used"`
+	Free           int64     `json:"free"`
+	Chunks         int64     `json:"chunks"`
+	LastHeartbeat  time.Time `json:"last_heartbeat"`
 }
 
 func printNodes(w io.Writer, resp *dfspb.ListNodesResponse, asJSON bool) error {
 	out := make([]nodeJSON, 0, len(resp.Nodes))
 	for _, n := range resp.Nodes {
 		out = append(out, nodeJSON{
-			NodeID: n.NodeId, Addr: n.Addr, State: StateName(n.State), Capacity: n.Capacity, Used: n.Used,
+			NodeID: n.NodeId, Addr: n.Addr, State: StateName(n.State), Draining: n.Draining, Decommissioned: n.Decommissioned,
+			CorruptChunks: n.CorruptChunks, Capacity: n.Capacity, Used: n.Used,
 			Free: n.Free, Chunks: n.ChunkCount, LastHeartbeat: time.UnixMilli(n.LastHeartbeatUnixMs).UTC(),
 		})
 	}
@@ -474,10 +527,100 @@ func printNodes(w io.Writer, resp *dfspb.ListNodesResponse, asJSON bool) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tADDRESS\tSTATE\tUSED/CAPACITY\tCHUNKS\tLAST HEARTBEAT")
 	for _, n := range out {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s / %s\t%d\t%s ago\n", n.NodeID, n.Addr, n.State,
+		state := n.State
+		switch {
+		case n.Decommissioned:
+			state += ", decommissioned (safe to remove)"
+		case n.Draining:
+			state += ", draining"
+		}
+		if n.CorruptChunks > 0 {
+			state += fmt.Sprintf(", %d corrupt", n.CorruptChunks)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s / %s\t%d\t%s ago\n", n.NodeID, n.Addr, state,
 			rpc.FormatBytes(n.Used), rpc.FormatBytes(n.Capacity), n.Chunks, time.Since(n.LastHeartbeat).Round(100*time.Millisecond))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if h := resp.Health; h != nil {
+		fmt.Fprintf(w, "\nchunks: %d, under-replicated: %d (no live copy: %d), corrupt copies: %d\n", h.Chunks, h.UnderReplicated, h.Missing, h.CorruptCopies)
+		fmt.Fprintf(w, "repairs: %d in progress, %d done (%s copied)\n", h.RepairsInProgress, h.RepairsDone, rpc.FormatBytes(h.BytesRepaired))
+		fmt.Fprintf(w, "deletions: %d pending, %d chunks deleted (%s reclaimed), %d orphans collected\n", h.PendingDeletions, h.ChunksDeleted, rpc.FormatBytes(h.BytesReclaimed), h.OrphansDeleted)
+	}
+	return nil
+}
+
+type fsckChunkJSON struct {
+	Index        uint32   `json:"index"`
+	ID           string   `json:"id"`
+	Replication  uint32   `json:"replication"`
+	Live         uint32   `json:"live"`
+	CorruptNodes []string `json:"corrupt_nodes,omitempty"`
+	DeadNodes    []string `json:"dead_nodes,omitempty"`
+	Repairing    bool     `json:"repairing,omitempty"`
+}
+
+type fsckFileJSON struct {
+	Path       string          `json:"path"`
+	Size       int64           `json:"size"`
+	Unreadable bool            `json:"unreadable"`
+	Chunks     []fsckChunkJSON `json:"chunks"`
+}
+
+type fsckJSON struct {
+	Files                []fsckFileJSON `json:"files"`
+	FilesChecked         int64          `json:"files_checked"`
+	ChunksChecked        int64          `json:"chunks_checked"`
+	Healthy              int64          `json:"healthy_files"`
+	UnderReplicatedFiles int64          `json:"under_replicated_files"`
+	UnreadableFiles      int64          `json:"unreadable_files"`
+	UnderReplicated      int64          `json:"under_replicated_chunks"`
+	CorruptCopies        int64          `json:"corrupt_copies"`
+	RepairsInProgress    int64          `json:"repairs_in_progress"`
+	BytesReclaimed       int64          `json:"bytes_reclaimed"`
+}
+
+func printFsck(w io.Writer, files []*dfspb.FsckFile, sum *dfspb.FsckSummary, asJSON bool) error {
+	j := fsckJSON{Files: []fsckFileJSON{}, FilesChecked: sum.Files, ChunksChecked: sum.Chunks, Healthy: sum.HealthyFiles,
+		UnderReplicatedFiles: sum.UnderReplicatedFiles, UnreadableFiles: sum.UnreadableFiles}
+	if h := sum.Health; h != nil {
+		j.UnderReplicated, j.CorruptCopies, j.RepairsInProgress, j.BytesReclaimed = h.UnderReplicated, h.CorruptCopies, h.RepairsInProgress, h.BytesReclaimed
+	}
+	for _, f := range files {
+		fj := fsckFileJSON{Path: f.Path, Size: f.Size, Unreadable: f.Unreadable, Chunks: []fsckChunkJSON{}}
+		for _, c := range f.Chunks {
+			fj.Chunks = append(fj.Chunks, fsckChunkJSON{Index: c.Index, ID: c.ChunkId, Replication: c.Replication, Live: c.Live,
+				CorruptNodes: c.CorruptNodes, DeadNodes: c.DeadNodes, Repairing: c.Repairing})
+		}
+		j.Files = append(j.Files, fj)
+	}
+	if asJSON {
+		return writeJSON(w, j)
+	}
+	for _, f := range j.Files {
+		what := "under-replicated"
+		if f.Unreadable {
+			what = "UNREADABLE"
+		}
+		fmt.Fprintf(w, "%s: %s\n", ShowPath(f.Path), what)
+		for _, c := range f.Chunks {
+			fmt.Fprintf(w, "  chunk %d %s: %d of %d live copies", c.Index, c.ID, c.Live, c.Replication)
+			if len(c.CorruptNodes) > 0 {
+				fmt.Fprintf(w, ", corrupt on %d", len(c.CorruptNodes))
+			}
+			if len(c.DeadNodes) > 0 {
+				fmt.Fprintf(w, ", on %d dead nodes", len(c.DeadNodes))
+			}
+			if c.Repairing {
+				fmt.Fprint(w, ", repairing")
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	fmt.Fprintf(w, "%d files, %d chunks: %d healthy, %d under-replicated, %d unreadable; %d repairs in progress\n",
+		j.FilesChecked, j.ChunksChecked, j.Healthy, j.UnderReplicatedFiles, j.UnreadableFiles, j.RepairsInProgress)
+	return nil
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode"
@@ -298,4 +299,82 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) error {
 			}
 		}
 	})
+}
+
+// Decommission starts draining a datanode (or stops it, with cancel). id
+// may be a unique prefix of the node ID.
+func (c *Client) Decommission(ctx context.Context, id string, cancel bool) (*dfspb.NodeStatus, error) {
+	full, err := c.resolveNode(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var out *dfspb.NodeStatus
+	err = c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		resp, err := cc.Decommission(ctx, &dfspb.DecommissionRequest{NodeId: full, Cancel: cancel})
+		if err == nil {
+			out = resp.Node
+		}
+		return err
+	})
+	return out, err
+}
+
+// resolveNode expands a unique prefix of a node ID.
+func (c *Client) resolveNode(ctx context.Context, id string) (string, error) {
+	if _, err := rpc.ParseNodeID(id); err == nil {
+		return id, nil
+	}
+	if id == "" {
+		return "", rpc.Errorf(rpc.Invalid, "empty node id")
+	}
+	resp, err := c.Nodes(ctx)
+	if err != nil {
+		return "", err
+	}
+	var match []string
+	for _, n := range resp.Nodes {
+		if strings.HasPrefix(n.NodeId, id) {
+			match = append(match, n.NodeId)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return "", rpc.Errorf(rpc.NotFound, "no datanode id starts with %q", id)
+	case 1:
+		return match[0], nil
+	}
+	return "", rpc.Errorf(rpc.Invalid, "%q matches %d datanodes; give more of the id", id, len(match))
+}
+
+// Fsck checks the files below path and returns those with a problem and
+// the summary.
+func (c *Client) Fsck(ctx context.Context, path string) ([]*dfspb.FsckFile, *dfspb.FsckSummary, error) {
+	var files []*dfspb.FsckFile
+	var sum *dfspb.FsckSummary
+	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		files, sum = nil, nil
+		stream, err := cc.Fsck(ctx, &dfspb.FsckRequest{Path: path})
+		if err != nil {
+			return err
+		}
+		for {
+			r, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if f := r.GetFile(); f != nil {
+				files = append(files, f)
+			}
+			if s := r.GetSummary(); s != nil {
+				sum = s
+			}
+		}
+	})
+	if err == nil && sum == nil {
+		err = rpc.Errorf(rpc.Internal, "fsck ended without a summary")
+	}
+	return files, sum, err
 }

@@ -49,6 +49,17 @@ type Config struct {
 	// SafeModeTimeout bounds how long a newly leading coordinator waits for
 	// the datanodes to report every chunk before it serves anyway.
 	SafeModeTimeout time.Duration
+	// RepairInterval is the pause between scans of every chunk's copies.
+	RepairInterval time.Duration
+	// RepairBandwidth caps the bytes re-replicated per second cluster-wide
+	// (0: no cap); RepairTotal and RepairPerNode bound the copies running
+	// in the cluster and per node.
+	RepairBandwidth int64
+	RepairTotal     int
+	RepairPerNode   int
+	// OrphanGrace is how long a chunk no file or upload needs stays on a
+	// datanode before it is deleted.
+	OrphanGrace time.Duration
 	// Placement names the placement policy: random or most-free.
 	Placement string
 	// RPCTimeout bounds calls to datanodes and waits for their reports.
@@ -68,6 +79,11 @@ func DefaultConfig() Config {
 		SessionTimeout:  5 * time.Minute,
 		GCDelay:         time.Minute,
 		SafeModeTimeout: 30 * time.Second,
+		RepairInterval:  time.Second,
+		RepairBandwidth: 100 << 20,
+		RepairTotal:     8,
+		RepairPerNode:   2,
+		OrphanGrace:     time.Hour,
 		Placement:       "most-free",
 		RPCTimeout:      10 * time.Second,
 		ShutdownGrace:   10 * time.Second,
@@ -94,8 +110,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("coordinator: %s must be positive", d.name)
 		}
 	}
-	if c.GCDelay < 0 || c.SafeModeTimeout < 0 {
-		return fmt.Errorf("coordinator: --gc-delay and --safe-mode-timeout must not be negative")
+	if c.GCDelay < 0 || c.SafeModeTimeout < 0 || c.OrphanGrace < 0 || c.RepairBandwidth < 0 {
+		return fmt.Errorf("coordinator: --gc-delay, --safe-mode-timeout, --orphan-grace and --repair-bandwidth must not be negative")
+	}
+	if c.RepairInterval <= 0 || c.RepairTotal < 1 || c.RepairPerNode < 1 {
+		return fmt.Errorf("coordinator: the repair interval and concurrency must be positive")
 	}
 	if c.DeadAfter < c.SuspectAfter {
 		return fmt.Errorf("coordinator: --dead-after (%s) must not be shorter than --suspect-after (%s)", c.DeadAfter, c.SuspectAfter)

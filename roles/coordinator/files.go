@@ -248,7 +248,7 @@ func (c *Coordinator) ReportChunks(ctx context.Context, req *dfspb.ReportChunksR
 	if _, _, ok := t.nodes.lookup(id); !ok {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "node %s is not registered", id))
 	}
-	if n := len(req.Added) + len(req.Removed); n > maxReport {
+	if n := len(req.Added) + len(req.Removed) + len(req.Corrupt); n > maxReport {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "%d chunks in one report, at most %d", n, maxReport))
 	}
 	for _, a := range req.Added {
@@ -267,7 +267,18 @@ func (c *Coordinator) ReportChunks(ctx context.Context, req *dfspb.ReportChunksR
 		}
 		removed[i] = cid
 	}
-	t.locs.report(id, req.Full, req.Added, removed)
+	corrupt := make([]rpc.ChunkID, len(req.Corrupt))
+	for i, s := range req.Corrupt {
+		cid, err := rpc.ParseChunkID(s)
+		if err != nil {
+			return nil, rpc.ToStatus(err)
+		}
+		corrupt[i] = cid
+	}
+	if len(corrupt) > 0 {
+		t.log.Warn().Str("node_id", string(id)).Int("chunks", len(corrupt)).Msg("datanode reports corrupt copies")
+	}
+	t.locs.report(id, req.Full, req.Added, removed, corrupt)
 	return &dfspb.ReportChunksResponse{}, nil
 }
 
@@ -278,9 +289,12 @@ func (c *Coordinator) ListNodes(ctx context.Context, req *dfspb.ListNodesRequest
 		return nil, err
 	}
 	version, nodes := t.nodes.list()
+	for _, n := range nodes {
+		t.decorate(n)
+	}
 	on, status := t.safe.Status()
 	return &dfspb.ListNodesResponse{ClusterVersion: version, Nodes: nodes, SafeMode: on, SafeModeStatus: status,
-		ClusterId: c.store.ClusterID(), Leader: c.addr}, nil
+		ClusterId: c.store.ClusterID(), Leader: c.addr, Health: t.clusterHealth()}, nil
 }
 
 // Backup streams a consistent snapshot of the metadata.

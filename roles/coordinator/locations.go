@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"maps"
 	"slices"
 	"sync"
 
@@ -16,6 +17,12 @@ type replicaMeta struct {
 	size      int64
 	frameSize int64
 	digest    []byte
+	corrupt   bool // failed verification on the node; not served
+}
+
+// matches reports whether the copy is a good copy of ch.
+func (m replicaMeta) matches(ch meta.Chunk) bool {
+	return !m.corrupt && m.size == ch.Size && m.frameSize == ch.FrameSize && bytes.Equal(m.digest, ch.Digest)
 }
 
 // locations records, from the datanodes' own reports, which nodes hold
@@ -30,14 +37,49 @@ func newLocations() *locations {
 	return &locations{m: make(map[rpc.ChunkID]map[rpc.NodeID]replicaMeta), changed: make(chan struct{})}
 }
 
+// copies returns every reported copy of id.
+func (l *locations) copies(id rpc.ChunkID) map[rpc.NodeID]replicaMeta {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.m[id])
+}
+
+// each calls fn for every chunk with reported copies, under the lock: fn
+// must be quick and must not call l.
+func (l *locations) each(fn func(id rpc.ChunkID, copies map[rpc.NodeID]replicaMeta)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, reps := range l.m {
+		fn(id, reps)
+	}
+}
+
+// forget drops copies the coordinator has decided to delete, so that the
+// decision is not taken twice; the node's next full report brings back a
+// copy whose deletion did not happen.
+func (l *locations) forget(dels []meta.Deletion) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, d := range dels {
+		if reps := l.m[d.Chunk]; reps != nil {
+			delete(reps, d.Node)
+			if len(reps) == 0 {
+				delete(l.m, d.Chunk)
+			}
+		}
+	}
+	l.notifyLocked()
+}
+
 func (l *locations) notifyLocked() {
 	close(l.changed)
 	l.changed = make(chan struct{})
 }
 
 // report applies one datanode report. A full report first forgets every
-// chunk the node was thought to hold.
-func (l *locations) report(node rpc.NodeID, full bool, added []*dfspb.ChunkStat, removed []rpc.ChunkID) {
+// chunk the node was thought to hold. Corrupt chunks keep their copy on
+// record, marked, until the coordinator has it deleted.
+func (l *locations) report(node rpc.NodeID, full bool, added []*dfspb.ChunkStat, removed, corrupt []rpc.ChunkID) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if full {
@@ -64,6 +106,16 @@ func (l *locations) report(node rpc.NodeID, full bool, added []*dfspb.ChunkStat,
 				delete(l.m, id)
 			}
 		}
+	}
+	for _, id := range corrupt {
+		reps := l.m[id]
+		if reps == nil {
+			reps = make(map[rpc.NodeID]replicaMeta, 3)
+			l.m[id] = reps
+		}
+		m := reps[node]
+		m.corrupt = true
+		reps[node] = m
 	}
 	l.notifyLocked()
 }
@@ -93,7 +145,7 @@ func (l *locations) check(ch meta.Chunk) (good, bad []rpc.NodeID) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for n, m := range l.m[ch.ID] {
-		if m.size == ch.Size && m.frameSize == ch.FrameSize && bytes.Equal(m.digest, ch.Digest) {
+		if m.matches(ch) {
 			good = append(good, n)
 		} else {
 			bad = append(bad, n)

@@ -53,14 +53,15 @@ type registry struct {
 	suspectAfter time.Duration
 	deadAfter    time.Duration
 
-	mu      sync.Mutex
-	nodes   map[rpc.NodeID]*nodeEntry
-	version uint64
-	updates []*dfspb.NodeUpdate // the latest changes, oldest first
+	mu       sync.Mutex
+	nodes    map[rpc.NodeID]*nodeEntry
+	draining map[rpc.NodeID]bool // being decommissioned
+	version  uint64
+	updates  []*dfspb.NodeUpdate // the latest changes, oldest first
 }
 
 func newRegistry(suspectAfter, deadAfter time.Duration) *registry {
-	return &registry{suspectAfter: suspectAfter, deadAfter: deadAfter, nodes: make(map[rpc.NodeID]*nodeEntry)}
+	return &registry{suspectAfter: suspectAfter, deadAfter: deadAfter, nodes: make(map[rpc.NodeID]*nodeEntry), draining: map[rpc.NodeID]bool{}}
 }
 
 // changedLocked records a change of e.
@@ -86,6 +87,9 @@ func (r *registry) register(id rpc.NodeID, addr string, u usage, now time.Time) 
 		r.nodes[id] = e
 	}
 	changed := !ok || e.addr != addr || e.state != placement.Healthy
+	if changed {
+		e.registered = now // (re)joined: its copies are the first to trim
+	}
 	e.addr, e.state, e.lastHeartbeat = addr, placement.Healthy, now
 	e.capacity, e.used, e.free, e.chunks = u.capacity, u.used, u.free, u.chunks
 	if changed {
@@ -158,7 +162,9 @@ func (r *registry) tick(now time.Time) (dead []rpc.NodeID) {
 func (r *registry) allLocked() []*dfspb.NodeStatus {
 	out := make([]*dfspb.NodeStatus, 0, len(r.nodes))
 	for _, e := range r.nodes {
-		out = append(out, e.status())
+		st := e.status()
+		st.Draining = r.draining[e.id]
+		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b *dfspb.NodeStatus) int {
 		switch {
@@ -185,9 +191,53 @@ func (r *registry) candidates() []placement.Node {
 	defer r.mu.Unlock()
 	out := make([]placement.Node, 0, len(r.nodes))
 	for _, e := range r.nodes {
-		out = append(out, placement.Node{ID: e.id, Addr: e.addr, State: e.state, Free: e.free})
+		if !r.draining[e.id] {
+			out = append(out, placement.Node{ID: e.id, Addr: e.addr, State: e.state, Free: e.free})
+		}
 	}
 	return out
+}
+
+// nodeInfo is what the health scan needs of a node.
+type nodeInfo struct {
+	addr       string
+	state      placement.State
+	draining   bool
+	registered time.Time
+	known      bool
+}
+
+// live reports whether the node serves reads (healthy or suspect).
+func (n nodeInfo) live() bool { return n.known && n.state != placement.Dead }
+
+// infos returns every node's info, draining ones not registered included.
+func (r *registry) infos() map[rpc.NodeID]nodeInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[rpc.NodeID]nodeInfo, len(r.nodes))
+	for id, e := range r.nodes {
+		out[id] = nodeInfo{addr: e.addr, state: e.state, draining: r.draining[id], registered: e.registered, known: true}
+	}
+	for id := range r.draining {
+		if _, ok := out[id]; !ok {
+			out[id] = nodeInfo{state: placement.Dead, draining: true}
+		}
+	}
+	return out
+}
+
+// setDraining marks or unmarks a node as being decommissioned.
+func (r *registry) setDraining(id rpc.NodeID, on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if on {
+		r.draining[id] = true
+	} else {
+		delete(r.draining, id)
+	}
+	if e, ok := r.nodes[id]; ok {
+		r.changedLocked(e)
+	}
 }
 
 // lookup returns a node's address and state.

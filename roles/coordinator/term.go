@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/gc"
+	"github.com/dfs-project/dfs/repair"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -31,6 +32,8 @@ type term struct {
 	uploads *sessions.Table[rpc.SessionID, *upload]
 	gc      *gc.Collector
 	safe    *safeMode
+	health  *health
+	repair  *repair.Controller
 	started time.Time
 	// warmup is set when the store already held data: the cluster had
 	// datanodes, which are still coming back when the term starts.
@@ -51,8 +54,12 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 		nodes:   newRegistry(c.cfg.SuspectAfter, c.cfg.DeadAfter),
 		locs:    newLocations(),
 		refs:    newRefIndex(),
+		health:  newHealth(),
 		started: start,
 	}
+	t.repair = repair.New(repair.Config{
+		Interval: c.cfg.RepairInterval, PerNode: c.cfg.RepairPerNode, Total: c.cfg.RepairTotal, Bandwidth: c.cfg.RepairBandwidth,
+	}, t, replicator{t}, c.policy, c.log)
 	gcfg := gc.DefaultConfig()
 	gcfg.Delay = c.cfg.GCDelay
 	t.gc = gc.New(gcfg, &chunkDeleter{t}, c.log)
@@ -90,7 +97,16 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 	t.log.Info().Int("files", files).Int("chunks", chunks).Int("uploads", len(ups)).Int("pending_deletions", len(dels)).
 		Dur("took", time.Since(start)).Msg("leading: metadata loaded")
 
-	t.wg.Add(4)
+	drains, err := c.store.Drains(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load drains: %w", err)
+	}
+	for _, id := range drains {
+		t.nodes.setDraining(id, true)
+	}
+	t.wg.Add(6)
+	go func() { defer t.wg.Done(); t.healthLoop(ctx) }()
+	go func() { defer t.wg.Done(); t.repair.Run(ctx) }()
 	go func() { defer t.wg.Done(); t.uploads.Run(ctx, time.Second) }()
 	go func() { defer t.wg.Done(); t.gc.Run(ctx) }()
 	go func() { defer t.wg.Done(); t.watchNodes(ctx) }()
@@ -159,6 +175,10 @@ func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []
 			done = append(done, meta.Deletion{Node: node, Chunk: id})
 		}
 	}
+	d.t.health.mu.Lock()
+	d.t.health.chunksDeleted += int64(resp.Deleted)
+	d.t.health.bytesReclaimed += resp.BytesFreed
+	d.t.health.mu.Unlock()
 	if err := d.t.commit(ctx, &meta.Txn{DoneDeletions: done}); err != nil {
 		// The chunks are gone; the records stay and the next attempt
 		// deletes nothing and records them again.
@@ -171,17 +191,43 @@ func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []
 // replication its file asks for.
 type refIndex struct {
 	mu   sync.Mutex
-	refs map[rpc.ChunkID]uint32
+	refs map[rpc.ChunkID]ref
 }
 
-func newRefIndex() *refIndex { return &refIndex{refs: map[rpc.ChunkID]uint32{}} }
+// ref is a referenced chunk: its committed metadata and the replication
+// its file asks for.
+type ref struct {
+	chunk meta.Chunk
+	repl  uint32
+}
+
+func newRefIndex() *refIndex { return &refIndex{refs: map[rpc.ChunkID]ref{}} }
 
 func (r *refIndex) add(f *meta.File) {
 	r.mu.Lock()
 	for _, c := range f.Chunks {
-		r.refs[c.ID] = f.Replication
+		r.refs[c.ID] = ref{chunk: c, repl: f.Replication}
 	}
 	r.mu.Unlock()
+}
+
+// snapshot returns every referenced chunk.
+func (r *refIndex) snapshot() []ref {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]ref, 0, len(r.refs))
+	for _, x := range r.refs {
+		out = append(out, x)
+	}
+	return out
+}
+
+// has reports whether a committed file references id.
+func (r *refIndex) has(id rpc.ChunkID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.refs[id]
+	return ok
 }
 
 func (r *refIndex) remove(f *meta.File) {
@@ -197,12 +243,12 @@ func (r *refIndex) remove(f *meta.File) {
 func (r *refIndex) located(l *locations) (missing, under, total int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for id, repl := range r.refs {
+	for id, x := range r.refs {
 		switch n := l.count(id); {
 		case n == 0:
 			missing++
 			under++
-		case n < int(repl):
+		case n < int(x.repl):
 			under++
 		}
 	}

@@ -4073,8 +4073,10 @@ func (x *BulkDeleteChunkRequest) GetChunkIds() []string {
 type BulkDeleteChunkResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// deleted counts chunks removed; missing ones count as done.
-	Deleted       uint32   `protobuf:"varint,1,opt,name=deleted,proto3" json:"deleted,omitempty"`
-	Failed        []string `protobuf:"bytes,2,rep,name=failed,proto3" json:"failed,omitempty"`
+	Deleted uint32   `protobuf:"varint,1,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Failed  []string `protobuf:"bytes,2,rep,name=failed,proto3" json:"failed,omitempty"`
+	// bytes_freed is the disk space the removed chunks took.
+	BytesFreed    int64 `protobuf:"varint,3,opt,name=bytes_freed,json=bytesFreed,proto3" json:"bytes_freed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4121,6 +4123,13 @@ func (x *BulkDeleteChunkResponse) GetFailed() []string {
 		return x.Failed
 	}
 	return nil
+}
+
+func (x *BulkDeleteChunkResponse) GetBytesFreed() int64 {
+	if x != nil {
+		return x.BytesFreed
+	}
+	return 0
 }
 
 type HealthCheckRequest struct {
@@ -4638,10 +4647,12 @@ const file_dfs_proto_rawDesc = "" +
 	"\bchunk_id\x18\x01 \x01(\tR\achunkId\"\x15\n" +
 	"\x13DeleteChunkResponse\"5\n" +
 	"\x16BulkDeleteChunkRequest\x12\x1b\n" +
-	"\tchunk_ids\x18\x01 \x03(\tR\bchunkIds\"K\n" +
+	"\tchunk_ids\x18\x01 \x03(\tR\bchunkIds\"l\n" +
 	"\x17BulkDeleteChunkResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x01(\rR\adeleted\x12\x16\n" +
-	"\x06failed\x18\x02 \x03(\tR\x06failed\"\x14\n" +
+	"\x06failed\x18\x02 \x03(\tR\x06failed\x12\x1f\n" +
+	"\vbytes_freed\x18\x03 \x01(\x03R\n" +
+	"bytesFreed\"\x14\n" +
 	"\x12HealthCheckRequest\"\x93\x01\n" +
 	"\x13HealthCheckResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +

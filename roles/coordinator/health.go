@@ -1,0 +1,289 @@
+package coordinator
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/dfs-project/dfs/placement"
+	"github.com/dfs-project/dfs/repair"
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// health is the result of the last scan of every chunk's copies, and the
+// decisions it feeds: what to copy (repair), what to trim (surplus copies
+// on nodes that came back, corrupt copies already replaced), which
+// reported chunks are orphans, and which draining nodes can go.
+type health struct {
+	mu             sync.Mutex
+	needs          []repair.Need
+	chunks         int64
+	under          int64
+	missing        int64
+	corrupt        int64
+	corruptOn      map[rpc.NodeID]int64
+	decommissioned map[rpc.NodeID]bool
+	orphanSeen     map[rpc.ChunkID]time.Time
+	orphans        int64
+	chunksDeleted  int64
+	bytesReclaimed int64
+}
+
+func newHealth() *health {
+	return &health{orphanSeen: map[rpc.ChunkID]time.Time{}, decommissioned: map[rpc.NodeID]bool{}, corruptOn: map[rpc.NodeID]int64{}}
+}
+
+// healthLoop scans every interval until ctx ends.
+func (t *term) healthLoop(ctx context.Context) {
+	tick := time.NewTicker(t.c.cfg.RepairInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if on, _ := t.safe.Status(); on {
+			continue // locations are still arriving
+		}
+		t.scan(ctx)
+	}
+}
+
+// copyState classifies one reported copy of a committed chunk.
+type copyState struct {
+	node     rpc.NodeID
+	info     nodeInfo
+	good     bool // matches the commit and not corrupt
+	live     bool // on a node that serves reads
+	counted  bool // counts toward replication: good, live, not draining
+	registry time.Time
+}
+
+// scan looks at every committed chunk and every reported copy.
+func (t *term) scan(ctx context.Context) {
+	nodes := t.nodes.infos()
+	refs := t.refs.snapshot()
+	var needs []repair.Need
+	var trims []meta.Deletion
+	var under, missing, corrupt int64
+	corruptOn := map[rpc.NodeID]int64{}
+	stillNeeded := map[rpc.NodeID]bool{} // draining nodes some chunk still depends on
+
+	for _, r := range refs {
+		ch, want := r.chunk, int(r.repl)
+		var states []copyState
+		for n, m := range t.locs.copies(ch.ID) {
+			info := nodes[n]
+			cs := copyState{node: n, info: info, good: m.matches(ch), live: info.live(), registry: info.registered}
+			cs.counted = cs.good && cs.live && !info.draining
+			if m.corrupt {
+				corrupt++
+				corruptOn[n]++
+			}
+			states = append(states, cs)
+		}
+		counted := 0
+		var sources []placement.Node
+		var holders []rpc.NodeID
+		for _, cs := range states {
+			holders = append(holders, cs.node)
+			if cs.counted {
+				counted++
+			}
+			if cs.good && cs.live {
+				sources = append(sources, placement.Node{ID: cs.node, Addr: cs.info.addr, State: cs.info.state})
+			}
+		}
+		// Prefer healthy, non-draining sources.
+		slices.SortStableFunc(sources, func(a, b placement.Node) int {
+			da, db := nodes[a.ID].draining, nodes[b.ID].draining
+			switch {
+			case a.State != b.State:
+				return int(a.State) - int(b.State)
+			case da != db && da:
+				return 1
+			case da != db:
+				return -1
+			}
+			return 0
+		})
+		if counted < want {
+			under++
+			if len(sources) == 0 {
+				missing++
+			} else {
+				needs = append(needs, repair.Need{Chunk: ch.ID, Size: ch.Size, FrameSize: ch.FrameSize, Digest: ch.Digest,
+					Missing: want - counted, Sources: sources, Holders: holders})
+			}
+			for _, cs := range states {
+				if cs.good && cs.live && cs.info.draining {
+					stillNeeded[cs.node] = true
+				}
+			}
+			continue
+		}
+		if t.repair.Repairing(ch.ID) {
+			continue
+		}
+		// Fully replicated: the extra copies and the corrupt ones can go.
+		for _, cs := range states {
+			if !cs.good && cs.live {
+				trims = append(trims, meta.Deletion{Node: cs.node, Chunk: ch.ID})
+			}
+		}
+		if extra := counted - want; extra > 0 {
+			var counts []copyState
+			for _, cs := range states {
+				if cs.counted {
+					counts = append(counts, cs)
+				}
+			}
+			// The copies on the node that (re)joined last go first.
+			slices.SortFunc(counts, func(a, b copyState) int { return b.registry.Compare(a.registry) })
+			for _, cs := range counts[:extra] {
+				trims = append(trims, meta.Deletion{Node: cs.node, Chunk: ch.ID})
+			}
+		}
+	}
+	// Most endangered first.
+	slices.SortStableFunc(needs, func(a, b repair.Need) int { return len(a.Sources) - len(b.Sources) })
+
+	orphans := t.findOrphans()
+	t.delete(ctx, append(trims, orphans...), "trim or orphan")
+
+	decommissioned := map[rpc.NodeID]bool{}
+	for id, info := range nodes {
+		if info.draining && !stillNeeded[id] {
+			decommissioned[id] = true
+		}
+	}
+	h := t.health
+	h.mu.Lock()
+	h.needs, h.chunks, h.under, h.missing, h.corrupt, h.corruptOn = needs, int64(len(refs)), under, missing, corrupt, corruptOn
+	for id := range decommissioned {
+		if !h.decommissioned[id] {
+			t.log.Info().Str("node_id", string(id)).Msg("decommissioned: every chunk it held is replicated elsewhere; safe to remove")
+		}
+	}
+	h.decommissioned = decommissioned
+	h.orphans += int64(len(orphans))
+	h.mu.Unlock()
+}
+
+// findOrphans returns deletions for reported chunks that no committed file
+// references and no open upload placed, first seen more than the orphan
+// grace period ago.
+func (t *term) findOrphans() []meta.Deletion {
+	allocated := map[rpc.ChunkID]bool{}
+	t.uploads.Range(func(_ rpc.SessionID, u *upload) {
+		u.mu.Lock()
+		for _, a := range u.allocs {
+			allocated[a.ID] = true
+		}
+		u.mu.Unlock()
+	})
+	for _, r := range t.refs.snapshot() {
+		allocated[r.chunk.ID] = true // referenced: not an orphan either
+	}
+	now := time.Now()
+	grace := t.c.cfg.OrphanGrace
+	seen := map[rpc.ChunkID]bool{}
+	var out []meta.Deletion
+	h := t.health
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t.locs.each(func(id rpc.ChunkID, copies map[rpc.NodeID]replicaMeta) {
+		if allocated[id] {
+			return
+		}
+		seen[id] = true
+		first, ok := h.orphanSeen[id]
+		if !ok {
+			h.orphanSeen[id] = now
+			return
+		}
+		if now.Sub(first) < grace {
+			return
+		}
+		for n := range copies {
+			out = append(out, meta.Deletion{Node: n, Chunk: id})
+		}
+	})
+	for id := range h.orphanSeen {
+		if !seen[id] {
+			delete(h.orphanSeen, id)
+		}
+	}
+	return out
+}
+
+// delete records deletions durably, forgets the copies and hands them to
+// GC.
+func (t *term) delete(ctx context.Context, dels []meta.Deletion, why string) {
+	if len(dels) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, t.c.cfg.RPCTimeout)
+	defer cancel()
+	if err := t.commit(cctx, &meta.Txn{AddDeletions: dels}); err != nil {
+		t.log.Warn().Err(err).Int("copies", len(dels)).Msg("cannot record deletions")
+		return
+	}
+	t.locs.forget(dels)
+	t.enqueue(dels)
+	t.log.Info().Int("copies", len(dels)).Str("why", why).Msg("deleting copies")
+}
+
+// Needs implements repair.Cluster.
+func (t *term) Needs() []repair.Need {
+	t.health.mu.Lock()
+	defer t.health.mu.Unlock()
+	return t.health.needs
+}
+
+// Candidates implements repair.Cluster.
+func (t *term) Candidates() []placement.Node { return t.nodes.candidates() }
+
+var _ repair.Cluster = (*term)(nil)
+
+// replicator copies chunks with DataNode.ReplicateChunk.
+type replicator struct{ t *term }
+
+var _ repair.Copier = replicator{}
+
+func (r replicator) Copy(ctx context.Context, task repair.Task) error {
+	cc, err := r.t.c.pool.Get(task.Target.Addr)
+	if err != nil {
+		return err
+	}
+	_, err = dfspb.NewDataNodeClient(cc).ReplicateChunk(ctx, &dfspb.ReplicateChunkRequest{
+		ChunkId: string(task.Chunk), Size: task.Size, FrameSize: task.FrameSize, Digest: task.Digest,
+		Source: &dfspb.NodeRef{NodeId: string(task.Source.ID), Addr: task.Source.Addr},
+	})
+	if err != nil {
+		return rpc.FromStatus(err)
+	}
+	// The target confirmed: count the copy now rather than at its report.
+	r.t.locs.report(task.Target.ID, false, []*dfspb.ChunkStat{{
+		ChunkId: string(task.Chunk), Present: true, Size: task.Size, Digest: task.Digest, FrameSize: task.FrameSize,
+	}}, nil, nil)
+	return nil
+}
+
+// clusterHealth renders the health for ListNodes and fsck.
+func (t *term) clusterHealth() *dfspb.ClusterHealth {
+	rs := t.repair.Stats()
+	h := t.health
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return &dfspb.ClusterHealth{
+		Chunks: h.chunks, UnderReplicated: h.under, Missing: h.missing, CorruptCopies: h.corrupt,
+		RepairsInProgress: int64(rs.InProgress), RepairsDone: rs.Done, BytesRepaired: rs.BytesCopied,
+		PendingDeletions: int64(t.gc.Pending()), ChunksDeleted: h.chunksDeleted, BytesReclaimed: h.bytesReclaimed,
+		OrphansDeleted: h.orphans,
+	}
+}
