@@ -53,26 +53,52 @@ type FrameReceiver interface {
 // Digest must be the digest recorded at commit. On a mismatch it returns an
 // Invalid error and dst holds unverified bytes that must not be used.
 func ReceiveInto(stream FrameReceiver, exp Expect, dst []byte) error {
-	if exp.Digest == nil {
-		return rpc.Errorf(rpc.Internal, "chunk %s: no expected digest", exp.ChunkID)
-	}
 	if int64(len(dst)) != exp.Size {
 		return rpc.Errorf(rpc.Internal, "chunk %s: buffer of %d bytes for %d", exp.ChunkID, len(dst), exp.Size)
+	}
+	_, err := ReceiveFrames(stream, exp, func(off int64, data []byte) error {
+		copy(dst[off:], data)
+		return nil
+	})
+	return err
+}
+
+// ReceiveFrames reads a whole chunk from stream and hands each frame's data
+// to fn, in order and at its offset, once the frame's digest has been
+// verified; it never holds more than one frame, so a caller can write a
+// chunk of any size through a bounded buffer. exp.Digest must be the digest
+// recorded at commit: the final frame's chunk digest is checked against it,
+// not against what the stream claims.
+//
+// The chunk as a whole is verified only when ReceiveFrames returns nil: the
+// bytes fn received must not be used (made visible) before. fn may keep
+// data, as each frame is a message of its own; an error from fn ends the
+// read and is returned unchanged. A frame or chunk that does not match its
+// digests is an Invalid error, a stream that ends early Unavailable, and a
+// failed Recv returns the stream's status. The returned Verifier holds the
+// frame digests and the chunk digest.
+func ReceiveFrames(stream FrameReceiver, exp Expect, fn func(off int64, data []byte) error) (*Verifier, error) {
+	if exp.Digest == nil {
+		return nil, rpc.Errorf(rpc.Internal, "chunk %s: no expected digest", exp.ChunkID)
 	}
 	v := NewVerifier(exp)
 	for !v.Done() {
 		f, err := stream.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return rpc.Errorf(rpc.Unavailable, "chunk %s: stream ended at %d of %d bytes", exp.ChunkID, v.Received(), exp.Size)
+				return nil, rpc.Errorf(rpc.Unavailable, "chunk %s: stream ended at %d of %d bytes", exp.ChunkID, v.Received(), exp.Size)
 			}
-			return rpc.FromStatus(err)
+			return nil, rpc.FromStatus(err)
 		}
 		off := v.Received()
 		if err := v.Check(f); err != nil {
-			return err
+			return nil, err
 		}
-		copy(dst[off:], f.Data)
+		if len(f.Data) > 0 {
+			if err := fn(off, f.Data); err != nil {
+				return nil, err
+			}
+		}
 	}
-	return nil
+	return v, nil
 }

@@ -214,3 +214,62 @@ func TestSendStoredErrors(t *testing.T) {
 		is.Equal(rpc.KindOf(err), rpc.Unavailable) // the stream's status is decoded
 	})
 }
+
+// TestReceiveFrames: frames reach the callback in order and at their
+// offsets, each only once verified; a bad frame never reaches it, and the
+// callback's error ends the read unchanged.
+func TestReceiveFrames(t *testing.T) {
+	s := newStored(50, 16)
+	t.Run("in order", func(t *testing.T) {
+		is := is.New(t)
+		m := &memDownload{}
+		is.NoErr(s.send(context.Background(), m))
+		var got []byte
+		var offs []int64
+		v, err := chunkstream.ReceiveFrames(m, s.expect(), func(off int64, data []byte) error {
+			offs = append(offs, off)
+			got = append(got, data...)
+			return nil
+		})
+		is.NoErr(err)                          // the chunk verifies
+		is.True(bytes.Equal(got, s.data))      // every byte arrives once, in order
+		is.Equal(offs, []int64{0, 16, 32, 48}) // frame by frame
+		is.Equal(v.Sum(), s.digest)            // the verifier holds the chunk digest
+		is.Equal(v.FrameDigests(), s.frames)   // and the frame digests
+	})
+	t.Run("bad frame withheld", func(t *testing.T) {
+		is := is.New(t)
+		bad := s
+		bad.data = bytes.Clone(s.data)
+		bad.data[20] ^= 1
+		m := &memDownload{}
+		is.NoErr(bad.send(context.Background(), m))
+		var offs []int64
+		_, err := chunkstream.ReceiveFrames(m, s.expect(), func(off int64, data []byte) error {
+			offs = append(offs, off)
+			return nil
+		})
+		is.True(errors.Is(err, rpc.Invalid)) // the damaged frame is refused
+		is.Equal(offs, []int64{0})           // and never handed on
+	})
+	t.Run("callback error", func(t *testing.T) {
+		is := is.New(t)
+		m := &memDownload{}
+		is.NoErr(s.send(context.Background(), m))
+		disk := rpc.Errorf(rpc.ResourceExhausted, "disk full")
+		calls := 0
+		_, err := chunkstream.ReceiveFrames(m, s.expect(), func(off int64, data []byte) error {
+			calls++
+			return disk
+		})
+		is.Equal(err, disk) // the callback's error comes back unchanged
+		is.Equal(calls, 1)  // and ends the read
+	})
+	t.Run("no expected digest", func(t *testing.T) {
+		is := is.New(t)
+		exp := s.expect()
+		exp.Digest = nil
+		_, err := chunkstream.ReceiveFrames(&memDownload{}, exp, func(int64, []byte) error { return nil })
+		is.Equal(rpc.KindOf(err), rpc.Internal) // the committed digest is required
+	})
+}

@@ -279,26 +279,39 @@ func ShowPath(p string) string {
 }
 
 // Backup writes a consistent snapshot of the cluster's metadata to w, in
-// the format `dfs coordinator --restore` reads.
+// the format `dfs coordinator --restore` reads. The stream is not bounded
+// by the RPC timeout (ctx bounds it), and it is not retried once data has
+// reached w: a broken backup is an error, never half of one plus a retry.
 func (c *Client) Backup(ctx context.Context, w io.Writer) error {
-	return c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
-		stream, err := cc.Backup(ctx, &dfspb.BackupRequest{})
-		if err != nil {
-			return err
-		}
-		for {
-			chunk, err := stream.Recv()
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if _, err := w.Write(chunk.Data); err != nil {
-				return rpc.Errorf(rpc.Internal, "write backup: %v", err)
-			}
-		}
+	var addr string
+	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		_, err := cc.ListNodes(ctx, &dfspb.ListNodesRequest{}) // find a coordinator that serves
+		return err
 	})
+	if err != nil {
+		return err
+	}
+	addr = c.currentCoordinator()
+	conn, err := c.pool.Get(addr)
+	if err != nil {
+		return err
+	}
+	stream, err := dfspb.NewCoordinatorClient(conn).Backup(ctx, &dfspb.BackupRequest{})
+	if err != nil {
+		return rpc.FromStatus(err)
+	}
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("backup from %s broke off: %w", addr, rpc.FromStatus(err))
+		}
+		if _, err := w.Write(chunk.Data); err != nil {
+			return rpc.Errorf(rpc.Internal, "write backup: %v", err)
+		}
+	}
 }
 
 // Decommission starts draining a datanode (or stops it, with cancel). id

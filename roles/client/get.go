@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/dfs-project/dfs/chunkstream"
@@ -137,7 +138,8 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, dst []byte
 	}
 	exp := chunkstream.Expect{ChunkID: rpc.ChunkID(ch.ChunkId), Size: ch.Size, FrameSize: ch.FrameSize, Digest: ch.Digest}
 	backoff := chunkstream.Backoff{Initial: 200 * time.Millisecond, Max: 2 * time.Second}
-	var errs []string
+	var last, lastBad string // the last failure, and the last bad bytes
+	reported := map[rpc.NodeID]bool{}
 	for round := 0; round < c.cfg.Attempts; round++ {
 		if round > 0 {
 			t := time.NewTimer(backoff.Delay(round))
@@ -149,7 +151,7 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, dst []byte
 			}
 		}
 		for _, r := range placement.OrderForRead(replicas) {
-			err := c.readReplica(ctx, r.Addr, exp, dst)
+			bad, err := c.readReplica(ctx, r.Addr, exp, dst)
 			if err == nil {
 				return nil
 			}
@@ -157,31 +159,85 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, dst []byte
 				return ctx.Err()
 			}
 			c.log.Debug().Err(err).Str("chunk_id", ch.ChunkId).Str("node_id", string(r.ID)).Msg("replica failed; trying the next")
-			errs = append(errs, fmt.Sprintf("%s: %v", r.ID.Short(), err))
+			last = fmt.Sprintf("%s: %v", r.ID.Short(), err)
+			if bad {
+				lastBad = last
+				if !reported[r.ID] {
+					reported[r.ID] = true
+					c.reportBadReplica(ctx, exp.ChunkID, r.ID, err)
+				}
+			}
 		}
 	}
-	return rpc.Errorf(rpc.Unavailable, "chunk %d (%s): no replica returned it intact: %s", ch.Index, ch.ChunkId, errs[len(errs)-1])
+	// Bad bytes say more than what a replica answered after it was told
+	// about them (it stops serving a copy found corrupt).
+	if lastBad != "" {
+		last = lastBad
+	}
+	return rpc.Errorf(rpc.Unavailable, "chunk %d (%s): no replica returned it intact: %s", ch.Index, ch.ChunkId, last)
 }
 
-func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.Expect, dst []byte) error {
+// readReplica reads one chunk from the datanode at addr into dst. bad
+// reports that the replica answered with bytes (or a size or digest) that
+// do not match what was committed, as opposed to failing to answer.
+func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.Expect, dst []byte) (bad bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ChunkTimeout)
 	defer cancel()
 	dn, err := c.datanode(addr)
 	if err != nil {
-		return err
+		return false, err
 	}
 	prep, err := dn.PrepareChunkDownload(ctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: string(exp.ChunkID)})
 	if err != nil {
-		return rpc.FromStatus(err)
+		return false, rpc.FromStatus(err)
 	}
 	if prep.Size != exp.Size || prep.FrameSize != exp.FrameSize || !bytes.Equal(prep.ChunkChecksum, exp.Digest) {
-		return rpc.Errorf(rpc.Internal, "replica holds a different chunk (size %d, frame size %d) than was committed", prep.Size, prep.FrameSize)
+		return true, rpc.Errorf(rpc.Internal, "replica holds a different chunk (size %d, frame size %d) than was committed", prep.Size, prep.FrameSize)
 	}
 	stream, err := dn.DownloadChunkStream(ctx, &dfspb.DownloadChunkStreamRequest{SessionId: prep.SessionId})
 	if err != nil {
-		return rpc.FromStatus(err)
+		return false, rpc.FromStatus(err)
 	}
-	return chunkstream.ReceiveInto(stream, exp, dst)
+	err = chunkstream.ReceiveInto(stream, exp, dst)
+	// Invalid is what the verifier says of bytes that fail their digests.
+	return rpc.KindOf(err) == rpc.Invalid, err
+}
+
+const (
+	// badReplicaTimeout bounds a report of a bad replica.
+	badReplicaTimeout = 5 * time.Second
+	// maxReason bounds the reason sent with it.
+	maxReason = 512
+)
+
+// reportBadReplica tells the coordinator, in the background, that node
+// returned bytes of chunk id that fail verification, so that it has the
+// copy checked and replaced. It is best effort: bounded by
+// badReplicaTimeout, it never fails or delays the read, and a coordinator
+// that cannot take the report only costs a debug line.
+func (c *Client) reportBadReplica(ctx context.Context, id rpc.ChunkID, node rpc.NodeID, cause error) {
+	reason := cause.Error()
+	if len(reason) > maxReason {
+		reason = reason[:maxReason]
+	}
+	reason = strings.ToValidUTF8(reason, "") // a proto string must be UTF-8
+	req := &dfspb.ReportBadReplicaRequest{ChunkId: string(id), NodeId: string(node), Reason: reason}
+	// The read may end before the report does: keep its values (the
+	// request ID), not its cancellation.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), badReplicaTimeout)
+	go func() {
+		defer cancel()
+		err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+			_, err := cc.ReportBadReplica(ctx, req)
+			return err
+		})
+		log := c.log.Debug().Str("chunk_id", string(id)).Str("node_id", string(node))
+		if err != nil {
+			log.Err(err).Msg("could not report a bad replica")
+			return
+		}
+		log.Msg("reported a bad replica")
+	}()
 }
 
 func stateFromProto(s dfspb.NodeState) placement.State {

@@ -340,9 +340,10 @@ func (st *putState) confirm(ctx context.Context, size int64, sum []byte) (*dfspb
 			}
 			return err
 		})
-		if err != nil && attempt > 0 && rpc.KindOf(err) == rpc.NotFound {
-			// An earlier attempt may have committed and lost its reply (a
-			// coordinator failed over): the file then names our session.
+		if err != nil && rpc.KindOf(err) == rpc.NotFound {
+			// A confirm may have committed and lost its reply (a coordinator
+			// failed over, here or in an earlier attempt): the file then
+			// names our session.
 			if cur, serr := st.c.Stat(ctx, st.path); serr == nil && cur.SessionId == req.SessionId {
 				fi = cur
 				return nil

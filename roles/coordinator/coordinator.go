@@ -218,11 +218,12 @@ func (c *Coordinator) PendingDeletes() int {
 // returns nil.
 func (c *Coordinator) Run(ctx context.Context) error {
 	if c.store.ClusterID() == "" {
-		id := uuid.NewString()
-		if err := c.store.Init(ctx, id, nil); err != nil && rpc.KindOf(err) != rpc.Exists {
+		switch err := c.store.Init(ctx, uuid.NewString(), nil); {
+		case err == nil:
+			c.log.Info().Str("cluster_id", c.store.ClusterID()).Msg("new cluster")
+		case rpc.KindOf(err) != rpc.Exists:
 			return fmt.Errorf("coordinator: initialize metadata store: %w", err)
 		}
-		c.log.Info().Str("cluster_id", c.store.ClusterID()).Msg("new cluster")
 	}
 	if c.lis == nil {
 		lis, err := rpc.Listen(c.cfg.Listen)

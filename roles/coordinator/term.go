@@ -238,13 +238,14 @@ func (r *refIndex) remove(f *meta.File) {
 	r.mu.Unlock()
 }
 
-// located counts referenced chunks without any reported copy, and those
-// with fewer reported copies than their replication.
+// located counts referenced chunks without any reported good copy, and
+// those with fewer reported good copies than their replication.
 func (r *refIndex) located(l *locations) (missing, under, total int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for id, x := range r.refs {
-		switch n := l.count(id); {
+	for _, x := range r.refs {
+		good, _ := l.check(x.chunk)
+		switch n := len(good); {
 		case n == 0:
 			missing++
 			under++

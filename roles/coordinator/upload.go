@@ -22,13 +22,20 @@ const planAhead = 4
 // maxChunks bounds the chunks of one file (64 MiB x 2^20 = 64 TiB).
 const maxChunks = 1 << 20
 
+// maxAttempts bounds the placements of one chunk of an upload.
+const maxAttempts = 64
+
 // maxCommitRetries bounds how often a commit is retried after another
 // commit of the same path won the race.
 const maxCommitRetries = 8
 
-// upload is a metadata session: one upload of a new version of a path. It
-// is recorded in the store once it has placed a chunk, so that a restarted
-// or newly elected coordinator can finish it or collect its chunks.
+// upload is a metadata session: one upload of a new version of a path.
+// Its header (not its placements) is recorded in the store when it places
+// its first chunks, so that a restarted or newly elected coordinator can
+// still confirm it: a chunk's ID proves which session, index and attempt
+// it belongs to, so the placements need not be stored (rewriting them at
+// every placement would grow with the square of the chunk count). Chunks
+// of a session that dies with its coordinator are collected as orphans.
 type upload struct {
 	id          rpc.SessionID
 	path        rpc.Path
@@ -36,17 +43,21 @@ type upload struct {
 	replication int
 	created     time.Time
 
-	// persist serializes the writes of this session to the store, so the
-	// store never holds an older snapshot than the last one written.
-	persist sync.Mutex
+	// persist serializes the writes of this session to the store.
+	persist   sync.Mutex
+	persisted bool
 
 	mu     sync.Mutex
 	allocs []meta.Allocation
 	done   bool
+	// firstAttempt numbers this term's placements: a session loaded from
+	// the store may have placed chunks before under low attempt numbers.
+	firstAttempt uint32
 }
 
 func uploadFromMeta(m *meta.Upload) *upload {
-	return &upload{id: m.ID, path: m.Path, chunkSize: m.ChunkSize, replication: int(m.Replication), created: m.Created, allocs: m.Chunks}
+	return &upload{id: m.ID, path: m.Path, chunkSize: m.ChunkSize, replication: int(m.Replication), created: m.Created,
+		allocs: m.Chunks, persisted: true, firstAttempt: maxAttempts / 2}
 }
 
 // snapshot returns the session as the store records it.
@@ -57,11 +68,20 @@ func (u *upload) snapshot() *meta.Upload {
 		Chunks: slices.Clone(u.allocs)}
 }
 
-// find returns the allocation of chunk id.
+// find returns the allocation of chunk id. A chunk this coordinator did
+// not place (the session was loaded from the store after a restart or a
+// takeover) is recognized by its ID, which only this session's path, ID,
+// index and attempt produce; its nodes are then unknown.
 func (u *upload) find(id rpc.ChunkID) (meta.Allocation, bool) {
 	for _, a := range u.allocs {
 		if a.ID == id {
 			return a, true
+		}
+	}
+	index := id.Index()
+	for attempt := range uint32(maxAttempts) {
+		if rpc.NewChunkID(u.path, u.id, attempt, index) == id {
+			return meta.Allocation{Index: index, Attempt: attempt, ID: id}, true
 		}
 	}
 	return meta.Allocation{}, false
@@ -130,13 +150,19 @@ func (t *term) uploadFile(ctx context.Context, req *dfspb.UploadFileRequest) (*d
 	return resp, nil
 }
 
-// persist records u's current allocations in the store.
+// persist records u's header in the store, once.
 func (t *term) persist(ctx context.Context, u *upload) error {
 	u.persist.Lock()
 	defer u.persist.Unlock()
-	if err := t.commit(ctx, &meta.Txn{PutUploads: []*meta.Upload{u.snapshot()}}); err != nil {
+	if u.persisted {
+		return nil
+	}
+	head := u.snapshot()
+	head.Chunks = nil
+	if err := t.commit(ctx, &meta.Txn{PutUploads: []*meta.Upload{head}}); err != nil {
 		return fmt.Errorf("record upload session: %w", err)
 	}
+	u.persisted = true
 	return nil
 }
 
@@ -152,13 +178,13 @@ func (t *term) place(u *upload, index uint32, exclude map[rpc.NodeID]bool) (*dfs
 	if u.done {
 		return nil, rpc.Errorf(rpc.NotFound, "upload session %s already ended", u.id)
 	}
-	var attempt uint32
+	attempt := u.firstAttempt
 	for _, a := range u.allocs {
 		if a.Index == index {
 			attempt = max(attempt, a.Attempt+1)
 		}
 	}
-	if attempt >= 64 {
+	if attempt >= maxAttempts {
 		return nil, rpc.Errorf(rpc.ResourceExhausted, "chunk %d placed %d times; giving up", index, attempt)
 	}
 	id := rpc.NewChunkID(u.path, u.id, attempt, index)
@@ -393,7 +419,7 @@ func (t *term) verify(ctx context.Context, u *upload, req *dfspb.ConfirmUploadRe
 		}
 		acked := map[string]bool{}
 		for _, n := range r.NodeIds {
-			if !slices.Contains(a.Nodes, rpc.NodeID(n)) {
+			if a.Nodes != nil && !slices.Contains(a.Nodes, rpc.NodeID(n)) {
 				u.mu.Unlock()
 				return nil, rpc.Errorf(rpc.Invalid, "chunk %d: node %s was not assigned this chunk", i, n)
 			}

@@ -1,6 +1,7 @@
 // Package datanode is the datanode role: it stores chunks on local disk,
 // serves them over gRPC streams, forwards each chunk it receives as primary
-// to its replicas, and reports to the coordinator by heartbeat.
+// to its replicas, copies chunks from other nodes for repairs, scrubs what
+// it stores for bit rot, and reports to the coordinator by heartbeat.
 package datanode
 
 import (
@@ -47,6 +48,13 @@ type Config struct {
 	Window int64
 	// ShutdownGrace bounds the graceful stop.
 	ShutdownGrace time.Duration
+	// ScrubInterval is the pause between the end of one scrub pass over
+	// every stored chunk and the start of the next; 0 scrubs continuously
+	// (passes start at least a second apart).
+	ScrubInterval time.Duration
+	// ScrubRate caps the bytes per second the scrubber reads; 0 disables
+	// scrubbing.
+	ScrubRate int64
 }
 
 // DefaultConfig returns the defaults.
@@ -61,6 +69,8 @@ func DefaultConfig() Config {
 		RPCTimeout:        10 * time.Second,
 		Window:            4 << 20,
 		ShutdownGrace:     10 * time.Second,
+		ScrubInterval:     6 * time.Hour,
+		ScrubRate:         32 << 20,
 	}
 }
 
@@ -83,6 +93,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("datanode: --inventory-interval must be positive")
 	case c.RPCTimeout <= 0:
 		return fmt.Errorf("datanode: --rpc-timeout must be positive")
+	case c.ScrubInterval < 0:
+		return fmt.Errorf("datanode: --scrub-interval must not be negative")
+	case c.ScrubRate < 0:
+		return fmt.Errorf("datanode: --scrub-rate must not be negative")
 	case c.Window < rpc.MinFrameSize:
 		return fmt.Errorf("datanode: window must be at least %d bytes", rpc.MinFrameSize)
 	}
@@ -114,6 +128,7 @@ type Node struct {
 	reports   *reporter
 	uploads   *sessions.Table[rpc.SessionID, *uploadSession]
 	downloads *sessions.Table[rpc.SessionID, *Chunk]
+	verifies  chan struct{} // slots for VerifyChunk calls
 
 	mu         sync.Mutex
 	addr       string
@@ -143,8 +158,9 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		lis:   deps.Listener,
 		pool:  rpc.NewPool(),
 
-		peers: make(map[rpc.NodeID]*dfspb.NodeStatus),
-		ready: make(chan struct{}),
+		peers:    make(map[rpc.NodeID]*dfspb.NodeStatus),
+		ready:    make(chan struct{}),
+		verifies: make(chan struct{}, maxVerifies),
 	}
 	n.uploads = sessions.New(cfg.SessionTimeout, deps.Clock, func(id rpc.SessionID, s *uploadSession) {
 		n.log.Debug().Str("session_id", string(id)).Str("chunk_id", string(s.id)).Msg("upload session expired")
@@ -186,9 +202,9 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	for _, id := range n.store.Corrupt() {
-		n.log.Error().Str("chunk_id", string(id)).Msg("chunk has damaged metadata; not served")
+		n.log.Error().Str("chunk_id", string(id)).Msg("corrupt chunk (damaged, or found so before) awaits deletion; not served")
 	}
-	n.reports = newReporter(n.store.Inventory)
+	n.reports = newReporter(n.store)
 	if n.cluster, err = loadClusterID(n.cfg.DataDir); err != nil {
 		return err
 	}
@@ -208,11 +224,12 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); n.reportLoop(ctx) }()
 	go func() { defer wg.Done(); n.uploads.Run(ctx, time.Second) }()
 	go func() { defer wg.Done(); n.downloads.Run(ctx, time.Second) }()
 	go func() { defer wg.Done(); n.heartbeatLoop(ctx) }()
+	go func() { defer wg.Done(); n.scrubLoop(ctx) }()
 	u := n.store.Usage()
 	n.log.Info().Str("addr", n.Addr()).Str("data_dir", n.cfg.DataDir).Int64("chunks", u.Chunks).
 		Str("used", rpc.FormatBytes(u.Used)).Str("free", rpc.FormatBytes(u.Free)).Msg("datanode serving")

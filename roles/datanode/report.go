@@ -15,27 +15,49 @@ import (
 // maxReport bounds the chunks of one ReportChunks call.
 const maxReport = 5000
 
-// reporter tells the coordinator which chunks this node stored or removed.
-// Changes are queued and sent by one goroutine as soon as it is free, so
-// under load many changes share one call. A chunk added and removed before
-// it was reported is never mentioned.
+// reporter tells the coordinator which chunks this node stored, removed or
+// found corrupt. Changes are queued and sent by one goroutine as soon as it
+// is free, so under load many changes share one call. A chunk added and
+// removed before it was reported is never mentioned, and a corrupt chunk
+// deleted before it was reported is reported removed, not corrupt.
 //
 // A full report (after registering, and every inventory interval) sends
-// the whole inventory instead, in pages; the first page tells the
-// coordinator to forget what it thought the node held.
+// the whole inventory and the corrupt list instead, in pages; the first
+// page tells the coordinator to forget what it thought the node held.
 type reporter struct {
-	inventory func() map[rpc.ChunkID]Meta
+	store inventory
 
 	mu      sync.Mutex
 	added   map[rpc.ChunkID]*dfspb.ChunkStat
 	removed map[rpc.ChunkID]bool
+	corrupt map[rpc.ChunkID]bool
 	full    bool               // a full report is due
 	rest    []*dfspb.ChunkStat // pages of a full report still to send
+	restBad []string           // corrupt chunks of a full report still to send
 	kick    chan struct{}
 }
 
-func newReporter(inventory func() map[rpc.ChunkID]Meta) *reporter {
-	return &reporter{inventory: inventory, added: map[rpc.ChunkID]*dfspb.ChunkStat{}, removed: map[rpc.ChunkID]bool{}, kick: make(chan struct{}, 1)}
+// inventory is what the reporter reads from the chunk store.
+type inventory interface {
+	// Inventory returns every stored (and served) chunk.
+	Inventory() map[rpc.ChunkID]Meta
+	// Corrupt returns the chunks that failed verification and are kept
+	// until deleted.
+	Corrupt() []rpc.ChunkID
+	// IsCorrupt reports whether a chunk is on the Corrupt list.
+	IsCorrupt(id rpc.ChunkID) bool
+}
+
+var _ inventory = (*Store)(nil)
+
+func newReporter(store inventory) *reporter {
+	return &reporter{
+		store:   store,
+		added:   map[rpc.ChunkID]*dfspb.ChunkStat{},
+		removed: map[rpc.ChunkID]bool{},
+		corrupt: map[rpc.ChunkID]bool{},
+		kick:    make(chan struct{}, 1),
+	}
 }
 
 // requestFull schedules a full report.
@@ -61,18 +83,23 @@ func (r *reporter) wake() {
 func (r *reporter) stored(id rpc.ChunkID, m Meta) {
 	r.mu.Lock()
 	delete(r.removed, id)
+	delete(r.corrupt, id)
 	r.added[id] = stat(id, m)
 	r.mu.Unlock()
 	r.wake()
 }
 
-// deleted queues a removed chunk.
+// deleted queues a removed chunk. Call it after the store removed the
+// chunk.
 func (r *reporter) deleted(ids ...rpc.ChunkID) {
 	r.mu.Lock()
 	for _, id := range ids {
-		if _, pending := r.added[id]; pending {
-			delete(r.added, id)
-			continue
+		_, pending := r.added[id]
+		bad := r.corrupt[id]
+		delete(r.added, id)
+		delete(r.corrupt, id)
+		if pending && !bad {
+			continue // never reported: nothing to take back
 		}
 		r.removed[id] = true
 	}
@@ -80,65 +107,115 @@ func (r *reporter) deleted(ids ...rpc.ChunkID) {
 	r.wake()
 }
 
+// corrupted queues a chunk found corrupt. Call it after the store
+// quarantined the chunk: a chunk the store no longer lists as corrupt
+// (deleted meanwhile) is not queued, so a deleted chunk is never reported
+// corrupt.
+func (r *reporter) corrupted(id rpc.ChunkID) {
+	r.mu.Lock()
+	if r.store.IsCorrupt(id) {
+		delete(r.added, id)
+		delete(r.removed, id)
+		r.corrupt[id] = true
+	}
+	r.mu.Unlock()
+	r.wake()
+}
+
+// report is one ReportChunks call's worth of changes.
+type report struct {
+	added   []*dfspb.ChunkStat
+	removed []string
+	corrupt []string
+	// full is set on the first page of a full report, page on every page.
+	full, page bool
+}
+
+func (p report) empty() bool { return len(p.added)+len(p.removed)+len(p.corrupt) == 0 && !p.full }
+
 // take removes up to maxReport queued changes, or the next page of a
-// full report (full is set on its first page, page on every page).
-func (r *reporter) take() (added []*dfspb.ChunkStat, removed []string, full, page bool) {
+// full report.
+func (r *reporter) take() report {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var p report
 	if r.full {
 		// The inventory is current: it subsumes every queued change.
 		r.full = false
-		inv := r.inventory()
+		inv := r.store.Inventory()
 		r.rest = make([]*dfspb.ChunkStat, 0, len(inv))
 		for _, id := range slices.Sorted(maps.Keys(inv)) {
 			r.rest = append(r.rest, stat(id, inv[id]))
 		}
+		r.restBad = nil
+		for _, id := range slices.Sorted(slices.Values(r.store.Corrupt())) {
+			r.restBad = append(r.restBad, string(id))
+		}
 		clear(r.added)
 		clear(r.removed)
-		full = true
+		clear(r.corrupt)
+		p.full = true
 	}
-	if full || len(r.rest) > 0 {
-		n := min(len(r.rest), maxReport)
-		added, r.rest = r.rest[:n], r.rest[n:]
-		return added, nil, full, true
+	if p.full || len(r.rest)+len(r.restBad) > 0 {
+		// Corrupt chunks first: there are few, and the first page then
+		// carries all of them.
+		n := min(len(r.restBad), maxReport)
+		p.corrupt, r.restBad = r.restBad[:n:n], r.restBad[n:]
+		n = min(len(r.rest), maxReport-len(p.corrupt))
+		p.added, r.rest = r.rest[:n:n], r.rest[n:]
+		p.page = true
+		return p
 	}
-	for _, id := range slices.Sorted(maps.Keys(r.added)) {
-		if len(added) == maxReport {
+	for _, id := range slices.Sorted(maps.Keys(r.corrupt)) {
+		if len(p.corrupt) == maxReport {
 			break
 		}
-		added = append(added, r.added[id])
+		p.corrupt = append(p.corrupt, string(id))
+		delete(r.corrupt, id)
+	}
+	for _, id := range slices.Sorted(maps.Keys(r.added)) {
+		if len(p.corrupt)+len(p.added) == maxReport {
+			break
+		}
+		p.added = append(p.added, r.added[id])
 		delete(r.added, id)
 	}
 	for _, id := range slices.Sorted(maps.Keys(r.removed)) {
-		if len(added)+len(removed) == maxReport {
+		if len(p.corrupt)+len(p.added)+len(p.removed) == maxReport {
 			break
 		}
-		removed = append(removed, string(id))
+		p.removed = append(p.removed, string(id))
 		delete(r.removed, id)
 	}
-	return added, removed, false, false
+	return p
 }
 
 // putBack requeues changes whose report failed, unless newer ones replaced
 // them meanwhile. A failed page of a full report starts the full report
 // over.
-func (r *reporter) putBack(added []*dfspb.ChunkStat, removed []string, fullPage bool) {
+func (r *reporter) putBack(p report) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if fullPage {
-		r.full, r.rest = true, nil
+	if p.page {
+		r.full, r.rest, r.restBad = true, nil, nil
 		return
 	}
-	for _, a := range added {
+	for _, a := range p.added {
 		id := rpc.ChunkID(a.ChunkId)
-		if _, ok := r.added[id]; !ok && !r.removed[id] {
+		if _, ok := r.added[id]; !ok && !r.removed[id] && !r.corrupt[id] {
 			r.added[id] = a
 		}
 	}
-	for _, s := range removed {
+	for _, s := range p.removed {
 		id := rpc.ChunkID(s)
-		if _, ok := r.added[id]; !ok {
+		if _, ok := r.added[id]; !ok && !r.corrupt[id] {
 			r.removed[id] = true
+		}
+	}
+	for _, s := range p.corrupt {
+		id := rpc.ChunkID(s)
+		if _, ok := r.added[id]; !ok && !r.removed[id] && r.store.IsCorrupt(id) {
+			r.corrupt[id] = true
 		}
 	}
 }
@@ -161,12 +238,12 @@ func (n *Node) reportLoop(ctx context.Context) {
 			n.reports.requestFull()
 		}
 		for ctx.Err() == nil {
-			added, removed, full, page := n.reports.take()
-			if len(added)+len(removed) == 0 && !full {
+			p := n.reports.take()
+			if p.empty() {
 				break
 			}
-			if err := n.sendReport(ctx, added, removed, full); err != nil {
-				n.reports.putBack(added, removed, page)
+			if err := n.sendReport(ctx, p); err != nil {
+				n.reports.putBack(p)
 				failures++
 				if rpc.KindOf(err) == rpc.NotFound {
 					n.setRegistered(false)
@@ -186,7 +263,7 @@ func (n *Node) reportLoop(ctx context.Context) {
 	}
 }
 
-func (n *Node) sendReport(ctx context.Context, added []*dfspb.ChunkStat, removed []string, full bool) error {
+func (n *Node) sendReport(ctx context.Context, p report) error {
 	if !n.isRegistered() {
 		return rpc.Errorf(rpc.Unavailable, "not registered yet")
 	}
@@ -196,6 +273,6 @@ func (n *Node) sendReport(ctx context.Context, added []*dfspb.ChunkStat, removed
 	}
 	cctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
 	defer cancel()
-	_, err = c.ReportChunks(cctx, &dfspb.ReportChunksRequest{NodeId: string(n.id), Added: added, Removed: removed, Full: full})
+	_, err = c.ReportChunks(cctx, &dfspb.ReportChunksRequest{NodeId: string(n.id), Added: p.added, Removed: p.removed, Full: p.full, Corrupt: p.corrupt})
 	return rpc.FromStatus(err)
 }

@@ -13,6 +13,8 @@ const maxBulk = 10000
 
 // PrepareChunkDownload opens a stored chunk and returns a session that
 // streams it, with the size, frame size and digest recorded at write time.
+// A chunk found corrupt is NotFound; one whose metadata turns out damaged
+// now is taken out of service and reported, as the scrubber would.
 func (n *Node) PrepareChunkDownload(ctx context.Context, req *dfspb.PrepareChunkDownloadRequest) (*dfspb.PrepareChunkDownloadResponse, error) {
 	id, err := rpc.ParseChunkID(req.ChunkId)
 	if err != nil {
@@ -20,6 +22,9 @@ func (n *Node) PrepareChunkDownload(ctx context.Context, req *dfspb.PrepareChunk
 	}
 	c, err := n.store.Open(id)
 	if err != nil {
+		if IsCorrupt(err) {
+			n.corruptFound(id, err)
+		}
 		return nil, rpc.ToStatus(err)
 	}
 	sid := rpc.NewSessionID()
@@ -81,11 +86,11 @@ func (n *Node) DeleteChunk(ctx context.Context, req *dfspb.DeleteChunkRequest) (
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	ok, err := n.store.Delete(id)
+	freed, err := n.store.Delete(id)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	if !ok {
+	if freed == 0 {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "chunk %s not found", id))
 	}
 	n.store.SyncDeletes([]rpc.ChunkID{id})
@@ -107,12 +112,13 @@ func (n *Node) BulkDeleteChunk(ctx context.Context, req *dfspb.BulkDeleteChunkRe
 
 func (n *Node) deleteChunks(ids []rpc.ChunkID, resp *dfspb.BulkDeleteChunkResponse) {
 	for _, id := range ids {
-		ok, err := n.store.Delete(id)
+		freed, err := n.store.Delete(id)
+		resp.BytesFreed += freed
 		switch {
 		case err != nil:
 			n.log.Warn().Err(err).Str("chunk_id", string(id)).Msg("delete failed")
 			resp.Failed = append(resp.Failed, string(id))
-		case ok:
+		case freed > 0:
 			resp.Deleted++
 			n.reports.deleted(id)
 		default:

@@ -2,6 +2,7 @@ package datanode
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -18,7 +19,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // A stored chunk is one file: the chunk's bytes from offset 0, then the
@@ -64,7 +67,10 @@ type Store struct {
 	reserved int64
 	index    map[rpc.ChunkID]Meta // stored chunks, without frame digests
 	dirs     sync.Map             // chunk directories known to exist
-	corrupt  []rpc.ChunkID        // found unreadable at start-up
+	// corrupt chunks failed verification (at start-up, or later by Verify
+	// or Open): they are not indexed, but their files stay, and count as
+	// used, until Delete removes them.
+	corrupt []rpc.ChunkID
 }
 
 // OpenStore opens or creates a chunk store in dir, removes temporary files
@@ -89,8 +95,12 @@ func OpenStore(dir string, capacity int64) (*Store, error) {
 	// Index every chunk's metadata: reports, stats and existence checks
 	// then need no disk access. A chunk whose metadata is damaged is not
 	// indexed (nor served); its space still counts as used.
-	err = s.Walk(func(id rpc.ChunkID, size int64) error {
+	err = s.walk(func(id rpc.ChunkID, size int64, quarantined bool) error {
 		s.used += size
+		if quarantined {
+			s.corrupt = append(s.corrupt, id)
+			return nil
+		}
 		m, err := s.readIndexEntry(id)
 		if err != nil {
 			s.corrupt = append(s.corrupt, id)
@@ -121,11 +131,87 @@ func (s *Store) readIndexEntry(id rpc.ChunkID) (Meta, error) {
 	return m, err
 }
 
-// Corrupt returns the chunks whose metadata was unreadable at start-up.
+// Corrupt returns the chunks that failed verification and are not served:
+// those whose metadata was unreadable at start-up and those Verify or Open
+// found damaged since. A chunk leaves the list when Delete removes it.
 func (s *Store) Corrupt() []rpc.ChunkID {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.corrupt)
+}
+
+// IsCorrupt reports whether chunk id is on the Corrupt list.
+func (s *Store) IsCorrupt(id rpc.ChunkID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Contains(s.corrupt, id)
+}
+
+// CorruptError says a stored chunk failed verification: its bytes or its
+// metadata do not match its digests. Err is an Internal *rpc.Error saying
+// what is wrong.
+type CorruptError struct {
+	ID  rpc.ChunkID
+	Err error
+}
+
+func (e *CorruptError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error, so rpc.KindOf sees Internal.
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// IsCorrupt reports whether err says a stored chunk failed verification.
+func IsCorrupt(err error) bool {
+	var c *CorruptError
+	return errors.As(err, &c)
+}
+
+// quarantine takes chunk id, whose file f was found damaged, out of
+// service: out of the index (so it is no longer served, stat'ed, counted or
+// reported as stored) and onto the corrupt list, its file renamed with
+// corruptSuffix (so a restarted node does not serve it again) and left for
+// Delete. It reports whether the chunk is now on the corrupt list; false
+// means the chunk was deleted or replaced since f was opened, and then
+// nothing is changed.
+func (s *Store) quarantine(id rpc.ChunkID, f *os.File) bool {
+	seen, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	p := s.path(id)
+	s.mu.Lock()
+	if slices.Contains(s.corrupt, id) {
+		s.mu.Unlock()
+		return true // found by another check meanwhile
+	}
+	if _, ok := s.index[id]; !ok {
+		s.mu.Unlock()
+		return false
+	}
+	if cur, err := os.Stat(p); err != nil || !os.SameFile(seen, cur) {
+		s.mu.Unlock()
+		return false
+	}
+	delete(s.index, id)
+	s.chunks--
+	s.corrupt = append(s.corrupt, id)
+	// If the rename fails the chunk is still out of service until the
+	// node restarts, when its metadata or the scrubber catches it again.
+	renamed := os.Rename(p, p+corruptSuffix) == nil
+	s.mu.Unlock()
+	if renamed {
+		syncDir(filepath.Dir(p))
+	}
+	return true
+}
+
+// failed quarantines the open chunk c and returns the CorruptError for
+// cause; when c was deleted or replaced meanwhile it returns NotFound.
+func (s *Store) failed(c *Chunk, cause error) error {
+	if !s.quarantine(c.ID, c.File) {
+		return rpc.Errorf(rpc.NotFound, "chunk %s was removed while it was read", c.ID)
+	}
+	return &CorruptError{ID: c.ID, Err: cause}
 }
 
 // Inventory returns every stored chunk with its size, frame size and
@@ -134,6 +220,13 @@ func (s *Store) Inventory() map[rpc.ChunkID]Meta {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return maps.Clone(s.index)
+}
+
+// IDs returns the IDs of every stored chunk, sorted.
+func (s *Store) IDs() []rpc.ChunkID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.index))
 }
 
 func checkWritable(dir string) error {
@@ -213,8 +306,14 @@ func (s *Store) removeTemps() error {
 // tempSuffix ends the name of a chunk being written, beside its final name.
 const tempSuffix = ".tmp"
 
+// corruptSuffix ends the name of a chunk file found corrupt, beside its
+// final name: the mark survives a restart, and the file stays (counted as
+// used) until Delete removes it.
+const corruptSuffix = ".corrupt"
+
 // ChunkPath returns the file that holds chunk id (whether or not it is
 // stored): for operators inspecting a node, and for tests that damage it.
+// A chunk found corrupt is moved to ChunkPath(id) + ".corrupt".
 func (s *Store) ChunkPath(id rpc.ChunkID) string { return s.path(id) }
 
 // path returns where a validated chunk ID lives.
@@ -223,9 +322,15 @@ func (s *Store) path(id rpc.ChunkID) string {
 	return filepath.Join(s.chunkRoot(), h[0:2], h[2:3], string(id))
 }
 
-// Walk calls fn for every stored chunk with its file size. Files whose name
+// Walk calls fn for every chunk file on disk with its size: stored chunks,
+// and chunks quarantined as corrupt that await deletion. Files whose name
 // is not a valid chunk ID are ignored.
 func (s *Store) Walk(fn func(id rpc.ChunkID, fileSize int64) error) error {
+	return s.walk(func(id rpc.ChunkID, size int64, _ bool) error { return fn(id, size) })
+}
+
+// walk is Walk, telling quarantined chunks apart.
+func (s *Store) walk(fn func(id rpc.ChunkID, fileSize int64, quarantined bool) error) error {
 	return filepath.WalkDir(s.chunkRoot(), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -236,7 +341,8 @@ func (s *Store) Walk(fn func(id rpc.ChunkID, fileSize int64) error) error {
 		if d.IsDir() {
 			return nil
 		}
-		id, perr := rpc.ParseChunkID(d.Name())
+		name, quarantined := strings.CutSuffix(d.Name(), corruptSuffix)
+		id, perr := rpc.ParseChunkID(name)
 		if perr != nil {
 			return nil
 		}
@@ -244,7 +350,7 @@ func (s *Store) Walk(fn func(id rpc.ChunkID, fileSize int64) error) error {
 		if ierr != nil {
 			return nil
 		}
-		return fn(id, info.Size())
+		return fn(id, info.Size(), quarantined)
 	})
 }
 
@@ -319,10 +425,22 @@ type Writer struct {
 	flushed int64 // bytes in the file (written through direct or f)
 }
 
-// Create starts writing chunk id of size bytes in frames of frameSize.
+// errCorruptCopy refuses a new copy of a chunk whose corrupt copy awaits
+// deletion: a chunk ID is stored, corrupt or absent, never two at once, so
+// that deleting the bad copy cannot take a good one with it.
+func errCorruptCopy(id rpc.ChunkID) error {
+	return rpc.Errorf(rpc.FailedPrecondition, "chunk %s: a corrupt copy awaits deletion here", id)
+}
+
+// Create starts writing chunk id of size bytes in frames of frameSize. A
+// chunk already stored is Exists; one found corrupt and not yet deleted is
+// FailedPrecondition.
 func (s *Store) Create(id rpc.ChunkID, size, frameSize int64) (*Writer, error) {
 	if s.Has(id) {
 		return nil, rpc.Errorf(rpc.Exists, "chunk %s already stored", id)
+	}
+	if s.IsCorrupt(id) {
+		return nil, errCorruptCopy(id)
 	}
 	// The temporary file lives beside the chunk's final name: the rename
 	// stays in one directory, and writes spread over all directories.
@@ -429,6 +547,11 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 		os.Remove(tmp)
 		return rpc.Errorf(rpc.Exists, "chunk %s already stored", w.id)
 	}
+	if slices.Contains(w.s.corrupt, w.id) {
+		w.s.mu.Unlock()
+		os.Remove(tmp)
+		return errCorruptCopy(w.id)
+	}
 	if err := os.Rename(tmp, dst); err != nil {
 		w.s.mu.Unlock()
 		os.Remove(tmp)
@@ -524,8 +647,21 @@ type Chunk struct {
 	ID rpc.ChunkID
 }
 
-// Open opens a stored chunk and reads its metadata.
+// Open opens a stored chunk and reads its metadata; the caller must Close
+// it. A chunk that is not stored, or was found corrupt, is NotFound. A
+// chunk whose metadata fails its checks is quarantined like a chunk that
+// fails Verify, and a *CorruptError returned.
 func (s *Store) Open(id rpc.ChunkID) (*Chunk, error) {
+	s.mu.Lock()
+	_, ok := s.index[id]
+	bad := !ok && slices.Contains(s.corrupt, id)
+	s.mu.Unlock()
+	if bad {
+		return nil, rpc.Errorf(rpc.NotFound, "chunk %s failed verification and is not served", id)
+	}
+	if !ok {
+		return nil, rpc.Errorf(rpc.NotFound, "chunk %s not found", id)
+	}
 	f, err := os.Open(s.path(id))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, rpc.Errorf(rpc.NotFound, "chunk %s not found", id)
@@ -540,10 +676,74 @@ func (s *Store) Open(id rpc.ChunkID) (*Chunk, error) {
 	}
 	m, err := readMeta(id, f, info.Size())
 	if err != nil {
-		f.Close()
-		return nil, err
+		defer f.Close()
+		return nil, s.failed(&Chunk{File: f, ID: id}, err)
 	}
 	return &Chunk{File: f, Meta: m, ID: id}, nil
+}
+
+// Verify re-reads stored chunk id and checks it in one pass, the way a
+// reader would: every frame against its stored digest, the frame digests
+// against the chunk digest, and the size, frame size and chunk digest
+// against those recorded when the chunk was committed (the index). pace,
+// when not nil, is called after each read with the bytes read; it may
+// sleep to cap the read rate, and an error from it ends the check and is
+// returned, leaving the chunk as it was. ctx ends the check the same way
+// (Canceled).
+//
+// Verify returns nil for an intact chunk, and NotFound for a chunk not
+// stored or already found corrupt. A chunk that fails is quarantined and a
+// *CorruptError returned: it leaves the index, so it is no longer served,
+// stat'ed, counted or reported as stored, and Corrupt lists it until Delete
+// removes its file. A read error (EIO) or a file shorter than its footer
+// claims counts as corruption; any other error (say, a file that cannot be
+// opened now) leaves the chunk as it is.
+func (s *Store) Verify(ctx context.Context, id rpc.ChunkID, pace func(n int64) error) error {
+	want, err := s.Stat(id)
+	if err != nil {
+		return err
+	}
+	c, err := s.Open(id)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if c.Size != want.Size || c.FrameSize != want.FrameSize || !bytes.Equal(c.Digest, want.Digest) {
+		return s.failed(c, rpc.Errorf(rpc.Internal, "chunk %s: corrupt metadata: size %d, frame size %d, digest %.6x on disk; %d, %d, %.6x committed",
+			id, c.Size, c.FrameSize, c.Digest, want.Size, want.FrameSize, want.Digest))
+	}
+	if pace != nil {
+		if err := pace(FileSize(c.Size, c.FrameSize) - c.Size); err != nil { // Open read the digests and footer
+			return err
+		}
+	}
+	v := chunkstream.NewVerifier(chunkstream.Expect{ChunkID: id, Size: want.Size, FrameSize: want.FrameSize, Digest: want.Digest})
+	buf := make([]byte, min(c.FrameSize, c.Size))
+	for i, off := 0, int64(0); off < c.Size; i, off = i+1, off+c.FrameSize {
+		if ctx.Err() != nil {
+			return rpc.Errorf(rpc.Canceled, "chunk %s: verification canceled", id)
+		}
+		n := min(c.FrameSize, c.Size-off)
+		if _, err := c.ReadAt(buf[:n], off); err != nil {
+			if errors.Is(err, syscall.EIO) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return s.failed(c, rpc.Errorf(rpc.Internal, "chunk %s: read at %d: %v", id, off, err))
+			}
+			return rpc.Errorf(rpc.Internal, "chunk %s: read at %d: %v", id, off, err)
+		}
+		if pace != nil {
+			if err := pace(n); err != nil {
+				return err
+			}
+		}
+		f := &dfspb.ChunkDataStream{Data: buf[:n], Offset: off, PartialChecksum: c.Frames[i], IsFinal: off+n == c.Size}
+		if f.IsFinal {
+			f.ChunkChecksum = c.Digest
+		}
+		if err := v.Check(f); err != nil {
+			return s.failed(c, rpc.Errorf(rpc.Internal, "%v", err))
+		}
+	}
+	return nil
 }
 
 // Stat returns a stored chunk's size, frame size and digest (not its
@@ -558,33 +758,42 @@ func (s *Store) Stat(id rpc.ChunkID) (Meta, error) {
 	return m, nil
 }
 
-// Delete removes a chunk. It reports whether the chunk was there; a
-// missing chunk is not an error.
-func (s *Store) Delete(id rpc.ChunkID) (bool, error) {
-	p := s.path(id)
-	info, err := os.Stat(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, rpc.Errorf(rpc.Internal, "chunk %s: stat: %v", id, err)
-	}
-	if err := os.Remove(p); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return false, nil
+// Delete removes a chunk, stored or on the corrupt list. It returns the
+// bytes freed on disk: 0 when the chunk was not there, which is not an
+// error. On an error, freed still counts what was removed.
+func (s *Store) Delete(id rpc.ChunkID) (freed int64, err error) {
+	// The stored name first: a chunk quarantined meanwhile moves to the
+	// corrupt name, and is found there.
+	for _, p := range []string{s.path(id), s.path(id) + corruptSuffix} {
+		info, serr := os.Stat(p)
+		if errors.Is(serr, fs.ErrNotExist) {
+			continue
 		}
-		return false, rpc.Errorf(rpc.Internal, "chunk %s: remove: %v", id, err)
+		if serr != nil {
+			err = rpc.Errorf(rpc.Internal, "chunk %s: stat: %v", id, serr)
+			break
+		}
+		if rerr := os.Remove(p); rerr != nil {
+			if errors.Is(rerr, fs.ErrNotExist) {
+				continue
+			}
+			err = rpc.Errorf(rpc.Internal, "chunk %s: remove: %v", id, rerr)
+			break
+		}
+		freed += info.Size()
+	}
+	if freed == 0 {
+		return 0, err
 	}
 	s.mu.Lock()
-	s.used -= info.Size()
+	s.used -= freed
 	if _, ok := s.index[id]; ok {
 		delete(s.index, id)
 		s.chunks--
-	} else {
-		s.corrupt = slices.DeleteFunc(s.corrupt, func(c rpc.ChunkID) bool { return c == id })
 	}
+	s.corrupt = slices.DeleteFunc(s.corrupt, func(c rpc.ChunkID) bool { return c == id })
 	s.mu.Unlock()
-	return true, nil
+	return freed, err
 }
 
 // SyncDeletes fsyncs the directories of deleted chunks so the deletions

@@ -371,19 +371,19 @@ func TestDelete(t *testing.T) {
 	put(t, s, b, chunkData(200, 2))
 	is.Equal(s.Usage().Chunks, int64(2))
 
-	ok, err := s.Delete(a)
-	is.NoErr(err)      // delete works
-	is.True(ok)        // and reports the chunk was there
-	is.True(!s.Has(a)) // gone
+	freed, err := s.Delete(a)
+	is.NoErr(err)                             // delete works
+	is.Equal(freed, FileSize(100, testFrame)) // and reports the bytes freed
+	is.True(!s.Has(a))                        // gone
 	_, err = s.Open(a)
 	is.True(errors.Is(err, rpc.NotFound)) // not openable
 	u := s.Usage()
 	is.Equal(u.Chunks, int64(1))               // count drops
 	is.Equal(u.Used, FileSize(200, testFrame)) // bytes drop
 
-	ok, err = s.Delete(a)
+	freed, err = s.Delete(a)
 	is.NoErr(err)                                     // deleting a missing chunk is not an error
-	is.True(!ok)                                      // but reports it was not there
+	is.Equal(freed, int64(0))                         // but frees nothing
 	is.True(s.Has(b))                                 // other chunks untouched
 	s.SyncDeletes([]rpc.ChunkID{a, a, chunkID(t, 9)}) // missing directories are fine
 
@@ -614,4 +614,73 @@ func FuzzReadMeta(f *testing.F) {
 			t.Fatal("frame digests alias the input")
 		}
 	})
+}
+
+// TestStoreVerify: Verify passes an intact chunk and quarantines a damaged
+// one: out of the index, marked on disk (so a restart does not serve it
+// again), still counted as used, refused to Open and Create, until Delete
+// frees it.
+func TestStoreVerify(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	s := openStore(t, dir, testCap)
+	good, bad := chunkID(t, 1), chunkID(t, 2)
+	size := 3*testFrame + 1
+	put(t, s, good, chunkData(size, 1))
+	put(t, s, bad, chunkData(size, 2))
+	corrupt(t, s, bad, func(b []byte) []byte { b[2*testFrame] ^= 0x10; return b })
+	used := s.Usage().Used
+
+	is.NoErr(s.Verify(context.Background(), good, nil)) // an intact chunk passes
+	err := s.Verify(context.Background(), bad, nil)
+	is.True(IsCorrupt(err))                                           // a damaged one fails
+	is.True(errors.Is(err, rpc.Internal))                             // as Internal
+	is.True(strings.Contains(err.Error(), "mismatch at offset 8192")) // saying where
+	is.True(!s.Has(bad))                                              // it leaves the index
+	is.Equal(s.Corrupt(), []rpc.ChunkID{bad})                         // for the corrupt list
+	is.Equal(s.Usage().Chunks, int64(1))                              // it no longer counts as stored
+	is.Equal(s.Usage().Used, used)                                    // but its space is still used
+	_, err = s.Stat(bad)
+	is.True(errors.Is(err, rpc.NotFound)) // nor is it stat'ed
+	_, err = s.Open(bad)
+	is.True(errors.Is(err, rpc.NotFound)) // nor served
+	err = s.Verify(context.Background(), bad, nil)
+	is.True(errors.Is(err, rpc.NotFound)) // nor verified again
+	_, err = s.Create(bad, int64(size), testFrame)
+	is.True(errors.Is(err, rpc.FailedPrecondition)) // no new copy beside the bad one
+
+	reopened := openStore(t, dir, testCap)
+	is.True(!reopened.Has(bad))                      // a restarted node does not serve it
+	is.Equal(reopened.Corrupt(), []rpc.ChunkID{bad}) // but still lists it
+	is.Equal(reopened.Usage().Used, used)            // and counts its space
+	var walked []rpc.ChunkID
+	is.NoErr(reopened.Walk(func(id rpc.ChunkID, _ int64) error { walked = append(walked, id); return nil }))
+	is.Equal(len(walked), 2) // Walk sees both files
+
+	freed, err := reopened.Delete(bad)
+	is.NoErr(err)
+	is.Equal(freed, FileSize(int64(size), testFrame))                 // Delete removes the marked file
+	is.Equal(len(reopened.Corrupt()), 0)                              // the list forgets it
+	is.Equal(reopened.Usage().Used, FileSize(int64(size), testFrame)) // its space is free
+	is.True(reopened.Has(good))                                       // the intact chunk stays
+	put(t, reopened, bad, chunkData(size, 2))                         // and the id can be stored again
+}
+
+// TestQuarantineReplaced: a check that finds damage in a file that was
+// deleted and stored anew meanwhile changes nothing.
+func TestQuarantineReplaced(t *testing.T) {
+	is := is.New(t)
+	s := openStore(t, t.TempDir(), testCap)
+	id := chunkID(t, 1)
+	put(t, s, id, chunkData(100, 1))
+	c, err := s.Open(id)
+	is.NoErr(err)
+	defer c.Close()
+	_, err = s.Delete(id)
+	is.NoErr(err)
+	put(t, s, id, chunkData(100, 1))
+	err = s.failed(c, rpc.Errorf(rpc.Internal, "damaged"))
+	is.True(errors.Is(err, rpc.NotFound)) // the old file's damage is moot
+	is.True(s.Has(id))                    // the new copy stays in service
+	is.Equal(len(s.Corrupt()), 0)         // and is not listed corrupt
 }

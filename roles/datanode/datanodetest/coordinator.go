@@ -1,0 +1,170 @@
+// Package datanodetest provides a fake coordinator for datanode tests.
+package datanodetest
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// Coordinator is an in-memory coordinator that serves what a datanode
+// needs on loopback gRPC: it accepts registrations and heartbeats and keeps,
+// per node, the inventory and corrupt list that the node's ReportChunks
+// calls describe. A node it does not know (one that never registered) gets
+// NotFound, as from a real coordinator, and registers again.
+type Coordinator struct {
+	dfspb.UnimplementedCoordinatorServer
+
+	addr    string
+	cluster string
+
+	mu          sync.Mutex
+	nodes       map[string]*node
+	failReports bool
+}
+
+type node struct {
+	addr    string
+	chunks  map[string]*dfspb.ChunkStat
+	corrupt map[string]bool
+	full    int // full reports received
+}
+
+var _ dfspb.CoordinatorServer = (*Coordinator)(nil)
+
+// Start serves a Coordinator on 127.0.0.1:0 until the test ends.
+func Start(t testing.TB) *Coordinator {
+	t.Helper()
+	lis, err := rpc.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Coordinator{addr: lis.Addr().String(), cluster: uuid.NewString(), nodes: map[string]*node{}}
+	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
+	dfspb.RegisterCoordinatorServer(srv, c)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return c
+}
+
+// Addr is the address the coordinator listens on.
+func (c *Coordinator) Addr() string { return c.addr }
+
+// FailReports makes ReportChunks fail with Unavailable (true) or work
+// again (false).
+func (c *Coordinator) FailReports(fail bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failReports = fail
+}
+
+// Has reports whether node reported chunk id as stored (and not since as
+// removed or corrupt).
+func (c *Coordinator) Has(nodeID rpc.NodeID, id rpc.ChunkID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, ok := c.nodes[string(nodeID)]
+	return ok && n.chunks[string(id)] != nil
+}
+
+// Stat returns what node reported of chunk id, or nil.
+func (c *Coordinator) Stat(nodeID rpc.NodeID, id rpc.ChunkID) *dfspb.ChunkStat {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n, ok := c.nodes[string(nodeID)]; ok {
+		return n.chunks[string(id)]
+	}
+	return nil
+}
+
+// Corrupt returns the chunks node reported corrupt and not since removed,
+// sorted.
+func (c *Coordinator) Corrupt(nodeID rpc.NodeID) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, ok := c.nodes[string(nodeID)]
+	if !ok {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(n.corrupt))
+}
+
+// FullReports returns how many full reports node sent.
+func (c *Coordinator) FullReports(nodeID rpc.NodeID) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n, ok := c.nodes[string(nodeID)]; ok {
+		return n.full
+	}
+	return 0
+}
+
+// RegisterDataNode admits any node into the fake's cluster.
+func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterDataNodeRequest) (*dfspb.RegisterDataNodeResponse, error) {
+	if _, err := rpc.ParseNodeID(req.NodeId); err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	if req.ClusterId != "" && req.ClusterId != c.cluster {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.FailedPrecondition, "node %s belongs to cluster %s", req.NodeId, req.ClusterId))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, ok := c.nodes[req.NodeId]
+	if !ok {
+		n = &node{chunks: map[string]*dfspb.ChunkStat{}, corrupt: map[string]bool{}}
+		c.nodes[req.NodeId] = n
+	}
+	n.addr = req.Addr
+	return &dfspb.RegisterDataNodeResponse{ClusterVersion: 1, ClusterId: c.cluster}, nil
+}
+
+// DataNodeHeartbeat answers a registered node with no changes.
+func (c *Coordinator) DataNodeHeartbeat(ctx context.Context, req *dfspb.HeartbeatRequest) (*dfspb.HeartbeatResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.nodes[req.NodeId]; !ok {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "node %s is not registered", req.NodeId))
+	}
+	return &dfspb.HeartbeatResponse{ClusterVersion: 1}, nil
+}
+
+// ReportChunks applies a node's report: a full report replaces what the
+// node was thought to hold; corrupt chunks stop counting as stored.
+func (c *Coordinator) ReportChunks(ctx context.Context, req *dfspb.ReportChunksRequest) (*dfspb.ReportChunksResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failReports {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.Unavailable, "reports are failing"))
+	}
+	n, ok := c.nodes[req.NodeId]
+	if !ok {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "node %s is not registered", req.NodeId))
+	}
+	if req.Full {
+		n.full++
+		clear(n.chunks)
+		clear(n.corrupt)
+	}
+	for _, a := range req.Added {
+		n.chunks[a.ChunkId] = a
+		delete(n.corrupt, a.ChunkId)
+	}
+	for _, id := range req.Corrupt {
+		delete(n.chunks, id)
+		n.corrupt[id] = true
+	}
+	for _, id := range req.Removed {
+		delete(n.chunks, id)
+		delete(n.corrupt, id)
+	}
+	return &dfspb.ReportChunksResponse{}, nil
+}

@@ -1,0 +1,198 @@
+package datanode
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"time"
+
+	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// ReplicateChunk copies a chunk from the source node named in the request
+// to this node, for the coordinator's repairs. Every frame and the chunk
+// are verified against the digest in the request (the one recorded at
+// commit, not the source's word for it) and written as they arrive, so a
+// copy holds about a frame queue in memory whatever the chunk's size. It
+// returns once the copy is durable, with the bytes copied, and queues the
+// chunk's stored report.
+//
+// A chunk already stored here with the requested size, frame size and
+// digest succeeds at once with bytes 0, so a repeated request is harmless;
+// stored with another digest it is Exists, and on the corrupt list (a bad
+// copy awaiting deletion) FailedPrecondition. Errors are attributed
+// (rpc.NodeError) to this node when it cannot take the chunk
+// (ResourceExhausted when full, a failed write) and to the source when the
+// source fails or serves bytes that do not match the digest, so the
+// coordinator can retry with another source or target. The request's
+// context bounds the whole copy.
+func (n *Node) ReplicateChunk(ctx context.Context, req *dfspb.ReplicateChunkRequest) (*dfspb.ReplicateChunkResponse, error) {
+	began := time.Now()
+	copied, err := n.replicate(ctx, req)
+	log := n.log.Debug().Str("chunk_id", req.ChunkId).Str("peer", req.GetSource().GetNodeId())
+	if err != nil {
+		log.Err(err).Msg("replicate failed")
+		return nil, rpc.ToStatus(err)
+	}
+	log.Int64("bytes", copied).Dur("took", time.Since(began)).Msg("chunk replicated")
+	return &dfspb.ReplicateChunkResponse{Bytes: copied}, nil
+}
+
+// replicateSource is the checked source of a ReplicateChunk request.
+type replicateSource struct {
+	id   rpc.NodeID
+	addr string
+}
+
+// checkReplicate validates a ReplicateChunk request.
+func (n *Node) checkReplicate(req *dfspb.ReplicateChunkRequest) (rpc.ChunkID, replicateSource, error) {
+	id, err := rpc.ParseChunkID(req.ChunkId)
+	if err != nil {
+		return "", replicateSource{}, err
+	}
+	if req.Size <= 0 || req.Size > rpc.MaxChunkSize {
+		return "", replicateSource{}, rpc.Errorf(rpc.Invalid, "chunk %s: size %d out of range (1 B to %s)", id, req.Size, rpc.FormatBytes(rpc.MaxChunkSize))
+	}
+	if err := rpc.CheckFrameSize(req.FrameSize); err != nil {
+		return "", replicateSource{}, err
+	}
+	if len(req.Digest) != sha256.Size {
+		return "", replicateSource{}, rpc.Errorf(rpc.Invalid, "chunk %s: digest of %d bytes, want %d", id, len(req.Digest), sha256.Size)
+	}
+	if req.Source == nil {
+		return "", replicateSource{}, rpc.Errorf(rpc.Invalid, "chunk %s: no source node", id)
+	}
+	src, err := rpc.ParseNodeID(req.Source.NodeId)
+	if err != nil {
+		return "", replicateSource{}, err
+	}
+	if req.Source.Addr == "" {
+		return "", replicateSource{}, rpc.Errorf(rpc.Invalid, "chunk %s: source %s has no address", id, src)
+	}
+	if src == n.id {
+		return "", replicateSource{}, rpc.Errorf(rpc.Invalid, "chunk %s: the source is this node", id)
+	}
+	return id, replicateSource{id: src, addr: req.Source.Addr}, nil
+}
+
+func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) (int64, error) {
+	id, src, err := n.checkReplicate(req)
+	if err != nil {
+		return 0, err
+	}
+	self := []string{string(n.id)}
+	want := Meta{Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest}
+	if done, err := n.holds(id, want); done || err != nil {
+		return 0, err
+	}
+	need := FileSize(req.Size, req.FrameSize)
+	if err := n.store.Reserve(need); err != nil {
+		return 0, rpc.NodeError(rpc.KindOf(err), self, "%v", err)
+	}
+	defer n.store.Release(need)
+
+	// Ask the source for the chunk; what it claims must match the commit.
+	srcErr := func(kind rpc.Kind, format string, args ...any) error {
+		if ctx.Err() != nil {
+			return rpc.Errorf(rpc.KindOf(ctx.Err()), "chunk %s: copy from %s ended: %v", id, src.id.Short(), ctx.Err())
+		}
+		return rpc.NodeError(kind, []string{string(src.id)}, format, args...)
+	}
+	cc, err := n.pool.Get(src.addr)
+	if err != nil {
+		return 0, srcErr(rpc.Unavailable, "chunk %s: source %s (%s): %v", id, src.id.Short(), src.addr, err)
+	}
+	dn := dfspb.NewDataNodeClient(cc)
+	pctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
+	prep, err := dn.PrepareChunkDownload(pctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: string(id)})
+	cancel()
+	if err != nil {
+		err = rpc.FromStatus(err)
+		return 0, srcErr(rpc.KindOf(err), "chunk %s: source %s (%s): %v", id, src.id.Short(), src.addr, err)
+	}
+	if prep.Size != req.Size || prep.FrameSize != req.FrameSize || !bytes.Equal(prep.ChunkChecksum, req.Digest) {
+		return 0, srcErr(rpc.Internal, "chunk %s: source %s holds a different chunk than was committed (size %d, frame size %d, digest %.6x; committed %d, %d, %.6x)",
+			id, src.id.Short(), prep.Size, prep.FrameSize, prep.ChunkChecksum, req.Size, req.FrameSize, req.Digest)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := dn.DownloadChunkStream(sctx, &dfspb.DownloadChunkStreamRequest{SessionId: prep.SessionId})
+	if err != nil {
+		err = rpc.FromStatus(err)
+		return 0, srcErr(rpc.KindOf(err), "chunk %s: source %s (%s): %v", id, src.id.Short(), src.addr, err)
+	}
+
+	w, err := n.store.Create(id, req.Size, req.FrameSize)
+	if err != nil {
+		return 0, n.lostRace(id, want, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			w.Abort()
+		}
+	}()
+	// Frames are written by the sink's own goroutine while the next ones
+	// arrive and are hashed; its queue bounds the memory.
+	sink := newFrameSink(w, &forwarder{}, self, sinkDepth)
+	var sinkErr error
+	v, err := chunkstream.ReceiveFrames(stream, chunkstream.Expect{ChunkID: id, Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest},
+		func(off int64, data []byte) error {
+			sinkErr = sink.Frame(&dfspb.ChunkDataStream{Data: data, Offset: off})
+			return sinkErr
+		})
+	werr := sink.finish()
+	switch {
+	case sinkErr != nil: // this node's disk
+		return 0, sinkErr
+	case err == nil && werr != nil:
+		return 0, werr
+	case err == nil:
+	case rpc.KindOf(err) == rpc.Invalid:
+		return 0, srcErr(rpc.Internal, "chunk %s: source %s served a corrupt copy: %v", id, src.id.Short(), err)
+	default:
+		return 0, srcErr(rpc.KindOf(err), "chunk %s: source %s (%s): %v", id, src.id.Short(), src.addr, err)
+	}
+
+	if err := w.Commit(v.FrameDigests(), v.Sum()); err != nil {
+		committed = true // Commit cleans up after itself
+		return 0, n.lostRace(id, want, err)
+	}
+	committed = true
+	n.reports.stored(id, Meta{Size: req.Size, FrameSize: req.FrameSize, Digest: v.Sum()})
+	return req.Size, nil
+}
+
+// lostRace turns err, from creating or committing chunk id, into nil when
+// a concurrent copy of the same chunk stored it meanwhile (Exists), and
+// otherwise attributes it to this node.
+func (n *Node) lostRace(id rpc.ChunkID, want Meta, err error) error {
+	if errors.Is(err, rpc.Exists) {
+		if done, herr := n.holds(id, want); done || herr != nil {
+			return herr
+		}
+	}
+	return rpc.NodeError(rpc.KindOf(err), []string{string(n.id)}, "%v", err)
+}
+
+// holds reports whether chunk id is already stored here as want describes
+// (then it queues the stored report again, in case the coordinator missed
+// it), or fails when this node holds another or a corrupt copy of it.
+func (n *Node) holds(id rpc.ChunkID, want Meta) (bool, error) {
+	self := []string{string(n.id)}
+	if n.store.IsCorrupt(id) {
+		return false, rpc.NodeError(rpc.FailedPrecondition, self, "chunk %s: this node holds a corrupt copy awaiting deletion", id)
+	}
+	m, err := n.store.Stat(id)
+	if err != nil {
+		return false, nil
+	}
+	if m.Size != want.Size || m.FrameSize != want.FrameSize || !bytes.Equal(m.Digest, want.Digest) {
+		return false, rpc.NodeError(rpc.Exists, self, "chunk %s: this node holds another chunk under this id (size %d, frame size %d, digest %.6x)", id, m.Size, m.FrameSize, m.Digest)
+	}
+	n.reports.stored(id, m)
+	return true, nil
+}

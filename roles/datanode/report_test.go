@@ -1,0 +1,156 @@
+package datanode
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/matryer/is"
+
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// memInventory is an in-memory inventory for the reporter.
+type memInventory struct {
+	mu      sync.Mutex
+	chunks  map[rpc.ChunkID]Meta
+	corrupt []rpc.ChunkID
+}
+
+var _ inventory = (*memInventory)(nil)
+
+func (m *memInventory) Inventory() map[rpc.ChunkID]Meta {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.chunks)
+}
+
+func (m *memInventory) Corrupt() []rpc.ChunkID {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.corrupt)
+}
+
+func (m *memInventory) IsCorrupt(id rpc.ChunkID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Contains(m.corrupt, id)
+}
+
+// quarantine moves a chunk from the inventory to the corrupt list, as the
+// store does.
+func (m *memInventory) quarantine(id rpc.ChunkID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.chunks, id)
+	m.corrupt = append(m.corrupt, id)
+}
+
+// remove deletes a chunk, as the store does.
+func (m *memInventory) remove(id rpc.ChunkID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.chunks, id)
+	m.corrupt = slices.DeleteFunc(m.corrupt, func(c rpc.ChunkID) bool { return c == id })
+}
+
+func ids(stats []*dfspb.ChunkStat) []string {
+	var out []string
+	for _, s := range stats {
+		out = append(out, s.ChunkId)
+	}
+	return out
+}
+
+func TestReporterCorrupt(t *testing.T) {
+	meta := Meta{Size: 10, FrameSize: testFrame, Digest: make([]byte, 32)}
+	a, b := chunkID(t, 1), chunkID(t, 2)
+
+	t.Run("reported once", func(t *testing.T) {
+		is := is.New(t)
+		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{a: meta}}
+		r := newReporter(inv)
+		r.stored(a, meta)
+		inv.quarantine(a)
+		r.corrupted(a)
+		r.corrupted(a)
+		p := r.take()
+		is.Equal(p.corrupt, []string{string(a)}) // a corrupt chunk is reported once
+		is.Equal(len(p.added), 0)                // and no longer as stored
+		is.True(r.take().empty())                // nothing more to say
+	})
+
+	t.Run("retried", func(t *testing.T) {
+		is := is.New(t)
+		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{}}
+		r := newReporter(inv)
+		inv.corrupt = []rpc.ChunkID{a, b}
+		r.corrupted(a)
+		r.corrupted(b)
+		p := r.take()
+		is.Equal(p.corrupt, []string{string(a), string(b)})
+		inv.remove(b)
+		r.deleted(b)
+		r.putBack(p) // the report failed
+		p = r.take()
+		is.Equal(p.corrupt, []string{string(a)}) // a failed report is retried
+		is.Equal(p.removed, []string{string(b)}) // except for a chunk deleted since
+	})
+
+	t.Run("deleted before reported", func(t *testing.T) {
+		is := is.New(t)
+		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{}, corrupt: []rpc.ChunkID{a}}
+		r := newReporter(inv)
+		r.corrupted(a)
+		inv.remove(a)
+		r.deleted(a)
+		p := r.take()
+		is.Equal(len(p.corrupt), 0)              // a deleted chunk is not reported corrupt
+		is.Equal(p.removed, []string{string(a)}) // but removed
+	})
+
+	t.Run("deleted while found corrupt", func(t *testing.T) {
+		is := is.New(t)
+		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{}}
+		r := newReporter(inv)
+		r.corrupted(a)            // the store no longer lists it: deleted meanwhile
+		is.True(r.take().empty()) // so it is not reported corrupt
+	})
+
+	t.Run("full report", func(t *testing.T) {
+		is := is.New(t)
+		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{a: meta}, corrupt: []rpc.ChunkID{b}}
+		r := newReporter(inv)
+		r.corrupted(b)
+		r.requestFull()
+		p := r.take()
+		is.True(p.full)                             // a full report
+		is.Equal(ids(p.added), []string{string(a)}) // with the inventory
+		is.Equal(p.corrupt, []string{string(b)})    // and the corrupt list
+		is.True(r.take().empty())                   // which subsumes the queued change
+	})
+
+	t.Run("full report pages", func(t *testing.T) {
+		is := is.New(t)
+		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{}}
+		for i := range maxReport + 10 {
+			inv.corrupt = append(inv.corrupt, rpc.ChunkID(fmt.Sprintf("%032x_%d", 0xcd, i)))
+		}
+		inv.chunks[a] = meta
+		r := newReporter(inv)
+		r.requestFull()
+		p1 := r.take()
+		is.True(p1.full)                     // the first page starts the full report
+		is.Equal(len(p1.corrupt), maxReport) // filled with corrupt chunks
+		is.Equal(len(p1.added), 0)           // bounded
+		p2 := r.take()
+		is.True(!p2.full && p2.page)                 // the next page continues it
+		is.Equal(len(p2.corrupt), 10)                // with the rest
+		is.Equal(ids(p2.added), []string{string(a)}) // and the inventory
+		r.putBack(p2)                                // a failed page
+		is.True(r.take().full)                       // starts the full report over
+	})
+}

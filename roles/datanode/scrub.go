@@ -1,0 +1,288 @@
+package datanode
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+const (
+	// maxVerifies bounds the VerifyChunk calls that read at once; more
+	// wait for a slot.
+	maxVerifies = 2
+	// scrubMinGap is the least time between the starts of two scrub
+	// passes, so a continuous scrubber (interval 0) of a nearly empty
+	// store does not spin.
+	scrubMinGap = time.Second
+	// scrubSaveEvery is how often a pass records its progress.
+	scrubSaveEvery = 30 * time.Second
+	// scrubStateFile, in the data dir, holds the scrubber's progress.
+	scrubStateFile = "scrub-state"
+	// paceSlack is the most a pacer that fell behind may catch up.
+	paceSlack = time.Second
+)
+
+// scrubLoop verifies every stored chunk, pass after pass, until ctx ends.
+func (n *Node) scrubLoop(ctx context.Context) {
+	if n.cfg.ScrubRate <= 0 {
+		n.log.Info().Msg("scrubbing disabled")
+		return
+	}
+	s := &scrubber{
+		store:     n.store,
+		rate:      n.cfg.ScrubRate,
+		interval:  n.cfg.ScrubInterval,
+		statePath: filepath.Join(n.cfg.DataDir, scrubStateFile),
+		log:       n.log.With().Str("op", "scrub").Logger(),
+		corrupt:   n.corruptFound,
+	}
+	s.run(ctx)
+}
+
+// corruptFound handles a chunk the store quarantined: it is logged and
+// reported to the coordinator, which has it replaced from a good copy and
+// then deleted.
+func (n *Node) corruptFound(id rpc.ChunkID, err error) {
+	n.log.Error().Err(err).Str("chunk_id", string(id)).Msg("chunk failed verification; no longer served")
+	n.reports.corrupted(id)
+}
+
+// VerifyChunk re-reads one stored chunk now and checks it against its
+// digests, as the scrubber does; a corrupt chunk is handled as a scrub
+// failure (no longer served, reported). A chunk found corrupt before is
+// reported corrupt without reading it again.
+func (n *Node) VerifyChunk(ctx context.Context, req *dfspb.VerifyChunkRequest) (*dfspb.VerifyChunkResponse, error) {
+	id, err := rpc.ParseChunkID(req.ChunkId)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	if n.store.IsCorrupt(id) {
+		return &dfspb.VerifyChunkResponse{Present: true, Corrupt: true, Reason: "found corrupt before; not served"}, nil
+	}
+	select {
+	case n.verifies <- struct{}{}:
+		defer func() { <-n.verifies }()
+	case <-ctx.Done():
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.Canceled, "chunk %s: verification canceled while waiting", id))
+	}
+	err = n.store.Verify(ctx, id, nil)
+	switch {
+	case err == nil:
+		return &dfspb.VerifyChunkResponse{Present: true}, nil
+	case IsCorrupt(err):
+		n.corruptFound(id, err)
+		return &dfspb.VerifyChunkResponse{Present: true, Corrupt: true, Reason: err.Error()}, nil
+	case rpc.KindOf(err) == rpc.NotFound:
+		if n.store.IsCorrupt(id) { // quarantined meanwhile
+			return &dfspb.VerifyChunkResponse{Present: true, Corrupt: true, Reason: "found corrupt before; not served"}, nil
+		}
+		return &dfspb.VerifyChunkResponse{}, nil
+	}
+	return nil, rpc.ToStatus(err)
+}
+
+// scrubber verifies every stored chunk, pass after pass, reading at most
+// rate bytes per second, so that bit rot is found while good copies
+// remain. Its progress is saved in the data dir: a restarted node resumes
+// an interrupted pass where it stopped, and waits out the interval after a
+// finished one, rather than starting over.
+type scrubber struct {
+	store     *Store
+	rate      int64
+	interval  time.Duration
+	statePath string
+	log       zerolog.Logger
+	// corrupt is called with each chunk found corrupt, once the store has
+	// quarantined it.
+	corrupt func(id rpc.ChunkID, err error)
+}
+
+// scrubState is the scrubber's saved progress.
+type scrubState struct {
+	// Cursor is the last chunk checked by the pass in progress; empty
+	// between passes.
+	Cursor string `json:"cursor,omitempty"`
+	// Start is when the pass in progress (or the last one) started, End
+	// when the last complete pass ended (Unix milliseconds).
+	Start int64 `json:"start_unix_ms,omitempty"`
+	End   int64 `json:"end_unix_ms,omitempty"`
+}
+
+// scrubStats counts one pass.
+type scrubStats struct {
+	chunks, corrupt, failed int
+	bytes                   int64
+}
+
+// run scrubs until ctx ends.
+func (s *scrubber) run(ctx context.Context) {
+	st := s.load()
+	s.log.Info().Dur("interval", s.interval).Str("rate", rpc.FormatBytes(s.rate)+"/s").
+		Bool("resuming", st.Cursor != "").Msg("scrubbing stored chunks")
+	for {
+		if st.Cursor == "" {
+			due := time.UnixMilli(st.End).Add(s.interval)
+			if gap := time.UnixMilli(st.Start).Add(scrubMinGap); gap.After(due) {
+				due = gap
+			}
+			if latest := time.Now().Add(s.interval + scrubMinGap); due.After(latest) {
+				due = latest // the clock went back since the progress was saved
+			}
+			if !sleepUntil(ctx, due) {
+				return
+			}
+			st.Start = time.Now().UnixMilli()
+		}
+		began := time.Now()
+		stats := s.pass(ctx, &st)
+		if ctx.Err() != nil {
+			s.save(st)
+			return
+		}
+		ev := s.log.Debug()
+		if stats.corrupt > 0 || stats.failed > 0 || time.Since(began) >= 10*time.Second {
+			ev = s.log.Info()
+		}
+		ev.Int("chunks", stats.chunks).Int("corrupt", stats.corrupt).Int("failed", stats.failed).
+			Str("bytes", rpc.FormatBytes(stats.bytes)).Dur("took", time.Since(began)).Msg("scrub pass done")
+	}
+}
+
+// pass verifies every chunk after st.Cursor, advancing and now and then
+// saving the cursor; a complete pass clears it and records its end.
+func (s *scrubber) pass(ctx context.Context, st *scrubState) scrubStats {
+	var stats scrubStats
+	ids := s.store.IDs()
+	i, _ := slices.BinarySearch(ids, rpc.ChunkID(st.Cursor))
+	if i < len(ids) && string(ids[i]) == st.Cursor {
+		i++
+	}
+	p := pacer{rate: s.rate}
+	p.reset()
+	pace := func(n int64) error {
+		stats.bytes += n
+		return p.wait(ctx, n)
+	}
+	saved := time.Now()
+	for _, id := range ids[i:] {
+		err := s.store.Verify(ctx, id, pace)
+		switch {
+		case ctx.Err() != nil:
+			return stats
+		case err == nil:
+			stats.chunks++
+		case IsCorrupt(err):
+			stats.corrupt++
+			s.corrupt(id, err)
+		case rpc.KindOf(err) == rpc.NotFound:
+			// Deleted since the pass began.
+		default:
+			stats.failed++
+			s.log.Warn().Err(err).Str("chunk_id", string(id)).Msg("could not verify chunk")
+		}
+		st.Cursor = string(id)
+		if time.Since(saved) >= scrubSaveEvery {
+			s.save(*st)
+			saved = time.Now()
+		}
+	}
+	st.Cursor, st.End = "", time.Now().UnixMilli()
+	s.save(*st)
+	return stats
+}
+
+// load reads the saved progress; a missing or unreadable file starts
+// afresh.
+func (s *scrubber) load() scrubState {
+	var st scrubState
+	b, err := os.ReadFile(s.statePath)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn().Err(err).Msg("cannot read scrub progress; starting a new pass")
+		}
+		return st
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		s.log.Warn().Err(err).Msg("cannot read scrub progress; starting a new pass")
+		return scrubState{}
+	}
+	if st.Cursor != "" {
+		if _, err := rpc.ParseChunkID(st.Cursor); err != nil {
+			return scrubState{}
+		}
+	}
+	return st
+}
+
+// save records the progress. Losing it (or tearing it in a crash: it is
+// not fsynced) costs a repeated pass, nothing more, so a failure is only
+// logged.
+func (s *scrubber) save(st scrubState) {
+	b, err := json.Marshal(st)
+	if err == nil {
+		tmp := s.statePath + ".tmp"
+		if err = os.WriteFile(tmp, append(b, '\n'), 0o640); err == nil {
+			err = os.Rename(tmp, s.statePath)
+		}
+	}
+	if err != nil {
+		s.log.Warn().Err(err).Msg("cannot save scrub progress")
+	}
+}
+
+// sleepUntil waits until t or ctx ends; it reports whether ctx is still
+// live.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+// pacer caps a reader at rate bytes per second: after each read it sleeps
+// until the bytes read so far are due, so n bytes never take less than
+// n/rate from reset. A reader that fell behind (a slow disk) may catch up
+// by at most paceSlack.
+type pacer struct {
+	rate int64
+	next time.Time
+}
+
+func (p *pacer) reset() { p.next = time.Now() }
+
+// wait accounts n bytes read and sleeps until they are due; it returns
+// Canceled when ctx ends first.
+func (p *pacer) wait(ctx context.Context, n int64) error {
+	now := time.Now()
+	if floor := now.Add(-paceSlack); p.next.Before(floor) {
+		p.next = floor
+	}
+	ns := n * int64(time.Second) // n is at most a frame: no overflow
+	d := ns / p.rate
+	if ns%p.rate != 0 {
+		d++ // rounded up, so the sum of the waits is never short of n/rate
+	}
+	p.next = p.next.Add(time.Duration(d))
+	if !sleepUntil(ctx, p.next) {
+		return rpc.Errorf(rpc.Canceled, "scrub canceled")
+	}
+	return nil
+}
