@@ -308,9 +308,11 @@ func TestCLI(t *testing.T) {
 		}
 		is.Equal(len(ids), 3) // distinct IDs
 		text := cli.ok(nil, "nodes")
-		lines := strings.Split(strings.TrimSpace(text), "\n")
-		is.Equal(len(lines), 4)                    // a header and one line per node
-		is.True(strings.HasPrefix(lines[0], "ID")) // header
+		table, summary, _ := strings.Cut(strings.TrimSpace(text), "\n\n")
+		lines := strings.Split(table, "\n")
+		is.Equal(len(lines), 4)                                // a header and one line per node
+		is.True(strings.HasPrefix(lines[0], "ID"))             // header
+		is.True(strings.Contains(summary, "under-replicated")) // then the cluster's health
 		for _, n := range ns {
 			is.True(strings.Contains(text, n.NodeID)) // every node listed
 		}

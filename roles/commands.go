@@ -97,6 +97,7 @@ func datanodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "heartbeat-interval", Value: d.HeartbeatInterval, EnvVars: env("HEARTBEAT_INTERVAL"), Usage: "pause between heartbeats"},
 		&cli.DurationFlag{Name: "session-timeout", Value: d.SessionTimeout, EnvVars: env("SESSION_TIMEOUT"), Usage: "a prepared or stalled chunk stream expires after this and its partial file is removed"},
 		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to peers and the coordinator"},
+		&cli.DurationFlag{Name: "inventory-interval", Value: d.InventoryInterval, EnvVars: env("INVENTORY_INTERVAL"), Usage: "pause between full chunk inventory reports to the coordinator (one is also sent after every registration)"},
 		&cli.DurationFlag{Name: "scrub-interval", Value: d.ScrubInterval, EnvVars: env("SCRUB_INTERVAL"), Usage: "pause between scrub passes over every stored chunk (0: continuous)"},
 		&cli.GenericFlag{Name: "scrub-rate", Value: ptr(rpc.ByteSize(d.ScrubRate)), EnvVars: env("SCRUB_RATE"), Usage: "most bytes per second the scrubber reads (0: no scrubbing)"},
 	}
@@ -112,6 +113,7 @@ func datanodeConfig(c *cli.Context) datanode.Config {
 	cfg.HeartbeatInterval = c.Duration("heartbeat-interval")
 	cfg.SessionTimeout = c.Duration("session-timeout")
 	cfg.RPCTimeout = c.Duration("rpc-timeout")
+	cfg.InventoryInterval = c.Duration("inventory-interval")
 	cfg.ScrubInterval = c.Duration("scrub-interval")
 	cfg.ScrubRate = int64(*c.Generic("scrub-rate").(*rpc.ByteSize))
 	return cfg

@@ -89,6 +89,8 @@ type Client struct {
 	log  zerolog.Logger
 	pool *rpc.Pool
 
+	background sync.WaitGroup // reports of bad replicas still being sent
+
 	mu       sync.Mutex
 	coordIdx int
 	leader   string // the leader a standby named, if any
@@ -102,8 +104,12 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 	return &Client{cfg: cfg, log: log, pool: rpc.NewPool()}, nil
 }
 
-// Close releases the client's connections.
-func (c *Client) Close() error { return c.pool.Close() }
+// Close waits (bounded by the reports' own timeout) for background reports
+// to the coordinator, then releases the client's connections.
+func (c *Client) Close() error {
+	c.background.Wait()
+	return c.pool.Close()
+}
 
 // coordinator calls fn with a client of the current coordinator. A
 // coordinator that is alive but not serving (a standby, or in safe mode)

@@ -225,7 +225,9 @@ func (c *Client) reportBadReplica(ctx context.Context, id rpc.ChunkID, node rpc.
 	// The read may end before the report does: keep its values (the
 	// request ID), not its cancellation.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), badReplicaTimeout)
+	c.background.Add(1)
 	go func() {
+		defer c.background.Done()
 		defer cancel()
 		err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
 			_, err := cc.ReportBadReplica(ctx, req)

@@ -62,7 +62,9 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 				n.setRegistered(false)
 				wait = 0
 			} else {
-				if _, notServing := rpc.NotServingOf(err); !notServing && (failures == 1 || failures%10 == 0) {
+				_, notServing := rpc.NotServingOf(err)
+				refused := rpc.KindOf(err) == rpc.FailedPrecondition // logged where it happens
+				if !notServing && !refused && (failures == 1 || failures%10 == 0) {
 					n.log.Warn().Err(err).Int("failures", failures).Msg("coordinator unreachable")
 				}
 				n.nextCoordinator(err)
