@@ -41,7 +41,7 @@ func testKillCoordinatorDuringPuts(t *testing.T, bin string) {
 		nodes: 3, suspectAfter: 5 * time.Second, deadAfter: 10 * time.Second,
 		// Short sessions so an upload cut off by the kill is collected soon;
 		// no GC delay so disk usage settles as soon as deletions run.
-		coordFlags: []string{"--chunk-size", "64KiB", "--session-timeout", "3s", "--gc-delay", "0s"},
+		coordFlags: []string{"--chunk-size", "64KiB", "--session-timeout", "3s", "--gc-delay", "0s", "--orphan-grace", "10s"},
 	})
 
 	// Files that exist before the stream, some deleted around the kill.

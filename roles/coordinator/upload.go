@@ -338,6 +338,23 @@ func (t *term) commitUpload(ctx context.Context, u *upload, f *meta.File) error 
 	}
 }
 
+// reportedChunksOf returns, as allocations, the reported chunks that no
+// file references and whose ID says they belong to u.
+func (t *term) reportedChunksOf(u *upload) []meta.Allocation {
+	var ids []rpc.ChunkID
+	t.locs.each(func(id rpc.ChunkID, _ map[rpc.NodeID]replicaMeta) { ids = append(ids, id) })
+	var out []meta.Allocation
+	for _, id := range ids {
+		if t.refs.has(id) {
+			continue
+		}
+		if a, ok := u.find(id); ok {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // deletionsFor lists, for every allocation not kept, a deletion on each
 // node it was placed on or reported by.
 func (t *term) deletionsFor(allocs []meta.Allocation, kept map[rpc.ChunkID]bool) []meta.Deletion {
@@ -512,8 +529,15 @@ func (c *Coordinator) AbortUpload(ctx context.Context, req *dfspb.AbortUploadReq
 func (t *term) abortUpload(u *upload) {
 	u.mu.Lock()
 	u.done = true
-	dels := t.deletionsFor(u.allocs, nil)
+	allocs := slices.Clone(u.allocs)
+	loaded := u.firstAttempt > 0
 	u.mu.Unlock()
+	if loaded {
+		// Placed by an earlier term: find its chunks among the reported
+		// ones that no file references, by their IDs.
+		allocs = append(allocs, t.reportedChunksOf(u)...)
+	}
+	dels := t.deletionsFor(allocs, nil)
 	ctx, cancel := context.WithTimeout(t.ctx, t.c.cfg.RPCTimeout)
 	defer cancel()
 	u.persist.Lock()
