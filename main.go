@@ -56,23 +56,40 @@ func run(args []string) int {
 // newApp builds the command line; logs go to logw, results to stdio.
 func newApp(stdio client.IO, logw io.Writer) *cli.App {
 	var log zerolog.Logger
+	var config *roles.ConfigFile
 	usageError := func(c *cli.Context, err error, isSub bool) error {
 		return fmt.Errorf("%v (see %s --help)", err, c.Command.HelpName)
 	}
-	cmds := roles.Commands(func() zerolog.Logger { return log }, stdio)
-	for _, c := range cmds {
-		c.OnUsageError = usageError
+	global := []cli.Flag{
+		&cli.StringFlag{Name: "config", EnvVars: []string{"DFS_CONFIG"}, Usage: "YAML file of options (flag names as keys) for the command run; flags and environment variables override it"},
+		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"DFS_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+		&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"DFS_LOG_FORMAT"}, Usage: "auto (console on a terminal, else JSON), console or json"},
 	}
+	cmds := append(roles.Commands(func() zerolog.Logger { return log }, stdio), versionCommand(stdio))
+	var wire func(cs []*cli.Command)
+	wire = func(cs []*cli.Command) {
+		for _, c := range cs {
+			c.OnUsageError = usageError
+			c.Before = func(ctx *cli.Context) error { return config.Apply(ctx, ctx.Command.Flags, global) }
+			wire(c.Subcommands)
+		}
+	}
+	wire(cmds)
 	return &cli.App{
 		Name:    "dfs",
 		Usage:   "a distributed file system in one binary",
 		Version: fmt.Sprintf("%s (commit %s, %s)", version, commit, runtime.Version()),
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"DFS_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
-			&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"DFS_LOG_FORMAT"}, Usage: "auto (console on a terminal, else JSON), console or json"},
-		},
+		Flags:   global,
 		Before: func(c *cli.Context) error {
 			var err error
+			if config, err = roles.LoadConfigFile(c.String("config")); err != nil {
+				return err
+			}
+			// The file may set the global flags too; which keys belong to
+			// the command is checked once the command runs.
+			if err := config.ApplyGlobal(c, global); err != nil {
+				return err
+			}
 			log, err = newLogger(logw, c.String("log-level"), c.String("log-format"))
 			return err
 		},
@@ -82,6 +99,20 @@ func newApp(stdio client.IO, logw io.Writer) *cli.App {
 		EnableBashCompletion: true,
 		OnUsageError:         usageError,
 		ExitErrHandler:       func(*cli.Context, error) {},
+	}
+}
+
+// versionCommand prints the version, commit and Go version.
+func versionCommand(stdio client.IO) *cli.Command {
+	return &cli.Command{
+		Name: "version", Usage: "print the version, commit and Go version",
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("version takes no arguments")
+			}
+			fmt.Fprintf(stdio.Out, "dfs %s\ncommit %s\n%s %s/%s\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			return nil
+		},
 	}
 }
 
