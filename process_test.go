@@ -497,6 +497,8 @@ type procClusterConfig struct {
 	deadAfter    time.Duration
 	// coordFlags are extra flags for the coordinator.
 	coordFlags []string
+	// nodeFlags are extra flags for every datanode.
+	nodeFlags []string
 	// standbys start that many more coordinators with the same flags (for
 	// etcd: they stand by); clients and datanodes get every address.
 	standbys int
@@ -512,8 +514,9 @@ type procCluster struct {
 	coordArgs []string
 	coordProc *serverProc
 	// standbys are the other coordinators, by address.
-	standbys map[string]*serverProc
+	standbys  map[string]*serverProc
 	dns       []*datanodeProc
+	nodeFlags []string      // extra flags of every datanode
 	procs     []*serverProc // every process started, restarts included
 	ids       map[*datanodeProc]string
 }
@@ -532,7 +535,7 @@ type datanodeProc struct {
 // failed; then it dumps their logs if the test failed.
 func startProcCluster(t *testing.T, bin string, cfg procClusterConfig) *procCluster {
 	t.Helper()
-	c := &procCluster{t: t, bin: bin, dir: t.TempDir(), ids: map[*datanodeProc]string{}}
+	c := &procCluster{t: t, bin: bin, dir: t.TempDir(), ids: map[*datanodeProc]string{}, nodeFlags: cfg.nodeFlags}
 	if err := os.Mkdir(filepath.Join(c.dir, "logs"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -605,8 +608,8 @@ func (c *procCluster) startCoordinator() {
 // startNode starts (or restarts) datanode n on its address and data dir.
 func (c *procCluster) startNode(n *datanodeProc) {
 	c.t.Helper()
-	n.proc = c.start(n.name, "datanode", "--listen", n.addr, "--coordinator", c.coord,
-		"--data-dir", n.dir, "--heartbeat-interval", procHeartbeat.String())
+	n.proc = c.start(n.name, append([]string{"datanode", "--listen", n.addr, "--coordinator", c.coord,
+		"--data-dir", n.dir, "--heartbeat-interval", procHeartbeat.String()}, c.nodeFlags...)...)
 }
 
 // kill sends SIGKILL to p and waits for it to be gone.

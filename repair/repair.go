@@ -47,9 +47,11 @@ type Copier interface {
 }
 
 // Cluster tells the controller what needs repair and where copies can go.
+// The controller calls it with its own lock held: it must not call back.
 type Cluster interface {
 	// Needs returns the chunks short of copies, most endangered (fewest
-	// good copies) first.
+	// good copies) first. A copy whose Copy returned nil must count
+	// from then on (so Missing no longer includes it).
 	Needs() []Need
 	// Candidates returns the nodes new copies may go to.
 	Candidates() []placement.Node
@@ -156,13 +158,16 @@ func (c *Controller) Run(ctx context.Context) {
 // Step starts the copies that the limits allow now. Exported so tests can
 // drive the controller.
 func (c *Controller) Step(ctx context.Context) {
+	// Needs is read under the lock: a copy the Copier finished is in the
+	// needs it returns, or still in c.running, never in neither, so it is
+	// never planned twice.
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	needs := c.cluster.Needs()
 	if len(needs) == 0 {
 		return
 	}
 	candidates := c.cluster.Candidates()
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.refill()
 	total := 0
 	for _, ts := range c.running {

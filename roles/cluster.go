@@ -7,10 +7,12 @@ package roles
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/roles/client"
@@ -35,6 +37,12 @@ type ClusterConfig struct {
 	// OpenStore opens the coordinator's metadata store; nil opens bolt in
 	// Dir/coordinator. The cluster closes the store when it stops.
 	OpenStore func() (meta.Store, error)
+	// AdminListen, when set, serves the coordinator's admin endpoints
+	// (status page, /metrics, /healthz, /readyz) there.
+	AdminListen string
+	// NodeAdmin serves each datanode's admin endpoints on a loopback port
+	// of its own (ClusterNode.AdminAddr).
+	NodeAdmin bool
 }
 
 // DefaultClusterConfig returns a 3-node loopback cluster in dir.
@@ -48,11 +56,13 @@ func DefaultClusterConfig(dir string) ClusterConfig {
 
 // Cluster is a coordinator and datanodes running in this process.
 type Cluster struct {
-	cfg   ClusterConfig
-	ctx   context.Context
-	coord *coordinator.Coordinator
-	stopC func()
-	doneC chan error
+	cfg     ClusterConfig
+	ctx     context.Context
+	coord   *coordinator.Coordinator
+	metrics *prometheus.Registry
+	admin   string
+	stopC   func()
+	doneC   chan error
 
 	mu    sync.Mutex
 	nodes []*ClusterNode
@@ -62,8 +72,12 @@ type Cluster struct {
 type ClusterNode struct {
 	Dir  string
 	Node *datanode.Node
-	stop func()
-	done chan error
+	// Metrics is the node's metrics registry.
+	Metrics *prometheus.Registry
+	// AdminAddr is the node's admin HTTP address, with NodeAdmin.
+	AdminAddr string
+	stop      func()
+	done      chan error
 }
 
 // StartCluster starts a coordinator and cfg.Nodes datanodes and waits until
@@ -71,31 +85,43 @@ type ClusterNode struct {
 func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	co := cfg.Coordinator
 	co.Listen = cfg.Listen
+	admin, err := adminListen(cfg.AdminListen)
+	if err != nil {
+		return nil, err
+	}
+	closeAdmin := func() {
+		if admin != nil {
+			admin.Close()
+		}
+	}
 	var store meta.Store
-	var err error
 	if cfg.OpenStore != nil {
 		store, err = cfg.OpenStore()
 	} else {
 		store, err = OpenBolt(filepath.Join(cfg.Dir, "coordinator"), cfg.Log)
 	}
 	if err != nil {
+		closeAdmin()
 		return nil, err
 	}
 	lis, err := rpc.Listen(co.Listen)
 	if err != nil {
+		closeAdmin()
 		store.Close()
 		return nil, err
 	}
-	coord, err := coordinator.New(co, coordinator.Deps{Log: cfg.Log, Listener: lis, Store: store, StoreName: "bolt"})
+	reg := newMetricsRegistry()
+	coord, err := coordinator.New(co, coordinator.Deps{Log: cfg.Log, Listener: lis, Store: store, StoreName: "bolt", Metrics: reg})
 	if err != nil {
+		closeAdmin()
 		lis.Close()
 		store.Close()
 		return nil, err
 	}
 	cctx, cancel := context.WithCancel(ctx)
-	c := &Cluster{cfg: cfg, ctx: ctx, coord: coord, stopC: cancel, doneC: make(chan error, 1)}
+	c := &Cluster{cfg: cfg, ctx: ctx, coord: coord, metrics: reg, admin: addrOf(admin), stopC: cancel, doneC: make(chan error, 1)}
 	go func() {
-		err := coord.Run(cctx)
+		err := runWithAdmin(cctx, admin, adminHandler(reg, coord.Readiness, coord.StatusHandler()), cfg.Log, coord.Run)
 		store.Close()
 		c.doneC <- err
 	}()
@@ -120,6 +146,20 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 
 // Addr returns the coordinator's address.
 func (c *Cluster) Addr() string { return c.coord.Addr() }
+
+// AdminAddr returns the coordinator's admin HTTP address, or "" without
+// one.
+func (c *Cluster) AdminAddr() string { return c.admin }
+
+// Metrics returns the coordinator's metrics registry.
+func (c *Cluster) Metrics() *prometheus.Registry { return c.metrics }
+
+func addrOf(lis net.Listener) string {
+	if lis == nil {
+		return ""
+	}
+	return lis.Addr().String()
+}
 
 // Coordinator returns the coordinator role.
 func (c *Cluster) Coordinator() *coordinator.Coordinator { return c.coord }
@@ -152,18 +192,33 @@ func (c *Cluster) startNode(dir string) (*ClusterNode, error) {
 	dc.Advertise = ""
 	dc.DataDir = dir
 	dc.Coordinators = []string{c.Addr()}
+	var admin net.Listener
+	if c.cfg.NodeAdmin {
+		var err error
+		if admin, err = adminListen("127.0.0.1:0"); err != nil {
+			return nil, err
+		}
+	}
 	lis, err := rpc.Listen(dc.Listen)
 	if err != nil {
+		if admin != nil {
+			admin.Close()
+		}
 		return nil, err
 	}
-	dn, err := datanode.New(dc, datanode.Deps{Log: c.cfg.Log, Listener: lis})
+	reg := newMetricsRegistry()
+	dn, err := datanode.New(dc, datanode.Deps{Log: c.cfg.Log, Listener: lis, Metrics: reg})
 	if err != nil {
 		lis.Close()
+		if admin != nil {
+			admin.Close()
+		}
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
-	n := &ClusterNode{Dir: dir, Node: dn, stop: cancel, done: make(chan error, 1)}
-	go func() { n.done <- dn.Run(ctx) }()
+	n := &ClusterNode{Dir: dir, Node: dn, Metrics: reg, AdminAddr: addrOf(admin), stop: cancel, done: make(chan error, 1)}
+	ready := func(context.Context) error { return dn.Readiness() }
+	go func() { n.done <- runWithAdmin(ctx, admin, adminHandler(reg, ready, nil), c.cfg.Log, dn.Run) }()
 	select {
 	case <-dn.Ready():
 		return n, nil

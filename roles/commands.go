@@ -1,7 +1,9 @@
 package roles
 
 import (
+	"context"
 	"fmt"
+
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
@@ -18,6 +20,7 @@ func env(name string) []string { return []string{"DFS_" + name} }
 // stdio is where client commands print.
 func Commands(log func() zerolog.Logger, stdio client.IO) []*cli.Command {
 	cmds := []*cli.Command{coordinatorCommand(log), datanodeCommand(log), devCommand(log, stdio), benchCommand(log, stdio)}
+	cmds = append(cmds, healthCommand(stdio))
 	return append(cmds, client.Commands(log, stdio)...)
 }
 
@@ -45,7 +48,13 @@ func coordinatorFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "orphan-grace", Value: d.OrphanGrace, EnvVars: env("ORPHAN_GRACE"), Usage: "a chunk no file or upload needs is deleted after this long"},
 		&cli.StringFlag{Name: "placement", Value: d.Placement, EnvVars: env("PLACEMENT"), Usage: "placement policy: most-free or random"},
 		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to datanodes"},
+		adminListenFlag("", "admin HTTP address for /metrics, /healthz, /readyz and the status page at / (empty: none)"),
 	}
+}
+
+// adminListenFlag is the --admin-listen flag of a server role.
+func adminListenFlag(value, usage string) cli.Flag {
+	return &cli.StringFlag{Name: "admin-listen", Value: value, EnvVars: env("ADMIN_LISTEN"), Usage: usage}
 }
 
 func coordinatorConfig(c *cli.Context) coordinator.Config {
@@ -81,7 +90,7 @@ func coordinatorCommand(log func() zerolog.Logger) *cli.Command {
 				etcdEndpoints: client.SplitAddrs(c.String("etcd-endpoints")), etcdPrefix: c.String("etcd-prefix"),
 				leaseTTL: c.Duration("leader-lease"),
 				restore:  c.String("restore"),
-			}, log())
+			}, c.String("admin-listen"), log())
 		},
 	}
 }
@@ -100,6 +109,7 @@ func datanodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "inventory-interval", Value: d.InventoryInterval, EnvVars: env("INVENTORY_INTERVAL"), Usage: "pause between full chunk inventory reports to the coordinator (one is also sent after every registration)"},
 		&cli.DurationFlag{Name: "scrub-interval", Value: d.ScrubInterval, EnvVars: env("SCRUB_INTERVAL"), Usage: "pause between scrub passes over every stored chunk (0: continuous)"},
 		&cli.GenericFlag{Name: "scrub-rate", Value: ptr(rpc.ByteSize(d.ScrubRate)), EnvVars: env("SCRUB_RATE"), Usage: "most bytes per second the scrubber reads (0: no scrubbing)"},
+		adminListenFlag("", "admin HTTP address for /metrics, /healthz and /readyz (empty: none)"),
 	}
 }
 
@@ -127,13 +137,28 @@ func datanodeCommand(log func() zerolog.Logger) *cli.Command {
 			if c.NArg() > 0 {
 				return rpc.Errorf(rpc.Invalid, "datanode takes no arguments, got %q", c.Args().First())
 			}
-			dn, err := datanode.New(datanodeConfig(c), datanode.Deps{Log: log()})
-			if err != nil {
-				return err
-			}
-			return dn.Run(c.Context)
+			return runDatanode(c.Context, datanodeConfig(c), c.String("admin-listen"), log())
 		},
 	}
+}
+
+// runDatanode opens the admin address (adminAddr, "" for none) and runs a
+// datanode with its admin endpoints until ctx ends.
+func runDatanode(ctx context.Context, cfg datanode.Config, adminAddr string, log zerolog.Logger) error {
+	admin, err := adminListen(adminAddr)
+	if err != nil {
+		return err
+	}
+	if admin != nil {
+		defer admin.Close() // in case the datanode never starts
+	}
+	reg := newMetricsRegistry()
+	dn, err := datanode.New(cfg, datanode.Deps{Log: log, Metrics: reg})
+	if err != nil {
+		return err
+	}
+	ready := func(context.Context) error { return dn.Readiness() }
+	return runWithAdmin(ctx, admin, adminHandler(reg, ready, nil), log, dn.Run)
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -146,6 +171,7 @@ func devCommand(log func() zerolog.Logger, stdio client.IO) *cli.Command {
 			&cli.IntFlag{Name: "nodes", Value: 3, EnvVars: env("NODES"), Usage: "number of datanodes"},
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7000", EnvVars: env("LISTEN"), Usage: "coordinator listen address"},
 			&cli.IntFlag{Name: "replication", Value: 3, EnvVars: env("REPLICATION"), Usage: "default replication factor"},
+			adminListenFlag("127.0.0.1:7080", "the coordinator's admin HTTP address: status page, /metrics, /healthz, /readyz (empty: none)"),
 		},
 		Action: func(c *cli.Context) error {
 			n := c.Int("nodes")
@@ -154,6 +180,7 @@ func devCommand(log func() zerolog.Logger, stdio client.IO) *cli.Command {
 			}
 			cfg := DefaultClusterConfig(c.String("data-dir"))
 			cfg.Nodes, cfg.Listen, cfg.Log = n, c.String("listen"), log()
+			cfg.AdminListen = c.String("admin-listen")
 			cfg.Coordinator.Replication = c.Int("replication")
 			if cfg.Coordinator.Replication > n {
 				fmt.Fprintf(stdio.Err, "dfs dev: replication %d needs %d datanodes; using %d\n", cfg.Coordinator.Replication, cfg.Coordinator.Replication, n)
@@ -164,6 +191,9 @@ func devCommand(log func() zerolog.Logger, stdio client.IO) *cli.Command {
 				return err
 			}
 			fmt.Fprintf(stdio.Out, "dfs dev: coordinator at %s with %d datanodes in %s\n", cl.Addr(), n, cfg.Dir)
+			if a := cl.AdminAddr(); a != "" {
+				fmt.Fprintf(stdio.Out, "dfs dev: status page at http://%s/ (metrics at /metrics)\n", a)
+			}
 			fmt.Fprintf(stdio.Out, "try: DFS_COORDINATOR=%s dfs nodes\n", cl.Addr())
 			<-c.Context.Done()
 			fmt.Fprintln(stdio.Out, "dfs dev: stopping")

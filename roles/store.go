@@ -36,11 +36,20 @@ type storeConfig struct {
 	restore       string        // backup file to start from
 }
 
-// runCoordinator opens the metadata store, restores a backup into it if
-// asked, and runs a coordinator until ctx ends.
-func runCoordinator(ctx context.Context, cfg coordinator.Config, sc storeConfig, log zerolog.Logger) error {
+// runCoordinator opens the admin address (adminAddr, "" for none) and the
+// metadata store, restores a backup into the store if asked, and runs a
+// coordinator with its admin endpoints until ctx ends.
+func runCoordinator(ctx context.Context, cfg coordinator.Config, sc storeConfig, adminAddr string, log zerolog.Logger) error {
+	admin, err := adminListen(adminAddr)
+	if err != nil {
+		return err
+	}
+	if admin != nil {
+		defer admin.Close() // in case the coordinator never starts
+	}
+	reg := newMetricsRegistry()
 	var store meta.Store
-	deps := coordinator.Deps{Log: log, StoreName: sc.kind}
+	deps := coordinator.Deps{Log: log, StoreName: sc.kind, Metrics: reg}
 	switch sc.kind {
 	case "bolt":
 		s, err := OpenBolt(sc.dir, log)
@@ -68,7 +77,7 @@ func runCoordinator(ctx context.Context, cfg coordinator.Config, sc storeConfig,
 	if err != nil {
 		return err
 	}
-	return co.Run(ctx)
+	return runWithAdmin(ctx, admin, adminHandler(reg, co.Readiness, co.StatusHandler()), log, co.Run)
 }
 
 // restore loads a backup into an empty store. The backup is read and

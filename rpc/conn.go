@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -10,9 +11,11 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // Transport tuning. One gRPC hop with protobuf bytes frames costs about one
@@ -26,9 +29,27 @@ const (
 	requestIDHeader = "x-request-id"
 )
 
+// CallObserver is told of every call a server finished: the full method
+// name ("/dfs.Coordinator/UploadFile"), the gRPC code it ended with and how
+// long it took (for a stream, from its start to its end). It must be quick
+// and safe for concurrent use; roles feed their metrics from it.
+type CallObserver func(method string, code codes.Code, took time.Duration)
+
+// ShortMethod names a call for metrics and logs: a dfs method by its own
+// name ("/dfs.v1.Coordinator/UploadFile" -> "UploadFile"), another
+// service's method with its service ("grpc.health.v1.Health/Check").
+func ShortMethod(full string) string {
+	full = strings.TrimPrefix(full, "/")
+	if svc, name, ok := strings.Cut(full, "/"); ok && strings.HasPrefix(svc, "dfs.") {
+		return name
+	}
+	return full
+}
+
 // ServerOptions returns the options every dfs gRPC server uses, with the
-// request-ID interceptors logging through log.
-func ServerOptions(log zerolog.Logger) []grpc.ServerOption {
+// request-ID interceptors logging through log and telling each observer
+// of every finished call.
+func ServerOptions(log zerolog.Logger, observers ...CallObserver) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.InitialWindowSize(streamWindow),
 		grpc.InitialConnWindowSize(connWindow),
@@ -37,8 +58,8 @@ func ServerOptions(log zerolog.Logger) []grpc.ServerOption {
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(unaryServerInterceptor(log)),
-		grpc.ChainStreamInterceptor(streamServerInterceptor(log)),
+		grpc.ChainUnaryInterceptor(unaryServerInterceptor(log, observers)),
+		grpc.ChainStreamInterceptor(streamServerInterceptor(log, observers)),
 	}
 }
 
@@ -164,18 +185,30 @@ func streamClientInterceptor(ctx context.Context, desc *grpc.StreamDesc, cc *grp
 	return streamer(outgoing(ctx), desc, cc, method, opts...)
 }
 
-func unaryServerInterceptor(log zerolog.Logger) grpc.UnaryServerInterceptor {
+func observe(observers []CallObserver, method string, err error, took time.Duration) {
+	if len(observers) == 0 {
+		return
+	}
+	code := status.Code(err)
+	for _, o := range observers {
+		o(method, code, took)
+	}
+}
+
+func unaryServerInterceptor(log zerolog.Logger, observers []CallObserver) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		ctx = incoming(ctx)
 		l := log.With().Str("request_id", RequestID(ctx)).Str("op", info.FullMethod).Logger()
 		ctx = l.WithContext(ctx)
 		start := time.Now()
 		resp, err := handler(ctx, req)
+		took := time.Since(start)
+		observe(observers, info.FullMethod, err, took)
 		ev := l.Debug()
 		if err != nil && KindOf(FromStatus(err)) == Internal {
 			ev = l.Warn().Err(err)
 		}
-		ev.Dur("took", time.Since(start)).Msg("rpc")
+		ev.Dur("took", took).Msg("rpc")
 		return resp, err
 	}
 }
@@ -187,14 +220,16 @@ type serverStream struct {
 
 func (s *serverStream) Context() context.Context { return s.ctx }
 
-func streamServerInterceptor(log zerolog.Logger) grpc.StreamServerInterceptor {
+func streamServerInterceptor(log zerolog.Logger, observers []CallObserver) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx := incoming(ss.Context())
 		l := log.With().Str("request_id", RequestID(ctx)).Str("op", info.FullMethod).Logger()
 		ctx = l.WithContext(ctx)
 		start := time.Now()
 		err := handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
-		l.Debug().Err(err).Dur("took", time.Since(start)).Msg("stream")
+		took := time.Since(start)
+		observe(observers, info.FullMethod, err, took)
+		l.Debug().Err(err).Dur("took", took).Msg("stream")
 		return err
 	}
 }

@@ -40,8 +40,10 @@ func (c *Coordinator) Decommission(ctx context.Context, req *dfspb.DecommissionR
 		delete(t.health.decommissioned, id)
 		t.health.mu.Unlock()
 		t.log.Info().Str("node_id", string(id)).Msg("decommission canceled")
+		c.events.add("decommission", "decommission of datanode %s canceled", id.Short())
 	} else {
 		t.log.Info().Str("node_id", string(id)).Msg("decommissioning: draining the node")
+		c.events.add("decommission", "decommissioning datanode %s: draining it", id.Short())
 	}
 	status, _ = t.nodeStatus(id)
 	return &dfspb.DecommissionResponse{Node: status}, nil

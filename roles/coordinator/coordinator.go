@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
@@ -149,6 +150,9 @@ type Deps struct {
 	Elector Elector
 	// Listener, when set, replaces listening on Config.Listen.
 	Listener net.Listener
+	// Metrics is where New registers the coordinator's metrics (names
+	// start with dfs_coordinator_); nil keeps them unregistered.
+	Metrics prometheus.Registerer
 }
 
 // Coordinator is the coordinator role.
@@ -164,6 +168,8 @@ type Coordinator struct {
 	policy  placement.Policy
 	lis     net.Listener
 	pool    *rpc.Pool
+	metrics *metrics
+	events  *events
 
 	addr  string
 	ready chan struct{}
@@ -182,7 +188,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	if deps.Clock == nil {
 		deps.Clock = sessions.SystemClock{}
 	}
-	return &Coordinator{
+	c := &Coordinator{
 		cfg:     cfg,
 		log:     deps.Log.With().Str("role", "coordinator").Logger(),
 		clock:   deps.Clock,
@@ -192,8 +198,17 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		policy:  policy,
 		lis:     deps.Listener,
 		pool:    rpc.NewPool(),
+		events:  newEvents(),
 		ready:   make(chan struct{}),
-	}, nil
+	}
+	if deps.Metrics == nil {
+		deps.Metrics = prometheus.NewRegistry()
+	}
+	var err error
+	if c.metrics, err = newMetrics(deps.Metrics, c); err != nil {
+		return nil, fmt.Errorf("coordinator: register metrics: %w", err)
+	}
+	return c, nil
 }
 
 // Ready is closed once the coordinator serves gRPC (as leader or standby).
@@ -239,14 +254,18 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.log = c.log.With().Str("addr", c.addr).Logger()
 	defer c.pool.Close()
 
-	srv := grpc.NewServer(rpc.ServerOptions(c.log)...)
+	srv := grpc.NewServer(rpc.ServerOptions(c.log, c.observers()...)...)
 	dfspb.RegisterCoordinatorServer(srv, c)
+	// The standard health service: SERVING while this coordinator leads
+	// (in safe mode too), NOT_SERVING while it starts or stands by.
+	health := rpc.NewHealth(srv, c.Leading, dfspb.Coordinator_ServiceDesc.ServiceName)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); c.lead(ctx) }()
+	go func() { defer wg.Done(); health.Run(ctx) }()
 	c.log.Info().Str("cluster_id", c.store.ClusterID()).Str("metadata", c.name).Int("replication", c.cfg.Replication).
 		Str("chunk_size", rpc.FormatBytes(c.cfg.ChunkSize)).Str("placement", c.cfg.Placement).Msg("coordinator serving")
 	close(c.ready)
@@ -264,6 +283,7 @@ func (c *Coordinator) lead(ctx context.Context) {
 		lost := make(<-chan struct{})
 		if c.elector != nil {
 			c.log.Info().Msg("standing by: campaigning for leadership")
+			c.events.add("leader", "standing by: campaigning for leadership")
 			var err error
 			if lost, err = c.elector.Campaign(ctx, c.addr); err != nil {
 				if ctx.Err() == nil {
@@ -282,10 +302,16 @@ func (c *Coordinator) lead(ctx context.Context) {
 			continue
 		}
 		c.term.Store(t)
+		if c.elector != nil {
+			c.events.add("leader", "elected leader: this coordinator (%s) leads", c.addr)
+		} else {
+			c.events.add("leader", "leading: this coordinator (%s) is the only one", c.addr)
+		}
 		select {
 		case <-ctx.Done():
 		case <-lost:
 			c.log.Warn().Msg("leadership lost: standing by")
+			c.events.add("leader", "leadership lost: standing by")
 		}
 		c.term.Store(nil)
 		cancel()

@@ -65,6 +65,7 @@ func (c *Coordinator) DownloadFile(ctx context.Context, req *dfspb.DownloadFileR
 		}
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.FailedPrecondition, "%s: chunk %d (%s) has no live replica", f.Path, ch.Index, ch.ChunkId))
 	}
+	c.metrics.readBytes.Add(float64(f.Size))
 	return &dfspb.DownloadFileResponse{File: fi}, nil
 }
 
@@ -132,6 +133,7 @@ func (t *term) deleteFile(ctx context.Context, path string) error {
 		t.refs.remove(f)
 		t.enqueue(txn.AddDeletions)
 		t.log.Info().Str("path", string(p)).Int("chunks", len(f.Chunks)).Msg("file deleted")
+		t.c.metrics.filesDeleted.Inc()
 		return nil
 	}
 }
@@ -277,6 +279,7 @@ func (c *Coordinator) ReportChunks(ctx context.Context, req *dfspb.ReportChunksR
 	}
 	if len(corrupt) > 0 {
 		t.log.Warn().Str("node_id", string(id)).Int("chunks", len(corrupt)).Msg("datanode reports corrupt copies")
+		c.events.add("corrupt", "datanode %s reports %d corrupt chunk copies", id.Short(), len(corrupt))
 	}
 	t.locs.report(id, req.Full, req.Added, removed, corrupt)
 	return &dfspb.ReportChunksResponse{}, nil

@@ -19,7 +19,7 @@ import (
 // reported chunks are orphans, and which draining nodes can go.
 type health struct {
 	mu             sync.Mutex
-	needs          []repair.Need
+	short          []ref // the chunks short of copies at the last scan
 	chunks         int64
 	under          int64
 	missing        int64
@@ -60,14 +60,68 @@ type copyState struct {
 	good     bool // matches the commit and not corrupt
 	live     bool // on a node that serves reads
 	counted  bool // counts toward replication: good, live, not draining
+	corrupt  bool // reported corrupt
 	registry time.Time
+}
+
+// assessment is where one committed chunk's copies stand.
+type assessment struct {
+	want    int
+	states  []copyState
+	counted int
+	// sources hold a good copy on a live node, healthy and non-draining
+	// ones first.
+	sources []placement.Node
+	holders []rpc.NodeID // every node with any copy
+}
+
+// need returns what the chunk lacks, if anything can be copied.
+func (a assessment) need(ch meta.Chunk) (repair.Need, bool) {
+	if a.counted >= a.want || len(a.sources) == 0 {
+		return repair.Need{}, false
+	}
+	return repair.Need{Chunk: ch.ID, Size: ch.Size, FrameSize: ch.FrameSize, Digest: ch.Digest,
+		Missing: a.want - a.counted, Sources: a.sources, Holders: a.holders}, true
+}
+
+// assess classifies the reported copies of r's chunk as they are now.
+func (t *term) assess(r ref, nodes map[rpc.NodeID]nodeInfo) assessment {
+	ch := r.chunk
+	a := assessment{want: int(r.repl)}
+	for n, m := range t.locs.copies(ch.ID) {
+		info := nodes[n]
+		cs := copyState{node: n, info: info, good: m.matches(ch), live: info.live(), registry: info.registered, corrupt: m.corrupt}
+		cs.counted = cs.good && cs.live && !info.draining
+		a.states = append(a.states, cs)
+		a.holders = append(a.holders, n)
+		if cs.counted {
+			a.counted++
+		}
+		if cs.good && cs.live {
+			a.sources = append(a.sources, placement.Node{ID: n, Addr: info.addr, State: info.state})
+		}
+	}
+	// Prefer healthy, non-draining sources.
+	slices.SortStableFunc(a.sources, func(x, y placement.Node) int {
+		dx, dy := nodes[x.ID].draining, nodes[y.ID].draining
+		switch {
+		case x.State != y.State:
+			return int(x.State) - int(y.State)
+		case dx != dy && dx:
+			return 1
+		case dx != dy:
+			return -1
+		}
+		return 0
+	})
+	return a
 }
 
 // scan looks at every committed chunk and every reported copy.
 func (t *term) scan(ctx context.Context) {
 	nodes := t.nodes.infos()
 	refs := t.refs.snapshot()
-	var needs []repair.Need
+	var short []ref
 	var trims []meta.Deletion
 	var under, missing, corrupt int64
 	corruptOn := map[rpc.NodeID]int64{}
@@ -75,49 +129,20 @@ func (t *term) scan(ctx context.Context) {
 
 	for _, r := range refs {
 		ch, want := r.chunk, int(r.repl)
-		var states []copyState
-		for n, m := range t.locs.copies(ch.ID) {
-			info := nodes[n]
-			cs := copyState{node: n, info: info, good: m.matches(ch), live: info.live(), registry: info.registered}
-			cs.counted = cs.good && cs.live && !info.draining
-			if m.corrupt {
-				corrupt++
-				corruptOn[n]++
-			}
-			states = append(states, cs)
-		}
-		counted := 0
-		var sources []placement.Node
-		var holders []rpc.NodeID
+		a := t.assess(r, nodes)
+		states, counted := a.states, a.counted
 		for _, cs := range states {
-			holders = append(holders, cs.node)
-			if cs.counted {
-				counted++
-			}
-			if cs.good && cs.live {
-				sources = append(sources, placement.Node{ID: cs.node, Addr: cs.info.addr, State: cs.info.state})
+			if cs.corrupt {
+				corrupt++
+				corruptOn[cs.node]++
 			}
 		}
-		// Prefer healthy, non-draining sources.
-		slices.SortStableFunc(sources, func(a, b placement.Node) int {
-			da, db := nodes[a.ID].draining, nodes[b.ID].draining
-			switch {
-			case a.State != b.State:
-				return int(a.State) - int(b.State)
-			case da != db && da:
-				return 1
-			case da != db:
-				return -1
-			}
-			return 0
-		})
 		if counted < want {
 			under++
-			if len(sources) == 0 {
-				missing++
+			if _, ok := a.need(ch); ok {
+				short = append(short, r)
 			} else {
-				needs = append(needs, repair.Need{Chunk: ch.ID, Size: ch.Size, FrameSize: ch.FrameSize, Digest: ch.Digest,
-					Missing: want - counted, Sources: sources, Holders: holders})
+				missing++
 			}
 			for _, cs := range states {
 				if cs.good && cs.live && cs.info.draining {
@@ -149,8 +174,6 @@ func (t *term) scan(ctx context.Context) {
 			}
 		}
 	}
-	// Most endangered first.
-	slices.SortStableFunc(needs, func(a, b repair.Need) int { return len(a.Sources) - len(b.Sources) })
 
 	orphans := t.findOrphans()
 	t.delete(ctx, append(trims, orphans...), "trim or orphan")
@@ -161,12 +184,22 @@ func (t *term) scan(ctx context.Context) {
 			decommissioned[id] = true
 		}
 	}
+	repaired := t.repair.Stats().Done
 	h := t.health
 	h.mu.Lock()
-	h.needs, h.chunks, h.under, h.missing, h.corrupt, h.corruptOn = needs, int64(len(refs)), under, missing, corrupt, corruptOn
+	switch prev := h.under; {
+	case prev == 0 && under > 0 && missing > 0:
+		t.c.events.add("repair", "%d chunks under-replicated, %d of them without a live good copy", under, missing)
+	case prev == 0 && under > 0:
+		t.c.events.add("repair", "%d chunks under-replicated; repairing", under)
+	case prev > 0 && under == 0:
+		t.c.events.add("repair", "repair done: every chunk has its copies again (%d copied since this coordinator took over)", repaired)
+	}
+	h.short, h.chunks, h.under, h.missing, h.corrupt, h.corruptOn = short, int64(len(refs)), under, missing, corrupt, corruptOn
 	for id := range decommissioned {
 		if !h.decommissioned[id] {
 			t.log.Info().Str("node_id", string(id)).Msg("decommissioned: every chunk it held is replicated elsewhere; safe to remove")
+			t.c.events.add("decommission", "datanode %s decommissioned: every chunk it held is replicated elsewhere; safe to remove", id.Short())
 		}
 	}
 	h.decommissioned = decommissioned
@@ -238,11 +271,30 @@ func (t *term) delete(ctx context.Context, dels []meta.Deletion, why string) {
 	t.log.Info().Int("copies", len(dels)).Str("why", why).Msg("deleting copies")
 }
 
-// Needs implements repair.Cluster.
+// Needs implements repair.Cluster: the chunks the last scan found short
+// of copies, each assessed again against the copies reported since, so a
+// copy that finished after the scan is not planned a second time, and a
+// chunk whose file is gone is not copied at all.
 func (t *term) Needs() []repair.Need {
 	t.health.mu.Lock()
-	defer t.health.mu.Unlock()
-	return t.health.needs
+	short := t.health.short
+	t.health.mu.Unlock()
+	if len(short) == 0 {
+		return nil
+	}
+	nodes := t.nodes.infos()
+	var needs []repair.Need
+	for _, r := range short {
+		if !t.refs.has(r.chunk.ID) {
+			continue
+		}
+		if n, ok := t.assess(r, nodes).need(r.chunk); ok {
+			needs = append(needs, n)
+		}
+	}
+	// Most endangered first.
+	slices.SortStableFunc(needs, func(a, b repair.Need) int { return len(a.Sources) - len(b.Sources) })
+	return needs
 }
 
 // Candidates implements repair.Cluster.
@@ -256,6 +308,9 @@ type replicator struct{ t *term }
 var _ repair.Copier = replicator{}
 
 func (r replicator) Copy(ctx context.Context, task repair.Task) error {
+	// One request ID for the copy: the target's logs and the source's
+	// (the target reads from it) then tell the same story.
+	ctx = rpc.EnsureRequestID(ctx)
 	cc, err := r.t.c.pool.Get(task.Target.Addr)
 	if err != nil {
 		return err

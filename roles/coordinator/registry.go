@@ -52,6 +52,7 @@ func stateToProto(s placement.State) dfspb.NodeState {
 type registry struct {
 	suspectAfter time.Duration
 	deadAfter    time.Duration
+	events       *events // joins, returns and state changes go here
 
 	mu       sync.Mutex
 	nodes    map[rpc.NodeID]*nodeEntry
@@ -60,8 +61,8 @@ type registry struct {
 	updates  []*dfspb.NodeUpdate // the latest changes, oldest first
 }
 
-func newRegistry(suspectAfter, deadAfter time.Duration) *registry {
-	return &registry{suspectAfter: suspectAfter, deadAfter: deadAfter, nodes: make(map[rpc.NodeID]*nodeEntry), draining: map[rpc.NodeID]bool{}}
+func newRegistry(suspectAfter, deadAfter time.Duration, ev *events) *registry {
+	return &registry{suspectAfter: suspectAfter, deadAfter: deadAfter, events: ev, nodes: make(map[rpc.NodeID]*nodeEntry), draining: map[rpc.NodeID]bool{}}
 }
 
 // changedLocked records a change of e.
@@ -90,6 +91,14 @@ func (r *registry) register(id rpc.NodeID, addr string, u usage, now time.Time) 
 	if changed {
 		e.registered = now // (re)joined: its copies are the first to trim
 	}
+	switch {
+	case !ok:
+		r.events.add("node", "datanode %s joined at %s", id.Short(), addr)
+	case e.state != placement.Healthy:
+		r.events.add("node", "datanode %s (%s) is back after being %s", id.Short(), addr, e.state)
+	case e.addr != addr:
+		r.events.add("node", "datanode %s moved from %s to %s", id.Short(), e.addr, addr)
+	}
 	e.addr, e.state, e.lastHeartbeat = addr, placement.Healthy, now
 	e.capacity, e.used, e.free, e.chunks = u.capacity, u.used, u.free, u.chunks
 	if changed {
@@ -111,6 +120,7 @@ func (r *registry) heartbeat(id rpc.NodeID, u usage, known uint64, now time.Time
 	e.capacity, e.used, e.free, e.chunks = u.capacity, u.used, u.free, u.chunks
 	e.lastHeartbeat = now
 	if e.state != placement.Healthy {
+		r.events.add("node", "datanode %s (%s) is healthy again after being %s", id.Short(), e.addr, e.state)
 		e.state = placement.Healthy
 		r.changedLocked(e)
 	}
@@ -151,6 +161,7 @@ func (r *registry) tick(now time.Time) (dead []rpc.NodeID) {
 		if want != e.state && want > e.state {
 			e.state = want
 			r.changedLocked(e)
+			r.events.add("node", "datanode %s (%s) is %s: no heartbeat for %s", e.id.Short(), e.addr, want, age.Round(time.Second))
 			if want == placement.Dead {
 				dead = append(dead, e.id)
 			}

@@ -31,6 +31,7 @@ func newSafeMode(t *term, timeout time.Duration, chunks int) *safeMode {
 	if s.on {
 		s.status = fmt.Sprintf("waiting for datanodes to report %d chunks", chunks)
 		t.log.Warn().Int("chunks", chunks).Dur("timeout", timeout).Msg("safe mode: waiting for datanodes to report where the chunks are")
+		t.c.events.add("safe-mode", "safe mode on: waiting for datanodes to report %d chunks (at most %s)", chunks, timeout)
 	}
 	return s
 }
@@ -51,12 +52,15 @@ func (s *safeMode) run(ctx context.Context) {
 		case under == 0:
 			s.on = false
 			s.t.log.Info().Int("chunks", total).Msg("safe mode off: every copy of every chunk located")
+			s.t.c.events.add("safe-mode", "safe mode off: every copy of all %d chunks located", total)
 		case missing == 0 && time.Since(s.t.started) >= s.t.c.cfg.SuspectAfter:
 			s.on = false
 			s.t.log.Info().Int("chunks", total).Int("under_replicated", under).Msg("safe mode off: every chunk located")
+			s.t.c.events.add("safe-mode", "safe mode off: all %d chunks located, %d under-replicated", total, under)
 		case !time.Now().Before(s.deadline):
 			s.on = false
 			s.t.log.Warn().Int("unlocated", missing).Int("chunks", total).Msg("safe mode off after its timeout: some chunks have no reported copy")
+			s.t.c.events.add("safe-mode", "safe mode off after its timeout: %d of %d chunks have no reported copy", missing, total)
 		default:
 			s.status = fmt.Sprintf("%d of %d chunks located, %d with every copy; serving at the latest in %s",
 				total-missing, total, total-under, time.Until(s.deadline).Round(time.Second))

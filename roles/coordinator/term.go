@@ -51,7 +51,7 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 		log:     c.log,
 		store:   c.store,
 		ctx:     ctx,
-		nodes:   newRegistry(c.cfg.SuspectAfter, c.cfg.DeadAfter),
+		nodes:   newRegistry(c.cfg.SuspectAfter, c.cfg.DeadAfter, c.events),
 		locs:    newLocations(),
 		refs:    newRefIndex(),
 		health:  newHealth(),
@@ -188,10 +188,11 @@ func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []
 }
 
 // refIndex knows every chunk a committed file references, with the
-// replication its file asks for.
+// replication its file asks for, and how many files there are.
 type refIndex struct {
-	mu   sync.Mutex
-	refs map[rpc.ChunkID]ref
+	mu    sync.Mutex
+	refs  map[rpc.ChunkID]ref
+	files int
 }
 
 // ref is a referenced chunk: its committed metadata and the replication
@@ -203,8 +204,11 @@ type ref struct {
 
 func newRefIndex() *refIndex { return &refIndex{refs: map[rpc.ChunkID]ref{}} }
 
+// add records a committed file; a file replacing another is added before
+// the old version is removed.
 func (r *refIndex) add(f *meta.File) {
 	r.mu.Lock()
+	r.files++
 	for _, c := range f.Chunks {
 		r.refs[c.ID] = ref{chunk: c, repl: f.Replication}
 	}
@@ -222,6 +226,14 @@ func (r *refIndex) snapshot() []ref {
 	return out
 }
 
+// counts returns the number of committed files and of the chunks they
+// reference.
+func (r *refIndex) counts() (files, chunks int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.files, len(r.refs)
+}
+
 // has reports whether a committed file references id.
 func (r *refIndex) has(id rpc.ChunkID) bool {
 	r.mu.Lock()
@@ -232,6 +244,7 @@ func (r *refIndex) has(id rpc.ChunkID) bool {
 
 func (r *refIndex) remove(f *meta.File) {
 	r.mu.Lock()
+	r.files--
 	for _, c := range f.Chunks {
 		delete(r.refs, c.ID)
 	}

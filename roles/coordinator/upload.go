@@ -295,6 +295,8 @@ func (t *term) confirmUpload(ctx context.Context, req *dfspb.ConfirmUploadReques
 		return nil, fmt.Errorf("confirm %s: %w", u.path, err)
 	}
 	t.log.Info().Str("path", string(f.Path)).Int64("size", f.Size).Int("chunks", len(f.Chunks)).Uint64("version", f.Version).Msg("file committed")
+	t.c.metrics.filesCommitted.Inc()
+	t.c.metrics.committedBytes.Add(float64(f.Size))
 	return &dfspb.ConfirmUploadResponse{File: t.fileInfo(f)}, nil
 }
 

@@ -11,8 +11,10 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
@@ -110,6 +112,9 @@ type Deps struct {
 	// Listener, when set, is used instead of listening on Config.Listen
 	// (tests pass 127.0.0.1:0 listeners).
 	Listener net.Listener
+	// Metrics is where New registers the node's metrics (names start with
+	// dfs_datanode_); nil keeps them unregistered.
+	Metrics prometheus.Registerer
 }
 
 // Node is one datanode.
@@ -121,9 +126,11 @@ type Node struct {
 	clock sessions.Clock
 	lis   net.Listener
 
-	id    rpc.NodeID
-	store *Store
-	pool  *rpc.Pool
+	id      rpc.NodeID
+	store   *Store
+	opened  atomic.Pointer[Store] // the store, once Run has opened it
+	pool    *rpc.Pool
+	metrics *metrics
 
 	reports   *reporter
 	uploads   *sessions.Table[rpc.SessionID, *uploadSession]
@@ -137,6 +144,7 @@ type Node struct {
 	coordIdx   int
 	leader     string // the leader a standby named, if any
 	registered bool
+	lastErr    error  // of the last register or heartbeat; nil when it got through
 	cluster    string // the cluster this node belongs to, once known
 
 	ready chan struct{}
@@ -167,8 +175,44 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		s.release()
 	})
 	n.downloads = sessions.New(cfg.SessionTimeout, deps.Clock, func(_ rpc.SessionID, c *Chunk) { c.Close() })
+	if deps.Metrics == nil {
+		deps.Metrics = prometheus.NewRegistry()
+	}
+	var err error
+	if n.metrics, err = newMetrics(deps.Metrics, n); err != nil {
+		return nil, fmt.Errorf("datanode: register metrics: %w", err)
+	}
 	return n, nil
 }
+
+// Readiness returns nil while the node is registered with a coordinator
+// and its last heartbeat got through; otherwise the error says why.
+func (n *Node) Readiness() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case !n.registered && n.lastErr != nil:
+		return rpc.Errorf(rpc.Unavailable, "not registered with a coordinator: %v", n.lastErr)
+	case !n.registered:
+		return rpc.Errorf(rpc.Unavailable, "not registered with a coordinator yet")
+	case n.lastErr != nil:
+		return rpc.Errorf(rpc.Unavailable, "coordinator unreachable: %v", n.lastErr)
+	}
+	return nil
+}
+
+// logFor returns the logger of the call ctx belongs to, which names the
+// request ID and the method, or else the node's logger.
+func (n *Node) logFor(ctx context.Context) zerolog.Logger {
+	if l := zerolog.Ctx(ctx); l.GetLevel() != zerolog.Disabled {
+		return *l
+	}
+	return n.log
+}
+
+// openedStore returns the chunk store once Run has opened it, else nil;
+// unlike n.store it is safe to call from any goroutine at any time.
+func (n *Node) openedStore() *Store { return n.opened.Load() }
 
 // Ready is closed once the node serves and has registered.
 func (n *Node) Ready() <-chan struct{} { return n.ready }
@@ -201,6 +245,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.store, err = OpenStore(n.cfg.DataDir, n.cfg.Capacity); err != nil {
 		return err
 	}
+	n.opened.Store(n.store)
 	for _, id := range n.store.Corrupt() {
 		n.log.Error().Str("chunk_id", string(id)).Msg("corrupt chunk (damaged, or found so before) awaits deletion; not served")
 	}
@@ -218,13 +263,16 @@ func (n *Node) Run(ctx context.Context) error {
 	n.mu.Unlock()
 	defer n.pool.Close()
 
-	srv := grpc.NewServer(rpc.ServerOptions(n.log)...)
+	srv := grpc.NewServer(rpc.ServerOptions(n.log, n.metrics.observe)...)
 	dfspb.RegisterDataNodeServer(srv, n)
+	// The standard health service: SERVING while registered.
+	health := rpc.NewHealth(srv, func() bool { return n.Readiness() == nil }, dfspb.DataNode_ServiceDesc.ServiceName)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(6)
+	go func() { defer wg.Done(); health.Run(ctx) }()
 	go func() { defer wg.Done(); n.reportLoop(ctx) }()
 	go func() { defer wg.Done(); n.uploads.Run(ctx, time.Second) }()
 	go func() { defer wg.Done(); n.downloads.Run(ctx, time.Second) }()

@@ -55,6 +55,12 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 		} else {
 			err = n.heartbeat(ctx)
 		}
+		if ctx.Err() != nil {
+			return
+		}
+		n.mu.Lock()
+		n.lastErr = err
+		n.mu.Unlock()
 		wait := n.cfg.HeartbeatInterval
 		if err != nil {
 			failures++

@@ -31,8 +31,12 @@ import (
 // context bounds the whole copy.
 func (n *Node) ReplicateChunk(ctx context.Context, req *dfspb.ReplicateChunkRequest) (*dfspb.ReplicateChunkResponse, error) {
 	began := time.Now()
+	done, running := n.metrics.op(opReplicate), n.metrics.stream(opReplicate)
 	copied, err := n.replicate(ctx, req)
-	log := n.log.Debug().Str("chunk_id", req.ChunkId).Str("peer", req.GetSource().GetNodeId())
+	running()
+	done(err)
+	l := n.logFor(ctx)
+	log := l.Debug().Str("chunk_id", req.ChunkId).Str("peer", req.GetSource().GetNodeId())
 	if err != nil {
 		log.Err(err).Msg("replicate failed")
 		return nil, rpc.ToStatus(err)
@@ -138,6 +142,7 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 	// Frames are written by the sink's own goroutine while the next ones
 	// arrive and are hashed; its queue bounds the memory.
 	sink := newFrameSink(w, &forwarder{}, self, sinkDepth)
+	sink.bytes = n.metrics.replicated
 	var sinkErr error
 	v, err := chunkstream.ReceiveFrames(stream, chunkstream.Expect{ChunkID: id, Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest},
 		func(off int64, data []byte) error {

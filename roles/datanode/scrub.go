@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/rpc"
@@ -45,6 +46,7 @@ func (n *Node) scrubLoop(ctx context.Context) {
 		statePath: filepath.Join(n.cfg.DataDir, scrubStateFile),
 		log:       n.log.With().Str("op", "scrub").Logger(),
 		corrupt:   n.corruptFound,
+		bytes:     n.metrics.scrubbed,
 	}
 	s.run(ctx)
 }
@@ -53,6 +55,7 @@ func (n *Node) scrubLoop(ctx context.Context) {
 // reported to the coordinator, which has it replaced from a good copy and
 // then deleted.
 func (n *Node) corruptFound(id rpc.ChunkID, err error) {
+	n.metrics.corrupt.Inc()
 	n.log.Error().Err(err).Str("chunk_id", string(id)).Msg("chunk failed verification; no longer served")
 	n.reports.corrupted(id)
 }
@@ -75,7 +78,9 @@ func (n *Node) VerifyChunk(ctx context.Context, req *dfspb.VerifyChunkRequest) (
 	case <-ctx.Done():
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.Canceled, "chunk %s: verification canceled while waiting", id))
 	}
+	done := n.metrics.op(opVerify)
 	err = n.store.Verify(ctx, id, nil)
+	done(err)
 	switch {
 	case err == nil:
 		return &dfspb.VerifyChunkResponse{Present: true}, nil
@@ -105,6 +110,8 @@ type scrubber struct {
 	// corrupt is called with each chunk found corrupt, once the store has
 	// quarantined it.
 	corrupt func(id rpc.ChunkID, err error)
+	// bytes, when set, counts the bytes checked.
+	bytes prometheus.Counter
 }
 
 // scrubState is the scrubber's saved progress.
@@ -171,6 +178,9 @@ func (s *scrubber) pass(ctx context.Context, st *scrubState) scrubStats {
 	p.reset()
 	pace := func(n int64) error {
 		stats.bytes += n
+		if s.bytes != nil {
+			s.bytes.Add(float64(n))
+		}
 		return p.wait(ctx, n)
 	}
 	saved := time.Now()

@@ -44,7 +44,11 @@ func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream
 		return rpc.ToStatus(rpc.Errorf(rpc.NotFound, "unknown or expired download session %s", sid))
 	}
 	defer c.Close()
-	return rpc.ToStatus(chunkstream.SendStored(stream.Context(), stream, c.ID, c.File, c.Size, c.FrameSize, c.Frames, c.Digest))
+	done, running := n.metrics.op(opDownload), n.metrics.stream(opDownload)
+	err = chunkstream.SendStored(stream.Context(), countingSender{stream, n.metrics.sent}, c.ID, c.File, c.Size, c.FrameSize, c.Frames, c.Digest)
+	running()
+	done(err)
+	return rpc.ToStatus(err)
 }
 
 func parseIDs(ids []string) ([]rpc.ChunkID, error) {
@@ -86,7 +90,9 @@ func (n *Node) DeleteChunk(ctx context.Context, req *dfspb.DeleteChunkRequest) (
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
+	done := n.metrics.op(opDelete)
 	freed, err := n.store.Delete(id)
+	done(err)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
@@ -112,7 +118,9 @@ func (n *Node) BulkDeleteChunk(ctx context.Context, req *dfspb.BulkDeleteChunkRe
 
 func (n *Node) deleteChunks(ids []rpc.ChunkID, resp *dfspb.BulkDeleteChunkResponse) {
 	for _, id := range ids {
+		done := n.metrics.op(opDelete)
 		freed, err := n.store.Delete(id)
+		done(err)
 		resp.BytesFreed += freed
 		switch {
 		case err != nil:

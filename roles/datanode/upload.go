@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
@@ -202,9 +203,13 @@ func (s *idleStream) Recv() (*dfspb.ChunkDataStream, error) {
 // the final ack names every node that stored it. Write quorum is all: a
 // failed replica fails the upload, naming the node.
 func (n *Node) UploadChunkStream(stream dfspb.DataNode_UploadChunkStreamServer) error {
+	done, running := n.metrics.op(opUpload), n.metrics.stream(opUpload)
 	err := n.uploadChunk(stream)
+	running()
+	done(err)
 	if err != nil {
-		n.log.Debug().Err(err).Msg("upload failed")
+		log := n.logFor(stream.Context())
+		log.Debug().Err(err).Msg("upload failed")
 	}
 	return rpc.ToStatus(err)
 }
@@ -223,7 +228,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 		return err
 	}
 	defer s.release()
-	log := n.log.With().Str("chunk_id", string(s.id)).Str("session_id", string(sid)).Logger()
+	log := n.logFor(raw.Context()).With().Str("chunk_id", string(s.id)).Str("session_id", string(sid)).Logger()
 
 	w, err := n.store.Create(s.id, s.size, s.frameSize)
 	if err != nil {
@@ -245,6 +250,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 
 	self := []string{string(n.id)}
 	sink := newFrameSink(w, fwd, self, sinkDepth)
+	sink.bytes = n.metrics.received
 	v, err := chunkstream.Receive(ctx, stream, sid, first, chunkstream.Expect{ChunkID: s.id, Size: s.size, FrameSize: s.frameSize}, sink)
 	if werr := sink.finish(); err == nil {
 		err = werr
@@ -317,6 +323,7 @@ type frameSink struct {
 	self  []string
 	queue chan []byte
 	done  chan struct{}
+	bytes prometheus.Counter // counts the frames' bytes, when set
 
 	mu     sync.Mutex
 	err    error
@@ -355,6 +362,9 @@ func (s *frameSink) write() {
 
 // Frame forwards f to the replicas and queues it for the disk.
 func (s *frameSink) Frame(f *dfspb.ChunkDataStream) error {
+	if s.bytes != nil {
+		s.bytes.Add(float64(len(f.Data)))
+	}
 	fwd := s.fwd.send(f)
 	s.queue <- f.Data
 	ferr := <-fwd
@@ -396,10 +406,11 @@ type forwarder struct {
 	targets []replicaTarget
 	ups     []*chunkstream.Upload
 	started bool
+	bytes   prometheus.Counter // counts the bytes each replica took, when set
 }
 
 func (n *Node) openReplicas(ctx context.Context, s *uploadSession) (*forwarder, error) {
-	fw := &forwarder{s: s, targets: s.replicas}
+	fw := &forwarder{s: s, targets: s.replicas, bytes: n.metrics.forwarded}
 	for _, t := range s.replicas {
 		cc, err := n.pool.Get(t.addr)
 		if err != nil {
@@ -441,6 +452,8 @@ func (fw *forwarder) send(f *dfspb.ChunkDataStream) <-chan error {
 				}
 				if err := u.Send(g); err != nil {
 					errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %v", t.node.Short(), t.addr, err)
+				} else if fw.bytes != nil {
+					fw.bytes.Add(float64(len(g.Data)))
 				}
 			}()
 		}

@@ -1,0 +1,110 @@
+package coordinator
+
+import (
+	"context"
+
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// snapshot is the coordinator's state at one moment, as the status page
+// and the metrics show it.
+type snapshot struct {
+	// Started is set once the coordinator serves gRPC; the other fields
+	// are filled only then.
+	Started   bool
+	Addr      string
+	ClusterID string
+	Store     string
+	// Leading is set while this coordinator leads; the fields below it
+	// are filled only then.
+	Leading        bool
+	SafeMode       bool
+	SafeModeStatus string
+	// Nodes are every datanode's status with the health scan's marks,
+	// ordered by address.
+	Nodes []*dfspb.NodeStatus
+	// Capacity, Used and Free add up the nodes that are not dead.
+	Capacity, Used, Free int64
+	Files, Chunks        int
+	UploadSessions       int
+	Health               *dfspb.ClusterHealth
+	RepairsFailed        int64
+}
+
+// snapshot returns the coordinator's state now.
+func (c *Coordinator) snapshot() snapshot {
+	if !c.started() {
+		return snapshot{}
+	}
+	s := snapshot{Started: true, Addr: c.addr, ClusterID: c.store.ClusterID(), Store: c.name}
+	t := c.term.Load()
+	if t == nil {
+		return s
+	}
+	s.Leading = true
+	s.SafeMode, s.SafeModeStatus = t.safe.Status()
+	_, s.Nodes = t.nodes.list()
+	for _, n := range s.Nodes {
+		t.decorate(n)
+		if n.State != dfspb.NodeState_NODE_STATE_DEAD {
+			s.Capacity += n.Capacity
+			s.Used += n.Used
+			s.Free += n.Free
+		}
+	}
+	s.Files, s.Chunks = t.refs.counts()
+	s.UploadSessions = t.uploads.Len()
+	s.Health = t.clusterHealth()
+	s.RepairsFailed = t.repair.Stats().Failed
+	return s
+}
+
+// Readiness returns nil when the coordinator serves every request: it
+// leads and is out of safe mode. Otherwise the error says why: it is
+// starting, it is a standby (naming the leader when one is known, which
+// asks the elector within ctx), or it waits in safe mode.
+func (c *Coordinator) Readiness(ctx context.Context) error {
+	if !c.started() {
+		return rpc.Errorf(rpc.Unavailable, "coordinator is starting")
+	}
+	t, err := c.leader(ctx)
+	if err != nil {
+		return rpc.FromStatus(err)
+	}
+	if on, status := t.safe.Status(); on {
+		return rpc.Errorf(rpc.Unavailable, "coordinator in safe mode: %s", status)
+	}
+	return nil
+}
+
+// leaderAddr returns the address of the leading coordinator: this one's
+// while it leads, the elected one's (asking the elector within ctx) while
+// it stands by, or "" when none is known.
+func (c *Coordinator) leaderAddr(ctx context.Context) string {
+	if !c.started() {
+		return ""
+	}
+	if c.Leading() {
+		return c.addr
+	}
+	if c.elector == nil {
+		return ""
+	}
+	l, err := c.elector.Leader(ctx)
+	if err != nil {
+		return ""
+	}
+	return l
+}
+
+// started reports whether Run has set the coordinator up (its address and
+// logger are fixed from then on).
+func (c *Coordinator) started() bool {
+	select {
+	case <-c.ready:
+		return true
+	default:
+		return false
+	}
+}

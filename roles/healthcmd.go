@@ -1,0 +1,153 @@
+package roles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// defaultHealthTimeout bounds one `dfs health` check: below the 5s a
+// container HEALTHCHECK gives it, above a loaded server's answer time.
+const defaultHealthTimeout = 3 * time.Second
+
+// healthCommand returns `dfs health`: one check of a running coordinator or
+// datanode for scripts, supervisors and the container image's HEALTHCHECK
+// (which has no shell). It prints one line and exits 0 when the server
+// serves, non-zero otherwise.
+func healthCommand(stdio client.IO) *cli.Command {
+	return &cli.Command{
+		Name: "health", Usage: "check that a coordinator or datanode serves: one line, exit 0 if it does, 1 if not", Category: "server",
+		Flags: []cli.Flag{
+			// DFS_LISTEN comes second: where a role's environment sets its
+			// listen address (a container, a systemd environment file), the
+			// check follows it without being told.
+			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7000", EnvVars: []string{"DFS_HEALTH_ADDR", "DFS_LISTEN"}, Usage: "gRPC address of the server to check (an unspecified host means this machine)"},
+			&cli.DurationFlag{Name: "timeout", Value: defaultHealthTimeout, EnvVars: env("HEALTH_TIMEOUT"), Usage: "give up after this long"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return rpc.Errorf(rpc.Invalid, "health takes no arguments, got %q (use --addr)", c.Args().First())
+			}
+			if c.Duration("timeout") <= 0 {
+				return rpc.Errorf(rpc.Invalid, "health: --timeout must be positive")
+			}
+			addr, err := healthDialAddr(c.String("addr"))
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+			defer cancel()
+			state, err := checkHealth(ctx, addr)
+			if err != nil {
+				return fmt.Errorf("health %s: %w", addr, err)
+			}
+			fmt.Fprintf(stdio.Out, "%s: %s\n", addr, state)
+			return nil
+		},
+	}
+}
+
+// healthDialAddr turns a listen address into one to dial: an empty or
+// unspecified host ("0.0.0.0:7000", ":7000", "[::]:7000") means this
+// machine's loopback.
+func healthDialAddr(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return "", rpc.Errorf(rpc.Invalid, "health: invalid --addr %q: want host:port", addr)
+	}
+	ip := net.ParseIP(host)
+	switch {
+	case host == "" || (ip != nil && ip.IsUnspecified() && ip.To4() != nil):
+		host = "127.0.0.1"
+	case ip != nil && ip.IsUnspecified():
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// checkHealth asks the server at addr whether it serves, through the
+// standard gRPC health service. A server without that service is asked
+// through the dfs services instead (DataNode.HealthCheck, then
+// Coordinator.ListNodes), with the same meaning: a datanode that answers
+// and a coordinator that leads (in safe mode too) serve, a standby does
+// not. It returns a short description of the server's state, or an error
+// saying why it does not serve; ctx bounds it all.
+func checkHealth(ctx context.Context, addr string) (string, error) {
+	cc, err := rpc.Dial(addr)
+	if err != nil {
+		return "", err
+	}
+	defer cc.Close()
+	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	switch {
+	case err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING:
+		return "serving", nil
+	case err == nil:
+		return "", rpc.Errorf(rpc.Unavailable, "not serving (health status %s)", resp.GetStatus())
+	case status.Code(err) == codes.Unimplemented:
+		return checkDFSHealth(ctx, cc)
+	}
+	return "", healthCallError(ctx, err)
+}
+
+// checkDFSHealth checks a server that has no standard health service with
+// the cheapest call each role answers.
+func checkDFSHealth(ctx context.Context, cc *grpc.ClientConn) (string, error) {
+	hc, err := dfspb.NewDataNodeClient(cc).HealthCheck(ctx, &dfspb.HealthCheckRequest{})
+	if err == nil {
+		return fmt.Sprintf("serving (datanode %s, %d chunks)", rpc.NodeID(hc.NodeId).Short(), hc.ChunkCount), nil
+	}
+	if status.Code(err) != codes.Unimplemented {
+		return "", healthCallError(ctx, err)
+	}
+	ln, err := dfspb.NewCoordinatorClient(cc).ListNodes(ctx, &dfspb.ListNodesRequest{})
+	switch {
+	case err == nil && ln.SafeMode:
+		return fmt.Sprintf("serving (coordinator in safe mode: %s)", ln.SafeModeStatus), nil
+	case err == nil:
+		return fmt.Sprintf("serving (coordinator, %d datanodes)", len(ln.Nodes)), nil
+	case status.Code(err) == codes.Unimplemented:
+		return "", rpc.Errorf(rpc.FailedPrecondition, "answers gRPC but is neither a coordinator nor a datanode (no health, DataNode or Coordinator service)")
+	}
+	if ns, ok := rpc.NotServingOf(rpc.FromStatus(err)); ok {
+		// As the standard health service has it: a coordinator that
+		// starts or stands by does not serve.
+		leader := ns.Leader
+		if leader == "" {
+			leader = "not known yet"
+		}
+		return "", rpc.Errorf(rpc.Unavailable, "not serving: coordinator standing by (leader %s)", leader)
+	}
+	return "", healthCallError(ctx, err)
+}
+
+// healthCallError renders a failed call as one readable clause.
+func healthCallError(ctx context.Context, err error) error {
+	st := status.Convert(err)
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || st.Code() == codes.DeadlineExceeded:
+		return rpc.Errorf(rpc.DeadlineExceeded, "no answer in time (--timeout)")
+	case st.Code() == codes.Unavailable && strings.Contains(st.Message(), "transport"):
+		// grpc's message: connection error: desc = "transport: Error
+		// while dialing: dial tcp ...: connect: connection refused"
+		msg := st.Message()
+		if i := strings.LastIndex(msg, "dial "); i >= 0 {
+			msg = strings.TrimSuffix(msg[i:], `"`)
+		}
+		return rpc.Errorf(rpc.Unavailable, "unreachable: %s", msg)
+	}
+	return rpc.FromStatus(err)
+}
