@@ -209,26 +209,34 @@ func (t *term) scan(ctx context.Context) {
 
 // findOrphans returns deletions for reported chunks that no committed file
 // references and no open upload placed, first seen more than the orphan
-// grace period ago.
+// grace period ago. A session loaded from the store after a restart or a
+// takeover knows only its header, so a chunk it stored before is
+// recognized by its ID (upload.find) and kept while the session is open.
 func (t *term) findOrphans() []meta.Deletion {
+	// An upload moves from t.uploads to t.confirming to refs (or back to
+	// t.uploads when its confirm may be retried): reading them in that
+	// order sees every upload at least once.
+	var open []*upload
+	t.uploads.Range(func(_ rpc.SessionID, u *upload) { open = append(open, u) })
+	open = append(open, t.confirming.list()...)
+	t.uploads.Range(func(_ rpc.SessionID, u *upload) { open = append(open, u) })
 	allocated := map[rpc.ChunkID]bool{}
-	t.uploads.Range(func(_ rpc.SessionID, u *upload) {
+	for _, u := range open {
 		u.mu.Lock()
 		for _, a := range u.allocs {
 			allocated[a.ID] = true
 		}
 		u.mu.Unlock()
-	})
+	}
 	for _, r := range t.refs.snapshot() {
 		allocated[r.chunk.ID] = true // referenced: not an orphan either
 	}
 	now := time.Now()
 	grace := t.c.cfg.OrphanGrace
 	seen := map[rpc.ChunkID]bool{}
-	var out []meta.Deletion
+	expired := map[rpc.ChunkID][]rpc.NodeID{}
 	h := t.health
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	t.locs.each(func(id rpc.ChunkID, copies map[rpc.NodeID]replicaMeta) {
 		if allocated[id] {
 			return
@@ -243,12 +251,28 @@ func (t *term) findOrphans() []meta.Deletion {
 			return
 		}
 		for n := range copies {
-			out = append(out, meta.Deletion{Node: n, Chunk: id})
+			expired[id] = append(expired[id], n)
 		}
 	})
 	for id := range h.orphanSeen {
 		if !seen[id] {
 			delete(h.orphanSeen, id)
+		}
+	}
+	h.mu.Unlock()
+
+	var out []meta.Deletion
+	for id, nodes := range expired {
+		if slices.ContainsFunc(open, func(u *upload) bool {
+			u.mu.Lock()
+			defer u.mu.Unlock()
+			_, ok := u.find(id)
+			return ok
+		}) {
+			continue // an open upload's, from before this term
+		}
+		for _, n := range nodes {
+			out = append(out, meta.Deletion{Node: n, Chunk: id})
 		}
 	}
 	return out

@@ -30,11 +30,16 @@ type term struct {
 	locs    *locations
 	refs    *refIndex
 	uploads *sessions.Table[rpc.SessionID, *upload]
-	gc      *gc.Collector
-	safe    *safeMode
-	health  *health
-	repair  *repair.Controller
-	started time.Time
+	// confirming holds the uploads ConfirmUpload took out of uploads
+	// until their file is committed (its chunks are then in refs) or the
+	// session is put back or aborted, so no scan in between takes their
+	// chunks for orphans.
+	confirming confirmingSet
+	gc         *gc.Collector
+	safe       *safeMode
+	health     *health
+	repair     *repair.Controller
+	started    time.Time
 	// warmup is set when the store already held data: the cluster had
 	// datanodes, which are still coming back when the term starts.
 	warmup bool
@@ -185,6 +190,37 @@ func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []
 		return nil, fmt.Errorf("record deletions done: %w", err)
 	}
 	return failed, nil
+}
+
+// confirmingSet is the uploads being confirmed.
+type confirmingSet struct {
+	mu sync.Mutex
+	m  map[*upload]bool
+}
+
+func (s *confirmingSet) add(u *upload) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[*upload]bool{}
+	}
+	s.m[u] = true
+}
+
+func (s *confirmingSet) remove(u *upload) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, u)
+}
+
+func (s *confirmingSet) list() []*upload {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*upload, 0, len(s.m))
+	for u := range s.m {
+		out = append(out, u)
+	}
+	return out
 }
 
 // refIndex knows every chunk a committed file references, with the

@@ -281,6 +281,8 @@ func (t *term) confirmUpload(ctx context.Context, req *dfspb.ConfirmUploadReques
 	if !ok {
 		return nil, rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", id)
 	}
+	t.confirming.add(u)
+	defer t.confirming.remove(u)
 	f, err := t.verify(ctx, u, req)
 	if err == nil {
 		err = t.commitUpload(ctx, u, f)
