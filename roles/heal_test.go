@@ -631,9 +631,6 @@ func TestRmReturnsDiskWithRepairs(t *testing.T) {
 // copies made by the repairs included, must go as deleted chunks, not
 // wait out the grace period as orphans.
 func TestRmDuringRepairLeavesNoOrphans(t *testing.T) {
-	t.Skip("BUG: a repair copy (ReplicateChunk) that completes after its file was removed is recorded by " +
-		"replicator.Copy (roles/coordinator/health.go) as a new copy of a chunk no file references; no deletion is " +
-		"recorded for it, so it stays on the target's disk until --orphan-grace (default 1h) collects it as an orphan")
 	t.Parallel()
 	rmDuringRepair(t, coordinator.DefaultConfig().OrphanGrace)
 }

@@ -130,8 +130,8 @@ func (t *term) deleteFile(ctx context.Context, path string) error {
 		if err != nil {
 			return err
 		}
-		t.refs.remove(f)
 		t.enqueue(txn.AddDeletions)
+		t.unreference(ctx, f, txn.AddDeletions)
 		t.log.Info().Str("path", string(p)).Int("chunks", len(f.Chunks)).Msg("file deleted")
 		t.c.metrics.filesDeleted.Inc()
 		return nil

@@ -350,6 +350,10 @@ func (r replicator) Copy(ctx context.Context, task repair.Task) error {
 	r.t.locs.report(task.Target.ID, false, []*dfspb.ChunkStat{{
 		ChunkId: string(task.Chunk), Present: true, Size: task.Size, Digest: task.Digest, FrameSize: task.FrameSize,
 	}}, nil, nil)
+	if !r.t.refs.has(task.Chunk) {
+		// Its file was removed while the copy ran (see unreference).
+		r.t.delete(ctx, []meta.Deletion{{Node: task.Target.ID, Chunk: task.Chunk}}, "copied after its file was removed")
+	}
 	return nil
 }
 

@@ -334,10 +334,10 @@ func (t *term) commitUpload(ctx context.Context, u *upload, f *meta.File) error 
 			return err
 		}
 		t.refs.add(f)
-		if old != nil {
-			t.refs.remove(old)
-		}
 		t.enqueue(txn.AddDeletions)
+		if old != nil {
+			t.unreference(ctx, old, txn.AddDeletions)
+		}
 		return nil
 	}
 }
@@ -387,6 +387,27 @@ func (t *term) chunkDeletions(f *meta.File) []meta.Deletion {
 		}
 	}
 	return out
+}
+
+// unreference drops the chunks of old, which a commit just removed or
+// replaced, from refs, then deletes any copy of them that is not among the
+// recorded deletions: a repair copy that landed after those were listed.
+// No file needs it, and it must not wait out the orphan grace period.
+// replicator.Copy checks refs after it counts a copy, so of the two, one
+// always sees the other.
+func (t *term) unreference(ctx context.Context, old *meta.File, recorded []meta.Deletion) {
+	t.refs.remove(old)
+	listed := make(map[meta.Deletion]bool, len(recorded))
+	for _, d := range recorded {
+		listed[d] = true
+	}
+	var late []meta.Deletion
+	for _, d := range t.chunkDeletions(old) {
+		if !listed[d] {
+			late = append(late, d)
+		}
+	}
+	t.delete(ctx, late, "copied while its file was removed")
 }
 
 // enqueue hands recorded deletions to GC.
