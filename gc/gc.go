@@ -102,6 +102,18 @@ func (c *Collector) Enqueue(node rpc.NodeID, ids ...rpc.ChunkID) {
 	}
 }
 
+// Queued reports whether a deletion of id on node is still to do.
+func (c *Collector) Queued(node rpc.NodeID, id rpc.ChunkID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.queues[node]
+	if q == nil {
+		return false
+	}
+	_, ok := q.ids[id]
+	return ok
+}
+
 // Pending returns how many deletions are still to do.
 func (c *Collector) Pending() int {
 	c.mu.Lock()

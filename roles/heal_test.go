@@ -590,11 +590,6 @@ func TestReadReportsBadReplica(t *testing.T) {
 // three nodes with replication three, dfs dev's default: the only node
 // the good copy can go to is the one that holds the bad copy.
 func TestCorruptCopyReplacedOnFullCluster(t *testing.T) {
-	t.Skip("BUG: with as many live nodes as the replication factor, a corrupt copy is never replaced: the health scan " +
-		"(roles/coordinator/health.go) trims corrupt copies only once a chunk is fully replicated, and the repair " +
-		"controller never targets a node that holds any copy (Need.Holders includes the corrupt one, and ReplicateChunk " +
-		"refuses a node whose copy awaits deletion), so the chunk stays at 2 good copies and the corrupt file stays on " +
-		"disk forever (fsck exits 1 for good) in a 3-node cluster with replication 3")
 	t.Parallel()
 	c := scrubCluster(t, 3)
 	cl := newTestClient(t, c)

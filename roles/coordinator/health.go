@@ -117,9 +117,17 @@ func (t *term) assess(r ref, nodes map[rpc.NodeID]nodeInfo) assessment {
 	return a
 }
 
+// hasRoom reports whether a live candidate holds no copy of the chunk.
+func hasRoom(candidates []placement.Node, holders []rpc.NodeID) bool {
+	return slices.ContainsFunc(candidates, func(c placement.Node) bool {
+		return c.State != placement.Dead && !slices.Contains(holders, c.ID)
+	})
+}
+
 // scan looks at every committed chunk and every reported copy.
 func (t *term) scan(ctx context.Context) {
 	nodes := t.nodes.infos()
+	candidates := t.nodes.candidates()
 	refs := t.refs.snapshot()
 	var short []ref
 	var trims []meta.Deletion
@@ -141,6 +149,16 @@ func (t *term) scan(ctx context.Context) {
 			under++
 			if _, ok := a.need(ch); ok {
 				short = append(short, r)
+				if !hasRoom(candidates, a.holders) {
+					// Every node a new copy could go to holds a bad copy
+					// (a cluster of as many nodes as copies): delete the
+					// bad copies first to make room for good ones.
+					for _, cs := range states {
+						if !cs.good && cs.live {
+							trims = append(trims, meta.Deletion{Node: cs.node, Chunk: ch.ID})
+						}
+					}
+				}
 			} else {
 				missing++
 			}
@@ -290,8 +308,8 @@ func (t *term) delete(ctx context.Context, dels []meta.Deletion, why string) {
 		t.log.Warn().Err(err).Int("copies", len(dels)).Msg("cannot record deletions")
 		return
 	}
+	t.enqueue(dels) // before forget: repair never sees the node free of the copy and not queued
 	t.locs.forget(dels)
-	t.enqueue(dels)
 	t.log.Info().Int("copies", len(dels)).Str("why", why).Msg("deleting copies")
 }
 
@@ -307,14 +325,24 @@ func (t *term) Needs() []repair.Need {
 		return nil
 	}
 	nodes := t.nodes.infos()
+	candidates := t.nodes.candidates()
 	var needs []repair.Need
 	for _, r := range short {
 		if !t.refs.has(r.chunk.ID) {
 			continue
 		}
-		if n, ok := t.assess(r, nodes).need(r.chunk); ok {
-			needs = append(needs, n)
+		n, ok := t.assess(r, nodes).need(r.chunk)
+		if !ok {
+			continue
 		}
+		// A node whose (bad) copy is still to be deleted takes no new
+		// one: the deletion, by chunk ID, would take it too.
+		for _, c := range candidates {
+			if t.gc.Queued(c.ID, n.Chunk) {
+				n.Holders = append(n.Holders, c.ID)
+			}
+		}
+		needs = append(needs, n)
 	}
 	// Most endangered first.
 	slices.SortStableFunc(needs, func(a, b repair.Need) int { return len(a.Sources) - len(b.Sources) })
