@@ -105,8 +105,11 @@ type Options struct {
 // that form the next batch. With N clients that each wait for their commit,
 // the N resubmit within a fraction of a millisecond of each other, so the
 // delay only has to cover that spread: at 16 clients 1 ms gave ~2,900
-// commits/s against ~2,100 for 2 ms, ~1,600 for 3 ms and ~1,200 for 5 ms,
-// and one client waits 1 ms more than its fsyncs. At 256 clients a delay
+// commits/s against ~2,100 for 2 ms, ~1,600 for 3 ms and ~1,200 for 5 ms
+// (boltstore BenchmarkCommit); through the gRPC API (roles
+// BenchmarkMetadata, 16 clients, medians of 3) 500 µs gave 5,390
+// commits/s against 4,289 for 1 ms, 5,022 for 350 µs and 5,046 for 700 µs.
+// One client waits the delay more than its fsyncs. At 256 clients a delay
 // closer to the commit time (2-3 ms) does better, as batches that close
 // early queue on the writer lock half full; raise BatchDelay for such
 // loads. The size cap is far above what a delay gathers, so it only bounds
@@ -115,7 +118,7 @@ type Options struct {
 func DefaultOptions() Options {
 	return Options{
 		LockTimeout: 5 * time.Second,
-		BatchDelay:  time.Millisecond,
+		BatchDelay:  500 * time.Microsecond,
 		BatchSize:   1000,
 		MmapSize:    1 << 30,
 	}
