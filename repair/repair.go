@@ -100,6 +100,9 @@ type Controller struct {
 	lastFill time.Time
 	stats    Stats
 	wg       sync.WaitGroup
+	// kick wakes Run when a copy ends, so the next one starts at once
+	// rather than at the next Interval.
+	kick chan struct{}
 }
 
 // New returns a controller.
@@ -118,7 +121,8 @@ func New(cfg Config, cluster Cluster, copier Copier, policy placement.Policy, lo
 		cfg.Timeout = d.Timeout
 	}
 	return &Controller{cfg: cfg, cluster: cluster, copier: copier, policy: policy, log: log,
-		running: map[rpc.ChunkID][]rpc.NodeID{}, busy: map[rpc.NodeID]int{}, badSrc: map[rpc.ChunkID][]rpc.NodeID{}}
+		running: map[rpc.ChunkID][]rpc.NodeID{}, busy: map[rpc.NodeID]int{}, badSrc: map[rpc.ChunkID][]rpc.NodeID{},
+		kick: make(chan struct{}, 1)}
 }
 
 // Stats returns what the controller did so far.
@@ -140,7 +144,8 @@ func (c *Controller) Repairing(chunk rpc.ChunkID) bool {
 	return len(c.running[chunk]) > 0
 }
 
-// Run repairs until ctx ends, then waits for running copies to stop.
+// Run repairs until ctx ends, then waits for running copies to stop. It
+// looks at what needs repair every Interval and whenever a copy ends.
 func (c *Controller) Run(ctx context.Context) {
 	defer c.wg.Wait()
 	t := time.NewTicker(c.cfg.Interval)
@@ -151,6 +156,7 @@ func (c *Controller) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-c.kick:
 		}
 	}
 }
@@ -260,6 +266,15 @@ func (c *Controller) start(ctx context.Context, t Task) {
 }
 
 func (c *Controller) finish(t Task, err error) {
+	if err == nil {
+		// A failed copy waits for the next Interval: no hot retry loop.
+		defer func() {
+			select {
+			case c.kick <- struct{}{}:
+			default:
+			}
+		}()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.running[t.Chunk] = slices.DeleteFunc(c.running[t.Chunk], func(n rpc.NodeID) bool { return n == t.Target.ID })

@@ -179,3 +179,34 @@ func TestBadSourceIsAvoided(t *testing.T) {
 	got := cp.copies()
 	is.Equal(got[len(got)-1].Source.ID, ns[1].ID) // the next attempt reads another copy
 }
+
+// TestNextCopyStartsWhenOneEnds: with one copy at a time and an hour
+// between looks, every copy still runs, each one as soon as the one
+// before it ended.
+func TestNextCopyStartsWhenOneEnds(t *testing.T) {
+	is := is.New(t)
+	ns := nodes(3)
+	cl := &fakeCluster{nodes: ns}
+	for i := range 10 {
+		cl.needs = append(cl.needs, Need{Chunk: chunk(i), Size: 10, Missing: 1, Sources: ns[:1], Holders: []rpc.NodeID{ns[0].ID}})
+	}
+	cp := &fakeCopier{fail: func(task Task) error {
+		// The copy counts from now on: the cluster no longer needs it.
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		for i, n := range cl.needs {
+			if n.Chunk == task.Chunk {
+				cl.needs = append(cl.needs[:i], cl.needs[i+1:]...)
+				break
+			}
+		}
+		return nil
+	}}
+	c := New(Config{Interval: time.Hour, PerNode: 1, Total: 1}, cl, cp, placement.Random{}, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "ten copies, one after the other", func() bool { return c.Stats().Done == 10 })
+	is.Equal(len(cp.copies()), 10) // each chunk copied once
+}
