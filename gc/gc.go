@@ -80,10 +80,16 @@ func New(cfg Config, d Deleter, log zerolog.Logger) *Collector {
 
 // Enqueue schedules ids for deletion on node, Config.Delay from now.
 func (c *Collector) Enqueue(node rpc.NodeID, ids ...rpc.ChunkID) {
+	c.EnqueueAfter(c.cfg.Delay, node, ids...)
+}
+
+// EnqueueAfter schedules ids for deletion on node, delay from now (or
+// sooner, if they were queued with an earlier time).
+func (c *Collector) EnqueueAfter(delay time.Duration, node rpc.NodeID, ids ...rpc.ChunkID) {
 	if len(ids) == 0 {
 		return
 	}
-	due := time.Now().Add(c.cfg.Delay)
+	due := time.Now().Add(delay)
 	c.mu.Lock()
 	q := c.queues[node]
 	if q == nil {
@@ -91,7 +97,7 @@ func (c *Collector) Enqueue(node rpc.NodeID, ids ...rpc.ChunkID) {
 		c.queues[node] = q
 	}
 	for _, id := range ids {
-		if _, queued := q.ids[id]; !queued {
+		if at, queued := q.ids[id]; !queued || due.Before(at) {
 			q.ids[id] = due
 		}
 	}

@@ -368,3 +368,26 @@ func TestConcurrentEnqueueAndSweep(t *testing.T) {
 	is.Equal(c.Pending(), 0)          // every deletion done
 	is.Equal(c.Deleted(), int64(200)) // each counted exactly once
 }
+
+// TestEnqueueAfter: a deletion queued with a shorter delay is carried out
+// at once, also one queued before with the default delay; Queued tells
+// which deletions are still to do.
+func TestEnqueueAfter(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	a, b := ids("a", 1), ids("b", 1)
+	nodes.Add(n1, a...)
+	nodes.Add(n1, b...)
+	conf := cfg()
+	conf.Delay = time.Hour
+	c := newCollector(t, conf, nodes)
+	c.Enqueue(n1, a...)
+	c.Enqueue(n1, b...)
+	c.EnqueueAfter(0, n1, b...)
+	is.True(c.Queued(n1, a[0]))  // queued
+	is.True(!c.Queued(n2, a[0])) // not on another node
+	c.Sweep(context.Background(), time.Now())
+	is.Equal(nodes.Chunks(n1), a) // b went at once, a waits for its hour
+	is.True(!c.Queued(n1, b[0]))  // done
+	is.True(c.Queued(n1, a[0]))   // still to do
+}

@@ -591,7 +591,9 @@ func TestReadReportsBadReplica(t *testing.T) {
 // the good copy can go to is the one that holds the bad copy.
 func TestCorruptCopyReplacedOnFullCluster(t *testing.T) {
 	t.Parallel()
-	c := scrubCluster(t, 3)
+	// An hour of GC delay: a bad copy is deleted at once all the same
+	// (no reader uses it), or the good one could not take its place.
+	c := scrubCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = time.Hour }))
 	cl := newTestClient(t, c)
 	files := putFiles(t, cl, "/full", 2*testChunkSize+10)
 	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)

@@ -130,7 +130,8 @@ func (t *term) scan(ctx context.Context) {
 	candidates := t.nodes.candidates()
 	refs := t.refs.snapshot()
 	var short []ref
-	var trims []meta.Deletion
+	var trims []meta.Deletion // surplus good copies: readers may still use them
+	var bad []meta.Deletion   // corrupt or mismatched copies: never served
 	var under, missing, corrupt int64
 	corruptOn := map[rpc.NodeID]int64{}
 	stillNeeded := map[rpc.NodeID]bool{} // draining nodes some chunk still depends on
@@ -155,7 +156,7 @@ func (t *term) scan(ctx context.Context) {
 					// bad copies first to make room for good ones.
 					for _, cs := range states {
 						if !cs.good && cs.live {
-							trims = append(trims, meta.Deletion{Node: cs.node, Chunk: ch.ID})
+							bad = append(bad, meta.Deletion{Node: cs.node, Chunk: ch.ID})
 						}
 					}
 				}
@@ -175,7 +176,7 @@ func (t *term) scan(ctx context.Context) {
 		// Fully replicated: the extra copies and the corrupt ones can go.
 		for _, cs := range states {
 			if !cs.good && cs.live {
-				trims = append(trims, meta.Deletion{Node: cs.node, Chunk: ch.ID})
+				bad = append(bad, meta.Deletion{Node: cs.node, Chunk: ch.ID})
 			}
 		}
 		if extra := counted - want; extra > 0 {
@@ -195,6 +196,7 @@ func (t *term) scan(ctx context.Context) {
 
 	orphans := t.findOrphans()
 	t.delete(ctx, append(trims, orphans...), "trim or orphan")
+	t.deleteAfter(ctx, bad, "bad copy", 0) // no reader can be using it
 
 	decommissioned := map[rpc.NodeID]bool{}
 	for id, info := range nodes {
@@ -297,8 +299,13 @@ func (t *term) findOrphans() []meta.Deletion {
 }
 
 // delete records deletions durably, forgets the copies and hands them to
-// GC.
+// GC, which carries them out after --gc-delay.
 func (t *term) delete(ctx context.Context, dels []meta.Deletion, why string) {
+	t.deleteAfter(ctx, dels, why, t.c.cfg.GCDelay)
+}
+
+// deleteAfter is delete with GC carrying the deletions out after delay.
+func (t *term) deleteAfter(ctx context.Context, dels []meta.Deletion, why string, delay time.Duration) {
 	if len(dels) == 0 {
 		return
 	}
@@ -308,7 +315,9 @@ func (t *term) delete(ctx context.Context, dels []meta.Deletion, why string) {
 		t.log.Warn().Err(err).Int("copies", len(dels)).Msg("cannot record deletions")
 		return
 	}
-	t.enqueue(dels) // before forget: repair never sees the node free of the copy and not queued
+	for _, d := range dels { // before forget: repair never sees the node free of the copy and not queued
+		t.gc.EnqueueAfter(delay, d.Node, d.Chunk)
+	}
 	t.locs.forget(dels)
 	t.log.Info().Int("copies", len(dels)).Str("why", why).Msg("deleting copies")
 }
