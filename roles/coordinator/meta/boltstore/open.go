@@ -79,11 +79,12 @@ type Options struct {
 	// the same data dir fails after it with an error of kind
 	// rpc.Unavailable instead of waiting for ever.
 	LockTimeout time.Duration
-	// BatchDelay is how long the first commit of a batch waits for others
-	// to join it and share its fsync (bolt's MaxBatchDelay).
+	// BatchDelay is how long a batch waits for more commits to join it
+	// before it is written; 0 (the default) writes at once. Commits that
+	// arrive while a transaction is being written always form the next
+	// batch, so concurrent commits share fsyncs without any delay.
 	BatchDelay time.Duration
-	// BatchSize caps the commits of one write transaction (bolt's
-	// MaxBatchSize); a full batch starts without waiting for BatchDelay.
+	// BatchSize caps the commits of one write transaction.
 	BatchSize int
 	// MmapSize is the size of the initial memory map. A read transaction
 	// (a Snapshot streaming a backup, say) blocks a writer that has to grow
@@ -96,29 +97,19 @@ type Options struct {
 
 // DefaultOptions returns the options Open uses for zero fields.
 //
-// The batch settings come from measuring this store on the 2-core dev
-// machine. A bolt commit costs two fdatasyncs (data pages, then the meta
-// page), 3-5 ms there under load, whatever the transaction carries, so
-// throughput is commits per transaction over (BatchDelay + commit time).
-// bolt's Batch closes a batch when its delay expires, even while the
-// previous transaction still holds the writer lock; commits arriving after
-// that form the next batch. With N clients that each wait for their commit,
-// the N resubmit within a fraction of a millisecond of each other, so the
-// delay only has to cover that spread: at 16 clients 1 ms gave ~2,900
-// commits/s against ~2,100 for 2 ms, ~1,600 for 3 ms and ~1,200 for 5 ms
-// (boltstore BenchmarkCommit); through the gRPC API (roles
-// BenchmarkMetadata, 16 clients, medians of 3) 500 µs gave 5,390
-// commits/s against 4,289 for 1 ms, 5,022 for 350 µs and 5,046 for 700 µs.
-// One client waits the delay more than its fsyncs. At 256 clients a delay
-// closer to the commit time (2-3 ms) does better, as batches that close
-// early queue on the writer lock half full; raise BatchDelay for such
-// loads. The size cap is far above what a delay gathers, so it only bounds
-// the work and dirty memory of one transaction (and a full batch starts at
-// once).
+// A bolt commit costs two fdatasyncs (data pages, then the meta page),
+// whatever the transaction carries, so throughput is commits per
+// transaction over the commit time. Commits are grouped without a delay
+// (see Store.Commit): while one transaction is written, the commits that
+// arrive queue up and go together in the next. On the 2-core dev machine
+// through the gRPC API with 16 clients (roles BenchmarkMetadata) bolt's own
+// Batch, which closes a batch on a timer, gave 4,289 commits/s with a 1 ms
+// delay and 5,390 with 500 µs; grouping without a delay gives more (see
+// docs/benchmarks.md) and adds no wait for a lone client. The size cap
+// only bounds the work and dirty memory of one transaction.
 func DefaultOptions() Options {
 	return Options{
 		LockTimeout: 5 * time.Second,
-		BatchDelay:  500 * time.Microsecond,
 		BatchSize:   1000,
 		MmapSize:    1 << 30,
 	}
@@ -128,9 +119,6 @@ func (o Options) withDefaults() Options {
 	d := DefaultOptions()
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = d.LockTimeout
-	}
-	if o.BatchDelay <= 0 {
-		o.BatchDelay = d.BatchDelay
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = d.BatchSize
@@ -178,7 +166,8 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, path: path, log: opts.Log.With().Str("component", "boltstore").Str("path", path).Logger()}
+	s := &Store{db: db, path: path, log: opts.Log.With().Str("component", "boltstore").Str("path", path).Logger(),
+		batchDelay: opts.BatchDelay, batchSize: opts.BatchSize}
 	created, l, err := s.prepare()
 	if err != nil {
 		db.Close()
@@ -191,8 +180,6 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("boltstore.Open %s: %w", path, err)
 		}
 	}
-	db.MaxBatchDelay = opts.BatchDelay
-	db.MaxBatchSize = opts.BatchSize
 	s.cluster.Store(l.cluster)
 	size := int64(-1)
 	if fi, err := os.Stat(path); err == nil {

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
@@ -19,11 +21,19 @@ import (
 
 // Store is a meta.Store in one bolt file. Every commit is durable when it
 // returns (bolt fsyncs each write transaction); concurrent commits share
-// write transactions, and so fsyncs, through bolt's Batch.
+// write transactions, and so fsyncs (see Commit).
 type Store struct {
 	db   *bolt.DB
 	path string
 	log  zerolog.Logger
+
+	batchDelay time.Duration
+	batchSize  int
+	// mu guards the commits waiting for a write transaction and whether a
+	// writer goroutine is running.
+	mu      sync.Mutex
+	queue   []*commit
+	writing bool
 
 	cluster   atomic.Value // string
 	closeOnce sync.Once
@@ -371,13 +381,15 @@ func (s *Store) Snapshot(ctx context.Context, fn func(meta.Record) error) error 
 }
 
 // Commit applies txn atomically and durably, sharing a write transaction
-// and its fsync with concurrent commits. The checks (version, directory,
-// parent) run inside the transaction, but a failed check is only recorded,
-// not returned to bolt: returning it would make bolt roll back the whole
-// batch and run it again without this commit. Only errors from bolt itself
-// (a failed write or fsync) reach bolt; those fail the commit that hit
-// them, or the whole batch when the commit of the transaction fails, and
-// leave nothing applied. A context that ends while the commit waits for
+// and its fsync with concurrent commits: one writer goroutine at a time
+// takes every commit queued so far into one transaction, and those that
+// arrive while it is written go in the next. The checks (version,
+// directory, parent) run inside the transaction, but a failed check is
+// only recorded, not returned to bolt: returning it would roll back the
+// whole batch. Only errors from bolt itself (a failed write) fail the
+// commit that hit them, and the batch is written again without it; a
+// failed commit of the transaction (fsync) fails the whole batch and
+// leaves nothing applied. A context that ends while the commit waits for
 // its batch withdraws it; one that ends later does not undo it.
 func (s *Store) Commit(ctx context.Context, txn *meta.Txn) error {
 	if err := meta.CheckTxn(txn); err != nil {
@@ -419,14 +431,70 @@ func (s *Store) Commit(ctx context.Context, txn *meta.Txn) error {
 		}
 		c.drains = append(c.drains, k)
 	}
-	if err := s.db.Batch(c.apply); err != nil {
-		return boltErr("boltstore.Commit", err)
+	c.done = make(chan error, 1)
+	s.mu.Lock()
+	s.queue = append(s.queue, c)
+	if !s.writing {
+		s.writing = true
+		go s.write()
 	}
-	return c.res
+	s.mu.Unlock()
+	return <-c.done
 }
 
-// commit is one Commit's work. apply may run more than once (bolt re-runs
-// a batch without a member whose function failed), always in a fresh
+// write writes batches until no commit is queued.
+func (s *Store) write() {
+	for {
+		if s.batchDelay > 0 {
+			time.Sleep(s.batchDelay)
+		}
+		s.mu.Lock()
+		n := min(len(s.queue), s.batchSize)
+		if n == 0 {
+			s.writing = false
+			s.mu.Unlock()
+			return
+		}
+		batch := slices.Clone(s.queue[:n])
+		s.queue = slices.Delete(s.queue, 0, n)
+		s.mu.Unlock()
+		s.writeBatch(batch)
+	}
+}
+
+// writeBatch applies batch in one write transaction and tells each commit
+// its result; a commit whose writes fail is dropped and the rest written
+// again.
+func (s *Store) writeBatch(batch []*commit) {
+	for len(batch) > 0 {
+		failed := -1
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for i, c := range batch {
+				if err := c.apply(tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed >= 0 {
+			batch[failed].done <- boltErr("boltstore.Commit", err)
+			batch = slices.Delete(batch, failed, failed+1)
+			continue
+		}
+		for _, c := range batch {
+			if err != nil {
+				c.done <- boltErr("boltstore.Commit", err)
+			} else {
+				c.done <- c.res
+			}
+		}
+		return
+	}
+}
+
+// commit is one Commit's work. apply may run more than once (a batch is
+// written again without a member whose writes failed), always in a fresh
 // transaction, so it computes res anew each time.
 type commit struct {
 	ctx     context.Context
@@ -436,6 +504,7 @@ type commit struct {
 	dels    [][]byte
 	drains  [][]byte
 	applied *atomic.Int64
+	done    chan error // receives the commit's result
 
 	res error
 }
