@@ -338,23 +338,18 @@ func TestDatanodeReadiness(t *testing.T) {
 	is.True(ok && v == 0) // the registered gauge is 0
 }
 
-// captureLog collects JSON log lines until the test ends.
+// captureLog collects JSON log lines until the test ends (close).
 type captureLog struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	done bool
+	gatedWriter
+	buf bytes.Buffer
 }
 
-func (c *captureLog) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.done {
-		c.buf.Write(p)
-	}
-	return len(p), nil
+func newCaptureLog() *captureLog {
+	c := &captureLog{}
+	c.w = &c.buf
+	return c
 }
 
-// lines returns every line logged so far, decoded.
 func (c *captureLog) lines() []map[string]any {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -370,8 +365,8 @@ func (c *captureLog) lines() []map[string]any {
 
 func TestRequestIDAcrossRoles(t *testing.T) {
 	is := is.New(t)
-	logs := &captureLog{}
-	t.Cleanup(func() { logs.mu.Lock(); logs.done = true; logs.mu.Unlock() })
+	logs := newCaptureLog()
+	t.Cleanup(logs.close)
 	c := newTestCluster(t, 3, func(c *ClusterConfig) {
 		c.Log = zerolog.New(logs).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 	})

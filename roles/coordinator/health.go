@@ -315,9 +315,7 @@ func (t *term) deleteAfter(ctx context.Context, dels []meta.Deletion, why string
 		t.log.Warn().Err(err).Int("copies", len(dels)).Msg("cannot record deletions")
 		return
 	}
-	for _, d := range dels { // before forget: repair never sees the node free of the copy and not queued
-		t.gc.EnqueueAfter(delay, d.Node, d.Chunk)
-	}
+	t.enqueueAfter(delay, dels) // before forget: repair never sees the node free of the copy and not queued
 	t.locs.forget(dels)
 	t.log.Info().Int("copies", len(dels)).Str("why", why).Msg("deleting copies")
 }

@@ -410,10 +410,13 @@ func (t *term) unreference(ctx context.Context, old *meta.File, recorded []meta.
 	t.delete(ctx, late, "copied while its file was removed")
 }
 
-// enqueue hands recorded deletions to GC.
-func (t *term) enqueue(dels []meta.Deletion) {
+// enqueue hands recorded deletions to GC, to carry out after --gc-delay.
+func (t *term) enqueue(dels []meta.Deletion) { t.enqueueAfter(t.c.cfg.GCDelay, dels) }
+
+// enqueueAfter hands recorded deletions to GC, to carry out after delay.
+func (t *term) enqueueAfter(delay time.Duration, dels []meta.Deletion) {
 	for _, d := range dels {
-		t.gc.Enqueue(d.Node, d.Chunk)
+		t.gc.EnqueueAfter(delay, d.Node, d.Chunk)
 	}
 }
 
