@@ -324,6 +324,57 @@ func TestReReplicationAfterNodeLoss(t *testing.T) {
 	checkFiles(t, cl, files)
 }
 
+// TestTrimmedCopyNotCountedAgain: a surplus copy waits out --gc-delay on
+// its node's disk, so the node's inventories still list it. Counted
+// again, it would make the chunk look over-replicated once more, and the
+// next trim would take a copy the chunk needs (the one on the node that
+// rejoined last). Replication 2 on three nodes: a holder is lost and its
+// copy made again, it returns and its copy is trimmed, then the other
+// holder rejoins while the trimmed copy keeps being reported.
+func TestTrimmedCopyNotCountedAgain(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c := healingCluster(t, 3,
+		withCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = time.Hour }),
+		withDatanode(func(cfg *datanode.Config) { cfg.InventoryInterval = 100 * time.Millisecond }))
+	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 2 })
+	files := putFiles(t, cl, "/trim", 1000)
+	paths := slices.Sorted(mapKeys(files))
+	waitHealed(t, c, cl, paths, 2, nil)
+	fi, err := cl.Stat(t.Context(), paths[0])
+	is.NoErr(err) // stat
+	holders := healthyReplicas(fi.Chunks[0], nil)
+	first, second := nodeIndex(t, c, holders[0]), nodeIndex(t, c, holders[1])
+
+	is.NoErr(c.StopNode(first))
+	waitHealed(t, c, cl, paths, 2, nodeSet{holders[0]: true})
+	_, err = c.RestartNode(first)
+	is.NoErr(err) // restart the first holder
+	eventually(t, "the returning node's surplus copy queued for deletion", func() bool {
+		return health(t, c).Health.PendingDeletions == 1
+	})
+	_, err = c.RestartNode(second)
+	is.NoErr(err) // restart the second holder
+	eventually(t, "the second holder listed again", func() bool {
+		fi, err := cl.Stat(t.Context(), paths[0])
+		return err == nil && slices.Contains(healthyReplicas(fi.Chunks[0], nil), holders[1])
+	})
+	// Many inventories and scans later, one copy is still the only one to
+	// go, the trimmed copy is not offered to readers, and the chunk has
+	// its two copies.
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		h := health(t, c).Health
+		fi, err := cl.Stat(t.Context(), paths[0])
+		is.NoErr(err) // stat
+		listed := healthyReplicas(fi.Chunks[0], nil)
+		if h.PendingDeletions != 1 || h.UnderReplicated != 0 || len(listed) != 2 || slices.Contains(listed, holders[0]) {
+			t.Fatalf("%d copies to delete, %d chunks under-replicated, listed on %v; want 1, 0 and two nodes without the trimmed %s",
+				h.PendingDeletions, h.UnderReplicated, short(listed), rpc.NodeID(holders[0]).Short())
+		}
+	}
+	checkFiles(t, cl, files)
+}
+
 // TestRepairCopiesEachLostCopyOnce stops one of six datanodes: each copy
 // it held is made again exactly once, not a second time on yet another
 // node (then trimmed), and nothing is deleted.

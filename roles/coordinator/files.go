@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
@@ -281,7 +282,13 @@ func (c *Coordinator) ReportChunks(ctx context.Context, req *dfspb.ReportChunksR
 		t.log.Warn().Str("node_id", string(id)).Int("chunks", len(corrupt)).Msg("datanode reports corrupt copies")
 		c.events.add("corrupt", "datanode %s reports %d corrupt chunk copies", id.Short(), len(corrupt))
 	}
-	t.locs.report(id, req.Full, req.Added, removed, corrupt)
+	// A copy whose deletion is queued stays on the node's disk until GC
+	// gets to it, so reports still list it; taken back, it would be
+	// counted, and a chunk trimmed once trimmed again.
+	added := slices.DeleteFunc(req.Added, func(a *dfspb.ChunkStat) bool {
+		return t.gc.Queued(id, rpc.ChunkID(a.ChunkId))
+	})
+	t.locs.report(id, req.Full, added, removed, corrupt)
 	return &dfspb.ReportChunksResponse{}, nil
 }
 

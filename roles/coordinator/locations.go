@@ -55,8 +55,9 @@ func (l *locations) each(fn func(id rpc.ChunkID, copies map[rpc.NodeID]replicaMe
 }
 
 // forget drops copies the coordinator has decided to delete, so that the
-// decision is not taken twice; the node's next full report brings back a
-// copy whose deletion did not happen.
+// decision is not taken twice. Reports do not bring such a copy back while
+// its deletion is queued (see ReportChunks); one whose deletion GC gave up
+// (its node left the cluster) comes back with the node's next report.
 func (l *locations) forget(dels []meta.Deletion) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
