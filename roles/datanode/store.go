@@ -66,7 +66,11 @@ type Store struct {
 	chunks   int64
 	reserved int64
 	index    map[rpc.ChunkID]Meta // stored chunks, without frame digests
-	dirs     sync.Map             // chunk directories known to exist
+	// committing chunks are renamed into place, their directory not yet
+	// fsynced: not stored until it is, so no one is told they are.
+	committing map[rpc.ChunkID]bool
+	fsyncDir   func(dir string) error // syncDir; tests slow it down or fail it
+	dirs       sync.Map // chunk directories known to exist
 	// corrupt chunks failed verification (at start-up, or later by Verify
 	// or Open): they are not indexed, but their files stay, and count as
 	// used, until Delete removes them.
@@ -77,7 +81,7 @@ type Store struct {
 // left by a crash and counts the stored chunks. capacity caps the bytes the
 // node stores (0: the filesystem's size).
 func OpenStore(dir string, capacity int64) (*Store, error) {
-	s := &Store{dir: dir, capacity: capacity, index: map[rpc.ChunkID]Meta{}}
+	s := &Store{dir: dir, capacity: capacity, index: map[rpc.ChunkID]Meta{}, committing: map[rpc.ChunkID]bool{}, fsyncDir: syncDir}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("datanode: create %s: %w", dir, err)
 	}
@@ -358,14 +362,23 @@ func (s *Store) walk(fn func(id rpc.ChunkID, fileSize int64, quarantined bool) e
 // node can still accept: the capacity left after stored and reserved bytes,
 // bounded by the filesystem's free space less a reserve.
 func (s *Store) Usage() Usage {
-	var st syscall.Statfs_t
-	var fsFree, fsSize int64
-	if err := syscall.Statfs(s.dir, &st); err == nil {
-		fsFree = int64(st.Bavail) * int64(st.Bsize)
-		fsSize = int64(st.Blocks) * int64(st.Bsize)
-	}
+	fsFree, fsSize := s.statfs()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.usageLocked(fsFree, fsSize)
+}
+
+// statfs returns the filesystem's free bytes (for unprivileged users) and
+// size; 0 and 0 when it cannot be asked.
+func (s *Store) statfs() (free, size int64) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dir, &st); err != nil {
+		return 0, 0
+	}
+	return int64(st.Bavail) * int64(st.Bsize), int64(st.Blocks) * int64(st.Bsize)
+}
+
+func (s *Store) usageLocked(fsFree, fsSize int64) Usage {
 	capacity := s.capacity
 	if capacity <= 0 {
 		capacity = fsSize
@@ -383,12 +396,15 @@ func FileSize(size, frameSize int64) int64 {
 // Reserve sets aside room for an incoming chunk of need bytes on disk (see
 // FileSize), or fails with ResourceExhausted when the node is full.
 func (s *Store) Reserve(need int64) error {
-	if u := s.Usage(); u.Free < need {
+	fsFree, fsSize := s.statfs()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Checked and reserved under one lock: concurrent uploads cannot both
+	// take the last free bytes.
+	if u := s.usageLocked(fsFree, fsSize); u.Free < need {
 		return rpc.Errorf(rpc.ResourceExhausted, "datanode is full: %s free, chunk needs %s", rpc.FormatBytes(u.Free), rpc.FormatBytes(need))
 	}
-	s.mu.Lock()
 	s.reserved += need
-	s.mu.Unlock()
 	return nil
 }
 
@@ -557,13 +573,30 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 		os.Remove(tmp)
 		return rpc.Errorf(rpc.Internal, "chunk %s: rename: %v", w.id, err)
 	}
-	w.s.used += w.flushed + int64(buf.Len())
+	fileSize := w.flushed + int64(buf.Len())
+	w.s.used += fileSize
+	w.s.committing[w.id] = true
+	w.s.mu.Unlock()
+
+	// The chunk is stored once its directory entry is durable: until then
+	// it is not in the index, so neither a reader nor a concurrent copy of
+	// the same chunk takes it for stored.
+	serr := w.s.fsyncDir(filepath.Dir(dst))
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	if !w.s.committing[w.id] {
+		// Deleted meanwhile (Delete took it off the list and its bytes).
+		return rpc.Errorf(rpc.NotFound, "chunk %s: deleted while it was being stored", w.id)
+	}
+	delete(w.s.committing, w.id)
+	if serr != nil {
+		// Not durable, so not stored: take it back.
+		os.Remove(dst)
+		w.s.used -= fileSize
+		return rpc.Errorf(rpc.Internal, "chunk %s: fsync dir: %v", w.id, serr)
+	}
 	w.s.chunks++
 	w.s.index[w.id] = Meta{Size: w.size, FrameSize: w.frameSize, Digest: bytes.Clone(digest)}
-	w.s.mu.Unlock()
-	if err := syncDir(filepath.Dir(dst)); err != nil {
-		return rpc.Errorf(rpc.Internal, "chunk %s: fsync dir: %v", w.id, err)
-	}
 	return nil
 }
 
@@ -791,6 +824,7 @@ func (s *Store) Delete(id rpc.ChunkID) (freed int64, err error) {
 		delete(s.index, id)
 		s.chunks--
 	}
+	delete(s.committing, id)
 	s.corrupt = slices.DeleteFunc(s.corrupt, func(c rpc.ChunkID) bool { return c == id })
 	s.mu.Unlock()
 	return freed, err

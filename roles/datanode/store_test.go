@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/matryer/is"
@@ -273,6 +275,79 @@ func TestStoreSameIDTwice(t *testing.T) {
 	is.True(err == nil || errors.Is(err, rpc.Exists)) // the second commit is harmless or refused
 	is.Equal(s.Usage().Chunks, int64(1))              // one file, one chunk
 	is.Equal(s.Usage().Used, FileSize(10, testFrame)) // counted once
+}
+
+// TestStoredOnlyWhenDurable: a chunk renamed into place is not stored,
+// for readers, inventories or a second writer of the same chunk, until
+// its directory entry is fsynced; when that fsync fails the chunk is not
+// stored at all and its space is free again.
+func TestStoredOnlyWhenDurable(t *testing.T) {
+	is := is.New(t)
+	s := openStore(t, t.TempDir(), testCap)
+	id := chunkID(t, 1)
+	data := chunkData(10, 0)
+	digest, frames := chunkstream.DigestOf(data, testFrame)
+	write := func() *Writer {
+		w, err := s.Create(id, 10, testFrame)
+		is.NoErr(err) // create
+		_, err = w.Write(data)
+		is.NoErr(err) // write
+		return w
+	}
+
+	entered, release := make(chan struct{}), make(chan error)
+	s.fsyncDir = func(string) error { close(entered); return <-release }
+	w1, w2 := write(), write()
+	done := make(chan error)
+	go func() { done <- w1.Commit(frames, digest) }()
+	<-entered
+	is.True(!s.Has(id))                   // not stored while its directory entry is not durable
+	_, err := s.Stat(id)                  //
+	is.True(errors.Is(err, rpc.NotFound)) // nor served
+	_, listed := s.Inventory()[id]        //
+	is.True(!listed)                      // nor reported
+	err = w2.Commit(frames, digest)       // a second copy of the same chunk meanwhile
+	is.True(errors.Is(err, rpc.Exists))   // is refused, not taken for stored
+	release <- nil
+	is.NoErr(<-done)   // the first commit finishes
+	is.True(s.Has(id)) // and the chunk is stored
+	is.Equal(s.Usage().Chunks, int64(1))
+
+	id2 := chunkID(t, 2)
+	s.fsyncDir = func(string) error { return errors.New("injected EIO") }
+	w, err := s.Create(id2, 10, testFrame)
+	is.NoErr(err)
+	_, err = w.Write(data)
+	is.NoErr(err)
+	err = w.Commit(frames, digest)
+	is.True(err != nil && strings.Contains(err.Error(), "fsync dir")) // the failed fsync fails the commit
+	is.True(!s.Has(id2))                                              // the chunk is not stored
+	_, serr := os.Stat(s.ChunkPath(id2))
+	is.True(errors.Is(serr, fs.ErrNotExist))          // nor left under its name
+	is.Equal(s.Usage().Used, FileSize(10, testFrame)) // its bytes are not counted
+	is.Equal(s.Usage().Chunks, int64(1))
+}
+
+// TestReserveConcurrent: uploads racing for the last free bytes never
+// reserve more than there is.
+func TestReserveConcurrent(t *testing.T) {
+	const capacity, need, racers = 64 << 10, 4 << 10, 64
+	s := openStore(t, t.TempDir(), capacity)
+	var wg sync.WaitGroup
+	var granted atomic.Int64
+	for range racers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if s.Reserve(need) == nil {
+				granted.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := granted.Load(); got != capacity/need {
+		t.Fatalf("%d of %d reservations of %d B granted on a %d B store; want %d", got, racers, need, capacity, capacity/need)
+	}
 }
 
 // corrupt rewrites a stored chunk file.
