@@ -144,9 +144,7 @@ func (n *Node) register(ctx context.Context) error {
 	n.registered = true
 	n.version = resp.ClusterVersion
 	clear(n.peers)
-	for _, p := range resp.Nodes {
-		n.peers[rpc.NodeID(p.NodeId)] = p
-	}
+	n.addPeersLocked(resp.Nodes...)
 	n.mu.Unlock()
 	n.log.Info().Str("coordinator", addr).Int("peers", len(resp.Nodes)).Uint64("cluster_version", resp.ClusterVersion).Msg("registered")
 	return nil
@@ -172,12 +170,10 @@ func (n *Node) heartbeat(ctx context.Context) error {
 	n.mu.Lock()
 	if resp.Full {
 		clear(n.peers)
-		for _, p := range resp.Nodes {
-			n.peers[rpc.NodeID(p.NodeId)] = p
-		}
+		n.addPeersLocked(resp.Nodes...)
 	}
 	for _, up := range resp.Updates {
-		n.peers[rpc.NodeID(up.Node.NodeId)] = up.Node
+		n.addPeersLocked(up.GetNode())
 	}
 	n.version = resp.ClusterVersion
 	n.mu.Unlock()
@@ -192,6 +188,16 @@ func (n *Node) heartbeat(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// addPeersLocked records nodes the coordinator listed; an entry without
+// a node ID (a coordinator bug, or a newer one's message) is skipped.
+func (n *Node) addPeersLocked(nodes ...*dfspb.NodeStatus) {
+	for _, p := range nodes {
+		if p.GetNodeId() != "" {
+			n.peers[rpc.NodeID(p.NodeId)] = p
+		}
+	}
 }
 
 // Peers returns the cluster membership the node has learned.

@@ -907,6 +907,10 @@ func loadClusterID(dir string) (string, error) {
 
 // saveClusterID durably records the cluster the node joined.
 func saveClusterID(dir, id string) error {
+	if _, err := uuid.Parse(id); err != nil {
+		// Saved, it would keep the node from starting again.
+		return fmt.Errorf("datanode: the coordinator sent %q, not a cluster id", id)
+	}
 	p := filepath.Join(dir, "cluster-id")
 	if err := writeFileSync(p+".tmp", []byte(id+"\n")); err != nil {
 		return fmt.Errorf("datanode: write cluster id: %w", err)

@@ -30,6 +30,8 @@ type Coordinator struct {
 	mu          sync.Mutex
 	nodes       map[string]*node
 	failReports bool
+	heartbeats  int
+	reply       *dfspb.HeartbeatResponse // answers heartbeats, when set
 }
 
 type node struct {
@@ -127,12 +129,31 @@ func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterD
 	return &dfspb.RegisterDataNodeResponse{ClusterVersion: 1, ClusterId: c.cluster}, nil
 }
 
-// DataNodeHeartbeat answers a registered node with no changes.
+// ReplyToHeartbeats makes every heartbeat from now on get resp.
+func (c *Coordinator) ReplyToHeartbeats(resp *dfspb.HeartbeatResponse) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reply = resp
+}
+
+// Heartbeats returns how many heartbeats were answered.
+func (c *Coordinator) Heartbeats() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.heartbeats
+}
+
+// DataNodeHeartbeat answers a registered node with no changes, or with
+// what ReplyToHeartbeats set.
 func (c *Coordinator) DataNodeHeartbeat(ctx context.Context, req *dfspb.HeartbeatRequest) (*dfspb.HeartbeatResponse, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.nodes[req.NodeId]; !ok {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "node %s is not registered", req.NodeId))
+	}
+	c.heartbeats++
+	if c.reply != nil {
+		return c.reply, nil
 	}
 	return &dfspb.HeartbeatResponse{ClusterVersion: 1}, nil
 }
