@@ -45,6 +45,7 @@ func DefaultConfig() Config {
 
 type nodeQueue struct {
 	ids      map[rpc.ChunkID]time.Time // when each deletion is due
+	sending  map[rpc.ChunkID]bool      // in a bulk delete now: past calling off
 	failures int
 	nextTry  time.Time
 }
@@ -93,7 +94,7 @@ func (c *Collector) EnqueueAfter(delay time.Duration, node rpc.NodeID, ids ...rp
 	c.mu.Lock()
 	q := c.queues[node]
 	if q == nil {
-		q = &nodeQueue{ids: make(map[rpc.ChunkID]time.Time)}
+		q = &nodeQueue{ids: make(map[rpc.ChunkID]time.Time), sending: make(map[rpc.ChunkID]bool)}
 		c.queues[node] = q
 	}
 	for _, id := range ids {
@@ -118,6 +119,22 @@ func (c *Collector) Queued(node rpc.NodeID, id rpc.ChunkID) bool {
 	}
 	_, ok := q.ids[id]
 	return ok
+}
+
+// Cancel calls off the deletion of id on node, unless it is being sent to
+// the node right now; it reports whether a queued deletion was called off.
+func (c *Collector) Cancel(node rpc.NodeID, id rpc.ChunkID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.queues[node]
+	if q == nil || q.sending[id] {
+		return false
+	}
+	if _, ok := q.ids[id]; !ok {
+		return false
+	}
+	delete(q.ids, id)
+	return true
 }
 
 // Pending returns how many deletions are still to do.
@@ -183,6 +200,9 @@ func (c *Collector) Sweep(ctx context.Context, now time.Time) {
 			continue
 		}
 		slices.Sort(ids)
+		for _, id := range ids {
+			q.sending[id] = true
+		}
 		jobs = append(jobs, job{node, ids})
 	}
 	c.mu.Unlock()
@@ -196,12 +216,24 @@ func (c *Collector) Sweep(ctx context.Context, now time.Time) {
 			failed, err := c.deleter.DeleteChunks(cctx, j.node, j.ids)
 			cancel()
 			if ctx.Err() != nil {
-				return // shutting down; the deletions stay queued
+				c.unmark(j.node, j.ids) // shutting down; the deletions stay queued
+				return
 			}
 			c.finish(j.node, j.ids, failed, err, now)
 		}()
 	}
 	wg.Wait()
+}
+
+// unmark ends the sending of ids to node.
+func (c *Collector) unmark(node rpc.NodeID, ids []rpc.ChunkID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if q := c.queues[node]; q != nil {
+		for _, id := range ids {
+			delete(q.sending, id)
+		}
+	}
 }
 
 func (c *Collector) finish(node rpc.NodeID, ids, failed []rpc.ChunkID, err error, now time.Time) {
@@ -210,6 +242,9 @@ func (c *Collector) finish(node rpc.NodeID, ids, failed []rpc.ChunkID, err error
 	q := c.queues[node]
 	if q == nil {
 		return
+	}
+	for _, id := range ids {
+		delete(q.sending, id)
 	}
 	if err != nil && rpc.KindOf(err) == rpc.NotFound {
 		c.log.Info().Str("node_id", string(node)).Int("chunks", len(q.ids)).Msg("gc: node left the cluster, dropping its deletions")

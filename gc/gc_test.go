@@ -391,3 +391,36 @@ func TestEnqueueAfter(t *testing.T) {
 	is.True(!c.Queued(n1, b[0]))  // done
 	is.True(c.Queued(n1, a[0]))   // still to do
 }
+
+// TestCancel: a queued deletion can be called off until it is sent; one
+// being sent to its node cannot.
+func TestCancel(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	a := ids("a", 3)
+	nodes.Add(n1, a...)
+	conf := cfg()
+	conf.Timeout = 200 * time.Millisecond
+	c := newCollector(t, conf, nodes)
+	c.Enqueue(n1, a...)
+	is.True(c.Cancel(n1, a[0]))  // queued: called off
+	is.True(!c.Queued(n1, a[0])) // no longer queued
+	is.True(!c.Cancel(n1, a[0])) // nothing left to call off
+	is.True(!c.Cancel(n2, a[1])) // nor on a node without the deletion
+
+	nodes.SetHang(n1, true)
+	done := make(chan struct{})
+	go func() { c.Sweep(context.Background(), time.Now()); close(done) }()
+	for end := time.Now().Add(5 * time.Second); nodes.Calls(n1) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the bulk delete was never sent")
+		}
+	}
+	is.True(!c.Cancel(n1, a[1])) // being sent: too late to call off
+	<-done
+	nodes.SetHang(n1, false)
+	is.True(c.Cancel(n1, a[1])) // the call failed: queued again, and can be called off
+	c.Sweep(context.Background(), time.Now().Add(time.Minute))
+	is.Equal(nodes.Chunks(n1), []rpc.ChunkID{a[0], a[1]}) // the called-off chunks stay
+	is.Equal(c.Pending(), 0)
+}

@@ -375,6 +375,42 @@ func TestTrimmedCopyNotCountedAgain(t *testing.T) {
 	checkFiles(t, cl, files)
 }
 
+// TestTrimmedCopyRecalled: a surplus copy waiting out --gc-delay is the
+// only one left when the other holders are lost; its deletion is called
+// off and the file reads back from it. Replication 2 on three nodes.
+func TestTrimmedCopyRecalled(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c := healingCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = time.Hour }))
+	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 2 })
+	files := putFiles(t, cl, "/recall", 1000)
+	paths := slices.Sorted(mapKeys(files))
+	waitHealed(t, c, cl, paths, 2, nil)
+	fi, err := cl.Stat(t.Context(), paths[0])
+	is.NoErr(err) // stat
+	holders := healthyReplicas(fi.Chunks[0], nil)
+	first := nodeIndex(t, c, holders[0])
+
+	is.NoErr(c.StopNode(first))
+	waitHealed(t, c, cl, paths, 2, nodeSet{holders[0]: true})
+	_, err = c.RestartNode(first)
+	is.NoErr(err) // restart the first holder
+	eventually(t, "the returning node's surplus copy queued for deletion", func() bool {
+		return health(t, c).Health.PendingDeletions == 1
+	})
+	for i := range c.Nodes() {
+		if i != first {
+			is.NoErr(c.StopNode(i)) // the other two holders are lost
+		}
+	}
+	eventually(t, "the trimmed copy counted again, its deletion called off", func() bool {
+		h := health(t, c).Health
+		return h.Missing == 0 && h.PendingDeletions == 0
+	})
+	checkFiles(t, cl, files)
+	is.True(onDiskAnyForm(c.Nodes()[first], fi.Chunks[0].ChunkId)) // still on the first holder's disk
+}
+
 // TestRepairCopiesEachLostCopyOnce stops one of six datanodes: each copy
 // it held is made again exactly once, not a second time on yet another
 // node (then trimmed), and nothing is deleted.

@@ -101,7 +101,7 @@ func (c *Coordinator) ReportBadReplica(ctx context.Context, req *dfspb.ReportBad
 	}
 	if resp.Corrupt {
 		// Count it at once; the node's own report follows.
-		t.locs.report(nid, false, nil, nil, []rpc.ChunkID{cid})
+		t.locs.report(nid, false, nil, nil, []rpc.ChunkID{cid}, t.queuedOn(nid))
 	}
 	return &dfspb.ReportBadReplicaResponse{Corrupt: resp.Corrupt}, nil
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"slices"
 	"time"
 
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
@@ -282,13 +281,7 @@ func (c *Coordinator) ReportChunks(ctx context.Context, req *dfspb.ReportChunksR
 		t.log.Warn().Str("node_id", string(id)).Int("chunks", len(corrupt)).Msg("datanode reports corrupt copies")
 		c.events.add("corrupt", "datanode %s reports %d corrupt chunk copies", id.Short(), len(corrupt))
 	}
-	// A copy whose deletion is queued stays on the node's disk until GC
-	// gets to it, so reports still list it; taken back, it would be
-	// counted, and a chunk trimmed once trimmed again.
-	added := slices.DeleteFunc(req.Added, func(a *dfspb.ChunkStat) bool {
-		return t.gc.Queued(id, rpc.ChunkID(a.ChunkId))
-	})
-	t.locs.report(id, req.Full, added, removed, corrupt)
+	t.locs.report(id, req.Full, req.Added, removed, corrupt, t.queuedOn(id))
 	return &dfspb.ReportChunksResponse{}, nil
 }
 

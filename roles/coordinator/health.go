@@ -146,6 +146,10 @@ func (t *term) scan(ctx context.Context) {
 				corruptOn[cs.node]++
 			}
 		}
+		if counted < want && t.recall(ctx, r, nodes, want-counted) > 0 {
+			a = t.assess(r, nodes)
+			states, counted = a.states, a.counted
+		}
 		if counted < want {
 			under++
 			if _, ok := a.need(ch); ok {
@@ -298,6 +302,43 @@ func (t *term) findOrphans() []meta.Deletion {
 	return out
 }
 
+// recall calls off the queued deletion of up to n good copies of a chunk
+// that is short of copies and counts them again: a trimmed copy still on
+// a live node's disk is worth more than a new one, and when it is the
+// last copy, deleting it would lose the chunk. It returns how many copies
+// it took back.
+func (t *term) recall(ctx context.Context, r ref, nodes map[rpc.NodeID]nodeInfo, n int) int {
+	id, took := r.chunk.ID, 0
+	for node, m := range t.locs.heldCopies(id) {
+		if took == n {
+			break
+		}
+		info := nodes[node]
+		if !m.matches(r.chunk) || !info.live() || info.draining || !t.gc.Cancel(node, id) {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, t.c.cfg.RPCTimeout)
+		err := t.commit(cctx, &meta.Txn{DoneDeletions: []meta.Deletion{{Node: node, Chunk: id}}})
+		cancel()
+		if err != nil {
+			// Still recorded, so still to do; the next scan tries again.
+			t.gc.Enqueue(node, id)
+			t.log.Warn().Err(err).Str("chunk_id", string(id)).Str("node_id", string(node)).Msg("cannot call off a deletion")
+			continue
+		}
+		t.locs.restore(node, id)
+		took++
+		t.log.Info().Str("chunk_id", string(id)).Str("node_id", string(node)).Msg("deletion called off: the chunk needs this copy")
+	}
+	return took
+}
+
+// queuedOn reports, for node, whether the deletion of a chunk's copy there
+// is queued.
+func (t *term) queuedOn(node rpc.NodeID) func(rpc.ChunkID) bool {
+	return func(id rpc.ChunkID) bool { return t.gc.Queued(node, id) }
+}
+
 // delete records deletions durably, forgets the copies and hands them to
 // GC, which carries them out after --gc-delay.
 func (t *term) delete(ctx context.Context, dels []meta.Deletion, why string) {
@@ -384,7 +425,7 @@ func (r replicator) Copy(ctx context.Context, task repair.Task) error {
 	// The target confirmed: count the copy now rather than at its report.
 	r.t.locs.report(task.Target.ID, false, []*dfspb.ChunkStat{{
 		ChunkId: string(task.Chunk), Present: true, Size: task.Size, Digest: task.Digest, FrameSize: task.FrameSize,
-	}}, nil, nil)
+	}}, nil, nil, r.t.queuedOn(task.Target.ID))
 	if !r.t.refs.has(task.Chunk) {
 		// Its file was removed while the copy ran (see unreference).
 		r.t.delete(ctx, []meta.Deletion{{Node: task.Target.ID, Chunk: task.Chunk}}, "copied after its file was removed")

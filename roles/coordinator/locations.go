@@ -27,14 +27,47 @@ func (m replicaMeta) matches(ch meta.Chunk) bool {
 
 // locations records, from the datanodes' own reports, which nodes hold
 // each chunk and what they hold. Waiters are woken on every change.
+//
+// Copies whose deletion is queued are held apart: they are still on their
+// nodes' disks (for --gc-delay, or until their node is back), but they are
+// not counted, listed or served. The health scan takes one back (restore)
+// when its chunk needs it after all.
 type locations struct {
 	mu      sync.Mutex
 	m       map[rpc.ChunkID]map[rpc.NodeID]replicaMeta
+	held    map[rpc.ChunkID]map[rpc.NodeID]replicaMeta
 	changed chan struct{} // closed and replaced on every change
 }
 
 func newLocations() *locations {
-	return &locations{m: make(map[rpc.ChunkID]map[rpc.NodeID]replicaMeta), changed: make(chan struct{})}
+	return &locations{
+		m:       make(map[rpc.ChunkID]map[rpc.NodeID]replicaMeta),
+		held:    make(map[rpc.ChunkID]map[rpc.NodeID]replicaMeta),
+		changed: make(chan struct{}),
+	}
+}
+
+// set records what node holds of id in one of the maps.
+func set(in map[rpc.ChunkID]map[rpc.NodeID]replicaMeta, id rpc.ChunkID, node rpc.NodeID, m replicaMeta) {
+	reps := in[id]
+	if reps == nil {
+		reps = make(map[rpc.NodeID]replicaMeta, 3)
+		in[id] = reps
+	}
+	reps[node] = m
+}
+
+// drop removes node's copy of id from one of the maps and returns it.
+func drop(in map[rpc.ChunkID]map[rpc.NodeID]replicaMeta, id rpc.ChunkID, node rpc.NodeID) (replicaMeta, bool) {
+	reps := in[id]
+	m, ok := reps[node]
+	if ok {
+		delete(reps, node)
+		if len(reps) == 0 {
+			delete(in, id)
+		}
+	}
+	return m, ok
 }
 
 // copies returns every reported copy of id.
@@ -54,22 +87,34 @@ func (l *locations) each(fn func(id rpc.ChunkID, copies map[rpc.NodeID]replicaMe
 	}
 }
 
-// forget drops copies the coordinator has decided to delete, so that the
-// decision is not taken twice. Reports do not bring such a copy back while
-// its deletion is queued (see ReportChunks); one whose deletion GC gave up
-// (its node left the cluster) comes back with the node's next report.
+// forget holds apart copies the coordinator has decided to delete, so
+// that the decision is not taken twice.
 func (l *locations) forget(dels []meta.Deletion) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, d := range dels {
-		if reps := l.m[d.Chunk]; reps != nil {
-			delete(reps, d.Node)
-			if len(reps) == 0 {
-				delete(l.m, d.Chunk)
-			}
+		if m, ok := drop(l.m, d.Chunk, d.Node); ok {
+			set(l.held, d.Chunk, d.Node, m)
 		}
 	}
 	l.notifyLocked()
+}
+
+// held returns the copies of id held apart, awaiting deletion.
+func (l *locations) heldCopies(id rpc.ChunkID) map[rpc.NodeID]replicaMeta {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.held[id])
+}
+
+// restore counts a held copy again (its deletion was called off).
+func (l *locations) restore(node rpc.NodeID, id rpc.ChunkID) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if m, ok := drop(l.held, id, node); ok {
+		set(l.m, id, node, m)
+		l.notifyLocked()
+	}
 }
 
 func (l *locations) notifyLocked() {
@@ -78,45 +123,46 @@ func (l *locations) notifyLocked() {
 }
 
 // report applies one datanode report. A full report first forgets every
-// chunk the node was thought to hold. Corrupt chunks keep their copy on
-// record, marked, until the coordinator has it deleted.
-func (l *locations) report(node rpc.NodeID, full bool, added []*dfspb.ChunkStat, removed, corrupt []rpc.ChunkID) {
+// chunk the node was thought to hold. A copy for which queued is true (its
+// deletion is queued) is held apart: it stays on the node's disk until GC
+// gets to it, so reports still list it, and counted again it would be
+// trimmed a second time. Corrupt chunks keep their copy on record, marked,
+// until the coordinator has it deleted.
+func (l *locations) report(node rpc.NodeID, full bool, added []*dfspb.ChunkStat, removed, corrupt []rpc.ChunkID, queued func(rpc.ChunkID) bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if full {
-		for id, reps := range l.m {
-			delete(reps, node)
-			if len(reps) == 0 {
-				delete(l.m, id)
+		for _, in := range []map[rpc.ChunkID]map[rpc.NodeID]replicaMeta{l.m, l.held} {
+			for id, reps := range in {
+				delete(reps, node)
+				if len(reps) == 0 {
+					delete(in, id)
+				}
 			}
 		}
 	}
 	for _, a := range added {
 		id := rpc.ChunkID(a.ChunkId)
-		reps := l.m[id]
-		if reps == nil {
-			reps = make(map[rpc.NodeID]replicaMeta, 3)
-			l.m[id] = reps
+		m := replicaMeta{size: a.Size, frameSize: a.FrameSize, digest: bytes.Clone(a.Digest)}
+		if queued(id) {
+			drop(l.m, id, node)
+			set(l.held, id, node, m)
+		} else {
+			drop(l.held, id, node)
+			set(l.m, id, node, m)
 		}
-		reps[node] = replicaMeta{size: a.Size, frameSize: a.FrameSize, digest: bytes.Clone(a.Digest)}
 	}
 	for _, id := range removed {
-		if reps := l.m[id]; reps != nil {
-			delete(reps, node)
-			if len(reps) == 0 {
-				delete(l.m, id)
-			}
-		}
+		drop(l.m, id, node)
+		drop(l.held, id, node)
 	}
 	for _, id := range corrupt {
-		reps := l.m[id]
-		if reps == nil {
-			reps = make(map[rpc.NodeID]replicaMeta, 3)
-			l.m[id] = reps
+		if _, ok := l.held[id][node]; ok {
+			continue // on its way out already
 		}
-		m := reps[node]
+		m := l.m[id][node]
 		m.corrupt = true
-		reps[node] = m
+		set(l.m, id, node, m)
 	}
 	l.notifyLocked()
 }
