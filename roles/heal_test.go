@@ -411,6 +411,37 @@ func TestTrimmedCopyRecalled(t *testing.T) {
 	is.True(onDiskAnyForm(c.Nodes()[first], fi.Chunks[0].ChunkId)) // still on the first holder's disk
 }
 
+// TestDeadNodeNotDecommissioned: a node decommissioned while it is dead
+// holds the only copy of a replication-1 file; it is never declared safe
+// to remove while it is away. Back, it is drained and then declared so.
+func TestDeadNodeNotDecommissioned(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c := healingCluster(t, 3)
+	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 1 })
+	files := putFiles(t, cl, "/only", 1000)
+	paths := slices.Sorted(mapKeys(files))
+	waitHealed(t, c, cl, paths, 1, nil)
+	fi, err := cl.Stat(t.Context(), paths[0])
+	is.NoErr(err) // stat
+	holder := healthyReplicas(fi.Chunks[0], nil)[0]
+	hi := nodeIndex(t, c, holder)
+	is.NoErr(c.StopNode(hi))
+	waitDead(t, c, holder)
+	_, err = cl.Decommission(t.Context(), holder, false)
+	is.NoErr(err) // decommission the dead node
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if st := nodeState(t, c, holder); st.Decommissioned {
+			t.Fatalf("dead node %s, holder of the only copy, declared safe to remove", rpc.NodeID(holder).Short())
+		}
+	}
+	_, err = c.RestartNode(hi)
+	is.NoErr(err) // the node comes back
+	eventually(t, "the node drained and decommissioned", func() bool { return nodeState(t, c, holder).Decommissioned })
+	waitHealed(t, c, cl, paths, 1, nodeSet{holder: true}) // its chunk is on another node
+	checkFiles(t, cl, files)
+}
+
 // TestRepairCopiesEachLostCopyOnce stops one of six datanodes: each copy
 // it held is made again exactly once, not a second time on yet another
 // node (then trimmed), and nothing is deleted.

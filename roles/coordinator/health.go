@@ -202,9 +202,20 @@ func (t *term) scan(ctx context.Context) {
 	t.delete(ctx, append(trims, orphans...), "trim or orphan")
 	t.deleteAfter(ctx, bad, "bad copy", 0) // no reader can be using it
 
+	// A draining node can go once no chunk depends on it, as far as the
+	// scan can tell: so only a live node whose copies the coordinator
+	// knows, all of them (its report may still be arriving in pages, or,
+	// dead or not registered yet, not have been sent at all).
 	decommissioned := map[rpc.NodeID]bool{}
+	var known map[rpc.NodeID]int64
 	for id, info := range nodes {
-		if info.draining && !stillNeeded[id] {
+		if !info.draining || stillNeeded[id] || !info.live() {
+			continue
+		}
+		if known == nil {
+			known = t.locs.perNode()
+		}
+		if known[id] >= info.chunks {
 			decommissioned[id] = true
 		}
 	}

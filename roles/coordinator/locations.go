@@ -100,7 +100,23 @@ func (l *locations) forget(dels []meta.Deletion) {
 	l.notifyLocked()
 }
 
-// held returns the copies of id held apart, awaiting deletion.
+// perNode returns how many copies, counted or held apart, each node is
+// known to hold.
+func (l *locations) perNode() map[rpc.NodeID]int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[rpc.NodeID]int64{}
+	for _, in := range []map[rpc.ChunkID]map[rpc.NodeID]replicaMeta{l.m, l.held} {
+		for _, reps := range in {
+			for n := range reps {
+				out[n]++
+			}
+		}
+	}
+	return out
+}
+
+// heldCopies returns the copies of id held apart, awaiting deletion.
 func (l *locations) heldCopies(id rpc.ChunkID) map[rpc.NodeID]replicaMeta {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -216,6 +216,7 @@ type nodeInfo struct {
 	draining   bool
 	registered time.Time
 	known      bool
+	chunks     int64 // the chunks the node said it holds, at its last heartbeat
 }
 
 // live reports whether the node serves reads (healthy or suspect).
@@ -227,7 +228,7 @@ func (r *registry) infos() map[rpc.NodeID]nodeInfo {
 	defer r.mu.Unlock()
 	out := make(map[rpc.NodeID]nodeInfo, len(r.nodes))
 	for id, e := range r.nodes {
-		out[id] = nodeInfo{addr: e.addr, state: e.state, draining: r.draining[id], registered: e.registered, known: true}
+		out[id] = nodeInfo{addr: e.addr, state: e.state, draining: r.draining[id], registered: e.registered, known: true, chunks: e.chunks}
 	}
 	for id := range r.draining {
 		if _, ok := out[id]; !ok {
