@@ -17,9 +17,10 @@ const maxReport = 5000
 
 // reporter tells the coordinator which chunks this node stored, removed or
 // found corrupt. Changes are queued and sent by one goroutine as soon as it
-// is free, so under load many changes share one call. A chunk added and
-// removed before it was reported is never mentioned, and a corrupt chunk
-// deleted before it was reported is reported removed, not corrupt.
+// is free, so under load many changes share one call. A removed chunk is
+// always reported removed (a stored report queued again, see holds, does
+// not tell whether the coordinator heard of it before), and a corrupt
+// chunk deleted before it was reported is reported removed, not corrupt.
 //
 // A full report (after registering, and every inventory interval) sends
 // the whole inventory and the corrupt list instead, in pages; the first
@@ -31,9 +32,10 @@ type reporter struct {
 	added   map[rpc.ChunkID]*dfspb.ChunkStat
 	removed map[rpc.ChunkID]bool
 	corrupt map[rpc.ChunkID]bool
-	full    bool               // a full report is due
-	rest    []*dfspb.ChunkStat // pages of a full report still to send
-	restBad []string           // corrupt chunks of a full report still to send
+	full    bool                 // a full report is due
+	rest    []*dfspb.ChunkStat   // pages of a full report still to send
+	restBad []string             // corrupt chunks of a full report still to send
+	gone    map[rpc.ChunkID]bool // deleted since the full report's inventory was read
 	kick    chan struct{}
 }
 
@@ -56,6 +58,7 @@ func newReporter(store inventory) *reporter {
 		added:   map[rpc.ChunkID]*dfspb.ChunkStat{},
 		removed: map[rpc.ChunkID]bool{},
 		corrupt: map[rpc.ChunkID]bool{},
+		gone:    map[rpc.ChunkID]bool{},
 		kick:    make(chan struct{}, 1),
 	}
 }
@@ -94,14 +97,14 @@ func (r *reporter) stored(id rpc.ChunkID, m Meta) {
 func (r *reporter) deleted(ids ...rpc.ChunkID) {
 	r.mu.Lock()
 	for _, id := range ids {
-		_, pending := r.added[id]
-		bad := r.corrupt[id]
 		delete(r.added, id)
 		delete(r.corrupt, id)
-		if pending && !bad {
-			continue // never reported: nothing to take back
-		}
 		r.removed[id] = true
+		if len(r.rest)+len(r.restBad) > 0 {
+			// Pages read before the deletion must not list it again
+			// after the coordinator has seen it go.
+			r.gone[id] = true
+		}
 	}
 	r.mu.Unlock()
 	r.wake()
@@ -163,6 +166,13 @@ func (r *reporter) take() report {
 		p.corrupt, r.restBad = r.restBad[:n:n], r.restBad[n:]
 		n = min(len(r.rest), maxReport-len(p.corrupt))
 		p.added, r.rest = r.rest[:n:n], r.rest[n:]
+		if len(r.gone) > 0 {
+			p.corrupt = slices.DeleteFunc(p.corrupt, func(id string) bool { return r.gone[rpc.ChunkID(id)] })
+			p.added = slices.DeleteFunc(p.added, func(a *dfspb.ChunkStat) bool { return r.gone[rpc.ChunkID(a.ChunkId)] })
+		}
+		if len(r.rest)+len(r.restBad) == 0 {
+			clear(r.gone)
+		}
 		p.page = true
 		return p
 	}
@@ -198,6 +208,7 @@ func (r *reporter) putBack(p report) {
 	defer r.mu.Unlock()
 	if p.page {
 		r.full, r.rest, r.restBad = true, nil, nil
+		clear(r.gone)
 		return
 	}
 	for _, a := range p.added {

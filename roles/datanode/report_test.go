@@ -154,3 +154,46 @@ func TestReporterCorrupt(t *testing.T) {
 		is.True(r.take().full)                       // starts the full report over
 	})
 }
+
+// TestReporterRemovals: a deletion is always reported, even of a chunk
+// whose stored report was queued again; and the pages of a full report
+// read before a deletion do not list the deleted chunk.
+func TestReporterRemovals(t *testing.T) {
+	meta := Meta{Size: 10, FrameSize: testFrame, Digest: make([]byte, 32)}
+
+	t.Run("stored report queued again", func(t *testing.T) {
+		is := is.New(t)
+		a := chunkID(t, 1)
+		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{a: meta}}
+		r := newReporter(inv)
+		r.stored(a, meta)
+		is.Equal(ids(r.take().added), []string{string(a)}) // reported stored
+		r.stored(a, meta)                                  // queued again (a repair found it here)
+		inv.remove(a)
+		r.deleted(a)
+		p := r.take()
+		is.Equal(len(p.added), 0)                // not stored any more
+		is.Equal(p.removed, []string{string(a)}) // and the coordinator is told
+	})
+
+	t.Run("deleted during a full report", func(t *testing.T) {
+		is := is.New(t)
+		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{}}
+		for i := range maxReport + 10 {
+			inv.chunks[rpc.NewChunkID("/f", "s", 0, uint32(i))] = meta
+		}
+		all := slices.Sorted(maps.Keys(inv.chunks))
+		late := all[len(all)-1] // on the second page
+		r := newReporter(inv)
+		r.requestFull()
+		first := r.take()
+		is.True(first.full)                   // the first page
+		is.Equal(len(first.added), maxReport) // is full
+		inv.remove(late)
+		r.deleted(late)
+		second := r.take()
+		is.Equal(len(second.added), 9)                             // the rest, less the deleted chunk
+		is.True(!slices.Contains(ids(second.added), string(late))) //
+		is.Equal(r.take().removed, []string{string(late)})         // whose removal follows
+	})
+}
