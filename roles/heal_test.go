@@ -707,23 +707,39 @@ func TestReadReportsBadReplica(t *testing.T) {
 // TestCorruptCopyReplacedOnFullCluster damages one copy in a cluster of
 // three nodes with replication three, dfs dev's default: the only node
 // the good copy can go to is the one that holds the bad copy.
+//
+// With a fourth node that is full, the same: no new copy can go there
+// either, so the bad copy makes way.
 func TestCorruptCopyReplacedOnFullCluster(t *testing.T) {
 	t.Parallel()
-	// An hour of GC delay: a bad copy is deleted at once all the same
-	// (no reader uses it), or the good one could not take its place.
-	c := scrubCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = time.Hour }))
-	cl := newTestClient(t, c)
-	files := putFiles(t, cl, "/full", 2*testChunkSize+10)
-	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
-	d := damageReplica(t, c, cl, "/full/0", 1, 0, 7, false)
-	eventually(t, "the scrubber to find the damaged copy", func() bool {
-		return !d.node.Node.Store().Has(rpc.ChunkID(d.chunk.ChunkId))
-	})
-	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
-	if p := chunkFile(d.node, d.chunk.ChunkId) + ".corrupt"; fileExists(p) {
-		t.Errorf("the damaged copy is still on disk")
+	for _, fullNode := range []bool{false, true} {
+		t.Run(fmt.Sprintf("full fourth node %v", fullNode), func(t *testing.T) {
+			t.Parallel()
+			// An hour of GC delay: a bad copy is deleted at once all the
+			// same (no reader uses it), or the good one could not take
+			// its place.
+			c := scrubCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = time.Hour }))
+			cl := newTestClient(t, c)
+			files := putFiles(t, cl, "/full", 2*testChunkSize+10)
+			waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
+			if fullNode {
+				c.cfg.Datanode.Capacity = 1 << 10 // no room for a chunk
+				_, err := c.AddNode()
+				if err != nil {
+					t.Fatalf("add a full node: %v", err)
+				}
+			}
+			d := damageReplica(t, c, cl, "/full/0", 1, 0, 7, false)
+			eventually(t, "the scrubber to find the damaged copy", func() bool {
+				return !d.node.Node.Store().Has(rpc.ChunkID(d.chunk.ChunkId))
+			})
+			waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
+			if p := chunkFile(d.node, d.chunk.ChunkId) + ".corrupt"; fileExists(p) {
+				t.Errorf("the damaged copy is still on disk")
+			}
+			checkFiles(t, cl, files)
+		})
 	}
-	checkFiles(t, cl, files)
 }
 
 func fileExists(p string) bool {

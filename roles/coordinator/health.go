@@ -117,10 +117,13 @@ func (t *term) assess(r ref, nodes map[rpc.NodeID]nodeInfo) assessment {
 	return a
 }
 
-// hasRoom reports whether a live candidate holds no copy of the chunk.
-func hasRoom(candidates []placement.Node, holders []rpc.NodeID) bool {
+// hasRoom reports whether a new copy of ch could go anywhere: to a
+// healthy candidate with room for it that holds no copy and has no
+// deletion of it queued (the nodes repair's placement would take).
+func (t *term) hasRoom(candidates []placement.Node, holders []rpc.NodeID, ch meta.Chunk) bool {
 	return slices.ContainsFunc(candidates, func(c placement.Node) bool {
-		return c.State != placement.Dead && !slices.Contains(holders, c.ID)
+		return c.State == placement.Healthy && c.Free >= ch.Size &&
+			!slices.Contains(holders, c.ID) && !t.gc.Queued(c.ID, ch.ID)
 	})
 }
 
@@ -154,10 +157,11 @@ func (t *term) scan(ctx context.Context) {
 			under++
 			if _, ok := a.need(ch); ok {
 				short = append(short, r)
-				if !hasRoom(candidates, a.holders) {
-					// Every node a new copy could go to holds a bad copy
-					// (a cluster of as many nodes as copies): delete the
-					// bad copies first to make room for good ones.
+				if !t.hasRoom(candidates, a.holders, ch) {
+					// No node could take a new copy but those holding a
+					// bad one (a cluster of as many nodes as copies, or
+					// the others full or unhealthy): delete the bad
+					// copies first to make room for good ones.
 					for _, cs := range states {
 						if !cs.good && cs.live {
 							bad = append(bad, meta.Deletion{Node: cs.node, Chunk: ch.ID})
