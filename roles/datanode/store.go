@@ -70,7 +70,7 @@ type Store struct {
 	// fsynced: not stored until it is, so no one is told they are.
 	committing map[rpc.ChunkID]bool
 	fsyncDir   func(dir string) error // syncDir; tests slow it down or fail it
-	dirs       sync.Map // chunk directories known to exist
+	dirs       sync.Map               // chunk directories known to exist
 	// corrupt chunks failed verification (at start-up, or later by Verify
 	// or Open): they are not indexed, but their files stay, and count as
 	// used, until Delete removes them.
