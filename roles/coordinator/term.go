@@ -192,25 +192,28 @@ func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []
 	return failed, nil
 }
 
-// confirmingSet is the uploads being confirmed.
+// confirmingSet is the uploads being confirmed, counted: two confirms of
+// one upload may overlap (one of them then fails).
 type confirmingSet struct {
 	mu sync.Mutex
-	m  map[*upload]bool
+	m  map[*upload]int
 }
 
 func (s *confirmingSet) add(u *upload) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = map[*upload]bool{}
+		s.m = map[*upload]int{}
 	}
-	s.m[u] = true
+	s.m[u]++
 }
 
 func (s *confirmingSet) remove(u *upload) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.m, u)
+	if s.m[u]--; s.m[u] <= 0 {
+		delete(s.m, u)
+	}
 }
 
 func (s *confirmingSet) list() []*upload {

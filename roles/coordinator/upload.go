@@ -277,12 +277,17 @@ func (t *term) confirmUpload(ctx context.Context, req *dfspb.ConfirmUploadReques
 	if err := t.safe.check("commit files"); err != nil {
 		return nil, err
 	}
-	u, ok := t.uploads.Take(id)
+	// Into the confirming set before out of the uploads: the orphan
+	// collector, reading the uploads and then that set, always sees it.
+	u, ok := t.uploads.Get(id)
 	if !ok {
 		return nil, rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", id)
 	}
 	t.confirming.add(u)
 	defer t.confirming.remove(u)
+	if taken, ok := t.uploads.Take(id); !ok || taken != u {
+		return nil, rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", id)
+	}
 	f, err := t.verify(ctx, u, req)
 	if err == nil {
 		err = t.commitUpload(ctx, u, f)
