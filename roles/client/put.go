@@ -182,8 +182,12 @@ func (st *putState) run(ctx context.Context, r io.Reader, size int64) (*dfspb.Fi
 // plan returns the placement of chunk index: the one UploadFile returned,
 // or a new one that avoids every node that failed this put.
 func (st *putState) plan(ctx context.Context, index uint32, retry bool) (*dfspb.ChunkPlan, error) {
-	if !retry && int(index) < len(st.plans) && !st.touchesFailed(st.plans[index]) {
-		return st.plans[index], nil
+	if !retry && int(index) < len(st.plans) {
+		// A plan from UploadFile that is malformed (a coordinator bug) is
+		// asked for again, like one that touches a failed node.
+		if p := st.plans[index]; wellFormed(p, index) && !st.touchesFailed(p) {
+			return p, nil
+		}
 	}
 	st.mu.Lock()
 	exclude := make([]string, 0, len(st.failed))
@@ -203,10 +207,17 @@ func (st *putState) plan(ctx context.Context, index uint32, retry bool) (*dfspb.
 	if err != nil {
 		return nil, err
 	}
-	if plan.GetPrimary() == nil || plan.Index != index {
+	if !wellFormed(plan, index) {
 		return nil, rpc.Errorf(rpc.Internal, "coordinator returned a malformed plan for chunk %d", index)
 	}
 	return plan, nil
+}
+
+// wellFormed reports whether p is a plan for chunk index that names its
+// primary and every replica, each with an address.
+func wellFormed(p *dfspb.ChunkPlan, index uint32) bool {
+	named := func(n *dfspb.NodeRef) bool { return n.GetNodeId() != "" && n.GetAddr() != "" }
+	return p != nil && p.Index == index && named(p.Primary) && !slices.ContainsFunc(p.Replicas, func(n *dfspb.NodeRef) bool { return !named(n) })
 }
 
 // forgiveFailures forgets the nodes that failed this put; it reports
