@@ -324,6 +324,33 @@ func TestReReplicationAfterNodeLoss(t *testing.T) {
 	checkFiles(t, cl, files)
 }
 
+// trimmedCopy puts one small file with replication 2 on a three-node
+// cluster, stops a holder until its copy is made again elsewhere and
+// restarts it, so that its copy is surplus and queued for deletion (held
+// back by an hour of GC delay). It returns the file, its chunk, and the
+// two holders it was first put on.
+func trimmedCopy(t *testing.T, opts ...clusterOption) (c *Cluster, cl *client.Client, files map[string][]byte, chunk *dfspb.ChunkInfo, holders []string) {
+	t.Helper()
+	is := is.New(t)
+	c = healingCluster(t, 3, append([]clusterOption{withCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = time.Hour })}, opts...)...)
+	cl = newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 2 })
+	files = putFiles(t, cl, "/trim", 1000)
+	paths := slices.Sorted(mapKeys(files))
+	waitHealed(t, c, cl, paths, 2, nil)
+	fi, err := cl.Stat(t.Context(), paths[0])
+	is.NoErr(err) // stat
+	chunk, holders = fi.Chunks[0], healthyReplicas(fi.Chunks[0], nil)
+	first := nodeIndex(t, c, holders[0])
+	is.NoErr(c.StopNode(first))
+	waitHealed(t, c, cl, paths, 2, nodeSet{holders[0]: true})
+	_, err = c.RestartNode(first)
+	is.NoErr(err) // restart the first holder
+	eventually(t, "the returning node's surplus copy queued for deletion", func() bool {
+		return health(t, c).Health.PendingDeletions == 1
+	})
+	return c, cl, files, chunk, holders
+}
+
 // TestTrimmedCopyNotCountedAgain: a surplus copy waits out --gc-delay on
 // its node's disk, so the node's inventories still list it. Counted
 // again, it would make the chunk look over-replicated once more, and the
@@ -334,26 +361,10 @@ func TestReReplicationAfterNodeLoss(t *testing.T) {
 func TestTrimmedCopyNotCountedAgain(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := healingCluster(t, 3,
-		withCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = time.Hour }),
-		withDatanode(func(cfg *datanode.Config) { cfg.InventoryInterval = 100 * time.Millisecond }))
-	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 2 })
-	files := putFiles(t, cl, "/trim", 1000)
+	c, cl, files, _, holders := trimmedCopy(t, withDatanode(func(cfg *datanode.Config) { cfg.InventoryInterval = 100 * time.Millisecond }))
 	paths := slices.Sorted(mapKeys(files))
-	waitHealed(t, c, cl, paths, 2, nil)
-	fi, err := cl.Stat(t.Context(), paths[0])
-	is.NoErr(err) // stat
-	holders := healthyReplicas(fi.Chunks[0], nil)
-	first, second := nodeIndex(t, c, holders[0]), nodeIndex(t, c, holders[1])
-
-	is.NoErr(c.StopNode(first))
-	waitHealed(t, c, cl, paths, 2, nodeSet{holders[0]: true})
-	_, err = c.RestartNode(first)
-	is.NoErr(err) // restart the first holder
-	eventually(t, "the returning node's surplus copy queued for deletion", func() bool {
-		return health(t, c).Health.PendingDeletions == 1
-	})
-	_, err = c.RestartNode(second)
+	second := nodeIndex(t, c, holders[1])
+	_, err := c.RestartNode(second)
 	is.NoErr(err) // restart the second holder
 	eventually(t, "the second holder listed again", func() bool {
 		fi, err := cl.Stat(t.Context(), paths[0])
@@ -381,34 +392,23 @@ func TestTrimmedCopyNotCountedAgain(t *testing.T) {
 func TestTrimmedCopyRecalled(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := healingCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = time.Hour }))
-	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 2 })
-	files := putFiles(t, cl, "/recall", 1000)
-	paths := slices.Sorted(mapKeys(files))
-	waitHealed(t, c, cl, paths, 2, nil)
-	fi, err := cl.Stat(t.Context(), paths[0])
-	is.NoErr(err) // stat
-	holders := healthyReplicas(fi.Chunks[0], nil)
+	c, cl, files, chunk, holders := trimmedCopy(t)
 	first := nodeIndex(t, c, holders[0])
-
-	is.NoErr(c.StopNode(first))
-	waitHealed(t, c, cl, paths, 2, nodeSet{holders[0]: true})
-	_, err = c.RestartNode(first)
-	is.NoErr(err) // restart the first holder
-	eventually(t, "the returning node's surplus copy queued for deletion", func() bool {
-		return health(t, c).Health.PendingDeletions == 1
-	})
-	for i := range c.Nodes() {
+	for i, n := range c.Nodes() {
 		if i != first {
 			is.NoErr(c.StopNode(i)) // the other two holders are lost
+			waitDead(t, c, string(n.Node.ID()))
 		}
 	}
-	eventually(t, "the trimmed copy counted again, its deletion called off", func() bool {
+	path := slices.Sorted(mapKeys(files))[0]
+	eventually(t, "the trimmed copy listed again, its deletion called off, nothing missing", func() bool {
+		fi, err := cl.Stat(t.Context(), path)
 		h := health(t, c).Health
-		return h.Missing == 0 && h.PendingDeletions == 0
+		return err == nil && slices.Equal(healthyReplicas(fi.Chunks[0], nil), holders[:1]) &&
+			h.PendingDeletions == 0 && h.Missing == 0
 	})
 	checkFiles(t, cl, files)
-	is.True(onDiskAnyForm(c.Nodes()[first], fi.Chunks[0].ChunkId)) // still on the first holder's disk
+	is.True(onDiskAnyForm(c.Nodes()[first], chunk.ChunkId)) // still on the first holder's disk
 }
 
 // TestDeadNodeNotDecommissioned: a node decommissioned while it is dead
