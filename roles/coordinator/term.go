@@ -160,7 +160,7 @@ func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []
 	if err != nil {
 		return nil, err
 	}
-	req := &dfspb.BulkDeleteChunkRequest{ChunkIds: make([]string, len(ids))}
+	req := &dfspb.BulkDeleteChunkRequest{ChunkIds: make([]string, len(ids)), NodeId: string(node)}
 	for i, id := range ids {
 		req.ChunkIds[i] = string(id)
 	}

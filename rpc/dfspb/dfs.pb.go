@@ -4027,8 +4027,12 @@ func (*DeleteChunkResponse) Descriptor() ([]byte, []int) {
 }
 
 type BulkDeleteChunkRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ChunkIds      []string               `protobuf:"bytes,1,rep,name=chunk_ids,json=chunkIds,proto3" json:"chunk_ids,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ChunkIds []string               `protobuf:"bytes,1,rep,name=chunk_ids,json=chunkIds,proto3" json:"chunk_ids,omitempty"`
+	// node_id, when set, is the node the deletions are meant for: a datanode
+	// with another ID (a new node at a dead one's address) refuses them with
+	// FailedPrecondition.
+	NodeId        string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4068,6 +4072,13 @@ func (x *BulkDeleteChunkRequest) GetChunkIds() []string {
 		return x.ChunkIds
 	}
 	return nil
+}
+
+func (x *BulkDeleteChunkRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
 }
 
 type BulkDeleteChunkResponse struct {
@@ -4645,9 +4656,10 @@ const file_dfs_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"/\n" +
 	"\x12DeleteChunkRequest\x12\x19\n" +
 	"\bchunk_id\x18\x01 \x01(\tR\achunkId\"\x15\n" +
-	"\x13DeleteChunkResponse\"5\n" +
+	"\x13DeleteChunkResponse\"N\n" +
 	"\x16BulkDeleteChunkRequest\x12\x1b\n" +
-	"\tchunk_ids\x18\x01 \x03(\tR\bchunkIds\"l\n" +
+	"\tchunk_ids\x18\x01 \x03(\tR\bchunkIds\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"l\n" +
 	"\x17BulkDeleteChunkResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x01(\rR\adeleted\x12\x16\n" +
 	"\x06failed\x18\x02 \x03(\tR\x06failed\x12\x1f\n" +
