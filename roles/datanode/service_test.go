@@ -23,7 +23,7 @@ func TestBulkDeleteForAnotherNode(t *testing.T) {
 	other := "11111111-1111-1111-1111-111111111111"
 	_, err := dn.BulkDeleteChunk(t.Context(), &dfspb.BulkDeleteChunkRequest{ChunkIds: []string{string(id)}, NodeId: other})
 	is.Equal(rpc.KindOf(rpc.FromStatus(err)), rpc.FailedPrecondition) // refused
-	is.True(n.Store().Has(id))                                         // and the chunk is still here
+	is.True(n.Store().Has(id))                                        // and the chunk is still here
 
 	resp, err := dn.BulkDeleteChunk(t.Context(), &dfspb.BulkDeleteChunkRequest{ChunkIds: []string{string(id)}, NodeId: string(n.ID())})
 	is.NoErr(err)
