@@ -99,7 +99,9 @@ func (n *Node) DeleteChunk(ctx context.Context, req *dfspb.DeleteChunkRequest) (
 	if freed == 0 {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "chunk %s not found", id))
 	}
-	n.store.SyncDeletes([]rpc.ChunkID{id})
+	if err := n.store.SyncDeletes([]rpc.ChunkID{id}); err != nil {
+		return nil, rpc.ToStatus(err)
+	}
 	n.reports.deleted(id)
 	return &dfspb.DeleteChunkResponse{}, nil
 }
@@ -121,24 +123,36 @@ func (n *Node) BulkDeleteChunk(ctx context.Context, req *dfspb.BulkDeleteChunkRe
 	return resp, nil
 }
 
+// deleteChunks removes ids and fsyncs their directories before it answers
+// or reports: a deletion the coordinator is told of survives a crash.
+// When the fsync fails, every chunk counts as failed (the coordinator
+// retries; deleting an absent chunk is done at once).
 func (n *Node) deleteChunks(ids []rpc.ChunkID, resp *dfspb.BulkDeleteChunkResponse) {
+	var gone []rpc.ChunkID
 	for _, id := range ids {
 		done := n.metrics.op(opDelete)
 		freed, err := n.store.Delete(id)
 		done(err)
 		resp.BytesFreed += freed
-		switch {
-		case err != nil:
+		if err != nil {
 			n.log.Warn().Err(err).Str("chunk_id", string(id)).Msg("delete failed")
 			resp.Failed = append(resp.Failed, string(id))
-		case freed > 0:
-			resp.Deleted++
-			n.reports.deleted(id)
-		default:
-			n.reports.deleted(id) // absent: make sure the coordinator agrees
+			continue
 		}
+		if freed > 0 {
+			resp.Deleted++
+		}
+		gone = append(gone, id) // absent ones too: make sure the coordinator agrees
 	}
-	n.store.SyncDeletes(ids)
+	if err := n.store.SyncDeletes(gone); err != nil {
+		n.log.Warn().Err(err).Int("chunks", len(gone)).Msg("deletions not durable; reported failed")
+		for _, id := range gone {
+			resp.Failed = append(resp.Failed, string(id))
+		}
+		resp.Deleted = 0
+		return
+	}
+	n.reports.deleted(gone...)
 }
 
 // HealthCheck reports the node's identity and disk usage.

@@ -1,7 +1,9 @@
 package datanode
 
 import (
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 
@@ -29,4 +31,30 @@ func TestBulkDeleteForAnotherNode(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(resp.Deleted, uint32(1)) // meant for this node: deleted
 	is.True(!n.Store().Has(id))
+}
+
+// TestDeleteNotDurable: when the directory of a deleted chunk cannot be
+// fsynced, the deletion is neither acknowledged nor reported.
+func TestDeleteNotDurable(t *testing.T) {
+	is := is.New(t)
+	coord := datanodetest.Start(t)
+	n := startNode(t, coord)
+	dn := client(t, n)
+	id := chunkID(t, 1)
+	upload(t, dn, id, chunkData(100, 1), testFrame)
+	eventually(t, "the chunk reported", func() bool { return coord.Has(n.ID(), id) })
+
+	n.Store().fsyncDir = func(string) error { return errors.New("injected EIO") }
+	resp, err := dn.BulkDeleteChunk(t.Context(), &dfspb.BulkDeleteChunkRequest{ChunkIds: []string{string(id)}})
+	is.NoErr(err)
+	is.Equal(resp.Failed, []string{string(id)}) // not durable: failed, so GC tries again
+	is.Equal(resp.Deleted, uint32(0))
+	time.Sleep(300 * time.Millisecond) // several heartbeats: a queued report would be out by now
+	is.True(coord.Has(n.ID(), id))     // not reported removed
+
+	n.Store().fsyncDir = syncDir
+	resp, err = dn.BulkDeleteChunk(t.Context(), &dfspb.BulkDeleteChunkRequest{ChunkIds: []string{string(id)}})
+	is.NoErr(err)
+	is.Equal(len(resp.Failed), 0) // GC's retry: the chunk is gone, durably now
+	eventually(t, "the removal reported", func() bool { return !coord.Has(n.ID(), id) })
 }

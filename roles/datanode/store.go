@@ -831,16 +831,21 @@ func (s *Store) Delete(id rpc.ChunkID) (freed int64, err error) {
 }
 
 // SyncDeletes fsyncs the directories of deleted chunks so the deletions
-// survive a crash (a lost deletion is harmless: GC repeats it).
-func (s *Store) SyncDeletes(ids []rpc.ChunkID) {
+// survive a crash; it returns the first failure. A directory that does
+// not exist holds nothing to make durable.
+func (s *Store) SyncDeletes(ids []rpc.ChunkID) error {
 	seen := map[string]bool{}
+	var first error
 	for _, id := range ids {
 		d := filepath.Dir(s.path(id))
 		if !seen[d] {
 			seen[d] = true
-			syncDir(d)
+			if err := s.fsyncDir(d); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
+				first = rpc.Errorf(rpc.Internal, "fsync %s after deleting: %v", d, err)
+			}
 		}
 	}
+	return first
 }
 
 // LoadOrCreateNodeID returns the node ID persisted in dir, creating and

@@ -460,7 +460,7 @@ func TestDelete(t *testing.T) {
 	is.NoErr(err)                                     // deleting a missing chunk is not an error
 	is.Equal(freed, int64(0))                         // but frees nothing
 	is.True(s.Has(b))                                 // other chunks untouched
-	s.SyncDeletes([]rpc.ChunkID{a, a, chunkID(t, 9)}) // missing directories are fine
+	is.NoErr(s.SyncDeletes([]rpc.ChunkID{a, a, chunkID(t, 9)})) // missing directories are fine
 
 	put(t, s, a, chunkData(100, 3))
 	is.True(s.Has(a)) // a deleted ID can be stored again
