@@ -287,7 +287,7 @@ func TestStoredOnlyWhenDurable(t *testing.T) {
 	id := chunkID(t, 1)
 	data := chunkData(10, 0)
 	digest, frames := chunkstream.DigestOf(data, testFrame)
-	write := func() *Writer {
+	write := func(id rpc.ChunkID) *Writer {
 		w, err := s.Create(id, 10, testFrame)
 		is.NoErr(err) // create
 		_, err = w.Write(data)
@@ -297,7 +297,7 @@ func TestStoredOnlyWhenDurable(t *testing.T) {
 
 	entered, release := make(chan struct{}), make(chan error)
 	s.fsyncDir = func(string) error { close(entered); return <-release }
-	w1, w2 := write(), write()
+	w1, w2 := write(id), write(id)
 	done := make(chan error)
 	go func() { done <- w1.Commit(frames, digest) }()
 	<-entered
@@ -315,11 +315,7 @@ func TestStoredOnlyWhenDurable(t *testing.T) {
 
 	id2 := chunkID(t, 2)
 	s.fsyncDir = func(string) error { return errors.New("injected EIO") }
-	w, err := s.Create(id2, 10, testFrame)
-	is.NoErr(err)
-	_, err = w.Write(data)
-	is.NoErr(err)
-	err = w.Commit(frames, digest)
+	err = write(id2).Commit(frames, digest)
 	is.True(err != nil && strings.Contains(err.Error(), "fsync dir")) // the failed fsync fails the commit
 	is.True(!s.Has(id2))                                              // the chunk is not stored
 	_, serr := os.Stat(s.ChunkPath(id2))
@@ -457,9 +453,9 @@ func TestDelete(t *testing.T) {
 	is.Equal(u.Used, FileSize(200, testFrame)) // bytes drop
 
 	freed, err = s.Delete(a)
-	is.NoErr(err)                                     // deleting a missing chunk is not an error
-	is.Equal(freed, int64(0))                         // but frees nothing
-	is.True(s.Has(b))                                 // other chunks untouched
+	is.NoErr(err)                                               // deleting a missing chunk is not an error
+	is.Equal(freed, int64(0))                                   // but frees nothing
+	is.True(s.Has(b))                                           // other chunks untouched
 	is.NoErr(s.SyncDeletes([]rpc.ChunkID{a, a, chunkID(t, 9)})) // missing directories are fine
 
 	put(t, s, a, chunkData(100, 3))
