@@ -68,7 +68,7 @@ type Store struct {
 	index    map[rpc.ChunkID]Meta // stored chunks, without frame digests
 	// committing chunks are renamed into place, their directory not yet
 	// fsynced: not stored until it is, so no one is told they are.
-	committing map[rpc.ChunkID]bool
+	committing map[rpc.ChunkID]*commit
 	fsyncDir   func(dir string) error // syncDir; tests slow it down or fail it
 	dirs       sync.Map               // chunk directories known to exist
 	// corrupt chunks failed verification (at start-up, or later by Verify
@@ -81,7 +81,7 @@ type Store struct {
 // left by a crash and counts the stored chunks. capacity caps the bytes the
 // node stores (0: the filesystem's size).
 func OpenStore(dir string, capacity int64) (*Store, error) {
-	s := &Store{dir: dir, capacity: capacity, index: map[rpc.ChunkID]Meta{}, committing: map[rpc.ChunkID]bool{}, fsyncDir: syncDir}
+	s := &Store{dir: dir, capacity: capacity, index: map[rpc.ChunkID]Meta{}, committing: map[rpc.ChunkID]*commit{}, fsyncDir: syncDir}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("datanode: create %s: %w", dir, err)
 	}
@@ -556,8 +556,16 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 	}
 	dst := w.s.path(w.id)
 	// Check and rename under the lock: a chunk is stored (and counted)
-	// once, even if two writers raced for one ID.
+	// once, even if two writers raced for one ID. A writer that finds
+	// another's commit in progress waits for its outcome: the chunk is
+	// then stored, or its name free again.
 	w.s.mu.Lock()
+	for c := w.s.committing[w.id]; c != nil; c = w.s.committing[w.id] {
+		c.waiters++
+		w.s.mu.Unlock()
+		<-c.done
+		w.s.mu.Lock()
+	}
 	if _, err := os.Stat(dst); err == nil {
 		w.s.mu.Unlock()
 		os.Remove(tmp)
@@ -575,7 +583,8 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 	}
 	fileSize := w.flushed + int64(buf.Len())
 	w.s.used += fileSize
-	w.s.committing[w.id] = true
+	c := &commit{done: make(chan struct{})}
+	w.s.committing[w.id] = c
 	w.s.mu.Unlock()
 
 	// The chunk is stored once its directory entry is durable: until then
@@ -584,7 +593,8 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 	serr := w.s.fsyncDir(filepath.Dir(dst))
 	w.s.mu.Lock()
 	defer w.s.mu.Unlock()
-	if !w.s.committing[w.id] {
+	defer close(c.done)
+	if w.s.committing[w.id] != c {
 		// Deleted meanwhile (Delete took it off the list and its bytes).
 		return rpc.Errorf(rpc.NotFound, "chunk %s: deleted while it was being stored", w.id)
 	}
@@ -598,6 +608,13 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 	w.s.chunks++
 	w.s.index[w.id] = Meta{Size: w.size, FrameSize: w.frameSize, Digest: bytes.Clone(digest)}
 	return nil
+}
+
+// commit is a chunk renamed into place whose directory fsync is in
+// progress; done closes when the commit has succeeded or failed.
+type commit struct {
+	done    chan struct{}
+	waiters int // writers of the same chunk waiting for the outcome
 }
 
 // Abort discards the partial chunk.

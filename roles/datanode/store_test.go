@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 	"google.golang.org/protobuf/proto"
@@ -295,23 +296,67 @@ func TestStoredOnlyWhenDurable(t *testing.T) {
 		return w
 	}
 
-	entered, release := make(chan struct{}), make(chan error)
-	s.fsyncDir = func(string) error { close(entered); return <-release }
+	// block holds the next directory fsync until it is released with its
+	// result; later ones pass.
+	block := func() (entered chan struct{}, release chan error) {
+		entered, release = make(chan struct{}), make(chan error)
+		var once sync.Once
+		s.fsyncDir = func(string) error {
+			err := error(nil)
+			once.Do(func() { close(entered); err = <-release })
+			return err
+		}
+		return entered, release
+	}
+	// waiting reports once a second writer of id waits for the commit in
+	// progress.
+	waiting := func() bool {
+		for range 1000 {
+			s.mu.Lock()
+			c := s.committing[id]
+			n := c != nil && c.waiters > 0
+			s.mu.Unlock()
+			if n {
+				return true
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return false
+	}
+
+	entered, release := block()
 	w1, w2 := write(id), write(id)
-	done := make(chan error)
-	go func() { done <- w1.Commit(frames, digest) }()
+	done1, done2 := make(chan error), make(chan error)
+	go func() { done1 <- w1.Commit(frames, digest) }()
 	<-entered
 	is.True(!s.Has(id))                   // not stored while its directory entry is not durable
 	_, err := s.Stat(id)                  //
 	is.True(errors.Is(err, rpc.NotFound)) // nor served
 	_, listed := s.Inventory()[id]        //
 	is.True(!listed)                      // nor reported
-	err = w2.Commit(frames, digest)       // a second copy of the same chunk meanwhile
-	is.True(errors.Is(err, rpc.Exists))   // is refused, not taken for stored
+	go func() { done2 <- w2.Commit(frames, digest) }()
+	is.True(waiting()) // a second copy of the same chunk meanwhile waits
 	release <- nil
-	is.NoErr(<-done)   // the first commit finishes
-	is.True(s.Has(id)) // and the chunk is stored
+	is.NoErr(<-done1)                       // the first commit finishes
+	is.True(errors.Is(<-done2, rpc.Exists)) // the second finds the chunk stored
+	is.True(s.Has(id))                      // which it is
+	is.Equal(s.Usage().Chunks, int64(1))    // once
+	is.Equal(s.Usage().Used, FileSize(10, testFrame))
+
+	_, err = s.Delete(id)
+	is.NoErr(err)
+	entered, release = block()
+	w1, w2 = write(id), write(id)
+	go func() { done1 <- w1.Commit(frames, digest) }()
+	<-entered
+	go func() { done2 <- w2.Commit(frames, digest) }()
+	is.True(waiting())
+	release <- errors.New("injected EIO")
+	is.True(<-done1 != nil) // when the first commit fails
+	is.NoErr(<-done2)       // the waiting copy is stored instead
+	is.True(s.Has(id))
 	is.Equal(s.Usage().Chunks, int64(1))
+	is.Equal(s.Usage().Used, FileSize(10, testFrame))
 
 	id2 := chunkID(t, 2)
 	s.fsyncDir = func(string) error { return errors.New("injected EIO") }
