@@ -127,6 +127,19 @@ func (t *term) hasRoom(candidates []placement.Node, holders []rpc.NodeID, ch met
 	})
 }
 
+// trimFirst orders a chunk's surplus copies for trimming: copies on
+// suspect nodes go first, the ones a healthy node holds are kept; among
+// equals, the copies on the node that (re)joined last go first.
+func trimFirst(a, b copyState) int {
+	if sa, sb := a.info.state != placement.Healthy, b.info.state != placement.Healthy; sa != sb {
+		if sa {
+			return -1
+		}
+		return 1
+	}
+	return b.registry.Compare(a.registry)
+}
+
 // scan looks at every committed chunk and every reported copy.
 func (t *term) scan(ctx context.Context) {
 	nodes := t.nodes.infos()
@@ -194,8 +207,7 @@ func (t *term) scan(ctx context.Context) {
 					counts = append(counts, cs)
 				}
 			}
-			// The copies on the node that (re)joined last go first.
-			slices.SortFunc(counts, func(a, b copyState) int { return b.registry.Compare(a.registry) })
+			slices.SortFunc(counts, trimFirst)
 			for _, cs := range counts[:extra] {
 				trims = append(trims, meta.Deletion{Node: cs.node, Chunk: ch.ID})
 			}
