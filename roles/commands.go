@@ -105,6 +105,7 @@ func datanodeFlags() []cli.Flag {
 		&cli.GenericFlag{Name: "capacity", Value: new(rpc.ByteSize), EnvVars: env("CAPACITY"), Usage: "most bytes to store (default: the whole filesystem)"},
 		&cli.DurationFlag{Name: "heartbeat-interval", Value: d.HeartbeatInterval, EnvVars: env("HEARTBEAT_INTERVAL"), Usage: "pause between heartbeats"},
 		&cli.DurationFlag{Name: "session-timeout", Value: d.SessionTimeout, EnvVars: env("SESSION_TIMEOUT"), Usage: "a prepared or stalled chunk stream expires after this and its partial file is removed"},
+		&cli.IntFlag{Name: "max-sessions", Value: d.MaxSessions, EnvVars: env("MAX_SESSIONS"), Usage: "most chunk streams prepared and not yet started, uploads and downloads each; more are refused and the client tries another node"},
 		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to peers and the coordinator"},
 		&cli.DurationFlag{Name: "inventory-interval", Value: d.InventoryInterval, EnvVars: env("INVENTORY_INTERVAL"), Usage: "pause between full chunk inventory reports to the coordinator (one is also sent after every registration)"},
 		&cli.DurationFlag{Name: "scrub-interval", Value: d.ScrubInterval, EnvVars: env("SCRUB_INTERVAL"), Usage: "pause between scrub passes over every stored chunk (0: continuous)"},
@@ -122,6 +123,7 @@ func datanodeConfig(c *cli.Context) datanode.Config {
 	cfg.Capacity = int64(*c.Generic("capacity").(*rpc.ByteSize))
 	cfg.HeartbeatInterval = c.Duration("heartbeat-interval")
 	cfg.SessionTimeout = c.Duration("session-timeout")
+	cfg.MaxSessions = c.Int("max-sessions")
 	cfg.RPCTimeout = c.Duration("rpc-timeout")
 	cfg.InventoryInterval = c.Duration("inventory-interval")
 	cfg.ScrubInterval = c.Duration("scrub-interval")

@@ -58,6 +58,21 @@ func (t *Table[K, V]) Put(k K, v V) time.Time {
 	return exp
 }
 
+// PutLimited stores v under k, as Put does, unless the table already
+// holds limit entries (expired ones not yet swept included); it reports
+// whether v was stored. The check and the store are one step, so racing
+// callers never exceed limit.
+func (t *Table[K, V]) PutLimited(k K, v V, limit int) (time.Time, bool) {
+	exp := t.clock.Now().Add(t.ttl)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.items[k]; !ok && len(t.items) >= limit {
+		return time.Time{}, false
+	}
+	t.items[k] = &entry[V]{v: v, expires: exp}
+	return exp, true
+}
+
 // Get returns the live value under k and extends its life by ttl.
 func (t *Table[K, V]) Get(k K) (V, bool) {
 	now := t.clock.Now()

@@ -136,6 +136,42 @@ func TestTake(t *testing.T) {
 	is.Equal(len(ex.keys()), 0) // onExpire is not called for taken entries
 }
 
+func TestPutLimited(t *testing.T) {
+	is := is.New(t)
+	clk := newFakeClock()
+	tb := New[string, int](ttl, clk, nil)
+	_, ok := tb.PutLimited("a", 1, 2)
+	is.True(ok) // below the limit: stored
+	exp, ok := tb.PutLimited("b", 2, 2)
+	is.True(ok)                       // up to the limit
+	is.Equal(exp, clk.Now().Add(ttl)) // with its expiry
+	_, ok = tb.PutLimited("c", 3, 2)  //
+	is.True(!ok)                      // beyond it: refused
+	_, found := tb.Get("c")           //
+	is.True(!found)                   // and not stored
+	_, ok = tb.PutLimited("a", 10, 2) //
+	is.True(ok)                       // replacing a key adds no entry
+	v, _ := tb.Take("a")              //
+	is.Equal(v, 10)                   //
+	_, ok = tb.PutLimited("c", 3, 2)  //
+	is.True(ok)                       // a taken entry makes room
+	clk.Advance(2 * ttl)              //
+	tb.Sweep()                        //
+	_, ok = tb.PutLimited("d", 4, 2)  //
+	is.True(ok)                       // and so do swept ones
+	is.Equal(tb.Len(), 1)
+
+	// Racing callers never exceed the limit.
+	tb = New[string, int](ttl, clk, nil)
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Add(1)
+		go func() { defer wg.Done(); tb.PutLimited(fmt.Sprint(i), i, 10) }()
+	}
+	wg.Wait()
+	is.Equal(tb.Len(), 10)
+}
+
 func TestDelete(t *testing.T) {
 	is := is.New(t)
 	clk := newFakeClock()

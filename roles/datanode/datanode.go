@@ -41,6 +41,12 @@ type Config struct {
 	// SessionTimeout ends a prepared stream that does not start, and a
 	// stream that sends nothing for that long; its partial file is removed.
 	SessionTimeout time.Duration
+	// MaxSessions bounds the streaming sessions prepared and not yet
+	// started, uploads and downloads each: a prepared download holds an
+	// open chunk file, a prepared upload reserved space, until the stream
+	// starts or the session expires. Beyond it, Prepare calls are refused
+	// with ResourceExhausted, and the client tries another node.
+	MaxSessions int
 	// InventoryInterval is the pause between full inventory reports; one
 	// is also sent after every registration.
 	InventoryInterval time.Duration
@@ -67,6 +73,7 @@ func DefaultConfig() Config {
 		Coordinators:      []string{"127.0.0.1:7000"},
 		HeartbeatInterval: 3 * time.Second,
 		SessionTimeout:    time.Minute,
+		MaxSessions:       4096,
 		InventoryInterval: 10 * time.Minute,
 		RPCTimeout:        10 * time.Second,
 		Window:            4 << 20,
@@ -91,6 +98,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("datanode: --heartbeat-interval must be positive")
 	case c.SessionTimeout <= 0:
 		return fmt.Errorf("datanode: --session-timeout must be positive")
+	case c.MaxSessions <= 0:
+		return fmt.Errorf("datanode: --max-sessions must be positive")
 	case c.InventoryInterval <= 0:
 		return fmt.Errorf("datanode: --inventory-interval must be positive")
 	case c.RPCTimeout <= 0:

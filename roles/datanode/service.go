@@ -20,6 +20,9 @@ func (n *Node) PrepareChunkDownload(ctx context.Context, req *dfspb.PrepareChunk
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
+	if n.downloads.Len() >= n.cfg.MaxSessions {
+		return nil, rpc.ToStatus(n.tooManySessions("download"))
+	}
 	c, err := n.store.Open(id)
 	if err != nil {
 		if IsCorrupt(err) {
@@ -28,8 +31,19 @@ func (n *Node) PrepareChunkDownload(ctx context.Context, req *dfspb.PrepareChunk
 		return nil, rpc.ToStatus(err)
 	}
 	sid := rpc.NewSessionID()
-	n.downloads.Put(sid, c)
+	if _, ok := n.downloads.PutLimited(sid, c, n.cfg.MaxSessions); !ok {
+		c.Close()
+		return nil, rpc.ToStatus(n.tooManySessions("download"))
+	}
 	return &dfspb.PrepareChunkDownloadResponse{SessionId: string(sid), Size: c.Size, FrameSize: c.FrameSize, ChunkChecksum: c.Digest}, nil
+}
+
+// tooManySessions is the error for a Prepare call beyond --max-sessions,
+// attributed to this node so that the client tries another.
+func (n *Node) tooManySessions(kind string) error {
+	return rpc.NodeError(rpc.ResourceExhausted, []string{string(n.id)},
+		"datanode %s: %d %s streams prepared and not yet started, at most %d (--max-sessions); try another node or later",
+		n.id.Short(), n.cfg.MaxSessions, kind, n.cfg.MaxSessions)
 }
 
 // DownloadChunkStream streams a prepared chunk in frames, each with the

@@ -2,11 +2,13 @@ package datanode
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -57,4 +59,54 @@ func TestDeleteNotDurable(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(len(resp.Failed), 0) // GC's retry: the chunk is gone, durably now
 	eventually(t, "the removal reported", func() bool { return !coord.Has(n.ID(), id) })
+}
+
+// TestMaxSessions: beyond --max-sessions prepared streams, Prepare calls
+// are refused with ResourceExhausted, attributed to the node, and nothing
+// is held for them; a stream that starts makes room again. A chunk sent
+// inline on its stream's first frame is never refused for it.
+func TestMaxSessions(t *testing.T) {
+	is := is.New(t)
+	n := startNode(t, datanodetest.Start(t), func(cfg *Config) { cfg.MaxSessions = 2; cfg.Capacity = 64 << 20 })
+	dn := client(t, n)
+	id, data := chunkID(t, 1), chunkData(3*testFrame, 1)
+	exp := chunkstream.Expect{ChunkID: id, Size: int64(len(data)), FrameSize: testFrame, Digest: upload(t, dn, id, data, testFrame)}
+	refused := func(err error, kind string) {
+		t.Helper()
+		err = rpc.FromStatus(err)
+		is.Equal(rpc.KindOf(err), rpc.ResourceExhausted)                                     // refused
+		is.Equal(rpc.FailedNodesOf(err), []string{string(n.ID())})                           // by this node
+		is.True(strings.Contains(err.Error(), kind+" streams prepared and not yet started")) // saying why
+		is.True(strings.Contains(err.Error(), "--max-sessions"))                             // and what to change
+	}
+
+	// Downloads.
+	var sids []string
+	for range 2 {
+		prep, err := dn.PrepareChunkDownload(t.Context(), &dfspb.PrepareChunkDownloadRequest{ChunkId: string(id)})
+		is.NoErr(err) // up to the limit
+		sids = append(sids, prep.SessionId)
+	}
+	_, err := dn.PrepareChunkDownload(t.Context(), &dfspb.PrepareChunkDownloadRequest{ChunkId: string(id)})
+	refused(err, "download")
+	st, err := dn.DownloadChunkStream(t.Context(), &dfspb.DownloadChunkStreamRequest{SessionId: sids[0]})
+	is.NoErr(err)
+	got := make([]byte, len(data))
+	is.NoErr(chunkstream.ReceiveInto(st, exp, got))
+	is.Equal(got, data) // a prepared session still streams
+	_, err = download(t.Context(), dn, exp)
+	is.NoErr(err) // and, started, made room for another
+
+	// Uploads.
+	prepUpload := func(i int) error {
+		_, err := dn.PrepareChunkUpload(t.Context(), &dfspb.PrepareChunkUploadRequest{ChunkId: string(chunkID(t, i)), Size: testFrame, FrameSize: testFrame})
+		return err
+	}
+	is.NoErr(prepUpload(2))
+	is.NoErr(prepUpload(3)) // up to the limit
+	free := n.Store().Usage().Free
+	refused(prepUpload(4), "upload")
+	is.Equal(n.Store().Usage().Free, free) // no space reserved for the refused one
+	upload(t, dn, chunkID(t, 5), data, testFrame)
+	is.True(n.Store().Has(chunkID(t, 5))) // an inline upload is not refused
 }

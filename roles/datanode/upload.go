@@ -38,6 +38,9 @@ type replicaTarget struct {
 // call with its node ID attached, so the client can place it elsewhere.
 // (Clients usually prepare inline, on the stream's first frame.)
 func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUploadRequest) (*dfspb.PrepareChunkUploadResponse, error) {
+	if n.uploads.Len() >= n.cfg.MaxSessions {
+		return nil, rpc.ToStatus(n.tooManySessions("upload"))
+	}
 	s, err := n.newSession(req)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
@@ -47,7 +50,12 @@ func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUp
 		return nil, rpc.ToStatus(err)
 	}
 	sid := rpc.NewSessionID()
-	exp := n.uploads.Put(sid, s)
+	exp, ok := n.uploads.PutLimited(sid, s, n.cfg.MaxSessions)
+	if !ok {
+		// The replicas' sessions expire unused.
+		s.release()
+		return nil, rpc.ToStatus(n.tooManySessions("upload"))
+	}
 	return &dfspb.PrepareChunkUploadResponse{SessionId: string(sid), ExpiresUnixMs: exp.UnixMilli()}, nil
 }
 
