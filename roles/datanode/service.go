@@ -123,6 +123,11 @@ func (n *Node) DeleteChunk(ctx context.Context, req *dfspb.DeleteChunkRequest) (
 // BulkDeleteChunk removes many chunks; missing ones count as deleted, and
 // the IDs that could not be removed come back in failed.
 func (n *Node) BulkDeleteChunk(ctx context.Context, req *dfspb.BulkDeleteChunkRequest) (*dfspb.BulkDeleteChunkResponse, error) {
+	if req.NodeId != "" {
+		if _, err := rpc.ParseNodeID(req.NodeId); err != nil {
+			return nil, rpc.ToStatus(err)
+		}
+	}
 	if req.NodeId != "" && req.NodeId != string(n.id) {
 		// Meant for the node that had this address before: its chunk
 		// IDs here may be good copies of this node's own.
