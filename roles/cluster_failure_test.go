@@ -3,6 +3,7 @@ package roles
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -1052,4 +1053,33 @@ func TestGetWhenEveryReplicaIsDead(t *testing.T) {
 	is.True(strings.Contains(err.Error(), fi.Chunks[0].ChunkId))                 // naming the chunk
 	is.True(!strings.Contains(err.Error(), "unreachable"))                       // not blaming the coordinator, which answered
 	is.Equal(out.Len(), 0)                                                       // nothing written
+}
+
+// TestMaxUploads: beyond --max-uploads open uploads, a put is refused
+// with a clear error and nothing is created; once an open upload is
+// aborted the put goes through.
+func TestMaxUploads(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.MaxUploads = 2 }))
+	cl := newTestClient(t, c)
+	cc := coordClient(t, c)
+	var sessions []string
+	for i := range 2 {
+		resp, err := cc.UploadFile(t.Context(), &dfspb.UploadFileRequest{Path: fmt.Sprintf("/open/%d", i), Size: 10})
+		is.NoErr(err) // up to the limit
+		sessions = append(sessions, resp.SessionId)
+	}
+	data := randomBytes(1000)
+	_, err := cl.Put(t.Context(), "/refused", bytes.NewReader(data), int64(len(data)), nil)
+	is.True(isKind(err, rpc.ResourceExhausted))                                         // refused
+	is.True(strings.Contains(err.Error(), "2 uploads open, at most 2 (--max-uploads)")) // saying why
+	_, err = cl.Stat(t.Context(), "/refused")
+	is.True(isKind(err, rpc.NotFound)) // nothing created
+
+	_, err = cc.AbortUpload(t.Context(), &dfspb.AbortUploadRequest{SessionId: sessions[0]})
+	is.NoErr(err)
+	_, err = cl.Put(t.Context(), "/refused", bytes.NewReader(data), int64(len(data)), nil)
+	is.NoErr(err) // room again
+	checkFiles(t, cl, map[string][]byte{"/refused": data})
 }

@@ -44,6 +44,10 @@ type Config struct {
 	// SessionTimeout ends an upload that makes no progress for that long;
 	// its chunks are collected.
 	SessionTimeout time.Duration
+	// MaxUploads bounds the uploads open at once (sessions started and not
+	// yet committed, aborted or expired); UploadFile beyond it is refused
+	// with ResourceExhausted.
+	MaxUploads int
 	// GCDelay holds back deleting the chunks of a removed or replaced file
 	// (and of an aborted upload) so running readers can finish.
 	GCDelay time.Duration
@@ -78,6 +82,7 @@ func DefaultConfig() Config {
 		SuspectAfter:    10 * time.Second,
 		DeadAfter:       30 * time.Second,
 		SessionTimeout:  5 * time.Minute,
+		MaxUploads:      10000,
 		GCDelay:         time.Minute,
 		SafeModeTimeout: 30 * time.Second,
 		RepairInterval:  time.Second,
@@ -116,6 +121,9 @@ func (c Config) Validate() error {
 	}
 	if c.RepairInterval <= 0 || c.RepairTotal < 1 || c.RepairPerNode < 1 {
 		return fmt.Errorf("coordinator: the repair interval and concurrency must be positive")
+	}
+	if c.MaxUploads < 1 {
+		return fmt.Errorf("coordinator: --max-uploads must be positive")
 	}
 	if c.DeadAfter < c.SuspectAfter {
 		return fmt.Errorf("coordinator: --dead-after (%s) must not be shorter than --suspect-after (%s)", c.DeadAfter, c.SuspectAfter)

@@ -126,6 +126,12 @@ func (t *term) uploadFile(ctx context.Context, req *dfspb.UploadFileRequest) (*d
 	if err := t.safe.check("place chunks"); err != nil {
 		return nil, err
 	}
+	// Checked before the session is placed and recorded; uploads opening
+	// at the same moment can pass it together, so the bound is exceeded
+	// by at most the UploadFile calls in flight.
+	if open := t.uploads.Len(); open >= cfg.MaxUploads {
+		return nil, rpc.Errorf(rpc.ResourceExhausted, "%d uploads open, at most %d (--max-uploads); retry once some have committed, been aborted or expired", open, cfg.MaxUploads)
+	}
 	// Fail fast when the cluster cannot hold even one chunk.
 	if _, err := placement.Place(t.c.policy, t.nodes.candidates(), repl, 0, nil); err != nil {
 		return nil, t.placementWarmup(err)
