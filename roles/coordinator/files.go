@@ -109,6 +109,13 @@ func (c *Coordinator) DeleteFile(ctx context.Context, req *dfspb.DeleteFileReque
 	return &dfspb.DeleteFileResponse{}, rpc.ToStatus(t.deleteFile(ctx, req.Path))
 }
 
+// deleted reports whether the path of f, just deleted by a commit
+// reported failed, no longer holds f.
+func (t *term) deleted(ctx context.Context, f *meta.File) bool {
+	cur, err := t.store.Get(ctx, f.Path)
+	return rpc.KindOf(err) == rpc.NotFound || (err == nil && (cur.Version != f.Version || cur.Session != f.Session))
+}
+
 func (t *term) deleteFile(ctx context.Context, path string) error {
 	p, err := rpc.ParsePath(path)
 	if err != nil {
@@ -117,6 +124,7 @@ func (t *term) deleteFile(ctx context.Context, path string) error {
 	if err := t.safe.check("delete files"); err != nil {
 		return err
 	}
+	defer t.paths.lock(p)()
 	for try := 0; ; try++ {
 		f, err := t.store.Get(ctx, p)
 		if err != nil {
@@ -126,6 +134,14 @@ func (t *term) deleteFile(ctx context.Context, path string) error {
 		err = t.commit(ctx, txn)
 		if errors.Is(err, meta.ErrConflict) && try < maxCommitRetries {
 			continue
+		}
+		if err != nil && !errors.Is(err, meta.ErrConflict) && t.deleted(ctx, f) {
+			// Reported failed, but applied: no other commit of the
+			// path can have run meanwhile. Its deletions are recorded
+			// again (with etcd, some may not have been).
+			t.log.Warn().Err(err).Str("path", string(p)).Msg("delete reported failed but applied; finishing it")
+			txn = &meta.Txn{AddDeletions: txn.AddDeletions}
+			err = t.commit(ctx, txn)
 		}
 		if err != nil {
 			return err

@@ -35,11 +35,14 @@ type term struct {
 	// session is put back or aborted, so no scan in between takes their
 	// chunks for orphans.
 	confirming confirmingSet
-	gc         *gc.Collector
-	safe       *safeMode
-	health     *health
-	repair     *repair.Controller
-	started    time.Time
+	// paths serializes the commits of each path: reading its current
+	// version, committing and updating refs are one step to the others.
+	paths   pathLocks
+	gc      *gc.Collector
+	safe    *safeMode
+	health  *health
+	repair  *repair.Controller
+	started time.Time
 	// warmup is set when the store already held data: the cluster had
 	// datanodes, which are still coming back when the term starts.
 	warmup bool
@@ -190,6 +193,41 @@ func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []
 		return nil, fmt.Errorf("record deletions done: %w", err)
 	}
 	return failed, nil
+}
+
+// pathLocks holds a mutex per path while some commit of it runs.
+type pathLocks struct {
+	mu sync.Mutex
+	m  map[rpc.Path]*pathLock
+}
+
+type pathLock struct {
+	sync.Mutex
+	users int
+}
+
+// lock locks p and returns its unlock.
+func (l *pathLocks) lock(p rpc.Path) (unlock func()) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[rpc.Path]*pathLock{}
+	}
+	pl := l.m[p]
+	if pl == nil {
+		pl = &pathLock{}
+		l.m[p] = pl
+	}
+	pl.users++
+	l.mu.Unlock()
+	pl.Lock()
+	return func() {
+		pl.Unlock()
+		l.mu.Lock()
+		if pl.users--; pl.users == 0 {
+			delete(l.m, p)
+		}
+		l.mu.Unlock()
+	}
 }
 
 // confirmingSet is the uploads being confirmed, counted: two confirms of

@@ -53,6 +53,11 @@ type upload struct {
 	// firstAttempt numbers this term's placements: a session loaded from
 	// the store may have placed chunks before under low attempt numbers.
 	firstAttempt uint32
+	// uncertain is set when a commit of this upload failed with its
+	// outcome unknown; replacing is the version it meant to replace (nil:
+	// the path had no file).
+	uncertain bool
+	replacing *meta.File
 }
 
 func uploadFromMeta(m *meta.Upload) *upload {
@@ -162,6 +167,14 @@ func (t *term) persist(ctx context.Context, u *upload) error {
 	defer u.persist.Unlock()
 	if u.persisted {
 		return nil
+	}
+	u.mu.Lock()
+	done := u.done
+	u.mu.Unlock()
+	if done {
+		// Committed or aborted meanwhile: recording it now would bring
+		// back the record its end deleted.
+		return rpc.Errorf(rpc.NotFound, "upload session %s has ended", u.id)
 	}
 	head := u.snapshot()
 	head.Chunks = nil
@@ -317,7 +330,18 @@ func (t *term) confirmUpload(ctx context.Context, req *dfspb.ConfirmUploadReques
 // txn that also ends the session and records the deletion of every chunk
 // that is no longer needed: the replaced version's, and the upload's failed
 // attempts.
+//
+// A commit can fail with its outcome unknown (the store's reply was lost,
+// or, with etcd, the deletions that did not fit in the first txn were not
+// recorded): the new version may be durable. Then the path is read back;
+// when this upload's version is current, the commit is finished rather
+// than repeated, since a second commit would replace the first and delete
+// its chunks. Until the outcome is known, a retried confirm commits only
+// over the version the first attempt meant to replace.
 func (t *term) commitUpload(ctx context.Context, u *upload, f *meta.File) error {
+	defer t.paths.lock(f.Path)()
+	u.persist.Lock() // no AllocateChunk records the session meanwhile
+	defer u.persist.Unlock()
 	kept := make(map[rpc.ChunkID]bool, len(f.Chunks))
 	for _, ch := range f.Chunks {
 		kept[ch.ID] = true
@@ -331,6 +355,12 @@ func (t *term) commitUpload(ctx context.Context, u *upload, f *meta.File) error 
 		if err != nil && rpc.KindOf(err) != rpc.NotFound {
 			return err
 		}
+		if old != nil && old.Session == u.id {
+			return t.finishCommit(ctx, u, f, old, unused)
+		}
+		if err := t.checkUncertain(u, f, old); err != nil {
+			return err
+		}
 		txn := &meta.Txn{Path: f.Path, Put: f, DeleteUploads: []rpc.SessionID{u.id}, AddDeletions: unused}
 		if old != nil {
 			txn.Expect = old.Version
@@ -340,6 +370,15 @@ func (t *term) commitUpload(ctx context.Context, u *upload, f *meta.File) error 
 		err = t.commit(ctx, txn)
 		if errors.Is(err, meta.ErrConflict) && try < maxCommitRetries {
 			continue // another commit of this path won; build on it
+		}
+		if err != nil && !errors.Is(err, meta.ErrConflict) {
+			u.mu.Lock()
+			u.uncertain, u.replacing = true, old
+			u.mu.Unlock()
+			if cur, gerr := t.store.Get(ctx, f.Path); gerr == nil && cur.Session == u.id {
+				t.log.Warn().Err(err).Str("path", string(f.Path)).Msg("commit reported failed but applied; finishing it")
+				return t.finishCommit(ctx, u, f, cur, unused)
+			}
 		}
 		if err != nil {
 			return err
@@ -351,6 +390,58 @@ func (t *term) commitUpload(ctx context.Context, u *upload, f *meta.File) error 
 		}
 		return nil
 	}
+}
+
+// checkUncertain refuses to commit u over cur when an earlier commit of
+// u had an unknown outcome and the path no longer holds the version that
+// commit meant to replace, or has no file while u's chunks are queued for
+// deletion: the earlier commit was then applied and its version replaced
+// or deleted since, and committing again would bring back chunks that are
+// being deleted.
+func (t *term) checkUncertain(u *upload, f *meta.File, cur *meta.File) error {
+	u.mu.Lock()
+	uncertain, replacing := u.uncertain, u.replacing
+	u.mu.Unlock()
+	if !uncertain {
+		return nil
+	}
+	changed := (cur == nil) != (replacing == nil) ||
+		(cur != nil && (cur.Version != replacing.Version || cur.Session != replacing.Session))
+	if !changed && cur == nil {
+		for _, ch := range f.Chunks {
+			for _, n := range t.locs.nodes(ch.ID) {
+				changed = changed || t.gc.Queued(n, ch.ID)
+			}
+		}
+	}
+	if changed {
+		return rpc.Errorf(rpc.FailedPrecondition, "%s changed after an earlier confirm of this upload failed with an unknown outcome; put the file again", f.Path)
+	}
+	return nil
+}
+
+// finishCommit completes the commit of u, found applied as cur though it
+// was reported failed: it records again the deletions that commit
+// carried (recording one twice changes nothing) and the end of the
+// session, then updates refs and GC as a commit that succeeded does.
+func (t *term) finishCommit(ctx context.Context, u *upload, f, cur *meta.File, unused []meta.Deletion) error {
+	u.mu.Lock()
+	replacing := u.replacing
+	u.mu.Unlock()
+	dels := slices.Clone(unused)
+	if replacing != nil {
+		dels = append(dels, t.chunkDeletions(replacing)...)
+	}
+	if err := t.commit(ctx, &meta.Txn{DeleteUploads: []rpc.SessionID{u.id}, AddDeletions: dels}); err != nil {
+		return err
+	}
+	*f = *cur
+	t.refs.add(cur)
+	t.enqueue(dels)
+	if replacing != nil {
+		t.unreference(ctx, replacing, dels)
+	}
+	return nil
 }
 
 // reportedChunksOf returns, as allocations, the reported chunks that no
@@ -566,6 +657,11 @@ func (c *Coordinator) AbortUpload(ctx context.Context, req *dfspb.AbortUploadReq
 // one txn, then hands them to GC. If the store is unreachable the session
 // stays recorded and the next leader collects it when it expires there.
 func (t *term) abortUpload(u *upload) {
+	ctx, cancel := context.WithTimeout(t.ctx, t.c.cfg.RPCTimeout)
+	defer cancel()
+	defer t.paths.lock(u.path)()
+	u.persist.Lock()
+	defer u.persist.Unlock()
 	u.mu.Lock()
 	u.done = true
 	allocs := slices.Clone(u.allocs)
@@ -576,11 +672,25 @@ func (t *term) abortUpload(u *upload) {
 		// ones that no file references, by their IDs.
 		allocs = append(allocs, t.reportedChunksOf(u)...)
 	}
+	// A commit of this upload reported failed may have been applied: its
+	// version's chunks are then the file's, not the upload's to delete.
+	cur, err := t.store.Get(ctx, u.path)
+	if err != nil && rpc.KindOf(err) != rpc.NotFound {
+		t.log.Warn().Err(err).Str("session_id", string(u.id)).Msg("cannot read the path of an ending upload session; it expires again later")
+		t.uploads.Put(u.id, u)
+		return
+	}
+	if cur != nil && cur.Session == u.id {
+		kept := make(map[rpc.ChunkID]bool, len(cur.Chunks))
+		for _, ch := range cur.Chunks {
+			kept[ch.ID] = true
+		}
+		if err := t.finishCommit(ctx, u, cur, cur, t.deletionsFor(allocs, kept)); err != nil {
+			t.log.Warn().Err(err).Str("session_id", string(u.id)).Msg("cannot record the end of an upload session")
+		}
+		return
+	}
 	dels := t.deletionsFor(allocs, nil)
-	ctx, cancel := context.WithTimeout(t.ctx, t.c.cfg.RPCTimeout)
-	defer cancel()
-	u.persist.Lock()
-	defer u.persist.Unlock()
 	if err := t.commit(ctx, &meta.Txn{DeleteUploads: []rpc.SessionID{u.id}, AddDeletions: dels}); err != nil {
 		t.log.Warn().Err(err).Str("session_id", string(u.id)).Msg("cannot record the end of an upload session")
 		return
