@@ -160,12 +160,15 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, dst []byte
 			}
 			c.log.Debug().Err(err).Str("chunk_id", ch.ChunkId).Str("node_id", string(r.ID)).Msg("replica failed; trying the next")
 			last = fmt.Sprintf("%s: %v", r.ID.Short(), err)
+			// A replica that says it has no such chunk was listed by the
+			// coordinator all the same: its copy may be lost.
+			missing := !bad && rpc.KindOf(err) == rpc.NotFound
 			if bad {
 				lastBad = last
-				if !reported[r.ID] {
-					reported[r.ID] = true
-					c.reportBadReplica(ctx, exp.ChunkID, r.ID, err)
-				}
+			}
+			if (bad || missing) && !reported[r.ID] {
+				reported[r.ID] = true
+				c.reportBadReplica(ctx, exp.ChunkID, r.ID, err, missing)
 			}
 		}
 	}
@@ -211,17 +214,18 @@ const (
 )
 
 // reportBadReplica tells the coordinator, in the background, that node
-// returned bytes of chunk id that fail verification, so that it has the
-// copy checked and replaced. It is best effort: bounded by
+// returned bytes of chunk id that fail verification, or (missing) said it
+// does not hold the chunk, so that it has the copy checked and replaced.
+// It is best effort: bounded by
 // badReplicaTimeout, it never fails or delays the read, and a coordinator
 // that cannot take the report only costs a debug line.
-func (c *Client) reportBadReplica(ctx context.Context, id rpc.ChunkID, node rpc.NodeID, cause error) {
+func (c *Client) reportBadReplica(ctx context.Context, id rpc.ChunkID, node rpc.NodeID, cause error, missing bool) {
 	reason := cause.Error()
 	if len(reason) > maxReason {
 		reason = reason[:maxReason]
 	}
 	reason = strings.ToValidUTF8(reason, "") // a proto string must be UTF-8
-	req := &dfspb.ReportBadReplicaRequest{ChunkId: string(id), NodeId: string(node), Reason: reason}
+	req := &dfspb.ReportBadReplicaRequest{ChunkId: string(id), NodeId: string(node), Reason: reason, Missing: missing}
 	// The read may end before the report does: keep its values (the
 	// request ID), not its cancellation.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), badReplicaTimeout)

@@ -69,8 +69,10 @@ func (t *term) decorate(n *dfspb.NodeStatus) {
 	n.CorruptChunks = t.health.corruptOn[rpc.NodeID(n.NodeId)]
 }
 
-// ReportBadReplica has the datanode verify a copy a reader found bad; a
-// copy it confirms corrupt is reported by the datanode and replaced.
+// ReportBadReplica has the datanode verify a copy a reader found bad or
+// missing; a copy it confirms corrupt is reported by the datanode and
+// replaced, and one it does not hold is no longer counted, so the repair
+// makes it again.
 func (c *Coordinator) ReportBadReplica(ctx context.Context, req *dfspb.ReportBadReplicaRequest) (*dfspb.ReportBadReplicaResponse, error) {
 	t, err := c.leader(ctx)
 	if err != nil {
@@ -84,26 +86,51 @@ func (c *Coordinator) ReportBadReplica(ctx context.Context, req *dfspb.ReportBad
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	addr, _, ok := t.nodes.lookup(nid)
-	if !ok {
+	if _, _, ok := t.nodes.lookup(nid); !ok {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "datanode %s is not a member", nid))
 	}
-	t.log.Warn().Str("chunk_id", string(cid)).Str("node_id", string(nid)).Str("reason", truncate(req.Reason, 200)).Msg("a reader reports a bad replica; verifying")
-	cc, err := c.pool.Get(addr)
+	t.log.Warn().Str("chunk_id", string(cid)).Str("node_id", string(nid)).Bool("missing", req.Missing).
+		Str("reason", truncate(req.Reason, 200)).Msg("a reader reports a bad replica; verifying")
+	corrupt, missing, err := t.checkCopy(ctx, nid, cid, "a reader")
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	vctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
+	return &dfspb.ReportBadReplicaResponse{Corrupt: corrupt, Missing: missing}, nil
+}
+
+// checkCopy has node verify its copy of chunk cid (VerifyChunk, within
+// --rpc-timeout) after who found it bad or missing. A corrupt copy is
+// counted corrupt at once (the node's own report follows). A copy the
+// node does not hold is dropped from the locations, so the repair makes
+// it again, but only while a committed file still references the chunk:
+// a chunk whose file was removed or replaced is meant to go, and its
+// absence says nothing. missing reports that the copy was dropped.
+func (t *term) checkCopy(ctx context.Context, node rpc.NodeID, cid rpc.ChunkID, who string) (corrupt, missing bool, err error) {
+	addr, _, ok := t.nodes.lookup(node)
+	if !ok {
+		return false, false, rpc.Errorf(rpc.NotFound, "datanode %s is not a member", node)
+	}
+	cc, err := t.c.pool.Get(addr)
+	if err != nil {
+		return false, false, err
+	}
+	vctx, cancel := context.WithTimeout(ctx, t.c.cfg.RPCTimeout)
 	defer cancel()
 	resp, err := dfspb.NewDataNodeClient(cc).VerifyChunk(vctx, &dfspb.VerifyChunkRequest{ChunkId: string(cid)})
 	if err != nil {
-		return nil, rpc.ToStatus(rpc.FromStatus(err))
+		return false, false, rpc.FromStatus(err)
 	}
-	if resp.Corrupt {
-		// Count it at once; the node's own report follows.
-		t.locs.report(nid, false, nil, nil, []rpc.ChunkID{cid}, t.queuedOn(nid))
+	switch {
+	case resp.Corrupt:
+		t.locs.report(node, false, nil, nil, []rpc.ChunkID{cid}, t.queuedOn(node))
+		return true, false, nil
+	case resp.Present || !t.refs.has(cid) || !t.locs.lost(node, cid):
+		return false, false, nil
 	}
-	return &dfspb.ReportBadReplicaResponse{Corrupt: resp.Corrupt}, nil
+	t.log.Warn().Str("chunk_id", string(cid)).Str("node_id", string(node)).Str("found_by", who).
+		Msg("a copy is missing from its datanode; no longer counted, to be made again")
+	t.c.events.add("missing", "datanode %s lost its copy of chunk %s (found by %s)", node.Short(), cid, who)
+	return false, true, nil
 }
 
 func truncate(s string, n int) string {

@@ -447,7 +447,15 @@ func (r replicator) Copy(ctx context.Context, task repair.Task) error {
 		Source: &dfspb.NodeRef{NodeId: string(task.Source.ID), Addr: task.Source.Addr},
 	})
 	if err != nil {
-		return rpc.FromStatus(err)
+		err = rpc.FromStatus(err)
+		if rpc.KindOf(err) == rpc.NotFound && slices.Contains(rpc.FailedNodesOf(err), string(task.Source.ID)) {
+			// The source does not have it: once it confirms, its copy
+			// no longer counts, and the next attempt takes another.
+			if _, _, cerr := r.t.checkCopy(ctx, task.Source.ID, task.Chunk, "a repair"); cerr != nil {
+				r.t.log.Debug().Err(cerr).Str("chunk_id", string(task.Chunk)).Str("node_id", string(task.Source.ID)).Msg("cannot verify a repair source's copy")
+			}
+		}
+		return err
 	}
 	// The target confirmed: count the copy now rather than at its report.
 	r.t.locs.report(task.Target.ID, false, []*dfspb.ChunkStat{{

@@ -183,6 +183,19 @@ func (l *locations) report(node rpc.NodeID, full bool, added []*dfspb.ChunkStat,
 	l.notifyLocked()
 }
 
+// lost stops counting node's copy of id, which the node says it does not
+// hold; it reports whether the copy was counted. A copy held apart is
+// left alone: its deletion is queued and will find it gone.
+func (l *locations) lost(node rpc.NodeID, id rpc.ChunkID) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := drop(l.m, id, node); !ok {
+		return false
+	}
+	l.notifyLocked()
+	return true
+}
+
 // count returns how many nodes reported a copy of id.
 func (l *locations) count(id rpc.ChunkID) int {
 	l.mu.Lock()

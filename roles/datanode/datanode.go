@@ -47,8 +47,10 @@ type Config struct {
 	// starts or the session expires. Beyond it, Prepare calls are refused
 	// with ResourceExhausted, and the client tries another node.
 	MaxSessions int
-	// InventoryInterval is the pause between full inventory reports; one
-	// is also sent after every registration.
+	// InventoryInterval is the pause between full inventory reports, each
+	// preceded by a check of the chunk directories for files gone from
+	// disk (see Store.FindLost); a report is also sent after every
+	// registration.
 	InventoryInterval time.Duration
 	// RPCTimeout bounds unary calls to peers and the coordinator.
 	RPCTimeout time.Duration
@@ -280,9 +282,10 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(6)
+	wg.Add(7)
 	go func() { defer wg.Done(); health.Run(ctx) }()
 	go func() { defer wg.Done(); n.reportLoop(ctx) }()
+	go func() { defer wg.Done(); n.inventoryLoop(ctx) }()
 	go func() { defer wg.Done(); n.uploads.Run(ctx, time.Second) }()
 	go func() { defer wg.Done(); n.downloads.Run(ctx, time.Second) }()
 	go func() { defer wg.Done(); n.heartbeatLoop(ctx) }()

@@ -32,6 +32,7 @@ type metrics struct {
 	replicated prometheus.Counter
 	scrubbed   prometheus.Counter
 	corrupt    prometheus.Counter
+	lost       prometheus.Counter
 }
 
 // buckets span 1 ms to about 30 s.
@@ -61,12 +62,13 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 		replicated: counter("dfs_datanode_chunk_bytes_replicated_total", "Chunk bytes copied to this node from other nodes for repairs (ReplicateChunk)."),
 		scrubbed:   counter("dfs_datanode_scrubbed_bytes_total", "Bytes the scrubber re-read and checked."),
 		corrupt:    counter("dfs_datanode_corrupt_chunks_found_total", "Stored chunks found corrupt (by the scrubber, a read or a verification)."),
+		lost:       counter("dfs_datanode_lost_chunks_found_total", "Stored chunks whose file was found missing from disk (by the scrubber, a read, a verification or the disk check), not deleted by the node."),
 	}
 	for _, op := range []string{opUpload, opDownload, opReplicate} {
 		m.streams.WithLabelValues(op) // show zeros before the first stream
 	}
 	for _, col := range []prometheus.Collector{m.rpc, m.ops, m.streams, m.received, m.forwarded, m.sent, m.replicated,
-		m.scrubbed, m.corrupt, &stateCollector{n: n}} {
+		m.scrubbed, m.corrupt, m.lost, &stateCollector{n: n}} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}

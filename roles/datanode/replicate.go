@@ -191,8 +191,9 @@ func (n *Node) holds(id rpc.ChunkID, want Meta) (bool, error) {
 	if n.store.IsCorrupt(id) {
 		return false, rpc.NodeError(rpc.FailedPrecondition, self, "chunk %s: this node holds a corrupt copy awaiting deletion", id)
 	}
-	m, err := n.store.Stat(id)
+	m, err := n.store.Check(id) // on disk, not only indexed
 	if err != nil {
+		n.unusable(id, err)
 		return false, nil
 	}
 	if m.Size != want.Size || m.FrameSize != want.FrameSize || !bytes.Equal(m.Digest, want.Digest) {

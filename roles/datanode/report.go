@@ -237,16 +237,12 @@ func (n *Node) reportLoop(ctx context.Context) {
 	failures := 0
 	tick := time.NewTicker(n.cfg.HeartbeatInterval)
 	defer tick.Stop()
-	inventory := time.NewTicker(n.cfg.InventoryInterval)
-	defer inventory.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-n.reports.kick:
 		case <-tick.C:
-		case <-inventory.C:
-			n.reports.requestFull()
 		}
 		for ctx.Err() == nil {
 			p := n.reports.take()
@@ -271,6 +267,36 @@ func (n *Node) reportLoop(ctx context.Context) {
 			}
 			failures = 0
 		}
+	}
+}
+
+// diskCheckRate bounds the directory entries per second the disk check
+// reads: about 100 s for a million chunks, every inventory interval.
+const diskCheckRate = 10000
+
+// inventoryLoop, every inventory interval, checks the disk for chunks
+// whose files are gone (FindLost: directory entries only, paced at
+// diskCheckRate) and reports them removed, then sends a full inventory,
+// which thus reflects the disk rather than what the index remembers.
+func (n *Node) inventoryLoop(ctx context.Context) {
+	tick := time.NewTicker(n.cfg.InventoryInterval)
+	defer tick.Stop()
+	p := pacer{rate: diskCheckRate}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		p.reset()
+		err := n.store.FindLost(ctx, func(entries int) error { return p.wait(ctx, int64(entries)) }, n.lostFound)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			n.log.Warn().Err(err).Msg("disk check failed; the inventory is sent from the index")
+		}
+		n.reports.requestFull()
 	}
 }
 

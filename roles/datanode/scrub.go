@@ -46,6 +46,7 @@ func (n *Node) scrubLoop(ctx context.Context) {
 		statePath: filepath.Join(n.cfg.DataDir, scrubStateFile),
 		log:       n.log.With().Str("op", "scrub").Logger(),
 		corrupt:   n.corruptFound,
+		lost:      n.lostFound,
 		bytes:     n.metrics.scrubbed,
 	}
 	s.run(ctx)
@@ -60,10 +61,31 @@ func (n *Node) corruptFound(id rpc.ChunkID, err error) {
 	n.reports.corrupted(id)
 }
 
+// lostFound handles a chunk whose file the store found gone from disk and
+// dropped from its index: it is logged and reported removed, so the
+// coordinator stops counting the copy and has it made again elsewhere.
+func (n *Node) lostFound(id rpc.ChunkID, err error) {
+	n.metrics.lost.Inc()
+	n.log.Error().Err(err).Str("chunk_id", string(id)).Msg("chunk file missing from disk; reported lost")
+	n.reports.deleted(id)
+}
+
+// unusable handles err from opening or checking chunk id when it says the
+// chunk was found corrupt or lost; other errors are left to the caller.
+func (n *Node) unusable(id rpc.ChunkID, err error) {
+	switch {
+	case IsCorrupt(err):
+		n.corruptFound(id, err)
+	case IsLost(err):
+		n.lostFound(id, err)
+	}
+}
+
 // VerifyChunk re-reads one stored chunk now and checks it against its
 // digests, as the scrubber does; a corrupt chunk is handled as a scrub
 // failure (no longer served, reported). A chunk found corrupt before is
-// reported corrupt without reading it again.
+// reported corrupt without reading it again. A chunk whose file is gone
+// is not present (and reported lost, as the scrubber would).
 func (n *Node) VerifyChunk(ctx context.Context, req *dfspb.VerifyChunkRequest) (*dfspb.VerifyChunkResponse, error) {
 	id, err := rpc.ParseChunkID(req.ChunkId)
 	if err != nil {
@@ -87,6 +109,9 @@ func (n *Node) VerifyChunk(ctx context.Context, req *dfspb.VerifyChunkRequest) (
 	case IsCorrupt(err):
 		n.corruptFound(id, err)
 		return &dfspb.VerifyChunkResponse{Present: true, Corrupt: true, Reason: err.Error()}, nil
+	case IsLost(err):
+		n.lostFound(id, err)
+		return &dfspb.VerifyChunkResponse{}, nil
 	case rpc.KindOf(err) == rpc.NotFound:
 		if n.store.IsCorrupt(id) { // quarantined meanwhile
 			return &dfspb.VerifyChunkResponse{Present: true, Corrupt: true, Reason: "found corrupt before; not served"}, nil
@@ -110,6 +135,9 @@ type scrubber struct {
 	// corrupt is called with each chunk found corrupt, once the store has
 	// quarantined it.
 	corrupt func(id rpc.ChunkID, err error)
+	// lost is called with each chunk whose file was found gone, once the
+	// store has dropped it from its index.
+	lost func(id rpc.ChunkID, err error)
 	// bytes, when set, counts the bytes checked.
 	bytes prometheus.Counter
 }
@@ -127,8 +155,8 @@ type scrubState struct {
 
 // scrubStats counts one pass.
 type scrubStats struct {
-	chunks, corrupt, failed int
-	bytes                   int64
+	chunks, corrupt, lost, failed int
+	bytes                         int64
 }
 
 // run scrubs until ctx ends.
@@ -157,10 +185,10 @@ func (s *scrubber) run(ctx context.Context) {
 			return
 		}
 		ev := s.log.Debug()
-		if stats.corrupt > 0 || stats.failed > 0 || time.Since(began) >= 10*time.Second {
+		if stats.corrupt > 0 || stats.lost > 0 || stats.failed > 0 || time.Since(began) >= 10*time.Second {
 			ev = s.log.Info()
 		}
-		ev.Int("chunks", stats.chunks).Int("corrupt", stats.corrupt).Int("failed", stats.failed).
+		ev.Int("chunks", stats.chunks).Int("corrupt", stats.corrupt).Int("lost", stats.lost).Int("failed", stats.failed).
 			Str("bytes", rpc.FormatBytes(stats.bytes)).Dur("took", time.Since(began)).Msg("scrub pass done")
 	}
 }
@@ -194,8 +222,13 @@ func (s *scrubber) pass(ctx context.Context, st *scrubState) scrubStats {
 		case IsCorrupt(err):
 			stats.corrupt++
 			s.corrupt(id, err)
+		case IsLost(err):
+			// Its file is gone, yet the node did not delete it.
+			stats.lost++
+			s.lost(id, err)
 		case rpc.KindOf(err) == rpc.NotFound:
-			// Deleted since the pass began.
+			// Deleted since the pass began (the store tells a deletion
+			// from a lost file).
 		default:
 			stats.failed++
 			s.log.Warn().Err(err).Str("chunk_id", string(id)).Msg("could not verify chunk")

@@ -152,6 +152,7 @@ func testScrubber(t *testing.T, s *Store, rate int64) (*scrubber, *[]rpc.ChunkID
 		statePath: filepath.Join(t.TempDir(), scrubStateFile),
 		log:       zerolog.New(zerolog.NewTestWriter(t)),
 		corrupt:   func(id rpc.ChunkID, err error) { found = append(found, id) },
+		lost:      func(id rpc.ChunkID, err error) { t.Errorf("chunk %s taken for lost: %v", id, err) },
 	}, &found
 }
 

@@ -14,7 +14,8 @@ const maxBulk = 10000
 // PrepareChunkDownload opens a stored chunk and returns a session that
 // streams it, with the size, frame size and digest recorded at write time.
 // A chunk found corrupt is NotFound; one whose metadata turns out damaged
-// now is taken out of service and reported, as the scrubber would.
+// now is taken out of service and reported, as the scrubber would, and
+// one whose file turns out gone is NotFound and reported removed.
 func (n *Node) PrepareChunkDownload(ctx context.Context, req *dfspb.PrepareChunkDownloadRequest) (*dfspb.PrepareChunkDownloadResponse, error) {
 	id, err := rpc.ParseChunkID(req.ChunkId)
 	if err != nil {
@@ -25,9 +26,7 @@ func (n *Node) PrepareChunkDownload(ctx context.Context, req *dfspb.PrepareChunk
 	}
 	c, err := n.store.Open(id)
 	if err != nil {
-		if IsCorrupt(err) {
-			n.corruptFound(id, err)
-		}
+		n.unusable(id, err)
 		return nil, rpc.ToStatus(err)
 	}
 	sid := rpc.NewSessionID()

@@ -75,13 +75,17 @@ type Store struct {
 	// or Open): they are not indexed, but their files stay, and count as
 	// used, until Delete removes them.
 	corrupt []rpc.ChunkID
+	// deleting counts the Delete calls under way per chunk: a chunk whose
+	// file is gone while one runs is being deleted, not lost.
+	deleting map[rpc.ChunkID]int
 }
 
 // OpenStore opens or creates a chunk store in dir, removes temporary files
 // left by a crash and counts the stored chunks. capacity caps the bytes the
 // node stores (0: the filesystem's size).
 func OpenStore(dir string, capacity int64) (*Store, error) {
-	s := &Store{dir: dir, capacity: capacity, index: map[rpc.ChunkID]Meta{}, committing: map[rpc.ChunkID]*commit{}, fsyncDir: syncDir}
+	s := &Store{dir: dir, capacity: capacity, index: map[rpc.ChunkID]Meta{}, committing: map[rpc.ChunkID]*commit{},
+		deleting: map[rpc.ChunkID]int{}, fsyncDir: syncDir}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("datanode: create %s: %w", dir, err)
 	}
@@ -170,18 +174,14 @@ func IsCorrupt(err error) bool {
 	return errors.As(err, &c)
 }
 
-// quarantine takes chunk id, whose file f was found damaged, out of
-// service: out of the index (so it is no longer served, stat'ed, counted or
-// reported as stored) and onto the corrupt list, its file renamed with
-// corruptSuffix (so a restarted node does not serve it again) and left for
-// Delete. It reports whether the chunk is now on the corrupt list; false
-// means the chunk was deleted or replaced since f was opened, and then
-// nothing is changed.
-func (s *Store) quarantine(id rpc.ChunkID, f *os.File) bool {
-	seen, err := f.Stat()
-	if err != nil {
-		return false
-	}
+// quarantine takes chunk id, whose file (as seen, its stat) was found
+// damaged or unreadable, out of service: out of the index (so it is no
+// longer served, stat'ed, counted or reported as stored) and onto the
+// corrupt list, its file renamed with corruptSuffix (so a restarted node
+// does not serve it again) and left for Delete. It reports whether the
+// chunk is now on the corrupt list; false means the chunk was deleted or
+// replaced since it was seen, and then nothing is changed.
+func (s *Store) quarantine(id rpc.ChunkID, seen os.FileInfo) bool {
 	p := s.path(id)
 	s.mu.Lock()
 	if slices.Contains(s.corrupt, id) {
@@ -212,10 +212,71 @@ func (s *Store) quarantine(id rpc.ChunkID, f *os.File) bool {
 // failed quarantines the open chunk c and returns the CorruptError for
 // cause; when c was deleted or replaced meanwhile it returns NotFound.
 func (s *Store) failed(c *Chunk, cause error) error {
-	if !s.quarantine(c.ID, c.File) {
+	seen, err := c.File.Stat()
+	if err != nil || !s.quarantine(c.ID, seen) {
 		return rpc.Errorf(rpc.NotFound, "chunk %s was removed while it was read", c.ID)
 	}
 	return &CorruptError{ID: c.ID, Err: cause}
+}
+
+// LostError says a chunk the store had indexed is no longer on disk: its
+// file was removed behind the node's back (by hand, a faulty disk or
+// filesystem repair), not by Delete. The store has dropped it from the
+// index. Err is a NotFound *rpc.Error, so callers that only ask for the
+// kind see an absent chunk.
+type LostError struct {
+	ID  rpc.ChunkID
+	Err error
+}
+
+func (e *LostError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error, so rpc.KindOf sees NotFound.
+func (e *LostError) Unwrap() error { return e.Err }
+
+// IsLost reports whether err says an indexed chunk's file was found gone.
+func IsLost(err error) bool {
+	var l *LostError
+	return errors.As(err, &l)
+}
+
+// lost checks whether indexed chunk id is lost: still indexed, not being
+// committed or deleted, and its file absent now. Then it drops the chunk
+// from the index, and its file's bytes from the space used, and returns
+// a *LostError; otherwise it returns a plain NotFound error (the chunk
+// was deleted meanwhile, or its name is taken by a new copy, which its
+// next reader finds).
+func (s *Store) lost(id rpc.ChunkID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.deleting[id] > 0 || !s.dropGoneLocked(id) {
+		return rpc.Errorf(rpc.NotFound, "chunk %s not found", id)
+	}
+	return &LostError{ID: id, Err: rpc.Errorf(rpc.NotFound, "chunk %s: its file is missing from disk", id)}
+}
+
+// dropGoneLocked drops indexed chunk id, unless it is being committed,
+// if its file is absent; it reports whether it did. The lock is held, so
+// no commit or quarantine can rename the file meanwhile.
+func (s *Store) dropGoneLocked(id rpc.ChunkID) bool {
+	m, ok := s.index[id]
+	if !ok || s.committing[id] != nil {
+		return false
+	}
+	if _, err := os.Lstat(s.path(id)); !errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	delete(s.index, id)
+	s.chunks--
+	s.used -= FileSize(m.Size, m.FrameSize)
+	return true
+}
+
+// unreadable reports whether err, from opening a chunk's file, says the
+// file exists but cannot be read: permission, or an I/O error. Transient
+// failures (too many open files, say) are not.
+func unreadable(err error) bool {
+	return errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EIO)
 }
 
 // Inventory returns every stored chunk with its size, frame size and
@@ -699,8 +760,11 @@ type Chunk struct {
 
 // Open opens a stored chunk and reads its metadata; the caller must Close
 // it. A chunk that is not stored, or was found corrupt, is NotFound. A
-// chunk whose metadata fails its checks is quarantined like a chunk that
-// fails Verify, and a *CorruptError returned.
+// chunk whose metadata fails its checks, or whose file cannot be read
+// (permission, EIO), is quarantined like a chunk that fails Verify, and a
+// *CorruptError returned. A chunk whose file is gone although it is
+// indexed (and not being deleted) is dropped from the index and a
+// *LostError (NotFound) returned.
 func (s *Store) Open(id rpc.ChunkID) (*Chunk, error) {
 	s.mu.Lock()
 	_, ok := s.index[id]
@@ -714,7 +778,17 @@ func (s *Store) Open(id rpc.ChunkID) (*Chunk, error) {
 	}
 	f, err := os.Open(s.path(id))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, rpc.Errorf(rpc.NotFound, "chunk %s not found", id)
+		return nil, s.lost(id)
+	}
+	if err != nil && unreadable(err) {
+		// There, but not readable: as good as corrupt.
+		seen, serr := os.Stat(s.path(id))
+		if errors.Is(serr, fs.ErrNotExist) {
+			return nil, s.lost(id)
+		}
+		if serr == nil && s.quarantine(id, seen) {
+			return nil, &CorruptError{ID: id, Err: rpc.Errorf(rpc.Internal, "chunk %s: open: %v", id, err)}
+		}
 	}
 	if err != nil {
 		return nil, rpc.Errorf(rpc.Internal, "chunk %s: open: %v", id, err)
@@ -810,8 +884,19 @@ func (s *Store) Stat(id rpc.ChunkID) (Meta, error) {
 
 // Delete removes a chunk, stored or on the corrupt list. It returns the
 // bytes freed on disk: 0 when the chunk was not there, which is not an
-// error. On an error, freed still counts what was removed.
+// error. On an error, freed still counts what was removed. An indexed
+// chunk whose file was already gone leaves the index too.
 func (s *Store) Delete(id rpc.ChunkID) (freed int64, err error) {
+	s.mu.Lock()
+	s.deleting[id]++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.deleting[id]--; s.deleting[id] == 0 {
+			delete(s.deleting, id)
+		}
+		s.mu.Unlock()
+	}()
 	// The stored name first: a chunk quarantined meanwhile moves to the
 	// corrupt name, and is found there.
 	for _, p := range []string{s.path(id), s.path(id) + corruptSuffix} {
@@ -833,6 +918,11 @@ func (s *Store) Delete(id rpc.ChunkID) (freed int64, err error) {
 		freed += info.Size()
 	}
 	if freed == 0 {
+		if err == nil {
+			s.mu.Lock()
+			s.dropGoneLocked(id)
+			s.mu.Unlock()
+		}
 		return 0, err
 	}
 	s.mu.Lock()
@@ -845,6 +935,86 @@ func (s *Store) Delete(id rpc.ChunkID) (freed int64, err error) {
 	s.corrupt = slices.DeleteFunc(s.corrupt, func(c rpc.ChunkID) bool { return c == id })
 	s.mu.Unlock()
 	return freed, err
+}
+
+// Check returns a stored chunk's size, frame size and digest, like Stat,
+// after making sure its file is still on disk (one stat): a chunk whose
+// file is gone is dropped from the index and a *LostError returned.
+func (s *Store) Check(id rpc.ChunkID) (Meta, error) {
+	m, err := s.Stat(id)
+	if err != nil {
+		return Meta{}, err
+	}
+	if _, err := os.Lstat(s.path(id)); errors.Is(err, fs.ErrNotExist) {
+		if err := s.lost(id); IsLost(err) {
+			return Meta{}, err
+		}
+		return s.Stat(id) // deleted, or stored again, meanwhile
+	}
+	return m, nil
+}
+
+// FindLost compares the index with the chunk directories on disk and
+// calls found with the *LostError of every indexed chunk whose file is
+// gone (dropping it from the index, as Open does). It reads directory
+// entries only, no chunk file, one directory at a time, and only the
+// directories that hold indexed chunks; pace, when not nil, is called
+// after each directory with the entries read, and may sleep to bound the
+// rate, and an error from it (or the end of ctx) stops the walk and is
+// returned. A chunk stored or deleted during the walk is never taken for
+// lost: a candidate is confirmed under the store's lock.
+func (s *Store) FindLost(ctx context.Context, pace func(entries int) error, found func(id rpc.ChunkID, err error)) error {
+	ids := s.IDs() // sorted, so the chunks of a directory come together
+	for i := 0; i < len(ids); {
+		if ctx.Err() != nil {
+			return rpc.Errorf(rpc.Canceled, "disk check canceled")
+		}
+		dir := filepath.Dir(s.path(ids[i]))
+		j := i + 1
+		for j < len(ids) && filepath.Dir(s.path(ids[j])) == dir {
+			j++
+		}
+		names, err := readNames(dir)
+		if err != nil {
+			return rpc.Errorf(rpc.Internal, "disk check: read %s: %v", dir, err)
+		}
+		for _, id := range ids[i:j] {
+			if _, ok := names[string(id)]; ok {
+				continue
+			}
+			if err := s.lost(id); IsLost(err) {
+				found(id, err)
+			}
+		}
+		if pace != nil {
+			if err := pace(len(names) + 1); err != nil {
+				return err
+			}
+		}
+		i = j
+	}
+	return nil
+}
+
+// readNames returns the names in dir; none when dir does not exist.
+func readNames(dir string) (map[string]struct{}, error) {
+	d, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	list, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[string]struct{}, len(list))
+	for _, n := range list {
+		names[n] = struct{}{}
+	}
+	return names, nil
 }
 
 // SyncDeletes fsyncs the directories of deleted chunks so the deletions

@@ -2441,10 +2441,13 @@ func (x *ClusterHealth) GetOrphansDeleted() int64 {
 }
 
 type ReportBadReplicaRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ChunkId       string                 `protobuf:"bytes,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
-	NodeId        string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ChunkId string                 `protobuf:"bytes,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	NodeId  string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Reason  string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// missing says the datanode answered that it does not hold the chunk
+	// (NotFound), rather than serving bytes that fail their checks.
+	Missing       bool `protobuf:"varint,4,opt,name=missing,proto3" json:"missing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2500,10 +2503,21 @@ func (x *ReportBadReplicaRequest) GetReason() string {
 	return ""
 }
 
+func (x *ReportBadReplicaRequest) GetMissing() bool {
+	if x != nil {
+		return x.Missing
+	}
+	return false
+}
+
 type ReportBadReplicaResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// corrupt is what the datanode found when it verified the copy.
-	Corrupt       bool `protobuf:"varint,1,opt,name=corrupt,proto3" json:"corrupt,omitempty"`
+	Corrupt bool `protobuf:"varint,1,opt,name=corrupt,proto3" json:"corrupt,omitempty"`
+	// missing says the datanode does not hold the copy although a committed
+	// file still needs it: the coordinator no longer counts it, and the
+	// repair makes it again.
+	Missing       bool `protobuf:"varint,4,opt,name=missing,proto3" json:"missing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2541,6 +2555,13 @@ func (*ReportBadReplicaResponse) Descriptor() ([]byte, []int) {
 func (x *ReportBadReplicaResponse) GetCorrupt() bool {
 	if x != nil {
 		return x.Corrupt
+	}
+	return false
+}
+
+func (x *ReportBadReplicaResponse) GetMissing() bool {
+	if x != nil {
+		return x.Missing
 	}
 	return false
 }
@@ -4544,13 +4565,15 @@ const file_dfs_proto_rawDesc = "" +
 	"\x0echunks_deleted\x18\t \x01(\x03R\rchunksDeleted\x12'\n" +
 	"\x0fbytes_reclaimed\x18\n" +
 	" \x01(\x03R\x0ebytesReclaimed\x12'\n" +
-	"\x0forphans_deleted\x18\v \x01(\x03R\x0eorphansDeleted\"e\n" +
+	"\x0forphans_deleted\x18\v \x01(\x03R\x0eorphansDeleted\"\x7f\n" +
 	"\x17ReportBadReplicaRequest\x12\x19\n" +
 	"\bchunk_id\x18\x01 \x01(\tR\achunkId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"4\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\amissing\x18\x04 \x01(\bR\amissing\"N\n" +
 	"\x18ReportBadReplicaResponse\x12\x18\n" +
-	"\acorrupt\x18\x01 \x01(\bR\acorrupt\"F\n" +
+	"\acorrupt\x18\x01 \x01(\bR\acorrupt\x12\x18\n" +
+	"\amissing\x18\x04 \x01(\bR\amissing\"F\n" +
 	"\x13DecommissionRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06cancel\x18\x02 \x01(\bR\x06cancel\">\n" +
