@@ -104,7 +104,8 @@ func (c *Coordinator) ReportBadReplica(ctx context.Context, req *dfspb.ReportBad
 // node does not hold is dropped from the locations, so the repair makes
 // it again, but only while a committed file still references the chunk:
 // a chunk whose file was removed or replaced is meant to go, and its
-// absence says nothing. missing reports that the copy was dropped.
+// absence says nothing. missing reports a copy the node does not hold
+// although a file needs it (dropped now, or before by the node's report).
 func (t *term) checkCopy(ctx context.Context, node rpc.NodeID, cid rpc.ChunkID, who string) (corrupt, missing bool, err error) {
 	addr, _, ok := t.nodes.lookup(node)
 	if !ok {
@@ -124,12 +125,14 @@ func (t *term) checkCopy(ctx context.Context, node rpc.NodeID, cid rpc.ChunkID, 
 	case resp.Corrupt:
 		t.locs.report(node, false, nil, nil, []rpc.ChunkID{cid}, t.queuedOn(node))
 		return true, false, nil
-	case resp.Present || !t.refs.has(cid) || !t.locs.lost(node, cid):
+	case resp.Present || !t.refs.has(cid):
 		return false, false, nil
 	}
-	t.log.Warn().Str("chunk_id", string(cid)).Str("node_id", string(node)).Str("found_by", who).
-		Msg("a copy is missing from its datanode; no longer counted, to be made again")
-	t.c.events.add("missing", "datanode %s lost its copy of chunk %s (found by %s)", node.Short(), cid, who)
+	if t.locs.lost(node, cid) { // else dropped already, by the node's own report
+		t.log.Warn().Str("chunk_id", string(cid)).Str("node_id", string(node)).Str("found_by", who).
+			Msg("a copy is missing from its datanode; no longer counted, to be made again")
+		t.c.events.add("missing", "datanode %s lost its copy of chunk %s (found by %s)", node.Short(), cid, who)
+	}
 	return false, true, nil
 }
 
