@@ -220,3 +220,27 @@ func TestDiskCheckFindsLost(t *testing.T) {
 	is.True(!coord.Has(n.ID(), ids[0]) && !coord.Has(n.ID(), ids[1])) // not listed by it either
 	is.Equal(n.Store().Usage().Chunks, int64(0))
 }
+
+// TestUnreadableChunkQuarantined: a chunk file that is there but cannot
+// be opened (permission) is handled as corrupt, not left indexed. Root
+// reads any file, so the test needs another user.
+func TestUnreadableChunkQuarantined(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root opens any file whatever its permissions")
+	}
+	is := is.New(t)
+	s := openStore(t, t.TempDir(), testCap)
+	id := spreadID(t, 3)
+	put(t, s, id, chunkData(100, 1))
+	is.NoErr(os.Chmod(s.ChunkPath(id), 0))
+	_, err := s.Open(id)
+	is.True(IsCorrupt(err))                                // unreadable is as good as corrupt
+	is.True(!s.Has(id))                                    // out of service
+	is.Equal(s.Corrupt(), []rpc.ChunkID{id})               // on the corrupt list
+	is.True(fileExistsAt(s.ChunkPath(id) + corruptSuffix)) // its file marked, kept for Delete
+}
+
+func fileExistsAt(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
