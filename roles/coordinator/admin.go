@@ -115,6 +115,9 @@ func (t *term) checkCopy(ctx context.Context, node rpc.NodeID, cid rpc.ChunkID, 
 	if err != nil {
 		return false, false, err
 	}
+	// Only a copy listed before the node answers may be dropped for its
+	// answer: one counted meanwhile (a repair copy landing there) is new.
+	_, listed := t.locs.copies(cid)[node]
 	vctx, cancel := context.WithTimeout(ctx, t.c.cfg.RPCTimeout)
 	defer cancel()
 	resp, err := dfspb.NewDataNodeClient(cc).VerifyChunk(vctx, &dfspb.VerifyChunkRequest{ChunkId: string(cid)})
@@ -128,7 +131,7 @@ func (t *term) checkCopy(ctx context.Context, node rpc.NodeID, cid rpc.ChunkID, 
 	case resp.Present || !t.refs.has(cid):
 		return false, false, nil
 	}
-	if t.locs.lost(node, cid) { // else dropped already, by the node's own report
+	if listed && t.locs.lost(node, cid) { // else dropped already, by the node's own report
 		t.log.Warn().Str("chunk_id", string(cid)).Str("node_id", string(node)).Str("found_by", who).
 			Msg("a copy is missing from its datanode; no longer counted, to be made again")
 		t.c.events.add("missing", "datanode %s lost its copy of chunk %s (found by %s)", node.Short(), cid, who)
