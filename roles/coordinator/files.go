@@ -207,7 +207,8 @@ func (t *term) listFiles(ctx context.Context, req *dfspb.ListFilesRequest) (*dfs
 // RegisterDataNode adds a datanode to the cluster, or refreshes it, and
 // returns its incarnation. A node that belongs to another cluster is
 // refused, and so is a node ID registered at another address where the
-// node is alive (see registry.register). Registrations beyond
+// node is alive and still answers as itself (see registry.register).
+// Registrations beyond
 // --register-rate are refused with ResourceExhausted.
 func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterDataNodeRequest) (*dfspb.RegisterDataNodeResponse, error) {
 	t, err := c.leader(ctx)
@@ -233,7 +234,11 @@ func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterD
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.FailedPrecondition,
 			"datanode %s belongs to cluster %s, this coordinator serves cluster %s", id, req.ClusterId, cluster))
 	}
-	version, incarnation, err := t.nodes.register(id, req.Addr, u, c.clock.Now())
+	gone := ""
+	if old, alive := t.nodes.claimed(id, req.Addr, c.clock.Now()); alive && !t.answersAs(ctx, id, old) {
+		gone = old // the node left it: it restarted at req.Addr
+	}
+	version, incarnation, err := t.nodes.register(id, req.Addr, gone, u, c.clock.Now())
 	if err != nil {
 		t.log.Warn().Err(err).Str("node_id", string(id)).Str("addr", req.Addr).Msg("datanode registration refused")
 		return nil, rpc.ToStatus(err)

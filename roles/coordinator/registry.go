@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -13,6 +14,10 @@ import (
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
+
+// probeTimeout bounds the check that a node registering from a new address
+// is no longer at its old one.
+const probeTimeout = 2 * time.Second
 
 // maxUpdates is how many membership changes the registry remembers for
 // incremental heartbeat replies; a node further behind gets the full list.
@@ -98,28 +103,42 @@ type usage struct {
 	capacity, used, free, chunks int64
 }
 
+// claimed returns the address id is registered at, when that is not addr
+// and the node there is alive: its last heartbeat within suspectAfter.
+// Whether the node still answers there decides whether a registration
+// from addr may move it (see register).
+func (r *registry) claimed(id rpc.NodeID, addr string, now time.Time) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.nodes[id]
+	if !ok || e.addr == addr || now.Sub(e.lastHeartbeat) >= r.suspectAfter {
+		return "", false
+	}
+	return e.addr, true
+}
+
 // register adds or refreshes a node and returns the cluster version and
 // the node's new incarnation, which its heartbeats must present from now
 // on. A known ID registering from another address is refused with
 // FailedPrecondition while the node registered at the old address is
-// alive (its last heartbeat within suspectAfter): a copied data directory
-// or a forged registration must not move a live node. Once the old
-// address has been silent that long, the node moves (it restarted
-// elsewhere). The same address may always register again: a node that
-// restarted in place.
-func (r *registry) register(id rpc.NodeID, addr string, u usage, now time.Time) (version uint64, incarnation string, err error) {
+// alive (its last heartbeat within suspectAfter), unless the caller found
+// the old address gone (gone names it: nothing answers there, or another
+// node does): a copied data directory or a forged registration must not
+// move a live node, a node restarted elsewhere moves at once. The same
+// address may always register again: a node restarted in place.
+func (r *registry) register(id rpc.NodeID, addr, gone string, u usage, now time.Time) (version uint64, incarnation string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.nodes[id]
-	if ok && e.addr != addr {
+	if ok && e.addr != addr && e.addr != gone {
 		if silent := now.Sub(e.lastHeartbeat); silent < r.suspectAfter {
 			if e.conflict != addr {
 				r.events.add("node", "refused datanode %s from %s: it is alive at %s", id.Short(), addr, e.addr)
 			}
 			e.conflict, e.conflictAt = addr, now
 			return 0, "", rpc.Errorf(rpc.FailedPrecondition,
-				"datanode %s is registered at %s and alive (last heartbeat %s ago); refusing the same node ID from %s "+
-					"(a copied data directory, or a forged registration?); a node that really moved is accepted once %s has been silent for --suspect-after (%s)",
+				"datanode %s is registered at %s and answers there (last heartbeat %s ago); refusing the same node ID from %s "+
+					"(a copied data directory, or a forged registration?); a node that really moved is accepted once %s stops answering as it or has been silent for --suspect-after (%s)",
 				id, e.addr, silent.Round(time.Millisecond), addr, e.addr, r.suspectAfter)
 		}
 	}
@@ -135,7 +154,7 @@ func (r *registry) register(id rpc.NodeID, addr string, u usage, now time.Time) 
 	case !ok:
 		r.events.add("node", "datanode %s joined at %s", id.Short(), addr)
 	case e.addr != addr:
-		r.events.add("node", "datanode %s moved from %s (silent for %s) to %s", id.Short(), e.addr, now.Sub(e.lastHeartbeat).Round(time.Second), addr)
+		r.events.add("node", "datanode %s moved from %s to %s", id.Short(), e.addr, addr)
 		e.conflict = ""
 	case e.state != placement.Healthy:
 		r.events.add("node", "datanode %s (%s) is back after being %s", id.Short(), addr, e.state)
@@ -218,6 +237,26 @@ func (r *registry) tick(now time.Time) (dead []rpc.NodeID) {
 		}
 	}
 	return dead
+}
+
+// answersAs reports whether the datanode at addr answers as node id, or
+// might (it did not answer in time: a slow node is not a gone one). An
+// address nothing listens at, or where another node answers, is gone.
+func (t *term) answersAs(ctx context.Context, id rpc.NodeID, addr string) bool {
+	cc, err := t.c.pool.Get(addr)
+	if err != nil {
+		return false
+	}
+	cctx, cancel := context.WithTimeout(ctx, min(t.c.cfg.RPCTimeout, probeTimeout))
+	defer cancel()
+	resp, err := dfspb.NewDataNodeClient(cc).HealthCheck(cctx, &dfspb.HealthCheckRequest{})
+	switch {
+	case err == nil:
+		return resp.NodeId == string(id)
+	case cctx.Err() != nil:
+		return true
+	}
+	return false
 }
 
 // forget removes the nodes dead for forgetAfter (silent for deadAfter plus

@@ -156,8 +156,8 @@ type Node struct {
 	// incarnation is what the latest registration returned; heartbeats
 	// present it.
 	incarnation string
-	lastErr    error  // of the last register or heartbeat; nil when it got through
-	cluster    string // the cluster this node belongs to, once known
+	lastErr     error  // of the last register or heartbeat; nil when it got through
+	cluster     string // the cluster this node belongs to, once known
 
 	ready chan struct{}
 }
