@@ -240,7 +240,6 @@ func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterD
 	}
 	version, incarnation, err := t.nodes.register(id, req.Addr, gone, u, c.clock.Now())
 	if err != nil {
-		t.log.Warn().Err(err).Str("node_id", string(id)).Str("addr", req.Addr).Msg("datanode registration refused")
 		return nil, rpc.ToStatus(err)
 	}
 	t.log.Info().Str("node_id", string(id)).Str("addr", req.Addr).Int64("chunks", req.ChunkCount).Msg("datanode registered")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/placement"
 	"github.com/dfs-project/dfs/rpc"
@@ -72,6 +73,7 @@ type registry struct {
 	// forgetAfter) leaves the registry.
 	forgetAfter time.Duration
 	events      *events // joins, returns and state changes go here
+	log         zerolog.Logger
 
 	mu       sync.Mutex
 	nodes    map[rpc.NodeID]*nodeEntry
@@ -80,8 +82,8 @@ type registry struct {
 	updates  []*dfspb.NodeUpdate // the latest changes, oldest first
 }
 
-func newRegistry(suspectAfter, deadAfter, forgetAfter time.Duration, ev *events) *registry {
-	return &registry{suspectAfter: suspectAfter, deadAfter: deadAfter, forgetAfter: forgetAfter, events: ev,
+func newRegistry(suspectAfter, deadAfter, forgetAfter time.Duration, ev *events, log zerolog.Logger) *registry {
+	return &registry{suspectAfter: suspectAfter, deadAfter: deadAfter, forgetAfter: forgetAfter, events: ev, log: log,
 		nodes: make(map[rpc.NodeID]*nodeEntry), draining: map[rpc.NodeID]bool{}}
 }
 
@@ -132,14 +134,18 @@ func (r *registry) register(id rpc.NodeID, addr, gone string, u usage, now time.
 	e, ok := r.nodes[id]
 	if ok && e.addr != addr && e.addr != gone {
 		if silent := now.Sub(e.lastHeartbeat); silent < r.suspectAfter {
-			if e.conflict != addr {
-				r.events.add("node", "refused datanode %s from %s: it is alive at %s", id.Short(), addr, e.addr)
-			}
-			e.conflict, e.conflictAt = addr, now
-			return 0, "", rpc.Errorf(rpc.FailedPrecondition,
+			err := rpc.Errorf(rpc.FailedPrecondition,
 				"datanode %s is registered at %s and answers there (last heartbeat %s ago); refusing the same node ID from %s "+
 					"(a copied data directory, or a forged registration?); a node that really moved is accepted once %s stops answering as it or has been silent for --suspect-after (%s)",
 				id, e.addr, silent.Round(time.Millisecond), addr, e.addr, r.suspectAfter)
+			lvl := zerolog.DebugLevel // the same one retrying
+			if e.conflict != addr {
+				lvl = zerolog.WarnLevel
+				r.events.add("node", "refused datanode %s from %s: it is alive at %s", id.Short(), addr, e.addr)
+			}
+			r.log.WithLevel(lvl).Err(err).Str("node_id", string(id)).Str("addr", addr).Msg("datanode registration refused")
+			e.conflict, e.conflictAt = addr, now
+			return 0, "", err
 		}
 	}
 	if !ok {

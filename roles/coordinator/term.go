@@ -59,7 +59,7 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 		log:     c.log,
 		store:   c.store,
 		ctx:     ctx,
-		nodes:   newRegistry(c.cfg.SuspectAfter, c.cfg.DeadAfter, c.cfg.ForgetDeadAfter, c.events),
+		nodes:   newRegistry(c.cfg.SuspectAfter, c.cfg.DeadAfter, c.cfg.ForgetDeadAfter, c.events, c.log),
 		locs:    newLocations(),
 		refs:    newRefIndex(),
 		health:  newHealth(),
