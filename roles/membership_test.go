@@ -171,7 +171,7 @@ func TestRegistrationFlood(t *testing.T) {
 	is := is.New(t)
 	const fakes = 2000
 	c := newTestCluster(t, 3, withLogLevel(zerolog.ErrorLevel), withCoordinator(func(cfg *coordinator.Config) {
-		cfg.SuspectAfter, cfg.DeadAfter, cfg.ForgetDeadAfter = 5*time.Second, 5*time.Second, 2*time.Second
+		cfg.SuspectAfter, cfg.DeadAfter, cfg.ForgetDeadAfter = 10*time.Second, 10*time.Second, 2*time.Second
 		cfg.RegisterRate, cfg.RegisterBurst = 0.01, fakes+20
 	}))
 	ctx := t.Context()
@@ -182,11 +182,35 @@ func TestRegistrationFlood(t *testing.T) {
 	nowhere := lis.Addr().String() // nothing listens here
 	lis.Close()
 
-	ids := make([]string, fakes)
-	for i := range ids {
-		ids[i] = string(rpc.NewSessionID())
+	register := func(id string) (*dfspb.RegisterDataNodeResponse, error) {
+		return cc.RegisterDataNode(ctx, &dfspb.RegisterDataNodeRequest{NodeId: id, Addr: nowhere, Capacity: 1 << 50, Free: 1 << 50})
 	}
-	incarnations := make([]string, fakes)
+	fakeDeletions := func() int {
+		n := 0
+		for _, r := range backupRecords(t, cc) {
+			if r.Deletion != nil && !isReal(c, r.Deletion.Node) {
+				n++
+			}
+		}
+		return n
+	}
+
+	// The first fakes get uploads placed on them (they have the most free
+	// space), aborted: deletions are recorded for them.
+	const placed = 10
+	for range placed {
+		_, err := register(string(rpc.NewSessionID()))
+		is.NoErr(err) // a fake registers
+	}
+	for i := range 5 {
+		up, err := cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: fmt.Sprintf("/flood/%d", i), Size: 2 * testChunkSize})
+		is.NoErr(err) // upload placed
+		_, err = cc.AbortUpload(ctx, &dfspb.AbortUploadRequest{SessionId: up.SessionId})
+		is.NoErr(err) // and aborted
+	}
+	is.True(fakeDeletions() > 0) // deletions recorded for fake nodes
+
+	// The flood.
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -198,16 +222,13 @@ func TestRegistrationFlood(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < fakes; i += workers {
-				resp, err := cc.RegisterDataNode(ctx, &dfspb.RegisterDataNodeRequest{
-					NodeId: ids[i], Addr: nowhere, Capacity: 1 << 50, Free: 1 << 50,
-				})
+			for i := w; i < fakes-placed; i += workers {
+				resp, err := register(string(rpc.NewSessionID()))
 				mu.Lock()
 				if err != nil {
 					failures = append(failures, err)
 				} else {
 					biggest = max(biggest, proto.Size(resp))
-					incarnations[i] = resp.Incarnation
 					if len(resp.Nodes) != 0 {
 						failures = append(failures, fmt.Errorf("register reply lists %d nodes", len(resp.Nodes)))
 					}
@@ -222,38 +243,13 @@ func TestRegistrationFlood(t *testing.T) {
 
 	var refusal error
 	for range 40 {
-		_, err := cc.RegisterDataNode(ctx, &dfspb.RegisterDataNodeRequest{NodeId: string(rpc.NewSessionID()), Addr: nowhere})
-		if err != nil {
+		if _, err := register(string(rpc.NewSessionID())); err != nil {
 			refusal = err
 			break
 		}
 	}
 	is.Equal(statusKind(refusal), rpc.ResourceExhausted)   // registrations beyond the burst are refused
 	is.True(strings.Contains(refusal.Error(), "retry in")) // with a hint when to retry
-
-	// Uploads placed on the fakes (they have the most free space; a few
-	// heartbeat to be sure they are healthy) and aborted leave deletions
-	// recorded for them.
-	for i := range 10 {
-		_, err := cc.DataNodeHeartbeat(ctx, &dfspb.HeartbeatRequest{NodeId: ids[i], Incarnation: incarnations[i], Capacity: 1 << 50, Free: 1 << 50})
-		is.NoErr(err) // a fake heartbeats
-	}
-	for i := range 5 {
-		up, err := cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: fmt.Sprintf("/flood/%d", i), Size: 2 * testChunkSize})
-		is.NoErr(err) // upload placed
-		_, err = cc.AbortUpload(ctx, &dfspb.AbortUploadRequest{SessionId: up.SessionId})
-		is.NoErr(err) // and aborted
-	}
-	fakeDeletions := func() int {
-		n := 0
-		for _, r := range backupRecords(t, cc) {
-			if r.Deletion != nil && r.Deletion.Node != "" && !isReal(c, r.Deletion.Node) {
-				n++
-			}
-		}
-		return n
-	}
-	is.True(fakeDeletions() > 0) // deletions recorded for fake nodes
 
 	eventually(t, "the fake nodes forgotten", func() bool {
 		_, count := nodeStatus(t, cc, "")
