@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -156,32 +157,39 @@ func (t *term) forgetNodes(ctx context.Context, now time.Time) {
 	gone := t.nodes.forget(now)
 	if now.Sub(t.started) >= t.c.cfg.DeadAfter+t.c.cfg.ForgetDeadAfter {
 		for _, id := range t.gc.Nodes() {
-			if _, _, ok := t.nodes.lookup(id); !ok {
+			if _, _, ok := t.nodes.lookup(id); !ok && !slices.Contains(gone, id) {
 				gone = append(gone, id)
 			}
 		}
 	}
+	dropped := 0
 	for _, id := range gone {
 		t.locs.report(id, true, nil, nil, nil, t.queuedOn(id))
 		ids := t.gc.Drop(id)
-		if len(ids) == 0 {
-			t.log.Info().Str("node_id", string(id)).Dur("dead_for", t.c.cfg.ForgetDeadAfter).Msg("forgot datanode")
-			continue
+		if len(ids) > 0 {
+			done := make([]meta.Deletion, len(ids))
+			for i, c := range ids {
+				done[i] = meta.Deletion{Node: id, Chunk: c}
+			}
+			cctx, cancel := context.WithTimeout(ctx, t.c.cfg.RPCTimeout)
+			err := t.commit(cctx, &meta.Txn{DoneDeletions: done})
+			cancel()
+			if err != nil {
+				// Queued again, they are dropped at the next pass.
+				t.gc.Enqueue(id, ids...)
+				t.log.Warn().Err(err).Str("node_id", string(id)).Int("deletions", len(ids)).Msg("cannot drop the deletions of a forgotten datanode")
+				continue
+			}
+			dropped += len(ids)
 		}
-		done := make([]meta.Deletion, len(ids))
-		for i, c := range ids {
-			done[i] = meta.Deletion{Node: id, Chunk: c}
+		t.log.Debug().Str("node_id", string(id)).Int("deletions_dropped", len(ids)).Msg("forgot datanode")
+	}
+	if len(gone) > 0 {
+		ev := t.log.Info()
+		if len(gone) == 1 {
+			ev = ev.Str("node_id", string(gone[0]))
 		}
-		cctx, cancel := context.WithTimeout(ctx, t.c.cfg.RPCTimeout)
-		err := t.commit(cctx, &meta.Txn{DoneDeletions: done})
-		cancel()
-		if err != nil {
-			// Queued again, they are dropped at the next pass.
-			t.gc.Enqueue(id, ids...)
-			t.log.Warn().Err(err).Str("node_id", string(id)).Int("deletions", len(ids)).Msg("cannot drop the deletions of a forgotten datanode")
-			continue
-		}
-		t.log.Info().Str("node_id", string(id)).Dur("dead_for", t.c.cfg.ForgetDeadAfter).Int("deletions_dropped", len(ids)).Msg("forgot datanode")
+		ev.Int("nodes", len(gone)).Int("deletions_dropped", dropped).Dur("dead_for", t.c.cfg.ForgetDeadAfter).Msg("forgot datanode")
 	}
 }
 
