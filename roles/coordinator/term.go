@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -156,8 +155,12 @@ func (t *term) watchNodes(ctx context.Context) {
 func (t *term) forgetNodes(ctx context.Context, now time.Time) {
 	gone := t.nodes.forget(now)
 	if now.Sub(t.started) >= t.c.cfg.DeadAfter+t.c.cfg.ForgetDeadAfter {
+		forgotten := make(map[rpc.NodeID]bool, len(gone))
+		for _, id := range gone {
+			forgotten[id] = true
+		}
 		for _, id := range t.gc.Nodes() {
-			if _, _, ok := t.nodes.lookup(id); !ok && !slices.Contains(gone, id) {
+			if _, _, ok := t.nodes.lookup(id); !ok && !forgotten[id] {
 				gone = append(gone, id)
 			}
 		}
