@@ -154,46 +154,46 @@ func (t *term) watchNodes(ctx context.Context) {
 // its chunks; those no file needs are collected as orphans.
 func (t *term) forgetNodes(ctx context.Context, now time.Time) {
 	gone := t.nodes.forget(now)
+	forgotten := make(map[rpc.NodeID]bool, len(gone))
+	for _, id := range gone {
+		forgotten[id] = true
+	}
 	if now.Sub(t.started) >= t.c.cfg.DeadAfter+t.c.cfg.ForgetDeadAfter {
-		forgotten := make(map[rpc.NodeID]bool, len(gone))
-		for _, id := range gone {
-			forgotten[id] = true
-		}
 		for _, id := range t.gc.Nodes() {
 			if _, _, ok := t.nodes.lookup(id); !ok && !forgotten[id] {
 				gone = append(gone, id)
+				forgotten[id] = true
 			}
 		}
 	}
-	dropped := 0
+	t.locs.dropNodes(forgotten)
+	if len(gone) == 0 {
+		return
+	}
+	var done []meta.Deletion
 	for _, id := range gone {
-		t.locs.report(id, true, nil, nil, nil, t.queuedOn(id))
-		ids := t.gc.Drop(id)
-		if len(ids) > 0 {
-			done := make([]meta.Deletion, len(ids))
-			for i, c := range ids {
-				done[i] = meta.Deletion{Node: id, Chunk: c}
-			}
-			cctx, cancel := context.WithTimeout(ctx, t.c.cfg.RPCTimeout)
-			err := t.commit(cctx, &meta.Txn{DoneDeletions: done})
-			cancel()
-			if err != nil {
-				// Queued again, they are dropped at the next pass.
-				t.gc.Enqueue(id, ids...)
-				t.log.Warn().Err(err).Str("node_id", string(id)).Int("deletions", len(ids)).Msg("cannot drop the deletions of a forgotten datanode")
-				continue
-			}
-			dropped += len(ids)
+		for _, c := range t.gc.Drop(id) {
+			done = append(done, meta.Deletion{Node: id, Chunk: c})
 		}
-		t.log.Debug().Str("node_id", string(id)).Int("deletions_dropped", len(ids)).Msg("forgot datanode")
 	}
-	if len(gone) > 0 {
-		ev := t.log.Info()
-		if len(gone) == 1 {
-			ev = ev.Str("node_id", string(gone[0]))
+	if len(done) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, t.c.cfg.RPCTimeout)
+		err := t.commit(cctx, &meta.Txn{DoneDeletions: done})
+		cancel()
+		if err != nil {
+			// Queued again, they are dropped at the next pass.
+			for _, d := range done {
+				t.gc.Enqueue(d.Node, d.Chunk)
+			}
+			t.log.Warn().Err(err).Int("nodes", len(gone)).Int("deletions", len(done)).Msg("cannot drop the deletions of forgotten datanodes")
+			return
 		}
-		ev.Int("nodes", len(gone)).Int("deletions_dropped", dropped).Dur("dead_for", t.c.cfg.ForgetDeadAfter).Msg("forgot datanode")
 	}
+	ev := t.log.Info()
+	if len(gone) == 1 {
+		ev = ev.Str("node_id", string(gone[0]))
+	}
+	ev.Int("nodes", len(gone)).Int("deletions_dropped", len(done)).Dur("dead_for", t.c.cfg.ForgetDeadAfter).Msg("forgot datanode")
 }
 
 // commit applies txn to the store; the caller's context bounds it.
