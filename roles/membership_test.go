@@ -301,3 +301,27 @@ func backupRecords(t *testing.T, cc dfspb.CoordinatorClient) []meta.Record {
 	}
 	return recs
 }
+
+// TestRateLimitedDatanodeRetries: a datanode whose registration is turned
+// away by the rate limit retries and gets in once the budget refills.
+func TestRateLimitedDatanodeRetries(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) {
+		cfg.RegisterRate, cfg.RegisterBurst = 0.3, 3
+	}))
+	cc := coordClient(t, c)
+	var refused error
+	for range 20 { // use the budget up
+		_, err := cc.RegisterDataNode(t.Context(), &dfspb.RegisterDataNodeRequest{NodeId: string(rpc.NewSessionID()), Addr: "127.0.0.1:1"})
+		if err != nil {
+			refused = err
+			break
+		}
+	}
+	is.Equal(statusKind(refused), rpc.ResourceExhausted) // the budget is used up
+	n, err := c.AddNode()
+	is.NoErr(err) // a new datanode gets in after being turned away
+	st, _ := nodeStatus(t, cc, n.Node.ID())
+	is.Equal(st.State, dfspb.NodeState_NODE_STATE_HEALTHY) // and is healthy
+}
