@@ -208,8 +208,7 @@ func (t *term) listFiles(ctx context.Context, req *dfspb.ListFilesRequest) (*dfs
 // returns its incarnation. A node that belongs to another cluster is
 // refused, and so is a node ID registered at another address where the
 // node is alive and still answers as itself (see registry.register).
-// Registrations beyond
-// --register-rate are refused with ResourceExhausted.
+// Registrations beyond --register-rate are refused with ResourceExhausted.
 func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterDataNodeRequest) (*dfspb.RegisterDataNodeResponse, error) {
 	t, err := c.leader(ctx)
 	if err != nil {
