@@ -8,6 +8,7 @@ import (
 	"github.com/matryer/is"
 	"github.com/rs/zerolog"
 
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -140,4 +141,24 @@ func TestRegistryForget(t *testing.T) {
 	is.NoErr(err) // it comes back as a new node
 	_, _, ok = r.lookup(nodeA)
 	is.True(ok) // known again
+}
+
+// TestLocationsDropNodes: the copies of forgotten nodes, counted or held
+// apart, leave the locations; the others stay.
+func TestLocationsDropNodes(t *testing.T) {
+	is := is.New(t)
+	l := newLocations()
+	st := func(id string) *dfspb.ChunkStat {
+		return &dfspb.ChunkStat{ChunkId: id, Size: 1, FrameSize: 1, Digest: make([]byte, rpc.DigestSize)}
+	}
+	const c1, c2 = rpc.ChunkID("0123456789abcdef0123456789abcdef_0"), rpc.ChunkID("0123456789abcdef0123456789abcdef_1")
+	none := func(rpc.ChunkID) bool { return false }
+	l.report(nodeA, true, []*dfspb.ChunkStat{st(string(c1)), st(string(c2))}, nil, nil, none)
+	l.report(nodeB, true, []*dfspb.ChunkStat{st(string(c1))}, nil, nil, none)
+	l.forget([]meta.Deletion{{Node: nodeA, Chunk: c2}}) // held apart
+	l.dropNodes(map[rpc.NodeID]bool{nodeA: true})
+	is.Equal(l.nodes(c1), []rpc.NodeID{nodeB}) // B's copy stays
+	is.Equal(l.count(c2), 0)                   // A's are gone
+	is.Equal(len(l.heldCopies(c2)), 0)         // held ones too
+	is.Equal(l.perNode()[nodeA], int64(0))
 }
