@@ -30,6 +30,7 @@ import (
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // inprocLog forwards cluster logs to the test until it ends.
@@ -167,6 +168,7 @@ type (
 		Free          int64     `json:"free"`
 		Chunks        int64     `json:"chunks"`
 		LastHeartbeat time.Time `json:"last_heartbeat"`
+		ConflictAddr  string    `json:"conflict_addr"`
 	}
 )
 
@@ -316,6 +318,23 @@ func TestCLI(t *testing.T) {
 		for _, n := range ns {
 			is.True(strings.Contains(text, n.NodeID)) // every node listed
 		}
+	})
+
+	t.Run("nodes shows a refused second address", func(t *testing.T) {
+		is := is.New(t)
+		cli := inprocCLI{t: t, addr: c.Addr()}
+		var ns []jsonNode
+		decodeJSON(t, cli.ok(nil, "nodes", "--json"), &ns)
+		cc, err := rpc.Dial(c.Addr())
+		is.NoErr(err)
+		defer cc.Close()
+		const forged = "127.0.0.1:1"
+		_, err = dfspb.NewCoordinatorClient(cc).RegisterDataNode(t.Context(), &dfspb.RegisterDataNodeRequest{NodeId: ns[0].NodeID, Addr: forged})
+		is.True(err != nil) // a live node's ID from another address is refused
+		ns = nil
+		decodeJSON(t, cli.ok(nil, "nodes", "--json"), &ns)
+		is.Equal(ns[0].ConflictAddr, forged)                                                         // --json names the refused address
+		is.True(strings.Contains(cli.ok(nil, "nodes"), "ID also claimed from "+forged+" (refused)")) // so does the table
 	})
 
 	t.Run("rm", func(t *testing.T) {

@@ -137,6 +137,37 @@ func (c *Collector) Cancel(node rpc.NodeID, id rpc.ChunkID) bool {
 	return true
 }
 
+// Nodes returns the nodes with deletions queued.
+func (c *Collector) Nodes() []rpc.NodeID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]rpc.NodeID, 0, len(c.queues))
+	for n := range c.queues {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Drop forgets every deletion queued for node, the ones being sent
+// included, and returns them sorted: the node is gone for good. A bulk
+// delete still running for it records nothing when it ends.
+func (c *Collector) Drop(node rpc.NodeID) []rpc.ChunkID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.queues[node]
+	if q == nil {
+		return nil
+	}
+	delete(c.queues, node)
+	out := make([]rpc.ChunkID, 0, len(q.ids))
+	for id := range q.ids {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Pending returns how many deletions are still to do.
 func (c *Collector) Pending() int {
 	c.mu.Lock()

@@ -424,3 +424,24 @@ func TestCancel(t *testing.T) {
 	is.Equal(nodes.Chunks(n1), []rpc.ChunkID{a[0], a[1]}) // the called-off chunks stay
 	is.Equal(c.Pending(), 0)
 }
+
+// TestDrop: the deletions of a node gone for good are dropped, returned
+// for the caller to record, and never retried.
+func TestDrop(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	nodes.Add(n2, ids("b", 2)...)
+	nodes.SetDown(n1, rpc.Errorf(rpc.Unavailable, "down"))
+	c := newCollector(t, cfg(), nodes)
+	c.Enqueue(n1, ids("a", 3)...)
+	c.Enqueue(n2, ids("b", 2)...)
+	is.Equal(c.Nodes(), []rpc.NodeID{n1, n2}) // both have deletions queued
+
+	is.Equal(c.Drop(n1), ids("a", 3)) // n1's deletions, sorted
+	is.Equal(c.Drop(n1), nil)         // once
+	is.Equal(c.Nodes(), []rpc.NodeID{n2})
+	is.Equal(c.Pending(), 2) // n2's stay
+	c.Sweep(context.Background(), time.Now())
+	is.Equal(nodes.Calls(n1), 0) // nothing is tried on the dropped node
+	is.Equal(c.Pending(), 0)     // n2's are done
+}

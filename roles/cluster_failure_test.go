@@ -939,13 +939,14 @@ func TestHeartbeats(t *testing.T) {
 		return true
 	})
 
-	// A heartbeat that knows version v0 gets the changes since then.
-	self := c.Nodes()[0].Node
-	u := self.Store().Usage()
+	// A heartbeat that knows version v0 gets the changes since then. The
+	// heartbeats come from a node registered here (a real one's would
+	// present another incarnation).
+	self := string(rpc.NewSessionID())
+	reg, err := cc.RegisterDataNode(ctx, &dfspb.RegisterDataNodeRequest{NodeId: self, Addr: "127.0.0.1:1"})
+	is.NoErr(err) // a fourth node registers
 	hb := func(known uint64) *dfspb.HeartbeatResponse {
-		resp, err := cc.DataNodeHeartbeat(ctx, &dfspb.HeartbeatRequest{
-			NodeId: string(self.ID()), Capacity: u.Capacity, Used: u.Used, Free: u.Free, ChunkCount: u.Chunks, KnownVersion: known,
-		})
+		resp, err := cc.DataNodeHeartbeat(ctx, &dfspb.HeartbeatRequest{NodeId: self, KnownVersion: known, Incarnation: reg.Incarnation})
 		is.NoErr(err) // heartbeat
 		return resp
 	}
@@ -972,7 +973,8 @@ func TestHeartbeats(t *testing.T) {
 	}
 	ahead := hb(resp.ClusterVersion + 1000)
 	is.True(ahead.Full)           // a version the coordinator never had gets the full list
-	is.Equal(len(ahead.Nodes), 3) // of every node
+	is.Equal(len(ahead.Nodes), 4) // of every node
+	is.True(hb(0).Full)           // known version 0 asks for the full list
 
 	_, err = cc.DataNodeHeartbeat(ctx, &dfspb.HeartbeatRequest{NodeId: string(rpc.NewSessionID())})
 	is.Equal(statusKind(err), rpc.NotFound) // an unregistered node must register first

@@ -40,6 +40,9 @@ func coordinatorFlags() []cli.Flag {
 		&cli.GenericFlag{Name: "chunk-size", Value: ptr(rpc.ByteSize(d.ChunkSize)), EnvVars: env("CHUNK_SIZE"), Usage: "default chunk size (64KiB to 64MiB)"},
 		&cli.DurationFlag{Name: "suspect-after", Value: d.SuspectAfter, EnvVars: env("SUSPECT_AFTER"), Usage: "a datanode silent this long is suspect and gets no new chunks"},
 		&cli.DurationFlag{Name: "dead-after", Value: d.DeadAfter, EnvVars: env("DEAD_AFTER"), Usage: "a datanode silent this long is dead"},
+		&cli.DurationFlag{Name: "forget-dead-after", Value: d.ForgetDeadAfter, EnvVars: env("FORGET_DEAD_AFTER"), Usage: "a datanode dead this long is removed from the membership and its pending deletions dropped; it rejoins as a new node"},
+		&cli.Float64Flag{Name: "register-rate", Value: d.RegisterRate, EnvVars: env("REGISTER_RATE"), Usage: "most datanode registrations per second on average (0: no limit); more are refused with ResourceExhausted and retried"},
+		&cli.IntFlag{Name: "register-burst", Value: d.RegisterBurst, EnvVars: env("REGISTER_BURST"), Usage: "most datanode registrations accepted at once, beyond --register-rate"},
 		&cli.DurationFlag{Name: "session-timeout", Value: d.SessionTimeout, EnvVars: env("SESSION_TIMEOUT"), Usage: "an upload idle this long is aborted and its chunks collected"},
 		&cli.IntFlag{Name: "max-uploads", Value: d.MaxUploads, EnvVars: env("MAX_UPLOADS"), Usage: "most uploads open at once; more are refused until some commit, abort or expire"},
 		&cli.DurationFlag{Name: "gc-delay", Value: d.GCDelay, EnvVars: env("GC_DELAY"), Usage: "wait this long before deleting the chunks of a removed or replaced file, so running reads finish"},
@@ -67,6 +70,9 @@ func coordinatorConfig(c *cli.Context) coordinator.Config {
 	cfg.ChunkSize = int64(*c.Generic("chunk-size").(*rpc.ByteSize))
 	cfg.SuspectAfter = c.Duration("suspect-after")
 	cfg.DeadAfter = c.Duration("dead-after")
+	cfg.ForgetDeadAfter = c.Duration("forget-dead-after")
+	cfg.RegisterRate = c.Float64("register-rate")
+	cfg.RegisterBurst = c.Int("register-burst")
 	cfg.SessionTimeout = c.Duration("session-timeout")
 	cfg.MaxUploads = c.Int("max-uploads")
 	cfg.GCDelay = c.Duration("gc-delay")

@@ -496,17 +496,20 @@ func printStat(w io.Writer, fi *dfspb.FileInfo, asJSON bool) error {
 }
 
 type nodeJSON struct {
-	NodeID         string    `json:"node_id"`
-	Addr           string    `json:"addr"`
-	State          string    `json:"state"`
-	Draining       bool      `json:"draining,omitempty"`
-	Decommissioned bool      `json:"decommissioned,omitempty"`
-	CorruptChunks  int64     `json:"corrupt_chunks,omitempty"`
-	Capacity       int64     `json:"capacity"`
-	Used           int64     `json:"used"`
-	Free           int64     `json:"free"`
-	Chunks         int64     `json:"chunks"`
-	LastHeartbeat  time.Time `json:"last_heartbeat"`
+	NodeID         string `json:"node_id"`
+	Addr           string `json:"addr"`
+	State          string `json:"state"`
+	Draining       bool   `json:"draining,omitempty"`
+	Decommissioned bool   `json:"decommissioned,omitempty"`
+	CorruptChunks  int64  `json:"corrupt_chunks,omitempty"`
+	// ConflictAddr is another address a registration with this node ID
+	// came from lately, refused because the node was alive here.
+	ConflictAddr  string    `json:"conflict_addr,omitempty"`
+	Capacity      int64     `json:"capacity"`
+	Used          int64     `json:"used"`
+	Free          int64     `json:"free"`
+	Chunks        int64     `json:"chunks"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
 }
 
 func printNodes(w io.Writer, resp *dfspb.ListNodesResponse, asJSON bool) error {
@@ -514,7 +517,7 @@ func printNodes(w io.Writer, resp *dfspb.ListNodesResponse, asJSON bool) error {
 	for _, n := range resp.Nodes {
 		out = append(out, nodeJSON{
 			NodeID: n.NodeId, Addr: n.Addr, State: StateName(n.State), Draining: n.Draining, Decommissioned: n.Decommissioned,
-			CorruptChunks: n.CorruptChunks, Capacity: n.Capacity, Used: n.Used,
+			CorruptChunks: n.CorruptChunks, ConflictAddr: n.ConflictAddr, Capacity: n.Capacity, Used: n.Used,
 			Free: n.Free, Chunks: n.ChunkCount, LastHeartbeat: time.UnixMilli(n.LastHeartbeatUnixMs).UTC(),
 		})
 	}
@@ -536,6 +539,9 @@ func printNodes(w io.Writer, resp *dfspb.ListNodesResponse, asJSON bool) error {
 		}
 		if n.CorruptChunks > 0 {
 			state += fmt.Sprintf(", %d corrupt", n.CorruptChunks)
+		}
+		if n.ConflictAddr != "" {
+			state += fmt.Sprintf(", ID also claimed from %s (refused)", n.ConflictAddr)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s / %s\t%d\t%s ago\n", n.NodeID, n.Addr, state,
 			rpc.FormatBytes(n.Used), rpc.FormatBytes(n.Capacity), n.Chunks, time.Since(n.LastHeartbeat).Round(100*time.Millisecond))

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 
 	"github.com/dfs-project/dfs/placement"
@@ -41,6 +42,15 @@ type Config struct {
 	// (no new chunks), then dead.
 	SuspectAfter time.Duration
 	DeadAfter    time.Duration
+	// ForgetDeadAfter: a node dead this long (silent for DeadAfter plus
+	// ForgetDeadAfter) is removed from the membership and its pending
+	// deletions are dropped; if it comes back it joins as a new node.
+	ForgetDeadAfter time.Duration
+	// RegisterRate and RegisterBurst limit datanode registrations: on
+	// average RegisterRate a second (0: no limit), RegisterBurst at once.
+	// One beyond is refused with ResourceExhausted and retried.
+	RegisterRate  float64
+	RegisterBurst int
 	// SessionTimeout ends an upload that makes no progress for that long;
 	// its chunks are collected.
 	SessionTimeout time.Duration
@@ -81,6 +91,9 @@ func DefaultConfig() Config {
 		ChunkSize:       8 << 20,
 		SuspectAfter:    10 * time.Second,
 		DeadAfter:       30 * time.Second,
+		ForgetDeadAfter: 15 * time.Minute,
+		RegisterRate:    50,
+		RegisterBurst:   500,
 		SessionTimeout:  5 * time.Minute,
 		MaxUploads:      10000,
 		GCDelay:         time.Minute,
@@ -111,7 +124,7 @@ func (c Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"--suspect-after", c.SuspectAfter}, {"--dead-after", c.DeadAfter},
-		{"--session-timeout", c.SessionTimeout}, {"--rpc-timeout", c.RPCTimeout}} {
+		{"--session-timeout", c.SessionTimeout}, {"--rpc-timeout", c.RPCTimeout}, {"--forget-dead-after", c.ForgetDeadAfter}} {
 		if d.v <= 0 {
 			return fmt.Errorf("coordinator: %s must be positive", d.name)
 		}
@@ -121,6 +134,9 @@ func (c Config) Validate() error {
 	}
 	if c.RepairInterval <= 0 || c.RepairTotal < 1 || c.RepairPerNode < 1 {
 		return fmt.Errorf("coordinator: the repair interval and concurrency must be positive")
+	}
+	if c.RegisterRate < 0 || c.RegisterBurst < 1 {
+		return fmt.Errorf("coordinator: --register-rate must not be negative and --register-burst must be positive")
 	}
 	if c.MaxUploads < 1 {
 		return fmt.Errorf("coordinator: --max-uploads must be positive")
@@ -178,6 +194,8 @@ type Coordinator struct {
 	pool    *rpc.Pool
 	metrics *metrics
 	events  *events
+	// registrations limits RegisterDataNode calls (--register-rate).
+	registrations *rate.Limiter
 
 	addr  string
 	ready chan struct{}
@@ -209,6 +227,11 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		events:  newEvents(),
 		ready:   make(chan struct{}),
 	}
+	limit := rate.Limit(cfg.RegisterRate)
+	if cfg.RegisterRate == 0 {
+		limit = rate.Inf
+	}
+	c.registrations = rate.NewLimiter(limit, cfg.RegisterBurst)
 	if deps.Metrics == nil {
 		deps.Metrics = prometheus.NewRegistry()
 	}

@@ -204,12 +204,18 @@ func (t *term) listFiles(ctx context.Context, req *dfspb.ListFilesRequest) (*dfs
 	return resp, nil
 }
 
-// RegisterDataNode adds a datanode to the cluster, or refreshes it. A
-// node that belongs to another cluster is refused.
+// RegisterDataNode adds a datanode to the cluster, or refreshes it, and
+// returns its incarnation. A node that belongs to another cluster is
+// refused, and so is a node ID registered at another address where the
+// node is alive and still answers as itself (see registry.register).
+// Registrations beyond --register-rate are refused with ResourceExhausted.
 func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterDataNodeRequest) (*dfspb.RegisterDataNodeResponse, error) {
 	t, err := c.leader(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if err := c.admitRegistration(); err != nil {
+		return nil, rpc.ToStatus(err)
 	}
 	id, err := rpc.ParseNodeID(req.NodeId)
 	if err != nil {
@@ -227,9 +233,29 @@ func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterD
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.FailedPrecondition,
 			"datanode %s belongs to cluster %s, this coordinator serves cluster %s", id, req.ClusterId, cluster))
 	}
-	version, nodes := t.nodes.register(id, req.Addr, u, c.clock.Now())
+	gone := ""
+	if old, alive := t.nodes.claimed(id, req.Addr, c.clock.Now()); alive && !t.answersAs(ctx, id, old) {
+		gone = old // the node left it: it restarted at req.Addr
+	}
+	version, incarnation, err := t.nodes.register(id, req.Addr, gone, u, c.clock.Now())
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
 	t.log.Info().Str("node_id", string(id)).Str("addr", req.Addr).Int64("chunks", req.ChunkCount).Msg("datanode registered")
-	return &dfspb.RegisterDataNodeResponse{ClusterVersion: version, Nodes: nodes, ClusterId: cluster}, nil
+	return &dfspb.RegisterDataNodeResponse{ClusterVersion: version, ClusterId: cluster, Incarnation: incarnation}, nil
+}
+
+// admitRegistration takes a registration from the --register-rate budget,
+// or refuses it with ResourceExhausted and when to retry.
+func (c *Coordinator) admitRegistration() error {
+	now := time.Now()
+	res := c.registrations.ReserveN(now, 1)
+	if wait := res.DelayFrom(now); wait > 0 {
+		res.CancelAt(now)
+		return rpc.Errorf(rpc.ResourceExhausted, "too many datanode registrations (--register-rate %g/s, --register-burst %d); retry in %s",
+			c.cfg.RegisterRate, c.cfg.RegisterBurst, wait.Round(time.Millisecond))
+	}
+	return nil
 }
 
 // DataNodeHeartbeat records a heartbeat and returns membership changes.
@@ -246,7 +272,7 @@ func (c *Coordinator) DataNodeHeartbeat(ctx context.Context, req *dfspb.Heartbea
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	resp, err := t.nodes.heartbeat(id, u, req.KnownVersion, c.clock.Now())
+	resp, err := t.nodes.heartbeat(id, req.Incarnation, u, req.KnownVersion, c.clock.Now())
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}

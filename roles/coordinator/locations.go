@@ -196,6 +196,29 @@ func (l *locations) lost(node rpc.NodeID, id rpc.ChunkID) bool {
 	return true
 }
 
+// dropNodes forgets every copy, counted or held apart, on the given nodes,
+// in one pass over the chunks.
+func (l *locations) dropNodes(nodes map[rpc.NodeID]bool) {
+	if len(nodes) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, in := range []map[rpc.ChunkID]map[rpc.NodeID]replicaMeta{l.m, l.held} {
+		for id, reps := range in {
+			for n := range reps {
+				if nodes[n] {
+					delete(reps, n)
+				}
+			}
+			if len(reps) == 0 {
+				delete(in, id)
+			}
+		}
+	}
+	l.notifyLocked()
+}
+
 // count returns how many nodes reported a copy of id.
 func (l *locations) count(id rpc.ChunkID) int {
 	l.mu.Lock()

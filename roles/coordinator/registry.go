@@ -1,14 +1,24 @@
 package coordinator
 
 import (
+	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/placement"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
+
+// probeTimeout bounds the check that a node registering from a new address
+// is no longer at its old one.
+const probeTimeout = 2 * time.Second
 
 // maxUpdates is how many membership changes the registry remembers for
 // incremental heartbeat replies; a node further behind gets the full list.
@@ -24,13 +34,20 @@ type nodeEntry struct {
 	chunks        int64
 	lastHeartbeat time.Time
 	registered    time.Time
+	// incarnation names the node's latest registration; its heartbeats
+	// must present it.
+	incarnation string
+	// conflict is the address of the latest registration of this ID that
+	// was refused because the node was alive at addr, and conflictAt when.
+	conflict   string
+	conflictAt time.Time
 }
 
 func (e *nodeEntry) status() *dfspb.NodeStatus {
 	return &dfspb.NodeStatus{
 		NodeId: string(e.id), Addr: e.addr, State: stateToProto(e.state),
 		Capacity: e.capacity, Used: e.used, Free: e.free, ChunkCount: e.chunks,
-		LastHeartbeatUnixMs: e.lastHeartbeat.UnixMilli(),
+		LastHeartbeatUnixMs: e.lastHeartbeat.UnixMilli(), ConflictAddr: e.conflict,
 	}
 }
 
@@ -52,7 +69,11 @@ func stateToProto(s placement.State) dfspb.NodeState {
 type registry struct {
 	suspectAfter time.Duration
 	deadAfter    time.Duration
-	events       *events // joins, returns and state changes go here
+	// forgetAfter: a node dead this long (silent for deadAfter plus
+	// forgetAfter) leaves the registry.
+	forgetAfter time.Duration
+	events      *events // joins, returns and state changes go here
+	log         zerolog.Logger
 
 	mu       sync.Mutex
 	nodes    map[rpc.NodeID]*nodeEntry
@@ -61,14 +82,20 @@ type registry struct {
 	updates  []*dfspb.NodeUpdate // the latest changes, oldest first
 }
 
-func newRegistry(suspectAfter, deadAfter time.Duration, ev *events) *registry {
-	return &registry{suspectAfter: suspectAfter, deadAfter: deadAfter, events: ev, nodes: make(map[rpc.NodeID]*nodeEntry), draining: map[rpc.NodeID]bool{}}
+func newRegistry(suspectAfter, deadAfter, forgetAfter time.Duration, ev *events, log zerolog.Logger) *registry {
+	return &registry{suspectAfter: suspectAfter, deadAfter: deadAfter, forgetAfter: forgetAfter, events: ev, log: log,
+		nodes: make(map[rpc.NodeID]*nodeEntry), draining: map[rpc.NodeID]bool{}}
 }
 
 // changedLocked records a change of e.
 func (r *registry) changedLocked(e *nodeEntry) {
+	r.updateLocked(e.status())
+}
+
+// updateLocked records a change of a node's status.
+func (r *registry) updateLocked(st *dfspb.NodeStatus) {
 	r.version++
-	r.updates = append(r.updates, &dfspb.NodeUpdate{Version: r.version, Node: e.status()})
+	r.updates = append(r.updates, &dfspb.NodeUpdate{Version: r.version, Node: st})
 	if len(r.updates) > maxUpdates {
 		r.updates = slices.Clone(r.updates[len(r.updates)-maxUpdates:])
 	}
@@ -78,11 +105,49 @@ type usage struct {
 	capacity, used, free, chunks int64
 }
 
-// register adds or refreshes a node; a known ID with a new address moves.
-func (r *registry) register(id rpc.NodeID, addr string, u usage, now time.Time) (uint64, []*dfspb.NodeStatus) {
+// claimed returns the address id is registered at, when that is not addr
+// and the node there is alive: its last heartbeat within suspectAfter.
+// Whether the node still answers there decides whether a registration
+// from addr may move it (see register).
+func (r *registry) claimed(id rpc.NodeID, addr string, now time.Time) (string, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.nodes[id]
+	if !ok || e.addr == addr || now.Sub(e.lastHeartbeat) >= r.suspectAfter {
+		return "", false
+	}
+	return e.addr, true
+}
+
+// register adds or refreshes a node and returns the cluster version and
+// the node's new incarnation, which its heartbeats must present from now
+// on. A known ID registering from another address is refused with
+// FailedPrecondition while the node registered at the old address is
+// alive (its last heartbeat within suspectAfter), unless the caller found
+// the old address gone (gone names it: nothing answers there, or another
+// node does): a copied data directory or a forged registration must not
+// move a live node, a node restarted elsewhere moves at once. The same
+// address may always register again: a node restarted in place.
+func (r *registry) register(id rpc.NodeID, addr, gone string, u usage, now time.Time) (version uint64, incarnation string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.nodes[id]
+	if ok && e.addr != addr && e.addr != gone {
+		if silent := now.Sub(e.lastHeartbeat); silent < r.suspectAfter {
+			err := rpc.Errorf(rpc.FailedPrecondition,
+				"datanode %s is registered at %s and answers there (last heartbeat %s ago); refusing the same node ID from %s "+
+					"(a copied data directory, or a forged registration?); a node that really moved is accepted once %s stops answering as it or has been silent for --suspect-after (%s)",
+				id, e.addr, silent.Round(time.Millisecond), addr, e.addr, r.suspectAfter)
+			lvl := zerolog.DebugLevel // the same one retrying
+			if e.conflict != addr {
+				lvl = zerolog.WarnLevel
+				r.events.add("node", "refused datanode %s from %s: it is alive at %s", id.Short(), addr, e.addr)
+			}
+			r.log.WithLevel(lvl).Err(err).Str("node_id", string(id)).Str("addr", addr).Msg("datanode registration refused")
+			e.conflict, e.conflictAt = addr, now
+			return 0, "", err
+		}
+	}
 	if !ok {
 		e = &nodeEntry{id: id, registered: now}
 		r.nodes[id] = e
@@ -94,28 +159,35 @@ func (r *registry) register(id rpc.NodeID, addr string, u usage, now time.Time) 
 	switch {
 	case !ok:
 		r.events.add("node", "datanode %s joined at %s", id.Short(), addr)
-	case e.state != placement.Healthy:
-		r.events.add("node", "datanode %s (%s) is back after being %s", id.Short(), addr, e.state)
 	case e.addr != addr:
 		r.events.add("node", "datanode %s moved from %s to %s", id.Short(), e.addr, addr)
+		e.conflict = ""
+	case e.state != placement.Healthy:
+		r.events.add("node", "datanode %s (%s) is back after being %s", id.Short(), addr, e.state)
 	}
 	e.addr, e.state, e.lastHeartbeat = addr, placement.Healthy, now
 	e.capacity, e.used, e.free, e.chunks = u.capacity, u.used, u.free, u.chunks
+	e.incarnation = uuid.NewString()
 	if changed {
 		r.changedLocked(e)
 	}
-	return r.version, r.allLocked()
+	return r.version, e.incarnation, nil
 }
 
 // heartbeat records a heartbeat and returns the changes since known, or
-// the full list when known is too old. It fails with NotFound for a node
-// that must register first.
-func (r *registry) heartbeat(id rpc.NodeID, u usage, known uint64, now time.Time) (*dfspb.HeartbeatResponse, error) {
+// the full list when known is 0 or too old. It fails with NotFound for a
+// node that must register (again) first: one the registry does not know,
+// or a heartbeat from another incarnation than the latest registration's
+// (the process that registered before, when the node restarted or moved).
+func (r *registry) heartbeat(id rpc.NodeID, incarnation string, u usage, known uint64, now time.Time) (*dfspb.HeartbeatResponse, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.nodes[id]
 	if !ok {
 		return nil, rpc.Errorf(rpc.NotFound, "node %s is not registered", id)
+	}
+	if incarnation != e.incarnation {
+		return nil, rpc.Errorf(rpc.NotFound, "node %s: heartbeat from an earlier registration (the node registered again since, at %s); register again", id, e.addr)
 	}
 	e.capacity, e.used, e.free, e.chunks = u.capacity, u.used, u.free, u.chunks
 	e.lastHeartbeat = now
@@ -127,7 +199,7 @@ func (r *registry) heartbeat(id rpc.NodeID, u usage, known uint64, now time.Time
 	resp := &dfspb.HeartbeatResponse{ClusterVersion: r.version}
 	switch {
 	case known == r.version:
-	case known > r.version || len(r.updates) == 0 || known+1 < r.updates[0].Version:
+	case known == 0 || known > r.version || len(r.updates) == 0 || known+1 < r.updates[0].Version:
 		resp.Full = true
 		resp.Nodes = r.allLocked()
 	default:
@@ -158,6 +230,9 @@ func (r *registry) tick(now time.Time) (dead []rpc.NodeID) {
 		case age >= r.suspectAfter:
 			want = placement.Suspect
 		}
+		if e.conflict != "" && now.Sub(e.conflictAt) >= r.deadAfter {
+			e.conflict = "" // no refused registration for a while
+		}
 		if want != e.state && want > e.state {
 			e.state = want
 			r.changedLocked(e)
@@ -168,6 +243,59 @@ func (r *registry) tick(now time.Time) (dead []rpc.NodeID) {
 		}
 	}
 	return dead
+}
+
+// answersAs reports whether the datanode at addr answers as node id, or
+// might (it did not answer in time: a slow node is not a gone one). An
+// address nothing listens at, or where another node answers, is gone.
+func (t *term) answersAs(ctx context.Context, id rpc.NodeID, addr string) bool {
+	cc, err := t.c.pool.Get(addr)
+	if err != nil {
+		return false
+	}
+	cctx, cancel := context.WithTimeout(ctx, min(t.c.cfg.RPCTimeout, probeTimeout))
+	defer cancel()
+	resp, err := dfspb.NewDataNodeClient(cc).HealthCheck(cctx, &dfspb.HealthCheckRequest{})
+	switch {
+	case err == nil:
+		return resp.NodeId == string(id)
+	case cctx.Err() != nil:
+		return true
+	}
+	return false
+}
+
+// forget removes the nodes dead for forgetAfter (silent for deadAfter plus
+// forgetAfter) and returns them. Heartbeats tell the other nodes with an
+// update marked forgotten. A forgotten node that comes back registers as a
+// new one.
+func (r *registry) forget(now time.Time) []rpc.NodeID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var gone []rpc.NodeID
+	for id, e := range r.nodes {
+		if now.Sub(e.lastHeartbeat) < r.deadAfter+r.forgetAfter {
+			continue
+		}
+		delete(r.nodes, id)
+		st := e.status()
+		st.State, st.Forgotten = dfspb.NodeState_NODE_STATE_DEAD, true
+		r.updateLocked(st)
+		gone = append(gone, id)
+	}
+	if len(gone) > 0 {
+		slices.Sort(gone)
+		names := make([]string, 0, 3)
+		for _, id := range gone[:min(len(gone), 3)] {
+			names = append(names, id.Short())
+		}
+		more := ""
+		if len(gone) > 3 {
+			more = fmt.Sprintf(" and %d more", len(gone)-3)
+		}
+		r.events.add("node", "forgot datanode %s%s: dead for over %s", strings.Join(names, ", "), more, r.forgetAfter)
+	}
+	return gone
 }
 
 func (r *registry) allLocked() []*dfspb.NodeStatus {

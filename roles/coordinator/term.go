@@ -59,7 +59,7 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 		log:     c.log,
 		store:   c.store,
 		ctx:     ctx,
-		nodes:   newRegistry(c.cfg.SuspectAfter, c.cfg.DeadAfter, c.events),
+		nodes:   newRegistry(c.cfg.SuspectAfter, c.cfg.DeadAfter, c.cfg.ForgetDeadAfter, c.events, c.log),
 		locs:    newLocations(),
 		refs:    newRefIndex(),
 		health:  newHealth(),
@@ -125,7 +125,8 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 // wait blocks until the term's loops have stopped.
 func (t *term) wait() { t.wg.Wait() }
 
-// watchNodes ages heartbeats into suspect and dead states.
+// watchNodes ages heartbeats into suspect and dead states, and forgets
+// nodes dead for --forget-dead-after.
 func (t *term) watchNodes(ctx context.Context) {
 	interval := min(t.c.cfg.SuspectAfter/4, time.Second)
 	tick := time.NewTicker(max(interval, 10*time.Millisecond))
@@ -135,11 +136,64 @@ func (t *term) watchNodes(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			for _, id := range t.nodes.tick(t.c.clock.Now()) {
+			now := t.c.clock.Now()
+			for _, id := range t.nodes.tick(now) {
 				t.log.Warn().Str("node_id", string(id)).Msg("datanode dead: missed heartbeats")
+			}
+			t.forgetNodes(ctx, now)
+		}
+	}
+}
+
+// forgetNodes removes the nodes dead for --forget-dead-after from the
+// registry, and drops their copies from the locations and their pending
+// deletions from GC and, durably, from the store. So are the deletions of
+// nodes that have not registered in this term once it is that old (their
+// deletions were loaded from the store, or recorded for a node forgotten
+// before). A forgotten node that comes back registers as new and reports
+// its chunks; those no file needs are collected as orphans.
+func (t *term) forgetNodes(ctx context.Context, now time.Time) {
+	gone := t.nodes.forget(now)
+	forgotten := make(map[rpc.NodeID]bool, len(gone))
+	for _, id := range gone {
+		forgotten[id] = true
+	}
+	if now.Sub(t.started) >= t.c.cfg.DeadAfter+t.c.cfg.ForgetDeadAfter {
+		for _, id := range t.gc.Nodes() {
+			if _, _, ok := t.nodes.lookup(id); !ok && !forgotten[id] {
+				gone = append(gone, id)
+				forgotten[id] = true
 			}
 		}
 	}
+	t.locs.dropNodes(forgotten)
+	if len(gone) == 0 {
+		return
+	}
+	var done []meta.Deletion
+	for _, id := range gone {
+		for _, c := range t.gc.Drop(id) {
+			done = append(done, meta.Deletion{Node: id, Chunk: c})
+		}
+	}
+	if len(done) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, t.c.cfg.RPCTimeout)
+		err := t.commit(cctx, &meta.Txn{DoneDeletions: done})
+		cancel()
+		if err != nil {
+			// Queued again, they are dropped at the next pass.
+			for _, d := range done {
+				t.gc.Enqueue(d.Node, d.Chunk)
+			}
+			t.log.Warn().Err(err).Int("nodes", len(gone)).Int("deletions", len(done)).Msg("cannot drop the deletions of forgotten datanodes")
+			return
+		}
+	}
+	ev := t.log.Info()
+	if len(gone) == 1 {
+		ev = ev.Str("node_id", string(gone[0]))
+	}
+	ev.Int("nodes", len(gone)).Int("deletions_dropped", len(done)).Dur("dead_for", t.c.cfg.ForgetDeadAfter).Msg("forgot datanode")
 }
 
 // commit applies txn to the store; the caller's context bounds it.

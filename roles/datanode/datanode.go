@@ -155,8 +155,11 @@ type Node struct {
 	coordIdx   int
 	leader     string // the leader a standby named, if any
 	registered bool
-	lastErr    error  // of the last register or heartbeat; nil when it got through
-	cluster    string // the cluster this node belongs to, once known
+	// incarnation is what the latest registration returned; heartbeats
+	// present it.
+	incarnation string
+	lastErr     error  // of the last register or heartbeat; nil when it got through
+	cluster     string // the cluster this node belongs to, once known
 
 	ready chan struct{}
 }

@@ -43,14 +43,19 @@ func (n *Node) nextCoordinator(err error) {
 
 // heartbeatLoop registers with the coordinator, then heartbeats every
 // interval, registering again whenever the coordinator does not know the
-// node (it restarted). It runs until ctx ends.
+// node (it restarted) or no longer knows this registration (NotFound). A
+// node the coordinator refuses (FailedPrecondition: another cluster, or
+// its node ID alive at another address) or turns away for now
+// (ResourceExhausted: too many registrations) keeps retrying with backoff,
+// not ready, and logs the refusal now and then. It runs until ctx ends.
 func (n *Node) heartbeatLoop(ctx context.Context) {
 	backoff := chunkstream.Backoff{Initial: 200 * time.Millisecond, Max: n.cfg.HeartbeatInterval}
 	failures := 0
 	readyOnce := false
 	for {
 		var err error
-		if !n.isRegistered() {
+		registering := !n.isRegistered()
+		if registering {
 			err = n.register(ctx)
 		} else {
 			err = n.heartbeat(ctx)
@@ -62,21 +67,10 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 		n.lastErr = err
 		n.mu.Unlock()
 		wait := n.cfg.HeartbeatInterval
-		if err != nil {
-			failures++
-			if rpc.KindOf(err) == rpc.NotFound {
-				n.setRegistered(false)
-				wait = 0
-			} else {
-				_, notServing := rpc.NotServingOf(err)
-				refused := rpc.KindOf(err) == rpc.FailedPrecondition // logged where it happens
-				if !notServing && !refused && (failures == 1 || failures%10 == 0) {
-					n.log.Warn().Err(err).Int("failures", failures).Msg("coordinator unreachable")
-				}
-				n.nextCoordinator(err)
-				wait = backoff.Delay(min(failures, 8))
-			}
-		} else {
+		switch kind := rpc.KindOf(err); {
+		case err == nil && registering:
+			wait = 0 // the first heartbeat brings the membership
+		case err == nil:
 			if failures > 0 {
 				n.log.Info().Msg("coordinator reachable again")
 			}
@@ -85,6 +79,29 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 				readyOnce = true
 				close(n.ready)
 			}
+		case kind == rpc.NotFound:
+			failures++
+			n.setRegistered(false)
+			wait = 0
+			if registering {
+				wait = backoff.Delay(min(failures, 8))
+			}
+		default:
+			failures++
+			_, notServing := rpc.NotServingOf(err)
+			logIt := failures == 1 || failures%10 == 0
+			switch {
+			case kind == rpc.FailedPrecondition && logIt:
+				n.log.Error().Err(err).Int("failures", failures).Msg("coordinator refuses this node; retrying")
+			case kind == rpc.ResourceExhausted && logIt:
+				n.log.Warn().Err(err).Int("failures", failures).Msg("coordinator turns registrations away for now; retrying")
+			case !notServing && kind != rpc.FailedPrecondition && kind != rpc.ResourceExhausted && logIt:
+				n.log.Warn().Err(err).Int("failures", failures).Msg("coordinator unreachable")
+			}
+			if kind != rpc.ResourceExhausted {
+				n.nextCoordinator(err)
+			}
+			wait = backoff.Delay(min(failures, 8))
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -124,11 +141,7 @@ func (n *Node) register(ctx context.Context) error {
 		ClusterId: cluster,
 	})
 	if err != nil {
-		err = rpc.FromStatus(err)
-		if rpc.KindOf(err) == rpc.FailedPrecondition {
-			n.log.Error().Err(err).Msg("coordinator refuses this node")
-		}
-		return err
+		return rpc.FromStatus(err)
 	}
 	if cluster == "" && resp.ClusterId != "" {
 		if err := saveClusterID(n.cfg.DataDir, resp.ClusterId); err != nil {
@@ -142,11 +155,12 @@ func (n *Node) register(ctx context.Context) error {
 	n.reports.requestFull()
 	n.mu.Lock()
 	n.registered = true
-	n.version = resp.ClusterVersion
-	clear(n.peers)
-	n.addPeersLocked(resp.Nodes...)
+	n.incarnation = resp.Incarnation
+	// Known version 0: the next heartbeat brings the whole membership,
+	// which replaces the peers known so far.
+	n.version = 0
 	n.mu.Unlock()
-	n.log.Info().Str("coordinator", addr).Int("peers", len(resp.Nodes)).Uint64("cluster_version", resp.ClusterVersion).Msg("registered")
+	n.log.Info().Str("coordinator", addr).Uint64("cluster_version", resp.ClusterVersion).Msg("registered")
 	return nil
 }
 
@@ -157,12 +171,13 @@ func (n *Node) heartbeat(ctx context.Context) error {
 	}
 	u := n.store.Usage()
 	n.mu.Lock()
-	known := n.version
+	known, incarnation := n.version, n.incarnation
 	n.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
 	defer cancel()
 	resp, err := c.DataNodeHeartbeat(cctx, &dfspb.HeartbeatRequest{
 		NodeId: string(n.id), Capacity: u.Capacity, Used: u.Used, Free: u.Free, ChunkCount: u.Chunks, KnownVersion: known,
+		Incarnation: incarnation,
 	})
 	if err != nil {
 		return rpc.FromStatus(err)
@@ -190,11 +205,16 @@ func (n *Node) heartbeat(ctx context.Context) error {
 	return nil
 }
 
-// addPeersLocked records nodes the coordinator listed; an entry without
-// a node ID (a coordinator bug, or a newer one's message) is skipped.
+// addPeersLocked records nodes the coordinator listed, and drops those
+// it forgot; an entry without a node ID (a coordinator bug, or a newer
+// one's message) is skipped.
 func (n *Node) addPeersLocked(nodes ...*dfspb.NodeStatus) {
 	for _, p := range nodes {
-		if p.GetNodeId() != "" {
+		switch {
+		case p.GetNodeId() == "":
+		case p.Forgotten:
+			delete(n.peers, rpc.NodeID(p.NodeId))
+		default:
 			n.peers[rpc.NodeID(p.NodeId)] = p
 		}
 	}

@@ -1474,6 +1474,15 @@ type NodeStatus struct {
 	// corrupt_chunks counts copies on this node found corrupt and not yet
 	// replaced.
 	CorruptChunks int64 `protobuf:"varint,11,opt,name=corrupt_chunks,json=corruptChunks,proto3" json:"corrupt_chunks,omitempty"`
+	// conflict_addr is another address a registration with this node's ID
+	// came from and was refused (the node registered here was alive): a
+	// copied data directory or a forged registration. Cleared once no such
+	// registration came for --dead-after.
+	ConflictAddr string `protobuf:"bytes,12,opt,name=conflict_addr,json=conflictAddr,proto3" json:"conflict_addr,omitempty"`
+	// forgotten is set, in a heartbeat's incremental updates only, when the
+	// coordinator forgets a node dead for --forget-dead-after: the receiver
+	// drops it from its membership.
+	Forgotten     bool `protobuf:"varint,13,opt,name=forgotten,proto3" json:"forgotten,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1585,6 +1594,20 @@ func (x *NodeStatus) GetCorruptChunks() int64 {
 	return 0
 }
 
+func (x *NodeStatus) GetConflictAddr() string {
+	if x != nil {
+		return x.ConflictAddr
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetForgotten() bool {
+	if x != nil {
+		return x.Forgotten
+	}
+	return false
+}
+
 type RegisterDataNodeRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	NodeId     string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -1680,12 +1703,20 @@ func (x *RegisterDataNodeRequest) GetClusterId() string {
 }
 
 type RegisterDataNodeResponse struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	ClusterVersion uint64                 `protobuf:"varint,1,opt,name=cluster_version,json=clusterVersion,proto3" json:"cluster_version,omitempty"`
-	Nodes          []*NodeStatus          `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	ClusterId      string                 `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cluster_version is the membership version at registration. The
+	// membership itself comes with the node's first heartbeat (known_version
+	// 0 asks for the full list), so the reply does not grow with the cluster.
+	ClusterVersion uint64 `protobuf:"varint,1,opt,name=cluster_version,json=clusterVersion,proto3" json:"cluster_version,omitempty"`
+	// nodes is no longer filled.
+	Nodes     []*NodeStatus `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	ClusterId string        `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// incarnation identifies this registration; the node's heartbeats carry
+	// it, and one with another incarnation is refused (NotFound), so a node
+	// registered again elsewhere cannot be kept alive by the old process.
+	Incarnation   string `protobuf:"bytes,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegisterDataNodeResponse) Reset() {
@@ -1739,6 +1770,13 @@ func (x *RegisterDataNodeResponse) GetClusterId() string {
 	return ""
 }
 
+func (x *RegisterDataNodeResponse) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
 type HeartbeatRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	NodeId     string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -1746,8 +1784,11 @@ type HeartbeatRequest struct {
 	Used       int64                  `protobuf:"varint,3,opt,name=used,proto3" json:"used,omitempty"`
 	Free       int64                  `protobuf:"varint,4,opt,name=free,proto3" json:"free,omitempty"`
 	ChunkCount int64                  `protobuf:"varint,5,opt,name=chunk_count,json=chunkCount,proto3" json:"chunk_count,omitempty"`
-	// known_version is the cluster version the node has seen.
-	KnownVersion  uint64 `protobuf:"varint,6,opt,name=known_version,json=knownVersion,proto3" json:"known_version,omitempty"`
+	// known_version is the cluster version the node has seen; 0 asks for
+	// the full membership.
+	KnownVersion uint64 `protobuf:"varint,6,opt,name=known_version,json=knownVersion,proto3" json:"known_version,omitempty"`
+	// incarnation is the one the node's registration returned.
+	Incarnation   string `protobuf:"bytes,7,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1822,6 +1863,13 @@ func (x *HeartbeatRequest) GetKnownVersion() uint64 {
 		return x.KnownVersion
 	}
 	return 0
+}
+
+func (x *HeartbeatRequest) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
 }
 
 type NodeUpdate struct {
@@ -4482,7 +4530,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\vreplication\x18\x06 \x01(\rR\vreplication\"h\n" +
 	"\x11ListFilesResponse\x12+\n" +
 	"\aentries\x18\x01 \x03(\v2\x11.dfs.v1.ListEntryR\aentries\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe7\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xaa\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
@@ -4497,7 +4545,9 @@ const file_dfs_proto_rawDesc = "" +
 	"\bdraining\x18\t \x01(\bR\bdraining\x12&\n" +
 	"\x0edecommissioned\x18\n" +
 	" \x01(\bR\x0edecommissioned\x12%\n" +
-	"\x0ecorrupt_chunks\x18\v \x01(\x03R\rcorruptChunks\"\xca\x01\n" +
+	"\x0ecorrupt_chunks\x18\v \x01(\x03R\rcorruptChunks\x12#\n" +
+	"\rconflict_addr\x18\f \x01(\tR\fconflictAddr\x12\x1c\n" +
+	"\tforgotten\x18\r \x01(\bR\tforgotten\"\xca\x01\n" +
 	"\x17RegisterDataNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1a\n" +
@@ -4507,12 +4557,13 @@ const file_dfs_proto_rawDesc = "" +
 	"\vchunk_count\x18\x06 \x01(\x03R\n" +
 	"chunkCount\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\a \x01(\tR\tclusterId\"\x92\x01\n" +
+	"cluster_id\x18\a \x01(\tR\tclusterId\"\xb4\x01\n" +
 	"\x18RegisterDataNodeResponse\x12'\n" +
 	"\x0fcluster_version\x18\x01 \x01(\x04R\x0eclusterVersion\x12(\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x12.dfs.v1.NodeStatusR\x05nodes\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x04 \x01(\tR\tclusterIdJ\x04\b\x03\x10\x04\"\xb5\x01\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12 \n" +
+	"\vincarnation\x18\x05 \x01(\tR\vincarnationJ\x04\b\x03\x10\x04\"\xd7\x01\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
 	"\bcapacity\x18\x02 \x01(\x03R\bcapacity\x12\x12\n" +
@@ -4520,7 +4571,8 @@ const file_dfs_proto_rawDesc = "" +
 	"\x04free\x18\x04 \x01(\x03R\x04free\x12\x1f\n" +
 	"\vchunk_count\x18\x05 \x01(\x03R\n" +
 	"chunkCount\x12#\n" +
-	"\rknown_version\x18\x06 \x01(\x04R\fknownVersion\"N\n" +
+	"\rknown_version\x18\x06 \x01(\x04R\fknownVersion\x12 \n" +
+	"\vincarnation\x18\a \x01(\tR\vincarnation\"N\n" +
 	"\n" +
 	"NodeUpdate\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12&\n" +
