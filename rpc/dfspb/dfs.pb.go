@@ -1158,15 +1158,16 @@ func (x *FileInfo) GetChunkCount() uint32 {
 
 // DownloadFileRequest asks for one page of a file's chunk map: page_size
 // chunks (0: the coordinator's default; it caps larger sizes) from index
-// first_chunk. A page after the first names the version the first page
-// returned; when the path no longer holds that version the call fails
-// with FailedPrecondition ("changed while it was being read").
+// first_chunk. A page after the first names the version and session_id
+// the first page returned; when the path no longer holds that version the
+// call fails with FailedPrecondition ("changed while it was being read").
 type DownloadFileRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
 	FirstChunk    uint32                 `protobuf:"varint,2,opt,name=first_chunk,json=firstChunk,proto3" json:"first_chunk,omitempty"`
 	PageSize      uint32                 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	Version       uint64                 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	SessionId     string                 `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1227,6 +1228,13 @@ func (x *DownloadFileRequest) GetVersion() uint64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *DownloadFileRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
 }
 
 type DownloadFileResponse struct {
@@ -1290,6 +1298,7 @@ type StatFileRequest struct {
 	FirstChunk    uint32                 `protobuf:"varint,2,opt,name=first_chunk,json=firstChunk,proto3" json:"first_chunk,omitempty"`
 	PageSize      uint32                 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	Version       uint64                 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	SessionId     string                 `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1350,6 +1359,13 @@ func (x *StatFileRequest) GetVersion() uint64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *StatFileRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
 }
 
 type StatFileResponse struct {
@@ -4684,23 +4700,27 @@ const file_dfs_proto_rawDesc = "" +
 	"session_id\x18\t \x01(\tR\tsessionId\x12\x1f\n" +
 	"\vchunk_count\x18\n" +
 	" \x01(\rR\n" +
-	"chunkCount\"\x81\x01\n" +
+	"chunkCount\"\xa0\x01\n" +
 	"\x13DownloadFileRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1f\n" +
 	"\vfirst_chunk\x18\x02 \x01(\rR\n" +
 	"firstChunk\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\x04R\aversion\"[\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x05 \x01(\tR\tsessionId\"[\n" +
 	"\x14DownloadFileResponse\x12$\n" +
 	"\x04file\x18\x01 \x01(\v2\x10.dfs.v1.FileInfoR\x04file\x12\x1d\n" +
 	"\n" +
-	"next_chunk\x18\x02 \x01(\rR\tnextChunk\"}\n" +
+	"next_chunk\x18\x02 \x01(\rR\tnextChunk\"\x9c\x01\n" +
 	"\x0fStatFileRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1f\n" +
 	"\vfirst_chunk\x18\x02 \x01(\rR\n" +
 	"firstChunk\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\x04R\aversion\"W\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x05 \x01(\tR\tsessionId\"W\n" +
 	"\x10StatFileResponse\x12$\n" +
 	"\x04file\x18\x01 \x01(\v2\x10.dfs.v1.FileInfoR\x04file\x12\x1d\n" +
 	"\n" +
