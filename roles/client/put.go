@@ -384,13 +384,13 @@ func (c *Client) storeChunk(ctx context.Context, plan *dfspb.ChunkPlan, data []b
 
 // keep records the put's receipts with the coordinator while its chunks
 // are sent: a batch as soon as one is full, and whatever is pending at
-// least three times per session timeout, an empty batch too, so that the
+// least four times per session timeout, an empty batch too, so that the
 // session stays alive however slowly the input comes. A coordinator that
 // cannot be reached is tried again at the next turn (confirm records what
 // is left); one that refuses the receipts or no longer knows the session
 // ends the put through fail.
 func (st *putState) keep(ctx context.Context, fail context.CancelCauseFunc) {
-	tick := time.NewTicker(max(st.ttl/3, 10*time.Millisecond))
+	tick := time.NewTicker(max(st.ttl/4, 10*time.Millisecond))
 	defer tick.Stop()
 	for {
 		fullOnly := false

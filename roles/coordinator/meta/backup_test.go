@@ -14,6 +14,6 @@ import (
 func TestBackupFrameFitsLargestFile(t *testing.T) {
 	is := is.New(t)
 	largest := rpc.MaxFileChunks*MaxChunkRecordSize() + 2*rpc.MaxPathLen + 1024
-	is.True(largest > 64<<20)          // more than the old frame limit
+	is.True(largest > 64<<20)         // more than the old frame limit
 	is.True(largest < maxBackupFrame) // fits the frame limit
 }

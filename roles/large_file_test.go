@@ -1,0 +1,133 @@
+package roles
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+
+	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/roles/coordinator"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// rpcCalls counts the calls of a coordinator method that ended OK.
+func rpcCalls(t *testing.T, c *Cluster, method string) uint64 {
+	t.Helper()
+	mfs, err := c.Metrics().Gather()
+	if err != nil {
+		t.Fatalf("gather metrics: %v", err)
+	}
+	var n uint64
+	for _, mf := range mfs {
+		if mf.GetName() != "dfs_coordinator_rpc_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["method"] == method && labels["code"] == "OK" {
+				n += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return n
+}
+
+// TestLargestFile pins that every file the chunk limit allows is
+// writable and readable: with --max-file-chunks at 120 and pages of 7
+// chunks and receipt batches of 9, a file of exactly 120 chunks is put,
+// read and statted byte for byte, its chunk map and receipts crossing many
+// page boundaries; one chunk more is refused before any chunk reaches a
+// datanode (size known) or before the chunk beyond the limit is sent
+// (stdin).
+func TestLargestFile(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	const limit, page, batch = 120, 7, 9
+	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.MaxFileChunks = limit }))
+	cl := newTestClient(t, c, func(cfg *client.Config) {
+		cfg.Replication = 2
+		cfg.PageSize = page
+		cfg.ReceiptBatch = batch
+	})
+	ctx := t.Context()
+
+	// One chunk over the limit, size known: refused up front.
+	over := int64(limit*testChunkSize + 1)
+	_, err := cl.Put(ctx, "/large/over", io.LimitReader(zeros{}, over), over, nil)
+	is.True(err != nil)                                         // a file over the limit is refused
+	is.Equal(rpc.KindOf(err), rpc.Invalid)                      // as invalid
+	is.True(strings.Contains(err.Error(), "--max-file-chunks")) // naming the limit
+	is.Equal(len(storedChunks(t, c)), 0)                        // before any chunk reached a datanode
+	is.Equal(rpcCalls(t, c, "AllocateChunk"), uint64(0))        // or was placed
+
+	// From stdin: the put stops before the chunk beyond the limit.
+	_, err = cl.Put(ctx, "/large/over", onlyReader{io.LimitReader(zeros{}, over)}, -1, nil)
+	is.Equal(rpc.KindOf(err), rpc.Invalid)                      // an input over the limit is refused
+	is.True(strings.Contains(err.Error(), "--max-file-chunks")) // naming the limit
+	is.Equal(rpcCalls(t, c, "AllocateChunk"), uint64(limit))    // the chunk beyond the limit was never placed
+	_, err = cl.Stat(ctx, "/large/over")
+	is.True(errors.Is(err, rpc.NotFound)) // and nothing was committed
+
+	// Exactly the limit: written, read and described whole.
+	data := randomBytes(limit*testChunkSize - 100)
+	fi, err := cl.Put(ctx, "/large/max", bytes.NewReader(data), int64(len(data)), nil)
+	is.NoErr(err)                                            // a file of the largest chunk count is put
+	is.Equal(fi.ChunkCount, uint32(limit))                   // with every chunk
+	checkStat(t, c, fi, data, testChunkSize, 2)              // and its whole chunk map
+	is.True(rpcCalls(t, c, "UploadReceipts") >= limit/batch) // receipts went in batches
+	w := &compareWriter{want: data}
+	_, err = cl.Get(ctx, "/large/max", w, nil)
+	is.NoErr(err)                                         // get
+	is.Equal(w.off, len(data))                            // returns every byte
+	is.True(rpcCalls(t, c, "DownloadFile") >= limit/page) // reading the chunk map in pages
+	st, err := cl.Stat(ctx, "/large/max")
+	is.NoErr(err) // stat
+	checkStat(t, c, st, data, testChunkSize, 2)
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestSlowUploadKeepsSession pins that a live upload keeps its metadata
+// session alive: with a session timeout of 1.5s, a put whose input
+// trickles in over more than three timeouts (8 KiB every 200ms, 5s in
+// all) commits.
+func TestSlowUploadKeepsSession(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.SessionTimeout = 1500 * time.Millisecond }))
+	cl := newTestClient(t, c)
+	data := randomBytes(3*testChunkSize + 10)
+	slow := &slowReader{r: bytes.NewReader(data), every: 200 * time.Millisecond, n: 8 << 10}
+	fi, err := cl.Put(t.Context(), "/slow/file", slow, int64(len(data)), nil)
+	is.NoErr(err) // the slow put commits
+	checkStat(t, c, fi, data, testChunkSize, 3)
+	got, err := getBytes(t.Context(), cl, "/slow/file")
+	is.NoErr(err)
+	is.True(bytes.Equal(got, data)) // get returns what was put
+}
+
+// slowReader returns at most n bytes per Read, after a pause of every.
+type slowReader struct {
+	r     io.Reader
+	every time.Duration
+	n     int
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	time.Sleep(s.every)
+	return s.r.Read(p[:min(len(p), s.n)])
+}
