@@ -131,3 +131,60 @@ func (s *slowReader) Read(p []byte) (int, error) {
 	time.Sleep(s.every)
 	return s.r.Read(p[:min(len(p), s.n)])
 }
+
+// writeHook calls hook once, before the first write, then writes to w.
+type writeHook struct {
+	w    io.Writer
+	hook func()
+	done bool
+}
+
+func (h *writeHook) Write(p []byte) (int, error) {
+	if !h.done {
+		h.done = true
+		h.hook()
+	}
+	return h.w.Write(p)
+}
+
+// TestGetLosesRaceWithOverwrite pins what a reader is told when the file
+// it reads is replaced and the old version's chunks deleted under it: not
+// that a chunk is missing, but that the file changed (FailedPrecondition),
+// so it knows to read it again.
+func TestGetLosesRaceWithOverwrite(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c := newTestCluster(t, 2) // GC deletes at once (no --gc-delay)
+	cl := newTestClient(t, c, func(cfg *client.Config) {
+		cfg.Replication = 2
+		cfg.Parallel = 1 // the next chunk is fetched only once the first is written
+		cfg.Attempts = 2
+	})
+	ctx := t.Context()
+	v1 := randomBytes(4 * testChunkSize)
+	fi1, err := cl.Put(ctx, "/race/file", bytes.NewReader(v1), int64(len(v1)), nil)
+	is.NoErr(err) // put v1
+
+	v2 := randomBytes(testChunkSize)
+	w := &writeHook{w: io.Discard, hook: func() {
+		_, err := cl.Put(ctx, "/race/file", bytes.NewReader(v2), int64(len(v2)), nil)
+		is.NoErr(err) // v2 replaces v1 while v1 is being read
+		eventually(t, "v1's chunks deleted", func() bool {
+			for _, n := range c.Nodes() {
+				for _, ch := range fi1.Chunks {
+					if n.Node.Store().Has(rpc.ChunkID(ch.ChunkId)) {
+						return false
+					}
+				}
+			}
+			return true
+		})
+	}}
+	_, err = cl.Get(ctx, "/race/file", w, nil)
+	is.True(err != nil)                                                       // the read of v1 fails
+	is.Equal(rpc.KindOf(err), rpc.FailedPrecondition)                         // as a precondition a caller can test
+	is.True(strings.Contains(err.Error(), "changed while it was being read")) // saying the file changed
+	got, err := getBytes(ctx, cl, "/race/file")
+	is.NoErr(err)                 // reading it again
+	is.True(bytes.Equal(got, v2)) // returns the new version
+}
