@@ -188,3 +188,25 @@ func TestGetLosesRaceWithOverwrite(t *testing.T) {
 	is.NoErr(err)                 // reading it again
 	is.True(bytes.Equal(got, v2)) // returns the new version
 }
+
+// TestPutAcrossCoordinatorRestart pins that receipts recorded before a
+// coordinator restart are not lost to the upload: the restarted
+// coordinator knows the session (from the store) but none of its
+// receipts, so the confirm asks for them and the client sends them again.
+func TestPutAcrossCoordinatorRestart(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.SafeModeTimeout = 0 }))
+	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.ReceiptBatch = 1 })
+	data := randomBytes(8*testChunkSize + 3)
+	r := &hookReader{r: bytes.NewReader(data), at: 5 * testChunkSize, hook: func() {
+		eventually(t, "receipts recorded", func() bool { return rpcCalls(t, c, "UploadReceipts") >= 2 })
+		restartCoordinator(t, c)
+	}}
+	fi, err := cl.Put(t.Context(), "/restart/file", r, int64(len(data)), nil)
+	is.NoErr(err) // the put commits across the restart
+	checkStat(t, c, fi, data, testChunkSize, 3)
+	got, err := getBytes(t.Context(), cl, "/restart/file")
+	is.NoErr(err)
+	is.True(bytes.Equal(got, data)) // get returns what was put
+}
