@@ -13,6 +13,7 @@ import (
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // rpcCalls counts the calls of a coordinator method that ended OK.
@@ -209,4 +210,51 @@ func TestPutAcrossCoordinatorRestart(t *testing.T) {
 	got, err := getBytes(t.Context(), cl, "/restart/file")
 	is.NoErr(err)
 	is.True(bytes.Equal(got, data)) // get returns what was put
+}
+
+// TestChunkMapPagesPinVersion pins the paging of chunk maps: a page after
+// the first names the version it continues, and once the path holds
+// another version (replaced, or deleted and put again, which starts again
+// at version 1) the page is refused with FailedPrecondition.
+func TestChunkMapPagesPinVersion(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c := newTestCluster(t, 3)
+	cl := newTestClient(t, c)
+	cc := coordClient(t, c)
+	ctx := t.Context()
+	put := func() {
+		data := randomBytes(3 * testChunkSize)
+		_, err := cl.Put(ctx, "/pages/file", bytes.NewReader(data), int64(len(data)), nil)
+		is.NoErr(err) // put
+	}
+	put()
+	first, err := cc.StatFile(ctx, &dfspb.StatFileRequest{Path: "/pages/file", PageSize: 1})
+	is.NoErr(err)                              // first page
+	is.Equal(len(first.File.Chunks), 1)        // of one chunk
+	is.Equal(first.NextChunk, uint32(1))       // continuing at chunk 1
+	is.Equal(first.File.ChunkCount, uint32(3)) // of three
+	v1 := first.File
+	next, err := cc.DownloadFile(ctx, &dfspb.DownloadFileRequest{Path: "/pages/file", FirstChunk: 1, PageSize: 5, Version: v1.Version, SessionId: v1.SessionId})
+	is.NoErr(err)                                  // a later page of the same version
+	is.Equal(len(next.File.Chunks), 2)             // holds the rest
+	is.Equal(next.File.Chunks[0].Index, uint32(1)) // from chunk 1
+	is.Equal(next.NextChunk, uint32(3))            // and says it is the last
+	_, err = cc.StatFile(ctx, &dfspb.StatFileRequest{Path: "/pages/file", FirstChunk: 4})
+	is.Equal(statusKind(err), rpc.Invalid) // a page past the end is refused
+
+	stale := func() {
+		t.Helper()
+		_, err := cc.StatFile(ctx, &dfspb.StatFileRequest{Path: "/pages/file", FirstChunk: 2, Version: v1.Version, SessionId: v1.SessionId})
+		is.Equal(statusKind(err), rpc.FailedPrecondition) // a page of the old version is refused
+		is.True(strings.Contains(rpc.FromStatus(err).Error(), "changed while it was being read"))
+		_, err = cc.DownloadFile(ctx, &dfspb.DownloadFileRequest{Path: "/pages/file", FirstChunk: 2, Version: v1.Version, SessionId: v1.SessionId})
+		is.Equal(statusKind(err), rpc.FailedPrecondition) // by DownloadFile too
+	}
+	is.NoErr(cl.Delete(ctx, "/pages/file"))
+	stale() // deleted
+	put() // version 1 again, of another upload
+	stale() // deleted and put again
+	put()
+	stale() // replaced
 }

@@ -61,12 +61,23 @@ func (t *term) fileInfo(f *meta.File, first, end int) *dfspb.FileInfo {
 // the path no longer holds it, the file was replaced or deleted since the
 // first page, and the reader is told so (FailedPrecondition).
 func (t *term) chunkPage(ctx context.Context, path string, first, size uint32, version uint64, session string) (*meta.File, *dfspb.FileInfo, uint32, error) {
-	f, err := t.lookupFile(ctx, path)
-	if version != 0 && (rpc.KindOf(err) == rpc.NotFound || (err == nil && (f.Version != version || string(f.Session) != session))) {
-		return nil, nil, 0, changedError(path)
-	}
+	p, err := rpc.ParsePath(path)
 	if err != nil {
 		return nil, nil, 0, err
+	}
+	// A page after the first of a large file comes from the cache when it
+	// holds the version being read.
+	f := t.files.get(p)
+	cached, gen := true, uint64(0)
+	if version == 0 || f == nil || f.Version != version || string(f.Session) != session {
+		cached, gen = false, t.files.generation()
+		f, err = t.store.Get(ctx, p)
+		if version != 0 && (rpc.KindOf(err) == rpc.NotFound || (err == nil && (f.Version != version || string(f.Session) != session))) {
+			return nil, nil, 0, changedError(path)
+		}
+		if err != nil {
+			return nil, nil, 0, err
+		}
 	}
 	n := uint32(len(f.Chunks))
 	if first > n {
@@ -76,6 +87,9 @@ func (t *term) chunkPage(ctx context.Context, path string, first, size uint32, v
 		size = maxChunkPage
 	}
 	end := first + min(size, n-first)
+	if end < n && !cached {
+		t.files.put(f, gen) // more pages follow
+	}
 	return f, t.fileInfo(f, int(first), int(end)), end, nil
 }
 

@@ -77,6 +77,6 @@ func TestChunkPageFits(t *testing.T) {
 	}
 	size := proto.Size(req)
 	t.Logf("ConfirmUploadRequest: %d bytes, %d per receipt", size, size/maxReceiptBatch)
-	is.True(size < limit) // a full batch of the largest receipts fits with room to spare
+	is.True(size < limit)                                                                                   // a full batch of the largest receipts fits with room to spare
 	is.True(proto.Size(&dfspb.UploadReceiptsRequest{SessionId: req.SessionId, Chunks: req.Chunks}) < limit) // in UploadReceipts too
 }
