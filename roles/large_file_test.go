@@ -253,7 +253,7 @@ func TestChunkMapPagesPinVersion(t *testing.T) {
 	}
 	is.NoErr(cl.Delete(ctx, "/pages/file"))
 	stale() // deleted
-	put() // version 1 again, of another upload
+	put()   // version 1 again, of another upload
 	stale() // deleted and put again
 	put()
 	stale() // replaced
