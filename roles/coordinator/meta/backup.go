@@ -28,7 +28,7 @@ import (
 const (
 	backupMagic = "DFSBACKUP1\n"
 	// maxBackupFrame fits the record of a file of rpc.MaxFileChunks
-	// chunks (about 92 MiB) with room to spare.
+	// chunks (about 91 MiB) with room to spare.
 	maxBackupFrame = 128 << 20
 )
 

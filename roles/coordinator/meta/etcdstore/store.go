@@ -136,7 +136,7 @@ var _ meta.Store = (*Store)(nil)
 // MaxFileChunks returns the most chunks a file may have in this store: a
 // file's record travels whole in the one etcd txn that commits it, beside
 // its checks and the end of its upload session, within MaxTxnBytes
-// (about 11,900 chunks with the defaults). The coordinator refuses larger
+// (about 11,400 chunks with the defaults). The coordinator refuses larger
 // uploads before they start.
 func (s *Store) MaxFileChunks() int {
 	// The file's key and its path inside the record, the record's other

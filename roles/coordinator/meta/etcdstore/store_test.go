@@ -565,7 +565,7 @@ func TestLargestFileFits(t *testing.T) {
 	s := open(t, eps, Options{})
 	initStore(t, s)
 	n := s.MaxFileChunks()
-	is.True(n > 10000 && n < rpc.MaxFileChunks) // about 11,900 chunks with the defaults
+	is.True(n > 10000 && n < rpc.MaxFileChunks) // about 11,400 chunks with the defaults
 	seg := strings.Repeat("p", rpc.MaxSegmentLen)
 	path := strings.Repeat("/"+seg, rpc.MaxPathLen/(rpc.MaxSegmentLen+1)-1)
 	path += "/" + strings.Repeat("q", rpc.MaxPathLen-len(path)-1)
