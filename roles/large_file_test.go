@@ -60,9 +60,25 @@ func TestLargestFile(t *testing.T) {
 	})
 	ctx := t.Context()
 
+	// The coordinator tells the limit and places no chunk past it.
+	cc := coordClient(t, c)
+	open, err := cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: "/large/byhand", Size: -1})
+	is.NoErr(err)                           // an upload of unknown size opens
+	is.Equal(open.MaxChunks, uint32(limit)) // saying how many chunks it may have
+	_, err = cc.AllocateChunk(ctx, &dfspb.AllocateChunkRequest{SessionId: open.SessionId, Index: limit})
+	is.Equal(statusKind(err), rpc.Invalid) // the chunk past the limit is not placed
+	var receipts []*dfspb.ChunkReceipt
+	for i := range 1001 {
+		receipts = append(receipts, &dfspb.ChunkReceipt{Index: uint32(i)})
+	}
+	_, err = cc.UploadReceipts(ctx, &dfspb.UploadReceiptsRequest{SessionId: open.SessionId, Chunks: receipts})
+	is.Equal(statusKind(err), rpc.Invalid) // nor a batch of receipts over 1000 taken
+	_, err = cc.ConfirmUpload(ctx, &dfspb.ConfirmUploadRequest{SessionId: open.SessionId, Size: overLimit(limit), Sha256: make([]byte, 32), ChunkCount: limit + 1})
+	is.Equal(statusKind(err), rpc.Invalid) // nor a file of more chunks confirmed
+
 	// One chunk over the limit, size known: refused up front.
-	over := int64(limit*testChunkSize + 1)
-	_, err := cl.Put(ctx, "/large/over", io.LimitReader(zeros{}, over), over, nil)
+	over := overLimit(limit)
+	_, err = cl.Put(ctx, "/large/over", io.LimitReader(zeros{}, over), over, nil)
 	is.True(err != nil)                                         // a file over the limit is refused
 	is.Equal(rpc.KindOf(err), rpc.Invalid)                      // as invalid
 	is.True(strings.Contains(err.Error(), "--max-file-chunks")) // naming the limit
@@ -93,6 +109,9 @@ func TestLargestFile(t *testing.T) {
 	is.NoErr(err) // stat
 	checkStat(t, c, st, data, testChunkSize, 2)
 }
+
+// over returns the size of a file one byte longer than limit test chunks.
+func overLimit(limit int) int64 { return int64(limit)*testChunkSize + 1 }
 
 // zeros reads as an endless run of zero bytes.
 type zeros struct{}
