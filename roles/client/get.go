@@ -148,7 +148,11 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 // the chunks being read went with it), that the file changed
 // (FailedPrecondition), else err.
 func (c *Client) changedOr(ctx context.Context, fi *dfspb.FileInfo, err error) error {
-	// A page from past the last chunk holds no chunk: only the check.
+	// A page from past the last chunk holds no chunk: only the check,
+	// bounded so that a coordinator failing over does not hold up the
+	// chunk's error.
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
+	defer cancel()
 	if cerr := c.pages(ctx, fi.Path, false, fi, fi.ChunkCount, func(*dfspb.FileInfo) error { return nil }); rpc.KindOf(cerr) == rpc.FailedPrecondition {
 		return cerr
 	}
