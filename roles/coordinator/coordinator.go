@@ -233,8 +233,6 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	c.maxChunks = cfg.MaxFileChunks
 	if l, ok := deps.Store.(fileChunkLimiter); ok && l.MaxFileChunks() < c.maxChunks {
 		c.maxChunks = max(l.MaxFileChunks(), 1)
-		c.log.Warn().Int("max_file_chunks", c.maxChunks).Int("configured", cfg.MaxFileChunks).Str("metadata", deps.StoreName).
-			Msg("the metadata store cannot hold files of --max-file-chunks chunks: larger uploads are refused")
 	}
 	if deps.Metrics == nil {
 		deps.Metrics = prometheus.NewRegistry()
@@ -301,6 +299,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); c.lead(ctx) }()
 	go func() { defer wg.Done(); health.Run(ctx) }()
+	if c.maxChunks < c.cfg.MaxFileChunks {
+		c.log.Warn().Int("max_file_chunks", c.maxChunks).Int("configured", c.cfg.MaxFileChunks).Str("metadata", c.name).
+			Msg("the metadata store cannot hold files of --max-file-chunks chunks: larger uploads are refused")
+	}
 	c.log.Info().Str("cluster_id", c.store.ClusterID()).Str("metadata", c.name).Int("replication", c.cfg.Replication).
 		Str("chunk_size", rpc.FormatBytes(c.cfg.ChunkSize)).Str("placement", c.cfg.Placement).Int("max_file_chunks", c.maxChunks).Msg("coordinator serving")
 	close(c.ready)
