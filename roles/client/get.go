@@ -31,7 +31,8 @@ type fetched struct {
 }
 
 // get reads the chunk map a page at a time while it fetches the chunks:
-// it holds at most Parallel chunks and one page of the map.
+// it holds at most Parallel chunks and two pages of the map (the one
+// being fetched and the next).
 func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Progress) (*dfspb.FileInfo, error) {
 	if _, err := rpc.ParsePath(path); err != nil {
 		return nil, err
