@@ -222,6 +222,12 @@ func TestPutAcrossCoordinatorRestart(t *testing.T) {
 	r := &hookReader{r: bytes.NewReader(data), at: 5 * testChunkSize, hook: func() {
 		eventually(t, "receipts recorded", func() bool { return rpcCalls(t, c, "UploadReceipts") >= 2 })
 		restartCoordinator(t, c)
+		// The client's connection may still hold the refusal from while it
+		// was down: wait until it reaches the new one.
+		eventually(t, "the client reaches the restarted coordinator", func() bool {
+			_, err := cl.Nodes(t.Context())
+			return err == nil
+		})
 	}}
 	fi, err := cl.Put(t.Context(), "/restart/file", r, int64(len(data)), nil)
 	is.NoErr(err) // the put commits across the restart

@@ -458,7 +458,9 @@ func (st *putState) confirm(ctx context.Context, size int64, sum []byte) (*dfspb
 		}
 	}
 	for round := 0; ; round++ {
-		if err := st.flush(ctx, true); err != nil {
+		// A failed batch stays pending: retrying records it again.
+		err := chunkstream.Retry(ctx, chunkstream.DefaultBackoff, func(int) error { return st.flush(ctx, true) })
+		if err != nil {
 			return nil, err
 		}
 		st.mu.Lock()
