@@ -654,6 +654,7 @@ func uploadByHand(t *testing.T, c *Cluster, path string, data []byte) *hand {
 		chunk := data[int64(i)*open.ChunkSize : min(int64(i+1)*open.ChunkSize, int64(len(data)))]
 		h.req.Chunks = append(h.req.Chunks, storeByHand(t, plan, chunk))
 	}
+	h.req.ChunkCount = uint32(len(h.req.Chunks))
 	return h
 }
 

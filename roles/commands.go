@@ -45,6 +45,7 @@ func coordinatorFlags() []cli.Flag {
 		&cli.IntFlag{Name: "register-burst", Value: d.RegisterBurst, EnvVars: env("REGISTER_BURST"), Usage: "most datanode registrations accepted at once, beyond --register-rate"},
 		&cli.DurationFlag{Name: "session-timeout", Value: d.SessionTimeout, EnvVars: env("SESSION_TIMEOUT"), Usage: "an upload idle this long is aborted and its chunks collected"},
 		&cli.IntFlag{Name: "max-uploads", Value: d.MaxUploads, EnvVars: env("MAX_UPLOADS"), Usage: "most uploads open at once; more are refused until some commit, abort or expire"},
+		&cli.IntFlag{Name: "max-file-chunks", Value: d.MaxFileChunks, EnvVars: env("MAX_FILE_CHUNKS"), Usage: "most chunks one file may have (at most 1048576); larger uploads are refused before any chunk is sent"},
 		&cli.DurationFlag{Name: "gc-delay", Value: d.GCDelay, EnvVars: env("GC_DELAY"), Usage: "wait this long before deleting the chunks of a removed or replaced file, so running reads finish"},
 		&cli.GenericFlag{Name: "repair-bandwidth", Value: ptr(rpc.ByteSize(d.RepairBandwidth)), EnvVars: env("REPAIR_BANDWIDTH"), Usage: "most bytes per second re-replicated cluster-wide (0: no cap)"},
 		&cli.IntFlag{Name: "repair-concurrency", Value: d.RepairTotal, EnvVars: env("REPAIR_CONCURRENCY"), Usage: "most chunk copies running at once in the cluster"},
@@ -75,6 +76,7 @@ func coordinatorConfig(c *cli.Context) coordinator.Config {
 	cfg.RegisterBurst = c.Int("register-burst")
 	cfg.SessionTimeout = c.Duration("session-timeout")
 	cfg.MaxUploads = c.Int("max-uploads")
+	cfg.MaxFileChunks = c.Int("max-file-chunks")
 	cfg.GCDelay = c.Duration("gc-delay")
 	cfg.RepairBandwidth = int64(*c.Generic("repair-bandwidth").(*rpc.ByteSize))
 	cfg.RepairTotal = c.Int("repair-concurrency")

@@ -14,6 +14,10 @@ import (
 // electionName is the election coordinators of one etcd prefix run.
 const electionName = "coordinator"
 
+// The coordinator lowers its file chunk limit (--max-file-chunks) to what
+// the etcd store can hold, through this method.
+var _ interface{ MaxFileChunks() int } = (*etcdstore.Store)(nil)
+
 // openEtcd opens the etcd metadata store and the election that lets
 // several coordinators share it.
 func openEtcd(ctx context.Context, sc storeConfig, log zerolog.Logger) (*etcdstore.Store, coordinator.Elector, error) {

@@ -907,7 +907,7 @@ func TestOrphansCollected(t *testing.T) {
 		receipts = append(receipts,
 			storeByHand(t, open.Chunks[1], data[testChunkSize:2*testChunkSize]),
 			storeByHand(t, open.Chunks[2], data[2*testChunkSize:]))
-		_, err = cc.ConfirmUpload(ctx, &dfspb.ConfirmUploadRequest{SessionId: open.SessionId, Size: int64(len(data)), Sha256: sha256Sum(data), Chunks: receipts})
+		_, err = cc.ConfirmUpload(ctx, &dfspb.ConfirmUploadRequest{SessionId: open.SessionId, Size: int64(len(data)), Sha256: sha256Sum(data), Chunks: receipts, ChunkCount: uint32(len(receipts))})
 		is.NoErr(err) // the upload commits
 		checkFiles(t, cl, map[string][]byte{"/orphan/open": data})
 		h := health(t, c).Health
@@ -954,7 +954,7 @@ func TestOrphansCollected(t *testing.T) {
 		receipts = append(receipts,
 			storeByHand(t, open.Chunks[1], data[testChunkSize:2*testChunkSize]),
 			storeByHand(t, open.Chunks[2], data[2*testChunkSize:]))
-		_, err = cc.ConfirmUpload(ctx, &dfspb.ConfirmUploadRequest{SessionId: open.SessionId, Size: int64(len(data)), Sha256: sha256Sum(data), Chunks: receipts})
+		_, err = cc.ConfirmUpload(ctx, &dfspb.ConfirmUploadRequest{SessionId: open.SessionId, Size: int64(len(data)), Sha256: sha256Sum(data), Chunks: receipts, ChunkCount: uint32(len(receipts))})
 		is.NoErr(err) // the upload commits across the restart
 		checkFiles(t, cl, map[string][]byte{"/orphan/restart": data})
 	})

@@ -23,6 +23,12 @@ const (
 	MinFrameSize   = 4 << 10
 	MaxFrameSize   = 4 << 20
 	MaxReplication = 16
+	// MaxFileChunks bounds the chunks of one file (the coordinator's
+	// --max-file-chunks may set less): 64 TiB at 64 MiB chunks.
+	MaxFileChunks = 1 << 20
+	// MaxAddrLen bounds a node's host:port address: a DNS name of 253
+	// bytes, a colon and a port.
+	MaxAddrLen = 260
 )
 
 // Path is a normalized absolute file path: it starts with "/", has no

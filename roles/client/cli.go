@@ -338,7 +338,7 @@ func runGet(ctx context.Context, cl *Client, stdio IO, remote, local string) err
 		return fmt.Errorf("get %s: %w", ShowPath(remote), localErr(err))
 	}
 	defer os.Remove(tmp.Name())
-	fi, err := cl.Stat(ctx, remote)
+	fi, err := cl.head(ctx, remote) // the size, without the chunk map
 	size := int64(-1)
 	if err == nil {
 		size = fi.Size

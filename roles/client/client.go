@@ -46,6 +46,13 @@ type Config struct {
 	// Attempts is how many placements a chunk of a put gets, and how many
 	// rounds over the replicas a get makes, before giving up.
 	Attempts int
+	// PageSize is how many chunks of a chunk map one call to the
+	// coordinator reads (get, stat); 0 takes the coordinator's default,
+	// which also caps it.
+	PageSize int
+	// ReceiptBatch is how many chunk receipts of a put one call to the
+	// coordinator records (1 to 1000).
+	ReceiptBatch int
 }
 
 // DefaultConfig returns the defaults.
@@ -59,6 +66,7 @@ func DefaultConfig() Config {
 		FailoverTimeout: 60 * time.Second,
 		ChunkTimeout:    2 * time.Minute,
 		Attempts:        5,
+		ReceiptBatch:    maxReceiptBatch,
 	}
 }
 
@@ -79,6 +87,10 @@ func (c Config) Validate() error {
 		return rpc.Errorf(rpc.Invalid, "timeouts must be positive")
 	case c.Attempts < 1:
 		return rpc.Errorf(rpc.Invalid, "attempts must be at least 1")
+	case c.PageSize < 0:
+		return rpc.Errorf(rpc.Invalid, "negative page size %d", c.PageSize)
+	case c.ReceiptBatch < 1 || c.ReceiptBatch > maxReceiptBatch:
+		return rpc.Errorf(rpc.Invalid, "receipt batch %d out of range (1 to %d)", c.ReceiptBatch, maxReceiptBatch)
 	}
 	return nil
 }
@@ -209,17 +221,109 @@ func (c *Client) datanode(addr string) (dfspb.DataNodeClient, error) {
 	return dfspb.NewDataNodeClient(conn), nil
 }
 
-// Stat returns a file's metadata and replica locations.
+// Stat returns a file's metadata and its whole chunk map with the
+// replica locations, read from the coordinator a page at a time. A file
+// replaced or deleted between two pages fails with FailedPrecondition.
 func (c *Client) Stat(ctx context.Context, path string) (*dfspb.FileInfo, error) {
 	var fi *dfspb.FileInfo
+	err := c.pages(ctx, path, false, nil, 0, func(page *dfspb.FileInfo) error {
+		if fi == nil {
+			fi = page
+		} else {
+			fi.Chunks = append(fi.Chunks, page.Chunks...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return fi, nil
+}
+
+// head returns a file's metadata with at most one chunk of its map.
+func (c *Client) head(ctx context.Context, path string) (*dfspb.FileInfo, error) {
+	var fi *dfspb.FileInfo
 	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
-		resp, err := cc.StatFile(ctx, &dfspb.StatFileRequest{Path: path})
+		resp, err := cc.StatFile(ctx, &dfspb.StatFileRequest{Path: path, PageSize: 1})
 		if err == nil {
 			fi = resp.File
 		}
 		return err
 	})
 	return fi, err
+}
+
+// complete reads the rest of fi's chunk map, when fi holds only its first
+// pages, from the same version.
+func (c *Client) complete(ctx context.Context, fi *dfspb.FileInfo) error {
+	if uint32(len(fi.Chunks)) >= fi.ChunkCount {
+		return nil
+	}
+	return c.pages(ctx, fi.Path, false, fi, uint32(len(fi.Chunks)), func(page *dfspb.FileInfo) error {
+		fi.Chunks = append(fi.Chunks, page.Chunks...)
+		return nil
+	})
+}
+
+// pages calls fn with each page of path's chunk map in order, read with
+// DownloadFile (download: every chunk must have a live replica) or
+// StatFile, from chunk first. With at nil it reads the current version;
+// otherwise version at.Version, failing with FailedPrecondition if the
+// path no longer holds it. Every page is checked (checkFileInfo) before fn
+// sees it, so a broken reply cannot make the caller allocate or write
+// nonsense.
+func (c *Client) pages(ctx context.Context, path string, download bool, at *dfspb.FileInfo, first uint32, fn func(*dfspb.FileInfo) error) error {
+	head := at
+	// Each page moves first forward by at least one chunk, up to the
+	// chunk count, itself bounded: the loop ends.
+	for {
+		var version uint64
+		var session string
+		if head != nil {
+			version, session = head.Version, head.SessionId
+		}
+		var page *dfspb.FileInfo
+		var next uint32
+		err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+			var err error
+			if download {
+				var resp *dfspb.DownloadFileResponse
+				resp, err = cc.DownloadFile(ctx, &dfspb.DownloadFileRequest{Path: path, FirstChunk: first, PageSize: uint32(c.cfg.PageSize), Version: version, SessionId: session})
+				page, next = resp.GetFile(), resp.GetNextChunk()
+			} else {
+				var resp *dfspb.StatFileResponse
+				resp, err = cc.StatFile(ctx, &dfspb.StatFileRequest{Path: path, FirstChunk: first, PageSize: uint32(c.cfg.PageSize), Version: version, SessionId: session})
+				page, next = resp.GetFile(), resp.GetNextChunk()
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if err := checkFileInfo(page); err != nil {
+			return err
+		}
+		ok := next <= page.ChunkCount && next-first == uint32(len(page.Chunks)) && (next > first || next == page.ChunkCount)
+		if head != nil {
+			ok = ok && page.Version == head.Version && page.SessionId == head.SessionId && page.ChunkCount == head.ChunkCount
+		}
+		for i, ch := range page.Chunks {
+			ok = ok && ch.Index == first+uint32(i)
+		}
+		if !ok {
+			return rpc.Errorf(rpc.Internal, "coordinator returned a malformed page of the chunk map of %s from chunk %d", path, first)
+		}
+		if head == nil {
+			head = page
+		}
+		if err := fn(page); err != nil {
+			return err
+		}
+		if next == page.ChunkCount {
+			return nil
+		}
+		first = next
+	}
 }
 
 // Delete removes a file. Its chunks are deleted from the datanodes in the

@@ -30,65 +30,95 @@ type fetched struct {
 	err  error
 }
 
+// get reads the chunk map a page at a time while it fetches the chunks:
+// it holds at most Parallel chunks and two pages of the map (the one
+// being fetched and the next).
 func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Progress) (*dfspb.FileInfo, error) {
 	if _, err := rpc.ParsePath(path); err != nil {
-		return nil, err
-	}
-	var fi *dfspb.FileInfo
-	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
-		resp, err := cc.DownloadFile(ctx, &dfspb.DownloadFileRequest{Path: path})
-		if err == nil {
-			fi = resp.File
-		}
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := checkFileInfo(fi); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	// Chunks are fetched ahead of the writer into a bounded set of buffers;
-	// the writer takes them in order and hands each buffer back.
+	// the writer takes their results in order and hands each buffer back.
+	// The first page's header comes first on heads.
 	par := c.cfg.Parallel
 	bufs := make(chan []byte, par)
 	for range par {
 		bufs <- nil
 	}
-	results := make([]chan fetched, len(fi.Chunks))
-	for i := range results {
-		results[i] = make(chan fetched, 1)
-	}
+	heads := make(chan *dfspb.FileInfo, 1)
+	results := make(chan chan fetched, par)
 	go func() {
-		for i, ch := range fi.Chunks {
-			var buf []byte
+		defer close(results)
+		sent := false
+		err := c.pages(ctx, path, true, nil, 0, func(page *dfspb.FileInfo) error {
+			if !sent {
+				heads <- page // buffered: never blocks
+				sent = true
+			}
+			for _, ch := range page.Chunks {
+				var buf []byte
+				select {
+				case buf = <-bufs:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				if int64(cap(buf)) < ch.Size {
+					buf = make([]byte, ch.Size)
+				}
+				res := make(chan fetched, 1)
+				go func() {
+					data := buf[:ch.Size]
+					res <- fetched{data, c.fetchChunk(ctx, ch, data)}
+				}()
+				select {
+				case results <- res:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			res := make(chan fetched, 1)
+			res <- fetched{err: err}
 			select {
-			case buf = <-bufs:
+			case results <- res:
 			case <-ctx.Done():
-				return
 			}
-			if int64(cap(buf)) < ch.Size {
-				buf = make([]byte, ch.Size)
-			}
-			go func() {
-				data := buf[:ch.Size]
-				results[i] <- fetched{data, c.fetchChunk(ctx, ch, data)}
-			}()
 		}
 	}()
 
+	var fi *dfspb.FileInfo
 	h := sha256.New()
-	for i := range fi.Chunks {
-		var r fetched
+	for {
+		var res chan fetched
 		select {
-		case r = <-results[i]:
+		case res = <-results:
 		case <-ctx.Done():
 			return nil, rpc.Errorf(rpc.Canceled, "interrupted")
 		}
+		if res == nil {
+			break // every page read, every chunk written
+		}
+		var r fetched
+		select {
+		case r = <-res:
+		case <-ctx.Done():
+			return nil, rpc.Errorf(rpc.Canceled, "interrupted")
+		}
+		if fi == nil {
+			select {
+			case fi = <-heads:
+			default:
+			}
+		}
 		if r.err != nil {
+			if fi != nil && ctx.Err() == nil {
+				return nil, c.changedOr(ctx, fi, r.err)
+			}
 			return nil, r.err
 		}
 		h.Write(r.data)
@@ -100,27 +130,54 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 		}
 		bufs <- r.data[:0]
 	}
+	if fi == nil {
+		select {
+		case fi = <-heads:
+		default:
+			return nil, rpc.Errorf(rpc.Internal, "coordinator returned no chunk map for %s", path)
+		}
+	}
 	if sum := h.Sum(nil); !bytes.Equal(sum, fi.Sha256) {
 		return nil, rpc.Errorf(rpc.Internal, "file checksum mismatch: committed %x, read %x", fi.Sha256, sum)
 	}
+	fi.Chunks = nil
 	return fi, nil
 }
 
-// checkFileInfo refuses a chunk map that does not add up, so a broken
-// reply cannot make the client allocate or write nonsense.
+// changedOr returns the error of a read of fi that failed with err: when
+// the path no longer holds fi's version (it was replaced or deleted, and
+// the chunks being read went with it), that the file changed
+// (FailedPrecondition), else err.
+func (c *Client) changedOr(ctx context.Context, fi *dfspb.FileInfo, err error) error {
+	// A page from past the last chunk holds no chunk: only the check,
+	// bounded so that a coordinator failing over does not hold up the
+	// chunk's error.
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
+	defer cancel()
+	if cerr := c.pages(ctx, fi.Path, false, fi, fi.ChunkCount, func(*dfspb.FileInfo) error { return nil }); rpc.KindOf(cerr) == rpc.FailedPrecondition {
+		return cerr
+	}
+	return err
+}
+
+// checkFileInfo refuses file metadata or a page of its chunk map that
+// does not add up, so a broken reply cannot make the client allocate or
+// write nonsense: every chunk but the last is a whole chunk, at its
+// offset, and the last one ends the file.
 func checkFileInfo(fi *dfspb.FileInfo) error {
-	if fi == nil || fi.Size < 0 || len(fi.Sha256) != sha256.Size || fi.ChunkSize <= 0 || fi.ChunkSize > rpc.MaxChunkSize {
+	if fi == nil || fi.Size < 0 || len(fi.Sha256) != sha256.Size || fi.ChunkSize <= 0 || fi.ChunkSize > rpc.MaxChunkSize ||
+		int64(fi.ChunkCount) != (fi.Size+fi.ChunkSize-1)/fi.ChunkSize {
 		return rpc.Errorf(rpc.Internal, "coordinator returned malformed file metadata")
 	}
-	var off int64
-	for i, ch := range fi.Chunks {
-		if ch.Index != uint32(i) || ch.Offset != off || ch.Size <= 0 || ch.Size > fi.ChunkSize || len(ch.Digest) != sha256.Size || rpc.CheckFrameSize(ch.FrameSize) != nil {
+	for _, ch := range fi.Chunks {
+		i := ch.Index
+		want := fi.ChunkSize
+		if i == fi.ChunkCount-1 {
+			want = fi.Size - int64(i)*fi.ChunkSize
+		}
+		if i >= fi.ChunkCount || ch.Offset != int64(i)*fi.ChunkSize || ch.Size != want || len(ch.Digest) != sha256.Size || rpc.CheckFrameSize(ch.FrameSize) != nil {
 			return rpc.Errorf(rpc.Internal, "coordinator returned malformed metadata for chunk %d", i)
 		}
-		off += ch.Size
-	}
-	if off != fi.Size {
-		return rpc.Errorf(rpc.Internal, "coordinator returned chunks of %d bytes for a file of %d", off, fi.Size)
 	}
 	return nil
 }

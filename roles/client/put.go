@@ -18,12 +18,26 @@ import (
 // Progress is told how many more bytes were moved; it may be nil.
 type Progress func(n int64)
 
+// maxReceiptBatch is the most chunk receipts the coordinator takes in one
+// call.
+const maxReceiptBatch = 1000
+
+// defaultSessionTimeout is assumed when a coordinator does not say how
+// long its upload sessions live.
+const defaultSessionTimeout = time.Minute
+
 // Put stores r at path as a new version of the file. size is r's length,
 // or -1 when unknown (r is read to its end without being buffered whole).
 // Chunks go to their datanodes several at a time; a chunk whose datanode
 // fails is placed again elsewhere. The file becomes visible only when the
 // coordinator confirms it; on any failure, or when ctx is canceled, the
 // upload is aborted and the previous version of path stays as it was.
+// Receipts of finished chunks go to the coordinator in batches while the
+// upload runs, which also keeps its session alive however long the
+// upload takes. An input longer than the coordinator's chunk limit fails
+// before the chunk beyond the limit is sent. The returned metadata holds
+// the whole chunk map, unless the path was replaced again before all of
+// it was read (len(Chunks) < ChunkCount then).
 func (c *Client) Put(ctx context.Context, path string, r io.Reader, size int64, progress Progress) (*dfspb.FileInfo, error) {
 	fi, err := c.put(rpc.EnsureRequestID(ctx), path, r, size, progress)
 	return fi, wrap("put", path, err)
@@ -34,12 +48,18 @@ type putState struct {
 	path      string
 	session   rpc.SessionID
 	chunkSize int64
+	maxChunks uint32
+	ttl       time.Duration
 	plans     []*dfspb.ChunkPlan
 	progress  Progress
 
 	mu       sync.Mutex
 	receipts map[uint32]*dfspb.ChunkReceipt
-	failed   map[rpc.NodeID]bool // nodes that failed any chunk of this put
+	// pending are the receipts not yet recorded with the coordinator;
+	// full is signaled when they make a batch.
+	pending []*dfspb.ChunkReceipt
+	full    chan struct{}
+	failed  map[rpc.NodeID]bool // nodes that failed any chunk of this put
 }
 
 type chunkJob struct {
@@ -68,7 +88,14 @@ func (c *Client) put(ctx context.Context, path string, r io.Reader, size int64, 
 	}
 	st := &putState{
 		c: c, path: path, session: rpc.SessionID(open.SessionId), chunkSize: open.ChunkSize, plans: open.Chunks,
-		progress: progress, receipts: map[uint32]*dfspb.ChunkReceipt{}, failed: map[rpc.NodeID]bool{},
+		maxChunks: open.MaxChunks, ttl: time.Duration(open.SessionTimeoutMs) * time.Millisecond,
+		progress: progress, receipts: map[uint32]*dfspb.ChunkReceipt{}, full: make(chan struct{}, 1), failed: map[rpc.NodeID]bool{},
+	}
+	if st.maxChunks == 0 {
+		st.maxChunks = rpc.MaxFileChunks
+	}
+	if st.ttl <= 0 {
+		st.ttl = defaultSessionTimeout
 	}
 	if st.chunkSize <= 0 || st.chunkSize > rpc.MaxChunkSize {
 		return nil, rpc.Errorf(rpc.Internal, "coordinator chose chunk size %d", st.chunkSize)
@@ -104,6 +131,16 @@ func (st *putState) run(ctx context.Context, r io.Reader, size int64) (*dfspb.Fi
 		bufs <- nil // allocated on first use, so small files stay small
 	}
 	jobs := make(chan chunkJob)
+	kctx, stopKeeper := context.WithCancel(ctx)
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		st.keep(kctx, cancel)
+	}()
+	defer func() {
+		stopKeeper()
+		<-kept
+	}()
 	var wg sync.WaitGroup
 	for range par {
 		wg.Add(1)
@@ -142,6 +179,11 @@ func (st *putState) run(ctx context.Context, r io.Reader, size int64) (*dfspb.Fi
 			readErr = rpc.Errorf(rpc.Invalid, "read input: %v", err)
 			break
 		}
+		if n > 0 && index >= st.maxChunks {
+			readErr = rpc.Errorf(rpc.Invalid, "input is longer than %d chunks of %s, the most a file may have (the coordinator's --max-file-chunks); use a larger chunk size",
+				st.maxChunks, rpc.FormatBytes(st.chunkSize))
+			break
+		}
 		if n > 0 {
 			h.Write(buf[:n])
 			total += int64(n)
@@ -160,6 +202,8 @@ func (st *putState) run(ctx context.Context, r io.Reader, size int64) (*dfspb.Fi
 	}
 	close(jobs)
 	wg.Wait()
+	stopKeeper()
+	<-kept
 	if readErr != nil {
 		return nil, readErr
 	}
@@ -278,6 +322,13 @@ func (st *putState) sendChunk(ctx context.Context, index uint32, data []byte) er
 		if err == nil {
 			st.mu.Lock()
 			st.receipts[index] = receipt
+			st.pending = append(st.pending, receipt)
+			if len(st.pending) >= st.c.cfg.ReceiptBatch {
+				select {
+				case st.full <- struct{}{}:
+				default:
+				}
+			}
 			st.mu.Unlock()
 			if st.progress != nil {
 				st.progress(int64(len(data)))
@@ -331,23 +382,128 @@ func (c *Client) storeChunk(ctx context.Context, plan *dfspb.ChunkPlan, data []b
 	}, nil
 }
 
-// confirm commits the upload, retrying while the coordinator or a datanode
-// it checks with is briefly unavailable.
+// keep records the put's receipts with the coordinator while its chunks
+// are sent: a batch as soon as one is full, and whatever is pending at
+// least four times per session timeout, an empty batch too, so that the
+// session stays alive however slowly the input comes. A coordinator that
+// cannot be reached is tried again at the next turn (confirm records what
+// is left); one that refuses the receipts or no longer knows the session
+// ends the put through fail.
+func (st *putState) keep(ctx context.Context, fail context.CancelCauseFunc) {
+	tick := time.NewTicker(max(st.ttl/4, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		fullOnly := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-st.full:
+			fullOnly = true
+		case <-tick.C:
+		}
+		err := st.flush(ctx, fullOnly)
+		switch {
+		case err == nil || ctx.Err() != nil:
+		case chunkstream.Retryable(err):
+			st.c.log.Debug().Err(err).Msg("recording chunk receipts; trying again later")
+		default:
+			fail(err)
+			return
+		}
+	}
+}
+
+// flush records pending receipts with UploadReceipts, one batch per call:
+// all of them, or with fullOnly only whole batches. Without fullOnly and
+// with nothing pending it sends an empty batch, which keeps the session
+// alive. The receipts of a call that failed stay pending.
+func (st *putState) flush(ctx context.Context, fullOnly bool) error {
+	size := st.c.cfg.ReceiptBatch
+	// Each turn records at least one receipt or returns.
+	for sent := false; ; sent = true {
+		st.mu.Lock()
+		n := min(len(st.pending), size)
+		if (fullOnly && n < size) || (sent && n == 0) {
+			st.mu.Unlock()
+			return nil
+		}
+		batch := slices.Clone(st.pending[:n])
+		st.pending = slices.Delete(st.pending, 0, n)
+		st.mu.Unlock()
+		err := st.c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+			_, err := cc.UploadReceipts(ctx, &dfspb.UploadReceiptsRequest{SessionId: string(st.session), Chunks: batch})
+			return err
+		})
+		if err != nil {
+			st.mu.Lock()
+			st.pending = append(st.pending, batch...)
+			st.mu.Unlock()
+			return err
+		}
+	}
+}
+
+// maxConfirmRounds bounds how often a confirm sends the receipts again to a
+// coordinator that lacks some (one that took over meanwhile).
+const maxConfirmRounds = 3
+
+// confirm records the receipts still pending and commits the upload,
+// retrying while the coordinator or a datanode it checks with is briefly
+// unavailable. The last batch of receipts rides in the confirm.
 func (st *putState) confirm(ctx context.Context, size int64, sum []byte) (*dfspb.FileInfo, error) {
-	req := &dfspb.ConfirmUploadRequest{SessionId: string(st.session), Size: size, Sha256: sum}
-	for i := range uint32(len(st.receipts)) {
-		rc, ok := st.receipts[i]
-		if !ok {
+	count := uint32(len(st.receipts))
+	for i := range count {
+		if _, ok := st.receipts[i]; !ok {
 			return nil, rpc.Errorf(rpc.Internal, "chunk %d has no receipt", i)
 		}
-		req.Chunks = append(req.Chunks, rc)
 	}
-	var fi *dfspb.FileInfo
+	for round := 0; ; round++ {
+		// A failed batch stays pending: retrying records it again.
+		err := chunkstream.Retry(ctx, chunkstream.DefaultBackoff, func(int) error { return st.flush(ctx, true) })
+		if err != nil {
+			return nil, err
+		}
+		st.mu.Lock()
+		req := &dfspb.ConfirmUploadRequest{SessionId: string(st.session), Size: size, Sha256: sum, Chunks: st.pending, ChunkCount: count}
+		st.pending = nil
+		st.mu.Unlock()
+		resp, err := st.confirmOnce(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		if !resp.MissingReceipts {
+			fi := resp.File
+			if err := checkFileInfo(fi); err != nil {
+				return nil, err
+			}
+			if err := st.c.complete(ctx, fi); err != nil {
+				// Committed: only the description is partial.
+				st.c.log.Debug().Err(err).Msg("reading the chunk map of the committed file")
+			}
+			return fi, nil
+		}
+		if round+1 >= maxConfirmRounds || resp.FirstMissing >= count {
+			return nil, rpc.Errorf(rpc.Unavailable, "coordinator still lacks the receipt of chunk %d after %d confirms", resp.FirstMissing, round+1)
+		}
+		// A coordinator that took over knows none of the receipts the
+		// last one recorded: record them again.
+		st.mu.Lock()
+		for i := resp.FirstMissing; i < count; i++ {
+			st.pending = append(st.pending, st.receipts[i])
+		}
+		st.mu.Unlock()
+	}
+}
+
+// confirmOnce sends one confirm, retrying while the coordinator or a
+// datanode it checks with is briefly unavailable.
+func (st *putState) confirmOnce(ctx context.Context, req *dfspb.ConfirmUploadRequest) (*dfspb.ConfirmUploadResponse, error) {
+	var out *dfspb.ConfirmUploadResponse
 	err := chunkstream.Retry(ctx, chunkstream.DefaultBackoff, func(attempt int) error {
 		err := st.c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
 			resp, err := cc.ConfirmUpload(ctx, req)
 			if err == nil {
-				fi = resp.File
+				out = resp
 			}
 			return err
 		})
@@ -355,12 +511,12 @@ func (st *putState) confirm(ctx context.Context, size int64, sum []byte) (*dfspb
 			// A confirm may have committed and lost its reply (a coordinator
 			// failed over, here or in an earlier attempt): the file then
 			// names our session.
-			if cur, serr := st.c.Stat(ctx, st.path); serr == nil && cur.SessionId == req.SessionId {
-				fi = cur
+			if cur, serr := st.c.head(ctx, st.path); serr == nil && cur.SessionId == req.SessionId {
+				out = &dfspb.ConfirmUploadResponse{File: cur}
 				return nil
 			}
 		}
 		return err
 	})
-	return fi, err
+	return out, err
 }

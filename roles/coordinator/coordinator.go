@@ -58,6 +58,12 @@ type Config struct {
 	// yet committed, aborted or expired); UploadFile beyond it is refused
 	// with ResourceExhausted.
 	MaxUploads int
+	// MaxFileChunks bounds the chunks of one file, at most 2^20 (1 Mi
+	// chunks: 8 TiB at 8 MiB chunks). A metadata store that cannot hold a
+	// file of that many lowers it to what it can (see meta stores'
+	// MaxFileChunks). An upload that would need more is refused before any
+	// chunk is placed.
+	MaxFileChunks int
 	// GCDelay holds back deleting the chunks of a removed or replaced file
 	// (and of an aborted upload) so running readers can finish.
 	GCDelay time.Duration
@@ -96,6 +102,7 @@ func DefaultConfig() Config {
 		RegisterBurst:   500,
 		SessionTimeout:  5 * time.Minute,
 		MaxUploads:      10000,
+		MaxFileChunks:   rpc.MaxFileChunks,
 		GCDelay:         time.Minute,
 		SafeModeTimeout: 30 * time.Second,
 		RepairInterval:  time.Second,
@@ -138,6 +145,9 @@ func (c Config) Validate() error {
 	if c.RegisterRate < 0 || c.RegisterBurst < 1 {
 		return fmt.Errorf("coordinator: --register-rate must not be negative and --register-burst must be positive")
 	}
+	if c.MaxFileChunks < 1 || c.MaxFileChunks > rpc.MaxFileChunks {
+		return fmt.Errorf("coordinator: --max-file-chunks must be between 1 and %d", rpc.MaxFileChunks)
+	}
 	if c.MaxUploads < 1 {
 		return fmt.Errorf("coordinator: --max-uploads must be positive")
 	}
@@ -148,6 +158,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("coordinator: --placement: %w", err)
 	}
 	return nil
+}
+
+// fileChunkLimiter is a metadata store that cannot hold a file of any
+// number of chunks.
+type fileChunkLimiter interface {
+	// MaxFileChunks returns the most chunks one file may have.
+	MaxFileChunks() int
 }
 
 // Elector decides which of several coordinators sharing a store leads.
@@ -197,6 +214,10 @@ type Coordinator struct {
 	// registrations limits RegisterDataNode calls (--register-rate).
 	registrations *rate.Limiter
 
+	// maxChunks is the most chunks a file may have: MaxFileChunks, or
+	// less when the store cannot hold that many.
+	maxChunks int
+
 	addr  string
 	ready chan struct{}
 	term  atomic.Pointer[term] // set while leading
@@ -232,6 +253,10 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		limit = rate.Inf
 	}
 	c.registrations = rate.NewLimiter(limit, cfg.RegisterBurst)
+	c.maxChunks = cfg.MaxFileChunks
+	if l, ok := deps.Store.(fileChunkLimiter); ok && l.MaxFileChunks() < c.maxChunks {
+		c.maxChunks = max(l.MaxFileChunks(), 1)
+	}
 	if deps.Metrics == nil {
 		deps.Metrics = prometheus.NewRegistry()
 	}
@@ -297,8 +322,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); c.lead(ctx) }()
 	go func() { defer wg.Done(); health.Run(ctx) }()
+	if c.maxChunks < c.cfg.MaxFileChunks {
+		c.log.Warn().Int("max_file_chunks", c.maxChunks).Int("configured", c.cfg.MaxFileChunks).Str("metadata", c.name).
+			Msg("the metadata store cannot hold files of --max-file-chunks chunks: larger uploads are refused")
+	}
 	c.log.Info().Str("cluster_id", c.store.ClusterID()).Str("metadata", c.name).Int("replication", c.cfg.Replication).
-		Str("chunk_size", rpc.FormatBytes(c.cfg.ChunkSize)).Str("placement", c.cfg.Placement).Msg("coordinator serving")
+		Str("chunk_size", rpc.FormatBytes(c.cfg.ChunkSize)).Str("placement", c.cfg.Placement).Int("max_file_chunks", c.maxChunks).Msg("coordinator serving")
 	close(c.ready)
 	err := rpc.Serve(ctx, srv, c.lis, c.cfg.ShutdownGrace)
 	cancel()

@@ -19,15 +19,25 @@ const (
 	maxReport       = 10000
 )
 
-// fileInfo renders a committed file with the current replicas of each
-// chunk: the nodes that reported a copy matching the commit.
-func (t *term) fileInfo(f *meta.File) *dfspb.FileInfo {
+// maxChunkPage is the most chunks one page of a chunk map carries, and
+// the default page size: a page of the largest chunk entries (every
+// replica of rpc.MaxReplication, each with an address of rpc.MaxAddrLen)
+// stays well below rpc.MaxMessageSize, so a file of any allowed size is
+// described in pages (TestChunkPageFits).
+const maxChunkPage = 500
+
+// fileInfo renders a committed file with chunks first to end-1 of its
+// chunk map, each with its current replicas: the nodes that reported a
+// copy matching the commit.
+func (t *term) fileInfo(f *meta.File, first, end int) *dfspb.FileInfo {
 	fi := &dfspb.FileInfo{
 		Path: string(f.Path), Size: f.Size, Sha256: f.SHA256, ChunkSize: f.ChunkSize,
 		Replication: f.Replication, ModifiedUnixMs: f.Modified.UnixMilli(), Version: f.Version,
-		SessionId: string(f.Session),
+		SessionId: string(f.Session), ChunkCount: uint32(len(f.Chunks)),
+		Chunks: make([]*dfspb.ChunkInfo, 0, end-first),
 	}
-	for i, ch := range f.Chunks {
+	for i := first; i < end; i++ {
+		ch := f.Chunks[i]
 		ci := &dfspb.ChunkInfo{
 			Index: uint32(i), ChunkId: string(ch.ID), Offset: int64(i) * f.ChunkSize,
 			Size: ch.Size, Digest: ch.Digest, FrameSize: ch.FrameSize,
@@ -45,17 +55,60 @@ func (t *term) fileInfo(f *meta.File) *dfspb.FileInfo {
 	return fi
 }
 
-// DownloadFile returns a committed file's chunk map for reading.
+// chunkPage returns the page of path's chunk map that a DownloadFile or
+// StatFile request asks for, and the index the next page starts at. A
+// request for a page after the first names the version it reads: when
+// the path no longer holds it, the file was replaced or deleted since the
+// first page, and the reader is told so (FailedPrecondition).
+func (t *term) chunkPage(ctx context.Context, path string, first, size uint32, version uint64, session string) (*meta.File, *dfspb.FileInfo, uint32, error) {
+	p, err := rpc.ParsePath(path)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	// A page after the first of a large file comes from the cache when it
+	// holds the version being read.
+	f := t.files.get(p)
+	cached, gen := true, uint64(0)
+	if version == 0 || f == nil || f.Version != version || string(f.Session) != session {
+		cached, gen = false, t.files.generation()
+		f, err = t.store.Get(ctx, p)
+		if version != 0 && (rpc.KindOf(err) == rpc.NotFound || (err == nil && (f.Version != version || string(f.Session) != session))) {
+			return nil, nil, 0, changedError(path)
+		}
+		if err != nil {
+			return nil, nil, 0, err
+		}
+	}
+	n := uint32(len(f.Chunks))
+	if first > n {
+		return nil, nil, 0, rpc.Errorf(rpc.Invalid, "first chunk %d is beyond the %d chunks of %s", first, n, f.Path)
+	}
+	if size == 0 || size > maxChunkPage {
+		size = maxChunkPage
+	}
+	end := first + min(size, n-first)
+	if end < n && !cached {
+		t.files.put(f, gen) // more pages follow
+	}
+	return f, t.fileInfo(f, int(first), int(end)), end, nil
+}
+
+// changedError says a file changed between two pages of its chunk map.
+func changedError(path string) error {
+	return rpc.Errorf(rpc.FailedPrecondition, "%s changed while it was being read; read it again", path)
+}
+
+// DownloadFile returns a page of a committed file's chunk map for reading.
+// A chunk of the page without a live replica fails it.
 func (c *Coordinator) DownloadFile(ctx context.Context, req *dfspb.DownloadFileRequest) (*dfspb.DownloadFileResponse, error) {
 	t, err := c.leader(ctx)
 	if err != nil {
 		return nil, err
 	}
-	f, err := t.lookupFile(ctx, req.Path)
+	f, fi, next, err := t.chunkPage(ctx, req.Path, req.FirstChunk, req.PageSize, req.Version, req.SessionId)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	fi := t.fileInfo(f)
 	for _, ch := range fi.Chunks {
 		if anyLive(ch.Replicas) {
 			continue
@@ -65,8 +118,10 @@ func (c *Coordinator) DownloadFile(ctx context.Context, req *dfspb.DownloadFileR
 		}
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.FailedPrecondition, "%s: chunk %d (%s) has no live replica", f.Path, ch.Index, ch.ChunkId))
 	}
-	c.metrics.readBytes.Add(float64(f.Size))
-	return &dfspb.DownloadFileResponse{File: fi}, nil
+	if req.FirstChunk == 0 {
+		c.metrics.readBytes.Add(float64(f.Size))
+	}
+	return &dfspb.DownloadFileResponse{File: fi, NextChunk: next}, nil
 }
 
 func anyLive(rs []*dfspb.ReplicaInfo) bool {
@@ -78,17 +133,18 @@ func anyLive(rs []*dfspb.ReplicaInfo) bool {
 	return false
 }
 
-// StatFile returns a committed file's metadata and replica locations.
+// StatFile returns a committed file's metadata and a page of its chunk
+// map with the replica locations.
 func (c *Coordinator) StatFile(ctx context.Context, req *dfspb.StatFileRequest) (*dfspb.StatFileResponse, error) {
 	t, err := c.leader(ctx)
 	if err != nil {
 		return nil, err
 	}
-	f, err := t.lookupFile(ctx, req.Path)
+	_, fi, next, err := t.chunkPage(ctx, req.Path, req.FirstChunk, req.PageSize, req.Version, req.SessionId)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	return &dfspb.StatFileResponse{File: t.fileInfo(f)}, nil
+	return &dfspb.StatFileResponse{File: fi, NextChunk: next}, nil
 }
 
 func (t *term) lookupFile(ctx context.Context, path string) (*meta.File, error) {
@@ -394,8 +450,8 @@ func checkUsage(capacity, used, free, chunks int64) (usage, error) {
 
 func checkAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
-	if err != nil || host == "" || port == "" || port == "0" {
-		return rpc.Errorf(rpc.Invalid, "invalid datanode address %q: want host:port", addr)
+	if err != nil || host == "" || port == "" || port == "0" || len(addr) > rpc.MaxAddrLen {
+		return rpc.Errorf(rpc.Invalid, "invalid datanode address %q: want host:port of at most %d bytes", addr, rpc.MaxAddrLen)
 	}
 	return nil
 }

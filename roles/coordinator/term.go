@@ -29,6 +29,7 @@ type term struct {
 	nodes   *registry
 	locs    *locations
 	refs    *refIndex
+	files   *fileCache
 	uploads *sessions.Table[rpc.SessionID, *upload]
 	// confirming holds the uploads ConfirmUpload took out of uploads
 	// until their file is committed (its chunks are then in refs) or the
@@ -62,6 +63,7 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 		nodes:   newRegistry(c.cfg.SuspectAfter, c.cfg.DeadAfter, c.cfg.ForgetDeadAfter, c.events, c.log),
 		locs:    newLocations(),
 		refs:    newRefIndex(),
+		files:   newFileCache(),
 		health:  newHealth(),
 		started: start,
 	}
@@ -196,8 +198,12 @@ func (t *term) forgetNodes(ctx context.Context, now time.Time) {
 	ev.Int("nodes", len(gone)).Int("deletions_dropped", len(done)).Dur("dead_for", t.c.cfg.ForgetDeadAfter).Msg("forgot datanode")
 }
 
-// commit applies txn to the store; the caller's context bounds it.
+// commit applies txn to the store; the caller's context bounds it. A txn
+// that names a path drops it from the file cache, whatever its outcome.
 func (t *term) commit(ctx context.Context, txn *meta.Txn) error {
+	if txn.Path != "" {
+		defer t.files.forget(txn.Path)
+	}
 	return t.store.Commit(ctx, txn)
 }
 

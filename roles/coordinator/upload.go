@@ -19,8 +19,10 @@ import (
 // chunks are allocated one by one, which also keeps the session alive.
 const planAhead = 4
 
-// maxChunks bounds the chunks of one file (64 MiB x 2^20 = 64 TiB).
-const maxChunks = 1 << 20
+// maxReceiptBatch bounds the receipts of one UploadReceipts or
+// ConfirmUpload call: a batch of the largest receipts (every replica of
+// rpc.MaxReplication acknowledging) stays far below rpc.MaxMessageSize.
+const maxReceiptBatch = 1000
 
 // maxAttempts bounds the placements of one chunk of an upload.
 const maxAttempts = 64
@@ -49,7 +51,14 @@ type upload struct {
 
 	mu     sync.Mutex
 	allocs []meta.Allocation
-	done   bool
+	// byID indexes allocs by chunk ID; next is the next attempt number of
+	// each chunk index: both keep a placement and a receipt O(1) for
+	// files of up to a million chunks.
+	byID map[rpc.ChunkID]int
+	next map[uint32]uint32
+	// receipts are the checked receipts of completed chunks, by index.
+	receipts map[uint32]meta.Chunk
+	done     bool
 	// firstAttempt numbers this term's placements: a session loaded from
 	// the store may have placed chunks before under low attempt numbers.
 	firstAttempt uint32
@@ -60,9 +69,25 @@ type upload struct {
 	replacing *meta.File
 }
 
+func newUpload(id rpc.SessionID, p rpc.Path, chunkSize int64, repl int, created time.Time) *upload {
+	return &upload{id: id, path: p, chunkSize: chunkSize, replication: repl, created: created,
+		byID: map[rpc.ChunkID]int{}, next: map[uint32]uint32{}, receipts: map[uint32]meta.Chunk{}}
+}
+
 func uploadFromMeta(m *meta.Upload) *upload {
-	return &upload{id: m.ID, path: m.Path, chunkSize: m.ChunkSize, replication: int(m.Replication), created: m.Created,
-		allocs: m.Chunks, persisted: true, firstAttempt: maxAttempts / 2}
+	u := newUpload(m.ID, m.Path, m.ChunkSize, int(m.Replication), m.Created)
+	u.persisted, u.firstAttempt = true, maxAttempts/2
+	for _, a := range m.Chunks {
+		u.add(a)
+	}
+	return u
+}
+
+// add records allocation a; the caller holds u.mu (or owns u).
+func (u *upload) add(a meta.Allocation) {
+	u.byID[a.ID] = len(u.allocs)
+	u.allocs = append(u.allocs, a)
+	u.next[a.Index] = max(u.next[a.Index], a.Attempt+1)
 }
 
 // snapshot returns the session as the store records it.
@@ -78,10 +103,8 @@ func (u *upload) snapshot() *meta.Upload {
 // takeover) is recognized by its ID, which only this session's path, ID,
 // index and attempt produce; its nodes are then unknown.
 func (u *upload) find(id rpc.ChunkID) (meta.Allocation, bool) {
-	for _, a := range u.allocs {
-		if a.ID == id {
-			return a, true
-		}
+	if i, ok := u.byID[id]; ok {
+		return u.allocs[i], true
 	}
 	index := id.Index()
 	for attempt := range uint32(maxAttempts) {
@@ -125,8 +148,10 @@ func (t *term) uploadFile(ctx context.Context, req *dfspb.UploadFileRequest) (*d
 	if req.Size < -1 {
 		return nil, rpc.Errorf(rpc.Invalid, "size %d: must be -1 (unknown) or the file's size", req.Size)
 	}
-	if req.Size > 0 && (req.Size-1)/chunkSize+1 > maxChunks {
-		return nil, rpc.Errorf(rpc.Invalid, "file of %d bytes needs more than %d chunks; use a larger chunk size", req.Size, maxChunks)
+	limit := t.c.maxChunks
+	if req.Size > 0 && (req.Size-1)/chunkSize+1 > int64(limit) {
+		return nil, rpc.Errorf(rpc.Invalid, "a file of %d bytes in %s chunks needs %d chunks, more than the %d a file may have (--max-file-chunks); use a larger chunk size",
+			req.Size, rpc.FormatBytes(chunkSize), (req.Size-1)/chunkSize+1, limit)
 	}
 	if err := t.safe.check("place chunks"); err != nil {
 		return nil, err
@@ -141,8 +166,9 @@ func (t *term) uploadFile(ctx context.Context, req *dfspb.UploadFileRequest) (*d
 	if _, err := placement.Place(t.c.policy, t.nodes.candidates(), repl, 0, nil); err != nil {
 		return nil, t.placementWarmup(err)
 	}
-	u := &upload{id: rpc.NewSessionID(), path: p, chunkSize: chunkSize, replication: repl, created: t.c.clock.Now()}
-	resp := &dfspb.UploadFileResponse{SessionId: string(u.id), ChunkSize: chunkSize, Replication: uint32(repl)}
+	u := newUpload(rpc.NewSessionID(), p, chunkSize, repl, t.c.clock.Now())
+	resp := &dfspb.UploadFileResponse{SessionId: string(u.id), ChunkSize: chunkSize, Replication: uint32(repl),
+		MaxChunks: uint32(limit), SessionTimeoutMs: cfg.SessionTimeout.Milliseconds()}
 	if req.Size > 0 {
 		n := (req.Size-1)/chunkSize + 1
 		for i := int64(0); i < min(n, planAhead); i++ {
@@ -197,12 +223,7 @@ func (t *term) place(u *upload, index uint32, exclude map[rpc.NodeID]bool) (*dfs
 	if u.done {
 		return nil, rpc.Errorf(rpc.NotFound, "upload session %s already ended", u.id)
 	}
-	attempt := u.firstAttempt
-	for _, a := range u.allocs {
-		if a.Index == index {
-			attempt = max(attempt, a.Attempt+1)
-		}
-	}
+	attempt := max(u.firstAttempt, u.next[index])
 	if attempt >= maxAttempts {
 		return nil, rpc.Errorf(rpc.ResourceExhausted, "chunk %d placed %d times; giving up", index, attempt)
 	}
@@ -219,7 +240,7 @@ func (t *term) place(u *upload, index uint32, exclude map[rpc.NodeID]bool) (*dfs
 			plan.Replicas = append(plan.Replicas, ref)
 		}
 	}
-	u.allocs = append(u.allocs, a)
+	u.add(a)
 	return plan, nil
 }
 
@@ -238,8 +259,8 @@ func (t *term) allocateChunk(ctx context.Context, req *dfspb.AllocateChunkReques
 	if err != nil {
 		return nil, err
 	}
-	if req.Index >= maxChunks {
-		return nil, rpc.Errorf(rpc.Invalid, "chunk index %d: a file has at most %d chunks", req.Index, maxChunks)
+	if limit := t.c.maxChunks; req.Index >= uint32(limit) {
+		return nil, rpc.Errorf(rpc.Invalid, "chunk %d: a file may have at most %d chunks (--max-file-chunks); use a larger chunk size", req.Index, limit)
 	}
 	exclude := map[rpc.NodeID]bool{}
 	for _, s := range req.ExcludeNodeIds {
@@ -260,6 +281,90 @@ func (t *term) allocateChunk(ctx context.Context, req *dfspb.AllocateChunkReques
 		return nil, err
 	}
 	return &dfspb.AllocateChunkResponse{Chunk: plan}, nil
+}
+
+// UploadReceipts records receipts of completed chunks into an open
+// upload session; every call keeps the session alive.
+func (c *Coordinator) UploadReceipts(ctx context.Context, req *dfspb.UploadReceiptsRequest) (*dfspb.UploadReceiptsResponse, error) {
+	t, err := c.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	u, err := t.session(req.SessionId)
+	if err == nil {
+		err = t.record(u, req.Chunks)
+	}
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	return &dfspb.UploadReceiptsResponse{ExpiresUnixMs: c.clock.Now().Add(t.uploads.TTL()).UnixMilli()}, nil
+}
+
+// record checks a batch of receipts against the session and keeps them,
+// all or none. Each must name a chunk this session placed at that index,
+// a size within the chunk size, well-formed digests, and at least the
+// replication's worth of acknowledging nodes, each one the chunk was
+// placed on. A later receipt for an index replaces an earlier one.
+func (t *term) record(u *upload, rs []*dfspb.ChunkReceipt) error {
+	if len(rs) > maxReceiptBatch {
+		return rpc.Errorf(rpc.Invalid, "%d receipts in one call, at most %d", len(rs), maxReceiptBatch)
+	}
+	limit := uint32(t.c.maxChunks)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.done {
+		return rpc.Errorf(rpc.NotFound, "upload session %s already ended", u.id)
+	}
+	checked := make([]meta.Chunk, len(rs))
+	for i, r := range rs {
+		if r.Index >= limit {
+			return rpc.Errorf(rpc.Invalid, "chunk %d: a file may have at most %d chunks", r.Index, limit)
+		}
+		cid, err := rpc.ParseChunkID(r.ChunkId)
+		if err != nil {
+			return err
+		}
+		a, ok := u.find(cid)
+		if !ok || a.Index != r.Index {
+			return rpc.Errorf(rpc.Invalid, "chunk %d: %s was not allocated for this position of this upload", r.Index, cid)
+		}
+		if r.Size <= 0 || r.Size > u.chunkSize {
+			return rpc.Errorf(rpc.Invalid, "chunk %d: size %d out of range (1 to %d)", r.Index, r.Size, u.chunkSize)
+		}
+		if len(r.Digest) != rpc.DigestSize {
+			return rpc.Errorf(rpc.Invalid, "chunk %d: digest must be %d bytes", r.Index, rpc.DigestSize)
+		}
+		if err := rpc.CheckFrameSize(r.FrameSize); err != nil {
+			return fmt.Errorf("chunk %d: %w", r.Index, err)
+		}
+		acked := map[string]bool{}
+		for _, n := range r.NodeIds {
+			if a.Nodes != nil && !slices.Contains(a.Nodes, rpc.NodeID(n)) {
+				return rpc.Errorf(rpc.Invalid, "chunk %d: node %s was not assigned this chunk", r.Index, n)
+			}
+			acked[n] = true
+		}
+		if len(acked) < u.replication {
+			return rpc.Errorf(rpc.FailedPrecondition, "chunk %d: acknowledged by %d nodes, replication needs %d", r.Index, len(acked), u.replication)
+		}
+		checked[i] = meta.Chunk{ID: cid, Size: r.Size, Digest: bytes.Clone(r.Digest), FrameSize: r.FrameSize}
+	}
+	for i, r := range rs {
+		u.receipts[r.Index] = checked[i]
+	}
+	return nil
+}
+
+// firstMissing returns the first of chunks 0 to n-1 that has no receipt.
+func (u *upload) firstMissing(n uint32) (uint32, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for i := range n {
+		if _, ok := u.receipts[i]; !ok {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 func (t *term) session(s string) (*upload, error) {
@@ -302,6 +407,23 @@ func (t *term) confirmUpload(ctx context.Context, req *dfspb.ConfirmUploadReques
 	if !ok {
 		return nil, rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", id)
 	}
+	err = t.checkConfirm(u, req)
+	if err == nil {
+		err = t.record(u, req.Chunks)
+	}
+	if err != nil {
+		// A malformed confirm ends the upload, as a failed verification does.
+		if taken, ok := t.uploads.Take(id); ok && taken == u {
+			t.log.Warn().Err(err).Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload refused at confirm")
+			t.abortUpload(u)
+		}
+		return nil, fmt.Errorf("confirm %s: %w", u.path, err)
+	}
+	if i, missing := u.firstMissing(req.ChunkCount); missing {
+		// A coordinator that took over knows no receipt: the client sends
+		// them again and confirms again.
+		return &dfspb.ConfirmUploadResponse{MissingReceipts: true, FirstMissing: i}, nil
+	}
 	t.confirming.add(u)
 	defer t.confirming.remove(u)
 	if taken, ok := t.uploads.Take(id); !ok || taken != u {
@@ -323,7 +445,7 @@ func (t *term) confirmUpload(ctx context.Context, req *dfspb.ConfirmUploadReques
 	t.log.Info().Str("path", string(f.Path)).Int64("size", f.Size).Int("chunks", len(f.Chunks)).Uint64("version", f.Version).Msg("file committed")
 	t.c.metrics.filesCommitted.Inc()
 	t.c.metrics.committedBytes.Add(float64(f.Size))
-	return &dfspb.ConfirmUploadResponse{File: t.fileInfo(f)}, nil
+	return &dfspb.ConfirmUploadResponse{File: t.fileInfo(f, 0, min(len(f.Chunks), maxChunkPage))}, nil
 }
 
 // commitUpload makes f the current version of its path in one durable
@@ -522,61 +644,46 @@ func (t *term) enqueueAfter(delay time.Duration, dels []meta.Deletion) {
 	}
 }
 
-// verify checks a confirm request against the session and the datanodes'
-// reports and returns the file to commit.
-func (t *term) verify(ctx context.Context, u *upload, req *dfspb.ConfirmUploadRequest) (*meta.File, error) {
+// checkConfirm checks a confirm request's size, checksum and chunk count
+// against the session and the file chunk limit.
+func (t *term) checkConfirm(u *upload, req *dfspb.ConfirmUploadRequest) error {
 	if len(req.Sha256) != rpc.DigestSize {
-		return nil, rpc.Errorf(rpc.Invalid, "file checksum must be %d bytes of SHA-256, got %d", rpc.DigestSize, len(req.Sha256))
+		return rpc.Errorf(rpc.Invalid, "file checksum must be %d bytes of SHA-256, got %d", rpc.DigestSize, len(req.Sha256))
 	}
 	if req.Size < 0 {
-		return nil, rpc.Errorf(rpc.Invalid, "negative size %d", req.Size)
+		return rpc.Errorf(rpc.Invalid, "negative size %d", req.Size)
 	}
-	want := int((req.Size + u.chunkSize - 1) / u.chunkSize)
-	if len(req.Chunks) != want {
-		return nil, rpc.Errorf(rpc.Invalid, "%d chunks confirmed, a file of %d bytes in %s chunks has %d", len(req.Chunks), req.Size, rpc.FormatBytes(u.chunkSize), want)
+	want := (req.Size + u.chunkSize - 1) / u.chunkSize
+	if want > int64(t.c.maxChunks) {
+		return rpc.Errorf(rpc.Invalid, "a file of %d bytes in %s chunks needs %d chunks, more than the %d a file may have", req.Size, rpc.FormatBytes(u.chunkSize), want, t.c.maxChunks)
 	}
+	if int64(req.ChunkCount) != want {
+		return rpc.Errorf(rpc.Invalid, "%d chunks confirmed, a file of %d bytes in %s chunks has %d", req.ChunkCount, req.Size, rpc.FormatBytes(u.chunkSize), want)
+	}
+	return nil
+}
+
+// verify checks the session's receipts (checkConfirm passed and every
+// chunk has one) against the file's size and the datanodes' reports, and
+// returns the file to commit.
+func (t *term) verify(ctx context.Context, u *upload, req *dfspb.ConfirmUploadRequest) (*meta.File, error) {
 	f := &meta.File{
 		Path: u.path, Size: req.Size, SHA256: bytes.Clone(req.Sha256), ChunkSize: u.chunkSize,
 		Replication: uint32(u.replication), Modified: t.c.clock.Now(), Session: u.id,
+		Chunks: make([]meta.Chunk, 0, req.ChunkCount),
 	}
 	u.mu.Lock()
-	for i, r := range req.Chunks {
-		cid, err := rpc.ParseChunkID(r.ChunkId)
-		if err != nil {
+	for i := range req.ChunkCount {
+		ch, ok := u.receipts[i]
+		if !ok {
 			u.mu.Unlock()
-			return nil, err
+			return nil, rpc.Errorf(rpc.FailedPrecondition, "chunk %d has no receipt", i)
 		}
-		a, ok := u.find(cid)
-		if !ok || a.Index != uint32(i) || r.Index != uint32(i) {
+		if size := min(u.chunkSize, req.Size-int64(i)*u.chunkSize); ch.Size != size {
 			u.mu.Unlock()
-			return nil, rpc.Errorf(rpc.Invalid, "chunk %d: %s was not allocated for this position of this upload", i, cid)
+			return nil, rpc.Errorf(rpc.Invalid, "chunk %d: size %d, expected %d", i, ch.Size, size)
 		}
-		size := min(u.chunkSize, req.Size-int64(i)*u.chunkSize)
-		if r.Size != size {
-			u.mu.Unlock()
-			return nil, rpc.Errorf(rpc.Invalid, "chunk %d: size %d, expected %d", i, r.Size, size)
-		}
-		if len(r.Digest) != rpc.DigestSize {
-			u.mu.Unlock()
-			return nil, rpc.Errorf(rpc.Invalid, "chunk %d: digest must be %d bytes", i, rpc.DigestSize)
-		}
-		if err := rpc.CheckFrameSize(r.FrameSize); err != nil {
-			u.mu.Unlock()
-			return nil, fmt.Errorf("chunk %d: %w", i, err)
-		}
-		acked := map[string]bool{}
-		for _, n := range r.NodeIds {
-			if a.Nodes != nil && !slices.Contains(a.Nodes, rpc.NodeID(n)) {
-				u.mu.Unlock()
-				return nil, rpc.Errorf(rpc.Invalid, "chunk %d: node %s was not assigned this chunk", i, n)
-			}
-			acked[n] = true
-		}
-		if len(acked) < u.replication {
-			u.mu.Unlock()
-			return nil, rpc.Errorf(rpc.FailedPrecondition, "chunk %d: acknowledged by %d nodes, replication needs %d", i, len(acked), u.replication)
-		}
-		f.Chunks = append(f.Chunks, meta.Chunk{ID: cid, Size: r.Size, Digest: bytes.Clone(r.Digest), FrameSize: r.FrameSize})
+		f.Chunks = append(f.Chunks, ch)
 	}
 	u.mu.Unlock()
 

@@ -38,6 +38,7 @@ const (
 	Coordinator_ReportBadReplica_FullMethodName  = "/dfs.v1.Coordinator/ReportBadReplica"
 	Coordinator_Decommission_FullMethodName      = "/dfs.v1.Coordinator/Decommission"
 	Coordinator_Fsck_FullMethodName              = "/dfs.v1.Coordinator/Fsck"
+	Coordinator_UploadReceipts_FullMethodName    = "/dfs.v1.Coordinator/UploadReceipts"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -52,15 +53,17 @@ type CoordinatorClient interface {
 	// failed (the failed nodes are excluded).
 	AllocateChunk(ctx context.Context, in *AllocateChunkRequest, opts ...grpc.CallOption) (*AllocateChunkResponse, error)
 	// ConfirmUpload verifies every chunk with the datanodes that stored it and
-	// swaps the new version of the file in atomically.
+	// swaps the new version of the file in atomically. The receipts travel
+	// before it in UploadReceipts batches; the confirm carries the last one.
 	ConfirmUpload(ctx context.Context, in *ConfirmUploadRequest, opts ...grpc.CallOption) (*ConfirmUploadResponse, error)
 	// AbortUpload ends a metadata session without committing; its chunks are
 	// collected.
 	AbortUpload(ctx context.Context, in *AbortUploadRequest, opts ...grpc.CallOption) (*AbortUploadResponse, error)
-	// DownloadFile returns the chunk map of a committed file with the live
-	// replicas of every chunk.
+	// DownloadFile returns a page of the chunk map of a committed file with
+	// the live replicas of every chunk.
 	DownloadFile(ctx context.Context, in *DownloadFileRequest, opts ...grpc.CallOption) (*DownloadFileResponse, error)
-	// StatFile returns a file's metadata and where each replica lives.
+	// StatFile returns a file's metadata and, a page at a time, where each
+	// replica lives.
 	StatFile(ctx context.Context, in *StatFileRequest, opts ...grpc.CallOption) (*StatFileResponse, error)
 	DeleteFile(ctx context.Context, in *DeleteFileRequest, opts ...grpc.CallOption) (*DeleteFileResponse, error)
 	ListFiles(ctx context.Context, in *ListFilesRequest, opts ...grpc.CallOption) (*ListFilesResponse, error)
@@ -84,6 +87,11 @@ type CoordinatorClient interface {
 	// Fsck streams the files below a path whose chunks are missing,
 	// under-replicated or have corrupt copies, then a summary.
 	Fsck(ctx context.Context, in *FsckRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FsckReport], error)
+	// UploadReceipts records a batch of chunk receipts into an open upload
+	// session as its chunks complete, so no message carries every receipt
+	// of a large file; any call, an empty batch too, keeps the session
+	// alive.
+	UploadReceipts(ctx context.Context, in *UploadReceiptsRequest, opts ...grpc.CallOption) (*UploadReceiptsResponse, error)
 }
 
 type coordinatorClient struct {
@@ -272,6 +280,16 @@ func (c *coordinatorClient) Fsck(ctx context.Context, in *FsckRequest, opts ...g
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Coordinator_FsckClient = grpc.ServerStreamingClient[FsckReport]
 
+func (c *coordinatorClient) UploadReceipts(ctx context.Context, in *UploadReceiptsRequest, opts ...grpc.CallOption) (*UploadReceiptsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UploadReceiptsResponse)
+	err := c.cc.Invoke(ctx, Coordinator_UploadReceipts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -284,15 +302,17 @@ type CoordinatorServer interface {
 	// failed (the failed nodes are excluded).
 	AllocateChunk(context.Context, *AllocateChunkRequest) (*AllocateChunkResponse, error)
 	// ConfirmUpload verifies every chunk with the datanodes that stored it and
-	// swaps the new version of the file in atomically.
+	// swaps the new version of the file in atomically. The receipts travel
+	// before it in UploadReceipts batches; the confirm carries the last one.
 	ConfirmUpload(context.Context, *ConfirmUploadRequest) (*ConfirmUploadResponse, error)
 	// AbortUpload ends a metadata session without committing; its chunks are
 	// collected.
 	AbortUpload(context.Context, *AbortUploadRequest) (*AbortUploadResponse, error)
-	// DownloadFile returns the chunk map of a committed file with the live
-	// replicas of every chunk.
+	// DownloadFile returns a page of the chunk map of a committed file with
+	// the live replicas of every chunk.
 	DownloadFile(context.Context, *DownloadFileRequest) (*DownloadFileResponse, error)
-	// StatFile returns a file's metadata and where each replica lives.
+	// StatFile returns a file's metadata and, a page at a time, where each
+	// replica lives.
 	StatFile(context.Context, *StatFileRequest) (*StatFileResponse, error)
 	DeleteFile(context.Context, *DeleteFileRequest) (*DeleteFileResponse, error)
 	ListFiles(context.Context, *ListFilesRequest) (*ListFilesResponse, error)
@@ -316,6 +336,11 @@ type CoordinatorServer interface {
 	// Fsck streams the files below a path whose chunks are missing,
 	// under-replicated or have corrupt copies, then a summary.
 	Fsck(*FsckRequest, grpc.ServerStreamingServer[FsckReport]) error
+	// UploadReceipts records a batch of chunk receipts into an open upload
+	// session as its chunks complete, so no message carries every receipt
+	// of a large file; any call, an empty batch too, keeps the session
+	// alive.
+	UploadReceipts(context.Context, *UploadReceiptsRequest) (*UploadReceiptsResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -373,6 +398,9 @@ func (UnimplementedCoordinatorServer) Decommission(context.Context, *Decommissio
 }
 func (UnimplementedCoordinatorServer) Fsck(*FsckRequest, grpc.ServerStreamingServer[FsckReport]) error {
 	return status.Error(codes.Unimplemented, "method Fsck not implemented")
+}
+func (UnimplementedCoordinatorServer) UploadReceipts(context.Context, *UploadReceiptsRequest) (*UploadReceiptsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UploadReceipts not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -669,6 +697,24 @@ func _Coordinator_Fsck_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Coordinator_FsckServer = grpc.ServerStreamingServer[FsckReport]
 
+func _Coordinator_UploadReceipts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UploadReceiptsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).UploadReceipts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_UploadReceipts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).UploadReceipts(ctx, req.(*UploadReceiptsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -731,6 +777,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Decommission",
 			Handler:    _Coordinator_Decommission_Handler,
+		},
+		{
+			MethodName: "UploadReceipts",
+			Handler:    _Coordinator_UploadReceipts_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -26,8 +26,10 @@ import (
 // message. The trailer counts the records and carries the SHA-256 of every
 // byte before it, so a truncated or altered file is refused as a whole.
 const (
-	backupMagic    = "DFSBACKUP1\n"
-	maxBackupFrame = 64 << 20
+	backupMagic = "DFSBACKUP1\n"
+	// maxBackupFrame fits the record of a file of rpc.MaxFileChunks
+	// chunks (about 91 MiB) with room to spare.
+	maxBackupFrame = 128 << 20
 )
 
 // Backup writes a consistent snapshot of s to w.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dfs-project/dfs/roles/coordinator/meta/metapb"
@@ -162,4 +163,13 @@ func marshal(m proto.Message) ([]byte, error) {
 		return nil, rpc.Errorf(rpc.Internal, "encode %T: %v", m, err)
 	}
 	return b, nil
+}
+
+// MaxChunkRecordSize is the most bytes one chunk adds to a stored file
+// record: the largest chunk ID, size, digest and frame size, with the
+// field's tag and length.
+func MaxChunkRecordSize() int {
+	id := rpc.NewChunkID("/", "s", 0, rpc.MaxChunkIndex)
+	n := proto.Size(&metapb.Chunk{Id: string(id), Size: rpc.MaxChunkSize, Digest: make([]byte, rpc.DigestSize), FrameSize: rpc.MaxFrameSize})
+	return 1 + protowire.SizeVarint(uint64(n)) + n
 }

@@ -133,6 +133,18 @@ type Store struct {
 
 var _ meta.Store = (*Store)(nil)
 
+// MaxFileChunks returns the most chunks a file may have in this store: a
+// file's record travels whole in the one etcd txn that commits it, beside
+// its checks and the end of its upload session, within MaxTxnBytes
+// (about 11,400 chunks with the defaults). The coordinator refuses larger
+// uploads before they start.
+func (s *Store) MaxFileChunks() int {
+	// The file's key and its path inside the record, the record's other
+	// fields, and the upload key, each with its op overhead.
+	reserve := 2*(len(s.pfx)+1+rpc.MaxPathLen) + 4*opOverhead + 1024
+	return max((s.opts.MaxTxnBytes-reserve)/meta.MaxChunkRecordSize(), 1)
+}
+
 // Open connects to etcd and opens the store under opts.Prefix. It fails
 // within opts.DialTimeout when etcd does not answer (rpc.Unavailable),
 // and refuses a prefix that holds an interrupted restore or keys that are

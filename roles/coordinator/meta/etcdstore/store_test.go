@@ -554,3 +554,34 @@ func TestDrains(t *testing.T) {
 		}
 	})
 }
+
+// TestLargestFileFits pins MaxFileChunks: a file of that many chunks, with
+// the longest path and chunk IDs, commits in one etcd txn under etcd's
+// default --max-request-bytes, so the coordinator's lowered limit is one
+// the store can hold.
+func TestLargestFileFits(t *testing.T) {
+	is := is.New(t)
+	eps := etcdtest.Start(t)
+	s := open(t, eps, Options{})
+	initStore(t, s)
+	n := s.MaxFileChunks()
+	is.True(n > 10000 && n < rpc.MaxFileChunks) // about 11,400 chunks with the defaults
+	seg := strings.Repeat("p", rpc.MaxSegmentLen)
+	path := strings.Repeat("/"+seg, rpc.MaxPathLen/(rpc.MaxSegmentLen+1)-1)
+	path += "/" + strings.Repeat("q", rpc.MaxPathLen-len(path)-1)
+	p, err := rpc.ParsePath(path)
+	is.NoErr(err) // the longest path
+	f := metatest.NewFile(string(p), 0, 1)
+	f.ChunkSize = rpc.MaxChunkSize
+	for i := range n {
+		f.Chunks = append(f.Chunks, meta.Chunk{ID: rpc.NewChunkID(p, f.Session, 0, rpc.MaxChunkIndex-uint32(i)), Size: rpc.MaxChunkSize,
+			Digest: make([]byte, rpc.DigestSize), FrameSize: rpc.MaxFrameSize})
+	}
+	f.Size = int64(n) * rpc.MaxChunkSize
+	up := &meta.Upload{ID: f.Session, Path: p, ChunkSize: rpc.MaxChunkSize, Replication: 3, Created: time.Unix(7, 0)}
+	is.NoErr(s.Commit(testCtx(t), &meta.Txn{PutUploads: []*meta.Upload{up}}))
+	is.NoErr(s.Commit(testCtx(t), &meta.Txn{Path: p, Put: f, DeleteUploads: []rpc.SessionID{up.ID}})) // the largest file commits
+	got, err := s.Get(testCtx(t), p)
+	is.NoErr(err)
+	is.Equal(len(got.Chunks), n) // and reads back whole
+}

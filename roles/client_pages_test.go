@@ -1,0 +1,89 @@
+package roles
+
+import (
+	"context"
+	"crypto/sha256"
+	"strings"
+	"testing"
+
+	"github.com/matryer/is"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+
+	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// badPager is a coordinator whose chunk map pages do not add up: page
+// answers a request for the page from first.
+type badPager struct {
+	dfspb.UnimplementedCoordinatorServer
+	page func(first uint32) (*dfspb.FileInfo, uint32)
+}
+
+func (b *badPager) StatFile(ctx context.Context, req *dfspb.StatFileRequest) (*dfspb.StatFileResponse, error) {
+	fi, next := b.page(req.FirstChunk)
+	return &dfspb.StatFileResponse{File: fi, NextChunk: next}, nil
+}
+
+func (b *badPager) DownloadFile(ctx context.Context, req *dfspb.DownloadFileRequest) (*dfspb.DownloadFileResponse, error) {
+	fi, next := b.page(req.FirstChunk)
+	return &dfspb.DownloadFileResponse{File: fi, NextChunk: next}, nil
+}
+
+// TestClientRefusesBadPages: a stat or get whose coordinator returns pages
+// that do not add up (no progress, a page of another version, chunks out
+// of place) fails with a readable error; it never loops or writes.
+func TestClientRefusesBadPages(t *testing.T) {
+	t.Parallel()
+	sum := sha256.Sum256(nil)
+	head := func(version uint64) *dfspb.FileInfo {
+		return &dfspb.FileInfo{Path: "/p", Size: 2 * testChunkSize, Sha256: sum[:], ChunkSize: testChunkSize, Replication: 1,
+			Version: version, SessionId: "s", ChunkCount: 2}
+	}
+	chunk := func(i uint32) *dfspb.ChunkInfo {
+		return &dfspb.ChunkInfo{Index: i, ChunkId: "c", Offset: int64(i) * testChunkSize, Size: testChunkSize, Digest: sum[:], FrameSize: testFrameSize}
+	}
+	for name, page := range map[string]func(first uint32) (*dfspb.FileInfo, uint32){
+		"no progress": func(first uint32) (*dfspb.FileInfo, uint32) { return head(1), first },
+		"another version": func(first uint32) (*dfspb.FileInfo, uint32) {
+			fi := head(uint64(first) + 1)
+			fi.Chunks = []*dfspb.ChunkInfo{chunk(first)}
+			return fi, first + 1
+		},
+		"chunk out of place": func(first uint32) (*dfspb.FileInfo, uint32) {
+			fi := head(1)
+			fi.Chunks = []*dfspb.ChunkInfo{chunk(1 - first)}
+			return fi, first + 1
+		},
+		"past the end": func(first uint32) (*dfspb.FileInfo, uint32) {
+			fi := head(1)
+			fi.Chunks = []*dfspb.ChunkInfo{chunk(first)}
+			return fi, 7
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			is := is.New(t)
+			lis, err := rpc.Listen("127.0.0.1:0")
+			is.NoErr(err) // listen
+			srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
+			dfspb.RegisterCoordinatorServer(srv, &badPager{page: page})
+			go srv.Serve(lis)
+			t.Cleanup(srv.Stop)
+			cfg := client.DefaultConfig()
+			cfg.Coordinators = []string{lis.Addr().String()}
+			cl, err := client.New(cfg, zerolog.Nop())
+			is.NoErr(err) // client
+			t.Cleanup(func() { cl.Close() })
+			_, err = cl.Stat(t.Context(), "/p")
+			is.Equal(rpc.KindOf(err), rpc.Internal)                  // stat fails
+			is.True(strings.Contains(err.Error(), "malformed page")) // saying why
+			var w strings.Builder
+			_, err = cl.Get(t.Context(), "/p", &w, nil)
+			is.True(err != nil)  // get fails
+			is.Equal(w.Len(), 0) // without writing
+		})
+	}
+}
