@@ -38,6 +38,7 @@ const (
 	Coordinator_ReportBadReplica_FullMethodName  = "/dfs.v1.Coordinator/ReportBadReplica"
 	Coordinator_Decommission_FullMethodName      = "/dfs.v1.Coordinator/Decommission"
 	Coordinator_Fsck_FullMethodName              = "/dfs.v1.Coordinator/Fsck"
+	Coordinator_ReportNodeFailure_FullMethodName = "/dfs.v1.Coordinator/ReportNodeFailure"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -84,6 +85,11 @@ type CoordinatorClient interface {
 	// Fsck streams the files below a path whose chunks are missing,
 	// under-replicated or have corrupt copies, then a summary.
 	Fsck(ctx context.Context, in *FsckRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FsckReport], error)
+	// ReportNodeFailure tells the coordinator that a client (or a datanode)
+	// saw datanodes fail a chunk stream: a stall, a refused or broken
+	// connection, a failed write. The coordinator places new chunks on
+	// them only after every other node, for --failure-penalty.
+	ReportNodeFailure(ctx context.Context, in *ReportNodeFailureRequest, opts ...grpc.CallOption) (*ReportNodeFailureResponse, error)
 }
 
 type coordinatorClient struct {
@@ -272,6 +278,16 @@ func (c *coordinatorClient) Fsck(ctx context.Context, in *FsckRequest, opts ...g
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Coordinator_FsckClient = grpc.ServerStreamingClient[FsckReport]
 
+func (c *coordinatorClient) ReportNodeFailure(ctx context.Context, in *ReportNodeFailureRequest, opts ...grpc.CallOption) (*ReportNodeFailureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportNodeFailureResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ReportNodeFailure_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -316,6 +332,11 @@ type CoordinatorServer interface {
 	// Fsck streams the files below a path whose chunks are missing,
 	// under-replicated or have corrupt copies, then a summary.
 	Fsck(*FsckRequest, grpc.ServerStreamingServer[FsckReport]) error
+	// ReportNodeFailure tells the coordinator that a client (or a datanode)
+	// saw datanodes fail a chunk stream: a stall, a refused or broken
+	// connection, a failed write. The coordinator places new chunks on
+	// them only after every other node, for --failure-penalty.
+	ReportNodeFailure(context.Context, *ReportNodeFailureRequest) (*ReportNodeFailureResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -373,6 +394,9 @@ func (UnimplementedCoordinatorServer) Decommission(context.Context, *Decommissio
 }
 func (UnimplementedCoordinatorServer) Fsck(*FsckRequest, grpc.ServerStreamingServer[FsckReport]) error {
 	return status.Error(codes.Unimplemented, "method Fsck not implemented")
+}
+func (UnimplementedCoordinatorServer) ReportNodeFailure(context.Context, *ReportNodeFailureRequest) (*ReportNodeFailureResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportNodeFailure not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -669,6 +693,24 @@ func _Coordinator_Fsck_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Coordinator_FsckServer = grpc.ServerStreamingServer[FsckReport]
 
+func _Coordinator_ReportNodeFailure_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportNodeFailureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ReportNodeFailure(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ReportNodeFailure_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ReportNodeFailure(ctx, req.(*ReportNodeFailureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -731,6 +773,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Decommission",
 			Handler:    _Coordinator_Decommission_Handler,
+		},
+		{
+			MethodName: "ReportNodeFailure",
+			Handler:    _Coordinator_ReportNodeFailure_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
