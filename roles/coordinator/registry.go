@@ -24,13 +24,14 @@ type nodeEntry struct {
 	chunks        int64
 	lastHeartbeat time.Time
 	registered    time.Time
+	diskErr       string // why the node takes no new chunks, from its heartbeats
 }
 
 func (e *nodeEntry) status() *dfspb.NodeStatus {
 	return &dfspb.NodeStatus{
 		NodeId: string(e.id), Addr: e.addr, State: stateToProto(e.state),
 		Capacity: e.capacity, Used: e.used, Free: e.free, ChunkCount: e.chunks,
-		LastHeartbeatUnixMs: e.lastHeartbeat.UnixMilli(),
+		LastHeartbeatUnixMs: e.lastHeartbeat.UnixMilli(), DiskError: e.diskErr,
 	}
 }
 
@@ -52,7 +53,8 @@ func stateToProto(s placement.State) dfspb.NodeState {
 type registry struct {
 	suspectAfter time.Duration
 	deadAfter    time.Duration
-	events       *events // joins, returns and state changes go here
+	events       *events    // joins, returns and state changes go here
+	penalties    *penalties // nodes reported failing streams; nil: none
 
 	mu       sync.Mutex
 	nodes    map[rpc.NodeID]*nodeEntry
@@ -76,6 +78,7 @@ func (r *registry) changedLocked(e *nodeEntry) {
 
 type usage struct {
 	capacity, used, free, chunks int64
+	diskErr                      string // heartbeats only: why the node takes no new chunks
 }
 
 // register adds or refreshes a node; a known ID with a new address moves.
@@ -119,6 +122,16 @@ func (r *registry) heartbeat(id rpc.NodeID, u usage, known uint64, now time.Time
 	}
 	e.capacity, e.used, e.free, e.chunks = u.capacity, u.used, u.free, u.chunks
 	e.lastHeartbeat = now
+	if (e.diskErr == "") != (u.diskErr == "") {
+		if u.diskErr != "" {
+			r.events.add("node", "datanode %s (%s) cannot write to its disk; no new chunks: %s", id.Short(), e.addr, u.diskErr)
+		} else {
+			r.events.add("node", "datanode %s (%s) can write to its disk again", id.Short(), e.addr)
+		}
+		e.diskErr = u.diskErr
+		r.changedLocked(e)
+	}
+	e.diskErr = u.diskErr
 	if e.state != placement.Healthy {
 		r.events.add("node", "datanode %s (%s) is healthy again after being %s", id.Short(), e.addr, e.state)
 		e.state = placement.Healthy
@@ -175,6 +188,9 @@ func (r *registry) allLocked() []*dfspb.NodeStatus {
 	for _, e := range r.nodes {
 		st := e.status()
 		st.Draining = r.draining[e.id]
+		if u := r.penalties.failingUntil(e.id); !u.IsZero() {
+			st.FailingUntilUnixMs = u.UnixMilli()
+		}
 		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b *dfspb.NodeStatus) int {
@@ -196,14 +212,16 @@ func (r *registry) list() (uint64, []*dfspb.NodeStatus) {
 	return r.version, r.allLocked()
 }
 
-// candidates returns the nodes as placement sees them.
+// candidates returns the nodes as placement sees them: neither draining
+// nor unable to write to their disk, and marked Failing while penalized.
 func (r *registry) candidates() []placement.Node {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]placement.Node, 0, len(r.nodes))
 	for _, e := range r.nodes {
-		if !r.draining[e.id] {
-			out = append(out, placement.Node{ID: e.id, Addr: e.addr, State: e.state, Free: e.free})
+		if !r.draining[e.id] && e.diskErr == "" {
+			out = append(out, placement.Node{ID: e.id, Addr: e.addr, State: e.state, Free: e.free,
+				Failing: !r.penalties.failingUntil(e.id).IsZero()})
 		}
 	}
 	return out
