@@ -20,7 +20,7 @@ import (
 // the probe writes its file. It returns the repair.
 func breakProbe(t *testing.T, dir string) func() {
 	t.Helper()
-	p := filepath.Join(dir, probeFile)
+	p := filepath.Join(dir, ProbeFile)
 	if err := os.MkdirAll(filepath.Join(p, "x"), 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -233,8 +233,9 @@ func (s *Store) IDs() []rpc.ChunkID {
 	return slices.Sorted(maps.Keys(s.index))
 }
 
-// probeFile is the file the writability probe writes in the data dir.
-const probeFile = ".write-probe"
+// ProbeFile is the file the writability probe writes, fsyncs and removes
+// in the data dir.
+const ProbeFile = ".write-probe"
 
 // ProbeWrite checks that the store's disk takes writes as a chunk needs
 // them: it creates a small file in the data dir, writes it, fsyncs it and
@@ -243,7 +244,7 @@ const probeFile = ".write-probe"
 func (s *Store) ProbeWrite() error { return checkWritable(s.dir) }
 
 func checkWritable(dir string) error {
-	name := filepath.Join(dir, probeFile)
+	name := filepath.Join(dir, ProbeFile)
 	f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("data dir %s is not writable: %w", dir, err)
