@@ -172,17 +172,17 @@ func (c *Cluster) Nodes() []*ClusterNode {
 }
 
 // AddNode starts one more datanode with a fresh data directory.
-func (c *Cluster) AddNode() (*ClusterNode, error) { return c.AddNodeAdvertising(nil) }
+func (c *Cluster) AddNode() (*ClusterNode, error) { return c.AddNodeWith(nil) }
 
-// AddNodeAdvertising starts one more datanode, as AddNode does, that
-// advertises the address advertise returns for the one it is bound to
-// (nil: the bound one). Tests put a proxy in front of a node this way, or
-// give it an address nobody listens on.
-func (c *Cluster) AddNodeAdvertising(advertise func(bound string) string) (*ClusterNode, error) {
+// AddNodeWith starts one more datanode, as AddNode does, with its
+// configuration adjusted by tune (nil: none), which also learns the
+// address the node is bound to. Tests put a proxy in front of a node this
+// way (Advertise), or give it an address nobody listens on.
+func (c *Cluster) AddNodeWith(tune func(cfg *datanode.Config, bound string)) (*ClusterNode, error) {
 	c.mu.Lock()
 	dir := filepath.Join(c.cfg.Dir, fmt.Sprintf("datanode-%d", len(c.nodes)))
 	c.mu.Unlock()
-	n, err := c.startNode(dir, advertise)
+	n, err := c.startNode(dir, tune)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +192,7 @@ func (c *Cluster) AddNodeAdvertising(advertise func(bound string) string) (*Clus
 	return n, nil
 }
 
-func (c *Cluster) startNode(dir string, advertise func(bound string) string) (*ClusterNode, error) {
+func (c *Cluster) startNode(dir string, tune func(cfg *datanode.Config, bound string)) (*ClusterNode, error) {
 	dc := c.cfg.Datanode
 	dc.Listen = "127.0.0.1:0"
 	dc.Advertise = ""
@@ -212,8 +212,8 @@ func (c *Cluster) startNode(dir string, advertise func(bound string) string) (*C
 		}
 		return nil, err
 	}
-	if advertise != nil {
-		dc.Advertise = advertise(lis.Addr().String())
+	if tune != nil {
+		tune(&dc, lis.Addr().String())
 	}
 	reg := newMetricsRegistry()
 	dn, err := datanode.New(dc, datanode.Deps{Log: c.cfg.Log, Listener: lis, Metrics: reg})

@@ -49,13 +49,13 @@ func newFreezer(t *testing.T) *freezer {
 	return f
 }
 
-// front is the advertise hook of Cluster.AddNodeAdvertising: the node
-// advertises the proxy, which forwards to where the node listens.
-func (f *freezer) front(bound string) string {
+// front is a Cluster.AddNodeWith hook: the node advertises the proxy,
+// which forwards to where the node listens.
+func (f *freezer) front(cfg *datanode.Config, bound string) {
 	f.mu.Lock()
 	f.target = bound
 	f.mu.Unlock()
-	return f.lis.Addr().String()
+	cfg.Advertise = f.lis.Addr().String()
 }
 
 func (f *freezer) freeze() {
@@ -165,9 +165,15 @@ func failingNodes(t *testing.T, c *Cluster) map[string]bool {
 func TestPausedDatanode(t *testing.T) {
 	is := is.New(t)
 	const progress = time.Second
-	c := newTestCluster(t, 3, withDatanode(func(d *datanode.Config) { d.ProgressTimeout = progress }))
+	// The others are small, so most-free placement makes the node to
+	// pause the primary of every chunk: the client is streaming to it, on
+	// an established connection, when it pauses.
+	c := newTestCluster(t, 3, withDatanode(func(d *datanode.Config) { d.ProgressTimeout = progress; d.Capacity = 1 << 30 }))
 	fz := newFreezer(t)
-	paused, err := c.AddNodeAdvertising(fz.front)
+	paused, err := c.AddNodeWith(func(cfg *datanode.Config, bound string) {
+		fz.front(cfg, bound)
+		cfg.Capacity = 0 // the whole filesystem
+	})
 	is.NoErr(err)
 	is.NoErr(c.WaitHealthy(4, waitFor))
 	tune := func(cfg *client.Config) { cfg.ProgressTimeout = progress }
@@ -265,7 +271,7 @@ func TestUnreachableDatanodeAvoided(t *testing.T) {
 	is := is.New(t)
 	c := newTestCluster(t, 3)
 	closed := closedAddr(t)
-	bad, err := c.AddNodeAdvertising(func(string) string { return closed })
+	bad, err := c.AddNodeWith(func(cfg *datanode.Config, _ string) { cfg.Advertise = closed })
 	is.NoErr(err)
 	is.NoErr(c.WaitHealthy(4, waitFor))
 	cl := newTestClient(t, c)
