@@ -310,7 +310,8 @@ func TestReadOnlyDatanode(t *testing.T) {
 	// non-empty directory where the probe writes its file fails it as a
 	// read-only filesystem would.
 	probe := filepath.Join(ro.Dir, datanode.ProbeFile)
-	is.NoErr(os.MkdirAll(filepath.Join(probe, "x"), 0o700))
+	// (The probe's own file may be there for a moment: try again.)
+	eventually(t, "the probe's path is made a directory", func() bool { return os.MkdirAll(filepath.Join(probe, "x"), 0o700) == nil })
 	diskError := func() string {
 		resp, err := c.Coordinator().ListNodes(t.Context(), &dfspb.ListNodesRequest{})
 		is.NoErr(err)
