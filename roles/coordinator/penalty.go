@@ -59,6 +59,17 @@ func (p *penalties) report(id rpc.NodeID) bool {
 	return !was
 }
 
+// forgive ends id's penalty: the node registered again, as a new
+// process.
+func (p *penalties) forgive(id rpc.NodeID) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.until, id)
+}
+
 // failingUntil returns when id's penalty ends, or the zero time when it
 // is not penalized.
 func (p *penalties) failingUntil(id rpc.NodeID) time.Time {

@@ -44,6 +44,10 @@ func TestPenalties(t *testing.T) {
 	}
 	clk.now = clk.now.Add(21 * time.Second)
 	is.Equal(failing(), map[rpc.NodeID]bool{a: false, b: false}) // over after the window
+
+	r.penalties.report(b)
+	r.register(b, "127.0.0.1:3", usage{free: 1 << 30}, clk.now)
+	is.True(!failing()[b]) // a node that registers again (restarted) starts afresh
 }
 
 // TestDiskErrorLeavesPlacement: a heartbeat with a disk error takes the

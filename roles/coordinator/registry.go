@@ -102,6 +102,7 @@ func (r *registry) register(id rpc.NodeID, addr string, u usage, now time.Time) 
 	case e.addr != addr:
 		r.events.add("node", "datanode %s moved from %s to %s", id.Short(), e.addr, addr)
 	}
+	r.penalties.forgive(id) // a fresh process: reports were of the old one
 	e.addr, e.state, e.lastHeartbeat = addr, placement.Healthy, now
 	e.capacity, e.used, e.free, e.chunks = u.capacity, u.used, u.free, u.chunks
 	if changed {
