@@ -123,16 +123,16 @@ func (r *registry) heartbeat(id rpc.NodeID, u usage, known uint64, now time.Time
 	}
 	e.capacity, e.used, e.free, e.chunks = u.capacity, u.used, u.free, u.chunks
 	e.lastHeartbeat = now
-	if (e.diskErr == "") != (u.diskErr == "") {
+	diskChanged := (e.diskErr == "") != (u.diskErr == "")
+	e.diskErr = u.diskErr
+	if diskChanged {
 		if u.diskErr != "" {
 			r.events.add("node", "datanode %s (%s) cannot write to its disk; no new chunks: %s", id.Short(), e.addr, u.diskErr)
 		} else {
 			r.events.add("node", "datanode %s (%s) can write to its disk again", id.Short(), e.addr)
 		}
-		e.diskErr = u.diskErr
 		r.changedLocked(e)
 	}
-	e.diskErr = u.diskErr
 	if e.state != placement.Healthy {
 		r.events.add("node", "datanode %s (%s) is healthy again after being %s", id.Short(), e.addr, e.state)
 		e.state = placement.Healthy
