@@ -7,13 +7,18 @@ import (
 	"github.com/dfs-project/dfs/rpc"
 )
 
-// probeLoop checks every heartbeat interval, and at once when a chunk
-// write fails, that the data dir takes writes. While it does not, the
+// probeInterval is the least pause between writability probes: each is
+// an fsync, so even a node heartbeating many times a second probes once.
+const probeInterval = time.Second
+
+// probeLoop checks every heartbeat interval (at least probeInterval),
+// and at once when a chunk write fails, that the data dir takes writes.
+// While it does not, the
 // node refuses new chunks (uploads and repair copies) and its heartbeats
 // say why, so the coordinator places nothing on it; it goes on serving
 // the chunks it has.
 func (n *Node) probeLoop(ctx context.Context) {
-	t := time.NewTicker(n.cfg.HeartbeatInterval)
+	t := time.NewTicker(max(n.cfg.HeartbeatInterval, probeInterval))
 	defer t.Stop()
 	for {
 		err := n.store.ProbeWrite()
