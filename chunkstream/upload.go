@@ -28,6 +28,9 @@ type SendStream interface {
 type Upload struct {
 	stream SendStream
 	window int64
+	wd     *Watchdog // from the stream's context; nil without one
+
+	finishing bool // Finish was called: the final ack is awaited
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -40,18 +43,22 @@ type Upload struct {
 }
 
 // NewUpload starts reading acks from stream. ctx must be the stream's
-// context: when it ends, waiting senders give up.
+// context: when it ends, waiting senders give up. When ctx comes from
+// NewWatchdog, the watchdog is armed whenever frames are unacknowledged,
+// the receiver asked for a pause or the final ack is awaited, and each ack
+// kicks it: a receiver that stops answering fails the upload with
+// DeadlineExceeded after the watchdog's timeout.
 func NewUpload(ctx context.Context, stream SendStream, window int64) *Upload {
 	if window <= 0 {
 		window = DefaultWindow
 	}
-	u := &Upload{stream: stream, window: window, ready: true, recvErr: make(chan struct{})}
+	u := &Upload{stream: stream, window: window, wd: watchdogOf(ctx), ready: true, recvErr: make(chan struct{})}
 	u.cond = sync.NewCond(&u.mu)
 	go u.readAcks()
 	go func() {
 		select {
 		case <-ctx.Done():
-			u.fail(ctx.Err())
+			u.fail(context.Cause(ctx))
 		case <-u.recvErr:
 		}
 	}()
@@ -59,6 +66,11 @@ func NewUpload(ctx context.Context, stream SendStream, window int64) *Upload {
 }
 
 func (u *Upload) fail(err error) {
+	if u.wd != nil {
+		if werr := u.wd.Err(); werr != nil {
+			err = werr // the stall, not the cancellation it caused
+		}
+	}
 	u.mu.Lock()
 	if u.err == nil {
 		u.err = err
@@ -85,9 +97,19 @@ func (u *Upload) readAcks() {
 		u.ready = ack.ReadyForNext
 		if ack.IsFinal {
 			u.final = ack
+			if u.wd != nil {
+				u.wd.Pause()
+			}
 			u.cond.Broadcast()
 			u.mu.Unlock()
 			return
+		}
+		if u.wd != nil {
+			if u.sent > u.acked || !u.ready || u.finishing {
+				u.wd.Kick()
+			} else {
+				u.wd.Pause()
+			}
 		}
 		u.cond.Broadcast()
 		u.mu.Unlock()
@@ -105,6 +127,13 @@ func (u *Upload) Send(f *dfspb.ChunkDataStream) error {
 	if err == nil && u.final != nil {
 		err = rpc.Errorf(rpc.Internal, "receiver finished before the final frame")
 	}
+	if err == nil {
+		// Counted before it goes out, so an ack never runs ahead of sent.
+		u.sent += int64(len(f.Data))
+		if u.wd != nil {
+			u.wd.Arm()
+		}
+	}
 	u.mu.Unlock()
 	if err != nil {
 		return err
@@ -119,9 +148,6 @@ func (u *Upload) Send(f *dfspb.ChunkDataStream) error {
 		}
 		return rpc.FromStatus(err)
 	}
-	u.mu.Lock()
-	u.sent += int64(len(f.Data))
-	u.mu.Unlock()
 	return nil
 }
 
@@ -130,6 +156,10 @@ func (u *Upload) Finish() (*dfspb.ChunkDataAck, error) {
 	_ = u.stream.CloseSend()
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.finishing = true
+	if u.wd != nil && u.final == nil {
+		u.wd.Arm()
+	}
 	for u.err == nil && u.final == nil {
 		u.cond.Wait()
 	}

@@ -40,6 +40,9 @@ type Node struct {
 	State State
 	// Free is the space the node can still accept, in bytes.
 	Free int64
+	// Failing marks a node others recently saw fail streams: Place uses
+	// it only after every other eligible node.
+	Failing bool
 }
 
 // Policy orders eligible candidates by preference; Place takes the first n.
@@ -82,7 +85,10 @@ func ByName(name string) (Policy, error) {
 }
 
 // Place chooses n distinct nodes for a chunk of size bytes: healthy, with
-// at least size bytes free, not excluded. The first is the primary. It
+// at least size bytes free, not excluded. The first is the primary. Nodes
+// marked Failing come after every other eligible node, in the policy's
+// order among themselves, so they are chosen only when too few others
+// qualify: a wrong report never leaves a chunk without a placement. It
 // fails with FailedPrecondition when fewer than n nodes qualify.
 func Place(p Policy, nodes []Node, n int, size int64, exclude map[rpc.NodeID]bool) ([]Node, error) {
 	if n < 0 {
@@ -110,6 +116,15 @@ func Place(p Policy, nodes []Node, n int, size int64, exclude map[rpc.NodeID]boo
 			n, len(cand), live, len(nodes), full, len(exclude))
 	}
 	p.Order(cand)
+	slices.SortStableFunc(cand, func(a, b Node) int {
+		switch {
+		case a.Failing == b.Failing:
+			return 0
+		case b.Failing:
+			return -1
+		}
+		return 1
+	})
 	return slices.Clip(cand[:n]), nil
 }
 

@@ -237,3 +237,40 @@ func TestPlaceNegative(t *testing.T) {
 	is.True(err != nil) // refused
 	is.Equal(got, nil)  // with nothing placed
 }
+
+// TestPlaceFailingLast: nodes marked Failing are placed only when too few
+// others qualify, and then still are, so placement never stops.
+func TestPlaceFailingLast(t *testing.T) {
+	for name, p := range policies {
+		t.Run(name, func(t *testing.T) {
+			is := is.New(t)
+			nodes := healthy(5)
+			nodes[1].Failing = true
+			nodes[3].Failing = true
+			for range 50 {
+				got, err := placement.Place(p, nodes, 3, chunk, nil)
+				is.NoErr(err)
+				for _, n := range got {
+					is.True(!n.Failing) // three good nodes exist: no failing one is chosen
+				}
+			}
+			got, err := placement.Place(p, nodes, 4, chunk, nil)
+			is.NoErr(err)
+			failing := 0
+			for i, n := range got {
+				if n.Failing {
+					failing++
+					is.Equal(i, 3) // a failing node comes after the good ones
+				}
+			}
+			is.Equal(failing, 1) // one failing node fills the fourth place
+
+			for i := range nodes {
+				nodes[i].Failing = true
+			}
+			got, err = placement.Place(p, nodes, 3, chunk, nil)
+			is.NoErr(err)         // every node reported failing: placement still works
+			is.Equal(len(got), 3) // with three of them
+		})
+	}
+}

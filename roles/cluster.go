@@ -172,11 +172,17 @@ func (c *Cluster) Nodes() []*ClusterNode {
 }
 
 // AddNode starts one more datanode with a fresh data directory.
-func (c *Cluster) AddNode() (*ClusterNode, error) {
+func (c *Cluster) AddNode() (*ClusterNode, error) { return c.AddNodeWith(nil) }
+
+// AddNodeWith starts one more datanode, as AddNode does, with its
+// configuration adjusted by tune (nil: none), which also learns the
+// address the node is bound to. Tests put a proxy in front of a node this
+// way (Advertise), or give it an address nobody listens on.
+func (c *Cluster) AddNodeWith(tune func(cfg *datanode.Config, bound string)) (*ClusterNode, error) {
 	c.mu.Lock()
 	dir := filepath.Join(c.cfg.Dir, fmt.Sprintf("datanode-%d", len(c.nodes)))
 	c.mu.Unlock()
-	n, err := c.startNode(dir)
+	n, err := c.startNode(dir, tune)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +192,7 @@ func (c *Cluster) AddNode() (*ClusterNode, error) {
 	return n, nil
 }
 
-func (c *Cluster) startNode(dir string) (*ClusterNode, error) {
+func (c *Cluster) startNode(dir string, tune func(cfg *datanode.Config, bound string)) (*ClusterNode, error) {
 	dc := c.cfg.Datanode
 	dc.Listen = "127.0.0.1:0"
 	dc.Advertise = ""
@@ -205,6 +211,9 @@ func (c *Cluster) startNode(dir string) (*ClusterNode, error) {
 			admin.Close()
 		}
 		return nil, err
+	}
+	if tune != nil {
+		tune(&dc, lis.Addr().String())
 	}
 	reg := newMetricsRegistry()
 	dn, err := datanode.New(dc, datanode.Deps{Log: c.cfg.Log, Listener: lis, Metrics: reg})
@@ -256,7 +265,7 @@ func (c *Cluster) RestartNode(i int) (*ClusterNode, error) {
 	old := c.nodes[i]
 	c.mu.Unlock()
 	old.Stop()
-	n, err := c.startNode(old.Dir)
+	n, err := c.startNode(old.Dir, nil)
 	if err != nil {
 		return nil, err
 	}

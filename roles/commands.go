@@ -53,6 +53,7 @@ func coordinatorFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "orphan-grace", Value: d.OrphanGrace, EnvVars: env("ORPHAN_GRACE"), Usage: "a chunk no file or upload needs is deleted after this long"},
 		&cli.StringFlag{Name: "placement", Value: d.Placement, EnvVars: env("PLACEMENT"), Usage: "placement policy: most-free or random"},
 		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to datanodes"},
+		&cli.DurationFlag{Name: "failure-penalty", Value: d.FailurePenalty, EnvVars: env("FAILURE_PENALTY"), Usage: "a datanode reported failing a chunk stream gets new chunks only after every other node for this long (0: ignore reports)"},
 		adminListenFlag("", "admin HTTP address for /metrics, /healthz, /readyz and the status page at / (empty: none)"),
 	}
 }
@@ -84,6 +85,7 @@ func coordinatorConfig(c *cli.Context) coordinator.Config {
 	cfg.OrphanGrace = c.Duration("orphan-grace")
 	cfg.Placement = c.String("placement")
 	cfg.RPCTimeout = c.Duration("rpc-timeout")
+	cfg.FailurePenalty = c.Duration("failure-penalty")
 	return cfg
 }
 
@@ -117,6 +119,7 @@ func datanodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "session-timeout", Value: d.SessionTimeout, EnvVars: env("SESSION_TIMEOUT"), Usage: "a prepared or stalled chunk stream expires after this and its partial file is removed"},
 		&cli.IntFlag{Name: "max-sessions", Value: d.MaxSessions, EnvVars: env("MAX_SESSIONS"), Usage: "most chunk streams prepared and not yet started, uploads and downloads each; more are refused and the client tries another node"},
 		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to peers and the coordinator"},
+		&cli.DurationFlag{Name: "stream-progress-timeout", Value: d.ProgressTimeout, EnvVars: env("STREAM_PROGRESS_TIMEOUT"), Usage: "a stream to a peer (a replica, a repair source) that shows no progress this long fails, naming the peer"},
 		&cli.DurationFlag{Name: "inventory-interval", Value: d.InventoryInterval, EnvVars: env("INVENTORY_INTERVAL"), Usage: "pause between full chunk inventory reports to the coordinator, each after a disk check for chunk files gone (one is also sent after every registration)"},
 		&cli.DurationFlag{Name: "scrub-interval", Value: d.ScrubInterval, EnvVars: env("SCRUB_INTERVAL"), Usage: "pause between scrub passes over every stored chunk (0: continuous)"},
 		&cli.GenericFlag{Name: "scrub-rate", Value: ptr(rpc.ByteSize(d.ScrubRate)), EnvVars: env("SCRUB_RATE"), Usage: "most bytes per second the scrubber reads (0: no scrubbing)"},
@@ -135,6 +138,7 @@ func datanodeConfig(c *cli.Context) datanode.Config {
 	cfg.SessionTimeout = c.Duration("session-timeout")
 	cfg.MaxSessions = c.Int("max-sessions")
 	cfg.RPCTimeout = c.Duration("rpc-timeout")
+	cfg.ProgressTimeout = c.Duration("stream-progress-timeout")
 	cfg.InventoryInterval = c.Duration("inventory-interval")
 	cfg.ScrubInterval = c.Duration("scrub-interval")
 	cfg.ScrubRate = int64(*c.Generic("scrub-rate").(*rpc.ByteSize))

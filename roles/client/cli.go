@@ -59,6 +59,7 @@ func tuningFlags() []cli.Flag {
 		&cli.IntFlag{Name: "parallel", Value: d.Parallel, EnvVars: env("PARALLEL"), Usage: "chunks in flight at once"},
 		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of each call to the coordinator"},
 		&cli.DurationFlag{Name: "chunk-timeout", Value: d.ChunkTimeout, EnvVars: env("CHUNK_TIMEOUT"), Usage: "timeout for moving one chunk"},
+		&cli.DurationFlag{Name: "stream-progress-timeout", Value: d.ProgressTimeout, EnvVars: env("STREAM_PROGRESS_TIMEOUT"), Usage: "a chunk stream whose datanode shows no progress this long fails; the chunk goes to (or is read from) another node"},
 		failoverFlag(),
 	}
 }
@@ -251,6 +252,9 @@ func ConfigFromFlags(c *cli.Context) Config {
 	}
 	if c.IsSet("chunk-timeout") {
 		cfg.ChunkTimeout = c.Duration("chunk-timeout")
+	}
+	if c.IsSet("stream-progress-timeout") {
+		cfg.ProgressTimeout = c.Duration("stream-progress-timeout")
 	}
 	if v, ok := c.Generic("chunk-size").(*rpc.ByteSize); ok {
 		cfg.ChunkSize = int64(*v)
@@ -504,22 +508,31 @@ type nodeJSON struct {
 	CorruptChunks  int64  `json:"corrupt_chunks,omitempty"`
 	// ConflictAddr is another address a registration with this node ID
 	// came from lately, refused because the node was alive here.
-	ConflictAddr  string    `json:"conflict_addr,omitempty"`
-	Capacity      int64     `json:"capacity"`
-	Used          int64     `json:"used"`
-	Free          int64     `json:"free"`
-	Chunks        int64     `json:"chunks"`
-	LastHeartbeat time.Time `json:"last_heartbeat"`
+	ConflictAddr string `json:"conflict_addr,omitempty"`
+	// DiskError is why the node takes no new chunks (its disk is not
+	// writable); FailingUntil, while set, is when the coordinator stops
+	// placing it last after reports of failed streams.
+	DiskError     string     `json:"disk_error,omitempty"`
+	FailingUntil  *time.Time `json:"failing_until,omitempty"`
+	Capacity      int64      `json:"capacity"`
+	Used          int64      `json:"used"`
+	Free          int64      `json:"free"`
+	Chunks        int64      `json:"chunks"`
+	LastHeartbeat time.Time  `json:"last_heartbeat"`
 }
 
 func printNodes(w io.Writer, resp *dfspb.ListNodesResponse, asJSON bool) error {
 	out := make([]nodeJSON, 0, len(resp.Nodes))
 	for _, n := range resp.Nodes {
-		out = append(out, nodeJSON{
+		j := nodeJSON{
 			NodeID: n.NodeId, Addr: n.Addr, State: StateName(n.State), Draining: n.Draining, Decommissioned: n.Decommissioned,
-			CorruptChunks: n.CorruptChunks, ConflictAddr: n.ConflictAddr, Capacity: n.Capacity, Used: n.Used,
+			CorruptChunks: n.CorruptChunks, ConflictAddr: n.ConflictAddr, DiskError: n.DiskError, Capacity: n.Capacity, Used: n.Used,
 			Free: n.Free, Chunks: n.ChunkCount, LastHeartbeat: time.UnixMilli(n.LastHeartbeatUnixMs).UTC(),
-		})
+		}
+		if n.FailingUntilUnixMs > 0 {
+			j.FailingUntil = ptr(time.UnixMilli(n.FailingUntilUnixMs).UTC())
+		}
+		out = append(out, j)
 	}
 	if asJSON {
 		return writeJSON(w, out)
@@ -543,11 +556,22 @@ func printNodes(w io.Writer, resp *dfspb.ListNodesResponse, asJSON bool) error {
 		if n.ConflictAddr != "" {
 			state += fmt.Sprintf(", ID also claimed from %s (refused)", n.ConflictAddr)
 		}
+		if n.DiskError != "" {
+			state += ", disk not writable (no new chunks)"
+		}
+		if n.FailingUntil != nil {
+			state += fmt.Sprintf(", failing streams (placed last for %s)", time.Until(*n.FailingUntil).Round(time.Second))
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s / %s\t%d\t%s ago\n", n.NodeID, n.Addr, state,
 			rpc.FormatBytes(n.Used), rpc.FormatBytes(n.Capacity), n.Chunks, time.Since(n.LastHeartbeat).Round(100*time.Millisecond))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, n := range out {
+		if n.DiskError != "" {
+			fmt.Fprintf(w, "datanode %s: %s\n", rpc.NodeID(n.NodeID).Short(), n.DiskError)
+		}
 	}
 	if h := resp.Health; h != nil {
 		fmt.Fprintf(w, "\nchunks: %d, under-replicated: %d (no live copy: %d), corrupt copies: %d\n", h.Chunks, h.UnderReplicated, h.Missing, h.CorruptCopies)

@@ -43,6 +43,11 @@ type Config struct {
 	FailoverTimeout time.Duration
 	// ChunkTimeout bounds moving one chunk to or from a datanode.
 	ChunkTimeout time.Duration
+	// ProgressTimeout fails a chunk stream whose datanode shows no
+	// progress (no ack, no frame) for this long, so a paused or cut-off
+	// node costs one timeout: the chunk is placed elsewhere, or read from
+	// another replica, and the node is reported to the coordinator.
+	ProgressTimeout time.Duration
 	// Attempts is how many placements a chunk of a put gets, and how many
 	// rounds over the replicas a get makes, before giving up.
 	Attempts int
@@ -65,6 +70,7 @@ func DefaultConfig() Config {
 		RPCTimeout:      15 * time.Second,
 		FailoverTimeout: 60 * time.Second,
 		ChunkTimeout:    2 * time.Minute,
+		ProgressTimeout: chunkstream.DefaultProgressTimeout,
 		Attempts:        5,
 		ReceiptBatch:    maxReceiptBatch,
 	}
@@ -83,7 +89,7 @@ func (c Config) Validate() error {
 		return rpc.Errorf(rpc.Invalid, "replication %d out of range (1 to %d)", c.Replication, rpc.MaxReplication)
 	case c.Parallel < 1 || c.Parallel > 64:
 		return rpc.Errorf(rpc.Invalid, "parallel %d out of range (1 to 64)", c.Parallel)
-	case c.RPCTimeout <= 0 || c.ChunkTimeout <= 0 || c.FailoverTimeout < 0:
+	case c.RPCTimeout <= 0 || c.ChunkTimeout <= 0 || c.ProgressTimeout <= 0 || c.FailoverTimeout < 0:
 		return rpc.Errorf(rpc.Invalid, "timeouts must be positive")
 	case c.Attempts < 1:
 		return rpc.Errorf(rpc.Invalid, "attempts must be at least 1")
@@ -105,7 +111,8 @@ type Client struct {
 
 	mu       sync.Mutex
 	coordIdx int
-	leader   string // the leader a standby named, if any
+	leader   string                   // the leader a standby named, if any
+	failing  map[rpc.NodeID]time.Time // datanodes that failed a stream lately, until when reads try them last
 }
 
 // New returns a client; it connects lazily.

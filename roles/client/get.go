@@ -207,7 +207,7 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, dst []byte
 			case <-t.C:
 			}
 		}
-		for _, r := range placement.OrderForRead(replicas) {
+		for _, r := range c.orderForRead(replicas) {
 			bad, err := c.readReplica(ctx, r.Addr, exp, dst)
 			if err == nil {
 				return nil
@@ -215,7 +215,12 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, dst []byte
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			c.log.Debug().Err(err).Str("chunk_id", ch.ChunkId).Str("node_id", string(r.ID)).Msg("replica failed; trying the next")
+			c.log.Warn().Err(err).Str("chunk_id", ch.ChunkId).Str("node_id", string(r.ID)).Msg("replica failed; trying the next")
+			if !bad && rpc.KindOf(err) != rpc.Internal {
+				// Internal here is what the node said of its own copy
+				// (damaged metadata): no sign the node is failing.
+				c.nodesFailed(ctx, []string{string(r.ID)}, err)
+			}
 			last = fmt.Sprintf("%s: %v", r.ID.Short(), err)
 			// A replica that says it has no such chunk was listed by the
 			// coordinator all the same: its copy may be lost.
@@ -247,18 +252,29 @@ func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.E
 	if err != nil {
 		return false, err
 	}
+	// From the prepare to the last frame, a replica that stops answering
+	// fails after the progress timeout and the next one is tried.
+	ctx, wd := chunkstream.NewWatchdog(ctx, c.cfg.ProgressTimeout, "datanode "+addr)
+	defer wd.Stop()
 	prep, err := dn.PrepareChunkDownload(ctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: string(exp.ChunkID)})
 	if err != nil {
+		if werr := wd.Err(); werr != nil {
+			return false, werr
+		}
 		return false, rpc.FromStatus(err)
 	}
+	wd.Kick()
 	if prep.Size != exp.Size || prep.FrameSize != exp.FrameSize || !bytes.Equal(prep.ChunkChecksum, exp.Digest) {
 		return true, rpc.Errorf(rpc.Internal, "replica holds a different chunk (size %d, frame size %d) than was committed", prep.Size, prep.FrameSize)
 	}
 	stream, err := dn.DownloadChunkStream(ctx, &dfspb.DownloadChunkStreamRequest{SessionId: prep.SessionId})
 	if err != nil {
+		if werr := wd.Err(); werr != nil {
+			return false, werr
+		}
 		return false, rpc.FromStatus(err)
 	}
-	err = chunkstream.ReceiveInto(stream, exp, dst)
+	err = chunkstream.ReceiveInto(wd.Receiver(stream), exp, dst)
 	// Invalid is what the verifier says of bytes that fail their digests.
 	return rpc.KindOf(err) == rpc.Invalid, err
 }

@@ -343,11 +343,16 @@ func (st *putState) sendChunk(ctx context.Context, index uint32, data []byte) er
 			nodes = []string{plan.Primary.NodeId}
 		}
 		st.mu.Lock()
+		var fresh []string // failed for the first time in this put
 		for _, n := range nodes {
+			if !st.failed[rpc.NodeID(n)] {
+				fresh = append(fresh, n)
+			}
 			st.failed[rpc.NodeID(n)] = true
 		}
 		st.mu.Unlock()
-		st.c.log.Debug().Err(err).Uint32("chunk", index).Strs("failed_nodes", nodes).Int("attempt", attempt+1).Msg("chunk failed; placing it again")
+		st.c.nodesFailed(ctx, fresh, err)
+		st.c.log.Warn().Err(err).Uint32("chunk", index).Strs("failed_nodes", nodes).Int("attempt", attempt+1).Msg("chunk failed; placing it again")
 		lastErr = err
 	}
 	return rpc.Errorf(rpc.Unavailable, "chunk %d failed %d times, last: %v", index, st.c.cfg.Attempts, lastErr)
@@ -363,8 +368,15 @@ func (c *Client) storeChunk(ctx context.Context, plan *dfspb.ChunkPlan, data []b
 	if err != nil {
 		return nil, err
 	}
+	// A primary that stops acking (or keeping the stream alive while it
+	// waits on its replicas) fails the chunk after the progress timeout.
+	ctx, wd := chunkstream.NewWatchdog(ctx, c.cfg.ProgressTimeout, "datanode "+rpc.NodeID(primary.NodeId).Short()+" ("+primary.Addr+")")
+	defer wd.Stop()
 	stream, err := dn.UploadChunkStream(ctx)
 	if err != nil {
+		if werr := wd.Err(); werr != nil {
+			return nil, werr
+		}
 		return nil, rpc.FromStatus(err)
 	}
 	// Prepare inline: the first frame carries the request, saving a round

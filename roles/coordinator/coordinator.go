@@ -85,6 +85,10 @@ type Config struct {
 	Placement string
 	// RPCTimeout bounds calls to datanodes and waits for their reports.
 	RPCTimeout time.Duration
+	// FailurePenalty is how long a datanode reported failing a chunk
+	// stream (ReportNodeFailure) is placed after
+	// every other node; 0 ignores such reports.
+	FailurePenalty time.Duration
 	// ShutdownGrace bounds the graceful stop.
 	ShutdownGrace time.Duration
 }
@@ -112,6 +116,7 @@ func DefaultConfig() Config {
 		OrphanGrace:     time.Hour,
 		Placement:       "most-free",
 		RPCTimeout:      10 * time.Second,
+		FailurePenalty:  time.Minute,
 		ShutdownGrace:   10 * time.Second,
 	}
 }
@@ -138,6 +143,9 @@ func (c Config) Validate() error {
 	}
 	if c.GCDelay < 0 || c.SafeModeTimeout < 0 || c.OrphanGrace < 0 || c.RepairBandwidth < 0 {
 		return fmt.Errorf("coordinator: --gc-delay, --safe-mode-timeout, --orphan-grace and --repair-bandwidth must not be negative")
+	}
+	if c.FailurePenalty < 0 {
+		return fmt.Errorf("coordinator: --failure-penalty must not be negative")
 	}
 	if c.RepairInterval <= 0 || c.RepairTotal < 1 || c.RepairPerNode < 1 {
 		return fmt.Errorf("coordinator: the repair interval and concurrency must be positive")

@@ -328,6 +328,7 @@ func (c *Coordinator) DataNodeHeartbeat(ctx context.Context, req *dfspb.Heartbea
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
+	u.diskErr = boundReason(req.DiskError)
 	resp, err := t.nodes.heartbeat(id, req.Incarnation, u, req.KnownVersion, c.clock.Now())
 	if err != nil {
 		return nil, rpc.ToStatus(err)

@@ -41,13 +41,14 @@ type nodeEntry struct {
 	// was refused because the node was alive at addr, and conflictAt when.
 	conflict   string
 	conflictAt time.Time
+	diskErr    string // why the node takes no new chunks, from its heartbeats
 }
 
 func (e *nodeEntry) status() *dfspb.NodeStatus {
 	return &dfspb.NodeStatus{
 		NodeId: string(e.id), Addr: e.addr, State: stateToProto(e.state),
 		Capacity: e.capacity, Used: e.used, Free: e.free, ChunkCount: e.chunks,
-		LastHeartbeatUnixMs: e.lastHeartbeat.UnixMilli(), ConflictAddr: e.conflict,
+		LastHeartbeatUnixMs: e.lastHeartbeat.UnixMilli(), ConflictAddr: e.conflict, DiskError: e.diskErr,
 	}
 }
 
@@ -74,6 +75,7 @@ type registry struct {
 	forgetAfter time.Duration
 	events      *events // joins, returns and state changes go here
 	log         zerolog.Logger
+	penalties   *penalties // nodes reported failing streams; nil: none
 
 	mu       sync.Mutex
 	nodes    map[rpc.NodeID]*nodeEntry
@@ -103,6 +105,7 @@ func (r *registry) updateLocked(st *dfspb.NodeStatus) {
 
 type usage struct {
 	capacity, used, free, chunks int64
+	diskErr                      string // heartbeats only: why the node takes no new chunks
 }
 
 // claimed returns the address id is registered at, when that is not addr
@@ -165,6 +168,7 @@ func (r *registry) register(id rpc.NodeID, addr, gone string, u usage, now time.
 	case e.state != placement.Healthy:
 		r.events.add("node", "datanode %s (%s) is back after being %s", id.Short(), addr, e.state)
 	}
+	r.penalties.forgive(id) // a fresh process: reports were of the old one
 	e.addr, e.state, e.lastHeartbeat = addr, placement.Healthy, now
 	e.capacity, e.used, e.free, e.chunks = u.capacity, u.used, u.free, u.chunks
 	e.incarnation = uuid.NewString()
@@ -191,6 +195,16 @@ func (r *registry) heartbeat(id rpc.NodeID, incarnation string, u usage, known u
 	}
 	e.capacity, e.used, e.free, e.chunks = u.capacity, u.used, u.free, u.chunks
 	e.lastHeartbeat = now
+	diskChanged := (e.diskErr == "") != (u.diskErr == "")
+	e.diskErr = u.diskErr
+	if diskChanged {
+		if u.diskErr != "" {
+			r.events.add("node", "datanode %s (%s) cannot write to its disk; no new chunks: %s", id.Short(), e.addr, u.diskErr)
+		} else {
+			r.events.add("node", "datanode %s (%s) can write to its disk again", id.Short(), e.addr)
+		}
+		r.changedLocked(e)
+	}
 	if e.state != placement.Healthy {
 		r.events.add("node", "datanode %s (%s) is healthy again after being %s", id.Short(), e.addr, e.state)
 		e.state = placement.Healthy
@@ -303,6 +317,9 @@ func (r *registry) allLocked() []*dfspb.NodeStatus {
 	for _, e := range r.nodes {
 		st := e.status()
 		st.Draining = r.draining[e.id]
+		if u := r.penalties.failingUntil(e.id); !u.IsZero() {
+			st.FailingUntilUnixMs = u.UnixMilli()
+		}
 		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b *dfspb.NodeStatus) int {
@@ -324,14 +341,16 @@ func (r *registry) list() (uint64, []*dfspb.NodeStatus) {
 	return r.version, r.allLocked()
 }
 
-// candidates returns the nodes as placement sees them.
+// candidates returns the nodes as placement sees them: neither draining
+// nor unable to write to their disk, and marked Failing while penalized.
 func (r *registry) candidates() []placement.Node {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]placement.Node, 0, len(r.nodes))
 	for _, e := range r.nodes {
-		if !r.draining[e.id] {
-			out = append(out, placement.Node{ID: e.id, Addr: e.addr, State: e.state, Free: e.free})
+		if !r.draining[e.id] && e.diskErr == "" {
+			out = append(out, placement.Node{ID: e.id, Addr: e.addr, State: e.state, Free: e.free,
+				Failing: !r.penalties.failingUntil(e.id).IsZero()})
 		}
 	}
 	return out

@@ -67,6 +67,7 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 		health:  newHealth(),
 		started: start,
 	}
+	t.nodes.penalties = newPenalties(c.cfg.FailurePenalty, c.clock)
 	t.repair = repair.New(repair.Config{
 		Interval: c.cfg.RepairInterval, PerNode: c.cfg.RepairPerNode, Total: c.cfg.RepairTotal, Bandwidth: c.cfg.RepairBandwidth,
 	}, t, replicator{t}, c.policy, c.log)

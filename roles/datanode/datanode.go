@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
+	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 	"github.com/dfs-project/dfs/sessions"
@@ -56,6 +57,12 @@ type Config struct {
 	RPCTimeout time.Duration
 	// Window is the unacknowledged bytes allowed when forwarding a chunk.
 	Window int64
+	// ProgressTimeout fails a stream to a peer (forwarding to a replica, a
+	// repair copy's download) that makes no progress for this long, so a
+	// paused or cut-off peer costs one timeout; while this node waits on
+	// its replicas or its disk commit it repeats its last ack at a quarter
+	// of it, so its own sender does not blame it.
+	ProgressTimeout time.Duration
 	// ShutdownGrace bounds the graceful stop.
 	ShutdownGrace time.Duration
 	// ScrubInterval is the pause between the end of one scrub pass over
@@ -79,6 +86,7 @@ func DefaultConfig() Config {
 		InventoryInterval: 10 * time.Minute,
 		RPCTimeout:        10 * time.Second,
 		Window:            4 << 20,
+		ProgressTimeout:   chunkstream.DefaultProgressTimeout,
 		ShutdownGrace:     10 * time.Second,
 		ScrubInterval:     6 * time.Hour,
 		ScrubRate:         32 << 20,
@@ -106,6 +114,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("datanode: --inventory-interval must be positive")
 	case c.RPCTimeout <= 0:
 		return fmt.Errorf("datanode: --rpc-timeout must be positive")
+	case c.ProgressTimeout <= 0:
+		return fmt.Errorf("datanode: --stream-progress-timeout must be positive")
 	case c.ScrubInterval < 0:
 		return fmt.Errorf("datanode: --scrub-interval must not be negative")
 	case c.ScrubRate < 0:
@@ -160,8 +170,10 @@ type Node struct {
 	incarnation string
 	lastErr     error  // of the last register or heartbeat; nil when it got through
 	cluster     string // the cluster this node belongs to, once known
+	diskErr     error  // why the data dir takes no writes, from the last probe; nil when it does
 
 	ready chan struct{}
+	probe chan struct{} // asks the writability probe to run now
 }
 
 // New builds a datanode. It validates cfg and has no side effects; Run
@@ -182,6 +194,7 @@ func New(cfg Config, deps Deps) (*Node, error) {
 
 		peers:    make(map[rpc.NodeID]*dfspb.NodeStatus),
 		ready:    make(chan struct{}),
+		probe:    make(chan struct{}, 1),
 		verifies: make(chan struct{}, maxVerifies),
 	}
 	n.uploads = sessions.New(cfg.SessionTimeout, deps.Clock, func(id rpc.SessionID, s *uploadSession) {
@@ -285,7 +298,8 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(7)
+	wg.Add(8)
+	go func() { defer wg.Done(); n.probeLoop(ctx) }()
 	go func() { defer wg.Done(); health.Run(ctx) }()
 	go func() { defer wg.Done(); n.reportLoop(ctx) }()
 	go func() { defer wg.Done(); n.inventoryLoop(ctx) }()

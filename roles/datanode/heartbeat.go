@@ -177,7 +177,7 @@ func (n *Node) heartbeat(ctx context.Context) error {
 	defer cancel()
 	resp, err := c.DataNodeHeartbeat(cctx, &dfspb.HeartbeatRequest{
 		NodeId: string(n.id), Capacity: u.Capacity, Used: u.Used, Free: u.Free, ChunkCount: u.Chunks, KnownVersion: known,
-		Incarnation: incarnation,
+		Incarnation: incarnation, DiskError: n.diskError(),
 	})
 	if err != nil {
 		return rpc.FromStatus(err)

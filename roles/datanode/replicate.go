@@ -35,13 +35,13 @@ func (n *Node) ReplicateChunk(ctx context.Context, req *dfspb.ReplicateChunkRequ
 	copied, err := n.replicate(ctx, req)
 	running()
 	done(err)
-	l := n.logFor(ctx)
-	log := l.Debug().Str("chunk_id", req.ChunkId).Str("peer", req.GetSource().GetNodeId())
 	if err != nil {
-		log.Err(err).Msg("replicate failed")
+		n.streamFailed(ctx, err, "replicate failed")
 		return nil, rpc.ToStatus(err)
 	}
-	log.Int64("bytes", copied).Dur("took", time.Since(began)).Msg("chunk replicated")
+	l := n.logFor(ctx)
+	l.Debug().Str("chunk_id", req.ChunkId).Str("peer", req.GetSource().GetNodeId()).
+		Int64("bytes", copied).Dur("took", time.Since(began)).Msg("chunk replicated")
 	return &dfspb.ReplicateChunkResponse{Bytes: copied}, nil
 }
 
@@ -92,6 +92,9 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 	if done, err := n.holds(id, want); done || err != nil {
 		return 0, err
 	}
+	if err := n.writable(); err != nil {
+		return 0, err
+	}
 	need := FileSize(req.Size, req.FrameSize)
 	if err := n.store.Reserve(need); err != nil {
 		return 0, rpc.NodeError(rpc.KindOf(err), self, "%v", err)
@@ -110,20 +113,27 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 		return 0, srcErr(rpc.Unavailable, "chunk %s: source %s (%s): %v", id, src.id.Short(), src.addr, err)
 	}
 	dn := dfspb.NewDataNodeClient(cc)
-	pctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
+	// The source is under a progress deadline from the prepare to the last
+	// frame: a source that stalls fails the copy, blamed, in one timeout.
+	sctx, wd := chunkstream.NewWatchdog(ctx, n.cfg.ProgressTimeout, "download stream")
+	defer wd.Stop()
+	pctx, cancel := context.WithTimeout(sctx, n.cfg.RPCTimeout)
 	prep, err := dn.PrepareChunkDownload(pctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: string(id)})
 	cancel()
 	if err != nil {
+		if werr := wd.Err(); werr != nil {
+			err = werr
+		}
 		err = rpc.FromStatus(err)
 		return 0, srcErr(rpc.KindOf(err), "chunk %s: source %s (%s): %v", id, src.id.Short(), src.addr, err)
 	}
+	wd.Kick()
 	if prep.Size != req.Size || prep.FrameSize != req.FrameSize || !bytes.Equal(prep.ChunkChecksum, req.Digest) {
 		return 0, srcErr(rpc.Internal, "chunk %s: source %s holds a different chunk than was committed (size %d, frame size %d, digest %.6x; committed %d, %d, %.6x)",
 			id, src.id.Short(), prep.Size, prep.FrameSize, prep.ChunkChecksum, req.Size, req.FrameSize, req.Digest)
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := dn.DownloadChunkStream(sctx, &dfspb.DownloadChunkStreamRequest{SessionId: prep.SessionId})
+	raw, err := dn.DownloadChunkStream(sctx, &dfspb.DownloadChunkStreamRequest{SessionId: prep.SessionId})
+	stream := wd.Receiver(raw)
 	if err != nil {
 		err = rpc.FromStatus(err)
 		return 0, srcErr(rpc.KindOf(err), "chunk %s: source %s (%s): %v", id, src.id.Short(), src.addr, err)
@@ -146,7 +156,10 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 	var sinkErr error
 	v, err := chunkstream.ReceiveFrames(stream, chunkstream.Expect{ChunkID: id, Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest},
 		func(off int64, data []byte) error {
+			// Waiting for this node's disk is not the source's stall.
+			wd.Pause()
 			sinkErr = sink.Frame(&dfspb.ChunkDataStream{Data: data, Offset: off})
+			wd.Kick()
 			return sinkErr
 		})
 	werr := sink.finish()

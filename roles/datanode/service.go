@@ -61,6 +61,9 @@ func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream
 	err = chunkstream.SendStored(stream.Context(), countingSender{stream, n.metrics.sent}, c.ID, c.File, c.Size, c.FrameSize, c.Frames, c.Digest)
 	running()
 	done(err)
+	if err != nil {
+		n.streamFailed(stream.Context(), err, "download failed")
+	}
 	return rpc.ToStatus(err)
 }
 

@@ -90,7 +90,7 @@ func OpenStore(dir string, capacity int64) (*Store, error) {
 		return nil, fmt.Errorf("datanode: create %s: %w", dir, err)
 	}
 	if err := checkWritable(dir); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("datanode: %w", err)
 	}
 	if err := s.createLayout(); err != nil {
 		return nil, err
@@ -294,14 +294,34 @@ func (s *Store) IDs() []rpc.ChunkID {
 	return slices.Sorted(maps.Keys(s.index))
 }
 
+// ProbeFile is the file the writability probe writes, fsyncs and removes
+// in the data dir.
+const ProbeFile = ".write-probe"
+
+// ProbeWrite checks that the store's disk takes writes as a chunk needs
+// them: it creates a small file in the data dir, writes it, fsyncs it and
+// removes it. An error (a read-only or failing filesystem) says why no new
+// chunk can be stored; reads may still work.
+func (s *Store) ProbeWrite() error { return checkWritable(s.dir) }
+
 func checkWritable(dir string) error {
-	f, err := os.CreateTemp(dir, ".probe-*")
+	name := filepath.Join(dir, ProbeFile)
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
-		return fmt.Errorf("datanode: data dir %s is not writable: %w", dir, err)
+		return fmt.Errorf("data dir %s is not writable: %w", dir, err)
 	}
-	name := f.Name()
-	f.Close()
-	return os.Remove(name)
+	_, werr := f.Write(make([]byte, 512))
+	if werr == nil {
+		werr = f.Sync()
+	}
+	cerr := f.Close()
+	rerr := os.Remove(name)
+	for _, err := range []error{werr, cerr, rerr} {
+		if err != nil {
+			return fmt.Errorf("data dir %s is not writable: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 func (s *Store) chunkRoot() string { return filepath.Join(s.dir, "chunks") }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -92,6 +93,9 @@ func (n *Node) newSession(req *dfspb.PrepareChunkUploadRequest) (*uploadSession,
 	}
 	if n.store.Has(id) {
 		return nil, rpc.Errorf(rpc.Exists, "chunk %s already stored", id)
+	}
+	if err := n.writable(); err != nil {
+		return nil, err
 	}
 	need := FileSize(req.Size, req.FrameSize)
 	if err := n.store.Reserve(need); err != nil {
@@ -216,15 +220,30 @@ func (n *Node) UploadChunkStream(stream dfspb.DataNode_UploadChunkStreamServer) 
 	running()
 	done(err)
 	if err != nil {
-		log := n.logFor(stream.Context())
-		log.Debug().Err(err).Msg("upload failed")
+		n.streamFailed(stream.Context(), err, "upload failed")
 	}
 	return rpc.ToStatus(err)
 }
 
+// streamFailed logs a failed chunk stream: at warn with its cause (naming
+// the nodes it blames), unless the other side canceled it. A failure of
+// this node's own disk has the writability probe run at once.
+func (n *Node) streamFailed(ctx context.Context, err error, msg string) {
+	log := n.logFor(ctx)
+	if rpc.KindOf(err) == rpc.Canceled {
+		log.Debug().Err(err).Msg(msg)
+		return
+	}
+	failed := rpc.FailedNodesOf(err)
+	log.Warn().Err(err).Strs("failed_nodes", failed).Msg(msg)
+	if slices.Contains(failed, string(n.id)) && rpc.KindOf(err) == rpc.Internal {
+		n.probeNow()
+	}
+}
+
 func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
-	stream := newIdleStream(raw, n.cfg.SessionTimeout)
-	first, err := stream.Recv()
+	idle := newIdleStream(raw, n.cfg.SessionTimeout)
+	first, err := idle.Recv()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return rpc.Errorf(rpc.Invalid, "upload stream closed before the first frame")
@@ -236,6 +255,8 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 		return err
 	}
 	defer s.release()
+	stream := newKeepalive(idle, sid, n.cfg.ProgressTimeout/4)
+	defer stream.stop()
 	log := n.logFor(raw.Context()).With().Str("chunk_id", string(s.id)).Str("session_id", string(sid)).Logger()
 
 	w, err := n.store.Create(s.id, s.size, s.frameSize)
@@ -255,6 +276,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	if err != nil {
 		return err
 	}
+	defer fwd.stop()
 
 	self := []string{string(n.id)}
 	sink := newFrameSink(w, fwd, self, sinkDepth)
@@ -284,13 +306,86 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 		return ferr
 	}
 	log.Debug().Int64("size", s.size).Int("replicas", len(stored)).Msg("chunk stored")
-	return raw.Send(&dfspb.ChunkDataAck{
+	return stream.Send(&dfspb.ChunkDataAck{
 		SessionId:     string(sid),
 		BytesReceived: s.size,
 		ReadyForNext:  true,
 		IsFinal:       true,
 		Replicas:      append(self, stored...),
 	})
+}
+
+// keepalive serializes a receiver's acks and repeats the last one every
+// interval while the node works on the sender's behalf: forwarding to its
+// replicas (each under its own progress deadline), committing the chunk.
+// It is quiet while the node waits for the sender's next frame or asked it
+// to pause for its disk (ready_for_next=false), so a sender's progress
+// deadline fires for the node that stalls, not for a primary waiting on a
+// stalled replica.
+type keepalive struct {
+	stream chunkstream.RecvStream
+	quit   chan struct{}
+	done   chan struct{}
+
+	mu     sync.Mutex
+	last   *dfspb.ChunkDataAck
+	inRecv bool
+	err    error // a failed send: no more keepalives
+}
+
+var _ chunkstream.RecvStream = (*keepalive)(nil)
+
+func newKeepalive(stream chunkstream.RecvStream, sid rpc.SessionID, every time.Duration) *keepalive {
+	k := &keepalive{stream: stream, quit: make(chan struct{}), done: make(chan struct{}),
+		last: &dfspb.ChunkDataAck{SessionId: string(sid), ReadyForNext: true}}
+	go k.run(max(every, 10*time.Millisecond))
+	return k
+}
+
+func (k *keepalive) run(every time.Duration) {
+	defer close(k.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-k.quit:
+			return
+		case <-t.C:
+		}
+		k.mu.Lock()
+		if !k.inRecv && k.err == nil && k.last.ReadyForNext && !k.last.IsFinal {
+			k.err = k.stream.Send(&dfspb.ChunkDataAck{SessionId: k.last.SessionId, BytesReceived: k.last.BytesReceived, ReadyForNext: true})
+		}
+		k.mu.Unlock()
+	}
+}
+
+// stop ends the keepalives; no Send happens once it returns.
+func (k *keepalive) stop() {
+	select {
+	case <-k.quit:
+	default:
+		close(k.quit)
+	}
+	<-k.done
+}
+
+func (k *keepalive) Send(ack *dfspb.ChunkDataAck) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.last = ack
+	return k.stream.Send(ack)
+}
+
+func (k *keepalive) Recv() (*dfspb.ChunkDataStream, error) {
+	k.mu.Lock()
+	k.inRecv = true
+	k.mu.Unlock()
+	f, err := k.stream.Recv()
+	k.mu.Lock()
+	k.inRecv = false
+	k.mu.Unlock()
+	return f, err
 }
 
 // streamSession finds the session a stream's first frame names, or
@@ -413,24 +508,43 @@ type forwarder struct {
 	s       *uploadSession
 	targets []replicaTarget
 	ups     []*chunkstream.Upload
+	wds     []*chunkstream.Watchdog // each replica stream's progress deadline
 	started bool
 	bytes   prometheus.Counter // counts the bytes each replica took, when set
 }
 
+// openReplicas opens a stream to each replica, each under its own
+// progress deadline (--stream-progress-timeout): a replica that stops
+// answering fails the upload naming it, and only its stream is canceled.
 func (n *Node) openReplicas(ctx context.Context, s *uploadSession) (*forwarder, error) {
 	fw := &forwarder{s: s, targets: s.replicas, bytes: n.metrics.forwarded}
 	for _, t := range s.replicas {
 		cc, err := n.pool.Get(t.addr)
 		if err != nil {
+			fw.stop()
 			return nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s: %v", t.node.Short(), err)
 		}
-		st, err := dfspb.NewDataNodeClient(cc).UploadChunkStream(ctx)
+		rctx, wd := chunkstream.NewWatchdog(ctx, n.cfg.ProgressTimeout, "upload stream")
+		fw.wds = append(fw.wds, wd)
+		st, err := dfspb.NewDataNodeClient(cc).UploadChunkStream(rctx)
 		if err != nil {
+			if werr := wd.Err(); werr != nil {
+				err = werr
+			}
+			fw.stop()
 			return nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): open stream: %v", t.node.Short(), t.addr, rpc.FromStatus(err))
 		}
-		fw.ups = append(fw.ups, chunkstream.NewUpload(ctx, st, n.cfg.Window))
+		fw.ups = append(fw.ups, chunkstream.NewUpload(rctx, st, n.cfg.Window))
 	}
 	return fw, nil
+}
+
+// stop ends the replicas' progress deadlines (and their streams, if still
+// open).
+func (fw *forwarder) stop() {
+	for _, wd := range fw.wds {
+		wd.Stop()
+	}
 }
 
 // send forwards f to every replica in parallel; the channel yields the

@@ -39,6 +39,7 @@ const (
 	Coordinator_Decommission_FullMethodName      = "/dfs.v1.Coordinator/Decommission"
 	Coordinator_Fsck_FullMethodName              = "/dfs.v1.Coordinator/Fsck"
 	Coordinator_UploadReceipts_FullMethodName    = "/dfs.v1.Coordinator/UploadReceipts"
+	Coordinator_ReportNodeFailure_FullMethodName = "/dfs.v1.Coordinator/ReportNodeFailure"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -92,6 +93,11 @@ type CoordinatorClient interface {
 	// of a large file; any call, an empty batch too, keeps the session
 	// alive.
 	UploadReceipts(ctx context.Context, in *UploadReceiptsRequest, opts ...grpc.CallOption) (*UploadReceiptsResponse, error)
+	// ReportNodeFailure tells the coordinator that a client (or a datanode)
+	// saw datanodes fail a chunk stream: a stall, a refused or broken
+	// connection, a failed write. The coordinator places new chunks on
+	// them only after every other node, for --failure-penalty.
+	ReportNodeFailure(ctx context.Context, in *ReportNodeFailureRequest, opts ...grpc.CallOption) (*ReportNodeFailureResponse, error)
 }
 
 type coordinatorClient struct {
@@ -290,6 +296,16 @@ func (c *coordinatorClient) UploadReceipts(ctx context.Context, in *UploadReceip
 	return out, nil
 }
 
+func (c *coordinatorClient) ReportNodeFailure(ctx context.Context, in *ReportNodeFailureRequest, opts ...grpc.CallOption) (*ReportNodeFailureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportNodeFailureResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ReportNodeFailure_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -341,6 +357,11 @@ type CoordinatorServer interface {
 	// of a large file; any call, an empty batch too, keeps the session
 	// alive.
 	UploadReceipts(context.Context, *UploadReceiptsRequest) (*UploadReceiptsResponse, error)
+	// ReportNodeFailure tells the coordinator that a client (or a datanode)
+	// saw datanodes fail a chunk stream: a stall, a refused or broken
+	// connection, a failed write. The coordinator places new chunks on
+	// them only after every other node, for --failure-penalty.
+	ReportNodeFailure(context.Context, *ReportNodeFailureRequest) (*ReportNodeFailureResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -401,6 +422,9 @@ func (UnimplementedCoordinatorServer) Fsck(*FsckRequest, grpc.ServerStreamingSer
 }
 func (UnimplementedCoordinatorServer) UploadReceipts(context.Context, *UploadReceiptsRequest) (*UploadReceiptsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UploadReceipts not implemented")
+}
+func (UnimplementedCoordinatorServer) ReportNodeFailure(context.Context, *ReportNodeFailureRequest) (*ReportNodeFailureResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportNodeFailure not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -715,6 +739,24 @@ func _Coordinator_UploadReceipts_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_ReportNodeFailure_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportNodeFailureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ReportNodeFailure(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ReportNodeFailure_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ReportNodeFailure(ctx, req.(*ReportNodeFailureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -781,6 +823,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UploadReceipts",
 			Handler:    _Coordinator_UploadReceipts_Handler,
+		},
+		{
+			MethodName: "ReportNodeFailure",
+			Handler:    _Coordinator_ReportNodeFailure_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

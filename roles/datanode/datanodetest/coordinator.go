@@ -36,6 +36,7 @@ type Coordinator struct {
 
 type node struct {
 	addr    string
+	diskErr string // from the last heartbeat
 	chunks  map[string]*dfspb.ChunkStat
 	corrupt map[string]bool
 	full    int // full reports received
@@ -129,6 +130,16 @@ func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterD
 	return &dfspb.RegisterDataNodeResponse{ClusterVersion: 1, ClusterId: c.cluster}, nil
 }
 
+// DiskError returns the disk error a node's last heartbeat reported.
+func (c *Coordinator) DiskError(nodeID rpc.NodeID) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n, ok := c.nodes[string(nodeID)]; ok {
+		return n.diskErr
+	}
+	return ""
+}
+
 // ReplyToHeartbeats makes every heartbeat from now on get resp.
 func (c *Coordinator) ReplyToHeartbeats(resp *dfspb.HeartbeatResponse) {
 	c.mu.Lock()
@@ -148,9 +159,11 @@ func (c *Coordinator) Heartbeats() int {
 func (c *Coordinator) DataNodeHeartbeat(ctx context.Context, req *dfspb.HeartbeatRequest) (*dfspb.HeartbeatResponse, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.nodes[req.NodeId]; !ok {
+	n, ok := c.nodes[req.NodeId]
+	if !ok {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "node %s is not registered", req.NodeId))
 	}
+	n.diskErr = req.DiskError
 	c.heartbeats++
 	if c.reply != nil {
 		return c.reply, nil

@@ -1,0 +1,83 @@
+package client
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/placement"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+const (
+	// failingFor is how long this client reads from a datanode that failed
+	// one of its streams only after its other replicas.
+	failingFor = time.Minute
+	// nodeFailureTimeout bounds a report of failed nodes.
+	nodeFailureTimeout = 5 * time.Second
+)
+
+// nodesFailed records that nodes failed a chunk stream with err: reads by
+// this client try them last for a while, and the coordinator is told in
+// the background (ReportNodeFailure), so that it places new chunks on them
+// last. Failures that say nothing about the node's health (a canceled
+// stream, bad input, a missing chunk) are not recorded.
+func (c *Client) nodesFailed(ctx context.Context, nodes []string, err error) {
+	if len(nodes) == 0 || !chunkstream.Retryable(err) || ctx.Err() != nil {
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	if c.failing == nil {
+		c.failing = map[rpc.NodeID]time.Time{}
+	}
+	for id, until := range c.failing {
+		if now.After(until) {
+			delete(c.failing, id)
+		}
+	}
+	for _, n := range nodes {
+		c.failing[rpc.NodeID(n)] = now.Add(failingFor)
+	}
+	c.mu.Unlock()
+
+	reason := strings.ToValidUTF8(err.Error()[:min(len(err.Error()), maxReason)], "")
+	req := &dfspb.ReportNodeFailureRequest{NodeIds: nodes[:min(len(nodes), rpc.MaxReplication)], Reason: reason}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), nodeFailureTimeout)
+	c.background.Add(1)
+	go func() {
+		defer c.background.Done()
+		defer cancel()
+		err := c.coordinator(rctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+			_, err := cc.ReportNodeFailure(ctx, req)
+			return err
+		})
+		if err != nil {
+			c.log.Debug().Err(err).Strs("node_ids", req.NodeIds).Msg("could not report failed datanodes")
+		}
+	}()
+}
+
+// orderForRead orders a chunk's replicas for reading: as
+// placement.OrderForRead does, then those that failed this client lately
+// after the others.
+func (c *Client) orderForRead(replicas []placement.Replica) []placement.Replica {
+	out := placement.OrderForRead(replicas)
+	now := time.Now()
+	c.mu.Lock()
+	failing := func(r placement.Replica) bool { u, ok := c.failing[r.ID]; return ok && now.Before(u) }
+	slices.SortStableFunc(out, func(a, b placement.Replica) int {
+		switch fa, fb := failing(a), failing(b); {
+		case fa == fb:
+			return 0
+		case fb:
+			return -1
+		}
+		return 1
+	})
+	c.mu.Unlock()
+	return out
+}
