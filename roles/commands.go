@@ -109,6 +109,8 @@ func datanodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "session-timeout", Value: d.SessionTimeout, EnvVars: env("SESSION_TIMEOUT"), Usage: "a prepared or stalled chunk stream expires after this and its partial file is removed"},
 		&cli.IntFlag{Name: "max-sessions", Value: d.MaxSessions, EnvVars: env("MAX_SESSIONS"), Usage: "most chunk streams prepared and not yet started, uploads and downloads each; more are refused and the client tries another node"},
 		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to peers and the coordinator"},
+		&cli.IntFlag{Name: "max-peer-conns", Value: d.MaxPeerConns, EnvVars: env("MAX_PEER_CONNS"), Usage: "most connections kept to other datanodes and the coordinators; beyond it the one unused the longest is closed"},
+		&cli.DurationFlag{Name: "peer-idle-timeout", Value: d.PeerIdleTimeout, EnvVars: env("PEER_IDLE_TIMEOUT"), Usage: "a connection to another datanode or a coordinator that carried no call for this long is closed"},
 		&cli.DurationFlag{Name: "inventory-interval", Value: d.InventoryInterval, EnvVars: env("INVENTORY_INTERVAL"), Usage: "pause between full chunk inventory reports to the coordinator (one is also sent after every registration)"},
 		&cli.DurationFlag{Name: "scrub-interval", Value: d.ScrubInterval, EnvVars: env("SCRUB_INTERVAL"), Usage: "pause between scrub passes over every stored chunk (0: continuous)"},
 		&cli.GenericFlag{Name: "scrub-rate", Value: ptr(rpc.ByteSize(d.ScrubRate)), EnvVars: env("SCRUB_RATE"), Usage: "most bytes per second the scrubber reads (0: no scrubbing)"},
@@ -127,6 +129,8 @@ func datanodeConfig(c *cli.Context) datanode.Config {
 	cfg.SessionTimeout = c.Duration("session-timeout")
 	cfg.MaxSessions = c.Int("max-sessions")
 	cfg.RPCTimeout = c.Duration("rpc-timeout")
+	cfg.MaxPeerConns = c.Int("max-peer-conns")
+	cfg.PeerIdleTimeout = c.Duration("peer-idle-timeout")
 	cfg.InventoryInterval = c.Duration("inventory-interval")
 	cfg.ScrubInterval = c.Duration("scrub-interval")
 	cfg.ScrubRate = int64(*c.Generic("scrub-rate").(*rpc.ByteSize))

@@ -54,6 +54,13 @@ type Config struct {
 	RPCTimeout time.Duration
 	// Window is the unacknowledged bytes allowed when forwarding a chunk.
 	Window int64
+	// MaxPeerConns bounds the connections the node keeps to other
+	// datanodes and the coordinators; beyond it the one unused the
+	// longest is closed.
+	MaxPeerConns int
+	// PeerIdleTimeout closes a connection to a peer or coordinator that
+	// carried no call for this long.
+	PeerIdleTimeout time.Duration
 	// ShutdownGrace bounds the graceful stop.
 	ShutdownGrace time.Duration
 	// ScrubInterval is the pause between the end of one scrub pass over
@@ -77,6 +84,8 @@ func DefaultConfig() Config {
 		InventoryInterval: 10 * time.Minute,
 		RPCTimeout:        10 * time.Second,
 		Window:            4 << 20,
+		MaxPeerConns:      256,
+		PeerIdleTimeout:   5 * time.Minute,
 		ShutdownGrace:     10 * time.Second,
 		ScrubInterval:     6 * time.Hour,
 		ScrubRate:         32 << 20,
@@ -104,6 +113,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("datanode: --inventory-interval must be positive")
 	case c.RPCTimeout <= 0:
 		return fmt.Errorf("datanode: --rpc-timeout must be positive")
+	case c.MaxPeerConns <= 0:
+		return fmt.Errorf("datanode: --max-peer-conns must be positive")
+	case c.PeerIdleTimeout <= 0:
+		return fmt.Errorf("datanode: --peer-idle-timeout must be positive")
 	case c.ScrubInterval < 0:
 		return fmt.Errorf("datanode: --scrub-interval must not be negative")
 	case c.ScrubRate < 0:
@@ -146,15 +159,18 @@ type Node struct {
 	downloads *sessions.Table[rpc.SessionID, *Chunk]
 	verifies  chan struct{} // slots for VerifyChunk calls
 
-	mu         sync.Mutex
-	addr       string
-	version    uint64
-	peers      map[rpc.NodeID]*dfspb.NodeStatus
-	coordIdx   int
-	leader     string // the leader a standby named, if any
-	registered bool
-	lastErr    error  // of the last register or heartbeat; nil when it got through
-	cluster    string // the cluster this node belongs to, once known
+	mu      sync.Mutex
+	addr    string
+	version uint64
+	peers   map[rpc.NodeID]*dfspb.NodeStatus
+	// peersLearned is closed (and replaced) whenever a reply from the
+	// coordinator updated peers.
+	peersLearned chan struct{}
+	coordIdx     int
+	leader       string // the leader a standby named, if any
+	registered   bool
+	lastErr      error  // of the last register or heartbeat; nil when it got through
+	cluster      string // the cluster this node belongs to, once known
 
 	ready chan struct{}
 }
@@ -173,11 +189,12 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		log:   deps.Log.With().Str("role", "datanode").Logger(),
 		clock: deps.Clock,
 		lis:   deps.Listener,
-		pool:  rpc.NewPool(),
+		pool:  rpc.NewBoundedPool(rpc.PoolConfig{Max: cfg.MaxPeerConns, Idle: cfg.PeerIdleTimeout}),
 
-		peers:    make(map[rpc.NodeID]*dfspb.NodeStatus),
-		ready:    make(chan struct{}),
-		verifies: make(chan struct{}, maxVerifies),
+		peers:        make(map[rpc.NodeID]*dfspb.NodeStatus),
+		peersLearned: make(chan struct{}),
+		ready:        make(chan struct{}),
+		verifies:     make(chan struct{}, maxVerifies),
 	}
 	n.uploads = sessions.New(cfg.SessionTimeout, deps.Clock, func(id rpc.SessionID, s *uploadSession) {
 		n.log.Debug().Str("session_id", string(id)).Str("chunk_id", string(s.id)).Msg("upload session expired")

@@ -130,11 +130,12 @@ var (
 	descChunks     = desc("dfs_datanode_chunks", "Chunks stored.")
 	descCorrupt    = desc("dfs_datanode_corrupt_chunks", "Chunks found corrupt that are kept out of service until the coordinator has them deleted.")
 	descUploads    = desc("dfs_datanode_prepared_upload_sessions", "Upload sessions prepared (space reserved) and not yet streamed.")
+	descPeerConns  = desc("dfs_datanode_peer_connections", "Connections held to other datanodes and the coordinators (at most --max-peer-conns).")
 )
 
 // Describe implements prometheus.Collector.
 func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRegistered, descCapacity, descUsed, descFree, descChunks, descCorrupt, descUploads} {
+	for _, d := range []*prometheus.Desc{descRegistered, descCapacity, descUsed, descFree, descChunks, descCorrupt, descUploads, descPeerConns} {
 		ch <- d
 	}
 }
@@ -150,6 +151,7 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		registered = 1
 	}
 	gauge(descRegistered, registered)
+	gauge(descPeerConns, float64(s.n.PeerConns()))
 	store := s.n.openedStore()
 	if store == nil {
 		return

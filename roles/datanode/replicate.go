@@ -92,6 +92,16 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 	if done, err := n.holds(id, want); done || err != nil {
 		return 0, err
 	}
+	srcErr := func(kind rpc.Kind, format string, args ...any) error {
+		if ctx.Err() != nil {
+			return rpc.Errorf(rpc.KindOf(ctx.Err()), "chunk %s: copy from %s ended: %v", id, src.id.Short(), ctx.Err())
+		}
+		return rpc.NodeError(kind, []string{string(src.id)}, format, args...)
+	}
+	cc, err := n.peerConn(ctx, src.id, src.addr)
+	if err != nil {
+		return 0, srcErr(rpc.KindOf(err), "chunk %s: source %v", id, err)
+	}
 	need := FileSize(req.Size, req.FrameSize)
 	if err := n.store.Reserve(need); err != nil {
 		return 0, rpc.NodeError(rpc.KindOf(err), self, "%v", err)
@@ -99,16 +109,6 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 	defer n.store.Release(need)
 
 	// Ask the source for the chunk; what it claims must match the commit.
-	srcErr := func(kind rpc.Kind, format string, args ...any) error {
-		if ctx.Err() != nil {
-			return rpc.Errorf(rpc.KindOf(ctx.Err()), "chunk %s: copy from %s ended: %v", id, src.id.Short(), ctx.Err())
-		}
-		return rpc.NodeError(kind, []string{string(src.id)}, format, args...)
-	}
-	cc, err := n.pool.Get(src.addr)
-	if err != nil {
-		return 0, srcErr(rpc.Unavailable, "chunk %s: source %s (%s): %v", id, src.id.Short(), src.addr, err)
-	}
 	dn := dfspb.NewDataNodeClient(cc)
 	pctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
 	prep, err := dn.PrepareChunkDownload(pctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: string(id)})

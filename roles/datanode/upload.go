@@ -41,7 +41,7 @@ func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUp
 	if n.uploads.Len() >= n.cfg.MaxSessions {
 		return nil, rpc.ToStatus(n.tooManySessions("upload"))
 	}
-	s, err := n.newSession(req)
+	s, err := n.newSession(ctx, req)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
@@ -59,8 +59,9 @@ func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUp
 	return &dfspb.PrepareChunkUploadResponse{SessionId: string(sid), ExpiresUnixMs: exp.UnixMilli()}, nil
 }
 
-// newSession validates an upload request and reserves its space.
-func (n *Node) newSession(req *dfspb.PrepareChunkUploadRequest) (*uploadSession, error) {
+// newSession validates an upload request, checks that its replicas are
+// registered datanodes, and reserves its space.
+func (n *Node) newSession(ctx context.Context, req *dfspb.PrepareChunkUploadRequest) (*uploadSession, error) {
 	id, err := rpc.ParseChunkID(req.ChunkId)
 	if err != nil {
 		return nil, err
@@ -90,6 +91,11 @@ func (n *Node) newSession(req *dfspb.PrepareChunkUploadRequest) (*uploadSession,
 		seen[nid] = true
 		targets = append(targets, replicaTarget{node: nid, addr: r.Addr})
 	}
+	for _, t := range targets {
+		if err := n.checkPeer(ctx, t.node, t.addr); err != nil {
+			return nil, rpc.NodeError(rpc.KindOf(err), []string{string(t.node)}, "chunk %s: replica %v", id, err)
+		}
+	}
 	if n.store.Has(id) {
 		return nil, rpc.Errorf(rpc.Exists, "chunk %s already stored", id)
 	}
@@ -112,7 +118,7 @@ func (n *Node) prepareReplicas(ctx context.Context, req *dfspb.PrepareChunkUploa
 			t := &targets[i]
 			cctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
 			defer cancel()
-			cc, err := n.pool.Get(t.addr)
+			cc, err := n.peerConn(ctx, t.node, t.addr)
 			if err == nil {
 				var resp *dfspb.PrepareChunkUploadResponse
 				resp, err = dfspb.NewDataNodeClient(cc).PrepareChunkUpload(cctx, &dfspb.PrepareChunkUploadRequest{
@@ -123,7 +129,12 @@ func (n *Node) prepareReplicas(ctx context.Context, req *dfspb.PrepareChunkUploa
 				}
 			}
 			if err != nil {
-				errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): prepare: %v", t.node.Short(), t.addr, rpc.FromStatus(err))
+				err = rpc.FromStatus(err)
+				kind := rpc.Unavailable
+				if rpc.KindOf(err) == rpc.FailedPrecondition {
+					kind = rpc.FailedPrecondition // not a datanode of this cluster
+				}
+				errs[i] = rpc.NodeError(kind, []string{string(t.node)}, "replica %s (%s): prepare: %v", t.node.Short(), t.addr, err)
 			}
 		}()
 	}
@@ -231,7 +242,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 		}
 		return rpc.FromStatus(err)
 	}
-	s, sid, err := n.streamSession(first)
+	s, sid, err := n.streamSession(raw.Context(), first)
 	if err != nil {
 		return err
 	}
@@ -295,7 +306,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 
 // streamSession finds the session a stream's first frame names, or
 // prepares one inline from the frame's prepare request.
-func (n *Node) streamSession(first *dfspb.ChunkDataStream) (*uploadSession, rpc.SessionID, error) {
+func (n *Node) streamSession(ctx context.Context, first *dfspb.ChunkDataStream) (*uploadSession, rpc.SessionID, error) {
 	if first.SessionId == "" {
 		if first.Prepare == nil {
 			return nil, "", rpc.Errorf(rpc.Invalid, "first frame carries neither a session id nor a prepare request")
@@ -303,7 +314,7 @@ func (n *Node) streamSession(first *dfspb.ChunkDataStream) (*uploadSession, rpc.
 		if first.Prepare.ChunkId != first.ChunkId {
 			return nil, "", rpc.Errorf(rpc.Invalid, "prepare names chunk %q, frame names %q", first.Prepare.ChunkId, first.ChunkId)
 		}
-		s, err := n.newSession(first.Prepare)
+		s, err := n.newSession(ctx, first.Prepare)
 		return s, rpc.NewSessionID(), err
 	}
 	sid, err := rpc.ParseSessionID(first.SessionId)
@@ -420,9 +431,9 @@ type forwarder struct {
 func (n *Node) openReplicas(ctx context.Context, s *uploadSession) (*forwarder, error) {
 	fw := &forwarder{s: s, targets: s.replicas, bytes: n.metrics.forwarded}
 	for _, t := range s.replicas {
-		cc, err := n.pool.Get(t.addr)
+		cc, err := n.peerConn(ctx, t.node, t.addr)
 		if err != nil {
-			return nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s: %v", t.node.Short(), err)
+			return nil, rpc.NodeError(rpc.KindOf(err), []string{string(t.node)}, "replica %s: %v", t.node.Short(), err)
 		}
 		st, err := dfspb.NewDataNodeClient(cc).UploadChunkStream(ctx)
 		if err != nil {
