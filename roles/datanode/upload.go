@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
@@ -121,9 +123,10 @@ func (n *Node) prepareReplicas(ctx context.Context, req *dfspb.PrepareChunkUploa
 			cc, err := n.peerConn(ctx, t.node, t.addr)
 			if err == nil {
 				var resp *dfspb.PrepareChunkUploadResponse
+				retryNow(cc)
 				resp, err = dfspb.NewDataNodeClient(cc).PrepareChunkUpload(cctx, &dfspb.PrepareChunkUploadRequest{
 					ChunkId: req.ChunkId, Size: req.Size, FrameSize: req.FrameSize,
-				})
+				}, grpc.WaitForReady(true))
 				if err == nil {
 					t.session = rpc.SessionID(resp.SessionId)
 				}
@@ -435,13 +438,41 @@ func (n *Node) openReplicas(ctx context.Context, s *uploadSession) (*forwarder, 
 		if err != nil {
 			return nil, rpc.NodeError(rpc.KindOf(err), []string{string(t.node)}, "replica %s: %v", t.node.Short(), err)
 		}
-		st, err := dfspb.NewDataNodeClient(cc).UploadChunkStream(ctx)
+		sctx, cancel := context.WithCancel(ctx) // ends with ctx
+		st, err := n.openReplica(sctx, cancel, cc)
 		if err != nil {
-			return nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): open stream: %v", t.node.Short(), t.addr, rpc.FromStatus(err))
+			return nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): open stream: %v", t.node.Short(), t.addr, err)
 		}
-		fw.ups = append(fw.ups, chunkstream.NewUpload(ctx, st, n.cfg.Window))
+		fw.ups = append(fw.ups, chunkstream.NewUpload(sctx, st, n.cfg.Window))
 	}
 	return fw, nil
+}
+
+// openReplica opens an upload stream to a replica over cc, waiting up to
+// the RPC timeout for the connection to be ready: the coordinator placed
+// the replica, so it is live, and a connection still backing off from an
+// earlier failure (the node restarted) connects again at once. cancel
+// ends ctx, the stream's context; it is called when the wait times out.
+func (n *Node) openReplica(ctx context.Context, cancel context.CancelFunc, cc *grpc.ClientConn) (dfspb.DataNode_UploadChunkStreamClient, error) {
+	retryNow(cc)
+	timer := time.AfterFunc(n.cfg.RPCTimeout, cancel)
+	st, err := dfspb.NewDataNodeClient(cc).UploadChunkStream(ctx, grpc.WaitForReady(true))
+	if !timer.Stop() {
+		cancel()
+		return nil, rpc.Errorf(rpc.Unavailable, "not reachable within %s", n.cfg.RPCTimeout)
+	}
+	if err != nil {
+		return nil, rpc.FromStatus(err)
+	}
+	return st, nil
+}
+
+// retryNow makes a connection that is waiting out its reconnect backoff
+// try again at once.
+func retryNow(cc *grpc.ClientConn) {
+	if cc.GetState() == connectivity.TransientFailure {
+		cc.ResetConnectBackoff()
+	}
 }
 
 // send forwards f to every replica in parallel; the channel yields the
