@@ -141,7 +141,7 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 	}()
 	// Frames are written by the sink's own goroutine while the next ones
 	// arrive and are hashed; its queue bounds the memory.
-	sink := newFrameSink(w, &forwarder{}, self, sinkDepth)
+	sink := n.newFrameSink(ctx, w, &forwarder{}, sinkDepth)
 	sink.bytes = n.metrics.replicated
 	var sinkErr error
 	v, err := chunkstream.ReceiveFrames(stream, chunkstream.Expect{ChunkID: id, Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest},

@@ -40,7 +40,7 @@ type replicaTarget struct {
 // call with its node ID attached, so the client can place it elsewhere.
 // (Clients usually prepare inline, on the stream's first frame.)
 func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUploadRequest) (*dfspb.PrepareChunkUploadResponse, error) {
-	if n.uploads.Len() >= n.cfg.MaxSessions {
+	if n.uploadStreams() >= n.cfg.MaxSessions {
 		return nil, rpc.ToStatus(n.tooManySessions("upload"))
 	}
 	s, err := n.newSession(ctx, req)
@@ -52,7 +52,7 @@ func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUp
 		return nil, rpc.ToStatus(err)
 	}
 	sid := rpc.NewSessionID()
-	exp, ok := n.uploads.PutLimited(sid, s, n.cfg.MaxSessions)
+	exp, ok := n.uploads.PutLimited(sid, s, n.cfg.MaxSessions-int(n.running.Load()))
 	if !ok {
 		// The replicas' sessions expire unused.
 		s.release()
@@ -249,6 +249,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	if err != nil {
 		return err
 	}
+	defer n.running.Add(-1)
 	defer s.release()
 	log := n.logFor(raw.Context()).With().Str("chunk_id", string(s.id)).Str("session_id", string(sid)).Logger()
 
@@ -271,7 +272,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	}
 
 	self := []string{string(n.id)}
-	sink := newFrameSink(w, fwd, self, sinkDepth)
+	sink := n.newFrameSink(ctx, w, fwd, sinkDepth)
 	sink.bytes = n.metrics.received
 	v, err := chunkstream.Receive(ctx, stream, sid, first, chunkstream.Expect{ChunkID: s.id, Size: s.size, FrameSize: s.frameSize}, sink)
 	if werr := sink.finish(); err == nil {
@@ -308,7 +309,9 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 }
 
 // streamSession finds the session a stream's first frame names, or
-// prepares one inline from the frame's prepare request.
+// prepares one inline from the frame's prepare request, within
+// MaxSessions. On success the stream counts as running until the caller
+// calls n.running.Add(-1).
 func (n *Node) streamSession(ctx context.Context, first *dfspb.ChunkDataStream) (*uploadSession, rpc.SessionID, error) {
 	if first.SessionId == "" {
 		if first.Prepare == nil {
@@ -317,8 +320,17 @@ func (n *Node) streamSession(ctx context.Context, first *dfspb.ChunkDataStream) 
 		if first.Prepare.ChunkId != first.ChunkId {
 			return nil, "", rpc.Errorf(rpc.Invalid, "prepare names chunk %q, frame names %q", first.Prepare.ChunkId, first.ChunkId)
 		}
+		n.running.Add(1) // count first, then check: racing streams never exceed the cap
+		if n.uploadStreams() > n.cfg.MaxSessions {
+			n.running.Add(-1)
+			return nil, "", n.tooManySessions("upload")
+		}
 		s, err := n.newSession(ctx, first.Prepare)
-		return s, rpc.NewSessionID(), err
+		if err != nil {
+			n.running.Add(-1)
+			return nil, "", err
+		}
+		return s, rpc.NewSessionID(), nil
 	}
 	sid, err := rpc.ParseSessionID(first.SessionId)
 	if err != nil {
@@ -328,7 +340,13 @@ func (n *Node) streamSession(ctx context.Context, first *dfspb.ChunkDataStream) 
 	if !ok {
 		return nil, "", rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", sid)
 	}
+	n.running.Add(1) // it was counted as prepared
 	return s, sid, nil
+}
+
+// uploadStreams returns the upload streams prepared or running.
+func (n *Node) uploadStreams() int {
+	return n.uploads.Len() + int(n.running.Load())
 }
 
 // sinkDepth is how many frames may wait for the disk per stream before
@@ -347,6 +365,14 @@ type frameSink struct {
 	done  chan struct{}
 	bytes prometheus.Counter // counts the frames' bytes, when set
 
+	// Every frame takes its bytes from budget, at most ceiling of it in
+	// use, waiting at most wait and while ctx lasts; the writer returns
+	// them once the frame is written.
+	budget  *budget
+	ceiling int64
+	wait    time.Duration
+	ctx     context.Context
+
 	mu     sync.Mutex
 	err    error
 	waiter chan struct{}
@@ -354,8 +380,14 @@ type frameSink struct {
 
 var _ chunkstream.Sink = (*frameSink)(nil)
 
-func newFrameSink(w *Writer, fwd *forwarder, self []string, depth int) *frameSink {
-	s := &frameSink{w: w, fwd: fwd, self: self, queue: make(chan []byte, depth), done: make(chan struct{})}
+func (n *Node) newFrameSink(ctx context.Context, w *Writer, fwd *forwarder, depth int) *frameSink {
+	s := &frameSink{
+		w: w, fwd: fwd, self: []string{string(n.id)}, queue: make(chan []byte, depth), done: make(chan struct{}),
+		budget: n.frames, ceiling: n.frames.limit, wait: n.cfg.SessionTimeout, ctx: ctx,
+	}
+	if len(fwd.ups) > 0 {
+		s.ceiling = n.frames.limit / 2 // see budget.acquire
+	}
 	go s.write()
 	return s
 }
@@ -370,6 +402,7 @@ func (s *frameSink) write() {
 		if !failed {
 			_, err = s.w.Write(data)
 		}
+		s.budget.release(int64(len(data)))
 		s.mu.Lock()
 		if err != nil && s.err == nil {
 			s.err = rpc.NodeError(rpc.Internal, s.self, "%v", err)
@@ -384,6 +417,9 @@ func (s *frameSink) write() {
 
 // Frame forwards f to the replicas and queues it for the disk.
 func (s *frameSink) Frame(f *dfspb.ChunkDataStream) error {
+	if err := s.budget.acquire(s.ctx, int64(len(f.Data)), s.ceiling, s.wait); err != nil {
+		return rpc.NodeError(rpc.KindOf(err), s.self, "%v; try another node or later", err)
+	}
 	if s.bytes != nil {
 		s.bytes.Add(float64(len(f.Data)))
 	}
