@@ -55,7 +55,7 @@ func TestPoolBounded(t *testing.T) {
 	// 500 addresses nobody serves: idle connections make room for the next.
 	for i := range 500 {
 		_, err := p.Get(fmt.Sprintf("127.0.0.1:%d", 40000+i))
-		is.NoErr(err)          // an idle connection is replaced
+		is.NoErr(err)         // an idle connection is replaced
 		is.True(p.Len() <= 2) // never more than Max
 	}
 
