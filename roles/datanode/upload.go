@@ -485,17 +485,18 @@ func (n *Node) openReplicas(ctx context.Context, s *uploadSession) (*forwarder, 
 }
 
 // openReplica opens an upload stream to a replica over cc, waiting up to
-// the RPC timeout for the connection to be ready: the coordinator placed
-// the replica, so it is live, and a connection still backing off from an
-// earlier failure (the node restarted) connects again at once. cancel
-// ends ctx, the stream's context; it is called when the wait times out.
+// the RPC timeout for the connection to be ready (and for a free stream
+// on it): the coordinator placed the replica, so it is live, and a
+// connection still backing off from an earlier failure (the node
+// restarted) connects again at once. cancel ends ctx, the stream's
+// context; it is called when the wait times out.
 func (n *Node) openReplica(ctx context.Context, cancel context.CancelFunc, cc *grpc.ClientConn) (dfspb.DataNode_UploadChunkStreamClient, error) {
 	retryNow(cc)
 	timer := time.AfterFunc(n.cfg.RPCTimeout, cancel)
 	st, err := dfspb.NewDataNodeClient(cc).UploadChunkStream(ctx, grpc.WaitForReady(true))
 	if !timer.Stop() {
 		cancel()
-		return nil, rpc.Errorf(rpc.Unavailable, "not reachable within %s", n.cfg.RPCTimeout)
+		return nil, rpc.Errorf(rpc.Unavailable, "no stream within %s (not connected, or all its --max-conn-streams busy)", n.cfg.RPCTimeout)
 	}
 	if err != nil {
 		return nil, rpc.FromStatus(err)
