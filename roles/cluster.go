@@ -182,7 +182,7 @@ func (c *Cluster) AddNodeWith(tune func(cfg *datanode.Config, bound string)) (*C
 	c.mu.Lock()
 	dir := filepath.Join(c.cfg.Dir, fmt.Sprintf("datanode-%d", len(c.nodes)))
 	c.mu.Unlock()
-	n, err := c.startNode(dir, tune)
+	n, err := c.startNode(dir, "127.0.0.1:0", tune)
 	if err != nil {
 		return nil, err
 	}
@@ -192,9 +192,9 @@ func (c *Cluster) AddNodeWith(tune func(cfg *datanode.Config, bound string)) (*C
 	return n, nil
 }
 
-func (c *Cluster) startNode(dir string, tune func(cfg *datanode.Config, bound string)) (*ClusterNode, error) {
+func (c *Cluster) startNode(dir, listen string, tune func(cfg *datanode.Config, bound string)) (*ClusterNode, error) {
 	dc := c.cfg.Datanode
-	dc.Listen = "127.0.0.1:0"
+	dc.Listen = listen
 	dc.Advertise = ""
 	dc.DataDir = dir
 	dc.Coordinators = []string{c.Addr()}
@@ -265,7 +265,22 @@ func (c *Cluster) RestartNode(i int) (*ClusterNode, error) {
 	old := c.nodes[i]
 	c.mu.Unlock()
 	old.Stop()
-	n, err := c.startNode(old.Dir, nil)
+	return c.replaceNode(i, old.Dir, "127.0.0.1:0")
+}
+
+// RestartNodeInPlace starts datanode i again on its data directory and
+// at its address: same node ID, same chunks, same address.
+func (c *Cluster) RestartNodeInPlace(i int) (*ClusterNode, error) {
+	c.mu.Lock()
+	old := c.nodes[i]
+	c.mu.Unlock()
+	addr := old.Node.Addr()
+	old.Stop()
+	return c.replaceNode(i, old.Dir, addr)
+}
+
+func (c *Cluster) replaceNode(i int, dir, listen string) (*ClusterNode, error) {
+	n, err := c.startNode(dir, listen, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -117,9 +117,13 @@ func datanodeFlags() []cli.Flag {
 		&cli.GenericFlag{Name: "capacity", Value: new(rpc.ByteSize), EnvVars: env("CAPACITY"), Usage: "most bytes to store (default: the whole filesystem)"},
 		&cli.DurationFlag{Name: "heartbeat-interval", Value: d.HeartbeatInterval, EnvVars: env("HEARTBEAT_INTERVAL"), Usage: "pause between heartbeats"},
 		&cli.DurationFlag{Name: "session-timeout", Value: d.SessionTimeout, EnvVars: env("SESSION_TIMEOUT"), Usage: "a prepared or stalled chunk stream expires after this and its partial file is removed"},
-		&cli.IntFlag{Name: "max-sessions", Value: d.MaxSessions, EnvVars: env("MAX_SESSIONS"), Usage: "most chunk streams prepared and not yet started, uploads and downloads each; more are refused and the client tries another node"},
+		&cli.IntFlag{Name: "max-sessions", Value: d.MaxSessions, EnvVars: env("MAX_SESSIONS"), Usage: "most upload streams prepared or running (inline-prepared ones included), and most download streams prepared and not yet started; more are refused and the client tries another node"},
+		&cli.GenericFlag{Name: "frame-budget", Value: ptr(rpc.ByteSize(d.FrameBudget)), EnvVars: env("FRAME_BUDGET"), Usage: "most bytes of chunk frames held in memory by all upload and repair streams at once; streams beyond it wait (at least 8MiB)"},
+		&cli.IntFlag{Name: "max-conn-streams", Value: d.MaxConnStreams, EnvVars: env("MAX_CONN_STREAMS"), Usage: "most concurrent calls on one incoming connection; a client's calls beyond it wait in the client"},
 		&cli.DurationFlag{Name: "rpc-timeout", Value: d.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to peers and the coordinator"},
 		&cli.DurationFlag{Name: "stream-progress-timeout", Value: d.ProgressTimeout, EnvVars: env("STREAM_PROGRESS_TIMEOUT"), Usage: "a stream to a peer (a replica, a repair source) that shows no progress this long fails, naming the peer"},
+		&cli.IntFlag{Name: "max-peer-conns", Value: d.MaxPeerConns, EnvVars: env("MAX_PEER_CONNS"), Usage: "most connections kept to other datanodes and the coordinators; beyond it the one unused the longest is closed"},
+		&cli.DurationFlag{Name: "peer-idle-timeout", Value: d.PeerIdleTimeout, EnvVars: env("PEER_IDLE_TIMEOUT"), Usage: "a connection to another datanode or a coordinator that carried no call for this long is closed"},
 		&cli.DurationFlag{Name: "inventory-interval", Value: d.InventoryInterval, EnvVars: env("INVENTORY_INTERVAL"), Usage: "pause between full chunk inventory reports to the coordinator, each after a disk check for chunk files gone (one is also sent after every registration)"},
 		&cli.DurationFlag{Name: "scrub-interval", Value: d.ScrubInterval, EnvVars: env("SCRUB_INTERVAL"), Usage: "pause between scrub passes over every stored chunk (0: continuous)"},
 		&cli.GenericFlag{Name: "scrub-rate", Value: ptr(rpc.ByteSize(d.ScrubRate)), EnvVars: env("SCRUB_RATE"), Usage: "most bytes per second the scrubber reads (0: no scrubbing)"},
@@ -137,8 +141,12 @@ func datanodeConfig(c *cli.Context) datanode.Config {
 	cfg.HeartbeatInterval = c.Duration("heartbeat-interval")
 	cfg.SessionTimeout = c.Duration("session-timeout")
 	cfg.MaxSessions = c.Int("max-sessions")
+	cfg.FrameBudget = int64(*c.Generic("frame-budget").(*rpc.ByteSize))
+	cfg.MaxConnStreams = c.Int("max-conn-streams")
 	cfg.RPCTimeout = c.Duration("rpc-timeout")
 	cfg.ProgressTimeout = c.Duration("stream-progress-timeout")
+	cfg.MaxPeerConns = c.Int("max-peer-conns")
+	cfg.PeerIdleTimeout = c.Duration("peer-idle-timeout")
 	cfg.InventoryInterval = c.Duration("inventory-interval")
 	cfg.ScrubInterval = c.Duration("scrub-interval")
 	cfg.ScrubRate = int64(*c.Generic("scrub-rate").(*rpc.ByteSize))

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
@@ -101,31 +102,132 @@ func Listen(addr string) (net.Listener, error) {
 
 // Pool keeps one shared client connection per address. Connections are
 // created on first use and reconnect by themselves; Close closes them all.
+// A pool built with NewBoundedPool also closes connections that carried no
+// call for a while and keeps at most a given number of them.
 type Pool struct {
+	cfg PoolConfig
+
 	mu     sync.Mutex
-	conns  map[string]*grpc.ClientConn
+	conns  map[string]*pooled
+	sweep  *time.Timer // armed while Idle is set and connections are open
 	closed bool
 }
 
-// NewPool returns an empty pool.
-func NewPool() *Pool { return &Pool{conns: make(map[string]*grpc.ClientConn)} }
+// PoolConfig bounds a Pool; the zero value bounds nothing.
+type PoolConfig struct {
+	// Max is the most connections kept at once; 0 means no limit. A new
+	// address beyond it replaces the connection unused the longest among
+	// those without a call in flight; with every one busy, Get fails with
+	// ResourceExhausted.
+	Max int
+	// Idle closes a connection that has had no call in flight for this
+	// long; 0 keeps connections until Close.
+	Idle time.Duration
+}
 
-// Get returns the connection to addr, dialing it if needed.
+// pooled is one connection of a Pool with its use: calls in flight (its
+// stats handler counts them) and when it was last handed out or last
+// finished a call.
+type pooled struct {
+	cc       *grpc.ClientConn
+	inflight int
+	last     time.Time
+}
+
+// NewPool returns an empty pool without bounds.
+func NewPool() *Pool { return NewBoundedPool(PoolConfig{}) }
+
+// NewBoundedPool returns an empty pool bounded by cfg.
+func NewBoundedPool(cfg PoolConfig) *Pool {
+	return &Pool{cfg: cfg, conns: make(map[string]*pooled)}
+}
+
+// Get returns the connection to addr, dialing it if needed. It fails with
+// ResourceExhausted when the pool is full of busy connections and with
+// Unavailable once the pool is closed.
 func (p *Pool) Get(addr string) (*grpc.ClientConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return nil, Errorf(Unavailable, "connection pool closed")
 	}
-	if cc, ok := p.conns[addr]; ok {
-		return cc, nil
+	now := time.Now()
+	if pc, ok := p.conns[addr]; ok {
+		pc.last = now
+		return pc.cc, nil
 	}
-	cc, err := Dial(addr)
+	if p.cfg.Max > 0 && len(p.conns) >= p.cfg.Max && !p.evictLocked() {
+		return nil, Errorf(ResourceExhausted, "dial %s: all %d pooled connections are busy", addr, p.cfg.Max)
+	}
+	pc := &pooled{last: now}
+	cc, err := grpc.NewClient("passthrough:///"+addr, append(DialOptions(), grpc.WithStatsHandler(&useCounter{p: p, pc: pc}))...)
 	if err != nil {
-		return nil, err
+		return nil, Errorf(Invalid, "dial %s: %v", addr, err)
 	}
-	p.conns[addr] = cc
+	pc.cc = cc
+	p.conns[addr] = pc
+	if p.cfg.Idle > 0 && p.sweep == nil {
+		p.sweep = time.AfterFunc(p.cfg.Idle, p.closeIdle)
+	}
 	return cc, nil
+}
+
+// evictLocked closes the connection without a call in flight that was
+// used the longest ago; it reports whether there was one.
+func (p *Pool) evictLocked() bool {
+	var victim string
+	var oldest time.Time
+	for addr, pc := range p.conns {
+		if pc.inflight == 0 && (victim == "" || pc.last.Before(oldest)) {
+			victim, oldest = addr, pc.last
+		}
+	}
+	if victim == "" {
+		return false
+	}
+	go p.conns[victim].cc.Close() // it may block briefly; not under the lock
+	delete(p.conns, victim)
+	return true
+}
+
+// closeIdle closes the connections idle for cfg.Idle and rearms itself
+// while connections remain.
+func (p *Pool) closeIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	now := time.Now()
+	next := p.cfg.Idle
+	var idle []*grpc.ClientConn
+	for addr, pc := range p.conns {
+		switch age := now.Sub(pc.last); {
+		case pc.inflight > 0:
+		case age >= p.cfg.Idle:
+			idle = append(idle, pc.cc)
+			delete(p.conns, addr)
+		default:
+			next = min(next, p.cfg.Idle-age)
+		}
+	}
+	go func() {
+		for _, cc := range idle {
+			cc.Close()
+		}
+	}()
+	if len(p.conns) == 0 {
+		p.sweep = nil
+		return
+	}
+	p.sweep = time.AfterFunc(next, p.closeIdle)
+}
+
+// Len returns how many connections the pool holds.
+func (p *Pool) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
 }
 
 // Close closes every connection; it is idempotent.
@@ -133,11 +235,43 @@ func (p *Pool) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
-	for addr, cc := range p.conns {
-		cc.Close()
+	if p.sweep != nil {
+		p.sweep.Stop()
+		p.sweep = nil
+	}
+	for addr, pc := range p.conns {
+		pc.cc.Close()
 		delete(p.conns, addr)
 	}
 	return nil
+}
+
+// useCounter is a pooled connection's stats handler: it counts the calls
+// in flight (each attempt begins and ends once) and stamps their end.
+type useCounter struct {
+	p  *Pool
+	pc *pooled
+}
+
+var _ stats.Handler = (*useCounter)(nil)
+
+func (u *useCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
+func (u *useCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (u *useCounter) HandleConn(context.Context, stats.ConnStats)                       {}
+
+func (u *useCounter) HandleRPC(_ context.Context, s stats.RPCStats) {
+	switch s.(type) {
+	case *stats.Begin:
+		u.p.mu.Lock()
+		u.pc.inflight++
+		u.pc.last = time.Now()
+		u.p.mu.Unlock()
+	case *stats.End:
+		u.p.mu.Lock()
+		u.pc.inflight = max(0, u.pc.inflight-1)
+		u.pc.last = time.Now()
+		u.p.mu.Unlock()
+	}
 }
 
 type requestIDKey struct{}

@@ -42,12 +42,20 @@ type Config struct {
 	// SessionTimeout ends a prepared stream that does not start, and a
 	// stream that sends nothing for that long; its partial file is removed.
 	SessionTimeout time.Duration
-	// MaxSessions bounds the streaming sessions prepared and not yet
-	// started, uploads and downloads each: a prepared download holds an
-	// open chunk file, a prepared upload reserved space, until the stream
-	// starts or the session expires. Beyond it, Prepare calls are refused
-	// with ResourceExhausted, and the client tries another node.
+	// MaxSessions bounds the upload streams prepared or running (prepared
+	// inline on their first frame included), and the download streams
+	// prepared and not yet started: a prepared download holds an open
+	// chunk file, an upload reserved space and memory. Beyond it, Prepare
+	// calls and inline-prepared streams are refused with
+	// ResourceExhausted, and the client tries another node.
 	MaxSessions int
+	// FrameBudget bounds the bytes of frames held in memory by all upload
+	// and repair streams at once (see budget).
+	FrameBudget int64
+	// MaxConnStreams bounds the concurrent calls on one incoming
+	// connection (HTTP/2 max concurrent streams); a client's calls beyond
+	// it wait in the client.
+	MaxConnStreams int
 	// InventoryInterval is the pause between full inventory reports, each
 	// preceded by a check of the chunk directories for files gone from
 	// disk (see Store.FindLost); a report is also sent after every
@@ -63,6 +71,13 @@ type Config struct {
 	// its replicas or its disk commit it repeats its last ack at a quarter
 	// of it, so its own sender does not blame it.
 	ProgressTimeout time.Duration
+	// MaxPeerConns bounds the connections the node keeps to other
+	// datanodes and the coordinators; beyond it the one unused the
+	// longest is closed.
+	MaxPeerConns int
+	// PeerIdleTimeout closes a connection to a peer or coordinator that
+	// carried no call for this long.
+	PeerIdleTimeout time.Duration
 	// ShutdownGrace bounds the graceful stop.
 	ShutdownGrace time.Duration
 	// ScrubInterval is the pause between the end of one scrub pass over
@@ -83,10 +98,14 @@ func DefaultConfig() Config {
 		HeartbeatInterval: 3 * time.Second,
 		SessionTimeout:    time.Minute,
 		MaxSessions:       4096,
+		FrameBudget:       256 << 20,
+		MaxConnStreams:    64,
 		InventoryInterval: 10 * time.Minute,
 		RPCTimeout:        10 * time.Second,
 		Window:            4 << 20,
 		ProgressTimeout:   chunkstream.DefaultProgressTimeout,
+		MaxPeerConns:      256,
+		PeerIdleTimeout:   5 * time.Minute,
 		ShutdownGrace:     10 * time.Second,
 		ScrubInterval:     6 * time.Hour,
 		ScrubRate:         32 << 20,
@@ -110,12 +129,20 @@ func (c Config) Validate() error {
 		return fmt.Errorf("datanode: --session-timeout must be positive")
 	case c.MaxSessions <= 0:
 		return fmt.Errorf("datanode: --max-sessions must be positive")
+	case c.FrameBudget < 2*rpc.MaxFrameSize:
+		return fmt.Errorf("datanode: --frame-budget must be at least %s (two of the largest frames)", rpc.FormatBytes(2*rpc.MaxFrameSize))
+	case c.MaxConnStreams <= 0:
+		return fmt.Errorf("datanode: --max-conn-streams must be positive")
 	case c.InventoryInterval <= 0:
 		return fmt.Errorf("datanode: --inventory-interval must be positive")
 	case c.RPCTimeout <= 0:
 		return fmt.Errorf("datanode: --rpc-timeout must be positive")
 	case c.ProgressTimeout <= 0:
 		return fmt.Errorf("datanode: --stream-progress-timeout must be positive")
+	case c.MaxPeerConns <= 0:
+		return fmt.Errorf("datanode: --max-peer-conns must be positive")
+	case c.PeerIdleTimeout <= 0:
+		return fmt.Errorf("datanode: --peer-idle-timeout must be positive")
 	case c.ScrubInterval < 0:
 		return fmt.Errorf("datanode: --scrub-interval must not be negative")
 	case c.ScrubRate < 0:
@@ -157,14 +184,22 @@ type Node struct {
 	uploads   *sessions.Table[rpc.SessionID, *uploadSession]
 	downloads *sessions.Table[rpc.SessionID, *Chunk]
 	verifies  chan struct{} // slots for VerifyChunk calls
+	frames    *budget       // frame bytes held by upload and repair streams
+	// running counts the upload streams under way, each from the moment
+	// its session is found or prepared inline; with the prepared
+	// sessions they are at most MaxSessions.
+	running atomic.Int64
 
-	mu         sync.Mutex
-	addr       string
-	version    uint64
-	peers      map[rpc.NodeID]*dfspb.NodeStatus
-	coordIdx   int
-	leader     string // the leader a standby named, if any
-	registered bool
+	mu      sync.Mutex
+	addr    string
+	version uint64
+	peers   map[rpc.NodeID]*dfspb.NodeStatus
+	// peersLearned is closed (and replaced) whenever a reply from the
+	// coordinator updated peers.
+	peersLearned chan struct{}
+	coordIdx     int
+	leader       string // the leader a standby named, if any
+	registered   bool
 	// incarnation is what the latest registration returned; heartbeats
 	// present it.
 	incarnation string
@@ -190,12 +225,14 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		log:   deps.Log.With().Str("role", "datanode").Logger(),
 		clock: deps.Clock,
 		lis:   deps.Listener,
-		pool:  rpc.NewPool(),
+		pool:  rpc.NewBoundedPool(rpc.PoolConfig{Max: cfg.MaxPeerConns, Idle: cfg.PeerIdleTimeout}),
 
-		peers:    make(map[rpc.NodeID]*dfspb.NodeStatus),
-		ready:    make(chan struct{}),
-		probe:    make(chan struct{}, 1),
-		verifies: make(chan struct{}, maxVerifies),
+		peers:        make(map[rpc.NodeID]*dfspb.NodeStatus),
+		peersLearned: make(chan struct{}),
+		ready:        make(chan struct{}),
+		probe:        make(chan struct{}, 1),
+		verifies:     make(chan struct{}, maxVerifies),
+		frames:       newBudget(cfg.FrameBudget),
 	}
 	n.uploads = sessions.New(cfg.SessionTimeout, deps.Clock, func(id rpc.SessionID, s *uploadSession) {
 		n.log.Debug().Str("session_id", string(id)).Str("chunk_id", string(s.id)).Msg("upload session expired")
@@ -290,7 +327,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.mu.Unlock()
 	defer n.pool.Close()
 
-	srv := grpc.NewServer(rpc.ServerOptions(n.log, n.metrics.observe)...)
+	srv := grpc.NewServer(append(rpc.ServerOptions(n.log, n.metrics.observe), grpc.MaxConcurrentStreams(uint32(n.cfg.MaxConnStreams)))...)
 	dfspb.RegisterDataNodeServer(srv, n)
 	// The standard health service: SERVING while registered.
 	health := rpc.NewHealth(srv, func() bool { return n.Readiness() == nil }, dfspb.DataNode_ServiceDesc.ServiceName)

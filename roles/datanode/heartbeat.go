@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -191,6 +193,7 @@ func (n *Node) heartbeat(ctx context.Context) error {
 		n.addPeersLocked(up.GetNode())
 	}
 	n.version = resp.ClusterVersion
+	n.peersLearnedLocked()
 	n.mu.Unlock()
 	for _, cmd := range resp.Commands {
 		if del := cmd.GetDeleteChunks(); del != nil {
@@ -219,6 +222,63 @@ func (n *Node) addPeersLocked(nodes ...*dfspb.NodeStatus) {
 		}
 	}
 }
+
+// peersLearnedLocked wakes the calls waiting in checkPeer for the
+// membership the coordinator just sent.
+func (n *Node) peersLearnedLocked() {
+	close(n.peersLearned)
+	n.peersLearned = make(chan struct{})
+}
+
+// peerRefreshes is how many membership updates checkPeer waits for before
+// it refuses a peer it does not know: the first may have left the
+// coordinator before the peer registered.
+const peerRefreshes = 2
+
+// checkPeer returns nil when datanode id at addr belongs to the cluster as
+// the coordinator last described it (a datanode talks only to registered
+// peers, and dials no address a request names unless it is one's). A peer
+// not known yet (one that has just registered) is waited for over the
+// next heartbeats, bounded by ctx and by two heartbeat intervals plus the
+// RPC timeout; after that it is refused with FailedPrecondition.
+func (n *Node) checkPeer(ctx context.Context, id rpc.NodeID, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, peerRefreshes*n.cfg.HeartbeatInterval+n.cfg.RPCTimeout)
+	defer cancel()
+	for seen := 0; ; seen++ {
+		n.mu.Lock()
+		p, known := n.peers[id]
+		learned, peers := n.peersLearned, len(n.peers)
+		n.mu.Unlock()
+		switch {
+		case known && p.Addr == addr:
+			return nil
+		case seen == peerRefreshes:
+		default:
+			select {
+			case <-learned:
+				continue
+			case <-ctx.Done():
+			}
+		}
+		if known {
+			return rpc.Errorf(rpc.FailedPrecondition, "datanode %s is registered at %s, not %s", id.Short(), p.Addr, addr)
+		}
+		return rpc.Errorf(rpc.FailedPrecondition, "%s is not a registered datanode (not among the %d this node knows); refusing to dial %s", id.Short(), peers, addr)
+	}
+}
+
+// peerConn returns the pooled connection to datanode id at addr, once
+// checkPeer admits it.
+func (n *Node) peerConn(ctx context.Context, id rpc.NodeID, addr string) (*grpc.ClientConn, error) {
+	if err := n.checkPeer(ctx, id, addr); err != nil {
+		return nil, err
+	}
+	return n.pool.Get(addr)
+}
+
+// PeerConns returns how many connections the node holds to other
+// datanodes and the coordinators.
+func (n *Node) PeerConns() int { return n.pool.Len() }
 
 // Peers returns the cluster membership the node has learned.
 func (n *Node) Peers() map[rpc.NodeID]*dfspb.NodeStatus {

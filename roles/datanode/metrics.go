@@ -132,11 +132,14 @@ var (
 	descChunks     = desc("dfs_datanode_chunks", "Chunks stored.")
 	descCorrupt    = desc("dfs_datanode_corrupt_chunks", "Chunks found corrupt that are kept out of service until the coordinator has them deleted.")
 	descUploads    = desc("dfs_datanode_prepared_upload_sessions", "Upload sessions prepared (space reserved) and not yet streamed.")
+	descFrameBytes = desc("dfs_datanode_frame_bytes", "Bytes of chunk frames upload and repair streams hold in memory now (at most --frame-budget).")
+	descFrameHigh  = desc("dfs_datanode_frame_bytes_high_water", "The most bytes of chunk frames held in memory at once since the node started.")
+	descPeerConns  = desc("dfs_datanode_peer_connections", "Connections held to other datanodes and the coordinators (at most --max-peer-conns).")
 )
 
 // Describe implements prometheus.Collector.
 func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRegistered, descCapacity, descUsed, descFree, descChunks, descCorrupt, descUploads} {
+	for _, d := range []*prometheus.Desc{descRegistered, descCapacity, descUsed, descFree, descChunks, descCorrupt, descUploads, descPeerConns, descFrameBytes, descFrameHigh} {
 		ch <- d
 	}
 }
@@ -152,6 +155,10 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		registered = 1
 	}
 	gauge(descRegistered, registered)
+	gauge(descPeerConns, float64(s.n.PeerConns()))
+	inUse, high := s.n.FrameBytes()
+	gauge(descFrameBytes, float64(inUse))
+	gauge(descFrameHigh, float64(high))
 	store := s.n.openedStore()
 	if store == nil {
 		return

@@ -95,6 +95,16 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 	if err := n.writable(); err != nil {
 		return 0, err
 	}
+	srcErr := func(kind rpc.Kind, format string, args ...any) error {
+		if ctx.Err() != nil {
+			return rpc.Errorf(rpc.KindOf(ctx.Err()), "chunk %s: copy from %s ended: %v", id, src.id.Short(), ctx.Err())
+		}
+		return rpc.NodeError(kind, []string{string(src.id)}, format, args...)
+	}
+	cc, err := n.peerConn(ctx, src.id, src.addr)
+	if err != nil {
+		return 0, srcErr(rpc.KindOf(err), "chunk %s: source %v", id, err)
+	}
 	need := FileSize(req.Size, req.FrameSize)
 	if err := n.store.Reserve(need); err != nil {
 		return 0, rpc.NodeError(rpc.KindOf(err), self, "%v", err)
@@ -102,16 +112,6 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 	defer n.store.Release(need)
 
 	// Ask the source for the chunk; what it claims must match the commit.
-	srcErr := func(kind rpc.Kind, format string, args ...any) error {
-		if ctx.Err() != nil {
-			return rpc.Errorf(rpc.KindOf(ctx.Err()), "chunk %s: copy from %s ended: %v", id, src.id.Short(), ctx.Err())
-		}
-		return rpc.NodeError(kind, []string{string(src.id)}, format, args...)
-	}
-	cc, err := n.pool.Get(src.addr)
-	if err != nil {
-		return 0, srcErr(rpc.Unavailable, "chunk %s: source %s (%s): %v", id, src.id.Short(), src.addr, err)
-	}
 	dn := dfspb.NewDataNodeClient(cc)
 	// The source is under a progress deadline from the prepare to the last
 	// frame: a source that stalls fails the copy, blamed, in one timeout.
@@ -151,7 +151,7 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 	}()
 	// Frames are written by the sink's own goroutine while the next ones
 	// arrive and are hashed; its queue bounds the memory.
-	sink := newFrameSink(w, &forwarder{}, self, sinkDepth)
+	sink := n.newFrameSink(ctx, w, &forwarder{}, sinkDepth)
 	sink.bytes = n.metrics.replicated
 	var sinkErr error
 	v, err := chunkstream.ReceiveFrames(stream, chunkstream.Expect{ChunkID: id, Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest},

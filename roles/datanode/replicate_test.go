@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
@@ -130,7 +131,8 @@ func TestReplicateChunkBadSource(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req.Source.Addr = lis.Addr().String()
+			req.Source = &dfspb.NodeRef{NodeId: uuid.NewString(), Addr: lis.Addr().String()}
+			coord.AddNode(rpc.NodeID(req.Source.NodeId), req.Source.Addr) // a registered node that is down
 			lis.Close()
 		}, rpc.Unavailable, "source"},
 	}
@@ -146,13 +148,13 @@ func TestReplicateChunkBadSource(t *testing.T) {
 
 			_, err := dnb.ReplicateChunk(t.Context(), req)
 			err = rpc.FromStatus(err)
-			is.True(err != nil)                                        // the copy fails
-			is.Equal(rpc.KindOf(err), tt.kind)                         // with the kind of the source's failure
-			is.Equal(rpc.FailedNodesOf(err), []string{string(a.ID())}) // attributed to the source
-			is.True(strings.Contains(err.Error(), tt.msg))             // saying what went wrong
-			is.True(!b.Store().Has(id))                                // nothing is stored
-			is.Equal(len(tempFiles(t, b.cfg.DataDir)), 0)              // nor left half-written
-			is.Equal(b.Store().Usage().Free, free)                     // and the space is released
+			is.True(err != nil)                                           // the copy fails
+			is.Equal(rpc.KindOf(err), tt.kind)                            // with the kind of the source's failure
+			is.Equal(rpc.FailedNodesOf(err), []string{req.Source.NodeId}) // attributed to the source
+			is.True(strings.Contains(err.Error(), tt.msg))                // saying what went wrong
+			is.True(!b.Store().Has(id))                                   // nothing is stored
+			is.Equal(len(tempFiles(t, b.cfg.DataDir)), 0)                 // nor left half-written
+			is.Equal(b.Store().Usage().Free, free)                        // and the space is released
 		})
 	}
 	// The source whose metadata was damaged noticed it when asked for the

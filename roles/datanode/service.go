@@ -37,12 +37,16 @@ func (n *Node) PrepareChunkDownload(ctx context.Context, req *dfspb.PrepareChunk
 	return &dfspb.PrepareChunkDownloadResponse{SessionId: string(sid), Size: c.Size, FrameSize: c.FrameSize, ChunkChecksum: c.Digest}, nil
 }
 
-// tooManySessions is the error for a Prepare call beyond --max-sessions,
+// tooManySessions is the error for a stream beyond --max-sessions,
 // attributed to this node so that the client tries another.
 func (n *Node) tooManySessions(kind string) error {
+	what := "download streams prepared and not yet started"
+	if kind == "upload" {
+		what = "upload streams prepared or running"
+	}
 	return rpc.NodeError(rpc.ResourceExhausted, []string{string(n.id)},
-		"datanode %s: %d %s streams prepared and not yet started, at most %d (--max-sessions); try another node or later",
-		n.id.Short(), n.cfg.MaxSessions, kind, n.cfg.MaxSessions)
+		"datanode %s: %d %s, at most %d (--max-sessions); try another node or later",
+		n.id.Short(), n.cfg.MaxSessions, what, n.cfg.MaxSessions)
 }
 
 // DownloadChunkStream streams a prepared chunk in frames, each with the

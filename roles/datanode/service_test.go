@@ -63,8 +63,9 @@ func TestDeleteNotDurable(t *testing.T) {
 
 // TestMaxSessions: beyond --max-sessions prepared streams, Prepare calls
 // are refused with ResourceExhausted, attributed to the node, and nothing
-// is held for them; a stream that starts makes room again. A chunk sent
-// inline on its stream's first frame is never refused for it.
+// is held for them; a download stream that starts makes room again. Upload
+// streams count while they run, prepared inline on their first frame
+// included.
 func TestMaxSessions(t *testing.T) {
 	is := is.New(t)
 	n := startNode(t, datanodetest.Start(t), func(cfg *Config) { cfg.MaxSessions = 2; cfg.Capacity = 64 << 20 })
@@ -74,10 +75,10 @@ func TestMaxSessions(t *testing.T) {
 	refused := func(err error, kind string) {
 		t.Helper()
 		err = rpc.FromStatus(err)
-		is.Equal(rpc.KindOf(err), rpc.ResourceExhausted)                                     // refused
-		is.Equal(rpc.FailedNodesOf(err), []string{string(n.ID())})                           // by this node
-		is.True(strings.Contains(err.Error(), kind+" streams prepared and not yet started")) // saying why
-		is.True(strings.Contains(err.Error(), "--max-sessions"))                             // and what to change
+		is.Equal(rpc.KindOf(err), rpc.ResourceExhausted)                 // refused
+		is.Equal(rpc.FailedNodesOf(err), []string{string(n.ID())})       // by this node
+		is.True(strings.Contains(err.Error(), kind+" streams prepared")) // saying why
+		is.True(strings.Contains(err.Error(), "--max-sessions"))         // and what to change
 	}
 
 	// Downloads.
@@ -98,8 +99,12 @@ func TestMaxSessions(t *testing.T) {
 	is.NoErr(err) // and, started, made room for another
 
 	// Uploads.
+	var session string
 	prepUpload := func(i int) error {
-		_, err := dn.PrepareChunkUpload(t.Context(), &dfspb.PrepareChunkUploadRequest{ChunkId: string(chunkID(t, i)), Size: testFrame, FrameSize: testFrame})
+		resp, err := dn.PrepareChunkUpload(t.Context(), &dfspb.PrepareChunkUploadRequest{ChunkId: string(chunkID(t, i)), Size: testFrame, FrameSize: testFrame})
+		if err == nil {
+			session = resp.SessionId
+		}
 		return err
 	}
 	is.NoErr(prepUpload(2))
@@ -107,6 +112,18 @@ func TestMaxSessions(t *testing.T) {
 	free := n.Store().Usage().Free
 	refused(prepUpload(4), "upload")
 	is.Equal(n.Store().Usage().Free, free) // no space reserved for the refused one
-	upload(t, dn, chunkID(t, 5), data, testFrame)
-	is.True(n.Store().Has(chunkID(t, 5))) // an inline upload is not refused
+	inline := func(i int) error {
+		st, err := dn.UploadChunkStream(t.Context())
+		is.NoErr(err)
+		prep := &dfspb.PrepareChunkUploadRequest{ChunkId: string(chunkID(t, i)), Size: int64(len(data)), FrameSize: testFrame}
+		_, _, err = chunkstream.SendChunk(t.Context(), st, "", prep, chunkID(t, i), data, testFrame, chunkstream.DefaultWindow)
+		return err
+	}
+	refused(inline(5), "upload") // an inline upload counts too
+	up, err := dn.UploadChunkStream(t.Context())
+	is.NoErr(err)
+	_, _, err = chunkstream.SendChunk(t.Context(), up, rpc.SessionID(session), nil, chunkID(t, 3), chunkData(testFrame, 3), testFrame, chunkstream.DefaultWindow)
+	is.NoErr(err)                         // a prepared upload streams
+	is.NoErr(inline(5))                   // and, finished, made room for an inline one
+	is.True(n.Store().Has(chunkID(t, 5))) // which is stored
 }

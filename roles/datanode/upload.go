@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
@@ -39,10 +41,10 @@ type replicaTarget struct {
 // call with its node ID attached, so the client can place it elsewhere.
 // (Clients usually prepare inline, on the stream's first frame.)
 func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUploadRequest) (*dfspb.PrepareChunkUploadResponse, error) {
-	if n.uploads.Len() >= n.cfg.MaxSessions {
+	if n.uploadStreams() >= n.cfg.MaxSessions {
 		return nil, rpc.ToStatus(n.tooManySessions("upload"))
 	}
-	s, err := n.newSession(req)
+	s, err := n.newSession(ctx, req)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
@@ -51,7 +53,7 @@ func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUp
 		return nil, rpc.ToStatus(err)
 	}
 	sid := rpc.NewSessionID()
-	exp, ok := n.uploads.PutLimited(sid, s, n.cfg.MaxSessions)
+	exp, ok := n.uploads.PutLimited(sid, s, n.cfg.MaxSessions-int(n.running.Load()))
 	if !ok {
 		// The replicas' sessions expire unused.
 		s.release()
@@ -60,8 +62,9 @@ func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUp
 	return &dfspb.PrepareChunkUploadResponse{SessionId: string(sid), ExpiresUnixMs: exp.UnixMilli()}, nil
 }
 
-// newSession validates an upload request and reserves its space.
-func (n *Node) newSession(req *dfspb.PrepareChunkUploadRequest) (*uploadSession, error) {
+// newSession validates an upload request, checks that its replicas are
+// registered datanodes, and reserves its space.
+func (n *Node) newSession(ctx context.Context, req *dfspb.PrepareChunkUploadRequest) (*uploadSession, error) {
 	id, err := rpc.ParseChunkID(req.ChunkId)
 	if err != nil {
 		return nil, err
@@ -91,6 +94,11 @@ func (n *Node) newSession(req *dfspb.PrepareChunkUploadRequest) (*uploadSession,
 		seen[nid] = true
 		targets = append(targets, replicaTarget{node: nid, addr: r.Addr})
 	}
+	for _, t := range targets {
+		if err := n.checkPeer(ctx, t.node, t.addr); err != nil {
+			return nil, rpc.NodeError(rpc.KindOf(err), []string{string(t.node)}, "chunk %s: replica %v", id, err)
+		}
+	}
 	if n.store.Has(id) {
 		return nil, rpc.Errorf(rpc.Exists, "chunk %s already stored", id)
 	}
@@ -116,18 +124,24 @@ func (n *Node) prepareReplicas(ctx context.Context, req *dfspb.PrepareChunkUploa
 			t := &targets[i]
 			cctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
 			defer cancel()
-			cc, err := n.pool.Get(t.addr)
+			cc, err := n.peerConn(ctx, t.node, t.addr)
 			if err == nil {
 				var resp *dfspb.PrepareChunkUploadResponse
+				retryNow(cc)
 				resp, err = dfspb.NewDataNodeClient(cc).PrepareChunkUpload(cctx, &dfspb.PrepareChunkUploadRequest{
 					ChunkId: req.ChunkId, Size: req.Size, FrameSize: req.FrameSize,
-				})
+				}, grpc.WaitForReady(true))
 				if err == nil {
 					t.session = rpc.SessionID(resp.SessionId)
 				}
 			}
 			if err != nil {
-				errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): prepare: %v", t.node.Short(), t.addr, rpc.FromStatus(err))
+				err = rpc.FromStatus(err)
+				kind := rpc.Unavailable
+				if rpc.KindOf(err) == rpc.FailedPrecondition {
+					kind = rpc.FailedPrecondition // not a datanode of this cluster
+				}
+				errs[i] = rpc.NodeError(kind, []string{string(t.node)}, "replica %s (%s): prepare: %v", t.node.Short(), t.addr, err)
 			}
 		}()
 	}
@@ -250,10 +264,11 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 		}
 		return rpc.FromStatus(err)
 	}
-	s, sid, err := n.streamSession(first)
+	s, sid, err := n.streamSession(raw.Context(), first)
 	if err != nil {
 		return err
 	}
+	defer n.running.Add(-1)
 	defer s.release()
 	stream := newKeepalive(idle, sid, n.cfg.ProgressTimeout/4)
 	defer stream.stop()
@@ -279,7 +294,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	defer fwd.stop()
 
 	self := []string{string(n.id)}
-	sink := newFrameSink(w, fwd, self, sinkDepth)
+	sink := n.newFrameSink(ctx, w, fwd, sinkDepth)
 	sink.bytes = n.metrics.received
 	v, err := chunkstream.Receive(ctx, stream, sid, first, chunkstream.Expect{ChunkID: s.id, Size: s.size, FrameSize: s.frameSize}, sink)
 	if werr := sink.finish(); err == nil {
@@ -389,8 +404,10 @@ func (k *keepalive) Recv() (*dfspb.ChunkDataStream, error) {
 }
 
 // streamSession finds the session a stream's first frame names, or
-// prepares one inline from the frame's prepare request.
-func (n *Node) streamSession(first *dfspb.ChunkDataStream) (*uploadSession, rpc.SessionID, error) {
+// prepares one inline from the frame's prepare request, within
+// MaxSessions. On success the stream counts as running until the caller
+// calls n.running.Add(-1).
+func (n *Node) streamSession(ctx context.Context, first *dfspb.ChunkDataStream) (*uploadSession, rpc.SessionID, error) {
 	if first.SessionId == "" {
 		if first.Prepare == nil {
 			return nil, "", rpc.Errorf(rpc.Invalid, "first frame carries neither a session id nor a prepare request")
@@ -398,8 +415,17 @@ func (n *Node) streamSession(first *dfspb.ChunkDataStream) (*uploadSession, rpc.
 		if first.Prepare.ChunkId != first.ChunkId {
 			return nil, "", rpc.Errorf(rpc.Invalid, "prepare names chunk %q, frame names %q", first.Prepare.ChunkId, first.ChunkId)
 		}
-		s, err := n.newSession(first.Prepare)
-		return s, rpc.NewSessionID(), err
+		n.running.Add(1) // count first, then check: racing streams never exceed the cap
+		if n.uploadStreams() > n.cfg.MaxSessions {
+			n.running.Add(-1)
+			return nil, "", n.tooManySessions("upload")
+		}
+		s, err := n.newSession(ctx, first.Prepare)
+		if err != nil {
+			n.running.Add(-1)
+			return nil, "", err
+		}
+		return s, rpc.NewSessionID(), nil
 	}
 	sid, err := rpc.ParseSessionID(first.SessionId)
 	if err != nil {
@@ -409,7 +435,13 @@ func (n *Node) streamSession(first *dfspb.ChunkDataStream) (*uploadSession, rpc.
 	if !ok {
 		return nil, "", rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", sid)
 	}
+	n.running.Add(1) // it was counted as prepared
 	return s, sid, nil
+}
+
+// uploadStreams returns the upload streams prepared or running.
+func (n *Node) uploadStreams() int {
+	return n.uploads.Len() + int(n.running.Load())
 }
 
 // sinkDepth is how many frames may wait for the disk per stream before
@@ -428,6 +460,14 @@ type frameSink struct {
 	done  chan struct{}
 	bytes prometheus.Counter // counts the frames' bytes, when set
 
+	// Every frame takes its bytes from budget, at most ceiling of it in
+	// use, waiting at most wait and while ctx lasts; the writer returns
+	// them once the frame is written.
+	budget  *budget
+	ceiling int64
+	wait    time.Duration
+	ctx     context.Context
+
 	mu     sync.Mutex
 	err    error
 	waiter chan struct{}
@@ -435,8 +475,14 @@ type frameSink struct {
 
 var _ chunkstream.Sink = (*frameSink)(nil)
 
-func newFrameSink(w *Writer, fwd *forwarder, self []string, depth int) *frameSink {
-	s := &frameSink{w: w, fwd: fwd, self: self, queue: make(chan []byte, depth), done: make(chan struct{})}
+func (n *Node) newFrameSink(ctx context.Context, w *Writer, fwd *forwarder, depth int) *frameSink {
+	s := &frameSink{
+		w: w, fwd: fwd, self: []string{string(n.id)}, queue: make(chan []byte, depth), done: make(chan struct{}),
+		budget: n.frames, ceiling: n.frames.limit, wait: n.cfg.SessionTimeout, ctx: ctx,
+	}
+	if len(fwd.ups) > 0 {
+		s.ceiling = n.frames.limit / 2 // see budget.acquire
+	}
 	go s.write()
 	return s
 }
@@ -451,6 +497,7 @@ func (s *frameSink) write() {
 		if !failed {
 			_, err = s.w.Write(data)
 		}
+		s.budget.release(int64(len(data)))
 		s.mu.Lock()
 		if err != nil && s.err == nil {
 			s.err = rpc.NodeError(rpc.Internal, s.self, "%v", err)
@@ -465,6 +512,9 @@ func (s *frameSink) write() {
 
 // Frame forwards f to the replicas and queues it for the disk.
 func (s *frameSink) Frame(f *dfspb.ChunkDataStream) error {
+	if err := s.budget.acquire(s.ctx, int64(len(f.Data)), s.ceiling, s.wait); err != nil {
+		return rpc.NodeError(rpc.KindOf(err), s.self, "%v; try another node or later", err)
+	}
 	if s.bytes != nil {
 		s.bytes.Add(float64(len(f.Data)))
 	}
@@ -519,20 +569,22 @@ type forwarder struct {
 func (n *Node) openReplicas(ctx context.Context, s *uploadSession) (*forwarder, error) {
 	fw := &forwarder{s: s, targets: s.replicas, bytes: n.metrics.forwarded}
 	for _, t := range s.replicas {
-		cc, err := n.pool.Get(t.addr)
+		cc, err := n.peerConn(ctx, t.node, t.addr)
 		if err != nil {
 			fw.stop()
-			return nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s: %v", t.node.Short(), err)
+			return nil, rpc.NodeError(rpc.KindOf(err), []string{string(t.node)}, "replica %s: %v", t.node.Short(), err)
 		}
+		// The watchdog, armed from the start, also bounds the wait for
+		// the connection in openReplica.
 		rctx, wd := chunkstream.NewWatchdog(ctx, n.cfg.ProgressTimeout, "upload stream")
 		fw.wds = append(fw.wds, wd)
-		st, err := dfspb.NewDataNodeClient(cc).UploadChunkStream(rctx)
+		st, err := openReplica(rctx, cc)
 		if err != nil {
 			if werr := wd.Err(); werr != nil {
 				err = werr
 			}
 			fw.stop()
-			return nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): open stream: %v", t.node.Short(), t.addr, rpc.FromStatus(err))
+			return nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): open stream: %v", t.node.Short(), t.addr, err)
 		}
 		fw.ups = append(fw.ups, chunkstream.NewUpload(rctx, st, n.cfg.Window))
 	}
@@ -544,6 +596,29 @@ func (n *Node) openReplicas(ctx context.Context, s *uploadSession) (*forwarder, 
 func (fw *forwarder) stop() {
 	for _, wd := range fw.wds {
 		wd.Stop()
+	}
+}
+
+// openReplica opens an upload stream to a replica over cc, waiting for the
+// connection to be ready (and for a free stream on it) until ctx ends:
+// the coordinator placed the replica, so it is live, and a connection
+// still backing off from an earlier failure (the node restarted) connects
+// again at once. The caller bounds ctx by the stream's progress deadline,
+// so a replica that is really gone costs one --stream-progress-timeout.
+func openReplica(ctx context.Context, cc *grpc.ClientConn) (dfspb.DataNode_UploadChunkStreamClient, error) {
+	retryNow(cc)
+	st, err := dfspb.NewDataNodeClient(cc).UploadChunkStream(ctx, grpc.WaitForReady(true))
+	if err != nil {
+		return nil, rpc.FromStatus(err)
+	}
+	return st, nil
+}
+
+// retryNow makes a connection that is waiting out its reconnect backoff
+// try again at once.
+func retryNow(cc *grpc.ClientConn) {
+	if cc.GetState() == connectivity.TransientFailure {
+		cc.ResetConnectBackoff()
 	}
 }
 

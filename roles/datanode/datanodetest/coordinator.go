@@ -154,8 +154,8 @@ func (c *Coordinator) Heartbeats() int {
 	return c.heartbeats
 }
 
-// DataNodeHeartbeat answers a registered node with no changes, or with
-// what ReplyToHeartbeats set.
+// DataNodeHeartbeat answers a registered node with the full list of
+// registered nodes, or with what ReplyToHeartbeats set.
 func (c *Coordinator) DataNodeHeartbeat(ctx context.Context, req *dfspb.HeartbeatRequest) (*dfspb.HeartbeatResponse, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -168,7 +168,19 @@ func (c *Coordinator) DataNodeHeartbeat(ctx context.Context, req *dfspb.Heartbea
 	if c.reply != nil {
 		return c.reply, nil
 	}
-	return &dfspb.HeartbeatResponse{ClusterVersion: 1}, nil
+	resp := &dfspb.HeartbeatResponse{ClusterVersion: 1, Full: true}
+	for _, id := range slices.Sorted(maps.Keys(c.nodes)) {
+		resp.Nodes = append(resp.Nodes, &dfspb.NodeStatus{NodeId: id, Addr: c.nodes[id].addr, State: dfspb.NodeState_NODE_STATE_HEALTHY})
+	}
+	return resp, nil
+}
+
+// AddNode registers a datanode that is not running (or that the test
+// serves itself) at addr, so that the nodes accept it as a peer.
+func (c *Coordinator) AddNode(id rpc.NodeID, addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes[string(id)] = &node{addr: addr, chunks: map[string]*dfspb.ChunkStat{}, corrupt: map[string]bool{}}
 }
 
 // ReportChunks applies a node's report: a full report replaces what the
