@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -609,6 +611,14 @@ func (s *Store) update(op string, fn func(*bolt.Tx) error) (err error) {
 	return nil
 }
 
+// noSpace reports whether err is the file system's "disk full" or "quota
+// exceeded". bolt wraps most write errors, but reports a failed resize with
+// %s, so its text is matched too.
+func noSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
+		strings.Contains(err.Error(), syscall.ENOSPC.Error()) || strings.Contains(err.Error(), syscall.EDQUOT.Error())
+}
+
 func guard(op string, err *error) {
 	if r := recover(); r != nil {
 		*err = rpc.Errorf(rpc.Internal, "%s: reading the metadata file failed (damaged?): %v", op, r)
@@ -623,6 +633,8 @@ func boltErr(op string, err error) error {
 		return err
 	case errors.Is(err, berrors.ErrDatabaseNotOpen):
 		return rpc.Errorf(rpc.FailedPrecondition, "%s: metadata store is closed", op)
+	case noSpace(err):
+		return rpc.Errorf(rpc.ResourceExhausted, "%s: no space left for metadata (free space on the coordinator's data dir; nothing was written): %v", op, err)
 	default:
 		return rpc.Errorf(rpc.Internal, "%s: %v", op, err)
 	}
