@@ -44,7 +44,7 @@ func TestOpenNewStore(t *testing.T) {
 			s := open(t, path)
 			entries, err := os.ReadDir(dir)
 			is.NoErr(err)
-			is.Equal(len(entries), 1) // the store file alone: nothing left beside it
+			is.Equal(len(entries), 1)   // the store file alone: nothing left beside it
 			is.Equal(s.ClusterID(), "") // a new store is uninitialized
 			_, err = s.Get(context.Background(), "/x")
 			is.True(errors.Is(err, rpc.FailedPrecondition)) // and refuses reads
