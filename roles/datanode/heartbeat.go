@@ -2,6 +2,7 @@ package datanode
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/dfs-project/dfs/chunkstream"
@@ -64,10 +65,19 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 		wait := n.cfg.HeartbeatInterval
 		if err != nil {
 			failures++
-			if rpc.KindOf(err) == rpc.NotFound {
+			var local *localError
+			switch {
+			case errors.As(err, &local):
+				// This node's disk failed (full, read-only): say so, and
+				// keep the coordinator.
+				if failures == 1 || failures%10 == 0 {
+					n.log.Error().Err(err).Int("failures", failures).Msg("cannot register: local disk error")
+				}
+				wait = backoff.Delay(min(failures, 8))
+			case rpc.KindOf(err) == rpc.NotFound:
 				n.setRegistered(false)
 				wait = 0
-			} else {
+			default:
 				_, notServing := rpc.NotServingOf(err)
 				refused := rpc.KindOf(err) == rpc.FailedPrecondition // logged where it happens
 				if !notServing && !refused && (failures == 1 || failures%10 == 0) {
