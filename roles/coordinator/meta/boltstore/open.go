@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -353,6 +354,9 @@ func inspect(path string, tx *bolt.Tx, fresh bool) (layout, error) {
 		}
 	}
 	cluster := string(m.Get(keyCluster))
+	if _, err := uuid.Parse(cluster); cluster != "" && err != nil {
+		return bad("damaged dfs metadata store: its cluster id %q is not a UUID (dfs admin salvage --cluster-id copies what is readable into a new store)", cluster)
+	}
 	if cluster == "" {
 		for _, name := range allBuckets[1:] {
 			if b := tx.Bucket(name); b != nil {
