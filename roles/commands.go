@@ -21,7 +21,15 @@ func env(name string) []string { return []string{"DFS_" + name} }
 func Commands(log func() zerolog.Logger, stdio client.IO) []*cli.Command {
 	cmds := []*cli.Command{coordinatorCommand(log), datanodeCommand(log), devCommand(log, stdio), benchCommand(log, stdio)}
 	cmds = append(cmds, healthCommand(stdio))
-	return append(cmds, client.Commands(log, stdio)...)
+	cmds = append(cmds, client.Commands(log, stdio)...)
+	// admin salvage works on files, with no coordinator running: it lives
+	// here, beside the metadata store, not in the client's commands.
+	for _, c := range cmds {
+		if c.Name == "admin" {
+			c.Subcommands = append(c.Subcommands, salvageCommand(stdio))
+		}
+	}
+	return cmds
 }
 
 func coordinatorFlags() []cli.Flag {
