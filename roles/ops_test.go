@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // smallDisk mounts a tmpfs of size bytes on a temp dir for the test, or
@@ -83,4 +85,42 @@ func TestPutOnFullMetadataDisk(t *testing.T) {
 	got, err := getBytes(ctx, cl, "/full")
 	is.NoErr(err)
 	is.True(bytes.Equal(got, data)) // and reads back
+}
+
+// Readiness says whether the cluster can take writes: with fewer
+// placeable datanodes than the replication factor every put fails, so
+// /readyz, ListNodes and the status page say not ready and why; a
+// datanode more makes it ready. Liveness (/healthz) is unaffected.
+func TestReadinessNeedsWritableCluster(t *testing.T) {
+	is := is.New(t)
+	c := newTestCluster(t, 2, func(cfg *ClusterConfig) { cfg.AdminListen = "127.0.0.1:0" })
+	admin := "http://" + c.AdminAddr()
+
+	code, body := httpGet(t, admin+"/readyz")
+	is.Equal(code, http.StatusServiceUnavailable)                                                       // not ready
+	is.True(strings.Contains(body, "cannot take writes: not enough datanodes: need 3 for replication")) // saying why
+	code, _ = httpGet(t, admin+"/healthz")
+	is.Equal(code, http.StatusOK) // alive all the same
+	resp, err := coordClient(t, c).ListNodes(t.Context(), &dfspb.ListNodesRequest{})
+	is.NoErr(err)
+	is.True(!resp.Readiness.Writable)                                        // ListNodes says not writable
+	is.Equal(resp.Readiness.PlaceableNodes, int32(2))                        // with the placeable nodes
+	is.Equal(resp.Readiness.Replication, int32(3))                           // and what they are measured against
+	is.True(strings.Contains(resp.Readiness.Reason, "not enough datanodes")) // and the reason
+	_, page := httpGet(t, admin+"/")
+	is.True(strings.Contains(page, `id="writes">Writes: <strong>refused</strong>`)) // the status page says writes fail
+	cl := newTestClient(t, c)
+	_, err = cl.Put(t.Context(), "/x", bytes.NewReader([]byte("x")), 1, nil)
+	is.True(err != nil) // as a put finds
+
+	_, err = c.AddNode()
+	is.NoErr(err)
+	is.NoErr(c.WaitHealthy(3, waitFor))
+	code, body = httpGet(t, admin+"/readyz")
+	is.Equal(code, http.StatusOK) // ready with a third datanode
+	is.Equal(strings.TrimSpace(body), "ready")
+	_, page = httpGet(t, admin+"/")
+	is.True(strings.Contains(page, `id="writes">Writes: <strong>accepted</strong> (3 datanodes`)) // the page agrees
+	_, err = cl.Put(t.Context(), "/x", bytes.NewReader([]byte("x")), 1, nil)
+	is.NoErr(err) // and puts work
 }

@@ -313,7 +313,7 @@ func (c *Coordinator) ListNodes(ctx context.Context, req *dfspb.ListNodesRequest
 	}
 	on, status := t.safe.Status()
 	return &dfspb.ListNodesResponse{ClusterVersion: version, Nodes: nodes, SafeMode: on, SafeModeStatus: status,
-		ClusterId: c.store.ClusterID(), Leader: c.addr, Health: t.clusterHealth()}, nil
+		ClusterId: c.store.ClusterID(), Leader: c.addr, Health: t.clusterHealth(), Readiness: t.readiness()}, nil
 }
 
 // Backup streams a consistent snapshot of the metadata.
