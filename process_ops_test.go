@@ -7,9 +7,12 @@ package main
 
 import (
 	"context"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,4 +107,97 @@ func TestProcessDamagedMetadata(t *testing.T) {
 		_, err = s.Get(context.Background(), "/b")
 		is.True(err != nil) // and without the damaged one
 	})
+}
+
+// notifySocket is a unixgram socket standing in for systemd's
+// $NOTIFY_SOCKET; messages carries every datagram received.
+type notifySocket struct {
+	path     string
+	messages chan string
+}
+
+func newNotifySocket(t *testing.T) *notifySocket {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sdn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	s := &notifySocket{path: path, messages: make(chan string, 16)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(s.messages)
+				return
+			}
+			s.messages <- string(buf[:n])
+		}
+	}()
+	return s
+}
+
+// expect waits for a datagram holding want.
+func (s *notifySocket) expect(t *testing.T, want string) {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case m, ok := <-s.messages:
+			if !ok {
+				t.Fatalf("notify socket closed before %q", want)
+			}
+			if strings.Contains(m, want) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no %q on the notify socket after a minute", want)
+		}
+	}
+}
+
+// Started with $NOTIFY_SOCKET (by a Type=notify unit), the coordinator and
+// the datanode tell systemd READY=1 once they serve, and STOPPING=1 when
+// a SIGTERM begins their graceful stop.
+func TestProcessSystemdNotify(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process tests build the dfs binary and start processes; skipped with -short")
+	}
+	bin := buildDFSBinary(t)
+	start := func(t *testing.T, sock *notifySocket, args ...string) *exec.Cmd {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(procChildEnv(), "NOTIFY_SOCKET="+sock.path)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	stop := func(t *testing.T, cmd *exec.Cmd, sock *notifySocket) {
+		t.Helper()
+		is := is.New(t)
+		is.NoErr(cmd.Process.Signal(syscall.SIGTERM))
+		sock.expect(t, "STOPPING=1")
+		is.NoErr(cmd.Wait()) // a clean stop
+	}
+
+	coordSock := newNotifySocket(t)
+	coord := freeLoopbackAddr(t)
+	c := start(t, coordSock, "coordinator", "--listen", coord, "--data-dir", t.TempDir())
+	coordSock.expect(t, "READY=1")
+
+	nodeSock := newNotifySocket(t)
+	n := start(t, nodeSock, "datanode", "--listen", freeLoopbackAddr(t), "--data-dir", t.TempDir(), "--coordinator", coord)
+	nodeSock.expect(t, "READY=1")
+
+	stop(t, n, nodeSock)
+	stop(t, c, coordSock)
 }

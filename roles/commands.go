@@ -170,7 +170,9 @@ func runDatanode(ctx context.Context, cfg datanode.Config, adminAddr string, log
 		return err
 	}
 	ready := func(context.Context) error { return dn.Readiness() }
-	return runWithAdmin(ctx, admin, adminHandler(reg, ready, nil), log, dn.Run)
+	return runWithAdmin(ctx, admin, adminHandler(reg, ready, nil), log, func(ctx context.Context) error {
+		return runNotifying(ctx, dn.Serving(), log, dn.Run)
+	})
 }
 
 func ptr[T any](v T) *T { return &v }
