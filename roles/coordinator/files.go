@@ -228,7 +228,8 @@ func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterD
 			"datanode %s belongs to cluster %s, this coordinator serves cluster %s", id, req.ClusterId, cluster))
 	}
 	version, nodes := t.nodes.register(id, req.Addr, u, c.clock.Now())
-	t.log.Info().Str("node_id", string(id)).Str("addr", req.Addr).Int64("chunks", req.ChunkCount).Msg("datanode registered")
+	// The logger already has "addr" (this coordinator's): the node's is node_addr.
+	t.log.Info().Str("node_id", string(id)).Str("node_addr", req.Addr).Int64("chunks", req.ChunkCount).Msg("datanode registered")
 	return &dfspb.RegisterDataNodeResponse{ClusterVersion: version, Nodes: nodes, ClusterId: cluster}, nil
 }
 
