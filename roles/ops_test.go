@@ -9,12 +9,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
+	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -123,4 +127,79 @@ func TestReadinessNeedsWritableCluster(t *testing.T) {
 	is.True(strings.Contains(page, `id="writes">Writes: <strong>accepted</strong> (3 datanodes`)) // the page agrees
 	_, err = cl.Put(t.Context(), "/x", bytes.NewReader([]byte("x")), 1, nil)
 	is.NoErr(err) // and puts work
+}
+
+// failingFiles is a store whose Files walk fails with the errors in errs,
+// one per call, then works.
+type failingFiles struct {
+	meta.Store
+	mu    sync.Mutex
+	errs  []error
+	calls int
+}
+
+func (s *failingFiles) Files(ctx context.Context, fn func(*meta.File) error) error {
+	s.mu.Lock()
+	s.calls++
+	var err error
+	if len(s.errs) > 0 {
+		err, s.errs = s.errs[0], s.errs[1:]
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.Store.Files(ctx, fn)
+}
+
+// A coordinator whose metadata is damaged (loading fails with Internal,
+// naming the record) stops with that error instead of retrying for ever
+// and answering "is starting"; a passing failure (Unavailable) is still
+// retried until it goes away.
+func TestCoordinatorStopsOnDamagedMetadata(t *testing.T) {
+	run := func(t *testing.T, store meta.Store) (*coordinator.Coordinator, chan error, context.CancelFunc) {
+		t.Helper()
+		lis, err := rpc.Listen("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := coordinator.DefaultConfig()
+		cfg.ShutdownGrace = time.Second
+		co, err := coordinator.New(cfg, coordinator.Deps{Log: testLogger(t), Store: store, Listener: lis})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- co.Run(ctx) }()
+		t.Cleanup(cancel)
+		return co, done, cancel
+	}
+
+	t.Run("Damaged", func(t *testing.T) {
+		is := is.New(t)
+		damaged := rpc.Errorf(rpc.Internal, `damaged metadata file m.db: bucket "files", the record "/x": bad`)
+		_, done, _ := run(t, &failingFiles{Store: metatest.NewMem(), errs: []error{damaged, damaged, damaged}})
+		select {
+		case err := <-done:
+			is.True(err != nil)                                   // Run ends with an error
+			is.True(errors.Is(err, rpc.Internal))                 // of the damage's kind
+			is.True(strings.Contains(err.Error(), `record "/x"`)) // naming the record
+		case <-time.After(waitFor):
+			t.Fatal("the coordinator kept retrying a damaged store")
+		}
+	})
+
+	t.Run("Transient", func(t *testing.T) {
+		is := is.New(t)
+		down := rpc.Errorf(rpc.Unavailable, "store unreachable")
+		store := &failingFiles{Store: metatest.NewMem(), errs: []error{down, down}}
+		co, done, cancel := run(t, store)
+		eventually(t, "the coordinator leads once the store answers", co.Leading)
+		store.mu.Lock()
+		is.Equal(store.calls, 3) // two failed loads, retried, then one that worked
+		store.mu.Unlock()
+		cancel()
+		is.NoErr(<-done) // and it stops cleanly
+	})
 }
