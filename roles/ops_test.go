@@ -113,6 +113,10 @@ func TestReadinessNeedsWritableCluster(t *testing.T) {
 	is.True(strings.Contains(resp.Readiness.Reason, "not enough datanodes")) // and the reason
 	_, page := httpGet(t, admin+"/")
 	is.True(strings.Contains(page, `id="writes">Writes: <strong>refused</strong>`)) // the status page says writes fail
+	_, metrics := httpGet(t, admin+"/metrics")
+	v, ok := metricValue(metrics, "dfs_coordinator_writable")
+	is.True(ok)      // the writable gauge is exported
+	is.Equal(v, 0.0) // as 0
 	cl := newTestClient(t, c)
 	_, err = cl.Put(t.Context(), "/x", bytes.NewReader([]byte("x")), 1, nil)
 	is.True(err != nil) // as a put finds
@@ -125,6 +129,9 @@ func TestReadinessNeedsWritableCluster(t *testing.T) {
 	is.Equal(strings.TrimSpace(body), "ready")
 	_, page = httpGet(t, admin+"/")
 	is.True(strings.Contains(page, `id="writes">Writes: <strong>accepted</strong> (3 datanodes`)) // the page agrees
+	_, metrics = httpGet(t, admin+"/metrics")
+	v, _ = metricValue(metrics, "dfs_coordinator_writable")
+	is.Equal(v, 1.0) // and so does the gauge
 	_, err = cl.Put(t.Context(), "/x", bytes.NewReader([]byte("x")), 1, nil)
 	is.NoErr(err) // and puts work
 }
