@@ -92,6 +92,9 @@ func TestHealth(t *testing.T) {
 		is := is.New(t)
 		c := startInprocCluster(t, func(cfg *roles.ClusterConfig) { cfg.Nodes = 2 })
 		checkFailure(t, healthRun(t, "--addr", c.Addr()), "serving but not ready: cannot take writes: not enough datanodes: need 3 for replication, 2 usable")
+		nodes := dfsRun(t.Context(), nil, "nodes", "--coordinator", c.Addr())
+		is.NoErr(nodes.err)
+		is.True(strings.HasPrefix(nodes.out, "writes refused: cannot take writes: not enough datanodes")) // dfs nodes says it first
 		r := healthRun(t, "--addr", c.Addr(), "--live")
 		is.NoErr(r.err)                         // it is alive
 		is.Equal(r.out, c.Addr()+": serving\n") // and says so
