@@ -41,11 +41,12 @@ USER 65532:65532
 VOLUME ["/data"]
 EXPOSE 7000
 
-# `dfs health` checks the server on DFS_LISTEN (exec form: there is no
-# shell). A client container (put, get, ...) has nothing to check; run it
+# `dfs health --live` checks that the server on DFS_LISTEN serves (exec
+# form: there is no shell); --live, because a coordinator whose datanodes
+# have not joined yet is alive, only not ready for writes. A client container (put, get, ...) has nothing to check; run it
 # with --no-healthcheck.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["/dfs", "health"]
+    CMD ["/dfs", "health", "--live"]
 
 ENTRYPOINT ["/dfs"]
 CMD ["--help"]

@@ -271,7 +271,7 @@ func (c *dockerCluster) start(n int) {
 		c.mustDocker(nil, "volume", "create", "--label", label, name)
 		run := []string{"run", "-d", "--name", name, "--hostname", name, "--label", label,
 			"--network", c.net, "-v", name + ":/data",
-			// The image's HEALTHCHECK (dfs health), checked more often.
+			// The image's HEALTHCHECK (dfs health --live), checked more often.
 			"--health-interval", "2s", "--health-start-period", "30s",
 			"-e", "DFS_LOG_FORMAT=json", c.image}
 		c.mustDocker(nil, append(run, args...)...)
@@ -414,11 +414,11 @@ func (c *dockerCluster) nodeIDs() []string {
 }
 
 // waitContainersHealthy waits until Docker reports every server container
-// healthy: the image's HEALTHCHECK, `dfs health`, passes in each.
+// healthy: the image's HEALTHCHECK, `dfs health --live`, passes in each.
 func (c *dockerCluster) waitContainersHealthy() {
 	c.t.Helper()
 	names := append([]string{c.coord}, c.nodes...)
-	c.poll("every server container healthy (HEALTHCHECK dfs health)", func() (bool, string) {
+	c.poll("every server container healthy (HEALTHCHECK dfs health --live)", func() (bool, string) {
 		out, err := c.docker(time.Minute, nil, append([]string{"inspect", "--format", "{{.Name}} {{.State.Health.Status}}"}, names...)...)
 		if err != nil {
 			return false, err.Error()

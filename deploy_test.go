@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -58,7 +59,7 @@ func TestSystemdUnits(t *testing.T) {
 		unit := string(b)
 		is.True(strings.Contains(unit, "ExecStart="+systemdBinary+" "+u.command+"\n")) // the unit runs its role
 		is.True(strings.Contains(unit, "EnvironmentFile=/etc/dfs/"+u.env+"\n"))        // the unit reads its environment file
-		for _, want := range []string{"User=dfs", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "ReadWritePaths=/var/lib/dfs/"} {
+		for _, want := range []string{"User=dfs", "Type=notify", "NotifyAccess=main", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "ReadWritePaths=/var/lib/dfs/"} {
 			if !strings.Contains(unit, "\n"+want) {
 				t.Errorf("%s: no %s line", u.unit, want)
 			}
@@ -147,5 +148,54 @@ func TestComposeFile(t *testing.T) {
 	out, err := exec.CommandContext(ctx, compose, args...).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Fatalf("docker-compose %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// TestDeployDocsMatchUnits checks that docs/operations.md describes the
+// units as they are: how systemd knows they started and when it restarts
+// them.
+func TestDeployDocsMatchUnits(t *testing.T) {
+	is := is.New(t)
+	b, err := os.ReadFile(filepath.Join("docs", "operations.md"))
+	is.NoErr(err)
+	doc := string(b)
+	for _, u := range systemdUnits {
+		unit, err := os.ReadFile(filepath.Join("deploy", "systemd", u.unit))
+		is.NoErr(err)
+		for _, key := range []string{"Type=", "Restart="} {
+			m := regexp.MustCompile(`(?m)^` + key + `(\S+)$`).FindStringSubmatch(string(unit))
+			is.True(m != nil) // the unit sets it
+			if !strings.Contains(doc, "`"+key+m[1]+"`") {
+				t.Errorf("docs/operations.md does not say `%s%s` as %s does", key, m[1], u.unit)
+			}
+		}
+	}
+	for _, stale := range []string{"Restart=always", "Type=exec", "Type=simple"} {
+		is.True(!strings.Contains(doc, stale)) // nothing the units do not say
+	}
+}
+
+// TestComposeCluster checks what deploy/compose.yaml runs, without a
+// compose tool: four datanodes, so that one down still leaves three for
+// replication 3; the coordinator's admin endpoint published on the host's
+// loopback; and liveness health checks (--live), since the datanodes wait
+// for the coordinator to be healthy and a coordinator without datanodes
+// is not ready for writes. The images' HEALTHCHECK is --live too.
+func TestComposeCluster(t *testing.T) {
+	is := is.New(t)
+	b, err := os.ReadFile(filepath.Join("deploy", "compose.yaml"))
+	is.NoErr(err)
+	compose := string(b)
+	is.Equal(strings.Count(compose, "command: [datanode,"), 4) // four datanodes
+	for i := 1; i <= 4; i++ {
+		is.True(strings.Contains(compose, fmt.Sprintf(`--advertise, "datanode%d:7000"`, i))) // each advertising its own name
+	}
+	is.True(strings.Contains(compose, `--admin-listen, "0.0.0.0:7080"]`)) // the coordinator serves its admin endpoint
+	is.True(strings.Contains(compose, `ports: ["127.0.0.1:7080:7080"]`))  // published on the host's loopback only
+	is.True(strings.Contains(compose, `test: ["CMD", "/dfs", "health", "--live"]`))
+	for _, f := range []string{"Dockerfile", filepath.Join("deploy", "image", "Dockerfile.multistage")} {
+		b, err := os.ReadFile(f)
+		is.NoErr(err)
+		is.True(strings.Contains(string(b), `CMD ["/dfs", "health", "--live"]`)) // the image's HEALTHCHECK checks liveness
 	}
 }

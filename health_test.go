@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -82,6 +83,27 @@ func TestHealth(t *testing.T) {
 			is.True(strings.HasPrefix(r.out, addr+": serving")) // one line naming the address
 			is.Equal(strings.Count(r.out, "\n"), 1)             // exactly one line
 		}
+	})
+
+	t.Run("NotWritable", func(t *testing.T) {
+		// Two datanodes, replication 3: the coordinator serves, but every
+		// put would fail, so it is not ready; --live only asks whether it
+		// serves.
+		is := is.New(t)
+		c := startInprocCluster(t, func(cfg *roles.ClusterConfig) { cfg.Nodes = 2 })
+		checkFailure(t, healthRun(t, "--addr", c.Addr()), "serving but not ready: cannot take writes: not enough datanodes: need 3 for replication, 2 usable")
+		nodes := dfsRun(t.Context(), nil, "nodes", "--coordinator", c.Addr())
+		is.NoErr(nodes.err)
+		is.True(strings.HasPrefix(nodes.out, "writes refused: cannot take writes: not enough datanodes")) // dfs nodes says it first
+		r := healthRun(t, "--addr", c.Addr(), "--live")
+		is.NoErr(r.err)                         // it is alive
+		is.Equal(r.out, c.Addr()+": serving\n") // and says so
+		_, err := c.AddNode()
+		is.NoErr(err) // a third datanode
+		is.NoErr(c.WaitHealthy(3, time.Minute))
+		r = healthRun(t, "--addr", c.Addr())
+		is.NoErr(r.err)                                                                     // makes the cluster ready
+		is.True(strings.HasPrefix(r.out, c.Addr()+": serving, ready (coordinator: 3 of 3")) // and the line says so
 	})
 
 	t.Run("StandardServing", func(t *testing.T) {

@@ -127,6 +127,9 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 		return zerolog.Nop(), fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", level)
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
+	// Durations as Go writes them ("1.5s", "250ms"): a bare number in a
+	// JSON line says nothing of its unit.
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
 	var l zerolog.Logger
 	switch format {
 	case "json":

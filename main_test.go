@@ -51,7 +51,7 @@ func (l *inprocLog) Write(p []byte) (int, error) {
 
 // startInprocCluster starts a coordinator and three datanodes in this
 // process with 64 KiB chunks; it stops when the test ends.
-func startInprocCluster(t *testing.T) *roles.Cluster {
+func startInprocCluster(t *testing.T, tune ...func(*roles.ClusterConfig)) *roles.Cluster {
 	t.Helper()
 	is := is.New(t)
 	is.Helper()
@@ -63,6 +63,9 @@ func startInprocCluster(t *testing.T) *roles.Cluster {
 	cfg.Log = zerolog.New(lw).Level(zerolog.InfoLevel)
 	cfg.Coordinator.ChunkSize = 64 << 10
 	cfg.Datanode.HeartbeatInterval = 100 * time.Millisecond
+	for _, f := range tune {
+		f(&cfg)
+	}
 	c, err := roles.StartCluster(context.Background(), cfg)
 	is.NoErr(err) // cluster starts
 	t.Cleanup(func() { c.Close() })

@@ -21,7 +21,15 @@ func env(name string) []string { return []string{"DFS_" + name} }
 func Commands(log func() zerolog.Logger, stdio client.IO) []*cli.Command {
 	cmds := []*cli.Command{coordinatorCommand(log), datanodeCommand(log), devCommand(log, stdio), benchCommand(log, stdio)}
 	cmds = append(cmds, healthCommand(stdio))
-	return append(cmds, client.Commands(log, stdio)...)
+	cmds = append(cmds, client.Commands(log, stdio)...)
+	// admin salvage works on files, with no coordinator running: it lives
+	// here, beside the metadata store, not in the client's commands.
+	for _, c := range cmds {
+		if c.Name == "admin" {
+			c.Subcommands = append(c.Subcommands, salvageCommand(stdio))
+		}
+	}
+	return cmds
 }
 
 func coordinatorFlags() []cli.Flag {
@@ -182,7 +190,9 @@ func runDatanode(ctx context.Context, cfg datanode.Config, adminAddr string, log
 		return err
 	}
 	ready := func(context.Context) error { return dn.Readiness() }
-	return runWithAdmin(ctx, admin, adminHandler(reg, ready, nil), log, dn.Run)
+	return runWithAdmin(ctx, admin, adminHandler(reg, ready, nil), log, func(ctx context.Context) error {
+		return runNotifying(ctx, dn.Serving(), log, dn.Run)
+	})
 }
 
 func ptr[T any](v T) *T { return &v }

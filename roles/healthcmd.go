@@ -29,13 +29,14 @@ const defaultHealthTimeout = 3 * time.Second
 // serves, non-zero otherwise.
 func healthCommand(stdio client.IO) *cli.Command {
 	return &cli.Command{
-		Name: "health", Usage: "check that a coordinator or datanode serves: one line, exit 0 if it does, 1 if not", Category: "server",
+		Name: "health", Usage: "check that a coordinator or datanode is ready (a coordinator: its cluster can take writes): one line, exit 0 if it is, 1 if not", Category: "server",
 		Flags: []cli.Flag{
 			// DFS_LISTEN comes second: where a role's environment sets its
 			// listen address (a container, a systemd environment file), the
 			// check follows it without being told.
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7000", EnvVars: []string{"DFS_HEALTH_ADDR", "DFS_LISTEN"}, Usage: "gRPC address of the server to check (an unspecified host means this machine)"},
 			&cli.DurationFlag{Name: "timeout", Value: defaultHealthTimeout, EnvVars: env("HEALTH_TIMEOUT"), Usage: "give up after this long"},
+			&cli.BoolFlag{Name: "live", EnvVars: env("HEALTH_LIVE"), Usage: "only check that the server serves (liveness, for container health checks): a coordinator whose cluster cannot take writes passes"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -50,7 +51,7 @@ func healthCommand(stdio client.IO) *cli.Command {
 			}
 			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 			defer cancel()
-			state, err := checkHealth(ctx, addr)
+			state, err := checkHealth(ctx, addr, !c.Bool("live"))
 			if err != nil {
 				return fmt.Errorf("health %s: %w", addr, err)
 			}
@@ -83,9 +84,12 @@ func healthDialAddr(addr string) (string, error) {
 // through the dfs services instead (DataNode.HealthCheck, then
 // Coordinator.ListNodes), with the same meaning: a datanode that answers
 // and a coordinator that leads (in safe mode too) serve, a standby does
-// not. It returns a short description of the server's state, or an error
-// saying why it does not serve; ctx bounds it all.
-func checkHealth(ctx context.Context, addr string) (string, error) {
+// not. With ready, a coordinator that serves must also say that its
+// cluster can take writes (out of safe mode, enough placeable datanodes
+// for the replication factor). It returns a short description of the
+// server's state, or an error saying why it does not serve or is not
+// ready; ctx bounds it all.
+func checkHealth(ctx context.Context, addr string, ready bool) (string, error) {
 	cc, err := rpc.Dial(addr)
 	if err != nil {
 		return "", err
@@ -93,19 +97,41 @@ func checkHealth(ctx context.Context, addr string) (string, error) {
 	defer cc.Close()
 	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 	switch {
+	case err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING && ready:
+		return checkWritable(ctx, cc)
 	case err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING:
 		return "serving", nil
 	case err == nil:
 		return "", rpc.Errorf(rpc.Unavailable, "not serving (health status %s)", resp.GetStatus())
 	case status.Code(err) == codes.Unimplemented:
-		return checkDFSHealth(ctx, cc)
+		return checkDFSHealth(ctx, cc, ready)
 	}
 	return "", healthCallError(ctx, err)
 }
 
+// checkWritable asks a server that serves whether it is a coordinator
+// whose cluster can take writes; any other server is ready once it
+// serves.
+func checkWritable(ctx context.Context, cc *grpc.ClientConn) (string, error) {
+	ln, err := dfspb.NewCoordinatorClient(cc).ListNodes(ctx, &dfspb.ListNodesRequest{})
+	switch {
+	case status.Code(err) == codes.Unimplemented:
+		return "serving", nil // a datanode: serving is ready
+	case err != nil:
+		return "", healthCallError(ctx, err)
+	}
+	if r := ln.Readiness; r != nil && !r.Writable {
+		return "", rpc.Errorf(rpc.Unavailable, "serving but not ready: %s", r.Reason)
+	}
+	if r := ln.Readiness; r != nil {
+		return fmt.Sprintf("serving, ready (coordinator: %d of %d datanodes can take writes, replication %d)", r.PlaceableNodes, len(ln.Nodes), r.Replication), nil
+	}
+	return "serving", nil
+}
+
 // checkDFSHealth checks a server that has no standard health service with
 // the cheapest call each role answers.
-func checkDFSHealth(ctx context.Context, cc *grpc.ClientConn) (string, error) {
+func checkDFSHealth(ctx context.Context, cc *grpc.ClientConn, ready bool) (string, error) {
 	hc, err := dfspb.NewDataNodeClient(cc).HealthCheck(ctx, &dfspb.HealthCheckRequest{})
 	if err == nil {
 		return fmt.Sprintf("serving (datanode %s, %d chunks)", rpc.NodeID(hc.NodeId).Short(), hc.ChunkCount), nil
@@ -115,6 +141,8 @@ func checkDFSHealth(ctx context.Context, cc *grpc.ClientConn) (string, error) {
 	}
 	ln, err := dfspb.NewCoordinatorClient(cc).ListNodes(ctx, &dfspb.ListNodesRequest{})
 	switch {
+	case err == nil && ready && ln.Readiness != nil && !ln.Readiness.Writable:
+		return "", rpc.Errorf(rpc.Unavailable, "serving but not ready: %s", ln.Readiness.Reason)
 	case err == nil && ln.SafeMode:
 		return fmt.Sprintf("serving (coordinator in safe mode: %s)", ln.SafeModeStatus), nil
 	case err == nil:

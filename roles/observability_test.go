@@ -244,12 +244,13 @@ func TestCoordinatorReadiness(t *testing.T) {
 		is := is.New(t)
 		co, srv := startCoordinator(t, metatest.NewMem(), nil)
 		eventually(t, "the coordinator leads", co.Leading)
-		code, _ := httpGet(t, srv.URL+"/readyz")
-		is.Equal(code, http.StatusOK)                              // leading, nothing to wait for: ready
-		eventually(t, "gRPC health reports SERVING", func() bool { // gRPC health agrees
+		code, body := httpGet(t, srv.URL+"/readyz")
+		is.Equal(code, http.StatusServiceUnavailable)                               // leading without datanodes: not ready
+		is.True(strings.Contains(body, "cannot take writes: not enough datanodes")) // every put would fail
+		eventually(t, "gRPC health reports SERVING", func() bool {                  // gRPC health: it leads, so SERVING
 			return grpcHealth(t, co.Addr()) == healthpb.HealthCheckResponse_SERVING
 		})
-		_, body := httpGet(t, srv.URL+"/metrics")
+		_, body = httpGet(t, srv.URL+"/metrics")
 		v, _ := metricValue(body, "dfs_coordinator_leader")
 		is.Equal(v, 1.0) // the leader gauge is 1
 	})

@@ -77,7 +77,14 @@ func runCoordinator(ctx context.Context, cfg coordinator.Config, sc storeConfig,
 	if err != nil {
 		return err
 	}
-	return runWithAdmin(ctx, admin, adminHandler(reg, co.Readiness, co.StatusHandler()), log, co.Run)
+	err = runWithAdmin(ctx, admin, adminHandler(reg, co.Readiness, co.StatusHandler()), log, func(ctx context.Context) error {
+		return runNotifying(ctx, co.Ready(), log, co.Run)
+	})
+	if sc.kind == "bolt" && rpc.KindOf(err) == rpc.Internal {
+		f := filepath.Join(sc.dir, boltFile)
+		err = fmt.Errorf("%w; to copy what is readable into a new store: dfs admin salvage --from %s --to %s.salvaged (docs/operations.md, \"Damaged metadata\")", err, f, f)
+	}
+	return err
 }
 
 // restore loads a backup into an empty store. The backup is read and

@@ -539,6 +539,8 @@ func printNodes(w io.Writer, resp *dfspb.ListNodesResponse, asJSON bool) error {
 	}
 	if resp.SafeMode {
 		fmt.Fprintf(w, "coordinator %s in safe mode: %s\n", resp.Leader, resp.SafeModeStatus)
+	} else if r := resp.Readiness; r != nil && !r.Writable {
+		fmt.Fprintf(w, "writes refused: %s\n", r.Reason)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tADDRESS\tSTATE\tUSED/CAPACITY\tCHUNKS\tLAST HEARTBEAT")

@@ -327,8 +327,14 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	var fatal error // of lead, read after wg.Wait
 	wg.Add(2)
-	go func() { defer wg.Done(); c.lead(ctx) }()
+	go func() {
+		defer wg.Done()
+		if fatal = c.lead(ctx); fatal != nil {
+			cancel()
+		}
+	}()
 	go func() { defer wg.Done(); health.Run(ctx) }()
 	if c.maxChunks < c.cfg.MaxFileChunks {
 		c.log.Warn().Int("max_file_chunks", c.maxChunks).Int("configured", c.cfg.MaxFileChunks).Str("metadata", c.name).
@@ -340,13 +346,21 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	err := rpc.Serve(ctx, srv, c.lis, c.cfg.ShutdownGrace)
 	cancel()
 	wg.Wait()
+	if fatal != nil {
+		c.log.Error().Err(fatal).Msg("coordinator stopped: cannot lead")
+		return fmt.Errorf("coordinator: %w", fatal)
+	}
 	c.log.Info().Msg("coordinator stopped")
 	return err
 }
 
 // lead runs leadership terms until ctx ends: at once without an elector,
-// otherwise each time the elector makes this coordinator the leader.
-func (c *Coordinator) lead(ctx context.Context) {
+// otherwise each time the elector makes this coordinator the leader. A
+// term that cannot start for a passing reason (the store unreachable) is
+// tried again; one that cannot start because the metadata is damaged (an
+// error of kind rpc.Internal naming the record) ends lead with that
+// error, since trying again reads the same damage.
+func (c *Coordinator) lead(ctx context.Context) error {
 	for ctx.Err() == nil {
 		lost := make(<-chan struct{})
 		if c.elector != nil {
@@ -365,6 +379,10 @@ func (c *Coordinator) lead(ctx context.Context) {
 		t, err := c.startTerm(tctx)
 		if err != nil {
 			cancel()
+			if rpc.KindOf(err) == rpc.Internal && ctx.Err() == nil {
+				c.events.add("leader", "cannot lead: the metadata is damaged: %v", err)
+				return fmt.Errorf("loading metadata: %w", err)
+			}
 			c.log.Error().Err(err).Msg("cannot lead: loading metadata failed; retrying")
 			sleep(ctx, time.Second)
 			continue
@@ -385,6 +403,7 @@ func (c *Coordinator) lead(ctx context.Context) {
 		cancel()
 		t.wait()
 	}
+	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {

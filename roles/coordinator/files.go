@@ -297,7 +297,8 @@ func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterD
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	t.log.Info().Str("node_id", string(id)).Str("addr", req.Addr).Int64("chunks", req.ChunkCount).Msg("datanode registered")
+	// The logger already has "addr" (this coordinator's): the node's is node_addr.
+	t.log.Info().Str("node_id", string(id)).Str("node_addr", req.Addr).Int64("chunks", req.ChunkCount).Msg("datanode registered")
 	return &dfspb.RegisterDataNodeResponse{ClusterVersion: version, ClusterId: cluster, Incarnation: incarnation}, nil
 }
 
@@ -396,7 +397,7 @@ func (c *Coordinator) ListNodes(ctx context.Context, req *dfspb.ListNodesRequest
 	}
 	on, status := t.safe.Status()
 	return &dfspb.ListNodesResponse{ClusterVersion: version, Nodes: nodes, SafeMode: on, SafeModeStatus: status,
-		ClusterId: c.store.ClusterID(), Leader: c.addr, Health: t.clusterHealth()}, nil
+		ClusterId: c.store.ClusterID(), Leader: c.addr, Health: t.clusterHealth(), Readiness: t.readiness()}, nil
 }
 
 // Backup streams a consistent snapshot of the metadata.

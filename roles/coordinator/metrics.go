@@ -70,6 +70,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	descLeader       = desc("dfs_coordinator_leader", "1 while this coordinator leads, 0 while it starts or stands by.")
 	descSafeMode     = desc("dfs_coordinator_safe_mode", "1 while the leading coordinator waits in safe mode for the datanodes' chunk reports.")
+	descWritable     = desc("dfs_coordinator_writable", "1 while the leader's cluster can take writes (out of safe mode, at least the replication factor of placeable datanodes), as /readyz says.")
 	descNodes        = desc("dfs_coordinator_nodes", "Datanodes by state (healthy, suspect, dead).", "state")
 	descDraining     = desc("dfs_coordinator_draining_nodes", "Datanodes being decommissioned (draining), decommissioned ones included.")
 	descCapacity     = desc("dfs_coordinator_capacity_bytes", "Capacity of the datanodes that are not dead, as of their last heartbeats.")
@@ -89,7 +90,7 @@ var (
 	descDeleted      = desc("dfs_coordinator_deleted_chunks_total", "Chunk copies the datanodes deleted for garbage collection since this coordinator began leading.")
 	descReclaimed    = desc("dfs_coordinator_reclaimed_bytes_total", "Bytes freed on the datanodes by garbage collection since this coordinator began leading.")
 	descOrphans      = desc("dfs_coordinator_orphan_copies_total", "Orphan chunk copies (referenced by no file or upload) scheduled for deletion since this coordinator began leading.")
-	stateDescriptors = []*prometheus.Desc{descLeader, descSafeMode, descNodes, descDraining, descCapacity, descUsed, descFree,
+	stateDescriptors = []*prometheus.Desc{descLeader, descSafeMode, descWritable, descNodes, descDraining, descCapacity, descUsed, descFree,
 		descFiles, descChunks, descSessions, descUnder, descMissing, descCorrupt, descRepairing, descRepairs, descRepairFails,
 		descRepairBytes, descPendingDels, descDeleted, descReclaimed, descOrphans}
 )
@@ -116,6 +117,7 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if !snap.Leading {
 		return
 	}
+	gauge(descWritable, b2f(snap.Readiness.GetWritable()))
 	states := map[dfspb.NodeState]int{}
 	draining := 0
 	for _, n := range snap.Nodes {

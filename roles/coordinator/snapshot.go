@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 
+	"github.com/dfs-project/dfs/placement"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -30,6 +31,8 @@ type snapshot struct {
 	UploadSessions       int
 	Health               *dfspb.ClusterHealth
 	RepairsFailed        int64
+	// Readiness says whether the cluster can take writes.
+	Readiness *dfspb.ReadinessStatus
 }
 
 // snapshot returns the coordinator's state now.
@@ -57,13 +60,16 @@ func (c *Coordinator) snapshot() snapshot {
 	s.UploadSessions = t.uploads.Len()
 	s.Health = t.clusterHealth()
 	s.RepairsFailed = t.repair.Stats().Failed
+	s.Readiness = t.readiness()
 	return s
 }
 
 // Readiness returns nil when the coordinator serves every request: it
-// leads and is out of safe mode. Otherwise the error says why: it is
-// starting, it is a standby (naming the leader when one is known, which
-// asks the elector within ctx), or it waits in safe mode.
+// leads, is out of safe mode and the cluster can take writes (see
+// term.readiness). Otherwise the error says why: it is starting, it is a
+// standby (naming the leader when one is known, which asks the elector
+// within ctx), it waits in safe mode, or too few datanodes can take a
+// chunk.
 func (c *Coordinator) Readiness(ctx context.Context) error {
 	if !c.started() {
 		return rpc.Errorf(rpc.Unavailable, "coordinator is starting")
@@ -72,10 +78,35 @@ func (c *Coordinator) Readiness(ctx context.Context) error {
 	if err != nil {
 		return rpc.FromStatus(err)
 	}
-	if on, status := t.safe.Status(); on {
-		return rpc.Errorf(rpc.Unavailable, "coordinator in safe mode: %s", status)
+	if r := t.readiness(); !r.Writable {
+		return rpc.Errorf(rpc.Unavailable, "%s", r.Reason)
 	}
 	return nil
+}
+
+// readiness says whether the term can take writes: out of safe mode, with
+// at least the default replication of datanodes that placement would
+// choose for a new chunk (its candidates: registered, not draining;
+// healthy, with room for a chunk of the default size).
+func (t *term) readiness() *dfspb.ReadinessStatus {
+	cfg := t.c.cfg
+	r := &dfspb.ReadinessStatus{Replication: int32(cfg.Replication)}
+	cands := t.nodes.candidates()
+	for _, n := range cands {
+		if n.State == placement.Healthy && n.Free >= cfg.ChunkSize {
+			r.PlaceableNodes++
+		}
+	}
+	if on, status := t.safe.Status(); on {
+		r.Reason = "coordinator in safe mode: " + status
+		return r
+	}
+	if _, err := placement.Place(t.c.policy, cands, cfg.Replication, cfg.ChunkSize, nil); err != nil {
+		r.Reason = "cannot take writes: " + err.Error()
+		return r
+	}
+	r.Writable = true
+	return r
 }
 
 // leaderAddr returns the address of the leading coordinator: this one's

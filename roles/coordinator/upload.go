@@ -434,8 +434,10 @@ func (t *term) confirmUpload(ctx context.Context, req *dfspb.ConfirmUploadReques
 		err = t.commitUpload(ctx, u, f)
 	}
 	if err != nil {
-		if ctx.Err() != nil || rpc.KindOf(err) == rpc.Unavailable {
-			t.uploads.Put(id, u) // the client may confirm again
+		if k := rpc.KindOf(err); ctx.Err() != nil || k == rpc.Unavailable || k == rpc.ResourceExhausted {
+			// The client may confirm again: once the coordinator is back,
+			// or space is freed for the metadata (ResourceExhausted).
+			t.uploads.Put(id, u)
 		} else {
 			t.log.Warn().Err(err).Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload refused at confirm")
 			t.abortUpload(u)

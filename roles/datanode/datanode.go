@@ -209,6 +209,8 @@ type Node struct {
 
 	ready chan struct{}
 	probe chan struct{} // asks the writability probe to run now
+	// serving is closed once the node serves gRPC.
+	serving chan struct{}
 }
 
 // New builds a datanode. It validates cfg and has no side effects; Run
@@ -230,6 +232,7 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		peers:        make(map[rpc.NodeID]*dfspb.NodeStatus),
 		peersLearned: make(chan struct{}),
 		ready:        make(chan struct{}),
+		serving:      make(chan struct{}),
 		probe:        make(chan struct{}, 1),
 		verifies:     make(chan struct{}, maxVerifies),
 		frames:       newBudget(cfg.FrameBudget),
@@ -280,6 +283,9 @@ func (n *Node) openedStore() *Store { return n.opened.Load() }
 
 // Ready is closed once the node serves and has registered.
 func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// Serving is closed once the node serves gRPC, registered or not.
+func (n *Node) Serving() <-chan struct{} { return n.serving }
 
 // ID returns the node's ID; valid once Ready.
 func (n *Node) ID() rpc.NodeID { return n.id }
@@ -347,6 +353,7 @@ func (n *Node) Run(ctx context.Context) error {
 	u := n.store.Usage()
 	n.log.Info().Str("addr", n.Addr()).Str("data_dir", n.cfg.DataDir).Int64("chunks", u.Chunks).
 		Str("used", rpc.FormatBytes(u.Used)).Str("free", rpc.FormatBytes(u.Free)).Msg("datanode serving")
+	close(n.serving)
 	err = rpc.Serve(ctx, srv, n.lis, n.cfg.ShutdownGrace)
 	cancel()
 	wg.Wait()

@@ -2,6 +2,7 @@ package datanode
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"google.golang.org/grpc"
@@ -81,6 +82,14 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 				readyOnce = true
 				close(n.ready)
 			}
+		case errors.As(err, new(*localError)):
+			// This node's disk failed (full, read-only): say so, and keep
+			// the coordinator.
+			failures++
+			if failures == 1 || failures%10 == 0 {
+				n.log.Error().Err(err).Int("failures", failures).Msg("cannot register: local disk error")
+			}
+			wait = backoff.Delay(min(failures, 8))
 		case kind == rpc.NotFound:
 			failures++
 			n.setRegistered(false)

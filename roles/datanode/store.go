@@ -1117,18 +1117,35 @@ func loadClusterID(dir string) (string, error) {
 	return id, nil
 }
 
-// saveClusterID durably records the cluster the node joined.
+// saveClusterID durably records the cluster the node joined. A failure
+// to write it is an error of this node's disk, of type *localError.
 func saveClusterID(dir, id string) error {
 	if _, err := uuid.Parse(id); err != nil {
 		// Saved, it would keep the node from starting again.
 		return fmt.Errorf("datanode: the coordinator sent %q, not a cluster id", id)
 	}
 	p := filepath.Join(dir, "cluster-id")
-	if err := writeFileSync(p+".tmp", []byte(id+"\n")); err != nil {
-		return fmt.Errorf("datanode: write cluster id: %w", err)
+	err := writeFileSync(p+".tmp", []byte(id+"\n"))
+	if err == nil {
+		err = os.Rename(p+".tmp", p)
 	}
-	if err := os.Rename(p+".tmp", p); err != nil {
-		return fmt.Errorf("datanode: write cluster id: %w", err)
+	if err == nil {
+		err = syncDir(dir)
 	}
-	return syncDir(dir)
+	if err != nil {
+		os.Remove(p + ".tmp")
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is said below
+		}
+		return &localError{fmt.Errorf("datanode: record the cluster joined: writing %s: %w", p, err)}
+	}
+	return nil
 }
+
+// localError is a failure of the node itself (its disk), not of the
+// coordinator it talks to.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }

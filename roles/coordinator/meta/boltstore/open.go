@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -136,27 +137,37 @@ type layout struct {
 	cluster string
 }
 
-// Open opens the store in the file at path, creating it when it is missing
-// or empty; a new store is uninitialized (ClusterID returns "") until Init.
-// A file that is not a bolt database, is truncated, is a bolt database of
-// something else, or has a format newer than this code knows is refused
-// with an error of kind rpc.FailedPrecondition and left exactly as it was:
-// it is inspected read-only before it is opened for writing. A store of an
+// Open opens the store in the file at path, creating it when it is
+// missing; a new store is uninitialized (ClusterID returns "") until Init.
+// A new file is made whole beside path (path + ".new", with its buckets)
+// and renamed into place, so a file at path was always a store: one that
+// is empty (0 bytes, a bolt database without buckets) is refused rather
+// than taken for a new cluster, since it means the store was lost (a copy
+// that failed, a file truncated on a full disk). A file that is not a
+// bolt database, is truncated, is a bolt database of something else, or
+// has a format newer than this code knows is refused too, with an error
+// of kind rpc.FailedPrecondition, and left exactly as it was: it is
+// inspected read-only before it is opened for writing. A store of an
 // older format is upgraded to formatVersion (see above). A file locked
 // by another process is refused with rpc.Unavailable after
 // opts.LockTimeout. The caller closes the store.
 func Open(path string, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
-	existed := true
+	created := false
 	info, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		existed = false
+		if err := create(path, opts); err != nil {
+			return nil, err
+		}
+		created = true
 	case err != nil:
 		return nil, fmt.Errorf("boltstore.Open %s: %w", path, err)
 	case !info.Mode().IsRegular():
 		return nil, openErr(path, rpc.FailedPrecondition, nil, "not a regular file")
-	case info.Size() > 0:
+	case info.Size() == 0:
+		return nil, openErr(path, rpc.FailedPrecondition, nil, emptyStore, "empty (0 bytes)")
+	default:
 		if err := inspectReadOnly(path, opts); err != nil {
 			return nil, err
 		}
@@ -168,17 +179,10 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s := &Store{db: db, path: path, log: opts.Log.With().Str("component", "boltstore").Str("path", path).Logger(),
 		batchDelay: opts.BatchDelay, batchSize: opts.BatchSize}
-	created, l, err := s.prepare()
+	_, l, err := s.prepare(false)
 	if err != nil {
 		db.Close()
 		return nil, err
-	}
-	if !existed {
-		// The new file's directory entry must be durable too.
-		if err := syncDir(filepath.Dir(path)); err != nil {
-			db.Close()
-			return nil, fmt.Errorf("boltstore.Open %s: %w", path, err)
-		}
 	}
 	s.cluster.Store(l.cluster)
 	size := int64(-1)
@@ -188,6 +192,45 @@ func Open(path string, opts Options) (*Store, error) {
 	s.log.Info().Str("cluster", l.cluster).Bool("created", created).Uint64("format", l.format).Int64("bytes", size).
 		Dur("batch_delay", opts.BatchDelay).Int("batch_size", opts.BatchSize).Msg("metadata store opened")
 	return s, nil
+}
+
+// emptyStore is the message for an empty file at a store's path; %s says
+// how it is empty.
+const emptyStore = "the metadata file is %s, but a new store is only created where none exists: " +
+	"the store was lost (a failed copy, or a file truncated on a full disk?). Restore a backup " +
+	"(move this file away and start with --restore FILE), or remove the file to start a new, empty cluster"
+
+// create makes a new, uninitialized store file at path: whole at
+// path + ".new" first, then renamed into place and its directory synced.
+func create(path string, opts Options) error {
+	tmp := path + ".new"
+	// A leftover of a start that crashed while creating the store.
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("boltstore.Open %s: %w", path, err)
+	}
+	db, err := openBolt(tmp, opts, false)
+	if err != nil {
+		return err
+	}
+	s := &Store{db: db, path: tmp}
+	_, _, err = s.prepare(true)
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("boltstore.Open %s: %w", path, cerr)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		if rpc.KindOf(err) != rpc.Other {
+			return err
+		}
+		return fmt.Errorf("boltstore.Open %s: create: %w", path, err)
+	}
+	return nil
 }
 
 // inspectReadOnly checks an existing, non-empty file without opening it
@@ -201,7 +244,7 @@ func inspectReadOnly(path string, opts Options) (err error) {
 	defer db.Close()
 	return guardedOpen(path, func() error {
 		return db.View(func(tx *bolt.Tx) error {
-			_, err := inspect(path, tx)
+			_, err := inspect(path, tx, false)
 			return err
 		})
 	})
@@ -247,9 +290,9 @@ func guardedOpen(path string, fn func() error) (err error) {
 	return fn()
 }
 
-// inspect checks that tx reads a dfs metadata store of a known format, or
-// a bolt database without buckets yet.
-func inspect(path string, tx *bolt.Tx) (layout, error) {
+// inspect checks that tx reads a dfs metadata store of a known format, or,
+// when fresh (a file create just made), a bolt database without buckets.
+func inspect(path string, tx *bolt.Tx, fresh bool) (layout, error) {
 	bad := func(format string, args ...any) (layout, error) {
 		return layout{}, openErr(path, rpc.FailedPrecondition, nil, format, args...)
 	}
@@ -294,6 +337,9 @@ func inspect(path string, tx *bolt.Tx) (layout, error) {
 		return bad("a bolt database but not a dfs metadata store (unexpected bucket %q)", unknown)
 	}
 	if len(names) == 0 {
+		if !fresh {
+			return bad(emptyStore, "a bolt database without any dfs bucket")
+		}
 		return layout{empty: true}, nil
 	}
 	if m == nil {
@@ -308,6 +354,9 @@ func inspect(path string, tx *bolt.Tx) (layout, error) {
 		}
 	}
 	cluster := string(m.Get(keyCluster))
+	if _, err := uuid.Parse(cluster); cluster != "" && err != nil {
+		return bad("damaged dfs metadata store: its cluster id %q is not a UUID (dfs admin salvage --cluster-id copies what is readable into a new store)", cluster)
+	}
 	if cluster == "" {
 		for _, name := range allBuckets[1:] {
 			if b := tx.Bucket(name); b != nil {
@@ -321,13 +370,13 @@ func inspect(path string, tx *bolt.Tx) (layout, error) {
 }
 
 // prepare re-inspects the file under the exclusive lock, turns an empty
-// bolt database into an uninitialized store and upgrades a store of an
+// bolt database that create just made (fresh) into an uninitialized store and upgrades a store of an
 // older format.
-func (s *Store) prepare() (created bool, l layout, err error) {
+func (s *Store) prepare(fresh bool) (created bool, l layout, err error) {
 	err = guardedOpen(s.path, func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			var err error
-			l, err = inspect(s.path, tx)
+			l, err = inspect(s.path, tx, fresh)
 			return err
 		})
 	})

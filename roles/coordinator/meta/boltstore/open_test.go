@@ -33,21 +33,20 @@ func open(t *testing.T, path string) *Store {
 }
 
 func TestOpenNewStore(t *testing.T) {
-	for _, name := range []string{"missing", "empty", "bolt without buckets"} {
+	for _, name := range []string{"missing", "missing, with a leftover of a crashed creation"} {
 		t.Run(name, func(t *testing.T) {
 			is := is.New(t)
-			path := filepath.Join(t.TempDir(), "meta.db")
-			switch name {
-			case "empty":
-				is.NoErr(os.WriteFile(path, nil, 0o600))
-			case "bolt without buckets":
-				db, err := bolt.Open(path, 0o600, nil)
-				is.NoErr(err)
-				is.NoErr(db.Close())
+			dir := t.TempDir()
+			path := filepath.Join(dir, "meta.db")
+			if name != "missing" {
+				is.NoErr(os.WriteFile(path+".new", []byte("half"), 0o600))
 			}
 			s := open(t, path)
+			entries, err := os.ReadDir(dir)
+			is.NoErr(err)
+			is.Equal(len(entries), 1)   // the store file alone: nothing left beside it
 			is.Equal(s.ClusterID(), "") // a new store is uninitialized
-			_, err := s.Get(context.Background(), "/x")
+			_, err = s.Get(context.Background(), "/x")
 			is.True(errors.Is(err, rpc.FailedPrecondition)) // and refuses reads
 			id := uuid.NewString()
 			is.NoErr(s.Init(context.Background(), id, nil))
@@ -149,6 +148,14 @@ func TestOpenRefusesBadFiles(t *testing.T) {
 		want  string // in the error message
 		clean bool   // the file is left as it was
 	}{
+		{"empty", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "empty (0 bytes), but a new store is only created where none exists", true},
+		{"bolt without buckets", func(t *testing.T, path string) {
+			editBolt(t, path, func(*bolt.Tx) error { return nil })
+		}, "a bolt database without any dfs bucket, but a new store is only created where none exists", true},
 		{"1 byte of garbage", garbage(1), "not a bolt database", true},
 		{"garbage under a page", garbage(4000), "not a bolt database", true},
 		{"one page of garbage", garbage(4096), "not a bolt database", true},

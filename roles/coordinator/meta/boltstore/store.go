@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -76,39 +78,8 @@ func (s *Store) Init(ctx context.Context, id string, recs []meta.Record) error {
 		if id == "" {
 			return rpc.Errorf(rpc.Invalid, "empty cluster id")
 		}
-		files, uploads, dels, drains := tx.Bucket(bucketFiles), tx.Bucket(bucketUploads), tx.Bucket(bucketDeletions), tx.Bucket(bucketDrains)
-		for i, r := range recs {
-			if i%1024 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-			var err error
-			switch {
-			case r.File != nil:
-				var b []byte
-				if b, err = encodeFile(r.File); err == nil {
-					err = files.Put([]byte(r.File.Path), b)
-				}
-			case r.Upload != nil:
-				var b []byte
-				if b, err = encodeUpload(r.Upload); err == nil {
-					err = uploads.Put([]byte(r.Upload.ID), b)
-				}
-			case r.Deletion != nil:
-				var k []byte
-				if k, err = deletionKey(*r.Deletion); err == nil {
-					err = dels.Put(k, []byte{})
-				}
-			case r.Drain != nil:
-				var k []byte
-				if k, err = drainKey(*r.Drain); err == nil {
-					err = drains.Put(k, []byte{})
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("record %d: %w", i, err)
-			}
+		if err := putRecords(ctx, tx, recs); err != nil {
+			return err
 		}
 		return m.Put(keyCluster, []byte(id))
 	})
@@ -117,6 +88,46 @@ func (s *Store) Init(ctx context.Context, id string, recs []meta.Record) error {
 	}
 	s.cluster.Store(id)
 	s.log.Info().Str("cluster", id).Int("records", len(recs)).Msg("metadata store initialized")
+	return nil
+}
+
+// putRecords writes recs into tx's buckets; a record that would not read
+// back is refused with rpc.Invalid.
+func putRecords(ctx context.Context, tx *bolt.Tx, recs []meta.Record) error {
+	files, uploads, dels, drains := tx.Bucket(bucketFiles), tx.Bucket(bucketUploads), tx.Bucket(bucketDeletions), tx.Bucket(bucketDrains)
+	for i, r := range recs {
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		var err error
+		switch {
+		case r.File != nil:
+			var b []byte
+			if b, err = encodeFile(r.File); err == nil {
+				err = files.Put([]byte(r.File.Path), b)
+			}
+		case r.Upload != nil:
+			var b []byte
+			if b, err = encodeUpload(r.Upload); err == nil {
+				err = uploads.Put([]byte(r.Upload.ID), b)
+			}
+		case r.Deletion != nil:
+			var k []byte
+			if k, err = deletionKey(*r.Deletion); err == nil {
+				err = dels.Put(k, []byte{})
+			}
+		case r.Drain != nil:
+			var k []byte
+			if k, err = drainKey(*r.Drain); err == nil {
+				err = drains.Put(k, []byte{})
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("record %d: %w", i, err)
+		}
+	}
 	return nil
 }
 
@@ -219,14 +230,12 @@ func hasChildren(c *bolt.Cursor, p rpc.Path) bool {
 // Uploads returns every open upload session, ordered by ID.
 func (s *Store) Uploads(ctx context.Context) ([]*meta.Upload, error) {
 	var out []*meta.Upload
-	err := s.view("boltstore.Uploads", func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketUploads).ForEach(func(k, v []byte) error {
-			u, err := decodeUpload(k, v)
-			if err == nil {
-				out = append(out, u)
-			}
-			return err
-		})
+	err := s.walk("boltstore.Uploads", bucketUploads, nil, func(k, v []byte) (bool, error) {
+		u, err := decodeUpload(k, v)
+		if err == nil {
+			out = append(out, u)
+		}
+		return true, err
 	})
 	if err != nil {
 		return nil, err
@@ -237,14 +246,12 @@ func (s *Store) Uploads(ctx context.Context) ([]*meta.Upload, error) {
 // Deletions returns every pending deletion, ordered by meta.DeletionKey.
 func (s *Store) Deletions(ctx context.Context) ([]meta.Deletion, error) {
 	out := []meta.Deletion{}
-	err := s.view("boltstore.Deletions", func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketDeletions).ForEach(func(k, _ []byte) error {
-			d, err := decodeDeletion(k)
-			if err == nil {
-				out = append(out, d)
-			}
-			return err
-		})
+	err := s.walk("boltstore.Deletions", bucketDeletions, nil, func(k, _ []byte) (bool, error) {
+		d, err := decodeDeletion(k)
+		if err == nil {
+			out = append(out, d)
+		}
+		return true, err
 	})
 	if err != nil {
 		return nil, err
@@ -255,19 +262,72 @@ func (s *Store) Deletions(ctx context.Context) ([]meta.Deletion, error) {
 // Drains returns every draining datanode, ordered by ID.
 func (s *Store) Drains(ctx context.Context) ([]rpc.NodeID, error) {
 	out := []rpc.NodeID{}
-	err := s.view("boltstore.Drains", func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketDrains).ForEach(func(k, _ []byte) error {
-			n, err := decodeDrain(k)
-			if err == nil {
-				out = append(out, n)
-			}
-			return err
-		})
+	err := s.walk("boltstore.Drains", bucketDrains, nil, func(k, _ []byte) (bool, error) {
+		n, err := decodeDrain(k)
+		if err == nil {
+			out = append(out, n)
+		}
+		return true, err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// walk calls fn with the records of bucket in key order, from the first
+// key after after (from the first key when after is nil), in one read
+// transaction, until fn returns false or an error. A record that does not
+// decode, or a page that cannot be read, fails it with an error of kind
+// rpc.Internal that names the file, the bucket and the record: the key
+// of a record that does not decode, the last key read before a damaged
+// page.
+func (s *Store) walk(op string, bucket, after []byte, fn func(k, v []byte) (bool, error)) error {
+	last := after  // the last key fn accepted
+	var bad []byte // the key fn refused
+	err := s.view(op, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
+		if b == nil {
+			return rpc.Errorf(rpc.Internal, "no %q bucket", bucket)
+		}
+		c := b.Cursor()
+		k, v := c.First()
+		if after != nil {
+			if k, v = c.Seek(after); bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil; k, v = c.Next() {
+			more, err := fn(k, v)
+			if err != nil {
+				bad = bytes.Clone(k)
+				return err
+			}
+			last = bytes.Clone(k)
+			if !more {
+				return nil
+			}
+		}
+		return nil
+	})
+	if err == nil || rpc.KindOf(err) != rpc.Internal {
+		return err
+	}
+	return damagedErr(s.path, bucket, bad, last, err)
+}
+
+// damagedErr says where in the file at path a read failed with cause: at
+// the record with key bad if there is one, else after the record last.
+func damagedErr(path string, bucket, bad, last []byte, cause error) error {
+	at := fmt.Sprintf("the record %q", bad)
+	switch {
+	case bad != nil:
+	case last != nil:
+		at = fmt.Sprintf("the records after %q (a damaged page)", last)
+	default:
+		at = "its first records (a damaged page)"
+	}
+	return rpc.Errorf(rpc.Internal, "damaged metadata file %s: bucket %q, %s: %v", path, bucket, at, cause)
 }
 
 // Files calls fn for every committed file in path order. It reads the
@@ -283,22 +343,13 @@ func (s *Store) Files(ctx context.Context, fn func(*meta.File) error) error {
 			return err
 		}
 		page := make([]*meta.File, 0, walkPage)
-		err := s.view("boltstore.Files", func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketFiles).Cursor()
-			k, v := c.First()
-			if after != nil {
-				if k, v = c.Seek(after); bytes.Equal(k, after) {
-					k, v = c.Next()
-				}
+		err := s.walk("boltstore.Files", bucketFiles, after, func(k, v []byte) (bool, error) {
+			f, err := decodeFile(k, v)
+			if err != nil {
+				return false, err
 			}
-			for ; k != nil && len(page) < walkPage; k, v = c.Next() {
-				f, err := decodeFile(k, v)
-				if err != nil {
-					return err
-				}
-				page = append(page, f)
-			}
-			return nil
+			page = append(page, f)
+			return len(page) < walkPage, nil
 		})
 		if err != nil {
 			return err
@@ -609,6 +660,14 @@ func (s *Store) update(op string, fn func(*bolt.Tx) error) (err error) {
 	return nil
 }
 
+// noSpace reports whether err is the file system's "disk full" or "quota
+// exceeded". bolt wraps most write errors, but reports a failed resize with
+// %s, so its text is matched too.
+func noSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
+		strings.Contains(err.Error(), syscall.ENOSPC.Error()) || strings.Contains(err.Error(), syscall.EDQUOT.Error())
+}
+
 func guard(op string, err *error) {
 	if r := recover(); r != nil {
 		*err = rpc.Errorf(rpc.Internal, "%s: reading the metadata file failed (damaged?): %v", op, r)
@@ -623,6 +682,8 @@ func boltErr(op string, err error) error {
 		return err
 	case errors.Is(err, berrors.ErrDatabaseNotOpen):
 		return rpc.Errorf(rpc.FailedPrecondition, "%s: metadata store is closed", op)
+	case noSpace(err):
+		return rpc.Errorf(rpc.ResourceExhausted, "%s: no space left for metadata (free space on the coordinator's data dir; nothing was written): %v", op, err)
 	default:
 		return rpc.Errorf(rpc.Internal, "%s: %v", op, err)
 	}

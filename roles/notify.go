@@ -1,0 +1,44 @@
+package roles
+
+import (
+	"context"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/rs/zerolog"
+)
+
+// notifySystemd speaks systemd's notify protocol for a Type=notify unit:
+// READY=1 once serving closes (the role serves gRPC), STOPPING=1 once ctx
+// ends (the role stops). Without $NOTIFY_SOCKET (not started by systemd)
+// it does nothing. It returns when ctx ends.
+func notifySystemd(ctx context.Context, serving <-chan struct{}, log zerolog.Logger) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-serving:
+	}
+	sent, err := daemon.SdNotify(false, daemon.SdNotifyReady)
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot tell systemd that the service is ready")
+	} else if sent {
+		log.Info().Msg("told systemd: ready")
+	}
+	<-ctx.Done()
+	if sent {
+		daemon.SdNotify(false, daemon.SdNotifyStopping)
+	}
+}
+
+// runNotifying runs run(ctx) with notifySystemd beside it, and waits for
+// both.
+func runNotifying(ctx context.Context, serving <-chan struct{}, log zerolog.Logger, run func(context.Context) error) error {
+	nctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); notifySystemd(nctx, serving, log) }()
+	// STOPPING=1 goes when ctx ends (a signal): the role stops
+	// gracefully from then on.
+	err := run(ctx)
+	cancel()
+	<-done
+	return err
+}
