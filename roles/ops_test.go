@@ -6,54 +6,21 @@ import (
 	"errors"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/internal/testdisk"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
-
-// smallDisk mounts a tmpfs of size bytes on a temp dir for the test, or
-// skips the test where mounting is not permitted.
-func smallDisk(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here (%v: %s)", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
-
-// fillDisk writes dir/filler until the file system is full.
-func fillDisk(t *testing.T, dir string) {
-	t.Helper()
-	f, err := os.Create(filepath.Join(dir, "filler"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for range 1 << 16 { // bounded: 256 MiB, far more than the tmpfs
-		if _, err := f.Write(buf); err != nil {
-			if errors.Is(err, syscall.ENOSPC) {
-				return
-			}
-			t.Fatal(err)
-		}
-	}
-	t.Fatal("the file system never filled up")
-}
 
 // A put whose commit finds the coordinator's metadata disk full fails
 // with "no space left for metadata" on every try: the session is kept
@@ -62,7 +29,7 @@ func fillDisk(t *testing.T, dir string) {
 // puts work again.
 func TestPutOnFullMetadataDisk(t *testing.T) {
 	is := is.New(t)
-	disk := smallDisk(t, "4m")
+	disk := testdisk.Small(t, "4m")
 	c := newTestCluster(t, 3, func(cfg *ClusterConfig) {
 		cfg.OpenStore = func() (meta.Store, error) { return OpenBolt(disk, cfg.Log) }
 	})
@@ -75,7 +42,7 @@ func TestPutOnFullMetadataDisk(t *testing.T) {
 	// commit finds it full. The file's record (60 chunks) needs pages the
 	// metadata file does not have yet.
 	data := randomBytes(60 * testChunkSize)
-	r := &hookReader{r: bytes.NewReader(data), at: int64(len(data)), hook: func() { fillDisk(t, disk) }}
+	r := &hookReader{r: bytes.NewReader(data), at: int64(len(data)), hook: func() { testdisk.Fill(t, disk) }}
 	_, err = cl.Put(ctx, "/full", r, int64(len(data)), nil)
 	t.Log(err)
 	is.True(err != nil)                                                  // the put fails

@@ -16,8 +16,11 @@ const (
 	// failingFor is how long this client reads from a datanode that failed
 	// one of its streams only after its other replicas.
 	failingFor = time.Minute
-	// nodeFailureTimeout bounds a report of failed nodes.
-	nodeFailureTimeout = 5 * time.Second
+	// reportTimeout bounds a report sent to the coordinator in the
+	// background (failed nodes, a bad replica).
+	reportTimeout = 5 * time.Second
+	// maxReason bounds the reason sent with a report.
+	maxReason = 512
 )
 
 // nodesFailed records that nodes failed a chunk stream with err: reads by
@@ -44,21 +47,36 @@ func (c *Client) nodesFailed(ctx context.Context, nodes []string, err error) {
 	}
 	c.mu.Unlock()
 
-	reason := strings.ToValidUTF8(err.Error()[:min(len(err.Error()), maxReason)], "")
-	req := &dfspb.ReportNodeFailureRequest{NodeIds: nodes[:min(len(nodes), rpc.MaxReplication)], Reason: reason}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), nodeFailureTimeout)
+	req := &dfspb.ReportNodeFailureRequest{NodeIds: nodes[:min(len(nodes), rpc.MaxReplication)], Reason: reason(err)}
+	c.report(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		_, err := cc.ReportNodeFailure(ctx, req)
+		return err
+	}, func(err error) {
+		if err != nil {
+			c.log.Debug().Err(err).Strs("node_ids", req.NodeIds).Msg("could not report failed datanodes")
+		}
+	})
+}
+
+// report makes call to the coordinator in the background, best effort:
+// bounded by reportTimeout, it never fails or delays the operation that
+// sends it, and done learns its outcome. It keeps ctx's values (the
+// request ID), not its cancellation: the operation may end first.
+func (c *Client) report(ctx context.Context, call func(context.Context, dfspb.CoordinatorClient) error, done func(error)) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
 	c.background.Add(1)
 	go func() {
 		defer c.background.Done()
 		defer cancel()
-		err := c.coordinator(rctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
-			_, err := cc.ReportNodeFailure(ctx, req)
-			return err
-		})
-		if err != nil {
-			c.log.Debug().Err(err).Strs("node_ids", req.NodeIds).Msg("could not report failed datanodes")
-		}
+		done(c.coordinator(ctx, call))
 	}()
+}
+
+// reason is err's text as a report carries it: at most maxReason bytes,
+// valid UTF-8 (as a proto string must be).
+func reason(err error) string {
+	s := err.Error()
+	return strings.ToValidUTF8(s[:min(len(s), maxReason)], "")
 }
 
 // orderForRead orders a chunk's replicas for reading: as

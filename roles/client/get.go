@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/dfs-project/dfs/chunkstream"
@@ -279,44 +278,24 @@ func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.E
 	return rpc.KindOf(err) == rpc.Invalid, err
 }
 
-const (
-	// badReplicaTimeout bounds a report of a bad replica.
-	badReplicaTimeout = 5 * time.Second
-	// maxReason bounds the reason sent with it.
-	maxReason = 512
-)
-
 // reportBadReplica tells the coordinator, in the background, that node
 // returned bytes of chunk id that fail verification, or (missing) said it
 // does not hold the chunk, so that it has the copy checked and replaced.
-// It is best effort: bounded by
-// badReplicaTimeout, it never fails or delays the read, and a coordinator
-// that cannot take the report only costs a debug line.
+// It is best effort (see report): a coordinator that cannot take the
+// report only costs a debug line.
 func (c *Client) reportBadReplica(ctx context.Context, id rpc.ChunkID, node rpc.NodeID, cause error, missing bool) {
-	reason := cause.Error()
-	if len(reason) > maxReason {
-		reason = reason[:maxReason]
-	}
-	reason = strings.ToValidUTF8(reason, "") // a proto string must be UTF-8
-	req := &dfspb.ReportBadReplicaRequest{ChunkId: string(id), NodeId: string(node), Reason: reason, Missing: missing}
-	// The read may end before the report does: keep its values (the
-	// request ID), not its cancellation.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), badReplicaTimeout)
-	c.background.Add(1)
-	go func() {
-		defer c.background.Done()
-		defer cancel()
-		err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
-			_, err := cc.ReportBadReplica(ctx, req)
-			return err
-		})
+	req := &dfspb.ReportBadReplicaRequest{ChunkId: string(id), NodeId: string(node), Reason: reason(cause), Missing: missing}
+	c.report(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		_, err := cc.ReportBadReplica(ctx, req)
+		return err
+	}, func(err error) {
 		log := c.log.Debug().Str("chunk_id", string(id)).Str("node_id", string(node))
 		if err != nil {
 			log.Err(err).Msg("could not report a bad replica")
 			return
 		}
 		log.Msg("reported a bad replica")
-	}()
+	})
 }
 
 func stateFromProto(s dfspb.NodeState) placement.State {

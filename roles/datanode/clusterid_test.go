@@ -3,19 +3,16 @@ package datanode
 import (
 	"bytes"
 	"context"
-	"errors"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/matryer/is"
 	"github.com/rs/zerolog"
 
+	"github.com/dfs-project/dfs/internal/testdisk"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -43,11 +40,7 @@ func (b *syncBuffer) String() string {
 // coordinator (it logged "coordinator unreachable" before).
 func TestClusterIDWriteFailsOnFullDisk(t *testing.T) {
 	is := is.New(t)
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here (%v: %s)", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	dir := testdisk.Small(t, "1m")
 	coord := datanodetest.Start(t)
 
 	cfg := DefaultConfig()
@@ -69,16 +62,7 @@ func TestClusterIDWriteFailsOnFullDisk(t *testing.T) {
 	is.NoErr(err)
 	_, err = OpenStore(dir, 0)
 	is.NoErr(err)
-	f, err := os.Create(filepath.Join(dir, "filler"))
-	is.NoErr(err)
-	buf := make([]byte, 4096)
-	for range 1 << 12 { // bounded: 16 MiB, more than the disk
-		if _, err = f.Write(buf); err != nil {
-			break
-		}
-	}
-	f.Close()
-	is.True(errors.Is(err, syscall.ENOSPC)) // the disk is full
+	testdisk.Fill(t, dir)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -13,43 +12,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/internal/testdisk"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
 	"github.com/dfs-project/dfs/rpc"
 )
-
-// smallDisk mounts a tmpfs of size bytes on a temp dir for the test, or
-// skips the test where mounting is not permitted (not root, a container
-// without the capability).
-func smallDisk(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here (%v: %s)", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
-
-// fill writes a file into dir until the file system is full.
-func fill(t *testing.T, dir string) {
-	t.Helper()
-	f, err := os.Create(filepath.Join(dir, "filler"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for range 1 << 16 { // bounded: 256 MiB, far more than the tmpfs
-		if _, err := f.Write(buf); err != nil {
-			if errors.Is(err, syscall.ENOSPC) {
-				return
-			}
-			t.Fatal(err)
-		}
-	}
-	t.Fatal("the file system never filled up")
-}
 
 // A commit on a full disk fails with ResourceExhausted saying that there
 // is no space left for metadata (before, it was an internal error that the
@@ -57,13 +24,13 @@ func fill(t *testing.T, dir string) {
 // freed.
 func TestCommitOnFullDisk(t *testing.T) {
 	is := is.New(t)
-	dir := smallDisk(t, "2m")
+	dir := testdisk.Small(t, "2m")
 	ctx := context.Background()
 	s, err := Open(filepath.Join(dir, "meta.db"), testOptions(t))
 	is.NoErr(err) // the store opens on the small disk
 	defer s.Close()
 	is.NoErr(s.Init(ctx, uuid.NewString(), nil)) // and initializes
-	fill(t, dir)
+	testdisk.Fill(t, dir)
 
 	// A large record needs pages the file does not have yet.
 	big := metatest.NewFile("/big", 2000, 1)
