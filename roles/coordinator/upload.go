@@ -436,7 +436,13 @@ func (t *term) confirmUpload(ctx context.Context, req *dfspb.ConfirmUploadReques
 	if err != nil {
 		if k := rpc.KindOf(err); ctx.Err() != nil || k == rpc.Unavailable || k == rpc.ResourceExhausted {
 			// The client may confirm again: once the coordinator is back,
-			// or space is freed for the metadata (ResourceExhausted).
+			// or space is freed for the metadata (ResourceExhausted). The
+			// session is open again, so that confirm's receipts are
+			// taken; a commit whose outcome is unknown is still settled
+			// first (checkUncertain, finishCommit).
+			u.mu.Lock()
+			u.done = false
+			u.mu.Unlock()
 			t.uploads.Put(id, u)
 		} else {
 			t.log.Warn().Err(err).Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload refused at confirm")
