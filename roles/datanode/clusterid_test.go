@@ -3,9 +3,11 @@ package datanode
 import (
 	"bytes"
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,4 +83,19 @@ func TestClusterIDWriteFailsOnFullDisk(t *testing.T) {
 	is.True(strings.Contains(logs.String(), want))                       // the log names the file and the cause
 	is.True(!strings.Contains(logs.String(), "coordinator unreachable")) // and does not blame the coordinator
 	is.True(strings.Contains(n.Readiness().Error(), want))               // readiness says it too
+}
+
+// A datanode whose disk is full still opens its store (before, the
+// start-up write check refused it, so a full node could not restart and
+// serve the chunks it holds); its writability probe says it takes no new
+// chunks.
+func TestOpenStoreOnFullDisk(t *testing.T) {
+	is := is.New(t)
+	dir := testdisk.Small(t, "1m")
+	_, err := OpenStore(dir, 0)
+	is.NoErr(err) // a new store on the small disk
+	testdisk.Fill(t, dir)
+	s, err := OpenStore(dir, 0)
+	is.NoErr(err)                                      // a full disk still opens
+	is.True(errors.Is(s.ProbeWrite(), syscall.ENOSPC)) // and takes no new chunks
 }

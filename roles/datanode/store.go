@@ -89,7 +89,9 @@ func OpenStore(dir string, capacity int64) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("datanode: create %s: %w", dir, err)
 	}
-	if err := checkWritable(dir); err != nil {
+	// A full disk still opens: the node serves what it holds, and its
+	// writability probe keeps it out of placement until space is freed.
+	if err := checkWritable(dir); err != nil && !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
 		return nil, fmt.Errorf("datanode: %w", err)
 	}
 	if err := s.createLayout(); err != nil {
