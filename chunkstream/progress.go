@@ -25,6 +25,7 @@ type Watchdog struct {
 	timeout time.Duration
 	what    string
 	cancel  context.CancelCauseFunc
+	heard   func() time.Time // see HeardFrom; nil: not used
 
 	mu    sync.Mutex
 	timer *time.Timer
@@ -87,6 +88,19 @@ func (w *Watchdog) armLocked(restart bool) {
 	w.timer = time.AfterFunc(w.timeout, func() { w.fire(gen) })
 }
 
+// HeardFrom makes the watchdog ask heard, when its deadline comes, when
+// the peer was last heard from on the connection the stream shares with
+// other calls (rpc.Pool.Heard): if that was within the timeout, the peer
+// is alive and the stream only slow (its frames wait behind others on a
+// busy connection), and the deadline is pushed back instead of firing. A
+// paused or cut-off peer sends nothing on any stream, and the deadline
+// fires. Call it before the stream starts.
+func (w *Watchdog) HeardFrom(heard func() time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.heard = heard
+}
+
 // Pause disarms the watchdog: nothing is awaited from the peer.
 func (w *Watchdog) Pause() {
 	w.mu.Lock()
@@ -117,6 +131,13 @@ func (w *Watchdog) fire(gen uint64) {
 	if gen != w.gen || !w.armed || w.err != nil {
 		w.mu.Unlock()
 		return
+	}
+	if w.heard != nil {
+		if quiet := time.Since(w.heard()); quiet < w.timeout {
+			w.timer = time.AfterFunc(w.timeout-quiet, func() { w.fire(gen) })
+			w.mu.Unlock()
+			return
+		}
 	}
 	w.err = rpc.Errorf(rpc.DeadlineExceeded, "%s: no progress for %s (stalled)", w.what, w.timeout)
 	err := w.err

@@ -3,6 +3,7 @@ package chunkstream_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,4 +115,35 @@ func TestWatchdogReceiver(t *testing.T) {
 	}()
 	err := await(t, done, "the stalled download to fail")
 	is.Equal(rpc.KindOf(err), rpc.DeadlineExceeded) // the stall, named as such
+}
+
+// TestWatchdogPeerHeardOnConnection: while the peer is heard from on the
+// connection the stream shares (it answers other streams), a stream that
+// waits longer than the timeout is slow, not stalled, and the watchdog
+// waits on; once the peer falls silent, it fires one timeout later.
+func TestWatchdogPeerHeardOnConnection(t *testing.T) {
+	is := is.New(t)
+	ctx, wd := chunkstream.NewWatchdog(t.Context(), stall, "datanode x")
+	defer wd.Stop()
+	var mu sync.Mutex
+	heard := time.Now()
+	wd.HeardFrom(func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return heard
+	})
+	wd.Arm()
+	for range 10 { // the peer answers other streams, for many timeouts
+		time.Sleep(stall / 2)
+		mu.Lock()
+		heard = time.Now()
+		mu.Unlock()
+	}
+	is.NoErr(wd.Err()) // alive on its connection: no stall
+	select {
+	case <-ctx.Done():
+	case <-time.After(100 * stall):
+		t.Fatal("the watchdog never fired after the peer fell silent")
+	}
+	is.True(errors.Is(wd.Err(), rpc.DeadlineExceeded)) // silent: a stall
 }

@@ -148,6 +148,14 @@ func (u *Upload) Send(f *dfspb.ChunkDataStream) error {
 		}
 		return rpc.FromStatus(err)
 	}
+	if u.wd != nil {
+		// The transport took the frame once this stream's earlier bytes
+		// went out, which the receiver's flow-control window allowed: it
+		// is reading. A frame that waits behind other streams on a busy
+		// connection is not the receiver's stall; a receiver that stops
+		// reading blocks Send and the deadline fires.
+		u.wd.Kick()
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
@@ -82,6 +84,30 @@ func DialOptions() []grpc.DialOption {
 	}
 }
 
+// WaitReady waits until cc is connected, or ctx ends. A connection
+// waiting out its reconnect backoff (the peer restarted) tries again at
+// once. A call made next may still wait for a free stream on the
+// connection (the server's most concurrent streams): that is the peer's
+// back-pressure, which WaitReady does not bound.
+func WaitReady(ctx context.Context, cc *grpc.ClientConn) error {
+	for {
+		s := cc.GetState()
+		switch s {
+		case connectivity.Ready:
+			return nil
+		case connectivity.Idle:
+			cc.Connect()
+		case connectivity.TransientFailure:
+			cc.ResetConnectBackoff()
+		case connectivity.Shutdown:
+			return Errorf(Unavailable, "connection to %s closed", cc.Target())
+		}
+		if !cc.WaitForStateChange(ctx, s) {
+			return Errorf(KindOf(ctx.Err()), "connect to %s: %v", cc.Target(), ctx.Err())
+		}
+	}
+}
+
 // Dial returns a lazily connecting client connection to addr.
 func Dial(addr string) (*grpc.ClientConn, error) {
 	cc, err := grpc.NewClient("passthrough:///"+addr, DialOptions()...)
@@ -132,6 +158,9 @@ type pooled struct {
 	cc       *grpc.ClientConn
 	inflight int
 	last     time.Time
+	// heard is when (unix nanoseconds) a message or header last arrived
+	// from the peer on this connection, for any call.
+	heard atomic.Int64
 }
 
 // NewPool returns an empty pool without bounds.
@@ -223,6 +252,24 @@ func (p *Pool) closeIdle() {
 	p.sweep = time.AfterFunc(next, p.closeIdle)
 }
 
+// Heard returns when anything (a message or a header, of any call) last
+// arrived from addr on the pool's connection, or the zero time. A stream
+// waiting on a peer that answers other streams on the same connection is
+// slow, not cut off: progress deadlines use it to tell a busy connection
+// from a paused or unreachable peer.
+func (p *Pool) Heard(addr string) time.Time {
+	p.mu.Lock()
+	pc, ok := p.conns[addr]
+	p.mu.Unlock()
+	if !ok {
+		return time.Time{}
+	}
+	if ns := pc.heard.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
 // Len returns how many connections the pool holds.
 func (p *Pool) Len() int {
 	p.mu.Lock()
@@ -247,7 +294,8 @@ func (p *Pool) Close() error {
 }
 
 // useCounter is a pooled connection's stats handler: it counts the calls
-// in flight (each attempt begins and ends once) and stamps their end.
+// in flight (each attempt begins and ends once), stamps their end, and
+// when the peer was last heard from.
 type useCounter struct {
 	p  *Pool
 	pc *pooled
@@ -261,6 +309,8 @@ func (u *useCounter) HandleConn(context.Context, stats.ConnStats)               
 
 func (u *useCounter) HandleRPC(_ context.Context, s stats.RPCStats) {
 	switch s.(type) {
+	case *stats.InPayload, *stats.InHeader, *stats.InTrailer:
+		u.pc.heard.Store(time.Now().UnixNano())
 	case *stats.Begin:
 		u.p.mu.Lock()
 		u.pc.inflight++

@@ -255,6 +255,7 @@ func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.E
 	// fails after the progress timeout and the next one is tried.
 	ctx, wd := chunkstream.NewWatchdog(ctx, c.cfg.ProgressTimeout, "datanode "+addr)
 	defer wd.Stop()
+	wd.HeardFrom(func() time.Time { return c.pool.Heard(addr) })
 	prep, err := dn.PrepareChunkDownload(ctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: string(exp.ChunkID)})
 	if err != nil {
 		if werr := wd.Err(); werr != nil {

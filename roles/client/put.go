@@ -364,15 +364,24 @@ func (c *Client) storeChunk(ctx context.Context, plan *dfspb.ChunkPlan, data []b
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ChunkTimeout)
 	defer cancel()
 	primary := plan.Primary
-	dn, err := c.datanode(primary.Addr)
+	conn, err := c.pool.Get(primary.Addr)
 	if err != nil {
 		return nil, err
 	}
-	// A primary that stops acking (or keeping the stream alive while it
-	// waits on its replicas) fails the chunk after the progress timeout.
+	// A primary that cannot be connected to, or stops acking (or keeping
+	// the stream alive while it waits on its replicas), fails the chunk
+	// after the progress timeout. Waiting for a free stream on the
+	// connection is the primary's back-pressure (its --max-conn-streams),
+	// not a stall: the deadline resumes with the first frame.
 	ctx, wd := chunkstream.NewWatchdog(ctx, c.cfg.ProgressTimeout, "datanode "+rpc.NodeID(primary.NodeId).Short()+" ("+primary.Addr+")")
 	defer wd.Stop()
-	stream, err := dn.UploadChunkStream(ctx)
+	wd.HeardFrom(func() time.Time { return c.pool.Heard(primary.Addr) })
+	err = rpc.WaitReady(ctx, conn)
+	var stream dfspb.DataNode_UploadChunkStreamClient
+	if err == nil {
+		wd.Pause()
+		stream, err = dfspb.NewDataNodeClient(conn).UploadChunkStream(ctx)
+	}
 	if err != nil {
 		if werr := wd.Err(); werr != nil {
 			return nil, werr

@@ -117,6 +117,7 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 	// frame: a source that stalls fails the copy, blamed, in one timeout.
 	sctx, wd := chunkstream.NewWatchdog(ctx, n.cfg.ProgressTimeout, "download stream")
 	defer wd.Stop()
+	wd.HeardFrom(func() time.Time { return n.pool.Heard(src.addr) })
 	pctx, cancel := context.WithTimeout(sctx, n.cfg.RPCTimeout)
 	prep, err := dn.PrepareChunkDownload(pctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: string(id)})
 	cancel()

@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/go-multierror"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/connectivity"
 
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
@@ -127,10 +126,11 @@ func (n *Node) prepareReplicas(ctx context.Context, req *dfspb.PrepareChunkUploa
 			cc, err := n.peerConn(ctx, t.node, t.addr)
 			if err == nil {
 				var resp *dfspb.PrepareChunkUploadResponse
-				retryNow(cc)
-				resp, err = dfspb.NewDataNodeClient(cc).PrepareChunkUpload(cctx, &dfspb.PrepareChunkUploadRequest{
-					ChunkId: req.ChunkId, Size: req.Size, FrameSize: req.FrameSize,
-				}, grpc.WaitForReady(true))
+				if err = rpc.WaitReady(cctx, cc); err == nil {
+					resp, err = dfspb.NewDataNodeClient(cc).PrepareChunkUpload(cctx, &dfspb.PrepareChunkUploadRequest{
+						ChunkId: req.ChunkId, Size: req.Size, FrameSize: req.FrameSize,
+					})
+				}
 				if err == nil {
 					t.session = rpc.SessionID(resp.SessionId)
 				}
@@ -270,7 +270,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	}
 	defer n.running.Add(-1)
 	defer s.release()
-	stream := newKeepalive(idle, sid, n.cfg.ProgressTimeout/4)
+	stream := newKeepalive(idle, sid, n.cfg.ProgressTimeout/4, n.cfg.SessionTimeout)
 	defer stream.stop()
 	log := n.logFor(raw.Context()).With().Str("chunk_id", string(s.id)).Str("session_id", string(sid)).Logger()
 
@@ -332,26 +332,31 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 
 // keepalive serializes a receiver's acks and repeats the last one every
 // interval while the node works on the sender's behalf: forwarding to its
-// replicas (each under its own progress deadline), committing the chunk.
-// It is quiet while the node waits for the sender's next frame or asked it
-// to pause for its disk (ready_for_next=false), so a sender's progress
-// deadline fires for the node that stalls, not for a primary waiting on a
-// stalled replica.
+// replicas (each under its own progress deadline), waiting for room in
+// its frame budget or for its disk (ready_for_next=false, repeated as
+// sent, so the sender stays paused), committing the chunk. A busy node is
+// alive, and back-pressure must not be taken for a stall; a paused or
+// cut-off node sends nothing, and its sender's deadline fires. It is
+// quiet while the node waits for the sender's next frame, and after a
+// pause for its disk has lasted maxPause (a disk that hangs): the sender
+// then gives up on this node.
 type keepalive struct {
-	stream chunkstream.RecvStream
-	quit   chan struct{}
-	done   chan struct{}
+	stream   chunkstream.RecvStream
+	maxPause time.Duration
+	quit     chan struct{}
+	done     chan struct{}
 
-	mu     sync.Mutex
-	last   *dfspb.ChunkDataAck
-	inRecv bool
-	err    error // a failed send: no more keepalives
+	mu          sync.Mutex
+	last        *dfspb.ChunkDataAck
+	pausedSince time.Time // when last asked the sender to pause; zero while it did not
+	inRecv      bool
+	err         error // a failed send: no more keepalives
 }
 
 var _ chunkstream.RecvStream = (*keepalive)(nil)
 
-func newKeepalive(stream chunkstream.RecvStream, sid rpc.SessionID, every time.Duration) *keepalive {
-	k := &keepalive{stream: stream, quit: make(chan struct{}), done: make(chan struct{}),
+func newKeepalive(stream chunkstream.RecvStream, sid rpc.SessionID, every, maxPause time.Duration) *keepalive {
+	k := &keepalive{stream: stream, maxPause: maxPause, quit: make(chan struct{}), done: make(chan struct{}),
 		last: &dfspb.ChunkDataAck{SessionId: string(sid), ReadyForNext: true}}
 	go k.run(max(every, 10*time.Millisecond))
 	return k
@@ -368,14 +373,14 @@ func (k *keepalive) run(every time.Duration) {
 		case <-t.C:
 		}
 		k.mu.Lock()
-		if !k.inRecv && k.err == nil && k.last.ReadyForNext && !k.last.IsFinal {
-			k.err = k.stream.Send(&dfspb.ChunkDataAck{SessionId: k.last.SessionId, BytesReceived: k.last.BytesReceived, ReadyForNext: true})
+		stuck := !k.last.ReadyForNext && time.Since(k.pausedSince) > k.maxPause
+		if !k.inRecv && k.err == nil && !k.last.IsFinal && !stuck {
+			k.err = k.stream.Send(&dfspb.ChunkDataAck{SessionId: k.last.SessionId, BytesReceived: k.last.BytesReceived, ReadyForNext: k.last.ReadyForNext})
 		}
 		k.mu.Unlock()
 	}
 }
 
-// stop ends the keepalives; no Send happens once it returns.
 func (k *keepalive) stop() {
 	select {
 	case <-k.quit:
@@ -388,6 +393,12 @@ func (k *keepalive) stop() {
 func (k *keepalive) Send(ack *dfspb.ChunkDataAck) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	switch {
+	case ack.ReadyForNext:
+		k.pausedSince = time.Time{}
+	case k.last.ReadyForNext:
+		k.pausedSince = time.Now()
+	}
 	k.last = ack
 	return k.stream.Send(ack)
 }
@@ -574,11 +585,10 @@ func (n *Node) openReplicas(ctx context.Context, s *uploadSession) (*forwarder, 
 			fw.stop()
 			return nil, rpc.NodeError(rpc.KindOf(err), []string{string(t.node)}, "replica %s: %v", t.node.Short(), err)
 		}
-		// The watchdog, armed from the start, also bounds the wait for
-		// the connection in openReplica.
 		rctx, wd := chunkstream.NewWatchdog(ctx, n.cfg.ProgressTimeout, "upload stream")
+		wd.HeardFrom(func() time.Time { return n.pool.Heard(t.addr) })
 		fw.wds = append(fw.wds, wd)
-		st, err := openReplica(rctx, cc)
+		st, err := openReplica(rctx, wd, cc)
 		if err != nil {
 			if werr := wd.Err(); werr != nil {
 				err = werr
@@ -599,27 +609,23 @@ func (fw *forwarder) stop() {
 	}
 }
 
-// openReplica opens an upload stream to a replica over cc, waiting for the
-// connection to be ready (and for a free stream on it) until ctx ends:
-// the coordinator placed the replica, so it is live, and a connection
-// still backing off from an earlier failure (the node restarted) connects
-// again at once. The caller bounds ctx by the stream's progress deadline,
-// so a replica that is really gone costs one --stream-progress-timeout.
-func openReplica(ctx context.Context, cc *grpc.ClientConn) (dfspb.DataNode_UploadChunkStreamClient, error) {
-	retryNow(cc)
-	st, err := dfspb.NewDataNodeClient(cc).UploadChunkStream(ctx, grpc.WaitForReady(true))
+// openReplica opens an upload stream to a replica over cc. The
+// connection must be ready within the stream's progress deadline wd (the
+// coordinator placed the replica, so it is live; a connection backing off
+// after an earlier failure, the node restarted, connects again at once).
+// The wait for a free stream on it is not: that is the replica's
+// back-pressure (--max-conn-streams), not a stall; the deadline resumes
+// with the first frame.
+func openReplica(ctx context.Context, wd *chunkstream.Watchdog, cc *grpc.ClientConn) (dfspb.DataNode_UploadChunkStreamClient, error) {
+	if err := rpc.WaitReady(ctx, cc); err != nil {
+		return nil, err
+	}
+	wd.Pause()
+	st, err := dfspb.NewDataNodeClient(cc).UploadChunkStream(ctx)
 	if err != nil {
 		return nil, rpc.FromStatus(err)
 	}
 	return st, nil
-}
-
-// retryNow makes a connection that is waiting out its reconnect backoff
-// try again at once.
-func retryNow(cc *grpc.ClientConn) {
-	if cc.GetState() == connectivity.TransientFailure {
-		cc.ResetConnectBackoff()
-	}
 }
 
 // send forwards f to every replica in parallel; the channel yields the
