@@ -89,12 +89,12 @@ func (w *Watchdog) armLocked(restart bool) {
 }
 
 // HeardFrom makes the watchdog ask heard, when its deadline comes, when
-// the peer was last heard from on the connection the stream shares with
-// other calls (rpc.Pool.Heard): if that was within the timeout, the peer
-// is alive and the stream only slow (its frames wait behind others on a
-// busy connection), and the deadline is pushed back instead of firing. A
-// paused or cut-off peer sends nothing on any stream, and the deadline
-// fires. Call it before the stream starts.
+// the connection the stream shares with other calls last moved
+// (rpc.Pool.Heard: a message in from the peer, or out to it): if that was
+// within the timeout, the peer is alive and the stream only slow (its
+// frames wait behind others on a busy connection), and the deadline is
+// pushed back instead of firing. A paused or cut-off peer stops the whole
+// connection, and the deadline fires. Call it before the stream starts.
 func (w *Watchdog) HeardFrom(heard func() time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

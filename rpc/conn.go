@@ -159,7 +159,8 @@ type pooled struct {
 	inflight int
 	last     time.Time
 	// heard is when (unix nanoseconds) a message or header last arrived
-	// from the peer on this connection, for any call.
+	// from the peer on this connection, or a message left for it, for any
+	// call.
 	heard atomic.Int64
 }
 
@@ -252,11 +253,13 @@ func (p *Pool) closeIdle() {
 	p.sweep = time.AfterFunc(next, p.closeIdle)
 }
 
-// Heard returns when anything (a message or a header, of any call) last
-// arrived from addr on the pool's connection, or the zero time. A stream
-// waiting on a peer that answers other streams on the same connection is
-// slow, not cut off: progress deadlines use it to tell a busy connection
-// from a paused or unreachable peer.
+// Heard returns when the pool's connection to addr last moved: a message
+// or header (of any call) arrived from the peer, or a message was taken
+// by the transport for it, which its flow-control windows allow only
+// while it reads; the zero time if never. A stream waiting on a peer
+// whose connection moves is slow (its frames wait behind other streams'),
+// not cut off: progress deadlines use it to tell a busy connection from a
+// paused or unreachable peer, on which everything stops within a window.
 func (p *Pool) Heard(addr string) time.Time {
 	p.mu.Lock()
 	pc, ok := p.conns[addr]
@@ -309,7 +312,7 @@ func (u *useCounter) HandleConn(context.Context, stats.ConnStats)               
 
 func (u *useCounter) HandleRPC(_ context.Context, s stats.RPCStats) {
 	switch s.(type) {
-	case *stats.InPayload, *stats.InHeader, *stats.InTrailer:
+	case *stats.InPayload, *stats.InHeader, *stats.InTrailer, *stats.OutPayload:
 		u.pc.heard.Store(time.Now().UnixNano())
 	case *stats.Begin:
 		u.p.mu.Lock()
