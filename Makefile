@@ -82,7 +82,7 @@ image: build
 	cp $(BIN) $(IMAGE_CONTEXT)/dfs
 	$(DOCKER) build --build-arg VERSION=$(VERSION) -f Dockerfile -t $(IMAGE) $(IMAGE_CONTEXT)
 
-# The compose cluster: a coordinator and 3 datanodes on a private network.
+# The compose cluster: a coordinator and 4 datanodes on a private network.
 cluster-up: image
 	DFS_IMAGE=$(IMAGE) $(COMPOSE) up -d
 
