@@ -7,10 +7,7 @@ import (
 	"testing"
 
 	"github.com/matryer/is"
-	"github.com/rs/zerolog"
-	"google.golang.org/grpc"
 
-	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -66,18 +63,8 @@ func TestClientRefusesBadPages(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			is := is.New(t)
-			lis, err := rpc.Listen("127.0.0.1:0")
-			is.NoErr(err) // listen
-			srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-			dfspb.RegisterCoordinatorServer(srv, &badPager{page: page})
-			go srv.Serve(lis)
-			t.Cleanup(srv.Stop)
-			cfg := client.DefaultConfig()
-			cfg.Coordinators = []string{lis.Addr().String()}
-			cl, err := client.New(cfg, zerolog.Nop())
-			is.NoErr(err) // client
-			t.Cleanup(func() { cl.Close() })
-			_, err = cl.Stat(t.Context(), "/p")
+			cl := clientOf(t, &badPager{page: page}, nil)
+			_, err := cl.Stat(t.Context(), "/p")
 			is.Equal(rpc.KindOf(err), rpc.Internal)                  // stat fails
 			is.True(strings.Contains(err.Error(), "malformed page")) // saying why
 			var w strings.Builder

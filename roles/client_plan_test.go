@@ -34,6 +34,31 @@ func (b *badPlanner) AbortUpload(ctx context.Context, req *dfspb.AbortUploadRequ
 	return &dfspb.AbortUploadResponse{}, nil
 }
 
+// clientOf starts srv as a coordinator on loopback and returns a client
+// of it, its config adjusted by tune (nil: none); both stop with the test.
+func clientOf(t *testing.T, srv dfspb.CoordinatorServer, tune func(*client.Config)) *client.Client {
+	t.Helper()
+	lis, err := rpc.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
+	dfspb.RegisterCoordinatorServer(g, srv)
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	cfg := client.DefaultConfig()
+	cfg.Coordinators = []string{lis.Addr().String()}
+	if tune != nil {
+		tune(&cfg)
+	}
+	cl, err := client.New(cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
 // TestPutRefusesMalformedPlan: a put given a malformed chunk plan fails
 // with a readable error instead of crashing the client.
 func TestPutRefusesMalformedPlan(t *testing.T) {
@@ -47,19 +72,8 @@ func TestPutRefusesMalformedPlan(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			is := is.New(t)
-			lis, err := rpc.Listen("127.0.0.1:0")
-			is.NoErr(err) // listen
-			srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-			dfspb.RegisterCoordinatorServer(srv, &badPlanner{plan: plan})
-			go srv.Serve(lis)
-			t.Cleanup(srv.Stop)
-			cfg := client.DefaultConfig()
-			cfg.Coordinators = []string{lis.Addr().String()}
-			cfg.Attempts = 1
-			cl, err := client.New(cfg, zerolog.Nop())
-			is.NoErr(err) // client
-			t.Cleanup(func() { cl.Close() })
-			_, err = cl.Put(t.Context(), "/p", bytes.NewReader([]byte("data")), 4, nil)
+			cl := clientOf(t, &badPlanner{plan: plan}, func(cfg *client.Config) { cfg.Attempts = 1 })
+			_, err := cl.Put(t.Context(), "/p", bytes.NewReader([]byte("data")), 4, nil)
 			is.True(err != nil)                                      // the put fails
 			is.True(strings.Contains(err.Error(), "malformed plan")) // saying why
 		})

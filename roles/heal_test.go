@@ -540,17 +540,24 @@ type damage struct {
 	node  *ClusterNode
 }
 
-// damageReplica flips, on the replica'th replica of chunk index of path,
-// a data byte (at off) or, with digest, a byte of the stored frame
-// digests.
-func damageReplica(t *testing.T, c *Cluster, cl *client.Client, path string, index, replica int, off int64, digest bool) damage {
+// copyOf returns chunk index of path and the node holding its
+// replica'th copy, as the coordinator lists them.
+func copyOf(t *testing.T, c *Cluster, cl *client.Client, path string, index, replica int) (*dfspb.ChunkInfo, *ClusterNode) {
 	t.Helper()
 	fi, err := cl.Stat(t.Context(), path)
 	if err != nil {
 		t.Fatalf("stat %s: %v", path, err)
 	}
 	ch := fi.Chunks[index]
-	n := nodeByID(c, ch.Replicas[replica].NodeId)
+	return ch, nodeByID(c, ch.Replicas[replica].NodeId)
+}
+
+// damageReplica flips, on the replica'th replica of chunk index of path,
+// a data byte (at off) or, with digest, a byte of the stored frame
+// digests.
+func damageReplica(t *testing.T, c *Cluster, cl *client.Client, path string, index, replica int, off int64, digest bool) damage {
+	t.Helper()
+	ch, n := copyOf(t, c, cl, path, index, replica)
 	if digest {
 		off = ch.Size + 5 // the frame digests follow the data
 	}

@@ -26,12 +26,7 @@ import (
 // index of path, and returns the chunk and the node that held it.
 func lostCopy(t *testing.T, c *Cluster, cl *client.Client, path string, index, replica int) (*dfspb.ChunkInfo, *ClusterNode) {
 	t.Helper()
-	fi, err := cl.Stat(t.Context(), path)
-	if err != nil {
-		t.Fatalf("stat %s: %v", path, err)
-	}
-	ch := fi.Chunks[index]
-	n := nodeByID(c, ch.Replicas[replica].NodeId)
+	ch, n := copyOf(t, c, cl, path, index, replica)
 	if err := os.Remove(chunkFile(n, ch.ChunkId)); err != nil {
 		t.Fatalf("remove a copy of %s chunk %d: %v", path, index, err)
 	}
@@ -45,12 +40,7 @@ func lostCopy(t *testing.T, c *Cluster, cl *client.Client, path string, index, r
 // before the next full inventory.
 func forgetCopy(t *testing.T, c *Cluster, cl *client.Client, path string, index, replica int) (*dfspb.ChunkInfo, *ClusterNode) {
 	t.Helper()
-	fi, err := cl.Stat(t.Context(), path)
-	if err != nil {
-		t.Fatalf("stat %s: %v", path, err)
-	}
-	ch := fi.Chunks[index]
-	n := nodeByID(c, ch.Replicas[replica].NodeId)
+	ch, n := copyOf(t, c, cl, path, index, replica)
 	if _, err := n.Node.Store().Delete(rpc.ChunkID(ch.ChunkId)); err != nil {
 		t.Fatalf("delete a copy of %s chunk %d: %v", path, index, err)
 	}
