@@ -23,7 +23,7 @@ func (c *Coordinator) Decommission(ctx context.Context, req *dfspb.DecommissionR
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	status, ok := t.nodeStatus(id)
+	_, ok := t.nodeStatus(id)
 	if !ok {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "datanode %s is not a member of this cluster", id))
 	}
@@ -45,7 +45,7 @@ func (c *Coordinator) Decommission(ctx context.Context, req *dfspb.DecommissionR
 		t.log.Info().Str("node_id", string(id)).Msg("decommissioning: draining the node")
 		c.events.add("decommission", "decommissioning datanode %s: draining it", id.Short())
 	}
-	status, _ = t.nodeStatus(id)
+	status, _ := t.nodeStatus(id)
 	return &dfspb.DecommissionResponse{Node: status}, nil
 }
 

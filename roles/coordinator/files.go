@@ -147,14 +147,6 @@ func (c *Coordinator) StatFile(ctx context.Context, req *dfspb.StatFileRequest) 
 	return &dfspb.StatFileResponse{File: fi, NextChunk: next}, nil
 }
 
-func (t *term) lookupFile(ctx context.Context, path string) (*meta.File, error) {
-	p, err := rpc.ParsePath(path)
-	if err != nil {
-		return nil, err
-	}
-	return t.store.Get(ctx, p)
-}
-
 // DeleteFile removes a file durably; GC deletes its chunks on the
 // datanodes.
 func (c *Coordinator) DeleteFile(ctx context.Context, req *dfspb.DeleteFileRequest) (*dfspb.DeleteFileResponse, error) {
