@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -88,7 +89,7 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 		return 0, err
 	}
 	self := []string{string(n.id)}
-	want := Meta{Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest}
+	want := chunkstore.Meta{Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest}
 	if done, err := n.holds(id, want); done || err != nil {
 		return 0, err
 	}
@@ -105,7 +106,7 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 	if err != nil {
 		return 0, srcErr(rpc.KindOf(err), "chunk %s: source %v", id, err)
 	}
-	need := FileSize(req.Size, req.FrameSize)
+	need := chunkstore.FileSize(req.Size, req.FrameSize)
 	if err := n.store.Reserve(need); err != nil {
 		return 0, rpc.NodeError(rpc.KindOf(err), self, "%v", err)
 	}
@@ -181,14 +182,14 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 		return 0, n.lostRace(id, want, err)
 	}
 	committed = true
-	n.reports.stored(id, Meta{Size: req.Size, FrameSize: req.FrameSize, Digest: v.Sum()})
+	n.reports.stored(id, chunkstore.Meta{Size: req.Size, FrameSize: req.FrameSize, Digest: v.Sum()})
 	return req.Size, nil
 }
 
 // lostRace turns err, from creating or committing chunk id, into nil when
 // a concurrent copy of the same chunk stored it meanwhile (Exists), and
 // otherwise attributes it to this node.
-func (n *Node) lostRace(id rpc.ChunkID, want Meta, err error) error {
+func (n *Node) lostRace(id rpc.ChunkID, want chunkstore.Meta, err error) error {
 	if errors.Is(err, rpc.Exists) {
 		if done, herr := n.holds(id, want); done || herr != nil {
 			return herr
@@ -200,7 +201,7 @@ func (n *Node) lostRace(id rpc.ChunkID, want Meta, err error) error {
 // holds reports whether chunk id is already stored here as want describes
 // (then it queues the stored report again, in case the coordinator missed
 // it), or fails when this node holds another or a corrupt copy of it.
-func (n *Node) holds(id rpc.ChunkID, want Meta) (bool, error) {
+func (n *Node) holds(id rpc.ChunkID, want chunkstore.Meta) (bool, error) {
 	self := []string{string(n.id)}
 	if n.store.IsCorrupt(id) {
 		return false, rpc.NodeError(rpc.FailedPrecondition, self, "chunk %s: this node holds a corrupt copy awaiting deletion", id)

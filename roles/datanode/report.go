@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -42,7 +43,7 @@ type reporter struct {
 // inventory is what the reporter reads from the chunk store.
 type inventory interface {
 	// Inventory returns every stored (and served) chunk.
-	Inventory() map[rpc.ChunkID]Meta
+	Inventory() map[rpc.ChunkID]chunkstore.Meta
 	// Corrupt returns the chunks that failed verification and are kept
 	// until deleted.
 	Corrupt() []rpc.ChunkID
@@ -50,7 +51,7 @@ type inventory interface {
 	IsCorrupt(id rpc.ChunkID) bool
 }
 
-var _ inventory = (*Store)(nil)
+var _ inventory = (*chunkstore.Store)(nil)
 
 func newReporter(store inventory) *reporter {
 	return &reporter{
@@ -71,7 +72,7 @@ func (r *reporter) requestFull() {
 	r.wake()
 }
 
-func stat(id rpc.ChunkID, m Meta) *dfspb.ChunkStat {
+func stat(id rpc.ChunkID, m chunkstore.Meta) *dfspb.ChunkStat {
 	return &dfspb.ChunkStat{ChunkId: string(id), Present: true, Size: m.Size, Digest: m.Digest, FrameSize: m.FrameSize}
 }
 
@@ -83,7 +84,7 @@ func (r *reporter) wake() {
 }
 
 // stored queues a newly stored chunk.
-func (r *reporter) stored(id rpc.ChunkID, m Meta) {
+func (r *reporter) stored(id rpc.ChunkID, m chunkstore.Meta) {
 	r.mu.Lock()
 	delete(r.removed, id)
 	delete(r.corrupt, id)

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -74,9 +75,9 @@ func (n *Node) lostFound(id rpc.ChunkID, err error) {
 // chunk was found corrupt or lost; other errors are left to the caller.
 func (n *Node) unusable(id rpc.ChunkID, err error) {
 	switch {
-	case IsCorrupt(err):
+	case chunkstore.IsCorrupt(err):
 		n.corruptFound(id, err)
-	case IsLost(err):
+	case chunkstore.IsLost(err):
 		n.lostFound(id, err)
 	}
 }
@@ -106,10 +107,10 @@ func (n *Node) VerifyChunk(ctx context.Context, req *dfspb.VerifyChunkRequest) (
 	switch {
 	case err == nil:
 		return &dfspb.VerifyChunkResponse{Present: true}, nil
-	case IsCorrupt(err):
+	case chunkstore.IsCorrupt(err):
 		n.corruptFound(id, err)
 		return &dfspb.VerifyChunkResponse{Present: true, Corrupt: true, Reason: err.Error()}, nil
-	case IsLost(err):
+	case chunkstore.IsLost(err):
 		n.lostFound(id, err)
 		return &dfspb.VerifyChunkResponse{}, nil
 	case rpc.KindOf(err) == rpc.NotFound:
@@ -127,7 +128,7 @@ func (n *Node) VerifyChunk(ctx context.Context, req *dfspb.VerifyChunkRequest) (
 // an interrupted pass where it stopped, and waits out the interval after a
 // finished one, rather than starting over.
 type scrubber struct {
-	store     *Store
+	store     *chunkstore.Store
 	rate      int64
 	interval  time.Duration
 	statePath string
@@ -219,10 +220,10 @@ func (s *scrubber) pass(ctx context.Context, st *scrubState) scrubStats {
 			return stats
 		case err == nil:
 			stats.chunks++
-		case IsCorrupt(err):
+		case chunkstore.IsCorrupt(err):
 			stats.corrupt++
 			s.corrupt(id, err)
-		case IsLost(err):
+		case chunkstore.IsLost(err):
 			// Its file is gone, yet the node did not delete it.
 			stats.lost++
 			s.lost(id, err)
