@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	"github.com/matryer/is"
+	"github.com/rs/zerolog"
 
+	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
 )
 
@@ -79,4 +81,64 @@ func TestLoadOrCreateNodeID(t *testing.T) {
 		_, err := LoadOrCreateNodeID(dir)
 		is.True(err != nil) // a node-id that cannot be read is an error
 	})
+}
+
+// TestDataDirLock: a data dir is held by one datanode at a time; a second
+// taker fails at once, naming the dir, until the first lets go.
+func TestDataDirLock(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	l, err := lockDataDir(dir)
+	is.NoErr(err) // the first taker gets it
+	_, err = lockDataDir(dir)
+	is.True(err != nil)                                                          // a second one is refused
+	is.True(strings.Contains(err.Error(), dir+" is in use by another datanode")) // saying which dir
+	is.True(!strings.Contains(err.Error(), "\n"))                                // on one line
+	is.NoErr(l.Close())
+	is.NoErr(l.Close()) // Close twice is harmless
+	l2, err := lockDataDir(dir)
+	is.NoErr(err) // released, it can be taken again
+	is.NoErr(l2.Close())
+	_, err = lockDataDir(filepath.Join(dir, "missing"))
+	is.True(err != nil) // a dir that does not exist cannot be locked
+}
+
+// TestSecondDatanodeOnOneDir: a second datanode started on the data dir
+// of a running one fails at start, naming the dir, and the first one
+// keeps serving; once the first stops, the dir can be taken again.
+func TestSecondDatanodeOnOneDir(t *testing.T) {
+	is := is.New(t)
+	coord := datanodetest.Start(t)
+	var dir string
+	t.Cleanup(func() { // after the first node's own cleanup has stopped it
+		l, err := lockDataDir(dir)
+		if err != nil {
+			t.Errorf("the data dir of a stopped datanode: %v", err)
+			return
+		}
+		l.Close()
+	})
+	first := startNode(t, coord)
+	dir = first.cfg.DataDir
+
+	cfg := first.cfg
+	lis, err := rpc.Listen("127.0.0.1:0")
+	is.NoErr(err)
+	defer lis.Close()
+	cfg.Listen = lis.Addr().String()
+	second, err := New(cfg, Deps{Log: zerolog.New(zerolog.NewTestWriter(t)), Listener: lis})
+	is.NoErr(err) // New has no side effects
+	err = second.Run(t.Context())
+	is.True(err != nil)                                                                      // Run fails at start
+	is.True(strings.Contains(err.Error(), "data dir "+dir+" is in use by another datanode")) // saying why
+	is.Equal(second.ID(), rpc.NodeID(""))                                                    // before it took the node's identity
+	select {
+	case <-second.Serving():
+		t.Fatal("the second datanode served")
+	default:
+	}
+	dn := client(t, first)
+	id := chunkID(t, 1)
+	upload(t, dn, id, chunkData(100, 1), testFrame)
+	is.True(first.Store().Has(id)) // the first one still works
 }
