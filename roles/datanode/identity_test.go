@@ -109,7 +109,7 @@ func TestDataDirLock(t *testing.T) {
 func TestSecondDatanodeOnOneDir(t *testing.T) {
 	is := is.New(t)
 	coord := datanodetest.Start(t)
-	var dir string
+	dir := t.TempDir()
 	t.Cleanup(func() { // after the first node's own cleanup has stopped it
 		l, err := lockDataDir(dir)
 		if err != nil {
@@ -118,8 +118,7 @@ func TestSecondDatanodeOnOneDir(t *testing.T) {
 		}
 		l.Close()
 	})
-	first := startNode(t, coord)
-	dir = first.cfg.DataDir
+	first := startNode(t, coord, func(cfg *Config) { cfg.DataDir = dir })
 
 	cfg := first.cfg
 	lis, err := rpc.Listen("127.0.0.1:0")
