@@ -1,10 +1,12 @@
 package datanode
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 	"github.com/rs/zerolog"
@@ -127,7 +129,10 @@ func TestSecondDatanodeOnOneDir(t *testing.T) {
 	cfg.Listen = lis.Addr().String()
 	second, err := New(cfg, Deps{Log: zerolog.New(zerolog.NewTestWriter(t)), Listener: lis})
 	is.NoErr(err) // New has no side effects
-	err = second.Run(t.Context())
+	// Bounded, so that a second node that does start fails the test.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	err = second.Run(ctx)
 	is.True(err != nil)                                                                      // Run fails at start
 	is.True(strings.Contains(err.Error(), "data dir "+dir+" is in use by another datanode")) // saying why
 	is.Equal(second.ID(), rpc.NodeID(""))                                                    // before it took the node's identity
