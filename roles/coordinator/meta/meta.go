@@ -119,10 +119,18 @@ type Txn struct {
 	Undrain []rpc.NodeID
 }
 
-// ErrConflict is the kind of error Commit returns when Txn.Expect does not
-// match: another commit changed the path first. The caller re-reads and
-// tries again.
-var ErrConflict = rpc.FailedPrecondition
+// ErrConflict is the cause of the error Commit returns when Txn.Expect
+// does not match: another commit changed the path first, and the caller
+// re-reads and tries again. errors.Is(err, ErrConflict) holds for a real
+// conflict only; its kind is rpc.FailedPrecondition, as for other refusals
+// (a closed or uninitialized store) that a retry will not cure.
+var ErrConflict error = &rpc.Error{Kind: rpc.FailedPrecondition, Msg: "version conflict"}
+
+// Conflict returns the error for a commit to path that expected version
+// expect and found cur.
+func Conflict(path rpc.Path, cur, expect uint64) error {
+	return rpc.Errorf(rpc.Other, "file %s is at version %d, expected %d (%w)", path, cur, expect, ErrConflict)
+}
 
 // Namespace reads committed files.
 type Namespace interface {

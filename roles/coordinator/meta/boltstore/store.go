@@ -593,7 +593,7 @@ func (c *commit) check(tx *bolt.Tx) error {
 		return rpc.Errorf(rpc.NotFound, "file %s not found", txn.Path)
 	}
 	if cur != txn.Expect {
-		return rpc.Errorf(meta.ErrConflict, "file %s is at version %d, expected %d", txn.Path, cur, txn.Expect)
+		return meta.Conflict(txn.Path, cur, txn.Expect)
 	}
 	if txn.Put != nil {
 		if hasChildren(files.Cursor(), txn.Path) {

@@ -433,7 +433,7 @@ func (s *Store) classify(txn *meta.Txn, rs []*pb.ResponseOp, nAncestors int, fen
 		return 0, rpc.Errorf(rpc.NotFound, "file %s not found", txn.Path)
 	}
 	if cur != txn.Expect {
-		return 0, rpc.Errorf(meta.ErrConflict, "file %s is at version %d, expected %d", txn.Path, cur, txn.Expect)
+		return 0, meta.Conflict(txn.Path, cur, txn.Expect)
 	}
 	if txn.Put != nil {
 		if len(kvs(1)) > 0 {
