@@ -227,25 +227,25 @@ func CheckTxn(txn *Txn) error {
 	// Nothing is stored that would not decode again.
 	if txn.Put != nil {
 		if _, err := FileFromPB(FileToPB(txn.Put)); err != nil {
-			return rpc.Errorf(rpc.Invalid, "txn puts a malformed file: %v", err)
+			return rpc.Errorf(rpc.Invalid, "txn puts a malformed file: %w", err)
 		}
 	}
 	for _, u := range txn.PutUploads {
 		if _, err := UploadFromPB(UploadToPB(u)); err != nil {
-			return rpc.Errorf(rpc.Invalid, "txn puts a malformed upload: %v", err)
+			return rpc.Errorf(rpc.Invalid, "txn puts a malformed upload: %w", err)
 		}
 	}
 	for _, list := range [][]Deletion{txn.AddDeletions, txn.DoneDeletions} {
 		for _, d := range list {
 			if _, err := ParseDeletionKey(DeletionKey(d)); err != nil {
-				return rpc.Errorf(rpc.Invalid, "txn names a malformed deletion: %v", err)
+				return rpc.Errorf(rpc.Invalid, "txn names a malformed deletion: %w", err)
 			}
 		}
 	}
 	for _, list := range [][]rpc.NodeID{txn.Drain, txn.Undrain} {
 		for _, n := range list {
 			if _, err := rpc.ParseNodeID(string(n)); err != nil {
-				return rpc.Errorf(rpc.Invalid, "txn names a malformed node: %v", err)
+				return rpc.Errorf(rpc.Invalid, "txn names a malformed node: %w", err)
 			}
 		}
 	}
