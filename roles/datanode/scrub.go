@@ -93,34 +93,53 @@ func (n *Node) VerifyChunk(ctx context.Context, req *dfspb.VerifyChunkRequest) (
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
+	v, err := n.verify(ctx, id)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	return &dfspb.VerifyChunkResponse{Present: v.present, Corrupt: v.corrupt, Reason: v.reason}, nil
+}
+
+// verdict is what a verification found of a chunk: whether this node
+// holds it, and whether its copy is corrupt (and why).
+type verdict struct {
+	present, corrupt bool
+	reason           string
+}
+
+// corruptBefore is the verdict on a chunk found corrupt before.
+var corruptBefore = verdict{present: true, corrupt: true, reason: "found corrupt before; not served"}
+
+// verify checks chunk id now, for VerifyChunk; see there.
+func (n *Node) verify(ctx context.Context, id rpc.ChunkID) (verdict, error) {
 	if n.store.IsCorrupt(id) {
-		return &dfspb.VerifyChunkResponse{Present: true, Corrupt: true, Reason: "found corrupt before; not served"}, nil
+		return corruptBefore, nil
 	}
 	select {
 	case n.verifies <- struct{}{}:
 		defer func() { <-n.verifies }()
 	case <-ctx.Done():
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.Canceled, "chunk %s: verification canceled while waiting", id))
+		return verdict{}, rpc.Errorf(rpc.Canceled, "chunk %s: verification canceled while waiting", id)
 	}
 	done := n.metrics.op(opVerify)
-	err = n.store.Verify(ctx, id, nil)
+	err := n.store.Verify(ctx, id, nil)
 	done(err)
 	switch {
 	case err == nil:
-		return &dfspb.VerifyChunkResponse{Present: true}, nil
+		return verdict{present: true}, nil
 	case IsCorrupt(err):
 		n.corruptFound(id, err)
-		return &dfspb.VerifyChunkResponse{Present: true, Corrupt: true, Reason: err.Error()}, nil
+		return verdict{present: true, corrupt: true, reason: err.Error()}, nil
 	case IsLost(err):
 		n.lostFound(id, err)
-		return &dfspb.VerifyChunkResponse{}, nil
+		return verdict{}, nil
 	case rpc.KindOf(err) == rpc.NotFound:
 		if n.store.IsCorrupt(id) { // quarantined meanwhile
-			return &dfspb.VerifyChunkResponse{Present: true, Corrupt: true, Reason: "found corrupt before; not served"}, nil
+			return corruptBefore, nil
 		}
-		return &dfspb.VerifyChunkResponse{}, nil
+		return verdict{}, nil
 	}
-	return nil, rpc.ToStatus(err)
+	return verdict{}, err
 }
 
 // scrubber verifies every stored chunk, pass after pass, reading at most

@@ -48,7 +48,7 @@ func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUp
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	if err := n.prepareReplicas(ctx, req, s.replicas); err != nil {
+	if err := n.prepareReplicas(ctx, s); err != nil {
 		s.release()
 		return nil, rpc.ToStatus(err)
 	}
@@ -65,36 +65,62 @@ func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUp
 // newSession validates an upload request, checks that its replicas are
 // registered datanodes, and reserves its space.
 func (n *Node) newSession(ctx context.Context, req *dfspb.PrepareChunkUploadRequest) (*uploadSession, error) {
-	id, err := rpc.ParseChunkID(req.ChunkId)
+	u, err := n.checkUpload(req)
 	if err != nil {
 		return nil, err
 	}
+	return n.reserveUpload(ctx, u)
+}
+
+// uploadRequest is a checked request to take a chunk: its ID, size and
+// frame size, and on a primary the replicas to forward it to.
+type uploadRequest struct {
+	id        rpc.ChunkID
+	size      int64
+	frameSize int64
+	replicas  []replicaTarget
+}
+
+// checkUpload validates a PrepareChunkUpload request.
+func (n *Node) checkUpload(req *dfspb.PrepareChunkUploadRequest) (uploadRequest, error) {
+	id, err := rpc.ParseChunkID(req.ChunkId)
+	if err != nil {
+		return uploadRequest{}, err
+	}
 	if req.Size <= 0 || req.Size > rpc.MaxChunkSize {
-		return nil, rpc.Errorf(rpc.Invalid, "chunk %s: size %d out of range (1 B to %s)", id, req.Size, rpc.FormatBytes(rpc.MaxChunkSize))
+		return uploadRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: size %d out of range (1 B to %s)", id, req.Size, rpc.FormatBytes(rpc.MaxChunkSize))
 	}
 	if err := rpc.CheckFrameSize(req.FrameSize); err != nil {
-		return nil, err
+		return uploadRequest{}, err
 	}
 	if len(req.Replicas) >= rpc.MaxReplication {
-		return nil, rpc.Errorf(rpc.Invalid, "chunk %s: %d replicas, at most %d", id, len(req.Replicas), rpc.MaxReplication-1)
+		return uploadRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: %d replicas, at most %d", id, len(req.Replicas), rpc.MaxReplication-1)
 	}
 	targets := make([]replicaTarget, 0, len(req.Replicas))
 	seen := map[rpc.NodeID]bool{n.id: true}
 	for _, r := range req.Replicas {
 		nid, err := rpc.ParseNodeID(r.NodeId)
 		if err != nil {
-			return nil, err
+			return uploadRequest{}, err
 		}
 		if seen[nid] {
-			return nil, rpc.Errorf(rpc.Invalid, "chunk %s: node %s named twice (or is the primary)", id, nid)
+			return uploadRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: node %s named twice (or is the primary)", id, nid)
 		}
 		if r.Addr == "" {
-			return nil, rpc.Errorf(rpc.Invalid, "chunk %s: replica %s has no address", id, nid)
+			return uploadRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: replica %s has no address", id, nid)
 		}
 		seen[nid] = true
 		targets = append(targets, replicaTarget{node: nid, addr: r.Addr})
 	}
-	for _, t := range targets {
+	return uploadRequest{id: id, size: req.Size, frameSize: req.FrameSize, replicas: targets}, nil
+}
+
+// reserveUpload checks that an upload's replicas are registered
+// datanodes and that this node can take the chunk, and reserves its
+// space.
+func (n *Node) reserveUpload(ctx context.Context, u uploadRequest) (*uploadSession, error) {
+	id := u.id
+	for _, t := range u.replicas {
 		if err := n.checkPeer(ctx, t.node, t.addr); err != nil {
 			return nil, rpc.NodeError(rpc.Other, []string{string(t.node)}, "chunk %s: replica %w", id, err)
 		}
@@ -105,22 +131,23 @@ func (n *Node) newSession(ctx context.Context, req *dfspb.PrepareChunkUploadRequ
 	if err := n.writable(); err != nil {
 		return nil, err
 	}
-	need := FileSize(req.Size, req.FrameSize)
+	need := FileSize(u.size, u.frameSize)
 	if err := n.store.Reserve(need); err != nil {
 		return nil, rpc.NodeError(rpc.Other, []string{string(n.id)}, "%w", err)
 	}
-	s := &uploadSession{id: id, size: req.Size, frameSize: req.FrameSize, replicas: targets}
+	s := &uploadSession{id: id, size: u.size, frameSize: u.frameSize, replicas: u.replicas}
 	s.release = func() { s.once.Do(func() { n.store.Release(need) }) }
 	return s, nil
 }
 
-func (n *Node) prepareReplicas(ctx context.Context, req *dfspb.PrepareChunkUploadRequest, targets []replicaTarget) error {
+// prepareReplicas prepares an upload session on each of s's replicas, in
+// parallel, and records their session IDs in s.
+func (n *Node) prepareReplicas(ctx context.Context, s *uploadSession) error {
+	targets := s.replicas
 	var wg sync.WaitGroup
 	errs := make([]error, len(targets))
 	for i := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			t := &targets[i]
 			cctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
 			defer cancel()
@@ -129,7 +156,7 @@ func (n *Node) prepareReplicas(ctx context.Context, req *dfspb.PrepareChunkUploa
 				var resp *dfspb.PrepareChunkUploadResponse
 				if err = rpc.WaitReady(cctx, cc); err == nil {
 					resp, err = dfspb.NewDataNodeClient(cc).PrepareChunkUpload(cctx, &dfspb.PrepareChunkUploadRequest{
-						ChunkId: req.ChunkId, Size: req.Size, FrameSize: req.FrameSize,
+						ChunkId: string(s.id), Size: s.size, FrameSize: s.frameSize,
 					})
 				}
 				if err == nil {
@@ -144,7 +171,7 @@ func (n *Node) prepareReplicas(ctx context.Context, req *dfspb.PrepareChunkUploa
 				}
 				errs[i] = rpc.NodeError(kind, []string{string(t.node)}, "replica %s (%s): prepare: %w", t.node.Short(), t.addr, err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return joinNodeErrors(errs)
@@ -310,8 +337,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	var wg sync.WaitGroup
 	var stored []string
 	var ferr error
-	wg.Add(1)
-	go func() { defer wg.Done(); stored, ferr = fwd.finish() }()
+	wg.Go(func() { stored, ferr = fwd.finish() })
 	cerr := w.Commit(v.FrameDigests(), v.Sum())
 	committed = cerr == nil
 	wg.Wait()
@@ -633,9 +659,7 @@ func (fw *forwarder) send(f *dfspb.ChunkDataStream) <-chan error {
 		errs := make([]error, len(fw.ups))
 		var wg sync.WaitGroup
 		for i, u := range fw.ups {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				t := fw.targets[i]
 				g := &dfspb.ChunkDataStream{
 					SessionId: string(t.session), ChunkId: f.ChunkId, Data: f.Data, Offset: f.Offset,
@@ -649,7 +673,7 @@ func (fw *forwarder) send(f *dfspb.ChunkDataStream) <-chan error {
 				} else if fw.bytes != nil {
 					fw.bytes.Add(float64(len(g.Data)))
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		done <- joinNodeErrors(errs)
@@ -664,9 +688,7 @@ func (fw *forwarder) finish() ([]string, error) {
 	stored := make([][]string, len(fw.ups))
 	var wg sync.WaitGroup
 	for i, u := range fw.ups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			t := fw.targets[i]
 			ack, err := u.Finish()
 			if err != nil {
@@ -674,7 +696,7 @@ func (fw *forwarder) finish() ([]string, error) {
 				return
 			}
 			stored[i] = ack.Replicas
-		}()
+		})
 	}
 	wg.Wait()
 	if err := joinNodeErrors(errs); err != nil {
