@@ -101,7 +101,8 @@ func (w *Watchdog) armLocked(restart bool) {
 // within the timeout, the peer is alive and the stream only slow (its
 // frames wait behind others on a busy connection), and the deadline is
 // pushed back instead of firing. A paused or cut-off peer stops the whole
-// connection, and the deadline fires. Call it before the stream starts.
+// connection, and the deadline fires. heard's times are compared with the
+// watchdog's clock. Call it before the stream starts.
 func (w *Watchdog) HeardFrom(heard func() time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
