@@ -373,7 +373,7 @@ func (c *Client) storeChunk(ctx context.Context, plan *dfspb.ChunkPlan, data []b
 	// after the progress timeout. Waiting for a free stream on the
 	// connection is the primary's back-pressure (its --max-conn-streams),
 	// not a stall: the deadline resumes with the first frame.
-	ctx, wd := chunkstream.NewWatchdog(ctx, c.cfg.ProgressTimeout, "datanode "+rpc.NodeID(primary.NodeId).Short()+" ("+primary.Addr+")")
+	ctx, wd := chunkstream.NewWatchdog(ctx, c.clock, c.cfg.ProgressTimeout, "datanode "+rpc.NodeID(primary.NodeId).Short()+" ("+primary.Addr+")")
 	defer wd.Stop()
 	wd.HeardFrom(func() time.Time { return c.pool.Heard(primary.Addr) })
 	err = rpc.WaitReady(ctx, conn)
