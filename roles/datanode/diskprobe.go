@@ -18,7 +18,7 @@ const probeInterval = time.Second
 // say why, so the coordinator places nothing on it; it goes on serving
 // the chunks it has.
 func (n *Node) probeLoop(ctx context.Context) {
-	t := time.NewTicker(max(n.cfg.HeartbeatInterval, probeInterval))
+	t := n.clock.NewTicker(max(n.cfg.HeartbeatInterval, probeInterval))
 	defer t.Stop()
 	for {
 		err := n.store.ProbeWrite()
@@ -35,7 +35,7 @@ func (n *Node) probeLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		case <-n.probe:
 		}
 	}
@@ -58,7 +58,7 @@ func (n *Node) writable() error {
 	if err == nil {
 		return nil
 	}
-	return rpc.NodeError(rpc.Unavailable, []string{string(n.id)}, "datanode %s takes no new chunks: %v", n.id.Short(), err)
+	return rpc.NodeError(rpc.Unavailable, []string{string(n.id)}, "datanode %s takes no new chunks: %w", n.id.Short(), err)
 }
 
 // diskError is what heartbeats report: why the node takes no new chunks,
