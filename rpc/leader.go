@@ -65,9 +65,9 @@ func (l *Leader) Addr() string {
 
 // Move moves calls away from addr after a call there failed with err: to
 // the leader err names (a standby's answer), else to the next configured
-// address. When calls no longer go to addr (another failed call moved
-// them already) only a named leader moves them, so that concurrent
-// failures at one address move on once.
+// address. Without a named leader, a failure forgets the leader only if
+// it is addr, and moves past a configured address only if it is addr, so
+// that calls failing at one address at once move on once.
 func (l *Leader) Move(addr string, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

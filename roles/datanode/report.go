@@ -237,23 +237,17 @@ func (r *reporter) putBack(p report) {
 	}
 }
 
-// reportLoop sends queued changes until ctx ends.
+// reportLoop sends queued changes as they come, and at least every
+// heartbeat interval, until ctx ends. After a failed report it pauses
+// (backing off) before it tries again.
 func (n *Node) reportLoop(ctx context.Context) {
 	backoff := rpc.Backoff{Initial: 100 * time.Millisecond, Max: n.cfg.HeartbeatInterval}
 	failures := 0
-	tick := n.clock.NewTicker(n.cfg.HeartbeatInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-n.reports.kick:
-		case <-tick.Chan():
-		}
+	rpc.EveryOr(ctx, n.clock, n.cfg.HeartbeatInterval, n.reports.kick, func(ctx context.Context) {
 		for ctx.Err() == nil {
 			p := n.reports.take()
 			if p.empty() {
-				break
+				return
 			}
 			if err := n.sendReport(ctx, p); err != nil {
 				n.reports.putBack(p)
@@ -262,14 +256,12 @@ func (n *Node) reportLoop(ctx context.Context) {
 					n.setRegistered(false)
 				}
 				n.log.Debug().Err(err).Int("failures", failures).Msg("chunk report failed")
-				if rpc.Sleep(ctx, n.clock, backoff.Delay(min(failures, 8))) != nil {
-					return
-				}
-				break
+				rpc.Sleep(ctx, n.clock, backoff.Delay(min(failures, 8)))
+				return
 			}
 			failures = 0
 		}
-	}
+	})
 }
 
 // diskCheckRate bounds the directory entries per second the disk check
