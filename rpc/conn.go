@@ -269,13 +269,14 @@ func (p *Pool) closeIdle() {
 	p.sweep = p.cfg.Clock.AfterFunc(next, p.closeIdle)
 }
 
-// Heard returns when the pool's connection to addr last moved: a message
-// or header (of any call) arrived from the peer, or a message was taken
-// by the transport for it, which its flow-control windows allow only
-// while it reads; the zero time if never. A stream waiting on a peer
-// whose connection moves is slow (its frames wait behind other streams'),
-// not cut off: progress deadlines use it to tell a busy connection from a
-// paused or unreachable peer, on which everything stops within a window.
+// Heard returns when the pool's connection to addr last moved, read on
+// the pool's clock: a message or header (of any call) arrived from the
+// peer, or a message was taken by the transport for it, which its
+// flow-control windows allow only while it reads; the zero time if
+// never. A stream waiting on a peer whose connection moves is slow (its
+// frames wait behind other streams'), not cut off: progress deadlines
+// (on the same clock) use it to tell a busy connection from a paused or
+// unreachable peer, on which everything stops within a window.
 func (p *Pool) Heard(addr string) time.Time {
 	p.mu.Lock()
 	pc, ok := p.conns[addr]

@@ -128,7 +128,7 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
-	pool := rpc.NewPool()
+	pool := rpc.NewBoundedPool(rpc.PoolConfig{Clock: cfg.Clock})
 	coord := rpc.NewLeader(rpc.LeaderConfig{Addrs: cfg.Coordinators, Timeout: cfg.RPCTimeout, Failover: cfg.FailoverTimeout}, pool, cfg.Clock)
 	return &Client{cfg: cfg, log: log, clock: cfg.Clock, pool: pool, coord: coord}, nil
 }
