@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
@@ -123,10 +124,11 @@ func TestWatchdogReceiver(t *testing.T) {
 // waits on; once the peer falls silent, it fires one timeout later.
 func TestWatchdogPeerHeardOnConnection(t *testing.T) {
 	is := is.New(t)
-	ctx, wd := chunkstream.NewWatchdog(t.Context(), nil, stall, "datanode x")
+	clk := clockwork.NewFakeClock()
+	ctx, wd := chunkstream.NewWatchdog(t.Context(), clk, stall, "datanode x")
 	defer wd.Stop()
 	var mu sync.Mutex
-	heard := time.Now()
+	heard := clk.Now()
 	wd.HeardFrom(func() time.Time {
 		mu.Lock()
 		defer mu.Unlock()
@@ -134,16 +136,20 @@ func TestWatchdogPeerHeardOnConnection(t *testing.T) {
 	})
 	wd.Arm()
 	for range 10 { // the peer answers other streams, for many timeouts
-		time.Sleep(stall / 2)
+		clk.Advance(stall / 2)
 		mu.Lock()
-		heard = time.Now()
+		heard = clk.Now()
 		mu.Unlock()
 	}
 	is.NoErr(wd.Err()) // alive on its connection: no stall
-	select {
-	case <-ctx.Done():
-	case <-time.After(100 * stall):
-		t.Fatal("the watchdog never fired after the peer fell silent")
+	// Silent from now on. The watchdog's timers run their callbacks in
+	// goroutines of their own, so advance until it fires (boundedly).
+	for i := 0; ctx.Err() == nil; i++ {
+		if i == 1000 {
+			t.Fatal("the watchdog never fired after the peer fell silent")
+		}
+		clk.Advance(stall)
+		time.Sleep(time.Millisecond)
 	}
 	is.True(errors.Is(wd.Err(), rpc.DeadlineExceeded)) // silent: a stall
 }
