@@ -26,7 +26,7 @@ func TestUploadStalledReceiver(t *testing.T) {
 	is := is.New(t)
 	p := newPipe()
 	t.Cleanup(func() { p.fail(context.Canceled) })
-	ctx, wd := chunkstream.NewWatchdog(t.Context(), stall, "datanode x")
+	ctx, wd := chunkstream.NewWatchdog(t.Context(), nil, stall, "datanode x")
 	defer wd.Stop()
 	done := make(chan error, 1)
 	go func() {
@@ -50,7 +50,7 @@ func TestUploadIdleSenderIsNotAStall(t *testing.T) {
 	is := is.New(t)
 	p := newPipe()
 	t.Cleanup(func() { p.fail(context.Canceled) })
-	ctx, wd := chunkstream.NewWatchdog(t.Context(), stall, "datanode x")
+	ctx, wd := chunkstream.NewWatchdog(t.Context(), nil, stall, "datanode x")
 	defer wd.Stop()
 	fs := frames(testData(32), 16)
 	u := chunkstream.NewUpload(ctx, p.client(), 1<<20)
@@ -75,7 +75,7 @@ func TestUploadKeepaliveAcks(t *testing.T) {
 	is := is.New(t)
 	p := newPipe()
 	t.Cleanup(func() { p.fail(context.Canceled) })
-	ctx, wd := chunkstream.NewWatchdog(t.Context(), stall, "datanode x")
+	ctx, wd := chunkstream.NewWatchdog(t.Context(), nil, stall, "datanode x")
 	defer wd.Stop()
 	done := make(chan error, 1)
 	go func() {
@@ -106,7 +106,7 @@ func (b blockingReceiver) Recv() (*dfspb.ChunkDataStream, error) {
 // with the watchdog's DeadlineExceeded, not a bare cancellation.
 func TestWatchdogReceiver(t *testing.T) {
 	is := is.New(t)
-	ctx, wd := chunkstream.NewWatchdog(t.Context(), stall, "datanode x")
+	ctx, wd := chunkstream.NewWatchdog(t.Context(), nil, stall, "datanode x")
 	defer wd.Stop()
 	s := newStored(100, 16)
 	done := make(chan error, 1)
@@ -123,7 +123,7 @@ func TestWatchdogReceiver(t *testing.T) {
 // waits on; once the peer falls silent, it fires one timeout later.
 func TestWatchdogPeerHeardOnConnection(t *testing.T) {
 	is := is.New(t)
-	ctx, wd := chunkstream.NewWatchdog(t.Context(), stall, "datanode x")
+	ctx, wd := chunkstream.NewWatchdog(t.Context(), nil, stall, "datanode x")
 	defer wd.Stop()
 	var mu sync.Mutex
 	heard := time.Now()
