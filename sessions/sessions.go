@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+
+	"github.com/dfs-project/dfs/rpc"
 )
 
 type entry[V any] struct {
@@ -148,14 +150,5 @@ func (t *Table[K, V]) Sweep() int {
 // Run sweeps every interval of the table's clock until ctx ends, then
 // sweeps nothing more.
 func (t *Table[K, V]) Run(ctx context.Context, interval time.Duration) {
-	tick := t.clock.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.Chan():
-			t.Sweep()
-		}
-	}
+	rpc.Every(ctx, t.clock, interval, func(context.Context) { t.Sweep() })
 }
