@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
@@ -157,8 +158,9 @@ func (c Config) Validate() error {
 
 // Deps are a datanode's collaborators.
 type Deps struct {
-	Log   zerolog.Logger
-	Clock sessions.Clock
+	Log zerolog.Logger
+	// Clock tells the time and makes the timers; nil is the real clock.
+	Clock clockwork.Clock
 	// Listener, when set, is used instead of listening on Config.Listen
 	// (tests pass 127.0.0.1:0 listeners).
 	Listener net.Listener
@@ -176,7 +178,7 @@ type Node struct {
 
 	cfg   Config
 	log   zerolog.Logger
-	clock sessions.Clock
+	clock clockwork.Clock
 	lis   net.Listener
 	fs    vfs.FS
 
@@ -184,6 +186,7 @@ type Node struct {
 	store   *chunkstore.Store
 	opened  atomic.Pointer[chunkstore.Store] // the store, once Run has opened it
 	pool    *rpc.Pool
+	coord   *rpc.Leader // where calls to the coordinator go
 	metrics *metrics
 
 	reports   *reporter
@@ -199,12 +202,10 @@ type Node struct {
 	mu      sync.Mutex
 	addr    string
 	version uint64
-	peers   map[rpc.NodeID]*dfspb.NodeStatus
+	peers   map[rpc.NodeID]Peer
 	// peersLearned is closed (and replaced) whenever a reply from the
 	// coordinator updated peers.
 	peersLearned chan struct{}
-	coordIdx     int
-	leader       string // the leader a standby named, if any
 	registered   bool
 	// incarnation is what the latest registration returned; heartbeats
 	// present it.
@@ -226,7 +227,7 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		return nil, err
 	}
 	if deps.Clock == nil {
-		deps.Clock = sessions.SystemClock{}
+		deps.Clock = clockwork.NewRealClock()
 	}
 	if deps.FS == nil {
 		deps.FS = vfs.Default
@@ -237,16 +238,17 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		clock: deps.Clock,
 		lis:   deps.Listener,
 		fs:    deps.FS,
-		pool:  rpc.NewBoundedPool(rpc.PoolConfig{Max: cfg.MaxPeerConns, Idle: cfg.PeerIdleTimeout}),
+		pool:  rpc.NewBoundedPool(rpc.PoolConfig{Max: cfg.MaxPeerConns, Idle: cfg.PeerIdleTimeout, Clock: deps.Clock}),
 
-		peers:        make(map[rpc.NodeID]*dfspb.NodeStatus),
+		peers:        make(map[rpc.NodeID]Peer),
 		peersLearned: make(chan struct{}),
 		ready:        make(chan struct{}),
 		serving:      make(chan struct{}),
 		probe:        make(chan struct{}, 1),
 		verifies:     make(chan struct{}, maxVerifies),
-		frames:       newBudget(cfg.FrameBudget),
+		frames:       newBudget(cfg.FrameBudget, deps.Clock),
 	}
+	n.coord = rpc.NewLeader(rpc.LeaderConfig{Addrs: cfg.Coordinators, Timeout: cfg.RPCTimeout}, n.pool, deps.Clock)
 	n.uploads = sessions.New(cfg.SessionTimeout, deps.Clock, func(id rpc.SessionID, s *uploadSession) {
 		n.log.Debug().Str("session_id", string(id)).Str("chunk_id", string(s.id)).Msg("upload session expired")
 		s.release()
@@ -269,11 +271,11 @@ func (n *Node) Readiness() error {
 	defer n.mu.Unlock()
 	switch {
 	case !n.registered && n.lastErr != nil:
-		return rpc.Errorf(rpc.Unavailable, "not registered with a coordinator: %v", n.lastErr)
+		return rpc.Errorf(rpc.Unavailable, "not registered with a coordinator: %w", n.lastErr)
 	case !n.registered:
 		return rpc.Errorf(rpc.Unavailable, "not registered with a coordinator yet")
 	case n.lastErr != nil:
-		return rpc.Errorf(rpc.Unavailable, "coordinator unreachable: %v", n.lastErr)
+		return rpc.Errorf(rpc.Unavailable, "coordinator unreachable: %w", n.lastErr)
 	}
 	return nil
 }
@@ -348,7 +350,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.mu.Unlock()
 	defer n.pool.Close()
 
-	srv := grpc.NewServer(append(rpc.ServerOptions(n.log, n.metrics.observe), grpc.MaxConcurrentStreams(uint32(n.cfg.MaxConnStreams)))...)
+	srv := grpc.NewServer(append(rpc.ServerOptionsWithClock(n.clock, n.log, n.metrics.observe), grpc.MaxConcurrentStreams(uint32(n.cfg.MaxConnStreams)))...)
 	dfspb.RegisterDataNodeServer(srv, n)
 	// The standard health service: SERVING while registered.
 	health := rpc.NewHealth(srv, func() bool { return n.Readiness() == nil }, dfspb.DataNode_ServiceDesc.ServiceName)
@@ -356,15 +358,14 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(8)
-	go func() { defer wg.Done(); n.probeLoop(ctx) }()
-	go func() { defer wg.Done(); health.Run(ctx) }()
-	go func() { defer wg.Done(); n.reportLoop(ctx) }()
-	go func() { defer wg.Done(); n.inventoryLoop(ctx) }()
-	go func() { defer wg.Done(); n.uploads.Run(ctx, time.Second) }()
-	go func() { defer wg.Done(); n.downloads.Run(ctx, time.Second) }()
-	go func() { defer wg.Done(); n.heartbeatLoop(ctx) }()
-	go func() { defer wg.Done(); n.scrubLoop(ctx) }()
+	wg.Go(func() { n.probeLoop(ctx) })
+	wg.Go(func() { health.Run(ctx) })
+	wg.Go(func() { n.reportLoop(ctx) })
+	wg.Go(func() { n.inventoryLoop(ctx) })
+	wg.Go(func() { n.uploads.Run(ctx, time.Second) })
+	wg.Go(func() { n.downloads.Run(ctx, time.Second) })
+	wg.Go(func() { n.heartbeatLoop(ctx) })
+	wg.Go(func() { n.scrubLoop(ctx) })
 	u := n.store.Usage()
 	n.log.Info().Str("addr", n.Addr()).Str("data_dir", n.cfg.DataDir).Int64("chunks", u.Chunks).
 		Str("used", rpc.FormatBytes(u.Used)).Str("free", rpc.FormatBytes(u.Free)).Msg("datanode serving")
