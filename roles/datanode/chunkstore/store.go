@@ -374,16 +374,16 @@ func (s *Store) Open(id rpc.ChunkID) (*Chunk, error) {
 			return nil, s.lost(id)
 		}
 		if serr == nil && s.quarantine(id, seen) {
-			return nil, &CorruptError{ID: id, Err: rpc.Errorf(rpc.Internal, "chunk %s: open: %v", id, err)}
+			return nil, &CorruptError{ID: id, Err: rpc.Errorf(rpc.Internal, "chunk %s: open: %w", id, err)}
 		}
 	}
 	if err != nil {
-		return nil, rpc.Errorf(rpc.Internal, "chunk %s: open: %v", id, err)
+		return nil, rpc.Errorf(rpc.Internal, "chunk %s: open: %w", id, err)
 	}
 	info, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, rpc.Errorf(rpc.Internal, "chunk %s: stat: %v", id, err)
+		return nil, rpc.Errorf(rpc.Internal, "chunk %s: stat: %w", id, err)
 	}
 	m, err := readMeta(id, f, info.Size())
 	if err != nil {
@@ -437,9 +437,9 @@ func (s *Store) Verify(ctx context.Context, id rpc.ChunkID, pace func(n int64) e
 		n := min(c.FrameSize, c.Size-off)
 		if _, err := c.ReadAt(buf[:n], off); err != nil {
 			if errors.Is(err, syscall.EIO) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return s.failed(c, rpc.Errorf(rpc.Internal, "chunk %s: read at %d: %v", id, off, err))
+				return s.failed(c, rpc.Errorf(rpc.Internal, "chunk %s: read at %d: %w", id, off, err))
 			}
-			return rpc.Errorf(rpc.Internal, "chunk %s: read at %d: %v", id, off, err)
+			return rpc.Errorf(rpc.Internal, "chunk %s: read at %d: %w", id, off, err)
 		}
 		if pace != nil {
 			if err := pace(n); err != nil {
@@ -451,7 +451,7 @@ func (s *Store) Verify(ctx context.Context, id rpc.ChunkID, pace func(n int64) e
 			f.ChunkChecksum = c.Digest
 		}
 		if err := v.Check(f); err != nil {
-			return s.failed(c, rpc.Errorf(rpc.Internal, "%v", err))
+			return s.failed(c, rpc.Errorf(rpc.Internal, "%w", err))
 		}
 	}
 	return nil
@@ -492,14 +492,14 @@ func (s *Store) Delete(id rpc.ChunkID) (freed int64, err error) {
 			continue
 		}
 		if serr != nil {
-			err = rpc.Errorf(rpc.Internal, "chunk %s: stat: %v", id, serr)
+			err = rpc.Errorf(rpc.Internal, "chunk %s: stat: %w", id, serr)
 			break
 		}
 		if rerr := s.fs.Remove(p); rerr != nil {
 			if errors.Is(rerr, fs.ErrNotExist) {
 				continue
 			}
-			err = rpc.Errorf(rpc.Internal, "chunk %s: remove: %v", id, rerr)
+			err = rpc.Errorf(rpc.Internal, "chunk %s: remove: %w", id, rerr)
 			break
 		}
 		freed += info.Size()
@@ -563,7 +563,7 @@ func (s *Store) FindLost(ctx context.Context, pace func(entries int) error, foun
 		}
 		names, err := readNames(s.fs, dir)
 		if err != nil {
-			return rpc.Errorf(rpc.Internal, "disk check: read %s: %v", dir, err)
+			return rpc.Errorf(rpc.Internal, "disk check: read %s: %w", dir, err)
 		}
 		for _, id := range ids[i:j] {
 			if _, ok := names[string(id)]; ok {
@@ -594,7 +594,7 @@ func (s *Store) SyncDeletes(ids []rpc.ChunkID) error {
 		if !seen[d] {
 			seen[d] = true
 			if err := s.fs.SyncDir(d); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
-				first = rpc.Errorf(rpc.Internal, "fsync %s after deleting: %v", d, err)
+				first = rpc.Errorf(rpc.Internal, "fsync %s after deleting: %w", d, err)
 			}
 		}
 	}

@@ -60,18 +60,18 @@ func (s *Store) Create(id rpc.ChunkID, size, frameSize int64) (*Writer, error) {
 	// stays in one directory, and writes spread over all directories.
 	dir, err := s.chunkDir(id)
 	if err != nil {
-		return nil, rpc.Errorf(rpc.Internal, "chunk %s: create directory: %v", id, err)
+		return nil, rpc.Errorf(rpc.Internal, "chunk %s: create directory: %w", id, err)
 	}
 	f, err := s.createTemp(dir, id)
 	if err != nil {
-		return nil, rpc.Errorf(rpc.Internal, "chunk %s: create temp file: %v", id, err)
+		return nil, rpc.Errorf(rpc.Internal, "chunk %s: create temp file: %w", id, err)
 	}
 	w := &Writer{s: s, id: id, f: f, size: size, frameSize: frameSize}
 	if size >= directBlock {
 		d, ok, err := openDirect(s.fs, f.Name())
 		if err != nil {
 			w.Abort()
-			return nil, rpc.Errorf(rpc.Internal, "chunk %s: open for direct I/O: %v", id, err)
+			return nil, rpc.Errorf(rpc.Internal, "chunk %s: open for direct I/O: %w", id, err)
 		}
 		if ok {
 			w.direct, w.block = d, directBufs.Get().(*[]byte)
@@ -104,7 +104,7 @@ func (w *Writer) Write(data []byte) (int, error) {
 		w.written += int64(n)
 		w.flushed += int64(n)
 		if err != nil {
-			return n, rpc.Errorf(rpc.Internal, "chunk %s: write: %v", w.id, err)
+			return n, rpc.Errorf(rpc.Internal, "chunk %s: write: %w", w.id, err)
 		}
 		return n, nil
 	}
@@ -115,7 +115,7 @@ func (w *Writer) Write(data []byte) (int, error) {
 		data = data[n:]
 		if w.pending == directBlock {
 			if _, err := w.direct.WriteAt(*w.block, w.flushed); err != nil {
-				return 0, rpc.Errorf(rpc.Internal, "chunk %s: write: %v", w.id, err)
+				return 0, rpc.Errorf(rpc.Internal, "chunk %s: write: %w", w.id, err)
 			}
 			w.flushed += directBlock
 			w.pending = 0
@@ -156,16 +156,16 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 	buf.Write(encodeFooter(len(frames), w.size, w.frameSize, digest))
 	if _, err := w.f.WriteAt(buf.Bytes(), w.flushed); err != nil {
 		w.Abort()
-		return rpc.Errorf(rpc.Internal, "chunk %s: write digests: %v", w.id, err)
+		return rpc.Errorf(rpc.Internal, "chunk %s: write digests: %w", w.id, err)
 	}
 	if err := w.f.Sync(); err != nil {
 		w.Abort()
-		return rpc.Errorf(rpc.Internal, "chunk %s: fsync: %v", w.id, err)
+		return rpc.Errorf(rpc.Internal, "chunk %s: fsync: %w", w.id, err)
 	}
 	fsys, tmp := w.s.fs, w.f.Name()
 	if err := w.f.Close(); err != nil {
 		fsys.Remove(tmp)
-		return rpc.Errorf(rpc.Internal, "chunk %s: close: %v", w.id, err)
+		return rpc.Errorf(rpc.Internal, "chunk %s: close: %w", w.id, err)
 	}
 	dst := w.s.path(w.id)
 	// Check and rename under the lock: a chunk is stored (and counted)
@@ -192,7 +192,7 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 	if err := fsys.Rename(tmp, dst); err != nil {
 		w.s.mu.Unlock()
 		fsys.Remove(tmp)
-		return rpc.Errorf(rpc.Internal, "chunk %s: rename: %v", w.id, err)
+		return rpc.Errorf(rpc.Internal, "chunk %s: rename: %w", w.id, err)
 	}
 	fileSize := w.flushed + int64(buf.Len())
 	w.s.used += fileSize
@@ -216,7 +216,7 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 		// Not durable, so not stored: take it back.
 		fsys.Remove(dst)
 		w.s.used -= fileSize
-		return rpc.Errorf(rpc.Internal, "chunk %s: fsync dir: %v", w.id, serr)
+		return rpc.Errorf(rpc.Internal, "chunk %s: fsync dir: %w", w.id, serr)
 	}
 	w.s.chunks++
 	w.s.index[w.id] = Meta{Size: w.size, FrameSize: w.frameSize, Digest: bytes.Clone(digest)}

@@ -351,13 +351,15 @@ func testCommitFailsWhenDirSyncFails(t *testing.T, newDisk Factory) {
 	digest, frames := chunkstream.DigestOf(data, testFrame)
 	w := write(t, s, id, data)
 	chunkDir := filepath.Dir(s.ChunkPath(id))
+	injected := errors.New("injected EIO")
 	h.set(func(op, name string) error {
 		if op == "syncdir" && name == chunkDir {
-			return errors.New("injected EIO")
+			return injected
 		}
 		return nil
 	})
 	err := w.Commit(frames, digest)
+	is.True(errors.Is(err, injected)) // the cause is kept
 	is.True(err != nil && strings.Contains(err.Error(), "fsync dir")) // the failed fsync fails the commit
 	is.True(errors.Is(err, rpc.Internal))                             // as Internal
 	is.True(!s.Has(id))                                               // the chunk is not stored
