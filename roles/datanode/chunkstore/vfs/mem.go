@@ -349,16 +349,21 @@ func (f *memFile) check(op string, want bool) error {
 }
 
 func (f *memFile) Write(p []byte) (int, error) {
-	n, err := f.WriteAt(p, f.off)
 	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
+	n, err := f.writeAtLocked(p, f.off)
 	f.off += int64(n)
-	f.m.mu.Unlock()
 	return n, err
 }
 
 func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	f.m.mu.Lock()
 	defer f.m.mu.Unlock()
+	return f.writeAtLocked(p, off)
+}
+
+// writeAtLocked writes p at off, growing the file; f.m.mu is held.
+func (f *memFile) writeAtLocked(p []byte, off int64) (int, error) {
 	if err := f.check("write", f.write); err != nil {
 		return 0, err
 	}
