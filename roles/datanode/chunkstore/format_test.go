@@ -95,3 +95,10 @@ func TestOpensDataDirV1(t *testing.T) {
 		is.Equal(freed, int64(196)) // the corrupt file is deleted by its ID
 	})
 }
+func TestFileSize(t *testing.T) {
+	is := is.New(t)
+	is.Equal(FileSize(1, 4096), int64(1+32+64))            // one frame
+	is.Equal(FileSize(4096, 4096), int64(4096+32+64))      // exactly one frame
+	is.Equal(FileSize(4097, 4096), int64(4097+2*32+64))    // a second, partial frame
+	is.Equal(FileSize(8<<20, 1<<20), int64(8<<20+8*32+64)) // default sizes
+}
