@@ -95,6 +95,7 @@ func TestOpensDataDirV1(t *testing.T) {
 		is.Equal(freed, int64(196)) // the corrupt file is deleted by its ID
 	})
 }
+
 func TestFileSize(t *testing.T) {
 	is := is.New(t)
 	is.Equal(FileSize(1, 4096), int64(1+32+64))            // one frame
