@@ -359,7 +359,7 @@ func testCommitFailsWhenDirSyncFails(t *testing.T, newDisk Factory) {
 		return nil
 	})
 	err := w.Commit(frames, digest)
-	is.True(errors.Is(err, injected)) // the cause is kept
+	is.True(errors.Is(err, injected))                                 // the cause is kept
 	is.True(err != nil && strings.Contains(err.Error(), "fsync dir")) // the failed fsync fails the commit
 	is.True(errors.Is(err, rpc.Internal))                             // as Internal
 	is.True(!s.Has(id))                                               // the chunk is not stored
