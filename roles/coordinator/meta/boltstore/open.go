@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -94,6 +95,8 @@ type Options struct {
 	MmapSize int
 	// Log receives lifecycle events; the zero Logger discards them.
 	Log zerolog.Logger
+	// Clock paces BatchDelay; nil is the real clock.
+	Clock clockwork.Clock
 }
 
 // DefaultOptions returns the options Open uses for zero fields.
@@ -178,7 +181,10 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db, path: path, log: opts.Log.With().Str("component", "boltstore").Str("path", path).Logger(),
-		batchDelay: opts.BatchDelay, batchSize: opts.BatchSize}
+		batchDelay: opts.BatchDelay, batchSize: opts.BatchSize, clock: opts.Clock}
+	if s.clock == nil {
+		s.clock = clockwork.NewRealClock()
+	}
 	_, l, err := s.prepare(false)
 	if err != nil {
 		db.Close()

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -30,6 +31,7 @@ type Store struct {
 	log  zerolog.Logger
 
 	batchDelay time.Duration
+	clock      clockwork.Clock
 	batchSize  int
 	// mu guards the commits waiting for a write transaction and whether a
 	// writer goroutine is running.
@@ -497,7 +499,7 @@ func (s *Store) Commit(ctx context.Context, txn *meta.Txn) error {
 func (s *Store) write() {
 	for {
 		if s.batchDelay > 0 {
-			time.Sleep(s.batchDelay)
+			s.clock.Sleep(s.batchDelay)
 		}
 		s.mu.Lock()
 		n := min(len(s.queue), s.batchSize)
