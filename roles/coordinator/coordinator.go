@@ -202,12 +202,12 @@ type Deps struct {
 	// Metrics is where New registers the coordinator's metrics (names
 	// start with dfs_coordinator_); nil keeps them unregistered.
 	Metrics prometheus.Registerer
+	// Datanodes, when set, replaces calling the datanodes over gRPC.
+	Datanodes Datanodes
 }
 
 // Coordinator is the coordinator role.
 type Coordinator struct {
-	dfspb.UnimplementedCoordinatorServer
-
 	cfg     Config
 	log     zerolog.Logger
 	clock   sessions.Clock
@@ -217,8 +217,11 @@ type Coordinator struct {
 	policy  placement.Policy
 	lis     net.Listener
 	pool    *rpc.Pool
-	metrics *metrics
-	events  *events
+	// datanodes is how the coordinator calls datanodes (through pool
+	// unless Deps set it).
+	datanodes Datanodes
+	metrics   *metrics
+	events    *events
 	// registrations limits RegisterDataNode calls (--register-rate).
 	registrations *rate.Limiter
 
@@ -255,6 +258,10 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		pool:    rpc.NewPool(),
 		events:  newEvents(),
 		ready:   make(chan struct{}),
+	}
+	c.datanodes = deps.Datanodes
+	if c.datanodes == nil {
+		c.datanodes = grpcDatanodes{pool: c.pool}
 	}
 	limit := rate.Limit(cfg.RegisterRate)
 	if cfg.RegisterRate == 0 {
@@ -319,7 +326,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	defer c.pool.Close()
 
 	srv := grpc.NewServer(rpc.ServerOptions(c.log, c.observers()...)...)
-	dfspb.RegisterCoordinatorServer(srv, c)
+	dfspb.RegisterCoordinatorServer(srv, &server{c: c})
 	// The standard health service: SERVING while this coordinator leads
 	// (in safe mode too), NOT_SERVING while it starts or stands by.
 	health := rpc.NewHealth(srv, c.Leading, dfspb.Coordinator_ServiceDesc.ServiceName)
@@ -415,19 +422,19 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// leader returns the current term, or an Unavailable error naming the
-// leader when this coordinator stands by.
+// leader returns the current term, or a not-serving error (kind
+// Unavailable) naming the leader when this coordinator stands by.
 func (c *Coordinator) leader(ctx context.Context) (*term, error) {
 	if t := c.term.Load(); t != nil {
 		return t, nil
 	}
 	if c.elector == nil {
-		return nil, rpc.ToStatus(rpc.NotServingError("", 100*time.Millisecond, "coordinator %s is starting", c.addr))
+		return nil, rpc.NotServingError("", 100*time.Millisecond, "coordinator %s is starting", c.addr)
 	}
 	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if l, err := c.elector.Leader(cctx); err == nil && l != "" && l != c.addr {
-		return nil, rpc.ToStatus(rpc.NotServingError(l, 0, "coordinator %s is a standby; the leader is %s", c.addr, l))
+		return nil, rpc.NotServingError(l, 0, "coordinator %s is a standby; the leader is %s", c.addr, l)
 	}
-	return nil, rpc.ToStatus(rpc.NotServingError("", 500*time.Millisecond, "coordinator %s is a standby; no leader elected yet", c.addr))
+	return nil, rpc.NotServingError("", 500*time.Millisecond, "coordinator %s is a standby; no leader elected yet", c.addr)
 }

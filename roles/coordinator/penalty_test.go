@@ -43,7 +43,7 @@ func TestPenalties(t *testing.T) {
 	is.True(failing()[a]) // still within the renewed window
 	_, nodes := r.list()
 	for _, n := range nodes {
-		is.Equal(n.FailingUntilUnixMs > 0, n.NodeId == string(a)) // ListNodes shows it
+		is.Equal(!n.failingUntil.IsZero(), n.id == a) // ListNodes shows it
 	}
 	clk.now = clk.now.Add(21 * time.Second)
 	is.Equal(failing(), map[rpc.NodeID]bool{a: false, b: false}) // over after the window
@@ -68,8 +68,8 @@ func TestDiskErrorLeavesPlacement(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(len(r.candidates()), 0) // no placement on it
 	v2, nodes := r.list()
-	is.True(v2 > v)                                       // a membership change
-	is.Equal(nodes[0].DiskError, "read-only file system") // shown in ListNodes
+	is.True(v2 > v)                                     // a membership change
+	is.Equal(nodes[0].diskErr, "read-only file system") // shown in ListNodes
 	_, err = r.heartbeat(a, inc, usage{free: 1 << 30}, v2, now)
 	is.NoErr(err)
 	is.Equal(len(r.candidates()), 1) // writable again: placed again
