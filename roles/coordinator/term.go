@@ -107,7 +107,7 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 		safe: t.safe, dels: dels, metrics: c.metrics,
 	}
 	t.admin = &admin{
-		log: c.log, store: c.store, commits: commits, nodes: t.nodes, locs: t.locs, heal: t.heal, repair: t.repair,
+		log: c.log, store: c.store, loader: c.store, commits: commits, nodes: t.nodes, locs: t.locs, heal: t.heal, repair: t.repair,
 		gc: t.gc, deleter: deleter, safe: t.safe, checker: t.membership, events: c.events, policy: c.policy, cfg: cfg,
 	}
 	t.log.Info().Int("files", nfiles).Int("chunks", chunks).Int("uploads", len(ups)).Int("pending_deletions", len(dl)).
