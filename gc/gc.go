@@ -1,6 +1,7 @@
 // Package gc collects chunks that no committed file needs: it keeps the
 // set of (node, chunk) deletions still to do and drives them as bulk deletes
 // through a Deleter until each is done, retrying failures with backoff.
+// Orphans decides which reported chunks nothing needs.
 package gc
 
 import (

@@ -2,7 +2,8 @@
 // good copies than they should, most endangered first, it chooses a source
 // and a target for each copy and runs the copies through a Copier, within
 // per-node and cluster-wide concurrency limits and a bandwidth cap. It
-// decides and paces; the copying itself is the Copier's.
+// decides and paces; the copying itself is the Copier's. Assess decides
+// where one chunk's copies stand: short, surplus, bad.
 package repair
 
 import (
