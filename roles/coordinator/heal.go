@@ -1,7 +1,9 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -69,107 +71,42 @@ func (h *heal) run(ctx context.Context, safe *safeMode) {
 	}
 }
 
-// copyState classifies one reported copy of a committed chunk.
-type copyState struct {
-	node     rpc.NodeID
-	info     nodeInfo
-	good     bool // matches the commit and not corrupt
-	live     bool // on a node that serves reads
-	counted  bool // counts toward replication: good, live, not draining
-	corrupt  bool // reported corrupt
-	registry time.Time
-}
-
-// assessment is where one committed chunk's copies stand.
-type assessment struct {
-	want    int
-	states  []copyState
-	counted int
-	// sources hold a good copy on a live node, healthy and non-draining
-	// ones first.
-	sources []placement.Node
-	holders []rpc.NodeID // every node with any copy
-}
-
-// need returns what the chunk lacks, if anything can be copied.
-func (a assessment) need(ch meta.Chunk) (repair.Need, bool) {
-	if a.counted >= a.want || len(a.sources) == 0 {
-		return repair.Need{}, false
-	}
-	return repair.Need{Chunk: ch.ID, Size: ch.Size, FrameSize: ch.FrameSize, Digest: ch.Digest,
-		Missing: a.want - a.counted, Sources: a.sources, Holders: a.holders}, true
-}
-
-// assess classifies the reported copies of r's chunk as they are now.
-func (h *heal) assess(r ref, nodes map[rpc.NodeID]nodeInfo) assessment {
+// chunkOf returns r's chunk with its reported copies as repair.Assess
+// takes it, the copies in node order.
+func (h *heal) chunkOf(r ref, nodes map[rpc.NodeID]nodeInfo, repairing bool) repair.Chunk {
 	ch := r.chunk
-	a := assessment{want: int(r.repl)}
+	c := repair.Chunk{ID: ch.ID, Size: ch.Size, FrameSize: ch.FrameSize, Digest: ch.Digest, Want: int(r.repl), Repairing: repairing}
 	for n, m := range h.locs.copies(ch.ID) {
 		info := nodes[n]
-		cs := copyState{node: n, info: info, good: m.matches(ch), live: info.live(), registry: info.registered, corrupt: m.corrupt}
-		cs.counted = cs.good && cs.live && !info.draining
-		a.states = append(a.states, cs)
-		a.holders = append(a.holders, n)
-		if cs.counted {
-			a.counted++
-		}
-		if cs.good && cs.live {
-			a.sources = append(a.sources, placement.Node{ID: n, Addr: info.addr, State: info.state})
-		}
+		c.Copies = append(c.Copies, repair.Copy{Node: n, Addr: info.addr, Known: info.known, State: info.state,
+			Draining: info.draining, Registered: info.registered, Good: m.matches(ch), Corrupt: m.corrupt})
 	}
-	// Prefer healthy, non-draining sources.
-	slices.SortStableFunc(a.sources, func(x, y placement.Node) int {
-		dx, dy := nodes[x.ID].draining, nodes[y.ID].draining
-		switch {
-		case x.State != y.State:
-			return int(x.State) - int(y.State)
-		case dx != dy && dx:
-			return 1
-		case dx != dy:
-			return -1
-		}
-		return 0
-	})
-	return a
+	slices.SortFunc(c.Copies, func(a, b repair.Copy) int { return cmp.Compare(a.Node, b.Node) })
+	return c
 }
 
-// hasRoom reports whether a new copy of ch could go anywhere: to a
-// healthy candidate with room for it that holds no copy and has no
-// deletion of it queued (the nodes repair's placement would take).
-func (h *heal) hasRoom(candidates []placement.Node, holders []rpc.NodeID, ch meta.Chunk) bool {
-	return slices.ContainsFunc(candidates, func(c placement.Node) bool {
-		return c.State == placement.Healthy && c.Free >= ch.Size &&
-			!slices.Contains(holders, c.ID) && !h.gc.Queued(c.ID, ch.ID)
-	})
-}
-
-// trimFirst orders a chunk's surplus copies for trimming: copies on
-// suspect nodes go first, the ones a healthy node holds are kept; among
-// equals, the copies on the node that (re)joined last go first.
-func trimFirst(a, b copyState) int {
-	if sa, sb := a.info.state != placement.Healthy, b.info.state != placement.Healthy; sa != sb {
-		if sa {
-			return -1
-		}
-		return 1
-	}
-	return b.registry.Compare(a.registry)
+// assess classifies the reported copies of r's chunk as they are now;
+// candidates are where a new copy may go (see repair.Assess).
+func (h *heal) assess(r ref, nodes map[rpc.NodeID]nodeInfo, candidates []placement.Node, repairing bool) repair.Assessment {
+	id := r.chunk.ID
+	return repair.Assess(h.chunkOf(r, nodes, repairing), candidates, func(n rpc.NodeID) bool { return h.gc.Queued(n, id) })
 }
 
 // scan looks at every committed chunk and every reported copy, and
-// carries out what it finds.
+// carries out what repair.Assess and gc.Orphans decide.
 func (h *heal) scan(ctx context.Context) {
 	nodes := h.nodes.infos()
 	candidates := h.nodes.candidates()
 	refs := h.refs.snapshot()
 	p := newScanPlan()
 	for _, r := range refs {
-		a := h.assess(r, nodes)
+		repairing := h.repair.Repairing(r.chunk.ID)
+		a := h.assess(r, nodes, candidates, repairing)
 		p.countCorrupt(a)
-		if a.counted < a.want && h.recall(ctx, r, nodes, a.want-a.counted) > 0 {
-			a = h.assess(r, nodes)
+		if a.Short() && h.recall(ctx, r, nodes, a.Missing) > 0 {
+			a = h.assess(r, nodes, candidates, repairing)
 		}
-		p.add(r, a, func() bool { return h.hasRoom(candidates, a.holders, r.chunk) }, func() bool { return h.repair.Repairing(r.chunk.ID) })
+		p.add(r, a)
 	}
 	orphans := h.findOrphans()
 	h.dels.delete(ctx, append(p.trims, orphans...), "trim or orphan")
@@ -192,73 +129,32 @@ func newScanPlan() *scanPlan {
 }
 
 // countCorrupt counts the corrupt copies of an assessed chunk.
-func (p *scanPlan) countCorrupt(a assessment) {
-	for _, cs := range a.states {
-		if cs.corrupt {
-			p.corrupt++
-			p.corruptOn[cs.node]++
-		}
+func (p *scanPlan) countCorrupt(a repair.Assessment) {
+	for _, n := range a.Corrupt {
+		p.corrupt++
+		p.corruptOn[n]++
 	}
 }
 
-// add decides for one chunk, assessed as a. room tells whether a new copy
-// could go anywhere, repairing whether copies of it are under way.
-func (p *scanPlan) add(r ref, a assessment, room, repairing func() bool) {
-	ch := r.chunk
-	if a.counted < a.want {
-		p.addShort(r, a, room)
-		return
+// add takes in the assessment of r's chunk.
+func (p *scanPlan) add(r ref, a repair.Assessment) {
+	for _, n := range a.Trim {
+		p.trims = append(p.trims, meta.Deletion{Node: n, Chunk: r.chunk.ID})
 	}
-	if repairing() {
-		return
+	for _, n := range a.Bad {
+		p.bad = append(p.bad, meta.Deletion{Node: n, Chunk: r.chunk.ID})
 	}
-	// Fully replicated: the extra copies and the corrupt ones can go.
-	p.bad = append(p.bad, a.badCopies(ch)...)
-	if extra := a.counted - a.want; extra > 0 {
-		var counts []copyState
-		for _, cs := range a.states {
-			if cs.counted {
-				counts = append(counts, cs)
-			}
-		}
-		slices.SortFunc(counts, trimFirst)
-		for _, cs := range counts[:extra] {
-			p.trims = append(p.trims, meta.Deletion{Node: cs.node, Chunk: ch.ID})
-		}
+	for _, n := range a.StillNeeded {
+		p.stillNeeded[n] = true
 	}
-}
-
-// addShort decides for a chunk short of copies.
-func (p *scanPlan) addShort(r ref, a assessment, room func() bool) {
-	p.under++
-	if _, ok := a.need(r.chunk); ok {
+	switch {
+	case a.Copyable():
+		p.under++
 		p.short = append(p.short, r)
-		if !room() {
-			// No node could take a new copy but those holding a bad one
-			// (a cluster of as many nodes as copies, or the others full
-			// or unhealthy): delete the bad copies first to make room for
-			// good ones.
-			p.bad = append(p.bad, a.badCopies(r.chunk)...)
-		}
-	} else {
+	case a.Lost():
+		p.under++
 		p.missing++
 	}
-	for _, cs := range a.states {
-		if cs.good && cs.live && cs.info.draining {
-			p.stillNeeded[cs.node] = true
-		}
-	}
-}
-
-// badCopies lists the deletions of the chunk's bad copies on live nodes.
-func (a assessment) badCopies(ch meta.Chunk) []meta.Deletion {
-	var out []meta.Deletion
-	for _, cs := range a.states {
-		if !cs.good && cs.live {
-			out = append(out, meta.Deletion{Node: cs.node, Chunk: ch.ID})
-		}
-	}
-	return out
 }
 
 // drained returns the draining nodes that can go: a draining node can go
@@ -335,55 +231,38 @@ func (h *heal) undrained(node rpc.NodeID) {
 	delete(h.decommissioned, node)
 }
 
-// findOrphans returns deletions for reported chunks that no committed file
-// references and no open upload placed, first seen more than the orphan
-// grace period ago. A session loaded from the store after a restart or a
-// takeover knows only its header, so a chunk it stored before is
-// recognized by its ID (openChunks.owns) and kept while the session is
-// open.
+// findOrphans returns deletions for reported chunks that no committed
+// file references and no open upload placed or claims, first
+// seen more than the orphan grace period ago (gc.Orphans decides). A
+// session loaded from the store after a restart or a takeover knows only
+// its header, so a chunk it stored before is recognized by its ID
+// (openChunks.owns) and kept while the session is open.
 func (h *heal) findOrphans() []meta.Deletion {
+	// An upload moves from the open ones to refs: reading them in that
+	// order sees every upload at least once.
 	open := h.uploads.claims()
-	allocated := open.placed
+	referenced := map[rpc.ChunkID]bool{}
 	for _, r := range h.refs.snapshot() {
-		allocated[r.chunk.ID] = true // referenced: not an orphan either
+		referenced[r.chunk.ID] = true
 	}
-	now := time.Now()
-	grace := h.cfg.OrphanGrace
-	seen := map[rpc.ChunkID]bool{}
-	expired := map[rpc.ChunkID][]rpc.NodeID{}
 	h.mu.Lock()
-	h.locs.each(func(id rpc.ChunkID, copies map[rpc.NodeID]replicaMeta) {
-		if allocated[id] {
-			return
-		}
-		seen[id] = true
-		first, ok := h.orphanSeen[id]
-		if !ok {
-			h.orphanSeen[id] = now
-			return
-		}
-		if now.Sub(first) < grace {
-			return
-		}
-		for n := range copies {
-			expired[id] = append(expired[id], n)
-		}
-	})
-	for id := range h.orphanSeen {
-		if !seen[id] {
-			delete(h.orphanSeen, id)
-		}
-	}
+	seen := h.orphanSeen
 	h.mu.Unlock()
-
-	var out []meta.Deletion
-	for id, nodes := range expired {
-		if open.owns(id) {
-			continue // an open upload's, from before this term
-		}
-		for _, n := range nodes {
-			out = append(out, meta.Deletion{Node: n, Chunk: id})
-		}
+	orphans, seen := gc.Orphans(gc.Inventory{
+		Reported:   maps.All(h.locs.reported()),
+		Referenced: func(id rpc.ChunkID) bool { return referenced[id] },
+		Placed:     func(id rpc.ChunkID) bool { return open.placed[id] },
+		Claimed:    open.owns,
+		FirstSeen:  seen,
+		Grace:      h.cfg.OrphanGrace,
+		Now:        time.Now(),
+	})
+	h.mu.Lock()
+	h.orphanSeen = seen
+	h.mu.Unlock()
+	out := make([]meta.Deletion, len(orphans))
+	for i, o := range orphans {
+		out[i] = meta.Deletion{Node: o.Node, Chunk: o.Chunk}
 	}
 	return out
 }
@@ -437,10 +316,13 @@ func (h *heal) Needs() []repair.Need {
 		if !h.refs.has(r.chunk.ID) {
 			continue
 		}
-		n, ok := h.assess(r, nodes).need(r.chunk)
-		if !ok {
+		// Called with repair's lock held: it must not ask repair whether
+		// the chunk is being repaired (only surplus copies care).
+		a := h.assess(r, nodes, nil, false)
+		if !a.Copyable() {
 			continue
 		}
+		n := a.Need
 		// A node whose (bad) copy is still to be deleted takes no new
 		// one: the deletion, by chunk ID, would take it too.
 		for _, c := range candidates {

@@ -93,6 +93,18 @@ func (l *locations) each(fn func(id rpc.ChunkID, copies map[rpc.NodeID]replicaMe
 	}
 }
 
+// reported returns every chunk with reported copies and the nodes
+// holding them.
+func (l *locations) reported() map[rpc.ChunkID][]rpc.NodeID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[rpc.ChunkID][]rpc.NodeID, len(l.m))
+	for id, reps := range l.m {
+		out[id] = slices.Collect(maps.Keys(reps))
+	}
+	return out
+}
+
 // forget holds apart copies the coordinator has decided to delete, so
 // that the decision is not taken twice.
 func (l *locations) forget(dels []meta.Deletion) {
