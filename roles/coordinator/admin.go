@@ -292,7 +292,7 @@ func (c *Coordinator) backup(ctx context.Context, w io.Writer) (uint64, error) {
 		err = f.Flush()
 	}
 	if err != nil {
-		return 0, rpc.Errorf(rpc.Internal, "backup: %v", err)
+		return 0, rpc.Errorf(rpc.Internal, "backup: %w", err)
 	}
 	c.log.Info().Uint64("records", n).Msg("backup streamed")
 	return n, nil

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
@@ -23,7 +24,6 @@ import (
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
-	"github.com/dfs-project/dfs/sessions"
 )
 
 // Config is a coordinator's configuration.
@@ -187,8 +187,10 @@ type Elector interface {
 
 // Deps are a coordinator's collaborators.
 type Deps struct {
-	Log   zerolog.Logger
-	Clock sessions.Clock
+	Log zerolog.Logger
+	// Clock tells the time and runs the coordinator's timers and tickers;
+	// nil is the real clock.
+	Clock clockwork.Clock
 	// Store holds the metadata; the coordinator initializes an empty one
 	// and does not close it.
 	Store meta.Store
@@ -210,7 +212,7 @@ type Deps struct {
 type Coordinator struct {
 	cfg     Config
 	log     zerolog.Logger
-	clock   sessions.Clock
+	clock   clockwork.Clock
 	store   meta.Store
 	name    string
 	elector Elector
@@ -244,7 +246,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	}
 	policy, _ := placement.ByName(cfg.Placement)
 	if deps.Clock == nil {
-		deps.Clock = sessions.SystemClock{}
+		deps.Clock = clockwork.NewRealClock()
 	}
 	c := &Coordinator{
 		cfg:     cfg,
@@ -256,7 +258,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		policy:  policy,
 		lis:     deps.Listener,
 		pool:    rpc.NewPool(),
-		events:  newEvents(),
+		events:  newEvents(deps.Clock),
 		ready:   make(chan struct{}),
 	}
 	c.datanodes = deps.Datanodes
@@ -335,14 +337,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	var fatal error // of lead, read after wg.Wait
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		if fatal = c.lead(ctx); fatal != nil {
 			cancel()
 		}
-	}()
-	go func() { defer wg.Done(); health.Run(ctx) }()
+	})
+	wg.Go(func() { health.Run(ctx) })
 	if c.maxChunks < c.cfg.MaxFileChunks {
 		c.log.Warn().Int("max_file_chunks", c.maxChunks).Int("configured", c.cfg.MaxFileChunks).Str("metadata", c.name).
 			Msg("the metadata store cannot hold files of --max-file-chunks chunks: larger uploads are refused")
@@ -377,7 +377,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 			if lost, err = c.elector.Campaign(ctx, c.addr); err != nil {
 				if ctx.Err() == nil {
 					c.log.Warn().Err(err).Msg("campaign failed; retrying")
-					sleep(ctx, time.Second)
+					rpc.Sleep(ctx, c.clock, time.Second)
 				}
 				continue
 			}
@@ -391,7 +391,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 				return fmt.Errorf("loading metadata: %w", err)
 			}
 			c.log.Error().Err(err).Msg("cannot lead: loading metadata failed; retrying")
-			sleep(ctx, time.Second)
+			rpc.Sleep(ctx, c.clock, time.Second)
 			continue
 		}
 		c.term.Store(t)
@@ -411,15 +411,6 @@ func (c *Coordinator) lead(ctx context.Context) error {
 		t.wait()
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
 
 // leader returns the current term, or a not-serving error (kind

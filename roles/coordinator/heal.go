@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/gc"
@@ -26,6 +27,7 @@ import (
 type heal struct {
 	cfg     Config
 	log     zerolog.Logger
+	clock   clockwork.Clock
 	nodes   *registry
 	locs    *locations
 	refs    *refIndex
@@ -49,26 +51,19 @@ type heal struct {
 	orphans        int64
 }
 
-func newHeal(cfg Config, log zerolog.Logger, nodes *registry, locs *locations, refs *refIndex, dels *collector, commits meta.Committer, ev *events) *heal {
-	return &heal{cfg: cfg, log: log, nodes: nodes, locs: locs, refs: refs, gc: dels.gc, dels: dels, commits: commits, events: ev,
+func newHeal(cfg Config, log zerolog.Logger, clock clockwork.Clock, nodes *registry, locs *locations, refs *refIndex, dels *collector, commits meta.Committer, ev *events) *heal {
+	return &heal{cfg: cfg, log: log, clock: clock, nodes: nodes, locs: locs, refs: refs, gc: dels.gc, dels: dels, commits: commits, events: ev,
 		orphanSeen: map[rpc.ChunkID]time.Time{}, decommissioned: map[rpc.NodeID]bool{}, corruptOn: map[rpc.NodeID]int64{}}
 }
 
 // run scans every --repair-interval until ctx ends, once safe mode is off.
 func (h *heal) run(ctx context.Context, safe *safeMode) {
-	tick := time.NewTicker(h.cfg.RepairInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	rpc.Every(ctx, h.clock, h.cfg.RepairInterval, func(ctx context.Context) {
 		if on, _ := safe.Status(); on {
-			continue // locations are still arriving
+			return // locations are still arriving
 		}
 		h.scan(ctx)
-	}
+	})
 }
 
 // chunkOf returns r's chunk with its reported copies as repair.Assess
@@ -255,7 +250,7 @@ func (h *heal) findOrphans() []meta.Deletion {
 		Claimed:    open.owns,
 		FirstSeen:  seen,
 		Grace:      h.cfg.OrphanGrace,
-		Now:        time.Now(),
+		Now:        h.clock.Now(),
 	})
 	h.mu.Lock()
 	h.orphanSeen = seen

@@ -6,13 +6,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 
 	"github.com/dfs-project/dfs/gc"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/sessions"
 )
 
 const (
@@ -33,7 +33,7 @@ const (
 type membership struct {
 	cfg     Config
 	log     zerolog.Logger
-	clock   sessions.Clock
+	clock   clockwork.Clock
 	cluster func() string // the cluster ID
 	nodes   *registry
 	locs    *locations
@@ -98,7 +98,7 @@ func (m *membership) register(ctx context.Context, req registration) (registered
 // admit takes a registration from the --register-rate budget, or refuses
 // it with ResourceExhausted and when to retry.
 func (m *membership) admit() error {
-	now := time.Now()
+	now := m.clock.Now()
 	res := m.registrations.ReserveN(now, 1)
 	if wait := res.DelayFrom(now); wait > 0 {
 		res.CancelAt(now)
@@ -230,20 +230,13 @@ func (m *membership) checkCopy(ctx context.Context, node rpc.NodeID, cid rpc.Chu
 // dead for --forget-dead-after, until ctx ends.
 func (m *membership) watch(ctx context.Context, q *gc.Collector) {
 	interval := min(m.cfg.SuspectAfter/4, time.Second)
-	tick := time.NewTicker(max(interval, 10*time.Millisecond))
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			now := m.clock.Now()
-			for _, id := range m.nodes.tick(now) {
-				m.log.Warn().Str("node_id", string(id)).Msg("datanode dead: missed heartbeats")
-			}
-			m.forget(ctx, q, now)
+	rpc.Every(ctx, m.clock, max(interval, 10*time.Millisecond), func(ctx context.Context) {
+		now := m.clock.Now()
+		for _, id := range m.nodes.tick(now) {
+			m.log.Warn().Str("node_id", string(id)).Msg("datanode dead: missed heartbeats")
 		}
-	}
+		m.forget(ctx, q, now)
+	})
 }
 
 // forget removes the nodes dead for --forget-dead-after from the

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/sessions"
+	"github.com/jonboulle/clockwork"
 )
 
 // penalties remembers the datanodes that clients and datanodes saw fail a
@@ -20,13 +20,13 @@ import (
 // registry.
 type penalties struct {
 	window time.Duration
-	clock  sessions.Clock
+	clock  clockwork.Clock
 
 	mu    sync.Mutex
 	until map[rpc.NodeID]time.Time
 }
 
-func newPenalties(window time.Duration, clock sessions.Clock) *penalties {
+func newPenalties(window time.Duration, clock clockwork.Clock) *penalties {
 	return &penalties{window: window, clock: clock, until: map[rpc.NodeID]time.Time{}}
 }
 

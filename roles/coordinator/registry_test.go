@@ -34,7 +34,7 @@ func statusOf(r *registry, id rpc.NodeID) nodeStatus {
 // and one silent for the suspect timeout.
 func TestRegistryIdentity(t *testing.T) {
 	is := is.New(t)
-	r := newRegistry(10*time.Second, 30*time.Second, time.Hour, newEvents(), zerolog.New(zerolog.NewTestWriter(t)))
+	r := newRegistry(10*time.Second, 30*time.Second, time.Hour, newEvents(nil), zerolog.New(zerolog.NewTestWriter(t)))
 	t0 := time.Now()
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 
@@ -86,7 +86,7 @@ func TestRegistryIdentity(t *testing.T) {
 // registration came for the dead timeout.
 func TestRegistryConflictClears(t *testing.T) {
 	is := is.New(t)
-	r := newRegistry(10*time.Second, 30*time.Second, time.Hour, newEvents(), zerolog.New(zerolog.NewTestWriter(t)))
+	r := newRegistry(10*time.Second, 30*time.Second, time.Hour, newEvents(nil), zerolog.New(zerolog.NewTestWriter(t)))
 	t0 := time.Now()
 	_, inc, err := r.register(nodeA, "127.0.0.1:1", "", usage{}, t0)
 	is.NoErr(err)
@@ -105,7 +105,7 @@ func TestRegistryConflictClears(t *testing.T) {
 // ones no longer list it; a node that heartbeats stays.
 func TestRegistryForget(t *testing.T) {
 	is := is.New(t)
-	r := newRegistry(10*time.Second, 30*time.Second, time.Minute, newEvents(), zerolog.New(zerolog.NewTestWriter(t)))
+	r := newRegistry(10*time.Second, 30*time.Second, time.Minute, newEvents(nil), zerolog.New(zerolog.NewTestWriter(t)))
 	t0 := time.Now()
 	_, _, err := r.register(nodeA, "127.0.0.1:1", "", usage{}, t0)
 	is.NoErr(err)

@@ -6,9 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
-
-	"github.com/dfs-project/dfs/sessions"
 
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -26,7 +25,7 @@ type safeMode struct {
 	locs         *locations
 	events       *events
 	log          zerolog.Logger
-	clock        sessions.Clock
+	clock        clockwork.Clock
 	started      time.Time // when the term began
 	suspectAfter time.Duration
 	deadline     time.Time
@@ -38,7 +37,7 @@ type safeMode struct {
 
 // newSafeMode starts safe mode for a term that began at started with
 // chunks committed chunks, if there are any.
-func newSafeMode(timeout, suspectAfter time.Duration, chunks int, started time.Time, clock sessions.Clock,
+func newSafeMode(timeout, suspectAfter time.Duration, chunks int, started time.Time, clock clockwork.Clock,
 	refs *refIndex, locs *locations, ev *events, log zerolog.Logger) *safeMode {
 	s := &safeMode{refs: refs, locs: locs, events: ev, log: log, clock: clock, started: started, suspectAfter: suspectAfter,
 		deadline: clock.Now().Add(timeout), on: chunks > 0 && timeout > 0}
@@ -50,18 +49,18 @@ func newSafeMode(timeout, suspectAfter time.Duration, chunks int, started time.T
 	return s
 }
 
-// run checks until safe mode ends.
+// run checks every 100 ms until safe mode ends or ctx does.
 func (s *safeMode) run(ctx context.Context) {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for s.active() {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		s.step()
+	if !s.active() {
+		return
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rpc.Every(ctx, s.clock, 100*time.Millisecond, func(context.Context) {
+		if s.step(); !s.active() {
+			cancel()
+		}
+	})
 }
 
 // step ends safe mode if it can, or updates what it waits for.

@@ -71,7 +71,7 @@ func (c *Coordinator) StatusHandler() http.Handler {
 }
 
 func (c *Coordinator) statusView(r *http.Request) statusView {
-	now := time.Now()
+	now := c.clock.Now()
 	v := statusView{snapshot: c.snapshot(), Now: now.UTC().Format(time.RFC3339)}
 	if v.Started && !v.Leading {
 		v.Leader = c.leaderAddr(r.Context())

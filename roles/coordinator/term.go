@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -62,7 +61,7 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 		cfg: cfg, log: c.log, clock: c.clock, cluster: c.store.ClusterID, nodes: t.nodes, locs: t.locs, refs: t.refs,
 		dels: dels, commits: commits, datanodes: c.datanodes, events: c.events, registrations: c.registrations, started: start,
 	}
-	t.heal = newHeal(cfg, c.log, t.nodes, t.locs, t.refs, dels, commits, c.events)
+	t.heal = newHeal(cfg, c.log, c.clock, t.nodes, t.locs, t.refs, dels, commits, c.events)
 	t.repair = repair.New(repair.Config{
 		Interval: cfg.RepairInterval, PerNode: cfg.RepairPerNode, Total: cfg.RepairTotal, Bandwidth: cfg.RepairBandwidth,
 	}, t.heal, &replicator{datanodes: c.datanodes, locs: t.locs, refs: t.refs, dels: dels, checker: t.membership, log: c.log}, c.policy, c.log)
@@ -76,15 +75,15 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("load files: %w", err)
+		return nil, rpc.Errorf(rpc.Other, "load files: %w", err)
 	}
 	ups, err := c.store.Uploads(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("load uploads: %w", err)
+		return nil, rpc.Errorf(rpc.Other, "load uploads: %w", err)
 	}
 	dl, err := c.store.Deletions(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("load deletions: %w", err)
+		return nil, rpc.Errorf(rpc.Other, "load deletions: %w", err)
 	}
 	for _, d := range dl {
 		t.gc.Enqueue(d.Node, d.Chunk)
@@ -115,18 +114,17 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 
 	drains, err := c.store.Drains(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("load drains: %w", err)
+		return nil, rpc.Errorf(rpc.Other, "load drains: %w", err)
 	}
 	for _, id := range drains {
 		t.nodes.setDraining(id, true)
 	}
-	t.wg.Add(6)
-	go func() { defer t.wg.Done(); t.heal.run(ctx, t.safe) }()
-	go func() { defer t.wg.Done(); t.repair.Run(ctx) }()
-	go func() { defer t.wg.Done(); t.uploads.run(ctx) }()
-	go func() { defer t.wg.Done(); t.gc.Run(ctx) }()
-	go func() { defer t.wg.Done(); t.membership.watch(ctx, t.gc) }()
-	go func() { defer t.wg.Done(); t.safe.run(ctx) }()
+	t.wg.Go(func() { t.heal.run(ctx, t.safe) })
+	t.wg.Go(func() { t.repair.Run(ctx) })
+	t.wg.Go(func() { t.uploads.run(ctx) })
+	t.wg.Go(func() { t.gc.Run(ctx) })
+	t.wg.Go(func() { t.membership.watch(ctx, t.gc) })
+	t.wg.Go(func() { t.safe.run(ctx) })
 	return t, nil
 }
 
@@ -263,7 +261,7 @@ func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []
 	if err := d.commits.Commit(ctx, &meta.Txn{DoneDeletions: done}); err != nil {
 		// The chunks are gone; the records stay and the next attempt
 		// deletes nothing and records them again.
-		return nil, fmt.Errorf("record deletions done: %w", err)
+		return nil, rpc.Errorf(rpc.Other, "record deletions done: %w", err)
 	}
 	return failed, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/sessions"
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 )
 
@@ -131,7 +132,7 @@ type uploadsConfig struct {
 // uploadsDeps are the uploads part's collaborators.
 type uploadsDeps struct {
 	log     zerolog.Logger
-	clock   sessions.Clock
+	clock   clockwork.Clock
 	store   meta.Namespace // reads the path a commit replaces
 	commits meta.Committer
 	nodes   *registry
@@ -299,7 +300,7 @@ func (up *uploads) persist(ctx context.Context, u *upload) error {
 	head := u.snapshot()
 	head.Chunks = nil
 	if err := up.commits.Commit(ctx, &meta.Txn{PutUploads: []*meta.Upload{head}}); err != nil {
-		return fmt.Errorf("record upload session: %w", err)
+		return rpc.Errorf(rpc.Other, "record upload session: %w", err)
 	}
 	u.persisted = true
 	return nil
@@ -402,7 +403,7 @@ func (up *uploads) record(u *upload, rs []receipt) error {
 			return rpc.Errorf(rpc.Invalid, "chunk %d: digest must be %d bytes", r.index, rpc.DigestSize)
 		}
 		if err := rpc.CheckFrameSize(r.frameSize); err != nil {
-			return fmt.Errorf("chunk %d: %w", r.index, err)
+			return rpc.Errorf(rpc.Other, "chunk %d: %w", r.index, err)
 		}
 		acked := map[rpc.NodeID]bool{}
 		for _, n := range r.nodes {
@@ -486,7 +487,7 @@ func (up *uploads) confirm(ctx context.Context, req confirmation) (confirmed, er
 			up.log.Warn().Err(err).Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload refused at confirm")
 			up.abort(u)
 		}
-		return confirmed{}, fmt.Errorf("confirm %s: %w", u.path, err)
+		return confirmed{}, rpc.Errorf(rpc.Other, "confirm %s: %w", u.path, err)
 	}
 	if i, missing := u.firstMissing(req.chunks); missing {
 		// A coordinator that took over knows no receipt: the client sends
@@ -517,7 +518,7 @@ func (up *uploads) confirm(ctx context.Context, req confirmation) (confirmed, er
 			up.log.Warn().Err(err).Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload refused at confirm")
 			up.abort(u)
 		}
-		return confirmed{}, fmt.Errorf("confirm %s: %w", u.path, err)
+		return confirmed{}, rpc.Errorf(rpc.Other, "confirm %s: %w", u.path, err)
 	}
 	up.log.Info().Str("path", string(f.Path)).Int64("size", f.Size).Int("chunks", len(f.Chunks)).Uint64("version", f.Version).Msg("file committed")
 	up.metrics.filesCommitted.Inc()
@@ -863,8 +864,10 @@ func (up *uploads) placementWarmup(err error) error {
 	if !up.warmup || rpc.KindOf(err) != rpc.FailedPrecondition || age >= up.suspectAfter {
 		return err
 	}
-	return rpc.NotServingError("", 500*time.Millisecond, "coordinator took over %s ago and is still waiting for datanodes to register: %v",
-		age.Round(100*time.Millisecond), err)
+	return &rpc.Error{Kind: rpc.Unavailable,
+		Msg: fmt.Sprintf("coordinator took over %s ago and is still waiting for datanodes to register: %s", age.Round(100*time.Millisecond), err),
+		// The not-serving detail, and the placement's error as the cause.
+		Err: errors.Join(&rpc.NotServing{RetryAfter: 500 * time.Millisecond}, err)}
 }
 
 // openChunks is what the open uploads claim at one moment: the chunks
