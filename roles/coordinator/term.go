@@ -41,6 +41,17 @@ type term struct {
 // startTerm loads the store's uploads, deletions and chunk references and
 // starts the term's background loops. The term ends when ctx does.
 func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
+	t, err := c.newTerm(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t.start(ctx)
+	return t, nil
+}
+
+// newTerm builds a term from the store, its loops not started; ctx is the
+// term's (the uploads' aborts run within it).
+func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	start := c.clock.Now()
 	cfg := c.cfg
 	files := newFileCache()
@@ -119,13 +130,17 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 	for _, id := range drains {
 		t.nodes.setDraining(id, true)
 	}
+	return t, nil
+}
+
+// start starts the term's background loops, which stop when ctx ends.
+func (t *term) start(ctx context.Context) {
 	t.wg.Go(func() { t.heal.run(ctx, t.safe) })
 	t.wg.Go(func() { t.repair.Run(ctx) })
 	t.wg.Go(func() { t.uploads.run(ctx) })
 	t.wg.Go(func() { t.gc.Run(ctx) })
 	t.wg.Go(func() { t.membership.watch(ctx, t.gc) })
 	t.wg.Go(func() { t.safe.run(ctx) })
-	return t, nil
 }
 
 // wait blocks until the term's loops have stopped.
