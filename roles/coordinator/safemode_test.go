@@ -36,6 +36,12 @@ func TestSafeModeTimeout(t *testing.T) {
 		f.clock.Advance(2 * time.Second)
 		is.NoErr(f.clock.BlockUntilContext(ctx, 1))
 	}
+	// The ticks' checks run on the loop's goroutine: wait for one.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, status = f.term.safe.Status(); strings.Contains(status, "located") {
+			break
+		}
+	}
 	on, status = f.term.safe.Status()
 	is.True(on)                                                // before the timeout: still on
 	is.True(strings.Contains(status, "0 of 1 chunks located")) // and says why
