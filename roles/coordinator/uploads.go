@@ -504,26 +504,31 @@ func (up *uploads) confirm(ctx context.Context, req confirmation) (confirmed, er
 		err = up.commitUpload(ctx, u, f)
 	}
 	if err != nil {
-		if k := rpc.KindOf(err); ctx.Err() != nil || k == rpc.Unavailable || k == rpc.ResourceExhausted {
-			// The client may confirm again: once the coordinator is back,
-			// or space is freed for the metadata (ResourceExhausted). The
-			// session is open again, so that confirm's receipts are
-			// taken; a commit whose outcome is unknown is still settled
-			// first (checkUncertain, finishCommit).
-			u.mu.Lock()
-			u.done = false
-			u.mu.Unlock()
-			up.sessions.Put(id, u)
-		} else {
-			up.log.Warn().Err(err).Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload refused at confirm")
-			up.abort(u)
-		}
+		up.failed(ctx, u, err)
 		return confirmed{}, rpc.Errorf(rpc.Other, "confirm %s: %w", u.path, err)
 	}
 	up.log.Info().Str("path", string(f.Path)).Int64("size", f.Size).Int("chunks", len(f.Chunks)).Uint64("version", f.Version).Msg("file committed")
 	up.metrics.filesCommitted.Inc()
 	up.metrics.committedBytes.Add(float64(f.Size))
 	return confirmed{file: f}, nil
+}
+
+// failed settles u after its verification or commit failed with err:
+// when the client may confirm again (it gave up waiting, the coordinator
+// is back, or space is freed for the metadata: ResourceExhausted), the
+// session is open again, so that confirm's receipts are taken, and a
+// commit whose outcome is unknown is still settled first (checkUncertain,
+// finishCommit); otherwise the upload is aborted.
+func (up *uploads) failed(ctx context.Context, u *upload, err error) {
+	if k := rpc.KindOf(err); ctx.Err() != nil || k == rpc.Unavailable || k == rpc.ResourceExhausted {
+		u.mu.Lock()
+		u.done = false
+		u.mu.Unlock()
+		up.sessions.Put(u.id, u)
+		return
+	}
+	up.log.Warn().Err(err).Str("session_id", string(u.id)).Str("path", string(u.path)).Msg("upload refused at confirm")
+	up.abort(u)
 }
 
 // commitUpload makes f the current version of its path in one durable
