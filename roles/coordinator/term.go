@@ -78,37 +78,23 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	}, t.heal, &replicator{datanodes: c.datanodes, locs: t.locs, refs: t.refs, dels: dels, checker: t.membership, log: c.log}, c.policy, c.log)
 	t.heal.repair = t.repair
 
-	nfiles, chunks := 0, 0
-	err := c.store.Files(ctx, func(f *meta.File) error {
-		nfiles++
-		chunks += len(f.Chunks)
-		t.refs.add(f)
-		return nil
-	})
+	st, err := load(ctx, c.store, t.refs)
 	if err != nil {
-		return nil, rpc.Errorf(rpc.Other, "load files: %w", err)
+		return nil, err
 	}
-	ups, err := c.store.Uploads(ctx)
-	if err != nil {
-		return nil, rpc.Errorf(rpc.Other, "load uploads: %w", err)
-	}
-	dl, err := c.store.Deletions(ctx)
-	if err != nil {
-		return nil, rpc.Errorf(rpc.Other, "load deletions: %w", err)
-	}
-	for _, d := range dl {
+	for _, d := range st.deletions {
 		t.gc.Enqueue(d.Node, d.Chunk)
 	}
-	t.safe = newSafeMode(cfg.SafeModeTimeout, cfg.SuspectAfter, chunks, start, c.clock, t.refs, t.locs, c.events, c.log)
+	t.safe = newSafeMode(cfg.SafeModeTimeout, cfg.SuspectAfter, st.chunks, start, c.clock, t.refs, t.locs, c.events, c.log)
 	t.uploads = newUploads(ctx, uploadsConfig{
 		chunkSize: cfg.ChunkSize, replication: cfg.Replication, maxChunks: c.maxChunks, maxUploads: cfg.MaxUploads,
 		sessionTimeout: cfg.SessionTimeout, rpcTimeout: cfg.RPCTimeout, suspectAfter: cfg.SuspectAfter,
 	}, uploadsDeps{
 		log: c.log, clock: c.clock, store: c.store, commits: commits, nodes: t.nodes, locs: t.locs, refs: t.refs,
 		policy: c.policy, safe: t.safe, dels: dels, metrics: c.metrics, started: start,
-		warmup: nfiles > 0 || len(ups) > 0, // the cluster had datanodes, still coming back
+		warmup: st.files > 0 || len(st.uploads) > 0, // the cluster had datanodes, still coming back
 	})
-	for _, mu := range ups {
+	for _, mu := range st.uploads {
 		t.uploads.load(mu)
 	}
 	t.heal.uploads = t.uploads
@@ -120,17 +106,45 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 		log: c.log, store: c.store, loader: c.store, commits: commits, nodes: t.nodes, locs: t.locs, heal: t.heal, repair: t.repair,
 		gc: t.gc, deleter: deleter, safe: t.safe, checker: t.membership, events: c.events, policy: c.policy, cfg: cfg,
 	}
-	t.log.Info().Int("files", nfiles).Int("chunks", chunks).Int("uploads", len(ups)).Int("pending_deletions", len(dl)).
-		Dur("took", c.clock.Now().Sub(start)).Msg("leading: metadata loaded")
-
-	drains, err := c.store.Drains(ctx)
-	if err != nil {
-		return nil, rpc.Errorf(rpc.Other, "load drains: %w", err)
-	}
-	for _, id := range drains {
+	for _, id := range st.drains {
 		t.nodes.setDraining(id, true)
 	}
+	t.log.Info().Int("files", st.files).Int("chunks", st.chunks).Int("uploads", len(st.uploads)).Int("pending_deletions", len(st.deletions)).
+		Dur("took", c.clock.Now().Sub(start)).Msg("leading: metadata loaded")
 	return t, nil
+}
+
+// stored is the durable state a term starts from.
+type stored struct {
+	files, chunks int // committed, their chunks now in refs
+	uploads       []*meta.Upload
+	deletions     []meta.Deletion
+	drains        []rpc.NodeID
+}
+
+// load reads the durable state a term starts from, adding every
+// committed file to refs.
+func load(ctx context.Context, l meta.Loader, refs *refIndex) (stored, error) {
+	var st stored
+	err := l.Files(ctx, func(f *meta.File) error {
+		st.files++
+		st.chunks += len(f.Chunks)
+		refs.add(f)
+		return nil
+	})
+	if err != nil {
+		return stored{}, rpc.Errorf(rpc.Other, "load files: %w", err)
+	}
+	if st.uploads, err = l.Uploads(ctx); err != nil {
+		return stored{}, rpc.Errorf(rpc.Other, "load uploads: %w", err)
+	}
+	if st.deletions, err = l.Deletions(ctx); err != nil {
+		return stored{}, rpc.Errorf(rpc.Other, "load deletions: %w", err)
+	}
+	if st.drains, err = l.Drains(ctx); err != nil {
+		return stored{}, rpc.Errorf(rpc.Other, "load drains: %w", err)
+	}
+	return st, nil
 }
 
 // start starts the term's background loops, which stop when ctx ends.
