@@ -20,7 +20,8 @@ type Orphan struct {
 // still needs them, and since when the ones nothing needs have been seen.
 type Inventory struct {
 	// Reported yields every chunk the datanodes report holding, each
-	// once, with the nodes holding it.
+	// once, with the nodes holding it; copies whose deletion is already
+	// queued are left out (they are being collected).
 	Reported iter.Seq2[rpc.ChunkID, []rpc.NodeID]
 	// Referenced reports whether a committed file references a chunk.
 	// Nil: none does.

@@ -15,6 +15,7 @@ import (
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -209,7 +210,7 @@ func TestPausedDatanode(t *testing.T) {
 	// As a replica the paused node is blamed by its primary, which keeps
 	// its sender's stream alive meanwhile, so the sender does not blame
 	// the primary.
-	sctx, wd := chunkstream.NewWatchdog(ctx, progress, "primary")
+	sctx, wd := chunkstream.NewWatchdog(ctx, nil, progress, "primary")
 	defer wd.Stop()
 	st, err := nodeClient(t, c, 0).UploadChunkStream(sctx)
 	is.NoErr(err)
@@ -309,7 +310,7 @@ func TestReadOnlyDatanode(t *testing.T) {
 	// The tests run as root, so a read-only mode does not stop writes: a
 	// non-empty directory where the probe writes its file fails it as a
 	// read-only filesystem would.
-	probe := filepath.Join(ro.Dir, datanode.ProbeFile)
+	probe := filepath.Join(ro.Dir, chunkstore.ProbeFile)
 	// (The probe's own file may be there for a moment: try again.)
 	eventually(t, "the probe's path is made a directory", func() bool { return os.MkdirAll(filepath.Join(probe, "x"), 0o700) == nil })
 	diskError := func() string {

@@ -66,7 +66,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	deleter := &chunkDeleter{nodes: t.nodes, datanodes: c.datanodes, commits: commits}
 	gcfg := gc.DefaultConfig()
 	gcfg.Delay = cfg.GCDelay
-	t.gc = gc.New(gcfg, deleter, c.log)
+	t.gc = gc.New(gcfg, gc.Deps{Deleter: deleter, Clock: c.clock, Log: c.log})
 	dels := &collector{commits: commits, gc: t.gc, locs: t.locs, refs: t.refs, delay: cfg.GCDelay, timeout: cfg.RPCTimeout, log: c.log}
 	t.membership = &membership{
 		cfg: cfg, log: c.log, clock: c.clock, cluster: c.store.ClusterID, nodes: t.nodes, locs: t.locs, refs: t.refs,
@@ -75,7 +75,10 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	t.heal = newHeal(cfg, c.log, c.clock, t.nodes, t.locs, t.refs, dels, commits, c.events)
 	t.repair = repair.New(repair.Config{
 		Interval: cfg.RepairInterval, PerNode: cfg.RepairPerNode, Total: cfg.RepairTotal, Bandwidth: cfg.RepairBandwidth,
-	}, t.heal, &replicator{datanodes: c.datanodes, locs: t.locs, refs: t.refs, dels: dels, checker: t.membership, log: c.log}, c.policy, c.log)
+	}, repair.Deps{
+		Cluster: t.heal, Policy: c.policy, Clock: c.clock, Log: c.log,
+		Copier: &replicator{datanodes: c.datanodes, locs: t.locs, refs: t.refs, dels: dels, checker: t.membership, log: c.log},
+	})
 	t.heal.repair = t.repair
 
 	st, err := load(ctx, c.store, t.refs)

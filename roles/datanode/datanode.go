@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 	"github.com/dfs-project/dfs/sessions"
@@ -165,6 +167,9 @@ type Deps struct {
 	// Metrics is where New registers the node's metrics (names start with
 	// dfs_datanode_); nil keeps them unregistered.
 	Metrics prometheus.Registerer
+	// FS is the file system the chunk store lives on; nil is the
+	// operating system's (tests pass one that fails or crashes).
+	FS vfs.FS
 }
 
 // Node is one datanode.
@@ -175,16 +180,18 @@ type Node struct {
 	log   zerolog.Logger
 	clock clockwork.Clock
 	lis   net.Listener
+	fs    vfs.FS
 
 	id      rpc.NodeID
-	store   *Store
-	opened  atomic.Pointer[Store] // the store, once Run has opened it
+	store   *chunkstore.Store
+	opened  atomic.Pointer[chunkstore.Store] // the store, once Run has opened it
 	pool    *rpc.Pool
+	coord   *rpc.Leader // where calls to the coordinator go
 	metrics *metrics
 
 	reports   *reporter
 	uploads   *sessions.Table[rpc.SessionID, *uploadSession]
-	downloads *sessions.Table[rpc.SessionID, *Chunk]
+	downloads *sessions.Table[rpc.SessionID, *chunkstore.Chunk]
 	verifies  chan struct{} // slots for VerifyChunk calls
 	frames    *budget       // frame bytes held by upload and repair streams
 	// running counts the upload streams under way, each from the moment
@@ -195,12 +202,10 @@ type Node struct {
 	mu      sync.Mutex
 	addr    string
 	version uint64
-	peers   map[rpc.NodeID]*dfspb.NodeStatus
+	peers   map[rpc.NodeID]Peer
 	// peersLearned is closed (and replaced) whenever a reply from the
 	// coordinator updated peers.
 	peersLearned chan struct{}
-	coordIdx     int
-	leader       string // the leader a standby named, if any
 	registered   bool
 	// incarnation is what the latest registration returned; heartbeats
 	// present it.
@@ -224,26 +229,31 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	if deps.Clock == nil {
 		deps.Clock = clockwork.NewRealClock()
 	}
+	if deps.FS == nil {
+		deps.FS = vfs.Default
+	}
 	n := &Node{
 		cfg:   cfg,
 		log:   deps.Log.With().Str("role", "datanode").Logger(),
 		clock: deps.Clock,
 		lis:   deps.Listener,
-		pool:  rpc.NewBoundedPool(rpc.PoolConfig{Max: cfg.MaxPeerConns, Idle: cfg.PeerIdleTimeout}),
+		fs:    deps.FS,
+		pool:  rpc.NewBoundedPool(rpc.PoolConfig{Max: cfg.MaxPeerConns, Idle: cfg.PeerIdleTimeout, Clock: deps.Clock}),
 
-		peers:        make(map[rpc.NodeID]*dfspb.NodeStatus),
+		peers:        make(map[rpc.NodeID]Peer),
 		peersLearned: make(chan struct{}),
 		ready:        make(chan struct{}),
 		serving:      make(chan struct{}),
 		probe:        make(chan struct{}, 1),
 		verifies:     make(chan struct{}, maxVerifies),
-		frames:       newBudget(cfg.FrameBudget),
+		frames:       newBudget(cfg.FrameBudget, deps.Clock),
 	}
+	n.coord = rpc.NewLeader(rpc.LeaderConfig{Addrs: cfg.Coordinators, Timeout: cfg.RPCTimeout}, n.pool, deps.Clock)
 	n.uploads = sessions.New(cfg.SessionTimeout, deps.Clock, func(id rpc.SessionID, s *uploadSession) {
 		n.log.Debug().Str("session_id", string(id)).Str("chunk_id", string(s.id)).Msg("upload session expired")
 		s.release()
 	})
-	n.downloads = sessions.New(cfg.SessionTimeout, deps.Clock, func(_ rpc.SessionID, c *Chunk) { c.Close() })
+	n.downloads = sessions.New(cfg.SessionTimeout, deps.Clock, func(_ rpc.SessionID, c *chunkstore.Chunk) { c.Close() })
 	if deps.Metrics == nil {
 		deps.Metrics = prometheus.NewRegistry()
 	}
@@ -261,11 +271,11 @@ func (n *Node) Readiness() error {
 	defer n.mu.Unlock()
 	switch {
 	case !n.registered && n.lastErr != nil:
-		return rpc.Errorf(rpc.Unavailable, "not registered with a coordinator: %v", n.lastErr)
+		return rpc.Errorf(rpc.Unavailable, "not registered with a coordinator: %w", n.lastErr)
 	case !n.registered:
 		return rpc.Errorf(rpc.Unavailable, "not registered with a coordinator yet")
 	case n.lastErr != nil:
-		return rpc.Errorf(rpc.Unavailable, "coordinator unreachable: %v", n.lastErr)
+		return rpc.Errorf(rpc.Unavailable, "coordinator unreachable: %w", n.lastErr)
 	}
 	return nil
 }
@@ -281,7 +291,7 @@ func (n *Node) logFor(ctx context.Context) zerolog.Logger {
 
 // openedStore returns the chunk store once Run has opened it, else nil;
 // unlike n.store it is safe to call from any goroutine at any time.
-func (n *Node) openedStore() *Store { return n.opened.Load() }
+func (n *Node) openedStore() *chunkstore.Store { return n.opened.Load() }
 
 // Ready is closed once the node serves and has registered.
 func (n *Node) Ready() <-chan struct{} { return n.ready }
@@ -300,7 +310,7 @@ func (n *Node) Addr() string {
 }
 
 // Store returns the chunk store; valid once Ready (tests inspect it).
-func (n *Node) Store() *Store { return n.store }
+func (n *Node) Store() *chunkstore.Store { return n.store }
 
 // Run opens the store, serves gRPC, registers with the coordinator and
 // heartbeats until ctx ends; then it stops gracefully and returns nil.
@@ -308,13 +318,18 @@ func (n *Node) Run(ctx context.Context) error {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("datanode: data dir: %w", err)
 	}
+	lock, err := lockDataDir(n.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	id, err := LoadOrCreateNodeID(n.cfg.DataDir)
 	if err != nil {
 		return err
 	}
 	n.id = id
 	n.log = n.log.With().Str("node_id", id.Short()).Logger()
-	if n.store, err = OpenStore(n.cfg.DataDir, n.cfg.Capacity); err != nil {
+	if n.store, err = chunkstore.Open(n.fs, n.cfg.DataDir, n.cfg.Capacity); err != nil {
 		return err
 	}
 	n.opened.Store(n.store)
@@ -335,7 +350,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.mu.Unlock()
 	defer n.pool.Close()
 
-	srv := grpc.NewServer(append(rpc.ServerOptions(n.log, n.metrics.observe), grpc.MaxConcurrentStreams(uint32(n.cfg.MaxConnStreams)))...)
+	srv := grpc.NewServer(append(rpc.ServerOptionsWithClock(n.clock, n.log, n.metrics.observe), grpc.MaxConcurrentStreams(uint32(n.cfg.MaxConnStreams)))...)
 	dfspb.RegisterDataNodeServer(srv, n)
 	// The standard health service: SERVING while registered.
 	health := rpc.NewHealth(srv, func() bool { return n.Readiness() == nil }, dfspb.DataNode_ServiceDesc.ServiceName)
@@ -343,15 +358,14 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(8)
-	go func() { defer wg.Done(); n.probeLoop(ctx) }()
-	go func() { defer wg.Done(); health.Run(ctx) }()
-	go func() { defer wg.Done(); n.reportLoop(ctx) }()
-	go func() { defer wg.Done(); n.inventoryLoop(ctx) }()
-	go func() { defer wg.Done(); n.uploads.Run(ctx, time.Second) }()
-	go func() { defer wg.Done(); n.downloads.Run(ctx, time.Second) }()
-	go func() { defer wg.Done(); n.heartbeatLoop(ctx) }()
-	go func() { defer wg.Done(); n.scrubLoop(ctx) }()
+	wg.Go(func() { n.probeLoop(ctx) })
+	wg.Go(func() { health.Run(ctx) })
+	wg.Go(func() { n.reportLoop(ctx) })
+	wg.Go(func() { n.inventoryLoop(ctx) })
+	wg.Go(func() { n.uploads.Run(ctx, time.Second) })
+	wg.Go(func() { n.downloads.Run(ctx, time.Second) })
+	wg.Go(func() { n.heartbeatLoop(ctx) })
+	wg.Go(func() { n.scrubLoop(ctx) })
 	u := n.store.Usage()
 	n.log.Info().Str("addr", n.Addr()).Str("data_dir", n.cfg.DataDir).Int64("chunks", u.Chunks).
 		Str("used", rpc.FormatBytes(u.Used)).Str("free", rpc.FormatBytes(u.Free)).Msg("datanode serving")
@@ -360,7 +374,7 @@ func (n *Node) Run(ctx context.Context) error {
 	cancel()
 	wg.Wait()
 	n.uploads.Range(func(_ rpc.SessionID, s *uploadSession) { s.release() })
-	n.downloads.Range(func(_ rpc.SessionID, c *Chunk) { c.Close() })
+	n.downloads.Range(func(_ rpc.SessionID, c *chunkstore.Chunk) { c.Close() })
 	n.log.Info().Msg("datanode stopped")
 	return err
 }
