@@ -217,7 +217,7 @@ func (r *repairBench) run(b *testing.B) repairResult {
 }
 
 func (r *repairBench) health(b *testing.B) *dfspb.ListNodesResponse {
-	resp, err := r.c.Coordinator().ListNodes(context.Background(), &dfspb.ListNodesRequest{})
+	resp, err := r.c.Coordinator().Server().ListNodes(context.Background(), &dfspb.ListNodesRequest{})
 	if err != nil {
 		b.Fatalf("ListNodes: %v", err)
 	}

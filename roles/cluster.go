@@ -295,7 +295,7 @@ func (c *Cluster) replaceNode(i int, dir, listen string) (*ClusterNode, error) {
 func (c *Cluster) WaitHealthy(want int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := c.coord.ListNodes(c.ctx, &dfspb.ListNodesRequest{})
+		resp, err := c.coord.Server().ListNodes(c.ctx, &dfspb.ListNodesRequest{})
 		if err != nil {
 			return err
 		}

@@ -198,7 +198,7 @@ func nodeIndex(t *testing.T, c *Cluster, id string) int {
 // health returns the coordinator's cluster health and node list.
 func health(t *testing.T, c *Cluster) *dfspb.ListNodesResponse {
 	t.Helper()
-	resp, err := c.Coordinator().ListNodes(t.Context(), &dfspb.ListNodesRequest{})
+	resp, err := c.Coordinator().Server().ListNodes(t.Context(), &dfspb.ListNodesRequest{})
 	if err != nil {
 		t.Fatalf("ListNodes: %v", err)
 	}

@@ -143,7 +143,7 @@ const stallBound = 12 * time.Second
 // after reports of failed streams.
 func failingNodes(t *testing.T, c *Cluster) map[string]bool {
 	t.Helper()
-	resp, err := c.Coordinator().ListNodes(t.Context(), &dfspb.ListNodesRequest{})
+	resp, err := c.Coordinator().Server().ListNodes(t.Context(), &dfspb.ListNodesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +314,7 @@ func TestReadOnlyDatanode(t *testing.T) {
 	// (The probe's own file may be there for a moment: try again.)
 	eventually(t, "the probe's path is made a directory", func() bool { return os.MkdirAll(filepath.Join(probe, "x"), 0o700) == nil })
 	diskError := func() string {
-		resp, err := c.Coordinator().ListNodes(t.Context(), &dfspb.ListNodesRequest{})
+		resp, err := c.Coordinator().Server().ListNodes(t.Context(), &dfspb.ListNodesRequest{})
 		is.NoErr(err)
 		for _, n := range resp.Nodes {
 			if n.NodeId == id {

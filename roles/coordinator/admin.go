@@ -2,141 +2,101 @@ package coordinator
 
 import (
 	"context"
+	"io"
 	"strings"
 
+	"github.com/rs/zerolog"
+
+	"github.com/dfs-project/dfs/gc"
+	"github.com/dfs-project/dfs/placement"
+	"github.com/dfs-project/dfs/repair"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
-// Decommission starts (or, with cancel, stops) draining a datanode. The
+// admin is the coordinator's part for operators: decommissioning, fsck,
+// replicas readers report bad, and the cluster's state as ListNodes, the
+// status page and the metrics show it.
+type admin struct {
+	cfg     Config
+	log     zerolog.Logger
+	store   meta.Namespace // fsck reads one file
+	loader  meta.Loader    // or every file
+	commits meta.Committer
+	nodes   *registry
+	locs    *locations
+	heal    *heal
+	repair  *repair.Controller
+	gc      *gc.Collector
+	deleter *chunkDeleter
+	safe    *safeMode
+	// checker has a datanode verify a copy.
+	checker interface {
+		checkCopy(ctx context.Context, node rpc.NodeID, cid rpc.ChunkID, who string) (corrupt, missing bool, err error)
+	}
+	events *events
+	policy placement.Policy
+}
+
+// decommission starts (or, with cancel, stops) draining a datanode. The
 // mark is durable: a restarted or newly elected coordinator keeps
 // draining. Draining nodes get no new chunks, their copies stop counting
 // toward replication (so repairs copy them elsewhere), and ListNodes shows
 // the node as decommissioned once nothing depends on it.
-func (c *Coordinator) Decommission(ctx context.Context, req *dfspb.DecommissionRequest) (*dfspb.DecommissionResponse, error) {
-	t, err := c.leader(ctx)
-	if err != nil {
-		return nil, err
-	}
-	id, err := rpc.ParseNodeID(req.NodeId)
-	if err != nil {
-		return nil, rpc.ToStatus(err)
-	}
-	_, ok := t.nodeStatus(id)
-	if !ok {
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "datanode %s is not a member of this cluster", id))
+func (a *admin) decommission(ctx context.Context, id rpc.NodeID, cancel bool) (nodeStatus, error) {
+	if _, ok := a.nodeStatus(id); !ok {
+		return nodeStatus{}, rpc.Errorf(rpc.NotFound, "datanode %s is not a member of this cluster", id)
 	}
 	txn := &meta.Txn{Drain: []rpc.NodeID{id}}
-	if req.Cancel {
+	if cancel {
 		txn = &meta.Txn{Undrain: []rpc.NodeID{id}}
 	}
-	if err := t.commit(ctx, txn); err != nil {
-		return nil, rpc.ToStatus(err)
+	if err := a.commits.Commit(ctx, txn); err != nil {
+		return nodeStatus{}, err
 	}
-	t.nodes.setDraining(id, !req.Cancel)
-	if req.Cancel {
-		t.health.mu.Lock()
-		delete(t.health.decommissioned, id)
-		t.health.mu.Unlock()
-		t.log.Info().Str("node_id", string(id)).Msg("decommission canceled")
-		c.events.add("decommission", "decommission of datanode %s canceled", id.Short())
+	a.nodes.setDraining(id, !cancel)
+	if cancel {
+		a.heal.undrained(id)
+		a.log.Info().Str("node_id", string(id)).Msg("decommission canceled")
+		a.events.add("decommission", "decommission of datanode %s canceled", id.Short())
 	} else {
-		t.log.Info().Str("node_id", string(id)).Msg("decommissioning: draining the node")
-		c.events.add("decommission", "decommissioning datanode %s: draining it", id.Short())
+		a.log.Info().Str("node_id", string(id)).Msg("decommissioning: draining the node")
+		a.events.add("decommission", "decommissioning datanode %s: draining it", id.Short())
 	}
-	status, _ := t.nodeStatus(id)
-	return &dfspb.DecommissionResponse{Node: status}, nil
+	st, _ := a.nodeStatus(id)
+	return st, nil
 }
 
 // nodeStatus returns one node's status with its health.
-func (t *term) nodeStatus(id rpc.NodeID) (*dfspb.NodeStatus, bool) {
-	_, all := t.nodes.list()
+func (a *admin) nodeStatus(id rpc.NodeID) (nodeStatus, bool) {
+	_, all := a.nodes.list()
 	for _, n := range all {
-		if n.NodeId == string(id) {
-			t.decorate(n)
-			return n, true
+		if n.id == id {
+			return a.decorate(n), true
 		}
 	}
-	return nil, false
+	return nodeStatus{}, false
 }
 
 // decorate adds the health scan's view of a node.
-func (t *term) decorate(n *dfspb.NodeStatus) {
-	t.health.mu.Lock()
-	defer t.health.mu.Unlock()
-	n.Decommissioned = n.Draining && t.health.decommissioned[rpc.NodeID(n.NodeId)]
-	n.CorruptChunks = t.health.corruptOn[rpc.NodeID(n.NodeId)]
+func (a *admin) decorate(n nodeStatus) nodeStatus {
+	decommissioned, corrupt := a.heal.marks(n.id)
+	n.decommissioned = n.draining && decommissioned
+	n.corruptChunks = corrupt
+	return n
 }
 
-// ReportBadReplica has the datanode verify a copy a reader found bad or
+// badReplica has the datanode verify a copy a reader found bad or
 // missing; a copy it confirms corrupt is reported by the datanode and
 // replaced, and one it does not hold is no longer counted, so the repair
 // makes it again.
-func (c *Coordinator) ReportBadReplica(ctx context.Context, req *dfspb.ReportBadReplicaRequest) (*dfspb.ReportBadReplicaResponse, error) {
-	t, err := c.leader(ctx)
-	if err != nil {
-		return nil, err
+func (a *admin) badReplica(ctx context.Context, cid rpc.ChunkID, nid rpc.NodeID, reason string, missing bool) (bool, bool, error) {
+	if _, _, ok := a.nodes.lookup(nid); !ok {
+		return false, false, rpc.Errorf(rpc.NotFound, "datanode %s is not a member", nid)
 	}
-	cid, err := rpc.ParseChunkID(req.ChunkId)
-	if err != nil {
-		return nil, rpc.ToStatus(err)
-	}
-	nid, err := rpc.ParseNodeID(req.NodeId)
-	if err != nil {
-		return nil, rpc.ToStatus(err)
-	}
-	if _, _, ok := t.nodes.lookup(nid); !ok {
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "datanode %s is not a member", nid))
-	}
-	t.log.Warn().Str("chunk_id", string(cid)).Str("node_id", string(nid)).Bool("missing", req.Missing).
-		Str("reason", truncate(req.Reason, 200)).Msg("a reader reports a bad replica; verifying")
-	corrupt, missing, err := t.checkCopy(ctx, nid, cid, "a reader")
-	if err != nil {
-		return nil, rpc.ToStatus(err)
-	}
-	return &dfspb.ReportBadReplicaResponse{Corrupt: corrupt, Missing: missing}, nil
-}
-
-// checkCopy has node verify its copy of chunk cid (VerifyChunk, within
-// --rpc-timeout) after who found it bad or missing. A corrupt copy is
-// counted corrupt at once (the node's own report follows). A copy the
-// node does not hold is dropped from the locations, so the repair makes
-// it again, but only while a committed file still references the chunk:
-// a chunk whose file was removed or replaced is meant to go, and its
-// absence says nothing. missing reports a copy the node does not hold
-// although a file needs it (dropped now, or before by the node's report).
-func (t *term) checkCopy(ctx context.Context, node rpc.NodeID, cid rpc.ChunkID, who string) (corrupt, missing bool, err error) {
-	addr, _, ok := t.nodes.lookup(node)
-	if !ok {
-		return false, false, rpc.Errorf(rpc.NotFound, "datanode %s is not a member", node)
-	}
-	cc, err := t.c.pool.Get(addr)
-	if err != nil {
-		return false, false, err
-	}
-	// Only a copy listed before the node answers may be dropped for its
-	// answer: one counted meanwhile (a repair copy landing there) is new.
-	_, listed := t.locs.copies(cid)[node]
-	vctx, cancel := context.WithTimeout(ctx, t.c.cfg.RPCTimeout)
-	defer cancel()
-	resp, err := dfspb.NewDataNodeClient(cc).VerifyChunk(vctx, &dfspb.VerifyChunkRequest{ChunkId: string(cid)})
-	if err != nil {
-		return false, false, rpc.FromStatus(err)
-	}
-	switch {
-	case resp.Corrupt:
-		t.locs.report(node, false, nil, nil, []rpc.ChunkID{cid}, t.queuedOn(node))
-		return true, false, nil
-	case resp.Present || !t.refs.has(cid):
-		return false, false, nil
-	}
-	if listed && t.locs.lost(node, cid) { // else dropped already, by the node's own report
-		t.log.Warn().Str("chunk_id", string(cid)).Str("node_id", string(node)).Str("found_by", who).
-			Msg("a copy is missing from its datanode; no longer counted, to be made again")
-		t.c.events.add("missing", "datanode %s lost its copy of chunk %s (found by %s)", node.Short(), cid, who)
-	}
-	return false, true, nil
+	a.log.Warn().Str("chunk_id", string(cid)).Str("node_id", string(nid)).Bool("missing", missing).
+		Str("reason", truncate(reason, 200)).Msg("a reader reports a bad replica; verifying")
+	return a.checker.checkCopy(ctx, nid, cid, "a reader")
 }
 
 func truncate(s string, n int) string {
@@ -146,79 +106,194 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// Fsck streams every file below a path that has a chunk with a problem,
-// then a summary.
-func (c *Coordinator) Fsck(req *dfspb.FsckRequest, stream dfspb.Coordinator_FsckServer) error {
-	ctx := stream.Context()
-	t, err := c.leader(ctx)
-	if err != nil {
-		return err
-	}
-	dir, err := rpc.ParseDir(req.Path)
-	if err != nil {
-		return rpc.ToStatus(err)
-	}
-	nodes := t.nodes.infos()
-	sum := &dfspb.FsckSummary{}
+// fsckChunk is a chunk with a problem: its good copies on live nodes
+// that count (live), and the nodes with a corrupt or a dead copy.
+type fsckChunk struct {
+	index       uint32
+	id          rpc.ChunkID
+	replication uint32
+	live        uint32
+	corrupt     []rpc.NodeID
+	dead        []rpc.NodeID
+	repairing   bool
+}
+
+// fsckFile is a file with a problem, and its chunks that have one.
+type fsckFile struct {
+	path       rpc.Path
+	size       int64
+	unreadable bool
+	chunks     []fsckChunk
+}
+
+// fsckSummary counts what fsck found, with the cluster's health.
+type fsckSummary struct {
+	files, chunks, healthy, under, unreadable int64
+	health                                    clusterHealth
+}
+
+// fsck calls emit with every file below dir that has a chunk with a
+// problem, then returns the summary. An error from emit ends it.
+func (a *admin) fsck(ctx context.Context, dir rpc.Path, emit func(fsckFile) error) (fsckSummary, error) {
+	nodes := a.nodes.infos()
+	var sum fsckSummary
 	check := func(f *meta.File) error {
-		sum.Files++
-		sum.Chunks += int64(len(f.Chunks))
-		ff := &dfspb.FsckFile{Path: string(f.Path), Size: f.Size}
-		for i, ch := range f.Chunks {
-			fc := &dfspb.FsckChunk{Index: uint32(i), ChunkId: string(ch.ID), Replication: f.Replication, Repairing: t.repair.Repairing(ch.ID)}
-			readable := false
-			for n, m := range t.locs.copies(ch.ID) {
-				info := nodes[n]
-				switch {
-				case !m.matches(ch):
-					fc.CorruptNodes = append(fc.CorruptNodes, string(n))
-				case !info.live():
-					fc.DeadNodes = append(fc.DeadNodes, string(n))
-				default:
-					readable = true
-					if !info.draining {
-						fc.Live++
-					}
-				}
-			}
-			if !readable {
-				ff.Unreadable = true
-			}
-			if !readable || fc.Live < f.Replication || len(fc.CorruptNodes) > 0 {
-				ff.Chunks = append(ff.Chunks, fc)
-			}
-		}
+		ff := a.checkFile(f, nodes)
+		sum.files++
+		sum.chunks += int64(len(f.Chunks))
 		switch {
-		case ff.Unreadable:
-			sum.UnreadableFiles++
-		case len(ff.Chunks) > 0:
-			sum.UnderReplicatedFiles++
+		case ff.unreadable:
+			sum.unreadable++
+		case len(ff.chunks) > 0:
+			sum.under++
 		default:
-			sum.HealthyFiles++
+			sum.healthy++
 			return nil
 		}
-		return stream.Send(&dfspb.FsckReport{Report: &dfspb.FsckReport_File{File: ff}})
+		return emit(ff)
 	}
-	if f, err := t.store.Get(ctx, dir); err == nil && dir != "/" {
-		err = check(f)
-		if err != nil {
-			return rpc.ToStatus(err)
+	if f, err := a.store.Get(ctx, dir); err == nil && dir != "/" {
+		if err := check(f); err != nil {
+			return fsckSummary{}, err
 		}
 	} else {
 		prefix := string(dir) + "/"
 		if dir == "/" {
 			prefix = "/"
 		}
-		err := t.store.Files(ctx, func(f *meta.File) error {
+		err := a.loader.Files(ctx, func(f *meta.File) error {
 			if !strings.HasPrefix(string(f.Path), prefix) {
 				return nil
 			}
 			return check(f)
 		})
 		if err != nil {
-			return rpc.ToStatus(err)
+			return fsckSummary{}, err
 		}
 	}
-	sum.Health = t.clusterHealth()
-	return stream.Send(&dfspb.FsckReport{Report: &dfspb.FsckReport_Summary{Summary: sum}})
+	sum.health = a.health()
+	return sum, nil
+}
+
+// checkFile returns f's chunks with a problem: without a readable copy,
+// with fewer counted copies than their replication, or with corrupt ones.
+func (a *admin) checkFile(f *meta.File, nodes map[rpc.NodeID]nodeInfo) fsckFile {
+	ff := fsckFile{path: f.Path, size: f.Size}
+	for i, ch := range f.Chunks {
+		fc := fsckChunk{index: uint32(i), id: ch.ID, replication: f.Replication, repairing: a.repair.Repairing(ch.ID)}
+		readable := false
+		for n, m := range a.locs.copies(ch.ID) {
+			info := nodes[n]
+			switch {
+			case !m.matches(ch):
+				fc.corrupt = append(fc.corrupt, n)
+			case !info.live():
+				fc.dead = append(fc.dead, n)
+			default:
+				readable = true
+				if !info.draining {
+					fc.live++
+				}
+			}
+		}
+		if !readable {
+			ff.unreadable = true
+		}
+		if !readable || fc.live < f.Replication || len(fc.corrupt) > 0 {
+			ff.chunks = append(ff.chunks, fc)
+		}
+	}
+	return ff
+}
+
+// clusterHealth is the replication and collection state of the cluster,
+// as ListNodes, fsck, the status page and the metrics show it.
+type clusterHealth struct {
+	Chunks, UnderReplicated, Missing, CorruptCopies int64
+	RepairsInProgress, RepairsDone, BytesRepaired   int64
+	PendingDeletions, ChunksDeleted, BytesReclaimed int64
+	OrphansDeleted                                  int64
+}
+
+// health returns the cluster's health now.
+func (a *admin) health() clusterHealth {
+	rs := a.repair.Stats()
+	hs := a.heal.stats()
+	deleted, freed := a.deleter.stats()
+	return clusterHealth{
+		Chunks: hs.chunks, UnderReplicated: hs.under, Missing: hs.missing, CorruptCopies: hs.corrupt,
+		RepairsInProgress: int64(rs.InProgress), RepairsDone: rs.Done, BytesRepaired: rs.BytesCopied,
+		PendingDeletions: int64(a.gc.Pending()), ChunksDeleted: deleted, BytesReclaimed: freed,
+		OrphansDeleted: hs.orphans,
+	}
+}
+
+// readiness says whether the cluster can take writes, and if not why.
+type readiness struct {
+	Writable       bool
+	Reason         string
+	PlaceableNodes int
+	Replication    int
+}
+
+// readiness says whether the term can take writes: out of safe mode, with
+// at least the default replication of datanodes that placement would
+// choose for a new chunk (its candidates: registered, not draining;
+// healthy, with room for a chunk of the default size).
+func (a *admin) readiness() readiness {
+	r := readiness{Replication: a.cfg.Replication}
+	cands := a.nodes.candidates()
+	for _, n := range cands {
+		if n.State == placement.Healthy && n.Free >= a.cfg.ChunkSize {
+			r.PlaceableNodes++
+		}
+	}
+	if on, status := a.safe.Status(); on {
+		r.Reason = "coordinator in safe mode: " + status
+		return r
+	}
+	if _, err := placement.Place(a.policy, cands, a.cfg.Replication, a.cfg.ChunkSize, nil); err != nil {
+		r.Reason = "cannot take writes: " + err.Error()
+		return r
+	}
+	r.Writable = true
+	return r
+}
+
+// clusterView is the cluster as ListNodes shows it.
+type clusterView struct {
+	version        uint64
+	nodes          []nodeStatus // with the health scan's marks
+	safeMode       bool
+	safeModeStatus string
+	health         clusterHealth
+	readiness      readiness
+}
+
+// view returns the cluster as ListNodes shows it.
+func (a *admin) view() clusterView {
+	v := clusterView{}
+	v.version, v.nodes = a.nodes.list()
+	for i, n := range v.nodes {
+		v.nodes[i] = a.decorate(n)
+	}
+	v.safeMode, v.safeModeStatus = a.safe.Status()
+	v.health = a.health()
+	v.readiness = a.readiness()
+	return v
+}
+
+// backup writes a consistent snapshot of the metadata to w, then
+// flushes w if it can (a Flush() error method), and returns how many
+// records it wrote.
+func (c *Coordinator) backup(ctx context.Context, w io.Writer) (uint64, error) {
+	n, err := meta.Backup(ctx, c.store, w, c.name)
+	if f, ok := w.(interface{ Flush() error }); ok && err == nil {
+		err = f.Flush()
+	}
+	if err != nil {
+		return 0, rpc.Errorf(rpc.Internal, "backup: %w", err)
+	}
+	c.log.Info().Uint64("records", n).Msg("backup streamed")
+	return n, nil
 }

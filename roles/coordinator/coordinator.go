@@ -187,7 +187,9 @@ type Elector interface {
 
 // Deps are a coordinator's collaborators.
 type Deps struct {
-	Log   zerolog.Logger
+	Log zerolog.Logger
+	// Clock tells the time and runs the coordinator's timers and tickers;
+	// nil is the real clock.
 	Clock clockwork.Clock
 	// Store holds the metadata; the coordinator initializes an empty one
 	// and does not close it.
@@ -202,12 +204,12 @@ type Deps struct {
 	// Metrics is where New registers the coordinator's metrics (names
 	// start with dfs_coordinator_); nil keeps them unregistered.
 	Metrics prometheus.Registerer
+	// Datanodes, when set, replaces calling the datanodes over gRPC.
+	Datanodes Datanodes
 }
 
 // Coordinator is the coordinator role.
 type Coordinator struct {
-	dfspb.UnimplementedCoordinatorServer
-
 	cfg     Config
 	log     zerolog.Logger
 	clock   clockwork.Clock
@@ -217,8 +219,11 @@ type Coordinator struct {
 	policy  placement.Policy
 	lis     net.Listener
 	pool    *rpc.Pool
-	metrics *metrics
-	events  *events
+	// datanodes is how the coordinator calls datanodes (through pool
+	// unless Deps set it).
+	datanodes Datanodes
+	metrics   *metrics
+	events    *events
 	// registrations limits RegisterDataNode calls (--register-rate).
 	registrations *rate.Limiter
 
@@ -253,8 +258,12 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		policy:  policy,
 		lis:     deps.Listener,
 		pool:    rpc.NewPool(),
-		events:  newEvents(),
+		events:  newEvents(deps.Clock),
 		ready:   make(chan struct{}),
+	}
+	c.datanodes = deps.Datanodes
+	if c.datanodes == nil {
+		c.datanodes = grpcDatanodes{pool: c.pool}
 	}
 	limit := rate.Limit(cfg.RegisterRate)
 	if cfg.RegisterRate == 0 {
@@ -319,7 +328,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	defer c.pool.Close()
 
 	srv := grpc.NewServer(rpc.ServerOptions(c.log, c.observers()...)...)
-	dfspb.RegisterCoordinatorServer(srv, c)
+	dfspb.RegisterCoordinatorServer(srv, &server{c: c})
 	// The standard health service: SERVING while this coordinator leads
 	// (in safe mode too), NOT_SERVING while it starts or stands by.
 	health := rpc.NewHealth(srv, c.Leading, dfspb.Coordinator_ServiceDesc.ServiceName)
@@ -328,14 +337,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	var fatal error // of lead, read after wg.Wait
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		if fatal = c.lead(ctx); fatal != nil {
 			cancel()
 		}
-	}()
-	go func() { defer wg.Done(); health.Run(ctx) }()
+	})
+	wg.Go(func() { health.Run(ctx) })
 	if c.maxChunks < c.cfg.MaxFileChunks {
 		c.log.Warn().Int("max_file_chunks", c.maxChunks).Int("configured", c.cfg.MaxFileChunks).Str("metadata", c.name).
 			Msg("the metadata store cannot hold files of --max-file-chunks chunks: larger uploads are refused")
@@ -370,7 +377,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 			if lost, err = c.elector.Campaign(ctx, c.addr); err != nil {
 				if ctx.Err() == nil {
 					c.log.Warn().Err(err).Msg("campaign failed; retrying")
-					sleep(ctx, time.Second)
+					rpc.Sleep(ctx, c.clock, time.Second)
 				}
 				continue
 			}
@@ -384,7 +391,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 				return fmt.Errorf("loading metadata: %w", err)
 			}
 			c.log.Error().Err(err).Msg("cannot lead: loading metadata failed; retrying")
-			sleep(ctx, time.Second)
+			rpc.Sleep(ctx, c.clock, time.Second)
 			continue
 		}
 		c.term.Store(t)
@@ -406,28 +413,19 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	return nil
 }
 
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
-
-// leader returns the current term, or an Unavailable error naming the
-// leader when this coordinator stands by.
+// leader returns the current term, or a not-serving error (kind
+// Unavailable) naming the leader when this coordinator stands by.
 func (c *Coordinator) leader(ctx context.Context) (*term, error) {
 	if t := c.term.Load(); t != nil {
 		return t, nil
 	}
 	if c.elector == nil {
-		return nil, rpc.ToStatus(rpc.NotServingError("", 100*time.Millisecond, "coordinator %s is starting", c.addr))
+		return nil, rpc.NotServingError("", 100*time.Millisecond, "coordinator %s is starting", c.addr)
 	}
 	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if l, err := c.elector.Leader(cctx); err == nil && l != "" && l != c.addr {
-		return nil, rpc.ToStatus(rpc.NotServingError(l, 0, "coordinator %s is a standby; the leader is %s", c.addr, l))
+		return nil, rpc.NotServingError(l, 0, "coordinator %s is a standby; the leader is %s", c.addr, l)
 	}
-	return nil, rpc.ToStatus(rpc.NotServingError("", 500*time.Millisecond, "coordinator %s is a standby; no leader elected yet", c.addr))
+	return nil, rpc.NotServingError("", 500*time.Millisecond, "coordinator %s is a standby; no leader elected yet", c.addr)
 }

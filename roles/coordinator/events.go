@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // maxEvents is how many events the coordinator remembers for its status
@@ -24,16 +26,25 @@ type Event struct {
 // events keeps the latest maxEvents events in a ring. The coordinator
 // owns it, so it spans leadership terms.
 type events struct {
+	clock clockwork.Clock
+
 	mu   sync.Mutex
 	ring []Event
 	next int // where the next event goes once the ring is full
 }
 
-func newEvents() *events { return &events{ring: make([]Event, 0, maxEvents)} }
+// newEvents returns an empty ring whose events take their time from
+// clock (nil: the real clock).
+func newEvents(clock clockwork.Clock) *events {
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
+	return &events{clock: clock, ring: make([]Event, 0, maxEvents)}
+}
 
 // add records an event now.
 func (e *events) add(kind, format string, args ...any) {
-	ev := Event{Time: time.Now(), Kind: kind, Message: fmt.Sprintf(format, args...)}
+	ev := Event{Time: e.clock.Now(), Kind: kind, Message: fmt.Sprintf(format, args...)}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if len(e.ring) < cap(e.ring) {

@@ -9,7 +9,7 @@ import (
 
 func TestEventsRing(t *testing.T) {
 	is := is.New(t)
-	e := newEvents()
+	e := newEvents(nil)
 	is.Equal(len(e.recent()), 0) // empty at first
 
 	e.add("node", "event %d", 0)

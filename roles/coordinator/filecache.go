@@ -19,7 +19,7 @@ const (
 // fileCache keeps the files whose chunk maps readers are paging through,
 // so that a page after the first does not read and decode the whole file
 // record again (the record of a file of a million chunks is ~90 MiB). Every
-// commit that names a path drops that path (term.commit), and a file read
+// commit that names a path drops that path (cacheCommitter), and a file read
 // from the store before such a commit is not added after it, so a file
 // found here is the path's current version as far as this term knows.
 type fileCache struct {

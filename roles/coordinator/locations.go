@@ -9,7 +9,6 @@ import (
 
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // replicaMeta is what a datanode reported about its copy of a chunk.
@@ -18,6 +17,13 @@ type replicaMeta struct {
 	frameSize int64
 	digest    []byte
 	corrupt   bool // failed verification on the node; not served
+}
+
+// reportedCopy is one chunk copy a datanode reports storing.
+type reportedCopy struct {
+	id              rpc.ChunkID
+	size, frameSize int64
+	digest          []byte
 }
 
 // matches reports whether the copy is a good copy of ch.
@@ -87,6 +93,18 @@ func (l *locations) each(fn func(id rpc.ChunkID, copies map[rpc.NodeID]replicaMe
 	}
 }
 
+// reported returns every chunk with reported copies and the nodes
+// holding them.
+func (l *locations) reported() map[rpc.ChunkID][]rpc.NodeID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[rpc.ChunkID][]rpc.NodeID, len(l.m))
+	for id, reps := range l.m {
+		out[id] = slices.Collect(maps.Keys(reps))
+	}
+	return out
+}
+
 // forget holds apart copies the coordinator has decided to delete, so
 // that the decision is not taken twice.
 func (l *locations) forget(dels []meta.Deletion) {
@@ -144,7 +162,7 @@ func (l *locations) notifyLocked() {
 // gets to it, so reports still list it, and counted again it would be
 // trimmed a second time. Corrupt chunks keep their copy on record, marked,
 // until the coordinator has it deleted.
-func (l *locations) report(node rpc.NodeID, full bool, added []*dfspb.ChunkStat, removed, corrupt []rpc.ChunkID, queued func(rpc.ChunkID) bool) {
+func (l *locations) report(node rpc.NodeID, full bool, added []reportedCopy, removed, corrupt []rpc.ChunkID, queued func(rpc.ChunkID) bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if full {
@@ -158,8 +176,8 @@ func (l *locations) report(node rpc.NodeID, full bool, added []*dfspb.ChunkStat,
 		}
 	}
 	for _, a := range added {
-		id := rpc.ChunkID(a.ChunkId)
-		m := replicaMeta{size: a.Size, frameSize: a.FrameSize, digest: bytes.Clone(a.Digest)}
+		id := a.id
+		m := replicaMeta{size: a.size, frameSize: a.frameSize, digest: bytes.Clone(a.digest)}
 		if queued(id) {
 			drop(l.m, id, node)
 			set(l.held, id, node, m)
@@ -271,4 +289,34 @@ func (l *locations) wait(ctx context.Context, ready func() bool) error {
 		case <-ch:
 		}
 	}
+}
+
+// deletionsFor lists, for every allocation not kept, a deletion on each
+// node it was placed on or reported by.
+func (l *locations) deletionsFor(allocs []meta.Allocation, kept map[rpc.ChunkID]bool) []meta.Deletion {
+	var out []meta.Deletion
+	for _, a := range allocs {
+		if kept[a.ID] {
+			continue
+		}
+		seen := map[rpc.NodeID]bool{}
+		for _, n := range append(slices.Clone(a.Nodes), l.nodes(a.ID)...) {
+			if !seen[n] {
+				seen[n] = true
+				out = append(out, meta.Deletion{Node: n, Chunk: a.ID})
+			}
+		}
+	}
+	return out
+}
+
+// deletionsOf lists a deletion for every reported copy of f's chunks.
+func (l *locations) deletionsOf(f *meta.File) []meta.Deletion {
+	var out []meta.Deletion
+	for _, ch := range f.Chunks {
+		for _, n := range l.nodes(ch.ID) {
+			out = append(out, meta.Deletion{Node: n, Chunk: ch.ID})
+		}
+	}
+	return out
 }

@@ -6,8 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 
+	"github.com/dfs-project/dfs/placement"
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // metrics are the coordinator's counters and histograms; the gauges are
@@ -117,18 +117,18 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if !snap.Leading {
 		return
 	}
-	gauge(descWritable, b2f(snap.Readiness.GetWritable()))
-	states := map[dfspb.NodeState]int{}
+	gauge(descWritable, b2f(snap.Readiness.Writable))
+	states := map[placement.State]int{}
 	draining := 0
 	for _, n := range snap.Nodes {
-		states[n.State]++
-		if n.Draining {
+		states[n.state]++
+		if n.draining {
 			draining++
 		}
 	}
-	gauge(descNodes, float64(states[dfspb.NodeState_NODE_STATE_HEALTHY]), "healthy")
-	gauge(descNodes, float64(states[dfspb.NodeState_NODE_STATE_SUSPECT]), "suspect")
-	gauge(descNodes, float64(states[dfspb.NodeState_NODE_STATE_DEAD]), "dead")
+	gauge(descNodes, float64(states[placement.Healthy]), "healthy")
+	gauge(descNodes, float64(states[placement.Suspect]), "suspect")
+	gauge(descNodes, float64(states[placement.Dead]), "dead")
 	gauge(descDraining, float64(draining))
 	gauge(descCapacity, float64(snap.Capacity))
 	gauge(descUsed, float64(snap.Used))

@@ -4,28 +4,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/matryer/is"
 	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/rpc"
 )
 
-type stepClock struct{ now time.Time }
-
-func (c *stepClock) Now() time.Time { return c.now }
-
 // TestPenalties: a report penalizes a registered node for the window,
 // restarted by each report; the registry marks it Failing for placement
 // and shows when the penalty ends, and both stop once it is over.
 func TestPenalties(t *testing.T) {
 	is := is.New(t)
-	clk := &stepClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	r := newRegistry(time.Minute, 2*time.Minute, time.Hour, newEvents(), zerolog.New(zerolog.NewTestWriter(t)))
+	clk := clockwork.NewFakeClockAt(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r := newRegistry(time.Minute, 2*time.Minute, time.Hour, newEvents(nil), zerolog.New(zerolog.NewTestWriter(t)))
 	r.penalties = newPenalties(time.Minute, clk)
 	a, b := rpc.NodeID("aaaaaaaa-0000-0000-0000-000000000000"), rpc.NodeID("bbbbbbbb-0000-0000-0000-000000000000")
-	_, _, err := r.register(a, "127.0.0.1:1", "", usage{free: 1 << 30}, clk.now)
+	_, _, err := r.register(a, "127.0.0.1:1", "", usage{free: 1 << 30}, clk.Now())
 	is.NoErr(err)
-	_, _, err = r.register(b, "127.0.0.1:2", "", usage{free: 1 << 30}, clk.now)
+	_, _, err = r.register(b, "127.0.0.1:2", "", usage{free: 1 << 30}, clk.Now())
 	is.NoErr(err)
 	failing := func() map[rpc.NodeID]bool {
 		out := map[rpc.NodeID]bool{}
@@ -37,19 +34,19 @@ func TestPenalties(t *testing.T) {
 
 	is.True(r.penalties.report(a))                              // a new penalty
 	is.Equal(failing(), map[rpc.NodeID]bool{a: true, b: false}) // placed last
-	clk.now = clk.now.Add(40 * time.Second)
+	clk.Advance(40 * time.Second)
 	is.True(!r.penalties.report(a)) // a repeated report renews it
-	clk.now = clk.now.Add(40 * time.Second)
+	clk.Advance(40 * time.Second)
 	is.True(failing()[a]) // still within the renewed window
 	_, nodes := r.list()
 	for _, n := range nodes {
-		is.Equal(n.FailingUntilUnixMs > 0, n.NodeId == string(a)) // ListNodes shows it
+		is.Equal(!n.failingUntil.IsZero(), n.id == a) // ListNodes shows it
 	}
-	clk.now = clk.now.Add(21 * time.Second)
+	clk.Advance(21 * time.Second)
 	is.Equal(failing(), map[rpc.NodeID]bool{a: false, b: false}) // over after the window
 
 	r.penalties.report(b)
-	_, _, err = r.register(b, "127.0.0.1:2", "", usage{free: 1 << 30}, clk.now)
+	_, _, err = r.register(b, "127.0.0.1:2", "", usage{free: 1 << 30}, clk.Now())
 	is.NoErr(err)
 	is.True(!failing()[b]) // a node that registers again (restarted) starts afresh
 }
@@ -60,7 +57,7 @@ func TestPenalties(t *testing.T) {
 func TestDiskErrorLeavesPlacement(t *testing.T) {
 	is := is.New(t)
 	now := time.Now()
-	r := newRegistry(time.Minute, 2*time.Minute, time.Hour, newEvents(), zerolog.New(zerolog.NewTestWriter(t)))
+	r := newRegistry(time.Minute, 2*time.Minute, time.Hour, newEvents(nil), zerolog.New(zerolog.NewTestWriter(t)))
 	a := rpc.NodeID("aaaaaaaa-0000-0000-0000-000000000000")
 	v, inc, err := r.register(a, "127.0.0.1:1", "", usage{free: 1 << 30}, now)
 	is.NoErr(err)
@@ -68,8 +65,8 @@ func TestDiskErrorLeavesPlacement(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(len(r.candidates()), 0) // no placement on it
 	v2, nodes := r.list()
-	is.True(v2 > v)                                       // a membership change
-	is.Equal(nodes[0].DiskError, "read-only file system") // shown in ListNodes
+	is.True(v2 > v)                                     // a membership change
+	is.Equal(nodes[0].diskErr, "read-only file system") // shown in ListNodes
 	_, err = r.heartbeat(a, inc, usage{free: 1 << 30}, v2, now)
 	is.NoErr(err)
 	is.Equal(len(r.candidates()), 1) // writable again: placed again

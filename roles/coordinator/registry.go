@@ -1,7 +1,7 @@
 package coordinator
 
 import (
-	"context"
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -13,7 +13,6 @@ import (
 
 	"github.com/dfs-project/dfs/placement"
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // probeTimeout bounds the check that a node registering from a new address
@@ -44,24 +43,49 @@ type nodeEntry struct {
 	diskErr    string // why the node takes no new chunks, from its heartbeats
 }
 
-func (e *nodeEntry) status() *dfspb.NodeStatus {
-	return &dfspb.NodeStatus{
-		NodeId: string(e.id), Addr: e.addr, State: stateToProto(e.state),
-		Capacity: e.capacity, Used: e.used, Free: e.free, ChunkCount: e.chunks,
-		LastHeartbeatUnixMs: e.lastHeartbeat.UnixMilli(), ConflictAddr: e.conflict, DiskError: e.diskErr,
+func (e *nodeEntry) status() nodeStatus {
+	return nodeStatus{
+		id: e.id, addr: e.addr, state: e.state,
+		capacity: e.capacity, used: e.used, free: e.free, chunks: e.chunks,
+		lastHeartbeat: e.lastHeartbeat, conflictAddr: e.conflict, diskErr: e.diskErr,
 	}
 }
 
-func stateToProto(s placement.State) dfspb.NodeState {
-	switch s {
-	case placement.Healthy:
-		return dfspb.NodeState_NODE_STATE_HEALTHY
-	case placement.Suspect:
-		return dfspb.NodeState_NODE_STATE_SUSPECT
-	case placement.Dead:
-		return dfspb.NodeState_NODE_STATE_DEAD
-	}
-	return dfspb.NodeState_NODE_STATE_UNSPECIFIED
+// nodeStatus is one datanode as ListNodes, heartbeats and the status page
+// show it.
+type nodeStatus struct {
+	id                           rpc.NodeID
+	addr                         string
+	state                        placement.State
+	capacity, used, free, chunks int64
+	lastHeartbeat                time.Time
+	// conflictAddr is the address of a refused registration of this ID
+	// (see registry.register); diskErr why the node takes no new chunks.
+	conflictAddr, diskErr string
+	draining              bool
+	// decommissioned and corruptChunks are the health scan's marks (see
+	// admin.decorate); failingUntil ends a penalty (see penalties).
+	decommissioned bool
+	corruptChunks  int64
+	failingUntil   time.Time
+	// forgotten marks, in an update, a node the registry forgot.
+	forgotten bool
+}
+
+// nodeUpdate is one membership change: version is the cluster version it
+// made.
+type nodeUpdate struct {
+	version uint64
+	node    nodeStatus
+}
+
+// changes is what a heartbeat reply tells a node of the membership: the
+// updates since the version it knows, or, with full, every node.
+type changes struct {
+	version uint64
+	full    bool
+	updates []nodeUpdate
+	nodes   []nodeStatus
 }
 
 // registry is the coordinator's view of datanode membership. Every change
@@ -81,7 +105,7 @@ type registry struct {
 	nodes    map[rpc.NodeID]*nodeEntry
 	draining map[rpc.NodeID]bool // being decommissioned
 	version  uint64
-	updates  []*dfspb.NodeUpdate // the latest changes, oldest first
+	updates  []nodeUpdate // the latest changes, oldest first
 }
 
 func newRegistry(suspectAfter, deadAfter, forgetAfter time.Duration, ev *events, log zerolog.Logger) *registry {
@@ -95,9 +119,9 @@ func (r *registry) changedLocked(e *nodeEntry) {
 }
 
 // updateLocked records a change of a node's status.
-func (r *registry) updateLocked(st *dfspb.NodeStatus) {
+func (r *registry) updateLocked(st nodeStatus) {
 	r.version++
-	r.updates = append(r.updates, &dfspb.NodeUpdate{Version: r.version, Node: st})
+	r.updates = append(r.updates, nodeUpdate{version: r.version, node: st})
 	if len(r.updates) > maxUpdates {
 		r.updates = slices.Clone(r.updates[len(r.updates)-maxUpdates:])
 	}
@@ -183,15 +207,15 @@ func (r *registry) register(id rpc.NodeID, addr, gone string, u usage, now time.
 // node that must register (again) first: one the registry does not know,
 // or a heartbeat from another incarnation than the latest registration's
 // (the process that registered before, when the node restarted or moved).
-func (r *registry) heartbeat(id rpc.NodeID, incarnation string, u usage, known uint64, now time.Time) (*dfspb.HeartbeatResponse, error) {
+func (r *registry) heartbeat(id rpc.NodeID, incarnation string, u usage, known uint64, now time.Time) (changes, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.nodes[id]
 	if !ok {
-		return nil, rpc.Errorf(rpc.NotFound, "node %s is not registered", id)
+		return changes{}, rpc.Errorf(rpc.NotFound, "node %s is not registered", id)
 	}
 	if incarnation != e.incarnation {
-		return nil, rpc.Errorf(rpc.NotFound, "node %s: heartbeat from an earlier registration (the node registered again since, at %s); register again", id, e.addr)
+		return changes{}, rpc.Errorf(rpc.NotFound, "node %s: heartbeat from an earlier registration (the node registered again since, at %s); register again", id, e.addr)
 	}
 	e.capacity, e.used, e.free, e.chunks = u.capacity, u.used, u.free, u.chunks
 	e.lastHeartbeat = now
@@ -210,23 +234,17 @@ func (r *registry) heartbeat(id rpc.NodeID, incarnation string, u usage, known u
 		e.state = placement.Healthy
 		r.changedLocked(e)
 	}
-	resp := &dfspb.HeartbeatResponse{ClusterVersion: r.version}
+	resp := changes{version: r.version}
 	switch {
 	case known == r.version:
-	case known == 0 || known > r.version || len(r.updates) == 0 || known+1 < r.updates[0].Version:
-		resp.Full = true
-		resp.Nodes = r.allLocked()
+	case known == 0 || known > r.version || len(r.updates) == 0 || known+1 < r.updates[0].version:
+		resp.full = true
+		resp.nodes = r.allLocked()
 	default:
-		i, _ := slices.BinarySearchFunc(r.updates, known+1, func(u *dfspb.NodeUpdate, v uint64) int {
-			switch {
-			case u.Version < v:
-				return -1
-			case u.Version > v:
-				return 1
-			}
-			return 0
+		i, _ := slices.BinarySearchFunc(r.updates, known+1, func(u nodeUpdate, v uint64) int {
+			return cmp.Compare(u.version, v)
 		})
-		resp.Updates = slices.Clone(r.updates[i:])
+		resp.updates = slices.Clone(r.updates[i:])
 	}
 	return resp, nil
 }
@@ -259,26 +277,6 @@ func (r *registry) tick(now time.Time) (dead []rpc.NodeID) {
 	return dead
 }
 
-// answersAs reports whether the datanode at addr answers as node id, or
-// might (it did not answer in time: a slow node is not a gone one). An
-// address nothing listens at, or where another node answers, is gone.
-func (t *term) answersAs(ctx context.Context, id rpc.NodeID, addr string) bool {
-	cc, err := t.c.pool.Get(addr)
-	if err != nil {
-		return false
-	}
-	cctx, cancel := context.WithTimeout(ctx, min(t.c.cfg.RPCTimeout, probeTimeout))
-	defer cancel()
-	resp, err := dfspb.NewDataNodeClient(cc).HealthCheck(cctx, &dfspb.HealthCheckRequest{})
-	switch {
-	case err == nil:
-		return resp.NodeId == string(id)
-	case cctx.Err() != nil:
-		return true
-	}
-	return false
-}
-
 // forget removes the nodes dead for forgetAfter (silent for deadAfter plus
 // forgetAfter) and returns them. Heartbeats tell the other nodes with an
 // update marked forgotten. A forgotten node that comes back registers as a
@@ -293,7 +291,7 @@ func (r *registry) forget(now time.Time) []rpc.NodeID {
 		}
 		delete(r.nodes, id)
 		st := e.status()
-		st.State, st.Forgotten = dfspb.NodeState_NODE_STATE_DEAD, true
+		st.state, st.forgotten = placement.Dead, true
 		r.updateLocked(st)
 		gone = append(gone, id)
 	}
@@ -312,30 +310,20 @@ func (r *registry) forget(now time.Time) []rpc.NodeID {
 	return gone
 }
 
-func (r *registry) allLocked() []*dfspb.NodeStatus {
-	out := make([]*dfspb.NodeStatus, 0, len(r.nodes))
+func (r *registry) allLocked() []nodeStatus {
+	out := make([]nodeStatus, 0, len(r.nodes))
 	for _, e := range r.nodes {
 		st := e.status()
-		st.Draining = r.draining[e.id]
-		if u := r.penalties.failingUntil(e.id); !u.IsZero() {
-			st.FailingUntilUnixMs = u.UnixMilli()
-		}
+		st.draining = r.draining[e.id]
+		st.failingUntil = r.penalties.failingUntil(e.id)
 		out = append(out, st)
 	}
-	slices.SortFunc(out, func(a, b *dfspb.NodeStatus) int {
-		switch {
-		case a.Addr < b.Addr:
-			return -1
-		case a.Addr > b.Addr:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b nodeStatus) int { return strings.Compare(a.addr, b.addr) })
 	return out
 }
 
 // list returns the cluster version and every node's status.
-func (r *registry) list() (uint64, []*dfspb.NodeStatus) {
+func (r *registry) list() (uint64, []nodeStatus) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.version, r.allLocked()

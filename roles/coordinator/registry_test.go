@@ -10,7 +10,6 @@ import (
 
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 const (
@@ -18,14 +17,14 @@ const (
 	nodeB = rpc.NodeID("bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb")
 )
 
-func statusOf(r *registry, id rpc.NodeID) *dfspb.NodeStatus {
+func statusOf(r *registry, id rpc.NodeID) nodeStatus {
 	_, nodes := r.list()
 	for _, n := range nodes {
-		if n.NodeId == string(id) {
+		if n.id == id {
 			return n
 		}
 	}
-	return nil
+	return nodeStatus{}
 }
 
 // TestRegistryIdentity pins that a node ID alive at one address is not
@@ -35,7 +34,7 @@ func statusOf(r *registry, id rpc.NodeID) *dfspb.NodeStatus {
 // and one silent for the suspect timeout.
 func TestRegistryIdentity(t *testing.T) {
 	is := is.New(t)
-	r := newRegistry(10*time.Second, 30*time.Second, time.Hour, newEvents(), zerolog.New(zerolog.NewTestWriter(t)))
+	r := newRegistry(10*time.Second, 30*time.Second, time.Hour, newEvents(nil), zerolog.New(zerolog.NewTestWriter(t)))
 	t0 := time.Now()
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 
@@ -50,7 +49,7 @@ func TestRegistryIdentity(t *testing.T) {
 	}
 	addr, _, _ := r.lookup(nodeA)
 	is.Equal(addr, "127.0.0.1:1")                                    // the node stays where it is
-	is.Equal(statusOf(r, nodeA).ConflictAddr, "127.0.0.1:2")         // and the conflict is flagged
+	is.Equal(statusOf(r, nodeA).conflictAddr, "127.0.0.1:2")         // and the conflict is flagged
 	_, err = r.heartbeat(nodeA, inc1, usage{}, 0, at(2*time.Second)) // the real node goes on
 	is.NoErr(err)                                                    // its heartbeat is accepted
 
@@ -69,7 +68,7 @@ func TestRegistryIdentity(t *testing.T) {
 	is.NoErr(err) // the old address found gone: the node moves at once
 	addr, _, _ = r.lookup(nodeA)
 	is.Equal(addr, "127.0.0.1:2")                 // moved
-	is.Equal(statusOf(r, nodeA).ConflictAddr, "") // no conflict any more
+	is.Equal(statusOf(r, nodeA).conflictAddr, "") // no conflict any more
 	_, err = r.heartbeat(nodeA, inc2, usage{}, 0, at(4*time.Second))
 	is.Equal(rpc.KindOf(err), rpc.NotFound) // the process at the old address cannot keep it alive
 
@@ -87,7 +86,7 @@ func TestRegistryIdentity(t *testing.T) {
 // registration came for the dead timeout.
 func TestRegistryConflictClears(t *testing.T) {
 	is := is.New(t)
-	r := newRegistry(10*time.Second, 30*time.Second, time.Hour, newEvents(), zerolog.New(zerolog.NewTestWriter(t)))
+	r := newRegistry(10*time.Second, 30*time.Second, time.Hour, newEvents(nil), zerolog.New(zerolog.NewTestWriter(t)))
 	t0 := time.Now()
 	_, inc, err := r.register(nodeA, "127.0.0.1:1", "", usage{}, t0)
 	is.NoErr(err)
@@ -98,7 +97,7 @@ func TestRegistryConflictClears(t *testing.T) {
 		is.NoErr(err) // the real node heartbeats
 		r.tick(t0.Add(d))
 	}
-	is.Equal(statusOf(r, nodeA).ConflictAddr, "") // flag cleared
+	is.Equal(statusOf(r, nodeA).conflictAddr, "") // flag cleared
 }
 
 // TestRegistryForget: a node dead for the forget time leaves the
@@ -106,7 +105,7 @@ func TestRegistryConflictClears(t *testing.T) {
 // ones no longer list it; a node that heartbeats stays.
 func TestRegistryForget(t *testing.T) {
 	is := is.New(t)
-	r := newRegistry(10*time.Second, 30*time.Second, time.Minute, newEvents(), zerolog.New(zerolog.NewTestWriter(t)))
+	r := newRegistry(10*time.Second, 30*time.Second, time.Minute, newEvents(nil), zerolog.New(zerolog.NewTestWriter(t)))
 	t0 := time.Now()
 	_, _, err := r.register(nodeA, "127.0.0.1:1", "", usage{}, t0)
 	is.NoErr(err)
@@ -128,14 +127,14 @@ func TestRegistryForget(t *testing.T) {
 
 	resp, err := r.heartbeat(nodeB, incB, usage{}, v, t0.Add(91*time.Second))
 	is.NoErr(err)
-	last := resp.Updates[len(resp.Updates)-1].Node
-	is.Equal(last.NodeId, string(nodeA)) // the latest change is A
-	is.True(last.Forgotten)              // forgotten
+	last := resp.updates[len(resp.updates)-1].node
+	is.Equal(last.id, nodeA) // the latest change is A
+	is.True(last.forgotten)  // forgotten
 	resp, err = r.heartbeat(nodeB, incB, usage{}, 0, t0.Add(91*time.Second))
 	is.NoErr(err)
-	is.True(resp.Full)           // the full list
-	is.Equal(len(resp.Nodes), 1) // has B alone
-	is.Equal(resp.Nodes[0].NodeId, string(nodeB))
+	is.True(resp.full)           // the full list
+	is.Equal(len(resp.nodes), 1) // has B alone
+	is.Equal(resp.nodes[0].id, nodeB)
 
 	_, _, err = r.register(nodeA, "127.0.0.1:1", "", usage{}, t0.Add(92*time.Second))
 	is.NoErr(err) // it comes back as a new node
@@ -148,13 +147,13 @@ func TestRegistryForget(t *testing.T) {
 func TestLocationsDropNodes(t *testing.T) {
 	is := is.New(t)
 	l := newLocations()
-	st := func(id string) *dfspb.ChunkStat {
-		return &dfspb.ChunkStat{ChunkId: id, Size: 1, FrameSize: 1, Digest: make([]byte, rpc.DigestSize)}
+	st := func(id rpc.ChunkID) reportedCopy {
+		return reportedCopy{id: id, size: 1, frameSize: 1, digest: make([]byte, rpc.DigestSize)}
 	}
 	const c1, c2 = rpc.ChunkID("0123456789abcdef0123456789abcdef_0"), rpc.ChunkID("0123456789abcdef0123456789abcdef_1")
 	none := func(rpc.ChunkID) bool { return false }
-	l.report(nodeA, true, []*dfspb.ChunkStat{st(string(c1)), st(string(c2))}, nil, nil, none)
-	l.report(nodeB, true, []*dfspb.ChunkStat{st(string(c1))}, nil, nil, none)
+	l.report(nodeA, true, []reportedCopy{st(c1), st(c2)}, nil, nil, none)
+	l.report(nodeB, true, []reportedCopy{st(c1)}, nil, nil, none)
 	l.forget([]meta.Deletion{{Node: nodeA, Chunk: c2}}) // held apart
 	l.dropNodes(map[rpc.NodeID]bool{nodeA: true})
 	is.Equal(l.nodes(c1), []rpc.NodeID{nodeB}) // B's copy stays

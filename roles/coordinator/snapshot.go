@@ -5,7 +5,6 @@ import (
 
 	"github.com/dfs-project/dfs/placement"
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // snapshot is the coordinator's state at one moment, as the status page
@@ -24,15 +23,15 @@ type snapshot struct {
 	SafeModeStatus string
 	// Nodes are every datanode's status with the health scan's marks,
 	// ordered by address.
-	Nodes []*dfspb.NodeStatus
+	Nodes []nodeStatus
 	// Capacity, Used and Free add up the nodes that are not dead.
 	Capacity, Used, Free int64
 	Files, Chunks        int
 	UploadSessions       int
-	Health               *dfspb.ClusterHealth
+	Health               clusterHealth
 	RepairsFailed        int64
 	// Readiness says whether the cluster can take writes.
-	Readiness *dfspb.ReadinessStatus
+	Readiness readiness
 }
 
 // snapshot returns the coordinator's state now.
@@ -46,27 +45,27 @@ func (c *Coordinator) snapshot() snapshot {
 		return s
 	}
 	s.Leading = true
-	s.SafeMode, s.SafeModeStatus = t.safe.Status()
-	_, s.Nodes = t.nodes.list()
+	v := t.admin.view()
+	s.SafeMode, s.SafeModeStatus = v.safeMode, v.safeModeStatus
+	s.Nodes = v.nodes
 	for _, n := range s.Nodes {
-		t.decorate(n)
-		if n.State != dfspb.NodeState_NODE_STATE_DEAD {
-			s.Capacity += n.Capacity
-			s.Used += n.Used
-			s.Free += n.Free
+		if n.state != placement.Dead {
+			s.Capacity += n.capacity
+			s.Used += n.used
+			s.Free += n.free
 		}
 	}
 	s.Files, s.Chunks = t.refs.counts()
-	s.UploadSessions = t.uploads.Len()
-	s.Health = t.clusterHealth()
+	s.UploadSessions = t.uploads.open()
+	s.Health = v.health
 	s.RepairsFailed = t.repair.Stats().Failed
-	s.Readiness = t.readiness()
+	s.Readiness = v.readiness
 	return s
 }
 
 // Readiness returns nil when the coordinator serves every request: it
 // leads, is out of safe mode and the cluster can take writes (see
-// term.readiness). Otherwise the error says why: it is starting, it is a
+// admin.readiness). Otherwise the error says why: it is starting, it is a
 // standby (naming the leader when one is known, which asks the elector
 // within ctx), it waits in safe mode, or too few datanodes can take a
 // chunk.
@@ -76,37 +75,12 @@ func (c *Coordinator) Readiness(ctx context.Context) error {
 	}
 	t, err := c.leader(ctx)
 	if err != nil {
-		return rpc.FromStatus(err)
+		return err
 	}
-	if r := t.readiness(); !r.Writable {
+	if r := t.admin.readiness(); !r.Writable {
 		return rpc.Errorf(rpc.Unavailable, "%s", r.Reason)
 	}
 	return nil
-}
-
-// readiness says whether the term can take writes: out of safe mode, with
-// at least the default replication of datanodes that placement would
-// choose for a new chunk (its candidates: registered, not draining;
-// healthy, with room for a chunk of the default size).
-func (t *term) readiness() *dfspb.ReadinessStatus {
-	cfg := t.c.cfg
-	r := &dfspb.ReadinessStatus{Replication: int32(cfg.Replication)}
-	cands := t.nodes.candidates()
-	for _, n := range cands {
-		if n.State == placement.Healthy && n.Free >= cfg.ChunkSize {
-			r.PlaceableNodes++
-		}
-	}
-	if on, status := t.safe.Status(); on {
-		r.Reason = "coordinator in safe mode: " + status
-		return r
-	}
-	if _, err := placement.Place(t.c.policy, cands, cfg.Replication, cfg.ChunkSize, nil); err != nil {
-		r.Reason = "cannot take writes: " + err.Error()
-		return r
-	}
-	r.Writable = true
-	return r
 }
 
 // leaderAddr returns the address of the leading coordinator: this one's

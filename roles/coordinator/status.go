@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 //go:embed status.html
@@ -72,37 +71,25 @@ func (c *Coordinator) StatusHandler() http.Handler {
 }
 
 func (c *Coordinator) statusView(r *http.Request) statusView {
-	now := time.Now()
+	now := c.clock.Now()
 	v := statusView{snapshot: c.snapshot(), Now: now.UTC().Format(time.RFC3339)}
 	if v.Started && !v.Leading {
 		v.Leader = c.leaderAddr(r.Context())
 	}
 	v.UsedPct = pct(v.Used, v.Capacity)
 	for _, n := range v.snapshot.Nodes {
-		last := time.UnixMilli(n.LastHeartbeatUnixMs)
+		last := time.UnixMilli(n.lastHeartbeat.UnixMilli())
 		v.Nodes = append(v.Nodes, nodeView{
-			ID: n.NodeId, ShortID: rpc.NodeID(n.NodeId).Short(), Addr: n.Addr, State: stateName(n.State),
-			Capacity: n.Capacity, Used: n.Used, Chunks: n.ChunkCount, UsedPct: pct(n.Used, n.Capacity),
+			ID: string(n.id), ShortID: n.id.Short(), Addr: n.addr, State: n.state.String(),
+			Capacity: n.capacity, Used: n.used, Chunks: n.chunks, UsedPct: pct(n.used, n.capacity),
 			LastHeartbeat: last.UTC().Format(time.RFC3339), Ago: ago(now.Sub(last)),
-			Draining: n.Draining, Decommissioned: n.Decommissioned, Corrupt: n.CorruptChunks,
+			Draining: n.draining, Decommissioned: n.decommissioned, Corrupt: n.corruptChunks,
 		})
 	}
 	for _, e := range c.events.recent() {
 		v.Events = append(v.Events, eventView{Time: e.Time.UTC().Format(time.RFC3339), Ago: ago(now.Sub(e.Time)), Kind: e.Kind, Message: e.Message})
 	}
 	return v
-}
-
-func stateName(s dfspb.NodeState) string {
-	switch s {
-	case dfspb.NodeState_NODE_STATE_HEALTHY:
-		return "healthy"
-	case dfspb.NodeState_NODE_STATE_SUSPECT:
-		return "suspect"
-	case dfspb.NodeState_NODE_STATE_DEAD:
-		return "dead"
-	}
-	return "unknown"
 }
 
 // pct is part of whole in whole percent, 0 to 100.

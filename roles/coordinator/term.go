@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -12,41 +11,29 @@ import (
 	"github.com/dfs-project/dfs/repair"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/rpc/dfspb"
-	"github.com/dfs-project/dfs/sessions"
 )
 
 // term is one leadership term: everything a leading coordinator knows
-// beyond the store. It is built from the store when leadership starts and
-// thrown away when it ends, so a standby that takes over starts from the
-// durable state, never from stale memory.
+// beyond the store, as parts by behaviour (namespace, uploads, membership,
+// heal, admin) over shared indexes that each guard their own state. It is
+// built from the store when leadership starts and thrown away when it
+// ends, so a standby that takes over starts from the durable state, never
+// from stale memory.
 type term struct {
-	c     *Coordinator
-	log   zerolog.Logger
-	store meta.Store
-	ctx   context.Context
+	log zerolog.Logger
 
-	nodes   *registry
-	locs    *locations
-	refs    *refIndex
-	files   *fileCache
-	uploads *sessions.Table[rpc.SessionID, *upload]
-	// confirming holds the uploads ConfirmUpload took out of uploads
-	// until their file is committed (its chunks are then in refs) or the
-	// session is put back or aborted, so no scan in between takes their
-	// chunks for orphans.
-	confirming confirmingSet
-	// paths serializes the commits of each path: reading its current
-	// version, committing and updating refs are one step to the others.
-	paths   pathLocks
-	gc      *gc.Collector
-	safe    *safeMode
-	health  *health
-	repair  *repair.Controller
-	started time.Time
-	// warmup is set when the store already held data: the cluster had
-	// datanodes, which are still coming back when the term starts.
-	warmup bool
+	nodes  *registry
+	locs   *locations
+	refs   *refIndex
+	gc     *gc.Collector
+	repair *repair.Controller
+	safe   *safeMode
+
+	namespace  *namespace
+	uploads    *uploads
+	membership *membership
+	heal       *heal
+	admin      *admin
 
 	wg sync.WaitGroup
 }
@@ -54,189 +41,244 @@ type term struct {
 // startTerm loads the store's uploads, deletions and chunk references and
 // starts the term's background loops. The term ends when ctx does.
 func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
-	start := time.Now()
-	t := &term{
-		c:       c,
-		log:     c.log,
-		store:   c.store,
-		ctx:     ctx,
-		nodes:   newRegistry(c.cfg.SuspectAfter, c.cfg.DeadAfter, c.cfg.ForgetDeadAfter, c.events, c.log),
-		locs:    newLocations(),
-		refs:    newRefIndex(),
-		files:   newFileCache(),
-		health:  newHealth(),
-		started: start,
+	t, err := c.newTerm(ctx)
+	if err != nil {
+		return nil, err
 	}
-	t.nodes.penalties = newPenalties(c.cfg.FailurePenalty, c.clock)
-	t.repair = repair.New(repair.Config{
-		Interval: c.cfg.RepairInterval, PerNode: c.cfg.RepairPerNode, Total: c.cfg.RepairTotal, Bandwidth: c.cfg.RepairBandwidth,
-	}, repair.Deps{Cluster: t, Copier: replicator{t}, Policy: c.policy, Clock: c.clock, Log: c.log})
-	gcfg := gc.DefaultConfig()
-	gcfg.Delay = c.cfg.GCDelay
-	t.gc = gc.New(gcfg, gc.Deps{Deleter: &chunkDeleter{t}, Clock: c.clock, Log: c.log})
-	t.uploads = sessions.New(c.cfg.SessionTimeout, c.clock, func(id rpc.SessionID, u *upload) {
-		t.log.Info().Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload session expired; collecting its chunks")
-		t.abortUpload(u)
-	})
+	t.start(ctx)
+	return t, nil
+}
 
-	files, chunks := 0, 0
-	err := c.store.Files(ctx, func(f *meta.File) error {
-		files++
-		chunks += len(f.Chunks)
-		t.refs.add(f)
+// newTerm builds a term from the store, its loops not started; ctx is the
+// term's (the uploads' aborts run within it).
+func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
+	start := c.clock.Now()
+	cfg := c.cfg
+	files := newFileCache()
+	commits := cacheCommitter{store: c.store, files: files}
+	t := &term{
+		log:   c.log,
+		nodes: newRegistry(cfg.SuspectAfter, cfg.DeadAfter, cfg.ForgetDeadAfter, c.events, c.log),
+		locs:  newLocations(),
+		refs:  newRefIndex(),
+	}
+	t.nodes.penalties = newPenalties(cfg.FailurePenalty, c.clock)
+	deleter := &chunkDeleter{nodes: t.nodes, datanodes: c.datanodes, commits: commits}
+	gcfg := gc.DefaultConfig()
+	gcfg.Delay = cfg.GCDelay
+	t.gc = gc.New(gcfg, gc.Deps{Deleter: deleter, Clock: c.clock, Log: c.log})
+	dels := &collector{commits: commits, gc: t.gc, locs: t.locs, refs: t.refs, delay: cfg.GCDelay, timeout: cfg.RPCTimeout, log: c.log}
+	t.membership = &membership{
+		cfg: cfg, log: c.log, clock: c.clock, cluster: c.store.ClusterID, nodes: t.nodes, locs: t.locs, refs: t.refs,
+		dels: dels, commits: commits, datanodes: c.datanodes, events: c.events, registrations: c.registrations, started: start,
+	}
+	t.heal = newHeal(cfg, c.log, c.clock, t.nodes, t.locs, t.refs, dels, commits, c.events)
+	t.repair = repair.New(repair.Config{
+		Interval: cfg.RepairInterval, PerNode: cfg.RepairPerNode, Total: cfg.RepairTotal, Bandwidth: cfg.RepairBandwidth,
+	}, repair.Deps{
+		Cluster: t.heal, Policy: c.policy, Clock: c.clock, Log: c.log,
+		Copier: &replicator{datanodes: c.datanodes, locs: t.locs, refs: t.refs, dels: dels, checker: t.membership, log: c.log},
+	})
+	t.heal.repair = t.repair
+
+	st, err := load(ctx, c.store, t.refs)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range st.deletions {
+		t.gc.Enqueue(d.Node, d.Chunk)
+	}
+	t.safe = newSafeMode(cfg.SafeModeTimeout, cfg.SuspectAfter, st.chunks, start, c.clock, t.refs, t.locs, c.events, c.log)
+	t.uploads = newUploads(ctx, uploadsConfig{
+		chunkSize: cfg.ChunkSize, replication: cfg.Replication, maxChunks: c.maxChunks, maxUploads: cfg.MaxUploads,
+		sessionTimeout: cfg.SessionTimeout, rpcTimeout: cfg.RPCTimeout, suspectAfter: cfg.SuspectAfter,
+	}, uploadsDeps{
+		log: c.log, clock: c.clock, store: c.store, commits: commits, nodes: t.nodes, locs: t.locs, refs: t.refs,
+		policy: c.policy, safe: t.safe, dels: dels, metrics: c.metrics, started: start,
+		warmup: st.files > 0 || len(st.uploads) > 0, // the cluster had datanodes, still coming back
+	})
+	for _, mu := range st.uploads {
+		t.uploads.load(mu)
+	}
+	t.heal.uploads = t.uploads
+	t.namespace = &namespace{
+		log: c.log, store: c.store, commits: commits, files: files, paths: t.uploads.paths, locs: t.locs, nodes: t.nodes,
+		safe: t.safe, dels: dels, metrics: c.metrics,
+	}
+	t.admin = &admin{
+		log: c.log, store: c.store, loader: c.store, commits: commits, nodes: t.nodes, locs: t.locs, heal: t.heal, repair: t.repair,
+		gc: t.gc, deleter: deleter, safe: t.safe, checker: t.membership, events: c.events, policy: c.policy, cfg: cfg,
+	}
+	for _, id := range st.drains {
+		t.nodes.setDraining(id, true)
+	}
+	t.log.Info().Int("files", st.files).Int("chunks", st.chunks).Int("uploads", len(st.uploads)).Int("pending_deletions", len(st.deletions)).
+		Dur("took", c.clock.Now().Sub(start)).Msg("leading: metadata loaded")
+	return t, nil
+}
+
+// stored is the durable state a term starts from.
+type stored struct {
+	files, chunks int // committed, their chunks now in refs
+	uploads       []*meta.Upload
+	deletions     []meta.Deletion
+	drains        []rpc.NodeID
+}
+
+// load reads the durable state a term starts from, adding every
+// committed file to refs.
+func load(ctx context.Context, l meta.Loader, refs *refIndex) (stored, error) {
+	var st stored
+	err := l.Files(ctx, func(f *meta.File) error {
+		st.files++
+		st.chunks += len(f.Chunks)
+		refs.add(f)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("load files: %w", err)
+		return stored{}, rpc.Errorf(rpc.Other, "load files: %w", err)
 	}
-	ups, err := c.store.Uploads(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("load uploads: %w", err)
+	if st.uploads, err = l.Uploads(ctx); err != nil {
+		return stored{}, rpc.Errorf(rpc.Other, "load uploads: %w", err)
 	}
-	for _, mu := range ups {
-		t.uploads.Put(mu.ID, uploadFromMeta(mu))
+	if st.deletions, err = l.Deletions(ctx); err != nil {
+		return stored{}, rpc.Errorf(rpc.Other, "load deletions: %w", err)
 	}
-	dels, err := c.store.Deletions(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("load deletions: %w", err)
+	if st.drains, err = l.Drains(ctx); err != nil {
+		return stored{}, rpc.Errorf(rpc.Other, "load drains: %w", err)
 	}
-	for _, d := range dels {
-		t.gc.Enqueue(d.Node, d.Chunk)
-	}
-	t.safe = newSafeMode(t, c.cfg.SafeModeTimeout, chunks)
-	t.warmup = files > 0 || len(ups) > 0
-	t.log.Info().Int("files", files).Int("chunks", chunks).Int("uploads", len(ups)).Int("pending_deletions", len(dels)).
-		Dur("took", time.Since(start)).Msg("leading: metadata loaded")
+	return st, nil
+}
 
-	drains, err := c.store.Drains(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("load drains: %w", err)
-	}
-	for _, id := range drains {
-		t.nodes.setDraining(id, true)
-	}
-	t.wg.Add(6)
-	go func() { defer t.wg.Done(); t.healthLoop(ctx) }()
-	go func() { defer t.wg.Done(); t.repair.Run(ctx) }()
-	go func() { defer t.wg.Done(); t.uploads.Run(ctx, time.Second) }()
-	go func() { defer t.wg.Done(); t.gc.Run(ctx) }()
-	go func() { defer t.wg.Done(); t.watchNodes(ctx) }()
-	go func() { defer t.wg.Done(); t.safe.run(ctx) }()
-	return t, nil
+// start starts the term's background loops, which stop when ctx ends.
+func (t *term) start(ctx context.Context) {
+	t.wg.Go(func() { t.heal.run(ctx, t.safe) })
+	t.wg.Go(func() { t.repair.Run(ctx) })
+	t.wg.Go(func() { t.uploads.run(ctx) })
+	t.wg.Go(func() { t.gc.Run(ctx) })
+	t.wg.Go(func() { t.membership.watch(ctx, t.gc) })
+	t.wg.Go(func() { t.safe.run(ctx) })
 }
 
 // wait blocks until the term's loops have stopped.
 func (t *term) wait() { t.wg.Wait() }
 
-// watchNodes ages heartbeats into suspect and dead states, and forgets
-// nodes dead for --forget-dead-after.
-func (t *term) watchNodes(ctx context.Context) {
-	interval := min(t.c.cfg.SuspectAfter/4, time.Second)
-	tick := time.NewTicker(max(interval, 10*time.Millisecond))
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			now := t.c.clock.Now()
-			for _, id := range t.nodes.tick(now) {
-				t.log.Warn().Str("node_id", string(id)).Msg("datanode dead: missed heartbeats")
-			}
-			t.forgetNodes(ctx, now)
-		}
+// cacheCommitter is the store's Committer for the term's parts: a txn
+// that names a path drops it from the file cache, whatever its outcome.
+type cacheCommitter struct {
+	store meta.Committer
+	files *fileCache
+}
+
+var _ meta.Committer = cacheCommitter{}
+
+func (c cacheCommitter) Commit(ctx context.Context, txn *meta.Txn) error {
+	if txn.Path != "" {
+		defer c.files.forget(txn.Path)
+	}
+	return c.store.Commit(ctx, txn)
+}
+
+// collector records chunk deletions durably and hands them to GC.
+type collector struct {
+	commits meta.Committer
+	gc      *gc.Collector
+	locs    *locations
+	refs    *refIndex
+	delay   time.Duration // --gc-delay
+	timeout time.Duration // --rpc-timeout
+	log     zerolog.Logger
+}
+
+// enqueue hands recorded deletions to GC, to carry out after --gc-delay.
+func (c *collector) enqueue(dels []meta.Deletion) { c.enqueueAfter(c.delay, dels) }
+
+// enqueueAfter hands recorded deletions to GC, to carry out after delay.
+func (c *collector) enqueueAfter(delay time.Duration, dels []meta.Deletion) {
+	for _, d := range dels {
+		c.gc.EnqueueAfter(delay, d.Node, d.Chunk)
 	}
 }
 
-// forgetNodes removes the nodes dead for --forget-dead-after from the
-// registry, and drops their copies from the locations and their pending
-// deletions from GC and, durably, from the store. So are the deletions of
-// nodes that have not registered in this term once it is that old (their
-// deletions were loaded from the store, or recorded for a node forgotten
-// before). A forgotten node that comes back registers as new and reports
-// its chunks; those no file needs are collected as orphans.
-func (t *term) forgetNodes(ctx context.Context, now time.Time) {
-	gone := t.nodes.forget(now)
-	forgotten := make(map[rpc.NodeID]bool, len(gone))
-	for _, id := range gone {
-		forgotten[id] = true
-	}
-	if now.Sub(t.started) >= t.c.cfg.DeadAfter+t.c.cfg.ForgetDeadAfter {
-		for _, id := range t.gc.Nodes() {
-			if _, _, ok := t.nodes.lookup(id); !ok && !forgotten[id] {
-				gone = append(gone, id)
-				forgotten[id] = true
-			}
-		}
-	}
-	t.locs.dropNodes(forgotten)
-	if len(gone) == 0 {
+// queued reports whether the deletion of node's copy of id is queued.
+func (c *collector) queued(node rpc.NodeID, id rpc.ChunkID) bool { return c.gc.Queued(node, id) }
+
+// queuedOn reports, for node, whether the deletion of a chunk's copy there
+// is queued.
+func (c *collector) queuedOn(node rpc.NodeID) func(rpc.ChunkID) bool {
+	return func(id rpc.ChunkID) bool { return c.gc.Queued(node, id) }
+}
+
+// delete records deletions durably, forgets the copies and hands them to
+// GC, which carries them out after --gc-delay.
+func (c *collector) delete(ctx context.Context, dels []meta.Deletion, why string) {
+	c.deleteAfter(ctx, dels, why, c.delay)
+}
+
+// deleteAfter is delete with GC carrying the deletions out after delay.
+func (c *collector) deleteAfter(ctx context.Context, dels []meta.Deletion, why string, delay time.Duration) {
+	if len(dels) == 0 {
 		return
 	}
-	var done []meta.Deletion
-	for _, id := range gone {
-		for _, c := range t.gc.Drop(id) {
-			done = append(done, meta.Deletion{Node: id, Chunk: c})
-		}
+	cctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	if err := c.commits.Commit(cctx, &meta.Txn{AddDeletions: dels}); err != nil {
+		c.log.Warn().Err(err).Int("copies", len(dels)).Msg("cannot record deletions")
+		return
 	}
-	if len(done) > 0 {
-		cctx, cancel := context.WithTimeout(ctx, t.c.cfg.RPCTimeout)
-		err := t.commit(cctx, &meta.Txn{DoneDeletions: done})
-		cancel()
-		if err != nil {
-			// Queued again, they are dropped at the next pass.
-			for _, d := range done {
-				t.gc.Enqueue(d.Node, d.Chunk)
-			}
-			t.log.Warn().Err(err).Int("nodes", len(gone)).Int("deletions", len(done)).Msg("cannot drop the deletions of forgotten datanodes")
-			return
-		}
-	}
-	ev := t.log.Info()
-	if len(gone) == 1 {
-		ev = ev.Str("node_id", string(gone[0]))
-	}
-	ev.Int("nodes", len(gone)).Int("deletions_dropped", len(done)).Dur("dead_for", t.c.cfg.ForgetDeadAfter).Msg("forgot datanode")
+	c.enqueueAfter(delay, dels) // before forget: repair never sees the node free of the copy and not queued
+	c.locs.forget(dels)
+	c.log.Info().Int("copies", len(dels)).Str("why", why).Msg("deleting copies")
 }
 
-// commit applies txn to the store; the caller's context bounds it. A txn
-// that names a path drops it from the file cache, whatever its outcome.
-func (t *term) commit(ctx context.Context, txn *meta.Txn) error {
-	if txn.Path != "" {
-		defer t.files.forget(txn.Path)
+// unreference drops the chunks of old, which a commit just removed or
+// replaced, from refs, then deletes any copy of them that is not among the
+// recorded deletions: a repair copy that landed after those were listed.
+// No file needs it, and it must not wait out the orphan grace period.
+// replicator.Copy checks refs after it counts a copy, so of the two, one
+// always sees the other.
+func (c *collector) unreference(ctx context.Context, old *meta.File, recorded []meta.Deletion) {
+	c.refs.remove(old)
+	listed := make(map[meta.Deletion]bool, len(recorded))
+	for _, d := range recorded {
+		listed[d] = true
 	}
-	return t.store.Commit(ctx, txn)
+	var late []meta.Deletion
+	for _, d := range c.locs.deletionsOf(old) {
+		if !listed[d] {
+			late = append(late, d)
+		}
+	}
+	c.delete(ctx, late, "copied while its file was removed")
 }
 
-// chunkDeleter carries out GC deletions with BulkDeleteChunk and records
-// them done in the store.
-type chunkDeleter struct{ t *term }
+// chunkDeleter carries out GC deletions through the datanodes and records
+// them done in the store. It counts what the datanodes deleted.
+type chunkDeleter struct {
+	nodes     *registry
+	datanodes Datanodes
+	commits   meta.Committer
+
+	mu      sync.Mutex
+	deleted int64 // chunk copies the datanodes deleted
+	freed   int64 // the bytes that freed
+}
 
 var _ gc.Deleter = (*chunkDeleter)(nil)
 
 func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []rpc.ChunkID) ([]rpc.ChunkID, error) {
-	addr, _, ok := d.t.nodes.lookup(node)
+	addr, _, ok := d.nodes.lookup(node)
 	if !ok {
 		// Not registered (yet): after a restart nodes come back one by one.
 		return nil, rpc.Errorf(rpc.Unavailable, "node %s has not registered", node)
 	}
-	cc, err := d.t.c.pool.Get(addr)
+	failed, deleted, freed, err := d.datanodes.Delete(ctx, node, addr, ids)
 	if err != nil {
 		return nil, err
 	}
-	req := &dfspb.BulkDeleteChunkRequest{ChunkIds: make([]string, len(ids)), NodeId: string(node)}
-	for i, id := range ids {
-		req.ChunkIds[i] = string(id)
-	}
-	resp, err := dfspb.NewDataNodeClient(cc).BulkDeleteChunk(ctx, req)
-	if err != nil {
-		return nil, rpc.FromStatus(err)
-	}
-	failed := make([]rpc.ChunkID, len(resp.Failed))
-	bad := make(map[rpc.ChunkID]bool, len(resp.Failed))
-	for i, s := range resp.Failed {
-		failed[i] = rpc.ChunkID(s)
-		bad[rpc.ChunkID(s)] = true
+	bad := make(map[rpc.ChunkID]bool, len(failed))
+	for _, id := range failed {
+		bad[id] = true
 	}
 	done := make([]meta.Deletion, 0, len(ids))
 	for _, id := range ids {
@@ -244,85 +286,23 @@ func (d *chunkDeleter) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []
 			done = append(done, meta.Deletion{Node: node, Chunk: id})
 		}
 	}
-	d.t.health.mu.Lock()
-	d.t.health.chunksDeleted += int64(resp.Deleted)
-	d.t.health.bytesReclaimed += resp.BytesFreed
-	d.t.health.mu.Unlock()
-	if err := d.t.commit(ctx, &meta.Txn{DoneDeletions: done}); err != nil {
+	d.mu.Lock()
+	d.deleted += deleted
+	d.freed += freed
+	d.mu.Unlock()
+	if err := d.commits.Commit(ctx, &meta.Txn{DoneDeletions: done}); err != nil {
 		// The chunks are gone; the records stay and the next attempt
 		// deletes nothing and records them again.
-		return nil, fmt.Errorf("record deletions done: %w", err)
+		return nil, rpc.Errorf(rpc.Other, "record deletions done: %w", err)
 	}
 	return failed, nil
 }
 
-// pathLocks holds a mutex per path while some commit of it runs.
-type pathLocks struct {
-	mu sync.Mutex
-	m  map[rpc.Path]*pathLock
-}
-
-type pathLock struct {
-	sync.Mutex
-	users int
-}
-
-// lock locks p and returns its unlock.
-func (l *pathLocks) lock(p rpc.Path) (unlock func()) {
-	l.mu.Lock()
-	if l.m == nil {
-		l.m = map[rpc.Path]*pathLock{}
-	}
-	pl := l.m[p]
-	if pl == nil {
-		pl = &pathLock{}
-		l.m[p] = pl
-	}
-	pl.users++
-	l.mu.Unlock()
-	pl.Lock()
-	return func() {
-		pl.Unlock()
-		l.mu.Lock()
-		if pl.users--; pl.users == 0 {
-			delete(l.m, p)
-		}
-		l.mu.Unlock()
-	}
-}
-
-// confirmingSet is the uploads being confirmed, counted: two confirms of
-// one upload may overlap (one of them then fails).
-type confirmingSet struct {
-	mu sync.Mutex
-	m  map[*upload]int
-}
-
-func (s *confirmingSet) add(u *upload) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[*upload]int{}
-	}
-	s.m[u]++
-}
-
-func (s *confirmingSet) remove(u *upload) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m[u]--; s.m[u] <= 0 {
-		delete(s.m, u)
-	}
-}
-
-func (s *confirmingSet) list() []*upload {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]*upload, 0, len(s.m))
-	for u := range s.m {
-		out = append(out, u)
-	}
-	return out
+// stats returns the chunk copies deleted and the bytes freed so far.
+func (d *chunkDeleter) stats() (deleted, freed int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.deleted, d.freed
 }
 
 // refIndex knows every chunk a committed file references, with the
@@ -405,17 +385,4 @@ func (r *refIndex) located(l *locations) (missing, under, total int) {
 		}
 	}
 	return missing, under, len(r.refs)
-}
-
-// placementWarmup fails a placement that found too few datanodes with
-// NotServing while the term is younger than one suspect-after period, in a
-// cluster that held data: its datanodes are still coming back to a
-// coordinator that just restarted or took over, so the client should retry
-// rather than give up.
-func (t *term) placementWarmup(err error) error {
-	if !t.warmup || rpc.KindOf(err) != rpc.FailedPrecondition || time.Since(t.started) >= t.c.cfg.SuspectAfter {
-		return err
-	}
-	return rpc.NotServingError("", 500*time.Millisecond, "coordinator took over %s ago and is still waiting for datanodes to register: %v",
-		time.Since(t.started).Round(100*time.Millisecond), err)
 }

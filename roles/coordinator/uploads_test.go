@@ -1,0 +1,225 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
+	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// TestUploadCommit: a confirmed upload is the path's version 1, its
+// session ends, its chunks are referenced; a second upload of the path
+// replaces it and has the old version's copies deleted.
+func TestUploadCommit(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 4, nil)
+	first := f.put("/a", 3*testChunk-7, 3)
+	is.Equal(first.Version, uint64(1))                 // the first version
+	is.Equal(len(first.Chunks), 3)                     // of three chunks
+	is.Equal(first.Chunks[2].Size, int64(testChunk-7)) // the last one short
+	is.Equal(f.term.uploads.open(), 0)                 // the session ended
+	got, err := f.store.Get(f.ctx, "/a")
+	is.NoErr(err)
+	is.Equal(got.Session, first.Session) // committed durably
+	for _, ch := range first.Chunks {
+		is.True(f.term.refs.has(ch.ID))            // referenced
+		is.Equal(len(f.term.locs.nodes(ch.ID)), 3) // on three nodes
+	}
+	uploads, err := f.store.Uploads(f.ctx)
+	is.NoErr(err)
+	is.Equal(len(uploads), 0) // no session left in the store
+
+	second := f.put("/a", testChunk, 2)
+	is.Equal(second.Version, uint64(2)) // replaces the first
+	dels := f.deletions()
+	for _, ch := range first.Chunks {
+		is.True(!f.term.refs.has(ch.ID)) // the old chunks are no longer referenced
+		for _, n := range f.term.locs.nodes(ch.ID) {
+			is.True(dels[meta.Deletion{Node: n, Chunk: ch.ID}]) // and every copy of them is to be deleted
+			is.True(f.term.gc.Queued(n, ch.ID))                 // by GC
+		}
+	}
+	for _, ch := range second.Chunks {
+		for _, n := range f.term.locs.nodes(ch.ID) {
+			is.True(!dels[meta.Deletion{Node: n, Chunk: ch.ID}]) // the new ones stay
+		}
+	}
+}
+
+// TestConfirmMissingReceipts: a confirm of chunks the coordinator has no
+// receipt for asks for them, and keeps the session open.
+func TestConfirmMissingReceipts(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 3, nil)
+	id, rs := f.upload("/a", 2*testChunk, 3)
+	c, err := f.confirm(id, 2*testChunk, rs[1:])
+	is.NoErr(err)
+	is.True(c.missing)                  // receipts missing
+	is.Equal(c.firstMissing, uint32(0)) // from chunk 0
+	is.Equal(f.term.uploads.open(), 1)  // the session is still open
+	c, err = f.confirm(id, 2*testChunk, rs[:1])
+	is.NoErr(err)
+	is.True(!c.missing)                 // all there now
+	is.Equal(c.file.Version, uint64(1)) // committed
+}
+
+// TestConfirmRefusesMismatch: a copy whose digest differs from the receipt
+// fails the confirm (Invalid) and ends the upload: its chunks are to be
+// deleted.
+func TestConfirmRefusesMismatch(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 3, nil)
+	id, rs := f.upload("/a", testChunk, 3)
+	bad := rs[0]
+	f.storeCopy(bad.nodes[1], rpc.ChunkID(bad.id), bad.size, make([]byte, rpc.DigestSize)) // another digest
+	_, err := f.confirm(id, testChunk, rs)
+	is.Equal(rpc.KindOf(err), rpc.Invalid) // refused
+	is.Equal(f.term.uploads.open(), 0)     // the upload ended
+	_, err = f.store.Get(f.ctx, "/a")
+	is.Equal(rpc.KindOf(err), rpc.NotFound) // nothing committed
+	dels := f.deletions()
+	for _, n := range bad.nodes {
+		is.True(dels[meta.Deletion{Node: n, Chunk: rpc.ChunkID(bad.id)}]) // its copies are collected
+	}
+}
+
+// TestConfirmWaitsForReports: a chunk no datanode reported fails the
+// confirm after --rpc-timeout (FailedPrecondition) and ends the upload; a
+// client that gives up first leaves the session open to confirm again.
+func TestConfirmWaitsForReports(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 3, nil, func(c *Config) { c.RPCTimeout = 200 * time.Millisecond })
+	o, err := f.term.uploads.begin(f.ctx, uploadRequest{path: "/a", size: testChunk})
+	is.NoErr(err)
+	p := o.plans[0]
+	digest, frame := chunkData(p.id, testChunk)
+	r := receipt{id: string(p.id), size: testChunk, digest: digest, frameSize: frame}
+	for _, n := range p.nodes {
+		r.nodes = append(r.nodes, n.ID)
+	}
+
+	ctx, cancel := context.WithCancel(f.ctx)
+	cancel()
+	sum := [32]byte{}
+	_, err = f.term.uploads.confirm(ctx, confirmation{session: o.session, size: testChunk, sha256: sum[:], chunks: 1, receipts: []receipt{r}})
+	is.True(err != nil)                // the client gave up
+	is.Equal(f.term.uploads.open(), 1) // the session stays open
+
+	_, err = f.confirm(o.session, testChunk, nil)
+	is.Equal(rpc.KindOf(err), rpc.FailedPrecondition) // no report within --rpc-timeout
+	is.Equal(f.term.uploads.open(), 0)                // the upload ended
+}
+
+// TestAbortUpload: an aborted upload's placed chunks are to be deleted on
+// every node they were placed on; its session is gone.
+func TestAbortUpload(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 3, nil)
+	o, err := f.term.uploads.begin(f.ctx, uploadRequest{path: "/a", size: 2 * testChunk})
+	is.NoErr(err)
+	is.Equal(len(o.plans), 2) // both chunks planned up front
+	is.NoErr(f.term.uploads.end(o.session))
+	dels := f.deletions()
+	for _, p := range o.plans {
+		for _, n := range p.nodes {
+			is.True(dels[meta.Deletion{Node: n.ID, Chunk: p.id}]) // every placement is collected
+		}
+	}
+	ups, err := f.store.Uploads(f.ctx)
+	is.NoErr(err)
+	is.Equal(len(ups), 0)                                             // the recorded session is gone
+	is.Equal(rpc.KindOf(f.term.uploads.end(o.session)), rpc.NotFound) // ended once
+}
+
+// faultyStore is a store whose commits of a path can be made to fail.
+type faultyStore struct {
+	*metatest.Mem
+	// fail, when set, decides each commit of a path: apply it first
+	// (the outcome was lost) or not, and the error to return.
+	fail    func(n int) (apply bool, err error)
+	commits atomic.Int32 // commits of a path
+}
+
+func (s *faultyStore) Commit(ctx context.Context, txn *meta.Txn) error {
+	if txn.Path == "" || s.fail == nil {
+		return s.Mem.Commit(ctx, txn)
+	}
+	apply, err := s.fail(int(s.commits.Add(1)))
+	if apply || err == nil {
+		if cerr := s.Mem.Commit(ctx, txn); cerr != nil {
+			return cerr
+		}
+	}
+	return err
+}
+
+// TestCommitOutcomeUnknown: a commit reported failed but applied is
+// found applied and finished (the confirm succeeds, once); one that was
+// not applied leaves the session open, and a second confirm commits.
+func TestCommitOutcomeUnknown(t *testing.T) {
+	is := is.New(t)
+	s := &faultyStore{Mem: metatest.NewMem()}
+	f := newFixture(t, 3, s)
+	lost := rpc.Errorf(rpc.Unavailable, "store reply lost")
+
+	s.fail = func(int) (bool, error) { return true, lost } // applied, reported failed
+	id, rs := f.upload("/a", testChunk, 3)
+	c, err := f.confirm(id, testChunk, rs)
+	is.NoErr(err)                                 // found applied: the confirm succeeds
+	is.Equal(c.file.Session, id)                  // with this upload's version
+	is.Equal(c.file.Version, uint64(1))           // committed once
+	is.Equal(int(s.commits.Load()), 1)            // and not committed again
+	is.True(f.term.refs.has(c.file.Chunks[0].ID)) // its chunks referenced
+
+	s.commits.Store(0)
+	s.fail = func(n int) (bool, error) { // not applied the first time
+		if n == 1 {
+			return false, lost
+		}
+		return false, nil
+	}
+	id, rs = f.upload("/b", testChunk, 3)
+	_, err = f.confirm(id, testChunk, rs)
+	is.Equal(rpc.KindOf(err), rpc.Unavailable) // the store is unavailable
+	is.Equal(f.term.uploads.open(), 1)         // the session is open again
+	c, err = f.confirm(id, testChunk, nil)
+	is.NoErr(err)                       // a second confirm commits
+	is.Equal(c.file.Version, uint64(1)) // the first version of /b
+}
+
+// TestCommitRetriesOnlyConflicts: a commit that lost a race to another
+// commit of the path (meta.ErrConflict) is built again on the new version;
+// a store failing otherwise, even with FailedPrecondition (closed, not
+// initialized), fails the confirm at once instead of retrying.
+func TestCommitRetriesOnlyConflicts(t *testing.T) {
+	is := is.New(t)
+	s := &faultyStore{Mem: metatest.NewMem()}
+	f := newFixture(t, 3, s)
+
+	s.fail = func(int) (bool, error) { return false, rpc.Errorf(rpc.FailedPrecondition, "store closed") }
+	id, rs := f.upload("/a", testChunk, 3)
+	_, err := f.confirm(id, testChunk, rs)
+	is.Equal(rpc.KindOf(err), rpc.FailedPrecondition) // the store's error
+	is.True(!errors.Is(err, meta.ErrConflict))        // not a conflict
+	is.Equal(int(s.commits.Load()), 1)                // tried once, not retried
+
+	s.commits.Store(0)
+	s.fail = func(n int) (bool, error) {
+		if n == 1 {
+			return false, rpc.Errorf(rpc.Other, "lost the race (%w)", meta.ErrConflict)
+		}
+		return false, nil
+	}
+	id, rs = f.upload("/b", testChunk, 3)
+	c, err := f.confirm(id, testChunk, rs)
+	is.NoErr(err)                      // committed after the conflict
+	is.Equal(int(s.commits.Load()), 2) // on the second try
+	is.Equal(c.file.Version, uint64(1))
+}
