@@ -287,7 +287,7 @@ func (a *admin) view() clusterView {
 // flushes w if it can (a Flush() error method), and returns how many
 // records it wrote.
 func (c *Coordinator) backup(ctx context.Context, w io.Writer) (uint64, error) {
-	n, err := meta.Backup(ctx, c.store, w, c.name)
+	n, err := meta.Backup(ctx, c.store, w, meta.BackupInfo{ClusterID: c.store.ClusterID(), Created: c.clock.Now(), Store: c.name})
 	if f, ok := w.(interface{ Flush() error }); ok && err == nil {
 		err = f.Flush()
 	}

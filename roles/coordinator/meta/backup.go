@@ -32,15 +32,17 @@ const (
 	maxBackupFrame = 128 << 20
 )
 
-// Backup writes a consistent snapshot of s to w.
-func Backup(ctx context.Context, s Store, w io.Writer, storeName string) (records uint64, err error) {
+// Backup writes a consistent snapshot of s to w under a header naming
+// info's cluster, creation time and store (its Records is ignored: the
+// trailer counts what was written).
+func Backup(ctx context.Context, s Snapshotter, w io.Writer, info BackupInfo) (records uint64, err error) {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	h := sha256.New()
 	mw := io.MultiWriter(bw, h)
 	if _, err := io.WriteString(mw, backupMagic); err != nil {
 		return 0, err
 	}
-	if err := writeFrame(mw, 'H', &metapb.BackupHeader{ClusterId: s.ClusterID(), CreatedUnixNano: time.Now().UnixNano(), Store: storeName}); err != nil {
+	if err := writeFrame(mw, 'H', &metapb.BackupHeader{ClusterId: info.ClusterID, CreatedUnixNano: info.Created.UnixNano(), Store: info.Store}); err != nil {
 		return 0, err
 	}
 	err = s.Snapshot(ctx, func(r Record) error {

@@ -497,7 +497,7 @@ func testBackupRestore(t *testing.T, s meta.Store, _ func() meta.Store) {
 	id := initStore(t, s)
 	fill(t, s)
 	var buf bytes.Buffer
-	n, err := meta.Backup(ctx(t), s, &buf, "test")
+	n, err := meta.Backup(ctx(t), s, &buf, meta.BackupInfo{ClusterID: s.ClusterID(), Created: time.Now(), Store: "test"})
 	is.NoErr(err)
 	is.Equal(n, uint64(fillRecords)) // 40 files, an upload, a deletion and two drains
 	info, recs, err := meta.ReadBackup(bytes.NewReader(buf.Bytes()))
