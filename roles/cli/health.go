@@ -1,4 +1,4 @@
-package roles
+package cli
 
 import (
 	"context"
@@ -14,7 +14,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -27,35 +26,36 @@ const defaultHealthTimeout = 3 * time.Second
 // datanode for scripts, supervisors and the container image's HEALTHCHECK
 // (which has no shell). It prints one line and exits 0 when the server
 // serves, non-zero otherwise.
-func healthCommand(stdio client.IO) *cli.Command {
+func (a *app) healthCommand() *cli.Command {
+	addr, timeout, live := "127.0.0.1:7000", defaultHealthTimeout, false
 	return &cli.Command{
 		Name: "health", Usage: "check that a coordinator or datanode is ready (a coordinator: its cluster can take writes): one line, exit 0 if it is, 1 if not", Category: "server",
 		Flags: []cli.Flag{
 			// DFS_LISTEN comes second: where a role's environment sets its
 			// listen address (a container, a systemd environment file), the
 			// check follows it without being told.
-			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:7000", EnvVars: []string{"DFS_HEALTH_ADDR", "DFS_LISTEN"}, Usage: "gRPC address of the server to check (an unspecified host means this machine)"},
-			&cli.DurationFlag{Name: "timeout", Value: defaultHealthTimeout, EnvVars: env("HEALTH_TIMEOUT"), Usage: "give up after this long"},
-			&cli.BoolFlag{Name: "live", EnvVars: env("HEALTH_LIVE"), Usage: "only check that the server serves (liveness, for container health checks): a coordinator whose cluster cannot take writes passes"},
+			&cli.StringFlag{Name: "addr", Value: addr, Destination: &addr, EnvVars: []string{"DFS_HEALTH_ADDR", "DFS_LISTEN"}, Usage: "gRPC address of the server to check (an unspecified host means this machine)"},
+			&cli.DurationFlag{Name: "timeout", Value: timeout, Destination: &timeout, EnvVars: env("HEALTH_TIMEOUT"), Usage: "give up after this long"},
+			&cli.BoolFlag{Name: "live", Destination: &live, EnvVars: env("HEALTH_LIVE"), Usage: "only check that the server serves (liveness, for container health checks): a coordinator whose cluster cannot take writes passes"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return rpc.Errorf(rpc.Invalid, "health takes no arguments, got %q (use --addr)", c.Args().First())
 			}
-			if c.Duration("timeout") <= 0 {
+			if timeout <= 0 {
 				return rpc.Errorf(rpc.Invalid, "health: --timeout must be positive")
 			}
-			addr, err := healthDialAddr(c.String("addr"))
+			dial, err := healthDialAddr(addr)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+			ctx, cancel := context.WithTimeout(c.Context, timeout)
 			defer cancel()
-			state, err := checkHealth(ctx, addr, !c.Bool("live"))
+			state, err := checkHealth(ctx, dial, !live)
 			if err != nil {
-				return fmt.Errorf("health %s: %w", addr, err)
+				return fmt.Errorf("health %s: %w", dial, err)
 			}
-			fmt.Fprintf(stdio.Out, "%s: %s\n", addr, state)
+			fmt.Fprintf(a.stdio.Out, "%s: %s\n", dial, state)
 			return nil
 		},
 	}

@@ -1,4 +1,4 @@
-package roles
+package cli
 
 import (
 	"bytes"
@@ -117,21 +117,11 @@ func (cf *ConfigFile) Apply(c *cli.Context, flags []cli.Flag, also []cli.Flag) e
 	return nil
 }
 
-// ApplyGlobal sets the global flags the file names (the app context's),
-// without checking other keys: the command checks them when it runs.
-func (cf *ConfigFile) ApplyGlobal(c *cli.Context, global []cli.Flag) error {
+// Value returns the file's value for the option name, if it has one.
+func (cf *ConfigFile) Value(name string) (string, bool) {
 	if cf == nil {
-		return nil
+		return "", false
 	}
-	for _, f := range global {
-		name := f.Names()[0]
-		v, ok := cf.values[name]
-		if !ok || name == "config" || c.IsSet(name) {
-			continue
-		}
-		if err := c.Set(name, v); err != nil {
-			return fmt.Errorf("config file %s: invalid value %q for %s: %v", cf.Path, v, name, err)
-		}
-	}
-	return nil
+	v, ok := cf.values[name]
+	return v, ok
 }

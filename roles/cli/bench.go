@@ -1,4 +1,4 @@
-package roles
+package cli
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -17,9 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -43,60 +42,55 @@ type BenchResult struct {
 	Replication       int     `json:"replication,omitempty"`
 }
 
-func benchCommand(log func() zerolog.Logger, stdio client.IO) *cli.Command {
+func (a *app) benchCommand() *cli.Command {
+	cfg := client.DefaultConfig()
+	dev, nodes, asJSON := false, 3, false
+	res := &BenchResult{LargeBytes: 1 << 30, SmallFiles: 1000, SmallBytes: 4 << 10, SmallParallel: 16, MetaParallel: 16}
 	return &cli.Command{
 		Name: "bench", Usage: "measure put/get throughput and small-file ops/s against a cluster", Category: "client",
 		Flags: []cli.Flag{
-			client.CoordinatorFlag(),
-			&cli.BoolFlag{Name: "dev", EnvVars: env("BENCH_DEV"), Usage: "start a cluster of datanode processes for the run (in a temp dir)"},
-			&cli.IntFlag{Name: "nodes", Value: 3, EnvVars: env("BENCH_NODES"), Usage: "datanodes to start with --dev"},
-			&cli.GenericFlag{Name: "size", Value: ptr(rpc.ByteSize(1 << 30)), EnvVars: env("BENCH_SIZE"), Usage: "size of the large file"},
-			&cli.IntFlag{Name: "files", Value: 1000, EnvVars: env("BENCH_FILES"), Usage: "number of small files"},
-			&cli.GenericFlag{Name: "file-size", Value: ptr(rpc.ByteSize(4 << 10)), EnvVars: env("BENCH_FILE_SIZE"), Usage: "size of each small file"},
-			&cli.IntFlag{Name: "small-parallel", Value: 16, EnvVars: env("BENCH_SMALL_PARALLEL"), Usage: "small files in flight at once"},
-			&cli.IntFlag{Name: "parallel", Value: client.DefaultConfig().Parallel, EnvVars: env("PARALLEL"), Usage: "chunks in flight for the large file"},
-			&cli.IntFlag{Name: "meta-ops", Value: 0, EnvVars: env("BENCH_META_OPS"), Usage: "metadata commits (empty files) and lookups to time; 0 skips"},
-			&cli.IntFlag{Name: "meta-parallel", Value: 16, EnvVars: env("BENCH_META_PARALLEL"), Usage: "metadata operations in flight at once"},
-			&cli.BoolFlag{Name: "json", EnvVars: env("JSON"), Usage: "print the figures as one JSON object"},
+			addrsFlag("coordinator", &cfg.Coordinators, env("COORDINATOR"), "coordinator address, or a comma-separated list of addresses"),
+			&cli.BoolFlag{Name: "dev", Destination: &dev, EnvVars: env("BENCH_DEV"), Usage: "start a cluster of datanode processes for the run (in a temp dir)"},
+			&cli.IntFlag{Name: "nodes", Value: nodes, Destination: &nodes, EnvVars: env("BENCH_NODES"), Usage: "datanodes to start with --dev"},
+			&cli.GenericFlag{Name: "size", Value: byteSize(&res.LargeBytes), EnvVars: env("BENCH_SIZE"), Usage: "size of the large file"},
+			&cli.IntFlag{Name: "files", Value: res.SmallFiles, Destination: &res.SmallFiles, EnvVars: env("BENCH_FILES"), Usage: "number of small files"},
+			&cli.GenericFlag{Name: "file-size", Value: byteSize(&res.SmallBytes), EnvVars: env("BENCH_FILE_SIZE"), Usage: "size of each small file"},
+			&cli.IntFlag{Name: "small-parallel", Value: res.SmallParallel, Destination: &res.SmallParallel, EnvVars: env("BENCH_SMALL_PARALLEL"), Usage: "small files in flight at once"},
+			&cli.IntFlag{Name: "parallel", Value: cfg.Parallel, Destination: &cfg.Parallel, EnvVars: env("PARALLEL"), Usage: "chunks in flight for the large file"},
+			&cli.IntFlag{Name: "meta-ops", Value: res.MetaOps, Destination: &res.MetaOps, EnvVars: env("BENCH_META_OPS"), Usage: "metadata commits (empty files) and lookups to time; 0 skips"},
+			&cli.IntFlag{Name: "meta-parallel", Value: res.MetaParallel, Destination: &res.MetaParallel, EnvVars: env("BENCH_META_PARALLEL"), Usage: "metadata operations in flight at once"},
+			&cli.BoolFlag{Name: "json", Destination: &asJSON, EnvVars: env("JSON"), Usage: "print the figures as one JSON object"},
 		},
 		Action: func(c *cli.Context) error {
 			ctx := c.Context
-			cfg := client.DefaultConfig()
-			cfg.Coordinators = client.SplitAddrs(c.String("coordinator"))
-			cfg.Parallel = c.Int("parallel")
-			res := &BenchResult{}
-			var dev *devProcs
-			if c.Bool("dev") {
+			stdio := a.stdio
+			var procs *devProcs
+			if dev {
 				var err error
-				if dev, err = startDevProcs(ctx, c.Int("nodes"), stdio.Err); err != nil {
+				if procs, err = startDevProcs(ctx, nodes, stdio.Err); err != nil {
 					return err
 				}
-				defer dev.stop()
-				cfg.Coordinators = []string{dev.coordAddr}
-				res.Nodes, res.Replication = c.Int("nodes"), min(3, c.Int("nodes"))
+				defer procs.stop()
+				cfg.Coordinators = []string{procs.coordAddr}
+				res.Nodes, res.Replication = nodes, min(3, nodes)
 			}
-			cl, err := client.New(cfg, log())
+			cl, err := client.New(cfg, a.log)
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
-			if dev != nil {
-				if err := dev.waitNodes(ctx, cl, c.Int("nodes")); err != nil {
+			if procs != nil {
+				if err := procs.waitNodes(ctx, cl, nodes); err != nil {
 					return err
 				}
 			}
-			res.LargeBytes = int64(*c.Generic("size").(*rpc.ByteSize))
-			res.SmallFiles = c.Int("files")
-			res.SmallBytes = int64(*c.Generic("file-size").(*rpc.ByteSize))
-			res.SmallParallel = c.Int("small-parallel")
-			res.MetaOps, res.MetaParallel = c.Int("meta-ops"), c.Int("meta-parallel")
-			if err := runBench(ctx, cl, res, stdio.Err, c.Bool("json")); err != nil {
+			if err := runBench(ctx, cl, res, stdio.Err, asJSON); err != nil {
 				return err
 			}
-			if dev != nil {
-				res.DatanodePeakRSS = dev.peakRSS()
+			if procs != nil {
+				res.DatanodePeakRSS = procs.peakRSS()
 			}
-			if c.Bool("json") {
+			if asJSON {
 				return json.NewEncoder(stdio.Out).Encode(res)
 			}
 			if res.LargeBytes > 0 {
@@ -116,33 +110,6 @@ func benchCommand(log func() zerolog.Logger, stdio client.IO) *cli.Command {
 	}
 }
 
-// patternReader yields n pseudo-random bytes cheaply: a random block
-// repeated at shifting offsets, so generating input costs next to no CPU.
-type patternReader struct {
-	block []byte
-	left  int64
-	off   int
-}
-
-func newPatternReader(n int64) *patternReader {
-	block := make([]byte, 4<<20+7)
-	r := rand.New(rand.NewChaCha8([32]byte{1, 2, 3}))
-	for i := range block {
-		block[i] = byte(r.Uint32())
-	}
-	return &patternReader{block: block, left: n}
-}
-
-func (p *patternReader) Read(b []byte) (int, error) {
-	if p.left == 0 {
-		return 0, io.EOF
-	}
-	n := copy(b[:min(int64(len(b)), p.left)], p.block[p.off:])
-	p.off = (p.off + n) % len(p.block)
-	p.left -= int64(n)
-	return n, nil
-}
-
 func runBench(ctx context.Context, cl *client.Client, res *BenchResult, logw io.Writer, quiet bool) error {
 	say := func(format string, args ...any) {
 		if !quiet {
@@ -153,7 +120,7 @@ func runBench(ctx context.Context, cl *client.Client, res *BenchResult, logw io.
 	if res.LargeBytes > 0 {
 		say("putting %s...", rpc.FormatBytes(res.LargeBytes))
 		start := time.Now()
-		if _, err := cl.Put(ctx, "/bench/large", newPatternReader(res.LargeBytes), res.LargeBytes, nil); err != nil {
+		if _, err := cl.Put(ctx, "/bench/large", roles.NewPatternReader(res.LargeBytes), res.LargeBytes, nil); err != nil {
 			return err
 		}
 		res.PutMBps = float64(res.LargeBytes) / mb / time.Since(start).Seconds()
@@ -169,7 +136,7 @@ func runBench(ctx context.Context, cl *client.Client, res *BenchResult, logw io.
 	}
 	if res.SmallFiles > 0 {
 		data := make([]byte, res.SmallBytes)
-		newPatternReader(res.SmallBytes).Read(data)
+		roles.NewPatternReader(res.SmallBytes).Read(data)
 		say("putting %d small files...", res.SmallFiles)
 		elapsed, err := parallel(ctx, res.SmallFiles, res.SmallParallel, func(i int) error {
 			_, err := cl.Put(ctx, fmt.Sprintf("/bench/small/%06d", i), bytes.NewReader(data), int64(len(data)), nil)
