@@ -18,13 +18,13 @@ func RunDatanode(ctx context.Context, cfg datanode.Config, adminAddr string, log
 	if admin != nil {
 		defer admin.Close() // in case the datanode never starts
 	}
-	reg := newMetricsRegistry()
+	reg := NewMetricsRegistry()
 	dn, err := datanode.New(cfg, datanode.Deps{Log: log, Metrics: reg})
 	if err != nil {
 		return err
 	}
 	ready := func(context.Context) error { return dn.Readiness() }
-	return runWithAdmin(ctx, admin, adminHandler(reg, ready, nil), log, func(ctx context.Context) error {
+	return runWithAdmin(ctx, admin, AdminHandler(reg, ready, nil), log, func(ctx context.Context) error {
 		return runNotifying(ctx, dn.Serving(), log, dn.Run)
 	})
 }

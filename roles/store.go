@@ -57,7 +57,7 @@ func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig,
 	if admin != nil {
 		defer admin.Close() // in case the coordinator never starts
 	}
-	reg := newMetricsRegistry()
+	reg := NewMetricsRegistry()
 	var store meta.Store
 	deps := coordinator.Deps{Log: log, StoreName: sc.Kind, Metrics: reg}
 	switch sc.Kind {
@@ -87,7 +87,7 @@ func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig,
 	if err != nil {
 		return err
 	}
-	err = runWithAdmin(ctx, admin, adminHandler(reg, co.Readiness, co.StatusHandler()), log, func(ctx context.Context) error {
+	err = runWithAdmin(ctx, admin, AdminHandler(reg, co.Readiness, co.StatusHandler()), log, func(ctx context.Context) error {
 		return runNotifying(ctx, co.Ready(), log, co.Run)
 	})
 	if sc.Kind == "bolt" && rpc.KindOf(err) == rpc.Internal {
