@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Checks of the deployment files under deploy/ that need no running
 // system: the systemd units pass `systemd-analyze verify`, their example
@@ -9,7 +9,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +18,6 @@ import (
 	"time"
 
 	"github.com/matryer/is"
-
-	"github.com/dfs-project/dfs/roles/client"
 )
 
 // systemdUnits are the units in deploy/systemd and the example environment
@@ -54,7 +51,7 @@ func TestSystemdUnits(t *testing.T) {
 	dir := t.TempDir()
 	var paths []string
 	for _, u := range systemdUnits {
-		b, err := os.ReadFile(filepath.Join("deploy", "systemd", u.unit))
+		b, err := os.ReadFile(filepath.Join(root, "deploy", "systemd", u.unit))
 		is.NoErr(err) // the unit is readable
 		unit := string(b)
 		is.True(strings.Contains(unit, "ExecStart="+systemdBinary+" "+u.command+"\n")) // the unit runs its role
@@ -101,19 +98,18 @@ var envLine = regexp.MustCompile(`^#?(DFS_[A-Z0-9_]+)=`)
 // files set or show commented out is one the unit's command (or the global
 // flags) reads, so a renamed flag cannot leave a silently ignored setting.
 func TestSystemdEnvFiles(t *testing.T) {
-	app := newApp(client.IO{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard}, io.Discard)
-	commands := configDocCommands(app)
+	commands := commandFlags()
 	for _, u := range systemdUnits {
 		t.Run(u.env, func(t *testing.T) {
 			is := is.New(t)
 			known := map[string]bool{}
-			for _, f := range append(commands[configDocGlobal], commands["dfs "+u.command]...) {
-				for _, e := range configDocEnvs(f) {
+			for _, f := range append(commands[""], commands["dfs "+u.command]...) {
+				for _, e := range flagEnvs(f) {
 					known[e] = true
 				}
 			}
 			is.True(len(known) > 2) // the command's flags were found
-			f, err := os.Open(filepath.Join("deploy", "systemd", u.env))
+			f, err := os.Open(filepath.Join(root, "deploy", "systemd", u.env))
 			is.NoErr(err) // the example is readable
 			defer f.Close()
 			sc := bufio.NewScanner(f)
@@ -144,7 +140,7 @@ func TestComposeFile(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	args := []string{"-f", filepath.Join("deploy", "compose.yaml"), "-p", "dfs", "config", "-q"}
+	args := []string{"-f", filepath.Join(root, "deploy", "compose.yaml"), "-p", "dfs", "config", "-q"}
 	out, err := exec.CommandContext(ctx, compose, args...).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Fatalf("docker-compose %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -156,11 +152,11 @@ func TestComposeFile(t *testing.T) {
 // them.
 func TestDeployDocsMatchUnits(t *testing.T) {
 	is := is.New(t)
-	b, err := os.ReadFile(filepath.Join("docs", "operations.md"))
+	b, err := os.ReadFile(filepath.Join(root, "docs", "operations.md"))
 	is.NoErr(err)
 	doc := string(b)
 	for _, u := range systemdUnits {
-		unit, err := os.ReadFile(filepath.Join("deploy", "systemd", u.unit))
+		unit, err := os.ReadFile(filepath.Join(root, "deploy", "systemd", u.unit))
 		is.NoErr(err)
 		for _, key := range []string{"Type=", "Restart="} {
 			m := regexp.MustCompile(`(?m)^` + key + `(\S+)$`).FindStringSubmatch(string(unit))
@@ -183,7 +179,7 @@ func TestDeployDocsMatchUnits(t *testing.T) {
 // is not ready for writes. The images' HEALTHCHECK is --live too.
 func TestComposeCluster(t *testing.T) {
 	is := is.New(t)
-	b, err := os.ReadFile(filepath.Join("deploy", "compose.yaml"))
+	b, err := os.ReadFile(filepath.Join(root, "deploy", "compose.yaml"))
 	is.NoErr(err)
 	compose := string(b)
 	is.Equal(strings.Count(compose, "command: [datanode,"), 4) // four datanodes
@@ -193,7 +189,7 @@ func TestComposeCluster(t *testing.T) {
 	is.True(strings.Contains(compose, `--admin-listen, "0.0.0.0:7080"]`)) // the coordinator serves its admin endpoint
 	is.True(strings.Contains(compose, `ports: ["127.0.0.1:7080:7080"]`))  // published on the host's loopback only
 	is.True(strings.Contains(compose, `test: ["CMD", "/dfs", "health", "--live"]`))
-	for _, f := range []string{"Dockerfile", filepath.Join("deploy", "image", "Dockerfile.multistage")} {
+	for _, f := range []string{filepath.Join(root, "Dockerfile"), filepath.Join(root, "deploy", "image", "Dockerfile.multistage")} {
 		b, err := os.ReadFile(f)
 		is.NoErr(err)
 		is.True(strings.Contains(string(b), `CMD ["/dfs", "health", "--live"]`)) // the image's HEALTHCHECK checks liveness

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Process tests for what an operator meets at start-up: an empty or
 // damaged metadata file stops the coordinator at once with one line that
@@ -23,6 +23,7 @@ import (
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/boltstore"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 )
 
@@ -190,12 +191,12 @@ func TestProcessSystemdNotify(t *testing.T) {
 	}
 
 	coordSock := newNotifySocket(t)
-	coord := freeLoopbackAddr(t)
+	coord := rolestest.FreeAddr(t)
 	c := start(t, coordSock, "coordinator", "--listen", coord, "--data-dir", t.TempDir())
 	coordSock.expect(t, "READY=1")
 
 	nodeSock := newNotifySocket(t)
-	n := start(t, nodeSock, "datanode", "--listen", freeLoopbackAddr(t), "--data-dir", t.TempDir(), "--coordinator", coord)
+	n := start(t, nodeSock, "datanode", "--listen", rolestest.FreeAddr(t), "--data-dir", t.TempDir(), "--coordinator", coord)
 	nodeSock.expect(t, "READY=1")
 
 	stop(t, n, nodeSock)

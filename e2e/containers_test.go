@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Container tests: the process tests' scenario one level up, on the image
 // users run. A coordinator and five datanodes run as containers of the dfs
@@ -245,6 +245,7 @@ func (c *dockerCluster) buildImage() string {
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, "make", "image", "IMAGE="+image,
 		"BIN="+filepath.Join(dir, "dfs"), "IMAGE_CONTEXT="+filepath.Join(dir, "image"))
+	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		c.t.Fatalf("make image: %v\n%s", err, out)

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"io"
@@ -11,12 +11,10 @@ import (
 
 	"github.com/matryer/is"
 	"github.com/urfave/cli/v2"
-
-	"github.com/dfs-project/dfs/roles/client"
 )
 
 // configDocPath is the page that documents every flag.
-const configDocPath = "docs/configuration.md"
+const configDocPath = "../../docs/configuration.md"
 
 // configDocGlobal is the heading of the global flags' section; every other
 // flag section is headed "dfs <command>".
@@ -117,7 +115,14 @@ func configDocCommands(app *cli.App) map[string][]cli.Flag {
 	walk = func(prefix string, cmds []*cli.Command) {
 		for _, c := range cmds {
 			name := prefix + " " + c.Name
-			out[name] = c.Flags
+			for _, f := range c.Flags {
+				// The hidden copies of the global flags are documented once,
+				// under Global flags.
+				if v, ok := f.(cli.VisibleFlag); ok && !v.IsVisible() {
+					continue
+				}
+				out[name] = append(out[name], f)
+			}
 			walk(name, c.Subcommands)
 		}
 	}
@@ -134,7 +139,7 @@ func TestConfigDoc(t *testing.T) {
 	doc, err := os.ReadFile(configDocPath)
 	is.NoErr(err) // docs/configuration.md is readable
 	sections := parseConfigDoc(t, string(doc))
-	app := newApp(client.IO{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard}, io.Discard)
+	app := App(Version{}, IO{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard}, io.Discard)
 	commands := configDocCommands(app)
 	is.True(len(commands) > 1) // the app has commands to document
 

@@ -1,6 +1,6 @@
-package main
+package cli
 
-// Tests of `dfs health`, run in process through newApp against a real
+// Tests of `dfs health`, run in process through App against a real
 // cluster and against small gRPC servers that play the other cases: the
 // standard health service serving or not, a server with no dfs service, a
 // standby coordinator, a silent listener, nothing listening.
@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/dfs-project/dfs/roles"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -132,12 +133,12 @@ func TestHealth(t *testing.T) {
 	})
 
 	t.Run("NothingListens", func(t *testing.T) {
-		addr := freeLoopbackAddr(t)
+		addr := rolestest.FreeAddr(t)
 		checkFailure(t, healthRun(t, "--addr", addr), "unreachable")
 	})
 
 	t.Run("Silent", func(t *testing.T) {
-		addr := silentLoopbackListener(t)
+		addr := rolestest.SilentListener(t)
 		checkFailure(t, healthRun(t, "--addr", addr, "--timeout", "300ms"), "no answer in time")
 	})
 
@@ -154,7 +155,7 @@ func TestHealth(t *testing.T) {
 		is.Equal(r.out, "127.0.0.1:"+port+": serving\n") // the dialed address
 		r = healthRun(t, "--addr", ":"+port)
 		is.NoErr(r.err) // an empty host is loopback too
-		t.Setenv("DFS_HEALTH_ADDR", freeLoopbackAddr(t))
+		t.Setenv("DFS_HEALTH_ADDR", rolestest.FreeAddr(t))
 		checkFailure(t, healthRun(t), "unreachable")
 	})
 

@@ -1,4 +1,4 @@
-package main
+package cli
 
 // The self-healing commands through the CLI, in process: `dfs fsck` (text
 // and --json, and its exit status), `dfs admin decommission` and what
@@ -12,14 +12,13 @@ import (
 	"time"
 
 	"github.com/matryer/is"
-	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/rpc"
 )
 
-// fsckJSON is `dfs fsck --json` as scripts read it.
-type fsckJSON struct {
+// fsckOut is `dfs fsck --json` as scripts read it.
+type fsckOut struct {
 	Files []struct {
 		Path       string `json:"path"`
 		Size       int64  `json:"size"`
@@ -80,17 +79,11 @@ func pollCLI(t *testing.T, what string, cond func() (bool, string)) {
 
 func TestCLIFsckAndDecommission(t *testing.T) {
 	is := is.New(t)
-	lw := &inprocLog{w: zerolog.NewTestWriter(t)}
-	t.Cleanup(func() { lw.mu.Lock(); lw.done = true; lw.mu.Unlock() })
-	cfg := roles.DefaultClusterConfig(t.TempDir())
-	cfg.Log = zerolog.New(lw).Level(zerolog.InfoLevel)
-	cfg.Coordinator.ChunkSize = 64 << 10
-	cfg.Coordinator.SuspectAfter, cfg.Coordinator.DeadAfter = time.Second, 2*time.Second
-	cfg.Coordinator.RepairInterval = 100 * time.Millisecond
-	cfg.Datanode.HeartbeatInterval = 100 * time.Millisecond
-	c, err := roles.StartCluster(context.Background(), cfg)
-	is.NoErr(err) // three datanodes: with replication 3 a dead one cannot be replaced
-	t.Cleanup(func() { c.Close() })
+	// Three datanodes: with replication 3 a dead one cannot be replaced.
+	c := startInprocCluster(t, func(cfg *roles.ClusterConfig) {
+		cfg.Coordinator.SuspectAfter, cfg.Coordinator.DeadAfter = time.Second, 2*time.Second
+		cfg.Coordinator.RepairInterval = 100 * time.Millisecond
+	})
 	cli := inprocCLI{t: t, addr: c.Addr()}
 	// decommission runs `dfs admin decommission --coordinator ADDR args...`.
 	decommission := func(args ...string) cmdResult {
@@ -105,7 +98,7 @@ func TestCLIFsckAndDecommission(t *testing.T) {
 	}
 	out := cli.ok(nil, "fsck")
 	is.True(strings.Contains(out, "2 files, 5 chunks: 2 healthy, 0 under-replicated, 0 unreadable")) // healthy summary
-	var fj fsckJSON
+	var fj fsckOut
 	decodeJSON(t, cli.ok(nil, "fsck", "--json", "/fsck"), &fj)
 	is.Equal(fj.FilesChecked, int64(2)) // --json: files checked
 	is.Equal(fj.Healthy, int64(2))      // all healthy
@@ -120,7 +113,7 @@ func TestCLIFsckAndDecommission(t *testing.T) {
 		if res.err == nil {
 			return false, "fsck still succeeds: " + res.out
 		}
-		fj = fsckJSON{}
+		fj = fsckOut{}
 		decodeJSON(t, res.out, &fj)
 		// under_replicated_chunks comes from the coordinator's last health
 		// scan, which may lag the file checks by a scan.
@@ -154,7 +147,7 @@ func TestCLIFsckAndDecommission(t *testing.T) {
 	}
 
 	// The node returns: fsck succeeds again.
-	_, err = c.RestartNode(0)
+	_, err := c.RestartNode(0)
 	is.NoErr(err)
 	pollCLI(t, "fsck healthy again", func() (bool, string) {
 		res = cli.run(nil, "fsck")

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Process tests, the third testing layer of DESIGN.md: build the dfs
 // binary, run a coordinator and datanodes as real processes on 127.0.0.1
@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,6 +38,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/matryer/is"
 )
 
@@ -276,8 +276,8 @@ func testExitCodes(t *testing.T, bin string) {
 	c := startProcCluster(t, bin, procClusterConfig{nodes: 0, suspectAfter: time.Second, deadAfter: 2 * time.Second})
 	local := c.writeLocal("hello", []byte("hello\n"))
 	missing := filepath.Join(c.dir, "no-such-file")
-	refused := freeLoopbackAddr(t) // nothing listens there
-	silent := silentLoopbackListener(t)
+	refused := rolestest.FreeAddr(t) // nothing listens there
+	silent := rolestest.SilentListener(t)
 
 	for _, tc := range []struct {
 		name  string
@@ -365,7 +365,7 @@ func buildDFSBinary(t *testing.T) string {
 	if os.Getenv("DFS_TEST_PROCESS_RACE") != "" {
 		args = append(args, "-race")
 	}
-	args = append(args, ".")
+	args = append(args, root)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -395,52 +395,6 @@ func procChildEnv() []string {
 		}
 	}
 	return append(env, "GORACE="+gorace)
-}
-
-// freeLoopbackAddr returns a loopback address with a port nothing listens on.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// silentLoopbackListener returns the address of a listener that accepts
-// connections and never says anything: a coordinator that hangs.
-func silentLoopbackListener(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, conn)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().String()
 }
 
 // pollUntil polls cond until it holds, failing the test after procWaitTimeout
@@ -540,20 +494,20 @@ func startProcCluster(t *testing.T, bin string, cfg procClusterConfig) *procClus
 		t.Fatal(err)
 	}
 	t.Cleanup(c.stop) // runs before the temp dir is removed
-	c.coord = freeLoopbackAddr(t)
+	c.coord = rolestest.FreeAddr(t)
 	c.coordArgs = append([]string{"coordinator", "--listen", c.coord, "--data-dir", filepath.Join(c.dir, "coordinator"),
 		"--suspect-after", cfg.suspectAfter.String(), "--dead-after", cfg.deadAfter.String()}, cfg.coordFlags...)
 	c.startCoordinator()
 	c.standbys = map[string]*serverProc{}
 	for i := range cfg.standbys {
-		addr := freeLoopbackAddr(t)
+		addr := rolestest.FreeAddr(t)
 		c.standbys[addr] = c.start(fmt.Sprintf("coordinator-%d", i+1), append([]string{"coordinator", "--listen", addr,
 			"--data-dir", filepath.Join(c.dir, fmt.Sprintf("coordinator-%d", i+1)),
 			"--suspect-after", cfg.suspectAfter.String(), "--dead-after", cfg.deadAfter.String()}, cfg.coordFlags...)...)
 		c.coord += "," + addr
 	}
 	for i := range cfg.nodes {
-		n := &datanodeProc{name: fmt.Sprintf("datanode-%d", i), addr: freeLoopbackAddr(t), dir: filepath.Join(c.dir, fmt.Sprintf("datanode-%d", i))}
+		n := &datanodeProc{name: fmt.Sprintf("datanode-%d", i), addr: rolestest.FreeAddr(t), dir: filepath.Join(c.dir, fmt.Sprintf("datanode-%d", i))}
 		c.dns = append(c.dns, n)
 		c.startNode(n)
 	}

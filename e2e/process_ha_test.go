@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Coordinator high availability with etcd: two coordinators share one
 // etcd (a real server started by the test), one leads, the other stands

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Process tests for durable coordinator metadata: kill -9 the coordinator
 // in the middle of a stream of puts and deletes, restart it on its data
