@@ -80,20 +80,37 @@ var codeKinds = func() map[codes.Code]Kind {
 	return m
 }()
 
-// Error is an error of a known kind with a readable message. Nodes lists
-// the datanodes the failure is attributed to, if any. NotServing marks a
-// coordinator that is alive but cannot serve now; Leader names the one
-// that can, and RetryAfter says when to try again.
+// Error is an error of a known kind. Op names the operation that failed
+// ("coordinator.ConfirmUpload"), if the error says it; Msg is the readable
+// message (when set, the whole text after Op, causes included); Err is the
+// cause, kept so that errors.Is and errors.As see through it. Nodes lists
+// the datanodes the failure is attributed to, if any.
 type Error struct {
-	Kind       Kind
-	Msg        string
-	Nodes      []string
-	NotServing bool
-	Leader     string
-	RetryAfter time.Duration
+	Op    string
+	Kind  Kind
+	Msg   string
+	Nodes []string
+	Err   error
 }
 
-func (e *Error) Error() string { return e.Msg }
+// Error reads "op: message"; without a message it is the cause's text, and
+// without either the kind's name.
+func (e *Error) Error() string {
+	msg := e.Msg
+	if msg == "" && e.Err != nil {
+		msg = e.Err.Error()
+	}
+	if msg == "" {
+		msg = e.Kind.Error()
+	}
+	if e.Op == "" {
+		return msg
+	}
+	return e.Op + ": " + msg
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
 
 // Is reports whether target is e's kind, so errors.Is(err, rpc.NotFound)
 // works through any wrapping.
@@ -102,40 +119,86 @@ func (e *Error) Is(target error) bool {
 	return ok && k == e.Kind
 }
 
-// Errorf returns an error of kind k with a formatted message.
-func Errorf(k Kind, format string, args ...any) error {
-	return &Error{Kind: k, Msg: fmt.Sprintf(format, args...)}
+// E wraps err, the cause, as an error of operation op. A kind of Other
+// pulls the kind up from the cause, so that a wrapped NotFound stays one;
+// the nodes the cause is attributed to are found through the wrapping too.
+// E(op, kind, nil) is an error with no cause.
+func E(op string, kind Kind, err error) error {
+	if kind == Other {
+		kind = KindOf(err)
+	}
+	return &Error{Op: op, Kind: kind, Err: err}
 }
 
-// NodeError returns an error of kind k attributed to the given nodes.
+// Errorf returns an error of kind k with a formatted message. A %w verb
+// keeps its operand as the cause (its text stays in the message); with a
+// cause, a kind of Other is pulled up from it as E does.
+func Errorf(k Kind, format string, args ...any) error {
+	return build(k, nil, format, args)
+}
+
+// NodeError returns an error of kind k attributed to the given nodes,
+// formatted as Errorf formats.
 func NodeError(k Kind, nodes []string, format string, args ...any) error {
-	return &Error{Kind: k, Msg: fmt.Sprintf(format, args...), Nodes: nodes}
+	return build(k, nodes, format, args)
+}
+
+func build(k Kind, nodes []string, format string, args []any) error {
+	wrapped := fmt.Errorf(format, args...)
+	e := &Error{Kind: k, Msg: wrapped.Error(), Nodes: nodes, Err: errors.Unwrap(wrapped)}
+	if k == Other && e.Err != nil {
+		e.Kind = KindOf(e.Err)
+	}
+	return e
+}
+
+// NotServing says that a coordinator is alive but cannot serve now: a
+// standby (Leader names the leader, if known) or one in safe mode.
+// RetryAfter says when to try again. Find it with NotServingOf.
+type NotServing struct {
+	Leader     string
+	RetryAfter time.Duration
+}
+
+func (n *NotServing) Error() string {
+	if n.Leader != "" {
+		return "not serving; the leader is " + n.Leader
+	}
+	return "not serving"
 }
 
 // NotServingError returns an Unavailable error from a live coordinator
 // that cannot serve now: a standby (leader names the leader, if known) or
 // one in safe mode.
 func NotServingError(leader string, retryAfter time.Duration, format string, args ...any) error {
-	return &Error{Kind: Unavailable, Msg: fmt.Sprintf(format, args...), NotServing: true, Leader: leader, RetryAfter: retryAfter}
+	return &Error{Kind: Unavailable, Msg: fmt.Sprintf(format, args...), Err: &NotServing{Leader: leader, RetryAfter: retryAfter}}
 }
 
 // NotServingOf returns the not-serving details of err, if it has them.
-func NotServingOf(err error) (e *Error, ok bool) {
-	if errors.As(err, &e) && e.NotServing {
-		return e, true
+func NotServingOf(err error) (ns *NotServing, ok bool) {
+	if errors.As(err, &ns) {
+		return ns, true
 	}
 	return nil, false
 }
 
-// KindOf returns the kind of err: the kind of the first *Error in its
-// chain, a context error's kind, or Other.
+// KindOf returns the kind of err: the first kind other than Other among
+// the *Errors in its chain, else a context error's kind, else Other.
 func KindOf(err error) Kind {
-	var e *Error
-	switch {
-	case err == nil:
+	if err == nil {
 		return Other
-	case errors.As(err, &e):
-		return e.Kind
+	}
+	for cause := err; cause != nil; {
+		var e *Error
+		if !errors.As(cause, &e) {
+			break
+		}
+		if e.Kind != Other {
+			return e.Kind
+		}
+		cause = e.Err
+	}
+	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return DeadlineExceeded
 	case errors.Is(err, context.Canceled):
@@ -144,11 +207,18 @@ func KindOf(err error) Kind {
 	return Other
 }
 
-// FailedNodesOf returns the datanodes an error is attributed to.
+// FailedNodesOf returns the datanodes an error is attributed to: those of
+// the first *Error in its chain that names any.
 func FailedNodesOf(err error) []string {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Nodes
+	for err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			return nil
+		}
+		if len(e.Nodes) > 0 {
+			return e.Nodes
+		}
+		err = e.Err
 	}
 	return nil
 }
@@ -209,8 +279,7 @@ func FromStatus(err error) error {
 		case *dfspb.FailedNodes:
 			out.Nodes = append(out.Nodes, d.NodeIds...)
 		case *dfspb.NotServing:
-			out.NotServing, out.Leader = true, d.Leader
-			out.RetryAfter = time.Duration(d.RetryAfterMs) * time.Millisecond
+			out.Err = &NotServing{Leader: d.Leader, RetryAfter: time.Duration(d.RetryAfterMs) * time.Millisecond}
 		}
 	}
 	return out

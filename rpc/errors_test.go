@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 	"google.golang.org/grpc/codes"
@@ -233,4 +235,57 @@ func TestFromStatusPassThrough(t *testing.T) {
 	dl := fmt.Errorf("call: %w", context.DeadlineExceeded)
 	is.Equal(rpc.FromStatus(dl), dl)                               // context errors pass unchanged
 	is.Equal(rpc.KindOf(rpc.FromStatus(dl)), rpc.DeadlineExceeded) // and keep their kind
+}
+
+func TestErrorsKeepTheirCause(t *testing.T) {
+	is := is.New(t)
+	cause := fs.ErrNotExist
+	err := rpc.Errorf(rpc.NotFound, "chunk %s: open: %w", "c1", cause)
+	is.Equal(err.Error(), "chunk c1: open: file does not exist") // the cause's text stays in the message once
+	is.True(errors.Is(err, fs.ErrNotExist))                      // and the cause itself is kept
+	is.True(errors.Is(err, rpc.NotFound))                        // beside the kind
+
+	wrapped := rpc.E("datanode.PutChunk", rpc.Other, err)
+	is.Equal(wrapped.Error(), "datanode.PutChunk: chunk c1: open: file does not exist") // op first
+	is.Equal(rpc.KindOf(wrapped), rpc.NotFound)                                         // Other pulls the kind up
+	is.True(errors.Is(wrapped, fs.ErrNotExist))                                         // through both layers
+
+	forced := rpc.E("coordinator.Verify", rpc.Internal, err)
+	is.Equal(rpc.KindOf(forced), rpc.Internal) // a given kind wins over the cause's
+
+	up := rpc.Errorf(rpc.Other, "confirm: %w", rpc.NodeError(rpc.Unavailable, []string{"n1"}, "node down"))
+	is.Equal(rpc.KindOf(up), rpc.Unavailable)       // Errorf pulls the kind up from a %w cause
+	is.Equal(rpc.FailedNodesOf(up), []string{"n1"}) // and the failed nodes are found through it
+	is.Equal(rpc.FailedNodesOf(rpc.E("op", rpc.Other, up)), []string{"n1"})
+
+	var pathErr *fs.PathError
+	is.True(errors.As(rpc.E("op", rpc.Internal, &fs.PathError{Op: "open", Path: "/x", Err: fs.ErrPermission}), &pathErr)) // errors.As sees the cause
+	is.Equal(rpc.E("op", rpc.Exists, nil).Error(), "op: already exists")                                                  // no cause: the kind reads
+}
+
+func TestSentinelCarriesItsKind(t *testing.T) {
+	is := is.New(t)
+	sentinel := &rpc.Error{Kind: rpc.FailedPrecondition, Msg: "version conflict"}
+	err := rpc.Errorf(rpc.Other, "file /a is at version 2, expected 1 (%w)", sentinel)
+	is.True(errors.Is(err, sentinel))               // the sentinel is found
+	is.True(errors.Is(err, rpc.FailedPrecondition)) // and so is its kind
+	other := rpc.Errorf(rpc.FailedPrecondition, "store closed")
+	is.True(!errors.Is(other, sentinel)) // the same kind is not the same sentinel
+}
+
+func TestNotServingTravels(t *testing.T) {
+	is := is.New(t)
+	err := rpc.NotServingError("10.0.0.1:7000", 250*time.Millisecond, "coordinator %s is a standby", "c2")
+	is.Equal(err.Error(), "coordinator c2 is a standby") // the message, not the detail's text
+	is.True(errors.Is(err, rpc.Unavailable))             // of kind Unavailable
+	back := rpc.FromStatus(rpc.ToStatus(err))
+	ns, ok := rpc.NotServingOf(back)
+	is.True(ok)                                           // the detail crosses the wire
+	is.Equal(ns.Leader, "10.0.0.1:7000")                  // with the leader
+	is.Equal(ns.RetryAfter, 250*time.Millisecond)         // and when to retry
+	is.Equal(back.Error(), "coordinator c2 is a standby") // and the same text
+	_, ok = rpc.NotServingOf(rpc.Errorf(rpc.Unavailable, "down"))
+	is.True(!ok) // plain unavailability is not "not serving"
+	var found *rpc.NotServing
+	is.True(errors.As(rpc.E("client.Put", rpc.Other, back), &found)) // found with errors.As through wrapping
 }

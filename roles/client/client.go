@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/chunkstream"
@@ -51,6 +52,9 @@ type Config struct {
 	// Attempts is how many placements a chunk of a put gets, and how many
 	// rounds over the replicas a get makes, before giving up.
 	Attempts int
+	// Clock tells the time and makes the timers; nil is the real clock
+	// (tests pass a fake one).
+	Clock clockwork.Clock
 	// PageSize is how many chunks of a chunk map one call to the
 	// coordinator reads (get, stat); 0 takes the coordinator's default,
 	// which also caps it.
@@ -103,9 +107,10 @@ func (c Config) Validate() error {
 
 // Client talks to one dfs cluster. It is safe for concurrent use.
 type Client struct {
-	cfg  Config
-	log  zerolog.Logger
-	pool *rpc.Pool
+	cfg   Config
+	log   zerolog.Logger
+	clock clockwork.Clock
+	pool  *rpc.Pool
 
 	background sync.WaitGroup // reports of bad replicas still being sent
 
@@ -120,7 +125,10 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, log: log, pool: rpc.NewPool()}, nil
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	return &Client{cfg: cfg, log: log, clock: cfg.Clock, pool: rpc.NewPool()}, nil
 }
 
 // Close waits (bounded by the reports' own timeout) for background reports

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/placement"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -29,7 +28,7 @@ const (
 // last. Failures that say nothing about the node's health (a canceled
 // stream, bad input, a missing chunk) are not recorded.
 func (c *Client) nodesFailed(ctx context.Context, nodes []string, err error) {
-	if len(nodes) == 0 || !chunkstream.Retryable(err) || ctx.Err() != nil {
+	if len(nodes) == 0 || !rpc.Retryable(err) || ctx.Err() != nil {
 		return
 	}
 	now := time.Now()

@@ -193,7 +193,7 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, dst []byte
 		return rpc.Errorf(rpc.Unavailable, "chunk %d (%s) has no replica", ch.Index, ch.ChunkId)
 	}
 	exp := chunkstream.Expect{ChunkID: rpc.ChunkID(ch.ChunkId), Size: ch.Size, FrameSize: ch.FrameSize, Digest: ch.Digest}
-	backoff := chunkstream.Backoff{Initial: 200 * time.Millisecond, Max: 2 * time.Second}
+	backoff := rpc.Backoff{Initial: 200 * time.Millisecond, Max: 2 * time.Second}
 	var last, lastBad string // the last failure, and the last bad bytes
 	reported := map[rpc.NodeID]bool{}
 	for round := 0; round < c.cfg.Attempts; round++ {

@@ -291,7 +291,7 @@ func (st *putState) touchesFailed(p *dfspb.ChunkPlan) bool {
 // sendChunk stores one chunk on its primary and replicas, placing it again
 // elsewhere when a node fails, up to the configured attempts.
 func (st *putState) sendChunk(ctx context.Context, index uint32, data []byte) error {
-	backoff := chunkstream.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
+	backoff := rpc.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
 	var lastErr error
 	forgiven := false
 	for attempt := 0; attempt < st.c.cfg.Attempts; attempt++ {
@@ -425,7 +425,7 @@ func (st *putState) keep(ctx context.Context, fail context.CancelCauseFunc) {
 		err := st.flush(ctx, fullOnly)
 		switch {
 		case err == nil || ctx.Err() != nil:
-		case chunkstream.Retryable(err):
+		case rpc.Retryable(err):
 			st.c.log.Debug().Err(err).Msg("recording chunk receipts; trying again later")
 		default:
 			fail(err)
@@ -480,7 +480,7 @@ func (st *putState) confirm(ctx context.Context, size int64, sum []byte) (*dfspb
 	}
 	for round := 0; ; round++ {
 		// A failed batch stays pending: retrying records it again.
-		err := chunkstream.Retry(ctx, chunkstream.DefaultBackoff, func(int) error { return st.flush(ctx, true) })
+		err := rpc.Retry(ctx, nil, rpc.DefaultBackoff, func(int) error { return st.flush(ctx, true) })
 		if err != nil {
 			return nil, err
 		}
@@ -520,7 +520,7 @@ func (st *putState) confirm(ctx context.Context, size int64, sum []byte) (*dfspb
 // datanode it checks with is briefly unavailable.
 func (st *putState) confirmOnce(ctx context.Context, req *dfspb.ConfirmUploadRequest) (*dfspb.ConfirmUploadResponse, error) {
 	var out *dfspb.ConfirmUploadResponse
-	err := chunkstream.Retry(ctx, chunkstream.DefaultBackoff, func(attempt int) error {
+	err := rpc.Retry(ctx, nil, rpc.DefaultBackoff, func(attempt int) error {
 		err := st.c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
 			resp, err := cc.ConfirmUpload(ctx, req)
 			if err == nil {

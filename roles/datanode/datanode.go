@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
@@ -155,8 +156,9 @@ func (c Config) Validate() error {
 
 // Deps are a datanode's collaborators.
 type Deps struct {
-	Log   zerolog.Logger
-	Clock sessions.Clock
+	Log zerolog.Logger
+	// Clock tells the time and makes the timers; nil is the real clock.
+	Clock clockwork.Clock
 	// Listener, when set, is used instead of listening on Config.Listen
 	// (tests pass 127.0.0.1:0 listeners).
 	Listener net.Listener
@@ -171,7 +173,7 @@ type Node struct {
 
 	cfg   Config
 	log   zerolog.Logger
-	clock sessions.Clock
+	clock clockwork.Clock
 	lis   net.Listener
 
 	id      rpc.NodeID
@@ -220,7 +222,7 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		return nil, err
 	}
 	if deps.Clock == nil {
-		deps.Clock = sessions.SystemClock{}
+		deps.Clock = clockwork.NewRealClock()
 	}
 	n := &Node{
 		cfg:   cfg,

@@ -7,7 +7,6 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -52,7 +51,7 @@ func (n *Node) nextCoordinator(err error) {
 // (ResourceExhausted: too many registrations) keeps retrying with backoff,
 // not ready, and logs the refusal now and then. It runs until ctx ends.
 func (n *Node) heartbeatLoop(ctx context.Context) {
-	backoff := chunkstream.Backoff{Initial: 200 * time.Millisecond, Max: n.cfg.HeartbeatInterval}
+	backoff := rpc.Backoff{Initial: 200 * time.Millisecond, Max: n.cfg.HeartbeatInterval}
 	failures := 0
 	readyOnce := false
 	for {

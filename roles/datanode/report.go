@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -233,7 +232,7 @@ func (r *reporter) putBack(p report) {
 
 // reportLoop sends queued changes until ctx ends.
 func (n *Node) reportLoop(ctx context.Context) {
-	backoff := chunkstream.Backoff{Initial: 100 * time.Millisecond, Max: n.cfg.HeartbeatInterval}
+	backoff := rpc.Backoff{Initial: 100 * time.Millisecond, Max: n.cfg.HeartbeatInterval}
 	failures := 0
 	tick := time.NewTicker(n.cfg.HeartbeatInterval)
 	defer tick.Stop()

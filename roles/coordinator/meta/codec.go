@@ -160,7 +160,7 @@ func ParseDeletionKey(k string) (Deletion, error) {
 func marshal(m proto.Message) ([]byte, error) {
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	if err != nil {
-		return nil, rpc.Errorf(rpc.Internal, "encode %T: %v", m, err)
+		return nil, rpc.Errorf(rpc.Internal, "encode %T: %w", m, err)
 	}
 	return b, nil
 }

@@ -119,10 +119,18 @@ type Txn struct {
 	Undrain []rpc.NodeID
 }
 
-// ErrConflict is the kind of error Commit returns when Txn.Expect does not
-// match: another commit changed the path first. The caller re-reads and
-// tries again.
-var ErrConflict = rpc.FailedPrecondition
+// ErrConflict is the cause of the error Commit returns when Txn.Expect
+// does not match: another commit changed the path first, and the caller
+// re-reads and tries again. errors.Is(err, ErrConflict) holds for a real
+// conflict only; its kind is rpc.FailedPrecondition, as for other refusals
+// (a closed or uninitialized store) that a retry will not cure.
+var ErrConflict error = &rpc.Error{Kind: rpc.FailedPrecondition, Msg: "version conflict"}
+
+// Conflict returns the error for a commit to path that expected version
+// expect and found cur.
+func Conflict(path rpc.Path, cur, expect uint64) error {
+	return rpc.Errorf(rpc.Other, "file %s is at version %d, expected %d (%w)", path, cur, expect, ErrConflict)
+}
 
 // Namespace reads committed files.
 type Namespace interface {
@@ -219,25 +227,25 @@ func CheckTxn(txn *Txn) error {
 	// Nothing is stored that would not decode again.
 	if txn.Put != nil {
 		if _, err := FileFromPB(FileToPB(txn.Put)); err != nil {
-			return rpc.Errorf(rpc.Invalid, "txn puts a malformed file: %v", err)
+			return rpc.Errorf(rpc.Invalid, "txn puts a malformed file: %w", err)
 		}
 	}
 	for _, u := range txn.PutUploads {
 		if _, err := UploadFromPB(UploadToPB(u)); err != nil {
-			return rpc.Errorf(rpc.Invalid, "txn puts a malformed upload: %v", err)
+			return rpc.Errorf(rpc.Invalid, "txn puts a malformed upload: %w", err)
 		}
 	}
 	for _, list := range [][]Deletion{txn.AddDeletions, txn.DoneDeletions} {
 		for _, d := range list {
 			if _, err := ParseDeletionKey(DeletionKey(d)); err != nil {
-				return rpc.Errorf(rpc.Invalid, "txn names a malformed deletion: %v", err)
+				return rpc.Errorf(rpc.Invalid, "txn names a malformed deletion: %w", err)
 			}
 		}
 	}
 	for _, list := range [][]rpc.NodeID{txn.Drain, txn.Undrain} {
 		for _, n := range list {
 			if _, err := rpc.ParseNodeID(string(n)); err != nil {
-				return rpc.Errorf(rpc.Invalid, "txn names a malformed node: %v", err)
+				return rpc.Errorf(rpc.Invalid, "txn names a malformed node: %w", err)
 			}
 		}
 	}

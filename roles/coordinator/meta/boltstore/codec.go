@@ -13,14 +13,14 @@ import (
 
 func encodeFile(f *meta.File) ([]byte, error) {
 	if _, err := meta.FileFromPB(meta.FileToPB(f)); err != nil {
-		return nil, rpc.Errorf(rpc.Invalid, "file %s would not read back: %v", f.Path, err)
+		return nil, rpc.Errorf(rpc.Invalid, "file %s would not read back: %w", f.Path, err)
 	}
 	return meta.MarshalFile(f)
 }
 
 func encodeUpload(u *meta.Upload) ([]byte, error) {
 	if _, err := meta.UploadFromPB(meta.UploadToPB(u)); err != nil {
-		return nil, rpc.Errorf(rpc.Invalid, "upload %s would not read back: %v", u.ID, err)
+		return nil, rpc.Errorf(rpc.Invalid, "upload %s would not read back: %w", u.ID, err)
 	}
 	return meta.MarshalUpload(u)
 }
@@ -28,14 +28,14 @@ func encodeUpload(u *meta.Upload) ([]byte, error) {
 func deletionKey(d meta.Deletion) ([]byte, error) {
 	k := meta.DeletionKey(d)
 	if _, err := meta.ParseDeletionKey(k); err != nil {
-		return nil, rpc.Errorf(rpc.Invalid, "deletion %s would not read back: %v", k, err)
+		return nil, rpc.Errorf(rpc.Invalid, "deletion %s would not read back: %w", k, err)
 	}
 	return []byte(k), nil
 }
 
 func drainKey(n rpc.NodeID) ([]byte, error) {
 	if _, err := rpc.ParseNodeID(string(n)); err != nil {
-		return nil, rpc.Errorf(rpc.Invalid, "drain of %q would not read back: %v", n, err)
+		return nil, rpc.Errorf(rpc.Invalid, "drain of %q would not read back: %w", n, err)
 	}
 	return []byte(n), nil
 }
@@ -43,7 +43,7 @@ func drainKey(n rpc.NodeID) ([]byte, error) {
 func decodeFile(k, v []byte) (*meta.File, error) {
 	f, err := meta.UnmarshalFile(v)
 	if err != nil {
-		return nil, rpc.Errorf(rpc.Internal, "stored file %q is damaged: %v", k, err)
+		return nil, rpc.Errorf(rpc.Internal, "stored file %q is damaged: %w", k, err)
 	}
 	if string(f.Path) != string(k) {
 		return nil, rpc.Errorf(rpc.Internal, "stored file %q is damaged: it holds %s", k, f.Path)
@@ -54,7 +54,7 @@ func decodeFile(k, v []byte) (*meta.File, error) {
 func decodeUpload(k, v []byte) (*meta.Upload, error) {
 	u, err := meta.UnmarshalUpload(v)
 	if err != nil {
-		return nil, rpc.Errorf(rpc.Internal, "stored upload %q is damaged: %v", k, err)
+		return nil, rpc.Errorf(rpc.Internal, "stored upload %q is damaged: %w", k, err)
 	}
 	if string(u.ID) != string(k) {
 		return nil, rpc.Errorf(rpc.Internal, "stored upload %q is damaged: it holds %s", k, u.ID)
@@ -65,7 +65,7 @@ func decodeUpload(k, v []byte) (*meta.Upload, error) {
 func decodeDeletion(k []byte) (meta.Deletion, error) {
 	d, err := meta.ParseDeletionKey(string(k))
 	if err != nil {
-		return meta.Deletion{}, rpc.Errorf(rpc.Internal, "stored deletion %q is damaged: %v", k, err)
+		return meta.Deletion{}, rpc.Errorf(rpc.Internal, "stored deletion %q is damaged: %w", k, err)
 	}
 	return d, nil
 }
@@ -73,7 +73,7 @@ func decodeDeletion(k []byte) (meta.Deletion, error) {
 func decodeDrain(k []byte) (rpc.NodeID, error) {
 	n, err := rpc.ParseNodeID(string(k))
 	if err != nil {
-		return "", rpc.Errorf(rpc.Internal, "stored drain %q is damaged: %v", k, err)
+		return "", rpc.Errorf(rpc.Internal, "stored drain %q is damaged: %w", k, err)
 	}
 	return n, nil
 }

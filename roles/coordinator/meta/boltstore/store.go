@@ -327,7 +327,7 @@ func damagedErr(path string, bucket, bad, last []byte, cause error) error {
 	default:
 		at = "its first records (a damaged page)"
 	}
-	return rpc.Errorf(rpc.Internal, "damaged metadata file %s: bucket %q, %s: %v", path, bucket, at, cause)
+	return rpc.Errorf(rpc.Internal, "damaged metadata file %s: bucket %q, %s: %w", path, bucket, at, cause)
 }
 
 // Files calls fn for every committed file in path order. It reads the
@@ -593,7 +593,7 @@ func (c *commit) check(tx *bolt.Tx) error {
 		return rpc.Errorf(rpc.NotFound, "file %s not found", txn.Path)
 	}
 	if cur != txn.Expect {
-		return rpc.Errorf(meta.ErrConflict, "file %s is at version %d, expected %d", txn.Path, cur, txn.Expect)
+		return meta.Conflict(txn.Path, cur, txn.Expect)
 	}
 	if txn.Put != nil {
 		if hasChildren(files.Cursor(), txn.Path) {
@@ -683,8 +683,8 @@ func boltErr(op string, err error) error {
 	case errors.Is(err, berrors.ErrDatabaseNotOpen):
 		return rpc.Errorf(rpc.FailedPrecondition, "%s: metadata store is closed", op)
 	case noSpace(err):
-		return rpc.Errorf(rpc.ResourceExhausted, "%s: no space left for metadata (free space on the coordinator's data dir; nothing was written): %v", op, err)
+		return rpc.Errorf(rpc.ResourceExhausted, "%s: no space left for metadata (free space on the coordinator's data dir; nothing was written): %w", op, err)
 	default:
-		return rpc.Errorf(rpc.Internal, "%s: %v", op, err)
+		return rpc.Errorf(rpc.Internal, "%s: %w", op, err)
 	}
 }

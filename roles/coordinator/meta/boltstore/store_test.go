@@ -242,6 +242,17 @@ func TestCloseIsIdempotent(t *testing.T) {
 	is.True(errors.Is(err, rpc.FailedPrecondition)) // a closed store refuses reads
 	err = s.Commit(context.Background(), &meta.Txn{Path: "/x", Put: metatest.NewFile("/x", 1, 1)})
 	is.True(errors.Is(err, rpc.FailedPrecondition)) // and commits
+	is.True(!errors.Is(err, meta.ErrConflict))      // which is no conflict: a retry would not cure it
+}
+
+func TestConflictKeepsItsCause(t *testing.T) {
+	is := is.New(t)
+	s := openInit(t, time.Millisecond, 16)
+	is.NoErr(s.Commit(context.Background(), &meta.Txn{Path: "/x", Put: metatest.NewFile("/x", 1, 1)}))
+	err := s.Commit(context.Background(), &meta.Txn{Path: "/x", Put: metatest.NewFile("/x", 1, 1)})
+	is.True(errors.Is(err, meta.ErrConflict))                                       // a lost race is a conflict
+	is.True(errors.Is(err, rpc.FailedPrecondition))                                 // of the kind that crosses the wire
+	is.Equal(err.Error(), "file /x is at version 1, expected 0 (version conflict)") // readable, naming the path
 }
 
 func TestFilesWalksPagesAndAllowsCommits(t *testing.T) {

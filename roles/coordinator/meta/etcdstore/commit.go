@@ -264,10 +264,7 @@ func (s *Store) applyRest(ctx context.Context, bs [][]clientv3.Op, what string) 
 			if rctx.Err() != nil || rpc.KindOf(err) != rpc.Unavailable || errors.Is(err, ErrNotLeader) {
 				return fmt.Errorf("etcdstore: %scommitted, but %d of %d deletion changes were not: %w", what, total-done, total, err)
 			}
-			select {
-			case <-time.After(delay):
-			case <-rctx.Done():
-			}
+			_ = rpc.Sleep(rctx, nil, delay) // an ended rctx fails the next attempt
 			delay = min(2*delay, time.Second)
 		}
 		done += len(b)
@@ -425,7 +422,7 @@ func (s *Store) classify(txn *meta.Txn, rs []*pb.ResponseOp, nAncestors int, fen
 	if k := kvs(0); len(k) > 0 {
 		f, err := meta.UnmarshalFile(k[0].Value)
 		if err != nil {
-			return 0, rpc.Errorf(rpc.Internal, "etcdstore: key %q: %v", k[0].Key, err)
+			return 0, rpc.Errorf(rpc.Internal, "etcdstore: key %q: %w", k[0].Key, err)
 		}
 		cur, modRev = f.Version, k[0].ModRevision
 	}
@@ -433,7 +430,7 @@ func (s *Store) classify(txn *meta.Txn, rs []*pb.ResponseOp, nAncestors int, fen
 		return 0, rpc.Errorf(rpc.NotFound, "file %s not found", txn.Path)
 	}
 	if cur != txn.Expect {
-		return 0, rpc.Errorf(meta.ErrConflict, "file %s is at version %d, expected %d", txn.Path, cur, txn.Expect)
+		return 0, meta.Conflict(txn.Path, cur, txn.Expect)
 	}
 	if txn.Put != nil {
 		if len(kvs(1)) > 0 {

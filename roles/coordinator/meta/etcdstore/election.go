@@ -211,10 +211,7 @@ func (e *Election) Observe(ctx context.Context) <-chan string {
 		for ctx.Err() == nil {
 			v, rev, err := e.leader(ctx)
 			if err != nil {
-				select {
-				case <-time.After(delay):
-				case <-ctx.Done():
-				}
+				_ = rpc.Sleep(ctx, nil, delay) // the loop ends with ctx
 				delay = min(2*delay, 2*time.Second)
 				continue
 			}

@@ -42,7 +42,7 @@ func (s *Store) Get(ctx context.Context, p rpc.Path) (*meta.File, error) {
 func (s *Store) decodeFile(kv *mvccpb.KeyValue) (*meta.File, error) {
 	f, err := meta.UnmarshalFile(kv.Value)
 	if err != nil {
-		return nil, rpc.Errorf(rpc.Internal, "etcdstore: key %q: %v", kv.Key, err)
+		return nil, rpc.Errorf(rpc.Internal, "etcdstore: key %q: %w", kv.Key, err)
 	}
 	if s.fileKey(f.Path) != string(kv.Key) {
 		return nil, rpc.Errorf(rpc.Internal, "etcdstore: key %q holds file %s", kv.Key, f.Path)
@@ -253,7 +253,7 @@ func (s *Store) scanPrefix(ctx context.Context, pfx string, rev int64, fn func(*
 func (s *Store) decodeUpload(kv *mvccpb.KeyValue) (*meta.Upload, error) {
 	u, err := meta.UnmarshalUpload(kv.Value)
 	if err != nil {
-		return nil, rpc.Errorf(rpc.Internal, "etcdstore: key %q: %v", kv.Key, err)
+		return nil, rpc.Errorf(rpc.Internal, "etcdstore: key %q: %w", kv.Key, err)
 	}
 	return u, nil
 }
@@ -261,7 +261,7 @@ func (s *Store) decodeUpload(kv *mvccpb.KeyValue) (*meta.Upload, error) {
 func (s *Store) decodeDeletion(kv *mvccpb.KeyValue) (meta.Deletion, error) {
 	d, err := unmarshalDeletion(kv.Value)
 	if err != nil {
-		return d, rpc.Errorf(rpc.Internal, "etcdstore: key %q: %v", kv.Key, err)
+		return d, rpc.Errorf(rpc.Internal, "etcdstore: key %q: %w", kv.Key, err)
 	}
 	return d, nil
 }
@@ -298,7 +298,7 @@ func (s *Store) Deletions(ctx context.Context) ([]meta.Deletion, error) {
 func (s *Store) decodeDrain(kv *mvccpb.KeyValue) (rpc.NodeID, error) {
 	n, err := rpc.ParseNodeID(strings.TrimPrefix(string(kv.Key), s.pfx+"n/"))
 	if err != nil {
-		return "", rpc.Errorf(rpc.Internal, "etcdstore: key %q: %v", kv.Key, err)
+		return "", rpc.Errorf(rpc.Internal, "etcdstore: key %q: %w", kv.Key, err)
 	}
 	return n, nil
 }

@@ -171,7 +171,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		Context:              context.WithoutCancel(ctx),
 	})
 	if err != nil {
-		return nil, rpc.Errorf(rpc.Unavailable, "etcd at %s unreachable: %v", where, err)
+		return nil, rpc.Errorf(rpc.Unavailable, "etcd at %s unreachable: %w", where, err)
 	}
 	s := &Store{cli: cli, opts: opts, pfx: opts.Prefix}
 	if err := s.load(ctx, where, false); err != nil {
@@ -192,7 +192,7 @@ func (s *Store) load(ctx context.Context, where string, again bool) error {
 	case err != nil && rpc.KindOf(etcdError("", err)) == rpc.Permission:
 		return fmt.Errorf("etcd at %s: %w", where, etcdError("open", err))
 	case err != nil:
-		return rpc.Errorf(rpc.Unavailable, "etcd at %s unreachable: %v", where, err)
+		return rpc.Errorf(rpc.Unavailable, "etcd at %s unreachable: %w", where, err)
 	}
 	vals := map[string]string{}
 	for _, kv := range resp.Kvs {
@@ -380,7 +380,7 @@ func (s *Store) Init(ctx context.Context, id string, recs []meta.Record) error {
 		return s.initRaced(ctx)
 	}
 	fail := func(err error) error {
-		s.broken = rpc.Errorf(rpc.FailedPrecondition, "etcdstore: restore into prefix %q failed part-way (%v); clear the prefix (etcdctl del --prefix %q) and restore again", s.pfx, err, s.pfx)
+		s.broken = rpc.Errorf(rpc.FailedPrecondition, "etcdstore: restore into prefix %q failed part-way (%w); clear the prefix (etcdctl del --prefix %q) and restore again", s.pfx, err, s.pfx)
 		return s.broken
 	}
 	ours := clientv3.Compare(clientv3.Value(marker), "=", token)
@@ -483,7 +483,7 @@ func (s *Store) recordOps(recs []meta.Record) ([]clientv3.Op, error) {
 			add(s.deletionKey(*r.Deletion), marshalDeletion(*r.Deletion))
 		case r.Drain != nil:
 			if _, err := rpc.ParseNodeID(string(*r.Drain)); err != nil {
-				return nil, rpc.Errorf(rpc.Invalid, "drain of %q would not read back: %v", *r.Drain, err)
+				return nil, rpc.Errorf(rpc.Invalid, "drain of %q would not read back: %w", *r.Drain, err)
 			}
 			add(s.drainKey(*r.Drain), nil)
 		}

@@ -143,7 +143,7 @@ func (m *Mem) Commit(ctx context.Context, txn *meta.Txn) error {
 			return rpc.Errorf(rpc.NotFound, "file %s not found", txn.Path)
 		}
 		if cur != txn.Expect {
-			return rpc.Errorf(meta.ErrConflict, "file %s is at version %d, expected %d", txn.Path, cur, txn.Expect)
+			return meta.Conflict(txn.Path, cur, txn.Expect)
 		}
 		if txn.Put != nil {
 			if m.isDirLocked(txn.Path) {

@@ -1,4 +1,4 @@
-package chunkstream_test
+package rpc_test
 
 import (
 	"context"
@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/matryer/is"
 
-	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
 )
 
@@ -36,14 +36,14 @@ func TestRetryable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.err.Error(), func(t *testing.T) {
 			is := is.New(t)
-			is.Equal(chunkstream.Retryable(tt.err), tt.want) // transient kinds only
+			is.Equal(rpc.Retryable(tt.err), tt.want) // transient kinds only
 		})
 	}
 }
 
 func TestBackoffDelay(t *testing.T) {
 	is := is.New(t)
-	b := chunkstream.Backoff{Attempts: 5, Initial: 100 * time.Millisecond, Max: time.Second}
+	b := rpc.Backoff{Attempts: 5, Initial: 100 * time.Millisecond, Max: time.Second}
 	nominal := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond}
 	for attempt := 1; attempt <= 200; attempt++ {
 		base := b.Max // from attempt 5 on, and whenever the shift overflows
@@ -56,16 +56,16 @@ func TestBackoffDelay(t *testing.T) {
 			is.True(d <= base)   // never above it, so never above Max
 		}
 	}
-	zero := chunkstream.Backoff{Attempts: 3, Max: 10 * time.Millisecond}
+	zero := rpc.Backoff{Attempts: 3, Max: 10 * time.Millisecond}
 	is.True(zero.Delay(1) <= 10*time.Millisecond) // no Initial: Max bounds it
 	is.True(zero.Delay(1) >= 5*time.Millisecond)  // jitter stays in the upper half
-	none := chunkstream.Backoff{Attempts: 3}
+	none := rpc.Backoff{Attempts: 3}
 	is.Equal(none.Delay(3), time.Duration(0)) // no delays configured: none
 }
 
 func TestBackoffJitters(t *testing.T) {
 	is := is.New(t)
-	b := chunkstream.Backoff{Attempts: 3, Initial: time.Second, Max: time.Second}
+	b := rpc.Backoff{Attempts: 3, Initial: time.Second, Max: time.Second}
 	seen := map[time.Duration]bool{}
 	for range 50 {
 		seen[b.Delay(1)] = true
@@ -73,14 +73,14 @@ func TestBackoffJitters(t *testing.T) {
 	is.True(len(seen) > 1) // delays are jittered so clients do not retry in lockstep
 }
 
-var fast = chunkstream.Backoff{Attempts: 4, Initial: time.Microsecond, Max: time.Microsecond}
+var fast = rpc.Backoff{Attempts: 4, Initial: time.Microsecond, Max: time.Microsecond}
 
 func TestRetry(t *testing.T) {
 	transient := rpc.Errorf(rpc.Unavailable, "node down")
 	bad := rpc.Errorf(rpc.Invalid, "bad input")
 	tests := []struct {
 		name    string
-		b       chunkstream.Backoff
+		b       rpc.Backoff
 		results []error // what fn returns on each attempt; nil after the end
 		want    error
 		calls   int
@@ -90,13 +90,13 @@ func TestRetry(t *testing.T) {
 		{"gives up after attempts", fast, []error{transient, transient, transient, io.ErrUnexpectedEOF, nil}, io.ErrUnexpectedEOF, 4},
 		{"not retryable", fast, []error{bad, nil}, bad, 1},
 		{"transient then bad", fast, []error{transient, bad, nil}, bad, 2},
-		{"zero attempts means one", chunkstream.Backoff{}, []error{transient, nil}, transient, 1},
+		{"zero attempts means one", rpc.Backoff{}, []error{transient, nil}, transient, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			is := is.New(t)
 			calls := 0
-			err := chunkstream.Retry(context.Background(), tt.b, func(attempt int) error {
+			err := rpc.Retry(context.Background(), nil, tt.b, func(attempt int) error {
 				is.Equal(attempt, calls) // attempts are numbered from 0
 				calls++
 				if attempt < len(tt.results) {
@@ -115,13 +115,13 @@ func TestRetryStopsWhenContextEnds(t *testing.T) {
 		is := is.New(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		slow := chunkstream.Backoff{Attempts: 5, Initial: time.Hour, Max: time.Hour}
+		slow := rpc.Backoff{Attempts: 5, Initial: time.Hour, Max: time.Hour}
 		transient := rpc.Errorf(rpc.Unavailable, "down")
 		called := make(chan struct{})
 		done := make(chan error, 1)
 		calls := 0
 		go func() {
-			done <- chunkstream.Retry(ctx, slow, func(int) error {
+			done <- rpc.Retry(ctx, nil, slow, func(int) error {
 				calls++
 				close(called)
 				return transient
@@ -129,7 +129,12 @@ func TestRetryStopsWhenContextEnds(t *testing.T) {
 		}()
 		<-called
 		cancel()
-		err := await(t, done, "Retry")
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Retry did not return when its context ended")
+		}
 		is.Equal(err, transient) // the last error is returned
 		is.Equal(calls, 1)       // and no further attempt is made
 	})
@@ -137,7 +142,7 @@ func TestRetryStopsWhenContextEnds(t *testing.T) {
 		is := is.New(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		calls := 0
-		err := chunkstream.Retry(ctx, fast, func(int) error {
+		err := rpc.Retry(ctx, nil, fast, func(int) error {
 			calls++
 			cancel()
 			return rpc.Errorf(rpc.Unavailable, "down")
@@ -145,4 +150,94 @@ func TestRetryStopsWhenContextEnds(t *testing.T) {
 		is.Equal(rpc.KindOf(err), rpc.Unavailable) // the attempt's error
 		is.Equal(calls, 1)                         // no retry after the context ended
 	})
+}
+
+func TestRetryPausesOnTheClock(t *testing.T) {
+	is := is.New(t)
+	clk := clockwork.NewFakeClock()
+	b := rpc.Backoff{Attempts: 3, Initial: time.Minute, Max: time.Minute}
+	attempts := make(chan int, 3)
+	done := make(chan error, 1)
+	go func() {
+		done <- rpc.Retry(context.Background(), clk, b, func(attempt int) error {
+			attempts <- attempt
+			return rpc.Errorf(rpc.Unavailable, "down")
+		})
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for want := range 3 {
+		select {
+		case got := <-attempts:
+			is.Equal(got, want) // attempts come in order, one per pause
+		case <-ctx.Done():
+			t.Fatalf("attempt %d never came", want)
+		}
+		if want < 2 {
+			is.NoErr(clk.BlockUntilContext(ctx, 1)) // Retry waits on the fake clock, not in real time
+			clk.Advance(time.Minute)                // a full delay lets the next attempt run
+		}
+	}
+	select {
+	case err := <-done:
+		is.Equal(rpc.KindOf(err), rpc.Unavailable) // the last attempt's error
+	case <-ctx.Done():
+		t.Fatal("Retry did not return after its last attempt")
+	}
+}
+
+func TestSleep(t *testing.T) {
+	is := is.New(t)
+	clk := clockwork.NewFakeClock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- rpc.Sleep(ctx, clk, time.Hour) }()
+	is.NoErr(clk.BlockUntilContext(ctx, 1))
+	clk.Advance(59 * time.Minute)
+	select {
+	case <-done:
+		t.Fatal("Sleep returned before its time")
+	default:
+	}
+	clk.Advance(time.Minute)
+	is.NoErr(<-done) // slept the full hour of the fake clock
+
+	stop, end := context.WithCancel(context.Background())
+	go func() { done <- rpc.Sleep(stop, clk, time.Hour) }()
+	is.NoErr(clk.BlockUntilContext(ctx, 1))
+	end()
+	is.Equal(<-done, context.Canceled)                           // an ended context cuts the sleep short
+	is.Equal(rpc.Sleep(stop, clk, 0), context.Canceled)          // and is reported even with nothing to wait
+	is.NoErr(rpc.Sleep(context.Background(), clk, -time.Second)) // no wait at all for a non-positive pause
+}
+
+func TestEvery(t *testing.T) {
+	is := is.New(t)
+	clk := clockwork.NewFakeClock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	loop, stop := context.WithCancel(ctx)
+	calls := make(chan struct{}, 10)
+	done := make(chan struct{})
+	go func() {
+		rpc.Every(loop, clk, time.Second, func(context.Context) { calls <- struct{}{} })
+		close(done)
+	}()
+	is.NoErr(clk.BlockUntilContext(ctx, 1))
+	is.Equal(len(calls), 0) // nothing before the first interval
+	for i := range 3 {
+		clk.Advance(time.Second)
+		select {
+		case <-calls:
+		case <-ctx.Done():
+			t.Fatalf("call %d never came", i)
+		}
+	}
+	stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("Every did not return when its context ended")
+	}
 }
