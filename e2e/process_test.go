@@ -785,17 +785,20 @@ type procStatReplica struct {
 }
 
 type procStatChunk struct {
-	Index    uint32            `json:"index"`
-	ID       string            `json:"id"`
-	Size     int64             `json:"size"`
-	Replicas []procStatReplica `json:"replicas"`
+	Index     uint32            `json:"index"`
+	ID        string            `json:"id"`
+	Size      int64             `json:"size"`
+	FrameSize int64             `json:"frame_size"`
+	Replicas  []procStatReplica `json:"replicas"`
 }
 
 type procStat struct {
-	Path   string          `json:"path"`
-	Size   int64           `json:"size"`
-	SHA256 string          `json:"sha256"`
-	Chunks []procStatChunk `json:"chunks"`
+	Path        string          `json:"path"`
+	Size        int64           `json:"size"`
+	SHA256      string          `json:"sha256"`
+	ChunkSize   int64           `json:"chunk_size"`
+	Replication int             `json:"replication"`
+	Chunks      []procStatChunk `json:"chunks"`
 }
 
 // stat runs `dfs stat --json`.
