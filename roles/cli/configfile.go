@@ -19,6 +19,12 @@ import (
 // run and the global flags. A value applies only where neither the command
 // line nor the flag's environment variable set it, so the precedence is
 // flag > environment > file > default.
+//
+// It is read by hand rather than through urfave/cli's altsrc, which would
+// change what files mean: altsrc refuses a size ("64MiB") for a generic
+// flag and a list for a string flag (coordinator: [a:7000, b:7000]), and
+// silently ignores a key that names no flag. Apply works on any flag by
+// its name, so no option is listed twice.
 type ConfigFile struct {
 	Path   string
 	values map[string]string
