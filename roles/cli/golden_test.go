@@ -171,6 +171,6 @@ func TestNormalize(t *testing.T) {
 	in := id + " 0f1e2d3c@127.0.0.1:45678 " + chunk + " " + sum + " 2026-12-05T15:37:45Z 2026-12-05T15:37:45.123Z " +
 		rpc.FormatBytes(3<<10) + " / " + rpc.FormatBytes(98<<30) + " 3.2s ago 150ms ago"
 	is.Equal(normalize(in, false), "<node-id> <node>@127.0.0.1:<port> <chunk-id>_12 "+sum+" <time> <time> <used> / <capacity> <age> ago <age> ago") // every volatile field
-	is.Equal(normalize("a    b  c d", true), "a  b  c d")                                                                                   // tables: runs of spaces collapse
-	is.Equal(normalize("a    b", false), "a    b")                                                                                          // other output keeps its spaces
+	is.Equal(normalize("a    b  c d", true), "a  b  c d")                                                                                           // tables: runs of spaces collapse
+	is.Equal(normalize("a    b", false), "a    b")                                                                                                  // other output keeps its spaces
 }
