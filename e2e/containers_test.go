@@ -26,7 +26,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -139,8 +138,8 @@ func TestContainers(t *testing.T) {
 	})
 	step("reconnected and restarted: the same 5 datanodes healthy")
 	c.poll("every file fully replicated (dfs fsck exits 0)", func() (bool, string) {
-		out, err := c.dfs(nil, "fsck")
-		return err == nil, strings.TrimSpace(string(out)) + errString(err)
+		res := c.dfs(c.cmdTimeout, "fsck")
+		return res.code == 0, strings.TrimSpace(res.stdout) + " " + oneLine(res.stderr)
 	})
 	step("every file fully replicated")
 	files["/after"] = c.put("/after", procTestData(2<<20, "/after"))
@@ -166,7 +165,7 @@ func dockerAnswers() error {
 
 // dockerCluster is a dfs cluster of containers on one private network.
 type dockerCluster struct {
-	t      *testing.T
+	clusterCLI
 	image  string
 	prefix string   // of every name; also the label's value
 	net    string   // the network
@@ -180,7 +179,8 @@ func newDockerCluster(t *testing.T) *dockerCluster {
 	b := make([]byte, 4)
 	rand.Read(b)
 	prefix := "dfstest-" + hex.EncodeToString(b)
-	c := &dockerCluster{t: t, prefix: prefix, net: prefix + "-net", coord: prefix + "-coord"}
+	c := &dockerCluster{prefix: prefix, net: prefix + "-net", coord: prefix + "-coord"}
+	c.clusterCLI = clusterCLI{t: t, client: c.runClient, cmdTimeout: containerCmdTimeout, waitFor: containerWaitTimeout, waitEvery: 500 * time.Millisecond}
 	t.Cleanup(c.cleanup)
 	return c
 }
@@ -222,13 +222,6 @@ func shortArgs(args []string) string {
 		s = s[:200] + "..."
 	}
 	return s
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return " (" + err.Error() + ")"
 }
 
 // buildImage builds the image with `make image` into a temp dir and
@@ -322,24 +315,49 @@ func (c *dockerCluster) cleanup() {
 	}
 }
 
-// dfs runs `dfs args...` in a client container on the cluster's network
-// with stdin, and returns its stdout.
-func (c *dockerCluster) dfs(stdin []byte, args ...string) ([]byte, error) {
+// runClient runs `dfs args...` in a client container on the cluster's network
+// with stdin (nil: none): the container harness's client.
+func (c *dockerCluster) runClient(timeout time.Duration, stdin []byte, args ...string) procResult {
+	c.t.Helper()
 	run := []string{"run", "--rm", "--no-healthcheck", "--label", containerLabel + "=" + c.prefix,
 		"--network", c.net, "-e", "DFS_COORDINATOR=" + c.coord + ":7000"}
 	if stdin != nil {
 		run = append(run, "-i")
 	}
 	run = append(run, c.image, "--log-level", "warn")
-	return c.docker(containerCmdTimeout, stdin, append(run, args...)...)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", append(run, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	cmd.WaitDelay = 10 * time.Second
+	err := cmd.Run()
+	what := "dfs " + shortArgs(args)
+	res := procResult{stdout: stdout.String(), stderr: stderr.String()}
+	if ctx.Err() != nil {
+		// Not fatal: a poll tries again.
+		res.code, res.stderr = -1, fmt.Sprintf("%s in a container: no end within %s; stderr: %s", what, timeout, oneLine(res.stderr))
+		return res
+	}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		res.code = ee.ExitCode()
+	case err != nil:
+		c.t.Fatalf("%s in a container: %v", what, err)
+	}
+	return res
 }
 
 // put stores data at remote through a client container (stdin) and
 // returns its SHA-256.
 func (c *dockerCluster) put(remote string, data []byte) [sha256.Size]byte {
 	c.t.Helper()
-	if _, err := c.dfs(data, "put", "--chunk-size", "1MiB", "-", remote); err != nil {
-		c.t.Fatalf("put %s (%d bytes): %v", remote, len(data), err)
+	if res := c.client(c.cmdTimeout, data, "put", "--chunk-size", "1MiB", "-", remote); res.code != 0 {
+		c.t.Fatalf("put %s (%d bytes): exit %d: %s", remote, len(data), res.code, oneLine(res.stderr))
 	}
 	return sha256.Sum256(data)
 }
@@ -348,70 +366,14 @@ func (c *dockerCluster) put(remote string, data []byte) [sha256.Size]byte {
 // compares it with the digest of what was put.
 func (c *dockerCluster) checkFile(remote string, want [sha256.Size]byte) {
 	c.t.Helper()
-	got, err := c.dfs(nil, "get", remote, "-")
-	if err != nil {
-		c.t.Fatalf("get %s: %v", remote, err)
+	res := c.dfs(c.cmdTimeout, "get", remote, "-")
+	if res.code != 0 {
+		c.t.Fatalf("get %s: exit %d: %s", remote, res.code, oneLine(res.stderr))
 	}
+	got := []byte(res.stdout)
 	if sha256.Sum256(got) != want {
 		c.t.Fatalf("get %s: %d bytes with sha256 %x, want sha256 %x", remote, len(got), sha256.Sum256(got), want)
 	}
-}
-
-// poll runs cond until it holds, failing the test after
-// containerWaitTimeout with the last detail it gave.
-func (c *dockerCluster) poll(what string, cond func() (bool, string)) {
-	c.t.Helper()
-	deadline := time.Now().Add(containerWaitTimeout)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("waited %s for %s; last: %s", containerWaitTimeout, what, detail)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-}
-
-// nodes runs `dfs nodes --json` in a client container.
-func (c *dockerCluster) listNodes() ([]procNode, error) {
-	out, err := c.dfs(nil, "nodes", "--json")
-	if err != nil {
-		return nil, err
-	}
-	var nodes []procNode
-	if err := json.Unmarshal(out, &nodes); err != nil {
-		return nil, fmt.Errorf("dfs nodes --json: %v", err)
-	}
-	return nodes, nil
-}
-
-// waitNodes polls dfs nodes until cond holds.
-func (c *dockerCluster) waitNodes(what string, cond func([]procNode) (bool, string)) {
-	c.t.Helper()
-	c.poll(what, func() (bool, string) {
-		nodes, err := c.listNodes()
-		if err != nil {
-			return false, err.Error()
-		}
-		return cond(nodes)
-	})
-}
-
-// nodeIDs returns the sorted node IDs the coordinator lists.
-func (c *dockerCluster) nodeIDs() []string {
-	c.t.Helper()
-	nodes, err := c.listNodes()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	var ids []string
-	for _, n := range nodes {
-		ids = append(ids, n.NodeID)
-	}
-	slices.Sort(ids)
-	return ids
 }
 
 // waitContainersHealthy waits until Docker reports every server container
@@ -427,22 +389,4 @@ func (c *dockerCluster) waitContainersHealthy() {
 		s := strings.TrimSpace(string(out))
 		return strings.Count(s, " healthy") == len(names), s
 	})
-}
-
-func countState(nodes []procNode, state string) int {
-	n := 0
-	for _, nd := range nodes {
-		if nd.State == state {
-			n++
-		}
-	}
-	return n
-}
-
-func describeNodes(nodes []procNode) string {
-	var parts []string
-	for _, n := range nodes {
-		parts = append(parts, fmt.Sprintf("%s=%s", n.Addr, n.State))
-	}
-	return fmt.Sprintf("%d nodes: %s", len(nodes), strings.Join(parts, " "))
 }

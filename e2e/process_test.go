@@ -23,7 +23,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -401,17 +400,7 @@ func procChildEnv() []string {
 // with the last detail cond gave.
 func pollUntil(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(procWaitTimeout)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s; last: %s", procWaitTimeout, what, detail)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	pollFor(t, procWaitTimeout, 100*time.Millisecond, what, cond)
 }
 
 // serverProc is one dfs server process; its output goes to a log file.
@@ -460,7 +449,7 @@ type procClusterConfig struct {
 
 // procCluster is a coordinator and datanodes running as processes.
 type procCluster struct {
-	t     *testing.T
+	clusterCLI
 	bin   string
 	dir   string
 	coord string
@@ -489,7 +478,21 @@ type datanodeProc struct {
 // failed; then it dumps their logs if the test failed.
 func startProcCluster(t *testing.T, bin string, cfg procClusterConfig) *procCluster {
 	t.Helper()
-	c := &procCluster{t: t, bin: bin, dir: t.TempDir(), ids: map[*datanodeProc]string{}, nodeFlags: cfg.nodeFlags}
+	c := &procCluster{bin: bin, dir: t.TempDir(), ids: map[*datanodeProc]string{}, nodeFlags: cfg.nodeFlags}
+	c.clusterCLI = clusterCLI{t: t, cmdTimeout: procCLITimeout, waitFor: procWaitTimeout, waitEvery: 100 * time.Millisecond, alive: c.alive,
+		client: func(timeout time.Duration, stdin []byte, args ...string) procResult {
+			t.Helper()
+			if stdin == nil {
+				return runDFSProc(t, c.bin, c.coord, timeout, args...)
+			}
+			r := startDFSProc(t, c.bin, c.coord, timeout, true, args...)
+			defer r.cancel()
+			if _, err := r.stdin.Write(stdin); err != nil {
+				t.Errorf("dfs %s: stdin: %v", strings.Join(args, " "), err)
+			}
+			r.stdin.Close()
+			return r.wait(t)
+		}}
 	if err := os.Mkdir(filepath.Join(c.dir, "logs"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -550,6 +553,17 @@ func (c *procCluster) start(name string, args ...string) *serverProc {
 	}()
 	c.procs = append(c.procs, p)
 	return p
+}
+
+// alive fails the test if a server process that was not killed has
+// exited.
+func (c *procCluster) alive() {
+	c.t.Helper()
+	for _, p := range c.procs {
+		if !p.killed && !p.running() {
+			c.t.Fatalf("%s exited unexpectedly (%v); its log:\n%s", p.name, p.err, tailFile(p.log, 8<<10))
+		}
+	}
 }
 
 // startCoordinator starts (or restarts) the coordinator on its address and
@@ -694,34 +708,6 @@ func (c *procCluster) checkFile(remote string, want [sha256.Size]byte) {
 	}
 }
 
-type procNode struct {
-	NodeID string `json:"node_id"`
-	Addr   string `json:"addr"`
-	State  string `json:"state"`
-	Chunks int64  `json:"chunks"`
-}
-
-// nodes runs `dfs nodes --json`; an error means the CLI failed. A server
-// that exited without being killed fails the test at once, rather than
-// after the caller's poll times out.
-func (c *procCluster) nodes() ([]procNode, error) {
-	c.t.Helper()
-	for _, p := range c.procs {
-		if !p.killed && !p.running() {
-			c.t.Fatalf("%s exited unexpectedly (%v); its log:\n%s", p.name, p.err, tailFile(p.log, 8<<10))
-		}
-	}
-	res := c.dfs(procCLITimeout, "nodes", "--json")
-	if res.code != 0 {
-		return nil, fmt.Errorf("dfs nodes: exit %d: %s", res.code, strings.TrimSpace(res.stderr))
-	}
-	var out []procNode
-	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil {
-		return nil, fmt.Errorf("dfs nodes --json: %v", err)
-	}
-	return out, nil
-}
-
 // nodeByID finds the datanode process with the given node ID.
 func (c *procCluster) nodeByID(id string) *datanodeProc {
 	c.t.Helper()
@@ -776,43 +762,6 @@ func (c *procCluster) waitState(id, state string) {
 		}
 		return false, "it is not listed"
 	})
-}
-
-type procStatReplica struct {
-	NodeID string `json:"node_id"`
-	Addr   string `json:"addr"`
-	State  string `json:"state"`
-}
-
-type procStatChunk struct {
-	Index     uint32            `json:"index"`
-	ID        string            `json:"id"`
-	Size      int64             `json:"size"`
-	FrameSize int64             `json:"frame_size"`
-	Replicas  []procStatReplica `json:"replicas"`
-}
-
-type procStat struct {
-	Path        string          `json:"path"`
-	Size        int64           `json:"size"`
-	SHA256      string          `json:"sha256"`
-	ChunkSize   int64           `json:"chunk_size"`
-	Replication int             `json:"replication"`
-	Chunks      []procStatChunk `json:"chunks"`
-}
-
-// stat runs `dfs stat --json`.
-func (c *procCluster) stat(remote string) procStat {
-	c.t.Helper()
-	res := c.dfs(procCLITimeout, "stat", "--json", remote)
-	if res.code != 0 {
-		c.t.Fatalf("dfs stat %s: exit %d: %s", remote, res.code, res.stderr)
-	}
-	var st procStat
-	if err := json.Unmarshal([]byte(res.stdout), &st); err != nil {
-		c.t.Fatalf("dfs stat --json %s: %v", remote, err)
-	}
-	return st
 }
 
 type procResult struct {
@@ -893,12 +842,6 @@ func (r *procRun) wait(t *testing.T) procResult {
 		t.Errorf("%s: data race:\n%s", what, res.stderr)
 	}
 	return res
-}
-
-// dfs runs the CLI against the cluster's coordinator and waits for it.
-func (c *procCluster) dfs(timeout time.Duration, args ...string) procResult {
-	c.t.Helper()
-	return runDFSProc(c.t, c.bin, c.coord, timeout, args...)
 }
 
 func runDFSProc(t *testing.T, bin, coord string, timeout time.Duration, args ...string) procResult {
