@@ -1,8 +1,5 @@
 // Package cli is dfs's command line: every subcommand, the printers and
-// JSON shapes of their output, and the config file. Each option is
-// declared once, as a flag whose Destination is the field of the role's
-// Config it sets; the roles and the composition root (package roles) do
-// the work.
+// JSON shapes of their output, and the config file.
 package cli
 
 import (
@@ -70,7 +67,10 @@ type app struct {
 	log     zerolog.Logger
 }
 
-// App builds the command line; logs go to logw, results to stdio.
+// App builds the command line; logs go to logw, results to stdio. Each
+// option is declared once, as a flag whose Destination (or Value, for
+// sizes and address lists) is the field of the role's Config it sets; the
+// roles and the composition root (package roles) do the work.
 func App(v Version, stdio IO, logw io.Writer) *cli.App {
 	a := &app{stdio: stdio, logw: logw, version: v, log: zerolog.Nop()}
 	usageError := func(c *cli.Context, err error, isSub bool) error {

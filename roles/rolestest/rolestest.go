@@ -1,8 +1,9 @@
 // Package rolestest starts whole dfs clusters in the test's process for
-// the roles tests, the CLI tests and the benchmarks: a coordinator and
-// datanodes on 127.0.0.1:0 in temp dirs, logging into the test, stopped
-// when the test ends. The cluster (roles.Cluster) stops, restarts and
-// adds nodes and restarts the coordinator.
+// the roles tests, the CLI tests and the benchmarks.
+//
+// A cluster is a coordinator and datanodes on 127.0.0.1:0 in temp dirs,
+// logging into the test, stopped when the test ends; the roles.Cluster it
+// returns stops, restarts and adds nodes and restarts the coordinator.
 package rolestest
 
 import (
