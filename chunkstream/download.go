@@ -26,7 +26,7 @@ func SendStored(ctx context.Context, stream FrameSender, id rpc.ChunkID, r io.Re
 		}
 		n := min(frameSize, size-off)
 		if _, err := r.ReadAt(buf[:n], off); err != nil {
-			return rpc.Errorf(rpc.Internal, "chunk %s: read at %d: %v", id, off, err)
+			return rpc.Errorf(rpc.Internal, "chunk %s: read at %d: %w", id, off, err)
 		}
 		if i >= len(frames) {
 			return rpc.Errorf(rpc.Internal, "chunk %s: stored frame digests end at frame %d", id, i)
@@ -78,27 +78,45 @@ func ReceiveInto(stream FrameReceiver, exp Expect, dst []byte) error {
 // failed Recv returns the stream's status. The returned Verifier holds the
 // frame digests and the chunk digest.
 func ReceiveFrames(stream FrameReceiver, exp Expect, fn func(off int64, data []byte) error) (*Verifier, error) {
+	v, _, err := receive(stream, exp, fn)
+	return v, err
+}
+
+// receive is ReceiveFrames, and says whom an error blames: SourceCorrupt
+// for bytes that fail their digests, WriterFailed for fn's error, and
+// SourceFailed (SourceMissing for NotFound) for the stream's.
+func receive(stream FrameReceiver, exp Expect, fn func(off int64, data []byte) error) (*Verifier, Fault, error) {
 	if exp.Digest == nil {
-		return nil, rpc.Errorf(rpc.Internal, "chunk %s: no expected digest", exp.ChunkID)
+		return nil, NoFault, rpc.Errorf(rpc.Internal, "chunk %s: no expected digest", exp.ChunkID)
 	}
 	v := NewVerifier(exp)
 	for !v.Done() {
 		f, err := stream.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil, rpc.Errorf(rpc.Unavailable, "chunk %s: stream ended at %d of %d bytes", exp.ChunkID, v.Received(), exp.Size)
+				return nil, SourceFailed, rpc.Errorf(rpc.Unavailable, "chunk %s: stream ended at %d of %d bytes", exp.ChunkID, v.Received(), exp.Size)
 			}
-			return nil, rpc.FromStatus(err)
+			err = rpc.FromStatus(err)
+			return nil, sourceFault(err), err
 		}
 		off := v.Received()
 		if err := v.Check(f); err != nil {
-			return nil, err
+			return nil, SourceCorrupt, err
 		}
 		if len(f.Data) > 0 {
 			if err := fn(off, f.Data); err != nil {
-				return nil, err
+				return nil, WriterFailed, err
 			}
 		}
 	}
-	return v, nil
+	return v, NoFault, nil
+}
+
+// sourceFault is the fault of a failed call to a source: SourceMissing
+// when it says it has no such chunk, else SourceFailed.
+func sourceFault(err error) Fault {
+	if rpc.KindOf(err) == rpc.NotFound {
+		return SourceMissing
+	}
+	return SourceFailed
 }

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -22,13 +24,14 @@ const DefaultProgressTimeout = 5 * time.Second
 // is called within the timeout; a paused or cut-off peer then costs one
 // timeout, not the whole pause. It is safe for concurrent use.
 type Watchdog struct {
+	clock   clockwork.Clock
 	timeout time.Duration
 	what    string
 	cancel  context.CancelCauseFunc
 	heard   func() time.Time // see HeardFrom; nil: not used
 
 	mu    sync.Mutex
-	timer *time.Timer
+	timer clockwork.Timer
 	gen   uint64 // bumped by every Kick, Pause and Stop: a stale timer does nothing
 	armed bool
 	err   error
@@ -37,15 +40,19 @@ type Watchdog struct {
 type watchdogKey struct{}
 
 // NewWatchdog returns a context for one stream, derived from ctx, and the
-// watchdog that cancels it; what names the peer in the error. The
-// watchdog starts armed, covering the stream's opening. A timeout of 0 or
-// less never fires. Stop must be called once the stream is done.
+// watchdog that cancels it; what names the peer in the error. Its
+// deadlines run on clk (nil: the real clock). The watchdog starts armed,
+// covering the stream's opening. A timeout of 0 or less never fires. Stop
+// must be called once the stream is done.
 //
 // An Upload whose context comes from NewWatchdog arms it while it waits
 // for acks, and disarms it while it has nothing outstanding.
-func NewWatchdog(ctx context.Context, timeout time.Duration, what string) (context.Context, *Watchdog) {
+func NewWatchdog(ctx context.Context, clk clockwork.Clock, timeout time.Duration, what string) (context.Context, *Watchdog) {
+	if clk == nil {
+		clk = clockwork.NewRealClock()
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	w := &Watchdog{timeout: timeout, what: what, cancel: cancel}
+	w := &Watchdog{clock: clk, timeout: timeout, what: what, cancel: cancel}
 	w.Kick()
 	return context.WithValue(ctx, watchdogKey{}, w), w
 }
@@ -85,7 +92,7 @@ func (w *Watchdog) armLocked(restart bool) {
 	if w.timer != nil {
 		w.timer.Stop()
 	}
-	w.timer = time.AfterFunc(w.timeout, func() { w.fire(gen) })
+	w.timer = w.clock.AfterFunc(w.timeout, func() { w.fire(gen) })
 }
 
 // HeardFrom makes the watchdog ask heard, when its deadline comes, when
@@ -94,7 +101,8 @@ func (w *Watchdog) armLocked(restart bool) {
 // within the timeout, the peer is alive and the stream only slow (its
 // frames wait behind others on a busy connection), and the deadline is
 // pushed back instead of firing. A paused or cut-off peer stops the whole
-// connection, and the deadline fires. Call it before the stream starts.
+// connection, and the deadline fires. heard's times are compared with the
+// watchdog's clock. Call it before the stream starts.
 func (w *Watchdog) HeardFrom(heard func() time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -133,8 +141,8 @@ func (w *Watchdog) fire(gen uint64) {
 		return
 	}
 	if w.heard != nil {
-		if quiet := time.Since(w.heard()); quiet < w.timeout {
-			w.timer = time.AfterFunc(w.timeout-quiet, func() { w.fire(gen) })
+		if quiet := w.clock.Since(w.heard()); quiet < w.timeout {
+			w.timer = w.clock.AfterFunc(w.timeout-quiet, func() { w.fire(gen) })
 			w.mu.Unlock()
 			return
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
@@ -26,7 +27,7 @@ func TestUploadStalledReceiver(t *testing.T) {
 	is := is.New(t)
 	p := newPipe()
 	t.Cleanup(func() { p.fail(context.Canceled) })
-	ctx, wd := chunkstream.NewWatchdog(t.Context(), stall, "datanode x")
+	ctx, wd := chunkstream.NewWatchdog(t.Context(), nil, stall, "datanode x")
 	defer wd.Stop()
 	done := make(chan error, 1)
 	go func() {
@@ -50,7 +51,7 @@ func TestUploadIdleSenderIsNotAStall(t *testing.T) {
 	is := is.New(t)
 	p := newPipe()
 	t.Cleanup(func() { p.fail(context.Canceled) })
-	ctx, wd := chunkstream.NewWatchdog(t.Context(), stall, "datanode x")
+	ctx, wd := chunkstream.NewWatchdog(t.Context(), nil, stall, "datanode x")
 	defer wd.Stop()
 	fs := frames(testData(32), 16)
 	u := chunkstream.NewUpload(ctx, p.client(), 1<<20)
@@ -75,7 +76,7 @@ func TestUploadKeepaliveAcks(t *testing.T) {
 	is := is.New(t)
 	p := newPipe()
 	t.Cleanup(func() { p.fail(context.Canceled) })
-	ctx, wd := chunkstream.NewWatchdog(t.Context(), stall, "datanode x")
+	ctx, wd := chunkstream.NewWatchdog(t.Context(), nil, stall, "datanode x")
 	defer wd.Stop()
 	done := make(chan error, 1)
 	go func() {
@@ -106,7 +107,7 @@ func (b blockingReceiver) Recv() (*dfspb.ChunkDataStream, error) {
 // with the watchdog's DeadlineExceeded, not a bare cancellation.
 func TestWatchdogReceiver(t *testing.T) {
 	is := is.New(t)
-	ctx, wd := chunkstream.NewWatchdog(t.Context(), stall, "datanode x")
+	ctx, wd := chunkstream.NewWatchdog(t.Context(), nil, stall, "datanode x")
 	defer wd.Stop()
 	s := newStored(100, 16)
 	done := make(chan error, 1)
@@ -123,10 +124,11 @@ func TestWatchdogReceiver(t *testing.T) {
 // waits on; once the peer falls silent, it fires one timeout later.
 func TestWatchdogPeerHeardOnConnection(t *testing.T) {
 	is := is.New(t)
-	ctx, wd := chunkstream.NewWatchdog(t.Context(), stall, "datanode x")
+	clk := clockwork.NewFakeClock()
+	ctx, wd := chunkstream.NewWatchdog(t.Context(), clk, stall, "datanode x")
 	defer wd.Stop()
 	var mu sync.Mutex
-	heard := time.Now()
+	heard := clk.Now()
 	wd.HeardFrom(func() time.Time {
 		mu.Lock()
 		defer mu.Unlock()
@@ -134,16 +136,20 @@ func TestWatchdogPeerHeardOnConnection(t *testing.T) {
 	})
 	wd.Arm()
 	for range 10 { // the peer answers other streams, for many timeouts
-		time.Sleep(stall / 2)
+		clk.Advance(stall / 2)
 		mu.Lock()
-		heard = time.Now()
+		heard = clk.Now()
 		mu.Unlock()
 	}
 	is.NoErr(wd.Err()) // alive on its connection: no stall
-	select {
-	case <-ctx.Done():
-	case <-time.After(100 * stall):
-		t.Fatal("the watchdog never fired after the peer fell silent")
+	// Silent from now on. The watchdog's timers run their callbacks in
+	// goroutines of their own, so advance until it fires (boundedly).
+	for i := 0; ctx.Err() == nil; i++ {
+		if i == 1000 {
+			t.Fatal("the watchdog never fired after the peer fell silent")
+		}
+		clk.Advance(stall)
+		time.Sleep(time.Millisecond)
 	}
 	is.True(errors.Is(wd.Err(), rpc.DeadlineExceeded)) // silent: a stall
 }

@@ -1,6 +1,7 @@
 // Package gc collects chunks that no committed file needs: it keeps the
 // set of (node, chunk) deletions still to do and drives them as bulk deletes
 // through a Deleter until each is done, retrying failures with backoff.
+// Orphans decides which reported chunks nothing needs.
 package gc
 
 import (
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/rpc"
@@ -50,10 +52,21 @@ type nodeQueue struct {
 	nextTry  time.Time
 }
 
+// Deps are what a Collector works with.
+type Deps struct {
+	// Deleter carries out the deletions.
+	Deleter Deleter
+	// Clock tells the time deletions are due and paces the sweeps; nil:
+	// the real clock.
+	Clock clockwork.Clock
+	Log   zerolog.Logger
+}
+
 // Collector queues deletions per node and carries them out.
 type Collector struct {
 	cfg     Config
 	deleter Deleter
+	clock   clockwork.Clock
 	log     zerolog.Logger
 
 	mu      sync.Mutex
@@ -62,8 +75,8 @@ type Collector struct {
 	kick    chan struct{}
 }
 
-// New returns a collector that deletes through d.
-func New(cfg Config, d Deleter, log zerolog.Logger) *Collector {
+// New returns a collector that deletes through deps.Deleter.
+func New(cfg Config, deps Deps) *Collector {
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultConfig().Interval
 	}
@@ -76,7 +89,11 @@ func New(cfg Config, d Deleter, log zerolog.Logger) *Collector {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultConfig().Timeout
 	}
-	return &Collector{cfg: cfg, deleter: d, log: log, queues: make(map[rpc.NodeID]*nodeQueue), kick: make(chan struct{}, 1)}
+	if deps.Clock == nil {
+		deps.Clock = clockwork.NewRealClock()
+	}
+	return &Collector{cfg: cfg, deleter: deps.Deleter, clock: deps.Clock, log: deps.Log,
+		queues: make(map[rpc.NodeID]*nodeQueue), kick: make(chan struct{}, 1)}
 }
 
 // Enqueue schedules ids for deletion on node, Config.Delay from now.
@@ -90,7 +107,7 @@ func (c *Collector) EnqueueAfter(delay time.Duration, node rpc.NodeID, ids ...rp
 	if len(ids) == 0 {
 		return
 	}
-	due := time.Now().Add(delay)
+	due := c.clock.Now().Add(delay)
 	c.mu.Lock()
 	q := c.queues[node]
 	if q == nil {
@@ -186,18 +203,19 @@ func (c *Collector) Deleted() int64 {
 	return c.deleted
 }
 
-// Run carries out deletions until ctx ends.
+// Run carries out deletions until ctx ends: it sweeps every Interval of
+// its clock and whenever deletions are queued.
 func (c *Collector) Run(ctx context.Context) {
-	tick := time.NewTicker(c.cfg.Interval)
+	tick := c.clock.NewTicker(c.cfg.Interval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick.Chan():
 		case <-c.kick:
 		}
-		c.Sweep(ctx, time.Now())
+		c.Sweep(ctx, c.clock.Now())
 	}
 }
 
@@ -240,9 +258,7 @@ func (c *Collector) Sweep(ctx context.Context, now time.Time) {
 
 	var wg sync.WaitGroup
 	for _, j := range jobs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 			failed, err := c.deleter.DeleteChunks(cctx, j.node, j.ids)
 			cancel()
@@ -251,7 +267,7 @@ func (c *Collector) Sweep(ctx context.Context, now time.Time) {
 				return
 			}
 			c.finish(j.node, j.ids, failed, err, now)
-		}()
+		})
 	}
 	wg.Wait()
 }

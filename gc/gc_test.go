@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/matryer/is"
 	"github.com/rs/zerolog"
 
@@ -34,8 +35,20 @@ func cfg() gc.Config {
 	return gc.Config{Interval: time.Second, Batch: 100, MaxBackoff: 10 * time.Second, Timeout: 10 * time.Second}
 }
 
-func newCollector(t *testing.T, c gc.Config, nodes *gctest.Nodes) *gc.Collector {
-	return gc.New(c, nodes, zerolog.New(zerolog.NewTestWriter(t)))
+// newCollector returns a collector on the real clock: the test passes
+// time.Now() to Sweep.
+func newCollector(t *testing.T, c gc.Config, nodes gc.Deleter) *gc.Collector {
+	return gc.New(c, gc.Deps{Deleter: nodes, Log: zerolog.New(zerolog.NewTestWriter(t))})
+}
+
+// newFakeClock returns a fake clock at a fixed time.
+func newFakeClock() *clockwork.FakeClock {
+	return clockwork.NewFakeClockAt(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+}
+
+// newCollectorOn returns a collector on clk.
+func newCollectorOn(t *testing.T, c gc.Config, nodes gc.Deleter, clk clockwork.Clock) *gc.Collector {
+	return gc.New(c, gc.Deps{Deleter: nodes, Clock: clk, Log: zerolog.New(zerolog.NewTestWriter(t))})
 }
 
 func TestSweepDeletes(t *testing.T) {
@@ -78,21 +91,25 @@ func TestEnqueueDeduplicates(t *testing.T) {
 	is.Equal(c.Deleted(), int64(3)) // and is done once
 }
 
+// TestDelay: a deletion is due Delay after it was queued, by the
+// collector's clock, and not a moment before.
 func TestDelay(t *testing.T) {
 	is := is.New(t)
 	nodes := gctest.New()
 	nodes.Add(n1, ids("a", 2)...)
 	conf := cfg()
 	conf.Delay = time.Hour
-	c := newCollector(t, conf, nodes)
+	clk := newFakeClock()
+	c := newCollectorOn(t, conf, nodes, clk)
 	c.Enqueue(n1, ids("a", 2)...)
-	now := time.Now()
-	c.Sweep(context.Background(), now)
+	c.Sweep(context.Background(), clk.Now())
 	is.Equal(nodes.Calls(n1), 0) // nothing is sent before the delay
 	is.Equal(c.Pending(), 2)     // still pending
-	c.Sweep(context.Background(), now.Add(59*time.Minute))
+	clk.Advance(time.Hour - time.Nanosecond)
+	c.Sweep(context.Background(), clk.Now())
 	is.Equal(nodes.Calls(n1), 0) // still too early
-	c.Sweep(context.Background(), now.Add(time.Hour+time.Second))
+	clk.Advance(time.Nanosecond)
+	c.Sweep(context.Background(), clk.Now())
 	is.Equal(c.Pending(), 0)           // due deletions go out
 	is.Equal(len(nodes.Chunks(n1)), 0) // and are done
 }
@@ -105,17 +122,18 @@ func TestDelayPerDeletion(t *testing.T) {
 	nodes.Add(n1, late...)
 	conf := cfg()
 	conf.Delay = time.Minute
-	c := newCollector(t, conf, nodes)
+	clk := newFakeClock()
+	c := newCollectorOn(t, conf, nodes, clk)
 	c.Enqueue(n1, early...)
-	start := time.Now()
 	// Deletions queued later are due later; re-queuing keeps the first due time.
-	time.Sleep(2 * time.Millisecond)
+	clk.Advance(time.Second)
 	c.Enqueue(n1, late...)
-	lateQueued := time.Now()
 	c.Enqueue(n1, early...)
-	c.Sweep(context.Background(), start.Add(time.Minute+time.Millisecond))
+	clk.Advance(59 * time.Second)
+	c.Sweep(context.Background(), clk.Now())
 	is.Equal(nodes.Chunks(n1), late) // only the deletions already due went out
-	c.Sweep(context.Background(), lateQueued.Add(time.Minute))
+	clk.Advance(time.Second)
+	c.Sweep(context.Background(), clk.Now())
 	is.Equal(len(nodes.Chunks(n1)), 0) // the rest when due
 }
 
@@ -144,7 +162,7 @@ func TestDefaultBatch(t *testing.T) {
 	nodes := gctest.New()
 	all := ids("a", 1001)
 	nodes.Add(n1, all...)
-	c := gc.New(gc.Config{}, nodes, zerolog.Nop()) // zero config: defaults
+	c := gc.New(gc.Config{}, gc.Deps{Deleter: nodes, Log: zerolog.Nop()}) // zero config: defaults
 	c.Enqueue(n1, all...)
 	c.Sweep(context.Background(), time.Now())
 	is.Equal(nodes.MaxBatch(n1), gc.DefaultConfig().Batch) // default batch size
@@ -303,13 +321,40 @@ func TestTimeout(t *testing.T) {
 	is.Equal(c.Pending(), 0) // then succeeds
 }
 
+// notifying is a Deleter that tells each bulk delete it carried out, and
+// when by its clock.
+type notifying struct {
+	gc.Deleter
+	clock clockwork.Clock
+	calls chan time.Time
+}
+
+func (n *notifying) DeleteChunks(ctx context.Context, node rpc.NodeID, ids []rpc.ChunkID) ([]rpc.ChunkID, error) {
+	failed, err := n.Deleter.DeleteChunks(ctx, node, ids)
+	n.calls <- n.clock.Now()
+	return failed, err
+}
+
+func (n *notifying) next(t *testing.T) time.Time {
+	t.Helper()
+	select {
+	case at := <-n.calls:
+		return at
+	case <-time.After(10 * time.Second):
+		t.Fatal("no bulk delete")
+	}
+	return time.Time{}
+}
+
 func TestRun(t *testing.T) {
 	is := is.New(t)
 	nodes := gctest.New()
 	nodes.Add(n1, ids("a", 3)...)
 	conf := cfg()
 	conf.Interval = time.Hour // only Enqueue's kick can start a sweep
-	c := newCollector(t, conf, nodes)
+	clk := newFakeClock()
+	d := &notifying{Deleter: nodes, clock: clk, calls: make(chan time.Time, 10)}
+	c := newCollectorOn(t, conf, d, clk)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -317,11 +362,8 @@ func TestRun(t *testing.T) {
 		close(done)
 	}()
 	c.Enqueue(n1, ids("a", 3)...)
-	for i := 0; c.Pending() > 0 && i < 10000; i++ {
-		time.Sleep(time.Millisecond)
-	}
-	is.Equal(c.Pending(), 0)           // Enqueue wakes Run, which deletes
-	is.Equal(len(nodes.Chunks(n1)), 0) // on the node
+	d.next(t)
+	is.Equal(len(nodes.Chunks(n1)), 0) // Enqueue wakes Run, which deletes on the node
 	cancel()
 	select {
 	case <-done:
@@ -330,6 +372,37 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestRunDelay: Run carries a deletion out once its clock says the delay
+// is over, on the tick after it.
+func TestRunDelay(t *testing.T) {
+	is := is.New(t)
+	nodes := gctest.New()
+	nodes.Add(n1, ids("a", 3)...)
+	conf := cfg()
+	conf.Interval = time.Minute
+	conf.Delay = time.Hour
+	clk := newFakeClock()
+	t0 := clk.Now()
+	d := &notifying{Deleter: nodes, clock: clk, calls: make(chan time.Time, 10)}
+	c := newCollectorOn(t, conf, d, clk)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		c.Run(ctx)
+		close(done)
+	}()
+	bctx, bcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer bcancel()
+	is.NoErr(clk.BlockUntilContext(bctx, 1)) // Run waits on its ticker
+	c.Enqueue(n1, ids("a", 3)...)            // wakes Run: nothing is due yet
+	clk.Advance(time.Hour)
+	at := d.next(t)
+	is.True(!at.Before(t0.Add(time.Hour))) // not sent before the delay was over
+	is.Equal(len(nodes.Chunks(n1)), 0)     // then done on the node
+	cancel()
+	<-done
+}
 func TestConcurrentEnqueueAndSweep(t *testing.T) {
 	is := is.New(t)
 	nodes := gctest.New()

@@ -2,7 +2,8 @@
 // good copies than they should, most endangered first, it chooses a source
 // and a target for each copy and runs the copies through a Copier, within
 // per-node and cluster-wide concurrency limits and a bandwidth cap. It
-// decides and paces; the copying itself is the Copier's.
+// decides and paces; the copying itself is the Copier's. Assess decides
+// where one chunk's copies stand: short, surplus, bad.
 package repair
 
 import (
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/placement"
@@ -84,12 +86,27 @@ type Stats struct {
 	BytesCopied int64
 }
 
+// Deps are what a Controller works with.
+type Deps struct {
+	// Cluster tells what needs repair and where copies can go.
+	Cluster Cluster
+	// Copier makes the copies.
+	Copier Copier
+	// Policy orders the targets for a copy.
+	Policy placement.Policy
+	// Clock paces the looks at what needs repair and the bandwidth cap;
+	// nil: the real clock.
+	Clock clockwork.Clock
+	Log   zerolog.Logger
+}
+
 // Controller runs repairs.
 type Controller struct {
 	cfg     Config
 	cluster Cluster
 	copier  Copier
 	policy  placement.Policy
+	clock   clockwork.Clock
 	log     zerolog.Logger
 
 	mu       sync.Mutex
@@ -106,7 +123,7 @@ type Controller struct {
 }
 
 // New returns a controller.
-func New(cfg Config, cluster Cluster, copier Copier, policy placement.Policy, log zerolog.Logger) *Controller {
+func New(cfg Config, deps Deps) *Controller {
 	d := DefaultConfig()
 	if cfg.Interval <= 0 {
 		cfg.Interval = d.Interval
@@ -120,7 +137,10 @@ func New(cfg Config, cluster Cluster, copier Copier, policy placement.Policy, lo
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = d.Timeout
 	}
-	return &Controller{cfg: cfg, cluster: cluster, copier: copier, policy: policy, log: log,
+	if deps.Clock == nil {
+		deps.Clock = clockwork.NewRealClock()
+	}
+	return &Controller{cfg: cfg, cluster: deps.Cluster, copier: deps.Copier, policy: deps.Policy, clock: deps.Clock, log: deps.Log,
 		running: map[rpc.ChunkID][]rpc.NodeID{}, busy: map[rpc.NodeID]int{}, badSrc: map[rpc.ChunkID][]rpc.NodeID{},
 		kick: make(chan struct{}, 1)}
 }
@@ -145,17 +165,18 @@ func (c *Controller) Repairing(chunk rpc.ChunkID) bool {
 }
 
 // Run repairs until ctx ends, then waits for running copies to stop. It
-// looks at what needs repair every Interval and whenever a copy ends.
+// looks at what needs repair every Interval of its clock and whenever a
+// copy ends.
 func (c *Controller) Run(ctx context.Context) {
 	defer c.wg.Wait()
-	t := time.NewTicker(c.cfg.Interval)
+	t := c.clock.NewTicker(c.cfg.Interval)
 	defer t.Stop()
 	for {
 		c.Step(ctx)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		case <-c.kick:
 		}
 	}
@@ -197,7 +218,7 @@ func (c *Controller) Step(ctx context.Context) {
 // refill adds the bandwidth tokens earned since the last refill; a copy
 // spends its size when it starts, so the debt paces the next ones.
 func (c *Controller) refill() {
-	now := time.Now()
+	now := c.clock.Now()
 	if c.lastFill.IsZero() {
 		c.lastFill = now
 		return
@@ -255,14 +276,12 @@ func (c *Controller) start(ctx context.Context, t Task) {
 	c.busy[t.Source.ID]++
 	c.busy[t.Target.ID]++
 	c.tokens -= float64(t.Size)
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
+	c.wg.Go(func() {
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 		err := c.copier.Copy(cctx, t)
 		cancel()
 		c.finish(t, err)
-	}()
+	})
 }
 
 func (c *Controller) finish(t Task, err error) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
 	"github.com/matryer/is"
 	"github.com/rs/zerolog"
 
@@ -68,6 +69,11 @@ func nodes(n int) []placement.Node {
 	return out
 }
 
+// newFakeClock returns a fake clock at a fixed time.
+func newFakeClock() *clockwork.FakeClock {
+	return clockwork.NewFakeClockAt(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+}
+
 func chunk(i int) rpc.ChunkID { return rpc.NewChunkID("/f", "s", 0, uint32(i)) }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -86,7 +92,7 @@ func TestCopiesGoToNodesWithoutACopy(t *testing.T) {
 	ns := nodes(5)
 	cl := &fakeCluster{nodes: ns, needs: []Need{{Chunk: chunk(0), Size: 100, Missing: 2, Sources: ns[:1], Holders: []rpc.NodeID{ns[0].ID, ns[1].ID}}}}
 	cp := &fakeCopier{}
-	c := New(Config{Bandwidth: 0}, cl, cp, placement.Random{}, zerolog.Nop())
+	c := New(Config{Bandwidth: 0}, Deps{Cluster: cl, Copier: cp, Policy: placement.Random{}, Log: zerolog.Nop()})
 	c.Step(context.Background())
 	waitFor(t, "two copies", func() bool { return c.Stats().Done == 2 })
 	got := cp.copies()
@@ -108,7 +114,7 @@ func TestLimits(t *testing.T) {
 	}
 	cl := &fakeCluster{nodes: ns, needs: needs}
 	cp := &fakeCopier{release: make(chan struct{})}
-	c := New(Config{PerNode: 1, Total: 8}, cl, cp, placement.Random{}, zerolog.Nop())
+	c := New(Config{PerNode: 1, Total: 8}, Deps{Cluster: cl, Copier: cp, Policy: placement.Random{}, Log: zerolog.Nop()})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c.Step(ctx)
@@ -136,7 +142,7 @@ func TestMostEndangeredFirst(t *testing.T) {
 		{Chunk: chunk(2), Size: 10, Missing: 1, Sources: ns[1:3], Holders: []rpc.NodeID{ns[1].ID, ns[2].ID}},
 	}}
 	cp := &fakeCopier{release: make(chan struct{})}
-	c := New(Config{Total: 1}, cl, cp, placement.Random{}, zerolog.Nop())
+	c := New(Config{Total: 1}, Deps{Cluster: cl, Copier: cp, Policy: placement.Random{}, Log: zerolog.Nop()})
 	c.Step(context.Background())
 	waitFor(t, "a copy", func() bool { return len(cp.copies()) == 1 })
 	is.Equal(cp.copies()[0].Chunk, chunk(1)) // the chunk listed first (one copy left) goes first
@@ -144,6 +150,9 @@ func TestMostEndangeredFirst(t *testing.T) {
 	waitFor(t, "done", func() bool { return c.Stats().InProgress == 0 })
 }
 
+// TestBandwidthPacing: a copy spends its size from the bandwidth budget
+// when it starts, and the next one starts once the clock has earned the
+// debt back; a long pause earns at most one second's worth.
 func TestBandwidthPacing(t *testing.T) {
 	is := is.New(t)
 	ns := nodes(8)
@@ -152,13 +161,21 @@ func TestBandwidthPacing(t *testing.T) {
 		needs = append(needs, Need{Chunk: chunk(i), Size: 1000, Missing: 1, Sources: ns[:1], Holders: []rpc.NodeID{ns[0].ID}})
 	}
 	cl := &fakeCluster{nodes: ns, needs: needs}
-	cp := &fakeCopier{}
-	c := New(Config{Bandwidth: 1000, PerNode: 10}, cl, cp, placement.Random{}, zerolog.Nop())
-	c.Step(context.Background())
-	waitFor(t, "a copy", func() bool { return c.Stats().Done >= 1 })
-	is.Equal(len(cp.copies()), 1) // a copy spends the bandwidth budget: the others wait
-	c.Step(context.Background())
-	is.Equal(len(cp.copies()), 1) // still in debt right after
+	clk := newFakeClock()
+	c := New(Config{Bandwidth: 1000, PerNode: 10}, Deps{Cluster: cl, Copier: &fakeCopier{}, Policy: placement.Random{}, Clock: clk, Log: zerolog.Nop()})
+	started := func() int64 { s := c.Stats(); return int64(s.InProgress) + s.Done + s.Failed }
+	ctx := context.Background()
+	c.Step(ctx)
+	is.Equal(started(), int64(1)) // a copy spends the bandwidth budget: the others wait
+	clk.Advance(999 * time.Millisecond)
+	c.Step(ctx)
+	is.Equal(started(), int64(1)) // still in debt
+	clk.Advance(time.Millisecond)
+	c.Step(ctx)
+	is.Equal(started(), int64(2)) // the debt is paid after a second: one more
+	clk.Advance(time.Minute)
+	c.Step(ctx)
+	is.Equal(started(), int64(4)) // a minute earns a second's worth: one copy on it, one more into debt
 }
 
 func TestBadSourceIsAvoided(t *testing.T) {
@@ -171,7 +188,7 @@ func TestBadSourceIsAvoided(t *testing.T) {
 		}
 		return nil
 	}}
-	c := New(Config{}, cl, cp, placement.Random{}, zerolog.Nop())
+	c := New(Config{}, Deps{Cluster: cl, Copier: cp, Policy: placement.Random{}, Log: zerolog.Nop()})
 	c.Step(context.Background())
 	waitFor(t, "a failure", func() bool { return c.Stats().Failed == 1 })
 	c.Step(context.Background())
@@ -202,11 +219,57 @@ func TestNextCopyStartsWhenOneEnds(t *testing.T) {
 		}
 		return nil
 	}}
-	c := New(Config{Interval: time.Hour, PerNode: 1, Total: 1}, cl, cp, placement.Random{}, zerolog.Nop())
+	// The clock never moves: only the end of a copy can start the next.
+	c := New(Config{Interval: time.Hour, PerNode: 1, Total: 1}, Deps{Cluster: cl, Copier: cp, Policy: placement.Random{}, Clock: newFakeClock(), Log: zerolog.Nop()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	waitFor(t, "ten copies, one after the other", func() bool { return c.Stats().Done == 10 })
 	is.Equal(len(cp.copies()), 10) // each chunk copied once
+}
+
+// TestFailedCopyWaitsForTheNextLook: a failed copy does not wake Run, so
+// it is tried again at the next Interval of the clock, not in a hot loop.
+func TestFailedCopyWaitsForTheNextLook(t *testing.T) {
+	is := is.New(t)
+	ns := nodes(3)
+	cl := &fakeCluster{nodes: ns, needs: []Need{{Chunk: chunk(0), Size: 10, Missing: 1, Sources: ns[:1], Holders: []rpc.NodeID{ns[0].ID}}}}
+	clk := newFakeClock()
+	t0 := clk.Now()
+	calls := make(chan time.Time, 10)
+	failed := false
+	cp := &fakeCopier{fail: func(Task) error {
+		calls <- clk.Now()
+		if !failed {
+			failed = true
+			return rpc.Errorf(rpc.Unavailable, "target down")
+		}
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		cl.needs = nil // the copy counts from now on
+		return nil
+	}}
+	c := New(Config{Interval: time.Hour}, Deps{Cluster: cl, Copier: cp, Policy: placement.Random{}, Clock: clk, Log: zerolog.Nop()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	next := func() time.Time {
+		select {
+		case at := <-calls:
+			return at
+		case <-time.After(10 * time.Second):
+			t.Fatal("no copy")
+		}
+		return time.Time{}
+	}
+	is.Equal(next(), t0) // Run looks at once
+	waitFor(t, "the copy to fail", func() bool { return c.Stats().Failed == 1 })
+	bctx, bcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer bcancel()
+	is.NoErr(clk.BlockUntilContext(bctx, 1)) // Run waits on its ticker
+	clk.Advance(time.Hour)
+	is.Equal(next(), t0.Add(time.Hour)) // the retry came with the next look
+	waitFor(t, "the copy", func() bool { return c.Stats().Done == 1 })
 }

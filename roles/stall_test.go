@@ -211,7 +211,7 @@ func TestPausedDatanode(t *testing.T) {
 	// As a replica the paused node is blamed by its primary, which keeps
 	// its sender's stream alive meanwhile, so the sender does not blame
 	// the primary.
-	sctx, wd := chunkstream.NewWatchdog(ctx, progress, "primary")
+	sctx, wd := chunkstream.NewWatchdog(ctx, nil, progress, "primary")
 	defer wd.Stop()
 	st, err := nodeClient(t, c, 0).UploadChunkStream(sctx)
 	is.NoErr(err)

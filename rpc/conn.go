@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -53,6 +54,15 @@ func ShortMethod(full string) string {
 // request-ID interceptors logging through log and telling each observer
 // of every finished call.
 func ServerOptions(log zerolog.Logger, observers ...CallObserver) []grpc.ServerOption {
+	return ServerOptionsWithClock(nil, log, observers...)
+}
+
+// ServerOptionsWithClock is ServerOptions timing the calls on clk (nil is
+// the real clock).
+func ServerOptionsWithClock(clk clockwork.Clock, log zerolog.Logger, observers ...CallObserver) []grpc.ServerOption {
+	if clk == nil {
+		clk = clockwork.NewRealClock()
+	}
 	return []grpc.ServerOption{
 		grpc.InitialWindowSize(streamWindow),
 		grpc.InitialConnWindowSize(connWindow),
@@ -61,8 +71,8 @@ func ServerOptions(log zerolog.Logger, observers ...CallObserver) []grpc.ServerO
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(unaryServerInterceptor(log, observers)),
-		grpc.ChainStreamInterceptor(streamServerInterceptor(log, observers)),
+		grpc.ChainUnaryInterceptor(unaryServerInterceptor(clk, log, observers)),
+		grpc.ChainStreamInterceptor(streamServerInterceptor(clk, log, observers)),
 	}
 }
 
@@ -103,7 +113,7 @@ func WaitReady(ctx context.Context, cc *grpc.ClientConn) error {
 			return Errorf(Unavailable, "connection to %s closed", cc.Target())
 		}
 		if !cc.WaitForStateChange(ctx, s) {
-			return Errorf(KindOf(ctx.Err()), "connect to %s: %v", cc.Target(), ctx.Err())
+			return Errorf(Other, "connect to %s: %w", cc.Target(), ctx.Err())
 		}
 	}
 }
@@ -112,7 +122,7 @@ func WaitReady(ctx context.Context, cc *grpc.ClientConn) error {
 func Dial(addr string) (*grpc.ClientConn, error) {
 	cc, err := grpc.NewClient("passthrough:///"+addr, DialOptions()...)
 	if err != nil {
-		return nil, Errorf(Invalid, "dial %s: %v", addr, err)
+		return nil, Errorf(Invalid, "dial %s: %w", addr, err)
 	}
 	return cc, nil
 }
@@ -121,7 +131,7 @@ func Dial(addr string) (*grpc.ClientConn, error) {
 func Listen(addr string) (net.Listener, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, Errorf(Unavailable, "listen on %s: %v", addr, err)
+		return nil, Errorf(Unavailable, "listen on %s: %w", addr, err)
 	}
 	return lis, nil
 }
@@ -135,7 +145,7 @@ type Pool struct {
 
 	mu     sync.Mutex
 	conns  map[string]*pooled
-	sweep  *time.Timer // armed while Idle is set and connections are open
+	sweep  clockwork.Timer // armed while Idle is set and connections are open
 	closed bool
 }
 
@@ -149,6 +159,9 @@ type PoolConfig struct {
 	// Idle closes a connection that has had no call in flight for this
 	// long; 0 keeps connections until Close.
 	Idle time.Duration
+	// Clock tells the time of a connection's use and runs the sweep of
+	// idle connections; nil is the real clock.
+	Clock clockwork.Clock
 }
 
 // pooled is one connection of a Pool with its use: calls in flight (its
@@ -169,6 +182,9 @@ func NewPool() *Pool { return NewBoundedPool(PoolConfig{}) }
 
 // NewBoundedPool returns an empty pool bounded by cfg.
 func NewBoundedPool(cfg PoolConfig) *Pool {
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
 	return &Pool{cfg: cfg, conns: make(map[string]*pooled)}
 }
 
@@ -181,7 +197,7 @@ func (p *Pool) Get(addr string) (*grpc.ClientConn, error) {
 	if p.closed {
 		return nil, Errorf(Unavailable, "connection pool closed")
 	}
-	now := time.Now()
+	now := p.cfg.Clock.Now()
 	if pc, ok := p.conns[addr]; ok {
 		pc.last = now
 		return pc.cc, nil
@@ -192,12 +208,12 @@ func (p *Pool) Get(addr string) (*grpc.ClientConn, error) {
 	pc := &pooled{last: now}
 	cc, err := grpc.NewClient("passthrough:///"+addr, append(DialOptions(), grpc.WithStatsHandler(&useCounter{p: p, pc: pc}))...)
 	if err != nil {
-		return nil, Errorf(Invalid, "dial %s: %v", addr, err)
+		return nil, Errorf(Invalid, "dial %s: %w", addr, err)
 	}
 	pc.cc = cc
 	p.conns[addr] = pc
 	if p.cfg.Idle > 0 && p.sweep == nil {
-		p.sweep = time.AfterFunc(p.cfg.Idle, p.closeIdle)
+		p.sweep = p.cfg.Clock.AfterFunc(p.cfg.Idle, p.closeIdle)
 	}
 	return cc, nil
 }
@@ -228,7 +244,7 @@ func (p *Pool) closeIdle() {
 	if p.closed {
 		return
 	}
-	now := time.Now()
+	now := p.cfg.Clock.Now()
 	next := p.cfg.Idle
 	var idle []*grpc.ClientConn
 	for addr, pc := range p.conns {
@@ -250,16 +266,17 @@ func (p *Pool) closeIdle() {
 		p.sweep = nil
 		return
 	}
-	p.sweep = time.AfterFunc(next, p.closeIdle)
+	p.sweep = p.cfg.Clock.AfterFunc(next, p.closeIdle)
 }
 
-// Heard returns when the pool's connection to addr last moved: a message
-// or header (of any call) arrived from the peer, or a message was taken
-// by the transport for it, which its flow-control windows allow only
-// while it reads; the zero time if never. A stream waiting on a peer
-// whose connection moves is slow (its frames wait behind other streams'),
-// not cut off: progress deadlines use it to tell a busy connection from a
-// paused or unreachable peer, on which everything stops within a window.
+// Heard returns when the pool's connection to addr last moved, read on
+// the pool's clock: a message or header (of any call) arrived from the
+// peer, or a message was taken by the transport for it, which its
+// flow-control windows allow only while it reads; the zero time if
+// never. A stream waiting on a peer whose connection moves is slow (its
+// frames wait behind other streams'), not cut off: progress deadlines
+// (on the same clock) use it to tell a busy connection from a paused or
+// unreachable peer, on which everything stops within a window.
 func (p *Pool) Heard(addr string) time.Time {
 	p.mu.Lock()
 	pc, ok := p.conns[addr]
@@ -313,16 +330,16 @@ func (u *useCounter) HandleConn(context.Context, stats.ConnStats)               
 func (u *useCounter) HandleRPC(_ context.Context, s stats.RPCStats) {
 	switch s.(type) {
 	case *stats.InPayload, *stats.InHeader, *stats.InTrailer, *stats.OutPayload:
-		u.pc.heard.Store(time.Now().UnixNano())
+		u.pc.heard.Store(u.p.cfg.Clock.Now().UnixNano())
 	case *stats.Begin:
 		u.p.mu.Lock()
 		u.pc.inflight++
-		u.pc.last = time.Now()
+		u.pc.last = u.p.cfg.Clock.Now()
 		u.p.mu.Unlock()
 	case *stats.End:
 		u.p.mu.Lock()
 		u.pc.inflight = max(0, u.pc.inflight-1)
-		u.pc.last = time.Now()
+		u.pc.last = u.p.cfg.Clock.Now()
 		u.p.mu.Unlock()
 	}
 }
@@ -382,14 +399,14 @@ func observe(observers []CallObserver, method string, err error, took time.Durat
 	}
 }
 
-func unaryServerInterceptor(log zerolog.Logger, observers []CallObserver) grpc.UnaryServerInterceptor {
+func unaryServerInterceptor(clk clockwork.Clock, log zerolog.Logger, observers []CallObserver) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		ctx = incoming(ctx)
 		l := log.With().Str("request_id", RequestID(ctx)).Str("op", info.FullMethod).Logger()
 		ctx = l.WithContext(ctx)
-		start := time.Now()
+		start := clk.Now()
 		resp, err := handler(ctx, req)
-		took := time.Since(start)
+		took := clk.Since(start)
 		observe(observers, info.FullMethod, err, took)
 		ev := l.Debug()
 		if err != nil && KindOf(FromStatus(err)) == Internal {
@@ -407,14 +424,14 @@ type serverStream struct {
 
 func (s *serverStream) Context() context.Context { return s.ctx }
 
-func streamServerInterceptor(log zerolog.Logger, observers []CallObserver) grpc.StreamServerInterceptor {
+func streamServerInterceptor(clk clockwork.Clock, log zerolog.Logger, observers []CallObserver) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx := incoming(ss.Context())
 		l := log.With().Str("request_id", RequestID(ctx)).Str("op", info.FullMethod).Logger()
 		ctx = l.WithContext(ctx)
-		start := time.Now()
+		start := clk.Now()
 		err := handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
-		took := time.Since(start)
+		took := clk.Since(start)
 		observe(observers, info.FullMethod, err, took)
 		l.Debug().Err(err).Dur("took", took).Msg("stream")
 		return err
@@ -431,15 +448,12 @@ func Serve(ctx context.Context, srv *grpc.Server, lis net.Listener, grace time.D
 		return err
 	case <-ctx.Done():
 	}
-	done := make(chan struct{})
-	go func() { srv.GracefulStop(); close(done) }()
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
+	// The grace period ends early once the graceful stop is done.
+	stopping, stopped := context.WithCancel(context.WithoutCancel(ctx))
+	go func() { srv.GracefulStop(); stopped() }()
+	if Sleep(stopping, nil, grace) == nil {
 		srv.Stop()
-		<-done
+		<-stopping.Done()
 	}
 	<-errc
 	return nil

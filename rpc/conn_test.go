@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/matryer/is"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
@@ -108,4 +109,29 @@ func TestPoolClosesIdle(t *testing.T) {
 	is.NoErr(err) // a new one is dialed on the next use
 	_, err = healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
 	is.NoErr(err) // and works
+}
+
+// TestPoolIdleOnTheClock: the sweep of idle connections runs on the
+// pool's clock: a connection is closed once it has been idle for Idle by
+// that clock, not before.
+func TestPoolIdleOnTheClock(t *testing.T) {
+	is := is.New(t)
+	clk := clockwork.NewFakeClock()
+	p := rpc.NewBoundedPool(rpc.PoolConfig{Idle: time.Minute, Clock: clk})
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	addr := healthServer(t)
+	_, err := p.Get(addr)
+	is.NoErr(err)                           // dial
+	is.NoErr(clk.BlockUntilContext(ctx, 1)) // the sweep is armed on the clock
+	clk.Advance(30 * time.Second)
+	_, err = p.Get(addr)
+	is.NoErr(err)        // used again at 30 s
+	is.Equal(p.Len(), 1) // still open
+	clk.Advance(30 * time.Second)
+	is.NoErr(clk.BlockUntilContext(ctx, 1)) // the sweep ran and was armed again
+	is.Equal(p.Len(), 1)                    // idle for 30 s only: kept
+	clk.Advance(30 * time.Second)
+	waitUntil(t, "the idle connection to close", func() bool { return p.Len() == 0 })
 }

@@ -109,8 +109,34 @@ func (e *Error) Error() string {
 	return e.Op + ": " + msg
 }
 
-// Unwrap returns the cause.
-func (e *Error) Unwrap() error { return e.Err }
+// Unwrap returns the cause. A cause of another kind than e comes back
+// behind kindless, so that errors.Is(err, kind) answers for the kind err
+// has (KindOf's answer), never for a kind it overrode: an Unavailable
+// "no replica answered" that wraps one replica's NotFound is no NotFound.
+func (e *Error) Unwrap() error {
+	if e.Err == nil {
+		return nil
+	}
+	if k := KindOf(e.Err); k != Other && k != e.Kind {
+		return kindless{e.Err}
+	}
+	return e.Err
+}
+
+// kindless is a cause whose kind its wrapper overrode. It matches no Kind
+// with errors.Is; every other target, and errors.As, see through it.
+type kindless struct{ err error }
+
+func (k kindless) Error() string { return k.err.Error() }
+
+func (k kindless) Is(target error) bool {
+	if _, ok := target.(Kind); ok {
+		return false
+	}
+	return errors.Is(k.err, target)
+}
+
+func (k kindless) As(target any) bool { return errors.As(k.err, target) }
 
 // Is reports whether target is e's kind, so errors.Is(err, rpc.NotFound)
 // works through any wrapping.

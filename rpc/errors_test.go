@@ -252,6 +252,15 @@ func TestErrorsKeepTheirCause(t *testing.T) {
 
 	forced := rpc.E("coordinator.Verify", rpc.Internal, err)
 	is.Equal(rpc.KindOf(forced), rpc.Internal) // a given kind wins over the cause's
+	is.True(errors.Is(forced, rpc.Internal))   // errors.Is agrees with KindOf
+	is.True(!errors.Is(forced, rpc.NotFound))  // and never answers for the kind overridden
+	is.True(errors.Is(forced, fs.ErrNotExist)) // while the cause's own errors are still found
+	var inner *rpc.Error
+	is.True(errors.As(forced, &inner)) // errors.As finds the outer error first
+	is.Equal(inner.Kind, rpc.Internal)
+	deep := rpc.Errorf(rpc.Unavailable, "no replica answered: %w", rpc.E("read", rpc.Other, err))
+	is.True(!errors.Is(deep, rpc.NotFound))                          // through two layers too
+	is.True(errors.Is(fmt.Errorf("get: %w", deep), rpc.Unavailable)) // and under plain wrapping
 
 	up := rpc.Errorf(rpc.Other, "confirm: %w", rpc.NodeError(rpc.Unavailable, []string{"n1"}, "node down"))
 	is.Equal(rpc.KindOf(up), rpc.Unavailable)       // Errorf pulls the kind up from a %w cause

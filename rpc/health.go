@@ -72,18 +72,10 @@ func (h *Health) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*
 // Run keeps the reported status in step with ready until ctx ends, then
 // reports NOT_SERVING for good (the server is stopping).
 func (h *Health) Run(ctx context.Context) {
-	tick := time.NewTicker(healthInterval)
-	defer tick.Stop()
-	for {
-		h.refresh()
-		select {
-		case <-ctx.Done():
-			h.mu.Lock()
-			h.shutdown = true
-			h.Server.Shutdown()
-			h.mu.Unlock()
-			return
-		case <-tick.C:
-		}
-	}
+	h.refresh()
+	Every(ctx, nil, healthInterval, func(context.Context) { h.refresh() })
+	h.mu.Lock()
+	h.shutdown = true
+	h.Server.Shutdown()
+	h.mu.Unlock()
 }

@@ -79,6 +79,12 @@ func Sleep(ctx context.Context, clk clockwork.Clock, d time.Duration) error {
 // then. The first call comes one interval after Every starts; a call that
 // overruns the interval delays the next rather than stacking them.
 func Every(ctx context.Context, clk clockwork.Clock, interval time.Duration, fn func(ctx context.Context)) {
+	EveryOr(ctx, clk, interval, nil, fn)
+}
+
+// EveryOr is Every that also calls fn, at once, whenever wake receives
+// (a loop that has work to do sooner); a nil wake never does.
+func EveryOr(ctx context.Context, clk clockwork.Clock, interval time.Duration, wake <-chan struct{}, fn func(ctx context.Context)) {
 	if clk == nil {
 		clk = clockwork.NewRealClock()
 	}
@@ -89,7 +95,8 @@ func Every(ctx context.Context, clk clockwork.Clock, interval time.Duration, fn 
 		case <-ctx.Done():
 			return
 		case <-t.Chan():
-			fn(ctx)
+		case <-wake:
 		}
+		fn(ctx)
 	}
 }

@@ -241,3 +241,44 @@ func TestEvery(t *testing.T) {
 		t.Fatal("Every did not return when its context ended")
 	}
 }
+
+func TestEveryOr(t *testing.T) {
+	is := is.New(t)
+	clk := clockwork.NewFakeClock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	loop, stop := context.WithCancel(ctx)
+	wake := make(chan struct{})
+	calls := make(chan struct{}, 10)
+	done := make(chan struct{})
+	go func() {
+		rpc.EveryOr(loop, clk, time.Hour, wake, func(context.Context) { calls <- struct{}{} })
+		close(done)
+	}()
+	is.NoErr(clk.BlockUntilContext(ctx, 1))
+	for i := range 3 {
+		select {
+		case wake <- struct{}{}:
+		case <-ctx.Done():
+			t.Fatalf("wake %d not taken", i)
+		}
+		select {
+		case <-calls:
+		case <-ctx.Done():
+			t.Fatalf("call %d after a wake never came", i)
+		}
+	}
+	clk.Advance(time.Hour)
+	select {
+	case <-calls:
+	case <-ctx.Done():
+		t.Fatal("the call of the interval never came")
+	}
+	is.Equal(len(calls), 0) // one call per wake and per interval, no more
+	stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("EveryOr did not return when its context ended")
+	}
+}

@@ -7,18 +7,11 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/dfs-project/dfs/rpc"
 )
-
-// Clock tells the time; tests inject a fake one.
-type Clock interface {
-	Now() time.Time
-}
-
-// SystemClock is the real clock.
-type SystemClock struct{}
-
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
 
 type entry[V any] struct {
 	v       V
@@ -29,19 +22,20 @@ type entry[V any] struct {
 // touched. It is safe for concurrent use.
 type Table[K comparable, V any] struct {
 	ttl      time.Duration
-	clock    Clock
+	clock    clockwork.Clock
 	onExpire func(K, V)
 
 	mu    sync.Mutex
 	items map[K]*entry[V]
 }
 
-// New returns a table whose entries live for ttl. onExpire, if not nil, is
-// called (outside the table's lock) for every entry that expires; it is
-// not called for entries removed by Take or Delete.
-func New[K comparable, V any](ttl time.Duration, clock Clock, onExpire func(K, V)) *Table[K, V] {
+// New returns a table whose entries live for ttl, as clock tells the time
+// (nil: the real clock). onExpire, if not nil, is called (outside the
+// table's lock) for every entry that expires; it is not called for entries
+// removed by Take or Delete.
+func New[K comparable, V any](ttl time.Duration, clock clockwork.Clock, onExpire func(K, V)) *Table[K, V] {
 	if clock == nil {
-		clock = SystemClock{}
+		clock = clockwork.NewRealClock()
 	}
 	return &Table[K, V]{ttl: ttl, clock: clock, onExpire: onExpire, items: make(map[K]*entry[V])}
 }
@@ -153,16 +147,8 @@ func (t *Table[K, V]) Sweep() int {
 	return len(expired)
 }
 
-// Run sweeps every interval until ctx ends, then sweeps nothing more.
+// Run sweeps every interval of the table's clock until ctx ends, then
+// sweeps nothing more.
 func (t *Table[K, V]) Run(ctx context.Context, interval time.Duration) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			t.Sweep()
-		}
-	}
+	rpc.Every(ctx, t.clock, interval, func(context.Context) { t.Sweep() })
 }

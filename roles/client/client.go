@@ -114,10 +114,10 @@ type Client struct {
 
 	background sync.WaitGroup // reports of bad replicas still being sent
 
-	mu       sync.Mutex
-	coordIdx int
-	leader   string                   // the leader a standby named, if any
-	failing  map[rpc.NodeID]time.Time // datanodes that failed a stream lately, until when reads try them last
+	coord *rpc.Leader // where calls to the coordinator go
+
+	mu      sync.Mutex
+	failing map[rpc.NodeID]time.Time // datanodes that failed a stream lately, until when reads try them last
 }
 
 // New returns a client; it connects lazily.
@@ -128,7 +128,9 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
-	return &Client{cfg: cfg, log: log, clock: cfg.Clock, pool: rpc.NewPool()}, nil
+	pool := rpc.NewBoundedPool(rpc.PoolConfig{Clock: cfg.Clock})
+	coord := rpc.NewLeader(rpc.LeaderConfig{Addrs: cfg.Coordinators, Timeout: cfg.RPCTimeout, Failover: cfg.FailoverTimeout}, pool, cfg.Clock)
+	return &Client{cfg: cfg, log: log, clock: cfg.Clock, pool: pool, coord: coord}, nil
 }
 
 // Close waits (bounded by the reports' own timeout) for background reports
@@ -138,93 +140,15 @@ func (c *Client) Close() error {
 	return c.pool.Close()
 }
 
-// coordinator calls fn with a client of the current coordinator. A
-// coordinator that is alive but not serving (a standby, or in safe mode)
-// says so, and perhaps who leads: the call is retried there, or after a
-// pause, for up to FailoverTimeout. An address that cannot be reached
-// moves the call on to the next address; when no address can be reached
-// the call fails at once rather than waiting out the failover time.
+// coordinator calls fn with a client of the leading coordinator, with
+// failover (see rpc.Leader.Call): a coordinator that is alive but not
+// serving (a standby, or in safe mode) says so, and perhaps who leads:
+// the call is retried there, or after a pause, for up to FailoverTimeout.
+// An address that cannot be reached moves the call on to the next
+// address; when no address can be reached the call fails at once rather
+// than waiting out the failover time.
 func (c *Client) coordinator(ctx context.Context, fn func(ctx context.Context, cc dfspb.CoordinatorClient) error) error {
-	deadline := time.Now().Add(c.cfg.FailoverTimeout)
-	unreachable := 0
-	for {
-		addr := c.currentCoordinator()
-		conn, err := c.pool.Get(addr)
-		if err != nil {
-			return err
-		}
-		cctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
-		err = rpc.FromStatus(fn(cctx, dfspb.NewCoordinatorClient(conn)))
-		timedOut := cctx.Err() != nil && ctx.Err() == nil
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return err
-		}
-		if ns, ok := rpc.NotServingOf(err); ok {
-			unreachable = 0
-			c.moveCoordinator(addr, ns.Leader)
-			wait := max(ns.RetryAfter, 50*time.Millisecond)
-			if ns.Leader != "" && ns.Leader != addr {
-				wait = 0
-			}
-			if time.Now().Add(wait).After(deadline) {
-				return rpc.Errorf(rpc.Unavailable, "coordinator %s: %v (gave up after %s)", addr, err, c.cfg.FailoverTimeout)
-			}
-			sleep(ctx, wait)
-			continue
-		}
-		if timedOut && rpc.KindOf(err) == rpc.DeadlineExceeded {
-			err = rpc.Errorf(rpc.Unavailable, "coordinator %s did not answer within %s", addr, c.cfg.RPCTimeout)
-		} else if rpc.KindOf(err) == rpc.Unavailable {
-			err = rpc.Errorf(rpc.Unavailable, "coordinator %s unreachable: %v", addr, err)
-		} else {
-			return err
-		}
-		unreachable++
-		if unreachable >= len(c.cfg.Coordinators) || time.Now().After(deadline) {
-			return err
-		}
-		c.moveCoordinator(addr, "")
-	}
-}
-
-// currentCoordinator returns the address calls go to.
-func (c *Client) currentCoordinator() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.leader != "" {
-		return c.leader
-	}
-	return c.cfg.Coordinators[c.coordIdx%len(c.cfg.Coordinators)]
-}
-
-// moveCoordinator moves calls away from addr: to leader when named, else
-// to the next configured address.
-func (c *Client) moveCoordinator(addr, leader string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if leader != "" {
-		c.leader = leader
-		return
-	}
-	if c.leader == addr {
-		c.leader = ""
-	}
-	if c.cfg.Coordinators[c.coordIdx%len(c.cfg.Coordinators)] == addr {
-		c.coordIdx++
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
+	return c.coord.Call(ctx, fn)
 }
 
 // datanode returns a client for the datanode at addr.
@@ -416,7 +340,7 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	addr = c.currentCoordinator()
+	addr = c.coord.Addr()
 	conn, err := c.pool.Get(addr)
 	if err != nil {
 		return err
@@ -434,7 +358,7 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) error {
 			return fmt.Errorf("backup from %s broke off: %w", addr, rpc.FromStatus(err))
 		}
 		if _, err := w.Write(chunk.Data); err != nil {
-			return rpc.Errorf(rpc.Internal, "write backup: %v", err)
+			return rpc.Errorf(rpc.Internal, "write backup: %w", err)
 		}
 	}
 }

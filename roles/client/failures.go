@@ -31,7 +31,7 @@ func (c *Client) nodesFailed(ctx context.Context, nodes []string, err error) {
 	if len(nodes) == 0 || !rpc.Retryable(err) || ctx.Err() != nil {
 		return
 	}
-	now := time.Now()
+	now := c.clock.Now()
 	c.mu.Lock()
 	if c.failing == nil {
 		c.failing = map[rpc.NodeID]time.Time{}
@@ -63,12 +63,10 @@ func (c *Client) nodesFailed(ctx context.Context, nodes []string, err error) {
 // request ID), not its cancellation: the operation may end first.
 func (c *Client) report(ctx context.Context, call func(context.Context, dfspb.CoordinatorClient) error, done func(error)) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
-	c.background.Add(1)
-	go func() {
-		defer c.background.Done()
+	c.background.Go(func() {
 		defer cancel()
 		done(c.coordinator(ctx, call))
-	}()
+	})
 }
 
 // reason is err's text as a report carries it: at most maxReason bytes,
@@ -83,7 +81,7 @@ func reason(err error) string {
 // after the others.
 func (c *Client) orderForRead(replicas []placement.Replica) []placement.Replica {
 	out := placement.OrderForRead(replicas)
-	now := time.Now()
+	now := c.clock.Now()
 	c.mu.Lock()
 	failing := func(r placement.Replica) bool { u, ok := c.failing[r.ID]; return ok && now.Before(u) }
 	slices.SortStableFunc(out, func(a, b placement.Replica) int {

@@ -122,7 +122,7 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 		}
 		h.Write(r.data)
 		if _, err := w.Write(r.data); err != nil {
-			return nil, rpc.Errorf(rpc.Internal, "write output: %v", err)
+			return nil, rpc.Errorf(rpc.Internal, "write output: %w", err)
 		}
 		if progress != nil {
 			progress(int64(len(r.data)))
@@ -194,20 +194,16 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, dst []byte
 	}
 	exp := chunkstream.Expect{ChunkID: rpc.ChunkID(ch.ChunkId), Size: ch.Size, FrameSize: ch.FrameSize, Digest: ch.Digest}
 	backoff := rpc.Backoff{Initial: 200 * time.Millisecond, Max: 2 * time.Second}
-	var last, lastBad string // the last failure, and the last bad bytes
+	var last, lastBad error // the last failure, and the last bad bytes
 	reported := map[rpc.NodeID]bool{}
 	for round := 0; round < c.cfg.Attempts; round++ {
 		if round > 0 {
-			t := time.NewTimer(backoff.Delay(round))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
+			if err := rpc.Sleep(ctx, c.clock, backoff.Delay(round)); err != nil {
+				return err
 			}
 		}
 		for _, r := range c.orderForRead(replicas) {
-			bad, err := c.readReplica(ctx, r.Addr, exp, dst)
+			err := c.readReplica(ctx, r.Addr, exp, dst)
 			if err == nil {
 				return nil
 			}
@@ -215,15 +211,17 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, dst []byte
 				return ctx.Err()
 			}
 			c.log.Warn().Err(err).Str("chunk_id", ch.ChunkId).Str("node_id", string(r.ID)).Msg("replica failed; trying the next")
+			fault := chunkstream.FaultOf(err)
+			bad := fault == chunkstream.SourceCorrupt
 			if !bad && rpc.KindOf(err) != rpc.Internal {
 				// Internal here is what the node said of its own copy
 				// (damaged metadata): no sign the node is failing.
 				c.nodesFailed(ctx, []string{string(r.ID)}, err)
 			}
-			last = fmt.Sprintf("%s: %v", r.ID.Short(), err)
+			last = fmt.Errorf("%s: %w", r.ID.Short(), err)
 			// A replica that says it has no such chunk was listed by the
 			// coordinator all the same: its copy may be lost.
-			missing := !bad && rpc.KindOf(err) == rpc.NotFound
+			missing := fault == chunkstream.SourceMissing
 			if bad {
 				lastBad = last
 			}
@@ -235,48 +233,33 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, dst []byte
 	}
 	// Bad bytes say more than what a replica answered after it was told
 	// about them (it stops serving a copy found corrupt).
-	if lastBad != "" {
+	if lastBad != nil {
 		last = lastBad
 	}
-	return rpc.Errorf(rpc.Unavailable, "chunk %d (%s): no replica returned it intact: %s", ch.Index, ch.ChunkId, last)
+	return rpc.Errorf(rpc.Unavailable, "chunk %d (%s): no replica returned it intact: %w", ch.Index, ch.ChunkId, last)
 }
 
-// readReplica reads one chunk from the datanode at addr into dst. bad
-// reports that the replica answered with bytes (or a size or digest) that
-// do not match what was committed, as opposed to failing to answer.
-func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.Expect, dst []byte) (bad bool, err error) {
+// readReplica reads one chunk from the datanode at addr into dst. Its
+// error's chunkstream.Fault tells bad bytes (or a size or digest) that do
+// not match what was committed from a failure to answer.
+func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.Expect, dst []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ChunkTimeout)
 	defer cancel()
 	dn, err := c.datanode(addr)
 	if err != nil {
-		return false, err
+		return err
 	}
 	// From the prepare to the last frame, a replica that stops answering
 	// fails after the progress timeout and the next one is tried.
-	ctx, wd := chunkstream.NewWatchdog(ctx, c.cfg.ProgressTimeout, "datanode "+addr)
-	defer wd.Stop()
-	wd.HeardFrom(func() time.Time { return c.pool.Heard(addr) })
-	prep, err := dn.PrepareChunkDownload(ctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: string(exp.ChunkID)})
-	if err != nil {
-		if werr := wd.Err(); werr != nil {
-			return false, werr
-		}
-		return false, rpc.FromStatus(err)
-	}
-	wd.Kick()
-	if prep.Size != exp.Size || prep.FrameSize != exp.FrameSize || !bytes.Equal(prep.ChunkChecksum, exp.Digest) {
-		return true, rpc.Errorf(rpc.Internal, "replica holds a different chunk (size %d, frame size %d) than was committed", prep.Size, prep.FrameSize)
-	}
-	stream, err := dn.DownloadChunkStream(ctx, &dfspb.DownloadChunkStreamRequest{SessionId: prep.SessionId})
-	if err != nil {
-		if werr := wd.Err(); werr != nil {
-			return false, werr
-		}
-		return false, rpc.FromStatus(err)
-	}
-	err = chunkstream.ReceiveInto(wd.Receiver(stream), exp, dst)
-	// Invalid is what the verifier says of bytes that fail their digests.
-	return rpc.KindOf(err) == rpc.Invalid, err
+	_, err = chunkstream.Fetch(ctx, chunkstream.Download{
+		Expect:          exp,
+		From:            dn,
+		Peer:            "datanode " + addr,
+		ProgressTimeout: c.cfg.ProgressTimeout,
+		Heard:           func() time.Time { return c.pool.Heard(addr) },
+		Clock:           c.clock,
+	}, chunkstream.SliceWriter(dst))
+	return err
 }
 
 // reportBadReplica tells the coordinator, in the background, that node

@@ -143,16 +143,14 @@ func (st *putState) run(ctx context.Context, r io.Reader, size int64) (*dfspb.Fi
 	}()
 	var wg sync.WaitGroup
 	for range par {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for j := range jobs {
 				if err := st.sendChunk(ctx, j.index, j.data); err != nil {
 					cancel(err)
 				}
 				bufs <- j.buf
 			}
-		}()
+		})
 	}
 
 	h := sha256.New()
@@ -176,7 +174,7 @@ func (st *putState) run(ctx context.Context, r io.Reader, size int64) (*dfspb.Fi
 		}
 		n, err := io.ReadFull(r, buf)
 		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-			readErr = rpc.Errorf(rpc.Invalid, "read input: %v", err)
+			readErr = rpc.Errorf(rpc.Invalid, "read input: %w", err)
 			break
 		}
 		if n > 0 && index >= st.maxChunks {
@@ -295,14 +293,8 @@ func (st *putState) sendChunk(ctx context.Context, index uint32, data []byte) er
 	var lastErr error
 	forgiven := false
 	for attempt := 0; attempt < st.c.cfg.Attempts; attempt++ {
-		if attempt > 0 {
-			t := time.NewTimer(backoff.Delay(attempt))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return context.Cause(ctx)
-			case <-t.C:
-			}
+		if attempt > 0 && rpc.Sleep(ctx, st.c.clock, backoff.Delay(attempt)) != nil {
+			return context.Cause(ctx)
 		}
 		plan, err := st.plan(ctx, index, attempt > 0)
 		if err != nil && rpc.KindOf(err) == rpc.FailedPrecondition && !forgiven && st.forgiveFailures() {
@@ -355,7 +347,7 @@ func (st *putState) sendChunk(ctx context.Context, index uint32, data []byte) er
 		st.c.log.Warn().Err(err).Uint32("chunk", index).Strs("failed_nodes", nodes).Int("attempt", attempt+1).Msg("chunk failed; placing it again")
 		lastErr = err
 	}
-	return rpc.Errorf(rpc.Unavailable, "chunk %d failed %d times, last: %v", index, st.c.cfg.Attempts, lastErr)
+	return rpc.Errorf(rpc.Unavailable, "chunk %d failed %d times, last: %w", index, st.c.cfg.Attempts, lastErr)
 }
 
 // storeChunk sends data to the plan's primary, which forwards it to the
@@ -373,7 +365,7 @@ func (c *Client) storeChunk(ctx context.Context, plan *dfspb.ChunkPlan, data []b
 	// after the progress timeout. Waiting for a free stream on the
 	// connection is the primary's back-pressure (its --max-conn-streams),
 	// not a stall: the deadline resumes with the first frame.
-	ctx, wd := chunkstream.NewWatchdog(ctx, c.cfg.ProgressTimeout, "datanode "+rpc.NodeID(primary.NodeId).Short()+" ("+primary.Addr+")")
+	ctx, wd := chunkstream.NewWatchdog(ctx, c.clock, c.cfg.ProgressTimeout, "datanode "+rpc.NodeID(primary.NodeId).Short()+" ("+primary.Addr+")")
 	defer wd.Stop()
 	wd.HeardFrom(func() time.Time { return c.pool.Heard(primary.Addr) })
 	err = rpc.WaitReady(ctx, conn)
@@ -411,7 +403,7 @@ func (c *Client) storeChunk(ctx context.Context, plan *dfspb.ChunkPlan, data []b
 // is left); one that refuses the receipts or no longer knows the session
 // ends the put through fail.
 func (st *putState) keep(ctx context.Context, fail context.CancelCauseFunc) {
-	tick := time.NewTicker(max(st.ttl/4, 10*time.Millisecond))
+	tick := st.c.clock.NewTicker(max(st.ttl/4, 10*time.Millisecond))
 	defer tick.Stop()
 	for {
 		fullOnly := false
@@ -420,7 +412,7 @@ func (st *putState) keep(ctx context.Context, fail context.CancelCauseFunc) {
 			return
 		case <-st.full:
 			fullOnly = true
-		case <-tick.C:
+		case <-tick.Chan():
 		}
 		err := st.flush(ctx, fullOnly)
 		switch {
@@ -480,7 +472,7 @@ func (st *putState) confirm(ctx context.Context, size int64, sum []byte) (*dfspb
 	}
 	for round := 0; ; round++ {
 		// A failed batch stays pending: retrying records it again.
-		err := rpc.Retry(ctx, nil, rpc.DefaultBackoff, func(int) error { return st.flush(ctx, true) })
+		err := rpc.Retry(ctx, st.c.clock, rpc.DefaultBackoff, func(int) error { return st.flush(ctx, true) })
 		if err != nil {
 			return nil, err
 		}
@@ -520,7 +512,7 @@ func (st *putState) confirm(ctx context.Context, size int64, sum []byte) (*dfspb
 // datanode it checks with is briefly unavailable.
 func (st *putState) confirmOnce(ctx context.Context, req *dfspb.ConfirmUploadRequest) (*dfspb.ConfirmUploadResponse, error) {
 	var out *dfspb.ConfirmUploadResponse
-	err := rpc.Retry(ctx, nil, rpc.DefaultBackoff, func(attempt int) error {
+	err := rpc.Retry(ctx, st.c.clock, rpc.DefaultBackoff, func(attempt int) error {
 		err := st.c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
 			resp, err := cc.ConfirmUpload(ctx, req)
 			if err == nil {

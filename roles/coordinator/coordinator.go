@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
@@ -23,7 +24,6 @@ import (
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
-	"github.com/dfs-project/dfs/sessions"
 )
 
 // Config is a coordinator's configuration.
@@ -188,7 +188,7 @@ type Elector interface {
 // Deps are a coordinator's collaborators.
 type Deps struct {
 	Log   zerolog.Logger
-	Clock sessions.Clock
+	Clock clockwork.Clock
 	// Store holds the metadata; the coordinator initializes an empty one
 	// and does not close it.
 	Store meta.Store
@@ -210,7 +210,7 @@ type Coordinator struct {
 
 	cfg     Config
 	log     zerolog.Logger
-	clock   sessions.Clock
+	clock   clockwork.Clock
 	store   meta.Store
 	name    string
 	elector Elector
@@ -241,7 +241,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	}
 	policy, _ := placement.ByName(cfg.Placement)
 	if deps.Clock == nil {
-		deps.Clock = sessions.SystemClock{}
+		deps.Clock = clockwork.NewRealClock()
 	}
 	c := &Coordinator{
 		cfg:     cfg,

@@ -8,7 +8,6 @@ import (
 
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
-	"github.com/dfs-project/dfs/sessions"
 )
 
 const (
@@ -30,13 +29,13 @@ const (
 // registry.
 type penalties struct {
 	window time.Duration
-	clock  sessions.Clock
+	clock  interface{ Now() time.Time }
 
 	mu    sync.Mutex
 	until map[rpc.NodeID]time.Time
 }
 
-func newPenalties(window time.Duration, clock sessions.Clock) *penalties {
+func newPenalties(window time.Duration, clock interface{ Now() time.Time }) *penalties {
 	return &penalties{window: window, clock: clock, until: map[rpc.NodeID]time.Time{}}
 }
 

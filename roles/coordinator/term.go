@@ -70,10 +70,10 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 	t.nodes.penalties = newPenalties(c.cfg.FailurePenalty, c.clock)
 	t.repair = repair.New(repair.Config{
 		Interval: c.cfg.RepairInterval, PerNode: c.cfg.RepairPerNode, Total: c.cfg.RepairTotal, Bandwidth: c.cfg.RepairBandwidth,
-	}, t, replicator{t}, c.policy, c.log)
+	}, repair.Deps{Cluster: t, Copier: replicator{t}, Policy: c.policy, Clock: c.clock, Log: c.log})
 	gcfg := gc.DefaultConfig()
 	gcfg.Delay = c.cfg.GCDelay
-	t.gc = gc.New(gcfg, &chunkDeleter{t}, c.log)
+	t.gc = gc.New(gcfg, gc.Deps{Deleter: &chunkDeleter{t}, Clock: c.clock, Log: c.log})
 	t.uploads = sessions.New(c.cfg.SessionTimeout, c.clock, func(id rpc.SessionID, u *upload) {
 		t.log.Info().Str("session_id", string(id)).Str("path", string(u.path)).Msg("upload session expired; collecting its chunks")
 		t.abortUpload(u)

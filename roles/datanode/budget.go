@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dfs-project/dfs/rpc"
 )
 
@@ -15,6 +17,7 @@ import (
 // holds its sender back. It is safe for concurrent use.
 type budget struct {
 	limit int64
+	clock clockwork.Clock
 
 	mu    sync.Mutex
 	used  int64
@@ -22,8 +25,8 @@ type budget struct {
 	freed chan struct{} // closed (and replaced) by every release
 }
 
-func newBudget(limit int64) *budget {
-	return &budget{limit: limit, freed: make(chan struct{})}
+func newBudget(limit int64, clk clockwork.Clock) *budget {
+	return &budget{limit: limit, clock: clk, freed: make(chan struct{})}
 }
 
 // acquire takes n bytes once no more than ceiling (at most the limit) are
@@ -46,16 +49,16 @@ func (b *budget) acquire(ctx context.Context, n, ceiling int64, wait time.Durati
 		freed := b.freed
 		b.mu.Unlock()
 		if timeout == nil {
-			t := time.NewTimer(wait)
+			t := b.clock.NewTimer(wait)
 			defer t.Stop()
-			timeout = t.C
+			timeout = t.Chan()
 		}
 		select {
 		case <-freed:
 		case <-timeout:
 			return rpc.Errorf(rpc.ResourceExhausted, "frame budget of %s in use for %s (--frame-budget)", rpc.FormatBytes(b.limit), wait)
 		case <-ctx.Done():
-			return rpc.Errorf(rpc.KindOf(ctx.Err()), "waiting for the frame budget: %v", ctx.Err())
+			return rpc.Errorf(rpc.Other, "waiting for the frame budget: %w", ctx.Err())
 		}
 	}
 }

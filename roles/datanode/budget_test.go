@@ -2,10 +2,14 @@ package datanode
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
@@ -111,4 +115,46 @@ func TestMaxSessionsCountsRunningUploads(t *testing.T) {
 // cutFrame returns the first frame of data as chunk id, with its digest.
 func cutFrame(id rpc.ChunkID, data []byte, frameSize int) *dfspb.ChunkDataStream {
 	return &dfspb.ChunkDataStream{ChunkId: string(id), Data: data[:frameSize], PartialChecksum: chunkstream.FrameDigest(data[:frameSize])}
+}
+
+// TestBudgetWaitsOnTheClock: a stream that would go over the budget waits
+// for bytes to be released, up to its wait on the node's clock, then is
+// refused with ResourceExhausted; the end of its context ends the wait
+// with the context's kind and cause.
+func TestBudgetWaitsOnTheClock(t *testing.T) {
+	is := is.New(t)
+	clk := clockwork.NewFakeClock()
+	b := newBudget(10, clk)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	is.NoErr(b.acquire(ctx, 10, 10, time.Second)) // the whole budget
+
+	done := make(chan error, 1)
+	go func() { done <- b.acquire(ctx, 5, 10, time.Second) }()
+	is.NoErr(clk.BlockUntilContext(ctx, 1)) // waiting on the clock
+	b.release(5)
+	is.NoErr(<-done) // room made: taken without the clock moving
+
+	go func() { done <- b.acquire(ctx, 5, 10, time.Second) }()
+	is.NoErr(clk.BlockUntilContext(ctx, 1)) // full again: waiting
+	clk.Advance(999 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("gave up before its wait: %v", err)
+	default:
+	}
+	clk.Advance(time.Millisecond)
+	err := <-done
+	is.True(errors.Is(err, rpc.ResourceExhausted)) // refused after the wait
+
+	stop, end := context.WithCancel(ctx)
+	go func() { done <- b.acquire(stop, 5, 10, time.Second) }()
+	is.NoErr(clk.BlockUntilContext(ctx, 1)) // waiting
+	end()
+	err = <-done
+	is.True(errors.Is(err, rpc.Canceled))     // the context's kind
+	is.True(errors.Is(err, context.Canceled)) // and cause
+	used, high := b.usage()
+	is.Equal(used, int64(10)) // nothing taken by the refused streams
+	is.Equal(high, int64(10)) // never above the budget
 }

@@ -180,6 +180,7 @@ type Node struct {
 	store   *Store
 	opened  atomic.Pointer[Store] // the store, once Run has opened it
 	pool    *rpc.Pool
+	coord   *rpc.Leader // where calls to the coordinator go
 	metrics *metrics
 
 	reports   *reporter
@@ -195,12 +196,10 @@ type Node struct {
 	mu      sync.Mutex
 	addr    string
 	version uint64
-	peers   map[rpc.NodeID]*dfspb.NodeStatus
+	peers   map[rpc.NodeID]Peer
 	// peersLearned is closed (and replaced) whenever a reply from the
 	// coordinator updated peers.
 	peersLearned chan struct{}
-	coordIdx     int
-	leader       string // the leader a standby named, if any
 	registered   bool
 	// incarnation is what the latest registration returned; heartbeats
 	// present it.
@@ -229,16 +228,17 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		log:   deps.Log.With().Str("role", "datanode").Logger(),
 		clock: deps.Clock,
 		lis:   deps.Listener,
-		pool:  rpc.NewBoundedPool(rpc.PoolConfig{Max: cfg.MaxPeerConns, Idle: cfg.PeerIdleTimeout}),
+		pool:  rpc.NewBoundedPool(rpc.PoolConfig{Max: cfg.MaxPeerConns, Idle: cfg.PeerIdleTimeout, Clock: deps.Clock}),
 
-		peers:        make(map[rpc.NodeID]*dfspb.NodeStatus),
+		peers:        make(map[rpc.NodeID]Peer),
 		peersLearned: make(chan struct{}),
 		ready:        make(chan struct{}),
 		serving:      make(chan struct{}),
 		probe:        make(chan struct{}, 1),
 		verifies:     make(chan struct{}, maxVerifies),
-		frames:       newBudget(cfg.FrameBudget),
+		frames:       newBudget(cfg.FrameBudget, deps.Clock),
 	}
+	n.coord = rpc.NewLeader(rpc.LeaderConfig{Addrs: cfg.Coordinators, Timeout: cfg.RPCTimeout}, n.pool, deps.Clock)
 	n.uploads = sessions.New(cfg.SessionTimeout, deps.Clock, func(id rpc.SessionID, s *uploadSession) {
 		n.log.Debug().Str("session_id", string(id)).Str("chunk_id", string(s.id)).Msg("upload session expired")
 		s.release()
@@ -261,11 +261,11 @@ func (n *Node) Readiness() error {
 	defer n.mu.Unlock()
 	switch {
 	case !n.registered && n.lastErr != nil:
-		return rpc.Errorf(rpc.Unavailable, "not registered with a coordinator: %v", n.lastErr)
+		return rpc.Errorf(rpc.Unavailable, "not registered with a coordinator: %w", n.lastErr)
 	case !n.registered:
 		return rpc.Errorf(rpc.Unavailable, "not registered with a coordinator yet")
 	case n.lastErr != nil:
-		return rpc.Errorf(rpc.Unavailable, "coordinator unreachable: %v", n.lastErr)
+		return rpc.Errorf(rpc.Unavailable, "coordinator unreachable: %w", n.lastErr)
 	}
 	return nil
 }
@@ -335,7 +335,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.mu.Unlock()
 	defer n.pool.Close()
 
-	srv := grpc.NewServer(append(rpc.ServerOptions(n.log, n.metrics.observe), grpc.MaxConcurrentStreams(uint32(n.cfg.MaxConnStreams)))...)
+	srv := grpc.NewServer(append(rpc.ServerOptionsWithClock(n.clock, n.log, n.metrics.observe), grpc.MaxConcurrentStreams(uint32(n.cfg.MaxConnStreams)))...)
 	dfspb.RegisterDataNodeServer(srv, n)
 	// The standard health service: SERVING while registered.
 	health := rpc.NewHealth(srv, func() bool { return n.Readiness() == nil }, dfspb.DataNode_ServiceDesc.ServiceName)
@@ -343,15 +343,14 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(8)
-	go func() { defer wg.Done(); n.probeLoop(ctx) }()
-	go func() { defer wg.Done(); health.Run(ctx) }()
-	go func() { defer wg.Done(); n.reportLoop(ctx) }()
-	go func() { defer wg.Done(); n.inventoryLoop(ctx) }()
-	go func() { defer wg.Done(); n.uploads.Run(ctx, time.Second) }()
-	go func() { defer wg.Done(); n.downloads.Run(ctx, time.Second) }()
-	go func() { defer wg.Done(); n.heartbeatLoop(ctx) }()
-	go func() { defer wg.Done(); n.scrubLoop(ctx) }()
+	wg.Go(func() { n.probeLoop(ctx) })
+	wg.Go(func() { health.Run(ctx) })
+	wg.Go(func() { n.reportLoop(ctx) })
+	wg.Go(func() { n.inventoryLoop(ctx) })
+	wg.Go(func() { n.uploads.Run(ctx, time.Second) })
+	wg.Go(func() { n.downloads.Run(ctx, time.Second) })
+	wg.Go(func() { n.heartbeatLoop(ctx) })
+	wg.Go(func() { n.scrubLoop(ctx) })
 	u := n.store.Usage()
 	n.log.Info().Str("addr", n.Addr()).Str("data_dir", n.cfg.DataDir).Int64("chunks", u.Chunks).
 		Str("used", rpc.FormatBytes(u.Used)).Str("free", rpc.FormatBytes(u.Free)).Msg("datanode serving")

@@ -18,26 +18,23 @@ const probeInterval = time.Second
 // say why, so the coordinator places nothing on it; it goes on serving
 // the chunks it has.
 func (n *Node) probeLoop(ctx context.Context) {
-	t := time.NewTicker(max(n.cfg.HeartbeatInterval, probeInterval))
-	defer t.Stop()
-	for {
-		err := n.store.ProbeWrite()
-		n.mu.Lock()
-		was := n.diskErr
-		n.diskErr = err
-		n.mu.Unlock()
-		switch {
-		case err != nil && was == nil:
-			n.log.Warn().Err(err).Msg("disk not writable: taking no new chunks, serving reads")
-		case err == nil && was != nil:
-			n.log.Info().Msg("disk writable again: taking new chunks")
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-n.probe:
-		}
+	n.probeDisk()
+	rpc.EveryOr(ctx, n.clock, max(n.cfg.HeartbeatInterval, probeInterval), n.probe, func(context.Context) { n.probeDisk() })
+}
+
+// probeDisk checks that the data dir takes writes, records the outcome
+// and logs a change.
+func (n *Node) probeDisk() {
+	err := n.store.ProbeWrite()
+	n.mu.Lock()
+	was := n.diskErr
+	n.diskErr = err
+	n.mu.Unlock()
+	switch {
+	case err != nil && was == nil:
+		n.log.Warn().Err(err).Msg("disk not writable: taking no new chunks, serving reads")
+	case err == nil && was != nil:
+		n.log.Info().Msg("disk writable again: taking new chunks")
 	}
 }
 
@@ -58,7 +55,7 @@ func (n *Node) writable() error {
 	if err == nil {
 		return nil
 	}
-	return rpc.NodeError(rpc.Unavailable, []string{string(n.id)}, "datanode %s takes no new chunks: %v", n.id.Short(), err)
+	return rpc.NodeError(rpc.Unavailable, []string{string(n.id)}, "datanode %s takes no new chunks: %w", n.id.Short(), err)
 }
 
 // diskError is what heartbeats report: why the node takes no new chunks,

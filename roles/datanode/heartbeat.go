@@ -3,6 +3,7 @@ package datanode
 import (
 	"context"
 	"errors"
+	"maps"
 	"time"
 
 	"google.golang.org/grpc"
@@ -10,38 +11,6 @@ import (
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
-
-// coordinator returns a client for the current coordinator address: the
-// leader a standby named, or one of the configured addresses.
-func (n *Node) coordinator() (dfspb.CoordinatorClient, string, error) {
-	n.mu.Lock()
-	addr := n.cfg.Coordinators[n.coordIdx%len(n.cfg.Coordinators)]
-	if n.leader != "" {
-		addr = n.leader
-	}
-	n.mu.Unlock()
-	cc, err := n.pool.Get(addr)
-	if err != nil {
-		return nil, addr, err
-	}
-	return dfspb.NewCoordinatorClient(cc), addr, nil
-}
-
-// nextCoordinator moves on: to the leader err names, or to the next
-// configured coordinator address.
-func (n *Node) nextCoordinator(err error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if ns, ok := rpc.NotServingOf(err); ok && ns.Leader != "" {
-		n.leader = ns.Leader
-		return
-	}
-	if n.leader != "" {
-		n.leader = ""
-		return
-	}
-	n.coordIdx++
-}
 
 // heartbeatLoop registers with the coordinator, then heartbeats every
 // interval, registering again whenever the coordinator does not know the
@@ -55,12 +24,13 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 	failures := 0
 	readyOnce := false
 	for {
+		var addr string
 		var err error
 		registering := !n.isRegistered()
 		if registering {
-			err = n.register(ctx)
+			addr, err = n.register(ctx)
 		} else {
-			err = n.heartbeat(ctx)
+			addr, err = n.heartbeat(ctx)
 		}
 		if ctx.Err() != nil {
 			return
@@ -109,16 +79,12 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 				n.log.Warn().Err(err).Int("failures", failures).Msg("coordinator unreachable")
 			}
 			if kind != rpc.ResourceExhausted {
-				n.nextCoordinator(err)
+				n.coord.Move(addr, err)
 			}
 			wait = backoff.Delay(min(failures, 8))
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if rpc.Sleep(ctx, n.clock, wait) != nil {
 			return
-		case <-t.C:
 		}
 	}
 }
@@ -135,100 +101,71 @@ func (n *Node) setRegistered(v bool) {
 	n.mu.Unlock()
 }
 
-func (n *Node) register(ctx context.Context) error {
-	c, addr, err := n.coordinator()
-	if err != nil {
-		return err
-	}
-	u := n.store.Usage()
-	cctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
-	defer cancel()
+// register registers the node with the coordinator calls go to, and
+// returns that coordinator's address.
+func (n *Node) register(ctx context.Context) (string, error) {
 	n.mu.Lock()
 	cluster := n.cluster
 	n.mu.Unlock()
-	resp, err := c.RegisterDataNode(cctx, &dfspb.RegisterDataNodeRequest{
-		NodeId: string(n.id), Addr: n.Addr(), Capacity: u.Capacity, Used: u.Used, Free: u.Free, ChunkCount: u.Chunks,
-		ClusterId: cluster,
-	})
+	addr, reg, err := n.callRegister(ctx, n.store.Usage(), cluster)
 	if err != nil {
-		return rpc.FromStatus(err)
+		return addr, err
 	}
-	if cluster == "" && resp.ClusterId != "" {
-		if err := saveClusterID(n.cfg.DataDir, resp.ClusterId); err != nil {
-			return err
+	if cluster == "" && reg.cluster != "" {
+		if err := saveClusterID(n.cfg.DataDir, reg.cluster); err != nil {
+			return addr, err
 		}
 		n.mu.Lock()
-		n.cluster = resp.ClusterId
+		n.cluster = reg.cluster
 		n.mu.Unlock()
-		n.log.Info().Str("cluster_id", resp.ClusterId).Msg("joined cluster")
+		n.log.Info().Str("cluster_id", reg.cluster).Msg("joined cluster")
 	}
 	n.reports.requestFull()
 	n.mu.Lock()
 	n.registered = true
-	n.incarnation = resp.Incarnation
+	n.incarnation = reg.incarnation
 	// Known version 0: the next heartbeat brings the whole membership,
 	// which replaces the peers known so far.
 	n.version = 0
 	n.mu.Unlock()
-	n.log.Info().Str("coordinator", addr).Uint64("cluster_version", resp.ClusterVersion).Msg("registered")
-	return nil
+	n.log.Info().Str("coordinator", addr).Uint64("cluster_version", reg.version).Msg("registered")
+	return addr, nil
 }
 
-func (n *Node) heartbeat(ctx context.Context) error {
-	c, _, err := n.coordinator()
-	if err != nil {
-		return err
-	}
-	u := n.store.Usage()
+// heartbeat sends one heartbeat to the coordinator calls go to, applies
+// the membership changes and the commands of its reply, and returns that
+// coordinator's address.
+func (n *Node) heartbeat(ctx context.Context) (string, error) {
 	n.mu.Lock()
 	known, incarnation := n.version, n.incarnation
 	n.mu.Unlock()
-	cctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
-	defer cancel()
-	resp, err := c.DataNodeHeartbeat(cctx, &dfspb.HeartbeatRequest{
-		NodeId: string(n.id), Capacity: u.Capacity, Used: u.Used, Free: u.Free, ChunkCount: u.Chunks, KnownVersion: known,
-		Incarnation: incarnation, DiskError: n.diskError(),
-	})
+	addr, reply, err := n.callHeartbeat(ctx, n.store.Usage(), known, incarnation, n.diskError())
 	if err != nil {
-		return rpc.FromStatus(err)
+		return addr, err
 	}
 	n.mu.Lock()
-	if resp.Full {
+	if reply.full {
 		clear(n.peers)
-		n.addPeersLocked(resp.Nodes...)
 	}
-	for _, up := range resp.Updates {
-		n.addPeersLocked(up.GetNode())
+	for _, p := range reply.peers {
+		if p.forgotten {
+			delete(n.peers, p.ID)
+		} else {
+			n.peers[p.ID] = p.Peer
+		}
 	}
-	n.version = resp.ClusterVersion
+	n.version = reply.version
 	n.peersLearnedLocked()
 	n.mu.Unlock()
-	for _, cmd := range resp.Commands {
-		if del := cmd.GetDeleteChunks(); del != nil {
-			ids, err := parseIDs(del.ChunkIds)
-			if err != nil {
-				n.log.Warn().Err(err).Msg("ignoring bad delete command")
-				continue
-			}
-			n.deleteChunks(ids, &dfspb.BulkDeleteChunkResponse{})
+	for _, del := range reply.deletes {
+		ids, err := parseIDs(del)
+		if err != nil {
+			n.log.Warn().Err(err).Msg("ignoring bad delete command")
+			continue
 		}
+		n.deleteChunks(ids)
 	}
-	return nil
-}
-
-// addPeersLocked records nodes the coordinator listed, and drops those
-// it forgot; an entry without a node ID (a coordinator bug, or a newer
-// one's message) is skipped.
-func (n *Node) addPeersLocked(nodes ...*dfspb.NodeStatus) {
-	for _, p := range nodes {
-		switch {
-		case p.GetNodeId() == "":
-		case p.Forgotten:
-			delete(n.peers, rpc.NodeID(p.NodeId))
-		default:
-			n.peers[rpc.NodeID(p.NodeId)] = p
-		}
-	}
+	return addr, nil
 }
 
 // peersLearnedLocked wakes the calls waiting in checkPeer for the
@@ -288,13 +225,111 @@ func (n *Node) peerConn(ctx context.Context, id rpc.NodeID, addr string) (*grpc.
 // datanodes and the coordinators.
 func (n *Node) PeerConns() int { return n.pool.Len() }
 
+// Peer is a datanode of the cluster as the coordinator last described it.
+type Peer struct {
+	ID   rpc.NodeID
+	Addr string
+}
+
 // Peers returns the cluster membership the node has learned.
-func (n *Node) Peers() map[rpc.NodeID]*dfspb.NodeStatus {
+func (n *Node) Peers() map[rpc.NodeID]Peer {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	out := make(map[rpc.NodeID]*dfspb.NodeStatus, len(n.peers))
-	for k, v := range n.peers {
-		out[k] = v
+	return maps.Clone(n.peers)
+}
+
+// The calls to the coordinator. They are the one place where the
+// datanode builds the coordinator's requests and reads its replies; what
+// they take and return are the node's own types.
+
+// registered is what a registration returns.
+type registered struct {
+	cluster     string // the cluster the node belongs to
+	incarnation string // to present with each heartbeat
+	version     uint64 // the cluster version when the node registered
+}
+
+// callRegister registers the node, with its disk usage and the cluster it
+// knows it belongs to (or ""), with the coordinator calls go to; it
+// returns that coordinator's address.
+func (n *Node) callRegister(ctx context.Context, u Usage, cluster string) (addr string, reg registered, err error) {
+	addr, err = n.coord.Once(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		resp, err := cc.RegisterDataNode(ctx, &dfspb.RegisterDataNodeRequest{
+			NodeId: string(n.id), Addr: n.Addr(), Capacity: u.Capacity, Used: u.Used, Free: u.Free, ChunkCount: u.Chunks,
+			ClusterId: cluster,
+		})
+		if err == nil {
+			reg = registered{cluster: resp.ClusterId, incarnation: resp.Incarnation, version: resp.ClusterVersion}
+		}
+		return err
+	})
+	return addr, reg, err
+}
+
+// peerChange is a datanode the coordinator listed, or one it forgot.
+type peerChange struct {
+	Peer
+	forgotten bool
+}
+
+// beat is what a heartbeat's reply says.
+type beat struct {
+	version uint64
+	// full: peers is the whole membership, replacing what the node knows;
+	// otherwise it holds the changes since the version the node knew.
+	full    bool
+	peers   []peerChange
+	deletes [][]string // chunk IDs to delete, one list per command
+}
+
+// callHeartbeat sends one heartbeat with the node's disk usage, the
+// cluster version it knows, its registration's incarnation and its disk
+// error (or "") to the coordinator calls go to; it returns that
+// coordinator's address. A listed node without an ID (a coordinator bug,
+// or a newer coordinator's message) is left out of the reply.
+func (n *Node) callHeartbeat(ctx context.Context, u Usage, known uint64, incarnation, diskErr string) (addr string, b beat, err error) {
+	addr, err = n.coord.Once(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		resp, err := cc.DataNodeHeartbeat(ctx, &dfspb.HeartbeatRequest{
+			NodeId: string(n.id), Capacity: u.Capacity, Used: u.Used, Free: u.Free, ChunkCount: u.Chunks, KnownVersion: known,
+			Incarnation: incarnation, DiskError: diskErr,
+		})
+		if err != nil {
+			return err
+		}
+		b = beat{version: resp.ClusterVersion, full: resp.Full}
+		add := func(p *dfspb.NodeStatus) {
+			if p.GetNodeId() != "" {
+				b.peers = append(b.peers, peerChange{Peer: Peer{ID: rpc.NodeID(p.NodeId), Addr: p.Addr}, forgotten: p.Forgotten})
+			}
+		}
+		if resp.Full {
+			for _, p := range resp.Nodes {
+				add(p)
+			}
+		}
+		for _, up := range resp.Updates {
+			add(up.GetNode())
+		}
+		for _, cmd := range resp.Commands {
+			if del := cmd.GetDeleteChunks(); del != nil {
+				b.deletes = append(b.deletes, del.ChunkIds)
+			}
+		}
+		return nil
+	})
+	return addr, b, err
+}
+
+// callReport sends one report of chunk changes to the coordinator calls
+// go to.
+func (n *Node) callReport(ctx context.Context, p report) error {
+	added := make([]*dfspb.ChunkStat, len(p.added))
+	for i, c := range p.added {
+		added[i] = &dfspb.ChunkStat{ChunkId: string(c.id), Present: true, Size: c.size, Digest: c.digest, FrameSize: c.frameSize}
 	}
-	return out
+	_, err := n.coord.Once(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		_, err := cc.ReportChunks(ctx, &dfspb.ReportChunksRequest{NodeId: string(n.id), Added: added, Removed: p.removed, Full: p.full, Corrupt: p.corrupt})
+		return err
+	})
+	return err
 }

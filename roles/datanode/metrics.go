@@ -3,6 +3,7 @@ package datanode
 import (
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 
@@ -23,6 +24,7 @@ const (
 // metrics are a datanode's counters, gauges and histograms; disk usage
 // and registration are read on each scrape (stateCollector).
 type metrics struct {
+	clock      clockwork.Clock // times the chunk operations
 	rpc        *prometheus.HistogramVec
 	ops        *prometheus.HistogramVec
 	streams    *prometheus.GaugeVec
@@ -45,6 +47,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 	}
 	m := &metrics{
+		clock: n.clock,
 		rpc: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "dfs_datanode_rpc_duration_seconds", Help: "Time the datanode took to serve a gRPC call (a stream from its start to its end), by method and gRPC code.",
 			Buckets: buckets,
@@ -85,13 +88,13 @@ func (m *metrics) observe(method string, code codes.Code, took time.Duration) {
 // op starts timing one chunk operation; the returned func records it with
 // the operation's error.
 func (m *metrics) op(op string) func(error) {
-	start := time.Now()
+	start := m.clock.Now()
 	return func(err error) {
 		result := "ok"
 		if err != nil {
 			result = "error"
 		}
-		m.ops.WithLabelValues(op, result).Observe(time.Since(start).Seconds())
+		m.ops.WithLabelValues(op, result).Observe(m.clock.Since(start).Seconds())
 	}
 }
 

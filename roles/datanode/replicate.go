@@ -30,9 +30,13 @@ import (
 // coordinator can retry with another source or target. The request's
 // context bounds the whole copy.
 func (n *Node) ReplicateChunk(ctx context.Context, req *dfspb.ReplicateChunkRequest) (*dfspb.ReplicateChunkResponse, error) {
-	began := time.Now()
+	began := n.clock.Now()
 	done, running := n.metrics.op(opReplicate), n.metrics.stream(opReplicate)
-	copied, err := n.replicate(ctx, req)
+	r, err := n.checkReplicate(req)
+	var copied int64
+	if err == nil {
+		copied, err = n.replicate(ctx, r)
+	}
 	running()
 	done(err)
 	if err != nil {
@@ -40,8 +44,8 @@ func (n *Node) ReplicateChunk(ctx context.Context, req *dfspb.ReplicateChunkRequ
 		return nil, rpc.ToStatus(err)
 	}
 	l := n.logFor(ctx)
-	l.Debug().Str("chunk_id", req.ChunkId).Str("peer", req.GetSource().GetNodeId()).
-		Int64("bytes", copied).Dur("took", time.Since(began)).Msg("chunk replicated")
+	l.Debug().Str("chunk_id", string(r.id)).Str("peer", string(r.src.id)).
+		Int64("bytes", copied).Dur("took", n.clock.Since(began)).Msg("chunk replicated")
 	return &dfspb.ReplicateChunkResponse{Bytes: copied}, nil
 }
 
@@ -51,44 +55,52 @@ type replicateSource struct {
 	addr string
 }
 
+// replicateRequest is a checked ReplicateChunk request: the chunk as
+// committed, and the node to copy it from.
+type replicateRequest struct {
+	id   rpc.ChunkID
+	want Meta
+	src  replicateSource
+}
+
 // checkReplicate validates a ReplicateChunk request.
-func (n *Node) checkReplicate(req *dfspb.ReplicateChunkRequest) (rpc.ChunkID, replicateSource, error) {
+func (n *Node) checkReplicate(req *dfspb.ReplicateChunkRequest) (replicateRequest, error) {
 	id, err := rpc.ParseChunkID(req.ChunkId)
 	if err != nil {
-		return "", replicateSource{}, err
+		return replicateRequest{}, err
 	}
 	if req.Size <= 0 || req.Size > rpc.MaxChunkSize {
-		return "", replicateSource{}, rpc.Errorf(rpc.Invalid, "chunk %s: size %d out of range (1 B to %s)", id, req.Size, rpc.FormatBytes(rpc.MaxChunkSize))
+		return replicateRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: size %d out of range (1 B to %s)", id, req.Size, rpc.FormatBytes(rpc.MaxChunkSize))
 	}
 	if err := rpc.CheckFrameSize(req.FrameSize); err != nil {
-		return "", replicateSource{}, err
+		return replicateRequest{}, err
 	}
 	if len(req.Digest) != sha256.Size {
-		return "", replicateSource{}, rpc.Errorf(rpc.Invalid, "chunk %s: digest of %d bytes, want %d", id, len(req.Digest), sha256.Size)
+		return replicateRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: digest of %d bytes, want %d", id, len(req.Digest), sha256.Size)
 	}
 	if req.Source == nil {
-		return "", replicateSource{}, rpc.Errorf(rpc.Invalid, "chunk %s: no source node", id)
+		return replicateRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: no source node", id)
 	}
 	src, err := rpc.ParseNodeID(req.Source.NodeId)
 	if err != nil {
-		return "", replicateSource{}, err
+		return replicateRequest{}, err
 	}
 	if req.Source.Addr == "" {
-		return "", replicateSource{}, rpc.Errorf(rpc.Invalid, "chunk %s: source %s has no address", id, src)
+		return replicateRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: source %s has no address", id, src)
 	}
 	if src == n.id {
-		return "", replicateSource{}, rpc.Errorf(rpc.Invalid, "chunk %s: the source is this node", id)
+		return replicateRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: the source is this node", id)
 	}
-	return id, replicateSource{id: src, addr: req.Source.Addr}, nil
+	return replicateRequest{
+		id:   id,
+		want: Meta{Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest},
+		src:  replicateSource{id: src, addr: req.Source.Addr},
+	}, nil
 }
 
-func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) (int64, error) {
-	id, src, err := n.checkReplicate(req)
-	if err != nil {
-		return 0, err
-	}
+func (n *Node) replicate(ctx context.Context, r replicateRequest) (int64, error) {
+	id, src, want := r.id, r.src, r.want
 	self := []string{string(n.id)}
-	want := Meta{Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest}
 	if done, err := n.holds(id, want); done || err != nil {
 		return 0, err
 	}
@@ -97,50 +109,21 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 	}
 	srcErr := func(kind rpc.Kind, format string, args ...any) error {
 		if ctx.Err() != nil {
-			return rpc.Errorf(rpc.KindOf(ctx.Err()), "chunk %s: copy from %s ended: %v", id, src.id.Short(), ctx.Err())
+			return rpc.Errorf(rpc.Other, "chunk %s: copy from %s ended: %w", id, src.id.Short(), ctx.Err())
 		}
 		return rpc.NodeError(kind, []string{string(src.id)}, format, args...)
 	}
 	cc, err := n.peerConn(ctx, src.id, src.addr)
 	if err != nil {
-		return 0, srcErr(rpc.KindOf(err), "chunk %s: source %v", id, err)
+		return 0, srcErr(rpc.Other, "chunk %s: source %w", id, err)
 	}
-	need := FileSize(req.Size, req.FrameSize)
+	need := FileSize(want.Size, want.FrameSize)
 	if err := n.store.Reserve(need); err != nil {
-		return 0, rpc.NodeError(rpc.KindOf(err), self, "%v", err)
+		return 0, rpc.NodeError(rpc.Other, self, "%w", err)
 	}
 	defer n.store.Release(need)
 
-	// Ask the source for the chunk; what it claims must match the commit.
-	dn := dfspb.NewDataNodeClient(cc)
-	// The source is under a progress deadline from the prepare to the last
-	// frame: a source that stalls fails the copy, blamed, in one timeout.
-	sctx, wd := chunkstream.NewWatchdog(ctx, n.cfg.ProgressTimeout, "download stream")
-	defer wd.Stop()
-	wd.HeardFrom(func() time.Time { return n.pool.Heard(src.addr) })
-	pctx, cancel := context.WithTimeout(sctx, n.cfg.RPCTimeout)
-	prep, err := dn.PrepareChunkDownload(pctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: string(id)})
-	cancel()
-	if err != nil {
-		if werr := wd.Err(); werr != nil {
-			err = werr
-		}
-		err = rpc.FromStatus(err)
-		return 0, srcErr(rpc.KindOf(err), "chunk %s: source %s (%s): %v", id, src.id.Short(), src.addr, err)
-	}
-	wd.Kick()
-	if prep.Size != req.Size || prep.FrameSize != req.FrameSize || !bytes.Equal(prep.ChunkChecksum, req.Digest) {
-		return 0, srcErr(rpc.Internal, "chunk %s: source %s holds a different chunk than was committed (size %d, frame size %d, digest %.6x; committed %d, %d, %.6x)",
-			id, src.id.Short(), prep.Size, prep.FrameSize, prep.ChunkChecksum, req.Size, req.FrameSize, req.Digest)
-	}
-	raw, err := dn.DownloadChunkStream(sctx, &dfspb.DownloadChunkStreamRequest{SessionId: prep.SessionId})
-	stream := wd.Receiver(raw)
-	if err != nil {
-		err = rpc.FromStatus(err)
-		return 0, srcErr(rpc.KindOf(err), "chunk %s: source %s (%s): %v", id, src.id.Short(), src.addr, err)
-	}
-
-	w, err := n.store.Create(id, req.Size, req.FrameSize)
+	w, err := n.store.Create(id, want.Size, want.FrameSize)
 	if err != nil {
 		return 0, n.lostRace(id, want, err)
 	}
@@ -151,38 +134,56 @@ func (n *Node) replicate(ctx context.Context, req *dfspb.ReplicateChunkRequest) 
 		}
 	}()
 	// Frames are written by the sink's own goroutine while the next ones
-	// arrive and are hashed; its queue bounds the memory.
+	// arrive and are hashed; its queue bounds the memory. The source is
+	// under a progress deadline from the prepare to the last frame, paused
+	// while this node's disk takes a frame: a source that stalls fails
+	// the copy, blamed, in one timeout. What it claims and serves must
+	// match the commit.
 	sink := n.newFrameSink(ctx, w, &forwarder{}, sinkDepth)
 	sink.bytes = n.metrics.replicated
-	var sinkErr error
-	v, err := chunkstream.ReceiveFrames(stream, chunkstream.Expect{ChunkID: id, Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest},
-		func(off int64, data []byte) error {
-			// Waiting for this node's disk is not the source's stall.
-			wd.Pause()
-			sinkErr = sink.Frame(&dfspb.ChunkDataStream{Data: data, Offset: off})
-			wd.Kick()
-			return sinkErr
-		})
+	got, err := chunkstream.Fetch(ctx, chunkstream.Download{
+		Expect:          chunkstream.Expect{ChunkID: id, Size: want.Size, FrameSize: want.FrameSize, Digest: want.Digest},
+		From:            dfspb.NewDataNodeClient(cc),
+		Peer:            "download stream",
+		ProgressTimeout: n.cfg.ProgressTimeout,
+		PrepareTimeout:  n.cfg.RPCTimeout,
+		Heard:           func() time.Time { return n.pool.Heard(src.addr) },
+		Clock:           n.clock,
+	}, &sinkWriter{sink: sink})
 	werr := sink.finish()
-	switch {
-	case sinkErr != nil: // this node's disk
-		return 0, sinkErr
+	switch fault := chunkstream.FaultOf(err); {
+	case fault == chunkstream.WriterFailed: // this node's disk
+		return 0, err
 	case err == nil && werr != nil:
 		return 0, werr
 	case err == nil:
-	case rpc.KindOf(err) == rpc.Invalid:
-		return 0, srcErr(rpc.Internal, "chunk %s: source %s served a corrupt copy: %v", id, src.id.Short(), err)
+	case fault == chunkstream.SourceCorrupt:
+		return 0, srcErr(rpc.Internal, "chunk %s: source %s served a corrupt copy: %w", id, src.id.Short(), err)
 	default:
-		return 0, srcErr(rpc.KindOf(err), "chunk %s: source %s (%s): %v", id, src.id.Short(), src.addr, err)
+		return 0, srcErr(rpc.Other, "chunk %s: source %s (%s): %w", id, src.id.Short(), src.addr, err)
 	}
 
-	if err := w.Commit(v.FrameDigests(), v.Sum()); err != nil {
+	if err := w.Commit(got.FrameDigests, got.Digest); err != nil {
 		committed = true // Commit cleans up after itself
 		return 0, n.lostRace(id, want, err)
 	}
 	committed = true
-	n.reports.stored(id, Meta{Size: req.Size, FrameSize: req.FrameSize, Digest: v.Sum()})
-	return req.Size, nil
+	n.reports.stored(id, Meta{Size: want.Size, FrameSize: want.FrameSize, Digest: got.Digest})
+	return want.Size, nil
+}
+
+// sinkWriter hands a fetch's frames, in order, to a frame sink.
+type sinkWriter struct {
+	sink *frameSink
+	off  int64
+}
+
+func (s *sinkWriter) Write(p []byte) (int, error) {
+	if err := s.sink.Frame(&dfspb.ChunkDataStream{Data: p, Offset: s.off}); err != nil {
+		return 0, err
+	}
+	s.off += int64(len(p))
+	return len(p), nil
 }
 
 // lostRace turns err, from creating or committing chunk id, into nil when
@@ -194,7 +195,7 @@ func (n *Node) lostRace(id rpc.ChunkID, want Meta, err error) error {
 			return herr
 		}
 	}
-	return rpc.NodeError(rpc.KindOf(err), []string{string(n.id)}, "%v", err)
+	return rpc.NodeError(rpc.Other, []string{string(n.id)}, "%w", err)
 }
 
 // holds reports whether chunk id is already stored here as want describes

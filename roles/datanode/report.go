@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // maxReport bounds the chunks of one ReportChunks call.
@@ -28,11 +27,11 @@ type reporter struct {
 	store inventory
 
 	mu      sync.Mutex
-	added   map[rpc.ChunkID]*dfspb.ChunkStat
+	added   map[rpc.ChunkID]storedChunk
 	removed map[rpc.ChunkID]bool
 	corrupt map[rpc.ChunkID]bool
 	full    bool                 // a full report is due
-	rest    []*dfspb.ChunkStat   // pages of a full report still to send
+	rest    []storedChunk        // pages of a full report still to send
 	restBad []string             // corrupt chunks of a full report still to send
 	gone    map[rpc.ChunkID]bool // deleted since the full report's inventory was read
 	kick    chan struct{}
@@ -54,7 +53,7 @@ var _ inventory = (*Store)(nil)
 func newReporter(store inventory) *reporter {
 	return &reporter{
 		store:   store,
-		added:   map[rpc.ChunkID]*dfspb.ChunkStat{},
+		added:   map[rpc.ChunkID]storedChunk{},
 		removed: map[rpc.ChunkID]bool{},
 		corrupt: map[rpc.ChunkID]bool{},
 		gone:    map[rpc.ChunkID]bool{},
@@ -70,8 +69,16 @@ func (r *reporter) requestFull() {
 	r.wake()
 }
 
-func stat(id rpc.ChunkID, m Meta) *dfspb.ChunkStat {
-	return &dfspb.ChunkStat{ChunkId: string(id), Present: true, Size: m.Size, Digest: m.Digest, FrameSize: m.FrameSize}
+// storedChunk is a stored chunk as a report describes it.
+type storedChunk struct {
+	id        rpc.ChunkID
+	size      int64
+	frameSize int64
+	digest    []byte
+}
+
+func stat(id rpc.ChunkID, m Meta) storedChunk {
+	return storedChunk{id: id, size: m.Size, frameSize: m.FrameSize, digest: m.Digest}
 }
 
 func (r *reporter) wake() {
@@ -126,7 +133,7 @@ func (r *reporter) corrupted(id rpc.ChunkID) {
 
 // report is one ReportChunks call's worth of changes.
 type report struct {
-	added   []*dfspb.ChunkStat
+	added   []storedChunk
 	removed []string
 	corrupt []string
 	// full is set on the first page of a full report, page on every page.
@@ -145,7 +152,7 @@ func (r *reporter) take() report {
 		// The inventory is current: it subsumes every queued change.
 		r.full = false
 		inv := r.store.Inventory()
-		r.rest = make([]*dfspb.ChunkStat, 0, len(inv))
+		r.rest = make([]storedChunk, 0, len(inv))
 		for _, id := range slices.Sorted(maps.Keys(inv)) {
 			r.rest = append(r.rest, stat(id, inv[id]))
 		}
@@ -167,7 +174,7 @@ func (r *reporter) take() report {
 		p.added, r.rest = r.rest[:n:n], r.rest[n:]
 		if len(r.gone) > 0 {
 			p.corrupt = slices.DeleteFunc(p.corrupt, func(id string) bool { return r.gone[rpc.ChunkID(id)] })
-			p.added = slices.DeleteFunc(p.added, func(a *dfspb.ChunkStat) bool { return r.gone[rpc.ChunkID(a.ChunkId)] })
+			p.added = slices.DeleteFunc(p.added, func(a storedChunk) bool { return r.gone[a.id] })
 		}
 		if len(r.rest)+len(r.restBad) == 0 {
 			clear(r.gone)
@@ -211,7 +218,7 @@ func (r *reporter) putBack(p report) {
 		return
 	}
 	for _, a := range p.added {
-		id := rpc.ChunkID(a.ChunkId)
+		id := a.id
 		if _, ok := r.added[id]; !ok && !r.removed[id] && !r.corrupt[id] {
 			r.added[id] = a
 		}
@@ -230,23 +237,17 @@ func (r *reporter) putBack(p report) {
 	}
 }
 
-// reportLoop sends queued changes until ctx ends.
+// reportLoop sends queued changes as they come, and at least every
+// heartbeat interval, until ctx ends. After a failed report it pauses
+// (backing off) before it tries again.
 func (n *Node) reportLoop(ctx context.Context) {
 	backoff := rpc.Backoff{Initial: 100 * time.Millisecond, Max: n.cfg.HeartbeatInterval}
 	failures := 0
-	tick := time.NewTicker(n.cfg.HeartbeatInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-n.reports.kick:
-		case <-tick.C:
-		}
+	rpc.EveryOr(ctx, n.clock, n.cfg.HeartbeatInterval, n.reports.kick, func(ctx context.Context) {
 		for ctx.Err() == nil {
 			p := n.reports.take()
 			if p.empty() {
-				break
+				return
 			}
 			if err := n.sendReport(ctx, p); err != nil {
 				n.reports.putBack(p)
@@ -255,18 +256,12 @@ func (n *Node) reportLoop(ctx context.Context) {
 					n.setRegistered(false)
 				}
 				n.log.Debug().Err(err).Int("failures", failures).Msg("chunk report failed")
-				t := time.NewTimer(backoff.Delay(min(failures, 8)))
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return
-				case <-t.C:
-				}
-				break
+				rpc.Sleep(ctx, n.clock, backoff.Delay(min(failures, 8)))
+				return
 			}
 			failures = 0
 		}
-	}
+	})
 }
 
 // diskCheckRate bounds the directory entries per second the disk check
@@ -278,15 +273,8 @@ const diskCheckRate = 10000
 // diskCheckRate) and reports them removed, then sends a full inventory,
 // which thus reflects the disk rather than what the index remembers.
 func (n *Node) inventoryLoop(ctx context.Context) {
-	tick := time.NewTicker(n.cfg.InventoryInterval)
-	defer tick.Stop()
 	p := pacer{rate: diskCheckRate}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	rpc.Every(ctx, n.clock, n.cfg.InventoryInterval, func(ctx context.Context) {
 		p.reset()
 		err := n.store.FindLost(ctx, func(entries int) error { return p.wait(ctx, int64(entries)) }, n.lostFound)
 		if ctx.Err() != nil {
@@ -296,19 +284,12 @@ func (n *Node) inventoryLoop(ctx context.Context) {
 			n.log.Warn().Err(err).Msg("disk check failed; the inventory is sent from the index")
 		}
 		n.reports.requestFull()
-	}
+	})
 }
 
 func (n *Node) sendReport(ctx context.Context, p report) error {
 	if !n.isRegistered() {
 		return rpc.Errorf(rpc.Unavailable, "not registered yet")
 	}
-	c, _, err := n.coordinator()
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
-	defer cancel()
-	_, err = c.ReportChunks(cctx, &dfspb.ReportChunksRequest{NodeId: string(n.id), Added: p.added, Removed: p.removed, Full: p.full, Corrupt: p.corrupt})
-	return rpc.FromStatus(err)
+	return n.callReport(ctx, p)
 }

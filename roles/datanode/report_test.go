@@ -10,7 +10,6 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // memInventory is an in-memory inventory for the reporter.
@@ -57,10 +56,10 @@ func (m *memInventory) remove(id rpc.ChunkID) {
 	m.corrupt = slices.DeleteFunc(m.corrupt, func(c rpc.ChunkID) bool { return c == id })
 }
 
-func ids(stats []*dfspb.ChunkStat) []string {
+func ids(stats []storedChunk) []string {
 	var out []string
 	for _, s := range stats {
-		out = append(out, s.ChunkId)
+		out = append(out, string(s.id))
 	}
 	return out
 }

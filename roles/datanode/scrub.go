@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -48,6 +49,7 @@ func (n *Node) scrubLoop(ctx context.Context) {
 		corrupt:   n.corruptFound,
 		lost:      n.lostFound,
 		bytes:     n.metrics.scrubbed,
+		clock:     n.clock,
 	}
 	s.run(ctx)
 }
@@ -91,34 +93,53 @@ func (n *Node) VerifyChunk(ctx context.Context, req *dfspb.VerifyChunkRequest) (
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
+	v, err := n.verify(ctx, id)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	return &dfspb.VerifyChunkResponse{Present: v.present, Corrupt: v.corrupt, Reason: v.reason}, nil
+}
+
+// verdict is what a verification found of a chunk: whether this node
+// holds it, and whether its copy is corrupt (and why).
+type verdict struct {
+	present, corrupt bool
+	reason           string
+}
+
+// corruptBefore is the verdict on a chunk found corrupt before.
+var corruptBefore = verdict{present: true, corrupt: true, reason: "found corrupt before; not served"}
+
+// verify checks chunk id now, for VerifyChunk; see there.
+func (n *Node) verify(ctx context.Context, id rpc.ChunkID) (verdict, error) {
 	if n.store.IsCorrupt(id) {
-		return &dfspb.VerifyChunkResponse{Present: true, Corrupt: true, Reason: "found corrupt before; not served"}, nil
+		return corruptBefore, nil
 	}
 	select {
 	case n.verifies <- struct{}{}:
 		defer func() { <-n.verifies }()
 	case <-ctx.Done():
-		return nil, rpc.ToStatus(rpc.Errorf(rpc.Canceled, "chunk %s: verification canceled while waiting", id))
+		return verdict{}, rpc.Errorf(rpc.Canceled, "chunk %s: verification canceled while waiting", id)
 	}
 	done := n.metrics.op(opVerify)
-	err = n.store.Verify(ctx, id, nil)
+	err := n.store.Verify(ctx, id, nil)
 	done(err)
 	switch {
 	case err == nil:
-		return &dfspb.VerifyChunkResponse{Present: true}, nil
+		return verdict{present: true}, nil
 	case IsCorrupt(err):
 		n.corruptFound(id, err)
-		return &dfspb.VerifyChunkResponse{Present: true, Corrupt: true, Reason: err.Error()}, nil
+		return verdict{present: true, corrupt: true, reason: err.Error()}, nil
 	case IsLost(err):
 		n.lostFound(id, err)
-		return &dfspb.VerifyChunkResponse{}, nil
+		return verdict{}, nil
 	case rpc.KindOf(err) == rpc.NotFound:
 		if n.store.IsCorrupt(id) { // quarantined meanwhile
-			return &dfspb.VerifyChunkResponse{Present: true, Corrupt: true, Reason: "found corrupt before; not served"}, nil
+			return corruptBefore, nil
 		}
-		return &dfspb.VerifyChunkResponse{}, nil
+		return verdict{}, nil
 	}
-	return nil, rpc.ToStatus(err)
+	return verdict{}, err
 }
 
 // scrubber verifies every stored chunk, pass after pass, reading at most
@@ -140,6 +161,8 @@ type scrubber struct {
 	lost func(id rpc.ChunkID, err error)
 	// bytes, when set, counts the bytes checked.
 	bytes prometheus.Counter
+	// clock tells the time and paces the reads.
+	clock clockwork.Clock
 }
 
 // scrubState is the scrubber's saved progress.
@@ -170,26 +193,26 @@ func (s *scrubber) run(ctx context.Context) {
 			if gap := time.UnixMilli(st.Start).Add(scrubMinGap); gap.After(due) {
 				due = gap
 			}
-			if latest := time.Now().Add(s.interval + scrubMinGap); due.After(latest) {
+			if latest := s.clock.Now().Add(s.interval + scrubMinGap); due.After(latest) {
 				due = latest // the clock went back since the progress was saved
 			}
-			if !sleepUntil(ctx, due) {
+			if !sleepUntil(ctx, s.clock, due) {
 				return
 			}
-			st.Start = time.Now().UnixMilli()
+			st.Start = s.clock.Now().UnixMilli()
 		}
-		began := time.Now()
+		began := s.clock.Now()
 		stats := s.pass(ctx, &st)
 		if ctx.Err() != nil {
 			s.save(st)
 			return
 		}
 		ev := s.log.Debug()
-		if stats.corrupt > 0 || stats.lost > 0 || stats.failed > 0 || time.Since(began) >= 10*time.Second {
+		if stats.corrupt > 0 || stats.lost > 0 || stats.failed > 0 || s.clock.Since(began) >= 10*time.Second {
 			ev = s.log.Info()
 		}
 		ev.Int("chunks", stats.chunks).Int("corrupt", stats.corrupt).Int("lost", stats.lost).Int("failed", stats.failed).
-			Str("bytes", rpc.FormatBytes(stats.bytes)).Dur("took", time.Since(began)).Msg("scrub pass done")
+			Str("bytes", rpc.FormatBytes(stats.bytes)).Dur("took", s.clock.Since(began)).Msg("scrub pass done")
 	}
 }
 
@@ -202,7 +225,7 @@ func (s *scrubber) pass(ctx context.Context, st *scrubState) scrubStats {
 	if i < len(ids) && string(ids[i]) == st.Cursor {
 		i++
 	}
-	p := pacer{rate: s.rate}
+	p := pacer{rate: s.rate, clock: s.clock}
 	p.reset()
 	pace := func(n int64) error {
 		stats.bytes += n
@@ -211,7 +234,7 @@ func (s *scrubber) pass(ctx context.Context, st *scrubState) scrubStats {
 		}
 		return p.wait(ctx, n)
 	}
-	saved := time.Now()
+	saved := s.clock.Now()
 	for _, id := range ids[i:] {
 		err := s.store.Verify(ctx, id, pace)
 		switch {
@@ -234,12 +257,12 @@ func (s *scrubber) pass(ctx context.Context, st *scrubState) scrubStats {
 			s.log.Warn().Err(err).Str("chunk_id", string(id)).Msg("could not verify chunk")
 		}
 		st.Cursor = string(id)
-		if time.Since(saved) >= scrubSaveEvery {
+		if s.clock.Since(saved) >= scrubSaveEvery {
 			s.save(*st)
-			saved = time.Now()
+			saved = s.clock.Now()
 		}
 	}
-	st.Cursor, st.End = "", time.Now().UnixMilli()
+	st.Cursor, st.End = "", s.clock.Now().UnixMilli()
 	s.save(*st)
 	return stats
 }
@@ -283,38 +306,33 @@ func (s *scrubber) save(st scrubState) {
 	}
 }
 
-// sleepUntil waits until t or ctx ends; it reports whether ctx is still
-// live.
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
+// sleepUntil waits on clk until t or ctx ends; it reports whether ctx is
+// still live.
+func sleepUntil(ctx context.Context, clk clockwork.Clock, t time.Time) bool {
+	return rpc.Sleep(ctx, clk, clk.Until(t)) == nil
 }
 
 // pacer caps a reader at rate bytes per second: after each read it sleeps
 // until the bytes read so far are due, so n bytes never take less than
 // n/rate from reset. A reader that fell behind (a slow disk) may catch up
-// by at most paceSlack.
+// by at most paceSlack. It tells the time on clock (nil: the real clock).
 type pacer struct {
-	rate int64
-	next time.Time
+	rate  int64
+	clock clockwork.Clock
+	next  time.Time
 }
 
-func (p *pacer) reset() { p.next = time.Now() }
+func (p *pacer) reset() {
+	if p.clock == nil {
+		p.clock = clockwork.NewRealClock()
+	}
+	p.next = p.clock.Now()
+}
 
 // wait accounts n bytes read and sleeps until they are due; it returns
-// Canceled when ctx ends first.
+// Canceled when ctx ends first. reset must have been called.
 func (p *pacer) wait(ctx context.Context, n int64) error {
-	now := time.Now()
+	now := p.clock.Now()
 	if floor := now.Add(-paceSlack); p.next.Before(floor) {
 		p.next = floor
 	}
@@ -324,7 +342,7 @@ func (p *pacer) wait(ctx context.Context, n int64) error {
 		d++ // rounded up, so the sum of the waits is never short of n/rate
 	}
 	p.next = p.next.Add(time.Duration(d))
-	if !sleepUntil(ctx, p.next) {
+	if !sleepUntil(ctx, p.clock, p.next) {
 		return rpc.Errorf(rpc.Canceled, "scrub canceled")
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/matryer/is"
 	"github.com/rs/zerolog"
 
@@ -153,6 +154,7 @@ func testScrubber(t *testing.T, s *Store, rate int64) (*scrubber, *[]rpc.ChunkID
 		log:       zerolog.New(zerolog.NewTestWriter(t)),
 		corrupt:   func(id rpc.ChunkID, err error) { found = append(found, id) },
 		lost:      func(id rpc.ChunkID, err error) { t.Errorf("chunk %s taken for lost: %v", id, err) },
+		clock:     clockwork.NewRealClock(),
 	}, &found
 }
 
@@ -239,4 +241,71 @@ func TestScrubCanceled(t *testing.T) {
 	err := s.Verify(ctx, chunkID(t, 0), nil)
 	is.True(errors.Is(err, rpc.Canceled)) // Verify stops on a canceled context
 	is.True(s.Has(chunkID(t, 0)))         // leaving the chunk as it was
+}
+
+// TestPacerClock: a pacer holds a reader to its rate on the node's clock,
+// and one that fell behind catches up by at most paceSlack.
+func TestPacerClock(t *testing.T) {
+	is := is.New(t)
+	fc := clockwork.NewFakeClock()
+	p := pacer{rate: 1000, clock: fc}
+	p.reset()
+	done := make(chan error, 1)
+	go func() { done <- p.wait(t.Context(), 500) }() // due in half a second
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	is.NoErr(fc.BlockUntilContext(ctx, 1)) // the pacer sleeps on the clock
+	fc.Advance(499 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("the pacer woke before the bytes were due: %v", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	fc.Advance(time.Millisecond)
+	is.NoErr(<-done) // due: on its way
+
+	fc.Advance(time.Minute)             // a slow disk falls far behind
+	is.NoErr(p.wait(t.Context(), 1000)) // a second's worth, within the slack: no wait
+	go func() { done <- p.wait(t.Context(), 1) }()
+	is.NoErr(fc.BlockUntilContext(ctx, 1)) // past the slack it waits again
+	fc.Advance(time.Millisecond)
+	is.NoErr(<-done)
+
+	canceled, stop := context.WithCancel(t.Context())
+	stop()
+	is.True(errors.Is(p.wait(canceled, 1000), rpc.Canceled)) // a canceled wait ends at once
+}
+
+// TestScrubWaitsInterval: after a complete pass the scrubber waits out
+// the interval on the node's clock before the next one.
+func TestScrubWaitsInterval(t *testing.T) {
+	is := is.New(t)
+	s := openStore(t, t.TempDir(), testCap)
+	put(t, s, chunkID(t, 0), chunkData(100, 0))
+	sc, _ := testScrubber(t, s, 1<<30)
+	fc := clockwork.NewFakeClockAt(time.UnixMilli(1_000_000_000_000))
+	sc.clock = fc
+	sc.save(scrubState{Start: fc.Now().UnixMilli(), End: fc.Now().UnixMilli()}) // a pass just ended
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); sc.run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	wait, stop := context.WithTimeout(t.Context(), 10*time.Second)
+	defer stop()
+	is.NoErr(fc.BlockUntilContext(wait, 1)) // waiting out the interval
+	fc.Advance(time.Hour - time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
+	is.Equal(sc.load().End, int64(1_000_000_000_000)) // no pass before the interval is up
+	due := fc.Now().Add(time.Millisecond)
+	fc.Advance(time.Millisecond)            // the pass starts
+	is.NoErr(fc.BlockUntilContext(wait, 1)) // and its pacing sleeps on the clock
+	for sc.load().End == 1_000_000_000_000 {
+		if wait.Err() != nil {
+			t.Fatal("the pass never ended")
+		}
+		fc.Advance(time.Millisecond)
+		time.Sleep(time.Millisecond)
+	}
+	is.Equal(sc.load().Start, due.UnixMilli()) // the next pass began when the interval was up
 }

@@ -143,41 +143,49 @@ func (n *Node) BulkDeleteChunk(ctx context.Context, req *dfspb.BulkDeleteChunkRe
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	resp := &dfspb.BulkDeleteChunkResponse{}
-	n.deleteChunks(ids, resp)
-	return resp, nil
+	d := n.deleteChunks(ids)
+	return &dfspb.BulkDeleteChunkResponse{Deleted: d.deleted, BytesFreed: d.freed, Failed: d.failed}, nil
+}
+
+// deletion is what deleteChunks did.
+type deletion struct {
+	deleted uint32   // chunks removed (absent ones not counted)
+	freed   int64    // bytes freed
+	failed  []string // the IDs that could not be removed, or not durably
 }
 
 // deleteChunks removes ids and fsyncs their directories before it answers
 // or reports: a deletion the coordinator is told of survives a crash.
 // When the fsync fails, every chunk counts as failed (the coordinator
 // retries; deleting an absent chunk is done at once).
-func (n *Node) deleteChunks(ids []rpc.ChunkID, resp *dfspb.BulkDeleteChunkResponse) {
+func (n *Node) deleteChunks(ids []rpc.ChunkID) deletion {
+	var d deletion
 	var gone []rpc.ChunkID
 	for _, id := range ids {
 		done := n.metrics.op(opDelete)
 		freed, err := n.store.Delete(id)
 		done(err)
-		resp.BytesFreed += freed
+		d.freed += freed
 		if err != nil {
 			n.log.Warn().Err(err).Str("chunk_id", string(id)).Msg("delete failed")
-			resp.Failed = append(resp.Failed, string(id))
+			d.failed = append(d.failed, string(id))
 			continue
 		}
 		if freed > 0 {
-			resp.Deleted++
+			d.deleted++
 		}
 		gone = append(gone, id) // absent ones too: make sure the coordinator agrees
 	}
 	if err := n.store.SyncDeletes(gone); err != nil {
 		n.log.Warn().Err(err).Int("chunks", len(gone)).Msg("deletions not durable; reported failed")
 		for _, id := range gone {
-			resp.Failed = append(resp.Failed, string(id))
+			d.failed = append(d.failed, string(id))
 		}
-		resp.Deleted = 0
-		return
+		d.deleted = 0
+		return d
 	}
 	n.reports.deleted(gone...)
+	return d
 }
 
 // HealthCheck reports the node's identity and disk usage.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
@@ -47,7 +48,7 @@ func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUp
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	if err := n.prepareReplicas(ctx, req, s.replicas); err != nil {
+	if err := n.prepareReplicas(ctx, s); err != nil {
 		s.release()
 		return nil, rpc.ToStatus(err)
 	}
@@ -64,38 +65,64 @@ func (n *Node) PrepareChunkUpload(ctx context.Context, req *dfspb.PrepareChunkUp
 // newSession validates an upload request, checks that its replicas are
 // registered datanodes, and reserves its space.
 func (n *Node) newSession(ctx context.Context, req *dfspb.PrepareChunkUploadRequest) (*uploadSession, error) {
-	id, err := rpc.ParseChunkID(req.ChunkId)
+	u, err := n.checkUpload(req)
 	if err != nil {
 		return nil, err
 	}
+	return n.reserveUpload(ctx, u)
+}
+
+// uploadRequest is a checked request to take a chunk: its ID, size and
+// frame size, and on a primary the replicas to forward it to.
+type uploadRequest struct {
+	id        rpc.ChunkID
+	size      int64
+	frameSize int64
+	replicas  []replicaTarget
+}
+
+// checkUpload validates a PrepareChunkUpload request.
+func (n *Node) checkUpload(req *dfspb.PrepareChunkUploadRequest) (uploadRequest, error) {
+	id, err := rpc.ParseChunkID(req.ChunkId)
+	if err != nil {
+		return uploadRequest{}, err
+	}
 	if req.Size <= 0 || req.Size > rpc.MaxChunkSize {
-		return nil, rpc.Errorf(rpc.Invalid, "chunk %s: size %d out of range (1 B to %s)", id, req.Size, rpc.FormatBytes(rpc.MaxChunkSize))
+		return uploadRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: size %d out of range (1 B to %s)", id, req.Size, rpc.FormatBytes(rpc.MaxChunkSize))
 	}
 	if err := rpc.CheckFrameSize(req.FrameSize); err != nil {
-		return nil, err
+		return uploadRequest{}, err
 	}
 	if len(req.Replicas) >= rpc.MaxReplication {
-		return nil, rpc.Errorf(rpc.Invalid, "chunk %s: %d replicas, at most %d", id, len(req.Replicas), rpc.MaxReplication-1)
+		return uploadRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: %d replicas, at most %d", id, len(req.Replicas), rpc.MaxReplication-1)
 	}
 	targets := make([]replicaTarget, 0, len(req.Replicas))
 	seen := map[rpc.NodeID]bool{n.id: true}
 	for _, r := range req.Replicas {
 		nid, err := rpc.ParseNodeID(r.NodeId)
 		if err != nil {
-			return nil, err
+			return uploadRequest{}, err
 		}
 		if seen[nid] {
-			return nil, rpc.Errorf(rpc.Invalid, "chunk %s: node %s named twice (or is the primary)", id, nid)
+			return uploadRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: node %s named twice (or is the primary)", id, nid)
 		}
 		if r.Addr == "" {
-			return nil, rpc.Errorf(rpc.Invalid, "chunk %s: replica %s has no address", id, nid)
+			return uploadRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: replica %s has no address", id, nid)
 		}
 		seen[nid] = true
 		targets = append(targets, replicaTarget{node: nid, addr: r.Addr})
 	}
-	for _, t := range targets {
+	return uploadRequest{id: id, size: req.Size, frameSize: req.FrameSize, replicas: targets}, nil
+}
+
+// reserveUpload checks that an upload's replicas are registered
+// datanodes and that this node can take the chunk, and reserves its
+// space.
+func (n *Node) reserveUpload(ctx context.Context, u uploadRequest) (*uploadSession, error) {
+	id := u.id
+	for _, t := range u.replicas {
 		if err := n.checkPeer(ctx, t.node, t.addr); err != nil {
-			return nil, rpc.NodeError(rpc.KindOf(err), []string{string(t.node)}, "chunk %s: replica %v", id, err)
+			return nil, rpc.NodeError(rpc.Other, []string{string(t.node)}, "chunk %s: replica %w", id, err)
 		}
 	}
 	if n.store.Has(id) {
@@ -104,22 +131,23 @@ func (n *Node) newSession(ctx context.Context, req *dfspb.PrepareChunkUploadRequ
 	if err := n.writable(); err != nil {
 		return nil, err
 	}
-	need := FileSize(req.Size, req.FrameSize)
+	need := FileSize(u.size, u.frameSize)
 	if err := n.store.Reserve(need); err != nil {
-		return nil, rpc.NodeError(rpc.KindOf(err), []string{string(n.id)}, "%v", err)
+		return nil, rpc.NodeError(rpc.Other, []string{string(n.id)}, "%w", err)
 	}
-	s := &uploadSession{id: id, size: req.Size, frameSize: req.FrameSize, replicas: targets}
+	s := &uploadSession{id: id, size: u.size, frameSize: u.frameSize, replicas: u.replicas}
 	s.release = func() { s.once.Do(func() { n.store.Release(need) }) }
 	return s, nil
 }
 
-func (n *Node) prepareReplicas(ctx context.Context, req *dfspb.PrepareChunkUploadRequest, targets []replicaTarget) error {
+// prepareReplicas prepares an upload session on each of s's replicas, in
+// parallel, and records their session IDs in s.
+func (n *Node) prepareReplicas(ctx context.Context, s *uploadSession) error {
+	targets := s.replicas
 	var wg sync.WaitGroup
 	errs := make([]error, len(targets))
 	for i := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			t := &targets[i]
 			cctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
 			defer cancel()
@@ -128,7 +156,7 @@ func (n *Node) prepareReplicas(ctx context.Context, req *dfspb.PrepareChunkUploa
 				var resp *dfspb.PrepareChunkUploadResponse
 				if err = rpc.WaitReady(cctx, cc); err == nil {
 					resp, err = dfspb.NewDataNodeClient(cc).PrepareChunkUpload(cctx, &dfspb.PrepareChunkUploadRequest{
-						ChunkId: req.ChunkId, Size: req.Size, FrameSize: req.FrameSize,
+						ChunkId: string(s.id), Size: s.size, FrameSize: s.frameSize,
 					})
 				}
 				if err == nil {
@@ -141,9 +169,9 @@ func (n *Node) prepareReplicas(ctx context.Context, req *dfspb.PrepareChunkUploa
 				if rpc.KindOf(err) == rpc.FailedPrecondition {
 					kind = rpc.FailedPrecondition // not a datanode of this cluster
 				}
-				errs[i] = rpc.NodeError(kind, []string{string(t.node)}, "replica %s (%s): prepare: %v", t.node.Short(), t.addr, err)
+				errs[i] = rpc.NodeError(kind, []string{string(t.node)}, "replica %s (%s): prepare: %w", t.node.Short(), t.addr, err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return joinNodeErrors(errs)
@@ -176,13 +204,14 @@ func joinNodeErrors(errs []error) error {
 		}
 		return s
 	}
-	return rpc.NodeError(rpc.Unavailable, nodes, "%v", merr.ErrorOrNil())
+	return rpc.NodeError(rpc.Unavailable, nodes, "%w", merr.ErrorOrNil())
 }
 
 // idleStream bounds the wait for each frame: a sender that goes quiet for
 // the session timeout loses its stream and its partial chunk.
 type idleStream struct {
 	dfspb.DataNode_UploadChunkStreamServer
+	clock   clockwork.Clock
 	timeout time.Duration
 	frames  chan recvResult
 }
@@ -192,8 +221,8 @@ type recvResult struct {
 	err error
 }
 
-func newIdleStream(s dfspb.DataNode_UploadChunkStreamServer, timeout time.Duration) *idleStream {
-	st := &idleStream{DataNode_UploadChunkStreamServer: s, timeout: timeout, frames: make(chan recvResult, 1)}
+func newIdleStream(s dfspb.DataNode_UploadChunkStreamServer, clk clockwork.Clock, timeout time.Duration) *idleStream {
+	st := &idleStream{DataNode_UploadChunkStreamServer: s, clock: clk, timeout: timeout, frames: make(chan recvResult, 1)}
 	go func() {
 		for {
 			f, err := s.Recv()
@@ -211,12 +240,12 @@ func newIdleStream(s dfspb.DataNode_UploadChunkStreamServer, timeout time.Durati
 }
 
 func (s *idleStream) Recv() (*dfspb.ChunkDataStream, error) {
-	t := time.NewTimer(s.timeout)
+	t := s.clock.NewTimer(s.timeout)
 	defer t.Stop()
 	select {
 	case r := <-s.frames:
 		return r.f, r.err
-	case <-t.C:
+	case <-t.Chan():
 		return nil, rpc.Errorf(rpc.DeadlineExceeded, "no frame for %s: stream expired", s.timeout)
 	case <-s.Context().Done():
 		return nil, rpc.Errorf(rpc.Canceled, "stream canceled by the sender")
@@ -256,7 +285,7 @@ func (n *Node) streamFailed(ctx context.Context, err error, msg string) {
 }
 
 func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
-	idle := newIdleStream(raw, n.cfg.SessionTimeout)
+	idle := newIdleStream(raw, n.clock, n.cfg.SessionTimeout)
 	first, err := idle.Recv()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -270,7 +299,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	}
 	defer n.running.Add(-1)
 	defer s.release()
-	stream := newKeepalive(idle, sid, n.cfg.ProgressTimeout/4, n.cfg.SessionTimeout)
+	stream := newKeepalive(raw.Context(), idle, n.clock, sid, n.cfg.ProgressTimeout/4, n.cfg.SessionTimeout)
 	defer stream.stop()
 	log := n.logFor(raw.Context()).With().Str("chunk_id", string(s.id)).Str("session_id", string(sid)).Logger()
 
@@ -308,13 +337,12 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	var wg sync.WaitGroup
 	var stored []string
 	var ferr error
-	wg.Add(1)
-	go func() { defer wg.Done(); stored, ferr = fwd.finish() }()
+	wg.Go(func() { stored, ferr = fwd.finish() })
 	cerr := w.Commit(v.FrameDigests(), v.Sum())
 	committed = cerr == nil
 	wg.Wait()
 	if cerr != nil {
-		return rpc.NodeError(rpc.Internal, self, "%v", cerr)
+		return rpc.NodeError(rpc.Internal, self, "%w", cerr)
 	}
 	n.reports.stored(s.id, Meta{Size: s.size, FrameSize: s.frameSize, Digest: v.Sum()})
 	if ferr != nil {
@@ -342,9 +370,9 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 // then gives up on this node.
 type keepalive struct {
 	stream   chunkstream.RecvStream
+	clock    clockwork.Clock
 	maxPause time.Duration
-	quit     chan struct{}
-	done     chan struct{}
+	stop     func() // ends the keepalives; returns once they have
 
 	mu          sync.Mutex
 	last        *dfspb.ChunkDataAck
@@ -355,39 +383,28 @@ type keepalive struct {
 
 var _ chunkstream.RecvStream = (*keepalive)(nil)
 
-func newKeepalive(stream chunkstream.RecvStream, sid rpc.SessionID, every, maxPause time.Duration) *keepalive {
-	k := &keepalive{stream: stream, maxPause: maxPause, quit: make(chan struct{}), done: make(chan struct{}),
+func newKeepalive(ctx context.Context, stream chunkstream.RecvStream, clk clockwork.Clock, sid rpc.SessionID, every, maxPause time.Duration) *keepalive {
+	k := &keepalive{stream: stream, clock: clk, maxPause: maxPause,
 		last: &dfspb.ChunkDataAck{SessionId: string(sid), ReadyForNext: true}}
-	go k.run(max(every, 10*time.Millisecond))
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rpc.Every(ctx, clk, max(every, 10*time.Millisecond), k.repeat)
+	}()
+	k.stop = func() { cancel(); <-done }
 	return k
 }
 
-func (k *keepalive) run(every time.Duration) {
-	defer close(k.done)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-k.quit:
-			return
-		case <-t.C:
-		}
-		k.mu.Lock()
-		stuck := !k.last.ReadyForNext && time.Since(k.pausedSince) > k.maxPause
-		if !k.inRecv && k.err == nil && !k.last.IsFinal && !stuck {
-			k.err = k.stream.Send(&dfspb.ChunkDataAck{SessionId: k.last.SessionId, BytesReceived: k.last.BytesReceived, ReadyForNext: k.last.ReadyForNext})
-		}
-		k.mu.Unlock()
+// repeat sends the last ack again, unless the node waits for the sender,
+// the chunk is done or a pause for the disk has lasted too long.
+func (k *keepalive) repeat(context.Context) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	stuck := !k.last.ReadyForNext && k.clock.Since(k.pausedSince) > k.maxPause
+	if !k.inRecv && k.err == nil && !k.last.IsFinal && !stuck {
+		k.err = k.stream.Send(&dfspb.ChunkDataAck{SessionId: k.last.SessionId, BytesReceived: k.last.BytesReceived, ReadyForNext: k.last.ReadyForNext})
 	}
-}
-
-func (k *keepalive) stop() {
-	select {
-	case <-k.quit:
-	default:
-		close(k.quit)
-	}
-	<-k.done
 }
 
 func (k *keepalive) Send(ack *dfspb.ChunkDataAck) error {
@@ -397,7 +414,7 @@ func (k *keepalive) Send(ack *dfspb.ChunkDataAck) error {
 	case ack.ReadyForNext:
 		k.pausedSince = time.Time{}
 	case k.last.ReadyForNext:
-		k.pausedSince = time.Now()
+		k.pausedSince = k.clock.Now()
 	}
 	k.last = ack
 	return k.stream.Send(ack)
@@ -511,7 +528,7 @@ func (s *frameSink) write() {
 		s.budget.release(int64(len(data)))
 		s.mu.Lock()
 		if err != nil && s.err == nil {
-			s.err = rpc.NodeError(rpc.Internal, s.self, "%v", err)
+			s.err = rpc.NodeError(rpc.Internal, s.self, "%w", err)
 		}
 		if s.waiter != nil && (len(s.queue) <= cap(s.queue)/2 || s.err != nil) {
 			close(s.waiter)
@@ -524,7 +541,7 @@ func (s *frameSink) write() {
 // Frame forwards f to the replicas and queues it for the disk.
 func (s *frameSink) Frame(f *dfspb.ChunkDataStream) error {
 	if err := s.budget.acquire(s.ctx, int64(len(f.Data)), s.ceiling, s.wait); err != nil {
-		return rpc.NodeError(rpc.KindOf(err), s.self, "%v; try another node or later", err)
+		return rpc.NodeError(rpc.Other, s.self, "%w; try another node or later", err)
 	}
 	if s.bytes != nil {
 		s.bytes.Add(float64(len(f.Data)))
@@ -583,9 +600,9 @@ func (n *Node) openReplicas(ctx context.Context, s *uploadSession) (*forwarder, 
 		cc, err := n.peerConn(ctx, t.node, t.addr)
 		if err != nil {
 			fw.stop()
-			return nil, rpc.NodeError(rpc.KindOf(err), []string{string(t.node)}, "replica %s: %v", t.node.Short(), err)
+			return nil, rpc.NodeError(rpc.Other, []string{string(t.node)}, "replica %s: %w", t.node.Short(), err)
 		}
-		rctx, wd := chunkstream.NewWatchdog(ctx, n.cfg.ProgressTimeout, "upload stream")
+		rctx, wd := chunkstream.NewWatchdog(ctx, n.clock, n.cfg.ProgressTimeout, "upload stream")
 		wd.HeardFrom(func() time.Time { return n.pool.Heard(t.addr) })
 		fw.wds = append(fw.wds, wd)
 		st, err := openReplica(rctx, wd, cc)
@@ -594,7 +611,7 @@ func (n *Node) openReplicas(ctx context.Context, s *uploadSession) (*forwarder, 
 				err = werr
 			}
 			fw.stop()
-			return nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): open stream: %v", t.node.Short(), t.addr, err)
+			return nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): open stream: %w", t.node.Short(), t.addr, err)
 		}
 		fw.ups = append(fw.ups, chunkstream.NewUpload(rctx, st, n.cfg.Window))
 	}
@@ -642,9 +659,7 @@ func (fw *forwarder) send(f *dfspb.ChunkDataStream) <-chan error {
 		errs := make([]error, len(fw.ups))
 		var wg sync.WaitGroup
 		for i, u := range fw.ups {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				t := fw.targets[i]
 				g := &dfspb.ChunkDataStream{
 					SessionId: string(t.session), ChunkId: f.ChunkId, Data: f.Data, Offset: f.Offset,
@@ -654,11 +669,11 @@ func (fw *forwarder) send(f *dfspb.ChunkDataStream) <-chan error {
 					g.Prepare = &dfspb.PrepareChunkUploadRequest{ChunkId: string(fw.s.id), Size: fw.s.size, FrameSize: fw.s.frameSize}
 				}
 				if err := u.Send(g); err != nil {
-					errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %v", t.node.Short(), t.addr, err)
+					errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err)
 				} else if fw.bytes != nil {
 					fw.bytes.Add(float64(len(g.Data)))
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		done <- joinNodeErrors(errs)
@@ -673,17 +688,15 @@ func (fw *forwarder) finish() ([]string, error) {
 	stored := make([][]string, len(fw.ups))
 	var wg sync.WaitGroup
 	for i, u := range fw.ups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			t := fw.targets[i]
 			ack, err := u.Finish()
 			if err != nil {
-				errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %v", t.node.Short(), t.addr, err)
+				errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err)
 				return
 			}
 			stored[i] = ack.Replicas
-		}()
+		})
 	}
 	wg.Wait()
 	if err := joinNodeErrors(errs); err != nil {

@@ -1,0 +1,209 @@
+package chunkstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// Download names a committed chunk and the datanode to read it from, for
+// Fetch.
+type Download struct {
+	// Expect is the chunk as committed: its ID, size, frame size and
+	// digest, from the chunk map (never from the datanode). All are
+	// required.
+	Expect
+	// From is the datanode holding a copy.
+	From dfspb.DataNodeClient
+	// Peer names From in a stall's error ("datanode 10.0.0.3:7001").
+	Peer string
+	// ProgressTimeout fails a source that shows no progress for this long,
+	// from the prepare to the last frame (see NewWatchdog); 0 never does.
+	ProgressTimeout time.Duration
+	// PrepareTimeout, if positive, bounds the prepare call alone; the
+	// whole fetch is bounded by the caller's context.
+	PrepareTimeout time.Duration
+	// Heard, if set, tells when the connection to From last moved (see
+	// Watchdog.HeardFrom).
+	Heard func() time.Time
+	// Clock runs the progress deadline; nil is the real clock.
+	Clock clockwork.Clock
+	// Frames, if set, picks the frames written to the caller; nil is every
+	// frame. The whole chunk is still read and verified.
+	Frames *FrameRange
+}
+
+// FrameRange picks the frames First through Last (counted from 0, Last
+// included) of a chunk.
+type FrameRange struct {
+	First, Last int
+}
+
+// Fetched is what a successful Fetch verified: the chunk's frame digests
+// and its digest (the committed one).
+type Fetched struct {
+	FrameDigests [][]byte
+	Digest       []byte
+}
+
+// Fault says whom a failed Fetch blames, so that the caller knows what to
+// report: a copy to replace, a node that failed, or neither.
+type Fault uint8
+
+const (
+	// NoFault: not a Fetch error (or none).
+	NoFault Fault = iota
+	// SourceFailed: the datanode did not deliver the chunk. It could not
+	// be reached, refused the call, stalled (a DeadlineExceeded from the
+	// progress deadline) or its stream broke; or the caller's context
+	// ended, which callers check first.
+	SourceFailed
+	// SourceMissing: the datanode says it holds no such chunk (NotFound),
+	// though the chunk map lists it: its copy may be lost.
+	SourceMissing
+	// SourceCorrupt: the datanode holds a chunk of another size, frame
+	// size or digest than was committed, or served bytes that fail their
+	// digests. Its copy is bad.
+	SourceCorrupt
+	// WriterFailed: the caller's writer failed; its error is returned
+	// unchanged inside.
+	WriterFailed
+)
+
+var faultNames = [...]string{
+	NoFault:       "no fault",
+	SourceFailed:  "source failed",
+	SourceMissing: "source missing the chunk",
+	SourceCorrupt: "source corrupt",
+	WriterFailed:  "writer failed",
+}
+
+func (f Fault) String() string {
+	if int(f) < len(faultNames) {
+		return faultNames[f]
+	}
+	return "fault(?)"
+}
+
+// fetchError is a Fetch error with its fault. It reads as its cause, and
+// errors.Is, errors.As, rpc.KindOf and rpc.FailedNodesOf see through it.
+type fetchError struct {
+	fault Fault
+	err   error
+}
+
+func (e *fetchError) Error() string { return e.err.Error() }
+func (e *fetchError) Unwrap() error { return e.err }
+
+// FaultOf returns the fault of an error from Fetch, and NoFault for any
+// other error.
+func FaultOf(err error) Fault {
+	var fe *fetchError
+	if errors.As(err, &fe) {
+		return fe.fault
+	}
+	return NoFault
+}
+
+func blame(f Fault, err error) error { return &fetchError{fault: f, err: err} }
+
+// Fetch reads the committed chunk d names from d.From and writes its bytes
+// to w, in order: it prepares the download, compares the size, frame size
+// and digest the datanode states with the committed ones, then streams the
+// frames and verifies each, and the chunk digest against the committed
+// one, under a progress deadline. Each Write gets one frame whose digest
+// was verified; the chunk as a whole is verified only when Fetch returns
+// nil, and what w got must not be used (made visible) before. Each frame
+// is a message of its own, so w may keep the slice. Time spent in Write is
+// not the source's: the progress deadline is paused meanwhile.
+//
+// A failed Fetch's error carries its Fault (see FaultOf). Its kinds:
+// Internal for a copy of another chunk, Invalid for bytes that fail their
+// digests, Unavailable for a stream that ends early, DeadlineExceeded for
+// a stall, NotFound when the datanode holds no such chunk, and otherwise
+// the datanode's status; a writer's error comes back unchanged inside.
+// Canceling ctx ends the fetch.
+func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
+	id := d.ChunkID
+	if d.Digest == nil || d.Size <= 0 || d.FrameSize <= 0 || d.From == nil {
+		return Fetched{}, rpc.Errorf(rpc.Internal, "chunk %s: fetch without a committed chunk or a source", id)
+	}
+	ctx, wd := NewWatchdog(ctx, d.Clock, d.ProgressTimeout, d.Peer)
+	defer wd.Stop()
+	if d.Heard != nil {
+		wd.HeardFrom(d.Heard)
+	}
+	// failed classifies an error from a call to the source; a stall is
+	// the watchdog's error, not the canceled call's.
+	failed := func(err error) error {
+		if werr := wd.Err(); werr != nil {
+			err = werr
+		}
+		err = rpc.FromStatus(err)
+		return blame(sourceFault(err), err)
+	}
+
+	pctx, cancel := ctx, context.CancelFunc(func() {})
+	if d.PrepareTimeout > 0 {
+		pctx, cancel = context.WithTimeout(ctx, d.PrepareTimeout)
+	}
+	prep, err := d.From.PrepareChunkDownload(pctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: string(id)})
+	cancel()
+	if err != nil {
+		return Fetched{}, failed(err)
+	}
+	wd.Kick()
+	if prep.Size != d.Size || prep.FrameSize != d.FrameSize || !bytes.Equal(prep.ChunkChecksum, d.Digest) {
+		return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Internal,
+			"holds a different chunk than was committed (size %d, frame size %d, digest %.6x; committed %d, %d, %.6x)",
+			prep.Size, prep.FrameSize, prep.ChunkChecksum, d.Size, d.FrameSize, d.Digest))
+	}
+	stream, err := d.From.DownloadChunkStream(ctx, &dfspb.DownloadChunkStreamRequest{SessionId: prep.SessionId})
+	if err != nil {
+		return Fetched{}, failed(err)
+	}
+
+	v, fault, err := receive(wd.Receiver(stream), d.Expect, func(off int64, data []byte) error {
+		if !d.Frames.has(int(off / d.FrameSize)) {
+			return nil
+		}
+		wd.Pause()
+		_, err := w.Write(data)
+		wd.Kick()
+		return err
+	})
+	if err != nil {
+		return Fetched{}, blame(fault, err)
+	}
+	return Fetched{FrameDigests: v.FrameDigests(), Digest: v.Sum()}, nil
+}
+
+// has reports whether frame i is in r; a nil range has every frame.
+func (r *FrameRange) has(i int) bool {
+	return r == nil || (i >= r.First && i <= r.Last)
+}
+
+// sliceWriter writes into a byte slice, in order.
+type sliceWriter struct {
+	dst []byte
+	n   int
+}
+
+func (s *sliceWriter) Write(p []byte) (int, error) {
+	if len(p) > len(s.dst)-s.n {
+		return 0, io.ErrShortBuffer
+	}
+	s.n += copy(s.dst[s.n:], p)
+	return len(p), nil
+}
+
+// SliceWriter returns a writer that fills dst from its start, failing a
+// write past its end; for a Fetch into a buffer of the chunk's size.
+func SliceWriter(dst []byte) io.Writer { return &sliceWriter{dst: dst} }
