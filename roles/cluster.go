@@ -286,11 +286,16 @@ func (c *Cluster) replaceNode(i int, dir, listen string) (*ClusterNode, error) {
 }
 
 // WaitHealthy waits until the coordinator counts at least want healthy
-// datanodes.
+// datanodes; a coordinator that has not begun to lead yet (just
+// restarted) is waited for too.
 func (c *Cluster) WaitHealthy(want int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		resp, err := c.coord.ListNodes(c.ctx, &dfspb.ListNodesRequest{})
+		if rpc.KindOf(rpc.FromStatus(err)) == rpc.Unavailable && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			return err
 		}

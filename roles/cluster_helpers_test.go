@@ -20,13 +20,13 @@ import (
 
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
-// waitFor is the deadline of every polling loop: far longer than any of
-// them should take, so a slow machine is never a failure.
-const waitFor = 60 * time.Second
+// waitFor is the deadline of every polling loop.
+const waitFor = rolestest.WaitFor
 
 // gatedWriter forwards log lines to the test until the test is over; a
 // gRPC handler that outlives its server must not log into a finished test.

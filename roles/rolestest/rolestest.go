@@ -27,6 +27,9 @@ import (
 const (
 	ChunkSize = 64 << 10
 	FrameSize = 16 << 10
+	// WaitFor bounds a test's polling loops: far longer than any of them
+	// should take, so a slow machine is never a failure.
+	WaitFor = 60 * time.Second
 )
 
 // Option adjusts a test cluster's configuration.
