@@ -12,27 +12,15 @@ import (
 	"github.com/dfs-project/dfs/rpc"
 )
 
-// addrList is a comma-separated list of addresses set into a []string,
-// so a flag can point at a Config's address list.
-type addrList struct{ dst *[]string }
-
-func (l addrList) Set(s string) error { *l.dst = SplitAddrs(s); return nil }
-
-func (l addrList) String() string {
-	if l.dst == nil {
-		return ""
-	}
-	return strings.Join(*l.dst, ",")
-}
-
-// addrsFlag is a flag of a comma-separated address list into dst; its
-// default is what dst holds, shown as a string flag shows it.
-func addrsFlag(name string, dst *[]string, envs []string, usage string) *cli.GenericFlag {
-	def := ""
-	if len(*dst) > 0 {
-		def = fmt.Sprintf("%q", strings.Join(*dst, ","))
-	}
-	return &cli.GenericFlag{Name: name, Value: addrList{dst}, DefaultText: def, EnvVars: envs, Usage: usage}
+// addrsFlag is a flag of a comma-separated address list that sets dst
+// (through its Action, once the command line, the environment and the
+// config file are read); its default is what dst holds.
+func addrsFlag(name string, dst *[]string, envs []string, usage string) *cli.StringFlag {
+	return &cli.StringFlag{Name: name, Value: strings.Join(*dst, ","), EnvVars: envs, Usage: usage,
+		Action: func(_ *cli.Context, v string) error {
+			*dst = SplitAddrs(v)
+			return nil
+		}}
 }
 
 // SplitAddrs splits a comma-separated address list.
