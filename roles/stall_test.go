@@ -16,6 +16,7 @@ import (
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -311,7 +312,7 @@ func TestReadOnlyDatanode(t *testing.T) {
 	// The tests run as root, so a read-only mode does not stop writes: a
 	// non-empty directory where the probe writes its file fails it as a
 	// read-only filesystem would.
-	probe := filepath.Join(ro.Dir, datanode.ProbeFile)
+	probe := filepath.Join(ro.Dir, chunkstore.ProbeFile)
 	// (The probe's own file may be there for a moment: try again.)
 	eventually(t, "the probe's path is made a directory", func() bool { return os.MkdirAll(filepath.Join(probe, "x"), 0o700) == nil })
 	diskError := func() string {

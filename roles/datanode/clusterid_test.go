@@ -15,6 +15,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/internal/testdisk"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -62,7 +64,7 @@ func TestClusterIDWriteFailsOnFullDisk(t *testing.T) {
 	// cluster-id file); fill the disk, then let the node register.
 	_, err = LoadOrCreateNodeID(dir)
 	is.NoErr(err)
-	_, err = OpenStore(dir, 0)
+	_, err = chunkstore.Open(vfs.Default, dir, 0)
 	is.NoErr(err)
 	testdisk.Fill(t, dir)
 
@@ -92,10 +94,10 @@ func TestClusterIDWriteFailsOnFullDisk(t *testing.T) {
 func TestOpenStoreOnFullDisk(t *testing.T) {
 	is := is.New(t)
 	dir := testdisk.Small(t, "1m")
-	_, err := OpenStore(dir, 0)
+	_, err := chunkstore.Open(vfs.Default, dir, 0)
 	is.NoErr(err) // a new store on the small disk
 	testdisk.Fill(t, dir)
-	s, err := OpenStore(dir, 0)
+	s, err := chunkstore.Open(vfs.Default, dir, 0)
 	is.NoErr(err)                                      // a full disk still opens
 	is.True(errors.Is(s.ProbeWrite(), syscall.ENOSPC)) // and takes no new chunks
 }

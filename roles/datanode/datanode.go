@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 	"github.com/dfs-project/dfs/sessions"
@@ -165,6 +167,9 @@ type Deps struct {
 	// Metrics is where New registers the node's metrics (names start with
 	// dfs_datanode_); nil keeps them unregistered.
 	Metrics prometheus.Registerer
+	// FS is the file system the chunk store lives on; nil is the
+	// operating system's (tests pass one that fails or crashes).
+	FS vfs.FS
 }
 
 // Node is one datanode.
@@ -175,17 +180,18 @@ type Node struct {
 	log   zerolog.Logger
 	clock clockwork.Clock
 	lis   net.Listener
+	fs    vfs.FS
 
 	id      rpc.NodeID
-	store   *Store
-	opened  atomic.Pointer[Store] // the store, once Run has opened it
+	store   *chunkstore.Store
+	opened  atomic.Pointer[chunkstore.Store] // the store, once Run has opened it
 	pool    *rpc.Pool
 	coord   *rpc.Leader // where calls to the coordinator go
 	metrics *metrics
 
 	reports   *reporter
 	uploads   *sessions.Table[rpc.SessionID, *uploadSession]
-	downloads *sessions.Table[rpc.SessionID, *Chunk]
+	downloads *sessions.Table[rpc.SessionID, *chunkstore.Chunk]
 	verifies  chan struct{} // slots for VerifyChunk calls
 	frames    *budget       // frame bytes held by upload and repair streams
 	// running counts the upload streams under way, each from the moment
@@ -223,11 +229,15 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	if deps.Clock == nil {
 		deps.Clock = clockwork.NewRealClock()
 	}
+	if deps.FS == nil {
+		deps.FS = vfs.Default
+	}
 	n := &Node{
 		cfg:   cfg,
 		log:   deps.Log.With().Str("role", "datanode").Logger(),
 		clock: deps.Clock,
 		lis:   deps.Listener,
+		fs:    deps.FS,
 		pool:  rpc.NewBoundedPool(rpc.PoolConfig{Max: cfg.MaxPeerConns, Idle: cfg.PeerIdleTimeout, Clock: deps.Clock}),
 
 		peers:        make(map[rpc.NodeID]Peer),
@@ -243,7 +253,7 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		n.log.Debug().Str("session_id", string(id)).Str("chunk_id", string(s.id)).Msg("upload session expired")
 		s.release()
 	})
-	n.downloads = sessions.New(cfg.SessionTimeout, deps.Clock, func(_ rpc.SessionID, c *Chunk) { c.Close() })
+	n.downloads = sessions.New(cfg.SessionTimeout, deps.Clock, func(_ rpc.SessionID, c *chunkstore.Chunk) { c.Close() })
 	if deps.Metrics == nil {
 		deps.Metrics = prometheus.NewRegistry()
 	}
@@ -281,7 +291,7 @@ func (n *Node) logFor(ctx context.Context) zerolog.Logger {
 
 // openedStore returns the chunk store once Run has opened it, else nil;
 // unlike n.store it is safe to call from any goroutine at any time.
-func (n *Node) openedStore() *Store { return n.opened.Load() }
+func (n *Node) openedStore() *chunkstore.Store { return n.opened.Load() }
 
 // Ready is closed once the node serves and has registered.
 func (n *Node) Ready() <-chan struct{} { return n.ready }
@@ -300,7 +310,7 @@ func (n *Node) Addr() string {
 }
 
 // Store returns the chunk store; valid once Ready (tests inspect it).
-func (n *Node) Store() *Store { return n.store }
+func (n *Node) Store() *chunkstore.Store { return n.store }
 
 // Run opens the store, serves gRPC, registers with the coordinator and
 // heartbeats until ctx ends; then it stops gracefully and returns nil.
@@ -308,13 +318,18 @@ func (n *Node) Run(ctx context.Context) error {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("datanode: data dir: %w", err)
 	}
+	lock, err := lockDataDir(n.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	id, err := LoadOrCreateNodeID(n.cfg.DataDir)
 	if err != nil {
 		return err
 	}
 	n.id = id
 	n.log = n.log.With().Str("node_id", id.Short()).Logger()
-	if n.store, err = OpenStore(n.cfg.DataDir, n.cfg.Capacity); err != nil {
+	if n.store, err = chunkstore.Open(n.fs, n.cfg.DataDir, n.cfg.Capacity); err != nil {
 		return err
 	}
 	n.opened.Store(n.store)
@@ -359,7 +374,7 @@ func (n *Node) Run(ctx context.Context) error {
 	cancel()
 	wg.Wait()
 	n.uploads.Range(func(_ rpc.SessionID, s *uploadSession) { s.release() })
-	n.downloads.Range(func(_ rpc.SessionID, c *Chunk) { c.Close() })
+	n.downloads.Range(func(_ rpc.SessionID, c *chunkstore.Chunk) { c.Close() })
 	n.log.Info().Msg("datanode stopped")
 	return err
 }

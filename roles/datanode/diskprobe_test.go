@@ -10,6 +10,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -20,7 +21,7 @@ import (
 // the probe writes its file. It returns the repair.
 func breakProbe(t *testing.T, dir string) func() {
 	t.Helper()
-	p := filepath.Join(dir, ProbeFile)
+	p := filepath.Join(dir, chunkstore.ProbeFile)
 	// The probe's own file may be there for a moment: try again.
 	eventually(t, "the probe's path is made a directory", func() bool { return os.MkdirAll(filepath.Join(p, "x"), 0o700) == nil })
 	return func() {

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -252,7 +253,7 @@ type registered struct {
 // callRegister registers the node, with its disk usage and the cluster it
 // knows it belongs to (or ""), with the coordinator calls go to; it
 // returns that coordinator's address.
-func (n *Node) callRegister(ctx context.Context, u Usage, cluster string) (addr string, reg registered, err error) {
+func (n *Node) callRegister(ctx context.Context, u chunkstore.Usage, cluster string) (addr string, reg registered, err error) {
 	addr, err = n.coord.Once(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
 		resp, err := cc.RegisterDataNode(ctx, &dfspb.RegisterDataNodeRequest{
 			NodeId: string(n.id), Addr: n.Addr(), Capacity: u.Capacity, Used: u.Used, Free: u.Free, ChunkCount: u.Chunks,
@@ -287,7 +288,7 @@ type beat struct {
 // error (or "") to the coordinator calls go to; it returns that
 // coordinator's address. A listed node without an ID (a coordinator bug,
 // or a newer coordinator's message) is left out of the reply.
-func (n *Node) callHeartbeat(ctx context.Context, u Usage, known uint64, incarnation, diskErr string) (addr string, b beat, err error) {
+func (n *Node) callHeartbeat(ctx context.Context, u chunkstore.Usage, known uint64, incarnation, diskErr string) (addr string, b beat, err error) {
 	addr, err = n.coord.Once(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
 		resp, err := cc.DataNodeHeartbeat(ctx, &dfspb.HeartbeatRequest{
 			NodeId: string(n.id), Capacity: u.Capacity, Used: u.Used, Free: u.Free, ChunkCount: u.Chunks, KnownVersion: known,

@@ -11,6 +11,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -42,26 +43,26 @@ func TestStoreLostChunk(t *testing.T) {
 		ids = append(ids, id)
 	}
 	before := s.Usage()
-	fileSize := FileSize(2*testFrame+5, testFrame)
+	fileSize := chunkstore.FileSize(2*testFrame+5, testFrame)
 
 	// Open, and Verify through it.
 	is.NoErr(os.Remove(s.ChunkPath(ids[0])))
 	_, err := s.Open(ids[0])
-	is.True(IsLost(err))                           // Open finds the file gone
+	is.True(chunkstore.IsLost(err))                // Open finds the file gone
 	is.Equal(rpc.KindOf(err), rpc.NotFound)        // which callers see as absent
 	is.True(!s.Has(ids[0]))                        // it left the index
 	is.Equal(s.Usage().Chunks, before.Chunks-1)    // and the count
 	is.Equal(s.Usage().Used, before.Used-fileSize) // and its bytes the space used
 	_, err = s.Open(ids[0])
-	is.True(!IsLost(err) && rpc.KindOf(err) == rpc.NotFound) // lost once, then simply absent
+	is.True(!chunkstore.IsLost(err) && rpc.KindOf(err) == rpc.NotFound) // lost once, then simply absent
 	is.NoErr(os.Remove(s.ChunkPath(ids[1])))
 	err = s.Verify(context.Background(), ids[1], nil)
-	is.True(IsLost(err)) // Verify (the scrubber) finds it too
+	is.True(chunkstore.IsLost(err)) // Verify (the scrubber) finds it too
 
 	// Check, as a repair target's "already stored" test.
 	is.NoErr(os.Remove(s.ChunkPath(ids[2])))
 	_, err = s.Check(ids[2])
-	is.True(IsLost(err)) // Check stats the file
+	is.True(chunkstore.IsLost(err)) // Check stats the file
 	_, err = s.Check(ids[3])
 	is.NoErr(err) // an intact chunk checks
 
@@ -73,7 +74,7 @@ func TestStoreLostChunk(t *testing.T) {
 	var found []rpc.ChunkID
 	var entries int
 	err = s.FindLost(context.Background(), func(n int) error { entries += n; return nil }, func(id rpc.ChunkID, err error) {
-		is.True(IsLost(err)) // handed a LostError
+		is.True(chunkstore.IsLost(err)) // handed a LostError
 		found = append(found, id)
 	})
 	is.NoErr(err)
@@ -90,30 +91,6 @@ func TestStoreLostChunk(t *testing.T) {
 	is.True(!s.Has(ids[3]))   // but the index no longer lists it
 	is.Equal(s.Usage().Used, int64(0))
 	is.Equal(s.Usage().Chunks, int64(0))
-}
-
-// TestDeletionNotTakenForLost: a chunk being deleted while it is opened,
-// checked or walked over is never taken for lost.
-func TestDeletionNotTakenForLost(t *testing.T) {
-	is := is.New(t)
-	s := openStore(t, t.TempDir(), testCap)
-	id := spreadID(t, 7)
-	put(t, s, id, chunkData(100, 1))
-	// Delete's file removal and index update are apart: in between the
-	// file is gone and the chunk still indexed.
-	s.mu.Lock()
-	s.deleting[id]++
-	s.mu.Unlock()
-	is.NoErr(os.Remove(s.ChunkPath(id)))
-	_, err := s.Open(id)
-	is.True(!IsLost(err) && rpc.KindOf(err) == rpc.NotFound) // a deletion, not a loss
-	_, err = s.Check(id)
-	is.True(!IsLost(err))
-	is.NoErr(s.FindLost(context.Background(), nil, func(id rpc.ChunkID, err error) { t.Errorf("%s taken for lost", id) }))
-	is.True(s.Has(id)) // left for Delete to finish
-	s.mu.Lock()
-	s.deleting[id]--
-	s.mu.Unlock()
 }
 
 // TestScrubPassFindsLost: a scrub pass reports a chunk whose file was
@@ -203,7 +180,7 @@ func TestLostChunkReported(t *testing.T) {
 	is.NoErr(err)
 	is.True(slices.Equal(got, data))                 // and readable again
 	is.Equal(n.Store().IDs(), []rpc.ChunkID{ids[2]}) // all the node holds
-	is.Equal(n.Store().Usage().Used, FileSize(int64(len(data)), testFrame))
+	is.Equal(n.Store().Usage().Used, chunkstore.FileSize(int64(len(data)), testFrame))
 }
 
 // TestDiskCheckFindsLost: a chunk file removed by hand that nobody reads
@@ -234,10 +211,10 @@ func TestUnreadableChunkQuarantined(t *testing.T) {
 	put(t, s, id, chunkData(100, 1))
 	is.NoErr(os.Chmod(s.ChunkPath(id), 0))
 	_, err := s.Open(id)
-	is.True(IsCorrupt(err))                                // unreadable is as good as corrupt
-	is.True(!s.Has(id))                                    // out of service
-	is.Equal(s.Corrupt(), []rpc.ChunkID{id})               // on the corrupt list
-	is.True(fileExistsAt(s.ChunkPath(id) + corruptSuffix)) // its file marked, kept for Delete
+	is.True(chunkstore.IsCorrupt(err))                  // unreadable is as good as corrupt
+	is.True(!s.Has(id))                                 // out of service
+	is.Equal(s.Corrupt(), []rpc.ChunkID{id})            // on the corrupt list
+	is.True(fileExistsAt(s.ChunkPath(id) + ".corrupt")) // its file marked, kept for Delete
 }
 
 func fileExistsAt(p string) bool {

@@ -19,6 +19,13 @@ import (
 // turns it on.
 func startNode(t *testing.T, coord *datanodetest.Coordinator, opts ...func(*Config)) *Node {
 	t.Helper()
+	return startNodeWith(t, coord, Deps{}, opts...)
+}
+
+// startNodeWith is startNode with deps (their Log and Listener are set
+// here).
+func startNodeWith(t *testing.T, coord *datanodetest.Coordinator, deps Deps, opts ...func(*Config)) *Node {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.Coordinators = []string{coord.Addr()}
@@ -33,7 +40,8 @@ func startNode(t *testing.T, coord *datanodetest.Coordinator, opts ...func(*Conf
 		t.Fatal(err)
 	}
 	cfg.Listen = lis.Addr().String()
-	n, err := New(cfg, Deps{Log: zerolog.New(zerolog.NewTestWriter(t)), Listener: lis})
+	deps.Log, deps.Listener = zerolog.New(zerolog.NewTestWriter(t)), lis
+	n, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -59,7 +60,7 @@ type replicateSource struct {
 // committed, and the node to copy it from.
 type replicateRequest struct {
 	id   rpc.ChunkID
-	want Meta
+	want chunkstore.Meta
 	src  replicateSource
 }
 
@@ -93,7 +94,7 @@ func (n *Node) checkReplicate(req *dfspb.ReplicateChunkRequest) (replicateReques
 	}
 	return replicateRequest{
 		id:   id,
-		want: Meta{Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest},
+		want: chunkstore.Meta{Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest},
 		src:  replicateSource{id: src, addr: req.Source.Addr},
 	}, nil
 }
@@ -117,7 +118,7 @@ func (n *Node) replicate(ctx context.Context, r replicateRequest) (int64, error)
 	if err != nil {
 		return 0, srcErr(rpc.Other, "chunk %s: source %w", id, err)
 	}
-	need := FileSize(want.Size, want.FrameSize)
+	need := chunkstore.FileSize(want.Size, want.FrameSize)
 	if err := n.store.Reserve(need); err != nil {
 		return 0, rpc.NodeError(rpc.Other, self, "%w", err)
 	}
@@ -168,7 +169,7 @@ func (n *Node) replicate(ctx context.Context, r replicateRequest) (int64, error)
 		return 0, n.lostRace(id, want, err)
 	}
 	committed = true
-	n.reports.stored(id, Meta{Size: want.Size, FrameSize: want.FrameSize, Digest: got.Digest})
+	n.reports.stored(id, chunkstore.Meta{Size: want.Size, FrameSize: want.FrameSize, Digest: got.Digest})
 	return want.Size, nil
 }
 
@@ -189,7 +190,7 @@ func (s *sinkWriter) Write(p []byte) (int, error) {
 // lostRace turns err, from creating or committing chunk id, into nil when
 // a concurrent copy of the same chunk stored it meanwhile (Exists), and
 // otherwise attributes it to this node.
-func (n *Node) lostRace(id rpc.ChunkID, want Meta, err error) error {
+func (n *Node) lostRace(id rpc.ChunkID, want chunkstore.Meta, err error) error {
 	if errors.Is(err, rpc.Exists) {
 		if done, herr := n.holds(id, want); done || herr != nil {
 			return herr
@@ -201,7 +202,7 @@ func (n *Node) lostRace(id rpc.ChunkID, want Meta, err error) error {
 // holds reports whether chunk id is already stored here as want describes
 // (then it queues the stored report again, in case the coordinator missed
 // it), or fails when this node holds another or a corrupt copy of it.
-func (n *Node) holds(id rpc.ChunkID, want Meta) (bool, error) {
+func (n *Node) holds(id rpc.ChunkID, want chunkstore.Meta) (bool, error) {
 	self := []string{string(n.id)}
 	if n.store.IsCorrupt(id) {
 		return false, rpc.NodeError(rpc.FailedPrecondition, self, "chunk %s: this node holds a corrupt copy awaiting deletion", id)

@@ -12,6 +12,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -234,7 +235,7 @@ func TestReplicateChunkRefuses(t *testing.T) {
 
 	t.Run("full disk", func(t *testing.T) {
 		is := is.New(t)
-		c := startNode(t, coord, func(cfg *Config) { cfg.Capacity = FileSize(int64(len(data)), testFrame) - 1 })
+		c := startNode(t, coord, func(cfg *Config) { cfg.Capacity = chunkstore.FileSize(int64(len(data)), testFrame) - 1 })
 		_, err := client(t, c).ReplicateChunk(t.Context(), valid())
 		err = rpc.FromStatus(err)
 		is.Equal(rpc.KindOf(err), rpc.ResourceExhausted)           // a full node refuses

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 )
 
@@ -40,7 +41,7 @@ type reporter struct {
 // inventory is what the reporter reads from the chunk store.
 type inventory interface {
 	// Inventory returns every stored (and served) chunk.
-	Inventory() map[rpc.ChunkID]Meta
+	Inventory() map[rpc.ChunkID]chunkstore.Meta
 	// Corrupt returns the chunks that failed verification and are kept
 	// until deleted.
 	Corrupt() []rpc.ChunkID
@@ -48,7 +49,7 @@ type inventory interface {
 	IsCorrupt(id rpc.ChunkID) bool
 }
 
-var _ inventory = (*Store)(nil)
+var _ inventory = (*chunkstore.Store)(nil)
 
 func newReporter(store inventory) *reporter {
 	return &reporter{
@@ -77,7 +78,7 @@ type storedChunk struct {
 	digest    []byte
 }
 
-func stat(id rpc.ChunkID, m Meta) storedChunk {
+func stat(id rpc.ChunkID, m chunkstore.Meta) storedChunk {
 	return storedChunk{id: id, size: m.Size, frameSize: m.FrameSize, digest: m.Digest}
 }
 
@@ -89,7 +90,7 @@ func (r *reporter) wake() {
 }
 
 // stored queues a newly stored chunk.
-func (r *reporter) stored(id rpc.ChunkID, m Meta) {
+func (r *reporter) stored(id rpc.ChunkID, m chunkstore.Meta) {
 	r.mu.Lock()
 	delete(r.removed, id)
 	delete(r.corrupt, id)

@@ -9,19 +9,20 @@ import (
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 )
 
 // memInventory is an in-memory inventory for the reporter.
 type memInventory struct {
 	mu      sync.Mutex
-	chunks  map[rpc.ChunkID]Meta
+	chunks  map[rpc.ChunkID]chunkstore.Meta
 	corrupt []rpc.ChunkID
 }
 
 var _ inventory = (*memInventory)(nil)
 
-func (m *memInventory) Inventory() map[rpc.ChunkID]Meta {
+func (m *memInventory) Inventory() map[rpc.ChunkID]chunkstore.Meta {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return maps.Clone(m.chunks)
@@ -65,12 +66,12 @@ func ids(stats []storedChunk) []string {
 }
 
 func TestReporterCorrupt(t *testing.T) {
-	meta := Meta{Size: 10, FrameSize: testFrame, Digest: make([]byte, 32)}
+	meta := chunkstore.Meta{Size: 10, FrameSize: testFrame, Digest: make([]byte, 32)}
 	a, b := chunkID(t, 1), chunkID(t, 2)
 
 	t.Run("reported once", func(t *testing.T) {
 		is := is.New(t)
-		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{a: meta}}
+		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{a: meta}}
 		r := newReporter(inv)
 		r.stored(a, meta)
 		inv.quarantine(a)
@@ -84,7 +85,7 @@ func TestReporterCorrupt(t *testing.T) {
 
 	t.Run("retried", func(t *testing.T) {
 		is := is.New(t)
-		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{}}
+		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{}}
 		r := newReporter(inv)
 		inv.corrupt = []rpc.ChunkID{a, b}
 		r.corrupted(a)
@@ -101,7 +102,7 @@ func TestReporterCorrupt(t *testing.T) {
 
 	t.Run("deleted before reported", func(t *testing.T) {
 		is := is.New(t)
-		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{}, corrupt: []rpc.ChunkID{a}}
+		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{}, corrupt: []rpc.ChunkID{a}}
 		r := newReporter(inv)
 		r.corrupted(a)
 		inv.remove(a)
@@ -113,7 +114,7 @@ func TestReporterCorrupt(t *testing.T) {
 
 	t.Run("deleted while found corrupt", func(t *testing.T) {
 		is := is.New(t)
-		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{}}
+		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{}}
 		r := newReporter(inv)
 		r.corrupted(a)            // the store no longer lists it: deleted meanwhile
 		is.True(r.take().empty()) // so it is not reported corrupt
@@ -121,7 +122,7 @@ func TestReporterCorrupt(t *testing.T) {
 
 	t.Run("full report", func(t *testing.T) {
 		is := is.New(t)
-		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{a: meta}, corrupt: []rpc.ChunkID{b}}
+		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{a: meta}, corrupt: []rpc.ChunkID{b}}
 		r := newReporter(inv)
 		r.corrupted(b)
 		r.requestFull()
@@ -134,7 +135,7 @@ func TestReporterCorrupt(t *testing.T) {
 
 	t.Run("full report pages", func(t *testing.T) {
 		is := is.New(t)
-		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{}}
+		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{}}
 		for i := range maxReport + 10 {
 			inv.corrupt = append(inv.corrupt, rpc.ChunkID(fmt.Sprintf("%032x_%d", 0xcd, i)))
 		}
@@ -158,12 +159,12 @@ func TestReporterCorrupt(t *testing.T) {
 // whose stored report was queued again; and the pages of a full report
 // read before a deletion do not list the deleted chunk.
 func TestReporterRemovals(t *testing.T) {
-	meta := Meta{Size: 10, FrameSize: testFrame, Digest: make([]byte, 32)}
+	meta := chunkstore.Meta{Size: 10, FrameSize: testFrame, Digest: make([]byte, 32)}
 
 	t.Run("stored report queued again", func(t *testing.T) {
 		is := is.New(t)
 		a := chunkID(t, 1)
-		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{a: meta}}
+		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{a: meta}}
 		r := newReporter(inv)
 		r.stored(a, meta)
 		is.Equal(ids(r.take().added), []string{string(a)}) // reported stored
@@ -177,7 +178,7 @@ func TestReporterRemovals(t *testing.T) {
 
 	t.Run("deleted during a full report", func(t *testing.T) {
 		is := is.New(t)
-		inv := &memInventory{chunks: map[rpc.ChunkID]Meta{}}
+		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{}}
 		for i := range maxReport + 10 {
 			inv.chunks[rpc.NewChunkID("/f", "s", 0, uint32(i))] = meta
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -76,9 +77,9 @@ func (n *Node) lostFound(id rpc.ChunkID, err error) {
 // chunk was found corrupt or lost; other errors are left to the caller.
 func (n *Node) unusable(id rpc.ChunkID, err error) {
 	switch {
-	case IsCorrupt(err):
+	case chunkstore.IsCorrupt(err):
 		n.corruptFound(id, err)
-	case IsLost(err):
+	case chunkstore.IsLost(err):
 		n.lostFound(id, err)
 	}
 }
@@ -127,10 +128,10 @@ func (n *Node) verify(ctx context.Context, id rpc.ChunkID) (verdict, error) {
 	switch {
 	case err == nil:
 		return verdict{present: true}, nil
-	case IsCorrupt(err):
+	case chunkstore.IsCorrupt(err):
 		n.corruptFound(id, err)
 		return verdict{present: true, corrupt: true, reason: err.Error()}, nil
-	case IsLost(err):
+	case chunkstore.IsLost(err):
 		n.lostFound(id, err)
 		return verdict{}, nil
 	case rpc.KindOf(err) == rpc.NotFound:
@@ -148,7 +149,7 @@ func (n *Node) verify(ctx context.Context, id rpc.ChunkID) (verdict, error) {
 // an interrupted pass where it stopped, and waits out the interval after a
 // finished one, rather than starting over.
 type scrubber struct {
-	store     *Store
+	store     *chunkstore.Store
 	rate      int64
 	interval  time.Duration
 	statePath string
@@ -242,10 +243,10 @@ func (s *scrubber) pass(ctx context.Context, st *scrubState) scrubStats {
 			return stats
 		case err == nil:
 			stats.chunks++
-		case IsCorrupt(err):
+		case chunkstore.IsCorrupt(err):
 			stats.corrupt++
 			s.corrupt(id, err)
-		case IsLost(err):
+		case chunkstore.IsLost(err):
 			// Its file is gone, yet the node did not delete it.
 			stats.lost++
 			s.lost(id, err)

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -72,10 +73,10 @@ func TestScrubberFindsCorruption(t *testing.T) {
 	used := n.Store().Usage().Used
 	resp, err := dn.BulkDeleteChunk(t.Context(), &dfspb.BulkDeleteChunkRequest{ChunkIds: want})
 	is.NoErr(err)
-	is.Equal(resp.Deleted, uint32(2))                             // the coordinator deletes the damaged copies
-	is.Equal(resp.BytesFreed, 2*FileSize(int64(size), testFrame)) // and learns the space they took
-	is.Equal(n.Store().Usage().Used, used-resp.BytesFreed)        // which is free again
-	is.Equal(len(n.Store().Corrupt()), 0)                         // the node forgets them
+	is.Equal(resp.Deleted, uint32(2))                                        // the coordinator deletes the damaged copies
+	is.Equal(resp.BytesFreed, 2*chunkstore.FileSize(int64(size), testFrame)) // and learns the space they took
+	is.Equal(n.Store().Usage().Used, used-resp.BytesFreed)                   // which is free again
+	is.Equal(len(n.Store().Corrupt()), 0)                                    // the node forgets them
 	eventually(t, "the deletions are reported", func() bool { return len(coord.Corrupt(n.ID())) == 0 })
 	full = coord.FullReports(n.ID())
 	eventually(t, "another full report", func() bool { return coord.FullReports(n.ID()) > full+1 })
@@ -113,8 +114,8 @@ func TestVerifyChunk(t *testing.T) {
 		upload(t, dn, id, chunkData(size, byte(i)), testFrame)
 	}
 	eventually(t, "the chunks are reported", func() bool { return coord.Has(n.ID(), badData) && coord.Has(n.ID(), badMeta) })
-	flipByte(t, n.Store().ChunkPath(badData), int64(size)-1)                      // the last byte of the last frame
-	flipByte(t, n.Store().ChunkPath(badMeta), FileSize(int64(size), testFrame)-1) // the footer's chunk digest
+	flipByte(t, n.Store().ChunkPath(badData), int64(size)-1)                                 // the last byte of the last frame
+	flipByte(t, n.Store().ChunkPath(badMeta), chunkstore.FileSize(int64(size), testFrame)-1) // the footer's chunk digest
 
 	verify := func(id string) *dfspb.VerifyChunkResponse {
 		t.Helper()
@@ -146,7 +147,7 @@ func TestVerifyChunk(t *testing.T) {
 
 // testScrubber returns a scrubber of s reading at rate, recording the
 // chunks it finds corrupt.
-func testScrubber(t *testing.T, s *Store, rate int64) (*scrubber, *[]rpc.ChunkID) {
+func testScrubber(t *testing.T, s *chunkstore.Store, rate int64) (*scrubber, *[]rpc.ChunkID) {
 	var found []rpc.ChunkID
 	return &scrubber{
 		store: s, rate: rate, interval: time.Hour,
@@ -183,7 +184,7 @@ func TestScrubPass(t *testing.T) {
 	is.Equal(*found, []rpc.ChunkID{ids[3]}) // and is handed on
 	// Every byte of the intact chunks' files is read, and the damaged
 	// chunk's up to the frame that fails.
-	is.Equal(stats.bytes, 4*FileSize(size, testFrame)+FileSize(size, testFrame)-size+testFrame)
+	is.Equal(stats.bytes, 4*chunkstore.FileSize(size, testFrame)+chunkstore.FileSize(size, testFrame)-size+testFrame)
 	is.True(took >= time.Duration(stats.bytes)*time.Second/rate) // no faster than the rate
 	is.True(!s.Has(ids[3]))                                      // the damaged chunk is out of service
 	is.Equal(s.Corrupt(), []rpc.ChunkID{ids[3]})                 // and listed corrupt

@@ -1,14 +1,17 @@
 package datanode
 
 import (
-	"errors"
+	"io/fs"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -40,13 +43,14 @@ func TestBulkDeleteForAnotherNode(t *testing.T) {
 func TestDeleteNotDurable(t *testing.T) {
 	is := is.New(t)
 	coord := datanodetest.Start(t)
-	n := startNode(t, coord)
+	disk := &failingSyncDir{FS: vfs.Default}
+	n := startNodeWith(t, coord, Deps{FS: disk})
 	dn := client(t, n)
 	id := chunkID(t, 1)
 	upload(t, dn, id, chunkData(100, 1), testFrame)
 	eventually(t, "the chunk reported", func() bool { return coord.Has(n.ID(), id) })
 
-	n.Store().fsyncDir = func(string) error { return errors.New("injected EIO") }
+	disk.failing.Store(true)
 	resp, err := dn.BulkDeleteChunk(t.Context(), &dfspb.BulkDeleteChunkRequest{ChunkIds: []string{string(id)}})
 	is.NoErr(err)
 	is.Equal(resp.Failed, []string{string(id)}) // not durable: failed, so GC tries again
@@ -54,7 +58,7 @@ func TestDeleteNotDurable(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // several heartbeats: a queued report would be out by now
 	is.True(coord.Has(n.ID(), id))     // not reported removed
 
-	n.Store().fsyncDir = syncDir
+	disk.failing.Store(false)
 	resp, err = dn.BulkDeleteChunk(t.Context(), &dfspb.BulkDeleteChunkRequest{ChunkIds: []string{string(id)}})
 	is.NoErr(err)
 	is.Equal(len(resp.Failed), 0) // GC's retry: the chunk is gone, durably now
@@ -126,4 +130,18 @@ func TestMaxSessions(t *testing.T) {
 	is.NoErr(err)                         // a prepared upload streams
 	is.NoErr(inline(5))                   // and, finished, made room for an inline one
 	is.True(n.Store().Has(chunkID(t, 5))) // which is stored
+}
+
+// failingSyncDir is a disk whose directory fsyncs fail while failing is
+// set.
+type failingSyncDir struct {
+	vfs.FS
+	failing atomic.Bool
+}
+
+func (d *failingSyncDir) SyncDir(name string) error {
+	if d.failing.Load() {
+		return &fs.PathError{Op: "sync", Path: name, Err: syscall.EIO}
+	}
+	return d.FS.SyncDir(name)
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -131,7 +132,7 @@ func (n *Node) reserveUpload(ctx context.Context, u uploadRequest) (*uploadSessi
 	if err := n.writable(); err != nil {
 		return nil, err
 	}
-	need := FileSize(u.size, u.frameSize)
+	need := chunkstore.FileSize(u.size, u.frameSize)
 	if err := n.store.Reserve(need); err != nil {
 		return nil, rpc.NodeError(rpc.Other, []string{string(n.id)}, "%w", err)
 	}
@@ -344,7 +345,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	if cerr != nil {
 		return rpc.NodeError(rpc.Internal, self, "%w", cerr)
 	}
-	n.reports.stored(s.id, Meta{Size: s.size, FrameSize: s.frameSize, Digest: v.Sum()})
+	n.reports.stored(s.id, chunkstore.Meta{Size: s.size, FrameSize: s.frameSize, Digest: v.Sum()})
 	if ferr != nil {
 		return ferr
 	}
@@ -481,7 +482,7 @@ const sinkDepth = 4
 // writing and forwarding overlap. A full queue is a backlog: the sender is
 // paused (ready_for_next=false) until the writer has drained half of it.
 type frameSink struct {
-	w     *Writer
+	w     *chunkstore.Writer
 	fwd   *forwarder
 	self  []string
 	queue chan []byte
@@ -503,7 +504,7 @@ type frameSink struct {
 
 var _ chunkstream.Sink = (*frameSink)(nil)
 
-func (n *Node) newFrameSink(ctx context.Context, w *Writer, fwd *forwarder, depth int) *frameSink {
+func (n *Node) newFrameSink(ctx context.Context, w *chunkstore.Writer, fwd *forwarder, depth int) *frameSink {
 	s := &frameSink{
 		w: w, fwd: fwd, self: []string{string(n.id)}, queue: make(chan []byte, depth), done: make(chan struct{}),
 		budget: n.frames, ceiling: n.frames.limit, wait: n.cfg.SessionTimeout, ctx: ctx,

@@ -1,4 +1,4 @@
-package datanode
+package chunkstore
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"sync"
 	"syscall"
 	"unsafe"
+
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 )
 
 // Chunk data is written with O_DIRECT where the filesystem allows it:
@@ -33,8 +35,8 @@ var directBufs = sync.Pool{New: func() any {
 
 // openDirect opens name for direct writes; ok is false when the
 // filesystem does not support O_DIRECT (tmpfs, some overlays).
-func openDirect(name string) (f *os.File, ok bool, err error) {
-	f, err = os.OpenFile(name, os.O_WRONLY|syscall.O_DIRECT, 0)
+func openDirect(fsys vfs.FS, name string) (f vfs.File, ok bool, err error) {
+	f, err = fsys.OpenFile(name, os.O_WRONLY|syscall.O_DIRECT, 0)
 	if errors.Is(err, syscall.EINVAL) {
 		return nil, false, nil
 	}

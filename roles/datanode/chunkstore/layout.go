@@ -1,0 +1,206 @@
+package chunkstore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// The store keeps chunks under dir in the nested layout
+// dir/chunks/<hash[0:2]>/<hash[2]>/<chunk id> (4096 directories). The 256
+// first-level chunk directories are created with the store; the 16 below
+// each are created on first use (and remembered), so writing a chunk
+// rarely creates a directory.
+const (
+	layoutMarker = ".layout-v1"
+	fanout1      = 256
+)
+
+// tempSuffix ends the name of a chunk being written, beside its final name.
+const tempSuffix = ".tmp"
+
+// corruptSuffix ends the name of a chunk file found corrupt, beside its
+// final name: the mark survives a restart, and the file stays (counted as
+// used) until Delete removes it.
+const corruptSuffix = ".corrupt"
+
+// ProbeFile is the file the writability probe writes, fsyncs and removes
+// in the data dir.
+const ProbeFile = ".write-probe"
+
+func (s *Store) chunkRoot() string { return filepath.Join(s.dir, "chunks") }
+
+// path returns where a validated chunk ID lives.
+func (s *Store) path(id rpc.ChunkID) string {
+	h := id.Hash()
+	return filepath.Join(s.chunkRoot(), h[0:2], h[2:3], string(id))
+}
+
+// ChunkPath returns the file that holds chunk id (whether or not it is
+// stored): for operators inspecting a node, and for tests that damage it.
+// A chunk found corrupt is moved to ChunkPath(id) + ".corrupt".
+func (s *Store) ChunkPath(id rpc.ChunkID) string { return s.path(id) }
+
+func (s *Store) createLayout() error {
+	marker := filepath.Join(s.chunkRoot(), layoutMarker)
+	if _, err := s.fs.Stat(marker); err == nil {
+		return nil
+	}
+	if err := s.fs.MkdirAll(s.chunkRoot(), 0o750); err != nil {
+		return fmt.Errorf("datanode: create chunk directories: %w", err)
+	}
+	for i := range fanout1 {
+		if err := s.fs.Mkdir(filepath.Join(s.chunkRoot(), fmt.Sprintf("%02x", i)), 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("datanode: create chunk directories: %w", err)
+		}
+	}
+	if err := writeFileSync(s.fs, marker, []byte("chunks/<hash[0:2]>/<hash[2]>/<chunk id>\n")); err != nil {
+		return fmt.Errorf("datanode: create chunk directories: %w", err)
+	}
+	if err := s.fs.SyncDir(s.chunkRoot()); err != nil {
+		return fmt.Errorf("datanode: create chunk directories: %w", err)
+	}
+	return s.fs.SyncDir(s.dir)
+}
+
+// chunkDir returns the directory of chunk id, creating it (durably) on
+// first use.
+func (s *Store) chunkDir(id rpc.ChunkID) (string, error) {
+	dir := filepath.Dir(s.path(id))
+	if _, ok := s.dirs.Load(dir); ok {
+		return dir, nil
+	}
+	switch err := s.fs.Mkdir(dir, 0o750); {
+	case err == nil:
+		if err := s.fs.SyncDir(filepath.Dir(dir)); err != nil {
+			return "", err
+		}
+	case !errors.Is(err, fs.ErrExist):
+		return "", err
+	}
+	s.dirs.Store(dir, true)
+	return dir, nil
+}
+
+// removeTemps deletes the temporary files of writes a crash interrupted.
+func (s *Store) removeTemps() error {
+	return walkFiles(s.fs, s.chunkRoot(), func(p string, d fs.DirEntry) error {
+		if strings.HasSuffix(d.Name(), tempSuffix) {
+			s.fs.Remove(p)
+		}
+		return nil
+	})
+}
+
+// Walk calls fn for every chunk file on disk with its size: stored chunks,
+// and chunks quarantined as corrupt that await deletion. Files whose name
+// is not a valid chunk ID are ignored.
+func (s *Store) Walk(fn func(id rpc.ChunkID, fileSize int64) error) error {
+	return s.walk(func(id rpc.ChunkID, size int64, _ bool) error { return fn(id, size) })
+}
+
+// walk is Walk, telling quarantined chunks apart.
+func (s *Store) walk(fn func(id rpc.ChunkID, fileSize int64, quarantined bool) error) error {
+	return walkFiles(s.fs, s.chunkRoot(), func(p string, d fs.DirEntry) error {
+		name, quarantined := strings.CutSuffix(d.Name(), corruptSuffix)
+		id, perr := rpc.ParseChunkID(name)
+		if perr != nil {
+			return nil
+		}
+		info, ierr := d.Info()
+		if ierr != nil {
+			return nil
+		}
+		return fn(id, info.Size(), quarantined)
+	})
+}
+
+// walkFiles calls fn for every file below dir, in lexical order, as
+// filepath.WalkDir does; a directory gone meanwhile holds none, and an
+// error from fn ends the walk and is returned.
+func walkFiles(fsys vfs.FS, dir string, fn func(p string, d fs.DirEntry) error) error {
+	es, err := fsys.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		p := filepath.Join(dir, e.Name())
+		if e.IsDir() {
+			err = walkFiles(fsys, p, fn)
+		} else {
+			err = fn(p, e)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readNames returns the names in dir; none when dir does not exist.
+func readNames(fsys vfs.FS, dir string) (map[string]struct{}, error) {
+	list, err := fsys.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[string]struct{}, len(list))
+	for _, e := range list {
+		names[e.Name()] = struct{}{}
+	}
+	return names, nil
+}
+
+// ProbeWrite checks that the store's disk takes writes as a chunk needs
+// them: it creates a small file in the data dir, writes it, fsyncs it and
+// removes it. An error (a read-only or failing filesystem) says why no new
+// chunk can be stored; reads may still work.
+func (s *Store) ProbeWrite() error { return checkWritable(s.fs, s.dir) }
+
+func checkWritable(fsys vfs.FS, dir string) error {
+	name := filepath.Join(dir, ProbeFile)
+	f, err := fsys.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("data dir %s is not writable: %w", dir, err)
+	}
+	_, werr := f.Write(make([]byte, 512))
+	if werr == nil {
+		werr = f.Sync()
+	}
+	cerr := f.Close()
+	rerr := fsys.Remove(name)
+	for _, err := range []error{werr, cerr, rerr} {
+		if err != nil {
+			return fmt.Errorf("data dir %s is not writable: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// writeFileSync writes a file and fsyncs it (not its directory).
+func writeFileSync(fsys vfs.FS, name string, data []byte) error {
+	f, err := fsys.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
