@@ -89,13 +89,13 @@ cluster-up: image
 cluster-down:
 	DFS_IMAGE=$(IMAGE) $(COMPOSE) down -v
 
-# test-containers runs TestContainers (containers_test.go) against $(IMAGE):
+# test-containers runs TestContainers (e2e/containers_test.go) against $(IMAGE):
 # a coordinator and 5 datanodes as containers under kills and a partition.
 # Without a Docker engine it builds nothing and the test skips, saying so.
 test-containers:
 	@if $(DOCKER) info >/dev/null 2>&1; then $(MAKE) --no-print-directory image; \
 	else echo "test-containers: no Docker engine answers ('$(DOCKER) info' fails); TestContainers will skip"; fi
-	DFS_TEST_CONTAINERS=1 DFS_TEST_IMAGE=$(IMAGE) $(GO) test -count=1 -timeout 15m -run '^TestContainers$$' -v .
+	DFS_TEST_CONTAINERS=1 DFS_TEST_IMAGE=$(IMAGE) $(GO) test -count=1 -timeout 15m -run '^TestContainers$$' -v ./e2e/
 
 clean:
 	rm -rf bin

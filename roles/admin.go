@@ -27,11 +27,11 @@ const (
 	adminShutdown     = 5 * time.Second
 )
 
-// newMetricsRegistry returns the registry of one role: the role registers
+// NewMetricsRegistry returns the registry of one role: the role registers
 // its own metrics on it, beside the process and Go runtime collectors.
 // Each role has its own, so roles sharing a process (dfs dev, the tests)
 // never mix their figures, and nothing uses the global default registry.
-func newMetricsRegistry() *prometheus.Registry {
+func NewMetricsRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return reg
@@ -54,11 +54,11 @@ func adminListen(addr string) (net.Listener, error) {
 	return lis, nil
 }
 
-// adminHandler routes a role's admin endpoints: /metrics from reg in the
+// AdminHandler routes a role's admin endpoints: /metrics from reg in the
 // Prometheus text format, /healthz (200 while the process serves HTTP),
 // /readyz (200 when ready returns nil, else 503 with the reason) and, when
 // index is set, the role's page at /; without it / lists the endpoints.
-func adminHandler(reg *prometheus.Registry, ready func(context.Context) error, index http.Handler) http.Handler {
+func AdminHandler(reg *prometheus.Registry, ready func(context.Context) error, index http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -77,7 +78,7 @@ func BenchmarkRepair(b *testing.B) {
 
 // repairBench is one cluster ready to lose a node.
 type repairBench struct {
-	c      *Cluster
+	c      *roles.Cluster
 	cl     *client.Client
 	cancel func()
 	dir    string
@@ -96,14 +97,14 @@ func setupRepair(b *testing.B, size, bandwidth int64) *repairBench {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg := DefaultClusterConfig(dir)
+	cfg := roles.DefaultClusterConfig(dir)
 	cfg.Nodes = 4
 	cfg.Log = zerolog.Nop()
 	cfg.Coordinator.SuspectAfter, cfg.Coordinator.DeadAfter = time.Second, 2*time.Second
 	cfg.Coordinator.RepairBandwidth = bandwidth
 	cfg.Datanode.HeartbeatInterval = 200 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
-	c, err := StartCluster(ctx, cfg)
+	c, err := roles.StartCluster(ctx, cfg)
 	if err != nil {
 		cancel()
 		os.RemoveAll(dir)
@@ -119,7 +120,7 @@ func setupRepair(b *testing.B, size, bandwidth int64) *repairBench {
 	for i := 0; int64(i)*file < size; i++ {
 		n := min(file, size-int64(i)*file)
 		p := fmt.Sprintf("/bench/repair/%03d", i)
-		if _, err := cl.Put(ctx, p, newPatternReader(n), n, nil); err != nil {
+		if _, err := cl.Put(ctx, p, roles.NewPatternReader(n), n, nil); err != nil {
 			r.close()
 			b.Fatalf("put %s: %v", p, err)
 		}
@@ -174,7 +175,7 @@ func (r *repairBench) replicated(b *testing.B, down nodeSet) bool {
 func (r *repairBench) run(b *testing.B) repairResult {
 	var res repairResult
 	victim := mostLoaded(r.c, nil)
-	var vn *ClusterNode
+	var vn *roles.ClusterNode
 	for _, n := range r.c.Nodes() {
 		if string(n.Node.ID()) == victim {
 			vn = n

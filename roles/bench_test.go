@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"bytes"
@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/etcdstore"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/etcdstore/etcdtest"
+	"github.com/dfs-project/dfs/roles/rolestest"
 )
 
 // Benchmarks run a whole cluster in this process, so their figures include
@@ -24,11 +26,7 @@ import (
 
 func benchCluster(b *testing.B) *client.Client {
 	b.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	c, err := StartCluster(ctx, DefaultClusterConfig(b.TempDir()))
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := rolestest.StartWith(b, roles.DefaultClusterConfig(b.TempDir()))
 	ccfg := client.DefaultConfig()
 	if p, err := strconv.Atoi(os.Getenv("BENCH_PARALLEL")); err == nil {
 		ccfg.Parallel = p
@@ -37,7 +35,7 @@ func benchCluster(b *testing.B) *client.Client {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { cl.Close(); c.Close(); cancel() })
+	b.Cleanup(func() { cl.Close() })
 	return cl
 }
 
@@ -46,7 +44,7 @@ func BenchmarkPut64MiB(b *testing.B) {
 	const size = 64 << 20
 	b.SetBytes(size)
 	for i := 0; b.Loop(); i++ {
-		if _, err := cl.Put(context.Background(), "/bench/large", newPatternReader(size), size, nil); err != nil {
+		if _, err := cl.Put(context.Background(), "/bench/large", roles.NewPatternReader(size), size, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -55,7 +53,7 @@ func BenchmarkPut64MiB(b *testing.B) {
 func BenchmarkGet64MiB(b *testing.B) {
 	cl := benchCluster(b)
 	const size = 64 << 20
-	if _, err := cl.Put(context.Background(), "/bench/large", newPatternReader(size), size, nil); err != nil {
+	if _, err := cl.Put(context.Background(), "/bench/large", roles.NewPatternReader(size), size, nil); err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(size)
@@ -98,18 +96,15 @@ func BenchmarkMetadata(b *testing.B) {
 	}
 	for _, name := range []string{"bolt", "etcd"} {
 		b.Run(name, func(b *testing.B) {
-			cfg := DefaultClusterConfig(b.TempDir())
+			cfg := roles.DefaultClusterConfig(b.TempDir())
 			cfg.OpenStore = stores[name](b)
-			ctx, cancel := context.WithCancel(context.Background())
-			c, err := StartCluster(ctx, cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
+			c := rolestest.StartWith(b, cfg)
+			ctx := b.Context()
 			cl, err := c.Client(client.DefaultConfig())
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Cleanup(func() { cl.Close(); c.Close(); cancel() })
+			b.Cleanup(func() { cl.Close() })
 			const clients = 16
 			var n atomic.Int64
 			b.Run("commit", func(b *testing.B) {

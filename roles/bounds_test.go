@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"context"
@@ -9,15 +9,17 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // putVia stores data as a new chunk on primary, which forwards it to
 // replicas, and returns the nodes the final ack names.
-func putVia(ctx context.Context, primary dfspb.DataNodeClient, replicas []*ClusterNode, data []byte) ([]string, error) {
+func putVia(ctx context.Context, primary dfspb.DataNodeClient, replicas []*roles.ClusterNode, data []byte) ([]string, error) {
 	id := rpc.NewChunkID("/restart", rpc.NewSessionID(), 0, 0)
-	prep := &dfspb.PrepareChunkUploadRequest{ChunkId: string(id), Size: int64(len(data)), FrameSize: testFrameSize}
+	prep := &dfspb.PrepareChunkUploadRequest{ChunkId: string(id), Size: int64(len(data)), FrameSize: rolestest.FrameSize}
 	for _, r := range replicas {
 		prep.Replicas = append(prep.Replicas, &dfspb.NodeRef{NodeId: string(r.Node.ID()), Addr: r.Node.Addr()})
 	}
@@ -25,7 +27,7 @@ func putVia(ctx context.Context, primary dfspb.DataNodeClient, replicas []*Clust
 	if err != nil {
 		return nil, err
 	}
-	ack, _, err := chunkstream.SendChunk(ctx, st, "", prep, id, data, testFrameSize, chunkstream.DefaultWindow)
+	ack, _, err := chunkstream.SendChunk(ctx, st, "", prep, id, data, rolestest.FrameSize, chunkstream.DefaultWindow)
 	if err != nil {
 		return nil, err
 	}
@@ -37,9 +39,9 @@ func putVia(ctx context.Context, primary dfspb.DataNodeClient, replicas []*Clust
 // backing off from the failed attempts while it was down.
 func TestReplicaRestartedInPlace(t *testing.T) {
 	is := is.New(t)
-	c := newTestCluster(t, 3)
+	c := rolestest.Start(t, 3)
 	primary := nodeClient(t, c, 0)
-	data := randomBytes(3 * testFrameSize)
+	data := randomBytes(3 * rolestest.FrameSize)
 	_, err := putVia(t.Context(), primary, c.Nodes()[1:], data)
 	is.NoErr(err) // the primary forwards to both replicas
 

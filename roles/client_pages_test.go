@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -36,11 +37,11 @@ func TestClientRefusesBadPages(t *testing.T) {
 	t.Parallel()
 	sum := sha256.Sum256(nil)
 	head := func(version uint64) *dfspb.FileInfo {
-		return &dfspb.FileInfo{Path: "/p", Size: 2 * testChunkSize, Sha256: sum[:], ChunkSize: testChunkSize, Replication: 1,
+		return &dfspb.FileInfo{Path: "/p", Size: 2 * rolestest.ChunkSize, Sha256: sum[:], ChunkSize: rolestest.ChunkSize, Replication: 1,
 			Version: version, SessionId: "s", ChunkCount: 2}
 	}
 	chunk := func(i uint32) *dfspb.ChunkInfo {
-		return &dfspb.ChunkInfo{Index: i, ChunkId: "c", Offset: int64(i) * testChunkSize, Size: testChunkSize, Digest: sum[:], FrameSize: testFrameSize}
+		return &dfspb.ChunkInfo{Index: i, ChunkId: "c", Offset: int64(i) * rolestest.ChunkSize, Size: rolestest.ChunkSize, Digest: sum[:], FrameSize: rolestest.FrameSize}
 	}
 	for name, page := range map[string]func(first uint32) (*dfspb.FileInfo, uint32){
 		"no progress": func(first uint32) (*dfspb.FileInfo, uint32) { return head(1), first },

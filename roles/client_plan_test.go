@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -23,7 +24,7 @@ type badPlanner struct {
 }
 
 func (b *badPlanner) UploadFile(ctx context.Context, req *dfspb.UploadFileRequest) (*dfspb.UploadFileResponse, error) {
-	return &dfspb.UploadFileResponse{SessionId: string(rpc.NewSessionID()), ChunkSize: testChunkSize, Replication: 3, Chunks: []*dfspb.ChunkPlan{b.plan}}, nil
+	return &dfspb.UploadFileResponse{SessionId: string(rpc.NewSessionID()), ChunkSize: rolestest.ChunkSize, Replication: 3, Chunks: []*dfspb.ChunkPlan{b.plan}}, nil
 }
 
 func (b *badPlanner) AllocateChunk(ctx context.Context, req *dfspb.AllocateChunkRequest) (*dfspb.AllocateChunkResponse, error) {

@@ -94,12 +94,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 			admin.Close()
 		}
 	}
-	var store meta.Store
-	if cfg.OpenStore != nil {
-		store, err = cfg.OpenStore()
-	} else {
-		store, err = OpenBolt(filepath.Join(cfg.Dir, "coordinator"), cfg.Log)
-	}
+	store, err := (&Cluster{cfg: cfg}).openStore()
 	if err != nil {
 		closeAdmin()
 		return nil, err
@@ -110,7 +105,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 		store.Close()
 		return nil, err
 	}
-	reg := newMetricsRegistry()
+	reg := NewMetricsRegistry()
 	coord, err := coordinator.New(co, coordinator.Deps{Log: cfg.Log, Listener: lis, Store: store, StoreName: "bolt", Metrics: reg})
 	if err != nil {
 		closeAdmin()
@@ -121,7 +116,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	cctx, cancel := context.WithCancel(ctx)
 	c := &Cluster{cfg: cfg, ctx: ctx, coord: coord, metrics: reg, admin: addrOf(admin), stopC: cancel, doneC: make(chan error, 1)}
 	go func() {
-		err := runWithAdmin(cctx, admin, adminHandler(reg, coord.Readiness, coord.StatusHandler()), cfg.Log, coord.Run)
+		err := runWithAdmin(cctx, admin, AdminHandler(reg, coord.Readiness, coord.StatusHandler()), cfg.Log, coord.Run)
 		store.Close()
 		c.doneC <- err
 	}()
@@ -215,7 +210,7 @@ func (c *Cluster) startNode(dir, listen string, tune func(cfg *datanode.Config, 
 	if tune != nil {
 		tune(&dc, lis.Addr().String())
 	}
-	reg := newMetricsRegistry()
+	reg := NewMetricsRegistry()
 	dn, err := datanode.New(dc, datanode.Deps{Log: c.cfg.Log, Listener: lis, Metrics: reg})
 	if err != nil {
 		lis.Close()
@@ -227,7 +222,7 @@ func (c *Cluster) startNode(dir, listen string, tune func(cfg *datanode.Config, 
 	ctx, cancel := context.WithCancel(c.ctx)
 	n := &ClusterNode{Dir: dir, Node: dn, Metrics: reg, AdminAddr: addrOf(admin), stop: cancel, done: make(chan error, 1)}
 	ready := func(context.Context) error { return dn.Readiness() }
-	go func() { n.done <- runWithAdmin(ctx, admin, adminHandler(reg, ready, nil), c.cfg.Log, dn.Run) }()
+	go func() { n.done <- runWithAdmin(ctx, admin, AdminHandler(reg, ready, nil), c.cfg.Log, dn.Run) }()
 	select {
 	case <-dn.Ready():
 		return n, nil
@@ -291,11 +286,16 @@ func (c *Cluster) replaceNode(i int, dir, listen string) (*ClusterNode, error) {
 }
 
 // WaitHealthy waits until the coordinator counts at least want healthy
-// datanodes.
+// datanodes; a coordinator that has not begun to lead yet (just
+// restarted) is waited for too.
 func (c *Cluster) WaitHealthy(want int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		resp, err := c.coord.Server().ListNodes(c.ctx, &dfspb.ListNodesRequest{})
+		if rpc.KindOf(rpc.FromStatus(err)) == rpc.Unavailable && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -319,6 +319,62 @@ func (c *Cluster) WaitHealthy(want int, timeout time.Duration) error {
 func (c *Cluster) Client(cfg client.Config) (*client.Client, error) {
 	cfg.Coordinators = []string{c.Addr()}
 	return client.New(cfg, c.cfg.Log)
+}
+
+// RestartCoordinator stops the coordinator and starts a new one at the
+// same address on the same metadata store, without its admin endpoints;
+// the datanodes keep running. It returns once the new coordinator serves.
+func (c *Cluster) RestartCoordinator() error {
+	addr := c.Addr()
+	c.stopC()
+	if err := <-c.doneC; err != nil {
+		return fmt.Errorf("coordinator stop: %w", err)
+	}
+	store, err := c.openStore()
+	if err != nil {
+		return fmt.Errorf("reopen metadata: %w", err)
+	}
+	lis, err := rpc.Listen(addr)
+	for i := 0; err != nil && i < 50; i++ { // the old socket may linger briefly
+		time.Sleep(100 * time.Millisecond)
+		lis, err = rpc.Listen(addr)
+	}
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("listen on %s again: %w", addr, err)
+	}
+	co := c.cfg.Coordinator
+	co.Listen = addr
+	reg := NewMetricsRegistry()
+	coord, err := coordinator.New(co, coordinator.Deps{Log: c.cfg.Log, Listener: lis, Store: store, StoreName: "bolt", Metrics: reg})
+	if err != nil {
+		lis.Close()
+		store.Close()
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	done := make(chan error, 1)
+	go func() {
+		err := coord.Run(ctx)
+		store.Close()
+		done <- err
+	}()
+	select {
+	case <-coord.Ready():
+	case err := <-done:
+		cancel()
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	c.coord, c.metrics, c.stopC, c.doneC = coord, reg, cancel, done
+	return nil
+}
+
+// openStore opens the coordinator's metadata store.
+func (c *Cluster) openStore() (meta.Store, error) {
+	if c.cfg.OpenStore != nil {
+		return c.cfg.OpenStore()
+	}
+	return OpenBolt(filepath.Join(c.cfg.Dir, "coordinator"), c.cfg.Log)
 }
 
 // Close stops every datanode, then the coordinator.

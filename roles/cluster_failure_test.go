@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"bytes"
@@ -14,15 +14,17 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // storedChunks returns the IDs of every chunk on every datanode's disk.
-func storedChunks(t *testing.T, c *Cluster) []string {
+func storedChunks(t *testing.T, c *roles.Cluster) []string {
 	t.Helper()
 	var out []string
 	for _, n := range c.Nodes() {
@@ -57,10 +59,10 @@ func replicaIDs(fi *dfspb.FileInfo) []string {
 func TestPutSurvivesDatanodeStop(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 4)
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 4)
+	cl := rolestest.Client(t, c)
 	ctx := t.Context()
-	data := randomBytes(64*testChunkSize + 999)
+	data := randomBytes(64*rolestest.ChunkSize + 999)
 
 	stopped := -1
 	r := &hookReader{r: bytes.NewReader(data), at: int64(len(data) / 4), hook: func() {
@@ -121,7 +123,7 @@ func TestPutSurvivesDatanodeStop(t *testing.T) {
 	})
 	fi, err = cl.Stat(ctx, "/fail/stop")
 	is.NoErr(err) // stat
-	checkStat(t, c, fi, data, testChunkSize, 3)
+	checkStat(t, c, fi, data, rolestest.ChunkSize, 3)
 }
 
 // TestPutRacesDatanodeStop stops a datanode from another goroutine while a
@@ -129,10 +131,10 @@ func TestPutSurvivesDatanodeStop(t *testing.T) {
 func TestPutRacesDatanodeStop(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 4)
-	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.Parallel = 2 })
+	c := rolestest.Start(t, 4)
+	cl := rolestest.Client(t, c, func(cfg *client.Config) { cfg.Parallel = 2 })
 	ctx := t.Context()
-	data := randomBytes(40*testChunkSize + 1)
+	data := randomBytes(40*rolestest.ChunkSize + 1)
 
 	done := make(chan error, 1)
 	go func() {
@@ -157,10 +159,10 @@ func TestPutRacesDatanodeStop(t *testing.T) {
 func TestPutReplacesStoppedDatanode(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 4)
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 4)
+	cl := rolestest.Client(t, c)
 	ctx := t.Context()
-	data := randomBytes(24*testChunkSize + 5)
+	data := randomBytes(24*rolestest.ChunkSize + 5)
 
 	// The first Read happens after UploadFile planned the first chunks
 	// (with four nodes and three copies each, the stopped node is in
@@ -185,10 +187,10 @@ func TestPutReplacesStoppedDatanode(t *testing.T) {
 func TestGetFallsBackOnCorruptReplica(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 3)
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 3)
+	cl := rolestest.Client(t, c)
 	ctx := t.Context()
-	data := randomBytes(4*testChunkSize + 10)
+	data := randomBytes(4*rolestest.ChunkSize + 10)
 	fi, err := cl.Put(ctx, "/corrupt/some", bytes.NewReader(data), int64(len(data)), nil)
 	is.NoErr(err) // put
 
@@ -239,15 +241,15 @@ func readChunkDirect(ctx context.Context, dn dfspb.DataNodeClient, ch *dfspb.Chu
 func TestGetAllReplicasCorrupt(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 3)
-	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.Attempts = 2 })
+	c := rolestest.Start(t, 3)
+	cl := rolestest.Client(t, c, func(cfg *client.Config) { cfg.Attempts = 2 })
 	ctx := t.Context()
-	data := randomBytes(3*testChunkSize + 10)
+	data := randomBytes(3*rolestest.ChunkSize + 10)
 	fi, err := cl.Put(ctx, "/corrupt/all", bytes.NewReader(data), int64(len(data)), nil)
 	is.NoErr(err) // put
 	bad := fi.Chunks[1]
 	for _, r := range bad.Replicas {
-		flipByte(t, chunkFile(nodeByID(c, r.NodeId), bad.ChunkId), testFrameSize+3)
+		flipByte(t, chunkFile(nodeByID(c, r.NodeId), bad.ChunkId), rolestest.FrameSize+3)
 	}
 
 	var out bytes.Buffer
@@ -270,20 +272,20 @@ func TestPutCanceled(t *testing.T) {
 	// still be committed on some of its nodes after the abort; the GC
 	// delay lets those commits land before the aborted upload's chunks
 	// are deleted.
-	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = 2 * time.Second }))
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = 2 * time.Second }))
+	cl := rolestest.Client(t, c)
 	ctx := t.Context()
 
 	cancelMidway := func(path string, data []byte) error {
 		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		r := &hookReader{r: bytes.NewReader(data), at: 3 * testChunkSize, hook: cancel}
+		r := &hookReader{r: bytes.NewReader(data), at: 3 * rolestest.ChunkSize, hook: cancel}
 		_, err := cl.Put(cctx, path, r, int64(len(data)), nil)
 		return err
 	}
 	t.Run("new path", func(t *testing.T) {
 		is := is.New(t)
-		err := cancelMidway("/cancel/new", randomBytes(40*testChunkSize))
+		err := cancelMidway("/cancel/new", randomBytes(40*rolestest.ChunkSize))
 		is.True(isKind(err, rpc.Canceled)) // put reports the cancellation
 		_, err = cl.Stat(ctx, "/cancel/new")
 		is.True(isKind(err, rpc.NotFound)) // nothing visible
@@ -293,10 +295,10 @@ func TestPutCanceled(t *testing.T) {
 	})
 	t.Run("overwrite", func(t *testing.T) {
 		is := is.New(t)
-		v1 := randomBytes(2*testChunkSize + 1)
+		v1 := randomBytes(2*rolestest.ChunkSize + 1)
 		fi1, err := cl.Put(ctx, "/cancel/old", bytes.NewReader(v1), int64(len(v1)), nil)
 		is.NoErr(err) // put v1
-		err = cancelMidway("/cancel/old", randomBytes(40*testChunkSize))
+		err = cancelMidway("/cancel/old", randomBytes(40*rolestest.ChunkSize))
 		is.True(isKind(err, rpc.Canceled)) // put of v2 reports the cancellation
 		fi, err := cl.Stat(ctx, "/cancel/old")
 		is.NoErr(err)                               // v1 still there
@@ -316,12 +318,12 @@ func TestPutCanceled(t *testing.T) {
 func TestTooFewDatanodes(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) {
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) {
 		cfg.SuspectAfter, cfg.DeadAfter = 2*time.Second, 4*time.Second
 	}))
-	cl := newTestClient(t, c)
+	cl := rolestest.Client(t, c)
 	ctx := t.Context()
-	data := randomBytes(testChunkSize / 2)
+	data := randomBytes(rolestest.ChunkSize / 2)
 	is.NoErr(c.StopNode(2)) // one of three nodes down
 
 	// Before the coordinator notices, the put finds out by itself.
@@ -347,10 +349,10 @@ func TestTooFewDatanodes(t *testing.T) {
 
 	// Two copies fit on the two live nodes.
 	is.NoErr(c.WaitHealthy(2, waitFor)) // the two live nodes are healthy
-	cl2 := newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 2 })
+	cl2 := rolestest.Client(t, c, func(cfg *client.Config) { cfg.Replication = 2 })
 	fi, err := cl2.Put(ctx, "/few/c", bytes.NewReader(data), int64(len(data)), nil)
 	is.NoErr(err) // replication 2 on 2 live nodes
-	checkStat(t, c, fi, data, testChunkSize, 2)
+	checkStat(t, c, fi, data, rolestest.ChunkSize, 2)
 }
 
 // TestCoordinatorUnreachable pins that every client call fails promptly
@@ -366,7 +368,7 @@ func TestCoordinatorUnreachable(t *testing.T) {
 	cfg := client.DefaultConfig()
 	cfg.Coordinators = []string{addr}
 	cfg.RPCTimeout = time.Hour // a hang would show as ctx expiring, not as a per-call timeout
-	cl, err := client.New(cfg, testLogger(t))
+	cl, err := client.New(cfg, rolestest.Logger(t))
 	is.NoErr(err) // client
 	defer cl.Close()
 
@@ -396,8 +398,8 @@ func TestCoordinatorUnreachable(t *testing.T) {
 // kind and change nothing.
 func TestBadInput(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 3)
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 3)
+	cl := rolestest.Client(t, c)
 	cc := coordClient(t, c)
 	dn := nodeClient(t, c, 0)
 	ctx := t.Context()
@@ -441,14 +443,14 @@ func TestBadInput(t *testing.T) {
 	})
 
 	t.Run("input size differs from the size given", func(t *testing.T) {
-		data := randomBytes(2*testChunkSize + 9)
+		data := randomBytes(2*rolestest.ChunkSize + 9)
 		for _, tc := range []struct {
 			name string
 			size int64
 		}{
 			{"input shorter", int64(len(data)) + 1},
 			{"input longer", int64(len(data)) - 1},
-			{"input longer than a whole number of chunks", testChunkSize},
+			{"input longer than a whole number of chunks", rolestest.ChunkSize},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				is := is.New(t)
@@ -481,7 +483,7 @@ func TestBadInput(t *testing.T) {
 			cfg := client.DefaultConfig()
 			cfg.Coordinators = []string{c.Addr()}
 			cfg.ChunkSize = size
-			_, err := client.New(cfg, testLogger(t))
+			_, err := client.New(cfg, rolestest.Logger(t))
 			is.True(isKind(err, rpc.Invalid))                    // client refuses the chunk size
 			is.True(strings.Contains(err.Error(), "chunk size")) // saying so
 			_, err = cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: "/cs", Size: 1, ChunkSize: size})
@@ -494,7 +496,7 @@ func TestBadInput(t *testing.T) {
 	t.Run("chunk ids that try to leave the data dir", func(t *testing.T) {
 		for _, id := range []string{"../../etc/passwd", "a/b", "/etc/passwd", "..", "", strings.Repeat("0", 32) + "_0/../../x", strings.Repeat("0", 32) + "_0\x00"} {
 			is := is.New(t)
-			_, err := dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: id, Size: 1, FrameSize: testFrameSize})
+			_, err := dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: id, Size: 1, FrameSize: rolestest.FrameSize})
 			is.Equal(statusKind(err), rpc.Invalid) // PrepareChunkUpload
 			_, err = dn.PrepareChunkDownload(ctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: id})
 			is.Equal(statusKind(err), rpc.Invalid) // PrepareChunkDownload
@@ -508,8 +510,8 @@ func TestBadInput(t *testing.T) {
 			// The same request inline, on the first frame of a stream.
 			st, err := dn.UploadChunkStream(ctx)
 			is.NoErr(err) // open stream
-			f := cutFrames("", id, []byte("data"), testFrameSize)[0]
-			f.Prepare = &dfspb.PrepareChunkUploadRequest{ChunkId: id, Size: 4, FrameSize: testFrameSize}
+			f := cutFrames("", id, []byte("data"), rolestest.FrameSize)[0]
+			f.Prepare = &dfspb.PrepareChunkUploadRequest{ChunkId: id, Size: 4, FrameSize: rolestest.FrameSize}
 			st.Send(f)
 			_, err = st.Recv()
 			is.Equal(statusKind(err), rpc.Invalid) // UploadChunkStream with an inline prepare
@@ -526,7 +528,7 @@ func TestBadInput(t *testing.T) {
 			}
 			st, err := dn.UploadChunkStream(ctx)
 			is.NoErr(err) // open stream
-			f := cutFrames(sid, string(rpc.NewChunkID("/x", rpc.NewSessionID(), 0, 0)), []byte("data"), testFrameSize)[0]
+			f := cutFrames(sid, string(rpc.NewChunkID("/x", rpc.NewSessionID(), 0, 0)), []byte("data"), rolestest.FrameSize)[0]
 			st.Send(f)
 			_, err = st.Recv()
 			is.Equal(statusKind(err), want) // UploadChunkStream refuses the session (no session and no prepare: invalid)
@@ -550,9 +552,9 @@ func TestBadInput(t *testing.T) {
 		is := is.New(t)
 		id := string(rpc.NewChunkID("/bounds", rpc.NewSessionID(), 0, 0))
 		for _, req := range []*dfspb.PrepareChunkUploadRequest{
-			{ChunkId: id, Size: 0, FrameSize: testFrameSize},
-			{ChunkId: id, Size: -1, FrameSize: testFrameSize},
-			{ChunkId: id, Size: rpc.MaxChunkSize + 1, FrameSize: testFrameSize},
+			{ChunkId: id, Size: 0, FrameSize: rolestest.FrameSize},
+			{ChunkId: id, Size: -1, FrameSize: rolestest.FrameSize},
+			{ChunkId: id, Size: rpc.MaxChunkSize + 1, FrameSize: rolestest.FrameSize},
 			{ChunkId: id, Size: 1, FrameSize: 0},
 			{ChunkId: id, Size: 1, FrameSize: rpc.MinFrameSize - 1},
 			{ChunkId: id, Size: 1, FrameSize: rpc.MaxFrameSize + 1},
@@ -573,9 +575,9 @@ func TestBadInput(t *testing.T) {
 	t.Run("frame digest mismatch", func(t *testing.T) {
 		for _, replicated := range []bool{false, true} {
 			is := is.New(t)
-			data := randomBytes(2*testFrameSize + 5)
+			data := randomBytes(2*rolestest.FrameSize + 5)
 			id := string(rpc.NewChunkID("/digest", rpc.NewSessionID(), 0, 0))
-			req := &dfspb.PrepareChunkUploadRequest{ChunkId: id, Size: int64(len(data)), FrameSize: testFrameSize}
+			req := &dfspb.PrepareChunkUploadRequest{ChunkId: id, Size: int64(len(data)), FrameSize: rolestest.FrameSize}
 			if replicated {
 				for _, n := range c.Nodes()[1:] {
 					req.Replicas = append(req.Replicas, &dfspb.NodeRef{NodeId: string(n.Node.ID()), Addr: n.Node.Addr()})
@@ -584,7 +586,7 @@ func TestBadInput(t *testing.T) {
 			for _, damage := range []string{"frame", "chunk", "offset", "oversized"} {
 				prep, err := dn.PrepareChunkUpload(ctx, req)
 				is.NoErr(err) // prepare
-				frames := cutFrames(prep.SessionId, id, data, testFrameSize)
+				frames := cutFrames(prep.SessionId, id, data, rolestest.FrameSize)
 				switch damage {
 				case "frame":
 					frames[1].PartialChecksum = sha256Sum([]byte("something else"))
@@ -639,7 +641,7 @@ type hand struct {
 
 // uploadByHand opens an upload of data at path and stores every chunk on
 // its planned nodes, returning the confirm request a client would send.
-func uploadByHand(t *testing.T, c *Cluster, path string, data []byte) *hand {
+func uploadByHand(t *testing.T, c *roles.Cluster, path string, data []byte) *hand {
 	t.Helper()
 	is := is.New(t)
 	is.Helper()
@@ -674,15 +676,15 @@ func storeByHand(t *testing.T, plan *dfspb.ChunkPlan, chunk []byte) *dfspb.Chunk
 	ctx := t.Context()
 	dn := dfspb.NewDataNodeClient(testDial(t, plan.Primary.Addr))
 	prep, err := dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{
-		ChunkId: plan.ChunkId, Size: int64(len(chunk)), FrameSize: testFrameSize, Replicas: plan.Replicas,
+		ChunkId: plan.ChunkId, Size: int64(len(chunk)), FrameSize: rolestest.FrameSize, Replicas: plan.Replicas,
 	})
 	is.NoErr(err) // PrepareChunkUpload
-	ack, digest, err := streamChunk(ctx, dn, prep.SessionId, plan.ChunkId, chunk, testFrameSize)
+	ack, digest, err := streamChunk(ctx, dn, prep.SessionId, plan.ChunkId, chunk, rolestest.FrameSize)
 	is.NoErr(err)                  // UploadChunkStream
 	is.Equal(len(ack.Replicas), 3) // the final ack names every node
 	return &dfspb.ChunkReceipt{
 		Index: plan.Index, ChunkId: plan.ChunkId, Size: int64(len(chunk)), Digest: digest,
-		FrameSize: testFrameSize, NodeIds: ack.Replicas,
+		FrameSize: rolestest.FrameSize, NodeIds: ack.Replicas,
 	}
 }
 
@@ -701,13 +703,13 @@ func (h *hand) chunkIDs() []string {
 func TestConfirmMismatch(t *testing.T) {
 	t.Parallel()
 	// A refused confirm waits this long for reports that match.
-	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.RPCTimeout = 2 * time.Second }))
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.RPCTimeout = 2 * time.Second }))
+	cl := rolestest.Client(t, c)
 	ctx := t.Context()
 
 	// An upload by hand, confirmed honestly, commits: the procedure the
 	// bad confirms below use is sound.
-	v1 := randomBytes(2*testChunkSize + 3)
+	v1 := randomBytes(2*rolestest.ChunkSize + 3)
 	h := uploadByHand(t, c, "/confirm/file", v1)
 	resp, err := h.cc.ConfirmUpload(ctx, h.req)
 	if err != nil {
@@ -723,11 +725,11 @@ func TestConfirmMismatch(t *testing.T) {
 		damage func(r *dfspb.ChunkReceipt)
 	}{
 		{"chunk digest", func(r *dfspb.ChunkReceipt) { r.Digest = sha256Sum([]byte("not the chunk")) }},
-		{"frame size", func(r *dfspb.ChunkReceipt) { r.FrameSize = 2 * testFrameSize }},
+		{"frame size", func(r *dfspb.ChunkReceipt) { r.FrameSize = 2 * rolestest.FrameSize }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			is := is.New(t)
-			v2 := randomBytes(3*testChunkSize + 7)
+			v2 := randomBytes(3*rolestest.ChunkSize + 7)
 			h := uploadByHand(t, c, "/confirm/file", v2)
 			tc.damage(h.req.Chunks[1])
 			_, err := h.cc.ConfirmUpload(ctx, h.req)
@@ -759,7 +761,7 @@ func TestConfirmMismatch(t *testing.T) {
 func TestDatanodeSessionExpiry(t *testing.T) {
 	t.Parallel()
 	const timeout = 2 * time.Second
-	c := newTestCluster(t, 3, withDatanode(func(cfg *datanode.Config) {
+	c := rolestest.Start(t, 3, rolestest.WithDatanode(func(cfg *datanode.Config) {
 		cfg.SessionTimeout = timeout
 		cfg.Capacity = 1 << 30 // free space is then exact: capacity - used - reserved
 	}))
@@ -768,20 +770,20 @@ func TestDatanodeSessionExpiry(t *testing.T) {
 	ctx := t.Context()
 	free := func() int64 { return node.Node.Store().Usage().Free }
 	base := free()
-	size := int64(2*testFrameSize + 1)
+	size := int64(2*rolestest.FrameSize + 1)
 
 	t.Run("prepared, never streamed", func(t *testing.T) {
 		is := is.New(t)
 		id := string(rpc.NewChunkID("/exp", rpc.NewSessionID(), 0, 0))
 		start := time.Now()
-		prep, err := dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: id, Size: size, FrameSize: testFrameSize})
+		prep, err := dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: id, Size: size, FrameSize: rolestest.FrameSize})
 		is.NoErr(err) // prepare
 		if reserved := free() < base; !reserved && time.Since(start) >= timeout {
 			t.Skip("machine too slow to tell: the session expired before its reservation was checked")
 		}
 		is.True(free() < base) // space reserved
 		eventually(t, "reservation returned", func() bool { return free() == base })
-		_, _, err = streamChunk(ctx, dn, prep.SessionId, id, randomBytes(int(size)), testFrameSize)
+		_, _, err = streamChunk(ctx, dn, prep.SessionId, id, randomBytes(int(size)), rolestest.FrameSize)
 		is.Equal(statusKind(err), rpc.NotFound)          // the session is gone
 		is.True(!node.Node.Store().Has(rpc.ChunkID(id))) // nothing stored
 	})
@@ -789,16 +791,16 @@ func TestDatanodeSessionExpiry(t *testing.T) {
 	t.Run("stalled mid-chunk", func(t *testing.T) {
 		is := is.New(t)
 		id := string(rpc.NewChunkID("/exp", rpc.NewSessionID(), 0, 0))
-		prep, err := dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: id, Size: size, FrameSize: testFrameSize})
+		prep, err := dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: id, Size: size, FrameSize: rolestest.FrameSize})
 		is.NoErr(err) // prepare
 		st, err := dn.UploadChunkStream(ctx)
 		is.NoErr(err) // open stream
-		frames := cutFrames(prep.SessionId, id, randomBytes(int(size)), testFrameSize)
+		frames := cutFrames(prep.SessionId, id, randomBytes(int(size)), rolestest.FrameSize)
 		is.NoErr(st.Send(frames[0])) // first frame
 		ack, err := st.Recv()
 		acked := time.Now()
-		is.NoErr(err)                                     // acked
-		is.Equal(ack.BytesReceived, int64(testFrameSize)) // the frame arrived
+		is.NoErr(err)                                           // acked
+		is.Equal(ack.BytesReceived, int64(rolestest.FrameSize)) // the frame arrived
 		if n := len(tmpFiles(t, node)); n == 0 && time.Since(acked) >= timeout {
 			t.Skip("machine too slow to tell: the stream expired before its partial file was checked")
 		}
@@ -815,9 +817,9 @@ func TestDatanodeSessionExpiry(t *testing.T) {
 		is := is.New(t)
 		id := string(rpc.NewChunkID("/exp", rpc.NewSessionID(), 0, 0))
 		data := randomBytes(int(size))
-		prep, err := dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: id, Size: size, FrameSize: testFrameSize})
+		prep, err := dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: id, Size: size, FrameSize: rolestest.FrameSize})
 		is.NoErr(err) // prepare upload
-		_, _, err = streamChunk(ctx, dn, prep.SessionId, id, data, testFrameSize)
+		_, _, err = streamChunk(ctx, dn, prep.SessionId, id, data, rolestest.FrameSize)
 		is.NoErr(err) // store a chunk
 		dprep, err := dn.PrepareChunkDownload(ctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: id})
 		is.NoErr(err)                              // prepare download
@@ -836,14 +838,14 @@ func TestCoordinatorSessionExpiry(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
 	const timeout = 3 * time.Second
-	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.SessionTimeout = timeout }))
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.SessionTimeout = timeout }))
 	ctx := t.Context()
 	cc := coordClient(t, c)
-	data := randomBytes(2 * testChunkSize)
+	data := randomBytes(2 * rolestest.ChunkSize)
 	open, err := cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: "/expire/file", Size: int64(len(data))})
 	is.NoErr(err)                 // UploadFile
 	is.Equal(len(open.Chunks), 2) // both chunks placed
-	r := storeByHand(t, open.Chunks[0], data[:testChunkSize])
+	r := storeByHand(t, open.Chunks[0], data[:rolestest.ChunkSize])
 	if time.Now().UnixMilli() >= open.ExpiresUnixMs {
 		t.Skip("machine too slow: the chunk was stored after the session had expired")
 	}
@@ -873,7 +875,7 @@ func TestCoordinatorSessionExpiry(t *testing.T) {
 func TestHeartbeats(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) {
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) {
 		cfg.SuspectAfter, cfg.DeadAfter = 2*time.Second, 4*time.Second
 	}))
 	ctx := t.Context()
@@ -890,8 +892,8 @@ func TestHeartbeats(t *testing.T) {
 		}
 		return nil, resp.ClusterVersion, len(resp.Nodes)
 	}
-	cl := newTestClient(t, c)
-	data := randomBytes(3*testChunkSize + 1)
+	cl := rolestest.Client(t, c)
+	data := randomBytes(3*rolestest.ChunkSize + 1)
 	_, err := cl.Put(ctx, "/hb/file", bytes.NewReader(data), int64(len(data)), nil)
 	is.NoErr(err) // put a file: every node holds its chunks
 	victim := c.Nodes()[2]
@@ -997,17 +999,17 @@ func TestGCDelay(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
 	const delay = 5 * time.Second
-	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = delay }))
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = delay }))
+	cl := rolestest.Client(t, c)
 	cc := coordClient(t, c)
 	ctx := t.Context()
-	v1 := randomBytes(3*testChunkSize + 1)
+	v1 := randomBytes(3*rolestest.ChunkSize + 1)
 	_, err := cl.Put(ctx, "/gc/file", bytes.NewReader(v1), int64(len(v1)), nil)
 	is.NoErr(err) // put v1
 	old, err := cc.DownloadFile(ctx, &dfspb.DownloadFileRequest{Path: "/gc/file"})
 	is.NoErr(err) // a reader fetches v1's chunk map
 
-	v2 := randomBytes(testChunkSize)
+	v2 := randomBytes(rolestest.ChunkSize)
 	start := time.Now() // v1's chunks are due for deletion no earlier than start+delay
 	_, err = cl.Put(ctx, "/gc/file", bytes.NewReader(v2), int64(len(v2)), nil)
 	is.NoErr(err) // v2 replaces v1
@@ -1036,10 +1038,10 @@ func TestGCDelay(t *testing.T) {
 func TestGetWhenEveryReplicaIsDead(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) {
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) {
 		cfg.SuspectAfter, cfg.DeadAfter = 2*time.Second, 4*time.Second
 	}))
-	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 1; cfg.Attempts = 1 })
+	cl := rolestest.Client(t, c, func(cfg *client.Config) { cfg.Replication = 1; cfg.Attempts = 1 })
 	ctx := t.Context()
 	fi, err := cl.Put(ctx, "/dead/file", bytes.NewReader([]byte("one copy")), 8, nil)
 	is.NoErr(err) // put one copy
@@ -1071,8 +1073,8 @@ func TestGetWhenEveryReplicaIsDead(t *testing.T) {
 func TestMaxUploads(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.MaxUploads = 2 }))
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.MaxUploads = 2 }))
+	cl := rolestest.Client(t, c)
 	cc := coordClient(t, c)
 	var sessions []string
 	for i := range 2 {

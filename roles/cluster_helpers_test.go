@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"bytes"
@@ -16,42 +16,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/matryer/is"
-	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
-	"github.com/dfs-project/dfs/roles/coordinator"
-	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
-// Test tuning: small chunks and frames so a few KiB exercise every chunk
-// boundary, quick heartbeats, and failure timeouts generous enough that a
-// busy 2-core machine running -race never marks a live node suspect.
-const (
-	testChunkSize = 64 << 10
-	testFrameSize = 16 << 10
-	// waitFor is the deadline of every polling loop: far longer than any
-	// of them should take, so a slow machine is never a failure.
-	waitFor = 60 * time.Second
-)
-
-// clusterOption adjusts a test cluster's configuration.
-type clusterOption func(*ClusterConfig)
-
-func withCoordinator(f func(*coordinator.Config)) clusterOption {
-	return func(c *ClusterConfig) { f(&c.Coordinator) }
-}
-
-func withDatanode(f func(*datanode.Config)) clusterOption {
-	return func(c *ClusterConfig) { f(&c.Datanode) }
-}
-
-func withLogLevel(l zerolog.Level) clusterOption {
-	return func(c *ClusterConfig) { c.Log = c.Log.Level(l) }
-}
+// waitFor is the deadline of every polling loop.
+const waitFor = rolestest.WaitFor
 
 // gatedWriter forwards log lines to the test until the test is over; a
 // gRPC handler that outlives its server must not log into a finished test.
@@ -76,63 +51,14 @@ func (g *gatedWriter) close() {
 	g.mu.Unlock()
 }
 
-// testLogger logs into the test's output.
-func testLogger(t *testing.T) zerolog.Logger {
-	t.Helper()
-	g := &gatedWriter{w: zerolog.NewTestWriter(t)}
-	t.Cleanup(g.close) // registered first, so it runs last
-	return zerolog.New(g).Level(zerolog.InfoLevel).With().Timestamp().Logger()
-}
-
-// newTestCluster starts a coordinator and nodes datanodes on 127.0.0.1:0
-// in temp dirs, with 64 KiB chunks, quick heartbeats and logs into the
-// test; it stops when the test ends.
-func newTestCluster(t *testing.T, nodes int, opts ...clusterOption) *Cluster {
-	t.Helper()
-	is := is.New(t)
-	is.Helper()
-	cfg := DefaultClusterConfig(t.TempDir())
-	cfg.Nodes = nodes
-	cfg.Log = testLogger(t)
-	cfg.Coordinator.ChunkSize = testChunkSize
-	cfg.Coordinator.GCDelay = 0 // tests that need it set it
-	cfg.Coordinator.SuspectAfter = 15 * time.Second
-	cfg.Coordinator.DeadAfter = 30 * time.Second
-	cfg.Datanode.HeartbeatInterval = 100 * time.Millisecond
-	for _, o := range opts {
-		o(&cfg)
-	}
-	c, err := StartCluster(context.Background(), cfg)
-	is.NoErr(err) // cluster starts
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// newTestClient returns a client of c with 16 KiB frames and the default
-// timeouts; tune adjusts the configuration.
-func newTestClient(t *testing.T, c *Cluster, tune ...func(*client.Config)) *client.Client {
-	t.Helper()
-	is := is.New(t)
-	is.Helper()
-	cfg := client.DefaultConfig()
-	cfg.FrameSize = testFrameSize
-	for _, f := range tune {
-		f(&cfg)
-	}
-	cl, err := c.Client(cfg)
-	is.NoErr(err) // client config is valid
-	t.Cleanup(func() { cl.Close() })
-	return cl
-}
-
 // coordClient dials the cluster's coordinator directly.
-func coordClient(t *testing.T, c *Cluster) dfspb.CoordinatorClient {
+func coordClient(t *testing.T, c *roles.Cluster) dfspb.CoordinatorClient {
 	t.Helper()
 	return dfspb.NewCoordinatorClient(testDial(t, c.Addr()))
 }
 
 // nodeClient dials datanode i directly.
-func nodeClient(t *testing.T, c *Cluster, i int) dfspb.DataNodeClient {
+func nodeClient(t *testing.T, c *roles.Cluster, i int) dfspb.DataNodeClient {
 	t.Helper()
 	return dfspb.NewDataNodeClient(testDial(t, c.Nodes()[i].Node.Addr()))
 }
@@ -215,7 +141,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // usedBytes returns every datanode's stored bytes.
-func usedBytes(c *Cluster) []int64 {
+func usedBytes(c *roles.Cluster) []int64 {
 	var out []int64
 	for _, n := range c.Nodes() {
 		out = append(out, n.Node.Store().Usage().Used)
@@ -224,12 +150,12 @@ func usedBytes(c *Cluster) []int64 {
 }
 
 // chunkFile returns where datanode n keeps chunk id on disk.
-func chunkFile(n *ClusterNode, id string) string {
+func chunkFile(n *roles.ClusterNode, id string) string {
 	return n.Node.Store().ChunkPath(rpc.ChunkID(id))
 }
 
 // nodeByID returns the cluster node with the given ID.
-func nodeByID(c *Cluster, id string) *ClusterNode {
+func nodeByID(c *roles.Cluster, id string) *roles.ClusterNode {
 	for _, n := range c.Nodes() {
 		if string(n.Node.ID()) == id {
 			return n
@@ -257,7 +183,7 @@ func flipByte(t *testing.T, path string, off int64) {
 }
 
 // tmpFiles lists a datanode's temporary files: chunks being written.
-func tmpFiles(t *testing.T, n *ClusterNode) []string {
+func tmpFiles(t *testing.T, n *roles.ClusterNode) []string {
 	t.Helper()
 	var out []string
 	err := filepath.WalkDir(filepath.Join(n.Dir, "chunks"), func(p string, d fs.DirEntry, err error) error {

@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"bytes"
@@ -14,7 +14,9 @@ import (
 	"github.com/matryer/is"
 	"github.com/rs/zerolog"
 
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -22,7 +24,7 @@ import (
 // checkStat checks a file's metadata against its bytes: size, SHA-256,
 // chunk layout, and replication (want replicas per chunk, each on a
 // distinct node of the cluster).
-func checkStat(t *testing.T, c *Cluster, fi *dfspb.FileInfo, data []byte, chunkSize int64, want int) {
+func checkStat(t *testing.T, c *roles.Cluster, fi *dfspb.FileInfo, data []byte, chunkSize int64, want int) {
 	t.Helper()
 	is := is.New(t)
 	is.Helper()
@@ -55,8 +57,8 @@ func checkStat(t *testing.T, c *Cluster, fi *dfspb.FileInfo, data []byte, chunkS
 // chunk boundaries, with the size known up front and unknown (stdin).
 func TestRoundTrip(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 3)
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 3)
+	cl := rolestest.Client(t, c)
 	ctx := t.Context()
 	sizes := []struct {
 		name string
@@ -64,9 +66,9 @@ func TestRoundTrip(t *testing.T) {
 	}{
 		{"empty", 0},
 		{"one byte", 1},
-		{"one chunk", testChunkSize},
-		{"one chunk plus one byte", testChunkSize + 1},
-		{"several chunks", 3*testChunkSize + 100},
+		{"one chunk", rolestest.ChunkSize},
+		{"one chunk plus one byte", rolestest.ChunkSize + 1},
+		{"several chunks", 3*rolestest.ChunkSize + 100},
 	}
 	for _, sz := range sizes {
 		for _, known := range []bool{true, false} {
@@ -87,7 +89,7 @@ func TestRoundTrip(t *testing.T) {
 				fi, err := cl.Put(ctx, path, r, size, nil)
 				is.NoErr(err)                   // put
 				is.Equal(fi.Version, uint64(1)) // first version
-				checkStat(t, c, fi, data, testChunkSize, 3)
+				checkStat(t, c, fi, data, rolestest.ChunkSize, 3)
 
 				got, err := getBytes(ctx, cl, path)
 				is.NoErr(err)                   // get
@@ -95,7 +97,7 @@ func TestRoundTrip(t *testing.T) {
 
 				st, err := cl.Stat(ctx, path)
 				is.NoErr(err) // stat
-				checkStat(t, c, st, data, testChunkSize, 3)
+				checkStat(t, c, st, data, rolestest.ChunkSize, 3)
 
 				entries, err := cl.List(ctx, "/rt", false)
 				is.NoErr(err) // ls
@@ -131,9 +133,9 @@ func TestRoundTripLarge(t *testing.T) {
 	if testing.Short() {
 		t.Skip("100 MiB round trip skipped in -short mode")
 	}
-	c := newTestCluster(t, 3)
+	c := rolestest.Start(t, 3)
 	const chunk = 8 << 20
-	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.ChunkSize = chunk; cfg.FrameSize = 1 << 20 })
+	cl := rolestest.Client(t, c, func(cfg *client.Config) { cfg.ChunkSize = chunk; cfg.FrameSize = 1 << 20 })
 	ctx := t.Context()
 	data := randomBytes(100<<20 + 12345)
 	fi, err := cl.Put(ctx, "/large/file", bytes.NewReader(data), int64(len(data)), nil)
@@ -157,12 +159,12 @@ func TestRoundTripLarge(t *testing.T) {
 func TestOverwrite(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 3)
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 3)
+	cl := rolestest.Client(t, c)
 	ctx := t.Context()
 	before := usedBytes(c)
 
-	v1 := randomBytes(5*testChunkSize + 17)
+	v1 := randomBytes(5*rolestest.ChunkSize + 17)
 	fi1, err := cl.Put(ctx, "/ow/file", bytes.NewReader(v1), int64(len(v1)), nil)
 	is.NoErr(err) // put v1
 	var oldIDs []string
@@ -172,7 +174,7 @@ func TestOverwrite(t *testing.T) {
 
 	// A reader runs while v2 replaces v1: each read that succeeds returns
 	// v1 or v2 whole.
-	v2 := randomBytes(3*testChunkSize + 5)
+	v2 := randomBytes(3*rolestest.ChunkSize + 5)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -207,7 +209,7 @@ func TestOverwrite(t *testing.T) {
 	t.Logf("%d reads during the overwrite", reads)
 	is.Equal(mixed, 0)               // no reader saw a mix of versions
 	is.Equal(fi2.Version, uint64(2)) // version 2
-	checkStat(t, c, fi2, v2, testChunkSize, 3)
+	checkStat(t, c, fi2, v2, rolestest.ChunkSize, 3)
 	for _, ch := range fi2.Chunks {
 		is.True(!slices.Contains(oldIDs, ch.ChunkId)) // new version has new chunk IDs
 	}
@@ -242,8 +244,8 @@ func TestOverwrite(t *testing.T) {
 // recursive listings of files only, listing a file, and paging.
 func TestList(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 3)
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 3)
+	cl := rolestest.Client(t, c)
 	ctx := t.Context()
 	files := []string{"/ls/a", "/ls/c", "/ls/d/x", "/ls/d/y/z", "/ls/e/f/g", "/top"}
 	for _, p := range files {
@@ -344,8 +346,8 @@ func listPages(ctx context.Context, cc dfspb.CoordinatorClient, dir string, recu
 // size, yields exactly the one-page listing: every entry once, in order.
 func TestListPaging(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 3, withLogLevel(zerolog.WarnLevel)) // no line per file
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 3, rolestest.WithLogLevel(zerolog.WarnLevel)) // no line per file
+	cl := rolestest.Client(t, c)
 	cc := coordClient(t, c)
 	ctx := t.Context()
 	put := func(paths ...string) {

@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"bytes"
@@ -12,8 +12,10 @@ import (
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -70,18 +72,18 @@ func (s *uncertainStore) hasEnded(id rpc.SessionID) bool {
 func TestCommitOutcomeUnknown(t *testing.T) {
 	t.Parallel()
 	store := &uncertainStore{}
-	c := newTestCluster(t, 3, func(cfg *ClusterConfig) {
+	c := rolestest.Start(t, 3, func(cfg *roles.ClusterConfig) {
 		dir, log := filepath.Join(cfg.Dir, "coordinator"), cfg.Log
 		cfg.OpenStore = func() (meta.Store, error) {
-			s, err := OpenBolt(dir, log)
+			s, err := roles.OpenBolt(dir, log)
 			if err != nil {
 				return nil, err
 			}
 			store.Store = s
 			return store, nil
 		}
-	}, withCoordinator(func(cfg *coordinator.Config) { cfg.SessionTimeout = time.Second }))
-	cl := newTestClient(t, c)
+	}, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.SessionTimeout = time.Second }))
+	cl := rolestest.Client(t, c)
 	put := func(path string, data []byte) (*dfspb.FileInfo, error) {
 		return cl.Put(t.Context(), path, bytes.NewReader(data), int64(len(data)), nil)
 	}
@@ -101,9 +103,9 @@ func TestCommitOutcomeUnknown(t *testing.T) {
 
 	t.Run("overwrite", func(t *testing.T) {
 		is := is.New(t)
-		v1, err := put("/x", randomBytes(3*testChunkSize))
+		v1, err := put("/x", randomBytes(3*rolestest.ChunkSize))
 		is.NoErr(err)
-		data := randomBytes(2*testChunkSize + 7)
+		data := randomBytes(2*rolestest.ChunkSize + 7)
 		store.failPut.Store(true)
 		v2, err := put("/x", data)
 		is.NoErr(err)                   // the client retries and is told it committed
@@ -128,7 +130,7 @@ func TestCommitOutcomeUnknown(t *testing.T) {
 
 	t.Run("session ends before the outcome is known", func(t *testing.T) {
 		is := is.New(t)
-		data := randomBytes(testChunkSize + 1)
+		data := randomBytes(rolestest.ChunkSize + 1)
 		store.holdGets.Store(true)
 		store.failPut.Store(true)
 		_, err := put("/y", data)

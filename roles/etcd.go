@@ -20,15 +20,15 @@ var _ interface{ MaxFileChunks() int } = (*etcdstore.Store)(nil)
 
 // openEtcd opens the etcd metadata store and the election that lets
 // several coordinators share it.
-func openEtcd(ctx context.Context, sc storeConfig, log zerolog.Logger) (*etcdstore.Store, coordinator.Elector, error) {
-	if len(sc.etcdEndpoints) == 0 {
+func openEtcd(ctx context.Context, sc StoreConfig, log zerolog.Logger) (*etcdstore.Store, coordinator.Elector, error) {
+	if len(sc.EtcdEndpoints) == 0 {
 		return nil, nil, rpc.Errorf(rpc.Invalid, "--metadata etcd needs --etcd-endpoints")
 	}
-	s, err := etcdstore.Open(ctx, etcdstore.Options{Endpoints: sc.etcdEndpoints, Prefix: sc.etcdPrefix})
+	s, err := etcdstore.Open(ctx, etcdstore.Options{Endpoints: sc.EtcdEndpoints, Prefix: sc.EtcdPrefix})
 	if err != nil {
 		return nil, nil, err
 	}
-	return s, &etcdElector{store: s, election: s.Election(electionName), ttl: sc.leaseTTL, log: log}, nil
+	return s, &etcdElector{store: s, election: s.Election(electionName), ttl: sc.LeaseTTL, log: log}, nil
 }
 
 // etcdElector elects a coordinator with an etcd lease; the store is fenced

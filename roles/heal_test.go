@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 // Self-healing (issue 4): re-replication after node loss, scrubbing and
 // bad-replica reports, garbage and orphan collection, decommission and
@@ -14,7 +14,6 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,16 +22,18 @@ import (
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // healingCluster has quick failure detection and repairs.
-func healingCluster(t *testing.T, nodes int, opts ...clusterOption) *Cluster {
-	return newTestCluster(t, nodes, append([]clusterOption{withCoordinator(func(cfg *coordinator.Config) {
+func healingCluster(t *testing.T, nodes int, opts ...rolestest.Option) *roles.Cluster {
+	return rolestest.Start(t, nodes, append([]rolestest.Option{rolestest.WithCoordinator(func(cfg *coordinator.Config) {
 		cfg.SuspectAfter, cfg.DeadAfter = time.Second, 2*time.Second
 		cfg.RepairInterval = 100 * time.Millisecond
 		cfg.RepairBandwidth = 0
@@ -107,7 +108,7 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 // diskCopies returns, sorted, the nodes outside down whose store holds ch
 // with its committed size, frame size and digest (a quarantined copy is
 // not in the store's index, so it does not count).
-func diskCopies(c *Cluster, ch *dfspb.ChunkInfo, down nodeSet) []string {
+func diskCopies(c *roles.Cluster, ch *dfspb.ChunkInfo, down nodeSet) []string {
 	var out []string
 	for _, n := range c.Nodes() {
 		id := string(n.Node.ID())
@@ -140,7 +141,7 @@ func healthyReplicas(ch *dfspb.ChunkInfo, down nodeSet) []string {
 // copies on the nodes outside down, both as the coordinator lists them
 // and on the datanodes' disks, and the two agree; detail says what is
 // still wrong.
-func healed(ctx context.Context, c *Cluster, cl *client.Client, paths []string, want int, down nodeSet) (bool, string) {
+func healed(ctx context.Context, c *roles.Cluster, cl *client.Client, paths []string, want int, down nodeSet) (bool, string) {
 	for _, p := range paths {
 		fi, err := cl.Stat(ctx, p)
 		if err != nil {
@@ -167,7 +168,7 @@ func short(ids []string) []string {
 }
 
 // waitHealed waits until healed holds.
-func waitHealed(t *testing.T, c *Cluster, cl *client.Client, paths []string, want int, down nodeSet) {
+func waitHealed(t *testing.T, c *roles.Cluster, cl *client.Client, paths []string, want int, down nodeSet) {
 	t.Helper()
 	var detail string
 	deadline := time.Now().Add(waitFor)
@@ -184,7 +185,7 @@ func waitHealed(t *testing.T, c *Cluster, cl *client.Client, paths []string, wan
 }
 
 // nodeIndex returns the index in c.Nodes() of the node with the given ID.
-func nodeIndex(t *testing.T, c *Cluster, id string) int {
+func nodeIndex(t *testing.T, c *roles.Cluster, id string) int {
 	t.Helper()
 	for i, n := range c.Nodes() {
 		if string(n.Node.ID()) == id {
@@ -196,7 +197,7 @@ func nodeIndex(t *testing.T, c *Cluster, id string) int {
 }
 
 // health returns the coordinator's cluster health and node list.
-func health(t *testing.T, c *Cluster) *dfspb.ListNodesResponse {
+func health(t *testing.T, c *roles.Cluster) *dfspb.ListNodesResponse {
 	t.Helper()
 	resp, err := c.Coordinator().Server().ListNodes(t.Context(), &dfspb.ListNodesRequest{})
 	if err != nil {
@@ -206,7 +207,7 @@ func health(t *testing.T, c *Cluster) *dfspb.ListNodesResponse {
 }
 
 // nodeState returns the coordinator's status of node id.
-func nodeState(t *testing.T, c *Cluster, id string) *dfspb.NodeStatus {
+func nodeState(t *testing.T, c *roles.Cluster, id string) *dfspb.NodeStatus {
 	t.Helper()
 	for _, n := range health(t, c).Nodes {
 		if n.NodeId == id {
@@ -218,7 +219,7 @@ func nodeState(t *testing.T, c *Cluster, id string) *dfspb.NodeStatus {
 }
 
 // waitDead waits until the coordinator declares node id dead.
-func waitDead(t *testing.T, c *Cluster, id string) {
+func waitDead(t *testing.T, c *roles.Cluster, id string) {
 	t.Helper()
 	eventually(t, "node "+rpc.NodeID(id).Short()+" dead", func() bool {
 		return nodeState(t, c, id).State == dfspb.NodeState_NODE_STATE_DEAD
@@ -227,7 +228,7 @@ func waitDead(t *testing.T, c *Cluster, id string) {
 
 // mostLoaded returns the ID of the node (outside down) holding the most
 // chunks.
-func mostLoaded(c *Cluster, down nodeSet) string {
+func mostLoaded(c *roles.Cluster, down nodeSet) string {
 	best, most := "", int64(-1)
 	for _, n := range c.Nodes() {
 		id := string(n.Node.ID())
@@ -260,7 +261,7 @@ func chunkBytesOn(t *testing.T, cl *client.Client, paths []string, id string) in
 
 // onDiskAnyForm reports whether node n has chunk id on disk at all:
 // stored, or quarantined as corrupt.
-func onDiskAnyForm(n *ClusterNode, id string) bool {
+func onDiskAnyForm(n *roles.ClusterNode, id string) bool {
 	p := chunkFile(n, id)
 	for _, f := range []string{p, p + ".corrupt"} {
 		if _, err := os.Stat(f); !errors.Is(err, fs.ErrNotExist) {
@@ -272,7 +273,7 @@ func onDiskAnyForm(n *ClusterNode, id string) bool {
 
 // healSizes are the files the node-loss tests put: empty, under a chunk,
 // exactly a chunk, and several chunks with a tail.
-var healSizes = []int{0, 1000, testChunkSize, 2*testChunkSize + 1, 3*testChunkSize + 777, 5*testChunkSize + 3}
+var healSizes = []int{0, 1000, rolestest.ChunkSize, 2*rolestest.ChunkSize + 1, 3*rolestest.ChunkSize + 777, 5*rolestest.ChunkSize + 3}
 
 // TestReReplicationAfterNodeLoss stops one of four datanodes: every chunk
 // is copied back to three live nodes (as the coordinator lists them and on
@@ -282,7 +283,7 @@ func TestReReplicationAfterNodeLoss(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
 	c := healingCluster(t, 4)
-	cl := newTestClient(t, c)
+	cl := rolestest.Client(t, c)
 	ctx := t.Context()
 	files := putFiles(t, cl, "/heal", healSizes...)
 	paths := slices.Sorted(mapKeys(files))
@@ -329,11 +330,11 @@ func TestReReplicationAfterNodeLoss(t *testing.T) {
 // restarts it, so that its copy is surplus and queued for deletion (held
 // back by an hour of GC delay). It returns the file, its chunk, and the
 // two holders it was first put on.
-func trimmedCopy(t *testing.T, opts ...clusterOption) (c *Cluster, cl *client.Client, files map[string][]byte, chunk *dfspb.ChunkInfo, holders []string) {
+func trimmedCopy(t *testing.T, opts ...rolestest.Option) (c *roles.Cluster, cl *client.Client, files map[string][]byte, chunk *dfspb.ChunkInfo, holders []string) {
 	t.Helper()
 	is := is.New(t)
-	c = healingCluster(t, 3, append([]clusterOption{withCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = time.Hour })}, opts...)...)
-	cl = newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 2 })
+	c = healingCluster(t, 3, append([]rolestest.Option{rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = time.Hour })}, opts...)...)
+	cl = rolestest.Client(t, c, func(cfg *client.Config) { cfg.Replication = 2 })
 	files = putFiles(t, cl, "/trim", 1000)
 	paths := slices.Sorted(mapKeys(files))
 	waitHealed(t, c, cl, paths, 2, nil)
@@ -361,7 +362,7 @@ func trimmedCopy(t *testing.T, opts ...clusterOption) (c *Cluster, cl *client.Cl
 func TestTrimmedCopyNotCountedAgain(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c, cl, files, _, holders := trimmedCopy(t, withDatanode(func(cfg *datanode.Config) { cfg.InventoryInterval = 100 * time.Millisecond }))
+	c, cl, files, _, holders := trimmedCopy(t, rolestest.WithDatanode(func(cfg *datanode.Config) { cfg.InventoryInterval = 100 * time.Millisecond }))
 	paths := slices.Sorted(mapKeys(files))
 	second := nodeIndex(t, c, holders[1])
 	_, err := c.RestartNode(second)
@@ -418,7 +419,7 @@ func TestDeadNodeNotDecommissioned(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
 	c := healingCluster(t, 3)
-	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 1 })
+	cl := rolestest.Client(t, c, func(cfg *client.Config) { cfg.Replication = 1 })
 	files := putFiles(t, cl, "/only", 1000)
 	paths := slices.Sorted(mapKeys(files))
 	waitHealed(t, c, cl, paths, 1, nil)
@@ -448,7 +449,7 @@ func TestDeadNodeNotDecommissioned(t *testing.T) {
 func TestRepairCopiesEachLostCopyOnce(t *testing.T) {
 	t.Parallel()
 	c := healingCluster(t, 6)
-	cl := newTestClient(t, c)
+	cl := rolestest.Client(t, c)
 	files := putFiles(t, cl, "/once", healSizes...)
 	paths := slices.Sorted(mapKeys(files))
 	waitHealed(t, c, cl, paths, 3, nil)
@@ -475,7 +476,7 @@ func TestReReplicationTwoLosses(t *testing.T) {
 	t.Run("one after the other", func(t *testing.T) {
 		t.Parallel()
 		c := healingCluster(t, 5)
-		cl := newTestClient(t, c)
+		cl := rolestest.Client(t, c)
 		files := putFiles(t, cl, "/two", healSizes...)
 		paths := slices.Sorted(mapKeys(files))
 		waitHealed(t, c, cl, paths, 3, nil)
@@ -496,8 +497,8 @@ func TestReReplicationTwoLosses(t *testing.T) {
 		is := is.New(t)
 		// A bandwidth cap of four 64 KiB chunks a second makes the first
 		// repair last seconds, so the second node dies while it runs.
-		c := healingCluster(t, 5, withCoordinator(func(cfg *coordinator.Config) { cfg.RepairBandwidth = 4 * testChunkSize }))
-		cl := newTestClient(t, c)
+		c := healingCluster(t, 5, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.RepairBandwidth = 4 * rolestest.ChunkSize }))
+		cl := rolestest.Client(t, c)
 		files := putFiles(t, cl, "/two", healSizes...)
 		paths := slices.Sorted(mapKeys(files))
 		waitHealed(t, c, cl, paths, 3, nil)
@@ -526,8 +527,8 @@ func TestReReplicationTwoLosses(t *testing.T) {
 
 // scrubCluster scrubs continuously (passes a second apart) at a rate far
 // above what the tests store.
-func scrubCluster(t *testing.T, nodes int, opts ...clusterOption) *Cluster {
-	return healingCluster(t, nodes, append([]clusterOption{withDatanode(func(cfg *datanode.Config) {
+func scrubCluster(t *testing.T, nodes int, opts ...rolestest.Option) *roles.Cluster {
+	return healingCluster(t, nodes, append([]rolestest.Option{rolestest.WithDatanode(func(cfg *datanode.Config) {
 		cfg.ScrubInterval = 0
 		cfg.ScrubRate = 256 << 20
 	})}, opts...)...)
@@ -537,12 +538,12 @@ func scrubCluster(t *testing.T, nodes int, opts ...clusterOption) *Cluster {
 type damage struct {
 	path  string
 	chunk *dfspb.ChunkInfo
-	node  *ClusterNode
+	node  *roles.ClusterNode
 }
 
 // copyOf returns chunk index of path and the node holding its
 // replica'th copy, as the coordinator lists them.
-func copyOf(t *testing.T, c *Cluster, cl *client.Client, path string, index, replica int) (*dfspb.ChunkInfo, *ClusterNode) {
+func copyOf(t *testing.T, c *roles.Cluster, cl *client.Client, path string, index, replica int) (*dfspb.ChunkInfo, *roles.ClusterNode) {
 	t.Helper()
 	fi, err := cl.Stat(t.Context(), path)
 	if err != nil {
@@ -555,7 +556,7 @@ func copyOf(t *testing.T, c *Cluster, cl *client.Client, path string, index, rep
 // damageReplica flips, on the replica'th replica of chunk index of path,
 // a data byte (at off) or, with digest, a byte of the stored frame
 // digests.
-func damageReplica(t *testing.T, c *Cluster, cl *client.Client, path string, index, replica int, off int64, digest bool) damage {
+func damageReplica(t *testing.T, c *roles.Cluster, cl *client.Client, path string, index, replica int, off int64, digest bool) damage {
 	t.Helper()
 	ch, n := copyOf(t, c, cl, path, index, replica)
 	if digest {
@@ -568,7 +569,7 @@ func damageReplica(t *testing.T, c *Cluster, cl *client.Client, path string, ind
 // waitReplaced waits until each damaged copy is off its node's disk (the
 // stored and the quarantined name) and its chunk has three good copies on
 // other nodes.
-func waitReplaced(t *testing.T, c *Cluster, cl *client.Client, damaged []damage) {
+func waitReplaced(t *testing.T, c *roles.Cluster, cl *client.Client, damaged []damage) {
 	t.Helper()
 	for _, d := range damaged {
 		eventually(t, fmt.Sprintf("the damaged copy of %s chunk %d removed from %s", d.path, d.chunk.Index, d.node.Node.ID().Short()), func() bool {
@@ -660,15 +661,15 @@ func (r *reader) finish(t *testing.T) {
 func TestScrubberReplacesCorruptCopy(t *testing.T) {
 	t.Parallel()
 	c := scrubCluster(t, 4)
-	cl := newTestClient(t, c)
-	files := putFiles(t, cl, "/scrub", 3*testChunkSize+10, 2*testChunkSize+1)
+	cl := rolestest.Client(t, c)
+	files := putFiles(t, cl, "/scrub", 3*rolestest.ChunkSize+10, 2*rolestest.ChunkSize+1)
 	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
 
 	// Only /scrub/0 is read: the damage to /scrub/1 can only be found by
 	// the scrubbers.
 	r := startReader(t, cl, map[string][]byte{"/scrub/0": files["/scrub/0"]}, 2)
 	damaged := []damage{
-		damageReplica(t, c, cl, "/scrub/0", 1, 0, testFrameSize+3, false),
+		damageReplica(t, c, cl, "/scrub/0", 1, 0, rolestest.FrameSize+3, false),
 		damageReplica(t, c, cl, "/scrub/1", 0, 1, 0, true),
 		damageReplica(t, c, cl, "/scrub/1", 2, 2, 1, false),
 	}
@@ -686,12 +687,12 @@ func TestScrubberReplacesCorruptCopy(t *testing.T) {
 // bad copies are verified, replaced on another node and deleted.
 func TestReadReportsBadReplica(t *testing.T) {
 	t.Parallel()
-	c := healingCluster(t, 4, withDatanode(func(cfg *datanode.Config) { cfg.ScrubRate = 0 }))
-	cl := newTestClient(t, c)
-	files := putFiles(t, cl, "/badread", 3*testChunkSize+10)
+	c := healingCluster(t, 4, rolestest.WithDatanode(func(cfg *datanode.Config) { cfg.ScrubRate = 0 }))
+	cl := rolestest.Client(t, c)
+	files := putFiles(t, cl, "/badread", 3*rolestest.ChunkSize+10)
 	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
 	damaged := []damage{
-		damageReplica(t, c, cl, "/badread/0", 0, 0, testFrameSize+3, false),
+		damageReplica(t, c, cl, "/badread/0", 0, 0, rolestest.FrameSize+3, false),
 		damageReplica(t, c, cl, "/badread/0", 2, 1, 0, true),
 	}
 	// Reads pick replicas in random order: read until every damaged copy
@@ -725,13 +726,14 @@ func TestCorruptCopyReplacedOnFullCluster(t *testing.T) {
 			// An hour of GC delay: a bad copy is deleted at once all the
 			// same (no reader uses it), or the good one could not take
 			// its place.
-			c := scrubCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = time.Hour }))
-			cl := newTestClient(t, c)
-			files := putFiles(t, cl, "/full", 2*testChunkSize+10)
+			c := scrubCluster(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = time.Hour }))
+			cl := rolestest.Client(t, c)
+			files := putFiles(t, cl, "/full", 2*rolestest.ChunkSize+10)
 			waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
 			if fullNode {
-				c.cfg.Datanode.Capacity = 1 << 10 // no room for a chunk
-				_, err := c.AddNode()
+				_, err := c.AddNodeWith(func(cfg *datanode.Config, _ string) {
+					cfg.Capacity = 1 << 10 // no room for a chunk
+				})
 				if err != nil {
 					t.Fatalf("add a full node: %v", err)
 				}
@@ -775,13 +777,13 @@ func TestRmDuringRepairLeavesNoOrphans(t *testing.T) {
 
 func rmDuringRepair(t *testing.T, grace time.Duration) {
 	is := is.New(t)
-	c := healingCluster(t, 4, withCoordinator(func(cfg *coordinator.Config) {
-		cfg.RepairBandwidth = 8 * testChunkSize // the repair lasts seconds
+	c := healingCluster(t, 4, rolestest.WithCoordinator(func(cfg *coordinator.Config) {
+		cfg.RepairBandwidth = 8 * rolestest.ChunkSize // the repair lasts seconds
 		cfg.OrphanGrace = grace
 	}))
-	cl := newTestClient(t, c)
+	cl := rolestest.Client(t, c)
 	before := usedBytes(c)
-	files := putFiles(t, cl, "/rm", 8*testChunkSize, 7*testChunkSize+1, 6*testChunkSize+2, 5*testChunkSize+3)
+	files := putFiles(t, cl, "/rm", 8*rolestest.ChunkSize, 7*rolestest.ChunkSize+1, 6*rolestest.ChunkSize+2, 5*rolestest.ChunkSize+3)
 	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
 
 	victim := mostLoaded(c, nil)
@@ -812,66 +814,34 @@ func rmDuringRepair(t *testing.T, grace time.Duration) {
 
 // restartCoordinator stops the cluster's coordinator and starts a new one
 // on the same address and metadata, as a crash and restart would.
-func restartCoordinator(t *testing.T, c *Cluster) {
+func restartCoordinator(t *testing.T, c *roles.Cluster) {
 	t.Helper()
-	addr := c.Addr()
-	c.stopC()
-	if err := <-c.doneC; err != nil {
-		t.Fatalf("coordinator stop: %v", err)
+	if err := c.RestartCoordinator(); err != nil {
+		t.Fatalf("restart the coordinator: %v", err)
 	}
-	store, err := OpenBolt(filepath.Join(c.cfg.Dir, "coordinator"), c.cfg.Log)
-	if err != nil {
-		t.Fatalf("reopen metadata: %v", err)
-	}
-	l, err := rpc.Listen(addr)
-	for i := 0; err != nil && i < 50; i++ { // the old socket may linger briefly
-		time.Sleep(100 * time.Millisecond)
-		l, err = rpc.Listen(addr)
-	}
-	if err != nil {
-		store.Close()
-		t.Fatalf("listen on %s again: %v", addr, err)
-	}
-	co := c.cfg.Coordinator
-	co.Listen = addr
-	coord, err := coordinator.New(co, coordinator.Deps{Log: c.cfg.Log, Listener: l, Store: store, StoreName: "bolt"})
-	if err != nil {
-		l.Close()
-		store.Close()
-		t.Fatalf("coordinator: %v", err)
-	}
-	ctx, cancel := context.WithCancel(c.ctx)
-	done := make(chan error, 1)
-	go func() {
-		err := coord.Run(ctx)
-		store.Close()
-		done <- err
-	}()
-	<-coord.Ready()
-	c.coord, c.stopC, c.doneC = coord, cancel, done
-	eventually(t, "the restarted coordinator leading", coord.Leading)
+	eventually(t, "the restarted coordinator leading", c.Coordinator().Leading)
 }
 
 // storeOrphan writes a chunk straight to datanode i over dfspb, without an
 // upload session: no coordinator knows why it is there.
-func storeOrphan(t *testing.T, c *Cluster, i int) rpc.ChunkID {
+func storeOrphan(t *testing.T, c *roles.Cluster, i int) rpc.ChunkID {
 	t.Helper()
 	ctx := t.Context()
 	dn := nodeClient(t, c, i)
 	id := rpc.NewChunkID("/orphan", rpc.NewSessionID(), 0, 0)
-	data := randomBytes(testChunkSize / 2)
-	prep, err := dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: string(id), Size: int64(len(data)), FrameSize: testFrameSize})
+	data := randomBytes(rolestest.ChunkSize / 2)
+	prep, err := dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: string(id), Size: int64(len(data)), FrameSize: rolestest.FrameSize})
 	if err != nil {
 		t.Fatalf("prepare orphan: %v", err)
 	}
-	if _, _, err := streamChunk(ctx, dn, prep.SessionId, string(id), data, testFrameSize); err != nil {
+	if _, _, err := streamChunk(ctx, dn, prep.SessionId, string(id), data, rolestest.FrameSize); err != nil {
 		t.Fatalf("store orphan: %v", err)
 	}
 	return id
 }
 
 // stored reports whether any node in c has chunk id in its store.
-func storedAnywhere(c *Cluster, id string) bool {
+func storedAnywhere(c *roles.Cluster, id string) bool {
 	for _, n := range c.Nodes() {
 		if n.Node.Store().Has(rpc.ChunkID(id)) {
 			return true
@@ -887,7 +857,7 @@ func storedAnywhere(c *Cluster, id string) bool {
 func TestOrphansCollected(t *testing.T) {
 	t.Parallel()
 	const grace = time.Second
-	opts := withCoordinator(func(cfg *coordinator.Config) {
+	opts := rolestest.WithCoordinator(func(cfg *coordinator.Config) {
 		cfg.OrphanGrace = grace
 		cfg.RepairInterval = 100 * time.Millisecond
 	})
@@ -895,14 +865,14 @@ func TestOrphansCollected(t *testing.T) {
 	t.Run("open upload kept", func(t *testing.T) {
 		t.Parallel()
 		is := is.New(t)
-		c := newTestCluster(t, 3, opts)
-		cl := newTestClient(t, c)
+		c := rolestest.Start(t, 3, opts)
+		cl := rolestest.Client(t, c)
 		cc := coordClient(t, c)
 		ctx := t.Context()
-		data := randomBytes(2*testChunkSize + 5)
+		data := randomBytes(2*rolestest.ChunkSize + 5)
 		open, err := cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: "/orphan/open", Size: int64(len(data))})
 		is.NoErr(err) // UploadFile
-		receipts := []*dfspb.ChunkReceipt{storeByHand(t, open.Chunks[0], data[:testChunkSize])}
+		receipts := []*dfspb.ChunkReceipt{storeByHand(t, open.Chunks[0], data[:rolestest.ChunkSize])}
 		orphan := storeOrphan(t, c, 0)
 		eventually(t, "the orphan collected", func() bool { return !storedAnywhere(c, string(orphan)) })
 		// The orphan was reported after the upload's chunk: by now the
@@ -912,8 +882,8 @@ func TestOrphansCollected(t *testing.T) {
 			is.True(nodeByID(c, id).Node.Store().Has(rpc.ChunkID(receipts[0].ChunkId))) // on every node that took it
 		}
 		receipts = append(receipts,
-			storeByHand(t, open.Chunks[1], data[testChunkSize:2*testChunkSize]),
-			storeByHand(t, open.Chunks[2], data[2*testChunkSize:]))
+			storeByHand(t, open.Chunks[1], data[rolestest.ChunkSize:2*rolestest.ChunkSize]),
+			storeByHand(t, open.Chunks[2], data[2*rolestest.ChunkSize:]))
 		_, err = cc.ConfirmUpload(ctx, &dfspb.ConfirmUploadRequest{SessionId: open.SessionId, Size: int64(len(data)), Sha256: sha256Sum(data), Chunks: receipts, ChunkCount: uint32(len(receipts))})
 		is.NoErr(err) // the upload commits
 		checkFiles(t, cl, map[string][]byte{"/orphan/open": data})
@@ -925,14 +895,14 @@ func TestOrphansCollected(t *testing.T) {
 		t.Parallel()
 		is := is.New(t)
 		// The client dies mid-upload: its session expires, its chunks go.
-		c := newTestCluster(t, 3, opts, withCoordinator(func(cfg *coordinator.Config) { cfg.SessionTimeout = 2 * time.Second }))
+		c := rolestest.Start(t, 3, opts, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.SessionTimeout = 2 * time.Second }))
 		cc := coordClient(t, c)
 		ctx := t.Context()
-		data := randomBytes(2 * testChunkSize)
+		data := randomBytes(2 * rolestest.ChunkSize)
 		before := usedBytes(c)
 		open, err := cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: "/orphan/gone", Size: int64(len(data))})
 		is.NoErr(err) // UploadFile
-		r := storeByHand(t, open.Chunks[0], data[:testChunkSize])
+		r := storeByHand(t, open.Chunks[0], data[:rolestest.ChunkSize])
 		eventually(t, "the interrupted upload's chunk collected", func() bool { return !storedAnywhere(c, r.ChunkId) })
 		eventually(t, "disk usage back to what it was", func() bool { return slices.Equal(usedBytes(c), before) })
 	})
@@ -940,14 +910,14 @@ func TestOrphansCollected(t *testing.T) {
 	t.Run("coordinator restarted mid-upload", func(t *testing.T) {
 		t.Parallel()
 		is := is.New(t)
-		c := newTestCluster(t, 3, opts)
-		cl := newTestClient(t, c)
+		c := rolestest.Start(t, 3, opts)
+		cl := rolestest.Client(t, c)
 		cc := coordClient(t, c)
 		ctx := t.Context()
-		data := randomBytes(2*testChunkSize + 5)
+		data := randomBytes(2*rolestest.ChunkSize + 5)
 		open, err := cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: "/orphan/restart", Size: int64(len(data))})
 		is.NoErr(err) // UploadFile
-		receipts := []*dfspb.ChunkReceipt{storeByHand(t, open.Chunks[0], data[:testChunkSize])}
+		receipts := []*dfspb.ChunkReceipt{storeByHand(t, open.Chunks[0], data[:rolestest.ChunkSize])}
 
 		// A chunk written before the crash with no session at all is an
 		// orphan for the restarted coordinator.
@@ -959,8 +929,8 @@ func TestOrphansCollected(t *testing.T) {
 		eventually(t, "an orphan from after the restart collected", func() bool { return !storedAnywhere(c, string(after)) })
 		is.True(storedAnywhere(c, receipts[0].ChunkId)) // the open upload's chunk from before the restart is kept
 		receipts = append(receipts,
-			storeByHand(t, open.Chunks[1], data[testChunkSize:2*testChunkSize]),
-			storeByHand(t, open.Chunks[2], data[2*testChunkSize:]))
+			storeByHand(t, open.Chunks[1], data[rolestest.ChunkSize:2*rolestest.ChunkSize]),
+			storeByHand(t, open.Chunks[2], data[2*rolestest.ChunkSize:]))
 		_, err = cc.ConfirmUpload(ctx, &dfspb.ConfirmUploadRequest{SessionId: open.SessionId, Size: int64(len(data)), Sha256: sha256Sum(data), Chunks: receipts, ChunkCount: uint32(len(receipts))})
 		is.NoErr(err) // the upload commits across the restart
 		checkFiles(t, cl, map[string][]byte{"/orphan/restart": data})
@@ -976,10 +946,10 @@ func TestDecommissionDuringLoad(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
 	// A bandwidth cap keeps the drain going while the clients work.
-	c := healingCluster(t, 4, withCoordinator(func(cfg *coordinator.Config) { cfg.RepairBandwidth = 16 * testChunkSize }))
-	cl := newTestClient(t, c)
+	c := healingCluster(t, 4, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.RepairBandwidth = 16 * rolestest.ChunkSize }))
+	cl := rolestest.Client(t, c)
 	ctx := t.Context()
-	initial := putFiles(t, cl, "/decom/initial", 3*testChunkSize, 4*testChunkSize+1, 2*testChunkSize+2, 5*testChunkSize+3, 1, testChunkSize)
+	initial := putFiles(t, cl, "/decom/initial", 3*rolestest.ChunkSize, 4*rolestest.ChunkSize+1, 2*rolestest.ChunkSize+2, 5*rolestest.ChunkSize+3, 1, rolestest.ChunkSize)
 
 	var mu sync.Mutex
 	files := map[string][]byte{}
@@ -1006,7 +976,7 @@ func TestDecommissionDuringLoad(t *testing.T) {
 			defer wg.Done()
 			for i := 0; !stopped(); i++ {
 				p := fmt.Sprintf("/decom/put/%d/%d", w, i)
-				data := randomBytes(rand.IntN(3*testChunkSize) + 1)
+				data := randomBytes(rand.IntN(3*rolestest.ChunkSize) + 1)
 				late := decommissioned.Load()
 				_, err := cl.Put(ctx, p, bytes.NewReader(data), int64(len(data)), nil)
 				puts.Add(1)
@@ -1096,11 +1066,11 @@ func TestFsck(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
 	c := healingCluster(t, 3)
-	cl := newTestClient(t, c)
-	one := newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 1 })
+	cl := rolestest.Client(t, c)
+	one := rolestest.Client(t, c, func(cfg *client.Config) { cfg.Replication = 1 })
 	ctx := t.Context()
-	files := putFiles(t, cl, "/fsck", 3*testChunkSize+1, 10)
-	single := randomBytes(testChunkSize - 3) // one chunk, on one node
+	files := putFiles(t, cl, "/fsck", 3*rolestest.ChunkSize+1, 10)
+	single := randomBytes(rolestest.ChunkSize - 3) // one chunk, on one node
 	fi, err := one.Put(ctx, "/fsck/single", bytes.NewReader(single), int64(len(single)), nil)
 	is.NoErr(err) // put a file with one copy
 	files["/fsck/single"] = single

@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"bytes"
@@ -10,14 +10,16 @@ import (
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // rpcCalls counts the calls of a coordinator method that ended OK.
-func rpcCalls(t *testing.T, c *Cluster, method string) uint64 {
+func rpcCalls(t *testing.T, c *roles.Cluster, method string) uint64 {
 	t.Helper()
 	mfs, err := c.Metrics().Gather()
 	if err != nil {
@@ -52,8 +54,8 @@ func TestLargestFile(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
 	const limit, page, batch = 120, 7, 9
-	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.MaxFileChunks = limit }))
-	cl := newTestClient(t, c, func(cfg *client.Config) {
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.MaxFileChunks = limit }))
+	cl := rolestest.Client(t, c, func(cfg *client.Config) {
 		cfg.Replication = 2
 		cfg.PageSize = page
 		cfg.ReceiptBatch = batch
@@ -94,11 +96,11 @@ func TestLargestFile(t *testing.T) {
 	is.True(errors.Is(err, rpc.NotFound)) // and nothing was committed
 
 	// Exactly the limit: written, read and described whole.
-	data := randomBytes(limit*testChunkSize - 100)
+	data := randomBytes(limit*rolestest.ChunkSize - 100)
 	fi, err := cl.Put(ctx, "/large/max", bytes.NewReader(data), int64(len(data)), nil)
 	is.NoErr(err)                                            // a file of the largest chunk count is put
 	is.Equal(fi.ChunkCount, uint32(limit))                   // with every chunk
-	checkStat(t, c, fi, data, testChunkSize, 2)              // and its whole chunk map
+	checkStat(t, c, fi, data, rolestest.ChunkSize, 2)        // and its whole chunk map
 	is.True(rpcCalls(t, c, "UploadReceipts") >= limit/batch) // receipts went in batches
 	w := &compareWriter{want: data}
 	_, err = cl.Get(ctx, "/large/max", w, nil)
@@ -107,11 +109,11 @@ func TestLargestFile(t *testing.T) {
 	is.True(rpcCalls(t, c, "DownloadFile") >= limit/page) // reading the chunk map in pages
 	st, err := cl.Stat(ctx, "/large/max")
 	is.NoErr(err) // stat
-	checkStat(t, c, st, data, testChunkSize, 2)
+	checkStat(t, c, st, data, rolestest.ChunkSize, 2)
 }
 
 // over returns the size of a file one byte longer than limit test chunks.
-func overLimit(limit int) int64 { return int64(limit)*testChunkSize + 1 }
+func overLimit(limit int) int64 { return int64(limit)*rolestest.ChunkSize + 1 }
 
 // zeros reads as an endless run of zero bytes.
 type zeros struct{}
@@ -128,13 +130,13 @@ func (zeros) Read(p []byte) (int, error) {
 func TestSlowUploadKeepsSession(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.SessionTimeout = 1500 * time.Millisecond }))
-	cl := newTestClient(t, c)
-	data := randomBytes(3*testChunkSize + 10)
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.SessionTimeout = 1500 * time.Millisecond }))
+	cl := rolestest.Client(t, c)
+	data := randomBytes(3*rolestest.ChunkSize + 10)
 	slow := &slowReader{r: bytes.NewReader(data), every: 200 * time.Millisecond, n: 8 << 10}
 	fi, err := cl.Put(t.Context(), "/slow/file", slow, int64(len(data)), nil)
 	is.NoErr(err) // the slow put commits
-	checkStat(t, c, fi, data, testChunkSize, 3)
+	checkStat(t, c, fi, data, rolestest.ChunkSize, 3)
 	got, err := getBytes(t.Context(), cl, "/slow/file")
 	is.NoErr(err)
 	is.True(bytes.Equal(got, data)) // get returns what was put
@@ -174,18 +176,18 @@ func (h *writeHook) Write(p []byte) (int, error) {
 func TestGetLosesRaceWithOverwrite(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 2) // GC deletes at once (no --gc-delay)
-	cl := newTestClient(t, c, func(cfg *client.Config) {
+	c := rolestest.Start(t, 2) // GC deletes at once (no --gc-delay)
+	cl := rolestest.Client(t, c, func(cfg *client.Config) {
 		cfg.Replication = 2
 		cfg.Parallel = 1 // the next chunk is fetched only once the first is written
 		cfg.Attempts = 2
 	})
 	ctx := t.Context()
-	v1 := randomBytes(4 * testChunkSize)
+	v1 := randomBytes(4 * rolestest.ChunkSize)
 	fi1, err := cl.Put(ctx, "/race/file", bytes.NewReader(v1), int64(len(v1)), nil)
 	is.NoErr(err) // put v1
 
-	v2 := randomBytes(testChunkSize)
+	v2 := randomBytes(rolestest.ChunkSize)
 	w := &writeHook{w: io.Discard, hook: func() {
 		_, err := cl.Put(ctx, "/race/file", bytes.NewReader(v2), int64(len(v2)), nil)
 		is.NoErr(err) // v2 replaces v1 while v1 is being read
@@ -216,10 +218,10 @@ func TestGetLosesRaceWithOverwrite(t *testing.T) {
 func TestPutAcrossCoordinatorRestart(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) { cfg.SafeModeTimeout = 0 }))
-	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.ReceiptBatch = 1 })
-	data := randomBytes(8*testChunkSize + 3)
-	r := &hookReader{r: bytes.NewReader(data), at: 5 * testChunkSize, hook: func() {
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.SafeModeTimeout = 0 }))
+	cl := rolestest.Client(t, c, func(cfg *client.Config) { cfg.ReceiptBatch = 1 })
+	data := randomBytes(8*rolestest.ChunkSize + 3)
+	r := &hookReader{r: bytes.NewReader(data), at: 5 * rolestest.ChunkSize, hook: func() {
 		eventually(t, "receipts recorded", func() bool { return rpcCalls(t, c, "UploadReceipts") >= 2 })
 		restartCoordinator(t, c)
 		// The client's connection may still hold the refusal from while it
@@ -231,7 +233,7 @@ func TestPutAcrossCoordinatorRestart(t *testing.T) {
 	}}
 	fi, err := cl.Put(t.Context(), "/restart/file", r, int64(len(data)), nil)
 	is.NoErr(err) // the put commits across the restart
-	checkStat(t, c, fi, data, testChunkSize, 3)
+	checkStat(t, c, fi, data, rolestest.ChunkSize, 3)
 	got, err := getBytes(t.Context(), cl, "/restart/file")
 	is.NoErr(err)
 	is.True(bytes.Equal(got, data)) // get returns what was put
@@ -244,12 +246,12 @@ func TestPutAcrossCoordinatorRestart(t *testing.T) {
 func TestChunkMapPagesPinVersion(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 3)
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 3)
+	cl := rolestest.Client(t, c)
 	cc := coordClient(t, c)
 	ctx := t.Context()
 	put := func() {
-		data := randomBytes(3 * testChunkSize)
+		data := randomBytes(3 * rolestest.ChunkSize)
 		_, err := cl.Put(ctx, "/pages/file", bytes.NewReader(data), int64(len(data)), nil)
 		is.NoErr(err) // put
 	}

@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"bytes"
@@ -11,8 +11,10 @@ import (
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -24,7 +26,7 @@ import (
 
 // lostCopy removes, by hand, the file of the replica'th copy of chunk
 // index of path, and returns the chunk and the node that held it.
-func lostCopy(t *testing.T, c *Cluster, cl *client.Client, path string, index, replica int) (*dfspb.ChunkInfo, *ClusterNode) {
+func lostCopy(t *testing.T, c *roles.Cluster, cl *client.Client, path string, index, replica int) (*dfspb.ChunkInfo, *roles.ClusterNode) {
 	t.Helper()
 	ch, n := copyOf(t, c, cl, path, index, replica)
 	if err := os.Remove(chunkFile(n, ch.ChunkId)); err != nil {
@@ -38,7 +40,7 @@ func lostCopy(t *testing.T, c *Cluster, cl *client.Client, path string, index, r
 // the deletion. The coordinator then lists a copy its node says it does
 // not hold, which only a reader's or a repair's report can correct
 // before the next full inventory.
-func forgetCopy(t *testing.T, c *Cluster, cl *client.Client, path string, index, replica int) (*dfspb.ChunkInfo, *ClusterNode) {
+func forgetCopy(t *testing.T, c *roles.Cluster, cl *client.Client, path string, index, replica int) (*dfspb.ChunkInfo, *roles.ClusterNode) {
 	t.Helper()
 	ch, n := copyOf(t, c, cl, path, index, replica)
 	if _, err := n.Node.Store().Delete(rpc.ChunkID(ch.ChunkId)); err != nil {
@@ -51,7 +53,7 @@ func forgetCopy(t *testing.T, c *Cluster, cl *client.Client, path string, index,
 // healthy nodes outside down, each of them on its node's disk (the file,
 // not only the node's index), and the coordinator's last scan finds no
 // chunk short or missing; detail says what is still wrong.
-func restored(t *testing.T, c *Cluster, cl *client.Client, path string, want int, down nodeSet) (bool, string) {
+func restored(t *testing.T, c *roles.Cluster, cl *client.Client, path string, want int, down nodeSet) (bool, string) {
 	fi, err := cl.Stat(t.Context(), path)
 	if err != nil {
 		return false, err.Error()
@@ -75,7 +77,7 @@ func restored(t *testing.T, c *Cluster, cl *client.Client, path string, want int
 
 // waitRestored waits until restored says yes, then checks that fsck finds
 // path healthy.
-func waitRestored(t *testing.T, c *Cluster, cl *client.Client, path string, want int, down nodeSet) {
+func waitRestored(t *testing.T, c *roles.Cluster, cl *client.Client, path string, want int, down nodeSet) {
 	t.Helper()
 	var detail string
 	eventually(t, "every copy listed on disk and the replication restored", func() bool {
@@ -100,8 +102,8 @@ func waitRestored(t *testing.T, c *Cluster, cl *client.Client, path string, want
 func TestScrubberFindsLostCopy(t *testing.T) {
 	t.Parallel()
 	c := scrubCluster(t, 4)
-	cl := newTestClient(t, c)
-	files := putFiles(t, cl, "/lost-scrub", 2*testChunkSize+10)
+	cl := rolestest.Client(t, c)
+	files := putFiles(t, cl, "/lost-scrub", 2*rolestest.ChunkSize+10)
 	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
 	ch, n := lostCopy(t, c, cl, "/lost-scrub/0", 1, 0)
 	eventually(t, "the scrubber to find the copy gone", func() bool { return !n.Node.Store().Has(rpc.ChunkID(ch.ChunkId)) })
@@ -117,13 +119,13 @@ func TestScrubberFindsLostCopy(t *testing.T) {
 // again.
 func TestReadReportsMissingReplica(t *testing.T) {
 	t.Parallel()
-	c := healingCluster(t, 4, withDatanode(func(cfg *datanode.Config) { cfg.ScrubRate = 0 }))
-	cl := newTestClient(t, c)
-	files := putFiles(t, cl, "/lost-read", 2*testChunkSize+10)
+	c := healingCluster(t, 4, rolestest.WithDatanode(func(cfg *datanode.Config) { cfg.ScrubRate = 0 }))
+	cl := rolestest.Client(t, c)
+	files := putFiles(t, cl, "/lost-read", 2*rolestest.ChunkSize+10)
 	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
 	type copyRef struct {
 		ch *dfspb.ChunkInfo
-		n  *ClusterNode
+		n  *roles.ClusterNode
 	}
 	var gone []copyRef
 	ch, n := lostCopy(t, c, cl, "/lost-read/0", 0, 0)
@@ -158,10 +160,10 @@ func TestReadReportsMissingReplica(t *testing.T) {
 func TestReportMissingReplica(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := healingCluster(t, 4, withDatanode(func(cfg *datanode.Config) { cfg.ScrubRate = 0 }))
-	cl := newTestClient(t, c)
+	c := healingCluster(t, 4, rolestest.WithDatanode(func(cfg *datanode.Config) { cfg.ScrubRate = 0 }))
+	cl := rolestest.Client(t, c)
 	ctx := t.Context()
-	files := putFiles(t, cl, "/lost-report", testChunkSize, testChunkSize)
+	files := putFiles(t, cl, "/lost-report", rolestest.ChunkSize, rolestest.ChunkSize)
 	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
 	coord := coordClient(t, c)
 	report := func(ch *dfspb.ChunkInfo, node string) *dfspb.ReportBadReplicaResponse {
@@ -193,7 +195,7 @@ func TestReportMissingReplica(t *testing.T) {
 	fi, err = cl.Stat(ctx, "/lost-report/1")
 	is.NoErr(err)
 	old := fi.Chunks[0]
-	putFiles(t, cl, "/lost-report", testChunkSize, testChunkSize+1) // overwrites both
+	putFiles(t, cl, "/lost-report", rolestest.ChunkSize, rolestest.ChunkSize+1) // overwrites both
 	eventually(t, "the replaced chunk deleted", func() bool {
 		for _, r := range old.Replicas {
 			if fileExists(chunkFile(nodeByID(c, r.NodeId), old.ChunkId)) {
@@ -215,9 +217,9 @@ func TestReportMissingReplica(t *testing.T) {
 func TestRepairSourceMissing(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := healingCluster(t, 4, withDatanode(func(cfg *datanode.Config) { cfg.ScrubRate = 0 }))
-	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 2 })
-	files := putFiles(t, cl, "/lost-source", testChunkSize-7)
+	c := healingCluster(t, 4, rolestest.WithDatanode(func(cfg *datanode.Config) { cfg.ScrubRate = 0 }))
+	cl := rolestest.Client(t, c, func(cfg *client.Config) { cfg.Replication = 2 })
+	files := putFiles(t, cl, "/lost-source", rolestest.ChunkSize-7)
 	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 2, nil)
 	ch, gone := forgetCopy(t, c, cl, "/lost-source/0", 0, 0)
 	var other string
@@ -248,12 +250,12 @@ func TestRepairSourceMissing(t *testing.T) {
 func TestLostCopyRepairedBeforeOthersFail(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := healingCluster(t, 4, withDatanode(func(cfg *datanode.Config) {
+	c := healingCluster(t, 4, rolestest.WithDatanode(func(cfg *datanode.Config) {
 		cfg.ScrubRate = 0
 		cfg.InventoryInterval = 500 * time.Millisecond
 	}))
-	cl := newTestClient(t, c)
-	data := randomBytes(testChunkSize - 100) // one chunk
+	cl := rolestest.Client(t, c)
+	data := randomBytes(rolestest.ChunkSize - 100) // one chunk
 	_, err := cl.Put(t.Context(), "/lost-e2e", bytes.NewReader(data), int64(len(data)), nil)
 	is.NoErr(err) // put
 	waitHealed(t, c, cl, []string{"/lost-e2e"}, 3, nil)

@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"bytes"
@@ -18,9 +18,11 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -42,12 +44,12 @@ func nodeStatus(t *testing.T, cc dfspb.CoordinatorClient, id rpc.NodeID) (*dfspb
 }
 
 // putAndGet puts a file of three chunks at path and reads it back.
-func putAndGet(t *testing.T, c *Cluster, path string) {
+func putAndGet(t *testing.T, c *roles.Cluster, path string) {
 	t.Helper()
 	is := is.New(t)
 	is.Helper()
-	cl := newTestClient(t, c)
-	data := randomBytes(2*testChunkSize + 100)
+	cl := rolestest.Client(t, c)
+	data := randomBytes(2*rolestest.ChunkSize + 100)
 	_, err := cl.Put(t.Context(), path, bytes.NewReader(data), int64(len(data)), nil)
 	is.NoErr(err) // put
 	got, err := getBytes(t.Context(), cl, path)
@@ -62,7 +64,7 @@ func putAndGet(t *testing.T, c *Cluster, path string) {
 func TestForgedRegistration(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 3)
+	c := rolestest.Start(t, 3)
 	cc := coordClient(t, c)
 	victim := c.Nodes()[0].Node
 	const forged = "127.0.0.1:1"
@@ -94,7 +96,7 @@ func TestForgedRegistration(t *testing.T) {
 func TestCopiedDataDir(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) {
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) {
 		// Only the check that the old address is gone can let the copy in.
 		cfg.SuspectAfter, cfg.DeadAfter = 10*time.Minute, 10*time.Minute
 	}))
@@ -109,7 +111,7 @@ func TestCopiedDataDir(t *testing.T) {
 	cfg.Coordinators = []string{c.Addr()}
 	cfg.HeartbeatInterval = 100 * time.Millisecond
 	cfg.ScrubRate = 0
-	dn, err := datanode.New(cfg, datanode.Deps{Log: testLogger(t)})
+	dn, err := datanode.New(cfg, datanode.Deps{Log: rolestest.Logger(t)})
 	is.NoErr(err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -170,7 +172,7 @@ func TestRegistrationFlood(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
 	const fakes = 2000
-	c := newTestCluster(t, 3, withLogLevel(zerolog.ErrorLevel), withCoordinator(func(cfg *coordinator.Config) {
+	c := rolestest.Start(t, 3, rolestest.WithLogLevel(zerolog.ErrorLevel), rolestest.WithCoordinator(func(cfg *coordinator.Config) {
 		cfg.SuspectAfter, cfg.DeadAfter, cfg.ForgetDeadAfter = 10*time.Second, 10*time.Second, 2*time.Second
 		cfg.RegisterRate, cfg.RegisterBurst = 0.01, fakes+20
 	}))
@@ -203,7 +205,7 @@ func TestRegistrationFlood(t *testing.T) {
 		is.NoErr(err) // a fake registers
 	}
 	for i := range 5 {
-		up, err := cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: fmt.Sprintf("/flood/%d", i), Size: 2 * testChunkSize})
+		up, err := cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: fmt.Sprintf("/flood/%d", i), Size: 2 * rolestest.ChunkSize})
 		is.NoErr(err) // upload placed
 		_, err = cc.AbortUpload(ctx, &dfspb.AbortUploadRequest{SessionId: up.SessionId})
 		is.NoErr(err) // and aborted
@@ -268,7 +270,7 @@ func TestRegistrationFlood(t *testing.T) {
 	putAndGet(t, c, "/flood/after") // the cluster works
 }
 
-func isReal(c *Cluster, id rpc.NodeID) bool {
+func isReal(c *roles.Cluster, id rpc.NodeID) bool {
 	for _, n := range c.Nodes() {
 		if n.Node.ID() == id {
 			return true
@@ -307,7 +309,7 @@ func backupRecords(t *testing.T, cc dfspb.CoordinatorClient) []meta.Record {
 func TestRateLimitedDatanodeRetries(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	c := newTestCluster(t, 3, withCoordinator(func(cfg *coordinator.Config) {
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) {
 		cfg.RegisterRate, cfg.RegisterBurst = 0.3, 3
 	}))
 	cc := coordClient(t, c)

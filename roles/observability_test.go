@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"bufio"
@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,21 +20,22 @@ import (
 
 	"github.com/matryer/is"
 	"github.com/rs/zerolog"
-	"github.com/urfave/cli/v2"
 	"golang.org/x/net/html"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
 	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 )
 
 // withAdmin serves the coordinator's admin endpoints on a loopback port
 // and each datanode's on one of its own.
-func withAdmin(c *ClusterConfig) {
+func withAdmin(c *roles.ClusterConfig) {
 	c.AdminListen = "127.0.0.1:0"
 	c.NodeAdmin = true
 }
@@ -102,7 +102,7 @@ func metricValue(exposition, name string, labels ...string) (sum float64, found 
 }
 
 func TestAdminHandler(t *testing.T) {
-	reg := newMetricsRegistry()
+	reg := roles.NewMetricsRegistry()
 	var mu sync.Mutex
 	var notReady error
 	ready := func(context.Context) error {
@@ -110,7 +110,7 @@ func TestAdminHandler(t *testing.T) {
 		defer mu.Unlock()
 		return notReady
 	}
-	srv := httptest.NewServer(adminHandler(reg, ready, nil))
+	srv := httptest.NewServer(roles.AdminHandler(reg, ready, nil))
 	defer srv.Close()
 
 	t.Run("Healthz", func(t *testing.T) {
@@ -149,40 +149,6 @@ func TestAdminHandler(t *testing.T) {
 	})
 }
 
-func TestAdminListenInUse(t *testing.T) {
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
-	addr := taken.Addr().String()
-	dir := t.TempDir()
-	refused := func(t *testing.T, err error) {
-		t.Helper()
-		is := is.New(t)
-		is.True(err != nil)                                            // the role does not start
-		is.True(strings.Contains(err.Error(), "--admin-listen "+addr)) // the error names the flag and the address
-		is.True(strings.Contains(err.Error(), "already in use"))       // and says what is wrong
-		is.True(!strings.Contains(err.Error(), "\n"))                  // on one line
-	}
-	run := func(args ...string) error {
-		app := &cli.App{Name: "dfs", Commands: Commands(zerolog.Nop, client.IO{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard}),
-			Writer: io.Discard, ErrWriter: io.Discard, ExitErrHandler: func(*cli.Context, error) {}}
-		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-		defer cancel()
-		return app.RunContext(ctx, append([]string{"dfs"}, args...))
-	}
-	t.Run("Coordinator", func(t *testing.T) {
-		refused(t, run("coordinator", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "c"), "--admin-listen", addr))
-	})
-	t.Run("Datanode", func(t *testing.T) {
-		refused(t, run("datanode", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "d"), "--coordinator", "127.0.0.1:1", "--admin-listen", addr))
-	})
-	t.Run("Dev", func(t *testing.T) {
-		refused(t, run("dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "dev"), "--nodes", "1", "--admin-listen", addr))
-	})
-}
-
 // neverElected is an Elector under which this coordinator stands by for
 // good, with leader named as the leader.
 type neverElected struct{ leader string }
@@ -199,13 +165,13 @@ func (e neverElected) Leader(ctx context.Context) (string, error) { return e.lea
 func startCoordinator(t *testing.T, store meta.Store, elector coordinator.Elector) (*coordinator.Coordinator, *httptest.Server) {
 	t.Helper()
 	is := is.New(t)
-	reg := newMetricsRegistry()
+	reg := roles.NewMetricsRegistry()
 	lis, err := rpc.Listen("127.0.0.1:0")
 	is.NoErr(err) // listen
 	cfg := coordinator.DefaultConfig()
 	cfg.ShutdownGrace = time.Second
 	cfg.SafeModeTimeout = time.Hour
-	co, err := coordinator.New(cfg, coordinator.Deps{Log: testLogger(t), Store: store, StoreName: "mem", Elector: elector, Listener: lis, Metrics: reg})
+	co, err := coordinator.New(cfg, coordinator.Deps{Log: rolestest.Logger(t), Store: store, StoreName: "mem", Elector: elector, Listener: lis, Metrics: reg})
 	is.NoErr(err) // coordinator builds
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -215,7 +181,7 @@ func startCoordinator(t *testing.T, store meta.Store, elector coordinator.Electo
 		<-done
 	})
 	<-co.Ready()
-	srv := httptest.NewServer(adminHandler(reg, co.Readiness, co.StatusHandler()))
+	srv := httptest.NewServer(roles.AdminHandler(reg, co.Readiness, co.StatusHandler()))
 	t.Cleanup(srv.Close)
 	return co, srv
 }
@@ -261,8 +227,8 @@ func TestCoordinatorReadiness(t *testing.T) {
 		is.NoErr(store.Init(t.Context(), "cluster-safe-mode", nil)) // a cluster
 		id := rpc.NewChunkID("/kept", rpc.NewSessionID(), 0, 0)
 		is.NoErr(store.Commit(t.Context(), &meta.Txn{Path: "/kept", Put: &meta.File{ // holding a file whose chunk no datanode reported
-			Path: "/kept", Size: 10, SHA256: make([]byte, 32), ChunkSize: testChunkSize, Replication: 1, Version: 1, Modified: time.Now(),
-			Chunks: []meta.Chunk{{ID: id, Size: 10, Digest: make([]byte, 32), FrameSize: testFrameSize}},
+			Path: "/kept", Size: 10, SHA256: make([]byte, 32), ChunkSize: rolestest.ChunkSize, Replication: 1, Version: 1, Modified: time.Now(),
+			Chunks: []meta.Chunk{{ID: id, Size: 10, Digest: make([]byte, 32), FrameSize: rolestest.FrameSize}},
 		}}))
 		co, srv := startCoordinator(t, store, nil)
 		eventually(t, "the coordinator leads", co.Leading)
@@ -318,14 +284,14 @@ func TestDatanodeReadiness(t *testing.T) {
 	cfg.ShutdownGrace = time.Second
 	lis, err := rpc.Listen("127.0.0.1:0")
 	is.NoErr(err)
-	reg := newMetricsRegistry()
-	dn, err := datanode.New(cfg, datanode.Deps{Log: testLogger(t), Listener: lis, Metrics: reg})
+	reg := roles.NewMetricsRegistry()
+	dn, err := datanode.New(cfg, datanode.Deps{Log: rolestest.Logger(t), Listener: lis, Metrics: reg})
 	is.NoErr(err) // datanode builds
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- dn.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	srv := httptest.NewServer(adminHandler(reg, func(context.Context) error { return dn.Readiness() }, nil))
+	srv := httptest.NewServer(roles.AdminHandler(reg, func(context.Context) error { return dn.Readiness() }, nil))
 	defer srv.Close()
 
 	code, body := httpGet(t, srv.URL+"/readyz")
@@ -368,12 +334,12 @@ func TestRequestIDAcrossRoles(t *testing.T) {
 	is := is.New(t)
 	logs := newCaptureLog()
 	t.Cleanup(logs.close)
-	c := newTestCluster(t, 3, func(c *ClusterConfig) {
+	c := rolestest.Start(t, 3, func(c *roles.ClusterConfig) {
 		c.Log = zerolog.New(logs).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 	})
-	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 3 })
+	cl := rolestest.Client(t, c, func(cfg *client.Config) { cfg.Replication = 3 })
 	const reqID = "req-observability-put-1"
-	data := randomBytes(3*testChunkSize + 100)
+	data := randomBytes(3*rolestest.ChunkSize + 100)
 	_, err := cl.Put(rpc.WithRequestID(t.Context(), reqID), "/traced", bytes.NewReader(data), int64(len(data)), nil)
 	is.NoErr(err) // the put succeeds
 
@@ -401,9 +367,9 @@ func TestRequestIDAcrossRoles(t *testing.T) {
 
 func TestMetricsAfterPut(t *testing.T) {
 	is := is.New(t)
-	c := newTestCluster(t, 3, withAdmin)
-	cl := newTestClient(t, c, func(cfg *client.Config) { cfg.Replication = 3 })
-	size := 3*testChunkSize + 1000
+	c := rolestest.Start(t, 3, withAdmin)
+	cl := rolestest.Client(t, c, func(cfg *client.Config) { cfg.Replication = 3 })
+	size := 3*rolestest.ChunkSize + 1000
 	chunks := 4
 	data := randomBytes(size)
 	_, err := cl.Put(t.Context(), "/metrics/a", bytes.NewReader(data), int64(len(data)), nil)
@@ -582,10 +548,10 @@ func byID(doc *html.Node, id string) *html.Node {
 func TestStatusPageInBrowser(t *testing.T) {
 	browser := chromium(t)
 	is := is.New(t)
-	c := newTestCluster(t, 3, withAdmin)
-	cl := newTestClient(t, c)
+	c := rolestest.Start(t, 3, withAdmin)
+	cl := rolestest.Client(t, c)
 	for _, p := range []string{"/page/a", "/page/b"} {
-		_, err := cl.Put(t.Context(), p, bytes.NewReader(randomBytes(testChunkSize+10)), testChunkSize+10, nil)
+		_, err := cl.Put(t.Context(), p, bytes.NewReader(randomBytes(rolestest.ChunkSize+10)), rolestest.ChunkSize+10, nil)
 		is.NoErr(err) // put
 	}
 	// Drain one node so the page has a mark to show.

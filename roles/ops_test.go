@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"bytes"
@@ -15,9 +15,11 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/internal/testdisk"
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -30,10 +32,10 @@ import (
 func TestPutOnFullMetadataDisk(t *testing.T) {
 	is := is.New(t)
 	disk := testdisk.Small(t, "4m")
-	c := newTestCluster(t, 3, func(cfg *ClusterConfig) {
-		cfg.OpenStore = func() (meta.Store, error) { return OpenBolt(disk, cfg.Log) }
+	c := rolestest.Start(t, 3, func(cfg *roles.ClusterConfig) {
+		cfg.OpenStore = func() (meta.Store, error) { return roles.OpenBolt(disk, cfg.Log) }
 	})
-	cl := newTestClient(t, c)
+	cl := rolestest.Client(t, c)
 	ctx := context.Background()
 	_, err := cl.Put(ctx, "/before", bytes.NewReader(randomBytes(1000)), 1000, nil)
 	is.NoErr(err) // puts work while there is space
@@ -41,7 +43,7 @@ func TestPutOnFullMetadataDisk(t *testing.T) {
 	// The disk fills once the client has read the whole file, so only the
 	// commit finds it full. The file's record (60 chunks) needs pages the
 	// metadata file does not have yet.
-	data := randomBytes(60 * testChunkSize)
+	data := randomBytes(60 * rolestest.ChunkSize)
 	r := &hookReader{r: bytes.NewReader(data), at: int64(len(data)), hook: func() { testdisk.Fill(t, disk) }}
 	_, err = cl.Put(ctx, "/full", r, int64(len(data)), nil)
 	t.Log(err)
@@ -64,7 +66,7 @@ func TestPutOnFullMetadataDisk(t *testing.T) {
 // datanode more makes it ready. Liveness (/healthz) is unaffected.
 func TestReadinessNeedsWritableCluster(t *testing.T) {
 	is := is.New(t)
-	c := newTestCluster(t, 2, func(cfg *ClusterConfig) { cfg.AdminListen = "127.0.0.1:0" })
+	c := rolestest.Start(t, 2, func(cfg *roles.ClusterConfig) { cfg.AdminListen = "127.0.0.1:0" })
 	admin := "http://" + c.AdminAddr()
 
 	code, body := httpGet(t, admin+"/readyz")
@@ -84,7 +86,7 @@ func TestReadinessNeedsWritableCluster(t *testing.T) {
 	v, ok := metricValue(metrics, "dfs_coordinator_writable")
 	is.True(ok)      // the writable gauge is exported
 	is.Equal(v, 0.0) // as 0
-	cl := newTestClient(t, c)
+	cl := rolestest.Client(t, c)
 	_, err = cl.Put(t.Context(), "/x", bytes.NewReader([]byte("x")), 1, nil)
 	is.True(err != nil) // as a put finds
 
@@ -139,7 +141,7 @@ func TestCoordinatorStopsOnDamagedMetadata(t *testing.T) {
 		}
 		cfg := coordinator.DefaultConfig()
 		cfg.ShutdownGrace = time.Second
-		co, err := coordinator.New(cfg, coordinator.Deps{Log: testLogger(t), Store: store, Listener: lis})
+		co, err := coordinator.New(cfg, coordinator.Deps{Log: rolestest.Logger(t), Store: store, Listener: lis})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
 
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
@@ -30,9 +31,9 @@ import (
 // a file stored before reads back whole.
 func TestEveryRPCSurvivesBadInput(t *testing.T) {
 	t.Parallel()
-	c := newTestCluster(t, 3)
-	cl := newTestClient(t, c)
-	files := putFiles(t, cl, "/fuzz", 3*testChunkSize+1)
+	c := rolestest.Start(t, 3)
+	cl := rolestest.Client(t, c)
+	files := putFiles(t, cl, "/fuzz", 3*rolestest.ChunkSize+1)
 	fi, err := cl.Stat(t.Context(), "/fuzz/0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package roles
+package roles_test
 
 import (
 	"bytes"
@@ -13,9 +13,11 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/datanode"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -50,7 +52,7 @@ func newFreezer(t *testing.T) *freezer {
 	return f
 }
 
-// front is a Cluster.AddNodeWith hook: the node advertises the proxy,
+// front is a roles.Cluster.AddNodeWith hook: the node advertises the proxy,
 // which forwards to where the node listens.
 func (f *freezer) front(cfg *datanode.Config, bound string) {
 	f.mu.Lock()
@@ -141,7 +143,7 @@ const stallBound = 12 * time.Second
 
 // failingNodes returns the IDs of the nodes the coordinator places last
 // after reports of failed streams.
-func failingNodes(t *testing.T, c *Cluster) map[string]bool {
+func failingNodes(t *testing.T, c *roles.Cluster) map[string]bool {
 	t.Helper()
 	resp, err := c.Coordinator().Server().ListNodes(t.Context(), &dfspb.ListNodesRequest{})
 	if err != nil {
@@ -169,7 +171,7 @@ func TestPausedDatanode(t *testing.T) {
 	// The others are small, so most-free placement makes the node to
 	// pause the primary of every chunk: the client is streaming to it, on
 	// an established connection, when it pauses.
-	c := newTestCluster(t, 3, withDatanode(func(d *datanode.Config) { d.ProgressTimeout = progress; d.Capacity = 1 << 30 }))
+	c := rolestest.Start(t, 3, rolestest.WithDatanode(func(d *datanode.Config) { d.ProgressTimeout = progress; d.Capacity = 1 << 30 }))
 	fz := newFreezer(t)
 	paused, err := c.AddNodeWith(func(cfg *datanode.Config, bound string) {
 		fz.front(cfg, bound)
@@ -178,9 +180,9 @@ func TestPausedDatanode(t *testing.T) {
 	is.NoErr(err)
 	is.NoErr(c.WaitHealthy(4, waitFor))
 	tune := func(cfg *client.Config) { cfg.ProgressTimeout = progress }
-	cl := newTestClient(t, c, tune)
+	cl := rolestest.Client(t, c, tune)
 
-	before := randomBytes(6 * testChunkSize)
+	before := randomBytes(6 * rolestest.ChunkSize)
 	fi, err := cl.Put(t.Context(), "/before", bytes.NewReader(before), int64(len(before)), nil)
 	is.NoErr(err) // stored while every node answers
 	held := 0
@@ -194,7 +196,7 @@ func TestPausedDatanode(t *testing.T) {
 	is.True(held > 0) // the node to pause holds copies that reads will meet
 
 	fz.freeze()
-	data := randomBytes(8 * testChunkSize)
+	data := randomBytes(8 * rolestest.ChunkSize)
 	ctx, cancel := context.WithTimeout(t.Context(), stallBound)
 	defer cancel()
 	fi, err = cl.Put(ctx, "/during", bytes.NewReader(data), int64(len(data)), nil)
@@ -215,16 +217,16 @@ func TestPausedDatanode(t *testing.T) {
 	st, err := nodeClient(t, c, 0).UploadChunkStream(sctx)
 	is.NoErr(err)
 	id := rpc.NewChunkID("/manual", rpc.NewSessionID(), 0, 0)
-	chunk := randomBytes(testChunkSize)
-	prep := &dfspb.PrepareChunkUploadRequest{ChunkId: string(id), Size: int64(len(chunk)), FrameSize: testFrameSize,
+	chunk := randomBytes(rolestest.ChunkSize)
+	prep := &dfspb.PrepareChunkUploadRequest{ChunkId: string(id), Size: int64(len(chunk)), FrameSize: rolestest.FrameSize,
 		Replicas: []*dfspb.NodeRef{{NodeId: string(paused.Node.ID()), Addr: paused.Node.Addr()}}}
-	_, _, err = chunkstream.SendChunk(sctx, st, "", prep, id, chunk, testFrameSize, chunkstream.DefaultWindow)
+	_, _, err = chunkstream.SendChunk(sctx, st, "", prep, id, chunk, rolestest.FrameSize, chunkstream.DefaultWindow)
 	is.True(err != nil)                                                  // the chunk fails
 	is.Equal(rpc.FailedNodesOf(err), []string{string(paused.Node.ID())}) // the primary names the stalled replica
 	is.NoErr(wd.Err())                                                   // and its sender's deadline did not fire
 
 	// A client that has not met the paused node reads the earlier file.
-	reader := newTestClient(t, c, tune)
+	reader := rolestest.Client(t, c, tune)
 	gctx, gcancel := context.WithTimeout(t.Context(), stallBound)
 	defer gcancel()
 	got, err := getBytes(gctx, reader, "/before")
@@ -248,7 +250,7 @@ func closedAddr(t *testing.T) string {
 // nodes its placements name, then aborts it.
 func plannedNodes(t *testing.T, cc dfspb.CoordinatorClient, chunks int) map[string]bool {
 	t.Helper()
-	resp, err := cc.UploadFile(t.Context(), &dfspb.UploadFileRequest{Path: "/planned", Size: int64(chunks) * testChunkSize})
+	resp, err := cc.UploadFile(t.Context(), &dfspb.UploadFileRequest{Path: "/planned", Size: int64(chunks) * rolestest.ChunkSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,14 +272,14 @@ func plannedNodes(t *testing.T, cc dfspb.CoordinatorClient, chunks int) map[stri
 // qualify.
 func TestUnreachableDatanodeAvoided(t *testing.T) {
 	is := is.New(t)
-	c := newTestCluster(t, 3)
+	c := rolestest.Start(t, 3)
 	closed := closedAddr(t)
 	bad, err := c.AddNodeWith(func(cfg *datanode.Config, _ string) { cfg.Advertise = closed })
 	is.NoErr(err)
 	is.NoErr(c.WaitHealthy(4, waitFor))
-	cl := newTestClient(t, c)
+	cl := rolestest.Client(t, c)
 
-	data := randomBytes(8 * testChunkSize)
+	data := randomBytes(8 * rolestest.ChunkSize)
 	_, err = cl.Put(t.Context(), "/first", bytes.NewReader(data), int64(len(data)), nil)
 	is.NoErr(err) // the first put places around the unreachable node
 	eventually(t, "the unreachable node is reported failing", func() bool { return failingNodes(t, c)[string(bad.Node.ID())] })
@@ -286,7 +288,7 @@ func TestUnreachableDatanodeAvoided(t *testing.T) {
 	for range 8 {
 		is.True(!plannedNodes(t, cc, 4)[string(bad.Node.ID())]) // later placements avoid it
 	}
-	got := randomBytes(4 * testChunkSize)
+	got := randomBytes(4 * rolestest.ChunkSize)
 	_, err = cl.Put(t.Context(), "/second", bytes.NewReader(got), int64(len(got)), nil)
 	is.NoErr(err) // and puts go on
 }
@@ -297,9 +299,9 @@ func TestUnreachableDatanodeAvoided(t *testing.T) {
 // writes again it gets new chunks again.
 func TestReadOnlyDatanode(t *testing.T) {
 	is := is.New(t)
-	c := newTestCluster(t, 4)
-	cl := newTestClient(t, c)
-	data := randomBytes(6 * testChunkSize)
+	c := rolestest.Start(t, 4)
+	cl := rolestest.Client(t, c)
+	data := randomBytes(6 * rolestest.ChunkSize)
 	fi, err := cl.Put(t.Context(), "/kept", bytes.NewReader(data), int64(len(data)), nil)
 	is.NoErr(err)
 	// The node to break: the primary holder of the first chunk.

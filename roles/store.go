@@ -12,6 +12,7 @@ import (
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/boltstore"
+	"github.com/dfs-project/dfs/roles/coordinator/meta/etcdstore"
 	"github.com/dfs-project/dfs/rpc"
 )
 
@@ -26,20 +27,29 @@ func OpenBolt(dir string, log zerolog.Logger) (*boltstore.Store, error) {
 	return boltstore.Open(filepath.Join(dir, boltFile), boltstore.Options{Log: log})
 }
 
-// storeConfig says which metadata store a coordinator uses.
-type storeConfig struct {
-	kind          string // bolt or etcd
-	dir           string
-	etcdEndpoints []string
-	etcdPrefix    string
-	leaseTTL      time.Duration // leader lease with etcd
-	restore       string        // backup file to start from
+// StoreConfig says which metadata store a coordinator uses.
+type StoreConfig struct {
+	// Kind is bolt (a file in Dir) or etcd (at EtcdEndpoints).
+	Kind          string
+	Dir           string
+	EtcdEndpoints []string
+	// EtcdPrefix is the key prefix of this cluster's metadata in etcd.
+	EtcdPrefix string
+	// LeaseTTL is the leader lease with etcd.
+	LeaseTTL time.Duration
+	// Restore is a backup file to start from ("" for none).
+	Restore string
 }
 
-// runCoordinator opens the admin address (adminAddr, "" for none) and the
+// DefaultStoreConfig returns the defaults of `dfs coordinator`.
+func DefaultStoreConfig() StoreConfig {
+	return StoreConfig{Kind: "bolt", Dir: "./dfs-data/coordinator", EtcdPrefix: "/dfs/", LeaseTTL: etcdstore.DefaultLeaseTTL}
+}
+
+// RunCoordinator opens the admin address (adminAddr, "" for none) and the
 // metadata store, restores a backup into the store if asked, and runs a
 // coordinator with its admin endpoints until ctx ends.
-func runCoordinator(ctx context.Context, cfg coordinator.Config, sc storeConfig, adminAddr string, log zerolog.Logger) error {
+func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig, adminAddr string, log zerolog.Logger) error {
 	admin, err := adminListen(adminAddr)
 	if err != nil {
 		return err
@@ -47,12 +57,12 @@ func runCoordinator(ctx context.Context, cfg coordinator.Config, sc storeConfig,
 	if admin != nil {
 		defer admin.Close() // in case the coordinator never starts
 	}
-	reg := newMetricsRegistry()
+	reg := NewMetricsRegistry()
 	var store meta.Store
-	deps := coordinator.Deps{Log: log, StoreName: sc.kind, Metrics: reg}
-	switch sc.kind {
+	deps := coordinator.Deps{Log: log, StoreName: sc.Kind, Metrics: reg}
+	switch sc.Kind {
 	case "bolt":
-		s, err := OpenBolt(sc.dir, log)
+		s, err := OpenBolt(sc.Dir, log)
 		if err != nil {
 			return err
 		}
@@ -64,11 +74,11 @@ func runCoordinator(ctx context.Context, cfg coordinator.Config, sc storeConfig,
 		}
 		store, deps.Elector = s, elector
 	default:
-		return rpc.Errorf(rpc.Invalid, "unknown --metadata %q: want bolt or etcd", sc.kind)
+		return rpc.Errorf(rpc.Invalid, "unknown --metadata %q: want bolt or etcd", sc.Kind)
 	}
 	defer store.Close()
-	if sc.restore != "" {
-		if err := restore(ctx, store, sc.restore, log); err != nil {
+	if sc.Restore != "" {
+		if err := restore(ctx, store, sc.Restore, log); err != nil {
 			return err
 		}
 	}
@@ -77,11 +87,11 @@ func runCoordinator(ctx context.Context, cfg coordinator.Config, sc storeConfig,
 	if err != nil {
 		return err
 	}
-	err = runWithAdmin(ctx, admin, adminHandler(reg, co.Readiness, co.StatusHandler()), log, func(ctx context.Context) error {
+	err = runWithAdmin(ctx, admin, AdminHandler(reg, co.Readiness, co.StatusHandler()), log, func(ctx context.Context) error {
 		return runNotifying(ctx, co.Ready(), log, co.Run)
 	})
-	if sc.kind == "bolt" && rpc.KindOf(err) == rpc.Internal {
-		f := filepath.Join(sc.dir, boltFile)
+	if sc.Kind == "bolt" && rpc.KindOf(err) == rpc.Internal {
+		f := filepath.Join(sc.Dir, boltFile)
 		err = fmt.Errorf("%w; to copy what is readable into a new store: dfs admin salvage --from %s --to %s.salvaged (docs/operations.md, \"Damaged metadata\")", err, f, f)
 	}
 	return err

@@ -1,0 +1,336 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/dfs-project/dfs/roles"
+	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// BenchResult is what `dfs bench` measures.
+type BenchResult struct {
+	LargeBytes        int64   `json:"large_bytes"`
+	PutMBps           float64 `json:"put_mb_per_s"`
+	GetMBps           float64 `json:"get_mb_per_s"`
+	SmallFiles        int     `json:"small_files"`
+	SmallBytes        int64   `json:"small_file_bytes"`
+	SmallParallel     int     `json:"small_parallel"`
+	SmallPutsPerSec   float64 `json:"small_puts_per_s"`
+	SmallGetsPerSec   float64 `json:"small_gets_per_s"`
+	MetaOps           int     `json:"meta_ops,omitempty"`
+	MetaParallel      int     `json:"meta_parallel,omitempty"`
+	MetaCommitsPerSec float64 `json:"meta_commits_per_s,omitempty"`
+	MetaLookupsPerSec float64 `json:"meta_lookups_per_s,omitempty"`
+	DatanodePeakRSS   []int64 `json:"datanode_peak_rss_bytes,omitempty"`
+	Nodes             int     `json:"nodes,omitempty"`
+	Replication       int     `json:"replication,omitempty"`
+}
+
+func (a *app) benchCommand() *cli.Command {
+	cfg := client.DefaultConfig()
+	dev, nodes, asJSON := false, 3, false
+	res := &BenchResult{LargeBytes: 1 << 30, SmallFiles: 1000, SmallBytes: 4 << 10, SmallParallel: 16, MetaParallel: 16}
+	return &cli.Command{
+		Name: "bench", Usage: "measure put/get throughput and small-file ops/s against a cluster", Category: "client",
+		Flags: []cli.Flag{
+			addrsFlag("coordinator", &cfg.Coordinators, env("COORDINATOR"), "coordinator address, or a comma-separated list of addresses"),
+			&cli.BoolFlag{Name: "dev", Destination: &dev, EnvVars: env("BENCH_DEV"), Usage: "start a cluster of datanode processes for the run (in a temp dir)"},
+			&cli.IntFlag{Name: "nodes", Value: nodes, Destination: &nodes, EnvVars: env("BENCH_NODES"), Usage: "datanodes to start with --dev"},
+			&cli.GenericFlag{Name: "size", Value: byteSize(&res.LargeBytes), EnvVars: env("BENCH_SIZE"), Usage: "size of the large file"},
+			&cli.IntFlag{Name: "files", Value: res.SmallFiles, Destination: &res.SmallFiles, EnvVars: env("BENCH_FILES"), Usage: "number of small files"},
+			&cli.GenericFlag{Name: "file-size", Value: byteSize(&res.SmallBytes), EnvVars: env("BENCH_FILE_SIZE"), Usage: "size of each small file"},
+			&cli.IntFlag{Name: "small-parallel", Value: res.SmallParallel, Destination: &res.SmallParallel, EnvVars: env("BENCH_SMALL_PARALLEL"), Usage: "small files in flight at once"},
+			&cli.IntFlag{Name: "parallel", Value: cfg.Parallel, Destination: &cfg.Parallel, EnvVars: env("PARALLEL"), Usage: "chunks in flight for the large file"},
+			&cli.IntFlag{Name: "meta-ops", Value: res.MetaOps, Destination: &res.MetaOps, EnvVars: env("BENCH_META_OPS"), Usage: "metadata commits (empty files) and lookups to time; 0 skips"},
+			&cli.IntFlag{Name: "meta-parallel", Value: res.MetaParallel, Destination: &res.MetaParallel, EnvVars: env("BENCH_META_PARALLEL"), Usage: "metadata operations in flight at once"},
+			&cli.BoolFlag{Name: "json", Destination: &asJSON, EnvVars: env("JSON"), Usage: "print the figures as one JSON object"},
+		},
+		Action: func(c *cli.Context) error {
+			ctx := c.Context
+			stdio := a.stdio
+			var procs *devProcs
+			if dev {
+				var err error
+				if procs, err = startDevProcs(ctx, nodes, stdio.Err); err != nil {
+					return err
+				}
+				defer procs.stop()
+				cfg.Coordinators = []string{procs.coordAddr}
+				res.Nodes, res.Replication = nodes, min(3, nodes)
+			}
+			cl, err := client.New(cfg, a.log)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if procs != nil {
+				if err := procs.waitNodes(ctx, cl, nodes); err != nil {
+					return err
+				}
+			}
+			if err := runBench(ctx, cl, res, stdio.Err, asJSON); err != nil {
+				return err
+			}
+			if procs != nil {
+				res.DatanodePeakRSS = procs.peakRSS()
+			}
+			if asJSON {
+				return json.NewEncoder(stdio.Out).Encode(res)
+			}
+			if res.LargeBytes > 0 {
+				fmt.Fprintf(stdio.Out, "large file %s: put %.1f MB/s, get %.1f MB/s\n", rpc.FormatBytes(res.LargeBytes), res.PutMBps, res.GetMBps)
+			}
+			if res.SmallFiles > 0 {
+				fmt.Fprintf(stdio.Out, "%d x %s files (%d in flight): %.0f puts/s, %.0f gets/s\n", res.SmallFiles, rpc.FormatBytes(res.SmallBytes), res.SmallParallel, res.SmallPutsPerSec, res.SmallGetsPerSec)
+			}
+			if res.MetaOps > 0 {
+				fmt.Fprintf(stdio.Out, "metadata, %d in flight: %.0f commits/s, %.0f lookups/s\n", res.MetaParallel, res.MetaCommitsPerSec, res.MetaLookupsPerSec)
+			}
+			for i, rss := range res.DatanodePeakRSS {
+				fmt.Fprintf(stdio.Out, "datanode %d peak RSS: %s\n", i, rpc.FormatBytes(rss))
+			}
+			return nil
+		},
+	}
+}
+
+func runBench(ctx context.Context, cl *client.Client, res *BenchResult, logw io.Writer, quiet bool) error {
+	say := func(format string, args ...any) {
+		if !quiet {
+			fmt.Fprintf(logw, format+"\n", args...)
+		}
+	}
+	const mb = 1e6
+	if res.LargeBytes > 0 {
+		say("putting %s...", rpc.FormatBytes(res.LargeBytes))
+		start := time.Now()
+		if _, err := cl.Put(ctx, "/bench/large", roles.NewPatternReader(res.LargeBytes), res.LargeBytes, nil); err != nil {
+			return err
+		}
+		res.PutMBps = float64(res.LargeBytes) / mb / time.Since(start).Seconds()
+		say("getting %s...", rpc.FormatBytes(res.LargeBytes))
+		start = time.Now()
+		if _, err := cl.Get(ctx, "/bench/large", io.Discard, nil); err != nil {
+			return err
+		}
+		res.GetMBps = float64(res.LargeBytes) / mb / time.Since(start).Seconds()
+		if err := cl.Delete(ctx, "/bench/large"); err != nil {
+			return err
+		}
+	}
+	if res.SmallFiles > 0 {
+		data := make([]byte, res.SmallBytes)
+		roles.NewPatternReader(res.SmallBytes).Read(data)
+		say("putting %d small files...", res.SmallFiles)
+		elapsed, err := parallel(ctx, res.SmallFiles, res.SmallParallel, func(i int) error {
+			_, err := cl.Put(ctx, fmt.Sprintf("/bench/small/%06d", i), bytes.NewReader(data), int64(len(data)), nil)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		res.SmallPutsPerSec = float64(res.SmallFiles) / elapsed.Seconds()
+		say("getting %d small files...", res.SmallFiles)
+		elapsed, err = parallel(ctx, res.SmallFiles, res.SmallParallel, func(i int) error {
+			_, err := cl.Get(ctx, fmt.Sprintf("/bench/small/%06d", i), io.Discard, nil)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		res.SmallGetsPerSec = float64(res.SmallFiles) / elapsed.Seconds()
+		_, err = parallel(ctx, res.SmallFiles, res.SmallParallel, func(i int) error {
+			return cl.Delete(ctx, fmt.Sprintf("/bench/small/%06d", i))
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if res.MetaOps > 0 {
+		say("committing %d empty files...", res.MetaOps)
+		elapsed, err := parallel(ctx, res.MetaOps, res.MetaParallel, func(i int) error {
+			_, err := cl.Put(ctx, fmt.Sprintf("/bench/meta/%07d", i), bytes.NewReader(nil), 0, nil)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		res.MetaCommitsPerSec = float64(res.MetaOps) / elapsed.Seconds()
+		say("looking up %d files...", res.MetaOps)
+		elapsed, err = parallel(ctx, res.MetaOps, res.MetaParallel, func(i int) error {
+			_, err := cl.Stat(ctx, fmt.Sprintf("/bench/meta/%07d", i))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		res.MetaLookupsPerSec = float64(res.MetaOps) / elapsed.Seconds()
+		_, err = parallel(ctx, res.MetaOps, res.MetaParallel, func(i int) error {
+			return cl.Delete(ctx, fmt.Sprintf("/bench/meta/%07d", i))
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parallel runs fn(0..n-1) on p workers and returns the wall time and the
+// first error.
+func parallel(ctx context.Context, n, p int, fn func(i int) error) (time.Duration, error) {
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range max(p, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := fn(i); err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(start), firstErr
+}
+
+// devProcs is a cluster of child processes of this binary.
+type devProcs struct {
+	dir       string
+	coordAddr string
+	cmds      []*exec.Cmd
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func startDevProcs(ctx context.Context, nodes int, logw io.Writer) (*devProcs, error) {
+	if nodes < 1 || nodes > 16 {
+		return nil, rpc.Errorf(rpc.Invalid, "--nodes must be between 1 and 16")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "dfs-bench-*")
+	if err != nil {
+		return nil, err
+	}
+	d := &devProcs{dir: dir}
+	start := func(args ...string) error {
+		cmd := exec.Command(exe, append([]string{"--log-level", "warn"}, args...)...)
+		cmd.Stderr = logw
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		d.cmds = append(d.cmds, cmd)
+		return nil
+	}
+	if d.coordAddr, err = freeAddr(); err != nil {
+		d.stop()
+		return nil, err
+	}
+	if err := start("coordinator", "--listen", d.coordAddr, "--data-dir", filepath.Join(dir, "coordinator"),
+		"--replication", strconv.Itoa(min(3, nodes))); err != nil {
+		d.stop()
+		return nil, err
+	}
+	for i := range nodes {
+		addr, err := freeAddr()
+		if err != nil {
+			d.stop()
+			return nil, err
+		}
+		if err := start("datanode", "--listen", addr, "--coordinator", d.coordAddr,
+			"--data-dir", filepath.Join(dir, fmt.Sprintf("datanode-%d", i)), "--heartbeat-interval", "1s"); err != nil {
+			d.stop()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func (d *devProcs) waitNodes(ctx context.Context, cl *client.Client, want int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := cl.Nodes(ctx); err == nil {
+			healthy := 0
+			for _, n := range resp.Nodes {
+				if client.StateName(n.State) == "healthy" {
+					healthy++
+				}
+			}
+			if healthy >= want {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return rpc.Errorf(rpc.Unavailable, "bench: %d datanodes did not come up within 30s", want)
+}
+
+// peakRSS reads each datanode's high-water resident set (VmHWM).
+func (d *devProcs) peakRSS() []int64 {
+	var out []int64
+	for _, cmd := range d.cmds[1:] {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				out = append(out, kb<<10)
+			}
+		}
+	}
+	return out
+}
+
+func (d *devProcs) stop() {
+	for i := len(d.cmds) - 1; i >= 0; i-- {
+		d.cmds[i].Process.Signal(os.Interrupt)
+	}
+	for _, cmd := range d.cmds {
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	os.RemoveAll(d.dir)
+}

@@ -1,0 +1,361 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+
+	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// clientFlags are the flags of a client command: each sets a field of
+// cfg, with that field's value as its default. tuning adds the flags of
+// the commands that move chunks.
+func clientFlags(cfg *client.Config, tuning bool, more ...cli.Flag) []cli.Flag {
+	flags := []cli.Flag{
+		addrsFlag("coordinator", &cfg.Coordinators, env("COORDINATOR"), "coordinator address, or a comma-separated list of addresses"),
+	}
+	flags = append(flags, more...)
+	if tuning {
+		flags = append(flags,
+			&cli.IntFlag{Name: "parallel", Value: cfg.Parallel, Destination: &cfg.Parallel, EnvVars: env("PARALLEL"), Usage: "chunks in flight at once"},
+			&cli.DurationFlag{Name: "rpc-timeout", Value: cfg.RPCTimeout, Destination: &cfg.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of each call to the coordinator"},
+			&cli.DurationFlag{Name: "chunk-timeout", Value: cfg.ChunkTimeout, Destination: &cfg.ChunkTimeout, EnvVars: env("CHUNK_TIMEOUT"), Usage: "timeout for moving one chunk"},
+			&cli.DurationFlag{Name: "stream-progress-timeout", Value: cfg.ProgressTimeout, Destination: &cfg.ProgressTimeout, EnvVars: env("STREAM_PROGRESS_TIMEOUT"), Usage: "a chunk stream whose datanode shows no progress this long fails; the chunk goes to (or is read from) another node"},
+		)
+	}
+	return append(flags, &cli.DurationFlag{Name: "failover-timeout", Value: cfg.FailoverTimeout, Destination: &cfg.FailoverTimeout, EnvVars: env("FAILOVER_TIMEOUT"), Usage: "how long to keep retrying while coordinators elect a leader or wait in safe mode"})
+}
+
+func jsonFlag(dst *bool) cli.Flag {
+	return &cli.BoolFlag{Name: "json", Destination: dst, EnvVars: env("JSON"), Usage: "print JSON, for scripts"}
+}
+
+// withClient runs fn with a client built from cfg once the flags are set.
+func (a *app) withClient(cfg *client.Config, fn func(ctx context.Context, c *cli.Context, cl *client.Client) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		cl, err := client.New(*cfg, a.log)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		return fn(c.Context, c, cl)
+	}
+}
+
+func (a *app) putCommand() *cli.Command {
+	cfg := client.DefaultConfig()
+	return &cli.Command{
+		Name: "put", Usage: "store a local file (or - for stdin) at a remote path", ArgsUsage: "LOCAL REMOTE",
+		Category: "client",
+		Flags: clientFlags(&cfg, true,
+			&cli.GenericFlag{Name: "chunk-size", Value: byteSize(&cfg.ChunkSize), EnvVars: env("CHUNK_SIZE"), Usage: "chunk size, up to 64MiB (default: the coordinator's)"},
+			&cli.GenericFlag{Name: "frame-size", Value: byteSize(&cfg.FrameSize), EnvVars: env("FRAME_SIZE"), Usage: "frame size within a chunk"},
+			&cli.IntFlag{Name: "replication", Value: cfg.Replication, Destination: &cfg.Replication, EnvVars: env("REPLICATION"), Usage: "replication factor (default: the coordinator's)"},
+		),
+		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
+			if c.NArg() != 2 {
+				return rpc.Errorf(rpc.Invalid, "put needs LOCAL and REMOTE (see dfs put --help)")
+			}
+			return runPut(ctx, cl, a.stdio, c.Args().Get(0), c.Args().Get(1))
+		}),
+	}
+}
+
+func (a *app) getCommand() *cli.Command {
+	cfg := client.DefaultConfig()
+	return &cli.Command{
+		Name: "get", Usage: "read a remote file into a local file (or - for stdout)", ArgsUsage: "REMOTE LOCAL",
+		Category: "client",
+		Flags:    clientFlags(&cfg, true),
+		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
+			if c.NArg() != 2 {
+				return rpc.Errorf(rpc.Invalid, "get needs REMOTE and LOCAL (see dfs get --help)")
+			}
+			return runGet(ctx, cl, a.stdio, c.Args().Get(0), c.Args().Get(1))
+		}),
+	}
+}
+
+func (a *app) rmCommand() *cli.Command {
+	cfg := client.DefaultConfig()
+	return &cli.Command{
+		Name: "rm", Usage: "delete a remote file", ArgsUsage: "REMOTE", Category: "client",
+		Flags: clientFlags(&cfg, false),
+		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
+			if c.NArg() != 1 {
+				return rpc.Errorf(rpc.Invalid, "rm needs one REMOTE path")
+			}
+			return cl.Delete(ctx, c.Args().First())
+		}),
+	}
+}
+
+func (a *app) lsCommand() *cli.Command {
+	cfg := client.DefaultConfig()
+	var recursive, long, asJSON bool
+	return &cli.Command{
+		Name: "ls", Usage: "list a remote directory", ArgsUsage: "[PATH]", Category: "client",
+		Flags: append(clientFlags(&cfg, false),
+			&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Destination: &recursive, EnvVars: env("LS_RECURSIVE"), Usage: "list everything below PATH"},
+			&cli.BoolFlag{Name: "long", Aliases: []string{"l"}, Destination: &long, EnvVars: env("LS_LONG"), Usage: "show size, chunks, replication and modification time"},
+			jsonFlag(&asJSON),
+		),
+		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
+			if c.NArg() > 1 {
+				return rpc.Errorf(rpc.Invalid, "ls takes at most one PATH")
+			}
+			dir := c.Args().First()
+			if dir == "" {
+				dir = "/"
+			}
+			entries, err := cl.List(ctx, dir, recursive)
+			if err != nil {
+				return fmt.Errorf("ls %s: %w", client.ShowPath(dir), err)
+			}
+			return printList(a.stdio.Out, entries, long, asJSON)
+		}),
+	}
+}
+
+func (a *app) statCommand() *cli.Command {
+	cfg := client.DefaultConfig()
+	var asJSON bool
+	return &cli.Command{
+		Name: "stat", Usage: "show a remote file's size, SHA-256, chunks and replicas", ArgsUsage: "REMOTE",
+		Category: "client",
+		Flags:    append(clientFlags(&cfg, false), jsonFlag(&asJSON)),
+		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
+			if c.NArg() != 1 {
+				return rpc.Errorf(rpc.Invalid, "stat needs one REMOTE path")
+			}
+			fi, err := cl.Stat(ctx, c.Args().First())
+			if err != nil {
+				return fmt.Errorf("stat %s: %w", client.ShowPath(c.Args().First()), err)
+			}
+			return printStat(a.stdio.Out, fi, asJSON)
+		}),
+	}
+}
+
+func (a *app) nodesCommand() *cli.Command {
+	cfg := client.DefaultConfig()
+	var asJSON bool
+	return &cli.Command{
+		Name: "nodes", Usage: "list the datanodes", Category: "client",
+		Flags: append(clientFlags(&cfg, false), jsonFlag(&asJSON)),
+		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
+			if c.NArg() != 0 {
+				return rpc.Errorf(rpc.Invalid, "nodes takes no arguments")
+			}
+			resp, err := cl.Nodes(ctx)
+			if err != nil {
+				return fmt.Errorf("nodes: %w", err)
+			}
+			return printNodes(a.stdio.Out, resp, asJSON)
+		}),
+	}
+}
+
+func (a *app) fsckCommand() *cli.Command {
+	cfg := client.DefaultConfig()
+	var asJSON bool
+	return &cli.Command{
+		Name: "fsck", Usage: "list files with missing, under-replicated or corrupt chunks; fails if any", ArgsUsage: "[PATH]",
+		Category: "admin",
+		Flags:    append(clientFlags(&cfg, false), jsonFlag(&asJSON)),
+		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
+			if c.NArg() > 1 {
+				return rpc.Errorf(rpc.Invalid, "fsck takes at most one PATH")
+			}
+			path := c.Args().First()
+			if path == "" {
+				path = "/"
+			}
+			files, sum, err := cl.Fsck(ctx, path)
+			if err != nil {
+				return fmt.Errorf("fsck %s: %w", client.ShowPath(path), err)
+			}
+			if err := printFsck(a.stdio.Out, files, sum, asJSON); err != nil {
+				return err
+			}
+			if sum.UnreadableFiles > 0 || sum.UnderReplicatedFiles > 0 {
+				return rpc.Errorf(rpc.FailedPrecondition, "fsck %s: %d files unreadable, %d not fully replicated", client.ShowPath(path), sum.UnreadableFiles, sum.UnderReplicatedFiles)
+			}
+			return nil
+		}),
+	}
+}
+
+// adminCommand holds the administration subcommands: decommission and
+// backup through the coordinator, salvage offline on files.
+func (a *app) adminCommand() *cli.Command {
+	return &cli.Command{
+		Name: "admin", Usage: "cluster administration", Category: "admin",
+		Subcommands: []*cli.Command{a.decommissionCommand(), a.backupCommand(), a.salvageCommand()},
+	}
+}
+
+func (a *app) decommissionCommand() *cli.Command {
+	cfg := client.DefaultConfig()
+	var cancel bool
+	return &cli.Command{
+		Name: "decommission", Usage: "drain a datanode: copy its chunks elsewhere and stop placing new ones on it",
+		ArgsUsage: "NODE-ID",
+		Flags: append(clientFlags(&cfg, false),
+			&cli.BoolFlag{Name: "cancel", Destination: &cancel, EnvVars: env("DECOMMISSION_CANCEL"), Usage: "stop draining the node"}),
+		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
+			if c.NArg() != 1 {
+				return rpc.Errorf(rpc.Invalid, "admin decommission needs one NODE-ID (or a unique prefix of it)")
+			}
+			n, err := cl.Decommission(ctx, c.Args().First(), cancel)
+			if err != nil {
+				return fmt.Errorf("admin decommission: %w", err)
+			}
+			state := "draining; dfs nodes shows when it is safe to remove"
+			switch {
+			case !n.Draining:
+				state = "no longer draining"
+			case n.Decommissioned:
+				state = "decommissioned: safe to remove"
+			}
+			fmt.Fprintf(a.stdio.Out, "%s (%s): %s\n", n.NodeId, n.Addr, state)
+			return nil
+		}),
+	}
+}
+
+func (a *app) backupCommand() *cli.Command {
+	cfg := client.DefaultConfig()
+	return &cli.Command{
+		Name: "backup", Usage: "write a consistent snapshot of the metadata to FILE (restore with dfs coordinator --restore)",
+		ArgsUsage: "FILE",
+		Flags:     clientFlags(&cfg, false),
+		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
+			if c.NArg() != 1 {
+				return rpc.Errorf(rpc.Invalid, "admin backup needs one FILE")
+			}
+			return runBackup(ctx, cl, c.Args().First())
+		}),
+	}
+}
+
+func progressBar(stdio IO, size int64, what string) (client.Progress, func()) {
+	if !stdio.Terminal {
+		return nil, func() {}
+	}
+	bar := progressbar.NewOptions64(size,
+		progressbar.OptionSetWriter(stdio.Err),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionShowCount(),
+		progressbar.OptionClearOnFinish(),
+	)
+	return func(n int64) { bar.Add64(n) }, func() { bar.Finish() }
+}
+
+func runPut(ctx context.Context, cl *client.Client, stdio IO, local, remote string) error {
+	var r io.Reader
+	size := int64(-1)
+	if local == "-" {
+		r = stdio.In
+	} else {
+		f, err := os.Open(local)
+		if err != nil {
+			return fmt.Errorf("put %s: %w", client.ShowPath(remote), localErr(err))
+		}
+		defer f.Close()
+		info, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("put %s: %w", client.ShowPath(remote), localErr(err))
+		}
+		if !info.Mode().IsRegular() {
+			return rpc.Errorf(rpc.Invalid, "put %s: %s is not a regular file", client.ShowPath(remote), client.ShowPath(local))
+		}
+		r, size = f, info.Size()
+	}
+	progress, done := progressBar(stdio, size, "put "+remote)
+	defer done()
+	_, err := cl.Put(ctx, remote, r, size, progress)
+	return err
+}
+
+func localErr(err error) error {
+	if os.IsNotExist(err) {
+		return rpc.Errorf(rpc.NotFound, "local file: %v", err)
+	}
+	return rpc.Errorf(rpc.Invalid, "local file: %v", err)
+}
+
+func runGet(ctx context.Context, cl *client.Client, stdio IO, remote, local string) error {
+	if local == "-" {
+		_, err := cl.Get(ctx, remote, stdio.Out, nil)
+		return err
+	}
+	if info, err := os.Stat(local); err == nil && info.IsDir() {
+		local = filepath.Join(local, filepath.Base(remote))
+	}
+	// Write beside the target and rename once verified: a failed get
+	// leaves no partial file and any earlier file intact.
+	tmp, err := os.CreateTemp(filepath.Dir(local), "."+filepath.Base(local)+".dfs-*")
+	if err != nil {
+		return fmt.Errorf("get %s: %w", client.ShowPath(remote), localErr(err))
+	}
+	defer os.Remove(tmp.Name())
+	size := int64(-1)
+	if stdio.Terminal {
+		// The progress bar's size, without the chunk map.
+		if fi, err := cl.Head(ctx, remote); err == nil {
+			size = fi.Size
+		}
+	}
+	progress, done := progressBar(stdio, size, "get "+remote)
+	_, err = cl.Get(ctx, remote, tmp, progress)
+	done()
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), local); err != nil {
+		return fmt.Errorf("get %s: %w", client.ShowPath(remote), localErr(err))
+	}
+	return nil
+}
+
+// runBackup writes the backup beside file and renames it into place once
+// it is complete and fsynced, so a failed backup never leaves a file that
+// looks whole.
+func runBackup(ctx context.Context, cl *client.Client, file string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".dfs-*")
+	if err != nil {
+		return fmt.Errorf("admin backup: %w", localErr(err))
+	}
+	defer os.Remove(tmp.Name())
+	err = cl.Backup(ctx, tmp)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("admin backup: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), file); err != nil {
+		return fmt.Errorf("admin backup: %w", localErr(err))
+	}
+	return nil
+}

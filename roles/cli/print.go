@@ -1,0 +1,283 @@
+package cli
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// The printers of the client commands, and the JSON shapes scripts read.
+
+// listJSON is one entry of `ls --json`.
+type listJSON struct {
+	Path        string    `json:"path"`
+	Dir         bool      `json:"dir"`
+	Size        int64     `json:"size"`
+	Chunks      uint32    `json:"chunks,omitempty"`
+	Replication uint32    `json:"replication,omitempty"`
+	Modified    time.Time `json:"modified,omitzero"`
+}
+
+func printList(w io.Writer, entries []*dfspb.ListEntry, long, asJSON bool) error {
+	if asJSON {
+		out := make([]listJSON, 0, len(entries))
+		for _, e := range entries {
+			j := listJSON{Path: e.Path, Dir: e.IsDir, Size: e.Size, Chunks: e.Chunks, Replication: e.Replication}
+			if !e.IsDir {
+				j.Modified = time.UnixMilli(e.ModifiedUnixMs).UTC()
+			}
+			out = append(out, j)
+		}
+		return writeJSON(w, out)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, e := range entries {
+		name := e.Path
+		if e.IsDir {
+			name += "/"
+		}
+		if !long {
+			fmt.Fprintln(tw, name)
+			continue
+		}
+		if e.IsDir {
+			fmt.Fprintf(tw, "d\t-\t-\t-\t-\t%s\n", name)
+			continue
+		}
+		fmt.Fprintf(tw, "-\t%d\t%d chunks\tx%d\t%s\t%s\n", e.Size, e.Chunks, e.Replication,
+			time.UnixMilli(e.ModifiedUnixMs).UTC().Format(time.RFC3339), name)
+	}
+	return tw.Flush()
+}
+
+type replicaJSON struct {
+	NodeID string `json:"node_id"`
+	Addr   string `json:"addr"`
+	State  string `json:"state"`
+}
+
+type chunkJSON struct {
+	Index     uint32        `json:"index"`
+	ID        string        `json:"id"`
+	Offset    int64         `json:"offset"`
+	Size      int64         `json:"size"`
+	Digest    string        `json:"digest"`
+	FrameSize int64         `json:"frame_size"`
+	Replicas  []replicaJSON `json:"replicas"`
+}
+
+type statJSON struct {
+	Path        string      `json:"path"`
+	Size        int64       `json:"size"`
+	SHA256      string      `json:"sha256"`
+	ChunkSize   int64       `json:"chunk_size"`
+	Replication uint32      `json:"replication"`
+	Version     uint64      `json:"version"`
+	Modified    time.Time   `json:"modified"`
+	Chunks      []chunkJSON `json:"chunks"`
+}
+
+func printStat(w io.Writer, fi *dfspb.FileInfo, asJSON bool) error {
+	j := statJSON{
+		Path: fi.Path, Size: fi.Size, SHA256: hex.EncodeToString(fi.Sha256), ChunkSize: fi.ChunkSize,
+		Replication: fi.Replication, Version: fi.Version, Modified: time.UnixMilli(fi.ModifiedUnixMs).UTC(),
+		Chunks: []chunkJSON{},
+	}
+	for _, ch := range fi.Chunks {
+		cj := chunkJSON{Index: ch.Index, ID: ch.ChunkId, Offset: ch.Offset, Size: ch.Size, Digest: hex.EncodeToString(ch.Digest), FrameSize: ch.FrameSize, Replicas: []replicaJSON{}}
+		for _, r := range ch.Replicas {
+			cj.Replicas = append(cj.Replicas, replicaJSON{NodeID: r.NodeId, Addr: r.Addr, State: client.StateName(r.State)})
+		}
+		j.Chunks = append(j.Chunks, cj)
+	}
+	if asJSON {
+		return writeJSON(w, j)
+	}
+	fmt.Fprintf(w, "path:        %s\n", j.Path)
+	fmt.Fprintf(w, "size:        %d (%s)\n", j.Size, rpc.FormatBytes(j.Size))
+	fmt.Fprintf(w, "sha256:      %s\n", j.SHA256)
+	fmt.Fprintf(w, "chunk size:  %s\n", rpc.FormatBytes(j.ChunkSize))
+	fmt.Fprintf(w, "replication: %d\n", j.Replication)
+	fmt.Fprintf(w, "version:     %d\n", j.Version)
+	fmt.Fprintf(w, "modified:    %s\n", j.Modified.Format(time.RFC3339))
+	fmt.Fprintf(w, "chunks:      %d\n", len(j.Chunks))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, c := range j.Chunks {
+		var reps []string
+		for _, r := range c.Replicas {
+			reps = append(reps, fmt.Sprintf("%s@%s(%s)", rpc.NodeID(r.NodeID).Short(), r.Addr, r.State))
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\n", c.Index, c.ID, c.Size, strings.Join(reps, " "))
+	}
+	return tw.Flush()
+}
+
+type nodeJSON struct {
+	NodeID         string `json:"node_id"`
+	Addr           string `json:"addr"`
+	State          string `json:"state"`
+	Draining       bool   `json:"draining,omitempty"`
+	Decommissioned bool   `json:"decommissioned,omitempty"`
+	CorruptChunks  int64  `json:"corrupt_chunks,omitempty"`
+	// ConflictAddr is another address a registration with this node ID
+	// came from lately, refused because the node was alive here.
+	ConflictAddr string `json:"conflict_addr,omitempty"`
+	// DiskError is why the node takes no new chunks (its disk is not
+	// writable); FailingUntil, while set, is when the coordinator stops
+	// placing it last after reports of failed streams.
+	DiskError     string     `json:"disk_error,omitempty"`
+	FailingUntil  *time.Time `json:"failing_until,omitempty"`
+	Capacity      int64      `json:"capacity"`
+	Used          int64      `json:"used"`
+	Free          int64      `json:"free"`
+	Chunks        int64      `json:"chunks"`
+	LastHeartbeat time.Time  `json:"last_heartbeat"`
+}
+
+func printNodes(w io.Writer, resp *dfspb.ListNodesResponse, asJSON bool) error {
+	out := make([]nodeJSON, 0, len(resp.Nodes))
+	for _, n := range resp.Nodes {
+		j := nodeJSON{
+			NodeID: n.NodeId, Addr: n.Addr, State: client.StateName(n.State), Draining: n.Draining, Decommissioned: n.Decommissioned,
+			CorruptChunks: n.CorruptChunks, ConflictAddr: n.ConflictAddr, DiskError: n.DiskError, Capacity: n.Capacity, Used: n.Used,
+			Free: n.Free, Chunks: n.ChunkCount, LastHeartbeat: time.UnixMilli(n.LastHeartbeatUnixMs).UTC(),
+		}
+		if n.FailingUntilUnixMs > 0 {
+			j.FailingUntil = ptr(time.UnixMilli(n.FailingUntilUnixMs).UTC())
+		}
+		out = append(out, j)
+	}
+	if asJSON {
+		return writeJSON(w, out)
+	}
+	if resp.SafeMode {
+		fmt.Fprintf(w, "coordinator %s in safe mode: %s\n", resp.Leader, resp.SafeModeStatus)
+	} else if r := resp.Readiness; r != nil && !r.Writable {
+		fmt.Fprintf(w, "writes refused: %s\n", r.Reason)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tSTATE\tUSED/CAPACITY\tCHUNKS\tLAST HEARTBEAT")
+	for _, n := range out {
+		state := n.State
+		switch {
+		case n.Decommissioned:
+			state += ", decommissioned (safe to remove)"
+		case n.Draining:
+			state += ", draining"
+		}
+		if n.CorruptChunks > 0 {
+			state += fmt.Sprintf(", %d corrupt", n.CorruptChunks)
+		}
+		if n.ConflictAddr != "" {
+			state += fmt.Sprintf(", ID also claimed from %s (refused)", n.ConflictAddr)
+		}
+		if n.DiskError != "" {
+			state += ", disk not writable (no new chunks)"
+		}
+		if n.FailingUntil != nil {
+			state += fmt.Sprintf(", failing streams (placed last for %s)", time.Until(*n.FailingUntil).Round(time.Second))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s / %s\t%d\t%s ago\n", n.NodeID, n.Addr, state,
+			rpc.FormatBytes(n.Used), rpc.FormatBytes(n.Capacity), n.Chunks, time.Since(n.LastHeartbeat).Round(100*time.Millisecond))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range out {
+		if n.DiskError != "" {
+			fmt.Fprintf(w, "datanode %s: %s\n", rpc.NodeID(n.NodeID).Short(), n.DiskError)
+		}
+	}
+	if h := resp.Health; h != nil {
+		fmt.Fprintf(w, "\nchunks: %d, under-replicated: %d (no live copy: %d), corrupt copies: %d\n", h.Chunks, h.UnderReplicated, h.Missing, h.CorruptCopies)
+		fmt.Fprintf(w, "repairs: %d in progress, %d done (%s copied)\n", h.RepairsInProgress, h.RepairsDone, rpc.FormatBytes(h.BytesRepaired))
+		fmt.Fprintf(w, "deletions: %d pending, %d chunks deleted (%s reclaimed), %d orphans collected\n", h.PendingDeletions, h.ChunksDeleted, rpc.FormatBytes(h.BytesReclaimed), h.OrphansDeleted)
+	}
+	return nil
+}
+
+type fsckChunkJSON struct {
+	Index        uint32   `json:"index"`
+	ID           string   `json:"id"`
+	Replication  uint32   `json:"replication"`
+	Live         uint32   `json:"live"`
+	CorruptNodes []string `json:"corrupt_nodes,omitempty"`
+	DeadNodes    []string `json:"dead_nodes,omitempty"`
+	Repairing    bool     `json:"repairing,omitempty"`
+}
+
+type fsckFileJSON struct {
+	Path       string          `json:"path"`
+	Size       int64           `json:"size"`
+	Unreadable bool            `json:"unreadable"`
+	Chunks     []fsckChunkJSON `json:"chunks"`
+}
+
+type fsckJSON struct {
+	Files                []fsckFileJSON `json:"files"`
+	FilesChecked         int64          `json:"files_checked"`
+	ChunksChecked        int64          `json:"chunks_checked"`
+	Healthy              int64          `json:"healthy_files"`
+	UnderReplicatedFiles int64          `json:"under_replicated_files"`
+	UnreadableFiles      int64          `json:"unreadable_files"`
+	UnderReplicated      int64          `json:"under_replicated_chunks"`
+	CorruptCopies        int64          `json:"corrupt_copies"`
+	RepairsInProgress    int64          `json:"repairs_in_progress"`
+	BytesReclaimed       int64          `json:"bytes_reclaimed"`
+}
+
+func printFsck(w io.Writer, files []*dfspb.FsckFile, sum *dfspb.FsckSummary, asJSON bool) error {
+	j := fsckJSON{Files: []fsckFileJSON{}, FilesChecked: sum.Files, ChunksChecked: sum.Chunks, Healthy: sum.HealthyFiles,
+		UnderReplicatedFiles: sum.UnderReplicatedFiles, UnreadableFiles: sum.UnreadableFiles}
+	if h := sum.Health; h != nil {
+		j.UnderReplicated, j.CorruptCopies, j.RepairsInProgress, j.BytesReclaimed = h.UnderReplicated, h.CorruptCopies, h.RepairsInProgress, h.BytesReclaimed
+	}
+	for _, f := range files {
+		fj := fsckFileJSON{Path: f.Path, Size: f.Size, Unreadable: f.Unreadable, Chunks: []fsckChunkJSON{}}
+		for _, c := range f.Chunks {
+			fj.Chunks = append(fj.Chunks, fsckChunkJSON{Index: c.Index, ID: c.ChunkId, Replication: c.Replication, Live: c.Live,
+				CorruptNodes: c.CorruptNodes, DeadNodes: c.DeadNodes, Repairing: c.Repairing})
+		}
+		j.Files = append(j.Files, fj)
+	}
+	if asJSON {
+		return writeJSON(w, j)
+	}
+	for _, f := range j.Files {
+		what := "under-replicated"
+		if f.Unreadable {
+			what = "UNREADABLE"
+		}
+		fmt.Fprintf(w, "%s: %s\n", client.ShowPath(f.Path), what)
+		for _, c := range f.Chunks {
+			fmt.Fprintf(w, "  chunk %d %s: %d of %d live copies", c.Index, c.ID, c.Live, c.Replication)
+			if len(c.CorruptNodes) > 0 {
+				fmt.Fprintf(w, ", corrupt on %d", len(c.CorruptNodes))
+			}
+			if len(c.DeadNodes) > 0 {
+				fmt.Fprintf(w, ", on %d dead nodes", len(c.DeadNodes))
+			}
+			if c.Repairing {
+				fmt.Fprint(w, ", repairing")
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	fmt.Fprintf(w, "%d files, %d chunks: %d healthy, %d under-replicated, %d unreadable; %d repairs in progress\n",
+		j.FilesChecked, j.ChunksChecked, j.Healthy, j.UnderReplicatedFiles, j.UnreadableFiles, j.RepairsInProgress)
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
