@@ -107,7 +107,9 @@ func serveNode(t *testing.T, f *fakeNode) dfspb.DataNodeClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(rpc.ServerOptions(zerolog.New(zerolog.NewTestWriter(t)))...)
+	// Stop waits for the handlers, so none logs into t after the test.
+	opts := append(rpc.ServerOptions(zerolog.New(zerolog.NewTestWriter(t))), grpc.WaitForHandlers(true))
+	srv := grpc.NewServer(opts...)
 	dfspb.RegisterDataNodeServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
 	cc, err := rpc.Dial(lis.Addr().String())
