@@ -49,7 +49,7 @@ func adminListen(addr string) (net.Listener, error) {
 	case errors.Is(err, syscall.EADDRINUSE):
 		return nil, rpc.Errorf(rpc.Unavailable, "--admin-listen %s: address already in use (another process serves there; choose another address, or \"\" for none)", addr)
 	case err != nil:
-		return nil, rpc.Errorf(rpc.Invalid, "--admin-listen %s: %v", addr, err)
+		return nil, rpc.Errorf(rpc.Invalid, "--admin-listen %s: %w", addr, err)
 	}
 	return lis, nil
 }

@@ -146,7 +146,7 @@ func (n *Nodes) MaxBatch(node rpc.NodeID) int {
 // without deleting anything; a canceled or expired ctx returns its error.
 func (n *Nodes) DeleteChunks(ctx context.Context, nodeID rpc.NodeID, ids []rpc.ChunkID) ([]rpc.ChunkID, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, rpc.Errorf(rpc.KindOf(err), "delete on %s: %v", nodeID, err)
+		return nil, rpc.Errorf(rpc.Other, "delete on %s: %w", nodeID, err)
 	}
 	n.mu.Lock()
 	nd := n.nodes[nodeID]
@@ -159,7 +159,7 @@ func (n *Nodes) DeleteChunks(ctx context.Context, nodeID rpc.NodeID, ids []rpc.C
 	if nd.hang {
 		n.mu.Unlock()
 		<-ctx.Done()
-		return nil, rpc.Errorf(rpc.KindOf(ctx.Err()), "delete on %s: %v", nodeID, ctx.Err())
+		return nil, rpc.Errorf(rpc.Other, "delete on %s: %w", nodeID, ctx.Err())
 	}
 	defer n.mu.Unlock()
 	if nd.down != nil {

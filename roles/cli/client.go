@@ -290,9 +290,9 @@ func runPut(ctx context.Context, cl *client.Client, stdio IO, local, remote stri
 
 func localErr(err error) error {
 	if os.IsNotExist(err) {
-		return rpc.Errorf(rpc.NotFound, "local file: %v", err)
+		return rpc.Errorf(rpc.NotFound, "local file: %w", err)
 	}
-	return rpc.Errorf(rpc.Invalid, "local file: %v", err)
+	return rpc.Errorf(rpc.Invalid, "local file: %w", err)
 }
 
 func runGet(ctx context.Context, cl *client.Client, stdio IO, remote, local string) error {
