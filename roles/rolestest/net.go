@@ -2,19 +2,23 @@ package rolestest
 
 import (
 	"net"
+	"strconv"
 	"sync"
 	"testing"
+
+	"github.com/dfs-project/dfs/internal/testport"
 )
 
-// FreeAddr returns a loopback address with a port nothing listens on.
+// FreeAddr returns a loopback address with a port nothing listens on,
+// for a server the test starts, kills and starts again on the same
+// address (see testport.Free for why it is not from 127.0.0.1:0).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := testport.Free(1)
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 }
 
 // SilentListener returns the address of a listener that accepts

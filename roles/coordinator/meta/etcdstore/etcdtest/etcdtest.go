@@ -4,7 +4,6 @@ package etcdtest
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dfs-project/dfs/internal/testport"
 	"github.com/google/uuid"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -71,7 +71,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 }
 
 func startCluster(t testing.TB, n int) (*Cluster, error) {
-	ports, err := freePorts(2 * n)
+	ports, err := testport.Free(2 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -128,26 +128,6 @@ func stderrLogger(level zap.AtomicLevel) *zap.Logger {
 	enc := zap.NewDevelopmentEncoderConfig()
 	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(os.Stderr), level)
 	return zap.New(core).Named("etcd")
-}
-
-// freePorts returns n distinct loopback ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // Endpoints returns the client endpoints of every member, stopped ones
