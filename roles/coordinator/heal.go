@@ -99,7 +99,9 @@ func (h *heal) scan(ctx context.Context) {
 		a := h.assess(r, nodes, candidates, repairing)
 		p.countCorrupt(a)
 		if a.Short() && h.recall(ctx, r, nodes, a.Missing) > 0 {
-			a = h.assess(r, nodes, candidates, repairing)
+			// The recall committed to the store: a repair may have
+			// started or ended meanwhile.
+			a = h.assess(r, nodes, candidates, h.repair.Repairing(r.chunk.ID))
 		}
 		p.add(r, a)
 	}

@@ -69,11 +69,9 @@ type registered struct {
 // its incarnation. A node that belongs to another cluster is refused, and
 // so is a node ID registered at another address where the node is alive
 // and still answers as itself (see registry.register). Registrations
-// beyond --register-rate are refused with ResourceExhausted.
+// beyond --register-rate are refused by admit, which the caller asks
+// first.
 func (m *membership) register(ctx context.Context, req registration) (registered, error) {
-	if err := m.admit(); err != nil {
-		return registered{}, err
-	}
 	if err := checkAddr(req.addr); err != nil {
 		return registered{}, err
 	}
@@ -139,10 +137,18 @@ type chunkReport struct {
 	corrupt []rpc.ChunkID
 }
 
-// report applies a datanode's report of chunks stored and removed.
-func (m *membership) report(id rpc.NodeID, r chunkReport) error {
+// known returns NotFound if node id is not registered.
+func (m *membership) known(id rpc.NodeID) error {
 	if _, _, ok := m.nodes.lookup(id); !ok {
 		return rpc.Errorf(rpc.NotFound, "node %s is not registered", id)
+	}
+	return nil
+}
+
+// report applies a datanode's report of chunks stored and removed.
+func (m *membership) report(id rpc.NodeID, r chunkReport) error {
+	if err := m.known(id); err != nil {
+		return err
 	}
 	for _, a := range r.added {
 		if a.size <= 0 || a.size > rpc.MaxChunkSize || len(a.digest) != rpc.DigestSize || rpc.CheckFrameSize(a.frameSize) != nil {

@@ -64,15 +64,7 @@ func (s *server) AllocateChunk(ctx context.Context, req *dfspb.AllocateChunkRequ
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	exclude := map[rpc.NodeID]bool{}
-	for _, s := range req.ExcludeNodeIds {
-		n, err := rpc.ParseNodeID(s)
-		if err != nil {
-			return nil, rpc.ToStatus(err)
-		}
-		exclude[n] = true
-	}
-	p, err := t.uploads.allocate(ctx, id, req.Index, exclude)
+	p, err := t.uploads.allocate(ctx, id, req.Index, req.ExcludeNodeIds)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
@@ -225,8 +217,17 @@ func (s *server) RegisterDataNode(ctx context.Context, req *dfspb.RegisterDataNo
 	if err != nil {
 		return nil, err
 	}
+	// The registration takes from the --register-rate budget before any
+	// check, so that a flood of bad registrations is turned away as
+	// cheaply as good ones.
+	if err := t.membership.admit(); err != nil {
+		return nil, rpc.ToStatus(err)
+	}
 	id, err := rpc.ParseNodeID(req.NodeId)
 	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	if err := checkAddr(req.Addr); err != nil {
 		return nil, rpc.ToStatus(err)
 	}
 	u, err := checkUsage(req.Capacity, req.Used, req.Free, req.ChunkCount)
@@ -275,6 +276,11 @@ func (s *server) ReportChunks(ctx context.Context, req *dfspb.ReportChunksReques
 	}
 	id, err := rpc.ParseNodeID(req.NodeId)
 	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	// An unknown node hears NotFound, which makes it register again,
+	// whatever else is wrong with its report.
+	if err := t.membership.known(id); err != nil {
 		return nil, rpc.ToStatus(err)
 	}
 	if n := len(req.Added) + len(req.Removed) + len(req.Corrupt); n > maxReport {

@@ -334,13 +334,21 @@ func (up *uploads) place(u *upload, index uint32, exclude map[rpc.NodeID]bool) (
 
 // allocate places the next chunk of an upload, or a retry of one away
 // from the excluded nodes.
-func (up *uploads) allocate(ctx context.Context, id rpc.SessionID, index uint32, exclude map[rpc.NodeID]bool) (plan, error) {
+func (up *uploads) allocate(ctx context.Context, id rpc.SessionID, index uint32, excludeIDs []string) (plan, error) {
 	u, err := up.session(id)
 	if err != nil {
 		return plan{}, err
 	}
 	if limit := up.maxChunks; index >= uint32(limit) {
 		return plan{}, rpc.Errorf(rpc.Invalid, "chunk %d: a file may have at most %d chunks (--max-file-chunks); use a larger chunk size", index, limit)
+	}
+	exclude := make(map[rpc.NodeID]bool, len(excludeIDs))
+	for _, s := range excludeIDs {
+		n, err := rpc.ParseNodeID(s)
+		if err != nil {
+			return plan{}, err
+		}
+		exclude[n] = true
 	}
 	if err := up.safe.check("place chunks"); err != nil {
 		return plan{}, err
