@@ -64,6 +64,8 @@ type Cluster struct {
 	stopC   func()
 	doneC   chan error
 
+	// mu guards nodes, and coord and metrics, which RestartCoordinator
+	// replaces.
 	mu    sync.Mutex
 	nodes []*ClusterNode
 }
@@ -140,14 +142,18 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 }
 
 // Addr returns the coordinator's address.
-func (c *Cluster) Addr() string { return c.coord.Addr() }
+func (c *Cluster) Addr() string { return c.Coordinator().Addr() }
 
 // AdminAddr returns the coordinator's admin HTTP address, or "" without
 // one.
 func (c *Cluster) AdminAddr() string { return c.admin }
 
 // Metrics returns the coordinator's metrics registry.
-func (c *Cluster) Metrics() *prometheus.Registry { return c.metrics }
+func (c *Cluster) Metrics() *prometheus.Registry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.metrics
+}
 
 func addrOf(lis net.Listener) string {
 	if lis == nil {
@@ -157,7 +163,11 @@ func addrOf(lis net.Listener) string {
 }
 
 // Coordinator returns the coordinator role.
-func (c *Cluster) Coordinator() *coordinator.Coordinator { return c.coord }
+func (c *Cluster) Coordinator() *coordinator.Coordinator {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.coord
+}
 
 // Nodes returns the datanodes started so far, stopped ones included.
 func (c *Cluster) Nodes() []*ClusterNode {
@@ -291,7 +301,7 @@ func (c *Cluster) replaceNode(i int, dir, listen string) (*ClusterNode, error) {
 func (c *Cluster) WaitHealthy(want int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := c.coord.Server().ListNodes(c.ctx, &dfspb.ListNodesRequest{})
+		resp, err := c.Coordinator().Server().ListNodes(c.ctx, &dfspb.ListNodesRequest{})
 		if rpc.KindOf(rpc.FromStatus(err)) == rpc.Unavailable && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 			continue
@@ -365,7 +375,9 @@ func (c *Cluster) RestartCoordinator() error {
 		cancel()
 		return fmt.Errorf("coordinator: %w", err)
 	}
+	c.mu.Lock()
 	c.coord, c.metrics, c.stopC, c.doneC = coord, reg, cancel, done
+	c.mu.Unlock()
 	return nil
 }
 

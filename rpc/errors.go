@@ -234,7 +234,10 @@ func KindOf(err error) Kind {
 }
 
 // FailedNodesOf returns the datanodes an error is attributed to: those of
-// the first *Error in its chain that names any.
+// the first *Error in its chain that names any. Nodes travel with the
+// kind: a cause whose kind its wrapper overrode (see Unwrap) gives none,
+// so a coordinator's own failure that wraps a datanode's does not blame
+// that datanode to the coordinator's caller.
 func FailedNodesOf(err error) []string {
 	for err != nil {
 		var e *Error
@@ -243,6 +246,9 @@ func FailedNodesOf(err error) []string {
 		}
 		if len(e.Nodes) > 0 {
 			return e.Nodes
+		}
+		if e.Err == nil || KindOf(e.Err) != e.Kind {
+			return nil
 		}
 		err = e.Err
 	}

@@ -266,6 +266,7 @@ func TestErrorsKeepTheirCause(t *testing.T) {
 	is.Equal(rpc.KindOf(up), rpc.Unavailable)       // Errorf pulls the kind up from a %w cause
 	is.Equal(rpc.FailedNodesOf(up), []string{"n1"}) // and the failed nodes are found through it
 	is.Equal(rpc.FailedNodesOf(rpc.E("op", rpc.Other, up)), []string{"n1"})
+	is.Equal(len(rpc.FailedNodesOf(rpc.Errorf(rpc.Internal, "commit: %w", up))), 0) // an overridden kind takes its nodes with it
 
 	var pathErr *fs.PathError
 	is.True(errors.As(rpc.E("op", rpc.Internal, &fs.PathError{Op: "open", Path: "/x", Err: fs.ErrPermission}), &pathErr)) // errors.As sees the cause

@@ -274,7 +274,7 @@ const diskCheckRate = 10000
 // diskCheckRate) and reports them removed, then sends a full inventory,
 // which thus reflects the disk rather than what the index remembers.
 func (n *Node) inventoryLoop(ctx context.Context) {
-	p := pacer{rate: diskCheckRate}
+	p := pacer{rate: diskCheckRate, clock: n.clock}
 	rpc.Every(ctx, n.clock, n.cfg.InventoryInterval, func(ctx context.Context) {
 		p.reset()
 		err := n.store.FindLost(ctx, func(entries int) error { return p.wait(ctx, int64(entries)) }, n.lostFound)
