@@ -206,17 +206,7 @@ func (c *Collector) Deleted() int64 {
 // Run carries out deletions until ctx ends: it sweeps every Interval of
 // its clock and whenever deletions are queued.
 func (c *Collector) Run(ctx context.Context) {
-	tick := c.clock.NewTicker(c.cfg.Interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.Chan():
-		case <-c.kick:
-		}
-		c.Sweep(ctx, c.clock.Now())
-	}
+	rpc.EveryOr(ctx, c.clock, c.cfg.Interval, c.kick, func(ctx context.Context) { c.Sweep(ctx, c.clock.Now()) })
 }
 
 // Sweep sends one batch to every node whose retry time has come. It is

@@ -169,17 +169,8 @@ func (c *Controller) Repairing(chunk rpc.ChunkID) bool {
 // copy ends.
 func (c *Controller) Run(ctx context.Context) {
 	defer c.wg.Wait()
-	t := c.clock.NewTicker(c.cfg.Interval)
-	defer t.Stop()
-	for {
-		c.Step(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.Chan():
-		case <-c.kick:
-		}
-	}
+	c.Step(ctx)
+	rpc.EveryOr(ctx, c.clock, c.cfg.Interval, c.kick, c.Step)
 }
 
 // Step starts the copies that the limits allow now. Exported so tests can
