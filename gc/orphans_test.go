@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/datadriven"
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/gc"
@@ -35,20 +36,21 @@ import (
 func TestOrphans(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var firstSeen map[rpc.ChunkID]time.Time
-	runTestdata(t, "testdata/orphans", func(t *testing.T, tc *testCase) string {
-		switch tc.cmd {
+	datadriven.RunTest(t, "testdata/orphans", func(t *testing.T, tc *datadriven.TestData) string {
+		switch tc.Cmd {
 		case "reset":
 			firstSeen = nil
 			return "ok"
 		case "orphans":
 		default:
-			t.Fatalf("%s: unknown command %q", tc.pos, tc.cmd)
+			t.Fatalf("%s: unknown command %q", tc.Pos, tc.Cmd)
 		}
 		in := gc.Inventory{FirstSeen: firstSeen}
-		for k, v := range tc.args {
+		for _, a := range tc.CmdArgs {
+			k, v := a.Key, strings.Join(a.Vals, ",")
 			d, err := time.ParseDuration(v)
 			if err != nil {
-				t.Fatalf("%s: %s: %v", tc.pos, k, err)
+				t.Fatalf("%s: %s: %v", tc.Pos, k, err)
 			}
 			switch k {
 			case "now":
@@ -56,17 +58,20 @@ func TestOrphans(t *testing.T) {
 			case "grace":
 				in.Grace = d
 			default:
-				t.Fatalf("%s: unknown argument %q", tc.pos, k)
+				t.Fatalf("%s: unknown argument %q", tc.Pos, k)
 			}
 		}
 		var reported []rpc.ChunkID
 		holders := map[rpc.ChunkID][]rpc.NodeID{}
 		sets := map[string]map[rpc.ChunkID]bool{"referenced": {}, "placed": {}, "claimed": {}}
-		for _, line := range tc.input {
+		for _, line := range strings.Split(tc.Input, "\n") {
+			if line = strings.TrimSpace(line); line == "" {
+				continue
+			}
 			words := strings.Fields(line)
 			switch {
 			case len(words) < 2:
-				t.Fatalf("%s: %q: want a kind and a chunk", tc.pos, line)
+				t.Fatalf("%s: %q: want a kind and a chunk", tc.Pos, line)
 			case words[0] == "reported":
 				id := rpc.ChunkID(words[1])
 				reported = append(reported, id)
@@ -78,7 +83,7 @@ func TestOrphans(t *testing.T) {
 					sets[words[0]][rpc.ChunkID(w)] = true
 				}
 			default:
-				t.Fatalf("%s: %q: unknown kind %q", tc.pos, line, words[0])
+				t.Fatalf("%s: %q: unknown kind %q", tc.Pos, line, words[0])
 			}
 		}
 		in.Reported = func(yield func(rpc.ChunkID, []rpc.NodeID) bool) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/datadriven"
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/placement"
@@ -30,34 +31,38 @@ import (
 // A copy's node registered DURATION after a fixed time (0 by default); a
 // queued candidate has the deletion of the chunk's copy queued.
 func TestAssess(t *testing.T) {
-	runTestdata(t, "testdata/assess", func(t *testing.T, tc *testCase) string {
-		if tc.cmd != "assess" {
-			t.Fatalf("%s: unknown command %q", tc.pos, tc.cmd)
+	datadriven.RunTest(t, "testdata/assess", func(t *testing.T, tc *datadriven.TestData) string {
+		if tc.Cmd != "assess" {
+			t.Fatalf("%s: unknown command %q", tc.Pos, tc.Cmd)
 		}
 		ch := Chunk{ID: "c", Size: 1}
-		for k, v := range tc.args {
+		for _, a := range tc.CmdArgs {
+			k, v := a.Key, strings.Join(a.Vals, ",")
 			switch k {
 			case "want":
-				ch.Want = atoi(t, tc.pos, v)
+				ch.Want = atoi(t, tc.Pos, v)
 			case "size":
-				ch.Size = int64(atoi(t, tc.pos, v))
+				ch.Size = int64(atoi(t, tc.Pos, v))
 			case "repairing":
 				ch.Repairing = true
 			default:
-				t.Fatalf("%s: unknown argument %q", tc.pos, k)
+				t.Fatalf("%s: unknown argument %q", tc.Pos, k)
 			}
 		}
 		var candidates []placement.Node
 		queued := map[rpc.NodeID]bool{}
-		for _, line := range tc.input {
+		for _, line := range strings.Split(tc.Input, "\n") {
+			if line = strings.TrimSpace(line); line == "" {
+				continue
+			}
 			words := strings.Fields(line)
 			if len(words) < 2 {
-				t.Fatalf("%s: %q: want a kind and a node", tc.pos, line)
+				t.Fatalf("%s: %q: want a kind and a node", tc.Pos, line)
 			}
 			node := rpc.NodeID(words[1])
 			switch words[0] {
 			case "copy":
-				ch.Copies = append(ch.Copies, parseCopy(t, tc.pos, node, words[2:]))
+				ch.Copies = append(ch.Copies, parseCopy(t, tc.Pos, node, words[2:]))
 			case "candidate":
 				c := placement.Node{ID: node, Free: 1 << 40}
 				for _, w := range words[2:] {
@@ -66,16 +71,16 @@ func TestAssess(t *testing.T) {
 					case "healthy", "suspect", "dead":
 						c.State = parseState(w)
 					case "free":
-						c.Free = int64(atoi(t, tc.pos, v))
+						c.Free = int64(atoi(t, tc.Pos, v))
 					case "queued":
 						queued[node] = true
 					default:
-						t.Fatalf("%s: %q: unknown word %q", tc.pos, line, w)
+						t.Fatalf("%s: %q: unknown word %q", tc.Pos, line, w)
 					}
 				}
 				candidates = append(candidates, c)
 			default:
-				t.Fatalf("%s: %q: unknown kind %q", tc.pos, line, words[0])
+				t.Fatalf("%s: %q: unknown kind %q", tc.Pos, line, words[0])
 			}
 		}
 		return formatAssessment(Assess(ch, candidates, func(n rpc.NodeID) bool { return queued[n] }), ch.Want)
