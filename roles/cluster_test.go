@@ -101,10 +101,10 @@ func TestRoundTrip(t *testing.T) {
 
 				entries, err := cl.List(ctx, "/rt", false)
 				is.NoErr(err) // ls
-				var found *dfspb.ListEntry
+				var found *client.Entry
 				for _, e := range entries {
 					if e.Path == path {
-						found = e
+						found = &e
 					}
 				}
 				is.True(found != nil)                          // ls shows the file
@@ -258,7 +258,7 @@ func TestList(t *testing.T) {
 		path string
 		dir  bool
 	}
-	rows := func(es []*dfspb.ListEntry) []row {
+	rows := func(es []client.Entry) []row {
 		var out []row
 		for _, e := range es {
 			out = append(out, row{e.Path, e.IsDir})

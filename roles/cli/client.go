@@ -116,13 +116,19 @@ func (a *app) lsCommand() *cli.Command {
 			if dir == "" {
 				dir = "/"
 			}
-			entries, err := cl.List(ctx, dir, recursive)
-			if err != nil {
-				return fmt.Errorf("ls %s: %w", client.ShowPath(dir), err)
-			}
-			return printList(a.stdio.Out, entries, long, asJSON)
+			return runLs(ctx, cl, a.stdio.Out, dir, recursive, long, asJSON)
 		}),
 	}
+}
+
+// runLs lists dir to w, each page printed as it arrives (see
+// listPrinter), so ls holds one page of the listing at a time.
+func runLs(ctx context.Context, cl *client.Client, w io.Writer, dir string, recursive, long, asJSON bool) error {
+	p := &listPrinter{w: w, long: long, asJSON: asJSON}
+	if err := cl.ListPages(ctx, dir, recursive, p.page); err != nil {
+		return fmt.Errorf("ls %s: %w", client.ShowPath(dir), err)
+	}
+	return p.end()
 }
 
 func (a *app) statCommand() *cli.Command {

@@ -1,13 +1,16 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/rpc"
@@ -26,36 +29,96 @@ type listJSON struct {
 	Modified    time.Time `json:"modified,omitzero"`
 }
 
-func printList(w io.Writer, entries []*dfspb.ListEntry, long, asJSON bool) error {
-	if asJSON {
-		out := make([]listJSON, 0, len(entries))
+// listPrinter prints a listing as ls does, a page at a time as the pages
+// arrive, so that ls holds one page however long the listing is. Call
+// page for each page, then end once.
+//
+// The output is what printing the whole listing at once would give. -l
+// aligns its columns as a tabwriter would (each as wide as its widest
+// cell, plus two spaces), but only over the entries printed so far: a
+// listing of one page (up to 1,000 entries by default) prints exactly
+// what a tabwriter over the whole listing prints; on a later page a wider
+// cell (a larger size or chunk count) widens its column from that line
+// on. --json writes one indented array, element by element; a listing
+// that fails halfway leaves it unterminated (and ls exits non-zero), so
+// no script can take a part for the whole.
+type listPrinter struct {
+	w            io.Writer
+	long, asJSON bool
+
+	n      int          // entries printed so far
+	widths [4]int       // -l: the widest cell so far of each aligned column
+	buf    bytes.Buffer // one page's output, written at once
+}
+
+// page prints entries.
+func (p *listPrinter) page(entries []client.Entry) error {
+	p.buf.Reset()
+	switch {
+	case p.asJSON:
 		for _, e := range entries {
-			j := listJSON{Path: e.Path, Dir: e.IsDir, Size: e.Size, Chunks: e.Chunks, Replication: e.Replication}
-			if !e.IsDir {
-				j.Modified = time.UnixMilli(e.ModifiedUnixMs).UTC()
+			j := listJSON{Path: e.Path, Dir: e.IsDir, Size: e.Size, Chunks: e.Chunks, Replication: e.Replication, Modified: e.Modified}
+			b, err := json.MarshalIndent(j, "  ", "  ")
+			if err != nil {
+				return err
 			}
-			out = append(out, j)
+			if p.n == 0 {
+				p.buf.WriteString("[\n  ")
+			} else {
+				p.buf.WriteString(",\n  ")
+			}
+			p.buf.Write(b)
+			p.n++
 		}
-		return writeJSON(w, out)
+	case p.long:
+		rows := make([][4]string, len(entries))
+		for i, e := range entries {
+			rows[i] = [4]string{"-", "-", "-", "-"}
+			if !e.IsDir {
+				rows[i] = [4]string{strconv.FormatInt(e.Size, 10), fmt.Sprintf("%d chunks", e.Chunks), fmt.Sprintf("x%d", e.Replication), e.Modified.Format(time.RFC3339)}
+			}
+			for c, cell := range rows[i] {
+				p.widths[c] = max(p.widths[c], utf8.RuneCountInString(cell))
+			}
+		}
+		for i, e := range entries {
+			kind, name := "-", e.Path
+			if e.IsDir {
+				kind, name = "d", name+"/"
+			}
+			p.buf.WriteString(kind + "  ")
+			for c, cell := range rows[i] {
+				p.buf.WriteString(cell)
+				p.buf.WriteString(strings.Repeat(" ", p.widths[c]-utf8.RuneCountInString(cell)+2))
+			}
+			p.buf.WriteString(name + "\n")
+			p.n++
+		}
+	default:
+		for _, e := range entries {
+			p.buf.WriteString(e.Path)
+			if e.IsDir {
+				p.buf.WriteString("/")
+			}
+			p.buf.WriteString("\n")
+			p.n++
+		}
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	for _, e := range entries {
-		name := e.Path
-		if e.IsDir {
-			name += "/"
-		}
-		if !long {
-			fmt.Fprintln(tw, name)
-			continue
-		}
-		if e.IsDir {
-			fmt.Fprintf(tw, "d\t-\t-\t-\t-\t%s\n", name)
-			continue
-		}
-		fmt.Fprintf(tw, "-\t%d\t%d chunks\tx%d\t%s\t%s\n", e.Size, e.Chunks, e.Replication,
-			time.UnixMilli(e.ModifiedUnixMs).UTC().Format(time.RFC3339), name)
+	_, err := p.w.Write(p.buf.Bytes())
+	return err
+}
+
+// end finishes the listing: it closes the JSON array.
+func (p *listPrinter) end() error {
+	if !p.asJSON {
+		return nil
 	}
-	return tw.Flush()
+	end := "\n]\n"
+	if p.n == 0 {
+		end = "[]\n"
+	}
+	_, err := io.WriteString(p.w, end)
+	return err
 }
 
 type replicaJSON struct {

@@ -62,6 +62,11 @@ type Config struct {
 	// ReceiptBatch is how many chunk receipts of a put one call to the
 	// coordinator records (1 to 1000).
 	ReceiptBatch int
+	// ListPageSize is how many entries of a listing one call to the
+	// coordinator reads, and so the most a listing holds in memory at
+	// once (see ListPages); 0 takes the coordinator's default (1,000),
+	// the most is 10,000.
+	ListPageSize int
 }
 
 // DefaultConfig returns the defaults.
@@ -99,6 +104,8 @@ func (c Config) Validate() error {
 		return rpc.Errorf(rpc.Invalid, "attempts must be at least 1")
 	case c.PageSize < 0:
 		return rpc.Errorf(rpc.Invalid, "negative page size %d", c.PageSize)
+	case c.ListPageSize < 0 || c.ListPageSize > maxListPage:
+		return rpc.Errorf(rpc.Invalid, "list page size %d out of range (0 to %d)", c.ListPageSize, maxListPage)
 	case c.ReceiptBatch < 1 || c.ReceiptBatch > maxReceiptBatch:
 		return rpc.Errorf(rpc.Invalid, "receipt batch %d out of range (1 to %d)", c.ReceiptBatch, maxReceiptBatch)
 	}
@@ -272,29 +279,6 @@ func (c *Client) Delete(ctx context.Context, path string) error {
 		_, err := cc.DeleteFile(ctx, &dfspb.DeleteFileRequest{Path: path})
 		return err
 	}))
-}
-
-// List returns the entries below dir, one level or recursively, reading
-// every page.
-func (c *Client) List(ctx context.Context, dir string, recursive bool) ([]*dfspb.ListEntry, error) {
-	var out []*dfspb.ListEntry
-	token := ""
-	for {
-		var resp *dfspb.ListFilesResponse
-		err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
-			var err error
-			resp, err = cc.ListFiles(ctx, &dfspb.ListFilesRequest{Path: dir, Recursive: recursive, PageToken: token})
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, resp.Entries...)
-		if resp.NextPageToken == "" {
-			return out, nil
-		}
-		token = resp.NextPageToken
-	}
 }
 
 // Nodes returns the cluster's datanodes.
