@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -369,4 +370,32 @@ func widerLater(t *testing.T, pages [][]client.Entry) bool {
 		}
 	}
 	return wider
+}
+
+// TestLsPagesOfTheCoordinator: against a real coordinator, a listing read
+// in pages of 1, 2 or 3 entries prints what one page of the whole listing
+// prints, one level and recursive: the coordinator's pages pass the
+// client's checks wherever they cut between files and the directories
+// that sort among them.
+func TestLsPagesOfTheCoordinator(t *testing.T) {
+	is := is.New(t)
+	c := startInprocCluster(t)
+	ctx := t.Context()
+	put := rolestest.Client(t, c)
+	// /p/a-b sorts before the directory /p/a/ and /p/a0 after it.
+	for _, p := range []string{"/p/a-b", "/p/a/x", "/p/a/y/z", "/p/a0", "/p/b.txt", "/p/b/c/d", "/p/b/e", "/p/c"} {
+		_, err := put.Put(ctx, p, bytes.NewReader([]byte(p)), int64(len(p)), nil)
+		is.NoErr(err) // a file
+	}
+	for _, m := range lsModes {
+		var want bytes.Buffer
+		is.NoErr(runLs(ctx, rolestest.Client(t, c), &want, "/p", m.recursive, m.long, m.asJSON)) // one page
+		is.True(strings.Contains(want.String(), "/p/b/c/d") == m.recursive)                      // deeper files only with -r
+		for _, size := range []int{1, 2, 3} {
+			cl := rolestest.Client(t, c, func(cfg *client.Config) { cfg.ListPageSize = size })
+			var got bytes.Buffer
+			is.NoErr(runLs(ctx, cl, &got, "/p", m.recursive, m.long, m.asJSON)) // pages of size
+			is.Equal(got.String(), want.String())                               // print as one
+		}
+	}
 }
