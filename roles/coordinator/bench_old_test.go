@@ -1,0 +1,3 @@
+package coordinator
+
+func benchIndex() (*locations, *refIndex) { ix := newChunkIndex(); return ix, ix.refs() }
