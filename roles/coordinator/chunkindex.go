@@ -176,16 +176,41 @@ func (ix *chunkIndex) refs() *refIndex { return (*refIndex)(ix) }
 
 func (ix *chunkIndex) at(s int32) *entry { return &ix.pages[s/pageSize][s%pageSize] }
 
-// parseKey returns id's key, if id is in rpc.NewChunkID's form.
+// parseKey returns id's key, if id is in rpc.NewChunkID's form (as
+// rpc.ParseChunkID accepts it: 32 lower-case hex digits, "_", the index in
+// decimal without leading zeros), so that the key gives the ID back.
 func parseKey(id rpc.ChunkID) (chunkKey, bool) {
 	var k chunkKey
-	if _, err := rpc.ParseChunkID(string(id)); err != nil {
+	if len(id) < 34 || len(id) > 43 || id[32] != '_' {
 		return k, false
 	}
-	if _, err := hex.Decode(k.hash[:], []byte(id[:32])); err != nil {
+	for i := range 32 {
+		var v byte
+		switch c := id[i]; {
+		case '0' <= c && c <= '9':
+			v = c - '0'
+		case 'a' <= c && c <= 'f':
+			v = c - 'a' + 10
+		default:
+			return k, false
+		}
+		k.hash[i/2] |= v << (4 * (1 - i%2))
+	}
+	digits := id[33:]
+	if len(digits) > 1 && digits[0] == '0' {
 		return k, false
 	}
-	k.index = id.Index()
+	var n uint64
+	for i := range len(digits) {
+		c := digits[i]
+		if c < '0' || c > '9' {
+			return k, false
+		}
+		if n = n*10 + uint64(c-'0'); n > rpc.MaxChunkIndex {
+			return k, false
+		}
+	}
+	k.index = uint32(n)
 	return k, true
 }
 

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/matryer/is"
@@ -405,4 +406,25 @@ func TestChunkIndexScanFrom(t *testing.T) {
 	}
 	is.Equal(len(seen), 25) // every referenced chunk
 	is.Equal(len(ix.refs().snapshot()), 25)
+}
+
+// TestChunkIndexKeys: an ID in rpc.NewChunkID's form is a key that gives
+// the ID back; any other string is not a key.
+func TestChunkIndexKeys(t *testing.T) {
+	is := is.New(t)
+	for _, id := range []rpc.ChunkID{testChunkID(0), testChunkID(7), testChunkID(rpc.MaxChunkIndex), rpc.NewChunkID("/a/b", "x", 3, 1234567)} {
+		k, ok := parseKey(id)
+		is.True(ok)          // a key
+		is.Equal(k.id(), id) // that gives the ID back
+		_, err := rpc.ParseChunkID(string(id))
+		is.NoErr(err) // and rpc agrees
+	}
+	h := testChunkID(0).Hash()
+	for _, s := range []string{"", "c1", h, h + "_", h + "_01", h + "_x", h + "_4294967296", h + "_2147483648",
+		strings.ToUpper(h) + "_1", h[:31] + "g_1", h + "-1"} {
+		_, ok := parseKey(rpc.ChunkID(s))
+		_, err := rpc.ParseChunkID(s)
+		is.True(!ok)        // not a key
+		is.True(err != nil) // nor a chunk ID to rpc
+	}
 }
