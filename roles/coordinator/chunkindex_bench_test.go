@@ -63,7 +63,8 @@ func BenchmarkChunkIndex(b *testing.B) {
 	notQueued := func(rpc.ChunkID) bool { return false }
 	for range b.N {
 		before := heapInuse()
-		locs, refs := benchIndex()
+		ix := newChunkIndex()
+		locs, refs := ix, ix.refs()
 		for _, f := range files {
 			refs.add(f)
 		}
@@ -88,12 +89,19 @@ func BenchmarkChunkIndex(b *testing.B) {
 			b.Fatalf("%d good copies, want %d", good, 3*n)
 		}
 		start = time.Now()
+		missing, under, total := refs.located(locs)
+		counts := time.Since(start)
+		if missing+under != 0 || total != n {
+			b.Fatalf("counts %d missing, %d under, %d total; want 0, 0, %d", missing, under, total, n)
+		}
+		start = time.Now()
 		locs.report(ids[0], true, pages[0][0], nil, nil, notQueued)
 		fullPage := time.Since(start)
 		b.ReportMetric(float64(after-before)/float64(n), "heap-B/chunk")
 		b.ReportMetric(float64(perPage.Nanoseconds()), "ns/page")
 		b.ReportMetric(float64(perLookup.Nanoseconds()), "ns/lookup")
 		b.ReportMetric(float64(fullPage.Nanoseconds()), "ns/full-first-page")
+		b.ReportMetric(float64(counts.Nanoseconds()), "ns/counts")
 		runtime.KeepAlive(locs)
 		runtime.KeepAlive(refs)
 	}

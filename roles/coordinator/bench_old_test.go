@@ -1,3 +1,0 @@
-package coordinator
-
-func benchIndex() (*locations, *refIndex) { ix := newChunkIndex(); return ix, ix.refs() }
