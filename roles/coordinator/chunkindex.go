@@ -908,23 +908,28 @@ func (ix *chunkIndex) deletionsOf(f *meta.File) []meta.Deletion {
 	return out
 }
 
-// scanFrom returns up to max referenced chunks from slot cursor on, in
-// slot order, and the cursor to continue from: 0 once the end was
-// reached, so a paced pass walks the index a slice at a time and starts
-// over. The lock is held while the slice is read, not while the caller
-// uses it.
-func (ix *chunkIndex) scanFrom(cursor int32, max int) (refs []ref, next int32) {
+// scanFrom calls fn with up to max (> 0) referenced chunks from slot
+// cursor on, in slot order, and returns the cursor to continue from: 0
+// once the end was reached, so a paced pass walks the index a slice at a
+// time and starts over. The lock is held while the slice is read, not
+// while fn runs: fn may call the index.
+func (ix *chunkIndex) scanFrom(cursor int32, max int, fn func(r ref)) (next int32) {
+	refs := make([]ref, 0, min(max, 1024))
 	ix.mu.Lock()
-	defer ix.mu.Unlock()
 	for s := max32(cursor, 0); s < ix.used; s++ {
 		if len(refs) == max {
-			return refs, s
+			next = s
+			break
 		}
 		if e := ix.at(s); e.refs > 0 {
 			refs = append(refs, ix.refOf(s))
 		}
 	}
-	return refs, 0
+	ix.mu.Unlock()
+	for _, r := range refs {
+		fn(r)
+	}
+	return next
 }
 
 func max32(a, b int32) int32 { return max(a, b) }

@@ -389,15 +389,17 @@ func TestChunkIndexScanFrom(t *testing.T) {
 	seen := map[rpc.ChunkID]bool{}
 	cursor, calls := int32(0), 0
 	for {
-		refs, next := ix.scanFrom(cursor, 10)
-		calls++
-		is.True(len(refs) <= 10) // at most max
-		for _, r := range refs {
+		got := 0
+		next := ix.scanFrom(cursor, 10, func(r ref) {
+			got++
 			is.True(!seen[r.chunk.ID]) // once
 			seen[r.chunk.ID] = true
 			is.Equal(r.chunk, indexChunk(int(r.chunk.ID.Index()))) // the committed metadata
 			is.Equal(r.repl, uint32(1))
-		}
+			is.True(ix.refs().has(r.chunk.ID)) // fn may call the index
+		})
+		calls++
+		is.True(got <= 10) // at most max
 		if next == 0 {
 			break
 		}
