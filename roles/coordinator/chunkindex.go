@@ -508,14 +508,15 @@ func (ix *chunkIndex) dropAll(n uint16) {
 	clear(slots)
 }
 
-// metaOf returns what the index knows of copy c in slot s.
-func (ix *chunkIndex) metaOf(s int32, c copyRef) replicaMeta {
+// metaOf returns what the index knows of copy c in slot s; digest is the
+// committed digest, shared by the copies that matched it.
+func (ix *chunkIndex) metaOf(s int32, c copyRef, digest []byte) replicaMeta {
 	var m replicaMeta
 	if c&copyPending != 0 {
 		m = ix.pending[copyKey{s, c.node()}]
 	} else {
 		e := ix.at(s)
-		m = replicaMeta{size: int64(e.size), frameSize: int64(e.frame), digest: bytes.Clone(e.digest[:]), mismatch: c&copyBad != 0}
+		m = replicaMeta{size: int64(e.size), frameSize: int64(e.frame), digest: digest, mismatch: c&copyBad != 0}
 	}
 	m.corrupt = c&copyCorrupt != 0
 	return m
@@ -594,9 +595,10 @@ func (ix *chunkIndex) copiesIf(id rpc.ChunkID, held bool) map[rpc.NodeID]replica
 		return nil
 	}
 	out := make(map[rpc.NodeID]replicaMeta, inlineCopies)
+	digest := bytes.Clone(ix.at(s).digest[:])
 	ix.eachCopy(s, func(c copyRef) {
 		if (c&copyHeld != 0) == held {
-			out[ix.holders[c.node()].id] = ix.metaOf(s, c)
+			out[ix.holders[c.node()].id] = ix.metaOf(s, c, digest)
 		}
 	})
 	return out
@@ -916,13 +918,14 @@ func (ix *chunkIndex) deletionsOf(f *meta.File) []meta.Deletion {
 func (ix *chunkIndex) scanFrom(cursor int32, max int, fn func(r ref)) (next int32) {
 	refs := make([]ref, 0, min(max, 1024))
 	ix.mu.Lock()
+	digest := digests(min(max, ix.total))
 	for s := max32(cursor, 0); s < ix.used; s++ {
 		if len(refs) == max {
 			next = s
 			break
 		}
 		if e := ix.at(s); e.refs > 0 {
-			refs = append(refs, ix.refOf(s))
+			refs = append(refs, ix.refOf(s, digest()))
 		}
 	}
 	ix.mu.Unlock()
@@ -934,12 +937,28 @@ func (ix *chunkIndex) scanFrom(cursor int32, max int, fn func(r ref)) (next int3
 
 func max32(a, b int32) int32 { return max(a, b) }
 
-// refOf returns slot s's committed chunk and replication.
-func (ix *chunkIndex) refOf(s int32) ref {
+// refOf returns slot s's committed chunk and replication, its digest in
+// digest.
+func (ix *chunkIndex) refOf(s int32, digest []byte) ref {
 	e := ix.at(s)
+	copy(digest, e.digest[:])
 	return ref{
-		chunk: meta.Chunk{ID: ix.idOf(s), Size: int64(e.size), FrameSize: int64(e.frame), Digest: bytes.Clone(e.digest[:])},
+		chunk: meta.Chunk{ID: ix.idOf(s), Size: int64(e.size), FrameSize: int64(e.frame), Digest: digest},
 		repl:  uint32(e.repl),
+	}
+}
+
+// digests returns n digests' room in one allocation (and more, one by
+// one, should more be asked for).
+func digests(n int) func() []byte {
+	buf := make([]byte, n*rpc.DigestSize)
+	return func() []byte {
+		if len(buf) < rpc.DigestSize {
+			return make([]byte, rpc.DigestSize)
+		}
+		d := buf[:rpc.DigestSize:rpc.DigestSize]
+		buf = buf[rpc.DigestSize:]
+		return d
 	}
 }
 
@@ -1046,9 +1065,10 @@ func (r *refIndex) snapshot() []ref {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	out := make([]ref, 0, ix.total)
+	digest := digests(ix.total)
 	for s := range ix.used {
 		if ix.at(s).refs > 0 {
-			out = append(out, ix.refOf(s))
+			out = append(out, ix.refOf(s, digest()))
 		}
 	}
 	return out
