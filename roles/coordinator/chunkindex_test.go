@@ -430,3 +430,46 @@ func TestChunkIndexKeys(t *testing.T) {
 		is.True(err != nil) // nor a chunk ID to rpc
 	}
 }
+
+// TestChunkIndexFullInventory: a full inventory's first page forgets the
+// node's copies (counted and held) and only its; later pages add; the
+// counters follow page by page.
+func TestChunkIndexFullInventory(t *testing.T) {
+	is := is.New(t)
+	ix := newChunkIndex()
+	rc := func(i int) reportedCopy {
+		ch := indexChunk(i)
+		return reportedCopy{id: ch.ID, size: ch.Size, frameSize: ch.FrameSize, digest: ch.Digest}
+	}
+	none := func(rpc.ChunkID) bool { return false }
+	f := &meta.File{Replication: 2}
+	for i := range 4 {
+		f.Chunks = append(f.Chunks, indexChunk(i))
+	}
+	ix.refs().add(f)
+	a, b := testNodeID(1), testNodeID(2)
+	ix.report(a, true, []reportedCopy{rc(0), rc(1), rc(2), rc(3)}, nil, nil, none)
+	ix.report(b, true, []reportedCopy{rc(0), rc(1), rc(2), rc(3)}, nil, nil, none)
+	ix.forget([]meta.Deletion{{Node: a, Chunk: indexChunk(3).ID}}) // held apart on a
+	missing, under, total := ix.counts()
+	is.Equal([3]int{missing, under, total}, [3]int{0, 1, 4}) // chunk 3 has one counted copy
+	ix.report(a, true, []reportedCopy{rc(0)}, nil, []rpc.ChunkID{indexChunk(1).ID}, none)
+	is.Equal(ix.perNode()[a], int64(2))               // a: chunk 0, and 1 known only as corrupt
+	is.Equal(ix.perNode()[b], int64(4))               // b untouched
+	is.Equal(len(ix.heldCopies(indexChunk(3).ID)), 0) // the held copy was forgotten too
+	missing, under, total = ix.counts()
+	is.Equal([3]int{missing, under, total}, [3]int{0, 3, 4}) // 1, 2, 3 have one good copy now
+	queued := func(id rpc.ChunkID) bool { return id == indexChunk(3).ID }
+	ix.report(a, false, []reportedCopy{rc(2), rc(3)}, nil, nil, queued) // the next page
+	is.Equal(len(ix.heldCopies(indexChunk(3).ID)), 1)                   // still held apart: its deletion is queued
+	missing, under, total = ix.counts()
+	is.Equal([3]int{missing, under, total}, [3]int{0, 2, 4}) // chunk 2 whole again
+	on := ix.chunksOn(a)
+	slices.Sort(on)
+	want := []rpc.ChunkID{indexChunk(0).ID, indexChunk(1).ID, indexChunk(2).ID, indexChunk(3).ID}
+	slices.Sort(want)
+	is.Equal(on, want) // what a holds, counted or held apart
+	ix.dropNodes(map[rpc.NodeID]bool{b: true})
+	missing, under, total = ix.counts()
+	is.Equal([3]int{missing, under, total}, [3]int{2, 4, 4}) // 1 (corrupt on a) and 3 (held on a) have no good copy
+}
