@@ -18,7 +18,7 @@ import (
 // digest and replication) and, from the datanodes' own reports, which
 // nodes hold a copy of each. It replaces a reference map and a location
 // map of maps that held every chunk twice (~1 KB of heap per one-chunk
-// file); see docs/architecture.md, "Chunk locations", for the layout and
+// file); see docs/architecture.md, "The chunk index", for the layout and
 // its figures.
 //
 // Chunk IDs are interned to dense slots in pages of fixed-size entries,
@@ -910,17 +910,17 @@ func (ix *chunkIndex) deletionsOf(f *meta.File) []meta.Deletion {
 	return out
 }
 
-// scanFrom calls fn with up to max (> 0) referenced chunks from slot
+// scanFrom calls fn with up to limit (> 0) referenced chunks from slot
 // cursor on, in slot order, and returns the cursor to continue from: 0
 // once the end was reached, so a paced pass walks the index a slice at a
 // time and starts over. The lock is held while the slice is read, not
 // while fn runs: fn may call the index.
-func (ix *chunkIndex) scanFrom(cursor int32, max int, fn func(r ref)) (next int32) {
-	refs := make([]ref, 0, min(max, 1024))
+func (ix *chunkIndex) scanFrom(cursor int32, limit int, fn func(r ref)) (next int32) {
+	refs := make([]ref, 0, min(limit, 1024))
 	ix.mu.Lock()
-	digest := digests(min(max, ix.total))
-	for s := max32(cursor, 0); s < ix.used; s++ {
-		if len(refs) == max {
+	digest := digests(min(limit, ix.total))
+	for s := max(cursor, 0); s < ix.used; s++ {
+		if len(refs) == limit {
 			next = s
 			break
 		}
@@ -935,7 +935,6 @@ func (ix *chunkIndex) scanFrom(cursor int32, max int, fn func(r ref)) (next int3
 	return next
 }
 
-func max32(a, b int32) int32 { return max(a, b) }
 
 // refOf returns slot s's committed chunk and replication, its digest in
 // digest.
