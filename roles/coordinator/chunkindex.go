@@ -935,7 +935,6 @@ func (ix *chunkIndex) scanFrom(cursor int32, limit int, fn func(r ref)) (next in
 	return next
 }
 
-
 // refOf returns slot s's committed chunk and replication, its digest in
 // digest.
 func (ix *chunkIndex) refOf(s int32, digest []byte) ref {
