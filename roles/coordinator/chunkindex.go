@@ -97,7 +97,8 @@ const (
 	entryOdd       // the ID is in names, not key
 )
 
-// copyRef is one copy: node index (+1; 0 is no copy) and flags.
+// copyRef is one copy: its node's index in the low 16 bits (indexes start
+// at 1: 0 is no copy) and flags above.
 type copyRef uint32
 
 const (
