@@ -23,8 +23,8 @@ type term struct {
 	log zerolog.Logger
 
 	nodes  *registry
-	locs   *locations
-	refs   *refIndex
+	locs   *locations // the chunk index (chunkindex.go)
+	refs   *refIndex  // the same index, seen from the reference side
 	gc     *gc.Collector
 	repair *repair.Controller
 	safe   *safeMode
@@ -56,11 +56,12 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	cfg := c.cfg
 	files := newFileCache()
 	commits := cacheCommitter{store: c.store, files: files}
+	ix := newChunkIndex()
 	t := &term{
 		log:   c.log,
 		nodes: newRegistry(cfg.SuspectAfter, cfg.DeadAfter, cfg.ForgetDeadAfter, c.events, c.log),
-		locs:  newLocations(),
-		refs:  newRefIndex(),
+		locs:  ix,
+		refs:  ix.refs(),
 	}
 	t.nodes.penalties = newPenalties(cfg.FailurePenalty, c.clock)
 	deleter := &chunkDeleter{nodes: t.nodes, datanodes: c.datanodes, commits: commits}
@@ -303,86 +304,4 @@ func (d *chunkDeleter) stats() (deleted, freed int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.deleted, d.freed
-}
-
-// refIndex knows every chunk a committed file references, with the
-// replication its file asks for, and how many files there are.
-type refIndex struct {
-	mu    sync.Mutex
-	refs  map[rpc.ChunkID]ref
-	files int
-}
-
-// ref is a referenced chunk: its committed metadata and the replication
-// its file asks for.
-type ref struct {
-	chunk meta.Chunk
-	repl  uint32
-}
-
-func newRefIndex() *refIndex { return &refIndex{refs: map[rpc.ChunkID]ref{}} }
-
-// add records a committed file; a file replacing another is added before
-// the old version is removed.
-func (r *refIndex) add(f *meta.File) {
-	r.mu.Lock()
-	r.files++
-	for _, c := range f.Chunks {
-		r.refs[c.ID] = ref{chunk: c, repl: f.Replication}
-	}
-	r.mu.Unlock()
-}
-
-// snapshot returns every referenced chunk.
-func (r *refIndex) snapshot() []ref {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]ref, 0, len(r.refs))
-	for _, x := range r.refs {
-		out = append(out, x)
-	}
-	return out
-}
-
-// counts returns the number of committed files and of the chunks they
-// reference.
-func (r *refIndex) counts() (files, chunks int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.files, len(r.refs)
-}
-
-// has reports whether a committed file references id.
-func (r *refIndex) has(id rpc.ChunkID) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.refs[id]
-	return ok
-}
-
-func (r *refIndex) remove(f *meta.File) {
-	r.mu.Lock()
-	r.files--
-	for _, c := range f.Chunks {
-		delete(r.refs, c.ID)
-	}
-	r.mu.Unlock()
-}
-
-// located counts referenced chunks without any reported good copy, and
-// those with fewer reported good copies than their replication.
-func (r *refIndex) located(l *locations) (missing, under, total int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, x := range r.refs {
-		good, _ := l.check(x.chunk)
-		switch n := len(good); {
-		case n == 0:
-			missing++
-			under++
-		case n < int(x.repl):
-			under++
-		}
-	}
-	return missing, under, len(r.refs)
 }

@@ -854,7 +854,7 @@ func (up *uploads) endAllocs(u *upload) []meta.Allocation {
 // file references and whose ID says they belong to u.
 func (up *uploads) reportedChunksOf(u *upload) []meta.Allocation {
 	var ids []rpc.ChunkID
-	up.locs.each(func(id rpc.ChunkID, _ map[rpc.NodeID]replicaMeta) { ids = append(ids, id) })
+	up.locs.each(func(id rpc.ChunkID) { ids = append(ids, id) })
 	var out []meta.Allocation
 	for _, id := range ids {
 		if up.refs.has(id) {

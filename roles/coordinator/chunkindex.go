@@ -1,0 +1,1079 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"hash/maphash"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// chunkIndex is the coordinator's one in-memory record of chunks: which
+// chunks committed files reference (with the committed size, frame size,
+// digest and replication) and, from the datanodes' own reports, which
+// nodes hold a copy of each. It replaces a reference map and a location
+// map of maps that held every chunk twice (~1 KB of heap per one-chunk
+// file); see docs/architecture.md, "The chunk index", for the layout and
+// its figures.
+//
+// Chunk IDs are interned to dense slots in pages of fixed-size entries,
+// found through an open-addressing table of slots; node IDs to small
+// indexes. A copy is 4 bytes inline in its chunk's entry (3 inline, more
+// in a side map): the node index and flags. A copy of a committed chunk
+// does not keep what its node reported, only whether that matched the
+// committed size, frame size and digest; a copy reported before its chunk
+// is committed (an open upload's, or an orphan's) keeps its report in a
+// small side table until the commit decides. Each node has a list of the
+// slots it holds a copy of, so that a full inventory forgets the node's
+// copies in O(that node's copies), and the safe mode counters (referenced
+// chunks, those without a good copy, those under their replication) are
+// kept up to date as copies and references change, so reading them is
+// O(1).
+//
+// Copies whose deletion is queued are held apart: they are still on their
+// nodes' disks (for --gc-delay, or until their node is back), but they are
+// not counted, listed or served. The health scan takes one back (restore)
+// when its chunk needs it after all. Waiters are woken on every change.
+//
+// The reference side of the index is seen through refIndex (the same
+// value under another type), so that its callers keep their vocabulary.
+type chunkIndex struct {
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every change
+
+	pages []*[pageSize]entry // slot s is pages[s/pageSize][s%pageSize]
+	used  int32              // slots handed out so far
+	free  []int32            // freed slots, reused first
+	table []int32            // open addressing (linear probing): slot+1, 0 empty
+	live  int                // slots in table
+	seed  maphash.Seed
+	odd   map[rpc.ChunkID]int32 // IDs not in rpc.NewChunkID's form (tests, old data)
+	names map[int32]rpc.ChunkID // their slots' IDs
+
+	more    map[int32][]copyRef     // copies beyond the inline ones
+	pending map[copyKey]replicaMeta // reports of copies of chunks not committed
+
+	nodeIdx  map[rpc.NodeID]uint16
+	holders  []nodeCopies // by node index; 0 is unused
+	nodeFree []uint16
+
+	files, total, missing, under int // the counters; total: referenced chunks
+}
+
+const (
+	pageSize     = 1 << 14
+	inlineCopies = 3
+	maxNodes     = 1<<16 - 1
+)
+
+// chunkKey is a chunk ID in rpc.NewChunkID's form: 16 bytes of hash and
+// the chunk's index.
+type chunkKey struct {
+	hash  [16]byte
+	index uint32
+}
+
+// entry is one slot: a chunk, its committed metadata when a commit
+// referenced it, and its copies. 76 bytes.
+type entry struct {
+	key    chunkKey
+	size   int32 // committed; at most rpc.MaxChunkSize
+	frame  int32
+	digest [32]byte
+	copies [inlineCopies]copyRef
+	refs   uint16 // committed files referencing it (saturates)
+	repl   uint8  // the replication the last of them asks for
+	flags  uint8
+}
+
+const (
+	entryUsed      = 1 << iota
+	entryCommitted // size, frame and digest hold the committed metadata
+	entryOdd       // the ID is in names, not key
+)
+
+// copyRef is one copy: its node's index in the low 16 bits (indexes start
+// at 1: 0 is no copy) and flags above.
+type copyRef uint32
+
+const (
+	copyCorrupt copyRef = 1 << (16 + iota) // failed verification on its node; not served
+	copyHeld                               // deletion queued: not counted
+	copyBad                                // reported size, frame size or digest differ from the committed ones
+	copyPending                            // chunk not committed: the report is in pending
+	copyMark                               // see nodeCopies.compact
+)
+
+func (c copyRef) node() uint16 { return uint16(c) }
+
+// copyKey names one copy for the pending table.
+type copyKey struct {
+	slot int32
+	node uint16
+}
+
+// nodeCopies is one node's list of slots: every slot it holds a copy of,
+// and stale ones (the copy since removed, or added twice) that compact
+// drops. len(slots)-stale is the node's number of copies.
+type nodeCopies struct {
+	id    rpc.NodeID
+	slots []int32
+	stale int
+	mark  bool // the copyMark value every copy of the node carries
+}
+
+// replicaMeta is what the index knows of one copy: what its node reported
+// (for a chunk not committed) or, for a committed chunk, the committed
+// metadata when the report matched it and mismatch otherwise.
+type replicaMeta struct {
+	size      int64
+	frameSize int64
+	digest    []byte
+	corrupt   bool // failed verification on the node; not served
+	mismatch  bool // reported size, frame size or digest differ from the committed ones
+}
+
+// reportedCopy is one chunk copy a datanode reports storing.
+type reportedCopy struct {
+	id              rpc.ChunkID
+	size, frameSize int64
+	digest          []byte
+}
+
+// matches reports whether the copy is a good copy of ch.
+func (m replicaMeta) matches(ch meta.Chunk) bool {
+	return !m.corrupt && !m.mismatch && m.size == ch.Size && m.frameSize == ch.FrameSize && bytes.Equal(m.digest, ch.Digest)
+}
+
+// locations is the index as the location side of the coordinator sees it.
+type locations = chunkIndex
+
+func newChunkIndex() *chunkIndex {
+	return &chunkIndex{
+		changed: make(chan struct{}),
+		table:   make([]int32, 1024),
+		seed:    maphash.MakeSeed(),
+		odd:     map[rpc.ChunkID]int32{},
+		names:   map[int32]rpc.ChunkID{},
+		more:    map[int32][]copyRef{},
+		pending: map[copyKey]replicaMeta{},
+		nodeIdx: map[rpc.NodeID]uint16{},
+		holders: make([]nodeCopies, 1),
+	}
+}
+
+// newLocations returns an empty index, for its location side.
+func newLocations() *locations { return newChunkIndex() }
+
+// refs returns the index as the reference side sees it.
+func (ix *chunkIndex) refs() *refIndex { return (*refIndex)(ix) }
+
+// --- slots
+
+func (ix *chunkIndex) at(s int32) *entry { return &ix.pages[s/pageSize][s%pageSize] }
+
+// parseKey returns id's key, if id is in rpc.NewChunkID's form (as
+// rpc.ParseChunkID accepts it: 32 lower-case hex digits, "_", the index in
+// decimal without leading zeros), so that the key gives the ID back.
+func parseKey(id rpc.ChunkID) (chunkKey, bool) {
+	var k chunkKey
+	if len(id) < 34 || len(id) > 43 || id[32] != '_' {
+		return k, false
+	}
+	for i := range 32 {
+		var v byte
+		switch c := id[i]; {
+		case '0' <= c && c <= '9':
+			v = c - '0'
+		case 'a' <= c && c <= 'f':
+			v = c - 'a' + 10
+		default:
+			return k, false
+		}
+		k.hash[i/2] |= v << (4 * (1 - i%2))
+	}
+	digits := id[33:]
+	if len(digits) > 1 && digits[0] == '0' {
+		return k, false
+	}
+	var n uint64
+	for i := range len(digits) {
+		c := digits[i]
+		if c < '0' || c > '9' {
+			return k, false
+		}
+		if n = n*10 + uint64(c-'0'); n > rpc.MaxChunkIndex {
+			return k, false
+		}
+	}
+	k.index = uint32(n)
+	return k, true
+}
+
+func (k chunkKey) id() rpc.ChunkID {
+	var b [32 + 1 + 10]byte
+	hex.Encode(b[:32], k.hash[:])
+	b[32] = '_'
+	return rpc.ChunkID(strconv.AppendUint(b[:33], uint64(k.index), 10))
+}
+
+func (ix *chunkIndex) idOf(s int32) rpc.ChunkID {
+	e := ix.at(s)
+	if e.flags&entryOdd != 0 {
+		return ix.names[s]
+	}
+	return e.key.id()
+}
+
+func (ix *chunkIndex) home(k chunkKey) int {
+	return int(maphash.Comparable(ix.seed, k)) & (len(ix.table) - 1)
+}
+
+// lookup returns id's slot, or -1.
+func (ix *chunkIndex) lookup(id rpc.ChunkID) int32 {
+	k, ok := parseKey(id)
+	if !ok {
+		if s, ok := ix.odd[id]; ok {
+			return s
+		}
+		return -1
+	}
+	mask := len(ix.table) - 1
+	for i := ix.home(k); ix.table[i] != 0; i = (i + 1) & mask {
+		if s := ix.table[i] - 1; ix.at(s).key == k {
+			return s
+		}
+	}
+	return -1
+}
+
+// intern returns id's slot, taking one if it has none.
+func (ix *chunkIndex) intern(id rpc.ChunkID) int32 {
+	if s := ix.lookup(id); s >= 0 {
+		return s
+	}
+	var s int32
+	if n := len(ix.free); n > 0 {
+		s, ix.free = ix.free[n-1], ix.free[:n-1]
+	} else {
+		s = ix.used
+		ix.used++
+		if int(s/pageSize) == len(ix.pages) {
+			ix.pages = append(ix.pages, new([pageSize]entry))
+		}
+	}
+	e := ix.at(s)
+	e.flags = entryUsed
+	k, ok := parseKey(id)
+	if !ok {
+		e.flags |= entryOdd
+		ix.odd[id], ix.names[s] = s, id
+		return s
+	}
+	e.key = k
+	if (ix.live+1)*10 > len(ix.table)*7 {
+		ix.grow()
+	}
+	ix.insert(s)
+	ix.live++
+	return s
+}
+
+func (ix *chunkIndex) insert(s int32) {
+	mask := len(ix.table) - 1
+	i := ix.home(ix.at(s).key)
+	for ix.table[i] != 0 {
+		i = (i + 1) & mask
+	}
+	ix.table[i] = s + 1
+}
+
+func (ix *chunkIndex) grow() {
+	old := ix.table
+	ix.table = make([]int32, 2*len(old))
+	for _, v := range old {
+		if v != 0 {
+			ix.insert(v - 1)
+		}
+	}
+}
+
+// release frees slot s if nothing refers to it any more: no file and no
+// copy.
+func (ix *chunkIndex) release(s int32) {
+	e := ix.at(s)
+	if e.flags&entryUsed == 0 || e.refs > 0 || e.copies != [inlineCopies]copyRef{} || len(ix.more[s]) > 0 {
+		return
+	}
+	if e.flags&entryOdd != 0 {
+		delete(ix.odd, ix.names[s])
+		delete(ix.names, s)
+	} else {
+		ix.unlink(s)
+		ix.live--
+	}
+	*e = entry{}
+	ix.free = append(ix.free, s)
+}
+
+// unlink removes s from the table, shifting back the entries after it
+// that probed past its place (deletion without tombstones).
+func (ix *chunkIndex) unlink(s int32) {
+	mask := len(ix.table) - 1
+	i := ix.home(ix.at(s).key)
+	for ix.table[i] != s+1 {
+		i = (i + 1) & mask
+	}
+	ix.table[i] = 0
+	for j := (i + 1) & mask; ix.table[j] != 0; j = (j + 1) & mask {
+		h := ix.home(ix.at(ix.table[j] - 1).key)
+		// Move j's slot to the hole at i unless its home lies
+		// cyclically in (i, j].
+		if (i < j && (h <= i || h > j)) || (i > j && h <= i && h > j) {
+			ix.table[i], ix.table[j] = ix.table[j], 0
+			i = j
+		}
+	}
+}
+
+// --- nodes
+
+// node returns id's index, taking one if create; 0 if it has none.
+func (ix *chunkIndex) node(id rpc.NodeID, create bool) uint16 {
+	if n, ok := ix.nodeIdx[id]; ok || !create {
+		return n
+	}
+	var n uint16
+	switch k := len(ix.nodeFree); {
+	case k > 0:
+		n, ix.nodeFree = ix.nodeFree[k-1], ix.nodeFree[:k-1]
+	case len(ix.holders) <= maxNodes:
+		n = uint16(len(ix.holders))
+		ix.holders = append(ix.holders, nodeCopies{})
+	default:
+		return 0 // 65,535 nodes known at once: far beyond any cluster
+	}
+	ix.nodeIdx[id] = n
+	ix.holders[n] = nodeCopies{id: id}
+	return n
+}
+
+// compact drops node n's stale slots and duplicates: a slot is kept once,
+// when the node has a copy there. Every copy of the node carries the same
+// copyMark value between compactions; compact flips it on each copy it
+// keeps, so a slot listed twice is kept once.
+func (ix *chunkIndex) compact(n uint16) {
+	nc := &ix.holders[n]
+	if nc.stale == 0 {
+		return
+	}
+	want := copyRef(0)
+	if !nc.mark {
+		want = copyMark
+	}
+	kept := nc.slots[:0]
+	for _, s := range nc.slots {
+		c := ix.find(s, n)
+		if c == nil || *c&copyMark == want {
+			continue
+		}
+		*c = *c&^copyMark | want
+		kept = append(kept, s)
+	}
+	clear(nc.slots[len(kept):])
+	nc.slots, nc.stale, nc.mark = kept, 0, want != 0
+	if cap(nc.slots) > 2*len(nc.slots)+64 {
+		nc.slots = slices.Clip(nc.slots)
+	}
+}
+
+// --- copies
+
+// find returns node n's copy in slot s, or nil.
+func (ix *chunkIndex) find(s int32, n uint16) *copyRef {
+	e := ix.at(s)
+	for i := range e.copies {
+		if e.copies[i].node() == n {
+			return &e.copies[i]
+		}
+	}
+	more := ix.more[s]
+	for i := range more {
+		if more[i].node() == n {
+			return &more[i]
+		}
+	}
+	return nil
+}
+
+// eachCopy calls fn with every copy in slot s.
+func (ix *chunkIndex) eachCopy(s int32, fn func(c copyRef)) {
+	e := ix.at(s)
+	for _, c := range e.copies {
+		if c != 0 {
+			fn(c)
+		}
+	}
+	for _, c := range ix.more[s] {
+		fn(c)
+	}
+}
+
+// putCopy records node n's copy in slot s with flags (its copyMark kept),
+// the report m of a chunk not committed in pending.
+func (ix *chunkIndex) putCopy(s int32, n uint16, flags copyRef, m replicaMeta) {
+	if n == 0 {
+		return
+	}
+	e := ix.at(s)
+	if e.flags&entryCommitted != 0 {
+		if m.size != int64(e.size) || m.frameSize != int64(e.frame) || !bytes.Equal(m.digest, e.digest[:]) {
+			flags |= copyBad
+		}
+		delete(ix.pending, copyKey{s, n})
+	} else {
+		flags |= copyPending
+		m.digest = bytes.Clone(m.digest)
+		m.corrupt, m.mismatch = false, false
+		ix.pending[copyKey{s, n}] = m
+	}
+	if c := ix.find(s, n); c != nil {
+		*c = copyRef(n) | flags | *c&copyMark
+		return
+	}
+	nc := &ix.holders[n]
+	c := copyRef(n) | flags
+	if nc.mark {
+		c |= copyMark
+	}
+	nc.slots = append(nc.slots, s)
+	for i := range e.copies {
+		if e.copies[i] == 0 {
+			e.copies[i] = c
+			return
+		}
+	}
+	ix.more[s] = append(ix.more[s], c)
+}
+
+// dropCopy forgets node n's copy in slot s, if any, and frees the slot
+// when nothing else refers to it.
+func (ix *chunkIndex) dropCopy(s int32, n uint16) bool {
+	e := ix.at(s)
+	found := false
+	for i := range e.copies {
+		if e.copies[i].node() == n {
+			e.copies[i], found = 0, true
+		}
+	}
+	if more := ix.more[s]; !found && len(more) > 0 {
+		if i := slices.IndexFunc(more, func(c copyRef) bool { return c.node() == n }); i >= 0 {
+			more = slices.Delete(more, i, i+1)
+			found = true
+			if len(more) == 0 {
+				delete(ix.more, s)
+			} else {
+				ix.more[s] = more
+			}
+		}
+	}
+	if !found {
+		return false
+	}
+	delete(ix.pending, copyKey{s, n})
+	nc := &ix.holders[n]
+	if nc.stale++; nc.stale > len(nc.slots)/2+64 {
+		ix.compact(n)
+	}
+	ix.release(s)
+	return true
+}
+
+// dropAll forgets every copy on node n.
+func (ix *chunkIndex) dropAll(n uint16) {
+	nc := &ix.holders[n]
+	slots := nc.slots
+	nc.slots = nil
+	for _, s := range slots {
+		if c := ix.find(s, n); c != nil {
+			ix.change(s, func() { ix.dropCopy(s, n) })
+		}
+	}
+	nc = &ix.holders[n]
+	nc.slots, nc.stale = slots[:0], 0
+	clear(slots)
+}
+
+// metaOf returns what the index knows of copy c in slot s; digest is the
+// committed digest, shared by the copies that matched it.
+func (ix *chunkIndex) metaOf(s int32, c copyRef, digest []byte) replicaMeta {
+	var m replicaMeta
+	if c&copyPending != 0 {
+		m = ix.pending[copyKey{s, c.node()}]
+	} else {
+		e := ix.at(s)
+		m = replicaMeta{size: int64(e.size), frameSize: int64(e.frame), digest: digest, mismatch: c&copyBad != 0}
+	}
+	m.corrupt = c&copyCorrupt != 0
+	return m
+}
+
+// --- counters
+
+// class is what slot s adds to the counters.
+func (ix *chunkIndex) class(s int32) (total, missing, under int) {
+	e := ix.at(s)
+	if e.refs == 0 {
+		return 0, 0, 0
+	}
+	good := 0
+	ix.eachCopy(s, func(c copyRef) {
+		if c&(copyCorrupt|copyHeld|copyBad|copyPending) == 0 {
+			good++
+		}
+	})
+	switch {
+	case good == 0:
+		return 1, 1, 1
+	case good < int(e.repl):
+		return 1, 0, 1
+	}
+	return 1, 0, 0
+}
+
+// change applies fn to slot s, keeping the counters right. s must be
+// in use when change is called; fn may free it.
+func (ix *chunkIndex) change(s int32, fn func()) {
+	t0, m0, u0 := ix.class(s)
+	fn()
+	var t1, m1, u1 int
+	if ix.at(s).flags&entryUsed != 0 {
+		t1, m1, u1 = ix.class(s)
+	}
+	ix.total += t1 - t0
+	ix.missing += m1 - m0
+	ix.under += u1 - u0
+}
+
+// counts returns the referenced chunks without any reported good copy,
+// those with fewer reported good copies than their replication (the
+// missing ones among them), and the referenced chunks, in O(1). A good
+// copy is counted (not held apart), not corrupt, and matches the
+// committed size, frame size and digest, whatever its node's state.
+func (ix *chunkIndex) counts() (missing, under, total int) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	return ix.missing, ix.under, ix.total
+}
+
+func (ix *chunkIndex) notifyLocked() {
+	close(ix.changed)
+	ix.changed = make(chan struct{})
+}
+
+// --- the location side
+
+// copies returns every counted copy of id.
+func (ix *chunkIndex) copies(id rpc.ChunkID) map[rpc.NodeID]replicaMeta {
+	return ix.copiesIf(id, false)
+}
+
+// heldCopies returns the copies of id held apart, awaiting deletion.
+func (ix *chunkIndex) heldCopies(id rpc.ChunkID) map[rpc.NodeID]replicaMeta {
+	return ix.copiesIf(id, true)
+}
+
+func (ix *chunkIndex) copiesIf(id rpc.ChunkID, held bool) map[rpc.NodeID]replicaMeta {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	s := ix.lookup(id)
+	if s < 0 {
+		return nil
+	}
+	out := make(map[rpc.NodeID]replicaMeta, inlineCopies)
+	digest := bytes.Clone(ix.at(s).digest[:])
+	ix.eachCopy(s, func(c copyRef) {
+		if (c&copyHeld != 0) == held {
+			out[ix.holders[c.node()].id] = ix.metaOf(s, c, digest)
+		}
+	})
+	return out
+}
+
+// each calls fn with every chunk with counted copies, under the lock: fn
+// must be quick and must not call ix.
+func (ix *chunkIndex) each(fn func(id rpc.ChunkID)) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for s := range ix.used {
+		if ix.counted(s) > 0 {
+			fn(ix.idOf(s))
+		}
+	}
+}
+
+// counted returns how many counted copies slot s has (0 for a free slot).
+func (ix *chunkIndex) counted(s int32) int {
+	n := 0
+	ix.eachCopy(s, func(c copyRef) {
+		if c&copyHeld == 0 {
+			n++
+		}
+	})
+	return n
+}
+
+// reported returns every chunk with counted copies and the nodes holding
+// them.
+func (ix *chunkIndex) reported() map[rpc.ChunkID][]rpc.NodeID {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	out := make(map[rpc.ChunkID][]rpc.NodeID)
+	for s := range ix.used {
+		if ix.counted(s) > 0 {
+			out[ix.idOf(s)] = ix.nodesOf(s)
+		}
+	}
+	return out
+}
+
+// nodesOf returns the nodes with a counted copy in slot s, sorted.
+func (ix *chunkIndex) nodesOf(s int32) []rpc.NodeID {
+	out := []rpc.NodeID{}
+	ix.eachCopy(s, func(c copyRef) {
+		if c&copyHeld == 0 {
+			out = append(out, ix.holders[c.node()].id)
+		}
+	})
+	slices.Sort(out)
+	return out
+}
+
+// chunksOn returns the chunks node holds a copy of, counted or held
+// apart, in O(the node's copies).
+func (ix *chunkIndex) chunksOn(node rpc.NodeID) []rpc.ChunkID {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	n := ix.node(node, false)
+	if n == 0 {
+		return nil
+	}
+	ix.holders[n].stale++ // force a compaction: the list is then exact
+	ix.compact(n)
+	out := make([]rpc.ChunkID, len(ix.holders[n].slots))
+	for i, s := range ix.holders[n].slots {
+		out[i] = ix.idOf(s)
+	}
+	return out
+}
+
+// forget holds apart copies the coordinator has decided to delete, so
+// that the decision is not taken twice.
+func (ix *chunkIndex) forget(dels []meta.Deletion) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for _, d := range dels {
+		s, n := ix.lookup(d.Chunk), ix.node(d.Node, false)
+		if s < 0 || n == 0 {
+			continue
+		}
+		ix.change(s, func() {
+			if c := ix.find(s, n); c != nil {
+				*c |= copyHeld
+			}
+		})
+	}
+	ix.notifyLocked()
+}
+
+// perNode returns how many copies, counted or held apart, each node is
+// known to hold.
+func (ix *chunkIndex) perNode() map[rpc.NodeID]int64 {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	out := map[rpc.NodeID]int64{}
+	for _, nc := range ix.holders[1:] {
+		if k := len(nc.slots) - nc.stale; nc.id != "" && k > 0 {
+			out[nc.id] = int64(k)
+		}
+	}
+	return out
+}
+
+// restore counts a held copy again (its deletion was called off).
+func (ix *chunkIndex) restore(node rpc.NodeID, id rpc.ChunkID) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	s, n := ix.lookup(id), ix.node(node, false)
+	if s < 0 || n == 0 {
+		return
+	}
+	if c := ix.find(s, n); c != nil && *c&copyHeld != 0 {
+		ix.change(s, func() { *c &^= copyHeld })
+		ix.notifyLocked()
+	}
+}
+
+// report applies one datanode report (one page of a full inventory, or
+// changes). A full report (its first page) first forgets every copy the
+// node was thought to hold, in O(the node's copies). A copy for which
+// queued is true (its deletion is queued) is held apart: it stays on the
+// node's disk until GC gets to it, so reports still list it, and counted
+// again it would be trimmed a second time. Corrupt chunks keep their copy
+// on record, marked, until the coordinator has it deleted. The lock is
+// held for this page only.
+func (ix *chunkIndex) report(node rpc.NodeID, full bool, added []reportedCopy, removed, corrupt []rpc.ChunkID, queued func(rpc.ChunkID) bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	n := ix.node(node, true)
+	if n == 0 {
+		return
+	}
+	if full {
+		ix.dropAll(n)
+	}
+	for _, a := range added {
+		s := ix.intern(a.id)
+		var flags copyRef
+		if queued(a.id) {
+			flags = copyHeld
+		}
+		ix.change(s, func() {
+			ix.putCopy(s, n, flags, replicaMeta{size: a.size, frameSize: a.frameSize, digest: a.digest})
+		})
+	}
+	for _, id := range removed {
+		if s := ix.lookup(id); s >= 0 {
+			ix.change(s, func() { ix.dropCopy(s, n) })
+		}
+	}
+	for _, id := range corrupt {
+		s := ix.intern(id)
+		ix.change(s, func() {
+			switch c := ix.find(s, n); {
+			case c == nil:
+				ix.putCopy(s, n, copyCorrupt, replicaMeta{}) // known only as corrupt
+			case *c&copyHeld == 0:
+				*c |= copyCorrupt
+			}
+			// A held copy is on its way out already.
+		})
+	}
+	ix.notifyLocked()
+}
+
+// lost stops counting node's copy of id, which the node says it does not
+// hold; it reports whether the copy was counted. A copy held apart is
+// left alone: its deletion is queued and will find it gone.
+func (ix *chunkIndex) lost(node rpc.NodeID, id rpc.ChunkID) bool {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	s, n := ix.lookup(id), ix.node(node, false)
+	if s < 0 || n == 0 {
+		return false
+	}
+	if c := ix.find(s, n); c == nil || *c&copyHeld != 0 {
+		return false
+	}
+	ix.change(s, func() { ix.dropCopy(s, n) })
+	ix.notifyLocked()
+	return true
+}
+
+// dropNodes forgets every copy, counted or held apart, on the given
+// nodes, and the nodes, in O(their copies).
+func (ix *chunkIndex) dropNodes(nodes map[rpc.NodeID]bool) {
+	if len(nodes) == 0 {
+		return
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for id := range nodes {
+		n := ix.node(id, false)
+		if n == 0 {
+			continue
+		}
+		ix.dropAll(n)
+		delete(ix.nodeIdx, id)
+		ix.holders[n] = nodeCopies{}
+		ix.nodeFree = append(ix.nodeFree, n)
+	}
+	ix.notifyLocked()
+}
+
+// count returns how many nodes reported a counted copy of id.
+func (ix *chunkIndex) count(id rpc.ChunkID) int {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if s := ix.lookup(id); s >= 0 {
+		return ix.counted(s)
+	}
+	return 0
+}
+
+// nodes returns the nodes holding a counted copy of id, sorted.
+func (ix *chunkIndex) nodes(id rpc.ChunkID) []rpc.NodeID {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if s := ix.lookup(id); s >= 0 {
+		return ix.nodesOf(s)
+	}
+	return []rpc.NodeID{}
+}
+
+// check returns the nodes whose counted copy of ch has its size, frame
+// size and digest, and the nodes whose copy differs. For a committed
+// chunk the copies were matched against the committed metadata as they
+// were reported: ch is then that metadata (chunk IDs are never reused),
+// and were it not, every copy would be returned as differing.
+func (ix *chunkIndex) check(ch meta.Chunk) (good, bad []rpc.NodeID) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	s := ix.lookup(ch.ID)
+	if s < 0 {
+		return nil, nil
+	}
+	e := ix.at(s)
+	same := e.flags&entryCommitted != 0 && int64(e.size) == ch.Size && int64(e.frame) == ch.FrameSize && bytes.Equal(e.digest[:], ch.Digest)
+	ix.eachCopy(s, func(c copyRef) {
+		if c&copyHeld != 0 {
+			return
+		}
+		var ok bool
+		if c&copyPending != 0 {
+			m := ix.pending[copyKey{s, c.node()}]
+			m.corrupt = c&copyCorrupt != 0
+			ok = m.matches(ch)
+		} else {
+			ok = same && c&(copyCorrupt|copyBad) == 0
+		}
+		if ok {
+			good = append(good, ix.holders[c.node()].id)
+		} else {
+			bad = append(bad, ix.holders[c.node()].id)
+		}
+	})
+	slices.Sort(good)
+	slices.Sort(bad)
+	return good, bad
+}
+
+// wait blocks until ready returns true (checked after every change) or ctx
+// ends.
+func (ix *chunkIndex) wait(ctx context.Context, ready func() bool) error {
+	for {
+		ix.mu.Lock()
+		ch := ix.changed
+		ix.mu.Unlock()
+		if ready() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// deletionsFor lists, for every allocation not kept, a deletion on each
+// node it was placed on or reported by.
+func (ix *chunkIndex) deletionsFor(allocs []meta.Allocation, kept map[rpc.ChunkID]bool) []meta.Deletion {
+	var out []meta.Deletion
+	for _, a := range allocs {
+		if kept[a.ID] {
+			continue
+		}
+		seen := map[rpc.NodeID]bool{}
+		for _, n := range append(slices.Clone(a.Nodes), ix.nodes(a.ID)...) {
+			if !seen[n] {
+				seen[n] = true
+				out = append(out, meta.Deletion{Node: n, Chunk: a.ID})
+			}
+		}
+	}
+	return out
+}
+
+// deletionsOf lists a deletion for every counted copy of f's chunks.
+func (ix *chunkIndex) deletionsOf(f *meta.File) []meta.Deletion {
+	var out []meta.Deletion
+	for _, ch := range f.Chunks {
+		for _, n := range ix.nodes(ch.ID) {
+			out = append(out, meta.Deletion{Node: n, Chunk: ch.ID})
+		}
+	}
+	return out
+}
+
+// scanFrom calls fn with up to limit (> 0) referenced chunks from slot
+// cursor on, in slot order, and returns the cursor to continue from: 0
+// once the end was reached, so a paced pass walks the index a slice at a
+// time and starts over. The lock is held while the slice is read, not
+// while fn runs: fn may call the index.
+func (ix *chunkIndex) scanFrom(cursor int32, limit int, fn func(r ref)) (next int32) {
+	refs := make([]ref, 0, min(limit, 1024))
+	ix.mu.Lock()
+	digest := digests(min(limit, ix.total))
+	for s := max(cursor, 0); s < ix.used; s++ {
+		if len(refs) == limit {
+			next = s
+			break
+		}
+		if e := ix.at(s); e.refs > 0 {
+			refs = append(refs, ix.refOf(s, digest()))
+		}
+	}
+	ix.mu.Unlock()
+	for _, r := range refs {
+		fn(r)
+	}
+	return next
+}
+
+// refOf returns slot s's committed chunk and replication, its digest in
+// digest.
+func (ix *chunkIndex) refOf(s int32, digest []byte) ref {
+	e := ix.at(s)
+	copy(digest, e.digest[:])
+	return ref{
+		chunk: meta.Chunk{ID: ix.idOf(s), Size: int64(e.size), FrameSize: int64(e.frame), Digest: digest},
+		repl:  uint32(e.repl),
+	}
+}
+
+// digests returns n digests' room in one allocation (and more, one by
+// one, should more be asked for).
+func digests(n int) func() []byte {
+	buf := make([]byte, n*rpc.DigestSize)
+	return func() []byte {
+		if len(buf) < rpc.DigestSize {
+			return make([]byte, rpc.DigestSize)
+		}
+		d := buf[:rpc.DigestSize:rpc.DigestSize]
+		buf = buf[rpc.DigestSize:]
+		return d
+	}
+}
+
+// --- the reference side
+
+// refIndex is the chunk index as the reference side sees it: every chunk
+// a committed file references, with the replication its file asks for,
+// and how many files there are.
+type refIndex chunkIndex
+
+// ref is a referenced chunk: its committed metadata and the replication
+// its file asks for.
+type ref struct {
+	chunk meta.Chunk
+	repl  uint32
+}
+
+func (r *refIndex) ix() *chunkIndex { return (*chunkIndex)(r) }
+
+// add records a committed file; a file replacing another is added before
+// the old version is removed. A chunk is referenced once per add.
+func (r *refIndex) add(f *meta.File) {
+	ix := r.ix()
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.files++
+	for _, c := range f.Chunks {
+		s := ix.intern(c.ID)
+		ix.change(s, func() { ix.reference(s, c, f.Replication) })
+	}
+	ix.notifyLocked()
+}
+
+// reference adds a reference to slot s's chunk c: the first commit
+// records its metadata and settles the copies reported before it.
+func (ix *chunkIndex) reference(s int32, c meta.Chunk, repl uint32) {
+	e := ix.at(s)
+	if e.refs < 1<<16-1 {
+		e.refs++
+	}
+	e.repl = uint8(min(repl, 255))
+	if e.flags&entryCommitted != 0 {
+		return
+	}
+	e.flags |= entryCommitted
+	e.size, e.frame = int32(c.Size), int32(c.FrameSize)
+	copy(e.digest[:], c.Digest)
+	if len(c.Digest) != len(e.digest) || c.Size <= 0 || c.Size > rpc.MaxChunkSize || c.FrameSize > rpc.MaxFrameSize {
+		e.digest = [32]byte{} // never matched by a report (which has 32 bytes)
+		e.size = -1
+	}
+	var pend []copyRef
+	ix.eachCopy(s, func(c copyRef) {
+		if c&copyPending != 0 {
+			pend = append(pend, c)
+		}
+	})
+	for _, c := range pend {
+		m := ix.pending[copyKey{s, c.node()}]
+		ix.putCopy(s, c.node(), c&(copyCorrupt|copyHeld), m)
+	}
+}
+
+// remove drops a committed file removed or replaced.
+func (r *refIndex) remove(f *meta.File) {
+	ix := r.ix()
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.files--
+	for _, c := range f.Chunks {
+		s := ix.lookup(c.ID)
+		if s < 0 || ix.at(s).refs == 0 {
+			continue
+		}
+		ix.change(s, func() {
+			ix.at(s).refs--
+			ix.release(s)
+		})
+	}
+	ix.notifyLocked()
+}
+
+// has reports whether a committed file references id.
+func (r *refIndex) has(id rpc.ChunkID) bool {
+	ix := r.ix()
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	s := ix.lookup(id)
+	return s >= 0 && ix.at(s).refs > 0
+}
+
+// counts returns the number of committed files and of the chunks they
+// reference.
+func (r *refIndex) counts() (files, chunks int) {
+	ix := r.ix()
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	return ix.files, ix.total
+}
+
+// snapshot returns every referenced chunk, in slot order.
+func (r *refIndex) snapshot() []ref {
+	ix := r.ix()
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	out := make([]ref, 0, ix.total)
+	digest := digests(ix.total)
+	for s := range ix.used {
+		if ix.at(s).refs > 0 {
+			out = append(out, ix.refOf(s, digest()))
+		}
+	}
+	return out
+}
+
+// located counts referenced chunks without any reported good copy, and
+// those with fewer reported good copies than their replication, in O(1):
+// l is the index r is a view of.
+func (r *refIndex) located(*locations) (missing, under, total int) { return r.ix().counts() }
