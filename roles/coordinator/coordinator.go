@@ -91,6 +91,13 @@ type Config struct {
 	FailurePenalty time.Duration
 	// ShutdownGrace bounds the graceful stop.
 	ShutdownGrace time.Duration
+	// MaxInventories is how many datanodes' full inventories are applied
+	// at once; the others wait for their turn, first come, first served.
+	MaxInventories int
+	// InventoryWait is how long a full inventory waits for its turn before
+	// its datanode is told to send it again later (after as long again).
+	// Keep it well below the datanodes' --rpc-timeout.
+	InventoryWait time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -118,6 +125,8 @@ func DefaultConfig() Config {
 		RPCTimeout:      10 * time.Second,
 		FailurePenalty:  time.Minute,
 		ShutdownGrace:   10 * time.Second,
+		MaxInventories:  4,
+		InventoryWait:   2 * time.Second,
 	}
 }
 
@@ -155,6 +164,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxFileChunks < 1 || c.MaxFileChunks > rpc.MaxFileChunks {
 		return fmt.Errorf("coordinator: --max-file-chunks must be between 1 and %d", rpc.MaxFileChunks)
+	}
+	if c.MaxInventories < 1 || c.InventoryWait < 0 {
+		return fmt.Errorf("coordinator: --max-inventories must be positive and --inventory-wait must not be negative")
 	}
 	if c.MaxUploads < 1 {
 		return fmt.Errorf("coordinator: --max-uploads must be positive")
@@ -234,6 +246,10 @@ type Coordinator struct {
 	addr  string
 	ready chan struct{}
 	term  atomic.Pointer[term] // set while leading
+
+	// beforeReport, when set (by tests) before Run, is called before a
+	// datanode's report is applied, with the report's context.
+	beforeReport func(ctx context.Context, node rpc.NodeID)
 }
 
 // New builds a coordinator from cfg and deps without side effects.

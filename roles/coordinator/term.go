@@ -71,6 +71,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	t.membership = &membership{
 		cfg: cfg, log: c.log, clock: c.clock, cluster: c.store.ClusterID, nodes: t.nodes, locs: t.locs, refs: t.refs,
 		dels: dels, commits: commits, datanodes: c.datanodes, events: c.events, registrations: c.registrations, started: start,
+		inventories: newInventories(cfg.MaxInventories, cfg.InventoryWait, cfg.RPCTimeout, c.clock), beforeApply: c.beforeReport,
 	}
 	t.heal = newHeal(cfg, c.log, c.clock, t.nodes, t.locs, t.refs, dels, commits, c.events)
 	t.repair = repair.New(repair.Config{
