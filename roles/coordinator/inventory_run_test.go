@@ -201,3 +201,41 @@ func holdLocations(t *term) (unlock func()) {
 	t.locs.mu.Lock()
 	return t.locs.mu.Unlock
 }
+
+// deafElector campaigns forever, whatever its context says: a loop of
+// the coordinator's that does not heed the end of Run.
+type deafElector struct{ release chan struct{} }
+
+func (e deafElector) Campaign(context.Context, string) (<-chan struct{}, error) {
+	<-e.release
+	return nil, context.Canceled
+}
+
+func (e deafElector) Leader(context.Context) (string, error) { return "", nil }
+
+// TestRunStopsWithinGrace: Run returns within the shutdown grace even
+// when one of its loops does not stop, and says so in the log.
+func TestRunStopsWithinGrace(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 0, nil)
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.ShutdownGrace = 300 * time.Millisecond
+	e := deafElector{release: make(chan struct{})}
+	t.Cleanup(func() { close(e.release) })
+	c, err := New(cfg, Deps{Log: zerolog.New(zerolog.NewTestWriter(t)), Store: f.store, Datanodes: f.dn, Elector: e})
+	is.NoErr(err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	<-c.Ready()
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		is.NoErr(err) // stopped
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	is.True(time.Since(start) < 300*time.Millisecond+300*time.Millisecond) // within the grace (and a little)
+}
