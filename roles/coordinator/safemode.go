@@ -74,7 +74,9 @@ func newSafeMode(timeout, suspectAfter time.Duration, chunks int, started time.T
 // or ctx ends, whichever comes first. One count runs at a time, on its own
 // goroutine: a slow one delays the next count, never the timeout or the
 // return on ctx's end (a count still running then finishes on its own and
-// its result is dropped).
+// its result is dropped). A count that took d is followed by the next no
+// sooner than 4d later, so that counts that are passes over the chunks
+// (rather than counters) take at most a fifth of a core.
 func (s *safeMode) run(ctx context.Context) {
 	if !s.active() {
 		return
@@ -86,6 +88,7 @@ func (s *safeMode) run(ctx context.Context) {
 	var counting sync.WaitGroup // not waited for: see above
 	results := make(chan located, 1)
 	busy := false
+	var began, next time.Time // of the last count; the earliest for the next
 	for {
 		select {
 		case <-ctx.Done():
@@ -94,10 +97,10 @@ func (s *safeMode) run(ctx context.Context) {
 			s.expire()
 			return
 		case <-tick.Chan():
-			if busy {
+			if busy || s.clock.Now().Before(next) {
 				continue
 			}
-			busy = true
+			busy, began = true, s.clock.Now()
 			counting.Go(func() {
 				var c located
 				c.missing, c.under, c.total = s.counts()
@@ -105,6 +108,7 @@ func (s *safeMode) run(ctx context.Context) {
 			})
 		case c := <-results:
 			busy = false
+			next = s.clock.Now().Add(4 * s.clock.Since(began))
 			if !s.step(c) {
 				return
 			}

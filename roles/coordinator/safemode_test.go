@@ -200,3 +200,33 @@ func waitCounted(t *testing.T, s *safeMode, before int) {
 	}
 	t.Fatal("no count taken in")
 }
+
+// TestSafeModePacesSlowCounts: a count that took a second (a pass over
+// the chunks) is followed by the next no sooner than four seconds later.
+func TestSafeModePacesSlowCounts(t *testing.T) {
+	is := is.New(t)
+	clock := clockwork.NewFakeClock()
+	var calls atomic.Int64
+	counts := func() (int, int, int) {
+		calls.Add(1)
+		clock.Advance(time.Second) // this count takes a second
+		return 1, 1, 1
+	}
+	s := newSafeMode(time.Hour, time.Hour, 1, clock.Now(), clock, counts, newEvents(clock), zerolog.Nop())
+	runSafeMode(t, t.Context(), s)
+	is.NoErr(clock.BlockUntilContext(t.Context(), 2))
+	before := countsTaken(s)
+	clock.Advance(safeModeCheck)
+	waitCounted(t, s, before)
+	is.Equal(calls.Load(), int64(1)) // the first count
+	for range 39 { // 3.9 s of ticks
+		is.NoErr(clock.BlockUntilContext(t.Context(), 2))
+		clock.Advance(safeModeCheck)
+	}
+	is.Equal(calls.Load(), int64(1)) // none within four times its length
+	is.NoErr(clock.BlockUntilContext(t.Context(), 2))
+	before = countsTaken(s)
+	clock.Advance(safeModeCheck)
+	waitCounted(t, s, before)
+	is.Equal(calls.Load(), int64(2)) // then the next
+}
