@@ -219,7 +219,8 @@ func TestSafeModePacesSlowCounts(t *testing.T) {
 	clock.Advance(safeModeCheck)
 	waitCounted(t, s, before)
 	is.Equal(calls.Load(), int64(1)) // the first count
-	for range 39 {                   // 3.9 s of ticks
+	// 3.9 s of ticks:
+	for range 39 {
 		is.NoErr(clock.BlockUntilContext(t.Context(), 2))
 		clock.Advance(safeModeCheck)
 	}
