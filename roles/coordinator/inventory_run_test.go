@@ -87,9 +87,11 @@ func within(t *testing.T, what string, d time.Duration, fn func()) {
 	t.Helper()
 	start := time.Now()
 	fn()
-	if took := time.Since(start); took > d {
+	took := time.Since(start)
+	if took > d {
 		t.Fatalf("%s took %s, more than %s", what, took, d)
 	}
+	t.Logf("%s answered in %s", what, took)
 }
 
 // TestShutdownWhileApplyingInventory: a coordinator stops within its
@@ -132,6 +134,7 @@ func TestShutdownWhileApplyingInventory(t *testing.T) {
 		t.Fatal("Run did not return")
 	}
 	took := time.Since(start)
+	t.Logf("Run returned %s after its context ended (grace 500ms)", took)
 	is.True(took < 500*time.Millisecond+300*time.Millisecond) // within the grace (and a little)
 }
 
@@ -237,5 +240,7 @@ func TestRunStopsWithinGrace(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return")
 	}
-	is.True(time.Since(start) < 300*time.Millisecond+300*time.Millisecond) // within the grace (and a little)
+	took := time.Since(start)
+	t.Logf("Run returned %s after its context ended (grace 300ms)", took)
+	is.True(took < 300*time.Millisecond+300*time.Millisecond) // within the grace (and a little)
 }
