@@ -104,9 +104,17 @@ func (q *inventories) admit(ctx context.Context, node rpc.NodeID, p inventoryPag
 
 // await waits until w is granted its turn, the wait is over or ctx ends;
 // a waiter that gives up leaves the queue (a turn granted meanwhile to a
-// caller gone is given back).
+// caller gone is given back). The wait ends at three quarters of the time
+// left to ctx's deadline if that comes first, so that the caller hears
+// when to come back rather than its own timeout.
 func (q *inventories) await(ctx context.Context, w *waiter) error {
-	timer := q.clock.NewTimer(q.wait)
+	wait := q.wait
+	if dl, ok := ctx.Deadline(); ok {
+		if left := dl.Sub(q.clock.Now()) * 3 / 4; left > 0 && left < wait {
+			wait = left
+		}
+	}
+	timer := q.clock.NewTimer(wait)
 	defer timer.Stop()
 	var err error
 	select {

@@ -199,3 +199,18 @@ func TestReportTurns(t *testing.T) {
 	f.report(c, chunkReport{full: true, page: 1, last: true, added: []reportedCopy{cp}})
 	is.Equal(f.term.locs.count(cid), 2) // c's turn now
 }
+
+// TestInventoryWaitWithinDeadline: a first page whose caller's deadline
+// comes before the wait is over is answered ResourceExhausted before the
+// deadline, not left to time out.
+func TestInventoryWaitWithinDeadline(t *testing.T) {
+	is := is.New(t)
+	q := newInventories(1, time.Minute, time.Hour, clockwork.NewRealClock())
+	_, err := q.admit(t.Context(), "a", firstPage)
+	is.NoErr(err)
+	ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
+	defer cancel()
+	_, err = q.admit(ctx, "b", firstPage)
+	is.Equal(rpc.KindOf(err), rpc.ResourceExhausted) // told to come back
+	is.NoErr(ctx.Err())                              // before its deadline
+}
