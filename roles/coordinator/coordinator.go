@@ -91,6 +91,13 @@ type Config struct {
 	FailurePenalty time.Duration
 	// ShutdownGrace bounds the graceful stop.
 	ShutdownGrace time.Duration
+	// MaxInventories is how many datanodes' full inventories are applied
+	// at once; the others wait for their turn, first come, first served.
+	MaxInventories int
+	// InventoryWait is how long a full inventory waits for its turn before
+	// its datanode is told to send it again later (after as long again).
+	// Keep it well below the datanodes' --rpc-timeout.
+	InventoryWait time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -118,6 +125,8 @@ func DefaultConfig() Config {
 		RPCTimeout:      10 * time.Second,
 		FailurePenalty:  time.Minute,
 		ShutdownGrace:   10 * time.Second,
+		MaxInventories:  4,
+		InventoryWait:   2 * time.Second,
 	}
 }
 
@@ -155,6 +164,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxFileChunks < 1 || c.MaxFileChunks > rpc.MaxFileChunks {
 		return fmt.Errorf("coordinator: --max-file-chunks must be between 1 and %d", rpc.MaxFileChunks)
+	}
+	if c.MaxInventories < 1 || c.InventoryWait < 0 {
+		return fmt.Errorf("coordinator: --max-inventories must be positive and --inventory-wait must not be negative")
 	}
 	if c.MaxUploads < 1 {
 		return fmt.Errorf("coordinator: --max-uploads must be positive")
@@ -234,6 +246,10 @@ type Coordinator struct {
 	addr  string
 	ready chan struct{}
 	term  atomic.Pointer[term] // set while leading
+
+	// beforeReport, when set (by tests) before Run, is called before a
+	// datanode's report is applied, with the report's context.
+	beforeReport func(ctx context.Context, node rpc.NodeID)
 }
 
 // New builds a coordinator from cfg and deps without side effects.
@@ -350,15 +366,43 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.log.Info().Str("cluster_id", c.store.ClusterID()).Str("metadata", c.name).Int("replication", c.cfg.Replication).
 		Str("chunk_size", rpc.FormatBytes(c.cfg.ChunkSize)).Str("placement", c.cfg.Placement).Int("max_file_chunks", c.maxChunks).Msg("coordinator serving")
 	close(c.ready)
+	var stopBy atomic.Int64 // when the stop must be over: the end of ctx plus the grace
+	stopWatch := context.AfterFunc(ctx, func() { stopBy.Store(c.clock.Now().Add(c.cfg.ShutdownGrace).UnixNano()) })
+	defer stopWatch()
 	err := rpc.Serve(ctx, srv, c.lis, c.cfg.ShutdownGrace)
 	cancel()
-	wg.Wait()
+	if !c.waitStopped(&wg, &stopBy) {
+		c.log.Error().Dur("grace", c.cfg.ShutdownGrace).Msg("coordinator stopped without its loops: they did not stop within the shutdown grace")
+		return err
+	}
 	if fatal != nil {
 		c.log.Error().Err(fatal).Msg("coordinator stopped: cannot lead")
 		return fmt.Errorf("coordinator: %w", fatal)
 	}
 	c.log.Info().Msg("coordinator stopped")
 	return err
+}
+
+// waitStopped waits for wg (lead and the health service, whose context
+// has ended) until the time in stopBy, set when Run's context ended (or,
+// when it did not, as Serve failed, the grace from now), and at least a
+// little: it reports whether they stopped. A loop that does not heed its
+// context is left behind rather than holding up the stop.
+func (c *Coordinator) waitStopped(wg *sync.WaitGroup, stopBy *atomic.Int64) bool {
+	stopped := make(chan struct{})
+	go func() { wg.Wait(); close(stopped) }()
+	by := c.clock.Now().Add(c.cfg.ShutdownGrace)
+	if ns := stopBy.Load(); ns != 0 {
+		by = time.Unix(0, ns)
+	}
+	timer := c.clock.NewTimer(max(by.Sub(c.clock.Now()), 100*time.Millisecond))
+	defer timer.Stop()
+	select {
+	case <-stopped:
+		return true
+	case <-timer.Chan():
+		return false
+	}
 }
 
 // lead runs leadership terms until ctx ends: at once without an elector,

@@ -106,7 +106,7 @@ func (f *fixture) storeCopy(node rpc.NodeID, id rpc.ChunkID, size int64, digest 
 // report applies a datanode's chunk report.
 func (f *fixture) report(node rpc.NodeID, r chunkReport) {
 	f.t.Helper()
-	if err := f.term.membership.report(node, r); err != nil {
+	if err := f.term.membership.report(f.ctx, node, r); err != nil {
 		f.t.Fatalf("report from %s: %v", node, err)
 	}
 }

@@ -47,6 +47,11 @@ type membership struct {
 	// registrations limits RegisterDataNode calls (--register-rate).
 	registrations *rate.Limiter
 	started       time.Time // when the term began
+	// inventories gives full inventories their turns (--max-inventories).
+	inventories *inventories
+	// beforeApply, when set (by tests), is called before a report is
+	// applied, with the report's context.
+	beforeApply func(ctx context.Context, node rpc.NodeID)
 }
 
 // registration is a datanode's RegisterDataNode.
@@ -129,13 +134,28 @@ func (m *membership) heartbeat(id rpc.NodeID, incarnation string, u usage, known
 }
 
 // chunkReport is a datanode's report of the chunks it stored, removed and
-// found corrupt since its last one; with full, added is all it holds.
+// found corrupt since its last one; with full, added is all it holds (in
+// pages: page numbers them from 1, 0 in an incremental report or from a
+// datanode that does not number them; last marks the last one).
 type chunkReport struct {
 	full    bool
+	page    uint32
+	last    bool
 	added   []reportedCopy
 	removed []rpc.ChunkID
 	corrupt []rpc.ChunkID
 }
+
+// inventoryPage says whether r is a page of a full inventory, and which.
+// A datanode that does not number its pages sends the first one alone as
+// such: its turn ends with it.
+func (r chunkReport) inventoryPage() (inventoryPage, bool) {
+	return inventoryPage{first: r.full, last: r.last || r.page == 0}, r.full || r.page > 0
+}
+
+// reportSlice is how many chunks of a report are applied between two
+// checks that its caller still waits for the answer.
+const reportSlice = 1000
 
 // known returns NotFound if node id is not registered.
 func (m *membership) known(id rpc.NodeID) error {
@@ -145,8 +165,18 @@ func (m *membership) known(id rpc.NodeID) error {
 	return nil
 }
 
-// report applies a datanode's report of chunks stored and removed.
-func (m *membership) report(id rpc.NodeID, r chunkReport) error {
+// report applies a datanode's report of chunks stored and removed. A
+// page of a full inventory is applied in the node's turn (see
+// inventories): it may wait for one, or be refused with ResourceExhausted
+// and when to send it again; incremental reports never wait. A report
+// whose caller gave up (ctx ended: its RPC failed on the datanode's side)
+// is not applied, or not further: the rest of it is dropped between
+// slices of reportSlice chunks. What was applied of it is harmless: every
+// copy it lists is on the node, and applying a report again changes
+// nothing more (a full inventory's first page forgets the node's other
+// copies; the node sends its inventory again from the start after any
+// failed page).
+func (m *membership) report(ctx context.Context, id rpc.NodeID, r chunkReport) error {
 	if err := m.known(id); err != nil {
 		return err
 	}
@@ -155,11 +185,50 @@ func (m *membership) report(id rpc.NodeID, r chunkReport) error {
 			return rpc.Errorf(rpc.Invalid, "chunk %s: bad size, frame size or digest in report", a.id)
 		}
 	}
+	if p, ok := r.inventoryPage(); ok {
+		done, err := m.inventories.admit(ctx, id, p)
+		if err != nil {
+			return err
+		}
+		applied := false
+		defer func() { done(applied) }()
+		err = m.apply(ctx, id, r)
+		applied = err == nil
+		return err
+	}
+	return m.apply(ctx, id, r)
+}
+
+// apply applies report r of node id a slice at a time, as long as ctx
+// lasts.
+func (m *membership) apply(ctx context.Context, id rpc.NodeID, r chunkReport) error {
+	abandoned := func() error {
+		if err := ctx.Err(); err != nil {
+			return rpc.Errorf(rpc.Other, "report of datanode %s abandoned by its caller: %w", id.Short(), err)
+		}
+		return nil
+	}
+	if err := abandoned(); err != nil {
+		return err
+	}
+	if m.beforeApply != nil {
+		m.beforeApply(ctx, id)
+	}
 	if len(r.corrupt) > 0 {
 		m.log.Warn().Str("node_id", string(id)).Int("chunks", len(r.corrupt)).Msg("datanode reports corrupt copies")
 		m.events.add("corrupt", "datanode %s reports %d corrupt chunk copies", id.Short(), len(r.corrupt))
 	}
-	m.locs.report(id, r.full, r.added, r.removed, r.corrupt, m.dels.queuedOn(id))
+	queued := m.dels.queuedOn(id)
+	first := min(len(r.added), reportSlice)
+	m.locs.report(id, r.full, r.added[:first], r.removed, r.corrupt, queued)
+	for added := r.added[first:]; len(added) > 0; {
+		if err := abandoned(); err != nil {
+			return err
+		}
+		n := min(len(added), reportSlice)
+		m.locs.report(id, false, added[:n], nil, nil, queued)
+		added = added[n:]
+	}
 	return nil
 }
 

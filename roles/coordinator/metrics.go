@@ -89,10 +89,11 @@ var (
 	descPendingDels  = desc("dfs_coordinator_pending_deletions", "Chunk copies waiting to be deleted from the datanodes (garbage collection).")
 	descDeleted      = desc("dfs_coordinator_deleted_chunks_total", "Chunk copies the datanodes deleted for garbage collection since this coordinator began leading.")
 	descReclaimed    = desc("dfs_coordinator_reclaimed_bytes_total", "Bytes freed on the datanodes by garbage collection since this coordinator began leading.")
+	descInventories  = desc("dfs_coordinator_inventories", "Datanodes' full chunk inventories being applied (applying: holding one of --max-inventories turns) or waiting for a turn (waiting).", "state")
 	descOrphans      = desc("dfs_coordinator_orphan_copies_total", "Orphan chunk copies (referenced by no file or upload) scheduled for deletion since this coordinator began leading.")
 	stateDescriptors = []*prometheus.Desc{descLeader, descSafeMode, descWritable, descNodes, descDraining, descCapacity, descUsed, descFree,
 		descFiles, descChunks, descSessions, descUnder, descMissing, descCorrupt, descRepairing, descRepairs, descRepairFails,
-		descRepairBytes, descPendingDels, descDeleted, descReclaimed, descOrphans}
+		descRepairBytes, descPendingDels, descDeleted, descReclaimed, descOrphans, descInventories}
 )
 
 // Describe implements prometheus.Collector.
@@ -136,6 +137,8 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descFiles, float64(snap.Files))
 	gauge(descChunks, float64(snap.Chunks))
 	gauge(descSessions, float64(snap.UploadSessions))
+	gauge(descInventories, float64(snap.InventoriesApplying), "applying")
+	gauge(descInventories, float64(snap.InventoriesWaiting), "waiting")
 	h := snap.Health
 	gauge(descUnder, float64(h.UnderReplicated))
 	gauge(descMissing, float64(h.Missing))

@@ -20,9 +20,14 @@ import (
 // has a copy and one suspect-after period has passed (a live datanode has
 // heartbeated by then: the missing copies are on nodes that are gone); or
 // after the timeout. An empty namespace has nothing to wait for.
+//
+// Its loop never waits on a pass over the cluster: the exit conditions
+// are read from counts (counters the chunk index keeps as reports arrive),
+// called on a goroutine of their own, and the timeout is a timer of its
+// own that ends safe mode even while a counts call has not returned. The
+// loop returns as soon as its context ends.
 type safeMode struct {
-	refs         *refIndex
-	locs         *locations
+	counts       func() (missing, under, total int)
 	events       *events
 	log          zerolog.Logger
 	clock        clockwork.Clock
@@ -33,59 +38,133 @@ type safeMode struct {
 	mu     sync.Mutex
 	on     bool
 	status string
+	// last is the last count, for the message when the timeout ends
+	// safe mode; counted says whether there is one.
+	last    located
+	counted bool
+	checked int // counts taken in, for tests
 }
 
+// located is one count of the committed chunks: without any reported
+// good copy, with fewer than their replication, and all of them.
+type located struct{ missing, under, total int }
+
+// safeModeCheck is how often safe mode counts the located chunks.
+const safeModeCheck = 100 * time.Millisecond
+
 // newSafeMode starts safe mode for a term that began at started with
-// chunks committed chunks, if there are any.
+// chunks committed chunks, if there are any. counts returns the
+// committed chunks without a reported good copy, those with fewer good
+// copies than their replication, and all of them; it must be safe to call
+// from any goroutine.
 func newSafeMode(timeout, suspectAfter time.Duration, chunks int, started time.Time, clock clockwork.Clock,
-	refs *refIndex, locs *locations, ev *events, log zerolog.Logger) *safeMode {
-	s := &safeMode{refs: refs, locs: locs, events: ev, log: log, clock: clock, started: started, suspectAfter: suspectAfter,
+	counts func() (missing, under, total int), ev *events, log zerolog.Logger) *safeMode {
+	s := &safeMode{counts: counts, events: ev, log: log, clock: clock, started: started, suspectAfter: suspectAfter,
 		deadline: clock.Now().Add(timeout), on: chunks > 0 && timeout > 0}
 	if s.on {
 		s.status = fmt.Sprintf("waiting for datanodes to report %d chunks", chunks)
+		s.last = located{missing: chunks, under: chunks, total: chunks}
 		log.Warn().Int("chunks", chunks).Dur("timeout", timeout).Msg("safe mode: waiting for datanodes to report where the chunks are")
 		ev.add("safe-mode", "safe mode on: waiting for datanodes to report %d chunks (at most %s)", chunks, timeout)
 	}
 	return s
 }
 
-// run checks every 100 ms until safe mode ends or ctx does.
+// run counts every safeModeCheck until safe mode ends, its timeout fires
+// or ctx ends, whichever comes first. One count runs at a time, on its own
+// goroutine: a slow one delays the next count, never the timeout or the
+// return on ctx's end (a count still running then finishes on its own and
+// its result is dropped). A count that took d is followed by the next no
+// sooner than 4d later, so that counts that are passes over the chunks
+// (rather than counters) take at most a fifth of a core.
 func (s *safeMode) run(ctx context.Context) {
 	if !s.active() {
 		return
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	rpc.Every(ctx, s.clock, 100*time.Millisecond, func(context.Context) {
-		if s.step(); !s.active() {
-			cancel()
+	timeout := s.clock.NewTimer(s.deadline.Sub(s.clock.Now()))
+	defer timeout.Stop()
+	tick := s.clock.NewTicker(safeModeCheck)
+	defer tick.Stop()
+	var counting sync.WaitGroup // not waited for: see above
+	results := make(chan located, 1)
+	busy := false
+	var began, next time.Time // of the last count; the earliest for the next
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timeout.Chan():
+			s.expire()
+			return
+		case <-tick.Chan():
+			if busy || s.clock.Now().Before(next) {
+				continue
+			}
+			busy, began = true, s.clock.Now()
+			counting.Go(func() {
+				var c located
+				c.missing, c.under, c.total = s.counts()
+				results <- c // one count at a time: never blocks
+			})
+		case c := <-results:
+			busy = false
+			next = s.clock.Now().Add(4 * s.clock.Since(began))
+			if !s.step(c) {
+				return
+			}
 		}
-	})
+	}
 }
 
-// step ends safe mode if it can, or updates what it waits for.
-func (s *safeMode) step() {
-	missing, under, total := s.refs.located(s.locs)
+// step ends safe mode if count c allows it, or updates what it waits for;
+// it reports whether safe mode is still on. The timeout is the loop's
+// timer's (expire), but a count that comes after it ends safe mode too.
+func (s *safeMode) step(c located) bool {
 	now := s.clock.Now()
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.on {
+		return false
+	}
+	s.last, s.counted = c, true
+	s.checked++
 	switch {
-	case under == 0:
+	case c.under == 0:
 		s.on = false
-		s.log.Info().Int("chunks", total).Msg("safe mode off: every copy of every chunk located")
-		s.events.add("safe-mode", "safe mode off: every copy of all %d chunks located", total)
-	case missing == 0 && now.Sub(s.started) >= s.suspectAfter:
+		s.log.Info().Int("chunks", c.total).Msg("safe mode off: every copy of every chunk located")
+		s.events.add("safe-mode", "safe mode off: every copy of all %d chunks located", c.total)
+	case c.missing == 0 && now.Sub(s.started) >= s.suspectAfter:
 		s.on = false
-		s.log.Info().Int("chunks", total).Int("under_replicated", under).Msg("safe mode off: every chunk located")
-		s.events.add("safe-mode", "safe mode off: all %d chunks located, %d under-replicated", total, under)
+		s.log.Info().Int("chunks", c.total).Int("under_replicated", c.under).Msg("safe mode off: every chunk located")
+		s.events.add("safe-mode", "safe mode off: all %d chunks located, %d under-replicated", c.total, c.under)
 	case !now.Before(s.deadline):
-		s.on = false
-		s.log.Warn().Int("unlocated", missing).Int("chunks", total).Msg("safe mode off after its timeout: some chunks have no reported copy")
-		s.events.add("safe-mode", "safe mode off after its timeout: %d of %d chunks have no reported copy", missing, total)
+		s.expireLocked()
 	default:
 		s.status = fmt.Sprintf("%d of %d chunks located, %d with every copy; serving at the latest in %s",
-			total-missing, total, total-under, s.deadline.Sub(now).Round(time.Second))
+			c.total-c.missing, c.total, c.total-c.under, s.deadline.Sub(now).Round(time.Second))
 	}
-	s.mu.Unlock()
+	return s.on
+}
+
+// expire ends safe mode: its timeout has passed.
+func (s *safeMode) expire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.on {
+		s.expireLocked()
+	}
+}
+
+func (s *safeMode) expireLocked() {
+	s.on = false
+	c := s.last
+	if !s.counted {
+		s.log.Warn().Msg("safe mode off after its timeout: the chunks were not counted yet")
+		s.events.add("safe-mode", "safe mode off after its timeout, before the located chunks were counted")
+		return
+	}
+	s.log.Warn().Int("unlocated", c.missing).Int("chunks", c.total).Msg("safe mode off after its timeout: some chunks have no reported copy")
+	s.events.add("safe-mode", "safe mode off after its timeout: %d of %d chunks had no reported copy at the last count", c.missing, c.total)
 }
 
 func (s *safeMode) active() bool {

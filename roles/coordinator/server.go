@@ -286,7 +286,7 @@ func (s *server) ReportChunks(ctx context.Context, req *dfspb.ReportChunksReques
 	if n := len(req.Added) + len(req.Removed) + len(req.Corrupt); n > maxReport {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "%d chunks in one report, at most %d", n, maxReport))
 	}
-	r := chunkReport{full: req.Full, added: make([]reportedCopy, len(req.Added))}
+	r := chunkReport{full: req.Full, page: req.Page, last: req.Last, added: make([]reportedCopy, len(req.Added))}
 	for i, a := range req.Added {
 		cid, err := rpc.ParseChunkID(a.ChunkId)
 		if err != nil {
@@ -300,7 +300,7 @@ func (s *server) ReportChunks(ctx context.Context, req *dfspb.ReportChunksReques
 	if r.corrupt, err = parseChunkIDs(req.Corrupt); err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	if err := t.membership.report(id, r); err != nil {
+	if err := t.membership.report(ctx, id, r); err != nil {
 		return nil, rpc.ToStatus(err)
 	}
 	return &dfspb.ReportChunksResponse{}, nil

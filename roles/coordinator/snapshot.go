@@ -32,6 +32,9 @@ type snapshot struct {
 	RepairsFailed        int64
 	// Readiness says whether the cluster can take writes.
 	Readiness readiness
+	// InventoriesApplying and InventoriesWaiting count the datanodes'
+	// full inventories holding a turn and waiting for one.
+	InventoriesApplying, InventoriesWaiting int
 }
 
 // snapshot returns the coordinator's state now.
@@ -57,6 +60,7 @@ func (c *Coordinator) snapshot() snapshot {
 	}
 	s.Files, s.Chunks = t.refs.counts()
 	s.UploadSessions = t.uploads.open()
+	s.InventoriesApplying, s.InventoriesWaiting = t.membership.inventories.stats()
 	s.Health = v.health
 	s.RepairsFailed = t.repair.Stats().Failed
 	s.Readiness = v.readiness

@@ -72,6 +72,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	t.membership = &membership{
 		cfg: cfg, log: c.log, clock: c.clock, cluster: c.store.ClusterID, nodes: t.nodes, locs: t.locs, refs: t.refs,
 		dels: dels, commits: commits, datanodes: c.datanodes, events: c.events, registrations: c.registrations, started: start,
+		inventories: newInventories(cfg.MaxInventories, cfg.InventoryWait, cfg.RPCTimeout, c.clock), beforeApply: c.beforeReport,
 	}
 	t.heal = newHeal(cfg, c.log, c.clock, t.nodes, t.locs, t.refs, dels, commits, c.events)
 	t.repair = repair.New(repair.Config{
@@ -89,7 +90,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	for _, d := range st.deletions {
 		t.gc.Enqueue(d.Node, d.Chunk)
 	}
-	t.safe = newSafeMode(cfg.SafeModeTimeout, cfg.SuspectAfter, st.chunks, start, c.clock, t.refs, t.locs, c.events, c.log)
+	t.safe = newSafeMode(cfg.SafeModeTimeout, cfg.SuspectAfter, st.chunks, start, c.clock, locatedCounts(t.refs, t.locs), c.events, c.log)
 	t.uploads = newUploads(ctx, uploadsConfig{
 		chunkSize: cfg.ChunkSize, replication: cfg.Replication, maxChunks: c.maxChunks, maxUploads: cfg.MaxUploads,
 		sessionTimeout: cfg.SessionTimeout, rpcTimeout: cfg.RPCTimeout, suspectAfter: cfg.SuspectAfter,

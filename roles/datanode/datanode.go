@@ -336,7 +336,7 @@ func (n *Node) Run(ctx context.Context) error {
 	for _, id := range n.store.Corrupt() {
 		n.log.Error().Str("chunk_id", string(id)).Msg("corrupt chunk (damaged, or found so before) awaits deletion; not served")
 	}
-	n.reports = newReporter(n.store)
+	n.reports = newReporter(n.store, n.clock)
 	if n.cluster, err = loadClusterID(n.cfg.DataDir); err != nil {
 		return err
 	}

@@ -329,7 +329,8 @@ func (n *Node) callReport(ctx context.Context, p report) error {
 		added[i] = &dfspb.ChunkStat{ChunkId: string(c.id), Present: true, Size: c.size, Digest: c.digest, FrameSize: c.frameSize}
 	}
 	_, err := n.coord.Once(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
-		_, err := cc.ReportChunks(ctx, &dfspb.ReportChunksRequest{NodeId: string(n.id), Added: added, Removed: p.removed, Full: p.full, Corrupt: p.corrupt})
+		_, err := cc.ReportChunks(ctx, &dfspb.ReportChunksRequest{NodeId: string(n.id), Added: added, Removed: p.removed, Full: p.full, Corrupt: p.corrupt,
+			Page: p.number, Last: p.last})
 		return err
 	})
 	return err

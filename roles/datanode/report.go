@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -22,10 +24,16 @@ const maxReport = 5000
 // chunk deleted before it was reported is reported removed, not corrupt.
 //
 // A full report (after registering, and every inventory interval) sends
-// the whole inventory and the corrupt list instead, in pages; the first
-// page tells the coordinator to forget what it thought the node held.
+// the whole inventory and the corrupt list instead, in numbered pages; the
+// first page tells the coordinator to forget what it thought the node
+// held, the last one says it is the last. The coordinator applies a few
+// nodes' inventories at a time: it may answer a page that its turn has
+// not come (ResourceExhausted, with when to send it again). The reporter
+// then holds the full report back until then (deferFull) and sends the
+// queued changes meanwhile: they are not held behind the inventory.
 type reporter struct {
 	store inventory
+	clock clockwork.Clock
 
 	mu      sync.Mutex
 	added   map[rpc.ChunkID]storedChunk
@@ -35,6 +43,8 @@ type reporter struct {
 	rest    []storedChunk        // pages of a full report still to send
 	restBad []string             // corrupt chunks of a full report still to send
 	gone    map[rpc.ChunkID]bool // deleted since the full report's inventory was read
+	fullAt  time.Time            // a full report due is not sent before this
+	page    uint32               // the number of the full report's last page sent
 	kick    chan struct{}
 }
 
@@ -51,9 +61,10 @@ type inventory interface {
 
 var _ inventory = (*chunkstore.Store)(nil)
 
-func newReporter(store inventory) *reporter {
+func newReporter(store inventory, clock clockwork.Clock) *reporter {
 	return &reporter{
 		store:   store,
+		clock:   clock,
 		added:   map[rpc.ChunkID]storedChunk{},
 		removed: map[rpc.ChunkID]bool{},
 		corrupt: map[rpc.ChunkID]bool{},
@@ -137,19 +148,21 @@ type report struct {
 	added   []storedChunk
 	removed []string
 	corrupt []string
-	// full is set on the first page of a full report, page on every page.
-	full, page bool
+	// full is set on the first page of a full report, page on every page,
+	// last on the last page; number numbers the pages from 1.
+	full, page, last bool
+	number           uint32
 }
 
 func (p report) empty() bool { return len(p.added)+len(p.removed)+len(p.corrupt) == 0 && !p.full }
 
 // take removes up to maxReport queued changes, or the next page of a
-// full report.
+// full report (once it may be sent: see deferFull).
 func (r *reporter) take() report {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var p report
-	if r.full {
+	if r.full && !r.clock.Now().Before(r.fullAt) {
 		// The inventory is current: it subsumes every queued change.
 		r.full = false
 		inv := r.store.Inventory()
@@ -165,6 +178,7 @@ func (r *reporter) take() report {
 		clear(r.removed)
 		clear(r.corrupt)
 		p.full = true
+		r.page = 0
 	}
 	if p.full || len(r.rest)+len(r.restBad) > 0 {
 		// Corrupt chunks first: there are few, and the first page then
@@ -179,8 +193,10 @@ func (r *reporter) take() report {
 		}
 		if len(r.rest)+len(r.restBad) == 0 {
 			clear(r.gone)
+			p.last = true
 		}
-		p.page = true
+		r.page++
+		p.page, p.number = true, r.page
 		return p
 	}
 	for _, id := range slices.Sorted(maps.Keys(r.corrupt)) {
@@ -218,6 +234,20 @@ func (r *reporter) putBack(p report) {
 		clear(r.gone)
 		return
 	}
+	r.putBackChanges(p)
+}
+
+// deferFull puts back page p of a full report the coordinator had no turn
+// for: the full report starts over, not before at.
+func (r *reporter) deferFull(p report, at time.Time) {
+	r.putBack(p)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fullAt = at
+}
+
+// putBackChanges requeues the changes of a failed incremental report.
+func (r *reporter) putBackChanges(p report) {
 	for _, a := range p.added {
 		id := a.id
 		if _, ok := r.added[id]; !ok && !r.removed[id] && !r.corrupt[id] {
@@ -240,7 +270,16 @@ func (r *reporter) putBack(p report) {
 
 // reportLoop sends queued changes as they come, and at least every
 // heartbeat interval, until ctx ends. After a failed report it pauses
-// (backing off) before it tries again.
+// (backing off) before it tries again. A page of a full report the
+// coordinator has no turn for is not a failure: the full report waits as
+// long as the coordinator asks (the loop wakes then) while queued changes
+// go on being sent.
+//
+// The coordinator answers within its --inventory-wait, which is kept
+// below the per-call timeout (--rpc-timeout): a page is not sent again
+// while the coordinator still holds it. One that times out all the same
+// (a coordinator that is slow to apply it) is dropped by the coordinator
+// at its deadline, and the full report starts over after the backoff.
 func (n *Node) reportLoop(ctx context.Context) {
 	backoff := rpc.Backoff{Initial: 100 * time.Millisecond, Max: n.cfg.HeartbeatInterval}
 	failures := 0
@@ -250,7 +289,14 @@ func (n *Node) reportLoop(ctx context.Context) {
 			if p.empty() {
 				return
 			}
-			if err := n.sendReport(ctx, p); err != nil {
+			err := n.sendReport(ctx, p)
+			if wait, ok := turnRefused(err); ok && p.page {
+				n.reports.deferFull(p, n.clock.Now().Add(wait))
+				n.clock.AfterFunc(wait, n.reports.wake)
+				n.log.Debug().Err(err).Dur("retry_after", wait).Msg("the coordinator applies other inventories; sending ours later")
+				continue
+			}
+			if err != nil {
 				n.reports.putBack(p)
 				failures++
 				if rpc.KindOf(err) == rpc.NotFound {
@@ -286,6 +332,16 @@ func (n *Node) inventoryLoop(ctx context.Context) {
 		}
 		n.reports.requestFull()
 	})
+}
+
+// turnRefused reports whether err is the coordinator's answer that it has
+// no turn for a full inventory now, and when to send it again.
+func turnRefused(err error) (time.Duration, bool) {
+	ns, ok := rpc.NotServingOf(err)
+	if !ok || rpc.KindOf(err) != rpc.ResourceExhausted {
+		return 0, false
+	}
+	return max(ns.RetryAfter, 10*time.Millisecond), true
 }
 
 func (n *Node) sendReport(ctx context.Context, p report) error {

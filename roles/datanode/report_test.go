@@ -6,10 +6,13 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
+	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
 )
 
@@ -72,7 +75,7 @@ func TestReporterCorrupt(t *testing.T) {
 	t.Run("reported once", func(t *testing.T) {
 		is := is.New(t)
 		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{a: meta}}
-		r := newReporter(inv)
+		r := newReporter(inv, clockwork.NewFakeClock())
 		r.stored(a, meta)
 		inv.quarantine(a)
 		r.corrupted(a)
@@ -86,7 +89,7 @@ func TestReporterCorrupt(t *testing.T) {
 	t.Run("retried", func(t *testing.T) {
 		is := is.New(t)
 		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{}}
-		r := newReporter(inv)
+		r := newReporter(inv, clockwork.NewFakeClock())
 		inv.corrupt = []rpc.ChunkID{a, b}
 		r.corrupted(a)
 		r.corrupted(b)
@@ -103,7 +106,7 @@ func TestReporterCorrupt(t *testing.T) {
 	t.Run("deleted before reported", func(t *testing.T) {
 		is := is.New(t)
 		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{}, corrupt: []rpc.ChunkID{a}}
-		r := newReporter(inv)
+		r := newReporter(inv, clockwork.NewFakeClock())
 		r.corrupted(a)
 		inv.remove(a)
 		r.deleted(a)
@@ -115,7 +118,7 @@ func TestReporterCorrupt(t *testing.T) {
 	t.Run("deleted while found corrupt", func(t *testing.T) {
 		is := is.New(t)
 		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{}}
-		r := newReporter(inv)
+		r := newReporter(inv, clockwork.NewFakeClock())
 		r.corrupted(a)            // the store no longer lists it: deleted meanwhile
 		is.True(r.take().empty()) // so it is not reported corrupt
 	})
@@ -123,7 +126,7 @@ func TestReporterCorrupt(t *testing.T) {
 	t.Run("full report", func(t *testing.T) {
 		is := is.New(t)
 		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{a: meta}, corrupt: []rpc.ChunkID{b}}
-		r := newReporter(inv)
+		r := newReporter(inv, clockwork.NewFakeClock())
 		r.corrupted(b)
 		r.requestFull()
 		p := r.take()
@@ -140,7 +143,7 @@ func TestReporterCorrupt(t *testing.T) {
 			inv.corrupt = append(inv.corrupt, rpc.ChunkID(fmt.Sprintf("%032x_%d", 0xcd, i)))
 		}
 		inv.chunks[a] = meta
-		r := newReporter(inv)
+		r := newReporter(inv, clockwork.NewFakeClock())
 		r.requestFull()
 		p1 := r.take()
 		is.True(p1.full)                     // the first page starts the full report
@@ -165,7 +168,7 @@ func TestReporterRemovals(t *testing.T) {
 		is := is.New(t)
 		a := chunkID(t, 1)
 		inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{a: meta}}
-		r := newReporter(inv)
+		r := newReporter(inv, clockwork.NewFakeClock())
 		r.stored(a, meta)
 		is.Equal(ids(r.take().added), []string{string(a)}) // reported stored
 		r.stored(a, meta)                                  // queued again (a repair found it here)
@@ -184,7 +187,7 @@ func TestReporterRemovals(t *testing.T) {
 		}
 		all := slices.Sorted(maps.Keys(inv.chunks))
 		late := all[len(all)-1] // on the second page
-		r := newReporter(inv)
+		r := newReporter(inv, clockwork.NewFakeClock())
 		r.requestFull()
 		first := r.take()
 		is.True(first.full)                   // the first page
@@ -196,4 +199,62 @@ func TestReporterRemovals(t *testing.T) {
 		is.True(!slices.Contains(ids(second.added), string(late))) //
 		is.Equal(r.take().removed, []string{string(late)})         // whose removal follows
 	})
+}
+
+// TestReporterDeferredFull: the pages of a full report are numbered and
+// the last says so; a page the coordinator had no turn for puts the full
+// report off until the time it named, and queued changes are sent
+// meanwhile.
+func TestReporterDeferredFull(t *testing.T) {
+	is := is.New(t)
+	meta := chunkstore.Meta{Size: 10, FrameSize: testFrame, Digest: make([]byte, 32)}
+	inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{}}
+	for i := range maxReport + 1 {
+		inv.chunks[rpc.NewChunkID("/f", "s", 0, uint32(i))] = meta
+	}
+	clock := clockwork.NewFakeClock()
+	r := newReporter(inv, clock)
+	r.requestFull()
+	p := r.take()
+	is.True(p.full && p.page)                    // the first page
+	is.Equal(p.number, uint32(1))                // numbered 1
+	is.True(!p.last)                             // more to come
+	r.deferFull(p, clock.Now().Add(time.Second)) // no turn: again in a second
+
+	late := rpc.NewChunkID("/g", "s", 0, 0)
+	inv.chunks[late] = meta
+	r.stored(late, meta)
+	q := r.take()
+	is.True(!q.page)                               // not the full report yet
+	is.Equal(ids(q.added), []string{string(late)}) // but the queued change
+	is.True(r.take().empty())                      // nothing else before the time
+
+	clock.Advance(time.Second)
+	p = r.take()
+	is.True(p.full)               // the full report starts over
+	is.Equal(p.number, uint32(1)) // from page 1
+	p = r.take()
+	is.Equal(p.number, uint32(2)) // then page 2
+	is.True(p.last && !p.full)    // the last
+	is.Equal(len(p.added), 2)     // with the rest, the late chunk too
+	is.True(r.take().empty())     // done
+}
+
+// TestReportWaitsItsTurn: a datanode whose inventory the coordinator has
+// no turn for waits as long as told and sends it again, without counting
+// it a failure or registering again; its pages arrive numbered, the last
+// marked.
+func TestReportWaitsItsTurn(t *testing.T) {
+	is := is.New(t)
+	coord := datanodetest.Start(t)
+	coord.RefuseInventories(2, 300*time.Millisecond)
+	n := startNode(t, coord)
+	eventually(t, "the inventory applied", func() bool { return coord.FullReports(n.ID()) == 1 })
+	refused := coord.Refused()
+	is.Equal(len(refused), 2)                                   // refused twice
+	is.True(refused[1].Sub(refused[0]) >= 250*time.Millisecond) // the node waited as told between them
+	is.Equal(coord.Registrations(), 1)                          // and did not register again
+	pages := coord.InventoryPages()
+	is.Equal(len(pages), 1)                                       // an empty store: one page
+	is.True(pages[0].Full && pages[0].Page == 1 && pages[0].Last) // numbered 1, and the last
 }

@@ -2405,7 +2405,17 @@ type ReportChunksRequest struct {
 	Full bool `protobuf:"varint,4,opt,name=full,proto3" json:"full,omitempty"`
 	// corrupt chunks failed verification on the node (scrubbing, a reader's
 	// report, damaged metadata at start-up); the node no longer serves them.
-	Corrupt       []string `protobuf:"bytes,5,rep,name=corrupt,proto3" json:"corrupt,omitempty"`
+	Corrupt []string `protobuf:"bytes,5,rep,name=corrupt,proto3" json:"corrupt,omitempty"`
+	// page numbers the pages of a full inventory from 1 (page 1 has full
+	// set); 0 in an incremental report. The coordinator applies at most a
+	// few full inventories at once (--max-inventories): a first page may be
+	// answered RESOURCE_EXHAUSTED with a NotServing detail saying when to
+	// send it again, and a later page of an inventory the coordinator no
+	// longer applies (its turn lapsed) likewise, which starts it over.
+	Page uint32 `protobuf:"varint,6,opt,name=page,proto3" json:"page,omitempty"`
+	// last is set on the last page of a full inventory; it ends the node's
+	// turn.
+	Last          bool `protobuf:"varint,7,opt,name=last,proto3" json:"last,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2473,6 +2483,20 @@ func (x *ReportChunksRequest) GetCorrupt() []string {
 		return x.Corrupt
 	}
 	return nil
+}
+
+func (x *ReportChunksRequest) GetPage() uint32 {
+	if x != nil {
+		return x.Page
+	}
+	return 0
+}
+
+func (x *ReportChunksRequest) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
 }
 
 type ReportChunksResponse struct {
@@ -5077,13 +5101,15 @@ const file_dfs_proto_rawDesc = "" +
 	"\x04full\x18\x02 \x01(\bR\x04full\x12,\n" +
 	"\aupdates\x18\x03 \x03(\v2\x12.dfs.v1.NodeUpdateR\aupdates\x12(\n" +
 	"\x05nodes\x18\x04 \x03(\v2\x12.dfs.v1.NodeStatusR\x05nodes\x12/\n" +
-	"\bcommands\x18\x05 \x03(\v2\x13.dfs.v1.NodeCommandR\bcommands\"\x9f\x01\n" +
+	"\bcommands\x18\x05 \x03(\v2\x13.dfs.v1.NodeCommandR\bcommands\"\xc7\x01\n" +
 	"\x13ReportChunksRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
 	"\x05added\x18\x02 \x03(\v2\x11.dfs.v1.ChunkStatR\x05added\x12\x18\n" +
 	"\aremoved\x18\x03 \x03(\tR\aremoved\x12\x12\n" +
 	"\x04full\x18\x04 \x01(\bR\x04full\x12\x18\n" +
-	"\acorrupt\x18\x05 \x03(\tR\acorrupt\"\x16\n" +
+	"\acorrupt\x18\x05 \x03(\tR\acorrupt\x12\x12\n" +
+	"\x04page\x18\x06 \x01(\rR\x04page\x12\x12\n" +
+	"\x04last\x18\a \x01(\bR\x04last\"\x16\n" +
 	"\x14ReportChunksResponse\"\x12\n" +
 	"\x10ListNodesRequest\"\xca\x02\n" +
 	"\x11ListNodesResponse\x12'\n" +

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
@@ -32,6 +33,12 @@ type Coordinator struct {
 	failReports bool
 	heartbeats  int
 	reply       *dfspb.HeartbeatResponse // answers heartbeats, when set
+	// refuse first pages of full inventories (no turn), with retryAfter.
+	refuse        int
+	retryAfter    time.Duration
+	refused       []time.Time
+	registrations int
+	pages         []*dfspb.ReportChunksRequest // pages of full inventories applied, without their chunks
 }
 
 type node struct {
@@ -68,6 +75,37 @@ func (c *Coordinator) FailReports(fail bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.failReports = fail
+}
+
+// RefuseInventories makes the next n first pages of full inventories be
+// refused as a coordinator with no turn for them does: ResourceExhausted,
+// send it again after retryAfter.
+func (c *Coordinator) RefuseInventories(n int, retryAfter time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refuse, c.retryAfter = n, retryAfter
+}
+
+// Refused returns when the first pages refused so far came.
+func (c *Coordinator) Refused() []time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.refused)
+}
+
+// Registrations returns how many registrations were answered.
+func (c *Coordinator) Registrations() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.registrations
+}
+
+// InventoryPages returns the pages of full inventories applied so far
+// (node, full, page and last; without their chunks).
+func (c *Coordinator) InventoryPages() []*dfspb.ReportChunksRequest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.pages)
 }
 
 // Has reports whether node reported chunk id as stored (and not since as
@@ -127,6 +165,7 @@ func (c *Coordinator) RegisterDataNode(ctx context.Context, req *dfspb.RegisterD
 		c.nodes[req.NodeId] = n
 	}
 	n.addr = req.Addr
+	c.registrations++
 	return &dfspb.RegisterDataNodeResponse{ClusterVersion: 1, ClusterId: c.cluster}, nil
 }
 
@@ -194,6 +233,14 @@ func (c *Coordinator) ReportChunks(ctx context.Context, req *dfspb.ReportChunksR
 	n, ok := c.nodes[req.NodeId]
 	if !ok {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "node %s is not registered", req.NodeId))
+	}
+	if req.Full && c.refuse > 0 {
+		c.refuse--
+		c.refused = append(c.refused, time.Now())
+		return nil, rpc.ToStatus(&rpc.Error{Kind: rpc.ResourceExhausted, Msg: "no turn for the inventory", Err: &rpc.NotServing{RetryAfter: c.retryAfter}})
+	}
+	if req.Full || req.Page > 0 {
+		c.pages = append(c.pages, &dfspb.ReportChunksRequest{NodeId: req.NodeId, Full: req.Full, Page: req.Page, Last: req.Last})
 	}
 	if req.Full {
 		n.full++

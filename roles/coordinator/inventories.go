@@ -1,0 +1,202 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// inventories gives datanodes turns to have their full inventories
+// applied: at most max nodes at once (--max-inventories), the others
+// queued first come, first served. A node's turn begins with its
+// inventory's first page and ends with its last page, with a page that
+// failed (the node starts over), or when no page of it has come for idle
+// (a node that died or gave up mid-inventory). A first page waits for a
+// turn at most wait (--inventory-wait), then is refused with
+// ResourceExhausted and a retry-after (rpc.NotServing's RetryAfter), which
+// the datanode honours without counting it a failure. Incremental
+// reports take no turn.
+//
+// After a restart every datanode sends its inventory at once; turns keep
+// the reports applied at any moment, and what they hold in memory,
+// bounded whatever the number of datanodes, and a datanode told to wait
+// does not time out and send the same pages again.
+type inventories struct {
+	max   int
+	wait  time.Duration
+	idle  time.Duration
+	clock clockwork.Clock
+
+	mu    sync.Mutex
+	turns map[rpc.NodeID]*turn
+	queue []*waiter
+}
+
+// turn is a node's turn: when a page of it was last admitted or done, and
+// how many of its pages are being applied.
+type turn struct {
+	last     time.Time
+	applying int
+}
+
+// waiter is a first page waiting for its node's turn; ready is closed
+// when the turn is granted.
+type waiter struct {
+	node    rpc.NodeID
+	ready   chan struct{}
+	granted bool
+}
+
+func newInventories(max int, wait, idle time.Duration, clock clockwork.Clock) *inventories {
+	return &inventories{max: max, wait: wait, idle: idle, clock: clock, turns: map[rpc.NodeID]*turn{}}
+}
+
+// inventoryPage says where a report page sits in its node's inventory.
+type inventoryPage struct {
+	first bool // the first page: it starts (or restarts) the node's turn
+	last  bool // the last page: it ends the turn
+}
+
+// admit returns once node may apply page p: a first page waits for the
+// node's turn (a node that has one, restarting its inventory, keeps it),
+// a later one needs the turn to be the node's still. It fails with
+// ResourceExhausted, naming when to try again, when no turn came within
+// the wait or a later page's turn has lapsed, and with ctx's error when
+// ctx ends first. The caller calls done once the page is applied (ok) or
+// not: a last page or a failed one ends the turn.
+func (q *inventories) admit(ctx context.Context, node rpc.NodeID, p inventoryPage) (done func(ok bool), err error) {
+	q.mu.Lock()
+	now := q.clock.Now()
+	q.lapseLocked(now)
+	t := q.turns[node]
+	switch {
+	case t != nil:
+	case !p.first:
+		q.mu.Unlock()
+		return nil, q.busy(node, "its turn to have its inventory applied lapsed; send the inventory again")
+	case len(q.turns) < q.max && len(q.queue) == 0:
+		t = &turn{}
+		q.turns[node] = t
+	default:
+		w := &waiter{node: node, ready: make(chan struct{})}
+		q.queue = append(q.queue, w)
+		q.mu.Unlock()
+		if err := q.await(ctx, w); err != nil {
+			return nil, err
+		}
+		q.mu.Lock()
+		if t = q.turns[node]; t == nil { // ended meanwhile by a page of its own that failed
+			t = &turn{}
+			q.turns[node] = t
+		}
+	}
+	t.applying++
+	t.last = now
+	q.mu.Unlock()
+	return func(ok bool) { q.done(node, ok && !p.last) }, nil
+}
+
+// await waits until w is granted its turn, the wait is over or ctx ends;
+// a waiter that gives up leaves the queue (a turn granted meanwhile to a
+// caller gone is given back). The wait ends at three quarters of the time
+// left to ctx's deadline if that comes first, so that the caller hears
+// when to come back rather than its own timeout.
+func (q *inventories) await(ctx context.Context, w *waiter) error {
+	wait := q.wait
+	if dl, ok := ctx.Deadline(); ok {
+		if left := dl.Sub(q.clock.Now()) * 3 / 4; left > 0 && left < wait {
+			wait = left
+		}
+	}
+	timer := q.clock.NewTimer(wait)
+	defer timer.Stop()
+	var err error
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
+		err = rpc.E("", rpc.Other, ctx.Err())
+	case <-timer.Chan():
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !w.granted {
+		q.lapseLocked(q.clock.Now()) // a lapsed turn may free a slot for w
+	}
+	switch {
+	case w.granted && err != nil:
+		q.endLocked(w.node)
+		return err
+	case w.granted:
+		return nil
+	}
+	q.queue = slices.DeleteFunc(q.queue, func(x *waiter) bool { return x == w })
+	if err != nil {
+		return err
+	}
+	return q.busy(w.node, "too many datanodes' inventories being applied")
+}
+
+// busy is the ResourceExhausted answer to a page that gets no turn.
+func (q *inventories) busy(node rpc.NodeID, why string) error {
+	retry := max(q.wait, 100*time.Millisecond)
+	return &rpc.Error{Kind: rpc.ResourceExhausted, Err: &rpc.NotServing{RetryAfter: retry},
+		Msg: fmt.Sprintf("datanode %s: %s (--max-inventories %d); send it again in %s", node.Short(), why, q.max, retry)}
+}
+
+// done ends the application of one of node's pages; keep says whether
+// the turn goes on (more pages to come).
+func (q *inventories) done(node rpc.NodeID, keep bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t := q.turns[node]
+	if t == nil {
+		return
+	}
+	t.applying--
+	t.last = q.clock.Now()
+	if !keep {
+		q.endLocked(node)
+	}
+}
+
+// endLocked ends node's turn and grants the freed one.
+func (q *inventories) endLocked(node rpc.NodeID) {
+	delete(q.turns, node)
+	q.grantLocked()
+}
+
+// lapseLocked ends the turns of nodes that have sent no page for idle.
+func (q *inventories) lapseLocked(now time.Time) {
+	for node, t := range q.turns {
+		if t.applying == 0 && now.Sub(t.last) >= q.idle {
+			delete(q.turns, node)
+		}
+	}
+	q.grantLocked()
+}
+
+// grantLocked gives the free turns to the queue's first waiters.
+func (q *inventories) grantLocked() {
+	for len(q.queue) > 0 && len(q.turns) < q.max {
+		w := q.queue[0]
+		q.queue = q.queue[1:]
+		if q.turns[w.node] == nil {
+			q.turns[w.node] = &turn{last: q.clock.Now()}
+		}
+		w.granted = true
+		close(w.ready)
+	}
+}
+
+// stats returns the inventories being applied and those waiting.
+func (q *inventories) stats() (applying, waiting int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.turns), len(q.queue)
+}
