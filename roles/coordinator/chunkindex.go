@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
@@ -62,7 +63,10 @@ type chunkIndex struct {
 	holders  []nodeCopies // by node index; 0 is unused
 	nodeFree []uint16
 
-	files, total, missing, under int // the counters; total: referenced chunks
+	// The counters (total: referenced chunks) change under mu and are read
+	// without it, so safe mode, /metrics and the status page never wait
+	// behind a report page.
+	files, total, missing, under atomic.Int64
 }
 
 const (
@@ -555,20 +559,20 @@ func (ix *chunkIndex) change(s int32, fn func()) {
 	if ix.at(s).flags&entryUsed != 0 {
 		t1, m1, u1 = ix.class(s)
 	}
-	ix.total += t1 - t0
-	ix.missing += m1 - m0
-	ix.under += u1 - u0
+	ix.total.Add(int64(t1 - t0))
+	ix.missing.Add(int64(m1 - m0))
+	ix.under.Add(int64(u1 - u0))
 }
 
 // counts returns the referenced chunks without any reported good copy,
 // those with fewer reported good copies than their replication (the
 // missing ones among them), and the referenced chunks, in O(1). A good
 // copy is counted (not held apart), not corrupt, and matches the
-// committed size, frame size and digest, whatever its node's state.
+// committed size, frame size and digest, whatever its node's state. It
+// takes no lock: each counter is exact, but a change being applied may
+// show in one before the others.
 func (ix *chunkIndex) counts() (missing, under, total int) {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	return ix.missing, ix.under, ix.total
+	return int(ix.missing.Load()), int(ix.under.Load()), int(ix.total.Load())
 }
 
 func (ix *chunkIndex) notifyLocked() {
@@ -919,7 +923,7 @@ func (ix *chunkIndex) deletionsOf(f *meta.File) []meta.Deletion {
 func (ix *chunkIndex) scanFrom(cursor int32, limit int, fn func(r ref)) (next int32) {
 	refs := make([]ref, 0, min(limit, 1024))
 	ix.mu.Lock()
-	digest := digests(min(limit, ix.total))
+	digest := digests(min(limit, int(ix.total.Load())))
 	for s := max(cursor, 0); s < ix.used; s++ {
 		if len(refs) == limit {
 			next = s
@@ -983,7 +987,7 @@ func (r *refIndex) add(f *meta.File) {
 	ix := r.ix()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	ix.files++
+	ix.files.Add(1)
 	for _, c := range f.Chunks {
 		s := ix.intern(c.ID)
 		ix.change(s, func() { ix.reference(s, c, f.Replication) })
@@ -1026,7 +1030,7 @@ func (r *refIndex) remove(f *meta.File) {
 	ix := r.ix()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	ix.files--
+	ix.files.Add(-1)
 	for _, c := range f.Chunks {
 		s := ix.lookup(c.ID)
 		if s < 0 || ix.at(s).refs == 0 {
@@ -1053,9 +1057,7 @@ func (r *refIndex) has(id rpc.ChunkID) bool {
 // reference.
 func (r *refIndex) counts() (files, chunks int) {
 	ix := r.ix()
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	return ix.files, ix.total
+	return int(ix.files.Load()), int(ix.total.Load())
 }
 
 // snapshot returns every referenced chunk, in slot order.
@@ -1063,8 +1065,9 @@ func (r *refIndex) snapshot() []ref {
 	ix := r.ix()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	out := make([]ref, 0, ix.total)
-	digest := digests(ix.total)
+	n := int(ix.total.Load())
+	out := make([]ref, 0, n)
+	digest := digests(n)
 	for s := range ix.used {
 		if ix.at(s).refs > 0 {
 			out = append(out, ix.refOf(s, digest()))
@@ -1072,8 +1075,3 @@ func (r *refIndex) snapshot() []ref {
 	}
 	return out
 }
-
-// located counts referenced chunks without any reported good copy, and
-// those with fewer reported good copies than their replication, in O(1):
-// l is the index r is a view of.
-func (r *refIndex) located(*locations) (missing, under, total int) { return r.ix().counts() }

@@ -89,7 +89,7 @@ func BenchmarkChunkIndex(b *testing.B) {
 			b.Fatalf("%d good copies, want %d", good, 3*n)
 		}
 		start = time.Now()
-		missing, under, total := refs.located(locs)
+		missing, under, total := locs.counts()
 		counts := time.Since(start)
 		if missing+under != 0 || total != n {
 			b.Fatalf("counts %d missing, %d under, %d total; want 0, 0, %d", missing, under, total, n)

@@ -90,7 +90,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	for _, d := range st.deletions {
 		t.gc.Enqueue(d.Node, d.Chunk)
 	}
-	t.safe = newSafeMode(cfg.SafeModeTimeout, cfg.SuspectAfter, st.chunks, start, c.clock, locatedCounts(t.refs, t.locs), c.events, c.log)
+	t.safe = newSafeMode(cfg.SafeModeTimeout, cfg.SuspectAfter, st.chunks, start, c.clock, t.locs.counts, c.events, c.log)
 	t.uploads = newUploads(ctx, uploadsConfig{
 		chunkSize: cfg.ChunkSize, replication: cfg.Replication, maxChunks: c.maxChunks, maxUploads: cfg.MaxUploads,
 		sessionTimeout: cfg.SessionTimeout, rpcTimeout: cfg.RPCTimeout, suspectAfter: cfg.SuspectAfter,
