@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
@@ -19,7 +20,7 @@ func TestSynthBackup(t *testing.T) {
 	s, err := meta.NewSynth(2500, 4<<10, 8<<20, 1<<20, 3, time.Unix(1700000000, 0))
 	is.NoErr(err) // the synth is valid
 	var buf bytes.Buffer
-	n, err := meta.Backup(t.Context(), s, &buf, meta.BackupInfo{ClusterID: "synth", Created: time.Now(), Store: "synth"})
+	n, err := meta.Backup(t.Context(), s, &buf, meta.BackupInfo{ClusterID: uuid.NewString(), Created: time.Now(), Store: "synth"})
 	is.NoErr(err)             // the backup is written
 	is.Equal(n, uint64(2500)) // one record a file
 	info, recs, err := meta.ReadBackup(&buf)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/matryer/is"
 	"github.com/rs/zerolog"
 
@@ -37,7 +38,7 @@ func startCoordinator(t *testing.T, s *meta.Synth) string {
 	is := is.New(t)
 	dir := t.TempDir()
 	var buf bytes.Buffer
-	n, err := meta.Backup(t.Context(), s, &buf, meta.BackupInfo{ClusterID: "sim-test", Created: time.Now(), Store: "synth"})
+	n, err := meta.Backup(t.Context(), s, &buf, meta.BackupInfo{ClusterID: uuid.NewString(), Created: time.Now(), Store: "synth"})
 	is.NoErr(err)                // the synthetic backup is written
 	is.Equal(n, uint64(s.Files)) // one record a file
 	backup := filepath.Join(dir, "backup")
