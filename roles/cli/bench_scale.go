@@ -64,7 +64,9 @@ type ScaleResult struct {
 	RestoreSeconds  float64 `json:"restore_s"`
 	ServingSeconds  float64 `json:"serving_s"`
 	SafeModeSeconds float64 `json:"out_of_safe_mode_s"`
-	SafeModeStatus  string  `json:"safe_mode_status,omitempty"`
+	// SafeModeStatus is the coordinator's safe-mode status at the cap, or
+	// how safe mode ended (its log message).
+	SafeModeStatus string `json:"safe_mode_status,omitempty"`
 
 	// Latencies of the probes while inventories arrived (from serving to
 	// the end of safe mode, or the cap); a probe that timed out (5 s)
@@ -317,7 +319,7 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 			res.SafeModeStatus = resp.SafeModeStatus
 			if !resp.SafeMode {
 				res.SafeModeSeconds = time.Since(co.started).Seconds()
-				res.SafeModeStatus = ""
+				res.SafeModeStatus = co.safeModeEnd()
 				break
 			}
 		}
@@ -371,7 +373,7 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 	}
 
 	r.say("SIGTERM to the idle coordinator...")
-	res.SigtermIdleSeconds = co.stop(sc.Cap)
+	res.SigtermIdleSeconds = co.stop(sigtermLimit(sc))
 
 	// A restart: the fleet registers again and sends every inventory;
 	// SIGTERM lands while they arrive.
@@ -393,7 +395,10 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 		time.Sleep(20 * time.Millisecond)
 	}
 	res.SigtermInventoryNodes = fleet.Stats().Inventories - before.Inventories
-	res.SigtermInventorySeconds = co2.stop(sc.Cap)
+	res.SigtermInventorySeconds = co2.stop(sigtermLimit(sc))
+	if res.SigtermIdleSeconds < 0 || res.SigtermInventorySeconds < 0 {
+		r.note("a coordinator did not exit within %s of SIGTERM: its goroutine stacks (SIGQUIT) are in its log in %s", sigtermLimit(sc), r.dir)
+	}
 	if res.SigtermInventoryNodes >= sc.SimNodes {
 		r.note("every inventory was already in when SIGTERM was sent after the restart")
 	}
@@ -402,6 +407,10 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 	res.ReportErrors, res.HeartbeatErrors = st.ReportErrors, st.HeartbeatErrors
 	return nil
 }
+
+// sigtermLimit is the longest wait for a coordinator to exit after
+// SIGTERM: a minute, or the cap if shorter.
+func sigtermLimit(sc ScaleConfig) time.Duration { return min(sc.Cap, time.Minute) }
 
 // startFleet starts n simulated datanodes holding chunks (none if chunk
 // is nil) against the coordinator at addr.
@@ -495,10 +504,11 @@ type coordProc struct {
 	logFile string
 	started time.Time
 
-	mu       sync.Mutex
-	restored time.Time
-	done     chan struct{}
-	code     int
+	mu          sync.Mutex
+	restored    time.Time
+	safeModeOff string // the coordinator's log message when safe mode ended
+	done        chan struct{}
+	code        int
 }
 
 // startCoordinator starts a coordinator on the bolt store in dir,
@@ -541,10 +551,20 @@ func (r *scaleRun) startCoordinator(dir, backup string, restart ...*coordProc) (
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			line := sc.Bytes()
-			if bytes.Contains(line, []byte("metadata restored from backup")) {
+			switch {
+			case bytes.Contains(line, []byte("metadata restored from backup")):
 				co.mu.Lock()
 				co.restored = time.Now()
 				co.mu.Unlock()
+			case bytes.Contains(line, []byte(`"safe mode off`)):
+				var m struct{ Message string }
+				if json.Unmarshal(line, &m) == nil {
+					co.mu.Lock()
+					if co.safeModeOff == "" {
+						co.safeModeOff = m.Message
+					}
+					co.mu.Unlock()
+				}
 			}
 			logf.Write(line)
 			logf.Write([]byte{'\n'})
@@ -582,6 +602,21 @@ func (co *coordProc) restoredAfter() float64 {
 	return co.restored.Sub(co.started).Seconds()
 }
 
+// safeModeEnd returns how the coordinator logged the end of safe mode,
+// after a moment for the log line to arrive.
+func (co *coordProc) safeModeEnd() string {
+	for range 20 {
+		co.mu.Lock()
+		s := co.safeModeOff
+		co.mu.Unlock()
+		if s != "" {
+			return s
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return ""
+}
+
 func (co *coordProc) exited() (int, bool) {
 	select {
 	case <-co.done:
@@ -593,9 +628,10 @@ func (co *coordProc) exited() (int, bool) {
 	}
 }
 
-// stop sends SIGTERM and returns the seconds until the process exited;
-// one still running after limit is killed and -1 returned. Stopping a
-// stopped process returns 0.
+// stop sends SIGTERM and returns the seconds until the process exited.
+// One still running after limit gets SIGQUIT (the Go runtime writes every
+// goroutine's stack to the log: where shutdown is stuck) and then SIGKILL,
+// and -1 is returned. Stopping a stopped process returns 0.
 func (co *coordProc) stop(limit time.Duration) float64 {
 	if _, exited := co.exited(); exited {
 		return 0
@@ -608,10 +644,15 @@ func (co *coordProc) stop(limit time.Duration) float64 {
 	case <-co.done:
 		return time.Since(start).Seconds()
 	case <-t.C:
+	}
+	co.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-co.done:
+	case <-time.After(5 * time.Second):
 		co.cmd.Process.Kill()
 		<-co.done
-		return -1
 	}
+	return -1
 }
 
 // prober times /metrics, ListNodes and StatFile, each in its own loop.
@@ -794,7 +835,7 @@ func printScale(w io.Writer, r *ScaleResult) {
 		{"backup written", fmt.Sprintf("%s in %.1f s", rpc.FormatBytes(r.BackupBytes), r.LoaderSeconds)},
 		{"restore", secs(r.RestoreSeconds)},
 		{"serving", secs(r.ServingSeconds)},
-		{"out of safe mode", secs(r.SafeModeSeconds)},
+		{"out of safe mode", secs(r.SafeModeSeconds) + " (" + r.SafeModeStatus + ")"},
 		{"/metrics p99 during inventories", fmt.Sprintf("%.1f ms", r.MetricsP99Ms)},
 		{"ListNodes p99 during inventories", fmt.Sprintf("%.1f ms", r.NodesP99Ms)},
 		{"StatFile p99 during inventories", fmt.Sprintf("%.1f ms", r.StatP99Ms)},
