@@ -101,7 +101,8 @@ type ScaleResult struct {
 	// since the restart when SIGTERM was sent.
 	SigtermInventoryNodes int `json:"sigterm_inventories_done"`
 
-	// What the fleet saw.
+	// What the fleet saw from its start to the end of the idle window
+	// (the restart is not counted).
 	Registrations     int `json:"registrations"`
 	Inventories       int `json:"inventories"`
 	InventoryRestarts int `json:"inventory_restarts"`
@@ -358,6 +359,8 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 	res.IdleCPU = (cpu1 - cpu0).Seconds() / time.Since(t0).Seconds()
 	st := fleet.Stats()
 	res.HeartbeatP50Ms, res.HeartbeatP99Ms = ms(st.HeartbeatP50), ms(st.HeartbeatP99)
+	res.Registrations, res.Inventories, res.InventoryRestarts = st.Registrations, st.Inventories, st.InventoryRestarts
+	res.ReportErrors, res.HeartbeatErrors = st.ReportErrors, st.HeartbeatErrors
 	res.RSSBytes, res.PeakRSSBytes = procRSS(co.pid())
 	if h, err := heapInuse(ctx, co.admin); err == nil {
 		res.HeapInuseBytes = h
@@ -402,9 +405,6 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 	if res.SigtermInventoryNodes >= sc.SimNodes {
 		r.note("every inventory was already in when SIGTERM was sent after the restart")
 	}
-	st = fleet.Stats()
-	res.Registrations, res.Inventories, res.InventoryRestarts = st.Registrations, st.Inventories, st.InventoryRestarts
-	res.ReportErrors, res.HeartbeatErrors = st.ReportErrors, st.HeartbeatErrors
 	return nil
 }
 
