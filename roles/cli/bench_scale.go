@@ -378,6 +378,12 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 	r.say("SIGTERM to the idle coordinator...")
 	res.SigtermIdleSeconds = co.stop(sigtermLimit(sc))
 
+	if res.SafeModeSeconds < 0 {
+		// The restart would repeat what just failed, memory included.
+		r.note("no restart: the first start never left safe mode")
+		res.RestartServingSeconds, res.SigtermInventorySeconds = -1, -1
+		return nil
+	}
 	// A restart: the fleet registers again and sends every inventory;
 	// SIGTERM lands while they arrive.
 	r.say("restarting the coordinator; SIGTERM while the inventories arrive...")
