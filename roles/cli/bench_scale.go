@@ -550,6 +550,7 @@ func (r *scaleRun) startCoordinator(dir, backup string, restart ...*coordProc) (
 	co.started = time.Now()
 	if err := co.cmd.Start(); err != nil {
 		logf.Close()
+		pw.Close()
 		return nil, err
 	}
 	go func() {
@@ -576,6 +577,7 @@ func (r *scaleRun) startCoordinator(dir, backup string, restart ...*coordProc) (
 			logf.Write([]byte{'\n'})
 		}
 		io.Copy(io.Discard, pr)
+		logf.Close() // after the process exited: the pipe closes then
 	}()
 	go func() {
 		err := co.cmd.Wait()
