@@ -21,7 +21,7 @@ package datanodesim
 import (
 	"context"
 	"encoding/hex"
-	"net"
+	"fmt"
 	"slices"
 	"strconv"
 	"sync"
@@ -196,9 +196,9 @@ func (f *Fleet) Run(ctx context.Context) error {
 		}
 	}()
 	for _, n := range f.nodes {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		lis, err := rpc.Listen("127.0.0.1:0")
 		if err != nil {
-			return rpc.Errorf(rpc.Unavailable, "datanodesim: listen: %w", err)
+			return fmt.Errorf("datanodesim: %w", err)
 		}
 		n.addr = lis.Addr().String()
 		srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
@@ -216,6 +216,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 		wg.Go(func() { n.heartbeatLoop(ctx) })
 		wg.Go(func() { n.reportLoop(ctx) })
 	}
+	f.log.Info().Int("nodes", len(f.nodes)).Int("chunks", f.cfg.Chunks).Str("coordinator", f.cfg.Coordinator).Msg("simulated datanodes started")
 	<-ctx.Done()
 	return nil
 }
