@@ -48,6 +48,7 @@ func (a *app) benchCommand() *cli.Command {
 	res := &BenchResult{LargeBytes: 1 << 30, SmallFiles: 1000, SmallBytes: 4 << 10, SmallParallel: 16, MetaParallel: 16}
 	return &cli.Command{
 		Name: "bench", Usage: "measure put/get throughput and small-file ops/s against a cluster", Category: "client",
+		Subcommands: []*cli.Command{a.benchScaleCommand()},
 		Flags: []cli.Flag{
 			addrsFlag("coordinator", &cfg.Coordinators, env("COORDINATOR"), "coordinator address, or a comma-separated list of addresses"),
 			&cli.BoolFlag{Name: "dev", Destination: &dev, EnvVars: env("BENCH_DEV"), Usage: "start a cluster of datanode processes for the run (in a temp dir)"},
