@@ -159,6 +159,7 @@ func (m *membership) report(id rpc.NodeID, r chunkReport) error {
 		m.log.Warn().Str("node_id", string(id)).Int("chunks", len(r.corrupt)).Msg("datanode reports corrupt copies")
 		m.events.add("corrupt", "datanode %s reports %d corrupt chunk copies", id.Short(), len(r.corrupt))
 	}
+	m.dels.queue.report(id, r)
 	m.locs.report(id, r.full, r.added, r.removed, r.corrupt, m.dels.queuedOn(id))
 	return nil
 }
@@ -217,6 +218,7 @@ func (m *membership) checkCopy(ctx context.Context, node rpc.NodeID, cid rpc.Chu
 	if err != nil {
 		return false, false, err
 	}
+	defer m.dels.queue.chunks(cid)
 	switch {
 	case corrupt:
 		m.locs.report(node, false, nil, nil, []rpc.ChunkID{cid}, m.dels.queuedOn(node))
@@ -266,6 +268,7 @@ func (m *membership) forget(ctx context.Context, q *gc.Collector, now time.Time)
 			}
 		}
 	}
+	m.dels.queue.nodes(forgotten)
 	m.locs.dropNodes(forgotten)
 	if len(gone) == 0 {
 		return
