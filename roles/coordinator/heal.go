@@ -181,35 +181,35 @@ func (h *heal) scan(ctx context.Context) {
 	// The paced pass: the next slice of committed chunks, and of reported
 	// ones for orphans. The first tick walks them all.
 	_, total := h.refs.counts()
-	budget := h.slice(total, first)
-	for budget > 0 {
-		n := min(budget, scanBatch)
-		budget -= n
-		wrapped := h.refCur.step(n, func(r ref) {
+	for budget, restarted := h.slice(total, first), false; budget > 0; {
+		visited := 0
+		wrapped := h.refCur.step(min(budget, scanBatch), func(r ref) {
+			visited++
 			if _, done := todo[r.chunk.ID]; !done {
 				batch = append(batch, r)
 			}
 		})
 		flush()
-		if wrapped {
-			break
+		budget -= visited
+		if wrapped && (visited > 0 || restarted) {
+			break // the pass ended: the next starts at the next tick
 		}
+		restarted = restarted || wrapped
 	}
-	budget = h.slice(h.locs.reportedCount(), first)
 	var ids []rpc.ChunkID
-	for budget > 0 {
-		n := min(budget, scanBatch)
-		budget -= n
+	for budget, restarted := h.slice(h.locs.reportedCount(), first), false; budget > 0; {
 		ids = ids[:0]
-		wrapped := h.repCur.step(n, func(id rpc.ChunkID) { ids = append(ids, id) })
+		wrapped := h.repCur.step(min(budget, scanBatch), func(id rpc.ChunkID) { ids = append(ids, id) })
 		for _, id := range ids {
 			if !h.refs.has(id) {
 				orphanCands[id] = struct{}{}
 			}
 		}
-		if wrapped {
+		budget -= len(ids)
+		if wrapped && (len(ids) > 0 || restarted) {
 			break
 		}
+		restarted = restarted || wrapped
 	}
 
 	orphans := h.findOrphans(orphanCands)
@@ -230,17 +230,13 @@ func (h *heal) slice(total int, first bool) int {
 }
 
 // nodesChanged marks every chunk on the nodes whose state, as the health
-// of their copies depends on it, changed since the last tick: a node
-// dead, back, suspect, draining or not, registered again, gone.
+// of their copies depends on it, changed since the last tick: a node dead
+// or back, draining or no longer. A node that is new has no copies yet
+// (its reports mark them); one gone was forgotten, which marked them.
 func (h *heal) nodesChanged(nodes map[rpc.NodeID]nodeInfo, first bool) {
 	changed := map[rpc.NodeID]bool{}
 	for id, info := range nodes {
-		if old, ok := h.lastNodes[id]; !ok || !sameHealth(old, info) {
-			changed[id] = true
-		}
-	}
-	for id := range h.lastNodes {
-		if _, ok := nodes[id]; !ok {
+		if old, ok := h.lastNodes[id]; ok && !sameHealth(old, info) {
 			changed[id] = true
 		}
 	}
@@ -251,9 +247,11 @@ func (h *heal) nodesChanged(nodes map[rpc.NodeID]nodeInfo, first bool) {
 }
 
 // sameHealth reports whether the copies on a node count the same under a
-// and b.
+// and b. Whether a live node is healthy or suspect, its address and when
+// it registered only order the sources and the surplus copies of a chunk;
+// the chunks that have either are assessed every tick anyway.
 func sameHealth(a, b nodeInfo) bool {
-	return a.addr == b.addr && a.state == b.state && a.draining == b.draining && a.known == b.known && a.registered.Equal(b.registered)
+	return a.live() == b.live() && a.draining == b.draining
 }
 
 // assessOne assesses r's chunk, calling off deletions of its copies when
