@@ -189,7 +189,10 @@ func (h *heal) scan(ctx context.Context) {
 				batch = append(batch, r)
 			}
 		})
-		flush()
+		for _, r := range batch {
+			h.paced(ctx, r, nodes, candidates, p)
+		}
+		batch = batch[:0]
 		budget -= visited
 		if wrapped && (visited > 0 || restarted) {
 			break // the pass ended: the next starts at the next tick
@@ -200,10 +203,8 @@ func (h *heal) scan(ctx context.Context) {
 	for budget, restarted := h.slice(h.locs.reportedCount(), first), false; budget > 0; {
 		ids = ids[:0]
 		wrapped := h.repCur.step(min(budget, scanBatch), func(id rpc.ChunkID) { ids = append(ids, id) })
-		for _, id := range ids {
-			if !h.refs.has(id) {
-				orphanCands[id] = struct{}{}
-			}
+		for _, id := range h.refs.unreferenced(ids) {
+			orphanCands[id] = struct{}{}
 		}
 		budget -= len(ids)
 		if wrapped && (len(ids) > 0 || restarted) {
@@ -288,6 +289,20 @@ func (h *heal) assessOne(ctx context.Context, r ref, nodes map[rpc.NodeID]nodeIn
 	} else {
 		delete(h.short, id)
 	}
+}
+
+// paced looks at r's chunk for the paced pass: a chunk whole as far as
+// the locations tell, and found healthy before, needs no assessment; any
+// other is assessed as by assessOne.
+func (h *heal) paced(ctx context.Context, r ref, nodes map[rpc.NodeID]nodeInfo, candidates []placement.Node, p *scanPlan) {
+	h.mu.Lock()
+	_, marked := h.found[r.chunk.ID]
+	h.mu.Unlock()
+	if !marked && h.locs.whole(r, func(n rpc.NodeID) bool { info := nodes[n]; return info.live() && !info.draining }) {
+		h.assessed.Add(1)
+		return
+	}
+	h.assessOne(ctx, r, nodes, candidates, p)
 }
 
 // unmark forgets what was found of a chunk no file references.

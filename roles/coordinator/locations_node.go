@@ -140,3 +140,37 @@ func (c *reportedCursor) close() {
 	defer c.l.mu.Unlock()
 	c.c.close()
 }
+
+// unreferenced returns the chunks of ids no committed file references.
+func (r *refIndex) unreferenced(ids []rpc.ChunkID) []rpc.ChunkID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []rpc.ChunkID
+	for _, id := range ids {
+		if _, ok := r.refs[id]; !ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// whole reports whether x's chunk has exactly the copies it wants, every
+// one of them good and counting (counts tells whether a good copy on a
+// node counts: the node live and not draining). For such a chunk
+// repair.Assess finds nothing to do and nothing to count: no copy short
+// or surplus, none bad or corrupt. It copies nothing, so the paced pass
+// checks a healthy chunk without the cost of a full assessment.
+func (l *locations) whole(x ref, counts func(rpc.NodeID) bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	reps := l.m[x.chunk.ID]
+	if len(reps) != int(x.repl) {
+		return false
+	}
+	for n, m := range reps {
+		if !m.matches(x.chunk) || !counts(n) {
+			return false
+		}
+	}
+	return true
+}
