@@ -117,7 +117,7 @@ func DefaultConfig() Config {
 		GCDelay:         time.Minute,
 		SafeModeTimeout: 30 * time.Second,
 		RepairInterval:  time.Second,
-		ScanInterval:    15 * time.Minute,
+		ScanInterval:    20 * time.Minute,
 		RepairBandwidth: 100 << 20,
 		RepairTotal:     8,
 		RepairPerNode:   2,

@@ -189,9 +189,7 @@ func (h *heal) scan(ctx context.Context) {
 				batch = append(batch, r)
 			}
 		})
-		for _, r := range batch {
-			h.paced(ctx, r, nodes, candidates, p)
-		}
+		h.paced(ctx, batch, nodes, candidates, p)
 		batch = batch[:0]
 		budget -= visited
 		if wrapped && (visited > 0 || restarted) {
@@ -291,18 +289,29 @@ func (h *heal) assessOne(ctx context.Context, r ref, nodes map[rpc.NodeID]nodeIn
 	}
 }
 
-// paced looks at r's chunk for the paced pass: a chunk whole as far as
-// the locations tell, and found healthy before, needs no assessment; any
-// other is assessed as by assessOne.
-func (h *heal) paced(ctx context.Context, r ref, nodes map[rpc.NodeID]nodeInfo, candidates []placement.Node, p *scanPlan) {
-	h.mu.Lock()
-	_, marked := h.found[r.chunk.ID]
-	h.mu.Unlock()
-	if !marked && h.locs.whole(r, func(n rpc.NodeID) bool { info := nodes[n]; return info.live() && !info.draining }) {
-		h.assessed.Add(1)
+// paced looks at the chunks of a slice of the paced pass: a chunk whole
+// as far as the locations tell, and found healthy before, needs no
+// assessment; any other is assessed as by assessOne. The look-ups are
+// made a slice at a time, each index locked once.
+func (h *heal) paced(ctx context.Context, batch []ref, nodes map[rpc.NodeID]nodeInfo, candidates []placement.Node, p *scanPlan) {
+	if len(batch) == 0 {
 		return
 	}
-	h.assessOne(ctx, r, nodes, candidates, p)
+	healthy := make([]bool, len(batch))
+	h.mu.Lock()
+	for i, r := range batch {
+		_, marked := h.found[r.chunk.ID]
+		healthy[i] = !marked
+	}
+	h.mu.Unlock()
+	h.locs.whole(batch, healthy, func(n rpc.NodeID) bool { info := nodes[n]; return info.live() && !info.draining })
+	for i, r := range batch {
+		if healthy[i] {
+			h.assessed.Add(1)
+			continue
+		}
+		h.assessOne(ctx, r, nodes, candidates, p)
+	}
 }
 
 // unmark forgets what was found of a chunk no file references.

@@ -154,15 +154,24 @@ func (r *refIndex) unreferenced(ids []rpc.ChunkID) []rpc.ChunkID {
 	return out
 }
 
-// whole reports whether x's chunk has exactly the copies it wants, every
-// one of them good and counting (counts tells whether a good copy on a
-// node counts: the node live and not draining). For such a chunk
-// repair.Assess finds nothing to do and nothing to count: no copy short
-// or surplus, none bad or corrupt. It copies nothing, so the paced pass
-// checks a healthy chunk without the cost of a full assessment.
-func (l *locations) whole(x ref, counts func(rpc.NodeID) bool) bool {
+// whole clears ok[i] unless xs[i]'s chunk has exactly the copies it
+// wants, every one of them good and counting (counts tells whether a good
+// copy on a node counts: the node live and not draining); an ok[i]
+// already false is left alone. For such a chunk repair.Assess finds
+// nothing to do and nothing to count: no copy short or surplus, none bad
+// or corrupt. It copies nothing, so the paced pass checks a healthy chunk
+// without the cost of a full assessment.
+func (l *locations) whole(xs []ref, ok []bool, counts func(rpc.NodeID) bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for i, x := range xs {
+		if ok[i] {
+			ok[i] = l.wholeLocked(x, counts)
+		}
+	}
+}
+
+func (l *locations) wholeLocked(x ref, counts func(rpc.NodeID) bool) bool {
 	reps := l.m[x.chunk.ID]
 	if len(reps) != int(x.repl) {
 		return false
