@@ -11,7 +11,9 @@ import (
 // health scan last assessed them: the term's parts mark a chunk when its
 // copies change (reported added, removed, corrupt or lost; counted after
 // a repair), when a commit adds or drops its file, and mark every chunk
-// on a node before the node's copies are forgotten. The scan assesses
+// a node held when its copies are forgotten. A mark is made after the
+// change it announces, never before: the tick that takes it must see the
+// change. The scan assesses
 // every marked chunk at its next tick. Node states (dead, back, draining)
 // the scan notices itself, by comparing the registry between ticks.
 //
@@ -57,32 +59,38 @@ func (q *healQueue) file(f *meta.File) {
 	q.chunks(ids...)
 }
 
-// report marks the chunks of a datanode's report; for a full report, also
-// every chunk the node was known to hold before (call it before the
-// report is applied).
-func (q *healQueue) report(node rpc.NodeID, r chunkReport) {
-	if !q.started() {
-		return
+// report returns what marks the chunks of a datanode's report: to call
+// once the report is applied (a tick between the mark and the change
+// would see the copies as they were, and clear the mark). For a full
+// report it also marks every chunk the node was known to hold before:
+// call report itself before the report is applied.
+func (q *healQueue) report(node rpc.NodeID, r chunkReport) (mark func()) {
+	if q == nil {
+		return func() {}
 	}
+	var ids []rpc.ChunkID
 	if r.full {
-		q.nodes(map[rpc.NodeID]bool{node: true})
+		ids = q.on(map[rpc.NodeID]bool{node: true}) // none before the first pass: it sees them all
 	}
-	ids := make([]rpc.ChunkID, 0, len(r.added)+len(r.removed)+len(r.corrupt))
 	for _, a := range r.added {
 		ids = append(ids, a.id)
 	}
 	ids = append(ids, r.removed...)
-	q.chunks(append(ids, r.corrupt...)...)
+	ids = append(ids, r.corrupt...)
+	return func() { q.chunks(ids...) }
 }
 
-// nodes marks every chunk on the given nodes (call it before their
-// copies are dropped).
-func (q *healQueue) nodes(nodes map[rpc.NodeID]bool) {
+// on returns every chunk on the given nodes, to mark once their copies
+// are dropped.
+func (q *healQueue) on(nodes map[rpc.NodeID]bool) []rpc.ChunkID {
 	if len(nodes) == 0 || !q.started() {
-		return
+		return nil
 	}
-	q.chunks(q.locs.chunksOn(nodes)...)
+	return q.locs.chunksOn(nodes)
 }
+
+// nodes marks every chunk on the given nodes, whose state changed.
+func (q *healQueue) nodes(nodes map[rpc.NodeID]bool) { q.chunks(q.on(nodes)...) }
 
 func (q *healQueue) started() bool {
 	if q == nil {
