@@ -200,3 +200,32 @@ func TestHealIdle(t *testing.T) {
 	is.Equal(st.under, int64(0))  // all healthy
 	is.Equal(f.term.heal.queue.len(), 0)
 }
+
+// TestHealDrainByEvent: a node set draining has its chunks assessed at
+// the next tick, and only those: they are short, the node is still
+// needed; once they are copied elsewhere it is decommissioned.
+func TestHealDrainByEvent(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 6, nil, slowPass)
+	chunks := f.putMany(30, 3)
+	f.tick()
+	node := f.ids[2]
+	on := 0
+	for _, ch := range chunks {
+		if f.dn.Has(f.addrOf(node), ch.ID) {
+			on++
+		}
+	}
+	_, err := f.term.admin.decommission(f.ctx, node, false)
+	is.NoErr(err)
+	n := f.tick()
+	is.True(n >= int64(on) && n <= int64(on)+1)    // its chunks (and the paced one)
+	is.Equal(f.term.heal.stats().under, int64(on)) // all short
+	st, _ := f.term.admin.nodeStatus(node)
+	is.True(!st.decommissioned) // still needed
+	is.Equal(f.repairAll(), on) // copied elsewhere
+	f.tick()
+	st, _ = f.term.admin.nodeStatus(node)
+	is.True(st.decommissioned)                    // safe to remove
+	is.Equal(f.term.heal.stats().under, int64(0)) // nothing short
+}
