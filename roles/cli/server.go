@@ -74,6 +74,7 @@ func (a *app) coordinatorCommand() *cli.Command {
 			&cli.GenericFlag{Name: "repair-bandwidth", Value: byteSize(&cfg.RepairBandwidth), EnvVars: env("REPAIR_BANDWIDTH"), Usage: "most bytes per second re-replicated cluster-wide (0: no cap)"},
 			&cli.IntFlag{Name: "repair-concurrency", Value: cfg.RepairTotal, Destination: &cfg.RepairTotal, EnvVars: env("REPAIR_CONCURRENCY"), Usage: "most chunk copies running at once in the cluster"},
 			&cli.IntFlag{Name: "repair-per-node", Value: cfg.RepairPerNode, Destination: &cfg.RepairPerNode, EnvVars: env("REPAIR_PER_NODE"), Usage: "most chunk copies one datanode takes part in at once"},
+			&cli.DurationFlag{Name: "scan-interval", Value: cfg.ScanInterval, Destination: &cfg.ScanInterval, EnvVars: env("SCAN_INTERVAL"), Usage: "the paced health pass re-checks every chunk (and looks for orphans) once per this long; events (a node dead, a copy lost or bad) are handled at once"},
 			&cli.DurationFlag{Name: "orphan-grace", Value: cfg.OrphanGrace, Destination: &cfg.OrphanGrace, EnvVars: env("ORPHAN_GRACE"), Usage: "a chunk no file or upload needs is deleted after this long"},
 			&cli.StringFlag{Name: "placement", Value: cfg.Placement, Destination: &cfg.Placement, EnvVars: env("PLACEMENT"), Usage: "placement policy: most-free or random"},
 			&cli.DurationFlag{Name: "rpc-timeout", Value: cfg.RPCTimeout, Destination: &cfg.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to datanodes"},

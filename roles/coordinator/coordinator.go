@@ -70,8 +70,15 @@ type Config struct {
 	// SafeModeTimeout bounds how long a newly leading coordinator waits for
 	// the datanodes to report every chunk before it serves anyway.
 	SafeModeTimeout time.Duration
-	// RepairInterval is the pause between scans of every chunk's copies.
+	// RepairInterval is the pause between health ticks: each assesses the
+	// chunks events marked (a node dead, a copy lost or reported bad, a
+	// commit) and a slice of the paced pass.
 	RepairInterval time.Duration
+	// ScanInterval is how long the paced safety-net pass takes to
+	// re-assess every chunk (and to look at every reported chunk for
+	// orphans): it bounds the CPU of an idle coordinator, and how late a
+	// change no event announced is noticed.
+	ScanInterval time.Duration
 	// RepairBandwidth caps the bytes re-replicated per second cluster-wide
 	// (0: no cap); RepairTotal and RepairPerNode bound the copies running
 	// in the cluster and per node.
@@ -117,6 +124,7 @@ func DefaultConfig() Config {
 		GCDelay:         time.Minute,
 		SafeModeTimeout: 30 * time.Second,
 		RepairInterval:  time.Second,
+		ScanInterval:    20 * time.Minute,
 		RepairBandwidth: 100 << 20,
 		RepairTotal:     8,
 		RepairPerNode:   2,
@@ -156,7 +164,7 @@ func (c Config) Validate() error {
 	if c.FailurePenalty < 0 {
 		return fmt.Errorf("coordinator: --failure-penalty must not be negative")
 	}
-	if c.RepairInterval <= 0 || c.RepairTotal < 1 || c.RepairPerNode < 1 {
+	if c.RepairInterval <= 0 || c.ScanInterval <= 0 || c.RepairTotal < 1 || c.RepairPerNode < 1 {
 		return fmt.Errorf("coordinator: the repair interval and concurrency must be positive")
 	}
 	if c.RegisterRate < 0 || c.RegisterBurst < 1 {

@@ -218,6 +218,7 @@ func (m *membership) apply(ctx context.Context, id rpc.NodeID, r chunkReport) er
 		m.log.Warn().Str("node_id", string(id)).Int("chunks", len(r.corrupt)).Msg("datanode reports corrupt copies")
 		m.events.add("corrupt", "datanode %s reports %d corrupt chunk copies", id.Short(), len(r.corrupt))
 	}
+	defer m.dels.queue.report(id, r)() // the health scan looks at these chunks once the report is applied
 	queued := m.dels.queuedOn(id)
 	first := min(len(r.added), reportSlice)
 	m.locs.report(id, r.full, r.added[:first], r.removed, r.corrupt, queued)
@@ -286,6 +287,7 @@ func (m *membership) checkCopy(ctx context.Context, node rpc.NodeID, cid rpc.Chu
 	if err != nil {
 		return false, false, err
 	}
+	defer m.dels.queue.chunks(cid) // the health scan looks at the chunk once its copy is updated
 	switch {
 	case corrupt:
 		m.locs.report(node, false, nil, nil, []rpc.ChunkID{cid}, m.dels.queuedOn(node))
@@ -335,7 +337,9 @@ func (m *membership) forget(ctx context.Context, q *gc.Collector, now time.Time)
 			}
 		}
 	}
+	held := m.dels.queue.on(forgotten)
 	m.locs.dropNodes(forgotten)
+	m.dels.queue.chunks(held...) // the health scan looks at the chunks they held
 	if len(gone) == 0 {
 		return
 	}

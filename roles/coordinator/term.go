@@ -68,7 +68,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	gcfg := gc.DefaultConfig()
 	gcfg.Delay = cfg.GCDelay
 	t.gc = gc.New(gcfg, gc.Deps{Deleter: deleter, Clock: c.clock, Log: c.log})
-	dels := &collector{commits: commits, gc: t.gc, locs: t.locs, refs: t.refs, delay: cfg.GCDelay, timeout: cfg.RPCTimeout, log: c.log}
+	dels := &collector{commits: commits, gc: t.gc, locs: t.locs, refs: t.refs, queue: newHealQueue(t.locs), delay: cfg.GCDelay, timeout: cfg.RPCTimeout, log: c.log}
 	t.membership = &membership{
 		cfg: cfg, log: c.log, clock: c.clock, cluster: c.store.ClusterID, nodes: t.nodes, locs: t.locs, refs: t.refs,
 		dels: dels, commits: commits, datanodes: c.datanodes, events: c.events, registrations: c.registrations, started: start,
@@ -187,6 +187,7 @@ type collector struct {
 	gc      *gc.Collector
 	locs    *locations
 	refs    *refIndex
+	queue   *healQueue    // marks the chunks whose health may have changed
 	delay   time.Duration // --gc-delay
 	timeout time.Duration // --rpc-timeout
 	log     zerolog.Logger
@@ -241,6 +242,7 @@ func (c *collector) deleteAfter(ctx context.Context, dels []meta.Deletion, why s
 // always sees the other.
 func (c *collector) unreference(ctx context.Context, old *meta.File, recorded []meta.Deletion) {
 	c.refs.remove(old)
+	c.queue.file(old)
 	listed := make(map[meta.Deletion]bool, len(recorded))
 	for _, d := range recorded {
 		listed[d] = true

@@ -597,6 +597,7 @@ func (up *uploads) commitUpload(ctx context.Context, u *upload, f *meta.File) er
 			return err
 		}
 		up.refs.add(f)
+		up.dels.queue.file(f)
 		up.dels.enqueue(txn.AddDeletions)
 		if old != nil {
 			up.dels.unreference(ctx, old, txn.AddDeletions)
@@ -650,6 +651,7 @@ func (up *uploads) finishCommit(ctx context.Context, u *upload, f, cur *meta.Fil
 	}
 	*f = *cur
 	up.refs.add(cur)
+	up.dels.queue.file(cur)
 	up.dels.enqueue(dels)
 	if replacing != nil {
 		up.dels.unreference(ctx, replacing, dels)

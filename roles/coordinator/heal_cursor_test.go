@@ -1,0 +1,81 @@
+package coordinator
+
+import (
+	"testing"
+
+	"github.com/matryer/is"
+
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// TestHealCursors: the paced pass's cursors walk the index a slice at a
+// time while chunks come and go: every chunk present for the whole walk is
+// visited exactly once, a chunk removed before it was reached is not, and
+// the end is reported once; then a new walk starts.
+func TestHealCursors(t *testing.T) {
+	is := is.New(t)
+	ix := newChunkIndex()
+	notQueued := func(rpc.ChunkID) bool { return false }
+	file := func(from, to int) *meta.File {
+		f := &meta.File{Replication: 1}
+		for i := from; i < to; i++ {
+			f.Chunks = append(f.Chunks, indexChunk(i))
+		}
+		return f
+	}
+	report := func(from, to int) {
+		var added []reportedCopy
+		for i := from; i < to; i++ {
+			c := indexChunk(i)
+			added = append(added, reportedCopy{id: c.ID, size: c.Size, frameSize: c.FrameSize, digest: c.Digest})
+		}
+		ix.report(testNodeID(1), false, added, nil, nil, notQueued)
+	}
+	keep, drop := file(0, 300), file(300, 600)
+	ix.refs().add(keep)
+	ix.refs().add(drop)
+	report(0, 600)
+
+	refs, reported := newRefCursor(ix.refs()), newReportedCursor(ix)
+	for name, step := range map[string]func(int, func(rpc.ChunkID)) bool{
+		"refs":     func(n int, fn func(rpc.ChunkID)) bool { return refs.step(n, func(r ref) { fn(r.chunk.ID) }) },
+		"reported": reported.step,
+	} {
+		seen := map[rpc.ChunkID]int{}
+		removed := map[rpc.ChunkID]bool{}
+		wraps, steps, late := 0, 0, 0
+		for wraps == 0 && steps < 1000 {
+			if step(7, func(id rpc.ChunkID) {
+				seen[id]++
+				if removed[id] {
+					late++
+				}
+			}) {
+				wraps++
+			}
+			steps++
+			// Between steps: the last chunk of drop goes, its copy too.
+			if n := len(drop.Chunks); n > 0 {
+				gone := drop.Chunks[n-1]
+				drop.Chunks = drop.Chunks[:n-1]
+				ix.refs().remove(&meta.File{Replication: 1, Chunks: []meta.Chunk{gone}})
+				ix.report(testNodeID(1), false, nil, []rpc.ChunkID{gone.ID}, nil, notQueued)
+				removed[gone.ID] = true
+			}
+		}
+		is.Equal(wraps, 1) // the walk ended
+		for _, c := range keep.Chunks {
+			is.Equal(seen[c.ID], 1) // every lasting chunk once
+		}
+		for _, n := range seen {
+			is.Equal(n, 1) // nothing twice
+		}
+		is.Equal(late, 0) // nothing removed before it was reached
+		t.Logf("%s: %d steps, %d visited", name, steps, len(seen))
+		// The pass walked every lasting chunk; drop's are re-added for the next cursor.
+		drop = file(300, 600)
+		ix.refs().add(drop)
+		report(300, 600)
+	}
+}
