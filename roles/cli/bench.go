@@ -18,6 +18,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/dfs-project/dfs/internal/freeport"
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/rpc"
@@ -227,13 +228,15 @@ type devProcs struct {
 	cmds      []*exec.Cmd
 }
 
+// freeAddr returns a loopback address for a server the bench starts as a
+// process (and may restart there): below the ephemeral range, so no
+// outgoing connection or :0 listener takes it meanwhile (see freeport).
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freeport.Free(1)
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), nil
 }
 
 func startDevProcs(ctx context.Context, nodes int, logw io.Writer) (*devProcs, error) {

@@ -6,15 +6,15 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/dfs-project/dfs/internal/testport"
+	"github.com/dfs-project/dfs/internal/freeport"
 )
 
 // FreeAddr returns a loopback address with a port nothing listens on,
 // for a server the test starts, kills and starts again on the same
-// address (see testport.Free for why it is not from 127.0.0.1:0).
+// address (see freeport.Free for why it is not from 127.0.0.1:0).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ports, err := testport.Free(1)
+	ports, err := freeport.Free(1)
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}

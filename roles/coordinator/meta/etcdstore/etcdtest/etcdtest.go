@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dfs-project/dfs/internal/testport"
+	"github.com/dfs-project/dfs/internal/freeport"
 	"github.com/google/uuid"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -71,7 +71,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 }
 
 func startCluster(t testing.TB, n int) (*Cluster, error) {
-	ports, err := testport.Free(2 * n)
+	ports, err := freeport.Free(2 * n)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,6 @@
-// Package testport picks loopback ports for servers that tests stop and
-// start again on the same address.
-package testport
+// Package freeport picks loopback ports for servers that tests and `dfs
+// bench` start, stop and start again on the same address.
+package freeport
 
 import (
 	"errors"
