@@ -27,6 +27,7 @@ func main() {
 func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	servePprof(args)
 	go func() {
 		// A second signal stops at once.
 		<-ctx.Done()
