@@ -919,9 +919,11 @@ func (ix *chunkIndex) deletionsOf(f *meta.File) []meta.Deletion {
 // cursor on, in slot order, and returns the cursor to continue from: 0
 // once the end was reached, so a paced pass walks the index a slice at a
 // time and starts over. The lock is held while the slice is read, not
-// while fn runs: fn may call the index.
-func (ix *chunkIndex) scanFrom(cursor int32, limit int, fn func(r ref)) (next int32) {
+// while fn runs: fn may call the index. With counts, fn is also told
+// whether the chunk was whole when read (see wholeSlot); without, never.
+func (ix *chunkIndex) scanFrom(cursor int32, limit int, counts func(rpc.NodeID) bool, fn func(r ref, whole bool)) (next int32) {
 	refs := make([]ref, 0, min(limit, 1024))
+	whole := make([]bool, 0, min(limit, 1024))
 	ix.mu.Lock()
 	digest := digests(min(limit, int(ix.total.Load())))
 	for s := max(cursor, 0); s < ix.used; s++ {
@@ -930,12 +932,14 @@ func (ix *chunkIndex) scanFrom(cursor int32, limit int, fn func(r ref)) (next in
 			break
 		}
 		if e := ix.at(s); e.refs > 0 {
-			refs = append(refs, ix.refOf(s, digest()))
+			r := ix.refOf(s, digest())
+			refs = append(refs, r)
+			whole = append(whole, counts != nil && ix.wholeSlot(s, r.repl, counts))
 		}
 	}
 	ix.mu.Unlock()
-	for _, r := range refs {
-		fn(r)
+	for i, r := range refs {
+		fn(r, whole[i])
 	}
 	return next
 }

@@ -390,7 +390,7 @@ func TestChunkIndexScanFrom(t *testing.T) {
 	cursor, calls := int32(0), 0
 	for {
 		got := 0
-		next := ix.scanFrom(cursor, 10, func(r ref) {
+		next := ix.scanFrom(cursor, 10, nil, func(r ref, _ bool) {
 			got++
 			is.True(!seen[r.chunk.ID]) // once
 			seen[r.chunk.ID] = true

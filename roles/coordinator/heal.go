@@ -181,31 +181,29 @@ func (h *heal) scan(ctx context.Context) {
 	// The paced pass: the next slice of committed chunks, and of reported
 	// ones for orphans. The first tick walks them all.
 	_, total := h.refs.counts()
+	counts := func(n rpc.NodeID) bool { info := nodes[n]; return info.live() && !info.draining }
+	var whole []bool
 	for budget, restarted := h.slice(total, first), false; budget > 0; {
 		visited := 0
-		wrapped := h.refCur.step(min(budget, scanBatch), func(r ref) {
+		wrapped := h.refCur.stepWhole(min(budget, scanBatch), counts, func(r ref, ok bool) {
 			visited++
 			if _, done := todo[r.chunk.ID]; !done {
 				batch = append(batch, r)
+				whole = append(whole, ok)
 			}
 		})
-		h.paced(ctx, batch, nodes, candidates, p)
-		batch = batch[:0]
+		h.paced(ctx, batch, whole, nodes, candidates, p)
+		batch, whole = batch[:0], whole[:0]
 		budget -= visited
 		if wrapped && (visited > 0 || restarted) {
 			break // the pass ended: the next starts at the next tick
 		}
 		restarted = restarted || wrapped
 	}
-	var ids []rpc.ChunkID
 	for budget, restarted := h.slice(h.locs.slotsInUse(), first), false; budget > 0; {
-		ids = ids[:0]
-		wrapped := h.repCur.step(min(budget, scanBatch), func(id rpc.ChunkID) { ids = append(ids, id) })
-		for _, id := range h.refs.unreferenced(ids) {
-			orphanCands[id] = struct{}{}
-		}
-		budget -= len(ids)
-		if wrapped && (len(ids) > 0 || restarted) {
+		visited, wrapped := h.repCur.stepUnreferenced(min(budget, scanBatch), func(id rpc.ChunkID) { orphanCands[id] = struct{}{} })
+		budget -= visited
+		if wrapped && (visited > 0 || restarted) {
 			break
 		}
 		restarted = restarted || wrapped
@@ -290,10 +288,10 @@ func (h *heal) assessOne(ctx context.Context, r ref, nodes map[rpc.NodeID]nodeIn
 }
 
 // paced looks at the chunks of a slice of the paced pass: a chunk whole
-// as far as the locations tell, and found healthy before, needs no
-// assessment; any other is assessed as by assessOne. The look-ups are
-// made a slice at a time, each index locked once.
-func (h *heal) paced(ctx context.Context, batch []ref, nodes map[rpc.NodeID]nodeInfo, candidates []placement.Node, p *scanPlan) {
+// as far as the locations told when the slice was read (whole[i]), and
+// found healthy before, needs no assessment; any other is assessed as by
+// assessOne.
+func (h *heal) paced(ctx context.Context, batch []ref, whole []bool, nodes map[rpc.NodeID]nodeInfo, candidates []placement.Node, p *scanPlan) {
 	if len(batch) == 0 {
 		return
 	}
@@ -301,10 +299,9 @@ func (h *heal) paced(ctx context.Context, batch []ref, nodes map[rpc.NodeID]node
 	h.mu.Lock()
 	for i, r := range batch {
 		_, marked := h.found[r.chunk.ID]
-		healthy[i] = !marked
+		healthy[i] = whole[i] && !marked
 	}
 	h.mu.Unlock()
-	h.locs.whole(batch, healthy, func(n rpc.NodeID) bool { info := nodes[n]; return info.live() && !info.draining })
 	for i, r := range batch {
 		if healthy[i] {
 			h.assessed.Add(1)

@@ -79,3 +79,69 @@ func TestHealCursors(t *testing.T) {
 		report(300, 600)
 	}
 }
+
+// TestHealCursorChecks: the paced pass's cursors check what they read
+// under the index's lock: stepWhole tells a chunk with exactly its copies,
+// all counting, from one short or with a copy on a node that does not
+// count; stepUnreferenced hands over only the chunks no file references,
+// counting every chunk it looked at.
+func TestHealCursorChecks(t *testing.T) {
+	is := is.New(t)
+	ix := newChunkIndex()
+	notQueued := func(rpc.ChunkID) bool { return false }
+	f := &meta.File{Replication: 2}
+	for i := range 10 {
+		f.Chunks = append(f.Chunks, indexChunk(i))
+	}
+	ix.refs().add(f)
+	copies := func(from, to int) []reportedCopy {
+		var out []reportedCopy
+		for i := from; i < to; i++ {
+			if i == 3 || i == 5 {
+				continue
+			}
+			c := indexChunk(i)
+			out = append(out, reportedCopy{id: c.ID, size: c.Size, frameSize: c.FrameSize, digest: c.Digest})
+		}
+		return out
+	}
+	one := func(i int) []reportedCopy {
+		c := indexChunk(i)
+		return []reportedCopy{{id: c.ID, size: c.Size, frameSize: c.FrameSize, digest: c.Digest}}
+	}
+	ix.report(testNodeID(1), false, append(copies(0, 10), one(3)[0], one(5)[0]), nil, nil, notQueued)
+	ix.report(testNodeID(2), false, copies(0, 10), nil, nil, notQueued)    // chunk 3: one copy of 2
+	ix.report(testNodeID(3), false, one(5), nil, nil, notQueued)           // chunk 5: its second copy on a node that does not count
+	ix.report(testNodeID(1), false, copies(100, 105), nil, nil, notQueued) // orphans
+
+	counts := func(n rpc.NodeID) bool { return n != testNodeID(3) }
+	got := map[rpc.ChunkID]bool{}
+	cur := newRefCursor(ix.refs())
+	for steps := 0; ; steps++ {
+		is.True(steps < 10) // bounded
+		if cur.stepWhole(4, counts, func(r ref, whole bool) { got[r.chunk.ID] = whole }) {
+			break
+		}
+	}
+	is.Equal(len(got), 10) // every referenced chunk
+	for i := range 10 {
+		is.Equal(got[indexChunk(i).ID], i != 3 && i != 5) // whole unless short or on a node that does not count
+	}
+
+	orphans := map[rpc.ChunkID]bool{}
+	rep, visited := newReportedCursor(ix), 0
+	for steps := 0; ; steps++ {
+		is.True(steps < 10) // bounded
+		n, wrapped := rep.stepUnreferenced(4, func(id rpc.ChunkID) { orphans[id] = true })
+		is.True(n <= 4) // at most limit looked at
+		visited += n
+		if wrapped {
+			break
+		}
+	}
+	is.Equal(visited, 15) // 10 referenced and 5 unreferenced chunks with a counted copy
+	is.Equal(len(orphans), 5)
+	for i := 100; i < 105; i++ {
+		is.True(orphans[indexChunk(i).ID]) // only what no file references
+	}
+}

@@ -50,20 +50,6 @@ func (r *refIndex) get(id rpc.ChunkID) (ref, bool) {
 	return ix.refOf(s, make([]byte, rpc.DigestSize)), true
 }
 
-// unreferenced returns the chunks of ids no committed file references.
-func (r *refIndex) unreferenced(ids []rpc.ChunkID) []rpc.ChunkID {
-	ix := r.ix()
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	var out []rpc.ChunkID
-	for _, id := range ids {
-		if s := ix.lookup(id); s < 0 || ix.at(s).refs == 0 {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
 // refCursor walks the referenced chunks a slice at a time, in slot order.
 type refCursor struct {
 	ix  *chunkIndex
@@ -76,7 +62,15 @@ func newRefCursor(r *refIndex) *refCursor { return &refCursor{ix: r.ix()} }
 // chunks after the last step's; it reports whether the walk reached the
 // end (the next step starts over).
 func (c *refCursor) step(limit int, fn func(ref)) (wrapped bool) {
-	c.pos = c.ix.scanFrom(c.pos, limit, fn)
+	c.pos = c.ix.scanFrom(c.pos, limit, nil, func(r ref, _ bool) { fn(r) })
+	return c.pos == 0
+}
+
+// stepWhole is step, fn also told whether the chunk was whole when the
+// slice was read (see wholeSlot; counts as there): the paced pass reads
+// the chunks and checks them under one lock, without looking each up again.
+func (c *refCursor) stepWhole(limit int, counts func(rpc.NodeID) bool, fn func(r ref, whole bool)) (wrapped bool) {
+	c.pos = c.ix.scanFrom(c.pos, limit, counts, fn)
 	return c.pos == 0
 }
 
@@ -94,12 +88,28 @@ func newReportedCursor(l *locations) *reportedCursor { return &reportedCursor{ix
 // counted copy after the last step's; it reports whether the walk
 // reached the end.
 func (c *reportedCursor) step(limit int, fn func(rpc.ChunkID)) (wrapped bool) {
+	_, wrapped = c.walk(limit, false, fn)
+	return wrapped
+}
+
+// stepUnreferenced is step, fn called only for the chunks no committed
+// file referenced when the slice was read (orphan candidates), which are
+// told apart under the same lock; it returns how many chunks it looked
+// at.
+func (c *reportedCursor) stepUnreferenced(limit int, fn func(rpc.ChunkID)) (visited int, wrapped bool) {
+	return c.walk(limit, true, fn)
+}
+
+func (c *reportedCursor) walk(limit int, unreferenced bool, fn func(rpc.ChunkID)) (visited int, wrapped bool) {
 	var ids []rpc.ChunkID
 	c.ix.mu.Lock()
 	s := max(c.pos, 0)
-	for ; s < c.ix.used && len(ids) < limit; s++ {
+	for ; s < c.ix.used && visited < limit; s++ {
 		if c.ix.counted(s) > 0 {
-			ids = append(ids, c.ix.idOf(s))
+			visited++
+			if !unreferenced || c.ix.at(s).refs == 0 {
+				ids = append(ids, c.ix.idOf(s))
+			}
 		}
 	}
 	if s >= c.ix.used {
@@ -110,30 +120,19 @@ func (c *reportedCursor) step(limit int, fn func(rpc.ChunkID)) (wrapped bool) {
 	for _, id := range ids {
 		fn(id)
 	}
-	return s == 0
+	return visited, s == 0
 }
 
 func (c *reportedCursor) close() { c.pos = 0 }
 
-// whole clears ok[i] unless xs[i]'s chunk has exactly the copies it
-// wants, every one of them good and counting (counts tells whether a good
-// copy on a node counts: the node live and not draining); an ok[i]
-// already false is left alone. For such a chunk repair.Assess finds
-// nothing to do and nothing to count, so the paced pass checks a healthy
-// chunk without the cost of a full assessment.
-func (ix *chunkIndex) whole(xs []ref, ok []bool, counts func(rpc.NodeID) bool) {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	for i, x := range xs {
-		if ok[i] {
-			ok[i] = ix.wholeLocked(x, counts)
-		}
-	}
-}
-
-func (ix *chunkIndex) wholeLocked(x ref, counts func(rpc.NodeID) bool) bool {
-	s := ix.lookup(x.chunk.ID)
-	if s < 0 || ix.at(s).flags&entryCommitted == 0 {
+// wholeSlot reports whether slot s's committed chunk has exactly repl
+// copies counted, every one of them good and counting (counts tells
+// whether a good copy on a node counts: the node live and not draining).
+// For such a chunk repair.Assess finds nothing to do and nothing to
+// count, so the paced pass checks a healthy chunk without the cost of a
+// full assessment. The lock is held.
+func (ix *chunkIndex) wholeSlot(s int32, repl uint32, counts func(rpc.NodeID) bool) bool {
+	if ix.at(s).flags&entryCommitted == 0 {
 		return false
 	}
 	n, good := 0, true
@@ -146,5 +145,5 @@ func (ix *chunkIndex) wholeLocked(x ref, counts func(rpc.NodeID) bool) bool {
 			good = false
 		}
 	})
-	return good && n == int(x.repl)
+	return good && n == int(repl)
 }

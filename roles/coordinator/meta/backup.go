@@ -98,8 +98,26 @@ type BackupInfo struct {
 // record and the trailer's count and checksum, and only then returns the
 // records: a damaged backup yields an error and no records.
 func ReadBackup(r io.Reader) (BackupInfo, []Record, error) {
-	bad := func(format string, args ...any) (BackupInfo, []Record, error) {
-		return BackupInfo{}, nil, rpc.Errorf(rpc.Invalid, "backup: "+format, args...)
+	var recs []Record
+	info, err := EachBackupRecord(r, func(rec Record) error {
+		recs = append(recs, rec)
+		return nil
+	})
+	if err != nil {
+		return BackupInfo{}, nil, err
+	}
+	return info, recs, nil
+}
+
+// EachBackupRecord reads a whole backup from r as ReadBackup does, but
+// keeps no record: fn (if not nil) is called with each as it is read, and
+// an error from fn ends the read with it. The count and checksum are
+// checked only at the end, so fn may have seen records of a backup then
+// found damaged: read it once with fn nil to verify it, then again to
+// load it in a transaction that the error undoes (a restore does).
+func EachBackupRecord(r io.Reader, fn func(Record) error) (BackupInfo, error) {
+	bad := func(format string, args ...any) (BackupInfo, error) {
+		return BackupInfo{}, rpc.Errorf(rpc.Invalid, "backup: "+format, args...)
 	}
 	h := sha256.New()
 	br := bufio.NewReaderSize(r, 1<<20)
@@ -117,12 +135,12 @@ func ReadBackup(r io.Reader) (BackupInfo, []Record, error) {
 		return bad("bad header")
 	}
 	info := BackupInfo{ClusterID: hdr.ClusterId, Created: time.Unix(0, hdr.CreatedUnixNano), Store: hdr.Store}
-	var recs []Record
+	n := uint64(0)
 	for {
 		sum := h.Sum(nil)
 		kind, body, err := readFrame(br, h)
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return bad("truncated after %d records (no trailer)", len(recs))
+			return bad("truncated after %d records (no trailer)", n)
 		}
 		if err != nil {
 			return bad("%v", err)
@@ -131,26 +149,31 @@ func ReadBackup(r io.Reader) (BackupInfo, []Record, error) {
 		case 'R':
 			var m metapb.BackupRecord
 			if err := proto.Unmarshal(body, &m); err != nil {
-				return bad("record %d: %v", len(recs), err)
+				return bad("record %d: %v", n, err)
 			}
 			rec, err := recordFromPB(&m)
 			if err != nil {
-				return bad("record %d: %v", len(recs), err)
+				return bad("record %d: %v", n, err)
 			}
-			recs = append(recs, rec)
+			if fn != nil {
+				if err := fn(rec); err != nil {
+					return BackupInfo{}, err
+				}
+			}
+			n++
 		case 'T':
 			var t metapb.BackupTrailer
 			if err := proto.Unmarshal(body, &t); err != nil {
 				return bad("bad trailer")
 			}
-			if t.Records != uint64(len(recs)) || !bytes.Equal(t.Sha256, sum) {
-				return bad("checksum or record count mismatch (%d records read, trailer says %d)", len(recs), t.Records)
+			if t.Records != n || !bytes.Equal(t.Sha256, sum) {
+				return bad("checksum or record count mismatch (%d records read, trailer says %d)", n, t.Records)
 			}
 			if _, err := br.ReadByte(); err != io.EOF {
 				return bad("data after the trailer")
 			}
 			info.Records = t.Records
-			return info, recs, nil
+			return info, nil
 		default:
 			return bad("unknown frame kind %q", kind)
 		}

@@ -200,6 +200,17 @@ type Initializer interface {
 	Init(ctx context.Context, id string, recs []Record) error
 }
 
+// StreamIniter is an Initializer that can also load a restore's records
+// as they are read, without holding them all (a restore of a backup too
+// large to hold in memory twice).
+type StreamIniter interface {
+	// InitEach is Init with the records given by each, which calls its
+	// argument with every record in turn and returns the first error
+	// (its argument's or its own); an error leaves the store as Init's
+	// does.
+	InitEach(ctx context.Context, id string, each func(put func(Record) error) error) error
+}
+
 // Store is everything a coordinator needs from its metadata backend.
 type Store interface {
 	Namespace

@@ -72,6 +72,20 @@ func (s *Store) ready() error {
 // that would not read back (rpc.Invalid), leaves the store uninitialized
 // and empty. An initialized store is refused with rpc.Exists.
 func (s *Store) Init(ctx context.Context, id string, recs []meta.Record) error {
+	return s.InitEach(ctx, id, func(put func(meta.Record) error) error {
+		for _, r := range recs {
+			if err := put(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// InitEach is Init with the records given one at a time by each (see
+// meta.StreamIniter), all in the one write transaction.
+func (s *Store) InitEach(ctx context.Context, id string, each func(put func(meta.Record) error) error) error {
+	n := 0
 	err := s.update("boltstore.Init", func(tx *bolt.Tx) error {
 		m := tx.Bucket(bucketMeta)
 		if c := m.Get(keyCluster); len(c) > 0 {
@@ -80,7 +94,21 @@ func (s *Store) Init(ctx context.Context, id string, recs []meta.Record) error {
 		if id == "" {
 			return rpc.Errorf(rpc.Invalid, "empty cluster id")
 		}
-		if err := putRecords(ctx, tx, recs); err != nil {
+		n = 0
+		b := newBuckets(tx)
+		err := each(func(r meta.Record) error {
+			if n%1024 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			if err := b.put(r); err != nil {
+				return fmt.Errorf("record %d: %w", n, err)
+			}
+			n++
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 		return m.Put(keyCluster, []byte(id))
@@ -89,48 +117,61 @@ func (s *Store) Init(ctx context.Context, id string, recs []meta.Record) error {
 		return err
 	}
 	s.cluster.Store(id)
-	s.log.Info().Str("cluster", id).Int("records", len(recs)).Msg("metadata store initialized")
+	s.log.Info().Str("cluster", id).Int("records", n).Msg("metadata store initialized")
 	return nil
+}
+
+// buckets are a write transaction's buckets that records go to.
+type buckets struct{ files, uploads, dels, drains *bolt.Bucket }
+
+func newBuckets(tx *bolt.Tx) buckets {
+	return buckets{tx.Bucket(bucketFiles), tx.Bucket(bucketUploads), tx.Bucket(bucketDeletions), tx.Bucket(bucketDrains)}
 }
 
 // putRecords writes recs into tx's buckets; a record that would not read
 // back is refused with rpc.Invalid.
 func putRecords(ctx context.Context, tx *bolt.Tx, recs []meta.Record) error {
-	files, uploads, dels, drains := tx.Bucket(bucketFiles), tx.Bucket(bucketUploads), tx.Bucket(bucketDeletions), tx.Bucket(bucketDrains)
+	b := newBuckets(tx)
 	for i, r := range recs {
 		if i%1024 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 		}
-		var err error
-		switch {
-		case r.File != nil:
-			var b []byte
-			if b, err = encodeFile(r.File); err == nil {
-				err = files.Put([]byte(r.File.Path), b)
-			}
-		case r.Upload != nil:
-			var b []byte
-			if b, err = encodeUpload(r.Upload); err == nil {
-				err = uploads.Put([]byte(r.Upload.ID), b)
-			}
-		case r.Deletion != nil:
-			var k []byte
-			if k, err = deletionKey(*r.Deletion); err == nil {
-				err = dels.Put(k, []byte{})
-			}
-		case r.Drain != nil:
-			var k []byte
-			if k, err = drainKey(*r.Drain); err == nil {
-				err = drains.Put(k, []byte{})
-			}
-		}
-		if err != nil {
+		if err := b.put(r); err != nil {
 			return fmt.Errorf("record %d: %w", i, err)
 		}
 	}
 	return nil
+}
+
+// put writes r; a record that would not read back is refused with
+// rpc.Invalid.
+func (b buckets) put(r meta.Record) error {
+	var err error
+	switch {
+	case r.File != nil:
+		var v []byte
+		if v, err = encodeFile(r.File); err == nil {
+			err = b.files.Put([]byte(r.File.Path), v)
+		}
+	case r.Upload != nil:
+		var v []byte
+		if v, err = encodeUpload(r.Upload); err == nil {
+			err = b.uploads.Put([]byte(r.Upload.ID), v)
+		}
+	case r.Deletion != nil:
+		var k []byte
+		if k, err = deletionKey(*r.Deletion); err == nil {
+			err = b.dels.Put(k, []byte{})
+		}
+	case r.Drain != nil:
+		var k []byte
+		if k, err = drainKey(*r.Drain); err == nil {
+			err = b.drains.Put(k, []byte{})
+		}
+	}
+	return err
 }
 
 // Close closes the file, waiting for transactions in progress. It is
