@@ -158,6 +158,10 @@ func (h *heal) scan(ctx context.Context) {
 	orphanCands := maps.Clone(h.orphanWatch)
 	var batch []ref
 	flush := func() {
+		if ctx.Err() != nil {
+			batch = batch[:0]
+			return // the term ended
+		}
 		for _, r := range batch {
 			h.assessOne(ctx, r, nodes, candidates, p)
 		}
@@ -184,6 +188,9 @@ func (h *heal) scan(ctx context.Context) {
 	counts := func(n rpc.NodeID) bool { info := nodes[n]; return info.live() && !info.draining }
 	var whole []bool
 	for budget, restarted := h.slice(total, first), false; budget > 0; {
+		if ctx.Err() != nil {
+			return // the term ended: a pass over millions of chunks must not hold up its shutdown
+		}
 		visited := 0
 		wrapped := h.refCur.stepWhole(min(budget, scanBatch), counts, func(r ref, ok bool) {
 			visited++
@@ -201,6 +208,9 @@ func (h *heal) scan(ctx context.Context) {
 		restarted = restarted || wrapped
 	}
 	for budget, restarted := h.slice(h.locs.slotsInUse(), first), false; budget > 0; {
+		if ctx.Err() != nil {
+			return
+		}
 		visited, wrapped := h.repCur.stepUnreferenced(min(budget, scanBatch), func(id rpc.ChunkID) { orphanCands[id] = struct{}{} })
 		budget -= visited
 		if wrapped && (visited > 0 || restarted) {

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -228,4 +229,18 @@ func TestHealDrainByEvent(t *testing.T) {
 	st, _ = f.term.admin.nodeStatus(node)
 	is.True(st.decommissioned)                    // safe to remove
 	is.Equal(f.term.heal.stats().under, int64(0)) // nothing short
+}
+
+// TestHealPassStopsWithItsTerm: a pass over every chunk (the first one
+// after safe mode, seconds of CPU at 10M chunks) stops when the term's
+// context ends, so that shutdown does not wait for it.
+func TestHealPassStopsWithItsTerm(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 4, nil)
+	f.putMany(200, 3)
+	ended, cancel := context.WithCancel(f.ctx)
+	cancel()
+	before := f.term.heal.assessed.Load()
+	f.term.heal.scan(ended)
+	is.Equal(f.term.heal.assessed.Load()-before, int64(0)) // no chunk assessed once the term is over
 }
