@@ -28,29 +28,6 @@ import (
 // waitFor is the deadline of every polling loop.
 const waitFor = rolestest.WaitFor
 
-// gatedWriter forwards log lines to the test until the test is over; a
-// gRPC handler that outlives its server must not log into a finished test.
-type gatedWriter struct {
-	mu   sync.Mutex
-	w    io.Writer
-	done bool
-}
-
-func (g *gatedWriter) Write(p []byte) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.done {
-		return len(p), nil
-	}
-	return g.w.Write(p)
-}
-
-func (g *gatedWriter) close() {
-	g.mu.Lock()
-	g.done = true
-	g.mu.Unlock()
-}
-
 // coordClient dials the cluster's coordinator directly.
 func coordClient(t *testing.T, c *roles.Cluster) dfspb.CoordinatorClient {
 	t.Helper()

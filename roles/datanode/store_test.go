@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore/chunkstoretest"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -18,45 +18,18 @@ import (
 // tests that use a store.
 
 const (
-	testFrame = rpc.MinFrameSize // 4 KiB
-	testCap   = 1 << 20          // 1 MiB store
+	testFrame = chunkstoretest.FrameSize
+	testCap   = 1 << 20 // 1 MiB store
 )
 
-func chunkID(t *testing.T, n int) rpc.ChunkID {
-	t.Helper()
-	id, err := rpc.ParseChunkID(strings.Repeat("ab", 15) + string(rune('0'+n%10)) + "f_" + string(rune('0'+n%10)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
+// The chunk helpers of the store's conformance suite, under the names
+// the datanode's tests use.
+func chunkID(t *testing.T, n int) rpc.ChunkID { return chunkstoretest.ChunkID(t, n) }
 
-func chunkData(size int, seed byte) []byte {
-	b := make([]byte, size)
-	for i := range b {
-		b[i] = seed + byte(i*31+i/97)
-	}
-	return b
-}
+func chunkData(size int, seed byte) []byte { return chunkstoretest.ChunkData(size, seed) }
 
-// put stores data as chunk id the way the upload path does: frame by
-// frame, then Commit with the frame digests and chunk digest.
 func put(t *testing.T, s *chunkstore.Store, id rpc.ChunkID, data []byte) (digest []byte, frames [][]byte) {
-	t.Helper()
-	w, err := s.Create(id, int64(len(data)), testFrame)
-	if err != nil {
-		t.Fatalf("Create: %v", err)
-	}
-	for off := 0; off < len(data); off += testFrame {
-		if _, err := w.Write(data[off:min(off+testFrame, len(data))]); err != nil {
-			t.Fatalf("Write: %v", err)
-		}
-	}
-	digest, frames = chunkstream.DigestOf(data, testFrame)
-	if err := w.Commit(frames, digest); err != nil {
-		t.Fatalf("Commit: %v", err)
-	}
-	return digest, frames
+	return chunkstoretest.Put(t, s, id, data)
 }
 
 // openStore opens a chunk store in dir on the operating system's disk.

@@ -26,7 +26,7 @@ import (
 )
 
 const (
-	testFrame  = rpc.MinFrameSize // 4 KiB
+	FrameSize  = rpc.MinFrameSize // 4 KiB: the frame size of every chunk the helpers write
 	testCap    = 1 << 20          // 1 MiB store
 	footerSize = 64
 )
@@ -66,7 +66,8 @@ func Run(t *testing.T, newDisk Factory) {
 	}
 }
 
-func chunkID(t *testing.T, n int) rpc.ChunkID {
+// ChunkID returns a valid chunk ID numbered n (one of ten).
+func ChunkID(t *testing.T, n int) rpc.ChunkID {
 	t.Helper()
 	id, err := rpc.ParseChunkID(strings.Repeat("ab", 15) + string(rune('0'+n%10)) + "f_" + string(rune('0'+n%10)))
 	if err != nil {
@@ -75,7 +76,8 @@ func chunkID(t *testing.T, n int) rpc.ChunkID {
 	return id
 }
 
-func chunkData(size int, seed byte) []byte {
+// ChunkData returns size bytes of chunk content that differ with seed.
+func ChunkData(size int, seed byte) []byte {
 	b := make([]byte, size)
 	for i := range b {
 		b[i] = seed + byte(i*31+i/97)
@@ -87,24 +89,25 @@ func chunkData(size int, seed byte) []byte {
 // path does, without committing it.
 func write(t *testing.T, s *chunkstore.Store, id rpc.ChunkID, data []byte) *chunkstore.Writer {
 	t.Helper()
-	w, err := s.Create(id, int64(len(data)), testFrame)
+	w, err := s.Create(id, int64(len(data)), FrameSize)
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	for off := 0; off < len(data); off += testFrame {
-		if _, err := w.Write(data[off:min(off+testFrame, len(data))]); err != nil {
+	for off := 0; off < len(data); off += FrameSize {
+		if _, err := w.Write(data[off:min(off+FrameSize, len(data))]); err != nil {
 			t.Fatalf("Write: %v", err)
 		}
 	}
 	return w
 }
 
-// put stores data as chunk id: written, then committed with its frame
+// Put stores data as chunk id the way the upload path does: written
+// frame by frame (FrameSize), then committed with its frame
 // digests and chunk digest.
-func put(t *testing.T, s *chunkstore.Store, id rpc.ChunkID, data []byte) (digest []byte, frames [][]byte) {
+func Put(t *testing.T, s *chunkstore.Store, id rpc.ChunkID, data []byte) (digest []byte, frames [][]byte) {
 	t.Helper()
 	w := write(t, s, id, data)
-	digest, frames = chunkstream.DigestOf(data, testFrame)
+	digest, frames = chunkstream.DigestOf(data, FrameSize)
 	if err := w.Commit(frames, digest); err != nil {
 		t.Fatalf("Commit: %v", err)
 	}
@@ -148,15 +151,15 @@ func holds(t *testing.T, s *chunkstore.Store, id rpc.ChunkID, data []byte) {
 }
 
 func testCommitOpen(t *testing.T, newDisk Factory) {
-	for _, size := range []int{1, testFrame - 1, testFrame, testFrame + 1, 3*testFrame + 17} {
+	for _, size := range []int{1, FrameSize - 1, FrameSize, FrameSize + 1, 3*FrameSize + 17} {
 		t.Run(fmt.Sprintf("%d bytes", size), func(t *testing.T) {
 			is := is.New(t)
 			d := newDisk(t)
 			s := open(t, d.FS, d.Dir, testCap)
-			id := chunkID(t, 1)
-			data := chunkData(size, 1)
+			id := ChunkID(t, 1)
+			data := ChunkData(size, 1)
 			is.True(!s.Has(id)) // not there before
-			digest, frames := put(t, s, id, data)
+			digest, frames := Put(t, s, id, data)
 
 			is.True(s.Has(id)) // visible after Commit
 			h := id.Hash()
@@ -164,7 +167,7 @@ func testCommitOpen(t *testing.T, newDisk Factory) {
 			is.Equal(s.ChunkPath(id), p) // stored in the nested layout
 			info, err := d.FS.Stat(p)
 			is.NoErr(err)
-			is.Equal(info.Size(), chunkstore.FileSize(int64(size), testFrame)) // file holds data, digests and footer
+			is.Equal(info.Size(), chunkstore.FileSize(int64(size), FrameSize)) // file holds data, digests and footer
 			is.Equal(len(tempFiles(t, d.FS, d.Dir)), 0)                        // no temporary file left
 
 			c, err := s.Open(id)
@@ -172,7 +175,7 @@ func testCommitOpen(t *testing.T, newDisk Factory) {
 			defer c.Close()
 			is.Equal(c.ID, id)                      // Chunk names its ID
 			is.Equal(c.Size, int64(size))           // size
-			is.Equal(c.FrameSize, int64(testFrame)) // frame size
+			is.Equal(c.FrameSize, int64(FrameSize)) // frame size
 			is.Equal(c.Digest, digest)              // chunk digest
 			is.Equal(c.Frames, frames)              // frame digests
 			got := make([]byte, size)
@@ -193,7 +196,7 @@ func testCommitOpen(t *testing.T, newDisk Factory) {
 
 			u := s.Usage()
 			is.Equal(u.Chunks, int64(1))                                  // one chunk
-			is.Equal(u.Used, chunkstore.FileSize(int64(size), testFrame)) // used counts the whole file
+			is.Equal(u.Used, chunkstore.FileSize(int64(size), FrameSize)) // used counts the whole file
 			is.Equal(u.Capacity, int64(testCap))                          // capacity as configured
 			is.Equal(u.Free, testCap-u.Used)                              // free is what is left
 		})
@@ -206,9 +209,9 @@ func testDirectWrite(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	s := open(t, d.FS, d.Dir, 0)
-	id := chunkID(t, 1)
-	data := chunkData(2<<20+17, 7)
-	put(t, s, id, data)
+	id := ChunkID(t, 1)
+	data := ChunkData(2<<20+17, 7)
+	Put(t, s, id, data)
 	holds(t, s, id, data)
 	is.Equal(len(tempFiles(t, d.FS, d.Dir)), 0) // no temporary file left
 	holds(t, open(t, d.FS, d.Dir, 0), id, data) // and it reopens
@@ -218,9 +221,9 @@ func testStoredChunkStreamsVerified(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	s := open(t, d.FS, d.Dir, testCap)
-	id := chunkID(t, 2)
-	data := chunkData(2*testFrame+5, 2)
-	digest, _ := put(t, s, id, data)
+	id := ChunkID(t, 2)
+	data := ChunkData(2*FrameSize+5, 2)
+	digest, _ := Put(t, s, id, data)
 	c, err := s.Open(id)
 	is.NoErr(err)
 	defer c.Close()
@@ -254,16 +257,16 @@ func testWriterErrors(t *testing.T, newDisk Factory) {
 		is := is.New(t)
 		d := newDisk(t)
 		s := open(t, d.FS, d.Dir, testCap)
-		id := chunkID(t, 1)
-		put(t, s, id, chunkData(10, 0))
-		_, err := s.Create(id, 10, testFrame)
+		id := ChunkID(t, 1)
+		Put(t, s, id, ChunkData(10, 0))
+		_, err := s.Create(id, 10, FrameSize)
 		is.True(errors.Is(err, rpc.Exists)) // chunks are immutable: no second Create
 	})
 	t.Run("write beyond size", func(t *testing.T) {
 		is := is.New(t)
 		d := newDisk(t)
 		s := open(t, d.FS, d.Dir, testCap)
-		w, err := s.Create(chunkID(t, 1), 10, testFrame)
+		w, err := s.Create(ChunkID(t, 1), 10, FrameSize)
 		is.NoErr(err)
 		defer w.Abort()
 		n, err := w.Write(make([]byte, 8))
@@ -280,8 +283,8 @@ func testWriterErrors(t *testing.T, newDisk Factory) {
 		is := is.New(t)
 		d := newDisk(t)
 		s := open(t, d.FS, d.Dir, testCap)
-		id := chunkID(t, 1)
-		w, err := s.Create(id, 10, testFrame)
+		id := ChunkID(t, 1)
+		w, err := s.Create(id, 10, FrameSize)
 		is.NoErr(err)
 		_, err = w.Write(make([]byte, 9))
 		is.NoErr(err)
@@ -295,8 +298,8 @@ func testWriterErrors(t *testing.T, newDisk Factory) {
 		is := is.New(t)
 		d := newDisk(t)
 		s := open(t, d.FS, d.Dir, testCap)
-		id := chunkID(t, 1)
-		w, err := s.Create(id, 10, testFrame)
+		id := ChunkID(t, 1)
+		w, err := s.Create(id, 10, FrameSize)
 		is.NoErr(err)
 		_, err = w.Write(make([]byte, 5))
 		is.NoErr(err)
@@ -304,20 +307,20 @@ func testWriterErrors(t *testing.T, newDisk Factory) {
 		w.Abort()
 		is.Equal(len(tempFiles(t, d.FS, d.Dir)), 0) // Abort removes it
 		is.True(!s.Has(id))                         // never visible
-		_, err = s.Create(id, 10, testFrame)
+		_, err = s.Create(id, 10, FrameSize)
 		is.NoErr(err) // the ID can be written again
 	})
 	t.Run("missing", func(t *testing.T) {
 		is := is.New(t)
 		d := newDisk(t)
 		s := open(t, d.FS, d.Dir, testCap)
-		_, err := s.Open(chunkID(t, 3))
+		_, err := s.Open(ChunkID(t, 3))
 		is.True(errors.Is(err, rpc.NotFound)) // Open of a missing chunk
-		_, err = s.Stat(chunkID(t, 3))
+		_, err = s.Stat(ChunkID(t, 3))
 		is.True(errors.Is(err, rpc.NotFound)) // Stat of a missing chunk
-		_, err = s.Check(chunkID(t, 3))
+		_, err = s.Check(ChunkID(t, 3))
 		is.True(errors.Is(err, rpc.NotFound))                                                // Check of a missing chunk
-		is.True(errors.Is(s.Verify(context.Background(), chunkID(t, 3), nil), rpc.NotFound)) // Verify of a missing chunk
+		is.True(errors.Is(s.Verify(context.Background(), ChunkID(t, 3), nil), rpc.NotFound)) // Verify of a missing chunk
 	})
 }
 
@@ -328,15 +331,15 @@ func testSameIDTwice(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	s := open(t, d.FS, d.Dir, testCap)
-	id := chunkID(t, 1)
-	data := chunkData(10, 0)
-	digest, frames := chunkstream.DigestOf(data, testFrame)
+	id := ChunkID(t, 1)
+	data := ChunkData(10, 0)
+	digest, frames := chunkstream.DigestOf(data, FrameSize)
 	w1, w2 := write(t, s, id, data), write(t, s, id, data)
 	is.NoErr(w1.Commit(frames, digest))
 	err := w2.Commit(frames, digest)
 	is.True(err == nil || errors.Is(err, rpc.Exists))            // the second commit is harmless or refused
 	is.Equal(s.Usage().Chunks, int64(1))                         // one file, one chunk
-	is.Equal(s.Usage().Used, chunkstore.FileSize(10, testFrame)) // counted once
+	is.Equal(s.Usage().Used, chunkstore.FileSize(10, FrameSize)) // counted once
 	is.Equal(len(tempFiles(t, d.FS, d.Dir)), 0)                  // and no temporary file left
 }
 
@@ -346,9 +349,9 @@ func testCommitFailsWhenDirSyncFails(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	h, s := hooked(t, d)
-	id := chunkID(t, 2)
-	data := chunkData(10, 0)
-	digest, frames := chunkstream.DigestOf(data, testFrame)
+	id := ChunkID(t, 2)
+	data := ChunkData(10, 0)
+	digest, frames := chunkstream.DigestOf(data, FrameSize)
 	w := write(t, s, id, data)
 	chunkDir := filepath.Dir(s.ChunkPath(id))
 	injected := errors.New("injected EIO")
@@ -368,7 +371,7 @@ func testCommitFailsWhenDirSyncFails(t *testing.T, newDisk Factory) {
 	is.Equal(s.Usage().Used, int64(0))       // its bytes are not counted
 	is.Equal(s.Usage().Chunks, int64(0))
 	h.set(nil)
-	put(t, s, id, data) // once the disk recovers, it can be stored
+	Put(t, s, id, data) // once the disk recovers, it can be stored
 	holds(t, s, id, data)
 }
 
@@ -415,8 +418,8 @@ func testReserveRelease(t *testing.T, newDisk Factory) {
 	s.Release(40 << 10)
 	is.Equal(s.Usage().Free, int64(capacity)) // releases give it back
 
-	put(t, s, chunkID(t, 1), chunkData(testFrame, 1))
-	used := chunkstore.FileSize(testFrame, testFrame)
+	Put(t, s, ChunkID(t, 1), ChunkData(FrameSize, 1))
+	used := chunkstore.FileSize(FrameSize, FrameSize)
 	is.Equal(s.Usage().Free, capacity-used)    // stored chunks use space
 	is.True(s.Reserve(capacity-used+1) != nil) // and limit reservations
 	is.NoErr(s.Reserve(capacity - used))       // up to what is left
@@ -435,7 +438,7 @@ func testUsageWithoutCapacity(t *testing.T, newDisk Factory) {
 }
 
 func testOpenRefusesCorruptMetadata(t *testing.T, newDisk Factory) {
-	size := 2*testFrame + 100 // three frames
+	size := 2*FrameSize + 100 // three frames
 	digestsAt := size
 	footerAt := size + 3*sha256.Size
 	tests := []struct {
@@ -463,7 +466,7 @@ func testOpenRefusesCorruptMetadata(t *testing.T, newDisk Factory) {
 		{"size off by one", func(b []byte) []byte { binary.BigEndian.PutUint64(b[footerAt+16:], uint64(size-1)); return b }, "file of"},
 		{"frame size too small", func(b []byte) []byte { binary.BigEndian.PutUint64(b[footerAt+24:], 1); return b }, "frame size 1"},
 		{"frame size zero", func(b []byte) []byte { binary.BigEndian.PutUint64(b[footerAt+24:], 0); return b }, "frame size 0"},
-		{"frame size changed", func(b []byte) []byte { binary.BigEndian.PutUint64(b[footerAt+24:], 2*testFrame); return b }, "3 frame digests for 2"},
+		{"frame size changed", func(b []byte) []byte { binary.BigEndian.PutUint64(b[footerAt+24:], 2*FrameSize); return b }, "3 frame digests for 2"},
 		{"all zeros", func(b []byte) []byte { return make([]byte, len(b)) }, "bad magic"},
 	}
 	for _, tt := range tests {
@@ -471,8 +474,8 @@ func testOpenRefusesCorruptMetadata(t *testing.T, newDisk Factory) {
 			is := is.New(t)
 			d := newDisk(t)
 			s := open(t, d.FS, d.Dir, testCap)
-			id := chunkID(t, 4)
-			put(t, s, id, chunkData(size, 4))
+			id := ChunkID(t, 4)
+			Put(t, s, id, ChunkData(size, 4))
 			corrupt(t, d.FS, s, id, tt.fn)
 			c, err := s.Open(id)
 			if err == nil {
@@ -498,10 +501,10 @@ func testCorruptDataIsCaughtOnRead(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	s := open(t, d.FS, d.Dir, testCap)
-	id := chunkID(t, 5)
-	data := chunkData(2*testFrame, 5)
-	digest, _ := put(t, s, id, data)
-	corrupt(t, d.FS, s, id, func(b []byte) []byte { b[testFrame+7] ^= 0x04; return b })
+	id := ChunkID(t, 5)
+	data := ChunkData(2*FrameSize, 5)
+	digest, _ := Put(t, s, id, data)
+	corrupt(t, d.FS, s, id, func(b []byte) []byte { b[FrameSize+7] ^= 0x04; return b })
 
 	c, err := s.Open(id)
 	is.NoErr(err) // metadata is intact
@@ -517,29 +520,29 @@ func testDelete(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	s := open(t, d.FS, d.Dir, testCap)
-	a, b := chunkID(t, 1), chunkID(t, 2)
-	put(t, s, a, chunkData(100, 1))
-	put(t, s, b, chunkData(200, 2))
+	a, b := ChunkID(t, 1), ChunkID(t, 2)
+	Put(t, s, a, ChunkData(100, 1))
+	Put(t, s, b, ChunkData(200, 2))
 	is.Equal(s.Usage().Chunks, int64(2))
 
 	freed, err := s.Delete(a)
 	is.NoErr(err)                                        // delete works
-	is.Equal(freed, chunkstore.FileSize(100, testFrame)) // and reports the bytes freed
+	is.Equal(freed, chunkstore.FileSize(100, FrameSize)) // and reports the bytes freed
 	is.True(!s.Has(a))                                   // gone
 	_, err = s.Open(a)
 	is.True(errors.Is(err, rpc.NotFound)) // not openable
 	is.True(!exists(d.FS, s.ChunkPath(a)))
 	u := s.Usage()
 	is.Equal(u.Chunks, int64(1))                          // count drops
-	is.Equal(u.Used, chunkstore.FileSize(200, testFrame)) // bytes drop
+	is.Equal(u.Used, chunkstore.FileSize(200, FrameSize)) // bytes drop
 
 	freed, err = s.Delete(a)
 	is.NoErr(err)                                               // deleting a missing chunk is not an error
 	is.Equal(freed, int64(0))                                   // but frees nothing
 	is.True(s.Has(b))                                           // other chunks untouched
-	is.NoErr(s.SyncDeletes([]rpc.ChunkID{a, a, chunkID(t, 9)})) // missing directories are fine
+	is.NoErr(s.SyncDeletes([]rpc.ChunkID{a, a, ChunkID(t, 9)})) // missing directories are fine
 
-	put(t, s, a, chunkData(100, 3))
+	Put(t, s, a, ChunkData(100, 3))
 	is.True(s.Has(a)) // a deleted ID can be stored again
 }
 
@@ -551,11 +554,11 @@ func testIndexRebuiltAtOpen(t *testing.T, newDisk Factory) {
 	s := open(t, d.FS, d.Dir, testCap)
 	data := map[rpc.ChunkID][]byte{}
 	for i := range 5 {
-		id := chunkID(t, i)
-		data[id] = chunkData(i*testFrame+10, byte(i))
-		put(t, s, id, data[id])
+		id := ChunkID(t, i)
+		data[id] = ChunkData(i*FrameSize+10, byte(i))
+		Put(t, s, id, data[id])
 	}
-	bad := chunkID(t, 3)
+	bad := ChunkID(t, 3)
 	corrupt(t, d.FS, s, bad, func(b []byte) []byte { return b[:len(b)-1] })
 	before := s.Usage()
 
@@ -574,18 +577,18 @@ func testIndexRebuiltAtOpen(t *testing.T, newDisk Factory) {
 	is.Equal(s2.Corrupt(), []rpc.ChunkID{bad})                                                    // the damaged one is listed apart
 	is.Equal(s2.Usage().Chunks, before.Chunks-1)                                                  // and not counted as stored
 	is.Equal(s2.Usage().Used, before.Used-1)                                                      // its space still used (one byte shorter)
-	is.Equal(s2.IDs(), []rpc.ChunkID{chunkID(t, 0), chunkID(t, 1), chunkID(t, 2), chunkID(t, 4)}) // sorted
+	is.Equal(s2.IDs(), []rpc.ChunkID{ChunkID(t, 0), ChunkID(t, 1), ChunkID(t, 2), ChunkID(t, 4)}) // sorted
 }
 
 func testOpenRecovers(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	s := open(t, d.FS, d.Dir, testCap)
-	a, b := chunkID(t, 1), chunkID(t, 2)
-	put(t, s, a, chunkData(100, 1))
-	put(t, s, b, chunkData(testFrame+1, 2))
+	a, b := ChunkID(t, 1), ChunkID(t, 2)
+	Put(t, s, a, ChunkData(100, 1))
+	Put(t, s, b, ChunkData(FrameSize+1, 2))
 	// A crash mid-write leaves a temp file; stray files may sit beside chunks.
-	w, err := s.Create(chunkID(t, 3), 10, testFrame)
+	w, err := s.Create(ChunkID(t, 3), 10, FrameSize)
 	is.NoErr(err)
 	_, err = w.Write([]byte("partial"))
 	is.NoErr(err)
@@ -597,8 +600,8 @@ func testOpenRecovers(t *testing.T, newDisk Factory) {
 	is.Equal(len(tempFiles(t, d.FS, d.Dir)), 0) // leftovers from before the crash are removed
 	u := s2.Usage()
 	is.Equal(u.Chunks, int64(2))                                                                      // existing chunks count again
-	is.Equal(u.Used, chunkstore.FileSize(100, testFrame)+chunkstore.FileSize(testFrame+1, testFrame)) // with their bytes
-	is.True(!s2.Has(chunkID(t, 3)))                                                                   // the partial chunk never appears
+	is.Equal(u.Used, chunkstore.FileSize(100, FrameSize)+chunkstore.FileSize(FrameSize+1, FrameSize)) // with their bytes
+	is.True(!s2.Has(ChunkID(t, 3)))                                                                   // the partial chunk never appears
 
 	var walked []rpc.ChunkID
 	is.NoErr(s2.Walk(func(id rpc.ChunkID, size int64) error {
@@ -611,7 +614,7 @@ func testOpenRecovers(t *testing.T, newDisk Factory) {
 
 	m, err := s2.Stat(b)
 	is.NoErr(err)                        // chunks survive a reopen
-	is.Equal(m.Size, int64(testFrame+1)) // intact
+	is.Equal(m.Size, int64(FrameSize+1)) // intact
 	is.True(exists(d.FS, filepath.Join(d.Dir, "README")))
 }
 
@@ -634,11 +637,11 @@ func testVerifyQuarantines(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	s := open(t, d.FS, d.Dir, testCap)
-	good, bad := chunkID(t, 1), chunkID(t, 2)
-	size := 3*testFrame + 1
-	put(t, s, good, chunkData(size, 1))
-	put(t, s, bad, chunkData(size, 2))
-	corrupt(t, d.FS, s, bad, func(b []byte) []byte { b[2*testFrame] ^= 0x10; return b })
+	good, bad := ChunkID(t, 1), ChunkID(t, 2)
+	size := 3*FrameSize + 1
+	Put(t, s, good, ChunkData(size, 1))
+	Put(t, s, bad, ChunkData(size, 2))
+	corrupt(t, d.FS, s, bad, func(b []byte) []byte { b[2*FrameSize] ^= 0x10; return b })
 	used := s.Usage().Used
 
 	is.NoErr(s.Verify(context.Background(), good, nil)) // an intact chunk passes
@@ -657,7 +660,7 @@ func testVerifyQuarantines(t *testing.T, newDisk Factory) {
 	is.True(errors.Is(err, rpc.NotFound)) // nor served
 	err = s.Verify(context.Background(), bad, nil)
 	is.True(errors.Is(err, rpc.NotFound)) // nor verified again
-	_, err = s.Create(bad, int64(size), testFrame)
+	_, err = s.Create(bad, int64(size), FrameSize)
 	is.True(errors.Is(err, rpc.FailedPrecondition))    // no new copy beside the bad one
 	is.True(exists(d.FS, s.ChunkPath(bad)+".corrupt")) // its file is marked
 	is.True(!exists(d.FS, s.ChunkPath(bad)))           // under another name
@@ -672,11 +675,11 @@ func testVerifyQuarantines(t *testing.T, newDisk Factory) {
 
 	freed, err := reopened.Delete(bad)
 	is.NoErr(err)
-	is.Equal(freed, chunkstore.FileSize(int64(size), testFrame))                 // Delete removes the marked file
+	is.Equal(freed, chunkstore.FileSize(int64(size), FrameSize))                 // Delete removes the marked file
 	is.Equal(len(reopened.Corrupt()), 0)                                         // the list forgets it
-	is.Equal(reopened.Usage().Used, chunkstore.FileSize(int64(size), testFrame)) // its space is free
+	is.Equal(reopened.Usage().Used, chunkstore.FileSize(int64(size), FrameSize)) // its space is free
 	is.True(reopened.Has(good))                                                  // the intact chunk stays
-	put(t, reopened, bad, chunkData(size, 2))                                    // and the id can be stored again
+	Put(t, reopened, bad, ChunkData(size, 2))                                    // and the id can be stored again
 }
 
 // testLostChunk: a chunk whose file is removed behind the store's back is
@@ -686,9 +689,9 @@ func testLostChunk(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	s := open(t, d.FS, d.Dir, testCap)
-	a, b, c := chunkID(t, 1), chunkID(t, 2), chunkID(t, 3)
+	a, b, c := ChunkID(t, 1), ChunkID(t, 2), ChunkID(t, 3)
 	for i, id := range []rpc.ChunkID{a, b, c} {
-		put(t, s, id, chunkData(100, byte(i)))
+		Put(t, s, id, ChunkData(100, byte(i)))
 	}
 	is.NoErr(d.FS.Remove(s.ChunkPath(a)))
 	_, err := s.Open(a)
@@ -715,10 +718,10 @@ func testCrashKeepsAcknowledged(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	s := open(t, d.FS, d.Dir, 0)
-	acked, unacked := chunkID(t, 1), chunkID(t, 2)
-	data := chunkData(3*testFrame+17, 1)
-	put(t, s, acked, data)
-	w := write(t, s, unacked, chunkData(5*testFrame, 2)[:4*testFrame+1])
+	acked, unacked := ChunkID(t, 1), ChunkID(t, 2)
+	data := ChunkData(3*FrameSize+17, 1)
+	Put(t, s, acked, data)
+	w := write(t, s, unacked, ChunkData(5*FrameSize, 2)[:4*FrameSize+1])
 	_ = w // never committed: the crash comes first
 
 	crashed := d.Crash()
@@ -736,8 +739,8 @@ func testCrashBetweenWriteAndRename(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	h, s := hooked(t, d)
-	id := chunkID(t, 1)
-	data := chunkData(2*testFrame+3, 1)
+	id := ChunkID(t, 1)
+	data := ChunkData(2*FrameSize+3, 1)
 	var crashed vfs.FS
 	h.set(func(op, name string) error {
 		if op == "rename" && name == s.ChunkPath(id) && crashed == nil {
@@ -745,7 +748,7 @@ func testCrashBetweenWriteAndRename(t *testing.T, newDisk Factory) {
 		}
 		return nil
 	})
-	put(t, s, id, data)
+	Put(t, s, id, data)
 	is.True(crashed != nil) // the crash came before the rename
 
 	s2 := open(t, crashed, d.Dir, 0)
@@ -759,7 +762,7 @@ func testCrashBetweenWriteAndRename(t *testing.T, newDisk Factory) {
 	}
 	is.True(!s2.Has(id))                // not stored
 	is.Equal(s2.Usage().Used, int64(0)) // and counts for nothing
-	put(t, s2, id, data)                // the chunk can be stored again
+	Put(t, s2, id, data)                // the chunk can be stored again
 	holds(t, s2, id, data)
 }
 
@@ -771,8 +774,8 @@ func testCrashAfterRenameBeforeDirSync(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	h, s := hooked(t, d)
-	id := chunkID(t, 1)
-	data := chunkData(2*testFrame+3, 1)
+	id := ChunkID(t, 1)
+	data := ChunkData(2*FrameSize+3, 1)
 	var crashed vfs.FS
 	h.set(func(op, name string) error {
 		if op == "syncdir" && name == filepath.Dir(s.ChunkPath(id)) && crashed == nil {
@@ -781,7 +784,7 @@ func testCrashAfterRenameBeforeDirSync(t *testing.T, newDisk Factory) {
 		}
 		return nil
 	})
-	put(t, s, id, data)
+	Put(t, s, id, data)
 	is.True(crashed != nil) // the crash came between rename and directory fsync
 	is.True(s.Has(id))      // the live store finished its commit
 
@@ -803,10 +806,10 @@ func testDeleteDurability(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	s := open(t, d.FS, d.Dir, 0)
-	a, b := chunkID(t, 1), chunkID(t, 2)
-	da, db := chunkData(100, 1), chunkData(200, 2)
-	put(t, s, a, da)
-	put(t, s, b, db)
+	a, b := ChunkID(t, 1), ChunkID(t, 2)
+	da, db := ChunkData(100, 1), ChunkData(200, 2)
+	Put(t, s, a, da)
+	Put(t, s, b, db)
 	_, err := s.Delete(a)
 	is.NoErr(err)
 	is.NoErr(s.SyncDeletes([]rpc.ChunkID{a}))
@@ -829,9 +832,9 @@ func testQuarantineDurability(t *testing.T, newDisk Factory) {
 	is := is.New(t)
 	d := newDisk(t)
 	s := open(t, d.FS, d.Dir, 0)
-	id := chunkID(t, 1)
-	put(t, s, id, chunkData(2*testFrame, 1))
-	corrupt(t, d.FS, s, id, func(b []byte) []byte { b[testFrame] ^= 1; return b })
+	id := ChunkID(t, 1)
+	Put(t, s, id, ChunkData(2*FrameSize, 1))
+	corrupt(t, d.FS, s, id, func(b []byte) []byte { b[FrameSize] ^= 1; return b })
 	is.True(chunkstore.IsCorrupt(s.Verify(context.Background(), id, nil))) // found damaged
 
 	s2 := open(t, d.Crash(), d.Dir, 0)
@@ -848,8 +851,8 @@ func testCrashAtEveryStep(t *testing.T, newDisk Factory) {
 	if !newDisk(t).LosesUnsynced {
 		t.Skip("the disk does not lose unsynced data: there is nothing to crash")
 	}
-	a, b, c := chunkID(t, 1), chunkID(t, 2), chunkID(t, 3)
-	data := map[rpc.ChunkID][]byte{a: chunkData(100, 1), b: chunkData(2*testFrame+9, 2), c: chunkData(testFrame, 3)}
+	a, b, c := ChunkID(t, 1), ChunkID(t, 2), ChunkID(t, 3)
+	data := map[rpc.ChunkID][]byte{a: ChunkData(100, 1), b: ChunkData(2*FrameSize+9, 2), c: ChunkData(FrameSize, 3)}
 	// scenario runs the sequence on s; acked records each outcome as it is
 	// acknowledged.
 	type state struct {
@@ -857,7 +860,7 @@ func testCrashAtEveryStep(t *testing.T, newDisk Factory) {
 	}
 	scenario := func(t *testing.T, s *chunkstore.Store, acked func(func(*state))) {
 		for _, id := range []rpc.ChunkID{a, b, c} {
-			put(t, s, id, data[id])
+			Put(t, s, id, data[id])
 			acked(func(st *state) { st.stored[id] = true })
 		}
 		for _, id := range []rpc.ChunkID{a, c} {
@@ -869,7 +872,7 @@ func testCrashAtEveryStep(t *testing.T, newDisk Factory) {
 			t.Fatal(err)
 		}
 		acked(func(st *state) { st.deleted[a], st.deleted[c] = true, true })
-		put(t, s, a, data[a]) // stored again
+		Put(t, s, a, data[a]) // stored again
 		acked(func(st *state) { st.stored[a], st.deleted[a] = true, false })
 	}
 
