@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 	"github.com/dfs-project/dfs/rpc"
 )
 
@@ -83,32 +84,16 @@ func LoadOrCreateNodeID(dir string) (rpc.NodeID, error) {
 	}
 	id := rpc.NodeID(uuid.NewString())
 	tmp := p + ".tmp"
-	if err := writeFileSync(tmp, []byte(string(id)+"\n")); err != nil {
+	if err := vfs.WriteFile(vfs.Default, tmp, []byte(string(id)+"\n")); err != nil {
 		return "", fmt.Errorf("datanode: write node id: %w", err)
 	}
 	if err := os.Rename(tmp, p); err != nil {
 		return "", fmt.Errorf("datanode: write node id: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := vfs.Default.SyncDir(dir); err != nil {
 		return "", fmt.Errorf("datanode: write node id: %w", err)
 	}
 	return id, nil
-}
-
-func writeFileSync(name string, data []byte) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // loadClusterID returns the cluster ID persisted in dir, or "" before the
@@ -136,12 +121,12 @@ func saveClusterID(dir, id string) error {
 		return fmt.Errorf("datanode: the coordinator sent %q, not a cluster id", id)
 	}
 	p := filepath.Join(dir, "cluster-id")
-	err := writeFileSync(p+".tmp", []byte(id+"\n"))
+	err := vfs.WriteFile(vfs.Default, p+".tmp", []byte(id+"\n"))
 	if err == nil {
 		err = os.Rename(p+".tmp", p)
 	}
 	if err == nil {
-		err = syncDir(dir)
+		err = vfs.Default.SyncDir(dir)
 	}
 	if err != nil {
 		os.Remove(p + ".tmp")
@@ -160,12 +145,3 @@ type localError struct{ err error }
 
 func (e *localError) Error() string { return e.err.Error() }
 func (e *localError) Unwrap() error { return e.err }
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}

@@ -34,7 +34,7 @@ func copyTree(t *testing.T, src string, fsys vfs.FS, dst string) {
 		if err != nil {
 			return err
 		}
-		return writeFileSync(fsys, to, b)
+		return vfs.WriteFile(fsys, to, b)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -60,7 +60,7 @@ func (s *Store) createLayout() error {
 			return fmt.Errorf("datanode: create chunk directories: %w", err)
 		}
 	}
-	if err := writeFileSync(s.fs, marker, []byte("chunks/<hash[0:2]>/<hash[2]>/<chunk id>\n")); err != nil {
+	if err := vfs.WriteFile(s.fs, marker, []byte("chunks/<hash[0:2]>/<hash[2]>/<chunk id>\n")); err != nil {
 		return fmt.Errorf("datanode: create chunk directories: %w", err)
 	}
 	if err := s.fs.SyncDir(s.chunkRoot()); err != nil {
@@ -186,21 +186,4 @@ func checkWritable(fsys vfs.FS, dir string) error {
 		}
 	}
 	return nil
-}
-
-// writeFileSync writes a file and fsyncs it (not its directory).
-func writeFileSync(fsys vfs.FS, name string, data []byte) error {
-	f, err := fsys.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

@@ -106,3 +106,22 @@ func (osFS) DiskUsage(name string) (free, size int64, err error) {
 	}
 	return int64(st.Bavail) * int64(st.Bsize), int64(st.Blocks) * int64(st.Bsize), nil
 }
+
+// WriteFile writes data to name in fsys, creating or truncating it, and
+// fsyncs the file (not its directory: the caller syncs that when the
+// name must survive a crash).
+func WriteFile(fsys FS, name string, data []byte) error {
+	f, err := fsys.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
