@@ -106,6 +106,7 @@ type ScaleResult struct {
 	Registrations     int `json:"registrations"`
 	Inventories       int `json:"inventories"`
 	InventoryRestarts int `json:"inventory_restarts"`
+	TurnsRefused      int `json:"inventory_turns_refused"`
 	ReportErrors      int `json:"report_errors"`
 	HeartbeatErrors   int `json:"heartbeat_errors"`
 
@@ -359,7 +360,7 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 	res.IdleCPU = (cpu1 - cpu0).Seconds() / time.Since(t0).Seconds()
 	st := fleet.Stats()
 	res.HeartbeatP50Ms, res.HeartbeatP99Ms = ms(st.HeartbeatP50), ms(st.HeartbeatP99)
-	res.Registrations, res.Inventories, res.InventoryRestarts = st.Registrations, st.Inventories, st.InventoryRestarts
+	res.Registrations, res.Inventories, res.InventoryRestarts, res.TurnsRefused = st.Registrations, st.Inventories, st.InventoryRestarts, st.TurnsRefused
 	res.ReportErrors, res.HeartbeatErrors = st.ReportErrors, st.HeartbeatErrors
 	res.RSSBytes, res.PeakRSSBytes = procRSS(co.pid())
 	if h, err := heapInuse(ctx, co.admin); err == nil {
@@ -857,7 +858,7 @@ func printScale(w io.Writer, r *ScaleResult) {
 		{"SIGTERM to exit, idle", secs(r.SigtermIdleSeconds)},
 		{"restart: serving", secs(r.RestartServingSeconds)},
 		{"SIGTERM to exit, during inventories", fmt.Sprintf("%s (%d of %d inventories in)", secs(r.SigtermInventorySeconds), r.SigtermInventoryNodes, r.SimNodes)},
-		{"registrations / inventories / restarted", fmt.Sprintf("%d / %d / %d", r.Registrations, r.Inventories, r.InventoryRestarts)},
+		{"registrations / inventories / restarted / turns refused", fmt.Sprintf("%d / %d / %d / %d", r.Registrations, r.Inventories, r.InventoryRestarts, r.TurnsRefused)},
 		{"report / heartbeat errors", fmt.Sprintf("%d / %d", r.ReportErrors, r.HeartbeatErrors)},
 	}
 	for _, row := range rows {

@@ -111,6 +111,7 @@ const (
 	copyBad                                // reported size, frame size or digest differ from the committed ones
 	copyPending                            // chunk not committed: the report is in pending
 	copyMark                               // see nodeCopies.compact
+	copySeen                               // put since its node's full inventory began (see beginInventory)
 )
 
 func (c copyRef) node() uint16 { return uint16(c) }
@@ -723,29 +724,34 @@ func (ix *chunkIndex) restore(node rpc.NodeID, id rpc.ChunkID) {
 	}
 }
 
-// report applies one datanode report (one page of a full inventory, or
-// changes). A full report (its first page) first forgets every copy the
-// node was thought to hold, in O(the node's copies). A copy for which
-// queued is true (its deletion is queued) is held apart: it stays on the
-// node's disk until GC gets to it, so reports still list it, and counted
-// again it would be trimmed a second time. Corrupt chunks keep their copy
-// on record, marked, until the coordinator has it deleted. The lock is
-// held for this page only.
-func (ix *chunkIndex) report(node rpc.NodeID, full bool, added []reportedCopy, removed, corrupt []rpc.ChunkID, queued func(rpc.ChunkID) bool) {
+// report applies one datanode report: one page of a full inventory, or
+// changes. A copy for which queued is true (its deletion is queued) is
+// held apart: it stays on the node's disk until GC gets to it, so reports
+// still list it, and counted again it would be trimmed a second time.
+// Corrupt chunks keep their copy on record, marked, until the coordinator
+// has it deleted. The lock is held for this page only.
+//
+// A full inventory replaces what the node was thought to hold by mark and
+// sweep, so that its copies stay counted while its pages arrive: its
+// first page unmarks the node's copies, every copy put since is marked
+// seen, and its last page forgets the copies not seen, both in O(the
+// node's copies); report returns those copies' chunks, whose health
+// changed. p is the zero inventoryPage for an incremental report.
+func (ix *chunkIndex) report(node rpc.NodeID, p inventoryPage, added []reportedCopy, removed, corrupt []rpc.ChunkID, queued func(rpc.ChunkID) bool) (swept []rpc.ChunkID) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	n := ix.node(node, true)
 	if n == 0 {
-		return
+		return nil
 	}
-	if full {
-		ix.dropAll(n)
+	if p.first {
+		ix.beginInventory(n)
 	}
 	for _, a := range added {
 		s := ix.intern(a.id)
-		var flags copyRef
+		flags := copySeen
 		if queued(a.id) {
-			flags = copyHeld
+			flags |= copyHeld
 		}
 		ix.change(s, func() {
 			ix.putCopy(s, n, flags, replicaMeta{size: a.size, frameSize: a.frameSize, digest: a.digest})
@@ -761,14 +767,47 @@ func (ix *chunkIndex) report(node rpc.NodeID, full bool, added []reportedCopy, r
 		ix.change(s, func() {
 			switch c := ix.find(s, n); {
 			case c == nil:
-				ix.putCopy(s, n, copyCorrupt, replicaMeta{}) // known only as corrupt
+				ix.putCopy(s, n, copyCorrupt|copySeen, replicaMeta{}) // known only as corrupt
 			case *c&copyHeld == 0:
-				*c |= copyCorrupt
+				*c |= copyCorrupt | copySeen
+			default:
+				*c |= copySeen // a held copy is on its way out already
 			}
-			// A held copy is on its way out already.
 		})
 	}
+	if p.last {
+		swept = ix.sweepInventory(n)
+	}
 	ix.notifyLocked()
+	return swept
+}
+
+// beginInventory unmarks every copy on node n: a full inventory begins.
+func (ix *chunkIndex) beginInventory(n uint16) {
+	for _, s := range ix.holders[n].slots {
+		if c := ix.find(s, n); c != nil {
+			*c &^= copySeen
+		}
+	}
+}
+
+// sweepInventory ends node n's full inventory: it forgets the node's
+// copies that no report put since the inventory's first page, and
+// returns their chunks.
+func (ix *chunkIndex) sweepInventory(n uint16) []rpc.ChunkID {
+	var gone []int32
+	for _, s := range ix.holders[n].slots {
+		if c := ix.find(s, n); c != nil && *c&copySeen == 0 {
+			*c |= copySeen // a slot listed twice is taken once
+			gone = append(gone, s)
+		}
+	}
+	ids := make([]rpc.ChunkID, 0, len(gone))
+	for _, s := range gone {
+		ids = append(ids, ix.idOf(s))
+		ix.change(s, func() { ix.dropCopy(s, n) })
+	}
+	return ids
 }
 
 // lost stops counting node's copy of id, which the node says it does not
@@ -1025,7 +1064,7 @@ func (ix *chunkIndex) reference(s int32, c meta.Chunk, repl uint32) {
 	})
 	for _, c := range pend {
 		m := ix.pending[copyKey{s, c.node()}]
-		ix.putCopy(s, c.node(), c&(copyCorrupt|copyHeld), m)
+		ix.putCopy(s, c.node(), c&(copyCorrupt|copyHeld|copySeen), m)
 	}
 }
 

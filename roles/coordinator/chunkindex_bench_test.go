@@ -72,7 +72,7 @@ func BenchmarkChunkIndex(b *testing.B) {
 		npages := 0
 		for node, ps := range pages {
 			for _, p := range ps {
-				locs.report(ids[node], false, p, nil, nil, notQueued)
+				locs.report(ids[node], inventoryPage{}, p, nil, nil, notQueued)
 				npages++
 			}
 		}
@@ -95,7 +95,7 @@ func BenchmarkChunkIndex(b *testing.B) {
 			b.Fatalf("counts %d missing, %d under, %d total; want 0, 0, %d", missing, under, total, n)
 		}
 		start = time.Now()
-		locs.report(ids[0], true, pages[0][0], nil, nil, notQueued)
+		locs.report(ids[0], inventoryPage{first: true, last: true}, pages[0][0], nil, nil, notQueued)
 		fullPage := time.Since(start)
 		b.ReportMetric(float64(after-before)/float64(n), "heap-B/chunk")
 		b.ReportMetric(float64(perPage.Nanoseconds()), "ns/page")

@@ -24,12 +24,14 @@ type indexModel struct {
 	chunks  map[rpc.ChunkID]meta.Chunk
 	repl    map[rpc.ChunkID]uint32
 	files   int
+	seen    map[rpc.NodeID]map[rpc.ChunkID]bool // copies put since the node's inventory began
 }
 
 func newIndexModel() *indexModel {
 	return &indexModel{
 		m: map[rpc.ChunkID]map[rpc.NodeID]replicaMeta{}, held: map[rpc.ChunkID]map[rpc.NodeID]replicaMeta{},
 		refs: map[rpc.ChunkID]int{}, chunks: map[rpc.ChunkID]meta.Chunk{}, repl: map[rpc.ChunkID]uint32{},
+		seen: map[rpc.NodeID]map[rpc.ChunkID]bool{},
 	}
 }
 
@@ -49,15 +51,19 @@ func (x *indexModel) drop(in map[rpc.ChunkID]map[rpc.NodeID]replicaMeta, id rpc.
 	return ok
 }
 
-func (x *indexModel) report(n rpc.NodeID, full bool, added []reportedCopy, removed, corrupt []rpc.ChunkID, queued func(rpc.ChunkID) bool) {
-	if full {
-		for _, in := range []map[rpc.ChunkID]map[rpc.NodeID]replicaMeta{x.m, x.held} {
-			for id := range in {
-				x.drop(in, id, n)
-			}
-		}
+func (x *indexModel) see(n rpc.NodeID, id rpc.ChunkID) {
+	if x.seen[n] == nil {
+		x.seen[n] = map[rpc.ChunkID]bool{}
+	}
+	x.seen[n][id] = true
+}
+
+func (x *indexModel) report(n rpc.NodeID, p inventoryPage, added []reportedCopy, removed, corrupt []rpc.ChunkID, queued func(rpc.ChunkID) bool) (swept []rpc.ChunkID) {
+	if p.first {
+		x.seen[n] = map[rpc.ChunkID]bool{}
 	}
 	for _, a := range added {
+		x.see(n, a.id)
 		m := replicaMeta{size: a.size, frameSize: a.frameSize, digest: a.digest}
 		if queued(a.id) {
 			x.drop(x.m, a.id, n)
@@ -72,6 +78,7 @@ func (x *indexModel) report(n rpc.NodeID, full bool, added []reportedCopy, remov
 		x.drop(x.held, id, n)
 	}
 	for _, id := range corrupt {
+		x.see(n, id)
 		if _, ok := x.held[id][n]; ok {
 			continue
 		}
@@ -79,6 +86,18 @@ func (x *indexModel) report(n rpc.NodeID, full bool, added []reportedCopy, remov
 		m.corrupt = true
 		x.set(x.m, id, n, m)
 	}
+	if p.last {
+		for _, in := range []map[rpc.ChunkID]map[rpc.NodeID]replicaMeta{x.m, x.held} {
+			for id := range in {
+				if _, ok := in[id][n]; ok && !x.seen[n][id] {
+					x.drop(in, id, n)
+					swept = append(swept, id)
+				}
+			}
+		}
+	}
+	slices.Sort(swept)
+	return swept
 }
 
 func (x *indexModel) good(id rpc.ChunkID) (good, bad []rpc.NodeID) {
@@ -159,13 +178,15 @@ func TestChunkIndexModel(t *testing.T) {
 					if rng.IntN(4) == 0 {
 						corrupt = append(corrupt, testChunkID(rng.IntN(nChunks)))
 					}
-					full := rng.IntN(6) == 0
+					page := inventoryPage{first: rng.IntN(6) == 0, last: rng.IntN(5) == 0}
 					clear(queued)
 					if rng.IntN(3) == 0 {
 						queued[testChunkID(rng.IntN(nChunks))] = true
 					}
-					ix.report(node, full, added, removed, corrupt, isQueued)
-					x.report(node, full, added, removed, corrupt, isQueued)
+					swept := ix.report(node, page, added, removed, corrupt, isQueued)
+					slices.Sort(swept)
+					want := x.report(node, page, added, removed, corrupt, isQueued)
+					is.Equal(fmt.Sprint(swept), fmt.Sprint(want)) // the copies a last page forgot
 				case 4: // a commit
 					f := &meta.File{Replication: uint32(1 + rng.IntN(3))}
 					for range 1 + rng.IntN(2) {
@@ -214,6 +235,7 @@ func TestChunkIndexModel(t *testing.T) {
 						continue
 					}
 					ix.dropNodes(map[rpc.NodeID]bool{node: true})
+					delete(x.seen, node)
 					for _, in := range []map[rpc.ChunkID]map[rpc.NodeID]replicaMeta{x.m, x.held} {
 						for id := range in {
 							x.drop(in, id, node)
@@ -285,18 +307,18 @@ func TestChunkIndexSlots(t *testing.T) {
 		return reportedCopy{id: ch.ID, size: ch.Size, frameSize: ch.FrameSize, digest: ch.Digest}
 	}
 	for i := range 1000 {
-		ix.report(testNodeID(1), false, []reportedCopy{rc(i)}, nil, nil, none)
+		ix.report(testNodeID(1), inventoryPage{}, []reportedCopy{rc(i)}, nil, nil, none)
 	}
 	is.Equal(ix.used, int32(1000))                                    // one slot per chunk
 	is.Equal(ix.live, 1000)                                           // all in the table
 	is.Equal(ix.nodes(testChunkID(999)), []rpc.NodeID{testNodeID(1)}) // found through the table
 	for i := range 500 {
-		ix.report(testNodeID(1), false, nil, []rpc.ChunkID{testChunkID(i)}, nil, none)
+		ix.report(testNodeID(1), inventoryPage{}, nil, []rpc.ChunkID{testChunkID(i)}, nil, none)
 	}
 	is.Equal(len(ix.free), 500) // freed
 	is.Equal(ix.live, 500)      // and out of the table
 	for i := 1000; i < 1500; i++ {
-		ix.report(testNodeID(2), false, []reportedCopy{rc(i)}, nil, nil, none)
+		ix.report(testNodeID(2), inventoryPage{}, []reportedCopy{rc(i)}, nil, nil, none)
 	}
 	is.Equal(ix.used, int32(1000)) // the freed slots were reused
 	for i := 500; i < 1500; i++ {
@@ -307,10 +329,10 @@ func TestChunkIndexSlots(t *testing.T) {
 	}
 	is.Equal(len(ix.chunksOn(testNodeID(1))), 500) // the node's list, compacted
 	odd := rpc.ChunkID("c1")
-	ix.report(testNodeID(1), false, []reportedCopy{{id: odd, size: 1, frameSize: 4096, digest: make([]byte, 32)}}, nil, nil, none)
+	ix.report(testNodeID(1), inventoryPage{}, []reportedCopy{{id: odd, size: 1, frameSize: 4096, digest: make([]byte, 32)}}, nil, nil, none)
 	is.Equal(ix.nodes(odd), []rpc.NodeID{testNodeID(1)}) // an ID of another form
 	is.True(slices.Contains(ix.chunksOn(testNodeID(1)), odd))
-	ix.report(testNodeID(1), true, nil, nil, nil, none)
+	ix.report(testNodeID(1), inventoryPage{first: true, last: true}, nil, nil, nil, none)
 	is.Equal(ix.count(odd), 0)                        // a full report forgot it
 	is.Equal(len(ix.odd), 0)                          // and freed its slot
 	is.Equal(ix.perNode()[testNodeID(2)], int64(500)) // the other node's copies stay
@@ -328,13 +350,13 @@ func TestChunkIndexOverflow(t *testing.T) {
 	is.Equal([3]int{m, u, tot}, [3]int{1, 1, 1}) // referenced, no copy
 	rc := reportedCopy{id: ch.ID, size: ch.Size, frameSize: ch.FrameSize, digest: ch.Digest}
 	for n := range 6 {
-		ix.report(testNodeID(n), false, []reportedCopy{rc}, nil, nil, none)
+		ix.report(testNodeID(n), inventoryPage{}, []reportedCopy{rc}, nil, nil, none)
 	}
 	is.Equal(ix.count(ch.ID), 6)                // six copies
 	is.Equal(len(ix.more[ix.lookup(ch.ID)]), 3) // three beyond the inline ones
 	m, u, tot = ix.counts()
 	is.Equal([3]int{m, u, tot}, [3]int{0, 0, 1}) // fully replicated
-	ix.report(testNodeID(4), false, nil, nil, []rpc.ChunkID{ch.ID}, none)
+	ix.report(testNodeID(4), inventoryPage{}, nil, nil, []rpc.ChunkID{ch.ID}, none)
 	m, u, _ = ix.counts()
 	is.Equal([2]int{m, u}, [2]int{0, 1}) // a corrupt overflow copy does not count
 	ix.forget([]meta.Deletion{{Node: testNodeID(5), Chunk: ch.ID}})
@@ -356,8 +378,8 @@ func TestChunkIndexCommitSettles(t *testing.T) {
 	good := reportedCopy{id: ch.ID, size: ch.Size, frameSize: ch.FrameSize, digest: ch.Digest}
 	bad := good
 	bad.size++
-	ix.report(testNodeID(1), false, []reportedCopy{good}, nil, nil, none)
-	ix.report(testNodeID(2), false, []reportedCopy{bad}, nil, nil, none)
+	ix.report(testNodeID(1), inventoryPage{}, []reportedCopy{good}, nil, nil, none)
+	ix.report(testNodeID(2), inventoryPage{}, []reportedCopy{bad}, nil, nil, none)
 	is.Equal(len(ix.pending), 2) // kept until the commit
 	g, b := ix.check(ch)
 	is.Equal(g, []rpc.NodeID{testNodeID(1)}) // checked against the upload's receipt
@@ -384,7 +406,7 @@ func TestChunkIndexScanFrom(t *testing.T) {
 		f.Chunks = append(f.Chunks, indexChunk(i))
 	}
 	ix.refs().add(&f)
-	ix.report(testNodeID(1), false, []reportedCopy{{id: testChunkID(99), size: 1, frameSize: 4096, digest: make([]byte, 32)}}, nil, nil,
+	ix.report(testNodeID(1), inventoryPage{}, []reportedCopy{{id: testChunkID(99), size: 1, frameSize: 4096, digest: make([]byte, 32)}}, nil, nil,
 		func(rpc.ChunkID) bool { return false }) // an orphan: not walked
 	seen := map[rpc.ChunkID]bool{}
 	cursor, calls := int32(0), 0
@@ -448,19 +470,19 @@ func TestChunkIndexFullInventory(t *testing.T) {
 	}
 	ix.refs().add(f)
 	a, b := testNodeID(1), testNodeID(2)
-	ix.report(a, true, []reportedCopy{rc(0), rc(1), rc(2), rc(3)}, nil, nil, none)
-	ix.report(b, true, []reportedCopy{rc(0), rc(1), rc(2), rc(3)}, nil, nil, none)
+	ix.report(a, inventoryPage{first: true, last: true}, []reportedCopy{rc(0), rc(1), rc(2), rc(3)}, nil, nil, none)
+	ix.report(b, inventoryPage{first: true, last: true}, []reportedCopy{rc(0), rc(1), rc(2), rc(3)}, nil, nil, none)
 	ix.forget([]meta.Deletion{{Node: a, Chunk: indexChunk(3).ID}}) // held apart on a
 	missing, under, total := ix.counts()
 	is.Equal([3]int{missing, under, total}, [3]int{0, 1, 4}) // chunk 3 has one counted copy
-	ix.report(a, true, []reportedCopy{rc(0)}, nil, []rpc.ChunkID{indexChunk(1).ID}, none)
+	ix.report(a, inventoryPage{first: true, last: true}, []reportedCopy{rc(0)}, nil, []rpc.ChunkID{indexChunk(1).ID}, none)
 	is.Equal(ix.perNode()[a], int64(2))               // a: chunk 0, and 1 known only as corrupt
 	is.Equal(ix.perNode()[b], int64(4))               // b untouched
 	is.Equal(len(ix.heldCopies(indexChunk(3).ID)), 0) // the held copy was forgotten too
 	missing, under, total = ix.counts()
 	is.Equal([3]int{missing, under, total}, [3]int{0, 3, 4}) // 1, 2, 3 have one good copy now
 	queued := func(id rpc.ChunkID) bool { return id == indexChunk(3).ID }
-	ix.report(a, false, []reportedCopy{rc(2), rc(3)}, nil, nil, queued) // the next page
+	ix.report(a, inventoryPage{}, []reportedCopy{rc(2), rc(3)}, nil, nil, queued) // the next page
 	is.Equal(len(ix.heldCopies(indexChunk(3).ID)), 1)                   // still held apart: its deletion is queued
 	missing, under, total = ix.counts()
 	is.Equal([3]int{missing, under, total}, [3]int{0, 2, 4}) // chunk 2 whole again

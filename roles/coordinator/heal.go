@@ -613,7 +613,7 @@ func (r *replicator) Copy(ctx context.Context, task repair.Task) error {
 		return err
 	}
 	// The target confirmed: count the copy now rather than at its report.
-	r.locs.report(task.Target.ID, false, []reportedCopy{{
+	r.locs.report(task.Target.ID, inventoryPage{}, []reportedCopy{{
 		id: task.Chunk, size: task.Size, digest: task.Digest, frameSize: task.FrameSize,
 	}}, nil, nil, r.dels.queuedOn(task.Target.ID))
 	if !r.refs.has(task.Chunk) {

@@ -89,7 +89,7 @@ func benchTerm(b *testing.B, ctx context.Context, nodes, files int) *term {
 	}
 	never := func(rpc.ChunkID) bool { return false }
 	for i, copies := range perNode {
-		t.locs.report(ids[i], true, copies, nil, nil, never)
+		t.locs.report(ids[i], inventoryPage{first: true, last: true}, copies, nil, nil, never)
 	}
 	return t
 }

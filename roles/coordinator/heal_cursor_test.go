@@ -30,7 +30,7 @@ func TestHealCursors(t *testing.T) {
 			c := indexChunk(i)
 			added = append(added, reportedCopy{id: c.ID, size: c.Size, frameSize: c.FrameSize, digest: c.Digest})
 		}
-		ix.report(testNodeID(1), false, added, nil, nil, notQueued)
+		ix.report(testNodeID(1), inventoryPage{}, added, nil, nil, notQueued)
 	}
 	keep, drop := file(0, 300), file(300, 600)
 	ix.refs().add(keep)
@@ -60,7 +60,7 @@ func TestHealCursors(t *testing.T) {
 				gone := drop.Chunks[n-1]
 				drop.Chunks = drop.Chunks[:n-1]
 				ix.refs().remove(&meta.File{Replication: 1, Chunks: []meta.Chunk{gone}})
-				ix.report(testNodeID(1), false, nil, []rpc.ChunkID{gone.ID}, nil, notQueued)
+				ix.report(testNodeID(1), inventoryPage{}, nil, []rpc.ChunkID{gone.ID}, nil, notQueued)
 				removed[gone.ID] = true
 			}
 		}
@@ -109,10 +109,10 @@ func TestHealCursorChecks(t *testing.T) {
 		c := indexChunk(i)
 		return []reportedCopy{{id: c.ID, size: c.Size, frameSize: c.FrameSize, digest: c.Digest}}
 	}
-	ix.report(testNodeID(1), false, append(copies(0, 10), one(3)[0], one(5)[0]), nil, nil, notQueued)
-	ix.report(testNodeID(2), false, copies(0, 10), nil, nil, notQueued)    // chunk 3: one copy of 2
-	ix.report(testNodeID(3), false, one(5), nil, nil, notQueued)           // chunk 5: its second copy on a node that does not count
-	ix.report(testNodeID(1), false, copies(100, 105), nil, nil, notQueued) // orphans
+	ix.report(testNodeID(1), inventoryPage{}, append(copies(0, 10), one(3)[0], one(5)[0]), nil, nil, notQueued)
+	ix.report(testNodeID(2), inventoryPage{}, copies(0, 10), nil, nil, notQueued)    // chunk 3: one copy of 2
+	ix.report(testNodeID(3), inventoryPage{}, one(5), nil, nil, notQueued)           // chunk 5: its second copy on a node that does not count
+	ix.report(testNodeID(1), inventoryPage{}, copies(100, 105), nil, nil, notQueued) // orphans
 
 	counts := func(n rpc.NodeID) bool { return n != testNodeID(3) }
 	got := map[rpc.ChunkID]bool{}

@@ -157,7 +157,7 @@ func TestHealPacedPassFindsSilentLoss(t *testing.T) {
 	is.True(f.term.locs.lost(holder, lost.ID)) // behind the queue's back
 	stray := rpc.NewChunkID("/gone", rpc.NewSessionID(), 0, 0)
 	digest, _ := chunkData(stray, testChunk)
-	f.term.locs.report(f.ids[1], false, []reportedCopy{{id: stray, size: testChunk, frameSize: testChunk, digest: digest}}, nil, nil,
+	f.term.locs.report(f.ids[1], inventoryPage{}, []reportedCopy{{id: stray, size: testChunk, frameSize: testChunk, digest: digest}}, nil, nil,
 		func(rpc.ChunkID) bool { return false }) // an orphan no event announced
 
 	found := 0

@@ -61,17 +61,14 @@ func (q *healQueue) file(f *meta.File) {
 
 // report returns what marks the chunks of a datanode's report: to call
 // once the report is applied (a tick between the mark and the change
-// would see the copies as they were, and clear the mark). For a full
-// report it also marks every chunk the node was known to hold before:
-// call report itself before the report is applied.
-func (q *healQueue) report(node rpc.NodeID, r chunkReport) (mark func()) {
+// would see the copies as they were, and clear the mark). The copies a
+// full inventory's last page forgets are marked by the caller
+// (chunkIndex.sweepInventory returns them).
+func (q *healQueue) report(r chunkReport) (mark func()) {
 	if q == nil {
 		return func() {}
 	}
 	var ids []rpc.ChunkID
-	if r.full {
-		ids = q.on(map[rpc.NodeID]bool{node: true}) // none before the first pass: it sees them all
-	}
 	for _, a := range r.added {
 		ids = append(ids, a.id)
 	}

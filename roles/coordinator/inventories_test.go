@@ -214,3 +214,35 @@ func TestInventoryWaitWithinDeadline(t *testing.T) {
 	is.Equal(rpc.KindOf(err), rpc.ResourceExhausted) // told to come back
 	is.NoErr(ctx.Err())                              // before its deadline
 }
+
+// TestInventoryKeepsCopiesUntilLastPage: a node's full inventory replaces
+// what it was thought to hold only at its last page, so its copies stay
+// counted while the pages arrive (no chunk looks under-replicated in
+// between); the copies no page listed are forgotten then, and their chunk
+// is marked for the health scan.
+func TestInventoryKeepsCopiesUntilLastPage(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 3, nil)
+	a := f.ids[0]
+	copyOf := func(id rpc.ChunkID) reportedCopy {
+		digest, frame := chunkData(id, testChunk)
+		return reportedCopy{id: id, size: testChunk, frameSize: frame, digest: digest}
+	}
+	kept := rpc.ChunkID("0123456789abcdef0123456789abcdef_0")
+	lost := rpc.ChunkID("0123456789abcdef0123456789abcdef_1")
+	f.report(a, chunkReport{added: []reportedCopy{copyOf(kept), copyOf(lost)}})
+	is.Equal(f.term.locs.count(kept), 1)
+	f.term.heal.queue.start()
+	f.term.heal.queue.take()
+
+	f.report(a, chunkReport{full: true, page: 1}) // the inventory begins: nothing is forgotten yet
+	is.Equal(f.term.locs.count(kept), 1)
+	is.Equal(f.term.locs.count(lost), 1)
+	f.report(a, chunkReport{page: 2, added: []reportedCopy{copyOf(kept)}})
+	is.Equal(f.term.locs.count(lost), 1) // still counted between pages
+	f.report(a, chunkReport{page: 3, last: true})
+	is.Equal(f.term.locs.count(kept), 1) // listed: kept
+	is.Equal(f.term.locs.count(lost), 0) // not listed by any page: forgotten at the last one
+	_, marked := f.term.heal.queue.take()[lost]
+	is.True(marked) // the health scan looks at it next
+}

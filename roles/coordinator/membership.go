@@ -173,9 +173,9 @@ func (m *membership) known(id rpc.NodeID) error {
 // is not applied, or not further: the rest of it is dropped between
 // slices of reportSlice chunks. What was applied of it is harmless: every
 // copy it lists is on the node, and applying a report again changes
-// nothing more (a full inventory's first page forgets the node's other
-// copies; the node sends its inventory again from the start after any
-// failed page).
+// nothing more (a full inventory forgets the node's copies it did not list
+// only at its last page; the node sends its inventory again from the
+// start after any failed page).
 func (m *membership) report(ctx context.Context, id rpc.NodeID, r chunkReport) error {
 	if err := m.known(id); err != nil {
 		return err
@@ -218,19 +218,25 @@ func (m *membership) apply(ctx context.Context, id rpc.NodeID, r chunkReport) er
 		m.log.Warn().Str("node_id", string(id)).Int("chunks", len(r.corrupt)).Msg("datanode reports corrupt copies")
 		m.events.add("corrupt", "datanode %s reports %d corrupt chunk copies", id.Short(), len(r.corrupt))
 	}
-	defer m.dels.queue.report(id, r)() // the health scan looks at these chunks once the report is applied
+	defer m.dels.queue.report(r)() // the health scan looks at these chunks once the report is applied
 	queued := m.dels.queuedOn(id)
-	first := min(len(r.added), reportSlice)
-	m.locs.report(id, r.full, r.added[:first], r.removed, r.corrupt, queued)
-	for added := r.added[first:]; len(added) > 0; {
+	p, ok := r.inventoryPage()
+	if !ok {
+		p = inventoryPage{} // an incremental report
+	}
+	for added := r.added; ; {
+		n := min(len(added), reportSlice)
+		slice := inventoryPage{first: p.first, last: p.last && n == len(added)}
+		p.first = false
+		m.dels.queue.chunks(m.locs.report(id, slice, added[:n], r.removed, r.corrupt, queued)...)
+		r.removed, r.corrupt, added = nil, nil, added[n:]
+		if len(added) == 0 {
+			return nil
+		}
 		if err := abandoned(); err != nil {
 			return err
 		}
-		n := min(len(added), reportSlice)
-		m.locs.report(id, false, added[:n], nil, nil, queued)
-		added = added[n:]
 	}
-	return nil
 }
 
 // nodeFailure records that a client or datanode saw the named datanodes
@@ -290,7 +296,7 @@ func (m *membership) checkCopy(ctx context.Context, node rpc.NodeID, cid rpc.Chu
 	defer m.dels.queue.chunks(cid) // the health scan looks at the chunk once its copy is updated
 	switch {
 	case corrupt:
-		m.locs.report(node, false, nil, nil, []rpc.ChunkID{cid}, m.dels.queuedOn(node))
+		m.locs.report(node, inventoryPage{}, nil, nil, []rpc.ChunkID{cid}, m.dels.queuedOn(node))
 		return true, false, nil
 	case present || !m.refs.has(cid):
 		return false, false, nil

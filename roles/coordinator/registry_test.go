@@ -152,8 +152,8 @@ func TestLocationsDropNodes(t *testing.T) {
 	}
 	const c1, c2 = rpc.ChunkID("0123456789abcdef0123456789abcdef_0"), rpc.ChunkID("0123456789abcdef0123456789abcdef_1")
 	none := func(rpc.ChunkID) bool { return false }
-	l.report(nodeA, true, []reportedCopy{st(c1), st(c2)}, nil, nil, none)
-	l.report(nodeB, true, []reportedCopy{st(c1)}, nil, nil, none)
+	l.report(nodeA, inventoryPage{first: true, last: true}, []reportedCopy{st(c1), st(c2)}, nil, nil, none)
+	l.report(nodeB, inventoryPage{first: true, last: true}, []reportedCopy{st(c1)}, nil, nil, none)
 	l.forget([]meta.Deletion{{Node: nodeA, Chunk: c2}}) // held apart
 	l.dropNodes(map[rpc.NodeID]bool{nodeA: true})
 	is.Equal(l.nodes(c1), []rpc.NodeID{nodeB}) // B's copy stays

@@ -24,9 +24,10 @@ const maxReport = 5000
 // chunk deleted before it was reported is reported removed, not corrupt.
 //
 // A full report (after registering, and every inventory interval) sends
-// the whole inventory and the corrupt list instead, in numbered pages; the
-// first page tells the coordinator to forget what it thought the node
-// held, the last one says it is the last. The coordinator applies a few
+// the whole inventory and the corrupt list instead, in numbered pages: the
+// first page, empty, asks for a turn and begins the inventory, the last
+// one says it is the last (the coordinator then forgets the copies no page
+// listed). The coordinator applies a few
 // nodes' inventories at a time: it may answer a page that its turn has
 // not come (ResourceExhausted, with when to send it again). The reporter
 // then holds the full report back until then (deferFull) and sends the
@@ -177,10 +178,13 @@ func (r *reporter) take() report {
 		clear(r.added)
 		clear(r.removed)
 		clear(r.corrupt)
-		p.full = true
-		r.page = 0
+		// The first page carries no chunks: it asks for a turn, and the
+		// coordinator may refuse it (see deferFull) many times over
+		// before one comes; its pages are sent once it has.
+		r.page = 1
+		return report{full: true, page: true, number: 1, last: len(r.rest)+len(r.restBad) == 0}
 	}
-	if p.full || len(r.rest)+len(r.restBad) > 0 {
+	if len(r.rest)+len(r.restBad) > 0 {
 		// Corrupt chunks first: there are few, and the first page then
 		// carries all of them.
 		n := min(len(r.restBad), maxReport)

@@ -130,9 +130,12 @@ func TestReporterCorrupt(t *testing.T) {
 		r.corrupted(b)
 		r.requestFull()
 		p := r.take()
-		is.True(p.full)                             // a full report
-		is.Equal(ids(p.added), []string{string(a)}) // with the inventory
+		is.True(p.full)                          // a full report
+		is.Equal(len(p.added)+len(p.corrupt), 0) // whose first page asks for a turn
+		p = r.take()
+		is.Equal(ids(p.added), []string{string(a)}) // then the inventory
 		is.Equal(p.corrupt, []string{string(b)})    // and the corrupt list
+		is.True(p.last)                             //
 		is.True(r.take().empty())                   // which subsumes the queued change
 	})
 
@@ -145,8 +148,8 @@ func TestReporterCorrupt(t *testing.T) {
 		inv.chunks[a] = meta
 		r := newReporter(inv, clockwork.NewFakeClock())
 		r.requestFull()
+		is.True(r.take().full) // the first page starts the full report
 		p1 := r.take()
-		is.True(p1.full)                     // the first page starts the full report
 		is.Equal(len(p1.corrupt), maxReport) // filled with corrupt chunks
 		is.Equal(len(p1.added), 0)           // bounded
 		p2 := r.take()
@@ -189,9 +192,9 @@ func TestReporterRemovals(t *testing.T) {
 		late := all[len(all)-1] // on the second page
 		r := newReporter(inv, clockwork.NewFakeClock())
 		r.requestFull()
+		is.True(r.take().full) // the first page asks for a turn
 		first := r.take()
-		is.True(first.full)                   // the first page
-		is.Equal(len(first.added), maxReport) // is full
+		is.Equal(len(first.added), maxReport) // the next is full
 		inv.remove(late)
 		r.deleted(late)
 		second := r.take()
@@ -218,6 +221,7 @@ func TestReporterDeferredFull(t *testing.T) {
 	p := r.take()
 	is.True(p.full && p.page)                    // the first page
 	is.Equal(p.number, uint32(1))                // numbered 1
+	is.Equal(len(p.added), 0)                    // asks for a turn, with no chunks
 	is.True(!p.last)                             // more to come
 	r.deferFull(p, clock.Now().Add(time.Second)) // no turn: again in a second
 
@@ -234,7 +238,10 @@ func TestReporterDeferredFull(t *testing.T) {
 	is.True(p.full)               // the full report starts over
 	is.Equal(p.number, uint32(1)) // from page 1
 	p = r.take()
-	is.Equal(p.number, uint32(2)) // then page 2
+	is.Equal(p.number, uint32(2))     // then page 2
+	is.Equal(len(p.added), maxReport) // full
+	p = r.take()
+	is.Equal(p.number, uint32(3)) // then page 3
 	is.True(p.last && !p.full)    // the last
 	is.Equal(len(p.added), 2)     // with the rest, the late chunk too
 	is.True(r.take().empty())     // done

@@ -139,9 +139,11 @@ type Stats struct {
 	Heartbeats      int
 	HeartbeatErrors int
 	// Inventories counts full inventories sent whole; InventoryRestarts
-	// those started over after a failed page.
+	// those started over after a failed page; TurnsRefused the first
+	// pages the coordinator had no turn for yet (sent again when it said).
 	Inventories       int
 	InventoryRestarts int
+	TurnsRefused      int
 	ReportErrors      int
 	// Current is how many nodes have sent their whole inventory since
 	// they last registered.

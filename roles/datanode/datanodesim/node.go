@@ -286,8 +286,12 @@ func (n *node) reportLoop(ctx context.Context) {
 	})
 }
 
-// sendInventory sends every held chunk in pages, the first one full. A
-// failed page starts the inventory over (the next call sends it all).
+// sendInventory sends every held chunk in numbered pages, as a datanode
+// does (roles/datanode/report.go): an empty first page that asks for a
+// turn, sent again as often as the coordinator answers that it has none
+// (after the retry-after it names: not a failure), then pages of
+// maxReport chunks, the last one marked. Any other failed page starts the
+// inventory over (the next call sends it all).
 func (n *node) sendInventory(ctx context.Context) error {
 	n.mu.Lock()
 	n.full, n.inFull = false, true
@@ -300,36 +304,40 @@ func (n *node) sendInventory(ctx context.Context) error {
 		n.inFull = false
 		n.mu.Unlock()
 	}()
+	held, _ := n.usage()
+	err := n.awaitTurn(ctx, held == 0)
 	page := make([]*dfspb.ChunkStat, 0, maxReport)
-	first := true
-	send := func() error {
-		req := &dfspb.ReportChunksRequest{NodeId: string(n.id), Added: page, Full: first}
+	number := uint32(1)
+	send := func(last bool) error {
+		number++
+		req := &dfspb.ReportChunksRequest{NodeId: string(n.id), Added: page, Page: number, Last: last}
 		err := n.report(ctx, req)
-		first, page = false, page[:0]
+		page = page[:0]
 		return err
 	}
-	var err error
 	add := func(c Chunk) bool {
-		page = append(page, &dfspb.ChunkStat{ChunkId: string(c.ID), Present: true, Size: c.Size, FrameSize: c.FrameSize, Digest: c.Digest})
 		if len(page) == maxReport {
-			err = send()
+			err = send(false)
 		}
+		page = append(page, &dfspb.ChunkStat{ChunkId: string(c.ID), Present: true, Size: c.Size, FrameSize: c.FrameSize, Digest: c.Digest})
 		return err == nil
 	}
-	n.share(func(i int) bool {
-		c := n.f.cfg.Chunk(i)
-		n.mu.Lock()
-		gone := n.deleted[c.ID]
-		n.mu.Unlock()
-		return gone || add(c)
-	})
-	for _, c := range extra {
-		if err != nil || !add(c) {
-			break
+	if err == nil && held > 0 {
+		n.share(func(i int) bool {
+			c := n.f.cfg.Chunk(i)
+			n.mu.Lock()
+			gone := n.deleted[c.ID]
+			n.mu.Unlock()
+			return gone || add(c)
+		})
+		for _, c := range extra {
+			if err != nil || !add(c) {
+				break
+			}
 		}
-	}
-	if err == nil && (len(page) > 0 || first) {
-		err = send()
+		if err == nil {
+			err = send(true)
+		}
 	}
 	n.f.record(new([]time.Duration), -1, func(s *Stats) {
 		if err == nil {
@@ -346,6 +354,23 @@ func (n *node) sendInventory(ctx context.Context) error {
 	}
 	n.mu.Unlock()
 	return err
+}
+
+// awaitTurn sends a full inventory's first page (empty; last when the
+// node holds nothing) until the coordinator gives the node a turn,
+// waiting as long as it asks between tries.
+func (n *node) awaitTurn(ctx context.Context, last bool) error {
+	for {
+		err := n.report(ctx, &dfspb.ReportChunksRequest{NodeId: string(n.id), Full: true, Page: 1, Last: last})
+		ns, ok := rpc.NotServingOf(err)
+		if !ok || rpc.KindOf(err) != rpc.ResourceExhausted {
+			return err
+		}
+		n.f.record(new([]time.Duration), -1, func(s *Stats) { s.TurnsRefused++ })
+		if err := rpc.Sleep(ctx, n.f.clock, max(ns.RetryAfter, 10*time.Millisecond)); err != nil {
+			return err
+		}
+	}
 }
 
 // sendChanges reports queued changes, up to maxReport; failed ones are
