@@ -483,7 +483,7 @@ func TestChunkIndexFullInventory(t *testing.T) {
 	is.Equal([3]int{missing, under, total}, [3]int{0, 3, 4}) // 1, 2, 3 have one good copy now
 	queued := func(id rpc.ChunkID) bool { return id == indexChunk(3).ID }
 	ix.report(a, inventoryPage{}, []reportedCopy{rc(2), rc(3)}, nil, nil, queued) // the next page
-	is.Equal(len(ix.heldCopies(indexChunk(3).ID)), 1)                   // still held apart: its deletion is queued
+	is.Equal(len(ix.heldCopies(indexChunk(3).ID)), 1)                             // still held apart: its deletion is queued
 	missing, under, total = ix.counts()
 	is.Equal([3]int{missing, under, total}, [3]int{0, 2, 4}) // chunk 2 whole again
 	on := ix.chunksOn(a)
