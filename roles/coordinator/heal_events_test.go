@@ -87,8 +87,8 @@ func TestHealDeadNode(t *testing.T) {
 	is := is.New(t)
 	f := newFixture(t, 8, nil, slowPass)
 	chunks := f.putMany(40, 3)
-	is.Equal(f.tick(), int64(len(chunks))) // the first tick assesses every chunk
-	is.Equal(f.tick(), int64(1))           // then, idle, one a tick
+	is.Equal(f.tick(), int64(1)) // nothing to repair: the first tick is a slice of the pass
+	is.Equal(f.tick(), int64(1)) // then, idle, one a tick
 
 	victim := f.ids[0]
 	on := 0
@@ -180,6 +180,29 @@ func TestHealPacedPassFindsSilentLoss(t *testing.T) {
 	is.True(f.deletions()[meta.Deletion{Node: f.ids[1], Chunk: stray}]) // then deleted
 }
 
+// TestHealFirstTickFindsShortChunks: when the chunk index's counters say
+// some chunk is short as the first tick begins (after a restart, copies
+// not reported), that tick walks every chunk to find it, and queues it
+// for repair; with no short chunk it does not (TestHealIdle).
+func TestHealFirstTickFindsShortChunks(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 4, nil, slowPass)
+	chunks := f.putMany(20, 3)
+	short := chunks[7]
+	var holder rpc.NodeID
+	for _, id := range f.ids {
+		if f.dn.Has(f.addrOf(id), short.ID) {
+			holder = id
+			break
+		}
+	}
+	f.report(holder, chunkReport{removed: []rpc.ChunkID{short.ID}}) // before the first tick: not marked
+	is.Equal(f.tick(), int64(len(chunks)))                          // the first tick: every chunk
+	needs := f.term.heal.Needs()
+	is.Equal(len(needs), 1) // the short one found
+	is.Equal(needs[0].Chunk, short.ID)
+}
+
 // TestHealIdle: with many healthy chunks and no events, a tick assesses
 // only its slice of the paced pass, and a whole pass assesses every chunk
 // once.
@@ -188,7 +211,7 @@ func TestHealIdle(t *testing.T) {
 	const ticks, n = 50, 200
 	f := newFixture(t, 4, nil, func(c *Config) { c.ScanInterval = ticks * c.RepairInterval })
 	f.putMany(n, 3)
-	is.Equal(f.tick(), int64(n)) // the first tick: every chunk
+	is.Equal(f.tick(), int64(n/ticks)) // the first tick: a slice too, nothing needing repair
 	var sum int64
 	for range ticks {
 		got := f.tick()
