@@ -82,6 +82,8 @@ type ScaleResult struct {
 	// over the idle window (1.0 = one core), heartbeat round trips.
 	RSSBytes       int64   `json:"rss_bytes"`
 	PeakRSSBytes   int64   `json:"peak_rss_bytes"`
+	RSSAnonBytes   int64   `json:"rss_anon_bytes"` // of RSSBytes: heap, stacks
+	RSSFileBytes   int64   `json:"rss_file_bytes"` // of RSSBytes: mapped files (the store)
 	HeapInuseBytes int64   `json:"heap_inuse_bytes"`
 	IdleCPU        float64 `json:"idle_cpu_cores"`
 	HeartbeatP50Ms float64 `json:"heartbeat_p50_ms"`
@@ -362,7 +364,7 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 	res.HeartbeatP50Ms, res.HeartbeatP99Ms = ms(st.HeartbeatP50), ms(st.HeartbeatP99)
 	res.Registrations, res.Inventories, res.InventoryRestarts, res.TurnsRefused = st.Registrations, st.Inventories, st.InventoryRestarts, st.TurnsRefused
 	res.ReportErrors, res.HeartbeatErrors = st.ReportErrors, st.HeartbeatErrors
-	res.RSSBytes, res.PeakRSSBytes = procRSS(co.pid())
+	res.RSSBytes, res.PeakRSSBytes, res.RSSAnonBytes, res.RSSFileBytes = procRSS(co.pid())
 	if h, err := heapInuse(ctx, co.admin); err == nil {
 		res.HeapInuseBytes = h
 	} else {
@@ -785,11 +787,13 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / ticks, nil
 }
 
-// procRSS returns VmRSS and VmHWM of process pid.
-func procRSS(pid int) (rss, hwm int64) {
+// procRSS returns VmRSS and VmHWM of process pid, and of VmRSS the
+// anonymous pages (the heap, stacks) and the file pages (the metadata
+// store's mmap).
+func procRSS(pid int) (rss, hwm, anon, file int64) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0, 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -802,9 +806,13 @@ func procRSS(pid int) (rss, hwm int64) {
 			rss = kb << 10
 		case "VmHWM:":
 			hwm = kb << 10
+		case "RssAnon:":
+			anon = kb << 10
+		case "RssFile:":
+			file = kb << 10
 		}
 	}
-	return rss, hwm
+	return rss, hwm, anon, file
 }
 
 // heapInuse reads go_memstats_heap_inuse_bytes from the admin endpoint.
@@ -850,6 +858,7 @@ func printScale(w io.Writer, r *ScaleResult) {
 		{"StatFile p99 during inventories", fmt.Sprintf("%.1f ms", r.StatP99Ms)},
 		{"slowest probe / timeouts (5 s)", fmt.Sprintf("%.1f ms / %d", r.ProbeMaxMs, r.ProbeTimeouts)},
 		{"coordinator RSS (peak)", fmt.Sprintf("%s (%s)", rpc.FormatBytes(r.RSSBytes), rpc.FormatBytes(r.PeakRSSBytes))},
+		{"of which anonymous / mapped files", fmt.Sprintf("%s / %s", rpc.FormatBytes(r.RSSAnonBytes), rpc.FormatBytes(r.RSSFileBytes))},
 		{"coordinator live heap", rpc.FormatBytes(r.HeapInuseBytes)},
 		{"idle coordinator CPU", fmt.Sprintf("%.1f%% of a core", 100*r.IdleCPU)},
 		{"heartbeat p50 / p99 (idle)", fmt.Sprintf("%.1f / %.1f ms", r.HeartbeatP50Ms, r.HeartbeatP99Ms)},
