@@ -44,6 +44,8 @@ type ScaleConfig struct {
 	Binary string
 	// CoordinatorFlags are added to the coordinator's command line.
 	CoordinatorFlags []string
+	// List runs `dfs ls -r /` over every file after the restart.
+	List bool
 	// Dir holds the backup, the store and the coordinator's log; "" is a
 	// temporary directory, removed afterwards.
 	Dir string
@@ -97,8 +99,30 @@ type ScaleResult struct {
 	// (RestartServingSeconds after the restart's start; Killed: it did not
 	// exit within the cap and was killed).
 	SigtermIdleSeconds      float64 `json:"sigterm_idle_s"`
-	RestartServingSeconds   float64 `json:"restart_serving_s"`
 	SigtermInventorySeconds float64 `json:"sigterm_inventory_s"`
+
+	// A plain restart on the loaded store (no restore), the fleet
+	// registering again and sending every inventory: the same figures as
+	// the first start's, and the restarted coordinator's RSS and peak once
+	// every inventory is in.
+	RestartServingSeconds  float64 `json:"restart_serving_s"`
+	RestartSafeModeSeconds float64 `json:"restart_out_of_safe_mode_s"`
+	RestartSafeModeStatus  string  `json:"restart_safe_mode_status,omitempty"`
+	RestartMetricsP99Ms    float64 `json:"restart_metrics_p99_ms"`
+	RestartNodesP99Ms      float64 `json:"restart_nodes_p99_ms"`
+	RestartStatP99Ms       float64 `json:"restart_stat_p99_ms"`
+	RestartProbeMaxMs      float64 `json:"restart_probe_max_ms"`
+	RestartProbeTimeouts   int     `json:"restart_probe_timeouts"`
+	RestartRSSBytes        int64   `json:"restart_rss_bytes"`
+	RestartPeakRSSBytes    int64   `json:"restart_peak_rss_bytes"`
+
+	// `dfs ls -r /` over every file, after the restart: its time, the
+	// client's peak RSS, the coordinator's RSS before and after.
+	LsSeconds              float64 `json:"ls_s"`
+	LsLines                int64   `json:"ls_lines"`
+	LsClientPeakRSSBytes   int64   `json:"ls_client_peak_rss_bytes"`
+	LsCoordinatorRSSBefore int64   `json:"ls_coordinator_rss_before_bytes"`
+	LsCoordinatorRSSAfter  int64   `json:"ls_coordinator_rss_after_bytes"`
 	// SigtermInventoryNodes is how many inventories had been sent whole
 	// since the restart when SIGTERM was sent.
 	SigtermInventoryNodes int `json:"sigterm_inventories_done"`
@@ -135,6 +159,7 @@ func (a *app) benchScaleCommand() *cli.Command {
 			&cli.StringFlag{Name: "binary", Value: sc.Binary, Destination: &sc.Binary, EnvVars: env("BENCH_SCALE_BINARY"), Usage: "dfs executable to run the coordinator from (default: this one)"},
 			&cli.StringFlag{Name: "coordinator-flags", Value: coordFlags, Destination: &coordFlags, EnvVars: env("BENCH_SCALE_COORDINATOR_FLAGS"), Usage: "extra flags for the coordinator, separated by spaces"},
 			&cli.StringFlag{Name: "dir", Value: sc.Dir, Destination: &sc.Dir, EnvVars: env("BENCH_SCALE_DIR"), Usage: "directory for the backup, the store and the coordinator's log, kept afterwards (default: a temp dir, removed)"},
+			&cli.BoolFlag{Name: "ls", Value: true, Destination: &sc.List, EnvVars: env("BENCH_SCALE_LS"), Usage: "after the restart, time `dfs ls -r /` over every file and measure its memory"},
 			&cli.BoolFlag{Name: "json", Destination: &asJSON, EnvVars: env("JSON"), Usage: "print the figures as one JSON object"},
 		},
 		Action: func(c *cli.Context) error {
@@ -301,50 +326,16 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 	}
 	defer cl.Close()
 
-	serving, err := r.waitServing(ctx, cl, co)
+	first, err := r.startup(ctx, cl, co, synth)
 	if err != nil {
 		return err
 	}
-	res.ServingSeconds = serving.Sub(co.started).Seconds()
+	res.ServingSeconds, res.SafeModeSeconds, res.SafeModeStatus = first.serving, first.safeMode, first.status
+	res.MetricsP99Ms, res.NodesP99Ms, res.StatP99Ms, res.ProbeMaxMs, res.ProbeTimeouts = first.probes()
 	res.RestoreSeconds = co.restoredAfter()
-	r.say("serving after %.1fs (restored after %.1fs); probing while the inventories arrive...", res.ServingSeconds, res.RestoreSeconds)
-
-	pr := newProber(cl, co.admin, synth, sc.Files)
-	probeCtx, stopProbes := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { pr.run(probeCtx) })
-	res.SafeModeSeconds = -1
-	deadline := co.started.Add(sc.Cap)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := cl.Nodes(nctx)
-		cancel()
-		if err == nil {
-			res.SafeModeStatus = resp.SafeModeStatus
-			if !resp.SafeMode {
-				res.SafeModeSeconds = time.Since(co.started).Seconds()
-				res.SafeModeStatus = co.safeModeEnd()
-				break
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	stopProbes()
-	wg.Wait()
-	res.MetricsP99Ms, res.NodesP99Ms, res.StatP99Ms, res.ProbeMaxMs, res.ProbeTimeouts = pr.summary()
-	if res.SafeModeSeconds < 0 {
-		r.note("still in safe mode %s after the coordinator started (%s)", sc.Cap, res.SafeModeStatus)
-	} else {
-		r.say("out of safe mode after %.1fs", res.SafeModeSeconds)
-	}
 
 	// Idle: every node's inventory in (bounded), then the window.
-	for end := time.Now().Add(min(sc.Cap, time.Minute)); time.Now().Before(end) && fleet.Stats().Current < sc.SimNodes; {
-		time.Sleep(200 * time.Millisecond)
-	}
-	if cur := fleet.Stats().Current; cur < sc.SimNodes {
-		r.note("only %d of %d simulated datanodes had sent their whole inventory before the idle window", cur, sc.SimNodes)
-	}
+	r.waitInventories(fleet)
 	r.say("sampling the idle coordinator for %s...", sc.IdleWindow)
 	fleet.Reset()
 	cpu0, err := procCPU(co.pid())
@@ -384,30 +375,47 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 	if res.SafeModeSeconds < 0 {
 		// The restart would repeat what just failed, memory included.
 		r.note("no restart: the first start never left safe mode")
-		res.RestartServingSeconds, res.SigtermInventorySeconds = -1, -1
+		res.RestartServingSeconds, res.RestartSafeModeSeconds, res.SigtermInventorySeconds = -1, -1, -1
 		return nil
 	}
-	// A restart: the fleet registers again and sends every inventory;
-	// SIGTERM lands while they arrive.
-	r.say("restarting the coordinator; SIGTERM while the inventories arrive...")
+	// A plain restart: the fleet registers again and sends every
+	// inventory; then the listing.
+	r.say("restarting the coordinator (no restore)...")
 	co2, err := r.startCoordinator(store, "", co)
 	if err != nil {
 		return err
 	}
 	defer co2.stop(sc.Cap)
-	serving, err = r.waitServing(ctx, cl, co2)
+	again, err := r.startup(ctx, cl, co2, synth)
 	if err != nil {
 		return err
 	}
-	res.RestartServingSeconds = serving.Sub(co2.started).Seconds()
-	// SIGTERM once half the fleet has registered again: their
-	// inventories are arriving.
+	res.RestartServingSeconds, res.RestartSafeModeSeconds, res.RestartSafeModeStatus = again.serving, again.safeMode, again.status
+	res.RestartMetricsP99Ms, res.RestartNodesP99Ms, res.RestartStatP99Ms, res.RestartProbeMaxMs, res.RestartProbeTimeouts = again.probes()
+	r.waitInventories(fleet)
+	res.RestartRSSBytes, res.RestartPeakRSSBytes, _, _ = procRSS(co2.pid())
+	if sc.List {
+		r.list(ctx, co2)
+	}
+	co2.stop(sigtermLimit(sc))
+
+	// Another restart, SIGTERM once half the fleet has registered again:
+	// their inventories are arriving.
+	r.say("restarting the coordinator; SIGTERM while the inventories arrive...")
+	co3, err := r.startCoordinator(store, "", co)
+	if err != nil {
+		return err
+	}
+	defer co3.stop(sc.Cap)
+	if _, err := r.waitServing(ctx, cl, co3); err != nil {
+		return err
+	}
 	before := fleet.Stats()
 	for end := time.Now().Add(sc.Cap); time.Now().Before(end) && fleet.Stats().Registrations-before.Registrations < max(1, sc.SimNodes/2); {
 		time.Sleep(20 * time.Millisecond)
 	}
 	res.SigtermInventoryNodes = fleet.Stats().Inventories - before.Inventories
-	res.SigtermInventorySeconds = co2.stop(sigtermLimit(sc))
+	res.SigtermInventorySeconds = co3.stop(sigtermLimit(sc))
 	if res.SigtermIdleSeconds < 0 || res.SigtermInventorySeconds < 0 {
 		r.note("a coordinator did not exit within %s of SIGTERM: its goroutine stacks (SIGQUIT) are in its log in %s", sigtermLimit(sc), r.dir)
 	}
@@ -415,6 +423,105 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 		r.note("every inventory was already in when SIGTERM was sent after the restart")
 	}
 	return nil
+}
+
+// startupFigures are what a coordinator's start shows: when it served and
+// left safe mode (seconds from its start; -1: not within the cap), how
+// safe mode ended, and the probes' latencies while the inventories
+// arrived.
+type startupFigures struct {
+	serving, safeMode float64
+	status            string
+	pr                *prober
+}
+
+func (f startupFigures) probes() (metrics, nodes, stat, maxMs float64, timeouts int) {
+	return f.pr.summary()
+}
+
+// startup waits for co to serve, then probes it until it leaves safe
+// mode (or the cap).
+func (r *scaleRun) startup(ctx context.Context, cl *client.Client, co *coordProc, synth *meta.Synth) (startupFigures, error) {
+	f := startupFigures{safeMode: -1}
+	serving, err := r.waitServing(ctx, cl, co)
+	if err != nil {
+		return f, err
+	}
+	f.serving = serving.Sub(co.started).Seconds()
+	r.say("serving after %.1fs; probing while the inventories arrive...", f.serving)
+	f.pr = newProber(cl, co.admin, synth, r.sc.Files)
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { f.pr.run(probeCtx) })
+	for deadline := co.started.Add(r.sc.Cap); time.Now().Before(deadline) && ctx.Err() == nil; {
+		nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := cl.Nodes(nctx)
+		cancel()
+		if err == nil {
+			f.status = resp.SafeModeStatus
+			if !resp.SafeMode {
+				f.safeMode = time.Since(co.started).Seconds()
+				f.status = co.safeModeEnd()
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopProbes()
+	wg.Wait()
+	if f.safeMode < 0 {
+		r.note("still in safe mode %s after the coordinator started (%s)", r.sc.Cap, f.status)
+	} else {
+		r.say("out of safe mode after %.1fs", f.safeMode)
+	}
+	return f, nil
+}
+
+// waitInventories waits, a minute at most, for every simulated datanode
+// to have sent its whole inventory.
+func (r *scaleRun) waitInventories(fleet *datanodesim.Fleet) {
+	for end := time.Now().Add(min(r.sc.Cap, time.Minute)); time.Now().Before(end) && fleet.Stats().Current < r.sc.SimNodes; {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if cur := fleet.Stats().Current; cur < r.sc.SimNodes {
+		r.note("only %d of %d simulated datanodes had sent their whole inventory", cur, r.sc.SimNodes)
+	}
+}
+
+// list runs `dfs ls -r /` against co as a child process, its output
+// counted and dropped, and records its time, its peak RSS and the
+// coordinator's RSS before and after.
+func (r *scaleRun) list(ctx context.Context, co *coordProc) {
+	res := r.res
+	r.say("dfs ls -r / ...")
+	res.LsCoordinatorRSSBefore, _, _, _ = procRSS(co.pid())
+	cmd := exec.CommandContext(ctx, r.sc.Binary, "ls", "--coordinator", co.addr, "-r", "/")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		r.note("ls: %v", err)
+		return
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		r.note("ls: %v", err)
+		return
+	}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		res.LsLines++
+	}
+	if err := cmd.Wait(); err != nil {
+		r.note("ls: %v: %s", err, strings.TrimSpace(stderr.String()))
+		return
+	}
+	res.LsSeconds = time.Since(start).Seconds()
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		res.LsClientPeakRSSBytes = ru.Maxrss << 10 // KiB on Linux
+	}
+	res.LsCoordinatorRSSAfter, _, _, _ = procRSS(co.pid())
 }
 
 // sigtermLimit is the longest wait for a coordinator to exit after
@@ -866,6 +973,13 @@ func printScale(w io.Writer, r *ScaleResult) {
 		{"empty-file commits/s, loaded store", fmt.Sprintf("%.0f", r.LoadedCommitsPerSec)},
 		{"SIGTERM to exit, idle", secs(r.SigtermIdleSeconds)},
 		{"restart: serving", secs(r.RestartServingSeconds)},
+		{"restart: out of safe mode", secs(r.RestartSafeModeSeconds) + " (" + r.RestartSafeModeStatus + ")"},
+		{"restart: /metrics, ListNodes, StatFile p99", fmt.Sprintf("%.1f, %.1f, %.1f ms", r.RestartMetricsP99Ms, r.RestartNodesP99Ms, r.RestartStatP99Ms)},
+		{"restart: slowest probe / timeouts", fmt.Sprintf("%.1f ms / %d", r.RestartProbeMaxMs, r.RestartProbeTimeouts)},
+		{"restart: coordinator RSS (peak)", fmt.Sprintf("%s (%s)", rpc.FormatBytes(r.RestartRSSBytes), rpc.FormatBytes(r.RestartPeakRSSBytes))},
+		{"ls -r /: lines, time", fmt.Sprintf("%d in %s", r.LsLines, secs(r.LsSeconds))},
+		{"ls -r /: client peak RSS", rpc.FormatBytes(r.LsClientPeakRSSBytes)},
+		{"ls -r /: coordinator RSS before / after", fmt.Sprintf("%s / %s", rpc.FormatBytes(r.LsCoordinatorRSSBefore), rpc.FormatBytes(r.LsCoordinatorRSSAfter))},
 		{"SIGTERM to exit, during inventories", fmt.Sprintf("%s (%d of %d inventories in)", secs(r.SigtermInventorySeconds), r.SigtermInventoryNodes, r.SimNodes)},
 		{"registrations / inventories / restarted / turns refused", fmt.Sprintf("%d / %d / %d / %d", r.Registrations, r.Inventories, r.InventoryRestarts, r.TurnsRefused)},
 		{"report / heartbeat errors", fmt.Sprintf("%d / %d", r.ReportErrors, r.HeartbeatErrors)},
