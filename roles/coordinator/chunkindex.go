@@ -59,6 +59,13 @@ type chunkIndex struct {
 	more    map[int32][]copyRef     // copies beyond the inline ones
 	pending map[copyKey]replicaMeta // reports of copies of chunks not committed
 
+	// seen holds, for each node whose full inventory is under way, the
+	// slots of the copies reports have listed since it began: its last
+	// page forgets the node's other copies (mark and sweep). An inventory
+	// abandoned midway keeps its list until the node's next one begins or
+	// the node is forgotten: at most the node's copies, 4 bytes each.
+	seen map[uint16][]int32
+
 	nodeIdx  map[rpc.NodeID]uint16
 	holders  []nodeCopies // by node index; 0 is unused
 	nodeFree []uint16
@@ -111,7 +118,6 @@ const (
 	copyBad                                // reported size, frame size or digest differ from the committed ones
 	copyPending                            // chunk not committed: the report is in pending
 	copyMark                               // see nodeCopies.compact
-	copySeen                               // put since its node's full inventory began (see beginInventory)
 )
 
 func (c copyRef) node() uint16 { return uint16(c) }
@@ -167,6 +173,7 @@ func newChunkIndex() *chunkIndex {
 		names:   map[int32]rpc.ChunkID{},
 		more:    map[int32][]copyRef{},
 		pending: map[copyKey]replicaMeta{},
+		seen:    map[uint16][]int32{},
 		nodeIdx: map[rpc.NodeID]uint16{},
 		holders: make([]nodeCopies, 1),
 	}
@@ -749,10 +756,11 @@ func (ix *chunkIndex) report(node rpc.NodeID, p inventoryPage, added []reportedC
 	}
 	for _, a := range added {
 		s := ix.intern(a.id)
-		flags := copySeen
+		var flags copyRef
 		if queued(a.id) {
-			flags |= copyHeld
+			flags = copyHeld
 		}
+		ix.see(n, s)
 		ix.change(s, func() {
 			ix.putCopy(s, n, flags, replicaMeta{size: a.size, frameSize: a.frameSize, digest: a.digest})
 		})
@@ -764,15 +772,15 @@ func (ix *chunkIndex) report(node rpc.NodeID, p inventoryPage, added []reportedC
 	}
 	for _, id := range corrupt {
 		s := ix.intern(id)
+		ix.see(n, s)
 		ix.change(s, func() {
 			switch c := ix.find(s, n); {
 			case c == nil:
-				ix.putCopy(s, n, copyCorrupt|copySeen, replicaMeta{}) // known only as corrupt
+				ix.putCopy(s, n, copyCorrupt, replicaMeta{}) // known only as corrupt
 			case *c&copyHeld == 0:
-				*c |= copyCorrupt | copySeen
-			default:
-				*c |= copySeen // a held copy is on its way out already
+				*c |= copyCorrupt
 			}
+			// A held copy is on its way out already.
 		})
 	}
 	if p.last {
@@ -782,26 +790,38 @@ func (ix *chunkIndex) report(node rpc.NodeID, p inventoryPage, added []reportedC
 	return swept
 }
 
-// beginInventory unmarks every copy on node n: a full inventory begins.
+// beginInventory begins node n's full inventory: from now on the slots
+// of the copies reports list are kept, until its last page.
 func (ix *chunkIndex) beginInventory(n uint16) {
-	for _, s := range ix.holders[n].slots {
-		if c := ix.find(s, n); c != nil {
-			*c &^= copySeen
-		}
+	ix.seen[n] = ix.seen[n][:0]
+}
+
+// see notes that a report listed node n's copy in slot s, if n's full
+// inventory is under way.
+func (ix *chunkIndex) see(n uint16, s int32) {
+	if seen, ok := ix.seen[n]; ok {
+		ix.seen[n] = append(seen, s)
 	}
 }
 
 // sweepInventory ends node n's full inventory: it forgets the node's
-// copies that no report put since the inventory's first page, and
+// copies that no report listed since the inventory's first page, and
 // returns their chunks.
 func (ix *chunkIndex) sweepInventory(n uint16) []rpc.ChunkID {
+	seen, ok := ix.seen[n]
+	delete(ix.seen, n)
+	if !ok {
+		return nil
+	}
+	slices.Sort(seen)
 	var gone []int32
 	for _, s := range ix.holders[n].slots {
-		if c := ix.find(s, n); c != nil && *c&copySeen == 0 {
-			*c |= copySeen // a slot listed twice is taken once
+		if _, listed := slices.BinarySearch(seen, s); !listed && ix.find(s, n) != nil {
 			gone = append(gone, s)
 		}
 	}
+	slices.Sort(gone)
+	gone = slices.Compact(gone) // a slot may be on the node's list twice
 	ids := make([]rpc.ChunkID, 0, len(gone))
 	for _, s := range gone {
 		ids = append(ids, ix.idOf(s))
@@ -842,6 +862,7 @@ func (ix *chunkIndex) dropNodes(nodes map[rpc.NodeID]bool) {
 			continue
 		}
 		ix.dropAll(n)
+		delete(ix.seen, n)
 		delete(ix.nodeIdx, id)
 		ix.holders[n] = nodeCopies{}
 		ix.nodeFree = append(ix.nodeFree, n)
@@ -1064,7 +1085,7 @@ func (ix *chunkIndex) reference(s int32, c meta.Chunk, repl uint32) {
 	})
 	for _, c := range pend {
 		m := ix.pending[copyKey{s, c.node()}]
-		ix.putCopy(s, c.node(), c&(copyCorrupt|copyHeld|copySeen), m)
+		ix.putCopy(s, c.node(), c&(copyCorrupt|copyHeld), m)
 	}
 }
 

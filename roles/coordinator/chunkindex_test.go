@@ -24,7 +24,7 @@ type indexModel struct {
 	chunks  map[rpc.ChunkID]meta.Chunk
 	repl    map[rpc.ChunkID]uint32
 	files   int
-	seen    map[rpc.NodeID]map[rpc.ChunkID]bool // copies put since the node's inventory began
+	seen    map[rpc.NodeID]map[rpc.ChunkID]bool // while a node's inventory is under way: the copies reports listed
 }
 
 func newIndexModel() *indexModel {
@@ -52,10 +52,9 @@ func (x *indexModel) drop(in map[rpc.ChunkID]map[rpc.NodeID]replicaMeta, id rpc.
 }
 
 func (x *indexModel) see(n rpc.NodeID, id rpc.ChunkID) {
-	if x.seen[n] == nil {
-		x.seen[n] = map[rpc.ChunkID]bool{}
+	if seen, ok := x.seen[n]; ok {
+		seen[id] = true
 	}
-	x.seen[n][id] = true
 }
 
 func (x *indexModel) report(n rpc.NodeID, p inventoryPage, added []reportedCopy, removed, corrupt []rpc.ChunkID, queued func(rpc.ChunkID) bool) (swept []rpc.ChunkID) {
@@ -86,10 +85,11 @@ func (x *indexModel) report(n rpc.NodeID, p inventoryPage, added []reportedCopy,
 		m.corrupt = true
 		x.set(x.m, id, n, m)
 	}
-	if p.last {
+	if seen, ok := x.seen[n]; ok && p.last {
+		delete(x.seen, n)
 		for _, in := range []map[rpc.ChunkID]map[rpc.NodeID]replicaMeta{x.m, x.held} {
 			for id := range in {
-				if _, ok := in[id][n]; ok && !x.seen[n][id] {
+				if _, ok := in[id][n]; ok && !seen[id] {
 					x.drop(in, id, n)
 					swept = append(swept, id)
 				}

@@ -52,6 +52,19 @@ func BenchmarkHealIdle(b *testing.B) {
 // healthy one-chunk files of 3 copies, loaded into its indexes directly.
 func benchTerm(b *testing.B, ctx context.Context, nodes, files int) *term {
 	b.Helper()
+	t, ids, perNode := benchLoaded(b, ctx, nodes, files)
+	never := func(rpc.ChunkID) bool { return false }
+	for i, copies := range perNode {
+		t.locs.report(ids[i], inventoryPage{first: true, last: true}, copies, nil, nil, never)
+	}
+	return t
+}
+
+// benchLoaded builds a term with nodes registered datanodes and files
+// one-chunk files of 3 copies referenced, no copy reported yet: a term
+// just started, and the copies each node holds.
+func benchLoaded(b *testing.B, ctx context.Context, nodes, files int) (*term, []rpc.NodeID, [][]reportedCopy) {
+	b.Helper()
 	store := metatest.NewMem()
 	if err := store.Init(ctx, "bench-cluster", nil); err != nil {
 		b.Fatal(err)
@@ -87,11 +100,7 @@ func benchTerm(b *testing.B, ctx context.Context, nodes, files int) *term {
 			perNode[n] = append(perNode[n], reportedCopy{id: id, size: ch.Size, frameSize: ch.FrameSize, digest: ch.Digest})
 		}
 	}
-	never := func(rpc.ChunkID) bool { return false }
-	for i, copies := range perNode {
-		t.locs.report(ids[i], inventoryPage{first: true, last: true}, copies, nil, nil, never)
-	}
-	return t
+	return t, ids, perNode
 }
 
 // cpuTime returns the CPU time the process used so far, user and system.

@@ -286,24 +286,34 @@ func (s *server) ReportChunks(ctx context.Context, req *dfspb.ReportChunksReques
 	if n := len(req.Added) + len(req.Removed) + len(req.Corrupt); n > maxReport {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "%d chunks in one report, at most %d", n, maxReport))
 	}
-	r := chunkReport{full: req.Full, page: req.Page, last: req.Last, added: make([]reportedCopy, len(req.Added))}
-	for i, a := range req.Added {
-		cid, err := rpc.ParseChunkID(a.ChunkId)
-		if err != nil {
-			return nil, rpc.ToStatus(err)
-		}
-		r.added[i] = reportedCopy{id: cid, size: a.Size, frameSize: a.FrameSize, digest: a.Digest}
-	}
-	if r.removed, err = parseChunkIDs(req.Removed); err != nil {
-		return nil, rpc.ToStatus(err)
-	}
-	if r.corrupt, err = parseChunkIDs(req.Corrupt); err != nil {
+	r, err := reportOf(req)
+	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
 	if err := t.membership.report(ctx, id, r); err != nil {
 		return nil, rpc.ToStatus(err)
 	}
 	return &dfspb.ReportChunksResponse{}, nil
+}
+
+// reportOf decodes a chunk report.
+func reportOf(req *dfspb.ReportChunksRequest) (chunkReport, error) {
+	r := chunkReport{full: req.Full, page: req.Page, last: req.Last, added: make([]reportedCopy, len(req.Added))}
+	for i, a := range req.Added {
+		cid, err := rpc.ParseChunkID(a.ChunkId)
+		if err != nil {
+			return chunkReport{}, err
+		}
+		r.added[i] = reportedCopy{id: cid, size: a.Size, frameSize: a.FrameSize, digest: a.Digest}
+	}
+	var err error
+	if r.removed, err = parseChunkIDs(req.Removed); err != nil {
+		return chunkReport{}, err
+	}
+	if r.corrupt, err = parseChunkIDs(req.Corrupt); err != nil {
+		return chunkReport{}, err
+	}
+	return r, nil
 }
 
 func (s *server) ReportNodeFailure(ctx context.Context, req *dfspb.ReportNodeFailureRequest) (*dfspb.ReportNodeFailureResponse, error) {
