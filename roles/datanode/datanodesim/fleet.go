@@ -103,8 +103,13 @@ type Fleet struct {
 	log   zerolog.Logger
 	clock clockwork.Clock
 	nodes []*node
-	// index maps a chunk to its number, for the calls that name chunks.
-	index map[chunkKey]int32
+	// index maps a chunk to its number, for the calls that name chunks;
+	// chunks are cfg.Chunk's answers, made once (a datanode sends its
+	// inventory from memory: making each chunk's ID again for every page
+	// sent would cost the simulator, on the coordinator's machine, more
+	// than applying it costs the coordinator).
+	index  map[chunkKey]int32
+	chunks []Chunk
 
 	mu      sync.Mutex
 	beats   []time.Duration // heartbeat latencies since the last Reset
@@ -155,18 +160,21 @@ type Stats struct {
 }
 
 // New builds a fleet; it has no side effects until Run, except computing
-// the chunk index (O(Chunks) time and about 50 bytes a chunk).
+// the chunk index (O(Chunks) time and about 150 bytes a chunk).
 func New(cfg Config, log zerolog.Logger) (*Fleet, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	f := &Fleet{cfg: cfg, log: log, clock: clockwork.NewRealClock(), index: make(map[chunkKey]int32, cfg.Chunks)}
+	f.chunks = make([]Chunk, cfg.Chunks)
 	for i := range cfg.Chunks {
-		k, ok := keyOf(cfg.Chunk(i).ID)
+		c := cfg.Chunk(i)
+		k, ok := keyOf(c.ID)
 		if !ok {
-			return nil, rpc.Errorf(rpc.Invalid, "datanodesim: chunk %d has a bad ID %q", i, cfg.Chunk(i).ID)
+			return nil, rpc.Errorf(rpc.Invalid, "datanodesim: chunk %d has a bad ID %q", i, c.ID)
 		}
 		f.index[k] = int32(i)
+		f.chunks[i] = c
 	}
 	for k := range cfg.Nodes {
 		id := rpc.NodeID(uuid.NewSHA1(uuid.NameSpaceOID, []byte(cfg.Seed+"/"+strconv.Itoa(k))).String())

@@ -86,7 +86,7 @@ func (n *node) lookupLocked(id rpc.ChunkID) (Chunk, bool) {
 	if !ok || !n.placed(int(i)) {
 		return Chunk{}, false
 	}
-	return n.f.cfg.Chunk(int(i)), true
+	return n.f.chunks[i], true
 }
 
 // share calls fn with each placed chunk index, in order, until fn says
@@ -115,7 +115,7 @@ func (n *node) usage() (chunks, used int64) {
 	chunks += int64(len(n.extra) - len(n.deleted))
 	n.mu.Unlock()
 	if n.f.cfg.Chunks > 0 {
-		used = chunks * n.f.cfg.Chunk(0).Size
+		used = chunks * n.f.chunks[0].Size
 	}
 	return chunks, used
 }
@@ -324,7 +324,7 @@ func (n *node) sendInventory(ctx context.Context) error {
 	}
 	if err == nil && held > 0 {
 		n.share(func(i int) bool {
-			c := n.f.cfg.Chunk(i)
+			c := n.f.chunks[i]
 			n.mu.Lock()
 			gone := n.deleted[c.ID]
 			n.mu.Unlock()
