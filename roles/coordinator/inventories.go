@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -142,9 +143,16 @@ func (q *inventories) await(ctx context.Context, w *waiter) error {
 	return q.busy(w.node, "too many datanodes' inventories being applied")
 }
 
-// busy is the ResourceExhausted answer to a page that gets no turn.
+// busy is the ResourceExhausted answer to a page that gets no turn. The
+// retry-after is short and spread (between 100 ms and a quarter of the
+// wait, at random): the first page that asks again is empty and cheap to
+// refuse, and the nodes that come back while others wait keep the queue
+// from running dry, so that no turn stays unused while inventories are
+// due (with a retry-after as long as the wait, a thousand nodes refused
+// together came back together, and the turns idled in between).
 func (q *inventories) busy(node rpc.NodeID, why string) error {
-	retry := max(q.wait, 100*time.Millisecond)
+	lo := 100 * time.Millisecond
+	retry := (lo + rand.N(max(q.wait/4-lo, 0)+1)).Truncate(time.Millisecond) // the wire carries milliseconds
 	return &rpc.Error{Kind: rpc.ResourceExhausted, Err: &rpc.NotServing{RetryAfter: retry},
 		Msg: fmt.Sprintf("datanode %s: %s (--max-inventories %d); send it again in %s", node.Short(), why, q.max, retry)}
 }
