@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -508,19 +509,35 @@ func (r *scaleRun) list(ctx context.Context, co *coordProc) {
 		r.note("ls: %v", err)
 		return
 	}
+	// The child's peak is read from its VmHWM while it runs: its rusage
+	// would count this process's memory, which the child shares between
+	// fork and exec.
+	var peak atomic.Int64
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			if _, hwm, _, _ := procRSS(cmd.Process.Pid); hwm > 0 {
+				peak.Store(hwm)
+			} else {
+				return // exited
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		res.LsLines++
 	}
-	if err := cmd.Wait(); err != nil {
+	err = cmd.Wait()
+	<-sampled
+	if err != nil {
 		r.note("ls: %v: %s", err, strings.TrimSpace(stderr.String()))
 		return
 	}
 	res.LsSeconds = time.Since(start).Seconds()
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		res.LsClientPeakRSSBytes = ru.Maxrss << 10 // KiB on Linux
-	}
+	res.LsClientPeakRSSBytes = peak.Load()
 	res.LsCoordinatorRSSAfter, _, _, _ = procRSS(co.pid())
 }
 
