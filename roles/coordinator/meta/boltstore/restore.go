@@ -111,11 +111,9 @@ func (s *Store) InitEach(ctx context.Context, id string, each func(put func(meta
 	}
 	if err != nil {
 		if r.marked {
-			s.interrupted.Store(id)
-		}
-		if r.batches > 0 {
-			s.log.Warn().Err(err).Str("cluster", id).Int("records", r.n).Int("batches", r.batches).
-				Msg("restore failed part-way; the store is refused until a restore of this cluster completes")
+			// The error is the caller's to log; this is the state it left.
+			s.log.Warn().Str("cluster", id).Int("records", r.n).Int("batches", r.batches).
+				Msg("restore stopped part-way; the store holds its marker and is refused until a restore of this cluster completes")
 		}
 		return err
 	}
@@ -211,7 +209,11 @@ func (r *restore) flush(last bool) error {
 		return err
 	}
 	r.batches++
-	r.marked = r.marked || !last
+	if !last && !r.marked {
+		// As on disk: reads in the meantime would see part of a backup.
+		r.marked = true
+		r.s.interrupted.Store(r.id)
+	}
 	clear(r.batch) // let the written values go
 	r.batch, r.bytes = r.batch[:0], 0
 	r.s.log.Debug().Str("cluster", r.id).Int("records", r.n).Int("batches", r.batches).Msg("restore batch written")

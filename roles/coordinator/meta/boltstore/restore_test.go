@@ -85,11 +85,12 @@ func TestRestoreInBatches(t *testing.T) {
 // TestInterruptedRestore: a restore that fails after some of its
 // transactions committed (the backup changed while it was read, or the
 // context ended) leaves a store that is not initialized and says so on
-// every use, before and after a reopen, as does a copy of the file taken
-// between two transactions (what a crash leaves); a coordinator cannot
-// make a new cluster of it, nor can a backup of another cluster be
-// restored into it; a restore of its cluster run again empties it and
-// holds exactly the new backup's records.
+// every use (from its first transaction on), before and after a reopen,
+// as does a copy of the file taken between two transactions (what a
+// crash leaves); a coordinator cannot make a new cluster of it, nor can
+// a backup of another cluster be restored into it; a restore of its
+// cluster run again empties it and holds exactly the new backup's
+// records.
 func TestInterruptedRestore(t *testing.T) {
 	boom := errors.New("backup: changed while it was restored")
 	for _, name := range []string{"the backup changed", "the context ended"} {
@@ -115,6 +116,8 @@ func TestInterruptedRestore(t *testing.T) {
 						if err := os.WriteFile(crashed, b, 0o600); err != nil {
 							return err
 						}
+						err = s.Snapshot(context.Background(), func(meta.Record) error { return nil })
+						is.True(errors.Is(err, rpc.FailedPrecondition)) // meanwhile no read sees part of the backup
 						if name == "the backup changed" {
 							return boom
 						}
