@@ -236,9 +236,12 @@ func (r *restore) write(tx *bolt.Tx) error {
 	return nil
 }
 
-// emptyData deletes and re-creates the data buckets: freeing a bucket's
-// pages reads them through the map but dirties none, so this costs a
-// walk of the tree, not memory that grows with it.
+// emptyData deletes and re-creates the data buckets. Freeing a bucket's
+// pages dirties none of them, so it takes no heap that grows with the
+// bucket (3M files: the restore after it peaked at 120 MiB of anonymous
+// memory); it does read every page through the map, which shows as the
+// file's size in file-backed RSS (page cache the kernel can reclaim), as
+// loading a term does anyway.
 func emptyData(tx *bolt.Tx) error {
 	for _, name := range allBuckets[1:] {
 		if err := tx.DeleteBucket(name); err != nil {
