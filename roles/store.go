@@ -83,10 +83,11 @@ func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig,
 		if err := restore(ctx, store, sc.Restore, log); err != nil {
 			return err
 		}
-		// What the restore held (the bolt transaction's pages, and for a
-		// store that takes the records whole, the records) is garbage
-		// now; the heap goal still counts it, so loading the term would
-		// grow on it before a collection. Collect and return it first.
+		// What the restore held (the last batch of bolt transactions,
+		// and for a store that takes the records whole, the records) is
+		// garbage now; the heap goal still counts it, so loading the
+		// term would grow on it before a collection. Collect and return
+		// it first.
 		debug.FreeOSMemory()
 	}
 	deps.Store = store
@@ -107,8 +108,13 @@ func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig,
 // restore loads a backup into an empty store. The backup is read and
 // verified whole before the store is touched. A store that can load
 // records as they are read (bolt) gets them in a second read, one at a
-// time, so memory does not grow with the backup; the one transaction
-// that loads them is undone if that read fails (the file changed).
+// time, so memory does not grow with the backup. bolt writes them in
+// batches under a marker: if that read fails (the file changed) or ctx
+// ends part-way, the store is left marked as an interrupted restore,
+// which the coordinator refuses to start on (rather than make a new
+// cluster of it) until a restore of the same cluster completes; that
+// restore empties it first. A store holding an interrupted restore
+// counts as empty here.
 func restore(ctx context.Context, store meta.Store, file string, log zerolog.Logger) error {
 	f, err := os.Open(file)
 	if err != nil {

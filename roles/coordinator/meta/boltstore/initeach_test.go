@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,9 +16,11 @@ import (
 	"github.com/dfs-project/dfs/rpc"
 )
 
-// TestInitEach: records given one at a time load as Init loads them, in
-// one transaction: an error part-way leaves the store uninitialized and
-// empty (and a later InitEach succeeds); an initialized store is refused.
+// TestInitEach: records given one at a time load as Init loads them; a
+// restore within one transaction's limits (restoreLimits) is one
+// transaction, so an error part-way leaves the store uninitialized,
+// empty and unmarked, as if it had not run (and a later InitEach
+// succeeds); an initialized store is refused.
 func TestInitEach(t *testing.T) {
 	is := is.New(t)
 	ctx := context.Background()
@@ -40,6 +43,7 @@ func TestInitEach(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "meta.db"))
 
 	boom := errors.New("the backup changed")
+	before := writeTxns(t, s)
 	err = s.InitEach(ctx, "cluster-1", each(20, boom))
 	is.True(errors.Is(err, boom)) // the reader's error is returned
 	is.Equal(s.ClusterID(), "")   // the store stays uninitialized
@@ -47,6 +51,11 @@ func TestInitEach(t *testing.T) {
 		is.Equal(tx.Bucket(bucketFiles).Stats().KeyN, 0) // and empty
 		return nil
 	}))
+	is.Equal(marker(t, s), "") // and unmarked
+	_, err = s.Get(ctx, "/x")
+	is.True(errors.Is(err, rpc.FailedPrecondition))        // refused as any uninitialized store
+	is.True(!strings.Contains(err.Error(), "interrupted")) // not as an interrupted restore
+	is.Equal(writeTxns(t, s), before)                      // nothing was committed
 
 	is.NoErr(s.InitEach(ctx, "cluster-1", each(len(recs), nil)))
 	is.Equal(s.ClusterID(), "cluster-1")

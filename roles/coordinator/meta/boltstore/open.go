@@ -24,7 +24,8 @@ import (
 
 // The file holds five top-level buckets and nothing else:
 //
-//	meta       "format" -> uint64 big-endian, "cluster_id" -> the cluster ID (absent until Init)
+//	meta       "format" -> uint64 big-endian, "cluster_id" -> the cluster ID (absent until Init),
+//	           "restoring" -> the cluster ID, only while a restore spanning several transactions is loaded
 //	files      path -> metapb.File (bolt keeps keys sorted, so cursors walk paths in order)
 //	uploads    session ID -> metapb.Upload
 //	deletions  meta.DeletionKey ("<node>/<chunk>") -> empty (the key is the record)
@@ -32,9 +33,13 @@ import (
 //
 // All five are created, with the format, in the one transaction that turns
 // an empty file into a store, so a file with some of them but not all is
-// damaged. Init writes the records and the cluster ID in one transaction,
-// so no "initializing" marker is needed: a store is either uninitialized
-// and empty, or initialized.
+// damaged. Init writes the cluster ID in the transaction that writes the
+// last records, and one that takes more than one transaction marks the
+// store as being restored in its first (see keyRestoring), so a store is
+// either uninitialized and empty, or uninitialized and marked (an
+// interrupted restore, refused until a restore completes), or
+// initialized. The marker needs no new format: a dfs from before it
+// refuses a marked store, since it is uninitialized but holds data.
 //
 // Formats:
 //
@@ -138,6 +143,8 @@ type layout struct {
 	empty   bool // a bolt database without buckets: not a store yet
 	format  uint64
 	cluster string
+	// restoring is the cluster of an interrupted restore ("" for none).
+	restoring string
 }
 
 // Open opens the store in the file at path, creating it when it is
@@ -151,7 +158,9 @@ type layout struct {
 // has a format newer than this code knows is refused too, with an error
 // of kind rpc.FailedPrecondition, and left exactly as it was: it is
 // inspected read-only before it is opened for writing. A store of an
-// older format is upgraded to formatVersion (see above). A file locked
+// older format is upgraded to formatVersion (see above). A store that
+// holds an interrupted restore opens uninitialized and refuses every use
+// but a restore of its cluster (see keyRestoring). A file locked
 // by another process is refused with rpc.Unavailable after
 // opts.LockTimeout. The caller closes the store.
 func Open(path string, opts Options) (*Store, error) {
@@ -181,7 +190,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db, path: path, log: opts.Log.With().Str("component", "boltstore").Str("path", path).Logger(),
-		batchDelay: opts.BatchDelay, batchSize: opts.BatchSize, clock: opts.Clock}
+		batchDelay: opts.BatchDelay, batchSize: opts.BatchSize, clock: opts.Clock, restoreBatch: defaultRestoreLimits}
 	if s.clock == nil {
 		s.clock = clockwork.NewRealClock()
 	}
@@ -191,6 +200,11 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.cluster.Store(l.cluster)
+	s.interrupted.Store(l.restoring)
+	if l.restoring != "" {
+		s.log.Warn().Str("restoring", l.restoring).Msg("metadata store holds an interrupted restore; " +
+			"it is refused until a restore of that cluster completes")
+	}
 	size := int64(-1)
 	if fi, err := os.Stat(path); err == nil {
 		size = fi.Size()
@@ -363,7 +377,15 @@ func inspect(path string, tx *bolt.Tx, fresh bool) (layout, error) {
 	if _, err := uuid.Parse(cluster); cluster != "" && err != nil {
 		return bad("damaged dfs metadata store: its cluster id %q is not a UUID (dfs admin salvage --cluster-id copies what is readable into a new store)", cluster)
 	}
-	if cluster == "" {
+	restoring := string(m.Get(keyRestoring))
+	switch _, err := uuid.Parse(restoring); {
+	case restoring == "":
+	case cluster != "":
+		return bad("damaged dfs metadata store: it belongs to cluster %s but is marked as being restored (of %q)", cluster, restoring)
+	case err != nil:
+		return bad("damaged dfs metadata store: it is marked as being restored, of cluster %q, which is not a UUID", restoring)
+	}
+	if cluster == "" && restoring == "" {
 		for _, name := range allBuckets[1:] {
 			if b := tx.Bucket(name); b != nil {
 				if k, _ := b.Cursor().First(); k != nil {
@@ -372,7 +394,7 @@ func inspect(path string, tx *bolt.Tx, fresh bool) (layout, error) {
 			}
 		}
 	}
-	return layout{format: format, cluster: cluster}, nil
+	return layout{format: format, cluster: cluster, restoring: restoring}, nil
 }
 
 // prepare re-inspects the file under the exclusive lock, turns an empty

@@ -216,6 +216,20 @@ func TestOpenRefusesBadFiles(t *testing.T) {
 			newStoreFile(t, path, 3)
 			editBolt(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyCluster) })
 		}, "uninitialized but", true},
+		{"initialized and marked as being restored", func(t *testing.T, path string) {
+			newStoreFile(t, path, 3)
+			editBolt(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyRestoring, []byte(uuid.NewString())) })
+		}, "marked as being restored", true},
+		{"restoring a cluster id that is not a UUID", func(t *testing.T, path string) {
+			newStoreFile(t, path, 3)
+			editBolt(t, path, func(tx *bolt.Tx) error {
+				m := tx.Bucket(bucketMeta)
+				if err := m.Delete(keyCluster); err != nil {
+					return err
+				}
+				return m.Put(keyRestoring, []byte("cluster-1"))
+			})
+		}, "not a UUID", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -39,7 +39,19 @@ type Store struct {
 	queue   []*commit
 	writing bool
 
-	cluster   atomic.Value // string
+	cluster atomic.Value // string
+	// interrupted is the cluster of an interrupted restore the file holds
+	// (its marker, see restore.go), or "": such a store is not
+	// initialized, and refuses every use but a restore of that cluster.
+	interrupted atomic.Value // string
+	// initMu serializes Init: a restore spans many write transactions,
+	// and a second one interleaved with it would take its marker for an
+	// interrupted restore and clear what it wrote.
+	initMu sync.Mutex
+	// restoreBatch bounds each write transaction of a restore; tests
+	// lower it to restore in many.
+	restoreBatch restoreLimits
+
 	closeOnce sync.Once
 	closeErr  error
 
@@ -60,118 +72,26 @@ func (s *Store) ClusterID() string {
 	return id
 }
 
+// ready refuses a store that is not initialized.
 func (s *Store) ready() error {
-	if s.ClusterID() == "" {
-		return rpc.Errorf(rpc.FailedPrecondition, "metadata store not initialized")
-	}
-	return nil
-}
-
-// Init makes the uninitialized store the store of cluster id and loads
-// recs into it in one write transaction: a failure, including a record
-// that would not read back (rpc.Invalid), leaves the store uninitialized
-// and empty. An initialized store is refused with rpc.Exists.
-func (s *Store) Init(ctx context.Context, id string, recs []meta.Record) error {
-	return s.InitEach(ctx, id, func(put func(meta.Record) error) error {
-		for _, r := range recs {
-			if err := put(r); err != nil {
-				return err
-			}
-		}
+	if s.ClusterID() != "" {
 		return nil
-	})
-}
-
-// InitEach is Init with the records given one at a time by each (see
-// meta.StreamIniter), all in the one write transaction.
-func (s *Store) InitEach(ctx context.Context, id string, each func(put func(meta.Record) error) error) error {
-	n := 0
-	err := s.update("boltstore.Init", func(tx *bolt.Tx) error {
-		m := tx.Bucket(bucketMeta)
-		if c := m.Get(keyCluster); len(c) > 0 {
-			return rpc.Errorf(rpc.Exists, "store already belongs to cluster %s", c)
-		}
-		if id == "" {
-			return rpc.Errorf(rpc.Invalid, "empty cluster id")
-		}
-		n = 0
-		b := newBuckets(tx)
-		err := each(func(r meta.Record) error {
-			if n%1024 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-			if err := b.put(r); err != nil {
-				return fmt.Errorf("record %d: %w", n, err)
-			}
-			n++
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		return m.Put(keyCluster, []byte(id))
-	})
-	if err != nil {
+	}
+	if err := s.usable(); err != nil {
 		return err
 	}
-	s.cluster.Store(id)
-	s.log.Info().Str("cluster", id).Int("records", n).Msg("metadata store initialized")
-	return nil
+	return rpc.Errorf(rpc.FailedPrecondition, "metadata store not initialized")
 }
 
-// buckets are a write transaction's buckets that records go to.
-type buckets struct{ files, uploads, dels, drains *bolt.Bucket }
-
-func newBuckets(tx *bolt.Tx) buckets {
-	return buckets{tx.Bucket(bucketFiles), tx.Bucket(bucketUploads), tx.Bucket(bucketDeletions), tx.Bucket(bucketDrains)}
-}
-
-// putRecords writes recs into tx's buckets; a record that would not read
-// back is refused with rpc.Invalid.
-func putRecords(ctx context.Context, tx *bolt.Tx, recs []meta.Record) error {
-	b := newBuckets(tx)
-	for i, r := range recs {
-		if i%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		if err := b.put(r); err != nil {
-			return fmt.Errorf("record %d: %w", i, err)
-		}
+// usable refuses a store that holds an interrupted restore: its records
+// are a part of a backup, which no read may take for the cluster's
+// metadata (a backup of it would look whole). An uninitialized store
+// without one is empty, and reads as such.
+func (s *Store) usable() error {
+	if id, _ := s.interrupted.Load().(string); id != "" {
+		return interruptedErr(s.path, id)
 	}
 	return nil
-}
-
-// put writes r; a record that would not read back is refused with
-// rpc.Invalid.
-func (b buckets) put(r meta.Record) error {
-	var err error
-	switch {
-	case r.File != nil:
-		var v []byte
-		if v, err = encodeFile(r.File); err == nil {
-			err = b.files.Put([]byte(r.File.Path), v)
-		}
-	case r.Upload != nil:
-		var v []byte
-		if v, err = encodeUpload(r.Upload); err == nil {
-			err = b.uploads.Put([]byte(r.Upload.ID), v)
-		}
-	case r.Deletion != nil:
-		var k []byte
-		if k, err = deletionKey(*r.Deletion); err == nil {
-			err = b.dels.Put(k, []byte{})
-		}
-	case r.Drain != nil:
-		var k []byte
-		if k, err = drainKey(*r.Drain); err == nil {
-			err = b.drains.Put(k, []byte{})
-		}
-	}
-	return err
 }
 
 // Close closes the file, waiting for transactions in progress. It is
@@ -326,6 +246,9 @@ func (s *Store) Drains(ctx context.Context) ([]rpc.NodeID, error) {
 // of a record that does not decode, the last key read before a damaged
 // page.
 func (s *Store) walk(op string, bucket, after []byte, fn func(k, v []byte) (bool, error)) error {
+	if err := s.usable(); err != nil {
+		return err
+	}
 	last := after  // the last key fn accepted
 	var bad []byte // the key fn refused
 	err := s.view(op, func(tx *bolt.Tx) error {
@@ -413,6 +336,9 @@ func (s *Store) Files(ctx context.Context, fn func(*meta.File) error) error {
 // path order, then uploads by ID, then deletions by key, then drains by
 // node ID. fn must not call the store.
 func (s *Store) Snapshot(ctx context.Context, fn func(meta.Record) error) error {
+	if err := s.usable(); err != nil {
+		return err
+	}
 	return s.view("boltstore.Snapshot", func(tx *bolt.Tx) error {
 		n := 0
 		check := func() error {
