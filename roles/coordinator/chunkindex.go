@@ -57,6 +57,7 @@ type chunkIndex struct {
 	names map[int32]rpc.ChunkID // their slots' IDs
 
 	more    map[int32][]copyRef     // copies beyond the inline ones
+	frames  frameCodes
 	pending map[copyKey]replicaMeta // reports of copies of chunks not committed
 
 	nodeIdx  map[rpc.NodeID]uint16
@@ -83,23 +84,35 @@ type chunkKey struct {
 }
 
 // entry is one slot: a chunk, its committed metadata when a commit
-// referenced it, and its copies. 76 bytes.
+// referenced it, and its copies. 56 bytes (see unsafe.Sizeof in the
+// tests): the committed digest is kept as its first rpc.DigestPrefixSize
+// bytes, the frame size as a code, the replication beside the flags.
 type entry struct {
 	key    chunkKey
-	size   int32 // committed; at most rpc.MaxChunkSize
-	frame  int32
-	digest [32]byte
+	size   int32 // committed; at most rpc.MaxChunkSize, -1 for metadata no report matches
+	digest [rpc.DigestPrefixSize]byte
 	copies [inlineCopies]copyRef
 	refs   uint16 // committed files referencing it (saturates)
-	repl   uint8  // the replication the last of them asks for
-	flags  uint8
+	frame  uint8  // the committed frame size's code (see frameCodes)
+	flags  uint8  // entryUsed..., and above them the replication (see repl)
 }
 
 const (
 	entryUsed      = 1 << iota
 	entryCommitted // size, frame and digest hold the committed metadata
 	entryOdd       // the ID is in names, not key
+
+	entryFlagBits = iota
+	maxRepl       = 1<<(8-entryFlagBits) - 1 // at least rpc.MaxReplication
 )
+
+// repl returns the replication the last file referencing e asks for.
+func (e *entry) repl() uint32 { return uint32(e.flags >> entryFlagBits) }
+
+// setRepl records the replication the last file referencing e asks for.
+func (e *entry) setRepl(repl uint32) {
+	e.flags = e.flags&(1<<entryFlagBits-1) | uint8(min(repl, maxRepl))<<entryFlagBits
+}
 
 // copyRef is one copy: its node's index in the low 16 bits (indexes start
 // at 1: 0 is no copy) and flags above.
@@ -131,9 +144,62 @@ type nodeCopies struct {
 	mark  bool // the copyMark value every copy of the node carries
 }
 
+// frameCodes gives the frame sizes in use one-byte codes, so that an
+// entry keeps a code rather than an int32: a cluster uses the default and
+// the odd configured size. Codes are never taken back; past the 254th
+// size, an entry's frame size is kept by slot in a side map, under
+// oddFrame. Code 0 is no frame size.
+type frameCodes struct {
+	sizes []int32 // by code
+	codes map[int32]uint8
+	odd   map[int32]int32 // slot -> frame size, for the entries under oddFrame
+}
+
+const oddFrame = 1<<8 - 1
+
+// code returns frame's code, taking one if it has none, for slot s.
+func (f *frameCodes) code(s int32, frame int32) uint8 {
+	if c, ok := f.codes[frame]; ok {
+		return c
+	}
+	if len(f.sizes) < oddFrame {
+		if f.codes == nil {
+			f.sizes, f.codes = []int32{0}, map[int32]uint8{}
+		}
+		c := uint8(len(f.sizes))
+		f.sizes = append(f.sizes, frame)
+		f.codes[frame] = c
+		return c
+	}
+	if f.odd == nil {
+		f.odd = map[int32]int32{}
+	}
+	f.odd[s] = frame
+	return oddFrame
+}
+
+// size returns the frame size of slot s, whose code is c.
+func (f *frameCodes) size(s int32, c uint8) int32 {
+	switch c {
+	case 0:
+		return 0
+	case oddFrame:
+		return f.odd[s]
+	}
+	return f.sizes[c]
+}
+
+// forget drops what slot s, whose code is c, kept beside its code.
+func (f *frameCodes) forget(s int32, c uint8) {
+	if c == oddFrame {
+		delete(f.odd, s)
+	}
+}
+
 // replicaMeta is what the index knows of one copy: what its node reported
 // (for a chunk not committed) or, for a committed chunk, the committed
-// metadata when the report matched it and mismatch otherwise.
+// metadata (its digest a prefix, see entry) when the report matched it and
+// mismatch otherwise.
 type replicaMeta struct {
 	size      int64
 	frameSize int64
@@ -149,9 +215,11 @@ type reportedCopy struct {
 	digest          []byte
 }
 
-// matches reports whether the copy is a good copy of ch.
+// matches reports whether the copy is a good copy of ch. Digests are
+// compared over the shorter (see rpc.DigestsMatch): the index keeps a
+// prefix of a committed chunk's digest.
 func (m replicaMeta) matches(ch meta.Chunk) bool {
-	return !m.corrupt && !m.mismatch && m.size == ch.Size && m.frameSize == ch.FrameSize && bytes.Equal(m.digest, ch.Digest)
+	return !m.corrupt && !m.mismatch && m.size == ch.Size && m.frameSize == ch.FrameSize && rpc.DigestsMatch(m.digest, ch.Digest)
 }
 
 // locations is the index as the location side of the coordinator sees it.
@@ -321,6 +389,7 @@ func (ix *chunkIndex) release(s int32) {
 		ix.unlink(s)
 		ix.live--
 	}
+	ix.frames.forget(s, e.frame)
 	*e = entry{}
 	ix.free = append(ix.free, s)
 }
@@ -436,7 +505,7 @@ func (ix *chunkIndex) putCopy(s int32, n uint16, flags copyRef, m replicaMeta) {
 	}
 	e := ix.at(s)
 	if e.flags&entryCommitted != 0 {
-		if m.size != int64(e.size) || m.frameSize != int64(e.frame) || !bytes.Equal(m.digest, e.digest[:]) {
+		if m.size != int64(e.size) || m.frameSize != ix.frameOf(s) || !rpc.DigestsMatch(m.digest, e.digest[:]) {
 			flags |= copyBad
 		}
 		delete(ix.pending, copyKey{s, n})
@@ -513,6 +582,9 @@ func (ix *chunkIndex) dropAll(n uint16) {
 	clear(slots)
 }
 
+// frameOf returns slot s's committed frame size.
+func (ix *chunkIndex) frameOf(s int32) int64 { return int64(ix.frames.size(s, ix.at(s).frame)) }
+
 // metaOf returns what the index knows of copy c in slot s; digest is the
 // committed digest, shared by the copies that matched it.
 func (ix *chunkIndex) metaOf(s int32, c copyRef, digest []byte) replicaMeta {
@@ -521,7 +593,7 @@ func (ix *chunkIndex) metaOf(s int32, c copyRef, digest []byte) replicaMeta {
 		m = ix.pending[copyKey{s, c.node()}]
 	} else {
 		e := ix.at(s)
-		m = replicaMeta{size: int64(e.size), frameSize: int64(e.frame), digest: digest, mismatch: c&copyBad != 0}
+		m = replicaMeta{size: int64(e.size), frameSize: ix.frameOf(s), digest: digest, mismatch: c&copyBad != 0}
 	}
 	m.corrupt = c&copyCorrupt != 0
 	return m
@@ -544,7 +616,7 @@ func (ix *chunkIndex) class(s int32) (total, missing, under int) {
 	switch {
 	case good == 0:
 		return 1, 1, 1
-	case good < int(e.repl):
+	case good < int(e.repl()):
 		return 1, 0, 1
 	}
 	return 1, 0, 0
@@ -843,7 +915,7 @@ func (ix *chunkIndex) check(ch meta.Chunk) (good, bad []rpc.NodeID) {
 		return nil, nil
 	}
 	e := ix.at(s)
-	same := e.flags&entryCommitted != 0 && int64(e.size) == ch.Size && int64(e.frame) == ch.FrameSize && bytes.Equal(e.digest[:], ch.Digest)
+	same := e.flags&entryCommitted != 0 && int64(e.size) == ch.Size && ix.frameOf(s) == ch.FrameSize && rpc.DigestsMatch(e.digest[:], ch.Digest)
 	ix.eachCopy(s, func(c copyRef) {
 		if c&copyHeld != 0 {
 			return
@@ -944,27 +1016,28 @@ func (ix *chunkIndex) scanFrom(cursor int32, limit int, counts func(rpc.NodeID) 
 	return next
 }
 
-// refOf returns slot s's committed chunk and replication, its digest in
-// digest.
+// refOf returns slot s's committed chunk and replication, the prefix of
+// its digest the index keeps in digest (rpc.DigestPrefixSize bytes).
 func (ix *chunkIndex) refOf(s int32, digest []byte) ref {
 	e := ix.at(s)
 	copy(digest, e.digest[:])
 	return ref{
-		chunk: meta.Chunk{ID: ix.idOf(s), Size: int64(e.size), FrameSize: int64(e.frame), Digest: digest},
-		repl:  uint32(e.repl),
+		chunk: meta.Chunk{ID: ix.idOf(s), Size: int64(e.size), FrameSize: ix.frameOf(s), Digest: digest},
+		repl:  e.repl(),
 	}
 }
 
-// digests returns n digests' room in one allocation (and more, one by
-// one, should more be asked for).
+// digests returns n digest prefixes' room in one allocation (and more,
+// one by one, should more be asked for).
 func digests(n int) func() []byte {
-	buf := make([]byte, n*rpc.DigestSize)
+	const size = rpc.DigestPrefixSize
+	buf := make([]byte, n*size)
 	return func() []byte {
-		if len(buf) < rpc.DigestSize {
-			return make([]byte, rpc.DigestSize)
+		if len(buf) < size {
+			return make([]byte, size)
 		}
-		d := buf[:rpc.DigestSize:rpc.DigestSize]
-		buf = buf[rpc.DigestSize:]
+		d := buf[:size:size]
+		buf = buf[size:]
 		return d
 	}
 }
@@ -1006,16 +1079,16 @@ func (ix *chunkIndex) reference(s int32, c meta.Chunk, repl uint32) {
 	if e.refs < 1<<16-1 {
 		e.refs++
 	}
-	e.repl = uint8(min(repl, 255))
+	e.setRepl(repl)
 	if e.flags&entryCommitted != 0 {
 		return
 	}
 	e.flags |= entryCommitted
-	e.size, e.frame = int32(c.Size), int32(c.FrameSize)
-	copy(e.digest[:], c.Digest)
-	if len(c.Digest) != len(e.digest) || c.Size <= 0 || c.Size > rpc.MaxChunkSize || c.FrameSize > rpc.MaxFrameSize {
-		e.digest = [32]byte{} // never matched by a report (which has 32 bytes)
-		e.size = -1
+	if len(c.Digest) == rpc.DigestSize && c.Size > 0 && c.Size <= rpc.MaxChunkSize && c.FrameSize > 0 && c.FrameSize <= rpc.MaxFrameSize {
+		e.size, e.frame = int32(c.Size), ix.frames.code(s, int32(c.FrameSize))
+		copy(e.digest[:], c.Digest)
+	} else {
+		e.size = -1 // never matched by a report (whose size is positive)
 	}
 	var pend []copyRef
 	ix.eachCopy(s, func(c copyRef) {
