@@ -63,6 +63,7 @@ type chunkIndex struct {
 	nodeIdx  map[rpc.NodeID]uint16
 	holders  []nodeCopies // by node index; 0 is unused
 	nodeFree []uint16
+	scratch  []byte // room to pack a node's list into
 
 	// The counters (total: referenced chunks) change under mu and are read
 	// without it, so safe mode, /metrics and the status page never wait
@@ -123,7 +124,6 @@ const (
 	copyHeld                               // deletion queued: not counted
 	copyBad                                // reported size, frame size or digest differ from the committed ones
 	copyPending                            // chunk not committed: the report is in pending
-	copyMark                               // see nodeCopies.compact
 )
 
 func (c copyRef) node() uint16 { return uint16(c) }
@@ -135,13 +135,12 @@ type copyKey struct {
 }
 
 // nodeCopies is one node's list of slots: every slot it holds a copy of,
-// and stale ones (the copy since removed, or added twice) that compact
-// drops. len(slots)-stale is the node's number of copies.
+// and stale ones (the copy since removed, or listed twice) that compact
+// drops. slots.len()-stale is the node's number of copies.
 type nodeCopies struct {
 	id    rpc.NodeID
-	slots []int32
+	slots slotList
 	stale int
-	mark  bool // the copyMark value every copy of the node carries
 }
 
 // frameCodes gives the frame sizes in use one-byte codes, so that an
@@ -436,32 +435,20 @@ func (ix *chunkIndex) node(id rpc.NodeID, create bool) uint16 {
 	return n
 }
 
-// compact drops node n's stale slots and duplicates: a slot is kept once,
-// when the node has a copy there. Every copy of the node carries the same
-// copyMark value between compactions; compact flips it on each copy it
-// keeps, so a slot listed twice is kept once.
+// compact packs node n's list (see slotList): a slot is kept once, and
+// only when the node has a copy there. Without stale slots, every slot
+// listed has a copy of the node's and is listed once, so none is looked
+// up.
 func (ix *chunkIndex) compact(n uint16) {
 	nc := &ix.holders[n]
-	if nc.stale == 0 {
-		return
+	var keep func(s int32) bool
+	if nc.stale > 0 {
+		keep = func(s int32) bool { return ix.find(s, n) != nil }
 	}
-	want := copyRef(0)
-	if !nc.mark {
-		want = copyMark
-	}
-	kept := nc.slots[:0]
-	for _, s := range nc.slots {
-		c := ix.find(s, n)
-		if c == nil || *c&copyMark == want {
-			continue
-		}
-		*c = *c&^copyMark | want
-		kept = append(kept, s)
-	}
-	clear(nc.slots[len(kept):])
-	nc.slots, nc.stale, nc.mark = kept, 0, want != 0
-	if cap(nc.slots) > 2*len(nc.slots)+64 {
-		nc.slots = slices.Clip(nc.slots)
+	ix.scratch = nc.slots.pack(keep, ix.scratch)
+	nc.stale = 0
+	if cap(ix.scratch) > 1<<20 {
+		ix.scratch = nil // a large list's room is not kept
 	}
 }
 
@@ -497,8 +484,8 @@ func (ix *chunkIndex) eachCopy(s int32, fn func(c copyRef)) {
 	}
 }
 
-// putCopy records node n's copy in slot s with flags (its copyMark kept),
-// the report m of a chunk not committed in pending.
+// putCopy records node n's copy in slot s with flags, the report m of a
+// chunk not committed in pending.
 func (ix *chunkIndex) putCopy(s int32, n uint16, flags copyRef, m replicaMeta) {
 	if n == 0 {
 		return
@@ -515,16 +502,15 @@ func (ix *chunkIndex) putCopy(s int32, n uint16, flags copyRef, m replicaMeta) {
 		m.corrupt, m.mismatch = false, false
 		ix.pending[copyKey{s, n}] = m
 	}
-	if c := ix.find(s, n); c != nil {
-		*c = copyRef(n) | flags | *c&copyMark
+	c := copyRef(n) | flags
+	if old := ix.find(s, n); old != nil {
+		*old = c
 		return
 	}
-	nc := &ix.holders[n]
-	c := copyRef(n) | flags
-	if nc.mark {
-		c |= copyMark
+	if ix.holders[n].slots.full() {
+		ix.compact(n)
 	}
-	nc.slots = append(nc.slots, s)
+	ix.holders[n].slots.add(s)
 	for i := range e.copies {
 		if e.copies[i] == 0 {
 			e.copies[i] = c
@@ -560,7 +546,7 @@ func (ix *chunkIndex) dropCopy(s int32, n uint16) bool {
 	}
 	delete(ix.pending, copyKey{s, n})
 	nc := &ix.holders[n]
-	if nc.stale++; nc.stale > len(nc.slots)/2+64 {
+	if nc.stale++; nc.stale > nc.slots.len()/2+64 {
 		ix.compact(n)
 	}
 	ix.release(s)
@@ -571,15 +557,13 @@ func (ix *chunkIndex) dropCopy(s int32, n uint16) bool {
 func (ix *chunkIndex) dropAll(n uint16) {
 	nc := &ix.holders[n]
 	slots := nc.slots
-	nc.slots = nil
-	for _, s := range slots {
+	nc.slots = slotList{}
+	slots.each(func(s int32) {
 		if c := ix.find(s, n); c != nil {
 			ix.change(s, func() { ix.dropCopy(s, n) })
 		}
-	}
-	nc = &ix.holders[n]
-	nc.slots, nc.stale = slots[:0], 0
-	clear(slots)
+	})
+	ix.holders[n].stale = 0
 }
 
 // frameOf returns slot s's committed frame size.
@@ -739,12 +723,10 @@ func (ix *chunkIndex) chunksOn(node rpc.NodeID) []rpc.ChunkID {
 	if n == 0 {
 		return nil
 	}
-	ix.holders[n].stale++ // force a compaction: the list is then exact
+	ix.holders[n].stale++ // look every slot up: the list is then exact
 	ix.compact(n)
-	out := make([]rpc.ChunkID, len(ix.holders[n].slots))
-	for i, s := range ix.holders[n].slots {
-		out[i] = ix.idOf(s)
-	}
+	out := make([]rpc.ChunkID, 0, ix.holders[n].slots.len())
+	ix.holders[n].slots.each(func(s int32) { out = append(out, ix.idOf(s)) })
 	return out
 }
 
@@ -774,7 +756,7 @@ func (ix *chunkIndex) perNode() map[rpc.NodeID]int64 {
 	defer ix.mu.Unlock()
 	out := map[rpc.NodeID]int64{}
 	for _, nc := range ix.holders[1:] {
-		if k := len(nc.slots) - nc.stale; nc.id != "" && k > 0 {
+		if k := nc.slots.len() - nc.stale; nc.id != "" && k > 0 {
 			out[nc.id] = int64(k)
 		}
 	}

@@ -2,6 +2,9 @@ package coordinator
 
 import (
 	"bytes"
+	"maps"
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"unsafe"
 
@@ -113,4 +116,94 @@ func TestChunkIndexFrameCodes(t *testing.T) {
 	ix.report(testNodeID(1), true, nil, nil, nil, none)
 	is.Equal(len(ix.frames.odd), 0) // freed slots keep nothing beside
 	is.Equal(ix.slotsInUse(), 0)
+}
+
+// TestSlotList: a packed list names every slot added, and packing keeps
+// each slot once, in order, only those kept, in about a byte per slot when
+// the slots are close together.
+func TestSlotList(t *testing.T) {
+	is := is.New(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var l slotList
+	var scratch []byte
+	want := map[int32]bool{}
+	for i := range 20_000 {
+		s := rng.Int32N(30_000)
+		l.add(s)
+		want[s] = true
+		if i%3000 == 0 {
+			scratch = l.pack(nil, scratch)
+		}
+	}
+	got := map[int32]bool{}
+	l.each(func(s int32) { got[s] = true })
+	is.Equal(got, want) // every slot added, before packing
+	scratch = l.pack(nil, scratch)
+	is.Equal(l.n, len(want))       // packed once each
+	is.Equal(len(l.tail), 0)       // the tail is in
+	is.True(len(l.packed) < l.n*2) // at most two bytes a slot (mostly one)
+	is.Equal(l.slots(), slices.Sorted(maps.Keys(want)))
+
+	even := func(s int32) bool { return s%2 == 0 }
+	l.add(2) // a repeat
+	l.add(1)
+	l.pack(even, scratch)
+	var evens []int32
+	for s := range want {
+		if even(s) {
+			evens = append(evens, s)
+		}
+	}
+	evens = append(evens, 2)
+	slices.Sort(evens)
+	is.Equal(l.slots(), slices.Compact(evens)) // only the slots kept, once each
+
+	l.pack(func(int32) bool { return false }, nil)
+	is.Equal(l.len(), 0) // nothing kept
+	is.Equal(l.packed, []byte(nil))
+}
+
+// TestChunkIndexNodeLists: a node's list stays exact through adds past
+// the packing threshold, removals and copies added again, and costs about
+// a byte per copy.
+func TestChunkIndexNodeLists(t *testing.T) {
+	is := is.New(t)
+	ix := newChunkIndex()
+	none := func(rpc.ChunkID) bool { return false }
+	const n = 5000
+	rc := func(i int) reportedCopy {
+		ch := indexChunk(i)
+		return reportedCopy{id: ch.ID, size: ch.Size, frameSize: ch.FrameSize, digest: ch.Digest}
+	}
+	a, b := testNodeID(1), testNodeID(2)
+	for _, i := range rand.New(rand.NewPCG(3, 4)).Perm(n) {
+		ix.report(a, false, []reportedCopy{rc(i)}, nil, nil, none)
+		ix.report(b, false, []reportedCopy{rc(i)}, nil, nil, none) // interleaved slots
+	}
+	is.Equal(ix.perNode()[a], int64(n)) // every copy counted once
+	var removed []rpc.ChunkID
+	for i := 0; i < n; i += 3 {
+		removed = append(removed, testChunkID(i))
+	}
+	ix.report(a, false, nil, removed, nil, none)
+	for i := 0; i < n; i += 9 {
+		ix.report(a, false, []reportedCopy{rc(i)}, nil, nil, none) // some back again
+	}
+	want := map[rpc.ChunkID]bool{}
+	for i := range n {
+		if i%3 != 0 || i%9 == 0 {
+			want[testChunkID(i)] = true
+		}
+	}
+	is.Equal(ix.perNode()[a], int64(len(want))) // counted exactly
+	got := ix.chunksOn(a)
+	is.Equal(len(got), len(want)) // listed once each
+	for _, id := range got {
+		is.True(want[id]) // and only those held
+	}
+	na := ix.node(a, false)
+	is.True(len(ix.holders[na].slots.packed) <= 2*len(want)) // a byte or two per copy
+	ix.report(a, true, nil, nil, nil, none)
+	is.Equal(len(ix.chunksOn(a)), 0)    // a full inventory forgets them all
+	is.Equal(ix.perNode()[b], int64(n)) // and only a's
 }
