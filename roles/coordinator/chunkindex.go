@@ -56,7 +56,7 @@ type chunkIndex struct {
 	odd   map[rpc.ChunkID]int32 // IDs not in rpc.NewChunkID's form (tests, old data)
 	names map[int32]rpc.ChunkID // their slots' IDs
 
-	more    map[int32][]copyRef     // copies beyond the inline ones
+	more    map[int32][]copyRef // copies beyond the inline ones
 	frames  frameCodes
 	pending map[copyKey]replicaMeta // reports of copies of chunks not committed
 
@@ -85,17 +85,19 @@ type chunkKey struct {
 }
 
 // entry is one slot: a chunk, its committed metadata when a commit
-// referenced it, and its copies. 56 bytes (see unsafe.Sizeof in the
-// tests): the committed digest is kept as its first rpc.DigestPrefixSize
-// bytes, the frame size as a code, the replication beside the flags.
+// referenced it, and its copies. 52 bytes (see TestChunkIndexEntrySize):
+// the committed digest is kept as its first rpc.DigestPrefixSize bytes,
+// the frame size as a code, the replication beside the flags, and the
+// inline copies as their nodes' indexes and 4 bits of flags each.
 type entry struct {
 	key    chunkKey
 	size   int32 // committed; at most rpc.MaxChunkSize, -1 for metadata no report matches
 	digest [rpc.DigestPrefixSize]byte
-	copies [inlineCopies]copyRef
-	refs   uint16 // committed files referencing it (saturates)
-	frame  uint8  // the committed frame size's code (see frameCodes)
-	flags  uint8  // entryUsed..., and above them the replication (see repl)
+	nodes  [inlineCopies]uint16 // the inline copies' nodes (0: none)
+	cflags uint16               // their flags: copyBits bits each (see copyAt)
+	refs   uint16               // committed files referencing it (saturates)
+	frame  uint8                // the committed frame size's code (see frameCodes)
+	flags  uint8                // entryUsed..., and above them the replication (see repl)
 }
 
 const (
@@ -116,7 +118,7 @@ func (e *entry) setRepl(repl uint32) {
 }
 
 // copyRef is one copy: its node's index in the low 16 bits (indexes start
-// at 1: 0 is no copy) and flags above.
+// at 1: 0 is no copy) and copyBits bits of flags above.
 type copyRef uint32
 
 const (
@@ -124,9 +126,47 @@ const (
 	copyHeld                               // deletion queued: not counted
 	copyBad                                // reported size, frame size or digest differ from the committed ones
 	copyPending                            // chunk not committed: the report is in pending
+
+	copyBits = iota
 )
 
 func (c copyRef) node() uint16 { return uint16(c) }
+
+// copyAt returns e's inline copy i.
+func (e *entry) copyAt(i int) copyRef {
+	f := e.cflags >> (copyBits * i) & (1<<copyBits - 1)
+	return copyRef(e.nodes[i]) | copyRef(f)<<16
+}
+
+// setCopy makes c e's inline copy i.
+func (e *entry) setCopy(i int, c copyRef) {
+	const mask = 1<<copyBits - 1
+	e.nodes[i] = c.node()
+	e.cflags = e.cflags&^(mask<<(copyBits*i)) | uint16(c>>16&mask)<<(copyBits*i)
+}
+
+// copyHandle is where a copy is kept: inline in an entry, or in the side
+// map of copies beyond them.
+type copyHandle struct {
+	e    *entry
+	i    int
+	more *copyRef // when not inline
+}
+
+func (h copyHandle) get() copyRef {
+	if h.more != nil {
+		return *h.more
+	}
+	return h.e.copyAt(h.i)
+}
+
+func (h copyHandle) set(c copyRef) {
+	if h.more != nil {
+		*h.more = c
+		return
+	}
+	h.e.setCopy(h.i, c)
+}
 
 // copyKey names one copy for the pending table.
 type copyKey struct {
@@ -378,7 +418,7 @@ func (ix *chunkIndex) grow() {
 // copy.
 func (ix *chunkIndex) release(s int32) {
 	e := ix.at(s)
-	if e.flags&entryUsed == 0 || e.refs > 0 || e.copies != [inlineCopies]copyRef{} || len(ix.more[s]) > 0 {
+	if e.flags&entryUsed == 0 || e.refs > 0 || e.nodes != [inlineCopies]uint16{} || len(ix.more[s]) > 0 {
 		return
 	}
 	if e.flags&entryOdd != 0 {
@@ -443,7 +483,7 @@ func (ix *chunkIndex) compact(n uint16) {
 	nc := &ix.holders[n]
 	var keep func(s int32) bool
 	if nc.stale > 0 {
-		keep = func(s int32) bool { return ix.find(s, n) != nil }
+		keep = func(s int32) bool { _, ok := ix.find(s, n); return ok }
 	}
 	ix.scratch = nc.slots.pack(keep, ix.scratch)
 	nc.stale = 0
@@ -454,29 +494,29 @@ func (ix *chunkIndex) compact(n uint16) {
 
 // --- copies
 
-// find returns node n's copy in slot s, or nil.
-func (ix *chunkIndex) find(s int32, n uint16) *copyRef {
+// find returns where node n's copy in slot s is, if it has one.
+func (ix *chunkIndex) find(s int32, n uint16) (copyHandle, bool) {
 	e := ix.at(s)
-	for i := range e.copies {
-		if e.copies[i].node() == n {
-			return &e.copies[i]
+	for i, m := range e.nodes {
+		if m == n {
+			return copyHandle{e: e, i: i}, true
 		}
 	}
 	more := ix.more[s]
 	for i := range more {
 		if more[i].node() == n {
-			return &more[i]
+			return copyHandle{more: &more[i]}, true
 		}
 	}
-	return nil
+	return copyHandle{}, false
 }
 
 // eachCopy calls fn with every copy in slot s.
 func (ix *chunkIndex) eachCopy(s int32, fn func(c copyRef)) {
 	e := ix.at(s)
-	for _, c := range e.copies {
-		if c != 0 {
-			fn(c)
+	for i, m := range e.nodes {
+		if m != 0 {
+			fn(e.copyAt(i))
 		}
 	}
 	for _, c := range ix.more[s] {
@@ -503,17 +543,17 @@ func (ix *chunkIndex) putCopy(s int32, n uint16, flags copyRef, m replicaMeta) {
 		ix.pending[copyKey{s, n}] = m
 	}
 	c := copyRef(n) | flags
-	if old := ix.find(s, n); old != nil {
-		*old = c
+	if h, ok := ix.find(s, n); ok {
+		h.set(c)
 		return
 	}
 	if ix.holders[n].slots.full() {
 		ix.compact(n)
 	}
 	ix.holders[n].slots.add(s)
-	for i := range e.copies {
-		if e.copies[i] == 0 {
-			e.copies[i] = c
+	for i, m := range e.nodes {
+		if m == 0 {
+			e.setCopy(i, c)
 			return
 		}
 	}
@@ -525,9 +565,10 @@ func (ix *chunkIndex) putCopy(s int32, n uint16, flags copyRef, m replicaMeta) {
 func (ix *chunkIndex) dropCopy(s int32, n uint16) bool {
 	e := ix.at(s)
 	found := false
-	for i := range e.copies {
-		if e.copies[i].node() == n {
-			e.copies[i], found = 0, true
+	for i, m := range e.nodes {
+		if m == n {
+			e.setCopy(i, 0)
+			found = true
 		}
 	}
 	if more := ix.more[s]; !found && len(more) > 0 {
@@ -559,7 +600,7 @@ func (ix *chunkIndex) dropAll(n uint16) {
 	slots := nc.slots
 	nc.slots = slotList{}
 	slots.each(func(s int32) {
-		if c := ix.find(s, n); c != nil {
+		if _, ok := ix.find(s, n); ok {
 			ix.change(s, func() { ix.dropCopy(s, n) })
 		}
 	})
@@ -741,8 +782,8 @@ func (ix *chunkIndex) forget(dels []meta.Deletion) {
 			continue
 		}
 		ix.change(s, func() {
-			if c := ix.find(s, n); c != nil {
-				*c |= copyHeld
+			if h, ok := ix.find(s, n); ok {
+				h.set(h.get() | copyHeld)
 			}
 		})
 	}
@@ -771,8 +812,8 @@ func (ix *chunkIndex) restore(node rpc.NodeID, id rpc.ChunkID) {
 	if s < 0 || n == 0 {
 		return
 	}
-	if c := ix.find(s, n); c != nil && *c&copyHeld != 0 {
-		ix.change(s, func() { *c &^= copyHeld })
+	if h, ok := ix.find(s, n); ok && h.get()&copyHeld != 0 {
+		ix.change(s, func() { h.set(h.get() &^ copyHeld) })
 		ix.notifyLocked()
 	}
 }
@@ -813,11 +854,11 @@ func (ix *chunkIndex) report(node rpc.NodeID, full bool, added []reportedCopy, r
 	for _, id := range corrupt {
 		s := ix.intern(id)
 		ix.change(s, func() {
-			switch c := ix.find(s, n); {
-			case c == nil:
+			switch h, ok := ix.find(s, n); {
+			case !ok:
 				ix.putCopy(s, n, copyCorrupt, replicaMeta{}) // known only as corrupt
-			case *c&copyHeld == 0:
-				*c |= copyCorrupt
+			case h.get()&copyHeld == 0:
+				h.set(h.get() | copyCorrupt)
 			}
 			// A held copy is on its way out already.
 		})
@@ -835,7 +876,7 @@ func (ix *chunkIndex) lost(node rpc.NodeID, id rpc.ChunkID) bool {
 	if s < 0 || n == 0 {
 		return false
 	}
-	if c := ix.find(s, n); c == nil || *c&copyHeld != 0 {
+	if h, ok := ix.find(s, n); !ok || h.get()&copyHeld != 0 {
 		return false
 	}
 	ix.change(s, func() { ix.dropCopy(s, n) })

@@ -18,7 +18,7 @@ import (
 // index costs per chunk (docs/architecture.md, "The chunk index").
 func TestChunkIndexEntrySize(t *testing.T) {
 	is := is.New(t)
-	is.Equal(unsafe.Sizeof(entry{}), uintptr(56)) // bytes per entry
+	is.Equal(unsafe.Sizeof(entry{}), uintptr(52)) // bytes per entry
 	is.True(maxRepl >= rpc.MaxReplication)        // the flags byte holds any replication
 }
 
