@@ -16,7 +16,7 @@ import (
 
 // chunkIndex is the coordinator's one in-memory record of chunks: which
 // chunks committed files reference (with the committed size, frame size,
-// digest and replication) and, from the datanodes' own reports, which
+// digest prefix and replication) and, from the datanodes' own reports, which
 // nodes hold a copy of each. It replaces a reference map and a location
 // map of maps that held every chunk twice (~1 KB of heap per one-chunk
 // file); see docs/architecture.md, "The chunk index", for the layout and
@@ -24,13 +24,16 @@ import (
 //
 // Chunk IDs are interned to dense slots in pages of fixed-size entries,
 // found through an open-addressing table of slots; node IDs to small
-// indexes. A copy is 4 bytes inline in its chunk's entry (3 inline, more
+// indexes. A copy is 20 bits inline in its chunk's entry (3 inline, more
 // in a side map): the node index and flags. A copy of a committed chunk
 // does not keep what its node reported, only whether that matched the
-// committed size, frame size and digest; a copy reported before its chunk
-// is committed (an open upload's, or an orphan's) keeps its report in a
-// small side table until the commit decides. Each node has a list of the
-// slots it holds a copy of, so that a full inventory forgets the node's
+// committed size, frame size and digest prefix (the index keeps the
+// first rpc.DigestPrefixSize bytes of a committed digest: whoever needs
+// the whole one takes it from the file's record or the source datanode);
+// a copy reported before its chunk is committed (an open upload's, or an
+// orphan's) keeps its report in a small side table until the commit
+// decides. Each node has a packed list of the slots it holds a copy of
+// (slotList), so that a full inventory forgets the node's
 // copies in O(that node's copies), and the safe mode counters (referenced
 // chunks, those without a good copy, those under their replication) are
 // kept up to date as copies and references change, so reading them is
@@ -611,7 +614,7 @@ func (ix *chunkIndex) dropAll(n uint16) {
 func (ix *chunkIndex) frameOf(s int32) int64 { return int64(ix.frames.size(s, ix.at(s).frame)) }
 
 // metaOf returns what the index knows of copy c in slot s; digest is the
-// committed digest, shared by the copies that matched it.
+// committed digest's prefix, shared by the copies that matched it.
 func (ix *chunkIndex) metaOf(s int32, c copyRef, digest []byte) replicaMeta {
 	var m replicaMeta
 	if c&copyPending != 0 {
@@ -665,9 +668,9 @@ func (ix *chunkIndex) change(s int32, fn func()) {
 // those with fewer reported good copies than their replication (the
 // missing ones among them), and the referenced chunks, in O(1). A good
 // copy is counted (not held apart), not corrupt, and matches the
-// committed size, frame size and digest, whatever its node's state. It
-// takes no lock: each counter is exact, but a change being applied may
-// show in one before the others.
+// committed size, frame size and digest prefix, whatever its node's
+// state. It takes no lock: each counter is exact, but a change being
+// applied may show in one before the others.
 func (ix *chunkIndex) counts() (missing, under, total int) {
 	return int(ix.missing.Load()), int(ix.under.Load()), int(ix.total.Load())
 }
@@ -928,8 +931,10 @@ func (ix *chunkIndex) nodes(id rpc.ChunkID) []rpc.NodeID {
 // check returns the nodes whose counted copy of ch has its size, frame
 // size and digest, and the nodes whose copy differs. For a committed
 // chunk the copies were matched against the committed metadata as they
-// were reported: ch is then that metadata (chunk IDs are never reused),
-// and were it not, every copy would be returned as differing.
+// were reported, the digest by its prefix: ch is then that metadata
+// (chunk IDs are never reused), and were it not, every copy would be
+// returned as differing. A copy of a chunk not committed is compared with
+// ch whole.
 func (ix *chunkIndex) check(ch meta.Chunk) (good, bad []rpc.NodeID) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
