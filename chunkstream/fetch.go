@@ -1,7 +1,6 @@
 package chunkstream
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -18,7 +17,10 @@ import (
 type Download struct {
 	// Expect is the chunk as committed: its ID, size, frame size and
 	// digest, from the chunk map (never from the datanode). All are
-	// required.
+	// required. The digest may be a prefix of the committed one of at
+	// least rpc.DigestPrefixSize bytes (a repair copy's: the coordinator's
+	// index keeps no more): the datanode's whole digest must then start
+	// with it, and the bytes must match that whole digest.
 	Expect
 	// From is the datanode holding a copy.
 	From dfspb.DataNodeClient
@@ -160,7 +162,7 @@ func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 		return Fetched{}, failed(err)
 	}
 	wd.Kick()
-	if prep.Size != d.Size || prep.FrameSize != d.FrameSize || !bytes.Equal(prep.ChunkChecksum, d.Digest) {
+	if prep.Size != d.Size || prep.FrameSize != d.FrameSize || len(prep.ChunkChecksum) != rpc.DigestSize || !rpc.DigestsMatch(prep.ChunkChecksum, d.Digest) {
 		return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Internal,
 			"holds a different chunk than was committed (size %d, frame size %d, digest %.6x; committed %d, %d, %.6x)",
 			prep.Size, prep.FrameSize, prep.ChunkChecksum, d.Size, d.FrameSize, d.Digest))
@@ -170,7 +172,11 @@ func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 		return Fetched{}, failed(err)
 	}
 
-	v, fault, err := receive(wd.Receiver(stream), d.Expect, func(off int64, data []byte) error {
+	// The bytes must match the datanode's whole digest, which agrees with
+	// the committed one (and is it, when the committed one is whole).
+	exp := d.Expect
+	exp.Digest = prep.ChunkChecksum
+	v, fault, err := receive(wd.Receiver(stream), exp, func(off int64, data []byte) error {
 		if !d.Frames.has(int(off / d.FrameSize)) {
 			return nil
 		}

@@ -263,6 +263,52 @@ func TestFetchFaults(t *testing.T) {
 	})
 }
 
+// TestFetchDigestPrefix: a repair copy names the committed digest by a
+// prefix (all the coordinator keeps): the source's whole digest must start
+// with it and the bytes must match that whole digest.
+func TestFetchDigestPrefix(t *testing.T) {
+	s := newStored(50, 16)
+	prefix := s.digest[:rpc.DigestPrefixSize]
+	t.Run("good copy", func(t *testing.T) {
+		is := is.New(t)
+		d := download(s, serveNode(t, &fakeNode{chunk: s}))
+		d.Digest = prefix
+		var out frameLog
+		got, err := chunkstream.Fetch(t.Context(), d, &out)
+		is.NoErr(err)                             // the prefix names the chunk
+		is.True(bytes.Equal(out.bytes(), s.data)) // byte for byte
+		is.Equal(got.Digest, s.digest)            // the whole digest, for the copy to store
+	})
+	otherLate := bytes.Clone(s.digest)
+	otherLate[rpc.DigestPrefixSize] ^= 1
+	otherEarly := bytes.Clone(s.digest)
+	otherEarly[0] ^= 1
+	tests := []struct {
+		name   string
+		digest []byte // what the fetch expects
+		claim  []byte // what the source says it holds
+		kind   rpc.Kind
+	}{
+		{"prefix differs", otherEarly[:rpc.DigestPrefixSize], s.digest, rpc.Internal},
+		{"short prefix", s.digest[:rpc.DigestPrefixSize-1], s.digest, rpc.Internal},
+		{"source claims a prefix", prefix, prefix, rpc.Internal},
+		{"bytes do not match the source's claim", prefix, otherLate, rpc.Invalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			is := is.New(t)
+			node := &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) { r.ChunkChecksum = tt.claim }}
+			d := download(s, serveNode(t, node))
+			d.Digest = tt.digest
+			var out frameLog
+			_, err := chunkstream.Fetch(t.Context(), d, &out)
+			is.Equal(chunkstream.FaultOf(err), chunkstream.SourceCorrupt) // the source is to blame
+			is.Equal(rpc.KindOf(err), tt.kind)
+			is.True(len(out.bytes()) < len(s.data)) // the chunk was not accepted whole
+		})
+	}
+}
+
 // TestFetchStalled: a source that stops sending mid-chunk fails the fetch
 // one progress timeout later, on the caller's clock, as a stall.
 func TestFetchStalled(t *testing.T) {

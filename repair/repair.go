@@ -24,7 +24,10 @@ type Need struct {
 	Chunk     rpc.ChunkID
 	Size      int64
 	FrameSize int64
-	Digest    []byte
+	// Digest is the committed chunk digest, or its first
+	// rpc.DigestPrefixSize bytes or more (the coordinator's index keeps no
+	// more): the target checks the copy against it.
+	Digest []byte
 	// Missing is how many more good copies the chunk wants.
 	Missing int
 	// Sources hold a good copy on a live node; the first is preferred.

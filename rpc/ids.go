@@ -31,6 +31,12 @@ const (
 	MaxAddrLen = 260
 )
 
+// DigestPrefixSize is how much of a chunk digest the coordinator's chunk
+// index keeps, and so the least of one a repair request carries: SHA-256
+// truncated to 128 bits still tells any accidental damage and keeps 2^64
+// collision resistance (see DigestsMatch).
+const DigestPrefixSize = 16
+
 // Path is a normalized absolute file path: it starts with "/", has no
 // empty, "." or ".." segments, no NUL and no trailing slash. The root "/"
 // is a valid directory but never a file.
@@ -213,6 +219,18 @@ func CheckFrameSize(n int64) error {
 		return Errorf(Invalid, "frame size %d out of range: must be between %s and %s", n, FormatBytes(MinFrameSize), FormatBytes(MaxFrameSize))
 	}
 	return nil
+}
+
+// DigestsMatch reports whether chunk digests a and b agree: each is a
+// whole digest or a prefix of one of at least DigestPrefixSize bytes, and
+// they are equal over the shorter. Two whole digests are compared whole;
+// a prefix cannot tell apart digests that differ only after it.
+func DigestsMatch(a, b []byte) bool {
+	n := min(len(a), len(b))
+	if n < DigestPrefixSize || len(a) > DigestSize || len(b) > DigestSize {
+		return false
+	}
+	return string(a[:n]) == string(b[:n])
 }
 
 // FormatBytes renders n in binary units ("8 MiB").

@@ -1,6 +1,7 @@
 package rpc_test
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"path/filepath"
@@ -415,4 +416,24 @@ func TestCheckChunkAndFrameSize(t *testing.T) {
 	for _, n := range []int64{0, rpc.MinFrameSize - 1, rpc.MaxFrameSize + 1} {
 		is.True(errors.Is(rpc.CheckFrameSize(n), rpc.Invalid)) // frame size out of range
 	}
+}
+
+func TestDigestsMatch(t *testing.T) {
+	is := is.New(t)
+	d := make([]byte, rpc.DigestSize)
+	for i := range d {
+		d[i] = byte(i)
+	}
+	late := bytes.Clone(d)
+	late[rpc.DigestPrefixSize] ^= 1 // differs only after the prefix
+	early := bytes.Clone(d)
+	early[rpc.DigestPrefixSize-1] ^= 1
+	is.True(rpc.DigestsMatch(d, bytes.Clone(d)))                // whole digests, equal
+	is.True(!rpc.DigestsMatch(d, late))                         // whole digests are compared whole
+	is.True(rpc.DigestsMatch(late, d[:rpc.DigestPrefixSize]))   // a prefix cannot tell the rest apart
+	is.True(rpc.DigestsMatch(d[:rpc.DigestPrefixSize], d))      // either way round
+	is.True(!rpc.DigestsMatch(early, d[:rpc.DigestPrefixSize])) // a difference in the prefix is seen
+	is.True(!rpc.DigestsMatch(d, d[:rpc.DigestPrefixSize-1]))   // too short a prefix matches nothing
+	is.True(!rpc.DigestsMatch(nil, nil))                        // no digest matches nothing
+	is.True(!rpc.DigestsMatch(append(bytes.Clone(d), 0), d))    // longer than a digest
 }

@@ -16,7 +16,7 @@ import (
 
 // chunkIndex is the coordinator's one in-memory record of chunks: which
 // chunks committed files reference (with the committed size, frame size,
-// digest and replication) and, from the datanodes' own reports, which
+// digest prefix and replication) and, from the datanodes' own reports, which
 // nodes hold a copy of each. It replaces a reference map and a location
 // map of maps that held every chunk twice (~1 KB of heap per one-chunk
 // file); see docs/architecture.md, "The chunk index", for the layout and
@@ -24,13 +24,16 @@ import (
 //
 // Chunk IDs are interned to dense slots in pages of fixed-size entries,
 // found through an open-addressing table of slots; node IDs to small
-// indexes. A copy is 4 bytes inline in its chunk's entry (3 inline, more
+// indexes. A copy is 20 bits inline in its chunk's entry (3 inline, more
 // in a side map): the node index and flags. A copy of a committed chunk
 // does not keep what its node reported, only whether that matched the
-// committed size, frame size and digest; a copy reported before its chunk
-// is committed (an open upload's, or an orphan's) keeps its report in a
-// small side table until the commit decides. Each node has a list of the
-// slots it holds a copy of, so that a full inventory forgets the node's
+// committed size, frame size and digest prefix (the index keeps the
+// first rpc.DigestPrefixSize bytes of a committed digest: whoever needs
+// the whole one takes it from the file's record or the source datanode);
+// a copy reported before its chunk is committed (an open upload's, or an
+// orphan's) keeps its report in a small side table until the commit
+// decides. Each node has a packed list of the slots it holds a copy of
+// (slotList), so that a full inventory forgets the node's
 // copies in O(that node's copies), and the safe mode counters (referenced
 // chunks, those without a good copy, those under their replication) are
 // kept up to date as copies and references change, so reading them is
@@ -56,7 +59,8 @@ type chunkIndex struct {
 	odd   map[rpc.ChunkID]int32 // IDs not in rpc.NewChunkID's form (tests, old data)
 	names map[int32]rpc.ChunkID // their slots' IDs
 
-	more    map[int32][]copyRef     // copies beyond the inline ones
+	more    map[int32][]copyRef // copies beyond the inline ones
+	frames  frameCodes
 	pending map[copyKey]replicaMeta // reports of copies of chunks not committed
 
 	// seen holds, for each node whose full inventory is under way, the
@@ -69,6 +73,7 @@ type chunkIndex struct {
 	nodeIdx  map[rpc.NodeID]uint16
 	holders  []nodeCopies // by node index; 0 is unused
 	nodeFree []uint16
+	scratch  []byte // room to pack a node's list into
 
 	// The counters (total: referenced chunks) change under mu and are read
 	// without it, so safe mode, /metrics and the status page never wait
@@ -90,26 +95,40 @@ type chunkKey struct {
 }
 
 // entry is one slot: a chunk, its committed metadata when a commit
-// referenced it, and its copies. 76 bytes.
+// referenced it, and its copies. 52 bytes (see TestChunkIndexEntrySize):
+// the committed digest is kept as its first rpc.DigestPrefixSize bytes,
+// the frame size as a code, the replication beside the flags, and the
+// inline copies as their nodes' indexes and 4 bits of flags each.
 type entry struct {
 	key    chunkKey
-	size   int32 // committed; at most rpc.MaxChunkSize
-	frame  int32
-	digest [32]byte
-	copies [inlineCopies]copyRef
-	refs   uint16 // committed files referencing it (saturates)
-	repl   uint8  // the replication the last of them asks for
-	flags  uint8
+	size   int32 // committed; at most rpc.MaxChunkSize, -1 for metadata no report matches
+	digest [rpc.DigestPrefixSize]byte
+	nodes  [inlineCopies]uint16 // the inline copies' nodes (0: none)
+	cflags uint16               // their flags: copyBits bits each (see copyAt)
+	refs   uint16               // committed files referencing it (saturates)
+	frame  uint8                // the committed frame size's code (see frameCodes)
+	flags  uint8                // entryUsed..., and above them the replication (see repl)
 }
 
 const (
 	entryUsed      = 1 << iota
 	entryCommitted // size, frame and digest hold the committed metadata
 	entryOdd       // the ID is in names, not key
+
+	entryFlagBits = iota
+	maxRepl       = 1<<(8-entryFlagBits) - 1 // at least rpc.MaxReplication
 )
 
+// repl returns the replication the last file referencing e asks for.
+func (e *entry) repl() uint32 { return uint32(e.flags >> entryFlagBits) }
+
+// setRepl records the replication the last file referencing e asks for.
+func (e *entry) setRepl(repl uint32) {
+	e.flags = e.flags&(1<<entryFlagBits-1) | uint8(min(repl, maxRepl))<<entryFlagBits
+}
+
 // copyRef is one copy: its node's index in the low 16 bits (indexes start
-// at 1: 0 is no copy) and flags above.
+// at 1: 0 is no copy) and copyBits bits of flags above.
 type copyRef uint32
 
 const (
@@ -117,10 +136,47 @@ const (
 	copyHeld                               // deletion queued: not counted
 	copyBad                                // reported size, frame size or digest differ from the committed ones
 	copyPending                            // chunk not committed: the report is in pending
-	copyMark                               // see nodeCopies.compact
+
+	copyBits = iota
 )
 
 func (c copyRef) node() uint16 { return uint16(c) }
+
+// copyAt returns e's inline copy i.
+func (e *entry) copyAt(i int) copyRef {
+	f := e.cflags >> (copyBits * i) & (1<<copyBits - 1)
+	return copyRef(e.nodes[i]) | copyRef(f)<<16
+}
+
+// setCopy makes c e's inline copy i.
+func (e *entry) setCopy(i int, c copyRef) {
+	const mask = 1<<copyBits - 1
+	e.nodes[i] = c.node()
+	e.cflags = e.cflags&^(mask<<(copyBits*i)) | uint16(c>>16&mask)<<(copyBits*i)
+}
+
+// copyHandle is where a copy is kept: inline in an entry, or in the side
+// map of copies beyond them.
+type copyHandle struct {
+	e    *entry
+	i    int
+	more *copyRef // when not inline
+}
+
+func (h copyHandle) get() copyRef {
+	if h.more != nil {
+		return *h.more
+	}
+	return h.e.copyAt(h.i)
+}
+
+func (h copyHandle) set(c copyRef) {
+	if h.more != nil {
+		*h.more = c
+		return
+	}
+	h.e.setCopy(h.i, c)
+}
 
 // copyKey names one copy for the pending table.
 type copyKey struct {
@@ -129,18 +185,70 @@ type copyKey struct {
 }
 
 // nodeCopies is one node's list of slots: every slot it holds a copy of,
-// and stale ones (the copy since removed, or added twice) that compact
-// drops. len(slots)-stale is the node's number of copies.
+// and stale ones (the copy since removed, or listed twice) that compact
+// drops. slots.len()-stale is the node's number of copies.
 type nodeCopies struct {
 	id    rpc.NodeID
-	slots []int32
+	slots slotList
 	stale int
-	mark  bool // the copyMark value every copy of the node carries
+}
+
+// frameCodes gives the frame sizes in use one-byte codes, so that an
+// entry keeps a code rather than an int32: a cluster uses the default and
+// the odd configured size. Codes are never taken back; past the 254th
+// size, an entry's frame size is kept by slot in a side map, under
+// oddFrame. Code 0 is no frame size.
+type frameCodes struct {
+	sizes []int32 // by code
+	codes map[int32]uint8
+	odd   map[int32]int32 // slot -> frame size, for the entries under oddFrame
+}
+
+const oddFrame = 1<<8 - 1
+
+// code returns frame's code, taking one if it has none, for slot s.
+func (f *frameCodes) code(s int32, frame int32) uint8 {
+	if c, ok := f.codes[frame]; ok {
+		return c
+	}
+	if len(f.sizes) < oddFrame {
+		if f.codes == nil {
+			f.sizes, f.codes = []int32{0}, map[int32]uint8{}
+		}
+		c := uint8(len(f.sizes))
+		f.sizes = append(f.sizes, frame)
+		f.codes[frame] = c
+		return c
+	}
+	if f.odd == nil {
+		f.odd = map[int32]int32{}
+	}
+	f.odd[s] = frame
+	return oddFrame
+}
+
+// size returns the frame size of slot s, whose code is c.
+func (f *frameCodes) size(s int32, c uint8) int32 {
+	switch c {
+	case 0:
+		return 0
+	case oddFrame:
+		return f.odd[s]
+	}
+	return f.sizes[c]
+}
+
+// forget drops what slot s, whose code is c, kept beside its code.
+func (f *frameCodes) forget(s int32, c uint8) {
+	if c == oddFrame {
+		delete(f.odd, s)
+	}
 }
 
 // replicaMeta is what the index knows of one copy: what its node reported
 // (for a chunk not committed) or, for a committed chunk, the committed
-// metadata when the report matched it and mismatch otherwise.
+// metadata (its digest a prefix, see entry) when the report matched it and
+// mismatch otherwise.
 type replicaMeta struct {
 	size      int64
 	frameSize int64
@@ -156,9 +264,11 @@ type reportedCopy struct {
 	digest          []byte
 }
 
-// matches reports whether the copy is a good copy of ch.
+// matches reports whether the copy is a good copy of ch. Digests are
+// compared over the shorter (see rpc.DigestsMatch): the index keeps a
+// prefix of a committed chunk's digest.
 func (m replicaMeta) matches(ch meta.Chunk) bool {
-	return !m.corrupt && !m.mismatch && m.size == ch.Size && m.frameSize == ch.FrameSize && bytes.Equal(m.digest, ch.Digest)
+	return !m.corrupt && !m.mismatch && m.size == ch.Size && m.frameSize == ch.FrameSize && rpc.DigestsMatch(m.digest, ch.Digest)
 }
 
 // locations is the index as the location side of the coordinator sees it.
@@ -319,7 +429,7 @@ func (ix *chunkIndex) grow() {
 // copy.
 func (ix *chunkIndex) release(s int32) {
 	e := ix.at(s)
-	if e.flags&entryUsed == 0 || e.refs > 0 || e.copies != [inlineCopies]copyRef{} || len(ix.more[s]) > 0 {
+	if e.flags&entryUsed == 0 || e.refs > 0 || e.nodes != [inlineCopies]uint16{} || len(ix.more[s]) > 0 {
 		return
 	}
 	if e.flags&entryOdd != 0 {
@@ -329,6 +439,7 @@ func (ix *chunkIndex) release(s int32) {
 		ix.unlink(s)
 		ix.live--
 	}
+	ix.frames.forget(s, e.frame)
 	*e = entry{}
 	ix.free = append(ix.free, s)
 }
@@ -375,60 +486,48 @@ func (ix *chunkIndex) node(id rpc.NodeID, create bool) uint16 {
 	return n
 }
 
-// compact drops node n's stale slots and duplicates: a slot is kept once,
-// when the node has a copy there. Every copy of the node carries the same
-// copyMark value between compactions; compact flips it on each copy it
-// keeps, so a slot listed twice is kept once.
+// compact packs node n's list (see slotList): a slot is kept once, and
+// only when the node has a copy there. Without stale slots, every slot
+// listed has a copy of the node's and is listed once, so none is looked
+// up.
 func (ix *chunkIndex) compact(n uint16) {
 	nc := &ix.holders[n]
-	if nc.stale == 0 {
-		return
+	var keep func(s int32) bool
+	if nc.stale > 0 {
+		keep = func(s int32) bool { _, ok := ix.find(s, n); return ok }
 	}
-	want := copyRef(0)
-	if !nc.mark {
-		want = copyMark
-	}
-	kept := nc.slots[:0]
-	for _, s := range nc.slots {
-		c := ix.find(s, n)
-		if c == nil || *c&copyMark == want {
-			continue
-		}
-		*c = *c&^copyMark | want
-		kept = append(kept, s)
-	}
-	clear(nc.slots[len(kept):])
-	nc.slots, nc.stale, nc.mark = kept, 0, want != 0
-	if cap(nc.slots) > 2*len(nc.slots)+64 {
-		nc.slots = slices.Clip(nc.slots)
+	ix.scratch = nc.slots.pack(keep, ix.scratch)
+	nc.stale = 0
+	if cap(ix.scratch) > 1<<20 {
+		ix.scratch = nil // a large list's room is not kept
 	}
 }
 
 // --- copies
 
-// find returns node n's copy in slot s, or nil.
-func (ix *chunkIndex) find(s int32, n uint16) *copyRef {
+// find returns where node n's copy in slot s is, if it has one.
+func (ix *chunkIndex) find(s int32, n uint16) (copyHandle, bool) {
 	e := ix.at(s)
-	for i := range e.copies {
-		if e.copies[i].node() == n {
-			return &e.copies[i]
+	for i, m := range e.nodes {
+		if m == n {
+			return copyHandle{e: e, i: i}, true
 		}
 	}
 	more := ix.more[s]
 	for i := range more {
 		if more[i].node() == n {
-			return &more[i]
+			return copyHandle{more: &more[i]}, true
 		}
 	}
-	return nil
+	return copyHandle{}, false
 }
 
 // eachCopy calls fn with every copy in slot s.
 func (ix *chunkIndex) eachCopy(s int32, fn func(c copyRef)) {
 	e := ix.at(s)
-	for _, c := range e.copies {
-		if c != 0 {
-			fn(c)
+	for i, m := range e.nodes {
+		if m != 0 {
+			fn(e.copyAt(i))
 		}
 	}
 	for _, c := range ix.more[s] {
@@ -436,15 +535,15 @@ func (ix *chunkIndex) eachCopy(s int32, fn func(c copyRef)) {
 	}
 }
 
-// putCopy records node n's copy in slot s with flags (its copyMark kept),
-// the report m of a chunk not committed in pending.
+// putCopy records node n's copy in slot s with flags, the report m of a
+// chunk not committed in pending.
 func (ix *chunkIndex) putCopy(s int32, n uint16, flags copyRef, m replicaMeta) {
 	if n == 0 {
 		return
 	}
 	e := ix.at(s)
 	if e.flags&entryCommitted != 0 {
-		if m.size != int64(e.size) || m.frameSize != int64(e.frame) || !bytes.Equal(m.digest, e.digest[:]) {
+		if m.size != int64(e.size) || m.frameSize != ix.frameOf(s) || !rpc.DigestsMatch(m.digest, e.digest[:]) {
 			flags |= copyBad
 		}
 		delete(ix.pending, copyKey{s, n})
@@ -454,19 +553,18 @@ func (ix *chunkIndex) putCopy(s int32, n uint16, flags copyRef, m replicaMeta) {
 		m.corrupt, m.mismatch = false, false
 		ix.pending[copyKey{s, n}] = m
 	}
-	if c := ix.find(s, n); c != nil {
-		*c = copyRef(n) | flags | *c&copyMark
+	c := copyRef(n) | flags
+	if h, ok := ix.find(s, n); ok {
+		h.set(c)
 		return
 	}
-	nc := &ix.holders[n]
-	c := copyRef(n) | flags
-	if nc.mark {
-		c |= copyMark
+	if ix.holders[n].slots.full() {
+		ix.compact(n)
 	}
-	nc.slots = append(nc.slots, s)
-	for i := range e.copies {
-		if e.copies[i] == 0 {
-			e.copies[i] = c
+	ix.holders[n].slots.add(s)
+	for i, m := range e.nodes {
+		if m == 0 {
+			e.setCopy(i, c)
 			return
 		}
 	}
@@ -478,9 +576,10 @@ func (ix *chunkIndex) putCopy(s int32, n uint16, flags copyRef, m replicaMeta) {
 func (ix *chunkIndex) dropCopy(s int32, n uint16) bool {
 	e := ix.at(s)
 	found := false
-	for i := range e.copies {
-		if e.copies[i].node() == n {
-			e.copies[i], found = 0, true
+	for i, m := range e.nodes {
+		if m == n {
+			e.setCopy(i, 0)
+			found = true
 		}
 	}
 	if more := ix.more[s]; !found && len(more) > 0 {
@@ -499,7 +598,7 @@ func (ix *chunkIndex) dropCopy(s int32, n uint16) bool {
 	}
 	delete(ix.pending, copyKey{s, n})
 	nc := &ix.holders[n]
-	if nc.stale++; nc.stale > len(nc.slots)/2+64 {
+	if nc.stale++; nc.stale > nc.slots.len()/2+64 {
 		ix.compact(n)
 	}
 	ix.release(s)
@@ -510,26 +609,27 @@ func (ix *chunkIndex) dropCopy(s int32, n uint16) bool {
 func (ix *chunkIndex) dropAll(n uint16) {
 	nc := &ix.holders[n]
 	slots := nc.slots
-	nc.slots = nil
-	for _, s := range slots {
-		if c := ix.find(s, n); c != nil {
+	nc.slots = slotList{}
+	slots.each(func(s int32) {
+		if _, ok := ix.find(s, n); ok {
 			ix.change(s, func() { ix.dropCopy(s, n) })
 		}
-	}
-	nc = &ix.holders[n]
-	nc.slots, nc.stale = slots[:0], 0
-	clear(slots)
+	})
+	ix.holders[n].stale = 0
 }
 
+// frameOf returns slot s's committed frame size.
+func (ix *chunkIndex) frameOf(s int32) int64 { return int64(ix.frames.size(s, ix.at(s).frame)) }
+
 // metaOf returns what the index knows of copy c in slot s; digest is the
-// committed digest, shared by the copies that matched it.
+// committed digest's prefix, shared by the copies that matched it.
 func (ix *chunkIndex) metaOf(s int32, c copyRef, digest []byte) replicaMeta {
 	var m replicaMeta
 	if c&copyPending != 0 {
 		m = ix.pending[copyKey{s, c.node()}]
 	} else {
 		e := ix.at(s)
-		m = replicaMeta{size: int64(e.size), frameSize: int64(e.frame), digest: digest, mismatch: c&copyBad != 0}
+		m = replicaMeta{size: int64(e.size), frameSize: ix.frameOf(s), digest: digest, mismatch: c&copyBad != 0}
 	}
 	m.corrupt = c&copyCorrupt != 0
 	return m
@@ -552,7 +652,7 @@ func (ix *chunkIndex) class(s int32) (total, missing, under int) {
 	switch {
 	case good == 0:
 		return 1, 1, 1
-	case good < int(e.repl):
+	case good < int(e.repl()):
 		return 1, 0, 1
 	}
 	return 1, 0, 0
@@ -576,9 +676,9 @@ func (ix *chunkIndex) change(s int32, fn func()) {
 // those with fewer reported good copies than their replication (the
 // missing ones among them), and the referenced chunks, in O(1). A good
 // copy is counted (not held apart), not corrupt, and matches the
-// committed size, frame size and digest, whatever its node's state. It
-// takes no lock: each counter is exact, but a change being applied may
-// show in one before the others.
+// committed size, frame size and digest prefix, whatever its node's
+// state. It takes no lock: each counter is exact, but a change being
+// applied may show in one before the others.
 func (ix *chunkIndex) counts() (missing, under, total int) {
 	return int(ix.missing.Load()), int(ix.under.Load()), int(ix.total.Load())
 }
@@ -675,12 +775,10 @@ func (ix *chunkIndex) chunksOn(node rpc.NodeID) []rpc.ChunkID {
 	if n == 0 {
 		return nil
 	}
-	ix.holders[n].stale++ // force a compaction: the list is then exact
+	ix.holders[n].stale++ // look every slot up: the list is then exact
 	ix.compact(n)
-	out := make([]rpc.ChunkID, len(ix.holders[n].slots))
-	for i, s := range ix.holders[n].slots {
-		out[i] = ix.idOf(s)
-	}
+	out := make([]rpc.ChunkID, 0, ix.holders[n].slots.len())
+	ix.holders[n].slots.each(func(s int32) { out = append(out, ix.idOf(s)) })
 	return out
 }
 
@@ -695,8 +793,8 @@ func (ix *chunkIndex) forget(dels []meta.Deletion) {
 			continue
 		}
 		ix.change(s, func() {
-			if c := ix.find(s, n); c != nil {
-				*c |= copyHeld
+			if h, ok := ix.find(s, n); ok {
+				h.set(h.get() | copyHeld)
 			}
 		})
 	}
@@ -710,7 +808,7 @@ func (ix *chunkIndex) perNode() map[rpc.NodeID]int64 {
 	defer ix.mu.Unlock()
 	out := map[rpc.NodeID]int64{}
 	for _, nc := range ix.holders[1:] {
-		if k := len(nc.slots) - nc.stale; nc.id != "" && k > 0 {
+		if k := nc.slots.len() - nc.stale; nc.id != "" && k > 0 {
 			out[nc.id] = int64(k)
 		}
 	}
@@ -725,8 +823,8 @@ func (ix *chunkIndex) restore(node rpc.NodeID, id rpc.ChunkID) {
 	if s < 0 || n == 0 {
 		return
 	}
-	if c := ix.find(s, n); c != nil && *c&copyHeld != 0 {
-		ix.change(s, func() { *c &^= copyHeld })
+	if h, ok := ix.find(s, n); ok && h.get()&copyHeld != 0 {
+		ix.change(s, func() { h.set(h.get() &^ copyHeld) })
 		ix.notifyLocked()
 	}
 }
@@ -774,11 +872,11 @@ func (ix *chunkIndex) report(node rpc.NodeID, p inventoryPage, added []reportedC
 		s := ix.intern(id)
 		ix.see(n, s)
 		ix.change(s, func() {
-			switch c := ix.find(s, n); {
-			case c == nil:
+			switch h, ok := ix.find(s, n); {
+			case !ok:
 				ix.putCopy(s, n, copyCorrupt, replicaMeta{}) // known only as corrupt
-			case *c&copyHeld == 0:
-				*c |= copyCorrupt
+			case h.get()&copyHeld == 0:
+				h.set(h.get() | copyCorrupt)
 			}
 			// A held copy is on its way out already.
 		})
@@ -815,11 +913,13 @@ func (ix *chunkIndex) sweepInventory(n uint16) []rpc.ChunkID {
 	}
 	slices.Sort(seen)
 	var gone []int32
-	for _, s := range ix.holders[n].slots {
-		if _, listed := slices.BinarySearch(seen, s); !listed && ix.find(s, n) != nil {
-			gone = append(gone, s)
+	ix.holders[n].slots.each(func(s int32) {
+		if _, listed := slices.BinarySearch(seen, s); !listed {
+			if _, held := ix.find(s, n); held {
+				gone = append(gone, s)
+			}
 		}
-	}
+	})
 	slices.Sort(gone)
 	gone = slices.Compact(gone) // a slot may be on the node's list twice
 	ids := make([]rpc.ChunkID, 0, len(gone))
@@ -840,7 +940,7 @@ func (ix *chunkIndex) lost(node rpc.NodeID, id rpc.ChunkID) bool {
 	if s < 0 || n == 0 {
 		return false
 	}
-	if c := ix.find(s, n); c == nil || *c&copyHeld != 0 {
+	if h, ok := ix.find(s, n); !ok || h.get()&copyHeld != 0 {
 		return false
 	}
 	ix.change(s, func() { ix.dropCopy(s, n) })
@@ -893,8 +993,10 @@ func (ix *chunkIndex) nodes(id rpc.ChunkID) []rpc.NodeID {
 // check returns the nodes whose counted copy of ch has its size, frame
 // size and digest, and the nodes whose copy differs. For a committed
 // chunk the copies were matched against the committed metadata as they
-// were reported: ch is then that metadata (chunk IDs are never reused),
-// and were it not, every copy would be returned as differing.
+// were reported, the digest by its prefix: ch is then that metadata
+// (chunk IDs are never reused), and were it not, every copy would be
+// returned as differing. A copy of a chunk not committed is compared with
+// ch whole.
 func (ix *chunkIndex) check(ch meta.Chunk) (good, bad []rpc.NodeID) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
@@ -903,7 +1005,7 @@ func (ix *chunkIndex) check(ch meta.Chunk) (good, bad []rpc.NodeID) {
 		return nil, nil
 	}
 	e := ix.at(s)
-	same := e.flags&entryCommitted != 0 && int64(e.size) == ch.Size && int64(e.frame) == ch.FrameSize && bytes.Equal(e.digest[:], ch.Digest)
+	same := e.flags&entryCommitted != 0 && int64(e.size) == ch.Size && ix.frameOf(s) == ch.FrameSize && rpc.DigestsMatch(e.digest[:], ch.Digest)
 	ix.eachCopy(s, func(c copyRef) {
 		if c&copyHeld != 0 {
 			return
@@ -1004,27 +1106,28 @@ func (ix *chunkIndex) scanFrom(cursor int32, limit int, counts func(rpc.NodeID) 
 	return next
 }
 
-// refOf returns slot s's committed chunk and replication, its digest in
-// digest.
+// refOf returns slot s's committed chunk and replication, the prefix of
+// its digest the index keeps in digest (rpc.DigestPrefixSize bytes).
 func (ix *chunkIndex) refOf(s int32, digest []byte) ref {
 	e := ix.at(s)
 	copy(digest, e.digest[:])
 	return ref{
-		chunk: meta.Chunk{ID: ix.idOf(s), Size: int64(e.size), FrameSize: int64(e.frame), Digest: digest},
-		repl:  uint32(e.repl),
+		chunk: meta.Chunk{ID: ix.idOf(s), Size: int64(e.size), FrameSize: ix.frameOf(s), Digest: digest},
+		repl:  e.repl(),
 	}
 }
 
-// digests returns n digests' room in one allocation (and more, one by
-// one, should more be asked for).
+// digests returns n digest prefixes' room in one allocation (and more,
+// one by one, should more be asked for).
 func digests(n int) func() []byte {
-	buf := make([]byte, n*rpc.DigestSize)
+	const size = rpc.DigestPrefixSize
+	buf := make([]byte, n*size)
 	return func() []byte {
-		if len(buf) < rpc.DigestSize {
-			return make([]byte, rpc.DigestSize)
+		if len(buf) < size {
+			return make([]byte, size)
 		}
-		d := buf[:rpc.DigestSize:rpc.DigestSize]
-		buf = buf[rpc.DigestSize:]
+		d := buf[:size:size]
+		buf = buf[size:]
 		return d
 	}
 }
@@ -1066,16 +1169,16 @@ func (ix *chunkIndex) reference(s int32, c meta.Chunk, repl uint32) {
 	if e.refs < 1<<16-1 {
 		e.refs++
 	}
-	e.repl = uint8(min(repl, 255))
+	e.setRepl(repl)
 	if e.flags&entryCommitted != 0 {
 		return
 	}
 	e.flags |= entryCommitted
-	e.size, e.frame = int32(c.Size), int32(c.FrameSize)
-	copy(e.digest[:], c.Digest)
-	if len(c.Digest) != len(e.digest) || c.Size <= 0 || c.Size > rpc.MaxChunkSize || c.FrameSize > rpc.MaxFrameSize {
-		e.digest = [32]byte{} // never matched by a report (which has 32 bytes)
-		e.size = -1
+	if len(c.Digest) == rpc.DigestSize && c.Size > 0 && c.Size <= rpc.MaxChunkSize && c.FrameSize > 0 && c.FrameSize <= rpc.MaxFrameSize {
+		e.size, e.frame = int32(c.Size), ix.frames.code(s, int32(c.FrameSize))
+		copy(e.digest[:], c.Digest)
+	} else {
+		e.size = -1 // never matched by a report (whose size is positive)
 	}
 	var pend []copyRef
 	ix.eachCopy(s, func(c copyRef) {

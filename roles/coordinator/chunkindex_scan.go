@@ -47,7 +47,7 @@ func (r *refIndex) get(id rpc.ChunkID) (ref, bool) {
 	if s < 0 || ix.at(s).refs == 0 {
 		return ref{}, false
 	}
-	return ix.refOf(s, make([]byte, rpc.DigestSize)), true
+	return ix.refOf(s, make([]byte, rpc.DigestPrefixSize)), true
 }
 
 // refCursor walks the referenced chunks a slice at a time, in slot order.

@@ -1,9 +1,7 @@
 package datanode
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"time"
 
@@ -20,6 +18,12 @@ import (
 // copy holds about a frame queue in memory whatever the chunk's size. It
 // returns once the copy is durable, with the bytes copied, and queues the
 // chunk's stored report.
+//
+// The request's digest may be the committed digest's first
+// rpc.DigestPrefixSize bytes or more (the coordinator's index keeps no
+// more): the source's whole digest must then start with it, the bytes
+// must match that whole digest, and the copy stores it (see
+// chunkstream.Fetch).
 //
 // A chunk already stored here with the requested size, frame size and
 // digest succeeds at once with bytes 0, so a repeated request is harmless;
@@ -76,8 +80,8 @@ func (n *Node) checkReplicate(req *dfspb.ReplicateChunkRequest) (replicateReques
 	if err := rpc.CheckFrameSize(req.FrameSize); err != nil {
 		return replicateRequest{}, err
 	}
-	if len(req.Digest) != sha256.Size {
-		return replicateRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: digest of %d bytes, want %d", id, len(req.Digest), sha256.Size)
+	if len(req.Digest) < rpc.DigestPrefixSize || len(req.Digest) > rpc.DigestSize {
+		return replicateRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: digest of %d bytes, want %d to %d", id, len(req.Digest), rpc.DigestPrefixSize, rpc.DigestSize)
 	}
 	if req.Source == nil {
 		return replicateRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: no source node", id)
@@ -212,7 +216,7 @@ func (n *Node) holds(id rpc.ChunkID, want chunkstore.Meta) (bool, error) {
 		n.unusable(id, err)
 		return false, nil
 	}
-	if m.Size != want.Size || m.FrameSize != want.FrameSize || !bytes.Equal(m.Digest, want.Digest) {
+	if m.Size != want.Size || m.FrameSize != want.FrameSize || !rpc.DigestsMatch(m.Digest, want.Digest) {
 		return false, rpc.NodeError(rpc.Exists, self, "chunk %s: this node holds another chunk under this id (size %d, frame size %d, digest %.6x)", id, m.Size, m.FrameSize, m.Digest)
 	}
 	n.reports.stored(id, m)

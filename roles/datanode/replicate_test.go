@@ -65,6 +65,30 @@ func TestReplicateChunk(t *testing.T) {
 		})
 	}
 
+	t.Run("digest prefix", func(t *testing.T) {
+		// The coordinator's index keeps a prefix of the committed digest.
+		is := is.New(t)
+		id := chunkID(t, 8)
+		data := chunkData(3*testFrame+1, 8)
+		digest := upload(t, dna, id, data, testFrame)
+		req := replicateReq(id, data, testFrame, digest[:rpc.DigestPrefixSize], a)
+		_, err := dnb.ReplicateChunk(t.Context(), req)
+		is.NoErr(err) // a prefix names the chunk
+		got, err := download(t.Context(), dnb, chunkstream.Expect{ChunkID: id, Size: int64(len(data)), FrameSize: testFrame, Digest: digest})
+		is.NoErr(err)                   // the copy verifies against the whole digest
+		is.True(bytes.Equal(got, data)) // byte for byte
+		eventually(t, "the coordinator learns of the copy", func() bool { return coord.Has(b.ID(), id) })
+		is.Equal(coord.Stat(b.ID(), id).Digest, digest) // with the whole digest
+		resp, err := dnb.ReplicateChunk(t.Context(), req)
+		is.NoErr(err)                  // repeating the request is harmless
+		is.Equal(resp.Bytes, int64(0)) // and copies nothing
+
+		other := bytes.Clone(digest)
+		other[0] ^= 1
+		_, err = dnb.ReplicateChunk(t.Context(), replicateReq(id, data, testFrame, other[:rpc.DigestPrefixSize], a))
+		is.True(errors.Is(rpc.FromStatus(err), rpc.Exists)) // a held chunk whose digest lacks the prefix is another chunk
+	})
+
 	t.Run("concurrent requests", func(t *testing.T) {
 		is := is.New(t)
 		id := chunkID(t, 7)
@@ -91,7 +115,7 @@ func TestReplicateChunk(t *testing.T) {
 		wg.Wait()
 		is.Equal(len(errs), 0)                       // every request succeeds
 		is.Equal(copied, int64(len(data)))           // and the chunk is copied once
-		is.Equal(b.Store().Usage().Chunks, int64(4)) // and counted once
+		is.Equal(b.Store().Usage().Chunks, int64(5)) // and counted once (with the 4 copied before)
 	})
 }
 
@@ -120,6 +144,9 @@ func TestReplicateChunkBadSource(t *testing.T) {
 		}, rpc.Internal, "corrupt metadata"},
 		{"another digest committed", func(t *testing.T, id rpc.ChunkID, req *dfspb.ReplicateChunkRequest) {
 			req.Digest = chunkstream.FrameDigest([]byte("another chunk"))
+		}, rpc.Internal, "different chunk"},
+		{"another digest prefix committed", func(t *testing.T, id rpc.ChunkID, req *dfspb.ReplicateChunkRequest) {
+			req.Digest = chunkstream.FrameDigest([]byte("another chunk"))[:rpc.DigestPrefixSize]
 		}, rpc.Internal, "different chunk"},
 		{"source lacks the chunk", func(t *testing.T, id rpc.ChunkID, req *dfspb.ReplicateChunkRequest) {
 			_, err := dna.DeleteChunk(t.Context(), &dfspb.DeleteChunkRequest{ChunkId: string(id)})
@@ -187,7 +214,8 @@ func TestReplicateChunkRefuses(t *testing.T) {
 		{"size too big", func(r *dfspb.ReplicateChunkRequest) { r.Size = rpc.MaxChunkSize + 1 }},
 		{"frame size 0", func(r *dfspb.ReplicateChunkRequest) { r.FrameSize = 0 }},
 		{"frame size too big", func(r *dfspb.ReplicateChunkRequest) { r.FrameSize = rpc.MaxFrameSize + 1 }},
-		{"short digest", func(r *dfspb.ReplicateChunkRequest) { r.Digest = r.Digest[:31] }},
+		{"short digest", func(r *dfspb.ReplicateChunkRequest) { r.Digest = r.Digest[:rpc.DigestPrefixSize-1] }},
+		{"long digest", func(r *dfspb.ReplicateChunkRequest) { r.Digest = append(r.Digest, 0) }},
 		{"no digest", func(r *dfspb.ReplicateChunkRequest) { r.Digest = nil }},
 		{"no source", func(r *dfspb.ReplicateChunkRequest) { r.Source = nil }},
 		{"bad source id", func(r *dfspb.ReplicateChunkRequest) { r.Source.NodeId = "node-1" }},

@@ -4271,7 +4271,10 @@ type ReplicateChunkRequest struct {
 	ChunkId   string                 `protobuf:"bytes,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
 	Size      int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	FrameSize int64                  `protobuf:"varint,3,opt,name=frame_size,json=frameSize,proto3" json:"frame_size,omitempty"`
-	// digest is the chunk digest recorded at commit.
+	// digest is the chunk digest recorded at commit, or its first 16 bytes
+	// or more (the coordinator's chunk index keeps a 16-byte prefix): the
+	// source's whole digest must then start with it, and the copy is
+	// verified against, and stores, that whole digest.
 	Digest []byte `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
 	// source is a node holding a good copy.
 	Source        *NodeRef `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`

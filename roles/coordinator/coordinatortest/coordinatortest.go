@@ -179,7 +179,10 @@ func (n *Nodes) Delete(ctx context.Context, id rpc.NodeID, addr string, ids []rp
 }
 
 // Replicate copies t.Chunk from t.Source to t.Target. A source that does
-// not hold a good copy fails it with NotFound attributed to the source.
+// not hold a good copy fails it with NotFound attributed to the source,
+// and one whose copy's size, frame size or digest differ from the task's
+// (whose digest may be a prefix, see rpc.DigestsMatch) with Internal, as
+// a datanode does.
 func (n *Nodes) Replicate(ctx context.Context, t repair.Task) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -194,6 +197,9 @@ func (n *Nodes) Replicate(ctx context.Context, t repair.Task) error {
 	c, ok := src.chunks[t.Chunk]
 	if !ok || c.Corrupt {
 		return rpc.NodeError(rpc.NotFound, []string{string(t.Source.ID)}, "node %s has no good copy of %s", t.Source.ID, t.Chunk)
+	}
+	if c.Size != t.Size || c.FrameSize != t.FrameSize || !rpc.DigestsMatch(c.Digest, t.Digest) {
+		return rpc.NodeError(rpc.Internal, []string{string(t.Source.ID)}, "node %s holds a different chunk than was committed as %s", t.Source.ID, t.Chunk)
 	}
 	dst.chunks[t.Chunk] = c
 	return nil

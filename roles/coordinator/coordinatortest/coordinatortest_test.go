@@ -1,6 +1,7 @@
 package coordinatortest_test
 
 import (
+	"bytes"
 	"errors"
 	"slices"
 	"testing"
@@ -19,7 +20,8 @@ func TestNodesContract(t *testing.T) {
 	ctx := t.Context()
 	const n1, n2 = rpc.NodeID("n1"), rpc.NodeID("n2")
 	const a1, a2 = "127.0.0.1:1", "127.0.0.1:2"
-	copyOf := coordinatortest.Copy{Size: 10, FrameSize: 10, Digest: []byte("d")}
+	digest := bytes.Repeat([]byte{7}, rpc.DigestSize)
+	copyOf := coordinatortest.Copy{Size: 10, FrameSize: 10, Digest: digest}
 	newNodes := func() *coordinatortest.Nodes {
 		nodes := coordinatortest.New()
 		nodes.Add(n1, a1)
@@ -45,14 +47,22 @@ func TestNodesContract(t *testing.T) {
 	t.Run("replicate", func(t *testing.T) {
 		is := is.New(t)
 		nodes := newNodes()
-		task := repair.Task{Need: repair.Need{Chunk: "a"},
+		task := repair.Task{Need: repair.Need{Chunk: "a", Size: 10, FrameSize: 10, Digest: digest[:rpc.DigestPrefixSize]},
 			Source: placement.Node{ID: n1, Addr: a1}, Target: placement.Node{ID: n2, Addr: a2}}
-		is.NoErr(nodes.Replicate(ctx, task)) // copies
+		is.NoErr(nodes.Replicate(ctx, task)) // copies, the digest named by its prefix
 		is.True(nodes.Has(a2, "a"))          // to the target
+
+		other := task
+		other.Digest = bytes.Repeat([]byte{8}, rpc.DigestPrefixSize)
+		nodes.Lose(a2, "a")
+		err := nodes.Replicate(ctx, other)
+		is.True(errors.Is(err, rpc.Internal))                        // a source holding another chunk is refused
+		is.True(slices.Contains(rpc.FailedNodesOf(err), string(n1))) // and blamed
+		is.True(!nodes.Has(a2, "a"))
 
 		nodes.Corrupt(a1, "b")
 		task.Chunk = "b"
-		err := nodes.Replicate(ctx, task)
+		err = nodes.Replicate(ctx, task)
 		is.True(errors.Is(err, rpc.NotFound))                        // a bad source copy is not copied
 		is.True(slices.Contains(rpc.FailedNodesOf(err), string(n1))) // and the source is blamed
 		is.True(!nodes.Has(a2, "b"))

@@ -192,6 +192,17 @@ func (f *Fleet) IDs() []rpc.NodeID {
 	return out
 }
 
+// lookup returns node's copy of chunk id, if node is in the fleet and
+// holds one.
+func (f *Fleet) lookup(node rpc.NodeID, id rpc.ChunkID) (Chunk, bool) {
+	for _, n := range f.nodes {
+		if n.id == node {
+			return n.lookup(id)
+		}
+	}
+	return Chunk{}, false
+}
+
 // Run starts every node's server and loops and blocks until ctx ends,
 // then stops them. It returns an error only if a node could not listen.
 func (f *Fleet) Run(ctx context.Context) error {

@@ -91,6 +91,21 @@ func TestDeleteAndReplicate(t *testing.T) {
 	is.True(st.Chunks[0].Present)           // present
 	is.Equal(st.Chunks[0].Size, int64(100)) // with its size
 
+	// A copy named by a digest prefix takes the source's whole digest.
+	other := f.cfg.Chunk(5)
+	_, err = n.BulkDeleteChunk(t.Context(), &dfspb.BulkDeleteChunkRequest{ChunkIds: []string{string(other.ID)}, NodeId: string(n.id)})
+	is.NoErr(err)
+	req := &dfspb.ReplicateChunkRequest{ChunkId: string(other.ID), Size: 100, FrameSize: 4 << 10, Digest: other.Digest[:rpc.DigestPrefixSize],
+		Source: &dfspb.NodeRef{NodeId: string(f.nodes[1].id), Addr: f.nodes[1].addr}}
+	_, err = n.ReplicateChunk(t.Context(), req)
+	is.NoErr(err) // the copy is taken
+	c, ok := n.lookup(other.ID)
+	is.True(ok)                      // held
+	is.Equal(c.Digest, other.Digest) // with the whole digest
+	req.Digest = []byte("0123456789abcdef")
+	_, err = n.ReplicateChunk(t.Context(), req)
+	is.Equal(rpc.KindOf(rpc.FromStatus(err)), rpc.NotFound) // a source without a matching copy fails it
+
 	_, err = n.BulkDeleteChunk(t.Context(), &dfspb.BulkDeleteChunkRequest{ChunkIds: []string{string(id)}, NodeId: string(f.nodes[1].id)})
 	is.Equal(rpc.KindOf(rpc.FromStatus(err)), rpc.FailedPrecondition) // deletions for another node are refused
 }

@@ -56,11 +56,23 @@ func (n *node) DeleteChunk(_ context.Context, req *dfspb.DeleteChunkRequest) (*d
 }
 
 // ReplicateChunk takes the copy at once (no bytes move) and reports it.
+// A request naming the digest by a prefix (as the coordinator's index
+// keeps it) takes the whole digest from the source, which must hold the
+// chunk with a digest that starts with it, as a datanode does.
 func (n *node) ReplicateChunk(_ context.Context, req *dfspb.ReplicateChunkRequest) (*dfspb.ReplicateChunkResponse, error) {
 	id, err := rpc.ParseChunkID(req.ChunkId)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	n.stored(Chunk{ID: id, Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest})
+	digest := req.Digest
+	if len(digest) != rpc.DigestSize {
+		src := rpc.NodeID(req.GetSource().GetNodeId())
+		c, ok := n.f.lookup(src, id)
+		if !ok || !rpc.DigestsMatch(c.Digest, digest) {
+			return nil, rpc.ToStatus(rpc.NodeError(rpc.NotFound, []string{string(src)}, "chunk %s: source %s holds no copy with digest %x...", id, src.Short(), digest))
+		}
+		digest = c.Digest
+	}
+	n.stored(Chunk{ID: id, Size: req.Size, FrameSize: req.FrameSize, Digest: digest})
 	return &dfspb.ReplicateChunkResponse{Bytes: req.Size}, nil
 }
