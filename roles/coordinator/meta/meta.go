@@ -211,6 +211,13 @@ type StreamIniter interface {
 	InitEach(ctx context.Context, id string, each func(put func(Record) error) error) error
 }
 
+// PageReleaser is a store whose reads map its file into the process (bolt):
+// ReleasePages drops those pages from the process's resident set after a
+// pass over the whole store, the kernel's page cache keeping them.
+type PageReleaser interface {
+	ReleasePages() error
+}
+
 // Store is everything a coordinator needs from its metadata backend.
 type Store interface {
 	Namespace
