@@ -1,8 +1,8 @@
 package boltstore
 
 import (
-	"golang.org/x/sys/unix"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 )
