@@ -139,7 +139,8 @@ func (c *Coordinator) Corrupt(nodeID rpc.NodeID) []string {
 	return slices.Sorted(maps.Keys(n.corrupt))
 }
 
-// FullReports returns how many full reports node sent.
+// FullReports returns how many full reports node sent whole (counted at
+// their last page).
 func (c *Coordinator) FullReports(nodeID rpc.NodeID) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -243,9 +244,11 @@ func (c *Coordinator) ReportChunks(ctx context.Context, req *dfspb.ReportChunksR
 		c.pages = append(c.pages, &dfspb.ReportChunksRequest{NodeId: req.NodeId, Full: req.Full, Page: req.Page, Last: req.Last})
 	}
 	if req.Full {
-		n.full++
 		clear(n.chunks)
 		clear(n.corrupt)
+	}
+	if (req.Full || req.Page > 0) && (req.Last || req.Page == 0) {
+		defer func() { n.full++ }()
 	}
 	for _, a := range req.Added {
 		n.chunks[a.ChunkId] = a
