@@ -1242,3 +1242,21 @@ func (r *refIndex) snapshot() []ref {
 	}
 	return out
 }
+
+// addAll records committed files as add does, under one lock and with one
+// wake-up of the waiters: a new term adds the store's files in batches
+// (see loadFiles).
+func (r *refIndex) addAll(fs []meta.File) {
+	ix := r.ix()
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for i := range fs {
+		ix.files.Add(1)
+		repl := fs[i].Replication
+		for _, c := range fs[i].Chunks {
+			s := ix.intern(c.ID)
+			ix.change(s, func() { ix.reference(s, c, repl) })
+		}
+	}
+	ix.notifyLocked()
+}

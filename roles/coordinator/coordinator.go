@@ -415,10 +415,12 @@ func (c *Coordinator) waitStopped(wg *sync.WaitGroup, stopBy *atomic.Int64) bool
 
 // lead runs leadership terms until ctx ends: at once without an elector,
 // otherwise each time the elector makes this coordinator the leader. A
-// term that cannot start for a passing reason (the store unreachable) is
-// tried again; one that cannot start because the metadata is damaged (an
-// error of kind rpc.Internal naming the record) ends lead with that
-// error, since trying again reads the same damage.
+// term serves as soon as it has read the store's uploads, deletions and
+// draining nodes, and loads the committed files while it serves. A term
+// that cannot start or whose load fails for a passing reason (the store
+// unreachable) ends and is tried again; one that fails because the
+// metadata is damaged (an error of kind rpc.Internal naming the record)
+// ends lead with that error, since trying again reads the same damage.
 func (c *Coordinator) lead(ctx context.Context) error {
 	for ctx.Err() == nil {
 		lost := make(<-chan struct{})
@@ -436,31 +438,45 @@ func (c *Coordinator) lead(ctx context.Context) error {
 		}
 		tctx, cancel := context.WithCancel(ctx)
 		t, err := c.startTerm(tctx)
-		if err != nil {
-			cancel()
-			if rpc.KindOf(err) == rpc.Internal && ctx.Err() == nil {
-				c.events.add("leader", "cannot lead: the metadata is damaged: %v", err)
-				return fmt.Errorf("loading metadata: %w", err)
-			}
-			c.log.Error().Err(err).Msg("cannot lead: loading metadata failed; retrying")
-			rpc.Sleep(ctx, c.clock, time.Second)
+		if err == nil {
+			err = c.serveTerm(ctx, t, lost)
+		}
+		cancel()
+		if t != nil {
+			t.wait()
+		}
+		if err == nil || ctx.Err() != nil {
 			continue
 		}
-		c.term.Store(t)
-		if c.elector != nil {
-			c.events.add("leader", "elected leader: this coordinator (%s) leads", c.addr)
-		} else {
-			c.events.add("leader", "leading: this coordinator (%s) is the only one", c.addr)
+		if rpc.KindOf(err) == rpc.Internal {
+			c.events.add("leader", "cannot lead: the metadata is damaged: %v", err)
+			return fmt.Errorf("loading metadata: %w", err)
 		}
-		select {
-		case <-ctx.Done():
-		case <-lost:
-			c.log.Warn().Msg("leadership lost: standing by")
-			c.events.add("leader", "leadership lost: standing by")
-		}
-		c.term.Store(nil)
-		cancel()
-		t.wait()
+		c.log.Error().Err(err).Msg("cannot lead: loading metadata failed; retrying")
+		c.events.add("leader", "cannot lead: loading metadata failed; retrying: %v", err)
+		rpc.Sleep(ctx, c.clock, time.Second)
+	}
+	return nil
+}
+
+// serveTerm makes t the current term until ctx ends, the leadership is
+// lost, or t's load fails, whose error it returns; t is no longer the
+// current term when it returns.
+func (c *Coordinator) serveTerm(ctx context.Context, t *term, lost <-chan struct{}) error {
+	c.term.Store(t)
+	defer c.term.Store(nil)
+	if c.elector != nil {
+		c.events.add("leader", "elected leader: this coordinator (%s) leads", c.addr)
+	} else {
+		c.events.add("leader", "leading: this coordinator (%s) is the only one", c.addr)
+	}
+	select {
+	case <-ctx.Done():
+	case <-lost:
+		c.log.Warn().Msg("leadership lost: standing by")
+		c.events.add("leader", "leadership lost: standing by")
+	case err := <-t.failed:
+		return err
 	}
 	return nil
 }

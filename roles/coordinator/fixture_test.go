@@ -58,7 +58,8 @@ func newFixture(t *testing.T, n int, store meta.Store, opts ...func(*Config)) *f
 	f.c, err = New(cfg, Deps{Log: zerolog.New(zerolog.NewTestWriter(t)), Clock: f.clock, Store: store, Datanodes: f.dn})
 	is.NoErr(err)
 	f.term, err = f.c.newTerm(ctx)
-	is.NoErr(err) // the term loads the store
+	is.NoErr(err)              // the term reads the store
+	is.NoErr(f.term.load(ctx)) // and loads its files
 	for i := range n {
 		f.addNode(fmt.Sprintf("%08d-0000-0000-0000-000000000000", i+1), fmt.Sprintf("127.0.0.1:%d", 7001+i))
 	}

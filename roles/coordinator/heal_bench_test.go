@@ -79,6 +79,9 @@ func benchLoaded(b *testing.B, ctx context.Context, nodes, files int) (*term, []
 	if err != nil {
 		b.Fatal(err)
 	}
+	if err := t.load(ctx); err != nil {
+		b.Fatal(err)
+	}
 	ids := make([]rpc.NodeID, nodes)
 	for i := range ids {
 		ids[i] = rpc.NodeID(fmt.Sprintf("%08d-0000-0000-0000-000000000000", i+1))

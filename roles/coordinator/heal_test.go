@@ -166,6 +166,9 @@ func (f *fixture) restart() {
 	if f.term, err = f.c.newTerm(f.ctx); err != nil {
 		f.t.Fatal(err)
 	}
+	if err := f.term.load(f.ctx); err != nil {
+		f.t.Fatal(err)
+	}
 	ids, addrs := f.ids, f.addrs
 	f.ids, f.addrs = nil, nil
 	for i := range ids {

@@ -24,6 +24,12 @@ import (
 // the datanode honours without counting it a failure. Incremental
 // reports take no turn.
 //
+// No page is applied before the term has loaded the committed files
+// (loaded): a page applied against a half-loaded index would keep the
+// copies of every chunk not loaded yet aside, in the index's table of
+// copies of uncommitted chunks, at great cost in memory. A page waits for
+// the load as it waits for a turn, and is refused the same way.
+//
 // After a restart every datanode sends its inventory at once; turns keep
 // the reports applied at any moment, and what they hold in memory,
 // bounded whatever the number of datanodes, and a datanode told to wait
@@ -33,6 +39,9 @@ type inventories struct {
 	wait  time.Duration
 	idle  time.Duration
 	clock clockwork.Clock
+	// loaded is closed once the term has loaded the committed files; nil
+	// when there is nothing to wait for.
+	loaded <-chan struct{}
 
 	mu    sync.Mutex
 	turns map[rpc.NodeID]*turn
@@ -72,6 +81,9 @@ type inventoryPage struct {
 // ctx ends first. The caller calls done once the page is applied (ok) or
 // not: a last page or a failed one ends the turn.
 func (q *inventories) admit(ctx context.Context, node rpc.NodeID, p inventoryPage) (done func(ok bool), err error) {
+	if err := q.awaitLoad(ctx, node); err != nil {
+		return nil, err
+	}
 	q.mu.Lock()
 	now := q.clock.Now()
 	q.lapseLocked(now)
@@ -109,13 +121,7 @@ func (q *inventories) admit(ctx context.Context, node rpc.NodeID, p inventoryPag
 // left to ctx's deadline if that comes first, so that the caller hears
 // when to come back rather than its own timeout.
 func (q *inventories) await(ctx context.Context, w *waiter) error {
-	wait := q.wait
-	if dl, ok := ctx.Deadline(); ok {
-		if left := dl.Sub(q.clock.Now()) * 3 / 4; left > 0 && left < wait {
-			wait = left
-		}
-	}
-	timer := q.clock.NewTimer(wait)
+	timer := q.clock.NewTimer(q.waitFor(ctx))
 	defer timer.Stop()
 	var err error
 	select {
@@ -143,6 +149,46 @@ func (q *inventories) await(ctx context.Context, w *waiter) error {
 	return q.busy(w.node, "too many datanodes' inventories being applied")
 }
 
+// waitFor returns how long a page waits, for the load or for a turn:
+// --inventory-wait, or three quarters of the time left to ctx's deadline
+// if that is less.
+func (q *inventories) waitFor(ctx context.Context) time.Duration {
+	wait := q.wait
+	if dl, ok := ctx.Deadline(); ok {
+		if left := dl.Sub(q.clock.Now()) * 3 / 4; left > 0 && left < wait {
+			wait = left
+		}
+	}
+	return wait
+}
+
+// awaitLoad returns once the term has loaded the committed files. A page
+// still waiting after waitFor is refused with ResourceExhausted and when
+// to send it again, as one that got no turn is; one whose ctx ends first
+// gets ctx's error.
+func (q *inventories) awaitLoad(ctx context.Context, node rpc.NodeID) error {
+	if q.loaded == nil {
+		return nil
+	}
+	select {
+	case <-q.loaded:
+		return nil
+	default:
+	}
+	timer := q.clock.NewTimer(q.waitFor(ctx))
+	defer timer.Stop()
+	select {
+	case <-q.loaded:
+		return nil
+	case <-ctx.Done():
+		return rpc.E("", rpc.Other, ctx.Err())
+	case <-timer.Chan():
+	}
+	retry := q.retryAfter()
+	return &rpc.Error{Kind: rpc.ResourceExhausted, Err: &rpc.NotServing{RetryAfter: retry},
+		Msg: fmt.Sprintf("datanode %s: the coordinator is still loading its metadata; send the inventory again in %s", node.Short(), retry)}
+}
+
 // busy is the ResourceExhausted answer to a page that gets no turn. The
 // retry-after is short and spread (between 100 ms and a quarter of the
 // wait, at random): the first page that asks again is empty and cheap to
@@ -151,10 +197,15 @@ func (q *inventories) await(ctx context.Context, w *waiter) error {
 // due (with a retry-after as long as the wait, a thousand nodes refused
 // together came back together, and the turns idled in between).
 func (q *inventories) busy(node rpc.NodeID, why string) error {
-	lo := 100 * time.Millisecond
-	retry := (lo + rand.N(max(q.wait/4-lo, 0)+1)).Truncate(time.Millisecond) // the wire carries milliseconds
+	retry := q.retryAfter()
 	return &rpc.Error{Kind: rpc.ResourceExhausted, Err: &rpc.NotServing{RetryAfter: retry},
 		Msg: fmt.Sprintf("datanode %s: %s (--max-inventories %d); send it again in %s", node.Short(), why, q.max, retry)}
+}
+
+// retryAfter is when a refused page is to be sent again (see busy).
+func (q *inventories) retryAfter() time.Duration {
+	lo := 100 * time.Millisecond
+	return (lo + rand.N(max(q.wait/4-lo, 0)+1)).Truncate(time.Millisecond) // the wire carries milliseconds
 }
 
 // done ends the application of one of node's pages; keep says whether

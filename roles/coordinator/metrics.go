@@ -70,6 +70,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	descLeader       = desc("dfs_coordinator_leader", "1 while this coordinator leads, 0 while it starts or stands by.")
 	descSafeMode     = desc("dfs_coordinator_safe_mode", "1 while the leading coordinator waits in safe mode for the datanodes' chunk reports.")
+	descLoading      = desc("dfs_coordinator_loading", "1 while the leading coordinator loads the committed files from its metadata store (in safe mode meanwhile; dfs_coordinator_files counts those loaded so far).")
 	descWritable     = desc("dfs_coordinator_writable", "1 while the leader's cluster can take writes (out of safe mode, at least the replication factor of placeable datanodes), as /readyz says.")
 	descNodes        = desc("dfs_coordinator_nodes", "Datanodes by state (healthy, suspect, dead).", "state")
 	descDraining     = desc("dfs_coordinator_draining_nodes", "Datanodes being decommissioned (draining), decommissioned ones included.")
@@ -91,7 +92,7 @@ var (
 	descReclaimed    = desc("dfs_coordinator_reclaimed_bytes_total", "Bytes freed on the datanodes by garbage collection since this coordinator began leading.")
 	descInventories  = desc("dfs_coordinator_inventories", "Datanodes' full chunk inventories being applied (applying: holding one of --max-inventories turns) or waiting for a turn (waiting).", "state")
 	descOrphans      = desc("dfs_coordinator_orphan_copies_total", "Orphan chunk copies (referenced by no file or upload) scheduled for deletion since this coordinator began leading.")
-	stateDescriptors = []*prometheus.Desc{descLeader, descSafeMode, descWritable, descNodes, descDraining, descCapacity, descUsed, descFree,
+	stateDescriptors = []*prometheus.Desc{descLeader, descSafeMode, descLoading, descWritable, descNodes, descDraining, descCapacity, descUsed, descFree,
 		descFiles, descChunks, descSessions, descUnder, descMissing, descCorrupt, descRepairing, descRepairs, descRepairFails,
 		descRepairBytes, descPendingDels, descDeleted, descReclaimed, descOrphans, descInventories}
 )
@@ -118,6 +119,7 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if !snap.Leading {
 		return
 	}
+	gauge(descLoading, b2f(snap.Loading))
 	gauge(descWritable, b2f(snap.Readiness.Writable))
 	states := map[placement.State]int{}
 	draining := 0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -12,14 +13,19 @@ import (
 	"github.com/dfs-project/dfs/rpc"
 )
 
-// safeMode holds a newly leading coordinator back until the datanodes have
-// reported where the committed chunks are: until then it places no chunks
-// and changes no files (their old chunks' locations are unknown), and it
-// answers reads only for files whose every chunk has a reported copy. It
-// ends when every chunk has all its copies reported; or when every chunk
-// has a copy and one suspect-after period has passed (a live datanode has
-// heartbeated by then: the missing copies are on nodes that are gone); or
-// after the timeout. An empty namespace has nothing to wait for.
+// safeMode holds a newly leading coordinator back until it has loaded
+// the committed files from the store (the chunk index's references) and
+// the datanodes have reported where the committed chunks are: until then
+// it places no chunks and changes no files (their old chunks' locations
+// are unknown), and it answers reads only for files whose every chunk has
+// a reported copy. Once the files are loaded (loaded), it ends when every
+// chunk has all its copies reported; or when every chunk has a copy and
+// one suspect-after period has passed since the term began (a live
+// datanode has heartbeated by then: the missing copies are on nodes that
+// are gone); or after the timeout, counted from the end of the load (a
+// load longer than the timeout must not end safe mode before any report
+// could come in: the health scan would see every chunk missing). An
+// empty namespace has nothing to wait for once loaded.
 //
 // Its loop never waits on a pass over the cluster: the exit conditions
 // are read from counts (counters the chunk index keeps as reports arrive),
@@ -33,11 +39,18 @@ type safeMode struct {
 	clock        clockwork.Clock
 	started      time.Time // when the term began
 	suspectAfter time.Duration
-	deadline     time.Time
+	timeout      time.Duration
 
-	mu     sync.Mutex
-	on     bool
-	status string
+	// ready is closed once the files are loaded; files and expected say
+	// how far the load is (expected is -1 while unknown).
+	ready           chan struct{}
+	files, expected atomic.Int64
+
+	mu       sync.Mutex
+	on       bool
+	loading  bool
+	status   string
+	deadline time.Time // set when the files are loaded
 	// last is the last count, for the message when the timeout ends
 	// safe mode; counted says whether there is one.
 	last    located
@@ -52,36 +65,87 @@ type located struct{ missing, under, total int }
 // safeModeCheck is how often safe mode counts the located chunks.
 const safeModeCheck = 100 * time.Millisecond
 
-// newSafeMode starts safe mode for a term that began at started with
-// chunks committed chunks, if there are any. counts returns the
-// committed chunks without a reported good copy, those with fewer good
-// copies than their replication, and all of them; it must be safe to call
-// from any goroutine.
-func newSafeMode(timeout, suspectAfter time.Duration, chunks int, started time.Time, clock clockwork.Clock,
+// newSafeMode starts safe mode for a term that began at started and is
+// loading the store's files (see loaded). counts returns the committed
+// chunks without a reported good copy, those with fewer good copies than
+// their replication, and all of them; it must be safe to call from any
+// goroutine.
+func newSafeMode(timeout, suspectAfter time.Duration, started time.Time, clock clockwork.Clock,
 	counts func() (missing, under, total int), ev *events, log zerolog.Logger) *safeMode {
 	s := &safeMode{counts: counts, events: ev, log: log, clock: clock, started: started, suspectAfter: suspectAfter,
-		deadline: clock.Now().Add(timeout), on: chunks > 0 && timeout > 0}
-	if s.on {
-		s.status = fmt.Sprintf("waiting for datanodes to report %d chunks", chunks)
-		s.last = located{missing: chunks, under: chunks, total: chunks}
-		log.Warn().Int("chunks", chunks).Dur("timeout", timeout).Msg("safe mode: waiting for datanodes to report where the chunks are")
-		ev.add("safe-mode", "safe mode on: waiting for datanodes to report %d chunks (at most %s)", chunks, timeout)
-	}
+		timeout: timeout, ready: make(chan struct{}), on: true, loading: true}
+	s.expected.Store(-1)
 	return s
 }
 
-// run counts every safeModeCheck until safe mode ends, its timeout fires
-// or ctx ends, whichever comes first. One count runs at a time, on its own
+// expect records how many files the load will add, when the store can
+// tell (meta.FileCounter).
+func (s *safeMode) expect(files int) { s.expected.Store(int64(files)) }
+
+// progress records how many files the load has added so far.
+func (s *safeMode) progress(files int) { s.files.Store(int64(files)) }
+
+// loaded ends the load of the store's files, which reference chunks
+// committed chunks: safe mode then waits for the datanodes' reports of
+// them, at most the timeout from now, or ends at once when there are
+// none to wait for or the timeout is 0.
+func (s *safeMode) loaded(chunks int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.loading {
+		return
+	}
+	s.loading = false
+	s.deadline = s.clock.Now().Add(s.timeout)
+	s.on = chunks > 0 && s.timeout > 0
+	if s.on {
+		s.status = fmt.Sprintf("waiting for datanodes to report %d chunks", chunks)
+		s.last = located{missing: chunks, under: chunks, total: chunks}
+		s.log.Warn().Int("chunks", chunks).Dur("timeout", s.timeout).Msg("safe mode: waiting for datanodes to report where the chunks are")
+		s.events.add("safe-mode", "safe mode on: waiting for datanodes to report %d chunks (at most %s)", chunks, s.timeout)
+	}
+	close(s.ready)
+}
+
+// isLoading reports whether the store's files are still being loaded.
+func (s *safeMode) isLoading() bool {
+	select {
+	case <-s.ready:
+		return false
+	default:
+		return true
+	}
+}
+
+// loadStatus says how far the load is.
+func (s *safeMode) loadStatus() string {
+	if n := s.expected.Load(); n >= 0 {
+		return fmt.Sprintf("loading metadata: %d of %d files", s.files.Load(), n)
+	}
+	return fmt.Sprintf("loading metadata: %d files so far", s.files.Load())
+}
+
+// run waits for the files to be loaded, then counts every safeModeCheck
+// until safe mode ends, its timeout fires or ctx ends, whichever comes
+// first. One count runs at a time, on its own
 // goroutine: a slow one delays the next count, never the timeout or the
 // return on ctx's end (a count still running then finishes on its own and
 // its result is dropped). A count that took d is followed by the next no
 // sooner than 4d later, so that counts that are passes over the chunks
 // (rather than counters) take at most a fifth of a core.
 func (s *safeMode) run(ctx context.Context) {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return
+	}
 	if !s.active() {
 		return
 	}
-	timeout := s.clock.NewTimer(s.deadline.Sub(s.clock.Now()))
+	s.mu.Lock()
+	deadline := s.deadline
+	s.mu.Unlock()
+	timeout := s.clock.NewTimer(deadline.Sub(s.clock.Now()))
 	defer timeout.Stop()
 	tick := s.clock.NewTicker(safeModeCheck)
 	defer tick.Stop()
@@ -177,6 +241,9 @@ func (s *safeMode) active() bool {
 func (s *safeMode) Status() (bool, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.loading {
+		return true, s.loadStatus()
+	}
 	return s.on, s.status
 }
 

@@ -87,7 +87,7 @@ func TestSafeModeTimeoutWhileInventoriesArrive(t *testing.T) {
 		return 1 + max(0, 100-n*10), 100, 100 // more located each time, one never
 	}
 	start := clock.Now()
-	s := newSafeMode(30*time.Second, 10*time.Second, 100, start, clock, counts, newEvents(clock), zerolog.Nop())
+	s := loadedSafeMode(30*time.Second, 10*time.Second, 100, start, clock, counts, newEvents(clock), zerolog.Nop())
 	done := runSafeMode(t, t.Context(), s)
 	for range 4 { // four counts, one a tick
 		is.NoErr(clock.BlockUntilContext(t.Context(), 2))
@@ -131,7 +131,7 @@ func TestSafeModeStopsWhileCounting(t *testing.T) {
 		<-stuck
 		return 1, 1, 1
 	}
-	s := newSafeMode(time.Hour, time.Second, 1, clock.Now(), clock, counts, newEvents(clock), zerolog.Nop())
+	s := loadedSafeMode(time.Hour, time.Second, 1, clock.Now(), clock, counts, newEvents(clock), zerolog.Nop())
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { defer close(done); s.run(ctx) }()
@@ -163,7 +163,7 @@ func TestSafeModeEndsByCounts(t *testing.T) {
 			is := is.New(t)
 			clock := clockwork.NewFakeClock()
 			counts := func() (int, int, int) { return tc.missing, tc.under, tc.total }
-			s := newSafeMode(30*time.Second, 10*time.Second, tc.total, clock.Now(), clock, counts, newEvents(clock), zerolog.Nop())
+			s := loadedSafeMode(30*time.Second, 10*time.Second, tc.total, clock.Now(), clock, counts, newEvents(clock), zerolog.Nop())
 			done := runSafeMode(t, t.Context(), s)
 			for elapsed := time.Duration(0); elapsed < tc.after; elapsed += safeModeCheck {
 				on, _ := s.Status()
@@ -212,7 +212,7 @@ func TestSafeModePacesSlowCounts(t *testing.T) {
 		clock.Advance(time.Second) // this count takes a second
 		return 1, 1, 1
 	}
-	s := newSafeMode(time.Hour, time.Hour, 1, clock.Now(), clock, counts, newEvents(clock), zerolog.Nop())
+	s := loadedSafeMode(time.Hour, time.Hour, 1, clock.Now(), clock, counts, newEvents(clock), zerolog.Nop())
 	runSafeMode(t, t.Context(), s)
 	is.NoErr(clock.BlockUntilContext(t.Context(), 2))
 	before := countsTaken(s)

@@ -21,6 +21,9 @@ type snapshot struct {
 	Leading        bool
 	SafeMode       bool
 	SafeModeStatus string
+	// Loading is set while the term loads the committed files (in safe
+	// mode, whose status says how far it is).
+	Loading bool
 	// Nodes are every datanode's status with the health scan's marks,
 	// ordered by address.
 	Nodes []nodeStatus
@@ -50,6 +53,7 @@ func (c *Coordinator) snapshot() snapshot {
 	s.Leading = true
 	v := t.admin.view()
 	s.SafeMode, s.SafeModeStatus = v.safeMode, v.safeModeStatus
+	s.Loading = t.safe.isLoading()
 	s.Nodes = v.nodes
 	for _, n := range s.Nodes {
 		if n.state != placement.Dead {

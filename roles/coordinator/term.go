@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/gc"
@@ -35,11 +36,24 @@ type term struct {
 	heal       *heal
 	admin      *admin
 
+	// loader is the store the committed files are loaded from (load);
+	// began is when the term began and st what it read before it served.
+	loader meta.Loader
+	clock  clockwork.Clock
+	began  time.Time
+	st     stored
+	// failed receives the error of a load that failed; lead ends the
+	// term with it.
+	failed chan error
+
 	wg sync.WaitGroup
 }
 
-// startTerm loads the store's uploads, deletions and chunk references and
-// starts the term's background loops. The term ends when ctx does.
+// startTerm reads the store's uploads, deletions and draining nodes and
+// starts the term's background loops, among them the load of the
+// committed files into the chunk index (see load): the term serves at
+// once, in safe mode until the load is over. The term ends when ctx does;
+// a load that fails sends its error on the term's failed channel.
 func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 	t, err := c.newTerm(ctx)
 	if err != nil {
@@ -49,8 +63,9 @@ func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
 	return t, nil
 }
 
-// newTerm builds a term from the store, its loops not started; ctx is the
-// term's (the uploads' aborts run within it).
+// newTerm builds a term from the store, its loops not started and its
+// files not loaded (load); ctx is the term's (the uploads' aborts run
+// within it).
 func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	start := c.clock.Now()
 	cfg := c.cfg
@@ -58,11 +73,18 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	commits := cacheCommitter{store: c.store, files: files}
 	ix := newChunkIndex()
 	t := &term{
-		log:   c.log,
-		nodes: newRegistry(cfg.SuspectAfter, cfg.DeadAfter, cfg.ForgetDeadAfter, c.events, c.log),
-		locs:  ix,
-		refs:  ix.refs(),
+		log:    c.log,
+		nodes:  newRegistry(cfg.SuspectAfter, cfg.DeadAfter, cfg.ForgetDeadAfter, c.events, c.log),
+		locs:   ix,
+		refs:   ix.refs(),
+		loader: c.store,
+		clock:  c.clock,
+		began:  start,
+		failed: make(chan error, 1),
 	}
+	t.safe = newSafeMode(cfg.SafeModeTimeout, cfg.SuspectAfter, start, c.clock, t.locs.counts, c.events, c.log)
+	inventories := newInventories(cfg.MaxInventories, cfg.InventoryWait, cfg.RPCTimeout, c.clock)
+	inventories.loaded = t.safe.ready
 	t.nodes.penalties = newPenalties(cfg.FailurePenalty, c.clock)
 	deleter := &chunkDeleter{nodes: t.nodes, datanodes: c.datanodes, commits: commits}
 	gcfg := gc.DefaultConfig()
@@ -72,7 +94,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	t.membership = &membership{
 		cfg: cfg, log: c.log, clock: c.clock, cluster: c.store.ClusterID, nodes: t.nodes, locs: t.locs, refs: t.refs,
 		dels: dels, commits: commits, datanodes: c.datanodes, events: c.events, registrations: c.registrations, started: start,
-		inventories: newInventories(cfg.MaxInventories, cfg.InventoryWait, cfg.RPCTimeout, c.clock), beforeApply: c.beforeReport,
+		inventories: inventories, beforeApply: c.beforeReport,
 	}
 	t.heal = newHeal(cfg, c.log, c.clock, t.nodes, t.locs, t.refs, dels, commits, c.events)
 	t.repair = repair.New(repair.Config{
@@ -83,21 +105,21 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	})
 	t.heal.repair = t.repair
 
-	st, err := load(ctx, c.store, t.refs)
+	st, err := loadRest(ctx, c.store)
 	if err != nil {
 		return nil, err
 	}
+	t.st = st
 	for _, d := range st.deletions {
 		t.gc.Enqueue(d.Node, d.Chunk)
 	}
-	t.safe = newSafeMode(cfg.SafeModeTimeout, cfg.SuspectAfter, st.chunks, start, c.clock, t.locs.counts, c.events, c.log)
 	t.uploads = newUploads(ctx, uploadsConfig{
 		chunkSize: cfg.ChunkSize, replication: cfg.Replication, maxChunks: c.maxChunks, maxUploads: cfg.MaxUploads,
 		sessionTimeout: cfg.SessionTimeout, rpcTimeout: cfg.RPCTimeout, suspectAfter: cfg.SuspectAfter,
 	}, uploadsDeps{
 		log: c.log, clock: c.clock, store: c.store, commits: commits, nodes: t.nodes, locs: t.locs, refs: t.refs,
 		policy: c.policy, safe: t.safe, dels: dels, metrics: c.metrics, started: start,
-		warmup: st.files > 0 || len(st.uploads) > 0, // the cluster had datanodes, still coming back
+		warmup: len(st.uploads) > 0, // the cluster had datanodes, still coming back (files: see load)
 	})
 	for _, mu := range st.uploads {
 		t.uploads.load(mu)
@@ -114,32 +136,54 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	for _, id := range st.drains {
 		t.nodes.setDraining(id, true)
 	}
-	t.log.Info().Int("files", st.files).Int("chunks", st.chunks).Int("uploads", len(st.uploads)).Int("pending_deletions", len(st.deletions)).
-		Dur("took", c.clock.Now().Sub(start)).Msg("leading: metadata loaded")
+	t.log.Info().Int("uploads", len(st.uploads)).Int("pending_deletions", len(st.deletions)).Dur("took", c.clock.Now().Sub(start)).
+		Msg("leading: serving; loading the committed files (safe mode until they are loaded)")
 	return t, nil
 }
 
-// stored is the durable state a term starts from.
-type stored struct {
-	files, chunks int // committed, their chunks now in refs
-	uploads       []*meta.Upload
-	deletions     []meta.Deletion
-	drains        []rpc.NodeID
+// load adds the store's committed files to the chunk index, then ends
+// safe mode's loading (safeMode.loaded): from then on safe mode waits for
+// the datanodes' reports of the chunks, and their full inventories are
+// applied. Until then the term serves what the store answers alone (stat,
+// list, heartbeats), refuses writes (safe mode), and holds inventories
+// back (inventories.admit). It returns ctx's error soon after ctx ends
+// and the store's when the walk fails.
+func (t *term) load(ctx context.Context) error {
+	if c, ok := t.loader.(meta.FileCounter); ok {
+		if n, err := c.CountFiles(ctx); err == nil {
+			t.safe.expect(n)
+		} else {
+			t.log.Debug().Err(err).Msg("cannot count the committed files; loading them all the same")
+		}
+	}
+	files, chunks, err := loadFiles(ctx, t.loader, t.refs, t.safe.progress)
+	if err != nil {
+		return rpc.Errorf(rpc.Other, "load files: %w", err)
+	}
+	if files > 0 {
+		// The cluster had datanodes, still coming back. No placement
+		// reads it before safe mode lets it, after loaded.
+		t.uploads.warmup = true
+	}
+	t.safe.loaded(chunks)
+	t.log.Info().Int("files", files).Int("chunks", chunks).Int("uploads", len(t.st.uploads)).Int("pending_deletions", len(t.st.deletions)).
+		Dur("took", t.clock.Since(t.began)).Msg("leading: metadata loaded")
+	return nil
 }
 
-// load reads the durable state a term starts from, adding every
-// committed file to refs.
-func load(ctx context.Context, l meta.Loader, refs *refIndex) (stored, error) {
+// stored is the durable state a term reads before it serves: everything
+// but the committed files, which it loads while it serves (load).
+type stored struct {
+	uploads   []*meta.Upload
+	deletions []meta.Deletion
+	drains    []rpc.NodeID
+}
+
+// loadRest reads the open uploads, the pending deletions and the
+// draining nodes.
+func loadRest(ctx context.Context, l meta.Loader) (stored, error) {
 	var st stored
-	err := l.Files(ctx, func(f *meta.File) error {
-		st.files++
-		st.chunks += len(f.Chunks)
-		refs.add(f)
-		return nil
-	})
-	if err != nil {
-		return stored{}, rpc.Errorf(rpc.Other, "load files: %w", err)
-	}
+	var err error
 	if st.uploads, err = l.Uploads(ctx); err != nil {
 		return stored{}, rpc.Errorf(rpc.Other, "load uploads: %w", err)
 	}
@@ -152,8 +196,15 @@ func load(ctx context.Context, l meta.Loader, refs *refIndex) (stored, error) {
 	return st, nil
 }
 
-// start starts the term's background loops, which stop when ctx ends.
+// start starts the term's background loops, the load of the committed
+// files among them, which stop when ctx ends. A load that fails sends its
+// error on t.failed.
 func (t *term) start(ctx context.Context) {
+	t.wg.Go(func() {
+		if err := t.load(ctx); err != nil && ctx.Err() == nil {
+			t.failed <- err // the only send: never blocks
+		}
+	})
 	t.wg.Go(func() { t.heal.run(ctx, t.safe) })
 	t.wg.Go(func() { t.repair.Run(ctx) })
 	t.wg.Go(func() { t.uploads.run(ctx) })

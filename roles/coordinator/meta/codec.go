@@ -173,3 +173,134 @@ func MaxChunkRecordSize() int {
 	n := proto.Size(&metapb.Chunk{Id: string(id), Size: rpc.MaxChunkSize, Digest: make([]byte, rpc.DigestSize), FrameSize: rpc.MaxFrameSize})
 	return 1 + protowire.SizeVarint(uint64(n)) + n
 }
+
+// The field numbers of metapb.File and metapb.Chunk that
+// DecodeFileChunks reads.
+const (
+	fileFieldPath        = 1
+	fileFieldSize        = 2
+	fileFieldSHA256      = 3
+	fileFieldReplication = 5
+	fileFieldVersion     = 7
+	fileFieldChunks      = 8
+
+	chunkFieldID        = 1
+	chunkFieldSize      = 2
+	chunkFieldDigest    = 3
+	chunkFieldFrameSize = 4
+)
+
+// DecodeFileChunks decodes the replication and chunks of a stored file
+// record b into fc, reusing fc's memory: fc's chunk digests are valid
+// until its next use. It returns the record's path, a slice of b. It
+// reads the wire format directly rather than through metapb.File, and
+// allocates only each chunk's ID: a new term decodes every file, and the
+// generic decoding (a message, its strings and bytes, then a File) was
+// most of that time. It reads fields as proto.Unmarshal does (the last
+// value of a scalar wins, a field of another wire type is unknown,
+// unknown fields are skipped) and checks what UnmarshalFile checks of the
+// chunks, sizes, digest and version; the path and session are not
+// checked: the caller compares the path with the record's key.
+func DecodeFileChunks(b []byte, fc *FileChunks) (path []byte, err error) {
+	fc.Replication, fc.Chunks, fc.digests = 0, fc.Chunks[:0], fc.digests[:0]
+	var (
+		size, total int64
+		sum         []byte
+		version     uint64
+	)
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, fmt.Errorf("decode file: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		var v uint64
+		var field []byte
+		switch {
+		case typ == protowire.VarintType && (num == fileFieldSize || num == fileFieldReplication || num == fileFieldVersion):
+			v, n = protowire.ConsumeVarint(b)
+		case typ == protowire.BytesType && (num == fileFieldPath || num == fileFieldSHA256 || num == fileFieldChunks):
+			field, n = protowire.ConsumeBytes(b)
+		default:
+			num, n = 0, protowire.ConsumeFieldValue(num, typ, b) // unknown: skipped
+		}
+		if n < 0 {
+			return nil, fmt.Errorf("decode file: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch num {
+		case fileFieldPath:
+			path = field
+		case fileFieldSize:
+			size = int64(v)
+		case fileFieldSHA256:
+			sum = field
+		case fileFieldReplication:
+			fc.Replication = uint32(v)
+		case fileFieldVersion:
+			version = v
+		case fileFieldChunks:
+			c, err := decodeChunk(field, fc)
+			if err != nil {
+				return nil, fmt.Errorf("decode file %s: %w", path, err)
+			}
+			total += c.Size
+			fc.Chunks = append(fc.Chunks, c)
+		}
+	}
+	for i := range fc.Chunks { // the arena may have moved as it grew
+		fc.Chunks[i].Digest = fc.digests[i*rpc.DigestSize : (i+1)*rpc.DigestSize : (i+1)*rpc.DigestSize]
+	}
+	if total != size || len(sum) != rpc.DigestSize || version == 0 {
+		return nil, fmt.Errorf("decode file %s: inconsistent (size %d, chunks total %d, version %d)", path, size, total, version)
+	}
+	return path, nil
+}
+
+// decodeChunk decodes and checks one metapb.Chunk, appending its digest
+// to fc's arena; DecodeFileChunks sets the returned chunk's Digest.
+func decodeChunk(b []byte, fc *FileChunks) (Chunk, error) {
+	var c Chunk
+	var id, digest []byte
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return Chunk{}, protowire.ParseError(n)
+		}
+		b = b[n:]
+		var v uint64
+		var field []byte
+		switch {
+		case typ == protowire.VarintType && (num == chunkFieldSize || num == chunkFieldFrameSize):
+			v, n = protowire.ConsumeVarint(b)
+		case typ == protowire.BytesType && (num == chunkFieldID || num == chunkFieldDigest):
+			field, n = protowire.ConsumeBytes(b)
+		default:
+			num, n = 0, protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return Chunk{}, protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch num {
+		case chunkFieldID:
+			id = field
+		case chunkFieldSize:
+			c.Size = int64(v)
+		case chunkFieldDigest:
+			digest = field
+		case chunkFieldFrameSize:
+			c.FrameSize = int64(v)
+		}
+	}
+	cid, err := rpc.ParseChunkID(string(id))
+	if err != nil {
+		return Chunk{}, err
+	}
+	c.ID = cid
+	if c.Size <= 0 || c.Size > rpc.MaxChunkSize || len(digest) != rpc.DigestSize {
+		return Chunk{}, fmt.Errorf("chunk %s has size %d, digest of %d bytes", cid, c.Size, len(digest))
+	}
+	fc.digests = append(fc.digests, digest...)
+	return c, nil
+}

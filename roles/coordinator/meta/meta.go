@@ -168,6 +168,38 @@ type Loader interface {
 	Drains(ctx context.Context) ([]rpc.NodeID, error)
 }
 
+// FileChunks is what the coordinator's chunk index needs of a committed
+// file: its replication and its chunks.
+type FileChunks struct {
+	Replication uint32
+	Chunks      []Chunk
+
+	digests []byte // the chunks' digests, reused by DecodeFileChunks
+}
+
+// ChunkLoader is a Loader that can walk the committed files' chunks alone,
+// which a new term does before it can leave safe mode: faster than Files,
+// since it decodes only what the chunk index needs and allocates little.
+// It is optional: a backend without it is walked with Files.
+type ChunkLoader interface {
+	// FileChunks calls fn for every committed file in path order, as
+	// Files does, with its replication and chunks. fn's argument and the
+	// slices it holds are reused once fn returns: fn copies what it keeps
+	// (chunk IDs are strings, kept as they are). The fields are checked
+	// as Files checks them (a damaged record is an error of kind
+	// rpc.Internal); the file's other fields are not read. An error from
+	// fn stops the walk and is returned; so is ctx's error when it ends.
+	FileChunks(ctx context.Context, fn func(*FileChunks) error) error
+}
+
+// FileCounter is a Loader that can count the committed files quickly (in
+// a small fraction of the time a walk takes), so that a term loading them
+// can say how far it is. It is optional.
+type FileCounter interface {
+	// CountFiles returns how many files are committed.
+	CountFiles(ctx context.Context) (int, error)
+}
+
 // Snapshotter reads a consistent copy of the whole store, for backups.
 type Snapshotter interface {
 	// Snapshot calls fn with every record of one consistent view of the

@@ -41,6 +41,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ListPaging", testListPaging},
 		{"UploadsAndDeletions", testUploadsAndDeletions},
 		{"FilesWalk", testFilesWalk},
+		{"ChunksWalk", testChunksWalk},
 		{"Drains", testDrains},
 		{"FailedTxnDrainsNothing", testFailedTxnDrains},
 		{"BackupRestore", testBackupRestore},
@@ -367,6 +368,54 @@ func testFilesWalk(t *testing.T, s meta.Store, _ func() meta.Store) {
 	err := s.Files(ctx(t), func(*meta.File) error { n++; return stop })
 	is.True(errors.Is(err, stop)) // fn's error ends the walk
 	is.Equal(n, 1)
+}
+
+// testChunksWalk: a store that can walk the files' chunks alone
+// (meta.ChunkLoader) gives what Files gives of them, for more files than
+// a page of any backend's walk; one that can count files counts them.
+func testChunksWalk(t *testing.T, s meta.Store, _ func() meta.Store) {
+	is := is.New(t)
+	const n = 1300
+	var recs []meta.Record
+	for i := range n {
+		f := NewFile(fmt.Sprintf("/w/%05d", i), i%4, uint64(1+i%3))
+		f.Replication = uint32(1 + i%5)
+		recs = append(recs, meta.Record{File: f})
+	}
+	is.NoErr(s.Init(ctx(t), uuid.NewString(), recs))
+	if c, ok := s.(meta.FileCounter); ok {
+		got, err := c.CountFiles(ctx(t))
+		is.NoErr(err)
+		is.Equal(got, n) // every file counted
+	}
+	l, ok := s.(meta.ChunkLoader)
+	if !ok {
+		t.Skip("the store walks files whole only")
+	}
+	var want []meta.File
+	is.NoErr(s.Files(ctx(t), func(f *meta.File) error { want = append(want, *f); return nil }))
+	i := 0
+	is.NoErr(l.FileChunks(ctx(t), func(fc *meta.FileChunks) error {
+		is.True(i < len(want))                        // no more files than Files gives
+		is.Equal(fc.Replication, want[i].Replication) // the replication
+		is.Equal(len(fc.Chunks), len(want[i].Chunks)) // and the chunks
+		for k, c := range fc.Chunks {
+			w := want[i].Chunks[k]
+			is.True(c.ID == w.ID && c.Size == w.Size && c.FrameSize == w.FrameSize && bytes.Equal(c.Digest, w.Digest)) // of the same file, in the same order
+		}
+		i++
+		return nil
+	}))
+	is.Equal(i, n) // every file
+	stop := errors.New("stop")
+	calls := 0
+	err := l.FileChunks(ctx(t), func(*meta.FileChunks) error { calls++; return stop })
+	is.True(errors.Is(err, stop)) // fn's error ends the walk
+	is.Equal(calls, 1)
+	cctx, cancel := context.WithCancel(ctx(t))
+	cancel()
+	err = l.FileChunks(cctx, func(*meta.FileChunks) error { return nil })
+	is.True(errors.Is(err, context.Canceled)) // so does the end of ctx
 }
 
 // fill commits 40 files, an upload, a deletion and two drains (fillRecords
