@@ -171,7 +171,12 @@ func TestCoordinatorStopsOnDamagedMetadata(t *testing.T) {
 		down := rpc.Errorf(rpc.Unavailable, "store unreachable")
 		store := &failingFiles{Store: metatest.NewMem(), errs: []error{down, down}}
 		co, done, cancel := run(t, store)
-		eventually(t, "the coordinator leads once the store answers", co.Leading)
+		// A term leads while it loads: wait for the load that works.
+		eventually(t, "the coordinator leads once the store answers", func() bool {
+			store.mu.Lock()
+			defer store.mu.Unlock()
+			return store.calls == 3 && co.Leading()
+		})
 		store.mu.Lock()
 		is.Equal(store.calls, 3) // two failed loads, retried, then one that worked
 		store.mu.Unlock()
