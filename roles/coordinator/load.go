@@ -9,7 +9,7 @@ import (
 
 // loadBatch is how many files the walk of the store hands the chunk index
 // at a time while a term loads.
-const loadBatch = 1024
+const loadBatch = 4096
 
 // fileBatch is a batch of committed files as the chunk index needs them,
 // their replication and chunks, in memory reused from one batch to the
@@ -63,14 +63,14 @@ func walkFiles(ctx context.Context, l meta.Loader, fn func(repl uint32, chunks [
 // loadFiles adds every committed file of l to refs and returns how many
 // files and chunks it added. The walk of the store (reading and decoding)
 // runs on a goroutine of its own and hands the index batches of loadBatch
-// files, three batches in turn, so that the two halves of the work run
+// files, eight batches in turn, so that the two halves of the work run
 // on two cores; progress, when not nil, is called after each batch with
 // the files added so far. When ctx ends, the walk stops at its next file
 // and loadFiles returns ctx's error once the batch being added is in.
 func loadFiles(ctx context.Context, l meta.Loader, refs *refIndex, progress func(files int)) (files, chunks int, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	const batches = 3
+	const batches = 8
 	full := make(chan *fileBatch)
 	free := make(chan *fileBatch, batches)
 	for range batches {
