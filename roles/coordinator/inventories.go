@@ -40,8 +40,10 @@ type inventories struct {
 	idle  time.Duration
 	clock clockwork.Clock
 	// loaded is closed once the term has loaded the committed files; nil
-	// when there is nothing to wait for.
-	loaded <-chan struct{}
+	// when there is nothing to wait for. ended is closed when the term
+	// ends (its load with it): a page waiting for the load is refused then,
+	// so that a stop does not wait for it.
+	loaded, ended <-chan struct{}
 
 	mu    sync.Mutex
 	turns map[rpc.NodeID]*turn
@@ -163,9 +165,9 @@ func (q *inventories) waitFor(ctx context.Context) time.Duration {
 }
 
 // awaitLoad returns once the term has loaded the committed files. A page
-// still waiting after waitFor is refused with ResourceExhausted and when
-// to send it again, as one that got no turn is; one whose ctx ends first
-// gets ctx's error.
+// still waiting after waitFor, or when the term ends, is refused with
+// ResourceExhausted and when to send it again, as one that got no turn
+// is; one whose ctx ends first gets ctx's error.
 func (q *inventories) awaitLoad(ctx context.Context, node rpc.NodeID) error {
 	if q.loaded == nil {
 		return nil
@@ -182,6 +184,7 @@ func (q *inventories) awaitLoad(ctx context.Context, node rpc.NodeID) error {
 		return nil
 	case <-ctx.Done():
 		return rpc.E("", rpc.Other, ctx.Err())
+	case <-q.ended:
 	case <-timer.Chan():
 	}
 	retry := q.retryAfter()

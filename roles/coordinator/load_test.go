@@ -67,6 +67,9 @@ func (g *gatedStore) Files(ctx context.Context, fn func(*meta.File) error) error
 type loadingFixture struct {
 	*fixture
 	store *gatedStore
+	// termCtx is the term's context; end ends the term.
+	termCtx context.Context
+	end     context.CancelFunc
 }
 
 func newLoadingFixture(t *testing.T, n, files int, opts ...func(*Config)) *loadingFixture {
@@ -78,7 +81,9 @@ func newLoadingFixture(t *testing.T, n, files int, opts ...func(*Config)) *loadi
 	g := newGatedStore(f.store)
 	var err error
 	f.c.store = g
-	if f.term, err = f.c.newTerm(f.ctx); err != nil {
+	termCtx, end := context.WithCancel(f.ctx)
+	t.Cleanup(end)
+	if f.term, err = f.c.newTerm(termCtx); err != nil {
 		t.Fatal(err)
 	}
 	for i, id := range f.ids { // registered again, their chunks kept
@@ -87,7 +92,7 @@ func newLoadingFixture(t *testing.T, n, files int, opts ...func(*Config)) *loadi
 			t.Fatal(err)
 		}
 	}
-	return &loadingFixture{fixture: f, store: g}
+	return &loadingFixture{fixture: f, store: g, termCtx: termCtx, end: end}
 }
 
 // loadInBackground runs the term's load on a goroutine; the channel gets
@@ -121,7 +126,7 @@ func (f *loadingFixture) inventoryOf(node rpc.NodeID) chunkReport {
 func TestServesWhileLoading(t *testing.T) {
 	is := is.New(t)
 	f := newLoadingFixture(t, 3, 4)
-	done := f.loadInBackground(f.ctx)
+	done := f.loadInBackground(f.termCtx)
 
 	on, status := f.term.safe.Status()
 	is.True(on)                                           // safe mode while loading
@@ -168,7 +173,7 @@ func TestServesWhileLoading(t *testing.T) {
 func TestInventoriesWaitForLoad(t *testing.T) {
 	is := is.New(t)
 	f := newLoadingFixture(t, 3, 2, func(c *Config) { c.InventoryWait = 2 * time.Second })
-	done := f.loadInBackground(f.ctx)
+	done := f.loadInBackground(f.termCtx)
 	node := f.ids[0]
 	inv := f.inventoryOf(node)
 	is.Equal(len(inv.added), 2) // the node holds both chunks
@@ -201,7 +206,7 @@ func TestInventoriesWaitForLoad(t *testing.T) {
 
 	// An incremental report during a load is applied at once.
 	g := newLoadingFixture(t, 3, 1)
-	gdone := g.loadInBackground(g.ctx)
+	gdone := g.loadInBackground(g.termCtx)
 	id := g.dn.Chunks(g.addrOf(g.ids[0]))[0]
 	digest, frame := chunkData(id, testChunk)
 	is.NoErr(g.term.membership.report(g.ctx, g.ids[0], chunkReport{added: []reportedCopy{{id: id, size: testChunk, frameSize: frame, digest: digest}}}))
@@ -217,7 +222,7 @@ func TestInventoriesWaitForLoad(t *testing.T) {
 func TestSafeModeTimeoutCountsFromLoad(t *testing.T) {
 	is := is.New(t)
 	f := newLoadingFixture(t, 3, 1, func(c *Config) { c.SafeModeTimeout = 30 * time.Second })
-	done := f.loadInBackground(f.ctx)
+	done := f.loadInBackground(f.termCtx)
 	stopped := runSafeMode(t, f.ctx, f.term.safe)
 	f.clock.Advance(time.Minute) // twice the timeout, still loading
 	on, status := f.term.safe.Status()
@@ -240,18 +245,27 @@ func TestSafeModeTimeoutCountsFromLoad(t *testing.T) {
 }
 
 // TestLoadStopsWithItsTerm: ending the term's ctx mid-load stops the load
-// at once, with ctx's error, and leaves safe mode on.
+// at once, with ctx's error, leaves safe mode on, and refuses at once a
+// full inventory that waits for the load (a stop does not wait for it).
 func TestLoadStopsWithItsTerm(t *testing.T) {
 	is := is.New(t)
 	f := newLoadingFixture(t, 3, 1)
-	ctx, cancel := context.WithCancel(f.ctx)
-	done := f.loadInBackground(ctx)
-	cancel()
+	done := f.loadInBackground(f.termCtx)
+	refused := make(chan error, 1)
+	go func() { refused <- f.term.membership.report(f.ctx, f.ids[0], f.inventoryOf(f.ids[0])) }()
+	is.NoErr(f.clock.BlockUntilContext(f.ctx, 1)) // the page waits for the load
+	f.end()
 	select {
 	case err := <-done:
 		is.True(errors.Is(err, context.Canceled)) // the load stops with ctx's error
 	case <-time.After(10 * time.Second):
 		t.Fatal("the load did not stop with its term")
+	}
+	select {
+	case err := <-refused:
+		is.Equal(rpc.KindOf(err), rpc.ResourceExhausted) // the page is told to come back, without the clock moving
+	case <-time.After(10 * time.Second):
+		t.Fatal("an inventory page waiting for the load outlived its term")
 	}
 	is.True(f.term.safe.isLoading()) // nothing pretends it loaded
 }

@@ -84,7 +84,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	}
 	t.safe = newSafeMode(cfg.SafeModeTimeout, cfg.SuspectAfter, start, c.clock, t.locs.counts, c.events, c.log)
 	inventories := newInventories(cfg.MaxInventories, cfg.InventoryWait, cfg.RPCTimeout, c.clock)
-	inventories.loaded = t.safe.ready
+	inventories.loaded, inventories.ended = t.safe.ready, ctx.Done()
 	t.nodes.penalties = newPenalties(cfg.FailurePenalty, c.clock)
 	deleter := &chunkDeleter{nodes: t.nodes, datanodes: c.datanodes, commits: commits}
 	gcfg := gc.DefaultConfig()
