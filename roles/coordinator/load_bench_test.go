@@ -19,8 +19,12 @@ var (
 )
 
 // BenchmarkLoad reads a bolt store of -load.files one-chunk files into a
-// new chunk index, as a new term does, and reports the time per file: the
-// whole load, and the walk alone (reading and decoding, no index).
+// new chunk index, as a new term does, and reports the wall and CPU time
+// per file of: the walk alone (reading and decoding, no index) through
+// Files (files) and through FileChunks (chunks); the load as it was
+// before FileChunks and the pipeline, whole files added one at a time
+// (before); the term's load (index); and the same without the pipeline,
+// walk and index on one goroutine (serial).
 //
 //	go test -run '^$' -bench Load -benchtime 3x ./roles/coordinator/ -load.files 1000000 -load.db /tmp/load-1m.db
 func BenchmarkLoad(b *testing.B) {
@@ -91,7 +95,7 @@ func BenchmarkLoad(b *testing.B) {
 		reportPerFile(b, files, cpuTime(b)-cpu0)
 	})
 	b.Run("serial", func(b *testing.B) {
-		files := 0
+		files := 0 // (the last partial batch is left out)
 		cpu0 := cpuTime(b)
 		for b.Loop() {
 			ix := newChunkIndex()
