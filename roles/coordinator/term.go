@@ -146,8 +146,9 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 // the datanodes' reports of the chunks, and their full inventories are
 // applied. Until then the term serves what the store answers alone (stat,
 // list, heartbeats), refuses writes (safe mode), and holds inventories
-// back (inventories.admit). It returns ctx's error soon after ctx ends
-// and the store's when the walk fails.
+// back (inventories.admit). After the walk it has the store release the
+// pages the walk mapped in (meta.PageReleaser). It returns ctx's error
+// soon after ctx ends and the store's when the walk fails.
 func (t *term) load(ctx context.Context) error {
 	if c, ok := t.loader.(meta.FileCounter); ok {
 		if n, err := c.CountFiles(ctx); err == nil {
@@ -159,6 +160,13 @@ func (t *term) load(ctx context.Context) error {
 	files, chunks, err := loadFiles(ctx, t.loader, t.refs, t.safe.progress)
 	if err != nil {
 		return rpc.Errorf(rpc.Other, "load files: %w", err)
+	}
+	if r, ok := t.loader.(meta.PageReleaser); ok {
+		// The walk mapped the whole store file in; few of its pages are
+		// read again.
+		if err := r.ReleasePages(); err != nil {
+			t.log.Warn().Err(err).Msg("cannot release the metadata store's pages after the load; they stay in the coordinator's resident set")
+		}
 	}
 	if files > 0 {
 		// The cluster had datanodes, still coming back. No placement
