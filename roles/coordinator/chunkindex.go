@@ -307,17 +307,12 @@ func parseKey(id rpc.ChunkID) (chunkKey, bool) {
 	if len(id) < 34 || len(id) > 43 || id[32] != '_' {
 		return k, false
 	}
-	for i := range 32 {
-		var v byte
-		switch c := id[i]; {
-		case '0' <= c && c <= '9':
-			v = c - '0'
-		case 'a' <= c && c <= 'f':
-			v = c - 'a' + 10
-		default:
+	for i := range len(k.hash) {
+		hi, lo := hexDigit[id[2*i]], hexDigit[id[2*i+1]]
+		if hi|lo > 0xf {
 			return k, false
 		}
-		k.hash[i/2] |= v << (4 * (1 - i%2))
+		k.hash[i] = hi<<4 | lo
 	}
 	digits := id[33:]
 	if len(digits) > 1 && digits[0] == '0' {
@@ -336,6 +331,21 @@ func parseKey(id rpc.ChunkID) (chunkKey, bool) {
 	k.index = uint32(n)
 	return k, true
 }
+
+// hexDigit maps a byte to its value as a lower-case hex digit, and any
+// other byte to 0xff.
+var hexDigit = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c - '0')
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c] = byte(c-'a') + 10
+	}
+	return t
+}()
 
 func (k chunkKey) id() rpc.ChunkID {
 	var b [32 + 1 + 10]byte
@@ -359,6 +369,11 @@ func (ix *chunkIndex) home(k chunkKey) int {
 // lookup returns id's slot, or -1.
 func (ix *chunkIndex) lookup(id rpc.ChunkID) int32 {
 	k, ok := parseKey(id)
+	return ix.lookupKey(id, k, ok)
+}
+
+// lookupKey is lookup with id's key already parsed (ok: id has one).
+func (ix *chunkIndex) lookupKey(id rpc.ChunkID, k chunkKey, ok bool) int32 {
 	if !ok {
 		if s, ok := ix.odd[id]; ok {
 			return s
@@ -376,7 +391,8 @@ func (ix *chunkIndex) lookup(id rpc.ChunkID) int32 {
 
 // intern returns id's slot, taking one if it has none.
 func (ix *chunkIndex) intern(id rpc.ChunkID) int32 {
-	if s := ix.lookup(id); s >= 0 {
+	k, ok := parseKey(id)
+	if s := ix.lookupKey(id, k, ok); s >= 0 {
 		return s
 	}
 	var s int32
@@ -391,7 +407,6 @@ func (ix *chunkIndex) intern(id rpc.ChunkID) int32 {
 	}
 	e := ix.at(s)
 	e.flags = entryUsed
-	k, ok := parseKey(id)
 	if !ok {
 		e.flags |= entryOdd
 		ix.odd[id], ix.names[s] = s, id

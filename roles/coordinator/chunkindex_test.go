@@ -447,7 +447,8 @@ func TestChunkIndexKeys(t *testing.T) {
 	}
 	h := testChunkID(0).Hash()
 	for _, s := range []string{"", "c1", h, h + "_", h + "_01", h + "_x", h + "_4294967296", h + "_2147483648",
-		strings.ToUpper(h) + "_1", h[:31] + "g_1", h + "-1"} {
+		strings.ToUpper(h) + "_1", h[:31] + "g_1", h + "-1", "/" + h[1:] + "_1", h[:31] + ":_1", h[:30] + "`" + h[31:] + "_1",
+		h[:30] + "\x80" + h[31:] + "_1"} {
 		_, ok := parseKey(rpc.ChunkID(s))
 		_, err := rpc.ParseChunkID(s)
 		is.True(!ok)        // not a key
