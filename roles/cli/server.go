@@ -57,7 +57,7 @@ func (a *app) coordinatorCommand() *cli.Command {
 			&cli.StringFlag{Name: "etcd-prefix", Value: sc.EtcdPrefix, Destination: &sc.EtcdPrefix, EnvVars: env("ETCD_PREFIX"), Usage: "key prefix of this cluster's metadata in etcd"},
 			&cli.DurationFlag{Name: "leader-lease", Value: sc.LeaseTTL, Destination: &sc.LeaseTTL, EnvVars: env("LEADER_LEASE"), Usage: "with etcd: a leader silent this long is replaced by a standby"},
 			&cli.StringFlag{Name: "restore", Value: sc.Restore, Destination: &sc.Restore, EnvVars: env("RESTORE"), Usage: "start from this backup (made by dfs admin backup); the metadata store must be empty"},
-			&cli.DurationFlag{Name: "safe-mode-timeout", Value: cfg.SafeModeTimeout, Destination: &cfg.SafeModeTimeout, EnvVars: env("SAFE_MODE_TIMEOUT"), Usage: "longest wait, after taking over, for the datanodes to report every chunk before serving anyway"},
+			&cli.DurationFlag{Name: "safe-mode-timeout", Value: cfg.SafeModeTimeout, Destination: &cfg.SafeModeTimeout, EnvVars: env("SAFE_MODE_TIMEOUT"), Usage: "after taking over, how long to wait for the datanodes to report more chunks before serving anyway with some unlocated"},
 			&cli.IntFlag{Name: "replication", Value: cfg.Replication, Destination: &cfg.Replication, EnvVars: env("REPLICATION"), Usage: "default replication factor"},
 			&cli.GenericFlag{Name: "chunk-size", Value: byteSize(&cfg.ChunkSize), EnvVars: env("CHUNK_SIZE"), Usage: "default chunk size (64KiB to 64MiB)"},
 			&cli.DurationFlag{Name: "suspect-after", Value: cfg.SuspectAfter, Destination: &cfg.SuspectAfter, EnvVars: env("SUSPECT_AFTER"), Usage: "a datanode silent this long is suspect and gets no new chunks"},

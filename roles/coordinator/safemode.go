@@ -22,10 +22,16 @@ import (
 // chunk has all its copies reported; or when every chunk has a copy and
 // one suspect-after period has passed since the term began (a live
 // datanode has heartbeated by then: the missing copies are on nodes that
-// are gone); or after the timeout, counted from the end of the load (a
-// load longer than the timeout must not end safe mode before any report
-// could come in: the health scan would see every chunk missing). An
-// empty namespace has nothing to wait for once loaded.
+// are gone); or once the timeout has passed without progress: counted
+// from the end of the load (a load longer than the timeout must not end
+// safe mode before any report could come in: the health scan would see
+// every chunk missing), and again from every count that finds more
+// chunks located or whole than the one before (the inventories of a
+// large cluster may take longer than the timeout, and must not be cut
+// short while they arrive: their chunks would all be repaired at once).
+// So the timeout ends safe mode when the reports stop, the chunks left
+// being on datanodes that are not coming back. An empty namespace has
+// nothing to wait for once loaded.
 //
 // Its loop never waits on a pass over the cluster: the exit conditions
 // are read from counts (counters the chunk index keeps as reports arrive),
@@ -50,7 +56,7 @@ type safeMode struct {
 	on       bool
 	loading  bool
 	status   string
-	deadline time.Time // set when the files are loaded
+	deadline time.Time // set when the files are loaded, moved on by progress
 	// last is the last count, for the message when the timeout ends
 	// safe mode; counted says whether there is one.
 	last    located
@@ -158,7 +164,10 @@ func (s *safeMode) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-timeout.Chan():
-			s.expire()
+			if left := s.expire(); left > 0 {
+				timeout.Reset(left) // progress moved the deadline
+				continue
+			}
 			return
 		case <-tick.Chan():
 			if busy || s.clock.Now().Before(next) {
@@ -190,6 +199,9 @@ func (s *safeMode) step(c located) bool {
 	if !s.on {
 		return false
 	}
+	if c.missing < s.last.missing || c.under < s.last.under {
+		s.deadline = now.Add(s.timeout) // progress: the reports are still coming
+	}
 	s.last, s.counted = c, true
 	s.checked++
 	switch {
@@ -204,19 +216,24 @@ func (s *safeMode) step(c located) bool {
 	case !now.Before(s.deadline):
 		s.expireLocked()
 	default:
-		s.status = fmt.Sprintf("%d of %d chunks located, %d with every copy; serving at the latest in %s",
+		s.status = fmt.Sprintf("%d of %d chunks located, %d with every copy; serving in %s unless more are located",
 			c.total-c.missing, c.total, c.total-c.under, s.deadline.Sub(now).Round(time.Second))
 	}
 	return s.on
 }
 
-// expire ends safe mode: its timeout has passed.
-func (s *safeMode) expire() {
+// expire ends safe mode if its deadline has passed, and otherwise
+// returns the time left to it (progress moved it).
+func (s *safeMode) expire() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if left := s.deadline.Sub(s.clock.Now()); s.on && left > 0 {
+		return left
+	}
 	if s.on {
 		s.expireLocked()
 	}
+	return 0
 }
 
 func (s *safeMode) expireLocked() {
@@ -227,8 +244,9 @@ func (s *safeMode) expireLocked() {
 		s.events.add("safe-mode", "safe mode off after its timeout, before the located chunks were counted")
 		return
 	}
-	s.log.Warn().Int("unlocated", c.missing).Int("chunks", c.total).Msg("safe mode off after its timeout: some chunks have no reported copy")
-	s.events.add("safe-mode", "safe mode off after its timeout: %d of %d chunks had no reported copy at the last count", c.missing, c.total)
+	s.log.Warn().Int("unlocated", c.missing).Int("chunks", c.total).Dur("timeout", s.timeout).
+		Msg("safe mode off after its timeout without progress: some chunks have no reported copy")
+	s.events.add("safe-mode", "safe mode off after %s without progress: %d of %d chunks had no reported copy at the last count", s.timeout, c.missing, c.total)
 }
 
 func (s *safeMode) active() bool {

@@ -70,9 +70,10 @@ func runSafeMode(t *testing.T, ctx context.Context, s *safeMode) <-chan struct{}
 	return done
 }
 
-// TestSafeModeTimeoutWhileInventoriesArrive: counts still change (the
-// inventories arrive slowly, one chunk never located) and one count never
-// returns; the timeout ends safe mode at its time all the same.
+// TestSafeModeTimeoutWhileInventoriesArrive: counts show progress (the
+// inventories arrive slowly, one chunk never located), then one count
+// never returns; the timeout, counted from the last progress, ends safe
+// mode at its time all the same.
 func TestSafeModeTimeoutWhileInventoriesArrive(t *testing.T) {
 	is := is.New(t)
 	clock := clockwork.NewFakeClock()
@@ -100,7 +101,8 @@ func TestSafeModeTimeoutWhileInventoriesArrive(t *testing.T) {
 	for deadline := time.Now().Add(10 * time.Second); calls.Load() < 5 && time.Now().Before(deadline); {
 		time.Sleep(100 * time.Microsecond)
 	}
-	for clock.Since(start) < 29*time.Second {
+	lastProgress := start.Add(4 * safeModeCheck) // the fourth count located more
+	for clock.Since(lastProgress) < 29*time.Second {
 		is.NoErr(clock.BlockUntilContext(t.Context(), 2))
 		clock.Advance(time.Second)
 	}
@@ -108,7 +110,7 @@ func TestSafeModeTimeoutWhileInventoriesArrive(t *testing.T) {
 	is.True(on)                                                   // before the timeout: on
 	is.True(strings.Contains(status, "39 of 100 chunks located")) // saying what the fourth count found
 	is.Equal(calls.Load(), int64(5))                              // one count at a time: the stuck one holds the next back
-	clock.Advance(30*time.Second - clock.Since(start))
+	clock.Advance(30*time.Second - clock.Since(lastProgress))
 	select {
 	case <-done: // the timeout ended safe mode, the count still stuck
 	case <-time.After(10 * time.Second):
@@ -157,7 +159,7 @@ func TestSafeModeEndsByCounts(t *testing.T) {
 	}{
 		{"every copy", 0, 0, 5, safeModeCheck},
 		{"every chunk, some copies short", 0, 2, 5, 10 * time.Second},
-		{"a chunk unlocated: the timeout", 1, 2, 5, 30 * time.Second},
+		{"a chunk unlocated: the timeout after the first count's progress", 1, 2, 5, 30*time.Second + safeModeCheck},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			is := is.New(t)
@@ -230,4 +232,47 @@ func TestSafeModePacesSlowCounts(t *testing.T) {
 	clock.Advance(safeModeCheck)
 	waitCounted(t, s, before)
 	is.Equal(calls.Load(), int64(2)) // then the next
+}
+
+// TestSafeModeWaitsWhileReportsProgress: counts that keep finding more
+// chunks located keep safe mode on past the timeout (a large cluster's
+// inventories take longer than it); once they stop, it ends one timeout
+// after the last progress.
+func TestSafeModeWaitsWhileReportsProgress(t *testing.T) {
+	is := is.New(t)
+	clock := clockwork.NewFakeClock()
+	const total = 1000
+	var located atomic.Int64
+	counts := func() (int, int, int) {
+		n := int(located.Load())
+		return total - n, total, total // one chunk is never located
+	}
+	s := loadedSafeMode(30*time.Second, 10*time.Second, total, clock.Now(), clock, counts, newEvents(clock), zerolog.Nop())
+	done := runSafeMode(t, t.Context(), s)
+	step := func() {
+		is.NoErr(clock.BlockUntilContext(t.Context(), 2))
+		before := countsTaken(s)
+		clock.Advance(safeModeCheck)
+		waitCounted(t, s, before)
+	}
+	for range 600 { // 60 s of counts, each locating one more chunk
+		located.Add(1)
+		step()
+	}
+	on, _ := s.Status()
+	is.True(on) // twice the timeout, still on: the reports are still coming
+	lastProgress := clock.Now()
+	for clock.Since(lastProgress) < 30*time.Second-safeModeCheck {
+		step()
+		on, _ = s.Status()
+		is.True(on) // no progress, but not for the timeout yet
+	}
+	step()
+	select {
+	case <-done: // 30 s after the last progress
+	case <-time.After(10 * time.Second):
+		t.Fatal("safe mode still on a timeout after the reports stopped")
+	}
+	on, _ = s.Status()
+	is.True(!on)
 }
