@@ -247,3 +247,20 @@ func TestInventoryKeepsCopiesUntilLastPage(t *testing.T) {
 	_, marked := f.term.heal.queue.take()[lost]
 	is.True(marked) // the health scan looks at it next
 }
+
+// TestAwaitingInventories: a registered node counts as awaited until the
+// last page of a full inventory of it is applied; a page before the last
+// does not do.
+func TestAwaitingInventories(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 3, nil)
+	is.Equal(f.term.membership.awaitingInventories(), 3) // none reported yet
+	f.report(f.ids[0], chunkReport{full: true, page: 1})
+	f.report(f.ids[0], chunkReport{page: 2})
+	is.Equal(f.term.membership.awaitingInventories(), 3) // not whole yet
+	f.report(f.ids[0], chunkReport{page: 3, last: true})
+	f.report(f.ids[1], chunkReport{full: true}) // an inventory of one page
+	is.Equal(f.term.membership.awaitingInventories(), 1)
+	f.report(f.ids[2], chunkReport{added: nil}) // an incremental report is no inventory
+	is.Equal(f.term.membership.awaitingInventories(), 1)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -52,6 +53,38 @@ type membership struct {
 	// beforeApply, when set (by tests), is called before a report is
 	// applied, with the report's context.
 	beforeApply func(ctx context.Context, node rpc.NodeID)
+
+	// inventoried holds the nodes whose full inventory this term has
+	// applied whole (its last page included).
+	inventoriedMu sync.Mutex
+	inventoried   map[rpc.NodeID]bool
+}
+
+// awaitingInventories returns how many live registered datanodes have not
+// had a full inventory applied whole in this term: until there are none,
+// a chunk short of copies may be short only on this coordinator's record
+// (its copies on a node whose inventory waits its turn).
+func (m *membership) awaitingInventories() int {
+	infos := m.nodes.infos()
+	m.inventoriedMu.Lock()
+	defer m.inventoriedMu.Unlock()
+	n := 0
+	for id, info := range infos {
+		if info.live() && !m.inventoried[id] {
+			n++
+		}
+	}
+	return n
+}
+
+// inventoryDone records that node's full inventory was applied whole.
+func (m *membership) inventoryDone(node rpc.NodeID) {
+	m.inventoriedMu.Lock()
+	defer m.inventoriedMu.Unlock()
+	if m.inventoried == nil {
+		m.inventoried = map[rpc.NodeID]bool{}
+	}
+	m.inventoried[node] = true
 }
 
 // registration is a datanode's RegisterDataNode.
@@ -231,6 +264,9 @@ func (m *membership) apply(ctx context.Context, id rpc.NodeID, r chunkReport) er
 		m.dels.queue.chunks(m.locs.report(id, slice, added[:n], r.removed, r.corrupt, queued)...)
 		r.removed, r.corrupt, added = nil, nil, added[n:]
 		if len(added) == 0 {
+			if slice.last {
+				m.inventoryDone(id)
+			}
 			return nil
 		}
 		if err := abandoned(); err != nil {

@@ -19,10 +19,13 @@ import (
 // it places no chunks and changes no files (their old chunks' locations
 // are unknown), and it answers reads only for files whose every chunk has
 // a reported copy. Once the files are loaded (loaded), it ends when every
-// chunk has all its copies reported; or when every chunk has a copy and
-// one suspect-after period has passed since the term began (a live
-// datanode has heartbeated by then: the missing copies are on nodes that
-// are gone); or once the timeout has passed without progress: counted
+// chunk has all its copies reported; or when every chunk has a copy, one
+// suspect-after period has passed since the term began (a live datanode
+// has heartbeated by then) and every live datanode's full inventory has
+// been applied (awaiting): the missing copies are on nodes that are gone,
+// not on nodes whose inventory waits its turn, which at 1,000 datanodes
+// may be millions of copies that would all look short and be repaired;
+// or once the timeout has passed without progress: counted
 // from the end of the load (a load longer than the timeout must not end
 // safe mode before any report could come in: the health scan would see
 // every chunk missing), and again from every count that finds more
@@ -39,7 +42,10 @@ import (
 // own that ends safe mode even while a counts call has not returned. The
 // loop returns as soon as its context ends.
 type safeMode struct {
-	counts       func() (missing, under, total int)
+	counts func() (missing, under, total int)
+	// awaiting, when set, returns how many live datanodes have not had a
+	// full inventory applied whole yet (see rule 2 in the type's doc).
+	awaiting     func() int
 	events       *events
 	log          zerolog.Logger
 	clock        clockwork.Clock
@@ -65,8 +71,9 @@ type safeMode struct {
 }
 
 // located is one count of the committed chunks: without any reported
-// good copy, with fewer than their replication, and all of them.
-type located struct{ missing, under, total int }
+// good copy, with fewer than their replication, and all of them; and of
+// the live datanodes whose full inventory is still to come.
+type located struct{ missing, under, total, awaiting int }
 
 // safeModeCheck is how often safe mode counts the located chunks.
 const safeModeCheck = 100 * time.Millisecond
@@ -177,6 +184,9 @@ func (s *safeMode) run(ctx context.Context) {
 			counting.Go(func() {
 				var c located
 				c.missing, c.under, c.total = s.counts()
+				if s.awaiting != nil {
+					c.awaiting = s.awaiting()
+				}
 				results <- c // one count at a time: never blocks
 			})
 		case c := <-results:
@@ -209,15 +219,15 @@ func (s *safeMode) step(c located) bool {
 		s.on = false
 		s.log.Info().Int("chunks", c.total).Msg("safe mode off: every copy of every chunk located")
 		s.events.add("safe-mode", "safe mode off: every copy of all %d chunks located", c.total)
-	case c.missing == 0 && now.Sub(s.started) >= s.suspectAfter:
+	case c.missing == 0 && c.awaiting == 0 && now.Sub(s.started) >= s.suspectAfter:
 		s.on = false
 		s.log.Info().Int("chunks", c.total).Int("under_replicated", c.under).Msg("safe mode off: every chunk located")
 		s.events.add("safe-mode", "safe mode off: all %d chunks located, %d under-replicated", c.total, c.under)
 	case !now.Before(s.deadline):
 		s.expireLocked()
 	default:
-		s.status = fmt.Sprintf("%d of %d chunks located, %d with every copy; serving in %s unless more are located",
-			c.total-c.missing, c.total, c.total-c.under, s.deadline.Sub(now).Round(time.Second))
+		s.status = fmt.Sprintf("%d of %d chunks located, %d with every copy, %d datanodes' inventories to come; serving in %s unless more are located",
+			c.total-c.missing, c.total, c.total-c.under, c.awaiting, s.deadline.Sub(now).Round(time.Second))
 	}
 	return s.on
 }

@@ -276,3 +276,37 @@ func TestSafeModeWaitsWhileReportsProgress(t *testing.T) {
 	on, _ = s.Status()
 	is.True(!on)
 }
+
+// TestSafeModeWaitsForInventories: every chunk located but some copies
+// short does not end safe mode, even after suspect-after, while a live
+// datanode's full inventory is still to come (the short copies may be on
+// it); it ends at the first count after the last one is in.
+func TestSafeModeWaitsForInventories(t *testing.T) {
+	is := is.New(t)
+	clock := clockwork.NewFakeClock()
+	var awaiting atomic.Int64
+	awaiting.Store(1)
+	counts := func() (int, int, int) { return 0, 2, 5 }
+	s := loadedSafeMode(time.Hour, 10*time.Second, 5, clock.Now(), clock, counts, newEvents(clock), zerolog.Nop())
+	s.awaiting = func() int { return int(awaiting.Load()) }
+	done := runSafeMode(t, t.Context(), s)
+	step := func() {
+		is.NoErr(clock.BlockUntilContext(t.Context(), 2))
+		before := countsTaken(s)
+		clock.Advance(safeModeCheck)
+		waitCounted(t, s, before)
+	}
+	for range 200 { // 20 s: twice suspect-after
+		step()
+	}
+	on, status := s.Status()
+	is.True(on) // an inventory is still to come
+	is.True(strings.Contains(status, "1 datanodes' inventories to come"))
+	awaiting.Store(0)
+	step()
+	select {
+	case <-done: // ended once it came
+	case <-time.After(10 * time.Second):
+		t.Fatal("safe mode still on with every inventory in")
+	}
+}

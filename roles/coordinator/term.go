@@ -96,6 +96,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 		dels: dels, commits: commits, datanodes: c.datanodes, events: c.events, registrations: c.registrations, started: start,
 		inventories: inventories, beforeApply: c.beforeReport,
 	}
+	t.safe.awaiting = t.membership.awaitingInventories
 	t.heal = newHeal(cfg, c.log, c.clock, t.nodes, t.locs, t.refs, dels, commits, c.events)
 	t.repair = repair.New(repair.Config{
 		Interval: cfg.RepairInterval, PerNode: cfg.RepairPerNode, Total: cfg.RepairTotal, Bandwidth: cfg.RepairBandwidth,
