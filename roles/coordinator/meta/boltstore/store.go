@@ -153,8 +153,12 @@ func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after st
 			start = meta.ListStart(after)
 		}
 		c := files.Cursor()
+		var walked span
+		defer func() { s.releaseSpan(tx, walked) }() // a listing of millions of files leaves no trace in the RSS
 		k, v := c.Seek([]byte(start))
 		for k != nil && len(out) < limit && bytes.HasPrefix(k, []byte(prefix)) {
+			walked.add(k)
+			walked.add(v)
 			rest := k[len(prefix):]
 			if j := bytes.IndexByte(rest, '/'); j >= 0 && !recursive {
 				sub := prefix + string(rest[:j])
