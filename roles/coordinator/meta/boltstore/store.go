@@ -260,6 +260,8 @@ func (s *Store) walk(op string, bucket, after []byte, fn func(k, v []byte) (bool
 		if b == nil {
 			return rpc.Errorf(rpc.Internal, "no %q bucket", bucket)
 		}
+		var walked span
+		defer func() { s.releaseSpan(tx, walked) }() // a walk over every record leaves no trace in the RSS
 		c := b.Cursor()
 		k, v := c.First()
 		if after != nil {
@@ -268,6 +270,8 @@ func (s *Store) walk(op string, bucket, after []byte, fn func(k, v []byte) (bool
 			}
 		}
 		for ; k != nil; k, v = c.Next() {
+			walked.add(k)
+			walked.add(v)
 			more, err := fn(k, v)
 			if err != nil {
 				bad = bytes.Clone(k)
