@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"runtime/debug"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -47,7 +46,6 @@ func (a *app) coordinatorCommand() *cli.Command {
 	cfg := coordinator.DefaultConfig()
 	sc := roles.DefaultStoreConfig()
 	var admin string
-	var memoryLimit int64
 	return &cli.Command{
 		Name: "coordinator", Usage: "run the coordinator (namespace, membership, placement)", Category: "server",
 		Flags: []cli.Flag{
@@ -81,18 +79,11 @@ func (a *app) coordinatorCommand() *cli.Command {
 			&cli.StringFlag{Name: "placement", Value: cfg.Placement, Destination: &cfg.Placement, EnvVars: env("PLACEMENT"), Usage: "placement policy: most-free or random"},
 			&cli.DurationFlag{Name: "rpc-timeout", Value: cfg.RPCTimeout, Destination: &cfg.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to datanodes"},
 			&cli.DurationFlag{Name: "failure-penalty", Value: cfg.FailurePenalty, Destination: &cfg.FailurePenalty, EnvVars: env("FAILURE_PENALTY"), Usage: "a datanode reported failing a chunk stream gets new chunks only after every other node for this long (0: ignore reports)"},
-			&cli.GenericFlag{Name: "memory-limit", Value: byteSize(&memoryLimit), EnvVars: env("MEMORY_LIMIT"), Usage: "soft limit on the coordinator's memory (the Go runtime's, as GOMEMLIMIT): near it the garbage collector runs more often instead of letting the heap grow to twice what is live (0: none)"},
 			adminListenFlag(&admin, "admin HTTP address for /metrics, /healthz, /readyz and the status page at / (empty: none)"),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return rpc.Errorf(rpc.Invalid, "coordinator takes no arguments, got %q", c.Args().First())
-			}
-			if memoryLimit < 0 {
-				return rpc.Errorf(rpc.Invalid, "--memory-limit %d: must not be negative", memoryLimit)
-			}
-			if memoryLimit > 0 {
-				debug.SetMemoryLimit(memoryLimit)
 			}
 			return roles.RunCoordinator(c.Context, cfg, sc, admin, a.log)
 		},
