@@ -91,6 +91,13 @@ func (q *inventories) admit(ctx context.Context, node rpc.NodeID, p inventoryPag
 	q.lapseLocked(now)
 	t := q.turns[node]
 	switch {
+	case t != nil && p.first && t.applying > 0:
+		// A page of the node's last inventory is still being applied (its
+		// caller gave up on it): the new inventory waits until it is done,
+		// or that page's sweep could run after the new first page and
+		// forget copies the new inventory has not listed yet.
+		q.mu.Unlock()
+		return nil, q.busy(node, "a page of its previous inventory is still being applied")
 	case t != nil:
 	case !p.first:
 		q.mu.Unlock()

@@ -264,3 +264,25 @@ func TestAwaitingInventories(t *testing.T) {
 	f.report(f.ids[2], chunkReport{added: nil}) // an incremental report is no inventory
 	is.Equal(f.term.membership.awaitingInventories(), 1)
 }
+
+// TestInventoryRestartWaitsForItsOldPage: a node's new first page is
+// refused while a page of its previous inventory (whose caller gave up)
+// is still being applied, so that page's sweep cannot run inside the new
+// inventory; once that page is done, the new one gets the turn.
+func TestInventoryRestartWaitsForItsOldPage(t *testing.T) {
+	is := is.New(t)
+	q := newInventories(4, time.Second, time.Hour, clockwork.NewFakeClock())
+	done, err := q.admit(t.Context(), "a", firstPage)
+	is.NoErr(err)
+	done(true)
+	applying, err := q.admit(t.Context(), "a", lastPage) // the old inventory's last page, being applied
+	is.NoErr(err)
+	_, err = q.admit(t.Context(), "a", firstPage) // the node started over meanwhile
+	is.Equal(rpc.KindOf(err), rpc.ResourceExhausted)
+	applying(false) // the old page ends (its caller was gone)
+	done, err = q.admit(t.Context(), "a", firstPage)
+	is.NoErr(err) // now the new inventory begins
+	done(true)
+	_, err = q.admit(t.Context(), "a", midPage)
+	is.NoErr(err) // and its pages go on in its turn
+}

@@ -155,7 +155,10 @@ type report struct {
 	number           uint32
 }
 
-func (p report) empty() bool { return len(p.added)+len(p.removed)+len(p.corrupt) == 0 && !p.full }
+// empty reports whether there is nothing to send. A page of a full report
+// is always sent, even with nothing left in it (its chunks deleted since
+// the inventory was read): its last page ends the inventory.
+func (p report) empty() bool { return len(p.added)+len(p.removed)+len(p.corrupt) == 0 && !p.page }
 
 // take removes up to maxReport queued changes, or the next page of a
 // full report (once it may be sent: see deferFull).

@@ -204,6 +204,26 @@ func TestReporterRemovals(t *testing.T) {
 	})
 }
 
+// TestReporterEmptyLastPage: a full report whose last page lost all its
+// chunks (deleted after the inventory was read) still sends that page,
+// empty and marked last: it ends the inventory on the coordinator.
+func TestReporterEmptyLastPage(t *testing.T) {
+	is := is.New(t)
+	meta := chunkstore.Meta{Size: 10, FrameSize: testFrame, Digest: make([]byte, 32)}
+	a := chunkID(t, 1)
+	inv := &memInventory{chunks: map[rpc.ChunkID]chunkstore.Meta{a: meta}}
+	r := newReporter(inv, clockwork.NewFakeClock())
+	r.requestFull()
+	is.True(r.take().full) // the first page, asking for a turn
+	inv.remove(a)
+	r.deleted(a) // the only chunk goes before its page is sent
+	p := r.take()
+	is.True(p.page && p.last) // the last page
+	is.Equal(len(p.added), 0) // with nothing in it
+	is.True(!p.empty())       // is sent all the same
+	is.Equal(r.take().removed, []string{string(a)})
+}
+
 // TestReporterDeferredFull: the pages of a full report are numbered and
 // the last says so; a page the coordinator had no turn for puts the full
 // report off until the time it named, and queued changes are sent
