@@ -68,7 +68,10 @@ func decodeFileChunks(k, v []byte, fc *meta.FileChunks) error {
 // CountFiles returns how many files are committed, from the files
 // bucket's statistics: bolt counts the keys of each leaf page from its
 // header, without decoding a record (about 50 ms for a million files
-// with the file in the page cache, against seconds for a walk).
+// with the file in the page cache, against seconds for a walk). Reading
+// every page's header maps the whole file in: the pages are released
+// before it returns (at 10M files they were 2.4 GiB of the coordinator's
+// RSS, on top of the load that follows).
 func (s *Store) CountFiles(ctx context.Context) (int, error) {
 	n := 0
 	err := s.view("boltstore.CountFiles", func(tx *bolt.Tx) error {
@@ -77,7 +80,7 @@ func (s *Store) CountFiles(ctx context.Context) (int, error) {
 			return rpc.Errorf(rpc.Internal, "no %q bucket", bucketFiles)
 		}
 		n = b.Stats().KeyN
-		return nil
+		return s.releaseAll(tx)
 	})
 	return n, err
 }
