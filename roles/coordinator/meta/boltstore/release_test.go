@@ -15,8 +15,8 @@ import (
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 )
 
-// TestReleasePages: counting the files (every page's header) and a walk
-// over every record (Files: a term's load, fsck) release what they read (RssFile grows by much less than the
+// TestReleasePages: a walk over every record (Files: a term's load, fsck)
+// releases what it read (RssFile grows by much less than the
 // file); after a read that maps the whole file in (a raw cursor here),
 // ReleasePages takes it out of the resident set; the records read the same
 // throughout.
@@ -35,11 +35,6 @@ func TestReleasePages(t *testing.T) {
 		return paths
 	}
 	start := rssFile(t)
-	n, err := s.CountFiles(ctx)
-	is.NoErr(err)
-	is.Equal(n, files)                 // counted from every page's header
-	is.True(rssFile(t)-start < size/4) // and those pages released
-	start = rssFile(t)
 	want := read()
 	walked := rssFile(t)
 	t.Logf("store file %d KiB; RssFile grew %d KiB over a walk of every file", size>>10, (walked-start)>>10)
