@@ -4,17 +4,16 @@ import (
 	"bytes"
 	"context"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
 )
 
-// The store is no meta.FileCounter: its cheap count (the bucket's
-// statistics) reads every page's header, which maps the whole file into
-// the coordinator at once (2.4 GiB at 10M files, the peak of a restart),
-// and releasing those pages before the load's walk made the walk fault
-// them in again (a 9 s load took 12-30 s). The load says how many files it
-// has read so far instead.
-var _ meta.ChunkLoader = (*Store)(nil)
+var (
+	_ meta.ChunkLoader = (*Store)(nil)
+	_ meta.FileCounter = (*Store)(nil)
+)
 
 // FileChunks calls fn for every committed file in path order with its
 // replication and chunks (see meta.ChunkLoader). It reads the files as
@@ -64,4 +63,29 @@ func decodeFileChunks(k, v []byte, fc *meta.FileChunks) error {
 		return rpc.Errorf(rpc.Internal, "stored file %q is damaged: it holds %q", k, path)
 	}
 	return nil
+}
+
+// CountFiles returns how many files are committed, from the files
+// bucket's statistics: bolt counts the keys of each leaf page from its
+// header, without decoding a record (about 50 ms for a million files
+// with the file in the page cache, against seconds for a walk).
+//
+// Reading every page's header maps the whole file into the coordinator
+// at once (2.4 GiB at 10M files: the peak of a restart's RSS, 2.45 GiB,
+// the load's walk releasing the pages as it goes). Both ways out were
+// measured at 10M files on 1,000 datanodes and are worse: releasing the
+// pages after the count, or not counting, leaves the load's walk to fault
+// every page in while the datanodes register and report, and the load
+// took 12-34 s instead of 8-9 s (the restart left safe mode in 81 s).
+func (s *Store) CountFiles(ctx context.Context) (int, error) {
+	n := 0
+	err := s.view("boltstore.CountFiles", func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketFiles)
+		if b == nil {
+			return rpc.Errorf(rpc.Internal, "no %q bucket", bucketFiles)
+		}
+		n = b.Stats().KeyN
+		return nil
+	})
+	return n, err
 }

@@ -22,20 +22,18 @@ var _ meta.PageReleaser = (*Store)(nil)
 // bolt cannot move the map (it remaps only under its write lock, when the
 // file grows).
 func (s *Store) ReleasePages() error {
-	return s.db.View(s.releaseAll)
-}
-
-// releaseAll is ReleasePages within the read transaction tx.
-func (s *Store) releaseAll(tx *bolt.Tx) error {
-	size := tx.Size()
-	if size <= 0 {
+	return s.db.View(func(tx *bolt.Tx) error {
+		size := tx.Size()
+		if size <= 0 {
+			return nil
+		}
+		info := s.db.Info()
+		_, _, errno := unix.Syscall(unix.SYS_MADVISE, info.Data, uintptr(size), unix.MADV_DONTNEED)
+		if errno != 0 {
+			return errno
+		}
 		return nil
-	}
-	info := s.db.Info()
-	if _, _, errno := unix.Syscall(unix.SYS_MADVISE, info.Data, uintptr(size), unix.MADV_DONTNEED); errno != 0 {
-		return errno
-	}
-	return nil
+	})
 }
 
 // span is the stretch of bolt's memory map a read transaction walked (the

@@ -16,7 +16,7 @@ import (
 )
 
 // TestReleasePages: a walk over every record (Files: a term's load, fsck)
-// releases what it read (RssFile grows by much less than the
+// releases what it read as it goes (RssFile grows by much less than the
 // file); after a read that maps the whole file in (a raw cursor here),
 // ReleasePages takes it out of the resident set; the records read the same
 // throughout.
