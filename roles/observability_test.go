@@ -233,9 +233,13 @@ func TestCoordinatorReadiness(t *testing.T) {
 		co, srv := startCoordinator(t, store, nil)
 		eventually(t, "the coordinator leads", co.Leading)
 		code, body := httpGet(t, srv.URL+"/readyz")
-		is.Equal(code, http.StatusServiceUnavailable)              // in safe mode: not ready
-		is.True(strings.Contains(body, "safe mode"))               // saying why
-		is.True(strings.Contains(body, "1 chunks"))                // and what it waits for
+		is.Equal(code, http.StatusServiceUnavailable) // in safe mode (loading the files, then waiting): not ready
+		is.True(strings.Contains(body, "safe mode"))  // saying why
+		eventually(t, "readyz names the chunks safe mode waits for", func() bool {
+			code, body = httpGet(t, srv.URL+"/readyz")
+			return strings.Contains(body, "1 chunks") // once the files are loaded
+		})
+		is.Equal(code, http.StatusServiceUnavailable)              // still not ready
 		eventually(t, "gRPC health reports SERVING", func() bool { // gRPC health: it leads, so SERVING
 			return grpcHealth(t, co.Addr()) == healthpb.HealthCheckResponse_SERVING
 		})
