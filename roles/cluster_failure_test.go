@@ -3,8 +3,10 @@ package roles_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"slices"
 	"strings"
@@ -410,7 +412,8 @@ func TestBadInput(t *testing.T) {
 		is.True(isKind(err, rpc.NotFound))                 // get
 		is.True(strings.Contains(err.Error(), "/missing")) // names the path
 		_, err = cl.Stat(ctx, "/missing")
-		is.True(isKind(err, rpc.NotFound)) // stat
+		is.True(isKind(err, rpc.NotFound))      // stat
+		is.True(errors.Is(err, fs.ErrNotExist)) // as the standard library says it
 		err = cl.Delete(ctx, "/missing")
 		is.True(isKind(err, rpc.NotFound)) // rm
 	})

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"reflect"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -133,16 +135,69 @@ func (k kindless) Is(target error) bool {
 	if _, ok := target.(Kind); ok {
 		return false
 	}
+	if isFSError(target) {
+		// The io/fs error an overridden kind stands for is not matched;
+		// the same error as a cause of its own (a local file's) is.
+		return holds(k.err, target)
+	}
 	return errors.Is(k.err, target)
+}
+
+// holds reports whether target itself is in err's tree, by identity,
+// without asking the errors in it (Kind.Is would answer for kinds).
+func holds(err, target error) bool {
+	for err != nil {
+		if reflect.TypeOf(err).Comparable() && err == target {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if holds(e, target) {
+					return true
+				}
+			}
+			return false
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 func (k kindless) As(target any) bool { return errors.As(k.err, target) }
 
 // Is reports whether target is e's kind, so errors.Is(err, rpc.NotFound)
-// works through any wrapping.
+// works through any wrapping, or the io/fs error of that kind (see
+// Kind.Is), so errors.Is(err, fs.ErrNotExist) does too.
 func (e *Error) Is(target error) bool {
 	k, ok := target.(Kind)
-	return ok && k == e.Kind
+	return ok && k == e.Kind || e.Kind.Is(target)
+}
+
+// Is reports whether target is the standard library's error for kind k:
+// fs.ErrNotExist for NotFound, fs.ErrExist for Exists, fs.ErrPermission
+// for Permission, fs.ErrInvalid for Invalid. So a caller of the client, or
+// of an io/fs adapter over it, tests dfs errors the way it tests a local
+// file system's.
+func (k Kind) Is(target error) bool {
+	fe, ok := fsErrors[k]
+	return ok && target == fe
+}
+
+// fsErrors are the io/fs errors the kinds stand for.
+var fsErrors = map[Kind]error{NotFound: fs.ErrNotExist, Exists: fs.ErrExist, Permission: fs.ErrPermission, Invalid: fs.ErrInvalid}
+
+// isFSError reports whether err is one of fsErrors.
+func isFSError(err error) bool {
+	for _, fe := range fsErrors {
+		if err == fe {
+			return true
+		}
+	}
+	return false
 }
 
 // E wraps err, the cause, as an error of operation op. A kind of Other

@@ -299,3 +299,21 @@ func TestNotServingTravels(t *testing.T) {
 	var found *rpc.NotServing
 	is.True(errors.As(rpc.E("client.Put", rpc.Other, back), &found)) // found with errors.As through wrapping
 }
+
+// TestErrorsMatchIOFS: an error of kind NotFound, Exists, Permission or
+// Invalid is the io/fs error of that kind to errors.Is, through wrapping
+// and over the wire, so callers test dfs errors as they test a local
+// file system's; a kind a wrapper overrode is not.
+func TestErrorsMatchIOFS(t *testing.T) {
+	is := is.New(t)
+	for kind, want := range map[rpc.Kind]error{rpc.NotFound: fs.ErrNotExist, rpc.Exists: fs.ErrExist, rpc.Permission: fs.ErrPermission, rpc.Invalid: fs.ErrInvalid} {
+		err := rpc.Errorf(kind, "stat /a: %s", kind)
+		is.True(errors.Is(err, want))                                        // the error itself
+		is.True(errors.Is(fmt.Errorf("get: %w", err), want))                 // wrapped
+		is.True(errors.Is(rpc.FromStatus(rpc.ToStatus(err)), want))          // over the wire
+		is.True(!errors.Is(rpc.Errorf(rpc.Unavailable, "x: %w", err), want)) // overridden: no longer that kind
+		is.True(errors.Is(err, kind))                                        // the kind still matches
+	}
+	is.True(!errors.Is(rpc.Errorf(rpc.Unavailable, "down"), fs.ErrNotExist)) // other kinds match none
+	is.True(!errors.Is(rpc.Errorf(rpc.NotFound, "gone"), fs.ErrExist))       // nor another kind's
+}
