@@ -226,6 +226,30 @@ type receipt struct {
 }
 
 // begin opens a metadata session for a new version of a path.
+// conflict refuses an upload to p that its commit would refuse (see
+// meta.Committer): p is a directory (files live below it), or one of its
+// parents is a file. Checked as the upload opens, so that no byte is sent
+// (three copies of it) for a commit bound to fail; the commit checks again,
+// in its transaction, against what changed meanwhile.
+func (up *uploads) conflict(ctx context.Context, p rpc.Path) error {
+	entries, err := up.store.List(ctx, p, false, "", 1)
+	switch {
+	case err == nil && len(entries) > 0 && (entries[0].Path != p || entries[0].IsDir):
+		return rpc.Errorf(rpc.Exists, "%s is a directory", p)
+	case err != nil && rpc.KindOf(err) != rpc.NotFound:
+		return err
+	}
+	for d := p.Dir(); d != "/"; d = d.Dir() {
+		switch _, err := up.store.Get(ctx, d); {
+		case err == nil:
+			return rpc.Errorf(rpc.Exists, "%s: parent %s is a file", p, d)
+		case rpc.KindOf(err) != rpc.NotFound:
+			return err
+		}
+	}
+	return nil
+}
+
 func (up *uploads) begin(ctx context.Context, req uploadRequest) (*opened, error) {
 	chunkSize := req.chunkSize
 	if chunkSize == 0 {
@@ -250,6 +274,9 @@ func (up *uploads) begin(ctx context.Context, req uploadRequest) (*opened, error
 			req.size, rpc.FormatBytes(chunkSize), (req.size-1)/chunkSize+1, limit)
 	}
 	if err := up.safe.check("place chunks"); err != nil {
+		return nil, err
+	}
+	if err := up.conflict(ctx, req.path); err != nil {
 		return nil, err
 	}
 	// Checked before the session is placed and recorded; uploads opening

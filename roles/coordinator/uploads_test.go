@@ -223,3 +223,22 @@ func TestCommitRetriesOnlyConflicts(t *testing.T) {
 	is.Equal(int(s.commits.Load()), 2) // on the second try
 	is.Equal(c.file.Version, uint64(1))
 }
+
+// TestUploadRefusedBeforeAnyByte: an upload to a path that is a directory,
+// or below a file, is refused with Exists as it opens, before any chunk
+// is placed; a new file beside them opens.
+func TestUploadRefusedBeforeAnyByte(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 3, nil)
+	f.put("/d/x", testChunk, 3)
+	f.put("/file", testChunk, 3)
+	for _, p := range []rpc.Path{"/d", "/file/below", "/file/below/deeper"} {
+		_, err := f.term.uploads.begin(f.ctx, uploadRequest{path: p, size: testChunk})
+		is.Equal(rpc.KindOf(err), rpc.Exists) // refused at once
+	}
+	is.Equal(f.term.uploads.sessions.Len(), 0) // no session opened, nothing placed
+	_, err := f.term.uploads.begin(f.ctx, uploadRequest{path: "/d/y", size: testChunk})
+	is.NoErr(err) // a new file beside them opens
+	_, err = f.term.uploads.begin(f.ctx, uploadRequest{path: "/file", size: testChunk})
+	is.NoErr(err) // and so does a new version of a file
+}
