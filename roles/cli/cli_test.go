@@ -191,6 +191,39 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("get does not clobber", func(t *testing.T) {
+		is := is.New(t)
+		cli := inprocCLI{t: t, addr: c.Addr()}
+		data := randomData(10 << 10)
+		cli.ok(nil, "put", writeLocal(t, "in", data), "/cli/clobber")
+		dir := t.TempDir()
+		out := filepath.Join(dir, "out")
+		is.NoErr(os.WriteFile(out, []byte("mine"), 0o600))
+		r := cli.run(nil, "get", "/cli/clobber", out)
+		is.Equal(rpc.KindOf(r.err), rpc.Exists)                 // refused
+		is.True(strings.Contains(r.err.Error(), "-f overwrites")) // saying how to overwrite
+		got, err := os.ReadFile(out)
+		is.NoErr(err)
+		is.Equal(string(got), "mine") // the local file untouched
+		cli.run(nil, "get", "/cli/clobber", dir)
+		r = cli.run(nil, "get", "/cli/clobber", dir) // into a directory that has the name already
+		is.Equal(rpc.KindOf(r.err), rpc.Exists)
+
+		cli.ok(nil, "get", "-f", "/cli/clobber", out)
+		got, err = os.ReadFile(out)
+		is.NoErr(err)
+		is.True(bytes.Equal(got, data)) // -f overwrites
+		entries, err := os.ReadDir(dir)
+		is.NoErr(err)
+		is.Equal(len(entries), 2) // no temp file left behind
+
+		fresh := filepath.Join(dir, "fresh")
+		cli.ok(nil, "get", "/cli/clobber", fresh)
+		info, err := os.Stat(fresh)
+		is.NoErr(err)
+		is.Equal(info.Mode().Perm(), 0o644&^umask()) // a new file's mode: 0644 less the umask
+	})
+
 	t.Run("stdin and stdout", func(t *testing.T) {
 		is := is.New(t)
 		cli := inprocCLI{t: t, addr: c.Addr()}

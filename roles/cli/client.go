@@ -2,10 +2,14 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -71,15 +75,17 @@ func (a *app) putCommand() *cli.Command {
 
 func (a *app) getCommand() *cli.Command {
 	cfg := client.DefaultConfig()
+	var force bool
 	return &cli.Command{
 		Name: "get", Usage: "read a remote file into a local file (or - for stdout)", ArgsUsage: "REMOTE LOCAL",
 		Category: "client",
-		Flags:    clientFlags(&cfg, true),
+		Flags: clientFlags(&cfg, true,
+			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Destination: &force, EnvVars: env("GET_FORCE"), Usage: "overwrite LOCAL if it exists (without it, get refuses to)"}),
 		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
 			if c.NArg() != 2 {
 				return rpc.Errorf(rpc.Invalid, "get needs REMOTE and LOCAL (see dfs get --help)")
 			}
-			return runGet(ctx, cl, a.stdio, c.Args().Get(0), c.Args().Get(1))
+			return runGet(ctx, cl, a.stdio, c.Args().Get(0), c.Args().Get(1), force)
 		}),
 	}
 }
@@ -301,13 +307,26 @@ func localErr(err error) error {
 	return rpc.Errorf(rpc.Invalid, "local file: %w", err)
 }
 
-func runGet(ctx context.Context, cl *client.Client, stdio IO, remote, local string) error {
+// runGet reads remote into local (a file, a directory to put it in under
+// its base name, or - for stdout). An existing local file is not
+// overwritten unless force, as hdfs dfs -get does: refused before any
+// byte is read, and again, atomically, when the file is put in place (a
+// hard link of the finished file, which fails if the name was taken
+// meanwhile). The file gets mode 0644 less the umask, as a file the user
+// created would.
+func runGet(ctx context.Context, cl *client.Client, stdio IO, remote, local string, force bool) error {
 	if local == "-" {
 		_, err := cl.Get(ctx, remote, stdio.Out, nil)
 		return err
 	}
 	if info, err := os.Stat(local); err == nil && info.IsDir() {
 		local = filepath.Join(local, filepath.Base(remote))
+	}
+	exists := func() error {
+		return rpc.Errorf(rpc.Exists, "get %s: local file %s exists (-f overwrites it)", client.ShowPath(remote), local)
+	}
+	if _, err := os.Lstat(local); err == nil && !force {
+		return exists()
 	}
 	// Write beside the target and rename once verified: a failed get
 	// leaves no partial file and any earlier file intact.
@@ -332,13 +351,41 @@ func runGet(ctx context.Context, cl *client.Client, stdio IO, remote, local stri
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644&^umask())
+	}
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), local); err != nil {
+	place := os.Rename
+	if !force {
+		place = os.Link // fails if local exists: no clobbering, however late it appeared
+	}
+	if err := place(tmp.Name(), local); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return exists()
+		}
 		return fmt.Errorf("get %s: %w", client.ShowPath(remote), localErr(err))
 	}
 	return nil
+}
+
+// umask returns the process's file mode creation mask, from
+// /proc/self/status (reading it with umask(2) would change it, for a
+// moment, under the process's other threads); 022 where it cannot be read.
+func umask() os.FileMode {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0o022
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+				return os.FileMode(m)
+			}
+		}
+	}
+	return 0o022
 }
 
 // runBackup writes the backup beside file and renames it into place once
