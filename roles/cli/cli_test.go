@@ -200,7 +200,7 @@ func TestCLI(t *testing.T) {
 		out := filepath.Join(dir, "out")
 		is.NoErr(os.WriteFile(out, []byte("mine"), 0o600))
 		r := cli.run(nil, "get", "/cli/clobber", out)
-		is.Equal(rpc.KindOf(r.err), rpc.Exists)                 // refused
+		is.Equal(rpc.KindOf(r.err), rpc.Exists)                   // refused
 		is.True(strings.Contains(r.err.Error(), "-f overwrites")) // saying how to overwrite
 		got, err := os.ReadFile(out)
 		is.NoErr(err)
