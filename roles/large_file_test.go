@@ -21,26 +21,7 @@ import (
 // rpcCalls counts the calls of a coordinator method that ended OK.
 func rpcCalls(t *testing.T, c *roles.Cluster, method string) uint64 {
 	t.Helper()
-	mfs, err := c.Metrics().Gather()
-	if err != nil {
-		t.Fatalf("gather metrics: %v", err)
-	}
-	var n uint64
-	for _, mf := range mfs {
-		if mf.GetName() != "dfs_coordinator_rpc_duration_seconds" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["method"] == method && labels["code"] == "OK" {
-				n += m.GetHistogram().GetSampleCount()
-			}
-		}
-	}
-	return n
+	return rpcCallsWithCode(t, c, method, "OK")
 }
 
 // TestLargestFile pins that every file the chunk limit allows is

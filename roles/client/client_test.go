@@ -36,6 +36,13 @@ func (c *nodesCoordinator) ListNodes(context.Context, *dfspb.ListNodesRequest) (
 func startNodesCoordinator(t *testing.T, answer func() error) (string, *nodesCoordinator) {
 	t.Helper()
 	c := &nodesCoordinator{answer: answer}
+	return serveCoordinator(t, c), c
+}
+
+// serveCoordinator serves a fake coordinator on 127.0.0.1 until the test
+// ends and returns its address.
+func serveCoordinator(t *testing.T, c dfspb.CoordinatorServer) string {
+	t.Helper()
 	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
 	dfspb.RegisterCoordinatorServer(srv, c)
 	lis, err := rpc.Listen("127.0.0.1:0")
@@ -44,7 +51,7 @@ func startNodesCoordinator(t *testing.T, answer func() error) (string, *nodesCoo
 	}
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	return lis.Addr().String(), c
+	return lis.Addr().String()
 }
 
 func newClient(t *testing.T, cfg Config) *Client {

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/matryer/is"
-	"github.com/rs/zerolog"
-	"google.golang.org/grpc"
 
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -69,16 +67,8 @@ func (c *listCoordinator) calls() int {
 // that reads listings in pages of pageSize.
 func startListCoordinator(t *testing.T, c *listCoordinator, pageSize int) *Client {
 	t.Helper()
-	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-	dfspb.RegisterCoordinatorServer(srv, c)
-	lis, err := rpc.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
 	cfg := DefaultConfig()
-	cfg.Coordinators = []string{lis.Addr().String()}
+	cfg.Coordinators = []string{serveCoordinator(t, c)}
 	cfg.ListPageSize = pageSize
 	return newClient(t, cfg)
 }
@@ -250,18 +240,11 @@ func TestListPagesRefusesBrokenPages(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			is := is.New(t)
-			fc := &pagesCoordinator{pages: tc.pages}
-			srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-			dfspb.RegisterCoordinatorServer(srv, fc)
-			lis, err := rpc.Listen("127.0.0.1:0")
-			is.NoErr(err) // a port
-			go srv.Serve(lis)
-			t.Cleanup(srv.Stop)
 			cfg := DefaultConfig()
-			cfg.Coordinators = []string{lis.Addr().String()}
+			cfg.Coordinators = []string{serveCoordinator(t, &pagesCoordinator{pages: tc.pages})}
 			cl := newClient(t, cfg)
 			seen := 0
-			err = cl.ListPages(t.Context(), "/", true, func(page []Entry) error {
+			err := cl.ListPages(t.Context(), "/", true, func(page []Entry) error {
 				seen += len(page)
 				return nil
 			})
@@ -271,15 +254,8 @@ func TestListPagesRefusesBrokenPages(t *testing.T) {
 	}
 	// The same directory and file in the right order pass.
 	is := is.New(t)
-	fc := &pagesCoordinator{pages: [][]*dfspb.ListEntry{{f("/a-b"), d("/a")}, {f("/a0")}}}
-	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-	dfspb.RegisterCoordinatorServer(srv, fc)
-	lis, err := rpc.Listen("127.0.0.1:0")
-	is.NoErr(err) // a port
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
 	cfg := DefaultConfig()
-	cfg.Coordinators = []string{lis.Addr().String()}
+	cfg.Coordinators = []string{serveCoordinator(t, &pagesCoordinator{pages: [][]*dfspb.ListEntry{{f("/a-b"), d("/a")}, {f("/a0")}}})}
 	es, err := newClient(t, cfg).List(t.Context(), "/", false)
 	is.NoErr(err)        // in listing order: /a-b, /a/, /a0
 	is.Equal(len(es), 3) // every entry
