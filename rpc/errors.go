@@ -31,6 +31,10 @@ const (
 	ResourceExhausted
 	DeadlineExceeded
 	Canceled
+	// NotEmpty is a directory that has entries where an empty one is
+	// needed (rmdir). It travels as FailedPrecondition with an ErrorKind
+	// detail, gRPC having no code of its own for it.
+	NotEmpty
 )
 
 var kindNames = [...]string{
@@ -45,6 +49,7 @@ var kindNames = [...]string{
 	ResourceExhausted:  "resource exhausted",
 	DeadlineExceeded:   "deadline exceeded",
 	Canceled:           "canceled",
+	NotEmpty:           "directory not empty",
 }
 
 func (k Kind) Error() string {
@@ -67,12 +72,15 @@ var kindCodes = map[Kind]codes.Code{
 	ResourceExhausted:  codes.ResourceExhausted,
 	DeadlineExceeded:   codes.DeadlineExceeded,
 	Canceled:           codes.Canceled,
+	NotEmpty:           codes.FailedPrecondition,
 }
 
 var codeKinds = func() map[codes.Code]Kind {
 	m := make(map[codes.Code]Kind, len(kindCodes))
 	for k, c := range kindCodes {
-		m[c] = k
+		if k != NotEmpty { // travels as a detail
+			m[c] = k
+		}
 	}
 	m[codes.OutOfRange] = Invalid
 	m[codes.Aborted] = Unavailable
@@ -330,6 +338,11 @@ func ToStatus(err error) error {
 			st = d
 		}
 	}
+	if k := KindOf(err); k == NotEmpty {
+		if d, derr := st.WithDetails(&dfspb.ErrorKind{Kind: k.Error()}); derr == nil {
+			st = d
+		}
+	}
 	if ns, ok := NotServingOf(err); ok {
 		if d, derr := st.WithDetails(&dfspb.NotServing{Leader: ns.Leader, RetryAfterMs: ns.RetryAfter.Milliseconds()}); derr == nil {
 			st = d
@@ -367,6 +380,10 @@ func FromStatus(err error) error {
 			out.Nodes = append(out.Nodes, d.NodeIds...)
 		case *dfspb.NotServing:
 			out.Err = &NotServing{Leader: d.Leader, RetryAfter: time.Duration(d.RetryAfterMs) * time.Millisecond}
+		case *dfspb.ErrorKind:
+			if d.Kind == NotEmpty.Error() && st.Code() == kindCodes[NotEmpty] {
+				out.Kind = NotEmpty
+			}
 		}
 	}
 	return out

@@ -206,7 +206,13 @@ type UploadFileRequest struct {
 	// chunk_size in bytes; 0 picks the coordinator's default.
 	ChunkSize int64 `protobuf:"varint,3,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
 	// replication factor; 0 picks the coordinator's default.
-	Replication   uint32 `protobuf:"varint,4,opt,name=replication,proto3" json:"replication,omitempty"`
+	Replication uint32 `protobuf:"varint,4,opt,name=replication,proto3" json:"replication,omitempty"`
+	// if_not_exist commits only if the path holds no file when the upload
+	// commits (else AlreadyExists); it is also checked as the upload opens.
+	IfNotExist bool `protobuf:"varint,5,opt,name=if_not_exist,json=ifNotExist,proto3" json:"if_not_exist,omitempty"`
+	// if_version, when not 0, commits only over that version of the path
+	// (else FailedPrecondition); it is also checked as the upload opens.
+	IfVersion     uint64 `protobuf:"varint,6,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -265,6 +271,20 @@ func (x *UploadFileRequest) GetChunkSize() int64 {
 func (x *UploadFileRequest) GetReplication() uint32 {
 	if x != nil {
 		return x.Replication
+	}
+	return 0
+}
+
+func (x *UploadFileRequest) GetIfNotExist() bool {
+	if x != nil {
+		return x.IfNotExist
+	}
+	return false
+}
+
+func (x *UploadFileRequest) GetIfVersion() uint64 {
+	if x != nil {
+		return x.IfVersion
 	}
 	return 0
 }
@@ -1051,7 +1071,10 @@ type FileInfo struct {
 	// session_id is the upload session that committed this version.
 	SessionId string `protobuf:"bytes,9,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// chunk_count is the number of chunks of the file.
-	ChunkCount    uint32 `protobuf:"varint,10,opt,name=chunk_count,json=chunkCount,proto3" json:"chunk_count,omitempty"`
+	ChunkCount uint32 `protobuf:"varint,10,opt,name=chunk_count,json=chunkCount,proto3" json:"chunk_count,omitempty"`
+	// is_dir is set when path names a directory: then only path and
+	// modified_unix_ms are set.
+	IsDir         bool `protobuf:"varint,11,opt,name=is_dir,json=isDir,proto3" json:"is_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1154,6 +1177,13 @@ func (x *FileInfo) GetChunkCount() uint32 {
 		return x.ChunkCount
 	}
 	return 0
+}
+
+func (x *FileInfo) GetIsDir() bool {
+	if x != nil {
+		return x.IsDir
+	}
+	return false
 }
 
 // DownloadFileRequest asks for one page of a file's chunk map: page_size
@@ -1420,9 +1450,15 @@ func (x *StatFileResponse) GetNextChunk() uint32 {
 	return 0
 }
 
+// DeleteFileRequest removes a file, or a directory: an empty one, or with
+// recursive everything below it (not atomic: files go one by one, then
+// the directories, deepest first).
 type DeleteFileRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Path      string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Recursive bool                   `protobuf:"varint,2,opt,name=recursive,proto3" json:"recursive,omitempty"`
+	// if_version, when not 0, removes a file only at that version.
+	IfVersion     uint64 `protobuf:"varint,3,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1462,6 +1498,20 @@ func (x *DeleteFileRequest) GetPath() string {
 		return x.Path
 	}
 	return ""
+}
+
+func (x *DeleteFileRequest) GetRecursive() bool {
+	if x != nil {
+		return x.Recursive
+	}
+	return false
+}
+
+func (x *DeleteFileRequest) GetIfVersion() uint64 {
+	if x != nil {
+		return x.IfVersion
+	}
+	return 0
 }
 
 type DeleteFileResponse struct {
@@ -1706,6 +1756,411 @@ func (x *ListFilesResponse) GetNextPageToken() string {
 	return ""
 }
 
+type MkdirRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// parents creates missing ancestors and accepts an existing directory.
+	Parents       bool `protobuf:"varint,2,opt,name=parents,proto3" json:"parents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MkdirRequest) Reset() {
+	*x = MkdirRequest{}
+	mi := &file_dfs_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MkdirRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MkdirRequest) ProtoMessage() {}
+
+func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MkdirRequest.ProtoReflect.Descriptor instead.
+func (*MkdirRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *MkdirRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *MkdirRequest) GetParents() bool {
+	if x != nil {
+		return x.Parents
+	}
+	return false
+}
+
+type MkdirResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MkdirResponse) Reset() {
+	*x = MkdirResponse{}
+	mi := &file_dfs_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MkdirResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MkdirResponse) ProtoMessage() {}
+
+func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MkdirResponse.ProtoReflect.Descriptor instead.
+func (*MkdirResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{26}
+}
+
+type RenameRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Src   string                 `protobuf:"bytes,1,opt,name=src,proto3" json:"src,omitempty"`
+	Dst   string                 `protobuf:"bytes,2,opt,name=dst,proto3" json:"dst,omitempty"`
+	// no_replace refuses (AlreadyExists) a dst that exists.
+	NoReplace     bool `protobuf:"varint,3,opt,name=no_replace,json=noReplace,proto3" json:"no_replace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenameRequest) Reset() {
+	*x = RenameRequest{}
+	mi := &file_dfs_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenameRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenameRequest) ProtoMessage() {}
+
+func (x *RenameRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
+func (*RenameRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RenameRequest) GetSrc() string {
+	if x != nil {
+		return x.Src
+	}
+	return ""
+}
+
+func (x *RenameRequest) GetDst() string {
+	if x != nil {
+		return x.Dst
+	}
+	return ""
+}
+
+func (x *RenameRequest) GetNoReplace() bool {
+	if x != nil {
+		return x.NoReplace
+	}
+	return false
+}
+
+type RenameResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenameResponse) Reset() {
+	*x = RenameResponse{}
+	mi := &file_dfs_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenameResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenameResponse) ProtoMessage() {}
+
+func (x *RenameResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenameResponse.ProtoReflect.Descriptor instead.
+func (*RenameResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{28}
+}
+
+type CopyFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Src   string                 `protobuf:"bytes,1,opt,name=src,proto3" json:"src,omitempty"`
+	Dst   string                 `protobuf:"bytes,2,opt,name=dst,proto3" json:"dst,omitempty"`
+	// if_not_exist and if_version are the preconditions on dst, as in
+	// UploadFileRequest.
+	IfNotExist    bool   `protobuf:"varint,3,opt,name=if_not_exist,json=ifNotExist,proto3" json:"if_not_exist,omitempty"`
+	IfVersion     uint64 `protobuf:"varint,4,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyFileRequest) Reset() {
+	*x = CopyFileRequest{}
+	mi := &file_dfs_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyFileRequest) ProtoMessage() {}
+
+func (x *CopyFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyFileRequest.ProtoReflect.Descriptor instead.
+func (*CopyFileRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CopyFileRequest) GetSrc() string {
+	if x != nil {
+		return x.Src
+	}
+	return ""
+}
+
+func (x *CopyFileRequest) GetDst() string {
+	if x != nil {
+		return x.Dst
+	}
+	return ""
+}
+
+func (x *CopyFileRequest) GetIfNotExist() bool {
+	if x != nil {
+		return x.IfNotExist
+	}
+	return false
+}
+
+func (x *CopyFileRequest) GetIfVersion() uint64 {
+	if x != nil {
+		return x.IfVersion
+	}
+	return 0
+}
+
+type CopyFileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// file is the new file, without its chunk map.
+	File          *FileInfo `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyFileResponse) Reset() {
+	*x = CopyFileResponse{}
+	mi := &file_dfs_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyFileResponse) ProtoMessage() {}
+
+func (x *CopyFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyFileResponse.ProtoReflect.Descriptor instead.
+func (*CopyFileResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CopyFileResponse) GetFile() *FileInfo {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+type UsageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRequest) Reset() {
+	*x = UsageRequest{}
+	mi := &file_dfs_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRequest) ProtoMessage() {}
+
+func (x *UsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
+func (*UsageRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *UsageRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type UsageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bytes         int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Files         int64                  `protobuf:"varint,2,opt,name=files,proto3" json:"files,omitempty"`
+	Dirs          int64                  `protobuf:"varint,3,opt,name=dirs,proto3" json:"dirs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageResponse) Reset() {
+	*x = UsageResponse{}
+	mi := &file_dfs_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageResponse) ProtoMessage() {}
+
+func (x *UsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
+func (*UsageResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UsageResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *UsageResponse) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *UsageResponse) GetDirs() int64 {
+	if x != nil {
+		return x.Dirs
+	}
+	return 0
+}
+
 type NodeStatus struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	NodeId              string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -1747,7 +2202,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_dfs_proto_msgTypes[25]
+	mi := &file_dfs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +2214,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[25]
+	mi := &file_dfs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +2227,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{25}
+	return file_dfs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -1897,7 +2352,7 @@ type RegisterDataNodeRequest struct {
 
 func (x *RegisterDataNodeRequest) Reset() {
 	*x = RegisterDataNodeRequest{}
-	mi := &file_dfs_proto_msgTypes[26]
+	mi := &file_dfs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2364,7 @@ func (x *RegisterDataNodeRequest) String() string {
 func (*RegisterDataNodeRequest) ProtoMessage() {}
 
 func (x *RegisterDataNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[26]
+	mi := &file_dfs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2377,7 @@ func (x *RegisterDataNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDataNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterDataNodeRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{26}
+	return file_dfs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RegisterDataNodeRequest) GetNodeId() string {
@@ -1993,7 +2448,7 @@ type RegisterDataNodeResponse struct {
 
 func (x *RegisterDataNodeResponse) Reset() {
 	*x = RegisterDataNodeResponse{}
-	mi := &file_dfs_proto_msgTypes[27]
+	mi := &file_dfs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2005,7 +2460,7 @@ func (x *RegisterDataNodeResponse) String() string {
 func (*RegisterDataNodeResponse) ProtoMessage() {}
 
 func (x *RegisterDataNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[27]
+	mi := &file_dfs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2018,7 +2473,7 @@ func (x *RegisterDataNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDataNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterDataNodeResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{27}
+	return file_dfs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RegisterDataNodeResponse) GetClusterVersion() uint64 {
@@ -2070,7 +2525,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_dfs_proto_msgTypes[28]
+	mi := &file_dfs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2082,7 +2537,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[28]
+	mi := &file_dfs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2095,7 +2550,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{28}
+	return file_dfs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *HeartbeatRequest) GetNodeId() string {
@@ -2164,7 +2619,7 @@ type NodeUpdate struct {
 
 func (x *NodeUpdate) Reset() {
 	*x = NodeUpdate{}
-	mi := &file_dfs_proto_msgTypes[29]
+	mi := &file_dfs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2631,7 @@ func (x *NodeUpdate) String() string {
 func (*NodeUpdate) ProtoMessage() {}
 
 func (x *NodeUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[29]
+	mi := &file_dfs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2644,7 @@ func (x *NodeUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpdate.ProtoReflect.Descriptor instead.
 func (*NodeUpdate) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{29}
+	return file_dfs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *NodeUpdate) GetVersion() uint64 {
@@ -2218,7 +2673,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_dfs_proto_msgTypes[30]
+	mi := &file_dfs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2230,7 +2685,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[30]
+	mi := &file_dfs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2243,7 +2698,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{30}
+	return file_dfs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *NodeCommand) GetCommand() isNodeCommand_Command {
@@ -2281,7 +2736,7 @@ type DeleteChunksCommand struct {
 
 func (x *DeleteChunksCommand) Reset() {
 	*x = DeleteChunksCommand{}
-	mi := &file_dfs_proto_msgTypes[31]
+	mi := &file_dfs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2293,7 +2748,7 @@ func (x *DeleteChunksCommand) String() string {
 func (*DeleteChunksCommand) ProtoMessage() {}
 
 func (x *DeleteChunksCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[31]
+	mi := &file_dfs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2306,7 +2761,7 @@ func (x *DeleteChunksCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksCommand.ProtoReflect.Descriptor instead.
 func (*DeleteChunksCommand) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{31}
+	return file_dfs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DeleteChunksCommand) GetChunkIds() []string {
@@ -2331,7 +2786,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_dfs_proto_msgTypes[32]
+	mi := &file_dfs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2343,7 +2798,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[32]
+	mi := &file_dfs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2356,7 +2811,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{32}
+	return file_dfs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *HeartbeatResponse) GetClusterVersion() uint64 {
@@ -2422,7 +2877,7 @@ type ReportChunksRequest struct {
 
 func (x *ReportChunksRequest) Reset() {
 	*x = ReportChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[33]
+	mi := &file_dfs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2889,7 @@ func (x *ReportChunksRequest) String() string {
 func (*ReportChunksRequest) ProtoMessage() {}
 
 func (x *ReportChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[33]
+	mi := &file_dfs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2902,7 @@ func (x *ReportChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunksRequest.ProtoReflect.Descriptor instead.
 func (*ReportChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{33}
+	return file_dfs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReportChunksRequest) GetNodeId() string {
@@ -2507,7 +2962,7 @@ type ReportChunksResponse struct {
 
 func (x *ReportChunksResponse) Reset() {
 	*x = ReportChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[34]
+	mi := &file_dfs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2974,7 @@ func (x *ReportChunksResponse) String() string {
 func (*ReportChunksResponse) ProtoMessage() {}
 
 func (x *ReportChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[34]
+	mi := &file_dfs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2987,7 @@ func (x *ReportChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunksResponse.ProtoReflect.Descriptor instead.
 func (*ReportChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{34}
+	return file_dfs_proto_rawDescGZIP(), []int{42}
 }
 
 type ListNodesRequest struct {
@@ -2543,7 +2998,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2555,7 +3010,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2568,7 +3023,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{35}
+	return file_dfs_proto_rawDescGZIP(), []int{43}
 }
 
 type ListNodesResponse struct {
@@ -2592,7 +3047,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2604,7 +3059,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2617,7 +3072,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{36}
+	return file_dfs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListNodesResponse) GetClusterVersion() uint64 {
@@ -2692,7 +3147,7 @@ type ReadinessStatus struct {
 
 func (x *ReadinessStatus) Reset() {
 	*x = ReadinessStatus{}
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +3159,7 @@ func (x *ReadinessStatus) String() string {
 func (*ReadinessStatus) ProtoMessage() {}
 
 func (x *ReadinessStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +3172,7 @@ func (x *ReadinessStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadinessStatus.ProtoReflect.Descriptor instead.
 func (*ReadinessStatus) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{37}
+	return file_dfs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReadinessStatus) GetWritable() bool {
@@ -2770,7 +3225,7 @@ type ClusterHealth struct {
 
 func (x *ClusterHealth) Reset() {
 	*x = ClusterHealth{}
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2782,7 +3237,7 @@ func (x *ClusterHealth) String() string {
 func (*ClusterHealth) ProtoMessage() {}
 
 func (x *ClusterHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2795,7 +3250,7 @@ func (x *ClusterHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterHealth.ProtoReflect.Descriptor instead.
 func (*ClusterHealth) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{38}
+	return file_dfs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ClusterHealth) GetChunks() int64 {
@@ -2889,7 +3344,7 @@ type ReportBadReplicaRequest struct {
 
 func (x *ReportBadReplicaRequest) Reset() {
 	*x = ReportBadReplicaRequest{}
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2901,7 +3356,7 @@ func (x *ReportBadReplicaRequest) String() string {
 func (*ReportBadReplicaRequest) ProtoMessage() {}
 
 func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2914,7 +3369,7 @@ func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{39}
+	return file_dfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReportBadReplicaRequest) GetChunkId() string {
@@ -2959,7 +3414,7 @@ type ReportBadReplicaResponse struct {
 
 func (x *ReportBadReplicaResponse) Reset() {
 	*x = ReportBadReplicaResponse{}
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2971,7 +3426,7 @@ func (x *ReportBadReplicaResponse) String() string {
 func (*ReportBadReplicaResponse) ProtoMessage() {}
 
 func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2984,7 +3439,7 @@ func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{40}
+	return file_dfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReportBadReplicaResponse) GetCorrupt() bool {
@@ -3013,7 +3468,7 @@ type ReportNodeFailureRequest struct {
 
 func (x *ReportNodeFailureRequest) Reset() {
 	*x = ReportNodeFailureRequest{}
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3025,7 +3480,7 @@ func (x *ReportNodeFailureRequest) String() string {
 func (*ReportNodeFailureRequest) ProtoMessage() {}
 
 func (x *ReportNodeFailureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3038,7 +3493,7 @@ func (x *ReportNodeFailureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFailureRequest.ProtoReflect.Descriptor instead.
 func (*ReportNodeFailureRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{41}
+	return file_dfs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReportNodeFailureRequest) GetNodeIds() []string {
@@ -3063,7 +3518,7 @@ type ReportNodeFailureResponse struct {
 
 func (x *ReportNodeFailureResponse) Reset() {
 	*x = ReportNodeFailureResponse{}
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3075,7 +3530,7 @@ func (x *ReportNodeFailureResponse) String() string {
 func (*ReportNodeFailureResponse) ProtoMessage() {}
 
 func (x *ReportNodeFailureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3088,7 +3543,7 @@ func (x *ReportNodeFailureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFailureResponse.ProtoReflect.Descriptor instead.
 func (*ReportNodeFailureResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{42}
+	return file_dfs_proto_rawDescGZIP(), []int{50}
 }
 
 type DecommissionRequest struct {
@@ -3102,7 +3557,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3114,7 +3569,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3127,7 +3582,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{43}
+	return file_dfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DecommissionRequest) GetNodeId() string {
@@ -3153,7 +3608,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3165,7 +3620,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3178,7 +3633,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{44}
+	return file_dfs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DecommissionResponse) GetNode() *NodeStatus {
@@ -3197,7 +3652,7 @@ type FsckRequest struct {
 
 func (x *FsckRequest) Reset() {
 	*x = FsckRequest{}
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3209,7 +3664,7 @@ func (x *FsckRequest) String() string {
 func (*FsckRequest) ProtoMessage() {}
 
 func (x *FsckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3222,7 +3677,7 @@ func (x *FsckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckRequest.ProtoReflect.Descriptor instead.
 func (*FsckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{45}
+	return file_dfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *FsckRequest) GetPath() string {
@@ -3248,7 +3703,7 @@ type FsckChunk struct {
 
 func (x *FsckChunk) Reset() {
 	*x = FsckChunk{}
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3260,7 +3715,7 @@ func (x *FsckChunk) String() string {
 func (*FsckChunk) ProtoMessage() {}
 
 func (x *FsckChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3273,7 +3728,7 @@ func (x *FsckChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckChunk.ProtoReflect.Descriptor instead.
 func (*FsckChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{46}
+	return file_dfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *FsckChunk) GetIndex() uint32 {
@@ -3339,7 +3794,7 @@ type FsckFile struct {
 
 func (x *FsckFile) Reset() {
 	*x = FsckFile{}
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3351,7 +3806,7 @@ func (x *FsckFile) String() string {
 func (*FsckFile) ProtoMessage() {}
 
 func (x *FsckFile) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3364,7 +3819,7 @@ func (x *FsckFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckFile.ProtoReflect.Descriptor instead.
 func (*FsckFile) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{47}
+	return file_dfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *FsckFile) GetPath() string {
@@ -3409,7 +3864,7 @@ type FsckSummary struct {
 
 func (x *FsckSummary) Reset() {
 	*x = FsckSummary{}
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3421,7 +3876,7 @@ func (x *FsckSummary) String() string {
 func (*FsckSummary) ProtoMessage() {}
 
 func (x *FsckSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3434,7 +3889,7 @@ func (x *FsckSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckSummary.ProtoReflect.Descriptor instead.
 func (*FsckSummary) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{48}
+	return file_dfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *FsckSummary) GetFiles() int64 {
@@ -3492,7 +3947,7 @@ type FsckReport struct {
 
 func (x *FsckReport) Reset() {
 	*x = FsckReport{}
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3504,7 +3959,7 @@ func (x *FsckReport) String() string {
 func (*FsckReport) ProtoMessage() {}
 
 func (x *FsckReport) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3517,7 +3972,7 @@ func (x *FsckReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckReport.ProtoReflect.Descriptor instead.
 func (*FsckReport) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{49}
+	return file_dfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *FsckReport) GetReport() isFsckReport_Report {
@@ -3569,7 +4024,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3581,7 +4036,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3594,7 +4049,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{50}
+	return file_dfs_proto_rawDescGZIP(), []int{58}
 }
 
 type BackupChunk struct {
@@ -3606,7 +4061,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3618,7 +4073,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3631,7 +4086,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{51}
+	return file_dfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -3654,7 +4109,7 @@ type PrepareChunkUploadRequest struct {
 
 func (x *PrepareChunkUploadRequest) Reset() {
 	*x = PrepareChunkUploadRequest{}
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3666,7 +4121,7 @@ func (x *PrepareChunkUploadRequest) String() string {
 func (*PrepareChunkUploadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3679,7 +4134,7 @@ func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{52}
+	return file_dfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *PrepareChunkUploadRequest) GetChunkId() string {
@@ -3720,7 +4175,7 @@ type PrepareChunkUploadResponse struct {
 
 func (x *PrepareChunkUploadResponse) Reset() {
 	*x = PrepareChunkUploadResponse{}
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3732,7 +4187,7 @@ func (x *PrepareChunkUploadResponse) String() string {
 func (*PrepareChunkUploadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3745,7 +4200,7 @@ func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{53}
+	return file_dfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *PrepareChunkUploadResponse) GetSessionId() string {
@@ -3785,7 +4240,7 @@ type ChunkDataStream struct {
 
 func (x *ChunkDataStream) Reset() {
 	*x = ChunkDataStream{}
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3797,7 +4252,7 @@ func (x *ChunkDataStream) String() string {
 func (*ChunkDataStream) ProtoMessage() {}
 
 func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3810,7 +4265,7 @@ func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataStream.ProtoReflect.Descriptor instead.
 func (*ChunkDataStream) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{54}
+	return file_dfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ChunkDataStream) GetSessionId() string {
@@ -3883,7 +4338,7 @@ type ChunkDataAck struct {
 
 func (x *ChunkDataAck) Reset() {
 	*x = ChunkDataAck{}
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3895,7 +4350,7 @@ func (x *ChunkDataAck) String() string {
 func (*ChunkDataAck) ProtoMessage() {}
 
 func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3908,7 +4363,7 @@ func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataAck.ProtoReflect.Descriptor instead.
 func (*ChunkDataAck) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{55}
+	return file_dfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ChunkDataAck) GetSessionId() string {
@@ -3955,7 +4410,7 @@ type PrepareChunkDownloadRequest struct {
 
 func (x *PrepareChunkDownloadRequest) Reset() {
 	*x = PrepareChunkDownloadRequest{}
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3967,7 +4422,7 @@ func (x *PrepareChunkDownloadRequest) String() string {
 func (*PrepareChunkDownloadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3980,7 +4435,7 @@ func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{56}
+	return file_dfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *PrepareChunkDownloadRequest) GetChunkId() string {
@@ -4002,7 +4457,7 @@ type PrepareChunkDownloadResponse struct {
 
 func (x *PrepareChunkDownloadResponse) Reset() {
 	*x = PrepareChunkDownloadResponse{}
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4014,7 +4469,7 @@ func (x *PrepareChunkDownloadResponse) String() string {
 func (*PrepareChunkDownloadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4027,7 +4482,7 @@ func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{57}
+	return file_dfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *PrepareChunkDownloadResponse) GetSessionId() string {
@@ -4067,7 +4522,7 @@ type DownloadChunkStreamRequest struct {
 
 func (x *DownloadChunkStreamRequest) Reset() {
 	*x = DownloadChunkStreamRequest{}
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4079,7 +4534,7 @@ func (x *DownloadChunkStreamRequest) String() string {
 func (*DownloadChunkStreamRequest) ProtoMessage() {}
 
 func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4092,7 +4547,7 @@ func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadChunkStreamRequest.ProtoReflect.Descriptor instead.
 func (*DownloadChunkStreamRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{58}
+	return file_dfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *DownloadChunkStreamRequest) GetSessionId() string {
@@ -4111,7 +4566,7 @@ type StatChunksRequest struct {
 
 func (x *StatChunksRequest) Reset() {
 	*x = StatChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4123,7 +4578,7 @@ func (x *StatChunksRequest) String() string {
 func (*StatChunksRequest) ProtoMessage() {}
 
 func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4136,7 +4591,7 @@ func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksRequest.ProtoReflect.Descriptor instead.
 func (*StatChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{59}
+	return file_dfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *StatChunksRequest) GetChunkIds() []string {
@@ -4159,7 +4614,7 @@ type ChunkStat struct {
 
 func (x *ChunkStat) Reset() {
 	*x = ChunkStat{}
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4171,7 +4626,7 @@ func (x *ChunkStat) String() string {
 func (*ChunkStat) ProtoMessage() {}
 
 func (x *ChunkStat) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4184,7 +4639,7 @@ func (x *ChunkStat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkStat.ProtoReflect.Descriptor instead.
 func (*ChunkStat) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{60}
+	return file_dfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ChunkStat) GetChunkId() string {
@@ -4231,7 +4686,7 @@ type StatChunksResponse struct {
 
 func (x *StatChunksResponse) Reset() {
 	*x = StatChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4243,7 +4698,7 @@ func (x *StatChunksResponse) String() string {
 func (*StatChunksResponse) ProtoMessage() {}
 
 func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4256,7 +4711,7 @@ func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksResponse.ProtoReflect.Descriptor instead.
 func (*StatChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{61}
+	return file_dfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *StatChunksResponse) GetChunks() []*ChunkStat {
@@ -4284,7 +4739,7 @@ type ReplicateChunkRequest struct {
 
 func (x *ReplicateChunkRequest) Reset() {
 	*x = ReplicateChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4296,7 +4751,7 @@ func (x *ReplicateChunkRequest) String() string {
 func (*ReplicateChunkRequest) ProtoMessage() {}
 
 func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4309,7 +4764,7 @@ func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{62}
+	return file_dfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ReplicateChunkRequest) GetChunkId() string {
@@ -4356,7 +4811,7 @@ type ReplicateChunkResponse struct {
 
 func (x *ReplicateChunkResponse) Reset() {
 	*x = ReplicateChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4368,7 +4823,7 @@ func (x *ReplicateChunkResponse) String() string {
 func (*ReplicateChunkResponse) ProtoMessage() {}
 
 func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4381,7 +4836,7 @@ func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{63}
+	return file_dfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ReplicateChunkResponse) GetBytes() int64 {
@@ -4400,7 +4855,7 @@ type VerifyChunkRequest struct {
 
 func (x *VerifyChunkRequest) Reset() {
 	*x = VerifyChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4412,7 +4867,7 @@ func (x *VerifyChunkRequest) String() string {
 func (*VerifyChunkRequest) ProtoMessage() {}
 
 func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4425,7 +4880,7 @@ func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkRequest.ProtoReflect.Descriptor instead.
 func (*VerifyChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{64}
+	return file_dfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *VerifyChunkRequest) GetChunkId() string {
@@ -4446,7 +4901,7 @@ type VerifyChunkResponse struct {
 
 func (x *VerifyChunkResponse) Reset() {
 	*x = VerifyChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4458,7 +4913,7 @@ func (x *VerifyChunkResponse) String() string {
 func (*VerifyChunkResponse) ProtoMessage() {}
 
 func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4471,7 +4926,7 @@ func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkResponse.ProtoReflect.Descriptor instead.
 func (*VerifyChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{65}
+	return file_dfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *VerifyChunkResponse) GetPresent() bool {
@@ -4504,7 +4959,7 @@ type DeleteChunkRequest struct {
 
 func (x *DeleteChunkRequest) Reset() {
 	*x = DeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4516,7 +4971,7 @@ func (x *DeleteChunkRequest) String() string {
 func (*DeleteChunkRequest) ProtoMessage() {}
 
 func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4529,7 +4984,7 @@ func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{66}
+	return file_dfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *DeleteChunkRequest) GetChunkId() string {
@@ -4547,7 +5002,7 @@ type DeleteChunkResponse struct {
 
 func (x *DeleteChunkResponse) Reset() {
 	*x = DeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4559,7 +5014,7 @@ func (x *DeleteChunkResponse) String() string {
 func (*DeleteChunkResponse) ProtoMessage() {}
 
 func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4572,7 +5027,7 @@ func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{67}
+	return file_dfs_proto_rawDescGZIP(), []int{75}
 }
 
 type BulkDeleteChunkRequest struct {
@@ -4588,7 +5043,7 @@ type BulkDeleteChunkRequest struct {
 
 func (x *BulkDeleteChunkRequest) Reset() {
 	*x = BulkDeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4600,7 +5055,7 @@ func (x *BulkDeleteChunkRequest) String() string {
 func (*BulkDeleteChunkRequest) ProtoMessage() {}
 
 func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4613,7 +5068,7 @@ func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{68}
+	return file_dfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *BulkDeleteChunkRequest) GetChunkIds() []string {
@@ -4643,7 +5098,7 @@ type BulkDeleteChunkResponse struct {
 
 func (x *BulkDeleteChunkResponse) Reset() {
 	*x = BulkDeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4655,7 +5110,7 @@ func (x *BulkDeleteChunkResponse) String() string {
 func (*BulkDeleteChunkResponse) ProtoMessage() {}
 
 func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4668,7 +5123,7 @@ func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{69}
+	return file_dfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *BulkDeleteChunkResponse) GetDeleted() uint32 {
@@ -4700,7 +5155,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4712,7 +5167,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4725,7 +5180,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{70}
+	return file_dfs_proto_rawDescGZIP(), []int{78}
 }
 
 type HealthCheckResponse struct {
@@ -4741,7 +5196,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4753,7 +5208,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4766,7 +5221,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{71}
+	return file_dfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *HealthCheckResponse) GetNodeId() string {
@@ -4817,7 +5272,7 @@ type NotServing struct {
 
 func (x *NotServing) Reset() {
 	*x = NotServing{}
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4829,7 +5284,7 @@ func (x *NotServing) String() string {
 func (*NotServing) ProtoMessage() {}
 
 func (x *NotServing) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4842,7 +5297,7 @@ func (x *NotServing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotServing.ProtoReflect.Descriptor instead.
 func (*NotServing) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{72}
+	return file_dfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *NotServing) GetLeader() string {
@@ -4861,6 +5316,52 @@ func (x *NotServing) GetRetryAfterMs() int64 {
 
 // FailedNodes rides in a gRPC status's details when a chunk failed because
 // of particular nodes, so the client can place the retry elsewhere.
+// ErrorKind travels with a status whose code does not tell the kind of the
+// error by itself (a directory not empty is FailedPrecondition).
+type ErrorKind struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ErrorKind) Reset() {
+	*x = ErrorKind{}
+	mi := &file_dfs_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ErrorKind) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ErrorKind) ProtoMessage() {}
+
+func (x *ErrorKind) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ErrorKind.ProtoReflect.Descriptor instead.
+func (*ErrorKind) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *ErrorKind) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
 type FailedNodes struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NodeIds       []string               `protobuf:"bytes,1,rep,name=node_ids,json=nodeIds,proto3" json:"node_ids,omitempty"`
@@ -4870,7 +5371,7 @@ type FailedNodes struct {
 
 func (x *FailedNodes) Reset() {
 	*x = FailedNodes{}
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4882,7 +5383,7 @@ func (x *FailedNodes) String() string {
 func (*FailedNodes) ProtoMessage() {}
 
 func (x *FailedNodes) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4895,7 +5396,7 @@ func (x *FailedNodes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedNodes.ProtoReflect.Descriptor instead.
 func (*FailedNodes) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{73}
+	return file_dfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *FailedNodes) GetNodeIds() []string {
@@ -4917,13 +5418,17 @@ const file_dfs_proto_rawDesc = "" +
 	"\breplicas\x18\x04 \x03(\v2\x0f.dfs.v1.NodeRefR\breplicas\"6\n" +
 	"\aNodeRef\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"|\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xbd\x01\n" +
 	"\x11UploadFileRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1d\n" +
 	"\n" +
 	"chunk_size\x18\x03 \x01(\x03R\tchunkSize\x12 \n" +
-	"\vreplication\x18\x04 \x01(\rR\vreplication\"\x94\x02\n" +
+	"\vreplication\x18\x04 \x01(\rR\vreplication\x12 \n" +
+	"\fif_not_exist\x18\x05 \x01(\bR\n" +
+	"ifNotExist\x12\x1d\n" +
+	"\n" +
+	"if_version\x18\x06 \x01(\x04R\tifVersion\"\x94\x02\n" +
 	"\x12UploadFileResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1d\n" +
@@ -4984,7 +5489,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\x06digest\x18\x05 \x01(\fR\x06digest\x12\x1d\n" +
 	"\n" +
 	"frame_size\x18\x06 \x01(\x03R\tframeSize\x12/\n" +
-	"\breplicas\x18\a \x03(\v2\x13.dfs.v1.ReplicaInfoR\breplicas\"\xba\x02\n" +
+	"\breplicas\x18\a \x03(\v2\x13.dfs.v1.ReplicaInfoR\breplicas\"\xd1\x02\n" +
 	"\bFileInfo\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -4999,7 +5504,8 @@ const file_dfs_proto_rawDesc = "" +
 	"session_id\x18\t \x01(\tR\tsessionId\x12\x1f\n" +
 	"\vchunk_count\x18\n" +
 	" \x01(\rR\n" +
-	"chunkCount\"\xa0\x01\n" +
+	"chunkCount\x12\x15\n" +
+	"\x06is_dir\x18\v \x01(\bR\x05isDir\"\xa0\x01\n" +
 	"\x13DownloadFileRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1f\n" +
 	"\vfirst_chunk\x18\x02 \x01(\rR\n" +
@@ -5023,9 +5529,12 @@ const file_dfs_proto_rawDesc = "" +
 	"\x10StatFileResponse\x12$\n" +
 	"\x04file\x18\x01 \x01(\v2\x10.dfs.v1.FileInfoR\x04file\x12\x1d\n" +
 	"\n" +
-	"next_chunk\x18\x02 \x01(\rR\tnextChunk\"'\n" +
+	"next_chunk\x18\x02 \x01(\rR\tnextChunk\"d\n" +
 	"\x11DeleteFileRequest\x12\x12\n" +
-	"\x04path\x18\x01 \x01(\tR\x04path\"\x14\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1c\n" +
+	"\trecursive\x18\x02 \x01(\bR\trecursive\x12\x1d\n" +
+	"\n" +
+	"if_version\x18\x03 \x01(\x04R\tifVersion\"\x14\n" +
 	"\x12DeleteFileResponse\"\x80\x01\n" +
 	"\x10ListFilesRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1c\n" +
@@ -5042,7 +5551,32 @@ const file_dfs_proto_rawDesc = "" +
 	"\vreplication\x18\x06 \x01(\rR\vreplication\"h\n" +
 	"\x11ListFilesResponse\x12+\n" +
 	"\aentries\x18\x01 \x03(\v2\x11.dfs.v1.ListEntryR\aentries\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xfc\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"<\n" +
+	"\fMkdirRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
+	"\aparents\x18\x02 \x01(\bR\aparents\"\x0f\n" +
+	"\rMkdirResponse\"R\n" +
+	"\rRenameRequest\x12\x10\n" +
+	"\x03src\x18\x01 \x01(\tR\x03src\x12\x10\n" +
+	"\x03dst\x18\x02 \x01(\tR\x03dst\x12\x1d\n" +
+	"\n" +
+	"no_replace\x18\x03 \x01(\bR\tnoReplace\"\x10\n" +
+	"\x0eRenameResponse\"v\n" +
+	"\x0fCopyFileRequest\x12\x10\n" +
+	"\x03src\x18\x01 \x01(\tR\x03src\x12\x10\n" +
+	"\x03dst\x18\x02 \x01(\tR\x03dst\x12 \n" +
+	"\fif_not_exist\x18\x03 \x01(\bR\n" +
+	"ifNotExist\x12\x1d\n" +
+	"\n" +
+	"if_version\x18\x04 \x01(\x04R\tifVersion\"8\n" +
+	"\x10CopyFileResponse\x12$\n" +
+	"\x04file\x18\x01 \x01(\v2\x10.dfs.v1.FileInfoR\x04file\"\"\n" +
+	"\fUsageRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"O\n" +
+	"\rUsageResponse\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x14\n" +
+	"\x05files\x18\x02 \x01(\x03R\x05files\x12\x12\n" +
+	"\x04dirs\x18\x03 \x01(\x03R\x04dirs\"\xfc\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
@@ -5280,15 +5814,16 @@ const file_dfs_proto_rawDesc = "" +
 	"\n" +
 	"NotServing\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12$\n" +
-	"\x0eretry_after_ms\x18\x02 \x01(\x03R\fretryAfterMs\"(\n" +
+	"\x0eretry_after_ms\x18\x02 \x01(\x03R\fretryAfterMs\"\x1f\n" +
+	"\tErrorKind\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\"(\n" +
 	"\vFailedNodes\x12\x19\n" +
 	"\bnode_ids\x18\x01 \x03(\tR\anodeIds*l\n" +
 	"\tNodeState\x12\x1a\n" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n" +
 	"\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n" +
-	"\x0fNODE_STATE_DEAD\x10\x032\xad\n" +
-	"\n" +
+	"\x0fNODE_STATE_DEAD\x10\x032\x91\f\n" +
 	"\vCoordinator\x12C\n" +
 	"\n" +
 	"UploadFile\x12\x19.dfs.v1.UploadFileRequest\x1a\x1a.dfs.v1.UploadFileResponse\x12L\n" +
@@ -5309,7 +5844,11 @@ const file_dfs_proto_rawDesc = "" +
 	"\fDecommission\x12\x1b.dfs.v1.DecommissionRequest\x1a\x1c.dfs.v1.DecommissionResponse\x121\n" +
 	"\x04Fsck\x12\x13.dfs.v1.FsckRequest\x1a\x12.dfs.v1.FsckReport0\x01\x12O\n" +
 	"\x0eUploadReceipts\x12\x1d.dfs.v1.UploadReceiptsRequest\x1a\x1e.dfs.v1.UploadReceiptsResponse\x12X\n" +
-	"\x11ReportNodeFailure\x12 .dfs.v1.ReportNodeFailureRequest\x1a!.dfs.v1.ReportNodeFailureResponse2\xaa\x06\n" +
+	"\x11ReportNodeFailure\x12 .dfs.v1.ReportNodeFailureRequest\x1a!.dfs.v1.ReportNodeFailureResponse\x124\n" +
+	"\x05Mkdir\x12\x14.dfs.v1.MkdirRequest\x1a\x15.dfs.v1.MkdirResponse\x127\n" +
+	"\x06Rename\x12\x15.dfs.v1.RenameRequest\x1a\x16.dfs.v1.RenameResponse\x12=\n" +
+	"\bCopyFile\x12\x17.dfs.v1.CopyFileRequest\x1a\x18.dfs.v1.CopyFileResponse\x124\n" +
+	"\x05Usage\x12\x14.dfs.v1.UsageRequest\x1a\x15.dfs.v1.UsageResponse2\xaa\x06\n" +
 	"\bDataNode\x12[\n" +
 	"\x12PrepareChunkUpload\x12!.dfs.v1.PrepareChunkUploadRequest\x1a\".dfs.v1.PrepareChunkUploadResponse\x12F\n" +
 	"\x11UploadChunkStream\x12\x17.dfs.v1.ChunkDataStream\x1a\x14.dfs.v1.ChunkDataAck(\x010\x01\x12a\n" +
@@ -5336,7 +5875,7 @@ func file_dfs_proto_rawDescGZIP() []byte {
 }
 
 var file_dfs_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
 var file_dfs_proto_goTypes = []any{
 	(NodeState)(0),                       // 0: dfs.v1.NodeState
 	(*ChunkPlan)(nil),                    // 1: dfs.v1.ChunkPlan
@@ -5364,55 +5903,64 @@ var file_dfs_proto_goTypes = []any{
 	(*ListFilesRequest)(nil),             // 23: dfs.v1.ListFilesRequest
 	(*ListEntry)(nil),                    // 24: dfs.v1.ListEntry
 	(*ListFilesResponse)(nil),            // 25: dfs.v1.ListFilesResponse
-	(*NodeStatus)(nil),                   // 26: dfs.v1.NodeStatus
-	(*RegisterDataNodeRequest)(nil),      // 27: dfs.v1.RegisterDataNodeRequest
-	(*RegisterDataNodeResponse)(nil),     // 28: dfs.v1.RegisterDataNodeResponse
-	(*HeartbeatRequest)(nil),             // 29: dfs.v1.HeartbeatRequest
-	(*NodeUpdate)(nil),                   // 30: dfs.v1.NodeUpdate
-	(*NodeCommand)(nil),                  // 31: dfs.v1.NodeCommand
-	(*DeleteChunksCommand)(nil),          // 32: dfs.v1.DeleteChunksCommand
-	(*HeartbeatResponse)(nil),            // 33: dfs.v1.HeartbeatResponse
-	(*ReportChunksRequest)(nil),          // 34: dfs.v1.ReportChunksRequest
-	(*ReportChunksResponse)(nil),         // 35: dfs.v1.ReportChunksResponse
-	(*ListNodesRequest)(nil),             // 36: dfs.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),            // 37: dfs.v1.ListNodesResponse
-	(*ReadinessStatus)(nil),              // 38: dfs.v1.ReadinessStatus
-	(*ClusterHealth)(nil),                // 39: dfs.v1.ClusterHealth
-	(*ReportBadReplicaRequest)(nil),      // 40: dfs.v1.ReportBadReplicaRequest
-	(*ReportBadReplicaResponse)(nil),     // 41: dfs.v1.ReportBadReplicaResponse
-	(*ReportNodeFailureRequest)(nil),     // 42: dfs.v1.ReportNodeFailureRequest
-	(*ReportNodeFailureResponse)(nil),    // 43: dfs.v1.ReportNodeFailureResponse
-	(*DecommissionRequest)(nil),          // 44: dfs.v1.DecommissionRequest
-	(*DecommissionResponse)(nil),         // 45: dfs.v1.DecommissionResponse
-	(*FsckRequest)(nil),                  // 46: dfs.v1.FsckRequest
-	(*FsckChunk)(nil),                    // 47: dfs.v1.FsckChunk
-	(*FsckFile)(nil),                     // 48: dfs.v1.FsckFile
-	(*FsckSummary)(nil),                  // 49: dfs.v1.FsckSummary
-	(*FsckReport)(nil),                   // 50: dfs.v1.FsckReport
-	(*BackupRequest)(nil),                // 51: dfs.v1.BackupRequest
-	(*BackupChunk)(nil),                  // 52: dfs.v1.BackupChunk
-	(*PrepareChunkUploadRequest)(nil),    // 53: dfs.v1.PrepareChunkUploadRequest
-	(*PrepareChunkUploadResponse)(nil),   // 54: dfs.v1.PrepareChunkUploadResponse
-	(*ChunkDataStream)(nil),              // 55: dfs.v1.ChunkDataStream
-	(*ChunkDataAck)(nil),                 // 56: dfs.v1.ChunkDataAck
-	(*PrepareChunkDownloadRequest)(nil),  // 57: dfs.v1.PrepareChunkDownloadRequest
-	(*PrepareChunkDownloadResponse)(nil), // 58: dfs.v1.PrepareChunkDownloadResponse
-	(*DownloadChunkStreamRequest)(nil),   // 59: dfs.v1.DownloadChunkStreamRequest
-	(*StatChunksRequest)(nil),            // 60: dfs.v1.StatChunksRequest
-	(*ChunkStat)(nil),                    // 61: dfs.v1.ChunkStat
-	(*StatChunksResponse)(nil),           // 62: dfs.v1.StatChunksResponse
-	(*ReplicateChunkRequest)(nil),        // 63: dfs.v1.ReplicateChunkRequest
-	(*ReplicateChunkResponse)(nil),       // 64: dfs.v1.ReplicateChunkResponse
-	(*VerifyChunkRequest)(nil),           // 65: dfs.v1.VerifyChunkRequest
-	(*VerifyChunkResponse)(nil),          // 66: dfs.v1.VerifyChunkResponse
-	(*DeleteChunkRequest)(nil),           // 67: dfs.v1.DeleteChunkRequest
-	(*DeleteChunkResponse)(nil),          // 68: dfs.v1.DeleteChunkResponse
-	(*BulkDeleteChunkRequest)(nil),       // 69: dfs.v1.BulkDeleteChunkRequest
-	(*BulkDeleteChunkResponse)(nil),      // 70: dfs.v1.BulkDeleteChunkResponse
-	(*HealthCheckRequest)(nil),           // 71: dfs.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),          // 72: dfs.v1.HealthCheckResponse
-	(*NotServing)(nil),                   // 73: dfs.v1.NotServing
-	(*FailedNodes)(nil),                  // 74: dfs.v1.FailedNodes
+	(*MkdirRequest)(nil),                 // 26: dfs.v1.MkdirRequest
+	(*MkdirResponse)(nil),                // 27: dfs.v1.MkdirResponse
+	(*RenameRequest)(nil),                // 28: dfs.v1.RenameRequest
+	(*RenameResponse)(nil),               // 29: dfs.v1.RenameResponse
+	(*CopyFileRequest)(nil),              // 30: dfs.v1.CopyFileRequest
+	(*CopyFileResponse)(nil),             // 31: dfs.v1.CopyFileResponse
+	(*UsageRequest)(nil),                 // 32: dfs.v1.UsageRequest
+	(*UsageResponse)(nil),                // 33: dfs.v1.UsageResponse
+	(*NodeStatus)(nil),                   // 34: dfs.v1.NodeStatus
+	(*RegisterDataNodeRequest)(nil),      // 35: dfs.v1.RegisterDataNodeRequest
+	(*RegisterDataNodeResponse)(nil),     // 36: dfs.v1.RegisterDataNodeResponse
+	(*HeartbeatRequest)(nil),             // 37: dfs.v1.HeartbeatRequest
+	(*NodeUpdate)(nil),                   // 38: dfs.v1.NodeUpdate
+	(*NodeCommand)(nil),                  // 39: dfs.v1.NodeCommand
+	(*DeleteChunksCommand)(nil),          // 40: dfs.v1.DeleteChunksCommand
+	(*HeartbeatResponse)(nil),            // 41: dfs.v1.HeartbeatResponse
+	(*ReportChunksRequest)(nil),          // 42: dfs.v1.ReportChunksRequest
+	(*ReportChunksResponse)(nil),         // 43: dfs.v1.ReportChunksResponse
+	(*ListNodesRequest)(nil),             // 44: dfs.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),            // 45: dfs.v1.ListNodesResponse
+	(*ReadinessStatus)(nil),              // 46: dfs.v1.ReadinessStatus
+	(*ClusterHealth)(nil),                // 47: dfs.v1.ClusterHealth
+	(*ReportBadReplicaRequest)(nil),      // 48: dfs.v1.ReportBadReplicaRequest
+	(*ReportBadReplicaResponse)(nil),     // 49: dfs.v1.ReportBadReplicaResponse
+	(*ReportNodeFailureRequest)(nil),     // 50: dfs.v1.ReportNodeFailureRequest
+	(*ReportNodeFailureResponse)(nil),    // 51: dfs.v1.ReportNodeFailureResponse
+	(*DecommissionRequest)(nil),          // 52: dfs.v1.DecommissionRequest
+	(*DecommissionResponse)(nil),         // 53: dfs.v1.DecommissionResponse
+	(*FsckRequest)(nil),                  // 54: dfs.v1.FsckRequest
+	(*FsckChunk)(nil),                    // 55: dfs.v1.FsckChunk
+	(*FsckFile)(nil),                     // 56: dfs.v1.FsckFile
+	(*FsckSummary)(nil),                  // 57: dfs.v1.FsckSummary
+	(*FsckReport)(nil),                   // 58: dfs.v1.FsckReport
+	(*BackupRequest)(nil),                // 59: dfs.v1.BackupRequest
+	(*BackupChunk)(nil),                  // 60: dfs.v1.BackupChunk
+	(*PrepareChunkUploadRequest)(nil),    // 61: dfs.v1.PrepareChunkUploadRequest
+	(*PrepareChunkUploadResponse)(nil),   // 62: dfs.v1.PrepareChunkUploadResponse
+	(*ChunkDataStream)(nil),              // 63: dfs.v1.ChunkDataStream
+	(*ChunkDataAck)(nil),                 // 64: dfs.v1.ChunkDataAck
+	(*PrepareChunkDownloadRequest)(nil),  // 65: dfs.v1.PrepareChunkDownloadRequest
+	(*PrepareChunkDownloadResponse)(nil), // 66: dfs.v1.PrepareChunkDownloadResponse
+	(*DownloadChunkStreamRequest)(nil),   // 67: dfs.v1.DownloadChunkStreamRequest
+	(*StatChunksRequest)(nil),            // 68: dfs.v1.StatChunksRequest
+	(*ChunkStat)(nil),                    // 69: dfs.v1.ChunkStat
+	(*StatChunksResponse)(nil),           // 70: dfs.v1.StatChunksResponse
+	(*ReplicateChunkRequest)(nil),        // 71: dfs.v1.ReplicateChunkRequest
+	(*ReplicateChunkResponse)(nil),       // 72: dfs.v1.ReplicateChunkResponse
+	(*VerifyChunkRequest)(nil),           // 73: dfs.v1.VerifyChunkRequest
+	(*VerifyChunkResponse)(nil),          // 74: dfs.v1.VerifyChunkResponse
+	(*DeleteChunkRequest)(nil),           // 75: dfs.v1.DeleteChunkRequest
+	(*DeleteChunkResponse)(nil),          // 76: dfs.v1.DeleteChunkResponse
+	(*BulkDeleteChunkRequest)(nil),       // 77: dfs.v1.BulkDeleteChunkRequest
+	(*BulkDeleteChunkResponse)(nil),      // 78: dfs.v1.BulkDeleteChunkResponse
+	(*HealthCheckRequest)(nil),           // 79: dfs.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),          // 80: dfs.v1.HealthCheckResponse
+	(*NotServing)(nil),                   // 81: dfs.v1.NotServing
+	(*ErrorKind)(nil),                    // 82: dfs.v1.ErrorKind
+	(*FailedNodes)(nil),                  // 83: dfs.v1.FailedNodes
 }
 var file_dfs_proto_depIdxs = []int32{
 	2,  // 0: dfs.v1.ChunkPlan.primary:type_name -> dfs.v1.NodeRef
@@ -5428,87 +5976,96 @@ var file_dfs_proto_depIdxs = []int32{
 	16, // 10: dfs.v1.DownloadFileResponse.file:type_name -> dfs.v1.FileInfo
 	16, // 11: dfs.v1.StatFileResponse.file:type_name -> dfs.v1.FileInfo
 	24, // 12: dfs.v1.ListFilesResponse.entries:type_name -> dfs.v1.ListEntry
-	0,  // 13: dfs.v1.NodeStatus.state:type_name -> dfs.v1.NodeState
-	26, // 14: dfs.v1.RegisterDataNodeResponse.nodes:type_name -> dfs.v1.NodeStatus
-	26, // 15: dfs.v1.NodeUpdate.node:type_name -> dfs.v1.NodeStatus
-	32, // 16: dfs.v1.NodeCommand.delete_chunks:type_name -> dfs.v1.DeleteChunksCommand
-	30, // 17: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
-	26, // 18: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
-	31, // 19: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
-	61, // 20: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
-	26, // 21: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
-	39, // 22: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
-	38, // 23: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
-	26, // 24: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
-	47, // 25: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
-	39, // 26: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
-	48, // 27: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
-	49, // 28: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
-	2,  // 29: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
-	53, // 30: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
-	61, // 31: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
-	2,  // 32: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
-	3,  // 33: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
-	5,  // 34: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
-	8,  // 35: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
-	12, // 36: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
-	17, // 37: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
-	19, // 38: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
-	21, // 39: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
-	23, // 40: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
-	27, // 41: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
-	29, // 42: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
-	34, // 43: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
-	36, // 44: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
-	51, // 45: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
-	40, // 46: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
-	44, // 47: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
-	46, // 48: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
-	10, // 49: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
-	42, // 50: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
-	53, // 51: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
-	55, // 52: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
-	57, // 53: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
-	59, // 54: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
-	60, // 55: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
-	63, // 56: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
-	65, // 57: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
-	67, // 58: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
-	69, // 59: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
-	71, // 60: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
-	4,  // 61: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
-	6,  // 62: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
-	9,  // 63: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
-	13, // 64: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
-	18, // 65: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
-	20, // 66: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
-	22, // 67: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
-	25, // 68: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
-	28, // 69: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
-	33, // 70: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
-	35, // 71: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
-	37, // 72: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
-	52, // 73: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
-	41, // 74: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
-	45, // 75: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
-	50, // 76: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
-	11, // 77: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
-	43, // 78: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
-	54, // 79: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
-	56, // 80: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
-	58, // 81: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
-	55, // 82: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
-	62, // 83: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
-	64, // 84: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
-	66, // 85: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
-	68, // 86: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
-	70, // 87: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
-	72, // 88: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
-	61, // [61:89] is the sub-list for method output_type
-	33, // [33:61] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	16, // 13: dfs.v1.CopyFileResponse.file:type_name -> dfs.v1.FileInfo
+	0,  // 14: dfs.v1.NodeStatus.state:type_name -> dfs.v1.NodeState
+	34, // 15: dfs.v1.RegisterDataNodeResponse.nodes:type_name -> dfs.v1.NodeStatus
+	34, // 16: dfs.v1.NodeUpdate.node:type_name -> dfs.v1.NodeStatus
+	40, // 17: dfs.v1.NodeCommand.delete_chunks:type_name -> dfs.v1.DeleteChunksCommand
+	38, // 18: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
+	34, // 19: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
+	39, // 20: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
+	69, // 21: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
+	34, // 22: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
+	47, // 23: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
+	46, // 24: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
+	34, // 25: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
+	55, // 26: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
+	47, // 27: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
+	56, // 28: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
+	57, // 29: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
+	2,  // 30: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
+	61, // 31: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
+	69, // 32: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
+	2,  // 33: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
+	3,  // 34: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
+	5,  // 35: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
+	8,  // 36: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
+	12, // 37: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
+	17, // 38: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
+	19, // 39: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
+	21, // 40: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
+	23, // 41: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
+	35, // 42: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
+	37, // 43: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
+	42, // 44: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
+	44, // 45: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
+	59, // 46: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
+	48, // 47: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
+	52, // 48: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
+	54, // 49: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
+	10, // 50: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
+	50, // 51: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
+	26, // 52: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
+	28, // 53: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
+	30, // 54: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
+	32, // 55: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
+	61, // 56: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
+	63, // 57: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
+	65, // 58: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
+	67, // 59: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
+	68, // 60: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
+	71, // 61: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
+	73, // 62: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
+	75, // 63: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
+	77, // 64: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
+	79, // 65: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
+	4,  // 66: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
+	6,  // 67: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
+	9,  // 68: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
+	13, // 69: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
+	18, // 70: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
+	20, // 71: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
+	22, // 72: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
+	25, // 73: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
+	36, // 74: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
+	41, // 75: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
+	43, // 76: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
+	45, // 77: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
+	60, // 78: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
+	49, // 79: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
+	53, // 80: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
+	58, // 81: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
+	11, // 82: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
+	51, // 83: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
+	27, // 84: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
+	29, // 85: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
+	31, // 86: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
+	33, // 87: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
+	62, // 88: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
+	64, // 89: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
+	66, // 90: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
+	63, // 91: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
+	70, // 92: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
+	72, // 93: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
+	74, // 94: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
+	76, // 95: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
+	78, // 96: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
+	80, // 97: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
+	66, // [66:98] is the sub-list for method output_type
+	34, // [34:66] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_dfs_proto_init() }
@@ -5516,10 +6073,10 @@ func file_dfs_proto_init() {
 	if File_dfs_proto != nil {
 		return
 	}
-	file_dfs_proto_msgTypes[30].OneofWrappers = []any{
+	file_dfs_proto_msgTypes[38].OneofWrappers = []any{
 		(*NodeCommand_DeleteChunks)(nil),
 	}
-	file_dfs_proto_msgTypes[49].OneofWrappers = []any{
+	file_dfs_proto_msgTypes[57].OneofWrappers = []any{
 		(*FsckReport_File)(nil),
 		(*FsckReport_Summary)(nil),
 	}
@@ -5529,7 +6086,7 @@ func file_dfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfs_proto_rawDesc), len(file_dfs_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   74,
+			NumMessages:   83,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -40,6 +40,10 @@ const (
 	Coordinator_Fsck_FullMethodName              = "/dfs.v1.Coordinator/Fsck"
 	Coordinator_UploadReceipts_FullMethodName    = "/dfs.v1.Coordinator/UploadReceipts"
 	Coordinator_ReportNodeFailure_FullMethodName = "/dfs.v1.Coordinator/ReportNodeFailure"
+	Coordinator_Mkdir_FullMethodName             = "/dfs.v1.Coordinator/Mkdir"
+	Coordinator_Rename_FullMethodName            = "/dfs.v1.Coordinator/Rename"
+	Coordinator_CopyFile_FullMethodName          = "/dfs.v1.Coordinator/CopyFile"
+	Coordinator_Usage_FullMethodName             = "/dfs.v1.Coordinator/Usage"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -98,6 +102,17 @@ type CoordinatorClient interface {
 	// connection, a failed write. The coordinator places new chunks on
 	// them only after every other node, for --failure-penalty.
 	ReportNodeFailure(ctx context.Context, in *ReportNodeFailureRequest, opts ...grpc.CallOption) (*ReportNodeFailureResponse, error)
+	// Mkdir creates a directory (with parents, its missing ancestors).
+	Mkdir(ctx context.Context, in *MkdirRequest, opts ...grpc.CallOption) (*MkdirResponse, error)
+	// Rename moves a file, or a directory with everything below it, in one
+	// atomic metadata commit; a file replaces a file at the destination
+	// unless no_replace.
+	Rename(ctx context.Context, in *RenameRequest, opts ...grpc.CallOption) (*RenameResponse, error)
+	// CopyFile makes a new file that shares the source's chunks: no chunk
+	// byte moves, and a chunk is deleted only when no file uses it.
+	CopyFile(ctx context.Context, in *CopyFileRequest, opts ...grpc.CallOption) (*CopyFileResponse, error)
+	// Usage sums the files and bytes below a path (du), on the coordinator.
+	Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error)
 }
 
 type coordinatorClient struct {
@@ -306,6 +321,46 @@ func (c *coordinatorClient) ReportNodeFailure(ctx context.Context, in *ReportNod
 	return out, nil
 }
 
+func (c *coordinatorClient) Mkdir(ctx context.Context, in *MkdirRequest, opts ...grpc.CallOption) (*MkdirResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MkdirResponse)
+	err := c.cc.Invoke(ctx, Coordinator_Mkdir_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) Rename(ctx context.Context, in *RenameRequest, opts ...grpc.CallOption) (*RenameResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenameResponse)
+	err := c.cc.Invoke(ctx, Coordinator_Rename_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) CopyFile(ctx context.Context, in *CopyFileRequest, opts ...grpc.CallOption) (*CopyFileResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CopyFileResponse)
+	err := c.cc.Invoke(ctx, Coordinator_CopyFile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UsageResponse)
+	err := c.cc.Invoke(ctx, Coordinator_Usage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -362,6 +417,17 @@ type CoordinatorServer interface {
 	// connection, a failed write. The coordinator places new chunks on
 	// them only after every other node, for --failure-penalty.
 	ReportNodeFailure(context.Context, *ReportNodeFailureRequest) (*ReportNodeFailureResponse, error)
+	// Mkdir creates a directory (with parents, its missing ancestors).
+	Mkdir(context.Context, *MkdirRequest) (*MkdirResponse, error)
+	// Rename moves a file, or a directory with everything below it, in one
+	// atomic metadata commit; a file replaces a file at the destination
+	// unless no_replace.
+	Rename(context.Context, *RenameRequest) (*RenameResponse, error)
+	// CopyFile makes a new file that shares the source's chunks: no chunk
+	// byte moves, and a chunk is deleted only when no file uses it.
+	CopyFile(context.Context, *CopyFileRequest) (*CopyFileResponse, error)
+	// Usage sums the files and bytes below a path (du), on the coordinator.
+	Usage(context.Context, *UsageRequest) (*UsageResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -425,6 +491,18 @@ func (UnimplementedCoordinatorServer) UploadReceipts(context.Context, *UploadRec
 }
 func (UnimplementedCoordinatorServer) ReportNodeFailure(context.Context, *ReportNodeFailureRequest) (*ReportNodeFailureResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportNodeFailure not implemented")
+}
+func (UnimplementedCoordinatorServer) Mkdir(context.Context, *MkdirRequest) (*MkdirResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Mkdir not implemented")
+}
+func (UnimplementedCoordinatorServer) Rename(context.Context, *RenameRequest) (*RenameResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rename not implemented")
+}
+func (UnimplementedCoordinatorServer) CopyFile(context.Context, *CopyFileRequest) (*CopyFileResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CopyFile not implemented")
+}
+func (UnimplementedCoordinatorServer) Usage(context.Context, *UsageRequest) (*UsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Usage not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -757,6 +835,78 @@ func _Coordinator_ReportNodeFailure_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_Mkdir_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MkdirRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).Mkdir(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_Mkdir_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).Mkdir(ctx, req.(*MkdirRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_Rename_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenameRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).Rename(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_Rename_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).Rename(ctx, req.(*RenameRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_CopyFile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CopyFileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).CopyFile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_CopyFile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).CopyFile(ctx, req.(*CopyFileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_Usage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).Usage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_Usage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).Usage(ctx, req.(*UsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -827,6 +977,22 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportNodeFailure",
 			Handler:    _Coordinator_ReportNodeFailure_Handler,
+		},
+		{
+			MethodName: "Mkdir",
+			Handler:    _Coordinator_Mkdir_Handler,
+		},
+		{
+			MethodName: "Rename",
+			Handler:    _Coordinator_Rename_Handler,
+		},
+		{
+			MethodName: "CopyFile",
+			Handler:    _Coordinator_CopyFile_Handler,
+		},
+		{
+			MethodName: "Usage",
+			Handler:    _Coordinator_Usage_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
