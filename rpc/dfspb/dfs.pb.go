@@ -4402,8 +4402,10 @@ func (x *ChunkDataAck) GetReplicas() []string {
 }
 
 type PrepareChunkDownloadRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ChunkId       string                 `protobuf:"bytes,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ChunkId string                 `protobuf:"bytes,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	// frame_digests asks for the chunk's frame digests in the reply.
+	FrameDigests  bool `protobuf:"varint,2,opt,name=frame_digests,json=frameDigests,proto3" json:"frame_digests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4445,12 +4447,23 @@ func (x *PrepareChunkDownloadRequest) GetChunkId() string {
 	return ""
 }
 
+func (x *PrepareChunkDownloadRequest) GetFrameDigests() bool {
+	if x != nil {
+		return x.FrameDigests
+	}
+	return false
+}
+
 type PrepareChunkDownloadResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	FrameSize     int64                  `protobuf:"varint,3,opt,name=frame_size,json=frameSize,proto3" json:"frame_size,omitempty"`
 	ChunkChecksum []byte                 `protobuf:"bytes,4,opt,name=chunk_checksum,json=chunkChecksum,proto3" json:"chunk_checksum,omitempty"`
+	// frame_digests are the chunk's frame digests, when the request asked
+	// for them: a reader of some frames checks that they hash to the
+	// committed chunk digest, then each frame it reads against its own.
+	FrameDigests  [][]byte `protobuf:"bytes,5,rep,name=frame_digests,json=frameDigests,proto3" json:"frame_digests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4513,9 +4526,20 @@ func (x *PrepareChunkDownloadResponse) GetChunkChecksum() []byte {
 	return nil
 }
 
+func (x *PrepareChunkDownloadResponse) GetFrameDigests() [][]byte {
+	if x != nil {
+		return x.FrameDigests
+	}
+	return nil
+}
+
 type DownloadChunkStreamRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// first_frame and frame_count pick the frames streamed (counted from 0);
+	// frame_count 0 streams every frame from first_frame to the end.
+	FirstFrame    uint32 `protobuf:"varint,2,opt,name=first_frame,json=firstFrame,proto3" json:"first_frame,omitempty"`
+	FrameCount    uint32 `protobuf:"varint,3,opt,name=frame_count,json=frameCount,proto3" json:"frame_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4555,6 +4579,20 @@ func (x *DownloadChunkStreamRequest) GetSessionId() string {
 		return x.SessionId
 	}
 	return ""
+}
+
+func (x *DownloadChunkStreamRequest) GetFirstFrame() uint32 {
+	if x != nil {
+		return x.FirstFrame
+	}
+	return 0
+}
+
+func (x *DownloadChunkStreamRequest) GetFrameCount() uint32 {
+	if x != nil {
+		return x.FrameCount
+	}
+	return 0
 }
 
 type StatChunksRequest struct {
@@ -5753,19 +5791,25 @@ const file_dfs_proto_rawDesc = "" +
 	"\x0ebytes_received\x18\x02 \x01(\x03R\rbytesReceived\x12$\n" +
 	"\x0eready_for_next\x18\x03 \x01(\bR\freadyForNext\x12\x19\n" +
 	"\bis_final\x18\x04 \x01(\bR\aisFinal\x12\x1a\n" +
-	"\breplicas\x18\x05 \x03(\tR\breplicas\"8\n" +
+	"\breplicas\x18\x05 \x03(\tR\breplicas\"]\n" +
 	"\x1bPrepareChunkDownloadRequest\x12\x19\n" +
-	"\bchunk_id\x18\x01 \x01(\tR\achunkId\"\x97\x01\n" +
+	"\bchunk_id\x18\x01 \x01(\tR\achunkId\x12#\n" +
+	"\rframe_digests\x18\x02 \x01(\bR\fframeDigests\"\xbc\x01\n" +
 	"\x1cPrepareChunkDownloadResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1d\n" +
 	"\n" +
 	"frame_size\x18\x03 \x01(\x03R\tframeSize\x12%\n" +
-	"\x0echunk_checksum\x18\x04 \x01(\fR\rchunkChecksum\";\n" +
+	"\x0echunk_checksum\x18\x04 \x01(\fR\rchunkChecksum\x12#\n" +
+	"\rframe_digests\x18\x05 \x03(\fR\fframeDigests\"}\n" +
 	"\x1aDownloadChunkStreamRequest\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x01 \x01(\tR\tsessionId\"0\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1f\n" +
+	"\vfirst_frame\x18\x02 \x01(\rR\n" +
+	"firstFrame\x12\x1f\n" +
+	"\vframe_count\x18\x03 \x01(\rR\n" +
+	"frameCount\"0\n" +
 	"\x11StatChunksRequest\x12\x1b\n" +
 	"\tchunk_ids\x18\x01 \x03(\tR\bchunkIds\"\x8b\x01\n" +
 	"\tChunkStat\x12\x19\n" +
