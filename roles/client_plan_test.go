@@ -52,7 +52,7 @@ func clientOf(t *testing.T, srv dfspb.CoordinatorServer, tune func(*client.Confi
 	if tune != nil {
 		tune(&cfg)
 	}
-	cl, err := client.New(cfg, zerolog.Nop())
+	cl, err := client.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -325,10 +325,14 @@ func (c *Cluster) WaitHealthy(want int, timeout time.Duration) error {
 	}
 }
 
-// Client returns a client of this cluster with cfg's tuning.
+// Client returns a client of this cluster with cfg's tuning; it logs to
+// the cluster's logger unless cfg names one.
 func (c *Cluster) Client(cfg client.Config) (*client.Client, error) {
 	cfg.Coordinators = []string{c.Addr()}
-	return client.New(cfg, c.cfg.Log)
+	if cfg.Logger == nil {
+		cfg.Logger = &c.cfg.Log
+	}
+	return client.New(c.ctx, cfg)
 }
 
 // RestartCoordinator stops the coordinator and starts a new one at the

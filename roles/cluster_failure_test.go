@@ -44,11 +44,11 @@ func storedChunks(t *testing.T, c *roles.Cluster) []string {
 
 // replicaIDs returns the chunk IDs of fi once per replica, as storedChunks
 // would list them.
-func replicaIDs(fi *dfspb.FileInfo) []string {
+func replicaIDs(fi *client.FileInfo) []string {
 	var out []string
 	for _, ch := range fi.Chunks {
 		for range ch.Replicas {
-			out = append(out, ch.ChunkId)
+			out = append(out, ch.ID)
 		}
 	}
 	slices.Sort(out)
@@ -87,7 +87,7 @@ func TestPutSurvivesDatanodeStop(t *testing.T) {
 	for _, ch := range fi.Chunks {
 		live := 0
 		for _, r := range ch.Replicas {
-			if r.NodeId != gone {
+			if r.Node != gone {
 				live++
 			}
 		}
@@ -116,8 +116,8 @@ func TestPutSurvivesDatanodeStop(t *testing.T) {
 			if len(ch.Replicas) != 3 {
 				return false
 			}
-			listed := slices.ContainsFunc(ch.Replicas, func(r *dfspb.ReplicaInfo) bool { return r.NodeId == gone })
-			if !listed && back.Node.Store().Has(rpc.ChunkID(ch.ChunkId)) {
+			listed := slices.ContainsFunc(ch.Replicas, func(r client.Replica) bool { return r.Node == gone })
+			if !listed && back.Node.Store().Has(rpc.ChunkID(ch.ID)) {
 				return false // its report (or the trim of its copy) is still to come
 			}
 		}
@@ -176,7 +176,7 @@ func TestPutReplacesStoppedDatanode(t *testing.T) {
 	for _, ch := range fi.Chunks {
 		is.Equal(len(ch.Replicas), 3) // fully replicated
 		for _, rep := range ch.Replicas {
-			is.True(rep.NodeId != gone) // never on the stopped node
+			is.True(rep.Node != gone) // never on the stopped node
 		}
 	}
 	got, err := getBytes(ctx, cl, "/fail/replaced")
@@ -200,20 +200,20 @@ func TestGetFallsBackOnCorruptReplica(t *testing.T) {
 	// first or a later frame, or the stored digests at the end of the file.
 	for i, ch := range fi.Chunks {
 		for j, r := range ch.Replicas[:2] {
-			n := nodeByID(c, r.NodeId)
+			n := nodeByID(c, r.Node)
 			switch (i + j) % 3 {
 			case 0:
-				flipByte(t, chunkFile(n, ch.ChunkId), 0)
+				flipByte(t, chunkFile(n, ch.ID), 0)
 			case 1:
-				flipByte(t, chunkFile(n, ch.ChunkId), ch.Size-1)
+				flipByte(t, chunkFile(n, ch.ID), ch.Size-1)
 			case 2:
-				flipByte(t, chunkFile(n, ch.ChunkId), ch.Size+5) // a frame digest
+				flipByte(t, chunkFile(n, ch.ID), ch.Size+5) // a frame digest
 			}
 		}
 	}
 	// The damaged replicas really serve bad chunks.
 	ch := fi.Chunks[0]
-	n := nodeByID(c, ch.Replicas[0].NodeId)
+	n := nodeByID(c, ch.Replicas[0].Node)
 	dn := dfspb.NewDataNodeClient(testDial(t, n.Node.Addr()))
 	err = readChunkDirect(ctx, dn, ch)
 	is.True(err != nil) // a damaged replica fails verification
@@ -225,8 +225,8 @@ func TestGetFallsBackOnCorruptReplica(t *testing.T) {
 
 // readChunkDirect downloads one chunk from a datanode and verifies it
 // against the digest recorded at commit.
-func readChunkDirect(ctx context.Context, dn dfspb.DataNodeClient, ch *dfspb.ChunkInfo) error {
-	prep, err := dn.PrepareChunkDownload(ctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: ch.ChunkId})
+func readChunkDirect(ctx context.Context, dn dfspb.DataNodeClient, ch client.ChunkInfo) error {
+	prep, err := dn.PrepareChunkDownload(ctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: ch.ID})
 	if err != nil {
 		return rpc.FromStatus(err)
 	}
@@ -234,7 +234,7 @@ func readChunkDirect(ctx context.Context, dn dfspb.DataNodeClient, ch *dfspb.Chu
 	if err != nil {
 		return rpc.FromStatus(err)
 	}
-	exp := chunkstream.Expect{ChunkID: rpc.ChunkID(ch.ChunkId), Size: ch.Size, FrameSize: ch.FrameSize, Digest: ch.Digest}
+	exp := chunkstream.Expect{ChunkID: rpc.ChunkID(ch.ID), Size: ch.Size, FrameSize: ch.FrameSize, Digest: ch.Digest}
 	return chunkstream.ReceiveInto(st, exp, make([]byte, ch.Size))
 }
 
@@ -251,18 +251,18 @@ func TestGetAllReplicasCorrupt(t *testing.T) {
 	is.NoErr(err) // put
 	bad := fi.Chunks[1]
 	for _, r := range bad.Replicas {
-		flipByte(t, chunkFile(nodeByID(c, r.NodeId), bad.ChunkId), rolestest.FrameSize+3)
+		flipByte(t, chunkFile(nodeByID(c, r.Node), bad.ID), rolestest.FrameSize+3)
 	}
 
 	var out bytes.Buffer
 	_, err = cl.Get(ctx, "/corrupt/all", &out, nil)
-	is.True(err != nil)                                 // get fails
-	is.True(isKind(err, rpc.Unavailable))               // no replica could serve the chunk
-	is.True(strings.Contains(err.Error(), bad.ChunkId)) // the error names the chunk
-	is.True(strings.Contains(err.Error(), "checksum"))  // and says why
-	is.True(!strings.Contains(err.Error(), "\n"))       // on one line
-	is.True(bytes.HasPrefix(data, out.Bytes()))         // every byte written is right
-	is.True(int64(out.Len()) <= bad.Offset)             // nothing of the bad chunk was written
+	is.True(err != nil)                                // get fails
+	is.True(isKind(err, rpc.Unavailable))              // no replica could serve the chunk
+	is.True(strings.Contains(err.Error(), bad.ID))     // the error names the chunk
+	is.True(strings.Contains(err.Error(), "checksum")) // and says why
+	is.True(!strings.Contains(err.Error(), "\n"))      // on one line
+	is.True(bytes.HasPrefix(data, out.Bytes()))        // every byte written is right
+	is.True(int64(out.Len()) <= bad.Offset)            // nothing of the bad chunk was written
 }
 
 // TestPutCanceled cancels a put midway: no new version becomes visible,
@@ -305,7 +305,7 @@ func TestPutCanceled(t *testing.T) {
 		fi, err := cl.Stat(ctx, "/cancel/old")
 		is.NoErr(err)                               // v1 still there
 		is.Equal(fi.Version, fi1.Version)           // same version
-		is.True(bytes.Equal(fi.Sha256, fi1.Sha256)) // same content
+		is.True(bytes.Equal(fi.SHA256, fi1.SHA256)) // same content
 		got, err := getBytes(ctx, cl, "/cancel/old")
 		is.NoErr(err)                 // get v1
 		is.True(bytes.Equal(got, v1)) // intact
@@ -370,7 +370,9 @@ func TestCoordinatorUnreachable(t *testing.T) {
 	cfg := client.DefaultConfig()
 	cfg.Coordinators = []string{addr}
 	cfg.RPCTimeout = time.Hour // a hang would show as ctx expiring, not as a per-call timeout
-	cl, err := client.New(cfg, rolestest.Logger(t))
+	log := rolestest.Logger(t)
+	cfg.Logger = &log
+	cl, err := client.New(t.Context(), cfg)
 	is.NoErr(err) // client
 	defer cl.Close()
 
@@ -382,8 +384,8 @@ func TestCoordinatorUnreachable(t *testing.T) {
 		"put":   func() error { _, err := cl.Put(ctx, "/x", bytes.NewReader([]byte("x")), 1, nil); return err },
 		"get":   func() error { _, err := cl.Get(ctx, "/x", io.Discard, nil); return err },
 		"stat":  func() error { _, err := cl.Stat(ctx, "/x"); return err },
-		"rm":    func() error { return cl.Delete(ctx, "/x") },
-		"ls":    func() error { _, err := cl.List(ctx, "/", false); return err },
+		"rm":    func() error { return cl.Remove(ctx, "/x") },
+		"ls":    func() error { _, err := listAll(ctx, cl, "/", false); return err },
 		"nodes": func() error { _, err := cl.Nodes(ctx); return err },
 	}
 	for name, call := range calls {
@@ -414,7 +416,7 @@ func TestBadInput(t *testing.T) {
 		_, err = cl.Stat(ctx, "/missing")
 		is.True(isKind(err, rpc.NotFound))      // stat
 		is.True(errors.Is(err, fs.ErrNotExist)) // as the standard library says it
-		err = cl.Delete(ctx, "/missing")
+		err = cl.Remove(ctx, "/missing")
 		is.True(isKind(err, rpc.NotFound)) // rm
 	})
 
@@ -427,7 +429,7 @@ func TestBadInput(t *testing.T) {
 			is.True(isKind(err, rpc.Invalid)) // get refuses the path
 			_, err = cl.Stat(ctx, p)
 			is.True(isKind(err, rpc.Invalid)) // stat refuses the path
-			err = cl.Delete(ctx, p)
+			err = cl.Remove(ctx, p)
 			is.True(isKind(err, rpc.Invalid)) // rm refuses the path
 			// The coordinator checks on its own, whatever the client does.
 			_, err = cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: p, Size: 1})
@@ -440,7 +442,7 @@ func TestBadInput(t *testing.T) {
 			is.Equal(statusKind(err), rpc.Invalid) // DeleteFile
 		}
 		is := is.New(t)
-		es, err := cl.List(ctx, "/", true)
+		es, err := listAll(ctx, cl, "/", true)
 		is.NoErr(err)        // ls -r /
 		is.Equal(len(es), 0) // nothing was created
 	})
@@ -473,11 +475,11 @@ func TestBadInput(t *testing.T) {
 		is.True(isKind(err, rpc.Exists)) // no file below a file
 		_, err = cl.Put(ctx, "/conflict", bytes.NewReader([]byte("d")), 1, nil)
 		is.True(isKind(err, rpc.Exists)) // no file where a directory is
-		es, err := cl.List(ctx, "/conflict", true)
+		es, err := listAll(ctx, cl, "/conflict", true)
 		is.NoErr(err)                              // ls -r /conflict
 		is.Equal(len(es), 1)                       // only the first file
 		is.Equal(es[0].Path, "/conflict/file")     // intact
-		is.NoErr(cl.Delete(ctx, "/conflict/file")) // clean up for the listing below
+		is.NoErr(cl.Remove(ctx, "/conflict/file")) // clean up for the listing below
 	})
 
 	t.Run("chunk size out of range", func(t *testing.T) {
@@ -486,7 +488,7 @@ func TestBadInput(t *testing.T) {
 			cfg := client.DefaultConfig()
 			cfg.Coordinators = []string{c.Addr()}
 			cfg.ChunkSize = size
-			_, err := client.New(cfg, rolestest.Logger(t))
+			_, err := client.New(t.Context(), cfg)
 			is.True(isKind(err, rpc.Invalid))                    // client refuses the chunk size
 			is.True(strings.Contains(err.Error(), "chunk size")) // saying so
 			_, err = cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: "/cs", Size: 1, ChunkSize: size})
@@ -742,7 +744,7 @@ func TestConfirmMismatch(t *testing.T) {
 			fi, err := cl.Stat(ctx, "/confirm/file")
 			is.NoErr(err)                                     // the file is still there
 			is.Equal(fi.Version, resp.File.Version)           // at the committed version
-			is.True(bytes.Equal(fi.Sha256, resp.File.Sha256)) // with its content
+			is.True(bytes.Equal(fi.SHA256, resp.File.Sha256)) // with its content
 			got, err := getBytes(ctx, cl, "/confirm/file")
 			is.NoErr(err)                 // get
 			is.True(bytes.Equal(got, v1)) // returns the committed version
@@ -944,7 +946,7 @@ func TestHeartbeats(t *testing.T) {
 		}
 		for _, ch := range fi.Chunks {
 			for _, r := range ch.Replicas {
-				if r.State != dfspb.NodeState_NODE_STATE_HEALTHY {
+				if r.State != client.NodeHealthy {
 					return false
 				}
 			}
@@ -1019,7 +1021,7 @@ func TestGCDelay(t *testing.T) {
 	for _, ch := range old.File.Chunks {
 		for _, r := range ch.Replicas {
 			dn := dfspb.NewDataNodeClient(testDial(t, r.Addr))
-			err := readChunkDirect(ctx, dn, ch)
+			err := readChunkDirect(ctx, dn, client.ChunkInfo{ID: ch.ChunkId, Size: ch.Size, FrameSize: ch.FrameSize, Digest: ch.Digest})
 			if err != nil && time.Since(start) >= delay {
 				t.Skipf("machine too slow to tell: the GC delay had passed before the reads ended (%v)", err)
 			}
@@ -1048,7 +1050,7 @@ func TestGetWhenEveryReplicaIsDead(t *testing.T) {
 	ctx := t.Context()
 	fi, err := cl.Put(ctx, "/dead/file", bytes.NewReader([]byte("one copy")), 8, nil)
 	is.NoErr(err) // put one copy
-	holder := fi.Chunks[0].Replicas[0].NodeId
+	holder := fi.Chunks[0].Replicas[0].Node
 	for i, n := range c.Nodes() {
 		if string(n.Node.ID()) == holder {
 			is.NoErr(c.StopNode(i)) // stop the only node that holds it
@@ -1065,7 +1067,7 @@ func TestGetWhenEveryReplicaIsDead(t *testing.T) {
 	_, err = cl.Get(ctx, "/dead/file", &out, nil)
 	is.True(err != nil)                                                          // get fails
 	is.True(isKind(err, rpc.FailedPrecondition) || isKind(err, rpc.Unavailable)) // as not readable now
-	is.True(strings.Contains(err.Error(), fi.Chunks[0].ChunkId))                 // naming the chunk
+	is.True(strings.Contains(err.Error(), fi.Chunks[0].ID))                      // naming the chunk
 	is.True(!strings.Contains(err.Error(), "unreachable"))                       // not blaming the coordinator, which answered
 	is.Equal(out.Len(), 0)                                                       // nothing written
 }

@@ -104,6 +104,18 @@ func getBytes(ctx context.Context, cl *client.Client, path string) ([]byte, erro
 	return buf.Bytes(), err
 }
 
+// listAll returns the whole listing of dir (see client.List).
+func listAll(ctx context.Context, cl *client.Client, dir string, recursive bool) ([]client.DirEntry, error) {
+	var out []client.DirEntry
+	for e, err := range cl.List(ctx, dir, &client.ListOptions{Recursive: recursive}) {
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
 // eventually polls cond every 20ms until it returns true, failing the
 // test after the generous waitFor deadline.
 func eventually(t *testing.T, what string, cond func() bool) {

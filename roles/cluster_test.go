@@ -24,13 +24,13 @@ import (
 // checkStat checks a file's metadata against its bytes: size, SHA-256,
 // chunk layout, and replication (want replicas per chunk, each on a
 // distinct node of the cluster).
-func checkStat(t *testing.T, c *roles.Cluster, fi *dfspb.FileInfo, data []byte, chunkSize int64, want int) {
+func checkStat(t *testing.T, c *roles.Cluster, fi *client.FileInfo, data []byte, chunkSize int64, want int) {
 	t.Helper()
 	is := is.New(t)
 	is.Helper()
 	sum := sha256.Sum256(data)
 	is.Equal(fi.Size, int64(len(data)))     // stat size
-	is.True(bytes.Equal(fi.Sha256, sum[:])) // stat sha256 is the file's SHA-256
+	is.True(bytes.Equal(fi.SHA256, sum[:])) // stat sha256 is the file's SHA-256
 	is.Equal(fi.ChunkSize, chunkSize)       // stat chunk size
 	is.Equal(fi.Replication, uint32(want))  // stat replication
 	nchunks := (int64(len(data)) + chunkSize - 1) / chunkSize
@@ -43,10 +43,10 @@ func checkStat(t *testing.T, c *roles.Cluster, fi *dfspb.FileInfo, data []byte, 
 		is.Equal(len(ch.Replicas), want)                        // replicas per chunk
 		seen := map[string]bool{}
 		for _, r := range ch.Replicas {
-			is.True(!seen[r.NodeId])                              // replicas on distinct nodes
-			is.True(nodeByID(c, r.NodeId) != nil)                 // replica on a cluster node
-			is.Equal(r.State, dfspb.NodeState_NODE_STATE_HEALTHY) // replica healthy
-			seen[r.NodeId] = true
+			is.True(!seen[r.Node])                // replicas on distinct nodes
+			is.True(nodeByID(c, r.Node) != nil)   // replica on a cluster node
+			is.Equal(r.State, client.NodeHealthy) // replica healthy
+			seen[r.Node] = true
 		}
 		off += ch.Size
 	}
@@ -99,9 +99,9 @@ func TestRoundTrip(t *testing.T) {
 				is.NoErr(err) // stat
 				checkStat(t, c, st, data, rolestest.ChunkSize, 3)
 
-				entries, err := cl.List(ctx, "/rt", false)
+				entries, err := listAll(ctx, cl, "/rt", false)
 				is.NoErr(err) // ls
-				var found *client.Entry
+				var found *client.DirEntry
 				for _, e := range entries {
 					if e.Path == path {
 						found = &e
@@ -113,12 +113,12 @@ func TestRoundTrip(t *testing.T) {
 				is.Equal(found.Chunks, uint32(len(st.Chunks))) // and chunk count
 				is.Equal(found.Replication, uint32(3))         // and replication
 
-				is.NoErr(cl.Delete(ctx, path)) // rm
+				is.NoErr(cl.Remove(ctx, path)) // rm
 				_, err = cl.Stat(ctx, path)
 				is.True(isKind(err, rpc.NotFound)) // stat after rm: not found
 				_, err = getBytes(ctx, cl, path)
 				is.True(isKind(err, rpc.NotFound)) // get after rm: not found
-				err = cl.Delete(ctx, path)
+				err = cl.Remove(ctx, path)
 				is.True(isKind(err, rpc.NotFound)) // second rm: not found
 			})
 		}
@@ -147,7 +147,7 @@ func TestRoundTripLarge(t *testing.T) {
 	is.NoErr(err)              // get 100 MiB, byte for byte
 	is.Equal(w.off, len(data)) // every byte came back
 
-	is.NoErr(cl.Delete(ctx, "/large/file")) // rm
+	is.NoErr(cl.Remove(ctx, "/large/file")) // rm
 	eventually(t, "datanodes empty after rm", func() bool {
 		return !slices.ContainsFunc(usedBytes(c), func(u int64) bool { return u != 0 })
 	})
@@ -169,7 +169,7 @@ func TestOverwrite(t *testing.T) {
 	is.NoErr(err) // put v1
 	var oldIDs []string
 	for _, ch := range fi1.Chunks {
-		oldIDs = append(oldIDs, ch.ChunkId)
+		oldIDs = append(oldIDs, ch.ID)
 	}
 
 	// A reader runs while v2 replaces v1: each read that succeeds returns
@@ -211,7 +211,7 @@ func TestOverwrite(t *testing.T) {
 	is.Equal(fi2.Version, uint64(2)) // version 2
 	checkStat(t, c, fi2, v2, rolestest.ChunkSize, 3)
 	for _, ch := range fi2.Chunks {
-		is.True(!slices.Contains(oldIDs, ch.ChunkId)) // new version has new chunk IDs
+		is.True(!slices.Contains(oldIDs, ch.ID)) // new version has new chunk IDs
 	}
 
 	// The old version's chunks leave every datanode's disk.
@@ -227,11 +227,11 @@ func TestOverwrite(t *testing.T) {
 	})
 	for _, ch := range fi2.Chunks {
 		for _, r := range ch.Replicas {
-			is.True(nodeByID(c, r.NodeId).Node.Store().Has(rpc.ChunkID(ch.ChunkId))) // v2 chunks stay
+			is.True(nodeByID(c, r.Node).Node.Store().Has(rpc.ChunkID(ch.ID))) // v2 chunks stay
 		}
 	}
 
-	is.NoErr(cl.Delete(ctx, "/ow/file")) // rm
+	is.NoErr(cl.Remove(ctx, "/ow/file")) // rm
 	eventually(t, "disk usage back to what it was before the puts", func() bool {
 		return slices.Equal(usedBytes(c), before)
 	})
@@ -258,7 +258,7 @@ func TestList(t *testing.T) {
 		path string
 		dir  bool
 	}
-	rows := func(es []client.Entry) []row {
+	rows := func(es []client.DirEntry) []row {
 		var out []row
 		for _, e := range es {
 			out = append(out, row{e.Path, e.IsDir})
@@ -267,7 +267,7 @@ func TestList(t *testing.T) {
 	}
 	t.Run("one level", func(t *testing.T) {
 		is := is.New(t)
-		es, err := cl.List(ctx, "/ls", false)
+		es, err := listAll(ctx, cl, "/ls", false)
 		is.NoErr(err)                                                                                   // ls /ls
 		is.Equal(rows(es), []row{{"/ls/a", false}, {"/ls/c", false}, {"/ls/d", true}, {"/ls/e", true}}) // files and implied dirs
 		for _, e := range es {
@@ -276,38 +276,38 @@ func TestList(t *testing.T) {
 				is.Equal(e.Chunks, uint32(1))        // and chunk count
 			}
 		}
-		root, err := cl.List(ctx, "/", false)
+		root, err := listAll(ctx, cl, "/", false)
 		is.NoErr(err)                                               // ls /
 		is.Equal(rows(root), []row{{"/ls", true}, {"/top", false}}) // root level
-		slash, err := cl.List(ctx, "/ls/", false)
+		slash, err := listAll(ctx, cl, "/ls/", false)
 		is.NoErr(err)                   // ls with a trailing slash
 		is.Equal(rows(slash), rows(es)) // same as without
-		deep, err := cl.List(ctx, "/ls/d", false)
+		deep, err := listAll(ctx, cl, "/ls/d", false)
 		is.NoErr(err)                                                      // ls /ls/d
 		is.Equal(rows(deep), []row{{"/ls/d/x", false}, {"/ls/d/y", true}}) // one level below
 	})
 	t.Run("recursive", func(t *testing.T) {
 		is := is.New(t)
-		es, err := cl.List(ctx, "/ls", true)
+		es, err := listAll(ctx, cl, "/ls", true)
 		is.NoErr(err)                                                                                                                 // ls -r /ls
 		is.Equal(rows(es), []row{{"/ls/a", false}, {"/ls/c", false}, {"/ls/d/x", false}, {"/ls/d/y/z", false}, {"/ls/e/f/g", false}}) // every file below, no dirs
-		all, err := cl.List(ctx, "/", true)
+		all, err := listAll(ctx, cl, "/", true)
 		is.NoErr(err)                  // ls -r /
 		is.Equal(len(all), len(files)) // every file
 	})
 	t.Run("a file", func(t *testing.T) {
 		is := is.New(t)
-		es, err := cl.List(ctx, "/ls/a", false)
+		es, err := listAll(ctx, cl, "/ls/a", false)
 		is.NoErr(err)                               // ls of a file
 		is.Equal(rows(es), []row{{"/ls/a", false}}) // lists the file itself
 	})
 	t.Run("missing and invalid", func(t *testing.T) {
 		is := is.New(t)
-		_, err := cl.List(ctx, "/nope", false)
+		_, err := listAll(ctx, cl, "/nope", false)
 		is.True(isKind(err, rpc.NotFound)) // ls of a missing dir
-		_, err = cl.List(ctx, "/ls/../etc", false)
+		_, err = listAll(ctx, cl, "/ls/../etc", false)
 		is.True(isKind(err, rpc.Invalid)) // ls of an escaping path
-		_, err = cl.List(ctx, "ls", false)
+		_, err = listAll(ctx, cl, "ls", false)
 		is.True(isKind(err, rpc.Invalid)) // ls of a relative path
 	})
 }
@@ -411,7 +411,7 @@ func TestListPaging(t *testing.T) {
 		for err := range errs {
 			is.NoErr(err) // create an empty file
 		}
-		es, err := cl.List(ctx, "/many", false)
+		es, err := listAll(ctx, cl, "/many", false)
 		is.NoErr(err)        // ls over two pages
 		is.Equal(len(es), n) // every file once
 		for i, e := range es {

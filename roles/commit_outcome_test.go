@@ -13,11 +13,11 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/roles"
+	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // uncertainStore applies a commit and then reports it failed, as etcdstore
@@ -84,14 +84,14 @@ func TestCommitOutcomeUnknown(t *testing.T) {
 		}
 	}, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.SessionTimeout = time.Second }))
 	cl := rolestest.Client(t, c)
-	put := func(path string, data []byte) (*dfspb.FileInfo, error) {
+	put := func(path string, data []byte) (*client.FileInfo, error) {
 		return cl.Put(t.Context(), path, bytes.NewReader(data), int64(len(data)), nil)
 	}
-	onNoDisk := func(fi *dfspb.FileInfo) func() bool {
+	onNoDisk := func(fi *client.FileInfo) func() bool {
 		return func() bool {
 			for _, ch := range fi.Chunks {
 				for _, n := range c.Nodes() {
-					if onDiskAnyForm(n, ch.ChunkId) {
+					if onDiskAnyForm(n, ch.ID) {
 						return false
 					}
 				}
@@ -121,7 +121,7 @@ func TestCommitOutcomeUnknown(t *testing.T) {
 		fi, err := cl.Stat(t.Context(), "/x")
 		is.NoErr(err)
 		store.failDelete.Store(true)
-		is.NoErr(cl.Delete(t.Context(), "/x")) // applied, so done
+		is.NoErr(cl.Remove(t.Context(), "/x")) // applied, so done
 		_, err = cl.Stat(t.Context(), "/x")
 		is.True(isKind(err, rpc.NotFound))
 		eventually(t, "the deleted file's chunks deleted", onNoDisk(fi))
@@ -139,7 +139,7 @@ func TestCommitOutcomeUnknown(t *testing.T) {
 		store.failing.Store(false)
 		fi, err := cl.Stat(t.Context(), "/y")
 		is.NoErr(err) // but the version was committed
-		sid := rpc.SessionID(fi.SessionId)
+		sid := rpc.SessionID(fi.Session)
 		eventually(t, "the session ended (aborted by the client, then expired)", func() bool { return store.hasEnded(sid) })
 		eventually(t, "no deletion pending", settled)
 		checkFiles(t, cl, map[string][]byte{"/y": data}) // its chunks were kept

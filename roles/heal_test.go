@@ -51,7 +51,7 @@ func fullyReplicated(ctx context.Context, cl *client.Client, path string, want i
 	for _, ch := range fi.Chunks {
 		live := 0
 		for _, r := range ch.Replicas {
-			if r.State == dfspb.NodeState_NODE_STATE_HEALTHY && !exclude[r.NodeId] {
+			if r.State == client.NodeHealthy && !exclude[r.Node] {
 				live++
 			}
 		}
@@ -108,14 +108,14 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 // diskCopies returns, sorted, the nodes outside down whose store holds ch
 // with its committed size, frame size and digest (a quarantined copy is
 // not in the store's index, so it does not count).
-func diskCopies(c *roles.Cluster, ch *dfspb.ChunkInfo, down nodeSet) []string {
+func diskCopies(c *roles.Cluster, ch client.ChunkInfo, down nodeSet) []string {
 	var out []string
 	for _, n := range c.Nodes() {
 		id := string(n.Node.ID())
 		if down[id] {
 			continue
 		}
-		m, err := n.Node.Store().Stat(rpc.ChunkID(ch.ChunkId))
+		m, err := n.Node.Store().Stat(rpc.ChunkID(ch.ID))
 		if err == nil && m.Size == ch.Size && m.FrameSize == ch.FrameSize && bytes.Equal(m.Digest, ch.Digest) {
 			out = append(out, id)
 		}
@@ -126,11 +126,11 @@ func diskCopies(c *roles.Cluster, ch *dfspb.ChunkInfo, down nodeSet) []string {
 
 // healthyReplicas returns, sorted, the replicas of ch that the coordinator
 // lists on healthy nodes outside down.
-func healthyReplicas(ch *dfspb.ChunkInfo, down nodeSet) []string {
+func healthyReplicas(ch client.ChunkInfo, down nodeSet) []string {
 	var out []string
 	for _, r := range ch.Replicas {
-		if r.State == dfspb.NodeState_NODE_STATE_HEALTHY && !down[r.NodeId] {
-			out = append(out, r.NodeId)
+		if r.State == client.NodeHealthy && !down[r.Node] {
+			out = append(out, r.Node)
 		}
 	}
 	slices.Sort(out)
@@ -250,7 +250,7 @@ func chunkBytesOn(t *testing.T, cl *client.Client, paths []string, id string) in
 		}
 		for _, ch := range fi.Chunks {
 			for _, r := range ch.Replicas {
-				if r.NodeId == id {
+				if r.Node == id {
 					sum += ch.Size
 				}
 			}
@@ -330,7 +330,7 @@ func TestReReplicationAfterNodeLoss(t *testing.T) {
 // restarts it, so that its copy is surplus and queued for deletion (held
 // back by an hour of GC delay). It returns the file, its chunk, and the
 // two holders it was first put on.
-func trimmedCopy(t *testing.T, opts ...rolestest.Option) (c *roles.Cluster, cl *client.Client, files map[string][]byte, chunk *dfspb.ChunkInfo, holders []string) {
+func trimmedCopy(t *testing.T, opts ...rolestest.Option) (c *roles.Cluster, cl *client.Client, files map[string][]byte, chunk client.ChunkInfo, holders []string) {
 	t.Helper()
 	is := is.New(t)
 	c = healingCluster(t, 3, append([]rolestest.Option{rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.GCDelay = time.Hour })}, opts...)...)
@@ -409,7 +409,7 @@ func TestTrimmedCopyRecalled(t *testing.T) {
 			h.PendingDeletions == 0 && h.Missing == 0
 	})
 	checkFiles(t, cl, files)
-	is.True(onDiskAnyForm(c.Nodes()[first], chunk.ChunkId)) // still on the first holder's disk
+	is.True(onDiskAnyForm(c.Nodes()[first], chunk.ID)) // still on the first holder's disk
 }
 
 // TestDeadNodeNotDecommissioned: a node decommissioned while it is dead
@@ -537,20 +537,20 @@ func scrubCluster(t *testing.T, nodes int, opts ...rolestest.Option) *roles.Clus
 // damage is one flipped byte in one replica of a chunk.
 type damage struct {
 	path  string
-	chunk *dfspb.ChunkInfo
+	chunk client.ChunkInfo
 	node  *roles.ClusterNode
 }
 
 // copyOf returns chunk index of path and the node holding its
 // replica'th copy, as the coordinator lists them.
-func copyOf(t *testing.T, c *roles.Cluster, cl *client.Client, path string, index, replica int) (*dfspb.ChunkInfo, *roles.ClusterNode) {
+func copyOf(t *testing.T, c *roles.Cluster, cl *client.Client, path string, index, replica int) (client.ChunkInfo, *roles.ClusterNode) {
 	t.Helper()
 	fi, err := cl.Stat(t.Context(), path)
 	if err != nil {
 		t.Fatalf("stat %s: %v", path, err)
 	}
 	ch := fi.Chunks[index]
-	return ch, nodeByID(c, ch.Replicas[replica].NodeId)
+	return ch, nodeByID(c, ch.Replicas[replica].Node)
 }
 
 // damageReplica flips, on the replica'th replica of chunk index of path,
@@ -562,7 +562,7 @@ func damageReplica(t *testing.T, c *roles.Cluster, cl *client.Client, path strin
 	if digest {
 		off = ch.Size + 5 // the frame digests follow the data
 	}
-	flipByte(t, chunkFile(n, ch.ChunkId), off)
+	flipByte(t, chunkFile(n, ch.ID), off)
 	return damage{path: path, chunk: ch, node: n}
 }
 
@@ -573,7 +573,7 @@ func waitReplaced(t *testing.T, c *roles.Cluster, cl *client.Client, damaged []d
 	t.Helper()
 	for _, d := range damaged {
 		eventually(t, fmt.Sprintf("the damaged copy of %s chunk %d removed from %s", d.path, d.chunk.Index, d.node.Node.ID().Short()), func() bool {
-			return !onDiskAnyForm(d.node, d.chunk.ChunkId)
+			return !onDiskAnyForm(d.node, d.chunk.ID)
 		})
 	}
 	var paths []string
@@ -589,11 +589,11 @@ func waitReplaced(t *testing.T, c *roles.Cluster, cl *client.Client, damaged []d
 		}
 		ch := fi.Chunks[d.chunk.Index]
 		for _, r := range ch.Replicas {
-			if r.NodeId == string(d.node.Node.ID()) {
+			if r.Node == string(d.node.Node.ID()) {
 				t.Errorf("%s chunk %d: still listed on the node whose copy was damaged", d.path, ch.Index)
 			}
 			if err := readChunkDirect(ctx, dfspb.NewDataNodeClient(testDial(t, r.Addr)), ch); err != nil {
-				t.Errorf("%s chunk %d on %s: %v", d.path, ch.Index, rpc.NodeID(r.NodeId).Short(), err)
+				t.Errorf("%s chunk %d on %s: %v", d.path, ch.Index, rpc.NodeID(r.Node).Short(), err)
 			}
 		}
 	}
@@ -700,7 +700,7 @@ func TestReadReportsBadReplica(t *testing.T) {
 	eventually(t, "reads to meet every damaged copy", func() bool {
 		checkFiles(t, cl, files)
 		for _, d := range damaged {
-			if d.node.Node.Store().Has(rpc.ChunkID(d.chunk.ChunkId)) {
+			if d.node.Node.Store().Has(rpc.ChunkID(d.chunk.ID)) {
 				return false
 			}
 		}
@@ -740,10 +740,10 @@ func TestCorruptCopyReplacedOnFullCluster(t *testing.T) {
 			}
 			d := damageReplica(t, c, cl, "/full/0", 1, 0, 7, false)
 			eventually(t, "the scrubber to find the damaged copy", func() bool {
-				return !d.node.Node.Store().Has(rpc.ChunkID(d.chunk.ChunkId))
+				return !d.node.Node.Store().Has(rpc.ChunkID(d.chunk.ID))
 			})
 			waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
-			if p := chunkFile(d.node, d.chunk.ChunkId) + ".corrupt"; fileExists(p) {
+			if p := chunkFile(d.node, d.chunk.ID) + ".corrupt"; fileExists(p) {
 				t.Errorf("the damaged copy is still on disk")
 			}
 			checkFiles(t, cl, files)
@@ -795,7 +795,7 @@ func rmDuringRepair(t *testing.T, grace time.Duration) {
 		return during.RepairsInProgress > 0 || during.RepairsDone > 0
 	})
 	for p := range files {
-		is.NoErr(cl.Delete(t.Context(), p)) // rm during the repairs
+		is.NoErr(cl.Remove(t.Context(), p)) // rm during the repairs
 	}
 	t.Logf("files removed with %d copies made, %d in progress, %d chunks under-replicated",
 		during.RepairsDone, during.RepairsInProgress, during.UnderReplicated)
@@ -1022,10 +1022,10 @@ func TestDecommissionDuringLoad(t *testing.T) {
 	drained := mostLoaded(c, nil)
 	eventually(t, "the clients under way", func() bool { return puts.Load() > 0 && gets.Load() > 0 })
 	st, err := cl.Decommission(ctx, drained[:8], false)
-	is.NoErr(err)                // decommission by an ID prefix
-	is.Equal(st.NodeId, drained) // of that node
-	is.True(st.Draining)         // draining now
-	is.True(!st.Decommissioned)  // not drained yet: it holds chunks
+	is.NoErr(err)               // decommission by an ID prefix
+	is.Equal(st.ID, drained)    // of that node
+	is.True(st.Draining)        // draining now
+	is.True(!st.Decommissioned) // not drained yet: it holds chunks
 	decommissioned.Store(true)
 	down := nodeSet{drained: true}
 	eventually(t, "the node decommissioned", func() bool { return nodeState(t, c, drained).Decommissioned })
@@ -1046,14 +1046,14 @@ func TestDecommissionDuringLoad(t *testing.T) {
 		is.NoErr(err) // stat
 		for _, ch := range fi.Chunks {
 			for _, r := range ch.Replicas {
-				is.True(r.NodeId != drained) // no new chunk listed on the draining node
+				is.True(r.Node != drained) // no new chunk listed on the draining node
 			}
-			is.True(!nodeByID(c, drained).Node.Store().Has(rpc.ChunkID(ch.ChunkId))) // nor on its disk
+			is.True(!nodeByID(c, drained).Node.Store().Has(rpc.ChunkID(ch.ID))) // nor on its disk
 		}
 	}
 	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, down)
-	st = nodeState(t, c, drained)
-	is.True(st.Draining && st.Decommissioned) // listed as safe to remove
+	ns := nodeState(t, c, drained)
+	is.True(ns.Draining && ns.Decommissioned) // listed as safe to remove
 	is.NoErr(c.StopNode(nodeIndex(t, c, drained)))
 	checkFiles(t, cl, files)
 }
@@ -1086,7 +1086,7 @@ func TestFsck(t *testing.T) {
 
 	// The node holding the single copy dies; with three nodes and
 	// replication three there is nowhere to copy the others to.
-	victim := fi.Chunks[0].Replicas[0].NodeId
+	victim := fi.Chunks[0].Replicas[0].Node
 	is.NoErr(c.StopNode(nodeIndex(t, c, victim)))
 	waitDead(t, c, victim)
 	eventually(t, "fsck to see the dead node", func() bool {

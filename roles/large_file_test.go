@@ -175,7 +175,7 @@ func TestGetLosesRaceWithOverwrite(t *testing.T) {
 		eventually(t, "v1's chunks deleted", func() bool {
 			for _, n := range c.Nodes() {
 				for _, ch := range fi1.Chunks {
-					if n.Node.Store().Has(rpc.ChunkID(ch.ChunkId)) {
+					if n.Node.Store().Has(rpc.ChunkID(ch.ID)) {
 						return false
 					}
 				}
@@ -259,7 +259,7 @@ func TestChunkMapPagesPinVersion(t *testing.T) {
 		_, err = cc.DownloadFile(ctx, &dfspb.DownloadFileRequest{Path: "/pages/file", FirstChunk: 2, Version: v1.Version, SessionId: v1.SessionId})
 		is.Equal(statusKind(err), rpc.FailedPrecondition) // by DownloadFile too
 	}
-	is.NoErr(cl.Delete(ctx, "/pages/file"))
+	is.NoErr(cl.Remove(ctx, "/pages/file"))
 	stale() // deleted
 	put()   // version 1 again, of another upload
 	stale() // deleted and put again

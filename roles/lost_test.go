@@ -26,10 +26,10 @@ import (
 
 // lostCopy removes, by hand, the file of the replica'th copy of chunk
 // index of path, and returns the chunk and the node that held it.
-func lostCopy(t *testing.T, c *roles.Cluster, cl *client.Client, path string, index, replica int) (*dfspb.ChunkInfo, *roles.ClusterNode) {
+func lostCopy(t *testing.T, c *roles.Cluster, cl *client.Client, path string, index, replica int) (client.ChunkInfo, *roles.ClusterNode) {
 	t.Helper()
 	ch, n := copyOf(t, c, cl, path, index, replica)
-	if err := os.Remove(chunkFile(n, ch.ChunkId)); err != nil {
+	if err := os.Remove(chunkFile(n, ch.ID)); err != nil {
 		t.Fatalf("remove a copy of %s chunk %d: %v", path, index, err)
 	}
 	return ch, n
@@ -40,10 +40,10 @@ func lostCopy(t *testing.T, c *roles.Cluster, cl *client.Client, path string, in
 // the deletion. The coordinator then lists a copy its node says it does
 // not hold, which only a reader's or a repair's report can correct
 // before the next full inventory.
-func forgetCopy(t *testing.T, c *roles.Cluster, cl *client.Client, path string, index, replica int) (*dfspb.ChunkInfo, *roles.ClusterNode) {
+func forgetCopy(t *testing.T, c *roles.Cluster, cl *client.Client, path string, index, replica int) (client.ChunkInfo, *roles.ClusterNode) {
 	t.Helper()
 	ch, n := copyOf(t, c, cl, path, index, replica)
-	if _, err := n.Node.Store().Delete(rpc.ChunkID(ch.ChunkId)); err != nil {
+	if _, err := n.Node.Store().Delete(rpc.ChunkID(ch.ID)); err != nil {
 		t.Fatalf("delete a copy of %s chunk %d: %v", path, index, err)
 	}
 	return ch, n
@@ -64,7 +64,7 @@ func restored(t *testing.T, c *roles.Cluster, cl *client.Client, path string, wa
 			return false, fmt.Sprintf("chunk %d listed on %d healthy nodes, want %d", ch.Index, len(listed), want)
 		}
 		for _, id := range listed {
-			if !fileExists(chunkFile(nodeByID(c, id), ch.ChunkId)) {
+			if !fileExists(chunkFile(nodeByID(c, id), ch.ID)) {
 				return false, fmt.Sprintf("chunk %d listed on %s, which has no file for it", ch.Index, rpc.NodeID(id).Short())
 			}
 		}
@@ -106,7 +106,7 @@ func TestScrubberFindsLostCopy(t *testing.T) {
 	files := putFiles(t, cl, "/lost-scrub", 2*rolestest.ChunkSize+10)
 	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
 	ch, n := lostCopy(t, c, cl, "/lost-scrub/0", 1, 0)
-	eventually(t, "the scrubber to find the copy gone", func() bool { return !n.Node.Store().Has(rpc.ChunkID(ch.ChunkId)) })
+	eventually(t, "the scrubber to find the copy gone", func() bool { return !n.Node.Store().Has(rpc.ChunkID(ch.ID)) })
 	waitRestored(t, c, cl, "/lost-scrub/0", 3, nil)
 	checkFiles(t, cl, files)
 }
@@ -124,7 +124,7 @@ func TestReadReportsMissingReplica(t *testing.T) {
 	files := putFiles(t, cl, "/lost-read", 2*rolestest.ChunkSize+10)
 	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
 	type copyRef struct {
-		ch *dfspb.ChunkInfo
+		ch client.ChunkInfo
 		n  *roles.ClusterNode
 	}
 	var gone []copyRef
@@ -142,7 +142,7 @@ func TestReadReportsMissingReplica(t *testing.T) {
 		}
 		for _, g := range gone {
 			for _, r := range fi.Chunks[g.ch.Index].Replicas {
-				if r.NodeId == string(g.n.Node.ID()) && !fileExists(chunkFile(g.n, g.ch.ChunkId)) {
+				if r.Node == string(g.n.Node.ID()) && !fileExists(chunkFile(g.n, g.ch.ID)) {
 					return false
 				}
 			}
@@ -166,9 +166,9 @@ func TestReportMissingReplica(t *testing.T) {
 	files := putFiles(t, cl, "/lost-report", rolestest.ChunkSize, rolestest.ChunkSize)
 	waitHealed(t, c, cl, slices.Sorted(mapKeys(files)), 3, nil)
 	coord := coordClient(t, c)
-	report := func(ch *dfspb.ChunkInfo, node string) *dfspb.ReportBadReplicaResponse {
+	report := func(ch client.ChunkInfo, node string) *dfspb.ReportBadReplicaResponse {
 		t.Helper()
-		resp, err := coord.ReportBadReplica(ctx, &dfspb.ReportBadReplicaRequest{ChunkId: ch.ChunkId, NodeId: node, Reason: "not found", Missing: true})
+		resp, err := coord.ReportBadReplica(ctx, &dfspb.ReportBadReplicaRequest{ChunkId: ch.ID, NodeId: node, Reason: "not found", Missing: true})
 		is.NoErr(err) // ReportBadReplica
 		return resp
 	}
@@ -176,7 +176,7 @@ func TestReportMissingReplica(t *testing.T) {
 	// A copy that is there stays.
 	fi, err := cl.Stat(ctx, "/lost-report/0")
 	is.NoErr(err)
-	resp := report(fi.Chunks[0], fi.Chunks[0].Replicas[0].NodeId)
+	resp := report(fi.Chunks[0], fi.Chunks[0].Replicas[0].Node)
 	is.True(!resp.Missing && !resp.Corrupt) // an intact copy is neither
 
 	// A copy its node does not hold is dropped, and made again.
@@ -185,8 +185,8 @@ func TestReportMissingReplica(t *testing.T) {
 	is.True(resp.Missing) // the coordinator confirmed and dropped it
 	fi, err = cl.Stat(ctx, "/lost-report/0")
 	is.NoErr(err)
-	is.True(!slices.ContainsFunc(fi.Chunks[0].Replicas, func(r *dfspb.ReplicaInfo) bool {
-		return r.NodeId == string(n.Node.ID()) && !fileExists(chunkFile(n, ch.ChunkId))
+	is.True(!slices.ContainsFunc(fi.Chunks[0].Replicas, func(r client.Replica) bool {
+		return r.Node == string(n.Node.ID()) && !fileExists(chunkFile(n, ch.ID))
 	})) // no longer listed where it is not
 	waitRestored(t, c, cl, "/lost-report/0", 3, nil)
 
@@ -198,13 +198,13 @@ func TestReportMissingReplica(t *testing.T) {
 	putFiles(t, cl, "/lost-report", rolestest.ChunkSize, rolestest.ChunkSize+1) // overwrites both
 	eventually(t, "the replaced chunk deleted", func() bool {
 		for _, r := range old.Replicas {
-			if fileExists(chunkFile(nodeByID(c, r.NodeId), old.ChunkId)) {
+			if fileExists(chunkFile(nodeByID(c, r.Node), old.ID)) {
 				return false
 			}
 		}
 		return true
 	})
-	resp = report(old, old.Replicas[0].NodeId)
+	resp = report(old, old.Replicas[0].Node)
 	is.True(!resp.Missing) // not taken for a lost copy
 }
 
@@ -224,8 +224,8 @@ func TestRepairSourceMissing(t *testing.T) {
 	ch, gone := forgetCopy(t, c, cl, "/lost-source/0", 0, 0)
 	var other string
 	for _, r := range ch.Replicas {
-		if r.NodeId != string(gone.Node.ID()) {
-			other = r.NodeId
+		if r.Node != string(gone.Node.ID()) {
+			other = r.Node
 		}
 	}
 	_, err := cl.Decommission(t.Context(), other, false)
@@ -235,8 +235,8 @@ func TestRepairSourceMissing(t *testing.T) {
 	fi, err := cl.Stat(t.Context(), "/lost-source/0")
 	is.NoErr(err)
 	for _, r := range fi.Chunks[0].Replicas {
-		if r.NodeId == string(gone.Node.ID()) {
-			is.True(fileExists(chunkFile(gone, ch.ChunkId))) // listed there only if made again
+		if r.Node == string(gone.Node.ID()) {
+			is.True(fileExists(chunkFile(gone, ch.ID))) // listed there only if made again
 		}
 	}
 	checkFiles(t, cl, files)

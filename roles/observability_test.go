@@ -452,7 +452,7 @@ func TestMetricsAfterPut(t *testing.T) {
 	}
 
 	// A delete shows up in the GC figures once the chunks are gone.
-	is.NoErr(cl.Delete(t.Context(), "/metrics/a")) // delete
+	is.NoErr(cl.Remove(t.Context(), "/metrics/a")) // delete
 	eventually(t, "the coordinator counts the bytes reclaimed", func() bool {
 		_, body = httpGet(t, "http://"+c.AdminAddr()+"/metrics")
 		v, _ := metricValue(body, "dfs_coordinator_reclaimed_bytes_total")

@@ -40,11 +40,11 @@ func TestEveryRPCSurvivesBadInput(t *testing.T) {
 	}
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	f := &fuzzer{rng: rand.New(rand.NewPCG(seed, seed>>1)), chunkID: fi.Chunks[0].ChunkId, words: []string{
+	f := &fuzzer{rng: rand.New(rand.NewPCG(seed, seed>>1)), chunkID: fi.Chunks[0].ID, words: []string{
 		"", "/", "//", "/a/../b", "..", "a", "/fuzz", "/fuzz/", "/fuzz/x\x00y", "/ünï/\u202ecod",
 		strings.Repeat("x", 5000), "/" + strings.Repeat("d/", 600),
 		"00000000-0000-0000-0000-000000000000", "../../../../etc/passwd", "127.0.0.1:1", "[::1]:0",
-		fi.Chunks[0].ChunkId, fi.Chunks[0].ChunkId + "/../x", fi.Chunks[0].ChunkId[:10],
+		fi.Chunks[0].ID, fi.Chunks[0].ID + "/../x", fi.Chunks[0].ID[:10],
 		string(c.Nodes()[1].Node.ID()), string(c.Nodes()[2].Node.ID()), c.Nodes()[1].Node.Addr(),
 	}}
 

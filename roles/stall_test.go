@@ -188,7 +188,7 @@ func TestPausedDatanode(t *testing.T) {
 	held := 0
 	for _, ch := range fi.Chunks {
 		for _, r := range ch.Replicas {
-			if r.NodeId == string(paused.Node.ID()) {
+			if r.Node == string(paused.Node.ID()) {
 				held++
 			}
 		}
@@ -203,7 +203,7 @@ func TestPausedDatanode(t *testing.T) {
 	is.NoErr(err) // the put fails over within the bound, the node still paused
 	for _, ch := range fi.Chunks {
 		for _, r := range ch.Replicas {
-			is.True(r.NodeId != string(paused.Node.ID())) // no committed copy on the paused node
+			is.True(r.Node != string(paused.Node.ID())) // no committed copy on the paused node
 		}
 	}
 	eventually(t, "the paused node is reported failing", func() bool { return failingNodes(t, c)[string(paused.Node.ID())] })
@@ -305,7 +305,7 @@ func TestReadOnlyDatanode(t *testing.T) {
 	fi, err := cl.Put(t.Context(), "/kept", bytes.NewReader(data), int64(len(data)), nil)
 	is.NoErr(err)
 	// The node to break: the primary holder of the first chunk.
-	ro := nodeByID(c, fi.Chunks[0].Replicas[0].NodeId)
+	ro := nodeByID(c, fi.Chunks[0].Replicas[0].Node)
 	is.True(ro != nil)
 	id := string(ro.Node.ID())
 
@@ -335,7 +335,7 @@ func TestReadOnlyDatanode(t *testing.T) {
 	is.NoErr(err)                   // reads work
 	is.True(bytes.Equal(got, data)) // byte for byte
 	dn := nodeClient(t, c, nodeIndex(t, c, id))
-	_, err = dn.PrepareChunkDownload(t.Context(), &dfspb.PrepareChunkDownloadRequest{ChunkId: fi.Chunks[0].ChunkId})
+	_, err = dn.PrepareChunkDownload(t.Context(), &dfspb.PrepareChunkDownloadRequest{ChunkId: fi.Chunks[0].ID})
 	is.NoErr(err) // the read-only node itself still serves its copy
 
 	is.NoErr(os.RemoveAll(probe))

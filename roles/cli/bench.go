@@ -76,7 +76,8 @@ func (a *app) benchCommand() *cli.Command {
 				cfg.Coordinators = []string{procs.coordAddr}
 				res.Nodes, res.Replication = nodes, min(3, nodes)
 			}
-			cl, err := client.New(cfg, a.log)
+			cfg.Logger = &a.log
+			cl, err := client.New(ctx, cfg)
 			if err != nil {
 				return err
 			}
@@ -132,7 +133,7 @@ func runBench(ctx context.Context, cl *client.Client, res *BenchResult, logw io.
 			return err
 		}
 		res.GetMBps = float64(res.LargeBytes) / mb / time.Since(start).Seconds()
-		if err := cl.Delete(ctx, "/bench/large"); err != nil {
+		if err := cl.Remove(ctx, "/bench/large"); err != nil {
 			return err
 		}
 	}
@@ -158,7 +159,7 @@ func runBench(ctx context.Context, cl *client.Client, res *BenchResult, logw io.
 		}
 		res.SmallGetsPerSec = float64(res.SmallFiles) / elapsed.Seconds()
 		_, err = parallel(ctx, res.SmallFiles, res.SmallParallel, func(i int) error {
-			return cl.Delete(ctx, fmt.Sprintf("/bench/small/%06d", i))
+			return cl.Remove(ctx, fmt.Sprintf("/bench/small/%06d", i))
 		})
 		if err != nil {
 			return err
@@ -184,7 +185,7 @@ func runBench(ctx context.Context, cl *client.Client, res *BenchResult, logw io.
 		}
 		res.MetaLookupsPerSec = float64(res.MetaOps) / elapsed.Seconds()
 		_, err = parallel(ctx, res.MetaOps, res.MetaParallel, func(i int) error {
-			return cl.Delete(ctx, fmt.Sprintf("/bench/meta/%07d", i))
+			return cl.Remove(ctx, fmt.Sprintf("/bench/meta/%07d", i))
 		})
 		if err != nil {
 			return err
@@ -291,7 +292,7 @@ func (d *devProcs) waitNodes(ctx context.Context, cl *client.Client, want int) e
 		if resp, err := cl.Nodes(ctx); err == nil {
 			healthy := 0
 			for _, n := range resp.Nodes {
-				if client.StateName(n.State) == "healthy" {
+				if n.State == client.NodeHealthy {
 					healthy++
 				}
 			}

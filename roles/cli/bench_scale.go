@@ -288,7 +288,7 @@ func (r *scaleRun) emptyStoreRate(ctx context.Context) (float64, error) {
 		return 0, err
 	}
 	defer stopFleet()
-	cl, err := scaleClient(co.addr)
+	cl, err := scaleClient(ctx, co.addr)
 	if err != nil {
 		return 0, err
 	}
@@ -321,7 +321,7 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 		return err
 	}
 	defer stopFleet()
-	cl, err := scaleClient(co.addr)
+	cl, err := scaleClient(ctx, co.addr)
 	if err != nil {
 		return err
 	}
@@ -565,10 +565,8 @@ func (r *scaleRun) startFleet(ctx context.Context, addr string, chunk func(int) 
 	return func() { cancel(); wg.Wait() }, fleet, nil
 }
 
-func scaleClient(addr string) (*client.Client, error) {
-	cfg := client.DefaultConfig()
-	cfg.Coordinators = []string{addr}
-	return client.New(cfg, zerolog.Nop())
+func scaleClient(ctx context.Context, addr string) (*client.Client, error) {
+	return client.New(ctx, client.Config{Coordinators: []string{addr}})
 }
 
 // waitServing waits, up to the cap, for the coordinator to answer
@@ -601,7 +599,7 @@ func (r *scaleRun) waitRegistered(ctx context.Context, cl *client.Client, co *co
 		if err == nil {
 			healthy := 0
 			for _, n := range resp.Nodes {
-				if client.StateName(n.State) == "healthy" {
+				if n.State == client.NodeHealthy {
 					healthy++
 				}
 			}

@@ -45,7 +45,8 @@ func jsonFlag(dst *bool) cli.Flag {
 // withClient runs fn with a client built from cfg once the flags are set.
 func (a *app) withClient(cfg *client.Config, fn func(ctx context.Context, c *cli.Context, cl *client.Client) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		cl, err := client.New(*cfg, a.log)
+		cfg.Logger = &a.log
+		cl, err := client.New(c.Context, *cfg)
 		if err != nil {
 			return err
 		}
@@ -99,7 +100,7 @@ func (a *app) rmCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return rpc.Errorf(rpc.Invalid, "rm needs one REMOTE path")
 			}
-			return cl.Delete(ctx, c.Args().First())
+			return cl.Remove(ctx, c.Args().First())
 		}),
 	}
 }
@@ -132,7 +133,7 @@ func (a *app) lsCommand() *cli.Command {
 func runLs(ctx context.Context, cl *client.Client, w io.Writer, dir string, recursive, long, asJSON bool) error {
 	p := &listPrinter{w: w, long: long, asJSON: asJSON}
 	if err := cl.ListPages(ctx, dir, recursive, p.page); err != nil {
-		return fmt.Errorf("ls %s: %w", client.ShowPath(dir), err)
+		return err
 	}
 	return p.end()
 }
@@ -150,7 +151,7 @@ func (a *app) statCommand() *cli.Command {
 			}
 			fi, err := cl.Stat(ctx, c.Args().First())
 			if err != nil {
-				return fmt.Errorf("stat %s: %w", client.ShowPath(c.Args().First()), err)
+				return err
 			}
 			return printStat(a.stdio.Out, fi, asJSON)
 		}),
@@ -169,7 +170,7 @@ func (a *app) nodesCommand() *cli.Command {
 			}
 			resp, err := cl.Nodes(ctx)
 			if err != nil {
-				return fmt.Errorf("nodes: %w", err)
+				return err
 			}
 			return printNodes(a.stdio.Out, resp, asJSON)
 		}),
@@ -193,7 +194,7 @@ func (a *app) fsckCommand() *cli.Command {
 			}
 			files, sum, err := cl.Fsck(ctx, path)
 			if err != nil {
-				return fmt.Errorf("fsck %s: %w", client.ShowPath(path), err)
+				return err
 			}
 			if err := printFsck(a.stdio.Out, files, sum, asJSON); err != nil {
 				return err
@@ -238,7 +239,7 @@ func (a *app) decommissionCommand() *cli.Command {
 			case n.Decommissioned:
 				state = "decommissioned: safe to remove"
 			}
-			fmt.Fprintf(a.stdio.Out, "%s (%s): %s\n", n.NodeId, n.Addr, state)
+			fmt.Fprintf(a.stdio.Out, "%s (%s): %s\n", n.ID, n.Addr, state)
 			return nil
 		}),
 	}

@@ -73,7 +73,9 @@ func listClient(t *testing.T, c *listCoordinator, pageSize int) *client.Client {
 	cfg := client.DefaultConfig()
 	cfg.Coordinators = []string{lis.Addr().String()}
 	cfg.ListPageSize = pageSize
-	cl, err := client.New(cfg, zerolog.New(zerolog.NewTestWriter(t)))
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	cfg.Logger = &log
+	cl, err := client.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +105,7 @@ func (r *recorder) String() string {
 // printAtOnce is how ls printed before it streamed: the whole listing,
 // through a tabwriter, or as one JSON array. It is the reference the
 // streaming printer is held to.
-func printAtOnce(w io.Writer, entries []client.Entry, long, asJSON bool) error {
+func printAtOnce(w io.Writer, entries []client.DirEntry, long, asJSON bool) error {
 	if asJSON {
 		out := make([]listJSON, 0, len(entries))
 		for _, e := range entries {
@@ -130,10 +132,10 @@ func printAtOnce(w io.Writer, entries []client.Entry, long, asJSON bool) error {
 }
 
 // toEntries converts a listing the way the client does.
-func toEntries(les []*dfspb.ListEntry) []client.Entry {
-	var out []client.Entry
+func toEntries(les []*dfspb.ListEntry) []client.DirEntry {
+	var out []client.DirEntry
 	for _, le := range les {
-		e := client.Entry{Path: le.Path, IsDir: le.IsDir}
+		e := client.DirEntry{Path: le.Path, IsDir: le.IsDir}
 		if !le.IsDir {
 			e.Size, e.Chunks, e.Replication, e.Modified = le.Size, le.Chunks, le.Replication, time.UnixMilli(le.ModifiedUnixMs).UTC()
 		}
@@ -256,7 +258,7 @@ func TestLsEmptyAndFailing(t *testing.T) {
 			err := runLs(t.Context(), listClient(t, failing, 2), &out, "/x", m.recursive, m.long, m.asJSON)
 			is.True(err != nil)                                             // ls fails
 			is.True(strings.Contains(err.Error(), "coordinator went away")) // with the cause
-			is.True(strings.HasPrefix(err.Error(), "ls /x: "))              // naming what it listed
+			is.True(strings.HasPrefix(err.Error(), "ls /x (request "))      // naming what it listed, and the request
 			is.True(strings.Contains(out.String(), "/x/b"))                 // the first page is out
 			is.True(!strings.Contains(out.String(), "/x/c"))                // not the second
 			if m.asJSON {
@@ -287,18 +289,18 @@ func TestListPrinterAsTheWholeListing(t *testing.T) {
 	spaces := regexp.MustCompile(` {2,}`)
 	for round := range 200 {
 		n := rnd.IntN(30)
-		var es []client.Entry
+		var es []client.DirEntry
 		for i := range n {
 			p := fmt.Sprintf("/r/%03d-%s", i, names[rnd.IntN(len(names))])
 			if rnd.IntN(5) == 0 {
-				es = append(es, client.Entry{Path: p, IsDir: true})
+				es = append(es, client.DirEntry{Path: p, IsDir: true})
 				continue
 			}
-			es = append(es, client.Entry{Path: p, Size: rnd.Int64N(1 << uint(rnd.IntN(40))), Chunks: uint32(rnd.IntN(3000)),
+			es = append(es, client.DirEntry{Path: p, Size: rnd.Int64N(1 << uint(rnd.IntN(40))), Chunks: uint32(rnd.IntN(3000)),
 				Replication: uint32(1 + rnd.IntN(16)), Modified: time.UnixMilli(rnd.Int64N(4_000_000_000_000)).UTC()})
 		}
 		// Cut into pages of random sizes.
-		var pages [][]client.Entry
+		var pages [][]client.DirEntry
 		for rest := es; len(rest) > 0; {
 			k := 1 + rnd.IntN(len(rest))
 			pages = append(pages, rest[:k])
@@ -342,9 +344,9 @@ func TestListPrinterAsTheWholeListing(t *testing.T) {
 
 // widerLater reports whether a page after the first has a wider -l cell
 // than any page before it.
-func widerLater(t *testing.T, pages [][]client.Entry) bool {
+func widerLater(t *testing.T, pages [][]client.DirEntry) bool {
 	t.Helper()
-	widths := func(pg []client.Entry) [4]int {
+	widths := func(pg []client.DirEntry) [4]int {
 		var w [4]int
 		for _, e := range pg {
 			if e.IsDir {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // The printers of the client commands, and the JSON shapes scripts read.
@@ -52,7 +51,7 @@ type listPrinter struct {
 }
 
 // page prints entries.
-func (p *listPrinter) page(entries []client.Entry) error {
+func (p *listPrinter) page(entries []client.DirEntry) error {
 	p.buf.Reset()
 	switch {
 	case p.asJSON:
@@ -148,16 +147,16 @@ type statJSON struct {
 	Chunks      []chunkJSON `json:"chunks"`
 }
 
-func printStat(w io.Writer, fi *dfspb.FileInfo, asJSON bool) error {
+func printStat(w io.Writer, fi *client.FileInfo, asJSON bool) error {
 	j := statJSON{
-		Path: fi.Path, Size: fi.Size, SHA256: hex.EncodeToString(fi.Sha256), ChunkSize: fi.ChunkSize,
-		Replication: fi.Replication, Version: fi.Version, Modified: time.UnixMilli(fi.ModifiedUnixMs).UTC(),
+		Path: fi.Path, Size: fi.Size, SHA256: hex.EncodeToString(fi.SHA256), ChunkSize: fi.ChunkSize,
+		Replication: fi.Replication, Version: fi.Version, Modified: fi.Modified,
 		Chunks: []chunkJSON{},
 	}
 	for _, ch := range fi.Chunks {
-		cj := chunkJSON{Index: ch.Index, ID: ch.ChunkId, Offset: ch.Offset, Size: ch.Size, Digest: hex.EncodeToString(ch.Digest), FrameSize: ch.FrameSize, Replicas: []replicaJSON{}}
+		cj := chunkJSON{Index: ch.Index, ID: ch.ID, Offset: ch.Offset, Size: ch.Size, Digest: hex.EncodeToString(ch.Digest), FrameSize: ch.FrameSize, Replicas: []replicaJSON{}}
 		for _, r := range ch.Replicas {
-			cj.Replicas = append(cj.Replicas, replicaJSON{NodeID: r.NodeId, Addr: r.Addr, State: client.StateName(r.State)})
+			cj.Replicas = append(cj.Replicas, replicaJSON{NodeID: r.Node, Addr: r.Addr, State: string(r.State)})
 		}
 		j.Chunks = append(j.Chunks, cj)
 	}
@@ -205,16 +204,16 @@ type nodeJSON struct {
 	LastHeartbeat time.Time  `json:"last_heartbeat"`
 }
 
-func printNodes(w io.Writer, resp *dfspb.ListNodesResponse, asJSON bool) error {
+func printNodes(w io.Writer, resp *client.ClusterStatus, asJSON bool) error {
 	out := make([]nodeJSON, 0, len(resp.Nodes))
 	for _, n := range resp.Nodes {
 		j := nodeJSON{
-			NodeID: n.NodeId, Addr: n.Addr, State: client.StateName(n.State), Draining: n.Draining, Decommissioned: n.Decommissioned,
+			NodeID: n.ID, Addr: n.Addr, State: string(n.State), Draining: n.Draining, Decommissioned: n.Decommissioned,
 			CorruptChunks: n.CorruptChunks, ConflictAddr: n.ConflictAddr, DiskError: n.DiskError, Capacity: n.Capacity, Used: n.Used,
-			Free: n.Free, Chunks: n.ChunkCount, LastHeartbeat: time.UnixMilli(n.LastHeartbeatUnixMs).UTC(),
+			Free: n.Free, Chunks: n.Chunks, LastHeartbeat: n.LastHeartbeat,
 		}
-		if n.FailingUntilUnixMs > 0 {
-			j.FailingUntil = ptr(time.UnixMilli(n.FailingUntilUnixMs).UTC())
+		if !n.FailingUntil.IsZero() {
+			j.FailingUntil = ptr(n.FailingUntil)
 		}
 		out = append(out, j)
 	}
@@ -223,8 +222,8 @@ func printNodes(w io.Writer, resp *dfspb.ListNodesResponse, asJSON bool) error {
 	}
 	if resp.SafeMode {
 		fmt.Fprintf(w, "coordinator %s in safe mode: %s\n", resp.Leader, resp.SafeModeStatus)
-	} else if r := resp.Readiness; r != nil && !r.Writable {
-		fmt.Fprintf(w, "writes refused: %s\n", r.Reason)
+	} else if resp.WritesRefused != "" {
+		fmt.Fprintf(w, "writes refused: %s\n", resp.WritesRefused)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tADDRESS\tSTATE\tUSED/CAPACITY\tCHUNKS\tLAST HEARTBEAT")
@@ -297,7 +296,7 @@ type fsckJSON struct {
 	BytesReclaimed       int64          `json:"bytes_reclaimed"`
 }
 
-func printFsck(w io.Writer, files []*dfspb.FsckFile, sum *dfspb.FsckSummary, asJSON bool) error {
+func printFsck(w io.Writer, files []client.FsckFile, sum *client.FsckSummary, asJSON bool) error {
 	j := fsckJSON{Files: []fsckFileJSON{}, FilesChecked: sum.Files, ChunksChecked: sum.Chunks, Healthy: sum.HealthyFiles,
 		UnderReplicatedFiles: sum.UnderReplicatedFiles, UnreadableFiles: sum.UnreadableFiles}
 	if h := sum.Health; h != nil {
@@ -306,7 +305,7 @@ func printFsck(w io.Writer, files []*dfspb.FsckFile, sum *dfspb.FsckSummary, asJ
 	for _, f := range files {
 		fj := fsckFileJSON{Path: f.Path, Size: f.Size, Unreadable: f.Unreadable, Chunks: []fsckChunkJSON{}}
 		for _, c := range f.Chunks {
-			fj.Chunks = append(fj.Chunks, fsckChunkJSON{Index: c.Index, ID: c.ChunkId, Replication: c.Replication, Live: c.Live,
+			fj.Chunks = append(fj.Chunks, fsckChunkJSON{Index: c.Index, ID: c.ID, Replication: c.Replication, Live: c.Live,
 				CorruptNodes: c.CorruptNodes, DeadNodes: c.DeadNodes, Repairing: c.Repairing})
 		}
 		j.Files = append(j.Files, fj)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/matryer/is"
 
-	"github.com/dfs-project/dfs/rpc/dfspb"
+	"github.com/dfs-project/dfs/roles/client"
 )
 
 // TestPrintNodesDiskAndFailing: dfs nodes says which node cannot write to
@@ -17,10 +17,10 @@ import (
 // failed streams, in text and JSON.
 func TestPrintNodesDiskAndFailing(t *testing.T) {
 	is := is.New(t)
-	resp := &dfspb.ListNodesResponse{Nodes: []*dfspb.NodeStatus{
-		{NodeId: "aaaaaaaa-0000-0000-0000-000000000000", Addr: "127.0.0.1:1", State: dfspb.NodeState_NODE_STATE_HEALTHY, DiskError: "data dir /d is not writable: read-only file system"},
-		{NodeId: "bbbbbbbb-0000-0000-0000-000000000000", Addr: "127.0.0.1:2", State: dfspb.NodeState_NODE_STATE_HEALTHY, FailingUntilUnixMs: time.Now().Add(time.Minute).UnixMilli()},
-		{NodeId: "cccccccc-0000-0000-0000-000000000000", Addr: "127.0.0.1:3", State: dfspb.NodeState_NODE_STATE_HEALTHY},
+	resp := &client.ClusterStatus{Nodes: []client.NodeStatus{
+		{ID: "aaaaaaaa-0000-0000-0000-000000000000", Addr: "127.0.0.1:1", State: client.NodeHealthy, DiskError: "data dir /d is not writable: read-only file system"},
+		{ID: "bbbbbbbb-0000-0000-0000-000000000000", Addr: "127.0.0.1:2", State: client.NodeHealthy, FailingUntil: time.Now().Add(time.Minute)},
+		{ID: "cccccccc-0000-0000-0000-000000000000", Addr: "127.0.0.1:3", State: client.NodeHealthy},
 	}}
 	var out bytes.Buffer
 	is.NoErr(printNodes(&out, resp, false))

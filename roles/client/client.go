@@ -1,7 +1,19 @@
-// Package client is the dfs SDK (Put, Get, Delete, List, Stat, Nodes) and
-// the command-line client built on it. It holds no server state: every
-// call asks the coordinator, then moves chunk bytes directly to or from
-// the datanodes.
+// Package client is the dfs SDK, on which the command line (roles/cli) is
+// built. A Client holds no server state: every call asks the coordinator,
+// then moves chunk bytes directly to or from the datanodes.
+//
+// Writing: Create returns a Writer that streams a file's chunks to the
+// datanodes as they fill and commits the file atomically on Close; Put
+// stores a whole io.Reader. Reading: Get writes a whole file to an
+// io.Writer. The namespace: Stat, List (paged, as an iterator), Walk,
+// Mkdir, MkdirAll, Rename, Copy (server-side, no chunk byte moves),
+// Remove, RemoveAll and Usage. FS adapts a Client to io/fs.
+//
+// Errors carry the operation, the path and the request ID, and match the
+// standard library's: errors.Is(err, fs.ErrNotExist), fs.ErrExist,
+// fs.ErrPermission and fs.ErrInvalid hold for the matching kinds (see
+// rpc.KindOf for the rest). A Client is safe for concurrent use by many
+// goroutines; it keeps one pool of connections.
 package client
 
 import (
@@ -23,7 +35,9 @@ import (
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
-// Config is a client's configuration.
+// Config is a client's configuration. New takes a zero field (but
+// Coordinators) as its default from DefaultConfig, so
+// Config{Coordinators: addrs} alone is a whole configuration.
 type Config struct {
 	// Coordinators are the coordinator addresses, tried in order.
 	Coordinators []string
@@ -67,6 +81,9 @@ type Config struct {
 	// once (see ListPages); 0 takes the coordinator's default (1,000),
 	// the most is 10,000.
 	ListPageSize int
+	// Logger receives the client's warnings (a chunk placed again) and
+	// debug messages; nil logs nothing.
+	Logger *zerolog.Logger
 }
 
 // DefaultConfig returns the defaults.
@@ -127,17 +144,56 @@ type Client struct {
 	failing map[rpc.NodeID]time.Time // datanodes that failed a stream lately, until when reads try them last
 }
 
-// New returns a client; it connects lazily.
-func New(cfg Config, log zerolog.Logger) (*Client, error) {
+// New returns a client of the cluster cfg names. Zero fields of cfg but
+// Coordinators take their defaults from DefaultConfig (so a
+// FailoverTimeout of 0 is the default, not none); the result must pass
+// Validate. New connects
+// lazily: it makes no call, and ctx is only checked (a canceled ctx fails
+// New). Close the client when done.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, rpc.Errorf(rpc.Canceled, "new client: %w", err)
+	}
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
+	log := zerolog.Nop()
+	if cfg.Logger != nil {
+		log = *cfg.Logger
+	}
 	pool := rpc.NewBoundedPool(rpc.PoolConfig{Clock: cfg.Clock})
 	coord := rpc.NewLeader(rpc.LeaderConfig{Addrs: cfg.Coordinators, Timeout: cfg.RPCTimeout, Failover: cfg.FailoverTimeout}, pool, cfg.Clock)
 	return &Client{cfg: cfg, log: log, clock: cfg.Clock, pool: pool, coord: coord}, nil
+}
+
+// withDefaults returns cfg with each zero field set to DefaultConfig's.
+// Coordinators has no default here (a client names its cluster), and the
+// fields whose zero means "the coordinator's default" (ChunkSize,
+// Replication, PageSize, ListPageSize) stay as they are.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	setDefault(&c.FrameSize, d.FrameSize)
+	setDefault(&c.Parallel, d.Parallel)
+	setDefault(&c.Window, d.Window)
+	setDefault(&c.RPCTimeout, d.RPCTimeout)
+	setDefault(&c.FailoverTimeout, d.FailoverTimeout)
+	setDefault(&c.ChunkTimeout, d.ChunkTimeout)
+	setDefault(&c.ProgressTimeout, d.ProgressTimeout)
+	setDefault(&c.Attempts, d.Attempts)
+	setDefault(&c.ReceiptBatch, d.ReceiptBatch)
+	return c
+}
+
+// setDefault sets *v to d when it is zero.
+func setDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
 }
 
 // Close waits (bounded by the reports' own timeout) for background reports
@@ -168,9 +224,21 @@ func (c *Client) datanode(addr string) (dfspb.DataNodeClient, error) {
 }
 
 // Stat returns a file's metadata and its whole chunk map with the
-// replica locations, read from the coordinator a page at a time. A file
-// replaced or deleted between two pages fails with FailedPrecondition.
-func (c *Client) Stat(ctx context.Context, path string) (*dfspb.FileInfo, error) {
+// replica locations, read from the coordinator a page at a time; for a
+// directory it returns IsDir with Path and Modified. A file replaced or
+// deleted between two pages fails with FailedPrecondition; a missing path
+// with NotFound (errors.Is(err, fs.ErrNotExist)).
+func (c *Client) Stat(ctx context.Context, path string) (*FileInfo, error) {
+	ctx = rpc.EnsureRequestID(ctx)
+	fi, err := c.stat(ctx, path)
+	if err != nil {
+		return nil, wrap(ctx, "stat", path, err)
+	}
+	return fromFileInfo(fi), nil
+}
+
+// stat reads path's metadata and whole chunk map.
+func (c *Client) stat(ctx context.Context, path string) (*dfspb.FileInfo, error) {
 	var fi *dfspb.FileInfo
 	err := c.pages(ctx, path, false, nil, 0, func(page *dfspb.FileInfo) error {
 		if fi == nil {
@@ -246,6 +314,9 @@ func (c *Client) pages(ctx context.Context, path string, download bool, at *dfsp
 		if err != nil {
 			return err
 		}
+		if page.GetIsDir() && !download && head == nil {
+			return fn(page) // a directory: no chunk map
+		}
 		if err := checkFileInfo(page); err != nil {
 			return err
 		}
@@ -272,17 +343,19 @@ func (c *Client) pages(ctx context.Context, path string, download bool, at *dfsp
 	}
 }
 
-// Delete removes a file. Its chunks are deleted from the datanodes in the
-// background.
-func (c *Client) Delete(ctx context.Context, path string) error {
-	return wrap("rm", path, c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
-		_, err := cc.DeleteFile(ctx, &dfspb.DeleteFileRequest{Path: path})
-		return err
-	}))
+// Nodes returns the cluster's datanodes and the answering coordinator's
+// state (safe mode, whether it takes writes, the chunks' health).
+func (c *Client) Nodes(ctx context.Context) (*ClusterStatus, error) {
+	ctx = rpc.EnsureRequestID(ctx)
+	out, err := c.nodes(ctx)
+	if err != nil {
+		return nil, wrap(ctx, "nodes", "", err)
+	}
+	return fromListNodes(out), nil
 }
 
-// Nodes returns the cluster's datanodes.
-func (c *Client) Nodes(ctx context.Context) (*dfspb.ListNodesResponse, error) {
+// nodes calls ListNodes.
+func (c *Client) nodes(ctx context.Context) (*dfspb.ListNodesResponse, error) {
 	var out *dfspb.ListNodesResponse
 	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
 		var err error
@@ -292,12 +365,22 @@ func (c *Client) Nodes(ctx context.Context) (*dfspb.ListNodesResponse, error) {
 	return out, err
 }
 
-// wrap prefixes an error with the operation and path.
-func wrap(op, path string, err error) error {
+// wrap prefixes an error with the operation, the path (when not "") and
+// the request ID of ctx: "stat /a/b (request 5f0c...): file not found".
+// The error's kind, and so errors.Is with fs.ErrNotExist and the like,
+// passes through.
+func wrap(ctx context.Context, op, path string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("%s %s: %w", op, ShowPath(path), err)
+	what := op
+	if path != "" {
+		what += " " + ShowPath(path)
+	}
+	if id := rpc.RequestID(ctx); id != "" {
+		what += " (request " + id + ")"
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // ShowPath renders a path for a message: as it is when printable, quoted
@@ -349,7 +432,7 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) error {
 
 // Decommission starts draining a datanode (or stops it, with cancel). id
 // may be a unique prefix of the node ID.
-func (c *Client) Decommission(ctx context.Context, id string, cancel bool) (*dfspb.NodeStatus, error) {
+func (c *Client) Decommission(ctx context.Context, id string, cancel bool) (*NodeStatus, error) {
 	full, err := c.resolveNode(ctx, id)
 	if err != nil {
 		return nil, err
@@ -362,7 +445,14 @@ func (c *Client) Decommission(ctx context.Context, id string, cancel bool) (*dfs
 		}
 		return err
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	if out == nil {
+		return nil, rpc.Errorf(rpc.Internal, "coordinator returned no node status")
+	}
+	n := fromNodeStatus(out)
+	return &n, nil
 }
 
 // resolveNode expands a unique prefix of a node ID.
@@ -373,7 +463,7 @@ func (c *Client) resolveNode(ctx context.Context, id string) (string, error) {
 	if id == "" {
 		return "", rpc.Errorf(rpc.Invalid, "empty node id")
 	}
-	resp, err := c.Nodes(ctx)
+	resp, err := c.nodes(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -394,7 +484,21 @@ func (c *Client) resolveNode(ctx context.Context, id string) (string, error) {
 
 // Fsck checks the files below path and returns those with a problem and
 // the summary.
-func (c *Client) Fsck(ctx context.Context, path string) ([]*dfspb.FsckFile, *dfspb.FsckSummary, error) {
+func (c *Client) Fsck(ctx context.Context, path string) ([]FsckFile, *FsckSummary, error) {
+	ctx = rpc.EnsureRequestID(ctx)
+	files, sum, err := c.fsck(ctx, path)
+	if err != nil {
+		return nil, nil, wrap(ctx, "fsck", path, err)
+	}
+	out := make([]FsckFile, 0, len(files))
+	for _, f := range files {
+		out = append(out, fromFsckFile(f))
+	}
+	return out, fromFsckSummary(sum), nil
+}
+
+// fsck runs Fsck on the wire's types.
+func (c *Client) fsck(ctx context.Context, path string) ([]*dfspb.FsckFile, *dfspb.FsckSummary, error) {
 	var files []*dfspb.FsckFile
 	var sum *dfspb.FsckSummary
 	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {

@@ -56,7 +56,9 @@ func serveCoordinator(t *testing.T, c dfspb.CoordinatorServer) string {
 
 func newClient(t *testing.T, cfg Config) *Client {
 	t.Helper()
-	c, err := New(cfg, zerolog.New(zerolog.NewTestWriter(t)))
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	cfg.Logger = &log
+	c, err := New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,9 +19,13 @@ import (
 // the digests recorded at commit, and a replica that fails or returns bad
 // bytes is skipped for the next one. The file's SHA-256 is checked at the
 // end; bytes that fail a check are never written.
-func (c *Client) Get(ctx context.Context, path string, w io.Writer, progress Progress) (*dfspb.FileInfo, error) {
-	fi, err := c.get(rpc.EnsureRequestID(ctx), path, w, progress)
-	return fi, wrap("get", path, err)
+func (c *Client) Get(ctx context.Context, path string, w io.Writer, progress Progress) (*FileInfo, error) {
+	ctx = rpc.EnsureRequestID(ctx)
+	fi, err := c.get(ctx, path, w, progress)
+	if err != nil {
+		return nil, wrap(ctx, "get", path, err)
+	}
+	return fromFileInfo(fi), nil
 }
 
 type fetched struct {

@@ -14,22 +14,6 @@ import (
 // listing.
 const maxListPage = 10000
 
-// Entry is one entry of a listing: a file, or, in a one-level listing, a
-// directory implied by the files below it.
-type Entry struct {
-	// Path is the entry's absolute path; a directory's has no trailing
-	// slash.
-	Path string
-	// IsDir is true for a directory.
-	IsDir bool
-	// Size, Chunks, Replication and Modified (UTC, to the millisecond)
-	// describe a file; they are zero for a directory.
-	Size        int64
-	Chunks      uint32
-	Replication uint32
-	Modified    time.Time
-}
-
 // ListPages calls fn with the entries below dir, a page at a time, in
 // path order: one level (files, and the directories implied by deeper
 // files), or with recursive every file below dir and no directories. A
@@ -38,7 +22,8 @@ type Entry struct {
 // The next page is asked for only after fn returns, so a listing holds
 // at most one page (Config.ListPageSize entries) in memory however long
 // it is; fn may keep the slice it is given. An error from fn stops the
-// listing and is returned as it is. A missing dir fails with NotFound, an
+// listing and is returned as it is; other errors carry the operation
+// ("ls"), dir and the request ID. A missing dir fails with NotFound, an
 // invalid one with Invalid; a reply that is not a page of a listing (an
 // invalid path, entries out of order or repeated, an empty page that
 // promises more, a page above the coordinator's largest) fails with
@@ -48,7 +33,22 @@ type Entry struct {
 // Each page is read at its own moment, so the listing of a namespace that
 // changes meanwhile is not a snapshot; still each path is listed at most
 // once, and every path that exists throughout the listing is listed.
-func (c *Client) ListPages(ctx context.Context, dir string, recursive bool, fn func(page []Entry) error) error {
+func (c *Client) ListPages(ctx context.Context, dir string, recursive bool, fn func(page []DirEntry) error) error {
+	ctx = rpc.EnsureRequestID(ctx)
+	stopped := false // fn's error, returned as it is
+	err := c.listPages(ctx, dir, recursive, func(page []DirEntry) error {
+		err := fn(page)
+		stopped = err != nil
+		return err
+	})
+	if err != nil && !stopped {
+		return wrap(ctx, "ls", dir, err)
+	}
+	return err
+}
+
+// listPages is ListPages without the wrapping of its errors.
+func (c *Client) listPages(ctx context.Context, dir string, recursive bool, fn func(page []DirEntry) error) error {
 	token, last := "", ""
 	// Each page moves last forward (checked below); ctx bounds the rest.
 	for {
@@ -80,14 +80,14 @@ func (c *Client) ListPages(ctx context.Context, dir string, recursive bool, fn f
 // listPage checks one page of a listing and converts its entries. last is
 // the key (listKey) of the last entry of the pages before; it moves to the
 // last of this one.
-func listPage(resp *dfspb.ListFilesResponse, last *string) ([]Entry, error) {
+func listPage(resp *dfspb.ListFilesResponse, last *string) ([]DirEntry, error) {
 	switch {
 	case len(resp.Entries) > maxListPage:
 		return nil, rpc.Errorf(rpc.Internal, "coordinator returned a page of %d entries (the most is %d)", len(resp.Entries), maxListPage)
 	case len(resp.Entries) == 0 && resp.NextPageToken != "":
 		return nil, rpc.Errorf(rpc.Internal, "coordinator returned an empty page of a listing with more to follow")
 	}
-	page := make([]Entry, 0, len(resp.Entries))
+	page := make([]DirEntry, 0, len(resp.Entries))
 	for _, le := range resp.Entries {
 		if _, err := rpc.ParsePath(le.Path); err != nil {
 			return nil, rpc.Errorf(rpc.Internal, "coordinator listed an invalid path: %w", err)
@@ -97,7 +97,7 @@ func listPage(resp *dfspb.ListFilesResponse, last *string) ([]Entry, error) {
 			return nil, rpc.Errorf(rpc.Internal, "coordinator listed %s after %s: out of order", ShowPath(k), ShowPath(*last))
 		}
 		*last = k
-		e := Entry{Path: le.Path, IsDir: le.IsDir}
+		e := DirEntry{Path: le.Path, IsDir: le.IsDir}
 		if !le.IsDir {
 			e.Size, e.Chunks, e.Replication = le.Size, le.Chunks, le.Replication
 			e.Modified = time.UnixMilli(le.ModifiedUnixMs).UTC()
@@ -116,18 +116,35 @@ func listKey(p string, dir bool) string {
 	return p
 }
 
-// errStopped ends ListPages when the consumer of Entries stops early.
+// errStopped ends ListPages when the consumer of List stops early.
 var errStopped = errors.New("listing stopped by its consumer")
 
-// Entries returns the listing of ListPages as an iterator over entries,
+// ListOptions are the choices of a listing.
+type ListOptions struct {
+	// Recursive lists every file below the directory, and no
+	// directories; without it the listing is one level: files, and the
+	// directories below.
+	Recursive bool
+}
+
+// List returns the listing of ListPages (one level, or with
+// opts.Recursive every file below dir; opts may be nil) as an iterator,
 // reading a page from the coordinator when the one before is used up, so
-// it holds at most one page in memory. An error ends the iteration as its
-// last pair, with a zero Entry. Breaking out of the loop stops the
-// listing; the iterator can be ranged over more than once, each time
-// listing afresh.
-func (c *Client) Entries(ctx context.Context, dir string, recursive bool) iter.Seq2[Entry, error] {
-	return func(yield func(Entry, error) bool) {
-		err := c.ListPages(ctx, dir, recursive, func(page []Entry) error {
+// it holds at most one page in memory however large the directory. An
+// error ends the iteration as its last pair, with a zero DirEntry.
+// Breaking out of the loop stops the listing; the iterator can be ranged
+// over more than once, each time listing afresh.
+//
+//	for e, err := range c.List(ctx, "/logs", nil) {
+//		if err != nil {
+//			return err
+//		}
+//		fmt.Println(e.Path, e.Size)
+//	}
+func (c *Client) List(ctx context.Context, dir string, opts *ListOptions) iter.Seq2[DirEntry, error] {
+	recursive := opts != nil && opts.Recursive
+	return func(yield func(DirEntry, error) bool) {
+		err := c.ListPages(ctx, dir, recursive, func(page []DirEntry) error {
 			for _, e := range page {
 				if !yield(e, nil) {
 					return errStopped
@@ -135,24 +152,8 @@ func (c *Client) Entries(ctx context.Context, dir string, recursive bool) iter.S
 			}
 			return nil
 		})
-		if err != nil && err != errStopped {
-			yield(Entry{}, err)
+		if err != nil && !errors.Is(err, errStopped) {
+			yield(DirEntry{}, err)
 		}
 	}
-}
-
-// List returns the whole listing of ListPages in one slice. Its memory
-// grows with the listing: it is for tests and for directories known to be
-// small. ls, and anything else that may list a large tree, reads it with
-// ListPages or Entries instead.
-func (c *Client) List(ctx context.Context, dir string, recursive bool) ([]Entry, error) {
-	var out []Entry
-	err := c.ListPages(ctx, dir, recursive, func(page []Entry) error {
-		out = append(out, page...)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }

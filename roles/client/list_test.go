@@ -105,9 +105,9 @@ func TestListPagesHoldsOnePage(t *testing.T) {
 	}
 	cl := startListCoordinator(t, fc, size)
 
-	var got []Entry
+	var got []DirEntry
 	pages := 0
-	err := cl.ListPages(t.Context(), "/l", false, func(page []Entry) error {
+	err := cl.ListPages(t.Context(), "/l", false, func(page []DirEntry) error {
 		mu.Lock()
 		defer mu.Unlock()
 		pages++
@@ -118,18 +118,21 @@ func TestListPagesHoldsOnePage(t *testing.T) {
 		got = append(got, page...)
 		return nil
 	})
-	is.NoErr(err)                                                                                                       // listed, and every page asked for with the one before consumed
-	is.Equal(pages, 5)                                                                                                  // in pages of 5
-	is.Equal(fc.calls(), 5)                                                                                             // one call each
-	is.Equal(len(got), n+1)                                                                                             // every entry
-	is.Equal(got[7], Entry{Path: "/l/f0007", Size: 7, Chunks: 1, Replication: 3, Modified: time.UnixMilli(7000).UTC()}) // a file converted
-	is.Equal(got[n], Entry{Path: "/l/z", IsDir: true})                                                                  // a directory, no file fields
+	is.NoErr(err)                                                                                                          // listed, and every page asked for with the one before consumed
+	is.Equal(pages, 5)                                                                                                     // in pages of 5
+	is.Equal(fc.calls(), 5)                                                                                                // one call each
+	is.Equal(len(got), n+1)                                                                                                // every entry
+	is.Equal(got[7], DirEntry{Path: "/l/f0007", Size: 7, Chunks: 1, Replication: 3, Modified: time.UnixMilli(7000).UTC()}) // a file converted
+	is.Equal(got[n], DirEntry{Path: "/l/z", IsDir: true})                                                                  // a directory, no file fields
 	for i := range n {
 		is.Equal(got[i].Path, fmt.Sprintf("/l/f%04d", i)) // in order
 	}
 
-	all, err := cl.List(t.Context(), "/l", false)
-	is.NoErr(err)      // the whole-slice wrapper
+	var all []DirEntry
+	for e, err := range cl.List(t.Context(), "/l", nil) {
+		is.NoErr(err) // the iterator
+		all = append(all, e)
+	}
 	is.Equal(all, got) // lists the same
 }
 
@@ -140,7 +143,7 @@ func TestListPagesCallbackError(t *testing.T) {
 	fc := &listCoordinator{entries: someEntries(20)}
 	cl := startListCoordinator(t, fc, 4)
 	stop := errors.New("enough")
-	err := cl.ListPages(t.Context(), "/l", true, func([]Entry) error { return stop })
+	err := cl.ListPages(t.Context(), "/l", true, func([]DirEntry) error { return stop })
 	is.Equal(err, stop)     // the callback's error
 	is.Equal(fc.calls(), 1) // no page after it
 }
@@ -164,7 +167,7 @@ func TestEntries(t *testing.T) {
 		}
 		cl := startListCoordinator(t, fc, 3)
 		var paths []string
-		for e, err := range cl.Entries(t.Context(), "/l", false) {
+		for e, err := range cl.List(t.Context(), "/l", nil) {
 			is.NoErr(err) // each entry, and each page asked for when the one before was used up
 			mu.Lock()
 			yielded++
@@ -180,7 +183,7 @@ func TestEntries(t *testing.T) {
 		fc := &listCoordinator{entries: someEntries(20)}
 		cl := startListCoordinator(t, fc, 3)
 		n := 0
-		for _, err := range cl.Entries(t.Context(), "/l", false) {
+		for _, err := range cl.List(t.Context(), "/l", nil) {
 			is.NoErr(err) // an entry
 			if n++; n == 4 {
 				break
@@ -199,11 +202,11 @@ func TestEntries(t *testing.T) {
 		}
 		cl := startListCoordinator(t, fc, 3)
 		n, errs := 0, 0
-		for e, err := range cl.Entries(t.Context(), "/l", false) {
+		for e, err := range cl.List(t.Context(), "/l", nil) {
 			if err != nil {
 				errs++
 				is.True(errors.Is(err, rpc.NotFound)) // the coordinator's error, with its kind
-				is.Equal(e, Entry{})                  // and no entry
+				is.Equal(e, DirEntry{})               // and no entry
 				continue
 			}
 			is.Equal(errs, 0) // no entry after the error
@@ -244,7 +247,7 @@ func TestListPagesRefusesBrokenPages(t *testing.T) {
 			cfg.Coordinators = []string{serveCoordinator(t, &pagesCoordinator{pages: tc.pages})}
 			cl := newClient(t, cfg)
 			seen := 0
-			err := cl.ListPages(t.Context(), "/", true, func(page []Entry) error {
+			err := cl.ListPages(t.Context(), "/", true, func(page []DirEntry) error {
 				seen += len(page)
 				return nil
 			})
@@ -256,9 +259,12 @@ func TestListPagesRefusesBrokenPages(t *testing.T) {
 	is := is.New(t)
 	cfg := DefaultConfig()
 	cfg.Coordinators = []string{serveCoordinator(t, &pagesCoordinator{pages: [][]*dfspb.ListEntry{{f("/a-b"), d("/a")}, {f("/a0")}}})}
-	es, err := newClient(t, cfg).List(t.Context(), "/", false)
-	is.NoErr(err)        // in listing order: /a-b, /a/, /a0
-	is.Equal(len(es), 3) // every entry
+	n := 0
+	for _, err := range newClient(t, cfg).List(t.Context(), "/", nil) {
+		is.NoErr(err) // in listing order: /a-b, /a/, /a0
+		n++
+	}
+	is.Equal(n, 3) // every entry
 }
 
 // pagesCoordinator answers ListFiles with fixed pages, whatever is asked:

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"slices"
 	"sync"
@@ -38,9 +39,16 @@ const defaultSessionTimeout = time.Minute
 // before the chunk beyond the limit is sent. The returned metadata holds
 // the whole chunk map, unless the path was replaced again before all of
 // it was read (len(Chunks) < ChunkCount then).
-func (c *Client) Put(ctx context.Context, path string, r io.Reader, size int64, progress Progress) (*dfspb.FileInfo, error) {
-	fi, err := c.put(rpc.EnsureRequestID(ctx), path, r, size, progress)
-	return fi, wrap("put", path, err)
+//
+// Put shares its machinery with Create's Writer, but reads r straight
+// into the chunk buffers: no byte is copied on the way.
+func (c *Client) Put(ctx context.Context, path string, r io.Reader, size int64, progress Progress) (*FileInfo, error) {
+	ctx = rpc.EnsureRequestID(ctx)
+	fi, err := c.put(ctx, path, r, size, progress)
+	if err != nil {
+		return nil, wrap(ctx, "put", path, err)
+	}
+	return fromFileInfo(fi), nil
 }
 
 type putState struct {
@@ -68,18 +76,63 @@ type chunkJob struct {
 	buf   []byte // to return to the pool
 }
 
-func (c *Client) put(ctx context.Context, path string, r io.Reader, size int64, progress Progress) (*dfspb.FileInfo, error) {
+// uploadOptions are the choices of one upload.
+type uploadOptions struct {
+	chunkSize   int64 // 0: the coordinator's default
+	replication int   // 0: the coordinator's default
+	ifNotExist  bool
+	ifVersion   uint64
+	progress    Progress
+}
+
+// upload is one upload in progress, the core of Put and of Writer: its
+// owner takes a free chunk buffer (buffer), fills it and hands it over
+// (submit), which sends it to the datanodes in the background, at most
+// Parallel chunks at once; then end confirms the upload, or aborts it.
+// The buffers are Parallel+1, so an upload holds at most that many chunks
+// whatever its size. An upload is used by one goroutine at a time.
+type upload struct {
+	st     *putState
+	parent context.Context         // the caller's
+	ctx    context.Context         // canceled, with the cause, when a chunk fails
+	cancel context.CancelCauseFunc // cancels ctx
+	size   int64                   // the declared size, or -1
+
+	bufs       chan []byte // free chunk buffers; nil until first used
+	jobs       chan chunkJob
+	workers    sync.WaitGroup
+	stopKeeper context.CancelFunc
+	kept       chan struct{} // closed when the keeper returned
+	stopped    bool
+
+	h     hash.Hash // of the bytes submitted so far
+	total int64     // bytes submitted so far
+	index uint32    // the next chunk's index
+}
+
+// startUpload opens an upload of path with the coordinator and starts the
+// goroutines that send its chunks and record their receipts.
+func (c *Client) startUpload(ctx context.Context, path string, size int64, o uploadOptions) (*upload, error) {
 	if _, err := rpc.ParsePath(path); err != nil {
 		return nil, err
 	}
 	if size < -1 {
 		return nil, rpc.Errorf(rpc.Invalid, "negative size %d", size)
 	}
+	if o.chunkSize != 0 {
+		if err := rpc.CheckChunkSize(o.chunkSize); err != nil {
+			return nil, err
+		}
+	}
+	if o.replication < 0 || o.replication > rpc.MaxReplication {
+		return nil, rpc.Errorf(rpc.Invalid, "replication %d out of range (1 to %d)", o.replication, rpc.MaxReplication)
+	}
 	var open *dfspb.UploadFileResponse
 	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
 		var err error
 		open, err = cc.UploadFile(ctx, &dfspb.UploadFileRequest{
-			Path: path, Size: size, ChunkSize: c.cfg.ChunkSize, Replication: uint32(c.cfg.Replication),
+			Path: path, Size: size, ChunkSize: o.chunkSize, Replication: uint32(o.replication),
+			IfNotExist: o.ifNotExist, IfVersion: o.ifVersion,
 		})
 		return err
 	})
@@ -89,7 +142,7 @@ func (c *Client) put(ctx context.Context, path string, r io.Reader, size int64, 
 	st := &putState{
 		c: c, path: path, session: rpc.SessionID(open.SessionId), chunkSize: open.ChunkSize, plans: open.Chunks,
 		maxChunks: open.MaxChunks, ttl: time.Duration(open.SessionTimeoutMs) * time.Millisecond,
-		progress: progress, receipts: map[uint32]*dfspb.ChunkReceipt{}, full: make(chan struct{}, 1), failed: map[rpc.NodeID]bool{},
+		progress: o.progress, receipts: map[uint32]*dfspb.ChunkReceipt{}, full: make(chan struct{}, 1), failed: map[rpc.NodeID]bool{},
 	}
 	if st.maxChunks == 0 {
 		st.maxChunks = rpc.MaxFileChunks
@@ -97,128 +150,180 @@ func (c *Client) put(ctx context.Context, path string, r io.Reader, size int64, 
 	if st.ttl <= 0 {
 		st.ttl = defaultSessionTimeout
 	}
+	u := &upload{st: st, parent: ctx, size: size, h: sha256.New()}
+	u.ctx, u.cancel = context.WithCancelCause(ctx)
 	if st.chunkSize <= 0 || st.chunkSize > rpc.MaxChunkSize {
-		return nil, rpc.Errorf(rpc.Internal, "coordinator chose chunk size %d", st.chunkSize)
-	}
-	fi, err := st.run(ctx, r, size)
-	if err != nil {
-		// Abort even when ctx is canceled, so the chunks are collected now
-		// rather than when the session expires.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RPCTimeout)
-		defer cancel()
-		if aerr := c.coordinator(actx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
-			_, err := cc.AbortUpload(ctx, &dfspb.AbortUploadRequest{SessionId: open.SessionId})
-			return err
-		}); aerr != nil && rpc.KindOf(aerr) != rpc.NotFound {
-			c.log.Debug().Err(aerr).Msg("abort upload")
-		}
-		if ctx.Err() != nil {
-			return nil, rpc.Errorf(rpc.Canceled, "interrupted; nothing was committed")
-		}
+		_, err := u.end(rpc.Errorf(rpc.Internal, "coordinator chose chunk size %d", st.chunkSize))
 		return nil, err
 	}
-	return fi, nil
-}
-
-// run reads r chunk by chunk, sends the chunks with bounded parallelism and
-// confirms the upload.
-func (st *putState) run(ctx context.Context, r io.Reader, size int64) (*dfspb.FileInfo, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	par := st.c.cfg.Parallel
-	bufs := make(chan []byte, par+1)
+	par := c.cfg.Parallel
+	u.bufs = make(chan []byte, par+1)
 	for range par + 1 {
-		bufs <- nil // allocated on first use, so small files stay small
+		u.bufs <- nil // allocated on first use, so small files stay small
 	}
-	jobs := make(chan chunkJob)
-	kctx, stopKeeper := context.WithCancel(ctx)
-	kept := make(chan struct{})
+	u.jobs = make(chan chunkJob)
+	var kctx context.Context
+	kctx, u.stopKeeper = context.WithCancel(u.ctx)
+	u.kept = make(chan struct{})
 	go func() {
-		defer close(kept)
-		st.keep(kctx, cancel)
+		defer close(u.kept)
+		st.keep(kctx, u.cancel)
 	}()
-	defer func() {
-		stopKeeper()
-		<-kept
-	}()
-	var wg sync.WaitGroup
 	for range par {
-		wg.Go(func() {
-			for j := range jobs {
-				if err := st.sendChunk(ctx, j.index, j.data); err != nil {
-					cancel(err)
+		u.workers.Go(func() {
+			for j := range u.jobs {
+				if err := st.sendChunk(u.ctx, j.index, j.data); err != nil {
+					u.cancel(err)
 				}
-				bufs <- j.buf
+				u.bufs <- j.buf
 			}
 		})
 	}
+	return u, nil
+}
 
-	h := sha256.New()
-	var total int64
-	var readErr error
-	for index := uint32(0); ; index++ {
-		var buf []byte
-		select {
-		case buf = <-bufs:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
+// want is the size of a new chunk buffer: a chunk, or the whole file when
+// it is known to be smaller.
+func (u *upload) want() int64 {
+	if u.size >= 0 {
+		return min(u.st.chunkSize, max(u.size, 1))
+	}
+	return u.st.chunkSize
+}
+
+// buffer waits for a free chunk buffer: one that held a chunk already
+// sent, or nil when the caller is to allocate it (up to want bytes). It
+// fails once the upload has failed.
+func (u *upload) buffer() ([]byte, error) {
+	var buf []byte
+	select {
+	case buf = <-u.bufs:
+	case <-u.ctx.Done():
+	}
+	if u.ctx.Err() != nil {
+		return nil, context.Cause(u.ctx)
+	}
+	return buf, nil
+}
+
+// submit hands buf[:n], the next chunk, to the senders; buf returns to
+// the free buffers once the chunk is stored. n is more than 0.
+func (u *upload) submit(buf []byte, n int) error {
+	if u.index >= u.st.maxChunks {
+		return rpc.Errorf(rpc.Invalid, "input is longer than %d chunks of %s, the most a file may have (the coordinator's --max-file-chunks); use a larger chunk size",
+			u.st.maxChunks, rpc.FormatBytes(u.st.chunkSize))
+	}
+	u.total += int64(n)
+	if u.size >= 0 && u.total > u.size {
+		return rpc.Errorf(rpc.Invalid, "input grew while reading: more than %d bytes", u.size)
+	}
+	u.h.Write(buf[:n])
+	select {
+	case u.jobs <- chunkJob{index: u.index, data: buf[:n], buf: buf}:
+	case <-u.ctx.Done():
+		return context.Cause(u.ctx)
+	}
+	u.index++
+	return nil
+}
+
+// stop waits for the chunks handed over to be sent (or to fail) and stops
+// the keeper.
+func (u *upload) stop() {
+	if u.stopped {
+		return
+	}
+	u.stopped = true
+	if u.jobs != nil {
+		close(u.jobs)
+		u.workers.Wait()
+		u.stopKeeper()
+		<-u.kept
+	}
+}
+
+// end finishes the upload: with err nil it confirms it and returns the
+// committed file; otherwise, or when a chunk failed or the confirm does,
+// it aborts the upload, so that the previous version of the path stays,
+// and returns the error. An upload canceled through the caller's context
+// fails with Canceled.
+func (u *upload) end(err error) (*dfspb.FileInfo, error) {
+	if err != nil {
+		u.cancel(err)
+	}
+	u.stop()
+	if err == nil {
+		err = context.Cause(u.ctx)
+	}
+	if err == nil && u.size >= 0 && u.total != u.size {
+		err = rpc.Errorf(rpc.Invalid, "input ended at %d bytes, expected %d (file changed while reading?)", u.total, u.size)
+	}
+	var fi *dfspb.FileInfo
+	if err == nil {
+		fi, err = u.st.confirm(u.ctx, u.total, u.h.Sum(nil))
+	}
+	u.cancel(nil)
+	if err == nil {
+		return fi, nil
+	}
+	// Abort even when ctx is canceled, so the chunks are collected now
+	// rather than when the session expires.
+	c := u.st.c
+	actx, cancel := context.WithTimeout(context.WithoutCancel(u.parent), c.cfg.RPCTimeout)
+	defer cancel()
+	if aerr := c.coordinator(actx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		_, err := cc.AbortUpload(ctx, &dfspb.AbortUploadRequest{SessionId: string(u.st.session)})
+		return err
+	}); aerr != nil && rpc.KindOf(aerr) != rpc.NotFound {
+		c.log.Debug().Err(aerr).Msg("abort upload")
+	}
+	if u.parent.Err() != nil {
+		return nil, rpc.Errorf(rpc.Canceled, "interrupted; nothing was committed")
+	}
+	return nil, err
+}
+
+func (c *Client) put(ctx context.Context, path string, r io.Reader, size int64, progress Progress) (*dfspb.FileInfo, error) {
+	u, err := c.startUpload(ctx, path, size, uploadOptions{chunkSize: c.cfg.ChunkSize, replication: c.cfg.Replication, progress: progress})
+	if err != nil {
+		return nil, err
+	}
+	return u.end(u.readFrom(r))
+}
+
+// readFrom reads r chunk by chunk straight into the upload's buffers and
+// submits the chunks, up to r's end (or the declared size, which r must
+// end at).
+func (u *upload) readFrom(r io.Reader) error {
+	for {
+		buf, err := u.buffer()
+		if err != nil {
+			return err
 		}
 		if buf == nil {
-			want := st.chunkSize
-			if size >= 0 {
-				want = min(st.chunkSize, max(size, 1))
-			}
-			buf = make([]byte, want)
+			buf = make([]byte, u.want())
 		}
 		n, err := io.ReadFull(r, buf)
 		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-			readErr = rpc.Errorf(rpc.Invalid, "read input: %w", err)
-			break
-		}
-		if n > 0 && index >= st.maxChunks {
-			readErr = rpc.Errorf(rpc.Invalid, "input is longer than %d chunks of %s, the most a file may have (the coordinator's --max-file-chunks); use a larger chunk size",
-				st.maxChunks, rpc.FormatBytes(st.chunkSize))
-			break
+			return rpc.Errorf(rpc.Invalid, "read input: %w", err)
 		}
 		if n > 0 {
-			h.Write(buf[:n])
-			total += int64(n)
-			if size >= 0 && total > size {
-				readErr = rpc.Errorf(rpc.Invalid, "input grew while reading: more than %d bytes", size)
-				break
-			}
-			select {
-			case jobs <- chunkJob{index: index, data: buf[:n], buf: buf}:
-			case <-ctx.Done():
+			if err := u.submit(buf, n); err != nil {
+				return err
 			}
 		}
-		if n < len(buf) || (size >= 0 && total == size) {
+		if n < len(buf) || (u.size >= 0 && u.total == u.size) {
 			break // end of input
 		}
 	}
-	close(jobs)
-	wg.Wait()
-	stopKeeper()
-	<-kept
-	if readErr != nil {
-		return nil, readErr
-	}
-	if err := context.Cause(ctx); err != nil {
-		return nil, err
-	}
-	if size >= 0 && total != size {
-		return nil, rpc.Errorf(rpc.Invalid, "input ended at %d bytes, expected %d (file changed while reading?)", total, size)
-	}
-	if size >= 0 {
+	if u.size >= 0 && u.total == u.size {
 		// The input must end where it said it would.
 		var one [1]byte
 		if n, _ := io.ReadFull(r, one[:]); n > 0 {
-			return nil, rpc.Errorf(rpc.Invalid, "input longer than its declared %d bytes (file changed while reading?)", size)
+			return rpc.Errorf(rpc.Invalid, "input longer than its declared %d bytes (file changed while reading?)", u.size)
 		}
 	}
-	return st.confirm(ctx, total, h.Sum(nil))
+	return nil
 }
 
 // plan returns the placement of chunk index: the one UploadFile returned,

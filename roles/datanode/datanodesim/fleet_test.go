@@ -102,7 +102,7 @@ func TestFleetLeavesSafeMode(t *testing.T) {
 
 	ccfg := client.DefaultConfig()
 	ccfg.Coordinators = []string{addr}
-	cl, err := client.New(ccfg, zerolog.Nop())
+	cl, err := client.New(t.Context(), ccfg)
 	is.NoErr(err) // the client is built
 	defer cl.Close()
 	deadline := time.Now().Add(60 * time.Second)
@@ -111,7 +111,7 @@ func TestFleetLeavesSafeMode(t *testing.T) {
 		if err == nil && !resp.SafeMode && len(resp.Nodes) == nodes {
 			var total int64
 			for _, n := range resp.Nodes {
-				total += n.ChunkCount
+				total += n.Chunks
 			}
 			is.Equal(total, int64(3*files)) // every copy is counted on some node
 			break
@@ -129,11 +129,11 @@ func TestFleetLeavesSafeMode(t *testing.T) {
 	is.True(st.HeartbeatP99 > 0)      // and their latency is recorded
 
 	fi, err := cl.Stat(t.Context(), string(s.Path(1234)))
-	is.NoErr(err)                                            // a restored file is found
-	is.Equal(fi.Size, int64(4<<10))                          // with its size
-	is.Equal(len(fi.Chunks), 1)                              // and its one chunk
-	is.Equal(fi.Chunks[0].ChunkId, string(s.Chunk(1234).ID)) // the synthetic chunk
-	is.Equal(len(fi.Chunks[0].Replicas), 3)                  // located on three nodes
+	is.NoErr(err)                                       // a restored file is found
+	is.Equal(fi.Size, int64(4<<10))                     // with its size
+	is.Equal(len(fi.Chunks), 1)                         // and its one chunk
+	is.Equal(fi.Chunks[0].ID, string(s.Chunk(1234).ID)) // the synthetic chunk
+	is.Equal(len(fi.Chunks[0].Replicas), 3)             // located on three nodes
 
 	_, sum, err := cl.Fsck(t.Context(), "/")
 	is.NoErr(err)                            // fsck runs
