@@ -157,10 +157,17 @@ func (c *Client) Walk(ctx context.Context, root string, fn WalkFunc) error {
 			return nil
 		}
 		return err
-	case err == nil || rpc.KindOf(err) == rpc.NotFound:
-		// A directory: a coordinator may know only of the files below
-		// it, and the listing tells.
+	case err == nil:
 		top = DirEntry{Path: root, IsDir: true}
+	case rpc.KindOf(err) == rpc.NotFound:
+		// Perhaps a directory that the coordinator knows only by the files
+		// below it: the listing tells.
+		err = c.listPages(ctx, root, false, func([]DirEntry) error { return errStopped })
+		if err == nil || errors.Is(err, errStopped) {
+			top = DirEntry{Path: root, IsDir: true}
+			break
+		}
+		fallthrough
 	default:
 		err = fn(root, DirEntry{}, wrap(ctx, "walk", root, err))
 		if errors.Is(err, fs.SkipDir) || errors.Is(err, fs.SkipAll) {

@@ -84,6 +84,9 @@ func (c *Client) Create(ctx context.Context, path string, opts *CreateOptions) (
 // an error the upload is aborted, and every later call fails the same.
 func (w *Writer) Write(p []byte) (int, error) {
 	if w.done {
+		if w.err == nil {
+			return 0, wrap(w.ctx, "create", w.path, errClosed)
+		}
 		return 0, w.err
 	}
 	n := 0
