@@ -230,7 +230,7 @@ func (a *app) decommissionCommand() *cli.Command {
 			}
 			n, err := cl.Decommission(ctx, c.Args().First(), cancel)
 			if err != nil {
-				return fmt.Errorf("admin decommission: %w", err)
+				return err
 			}
 			state := "draining; dfs nodes shows when it is safe to remove"
 			switch {
@@ -401,12 +401,15 @@ func runBackup(ctx context.Context, cl *client.Client, file string) error {
 	err = cl.Backup(ctx, tmp)
 	if err == nil {
 		err = tmp.Sync()
+		if err != nil {
+			err = fmt.Errorf("admin backup: %w", err)
+		}
 	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
+	if cerr := tmp.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("admin backup: %w", cerr)
 	}
 	if err != nil {
-		return fmt.Errorf("admin backup: %w", err)
+		return err
 	}
 	if err := os.Rename(tmp.Name(), file); err != nil {
 		return fmt.Errorf("admin backup: %w", localErr(err))

@@ -399,6 +399,12 @@ func ShowPath(p string) string {
 // by the RPC timeout (ctx bounds it), and it is not retried once data has
 // reached w: a broken backup is an error, never half of one plus a retry.
 func (c *Client) Backup(ctx context.Context, w io.Writer) error {
+	ctx = rpc.EnsureRequestID(ctx)
+	return wrap(ctx, "backup", "", c.backup(ctx, w))
+}
+
+// backup is Backup without the wrapping of its errors.
+func (c *Client) backup(ctx context.Context, w io.Writer) error {
 	var addr string
 	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
 		_, err := cc.ListNodes(ctx, &dfspb.ListNodesRequest{}) // find a coordinator that serves
@@ -433,6 +439,16 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) error {
 // Decommission starts draining a datanode (or stops it, with cancel). id
 // may be a unique prefix of the node ID.
 func (c *Client) Decommission(ctx context.Context, id string, cancel bool) (*NodeStatus, error) {
+	ctx = rpc.EnsureRequestID(ctx)
+	n, err := c.decommission(ctx, id, cancel)
+	if err != nil {
+		return nil, wrap(ctx, "decommission", id, err)
+	}
+	return n, nil
+}
+
+// decommission is Decommission without the wrapping of its errors.
+func (c *Client) decommission(ctx context.Context, id string, cancel bool) (*NodeStatus, error) {
 	full, err := c.resolveNode(ctx, id)
 	if err != nil {
 		return nil, err
