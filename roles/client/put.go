@@ -153,8 +153,7 @@ func (c *Client) startUpload(ctx context.Context, path string, size int64, o upl
 	u := &upload{st: st, parent: ctx, size: size, h: sha256.New()}
 	u.ctx, u.cancel = context.WithCancelCause(ctx)
 	if st.chunkSize <= 0 || st.chunkSize > rpc.MaxChunkSize {
-		_, err := u.end(rpc.Errorf(rpc.Internal, "coordinator chose chunk size %d", st.chunkSize))
-		return nil, err
+		return nil, u.abort(rpc.Errorf(rpc.Internal, "coordinator chose chunk size %d", st.chunkSize))
 	}
 	par := c.cfg.Parallel
 	u.bufs = make(chan []byte, par+1)
@@ -227,6 +226,14 @@ func (u *upload) submit(buf []byte, n int) error {
 	return nil
 }
 
+// abort ends the upload for err at once: the chunks in flight are
+// canceled, and the upload is aborted (see end).
+func (u *upload) abort(err error) error {
+	u.cancel(err)
+	_, err = u.end(err)
+	return err
+}
+
 // stop waits for the chunks handed over to be sent (or to fail) and stops
 // the keeper.
 func (u *upload) stop() {
@@ -242,17 +249,17 @@ func (u *upload) stop() {
 	}
 }
 
-// end finishes the upload: with err nil it confirms it and returns the
-// committed file; otherwise, or when a chunk failed or the confirm does,
-// it aborts the upload, so that the previous version of the path stays,
-// and returns the error. An upload canceled through the caller's context
-// fails with Canceled.
+// end finishes the upload once the chunks handed over are stored (or
+// failed): with err nil it confirms it and returns the committed file;
+// otherwise, or when a chunk failed or the confirm does, it aborts the
+// upload, so that the previous version of the path stays, and returns the
+// error. An upload canceled through the caller's context fails with
+// Canceled.
 func (u *upload) end(err error) (*dfspb.FileInfo, error) {
+	u.stop()
 	if err != nil {
 		u.cancel(err)
-	}
-	u.stop()
-	if err == nil {
+	} else {
 		err = context.Cause(u.ctx)
 	}
 	if err == nil && u.size >= 0 && u.total != u.size {

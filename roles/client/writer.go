@@ -119,12 +119,11 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// fail aborts the upload for err and returns the error every later call
-// returns.
+// fail aborts the upload for err at once (the chunks in flight are
+// canceled) and returns the error every later call returns.
 func (w *Writer) fail(err error) error {
 	w.done = true
-	_, err = w.u.end(err)
-	w.err = wrap(w.ctx, "create", w.path, err)
+	w.err = wrap(w.ctx, "create", w.path, w.u.abort(err))
 	return w.err
 }
 
