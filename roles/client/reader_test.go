@@ -298,6 +298,24 @@ func TestReaderMovesOnlyNeededFrames(t *testing.T) {
 		is.True(bytes.Equal(p[:n], data[tt.off:tt.off+int64(n)])) // the right bytes
 		expect(before, tt.frames*frame+tt.extra)
 	}
+
+	// The first Read after a Seek moves only its frames; the next one, in
+	// order, starts the read-ahead: at most Parallel chunks (4 here).
+	before := sent()
+	_, err := r.Seek(2*chunk+10, io.SeekStart)
+	is.NoErr(err)
+	p := make([]byte, 100)
+	_, err = io.ReadFull(r, p)
+	is.NoErr(err)
+	is.True(bytes.Equal(p, data[2*chunk+10:2*chunk+110]))
+	expect(before, frame) // one frame
+	before = sent()
+	_, err = io.ReadFull(r, p)
+	is.NoErr(err)
+	is.True(bytes.Equal(p, data[2*chunk+110:2*chunk+210])) // read ahead
+	_, err = r.Seek(0, io.SeekStart)                       // ends the read-ahead
+	is.NoErr(err)
+	is.True(sent()-before <= 4*chunk) // no more than Parallel chunks were read ahead
 }
 
 // TestReaderSkipsCorruptReplica damages two of the three copies of frames
@@ -416,4 +434,38 @@ func flipByte(t *testing.T, path string, off int64) {
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestReaderChecksumMismatch: a file read whole and in order whose bytes
+// do not hash to the committed checksum ends with an error, not io.EOF;
+// reads that are not whole, or not in order, do not check it.
+func TestReaderChecksumMismatch(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	_, cl := startReaderCluster(t)
+	size := 5*chunk + 3
+	data := putRandom(t, cl, "/reader/sum", size)
+	r := open(t, cl, "/reader/sum")
+	other := sha256.Sum256([]byte("other"))
+	client.SetCommittedSum(r, other[:])
+
+	all, err := io.ReadAll(r)
+	is.True(err != nil)                                              // the whole read fails
+	is.Equal(rpc.KindOf(err), rpc.Internal)                          // as data that does not match
+	is.True(strings.Contains(err.Error(), "file checksum mismatch")) // saying so
+	is.True(strings.Contains(err.Error(), "/reader/sum"))            // naming the file
+	is.True(bytes.Equal(all, data))                                  // after the bytes (each frame verified)
+	_, err = r.Read(make([]byte, 1))                                 //
+	is.True(err != nil && err != io.EOF)                             // and keeps failing at the end
+
+	r2 := open(t, cl, "/reader/sum")
+	client.SetCommittedSum(r2, other[:])
+	_, err = r2.Seek(chunk, io.SeekStart)
+	is.NoErr(err)
+	tail, err := io.ReadAll(r2)
+	is.NoErr(err) // a read from the middle cannot check the file
+	is.True(bytes.Equal(tail, data[chunk:]))
+	p := make([]byte, size)
+	n, err := r2.ReadAt(p, 0)
+	is.True(n == size && err == nil) // nor does ReadAt
 }
