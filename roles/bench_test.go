@@ -139,6 +139,32 @@ func BenchmarkMetadata(b *testing.B) {
 	}
 }
 
+// BenchmarkReaderRead64MiB reads a 64 MiB file in order through a Reader
+// in 32 KiB Reads (as io.Copy to a writer without ReadFrom would, were
+// Reader not an io.WriterTo), to compare with BenchmarkGet64MiB.
+func BenchmarkReaderRead64MiB(b *testing.B) {
+	cl := benchCluster(b)
+	const size = 64 << 20
+	if _, err := cl.Put(context.Background(), "/bench/large", roles.NewPatternReader(size), size, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(size)
+	buf := make([]byte, 32<<10)
+	for b.Loop() {
+		r, err := cl.Open(context.Background(), "/bench/large")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for err == nil {
+			_, err = r.Read(buf)
+		}
+		r.Close()
+		if err != io.EOF {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkReadAt64KiB reads 64 KiB at random offsets of a 128 MiB file in
 // 64 KiB frames through one Reader, 16 reads in flight (dfs bench's
 // ranged-read figure, in one process).
