@@ -154,12 +154,13 @@ func (r *Reader) readAt(p []byte, off int64) (int, error) {
 	n := int(end - off)
 	cs := r.head.ChunkSize
 	first, last := off/cs, (end-1)/cs
-	read := func(i int64) error {
+	// read reads the bytes of chunk i that p wants.
+	read := func(ctx context.Context, i int64) error {
 		lo, hi := max(off, i*cs), min(end, (i+1)*cs)
-		return r.readRange(r.ctx, uint32(i), lo-i*cs, p[lo-off:hi-off])
+		return r.readRange(ctx, uint32(i), lo-i*cs, p[lo-off:hi-off])
 	}
 	if first == last {
-		if err := read(first); err != nil {
+		if err := read(r.ctx, first); err != nil {
 			return 0, err
 		}
 	} else {
@@ -179,8 +180,7 @@ func (r *Reader) readAt(p []byte, off int64) (int, error) {
 			}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				lo, hi := max(off, i*cs), min(end, (i+1)*cs)
-				if err := r.readRange(ctx, uint32(i), lo-i*cs, p[lo-off:hi-off]); err != nil {
+				if err := read(ctx, i); err != nil {
 					once.Do(func() { failed = err; cancel() })
 				}
 			})
@@ -216,7 +216,8 @@ func (r *Reader) readRange(ctx context.Context, i uint32, off int64, dst []byte)
 // entry in the chunk map) with fetchChunk. When every replica failed, a
 // read of a file that changed meanwhile fails with FailedPrecondition;
 // otherwise the chunk map's page is read again, and if it lists other
-// replicas now (the chunk was repaired or moved), they are tried once.
+// replicas now (the chunk was repaired or moved), they are tried once; if
+// they fail too, the error is the first one.
 func (r *Reader) readChunk(ctx context.Context, i uint32, want func(*dfspb.ChunkInfo) part) error {
 	ch, err := r.chunk(ctx, i, false)
 	if err != nil {
@@ -233,7 +234,12 @@ func (r *Reader) readChunk(ctx context.Context, i uint32, want func(*dfspb.Chunk
 	if ferr != nil || sameReplicas(ch, fresh) {
 		return err
 	}
-	return r.interrupted(ctx, r.c.fetchChunk(ctx, fresh, want(fresh)))
+	if rerr := r.c.fetchChunk(ctx, fresh, want(fresh)); rerr != nil {
+		// The first failure says more: the copies it found bad are out
+		// of service by now, and the retry learns only that.
+		return r.interrupted(ctx, err)
+	}
+	return nil
 }
 
 // interrupted returns err, or Canceled when ctx ended (by Close, the

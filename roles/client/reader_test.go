@@ -469,3 +469,37 @@ func TestReaderChecksumMismatch(t *testing.T) {
 	n, err := r2.ReadAt(p, 0)
 	is.True(n == size && err == nil) // nor does ReadAt
 }
+
+// TestReaderAllCopiesCorrupt damages frame 1 of one chunk in every copy:
+// another frame of the chunk still reads, as only the frames read are
+// verified, and a read that needs the damaged frame fails, saying why.
+func TestReaderAllCopiesCorrupt(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c, cl := startReaderCluster(t, func(cfg *client.Config) { cfg.Attempts = 1 })
+	size := 4*chunk + 10
+	data := putRandom(t, cl, "/reader/allbad", size)
+	fi, err := cl.Stat(t.Context(), "/reader/allbad")
+	is.NoErr(err)
+	bad := fi.Chunks[2]
+	for _, rep := range bad.Replicas {
+		for _, n := range c.Nodes() {
+			if string(n.Node.ID()) == rep.NodeId {
+				flipByte(t, n.Node.Store().ChunkPath(rpc.ChunkID(bad.ChunkId)), frame+5)
+			}
+		}
+	}
+	r := open(t, cl, "/reader/allbad")
+	q := make([]byte, 100)
+	off := 2*chunk + 2*frame
+	_, err = r.ReadAt(q, int64(off))
+	is.NoErr(err)                              // another frame of the chunk reads
+	is.True(bytes.Equal(q, data[off:off+100])) // as only the frames read are verified
+
+	p := make([]byte, 3*chunk)
+	_, err = r.ReadAt(p, chunk)                         // chunks 1 to 3
+	is.True(err != nil)                                 // fails
+	is.Equal(rpc.KindOf(err), rpc.Unavailable)          // no copy could serve the frame
+	is.True(strings.Contains(err.Error(), bad.ChunkId)) // naming the chunk
+	is.True(strings.Contains(err.Error(), "checksum"))  // and why
+}
