@@ -23,9 +23,9 @@ import (
 //
 // The result implements fs.StatFS, fs.ReadDirFS and fs.ReadFileFS. Open
 // of a directory returns an fs.ReadDirFile that reads the listing a page
-// at a time; Open of a file returns an fs.File whose Read streams the
-// file in order, verified as Get verifies it, without holding it whole;
-// nothing is read before the first Read. Errors are *fs.PathError, whose
+// at a time; Open of a file returns an fs.File whose Read reads it through
+// a Reader (see Client.Open), verified, with read-ahead, without holding
+// it whole; nothing is read before the first Read. Errors are *fs.PathError, whose
 // Err keeps the SDK's error (errors.Is(err, fs.ErrNotExist) holds).
 func (c *Client) FS(ctx context.Context) fs.FS {
 	return &dfsFS{c: c, ctx: ctx}
@@ -138,55 +138,88 @@ func (f *dfsFS) ReadFile(name string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// file is an open file of FS: Read streams it with Get through a pipe,
-// started by the first Read.
+// file is an open file of FS: a Reader (so also io.ReaderAt and
+// io.Seeker, as http.FS wants), opened by the first read or seek, so that
+// Open and Stat read no chunk.
 type file struct {
 	fs   *dfsFS
 	name string
 	path string
 	info fileInfo
 
-	r      *io.PipeReader
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the Get returned
+	r      *Reader
 	closed bool
 }
 
 // Stat returns the file's metadata as it was when opened.
 func (f *file) Stat() (fs.FileInfo, error) { return f.info, nil }
 
-// Read reads the next bytes of the file.
-func (f *file) Read(p []byte) (int, error) {
+var (
+	_ io.ReaderAt = (*file)(nil)
+	_ io.Seeker   = (*file)(nil)
+)
+
+// reader returns the file's Reader, opening it on first use.
+func (f *file) reader(op string) (*Reader, error) {
 	if f.closed {
-		return 0, &fs.PathError{Op: "read", Path: f.name, Err: fs.ErrClosed}
+		return nil, &fs.PathError{Op: op, Path: f.name, Err: fs.ErrClosed}
 	}
 	if f.r == nil {
-		ctx, cancel := context.WithCancel(f.fs.ctx)
-		r, w := io.Pipe()
-		f.r, f.cancel, f.done = r, cancel, make(chan struct{})
-		go func() {
-			defer close(f.done)
-			_, err := f.fs.c.Get(ctx, f.path, w, nil)
-			w.CloseWithError(err) // nil: io.EOF for the reader
-		}()
+		r, err := f.fs.c.Open(f.fs.ctx, f.path)
+		if err != nil {
+			return nil, &fs.PathError{Op: op, Path: f.name, Err: err}
+		}
+		f.r = r
 	}
-	n, err := f.r.Read(p)
-	if err != nil && err != io.EOF {
-		err = &fs.PathError{Op: "read", Path: f.name, Err: err}
-	}
-	return n, err
+	return f.r, nil
 }
 
-// Close stops the transfer, if any, and waits for it to end.
+// pathErr wraps a Reader's error, but io.EOF, for op.
+func (f *file) pathErr(op string, err error) error {
+	if err != nil && err != io.EOF {
+		return &fs.PathError{Op: op, Path: f.name, Err: err}
+	}
+	return err
+}
+
+// Read reads the next bytes of the file.
+func (f *file) Read(p []byte) (int, error) {
+	r, err := f.reader("read")
+	if err != nil {
+		return 0, err
+	}
+	n, err := r.Read(p)
+	return n, f.pathErr("read", err)
+}
+
+// ReadAt reads len(p) bytes at off, as io.ReaderAt says.
+func (f *file) ReadAt(p []byte, off int64) (int, error) {
+	r, err := f.reader("read")
+	if err != nil {
+		return 0, err
+	}
+	n, err := r.ReadAt(p, off)
+	return n, f.pathErr("read", err)
+}
+
+// Seek sets where the next Read reads, as io.Seeker says.
+func (f *file) Seek(offset int64, whence int) (int64, error) {
+	r, err := f.reader("seek")
+	if err != nil {
+		return 0, err
+	}
+	n, err := r.Seek(offset, whence)
+	return n, f.pathErr("seek", err)
+}
+
+// Close ends the reads in flight, if any.
 func (f *file) Close() error {
 	if f.closed {
 		return &fs.PathError{Op: "close", Path: f.name, Err: fs.ErrClosed}
 	}
 	f.closed = true
 	if f.r != nil {
-		f.cancel()
-		f.r.CloseWithError(fs.ErrClosed)
-		<-f.done
+		return f.r.Close()
 	}
 	return nil
 }

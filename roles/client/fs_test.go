@@ -26,7 +26,6 @@ func TestFS(t *testing.T) {
 		"a.txt":             []byte("a"),
 		"empty":             nil,
 		"d/b.txt":           []byte("b in d"),
-		"d/big":             randomBytes(3*rolestest.ChunkSize + 7),
 		"d/e/c.txt":         []byte("c in e"),
 		"d/e/f/g.txt":       []byte("g in f"),
 		"d/e/f/h.txt":       []byte("h in f"),
@@ -41,7 +40,15 @@ func TestFS(t *testing.T) {
 		names = append(names, name)
 	}
 	fsys := cl.FS(ctx)
+	// fstest reads every file one byte at a time, with ReadAt too: the
+	// tree it checks holds small files only.
 	is.NoErr(fstest.TestFS(fsys, names...)) // io/fs's conformance test
+
+	// A file of several chunks reads whole, from any offset, and across
+	// chunk boundaries.
+	files["d/big"] = randomBytes(3*rolestest.ChunkSize + 7)
+	_, err := cl.Put(ctx, "/d/big", strings.NewReader(string(files["d/big"])), -1, nil)
+	is.NoErr(err)
 
 	for name, data := range files {
 		got, err := fs.ReadFile(fsys, name)
@@ -55,7 +62,7 @@ func TestFS(t *testing.T) {
 		_, err = fs.Stat(fsys, bad)
 		is.True(errors.Is(err, fs.ErrInvalid)) // for Stat too
 	}
-	_, err := fsys.Open("nope")
+	_, err = fsys.Open("nope")
 	is.True(errors.Is(err, fs.ErrNotExist)) // a missing name
 	_, err = fs.ReadDir(fsys, "a.txt")
 	is.True(err != nil) // a file is no directory
@@ -80,12 +87,22 @@ func TestFS(t *testing.T) {
 	is.NoErr(f.Close())
 	is.True(errors.Is(f.Close(), fs.ErrClosed)) // closed once
 
-	// A file closed halfway stops its transfer.
+	// A file reads at any offset, and closed halfway stops its reads.
 	f, err = fsys.Open("d/big")
 	is.NoErr(err)
 	buf := make([]byte, 100)
 	_, err = io.ReadFull(f, buf)
 	is.NoErr(err)
+	is.Equal(buf, files["d/big"][:100]) // from the start
+	at := int64(rolestest.ChunkSize - 50)
+	_, err = f.(io.ReaderAt).ReadAt(buf, at)
+	is.NoErr(err)
+	is.Equal(buf, files["d/big"][at:at+100]) // across a chunk boundary
+	_, err = f.(io.Seeker).Seek(2*rolestest.ChunkSize, io.SeekStart)
+	is.NoErr(err)
+	rest, err := io.ReadAll(f)
+	is.NoErr(err)
+	is.Equal(rest, files["d/big"][2*rolestest.ChunkSize:]) // after a Seek
 	is.NoErr(f.Close())
 	_, err = f.Read(buf)
 	is.True(errors.Is(err, fs.ErrClosed)) // no read after Close

@@ -60,6 +60,10 @@ type putState struct {
 	ttl       time.Duration
 	plans     []*dfspb.ChunkPlan
 	progress  Progress
+	// ifNotExist and ifVersion are the upload's preconditions, repeated
+	// in the confirm.
+	ifNotExist bool
+	ifVersion  uint64
 
 	mu       sync.Mutex
 	receipts map[uint32]*dfspb.ChunkReceipt
@@ -143,6 +147,7 @@ func (c *Client) startUpload(ctx context.Context, path string, size int64, o upl
 		c: c, path: path, session: rpc.SessionID(open.SessionId), chunkSize: open.ChunkSize, plans: open.Chunks,
 		maxChunks: open.MaxChunks, ttl: time.Duration(open.SessionTimeoutMs) * time.Millisecond,
 		progress: o.progress, receipts: map[uint32]*dfspb.ChunkReceipt{}, full: make(chan struct{}, 1), failed: map[rpc.NodeID]bool{},
+		ifNotExist: o.ifNotExist, ifVersion: o.ifVersion,
 	}
 	if st.maxChunks == 0 {
 		st.maxChunks = rpc.MaxFileChunks
@@ -589,7 +594,8 @@ func (st *putState) confirm(ctx context.Context, size int64, sum []byte) (*dfspb
 			return nil, err
 		}
 		st.mu.Lock()
-		req := &dfspb.ConfirmUploadRequest{SessionId: string(st.session), Size: size, Sha256: sum, Chunks: st.pending, ChunkCount: count}
+		req := &dfspb.ConfirmUploadRequest{SessionId: string(st.session), Size: size, Sha256: sum, Chunks: st.pending, ChunkCount: count,
+			IfNotExist: st.ifNotExist, IfVersion: st.ifVersion}
 		st.pending = nil
 		st.mu.Unlock()
 		resp, err := st.confirmOnce(ctx, req)
