@@ -4,8 +4,9 @@
 //
 // Writing: Create returns a Writer that streams a file's chunks to the
 // datanodes as they fill and commits the file atomically on Close; Put
-// stores a whole io.Reader. Reading: Get writes a whole file to an
-// io.Writer. The namespace: Stat, List (paged, as an iterator), Walk,
+// stores a whole io.Reader. Reading: Open returns a Reader (ReadAt, Read,
+// Seek) that fetches only the chunks and frames a range needs; Get
+// writes a whole file to an io.Writer. The namespace: Stat, List (paged, as an iterator), Walk,
 // Mkdir, MkdirAll, Rename, Copy (server-side, no chunk byte moves),
 // Remove, RemoveAll and Usage. FS adapts a Client to io/fs.
 //

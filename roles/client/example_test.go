@@ -152,6 +152,28 @@ func ExampleClient_Get() {
 	// Output: read me
 }
 
+func ExampleClient_Open() {
+	ctx := context.Background()
+	c := newExampleClient()
+	defer c.Close()
+	if _, err := c.Put(ctx, "/example/open.txt", strings.NewReader("0123456789abcdef"), 16, nil); err != nil {
+		log.Fatal(err)
+	}
+
+	r, err := c.Open(ctx, "/example/open.txt")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	// Only the frames that hold the range are read, verified.
+	buf := make([]byte, 6)
+	if _, err := r.ReadAt(buf, 10); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(string(buf), r.Size())
+	// Output: abcdef 16
+}
+
 func ExampleClient_Stat() {
 	ctx := context.Background()
 	c := newExampleClient()
