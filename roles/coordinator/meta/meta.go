@@ -40,12 +40,23 @@ type Chunk struct {
 	FrameSize int64
 }
 
-// Entry is one row of a directory listing: a file, or a directory implied
-// by the paths below it.
+// Dir is an explicit directory. Every directory is explicit: a Put
+// creates the missing parents of its path, Mkdir creates one, and a
+// directory stays when the last file below it goes (as in POSIX and
+// HDFS). A store written before directories were explicit is upgraded
+// when it opens: the parents of its files are created then (see Upgrader).
+type Dir struct {
+	Path     rpc.Path
+	Modified time.Time
+}
+
+// Entry is one row of a directory listing, or what a path names: a file or
+// a directory. The root is a directory with a zero Dir.Modified.
 type Entry struct {
 	Path  rpc.Path
 	IsDir bool
 	File  *File // nil for directories
+	Dir   *Dir  // nil for files
 }
 
 // ListKey is the position of an entry in a listing: its path, with a
@@ -96,7 +107,11 @@ type Deletion struct {
 // Txn is one atomic change. When Path is set, the txn first checks that
 // the file at Path has version Expect (0: no file at Path) and fails with
 // ErrConflict otherwise; then it stores Put (a new version of Path, whose
-// Version must be Expect+1) or, with Delete, removes the file. The other
+// Version must be Expect+1, creating the missing parent directories of
+// Path with Put.Modified) or, with Delete, removes the file. Instead of
+// Put or Delete, a txn may carry one directory change of Path: Mkdir,
+// Rmdir or Move (see their fields; Expect is then the version of the file
+// Move moves, 0 for a directory). The other
 // fields are applied unconditionally, with the file change: a txn that
 // fails applies none of them. Within each pair the removal follows the
 // addition: a session in both PutUploads and DeleteUploads, a deletion in
@@ -107,6 +122,18 @@ type Txn struct {
 	Expect uint64
 	Put    *File
 	Delete bool
+	// Mkdir creates the directory Path with Mkdir.Modified. It fails with
+	// rpc.Exists when Path is a file or a directory (unless MkdirParents)
+	// or an ancestor is a file, and with rpc.NotFound when the parent is
+	// missing (unless MkdirParents, which creates the missing ancestors).
+	Mkdir        *Dir
+	MkdirParents bool
+	// Rmdir removes the directory Path: rpc.NotFound when there is none
+	// (or Path is a file: rpc.Invalid), ErrNotEmpty when anything is below
+	// it, rpc.Invalid for the root.
+	Rmdir bool
+	// Move renames what Path names (see Move) in the same commit.
+	Move *Move
 
 	PutUploads    []*Upload
 	DeleteUploads []rpc.SessionID
@@ -118,6 +145,28 @@ type Txn struct {
 	Drain   []rpc.NodeID
 	Undrain []rpc.NodeID
 }
+
+// Move renames the file or directory at a txn's Path to To, with
+// everything below a directory, in one atomic commit; a moved file keeps
+// its version, chunks and session. The missing parents of To are created
+// (with Modified). The txn's Expect is the version of the file at Path (0
+// when Path is a directory; a mismatch is ErrConflict, a missing Path
+// rpc.NotFound). Replace is the version of the file at To that the move
+// replaces: 0 when To must not exist (rpc.Exists otherwise; ErrConflict
+// when To is a file at another version). A directory is never replaced,
+// nor moves over a file; moving a directory into itself or below itself
+// is rpc.Invalid, and so is moving the root or onto the root. Moving a
+// path onto itself changes nothing and succeeds. The caller adds the
+// replaced file's chunks to AddDeletions.
+type Move struct {
+	To       rpc.Path
+	Replace  uint64
+	Modified time.Time
+}
+
+// ErrNotEmpty is the cause of the error a Rmdir of a directory with
+// anything below it returns: errors.Is(err, ErrNotEmpty).
+var ErrNotEmpty error = &rpc.Error{Kind: rpc.NotEmpty, Msg: "directory not empty"}
 
 // ErrConflict is the cause of the error Commit returns when Txn.Expect
 // does not match: another commit changed the path first, and the caller
@@ -136,12 +185,16 @@ func Conflict(path rpc.Path, cur, expect uint64) error {
 type Namespace interface {
 	// Get returns the file at p, or an error of kind rpc.NotFound.
 	Get(ctx context.Context, p rpc.Path) (*File, error)
+	// Lookup returns what p names, a file or a directory (the root is
+	// one), or an error of kind rpc.NotFound.
+	Lookup(ctx context.Context, p rpc.Path) (Entry, error)
 	// List returns up to limit entries below dir in key order, starting
 	// after the key after ("" for the first page; then ListKey of the last
-	// entry returned). Without recursive it lists one level, folding deeper
-	// paths into directory entries. A dir that names a file lists that
-	// file; a dir with nothing below it and that is not a file is
-	// rpc.NotFound (the root is always a directory).
+	// entry returned). Without recursive it lists one level: the files and
+	// directories directly below dir. With recursive it lists every file
+	// and directory below dir, each directory before what it holds. A dir
+	// that names a file lists that file; a dir that is neither a file nor
+	// a directory is rpc.NotFound (the root is always a directory).
 	List(ctx context.Context, dir rpc.Path, recursive bool, after string, limit int) ([]Entry, error)
 }
 
@@ -211,6 +264,7 @@ type Snapshotter interface {
 // Record is one item of a snapshot: exactly one field is set.
 type Record struct {
 	File     *File
+	Dir      *Dir
 	Upload   *Upload
 	Deletion *Deletion
 	Drain    *rpc.NodeID // a draining datanode
