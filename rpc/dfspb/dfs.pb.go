@@ -589,7 +589,12 @@ type ConfirmUploadRequest struct {
 	// batch (the same bound as UploadReceipts).
 	Chunks []*ChunkReceipt `protobuf:"bytes,4,rep,name=chunks,proto3" json:"chunks,omitempty"`
 	// chunk_count is the number of chunks of the file.
-	ChunkCount    uint32 `protobuf:"varint,5,opt,name=chunk_count,json=chunkCount,proto3" json:"chunk_count,omitempty"`
+	ChunkCount uint32 `protobuf:"varint,5,opt,name=chunk_count,json=chunkCount,proto3" json:"chunk_count,omitempty"`
+	// if_not_exist and if_version repeat the upload's preconditions (see
+	// UploadFileRequest), which the commit enforces: a session is not
+	// stored with them, so a coordinator that took over still knows them.
+	IfNotExist    bool   `protobuf:"varint,6,opt,name=if_not_exist,json=ifNotExist,proto3" json:"if_not_exist,omitempty"`
+	IfVersion     uint64 `protobuf:"varint,7,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -655,6 +660,20 @@ func (x *ConfirmUploadRequest) GetChunks() []*ChunkReceipt {
 func (x *ConfirmUploadRequest) GetChunkCount() uint32 {
 	if x != nil {
 		return x.ChunkCount
+	}
+	return 0
+}
+
+func (x *ConfirmUploadRequest) GetIfNotExist() bool {
+	if x != nil {
+		return x.IfNotExist
+	}
+	return false
+}
+
+func (x *ConfirmUploadRequest) GetIfVersion() uint64 {
+	if x != nil {
+		return x.IfVersion
 	}
 	return 0
 }
@@ -5492,7 +5511,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\x06digest\x18\x04 \x01(\fR\x06digest\x12\x1d\n" +
 	"\n" +
 	"frame_size\x18\x05 \x01(\x03R\tframeSize\x12\x19\n" +
-	"\bnode_ids\x18\x06 \x03(\tR\anodeIds\"\xb0\x01\n" +
+	"\bnode_ids\x18\x06 \x03(\tR\anodeIds\"\xf1\x01\n" +
 	"\x14ConfirmUploadRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
@@ -5500,7 +5519,11 @@ const file_dfs_proto_rawDesc = "" +
 	"\x06sha256\x18\x03 \x01(\fR\x06sha256\x12,\n" +
 	"\x06chunks\x18\x04 \x03(\v2\x14.dfs.v1.ChunkReceiptR\x06chunks\x12\x1f\n" +
 	"\vchunk_count\x18\x05 \x01(\rR\n" +
-	"chunkCount\"\x8d\x01\n" +
+	"chunkCount\x12 \n" +
+	"\fif_not_exist\x18\x06 \x01(\bR\n" +
+	"ifNotExist\x12\x1d\n" +
+	"\n" +
+	"if_version\x18\a \x01(\x04R\tifVersion\"\x8d\x01\n" +
 	"\x15ConfirmUploadResponse\x12$\n" +
 	"\x04file\x18\x01 \x01(\v2\x10.dfs.v1.FileInfoR\x04file\x12)\n" +
 	"\x10missing_receipts\x18\x02 \x01(\bR\x0fmissingReceipts\x12#\n" +
