@@ -128,7 +128,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	t.heal.uploads = t.uploads
 	t.namespace = &namespace{
 		log: c.log, store: c.store, commits: commits, files: files, paths: t.uploads.paths, locs: t.locs, nodes: t.nodes,
-		safe: t.safe, dels: dels, metrics: c.metrics,
+		safe: t.safe, dels: dels, metrics: c.metrics, refs: t.refs, clock: c.clock,
 	}
 	t.admin = &admin{
 		log: c.log, store: c.store, loader: c.store, commits: commits, nodes: t.nodes, locs: t.locs, heal: t.heal, repair: t.repair,
@@ -308,7 +308,7 @@ func (c *collector) unreference(ctx context.Context, old *meta.File, recorded []
 		listed[d] = true
 	}
 	var late []meta.Deletion
-	for _, d := range c.locs.deletionsOf(old) {
+	for _, d := range c.locs.unusedCopiesOf(old) {
 		if !listed[d] {
 			late = append(late, d)
 		}
