@@ -238,6 +238,10 @@ func (c cacheCommitter) Commit(ctx context.Context, txn *meta.Txn) error {
 	if txn.Path != "" {
 		defer c.files.forget(txn.Path)
 	}
+	if txn.Move != nil {
+		defer c.files.forgetBelow(txn.Path) // a directory's files move too
+		defer c.files.forget(txn.Move.To)
+	}
 	return c.store.Commit(ctx, txn)
 }
 
