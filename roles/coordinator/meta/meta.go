@@ -286,7 +286,9 @@ type ChunkLoader interface {
 // a small fraction of the time a walk takes), so that a term loading them
 // can say how far it is. It is optional.
 type FileCounter interface {
-	// CountFiles returns how many files are committed.
+	// CountFiles returns how many files are committed. It may count the
+	// directories too (an upper bound, close when directories are few
+	// beside files): it only says how far a load is.
 	CountFiles(ctx context.Context) (int, error)
 }
 

@@ -395,7 +395,7 @@ func testChunksWalk(t *testing.T, s meta.Store, _ func() meta.Store) {
 	if c, ok := s.(meta.FileCounter); ok {
 		got, err := c.CountFiles(ctx(t))
 		is.NoErr(err)
-		is.Equal(got, n) // every file counted
+		is.True(got >= n && got <= n+1) // every file counted (and perhaps the directory: see meta.FileCounter)
 	}
 	l, ok := s.(meta.ChunkLoader)
 	if !ok {
