@@ -70,13 +70,43 @@ func ListKey(e Entry) string {
 	return string(e.Path)
 }
 
-// ListStart returns the first key a listing resumes at after the key
-// after: past a directory's whole subtree, or just past a file.
+// ListStart returns the first key a one-level listing resumes at after
+// the key after: past a directory's whole subtree, or just past a file.
 func ListStart(after string) string {
 	if strings.HasSuffix(after, "/") {
 		return after[:len(after)-1] + "0" // '0' follows '/'
 	}
 	return after + "\x00"
+}
+
+// ListResume returns the first key a listing resumes at after the key
+// after: ListStart for a one-level listing; for a recursive one, just past
+// the key, since what a listed directory holds follows it.
+func ListResume(after string, recursive bool) string {
+	if recursive {
+		return after + "\x00"
+	}
+	return ListStart(after)
+}
+
+// DirKey is the key of the directory p in the backends' sorted key space,
+// where files are keyed by their path: p with a trailing slash (the root
+// is never stored). So a directory sorts right before what it holds, in
+// ListKey order.
+func DirKey(p rpc.Path) string { return string(p) + "/" }
+
+// Root is the entry of the root directory, which always exists and is
+// never stored.
+func Root() Entry {
+	return Entry{Path: "/", IsDir: true, Dir: &Dir{Path: "/"}}
+}
+
+// IsBelow reports whether p lies strictly below the directory dir.
+func IsBelow(p, dir rpc.Path) bool {
+	if dir == "/" {
+		return p != "/"
+	}
+	return strings.HasPrefix(string(p), string(dir)+"/")
 }
 
 // Upload is an open metadata session: an upload of a new version of Path.
@@ -111,7 +141,8 @@ type Deletion struct {
 // Path with Put.Modified) or, with Delete, removes the file. Instead of
 // Put or Delete, a txn may carry one directory change of Path: Mkdir,
 // Rmdir or Move (see their fields; Expect is then the version of the file
-// Move moves, 0 for a directory). The other
+// Move moves, 0 for a directory; Mkdir and Rmdir need Expect 0 and check
+// what Path names instead of its version). The other
 // fields are applied unconditionally, with the file change: a txn that
 // fails applies none of them. Within each pair the removal follows the
 // addition: a session in both PutUploads and DeleteUploads, a deletion in
@@ -123,9 +154,11 @@ type Txn struct {
 	Put    *File
 	Delete bool
 	// Mkdir creates the directory Path with Mkdir.Modified. It fails with
-	// rpc.Exists when Path is a file or a directory (unless MkdirParents)
-	// or an ancestor is a file, and with rpc.NotFound when the parent is
-	// missing (unless MkdirParents, which creates the missing ancestors).
+	// rpc.Exists when Path is a file or a directory (unless MkdirParents:
+	// an existing directory, the root included, then changes nothing and
+	// the txn's other fields still apply) or an ancestor is a file, and
+	// with rpc.NotFound when the parent is missing (unless MkdirParents,
+	// which creates the missing ancestors with Mkdir.Modified).
 	Mkdir        *Dir
 	MkdirParents bool
 	// Rmdir removes the directory Path: rpc.NotFound when there is none
@@ -156,8 +189,12 @@ type Txn struct {
 // when To is a file at another version). A directory is never replaced,
 // nor moves over a file; moving a directory into itself or below itself
 // is rpc.Invalid, and so is moving the root or onto the root. Moving a
-// path onto itself changes nothing and succeeds. The caller adds the
-// replaced file's chunks to AddDeletions.
+// path onto itself changes nothing and succeeds (after the checks of
+// Path: it must exist, at version Expect; Replace is not checked). The
+// caller adds the replaced file's chunks to AddDeletions. Moved
+// directories keep their Modified; only the created parents of To get
+// Move.Modified. A backend may bound how many entries one move of a
+// directory rewrites (rpc.ResourceExhausted beyond it; see its docs).
 type Move struct {
 	To       rpc.Path
 	Replace  uint64
@@ -200,8 +237,8 @@ type Namespace interface {
 
 // Committer applies transactions.
 type Committer interface {
-	// Commit applies txn atomically and durably. A Put of a path that is an
-	// implied directory, or below an existing file, fails with rpc.Exists;
+	// Commit applies txn atomically and durably. A Put of a path that is a
+	// directory, or below an existing file, fails with rpc.Exists;
 	// a Delete of a missing file with rpc.NotFound; a version mismatch with
 	// ErrConflict. Nothing of a failed txn is applied. Concurrent commits
 	// may share one fsync.
@@ -214,8 +251,8 @@ type Loader interface {
 	Uploads(ctx context.Context) ([]*Upload, error)
 	// Deletions returns every pending deletion.
 	Deletions(ctx context.Context) ([]Deletion, error)
-	// Files calls fn for every committed file in path order; an error from
-	// fn stops the walk and is returned.
+	// Files calls fn for every committed file in path order (directories
+	// are not files); an error from fn stops the walk and is returned.
 	Files(ctx context.Context, fn func(*File) error) error
 	// Drains returns every draining datanode, sorted by ID.
 	Drains(ctx context.Context) ([]rpc.NodeID, error)
@@ -249,15 +286,18 @@ type ChunkLoader interface {
 // a small fraction of the time a walk takes), so that a term loading them
 // can say how far it is. It is optional.
 type FileCounter interface {
-	// CountFiles returns how many files are committed.
+	// CountFiles returns how many files are committed. It may count the
+	// directories too (an upper bound, close when directories are few
+	// beside files): it only says how far a load is.
 	CountFiles(ctx context.Context) (int, error)
 }
 
 // Snapshotter reads a consistent copy of the whole store, for backups.
 type Snapshotter interface {
 	// Snapshot calls fn with every record of one consistent view of the
-	// store: files, uploads, deletions and drains. fn must not call the
-	// store.
+	// store: files and directories (in ListKey order, so a directory comes
+	// before what it holds), uploads, deletions and drains. fn must not
+	// call the store.
 	Snapshot(ctx context.Context, fn func(Record) error) error
 }
 
@@ -277,7 +317,10 @@ type Initializer interface {
 	// for a store that was never initialized.
 	ClusterID() string
 	// Init makes an empty, uninitialized store the store of cluster id and
-	// loads recs into it (a restore; nil for a new cluster). It fails with
+	// loads recs into it (a restore; nil for a new cluster). The missing
+	// parent directories of a file or directory record are created with
+	// its Modified time (a backup from before directories were explicit
+	// holds none), unless a later record names them. It fails with
 	// rpc.Exists when the store is already initialized, leaving it as it
 	// was; ClusterID then returns the existing ID (another coordinator
 	// sharing the store may have initialized it first). When Init fails part-way, the store stays uninitialized and
@@ -316,11 +359,54 @@ type Store interface {
 
 // CheckTxn validates the shape of a txn before any backend applies it.
 func CheckTxn(txn *Txn) error {
+	changes := 0
+	for _, set := range []bool{txn.Put != nil, txn.Delete, txn.Mkdir != nil, txn.Rmdir, txn.Move != nil} {
+		if set {
+			changes++
+		}
+	}
 	switch {
-	case txn.Path == "" && (txn.Put != nil || txn.Delete):
+	case txn.Path == "" && changes > 0:
 		return rpc.Errorf(rpc.Invalid, "txn changes a file but names no path")
 	case txn.Put != nil && txn.Delete:
 		return rpc.Errorf(rpc.Invalid, "txn both puts and deletes %s", txn.Path)
+	case changes > 1:
+		return rpc.Errorf(rpc.Invalid, "txn makes more than one change of %s (put, delete, mkdir, rmdir, move)", txn.Path)
+	case txn.MkdirParents && txn.Mkdir == nil:
+		return rpc.Errorf(rpc.Invalid, "txn asks for the parents of a mkdir of %s but makes none", txn.Path)
+	}
+	if txn.Path != "" && txn.Path != "/" {
+		if _, err := rpc.ParsePath(string(txn.Path)); err != nil {
+			return rpc.Errorf(rpc.Invalid, "txn names a malformed path: %w", err)
+		}
+	}
+	switch {
+	case txn.Path == "/" && (txn.Put != nil || txn.Delete):
+		return rpc.Errorf(rpc.Invalid, "the root / is a directory, not a file")
+	case txn.Path == "/" && txn.Rmdir:
+		return rpc.Errorf(rpc.Invalid, "the root / cannot be removed")
+	case txn.Path == "/" && txn.Move != nil:
+		return rpc.Errorf(rpc.Invalid, "the root / cannot be moved")
+	case (txn.Mkdir != nil || txn.Rmdir) && txn.Expect != 0:
+		return rpc.Errorf(rpc.Invalid, "txn expects version %d of %s but makes or removes a directory", txn.Expect, txn.Path)
+	case txn.Mkdir != nil && txn.Mkdir.Path != txn.Path:
+		return rpc.Errorf(rpc.Invalid, "txn for %s makes the directory %s", txn.Path, txn.Mkdir.Path)
+	case txn.Mkdir != nil && txn.Mkdir.Modified.IsZero():
+		return rpc.Errorf(rpc.Invalid, "txn makes the directory %s without a modification time", txn.Path)
+	case txn.Move != nil && txn.Move.Modified.IsZero():
+		return rpc.Errorf(rpc.Invalid, "txn moves %s without a modification time", txn.Path)
+	case txn.Move != nil && txn.Move.To == "/":
+		return rpc.Errorf(rpc.Invalid, "cannot move %s onto the root /", txn.Path)
+	}
+	if m := txn.Move; m != nil {
+		if _, err := rpc.ParsePath(string(m.To)); err != nil {
+			return rpc.Errorf(rpc.Invalid, "txn moves %s to a malformed path: %w", txn.Path, err)
+		}
+		if IsBelow(m.To, txn.Path) {
+			return rpc.Errorf(rpc.Invalid, "cannot move %s into itself (%s)", txn.Path, m.To)
+		}
+	}
+	switch {
 	case txn.Put != nil && txn.Put.Path != txn.Path:
 		return rpc.Errorf(rpc.Invalid, "txn for %s puts %s", txn.Path, txn.Put.Path)
 	case txn.Put != nil && txn.Put.Version != txn.Expect+1:
