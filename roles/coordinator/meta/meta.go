@@ -44,7 +44,8 @@ type Chunk struct {
 // creates the missing parents of its path, Mkdir creates one, and a
 // directory stays when the last file below it goes (as in POSIX and
 // HDFS). A store written before directories were explicit is upgraded
-// when it opens: the parents of its files are created then (see Upgrader).
+// when it opens: the parents of its files are created then (see each
+// backend's Open).
 type Dir struct {
 	Path     rpc.Path
 	Modified time.Time

@@ -116,8 +116,9 @@ func checkRmdir(files *bolt.Bucket, p rpc.Path, cur uint64) error {
 }
 
 // checkMove runs a Move's checks; cur is the version of the file at the
-// txn's path. It returns the directories to create.
-func checkMove(files *bolt.Bucket, txn *meta.Txn, cur uint64) ([]rpc.Path, error) {
+// txn's path, maxMove the bound on the entries it rewrites
+// (MaxMoveEntries). It returns the directories to create.
+func checkMove(files *bolt.Bucket, txn *meta.Txn, cur uint64, maxMove int) ([]rpc.Path, error) {
 	p, to := txn.Path, txn.Move.To
 	dir := isDir(files, p)
 	switch {
@@ -147,9 +148,9 @@ func checkMove(files *bolt.Bucket, txn *meta.Txn, cur uint64) ([]rpc.Path, error
 		prefix := dirKey(p)
 		c := files.Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			if n++; n > MaxMoveEntries {
+			if n++; n > maxMove {
 				return nil, rpc.Errorf(rpc.ResourceExhausted,
-					"move %s: the directory holds more than %d files and directories, more than one move may rewrite; move its subdirectories one by one", p, MaxMoveEntries)
+					"move %s: the directory and what it holds are more than %d entries, more than one move may rewrite; move its subdirectories one by one", p, maxMove)
 			}
 		}
 	}

@@ -194,7 +194,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db, path: path, log: opts.Log.With().Str("component", "boltstore").Str("path", path).Logger(),
-		batchDelay: opts.BatchDelay, batchSize: opts.BatchSize, clock: opts.Clock, restoreBatch: defaultRestoreLimits}
+		batchDelay: opts.BatchDelay, batchSize: opts.BatchSize, clock: opts.Clock, restoreBatch: defaultRestoreLimits, maxMove: MaxMoveEntries}
 	if s.clock == nil {
 		s.clock = clockwork.NewRealClock()
 	}

@@ -55,6 +55,10 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	// maxMove bounds the entries one Move rewrites: MaxMoveEntries;
+	// tests lower it.
+	maxMove int
+
 	// applied counts runs of commit functions; tests check that a failed
 	// check does not make bolt re-run the rest of its batch.
 	applied atomic.Int64
@@ -451,7 +455,7 @@ func (s *Store) Commit(ctx context.Context, txn *meta.Txn) error {
 	}
 	// Encode outside the batch: the encoding is the commit's CPU work and
 	// runs in parallel in the callers; the batch only checks and writes.
-	c := &commit{ctx: ctx, txn: txn, applied: &s.applied}
+	c := &commit{ctx: ctx, txn: txn, applied: &s.applied, maxMove: s.maxMove}
 	var err error
 	if txn.Put != nil {
 		if c.file, err = encodeFile(txn.Put); err != nil {
@@ -555,6 +559,8 @@ type commit struct {
 	done    chan error // receives the commit's result
 	// mk lists the directories the commit creates, as check found them.
 	mk []rpc.Path
+	// maxMove bounds the entries a Move rewrites (Store.maxMove).
+	maxMove int
 
 	res error
 }
@@ -593,7 +599,7 @@ func (c *commit) check(tx *bolt.Tx) error {
 	case txn.Rmdir:
 		return checkRmdir(files, p, cur)
 	case txn.Move != nil:
-		c.mk, err = checkMove(files, txn, cur)
+		c.mk, err = checkMove(files, txn, cur, c.maxMove)
 		return err
 	}
 	if txn.Delete && cur == 0 {

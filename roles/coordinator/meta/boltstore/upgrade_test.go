@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -130,4 +131,30 @@ func txID(t *testing.T, path string) int {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// TestMoveBound: a Move of a directory rewrites at most maxMove entries
+// (MaxMoveEntries, lowered here) and refuses more, changing nothing.
+func TestMoveBound(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "meta.db"))
+	defer s.Close()
+	is.NoErr(s.Init(ctx, "6f1c1c3e-2d1b-4e8a-9a57-0c3a1d6b2f10", nil))
+	s.maxMove = 4
+	for _, p := range []rpc.Path{"/d/a", "/d/b", "/d/sub/c"} { // with /d and /d/sub: 5 entries
+		f := metatest.NewFile(string(p), 1, 1)
+		is.NoErr(s.Commit(ctx, &meta.Txn{Path: p, Put: f}))
+	}
+	mv := &meta.Txn{Path: "/d", Move: &meta.Move{To: "/e", Modified: time.Unix(9, 0)}}
+	before := metatest.Dump(t, s)
+	err := s.Commit(ctx, mv)
+	is.True(errors.Is(err, rpc.ResourceExhausted)) // one more than a move may rewrite
+	is.True(strings.Contains(err.Error(), "more than 4 entries"))
+	is.Equal(metatest.Dump(t, s), before) // and nothing moved
+	is.NoErr(s.Commit(ctx, &meta.Txn{Path: "/d/a", Expect: 1, Delete: true}))
+	is.NoErr(s.Commit(ctx, mv)) // at the bound it moves
+	e, err := s.Lookup(ctx, "/e/sub/c")
+	is.NoErr(err)
+	is.True(!e.IsDir)
 }

@@ -3,6 +3,8 @@ package metatest
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -351,4 +353,93 @@ func testDirsDurable(t *testing.T, s meta.Store, reopen func() meta.Store) {
 	is.Equal(kind(t, s, "/du"), "none")
 	is.Equal(kind(t, s, "/moved/du/sub/deeper/c.txt"), "file")
 	is.Equal(fmt.Sprint(keys(t, s, "/empty")), "[/empty/one/]")
+}
+
+// testConcurrentDirs runs puts, deletes, mkdirs, rmdirs and moves of a
+// small tree from several goroutines at once, then checks that the store
+// is a tree: every file and directory has its parent directory, and the
+// walk, the listing and Lookup agree.
+func testConcurrentDirs(t *testing.T, s meta.Store, _ func() meta.Store) {
+	is := is.New(t)
+	initStore(t, s)
+	names := []string{"/t/a", "/t/a/b", "/t/a/b/f", "/t/c", "/t/c/f", "/t/a/g", "/t/d"}
+	const workers, each = 6, 25
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				p := names[(w*7+i*3)%len(names)]
+				q := names[(w*5+i*11+1)%len(names)]
+				var txn *meta.Txn
+				switch (w + i) % 5 {
+				case 0:
+					e, err := s.Lookup(ctx(t), rpc.Path(p))
+					v := uint64(0)
+					if err == nil && !e.IsDir {
+						v = e.File.Version
+					}
+					txn = &meta.Txn{Path: rpc.Path(p), Expect: v, Put: NewFile(p, 1, v+1)}
+				case 1:
+					e, err := s.Lookup(ctx(t), rpc.Path(p))
+					if err != nil || e.IsDir {
+						continue
+					}
+					txn = &meta.Txn{Path: rpc.Path(p), Expect: e.File.Version, Delete: true}
+				case 2:
+					txn = &meta.Txn{Path: rpc.Path(p), Mkdir: &meta.Dir{Path: rpc.Path(p), Modified: dirTime}, MkdirParents: i%2 == 0}
+				case 3:
+					txn = &meta.Txn{Path: rpc.Path(p), Rmdir: true}
+				default:
+					e, err := s.Lookup(ctx(t), rpc.Path(p))
+					if err != nil {
+						continue
+					}
+					v := uint64(0)
+					if !e.IsDir {
+						v = e.File.Version
+					}
+					txn = &meta.Txn{Path: rpc.Path(p), Expect: v, Move: &meta.Move{To: rpc.Path(q), Modified: dirTime}}
+				}
+				err := s.Commit(ctx(t), txn)
+				switch k := rpc.KindOf(err); {
+				case err == nil, errors.Is(err, meta.ErrConflict), k == rpc.NotFound, k == rpc.Exists, k == rpc.Invalid, k == rpc.NotEmpty:
+				default:
+					t.Errorf("commit %+v: unexpected error %v", txn, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	all := keys(t, s, "/")
+	set := map[string]bool{}
+	for _, k := range all {
+		set[k] = true
+	}
+	for _, k := range all {
+		p := rpc.Path(strings.TrimSuffix(k, "/"))
+		if d := p.Dir(); d != "/" {
+			is.True(set[meta.DirKey(d)]) // every entry's parent is a directory
+		}
+		if strings.HasSuffix(k, "/") {
+			is.True(!set[string(p)]) // no path is both a file and a directory
+			is.Equal(kind(t, s, string(p)), "dir")
+		} else {
+			is.Equal(kind(t, s, string(p)), "file")
+		}
+	}
+	files := 0
+	is.NoErr(s.Files(ctx(t), func(f *meta.File) error {
+		is.True(set[string(f.Path)]) // the walk and the listing agree
+		files++
+		return nil
+	}))
+	dirs := 0
+	for _, k := range all {
+		if strings.HasSuffix(k, "/") {
+			dirs++
+		}
+	}
+	is.Equal(files+dirs, len(all))
 }

@@ -44,6 +44,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"MoveDir", testMoveDir},
 		{"MoveFailsCleanly", testMoveFailsCleanly},
 		{"DirsDurable", testDirsDurable},
+		{"ConcurrentDirs", testConcurrentDirs},
 		{"FailedTxnAppliesNothing", testFailedTxn},
 		{"List", testList},
 		{"ListPaging", testListPaging},
