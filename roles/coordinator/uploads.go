@@ -260,14 +260,14 @@ type receipt struct {
 
 // begin opens a metadata session for a new version of a path.
 // conflict refuses an upload to p that its commit would refuse (see
-// meta.Committer): p is a directory (files live below it), or one of its
+// meta.Committer): p is a directory (an empty one too), or one of its
 // parents is a file. Checked as the upload opens, so that no byte is sent
 // (three copies of it) for a commit bound to fail; the commit checks again,
 // in its transaction, against what changed meanwhile.
 func (up *uploads) conflict(ctx context.Context, p rpc.Path) error {
-	entries, err := up.store.List(ctx, p, false, "", 1)
+	e, err := up.store.Lookup(ctx, p)
 	switch {
-	case err == nil && len(entries) > 0 && (entries[0].Path != p || entries[0].IsDir):
+	case err == nil && e.IsDir:
 		return rpc.Errorf(rpc.Exists, "%s is a directory", p)
 	case err != nil && rpc.KindOf(err) != rpc.NotFound:
 		return err

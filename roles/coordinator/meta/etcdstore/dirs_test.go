@@ -106,3 +106,76 @@ func TestMoveBound(t *testing.T) {
 	}))
 	is.Equal(n, max-1)
 }
+
+// TestCommitRaces makes another coordinator's commit land between a
+// commit's read and its txn: the txn's compares catch every change the
+// plan rested on, and the commit, planned again, ends as Mem would after
+// the other commit.
+func TestCommitRaces(t *testing.T) {
+	eps := etcdtest.Start(t)
+	at := time.Unix(9, 0)
+	put := func(p string) *meta.Txn { return &meta.Txn{Path: rpc.Path(p), Put: metatest.NewFile(p, 1, 1)} }
+	mkdir := func(p string) *meta.Txn {
+		return &meta.Txn{Path: rpc.Path(p), Mkdir: &meta.Dir{Path: rpc.Path(p), Modified: at}, MkdirParents: true}
+	}
+	mv := func(from, to string) *meta.Txn {
+		return &meta.Txn{Path: rpc.Path(from), Move: &meta.Move{To: rpc.Path(to), Modified: at}}
+	}
+	for _, tc := range []struct {
+		name        string
+		setup       []*meta.Txn
+		txn, other  *meta.Txn
+		wantErr     error
+		exist, gone []string
+	}{
+		{"rmdir vs a put below", []*meta.Txn{mkdir("/r")}, &meta.Txn{Path: "/r", Rmdir: true}, put("/r/f"), meta.ErrNotEmpty, []string{"/r/f"}, nil},
+		{"put vs a rmdir of its parent", []*meta.Txn{mkdir("/p")}, put("/p/q/f"), &meta.Txn{Path: "/p", Rmdir: true}, nil, []string{"/p", "/p/q", "/p/q/f"}, nil},
+		{"put vs a file at a missing parent", []*meta.Txn{mkdir("/m")}, put("/m/x/f"), put("/m/x"), rpc.Exists, []string{"/m/x"}, []string{"/m/x/f"}},
+		{"put vs a mkdir of its path", nil, put("/f"), mkdir("/f"), rpc.Exists, []string{"/f"}, nil},
+		{"mkdir vs a put of its path", nil, &meta.Txn{Path: "/k", Mkdir: &meta.Dir{Path: "/k", Modified: at}}, put("/k"), rpc.Exists, []string{"/k"}, nil},
+		{"move vs a put below", []*meta.Txn{put("/s/a")}, mv("/s", "/t"), put("/s/new"), nil, []string{"/t/a", "/t/new"}, []string{"/s", "/s/new"}},
+		{"move vs a delete below", []*meta.Txn{put("/s/a"), put("/s/b")}, mv("/s", "/t"), &meta.Txn{Path: "/s/a", Expect: 1, Delete: true},
+			nil, []string{"/t/b"}, []string{"/t/a", "/s"}},
+		{"move vs a move of its target's parent", []*meta.Txn{put("/s/a"), mkdir("/u")}, mv("/s", "/u/t"), mv("/u", "/v"),
+			nil, []string{"/u/t/a", "/v"}, []string{"/s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := is.New(t)
+			s := open(t, eps, Options{})
+			initStore(t, s)
+			other := open(t, eps, Options{Prefix: s.pfx})
+			mem := metatest.NewMem()
+			is.NoErr(mem.Init(testCtx(t), s.ClusterID(), nil))
+			for _, txn := range tc.setup {
+				is.NoErr(s.Commit(testCtx(t), txn))
+				is.NoErr(mem.Commit(testCtx(t), txn))
+			}
+			h := hookStore(s)
+			h.failTxn = func(n int64) error {
+				if n == 2 { // after the read, before the txn
+					is.NoErr(other.Commit(testCtx(t), tc.other))
+				}
+				return nil
+			}
+			err := s.Commit(testCtx(t), tc.txn)
+			is.True(h.txns.Load() > 2) // the txn failed its compares and was planned again
+			if tc.wantErr == nil {
+				is.NoErr(err)
+			} else {
+				is.True(errors.Is(err, tc.wantErr)) // the commit fails as it would after the other
+			}
+			is.NoErr(mem.Commit(testCtx(t), tc.other))
+			merr := mem.Commit(testCtx(t), tc.txn)
+			is.Equal(rpc.KindOf(merr), rpc.KindOf(err))          // as Mem decides
+			is.Equal(metatest.Dump(t, s), metatest.Dump(t, mem)) // and to the state Mem reaches
+			for _, p := range tc.exist {
+				_, err := s.Lookup(testCtx(t), rpc.Path(p))
+				is.NoErr(err)
+			}
+			for _, p := range tc.gone {
+				_, err := s.Lookup(testCtx(t), rpc.Path(p))
+				is.True(errors.Is(err, rpc.NotFound))
+			}
+		})
+	}
+}
