@@ -19,8 +19,28 @@ type FrameSender interface {
 // bytes against the digests recorded when the chunk was written. The final
 // frame carries the stored chunk digest.
 func SendStored(ctx context.Context, stream FrameSender, id rpc.ChunkID, r io.ReaderAt, size, frameSize int64, frames [][]byte, chunkDigest []byte) error {
-	buf := make([]byte, min(frameSize, max(size, 1)))
-	for i, off := 0, int64(0); off < size; i, off = i+1, off+frameSize {
+	return sendStored(ctx, stream, id, r, size, frameSize, frames, chunkDigest, 0, size)
+}
+
+// SendStoredFrames streams the frames fr picks of a stored chunk, as
+// SendStored streams them all: each frame at its offset in the chunk with
+// its stored digest. The last frame of the range is marked final and
+// carries the chunk digest, so that the reader knows the stream is
+// complete; it verifies each frame against the frame digests it was given
+// (see Fetch). fr must lie within the chunk (see CheckFrameRange).
+func SendStoredFrames(ctx context.Context, stream FrameSender, id rpc.ChunkID, r io.ReaderAt, size, frameSize int64, frames [][]byte, chunkDigest []byte, fr FrameRange) error {
+	if err := CheckFrameRange(fr, size, frameSize); err != nil {
+		return rpc.Errorf(rpc.Internal, "chunk %s: %w", id, err)
+	}
+	return sendStored(ctx, stream, id, r, size, frameSize, frames, chunkDigest, int64(fr.First)*frameSize, min(int64(fr.Last+1)*frameSize, size))
+}
+
+// sendStored streams the frames of a stored chunk from offset from (a
+// frame boundary) to offset to (a frame boundary or size); the last one
+// is final.
+func sendStored(ctx context.Context, stream FrameSender, id rpc.ChunkID, r io.ReaderAt, size, frameSize int64, frames [][]byte, chunkDigest []byte, from, to int64) error {
+	buf := make([]byte, min(frameSize, max(to-from, 1)))
+	for i, off := int(from/frameSize), from; off < to; i, off = i+1, off+frameSize {
 		if err := ctx.Err(); err != nil {
 			return rpc.Errorf(rpc.Canceled, "chunk %s: download canceled", id)
 		}
@@ -32,13 +52,32 @@ func SendStored(ctx context.Context, stream FrameSender, id rpc.ChunkID, r io.Re
 			return rpc.Errorf(rpc.Internal, "chunk %s: stored frame digests end at frame %d", id, i)
 		}
 		f := &dfspb.ChunkDataStream{ChunkId: string(id), Data: buf[:n], Offset: off, PartialChecksum: frames[i]}
-		if off+n == size {
+		if off+n == to {
 			f.IsFinal = true
 			f.ChunkChecksum = chunkDigest
 		}
 		if err := stream.Send(f); err != nil {
 			return rpc.FromStatus(err)
 		}
+	}
+	return nil
+}
+
+// FrameCount returns the number of frames of a chunk of size bytes in
+// frames of frameSize (both positive).
+func FrameCount(size, frameSize int64) int {
+	return int((size + frameSize - 1) / frameSize)
+}
+
+// CheckFrameRange checks that fr picks frames of a chunk of size bytes in
+// frames of frameSize: an Invalid error says what is out of range.
+func CheckFrameRange(fr FrameRange, size, frameSize int64) error {
+	n := FrameCount(size, frameSize)
+	switch {
+	case fr.First < 0 || fr.First >= n:
+		return rpc.Errorf(rpc.Invalid, "first frame %d out of range: the chunk has %d frames (0 to %d)", fr.First, n, n-1)
+	case fr.Last < fr.First || fr.Last >= n:
+		return rpc.Errorf(rpc.Invalid, "frames %d to %d out of range: the chunk has %d frames (0 to %d)", fr.First, fr.Last, n, n-1)
 	}
 	return nil
 }

@@ -37,8 +37,10 @@ type Download struct {
 	Heard func() time.Time
 	// Clock runs the progress deadline; nil is the real clock.
 	Clock clockwork.Clock
-	// Frames, if set, picks the frames written to the caller; nil is every
-	// frame. The whole chunk is still read and verified.
+	// Frames, if set, picks the frames to read; nil is the whole chunk.
+	// Only those frames are streamed: each is verified against the chunk's
+	// frame digests, which the datanode sends and which must hash to the
+	// committed chunk digest.
 	Frames *FrameRange
 }
 
@@ -49,7 +51,8 @@ type FrameRange struct {
 }
 
 // Fetched is what a successful Fetch verified: the chunk's frame digests
-// and its digest (the committed one).
+// (all of them, for a range of frames too) and its digest (the committed
+// one).
 type Fetched struct {
 	FrameDigests [][]byte
 	Digest       []byte
@@ -132,10 +135,24 @@ func blame(f Fault, err error) error { return &fetchError{fault: f, err: err} }
 // a stall, NotFound when the datanode holds no such chunk, and otherwise
 // the datanode's status; a writer's error comes back unchanged inside.
 // Canceling ctx ends the fetch.
+//
+// With d.Frames set, Fetch reads those frames alone: it asks for the
+// chunk's frame digests with the prepare, checks that they hash to the
+// datanode's chunk digest (which must agree with the committed one, as
+// for a whole chunk), streams the range and checks each frame against its
+// digest as it arrives. A frame digest list that does not add up is
+// SourceCorrupt, as are bytes that fail their digest; w gets only
+// verified frames, and the range is whole when Fetch returns nil. A range
+// outside the chunk is Internal (the caller's mistake).
 func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 	id := d.ChunkID
 	if d.Digest == nil || d.Size <= 0 || d.FrameSize <= 0 || d.From == nil {
 		return Fetched{}, rpc.Errorf(rpc.Internal, "chunk %s: fetch without a committed chunk or a source", id)
+	}
+	if d.Frames != nil {
+		if err := CheckFrameRange(*d.Frames, d.Size, d.FrameSize); err != nil {
+			return Fetched{}, rpc.Errorf(rpc.Internal, "chunk %s: bad frame range: %v", id, err)
+		}
 	}
 	ctx, wd := NewWatchdog(ctx, d.Clock, d.ProgressTimeout, d.Peer)
 	defer wd.Stop()
@@ -156,7 +173,7 @@ func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 	if d.PrepareTimeout > 0 {
 		pctx, cancel = context.WithTimeout(ctx, d.PrepareTimeout)
 	}
-	prep, err := d.From.PrepareChunkDownload(pctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: string(id)})
+	prep, err := d.From.PrepareChunkDownload(pctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: string(id), FrameDigests: d.Frames != nil})
 	cancel()
 	if err != nil {
 		return Fetched{}, failed(err)
@@ -166,6 +183,9 @@ func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 		return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Internal,
 			"holds a different chunk than was committed (size %d, frame size %d, digest %.6x; committed %d, %d, %.6x)",
 			prep.Size, prep.FrameSize, prep.ChunkChecksum, d.Size, d.FrameSize, d.Digest))
+	}
+	if d.Frames != nil {
+		return fetchFrames(ctx, d, prep, wd, failed, w)
 	}
 	stream, err := d.From.DownloadChunkStream(ctx, &dfspb.DownloadChunkStreamRequest{SessionId: prep.SessionId})
 	if err != nil {
@@ -177,9 +197,6 @@ func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 	exp := d.Expect
 	exp.Digest = prep.ChunkChecksum
 	v, fault, err := receive(wd.Receiver(stream), exp, func(off int64, data []byte) error {
-		if !d.Frames.has(int(off / d.FrameSize)) {
-			return nil
-		}
 		wd.Pause()
 		_, err := w.Write(data)
 		wd.Kick()
@@ -191,9 +208,85 @@ func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 	return Fetched{FrameDigests: v.FrameDigests(), Digest: v.Sum()}, nil
 }
 
-// has reports whether frame i is in r; a nil range has every frame.
-func (r *FrameRange) has(i int) bool {
-	return r == nil || (i >= r.First && i <= r.Last)
+// fetchFrames is Fetch of the frames d.Frames picks, once the prepare
+// (with the frame digests) agreed with the committed chunk.
+func fetchFrames(ctx context.Context, d Download, prep *dfspb.PrepareChunkDownloadResponse, wd *Watchdog, failed func(error) error, w io.Writer) (Fetched, error) {
+	id, fr := d.ChunkID, *d.Frames
+	// The frame digests are trusted once they hash to the chunk digest,
+	// itself checked against the committed one.
+	frames := prep.FrameDigests
+	if n := FrameCount(d.Size, d.FrameSize); len(frames) != n {
+		return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Invalid, "chunk %s: %d frame digests for %d frames", id, len(frames), n))
+	}
+	cd := NewChunkDigest()
+	for _, fd := range frames {
+		if len(fd) != rpc.DigestSize {
+			return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Invalid, "chunk %s: a frame digest of %d bytes", id, len(fd)))
+		}
+		cd.Add(fd)
+	}
+	if sum := cd.Sum(); !Equal(sum, prep.ChunkChecksum) {
+		return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Invalid, "chunk %s: frame digests do not match the chunk checksum (expected %s, computed %s)",
+			id, short(prep.ChunkChecksum), short(sum)))
+	}
+
+	stream, err := d.From.DownloadChunkStream(ctx, &dfspb.DownloadChunkStreamRequest{
+		SessionId: prep.SessionId, FirstFrame: uint32(fr.First), FrameCount: uint32(fr.Last - fr.First + 1),
+	})
+	if err != nil {
+		return Fetched{}, failed(err)
+	}
+	recv := wd.Receiver(stream)
+	for i := fr.First; i <= fr.Last; i++ {
+		f, err := recv.Recv()
+		if errors.Is(err, io.EOF) {
+			return Fetched{}, blame(SourceFailed, rpc.Errorf(rpc.Unavailable, "chunk %s: stream of frames %d to %d ended at frame %d", id, fr.First, fr.Last, i))
+		}
+		if err != nil {
+			return Fetched{}, failed(err)
+		}
+		if err := checkFrame(f, d.Expect, i, i == fr.Last, frames[i]); err != nil {
+			return Fetched{}, blame(SourceCorrupt, err)
+		}
+		wd.Pause()
+		_, err = w.Write(f.Data)
+		wd.Kick()
+		if err != nil {
+			return Fetched{}, blame(WriterFailed, err)
+		}
+	}
+	// The datanode ends the stream after the range; reading its end lets
+	// the call finish cleanly on both sides.
+	if f, err := recv.Recv(); err == nil {
+		return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Invalid, "chunk %s: frame at offset %d after the last frame asked for", id, f.Offset))
+	} else if !errors.Is(err, io.EOF) {
+		return Fetched{}, failed(err)
+	}
+	return Fetched{FrameDigests: frames, Digest: prep.ChunkChecksum}, nil
+}
+
+// checkFrame verifies frame i of the chunk exp describes, received in a
+// stream of a range of frames whose last one is final: its offset, size
+// and bytes against its digest fd. It returns an Invalid error naming
+// what is wrong.
+func checkFrame(f *dfspb.ChunkDataStream, exp Expect, i int, final bool, fd []byte) error {
+	id := exp.ChunkID
+	off := int64(i) * exp.FrameSize
+	size := min(exp.FrameSize, exp.Size-off)
+	switch {
+	case f.ChunkId != "" && f.ChunkId != string(id):
+		return rpc.Errorf(rpc.Invalid, "chunk %s: frame names chunk %q", id, f.ChunkId)
+	case f.Offset != off:
+		return rpc.Errorf(rpc.Invalid, "chunk %s: frame at offset %d, expected %d", id, f.Offset, off)
+	case int64(len(f.Data)) != size:
+		return rpc.Errorf(rpc.Invalid, "chunk %s: frame %d of %d bytes, expected %d", id, i, len(f.Data), size)
+	case f.IsFinal != final:
+		return rpc.Errorf(rpc.Invalid, "chunk %s: frame %d final %t, expected %t", id, i, f.IsFinal, final)
+	}
+	if got := FrameDigest(f.Data); !Equal(got, fd) {
+		return rpc.Errorf(rpc.Invalid, "chunk %s: frame checksum mismatch at offset %d (expected %s, computed %s)", id, off, short(fd), short(got))
+	}
+	return nil
 }
 
 // sliceWriter writes into a byte slice, in order.

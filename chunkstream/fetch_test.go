@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,7 +34,9 @@ type fakeNode struct {
 	stallFrom int                                       // with stall set, the frames sent before the stream stalls
 	stall     bool                                      // the stream stops after stallFrom frames until the call ends
 	cut       int                                       // if > 0, the stream ends cleanly after cut frames
+	whole     bool                                      // a range asked for is ignored: the whole chunk streams
 	downloads atomic.Int32                              // DownloadChunkStream calls
+	sent      atomic.Int32                              // frames sent
 }
 
 func (f *fakeNode) PrepareChunkDownload(ctx context.Context, req *dfspb.PrepareChunkDownloadRequest) (*dfspb.PrepareChunkDownloadResponse, error) {
@@ -42,6 +45,9 @@ func (f *fakeNode) PrepareChunkDownload(ctx context.Context, req *dfspb.PrepareC
 	}
 	resp := &dfspb.PrepareChunkDownloadResponse{
 		SessionId: string(testSession), Size: int64(len(f.chunk.data)), FrameSize: f.chunk.frameSize, ChunkChecksum: f.chunk.digest,
+	}
+	if req.FrameDigests {
+		resp.FrameDigests = slices.Clone(f.chunk.frames)
 	}
 	if f.claim != nil {
 		f.claim(resp)
@@ -54,14 +60,24 @@ func (f *fakeNode) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, st
 	if req.SessionId != string(testSession) {
 		return status.Errorf(codes.NotFound, "unknown download session %s", req.SessionId)
 	}
-	out := chunkstream.FrameSender(stream)
+	out := chunkstream.FrameSender(&countingSender{FrameSender: stream, n: &f.sent})
 	switch {
 	case f.stall:
-		out = &stallingSender{FrameSender: stream, left: f.stallFrom, ctx: stream.Context()}
+		out = &stallingSender{FrameSender: out, left: f.stallFrom, ctx: stream.Context()}
 	case f.cut > 0:
-		out = &cuttingSender{FrameSender: stream, left: f.cut}
+		out = &cuttingSender{FrameSender: out, left: f.cut}
 	}
-	err := chunkstream.SendStored(stream.Context(), out, testID, bytes.NewReader(f.chunk.data), int64(len(f.chunk.data)), f.chunk.frameSize, f.chunk.frames, f.chunk.digest)
+	c := f.chunk
+	var err error
+	if (req.FirstFrame != 0 || req.FrameCount != 0) && !f.whole {
+		fr := chunkstream.FrameRange{First: int(req.FirstFrame), Last: int(req.FirstFrame + req.FrameCount - 1)}
+		if req.FrameCount == 0 {
+			fr.Last = len(c.frames) - 1
+		}
+		err = chunkstream.SendStoredFrames(stream.Context(), out, testID, bytes.NewReader(c.data), int64(len(c.data)), c.frameSize, c.frames, c.digest, fr)
+	} else {
+		err = chunkstream.SendStored(stream.Context(), out, testID, bytes.NewReader(c.data), int64(len(c.data)), c.frameSize, c.frames, c.digest)
+	}
 	if errors.Is(err, errCut) {
 		return nil // the stream ends early, with no error
 	}
@@ -81,6 +97,17 @@ func (s *stallingSender) Send(f *dfspb.ChunkDataStream) error {
 		return s.ctx.Err()
 	}
 	s.left--
+	return s.FrameSender.Send(f)
+}
+
+// countingSender counts the frames it sends.
+type countingSender struct {
+	chunkstream.FrameSender
+	n *atomic.Int32
+}
+
+func (s *countingSender) Send(f *dfspb.ChunkDataStream) error {
+	s.n.Add(1)
 	return s.FrameSender.Send(f)
 }
 
@@ -180,16 +207,111 @@ func TestFetch(t *testing.T) {
 		is.NoErr(err)                     // the chunk verifies
 		is.True(bytes.Equal(dst, s.data)) // and fills the buffer
 	})
-	t.Run("frame range", func(t *testing.T) {
+}
+
+// TestFetchFrames: a fetch of a range of frames streams those alone, each
+// verified against the frame digests, which are checked against the
+// committed digest; every way a source can lie or fail is blamed as for a
+// whole chunk, and nothing unverified reaches the writer.
+func TestFetchFrames(t *testing.T) {
+	s := newStored(50, 16) // frames of 16, 16, 16 and 2 bytes
+	for _, tt := range []struct {
+		name        string
+		first, last int
+	}{
+		{"one frame", 0, 0},
+		{"middle frames", 1, 2},
+		{"to the short last frame", 2, 3},
+		{"the short last frame", 3, 3},
+		{"every frame", 0, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			is := is.New(t)
+			node := &fakeNode{chunk: s}
+			d := download(s, serveNode(t, node))
+			d.Frames = &chunkstream.FrameRange{First: tt.first, Last: tt.last}
+			var out frameLog
+			got, err := chunkstream.Fetch(t.Context(), d, &out)
+			is.NoErr(err)                                                                 // the range verifies
+			is.True(bytes.Equal(out.bytes(), s.data[tt.first*16:min(tt.last*16+16, 50)])) // byte for byte
+			is.Equal(len(out.frames), tt.last-tt.first+1)                                 // one write per frame
+			is.Equal(int(node.sent.Load()), tt.last-tt.first+1)                           // and only those frames were sent
+			is.Equal(got.FrameDigests, s.frames)                                          // every frame digest
+			is.Equal(got.Digest, s.digest)                                                // and the committed digest
+		})
+	}
+	t.Run("committed digest prefix", func(t *testing.T) {
 		is := is.New(t)
-		s := newStored(50, 16)
 		d := download(s, serveNode(t, &fakeNode{chunk: s}))
-		d.Frames = &chunkstream.FrameRange{First: 1, Last: 2}
+		d.Digest = s.digest[:rpc.DigestPrefixSize]
+		d.Frames = &chunkstream.FrameRange{First: 1, Last: 1}
 		var out frameLog
 		got, err := chunkstream.Fetch(t.Context(), d, &out)
-		is.NoErr(err)                                    // the whole chunk is still verified
-		is.True(bytes.Equal(out.bytes(), s.data[16:48])) // but only frames 1 and 2 are written
-		is.Equal(len(got.FrameDigests), 4)               // every frame was checked
+		is.NoErr(err)                                    // a prefix names the chunk
+		is.True(bytes.Equal(out.bytes(), s.data[16:32])) // byte for byte
+		is.Equal(got.Digest, s.digest)                   // the whole digest comes back
+	})
+
+	flipped := s
+	flipped.data = bytes.Clone(s.data)
+	flipped.data[20] ^= 1 // in frame 1
+	otherFrames := newStored(50, 16)
+	otherFrames.data[0] ^= 1
+	otherFrames = newStored2(otherFrames.data, 16)
+	tests := []struct {
+		name        string
+		node        *fakeNode
+		first, last int
+		fault       chunkstream.Fault
+		kind        rpc.Kind
+		written     int // frames the writer got
+	}{
+		{"lying frame", &fakeNode{chunk: flipped}, 0, 2, chunkstream.SourceCorrupt, rpc.Invalid, 1},
+		{"frame digest list altered", &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) { r.FrameDigests[3] = s.frames[0] }},
+			1, 1, chunkstream.SourceCorrupt, rpc.Invalid, 0},
+		{"frame digests of another chunk", &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) { r.FrameDigests = otherFrames.frames }},
+			1, 1, chunkstream.SourceCorrupt, rpc.Invalid, 0},
+		{"frame digest list short", &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) { r.FrameDigests = r.FrameDigests[:3] }},
+			0, 0, chunkstream.SourceCorrupt, rpc.Invalid, 0},
+		{"no frame digests", &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) { r.FrameDigests = nil }},
+			0, 0, chunkstream.SourceCorrupt, rpc.Invalid, 0},
+		{"short frame digest", &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) { r.FrameDigests[0] = r.FrameDigests[0][:31] }},
+			0, 0, chunkstream.SourceCorrupt, rpc.Invalid, 0},
+		{"chunk digest mismatch at prepare", &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) {
+			r.ChunkChecksum = otherFrames.digest
+			r.FrameDigests = otherFrames.frames
+		}},
+			0, 0, chunkstream.SourceCorrupt, rpc.Internal, 0},
+		{"short stream", &fakeNode{chunk: s, cut: 1}, 1, 3, chunkstream.SourceFailed, rpc.Unavailable, 1},
+		{"range ignored", &fakeNode{chunk: s, whole: true}, 1, 2, chunkstream.SourceCorrupt, rpc.Invalid, 0},
+		{"frames past the range", &fakeNode{chunk: s, whole: true}, 0, 1, chunkstream.SourceCorrupt, rpc.Invalid, 1},
+		{"missing chunk", &fakeNode{chunk: s, missing: true}, 0, 0, chunkstream.SourceMissing, rpc.NotFound, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			is := is.New(t)
+			d := download(s, serveNode(t, tt.node))
+			d.Frames = &chunkstream.FrameRange{First: tt.first, Last: tt.last}
+			var out frameLog
+			_, err := chunkstream.Fetch(t.Context(), d, &out)
+			is.True(err != nil)                          // the fetch fails
+			is.Equal(chunkstream.FaultOf(err), tt.fault) // blaming the right party
+			is.Equal(rpc.KindOf(err), tt.kind)           // with the kind callers act on
+			is.Equal(len(out.frames), tt.written)        // only verified frames were written
+			is.True(bytes.HasPrefix(s.data[tt.first*16:], out.bytes()))
+		})
+	}
+	t.Run("range outside the chunk", func(t *testing.T) {
+		is := is.New(t)
+		for _, fr := range []chunkstream.FrameRange{{First: 4, Last: 4}, {First: 2, Last: 4}, {First: -1, Last: 0}, {First: 2, Last: 1}} {
+			node := &fakeNode{chunk: s}
+			d := download(s, serveNode(t, node))
+			d.Frames = &fr
+			_, err := chunkstream.Fetch(t.Context(), d, &frameLog{})
+			is.Equal(rpc.KindOf(err), rpc.Internal)                 // the caller's mistake
+			is.Equal(chunkstream.FaultOf(err), chunkstream.NoFault) // nobody else's
+			is.Equal(node.downloads.Load(), int32(0))               // and nothing streamed
+		}
 	})
 }
 
@@ -384,4 +506,10 @@ func TestFetchCanceled(t *testing.T) {
 	err := await(t, done, "the canceled fetch to end")
 	is.Equal(rpc.KindOf(err), rpc.Canceled) // ended by the caller
 	is.Equal(len(out.frames), 2)            // after the frames that came
+}
+
+// newStored2 stores data cut into frames of frameSize.
+func newStored2(data []byte, frameSize int64) stored {
+	digest, fds := chunkstream.DigestOf(data, int(frameSize))
+	return stored{data: data, frameSize: frameSize, frames: fds, digest: digest}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"strconv"
@@ -136,4 +137,65 @@ func BenchmarkMetadata(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkReaderRead64MiB reads a 64 MiB file in order through a Reader
+// in 32 KiB Reads (as io.Copy to a writer without ReadFrom would, were
+// Reader not an io.WriterTo), to compare with BenchmarkGet64MiB.
+func BenchmarkReaderRead64MiB(b *testing.B) {
+	cl := benchCluster(b)
+	const size = 64 << 20
+	if _, err := cl.Put(context.Background(), "/bench/large", roles.NewPatternReader(size), size, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(size)
+	buf := make([]byte, 32<<10)
+	for b.Loop() {
+		r, err := cl.Open(context.Background(), "/bench/large")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for err == nil {
+			_, err = r.Read(buf)
+		}
+		r.Close()
+		if err != io.EOF {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReadAt64KiB reads 64 KiB at random offsets of a 128 MiB file in
+// 64 KiB frames through one Reader, 16 reads in flight (dfs bench's
+// ranged-read figure, in one process).
+func BenchmarkReadAt64KiB(b *testing.B) {
+	c := rolestest.StartWith(b, roles.DefaultClusterConfig(b.TempDir()))
+	ccfg := client.DefaultConfig()
+	ccfg.FrameSize = 64 << 10
+	cl, err := c.Client(ccfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cl.Close() })
+	const size, read = 128 << 20, 64 << 10
+	if _, err := cl.Put(b.Context(), "/bench/range", roles.NewPatternReader(size), size, nil); err != nil {
+		b.Fatal(err)
+	}
+	r, err := cl.Open(b.Context(), "/bench/range")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	b.SetBytes(read)
+	b.SetParallelism(max(1, 16/runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, read)
+		for pb.Next() {
+			if _, err := r.ReadAt(buf, rand.Int64N(size-read)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

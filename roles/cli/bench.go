@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -34,6 +35,12 @@ type BenchResult struct {
 	SmallParallel     int     `json:"small_parallel"`
 	SmallPutsPerSec   float64 `json:"small_puts_per_s"`
 	SmallGetsPerSec   float64 `json:"small_gets_per_s"`
+	RangeReads        int     `json:"range_reads,omitempty"`
+	RangeFileBytes    int64   `json:"range_file_bytes,omitempty"`
+	RangeReadBytes    int64   `json:"range_read_bytes,omitempty"`
+	RangeFrameBytes   int64   `json:"range_frame_bytes,omitempty"`
+	RangeParallel     int     `json:"range_parallel,omitempty"`
+	RangeReadsPerSec  float64 `json:"range_reads_per_s,omitempty"`
 	MetaOps           int     `json:"meta_ops,omitempty"`
 	MetaParallel      int     `json:"meta_parallel,omitempty"`
 	MetaCommitsPerSec float64 `json:"meta_commits_per_s,omitempty"`
@@ -46,7 +53,8 @@ type BenchResult struct {
 func (a *app) benchCommand() *cli.Command {
 	cfg := client.DefaultConfig()
 	dev, nodes, asJSON := false, 3, false
-	res := &BenchResult{LargeBytes: 1 << 30, SmallFiles: 1000, SmallBytes: 4 << 10, SmallParallel: 16, MetaParallel: 16}
+	res := &BenchResult{LargeBytes: 1 << 30, SmallFiles: 1000, SmallBytes: 4 << 10, SmallParallel: 16, MetaParallel: 16,
+		RangeReads: 10000, RangeFileBytes: 1 << 30, RangeReadBytes: 64 << 10, RangeFrameBytes: 64 << 10, RangeParallel: 16}
 	return &cli.Command{
 		Name: "bench", Usage: "measure put/get throughput and small-file ops/s against a cluster", Category: "client",
 		Subcommands: []*cli.Command{a.benchScaleCommand()},
@@ -59,6 +67,11 @@ func (a *app) benchCommand() *cli.Command {
 			&cli.GenericFlag{Name: "file-size", Value: byteSize(&res.SmallBytes), EnvVars: env("BENCH_FILE_SIZE"), Usage: "size of each small file"},
 			&cli.IntFlag{Name: "small-parallel", Value: res.SmallParallel, Destination: &res.SmallParallel, EnvVars: env("BENCH_SMALL_PARALLEL"), Usage: "small files in flight at once"},
 			&cli.IntFlag{Name: "parallel", Value: cfg.Parallel, Destination: &cfg.Parallel, EnvVars: env("PARALLEL"), Usage: "chunks in flight for the large file"},
+			&cli.IntFlag{Name: "range-reads", Value: res.RangeReads, Destination: &res.RangeReads, EnvVars: env("BENCH_RANGE_READS"), Usage: "random ranged reads to time; 0 skips"},
+			&cli.GenericFlag{Name: "range-file-size", Value: byteSize(&res.RangeFileBytes), EnvVars: env("BENCH_RANGE_FILE_SIZE"), Usage: "size of the file read at random"},
+			&cli.GenericFlag{Name: "range-frame-size", Value: byteSize(&res.RangeFrameBytes), EnvVars: env("BENCH_RANGE_FRAME_SIZE"), Usage: "frame size of the file read at random (a read moves and verifies whole frames)"},
+			&cli.GenericFlag{Name: "range-size", Value: byteSize(&res.RangeReadBytes), EnvVars: env("BENCH_RANGE_SIZE"), Usage: "size of each ranged read"},
+			&cli.IntFlag{Name: "range-parallel", Value: res.RangeParallel, Destination: &res.RangeParallel, EnvVars: env("BENCH_RANGE_PARALLEL"), Usage: "ranged reads in flight at once"},
 			&cli.IntFlag{Name: "meta-ops", Value: res.MetaOps, Destination: &res.MetaOps, EnvVars: env("BENCH_META_OPS"), Usage: "metadata commits (empty files) and lookups to time; 0 skips"},
 			&cli.IntFlag{Name: "meta-parallel", Value: res.MetaParallel, Destination: &res.MetaParallel, EnvVars: env("BENCH_META_PARALLEL"), Usage: "metadata operations in flight at once"},
 			&cli.BoolFlag{Name: "json", Destination: &asJSON, EnvVars: env("JSON"), Usage: "print the figures as one JSON object"},
@@ -86,7 +99,16 @@ func (a *app) benchCommand() *cli.Command {
 					return err
 				}
 			}
-			if err := runBench(ctx, cl, res, stdio.Err, asJSON); err != nil {
+			rangeCl := cl
+			if res.RangeReads > 0 && res.RangeFrameBytes != cfg.FrameSize {
+				rcfg := cfg
+				rcfg.FrameSize = res.RangeFrameBytes
+				if rangeCl, err = client.New(rcfg, a.log); err != nil {
+					return err
+				}
+				defer rangeCl.Close()
+			}
+			if err := runBench(ctx, cl, rangeCl, res, stdio.Err, asJSON); err != nil {
 				return err
 			}
 			if procs != nil {
@@ -101,6 +123,10 @@ func (a *app) benchCommand() *cli.Command {
 			if res.SmallFiles > 0 {
 				fmt.Fprintf(stdio.Out, "%d x %s files (%d in flight): %.0f puts/s, %.0f gets/s\n", res.SmallFiles, rpc.FormatBytes(res.SmallBytes), res.SmallParallel, res.SmallPutsPerSec, res.SmallGetsPerSec)
 			}
+			if res.RangeReads > 0 {
+				fmt.Fprintf(stdio.Out, "%s reads at random from a %s file in %s frames (%d in flight): %.0f reads/s\n",
+					rpc.FormatBytes(res.RangeReadBytes), rpc.FormatBytes(res.RangeFileBytes), rpc.FormatBytes(res.RangeFrameBytes), res.RangeParallel, res.RangeReadsPerSec)
+			}
 			if res.MetaOps > 0 {
 				fmt.Fprintf(stdio.Out, "metadata, %d in flight: %.0f commits/s, %.0f lookups/s\n", res.MetaParallel, res.MetaCommitsPerSec, res.MetaLookupsPerSec)
 			}
@@ -112,7 +138,10 @@ func (a *app) benchCommand() *cli.Command {
 	}
 }
 
-func runBench(ctx context.Context, cl *client.Client, res *BenchResult, logw io.Writer, quiet bool) error {
+// runBench runs the benchmarks res asks for with cl, the ranged reads
+// with rangeCl (whose frame size is res.RangeFrameBytes), and records the
+// figures in res.
+func runBench(ctx context.Context, cl, rangeCl *client.Client, res *BenchResult, logw io.Writer, quiet bool) error {
 	say := func(format string, args ...any) {
 		if !quiet {
 			fmt.Fprintf(logw, format+"\n", args...)
@@ -132,6 +161,13 @@ func runBench(ctx context.Context, cl *client.Client, res *BenchResult, logw io.
 			return err
 		}
 		res.GetMBps = float64(res.LargeBytes) / mb / time.Since(start).Seconds()
+	}
+	if res.RangeReads > 0 {
+		if err := benchRanges(ctx, rangeCl, res, say); err != nil {
+			return err
+		}
+	}
+	if res.LargeBytes > 0 {
 		if err := cl.Delete(ctx, "/bench/large"); err != nil {
 			return err
 		}
@@ -190,6 +226,51 @@ func runBench(ctx context.Context, cl *client.Client, res *BenchResult, logw io.
 			return err
 		}
 	}
+	return nil
+}
+
+// benchRanges times res.RangeReads reads of res.RangeReadBytes at random
+// offsets of a file of res.RangeFileBytes, res.RangeParallel at once,
+// through one Reader. The file, /bench/range, is written with cl's frame
+// size for the run and deleted after it.
+func benchRanges(ctx context.Context, cl *client.Client, res *BenchResult, say func(string, ...any)) error {
+	if res.RangeReadBytes <= 0 || res.RangeFileBytes <= 0 || res.RangeParallel < 1 {
+		return rpc.Errorf(rpc.Invalid, "ranged reads need a positive --range-size, --range-file-size and --range-parallel")
+	}
+	const path = "/bench/range"
+	say("putting %s in frames of %s...", rpc.FormatBytes(res.RangeFileBytes), rpc.FormatBytes(res.RangeFrameBytes))
+	if _, err := cl.Put(ctx, path, roles.NewPatternReader(res.RangeFileBytes), res.RangeFileBytes, nil); err != nil {
+		return err
+	}
+	if err := timeRanges(ctx, cl, path, res, say); err != nil {
+		return err
+	}
+	return cl.Delete(ctx, path)
+}
+
+// timeRanges times the ranged reads of path for benchRanges.
+func timeRanges(ctx context.Context, cl *client.Client, path string, res *BenchResult, say func(string, ...any)) error {
+	r, err := cl.Open(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	say("reading %d ranges of %s at random...", res.RangeReads, rpc.FormatBytes(res.RangeReadBytes))
+	bufs := sync.Pool{New: func() any { return make([]byte, res.RangeReadBytes) }}
+	span := max(res.RangeFileBytes-res.RangeReadBytes, 0) + 1
+	elapsed, err := parallel(ctx, res.RangeReads, res.RangeParallel, func(int) error {
+		buf := bufs.Get().([]byte)
+		defer bufs.Put(buf)
+		_, err := r.ReadAt(buf, rand.Int64N(span))
+		if err == io.EOF {
+			err = nil // a read longer than the file
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	res.RangeReadsPerSec = float64(res.RangeReads) / elapsed.Seconds()
 	return nil
 }
 

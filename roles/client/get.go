@@ -70,7 +70,7 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 				res := make(chan fetched, 1)
 				go func() {
 					data := buf[:ch.Size]
-					res <- fetched{data, c.fetchChunk(ctx, ch, data)}
+					res <- fetched{data, c.fetchChunk(ctx, ch, part{dst: data})}
 				}()
 				select {
 				case results <- res:
@@ -181,10 +181,48 @@ func checkFileInfo(fi *dfspb.FileInfo) error {
 	return nil
 }
 
-// fetchChunk reads one chunk into dst from the first replica that returns
-// it intact, trying replicas healthy-first and making a few rounds with
-// backoff before giving up.
-func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, dst []byte) error {
+// part is what a read wants of one chunk: its frames (nil: the whole
+// chunk) and, of the bytes those frames hold, len(dst) bytes from skip on,
+// written into dst; the rest are verified and dropped.
+type part struct {
+	frames *chunkstream.FrameRange
+	skip   int64
+	dst    []byte
+}
+
+// writer returns a writer that fills p.dst from a fetch of p's frames;
+// each attempt at the chunk starts with a new one.
+func (p part) writer() io.Writer {
+	if p.frames == nil && p.skip == 0 {
+		return chunkstream.SliceWriter(p.dst) // the whole chunk: it must fit
+	}
+	return &window{dst: p.dst, skip: p.skip}
+}
+
+// window writes the bytes from offset skip of what it is given into dst,
+// as far as dst goes, and drops the others.
+type window struct {
+	dst  []byte
+	skip int64
+	pos  int64 // bytes written so far
+}
+
+func (w *window) Write(p []byte) (int, error) {
+	start := w.pos
+	w.pos += int64(len(p))
+	lo, hi := max(start, w.skip), min(w.pos, w.skip+int64(len(w.dst)))
+	if lo < hi {
+		copy(w.dst[lo-w.skip:hi-w.skip], p[lo-start:hi-start])
+	}
+	return len(p), nil
+}
+
+// fetchChunk reads the part p of one chunk from the first replica that
+// returns it intact, trying replicas healthy-first and making a few rounds
+// with backoff before giving up. A replica that returns bad bytes is
+// reported, and one that fails is tried last for a while (see
+// nodesFailed).
+func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, p part) error {
 	replicas := make([]placement.Replica, 0, len(ch.Replicas))
 	for _, r := range ch.Replicas {
 		replicas = append(replicas, placement.Replica{ID: rpc.NodeID(r.NodeId), Addr: r.Addr, State: stateFromProto(r.State)})
@@ -203,7 +241,7 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, dst []byte
 			}
 		}
 		for _, r := range c.orderForRead(replicas) {
-			err := c.readReplica(ctx, r.Addr, exp, dst)
+			err := c.readReplica(ctx, r.Addr, exp, p)
 			if err == nil {
 				return nil
 			}
@@ -239,10 +277,10 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, dst []byte
 	return rpc.Errorf(rpc.Unavailable, "chunk %d (%s): no replica returned it intact: %w", ch.Index, ch.ChunkId, last)
 }
 
-// readReplica reads one chunk from the datanode at addr into dst. Its
-// error's chunkstream.Fault tells bad bytes (or a size or digest) that do
-// not match what was committed from a failure to answer.
-func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.Expect, dst []byte) error {
+// readReplica reads the part p of one chunk from the datanode at addr.
+// Its error's chunkstream.Fault tells bad bytes (or a size or digest) that
+// do not match what was committed from a failure to answer.
+func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.Expect, p part) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ChunkTimeout)
 	defer cancel()
 	dn, err := c.datanode(addr)
@@ -258,7 +296,8 @@ func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.E
 		ProgressTimeout: c.cfg.ProgressTimeout,
 		Heard:           func() time.Time { return c.pool.Heard(addr) },
 		Clock:           c.clock,
-	}, chunkstream.SliceWriter(dst))
+		Frames:          p.frames,
+	}, p.writer())
 	return err
 }
 

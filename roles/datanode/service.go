@@ -12,7 +12,10 @@ import (
 const maxBulk = 10000
 
 // PrepareChunkDownload opens a stored chunk and returns a session that
-// streams it, with the size, frame size and digest recorded at write time.
+// streams it, with the size, frame size and digest recorded at write time,
+// and its frame digests when the request asks for them (a reader of some
+// frames checks them against the chunk digest, then its frames against
+// them).
 // A chunk found corrupt is NotFound; one whose metadata turns out damaged
 // now is taken out of service and reported, as the scrubber would, and
 // one whose file turns out gone is NotFound and reported removed.
@@ -34,7 +37,11 @@ func (n *Node) PrepareChunkDownload(ctx context.Context, req *dfspb.PrepareChunk
 		c.Close()
 		return nil, rpc.ToStatus(n.tooManySessions("download"))
 	}
-	return &dfspb.PrepareChunkDownloadResponse{SessionId: string(sid), Size: c.Size, FrameSize: c.FrameSize, ChunkChecksum: c.Digest}, nil
+	resp := &dfspb.PrepareChunkDownloadResponse{SessionId: string(sid), Size: c.Size, FrameSize: c.FrameSize, ChunkChecksum: c.Digest}
+	if req.FrameDigests {
+		resp.FrameDigests = c.Frames // read-only: the response is marshaled before the session can end
+	}
+	return resp, nil
 }
 
 // tooManySessions is the error for a stream beyond --max-sessions,
@@ -50,7 +57,10 @@ func (n *Node) tooManySessions(kind string) error {
 }
 
 // DownloadChunkStream streams a prepared chunk in frames, each with the
-// digest stored when it was written; the reader verifies them.
+// digest stored when it was written; the reader verifies them. A request
+// that names frames (first_frame, frame_count; a count of 0 runs to the
+// end of the chunk) gets those alone, the last of them marked final; a
+// range outside the chunk is Invalid.
 func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream dfspb.DataNode_DownloadChunkStreamServer) error {
 	sid, err := rpc.ParseSessionID(req.SessionId)
 	if err != nil {
@@ -61,8 +71,20 @@ func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream
 		return rpc.ToStatus(rpc.Errorf(rpc.NotFound, "unknown or expired download session %s", sid))
 	}
 	defer c.Close()
+	ranged := req.FirstFrame != 0 || req.FrameCount != 0
+	var fr chunkstream.FrameRange
+	if ranged {
+		if fr, err = frameRange(c.ID, req.FirstFrame, req.FrameCount, c.Size, c.FrameSize); err != nil {
+			return rpc.ToStatus(err)
+		}
+	}
 	done, running := n.metrics.op(opDownload), n.metrics.stream(opDownload)
-	err = chunkstream.SendStored(stream.Context(), countingSender{stream, n.metrics.sent}, c.ID, c.File, c.Size, c.FrameSize, c.Frames, c.Digest)
+	out := countingSender{stream, n.metrics.sent}
+	if ranged {
+		err = chunkstream.SendStoredFrames(stream.Context(), out, c.ID, c.File, c.Size, c.FrameSize, c.Frames, c.Digest, fr)
+	} else {
+		err = chunkstream.SendStored(stream.Context(), out, c.ID, c.File, c.Size, c.FrameSize, c.Frames, c.Digest)
+	}
 	running()
 	done(err)
 	if err != nil {
@@ -71,6 +93,24 @@ func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream
 	return rpc.ToStatus(err)
 }
 
+// frameRange checks the frames a download names, first and count (0: to
+// the end) of a chunk of size bytes in frames of frameSize, and returns
+// them as a range; frames outside the chunk are Invalid.
+func frameRange(id rpc.ChunkID, first, count uint32, size, frameSize int64) (chunkstream.FrameRange, error) {
+	n := uint64(chunkstream.FrameCount(size, frameSize))
+	switch {
+	case uint64(first) >= n:
+		return chunkstream.FrameRange{}, rpc.Errorf(rpc.Invalid, "download of chunk %s: first frame %d out of range: the chunk has %d frames (0 to %d)", id, first, n, n-1)
+	case count == 0:
+		count = uint32(n - uint64(first))
+	case uint64(first)+uint64(count) > n:
+		return chunkstream.FrameRange{}, rpc.Errorf(rpc.Invalid, "download of chunk %s: frames %d to %d out of range: the chunk has %d frames (0 to %d)",
+			id, first, uint64(first)+uint64(count)-1, n, n-1)
+	}
+	return chunkstream.FrameRange{First: int(first), Last: int(first + count - 1)}, nil
+}
+
+// parseIDs parses chunk IDs, at most maxBulk of them.
 func parseIDs(ids []string) ([]rpc.ChunkID, error) {
 	if len(ids) > maxBulk {
 		return nil, rpc.Errorf(rpc.Invalid, "%d chunk ids in one call, at most %d", len(ids), maxBulk)

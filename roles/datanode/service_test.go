@@ -1,7 +1,11 @@
 package datanode
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"io/fs"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -144,4 +148,99 @@ func (d *failingSyncDir) SyncDir(name string) error {
 		return &fs.PathError{Op: "sync", Path: name, Err: syscall.EIO}
 	}
 	return d.FS.SyncDir(name)
+}
+
+// TestDownloadFrames: a download that names frames streams those alone,
+// each at its offset with its stored digest, the last marked final; the
+// prepare returns the frame digests when asked (and only then); a range
+// outside the chunk is refused as Invalid, saying so.
+func TestDownloadFrames(t *testing.T) {
+	n := startNode(t, datanodetest.Start(t))
+	dn := client(t, n)
+	id, data := chunkID(t, 1), chunkData(3*testFrame+100, 1) // 4 frames, the last one short
+	digest := upload(t, dn, id, data, testFrame)
+	_, frames := chunkstream.DigestOf(data, testFrame)
+
+	// stream prepares a download of id and streams the frames asked for.
+	stream := func(t *testing.T, first, count uint32) ([]*dfspb.ChunkDataStream, error) {
+		t.Helper()
+		prep, err := dn.PrepareChunkDownload(t.Context(), &dfspb.PrepareChunkDownloadRequest{ChunkId: string(id), FrameDigests: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.EqualFunc(prep.FrameDigests, frames, bytes.Equal) {
+			t.Fatalf("prepare returned %d frame digests, not the %d stored", len(prep.FrameDigests), len(frames))
+		}
+		st, err := dn.DownloadChunkStream(t.Context(), &dfspb.DownloadChunkStreamRequest{SessionId: prep.SessionId, FirstFrame: first, FrameCount: count})
+		if err != nil {
+			return nil, rpc.FromStatus(err)
+		}
+		var got []*dfspb.ChunkDataStream
+		for range 10 {
+			f, err := st.Recv()
+			if errors.Is(err, io.EOF) {
+				return got, nil
+			}
+			if err != nil {
+				return got, rpc.FromStatus(err)
+			}
+			got = append(got, f)
+		}
+		t.Fatal("more frames than the chunk has")
+		return nil, nil
+	}
+
+	t.Run("not asked", func(t *testing.T) {
+		is := is.New(t)
+		prep, err := dn.PrepareChunkDownload(t.Context(), &dfspb.PrepareChunkDownloadRequest{ChunkId: string(id)})
+		is.NoErr(err)
+		is.Equal(len(prep.FrameDigests), 0) // a whole-chunk reader gets no frame digests
+	})
+	for _, tt := range []struct {
+		name        string
+		first, cnt  uint32
+		first0, end int // frames expected, first and last+1
+	}{
+		{"whole chunk", 0, 0, 0, 4},
+		{"one frame", 1, 1, 1, 2},
+		{"middle frames", 1, 2, 1, 3},
+		{"to the end", 2, 0, 2, 4},
+		{"the short last frame", 3, 1, 3, 4},
+		{"first frames", 0, 2, 0, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			is := is.New(t)
+			got, err := stream(t, tt.first, tt.cnt)
+			is.NoErr(err)
+			is.Equal(len(got), tt.end-tt.first0) // the frames asked for
+			for k, f := range got {
+				i := tt.first0 + k
+				off := int64(i) * testFrame
+				is.Equal(f.Offset, off)                                          // at its offset in the chunk
+				is.Equal(f.Data, data[off:min(off+testFrame, int64(len(data)))]) // with its bytes
+				is.Equal(f.PartialChecksum, frames[i])                           // and its digest
+				is.Equal(f.IsFinal, k == len(got)-1)                             // the last is final
+				is.Equal(f.ChunkChecksum != nil, k == len(got)-1)                // with the chunk digest
+				is.True(k < len(got)-1 || bytes.Equal(f.ChunkChecksum, digest))
+			}
+		})
+	}
+	for _, tt := range []struct {
+		name       string
+		first, cnt uint32
+		says       string
+	}{
+		{"first frame past the end", 4, 0, "first frame 4 out of range"},
+		{"first frame far past the end", 1 << 31, 1, "out of range"},
+		{"range past the end", 3, 2, "frames 3 to 4 out of range"},
+		{"count overflowing", 1, 1<<32 - 1, "out of range"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			is := is.New(t)
+			_, err := stream(t, tt.first, tt.cnt)
+			is.Equal(rpc.KindOf(err), rpc.Invalid)             // refused
+			is.True(strings.Contains(err.Error(), tt.says))    // saying why
+			is.True(strings.Contains(err.Error(), "4 frames")) // and what the chunk has
+		})
+	}
 }
