@@ -49,20 +49,6 @@ type term struct {
 	wg sync.WaitGroup
 }
 
-// startTerm reads the store's uploads, deletions and draining nodes and
-// starts the term's background loops, among them the load of the
-// committed files into the chunk index (see load): the term serves at
-// once, in safe mode until the load is over. The term ends when ctx does;
-// a load that fails sends its error on the term's failed channel.
-func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
-	t, err := c.newTerm(ctx)
-	if err != nil {
-		return nil, err
-	}
-	t.start(ctx)
-	return t, nil
-}
-
 // newTerm builds a term from the store, its loops not started and its
 // files not loaded (load); ctx is the term's (the uploads' aborts run
 // within it).
