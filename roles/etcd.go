@@ -24,7 +24,7 @@ func openEtcd(ctx context.Context, sc StoreConfig, log zerolog.Logger) (*etcdsto
 	if len(sc.EtcdEndpoints) == 0 {
 		return nil, nil, rpc.Errorf(rpc.Invalid, "--metadata etcd needs --etcd-endpoints")
 	}
-	s, err := etcdstore.Open(ctx, etcdstore.Options{Endpoints: sc.EtcdEndpoints, Prefix: sc.EtcdPrefix})
+	s, err := etcdstore.Open(ctx, etcdstore.Options{Endpoints: sc.EtcdEndpoints, Prefix: sc.EtcdPrefix, Log: log.With().Str("component", "etcdstore").Logger()})
 	if err != nil {
 		return nil, nil, err
 	}

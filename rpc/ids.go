@@ -114,6 +114,12 @@ func (p Path) Base() string {
 
 func (p Path) String() string { return string(p) }
 
+// IsBelow reports whether p is dir or lies below it ("/a/b" is below "/a",
+// "/ab" is not; every path is below "/").
+func (p Path) IsBelow(dir Path) bool {
+	return p == dir || dir == "/" || strings.HasPrefix(string(p), string(dir)+"/")
+}
+
 // ChunkID names one immutable chunk: "<32 hex digits>_<index>". The hash
 // covers the path, the upload session, the attempt and the index, so two
 // uploads of one path, or two attempts at one chunk, never share an ID, and

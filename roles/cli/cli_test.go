@@ -279,9 +279,9 @@ func TestCLI(t *testing.T) {
 		for _, p := range []string{"/cli/ls/a", "/cli/ls/sub/b", "/cli/ls/sub/deeper/c"} {
 			cli.ok([]byte(p), "put", "-", p)
 		}
-		is.Equal(cli.ok(nil, "ls", "/cli/ls"), "/cli/ls/a\n/cli/ls/sub/\n")                              // one level, dirs end in /
-		is.Equal(cli.ok(nil, "ls", "-r", "/cli/ls"), "/cli/ls/a\n/cli/ls/sub/b\n/cli/ls/sub/deeper/c\n") // recursive: every file
-		is.True(strings.Contains(cli.ok(nil, "ls"), "/cli/\n"))                                          // no PATH lists the root
+		is.Equal(cli.ok(nil, "ls", "/cli/ls"), "/cli/ls/a\n/cli/ls/sub/\n")                                                                 // one level, dirs end in /
+		is.Equal(cli.ok(nil, "ls", "-r", "/cli/ls"), "/cli/ls/a\n/cli/ls/sub/\n/cli/ls/sub/b\n/cli/ls/sub/deeper/\n/cli/ls/sub/deeper/c\n") // recursive: every file and directory
+		is.True(strings.Contains(cli.ok(nil, "ls"), "/cli/\n"))                                                                             // no PATH lists the root
 
 		long := strings.Split(strings.TrimSpace(cli.ok(nil, "ls", "-l", "/cli/ls")), "\n")
 		is.Equal(len(long), 2)                              // ls -l: one line per entry
@@ -300,7 +300,7 @@ func TestCLI(t *testing.T) {
 		is.Equal(es, []jsonEntry{{Path: "/cli/ls/a", Size: 9, Chunks: 1, Replication: 3}, {Path: "/cli/ls/sub", Dir: true}}) // entries
 		es = nil
 		decodeJSON(t, cli.ok(nil, "ls", "-r", "--json", "/cli/ls/sub"), &es)
-		is.Equal(len(es), 2) // ls -r --json
+		is.Equal(len(es), 3) // ls -r --json: b, deeper/ and deeper/c
 
 		var deeper []jsonEntry
 		decodeJSON(t, cli.ok(nil, "ls", "--json", "/cli/ls/sub/deeper"), &deeper)
@@ -356,9 +356,8 @@ func TestCLI(t *testing.T) {
 		cli.ok([]byte("bye"), "put", "-", "/cli/rm/file")
 		is.Equal(cli.ok(nil, "rm", "/cli/rm/file"), "") // rm prints nothing
 		r := cli.run(nil, "stat", "/cli/rm/file")
-		is.True(errors.Is(r.err, rpc.NotFound)) // gone
-		r = cli.run(nil, "ls", "/cli/rm")
-		is.True(errors.Is(r.err, rpc.NotFound)) // and its directory with it
+		is.True(errors.Is(r.err, rpc.NotFound))    // gone
+		is.Equal(cli.ok(nil, "ls", "/cli/rm"), "") // its directory stays, empty (directories are explicit)
 	})
 
 	t.Run("errors", func(t *testing.T) {

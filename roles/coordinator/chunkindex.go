@@ -1081,11 +1081,35 @@ func (ix *chunkIndex) deletionsFor(allocs []meta.Allocation, kept map[rpc.ChunkI
 	return out
 }
 
-// deletionsOf lists a deletion for every counted copy of f's chunks.
+// deletionsOf lists a deletion for every counted copy of the chunks of
+// f, a committed file about to be removed or replaced, that no other file
+// references (a copy, see namespace.copy, shares its chunks). A chunk
+// another file still uses is kept. Two files sharing a chunk removed at
+// the same moment may both keep it: it is then an orphan, which GC
+// deletes after its grace period; a chunk is never deleted while a file
+// uses it.
 func (ix *chunkIndex) deletionsOf(f *meta.File) []meta.Deletion {
+	return ix.copiesReferenced(f, 1)
+}
+
+// unusedCopiesOf lists a deletion for every counted copy of the chunks of
+// f, a file already removed from refs, that no file references.
+func (ix *chunkIndex) unusedCopiesOf(f *meta.File) []meta.Deletion {
+	return ix.copiesReferenced(f, 0)
+}
+
+// copiesReferenced lists a deletion for every counted copy of the chunks
+// of f that at most refs files reference.
+func (ix *chunkIndex) copiesReferenced(f *meta.File, refs uint16) []meta.Deletion {
 	var out []meta.Deletion
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
 	for _, ch := range f.Chunks {
-		for _, n := range ix.nodes(ch.ID) {
+		s := ix.lookup(ch.ID)
+		if s < 0 || ix.at(s).refs > refs {
+			continue
+		}
+		for _, n := range ix.nodesOf(s) {
 			out = append(out, meta.Deletion{Node: n, Chunk: ch.ID})
 		}
 	}
@@ -1175,6 +1199,23 @@ func (r *refIndex) add(f *meta.File) {
 		ix.change(s, func() { ix.reference(s, c, f.Replication) })
 	}
 	ix.notifyLocked()
+}
+
+// share records f, a copy of a committed file sharing its chunks, before
+// its commit (see namespace.copy); it fails with rpc.ResourceExhausted,
+// recording nothing, when a chunk of f already has max references.
+func (r *refIndex) share(f *meta.File, max uint16) error {
+	ix := r.ix()
+	ix.mu.Lock()
+	for _, c := range f.Chunks {
+		if s := ix.lookup(c.ID); s >= 0 && ix.at(s).refs >= max {
+			ix.mu.Unlock()
+			return rpc.Errorf(rpc.ResourceExhausted, "chunk %s of %s is shared by %d files, the most there may be", c.ID, f.Path, max)
+		}
+	}
+	ix.mu.Unlock()
+	r.add(f)
+	return nil
 }
 
 // reference adds a reference to slot s's chunk c: the first commit

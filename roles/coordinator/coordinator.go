@@ -437,9 +437,9 @@ func (c *Coordinator) lead(ctx context.Context) error {
 			}
 		}
 		tctx, cancel := context.WithCancel(ctx)
-		t, err := c.startTerm(tctx)
+		t, err := c.newTerm(tctx)
 		if err == nil {
-			err = c.serveTerm(ctx, t, lost)
+			err = c.serveTerm(ctx, tctx, t, lost)
 		}
 		cancel()
 		if t != nil {
@@ -459,12 +459,15 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	return nil
 }
 
-// serveTerm makes t the current term until ctx ends, the leadership is
-// lost, or t's load fails, whose error it returns; t is no longer the
-// current term when it returns.
-func (c *Coordinator) serveTerm(ctx context.Context, t *term, lost <-chan struct{}) error {
+// serveTerm makes t the current term, then starts its loops (under tctx,
+// the term's context), until ctx ends, the leadership is lost, or t's
+// load fails, whose error it returns; t is no longer the current term
+// when it returns. The term is current before its load begins, so the
+// coordinator is seen leading whenever its load is under way.
+func (c *Coordinator) serveTerm(ctx, tctx context.Context, t *term, lost <-chan struct{}) error {
 	c.term.Store(t)
 	defer c.term.Store(nil)
+	t.start(tctx)
 	if c.elector != nil {
 		c.events.add("leader", "elected leader: this coordinator (%s) leads", c.addr)
 	} else {

@@ -73,6 +73,18 @@ func (c *fileCache) forget(p rpc.Path) {
 	c.remove(p)
 }
 
+// forgetBelow drops every path below dir: a commit moved them.
+func (c *fileCache) forgetBelow(dir rpc.Path) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for _, p := range slices.Clone(c.order) {
+		if p.IsBelow(dir) {
+			c.remove(p)
+		}
+	}
+}
+
 func (c *fileCache) remove(p rpc.Path) {
 	f, ok := c.files[p]
 	if !ok {

@@ -161,6 +161,13 @@ func (f *fixture) confirm(id rpc.SessionID, size int64, rs []receipt) (confirmed
 		chunks: uint32((size + testChunk - 1) / testChunk), receipts: rs})
 }
 
+// confirmWith confirms a session with preconditions.
+func (f *fixture) confirmWith(id rpc.SessionID, size int64, rs []receipt, cond precondition) (confirmed, error) {
+	sum := sha256.Sum256(nil)
+	return f.term.uploads.confirm(f.ctx, confirmation{session: id, size: size, sha256: sum[:],
+		chunks: uint32((size + testChunk - 1) / testChunk), receipts: rs, cond: cond})
+}
+
 // deletions returns the deletions the store records, as a set.
 func (f *fixture) deletions() map[meta.Deletion]bool {
 	f.t.Helper()

@@ -150,7 +150,7 @@ func TestServesWhileLoading(t *testing.T) {
 	_, err = f.term.uploads.begin(f.ctx, uploadRequest{path: "/new", size: testChunk})
 	_, notServing = rpc.NotServingOf(err)
 	is.True(notServing) // no placements while loading
-	err = f.term.namespace.remove(f.ctx, "/f/0")
+	err = f.term.namespace.remove(f.ctx, "/f/0", removeOptions{})
 	_, notServing = rpc.NotServingOf(err)
 	is.True(notServing) // nor deletes
 

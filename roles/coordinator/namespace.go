@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/placement"
@@ -39,7 +40,12 @@ type namespace struct {
 	safe    *safeMode
 	dels    *collector
 	metrics *metrics
+	refs    *refIndex
+	clock   clockwork.Clock
 }
+
+// now is the time a change records (UTC).
+func (ns *namespace) now() time.Time { return ns.clock.Now().UTC() }
 
 // replica is a node holding a good copy of a chunk, as readers see it.
 type replica struct {
@@ -167,9 +173,9 @@ func (ns *namespace) deleted(ctx context.Context, f *meta.File) bool {
 	return rpc.KindOf(err) == rpc.NotFound || (err == nil && (cur.Version != f.Version || cur.Session != f.Session))
 }
 
-// remove deletes the file at p durably; GC deletes its chunks on the
-// datanodes.
-func (ns *namespace) remove(ctx context.Context, p rpc.Path) error {
+// removeFile deletes the file at p durably (at version, unless 0); GC
+// deletes its chunks on the datanodes.
+func (ns *namespace) removeFile(ctx context.Context, p rpc.Path, version uint64) error {
 	if err := ns.safe.check("delete files"); err != nil {
 		return err
 	}
@@ -177,6 +183,9 @@ func (ns *namespace) remove(ctx context.Context, p rpc.Path) error {
 	for try := 0; ; try++ {
 		f, err := ns.store.Get(ctx, p)
 		if err != nil {
+			return err
+		}
+		if err := (precondition{version: version}).check(p, f); err != nil {
 			return err
 		}
 		txn := &meta.Txn{Path: p, Expect: f.Version, Delete: true, AddDeletions: ns.locs.deletionsOf(f)}

@@ -43,7 +43,11 @@ func (s *server) UploadFile(ctx context.Context, req *dfspb.UploadFileRequest) (
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	o, err := t.uploads.begin(ctx, uploadRequest{path: p, size: req.Size, chunkSize: req.ChunkSize, replication: int(req.Replication)})
+	cond, err := preconditionOf(req.IfNotExist, req.IfVersion)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	o, err := t.uploads.begin(ctx, uploadRequest{path: p, size: req.Size, chunkSize: req.ChunkSize, replication: int(req.Replication), cond: cond})
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
@@ -96,8 +100,12 @@ func (s *server) ConfirmUpload(ctx context.Context, req *dfspb.ConfirmUploadRequ
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
+	cond, err := preconditionOf(req.IfNotExist, req.IfVersion)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
 	c, err := t.uploads.confirm(ctx, confirmation{session: id, size: req.Size, sha256: req.Sha256, chunks: req.ChunkCount,
-		receipts: receiptsFromPB(req.Chunks)})
+		receipts: receiptsFromPB(req.Chunks), cond: cond})
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
@@ -132,6 +140,9 @@ func (s *server) DownloadFile(ctx context.Context, req *dfspb.DownloadFileReques
 		return nil, rpc.ToStatus(err)
 	}
 	p, err := t.namespace.download(ctx, pr)
+	if d := t.namespace.dirInstead(ctx, pr, err); d != nil {
+		err = rpc.Errorf(rpc.Invalid, "%s is a directory", d.Path)
+	}
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
@@ -148,6 +159,9 @@ func (s *server) StatFile(ctx context.Context, req *dfspb.StatFileRequest) (*dfs
 		return nil, rpc.ToStatus(err)
 	}
 	p, err := t.namespace.stat(ctx, pr)
+	if d := t.namespace.dirInstead(ctx, pr, err); d != nil {
+		return &dfspb.StatFileResponse{File: &dfspb.FileInfo{Path: string(d.Path), IsDir: true, ModifiedUnixMs: d.Modified.UnixMilli()}}, nil
+	}
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
@@ -163,10 +177,99 @@ func (s *server) DeleteFile(ctx context.Context, req *dfspb.DeleteFileRequest) (
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	if err := t.namespace.remove(ctx, p); err != nil {
+	if err := t.namespace.remove(ctx, p, removeOptions{recursive: req.Recursive, version: req.IfVersion}); err != nil {
 		return nil, rpc.ToStatus(err)
 	}
 	return &dfspb.DeleteFileResponse{}, nil
+}
+
+func (s *server) Mkdir(ctx context.Context, req *dfspb.MkdirRequest) (*dfspb.MkdirResponse, error) {
+	t, err := s.term(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := rpc.ParseDir(req.Path)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	if err := t.namespace.mkdir(ctx, p, req.Parents); err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	return &dfspb.MkdirResponse{}, nil
+}
+
+func (s *server) Rename(ctx context.Context, req *dfspb.RenameRequest) (*dfspb.RenameResponse, error) {
+	t, err := s.term(ctx)
+	if err != nil {
+		return nil, err
+	}
+	src, dst, err := parsePair(req.Src, req.Dst)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	if err := t.namespace.rename(ctx, src, dst, req.NoReplace); err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	return &dfspb.RenameResponse{}, nil
+}
+
+func (s *server) CopyFile(ctx context.Context, req *dfspb.CopyFileRequest) (*dfspb.CopyFileResponse, error) {
+	t, err := s.term(ctx)
+	if err != nil {
+		return nil, err
+	}
+	src, dst, err := parsePair(req.Src, req.Dst)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	cond, err := preconditionOf(req.IfNotExist, req.IfVersion)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	f, err := t.namespace.copy(ctx, src, dst, cond)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	fi := pageToPB(filePage{file: f})
+	return &dfspb.CopyFileResponse{File: fi}, nil
+}
+
+func (s *server) Usage(ctx context.Context, req *dfspb.UsageRequest) (*dfspb.UsageResponse, error) {
+	t, err := s.term(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := rpc.ParseDir(req.Path)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	u, err := t.namespace.usage(ctx, p)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	return &dfspb.UsageResponse{Bytes: u.bytes, Files: u.files, Dirs: u.dirs}, nil
+}
+
+// parsePair parses the source and destination paths of a rename or copy.
+func parsePair(src, dst string) (rpc.Path, rpc.Path, error) {
+	s, err := rpc.ParsePath(src)
+	if err != nil {
+		return "", "", rpc.Errorf(rpc.Other, "source: %w", err)
+	}
+	d, err := rpc.ParsePath(dst)
+	if err != nil {
+		return "", "", rpc.Errorf(rpc.Other, "destination: %w", err)
+	}
+	return s, d, nil
+}
+
+// preconditionOf reads a write's preconditions; asking for both is
+// contradictory.
+func preconditionOf(notExist bool, version uint64) (precondition, error) {
+	if notExist && version != 0 {
+		return precondition{}, rpc.Errorf(rpc.Invalid, "if_not_exist and if_version %d contradict each other", version)
+	}
+	return precondition{notExist: notExist, version: version}, nil
 }
 
 func (s *server) ListFiles(ctx context.Context, req *dfspb.ListFilesRequest) (*dfspb.ListFilesResponse, error) {
@@ -203,6 +306,9 @@ func (s *server) ListFiles(ctx context.Context, req *dfspb.ListFilesRequest) (*d
 	}
 	for _, e := range entries {
 		le := &dfspb.ListEntry{Path: string(e.Path), IsDir: e.IsDir}
+		if e.Dir != nil {
+			le.ModifiedUnixMs = e.Dir.Modified.UnixMilli()
+		}
 		if e.File != nil {
 			le.Size, le.ModifiedUnixMs = e.File.Size, e.File.Modified.UnixMilli()
 			le.Chunks, le.Replication = uint32(len(e.File.Chunks)), e.File.Replication

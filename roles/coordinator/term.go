@@ -49,20 +49,6 @@ type term struct {
 	wg sync.WaitGroup
 }
 
-// startTerm reads the store's uploads, deletions and draining nodes and
-// starts the term's background loops, among them the load of the
-// committed files into the chunk index (see load): the term serves at
-// once, in safe mode until the load is over. The term ends when ctx does;
-// a load that fails sends its error on the term's failed channel.
-func (c *Coordinator) startTerm(ctx context.Context) (*term, error) {
-	t, err := c.newTerm(ctx)
-	if err != nil {
-		return nil, err
-	}
-	t.start(ctx)
-	return t, nil
-}
-
 // newTerm builds a term from the store, its loops not started and its
 // files not loaded (load); ctx is the term's (the uploads' aborts run
 // within it).
@@ -128,7 +114,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	t.heal.uploads = t.uploads
 	t.namespace = &namespace{
 		log: c.log, store: c.store, commits: commits, files: files, paths: t.uploads.paths, locs: t.locs, nodes: t.nodes,
-		safe: t.safe, dels: dels, metrics: c.metrics,
+		safe: t.safe, dels: dels, metrics: c.metrics, refs: t.refs, clock: c.clock,
 	}
 	t.admin = &admin{
 		log: c.log, store: c.store, loader: c.store, commits: commits, nodes: t.nodes, locs: t.locs, heal: t.heal, repair: t.repair,
@@ -238,6 +224,10 @@ func (c cacheCommitter) Commit(ctx context.Context, txn *meta.Txn) error {
 	if txn.Path != "" {
 		defer c.files.forget(txn.Path)
 	}
+	if txn.Move != nil {
+		defer c.files.forgetBelow(txn.Path) // a directory's files move too
+		defer c.files.forget(txn.Move.To)
+	}
 	return c.store.Commit(ctx, txn)
 }
 
@@ -308,7 +298,7 @@ func (c *collector) unreference(ctx context.Context, old *meta.File, recorded []
 		listed[d] = true
 	}
 	var late []meta.Deletion
-	for _, d := range c.locs.deletionsOf(old) {
+	for _, d := range c.locs.unusedCopiesOf(old) {
 		if !listed[d] {
 			late = append(late, d)
 		}

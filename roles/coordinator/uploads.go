@@ -192,6 +192,39 @@ type uploadRequest struct {
 	size        int64
 	chunkSize   int64
 	replication int
+	cond        precondition
+}
+
+// precondition is what a write asks of the file it replaces: nothing
+// (the zero value), that there is none (notExist), or that it is at a
+// version. S3's If-None-Match: * and If-Match, and no-clobber, map onto it.
+type precondition struct {
+	notExist bool
+	version  uint64
+}
+
+// check refuses to replace cur (nil: no file at p) against c: a file that
+// exists with rpc.Exists, a version that is not the one asked for with
+// rpc.FailedPrecondition.
+func (c precondition) check(p rpc.Path, cur *meta.File) error {
+	switch {
+	case c.notExist && cur != nil:
+		return rpc.Errorf(rpc.Exists, "%s already exists (version %d)", p, cur.Version)
+	case c.version != 0 && cur == nil:
+		return rpc.Errorf(rpc.FailedPrecondition, "%s: no file at version %d (there is none)", p, c.version)
+	case c.version != 0 && cur.Version != c.version:
+		return rpc.Errorf(rpc.FailedPrecondition, "%s is at version %d, not %d", p, cur.Version, c.version)
+	}
+	return nil
+}
+
+// current returns the file at p, or nil when there is none.
+func current(ctx context.Context, ns meta.Namespace, p rpc.Path) (*meta.File, error) {
+	f, err := ns.Get(ctx, p)
+	if rpc.KindOf(err) == rpc.NotFound {
+		return nil, nil
+	}
+	return f, err
 }
 
 // opened is a new session and the plans of its first chunks.
@@ -227,14 +260,14 @@ type receipt struct {
 
 // begin opens a metadata session for a new version of a path.
 // conflict refuses an upload to p that its commit would refuse (see
-// meta.Committer): p is a directory (files live below it), or one of its
+// meta.Committer): p is a directory (an empty one too), or one of its
 // parents is a file. Checked as the upload opens, so that no byte is sent
 // (three copies of it) for a commit bound to fail; the commit checks again,
 // in its transaction, against what changed meanwhile.
 func (up *uploads) conflict(ctx context.Context, p rpc.Path) error {
-	entries, err := up.store.List(ctx, p, false, "", 1)
+	e, err := up.store.Lookup(ctx, p)
 	switch {
-	case err == nil && len(entries) > 0 && (entries[0].Path != p || entries[0].IsDir):
+	case err == nil && e.IsDir:
 		return rpc.Errorf(rpc.Exists, "%s is a directory", p)
 	case err != nil && rpc.KindOf(err) != rpc.NotFound:
 		return err
@@ -278,6 +311,15 @@ func (up *uploads) begin(ctx context.Context, req uploadRequest) (*opened, error
 	}
 	if err := up.conflict(ctx, req.path); err != nil {
 		return nil, err
+	}
+	if req.cond != (precondition{}) {
+		cur, err := current(ctx, up.store, req.path)
+		if err != nil {
+			return nil, err
+		}
+		if err := req.cond.check(req.path, cur); err != nil {
+			return nil, err
+		}
 	}
 	// Checked before the session is placed and recorded; uploads opening
 	// at the same moment can pass it together, so the bound is exceeded
@@ -486,6 +528,7 @@ type confirmation struct {
 	sha256   []byte
 	chunks   uint32
 	receipts []receipt
+	cond     precondition
 }
 
 // confirmed is the outcome of a confirm: the committed file, or, with
@@ -536,7 +579,7 @@ func (up *uploads) confirm(ctx context.Context, req confirmation) (confirmed, er
 	}
 	f, err := up.verify(ctx, u, req)
 	if err == nil {
-		err = up.commitUpload(ctx, u, f)
+		err = up.commitUpload(ctx, u, f, req.cond)
 	}
 	if err != nil {
 		up.failed(ctx, u, err)
@@ -578,7 +621,7 @@ func (up *uploads) failed(ctx context.Context, u *upload, err error) {
 // than repeated, since a second commit would replace the first and delete
 // its chunks. Until the outcome is known, a retried confirm commits only
 // over the version the first attempt meant to replace.
-func (up *uploads) commitUpload(ctx context.Context, u *upload, f *meta.File) error {
+func (up *uploads) commitUpload(ctx context.Context, u *upload, f *meta.File, cond precondition) error {
 	defer up.paths.lock(f.Path)()
 	u.persist.Lock() // no AllocateChunk records the session meanwhile
 	defer u.persist.Unlock()
@@ -599,6 +642,9 @@ func (up *uploads) commitUpload(ctx context.Context, u *upload, f *meta.File) er
 			return up.finishCommit(ctx, u, f, old, unused)
 		}
 		if err := up.checkUncertain(u, f, old); err != nil {
+			return err
+		}
+		if err := cond.check(f.Path, old); err != nil {
 			return err
 		}
 		txn := &meta.Txn{Path: f.Path, Put: f, DeleteUploads: []rpc.SessionID{u.id}, AddDeletions: unused}

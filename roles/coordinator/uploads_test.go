@@ -232,7 +232,8 @@ func TestUploadRefusedBeforeAnyByte(t *testing.T) {
 	f := newFixture(t, 3, nil)
 	f.put("/d/x", testChunk, 3)
 	f.put("/file", testChunk, 3)
-	for _, p := range []rpc.Path{"/d", "/file/below", "/file/below/deeper"} {
+	is.NoErr(f.store.Commit(f.ctx, &meta.Txn{Path: "/empty", Mkdir: &meta.Dir{Path: "/empty", Modified: time.Unix(1, 0)}}))
+	for _, p := range []rpc.Path{"/d", "/empty", "/file/below", "/file/below/deeper"} {
 		_, err := f.term.uploads.begin(f.ctx, uploadRequest{path: p, size: testChunk})
 		is.Equal(rpc.KindOf(err), rpc.Exists) // refused at once
 	}

@@ -50,6 +50,8 @@ func Backup(ctx context.Context, s Snapshotter, w io.Writer, info BackupInfo) (r
 		switch {
 		case r.File != nil:
 			rec.Record = &metapb.BackupRecord_File{File: FileToPB(r.File)}
+		case r.Dir != nil:
+			rec.Record = &metapb.BackupRecord_Dir{Dir: DirToPB(r.Dir)}
 		case r.Upload != nil:
 			rec.Record = &metapb.BackupRecord_Upload{Upload: UploadToPB(r.Upload)}
 		case r.Deletion != nil:
@@ -211,6 +213,9 @@ func recordFromPB(m *metapb.BackupRecord) (Record, error) {
 	case *metapb.BackupRecord_File:
 		f, err := FileFromPB(r.File)
 		return Record{File: f}, err
+	case *metapb.BackupRecord_Dir:
+		d, err := DirFromPB(r.Dir)
+		return Record{Dir: d}, err
 	case *metapb.BackupRecord_Upload:
 		u, err := UploadFromPB(r.Upload)
 		return Record{Upload: u}, err

@@ -304,3 +304,30 @@ func decodeChunk(b []byte, fc *FileChunks) (Chunk, error) {
 	fc.digests = append(fc.digests, digest...)
 	return c, nil
 }
+
+// MarshalDir encodes d.
+func MarshalDir(d *Dir) ([]byte, error) { return marshal(DirToPB(d)) }
+
+// DirToPB converts d to its storage message.
+func DirToPB(d *Dir) *metapb.Dir {
+	return &metapb.Dir{Path: string(d.Path), ModifiedUnixNano: d.Modified.UnixNano()}
+}
+
+// UnmarshalDir decodes and validates a stored directory.
+func UnmarshalDir(b []byte) (*Dir, error) {
+	var m metapb.Dir
+	if err := proto.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("decode directory: %w", err)
+	}
+	return DirFromPB(&m)
+}
+
+// DirFromPB converts and validates a storage message. The root is never
+// stored, so it is refused.
+func DirFromPB(m *metapb.Dir) (*Dir, error) {
+	p, err := rpc.ParsePath(m.Path)
+	if err != nil {
+		return nil, fmt.Errorf("decode directory: %w", err)
+	}
+	return &Dir{Path: p, Modified: time.Unix(0, m.ModifiedUnixNano)}, nil
+}

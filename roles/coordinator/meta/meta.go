@@ -40,12 +40,24 @@ type Chunk struct {
 	FrameSize int64
 }
 
-// Entry is one row of a directory listing: a file, or a directory implied
-// by the paths below it.
+// Dir is an explicit directory. Every directory is explicit: a Put
+// creates the missing parents of its path, Mkdir creates one, and a
+// directory stays when the last file below it goes (as in POSIX and
+// HDFS). A store written before directories were explicit is upgraded
+// when it opens: the parents of its files are created then (see each
+// backend's Open).
+type Dir struct {
+	Path     rpc.Path
+	Modified time.Time
+}
+
+// Entry is one row of a directory listing, or what a path names: a file or
+// a directory. The root is a directory with a zero Dir.Modified.
 type Entry struct {
 	Path  rpc.Path
 	IsDir bool
 	File  *File // nil for directories
+	Dir   *Dir  // nil for files
 }
 
 // ListKey is the position of an entry in a listing: its path, with a
@@ -59,13 +71,43 @@ func ListKey(e Entry) string {
 	return string(e.Path)
 }
 
-// ListStart returns the first key a listing resumes at after the key
-// after: past a directory's whole subtree, or just past a file.
+// ListStart returns the first key a one-level listing resumes at after
+// the key after: past a directory's whole subtree, or just past a file.
 func ListStart(after string) string {
 	if strings.HasSuffix(after, "/") {
 		return after[:len(after)-1] + "0" // '0' follows '/'
 	}
 	return after + "\x00"
+}
+
+// ListResume returns the first key a listing resumes at after the key
+// after: ListStart for a one-level listing; for a recursive one, just past
+// the key, since what a listed directory holds follows it.
+func ListResume(after string, recursive bool) string {
+	if recursive {
+		return after + "\x00"
+	}
+	return ListStart(after)
+}
+
+// DirKey is the key of the directory p in the backends' sorted key space,
+// where files are keyed by their path: p with a trailing slash (the root
+// is never stored). So a directory sorts right before what it holds, in
+// ListKey order.
+func DirKey(p rpc.Path) string { return string(p) + "/" }
+
+// Root is the entry of the root directory, which always exists and is
+// never stored.
+func Root() Entry {
+	return Entry{Path: "/", IsDir: true, Dir: &Dir{Path: "/"}}
+}
+
+// IsBelow reports whether p lies strictly below the directory dir.
+func IsBelow(p, dir rpc.Path) bool {
+	if dir == "/" {
+		return p != "/"
+	}
+	return strings.HasPrefix(string(p), string(dir)+"/")
 }
 
 // Upload is an open metadata session: an upload of a new version of Path.
@@ -96,7 +138,12 @@ type Deletion struct {
 // Txn is one atomic change. When Path is set, the txn first checks that
 // the file at Path has version Expect (0: no file at Path) and fails with
 // ErrConflict otherwise; then it stores Put (a new version of Path, whose
-// Version must be Expect+1) or, with Delete, removes the file. The other
+// Version must be Expect+1, creating the missing parent directories of
+// Path with Put.Modified) or, with Delete, removes the file. Instead of
+// Put or Delete, a txn may carry one directory change of Path: Mkdir,
+// Rmdir or Move (see their fields; Expect is then the version of the file
+// Move moves, 0 for a directory; Mkdir and Rmdir need Expect 0 and check
+// what Path names instead of its version). The other
 // fields are applied unconditionally, with the file change: a txn that
 // fails applies none of them. Within each pair the removal follows the
 // addition: a session in both PutUploads and DeleteUploads, a deletion in
@@ -107,6 +154,20 @@ type Txn struct {
 	Expect uint64
 	Put    *File
 	Delete bool
+	// Mkdir creates the directory Path with Mkdir.Modified. It fails with
+	// rpc.Exists when Path is a file or a directory (unless MkdirParents:
+	// an existing directory, the root included, then changes nothing and
+	// the txn's other fields still apply) or an ancestor is a file, and
+	// with rpc.NotFound when the parent is missing (unless MkdirParents,
+	// which creates the missing ancestors with Mkdir.Modified).
+	Mkdir        *Dir
+	MkdirParents bool
+	// Rmdir removes the directory Path: rpc.NotFound when there is none
+	// (or Path is a file: rpc.Invalid), ErrNotEmpty when anything is below
+	// it, rpc.Invalid for the root.
+	Rmdir bool
+	// Move renames what Path names (see Move) in the same commit.
+	Move *Move
 
 	PutUploads    []*Upload
 	DeleteUploads []rpc.SessionID
@@ -118,6 +179,32 @@ type Txn struct {
 	Drain   []rpc.NodeID
 	Undrain []rpc.NodeID
 }
+
+// Move renames the file or directory at a txn's Path to To, with
+// everything below a directory, in one atomic commit; a moved file keeps
+// its version, chunks and session. The missing parents of To are created
+// (with Modified). The txn's Expect is the version of the file at Path (0
+// when Path is a directory; a mismatch is ErrConflict, a missing Path
+// rpc.NotFound). Replace is the version of the file at To that the move
+// replaces: 0 when To must not exist (rpc.Exists otherwise; ErrConflict
+// when To is a file at another version). A directory is never replaced,
+// nor moves over a file; moving a directory into itself or below itself
+// is rpc.Invalid, and so is moving the root or onto the root. Moving a
+// path onto itself changes nothing and succeeds (after the checks of
+// Path: it must exist, at version Expect; Replace is not checked). The
+// caller adds the replaced file's chunks to AddDeletions. Moved
+// directories keep their Modified; only the created parents of To get
+// Move.Modified. A backend may bound how many entries one move of a
+// directory rewrites (rpc.ResourceExhausted beyond it; see its docs).
+type Move struct {
+	To       rpc.Path
+	Replace  uint64
+	Modified time.Time
+}
+
+// ErrNotEmpty is the cause of the error a Rmdir of a directory with
+// anything below it returns: errors.Is(err, ErrNotEmpty).
+var ErrNotEmpty error = &rpc.Error{Kind: rpc.NotEmpty, Msg: "directory not empty"}
 
 // ErrConflict is the cause of the error Commit returns when Txn.Expect
 // does not match: another commit changed the path first, and the caller
@@ -136,19 +223,23 @@ func Conflict(path rpc.Path, cur, expect uint64) error {
 type Namespace interface {
 	// Get returns the file at p, or an error of kind rpc.NotFound.
 	Get(ctx context.Context, p rpc.Path) (*File, error)
+	// Lookup returns what p names, a file or a directory (the root is
+	// one), or an error of kind rpc.NotFound.
+	Lookup(ctx context.Context, p rpc.Path) (Entry, error)
 	// List returns up to limit entries below dir in key order, starting
 	// after the key after ("" for the first page; then ListKey of the last
-	// entry returned). Without recursive it lists one level, folding deeper
-	// paths into directory entries. A dir that names a file lists that
-	// file; a dir with nothing below it and that is not a file is
-	// rpc.NotFound (the root is always a directory).
+	// entry returned). Without recursive it lists one level: the files and
+	// directories directly below dir. With recursive it lists every file
+	// and directory below dir, each directory before what it holds. A dir
+	// that names a file lists that file; a dir that is neither a file nor
+	// a directory is rpc.NotFound (the root is always a directory).
 	List(ctx context.Context, dir rpc.Path, recursive bool, after string, limit int) ([]Entry, error)
 }
 
 // Committer applies transactions.
 type Committer interface {
-	// Commit applies txn atomically and durably. A Put of a path that is an
-	// implied directory, or below an existing file, fails with rpc.Exists;
+	// Commit applies txn atomically and durably. A Put of a path that is a
+	// directory, or below an existing file, fails with rpc.Exists;
 	// a Delete of a missing file with rpc.NotFound; a version mismatch with
 	// ErrConflict. Nothing of a failed txn is applied. Concurrent commits
 	// may share one fsync.
@@ -161,8 +252,8 @@ type Loader interface {
 	Uploads(ctx context.Context) ([]*Upload, error)
 	// Deletions returns every pending deletion.
 	Deletions(ctx context.Context) ([]Deletion, error)
-	// Files calls fn for every committed file in path order; an error from
-	// fn stops the walk and is returned.
+	// Files calls fn for every committed file in path order (directories
+	// are not files); an error from fn stops the walk and is returned.
 	Files(ctx context.Context, fn func(*File) error) error
 	// Drains returns every draining datanode, sorted by ID.
 	Drains(ctx context.Context) ([]rpc.NodeID, error)
@@ -196,21 +287,25 @@ type ChunkLoader interface {
 // a small fraction of the time a walk takes), so that a term loading them
 // can say how far it is. It is optional.
 type FileCounter interface {
-	// CountFiles returns how many files are committed.
+	// CountFiles returns how many files are committed. It may count the
+	// directories too (an upper bound, close when directories are few
+	// beside files): it only says how far a load is.
 	CountFiles(ctx context.Context) (int, error)
 }
 
 // Snapshotter reads a consistent copy of the whole store, for backups.
 type Snapshotter interface {
 	// Snapshot calls fn with every record of one consistent view of the
-	// store: files, uploads, deletions and drains. fn must not call the
-	// store.
+	// store: files and directories (in ListKey order, so a directory comes
+	// before what it holds), uploads, deletions and drains. fn must not
+	// call the store.
 	Snapshot(ctx context.Context, fn func(Record) error) error
 }
 
 // Record is one item of a snapshot: exactly one field is set.
 type Record struct {
 	File     *File
+	Dir      *Dir
 	Upload   *Upload
 	Deletion *Deletion
 	Drain    *rpc.NodeID // a draining datanode
@@ -223,7 +318,10 @@ type Initializer interface {
 	// for a store that was never initialized.
 	ClusterID() string
 	// Init makes an empty, uninitialized store the store of cluster id and
-	// loads recs into it (a restore; nil for a new cluster). It fails with
+	// loads recs into it (a restore; nil for a new cluster). The missing
+	// parent directories of a file or directory record are created with
+	// its Modified time (a backup from before directories were explicit
+	// holds none), unless a later record names them. It fails with
 	// rpc.Exists when the store is already initialized, leaving it as it
 	// was; ClusterID then returns the existing ID (another coordinator
 	// sharing the store may have initialized it first). When Init fails part-way, the store stays uninitialized and
@@ -262,11 +360,54 @@ type Store interface {
 
 // CheckTxn validates the shape of a txn before any backend applies it.
 func CheckTxn(txn *Txn) error {
+	changes := 0
+	for _, set := range []bool{txn.Put != nil, txn.Delete, txn.Mkdir != nil, txn.Rmdir, txn.Move != nil} {
+		if set {
+			changes++
+		}
+	}
 	switch {
-	case txn.Path == "" && (txn.Put != nil || txn.Delete):
+	case txn.Path == "" && changes > 0:
 		return rpc.Errorf(rpc.Invalid, "txn changes a file but names no path")
 	case txn.Put != nil && txn.Delete:
 		return rpc.Errorf(rpc.Invalid, "txn both puts and deletes %s", txn.Path)
+	case changes > 1:
+		return rpc.Errorf(rpc.Invalid, "txn makes more than one change of %s (put, delete, mkdir, rmdir, move)", txn.Path)
+	case txn.MkdirParents && txn.Mkdir == nil:
+		return rpc.Errorf(rpc.Invalid, "txn asks for the parents of a mkdir of %s but makes none", txn.Path)
+	}
+	if txn.Path != "" && txn.Path != "/" {
+		if _, err := rpc.ParsePath(string(txn.Path)); err != nil {
+			return rpc.Errorf(rpc.Invalid, "txn names a malformed path: %w", err)
+		}
+	}
+	switch {
+	case txn.Path == "/" && (txn.Put != nil || txn.Delete):
+		return rpc.Errorf(rpc.Invalid, "the root / is a directory, not a file")
+	case txn.Path == "/" && txn.Rmdir:
+		return rpc.Errorf(rpc.Invalid, "the root / cannot be removed")
+	case txn.Path == "/" && txn.Move != nil:
+		return rpc.Errorf(rpc.Invalid, "the root / cannot be moved")
+	case (txn.Mkdir != nil || txn.Rmdir) && txn.Expect != 0:
+		return rpc.Errorf(rpc.Invalid, "txn expects version %d of %s but makes or removes a directory", txn.Expect, txn.Path)
+	case txn.Mkdir != nil && txn.Mkdir.Path != txn.Path:
+		return rpc.Errorf(rpc.Invalid, "txn for %s makes the directory %s", txn.Path, txn.Mkdir.Path)
+	case txn.Mkdir != nil && txn.Mkdir.Modified.IsZero():
+		return rpc.Errorf(rpc.Invalid, "txn makes the directory %s without a modification time", txn.Path)
+	case txn.Move != nil && txn.Move.Modified.IsZero():
+		return rpc.Errorf(rpc.Invalid, "txn moves %s without a modification time", txn.Path)
+	case txn.Move != nil && txn.Move.To == "/":
+		return rpc.Errorf(rpc.Invalid, "cannot move %s onto the root /", txn.Path)
+	}
+	if m := txn.Move; m != nil {
+		if _, err := rpc.ParsePath(string(m.To)); err != nil {
+			return rpc.Errorf(rpc.Invalid, "txn moves %s to a malformed path: %w", txn.Path, err)
+		}
+		if IsBelow(m.To, txn.Path) {
+			return rpc.Errorf(rpc.Invalid, "cannot move %s into itself (%s)", txn.Path, m.To)
+		}
+	}
+	switch {
 	case txn.Put != nil && txn.Put.Path != txn.Path:
 		return rpc.Errorf(rpc.Invalid, "txn for %s puts %s", txn.Path, txn.Put.Path)
 	case txn.Put != nil && txn.Put.Version != txn.Expect+1:

@@ -31,6 +31,9 @@ func (s *Store) FileChunks(ctx context.Context, fn func(*meta.FileChunks) error)
 		}
 		n := 0
 		err := s.walk("boltstore.FileChunks", bucketFiles, after, func(k, v []byte) (bool, error) {
+			if isDirKey(k) {
+				return true, nil
+			}
 			if err := decodeFileChunks(k, v, &page[n]); err != nil {
 				return false, err
 			}
@@ -66,8 +69,10 @@ func decodeFileChunks(k, v []byte, fc *meta.FileChunks) error {
 }
 
 // CountFiles returns how many files are committed, from the files
-// bucket's statistics: bolt counts the keys of each leaf page from its
-// header, without decoding a record (about 50 ms for a million files
+// bucket's statistics, which count the directories too: the count is an
+// upper bound, as close as directories are few beside files (it only
+// says how far a load is). bolt counts the keys of each leaf page from
+// its header, without decoding a record (about 50 ms for a million files
 // with the file in the page cache, against seconds for a walk).
 //
 // Reading every page's header maps the whole file into the coordinator

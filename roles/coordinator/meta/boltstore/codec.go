@@ -77,3 +77,46 @@ func decodeDrain(k []byte) (rpc.NodeID, error) {
 	}
 	return n, nil
 }
+
+// Directories live in the files bucket under meta.DirKey (the path and a
+// slash), a key no file has, so they sort in meta.ListKey order among the
+// files.
+
+// isDirKey reports whether k, a key of the files bucket, is a directory's.
+func isDirKey(k []byte) bool { return len(k) > 0 && k[len(k)-1] == '/' }
+
+func dirKey(p rpc.Path) []byte { return []byte(meta.DirKey(p)) }
+
+func encodeDir(d *meta.Dir) ([]byte, error) {
+	if _, err := meta.DirFromPB(meta.DirToPB(d)); err != nil {
+		return nil, rpc.Errorf(rpc.Invalid, "directory %s would not read back: %w", d.Path, err)
+	}
+	return meta.MarshalDir(d)
+}
+
+func decodeDir(k, v []byte) (*meta.Dir, error) {
+	d, err := meta.UnmarshalDir(v)
+	if err != nil {
+		return nil, rpc.Errorf(rpc.Internal, "stored directory %q is damaged: %w", k, err)
+	}
+	if meta.DirKey(d.Path) != string(k) {
+		return nil, rpc.Errorf(rpc.Internal, "stored directory %q is damaged: it holds %s", k, d.Path)
+	}
+	return d, nil
+}
+
+// decodeEntry decodes the file or directory at key k of the files bucket.
+func decodeEntry(k, v []byte) (meta.Entry, error) {
+	if isDirKey(k) {
+		d, err := decodeDir(k, v)
+		if err != nil {
+			return meta.Entry{}, err
+		}
+		return meta.Entry{Path: d.Path, IsDir: true, Dir: d}, nil
+	}
+	f, err := decodeFile(k, v)
+	if err != nil {
+		return meta.Entry{}, err
+	}
+	return meta.Entry{Path: f.Path, File: f}, nil
+}

@@ -26,7 +26,8 @@ import (
 //
 //	meta       "format" -> uint64 big-endian, "cluster_id" -> the cluster ID (absent until Init),
 //	           "restoring" -> the cluster ID, only while a restore spanning several transactions is loaded
-//	files      path -> metapb.File (bolt keeps keys sorted, so cursors walk paths in order)
+//	files      path -> metapb.File (bolt keeps keys sorted, so cursors walk paths in order), and
+//	           path + "/" -> metapb.Dir for each directory (meta.DirKey: it sorts right before what it holds)
 //	uploads    session ID -> metapb.Upload
 //	deletions  meta.DeletionKey ("<node>/<chunk>") -> empty (the key is the record)
 //	drains     node ID -> empty (the key is the record): the draining datanodes
@@ -45,16 +46,19 @@ import (
 //
 //	1  meta, files, uploads, deletions
 //	2  adds drains
+//	3  directories are explicit: every ancestor of a file has its record in files
 //
-// Open upgrades a store of an older format in place, in one write
-// transaction under the file's lock, by creating the buckets it lacks and
-// raising the format. The format is raised, rather than the bucket being
+// Open upgrades a store of an older format in place under the file's
+// lock: one write transaction creates the buckets it lacks; then, from
+// format 2 or older, upgradeDirs creates the directory records of every
+// file's ancestors in write transactions of upgradeBatch files each, and
+// the last raises the format (see upgradeDirs). The format is raised, rather than the bucket being
 // optional, because a dfs that predates the change must not use the
 // upgraded file (it would drop the drains from its backups): one of
 // format 1 refuses it for its unknown bucket, and since format 2 the
 // format is checked before the bucket names, so later formats are
 // refused as newer.
-const formatVersion uint64 = 2
+const formatVersion uint64 = 3
 
 var (
 	bucketMeta      = []byte("meta")
@@ -190,7 +194,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db, path: path, log: opts.Log.With().Str("component", "boltstore").Str("path", path).Logger(),
-		batchDelay: opts.BatchDelay, batchSize: opts.BatchSize, clock: opts.Clock, restoreBatch: defaultRestoreLimits}
+		batchDelay: opts.BatchDelay, batchSize: opts.BatchSize, clock: opts.Clock, restoreBatch: defaultRestoreLimits, maxMove: MaxMoveEntries}
 	if s.clock == nil {
 		s.clock = clockwork.NewRealClock()
 	}
@@ -417,10 +421,14 @@ func (s *Store) prepare(fresh bool) (created bool, l layout, err error) {
 				return err
 			}
 		}
-		var v [8]byte
-		binary.BigEndian.PutUint64(v[:], formatVersion)
-		return tx.Bucket(bucketMeta).Put(keyFormat, v[:])
+		if !l.empty {
+			return nil // upgradeDirs raises the format
+		}
+		return putFormat(tx)
 	})
+	if err == nil && !l.empty {
+		err = s.upgradeDirs(l.format)
+	}
 	switch {
 	case err != nil && l.empty:
 		return false, l, fmt.Errorf("boltstore.Open %s: create buckets: %w", s.path, err)
@@ -431,6 +439,94 @@ func (s *Store) prepare(fresh bool) (created bool, l layout, err error) {
 	}
 	l.format = formatVersion
 	return l.empty, l, nil
+}
+
+// putFormat writes formatVersion into tx.
+func putFormat(tx *bolt.Tx) error {
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], formatVersion)
+	return tx.Bucket(bucketMeta).Put(keyFormat, v[:])
+}
+
+// upgradeBatch is how many files one write transaction of upgradeDirs
+// reads; it creates at most one directory per ancestor of each. Tests
+// lower it.
+var upgradeBatch = 10_000
+
+// upgradeDirs upgrades a store of format from (2 or older: directories
+// were implied by the paths of the files below them) to formatVersion by
+// creating the record of every directory that holds a file, with the
+// Modified of the first file found in it (in key order). It walks the
+// files in write transactions of upgradeBatch files each, so that its
+// memory is bounded whatever the store holds, and raises the format in
+// the last one only: a process that dies part-way leaves a store of the
+// old format with some directories, and the next Open starts again
+// (creating a directory that exists is skipped). A dfs of the old format
+// must not open a store whose upgrade stopped part-way: it would take the
+// directory records for damaged files.
+func (s *Store) upgradeDirs(from uint64) error {
+	start := time.Now()
+	var after []byte
+	files, dirs := 0, 0
+	for {
+		done := false
+		err := s.update("boltstore.Open", func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketFiles)
+			type file struct {
+				p   rpc.Path
+				mod time.Time
+			}
+			var page []file
+			c := b.Cursor()
+			k, v := c.First()
+			if after != nil {
+				if k, v = c.Seek(after); bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil && len(page) < upgradeBatch; k, v = c.Next() {
+				if isDirKey(k) {
+					continue
+				}
+				mod := start
+				if f, err := decodeFile(k, v); err == nil {
+					mod = f.Modified
+				} // a damaged file keeps its key, which the directories need; reads report it
+				page = append(page, file{rpc.Path(k), mod})
+			}
+			done = k == nil
+			for _, f := range page {
+				// Every ancestor is checked, not just up to the first
+				// that exists: the upgrade does not trust what it finds.
+				for d := f.p.Dir(); d != "/"; d = d.Dir() {
+					if b.Get(dirKey(d)) != nil {
+						continue
+					}
+					if err := putDirs(b, []rpc.Path{d}, f.mod); err != nil {
+						return err
+					}
+					dirs++
+				}
+			}
+			if len(page) > 0 {
+				after = []byte(page[len(page)-1].p)
+				files += len(page)
+			}
+			if done {
+				return putFormat(tx)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if done {
+			break
+		}
+	}
+	s.log.Info().Uint64("from", from).Uint64("to", formatVersion).Int("files", files).Int("directories", dirs).
+		Dur("took", time.Since(start)).Msg("metadata store upgraded: directories are explicit")
+	return nil
 }
 
 func openErr(path string, kind rpc.Kind, cause error, format string, args ...any) error {

@@ -3,6 +3,7 @@ package boltstore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -140,10 +141,33 @@ type restore struct {
 	marked  bool // a committed transaction wrote the marker
 }
 
-// kv is one encoded record: its key and value in bucket.
+// kv is one encoded record: its key and value in bucket, and for a file
+// or a directory its path and time, whose missing parents putKV creates.
 type kv struct {
-	bucket []byte
-	k, v   []byte
+	bucket   []byte
+	k, v     []byte
+	path     rpc.Path
+	modified time.Time
+}
+
+// putKV puts e into its bucket of tx (b, when not nil), first creating
+// the missing parent directories of a file or directory with its time: a
+// backup from before directories were explicit holds none, and a newer
+// one lists each directory before what it holds, so the directories it
+// holds are put before they could be created. An ancestor that is a file
+// is left as it is (a restore loads what the backup holds).
+func putKV(tx *bolt.Tx, b *bolt.Bucket, e kv) error {
+	if b == nil {
+		b = tx.Bucket(e.bucket)
+	}
+	if e.path != "" {
+		for d := e.path.Dir(); d != "/" && b.Get(dirKey(d)) == nil; d = d.Dir() {
+			if err := putDirs(b, []rpc.Path{d}, e.modified); err != nil {
+				return err
+			}
+		}
+	}
+	return b.Put(e.k, e.v)
 }
 
 // put encodes r into the batch and writes the batch once it is full.
@@ -229,7 +253,7 @@ func (r *restore) write(tx *bolt.Tx) error {
 			last, b = e.bucket, tx.Bucket(e.bucket)
 			b.FillPercent = restoreFill
 		}
-		if err := b.Put(e.k, e.v); err != nil {
+		if err := putKV(tx, b, e); err != nil {
 			return err
 		}
 	}
@@ -264,6 +288,11 @@ func encodeRecord(r meta.Record) (kv, error) {
 	case r.File != nil:
 		e.bucket, e.k = bucketFiles, []byte(r.File.Path)
 		e.v, err = encodeFile(r.File)
+		e.path, e.modified = r.File.Path, r.File.Modified
+	case r.Dir != nil:
+		e.bucket, e.k = bucketFiles, dirKey(r.Dir.Path)
+		e.v, err = encodeDir(r.Dir)
+		e.path, e.modified = r.Dir.Path, r.Dir.Modified
 	case r.Upload != nil:
 		e.bucket, e.k = bucketUploads, []byte(r.Upload.ID)
 		e.v, err = encodeUpload(r.Upload)
@@ -288,7 +317,7 @@ func putRecords(ctx context.Context, tx *bolt.Tx, recs []meta.Record) error {
 		}
 		e, err := encodeRecord(r)
 		if err == nil && e.bucket != nil {
-			err = tx.Bucket(e.bucket).Put(e.k, e.v)
+			err = putKV(tx, nil, e)
 		}
 		if err != nil {
 			return fmt.Errorf("record %d: %w", i, err)

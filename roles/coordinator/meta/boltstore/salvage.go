@@ -262,8 +262,8 @@ func readGuarded(fn func() error) (err error) {
 func decodeRecord(bucket, k, v []byte) (meta.Record, error) {
 	switch {
 	case bytes.Equal(bucket, bucketFiles):
-		f, err := decodeFile(k, v)
-		return meta.Record{File: f}, err
+		e, err := decodeEntry(k, v)
+		return meta.Record{File: e.File, Dir: e.Dir}, err
 	case bytes.Equal(bucket, bucketUploads):
 		u, err := decodeUpload(k, v)
 		return meta.Record{Upload: u}, err

@@ -55,6 +55,10 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	// maxMove bounds the entries one Move rewrites: MaxMoveEntries;
+	// tests lower it.
+	maxMove int
+
 	// applied counts runs of commit functions; tests check that a failed
 	// check does not make bolt re-run the rest of its batch.
 	applied atomic.Int64
@@ -122,10 +126,39 @@ func (s *Store) Get(ctx context.Context, p rpc.Path) (*meta.File, error) {
 	return f, err
 }
 
+// Lookup returns what p names, a file or a directory, or an error of
+// kind rpc.NotFound.
+func (s *Store) Lookup(ctx context.Context, p rpc.Path) (meta.Entry, error) {
+	if err := s.ready(); err != nil {
+		return meta.Entry{}, err
+	}
+	if p == "/" {
+		return meta.Root(), nil
+	}
+	var e meta.Entry
+	err := s.view("boltstore.Lookup", func(tx *bolt.Tx) error {
+		files := tx.Bucket(bucketFiles)
+		k := []byte(p)
+		v := files.Get(k)
+		if v == nil {
+			k = dirKey(p)
+			v = files.Get(k)
+		}
+		if v == nil {
+			return rpc.Errorf(rpc.NotFound, "%s: no such file or directory", p)
+		}
+		var err error
+		e, err = decodeEntry(k, v)
+		return err
+	})
+	return e, err
+}
+
 // List implements meta.Namespace.List with metatest.Mem's semantics: a
-// cursor walks the sorted paths below dir, and without recursive it seeks
-// past each subdirectory after emitting it, so a listing costs one seek
-// per entry whatever lies below.
+// cursor walks the sorted keys below dir (a directory's key, its path and
+// a slash, comes right before what it holds), and without recursive it
+// seeks past each subdirectory after emitting it, so a listing costs one
+// seek per entry whatever lies below.
 func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after string, limit int) ([]meta.Entry, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
@@ -133,7 +166,7 @@ func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after st
 	var out []meta.Entry
 	err := s.view("boltstore.List", func(tx *bolt.Tx) error {
 		files := tx.Bucket(bucketFiles)
-		prefix := string(dir) + "/"
+		prefix := meta.DirKey(dir)
 		if dir == "/" {
 			prefix = "/"
 		} else if v := files.Get([]byte(dir)); v != nil {
@@ -147,10 +180,12 @@ func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after st
 			}
 			out = []meta.Entry{{Path: dir, File: f}}
 			return nil
+		} else if files.Get([]byte(prefix)) == nil {
+			return rpc.Errorf(rpc.NotFound, "%s: no such file or directory", dir)
 		}
-		start := prefix
+		start := prefix + "\x00" // past the directory's own key
 		if after >= start {
-			start = meta.ListStart(after)
+			start = meta.ListResume(after, recursive)
 		}
 		c := files.Cursor()
 		var walked span
@@ -159,25 +194,17 @@ func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after st
 		for k != nil && len(out) < limit && bytes.HasPrefix(k, []byte(prefix)) {
 			walked.add(k)
 			walked.add(v)
-			rest := k[len(prefix):]
-			if j := bytes.IndexByte(rest, '/'); j >= 0 && !recursive {
-				sub := prefix + string(rest[:j])
-				if sub+"/" > after {
-					out = append(out, meta.Entry{Path: rpc.Path(sub), IsDir: true})
-				}
-				// '0' follows '/': the first key after everything below sub.
-				k, v = c.Seek([]byte(sub + "0"))
-				continue
-			}
-			f, err := decodeFile(k, v)
+			e, err := decodeEntry(k, v)
 			if err != nil {
 				return err
 			}
-			out = append(out, meta.Entry{Path: f.Path, File: f})
+			out = append(out, e)
+			if e.IsDir && !recursive {
+				// Seek past everything below it.
+				k, v = c.Seek([]byte(meta.ListStart(string(k))))
+				continue
+			}
 			k, v = c.Next()
-		}
-		if len(out) == 0 && dir != "/" && after == "" && !hasChildren(c, dir) {
-			return rpc.Errorf(rpc.NotFound, "%s: no such file or directory", dir)
 		}
 		return nil
 	})
@@ -185,13 +212,6 @@ func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after st
 		return nil, err
 	}
 	return out, nil
-}
-
-// hasChildren reports whether any file lives below p.
-func hasChildren(c *bolt.Cursor, p rpc.Path) bool {
-	prefix := []byte(p + "/")
-	k, _ := c.Seek(prefix)
-	return k != nil && bytes.HasPrefix(k, prefix)
 }
 
 // Uploads returns every open upload session, ordered by ID.
@@ -304,7 +324,8 @@ func damagedErr(path string, bucket, bad, last []byte, cause error) error {
 	return rpc.Errorf(rpc.Internal, "damaged metadata file %s: bucket %q, %s: %w", path, bucket, at, cause)
 }
 
-// Files calls fn for every committed file in path order. It reads the
+// Files calls fn for every committed file in path order, skipping the
+// directories. It reads the
 // files in pages of walkPage, each in its own read transaction, and calls
 // fn between transactions, so fn may use the store (a commit that grows
 // the file would deadlock against a read transaction held open across
@@ -318,6 +339,9 @@ func (s *Store) Files(ctx context.Context, fn func(*meta.File) error) error {
 		}
 		page := make([]*meta.File, 0, walkPage)
 		err := s.walk("boltstore.Files", bucketFiles, after, func(k, v []byte) (bool, error) {
+			if isDirKey(k) {
+				return true, nil
+			}
 			f, err := decodeFile(k, v)
 			if err != nil {
 				return false, err
@@ -340,8 +364,8 @@ func (s *Store) Files(ctx context.Context, fn func(*meta.File) error) error {
 	}
 }
 
-// Snapshot calls fn with every record of one read transaction: files in
-// path order, then uploads by ID, then deletions by key, then drains by
+// Snapshot calls fn with every record of one read transaction: files and
+// directories in key order (meta.ListKey's), then uploads by ID, then deletions by key, then drains by
 // node ID. fn must not call the store.
 func (s *Store) Snapshot(ctx context.Context, fn func(meta.Record) error) error {
 	if err := s.usable(); err != nil {
@@ -357,12 +381,12 @@ func (s *Store) Snapshot(ctx context.Context, fn func(meta.Record) error) error 
 			return nil
 		}
 		err := tx.Bucket(bucketFiles).ForEach(func(k, v []byte) error {
-			f, err := decodeFile(k, v)
+			e, err := decodeEntry(k, v)
 			if err == nil {
 				err = check()
 			}
 			if err == nil {
-				err = fn(meta.Record{File: f})
+				err = fn(meta.Record{File: e.File, Dir: e.Dir})
 			}
 			return err
 		})
@@ -431,7 +455,7 @@ func (s *Store) Commit(ctx context.Context, txn *meta.Txn) error {
 	}
 	// Encode outside the batch: the encoding is the commit's CPU work and
 	// runs in parallel in the callers; the batch only checks and writes.
-	c := &commit{ctx: ctx, txn: txn, applied: &s.applied}
+	c := &commit{ctx: ctx, txn: txn, applied: &s.applied, maxMove: s.maxMove}
 	var err error
 	if txn.Put != nil {
 		if c.file, err = encodeFile(txn.Put); err != nil {
@@ -533,6 +557,10 @@ type commit struct {
 	drains  [][]byte
 	applied *atomic.Int64
 	done    chan error // receives the commit's result
+	// mk lists the directories the commit creates, as check found them.
+	mk []rpc.Path
+	// maxMove bounds the entries a Move rewrites (Store.maxMove).
+	maxMove int
 
 	res error
 }
@@ -550,37 +578,42 @@ func (c *commit) apply(tx *bolt.Tx) (err error) {
 	return c.write(tx)
 }
 
-// check runs Mem's checks, in Mem's order, without writing.
+// check runs Mem's checks, in Mem's order, without writing, and records
+// in c the directories the commit creates.
 func (c *commit) check(tx *bolt.Tx) error {
 	txn := c.txn
+	c.mk = nil
 	if txn.Path == "" {
 		return nil
 	}
 	files := tx.Bucket(bucketFiles)
-	key := []byte(txn.Path)
-	var cur uint64
-	if v := files.Get(key); v != nil {
-		f, err := decodeFile(key, v)
-		if err != nil {
-			return err
-		}
-		cur = f.Version
+	p := txn.Path
+	cur, err := fileVersion(files, p)
+	if err != nil {
+		return err
+	}
+	switch {
+	case txn.Mkdir != nil:
+		c.mk, err = checkMkdir(files, txn, cur)
+		return err
+	case txn.Rmdir:
+		return checkRmdir(files, p, cur)
+	case txn.Move != nil:
+		c.mk, err = checkMove(files, txn, cur, c.maxMove)
+		return err
 	}
 	if txn.Delete && cur == 0 {
-		return rpc.Errorf(rpc.NotFound, "file %s not found", txn.Path)
+		return rpc.Errorf(rpc.NotFound, "file %s not found", p)
 	}
 	if cur != txn.Expect {
-		return meta.Conflict(txn.Path, cur, txn.Expect)
+		return meta.Conflict(p, cur, txn.Expect)
 	}
 	if txn.Put != nil {
-		if hasChildren(files.Cursor(), txn.Path) {
-			return rpc.Errorf(rpc.Exists, "%s is a directory", txn.Path)
+		if isDir(files, p) {
+			return rpc.Errorf(rpc.Exists, "%s is a directory", p)
 		}
-		for d := txn.Path.Dir(); d != "/"; d = d.Dir() {
-			if files.Get([]byte(d)) != nil {
-				return rpc.Errorf(rpc.Exists, "%s: parent %s is a file", txn.Path, d)
-			}
-		}
+		c.mk, err = missingParents(files, p)
+		return err
 	}
 	return nil
 }
@@ -589,11 +622,18 @@ func (c *commit) write(tx *bolt.Tx) error {
 	txn := c.txn
 	files, uploads, dels, drains := tx.Bucket(bucketFiles), tx.Bucket(bucketUploads), tx.Bucket(bucketDeletions), tx.Bucket(bucketDrains)
 	var errs []error
-	if txn.Put != nil {
-		errs = append(errs, files.Put([]byte(txn.Path), c.file))
+	if len(c.mk) > 0 {
+		errs = append(errs, putDirs(files, c.mk, txnModified(txn)))
 	}
-	if txn.Delete {
+	switch {
+	case txn.Put != nil:
+		errs = append(errs, files.Put([]byte(txn.Path), c.file))
+	case txn.Delete:
 		errs = append(errs, files.Delete([]byte(txn.Path)))
+	case txn.Rmdir:
+		errs = append(errs, files.Delete(dirKey(txn.Path)))
+	case txn.Move != nil && txn.Move.To != txn.Path:
+		errs = append(errs, move(files, txn.Path, txn.Move.To))
 	}
 	for i, u := range txn.PutUploads {
 		errs = append(errs, uploads.Put([]byte(u.ID), c.uploads[i]))

@@ -22,6 +22,9 @@ var (
 func (s *Store) FileChunks(ctx context.Context, fn func(*meta.FileChunks) error) error {
 	var fc meta.FileChunks
 	_, err := s.scanPrefix(ctx, s.pfx+"f/", 0, func(kv *mvccpb.KeyValue) error {
+		if isDirKey(kv.Key) {
+			return nil
+		}
 		path, err := meta.DecodeFileChunks(kv.Value, &fc)
 		if err != nil {
 			return rpc.Errorf(rpc.Internal, "etcdstore: key %q: %w", kv.Key, err)
@@ -35,7 +38,8 @@ func (s *Store) FileChunks(ctx context.Context, fn func(*meta.FileChunks) error)
 }
 
 // CountFiles returns how many files are committed: a count-only range
-// read, which etcd answers from its index without sending a key.
+// read, which etcd answers from its index without sending a key. It
+// counts the directories too (see meta.FileCounter).
 func (s *Store) CountFiles(ctx context.Context) (int, error) {
 	if err := s.ready(); err != nil {
 		return 0, err

@@ -8,8 +8,6 @@ import (
 	"slices"
 	"time"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
@@ -31,17 +29,16 @@ const (
 
 // Commit applies txn.
 //
-// A txn that changes a file is one etcd txn whose compares implement the
-// checks: the file key's ModRevision equals the one read just before (the
-// version lives inside the value, so the store compares the revision that
-// identifies the value it read; a revision also catches a delete and
-// re-create that restores the same version), no key lies below the path
-// (a compare over the range <prefix>f<path>/ — on an empty range etcd
-// compares against an absent key, so CreateRevision = 0 holds exactly
-// when the range is empty), and no ancestor is a file (CreateRevision = 0
-// on each ancestor key). The txn's Else branch reads the same keys, so a
-// failure is classified from the state that made it fail: rpc.NotFound,
-// ErrConflict or rpc.Exists exactly as metatest.Mem decides.
+// A txn that names a path is one etcd txn whose compares implement the
+// checks (see paths.go): the ModRevision of each key the checks read
+// (the version lives inside the value, so the store compares the
+// revision that identifies the value it read; a revision also catches a
+// delete and re-create that restores the same version), the absence of
+// the path's directory key for a Put, the nearest existing ancestor
+// directory and the absence of a file at each missing one, and for a
+// Rmdir or a Move of a directory the range below it. A failure is
+// classified from a new read of the same keys, so it is rpc.NotFound,
+// ErrConflict, rpc.Exists or ErrNotEmpty exactly as metatest.Mem decides.
 //
 // Size limits: the file change, its checks and the txn's upload and drain
 // changes always travel in that one txn. Chunk deletions (AddDeletions,
@@ -66,8 +63,12 @@ const (
 // encoding is unique to its upload), while a caller that gets such an
 // error for a delete re-reads the path before it retries.
 //
-// A path deeper than MaxTxnOps-2 levels (126 with etcd's defaults) cannot
-// be checked in one txn and is refused with rpc.Invalid.
+// A path deeper than MaxTxnOps-3 levels (125 with etcd's defaults) cannot
+// be checked in one txn and is refused with rpc.Invalid, and so is a Put
+// or Mkdir whose missing parents, checks and upload and drain changes do
+// not fit one txn. A Move of a directory rewrites every key below it in
+// its one txn: one with more than MaxMoveEntries entries is refused with
+// rpc.ResourceExhausted.
 func (s *Store) Commit(ctx context.Context, txn *meta.Txn) error {
 	if err := meta.CheckTxn(txn); err != nil {
 		return err
@@ -84,7 +85,7 @@ func (s *Store) Commit(ctx context.Context, txn *meta.Txn) error {
 	if txn.Path == "" {
 		return s.commitUnconditional(ctx, drains, append(ups, dels...))
 	}
-	return s.commitFile(ctx, txn, append(ups, drains...), dels)
+	return s.commitPath(ctx, txn, append(ups, drains...), dels)
 }
 
 // uploadOps returns the upload changes as their final state per key: a
@@ -272,124 +273,6 @@ func (s *Store) applyRest(ctx context.Context, bs [][]clientv3.Op, what string) 
 	return nil
 }
 
-// commitFile applies a txn that names a path: ups (upload and drain
-// changes) travel with the file change, dels may follow.
-func (s *Store) commitFile(ctx context.Context, txn *meta.Txn, ups, dels []clientv3.Op) error {
-	fk := s.fileKey(txn.Path)
-	var ancestors []string
-	if txn.Put != nil {
-		for d := txn.Path.Dir(); d != "/"; d = d.Dir() {
-			ancestors = append(ancestors, s.fileKey(d))
-		}
-	}
-	if 3+len(ancestors) > s.opts.MaxTxnOps {
-		return rpc.Errorf(rpc.Invalid, "path %s is %d levels deep; the etcd metadata store allows at most %d", txn.Path, len(ancestors)+1, s.opts.MaxTxnOps-2)
-	}
-	dirStart := fk + "/"
-	dirEnd := clientv3.GetPrefixRangeEnd(dirStart)
-
-	// The file op and its reads.
-	var fileOp clientv3.Op
-	var value []byte
-	switch {
-	case txn.Put != nil:
-		v, err := meta.MarshalFile(txn.Put)
-		if err != nil {
-			return err
-		}
-		fileOp, value = clientv3.OpPut(fk, string(v)), v
-	case txn.Delete:
-		fileOp = clientv3.OpDelete(fk)
-	}
-	var mandatory []clientv3.Op
-	if fileOp.KeyBytes() != nil {
-		mandatory = append(mandatory, fileOp)
-	}
-	mandatory = append(mandatory, ups...)
-	if len(mandatory) > s.opts.MaxTxnOps {
-		return rpc.Errorf(rpc.Invalid, "txn for %s changes %d uploads and drains; the etcd metadata store allows %d changes per txn", txn.Path, len(ups), s.opts.MaxTxnOps-1)
-	}
-	reads := []clientv3.Op{clientv3.OpGet(fk)}
-	if txn.Put != nil {
-		reads = append(reads, clientv3.OpGet(dirStart, clientv3.WithRange(dirEnd), clientv3.WithLimit(1), clientv3.WithKeysOnly()))
-		for _, a := range ancestors {
-			reads = append(reads, clientv3.OpGet(a, clientv3.WithKeysOnly()))
-		}
-	}
-	fence, fenceIdx := s.fence.Load(), -1
-	if fence != nil {
-		fenceIdx = len(reads)
-		reads = append(reads, clientv3.OpGet(fence.key, clientv3.WithKeysOnly()))
-	}
-
-	// Read the file key, and whether the path is a directory, before
-	// writing: the read gives the ModRevision to compare, classifies most
-	// failures without a write, and keeps a put onto a large directory
-	// from making etcd scan the directory in a compare. The read is
-	// serializable (served by the member without a round of consensus):
-	// the txn's compares verify what it saw, and a failure it predicts is
-	// confirmed by a linearizable read before Commit returns it.
-	preRead := func(serializable bool) ([]*pb.ResponseOp, error) {
-		var o []clientv3.OpOption
-		if serializable {
-			o = append(o, clientv3.WithSerializable())
-		}
-		pre := []clientv3.Op{clientv3.OpGet(fk, o...)}
-		if txn.Put != nil {
-			pre = append(pre, clientv3.OpGet(dirStart, append(o, clientv3.WithRange(dirEnd), clientv3.WithLimit(1), clientv3.WithKeysOnly())...))
-		}
-		resp, err := s.cli.Txn(ctx).Then(pre...).Commit()
-		if err != nil {
-			return nil, etcdError("commit "+string(txn.Path), err)
-		}
-		return resp.Responses, nil
-	}
-	state, err := preRead(true)
-	if err != nil {
-		return err
-	}
-	stateFence, serializable := -1, true
-	for attempt := 0; attempt < maxCommitAttempts; attempt++ {
-		modRev, err := s.classify(txn, state, len(ancestors), fence, stateFence)
-		if err != nil && serializable {
-			if state, err = preRead(false); err != nil {
-				return err
-			}
-			serializable = false
-			modRev, err = s.classify(txn, state, len(ancestors), fence, stateFence)
-		}
-		if err != nil {
-			return err
-		}
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(fk), "=", modRev)}
-		if txn.Put != nil {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(dirStart), "=", 0).WithRange(dirEnd))
-			for _, a := range ancestors {
-				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(a), "=", 0))
-			}
-		}
-		cmps = s.fenced(cmps...)
-		used := opsSize(mandatory)
-		for _, c := range cmps {
-			used += len(c.KeyBytes()) + len(c.GetCompare().GetRangeEnd()) + opOverhead
-		}
-		bs := s.batches(dels, s.opts.MaxTxnOps-len(mandatory), s.opts.MaxTxnBytes-used)
-		then := append(slices.Clip(mandatory), bs[0]...)
-		tr, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Else(reads...).Commit()
-		if err != nil {
-			if value != nil && s.applied(ctx, fk, value) {
-				return s.applyRest(ctx, bs[1:], fmt.Sprintf("change of %s ", txn.Path))
-			}
-			return etcdError(fmt.Sprintf("commit %s (%d ops, %d bytes)", txn.Path, len(then), opsSize(then)), err)
-		}
-		if tr.Succeeded {
-			return s.applyRest(ctx, bs[1:], fmt.Sprintf("change of %s ", txn.Path))
-		}
-		state, stateFence, serializable = tr.Responses, fenceIdx, false
-	}
-	return rpc.Errorf(rpc.Unavailable, "etcdstore: commit %s: the file changed under %d attempts; try again", txn.Path, maxCommitAttempts)
-}
-
 // applied reports whether key holds value, read after a txn that put it
 // failed with an error that leaves its fate unknown (a timeout, a lost
 // connection, a leader change): a file version's encoding names chunks
@@ -399,48 +282,4 @@ func (s *Store) applied(ctx context.Context, key string, value []byte) bool {
 	defer cancel()
 	resp, err := s.cli.Get(rctx, key)
 	return err == nil && len(resp.Kvs) == 1 && bytes.Equal(resp.Kvs[0].Value, value)
-}
-
-// classify decides a txn's fate from reads of its keys, in the order of
-// reads built by commitFile (file, directory range, ancestors, fence; a
-// prefix of them), exactly as Mem does, and returns the file key's
-// ModRevision when nothing forbids the txn.
-func (s *Store) classify(txn *meta.Txn, rs []*pb.ResponseOp, nAncestors int, fence *Leadership, fenceIdx int) (int64, error) {
-	kvs := func(i int) []*mvccpb.KeyValue {
-		if i >= len(rs) {
-			return nil
-		}
-		return rs[i].GetResponseRange().GetKvs()
-	}
-	if fence != nil && fenceIdx >= 0 && fenceIdx < len(rs) {
-		if k := kvs(fenceIdx); len(k) == 0 || k[0].CreateRevision != fence.rev {
-			return 0, errLostLeadership(fence)
-		}
-	}
-	var cur uint64
-	var modRev int64
-	if k := kvs(0); len(k) > 0 {
-		f, err := meta.UnmarshalFile(k[0].Value)
-		if err != nil {
-			return 0, rpc.Errorf(rpc.Internal, "etcdstore: key %q: %w", k[0].Key, err)
-		}
-		cur, modRev = f.Version, k[0].ModRevision
-	}
-	if txn.Delete && cur == 0 {
-		return 0, rpc.Errorf(rpc.NotFound, "file %s not found", txn.Path)
-	}
-	if cur != txn.Expect {
-		return 0, meta.Conflict(txn.Path, cur, txn.Expect)
-	}
-	if txn.Put != nil {
-		if len(kvs(1)) > 0 {
-			return 0, rpc.Errorf(rpc.Exists, "%s is a directory", txn.Path)
-		}
-		for i, d := 0, txn.Path.Dir(); i < nAncestors; i, d = i+1, d.Dir() {
-			if len(kvs(2+i)) > 0 {
-				return 0, rpc.Errorf(rpc.Exists, "%s: parent %s is a file", txn.Path, d)
-			}
-		}
-	}
-	return modRev, nil
 }

@@ -50,57 +50,103 @@ func (s *Store) decodeFile(kv *mvccpb.KeyValue) (*meta.File, error) {
 	return f, nil
 }
 
+func (s *Store) decodeDir(kv *mvccpb.KeyValue) (*meta.Dir, error) {
+	d, err := meta.UnmarshalDir(kv.Value)
+	if err != nil {
+		return nil, rpc.Errorf(rpc.Internal, "etcdstore: key %q: %w", kv.Key, err)
+	}
+	if s.dirKey(d.Path) != string(kv.Key) {
+		return nil, rpc.Errorf(rpc.Internal, "etcdstore: key %q holds directory %s", kv.Key, d.Path)
+	}
+	return d, nil
+}
+
+// isDirKey reports whether k, a key of the files range, is a directory's.
+func isDirKey(k []byte) bool { return len(k) > 0 && k[len(k)-1] == '/' }
+
+// decodeEntry decodes the file or directory of a key of the files range.
+func (s *Store) decodeEntry(kv *mvccpb.KeyValue) (meta.Entry, error) {
+	if isDirKey(kv.Key) {
+		d, err := s.decodeDir(kv)
+		if err != nil {
+			return meta.Entry{}, err
+		}
+		return meta.Entry{Path: d.Path, IsDir: true, Dir: d}, nil
+	}
+	f, err := s.decodeFile(kv)
+	if err != nil {
+		return meta.Entry{}, err
+	}
+	return meta.Entry{Path: f.Path, File: f}, nil
+}
+
+// Lookup returns what p names, a file or a directory, or an error of
+// kind rpc.NotFound: one txn reads both keys.
+func (s *Store) Lookup(ctx context.Context, p rpc.Path) (meta.Entry, error) {
+	if err := s.ready(); err != nil {
+		return meta.Entry{}, err
+	}
+	if p == "/" {
+		return meta.Root(), nil
+	}
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.fileKey(p)), clientv3.OpGet(s.dirKey(p))).Commit()
+	if err != nil {
+		return meta.Entry{}, etcdError("lookup "+string(p), err)
+	}
+	for _, r := range resp.Responses {
+		if kvs := r.GetResponseRange().GetKvs(); len(kvs) > 0 {
+			return s.decodeEntry(kvs[0])
+		}
+	}
+	return meta.Entry{}, rpc.Errorf(rpc.NotFound, "%s: no such file or directory", p)
+}
+
 // List lists dir with range reads at one revision, in etcd key order,
-// which is path order, and so meta.ListKey order. Without recursive, the first key below a subdirectory makes
-// its entry, and after a few more keys below it the read starts again past
-// the whole subdirectory (at <prefix>f<sub>0, the end of the range
-// <prefix>f<sub>/), so a huge subdirectory costs a few keys, not a scan.
+// which is meta.ListKey order (a directory's key, <prefix>f<path>/, comes
+// right before what it holds). Without recursive, a subdirectory's key
+// makes its entry, and after a few more keys below it the read starts
+// again past the whole subdirectory (at <prefix>f<sub>0, the end of the
+// range <prefix>f<sub>/), so a huge subdirectory costs a few keys, not a
+// scan.
 func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after string, limit int) ([]meta.Entry, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
-	prefix := string(dir) + "/"
+	prefix := meta.DirKey(dir)
 	if dir == "/" {
 		prefix = "/"
 	}
 	fpfx := s.pfx + "f"
-	start := prefix
+	start := prefix + "\x00" // past the directory's own key
 	if after >= start {
-		start = meta.ListStart(after)
+		start = meta.ListResume(after, recursive)
 	}
 	end := clientv3.GetPrefixRangeEnd(fpfx + prefix)
-	// The point read fixes the revision of the listing; for the root it
-	// reads a key that is never a file.
-	resp, err := s.cli.Get(ctx, s.fileKey(dir))
+	// The point reads fix the revision of the listing; for the root they
+	// read keys that are never stored.
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.fileKey(dir)), clientv3.OpGet(fpfx+prefix, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
 		return nil, etcdError("list "+string(dir), err)
 	}
-	if len(resp.Kvs) > 0 && dir != "/" {
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 && dir != "/" {
 		if after >= string(dir) {
 			return nil, nil
 		}
-		f, err := s.decodeFile(resp.Kvs[0])
+		f, err := s.decodeFile(kvs[0])
 		if err != nil {
 			return nil, err
 		}
 		return []meta.Entry{{Path: dir, File: f}}, nil
 	}
+	if len(resp.Responses[1].GetResponseRange().GetKvs()) == 0 && dir != "/" {
+		return nil, rpc.Errorf(rpc.NotFound, "%s: no such file or directory", dir)
+	}
 	rev := resp.Header.Revision
 	if limit <= 0 {
-		if dir != "/" && after == "" {
-			r, err := s.cli.Get(ctx, fpfx+prefix, clientv3.WithRange(end), clientv3.WithLimit(1), clientv3.WithKeysOnly(), clientv3.WithRev(rev))
-			if err != nil {
-				return nil, etcdError("list "+string(dir), err)
-			}
-			if len(r.Kvs) == 0 {
-				return nil, rpc.Errorf(rpc.NotFound, "%s: no such file or directory", dir)
-			}
-		}
 		return nil, nil
 	}
 	var out []meta.Entry
 	skipTo, restart := "", fpfx+start
-	sawKey := false
 	for restart != "" && restart < end {
 		from, skipped := restart, 0
 		restart = ""
@@ -109,7 +155,6 @@ func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after st
 			batch = min(limit, readBatch)
 		}
 		_, err := s.scan(ctx, from, end, rev, batch, func(kv *mvccpb.KeyValue) (bool, error) {
-			sawKey = true
 			k := string(kv.Key)
 			if k < skipTo {
 				if skipped++; skipped >= listBatch {
@@ -118,28 +163,19 @@ func (s *Store) List(ctx context.Context, dir rpc.Path, recursive bool, after st
 				}
 				return true, nil
 			}
-			rest := k[len(fpfx)+len(prefix):]
-			if j := strings.IndexByte(rest, '/'); j >= 0 && !recursive {
-				sub := prefix + rest[:j]
-				if sub+"/" > after {
-					out = append(out, meta.Entry{Path: rpc.Path(sub), IsDir: true})
-				}
-				skipTo, skipped = fpfx+sub+"0", 0 // '0' follows '/'
-				return len(out) < limit, nil
-			}
-			f, err := s.decodeFile(kv)
+			e, err := s.decodeEntry(kv)
 			if err != nil {
 				return false, err
 			}
-			out = append(out, meta.Entry{Path: f.Path, File: f})
+			out = append(out, e)
+			if e.IsDir && !recursive {
+				skipTo, skipped = fpfx+meta.ListStart(meta.ListKey(e)), 0
+			}
 			return len(out) < limit, nil
 		})
 		if err != nil {
 			return nil, err
 		}
-	}
-	if len(out) == 0 && dir != "/" && after == "" && !sawKey {
-		return nil, rpc.Errorf(rpc.NotFound, "%s: no such file or directory", dir)
 	}
 	return out, nil
 }
@@ -317,10 +353,14 @@ func (s *Store) Drains(ctx context.Context) ([]rpc.NodeID, error) {
 	return out, nil
 }
 
-// Files calls fn for every file in path order, all read at one revision
+// Files calls fn for every file in path order, skipping the directories,
+// all read at one revision
 // (a page at a time, so fn runs between reads).
 func (s *Store) Files(ctx context.Context, fn func(*meta.File) error) error {
 	_, err := s.scanPrefix(ctx, s.pfx+"f/", 0, func(kv *mvccpb.KeyValue) error {
+		if isDirKey(kv.Key) {
+			return nil
+		}
 		f, err := s.decodeFile(kv)
 		if err != nil {
 			return err
@@ -330,7 +370,7 @@ func (s *Store) Files(ctx context.Context, fn func(*meta.File) error) error {
 	return err
 }
 
-// Snapshot calls fn with every file (path order), upload (id order),
+// Snapshot calls fn with every file and directory (key order), upload (id order),
 // deletion (key order) and drain (node order), all read at the revision
 // of its first read: one consistent view, however long fn takes, unless
 // etcd compacts that revision meanwhile (then Snapshot fails and can be
@@ -342,11 +382,11 @@ func (s *Store) Snapshot(ctx context.Context, fn func(meta.Record) error) error 
 	}
 	rev := head.Header.Revision
 	_, err = s.scanPrefix(ctx, s.pfx+"f/", rev, func(kv *mvccpb.KeyValue) error {
-		f, err := s.decodeFile(kv)
+		e, err := s.decodeEntry(kv)
 		if err != nil {
 			return err
 		}
-		return fn(meta.Record{File: f})
+		return fn(meta.Record{File: e.File, Dir: e.Dir})
 	})
 	if err != nil {
 		return err

@@ -6,18 +6,23 @@
 // encodings of meta/codec.go:
 //
 //	<prefix>f<path>          a committed file (meta.File); key order is path order
+//	<prefix>f<path>/         a directory (metapb.Dir): it sorts right before what it holds
 //	<prefix>u/<session id>   an open upload (meta.Upload)
 //	<prefix>d/<node>/<chunk> a pending deletion (metapb.Deletion)
 //	<prefix>n/<node>         a draining datanode; the value is empty
 //	<prefix>meta/cluster     the cluster id
-//	<prefix>meta/format      the layout version, "2"
+//	<prefix>meta/format      the layout version, "3"
 //	<prefix>meta/restoring   present only while Init loads a restore
 //	<prefix>election/<name>/ election keys (see Store.Election)
 //
-// Layout 1 had no drains. Open upgrades an initialized prefix of layout 1
-// in place by raising its version (its keys are valid as they are), so
-// that a dfs that predates drains, which would ignore them and leave them
-// out of its backups, refuses the prefix.
+// Layout 1 had no drains, and layouts 1 and 2 no directory keys (a
+// directory was implied by the files below it). Open upgrades an
+// initialized prefix of layout 1 or 2 in place (see upgrade): it puts the
+// directory key of every ancestor of every file, then raises the version,
+// so that a dfs of an older layout, which would take the directory keys
+// for damaged files, refuses the prefix. Stop the coordinators of the
+// older release before starting this one: one still leading would go on
+// writing files without their directories.
 package etcdstore
 
 import (
@@ -31,6 +36,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/rs/zerolog"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -54,9 +60,11 @@ const (
 	// --max-request-bytes (1.5 MiB).
 	DefaultMaxTxnBytes = 1 << 20
 
-	formatVersion = "2"
-	// formatNoDrains is the layout before drains, upgraded by Open.
+	formatVersion = "3"
+	// formatNoDrains is the layout before drains, and formatNoDirs the
+	// one before directory keys, both upgraded by Open.
 	formatNoDrains = "1"
+	formatNoDirs   = "2"
 	// readBatch is how many keys one range read returns at most.
 	readBatch = 1000
 )
@@ -83,6 +91,9 @@ type Options struct {
 	Password string
 	// Logger receives the etcd client's own logs; nil discards them.
 	Logger *zap.Logger
+	// Log receives the store's lifecycle events (a layout upgrade); the
+	// zero Logger discards them.
+	Log zerolog.Logger
 
 	pagedReads bool // tests: read ranges as on a server before 3.7
 }
@@ -220,8 +231,8 @@ func (s *Store) load(ctx context.Context, where string, again bool) error {
 	}
 	switch f := vals["format"]; f {
 	case formatVersion:
-	case formatNoDrains:
-		if err := s.upgrade(pctx, where, f); err != nil {
+	case formatNoDrains, formatNoDirs:
+		if err := s.upgrade(ctx, where, f); err != nil {
 			return err
 		}
 	default:
@@ -232,21 +243,91 @@ func (s *Store) load(ctx context.Context, where string, again bool) error {
 }
 
 // upgrade raises the layout version of an initialized prefix from the
-// older version from, whose keys this layout reads as they are, to
-// formatVersion. Coordinators opening the prefix at once may all try; one
-// wins and the others find the new version.
+// older version from to formatVersion: it walks the files in key order at
+// one revision and puts the directory key of every ancestor that has
+// none, in txns of at most MaxTxnOps keys, the last of which raises the
+// version. Memory is bounded by the depth of a path: keys come in order,
+// a directory's key before what it holds, so the directories that exist
+// or were put are a stack along the current path. Every txn compares the
+// version with from, so once one upgrade finished no other writes;
+// coordinators opening the prefix at once may all run it, and an
+// upgrade that stopped part-way is run again by the next Open (putting a
+// directory key again only sets its time again).
 func (s *Store) upgrade(ctx context.Context, where, from string) error {
 	key := s.metaKey("format")
-	tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(key), "=", from)).
-		Then(clientv3.OpPut(key, formatVersion)).Else(clientv3.OpGet(key)).Commit()
-	if err != nil {
-		return fmt.Errorf("etcd at %s: %w", where, etcdError("open: upgrade layout", err))
-	}
-	if !tr.Succeeded {
-		kvs := tr.Responses[0].GetResponseRange().GetKvs()
-		if len(kvs) == 0 || string(kvs[0].Value) != formatVersion {
-			return rpc.Errorf(rpc.FailedPrecondition, "etcdstore: prefix %q at %s changed while its layout was upgraded from version %q; open it again", s.pfx, where, from)
+	same := clientv3.Compare(clientv3.Value(key), "=", from)
+	errDone := errors.New("upgraded by another coordinator")
+	var batch []clientv3.Op
+	flush := func(last bool) error {
+		ops := batch
+		if last {
+			ops = append(ops, clientv3.OpPut(key, formatVersion))
 		}
+		tr, err := s.cli.Txn(ctx).If(same).Then(ops...).Else(clientv3.OpGet(key)).Commit()
+		if err != nil {
+			return fmt.Errorf("etcd at %s: %w", where, etcdError("open: upgrade layout", err))
+		}
+		if !tr.Succeeded {
+			kvs := tr.Responses[0].GetResponseRange().GetKvs()
+			if len(kvs) == 0 || string(kvs[0].Value) != formatVersion {
+				return rpc.Errorf(rpc.FailedPrecondition, "etcdstore: prefix %q at %s changed while its layout was upgraded from version %q; open it again", s.pfx, where, from)
+			}
+			return errDone
+		}
+		batch = batch[:0]
+		return nil
+	}
+	start := time.Now()
+	fpfx := s.pfx + "f"
+	var stack []rpc.Path // the directories along the last key's path
+	files, dirs := 0, 0
+	_, err := s.scanPrefix(ctx, fpfx+"/", 0, func(kv *mvccpb.KeyValue) error {
+		k := string(kv.Key)
+		isDir := strings.HasSuffix(k, "/")
+		p := rpc.Path(strings.TrimSuffix(k[len(fpfx):], "/"))
+		for len(stack) > 0 && !meta.IsBelow(p, stack[len(stack)-1]) {
+			stack = stack[:len(stack)-1]
+		}
+		var need []rpc.Path
+		for d := p.Dir(); d != "/" && (len(stack) == 0 || d != stack[len(stack)-1]); d = d.Dir() {
+			need = append(need, d)
+		}
+		mod := start
+		if !isDir {
+			files++
+			if f, err := meta.UnmarshalFile(kv.Value); err == nil {
+				mod = f.Modified
+			} // a damaged file keeps its key, which the directories need; reads report it
+		}
+		for i := len(need) - 1; i >= 0; i-- {
+			v, err := meta.MarshalDir(&meta.Dir{Path: need[i], Modified: mod})
+			if err != nil {
+				return err
+			}
+			batch = append(batch, clientv3.OpPut(s.dirKey(need[i]), string(v)))
+			stack = append(stack, need[i])
+			dirs++
+			if len(batch) >= s.opts.MaxTxnOps-1 {
+				if err := flush(false); err != nil {
+					return err
+				}
+			}
+		}
+		if isDir {
+			stack = append(stack, p)
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush(true)
+	}
+	switch {
+	case errors.Is(err, errDone):
+	case err != nil:
+		return err
+	default:
+		s.opts.Log.Info().Str("prefix", s.pfx).Str("from", from).Str("to", formatVersion).Int("files", files).Int("directories", dirs).
+			Dur("took", time.Since(start)).Msg("etcd metadata layout upgraded: directories are explicit")
 	}
 	return nil
 }
@@ -452,7 +533,9 @@ func (s *Store) initRaced(ctx context.Context) error {
 }
 
 // recordOps turns restore records into puts, the last record of a key
-// winning as in a replay.
+// winning as in a replay. The missing parents of a file or directory are
+// put before it, with its time (a backup from before directories were
+// explicit holds none).
 func (s *Store) recordOps(recs []meta.Record) ([]clientv3.Op, error) {
 	idx := map[string]int{}
 	var ops []clientv3.Op
@@ -465,6 +548,20 @@ func (s *Store) recordOps(recs []meta.Record) ([]clientv3.Op, error) {
 		idx[k] = len(ops)
 		ops = append(ops, op)
 	}
+	parents := func(p rpc.Path, mod time.Time) error {
+		for d := p.Dir(); d != "/"; d = d.Dir() {
+			k := s.dirKey(d)
+			if _, ok := idx[k]; ok {
+				break // its ancestors were put with it
+			}
+			v, err := meta.MarshalDir(&meta.Dir{Path: d, Modified: mod})
+			if err != nil {
+				return err
+			}
+			add(k, v)
+		}
+		return nil
+	}
 	for _, r := range recs {
 		switch {
 		case r.File != nil:
@@ -472,7 +569,22 @@ func (s *Store) recordOps(recs []meta.Record) ([]clientv3.Op, error) {
 			if err != nil {
 				return nil, err
 			}
+			if err := parents(r.File.Path, r.File.Modified); err != nil {
+				return nil, err
+			}
 			add(s.fileKey(r.File.Path), v)
+		case r.Dir != nil:
+			if _, err := meta.DirFromPB(meta.DirToPB(r.Dir)); err != nil {
+				return nil, rpc.Errorf(rpc.Invalid, "directory %s would not read back: %w", r.Dir.Path, err)
+			}
+			v, err := meta.MarshalDir(r.Dir)
+			if err != nil {
+				return nil, err
+			}
+			if err := parents(r.Dir.Path, r.Dir.Modified); err != nil {
+				return nil, err
+			}
+			add(s.dirKey(r.Dir.Path), v)
 		case r.Upload != nil:
 			v, err := meta.MarshalUpload(r.Upload)
 			if err != nil {

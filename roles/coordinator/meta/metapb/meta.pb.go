@@ -449,6 +449,59 @@ func (x *Drain) GetNode() string {
 	return ""
 }
 
+// Dir is an explicit directory.
+type Dir struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Path             string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	ModifiedUnixNano int64                  `protobuf:"varint,2,opt,name=modified_unix_nano,json=modifiedUnixNano,proto3" json:"modified_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Dir) Reset() {
+	*x = Dir{}
+	mi := &file_meta_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Dir) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Dir) ProtoMessage() {}
+
+func (x *Dir) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Dir.ProtoReflect.Descriptor instead.
+func (*Dir) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Dir) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Dir) GetModifiedUnixNano() int64 {
+	if x != nil {
+		return x.ModifiedUnixNano
+	}
+	return 0
+}
+
 // BackupHeader opens a backup file.
 type BackupHeader struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -461,7 +514,7 @@ type BackupHeader struct {
 
 func (x *BackupHeader) Reset() {
 	*x = BackupHeader{}
-	mi := &file_meta_proto_msgTypes[6]
+	mi := &file_meta_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +526,7 @@ func (x *BackupHeader) String() string {
 func (*BackupHeader) ProtoMessage() {}
 
 func (x *BackupHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[6]
+	mi := &file_meta_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +539,7 @@ func (x *BackupHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupHeader.ProtoReflect.Descriptor instead.
 func (*BackupHeader) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{6}
+	return file_meta_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BackupHeader) GetClusterId() string {
@@ -519,6 +572,7 @@ type BackupRecord struct {
 	//	*BackupRecord_Upload
 	//	*BackupRecord_Deletion
 	//	*BackupRecord_Drain
+	//	*BackupRecord_Dir
 	Record        isBackupRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -526,7 +580,7 @@ type BackupRecord struct {
 
 func (x *BackupRecord) Reset() {
 	*x = BackupRecord{}
-	mi := &file_meta_proto_msgTypes[7]
+	mi := &file_meta_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -538,7 +592,7 @@ func (x *BackupRecord) String() string {
 func (*BackupRecord) ProtoMessage() {}
 
 func (x *BackupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[7]
+	mi := &file_meta_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -551,7 +605,7 @@ func (x *BackupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRecord.ProtoReflect.Descriptor instead.
 func (*BackupRecord) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{7}
+	return file_meta_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BackupRecord) GetRecord() isBackupRecord_Record {
@@ -597,6 +651,15 @@ func (x *BackupRecord) GetDrain() *Drain {
 	return nil
 }
 
+func (x *BackupRecord) GetDir() *Dir {
+	if x != nil {
+		if x, ok := x.Record.(*BackupRecord_Dir); ok {
+			return x.Dir
+		}
+	}
+	return nil
+}
+
 type isBackupRecord_Record interface {
 	isBackupRecord_Record()
 }
@@ -617,6 +680,10 @@ type BackupRecord_Drain struct {
 	Drain *Drain `protobuf:"bytes,4,opt,name=drain,proto3,oneof"`
 }
 
+type BackupRecord_Dir struct {
+	Dir *Dir `protobuf:"bytes,5,opt,name=dir,proto3,oneof"`
+}
+
 func (*BackupRecord_File) isBackupRecord_Record() {}
 
 func (*BackupRecord_Upload) isBackupRecord_Record() {}
@@ -624,6 +691,8 @@ func (*BackupRecord_Upload) isBackupRecord_Record() {}
 func (*BackupRecord_Deletion) isBackupRecord_Record() {}
 
 func (*BackupRecord_Drain) isBackupRecord_Record() {}
+
+func (*BackupRecord_Dir) isBackupRecord_Record() {}
 
 // BackupTrailer closes a backup file: the record count and the SHA-256 of
 // every byte before the trailer.
@@ -637,7 +706,7 @@ type BackupTrailer struct {
 
 func (x *BackupTrailer) Reset() {
 	*x = BackupTrailer{}
-	mi := &file_meta_proto_msgTypes[8]
+	mi := &file_meta_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +718,7 @@ func (x *BackupTrailer) String() string {
 func (*BackupTrailer) ProtoMessage() {}
 
 func (x *BackupTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[8]
+	mi := &file_meta_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +731,7 @@ func (x *BackupTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupTrailer.ProtoReflect.Descriptor instead.
 func (*BackupTrailer) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{8}
+	return file_meta_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BackupTrailer) GetRecords() uint64 {
@@ -720,17 +789,21 @@ const file_meta_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05chunk\x18\x02 \x01(\tR\x05chunk\"\x1b\n" +
 	"\x05Drain\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\"o\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"G\n" +
+	"\x03Dir\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12,\n" +
+	"\x12modified_unix_nano\x18\x02 \x01(\x03R\x10modifiedUnixNano\"o\n" +
 	"\fBackupHeader\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12*\n" +
 	"\x11created_unix_nano\x18\x02 \x01(\x03R\x0fcreatedUnixNano\x12\x14\n" +
-	"\x05store\x18\x03 \x01(\tR\x05store\"\xd1\x01\n" +
+	"\x05store\x18\x03 \x01(\tR\x05store\"\xf7\x01\n" +
 	"\fBackupRecord\x12'\n" +
 	"\x04file\x18\x01 \x01(\v2\x11.dfs.meta.v1.FileH\x00R\x04file\x12-\n" +
 	"\x06upload\x18\x02 \x01(\v2\x13.dfs.meta.v1.UploadH\x00R\x06upload\x123\n" +
 	"\bdeletion\x18\x03 \x01(\v2\x15.dfs.meta.v1.DeletionH\x00R\bdeletion\x12*\n" +
-	"\x05drain\x18\x04 \x01(\v2\x12.dfs.meta.v1.DrainH\x00R\x05drainB\b\n" +
+	"\x05drain\x18\x04 \x01(\v2\x12.dfs.meta.v1.DrainH\x00R\x05drain\x12$\n" +
+	"\x03dir\x18\x05 \x01(\v2\x10.dfs.meta.v1.DirH\x00R\x03dirB\b\n" +
 	"\x06record\"A\n" +
 	"\rBackupTrailer\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x16\n" +
@@ -748,7 +821,7 @@ func file_meta_proto_rawDescGZIP() []byte {
 	return file_meta_proto_rawDescData
 }
 
-var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_meta_proto_goTypes = []any{
 	(*File)(nil),          // 0: dfs.meta.v1.File
 	(*Chunk)(nil),         // 1: dfs.meta.v1.Chunk
@@ -756,9 +829,10 @@ var file_meta_proto_goTypes = []any{
 	(*Allocation)(nil),    // 3: dfs.meta.v1.Allocation
 	(*Deletion)(nil),      // 4: dfs.meta.v1.Deletion
 	(*Drain)(nil),         // 5: dfs.meta.v1.Drain
-	(*BackupHeader)(nil),  // 6: dfs.meta.v1.BackupHeader
-	(*BackupRecord)(nil),  // 7: dfs.meta.v1.BackupRecord
-	(*BackupTrailer)(nil), // 8: dfs.meta.v1.BackupTrailer
+	(*Dir)(nil),           // 6: dfs.meta.v1.Dir
+	(*BackupHeader)(nil),  // 7: dfs.meta.v1.BackupHeader
+	(*BackupRecord)(nil),  // 8: dfs.meta.v1.BackupRecord
+	(*BackupTrailer)(nil), // 9: dfs.meta.v1.BackupTrailer
 }
 var file_meta_proto_depIdxs = []int32{
 	1, // 0: dfs.meta.v1.File.chunks:type_name -> dfs.meta.v1.Chunk
@@ -767,11 +841,12 @@ var file_meta_proto_depIdxs = []int32{
 	2, // 3: dfs.meta.v1.BackupRecord.upload:type_name -> dfs.meta.v1.Upload
 	4, // 4: dfs.meta.v1.BackupRecord.deletion:type_name -> dfs.meta.v1.Deletion
 	5, // 5: dfs.meta.v1.BackupRecord.drain:type_name -> dfs.meta.v1.Drain
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	6, // 6: dfs.meta.v1.BackupRecord.dir:type_name -> dfs.meta.v1.Dir
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_meta_proto_init() }
@@ -779,11 +854,12 @@ func file_meta_proto_init() {
 	if File_meta_proto != nil {
 		return
 	}
-	file_meta_proto_msgTypes[7].OneofWrappers = []any{
+	file_meta_proto_msgTypes[8].OneofWrappers = []any{
 		(*BackupRecord_File)(nil),
 		(*BackupRecord_Upload)(nil),
 		(*BackupRecord_Deletion)(nil),
 		(*BackupRecord_Drain)(nil),
+		(*BackupRecord_Dir)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -791,7 +867,7 @@ func file_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meta_proto_rawDesc), len(file_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
@@ -15,11 +16,17 @@ import (
 
 // Mem is a meta.Store in memory: the reference for the suite and a fake
 // for coordinator tests. It is not durable.
+//
+// Files and directories share one sorted key space, keys, as the backends
+// keep them: a file's key is its path, a directory's meta.DirKey (its path
+// and a slash), so keys sort in meta.ListKey order and a directory comes
+// right before what it holds.
 type Mem struct {
 	mu      sync.RWMutex
 	cluster string
 	files   map[rpc.Path]*meta.File
-	paths   []rpc.Path // sorted
+	dirs    map[rpc.Path]*meta.Dir
+	keys    []string // sorted
 	uploads map[rpc.SessionID]*meta.Upload
 	dels    map[meta.Deletion]struct{}
 	drains  map[rpc.NodeID]struct{}
@@ -29,8 +36,8 @@ var _ meta.Store = (*Mem)(nil)
 
 // NewMem returns an empty, uninitialized store.
 func NewMem() *Mem {
-	return &Mem{files: map[rpc.Path]*meta.File{}, uploads: map[rpc.SessionID]*meta.Upload{}, dels: map[meta.Deletion]struct{}{},
-		drains: map[rpc.NodeID]struct{}{}}
+	return &Mem{files: map[rpc.Path]*meta.File{}, dirs: map[rpc.Path]*meta.Dir{}, uploads: map[rpc.SessionID]*meta.Upload{},
+		dels: map[meta.Deletion]struct{}{}, drains: map[rpc.NodeID]struct{}{}}
 }
 
 // CloneFile returns a deep copy of f.
@@ -57,6 +64,11 @@ func CloneUpload(u *meta.Upload) *meta.Upload {
 	return &g
 }
 
+func cloneDir(d *meta.Dir) *meta.Dir {
+	g := *d
+	return &g
+}
+
 func (m *Mem) ClusterID() string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -75,7 +87,11 @@ func (m *Mem) Init(ctx context.Context, id string, recs []meta.Record) error {
 	for _, r := range recs {
 		switch {
 		case r.File != nil:
+			m.mkparentsLocked(r.File.Path, r.File.Modified)
 			m.putFileLocked(CloneFile(r.File))
+		case r.Dir != nil:
+			m.mkparentsLocked(r.Dir.Path, r.Dir.Modified)
+			m.putDirLocked(cloneDir(r.Dir))
 		case r.Upload != nil:
 			m.uploads[r.Upload.ID] = CloneUpload(r.Upload)
 		case r.Deletion != nil:
@@ -103,6 +119,28 @@ func (m *Mem) Get(ctx context.Context, p rpc.Path) (*meta.File, error) {
 	return CloneFile(f), nil
 }
 
+func (m *Mem) Lookup(ctx context.Context, p rpc.Path) (meta.Entry, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := m.readyLocked(); err != nil {
+		return meta.Entry{}, err
+	}
+	return m.lookupLocked(p)
+}
+
+func (m *Mem) lookupLocked(p rpc.Path) (meta.Entry, error) {
+	if p == "/" {
+		return meta.Root(), nil
+	}
+	if f, ok := m.files[p]; ok {
+		return meta.Entry{Path: p, File: CloneFile(f)}, nil
+	}
+	if d, ok := m.dirs[p]; ok {
+		return meta.Entry{Path: p, IsDir: true, Dir: cloneDir(d)}, nil
+	}
+	return meta.Entry{}, rpc.Errorf(rpc.NotFound, "%s: no such file or directory", p)
+}
+
 func (m *Mem) readyLocked() error {
 	if m.cluster == "" {
 		return rpc.Errorf(rpc.FailedPrecondition, "metadata store not initialized")
@@ -110,19 +148,148 @@ func (m *Mem) readyLocked() error {
 	return nil
 }
 
-// isDirLocked reports whether any file lives below p.
+// isDirLocked reports whether p is a directory.
 func (m *Mem) isDirLocked(p rpc.Path) bool {
-	prefix := p + "/"
-	i, _ := slices.BinarySearch(m.paths, prefix)
-	return i < len(m.paths) && strings.HasPrefix(string(m.paths[i]), string(prefix))
+	_, ok := m.dirs[p]
+	return ok || p == "/"
+}
+
+func (m *Mem) insertKeyLocked(k string) {
+	if i, found := slices.BinarySearch(m.keys, k); !found {
+		m.keys = slices.Insert(m.keys, i, k)
+	}
+}
+
+func (m *Mem) deleteKeyLocked(k string) {
+	if i, found := slices.BinarySearch(m.keys, k); found {
+		m.keys = slices.Delete(m.keys, i, i+1)
+	}
 }
 
 func (m *Mem) putFileLocked(f *meta.File) {
-	if _, ok := m.files[f.Path]; !ok {
-		i, _ := slices.BinarySearch(m.paths, f.Path)
-		m.paths = slices.Insert(m.paths, i, f.Path)
-	}
+	m.insertKeyLocked(string(f.Path))
 	m.files[f.Path] = f
+}
+
+func (m *Mem) putDirLocked(d *meta.Dir) {
+	m.insertKeyLocked(meta.DirKey(d.Path))
+	m.dirs[d.Path] = d
+}
+
+// missingParentsLocked returns the ancestors of p that are not
+// directories, nearest first, or rpc.Exists when one is a file.
+func (m *Mem) missingParentsLocked(p rpc.Path) ([]rpc.Path, error) {
+	var missing []rpc.Path
+	for d := p.Dir(); !m.isDirLocked(d); d = d.Dir() {
+		if _, ok := m.files[d]; ok {
+			return nil, rpc.Errorf(rpc.Exists, "%s: parent %s is a file", p, d)
+		}
+		missing = append(missing, d)
+	}
+	return missing, nil
+}
+
+// mkparentsLocked creates the missing ancestors of p; an ancestor that is
+// a file stays (Init loads records as they are).
+func (m *Mem) mkparentsLocked(p rpc.Path, mod time.Time) {
+	for d := p.Dir(); d != "/"; d = d.Dir() {
+		if _, ok := m.dirs[d]; !ok {
+			m.putDirLocked(&meta.Dir{Path: d, Modified: mod})
+		}
+	}
+}
+
+// subtreeLocked returns the index range in keys of dir's key and
+// everything below it.
+func (m *Mem) subtreeLocked(dir rpc.Path) (int, int) {
+	i, _ := slices.BinarySearch(m.keys, meta.DirKey(dir))
+	j, _ := slices.BinarySearch(m.keys, string(dir)+"0") // '0' follows '/'
+	return i, j
+}
+
+// checkLocked runs the checks of txn's change of Path and returns the
+// directories it creates, without changing anything.
+func (m *Mem) checkLocked(txn *meta.Txn) (mk []rpc.Path, err error) {
+	p := txn.Path
+	var cur uint64
+	if f, ok := m.files[p]; ok {
+		cur = f.Version
+	}
+	switch {
+	case txn.Mkdir != nil:
+		switch {
+		case cur != 0:
+			return nil, rpc.Errorf(rpc.Exists, "mkdir %s: a file exists there", p)
+		case m.isDirLocked(p) && !txn.MkdirParents:
+			return nil, rpc.Errorf(rpc.Exists, "mkdir %s: the directory exists", p)
+		case m.isDirLocked(p):
+			return nil, nil
+		}
+		missing, err := m.missingParentsLocked(p)
+		if err != nil {
+			return nil, err
+		}
+		if len(missing) > 0 && !txn.MkdirParents {
+			return nil, rpc.Errorf(rpc.NotFound, "mkdir %s: the parent directory %s does not exist", p, p.Dir())
+		}
+		return append(missing, p), nil
+	case txn.Rmdir:
+		switch {
+		case cur != 0:
+			return nil, rpc.Errorf(rpc.Invalid, "rmdir %s: a file, not a directory", p)
+		case !m.isDirLocked(p):
+			return nil, rpc.Errorf(rpc.NotFound, "rmdir %s: no such directory", p)
+		}
+		if i, j := m.subtreeLocked(p); j-i > 1 {
+			return nil, rpc.Errorf(rpc.Other, "rmdir %s: %w", p, meta.ErrNotEmpty)
+		}
+		return nil, nil
+	case txn.Move != nil:
+		return m.checkMoveLocked(txn, cur)
+	}
+	if txn.Delete && cur == 0 {
+		return nil, rpc.Errorf(rpc.NotFound, "file %s not found", p)
+	}
+	if cur != txn.Expect {
+		return nil, meta.Conflict(p, cur, txn.Expect)
+	}
+	if txn.Put != nil {
+		if m.isDirLocked(p) {
+			return nil, rpc.Errorf(rpc.Exists, "%s is a directory", p)
+		}
+		return m.missingParentsLocked(p)
+	}
+	return nil, nil
+}
+
+// checkMoveLocked runs the checks of a Move; cur is the version of the
+// file at the txn's Path (0: none).
+func (m *Mem) checkMoveLocked(txn *meta.Txn, cur uint64) ([]rpc.Path, error) {
+	p, to := txn.Path, txn.Move.To
+	isDir := m.isDirLocked(p)
+	switch {
+	case cur == 0 && !isDir:
+		return nil, rpc.Errorf(rpc.NotFound, "move %s: no such file or directory", p)
+	case cur != txn.Expect:
+		return nil, meta.Conflict(p, cur, txn.Expect)
+	case p == to:
+		return nil, nil
+	}
+	var dst uint64
+	if f, ok := m.files[to]; ok {
+		dst = f.Version
+	}
+	switch {
+	case m.isDirLocked(to):
+		return nil, rpc.Errorf(rpc.Exists, "move %s: %s is a directory", p, to)
+	case dst != 0 && isDir:
+		return nil, rpc.Errorf(rpc.Exists, "move %s: %s is a file, and a directory does not replace one", p, to)
+	case dst != 0 && txn.Move.Replace == 0:
+		return nil, rpc.Errorf(rpc.Exists, "move %s: %s exists", p, to)
+	case dst != txn.Move.Replace:
+		return nil, meta.Conflict(to, dst, txn.Move.Replace)
+	}
+	return m.missingParentsLocked(to)
 }
 
 func (m *Mem) Commit(ctx context.Context, txn *meta.Txn) error {
@@ -135,32 +302,33 @@ func (m *Mem) Commit(ctx context.Context, txn *meta.Txn) error {
 		return err
 	}
 	if txn.Path != "" {
-		var cur uint64
-		if f, ok := m.files[txn.Path]; ok {
-			cur = f.Version
+		mk, err := m.checkLocked(txn)
+		if err != nil {
+			return err
 		}
-		if txn.Delete && cur == 0 {
-			return rpc.Errorf(rpc.NotFound, "file %s not found", txn.Path)
+		mod := time.Time{}
+		switch {
+		case txn.Put != nil:
+			mod = txn.Put.Modified
+		case txn.Mkdir != nil:
+			mod = txn.Mkdir.Modified
+		case txn.Move != nil:
+			mod = txn.Move.Modified
 		}
-		if cur != txn.Expect {
-			return meta.Conflict(txn.Path, cur, txn.Expect)
+		for _, d := range mk {
+			m.putDirLocked(&meta.Dir{Path: d, Modified: mod})
 		}
-		if txn.Put != nil {
-			if m.isDirLocked(txn.Path) {
-				return rpc.Errorf(rpc.Exists, "%s is a directory", txn.Path)
-			}
-			for d := txn.Path.Dir(); d != "/"; d = d.Dir() {
-				if _, ok := m.files[d]; ok {
-					return rpc.Errorf(rpc.Exists, "%s: parent %s is a file", txn.Path, d)
-				}
-			}
+		switch {
+		case txn.Put != nil:
 			m.putFileLocked(CloneFile(txn.Put))
-		}
-		if txn.Delete {
+		case txn.Delete:
 			delete(m.files, txn.Path)
-			if i, found := slices.BinarySearch(m.paths, txn.Path); found {
-				m.paths = slices.Delete(m.paths, i, i+1)
-			}
+			m.deleteKeyLocked(string(txn.Path))
+		case txn.Rmdir:
+			delete(m.dirs, txn.Path)
+			m.deleteKeyLocked(meta.DirKey(txn.Path))
+		case txn.Move != nil && txn.Move.To != txn.Path:
+			m.moveLocked(txn.Path, txn.Move.To)
 		}
 	}
 	for _, u := range txn.PutUploads {
@@ -184,15 +352,51 @@ func (m *Mem) Commit(ctx context.Context, txn *meta.Txn) error {
 	return nil
 }
 
+// moveLocked renames the file or directory p, with everything below it,
+// to to; the checks have passed.
+func (m *Mem) moveLocked(p, to rpc.Path) {
+	if f, ok := m.files[p]; ok {
+		delete(m.files, p)
+		m.deleteKeyLocked(string(p))
+		f.Path = to
+		m.putFileLocked(f)
+		return
+	}
+	i, j := m.subtreeLocked(p)
+	moved := slices.Clone(m.keys[i:j])
+	m.keys = slices.Delete(m.keys, i, j)
+	for _, k := range moved {
+		isDir := strings.HasSuffix(k, "/")
+		old := rpc.Path(strings.TrimSuffix(k, "/"))
+		np := to + old[len(p):]
+		if isDir {
+			d := m.dirs[old]
+			delete(m.dirs, old)
+			d.Path = np
+			m.putDirLocked(d)
+		} else {
+			f := m.files[old]
+			delete(m.files, old)
+			f.Path = np
+			m.putFileLocked(f)
+		}
+	}
+}
+
+// entryLocked returns the entry of key k.
+func (m *Mem) entryLocked(k string) meta.Entry {
+	if strings.HasSuffix(k, "/") {
+		p := rpc.Path(k[:len(k)-1])
+		return meta.Entry{Path: p, IsDir: true, Dir: cloneDir(m.dirs[p])}
+	}
+	return meta.Entry{Path: rpc.Path(k), File: CloneFile(m.files[rpc.Path(k)])}
+}
+
 func (m *Mem) List(ctx context.Context, dir rpc.Path, recursive bool, after string, limit int) ([]meta.Entry, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if err := m.readyLocked(); err != nil {
 		return nil, err
-	}
-	prefix := string(dir) + "/"
-	if dir == "/" {
-		prefix = "/"
 	}
 	if f, ok := m.files[dir]; ok && dir != "/" {
 		if after >= string(dir) {
@@ -200,32 +404,31 @@ func (m *Mem) List(ctx context.Context, dir rpc.Path, recursive bool, after stri
 		}
 		return []meta.Entry{{Path: dir, File: CloneFile(f)}}, nil
 	}
-	start := prefix
-	if after >= start {
-		start = meta.ListStart(after)
+	if !m.isDirLocked(dir) {
+		return nil, rpc.Errorf(rpc.NotFound, "%s: no such file or directory", dir)
 	}
-	i, _ := slices.BinarySearch(m.paths, rpc.Path(start))
+	prefix := meta.DirKey(dir)
+	if dir == "/" {
+		prefix = "/"
+	}
+	start := prefix + "\x00" // past the directory's own key
+	if after >= start {
+		start = meta.ListResume(after, recursive)
+	}
+	i, _ := slices.BinarySearch(m.keys, start)
 	var out []meta.Entry
-	for ; i < len(m.paths) && len(out) < limit; i++ {
-		p := string(m.paths[i])
-		if !strings.HasPrefix(p, prefix) {
+	for i < len(m.keys) && len(out) < limit {
+		k := m.keys[i]
+		if !strings.HasPrefix(k, prefix) {
 			break
 		}
-		rest := p[len(prefix):]
-		if j := strings.IndexByte(rest, '/'); j >= 0 && !recursive {
-			sub := rpc.Path(prefix + rest[:j])
-			if string(sub)+"/" > after {
-				out = append(out, meta.Entry{Path: sub, IsDir: true})
-			}
+		out = append(out, m.entryLocked(k))
+		if !recursive && strings.HasSuffix(k, "/") {
 			// Skip everything below this directory.
-			i, _ = slices.BinarySearch(m.paths, sub+"/\xff")
-			i--
+			i, _ = slices.BinarySearch(m.keys, meta.ListStart(k))
 			continue
 		}
-		out = append(out, meta.Entry{Path: m.paths[i], File: CloneFile(m.files[m.paths[i]])})
-	}
-	if len(out) == 0 && dir != "/" && after == "" && !m.isDirLocked(dir) {
-		return nil, rpc.Errorf(rpc.NotFound, "%s: no such file or directory", dir)
+		i++
 	}
 	return out, nil
 }
@@ -269,9 +472,11 @@ func (m *Mem) drainsLocked() []rpc.NodeID {
 
 func (m *Mem) Files(ctx context.Context, fn func(*meta.File) error) error {
 	m.mu.RLock()
-	files := make([]*meta.File, 0, len(m.paths))
-	for _, p := range m.paths {
-		files = append(files, CloneFile(m.files[p]))
+	files := make([]*meta.File, 0, len(m.files))
+	for _, k := range m.keys {
+		if f, ok := m.files[rpc.Path(k)]; ok {
+			files = append(files, CloneFile(f))
+		}
 	}
 	m.mu.RUnlock()
 	for _, f := range files {
@@ -285,8 +490,12 @@ func (m *Mem) Files(ctx context.Context, fn func(*meta.File) error) error {
 func (m *Mem) Snapshot(ctx context.Context, fn func(meta.Record) error) error {
 	m.mu.RLock()
 	var recs []meta.Record
-	for _, p := range m.paths {
-		recs = append(recs, meta.Record{File: CloneFile(m.files[p])})
+	for _, k := range m.keys {
+		if e := m.entryLocked(k); e.IsDir {
+			recs = append(recs, meta.Record{Dir: e.Dir})
+		} else {
+			recs = append(recs, meta.Record{File: e.File})
+		}
 	}
 	ups := make([]*meta.Upload, 0, len(m.uploads))
 	for _, u := range m.uploads {

@@ -36,6 +36,15 @@ func Run(t *testing.T, newStore Factory) {
 		{"PutGet", testPutGet},
 		{"Versions", testVersions},
 		{"Directories", testDirectories},
+		{"Mkdir", testMkdir},
+		{"Rmdir", testRmdir},
+		{"ExplicitDirs", testExplicitDirs},
+		{"ListDirsPaging", testListDirsPaging},
+		{"MoveFile", testMoveFile},
+		{"MoveDir", testMoveDir},
+		{"MoveFailsCleanly", testMoveFailsCleanly},
+		{"DirsDurable", testDirsDurable},
+		{"ConcurrentDirs", testConcurrentDirs},
 		{"FailedTxnAppliesNothing", testFailedTxn},
 		{"List", testList},
 		{"ListPaging", testListPaging},
@@ -248,10 +257,11 @@ func testList(t *testing.T, s meta.Store, _ func() meta.Store) {
 	is.Equal(names(entries), []string{"/b/c", "/b/d/"})
 	entries, err = s.List(ctx(t), "/b", true, "", 100)
 	is.NoErr(err)
-	is.Equal(names(entries), []string{"/b/c", "/b/d/e", "/b/d/f"}) // recursive lists every file below
+	is.Equal(names(entries), []string{"/b/c", "/b/d/", "/b/d/e", "/b/d/f"})                   // recursive lists every file and directory below
+	is.True(entries[1].Dir != nil && entries[1].Dir.Path == "/b/d" && entries[1].File == nil) // directories carry theirs
 	entries, err = s.List(ctx(t), "/", true, "", 100)
 	is.NoErr(err)
-	is.Equal(len(entries), 6)
+	is.Equal(len(entries), 8)
 	entries, err = s.List(ctx(t), "/a", false, "", 100)
 	is.NoErr(err)
 	is.Equal(names(entries), []string{"/a"}) // a file lists itself
@@ -386,7 +396,7 @@ func testChunksWalk(t *testing.T, s meta.Store, _ func() meta.Store) {
 	if c, ok := s.(meta.FileCounter); ok {
 		got, err := c.CountFiles(ctx(t))
 		is.NoErr(err)
-		is.Equal(got, n) // every file counted
+		is.True(got >= n && got <= n+1) // every file counted (and perhaps the directory: see meta.FileCounter)
 	}
 	l, ok := s.(meta.ChunkLoader)
 	if !ok {
@@ -510,9 +520,12 @@ func fill(t *testing.T, s meta.Store) {
 	is.NoErr(s.Commit(ctx(t), &meta.Txn{PutUploads: []*meta.Upload{u},
 		AddDeletions: []meta.Deletion{{Node: nodeA, Chunk: rpc.NewChunkID("/old", "s", 0, 0)}},
 		Drain:        []rpc.NodeID{nodeA}, Undrain: []rpc.NodeID{nodeC}}))
+	is.NoErr(s.Commit(ctx(t), &meta.Txn{Path: "/bk-empty/sub", Mkdir: &meta.Dir{Path: "/bk-empty/sub", Modified: time.Unix(77, 5)}, MkdirParents: true}))
 }
 
-const fillRecords = 44
+// fillRecords is what fill stores: 40 files, 3 directories, an upload, a
+// deletion and two drains.
+const fillRecords = 47
 
 // Dump renders a store's whole contents as one comparable string.
 func Dump(t *testing.T, s meta.Store) string {
@@ -525,6 +538,8 @@ func Dump(t *testing.T, s meta.Store) string {
 			for _, c := range r.File.Chunks {
 				fmt.Fprintf(&b, " %s:%d:%x:%d", c.ID, c.Size, c.Digest, c.FrameSize)
 			}
+		case r.Dir != nil:
+			fmt.Fprintf(&b, "R %s %d", r.Dir.Path, r.Dir.Modified.UnixNano())
 		case r.Upload != nil:
 			fmt.Fprintf(&b, "U %s %s %d %d %d %v", r.Upload.ID, r.Upload.Path, r.Upload.ChunkSize, r.Upload.Replication, r.Upload.Created.UnixNano(), r.Upload.Chunks)
 		case r.Deletion != nil:
@@ -548,7 +563,15 @@ func testBackupRestore(t *testing.T, s meta.Store, _ func() meta.Store) {
 	var buf bytes.Buffer
 	n, err := meta.Backup(ctx(t), s, &buf, meta.BackupInfo{ClusterID: s.ClusterID(), Created: time.Now(), Store: "test"})
 	is.NoErr(err)
-	is.Equal(n, uint64(fillRecords)) // 40 files, an upload, a deletion and two drains
+	is.Equal(n, uint64(fillRecords)) // 40 files, 3 directories, an upload, a deletion and two drains
+	var dirs []string
+	is.NoErr(s.Snapshot(ctx(t), func(r meta.Record) error {
+		if r.Dir != nil {
+			dirs = append(dirs, string(r.Dir.Path))
+		}
+		return nil
+	}))
+	is.Equal(dirs, []string{"/bk-empty", "/bk-empty/sub", "/bk"}) // directories are backed up, in key order ("-" < "/")
 	info, recs, err := meta.ReadBackup(bytes.NewReader(buf.Bytes()))
 	is.NoErr(err)
 	is.Equal(info.ClusterID, id) // the backup names its cluster
@@ -560,6 +583,18 @@ func testBackupRestore(t *testing.T, s meta.Store, _ func() meta.Store) {
 		}
 	}
 	is.Equal(drains, sortedNodes(nodeA, nodeB)) // drains are backed up
+
+	var files []meta.Record // a backup from before directories were explicit
+	for _, r := range recs {
+		if r.Dir == nil {
+			files = append(files, r)
+		}
+	}
+	old := NewMem()
+	is.NoErr(old.Init(ctx(t), info.ClusterID, files))
+	e, err := old.Lookup(ctx(t), "/bk")
+	is.NoErr(err)
+	is.True(e.IsDir) // a restore creates the parents of its files
 
 	into := NewMem()
 	is.NoErr(into.Init(ctx(t), info.ClusterID, recs))
@@ -622,7 +657,7 @@ func testConcurrentCommits(t *testing.T, s meta.Store, _ func() meta.Store) {
 	is.Equal(failed.Load(), int32(0)) // every concurrent commit succeeds
 	entries, err := s.List(ctx(t), "/c", true, "", 1000)
 	is.NoErr(err)
-	is.Equal(len(entries), workers*each) // and every one is visible
+	is.Equal(len(entries), workers*each+workers) // and every one is visible, with its directory
 }
 
 func testConcurrentConflicts(t *testing.T, s meta.Store, _ func() meta.Store) {
