@@ -39,6 +39,8 @@ func TestFS(t *testing.T) {
 		is.NoErr(err) // put
 		names = append(names, name)
 	}
+	is.NoErr(cl.MkdirAll(ctx, "/d/empty/also-empty")) // explicit empty directories
+	names = append(names, "d/empty/also-empty")
 	fsys := cl.FS(ctx)
 	// fstest reads every file one byte at a time, with ReadAt too: the
 	// tree it checks holds small files only.
@@ -83,7 +85,7 @@ func TestFS(t *testing.T) {
 		got = append(got, es[0].Name())
 		is.True(len(got) <= 10) // bounded
 	}
-	is.Equal(got, []string{"b.txt", "big", "e"}) // every entry
+	is.Equal(got, []string{"b.txt", "big", "e", "empty"}) // every entry
 	is.NoErr(f.Close())
 	is.True(errors.Is(f.Close(), fs.ErrClosed)) // closed once
 

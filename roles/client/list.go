@@ -15,8 +15,8 @@ import (
 const maxListPage = 10000
 
 // ListPages calls fn with the entries below dir, a page at a time, in
-// path order: one level (files, and the directories implied by deeper
-// files), or with recursive every file below dir and no directories. A
+// path order: one level (files and directories), or with recursive every
+// file and directory below dir, each directory before what it holds. A
 // file lists itself. fn is not called for an empty listing.
 //
 // The next page is asked for only after fn returns, so a listing holds
@@ -121,14 +121,13 @@ var errStopped = errors.New("listing stopped by its consumer")
 
 // ListOptions are the choices of a listing.
 type ListOptions struct {
-	// Recursive lists every file below the directory, and no
-	// directories; without it the listing is one level: files, and the
-	// directories below.
+	// Recursive lists every file and directory below the directory;
+	// without it the listing is one level: its files and directories.
 	Recursive bool
 }
 
 // List returns the listing of ListPages (one level, or with
-// opts.Recursive every file below dir; opts may be nil) as an iterator,
+// opts.Recursive everything below dir; opts may be nil) as an iterator,
 // reading a page from the coordinator when the one before is used up, so
 // it holds at most one page in memory however large the directory. An
 // error ends the iteration as its last pair, with a zero DirEntry.

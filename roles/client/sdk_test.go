@@ -267,9 +267,11 @@ func TestConcurrentClient(t *testing.T) {
 		is.NoErr(err) // every call of every goroutine
 	}
 	n := 0
-	for _, err := range cl.List(ctx, "/c", &client.ListOptions{Recursive: true}) {
+	for e, err := range cl.List(ctx, "/c", &client.ListOptions{Recursive: true}) {
 		is.NoErr(err)
-		n++
+		if !e.IsDir {
+			n++
+		}
 	}
 	is.Equal(n, 32) // every file
 }
@@ -356,4 +358,80 @@ func TestWalk(t *testing.T) {
 		return nil
 	}))
 	is.Equal(calls, 1) // once
+}
+
+// TestNamespace: the namespace calls against a coordinator that serves
+// them: directories, rename, server-side copy, usage, recursive removal,
+// and the Writer's preconditions.
+func TestNamespace(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	_, cl := startCluster(t)
+	ctx := t.Context()
+	put := func(p, data string) *client.FileInfo {
+		t.Helper()
+		fi, err := cl.Put(ctx, p, strings.NewReader(data), int64(len(data)), nil)
+		is.NoErr(err) // put
+		return fi
+	}
+
+	is.NoErr(cl.Mkdir(ctx, "/n"))                             // mkdir
+	is.True(errors.Is(cl.Mkdir(ctx, "/n"), fs.ErrExist))      // twice
+	is.True(errors.Is(cl.Mkdir(ctx, "/x/y"), fs.ErrNotExist)) // without its parent
+	is.NoErr(cl.MkdirAll(ctx, "/n/a/b"))                      // mkdir -p
+	is.NoErr(cl.MkdirAll(ctx, "/n/a/b"))                      // again: no error
+	st, err := cl.Stat(ctx, "/n/a")
+	is.NoErr(err)
+	is.True(st.IsDir) // a directory's stat
+
+	put("/n/f", "first")
+	is.True(errors.Is(cl.Remove(ctx, "/n"), rpc.NotEmpty)) // rm of a directory with entries
+
+	// Rename, and NoReplace.
+	is.NoErr(cl.Rename(ctx, "/n/f", "/n/a/g", nil))
+	_, err = cl.Stat(ctx, "/n/f")
+	is.True(errors.Is(err, fs.ErrNotExist)) // gone from the source
+	got, _, err := getBytes(t, cl, "/n/a/g")
+	is.NoErr(err)
+	is.Equal(string(got), "first") // at the destination
+	put("/n/h", "other")
+	is.True(errors.Is(cl.Rename(ctx, "/n/h", "/n/a/g", &client.RenameOptions{NoReplace: true}), fs.ErrExist)) // NoReplace
+
+	// Copy, with its preconditions.
+	cp, err := cl.Copy(ctx, "/n/a/g", "/n/copy", nil)
+	is.NoErr(err)
+	is.Equal(cp.Size, int64(5)) // the copy's metadata
+	got, _, err = getBytes(t, cl, "/n/copy")
+	is.NoErr(err)
+	is.Equal(string(got), "first") // the same bytes
+	_, err = cl.Copy(ctx, "/n/h", "/n/copy", &client.CopyOptions{IfNotExist: true})
+	is.True(errors.Is(err, fs.ErrExist)) // IfNotExist
+	_, err = cl.Copy(ctx, "/n/h", "/n/copy", &client.CopyOptions{IfVersion: cp.Version + 100})
+	is.Equal(rpc.KindOf(err), rpc.FailedPrecondition) // IfVersion that does not hold
+
+	// The Writer's preconditions.
+	_, err = cl.Create(ctx, "/n/h", &client.CreateOptions{IfNotExist: true})
+	is.True(errors.Is(err, fs.ErrExist)) // IfNotExist, as the upload opens
+	hv, err := cl.Stat(ctx, "/n/h")
+	is.NoErr(err)
+	w, err := cl.Create(ctx, "/n/h", &client.CreateOptions{IfVersion: hv.Version})
+	is.NoErr(err) // the version holds as it opens
+	put("/n/h", "meanwhile")
+	_, err = io.WriteString(w, "late")
+	is.NoErr(err)
+	is.Equal(rpc.KindOf(w.Close()), rpc.FailedPrecondition) // but not at the commit
+	got, _, err = getBytes(t, cl, "/n/h")
+	is.NoErr(err)
+	is.Equal(string(got), "meanwhile") // the other writer's version stays
+
+	// Usage, and the tree as a whole.
+	u, err := cl.Usage(ctx, "/n")
+	is.NoErr(err)
+	is.Equal(u.Files, int64(3))                               // g, h, copy
+	is.Equal(u.Bytes, int64(len("first")*2+len("meanwhile"))) // their bytes
+	is.True(u.Dirs >= 2)                                      // a and a/b (and perhaps /n itself)
+	is.NoErr(cl.RemoveAll(ctx, "/n"))                         // rm -r
+	_, err = cl.Stat(ctx, "/n")
+	is.True(errors.Is(err, fs.ErrNotExist)) // all gone
+	is.NoErr(cl.RemoveAll(ctx, "/n"))       // and again: no error
 }

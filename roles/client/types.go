@@ -83,8 +83,7 @@ const (
 	NodeDead NodeState = "dead"
 )
 
-// DirEntry is one entry of a listing: a file, or a directory (one that
-// exists, or, in a one-level listing, one implied by the files below it).
+// DirEntry is one entry of a listing: a file or a directory.
 type DirEntry struct {
 	// Path is the entry's absolute path; a directory's has no trailing
 	// slash.
