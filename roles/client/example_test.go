@@ -307,22 +307,25 @@ func ExampleClient_Remove() {
 	// Output: true
 }
 
-// The namespace calls below need a coordinator that serves them; these
-// examples are compiled, not run.
-
 func ExampleClient_Rename() {
 	ctx := context.Background()
 	c := newExampleClient()
 	defer c.Close()
+	for _, p := range []string{"/example/reports/draft.pdf", "/example/reports/final.pdf"} {
+		if _, err := c.Put(ctx, p, strings.NewReader(p), -1, nil); err != nil {
+			log.Fatal(err)
+		}
+	}
 
 	// Atomic, on the coordinator: no chunk moves. NoReplace refuses an
 	// existing destination.
-	err := c.Rename(ctx, "/reports/draft.pdf", "/reports/final.pdf", &client.RenameOptions{NoReplace: true})
+	err := c.Rename(ctx, "/example/reports/draft.pdf", "/example/reports/final.pdf", &client.RenameOptions{NoReplace: true})
 	if errors.Is(err, fs.ErrExist) {
 		fmt.Println("final.pdf exists already")
 	} else if err != nil {
 		log.Fatal(err)
 	}
+	// Output: final.pdf exists already
 }
 
 func ExampleClient_MkdirAll() {
@@ -330,45 +333,66 @@ func ExampleClient_MkdirAll() {
 	c := newExampleClient()
 	defer c.Close()
 
-	if err := c.MkdirAll(ctx, "/data/2026/12"); err != nil {
+	if err := c.MkdirAll(ctx, "/example/data/2026/12"); err != nil {
 		log.Fatal(err)
 	}
+	fi, err := c.Stat(ctx, "/example/data/2026")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(fi.IsDir)
+	// Output: true
 }
 
 func ExampleClient_Copy() {
 	ctx := context.Background()
 	c := newExampleClient()
 	defer c.Close()
+	if _, err := c.Put(ctx, "/example/big.bin", strings.NewReader("pretend this is big"), -1, nil); err != nil {
+		log.Fatal(err)
+	}
 
 	// The copy shares the source's chunks: no byte moves.
-	fi, err := c.Copy(ctx, "/data/big.bin", "/backup/big.bin", &client.CopyOptions{IfNotExist: true})
+	fi, err := c.Copy(ctx, "/example/big.bin", "/example/backup/big.bin", &client.CopyOptions{IfNotExist: true})
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println(fi.Path, fi.Size)
+	// Output: /example/backup/big.bin 19
 }
 
 func ExampleClient_Usage() {
 	ctx := context.Background()
 	c := newExampleClient()
 	defer c.Close()
+	for _, p := range []string{"/example/du/a", "/example/du/sub/b"} {
+		if _, err := c.Put(ctx, p, strings.NewReader("1234"), 4, nil); err != nil {
+			log.Fatal(err)
+		}
+	}
 
-	u, err := c.Usage(ctx, "/data")
+	u, err := c.Usage(ctx, "/example/du")
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("%d bytes in %d files, %d directories\n", u.Bytes, u.Files, u.Dirs)
+	fmt.Printf("%d bytes in %d files\n", u.Bytes, u.Files)
+	// Output: 8 bytes in 2 files
 }
 
 func ExampleClient_RemoveAll() {
 	ctx := context.Background()
 	c := newExampleClient()
 	defer c.Close()
-
-	// A missing path is no error, as with os.RemoveAll.
-	if err := c.RemoveAll(ctx, "/tmp/job-42"); err != nil {
+	if _, err := c.Put(ctx, "/example/job-42/out/part-0", strings.NewReader("x"), 1, nil); err != nil {
 		log.Fatal(err)
 	}
+
+	if err := c.RemoveAll(ctx, "/example/job-42"); err != nil {
+		log.Fatal(err)
+	}
+	// A missing path is no error, as with os.RemoveAll.
+	fmt.Println(c.RemoveAll(ctx, "/example/job-42"))
+	// Output: <nil>
 }
 
 // Conditional writes: replace a file only if nobody else did meanwhile.
@@ -376,12 +400,15 @@ func ExampleCreateOptions() {
 	ctx := context.Background()
 	c := newExampleClient()
 	defer c.Close()
+	if _, err := c.Put(ctx, "/example/config.json", strings.NewReader(`{"v": 1}`), -1, nil); err != nil {
+		log.Fatal(err)
+	}
 
-	fi, err := c.Stat(ctx, "/config.json")
+	fi, err := c.Stat(ctx, "/example/config.json")
 	if err != nil {
 		log.Fatal(err)
 	}
-	w, err := c.Create(ctx, "/config.json", &client.CreateOptions{IfVersion: fi.Version})
+	w, err := c.Create(ctx, "/example/config.json", &client.CreateOptions{IfVersion: fi.Version})
 	if err != nil {
 		log.Fatal(err) // replaced since the Stat
 	}
@@ -391,4 +418,6 @@ func ExampleCreateOptions() {
 	if err := w.Close(); err != nil {
 		log.Fatal(err) // replaced before the commit: the upload was aborted
 	}
+	fmt.Println(w.Info().Version > fi.Version)
+	// Output: true
 }
