@@ -1193,6 +1193,11 @@ func (r *refIndex) add(f *meta.File) {
 	ix := r.ix()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	r.addLocked(f)
+}
+
+func (r *refIndex) addLocked(f *meta.File) {
+	ix := r.ix()
 	ix.files.Add(1)
 	for _, c := range f.Chunks {
 		s := ix.intern(c.ID)
@@ -1207,14 +1212,13 @@ func (r *refIndex) add(f *meta.File) {
 func (r *refIndex) share(f *meta.File, max uint16) error {
 	ix := r.ix()
 	ix.mu.Lock()
+	defer ix.mu.Unlock()
 	for _, c := range f.Chunks {
 		if s := ix.lookup(c.ID); s >= 0 && ix.at(s).refs >= max {
-			ix.mu.Unlock()
 			return rpc.Errorf(rpc.ResourceExhausted, "chunk %s of %s is shared by %d files, the most there may be", c.ID, f.Path, max)
 		}
 	}
-	ix.mu.Unlock()
-	r.add(f)
+	r.addLocked(f)
 	return nil
 }
 

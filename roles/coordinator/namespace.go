@@ -129,6 +129,18 @@ func (ns *namespace) stat(ctx context.Context, req pageRequest) (filePage, error
 	return ns.page(f, int(req.first), int(end)), nil
 }
 
+// outcomeUnknown reports whether a failed commit may have been applied
+// all the same: the store did not answer, or failed after its change
+// (etcd's later deletion batches). A refusal (not found, exists, a
+// conflict, invalid, no space) applied nothing.
+func outcomeUnknown(err error) bool {
+	switch rpc.KindOf(err) {
+	case rpc.Unavailable, rpc.DeadlineExceeded, rpc.Canceled, rpc.Internal, rpc.Other:
+		return !errors.Is(err, meta.ErrConflict)
+	}
+	return false
+}
+
 // changedError says a file changed between two pages of its chunk map.
 func changedError(p rpc.Path) error {
 	return rpc.Errorf(rpc.FailedPrecondition, "%s changed while it was being read; read it again", p)
@@ -193,7 +205,7 @@ func (ns *namespace) removeFile(ctx context.Context, p rpc.Path, version uint64)
 		if errors.Is(err, meta.ErrConflict) && try < maxCommitRetries {
 			continue
 		}
-		if err != nil && !errors.Is(err, meta.ErrConflict) && ns.deleted(ctx, f) {
+		if err != nil && outcomeUnknown(err) && ns.deleted(ctx, f) {
 			// Reported failed, but applied: no other commit of the
 			// path can have run meanwhile. Its deletions are recorded
 			// again (with etcd, some may not have been).

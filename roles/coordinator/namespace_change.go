@@ -128,74 +128,101 @@ func (ns *namespace) mkdir(ctx context.Context, p rpc.Path, parents bool) error 
 	return nil
 }
 
-// lockPaths locks the paths a change names, in order, so that two
-// changes naming the same two paths cannot deadlock; a path named twice is
-// locked once.
-func (ns *namespace) lockPaths(a, b rpc.Path) (unlock func()) {
-	if a == b {
-		return ns.paths.lock(a)
-	}
-	if b < a {
-		a, b = b, a
-	}
-	ua := ns.paths.lock(a)
-	ub := ns.paths.lock(b)
-	return func() { ub(); ua() }
-}
-
 // rename moves the file or directory src to dst in one commit (see
 // meta.Move). A file replaces a file at dst unless noReplace; the
-// replaced file's chunks go to GC.
+// replaced file's chunks go to GC. A file's rename holds the path locks
+// of src and dst; a directory's holds the tree lock, so no change of a
+// path below it runs meanwhile (each reads its path, then commits on what
+// it read). A path below src whose upload's commit has an unknown outcome
+// is refused as Unavailable until that upload ends.
 func (ns *namespace) rename(ctx context.Context, src, dst rpc.Path, noReplace bool) error {
 	if src == "/" || dst == "/" {
 		return rpc.Errorf(rpc.Invalid, "the root directory cannot be renamed, nor replaced")
 	}
-	if dst.IsBelow(src) {
+	if dst.IsBelow(src) && dst != src {
 		return rpc.Errorf(rpc.Invalid, "cannot move %s into itself (%s)", src, dst)
 	}
-	defer ns.lockPaths(src, dst)()
 	for try := 0; ; try++ {
 		from, err := ns.store.Lookup(ctx, src)
 		if err != nil {
 			return err
 		}
-		txn := &meta.Txn{Path: src, Move: &meta.Move{To: dst, Modified: ns.now()}}
-		if from.File != nil {
-			txn.Expect = from.File.Version
-		}
-		var replaced *meta.File
-		if src != dst {
-			to, err := ns.store.Lookup(ctx, dst)
-			switch {
-			case err == nil && to.IsDir:
-				return rpc.Errorf(rpc.Exists, "%s: a directory is there", dst)
-			case err == nil && (noReplace || from.IsDir):
-				return rpc.Errorf(rpc.Exists, "%s already exists", dst)
-			case err == nil:
-				if err := ns.safe.check("replace files"); err != nil {
-					return err
-				}
-				replaced = to.File
-				txn.Move.Replace = replaced.Version
-				txn.AddDeletions = ns.locs.deletionsOf(replaced)
-			case rpc.KindOf(err) != rpc.NotFound:
-				return err
-			}
-		}
-		err = ns.commits.Commit(ctx, txn)
-		if errors.Is(err, meta.ErrConflict) && try < maxCommitRetries {
+		err = ns.renameLocked(ctx, from.IsDir, src, dst, noReplace)
+		if (errors.Is(err, meta.ErrConflict) || errors.Is(err, errKindChanged)) && try < maxCommitRetries {
 			continue
 		}
-		if err != nil {
+		return err
+	}
+}
+
+// errKindChanged: the path a rename moves became a file or a directory
+// between the look that chose the locks and the locked look.
+var errKindChanged = errors.New("changed between file and directory")
+
+// renameLocked is rename under the locks that moving a file (dir false)
+// or a directory takes.
+func (ns *namespace) renameLocked(ctx context.Context, dir bool, src, dst rpc.Path, noReplace bool) error {
+	if dir {
+		defer ns.paths.lockTree()()
+	} else {
+		defer ns.paths.lock(src, dst)()
+	}
+	if p := ns.paths.unsettledBelow(src); p != "" {
+		return rpc.Errorf(rpc.Unavailable, "cannot move %s yet: the outcome of a commit of %s is not known; retry shortly", src, p)
+	}
+	from, err := ns.store.Lookup(ctx, src)
+	if err != nil {
+		return err
+	}
+	if from.IsDir != dir {
+		return errKindChanged
+	}
+	txn := &meta.Txn{Path: src, Move: &meta.Move{To: dst, Modified: ns.now()}}
+	if from.File != nil {
+		txn.Expect = from.File.Version
+	}
+	var replaced *meta.File
+	if src != dst {
+		to, err := ns.store.Lookup(ctx, dst)
+		switch {
+		case err == nil && to.IsDir:
+			return rpc.Errorf(rpc.Exists, "%s: a directory is there", dst)
+		case err == nil && (noReplace || from.IsDir):
+			return rpc.Errorf(rpc.Exists, "%s already exists", dst)
+		case err == nil:
+			if err := ns.safe.check("replace files"); err != nil {
+				return err
+			}
+			replaced = to.File
+			txn.Move.Replace = replaced.Version
+			txn.AddDeletions = ns.locs.deletionsOf(replaced)
+		case rpc.KindOf(err) != rpc.NotFound:
 			return err
 		}
-		if replaced != nil {
-			ns.dels.enqueue(txn.AddDeletions)
-			ns.dels.unreference(ctx, replaced, txn.AddDeletions)
-		}
-		ns.log.Info().Str("from", string(src)).Str("to", string(dst)).Bool("dir", from.IsDir).Msg("renamed")
-		return nil
 	}
+	err = ns.commits.Commit(ctx, txn)
+	if err != nil && outcomeUnknown(err) && replaced != nil && ns.moved(ctx, from.File, dst) {
+		// Reported failed, but applied: the replaced file's deletions
+		// are recorded again (with etcd, some may not have been).
+		ns.log.Warn().Err(err).Str("from", string(src)).Str("to", string(dst)).Msg("rename reported failed but applied; finishing it")
+		err = ns.commits.Commit(ctx, &meta.Txn{AddDeletions: txn.AddDeletions})
+	}
+	if err != nil {
+		return err
+	}
+	if replaced != nil {
+		ns.dels.enqueue(txn.AddDeletions)
+		ns.dels.unreference(ctx, replaced, txn.AddDeletions)
+	}
+	ns.log.Info().Str("from", string(src)).Str("to", string(dst)).Bool("dir", from.IsDir).Msg("renamed")
+	return nil
+}
+
+// moved reports whether dst holds f (same version and session), after a
+// move of f reported failed.
+func (ns *namespace) moved(ctx context.Context, f *meta.File, dst rpc.Path) bool {
+	cur, err := ns.store.Get(ctx, dst)
+	return err == nil && cur.Version == f.Version && cur.Session == f.Session
 }
 
 // maxShares bounds how many files may share a chunk (the chunk index
@@ -205,9 +232,11 @@ const maxShares = 1<<16 - 2
 // copy makes dst a new file with src's bytes, sharing src's chunks: no
 // chunk byte moves, and GC deletes a chunk only when no file references
 // it. cond is asked of the file dst replaces, whose chunks go to GC. The
-// new file is referenced before its commit and released if the commit
-// fails, so a chunk it shares is never deleted in between; src's path is
-// locked meanwhile, so src cannot go while its chunks are being shared.
+// new file is referenced before its commit and released only when the
+// commit is known not to have been applied, so a chunk it shares is never
+// deleted in between; the path locks of src and dst are held (and the tree
+// lock shared, so no move takes src away), so src cannot go while its
+// chunks are being shared.
 func (ns *namespace) copy(ctx context.Context, src, dst rpc.Path, cond precondition) (*meta.File, error) {
 	if src == dst {
 		return nil, rpc.Errorf(rpc.Invalid, "cannot copy %s onto itself", src)
@@ -215,7 +244,7 @@ func (ns *namespace) copy(ctx context.Context, src, dst rpc.Path, cond precondit
 	if err := ns.safe.check("copy files"); err != nil {
 		return nil, err
 	}
-	defer ns.lockPaths(src, dst)()
+	defer ns.paths.lock(src, dst)()
 	for try := 0; ; try++ {
 		from, err := ns.store.Lookup(ctx, src)
 		if err != nil {
@@ -243,13 +272,24 @@ func (ns *namespace) copy(ctx context.Context, src, dst rpc.Path, cond precondit
 			return nil, err
 		}
 		err = ns.commits.Commit(ctx, txn)
-		if err != nil {
-			ns.refs.remove(&f)
-		}
-		if errors.Is(err, meta.ErrConflict) && try < maxCommitRetries {
-			continue
-		}
-		if err != nil {
+		if err != nil && outcomeUnknown(err) && ns.moved(ctx, &f, dst) {
+			// Reported failed, but applied: the copy stands, with its
+			// references; the deletions are recorded again.
+			ns.log.Warn().Err(err).Str("from", string(src)).Str("to", string(dst)).Msg("copy reported failed but applied; finishing it")
+			err = ns.commits.Commit(ctx, &meta.Txn{AddDeletions: txn.AddDeletions})
+			if err != nil {
+				return nil, err // the copy is committed and referenced; its deletions wait for the next term
+			}
+		} else if err != nil {
+			if !outcomeUnknown(err) {
+				ns.refs.remove(&f)
+			}
+			// With the outcome still unknown the references stay: a chunk
+			// kept too long is an orphan for GC, one deleted too soon is
+			// data lost.
+			if errors.Is(err, meta.ErrConflict) && try < maxCommitRetries {
+				continue
+			}
 			return nil, err
 		}
 		ns.dels.queue.file(&f)

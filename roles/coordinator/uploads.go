@@ -70,6 +70,20 @@ type upload struct {
 	// the path had no file).
 	uncertain bool
 	replacing *meta.File
+	// settled is set when an uncertain upload ended (committed or
+	// aborted), and its path's unsettle was undone.
+	settled bool
+}
+
+// settle ends the unsettle of u's path, if its commit was uncertain, now
+// that u has ended: committed, or aborted with its chunks accounted for.
+func (up *uploads) settle(u *upload) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.uncertain && !u.settled {
+		u.settled = true
+		up.paths.settle(u.path)
+	}
 }
 
 func newUpload(id rpc.SessionID, p rpc.Path, chunkSize int64, repl int, created time.Time) *upload {
@@ -581,6 +595,9 @@ func (up *uploads) confirm(ctx context.Context, req confirmation) (confirmed, er
 	if err == nil {
 		err = up.commitUpload(ctx, u, f, req.cond)
 	}
+	if err == nil {
+		up.settle(u)
+	}
 	if err != nil {
 		up.failed(ctx, u, err)
 		return confirmed{}, rpc.Errorf(rpc.Other, "confirm %s: %w", u.path, err)
@@ -657,8 +674,11 @@ func (up *uploads) commitUpload(ctx context.Context, u *upload, f *meta.File, co
 		if errors.Is(err, meta.ErrConflict) && try < maxCommitRetries {
 			continue // another commit of this path won; build on it
 		}
-		if err != nil && !errors.Is(err, meta.ErrConflict) {
+		if err != nil && outcomeUnknown(err) {
 			u.mu.Lock()
+			if !u.uncertain {
+				up.paths.unsettle(f.Path) // no move takes the path away until settled
+			}
 			u.uncertain, u.replacing = true, old
 			u.mu.Unlock()
 			if cur, gerr := up.store.Get(ctx, f.Path); gerr == nil && cur.Session == u.id {
@@ -897,7 +917,9 @@ func (up *uploads) abort(u *upload) {
 		}
 		if err := up.finishCommit(ctx, u, cur, cur, up.locs.deletionsFor(allocs, kept)); err != nil {
 			up.log.Warn().Err(err).Str("session_id", string(u.id)).Msg("cannot record the end of an upload session")
+			return
 		}
+		up.settle(u)
 		return
 	}
 	dels := up.locs.deletionsFor(allocs, nil)
@@ -905,6 +927,7 @@ func (up *uploads) abort(u *upload) {
 		up.log.Warn().Err(err).Str("session_id", string(u.id)).Msg("cannot record the end of an upload session")
 		return
 	}
+	up.settle(u)
 	up.dels.enqueue(dels)
 }
 
@@ -996,10 +1019,16 @@ func (o openChunks) owns(id rpc.ChunkID) bool {
 	})
 }
 
-// pathLocks holds a mutex per path while some commit of it runs.
+// pathLocks holds a mutex per path while some change of it runs, and the
+// tree lock: a change of one or two paths (a commit, a removal, a copy, a
+// file's rename) holds it shared, a directory's move exclusively, so no
+// change of a path runs while a move takes that path elsewhere (a change
+// reads its paths, then commits on what it read).
 type pathLocks struct {
-	mu sync.Mutex
-	m  map[rpc.Path]*pathLock
+	tree      sync.RWMutex
+	mu        sync.Mutex
+	m         map[rpc.Path]*pathLock
+	unsettled map[rpc.Path]int
 }
 
 type pathLock struct {
@@ -1007,8 +1036,71 @@ type pathLock struct {
 	users int
 }
 
-// lock locks p and returns its unlock.
-func (l *pathLocks) lock(p rpc.Path) (unlock func()) {
+// unsettle marks p as the path of an upload whose commit has an unknown
+// outcome: it may hold the upload's version, which the term's chunk index
+// does not count, and which only a look at p can find. Until settle, no
+// move may take p elsewhere (see unsettledBelow).
+func (l *pathLocks) unsettle(p rpc.Path) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.unsettled == nil {
+		l.unsettled = map[rpc.Path]int{}
+	}
+	l.unsettled[p]++
+}
+
+// settle ends an unsettle of p.
+func (l *pathLocks) settle(p rpc.Path) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.unsettled[p]--; l.unsettled[p] <= 0 {
+		delete(l.unsettled, p)
+	}
+}
+
+// unsettledBelow returns an unsettled path that is dir or lies below it,
+// or "".
+func (l *pathLocks) unsettledBelow(dir rpc.Path) rpc.Path {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for p := range l.unsettled {
+		if p.IsBelow(dir) {
+			return p
+		}
+	}
+	return ""
+}
+
+// lock holds the tree lock shared and locks the paths given, in order (a
+// path named twice once), and returns the unlock. The tree lock is taken
+// once per call: a caller never holds two locks of it at once, which a
+// waiting move would deadlock.
+func (l *pathLocks) lock(ps ...rpc.Path) (unlock func()) {
+	ps = slices.Clone(ps)
+	slices.Sort(ps)
+	ps = slices.Compact(ps)
+	l.tree.RLock()
+	unlocks := make([]func(), len(ps))
+	for i, p := range ps {
+		unlocks[i] = l.lockOne(p)
+	}
+	return func() {
+		for i := len(unlocks) - 1; i >= 0; i-- {
+			unlocks[i]()
+		}
+		l.tree.RUnlock()
+	}
+}
+
+// lockTree holds the tree lock exclusively: no path is being changed, and
+// none will be until the unlock.
+func (l *pathLocks) lockTree() (unlock func()) {
+	l.tree.Lock()
+	return l.tree.Unlock
+}
+
+// lockOne locks p and returns its unlock.
+func (l *pathLocks) lockOne(p rpc.Path) (unlock func()) {
 	l.mu.Lock()
 	if l.m == nil {
 		l.m = map[rpc.Path]*pathLock{}
