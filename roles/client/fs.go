@@ -312,7 +312,6 @@ func (d dirEntry) Mode() fs.FileMode {
 	return 0o444
 }
 
-
 // baseName is the last element of a dfs path; "." for the root, as
 // io/fs names it.
 func baseName(p string) string {
