@@ -18,15 +18,18 @@ import (
 const (
 	minShift  = 8
 	maxShift  = 24
-	minPooled = 1 << minShift // smaller buffers are allocated, not pooled
-	maxPooled = 1 << maxShift // larger ones too: rare, and not worth keeping
+	minPooled = 1 << minShift // smaller buffers come from the smallest class
+	maxPooled = 1 << maxShift // larger ones (beyond its slack) are not pooled
 )
 
 // dirtyPool is a gRPC buffer pool that does not zero the buffers it hands
-// out: one sync.Pool per power of two from minPooled to maxPooled, each
-// holding buffers of exactly that capacity.
+// out. It has two size classes per power of two 2^k, from minPooled to
+// maxPooled: 2^k bytes, and 2^k plus a sixteenth, so that a message of a
+// frame of a power-of-two size and its few header bytes does not take a
+// buffer twice its size. Each class is a sync.Pool of buffers of exactly
+// its capacity.
 type dirtyPool struct {
-	tiers [maxShift - minShift + 1]sync.Pool
+	classes [2 * (maxShift - minShift + 1)]sync.Pool
 }
 
 // buffers is the pool every dfs client and server shares, through
@@ -35,40 +38,46 @@ var buffers = &dirtyPool{}
 
 var _ mem.BufferPool = (*dirtyPool)(nil)
 
-// tier returns the index of the pool whose buffers have capacity 2^k >=
-// n, and false when n is beyond the pooled sizes.
-func tier(n int) (int, bool) {
-	if n > maxPooled {
-		return 0, false
+// class returns the index and capacity of the smallest class that holds n
+// bytes, and false when n is beyond the pooled sizes.
+func class(n int) (idx, capacity int, ok bool) {
+	if n <= minPooled {
+		return 0, minPooled, true
 	}
-	return bits.Len(uint(max(n, minPooled)-1)) - minShift, true
+	k := bits.Len(uint(n - 1)) // 2^(k-1) < n <= 2^k
+	if lo := 1 << (k - 1); n <= lo+lo/16 && k-1 >= minShift && k-1 <= maxShift {
+		return 2*(k-1-minShift) + 1, lo + lo/16, true
+	}
+	if k > maxShift {
+		return 0, 0, false
+	}
+	return 2 * (k - minShift), 1 << k, true
 }
 
 // Get returns a buffer of length n whose bytes are undefined.
 func (p *dirtyPool) Get(n int) *[]byte {
-	t, ok := tier(n)
-	if !ok || n < minPooled {
+	i, c, ok := class(n)
+	if !ok {
 		b := make([]byte, n)
 		return &b
 	}
-	if b, _ := p.tiers[t].Get().(*[]byte); b != nil {
+	if b, _ := p.classes[i].Get().(*[]byte); b != nil {
 		*b = (*b)[:n]
 		return b
 	}
-	b := make([]byte, n, minPooled<<t)
+	b := make([]byte, n, c)
 	return &b
 }
 
-// Put returns a buffer from Get to the pool; one of another capacity is
-// left to the garbage collector.
+// Put returns a buffer from Get to the pool; one whose capacity is not a
+// class's is left to the garbage collector.
 func (p *dirtyPool) Put(b *[]byte) {
-	c := cap(*b)
-	if c < minPooled || c > maxPooled || c&(c-1) != 0 {
+	i, c, ok := class(cap(*b))
+	if !ok || c != cap(*b) {
 		return
 	}
-	t, _ := tier(c)
 	*b = (*b)[:0]
-	p.tiers[t].Put(b)
+	p.classes[i].Put(b)
 }
 
 // codec is gRPC's protobuf codec with its buffers from the dirty pool: a

@@ -10,29 +10,34 @@ import (
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
+// TestDirtyPoolSizes: a buffer has the length asked for and the capacity
+// of the smallest class that holds it (a power of two, or one plus a
+// sixteenth); buffers handed back are handed out again, and those of a
+// capacity no class has are dropped.
 func TestDirtyPoolSizes(t *testing.T) {
 	is := is.New(t)
 	p := &dirtyPool{}
-	for _, n := range []int{0, 1, minPooled - 1, minPooled, minPooled + 1, 4096, 65536, 65537, maxPooled, maxPooled + 1} {
-		b := p.Get(n)
-		is.Equal(len(*b), n) // the length asked for
-		c := cap(*b)
-		if n >= minPooled && n <= maxPooled {
-			is.True(c&(c-1) == 0 && c >= n && c < 2*n) // pooled: the next power of two
-		}
+	for _, tt := range []struct{ n, cap int }{
+		{0, 256}, {1, 256}, {256, 256}, {257, 272}, {272, 272}, {273, 512},
+		{4096, 4096}, {65536, 65536}, {65536 + 100, 69632}, {69633, 131072},
+		{1<<20 + 200, 1<<20 + 1<<16}, {maxPooled, maxPooled}, {maxPooled + 1, maxPooled + maxPooled/16},
+		{maxPooled + maxPooled/16 + 1, maxPooled + maxPooled/16 + 1}, // not pooled
+	} {
+		b := p.Get(tt.n)
+		is.Equal(len(*b), tt.n)   // the length asked for
+		is.Equal(cap(*b), tt.cap) // the class's capacity
 		p.Put(b)
 	}
-	// A buffer handed back is handed out again at the same capacity, its
-	// length the one asked for.
+	// A buffer handed back is handed out again, its length the one
+	// asked for.
 	b := p.Get(5000)
-	(*b)[0] = 7
 	p.Put(b)
-	again := p.Get(4097)
-	is.Equal(len(*again), 4097)       // the length asked for
-	is.Equal(cap(*again), 8192)       // the tier of 5000 and 4097
-	odd := make([]byte, 3000)         // a capacity no tier holds
+	again := p.Get(6000)
+	is.Equal(len(*again), 6000)       // the length asked for
+	is.Equal(cap(*again), 8192)       // the class of 5000 and 6000
+	odd := make([]byte, 3000)         // a capacity no class has
 	p.Put(&odd)                       // is dropped, not pooled
-	is.Equal(cap(*p.Get(2100)), 4096) // never the odd buffer
+	is.Equal(cap(*p.Get(2500)), 4096) // never the odd buffer
 }
 
 func TestCodecRoundTrip(t *testing.T) {
