@@ -28,7 +28,7 @@ type Download struct {
 	// Peer names From in a stall's error ("datanode 10.0.0.3:7001").
 	Peer string
 	// ProgressTimeout fails a source that shows no progress for this long,
-	// from the prepare to the last frame (see NewWatchdog); 0 never does.
+	// from the call to the last frame (see NewWatchdog); 0 never does.
 	ProgressTimeout time.Duration
 	// PrepareTimeout, if positive, bounds the wait for the stream's first
 	// message (the chunk's header, where a prepare call once answered);
@@ -47,7 +47,9 @@ type Download struct {
 	// FrameDigests, if set with Frames, are the chunk's frame digests as
 	// an earlier Fetch of the same committed chunk returned them
 	// (Fetched.FrameDigests, verified then): the datanode is not asked for
-	// them again, and the frames are verified against these.
+	// them again, and the frames are verified against these. A list that
+	// does not fit the chunk (a digest per frame, of rpc.DigestSize bytes)
+	// is Internal, the caller's mistake.
 	FrameDigests [][]byte
 }
 
