@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -27,10 +28,11 @@ type Download struct {
 	// Peer names From in a stall's error ("datanode 10.0.0.3:7001").
 	Peer string
 	// ProgressTimeout fails a source that shows no progress for this long,
-	// from the prepare to the last frame (see NewWatchdog); 0 never does.
+	// from the call to the last frame (see NewWatchdog); 0 never does.
 	ProgressTimeout time.Duration
-	// PrepareTimeout, if positive, bounds the prepare call alone; the
-	// whole fetch is bounded by the caller's context.
+	// PrepareTimeout, if positive, bounds the wait for the stream's first
+	// message (the chunk's header, where a prepare call once answered);
+	// the whole fetch is bounded by the caller's context.
 	PrepareTimeout time.Duration
 	// Heard, if set, tells when the connection to From last moved (see
 	// Watchdog.HeardFrom).
@@ -42,6 +44,13 @@ type Download struct {
 	// frame digests, which the datanode sends and which must hash to the
 	// committed chunk digest.
 	Frames *FrameRange
+	// FrameDigests, if set with Frames, are the chunk's frame digests as
+	// an earlier Fetch of the same committed chunk returned them
+	// (Fetched.FrameDigests, verified then): the datanode is not asked for
+	// them again, and the frames are verified against these. A list that
+	// does not fit the chunk (a digest per frame, of rpc.DigestSize bytes)
+	// is Internal, the caller's mistake.
+	FrameDigests [][]byte
 }
 
 // FrameRange picks the frames First through Last (counted from 0, Last
@@ -120,30 +129,31 @@ func FaultOf(err error) Fault {
 func blame(f Fault, err error) error { return &fetchError{fault: f, err: err} }
 
 // Fetch reads the committed chunk d names from d.From and writes its bytes
-// to w, in order: it prepares the download, compares the size, frame size
-// and digest the datanode states with the committed ones, then streams the
-// frames and verifies each, and the chunk digest against the committed
-// one, under a progress deadline. Each Write gets one frame whose digest
-// was verified; the chunk as a whole is verified only when Fetch returns
-// nil, and what w got must not be used (made visible) before. Each frame
-// is a message of its own, so w may keep the slice. Time spent in Write is
-// not the source's: the progress deadline is paused meanwhile.
+// to w, in order, in one call: it streams the chunk (DownloadChunkStream
+// naming it by ID), compares the size, frame size and digest the first
+// message's header states with the committed ones, and verifies each
+// frame, and the chunk digest against the committed one, under a progress
+// deadline. Each Write gets one frame whose digest was verified; the chunk
+// as a whole is verified only when Fetch returns nil, and what w got must
+// not be used (made visible) before. Each frame is a message of its own,
+// so w may keep the slice. Time spent in Write is not the source's: the
+// progress deadline is paused meanwhile.
 //
 // A failed Fetch's error carries its Fault (see FaultOf). Its kinds:
 // Internal for a copy of another chunk, Invalid for bytes that fail their
-// digests, Unavailable for a stream that ends early, DeadlineExceeded for
-// a stall, NotFound when the datanode holds no such chunk, and otherwise
-// the datanode's status; a writer's error comes back unchanged inside.
-// Canceling ctx ends the fetch.
+// digests, Unavailable for a stream that ends early or starts without a
+// header, DeadlineExceeded for a stall, NotFound when the datanode holds
+// no such chunk, and otherwise the datanode's status; a writer's error
+// comes back unchanged inside. Canceling ctx ends the fetch.
 //
 // With d.Frames set, Fetch reads those frames alone: it asks for the
-// chunk's frame digests with the prepare, checks that they hash to the
-// datanode's chunk digest (which must agree with the committed one, as
-// for a whole chunk), streams the range and checks each frame against its
-// digest as it arrives. A frame digest list that does not add up is
-// SourceCorrupt, as are bytes that fail their digest; w gets only
-// verified frames, and the range is whole when Fetch returns nil. A range
-// outside the chunk is Internal (the caller's mistake).
+// chunk's frame digests in the header (unless d.FrameDigests holds them),
+// checks that they hash to the datanode's chunk digest (which must agree
+// with the committed one, as for a whole chunk), and checks each frame of
+// the range against its digest as it arrives. A frame digest list that
+// does not add up is SourceCorrupt, as are bytes that fail their digest;
+// w gets only verified frames, and the range is whole when Fetch returns
+// nil. A range outside the chunk is Internal (the caller's mistake).
 func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 	id := d.ChunkID
 	if d.Digest == nil || d.Size <= 0 || d.FrameSize <= 0 || d.From == nil {
@@ -154,49 +164,82 @@ func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 			return Fetched{}, rpc.Errorf(rpc.Internal, "chunk %s: bad frame range: %v", id, err)
 		}
 	}
-	ctx, wd := NewWatchdog(ctx, d.Clock, d.ProgressTimeout, d.Peer)
+	if d.FrameDigests != nil {
+		if err := checkFrameDigests(id, d.FrameDigests, d.Size, d.FrameSize); err != nil {
+			return Fetched{}, rpc.Errorf(rpc.Internal, "chunk %s: bad known frame digests: %v", id, err)
+		}
+	}
+	clk := d.Clock
+	if clk == nil {
+		clk = clockwork.NewRealClock()
+	}
+	ctx, wd := NewWatchdog(ctx, clk, d.ProgressTimeout, d.Peer)
 	defer wd.Stop()
 	if d.Heard != nil {
 		wd.HeardFrom(d.Heard)
+	}
+	// The wait for the header alone may have a bound of its own.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var headerLate atomic.Bool
+	stopHeaderTimer := func() {}
+	if d.PrepareTimeout > 0 {
+		t := clk.AfterFunc(d.PrepareTimeout, func() {
+			headerLate.Store(true)
+			cancel(context.DeadlineExceeded)
+		})
+		stopHeaderTimer = func() { t.Stop() }
+		defer stopHeaderTimer()
 	}
 	// failed classifies an error from a call to the source; a stall is
 	// the watchdog's error, not the canceled call's.
 	failed := func(err error) error {
 		if werr := wd.Err(); werr != nil {
 			err = werr
+		} else if headerLate.Load() {
+			err = rpc.Errorf(rpc.DeadlineExceeded, "%s: no chunk header within %s", d.Peer, d.PrepareTimeout)
 		}
 		err = rpc.FromStatus(err)
 		return blame(sourceFault(err), err)
 	}
 
-	pctx, cancel := ctx, context.CancelFunc(func() {})
-	if d.PrepareTimeout > 0 {
-		pctx, cancel = context.WithTimeout(ctx, d.PrepareTimeout)
+	req := &dfspb.DownloadChunkStreamRequest{ChunkId: string(id)}
+	if fr := d.Frames; fr != nil {
+		req.FirstFrame, req.FrameCount = uint32(fr.First), uint32(fr.Last-fr.First+1)
+		req.FrameDigests = d.FrameDigests == nil
 	}
-	prep, err := d.From.PrepareChunkDownload(pctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: string(id), FrameDigests: d.Frames != nil})
-	cancel()
+	stream, err := d.From.DownloadChunkStream(ctx, req)
 	if err != nil {
 		return Fetched{}, failed(err)
 	}
-	wd.Kick()
-	if prep.Size != d.Size || prep.FrameSize != d.FrameSize || len(prep.ChunkChecksum) != rpc.DigestSize || !rpc.DigestsMatch(prep.ChunkChecksum, d.Digest) {
+	recv := wd.Receiver(stream)
+	first, err := recv.Recv()
+	stopHeaderTimer()
+	if errors.Is(err, io.EOF) {
+		return Fetched{}, blame(SourceFailed, rpc.Errorf(rpc.Unavailable, "chunk %s: stream ended before its first frame", id))
+	}
+	if err != nil {
+		return Fetched{}, failed(err)
+	}
+	hdr := first.Header
+	if hdr == nil {
+		return Fetched{}, blame(SourceFailed, rpc.Errorf(rpc.Unavailable, "chunk %s: stream started without the chunk's header", id))
+	}
+	if hdr.Size != d.Size || hdr.FrameSize != d.FrameSize || len(hdr.ChunkChecksum) != rpc.DigestSize || !rpc.DigestsMatch(hdr.ChunkChecksum, d.Digest) {
 		return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Internal,
 			"holds a different chunk than was committed (size %d, frame size %d, digest %.6x; committed %d, %d, %.6x)",
-			prep.Size, prep.FrameSize, prep.ChunkChecksum, d.Size, d.FrameSize, d.Digest))
+			hdr.Size, hdr.FrameSize, hdr.ChunkChecksum, d.Size, d.FrameSize, d.Digest))
 	}
+	recv = &pushedBack{first: first, r: recv}
 	if d.Frames != nil {
-		return fetchFrames(ctx, d, prep, wd, failed, w)
-	}
-	stream, err := d.From.DownloadChunkStream(ctx, &dfspb.DownloadChunkStreamRequest{SessionId: prep.SessionId})
-	if err != nil {
-		return Fetched{}, failed(err)
+		return fetchFrames(d, hdr, recv, wd, failed, w)
 	}
 
 	// The bytes must match the datanode's whole digest, which agrees with
 	// the committed one (and is it, when the committed one is whole).
 	exp := d.Expect
-	exp.Digest = prep.ChunkChecksum
-	v, fault, err := receive(wd.Receiver(stream), exp, func(off int64, data []byte) error {
+	exp.Digest = hdr.ChunkChecksum
+	v, fault, err := receive(recv, exp, func(off int64, data []byte) error {
 		wd.Pause()
 		_, err := w.Write(data)
 		wd.Kick()
@@ -208,35 +251,58 @@ func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 	return Fetched{FrameDigests: v.FrameDigests(), Digest: v.Sum()}, nil
 }
 
-// fetchFrames is Fetch of the frames d.Frames picks, once the prepare
-// (with the frame digests) agreed with the committed chunk.
-func fetchFrames(ctx context.Context, d Download, prep *dfspb.PrepareChunkDownloadResponse, wd *Watchdog, failed func(error) error, w io.Writer) (Fetched, error) {
-	id, fr := d.ChunkID, *d.Frames
-	// The frame digests are trusted once they hash to the chunk digest,
-	// itself checked against the committed one.
-	frames := prep.FrameDigests
-	if n := FrameCount(d.Size, d.FrameSize); len(frames) != n {
-		return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Invalid, "chunk %s: %d frame digests for %d frames", id, len(frames), n))
+// pushedBack is a stream whose first message was received already.
+type pushedBack struct {
+	first *dfspb.ChunkDataStream
+	r     FrameReceiver
+}
+
+func (p *pushedBack) Recv() (*dfspb.ChunkDataStream, error) {
+	if f := p.first; f != nil {
+		p.first = nil
+		return f, nil
 	}
-	cd := NewChunkDigest()
+	return p.r.Recv()
+}
+
+// checkFrameDigests checks that frames holds one digest of the right size
+// per frame of a chunk of size bytes in frames of frameSize; an Invalid
+// error says what is wrong.
+func checkFrameDigests(id rpc.ChunkID, frames [][]byte, size, frameSize int64) error {
+	if n := FrameCount(size, frameSize); len(frames) != n {
+		return rpc.Errorf(rpc.Invalid, "chunk %s: %d frame digests for %d frames", id, len(frames), n)
+	}
 	for _, fd := range frames {
 		if len(fd) != rpc.DigestSize {
-			return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Invalid, "chunk %s: a frame digest of %d bytes", id, len(fd)))
+			return rpc.Errorf(rpc.Invalid, "chunk %s: a frame digest of %d bytes", id, len(fd))
 		}
-		cd.Add(fd)
 	}
-	if sum := cd.Sum(); !Equal(sum, prep.ChunkChecksum) {
-		return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Invalid, "chunk %s: frame digests do not match the chunk checksum (expected %s, computed %s)",
-			id, short(prep.ChunkChecksum), short(sum)))
-	}
+	return nil
+}
 
-	stream, err := d.From.DownloadChunkStream(ctx, &dfspb.DownloadChunkStreamRequest{
-		SessionId: prep.SessionId, FirstFrame: uint32(fr.First), FrameCount: uint32(fr.Last - fr.First + 1),
-	})
-	if err != nil {
-		return Fetched{}, failed(err)
+// fetchFrames is Fetch of the frames d.Frames picks, once the header
+// agreed with the committed chunk: it checks the frame digests (the
+// header's, or d.FrameDigests, checked before) and then each frame
+// against its own.
+func fetchFrames(d Download, hdr *dfspb.PrepareChunkDownloadResponse, recv FrameReceiver, wd *Watchdog, failed func(error) error, w io.Writer) (Fetched, error) {
+	id, fr := d.ChunkID, *d.Frames
+	frames := d.FrameDigests
+	if frames == nil {
+		// The frame digests are trusted once they hash to the chunk
+		// digest, itself checked against the committed one.
+		frames = hdr.FrameDigests
+		if err := checkFrameDigests(id, frames, d.Size, d.FrameSize); err != nil {
+			return Fetched{}, blame(SourceCorrupt, err)
+		}
+		cd := NewChunkDigest()
+		for _, fd := range frames {
+			cd.Add(fd)
+		}
+		if sum := cd.Sum(); !Equal(sum, hdr.ChunkChecksum) {
+			return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Invalid, "chunk %s: frame digests do not match the chunk checksum (expected %s, computed %s)",
+				id, short(hdr.ChunkChecksum), short(sum)))
+		}
 	}
-	recv := wd.Receiver(stream)
 	for i := fr.First; i <= fr.Last; i++ {
 		f, err := recv.Recv()
 		if errors.Is(err, io.EOF) {
@@ -262,7 +328,7 @@ func fetchFrames(ctx context.Context, d Download, prep *dfspb.PrepareChunkDownlo
 	} else if !errors.Is(err, io.EOF) {
 		return Fetched{}, failed(err)
 	}
-	return Fetched{FrameDigests: frames, Digest: prep.ChunkChecksum}, nil
+	return Fetched{FrameDigests: frames, Digest: hdr.ChunkChecksum}, nil
 }
 
 // checkFrame verifies frame i of the chunk exp describes, received in a

@@ -29,43 +29,71 @@ type fakeNode struct {
 	dfspb.UnimplementedDataNodeServer
 	chunk stored
 
-	missing   bool                                      // PrepareChunkDownload says NotFound
-	claim     func(*dfspb.PrepareChunkDownloadResponse) // alters what the prepare states
-	stallFrom int                                       // with stall set, the frames sent before the stream stalls
-	stall     bool                                      // the stream stops after stallFrom frames until the call ends
-	cut       int                                       // if > 0, the stream ends cleanly after cut frames
-	whole     bool                                      // a range asked for is ignored: the whole chunk streams
-	downloads atomic.Int32                              // DownloadChunkStream calls
-	sent      atomic.Int32                              // frames sent
+	missing     bool                                             // the node says it has no such chunk (NotFound)
+	claim       func(*dfspb.PrepareChunkDownloadResponse)        // alters what the prepare or the header states
+	noHeader    bool                                             // a download by chunk ID starts without the header
+	headerDelay chan struct{}                                    // if set, a download by chunk ID sends nothing until it is closed
+	prepares    atomic.Int32                                     // PrepareChunkDownload calls
+	asked       atomic.Pointer[dfspb.DownloadChunkStreamRequest] // the last download request
+	stallFrom   int                                              // with stall set, the frames sent before the stream stalls
+	stall       bool                                             // the stream stops after stallFrom frames until the call ends
+	cut         int                                              // if > 0, the stream ends cleanly after cut frames
+	whole       bool                                             // a range asked for is ignored: the whole chunk streams
+	downloads   atomic.Int32                                     // DownloadChunkStream calls
+	sent        atomic.Int32                                     // frames sent
 }
 
 func (f *fakeNode) PrepareChunkDownload(ctx context.Context, req *dfspb.PrepareChunkDownloadRequest) (*dfspb.PrepareChunkDownloadResponse, error) {
-	if f.missing || req.ChunkId != string(testID) {
-		return nil, status.Errorf(codes.NotFound, "chunk %s not found", req.ChunkId)
+	f.prepares.Add(1)
+	hdr, err := f.header(req.ChunkId, req.FrameDigests)
+	if err != nil {
+		return nil, err
 	}
-	resp := &dfspb.PrepareChunkDownloadResponse{
-		SessionId: string(testSession), Size: int64(len(f.chunk.data)), FrameSize: f.chunk.frameSize, ChunkChecksum: f.chunk.digest,
+	hdr.SessionId = string(testSession)
+	return hdr, nil
+}
+
+// header is what the node states of the chunk id: its size, frame size and
+// digest, its frame digests if asked for, as claim alters them.
+func (f *fakeNode) header(id string, frameDigests bool) (*dfspb.PrepareChunkDownloadResponse, error) {
+	if f.missing || id != string(testID) {
+		return nil, status.Errorf(codes.NotFound, "chunk %s not found", id)
 	}
-	if req.FrameDigests {
-		resp.FrameDigests = slices.Clone(f.chunk.frames)
+	hdr := &dfspb.PrepareChunkDownloadResponse{Size: int64(len(f.chunk.data)), FrameSize: f.chunk.frameSize, ChunkChecksum: f.chunk.digest}
+	if frameDigests {
+		hdr.FrameDigests = slices.Clone(f.chunk.frames)
 	}
 	if f.claim != nil {
-		f.claim(resp)
+		f.claim(hdr)
 	}
-	return resp, nil
+	return hdr, nil
 }
 
 func (f *fakeNode) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream grpc.ServerStreamingServer[dfspb.ChunkDataStream]) error {
 	f.downloads.Add(1)
-	if req.SessionId != string(testSession) {
+	f.asked.Store(req)
+	out := chunkstream.FrameSender(&countingSender{FrameSender: stream, n: &f.sent})
+	if req.ChunkId != "" {
+		hdr, err := f.header(req.ChunkId, req.FrameDigests)
+		if err != nil {
+			return err
+		}
+		if !f.noHeader {
+			out = &headerSender{FrameSender: out, header: hdr}
+		}
+		if f.headerDelay != nil {
+			<-f.headerDelay
+		}
+	} else if req.SessionId != string(testSession) {
 		return status.Errorf(codes.NotFound, "unknown download session %s", req.SessionId)
 	}
-	out := chunkstream.FrameSender(&countingSender{FrameSender: stream, n: &f.sent})
 	switch {
 	case f.stall:
 		out = &stallingSender{FrameSender: out, left: f.stallFrom, ctx: stream.Context()}
 	case f.cut > 0:
 		out = &cuttingSender{FrameSender: out, left: f.cut}
+	case f.cut < 0:
+		out = &cuttingSender{FrameSender: out, left: 0}
 	}
 	c := f.chunk
 	var err error
@@ -82,6 +110,20 @@ func (f *fakeNode) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, st
 		return nil // the stream ends early, with no error
 	}
 	return rpc.ToStatus(err)
+}
+
+// headerSender sets a chunk's header on the first frame it sends, as a
+// datanode does on a download that names its chunk.
+type headerSender struct {
+	chunkstream.FrameSender
+	header *dfspb.PrepareChunkDownloadResponse
+}
+
+func (s *headerSender) Send(f *dfspb.ChunkDataStream) error {
+	if s.header != nil {
+		f.Header, s.header = s.header, nil
+	}
+	return s.FrameSender.Send(f)
 }
 
 // stallingSender sends left frames, then blocks until the call ends.
@@ -323,33 +365,34 @@ func TestFetchFaults(t *testing.T) {
 	flipped.data = bytes.Clone(s.data)
 	flipped.data[20] ^= 1
 	tests := []struct {
-		name     string
-		node     *fakeNode
-		fault    chunkstream.Fault
-		kind     rpc.Kind
-		written  int  // frames the writer got
-		streamed bool // whether the stream was opened
+		name    string
+		node    *fakeNode
+		fault   chunkstream.Fault
+		kind    rpc.Kind
+		written int // frames the writer got
 	}{
-		{"corrupt frame", &fakeNode{chunk: flipped}, chunkstream.SourceCorrupt, rpc.Invalid, 1, true},
-		{"size mismatch at prepare", &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) { r.Size++ }},
-			chunkstream.SourceCorrupt, rpc.Internal, 0, false},
-		{"frame size mismatch at prepare", &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) { r.FrameSize = 32 }},
-			chunkstream.SourceCorrupt, rpc.Internal, 0, false},
-		{"digest mismatch at prepare", &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) { r.ChunkChecksum = s.frames[0] }},
-			chunkstream.SourceCorrupt, rpc.Internal, 0, false},
-		{"missing chunk", &fakeNode{chunk: s, missing: true}, chunkstream.SourceMissing, rpc.NotFound, 0, false},
-		{"stream ends early", &fakeNode{chunk: s, cut: 2}, chunkstream.SourceFailed, rpc.Unavailable, 2, true},
+		{"corrupt frame", &fakeNode{chunk: flipped}, chunkstream.SourceCorrupt, rpc.Invalid, 1},
+		{"size mismatch in the header", &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) { r.Size++ }},
+			chunkstream.SourceCorrupt, rpc.Internal, 0},
+		{"frame size mismatch in the header", &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) { r.FrameSize = 32 }},
+			chunkstream.SourceCorrupt, rpc.Internal, 0},
+		{"digest mismatch in the header", &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) { r.ChunkChecksum = s.frames[0] }},
+			chunkstream.SourceCorrupt, rpc.Internal, 0},
+		{"missing chunk", &fakeNode{chunk: s, missing: true}, chunkstream.SourceMissing, rpc.NotFound, 0},
+		{"stream ends early", &fakeNode{chunk: s, cut: 2}, chunkstream.SourceFailed, rpc.Unavailable, 2},
+		{"stream ends before its first frame", &fakeNode{chunk: s, cut: -1}, chunkstream.SourceFailed, rpc.Unavailable, 0},
+		{"no header", &fakeNode{chunk: s, noHeader: true}, chunkstream.SourceFailed, rpc.Unavailable, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			is := is.New(t)
 			var out frameLog
 			_, err := chunkstream.Fetch(t.Context(), download(s, serveNode(t, tt.node)), &out)
-			is.True(err != nil)                                 // the fetch fails
-			is.Equal(chunkstream.FaultOf(err), tt.fault)        // blaming the right party
-			is.Equal(rpc.KindOf(err), tt.kind)                  // with the kind callers act on
-			is.Equal(len(out.frames), tt.written)               // only verified frames were written
-			is.Equal(tt.node.downloads.Load() > 0, tt.streamed) // a bad prepare opens no stream
+			is.True(err != nil)                          // the fetch fails
+			is.Equal(chunkstream.FaultOf(err), tt.fault) // blaming the right party
+			is.Equal(rpc.KindOf(err), tt.kind)           // with the kind callers act on
+			is.Equal(len(out.frames), tt.written)        // only verified frames were written
+			is.Equal(tt.node.prepares.Load(), int32(0))  // in one call: no prepare
 		})
 	}
 
@@ -512,4 +555,119 @@ func TestFetchCanceled(t *testing.T) {
 func newStored2(data []byte, frameSize int64) stored {
 	digest, fds := chunkstream.DigestOf(data, int(frameSize))
 	return stored{data: data, frameSize: frameSize, frames: fds, digest: digest}
+}
+
+// TestFetchOneCall: a fetch is one DownloadChunkStream naming the chunk,
+// with no prepare; a range asks for the frame digests in the header, a
+// whole chunk does not (its frames carry their digests).
+func TestFetchOneCall(t *testing.T) {
+	s := newStored(50, 16)
+	for _, fr := range []*chunkstream.FrameRange{nil, {First: 1, Last: 2}} {
+		t.Run(fmt.Sprintf("frames %v", fr), func(t *testing.T) {
+			is := is.New(t)
+			node := &fakeNode{chunk: s}
+			d := download(s, serveNode(t, node))
+			d.Frames = fr
+			var out frameLog
+			_, err := chunkstream.Fetch(t.Context(), d, &out)
+			is.NoErr(err)                             // the chunk or range verifies
+			is.Equal(node.prepares.Load(), int32(0))  // no prepare
+			is.Equal(node.downloads.Load(), int32(1)) // one call
+			req := node.asked.Load()
+			is.Equal(req.ChunkId, string(testID)) // naming the chunk
+			is.Equal(req.SessionId, "")           // not a session
+			is.Equal(req.FrameDigests, fr != nil) // digests asked for a range only
+		})
+	}
+}
+
+// TestFetchKnownFrameDigests: a range read with the frame digests an
+// earlier fetch verified does not ask for them again and checks the
+// frames against them; a source that lies is still blamed, and digests
+// that do not fit the chunk are the caller's mistake.
+func TestFetchKnownFrameDigests(t *testing.T) {
+	s := newStored(50, 16)
+	t.Run("good", func(t *testing.T) {
+		is := is.New(t)
+		node := &fakeNode{chunk: s}
+		d := download(s, serveNode(t, node))
+		d.Frames = &chunkstream.FrameRange{First: 2, Last: 3}
+		d.FrameDigests = s.frames
+		var out frameLog
+		got, err := chunkstream.Fetch(t.Context(), d, &out)
+		is.NoErr(err)                                    // the range verifies
+		is.True(bytes.Equal(out.bytes(), s.data[32:50])) // byte for byte
+		is.True(!node.asked.Load().FrameDigests)         // the digests were not asked for
+		is.Equal(got.FrameDigests, s.frames)             // the known ones come back
+		is.Equal(got.Digest, s.digest)
+	})
+	flipped := s
+	flipped.data = bytes.Clone(s.data)
+	flipped.data[40] ^= 1 // in frame 2
+	for _, tt := range []struct {
+		name string
+		node *fakeNode
+		kind rpc.Kind
+	}{
+		{"lying frame", &fakeNode{chunk: flipped}, rpc.Invalid},
+		{"other chunk in the header", &fakeNode{chunk: s, claim: func(r *dfspb.PrepareChunkDownloadResponse) { r.ChunkChecksum = s.frames[1] }}, rpc.Internal},
+		{"lying frame digests sent anyway", &fakeNode{chunk: flipped, claim: func(r *dfspb.PrepareChunkDownloadResponse) {
+			_, r.FrameDigests = chunkstream.DigestOf(flipped.data, 16)
+		}}, rpc.Invalid},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			is := is.New(t)
+			d := download(s, serveNode(t, tt.node))
+			d.Frames = &chunkstream.FrameRange{First: 1, Last: 2}
+			d.FrameDigests = s.frames
+			var out frameLog
+			_, err := chunkstream.Fetch(t.Context(), d, &out)
+			is.Equal(chunkstream.FaultOf(err), chunkstream.SourceCorrupt) // the source is blamed
+			is.Equal(rpc.KindOf(err), tt.kind)
+			is.True(len(out.frames) <= 1)                      // frame 2 never reached the writer
+			is.True(bytes.HasPrefix(s.data[16:], out.bytes())) // only good bytes did
+		})
+	}
+	t.Run("digests that do not fit the chunk", func(t *testing.T) {
+		is := is.New(t)
+		short := slices.Clone(s.frames)
+		short[1] = short[1][:31]
+		for _, fds := range [][][]byte{s.frames[:3], append(slices.Clone(s.frames), s.frames[0]), short} {
+			node := &fakeNode{chunk: s}
+			d := download(s, serveNode(t, node))
+			d.Frames = &chunkstream.FrameRange{First: 0, Last: 0}
+			d.FrameDigests = fds
+			_, err := chunkstream.Fetch(t.Context(), d, &frameLog{})
+			is.Equal(rpc.KindOf(err), rpc.Internal)                 // the caller's mistake
+			is.Equal(chunkstream.FaultOf(err), chunkstream.NoFault) // nobody else's
+			is.Equal(node.downloads.Load(), int32(0))               // and nothing streamed
+		}
+	})
+}
+
+// TestFetchHeaderTimeout: with a PrepareTimeout, a source that opens the
+// stream but sends no header within it fails as a stall, on the caller's
+// clock, though no progress timeout is set.
+func TestFetchHeaderTimeout(t *testing.T) {
+	is := is.New(t)
+	s := newStored(50, 16)
+	fc := clockwork.NewFakeClock()
+	release := make(chan struct{})
+	defer close(release)
+	d := download(s, serveNode(t, &fakeNode{chunk: s, headerDelay: release}))
+	d.Clock = fc
+	d.ProgressTimeout = 0
+	d.PrepareTimeout = time.Second
+	done := make(chan error, 1)
+	go func() {
+		_, err := chunkstream.Fetch(t.Context(), d, &frameLog{})
+		done <- err
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	is.NoErr(fc.BlockUntilContext(ctx, 1)) // the header's deadline is armed
+	fc.Advance(time.Second)
+	err := await(t, done, "the fetch without a header to fail")
+	is.Equal(rpc.KindOf(err), rpc.DeadlineExceeded)              // failed as a stall
+	is.Equal(chunkstream.FaultOf(err), chunkstream.SourceFailed) // of the source
 }

@@ -505,6 +505,11 @@ func TestBadInput(t *testing.T) {
 			is.Equal(statusKind(err), rpc.Invalid) // PrepareChunkUpload
 			_, err = dn.PrepareChunkDownload(ctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: id})
 			is.Equal(statusKind(err), rpc.Invalid) // PrepareChunkDownload
+			ds, err := dn.DownloadChunkStream(ctx, &dfspb.DownloadChunkStreamRequest{ChunkId: id, FrameDigests: true})
+			if err == nil {
+				_, err = ds.Recv()
+			}
+			is.Equal(statusKind(err), rpc.Invalid) // DownloadChunkStream naming the chunk
 			_, err = dn.DeleteChunk(ctx, &dfspb.DeleteChunkRequest{ChunkId: id})
 			is.Equal(statusKind(err), rpc.Invalid) // DeleteChunk
 			_, err = dn.BulkDeleteChunk(ctx, &dfspb.BulkDeleteChunkRequest{ChunkIds: []string{id}})

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/stats"
@@ -24,7 +25,8 @@ import (
 
 // Transport tuning. One gRPC hop with protobuf bytes frames costs about one
 // CPU-second per GiB with 16 MiB windows and 1 MiB buffers; gRPC's defaults
-// are 20-30% slower (DESIGN.md, "What the machine costs").
+// are 20-30% slower (DESIGN.md, "What the machine costs"). Buffers come
+// from a pool that does not zero them (codec.go).
 const (
 	streamWindow    = 4 << 20
 	connWindow      = 16 << 20
@@ -70,6 +72,8 @@ func ServerOptionsWithClock(clk clockwork.Clock, log zerolog.Logger, observers .
 		grpc.WriteBufferSize(ioBuffer),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
+		grpc.ForceServerCodecV2(codec{}),
+		experimental.BufferPool(buffers),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(unaryServerInterceptor(clk, log, observers)),
 		grpc.ChainStreamInterceptor(streamServerInterceptor(clk, log, observers)),
@@ -84,7 +88,8 @@ func DialOptions() []grpc.DialOption {
 		grpc.WithInitialConnWindowSize(connWindow),
 		grpc.WithReadBufferSize(ioBuffer),
 		grpc.WithWriteBufferSize(ioBuffer),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize), grpc.ForceCodecV2(codec{})),
+		experimental.WithBufferPool(buffers),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 			BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second,
 		}, MinConnectTimeout: 5 * time.Second}),

@@ -74,7 +74,8 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 				res := make(chan fetched, 1)
 				go func() {
 					data := buf[:ch.Size]
-					res <- fetched{data, c.fetchChunk(ctx, ch, part{dst: data})}
+					_, err := c.fetchChunk(ctx, ch, part{dst: data})
+					res <- fetched{data, err}
 				}()
 				select {
 				case results <- res:
@@ -187,11 +188,14 @@ func checkFileInfo(fi *dfspb.FileInfo) error {
 
 // part is what a read wants of one chunk: its frames (nil: the whole
 // chunk) and, of the bytes those frames hold, len(dst) bytes from skip on,
-// written into dst; the rest are verified and dropped.
+// written into dst; the rest are verified and dropped. digests, if set
+// with frames, are the chunk's frame digests, verified by an earlier
+// fetch (see chunkstream.Download.FrameDigests).
 type part struct {
-	frames *chunkstream.FrameRange
-	skip   int64
-	dst    []byte
+	frames  *chunkstream.FrameRange
+	skip    int64
+	dst     []byte
+	digests [][]byte
 }
 
 // writer returns a writer that fills p.dst from a fetch of p's frames;
@@ -225,14 +229,15 @@ func (w *window) Write(p []byte) (int, error) {
 // returns it intact, trying replicas healthy-first and making a few rounds
 // with backoff before giving up. A replica that returns bad bytes is
 // reported, and one that fails is tried last for a while (see
-// nodesFailed).
-func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, p part) error {
+// nodesFailed). It returns what the fetch verified: the chunk's frame
+// digests and digest.
+func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, p part) (chunkstream.Fetched, error) {
 	replicas := make([]placement.Replica, 0, len(ch.Replicas))
 	for _, r := range ch.Replicas {
 		replicas = append(replicas, placement.Replica{ID: rpc.NodeID(r.NodeId), Addr: r.Addr, State: stateFromProto(r.State)})
 	}
 	if len(replicas) == 0 {
-		return rpc.Errorf(rpc.Unavailable, "chunk %d (%s) has no replica", ch.Index, ch.ChunkId)
+		return chunkstream.Fetched{}, rpc.Errorf(rpc.Unavailable, "chunk %d (%s) has no replica", ch.Index, ch.ChunkId)
 	}
 	exp := chunkstream.Expect{ChunkID: rpc.ChunkID(ch.ChunkId), Size: ch.Size, FrameSize: ch.FrameSize, Digest: ch.Digest}
 	backoff := rpc.Backoff{Initial: 200 * time.Millisecond, Max: 2 * time.Second}
@@ -241,16 +246,16 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, p part) er
 	for round := 0; round < c.cfg.Attempts; round++ {
 		if round > 0 {
 			if err := rpc.Sleep(ctx, c.clock, backoff.Delay(round)); err != nil {
-				return err
+				return chunkstream.Fetched{}, err
 			}
 		}
 		for _, r := range c.orderForRead(replicas) {
-			err := c.readReplica(ctx, r.Addr, exp, p)
+			got, err := c.readReplica(ctx, r.Addr, exp, p)
 			if err == nil {
-				return nil
+				return got, nil
 			}
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return chunkstream.Fetched{}, ctx.Err()
 			}
 			c.log.Warn().Err(err).Str("chunk_id", ch.ChunkId).Str("node_id", string(r.ID)).Msg("replica failed; trying the next")
 			fault := chunkstream.FaultOf(err)
@@ -278,22 +283,22 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, p part) er
 	if lastBad != nil {
 		last = lastBad
 	}
-	return rpc.Errorf(rpc.Unavailable, "chunk %d (%s): no replica returned it intact: %w", ch.Index, ch.ChunkId, last)
+	return chunkstream.Fetched{}, rpc.Errorf(rpc.Unavailable, "chunk %d (%s): no replica returned it intact: %w", ch.Index, ch.ChunkId, last)
 }
 
 // readReplica reads the part p of one chunk from the datanode at addr.
 // Its error's chunkstream.Fault tells bad bytes (or a size or digest) that
 // do not match what was committed from a failure to answer.
-func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.Expect, p part) error {
+func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.Expect, p part) (chunkstream.Fetched, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ChunkTimeout)
 	defer cancel()
 	dn, err := c.datanode(addr)
 	if err != nil {
-		return err
+		return chunkstream.Fetched{}, err
 	}
-	// From the prepare to the last frame, a replica that stops answering
+	// From the call to the last frame, a replica that stops answering
 	// fails after the progress timeout and the next one is tried.
-	_, err = chunkstream.Fetch(ctx, chunkstream.Download{
+	return chunkstream.Fetch(ctx, chunkstream.Download{
 		Expect:          exp,
 		From:            dn,
 		Peer:            "datanode " + addr,
@@ -301,8 +306,8 @@ func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.E
 		Heard:           func() time.Time { return c.pool.Heard(addr) },
 		Clock:           c.clock,
 		Frames:          p.frames,
+		FrameDigests:    p.digests,
 	}, p.writer())
-	return err
 }
 
 // reportBadReplica tells the coordinator, in the background, that node

@@ -45,6 +45,8 @@ type Reader struct {
 	pages   []*dfspb.FileInfo // pages of the chunk map read lately, the most recent last; at most maxPages
 	pageLen uint32            // chunks in a page of the chunk map, to align the pages read
 
+	digests *digestCache // the verified frame digests of chunks read lately, by chunk ID
+
 	mu      sync.Mutex // serializes Read, Seek, WriteTo and Close
 	off     int64      // the position of Read
 	seq     bool       // whether Read continues where the last Read (or Open) left off
@@ -89,7 +91,7 @@ func (c *Client) open(ctx context.Context, path string) (*Reader, error) {
 		head.Path = path
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	r := &Reader{c: c, ctx: ctx, cancel: cancel, head: head, seq: true, sum: sha256.New()}
+	r := &Reader{c: c, ctx: ctx, cancel: cancel, head: head, seq: true, sum: sha256.New(), digests: newDigestCache(maxDigestBytes)}
 	if len(first.Chunks) > 0 {
 		r.pages = append(r.pages, first)
 		if uint32(len(first.Chunks)) < head.ChunkCount {
@@ -204,7 +206,9 @@ func (r *Reader) readAt(p []byte, off int64) (int, error) {
 }
 
 // readRange reads len(dst) bytes of chunk i from offset off in the chunk
-// into dst, fetching only the frames that hold them.
+// into dst, fetching only the frames that hold them, and checking them
+// against the chunk's frame digests kept from an earlier read when there
+// are some.
 func (r *Reader) readRange(ctx context.Context, i uint32, off int64, dst []byte) error {
 	return r.readChunk(ctx, i, func(ch *dfspb.ChunkInfo) part {
 		fs := ch.FrameSize
@@ -212,22 +216,27 @@ func (r *Reader) readRange(ctx context.Context, i uint32, off int64, dst []byte)
 		if fr.First == 0 && int64(len(dst)) == ch.Size {
 			return part{dst: dst} // the whole chunk
 		}
-		return part{frames: fr, skip: off - int64(fr.First)*fs, dst: dst}
+		return part{frames: fr, skip: off - int64(fr.First)*fs, dst: dst, digests: r.digests.get(ch.ChunkId)}
 	})
 }
 
 // readChunk reads the part of chunk i that want names (given the chunk's
-// entry in the chunk map) with fetchChunk. When every replica failed, a
-// read of a file that changed meanwhile fails with FailedPrecondition;
-// otherwise the chunk map's page is read again, and if it lists other
-// replicas now (the chunk was repaired or moved), they are tried once; if
-// they fail too, the error is the first one.
+// entry in the chunk map) with fetchChunk, and keeps the frame digests a
+// read of some frames verified. When every replica failed, a read of a
+// file that changed meanwhile fails with FailedPrecondition; otherwise the
+// chunk map's page is read again, and if it lists other replicas now (the
+// chunk was repaired or moved), they are tried once; if they fail too, the
+// error is the first one.
 func (r *Reader) readChunk(ctx context.Context, i uint32, want func(*dfspb.ChunkInfo) part) error {
 	ch, err := r.chunk(ctx, i, false)
 	if err != nil {
 		return err
 	}
-	err = r.c.fetchChunk(ctx, ch, want(ch))
+	p := want(ch)
+	got, err := r.c.fetchChunk(ctx, ch, p)
+	if err == nil {
+		r.learn(ch, p, got)
+	}
 	if err == nil || ctx.Err() != nil {
 		return r.interrupted(ctx, err)
 	}
@@ -238,12 +247,23 @@ func (r *Reader) readChunk(ctx context.Context, i uint32, want func(*dfspb.Chunk
 	if ferr != nil || sameReplicas(ch, fresh) {
 		return err
 	}
-	if rerr := r.c.fetchChunk(ctx, fresh, want(fresh)); rerr != nil {
+	p = want(fresh)
+	got, rerr := r.c.fetchChunk(ctx, fresh, p)
+	if rerr != nil {
 		// The first failure says more: the copies it found bad are out
 		// of service by now, and the retry learns only that.
 		return r.interrupted(ctx, err)
 	}
+	r.learn(fresh, p, got)
 	return nil
+}
+
+// learn keeps the frame digests a read of some frames of chunk ch
+// verified, unless it had them already.
+func (r *Reader) learn(ch *dfspb.ChunkInfo, p part, got chunkstream.Fetched) {
+	if p.frames != nil && p.digests == nil && got.FrameDigests != nil {
+		r.digests.put(ch.ChunkId, got.FrameDigests)
+	}
 }
 
 // interrupted returns err, or Canceled when ctx ended (by Close, the

@@ -15,6 +15,7 @@ import (
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/datanode"
@@ -502,4 +503,51 @@ func TestReaderAllCopiesCorrupt(t *testing.T) {
 	is.Equal(rpc.KindOf(err), rpc.Unavailable)         // no copy could serve the frame
 	is.True(strings.Contains(err.Error(), bad.ID))     // naming the chunk
 	is.True(strings.Contains(err.Error(), "checksum")) // and why
+}
+
+// TestReaderKeepsFrameDigests: a ranged read keeps the chunk's frame
+// digests it verified, and a later read of other frames of that chunk is
+// checked against them: a copy damaged meanwhile is still caught and the
+// intact one read, and digests that do not match the stored bytes fail
+// the read (so the kept ones are what frames are checked against).
+func TestReaderKeepsFrameDigests(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c, cl := startReaderCluster(t, func(cfg *client.Config) { cfg.Attempts = 1 })
+	size := 6*chunk + 10
+	data := putRandom(t, cl, "/reader/digests", size)
+	fi, err := cl.Stat(t.Context(), "/reader/digests")
+	is.NoErr(err)
+	r := open(t, cl, "/reader/digests")
+	read := func(off int64) error {
+		p := make([]byte, 100)
+		_, err := r.ReadAt(p, off)
+		if err == nil && !bytes.Equal(p, data[off:off+100]) {
+			t.Fatalf("read at %d returned other bytes than were stored", off)
+		}
+		return err
+	}
+
+	ch := fi.Chunks[3]
+	is.NoErr(read(3*chunk + 10)) // frame 0 of chunk 3
+	_, want := chunkstream.DigestOf(data[3*chunk:4*chunk], frame)
+	is.Equal(client.FrameDigestsKept(r, ch.ID), want) // its frame digests are kept
+	is.Equal(client.FrameDigestsKept(r, fi.Chunks[2].ID), nil)
+
+	for _, rep := range ch.Replicas[:2] {
+		for _, n := range c.Nodes() {
+			if string(n.Node.ID()) == rep.Node {
+				flipByte(t, n.Node.Store().ChunkPath(rpc.ChunkID(ch.ID)), 2*frame+5) // in frame 2
+			}
+		}
+	}
+	is.NoErr(read(3*chunk + 2*frame)) // the damaged copies are caught, the intact one read
+
+	other := fi.Chunks[4]
+	_, lies := chunkstream.DigestOf(data[:chunk], frame) // chunk 0's
+	client.KeepFrameDigests(r, other.ID, lies)
+	err = read(4*chunk + frame)
+	is.True(err != nil)                                // the stored bytes do not match the digests kept
+	is.Equal(rpc.KindOf(err), rpc.Unavailable)         // on any copy
+	is.True(strings.Contains(err.Error(), "checksum")) // saying why
 }

@@ -375,6 +375,7 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Wait()
 	n.uploads.Range(func(_ rpc.SessionID, s *uploadSession) { s.release() })
 	n.downloads.Range(func(_ rpc.SessionID, c *chunkstore.Chunk) { c.Close() })
+	n.store.CloseFiles()
 	n.log.Info().Msg("datanode stopped")
 	return err
 }

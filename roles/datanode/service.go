@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -56,19 +57,19 @@ func (n *Node) tooManySessions(kind string) error {
 		n.id.Short(), n.cfg.MaxSessions, what, n.cfg.MaxSessions)
 }
 
-// DownloadChunkStream streams a prepared chunk in frames, each with the
-// digest stored when it was written; the reader verifies them. A request
-// that names frames (first_frame, frame_count; a count of 0 runs to the
-// end of the chunk) gets those alone, the last of them marked final; a
-// range outside the chunk is Invalid.
+// DownloadChunkStream streams a chunk in frames, each with the digest
+// stored when it was written; the reader verifies them. The chunk is a
+// prepared one (session_id), or one named directly (chunk_id): then the
+// chunk is opened as PrepareChunkDownload opens it, with the same errors,
+// and the first message carries its header (size, frame size, digest, and
+// the frame digests when frame_digests asks for them). A request that
+// names frames (first_frame, frame_count; a count of 0 runs to the end of
+// the chunk) gets those alone, the last of them marked final; a range
+// outside the chunk is Invalid.
 func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream dfspb.DataNode_DownloadChunkStreamServer) error {
-	sid, err := rpc.ParseSessionID(req.SessionId)
+	c, direct, err := n.downloadChunk(req)
 	if err != nil {
 		return rpc.ToStatus(err)
-	}
-	c, ok := n.downloads.Take(sid)
-	if !ok {
-		return rpc.ToStatus(rpc.Errorf(rpc.NotFound, "unknown or expired download session %s", sid))
 	}
 	defer c.Close()
 	ranged := req.FirstFrame != 0 || req.FrameCount != 0
@@ -79,7 +80,14 @@ func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream
 		}
 	}
 	done, running := n.metrics.op(opDownload), n.metrics.stream(opDownload)
-	out := countingSender{stream, n.metrics.sent}
+	var out chunkstream.FrameSender = countingSender{stream, n.metrics.sent}
+	if direct {
+		hdr := &dfspb.PrepareChunkDownloadResponse{Size: c.Size, FrameSize: c.FrameSize, ChunkChecksum: c.Digest}
+		if req.FrameDigests {
+			hdr.FrameDigests = c.Frames // read-only: marshaled before Send returns
+		}
+		out = &headerSender{FrameSender: out, header: hdr}
+	}
 	if ranged {
 		err = chunkstream.SendStoredFrames(stream.Context(), out, c.ID, c.File, c.Size, c.FrameSize, c.Frames, c.Digest, fr)
 	} else {
@@ -91,6 +99,52 @@ func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream
 		n.streamFailed(stream.Context(), err, "download failed")
 	}
 	return rpc.ToStatus(err)
+}
+
+// downloadChunk opens the chunk a download names: the prepared session's
+// (taken from the table), or the chunk named by chunk_id, opened now
+// (direct). The caller closes it. A request with both or neither, or with
+// frame_digests but no chunk_id, is Invalid.
+func (n *Node) downloadChunk(req *dfspb.DownloadChunkStreamRequest) (c *chunkstore.Chunk, direct bool, err error) {
+	switch {
+	case req.SessionId != "" && req.ChunkId != "":
+		return nil, false, rpc.Errorf(rpc.Invalid, "download names both session %q and chunk %q; name one", req.SessionId, req.ChunkId)
+	case req.ChunkId == "" && req.FrameDigests:
+		return nil, false, rpc.Errorf(rpc.Invalid, "download asks for frame digests without a chunk_id (a prepared download gets them from PrepareChunkDownload)")
+	case req.ChunkId != "":
+		id, err := rpc.ParseChunkID(req.ChunkId)
+		if err != nil {
+			return nil, false, err
+		}
+		c, err := n.store.Open(id)
+		if err != nil {
+			n.unusable(id, err)
+			return nil, false, err
+		}
+		return c, true, nil
+	}
+	sid, err := rpc.ParseSessionID(req.SessionId)
+	if err != nil {
+		return nil, false, err
+	}
+	c, ok := n.downloads.Take(sid)
+	if !ok {
+		return nil, false, rpc.Errorf(rpc.NotFound, "unknown or expired download session %s", sid)
+	}
+	return c, false, nil
+}
+
+// headerSender sets a chunk's header on the first frame it sends.
+type headerSender struct {
+	chunkstream.FrameSender
+	header *dfspb.PrepareChunkDownloadResponse
+}
+
+func (s *headerSender) Send(f *dfspb.ChunkDataStream) error {
+	if s.header != nil {
+		f.Header, s.header = s.header, nil
+	}
+	return s.FrameSender.Send(f)
 }
 
 // frameRange checks the frames a download names, first and count (0: to

@@ -2,6 +2,7 @@ package datanode
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"io/fs"
@@ -243,4 +244,111 @@ func TestDownloadFrames(t *testing.T) {
 			is.True(strings.Contains(err.Error(), "4 frames")) // and what the chunk has
 		})
 	}
+}
+
+// TestDownloadByChunkID: a download that names its chunk (no prepare)
+// streams it with the chunk's header on the first message alone (the
+// frame digests only when asked for), whole or a range of frames; bad
+// requests are refused as Invalid, saying why, and a chunk that is not
+// here is NotFound; a chunk whose metadata turns out damaged is taken out
+// of service and reported, as a prepare would.
+func TestDownloadByChunkID(t *testing.T) {
+	coord := datanodetest.Start(t)
+	n := startNode(t, coord)
+	dn := client(t, n)
+	id, data := chunkID(t, 1), chunkData(3*testFrame+100, 1) // 4 frames, the last one short
+	digest := upload(t, dn, id, data, testFrame)
+	_, frames := chunkstream.DigestOf(data, testFrame)
+
+	// stream streams what req asks for.
+	stream := func(t *testing.T, req *dfspb.DownloadChunkStreamRequest) ([]*dfspb.ChunkDataStream, error) {
+		t.Helper()
+		st, err := dn.DownloadChunkStream(t.Context(), req)
+		if err != nil {
+			return nil, rpc.FromStatus(err)
+		}
+		var got []*dfspb.ChunkDataStream
+		for range 10 {
+			f, err := st.Recv()
+			if errors.Is(err, io.EOF) {
+				return got, nil
+			}
+			if err != nil {
+				return got, rpc.FromStatus(err)
+			}
+			got = append(got, f)
+		}
+		t.Fatal("more frames than the chunk has")
+		return nil, nil
+	}
+	for _, tt := range []struct {
+		name         string
+		first, cnt   uint32
+		frameDigests bool
+		first0, end  int // frames expected, first and last+1
+	}{
+		{"whole chunk", 0, 0, false, 0, 4},
+		{"whole chunk with digests", 0, 0, true, 0, 4},
+		{"middle frames", 1, 2, true, 1, 3},
+		{"the short last frame", 3, 1, false, 3, 4},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			is := is.New(t)
+			got, err := stream(t, &dfspb.DownloadChunkStreamRequest{ChunkId: string(id), FirstFrame: tt.first, FrameCount: tt.cnt, FrameDigests: tt.frameDigests})
+			is.NoErr(err)
+			is.Equal(len(got), tt.end-tt.first0) // the frames asked for
+			hdr := got[0].Header
+			is.True(hdr != nil)                                  // the first message carries the header
+			is.Equal(hdr.Size, int64(len(data)))                 // with the size
+			is.Equal(hdr.FrameSize, int64(testFrame))            // the frame size
+			is.Equal(hdr.ChunkChecksum, digest)                  // and the digest
+			is.Equal(hdr.SessionId, "")                          // no session
+			is.Equal(len(hdr.FrameDigests) > 0, tt.frameDigests) // frame digests when asked for
+			is.True(!tt.frameDigests || slices.EqualFunc(hdr.FrameDigests, frames, bytes.Equal))
+			for k, f := range got {
+				i := tt.first0 + k
+				off := int64(i) * testFrame
+				is.True(k == 0 || f.Header == nil)                               // the header comes once
+				is.Equal(f.Offset, off)                                          // each frame at its offset
+				is.Equal(f.Data, data[off:min(off+testFrame, int64(len(data)))]) // with its bytes
+				is.Equal(f.PartialChecksum, frames[i])                           // and its digest
+				is.Equal(f.IsFinal, k == len(got)-1)                             // the last is final
+			}
+		})
+	}
+	for _, tt := range []struct {
+		name string
+		req  *dfspb.DownloadChunkStreamRequest
+		kind rpc.Kind
+		says string
+	}{
+		{"session and chunk", &dfspb.DownloadChunkStreamRequest{ChunkId: string(id), SessionId: string(rpc.NewSessionID())}, rpc.Invalid, "name one"},
+		{"neither", &dfspb.DownloadChunkStreamRequest{}, rpc.Invalid, "session"},
+		{"frame digests with a session", &dfspb.DownloadChunkStreamRequest{SessionId: string(rpc.NewSessionID()), FrameDigests: true}, rpc.Invalid, "frame digests without a chunk_id"},
+		{"bad chunk id", &dfspb.DownloadChunkStreamRequest{ChunkId: "../x_0"}, rpc.Invalid, "chunk"},
+		{"range past the end", &dfspb.DownloadChunkStreamRequest{ChunkId: string(id), FirstFrame: 3, FrameCount: 2}, rpc.Invalid, "frames 3 to 4 out of range"},
+		{"first frame far past the end", &dfspb.DownloadChunkStreamRequest{ChunkId: string(id), FirstFrame: 1 << 31, FrameCount: 1}, rpc.Invalid, "out of range"},
+		{"not here", &dfspb.DownloadChunkStreamRequest{ChunkId: string(chunkID(t, 2))}, rpc.NotFound, "not found"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			is := is.New(t)
+			got, err := stream(t, tt.req)
+			is.Equal(rpc.KindOf(err), tt.kind)              // refused
+			is.True(strings.Contains(err.Error(), tt.says)) // saying why
+			is.Equal(len(got), 0)                           // before any frame
+		})
+	}
+	t.Run("damaged metadata", func(t *testing.T) {
+		is := is.New(t)
+		bad, badData := chunkID(t, 3), chunkData(2*testFrame, 3)
+		upload(t, dn, bad, badData, testFrame)
+		eventually(t, "the chunk reported", func() bool { return coord.Has(n.ID(), bad) })
+		flipByte(t, n.Store().ChunkPath(bad), int64(len(badData))+sha256.Size+3) // the second frame digest
+		_, err := stream(t, &dfspb.DownloadChunkStreamRequest{ChunkId: string(bad), FirstFrame: 1, FrameCount: 1, FrameDigests: true})
+		is.Equal(rpc.KindOf(err), rpc.Internal)                    // refused, as corrupt
+		is.True(strings.Contains(err.Error(), "corrupt metadata")) // saying so
+		eventually(t, "the damaged chunk reported", func() bool { return slices.Contains(coord.Corrupt(n.ID()), string(bad)) })
+		_, err = stream(t, &dfspb.DownloadChunkStreamRequest{ChunkId: string(bad)})
+		is.Equal(rpc.KindOf(err), rpc.NotFound) // and no longer served
+	})
 }

@@ -4252,7 +4252,13 @@ type ChunkDataStream struct {
 	// prepare, on the first frame of a stream without session_id, prepares
 	// the upload inline: the same checks as PrepareChunkUpload, one round
 	// trip fewer. A primary prepares its replicas the same way.
-	Prepare       *PrepareChunkUploadRequest `protobuf:"bytes,8,opt,name=prepare,proto3" json:"prepare,omitempty"`
+	Prepare *PrepareChunkUploadRequest `protobuf:"bytes,8,opt,name=prepare,proto3" json:"prepare,omitempty"`
+	// header is set on the first message of a DownloadChunkStream that names
+	// its chunk by chunk_id: what PrepareChunkDownload would have returned
+	// (size, frame size, chunk digest, and the frame digests when asked for),
+	// without a session. The reader checks it against the committed chunk
+	// before it uses the frame it comes with.
+	Header        *PrepareChunkDownloadResponse `protobuf:"bytes,9,opt,name=header,proto3" json:"header,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4339,6 +4345,13 @@ func (x *ChunkDataStream) GetChunkChecksum() []byte {
 func (x *ChunkDataStream) GetPrepare() *PrepareChunkUploadRequest {
 	if x != nil {
 		return x.Prepare
+	}
+	return nil
+}
+
+func (x *ChunkDataStream) GetHeader() *PrepareChunkDownloadResponse {
+	if x != nil {
+		return x.Header
 	}
 	return nil
 }
@@ -4552,13 +4565,22 @@ func (x *PrepareChunkDownloadResponse) GetFrameDigests() [][]byte {
 	return nil
 }
 
+// DownloadChunkStreamRequest names a chunk to stream: by the session of a
+// PrepareChunkDownload, or directly by chunk_id (one call instead of two;
+// the first message then carries the chunk's header). Exactly one of
+// session_id and chunk_id is set.
 type DownloadChunkStreamRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// first_frame and frame_count pick the frames streamed (counted from 0);
 	// frame_count 0 streams every frame from first_frame to the end.
-	FirstFrame    uint32 `protobuf:"varint,2,opt,name=first_frame,json=firstFrame,proto3" json:"first_frame,omitempty"`
-	FrameCount    uint32 `protobuf:"varint,3,opt,name=frame_count,json=frameCount,proto3" json:"frame_count,omitempty"`
+	FirstFrame uint32 `protobuf:"varint,2,opt,name=first_frame,json=firstFrame,proto3" json:"first_frame,omitempty"`
+	FrameCount uint32 `protobuf:"varint,3,opt,name=frame_count,json=frameCount,proto3" json:"frame_count,omitempty"`
+	// chunk_id names the chunk without a prepared session.
+	ChunkId string `protobuf:"bytes,4,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	// frame_digests, with chunk_id, asks for the chunk's frame digests in the
+	// header.
+	FrameDigests  bool `protobuf:"varint,5,opt,name=frame_digests,json=frameDigests,proto3" json:"frame_digests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4612,6 +4634,20 @@ func (x *DownloadChunkStreamRequest) GetFrameCount() uint32 {
 		return x.FrameCount
 	}
 	return 0
+}
+
+func (x *DownloadChunkStreamRequest) GetChunkId() string {
+	if x != nil {
+		return x.ChunkId
+	}
+	return ""
+}
+
+func (x *DownloadChunkStreamRequest) GetFrameDigests() bool {
+	if x != nil {
+		return x.FrameDigests
+	}
+	return false
 }
 
 type StatChunksRequest struct {
@@ -5797,7 +5833,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\x1aPrepareChunkUploadResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12&\n" +
-	"\x0fexpires_unix_ms\x18\x02 \x01(\x03R\rexpiresUnixMs\"\xa1\x02\n" +
+	"\x0fexpires_unix_ms\x18\x02 \x01(\x03R\rexpiresUnixMs\"\xdf\x02\n" +
 	"\x0fChunkDataStream\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x19\n" +
@@ -5807,7 +5843,8 @@ const file_dfs_proto_rawDesc = "" +
 	"\bis_final\x18\x05 \x01(\bR\aisFinal\x12)\n" +
 	"\x10partial_checksum\x18\x06 \x01(\fR\x0fpartialChecksum\x12%\n" +
 	"\x0echunk_checksum\x18\a \x01(\fR\rchunkChecksum\x12;\n" +
-	"\aprepare\x18\b \x01(\v2!.dfs.v1.PrepareChunkUploadRequestR\aprepare\"\xb1\x01\n" +
+	"\aprepare\x18\b \x01(\v2!.dfs.v1.PrepareChunkUploadRequestR\aprepare\x12<\n" +
+	"\x06header\x18\t \x01(\v2$.dfs.v1.PrepareChunkDownloadResponseR\x06header\"\xb1\x01\n" +
 	"\fChunkDataAck\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12%\n" +
@@ -5825,14 +5862,16 @@ const file_dfs_proto_rawDesc = "" +
 	"\n" +
 	"frame_size\x18\x03 \x01(\x03R\tframeSize\x12%\n" +
 	"\x0echunk_checksum\x18\x04 \x01(\fR\rchunkChecksum\x12#\n" +
-	"\rframe_digests\x18\x05 \x03(\fR\fframeDigests\"}\n" +
+	"\rframe_digests\x18\x05 \x03(\fR\fframeDigests\"\xbd\x01\n" +
 	"\x1aDownloadChunkStreamRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1f\n" +
 	"\vfirst_frame\x18\x02 \x01(\rR\n" +
 	"firstFrame\x12\x1f\n" +
 	"\vframe_count\x18\x03 \x01(\rR\n" +
-	"frameCount\"0\n" +
+	"frameCount\x12\x19\n" +
+	"\bchunk_id\x18\x04 \x01(\tR\achunkId\x12#\n" +
+	"\rframe_digests\x18\x05 \x01(\bR\fframeDigests\"0\n" +
 	"\x11StatChunksRequest\x12\x1b\n" +
 	"\tchunk_ids\x18\x01 \x03(\tR\bchunkIds\"\x8b\x01\n" +
 	"\tChunkStat\x12\x19\n" +
@@ -6062,77 +6101,78 @@ var file_dfs_proto_depIdxs = []int32{
 	57, // 29: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
 	2,  // 30: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
 	61, // 31: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
-	69, // 32: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
-	2,  // 33: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
-	3,  // 34: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
-	5,  // 35: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
-	8,  // 36: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
-	12, // 37: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
-	17, // 38: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
-	19, // 39: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
-	21, // 40: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
-	23, // 41: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
-	35, // 42: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
-	37, // 43: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
-	42, // 44: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
-	44, // 45: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
-	59, // 46: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
-	48, // 47: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
-	52, // 48: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
-	54, // 49: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
-	10, // 50: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
-	50, // 51: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
-	26, // 52: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
-	28, // 53: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
-	30, // 54: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
-	32, // 55: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
-	61, // 56: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
-	63, // 57: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
-	65, // 58: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
-	67, // 59: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
-	68, // 60: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
-	71, // 61: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
-	73, // 62: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
-	75, // 63: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
-	77, // 64: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
-	79, // 65: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
-	4,  // 66: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
-	6,  // 67: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
-	9,  // 68: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
-	13, // 69: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
-	18, // 70: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
-	20, // 71: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
-	22, // 72: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
-	25, // 73: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
-	36, // 74: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
-	41, // 75: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
-	43, // 76: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
-	45, // 77: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
-	60, // 78: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
-	49, // 79: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
-	53, // 80: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
-	58, // 81: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
-	11, // 82: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
-	51, // 83: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
-	27, // 84: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
-	29, // 85: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
-	31, // 86: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
-	33, // 87: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
-	62, // 88: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
-	64, // 89: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
-	66, // 90: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
-	63, // 91: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
-	70, // 92: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
-	72, // 93: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
-	74, // 94: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
-	76, // 95: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
-	78, // 96: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
-	80, // 97: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
-	66, // [66:98] is the sub-list for method output_type
-	34, // [34:66] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	66, // 32: dfs.v1.ChunkDataStream.header:type_name -> dfs.v1.PrepareChunkDownloadResponse
+	69, // 33: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
+	2,  // 34: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
+	3,  // 35: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
+	5,  // 36: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
+	8,  // 37: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
+	12, // 38: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
+	17, // 39: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
+	19, // 40: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
+	21, // 41: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
+	23, // 42: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
+	35, // 43: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
+	37, // 44: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
+	42, // 45: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
+	44, // 46: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
+	59, // 47: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
+	48, // 48: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
+	52, // 49: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
+	54, // 50: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
+	10, // 51: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
+	50, // 52: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
+	26, // 53: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
+	28, // 54: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
+	30, // 55: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
+	32, // 56: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
+	61, // 57: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
+	63, // 58: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
+	65, // 59: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
+	67, // 60: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
+	68, // 61: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
+	71, // 62: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
+	73, // 63: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
+	75, // 64: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
+	77, // 65: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
+	79, // 66: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
+	4,  // 67: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
+	6,  // 68: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
+	9,  // 69: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
+	13, // 70: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
+	18, // 71: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
+	20, // 72: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
+	22, // 73: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
+	25, // 74: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
+	36, // 75: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
+	41, // 76: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
+	43, // 77: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
+	45, // 78: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
+	60, // 79: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
+	49, // 80: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
+	53, // 81: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
+	58, // 82: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
+	11, // 83: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
+	51, // 84: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
+	27, // 85: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
+	29, // 86: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
+	31, // 87: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
+	33, // 88: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
+	62, // 89: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
+	64, // 90: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
+	66, // 91: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
+	63, // 92: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
+	70, // 93: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
+	72, // 94: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
+	74, // 95: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
+	76, // 96: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
+	78, // 97: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
+	80, // 98: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
+	67, // [67:99] is the sub-list for method output_type
+	35, // [35:67] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_dfs_proto_init() }

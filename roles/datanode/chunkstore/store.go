@@ -6,6 +6,7 @@ package chunkstore
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -60,6 +61,12 @@ type Store struct {
 	// deleting counts the Delete calls under way per chunk: a chunk whose
 	// file is gone while one runs is being deleted, not lost.
 	deleting map[rpc.ChunkID]int
+	// open holds chunk files kept open between reads, at most
+	// maxOpenChunks, the most recently used first in openLRU (see
+	// openfiles.go); openGen counts the chunks taken out of it.
+	open    map[rpc.ChunkID]*openChunk
+	openLRU *list.List
+	openGen uint64
 }
 
 // Open opens or creates a chunk store in dir on fsys (vfs.Default: the
@@ -68,7 +75,7 @@ type Store struct {
 // filesystem's size). The caller makes sure no other Store uses dir.
 func Open(fsys vfs.FS, dir string, capacity int64) (*Store, error) {
 	s := &Store{fs: fsys, dir: dir, capacity: capacity, index: map[rpc.ChunkID]Meta{}, committing: map[rpc.ChunkID]*commit{},
-		deleting: map[rpc.ChunkID]int{}}
+		deleting: map[rpc.ChunkID]int{}, open: map[rpc.ChunkID]*openChunk{}, openLRU: list.New()}
 	if err := fsys.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("datanode: create %s: %w", dir, err)
 	}
@@ -183,6 +190,7 @@ func (s *Store) quarantine(id rpc.ChunkID, seen fs.FileInfo) bool {
 	}
 	delete(s.index, id)
 	s.chunks--
+	s.invalidateLocked(id)
 	s.corrupt = append(s.corrupt, id)
 	// If the rename fails the chunk is still out of service until the
 	// node restarts, when its metadata or the scrubber catches it again.
@@ -253,6 +261,7 @@ func (s *Store) dropGoneLocked(id rpc.ChunkID) bool {
 	}
 	delete(s.index, id)
 	s.chunks--
+	s.invalidateLocked(id)
 	s.used -= FileSize(m.Size, m.FrameSize)
 	return true
 }
@@ -346,13 +355,33 @@ type Chunk struct {
 }
 
 // Open opens a stored chunk and reads its metadata; the caller must Close
-// it. A chunk that is not stored, or was found corrupt, is NotFound. A
-// chunk whose metadata fails its checks, or whose file cannot be read
-// (permission, EIO), is quarantined like a chunk that fails Verify, and a
-// *CorruptError returned. A chunk whose file is gone although it is
-// indexed (and not being deleted) is dropped from the index and a
-// *LostError (NotFound) returned.
+// it. The store keeps the files of the chunks read lately open, with their
+// metadata checked (at most maxOpenChunks), and shares them between
+// readers: the Chunk's File and Meta are then read-only. A chunk that is
+// not stored, or was found corrupt, is NotFound. A chunk whose metadata
+// fails its checks, or whose file cannot be read (permission, EIO), is
+// quarantined like a chunk that fails Verify, and a *CorruptError
+// returned. A chunk whose file is gone although it is indexed (and not
+// being deleted) is dropped from the index and a *LostError (NotFound)
+// returned.
 func (s *Store) Open(id rpc.ChunkID) (*Chunk, error) {
+	s.mu.Lock()
+	if c, ok := s.cachedLocked(id); ok {
+		s.mu.Unlock()
+		return c, nil
+	}
+	gen := s.openGen
+	s.mu.Unlock()
+	c, err := s.openFile(id)
+	if err != nil {
+		return nil, err
+	}
+	return s.keep(id, c.File, c.Meta, gen), nil
+}
+
+// openFile opens a stored chunk's file and reads its metadata, as Open
+// does, without the files kept open.
+func (s *Store) openFile(id rpc.ChunkID) (*Chunk, error) {
 	s.mu.Lock()
 	_, ok := s.index[id]
 	bad := !ok && slices.Contains(s.corrupt, id)
@@ -414,7 +443,8 @@ func (s *Store) Verify(ctx context.Context, id rpc.ChunkID, pace func(n int64) e
 	if err != nil {
 		return err
 	}
-	c, err := s.Open(id)
+	// A file and metadata read now, not those kept open for readers.
+	c, err := s.openFile(id)
 	if err != nil {
 		return err
 	}
@@ -476,6 +506,7 @@ func (s *Store) Stat(id rpc.ChunkID) (Meta, error) {
 func (s *Store) Delete(id rpc.ChunkID) (freed int64, err error) {
 	s.mu.Lock()
 	s.deleting[id]++
+	s.invalidateLocked(id)
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()

@@ -1,0 +1,72 @@
+package rpc
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/matryer/is"
+	"google.golang.org/grpc/mem"
+
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// TestDirtyPoolSizes: a buffer has the length asked for and the capacity
+// of the smallest class that holds it (a power of two, or one plus a
+// sixteenth); buffers handed back are handed out again, and those of a
+// capacity no class has are dropped.
+func TestDirtyPoolSizes(t *testing.T) {
+	is := is.New(t)
+	p := &dirtyPool{}
+	for _, tt := range []struct{ n, cap int }{
+		{0, 256}, {1, 256}, {256, 256}, {257, 272}, {272, 272}, {273, 512},
+		{4096, 4096}, {65536, 65536}, {65536 + 100, 69632}, {69633, 131072},
+		{1<<20 + 200, 1<<20 + 1<<16}, {maxPooled, maxPooled}, {maxPooled + 1, maxPooled + maxPooled/16},
+		{maxPooled + maxPooled/16 + 1, maxPooled + maxPooled/16 + 1}, // not pooled
+	} {
+		b := p.Get(tt.n)
+		is.Equal(len(*b), tt.n)   // the length asked for
+		is.Equal(cap(*b), tt.cap) // the class's capacity
+		p.Put(b)
+	}
+	// A buffer handed back is handed out again, its length the one
+	// asked for.
+	b := p.Get(5000)
+	p.Put(b)
+	again := p.Get(6000)
+	is.Equal(len(*again), 6000)       // the length asked for
+	is.Equal(cap(*again), 8192)       // the class of 5000 and 6000
+	odd := make([]byte, 3000)         // a capacity no class has
+	p.Put(&odd)                       // is dropped, not pooled
+	is.Equal(cap(*p.Get(2500)), 4096) // never the odd buffer
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	is := is.New(t)
+	data := bytes.Repeat([]byte("0123456789abcdef"), 12345) // ~193 KiB: pooled
+	for _, msg := range []*dfspb.ChunkDataStream{
+		{ChunkId: "c", Data: data, Offset: 65536, PartialChecksum: []byte{1, 2, 3}, IsFinal: true},
+		{ChunkId: "small", Data: []byte("x")}, // below the pooling threshold
+	} {
+		enc, err := codec{}.Marshal(msg)
+		is.NoErr(err)
+		wire := enc.Materialize()
+		enc.Free()
+		// In one piece, and in several as a stream's frames arrive.
+		for _, pieces := range []int{1, 3} {
+			var in mem.BufferSlice
+			step := (len(wire) + pieces - 1) / pieces
+			for off := 0; off < len(wire); off += step {
+				in = append(in, mem.SliceBuffer(wire[off:min(off+step, len(wire))]))
+			}
+			var got dfspb.ChunkDataStream
+			is.NoErr(codec{}.Unmarshal(in, &got))
+			is.Equal(got.ChunkId, msg.ChunkId)       // the chunk ID came through
+			is.True(bytes.Equal(got.Data, msg.Data)) // every byte came through
+			is.Equal(got.Offset, msg.Offset)         // the offset came through
+			is.Equal(got.IsFinal, msg.IsFinal)       // the flag came through
+		}
+	}
+	_, err := codec{}.Marshal("not a message")
+	is.True(err != nil)                       // only protobuf messages
+	is.True(codec{}.Unmarshal(nil, 3) != nil) // only into protobuf messages
+}
