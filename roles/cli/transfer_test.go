@@ -234,6 +234,25 @@ func TestTransfer(t *testing.T) {
 		is.Equal(readTree(t, dst), want) // -f overwrites
 	})
 
+	t.Run("a failure ends the transfer", func(t *testing.T) {
+		is := is.New(t)
+		cli := inprocCLI{t: t, addr: c.Addr()}
+		cli.ok(nil, "put", "-r", makeTree(t, localTree{"a": "a", "d/c": "c", "e": "e"}), "/tr/fatal")
+		// A local file where the remote tree has the directory d: the
+		// directory cannot be made, which is no "exists" to skip.
+		dst := makeTree(t, localTree{"fatal/d": "in the way"})
+		r := cli.run(nil, "get", "-r", "/tr/fatal", dst+"/")
+		is.True(r.err != nil) // the command fails
+		t.Logf("get -r: %v", r.err)
+		is.True(rpc.KindOf(r.err) != rpc.Exists)                // with the failure, not a count of refusals
+		is.True(strings.Contains(r.err.Error(), "/tr/fatal/d")) // naming the directory
+		got := readTree(t, dst)
+		is.Equal(got["fatal/d"], "in the way") // the file in the way untouched
+		for p := range got {
+			is.True(!strings.Contains(p, ".dfs-")) // no temporary file left behind
+		}
+	})
+
 	t.Run("cat", func(t *testing.T) {
 		is := is.New(t)
 		cli := inprocCLI{t: t, addr: c.Addr()}
