@@ -14,6 +14,7 @@ import (
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/rpc"
 )
 
@@ -285,4 +286,20 @@ func TestTransfer(t *testing.T) {
 		is.NoErr(r.err)
 		is.Equal(r.errOut, "") // nothing when stderr is not a terminal
 	})
+}
+
+// TestBenchTree runs the bench's recursive put and get, small, against
+// the in-process cluster: it moves every file and cleans up after itself.
+func TestBenchTree(t *testing.T) {
+	is := is.New(t)
+	c := startInprocCluster(t)
+	cl, err := client.New(t.Context(), client.Config{Coordinators: []string{c.Addr()}})
+	is.NoErr(err)
+	defer cl.Close()
+	res := &BenchResult{TreeFiles: 150, TreeFileBytes: 3000, TreeTransfers: 4}
+	is.NoErr(runBench(t.Context(), cl, cl, res, io.Discard, true)) // the recursive figure alone
+	is.True(res.TreePutsPerSec > 0)                                // put -r timed
+	is.True(res.TreeGetsPerSec > 0)                                // get -r timed
+	_, err = cl.Stat(t.Context(), "/bench/tree")
+	is.True(errors.Is(err, fs.ErrNotExist)) // the remote tree is deleted
 }
