@@ -83,7 +83,7 @@ func App(v Version, stdio IO, logw io.Writer) *cli.App {
 	}
 	cmds := []*cli.Command{
 		a.coordinatorCommand(), a.datanodeCommand(), a.devCommand(), a.benchCommand(), a.healthCommand(),
-		a.putCommand(), a.getCommand(), a.rmCommand(), a.lsCommand(), a.statCommand(),
+		a.putCommand(), a.getCommand(), a.catCommand(), a.rmCommand(), a.lsCommand(), a.statCommand(),
 		a.adminCommand(), a.fsckCommand(), a.nodesCommand(),
 		a.versionCommand(),
 	}

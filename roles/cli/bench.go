@@ -41,6 +41,11 @@ type BenchResult struct {
 	RangeFrameBytes   int64   `json:"range_frame_bytes,omitempty"`
 	RangeParallel     int     `json:"range_parallel,omitempty"`
 	RangeReadsPerSec  float64 `json:"range_reads_per_s,omitempty"`
+	TreeFiles         int     `json:"recursive_files,omitempty"`
+	TreeFileBytes     int64   `json:"recursive_file_bytes,omitempty"`
+	TreeTransfers     int     `json:"recursive_transfers,omitempty"`
+	TreePutsPerSec    float64 `json:"recursive_put_files_per_s,omitempty"`
+	TreeGetsPerSec    float64 `json:"recursive_get_files_per_s,omitempty"`
 	MetaOps           int     `json:"meta_ops,omitempty"`
 	MetaParallel      int     `json:"meta_parallel,omitempty"`
 	MetaCommitsPerSec float64 `json:"meta_commits_per_s,omitempty"`
@@ -54,7 +59,8 @@ func (a *app) benchCommand() *cli.Command {
 	cfg := client.DefaultConfig()
 	dev, nodes, asJSON := false, 3, false
 	res := &BenchResult{LargeBytes: 1 << 30, SmallFiles: 1000, SmallBytes: 4 << 10, SmallParallel: 16, MetaParallel: 16,
-		RangeReads: 10000, RangeFileBytes: 1 << 30, RangeReadBytes: 64 << 10, RangeFrameBytes: 64 << 10, RangeParallel: 16}
+		RangeReads: 10000, RangeFileBytes: 1 << 30, RangeReadBytes: 64 << 10, RangeFrameBytes: 64 << 10, RangeParallel: 16,
+		TreeFiles: 1000, TreeFileBytes: 64 << 10, TreeTransfers: benchTransfers}
 	return &cli.Command{
 		Name: "bench", Usage: "measure put/get throughput and small-file ops/s against a cluster", Category: "client",
 		Subcommands: []*cli.Command{a.benchScaleCommand()},
@@ -72,6 +78,9 @@ func (a *app) benchCommand() *cli.Command {
 			&cli.GenericFlag{Name: "range-frame-size", Value: byteSize(&res.RangeFrameBytes), EnvVars: env("BENCH_RANGE_FRAME_SIZE"), Usage: "frame size of the file read at random (a read moves and verifies whole frames)"},
 			&cli.GenericFlag{Name: "range-size", Value: byteSize(&res.RangeReadBytes), EnvVars: env("BENCH_RANGE_SIZE"), Usage: "size of each ranged read"},
 			&cli.IntFlag{Name: "range-parallel", Value: res.RangeParallel, Destination: &res.RangeParallel, EnvVars: env("BENCH_RANGE_PARALLEL"), Usage: "ranged reads in flight at once"},
+			&cli.IntFlag{Name: "recursive-files", Value: res.TreeFiles, Destination: &res.TreeFiles, EnvVars: env("BENCH_RECURSIVE_FILES"), Usage: "files of the recursive put and get (put -r, get -r); 0 skips"},
+			&cli.GenericFlag{Name: "recursive-file-size", Value: byteSize(&res.TreeFileBytes), EnvVars: env("BENCH_RECURSIVE_FILE_SIZE"), Usage: "size of each file of the recursive put and get"},
+			transfersFlag(&res.TreeTransfers),
 			&cli.IntFlag{Name: "meta-ops", Value: res.MetaOps, Destination: &res.MetaOps, EnvVars: env("BENCH_META_OPS"), Usage: "metadata commits (empty files) and lookups to time; 0 skips"},
 			&cli.IntFlag{Name: "meta-parallel", Value: res.MetaParallel, Destination: &res.MetaParallel, EnvVars: env("BENCH_META_PARALLEL"), Usage: "metadata operations in flight at once"},
 			&cli.BoolFlag{Name: "json", Destination: &asJSON, EnvVars: env("JSON"), Usage: "print the figures as one JSON object"},
@@ -127,6 +136,10 @@ func (a *app) benchCommand() *cli.Command {
 			if res.RangeReads > 0 {
 				fmt.Fprintf(stdio.Out, "%s reads at random from a %s file in %s frames (%d in flight): %.0f reads/s\n",
 					rpc.FormatBytes(res.RangeReadBytes), rpc.FormatBytes(res.RangeFileBytes), rpc.FormatBytes(res.RangeFrameBytes), res.RangeParallel, res.RangeReadsPerSec)
+			}
+			if res.TreeFiles > 0 {
+				fmt.Fprintf(stdio.Out, "recursive, %d x %s files (%d in flight): put -r %.0f files/s, get -r %.0f files/s\n",
+					res.TreeFiles, rpc.FormatBytes(res.TreeFileBytes), res.TreeTransfers, res.TreePutsPerSec, res.TreeGetsPerSec)
 			}
 			if res.MetaOps > 0 {
 				fmt.Fprintf(stdio.Out, "metadata, %d in flight: %.0f commits/s, %.0f lookups/s\n", res.MetaParallel, res.MetaCommitsPerSec, res.MetaLookupsPerSec)
@@ -198,6 +211,11 @@ func runBench(ctx context.Context, cl, rangeCl *client.Client, res *BenchResult,
 			return cl.Remove(ctx, fmt.Sprintf("/bench/small/%06d", i))
 		})
 		if err != nil {
+			return err
+		}
+	}
+	if res.TreeFiles > 0 {
+		if err := benchTree(ctx, cl, res, say); err != nil {
 			return err
 		}
 	}

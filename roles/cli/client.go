@@ -57,36 +57,43 @@ func (a *app) withClient(cfg *client.Config, fn func(ctx context.Context, c *cli
 
 func (a *app) putCommand() *cli.Command {
 	cfg := client.DefaultConfig()
+	o := transferOptions{transfers: defaultTransfers}
 	return &cli.Command{
-		Name: "put", Usage: "store a local file (or - for stdin) at a remote path", ArgsUsage: "LOCAL REMOTE",
+		Name: "put", Usage: "store local files (or - for stdin) at a remote path, or in a remote directory", ArgsUsage: "LOCAL... REMOTE",
 		Category: "client",
 		Flags: clientFlags(&cfg, true,
 			&cli.GenericFlag{Name: "chunk-size", Value: byteSize(&cfg.ChunkSize), EnvVars: env("CHUNK_SIZE"), Usage: "chunk size, up to 64MiB (default: the coordinator's)"},
 			&cli.GenericFlag{Name: "frame-size", Value: byteSize(&cfg.FrameSize), EnvVars: env("FRAME_SIZE"), Usage: "frame size within a chunk"},
 			&cli.IntFlag{Name: "replication", Value: cfg.Replication, Destination: &cfg.Replication, EnvVars: env("REPLICATION"), Usage: "replication factor (default: the coordinator's)"},
+			&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Destination: &o.recursive, EnvVars: env("PUT_RECURSIVE"), Usage: "put directories and everything below them"},
+			&cli.BoolFlag{Name: "no-clobber", Aliases: []string{"n"}, Destination: &o.noClobber, EnvVars: env("PUT_NO_CLOBBER"), Usage: "refuse to replace a remote file that exists (checked before any byte is sent)"},
+			transfersFlag(&o.transfers),
 		),
 		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
-			if c.NArg() != 2 {
+			if c.NArg() < 2 {
 				return rpc.Errorf(rpc.Invalid, "put needs LOCAL and REMOTE (see dfs put --help)")
 			}
-			return runPut(ctx, cl, a.stdio, c.Args().Get(0), c.Args().Get(1))
+			return runPutArgs(ctx, cl, a.stdio, c.Args().Slice(), o)
 		}),
 	}
 }
 
 func (a *app) getCommand() *cli.Command {
 	cfg := client.DefaultConfig()
-	var force bool
+	o := transferOptions{transfers: defaultTransfers}
 	return &cli.Command{
-		Name: "get", Usage: "read a remote file into a local file (or - for stdout)", ArgsUsage: "REMOTE LOCAL",
+		Name: "get", Usage: "read remote files into a local file (or - for stdout), or into a local directory", ArgsUsage: "REMOTE... LOCAL",
 		Category: "client",
 		Flags: clientFlags(&cfg, true,
-			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Destination: &force, EnvVars: env("GET_FORCE"), Usage: "overwrite LOCAL if it exists (without it, get refuses to)"}),
+			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Destination: &o.force, EnvVars: env("GET_FORCE"), Usage: "overwrite local files that exist (without it, get refuses to)"},
+			&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Destination: &o.recursive, EnvVars: env("GET_RECURSIVE"), Usage: "get directories and everything below them"},
+			transfersFlag(&o.transfers),
+		),
 		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
-			if c.NArg() != 2 {
+			if c.NArg() < 2 {
 				return rpc.Errorf(rpc.Invalid, "get needs REMOTE and LOCAL (see dfs get --help)")
 			}
-			return runGet(ctx, cl, a.stdio, c.Args().Get(0), c.Args().Get(1), force)
+			return runGetArgs(ctx, cl, a.stdio, c.Args().Slice(), o)
 		}),
 	}
 }
@@ -275,7 +282,9 @@ func progressBar(stdio IO, size int64, what string) (client.Progress, func()) {
 	return func(n int64) { bar.Add64(n) }, func() { bar.Finish() }
 }
 
-func runPut(ctx context.Context, cl *client.Client, stdio IO, local, remote string) error {
+// runPut stores one local file (or stdin, for -) at remote, with a
+// progress bar on a terminal; with noClobber only if remote holds no file.
+func runPut(ctx context.Context, cl *client.Client, stdio IO, local, remote string, noClobber bool) error {
 	var r io.Reader
 	size := int64(-1)
 	if local == "-" {
@@ -297,8 +306,7 @@ func runPut(ctx context.Context, cl *client.Client, stdio IO, local, remote stri
 	}
 	progress, done := progressBar(stdio, size, "put "+remote)
 	defer done()
-	_, err := cl.Put(ctx, remote, r, size, progress)
-	return err
+	return putReader(ctx, cl, r, size, remote, noClobber, progress)
 }
 
 func localErr(err error) error {
@@ -323,6 +331,22 @@ func runGet(ctx context.Context, cl *client.Client, stdio IO, remote, local stri
 	if info, err := os.Stat(local); err == nil && info.IsDir() {
 		local = filepath.Join(local, filepath.Base(remote))
 	}
+	size := int64(-1)
+	if stdio.Terminal {
+		// The progress bar's size, without the chunk map.
+		if fi, err := cl.Head(ctx, remote); err == nil {
+			size = fi.Size
+		}
+	}
+	progress, done := progressBar(stdio, size, "get "+remote)
+	defer done()
+	return getFile(ctx, cl, remote, local, force, progress)
+}
+
+// getFile reads remote into the local file local, for runGet and the
+// recursive get, as runGet says: never over an existing file unless
+// force, and through a temporary file beside it.
+func getFile(ctx context.Context, cl *client.Client, remote, local string, force bool, progress client.Progress) error {
 	exists := func() error {
 		return rpc.Errorf(rpc.Exists, "get %s: local file %s exists (-f overwrites it)", client.ShowPath(remote), local)
 	}
@@ -336,16 +360,7 @@ func runGet(ctx context.Context, cl *client.Client, stdio IO, remote, local stri
 		return fmt.Errorf("get %s: %w", client.ShowPath(remote), localErr(err))
 	}
 	defer os.Remove(tmp.Name())
-	size := int64(-1)
-	if stdio.Terminal {
-		// The progress bar's size, without the chunk map.
-		if fi, err := cl.Head(ctx, remote); err == nil {
-			size = fi.Size
-		}
-	}
-	progress, done := progressBar(stdio, size, "get "+remote)
 	_, err = cl.Get(ctx, remote, tmp, progress)
-	done()
 	if err == nil {
 		err = tmp.Sync()
 	}
