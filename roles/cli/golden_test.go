@@ -123,8 +123,7 @@ func TestGoldenOutput(t *testing.T) {
 	// cluster is healthy, so that the counts printed are final.
 	deadline := time.Now().Add(time.Minute)
 	for {
-		var ns []jsonNode
-		decodeJSON(t, cli.ok(nil, "nodes", "--json"), &ns)
+		ns := decodeNodes[jsonNode](t, cli.ok(nil, "nodes", "--json"))
 		reported := 0
 		for _, n := range ns {
 			if n.Chunks == 3 {

@@ -167,8 +167,7 @@ func TestCLIFsckAndDecommission(t *testing.T) {
 	is.True(strings.Contains(out, "draining; dfs nodes shows when it is safe to remove")) // says what happens
 	pollCLI(t, "dfs nodes to show the node decommissioned", func() (bool, string) {
 		out := cli.ok(nil, "nodes", "--json")
-		var ns []healNodeJSON
-		decodeJSON(t, out, &ns)
+		ns := decodeNodes[healNodeJSON](t, out)
 		for _, n := range ns {
 			if n.NodeID == drained {
 				return n.Draining && n.Decommissioned, out

@@ -32,8 +32,9 @@ func TestPrintNodesDiskAndFailing(t *testing.T) {
 
 	out.Reset()
 	is.NoErr(printNodes(&out, resp, true))
-	var ns []nodeJSON
-	is.NoErr(json.Unmarshal(out.Bytes(), &ns))
+	var j nodesJSON
+	is.NoErr(json.Unmarshal(out.Bytes(), &j))
+	ns := j.Nodes
 	is.Equal(ns[0].DiskError, "data dir /d is not writable: read-only file system") // disk_error
 	is.True(ns[1].FailingUntil != nil && ns[0].FailingUntil == nil)                 // failing_until
 }
