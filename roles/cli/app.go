@@ -38,8 +38,9 @@ type Version struct {
 }
 
 // Run runs the command line args (args[0] is the program name) until ctx
-// ends and returns the process's exit code. An error is printed to
-// stdio.Err as one line; logs go to logw.
+// ends and returns the process's exit code, which says the error's kind
+// (see exitCode). An error is printed to stdio.Err as one line; logs go to
+// logw.
 func Run(ctx context.Context, args []string, v Version, stdio IO, logw io.Writer) int {
 	err := App(v, stdio, logw).RunContext(ctx, args)
 	if err != nil {

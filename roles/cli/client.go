@@ -149,7 +149,7 @@ func (a *app) statCommand() *cli.Command {
 	cfg := client.DefaultConfig()
 	var asJSON bool
 	return &cli.Command{
-		Name: "stat", Usage: "show a remote file's size, SHA-256, chunks and replicas", ArgsUsage: "REMOTE",
+		Name: "stat", Usage: "show a remote file's size, SHA-256, chunks and replicas (of a directory: that it is one)", ArgsUsage: "REMOTE",
 		Category: "client",
 		Flags:    append(clientFlags(&cfg, false), jsonFlag(&asJSON)),
 		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {

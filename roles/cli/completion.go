@@ -96,7 +96,7 @@ func (a *app) manCommand() *cli.Command {
 			if c.NArg() != 0 {
 				return rpc.Errorf(rpc.Invalid, "man takes no arguments")
 			}
-			s, err := c.App.ToMan()
+			s, err := c.App.ToManWithSection(1)
 			if err != nil {
 				return fmt.Errorf("man: %w", err)
 			}

@@ -108,7 +108,7 @@ func TestGoldenHelp(t *testing.T) {
 	}
 }
 
-// TestGoldenOutput pins what ls -l, stat, stat --json, nodes and fsck
+// TestGoldenOutput pins what ls -l, stat, stat --json, nodes, du and fsck
 // print for a small cluster holding two files.
 func TestGoldenOutput(t *testing.T) {
 	c := startInprocCluster(t)
@@ -150,6 +150,12 @@ func TestGoldenOutput(t *testing.T) {
 		{"stat.txt", []string{"stat", "/golden/a"}, true},
 		{"stat-json.json", []string{"stat", "--json", "/golden/a"}, false},
 		{"nodes.txt", []string{"nodes"}, true},
+		{"nodes-json.json", []string{"nodes", "--json"}, false},
+		{"ls-lh.txt", []string{"ls", "-lh", "/golden"}, true},
+		{"stat-dir.txt", []string{"stat", "/golden/dir"}, false},
+		{"du.txt", []string{"du", "/golden"}, false},
+		{"du-sh.txt", []string{"du", "-sh", "/golden"}, false},
+		{"du-json.json", []string{"du", "--json", "/golden"}, false},
 		{"fsck.txt", []string{"fsck"}, false},
 		{"fsck-json.json", []string{"fsck", "--json"}, false},
 	} {

@@ -331,6 +331,9 @@ func printDu(w io.Writer, lines []duJSON, human, asJSON bool) error {
 	var ws, wf int
 	for i, l := range lines {
 		sizes[i], files[i] = size(l.Bytes, human), fmt.Sprintf("%d files", l.Files)
+		if l.Files == 1 {
+			files[i] = "1 file"
+		}
 		ws, wf = max(ws, len(sizes[i])), max(wf, len(files[i]))
 	}
 	for i, l := range lines {
