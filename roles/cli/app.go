@@ -123,11 +123,16 @@ func App(v Version, stdio IO, logw io.Writer) *cli.App {
 
 // versionCommand prints the version, commit and Go version.
 func (a *app) versionCommand() *cli.Command {
+	var asJSON bool
 	return &cli.Command{
 		Name: "version", Usage: "print the version, commit and Go version",
+		Flags: []cli.Flag{jsonFlag(&asJSON)},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return rpc.Errorf(rpc.Invalid, "version takes no arguments")
+			}
+			if asJSON {
+				return writeJSON(a.stdio.Out, versionJSON{Version: a.version.Version, Commit: a.version.Commit, Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH})
 			}
 			fmt.Fprintf(a.stdio.Out, "dfs %s\ncommit %s\n%s %s/%s\n", a.version.Version, a.version.Commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return nil

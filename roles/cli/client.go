@@ -225,12 +225,13 @@ func (a *app) adminCommand() *cli.Command {
 
 func (a *app) decommissionCommand() *cli.Command {
 	cfg := client.DefaultConfig()
-	var cancel bool
+	var cancel, asJSON bool
 	return &cli.Command{
 		Name: "decommission", Usage: "drain a datanode: copy its chunks elsewhere and stop placing new ones on it",
 		ArgsUsage: "NODE-ID",
 		Flags: append(clientFlags(&cfg, false),
-			&cli.BoolFlag{Name: "cancel", Destination: &cancel, EnvVars: env("DECOMMISSION_CANCEL"), Usage: "stop draining the node"}),
+			&cli.BoolFlag{Name: "cancel", Destination: &cancel, EnvVars: env("DECOMMISSION_CANCEL"), Usage: "stop draining the node"},
+			jsonFlag(&asJSON)),
 		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
 			if c.NArg() != 1 {
 				return rpc.Errorf(rpc.Invalid, "admin decommission needs one NODE-ID (or a unique prefix of it)")
@@ -238,6 +239,9 @@ func (a *app) decommissionCommand() *cli.Command {
 			n, err := cl.Decommission(ctx, c.Args().First(), cancel)
 			if err != nil {
 				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdio.Out, nodeStatusJSON(*n))
 			}
 			state := "draining; dfs nodes shows when it is safe to remove"
 			switch {

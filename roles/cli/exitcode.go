@@ -41,15 +41,20 @@ not serving after retries), 7 directory not empty, 8 failed precondition
 (fsck found problems, a conditional write's version did not match). dfs health
 and dfs admin salvage exit 0 or 1 only.`
 
-// exitCode returns the exit status for err: 0 for nil, a code an
-// ExitCoder carries (the commands that promise 0 or 1), else by kind.
+// exitCode returns the exit status for err: 0 for nil, 1 for the
+// commands that promise 0 or 1 (exitOne), 2 for urfave/cli's own exit
+// errors (an unknown command: "No help topic for ..."), else by kind.
 func exitCode(err error) int {
 	if err == nil {
 		return ExitOK
 	}
+	var one exitOneError
+	if errors.As(err, &one) {
+		return one.ExitCode()
+	}
 	var ec cli.ExitCoder
 	if errors.As(err, &ec) {
-		return ec.ExitCode()
+		return ExitInvalid
 	}
 	if c, ok := exitCodes[rpc.KindOf(err)]; ok {
 		return c

@@ -180,6 +180,12 @@ func TestCLIFsckAndDecommission(t *testing.T) {
 	is.NoErr(res.err) // decommission again
 	out = res.out
 	is.True(strings.Contains(out, "decommissioned: safe to remove")) // asking again says it is done
+	var dj healNodeJSON
+	res = decommission("--json", drained)
+	is.NoErr(res.err) // decommission --json
+	decodeJSON(t, res.out, &dj)
+	is.Equal(dj.NodeID, drained)              // --json: the node
+	is.True(dj.Draining && dj.Decommissioned) // and its state
 	is.NoErr(c.StopNode(1))
 	for p, data := range files {
 		is.Equal(cli.ok(nil, "get", p, "-"), string(data)) // every file reads back without it

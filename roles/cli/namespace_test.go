@@ -216,6 +216,8 @@ func TestExitCodes(t *testing.T) {
 		{"not found", []string{"stat", "--coordinator", c.Addr(), "/exit/none"}, ExitNotFound},
 		{"invalid path", []string{"stat", "--coordinator", c.Addr(), "exit"}, ExitInvalid},
 		{"unknown flag", []string{"ls", "--bogus"}, ExitInvalid},
+		{"unknown command", []string{"bogus"}, ExitInvalid},
+		{"salvage exits 1", []string{"admin", "salvage", "--from", "/nonexistent/metadata.db", "--to", "/nonexistent/new.db"}, ExitOther},
 		{"missing arguments", []string{"mv", "--coordinator", c.Addr(), "/exit/file"}, ExitInvalid},
 		{"exists", []string{"mkdir", "--coordinator", c.Addr(), "/exit/dir"}, ExitExists},
 		{"not empty", []string{"rm", "--coordinator", c.Addr(), "/exit/dir"}, ExitNotEmpty},
@@ -276,4 +278,23 @@ func TestCompletionAndMan(t *testing.T) {
 
 	// What the bash and zsh scripts ask dfs (--generate-bash-completion)
 	// depends on os.Args, so the process test in e2e/ pins it.
+}
+
+// TestVersionJSON: dfs version --json prints what the text prints.
+func TestVersionJSON(t *testing.T) {
+	is := is.New(t)
+	var out bytes.Buffer
+	app := App(Version{Version: "v1.2.3", Commit: "abc"}, IO{In: strings.NewReader(""), Out: &out, Err: &out}, &bytes.Buffer{})
+	is.NoErr(app.Run([]string{"dfs", "version", "--json"}))
+	var v struct {
+		Version string `json:"version"`
+		Commit  string `json:"commit"`
+		Go      string `json:"go"`
+		OS      string `json:"os"`
+		Arch    string `json:"arch"`
+	}
+	decodeJSON(t, out.String(), &v)
+	is.Equal(v.Version, "v1.2.3")                     // the version
+	is.Equal(v.Commit, "abc")                         // the commit
+	is.True(v.Go != "" && v.OS != "" && v.Arch != "") // the toolchain and platform
 }

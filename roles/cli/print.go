@@ -222,6 +222,29 @@ type nodeJSON struct {
 	LastHeartbeat time.Time  `json:"last_heartbeat"`
 }
 
+// nodeStatusJSON is n as `nodes --json` and `admin decommission --json`
+// print it.
+func nodeStatusJSON(n client.NodeStatus) nodeJSON {
+	j := nodeJSON{
+		NodeID: n.ID, Addr: n.Addr, State: string(n.State), Draining: n.Draining, Decommissioned: n.Decommissioned,
+		CorruptChunks: n.CorruptChunks, ConflictAddr: n.ConflictAddr, DiskError: n.DiskError, Capacity: n.Capacity, Used: n.Used,
+		Free: n.Free, Chunks: n.Chunks, LastHeartbeat: n.LastHeartbeat,
+	}
+	if !n.FailingUntil.IsZero() {
+		j.FailingUntil = ptr(n.FailingUntil)
+	}
+	return j
+}
+
+// versionJSON is `version --json`.
+type versionJSON struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit"`
+	Go      string `json:"go"`
+	OS      string `json:"os"`
+	Arch    string `json:"arch"`
+}
+
 // healthJSON is the cluster's chunk, repair and deletion counts, as
 // `nodes --json` gives them.
 type healthJSON struct {
@@ -253,15 +276,7 @@ type nodesJSON struct {
 func printNodes(w io.Writer, resp *client.ClusterStatus, asJSON bool) error {
 	out := make([]nodeJSON, 0, len(resp.Nodes))
 	for _, n := range resp.Nodes {
-		j := nodeJSON{
-			NodeID: n.ID, Addr: n.Addr, State: string(n.State), Draining: n.Draining, Decommissioned: n.Decommissioned,
-			CorruptChunks: n.CorruptChunks, ConflictAddr: n.ConflictAddr, DiskError: n.DiskError, Capacity: n.Capacity, Used: n.Used,
-			Free: n.Free, Chunks: n.Chunks, LastHeartbeat: n.LastHeartbeat,
-		}
-		if !n.FailingUntil.IsZero() {
-			j.FailingUntil = ptr(n.FailingUntil)
-		}
-		out = append(out, j)
+		out = append(out, nodeStatusJSON(n))
 	}
 	if asJSON {
 		j := nodesJSON{Leader: resp.Leader, SafeMode: resp.SafeMode, SafeModeStatus: resp.SafeModeStatus, WritesRefused: resp.WritesRefused, Nodes: out}
