@@ -101,6 +101,20 @@ func runRm(ctx context.Context, cl *client.Client, p string, recursive bool) err
 	return cl.RemoveAll(ctx, p)
 }
 
+// sources returns the SRC arguments of mv and cp without trailing
+// slashes ("dir/" names the directory dir, as a shell's completion writes
+// it).
+func sources(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = a
+		if t := strings.TrimRight(a, "/"); t != "" {
+			out[i] = t
+		}
+	}
+	return out
+}
+
 // targets resolves the destinations of mv and cp: with one source and a
 // DST that neither ends in / nor is an existing directory, DST itself;
 // otherwise DST/base(SRC) for each source ("into"). Several sources need
@@ -150,7 +164,7 @@ func (a *app) mvCommand() *cli.Command {
 				return rpc.Errorf(rpc.Invalid, "mv needs SRC and DST (see dfs mv --help)")
 			}
 			args := c.Args().Slice()
-			srcs, dst := args[:len(args)-1], args[len(args)-1]
+			srcs, dst := sources(args[:len(args)-1]), args[len(args)-1]
 			dsts, err := targets(ctx, cl, "mv", srcs, dst)
 			if err != nil {
 				return err
@@ -179,7 +193,7 @@ func (a *app) cpCommand() *cli.Command {
 				return rpc.Errorf(rpc.Invalid, "cp needs SRC and DST (see dfs cp --help)")
 			}
 			args := c.Args().Slice()
-			srcs, dst := args[:len(args)-1], args[len(args)-1]
+			srcs, dst := sources(args[:len(args)-1]), args[len(args)-1]
 			dsts, err := targets(ctx, cl, "cp", srcs, dst)
 			if err != nil {
 				return err

@@ -109,7 +109,7 @@ func TestNamespaceCommands(t *testing.T) {
 		is.Equal(cli.ok(nil, "ls", "/ns/mv/into"), "/ns/mv/into/x\n/ns/mv/into/y\n/ns/mv/into/z\n") // moved into
 
 		// A directory with what it holds.
-		cli.ok(nil, "mv", "/ns/mv/into", "/ns/mv/moved")
+		cli.ok(nil, "mv", "/ns/mv/into/", "/ns/mv/moved")                                                     // a source's trailing / names the directory
 		is.Equal(cli.ok(nil, "ls", "-r", "/ns/mv/moved"), "/ns/mv/moved/x\n/ns/mv/moved/y\n/ns/mv/moved/z\n") // the subtree moved
 		is.Equal(cli.ok(nil, "get", "/ns/mv/moved/z", "-"), "3")
 
