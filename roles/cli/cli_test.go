@@ -315,7 +315,8 @@ func TestCLI(t *testing.T) {
 		decodeJSON(t, cli.ok(nil, "ls", "--json", "/cli/ls"), &es)
 		is.Equal(len(es), 2)              // ls --json
 		is.True(!es[0].Modified.IsZero()) // files have a modification time
-		es[0].Modified = time.Time{}
+		is.True(!es[1].Modified.IsZero()) // and directories the time they were made
+		es[0].Modified, es[1].Modified = time.Time{}, time.Time{}
 		is.Equal(es, []jsonEntry{{Path: "/cli/ls/a", Size: 9, Chunks: 1, Replication: 3}, {Path: "/cli/ls/sub", Dir: true}}) // entries
 		es = nil
 		decodeJSON(t, cli.ok(nil, "ls", "-r", "--json", "/cli/ls/sub"), &es)

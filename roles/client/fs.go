@@ -277,13 +277,13 @@ func (d *dirFile) Close() error {
 }
 
 // fileInfo is a FileInfo as an fs.FileInfo. Files read as mode 0444,
-// directories as 0555: FS is read-only. A directory's ModTime is zero
-// (see modTime).
+// directories as 0555: FS is read-only. A directory's ModTime is when
+// it was made (zero for the root).
 type fileInfo struct{ fi *FileInfo }
 
 func (i fileInfo) Name() string       { return baseName(i.fi.Path) }
 func (i fileInfo) Size() int64        { return i.fi.Size }
-func (i fileInfo) ModTime() time.Time { return modTime(i.fi.IsDir, i.fi.Modified) }
+func (i fileInfo) ModTime() time.Time { return i.fi.Modified }
 func (i fileInfo) IsDir() bool        { return i.fi.IsDir }
 func (i fileInfo) Sys() any           { return i.fi }
 
@@ -302,7 +302,7 @@ func (d dirEntry) IsDir() bool                { return d.e.IsDir }
 func (d dirEntry) Type() fs.FileMode          { return d.Mode().Type() }
 func (d dirEntry) Info() (fs.FileInfo, error) { return d, nil }
 func (d dirEntry) Size() int64                { return d.e.Size }
-func (d dirEntry) ModTime() time.Time         { return modTime(d.e.IsDir, d.e.Modified) }
+func (d dirEntry) ModTime() time.Time         { return d.e.Modified }
 func (d dirEntry) Sys() any                   { return d.e }
 
 func (d dirEntry) Mode() fs.FileMode {
@@ -312,15 +312,6 @@ func (d dirEntry) Mode() fs.FileMode {
 	return 0o444
 }
 
-// modTime is an entry's modification time in FS: a directory's is zero,
-// since a listing does not carry it and io/fs wants an entry's Info and
-// the Stat of its file to agree.
-func modTime(dir bool, t time.Time) time.Time {
-	if dir {
-		return time.Time{}
-	}
-	return t
-}
 
 // baseName is the last element of a dfs path; "." for the root, as
 // io/fs names it.

@@ -45,11 +45,15 @@ func TestFS(t *testing.T) {
 	// fstest reads every file one byte at a time, with ReadAt too: the
 	// tree it checks holds small files only.
 	is.NoErr(fstest.TestFS(fsys, names...)) // io/fs's conformance test
+	di, err := fs.Stat(fsys, "d/empty")
+	is.NoErr(err)
+	is.True(di.IsDir())
+	is.True(!di.ModTime().IsZero()) // a directory has the time it was made
 
 	// A file of several chunks reads whole, from any offset, and across
 	// chunk boundaries.
 	files["d/big"] = randomBytes(3*rolestest.ChunkSize + 7)
-	_, err := cl.Put(ctx, "/d/big", strings.NewReader(string(files["d/big"])), -1, nil)
+	_, err = cl.Put(ctx, "/d/big", strings.NewReader(string(files["d/big"])), -1, nil)
 	is.NoErr(err)
 
 	for name, data := range files {

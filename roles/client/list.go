@@ -100,6 +100,8 @@ func listPage(resp *dfspb.ListFilesResponse, last *string) ([]DirEntry, error) {
 		e := DirEntry{Path: le.Path, IsDir: le.IsDir}
 		if !le.IsDir {
 			e.Size, e.Chunks, e.Replication = le.Size, le.Chunks, le.Replication
+		}
+		if le.ModifiedUnixMs != 0 || !le.IsDir {
 			e.Modified = time.UnixMilli(le.ModifiedUnixMs).UTC()
 		}
 		page = append(page, e)

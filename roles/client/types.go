@@ -90,8 +90,9 @@ type DirEntry struct {
 	Path string
 	// IsDir is true for a directory.
 	IsDir bool
-	// Size, Chunks, Replication and Modified (UTC, to the millisecond)
-	// describe a file; they are zero for a directory.
+	// Size, Chunks and Replication describe a file; they are zero for a
+	// directory. Modified (UTC, to the millisecond) is when the file's
+	// version was committed, or when the directory was made.
 	Size        int64
 	Chunks      uint32
 	Replication uint32
