@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -297,4 +298,17 @@ func TestVersionJSON(t *testing.T) {
 	is.Equal(v.Version, "v1.2.3")                     // the version
 	is.Equal(v.Commit, "abc")                         // the commit
 	is.True(v.Go != "" && v.OS != "" && v.Arch != "") // the toolchain and platform
+}
+
+// TestManPageCurrent: docs/dfs.1 is what dfs man prints (after a change of
+// commands or flags: make man).
+func TestManPageCurrent(t *testing.T) {
+	is := is.New(t)
+	want, err := os.ReadFile("../../docs/dfs.1")
+	is.NoErr(err) // docs/dfs.1 is readable
+	r := dfsRun(t.Context(), nil, "man")
+	is.NoErr(r.err) // dfs man
+	if r.out != string(want) {
+		t.Errorf("docs/dfs.1 differs from what dfs man prints: run make man")
+	}
 }
