@@ -13,12 +13,13 @@ IMAGE     ?= dfs:dev
 IMAGE_CONTEXT ?= bin/image
 COMPOSE   ?= docker-compose -f deploy/compose.yaml -p dfs
 
-.PHONY: help build test test-short proto bench fuzz vet clean image cluster-up cluster-down test-containers
+.PHONY: help build test test-short proto bench fuzz vet clean image cluster-up cluster-down test-containers man
 
 help:
 	@echo "make build   - build $(BIN) (static, CGO off)"
 	@echo "make test    - all tests with -race (unit, in-process cluster, process tests)"
 	@echo "make proto   - regenerate rpc/dfspb from rpc/dfs.proto"
+	@echo "make man     - write the man page docs/dfs.1 (dfs man)"
 	@echo "make bench   - Go benchmarks and 'dfs bench --dev'"
 	@echo "make fuzz    - run each fuzz target for FUZZTIME (default 20s)"
 	@echo "make image   - build the container image $(IMAGE) from $(BIN) (FROM scratch, nothing pulled)"
@@ -27,6 +28,9 @@ help:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
+
+man:
+	$(GO) run . man > docs/dfs.1
 
 test:
 	$(GO) vet ./...

@@ -1,7 +1,7 @@
 // Command dfs is a distributed file system in one binary: it runs as the
 // coordinator, as a datanode, as a whole development cluster, or as the
-// client (put, get, rm, ls, stat, nodes, bench). The command line lives in
-// roles/cli.
+// client (put, get, rm, ls, stat, mv, cp, mkdir, du, nodes, bench). The
+// command line lives in roles/cli.
 package main
 
 import (

@@ -58,7 +58,7 @@ func pollFor(t *testing.T, timeout, every time.Duration, what string, cond func(
 	}
 }
 
-// procNode is one entry of `dfs nodes --json`.
+// procNode is one entry of the nodes of `dfs nodes --json`.
 type procNode struct {
 	NodeID string `json:"node_id"`
 	Addr   string `json:"addr"`
@@ -76,11 +76,13 @@ func (c *clusterCLI) nodes() ([]procNode, error) {
 	if res.code != 0 {
 		return nil, fmt.Errorf("dfs nodes: exit %d: %s", res.code, strings.TrimSpace(res.stderr))
 	}
-	var out []procNode
+	var out struct {
+		Nodes []procNode `json:"nodes"`
+	}
 	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil {
 		return nil, fmt.Errorf("dfs nodes --json: %v", err)
 	}
-	return out, nil
+	return out.Nodes, nil
 }
 
 // waitNodes polls dfs nodes until cond holds.

@@ -44,10 +44,13 @@ func TestProcessConfigFile(t *testing.T) {
 
 	res := c.dfs(procCLITimeout, "nodes", "--json")
 	is.Equal(res.code, 0) // dfs nodes
-	var nodes []struct {
-		Capacity int64 `json:"capacity"`
+	var status struct {
+		Nodes []struct {
+			Capacity int64 `json:"capacity"`
+		} `json:"nodes"`
 	}
-	is.NoErr(json.Unmarshal([]byte(res.stdout), &nodes))
+	is.NoErr(json.Unmarshal([]byte(res.stdout), &status))
+	nodes := status.Nodes
 	is.Equal(len(nodes), 2) // two datanodes
 	for _, n := range nodes {
 		is.Equal(n.Capacity, int64(1<<30)) // the datanodes' file sets the capacity

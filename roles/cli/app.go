@@ -38,14 +38,15 @@ type Version struct {
 }
 
 // Run runs the command line args (args[0] is the program name) until ctx
-// ends and returns the process's exit code. An error is printed to
-// stdio.Err as one line; logs go to logw.
+// ends and returns the process's exit code, which says the error's kind
+// (see exitCode). An error is printed to stdio.Err as one line; logs go to
+// logw.
 func Run(ctx context.Context, args []string, v Version, stdio IO, logw io.Writer) int {
-	if err := App(v, stdio, logw).RunContext(ctx, args); err != nil {
+	err := App(v, stdio, logw).RunContext(ctx, args)
+	if err != nil {
 		fmt.Fprintf(stdio.Err, "dfs: %s\n", oneLine(err.Error()))
-		return 1
 	}
-	return 0
+	return exitCode(err)
 }
 
 func oneLine(s string) string {
@@ -76,16 +77,17 @@ func App(v Version, stdio IO, logw io.Writer) *cli.App {
 	usageError := func(c *cli.Context, err error, isSub bool) error {
 		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok && cli.SuggestFlag != nil {
 			if s := cli.SuggestFlag(c.Command.VisibleFlags(), strings.TrimLeft(name, "-"), false); s != "" {
-				return fmt.Errorf("%v (did you mean %s? see %s --help)", err, s, c.Command.HelpName)
+				return rpc.Errorf(rpc.Invalid, "%v (did you mean %s? see %s --help)", err, s, c.Command.HelpName)
 			}
 		}
-		return fmt.Errorf("%v (see %s --help)", err, c.Command.HelpName)
+		return rpc.Errorf(rpc.Invalid, "%v (see %s --help)", err, c.Command.HelpName)
 	}
 	cmds := []*cli.Command{
 		a.coordinatorCommand(), a.datanodeCommand(), a.devCommand(), a.benchCommand(), a.healthCommand(),
 		a.putCommand(), a.getCommand(), a.catCommand(), a.rmCommand(), a.lsCommand(), a.statCommand(),
 		a.adminCommand(), a.fsckCommand(), a.nodesCommand(),
 		a.versionCommand(),
+		a.mvCommand(), a.cpCommand(), a.mkdirCommand(), a.duCommand(), a.completionCommand(), a.manCommand(),
 	}
 	var wire func(cs []*cli.Command)
 	wire = func(cs []*cli.Command) {
@@ -106,6 +108,7 @@ func App(v Version, stdio IO, logw io.Writer) *cli.App {
 	return &cli.App{
 		Name:                 "dfs",
 		Usage:                "a distributed file system in one binary",
+		Description:          exitHelp,
 		Version:              fmt.Sprintf("%s (commit %s, %s)", v.Version, v.Commit, runtime.Version()),
 		Flags:                a.global.appFlags(),
 		Commands:             cmds,
@@ -120,11 +123,16 @@ func App(v Version, stdio IO, logw io.Writer) *cli.App {
 
 // versionCommand prints the version, commit and Go version.
 func (a *app) versionCommand() *cli.Command {
+	var asJSON bool
 	return &cli.Command{
 		Name: "version", Usage: "print the version, commit and Go version",
+		Flags: []cli.Flag{jsonFlag(&asJSON)},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return rpc.Errorf(rpc.Invalid, "version takes no arguments")
+			}
+			if asJSON {
+				return writeJSON(a.stdio.Out, versionJSON{Version: a.version.Version, Commit: a.version.Commit, Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH})
 			}
 			fmt.Fprintf(a.stdio.Out, "dfs %s\ncommit %s\n%s %s/%s\n", a.version.Version, a.version.Commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return nil

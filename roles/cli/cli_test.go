@@ -152,6 +152,25 @@ type (
 	}
 )
 
+// jsonNodes is `nodes --json`: the coordinator's state, the cluster's
+// health, and the nodes in the shape N a test reads.
+type jsonNodes[N any] struct {
+	Leader         string           `json:"leader"`
+	SafeMode       bool             `json:"safe_mode"`
+	SafeModeStatus string           `json:"safe_mode_status"`
+	WritesRefused  string           `json:"writes_refused"`
+	Nodes          []N              `json:"nodes"`
+	Health         map[string]int64 `json:"health"`
+}
+
+// decodeNodes returns the nodes of `nodes --json`'s output s.
+func decodeNodes[N any](t *testing.T, s string) []N {
+	t.Helper()
+	var j jsonNodes[N]
+	decodeJSON(t, s, &j)
+	return j.Nodes
+}
+
 func decodeJSON(t *testing.T, s string, v any) {
 	t.Helper()
 	dec := json.NewDecoder(strings.NewReader(s))
@@ -311,8 +330,7 @@ func TestCLI(t *testing.T) {
 	t.Run("nodes", func(t *testing.T) {
 		is := is.New(t)
 		cli := inprocCLI{t: t, addr: c.Addr()}
-		var ns []jsonNode
-		decodeJSON(t, cli.ok(nil, "nodes", "--json"), &ns)
+		ns := decodeNodes[jsonNode](t, cli.ok(nil, "nodes", "--json"))
 		is.Equal(len(ns), 3) // three datanodes
 		ids := map[string]bool{}
 		for _, n := range ns {
@@ -337,16 +355,14 @@ func TestCLI(t *testing.T) {
 	t.Run("nodes shows a refused second address", func(t *testing.T) {
 		is := is.New(t)
 		cli := inprocCLI{t: t, addr: c.Addr()}
-		var ns []jsonNode
-		decodeJSON(t, cli.ok(nil, "nodes", "--json"), &ns)
+		ns := decodeNodes[jsonNode](t, cli.ok(nil, "nodes", "--json"))
 		cc, err := rpc.Dial(c.Addr())
 		is.NoErr(err)
 		defer cc.Close()
 		const forged = "127.0.0.1:1"
 		_, err = dfspb.NewCoordinatorClient(cc).RegisterDataNode(t.Context(), &dfspb.RegisterDataNodeRequest{NodeId: ns[0].NodeID, Addr: forged})
 		is.True(err != nil) // a live node's ID from another address is refused
-		ns = nil
-		decodeJSON(t, cli.ok(nil, "nodes", "--json"), &ns)
+		ns = decodeNodes[jsonNode](t, cli.ok(nil, "nodes", "--json"))
 		is.Equal(ns[0].ConflictAddr, forged)                                                         // --json names the refused address
 		is.True(strings.Contains(cli.ok(nil, "nodes"), "ID also claimed from "+forged+" (refused)")) // so does the table
 	})

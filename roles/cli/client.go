@@ -100,27 +100,30 @@ func (a *app) getCommand() *cli.Command {
 
 func (a *app) rmCommand() *cli.Command {
 	cfg := client.DefaultConfig()
+	var recursive bool
 	return &cli.Command{
-		Name: "rm", Usage: "delete a remote file", ArgsUsage: "REMOTE", Category: "client",
-		Flags: clientFlags(&cfg, false),
+		Name: "rm", Usage: "delete a remote file or empty directory (-r: a directory and everything below it)", ArgsUsage: "REMOTE", Category: "client",
+		Flags: append(clientFlags(&cfg, false), rmRecursiveFlag(&recursive)),
 		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
 			if c.NArg() != 1 {
 				return rpc.Errorf(rpc.Invalid, "rm needs one REMOTE path")
 			}
-			return cl.Remove(ctx, c.Args().First())
+			return runRm(ctx, cl, c.Args().First(), recursive)
 		}),
 	}
 }
 
 func (a *app) lsCommand() *cli.Command {
 	cfg := client.DefaultConfig()
-	var recursive, long, asJSON bool
+	var recursive, long, human, asJSON bool
 	return &cli.Command{
-		Name: "ls", Usage: "list a remote directory", ArgsUsage: "[PATH]", Category: "client",
+		Name: "ls", Usage: "list a remote directory", ArgsUsage: "[PATH]", Category: "client", HideHelp: true, UseShortOptionHandling: true,
 		Flags: append(clientFlags(&cfg, false),
 			&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Destination: &recursive, EnvVars: env("LS_RECURSIVE"), Usage: "list everything below PATH"},
 			&cli.BoolFlag{Name: "long", Aliases: []string{"l"}, Destination: &long, EnvVars: env("LS_LONG"), Usage: "show size, chunks, replication and modification time"},
+			humanReadable(&human, "LS_HUMAN"),
 			jsonFlag(&asJSON),
+			helpFlag(),
 		),
 		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
 			if c.NArg() > 1 {
@@ -130,7 +133,7 @@ func (a *app) lsCommand() *cli.Command {
 			if dir == "" {
 				dir = "/"
 			}
-			return runLs(ctx, cl, a.stdio.Out, dir, recursive, long, asJSON)
+			return runList(ctx, cl, &listPrinter{w: a.stdio.Out, long: long, human: human, asJSON: asJSON}, dir, recursive)
 		}),
 	}
 }
@@ -138,7 +141,11 @@ func (a *app) lsCommand() *cli.Command {
 // runLs lists dir to w, each page printed as it arrives (see
 // listPrinter), so ls holds one page of the listing at a time.
 func runLs(ctx context.Context, cl *client.Client, w io.Writer, dir string, recursive, long, asJSON bool) error {
-	p := &listPrinter{w: w, long: long, asJSON: asJSON}
+	return runList(ctx, cl, &listPrinter{w: w, long: long, asJSON: asJSON}, dir, recursive)
+}
+
+// runList lists dir with p, as runLs does.
+func runList(ctx context.Context, cl *client.Client, p *listPrinter, dir string, recursive bool) error {
 	if err := cl.ListPages(ctx, dir, recursive, p.page); err != nil {
 		return err
 	}
@@ -149,7 +156,7 @@ func (a *app) statCommand() *cli.Command {
 	cfg := client.DefaultConfig()
 	var asJSON bool
 	return &cli.Command{
-		Name: "stat", Usage: "show a remote file's size, SHA-256, chunks and replicas", ArgsUsage: "REMOTE",
+		Name: "stat", Usage: "show a remote file's size, SHA-256, chunks and replicas (of a directory: that it is one)", ArgsUsage: "REMOTE",
 		Category: "client",
 		Flags:    append(clientFlags(&cfg, false), jsonFlag(&asJSON)),
 		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
@@ -225,12 +232,13 @@ func (a *app) adminCommand() *cli.Command {
 
 func (a *app) decommissionCommand() *cli.Command {
 	cfg := client.DefaultConfig()
-	var cancel bool
+	var cancel, asJSON bool
 	return &cli.Command{
 		Name: "decommission", Usage: "drain a datanode: copy its chunks elsewhere and stop placing new ones on it",
 		ArgsUsage: "NODE-ID",
 		Flags: append(clientFlags(&cfg, false),
-			&cli.BoolFlag{Name: "cancel", Destination: &cancel, EnvVars: env("DECOMMISSION_CANCEL"), Usage: "stop draining the node"}),
+			&cli.BoolFlag{Name: "cancel", Destination: &cancel, EnvVars: env("DECOMMISSION_CANCEL"), Usage: "stop draining the node"},
+			jsonFlag(&asJSON)),
 		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
 			if c.NArg() != 1 {
 				return rpc.Errorf(rpc.Invalid, "admin decommission needs one NODE-ID (or a unique prefix of it)")
@@ -238,6 +246,9 @@ func (a *app) decommissionCommand() *cli.Command {
 			n, err := cl.Decommission(ctx, c.Args().First(), cancel)
 			if err != nil {
 				return err
+			}
+			if asJSON {
+				return writeJSON(a.stdio.Out, nodeStatusJSON(*n))
 			}
 			state := "draining; dfs nodes shows when it is safe to remove"
 			switch {

@@ -121,6 +121,11 @@ func configDocCommands(app *cli.App) map[string][]cli.Flag {
 				if v, ok := f.(cli.VisibleFlag); ok && !v.IsVisible() {
 					continue
 				}
+				// --help is not listed (the doc says so), also where a
+				// command declares its own (its -h is --human-readable).
+				if f.Names()[0] == "help" {
+					continue
+				}
 				out[name] = append(out[name], f)
 			}
 			walk(name, c.Subcommands)

@@ -108,7 +108,7 @@ func TestGoldenHelp(t *testing.T) {
 	}
 }
 
-// TestGoldenOutput pins what ls -l, stat, stat --json, nodes and fsck
+// TestGoldenOutput pins what ls -l, stat, stat --json, nodes, du and fsck
 // print for a small cluster holding two files.
 func TestGoldenOutput(t *testing.T) {
 	c := startInprocCluster(t)
@@ -123,8 +123,7 @@ func TestGoldenOutput(t *testing.T) {
 	// cluster is healthy, so that the counts printed are final.
 	deadline := time.Now().Add(time.Minute)
 	for {
-		var ns []jsonNode
-		decodeJSON(t, cli.ok(nil, "nodes", "--json"), &ns)
+		ns := decodeNodes[jsonNode](t, cli.ok(nil, "nodes", "--json"))
 		reported := 0
 		for _, n := range ns {
 			if n.Chunks == 3 {
@@ -151,6 +150,12 @@ func TestGoldenOutput(t *testing.T) {
 		{"stat.txt", []string{"stat", "/golden/a"}, true},
 		{"stat-json.json", []string{"stat", "--json", "/golden/a"}, false},
 		{"nodes.txt", []string{"nodes"}, true},
+		{"nodes-json.json", []string{"nodes", "--json"}, false},
+		{"ls-lh.txt", []string{"ls", "-lh", "/golden"}, true},
+		{"stat-dir.txt", []string{"stat", "/golden/dir"}, false},
+		{"du.txt", []string{"du", "/golden"}, false},
+		{"du-sh.txt", []string{"du", "-sh", "/golden"}, false},
+		{"du-json.json", []string{"du", "--json", "/golden"}, false},
 		{"fsck.txt", []string{"fsck"}, false},
 		{"fsck-json.json", []string{"fsck", "--json"}, false},
 	} {

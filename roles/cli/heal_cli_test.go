@@ -167,8 +167,7 @@ func TestCLIFsckAndDecommission(t *testing.T) {
 	is.True(strings.Contains(out, "draining; dfs nodes shows when it is safe to remove")) // says what happens
 	pollCLI(t, "dfs nodes to show the node decommissioned", func() (bool, string) {
 		out := cli.ok(nil, "nodes", "--json")
-		var ns []healNodeJSON
-		decodeJSON(t, out, &ns)
+		ns := decodeNodes[healNodeJSON](t, out)
 		for _, n := range ns {
 			if n.NodeID == drained {
 				return n.Draining && n.Decommissioned, out
@@ -181,6 +180,12 @@ func TestCLIFsckAndDecommission(t *testing.T) {
 	is.NoErr(res.err) // decommission again
 	out = res.out
 	is.True(strings.Contains(out, "decommissioned: safe to remove")) // asking again says it is done
+	var dj healNodeJSON
+	res = decommission("--json", drained)
+	is.NoErr(res.err) // decommission --json
+	decodeJSON(t, res.out, &dj)
+	is.Equal(dj.NodeID, drained)              // --json: the node
+	is.True(dj.Draining && dj.Decommissioned) // and its state
 	is.NoErr(c.StopNode(1))
 	for p, data := range files {
 		is.Equal(cli.ok(nil, "get", p, "-"), string(data)) // every file reads back without it

@@ -38,7 +38,7 @@ func (a *app) healthCommand() *cli.Command {
 			&cli.DurationFlag{Name: "timeout", Value: timeout, Destination: &timeout, EnvVars: env("HEALTH_TIMEOUT"), Usage: "give up after this long"},
 			&cli.BoolFlag{Name: "live", Destination: &live, EnvVars: env("HEALTH_LIVE"), Usage: "only check that the server serves (liveness, for container health checks): a coordinator whose cluster cannot take writes passes"},
 		},
-		Action: func(c *cli.Context) error {
+		Action: exitOneAction(func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return rpc.Errorf(rpc.Invalid, "health takes no arguments, got %q (use --addr)", c.Args().First())
 			}
@@ -57,7 +57,7 @@ func (a *app) healthCommand() *cli.Command {
 			}
 			fmt.Fprintf(a.stdio.Out, "%s: %s\n", dial, state)
 			return nil
-		},
+		}),
 	}
 }
 

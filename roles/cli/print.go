@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -42,8 +41,8 @@ type listJSON struct {
 // that fails halfway leaves it unterminated (and ls exits non-zero), so
 // no script can take a part for the whole.
 type listPrinter struct {
-	w            io.Writer
-	long, asJSON bool
+	w                   io.Writer
+	long, human, asJSON bool
 
 	n      int          // entries printed so far
 	widths [4]int       // -l: the widest cell so far of each aligned column
@@ -74,7 +73,7 @@ func (p *listPrinter) page(entries []client.DirEntry) error {
 		for i, e := range entries {
 			rows[i] = [4]string{"-", "-", "-", "-"}
 			if !e.IsDir {
-				rows[i] = [4]string{strconv.FormatInt(e.Size, 10), fmt.Sprintf("%d chunks", e.Chunks), fmt.Sprintf("x%d", e.Replication), e.Modified.Format(time.RFC3339)}
+				rows[i] = [4]string{size(e.Size, p.human), fmt.Sprintf("%d chunks", e.Chunks), fmt.Sprintf("x%d", e.Replication), e.Modified.Format(time.RFC3339)}
 			}
 			for c, cell := range rows[i] {
 				p.widths[c] = max(p.widths[c], utf8.RuneCountInString(cell))
@@ -147,7 +146,26 @@ type statJSON struct {
 	Chunks      []chunkJSON `json:"chunks"`
 }
 
+// statDirJSON is `stat --json` of a directory.
+type statDirJSON struct {
+	Path     string    `json:"path"`
+	Dir      bool      `json:"dir"`
+	Modified time.Time `json:"modified,omitzero"`
+}
+
 func printStat(w io.Writer, fi *client.FileInfo, asJSON bool) error {
+	if fi.IsDir {
+		j := statDirJSON{Path: fi.Path, Dir: true, Modified: fi.Modified}
+		if asJSON {
+			return writeJSON(w, j)
+		}
+		fmt.Fprintf(w, "path:        %s\n", j.Path)
+		fmt.Fprintf(w, "type:        directory\n")
+		if !j.Modified.IsZero() {
+			fmt.Fprintf(w, "modified:    %s\n", j.Modified.Format(time.RFC3339))
+		}
+		return nil
+	}
 	j := statJSON{
 		Path: fi.Path, Size: fi.Size, SHA256: hex.EncodeToString(fi.SHA256), ChunkSize: fi.ChunkSize,
 		Replication: fi.Replication, Version: fi.Version, Modified: fi.Modified,
@@ -204,21 +222,70 @@ type nodeJSON struct {
 	LastHeartbeat time.Time  `json:"last_heartbeat"`
 }
 
+// nodeStatusJSON is n as `nodes --json` and `admin decommission --json`
+// print it.
+func nodeStatusJSON(n client.NodeStatus) nodeJSON {
+	j := nodeJSON{
+		NodeID: n.ID, Addr: n.Addr, State: string(n.State), Draining: n.Draining, Decommissioned: n.Decommissioned,
+		CorruptChunks: n.CorruptChunks, ConflictAddr: n.ConflictAddr, DiskError: n.DiskError, Capacity: n.Capacity, Used: n.Used,
+		Free: n.Free, Chunks: n.Chunks, LastHeartbeat: n.LastHeartbeat,
+	}
+	if !n.FailingUntil.IsZero() {
+		j.FailingUntil = ptr(n.FailingUntil)
+	}
+	return j
+}
+
+// versionJSON is `version --json`.
+type versionJSON struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit"`
+	Go      string `json:"go"`
+	OS      string `json:"os"`
+	Arch    string `json:"arch"`
+}
+
+// healthJSON is the cluster's chunk, repair and deletion counts, as
+// `nodes --json` gives them.
+type healthJSON struct {
+	Chunks            int64 `json:"chunks"`
+	UnderReplicated   int64 `json:"under_replicated"`
+	Missing           int64 `json:"missing"`
+	CorruptCopies     int64 `json:"corrupt_copies"`
+	RepairsInProgress int64 `json:"repairs_in_progress"`
+	RepairsDone       int64 `json:"repairs_done"`
+	BytesRepaired     int64 `json:"bytes_repaired"`
+	PendingDeletions  int64 `json:"pending_deletions"`
+	ChunksDeleted     int64 `json:"chunks_deleted"`
+	BytesReclaimed    int64 `json:"bytes_reclaimed"`
+	OrphansDeleted    int64 `json:"orphans_deleted"`
+}
+
+// nodesJSON is `nodes --json`: what the text prints, the coordinator's
+// state (safe mode, refused writes) and the cluster's health included.
+type nodesJSON struct {
+	// Leader is the address of the coordinator that answered.
+	Leader         string      `json:"leader"`
+	SafeMode       bool        `json:"safe_mode"`
+	SafeModeStatus string      `json:"safe_mode_status,omitempty"`
+	WritesRefused  string      `json:"writes_refused,omitempty"`
+	Nodes          []nodeJSON  `json:"nodes"`
+	Health         *healthJSON `json:"health,omitempty"`
+}
+
 func printNodes(w io.Writer, resp *client.ClusterStatus, asJSON bool) error {
 	out := make([]nodeJSON, 0, len(resp.Nodes))
 	for _, n := range resp.Nodes {
-		j := nodeJSON{
-			NodeID: n.ID, Addr: n.Addr, State: string(n.State), Draining: n.Draining, Decommissioned: n.Decommissioned,
-			CorruptChunks: n.CorruptChunks, ConflictAddr: n.ConflictAddr, DiskError: n.DiskError, Capacity: n.Capacity, Used: n.Used,
-			Free: n.Free, Chunks: n.Chunks, LastHeartbeat: n.LastHeartbeat,
-		}
-		if !n.FailingUntil.IsZero() {
-			j.FailingUntil = ptr(n.FailingUntil)
-		}
-		out = append(out, j)
+		out = append(out, nodeStatusJSON(n))
 	}
 	if asJSON {
-		return writeJSON(w, out)
+		j := nodesJSON{Leader: resp.Leader, SafeMode: resp.SafeMode, SafeModeStatus: resp.SafeModeStatus, WritesRefused: resp.WritesRefused, Nodes: out}
+		if h := resp.Health; h != nil {
+			j.Health = &healthJSON{Chunks: h.Chunks, UnderReplicated: h.UnderReplicated, Missing: h.Missing, CorruptCopies: h.CorruptCopies,
+				RepairsInProgress: h.RepairsInProgress, RepairsDone: h.RepairsDone, BytesRepaired: h.BytesRepaired,
+				PendingDeletions: h.PendingDeletions, ChunksDeleted: h.ChunksDeleted, BytesReclaimed: h.BytesReclaimed, OrphansDeleted: h.OrphansDeleted}
+		}
+		return writeJSON(w, j)
 	}
 	if resp.SafeMode {
 		fmt.Fprintf(w, "coordinator %s in safe mode: %s\n", resp.Leader, resp.SafeModeStatus)

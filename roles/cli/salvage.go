@@ -28,7 +28,7 @@ func (a *app) salvageCommand() *cli.Command {
 			&cli.StringFlag{Name: "to", Required: true, Destination: &to, EnvVars: env("SALVAGE_TO"), Usage: "the new metadata file to write (must not exist)"},
 			&cli.StringFlag{Name: "cluster-id", Destination: &clusterID, EnvVars: env("SALVAGE_CLUSTER_ID"), Usage: "the cluster's ID, when the damaged file's is unreadable (every datanode's data dir has it in cluster-id)"},
 		},
-		Action: func(c *cli.Context) error {
+		Action: exitOneAction(func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return rpc.Errorf(rpc.Invalid, "admin salvage takes no arguments, got %q (use --from and --to)", c.Args().First())
 			}
@@ -60,6 +60,6 @@ func (a *app) salvageCommand() *cli.Command {
 				return rpc.Errorf(rpc.Internal, "admin salvage: wrote %s, but %d records or runs of records were lost (listed above)", to, lost)
 			}
 			return nil
-		},
+		}),
 	}
 }
