@@ -12,5 +12,5 @@ import (
 func TestRun(t *testing.T) {
 	is := is.New(t)
 	is.Equal(run([]string{"dfs", "version"}), 0)     // a command that succeeds exits 0
-	is.Equal(run([]string{"dfs", "no-such-cmd"}), 1) // one that fails exits 1
+	is.Equal(run([]string{"dfs", "no-such-cmd"}), 2) // a usage error exits 2 (docs/cli.md: exit codes by kind)
 }

@@ -36,8 +36,8 @@ type removeOptions struct {
 // recursive a directory and everything below it. A recursive removal is
 // not atomic: the files go one by one (each durably, its chunks to GC),
 // then each directory once it is empty; a failure stops it with what was
-// removed so far gone. The root itself is never removed: removing "/"
-// recursively empties it.
+// removed so far gone. The root is refused, recursive or not (as HDFS
+// does): emptying a whole cluster takes removing what is below it.
 func (ns *namespace) remove(ctx context.Context, p rpc.Path, opts removeOptions) error {
 	e, err := ns.store.Lookup(ctx, p)
 	if err != nil {
@@ -48,10 +48,10 @@ func (ns *namespace) remove(ctx context.Context, p rpc.Path, opts removeOptions)
 		return ns.removeFile(ctx, p, opts.version)
 	case opts.version != 0:
 		return rpc.Errorf(rpc.Invalid, "%s is a directory, which has no version", p)
+	case p == "/":
+		return rpc.Errorf(rpc.Invalid, "the root directory cannot be removed, nor emptied at one stroke: remove what is below it")
 	case opts.recursive:
 		return ns.removeAll(ctx, p)
-	case p == "/":
-		return rpc.Errorf(rpc.Invalid, "the root directory cannot be removed")
 	}
 	return ns.rmdir(ctx, p)
 }
