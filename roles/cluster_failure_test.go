@@ -16,6 +16,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/internal/testdisk"
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
@@ -203,11 +204,11 @@ func TestGetFallsBackOnCorruptReplica(t *testing.T) {
 			n := nodeByID(c, r.Node)
 			switch (i + j) % 3 {
 			case 0:
-				flipByte(t, chunkFile(n, ch.ID), 0)
+				testdisk.FlipByte(t, chunkFile(n, ch.ID), 0)
 			case 1:
-				flipByte(t, chunkFile(n, ch.ID), ch.Size-1)
+				testdisk.FlipByte(t, chunkFile(n, ch.ID), ch.Size-1)
 			case 2:
-				flipByte(t, chunkFile(n, ch.ID), ch.Size+5) // a frame digest
+				testdisk.FlipByte(t, chunkFile(n, ch.ID), ch.Size+5) // a frame digest
 			}
 		}
 	}
@@ -251,7 +252,7 @@ func TestGetAllReplicasCorrupt(t *testing.T) {
 	is.NoErr(err) // put
 	bad := fi.Chunks[1]
 	for _, r := range bad.Replicas {
-		flipByte(t, chunkFile(nodeByID(c, r.Node), bad.ID), rolestest.FrameSize+3)
+		testdisk.FlipByte(t, chunkFile(nodeByID(c, r.Node), bad.ID), rolestest.FrameSize+3)
 	}
 
 	var out bytes.Buffer

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -151,24 +150,6 @@ func nodeByID(c *roles.Cluster, id string) *roles.ClusterNode {
 		}
 	}
 	return nil
-}
-
-// flipByte inverts one byte of a file in place.
-func flipByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatalf("open %s: %v", path, err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatalf("read %s: %v", path, err)
-	}
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatalf("write %s: %v", path, err)
-	}
 }
 
 // tmpFiles lists a datanode's temporary files: chunks being written.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/internal/testdisk"
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
@@ -562,7 +563,7 @@ func damageReplica(t *testing.T, c *roles.Cluster, cl *client.Client, path strin
 	if digest {
 		off = ch.Size + 5 // the frame digests follow the data
 	}
-	flipByte(t, chunkFile(n, ch.ID), off)
+	testdisk.FlipByte(t, chunkFile(n, ch.ID), off)
 	return damage{path: path, chunk: ch, node: n}
 }
 

@@ -1,5 +1,6 @@
 // Package testdisk gives tests a small file system they can fill up, to
-// see what the roles do when a disk runs out of space.
+// see what the roles do when a disk runs out of space, and damages files
+// on disk (FlipByte) to see what they do with corrupt data.
 package testdisk
 
 import (
@@ -45,4 +46,22 @@ func Fill(t testing.TB, dir string) {
 		}
 	}
 	t.Fatal("the file system never filled up")
+}
+
+// FlipByte inverts the byte at off of the file at path, in place.
+func FlipByte(t testing.TB, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	mrand "math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/internal/testdisk"
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/datanode"
@@ -340,7 +340,7 @@ func TestReaderSkipsCorruptReplica(t *testing.T) {
 		for _, rep := range ch.Replicas[:2] {
 			for _, n := range c.Nodes() {
 				if string(n.Node.ID()) == rep.Node {
-					flipByte(t, n.Node.Store().ChunkPath(rpc.ChunkID(ch.ID)), frame+5) // in frame 1
+					testdisk.FlipByte(t, n.Node.Store().ChunkPath(rpc.ChunkID(ch.ID)), frame+5) // in frame 1
 					damaged = append(damaged, copyAt{n, rpc.ChunkID(ch.ID)})
 				}
 			}
@@ -419,24 +419,6 @@ func TestReaderFileReplaced(t *testing.T) {
 	changed(err)
 }
 
-// flipByte inverts one byte of a file in place.
-func flipByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestReaderChecksumMismatch: a file read whole and in order whose bytes
 // do not hash to the committed checksum ends with an error, not io.EOF;
 // reads that are not whole, or not in order, do not check it.
@@ -486,7 +468,7 @@ func TestReaderAllCopiesCorrupt(t *testing.T) {
 	for _, rep := range bad.Replicas {
 		for _, n := range c.Nodes() {
 			if string(n.Node.ID()) == rep.Node {
-				flipByte(t, n.Node.Store().ChunkPath(rpc.ChunkID(bad.ID)), frame+5)
+				testdisk.FlipByte(t, n.Node.Store().ChunkPath(rpc.ChunkID(bad.ID)), frame+5)
 			}
 		}
 	}
@@ -537,7 +519,7 @@ func TestReaderKeepsFrameDigests(t *testing.T) {
 	for _, rep := range ch.Replicas[:2] {
 		for _, n := range c.Nodes() {
 			if string(n.Node.ID()) == rep.Node {
-				flipByte(t, n.Node.Store().ChunkPath(rpc.ChunkID(ch.ID)), 2*frame+5) // in frame 2
+				testdisk.FlipByte(t, n.Node.Store().ChunkPath(rpc.ChunkID(ch.ID)), 2*frame+5) // in frame 2
 			}
 		}
 	}

@@ -2,7 +2,6 @@ package datanode
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -108,24 +107,6 @@ func download(ctx context.Context, dn dfspb.DataNodeClient, exp chunkstream.Expe
 	}
 	dst := make([]byte, exp.Size)
 	return dst, chunkstream.ReceiveInto(st, exp, dst)
-}
-
-// flipByte inverts one byte of a file in place.
-func flipByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // eventually polls cond every few milliseconds for up to 10 seconds.

@@ -12,6 +12,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/internal/testdisk"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
@@ -137,10 +138,10 @@ func TestReplicateChunkBadSource(t *testing.T) {
 		msg    string
 	}{
 		{"flipped data byte", func(t *testing.T, id rpc.ChunkID, req *dfspb.ReplicateChunkRequest) {
-			flipByte(t, a.Store().ChunkPath(id), testFrame+7)
+			testdisk.FlipByte(t, a.Store().ChunkPath(id), testFrame+7)
 		}, rpc.Internal, "corrupt copy"},
 		{"flipped stored frame digest", func(t *testing.T, id rpc.ChunkID, req *dfspb.ReplicateChunkRequest) {
-			flipByte(t, a.Store().ChunkPath(id), int64(size)+5)
+			testdisk.FlipByte(t, a.Store().ChunkPath(id), int64(size)+5)
 		}, rpc.Internal, "corrupt metadata"},
 		{"another digest committed", func(t *testing.T, id rpc.ChunkID, req *dfspb.ReplicateChunkRequest) {
 			req.Digest = chunkstream.FrameDigest([]byte("another chunk"))
@@ -253,7 +254,7 @@ func TestReplicateChunkRefuses(t *testing.T) {
 		cdata := chunkData(2*testFrame, 3)
 		cdigest := upload(t, dnb, cid, cdata, testFrame)
 		upload(t, dna, cid, cdata, testFrame)
-		flipByte(t, b.Store().ChunkPath(cid), 0)
+		testdisk.FlipByte(t, b.Store().ChunkPath(cid), 0)
 		v, err := dnb.VerifyChunk(t.Context(), &dfspb.VerifyChunkRequest{ChunkId: string(cid)})
 		is.NoErr(err)
 		is.True(v.Corrupt) // b's copy is found corrupt

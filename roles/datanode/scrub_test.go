@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/internal/testdisk"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
@@ -45,8 +46,8 @@ func TestScrubberFindsCorruption(t *testing.T) {
 	eventually(t, "the chunks are reported", func() bool {
 		return coord.Has(n.ID(), good) && coord.Has(n.ID(), badData) && coord.Has(n.ID(), badDigest)
 	})
-	flipByte(t, n.Store().ChunkPath(badData), testFrame+7)
-	flipByte(t, n.Store().ChunkPath(badDigest), int64(size)+sha256.Size+3) // the second frame digest
+	testdisk.FlipByte(t, n.Store().ChunkPath(badData), testFrame+7)
+	testdisk.FlipByte(t, n.Store().ChunkPath(badDigest), int64(size)+sha256.Size+3) // the second frame digest
 	want := []string{string(badData), string(badDigest)}
 	eventually(t, "the scrubber reports both damaged chunks", func() bool { return slices.Equal(coord.Corrupt(n.ID()), want) })
 
@@ -92,7 +93,7 @@ func TestCorruptAtStartIsReported(t *testing.T) {
 	s := openStore(t, dir, testCap)
 	id := chunkID(t, 1)
 	put(t, s, id, chunkData(2*testFrame, 1))
-	flipByte(t, s.ChunkPath(id), 2*testFrame+40) // the chunk digest in the footer
+	testdisk.FlipByte(t, s.ChunkPath(id), 2*testFrame+40) // the chunk digest in the footer
 	coord := datanodetest.Start(t)
 	n := startNode(t, coord, func(cfg *Config) { cfg.DataDir = dir })
 	eventually(t, "the damaged chunk is reported", func() bool { return slices.Equal(coord.Corrupt(n.ID()), []string{string(id)}) })
@@ -114,8 +115,8 @@ func TestVerifyChunk(t *testing.T) {
 		upload(t, dn, id, chunkData(size, byte(i)), testFrame)
 	}
 	eventually(t, "the chunks are reported", func() bool { return coord.Has(n.ID(), badData) && coord.Has(n.ID(), badMeta) })
-	flipByte(t, n.Store().ChunkPath(badData), int64(size)-1)                                 // the last byte of the last frame
-	flipByte(t, n.Store().ChunkPath(badMeta), chunkstore.FileSize(int64(size), testFrame)-1) // the footer's chunk digest
+	testdisk.FlipByte(t, n.Store().ChunkPath(badData), int64(size)-1)                                 // the last byte of the last frame
+	testdisk.FlipByte(t, n.Store().ChunkPath(badMeta), chunkstore.FileSize(int64(size), testFrame)-1) // the footer's chunk digest
 
 	verify := func(id string) *dfspb.VerifyChunkResponse {
 		t.Helper()

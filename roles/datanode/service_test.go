@@ -16,6 +16,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/internal/testdisk"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
@@ -343,7 +344,7 @@ func TestDownloadByChunkID(t *testing.T) {
 		bad, badData := chunkID(t, 3), chunkData(2*testFrame, 3)
 		upload(t, dn, bad, badData, testFrame)
 		eventually(t, "the chunk reported", func() bool { return coord.Has(n.ID(), bad) })
-		flipByte(t, n.Store().ChunkPath(bad), int64(len(badData))+sha256.Size+3) // the second frame digest
+		testdisk.FlipByte(t, n.Store().ChunkPath(bad), int64(len(badData))+sha256.Size+3) // the second frame digest
 		_, err := stream(t, &dfspb.DownloadChunkStreamRequest{ChunkId: string(bad), FirstFrame: 1, FrameCount: 1, FrameDigests: true})
 		is.Equal(rpc.KindOf(err), rpc.Internal)                    // refused, as corrupt
 		is.True(strings.Contains(err.Error(), "corrupt metadata")) // saying so

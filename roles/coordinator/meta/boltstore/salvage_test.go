@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/dfs-project/dfs/internal/testdisk"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
 	"github.com/dfs-project/dfs/rpc"
@@ -117,23 +118,6 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-func flip(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0x5a
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestDamagedStore flips one byte at each of many positions of a real
 // store file. Every trial ends one of three ways, never in a wait or a
 // crash: the store opens and loads (the byte was unused, or in a value
@@ -178,7 +162,7 @@ func TestDamagedStore(t *testing.T) {
 			is := is.New(t)
 			path := filepath.Join(t.TempDir(), "metadata.db")
 			copyFile(t, orig, path)
-			flip(t, path, off)
+			testdisk.FlipByte(t, path, off)
 
 			outcome := "loads"
 			s, err := Open(path, quietOptions())
