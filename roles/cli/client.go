@@ -301,19 +301,12 @@ func runPut(ctx context.Context, cl *client.Client, stdio IO, local, remote stri
 	if local == "-" {
 		r = stdio.In
 	} else {
-		f, err := os.Open(local)
+		f, n, err := openLocal(local, remote)
 		if err != nil {
-			return fmt.Errorf("put %s: %w", client.ShowPath(remote), localErr(err))
+			return err
 		}
 		defer f.Close()
-		info, err := f.Stat()
-		if err != nil {
-			return fmt.Errorf("put %s: %w", client.ShowPath(remote), localErr(err))
-		}
-		if !info.Mode().IsRegular() {
-			return rpc.Errorf(rpc.Invalid, "put %s: %s is not a regular file", client.ShowPath(remote), client.ShowPath(local))
-		}
-		r, size = f, info.Size()
+		r, size = f, n
 	}
 	progress, done := progressBar(stdio, size, "put "+remote)
 	defer done()

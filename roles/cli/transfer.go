@@ -240,19 +240,31 @@ func localBase(src string) string {
 // remote holds no file: that is checked as the upload opens, before any
 // byte is sent, and again atomically when the file commits.
 func putLocal(ctx context.Context, cl *client.Client, local, remote string, noClobber bool, progress client.Progress) error {
-	f, err := os.Open(local)
+	f, size, err := openLocal(local, remote)
 	if err != nil {
-		return fmt.Errorf("put %s: %w", client.ShowPath(remote), localErr(err))
+		return err
 	}
 	defer f.Close()
+	return putReader(ctx, cl, f, size, remote, noClobber, progress)
+}
+
+// openLocal opens the regular local file to put at remote, and returns
+// its size; errors name the remote path, as a put's do.
+func openLocal(local, remote string) (*os.File, int64, error) {
+	f, err := os.Open(local)
+	if err != nil {
+		return nil, 0, fmt.Errorf("put %s: %w", client.ShowPath(remote), localErr(err))
+	}
 	info, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("put %s: %w", client.ShowPath(remote), localErr(err))
+		f.Close()
+		return nil, 0, fmt.Errorf("put %s: %w", client.ShowPath(remote), localErr(err))
 	}
 	if !info.Mode().IsRegular() {
-		return rpc.Errorf(rpc.Invalid, "put %s: %s is not a regular file", client.ShowPath(remote), client.ShowPath(local))
+		f.Close()
+		return nil, 0, rpc.Errorf(rpc.Invalid, "put %s: %s is not a regular file", client.ShowPath(remote), client.ShowPath(local))
 	}
-	return putReader(ctx, cl, f, info.Size(), remote, noClobber, progress)
+	return f, info.Size(), nil
 }
 
 // putReader stores r (size bytes, or -1 when unknown) at remote: with

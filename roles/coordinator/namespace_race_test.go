@@ -56,10 +56,10 @@ func TestRemoveRacingDirMove(t *testing.T) {
 	is.Equal(len(f.deletedChunks(file)), 0) // /e/f still uses every chunk
 }
 
-// A copy whose commit applied but was reported failed keeps the copy's
-// references: the source's removal then keeps the chunks /dst uses.
-func TestCopyUncertainCommit(t *testing.T) {
-	is := is.New(t)
+// copyReplyLost copies /src (two chunks) to /dst through a store that
+// applies the copy's commit and reports it failed (Unavailable: the reply
+// lost), and returns the fixture and /src.
+func copyReplyLost(t *testing.T) (*fixture, *meta.File) {
 	h := &hookStore{Mem: metatest.NewMem()}
 	f := newFixture(t, 3, h)
 	src := f.put("/src", 2*testChunk, 3)
@@ -72,7 +72,15 @@ func TestCopyUncertainCommit(t *testing.T) {
 	}
 	_, err := f.term.namespace.copy(f.ctx, "/src", "/dst", precondition{})
 	t.Logf("copy: %v", err)
-	_, err = f.store.Get(f.ctx, "/dst")
+	return f, src
+}
+
+// A copy whose commit applied but was reported failed keeps the copy's
+// references: the source's removal then keeps the chunks /dst uses.
+func TestCopyUncertainCommit(t *testing.T) {
+	is := is.New(t)
+	f, src := copyReplyLost(t)
+	_, err := f.store.Get(f.ctx, "/dst")
 	is.NoErr(err) // the copy is there
 	is.NoErr(f.term.namespace.remove(f.ctx, "/src", removeOptions{}))
 	is.Equal(len(f.deletedChunks(src)), 0) // /dst still uses every chunk
@@ -82,19 +90,8 @@ func TestCopyUncertainCommit(t *testing.T) {
 // first copy, and deletes none of the chunks both share with the source.
 func TestCopyUncertainRetry(t *testing.T) {
 	is := is.New(t)
-	h := &hookStore{Mem: metatest.NewMem()}
-	f := newFixture(t, 3, h)
-	src := f.put("/src", 2*testChunk, 3)
-	h.after = func(txn *meta.Txn) error {
-		if txn.Put != nil && txn.Path == "/dst" {
-			h.after = nil
-			return rpc.Errorf(rpc.Unavailable, "reply lost")
-		}
-		return nil
-	}
+	f, src := copyReplyLost(t)
 	_, err := f.term.namespace.copy(f.ctx, "/src", "/dst", precondition{})
-	t.Logf("copy: %v", err)
-	_, err = f.term.namespace.copy(f.ctx, "/src", "/dst", precondition{})
 	is.NoErr(err)
 	is.Equal(len(f.deletedChunks(src)), 0) // /src and /dst use every chunk
 }

@@ -202,6 +202,40 @@ type Move struct {
 	Modified time.Time
 }
 
+// CheckMoveSource runs the checks every backend makes of a Move's source:
+// cur is the version of the file at txn.Path (0: none) and dir whether
+// txn.Path is a directory. same reports a move onto itself, which changes
+// nothing.
+func CheckMoveSource(txn *Txn, cur uint64, dir bool) (same bool, err error) {
+	p := txn.Path
+	switch {
+	case cur == 0 && !dir:
+		return false, rpc.Errorf(rpc.NotFound, "move %s: no such file or directory", p)
+	case cur != txn.Expect:
+		return false, Conflict(p, cur, txn.Expect)
+	}
+	return p == txn.Move.To, nil
+}
+
+// CheckMoveTarget runs the checks every backend makes of a Move's
+// destination: dir is whether the source is a directory, dst the version
+// of the file at txn.Move.To (0: none) and toDir whether To is a
+// directory.
+func CheckMoveTarget(txn *Txn, dir bool, dst uint64, toDir bool) error {
+	p, to := txn.Path, txn.Move.To
+	switch {
+	case toDir:
+		return rpc.Errorf(rpc.Exists, "move %s: %s is a directory", p, to)
+	case dst != 0 && dir:
+		return rpc.Errorf(rpc.Exists, "move %s: %s is a file, and a directory does not replace one", p, to)
+	case dst != 0 && txn.Move.Replace == 0:
+		return rpc.Errorf(rpc.Exists, "move %s: %s exists", p, to)
+	case dst != txn.Move.Replace:
+		return Conflict(to, dst, txn.Move.Replace)
+	}
+	return nil
+}
+
 // ErrNotEmpty is the cause of the error a Rmdir of a directory with
 // anything below it returns: errors.Is(err, ErrNotEmpty).
 var ErrNotEmpty error = &rpc.Error{Kind: rpc.NotEmpty, Msg: "directory not empty"}

@@ -121,27 +121,15 @@ func checkRmdir(files *bolt.Bucket, p rpc.Path, cur uint64) error {
 func checkMove(files *bolt.Bucket, txn *meta.Txn, cur uint64, maxMove int) ([]rpc.Path, error) {
 	p, to := txn.Path, txn.Move.To
 	dir := isDir(files, p)
-	switch {
-	case cur == 0 && !dir:
-		return nil, rpc.Errorf(rpc.NotFound, "move %s: no such file or directory", p)
-	case cur != txn.Expect:
-		return nil, meta.Conflict(p, cur, txn.Expect)
-	case p == to:
-		return nil, nil
+	if same, err := meta.CheckMoveSource(txn, cur, dir); same || err != nil {
+		return nil, err
 	}
 	dst, err := fileVersion(files, to)
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case isDir(files, to):
-		return nil, rpc.Errorf(rpc.Exists, "move %s: %s is a directory", p, to)
-	case dst != 0 && dir:
-		return nil, rpc.Errorf(rpc.Exists, "move %s: %s is a file, and a directory does not replace one", p, to)
-	case dst != 0 && txn.Move.Replace == 0:
-		return nil, rpc.Errorf(rpc.Exists, "move %s: %s exists", p, to)
-	case dst != txn.Move.Replace:
-		return nil, meta.Conflict(to, dst, txn.Move.Replace)
+	if err := meta.CheckMoveTarget(txn, dir, dst, isDir(files, to)); err != nil {
+		return nil, err
 	}
 	if dir {
 		n := 0

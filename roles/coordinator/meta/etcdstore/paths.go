@@ -281,12 +281,9 @@ func (s *Store) planMove(txn *meta.Txn, r *pathRead, pl *plan, cur uint64) (*pla
 	p, to := txn.Path, txn.Move.To
 	dk := s.dirKey(p)
 	dir := s.isDir(r, p)
-	switch {
-	case cur == 0 && !dir:
-		return nil, rpc.Errorf(rpc.NotFound, "move %s: no such file or directory", p)
-	case cur != txn.Expect:
-		return nil, meta.Conflict(p, cur, txn.Expect)
-	case p == to:
+	if same, err := meta.CheckMoveSource(txn, cur, dir); err != nil {
+		return nil, err
+	} else if same {
 		if dir {
 			pl.cmps = append(pl.cmps, clientv3.Compare(clientv3.CreateRevision(dk), "=", r.get(dk).CreateRevision))
 		}
@@ -296,16 +293,10 @@ func (s *Store) planMove(txn *meta.Txn, r *pathRead, pl *plan, cur uint64) (*pla
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case s.isDir(r, to):
-		return nil, rpc.Errorf(rpc.Exists, "move %s: %s is a directory", p, to)
-	case dst != 0 && dir:
-		return nil, rpc.Errorf(rpc.Exists, "move %s: %s is a file, and a directory does not replace one", p, to)
-	case dst != 0 && txn.Move.Replace == 0:
-		return nil, rpc.Errorf(rpc.Exists, "move %s: %s exists", p, to)
-	case dst != txn.Move.Replace:
-		return nil, meta.Conflict(to, dst, txn.Move.Replace)
-	case dir && (r.more || len(r.below) > s.MaxMoveEntries()):
+	if err := meta.CheckMoveTarget(txn, dir, dst, s.isDir(r, to)); err != nil {
+		return nil, err
+	}
+	if dir && (r.more || len(r.below) > s.MaxMoveEntries()) {
 		return nil, rpc.Errorf(rpc.ResourceExhausted,
 			"move %s: the directory holds more than %d files and directories, more than one move may rewrite in the etcd metadata store "+
 				"(one etcd txn; raise etcd's --max-txn-ops and the store's limit with it, or move its subdirectories one by one)", p, s.MaxMoveEntries())

@@ -265,29 +265,17 @@ func (m *Mem) checkLocked(txn *meta.Txn) (mk []rpc.Path, err error) {
 // checkMoveLocked runs the checks of a Move; cur is the version of the
 // file at the txn's Path (0: none).
 func (m *Mem) checkMoveLocked(txn *meta.Txn, cur uint64) ([]rpc.Path, error) {
-	p, to := txn.Path, txn.Move.To
-	isDir := m.isDirLocked(p)
-	switch {
-	case cur == 0 && !isDir:
-		return nil, rpc.Errorf(rpc.NotFound, "move %s: no such file or directory", p)
-	case cur != txn.Expect:
-		return nil, meta.Conflict(p, cur, txn.Expect)
-	case p == to:
-		return nil, nil
+	to := txn.Move.To
+	isDir := m.isDirLocked(txn.Path)
+	if same, err := meta.CheckMoveSource(txn, cur, isDir); same || err != nil {
+		return nil, err
 	}
 	var dst uint64
 	if f, ok := m.files[to]; ok {
 		dst = f.Version
 	}
-	switch {
-	case m.isDirLocked(to):
-		return nil, rpc.Errorf(rpc.Exists, "move %s: %s is a directory", p, to)
-	case dst != 0 && isDir:
-		return nil, rpc.Errorf(rpc.Exists, "move %s: %s is a file, and a directory does not replace one", p, to)
-	case dst != 0 && txn.Move.Replace == 0:
-		return nil, rpc.Errorf(rpc.Exists, "move %s: %s exists", p, to)
-	case dst != txn.Move.Replace:
-		return nil, meta.Conflict(to, dst, txn.Move.Replace)
+	if err := meta.CheckMoveTarget(txn, isDir, dst, m.isDirLocked(to)); err != nil {
+		return nil, err
 	}
 	return m.missingParentsLocked(to)
 }
