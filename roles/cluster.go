@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/dfs-project/dfs/auth"
+	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
@@ -43,6 +45,10 @@ type ClusterConfig struct {
 	// NodeAdmin serves each datanode's admin endpoints on a loopback port
 	// of its own (ClusterNode.AdminAddr).
 	NodeAdmin bool
+	// Secure runs the cluster with TLS and access checks: a CA and
+	// certificates under Dir/tls (LocalPKI), kept across restarts. Its
+	// clients are the superuser unless told otherwise (UserConfig).
+	Secure bool
 }
 
 // DefaultClusterConfig returns a 3-node loopback cluster in dir.
@@ -61,6 +67,7 @@ type Cluster struct {
 	coord   *coordinator.Coordinator
 	metrics *prometheus.Registry
 	admin   string
+	pki     *LocalPKI // with Secure
 	stopC   func()
 	doneC   chan error
 
@@ -96,6 +103,13 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 			admin.Close()
 		}
 	}
+	var local *LocalPKI
+	if cfg.Secure {
+		if local, err = OpenLocalPKI(filepath.Join(cfg.Dir, "tls")); err != nil {
+			closeAdmin()
+			return nil, err
+		}
+	}
 	store, err := (&Cluster{cfg: cfg}).openStore()
 	if err != nil {
 		closeAdmin()
@@ -107,8 +121,16 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 		store.Close()
 		return nil, err
 	}
+	c := &Cluster{cfg: cfg, ctx: ctx, pki: local, admin: addrOf(admin), doneC: make(chan error, 1)}
 	reg := NewMetricsRegistry()
-	coord, err := coordinator.New(co, coordinator.Deps{Log: cfg.Log, Listener: lis, Store: store, StoreName: "bolt", Metrics: reg})
+	deps, err := c.coordinatorDeps(lis, store, reg)
+	if err != nil {
+		closeAdmin()
+		lis.Close()
+		store.Close()
+		return nil, err
+	}
+	coord, err := coordinator.New(co, deps)
 	if err != nil {
 		closeAdmin()
 		lis.Close()
@@ -116,7 +138,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 		return nil, err
 	}
 	cctx, cancel := context.WithCancel(ctx)
-	c := &Cluster{cfg: cfg, ctx: ctx, coord: coord, metrics: reg, admin: addrOf(admin), stopC: cancel, doneC: make(chan error, 1)}
+	c.coord, c.metrics, c.stopC = coord, reg, cancel
 	go func() {
 		err := runWithAdmin(cctx, admin, AdminHandler(reg, coord.Readiness, coord.StatusHandler()), cfg.Log, coord.Run)
 		store.Close()
@@ -221,7 +243,17 @@ func (c *Cluster) startNode(dir, listen string, tune func(cfg *datanode.Config, 
 		tune(&dc, lis.Addr().String())
 	}
 	reg := NewMetricsRegistry()
-	dn, err := datanode.New(dc, datanode.Deps{Log: c.cfg.Log, Listener: lis, Metrics: reg})
+	deps := datanode.Deps{Log: c.cfg.Log, Listener: lis, Metrics: reg}
+	if c.pki != nil {
+		if deps.TLS, err = pki.LoadTLS(c.pki.Files("datanode"), c.cfg.Log); err != nil {
+			lis.Close()
+			if admin != nil {
+				admin.Close()
+			}
+			return nil, err
+		}
+	}
+	dn, err := datanode.New(dc, deps)
 	if err != nil {
 		lis.Close()
 		if admin != nil {
@@ -326,13 +358,47 @@ func (c *Cluster) WaitHealthy(want int, timeout time.Duration) error {
 }
 
 // Client returns a client of this cluster with cfg's tuning; it logs to
-// the cluster's logger unless cfg names one.
+// the cluster's logger unless cfg names one. Of a Secure cluster, it is
+// the superuser's unless cfg names TLS files (UserConfig).
 func (c *Cluster) Client(cfg client.Config) (*client.Client, error) {
 	cfg.Coordinators = []string{c.Addr()}
 	if cfg.Logger == nil {
 		cfg.Logger = &c.cfg.Log
 	}
+	if c.pki != nil && cfg.TLSCA == "" {
+		f := c.pki.Files(auth.DefaultSuperuser)
+		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = f.CA, f.Cert, f.Key
+	}
 	return client.New(c.ctx, cfg)
+}
+
+// PKI returns the CA and certificates of a Secure cluster, or nil.
+func (c *Cluster) PKI() *LocalPKI { return c.pki }
+
+// UserConfig returns a client configuration of a Secure cluster for user
+// in groups, with a client certificate issued for them if they have none.
+func (c *Cluster) UserConfig(user string, groups ...string) (client.Config, error) {
+	if c.pki == nil {
+		return client.Config{}, rpc.Errorf(rpc.FailedPrecondition, "the cluster is not secure: it has no users")
+	}
+	f, err := c.pki.User(user, groups...)
+	if err != nil {
+		return client.Config{}, err
+	}
+	return client.Config{Coordinators: []string{c.Addr()}, TLSCA: f.CA, TLSCert: f.Cert, TLSKey: f.Key}, nil
+}
+
+// coordinatorDeps returns what the coordinator is built with.
+func (c *Cluster) coordinatorDeps(lis net.Listener, store meta.Store, reg *prometheus.Registry) (coordinator.Deps, error) {
+	deps := coordinator.Deps{Log: c.cfg.Log, Listener: lis, Store: store, StoreName: "bolt", Metrics: reg}
+	if c.pki != nil {
+		t, err := pki.LoadTLS(c.pki.Files("coordinator"), c.cfg.Log)
+		if err != nil {
+			return deps, err
+		}
+		deps.TLS = t
+	}
+	return deps, nil
 }
 
 // RestartCoordinator stops the coordinator and starts a new one at the
@@ -360,7 +426,13 @@ func (c *Cluster) RestartCoordinator() error {
 	co := c.cfg.Coordinator
 	co.Listen = addr
 	reg := NewMetricsRegistry()
-	coord, err := coordinator.New(co, coordinator.Deps{Log: c.cfg.Log, Listener: lis, Store: store, StoreName: "bolt", Metrics: reg})
+	deps, err := c.coordinatorDeps(lis, store, reg)
+	if err != nil {
+		lis.Close()
+		store.Close()
+		return err
+	}
+	coord, err := coordinator.New(co, deps)
 	if err != nil {
 		lis.Close()
 		store.Close()

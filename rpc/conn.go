@@ -80,7 +80,8 @@ func ServerOptionsWithClock(clk clockwork.Clock, log zerolog.Logger, observers .
 	}
 }
 
-// DialOptions returns the options every dfs gRPC client uses.
+// DialOptions returns the options every dfs gRPC client uses: plain text,
+// unless a grpc.WithTransportCredentials option after them says otherwise.
 func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -123,9 +124,10 @@ func WaitReady(ctx context.Context, cc *grpc.ClientConn) error {
 	}
 }
 
-// Dial returns a lazily connecting client connection to addr.
-func Dial(addr string) (*grpc.ClientConn, error) {
-	cc, err := grpc.NewClient("passthrough:///"+addr, DialOptions()...)
+// Dial returns a lazily connecting client connection to addr, with
+// DialOptions and then opts (the transport credentials, for TLS).
+func Dial(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	cc, err := grpc.NewClient("passthrough:///"+addr, append(DialOptions(), opts...)...)
 	if err != nil {
 		return nil, Errorf(Invalid, "dial %s: %w", addr, err)
 	}
@@ -167,6 +169,9 @@ type PoolConfig struct {
 	// Clock tells the time of a connection's use and runs the sweep of
 	// idle connections; nil is the real clock.
 	Clock clockwork.Clock
+	// Options are added to DialOptions for every connection: the
+	// transport credentials (TLS), per-call credentials (a bearer token).
+	Options []grpc.DialOption
 }
 
 // pooled is one connection of a Pool with its use: calls in flight (its
@@ -211,7 +216,7 @@ func (p *Pool) Get(addr string) (*grpc.ClientConn, error) {
 		return nil, Errorf(ResourceExhausted, "dial %s: all %d pooled connections are busy", addr, p.cfg.Max)
 	}
 	pc := &pooled{last: now}
-	cc, err := grpc.NewClient("passthrough:///"+addr, append(DialOptions(), grpc.WithStatsHandler(&useCounter{p: p, pc: pc}))...)
+	cc, err := grpc.NewClient("passthrough:///"+addr, append(append(DialOptions(), p.cfg.Options...), grpc.WithStatsHandler(&useCounter{p: p, pc: pc}))...)
 	if err != nil {
 		return nil, Errorf(Invalid, "dial %s: %w", addr, err)
 	}

@@ -35,6 +35,10 @@ const (
 	// needed (rmdir). It travels as FailedPrecondition with an ErrorKind
 	// detail, gRPC having no code of its own for it.
 	NotEmpty
+	// Unauthenticated is a caller the server could not identify: no
+	// client certificate and no valid bearer token where one is needed.
+	// Permission is an identified caller who may not do what it asked.
+	Unauthenticated
 )
 
 var kindNames = [...]string{
@@ -50,6 +54,7 @@ var kindNames = [...]string{
 	DeadlineExceeded:   "deadline exceeded",
 	Canceled:           "canceled",
 	NotEmpty:           "directory not empty",
+	Unauthenticated:    "unauthenticated",
 }
 
 func (k Kind) Error() string {
@@ -73,6 +78,7 @@ var kindCodes = map[Kind]codes.Code{
 	DeadlineExceeded:   codes.DeadlineExceeded,
 	Canceled:           codes.Canceled,
 	NotEmpty:           codes.FailedPrecondition,
+	Unauthenticated:    codes.Unauthenticated,
 }
 
 var codeKinds = func() map[codes.Code]Kind {
@@ -86,7 +92,6 @@ var codeKinds = func() map[codes.Code]Kind {
 	m[codes.Aborted] = Unavailable
 	m[codes.Unimplemented] = FailedPrecondition
 	m[codes.DataLoss] = Internal
-	m[codes.Unauthenticated] = Permission
 	return m
 }()
 
@@ -196,7 +201,7 @@ func (k Kind) Is(target error) bool {
 }
 
 // fsErrors are the io/fs errors the kinds stand for.
-var fsErrors = map[Kind]error{NotFound: fs.ErrNotExist, Exists: fs.ErrExist, Permission: fs.ErrPermission, Invalid: fs.ErrInvalid}
+var fsErrors = map[Kind]error{NotFound: fs.ErrNotExist, Exists: fs.ErrExist, Permission: fs.ErrPermission, Unauthenticated: fs.ErrPermission, Invalid: fs.ErrInvalid}
 
 // isFSError reports whether err is one of fsErrors.
 func isFSError(err error) bool {

@@ -36,6 +36,7 @@ var kinds = []struct {
 	{rpc.DeadlineExceeded, codes.DeadlineExceeded, "deadline exceeded"},
 	{rpc.Canceled, codes.Canceled, "canceled"},
 	{rpc.NotEmpty, codes.FailedPrecondition, "directory not empty"},
+	{rpc.Unauthenticated, codes.Unauthenticated, "unauthenticated"},
 }
 
 func TestKindNames(t *testing.T) {
@@ -206,7 +207,7 @@ func TestFromStatusCodes(t *testing.T) {
 		{codes.Aborted, rpc.Unavailable},
 		{codes.Unimplemented, rpc.FailedPrecondition},
 		{codes.DataLoss, rpc.Internal},
-		{codes.Unauthenticated, rpc.Permission},
+		{codes.Unauthenticated, rpc.Unauthenticated},
 		{codes.Unknown, rpc.Other},
 		{codes.Code(99), rpc.Other},
 	}

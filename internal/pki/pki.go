@@ -95,8 +95,8 @@ func ParseRole(s string) (Role, error) {
 
 // CAOptions tunes InitCA. The zero value is the default.
 type CAOptions struct {
-	// now is the clock (tests); nil is time.Now.
-	now func() time.Time
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
 }
 
 // InitCA creates a new CA in dir (created 0700 if missing): dir/ca.crt,
@@ -107,8 +107,8 @@ type CAOptions struct {
 // the directory fsynced).
 func InitCA(dir string, opts CAOptions) error {
 	now := time.Now
-	if opts.now != nil {
-		now = opts.now
+	if opts.Now != nil {
+		now = opts.Now
 	}
 	if dir == "" {
 		return rpc.Errorf(rpc.Invalid, "pki.InitCA: no directory given")
@@ -183,8 +183,13 @@ type Request struct {
 	// or ClientLifetime by role. Never past the CA's own expiry.
 	Lifetime time.Duration
 
-	// now is the clock (tests); nil is time.Now.
-	now func() time.Time
+	// Groups are a client's groups, carried as URI SANs dfs://group/NAME
+	// (GroupsOf); a server certificate takes none.
+	Groups []string
+
+	// Now is the clock; nil is time.Now (tests issue expired
+	// certificates with it).
+	Now func() time.Time
 }
 
 // maxNameLen bounds Request.Name.
@@ -195,7 +200,7 @@ func (r *Request) validate() error {
 	if _, err := ParseRole(string(r.Role)); err != nil {
 		return err
 	}
-	if err := validName(r.Name); err != nil {
+	if err := ValidName(r.Name); err != nil {
 		return err
 	}
 	if r.Lifetime < 0 {
@@ -203,6 +208,14 @@ func (r *Request) validate() error {
 	}
 	if !r.Role.Server() && (len(r.DNS) > 0 || len(r.IPs) > 0) {
 		return rpc.Errorf(rpc.Invalid, "a client certificate takes no DNS names or IP addresses (only server roles do)")
+	}
+	if r.Role.Server() && len(r.Groups) > 0 {
+		return rpc.Errorf(rpc.Invalid, "a %s certificate takes no groups (only a client's does)", r.Role)
+	}
+	for _, g := range r.Groups {
+		if err := ValidName(g); err != nil {
+			return fmt.Errorf("group: %w", err)
+		}
 	}
 	for _, d := range r.DNS {
 		if err := validDNS(d); err != nil {
@@ -218,7 +231,9 @@ func (r *Request) validate() error {
 }
 
 // validName checks a certificate name: 1..64 of letters, digits, .-_@.
-func validName(s string) error {
+// ValidName checks a user, group or node name: 1 to 64 letters, digits
+// and . - _ @ (kind rpc.Invalid otherwise).
+func ValidName(s string) error {
 	if s == "" || len(s) > maxNameLen {
 		return rpc.Errorf(rpc.Invalid, "invalid name %q: want 1 to %d characters", s, maxNameLen)
 	}
@@ -268,8 +283,8 @@ func Issue(caDir string, req Request) (certPEM, keyPEM []byte, err error) {
 		return nil, nil, fmt.Errorf("pki.Issue: %w", err)
 	}
 	now := time.Now
-	if req.now != nil {
-		now = req.now
+	if req.Now != nil {
+		now = req.Now
 	}
 	t := now()
 	life := req.Lifetime
@@ -303,6 +318,9 @@ func Issue(caDir string, req Request) (certPEM, keyPEM []byte, err error) {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		URIs:         []*url.URL{RoleURI(req.Role)},
 	}
+	for _, g := range req.Groups {
+		tmpl.URIs = append(tmpl.URIs, &url.URL{Scheme: RoleURIScheme, Host: GroupURIHost, Path: "/" + g})
+	}
 	if req.Role.Server() {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 		tmpl.DNSNames, tmpl.IPAddresses = req.DNS, req.IPs
@@ -327,7 +345,7 @@ func Issue(caDir string, req Request) (certPEM, keyPEM []byte, err error) {
 // rpc.Exists when either file exists, and writes nothing. It returns the
 // paths written.
 func IssueFiles(caDir, outDir string, req Request, force bool) (certPath, keyPath string, err error) {
-	if err := validName(req.Name); err != nil {
+	if err := ValidName(req.Name); err != nil {
 		return "", "", fmt.Errorf("pki.Issue: %w", err)
 	}
 	certPath, keyPath = filepath.Join(outDir, req.Name+".crt"), filepath.Join(outDir, req.Name+".key")
@@ -376,6 +394,24 @@ func RoleOf(cert *x509.Certificate) (Role, error) {
 		return "", rpc.Errorf(rpc.Permission, "certificate %q carries no dfs role (a URI SAN dfs://role/<role>)", cert.Subject.CommonName)
 	}
 	return found, nil
+}
+
+// GroupURIHost makes the URI SAN that carries a client's group:
+// dfs://group/<group>.
+const GroupURIHost = "group"
+
+// GroupsOf returns the groups a client certificate carries in its
+// dfs://group/<group> URI SANs.
+func GroupsOf(cert *x509.Certificate) []string {
+	var gs []string
+	for _, u := range cert.URIs {
+		if u.Scheme == RoleURIScheme && u.Host == GroupURIHost {
+			if g := strings.TrimPrefix(u.Path, "/"); ValidName(g) == nil {
+				gs = append(gs, g)
+			}
+		}
+	}
+	return gs
 }
 
 // UserOf returns the user a client certificate names: its common name.

@@ -180,7 +180,7 @@ func TestVerifyFailures(t *testing.T) {
 	is.True(err != nil) // a certificate from another CA is refused
 
 	old := func() time.Time { return time.Now().Add(-72 * time.Hour) }
-	certPEM, _, err = Issue(caDir, Request{Role: Client, Name: "bob", Lifetime: time.Hour, now: old})
+	certPEM, _, err = Issue(caDir, Request{Role: Client, Name: "bob", Lifetime: time.Hour, Now: old})
 	is.NoErr(err)
 	_, err = parseCert(t, certPEM).Verify(x509.VerifyOptions{Roots: pool(t, caDir), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	var inv x509.CertificateInvalidError

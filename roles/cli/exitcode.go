@@ -29,6 +29,7 @@ var exitCodes = map[rpc.Kind]int{
 	rpc.NotFound:           ExitNotFound,
 	rpc.Exists:             ExitExists,
 	rpc.Permission:         ExitPermission,
+	rpc.Unauthenticated:    ExitPermission,
 	rpc.Unavailable:        ExitUnavailable,
 	rpc.NotEmpty:           ExitNotEmpty,
 	rpc.FailedPrecondition: ExitFailedPrecondition,
@@ -36,7 +37,7 @@ var exitCodes = map[rpc.Kind]int{
 
 // exitHelp is the list of exit statuses as `dfs --help` shows it.
 const exitHelp = `Exit status: 0 ok, 1 other error, 2 invalid usage or argument, 3 not found,
-4 already exists, 5 permission denied, 6 unavailable (cluster unreachable, or
+4 already exists, 5 permission denied or unauthenticated, 6 unavailable (cluster unreachable, or
 not serving after retries), 7 directory not empty, 8 failed precondition
 (fsck found problems, a conditional write's version did not match). dfs health
 and dfs admin salvage exit 0 or 1 only.`

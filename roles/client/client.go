@@ -30,8 +30,11 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
 
+	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -85,6 +88,18 @@ type Config struct {
 	// Logger receives the client's warnings (a chunk placed again) and
 	// debug messages; nil logs nothing.
 	Logger *zerolog.Logger
+	// TLSCA is the PEM file of the CA that signs the cluster's
+	// certificates: set, every connection uses TLS and the servers must
+	// present certificates of their role signed by it; empty, the client
+	// talks plain text (a cluster run with --insecure).
+	TLSCA string
+	// TLSCert and TLSKey are the client's certificate and key (made by
+	// dfs admin cert issue --role client): its common name is the user.
+	// Leave them empty to authenticate with Token instead.
+	TLSCert, TLSKey string
+	// Token is a bearer token (dfs admin token create) sent with every
+	// call to the coordinator; it needs TLSCA.
+	Token string
 }
 
 // DefaultConfig returns the defaults.
@@ -124,6 +139,8 @@ func (c Config) Validate() error {
 		return rpc.Errorf(rpc.Invalid, "negative page size %d", c.PageSize)
 	case c.ListPageSize < 0 || c.ListPageSize > maxListPage:
 		return rpc.Errorf(rpc.Invalid, "list page size %d out of range (0 to %d)", c.ListPageSize, maxListPage)
+	case c.TLSCA == "" && (c.TLSCert != "" || c.TLSKey != "" || c.Token != ""):
+		return rpc.Errorf(rpc.Invalid, "a client certificate or token needs --tls-ca (DFS_TLS_CA): the CA that signs the cluster's certificates")
 	case c.ReceiptBatch < 1 || c.ReceiptBatch > maxReceiptBatch:
 		return rpc.Errorf(rpc.Invalid, "receipt batch %d out of range (1 to %d)", c.ReceiptBatch, maxReceiptBatch)
 	}
@@ -166,10 +183,30 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger != nil {
 		log = *cfg.Logger
 	}
-	pool := rpc.NewBoundedPool(rpc.PoolConfig{Clock: cfg.Clock})
+	var opts []grpc.DialOption
+	if cfg.TLSCA != "" {
+		t, err := pki.LoadTLS(pki.Files{CA: cfg.TLSCA, Cert: cfg.TLSCert, Key: cfg.TLSKey}, log)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.WithTransportCredentials(t.ClientCredentials(pki.Coordinator, pki.Datanode)))
+		if cfg.Token != "" {
+			opts = append(opts, grpc.WithPerRPCCredentials(bearer(cfg.Token)))
+		}
+	}
+	pool := rpc.NewBoundedPool(rpc.PoolConfig{Clock: cfg.Clock, Options: opts})
 	coord := rpc.NewLeader(rpc.LeaderConfig{Addrs: cfg.Coordinators, Timeout: cfg.RPCTimeout, Failover: cfg.FailoverTimeout}, pool, cfg.Clock)
 	return &Client{cfg: cfg, log: log, clock: cfg.Clock, pool: pool, coord: coord}, nil
 }
+
+// bearer sends a bearer token with every call, over TLS only.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{auth.AuthorizationHeader: "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return true }
 
 // withDefaults returns cfg with each zero field set to DefaultConfig's.
 // Coordinators has no default here (a client names its cluster), and the

@@ -20,6 +20,8 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 
+	"github.com/dfs-project/dfs/auth"
+	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/placement"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
@@ -105,6 +107,11 @@ type Config struct {
 	// its datanode is told to send it again later (after as long again).
 	// Keep it well below the datanodes' --rpc-timeout.
 	InventoryWait time.Duration
+	// Superusers are the users who may do anything (--superusers): every
+	// permission check passes for them, and only they may decommission,
+	// back up, run a cluster-wide fsck or create tokens. Checked only with
+	// TLS (Deps.TLS).
+	Superusers []string
 }
 
 // DefaultConfig returns the defaults.
@@ -135,6 +142,7 @@ func DefaultConfig() Config {
 		ShutdownGrace:   10 * time.Second,
 		MaxInventories:  4,
 		InventoryWait:   2 * time.Second,
+		Superusers:      []string{auth.DefaultSuperuser},
 	}
 }
 
@@ -226,6 +234,12 @@ type Deps struct {
 	Metrics prometheus.Registerer
 	// Datanodes, when set, replaces calling the datanodes over gRPC.
 	Datanodes Datanodes
+	// TLS, when set, secures every connection the coordinator serves and
+	// dials, and turns on authentication and access checks; nil runs in
+	// plain text and checks nothing (--insecure).
+	TLS *pki.TLS
+	// Tokens verifies the bearer tokens callers present; nil takes none.
+	Tokens auth.TokenVerifier
 }
 
 // Coordinator is the coordinator role.
@@ -239,6 +253,8 @@ type Coordinator struct {
 	policy  placement.Policy
 	lis     net.Listener
 	pool    *rpc.Pool
+	tls     *pki.TLS
+	tokens  auth.TokenVerifier
 	// datanodes is how the coordinator calls datanodes (through pool
 	// unless Deps set it).
 	datanodes Datanodes
@@ -281,7 +297,9 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		elector: deps.Elector,
 		policy:  policy,
 		lis:     deps.Listener,
-		pool:    rpc.NewPool(),
+		pool:    rpc.NewBoundedPool(rpc.PoolConfig{Options: []grpc.DialOption{grpc.WithTransportCredentials(deps.TLS.ClientCredentials(pki.Datanode))}}),
+		tls:     deps.TLS,
+		tokens:  deps.Tokens,
 		events:  newEvents(deps.Clock),
 		ready:   make(chan struct{}),
 	}
@@ -351,7 +369,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.log = c.log.With().Str("addr", c.addr).Logger()
 	defer c.pool.Close()
 
-	srv := grpc.NewServer(rpc.ServerOptions(c.log, c.observers()...)...)
+	srv := grpc.NewServer(append(rpc.ServerOptions(c.log, c.observers()...), auth.ServerOptions(c.tls, c.tokens, c.access())...)...)
 	dfspb.RegisterCoordinatorServer(srv, &server{c: c})
 	// The standard health service: SERVING while this coordinator leads
 	// (in safe mode too), NOT_SERVING while it starts or stands by.

@@ -19,7 +19,9 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
+	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 	"github.com/dfs-project/dfs/rpc"
@@ -170,17 +172,24 @@ type Deps struct {
 	// FS is the file system the chunk store lives on; nil is the
 	// operating system's (tests pass one that fails or crashes).
 	FS vfs.FS
+	// TLS, when set, secures every connection the node serves and dials
+	// and turns on access checks; nil runs in plain text (--insecure).
+	TLS *pki.TLS
+	// Tokens verifies the bearer tokens callers present; nil takes none.
+	Tokens auth.TokenVerifier
 }
 
 // Node is one datanode.
 type Node struct {
 	dfspb.UnimplementedDataNodeServer
 
-	cfg   Config
-	log   zerolog.Logger
-	clock clockwork.Clock
-	lis   net.Listener
-	fs    vfs.FS
+	cfg    Config
+	log    zerolog.Logger
+	tls    *pki.TLS
+	tokens auth.TokenVerifier
+	clock  clockwork.Clock
+	lis    net.Listener
+	fs     vfs.FS
 
 	id      rpc.NodeID
 	store   *chunkstore.Store
@@ -238,7 +247,10 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		clock: deps.Clock,
 		lis:   deps.Listener,
 		fs:    deps.FS,
-		pool:  rpc.NewBoundedPool(rpc.PoolConfig{Max: cfg.MaxPeerConns, Idle: cfg.PeerIdleTimeout, Clock: deps.Clock}),
+		pool: rpc.NewBoundedPool(rpc.PoolConfig{Max: cfg.MaxPeerConns, Idle: cfg.PeerIdleTimeout, Clock: deps.Clock,
+			Options: []grpc.DialOption{grpc.WithTransportCredentials(deps.TLS.ClientCredentials(pki.Coordinator, pki.Datanode))}}),
+		tls:    deps.TLS,
+		tokens: deps.Tokens,
 
 		peers:        make(map[rpc.NodeID]Peer),
 		peersLearned: make(chan struct{}),
@@ -350,7 +362,8 @@ func (n *Node) Run(ctx context.Context) error {
 	n.mu.Unlock()
 	defer n.pool.Close()
 
-	srv := grpc.NewServer(append(rpc.ServerOptionsWithClock(n.clock, n.log, n.metrics.observe), grpc.MaxConcurrentStreams(uint32(n.cfg.MaxConnStreams)))...)
+	opts := append(rpc.ServerOptionsWithClock(n.clock, n.log, n.metrics.observe), grpc.MaxConcurrentStreams(uint32(n.cfg.MaxConnStreams)))
+	srv := grpc.NewServer(append(opts, auth.ServerOptions(n.tls, n.tokens, n.access())...)...)
 	dfspb.RegisterDataNodeServer(srv, n)
 	// The standard health service: SERVING while registered.
 	health := rpc.NewHealth(srv, func() bool { return n.Readiness() == nil }, dfspb.DataNode_ServiceDesc.ServiceName)

@@ -150,3 +150,21 @@ func Client(t testing.TB, c *roles.Cluster, tune ...func(*client.Config)) *clien
 	t.Cleanup(func() { cl.Close() })
 	return cl
 }
+
+// Secure runs the cluster with TLS and access checks (roles.LocalPKI
+// under its directory); rolestest.Client is then the superuser.
+func Secure(cfg *roles.ClusterConfig) { cfg.Secure = true }
+
+// UserClient returns a client of a Secure cluster c for user in groups
+// (a client certificate is issued for them), adjusted by tune; it closes
+// when the test ends.
+func UserClient(t testing.TB, c *roles.Cluster, user string, groups []string, tune ...func(*client.Config)) *client.Client {
+	t.Helper()
+	uc, err := c.UserConfig(user, groups...)
+	if err != nil {
+		t.Fatalf("user %s: %v", user, err)
+	}
+	return Client(t, c, append([]func(*client.Config){func(cfg *client.Config) {
+		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = uc.TLSCA, uc.TLSCert, uc.TLSKey
+	}}, tune...)...)
+}

@@ -1,0 +1,40 @@
+package coordinator
+
+import (
+	"github.com/dfs-project/dfs/auth"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// accessRules says who may call each coordinator method at all, when the
+// coordinator runs with TLS. The namespace calls are open to every
+// authenticated user: each checks the permissions of the paths it
+// touches. A method missing here is refused (TestAccessRulesComplete).
+var accessRules = map[string]auth.Rule{
+	"UploadFile":        auth.Authenticated,
+	"AllocateChunk":     auth.Authenticated,
+	"ConfirmUpload":     auth.Authenticated,
+	"AbortUpload":       auth.Authenticated,
+	"UploadReceipts":    auth.Authenticated,
+	"DownloadFile":      auth.Authenticated,
+	"StatFile":          auth.Authenticated,
+	"DeleteFile":        auth.Authenticated,
+	"ListFiles":         auth.Authenticated,
+	"Mkdir":             auth.Authenticated,
+	"Rename":            auth.Authenticated,
+	"CopyFile":          auth.Authenticated,
+	"Usage":             auth.Authenticated,
+	"ListNodes":         auth.Authenticated,
+	"ReportBadReplica":  auth.Authenticated,
+	"ReportNodeFailure": auth.Authenticated,
+	"RegisterDataNode":  auth.DatanodeOnly,
+	"DataNodeHeartbeat": auth.DatanodeOnly,
+	"ReportChunks":      auth.DatanodeOnly,
+	"Backup":            auth.SuperuserOnly,
+	"Decommission":      auth.SuperuserOnly,
+	"Fsck":              auth.SuperuserOnly,
+}
+
+// access is the coordinator's access policy.
+func (c *Coordinator) access() auth.Policy {
+	return auth.Policy{Service: dfspb.Coordinator_ServiceDesc.ServiceName, Rules: accessRules, Superusers: c.cfg.Superusers}
+}
