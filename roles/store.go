@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/boltstore"
@@ -50,8 +51,10 @@ func DefaultStoreConfig() StoreConfig {
 
 // RunCoordinator opens the admin address (adminAddr, "" for none) and the
 // metadata store, restores a backup into the store if asked, and runs a
-// coordinator with its admin endpoints until ctx ends.
-func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig, adminAddr string, log zerolog.Logger) error {
+// coordinator with its admin endpoints until ctx ends. With t it serves
+// and dials over TLS and checks every caller (t's files are reloaded when
+// they change and on SIGHUP); nil runs in plain text.
+func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig, adminAddr string, t *pki.TLS, log zerolog.Logger) error {
 	admin, err := adminListen(adminAddr)
 	if err != nil {
 		return err
@@ -61,7 +64,7 @@ func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig,
 	}
 	reg := NewMetricsRegistry()
 	var store meta.Store
-	deps := coordinator.Deps{Log: log, StoreName: sc.Kind, Metrics: reg}
+	deps := coordinator.Deps{Log: log, StoreName: sc.Kind, Metrics: reg, TLS: t}
 	switch sc.Kind {
 	case "bolt":
 		s, err := OpenBolt(sc.Dir, log)
@@ -95,7 +98,9 @@ func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig,
 	if err != nil {
 		return err
 	}
-	err = runWithAdmin(ctx, admin, AdminHandler(reg, co.Readiness, co.StatusHandler()), log, func(ctx context.Context) error {
+	keepTLSFresh(ctx, t, log)
+	lis, h := AdminAccess{TLS: t, Tokens: deps.Tokens, Superusers: cfg.Superusers}.guard(admin, AdminHandler(reg, co.Readiness, co.StatusHandler()), log)
+	err = runWithAdmin(ctx, lis, h, log, func(ctx context.Context) error {
 		return runNotifying(ctx, co.Ready(), log, co.Run)
 	})
 	if sc.Kind == "bolt" && rpc.KindOf(err) == rpc.Internal {

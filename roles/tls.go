@@ -1,10 +1,16 @@
 package roles
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/internal/pki"
@@ -75,4 +81,33 @@ func (p *LocalPKI) Issue(req pki.Request) (pki.Files, error) {
 		return pki.Files{}, err
 	}
 	return p.Files(req.Name), nil
+}
+
+// tlsPoll is how often a server role checks its TLS files for a change.
+const tlsPoll = 10 * time.Second
+
+// keepTLSFresh reloads t's files when they change and on SIGHUP, until ctx
+// ends; a nil t does nothing.
+func keepTLSFresh(ctx context.Context, t *pki.TLS, log zerolog.Logger) {
+	if t == nil {
+		return
+	}
+	go t.Watch(ctx, tlsPoll)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := t.Reload(); err != nil {
+					log.Warn().Err(err).Msg("tls: SIGHUP: the files do not load; keeping the certificates in use")
+					continue
+				}
+				log.Info().Msg("tls: SIGHUP: certificates reloaded")
+			}
+		}
+	}()
 }

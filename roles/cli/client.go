@@ -46,6 +46,9 @@ func jsonFlag(dst *bool) cli.Flag {
 func (a *app) withClient(cfg *client.Config, fn func(ctx context.Context, c *cli.Context, cl *client.Client) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		cfg.Logger = &a.log
+		if err := a.sec.client(cfg); err != nil {
+			return err
+		}
 		cl, err := client.New(c.Context, *cfg)
 		if err != nil {
 			return err
