@@ -393,7 +393,9 @@ func procChildEnv() []string {
 			env = append(env, kv)
 		}
 	}
-	return append(env, "GORACE="+gorace)
+	// The process tests run their clusters in plain text; the secure
+	// ones give --insecure=false and their certificates.
+	return append(env, "GORACE="+gorace, "DFS_INSECURE=true")
 }
 
 // pollUntil polls cond until it holds, failing the test after procWaitTimeout

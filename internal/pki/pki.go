@@ -417,6 +417,13 @@ func GroupsOf(cert *x509.Certificate) []string {
 // UserOf returns the user a client certificate names: its common name.
 func UserOf(cert *x509.Certificate) string { return cert.Subject.CommonName }
 
+// HasCA reports whether dir holds a CA that loads: its certificate and
+// key, matching.
+func HasCA(dir string) bool {
+	_, _, err := loadCA(dir)
+	return err == nil
+}
+
 // loadCA reads the CA certificate and key in dir.
 func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	certPath, keyPath := filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)

@@ -101,9 +101,9 @@ func (a *app) benchCommand() *cli.Command {
 					f := procs.pki.Files(auth.DefaultSuperuser)
 					cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = f.CA, f.Cert, f.Key
 				}
+				res.Nodes, res.Replication = nodes, min(3, nodes)
 			} else if err := a.sec.client(&cfg); err != nil {
 				return err
-				res.Nodes, res.Replication = nodes, min(3, nodes)
 			}
 			cfg.Logger = &a.log
 			cl, err := client.New(ctx, cfg)

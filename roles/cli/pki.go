@@ -25,6 +25,7 @@ func (a *app) caCommand() *cli.Command {
 // and DIR/ca.key and never overwrites them.
 func (a *app) caInitCommand() *cli.Command {
 	var dir string
+	var ifMissing bool
 	return &cli.Command{
 		Name:  "init",
 		Usage: "create a certificate authority: DIR/ca.crt and DIR/ca.key (never overwritten)",
@@ -32,12 +33,17 @@ func (a *app) caInitCommand() *cli.Command {
 			"issue certificates for any role. See docs/security.md.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dir", Required: true, Destination: &dir, EnvVars: env("CA_DIR"), Usage: "the directory to write ca.crt and ca.key to (created if missing)"},
+			&cli.BoolFlag{Name: "if-missing", Destination: &ifMissing, EnvVars: env("CA_IF_MISSING"), Usage: "succeed, leaving it as it is, when DIR already holds a CA (scripts and compose files run it at every start)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return rpc.Errorf(rpc.Invalid, "admin ca init takes no arguments, got %q (use --dir)", c.Args().First())
 			}
 			if err := pki.InitCA(dir, pki.CAOptions{}); err != nil {
+				if ifMissing && rpc.KindOf(err) == rpc.Exists && pki.HasCA(dir) {
+					fmt.Fprintf(a.stdio.Out, "CA in %s exists; left as it is\n", dir)
+					return nil
+				}
 				return err
 			}
 			fmt.Fprintf(a.stdio.Out, "wrote CA certificate %s and key %s\n", filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
