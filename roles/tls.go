@@ -41,7 +41,26 @@ func OpenLocalPKI(dir string) (*LocalPKI, error) {
 			return nil, err
 		}
 	}
+	if _, err := os.Stat(p.crl()); errors.Is(err, fs.ErrNotExist) {
+		if _, err := pki.Revoke(p.caDir()); err != nil { // an empty list
+			return nil, err
+		}
+	}
 	return p, nil
+}
+
+func (p *LocalPKI) crl() string { return filepath.Join(p.caDir(), pki.CRLFile) }
+
+// Revoke adds the certificate called name to the CA's revocation list;
+// the processes refuse it once they reload their TLS files
+// (Cluster.ReloadTLS).
+func (p *LocalPKI) Revoke(name string) error {
+	sn, _, err := pki.SerialOf(p.Files(name).Cert)
+	if err != nil {
+		return err
+	}
+	_, err = pki.Revoke(p.caDir(), sn)
+	return err
 }
 
 func (p *LocalPKI) caDir() string { return filepath.Join(p.Dir, "ca") }
@@ -49,9 +68,10 @@ func (p *LocalPKI) caDir() string { return filepath.Join(p.Dir, "ca") }
 // CA returns the CA certificate's path.
 func (p *LocalPKI) CA() string { return filepath.Join(p.caDir(), pki.CACertFile) }
 
-// Files returns the TLS files of the certificate called name.
+// Files returns the TLS files of the certificate called name, with the
+// CA's revocation list.
 func (p *LocalPKI) Files(name string) pki.Files {
-	return pki.Files{CA: p.CA(), Cert: filepath.Join(p.Dir, name+".crt"), Key: filepath.Join(p.Dir, name+".key")}
+	return pki.Files{CA: p.CA(), Cert: filepath.Join(p.Dir, name+".crt"), Key: filepath.Join(p.Dir, name+".key"), CRL: p.crl()}
 }
 
 // issue writes the certificate req asks for unless one of that name
