@@ -27,7 +27,7 @@ func (s security) check() error {
 
 // errNoTLS is the error of a command given neither TLS nor --insecure.
 func errNoTLS(what string) error {
-	return rpc.Errorf(rpc.Invalid, "%s needs TLS: --tls-ca (DFS_TLS_CA) with %s; or --insecure (DFS_INSECURE=true) for a cluster run in plain text (docs/security.md)", "dfs", what)
+	return rpc.Errorf(rpc.Invalid, "no TLS configured: give --tls-ca (DFS_TLS_CA) with %s; or --insecure (DFS_INSECURE=true) for a cluster run in plain text (docs/security.md)", what)
 }
 
 // client sets cfg's TLS files and token.
