@@ -254,6 +254,7 @@ func (c *Cluster) startNode(dir, listen string, tune func(cfg *datanode.Config, 
 			}
 			return nil, err
 		}
+		deps.Tokens = tokenVerifier(deps.TLS)
 	}
 	dn, err := datanode.New(dc, deps)
 	if err != nil {
@@ -398,7 +399,7 @@ func (c *Cluster) coordinatorDeps(lis net.Listener, store meta.Store, reg *prome
 		if err != nil {
 			return deps, err
 		}
-		deps.TLS = t
+		deps.TLS, deps.Tokens = t, tokenVerifier(t)
 		c.mu.Lock()
 		c.tls = t
 		c.mu.Unlock()

@@ -22,7 +22,7 @@ func RunDatanode(ctx context.Context, cfg datanode.Config, adminAddr string, t *
 		defer admin.Close() // in case the datanode never starts
 	}
 	reg := NewMetricsRegistry()
-	deps := datanode.Deps{Log: log, Metrics: reg, TLS: t}
+	deps := datanode.Deps{Log: log, Metrics: reg, TLS: t, Tokens: tokenVerifier(t)}
 	dn, err := datanode.New(cfg, deps)
 	if err != nil {
 		return err

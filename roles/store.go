@@ -64,7 +64,7 @@ func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig,
 	}
 	reg := NewMetricsRegistry()
 	var store meta.Store
-	deps := coordinator.Deps{Log: log, StoreName: sc.Kind, Metrics: reg, TLS: t}
+	deps := coordinator.Deps{Log: log, StoreName: sc.Kind, Metrics: reg, TLS: t, Tokens: tokenVerifier(t)}
 	switch sc.Kind {
 	case "bolt":
 		s, err := OpenBolt(sc.Dir, log)

@@ -131,3 +131,13 @@ func keepTLSFresh(ctx context.Context, t *pki.TLS, log zerolog.Logger) {
 		}
 	}()
 }
+
+// tokenVerifier returns the verifier of the bearer tokens a role running
+// with t accepts: those a coordinator of t's CA signed. A nil t (plain
+// text) takes no tokens.
+func tokenVerifier(t *pki.TLS) auth.TokenVerifier {
+	if t == nil {
+		return nil
+	}
+	return auth.NewVerifier(t)
+}

@@ -3662,6 +3662,132 @@ func (x *DecommissionResponse) GetNode() *NodeStatus {
 	return nil
 }
 
+type CreateTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user and groups are who the token's holder is.
+	User   string   `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Groups []string `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
+	// ttl_ms is how long the token is valid, at most the coordinator's
+	// --token-max-lifetime; 0 is a day (or that maximum, if shorter).
+	TtlMs         int64 `protobuf:"varint,3,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenRequest) Reset() {
+	*x = CreateTokenRequest{}
+	mi := &file_dfs_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenRequest) ProtoMessage() {}
+
+func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *CreateTokenRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *CreateTokenRequest) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+type CreateTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// expires_unix_ms is when the token ends: issued plus ttl_ms, or the
+	// signing certificate's own expiry if that is sooner.
+	ExpiresUnixMs int64 `protobuf:"varint,2,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	// id names the token in the coordinator's log.
+	Id            string `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenResponse) Reset() {
+	*x = CreateTokenResponse{}
+	mi := &file_dfs_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenResponse) ProtoMessage() {}
+
+func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *CreateTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateTokenResponse) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
+func (x *CreateTokenResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 type FsckRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
@@ -3671,7 +3797,7 @@ type FsckRequest struct {
 
 func (x *FsckRequest) Reset() {
 	*x = FsckRequest{}
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3683,7 +3809,7 @@ func (x *FsckRequest) String() string {
 func (*FsckRequest) ProtoMessage() {}
 
 func (x *FsckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3696,7 +3822,7 @@ func (x *FsckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckRequest.ProtoReflect.Descriptor instead.
 func (*FsckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{53}
+	return file_dfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *FsckRequest) GetPath() string {
@@ -3722,7 +3848,7 @@ type FsckChunk struct {
 
 func (x *FsckChunk) Reset() {
 	*x = FsckChunk{}
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3734,7 +3860,7 @@ func (x *FsckChunk) String() string {
 func (*FsckChunk) ProtoMessage() {}
 
 func (x *FsckChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3747,7 +3873,7 @@ func (x *FsckChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckChunk.ProtoReflect.Descriptor instead.
 func (*FsckChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{54}
+	return file_dfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *FsckChunk) GetIndex() uint32 {
@@ -3813,7 +3939,7 @@ type FsckFile struct {
 
 func (x *FsckFile) Reset() {
 	*x = FsckFile{}
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3825,7 +3951,7 @@ func (x *FsckFile) String() string {
 func (*FsckFile) ProtoMessage() {}
 
 func (x *FsckFile) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3838,7 +3964,7 @@ func (x *FsckFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckFile.ProtoReflect.Descriptor instead.
 func (*FsckFile) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{55}
+	return file_dfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *FsckFile) GetPath() string {
@@ -3883,7 +4009,7 @@ type FsckSummary struct {
 
 func (x *FsckSummary) Reset() {
 	*x = FsckSummary{}
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3895,7 +4021,7 @@ func (x *FsckSummary) String() string {
 func (*FsckSummary) ProtoMessage() {}
 
 func (x *FsckSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3908,7 +4034,7 @@ func (x *FsckSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckSummary.ProtoReflect.Descriptor instead.
 func (*FsckSummary) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{56}
+	return file_dfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *FsckSummary) GetFiles() int64 {
@@ -3966,7 +4092,7 @@ type FsckReport struct {
 
 func (x *FsckReport) Reset() {
 	*x = FsckReport{}
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3978,7 +4104,7 @@ func (x *FsckReport) String() string {
 func (*FsckReport) ProtoMessage() {}
 
 func (x *FsckReport) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3991,7 +4117,7 @@ func (x *FsckReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckReport.ProtoReflect.Descriptor instead.
 func (*FsckReport) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{57}
+	return file_dfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *FsckReport) GetReport() isFsckReport_Report {
@@ -4043,7 +4169,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4055,7 +4181,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4068,7 +4194,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{58}
+	return file_dfs_proto_rawDescGZIP(), []int{60}
 }
 
 type BackupChunk struct {
@@ -4080,7 +4206,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4092,7 +4218,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4105,7 +4231,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{59}
+	return file_dfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -4128,7 +4254,7 @@ type PrepareChunkUploadRequest struct {
 
 func (x *PrepareChunkUploadRequest) Reset() {
 	*x = PrepareChunkUploadRequest{}
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4140,7 +4266,7 @@ func (x *PrepareChunkUploadRequest) String() string {
 func (*PrepareChunkUploadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4153,7 +4279,7 @@ func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{60}
+	return file_dfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *PrepareChunkUploadRequest) GetChunkId() string {
@@ -4194,7 +4320,7 @@ type PrepareChunkUploadResponse struct {
 
 func (x *PrepareChunkUploadResponse) Reset() {
 	*x = PrepareChunkUploadResponse{}
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4206,7 +4332,7 @@ func (x *PrepareChunkUploadResponse) String() string {
 func (*PrepareChunkUploadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4219,7 +4345,7 @@ func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{61}
+	return file_dfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *PrepareChunkUploadResponse) GetSessionId() string {
@@ -4265,7 +4391,7 @@ type ChunkDataStream struct {
 
 func (x *ChunkDataStream) Reset() {
 	*x = ChunkDataStream{}
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4277,7 +4403,7 @@ func (x *ChunkDataStream) String() string {
 func (*ChunkDataStream) ProtoMessage() {}
 
 func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4290,7 +4416,7 @@ func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataStream.ProtoReflect.Descriptor instead.
 func (*ChunkDataStream) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{62}
+	return file_dfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ChunkDataStream) GetSessionId() string {
@@ -4370,7 +4496,7 @@ type ChunkDataAck struct {
 
 func (x *ChunkDataAck) Reset() {
 	*x = ChunkDataAck{}
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4382,7 +4508,7 @@ func (x *ChunkDataAck) String() string {
 func (*ChunkDataAck) ProtoMessage() {}
 
 func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4395,7 +4521,7 @@ func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataAck.ProtoReflect.Descriptor instead.
 func (*ChunkDataAck) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{63}
+	return file_dfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ChunkDataAck) GetSessionId() string {
@@ -4444,7 +4570,7 @@ type PrepareChunkDownloadRequest struct {
 
 func (x *PrepareChunkDownloadRequest) Reset() {
 	*x = PrepareChunkDownloadRequest{}
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4456,7 +4582,7 @@ func (x *PrepareChunkDownloadRequest) String() string {
 func (*PrepareChunkDownloadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4469,7 +4595,7 @@ func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{64}
+	return file_dfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *PrepareChunkDownloadRequest) GetChunkId() string {
@@ -4502,7 +4628,7 @@ type PrepareChunkDownloadResponse struct {
 
 func (x *PrepareChunkDownloadResponse) Reset() {
 	*x = PrepareChunkDownloadResponse{}
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4514,7 +4640,7 @@ func (x *PrepareChunkDownloadResponse) String() string {
 func (*PrepareChunkDownloadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4527,7 +4653,7 @@ func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{65}
+	return file_dfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *PrepareChunkDownloadResponse) GetSessionId() string {
@@ -4587,7 +4713,7 @@ type DownloadChunkStreamRequest struct {
 
 func (x *DownloadChunkStreamRequest) Reset() {
 	*x = DownloadChunkStreamRequest{}
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4599,7 +4725,7 @@ func (x *DownloadChunkStreamRequest) String() string {
 func (*DownloadChunkStreamRequest) ProtoMessage() {}
 
 func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4612,7 +4738,7 @@ func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadChunkStreamRequest.ProtoReflect.Descriptor instead.
 func (*DownloadChunkStreamRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{66}
+	return file_dfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *DownloadChunkStreamRequest) GetSessionId() string {
@@ -4659,7 +4785,7 @@ type StatChunksRequest struct {
 
 func (x *StatChunksRequest) Reset() {
 	*x = StatChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4671,7 +4797,7 @@ func (x *StatChunksRequest) String() string {
 func (*StatChunksRequest) ProtoMessage() {}
 
 func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4684,7 +4810,7 @@ func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksRequest.ProtoReflect.Descriptor instead.
 func (*StatChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{67}
+	return file_dfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *StatChunksRequest) GetChunkIds() []string {
@@ -4707,7 +4833,7 @@ type ChunkStat struct {
 
 func (x *ChunkStat) Reset() {
 	*x = ChunkStat{}
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4719,7 +4845,7 @@ func (x *ChunkStat) String() string {
 func (*ChunkStat) ProtoMessage() {}
 
 func (x *ChunkStat) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4732,7 +4858,7 @@ func (x *ChunkStat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkStat.ProtoReflect.Descriptor instead.
 func (*ChunkStat) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{68}
+	return file_dfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ChunkStat) GetChunkId() string {
@@ -4779,7 +4905,7 @@ type StatChunksResponse struct {
 
 func (x *StatChunksResponse) Reset() {
 	*x = StatChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4791,7 +4917,7 @@ func (x *StatChunksResponse) String() string {
 func (*StatChunksResponse) ProtoMessage() {}
 
 func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4804,7 +4930,7 @@ func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksResponse.ProtoReflect.Descriptor instead.
 func (*StatChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{69}
+	return file_dfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *StatChunksResponse) GetChunks() []*ChunkStat {
@@ -4832,7 +4958,7 @@ type ReplicateChunkRequest struct {
 
 func (x *ReplicateChunkRequest) Reset() {
 	*x = ReplicateChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4844,7 +4970,7 @@ func (x *ReplicateChunkRequest) String() string {
 func (*ReplicateChunkRequest) ProtoMessage() {}
 
 func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4857,7 +4983,7 @@ func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{70}
+	return file_dfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ReplicateChunkRequest) GetChunkId() string {
@@ -4904,7 +5030,7 @@ type ReplicateChunkResponse struct {
 
 func (x *ReplicateChunkResponse) Reset() {
 	*x = ReplicateChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4916,7 +5042,7 @@ func (x *ReplicateChunkResponse) String() string {
 func (*ReplicateChunkResponse) ProtoMessage() {}
 
 func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4929,7 +5055,7 @@ func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{71}
+	return file_dfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ReplicateChunkResponse) GetBytes() int64 {
@@ -4948,7 +5074,7 @@ type VerifyChunkRequest struct {
 
 func (x *VerifyChunkRequest) Reset() {
 	*x = VerifyChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4960,7 +5086,7 @@ func (x *VerifyChunkRequest) String() string {
 func (*VerifyChunkRequest) ProtoMessage() {}
 
 func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4973,7 +5099,7 @@ func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkRequest.ProtoReflect.Descriptor instead.
 func (*VerifyChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{72}
+	return file_dfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *VerifyChunkRequest) GetChunkId() string {
@@ -4994,7 +5120,7 @@ type VerifyChunkResponse struct {
 
 func (x *VerifyChunkResponse) Reset() {
 	*x = VerifyChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5006,7 +5132,7 @@ func (x *VerifyChunkResponse) String() string {
 func (*VerifyChunkResponse) ProtoMessage() {}
 
 func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5019,7 +5145,7 @@ func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkResponse.ProtoReflect.Descriptor instead.
 func (*VerifyChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{73}
+	return file_dfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *VerifyChunkResponse) GetPresent() bool {
@@ -5052,7 +5178,7 @@ type DeleteChunkRequest struct {
 
 func (x *DeleteChunkRequest) Reset() {
 	*x = DeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[74]
+	mi := &file_dfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5064,7 +5190,7 @@ func (x *DeleteChunkRequest) String() string {
 func (*DeleteChunkRequest) ProtoMessage() {}
 
 func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[74]
+	mi := &file_dfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5077,7 +5203,7 @@ func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{74}
+	return file_dfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *DeleteChunkRequest) GetChunkId() string {
@@ -5095,7 +5221,7 @@ type DeleteChunkResponse struct {
 
 func (x *DeleteChunkResponse) Reset() {
 	*x = DeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[75]
+	mi := &file_dfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5107,7 +5233,7 @@ func (x *DeleteChunkResponse) String() string {
 func (*DeleteChunkResponse) ProtoMessage() {}
 
 func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[75]
+	mi := &file_dfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5120,7 +5246,7 @@ func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{75}
+	return file_dfs_proto_rawDescGZIP(), []int{77}
 }
 
 type BulkDeleteChunkRequest struct {
@@ -5136,7 +5262,7 @@ type BulkDeleteChunkRequest struct {
 
 func (x *BulkDeleteChunkRequest) Reset() {
 	*x = BulkDeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[76]
+	mi := &file_dfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5148,7 +5274,7 @@ func (x *BulkDeleteChunkRequest) String() string {
 func (*BulkDeleteChunkRequest) ProtoMessage() {}
 
 func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[76]
+	mi := &file_dfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5161,7 +5287,7 @@ func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{76}
+	return file_dfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *BulkDeleteChunkRequest) GetChunkIds() []string {
@@ -5191,7 +5317,7 @@ type BulkDeleteChunkResponse struct {
 
 func (x *BulkDeleteChunkResponse) Reset() {
 	*x = BulkDeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[77]
+	mi := &file_dfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5203,7 +5329,7 @@ func (x *BulkDeleteChunkResponse) String() string {
 func (*BulkDeleteChunkResponse) ProtoMessage() {}
 
 func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[77]
+	mi := &file_dfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5216,7 +5342,7 @@ func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{77}
+	return file_dfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *BulkDeleteChunkResponse) GetDeleted() uint32 {
@@ -5248,7 +5374,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_dfs_proto_msgTypes[78]
+	mi := &file_dfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5260,7 +5386,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[78]
+	mi := &file_dfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5273,7 +5399,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{78}
+	return file_dfs_proto_rawDescGZIP(), []int{80}
 }
 
 type HealthCheckResponse struct {
@@ -5289,7 +5415,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_dfs_proto_msgTypes[79]
+	mi := &file_dfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5301,7 +5427,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[79]
+	mi := &file_dfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5314,7 +5440,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{79}
+	return file_dfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *HealthCheckResponse) GetNodeId() string {
@@ -5365,7 +5491,7 @@ type NotServing struct {
 
 func (x *NotServing) Reset() {
 	*x = NotServing{}
-	mi := &file_dfs_proto_msgTypes[80]
+	mi := &file_dfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5377,7 +5503,7 @@ func (x *NotServing) String() string {
 func (*NotServing) ProtoMessage() {}
 
 func (x *NotServing) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[80]
+	mi := &file_dfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5390,7 +5516,7 @@ func (x *NotServing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotServing.ProtoReflect.Descriptor instead.
 func (*NotServing) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{80}
+	return file_dfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *NotServing) GetLeader() string {
@@ -5420,7 +5546,7 @@ type ErrorKind struct {
 
 func (x *ErrorKind) Reset() {
 	*x = ErrorKind{}
-	mi := &file_dfs_proto_msgTypes[81]
+	mi := &file_dfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5432,7 +5558,7 @@ func (x *ErrorKind) String() string {
 func (*ErrorKind) ProtoMessage() {}
 
 func (x *ErrorKind) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[81]
+	mi := &file_dfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5445,7 +5571,7 @@ func (x *ErrorKind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorKind.ProtoReflect.Descriptor instead.
 func (*ErrorKind) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{81}
+	return file_dfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ErrorKind) GetKind() string {
@@ -5464,7 +5590,7 @@ type FailedNodes struct {
 
 func (x *FailedNodes) Reset() {
 	*x = FailedNodes{}
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5476,7 +5602,7 @@ func (x *FailedNodes) String() string {
 func (*FailedNodes) ProtoMessage() {}
 
 func (x *FailedNodes) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5489,7 +5615,7 @@ func (x *FailedNodes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedNodes.ProtoReflect.Descriptor instead.
 func (*FailedNodes) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{82}
+	return file_dfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *FailedNodes) GetNodeIds() []string {
@@ -5790,7 +5916,15 @@ const file_dfs_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06cancel\x18\x02 \x01(\bR\x06cancel\">\n" +
 	"\x14DecommissionResponse\x12&\n" +
-	"\x04node\x18\x01 \x01(\v2\x12.dfs.v1.NodeStatusR\x04node\"!\n" +
+	"\x04node\x18\x01 \x01(\v2\x12.dfs.v1.NodeStatusR\x04node\"W\n" +
+	"\x12CreateTokenRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x16\n" +
+	"\x06groups\x18\x02 \x03(\tR\x06groups\x12\x15\n" +
+	"\x06ttl_ms\x18\x03 \x01(\x03R\x05ttlMs\"c\n" +
+	"\x13CreateTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x02 \x01(\x03R\rexpiresUnixMs\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\"!\n" +
 	"\vFsckRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"\xd4\x01\n" +
 	"\tFsckChunk\x12\x14\n" +
@@ -5929,7 +6063,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n" +
 	"\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n" +
-	"\x0fNODE_STATE_DEAD\x10\x032\x91\f\n" +
+	"\x0fNODE_STATE_DEAD\x10\x032\xd9\f\n" +
 	"\vCoordinator\x12C\n" +
 	"\n" +
 	"UploadFile\x12\x19.dfs.v1.UploadFileRequest\x1a\x1a.dfs.v1.UploadFileResponse\x12L\n" +
@@ -5954,7 +6088,8 @@ const file_dfs_proto_rawDesc = "" +
 	"\x05Mkdir\x12\x14.dfs.v1.MkdirRequest\x1a\x15.dfs.v1.MkdirResponse\x127\n" +
 	"\x06Rename\x12\x15.dfs.v1.RenameRequest\x1a\x16.dfs.v1.RenameResponse\x12=\n" +
 	"\bCopyFile\x12\x17.dfs.v1.CopyFileRequest\x1a\x18.dfs.v1.CopyFileResponse\x124\n" +
-	"\x05Usage\x12\x14.dfs.v1.UsageRequest\x1a\x15.dfs.v1.UsageResponse2\xaa\x06\n" +
+	"\x05Usage\x12\x14.dfs.v1.UsageRequest\x1a\x15.dfs.v1.UsageResponse\x12F\n" +
+	"\vCreateToken\x12\x1a.dfs.v1.CreateTokenRequest\x1a\x1b.dfs.v1.CreateTokenResponse2\xaa\x06\n" +
 	"\bDataNode\x12[\n" +
 	"\x12PrepareChunkUpload\x12!.dfs.v1.PrepareChunkUploadRequest\x1a\".dfs.v1.PrepareChunkUploadResponse\x12F\n" +
 	"\x11UploadChunkStream\x12\x17.dfs.v1.ChunkDataStream\x1a\x14.dfs.v1.ChunkDataAck(\x010\x01\x12a\n" +
@@ -5981,7 +6116,7 @@ func file_dfs_proto_rawDescGZIP() []byte {
 }
 
 var file_dfs_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
+var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
 var file_dfs_proto_goTypes = []any{
 	(NodeState)(0),                       // 0: dfs.v1.NodeState
 	(*ChunkPlan)(nil),                    // 1: dfs.v1.ChunkPlan
@@ -6037,36 +6172,38 @@ var file_dfs_proto_goTypes = []any{
 	(*ReportNodeFailureResponse)(nil),    // 51: dfs.v1.ReportNodeFailureResponse
 	(*DecommissionRequest)(nil),          // 52: dfs.v1.DecommissionRequest
 	(*DecommissionResponse)(nil),         // 53: dfs.v1.DecommissionResponse
-	(*FsckRequest)(nil),                  // 54: dfs.v1.FsckRequest
-	(*FsckChunk)(nil),                    // 55: dfs.v1.FsckChunk
-	(*FsckFile)(nil),                     // 56: dfs.v1.FsckFile
-	(*FsckSummary)(nil),                  // 57: dfs.v1.FsckSummary
-	(*FsckReport)(nil),                   // 58: dfs.v1.FsckReport
-	(*BackupRequest)(nil),                // 59: dfs.v1.BackupRequest
-	(*BackupChunk)(nil),                  // 60: dfs.v1.BackupChunk
-	(*PrepareChunkUploadRequest)(nil),    // 61: dfs.v1.PrepareChunkUploadRequest
-	(*PrepareChunkUploadResponse)(nil),   // 62: dfs.v1.PrepareChunkUploadResponse
-	(*ChunkDataStream)(nil),              // 63: dfs.v1.ChunkDataStream
-	(*ChunkDataAck)(nil),                 // 64: dfs.v1.ChunkDataAck
-	(*PrepareChunkDownloadRequest)(nil),  // 65: dfs.v1.PrepareChunkDownloadRequest
-	(*PrepareChunkDownloadResponse)(nil), // 66: dfs.v1.PrepareChunkDownloadResponse
-	(*DownloadChunkStreamRequest)(nil),   // 67: dfs.v1.DownloadChunkStreamRequest
-	(*StatChunksRequest)(nil),            // 68: dfs.v1.StatChunksRequest
-	(*ChunkStat)(nil),                    // 69: dfs.v1.ChunkStat
-	(*StatChunksResponse)(nil),           // 70: dfs.v1.StatChunksResponse
-	(*ReplicateChunkRequest)(nil),        // 71: dfs.v1.ReplicateChunkRequest
-	(*ReplicateChunkResponse)(nil),       // 72: dfs.v1.ReplicateChunkResponse
-	(*VerifyChunkRequest)(nil),           // 73: dfs.v1.VerifyChunkRequest
-	(*VerifyChunkResponse)(nil),          // 74: dfs.v1.VerifyChunkResponse
-	(*DeleteChunkRequest)(nil),           // 75: dfs.v1.DeleteChunkRequest
-	(*DeleteChunkResponse)(nil),          // 76: dfs.v1.DeleteChunkResponse
-	(*BulkDeleteChunkRequest)(nil),       // 77: dfs.v1.BulkDeleteChunkRequest
-	(*BulkDeleteChunkResponse)(nil),      // 78: dfs.v1.BulkDeleteChunkResponse
-	(*HealthCheckRequest)(nil),           // 79: dfs.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),          // 80: dfs.v1.HealthCheckResponse
-	(*NotServing)(nil),                   // 81: dfs.v1.NotServing
-	(*ErrorKind)(nil),                    // 82: dfs.v1.ErrorKind
-	(*FailedNodes)(nil),                  // 83: dfs.v1.FailedNodes
+	(*CreateTokenRequest)(nil),           // 54: dfs.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),          // 55: dfs.v1.CreateTokenResponse
+	(*FsckRequest)(nil),                  // 56: dfs.v1.FsckRequest
+	(*FsckChunk)(nil),                    // 57: dfs.v1.FsckChunk
+	(*FsckFile)(nil),                     // 58: dfs.v1.FsckFile
+	(*FsckSummary)(nil),                  // 59: dfs.v1.FsckSummary
+	(*FsckReport)(nil),                   // 60: dfs.v1.FsckReport
+	(*BackupRequest)(nil),                // 61: dfs.v1.BackupRequest
+	(*BackupChunk)(nil),                  // 62: dfs.v1.BackupChunk
+	(*PrepareChunkUploadRequest)(nil),    // 63: dfs.v1.PrepareChunkUploadRequest
+	(*PrepareChunkUploadResponse)(nil),   // 64: dfs.v1.PrepareChunkUploadResponse
+	(*ChunkDataStream)(nil),              // 65: dfs.v1.ChunkDataStream
+	(*ChunkDataAck)(nil),                 // 66: dfs.v1.ChunkDataAck
+	(*PrepareChunkDownloadRequest)(nil),  // 67: dfs.v1.PrepareChunkDownloadRequest
+	(*PrepareChunkDownloadResponse)(nil), // 68: dfs.v1.PrepareChunkDownloadResponse
+	(*DownloadChunkStreamRequest)(nil),   // 69: dfs.v1.DownloadChunkStreamRequest
+	(*StatChunksRequest)(nil),            // 70: dfs.v1.StatChunksRequest
+	(*ChunkStat)(nil),                    // 71: dfs.v1.ChunkStat
+	(*StatChunksResponse)(nil),           // 72: dfs.v1.StatChunksResponse
+	(*ReplicateChunkRequest)(nil),        // 73: dfs.v1.ReplicateChunkRequest
+	(*ReplicateChunkResponse)(nil),       // 74: dfs.v1.ReplicateChunkResponse
+	(*VerifyChunkRequest)(nil),           // 75: dfs.v1.VerifyChunkRequest
+	(*VerifyChunkResponse)(nil),          // 76: dfs.v1.VerifyChunkResponse
+	(*DeleteChunkRequest)(nil),           // 77: dfs.v1.DeleteChunkRequest
+	(*DeleteChunkResponse)(nil),          // 78: dfs.v1.DeleteChunkResponse
+	(*BulkDeleteChunkRequest)(nil),       // 79: dfs.v1.BulkDeleteChunkRequest
+	(*BulkDeleteChunkResponse)(nil),      // 80: dfs.v1.BulkDeleteChunkResponse
+	(*HealthCheckRequest)(nil),           // 81: dfs.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),          // 82: dfs.v1.HealthCheckResponse
+	(*NotServing)(nil),                   // 83: dfs.v1.NotServing
+	(*ErrorKind)(nil),                    // 84: dfs.v1.ErrorKind
+	(*FailedNodes)(nil),                  // 85: dfs.v1.FailedNodes
 }
 var file_dfs_proto_depIdxs = []int32{
 	2,  // 0: dfs.v1.ChunkPlan.primary:type_name -> dfs.v1.NodeRef
@@ -6090,19 +6227,19 @@ var file_dfs_proto_depIdxs = []int32{
 	38, // 18: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
 	34, // 19: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
 	39, // 20: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
-	69, // 21: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
+	71, // 21: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
 	34, // 22: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
 	47, // 23: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
 	46, // 24: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
 	34, // 25: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
-	55, // 26: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
+	57, // 26: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
 	47, // 27: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
-	56, // 28: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
-	57, // 29: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
+	58, // 28: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
+	59, // 29: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
 	2,  // 30: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
-	61, // 31: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
-	66, // 32: dfs.v1.ChunkDataStream.header:type_name -> dfs.v1.PrepareChunkDownloadResponse
-	69, // 33: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
+	63, // 31: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
+	68, // 32: dfs.v1.ChunkDataStream.header:type_name -> dfs.v1.PrepareChunkDownloadResponse
+	71, // 33: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
 	2,  // 34: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
 	3,  // 35: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
 	5,  // 36: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
@@ -6116,60 +6253,62 @@ var file_dfs_proto_depIdxs = []int32{
 	37, // 44: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
 	42, // 45: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
 	44, // 46: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
-	59, // 47: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
+	61, // 47: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
 	48, // 48: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
 	52, // 49: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
-	54, // 50: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
+	56, // 50: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
 	10, // 51: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
 	50, // 52: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
 	26, // 53: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
 	28, // 54: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
 	30, // 55: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
 	32, // 56: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
-	61, // 57: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
-	63, // 58: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
-	65, // 59: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
-	67, // 60: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
-	68, // 61: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
-	71, // 62: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
-	73, // 63: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
-	75, // 64: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
-	77, // 65: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
-	79, // 66: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
-	4,  // 67: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
-	6,  // 68: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
-	9,  // 69: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
-	13, // 70: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
-	18, // 71: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
-	20, // 72: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
-	22, // 73: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
-	25, // 74: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
-	36, // 75: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
-	41, // 76: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
-	43, // 77: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
-	45, // 78: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
-	60, // 79: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
-	49, // 80: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
-	53, // 81: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
-	58, // 82: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
-	11, // 83: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
-	51, // 84: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
-	27, // 85: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
-	29, // 86: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
-	31, // 87: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
-	33, // 88: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
-	62, // 89: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
-	64, // 90: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
-	66, // 91: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
-	63, // 92: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
-	70, // 93: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
-	72, // 94: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
-	74, // 95: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
-	76, // 96: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
-	78, // 97: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
-	80, // 98: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
-	67, // [67:99] is the sub-list for method output_type
-	35, // [35:67] is the sub-list for method input_type
+	54, // 57: dfs.v1.Coordinator.CreateToken:input_type -> dfs.v1.CreateTokenRequest
+	63, // 58: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
+	65, // 59: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
+	67, // 60: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
+	69, // 61: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
+	70, // 62: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
+	73, // 63: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
+	75, // 64: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
+	77, // 65: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
+	79, // 66: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
+	81, // 67: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
+	4,  // 68: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
+	6,  // 69: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
+	9,  // 70: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
+	13, // 71: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
+	18, // 72: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
+	20, // 73: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
+	22, // 74: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
+	25, // 75: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
+	36, // 76: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
+	41, // 77: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
+	43, // 78: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
+	45, // 79: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
+	62, // 80: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
+	49, // 81: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
+	53, // 82: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
+	60, // 83: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
+	11, // 84: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
+	51, // 85: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
+	27, // 86: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
+	29, // 87: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
+	31, // 88: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
+	33, // 89: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
+	55, // 90: dfs.v1.Coordinator.CreateToken:output_type -> dfs.v1.CreateTokenResponse
+	64, // 91: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
+	66, // 92: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
+	68, // 93: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
+	65, // 94: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
+	72, // 95: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
+	74, // 96: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
+	76, // 97: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
+	78, // 98: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
+	80, // 99: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
+	82, // 100: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
+	68, // [68:101] is the sub-list for method output_type
+	35, // [35:68] is the sub-list for method input_type
 	35, // [35:35] is the sub-list for extension type_name
 	35, // [35:35] is the sub-list for extension extendee
 	0,  // [0:35] is the sub-list for field type_name
@@ -6183,7 +6322,7 @@ func file_dfs_proto_init() {
 	file_dfs_proto_msgTypes[38].OneofWrappers = []any{
 		(*NodeCommand_DeleteChunks)(nil),
 	}
-	file_dfs_proto_msgTypes[57].OneofWrappers = []any{
+	file_dfs_proto_msgTypes[59].OneofWrappers = []any{
 		(*FsckReport_File)(nil),
 		(*FsckReport_Summary)(nil),
 	}
@@ -6193,7 +6332,7 @@ func file_dfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfs_proto_rawDesc), len(file_dfs_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   83,
+			NumMessages:   85,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

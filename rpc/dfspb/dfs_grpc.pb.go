@@ -44,6 +44,7 @@ const (
 	Coordinator_Rename_FullMethodName            = "/dfs.v1.Coordinator/Rename"
 	Coordinator_CopyFile_FullMethodName          = "/dfs.v1.Coordinator/CopyFile"
 	Coordinator_Usage_FullMethodName             = "/dfs.v1.Coordinator/Usage"
+	Coordinator_CreateToken_FullMethodName       = "/dfs.v1.Coordinator/CreateToken"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -113,6 +114,10 @@ type CoordinatorClient interface {
 	CopyFile(ctx context.Context, in *CopyFileRequest, opts ...grpc.CallOption) (*CopyFileResponse, error)
 	// Usage sums the files and bytes below a path (du), on the coordinator.
 	Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error)
+	// CreateToken signs a bearer token for a user (superusers only, and
+	// only over TLS): any server that trusts the cluster's CA accepts it
+	// until it expires.
+	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
 }
 
 type coordinatorClient struct {
@@ -361,6 +366,16 @@ func (c *coordinatorClient) Usage(ctx context.Context, in *UsageRequest, opts ..
 	return out, nil
 }
 
+func (c *coordinatorClient) CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateTokenResponse)
+	err := c.cc.Invoke(ctx, Coordinator_CreateToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -428,6 +443,10 @@ type CoordinatorServer interface {
 	CopyFile(context.Context, *CopyFileRequest) (*CopyFileResponse, error)
 	// Usage sums the files and bytes below a path (du), on the coordinator.
 	Usage(context.Context, *UsageRequest) (*UsageResponse, error)
+	// CreateToken signs a bearer token for a user (superusers only, and
+	// only over TLS): any server that trusts the cluster's CA accepts it
+	// until it expires.
+	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -503,6 +522,9 @@ func (UnimplementedCoordinatorServer) CopyFile(context.Context, *CopyFileRequest
 }
 func (UnimplementedCoordinatorServer) Usage(context.Context, *UsageRequest) (*UsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Usage not implemented")
+}
+func (UnimplementedCoordinatorServer) CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateToken not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -907,6 +929,24 @@ func _Coordinator_Usage_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_CreateToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).CreateToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_CreateToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).CreateToken(ctx, req.(*CreateTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -993,6 +1033,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Usage",
 			Handler:    _Coordinator_Usage_Handler,
+		},
+		{
+			MethodName: "CreateToken",
+			Handler:    _Coordinator_CreateToken_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
