@@ -38,6 +38,14 @@ type StoreConfig struct {
 	EtcdEndpoints []string
 	// EtcdPrefix is the key prefix of this cluster's metadata in etcd.
 	EtcdPrefix string
+	// EtcdCA, EtcdCert and EtcdKey are the PEM files of TLS to etcd: the
+	// CA that signs etcd's certificate (empty: the system's), and a
+	// client certificate and key if etcd asks for one. Any of them set
+	// dials etcd over TLS.
+	EtcdCA, EtcdCert, EtcdKey string
+	// EtcdUser and EtcdPassword authenticate to etcd (etcd's own users);
+	// EtcdPasswordFile names a file holding the password instead.
+	EtcdUser, EtcdPassword, EtcdPasswordFile string
 	// LeaseTTL is the leader lease with etcd.
 	LeaseTTL time.Duration
 	// Restore is a backup file to start from ("" for none).

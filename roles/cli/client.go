@@ -229,7 +229,7 @@ func (a *app) fsckCommand() *cli.Command {
 func (a *app) adminCommand() *cli.Command {
 	return &cli.Command{
 		Name: "admin", Usage: "cluster administration", Category: "admin",
-		Subcommands: []*cli.Command{a.decommissionCommand(), a.backupCommand(), a.salvageCommand(), a.caCommand(), a.certCommand()},
+		Subcommands: []*cli.Command{a.decommissionCommand(), a.backupCommand(), a.salvageCommand(), a.caCommand(), a.certCommand(), a.tokenCommand()},
 	}
 }
 
