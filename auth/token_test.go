@@ -290,3 +290,57 @@ func FuzzVerifyToken(f *testing.F) {
 		}
 	})
 }
+
+func TestTokenRevokedWithinAMinute(t *testing.T) {
+	is := is.New(t)
+	ca := newTestCA(t)
+	coordFiles := ca.files(pki.Coordinator, "coordinator")
+	tok := signed(t, ca.load(coordFiles), claimsFor(t, "bob"))
+	nodeFiles := ca.files(pki.Datanode, "datanode")
+	nodeFiles.CRL = ca.revoke(ca.files(pki.Client, "mallory").Cert) // a list without the coordinator
+	node := ca.load(nodeFiles)
+	v := NewVerifier(node)
+	clock := time.Now()
+	v.Now = func() time.Time { return clock }
+	_, err := v.VerifyToken(tok)
+	is.NoErr(err) // the coordinator is not revoked
+
+	ca.revoke(coordFiles.Cert)
+	is.NoErr(node.Reload()) // now it is
+	_, err = v.VerifyToken(tok)
+	is.NoErr(err) // the token verified a moment ago is still taken
+	clock = clock.Add(verifiedFor)
+	_, err = v.VerifyToken(tok)
+	is.Equal(rpc.KindOf(err), rpc.Unauthenticated)       // a minute on, it is checked again
+	is.True(strings.Contains(err.Error(), "is revoked")) // and refused
+}
+
+func BenchmarkVerifyToken(b *testing.B) {
+	ca := newTestCA(b)
+	coord := ca.tls(pki.Coordinator, "coordinator")
+	tok := signed(b, coord, claimsFor(b, "bob", "staff"))
+	v := NewVerifier(coord)
+	start := time.Now()
+	clock := start
+	v.Now = func() time.Time { return clock }
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		clock = start.Add(time.Duration(i%2) * verifiedFor) // never remembered: the full check each time
+		if _, err := v.VerifyToken(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkVerifyTokenRemembered(b *testing.B) {
+	ca := newTestCA(b)
+	coord := ca.tls(pki.Coordinator, "coordinator")
+	tok := signed(b, coord, claimsFor(b, "bob", "staff"))
+	v := NewVerifier(coord)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.VerifyToken(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
