@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -68,4 +69,37 @@ func TestAdminTokenCreate(t *testing.T) {
 	code, _, stderr = runDFS(t, "admin", "token", "create", "--coordinator", addr)
 	is.True(code != ExitOK)                       // --user is required
 	is.True(strings.Contains(stderr, "\"user\"")) // saying so
+}
+
+func TestAdminTokenCreateSecure(t *testing.T) {
+	is := is.New(t)
+	c := rolestest.Start(t, 1, rolestest.Secure)
+	admin := c.PKI().Files("admin")
+	asAdmin := []string{"--insecure=false", "--tls-ca", admin.CA, "--tls-cert", admin.Cert, "--tls-key", admin.Key}
+
+	code, stdout, stderr := runDFS(t, append(asAdmin, "admin", "token", "create", "--coordinator", c.Addr(), "--user", "bob", "--group", "staff", "--expires", "2h")...)
+	is.Equal(code, ExitOK) // the superuser creates a token
+	tok := strings.TrimSuffix(stdout, "\n")
+	is.True(strings.HasPrefix(tok, "dfs1.") && !strings.Contains(tok, "\n")) // alone on stdout
+	is.True(strings.Contains(stderr, "for bob expires at "))                 // its expiry on stderr
+
+	code, stdout, stderr = runDFS(t, "--insecure=false", "--tls-ca", admin.CA, "--token", tok, "nodes", "--coordinator", c.Addr())
+	is.Equal(code, ExitOK) // the token alone authenticates
+	is.True(strings.Contains(stdout, "healthy"))
+
+	code, _, stderr = runDFS(t, "--insecure=false", "--tls-ca", admin.CA, "--token", tok, "admin", "token", "create", "--coordinator", c.Addr(), "--user", "bob")
+	is.Equal(code, ExitPermission)                      // bob is no superuser
+	is.True(strings.Contains(stderr, "for superusers")) // saying so
+
+	code, stdout, _ = runDFS(t, append(asAdmin, "admin", "token", "create", "--coordinator", c.Addr(), "--user", "carol", "--json")...)
+	is.Equal(code, ExitOK)
+	var out tokenJSON
+	is.NoErr(json.Unmarshal([]byte(stdout), &out))
+	is.Equal(out.User, "carol")                                    // the JSON names the user
+	is.True(strings.HasPrefix(out.Token, "dfs1.") && out.ID != "") // the token and its ID
+	is.True(out.Expires.After(time.Now().Add(23 * time.Hour)))     // a day by default
+
+	code, _, stderr = runDFS(t, append(asAdmin, "admin", "token", "create", "--coordinator", c.Addr(), "--user", "carol", "--expires", "30d")...)
+	is.Equal(code, ExitInvalid) // beyond the coordinator's --token-max-lifetime
+	is.True(strings.Contains(stderr, "--token-max-lifetime"))
 }
