@@ -68,7 +68,9 @@ type Superusers []string
 const DefaultSuperuser = "admin"
 
 // Has reports whether id is a superuser: a user in the list who is not a
-// server (a node named like a superuser is still only a node).
+// server (a node named like a superuser is still only a node), and who
+// calls for themselves: a gateway acting for a superuser's name gets that
+// user's permissions on paths, not the superuser's powers.
 func (s Superusers) Has(id Identity) bool {
-	return id.Role == pki.Client && slices.Contains(s, id.User)
+	return id.Role == pki.Client && id.Via == "" && slices.Contains(s, id.User)
 }

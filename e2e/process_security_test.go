@@ -31,7 +31,7 @@ func TestProcessSecure(t *testing.T) {
 	run := func(args ...string) procResult { return runDFSProc(t, bin, c.coord, procCLITimeout, args...) }
 	r := run("--insecure=false", "--tls-ca", ca, "stat", "/secure/a")
 	is.Equal(r.code, 2) // a client with the CA but no certificate or token: refused before dialing
-	r = run("ls", "/") // DFS_INSECURE=true: plain text to a TLS port
+	r = run("ls", "/")  // DFS_INSECURE=true: plain text to a TLS port
 	is.True(r.code != 0)
 	t.Logf("plain text: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
 
@@ -49,6 +49,12 @@ func TestProcessSecure(t *testing.T) {
 	// kill -9 the coordinator; it comes back over TLS.
 	c.kill(c.coordProc)
 	c.startCoordinator()
+	// The client retries while the restarted coordinator is in safe
+	// mode, but not while it cannot be reached: wait until it listens.
+	pollUntil(t, "the restarted coordinator to answer over TLS", func() (bool, string) {
+		res := c.dfs(procCLITimeout, "ls", "/")
+		return res.code == 0, res.stderr
+	})
 	c.checkFile("/secure/a", sum)
 
 	admin("cert", "revoke", "--ca", filepath.Join(c.pki, "ca"), filepath.Join(c.pki, "mallory.crt"))

@@ -41,7 +41,7 @@ func TestTLSReloadsChangedFiles(t *testing.T) {
 
 	// A broken file keeps the last good material.
 	is.NoErr(os.WriteFile(key, []byte("not a key"), 0o600))
-	is.True(tl.Reload() != nil) // the reload fails, saying why
+	is.True(tl.Reload() != nil)  // the reload fails, saying why
 	is.Equal(serial(tl), second) // and the certificate in use stays
 }
 
