@@ -375,3 +375,55 @@ func TestChunkTokensSurviveCoordinatorRestart(t *testing.T) {
 	is.NoErr(err)
 	is.True(bytes.Equal(got, data))
 }
+
+// writerFunc is an io.Writer made of a function.
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestLongTransfersRenewChunkTokens: a put, a get and a Reader that last
+// longer than a chunk token lives ask the coordinator for new tokens and
+// go on.
+func TestLongTransfersRenewChunkTokens(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := t.Context()
+	const lifetime = 2 * time.Second
+	c, _ := tokenCluster(t, 2, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.ChunkTokenLifetime = lifetime }))
+	// One chunk at a time, so later chunks use tokens from the start.
+	cl := rolestest.Client(t, c, func(cfg *client.Config) { cfg.Replication, cfg.Parallel = 2, 1 })
+	outlive := func() { time.Sleep(lifetime + 200*time.Millisecond) } // a precondition: the tokens in hand expire
+
+	// A put whose input stalls after the first chunk: the next plans,
+	// from UploadFile, carry expired write tokens.
+	data := randomBytes(3 * rolestest.ChunkSize)
+	in := &hookReader{r: bytes.NewReader(data), at: rolestest.ChunkSize + 1, hook: outlive}
+	_, err := cl.Put(ctx, "/long", in, int64(len(data)), nil)
+	is.NoErr(err) // the put asked for new plans
+
+	// A get whose output stalls after the first chunk: the page's read
+	// tokens expire before the next chunks are fetched.
+	var out bytes.Buffer
+	first := true
+	_, err = cl.Get(ctx, "/long", writerFunc(func(p []byte) (int, error) {
+		if first {
+			first = false
+			outlive()
+		}
+		return out.Write(p)
+	}), nil)
+	is.NoErr(err) // the get asked for new tokens
+	is.True(bytes.Equal(out.Bytes(), data))
+
+	// A Reader kept open past its page's tokens.
+	r, err := cl.Open(ctx, "/long")
+	is.NoErr(err)
+	defer r.Close()
+	buf := make([]byte, 100)
+	_, err = r.ReadAt(buf, 0)
+	is.NoErr(err)
+	outlive()
+	_, err = r.ReadAt(buf, 2*rolestest.ChunkSize+5)
+	is.NoErr(err) // the reader read the page again for new tokens
+	is.True(bytes.Equal(buf, data[2*rolestest.ChunkSize+5:][:100]))
+}

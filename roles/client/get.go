@@ -288,12 +288,14 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, p part) (c
 			if ctx.Err() != nil {
 				return chunkstream.Fetched{}, ctx.Err()
 			}
-			c.log.Warn().Err(err).Str("chunk_id", ch.ChunkId).Str("node_id", string(r.ID)).Msg("replica failed; trying the next")
 			last = fmt.Errorf("%s: %w", r.ID.Short(), err)
 			if rpc.KindOf(err) == rpc.Permission {
-				refused++ // not the node's failure, nor its copy's
+				// Not the node's failure, nor its copy's: the token's.
+				c.log.Debug().Err(err).Str("chunk_id", ch.ChunkId).Str("node_id", string(r.ID)).Msg("replica refused the chunk token")
+				refused++
 				continue
 			}
+			c.log.Warn().Err(err).Str("chunk_id", ch.ChunkId).Str("node_id", string(r.ID)).Msg("replica failed; trying the next")
 			fault := chunkstream.FaultOf(err)
 			bad := fault == chunkstream.SourceCorrupt
 			if !bad && rpc.KindOf(err) != rpc.Internal {
