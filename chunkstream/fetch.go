@@ -25,6 +25,9 @@ type Download struct {
 	Expect
 	// From is the datanode holding a copy.
 	From dfspb.DataNodeClient
+	// Token is the chunk's read token, passed on as given (a datanode
+	// running with TLS refuses the read without a valid one).
+	Token *dfspb.ChunkToken
 	// Peer names From in a stall's error ("datanode 10.0.0.3:7001").
 	Peer string
 	// ProgressTimeout fails a source that shows no progress for this long,
@@ -203,7 +206,7 @@ func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 		return blame(sourceFault(err), err)
 	}
 
-	req := &dfspb.DownloadChunkStreamRequest{ChunkId: string(id)}
+	req := &dfspb.DownloadChunkStreamRequest{ChunkId: string(id), Token: d.Token}
 	if fr := d.Frames; fr != nil {
 		req.FirstFrame, req.FrameCount = uint32(fr.First), uint32(fr.Last-fr.First+1)
 		req.FrameDigests = d.FrameDigests == nil

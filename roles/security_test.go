@@ -55,7 +55,7 @@ func callBoth(ctx context.Context, t *testing.T, c *roles.Cluster, f pki.Files) 
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_, coordErr = dfspb.NewCoordinatorClient(secureDial(t, c.Addr(), f)).StatFile(ctx, &dfspb.StatFileRequest{Path: "/f"})
-	s, err := dfspb.NewDataNodeClient(secureDial(t, c.Nodes()[0].Node.Addr(), f)).DownloadChunkStream(ctx, &dfspb.DownloadChunkStreamRequest{ChunkId: "00000000-0000-0000-0000-000000000000"})
+	s, err := dfspb.NewDataNodeClient(secureDial(t, c.Nodes()[0].Node.Addr(), f)).DownloadChunkStream(ctx, &dfspb.DownloadChunkStreamRequest{ChunkId: string(rpc.NewChunkID("/f", "s", 0, 0))})
 	if err == nil {
 		_, err = s.Recv()
 	}
@@ -79,11 +79,12 @@ func TestSecureClusterServesTLSOnly(t *testing.T) {
 	is.True(err != nil) // plain text to a TLS port fails
 	is.Equal(statusKind(err), rpc.Unavailable)
 
-	// No certificate: the handshake succeeds, every call is refused.
+	// No certificate: the handshake succeeds, every call is refused: the
+	// datanode's data calls, open to anyone, for want of a chunk token.
 	ca := c.PKI().CA()
 	coordErr, nodeErr := callBoth(ctx, t, c, pki.Files{CA: ca})
 	is.Equal(statusKind(coordErr), rpc.Unauthenticated) // coordinator without a certificate
-	is.Equal(statusKind(nodeErr), rpc.Unauthenticated)  // datanode without a certificate
+	is.Equal(statusKind(nodeErr), rpc.Permission)       // datanode without a chunk token
 
 	// A certificate from another CA: the handshake fails.
 	other, err := roles.OpenLocalPKI(t.TempDir())

@@ -75,6 +75,13 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 				go func() {
 					data := buf[:ch.Size]
 					_, err := c.fetchChunk(ctx, ch, part{dst: data})
+					if rpc.KindOf(err) == rpc.Permission {
+						// The page's chunk tokens expired while the chunks
+						// before were read: once more with a new one.
+						if fresh, ferr := c.chunkAgain(ctx, page, ch.Index); ferr == nil {
+							_, err = c.fetchChunk(ctx, fresh, part{dst: data})
+						}
+					}
 					res <- fetched{data, err}
 				}()
 				select {
@@ -146,6 +153,27 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 	}
 	fi.Chunks = nil
 	return fi, nil
+}
+
+// chunkAgain reads chunk index's entry of the chunk map of fi's version
+// again, for a new chunk token (or new replicas).
+func (c *Client) chunkAgain(ctx context.Context, fi *dfspb.FileInfo, index uint32) (*dfspb.ChunkInfo, error) {
+	var page *dfspb.FileInfo
+	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		resp, err := cc.DownloadFile(ctx, &dfspb.DownloadFileRequest{Path: fi.Path, FirstChunk: index, PageSize: 1, Version: fi.Version, SessionId: fi.SessionId})
+		page = resp.GetFile()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFileInfo(page); err != nil {
+		return nil, err
+	}
+	if len(page.Chunks) != 1 || page.Chunks[0].Index != index || page.Version != fi.Version || page.SessionId != fi.SessionId {
+		return nil, rpc.Errorf(rpc.Internal, "coordinator returned a malformed page of the chunk map of %s from chunk %d", fi.Path, index)
+	}
+	return page.Chunks[0], nil
 }
 
 // changedOr returns the error of a read of fi that failed with err: when
@@ -230,7 +258,9 @@ func (w *window) Write(p []byte) (int, error) {
 // with backoff before giving up. A replica that returns bad bytes is
 // reported, and one that fails is tried last for a while (see
 // nodesFailed). It returns what the fetch verified: the chunk's frame
-// digests and digest.
+// digests and digest. A replica that refuses the chunk's token is not
+// counted as failing; when all do, the error is rpc.Permission at once,
+// and the caller may ask the coordinator for a new token (chunkAgain).
 func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, p part) (chunkstream.Fetched, error) {
 	replicas := make([]placement.Replica, 0, len(ch.Replicas))
 	for _, r := range ch.Replicas {
@@ -249,13 +279,21 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, p part) (c
 				return chunkstream.Fetched{}, err
 			}
 		}
+		refused := 0 // replicas that refused the chunk token this round
 		for _, r := range c.orderForRead(replicas) {
-			got, err := c.readReplica(ctx, r.Addr, exp, p)
+			got, err := c.readReplica(ctx, r.Addr, exp, ch.Token, p)
 			if err == nil {
 				return got, nil
 			}
 			if ctx.Err() != nil {
 				return chunkstream.Fetched{}, ctx.Err()
+			}
+			last = fmt.Errorf("%s: %w", r.ID.Short(), err)
+			if rpc.KindOf(err) == rpc.Permission {
+				// Not the node's failure, nor its copy's: the token's.
+				c.log.Debug().Err(err).Str("chunk_id", ch.ChunkId).Str("node_id", string(r.ID)).Msg("replica refused the chunk token")
+				refused++
+				continue
 			}
 			c.log.Warn().Err(err).Str("chunk_id", ch.ChunkId).Str("node_id", string(r.ID)).Msg("replica failed; trying the next")
 			fault := chunkstream.FaultOf(err)
@@ -265,7 +303,6 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, p part) (c
 				// (damaged metadata): no sign the node is failing.
 				c.nodesFailed(ctx, []string{string(r.ID)}, err)
 			}
-			last = fmt.Errorf("%s: %w", r.ID.Short(), err)
 			// A replica that says it has no such chunk was listed by the
 			// coordinator all the same: its copy may be lost.
 			missing := fault == chunkstream.SourceMissing
@@ -276,6 +313,12 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, p part) (c
 				reported[r.ID] = true
 				c.reportBadReplica(ctx, exp.ChunkID, r.ID, err, missing)
 			}
+		}
+		if refused == len(replicas) {
+			// Every replica refused the chunk token (it expired): asking
+			// them again will not help, a new token from the coordinator
+			// may (see chunkAgain).
+			return chunkstream.Fetched{}, rpc.Errorf(rpc.Permission, "chunk %d (%s): every replica refused the chunk token: %w", ch.Index, ch.ChunkId, last)
 		}
 	}
 	// Bad bytes say more than what a replica answered after it was told
@@ -289,7 +332,7 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, p part) (c
 // readReplica reads the part p of one chunk from the datanode at addr.
 // Its error's chunkstream.Fault tells bad bytes (or a size or digest) that
 // do not match what was committed from a failure to answer.
-func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.Expect, p part) (chunkstream.Fetched, error) {
+func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.Expect, token *dfspb.ChunkToken, p part) (chunkstream.Fetched, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ChunkTimeout)
 	defer cancel()
 	dn, err := c.datanode(addr)
@@ -301,6 +344,7 @@ func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.E
 	return chunkstream.Fetch(ctx, chunkstream.Download{
 		Expect:          exp,
 		From:            dn,
+		Token:           token,
 		Peer:            "datanode " + addr,
 		ProgressTimeout: c.cfg.ProgressTimeout,
 		Heard:           func() time.Time { return c.pool.Heard(addr) },

@@ -408,7 +408,7 @@ func (st *putState) touchesFailed(p *dfspb.ChunkPlan) bool {
 func (st *putState) sendChunk(ctx context.Context, index uint32, data []byte) error {
 	backoff := rpc.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
 	var lastErr error
-	forgiven := false
+	forgiven, refused := false, false
 	for attempt := 0; attempt < st.c.cfg.Attempts; attempt++ {
 		if attempt > 0 && rpc.Sleep(ctx, st.c.clock, backoff.Delay(attempt)) != nil {
 			return context.Cause(ctx)
@@ -446,6 +446,15 @@ func (st *putState) sendChunk(ctx context.Context, index uint32, data []byte) er
 		}
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
+		}
+		if rpc.KindOf(err) == rpc.Permission && !refused {
+			// The plan's chunk token expired (a long upload) or its key
+			// is not at the datanode yet: no node failed. A new plan
+			// brings a new token; a second refusal is an error.
+			refused = true
+			st.c.log.Debug().Err(err).Uint32("chunk", index).Msg("chunk token refused; asking for a new plan")
+			lastErr = err
+			continue
 		}
 		nodes := rpc.FailedNodesOf(err)
 		if len(nodes) == 0 {
@@ -500,7 +509,7 @@ func (c *Client) storeChunk(ctx context.Context, plan *dfspb.ChunkPlan, data []b
 	// Prepare inline: the first frame carries the request, saving a round
 	// trip per chunk (and per replica on the primary).
 	prepare := &dfspb.PrepareChunkUploadRequest{
-		ChunkId: plan.ChunkId, Size: int64(len(data)), FrameSize: c.cfg.FrameSize, Replicas: plan.Replicas,
+		ChunkId: plan.ChunkId, Size: int64(len(data)), FrameSize: c.cfg.FrameSize, Replicas: plan.Replicas, Token: plan.Token,
 	}
 	ack, digest, err := chunkstream.SendChunk(ctx, stream, "", prepare, rpc.ChunkID(plan.ChunkId), data, int(c.cfg.FrameSize), c.cfg.Window)
 	if err != nil {

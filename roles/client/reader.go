@@ -225,8 +225,9 @@ func (r *Reader) readRange(ctx context.Context, i uint32, off int64, dst []byte)
 // read of some frames verified. When every replica failed, a read of a
 // file that changed meanwhile fails with FailedPrecondition; otherwise the
 // chunk map's page is read again, and if it lists other replicas now (the
-// chunk was repaired or moved), they are tried once; if they fail too, the
-// error is the first one.
+// chunk was repaired or moved), or every replica refused the chunk token
+// (it expired while the reader was open), they are tried once with the
+// new page's token; if they fail too, the error is the first one.
 func (r *Reader) readChunk(ctx context.Context, i uint32, want func(*dfspb.ChunkInfo) part) error {
 	ch, err := r.chunk(ctx, i, false)
 	if err != nil {
@@ -244,8 +245,8 @@ func (r *Reader) readChunk(ctx context.Context, i uint32, want func(*dfspb.Chunk
 		return err
 	}
 	fresh, ferr := r.chunk(ctx, i, true)
-	if ferr != nil || sameReplicas(ch, fresh) {
-		return err
+	if ferr != nil || sameReplicas(ch, fresh) && rpc.KindOf(err) != rpc.Permission {
+		return err // a refused chunk token is tried once more with a new one
 	}
 	p = want(fresh)
 	got, rerr := r.c.fetchChunk(ctx, fresh, p)

@@ -117,6 +117,11 @@ type Config struct {
 	// by itself, only by its expiry or by revoking this coordinator's
 	// certificate.
 	TokenMaxLifetime time.Duration
+	// ChunkTokenLifetime is how long a chunk access token lives, and
+	// ChunkKeyRotation how long each key signs them (with TLS only; see
+	// chunkKeys). A client that holds a token longer asks again.
+	ChunkTokenLifetime time.Duration
+	ChunkKeyRotation   time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -149,7 +154,9 @@ func DefaultConfig() Config {
 		InventoryWait:   2 * time.Second,
 		Superusers:      []string{auth.DefaultSuperuser},
 
-		TokenMaxLifetime: 7 * 24 * time.Hour,
+		TokenMaxLifetime:   7 * 24 * time.Hour,
+		ChunkTokenLifetime: 10 * time.Minute,
+		ChunkKeyRotation:   time.Hour,
 	}
 }
 
@@ -196,6 +203,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxUploads < 1 {
 		return fmt.Errorf("coordinator: --max-uploads must be positive")
+	}
+	if c.ChunkTokenLifetime <= 0 || c.ChunkKeyRotation <= 0 {
+		return fmt.Errorf("coordinator: the chunk token lifetime and key rotation must be positive")
 	}
 	if c.DeadAfter < c.SuspectAfter {
 		return fmt.Errorf("coordinator: --dead-after (%s) must not be shorter than --suspect-after (%s)", c.DeadAfter, c.SuspectAfter)
@@ -265,6 +275,8 @@ type Coordinator struct {
 	pool    *rpc.Pool
 	tls     *pki.TLS
 	tokens  auth.TokenVerifier
+	// chunkKeys sign chunk access tokens; nil without TLS.
+	chunkKeys *chunkKeys
 	// datanodes is how the coordinator calls datanodes (through pool
 	// unless Deps set it).
 	datanodes Datanodes
@@ -313,9 +325,18 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		events:  newEvents(deps.Clock),
 		ready:   make(chan struct{}),
 	}
+	if deps.TLS != nil {
+		// A new key is handed to the datanodes for a while before it
+		// signs: they heartbeat more often than --suspect-after.
+		handover := min(cfg.SuspectAfter, cfg.ChunkKeyRotation/4)
+		var err error
+		if c.chunkKeys, err = newChunkKeys(deps.Clock, cfg.ChunkKeyRotation, handover, cfg.ChunkTokenLifetime); err != nil {
+			return nil, fmt.Errorf("coordinator: %w", err)
+		}
+	}
 	c.datanodes = deps.Datanodes
 	if c.datanodes == nil {
-		c.datanodes = grpcDatanodes{pool: c.pool}
+		c.datanodes = grpcDatanodes{pool: c.pool, keys: c.chunkKeys}
 	}
 	limit := rate.Limit(cfg.RegisterRate)
 	if cfg.RegisterRate == 0 {

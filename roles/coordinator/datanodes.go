@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 
+	"github.com/dfs-project/dfs/chunktoken"
 	"github.com/dfs-project/dfs/repair"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -28,8 +29,12 @@ type Datanodes interface {
 	Identify(ctx context.Context, addr string) (rpc.NodeID, error)
 }
 
-// grpcDatanodes is Datanodes over gRPC, through a connection pool.
-type grpcDatanodes struct{ pool *rpc.Pool }
+// grpcDatanodes is Datanodes over gRPC, through a connection pool. With
+// keys (TLS), deletions and repairs carry chunk tokens.
+type grpcDatanodes struct {
+	pool *rpc.Pool
+	keys *chunkKeys
+}
 
 var _ Datanodes = grpcDatanodes{}
 
@@ -49,6 +54,9 @@ func (d grpcDatanodes) Delete(ctx context.Context, node rpc.NodeID, addr string,
 	req := &dfspb.BulkDeleteChunkRequest{ChunkIds: make([]string, len(ids)), NodeId: string(node)}
 	for i, id := range ids {
 		req.ChunkIds[i] = string(id)
+		if tok := d.keys.mint(id, chunktoken.Delete, node); tok != nil {
+			req.Tokens = append(req.Tokens, tok)
+		}
 	}
 	resp, err := dn.BulkDeleteChunk(ctx, req)
 	if err != nil {
@@ -68,7 +76,9 @@ func (d grpcDatanodes) Replicate(ctx context.Context, t repair.Task) error {
 	}
 	_, err = dn.ReplicateChunk(ctx, &dfspb.ReplicateChunkRequest{
 		ChunkId: string(t.Chunk), Size: t.Size, FrameSize: t.FrameSize, Digest: t.Digest,
-		Source: &dfspb.NodeRef{NodeId: string(t.Source.ID), Addr: t.Source.Addr},
+		Source:      &dfspb.NodeRef{NodeId: string(t.Source.ID), Addr: t.Source.Addr},
+		Token:       d.keys.mint(t.Chunk, chunktoken.Replicate, t.Target.ID),
+		SourceToken: d.keys.mint(t.Chunk, chunktoken.Read, t.Source.ID),
 	})
 	if err != nil {
 		return rpc.FromStatus(err)

@@ -7,6 +7,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/dfs-project/dfs/chunktoken"
 	"github.com/dfs-project/dfs/placement"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
@@ -56,7 +57,7 @@ func (s *server) UploadFile(ctx context.Context, req *dfspb.UploadFileRequest) (
 	resp := &dfspb.UploadFileResponse{SessionId: string(o.session), ChunkSize: o.chunkSize, Replication: uint32(o.replication),
 		MaxChunks: uint32(o.maxChunks), SessionTimeoutMs: o.timeout.Milliseconds(), ExpiresUnixMs: o.expires.UnixMilli()}
 	for _, p := range o.plans {
-		resp.Chunks = append(resp.Chunks, planToPB(p))
+		resp.Chunks = append(resp.Chunks, planToPB(p, s.c.chunkKeys))
 	}
 	return resp, nil
 }
@@ -74,7 +75,7 @@ func (s *server) AllocateChunk(ctx context.Context, req *dfspb.AllocateChunkRequ
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	return &dfspb.AllocateChunkResponse{Chunk: planToPB(p)}, nil
+	return &dfspb.AllocateChunkResponse{Chunk: planToPB(p, s.c.chunkKeys)}, nil
 }
 
 func (s *server) UploadReceipts(ctx context.Context, req *dfspb.UploadReceiptsRequest) (*dfspb.UploadReceiptsResponse, error) {
@@ -114,7 +115,7 @@ func (s *server) ConfirmUpload(ctx context.Context, req *dfspb.ConfirmUploadRequ
 	if c.missing {
 		return &dfspb.ConfirmUploadResponse{MissingReceipts: true, FirstMissing: c.firstMissing}, nil
 	}
-	return &dfspb.ConfirmUploadResponse{File: pageToPB(t.namespace.page(c.file, 0, min(len(c.file.Chunks), maxChunkPage)))}, nil
+	return &dfspb.ConfirmUploadResponse{File: pageToPB(t.namespace.page(c.file, 0, min(len(c.file.Chunks), maxChunkPage)), s.c.chunkKeys)}, nil
 }
 
 func (s *server) AbortUpload(ctx context.Context, req *dfspb.AbortUploadRequest) (*dfspb.AbortUploadResponse, error) {
@@ -148,7 +149,7 @@ func (s *server) DownloadFile(ctx context.Context, req *dfspb.DownloadFileReques
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	return &dfspb.DownloadFileResponse{File: pageToPB(p), NextChunk: p.next}, nil
+	return &dfspb.DownloadFileResponse{File: pageToPB(p, s.c.chunkKeys), NextChunk: p.next}, nil
 }
 
 func (s *server) StatFile(ctx context.Context, req *dfspb.StatFileRequest) (*dfspb.StatFileResponse, error) {
@@ -167,7 +168,7 @@ func (s *server) StatFile(ctx context.Context, req *dfspb.StatFileRequest) (*dfs
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	return &dfspb.StatFileResponse{File: pageToPB(p), NextChunk: p.next}, nil
+	return &dfspb.StatFileResponse{File: pageToPB(p, s.c.chunkKeys), NextChunk: p.next}, nil
 }
 
 func (s *server) DeleteFile(ctx context.Context, req *dfspb.DeleteFileRequest) (*dfspb.DeleteFileResponse, error) {
@@ -232,7 +233,7 @@ func (s *server) CopyFile(ctx context.Context, req *dfspb.CopyFileRequest) (*dfs
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	fi := pageToPB(filePage{file: f})
+	fi := pageToPB(filePage{file: f}, nil)
 	return &dfspb.CopyFileResponse{File: fi}, nil
 }
 
@@ -346,7 +347,11 @@ func (s *server) RegisterDataNode(ctx context.Context, req *dfspb.RegisterDataNo
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	return &dfspb.RegisterDataNodeResponse{ClusterVersion: r.version, ClusterId: r.cluster, Incarnation: r.incarnation}, nil
+	keys, err := s.c.chunkKeys.handout()
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	return &dfspb.RegisterDataNodeResponse{ClusterVersion: r.version, ClusterId: r.cluster, Incarnation: r.incarnation, ChunkKeys: keys}, nil
 }
 
 func (s *server) DataNodeHeartbeat(ctx context.Context, req *dfspb.HeartbeatRequest) (*dfspb.HeartbeatResponse, error) {
@@ -367,7 +372,11 @@ func (s *server) DataNodeHeartbeat(ctx context.Context, req *dfspb.HeartbeatRequ
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	resp := &dfspb.HeartbeatResponse{ClusterVersion: ch.version, Full: ch.full}
+	keys, err := s.c.chunkKeys.handout()
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	resp := &dfspb.HeartbeatResponse{ClusterVersion: ch.version, Full: ch.full, ChunkKeys: keys}
 	for _, u := range ch.updates {
 		resp.Updates = append(resp.Updates, &dfspb.NodeUpdate{Version: u.version, Node: nodeToPB(u.node)})
 	}
@@ -586,9 +595,13 @@ func receiptsFromPB(rs []*dfspb.ChunkReceipt) []receipt {
 	return out
 }
 
-func planToPB(p plan) *dfspb.ChunkPlan {
+// planToPB encodes a chunk's plan with, from keys (nil: none), its write
+// token naming every node of the plan.
+func planToPB(p plan, keys *chunkKeys) *dfspb.ChunkPlan {
 	out := &dfspb.ChunkPlan{Index: p.index, ChunkId: string(p.id)}
+	nodes := make([]rpc.NodeID, len(p.nodes))
 	for i, n := range p.nodes {
+		nodes[i] = n.ID
 		ref := &dfspb.NodeRef{NodeId: string(n.ID), Addr: n.Addr}
 		if i == 0 {
 			out.Primary = ref
@@ -596,10 +609,13 @@ func planToPB(p plan) *dfspb.ChunkPlan {
 			out.Replicas = append(out.Replicas, ref)
 		}
 	}
+	out.Token = keys.mint(p.id, chunktoken.Write, nodes...)
 	return out
 }
 
-func pageToPB(p filePage) *dfspb.FileInfo {
+// pageToPB encodes a page of a file's chunk map with, from keys (nil:
+// none), each chunk's read token naming the nodes listed for it.
+func pageToPB(p filePage, keys *chunkKeys) *dfspb.FileInfo {
 	f := p.file
 	fi := &dfspb.FileInfo{
 		Path: string(f.Path), Size: f.Size, Sha256: f.SHA256, ChunkSize: f.ChunkSize,
@@ -614,8 +630,13 @@ func pageToPB(p filePage) *dfspb.FileInfo {
 			Index: uint32(i), ChunkId: string(ch.ID), Offset: int64(i) * f.ChunkSize,
 			Size: ch.Size, Digest: ch.Digest, FrameSize: ch.FrameSize,
 		}
-		for _, r := range rs {
+		nodes := make([]rpc.NodeID, len(rs))
+		for k, r := range rs {
 			ci.Replicas = append(ci.Replicas, &dfspb.ReplicaInfo{NodeId: string(r.node), Addr: r.addr, State: stateToPB(r.state)})
+			nodes[k] = r.node
+		}
+		if len(nodes) > 0 && len(nodes) <= chunktoken.MaxNodes {
+			ci.Token = keys.mint(ch.ID, chunktoken.Read, nodes...)
 		}
 		fi.Chunks = append(fi.Chunks, ci)
 	}

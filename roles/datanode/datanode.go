@@ -21,6 +21,7 @@ import (
 
 	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/chunktoken"
 	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
@@ -187,9 +188,12 @@ type Node struct {
 	log    zerolog.Logger
 	tls    *pki.TLS
 	tokens auth.TokenVerifier
-	clock  clockwork.Clock
-	lis    net.Listener
-	fs     vfs.FS
+	// keys check the chunk tokens of chunk calls; nil without TLS, when
+	// no call needs one.
+	keys  *chunktoken.Keyring
+	clock clockwork.Clock
+	lis   net.Listener
+	fs    vfs.FS
 
 	id      rpc.NodeID
 	store   *chunkstore.Store
@@ -259,6 +263,9 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		probe:        make(chan struct{}, 1),
 		verifies:     make(chan struct{}, maxVerifies),
 		frames:       newBudget(cfg.FrameBudget, deps.Clock),
+	}
+	if deps.TLS != nil {
+		n.keys = &chunktoken.Keyring{}
 	}
 	n.coord = rpc.NewLeader(rpc.LeaderConfig{Addrs: cfg.Coordinators, Timeout: cfg.RPCTimeout}, n.pool, deps.Clock)
 	n.uploads = sessions.New(cfg.SessionTimeout, deps.Clock, func(id rpc.SessionID, s *uploadSession) {

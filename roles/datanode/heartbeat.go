@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/dfs-project/dfs/chunktoken"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -121,6 +122,7 @@ func (n *Node) register(ctx context.Context) (string, error) {
 		n.mu.Unlock()
 		n.log.Info().Str("cluster_id", reg.cluster).Msg("joined cluster")
 	}
+	n.learnKeys(reg.keys)
 	n.reports.requestFull()
 	n.mu.Lock()
 	n.registered = true
@@ -144,6 +146,7 @@ func (n *Node) heartbeat(ctx context.Context) (string, error) {
 	if err != nil {
 		return addr, err
 	}
+	n.learnKeys(reply.keys)
 	n.mu.Lock()
 	if reply.full {
 		clear(n.peers)
@@ -158,6 +161,9 @@ func (n *Node) heartbeat(ctx context.Context) (string, error) {
 	n.version = reply.version
 	n.peersLearnedLocked()
 	n.mu.Unlock()
+	// Deletions sent as commands need no chunk token: they come in the
+	// reply on this node's own connection to the coordinator, whose
+	// certificate it checked.
 	for _, del := range reply.deletes {
 		ids, err := parseIDs(del)
 		if err != nil {
@@ -248,6 +254,7 @@ type registered struct {
 	cluster     string // the cluster the node belongs to
 	incarnation string // to present with each heartbeat
 	version     uint64 // the cluster version when the node registered
+	keys        []chunktoken.Key
 }
 
 // callRegister registers the node, with its disk usage and the cluster it
@@ -260,7 +267,7 @@ func (n *Node) callRegister(ctx context.Context, u chunkstore.Usage, cluster str
 			ClusterId: cluster,
 		})
 		if err == nil {
-			reg = registered{cluster: resp.ClusterId, incarnation: resp.Incarnation, version: resp.ClusterVersion}
+			reg = registered{cluster: resp.ClusterId, incarnation: resp.Incarnation, version: resp.ClusterVersion, keys: keysFromPB(resp.ChunkKeys)}
 		}
 		return err
 	})
@@ -281,6 +288,7 @@ type beat struct {
 	full    bool
 	peers   []peerChange
 	deletes [][]string // chunk IDs to delete, one list per command
+	keys    []chunktoken.Key
 }
 
 // callHeartbeat sends one heartbeat with the node's disk usage, the
@@ -297,7 +305,7 @@ func (n *Node) callHeartbeat(ctx context.Context, u chunkstore.Usage, known uint
 		if err != nil {
 			return err
 		}
-		b = beat{version: resp.ClusterVersion, full: resp.Full}
+		b = beat{version: resp.ClusterVersion, full: resp.Full, keys: keysFromPB(resp.ChunkKeys)}
 		add := func(p *dfspb.NodeStatus) {
 			if p.GetNodeId() != "" {
 				b.peers = append(b.peers, peerChange{Peer: Peer{ID: rpc.NodeID(p.NodeId), Addr: p.Addr}, forgotten: p.Forgotten})

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/chunktoken"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -66,12 +67,18 @@ type replicateRequest struct {
 	id   rpc.ChunkID
 	want chunkstore.Meta
 	src  replicateSource
+	// srcToken is the read token this node presents to the source.
+	srcToken *dfspb.ChunkToken
 }
 
-// checkReplicate validates a ReplicateChunk request.
+// checkReplicate validates a ReplicateChunk request; with TLS its
+// replicate token must be valid here.
 func (n *Node) checkReplicate(req *dfspb.ReplicateChunkRequest) (replicateRequest, error) {
 	id, err := rpc.ParseChunkID(req.ChunkId)
 	if err != nil {
+		return replicateRequest{}, err
+	}
+	if _, err := n.authorize(req.Token, id, chunktoken.Replicate); err != nil {
 		return replicateRequest{}, err
 	}
 	if req.Size <= 0 || req.Size > rpc.MaxChunkSize {
@@ -100,6 +107,8 @@ func (n *Node) checkReplicate(req *dfspb.ReplicateChunkRequest) (replicateReques
 		id:   id,
 		want: chunkstore.Meta{Size: req.Size, FrameSize: req.FrameSize, Digest: req.Digest},
 		src:  replicateSource{id: src, addr: req.Source.Addr},
+
+		srcToken: req.SourceToken,
 	}, nil
 }
 
@@ -149,6 +158,7 @@ func (n *Node) replicate(ctx context.Context, r replicateRequest) (int64, error)
 	got, err := chunkstream.Fetch(ctx, chunkstream.Download{
 		Expect:          chunkstream.Expect{ChunkID: id, Size: want.Size, FrameSize: want.FrameSize, Digest: want.Digest},
 		From:            dfspb.NewDataNodeClient(cc),
+		Token:           r.srcToken,
 		Peer:            "download stream",
 		ProgressTimeout: n.cfg.ProgressTimeout,
 		PrepareTimeout:  n.cfg.RPCTimeout,

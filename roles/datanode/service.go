@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/chunktoken"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -23,6 +24,9 @@ const maxBulk = 10000
 func (n *Node) PrepareChunkDownload(ctx context.Context, req *dfspb.PrepareChunkDownloadRequest) (*dfspb.PrepareChunkDownloadResponse, error) {
 	id, err := rpc.ParseChunkID(req.ChunkId)
 	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	if _, err := n.authorize(req.Token, id, chunktoken.Read); err != nil {
 		return nil, rpc.ToStatus(err)
 	}
 	if n.downloads.Len() >= n.cfg.MaxSessions {
@@ -102,8 +106,9 @@ func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream
 }
 
 // downloadChunk opens the chunk a download names: the prepared session's
-// (taken from the table), or the chunk named by chunk_id, opened now
-// (direct). The caller closes it. A request with both or neither, or with
+// (taken from the table; its prepare checked the chunk token), or the
+// chunk named by chunk_id, opened now (direct) once its read token is
+// checked. The caller closes it. A request with both or neither, or with
 // frame_digests but no chunk_id, is Invalid.
 func (n *Node) downloadChunk(req *dfspb.DownloadChunkStreamRequest) (c *chunkstore.Chunk, direct bool, err error) {
 	switch {
@@ -114,6 +119,9 @@ func (n *Node) downloadChunk(req *dfspb.DownloadChunkStreamRequest) (c *chunksto
 	case req.ChunkId != "":
 		id, err := rpc.ParseChunkID(req.ChunkId)
 		if err != nil {
+			return nil, false, err
+		}
+		if _, err := n.authorize(req.Token, id, chunktoken.Read); err != nil {
 			return nil, false, err
 		}
 		c, err := n.store.Open(id)
@@ -198,10 +206,14 @@ func (n *Node) StatChunks(ctx context.Context, req *dfspb.StatChunksRequest) (*d
 	return resp, nil
 }
 
-// DeleteChunk removes one chunk; a missing chunk is NotFound.
+// DeleteChunk removes one chunk; a missing chunk is NotFound. With TLS
+// it needs the chunk's delete token.
 func (n *Node) DeleteChunk(ctx context.Context, req *dfspb.DeleteChunkRequest) (*dfspb.DeleteChunkResponse, error) {
 	id, err := rpc.ParseChunkID(req.ChunkId)
 	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	if _, err := n.authorize(req.Token, id, chunktoken.Delete); err != nil {
 		return nil, rpc.ToStatus(err)
 	}
 	done := n.metrics.op(opDelete)
@@ -221,7 +233,9 @@ func (n *Node) DeleteChunk(ctx context.Context, req *dfspb.DeleteChunkRequest) (
 }
 
 // BulkDeleteChunk removes many chunks; missing ones count as deleted, and
-// the IDs that could not be removed come back in failed.
+// the IDs that could not be removed come back in failed. With TLS every
+// chunk needs its delete token (tokens, in the order of chunk_ids): one
+// missing or refused fails the call, and nothing is deleted.
 func (n *Node) BulkDeleteChunk(ctx context.Context, req *dfspb.BulkDeleteChunkRequest) (*dfspb.BulkDeleteChunkResponse, error) {
 	if req.NodeId != "" {
 		if _, err := rpc.ParseNodeID(req.NodeId); err != nil {
@@ -236,6 +250,17 @@ func (n *Node) BulkDeleteChunk(ctx context.Context, req *dfspb.BulkDeleteChunkRe
 	ids, err := parseIDs(req.ChunkIds)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
+	}
+	if n.keys != nil && len(req.Tokens) != len(ids) {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "%d chunk ids with %d delete tokens: want one token per chunk", len(ids), len(req.Tokens)))
+	}
+	for i, id := range ids {
+		if n.keys == nil {
+			break
+		}
+		if _, err := n.authorize(req.Tokens[i], id, chunktoken.Delete); err != nil {
+			return nil, rpc.ToStatus(err)
+		}
 	}
 	d := n.deleteChunks(ids)
 	return &dfspb.BulkDeleteChunkResponse{Deleted: d.deleted, BytesFreed: d.freed, Failed: d.failed}, nil

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/chunktoken"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -26,6 +27,7 @@ type uploadSession struct {
 	size      int64
 	frameSize int64
 	replicas  []replicaTarget
+	token     *dfspb.ChunkToken // the write token, forwarded to the replicas
 
 	once    sync.Once
 	release func()
@@ -74,17 +76,27 @@ func (n *Node) newSession(ctx context.Context, req *dfspb.PrepareChunkUploadRequ
 }
 
 // uploadRequest is a checked request to take a chunk: its ID, size and
-// frame size, and on a primary the replicas to forward it to.
+// frame size, on a primary the replicas to forward it to, and its write
+// token.
 type uploadRequest struct {
 	id        rpc.ChunkID
 	size      int64
 	frameSize int64
 	replicas  []replicaTarget
+	token     *dfspb.ChunkToken
 }
 
-// checkUpload validates a PrepareChunkUpload request.
+// checkUpload validates a PrepareChunkUpload request. With TLS its write
+// token must be valid here and name every replica: a primary forwards
+// only to the nodes the coordinator placed the chunk on (and reserveUpload
+// checks that each is registered at the address named), never to one
+// only the caller names.
 func (n *Node) checkUpload(req *dfspb.PrepareChunkUploadRequest) (uploadRequest, error) {
 	id, err := rpc.ParseChunkID(req.ChunkId)
+	if err != nil {
+		return uploadRequest{}, err
+	}
+	tok, err := n.authorize(req.Token, id, chunktoken.Write)
 	if err != nil {
 		return uploadRequest{}, err
 	}
@@ -110,10 +122,13 @@ func (n *Node) checkUpload(req *dfspb.PrepareChunkUploadRequest) (uploadRequest,
 		if r.Addr == "" {
 			return uploadRequest{}, rpc.Errorf(rpc.Invalid, "chunk %s: replica %s has no address", id, nid)
 		}
+		if n.keys != nil && !tok.Names(nid) {
+			return uploadRequest{}, rpc.Errorf(rpc.Permission, "chunk %s: the chunk token does not name replica %s (%s); refusing to forward to it", id, nid.Short(), r.Addr)
+		}
 		seen[nid] = true
 		targets = append(targets, replicaTarget{node: nid, addr: r.Addr})
 	}
-	return uploadRequest{id: id, size: req.Size, frameSize: req.FrameSize, replicas: targets}, nil
+	return uploadRequest{id: id, size: req.Size, frameSize: req.FrameSize, replicas: targets, token: req.Token}, nil
 }
 
 // reserveUpload checks that an upload's replicas are registered
@@ -136,7 +151,7 @@ func (n *Node) reserveUpload(ctx context.Context, u uploadRequest) (*uploadSessi
 	if err := n.store.Reserve(need); err != nil {
 		return nil, rpc.NodeError(rpc.Other, []string{string(n.id)}, "%w", err)
 	}
-	s := &uploadSession{id: id, size: u.size, frameSize: u.frameSize, replicas: u.replicas}
+	s := &uploadSession{id: id, size: u.size, frameSize: u.frameSize, replicas: u.replicas, token: u.token}
 	s.release = func() { s.once.Do(func() { n.store.Release(need) }) }
 	return s, nil
 }
@@ -157,7 +172,7 @@ func (n *Node) prepareReplicas(ctx context.Context, s *uploadSession) error {
 				var resp *dfspb.PrepareChunkUploadResponse
 				if err = rpc.WaitReady(cctx, cc); err == nil {
 					resp, err = dfspb.NewDataNodeClient(cc).PrepareChunkUpload(cctx, &dfspb.PrepareChunkUploadRequest{
-						ChunkId: string(s.id), Size: s.size, FrameSize: s.frameSize,
+						ChunkId: string(s.id), Size: s.size, FrameSize: s.frameSize, Token: s.token,
 					})
 				}
 				if err == nil {
@@ -667,7 +682,7 @@ func (fw *forwarder) send(f *dfspb.ChunkDataStream) <-chan error {
 					IsFinal: f.IsFinal, PartialChecksum: f.PartialChecksum, ChunkChecksum: f.ChunkChecksum,
 				}
 				if first && t.session == "" {
-					g.Prepare = &dfspb.PrepareChunkUploadRequest{ChunkId: string(fw.s.id), Size: fw.s.size, FrameSize: fw.s.frameSize}
+					g.Prepare = &dfspb.PrepareChunkUploadRequest{ChunkId: string(fw.s.id), Size: fw.s.size, FrameSize: fw.s.frameSize, Token: fw.s.token}
 				}
 				if err := u.Send(g); err != nil {
 					errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err)

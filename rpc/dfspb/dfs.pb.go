@@ -24,6 +24,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ChunkOp is what a chunk token allows.
+type ChunkOp int32
+
+const (
+	ChunkOp_CHUNK_OP_UNSPECIFIED ChunkOp = 0
+	ChunkOp_CHUNK_OP_READ        ChunkOp = 1
+	ChunkOp_CHUNK_OP_WRITE       ChunkOp = 2
+	ChunkOp_CHUNK_OP_REPLICATE   ChunkOp = 3
+	ChunkOp_CHUNK_OP_DELETE      ChunkOp = 4
+)
+
+// Enum value maps for ChunkOp.
+var (
+	ChunkOp_name = map[int32]string{
+		0: "CHUNK_OP_UNSPECIFIED",
+		1: "CHUNK_OP_READ",
+		2: "CHUNK_OP_WRITE",
+		3: "CHUNK_OP_REPLICATE",
+		4: "CHUNK_OP_DELETE",
+	}
+	ChunkOp_value = map[string]int32{
+		"CHUNK_OP_UNSPECIFIED": 0,
+		"CHUNK_OP_READ":        1,
+		"CHUNK_OP_WRITE":       2,
+		"CHUNK_OP_REPLICATE":   3,
+		"CHUNK_OP_DELETE":      4,
+	}
+)
+
+func (x ChunkOp) Enum() *ChunkOp {
+	p := new(ChunkOp)
+	*p = x
+	return p
+}
+
+func (x ChunkOp) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChunkOp) Descriptor() protoreflect.EnumDescriptor {
+	return file_dfs_proto_enumTypes[0].Descriptor()
+}
+
+func (ChunkOp) Type() protoreflect.EnumType {
+	return &file_dfs_proto_enumTypes[0]
+}
+
+func (x ChunkOp) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChunkOp.Descriptor instead.
+func (ChunkOp) EnumDescriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{0}
+}
+
 type NodeState int32
 
 const (
@@ -60,11 +116,11 @@ func (x NodeState) String() string {
 }
 
 func (NodeState) Descriptor() protoreflect.EnumDescriptor {
-	return file_dfs_proto_enumTypes[0].Descriptor()
+	return file_dfs_proto_enumTypes[1].Descriptor()
 }
 
 func (NodeState) Type() protoreflect.EnumType {
-	return &file_dfs_proto_enumTypes[0]
+	return &file_dfs_proto_enumTypes[1]
 }
 
 func (x NodeState) Number() protoreflect.EnumNumber {
@@ -73,17 +129,21 @@ func (x NodeState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeState.Descriptor instead.
 func (NodeState) EnumDescriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{0}
+	return file_dfs_proto_rawDescGZIP(), []int{1}
 }
 
 // ChunkPlan says where one chunk goes: the primary receives it from the
 // client and forwards it to the replicas.
 type ChunkPlan struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	ChunkId       string                 `protobuf:"bytes,2,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
-	Primary       *NodeRef               `protobuf:"bytes,3,opt,name=primary,proto3" json:"primary,omitempty"`
-	Replicas      []*NodeRef             `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Index    uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	ChunkId  string                 `protobuf:"bytes,2,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	Primary  *NodeRef               `protobuf:"bytes,3,opt,name=primary,proto3" json:"primary,omitempty"`
+	Replicas []*NodeRef             `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// token, from a coordinator running with TLS, is the write token naming
+	// the primary and the replicas: the client passes it, unchanged, in the
+	// primary's PrepareChunkUploadRequest.
+	Token         *ChunkToken `protobuf:"bytes,5,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -146,6 +206,166 @@ func (x *ChunkPlan) GetReplicas() []*NodeRef {
 	return nil
 }
 
+func (x *ChunkPlan) GetToken() *ChunkToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// ChunkToken is a chunk access token: the coordinator's leave to do op to
+// one chunk at the datanodes it names, until it expires. mac is
+// HMAC-SHA256, with the cluster key key_id names, over the other fields
+// (see package chunktoken). Datanodes running with TLS refuse chunk calls
+// without a valid one; a client passes tokens on unchanged.
+type ChunkToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChunkId       string                 `protobuf:"bytes,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	Op            ChunkOp                `protobuf:"varint,2,opt,name=op,proto3,enum=dfs.v1.ChunkOp" json:"op,omitempty"`
+	NodeIds       []string               `protobuf:"bytes,3,rep,name=node_ids,json=nodeIds,proto3" json:"node_ids,omitempty"`
+	ExpiresUnixMs int64                  `protobuf:"varint,4,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	KeyId         uint64                 `protobuf:"varint,5,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Mac           []byte                 `protobuf:"bytes,6,opt,name=mac,proto3" json:"mac,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkToken) Reset() {
+	*x = ChunkToken{}
+	mi := &file_dfs_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkToken) ProtoMessage() {}
+
+func (x *ChunkToken) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkToken.ProtoReflect.Descriptor instead.
+func (*ChunkToken) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ChunkToken) GetChunkId() string {
+	if x != nil {
+		return x.ChunkId
+	}
+	return ""
+}
+
+func (x *ChunkToken) GetOp() ChunkOp {
+	if x != nil {
+		return x.Op
+	}
+	return ChunkOp_CHUNK_OP_UNSPECIFIED
+}
+
+func (x *ChunkToken) GetNodeIds() []string {
+	if x != nil {
+		return x.NodeIds
+	}
+	return nil
+}
+
+func (x *ChunkToken) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
+func (x *ChunkToken) GetKeyId() uint64 {
+	if x != nil {
+		return x.KeyId
+	}
+	return 0
+}
+
+func (x *ChunkToken) GetMac() []byte {
+	if x != nil {
+		return x.Mac
+	}
+	return nil
+}
+
+// ChunkKey is a cluster key that chunk tokens are signed with: the
+// coordinator hands its keys to the datanodes over their authenticated
+// connection (RegisterDataNodeResponse, HeartbeatResponse), and a
+// datanode keeps each until it expires.
+type ChunkKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Secret        []byte                 `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	ExpiresUnixMs int64                  `protobuf:"varint,3,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkKey) Reset() {
+	*x = ChunkKey{}
+	mi := &file_dfs_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkKey) ProtoMessage() {}
+
+func (x *ChunkKey) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkKey.ProtoReflect.Descriptor instead.
+func (*ChunkKey) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ChunkKey) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ChunkKey) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *ChunkKey) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
 type NodeRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -156,7 +376,7 @@ type NodeRef struct {
 
 func (x *NodeRef) Reset() {
 	*x = NodeRef{}
-	mi := &file_dfs_proto_msgTypes[1]
+	mi := &file_dfs_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -168,7 +388,7 @@ func (x *NodeRef) String() string {
 func (*NodeRef) ProtoMessage() {}
 
 func (x *NodeRef) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[1]
+	mi := &file_dfs_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -181,7 +401,7 @@ func (x *NodeRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRef.ProtoReflect.Descriptor instead.
 func (*NodeRef) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{1}
+	return file_dfs_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NodeRef) GetNodeId() string {
@@ -219,7 +439,7 @@ type UploadFileRequest struct {
 
 func (x *UploadFileRequest) Reset() {
 	*x = UploadFileRequest{}
-	mi := &file_dfs_proto_msgTypes[2]
+	mi := &file_dfs_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +451,7 @@ func (x *UploadFileRequest) String() string {
 func (*UploadFileRequest) ProtoMessage() {}
 
 func (x *UploadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[2]
+	mi := &file_dfs_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +464,7 @@ func (x *UploadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFileRequest.ProtoReflect.Descriptor instead.
 func (*UploadFileRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{2}
+	return file_dfs_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UploadFileRequest) GetPath() string {
@@ -310,7 +530,7 @@ type UploadFileResponse struct {
 
 func (x *UploadFileResponse) Reset() {
 	*x = UploadFileResponse{}
-	mi := &file_dfs_proto_msgTypes[3]
+	mi := &file_dfs_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +542,7 @@ func (x *UploadFileResponse) String() string {
 func (*UploadFileResponse) ProtoMessage() {}
 
 func (x *UploadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[3]
+	mi := &file_dfs_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +555,7 @@ func (x *UploadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFileResponse.ProtoReflect.Descriptor instead.
 func (*UploadFileResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{3}
+	return file_dfs_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UploadFileResponse) GetSessionId() string {
@@ -399,7 +619,7 @@ type AllocateChunkRequest struct {
 
 func (x *AllocateChunkRequest) Reset() {
 	*x = AllocateChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[4]
+	mi := &file_dfs_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +631,7 @@ func (x *AllocateChunkRequest) String() string {
 func (*AllocateChunkRequest) ProtoMessage() {}
 
 func (x *AllocateChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[4]
+	mi := &file_dfs_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +644,7 @@ func (x *AllocateChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateChunkRequest.ProtoReflect.Descriptor instead.
 func (*AllocateChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{4}
+	return file_dfs_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AllocateChunkRequest) GetSessionId() string {
@@ -457,7 +677,7 @@ type AllocateChunkResponse struct {
 
 func (x *AllocateChunkResponse) Reset() {
 	*x = AllocateChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[5]
+	mi := &file_dfs_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +689,7 @@ func (x *AllocateChunkResponse) String() string {
 func (*AllocateChunkResponse) ProtoMessage() {}
 
 func (x *AllocateChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[5]
+	mi := &file_dfs_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +702,7 @@ func (x *AllocateChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateChunkResponse.ProtoReflect.Descriptor instead.
 func (*AllocateChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{5}
+	return file_dfs_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AllocateChunkResponse) GetChunk() *ChunkPlan {
@@ -509,7 +729,7 @@ type ChunkReceipt struct {
 
 func (x *ChunkReceipt) Reset() {
 	*x = ChunkReceipt{}
-	mi := &file_dfs_proto_msgTypes[6]
+	mi := &file_dfs_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +741,7 @@ func (x *ChunkReceipt) String() string {
 func (*ChunkReceipt) ProtoMessage() {}
 
 func (x *ChunkReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[6]
+	mi := &file_dfs_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +754,7 @@ func (x *ChunkReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkReceipt.ProtoReflect.Descriptor instead.
 func (*ChunkReceipt) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{6}
+	return file_dfs_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ChunkReceipt) GetIndex() uint32 {
@@ -601,7 +821,7 @@ type ConfirmUploadRequest struct {
 
 func (x *ConfirmUploadRequest) Reset() {
 	*x = ConfirmUploadRequest{}
-	mi := &file_dfs_proto_msgTypes[7]
+	mi := &file_dfs_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +833,7 @@ func (x *ConfirmUploadRequest) String() string {
 func (*ConfirmUploadRequest) ProtoMessage() {}
 
 func (x *ConfirmUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[7]
+	mi := &file_dfs_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +846,7 @@ func (x *ConfirmUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmUploadRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmUploadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{7}
+	return file_dfs_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ConfirmUploadRequest) GetSessionId() string {
@@ -694,7 +914,7 @@ type ConfirmUploadResponse struct {
 
 func (x *ConfirmUploadResponse) Reset() {
 	*x = ConfirmUploadResponse{}
-	mi := &file_dfs_proto_msgTypes[8]
+	mi := &file_dfs_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +926,7 @@ func (x *ConfirmUploadResponse) String() string {
 func (*ConfirmUploadResponse) ProtoMessage() {}
 
 func (x *ConfirmUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[8]
+	mi := &file_dfs_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +939,7 @@ func (x *ConfirmUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmUploadResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmUploadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{8}
+	return file_dfs_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ConfirmUploadResponse) GetFile() *FileInfo {
@@ -755,7 +975,7 @@ type UploadReceiptsRequest struct {
 
 func (x *UploadReceiptsRequest) Reset() {
 	*x = UploadReceiptsRequest{}
-	mi := &file_dfs_proto_msgTypes[9]
+	mi := &file_dfs_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +987,7 @@ func (x *UploadReceiptsRequest) String() string {
 func (*UploadReceiptsRequest) ProtoMessage() {}
 
 func (x *UploadReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[9]
+	mi := &file_dfs_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +1000,7 @@ func (x *UploadReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*UploadReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{9}
+	return file_dfs_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UploadReceiptsRequest) GetSessionId() string {
@@ -807,7 +1027,7 @@ type UploadReceiptsResponse struct {
 
 func (x *UploadReceiptsResponse) Reset() {
 	*x = UploadReceiptsResponse{}
-	mi := &file_dfs_proto_msgTypes[10]
+	mi := &file_dfs_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +1039,7 @@ func (x *UploadReceiptsResponse) String() string {
 func (*UploadReceiptsResponse) ProtoMessage() {}
 
 func (x *UploadReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[10]
+	mi := &file_dfs_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +1052,7 @@ func (x *UploadReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*UploadReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{10}
+	return file_dfs_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UploadReceiptsResponse) GetExpiresUnixMs() int64 {
@@ -851,7 +1071,7 @@ type AbortUploadRequest struct {
 
 func (x *AbortUploadRequest) Reset() {
 	*x = AbortUploadRequest{}
-	mi := &file_dfs_proto_msgTypes[11]
+	mi := &file_dfs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +1083,7 @@ func (x *AbortUploadRequest) String() string {
 func (*AbortUploadRequest) ProtoMessage() {}
 
 func (x *AbortUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[11]
+	mi := &file_dfs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1096,7 @@ func (x *AbortUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortUploadRequest.ProtoReflect.Descriptor instead.
 func (*AbortUploadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{11}
+	return file_dfs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AbortUploadRequest) GetSessionId() string {
@@ -894,7 +1114,7 @@ type AbortUploadResponse struct {
 
 func (x *AbortUploadResponse) Reset() {
 	*x = AbortUploadResponse{}
-	mi := &file_dfs_proto_msgTypes[12]
+	mi := &file_dfs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +1126,7 @@ func (x *AbortUploadResponse) String() string {
 func (*AbortUploadResponse) ProtoMessage() {}
 
 func (x *AbortUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[12]
+	mi := &file_dfs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +1139,7 @@ func (x *AbortUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortUploadResponse.ProtoReflect.Descriptor instead.
 func (*AbortUploadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{12}
+	return file_dfs_proto_rawDescGZIP(), []int{14}
 }
 
 type ReplicaInfo struct {
@@ -933,7 +1153,7 @@ type ReplicaInfo struct {
 
 func (x *ReplicaInfo) Reset() {
 	*x = ReplicaInfo{}
-	mi := &file_dfs_proto_msgTypes[13]
+	mi := &file_dfs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1165,7 @@ func (x *ReplicaInfo) String() string {
 func (*ReplicaInfo) ProtoMessage() {}
 
 func (x *ReplicaInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[13]
+	mi := &file_dfs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1178,7 @@ func (x *ReplicaInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaInfo.ProtoReflect.Descriptor instead.
 func (*ReplicaInfo) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{13}
+	return file_dfs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReplicaInfo) GetNodeId() string {
@@ -983,21 +1203,24 @@ func (x *ReplicaInfo) GetState() NodeState {
 }
 
 type ChunkInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	ChunkId       string                 `protobuf:"bytes,2,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
-	Offset        int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
-	Size          int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
-	Digest        []byte                 `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
-	FrameSize     int64                  `protobuf:"varint,6,opt,name=frame_size,json=frameSize,proto3" json:"frame_size,omitempty"`
-	Replicas      []*ReplicaInfo         `protobuf:"bytes,7,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Index     uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	ChunkId   string                 `protobuf:"bytes,2,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	Offset    int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Size      int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	Digest    []byte                 `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
+	FrameSize int64                  `protobuf:"varint,6,opt,name=frame_size,json=frameSize,proto3" json:"frame_size,omitempty"`
+	Replicas  []*ReplicaInfo         `protobuf:"bytes,7,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// token, from a coordinator running with TLS, is the read token naming
+	// the replicas: the client passes it to the datanode it reads from.
+	Token         *ChunkToken `protobuf:"bytes,8,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ChunkInfo) Reset() {
 	*x = ChunkInfo{}
-	mi := &file_dfs_proto_msgTypes[14]
+	mi := &file_dfs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1232,7 @@ func (x *ChunkInfo) String() string {
 func (*ChunkInfo) ProtoMessage() {}
 
 func (x *ChunkInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[14]
+	mi := &file_dfs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1245,7 @@ func (x *ChunkInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkInfo.ProtoReflect.Descriptor instead.
 func (*ChunkInfo) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{14}
+	return file_dfs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ChunkInfo) GetIndex() uint32 {
@@ -1074,6 +1297,13 @@ func (x *ChunkInfo) GetReplicas() []*ReplicaInfo {
 	return nil
 }
 
+func (x *ChunkInfo) GetToken() *ChunkToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
 type FileInfo struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Path           string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
@@ -1100,7 +1330,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_dfs_proto_msgTypes[15]
+	mi := &file_dfs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1342,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[15]
+	mi := &file_dfs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1355,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{15}
+	return file_dfs_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FileInfo) GetPath() string {
@@ -1223,7 +1453,7 @@ type DownloadFileRequest struct {
 
 func (x *DownloadFileRequest) Reset() {
 	*x = DownloadFileRequest{}
-	mi := &file_dfs_proto_msgTypes[16]
+	mi := &file_dfs_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1465,7 @@ func (x *DownloadFileRequest) String() string {
 func (*DownloadFileRequest) ProtoMessage() {}
 
 func (x *DownloadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[16]
+	mi := &file_dfs_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1478,7 @@ func (x *DownloadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFileRequest.ProtoReflect.Descriptor instead.
 func (*DownloadFileRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{16}
+	return file_dfs_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DownloadFileRequest) GetPath() string {
@@ -1298,7 +1528,7 @@ type DownloadFileResponse struct {
 
 func (x *DownloadFileResponse) Reset() {
 	*x = DownloadFileResponse{}
-	mi := &file_dfs_proto_msgTypes[17]
+	mi := &file_dfs_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1540,7 @@ func (x *DownloadFileResponse) String() string {
 func (*DownloadFileResponse) ProtoMessage() {}
 
 func (x *DownloadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[17]
+	mi := &file_dfs_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1553,7 @@ func (x *DownloadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFileResponse.ProtoReflect.Descriptor instead.
 func (*DownloadFileResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{17}
+	return file_dfs_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DownloadFileResponse) GetFile() *FileInfo {
@@ -1354,7 +1584,7 @@ type StatFileRequest struct {
 
 func (x *StatFileRequest) Reset() {
 	*x = StatFileRequest{}
-	mi := &file_dfs_proto_msgTypes[18]
+	mi := &file_dfs_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1596,7 @@ func (x *StatFileRequest) String() string {
 func (*StatFileRequest) ProtoMessage() {}
 
 func (x *StatFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[18]
+	mi := &file_dfs_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1609,7 @@ func (x *StatFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFileRequest.ProtoReflect.Descriptor instead.
 func (*StatFileRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{18}
+	return file_dfs_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StatFileRequest) GetPath() string {
@@ -1427,7 +1657,7 @@ type StatFileResponse struct {
 
 func (x *StatFileResponse) Reset() {
 	*x = StatFileResponse{}
-	mi := &file_dfs_proto_msgTypes[19]
+	mi := &file_dfs_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1669,7 @@ func (x *StatFileResponse) String() string {
 func (*StatFileResponse) ProtoMessage() {}
 
 func (x *StatFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[19]
+	mi := &file_dfs_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1682,7 @@ func (x *StatFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFileResponse.ProtoReflect.Descriptor instead.
 func (*StatFileResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{19}
+	return file_dfs_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatFileResponse) GetFile() *FileInfo {
@@ -1484,7 +1714,7 @@ type DeleteFileRequest struct {
 
 func (x *DeleteFileRequest) Reset() {
 	*x = DeleteFileRequest{}
-	mi := &file_dfs_proto_msgTypes[20]
+	mi := &file_dfs_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1496,7 +1726,7 @@ func (x *DeleteFileRequest) String() string {
 func (*DeleteFileRequest) ProtoMessage() {}
 
 func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[20]
+	mi := &file_dfs_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1509,7 +1739,7 @@ func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFileRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFileRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{20}
+	return file_dfs_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeleteFileRequest) GetPath() string {
@@ -1541,7 +1771,7 @@ type DeleteFileResponse struct {
 
 func (x *DeleteFileResponse) Reset() {
 	*x = DeleteFileResponse{}
-	mi := &file_dfs_proto_msgTypes[21]
+	mi := &file_dfs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1783,7 @@ func (x *DeleteFileResponse) String() string {
 func (*DeleteFileResponse) ProtoMessage() {}
 
 func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[21]
+	mi := &file_dfs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1796,7 @@ func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFileResponse.ProtoReflect.Descriptor instead.
 func (*DeleteFileResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{21}
+	return file_dfs_proto_rawDescGZIP(), []int{23}
 }
 
 type ListFilesRequest struct {
@@ -1583,7 +1813,7 @@ type ListFilesRequest struct {
 
 func (x *ListFilesRequest) Reset() {
 	*x = ListFilesRequest{}
-	mi := &file_dfs_proto_msgTypes[22]
+	mi := &file_dfs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1825,7 @@ func (x *ListFilesRequest) String() string {
 func (*ListFilesRequest) ProtoMessage() {}
 
 func (x *ListFilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[22]
+	mi := &file_dfs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1838,7 @@ func (x *ListFilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFilesRequest.ProtoReflect.Descriptor instead.
 func (*ListFilesRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{22}
+	return file_dfs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListFilesRequest) GetPath() string {
@@ -1653,7 +1883,7 @@ type ListEntry struct {
 
 func (x *ListEntry) Reset() {
 	*x = ListEntry{}
-	mi := &file_dfs_proto_msgTypes[23]
+	mi := &file_dfs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1895,7 @@ func (x *ListEntry) String() string {
 func (*ListEntry) ProtoMessage() {}
 
 func (x *ListEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[23]
+	mi := &file_dfs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1908,7 @@ func (x *ListEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntry.ProtoReflect.Descriptor instead.
 func (*ListEntry) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{23}
+	return file_dfs_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListEntry) GetPath() string {
@@ -1733,7 +1963,7 @@ type ListFilesResponse struct {
 
 func (x *ListFilesResponse) Reset() {
 	*x = ListFilesResponse{}
-	mi := &file_dfs_proto_msgTypes[24]
+	mi := &file_dfs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +1975,7 @@ func (x *ListFilesResponse) String() string {
 func (*ListFilesResponse) ProtoMessage() {}
 
 func (x *ListFilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[24]
+	mi := &file_dfs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +1988,7 @@ func (x *ListFilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFilesResponse.ProtoReflect.Descriptor instead.
 func (*ListFilesResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{24}
+	return file_dfs_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListFilesResponse) GetEntries() []*ListEntry {
@@ -1786,7 +2016,7 @@ type MkdirRequest struct {
 
 func (x *MkdirRequest) Reset() {
 	*x = MkdirRequest{}
-	mi := &file_dfs_proto_msgTypes[25]
+	mi := &file_dfs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +2028,7 @@ func (x *MkdirRequest) String() string {
 func (*MkdirRequest) ProtoMessage() {}
 
 func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[25]
+	mi := &file_dfs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +2041,7 @@ func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirRequest.ProtoReflect.Descriptor instead.
 func (*MkdirRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{25}
+	return file_dfs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MkdirRequest) GetPath() string {
@@ -1836,7 +2066,7 @@ type MkdirResponse struct {
 
 func (x *MkdirResponse) Reset() {
 	*x = MkdirResponse{}
-	mi := &file_dfs_proto_msgTypes[26]
+	mi := &file_dfs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +2078,7 @@ func (x *MkdirResponse) String() string {
 func (*MkdirResponse) ProtoMessage() {}
 
 func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[26]
+	mi := &file_dfs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +2091,7 @@ func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirResponse.ProtoReflect.Descriptor instead.
 func (*MkdirResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{26}
+	return file_dfs_proto_rawDescGZIP(), []int{28}
 }
 
 type RenameRequest struct {
@@ -1876,7 +2106,7 @@ type RenameRequest struct {
 
 func (x *RenameRequest) Reset() {
 	*x = RenameRequest{}
-	mi := &file_dfs_proto_msgTypes[27]
+	mi := &file_dfs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2118,7 @@ func (x *RenameRequest) String() string {
 func (*RenameRequest) ProtoMessage() {}
 
 func (x *RenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[27]
+	mi := &file_dfs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2131,7 @@ func (x *RenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
 func (*RenameRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{27}
+	return file_dfs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RenameRequest) GetSrc() string {
@@ -1933,7 +2163,7 @@ type RenameResponse struct {
 
 func (x *RenameResponse) Reset() {
 	*x = RenameResponse{}
-	mi := &file_dfs_proto_msgTypes[28]
+	mi := &file_dfs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2175,7 @@ func (x *RenameResponse) String() string {
 func (*RenameResponse) ProtoMessage() {}
 
 func (x *RenameResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[28]
+	mi := &file_dfs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2188,7 @@ func (x *RenameResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameResponse.ProtoReflect.Descriptor instead.
 func (*RenameResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{28}
+	return file_dfs_proto_rawDescGZIP(), []int{30}
 }
 
 type CopyFileRequest struct {
@@ -1975,7 +2205,7 @@ type CopyFileRequest struct {
 
 func (x *CopyFileRequest) Reset() {
 	*x = CopyFileRequest{}
-	mi := &file_dfs_proto_msgTypes[29]
+	mi := &file_dfs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2217,7 @@ func (x *CopyFileRequest) String() string {
 func (*CopyFileRequest) ProtoMessage() {}
 
 func (x *CopyFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[29]
+	mi := &file_dfs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2230,7 @@ func (x *CopyFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyFileRequest.ProtoReflect.Descriptor instead.
 func (*CopyFileRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{29}
+	return file_dfs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CopyFileRequest) GetSrc() string {
@@ -2041,7 +2271,7 @@ type CopyFileResponse struct {
 
 func (x *CopyFileResponse) Reset() {
 	*x = CopyFileResponse{}
-	mi := &file_dfs_proto_msgTypes[30]
+	mi := &file_dfs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2283,7 @@ func (x *CopyFileResponse) String() string {
 func (*CopyFileResponse) ProtoMessage() {}
 
 func (x *CopyFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[30]
+	mi := &file_dfs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2296,7 @@ func (x *CopyFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyFileResponse.ProtoReflect.Descriptor instead.
 func (*CopyFileResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{30}
+	return file_dfs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CopyFileResponse) GetFile() *FileInfo {
@@ -2085,7 +2315,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_dfs_proto_msgTypes[31]
+	mi := &file_dfs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2327,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[31]
+	mi := &file_dfs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2340,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{31}
+	return file_dfs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UsageRequest) GetPath() string {
@@ -2131,7 +2361,7 @@ type UsageResponse struct {
 
 func (x *UsageResponse) Reset() {
 	*x = UsageResponse{}
-	mi := &file_dfs_proto_msgTypes[32]
+	mi := &file_dfs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2143,7 +2373,7 @@ func (x *UsageResponse) String() string {
 func (*UsageResponse) ProtoMessage() {}
 
 func (x *UsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[32]
+	mi := &file_dfs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2156,7 +2386,7 @@ func (x *UsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
 func (*UsageResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{32}
+	return file_dfs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UsageResponse) GetBytes() int64 {
@@ -2221,7 +2451,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_dfs_proto_msgTypes[33]
+	mi := &file_dfs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2463,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[33]
+	mi := &file_dfs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2476,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{33}
+	return file_dfs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -2371,7 +2601,7 @@ type RegisterDataNodeRequest struct {
 
 func (x *RegisterDataNodeRequest) Reset() {
 	*x = RegisterDataNodeRequest{}
-	mi := &file_dfs_proto_msgTypes[34]
+	mi := &file_dfs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2613,7 @@ func (x *RegisterDataNodeRequest) String() string {
 func (*RegisterDataNodeRequest) ProtoMessage() {}
 
 func (x *RegisterDataNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[34]
+	mi := &file_dfs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2626,7 @@ func (x *RegisterDataNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDataNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterDataNodeRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{34}
+	return file_dfs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RegisterDataNodeRequest) GetNodeId() string {
@@ -2460,14 +2690,17 @@ type RegisterDataNodeResponse struct {
 	// incarnation identifies this registration; the node's heartbeats carry
 	// it, and one with another incarnation is refused (NotFound), so a node
 	// registered again elsewhere cannot be kept alive by the old process.
-	Incarnation   string `protobuf:"bytes,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Incarnation string `protobuf:"bytes,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// chunk_keys are the coordinator's chunk token keys still valid (with
+	// TLS only); the node keeps every key it is given until it expires.
+	ChunkKeys     []*ChunkKey `protobuf:"bytes,6,rep,name=chunk_keys,json=chunkKeys,proto3" json:"chunk_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegisterDataNodeResponse) Reset() {
 	*x = RegisterDataNodeResponse{}
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2479,7 +2712,7 @@ func (x *RegisterDataNodeResponse) String() string {
 func (*RegisterDataNodeResponse) ProtoMessage() {}
 
 func (x *RegisterDataNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2492,7 +2725,7 @@ func (x *RegisterDataNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDataNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterDataNodeResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{35}
+	return file_dfs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RegisterDataNodeResponse) GetClusterVersion() uint64 {
@@ -2523,6 +2756,13 @@ func (x *RegisterDataNodeResponse) GetIncarnation() string {
 	return ""
 }
 
+func (x *RegisterDataNodeResponse) GetChunkKeys() []*ChunkKey {
+	if x != nil {
+		return x.ChunkKeys
+	}
+	return nil
+}
+
 type HeartbeatRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	NodeId     string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -2544,7 +2784,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2796,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2809,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{36}
+	return file_dfs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *HeartbeatRequest) GetNodeId() string {
@@ -2638,7 +2878,7 @@ type NodeUpdate struct {
 
 func (x *NodeUpdate) Reset() {
 	*x = NodeUpdate{}
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2650,7 +2890,7 @@ func (x *NodeUpdate) String() string {
 func (*NodeUpdate) ProtoMessage() {}
 
 func (x *NodeUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2663,7 +2903,7 @@ func (x *NodeUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpdate.ProtoReflect.Descriptor instead.
 func (*NodeUpdate) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{37}
+	return file_dfs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *NodeUpdate) GetVersion() uint64 {
@@ -2692,7 +2932,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +2944,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +2957,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{38}
+	return file_dfs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *NodeCommand) GetCommand() isNodeCommand_Command {
@@ -2755,7 +2995,7 @@ type DeleteChunksCommand struct {
 
 func (x *DeleteChunksCommand) Reset() {
 	*x = DeleteChunksCommand{}
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2767,7 +3007,7 @@ func (x *DeleteChunksCommand) String() string {
 func (*DeleteChunksCommand) ProtoMessage() {}
 
 func (x *DeleteChunksCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2780,7 +3020,7 @@ func (x *DeleteChunksCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksCommand.ProtoReflect.Descriptor instead.
 func (*DeleteChunksCommand) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{39}
+	return file_dfs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DeleteChunksCommand) GetChunkIds() []string {
@@ -2795,17 +3035,20 @@ type HeartbeatResponse struct {
 	ClusterVersion uint64                 `protobuf:"varint,1,opt,name=cluster_version,json=clusterVersion,proto3" json:"cluster_version,omitempty"`
 	// full is set when the node was too far behind: nodes is then the whole
 	// membership instead of the changes since known_version.
-	Full          bool           `protobuf:"varint,2,opt,name=full,proto3" json:"full,omitempty"`
-	Updates       []*NodeUpdate  `protobuf:"bytes,3,rep,name=updates,proto3" json:"updates,omitempty"`
-	Nodes         []*NodeStatus  `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Commands      []*NodeCommand `protobuf:"bytes,5,rep,name=commands,proto3" json:"commands,omitempty"`
+	Full     bool           `protobuf:"varint,2,opt,name=full,proto3" json:"full,omitempty"`
+	Updates  []*NodeUpdate  `protobuf:"bytes,3,rep,name=updates,proto3" json:"updates,omitempty"`
+	Nodes    []*NodeStatus  `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Commands []*NodeCommand `protobuf:"bytes,5,rep,name=commands,proto3" json:"commands,omitempty"`
+	// chunk_keys are the coordinator's chunk token keys still valid (with
+	// TLS only), a new one a while before it signs tokens.
+	ChunkKeys     []*ChunkKey `protobuf:"bytes,6,rep,name=chunk_keys,json=chunkKeys,proto3" json:"chunk_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2817,7 +3060,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2830,7 +3073,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{40}
+	return file_dfs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *HeartbeatResponse) GetClusterVersion() uint64 {
@@ -2868,6 +3111,13 @@ func (x *HeartbeatResponse) GetCommands() []*NodeCommand {
 	return nil
 }
 
+func (x *HeartbeatResponse) GetChunkKeys() []*ChunkKey {
+	if x != nil {
+		return x.ChunkKeys
+	}
+	return nil
+}
+
 type ReportChunksRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -2896,7 +3146,7 @@ type ReportChunksRequest struct {
 
 func (x *ReportChunksRequest) Reset() {
 	*x = ReportChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2908,7 +3158,7 @@ func (x *ReportChunksRequest) String() string {
 func (*ReportChunksRequest) ProtoMessage() {}
 
 func (x *ReportChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2921,7 +3171,7 @@ func (x *ReportChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunksRequest.ProtoReflect.Descriptor instead.
 func (*ReportChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{41}
+	return file_dfs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReportChunksRequest) GetNodeId() string {
@@ -2981,7 +3231,7 @@ type ReportChunksResponse struct {
 
 func (x *ReportChunksResponse) Reset() {
 	*x = ReportChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2993,7 +3243,7 @@ func (x *ReportChunksResponse) String() string {
 func (*ReportChunksResponse) ProtoMessage() {}
 
 func (x *ReportChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3006,7 +3256,7 @@ func (x *ReportChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunksResponse.ProtoReflect.Descriptor instead.
 func (*ReportChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{42}
+	return file_dfs_proto_rawDescGZIP(), []int{44}
 }
 
 type ListNodesRequest struct {
@@ -3017,7 +3267,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3279,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3292,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{43}
+	return file_dfs_proto_rawDescGZIP(), []int{45}
 }
 
 type ListNodesResponse struct {
@@ -3066,7 +3316,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3078,7 +3328,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3091,7 +3341,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{44}
+	return file_dfs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListNodesResponse) GetClusterVersion() uint64 {
@@ -3166,7 +3416,7 @@ type ReadinessStatus struct {
 
 func (x *ReadinessStatus) Reset() {
 	*x = ReadinessStatus{}
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3178,7 +3428,7 @@ func (x *ReadinessStatus) String() string {
 func (*ReadinessStatus) ProtoMessage() {}
 
 func (x *ReadinessStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3191,7 +3441,7 @@ func (x *ReadinessStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadinessStatus.ProtoReflect.Descriptor instead.
 func (*ReadinessStatus) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{45}
+	return file_dfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReadinessStatus) GetWritable() bool {
@@ -3244,7 +3494,7 @@ type ClusterHealth struct {
 
 func (x *ClusterHealth) Reset() {
 	*x = ClusterHealth{}
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3256,7 +3506,7 @@ func (x *ClusterHealth) String() string {
 func (*ClusterHealth) ProtoMessage() {}
 
 func (x *ClusterHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3269,7 +3519,7 @@ func (x *ClusterHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterHealth.ProtoReflect.Descriptor instead.
 func (*ClusterHealth) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{46}
+	return file_dfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ClusterHealth) GetChunks() int64 {
@@ -3363,7 +3613,7 @@ type ReportBadReplicaRequest struct {
 
 func (x *ReportBadReplicaRequest) Reset() {
 	*x = ReportBadReplicaRequest{}
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3375,7 +3625,7 @@ func (x *ReportBadReplicaRequest) String() string {
 func (*ReportBadReplicaRequest) ProtoMessage() {}
 
 func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3388,7 +3638,7 @@ func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{47}
+	return file_dfs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReportBadReplicaRequest) GetChunkId() string {
@@ -3433,7 +3683,7 @@ type ReportBadReplicaResponse struct {
 
 func (x *ReportBadReplicaResponse) Reset() {
 	*x = ReportBadReplicaResponse{}
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3445,7 +3695,7 @@ func (x *ReportBadReplicaResponse) String() string {
 func (*ReportBadReplicaResponse) ProtoMessage() {}
 
 func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3458,7 +3708,7 @@ func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{48}
+	return file_dfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReportBadReplicaResponse) GetCorrupt() bool {
@@ -3487,7 +3737,7 @@ type ReportNodeFailureRequest struct {
 
 func (x *ReportNodeFailureRequest) Reset() {
 	*x = ReportNodeFailureRequest{}
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3499,7 +3749,7 @@ func (x *ReportNodeFailureRequest) String() string {
 func (*ReportNodeFailureRequest) ProtoMessage() {}
 
 func (x *ReportNodeFailureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3512,7 +3762,7 @@ func (x *ReportNodeFailureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFailureRequest.ProtoReflect.Descriptor instead.
 func (*ReportNodeFailureRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{49}
+	return file_dfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReportNodeFailureRequest) GetNodeIds() []string {
@@ -3537,7 +3787,7 @@ type ReportNodeFailureResponse struct {
 
 func (x *ReportNodeFailureResponse) Reset() {
 	*x = ReportNodeFailureResponse{}
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3549,7 +3799,7 @@ func (x *ReportNodeFailureResponse) String() string {
 func (*ReportNodeFailureResponse) ProtoMessage() {}
 
 func (x *ReportNodeFailureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3562,7 +3812,7 @@ func (x *ReportNodeFailureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFailureResponse.ProtoReflect.Descriptor instead.
 func (*ReportNodeFailureResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{50}
+	return file_dfs_proto_rawDescGZIP(), []int{52}
 }
 
 type DecommissionRequest struct {
@@ -3576,7 +3826,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3588,7 +3838,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3601,7 +3851,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{51}
+	return file_dfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DecommissionRequest) GetNodeId() string {
@@ -3627,7 +3877,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3639,7 +3889,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3652,7 +3902,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{52}
+	return file_dfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DecommissionResponse) GetNode() *NodeStatus {
@@ -3676,7 +3926,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3688,7 +3938,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3701,7 +3951,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{53}
+	return file_dfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CreateTokenRequest) GetUser() string {
@@ -3739,7 +3989,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3751,7 +4001,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3764,7 +4014,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{54}
+	return file_dfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -3797,7 +4047,7 @@ type FsckRequest struct {
 
 func (x *FsckRequest) Reset() {
 	*x = FsckRequest{}
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3809,7 +4059,7 @@ func (x *FsckRequest) String() string {
 func (*FsckRequest) ProtoMessage() {}
 
 func (x *FsckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3822,7 +4072,7 @@ func (x *FsckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckRequest.ProtoReflect.Descriptor instead.
 func (*FsckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{55}
+	return file_dfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *FsckRequest) GetPath() string {
@@ -3848,7 +4098,7 @@ type FsckChunk struct {
 
 func (x *FsckChunk) Reset() {
 	*x = FsckChunk{}
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3860,7 +4110,7 @@ func (x *FsckChunk) String() string {
 func (*FsckChunk) ProtoMessage() {}
 
 func (x *FsckChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3873,7 +4123,7 @@ func (x *FsckChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckChunk.ProtoReflect.Descriptor instead.
 func (*FsckChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{56}
+	return file_dfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *FsckChunk) GetIndex() uint32 {
@@ -3939,7 +4189,7 @@ type FsckFile struct {
 
 func (x *FsckFile) Reset() {
 	*x = FsckFile{}
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3951,7 +4201,7 @@ func (x *FsckFile) String() string {
 func (*FsckFile) ProtoMessage() {}
 
 func (x *FsckFile) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3964,7 +4214,7 @@ func (x *FsckFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckFile.ProtoReflect.Descriptor instead.
 func (*FsckFile) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{57}
+	return file_dfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *FsckFile) GetPath() string {
@@ -4009,7 +4259,7 @@ type FsckSummary struct {
 
 func (x *FsckSummary) Reset() {
 	*x = FsckSummary{}
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4021,7 +4271,7 @@ func (x *FsckSummary) String() string {
 func (*FsckSummary) ProtoMessage() {}
 
 func (x *FsckSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4034,7 +4284,7 @@ func (x *FsckSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckSummary.ProtoReflect.Descriptor instead.
 func (*FsckSummary) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{58}
+	return file_dfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *FsckSummary) GetFiles() int64 {
@@ -4092,7 +4342,7 @@ type FsckReport struct {
 
 func (x *FsckReport) Reset() {
 	*x = FsckReport{}
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4104,7 +4354,7 @@ func (x *FsckReport) String() string {
 func (*FsckReport) ProtoMessage() {}
 
 func (x *FsckReport) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4117,7 +4367,7 @@ func (x *FsckReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckReport.ProtoReflect.Descriptor instead.
 func (*FsckReport) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{59}
+	return file_dfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *FsckReport) GetReport() isFsckReport_Report {
@@ -4169,7 +4419,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4181,7 +4431,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4194,7 +4444,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{60}
+	return file_dfs_proto_rawDescGZIP(), []int{62}
 }
 
 type BackupChunk struct {
@@ -4206,7 +4456,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4218,7 +4468,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4231,7 +4481,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{61}
+	return file_dfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -4247,14 +4497,17 @@ type PrepareChunkUploadRequest struct {
 	Size      int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	FrameSize int64                  `protobuf:"varint,3,opt,name=frame_size,json=frameSize,proto3" json:"frame_size,omitempty"`
 	// replicas the primary forwards the chunk to; empty on a replica.
-	Replicas      []*NodeRef `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	Replicas []*NodeRef `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// token is the write token of the chunk's plan; a primary forwards it
+	// to its replicas, each of which it must name.
+	Token         *ChunkToken `protobuf:"bytes,5,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PrepareChunkUploadRequest) Reset() {
 	*x = PrepareChunkUploadRequest{}
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4266,7 +4519,7 @@ func (x *PrepareChunkUploadRequest) String() string {
 func (*PrepareChunkUploadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4279,7 +4532,7 @@ func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{62}
+	return file_dfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *PrepareChunkUploadRequest) GetChunkId() string {
@@ -4310,6 +4563,13 @@ func (x *PrepareChunkUploadRequest) GetReplicas() []*NodeRef {
 	return nil
 }
 
+func (x *PrepareChunkUploadRequest) GetToken() *ChunkToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
 type PrepareChunkUploadResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -4320,7 +4580,7 @@ type PrepareChunkUploadResponse struct {
 
 func (x *PrepareChunkUploadResponse) Reset() {
 	*x = PrepareChunkUploadResponse{}
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4332,7 +4592,7 @@ func (x *PrepareChunkUploadResponse) String() string {
 func (*PrepareChunkUploadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4345,7 +4605,7 @@ func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{63}
+	return file_dfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *PrepareChunkUploadResponse) GetSessionId() string {
@@ -4391,7 +4651,7 @@ type ChunkDataStream struct {
 
 func (x *ChunkDataStream) Reset() {
 	*x = ChunkDataStream{}
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4403,7 +4663,7 @@ func (x *ChunkDataStream) String() string {
 func (*ChunkDataStream) ProtoMessage() {}
 
 func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4416,7 +4676,7 @@ func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataStream.ProtoReflect.Descriptor instead.
 func (*ChunkDataStream) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{64}
+	return file_dfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ChunkDataStream) GetSessionId() string {
@@ -4496,7 +4756,7 @@ type ChunkDataAck struct {
 
 func (x *ChunkDataAck) Reset() {
 	*x = ChunkDataAck{}
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4508,7 +4768,7 @@ func (x *ChunkDataAck) String() string {
 func (*ChunkDataAck) ProtoMessage() {}
 
 func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4521,7 +4781,7 @@ func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataAck.ProtoReflect.Descriptor instead.
 func (*ChunkDataAck) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{65}
+	return file_dfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ChunkDataAck) GetSessionId() string {
@@ -4563,14 +4823,16 @@ type PrepareChunkDownloadRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	ChunkId string                 `protobuf:"bytes,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
 	// frame_digests asks for the chunk's frame digests in the reply.
-	FrameDigests  bool `protobuf:"varint,2,opt,name=frame_digests,json=frameDigests,proto3" json:"frame_digests,omitempty"`
+	FrameDigests bool `protobuf:"varint,2,opt,name=frame_digests,json=frameDigests,proto3" json:"frame_digests,omitempty"`
+	// token is the chunk's read token.
+	Token         *ChunkToken `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PrepareChunkDownloadRequest) Reset() {
 	*x = PrepareChunkDownloadRequest{}
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4582,7 +4844,7 @@ func (x *PrepareChunkDownloadRequest) String() string {
 func (*PrepareChunkDownloadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4595,7 +4857,7 @@ func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{66}
+	return file_dfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *PrepareChunkDownloadRequest) GetChunkId() string {
@@ -4610,6 +4872,13 @@ func (x *PrepareChunkDownloadRequest) GetFrameDigests() bool {
 		return x.FrameDigests
 	}
 	return false
+}
+
+func (x *PrepareChunkDownloadRequest) GetToken() *ChunkToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
 }
 
 type PrepareChunkDownloadResponse struct {
@@ -4628,7 +4897,7 @@ type PrepareChunkDownloadResponse struct {
 
 func (x *PrepareChunkDownloadResponse) Reset() {
 	*x = PrepareChunkDownloadResponse{}
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4640,7 +4909,7 @@ func (x *PrepareChunkDownloadResponse) String() string {
 func (*PrepareChunkDownloadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4653,7 +4922,7 @@ func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{67}
+	return file_dfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *PrepareChunkDownloadResponse) GetSessionId() string {
@@ -4706,14 +4975,17 @@ type DownloadChunkStreamRequest struct {
 	ChunkId string `protobuf:"bytes,4,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
 	// frame_digests, with chunk_id, asks for the chunk's frame digests in the
 	// header.
-	FrameDigests  bool `protobuf:"varint,5,opt,name=frame_digests,json=frameDigests,proto3" json:"frame_digests,omitempty"`
+	FrameDigests bool `protobuf:"varint,5,opt,name=frame_digests,json=frameDigests,proto3" json:"frame_digests,omitempty"`
+	// token, with chunk_id, is the chunk's read token (a prepared session
+	// was authorized by its PrepareChunkDownload).
+	Token         *ChunkToken `protobuf:"bytes,6,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DownloadChunkStreamRequest) Reset() {
 	*x = DownloadChunkStreamRequest{}
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4725,7 +4997,7 @@ func (x *DownloadChunkStreamRequest) String() string {
 func (*DownloadChunkStreamRequest) ProtoMessage() {}
 
 func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4738,7 +5010,7 @@ func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadChunkStreamRequest.ProtoReflect.Descriptor instead.
 func (*DownloadChunkStreamRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{68}
+	return file_dfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *DownloadChunkStreamRequest) GetSessionId() string {
@@ -4776,6 +5048,13 @@ func (x *DownloadChunkStreamRequest) GetFrameDigests() bool {
 	return false
 }
 
+func (x *DownloadChunkStreamRequest) GetToken() *ChunkToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
 type StatChunksRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ChunkIds      []string               `protobuf:"bytes,1,rep,name=chunk_ids,json=chunkIds,proto3" json:"chunk_ids,omitempty"`
@@ -4785,7 +5064,7 @@ type StatChunksRequest struct {
 
 func (x *StatChunksRequest) Reset() {
 	*x = StatChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4797,7 +5076,7 @@ func (x *StatChunksRequest) String() string {
 func (*StatChunksRequest) ProtoMessage() {}
 
 func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4810,7 +5089,7 @@ func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksRequest.ProtoReflect.Descriptor instead.
 func (*StatChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{69}
+	return file_dfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *StatChunksRequest) GetChunkIds() []string {
@@ -4833,7 +5112,7 @@ type ChunkStat struct {
 
 func (x *ChunkStat) Reset() {
 	*x = ChunkStat{}
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4845,7 +5124,7 @@ func (x *ChunkStat) String() string {
 func (*ChunkStat) ProtoMessage() {}
 
 func (x *ChunkStat) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4858,7 +5137,7 @@ func (x *ChunkStat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkStat.ProtoReflect.Descriptor instead.
 func (*ChunkStat) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{70}
+	return file_dfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ChunkStat) GetChunkId() string {
@@ -4905,7 +5184,7 @@ type StatChunksResponse struct {
 
 func (x *StatChunksResponse) Reset() {
 	*x = StatChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4917,7 +5196,7 @@ func (x *StatChunksResponse) String() string {
 func (*StatChunksResponse) ProtoMessage() {}
 
 func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4930,7 +5209,7 @@ func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksResponse.ProtoReflect.Descriptor instead.
 func (*StatChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{71}
+	return file_dfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *StatChunksResponse) GetChunks() []*ChunkStat {
@@ -4951,14 +5230,18 @@ type ReplicateChunkRequest struct {
 	// verified against, and stores, that whole digest.
 	Digest []byte `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
 	// source is a node holding a good copy.
-	Source        *NodeRef `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	Source *NodeRef `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	// token is the replicate token naming this node; source_token the read
+	// token naming the source, which this node presents to it.
+	Token         *ChunkToken `protobuf:"bytes,6,opt,name=token,proto3" json:"token,omitempty"`
+	SourceToken   *ChunkToken `protobuf:"bytes,7,opt,name=source_token,json=sourceToken,proto3" json:"source_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReplicateChunkRequest) Reset() {
 	*x = ReplicateChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4970,7 +5253,7 @@ func (x *ReplicateChunkRequest) String() string {
 func (*ReplicateChunkRequest) ProtoMessage() {}
 
 func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4983,7 +5266,7 @@ func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{72}
+	return file_dfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ReplicateChunkRequest) GetChunkId() string {
@@ -5021,6 +5304,20 @@ func (x *ReplicateChunkRequest) GetSource() *NodeRef {
 	return nil
 }
 
+func (x *ReplicateChunkRequest) GetToken() *ChunkToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *ReplicateChunkRequest) GetSourceToken() *ChunkToken {
+	if x != nil {
+		return x.SourceToken
+	}
+	return nil
+}
+
 type ReplicateChunkResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Bytes         int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
@@ -5030,7 +5327,7 @@ type ReplicateChunkResponse struct {
 
 func (x *ReplicateChunkResponse) Reset() {
 	*x = ReplicateChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5042,7 +5339,7 @@ func (x *ReplicateChunkResponse) String() string {
 func (*ReplicateChunkResponse) ProtoMessage() {}
 
 func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5055,7 +5352,7 @@ func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{73}
+	return file_dfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ReplicateChunkResponse) GetBytes() int64 {
@@ -5074,7 +5371,7 @@ type VerifyChunkRequest struct {
 
 func (x *VerifyChunkRequest) Reset() {
 	*x = VerifyChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[74]
+	mi := &file_dfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5086,7 +5383,7 @@ func (x *VerifyChunkRequest) String() string {
 func (*VerifyChunkRequest) ProtoMessage() {}
 
 func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[74]
+	mi := &file_dfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5099,7 +5396,7 @@ func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkRequest.ProtoReflect.Descriptor instead.
 func (*VerifyChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{74}
+	return file_dfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *VerifyChunkRequest) GetChunkId() string {
@@ -5120,7 +5417,7 @@ type VerifyChunkResponse struct {
 
 func (x *VerifyChunkResponse) Reset() {
 	*x = VerifyChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[75]
+	mi := &file_dfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5132,7 +5429,7 @@ func (x *VerifyChunkResponse) String() string {
 func (*VerifyChunkResponse) ProtoMessage() {}
 
 func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[75]
+	mi := &file_dfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5145,7 +5442,7 @@ func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkResponse.ProtoReflect.Descriptor instead.
 func (*VerifyChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{75}
+	return file_dfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *VerifyChunkResponse) GetPresent() bool {
@@ -5170,15 +5467,17 @@ func (x *VerifyChunkResponse) GetReason() string {
 }
 
 type DeleteChunkRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ChunkId       string                 `protobuf:"bytes,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ChunkId string                 `protobuf:"bytes,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	// token is the chunk's delete token naming this node.
+	Token         *ChunkToken `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteChunkRequest) Reset() {
 	*x = DeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[76]
+	mi := &file_dfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5190,7 +5489,7 @@ func (x *DeleteChunkRequest) String() string {
 func (*DeleteChunkRequest) ProtoMessage() {}
 
 func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[76]
+	mi := &file_dfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5203,7 +5502,7 @@ func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{76}
+	return file_dfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *DeleteChunkRequest) GetChunkId() string {
@@ -5211,6 +5510,13 @@ func (x *DeleteChunkRequest) GetChunkId() string {
 		return x.ChunkId
 	}
 	return ""
+}
+
+func (x *DeleteChunkRequest) GetToken() *ChunkToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
 }
 
 type DeleteChunkResponse struct {
@@ -5221,7 +5527,7 @@ type DeleteChunkResponse struct {
 
 func (x *DeleteChunkResponse) Reset() {
 	*x = DeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[77]
+	mi := &file_dfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5233,7 +5539,7 @@ func (x *DeleteChunkResponse) String() string {
 func (*DeleteChunkResponse) ProtoMessage() {}
 
 func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[77]
+	mi := &file_dfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5246,7 +5552,7 @@ func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{77}
+	return file_dfs_proto_rawDescGZIP(), []int{79}
 }
 
 type BulkDeleteChunkRequest struct {
@@ -5255,14 +5561,19 @@ type BulkDeleteChunkRequest struct {
 	// node_id, when set, is the node the deletions are meant for: a datanode
 	// with another ID (a new node at a dead one's address) refuses them with
 	// FailedPrecondition.
-	NodeId        string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	NodeId string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// tokens are the delete tokens of chunk_ids, one each in the same
+	// order, when the node runs with TLS. (Deletions sent as heartbeat
+	// commands need none: they come over the node's own authenticated
+	// connection to the coordinator.)
+	Tokens        []*ChunkToken `protobuf:"bytes,3,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BulkDeleteChunkRequest) Reset() {
 	*x = BulkDeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[78]
+	mi := &file_dfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5274,7 +5585,7 @@ func (x *BulkDeleteChunkRequest) String() string {
 func (*BulkDeleteChunkRequest) ProtoMessage() {}
 
 func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[78]
+	mi := &file_dfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5287,7 +5598,7 @@ func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{78}
+	return file_dfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *BulkDeleteChunkRequest) GetChunkIds() []string {
@@ -5304,6 +5615,13 @@ func (x *BulkDeleteChunkRequest) GetNodeId() string {
 	return ""
 }
 
+func (x *BulkDeleteChunkRequest) GetTokens() []*ChunkToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
 type BulkDeleteChunkResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// deleted counts chunks removed; missing ones count as done.
@@ -5317,7 +5635,7 @@ type BulkDeleteChunkResponse struct {
 
 func (x *BulkDeleteChunkResponse) Reset() {
 	*x = BulkDeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[79]
+	mi := &file_dfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5329,7 +5647,7 @@ func (x *BulkDeleteChunkResponse) String() string {
 func (*BulkDeleteChunkResponse) ProtoMessage() {}
 
 func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[79]
+	mi := &file_dfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5342,7 +5660,7 @@ func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{79}
+	return file_dfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *BulkDeleteChunkResponse) GetDeleted() uint32 {
@@ -5374,7 +5692,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_dfs_proto_msgTypes[80]
+	mi := &file_dfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5386,7 +5704,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[80]
+	mi := &file_dfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5399,7 +5717,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{80}
+	return file_dfs_proto_rawDescGZIP(), []int{82}
 }
 
 type HealthCheckResponse struct {
@@ -5415,7 +5733,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_dfs_proto_msgTypes[81]
+	mi := &file_dfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5427,7 +5745,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[81]
+	mi := &file_dfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5440,7 +5758,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{81}
+	return file_dfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *HealthCheckResponse) GetNodeId() string {
@@ -5491,7 +5809,7 @@ type NotServing struct {
 
 func (x *NotServing) Reset() {
 	*x = NotServing{}
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5503,7 +5821,7 @@ func (x *NotServing) String() string {
 func (*NotServing) ProtoMessage() {}
 
 func (x *NotServing) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5516,7 +5834,7 @@ func (x *NotServing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotServing.ProtoReflect.Descriptor instead.
 func (*NotServing) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{82}
+	return file_dfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *NotServing) GetLeader() string {
@@ -5546,7 +5864,7 @@ type ErrorKind struct {
 
 func (x *ErrorKind) Reset() {
 	*x = ErrorKind{}
-	mi := &file_dfs_proto_msgTypes[83]
+	mi := &file_dfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5558,7 +5876,7 @@ func (x *ErrorKind) String() string {
 func (*ErrorKind) ProtoMessage() {}
 
 func (x *ErrorKind) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[83]
+	mi := &file_dfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5571,7 +5889,7 @@ func (x *ErrorKind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorKind.ProtoReflect.Descriptor instead.
 func (*ErrorKind) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{83}
+	return file_dfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ErrorKind) GetKind() string {
@@ -5590,7 +5908,7 @@ type FailedNodes struct {
 
 func (x *FailedNodes) Reset() {
 	*x = FailedNodes{}
-	mi := &file_dfs_proto_msgTypes[84]
+	mi := &file_dfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5602,7 +5920,7 @@ func (x *FailedNodes) String() string {
 func (*FailedNodes) ProtoMessage() {}
 
 func (x *FailedNodes) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[84]
+	mi := &file_dfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5615,7 +5933,7 @@ func (x *FailedNodes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedNodes.ProtoReflect.Descriptor instead.
 func (*FailedNodes) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{84}
+	return file_dfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *FailedNodes) GetNodeIds() []string {
@@ -5629,12 +5947,25 @@ var File_dfs_proto protoreflect.FileDescriptor
 
 const file_dfs_proto_rawDesc = "" +
 	"\n" +
-	"\tdfs.proto\x12\x06dfs.v1\"\x94\x01\n" +
+	"\tdfs.proto\x12\x06dfs.v1\"\xbe\x01\n" +
 	"\tChunkPlan\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x19\n" +
 	"\bchunk_id\x18\x02 \x01(\tR\achunkId\x12)\n" +
 	"\aprimary\x18\x03 \x01(\v2\x0f.dfs.v1.NodeRefR\aprimary\x12+\n" +
-	"\breplicas\x18\x04 \x03(\v2\x0f.dfs.v1.NodeRefR\breplicas\"6\n" +
+	"\breplicas\x18\x04 \x03(\v2\x0f.dfs.v1.NodeRefR\breplicas\x12(\n" +
+	"\x05token\x18\x05 \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\"\xb4\x01\n" +
+	"\n" +
+	"ChunkToken\x12\x19\n" +
+	"\bchunk_id\x18\x01 \x01(\tR\achunkId\x12\x1f\n" +
+	"\x02op\x18\x02 \x01(\x0e2\x0f.dfs.v1.ChunkOpR\x02op\x12\x19\n" +
+	"\bnode_ids\x18\x03 \x03(\tR\anodeIds\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x04 \x01(\x03R\rexpiresUnixMs\x12\x15\n" +
+	"\x06key_id\x18\x05 \x01(\x04R\x05keyId\x12\x10\n" +
+	"\x03mac\x18\x06 \x01(\fR\x03mac\"Z\n" +
+	"\bChunkKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\fR\x06secret\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x03 \x01(\x03R\rexpiresUnixMs\"6\n" +
 	"\aNodeRef\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xbd\x01\n" +
@@ -5703,7 +6034,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\vReplicaInfo\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12'\n" +
-	"\x05state\x18\x03 \x01(\x0e2\x11.dfs.v1.NodeStateR\x05state\"\xd0\x01\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x11.dfs.v1.NodeStateR\x05state\"\xfa\x01\n" +
 	"\tChunkInfo\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x19\n" +
 	"\bchunk_id\x18\x02 \x01(\tR\achunkId\x12\x16\n" +
@@ -5712,7 +6043,8 @@ const file_dfs_proto_rawDesc = "" +
 	"\x06digest\x18\x05 \x01(\fR\x06digest\x12\x1d\n" +
 	"\n" +
 	"frame_size\x18\x06 \x01(\x03R\tframeSize\x12/\n" +
-	"\breplicas\x18\a \x03(\v2\x13.dfs.v1.ReplicaInfoR\breplicas\"\xd1\x02\n" +
+	"\breplicas\x18\a \x03(\v2\x13.dfs.v1.ReplicaInfoR\breplicas\x12(\n" +
+	"\x05token\x18\b \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\"\xd1\x02\n" +
 	"\bFileInfo\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -5829,13 +6161,15 @@ const file_dfs_proto_rawDesc = "" +
 	"\vchunk_count\x18\x06 \x01(\x03R\n" +
 	"chunkCount\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\a \x01(\tR\tclusterId\"\xb4\x01\n" +
+	"cluster_id\x18\a \x01(\tR\tclusterId\"\xe5\x01\n" +
 	"\x18RegisterDataNodeResponse\x12'\n" +
 	"\x0fcluster_version\x18\x01 \x01(\x04R\x0eclusterVersion\x12(\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x12.dfs.v1.NodeStatusR\x05nodes\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12 \n" +
-	"\vincarnation\x18\x05 \x01(\tR\vincarnationJ\x04\b\x03\x10\x04\"\xf6\x01\n" +
+	"\vincarnation\x18\x05 \x01(\tR\vincarnation\x12/\n" +
+	"\n" +
+	"chunk_keys\x18\x06 \x03(\v2\x10.dfs.v1.ChunkKeyR\tchunkKeysJ\x04\b\x03\x10\x04\"\xf6\x01\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
 	"\bcapacity\x18\x02 \x01(\x03R\bcapacity\x12\x12\n" +
@@ -5855,13 +6189,15 @@ const file_dfs_proto_rawDesc = "" +
 	"\rdelete_chunks\x18\x01 \x01(\v2\x1b.dfs.v1.DeleteChunksCommandH\x00R\fdeleteChunksB\t\n" +
 	"\acommand\"2\n" +
 	"\x13DeleteChunksCommand\x12\x1b\n" +
-	"\tchunk_ids\x18\x01 \x03(\tR\bchunkIds\"\xd9\x01\n" +
+	"\tchunk_ids\x18\x01 \x03(\tR\bchunkIds\"\x8a\x02\n" +
 	"\x11HeartbeatResponse\x12'\n" +
 	"\x0fcluster_version\x18\x01 \x01(\x04R\x0eclusterVersion\x12\x12\n" +
 	"\x04full\x18\x02 \x01(\bR\x04full\x12,\n" +
 	"\aupdates\x18\x03 \x03(\v2\x12.dfs.v1.NodeUpdateR\aupdates\x12(\n" +
 	"\x05nodes\x18\x04 \x03(\v2\x12.dfs.v1.NodeStatusR\x05nodes\x12/\n" +
-	"\bcommands\x18\x05 \x03(\v2\x13.dfs.v1.NodeCommandR\bcommands\"\xc7\x01\n" +
+	"\bcommands\x18\x05 \x03(\v2\x13.dfs.v1.NodeCommandR\bcommands\x12/\n" +
+	"\n" +
+	"chunk_keys\x18\x06 \x03(\v2\x10.dfs.v1.ChunkKeyR\tchunkKeys\"\xc7\x01\n" +
 	"\x13ReportChunksRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
 	"\x05added\x18\x02 \x03(\v2\x11.dfs.v1.ChunkStatR\x05added\x12\x18\n" +
@@ -5957,13 +6293,14 @@ const file_dfs_proto_rawDesc = "" +
 	"\x06report\"\x0f\n" +
 	"\rBackupRequest\"!\n" +
 	"\vBackupChunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\x96\x01\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xc0\x01\n" +
 	"\x19PrepareChunkUploadRequest\x12\x19\n" +
 	"\bchunk_id\x18\x01 \x01(\tR\achunkId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1d\n" +
 	"\n" +
 	"frame_size\x18\x03 \x01(\x03R\tframeSize\x12+\n" +
-	"\breplicas\x18\x04 \x03(\v2\x0f.dfs.v1.NodeRefR\breplicas\"c\n" +
+	"\breplicas\x18\x04 \x03(\v2\x0f.dfs.v1.NodeRefR\breplicas\x12(\n" +
+	"\x05token\x18\x05 \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\"c\n" +
 	"\x1aPrepareChunkUploadResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12&\n" +
@@ -5985,10 +6322,11 @@ const file_dfs_proto_rawDesc = "" +
 	"\x0ebytes_received\x18\x02 \x01(\x03R\rbytesReceived\x12$\n" +
 	"\x0eready_for_next\x18\x03 \x01(\bR\freadyForNext\x12\x19\n" +
 	"\bis_final\x18\x04 \x01(\bR\aisFinal\x12\x1a\n" +
-	"\breplicas\x18\x05 \x03(\tR\breplicas\"]\n" +
+	"\breplicas\x18\x05 \x03(\tR\breplicas\"\x87\x01\n" +
 	"\x1bPrepareChunkDownloadRequest\x12\x19\n" +
 	"\bchunk_id\x18\x01 \x01(\tR\achunkId\x12#\n" +
-	"\rframe_digests\x18\x02 \x01(\bR\fframeDigests\"\xbc\x01\n" +
+	"\rframe_digests\x18\x02 \x01(\bR\fframeDigests\x12(\n" +
+	"\x05token\x18\x03 \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\"\xbc\x01\n" +
 	"\x1cPrepareChunkDownloadResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
@@ -5996,7 +6334,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\n" +
 	"frame_size\x18\x03 \x01(\x03R\tframeSize\x12%\n" +
 	"\x0echunk_checksum\x18\x04 \x01(\fR\rchunkChecksum\x12#\n" +
-	"\rframe_digests\x18\x05 \x03(\fR\fframeDigests\"\xbd\x01\n" +
+	"\rframe_digests\x18\x05 \x03(\fR\fframeDigests\"\xe7\x01\n" +
 	"\x1aDownloadChunkStreamRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1f\n" +
@@ -6005,7 +6343,8 @@ const file_dfs_proto_rawDesc = "" +
 	"\vframe_count\x18\x03 \x01(\rR\n" +
 	"frameCount\x12\x19\n" +
 	"\bchunk_id\x18\x04 \x01(\tR\achunkId\x12#\n" +
-	"\rframe_digests\x18\x05 \x01(\bR\fframeDigests\"0\n" +
+	"\rframe_digests\x18\x05 \x01(\bR\fframeDigests\x12(\n" +
+	"\x05token\x18\x06 \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\"0\n" +
 	"\x11StatChunksRequest\x12\x1b\n" +
 	"\tchunk_ids\x18\x01 \x03(\tR\bchunkIds\"\x8b\x01\n" +
 	"\tChunkStat\x12\x19\n" +
@@ -6016,14 +6355,16 @@ const file_dfs_proto_rawDesc = "" +
 	"\n" +
 	"frame_size\x18\x05 \x01(\x03R\tframeSize\"?\n" +
 	"\x12StatChunksResponse\x12)\n" +
-	"\x06chunks\x18\x01 \x03(\v2\x11.dfs.v1.ChunkStatR\x06chunks\"\xa6\x01\n" +
+	"\x06chunks\x18\x01 \x03(\v2\x11.dfs.v1.ChunkStatR\x06chunks\"\x87\x02\n" +
 	"\x15ReplicateChunkRequest\x12\x19\n" +
 	"\bchunk_id\x18\x01 \x01(\tR\achunkId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1d\n" +
 	"\n" +
 	"frame_size\x18\x03 \x01(\x03R\tframeSize\x12\x16\n" +
 	"\x06digest\x18\x04 \x01(\fR\x06digest\x12'\n" +
-	"\x06source\x18\x05 \x01(\v2\x0f.dfs.v1.NodeRefR\x06source\".\n" +
+	"\x06source\x18\x05 \x01(\v2\x0f.dfs.v1.NodeRefR\x06source\x12(\n" +
+	"\x05token\x18\x06 \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\x125\n" +
+	"\fsource_token\x18\a \x01(\v2\x12.dfs.v1.ChunkTokenR\vsourceToken\".\n" +
 	"\x16ReplicateChunkResponse\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"/\n" +
 	"\x12VerifyChunkRequest\x12\x19\n" +
@@ -6031,13 +6372,15 @@ const file_dfs_proto_rawDesc = "" +
 	"\x13VerifyChunkResponse\x12\x18\n" +
 	"\apresent\x18\x01 \x01(\bR\apresent\x12\x18\n" +
 	"\acorrupt\x18\x02 \x01(\bR\acorrupt\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"/\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"Y\n" +
 	"\x12DeleteChunkRequest\x12\x19\n" +
-	"\bchunk_id\x18\x01 \x01(\tR\achunkId\"\x15\n" +
-	"\x13DeleteChunkResponse\"N\n" +
+	"\bchunk_id\x18\x01 \x01(\tR\achunkId\x12(\n" +
+	"\x05token\x18\x02 \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\"\x15\n" +
+	"\x13DeleteChunkResponse\"z\n" +
 	"\x16BulkDeleteChunkRequest\x12\x1b\n" +
 	"\tchunk_ids\x18\x01 \x03(\tR\bchunkIds\x12\x17\n" +
-	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"l\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12*\n" +
+	"\x06tokens\x18\x03 \x03(\v2\x12.dfs.v1.ChunkTokenR\x06tokens\"l\n" +
 	"\x17BulkDeleteChunkResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x01(\rR\adeleted\x12\x16\n" +
 	"\x06failed\x18\x02 \x03(\tR\x06failed\x12\x1f\n" +
@@ -6058,7 +6401,13 @@ const file_dfs_proto_rawDesc = "" +
 	"\tErrorKind\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\"(\n" +
 	"\vFailedNodes\x12\x19\n" +
-	"\bnode_ids\x18\x01 \x03(\tR\anodeIds*l\n" +
+	"\bnode_ids\x18\x01 \x03(\tR\anodeIds*w\n" +
+	"\aChunkOp\x12\x18\n" +
+	"\x14CHUNK_OP_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rCHUNK_OP_READ\x10\x01\x12\x12\n" +
+	"\x0eCHUNK_OP_WRITE\x10\x02\x12\x16\n" +
+	"\x12CHUNK_OP_REPLICATE\x10\x03\x12\x13\n" +
+	"\x0fCHUNK_OP_DELETE\x10\x04*l\n" +
 	"\tNodeState\x12\x1a\n" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n" +
@@ -6115,203 +6464,218 @@ func file_dfs_proto_rawDescGZIP() []byte {
 	return file_dfs_proto_rawDescData
 }
 
-var file_dfs_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
+var file_dfs_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
 var file_dfs_proto_goTypes = []any{
-	(NodeState)(0),                       // 0: dfs.v1.NodeState
-	(*ChunkPlan)(nil),                    // 1: dfs.v1.ChunkPlan
-	(*NodeRef)(nil),                      // 2: dfs.v1.NodeRef
-	(*UploadFileRequest)(nil),            // 3: dfs.v1.UploadFileRequest
-	(*UploadFileResponse)(nil),           // 4: dfs.v1.UploadFileResponse
-	(*AllocateChunkRequest)(nil),         // 5: dfs.v1.AllocateChunkRequest
-	(*AllocateChunkResponse)(nil),        // 6: dfs.v1.AllocateChunkResponse
-	(*ChunkReceipt)(nil),                 // 7: dfs.v1.ChunkReceipt
-	(*ConfirmUploadRequest)(nil),         // 8: dfs.v1.ConfirmUploadRequest
-	(*ConfirmUploadResponse)(nil),        // 9: dfs.v1.ConfirmUploadResponse
-	(*UploadReceiptsRequest)(nil),        // 10: dfs.v1.UploadReceiptsRequest
-	(*UploadReceiptsResponse)(nil),       // 11: dfs.v1.UploadReceiptsResponse
-	(*AbortUploadRequest)(nil),           // 12: dfs.v1.AbortUploadRequest
-	(*AbortUploadResponse)(nil),          // 13: dfs.v1.AbortUploadResponse
-	(*ReplicaInfo)(nil),                  // 14: dfs.v1.ReplicaInfo
-	(*ChunkInfo)(nil),                    // 15: dfs.v1.ChunkInfo
-	(*FileInfo)(nil),                     // 16: dfs.v1.FileInfo
-	(*DownloadFileRequest)(nil),          // 17: dfs.v1.DownloadFileRequest
-	(*DownloadFileResponse)(nil),         // 18: dfs.v1.DownloadFileResponse
-	(*StatFileRequest)(nil),              // 19: dfs.v1.StatFileRequest
-	(*StatFileResponse)(nil),             // 20: dfs.v1.StatFileResponse
-	(*DeleteFileRequest)(nil),            // 21: dfs.v1.DeleteFileRequest
-	(*DeleteFileResponse)(nil),           // 22: dfs.v1.DeleteFileResponse
-	(*ListFilesRequest)(nil),             // 23: dfs.v1.ListFilesRequest
-	(*ListEntry)(nil),                    // 24: dfs.v1.ListEntry
-	(*ListFilesResponse)(nil),            // 25: dfs.v1.ListFilesResponse
-	(*MkdirRequest)(nil),                 // 26: dfs.v1.MkdirRequest
-	(*MkdirResponse)(nil),                // 27: dfs.v1.MkdirResponse
-	(*RenameRequest)(nil),                // 28: dfs.v1.RenameRequest
-	(*RenameResponse)(nil),               // 29: dfs.v1.RenameResponse
-	(*CopyFileRequest)(nil),              // 30: dfs.v1.CopyFileRequest
-	(*CopyFileResponse)(nil),             // 31: dfs.v1.CopyFileResponse
-	(*UsageRequest)(nil),                 // 32: dfs.v1.UsageRequest
-	(*UsageResponse)(nil),                // 33: dfs.v1.UsageResponse
-	(*NodeStatus)(nil),                   // 34: dfs.v1.NodeStatus
-	(*RegisterDataNodeRequest)(nil),      // 35: dfs.v1.RegisterDataNodeRequest
-	(*RegisterDataNodeResponse)(nil),     // 36: dfs.v1.RegisterDataNodeResponse
-	(*HeartbeatRequest)(nil),             // 37: dfs.v1.HeartbeatRequest
-	(*NodeUpdate)(nil),                   // 38: dfs.v1.NodeUpdate
-	(*NodeCommand)(nil),                  // 39: dfs.v1.NodeCommand
-	(*DeleteChunksCommand)(nil),          // 40: dfs.v1.DeleteChunksCommand
-	(*HeartbeatResponse)(nil),            // 41: dfs.v1.HeartbeatResponse
-	(*ReportChunksRequest)(nil),          // 42: dfs.v1.ReportChunksRequest
-	(*ReportChunksResponse)(nil),         // 43: dfs.v1.ReportChunksResponse
-	(*ListNodesRequest)(nil),             // 44: dfs.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),            // 45: dfs.v1.ListNodesResponse
-	(*ReadinessStatus)(nil),              // 46: dfs.v1.ReadinessStatus
-	(*ClusterHealth)(nil),                // 47: dfs.v1.ClusterHealth
-	(*ReportBadReplicaRequest)(nil),      // 48: dfs.v1.ReportBadReplicaRequest
-	(*ReportBadReplicaResponse)(nil),     // 49: dfs.v1.ReportBadReplicaResponse
-	(*ReportNodeFailureRequest)(nil),     // 50: dfs.v1.ReportNodeFailureRequest
-	(*ReportNodeFailureResponse)(nil),    // 51: dfs.v1.ReportNodeFailureResponse
-	(*DecommissionRequest)(nil),          // 52: dfs.v1.DecommissionRequest
-	(*DecommissionResponse)(nil),         // 53: dfs.v1.DecommissionResponse
-	(*CreateTokenRequest)(nil),           // 54: dfs.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),          // 55: dfs.v1.CreateTokenResponse
-	(*FsckRequest)(nil),                  // 56: dfs.v1.FsckRequest
-	(*FsckChunk)(nil),                    // 57: dfs.v1.FsckChunk
-	(*FsckFile)(nil),                     // 58: dfs.v1.FsckFile
-	(*FsckSummary)(nil),                  // 59: dfs.v1.FsckSummary
-	(*FsckReport)(nil),                   // 60: dfs.v1.FsckReport
-	(*BackupRequest)(nil),                // 61: dfs.v1.BackupRequest
-	(*BackupChunk)(nil),                  // 62: dfs.v1.BackupChunk
-	(*PrepareChunkUploadRequest)(nil),    // 63: dfs.v1.PrepareChunkUploadRequest
-	(*PrepareChunkUploadResponse)(nil),   // 64: dfs.v1.PrepareChunkUploadResponse
-	(*ChunkDataStream)(nil),              // 65: dfs.v1.ChunkDataStream
-	(*ChunkDataAck)(nil),                 // 66: dfs.v1.ChunkDataAck
-	(*PrepareChunkDownloadRequest)(nil),  // 67: dfs.v1.PrepareChunkDownloadRequest
-	(*PrepareChunkDownloadResponse)(nil), // 68: dfs.v1.PrepareChunkDownloadResponse
-	(*DownloadChunkStreamRequest)(nil),   // 69: dfs.v1.DownloadChunkStreamRequest
-	(*StatChunksRequest)(nil),            // 70: dfs.v1.StatChunksRequest
-	(*ChunkStat)(nil),                    // 71: dfs.v1.ChunkStat
-	(*StatChunksResponse)(nil),           // 72: dfs.v1.StatChunksResponse
-	(*ReplicateChunkRequest)(nil),        // 73: dfs.v1.ReplicateChunkRequest
-	(*ReplicateChunkResponse)(nil),       // 74: dfs.v1.ReplicateChunkResponse
-	(*VerifyChunkRequest)(nil),           // 75: dfs.v1.VerifyChunkRequest
-	(*VerifyChunkResponse)(nil),          // 76: dfs.v1.VerifyChunkResponse
-	(*DeleteChunkRequest)(nil),           // 77: dfs.v1.DeleteChunkRequest
-	(*DeleteChunkResponse)(nil),          // 78: dfs.v1.DeleteChunkResponse
-	(*BulkDeleteChunkRequest)(nil),       // 79: dfs.v1.BulkDeleteChunkRequest
-	(*BulkDeleteChunkResponse)(nil),      // 80: dfs.v1.BulkDeleteChunkResponse
-	(*HealthCheckRequest)(nil),           // 81: dfs.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),          // 82: dfs.v1.HealthCheckResponse
-	(*NotServing)(nil),                   // 83: dfs.v1.NotServing
-	(*ErrorKind)(nil),                    // 84: dfs.v1.ErrorKind
-	(*FailedNodes)(nil),                  // 85: dfs.v1.FailedNodes
+	(ChunkOp)(0),                         // 0: dfs.v1.ChunkOp
+	(NodeState)(0),                       // 1: dfs.v1.NodeState
+	(*ChunkPlan)(nil),                    // 2: dfs.v1.ChunkPlan
+	(*ChunkToken)(nil),                   // 3: dfs.v1.ChunkToken
+	(*ChunkKey)(nil),                     // 4: dfs.v1.ChunkKey
+	(*NodeRef)(nil),                      // 5: dfs.v1.NodeRef
+	(*UploadFileRequest)(nil),            // 6: dfs.v1.UploadFileRequest
+	(*UploadFileResponse)(nil),           // 7: dfs.v1.UploadFileResponse
+	(*AllocateChunkRequest)(nil),         // 8: dfs.v1.AllocateChunkRequest
+	(*AllocateChunkResponse)(nil),        // 9: dfs.v1.AllocateChunkResponse
+	(*ChunkReceipt)(nil),                 // 10: dfs.v1.ChunkReceipt
+	(*ConfirmUploadRequest)(nil),         // 11: dfs.v1.ConfirmUploadRequest
+	(*ConfirmUploadResponse)(nil),        // 12: dfs.v1.ConfirmUploadResponse
+	(*UploadReceiptsRequest)(nil),        // 13: dfs.v1.UploadReceiptsRequest
+	(*UploadReceiptsResponse)(nil),       // 14: dfs.v1.UploadReceiptsResponse
+	(*AbortUploadRequest)(nil),           // 15: dfs.v1.AbortUploadRequest
+	(*AbortUploadResponse)(nil),          // 16: dfs.v1.AbortUploadResponse
+	(*ReplicaInfo)(nil),                  // 17: dfs.v1.ReplicaInfo
+	(*ChunkInfo)(nil),                    // 18: dfs.v1.ChunkInfo
+	(*FileInfo)(nil),                     // 19: dfs.v1.FileInfo
+	(*DownloadFileRequest)(nil),          // 20: dfs.v1.DownloadFileRequest
+	(*DownloadFileResponse)(nil),         // 21: dfs.v1.DownloadFileResponse
+	(*StatFileRequest)(nil),              // 22: dfs.v1.StatFileRequest
+	(*StatFileResponse)(nil),             // 23: dfs.v1.StatFileResponse
+	(*DeleteFileRequest)(nil),            // 24: dfs.v1.DeleteFileRequest
+	(*DeleteFileResponse)(nil),           // 25: dfs.v1.DeleteFileResponse
+	(*ListFilesRequest)(nil),             // 26: dfs.v1.ListFilesRequest
+	(*ListEntry)(nil),                    // 27: dfs.v1.ListEntry
+	(*ListFilesResponse)(nil),            // 28: dfs.v1.ListFilesResponse
+	(*MkdirRequest)(nil),                 // 29: dfs.v1.MkdirRequest
+	(*MkdirResponse)(nil),                // 30: dfs.v1.MkdirResponse
+	(*RenameRequest)(nil),                // 31: dfs.v1.RenameRequest
+	(*RenameResponse)(nil),               // 32: dfs.v1.RenameResponse
+	(*CopyFileRequest)(nil),              // 33: dfs.v1.CopyFileRequest
+	(*CopyFileResponse)(nil),             // 34: dfs.v1.CopyFileResponse
+	(*UsageRequest)(nil),                 // 35: dfs.v1.UsageRequest
+	(*UsageResponse)(nil),                // 36: dfs.v1.UsageResponse
+	(*NodeStatus)(nil),                   // 37: dfs.v1.NodeStatus
+	(*RegisterDataNodeRequest)(nil),      // 38: dfs.v1.RegisterDataNodeRequest
+	(*RegisterDataNodeResponse)(nil),     // 39: dfs.v1.RegisterDataNodeResponse
+	(*HeartbeatRequest)(nil),             // 40: dfs.v1.HeartbeatRequest
+	(*NodeUpdate)(nil),                   // 41: dfs.v1.NodeUpdate
+	(*NodeCommand)(nil),                  // 42: dfs.v1.NodeCommand
+	(*DeleteChunksCommand)(nil),          // 43: dfs.v1.DeleteChunksCommand
+	(*HeartbeatResponse)(nil),            // 44: dfs.v1.HeartbeatResponse
+	(*ReportChunksRequest)(nil),          // 45: dfs.v1.ReportChunksRequest
+	(*ReportChunksResponse)(nil),         // 46: dfs.v1.ReportChunksResponse
+	(*ListNodesRequest)(nil),             // 47: dfs.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),            // 48: dfs.v1.ListNodesResponse
+	(*ReadinessStatus)(nil),              // 49: dfs.v1.ReadinessStatus
+	(*ClusterHealth)(nil),                // 50: dfs.v1.ClusterHealth
+	(*ReportBadReplicaRequest)(nil),      // 51: dfs.v1.ReportBadReplicaRequest
+	(*ReportBadReplicaResponse)(nil),     // 52: dfs.v1.ReportBadReplicaResponse
+	(*ReportNodeFailureRequest)(nil),     // 53: dfs.v1.ReportNodeFailureRequest
+	(*ReportNodeFailureResponse)(nil),    // 54: dfs.v1.ReportNodeFailureResponse
+	(*DecommissionRequest)(nil),          // 55: dfs.v1.DecommissionRequest
+	(*DecommissionResponse)(nil),         // 56: dfs.v1.DecommissionResponse
+	(*CreateTokenRequest)(nil),           // 57: dfs.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),          // 58: dfs.v1.CreateTokenResponse
+	(*FsckRequest)(nil),                  // 59: dfs.v1.FsckRequest
+	(*FsckChunk)(nil),                    // 60: dfs.v1.FsckChunk
+	(*FsckFile)(nil),                     // 61: dfs.v1.FsckFile
+	(*FsckSummary)(nil),                  // 62: dfs.v1.FsckSummary
+	(*FsckReport)(nil),                   // 63: dfs.v1.FsckReport
+	(*BackupRequest)(nil),                // 64: dfs.v1.BackupRequest
+	(*BackupChunk)(nil),                  // 65: dfs.v1.BackupChunk
+	(*PrepareChunkUploadRequest)(nil),    // 66: dfs.v1.PrepareChunkUploadRequest
+	(*PrepareChunkUploadResponse)(nil),   // 67: dfs.v1.PrepareChunkUploadResponse
+	(*ChunkDataStream)(nil),              // 68: dfs.v1.ChunkDataStream
+	(*ChunkDataAck)(nil),                 // 69: dfs.v1.ChunkDataAck
+	(*PrepareChunkDownloadRequest)(nil),  // 70: dfs.v1.PrepareChunkDownloadRequest
+	(*PrepareChunkDownloadResponse)(nil), // 71: dfs.v1.PrepareChunkDownloadResponse
+	(*DownloadChunkStreamRequest)(nil),   // 72: dfs.v1.DownloadChunkStreamRequest
+	(*StatChunksRequest)(nil),            // 73: dfs.v1.StatChunksRequest
+	(*ChunkStat)(nil),                    // 74: dfs.v1.ChunkStat
+	(*StatChunksResponse)(nil),           // 75: dfs.v1.StatChunksResponse
+	(*ReplicateChunkRequest)(nil),        // 76: dfs.v1.ReplicateChunkRequest
+	(*ReplicateChunkResponse)(nil),       // 77: dfs.v1.ReplicateChunkResponse
+	(*VerifyChunkRequest)(nil),           // 78: dfs.v1.VerifyChunkRequest
+	(*VerifyChunkResponse)(nil),          // 79: dfs.v1.VerifyChunkResponse
+	(*DeleteChunkRequest)(nil),           // 80: dfs.v1.DeleteChunkRequest
+	(*DeleteChunkResponse)(nil),          // 81: dfs.v1.DeleteChunkResponse
+	(*BulkDeleteChunkRequest)(nil),       // 82: dfs.v1.BulkDeleteChunkRequest
+	(*BulkDeleteChunkResponse)(nil),      // 83: dfs.v1.BulkDeleteChunkResponse
+	(*HealthCheckRequest)(nil),           // 84: dfs.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),          // 85: dfs.v1.HealthCheckResponse
+	(*NotServing)(nil),                   // 86: dfs.v1.NotServing
+	(*ErrorKind)(nil),                    // 87: dfs.v1.ErrorKind
+	(*FailedNodes)(nil),                  // 88: dfs.v1.FailedNodes
 }
 var file_dfs_proto_depIdxs = []int32{
-	2,  // 0: dfs.v1.ChunkPlan.primary:type_name -> dfs.v1.NodeRef
-	2,  // 1: dfs.v1.ChunkPlan.replicas:type_name -> dfs.v1.NodeRef
-	1,  // 2: dfs.v1.UploadFileResponse.chunks:type_name -> dfs.v1.ChunkPlan
-	1,  // 3: dfs.v1.AllocateChunkResponse.chunk:type_name -> dfs.v1.ChunkPlan
-	7,  // 4: dfs.v1.ConfirmUploadRequest.chunks:type_name -> dfs.v1.ChunkReceipt
-	16, // 5: dfs.v1.ConfirmUploadResponse.file:type_name -> dfs.v1.FileInfo
-	7,  // 6: dfs.v1.UploadReceiptsRequest.chunks:type_name -> dfs.v1.ChunkReceipt
-	0,  // 7: dfs.v1.ReplicaInfo.state:type_name -> dfs.v1.NodeState
-	14, // 8: dfs.v1.ChunkInfo.replicas:type_name -> dfs.v1.ReplicaInfo
-	15, // 9: dfs.v1.FileInfo.chunks:type_name -> dfs.v1.ChunkInfo
-	16, // 10: dfs.v1.DownloadFileResponse.file:type_name -> dfs.v1.FileInfo
-	16, // 11: dfs.v1.StatFileResponse.file:type_name -> dfs.v1.FileInfo
-	24, // 12: dfs.v1.ListFilesResponse.entries:type_name -> dfs.v1.ListEntry
-	16, // 13: dfs.v1.CopyFileResponse.file:type_name -> dfs.v1.FileInfo
-	0,  // 14: dfs.v1.NodeStatus.state:type_name -> dfs.v1.NodeState
-	34, // 15: dfs.v1.RegisterDataNodeResponse.nodes:type_name -> dfs.v1.NodeStatus
-	34, // 16: dfs.v1.NodeUpdate.node:type_name -> dfs.v1.NodeStatus
-	40, // 17: dfs.v1.NodeCommand.delete_chunks:type_name -> dfs.v1.DeleteChunksCommand
-	38, // 18: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
-	34, // 19: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
-	39, // 20: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
-	71, // 21: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
-	34, // 22: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
-	47, // 23: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
-	46, // 24: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
-	34, // 25: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
-	57, // 26: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
-	47, // 27: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
-	58, // 28: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
-	59, // 29: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
-	2,  // 30: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
-	63, // 31: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
-	68, // 32: dfs.v1.ChunkDataStream.header:type_name -> dfs.v1.PrepareChunkDownloadResponse
-	71, // 33: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
-	2,  // 34: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
-	3,  // 35: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
-	5,  // 36: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
-	8,  // 37: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
-	12, // 38: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
-	17, // 39: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
-	19, // 40: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
-	21, // 41: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
-	23, // 42: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
-	35, // 43: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
-	37, // 44: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
-	42, // 45: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
-	44, // 46: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
-	61, // 47: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
-	48, // 48: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
-	52, // 49: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
-	56, // 50: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
-	10, // 51: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
-	50, // 52: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
-	26, // 53: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
-	28, // 54: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
-	30, // 55: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
-	32, // 56: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
-	54, // 57: dfs.v1.Coordinator.CreateToken:input_type -> dfs.v1.CreateTokenRequest
-	63, // 58: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
-	65, // 59: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
-	67, // 60: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
-	69, // 61: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
-	70, // 62: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
-	73, // 63: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
-	75, // 64: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
-	77, // 65: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
-	79, // 66: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
-	81, // 67: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
-	4,  // 68: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
-	6,  // 69: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
-	9,  // 70: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
-	13, // 71: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
-	18, // 72: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
-	20, // 73: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
-	22, // 74: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
-	25, // 75: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
-	36, // 76: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
-	41, // 77: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
-	43, // 78: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
-	45, // 79: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
-	62, // 80: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
-	49, // 81: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
-	53, // 82: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
-	60, // 83: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
-	11, // 84: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
-	51, // 85: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
-	27, // 86: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
-	29, // 87: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
-	31, // 88: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
-	33, // 89: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
-	55, // 90: dfs.v1.Coordinator.CreateToken:output_type -> dfs.v1.CreateTokenResponse
-	64, // 91: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
-	66, // 92: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
-	68, // 93: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
-	65, // 94: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
-	72, // 95: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
-	74, // 96: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
-	76, // 97: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
-	78, // 98: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
-	80, // 99: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
-	82, // 100: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
-	68, // [68:101] is the sub-list for method output_type
-	35, // [35:68] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	5,  // 0: dfs.v1.ChunkPlan.primary:type_name -> dfs.v1.NodeRef
+	5,  // 1: dfs.v1.ChunkPlan.replicas:type_name -> dfs.v1.NodeRef
+	3,  // 2: dfs.v1.ChunkPlan.token:type_name -> dfs.v1.ChunkToken
+	0,  // 3: dfs.v1.ChunkToken.op:type_name -> dfs.v1.ChunkOp
+	2,  // 4: dfs.v1.UploadFileResponse.chunks:type_name -> dfs.v1.ChunkPlan
+	2,  // 5: dfs.v1.AllocateChunkResponse.chunk:type_name -> dfs.v1.ChunkPlan
+	10, // 6: dfs.v1.ConfirmUploadRequest.chunks:type_name -> dfs.v1.ChunkReceipt
+	19, // 7: dfs.v1.ConfirmUploadResponse.file:type_name -> dfs.v1.FileInfo
+	10, // 8: dfs.v1.UploadReceiptsRequest.chunks:type_name -> dfs.v1.ChunkReceipt
+	1,  // 9: dfs.v1.ReplicaInfo.state:type_name -> dfs.v1.NodeState
+	17, // 10: dfs.v1.ChunkInfo.replicas:type_name -> dfs.v1.ReplicaInfo
+	3,  // 11: dfs.v1.ChunkInfo.token:type_name -> dfs.v1.ChunkToken
+	18, // 12: dfs.v1.FileInfo.chunks:type_name -> dfs.v1.ChunkInfo
+	19, // 13: dfs.v1.DownloadFileResponse.file:type_name -> dfs.v1.FileInfo
+	19, // 14: dfs.v1.StatFileResponse.file:type_name -> dfs.v1.FileInfo
+	27, // 15: dfs.v1.ListFilesResponse.entries:type_name -> dfs.v1.ListEntry
+	19, // 16: dfs.v1.CopyFileResponse.file:type_name -> dfs.v1.FileInfo
+	1,  // 17: dfs.v1.NodeStatus.state:type_name -> dfs.v1.NodeState
+	37, // 18: dfs.v1.RegisterDataNodeResponse.nodes:type_name -> dfs.v1.NodeStatus
+	4,  // 19: dfs.v1.RegisterDataNodeResponse.chunk_keys:type_name -> dfs.v1.ChunkKey
+	37, // 20: dfs.v1.NodeUpdate.node:type_name -> dfs.v1.NodeStatus
+	43, // 21: dfs.v1.NodeCommand.delete_chunks:type_name -> dfs.v1.DeleteChunksCommand
+	41, // 22: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
+	37, // 23: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
+	42, // 24: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
+	4,  // 25: dfs.v1.HeartbeatResponse.chunk_keys:type_name -> dfs.v1.ChunkKey
+	74, // 26: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
+	37, // 27: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
+	50, // 28: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
+	49, // 29: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
+	37, // 30: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
+	60, // 31: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
+	50, // 32: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
+	61, // 33: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
+	62, // 34: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
+	5,  // 35: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
+	3,  // 36: dfs.v1.PrepareChunkUploadRequest.token:type_name -> dfs.v1.ChunkToken
+	66, // 37: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
+	71, // 38: dfs.v1.ChunkDataStream.header:type_name -> dfs.v1.PrepareChunkDownloadResponse
+	3,  // 39: dfs.v1.PrepareChunkDownloadRequest.token:type_name -> dfs.v1.ChunkToken
+	3,  // 40: dfs.v1.DownloadChunkStreamRequest.token:type_name -> dfs.v1.ChunkToken
+	74, // 41: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
+	5,  // 42: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
+	3,  // 43: dfs.v1.ReplicateChunkRequest.token:type_name -> dfs.v1.ChunkToken
+	3,  // 44: dfs.v1.ReplicateChunkRequest.source_token:type_name -> dfs.v1.ChunkToken
+	3,  // 45: dfs.v1.DeleteChunkRequest.token:type_name -> dfs.v1.ChunkToken
+	3,  // 46: dfs.v1.BulkDeleteChunkRequest.tokens:type_name -> dfs.v1.ChunkToken
+	6,  // 47: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
+	8,  // 48: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
+	11, // 49: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
+	15, // 50: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
+	20, // 51: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
+	22, // 52: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
+	24, // 53: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
+	26, // 54: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
+	38, // 55: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
+	40, // 56: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
+	45, // 57: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
+	47, // 58: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
+	64, // 59: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
+	51, // 60: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
+	55, // 61: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
+	59, // 62: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
+	13, // 63: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
+	53, // 64: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
+	29, // 65: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
+	31, // 66: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
+	33, // 67: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
+	35, // 68: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
+	57, // 69: dfs.v1.Coordinator.CreateToken:input_type -> dfs.v1.CreateTokenRequest
+	66, // 70: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
+	68, // 71: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
+	70, // 72: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
+	72, // 73: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
+	73, // 74: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
+	76, // 75: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
+	78, // 76: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
+	80, // 77: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
+	82, // 78: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
+	84, // 79: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
+	7,  // 80: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
+	9,  // 81: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
+	12, // 82: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
+	16, // 83: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
+	21, // 84: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
+	23, // 85: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
+	25, // 86: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
+	28, // 87: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
+	39, // 88: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
+	44, // 89: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
+	46, // 90: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
+	48, // 91: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
+	65, // 92: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
+	52, // 93: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
+	56, // 94: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
+	63, // 95: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
+	14, // 96: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
+	54, // 97: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
+	30, // 98: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
+	32, // 99: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
+	34, // 100: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
+	36, // 101: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
+	58, // 102: dfs.v1.Coordinator.CreateToken:output_type -> dfs.v1.CreateTokenResponse
+	67, // 103: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
+	69, // 104: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
+	71, // 105: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
+	68, // 106: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
+	75, // 107: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
+	77, // 108: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
+	79, // 109: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
+	81, // 110: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
+	83, // 111: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
+	85, // 112: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
+	80, // [80:113] is the sub-list for method output_type
+	47, // [47:80] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_dfs_proto_init() }
@@ -6319,10 +6683,10 @@ func file_dfs_proto_init() {
 	if File_dfs_proto != nil {
 		return
 	}
-	file_dfs_proto_msgTypes[38].OneofWrappers = []any{
+	file_dfs_proto_msgTypes[40].OneofWrappers = []any{
 		(*NodeCommand_DeleteChunks)(nil),
 	}
-	file_dfs_proto_msgTypes[59].OneofWrappers = []any{
+	file_dfs_proto_msgTypes[61].OneofWrappers = []any{
 		(*FsckReport_File)(nil),
 		(*FsckReport_Summary)(nil),
 	}
@@ -6331,8 +6695,8 @@ func file_dfs_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfs_proto_rawDesc), len(file_dfs_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   85,
+			NumEnums:      2,
+			NumMessages:   87,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,0 +1,429 @@
+package roles_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/matryer/is"
+
+	"github.com/dfs-project/dfs/internal/pki"
+	"github.com/dfs-project/dfs/roles"
+	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/roles/coordinator"
+	"github.com/dfs-project/dfs/roles/rolestest"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// tokenCluster starts a secure cluster of nodes datanodes, tuned by opts,
+// and returns it with a superuser client putting files of replication 2.
+func tokenCluster(t *testing.T, nodes int, opts ...rolestest.Option) (*roles.Cluster, *client.Client) {
+	t.Helper()
+	c := rolestest.Start(t, nodes, append([]rolestest.Option{rolestest.Secure}, opts...)...)
+	return c, rolestest.Client(t, c, func(cfg *client.Config) { cfg.Replication = 2 })
+}
+
+// putFile puts size random bytes at path and returns them.
+func putFile(t *testing.T, cl *client.Client, path string, size int) []byte {
+	t.Helper()
+	data := randomBytes(size)
+	if _, err := cl.Put(t.Context(), path, bytes.NewReader(data), int64(size), nil); err != nil {
+		t.Fatalf("put %s: %v", path, err)
+	}
+	return data
+}
+
+// adminCoord dials the coordinator of a secure cluster as the superuser.
+func adminCoord(t *testing.T, c *roles.Cluster) dfspb.CoordinatorClient {
+	t.Helper()
+	return dfspb.NewCoordinatorClient(secureDial(t, c.Addr(), c.PKI().Files("admin")))
+}
+
+// firstChunk returns the first chunk of path's chunk map as the
+// coordinator answers cc now, with its read token.
+func firstChunk(t *testing.T, cc dfspb.CoordinatorClient, path string) *dfspb.ChunkInfo {
+	t.Helper()
+	resp, err := cc.DownloadFile(t.Context(), &dfspb.DownloadFileRequest{Path: path})
+	if err != nil {
+		t.Fatalf("download %s: %v", path, err)
+	}
+	if len(resp.File.Chunks) == 0 {
+		t.Fatalf("download %s: no chunk", path)
+	}
+	return resp.File.Chunks[0]
+}
+
+// anonDatanode dials the datanode at addr without a client certificate:
+// a chunk token alone authorizes its data calls.
+func anonDatanode(t *testing.T, c *roles.Cluster, addr string) dfspb.DataNodeClient {
+	t.Helper()
+	return dfspb.NewDataNodeClient(secureDial(t, addr, pki.Files{CA: c.PKI().CA()}))
+}
+
+// readWith streams chunk id from dn with tok, to the end, and returns
+// the bytes read.
+func readWith(ctx context.Context, dn dfspb.DataNodeClient, id string, tok *dfspb.ChunkToken) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := dn.DownloadChunkStream(ctx, &dfspb.DownloadChunkStreamRequest{ChunkId: id, Token: tok})
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	for {
+		f, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f.Data...)
+		if f.IsFinal {
+			return out, nil
+		}
+	}
+}
+
+// refused checks that err is a status of kind k whose message says want.
+func refused(t *testing.T, err error, k rpc.Kind, want string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("want a %v error saying %q, got none", k, want)
+	}
+	if got := statusKind(err); got != k || !strings.Contains(err.Error(), want) {
+		t.Fatalf("want a %v error saying %q, got %v: %v", k, want, got, err)
+	}
+}
+
+// nodeAddr returns the address of the cluster's datanode id.
+func nodeAddr(t *testing.T, c *roles.Cluster, id string) string {
+	t.Helper()
+	return c.Nodes()[nodeIndex(t, c, id)].Node.Addr()
+}
+
+func TestChunkTokensRefusedAtDatanode(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := t.Context()
+	// Tokens live three seconds, so one can be seen to expire.
+	c, cl := tokenCluster(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.ChunkTokenLifetime = 3 * time.Second }))
+	data := putFile(t, cl, "/f", 1000)
+	putFile(t, cl, "/g", 1000)
+	got, err := getBytes(ctx, cl, "/f")
+	is.NoErr(err)                   // a get with chunk tokens
+	is.True(bytes.Equal(got, data)) // reads what was put
+
+	cc := adminCoord(t, c)
+	f := firstChunk(t, cc, "/f")
+	is.True(f.Token != nil) // a secure coordinator hands out read tokens
+	is.Equal(f.Token.Op, dfspb.ChunkOp_CHUNK_OP_READ)
+	holder := f.Replicas[0].NodeId
+	dn := anonDatanode(t, c, nodeAddr(t, c, holder))
+	b, err := readWith(ctx, dn, f.ChunkId, f.Token)
+	is.NoErr(err)                 // the token lets anyone read the chunk
+	is.True(bytes.Equal(b, data)) // all of it
+
+	_, err = readWith(ctx, dn, f.ChunkId, nil)
+	refused(t, err, rpc.Permission, "no chunk token")
+	g := firstChunk(t, cc, "/g")
+	_, err = readWith(ctx, dn, f.ChunkId, g.Token)
+	refused(t, err, rpc.Permission, "chunk token: for another chunk")
+	forged := firstChunk(t, cc, "/f").Token
+	forged.Mac[0] ^= 1
+	_, err = readWith(ctx, dn, f.ChunkId, forged)
+	refused(t, err, rpc.Permission, "chunk token: bad signature")
+	widened := firstChunk(t, cc, "/f").Token
+	var other string // the node without a copy
+	for _, n := range c.Nodes() {
+		if id := string(n.Node.ID()); !slices.Contains(widened.NodeIds, id) {
+			other = id
+		}
+	}
+	is.True(other != "") // replication 2 on three nodes
+	_, err = readWith(ctx, anonDatanode(t, c, nodeAddr(t, c, other)), f.ChunkId, widened)
+	refused(t, err, rpc.Permission, "chunk token: not for this node")
+	widened.NodeIds = append(widened.NodeIds, other) // names it now, signed without it
+	_, err = readWith(ctx, anonDatanode(t, c, nodeAddr(t, c, other)), f.ChunkId, widened)
+	refused(t, err, rpc.Permission, "chunk token: bad signature")
+
+	// A write token does not read.
+	up, err := cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: "/w", Size: 1000, Replication: 2})
+	is.NoErr(err) // open an upload
+	plan := up.Chunks[0]
+	is.Equal(plan.Token.GetOp(), dfspb.ChunkOp_CHUNK_OP_WRITE) // plans carry write tokens
+	_, err = readWith(ctx, anonDatanode(t, c, plan.Primary.Addr), plan.ChunkId, plan.Token)
+	refused(t, err, rpc.Permission, "chunk token: a write token does not allow read")
+	_, err = cc.AbortUpload(ctx, &dfspb.AbortUploadRequest{SessionId: up.SessionId})
+	is.NoErr(err)
+
+	// Malformed tokens.
+	bad := firstChunk(t, cc, "/f").Token
+	bad.Mac = bad.Mac[:3]
+	_, err = readWith(ctx, dn, f.ChunkId, bad)
+	refused(t, err, rpc.Invalid, "malformed chunk token: MAC of 3 bytes")
+	bad = firstChunk(t, cc, "/f").Token
+	bad.NodeIds = []string{"not-a-node"}
+	_, err = readWith(ctx, dn, f.ChunkId, bad)
+	refused(t, err, rpc.Invalid, "malformed chunk token")
+	_, err = dn.PrepareChunkDownload(ctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: f.ChunkId, Token: &dfspb.ChunkToken{}})
+	refused(t, err, rpc.Invalid, "malformed chunk token")
+
+	// The first token expires.
+	eventually(t, "the first read token refused as expired", func() bool {
+		_, err := readWith(ctx, dn, f.ChunkId, f.Token)
+		return err != nil && strings.Contains(err.Error(), "chunk token: expired")
+	})
+	is.Equal(statusKind(func() error { _, err := readWith(ctx, dn, f.ChunkId, f.Token); return err }()), rpc.Permission)
+	got, err = getBytes(ctx, cl, "/f")
+	is.NoErr(err) // a client asks for new tokens
+	is.True(bytes.Equal(got, data))
+}
+
+func TestChunkTokenGuardsOtherFiles(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := t.Context()
+	c, cl := tokenCluster(t, 2)
+	putFile(t, cl, "/secret", 1000)
+	putFile(t, cl, "/pub", 1000)
+	secret := firstChunk(t, adminCoord(t, c), "/secret")
+
+	// bob has a certificate and a token for /pub's chunk, none for
+	// /secret's.
+	cfg, err := c.UserConfig("bob", "staff")
+	is.NoErr(err)
+	bob := pki.Files{CA: cfg.TLSCA, Cert: cfg.TLSCert, Key: cfg.TLSKey}
+	pub := firstChunk(t, dfspb.NewCoordinatorClient(secureDial(t, c.Addr(), bob)), "/pub")
+	dn := dfspb.NewDataNodeClient(secureDial(t, nodeAddr(t, c, secret.Replicas[0].NodeId), bob))
+	_, err = readWith(ctx, dn, secret.ChunkId, nil)
+	refused(t, err, rpc.Permission, "no chunk token")
+	_, err = readWith(ctx, dn, secret.ChunkId, pub.Token)
+	refused(t, err, rpc.Permission, "for another chunk")
+	_, err = dn.PrepareChunkDownload(ctx, &dfspb.PrepareChunkDownloadRequest{ChunkId: secret.ChunkId, Token: pub.Token})
+	refused(t, err, rpc.Permission, "for another chunk")
+	// Nor may bob delete or overwrite it with his read token.
+	_, err = dn.DeleteChunk(ctx, &dfspb.DeleteChunkRequest{ChunkId: pub.ChunkId, Token: pub.Token})
+	refused(t, err, rpc.Permission, "is for the coordinator")
+	_, err = dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: pub.ChunkId, Size: 1000, FrameSize: 4096, Token: pub.Token})
+	refused(t, err, rpc.Permission, "a read token does not allow write")
+}
+
+// listenRogue listens on a loopback port that counts the connections it
+// accepts; it is closed when the test ends.
+func listenRogue(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			conn.Close()
+		}
+	}()
+	t.Cleanup(func() { lis.Close() })
+	return lis.Addr().String(), &accepted
+}
+
+func TestPrimaryForwardsOnlyToRegisteredReplicas(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := t.Context()
+	c, _ := tokenCluster(t, 3)
+	cc := adminCoord(t, c)
+	rogue, accepted := listenRogue(t)
+	data := randomBytes(1000)
+
+	up, err := cc.UploadFile(ctx, &dfspb.UploadFileRequest{Path: "/u", Size: int64(len(data)), Replication: 2})
+	is.NoErr(err) // open an upload
+	plan := up.Chunks[0]
+	primary := anonDatanode(t, c, plan.Primary.Addr)
+	prepare := func(replicas ...*dfspb.NodeRef) error {
+		_, err := primary.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{
+			ChunkId: plan.ChunkId, Size: int64(len(data)), FrameSize: 4096, Replicas: replicas, Token: plan.Token})
+		return err
+	}
+	// The replica the token names, at the rogue's address.
+	err = prepare(&dfspb.NodeRef{NodeId: plan.Replicas[0].NodeId, Addr: rogue})
+	refused(t, err, rpc.FailedPrecondition, "is registered at "+plan.Replicas[0].Addr+", not "+rogue)
+	// A node the token does not name.
+	stranger := uuid.NewString()
+	err = prepare(&dfspb.NodeRef{NodeId: stranger, Addr: rogue})
+	refused(t, err, rpc.Permission, "the chunk token does not name replica "+stranger[:8])
+	// The same, prepared inline on a stream.
+	frames := cutFrames("", plan.ChunkId, data, 4096)
+	frames[0].Prepare = &dfspb.PrepareChunkUploadRequest{ChunkId: plan.ChunkId, Size: int64(len(data)), FrameSize: 4096,
+		Replicas: []*dfspb.NodeRef{{NodeId: stranger, Addr: rogue}}, Token: plan.Token}
+	st, err := primary.UploadChunkStream(ctx)
+	is.NoErr(err)
+	is.NoErr(st.Send(frames[0]))
+	_, err = st.Recv()
+	refused(t, err, rpc.Permission, "does not name replica")
+	// Without a token at all.
+	err = func() error {
+		_, err := primary.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: plan.ChunkId, Size: 1000, FrameSize: 4096,
+			Replicas: []*dfspb.NodeRef{{NodeId: stranger, Addr: rogue}}})
+		return err
+	}()
+	refused(t, err, rpc.Permission, "no chunk token")
+	is.Equal(accepted.Load(), int64(0)) // the primary dialed nothing
+
+	// The plan as the coordinator made it goes through.
+	err = prepare(plan.Replicas...)
+	is.NoErr(err) // the replicas the token names, at their addresses
+	_, err = cc.AbortUpload(ctx, &dfspb.AbortUploadRequest{SessionId: up.SessionId})
+	is.NoErr(err)
+}
+
+func TestSecureRepairAndDeletion(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c := healingCluster(t, 4, rolestest.Secure)
+	cl := rolestest.Client(t, c)
+	files := putFiles(t, cl, "/heal", 3*rolestest.ChunkSize, 1000)
+	paths := slices.Sorted(mapKeys(files))
+	waitHealed(t, c, cl, paths, 3, nil)
+
+	victim := mostLoaded(c, nil)
+	is.NoErr(c.StopNode(nodeIndex(t, c, victim)))
+	down := nodeSet{victim: true}
+	waitHealed(t, c, cl, paths, 3, down) // repairs carry replicate and read tokens
+	checkFiles(t, cl, files)
+	is.True(health(t, c).Health.RepairsDone > 0) // copies were made
+
+	for _, p := range paths {
+		is.NoErr(cl.Remove(t.Context(), p))
+	}
+	eventually(t, "every live node's chunks deleted", func() bool {
+		for _, n := range c.Nodes() {
+			if string(n.Node.ID()) != victim && n.Node.Store().Usage().Chunks != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	is.True(health(t, c).Health.ChunksDeleted > 0) // deletions carry delete tokens
+}
+
+func TestChunkKeyRotation(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := t.Context()
+	c, cl := tokenCluster(t, 2, rolestest.WithCoordinator(func(cfg *coordinator.Config) {
+		cfg.ChunkKeyRotation = 2 * time.Second
+		cfg.ChunkTokenLifetime = 8 * time.Second
+	}))
+	data := putFile(t, cl, "/f", 1000)
+	cc := adminCoord(t, c)
+	old := firstChunk(t, cc, "/f")
+	var fresh *dfspb.ChunkInfo
+	eventually(t, "a token signed with a new key", func() bool {
+		fresh = firstChunk(t, cc, "/f")
+		return fresh.Token.KeyId != old.Token.KeyId
+	})
+	dn := anonDatanode(t, c, nodeAddr(t, c, old.Replicas[0].NodeId))
+	b, err := readWith(ctx, dn, old.ChunkId, old.Token)
+	is.NoErr(err) // a token of the old key verifies until it expires
+	is.True(bytes.Equal(b, data))
+	b, err = readWith(ctx, dn, fresh.ChunkId, fresh.Token)
+	is.NoErr(err) // the datanode had the new key before it signed
+	is.True(bytes.Equal(b, data))
+	got, err := getBytes(ctx, cl, "/f")
+	is.NoErr(err)
+	is.True(bytes.Equal(got, data))
+}
+
+func TestChunkTokensSurviveCoordinatorRestart(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := t.Context()
+	c, cl := tokenCluster(t, 2)
+	data := putFile(t, cl, "/f", 1000)
+	before := firstChunk(t, adminCoord(t, c), "/f")
+	restartCoordinator(t, c)
+	cc := adminCoord(t, c)
+	var after *dfspb.ChunkInfo
+	eventually(t, "the chunk map from the restarted coordinator (out of safe mode)", func() bool {
+		resp, err := cc.DownloadFile(ctx, &dfspb.DownloadFileRequest{Path: "/f"})
+		if err == nil && len(resp.File.Chunks) > 0 && len(resp.File.Chunks[0].Replicas) > 0 {
+			after = resp.File.Chunks[0]
+		}
+		return after != nil
+	})
+	is.True(after.Token.KeyId != before.Token.KeyId) // the new coordinator has keys of its own
+	_, err := readWith(ctx, anonDatanode(t, c, nodeAddr(t, c, before.Replicas[0].NodeId)), before.ChunkId, before.Token)
+	is.NoErr(err) // a token from before the restart still reads
+	_, err = readWith(ctx, anonDatanode(t, c, nodeAddr(t, c, after.Replicas[0].NodeId)), after.ChunkId, after.Token)
+	is.NoErr(err) // and so does one from after
+	got, err := getBytes(ctx, cl, "/f")
+	is.NoErr(err)
+	is.True(bytes.Equal(got, data))
+}
+
+// writerFunc is an io.Writer made of a function.
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestLongTransfersRenewChunkTokens: a put, a get and a Reader that last
+// longer than a chunk token lives ask the coordinator for new tokens and
+// go on.
+func TestLongTransfersRenewChunkTokens(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := t.Context()
+	const lifetime = 2 * time.Second
+	c, _ := tokenCluster(t, 2, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.ChunkTokenLifetime = lifetime }))
+	// One chunk at a time, so later chunks use tokens from the start.
+	cl := rolestest.Client(t, c, func(cfg *client.Config) { cfg.Replication, cfg.Parallel = 2, 1 })
+	outlive := func() { time.Sleep(lifetime + 200*time.Millisecond) } // a precondition: the tokens in hand expire
+
+	// A put whose input stalls after the first chunk: the next plans,
+	// from UploadFile, carry expired write tokens.
+	data := randomBytes(3 * rolestest.ChunkSize)
+	in := &hookReader{r: bytes.NewReader(data), at: rolestest.ChunkSize + 1, hook: outlive}
+	_, err := cl.Put(ctx, "/long", in, int64(len(data)), nil)
+	is.NoErr(err) // the put asked for new plans
+
+	// A get whose output stalls after the first chunk: the page's read
+	// tokens expire before the next chunks are fetched.
+	var out bytes.Buffer
+	first := true
+	_, err = cl.Get(ctx, "/long", writerFunc(func(p []byte) (int, error) {
+		if first {
+			first = false
+			outlive()
+		}
+		return out.Write(p)
+	}), nil)
+	is.NoErr(err) // the get asked for new tokens
+	is.True(bytes.Equal(out.Bytes(), data))
+
+	// A Reader kept open past its page's tokens.
+	r, err := cl.Open(ctx, "/long")
+	is.NoErr(err)
+	defer r.Close()
+	buf := make([]byte, 100)
+	_, err = r.ReadAt(buf, 0)
+	is.NoErr(err)
+	outlive()
+	_, err = r.ReadAt(buf, 2*rolestest.ChunkSize+5)
+	is.NoErr(err) // the reader read the page again for new tokens
+	is.True(bytes.Equal(buf, data[2*rolestest.ChunkSize+5:][:100]))
+}
