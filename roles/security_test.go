@@ -149,3 +149,23 @@ func TestRevokedCertificatesRefused(t *testing.T) {
 	_, err = cl.Put(ctx, "/after", bytes.NewReader([]byte("x")), 1, nil)
 	is.NoErr(err)
 }
+
+// TestDatanodeSpeaksOnlyForItself: a datanode certificate other than the
+// one a node registered with cannot heartbeat, report chunks or register
+// for it while it lives.
+func TestDatanodeSpeaksOnlyForItself(t *testing.T) {
+	is := is.New(t)
+	ctx := t.Context()
+	c := rolestest.Start(t, 3, rolestest.Secure)
+	other, err := c.PKI().Issue(pki.Request{Role: pki.Datanode, Name: "dn-other"})
+	is.NoErr(err)
+	victim := c.Nodes()[0].Node
+	coord := dfspb.NewCoordinatorClient(secureDial(t, c.Addr(), other))
+	_, err = coord.DataNodeHeartbeat(ctx, &dfspb.HeartbeatRequest{NodeId: string(victim.ID())})
+	is.Equal(statusKind(err), rpc.Permission) // no heartbeat for another node
+	_, err = coord.ReportChunks(ctx, &dfspb.ReportChunksRequest{NodeId: string(victim.ID()), Full: true, Page: 1})
+	is.Equal(statusKind(err), rpc.Permission) // nor a report that would make it forget the node's chunks
+	_, err = coord.RegisterDataNode(ctx, &dfspb.RegisterDataNodeRequest{NodeId: string(victim.ID()), Addr: victim.Addr(), Capacity: 1 << 30, Free: 1 << 30})
+	is.Equal(statusKind(err), rpc.Permission) // nor a registration taking it over
+	is.NoErr(c.WaitHealthy(3, 10*time.Second)) // the node itself goes on
+}

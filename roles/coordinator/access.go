@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"context"
+
 	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -38,4 +40,14 @@ var accessRules = map[string]auth.Rule{
 // access is the coordinator's access policy.
 func (c *Coordinator) access() auth.Policy {
 	return auth.Policy{Service: dfspb.Coordinator_ServiceDesc.ServiceName, Rules: accessRules, Superusers: c.cfg.Superusers}
+}
+
+// certName returns the name of the certificate the caller presented, or
+// "" for a call without one (no TLS, or an in-process call).
+func certName(ctx context.Context) string {
+	id, ok := auth.FromContext(ctx)
+	if !ok || id.Token || id.Via != "" {
+		return ""
+	}
+	return id.User
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/dfs-project/dfs/gc"
+	"github.com/dfs-project/dfs/placement"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -54,6 +55,12 @@ type membership struct {
 	// applied, with the report's context.
 	beforeApply func(ctx context.Context, node rpc.NodeID)
 
+	// owners holds, with TLS, the name of the certificate each node
+	// registered with: only that certificate may heartbeat and report
+	// for the node, so one compromised datanode cannot speak for others.
+	ownersMu sync.Mutex
+	owners   map[rpc.NodeID]string
+
 	// inventoried holds the nodes whose full inventory this term has
 	// applied whole (its last page included).
 	inventoriedMu sync.Mutex
@@ -93,6 +100,9 @@ type registration struct {
 	addr    string
 	cluster string // the cluster the node belongs to; "" for a new node
 	usage   usage
+	// cert names the certificate the node registered with; "" without
+	// TLS.
+	cert string
 }
 
 // registered answers a registration: the cluster version, the node's new
@@ -119,12 +129,26 @@ func (m *membership) register(ctx context.Context, req registration) (registered
 			"datanode %s belongs to cluster %s, this coordinator serves cluster %s", req.node, req.cluster, cluster)
 	}
 	gone := ""
-	if old, alive := m.nodes.claimed(req.node, req.addr, m.clock.Now()); alive && !m.answersAs(ctx, req.node, old) {
+	old, alive := m.nodes.claimed(req.node, req.addr, m.clock.Now())
+	if alive && !m.answersAs(ctx, req.node, old) {
 		gone = old // the node left it: it restarted at req.addr
+	}
+	if owner := m.owner(req.node); req.cert != "" && owner != "" && owner != req.cert {
+		if _, state, ok := m.nodes.lookup(req.node); ok && state == placement.Healthy {
+			return registered{}, rpc.Errorf(rpc.Permission, "datanode %s is registered with certificate %q and healthy; certificate %q may take it over only once it is silent for --suspect-after", req.node, owner, req.cert)
+		}
 	}
 	version, incarnation, err := m.nodes.register(req.node, req.addr, gone, req.usage, m.clock.Now())
 	if err != nil {
 		return registered{}, err
+	}
+	if req.cert != "" {
+		m.ownersMu.Lock()
+		if m.owners == nil {
+			m.owners = make(map[rpc.NodeID]string)
+		}
+		m.owners[req.node] = req.cert
+		m.ownersMu.Unlock()
 	}
 	// The logger already has "addr" (this coordinator's): the node's is node_addr.
 	m.log.Info().Str("node_id", string(req.node)).Str("node_addr", req.addr).Int64("chunks", req.usage.chunks).Msg("datanode registered")
@@ -191,6 +215,23 @@ func (r chunkReport) inventoryPage() (inventoryPage, bool) {
 const reportSlice = 1000
 
 // known returns NotFound if node id is not registered.
+// owner returns the name of the certificate node id registered with, or
+// "".
+func (m *membership) owner(id rpc.NodeID) string {
+	m.ownersMu.Lock()
+	defer m.ownersMu.Unlock()
+	return m.owners[id]
+}
+
+// speaksFor refuses a caller whose certificate (cert; "" without TLS) is
+// not the one node id registered with.
+func (m *membership) speaksFor(id rpc.NodeID, cert string) error {
+	if owner := m.owner(id); cert != "" && owner != "" && owner != cert {
+		return rpc.Errorf(rpc.Permission, "certificate %q may not speak for datanode %s, registered with certificate %q", cert, id, owner)
+	}
+	return nil
+}
+
 func (m *membership) known(id rpc.NodeID) error {
 	if _, _, ok := m.nodes.lookup(id); !ok {
 		return rpc.Errorf(rpc.NotFound, "node %s is not registered", id)

@@ -343,7 +343,7 @@ func (s *server) RegisterDataNode(ctx context.Context, req *dfspb.RegisterDataNo
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	r, err := t.membership.register(ctx, registration{node: id, addr: req.Addr, cluster: req.ClusterId, usage: u})
+	r, err := t.membership.register(ctx, registration{node: id, addr: req.Addr, cluster: req.ClusterId, usage: u, cert: certName(ctx)})
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
@@ -368,6 +368,9 @@ func (s *server) DataNodeHeartbeat(ctx context.Context, req *dfspb.HeartbeatRequ
 		return nil, rpc.ToStatus(err)
 	}
 	u.diskErr = boundReason(req.DiskError)
+	if err := t.membership.speaksFor(id, certName(ctx)); err != nil {
+		return nil, rpc.ToStatus(err)
+	}
 	ch, err := t.membership.heartbeat(id, req.Incarnation, u, req.KnownVersion)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
@@ -398,6 +401,9 @@ func (s *server) ReportChunks(ctx context.Context, req *dfspb.ReportChunksReques
 	// An unknown node hears NotFound, which makes it register again,
 	// whatever else is wrong with its report.
 	if err := t.membership.known(id); err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	if err := t.membership.speaksFor(id, certName(ctx)); err != nil {
 		return nil, rpc.ToStatus(err)
 	}
 	if n := len(req.Added) + len(req.Removed) + len(req.Corrupt); n > maxReport {
