@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -108,4 +109,30 @@ func ServerOptions(t *pki.TLS, tokens TokenVerifier, p Policy) []grpc.ServerOpti
 	}
 	opts := append([]grpc.ServerOption{grpc.Creds(t.ServerCredentials())}, Interceptors(tokens)...)
 	return append(opts, p.Interceptors()...)
+}
+
+// Mismatch compares p's rules with the methods of desc: the methods
+// without a rule (refused, with TLS) and the rules of no method. Each
+// role's tests check that both are empty.
+func (p Policy) Mismatch(desc *grpc.ServiceDesc) (unruled, unknown []string) {
+	names := map[string]bool{}
+	for _, m := range desc.Methods {
+		names[m.MethodName] = true
+	}
+	for _, s := range desc.Streams {
+		names[s.StreamName] = true
+	}
+	for n := range names {
+		if _, ok := p.Rules[n]; !ok {
+			unruled = append(unruled, n)
+		}
+	}
+	for n := range p.Rules {
+		if !names[n] {
+			unknown = append(unknown, n)
+		}
+	}
+	slices.Sort(unruled)
+	slices.Sort(unknown)
+	return unruled, unknown
 }

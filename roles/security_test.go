@@ -166,6 +166,6 @@ func TestDatanodeSpeaksOnlyForItself(t *testing.T) {
 	_, err = coord.ReportChunks(ctx, &dfspb.ReportChunksRequest{NodeId: string(victim.ID()), Full: true, Page: 1})
 	is.Equal(statusKind(err), rpc.Permission) // nor a report that would make it forget the node's chunks
 	_, err = coord.RegisterDataNode(ctx, &dfspb.RegisterDataNodeRequest{NodeId: string(victim.ID()), Addr: victim.Addr(), Capacity: 1 << 30, Free: 1 << 30})
-	is.Equal(statusKind(err), rpc.Permission) // nor a registration taking it over
+	is.Equal(statusKind(err), rpc.Permission)  // nor a registration taking it over
 	is.NoErr(c.WaitHealthy(3, 10*time.Second)) // the node itself goes on
 }
