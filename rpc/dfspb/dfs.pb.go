@@ -1091,9 +1091,14 @@ type FileInfo struct {
 	SessionId string `protobuf:"bytes,9,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// chunk_count is the number of chunks of the file.
 	ChunkCount uint32 `protobuf:"varint,10,opt,name=chunk_count,json=chunkCount,proto3" json:"chunk_count,omitempty"`
-	// is_dir is set when path names a directory: then only path and
-	// modified_unix_ms are set.
-	IsDir         bool `protobuf:"varint,11,opt,name=is_dir,json=isDir,proto3" json:"is_dir,omitempty"`
+	// is_dir is set when path names a directory: then only path,
+	// modified_unix_ms, owner, group and mode are set.
+	IsDir bool `protobuf:"varint,11,opt,name=is_dir,json=isDir,proto3" json:"is_dir,omitempty"`
+	// owner, group and mode (the POSIX permission bits, 0o777, and the
+	// sticky bit 0o1000) say who may do what with the path.
+	Owner         string `protobuf:"bytes,12,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group         string `protobuf:"bytes,13,opt,name=group,proto3" json:"group,omitempty"`
+	Mode          uint32 `protobuf:"varint,14,opt,name=mode,proto3" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1203,6 +1208,27 @@ func (x *FileInfo) GetIsDir() bool {
 		return x.IsDir
 	}
 	return false
+}
+
+func (x *FileInfo) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *FileInfo) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *FileInfo) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
 }
 
 // DownloadFileRequest asks for one page of a file's chunk map: page_size
@@ -1647,8 +1673,12 @@ type ListEntry struct {
 	ModifiedUnixMs int64                  `protobuf:"varint,4,opt,name=modified_unix_ms,json=modifiedUnixMs,proto3" json:"modified_unix_ms,omitempty"`
 	Chunks         uint32                 `protobuf:"varint,5,opt,name=chunks,proto3" json:"chunks,omitempty"`
 	Replication    uint32                 `protobuf:"varint,6,opt,name=replication,proto3" json:"replication,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// owner, group and mode, as FileInfo's.
+	Owner         string `protobuf:"bytes,7,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group         string `protobuf:"bytes,8,opt,name=group,proto3" json:"group,omitempty"`
+	Mode          uint32 `protobuf:"varint,9,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListEntry) Reset() {
@@ -1719,6 +1749,27 @@ func (x *ListEntry) GetChunks() uint32 {
 func (x *ListEntry) GetReplication() uint32 {
 	if x != nil {
 		return x.Replication
+	}
+	return 0
+}
+
+func (x *ListEntry) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ListEntry) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ListEntry) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
 	}
 	return 0
 }
@@ -2180,6 +2231,145 @@ func (x *UsageResponse) GetDirs() int64 {
 	return 0
 }
 
+// SetAttrRequest changes what it sets of path's attributes: an empty
+// owner or group, and a mode without set_mode, stay as they are.
+type SetAttrRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Owner         string                 `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group         string                 `protobuf:"bytes,3,opt,name=group,proto3" json:"group,omitempty"`
+	Mode          uint32                 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	SetMode       bool                   `protobuf:"varint,5,opt,name=set_mode,json=setMode,proto3" json:"set_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAttrRequest) Reset() {
+	*x = SetAttrRequest{}
+	mi := &file_dfs_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAttrRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAttrRequest) ProtoMessage() {}
+
+func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAttrRequest.ProtoReflect.Descriptor instead.
+func (*SetAttrRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *SetAttrRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *SetAttrRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *SetAttrRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *SetAttrRequest) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *SetAttrRequest) GetSetMode() bool {
+	if x != nil {
+		return x.SetMode
+	}
+	return false
+}
+
+// SetAttrResponse carries the path's attributes after the change.
+type SetAttrResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Owner         string                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group         string                 `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAttrResponse) Reset() {
+	*x = SetAttrResponse{}
+	mi := &file_dfs_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAttrResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAttrResponse) ProtoMessage() {}
+
+func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAttrResponse.ProtoReflect.Descriptor instead.
+func (*SetAttrResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *SetAttrResponse) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *SetAttrResponse) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *SetAttrResponse) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
 type NodeStatus struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	NodeId              string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -2221,7 +2411,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_dfs_proto_msgTypes[33]
+	mi := &file_dfs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2423,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[33]
+	mi := &file_dfs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2436,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{33}
+	return file_dfs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -2371,7 +2561,7 @@ type RegisterDataNodeRequest struct {
 
 func (x *RegisterDataNodeRequest) Reset() {
 	*x = RegisterDataNodeRequest{}
-	mi := &file_dfs_proto_msgTypes[34]
+	mi := &file_dfs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2573,7 @@ func (x *RegisterDataNodeRequest) String() string {
 func (*RegisterDataNodeRequest) ProtoMessage() {}
 
 func (x *RegisterDataNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[34]
+	mi := &file_dfs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2586,7 @@ func (x *RegisterDataNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDataNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterDataNodeRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{34}
+	return file_dfs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RegisterDataNodeRequest) GetNodeId() string {
@@ -2467,7 +2657,7 @@ type RegisterDataNodeResponse struct {
 
 func (x *RegisterDataNodeResponse) Reset() {
 	*x = RegisterDataNodeResponse{}
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2479,7 +2669,7 @@ func (x *RegisterDataNodeResponse) String() string {
 func (*RegisterDataNodeResponse) ProtoMessage() {}
 
 func (x *RegisterDataNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2492,7 +2682,7 @@ func (x *RegisterDataNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDataNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterDataNodeResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{35}
+	return file_dfs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RegisterDataNodeResponse) GetClusterVersion() uint64 {
@@ -2544,7 +2734,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2746,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2759,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{36}
+	return file_dfs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *HeartbeatRequest) GetNodeId() string {
@@ -2638,7 +2828,7 @@ type NodeUpdate struct {
 
 func (x *NodeUpdate) Reset() {
 	*x = NodeUpdate{}
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2650,7 +2840,7 @@ func (x *NodeUpdate) String() string {
 func (*NodeUpdate) ProtoMessage() {}
 
 func (x *NodeUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2663,7 +2853,7 @@ func (x *NodeUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpdate.ProtoReflect.Descriptor instead.
 func (*NodeUpdate) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{37}
+	return file_dfs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *NodeUpdate) GetVersion() uint64 {
@@ -2692,7 +2882,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +2894,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +2907,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{38}
+	return file_dfs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *NodeCommand) GetCommand() isNodeCommand_Command {
@@ -2755,7 +2945,7 @@ type DeleteChunksCommand struct {
 
 func (x *DeleteChunksCommand) Reset() {
 	*x = DeleteChunksCommand{}
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2767,7 +2957,7 @@ func (x *DeleteChunksCommand) String() string {
 func (*DeleteChunksCommand) ProtoMessage() {}
 
 func (x *DeleteChunksCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2780,7 +2970,7 @@ func (x *DeleteChunksCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksCommand.ProtoReflect.Descriptor instead.
 func (*DeleteChunksCommand) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{39}
+	return file_dfs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DeleteChunksCommand) GetChunkIds() []string {
@@ -2805,7 +2995,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2817,7 +3007,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2830,7 +3020,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{40}
+	return file_dfs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *HeartbeatResponse) GetClusterVersion() uint64 {
@@ -2896,7 +3086,7 @@ type ReportChunksRequest struct {
 
 func (x *ReportChunksRequest) Reset() {
 	*x = ReportChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2908,7 +3098,7 @@ func (x *ReportChunksRequest) String() string {
 func (*ReportChunksRequest) ProtoMessage() {}
 
 func (x *ReportChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2921,7 +3111,7 @@ func (x *ReportChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunksRequest.ProtoReflect.Descriptor instead.
 func (*ReportChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{41}
+	return file_dfs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReportChunksRequest) GetNodeId() string {
@@ -2981,7 +3171,7 @@ type ReportChunksResponse struct {
 
 func (x *ReportChunksResponse) Reset() {
 	*x = ReportChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2993,7 +3183,7 @@ func (x *ReportChunksResponse) String() string {
 func (*ReportChunksResponse) ProtoMessage() {}
 
 func (x *ReportChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3006,7 +3196,7 @@ func (x *ReportChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunksResponse.ProtoReflect.Descriptor instead.
 func (*ReportChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{42}
+	return file_dfs_proto_rawDescGZIP(), []int{44}
 }
 
 type ListNodesRequest struct {
@@ -3017,7 +3207,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3219,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3232,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{43}
+	return file_dfs_proto_rawDescGZIP(), []int{45}
 }
 
 type ListNodesResponse struct {
@@ -3066,7 +3256,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3078,7 +3268,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3091,7 +3281,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{44}
+	return file_dfs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListNodesResponse) GetClusterVersion() uint64 {
@@ -3166,7 +3356,7 @@ type ReadinessStatus struct {
 
 func (x *ReadinessStatus) Reset() {
 	*x = ReadinessStatus{}
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3178,7 +3368,7 @@ func (x *ReadinessStatus) String() string {
 func (*ReadinessStatus) ProtoMessage() {}
 
 func (x *ReadinessStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3191,7 +3381,7 @@ func (x *ReadinessStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadinessStatus.ProtoReflect.Descriptor instead.
 func (*ReadinessStatus) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{45}
+	return file_dfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReadinessStatus) GetWritable() bool {
@@ -3244,7 +3434,7 @@ type ClusterHealth struct {
 
 func (x *ClusterHealth) Reset() {
 	*x = ClusterHealth{}
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3256,7 +3446,7 @@ func (x *ClusterHealth) String() string {
 func (*ClusterHealth) ProtoMessage() {}
 
 func (x *ClusterHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3269,7 +3459,7 @@ func (x *ClusterHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterHealth.ProtoReflect.Descriptor instead.
 func (*ClusterHealth) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{46}
+	return file_dfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ClusterHealth) GetChunks() int64 {
@@ -3363,7 +3553,7 @@ type ReportBadReplicaRequest struct {
 
 func (x *ReportBadReplicaRequest) Reset() {
 	*x = ReportBadReplicaRequest{}
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3375,7 +3565,7 @@ func (x *ReportBadReplicaRequest) String() string {
 func (*ReportBadReplicaRequest) ProtoMessage() {}
 
 func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3388,7 +3578,7 @@ func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{47}
+	return file_dfs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReportBadReplicaRequest) GetChunkId() string {
@@ -3433,7 +3623,7 @@ type ReportBadReplicaResponse struct {
 
 func (x *ReportBadReplicaResponse) Reset() {
 	*x = ReportBadReplicaResponse{}
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3445,7 +3635,7 @@ func (x *ReportBadReplicaResponse) String() string {
 func (*ReportBadReplicaResponse) ProtoMessage() {}
 
 func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3458,7 +3648,7 @@ func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{48}
+	return file_dfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReportBadReplicaResponse) GetCorrupt() bool {
@@ -3487,7 +3677,7 @@ type ReportNodeFailureRequest struct {
 
 func (x *ReportNodeFailureRequest) Reset() {
 	*x = ReportNodeFailureRequest{}
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3499,7 +3689,7 @@ func (x *ReportNodeFailureRequest) String() string {
 func (*ReportNodeFailureRequest) ProtoMessage() {}
 
 func (x *ReportNodeFailureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3512,7 +3702,7 @@ func (x *ReportNodeFailureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFailureRequest.ProtoReflect.Descriptor instead.
 func (*ReportNodeFailureRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{49}
+	return file_dfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReportNodeFailureRequest) GetNodeIds() []string {
@@ -3537,7 +3727,7 @@ type ReportNodeFailureResponse struct {
 
 func (x *ReportNodeFailureResponse) Reset() {
 	*x = ReportNodeFailureResponse{}
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3549,7 +3739,7 @@ func (x *ReportNodeFailureResponse) String() string {
 func (*ReportNodeFailureResponse) ProtoMessage() {}
 
 func (x *ReportNodeFailureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3562,7 +3752,7 @@ func (x *ReportNodeFailureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFailureResponse.ProtoReflect.Descriptor instead.
 func (*ReportNodeFailureResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{50}
+	return file_dfs_proto_rawDescGZIP(), []int{52}
 }
 
 type DecommissionRequest struct {
@@ -3576,7 +3766,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3588,7 +3778,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3601,7 +3791,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{51}
+	return file_dfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DecommissionRequest) GetNodeId() string {
@@ -3627,7 +3817,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3639,7 +3829,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3652,7 +3842,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{52}
+	return file_dfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DecommissionResponse) GetNode() *NodeStatus {
@@ -3671,7 +3861,7 @@ type FsckRequest struct {
 
 func (x *FsckRequest) Reset() {
 	*x = FsckRequest{}
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3683,7 +3873,7 @@ func (x *FsckRequest) String() string {
 func (*FsckRequest) ProtoMessage() {}
 
 func (x *FsckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3696,7 +3886,7 @@ func (x *FsckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckRequest.ProtoReflect.Descriptor instead.
 func (*FsckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{53}
+	return file_dfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *FsckRequest) GetPath() string {
@@ -3722,7 +3912,7 @@ type FsckChunk struct {
 
 func (x *FsckChunk) Reset() {
 	*x = FsckChunk{}
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3734,7 +3924,7 @@ func (x *FsckChunk) String() string {
 func (*FsckChunk) ProtoMessage() {}
 
 func (x *FsckChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3747,7 +3937,7 @@ func (x *FsckChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckChunk.ProtoReflect.Descriptor instead.
 func (*FsckChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{54}
+	return file_dfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *FsckChunk) GetIndex() uint32 {
@@ -3813,7 +4003,7 @@ type FsckFile struct {
 
 func (x *FsckFile) Reset() {
 	*x = FsckFile{}
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3825,7 +4015,7 @@ func (x *FsckFile) String() string {
 func (*FsckFile) ProtoMessage() {}
 
 func (x *FsckFile) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3838,7 +4028,7 @@ func (x *FsckFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckFile.ProtoReflect.Descriptor instead.
 func (*FsckFile) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{55}
+	return file_dfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *FsckFile) GetPath() string {
@@ -3883,7 +4073,7 @@ type FsckSummary struct {
 
 func (x *FsckSummary) Reset() {
 	*x = FsckSummary{}
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3895,7 +4085,7 @@ func (x *FsckSummary) String() string {
 func (*FsckSummary) ProtoMessage() {}
 
 func (x *FsckSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3908,7 +4098,7 @@ func (x *FsckSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckSummary.ProtoReflect.Descriptor instead.
 func (*FsckSummary) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{56}
+	return file_dfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *FsckSummary) GetFiles() int64 {
@@ -3966,7 +4156,7 @@ type FsckReport struct {
 
 func (x *FsckReport) Reset() {
 	*x = FsckReport{}
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3978,7 +4168,7 @@ func (x *FsckReport) String() string {
 func (*FsckReport) ProtoMessage() {}
 
 func (x *FsckReport) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3991,7 +4181,7 @@ func (x *FsckReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckReport.ProtoReflect.Descriptor instead.
 func (*FsckReport) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{57}
+	return file_dfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *FsckReport) GetReport() isFsckReport_Report {
@@ -4043,7 +4233,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4055,7 +4245,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4068,7 +4258,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{58}
+	return file_dfs_proto_rawDescGZIP(), []int{60}
 }
 
 type BackupChunk struct {
@@ -4080,7 +4270,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4092,7 +4282,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4105,7 +4295,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{59}
+	return file_dfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -4128,7 +4318,7 @@ type PrepareChunkUploadRequest struct {
 
 func (x *PrepareChunkUploadRequest) Reset() {
 	*x = PrepareChunkUploadRequest{}
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4140,7 +4330,7 @@ func (x *PrepareChunkUploadRequest) String() string {
 func (*PrepareChunkUploadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4153,7 +4343,7 @@ func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{60}
+	return file_dfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *PrepareChunkUploadRequest) GetChunkId() string {
@@ -4194,7 +4384,7 @@ type PrepareChunkUploadResponse struct {
 
 func (x *PrepareChunkUploadResponse) Reset() {
 	*x = PrepareChunkUploadResponse{}
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4206,7 +4396,7 @@ func (x *PrepareChunkUploadResponse) String() string {
 func (*PrepareChunkUploadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4219,7 +4409,7 @@ func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{61}
+	return file_dfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *PrepareChunkUploadResponse) GetSessionId() string {
@@ -4265,7 +4455,7 @@ type ChunkDataStream struct {
 
 func (x *ChunkDataStream) Reset() {
 	*x = ChunkDataStream{}
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4277,7 +4467,7 @@ func (x *ChunkDataStream) String() string {
 func (*ChunkDataStream) ProtoMessage() {}
 
 func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4290,7 +4480,7 @@ func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataStream.ProtoReflect.Descriptor instead.
 func (*ChunkDataStream) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{62}
+	return file_dfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ChunkDataStream) GetSessionId() string {
@@ -4370,7 +4560,7 @@ type ChunkDataAck struct {
 
 func (x *ChunkDataAck) Reset() {
 	*x = ChunkDataAck{}
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4382,7 +4572,7 @@ func (x *ChunkDataAck) String() string {
 func (*ChunkDataAck) ProtoMessage() {}
 
 func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4395,7 +4585,7 @@ func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataAck.ProtoReflect.Descriptor instead.
 func (*ChunkDataAck) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{63}
+	return file_dfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ChunkDataAck) GetSessionId() string {
@@ -4444,7 +4634,7 @@ type PrepareChunkDownloadRequest struct {
 
 func (x *PrepareChunkDownloadRequest) Reset() {
 	*x = PrepareChunkDownloadRequest{}
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4456,7 +4646,7 @@ func (x *PrepareChunkDownloadRequest) String() string {
 func (*PrepareChunkDownloadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4469,7 +4659,7 @@ func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{64}
+	return file_dfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *PrepareChunkDownloadRequest) GetChunkId() string {
@@ -4502,7 +4692,7 @@ type PrepareChunkDownloadResponse struct {
 
 func (x *PrepareChunkDownloadResponse) Reset() {
 	*x = PrepareChunkDownloadResponse{}
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4514,7 +4704,7 @@ func (x *PrepareChunkDownloadResponse) String() string {
 func (*PrepareChunkDownloadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4527,7 +4717,7 @@ func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{65}
+	return file_dfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *PrepareChunkDownloadResponse) GetSessionId() string {
@@ -4587,7 +4777,7 @@ type DownloadChunkStreamRequest struct {
 
 func (x *DownloadChunkStreamRequest) Reset() {
 	*x = DownloadChunkStreamRequest{}
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4599,7 +4789,7 @@ func (x *DownloadChunkStreamRequest) String() string {
 func (*DownloadChunkStreamRequest) ProtoMessage() {}
 
 func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4612,7 +4802,7 @@ func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadChunkStreamRequest.ProtoReflect.Descriptor instead.
 func (*DownloadChunkStreamRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{66}
+	return file_dfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *DownloadChunkStreamRequest) GetSessionId() string {
@@ -4659,7 +4849,7 @@ type StatChunksRequest struct {
 
 func (x *StatChunksRequest) Reset() {
 	*x = StatChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4671,7 +4861,7 @@ func (x *StatChunksRequest) String() string {
 func (*StatChunksRequest) ProtoMessage() {}
 
 func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4684,7 +4874,7 @@ func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksRequest.ProtoReflect.Descriptor instead.
 func (*StatChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{67}
+	return file_dfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *StatChunksRequest) GetChunkIds() []string {
@@ -4707,7 +4897,7 @@ type ChunkStat struct {
 
 func (x *ChunkStat) Reset() {
 	*x = ChunkStat{}
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4719,7 +4909,7 @@ func (x *ChunkStat) String() string {
 func (*ChunkStat) ProtoMessage() {}
 
 func (x *ChunkStat) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4732,7 +4922,7 @@ func (x *ChunkStat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkStat.ProtoReflect.Descriptor instead.
 func (*ChunkStat) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{68}
+	return file_dfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ChunkStat) GetChunkId() string {
@@ -4779,7 +4969,7 @@ type StatChunksResponse struct {
 
 func (x *StatChunksResponse) Reset() {
 	*x = StatChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4791,7 +4981,7 @@ func (x *StatChunksResponse) String() string {
 func (*StatChunksResponse) ProtoMessage() {}
 
 func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4804,7 +4994,7 @@ func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksResponse.ProtoReflect.Descriptor instead.
 func (*StatChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{69}
+	return file_dfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *StatChunksResponse) GetChunks() []*ChunkStat {
@@ -4832,7 +5022,7 @@ type ReplicateChunkRequest struct {
 
 func (x *ReplicateChunkRequest) Reset() {
 	*x = ReplicateChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4844,7 +5034,7 @@ func (x *ReplicateChunkRequest) String() string {
 func (*ReplicateChunkRequest) ProtoMessage() {}
 
 func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4857,7 +5047,7 @@ func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{70}
+	return file_dfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ReplicateChunkRequest) GetChunkId() string {
@@ -4904,7 +5094,7 @@ type ReplicateChunkResponse struct {
 
 func (x *ReplicateChunkResponse) Reset() {
 	*x = ReplicateChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4916,7 +5106,7 @@ func (x *ReplicateChunkResponse) String() string {
 func (*ReplicateChunkResponse) ProtoMessage() {}
 
 func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4929,7 +5119,7 @@ func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{71}
+	return file_dfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ReplicateChunkResponse) GetBytes() int64 {
@@ -4948,7 +5138,7 @@ type VerifyChunkRequest struct {
 
 func (x *VerifyChunkRequest) Reset() {
 	*x = VerifyChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4960,7 +5150,7 @@ func (x *VerifyChunkRequest) String() string {
 func (*VerifyChunkRequest) ProtoMessage() {}
 
 func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4973,7 +5163,7 @@ func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkRequest.ProtoReflect.Descriptor instead.
 func (*VerifyChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{72}
+	return file_dfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *VerifyChunkRequest) GetChunkId() string {
@@ -4994,7 +5184,7 @@ type VerifyChunkResponse struct {
 
 func (x *VerifyChunkResponse) Reset() {
 	*x = VerifyChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5006,7 +5196,7 @@ func (x *VerifyChunkResponse) String() string {
 func (*VerifyChunkResponse) ProtoMessage() {}
 
 func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5019,7 +5209,7 @@ func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkResponse.ProtoReflect.Descriptor instead.
 func (*VerifyChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{73}
+	return file_dfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *VerifyChunkResponse) GetPresent() bool {
@@ -5052,7 +5242,7 @@ type DeleteChunkRequest struct {
 
 func (x *DeleteChunkRequest) Reset() {
 	*x = DeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[74]
+	mi := &file_dfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5064,7 +5254,7 @@ func (x *DeleteChunkRequest) String() string {
 func (*DeleteChunkRequest) ProtoMessage() {}
 
 func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[74]
+	mi := &file_dfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5077,7 +5267,7 @@ func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{74}
+	return file_dfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *DeleteChunkRequest) GetChunkId() string {
@@ -5095,7 +5285,7 @@ type DeleteChunkResponse struct {
 
 func (x *DeleteChunkResponse) Reset() {
 	*x = DeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[75]
+	mi := &file_dfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5107,7 +5297,7 @@ func (x *DeleteChunkResponse) String() string {
 func (*DeleteChunkResponse) ProtoMessage() {}
 
 func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[75]
+	mi := &file_dfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5120,7 +5310,7 @@ func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{75}
+	return file_dfs_proto_rawDescGZIP(), []int{77}
 }
 
 type BulkDeleteChunkRequest struct {
@@ -5136,7 +5326,7 @@ type BulkDeleteChunkRequest struct {
 
 func (x *BulkDeleteChunkRequest) Reset() {
 	*x = BulkDeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[76]
+	mi := &file_dfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5148,7 +5338,7 @@ func (x *BulkDeleteChunkRequest) String() string {
 func (*BulkDeleteChunkRequest) ProtoMessage() {}
 
 func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[76]
+	mi := &file_dfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5161,7 +5351,7 @@ func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{76}
+	return file_dfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *BulkDeleteChunkRequest) GetChunkIds() []string {
@@ -5191,7 +5381,7 @@ type BulkDeleteChunkResponse struct {
 
 func (x *BulkDeleteChunkResponse) Reset() {
 	*x = BulkDeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[77]
+	mi := &file_dfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5203,7 +5393,7 @@ func (x *BulkDeleteChunkResponse) String() string {
 func (*BulkDeleteChunkResponse) ProtoMessage() {}
 
 func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[77]
+	mi := &file_dfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5216,7 +5406,7 @@ func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{77}
+	return file_dfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *BulkDeleteChunkResponse) GetDeleted() uint32 {
@@ -5248,7 +5438,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_dfs_proto_msgTypes[78]
+	mi := &file_dfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5260,7 +5450,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[78]
+	mi := &file_dfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5273,7 +5463,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{78}
+	return file_dfs_proto_rawDescGZIP(), []int{80}
 }
 
 type HealthCheckResponse struct {
@@ -5289,7 +5479,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_dfs_proto_msgTypes[79]
+	mi := &file_dfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5301,7 +5491,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[79]
+	mi := &file_dfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5314,7 +5504,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{79}
+	return file_dfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *HealthCheckResponse) GetNodeId() string {
@@ -5365,7 +5555,7 @@ type NotServing struct {
 
 func (x *NotServing) Reset() {
 	*x = NotServing{}
-	mi := &file_dfs_proto_msgTypes[80]
+	mi := &file_dfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5377,7 +5567,7 @@ func (x *NotServing) String() string {
 func (*NotServing) ProtoMessage() {}
 
 func (x *NotServing) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[80]
+	mi := &file_dfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5390,7 +5580,7 @@ func (x *NotServing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotServing.ProtoReflect.Descriptor instead.
 func (*NotServing) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{80}
+	return file_dfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *NotServing) GetLeader() string {
@@ -5420,7 +5610,7 @@ type ErrorKind struct {
 
 func (x *ErrorKind) Reset() {
 	*x = ErrorKind{}
-	mi := &file_dfs_proto_msgTypes[81]
+	mi := &file_dfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5432,7 +5622,7 @@ func (x *ErrorKind) String() string {
 func (*ErrorKind) ProtoMessage() {}
 
 func (x *ErrorKind) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[81]
+	mi := &file_dfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5445,7 +5635,7 @@ func (x *ErrorKind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorKind.ProtoReflect.Descriptor instead.
 func (*ErrorKind) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{81}
+	return file_dfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ErrorKind) GetKind() string {
@@ -5464,7 +5654,7 @@ type FailedNodes struct {
 
 func (x *FailedNodes) Reset() {
 	*x = FailedNodes{}
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5476,7 +5666,7 @@ func (x *FailedNodes) String() string {
 func (*FailedNodes) ProtoMessage() {}
 
 func (x *FailedNodes) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5489,7 +5679,7 @@ func (x *FailedNodes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedNodes.ProtoReflect.Descriptor instead.
 func (*FailedNodes) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{82}
+	return file_dfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *FailedNodes) GetNodeIds() []string {
@@ -5586,7 +5776,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\x06digest\x18\x05 \x01(\fR\x06digest\x12\x1d\n" +
 	"\n" +
 	"frame_size\x18\x06 \x01(\x03R\tframeSize\x12/\n" +
-	"\breplicas\x18\a \x03(\v2\x13.dfs.v1.ReplicaInfoR\breplicas\"\xd1\x02\n" +
+	"\breplicas\x18\a \x03(\v2\x13.dfs.v1.ReplicaInfoR\breplicas\"\x91\x03\n" +
 	"\bFileInfo\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -5602,7 +5792,10 @@ const file_dfs_proto_rawDesc = "" +
 	"\vchunk_count\x18\n" +
 	" \x01(\rR\n" +
 	"chunkCount\x12\x15\n" +
-	"\x06is_dir\x18\v \x01(\bR\x05isDir\"\xa0\x01\n" +
+	"\x06is_dir\x18\v \x01(\bR\x05isDir\x12\x14\n" +
+	"\x05owner\x18\f \x01(\tR\x05owner\x12\x14\n" +
+	"\x05group\x18\r \x01(\tR\x05group\x12\x12\n" +
+	"\x04mode\x18\x0e \x01(\rR\x04mode\"\xa0\x01\n" +
 	"\x13DownloadFileRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1f\n" +
 	"\vfirst_chunk\x18\x02 \x01(\rR\n" +
@@ -5638,14 +5831,17 @@ const file_dfs_proto_rawDesc = "" +
 	"\trecursive\x18\x02 \x01(\bR\trecursive\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"\xae\x01\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\xee\x01\n" +
 	"\tListEntry\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x15\n" +
 	"\x06is_dir\x18\x02 \x01(\bR\x05isDir\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12(\n" +
 	"\x10modified_unix_ms\x18\x04 \x01(\x03R\x0emodifiedUnixMs\x12\x16\n" +
 	"\x06chunks\x18\x05 \x01(\rR\x06chunks\x12 \n" +
-	"\vreplication\x18\x06 \x01(\rR\vreplication\"h\n" +
+	"\vreplication\x18\x06 \x01(\rR\vreplication\x12\x14\n" +
+	"\x05owner\x18\a \x01(\tR\x05owner\x12\x14\n" +
+	"\x05group\x18\b \x01(\tR\x05group\x12\x12\n" +
+	"\x04mode\x18\t \x01(\rR\x04mode\"h\n" +
 	"\x11ListFilesResponse\x12+\n" +
 	"\aentries\x18\x01 \x03(\v2\x11.dfs.v1.ListEntryR\aentries\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"<\n" +
@@ -5673,7 +5869,17 @@ const file_dfs_proto_rawDesc = "" +
 	"\rUsageResponse\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x14\n" +
 	"\x05files\x18\x02 \x01(\x03R\x05files\x12\x12\n" +
-	"\x04dirs\x18\x03 \x01(\x03R\x04dirs\"\xfc\x03\n" +
+	"\x04dirs\x18\x03 \x01(\x03R\x04dirs\"\x7f\n" +
+	"\x0eSetAttrRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x14\n" +
+	"\x05group\x18\x03 \x01(\tR\x05group\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\x12\x19\n" +
+	"\bset_mode\x18\x05 \x01(\bR\asetMode\"Q\n" +
+	"\x0fSetAttrResponse\x12\x14\n" +
+	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\"\xfc\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
@@ -5929,7 +6135,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n" +
 	"\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n" +
-	"\x0fNODE_STATE_DEAD\x10\x032\x91\f\n" +
+	"\x0fNODE_STATE_DEAD\x10\x032\xcd\f\n" +
 	"\vCoordinator\x12C\n" +
 	"\n" +
 	"UploadFile\x12\x19.dfs.v1.UploadFileRequest\x1a\x1a.dfs.v1.UploadFileResponse\x12L\n" +
@@ -5954,7 +6160,8 @@ const file_dfs_proto_rawDesc = "" +
 	"\x05Mkdir\x12\x14.dfs.v1.MkdirRequest\x1a\x15.dfs.v1.MkdirResponse\x127\n" +
 	"\x06Rename\x12\x15.dfs.v1.RenameRequest\x1a\x16.dfs.v1.RenameResponse\x12=\n" +
 	"\bCopyFile\x12\x17.dfs.v1.CopyFileRequest\x1a\x18.dfs.v1.CopyFileResponse\x124\n" +
-	"\x05Usage\x12\x14.dfs.v1.UsageRequest\x1a\x15.dfs.v1.UsageResponse2\xaa\x06\n" +
+	"\x05Usage\x12\x14.dfs.v1.UsageRequest\x1a\x15.dfs.v1.UsageResponse\x12:\n" +
+	"\aSetAttr\x12\x16.dfs.v1.SetAttrRequest\x1a\x17.dfs.v1.SetAttrResponse2\xaa\x06\n" +
 	"\bDataNode\x12[\n" +
 	"\x12PrepareChunkUpload\x12!.dfs.v1.PrepareChunkUploadRequest\x1a\".dfs.v1.PrepareChunkUploadResponse\x12F\n" +
 	"\x11UploadChunkStream\x12\x17.dfs.v1.ChunkDataStream\x1a\x14.dfs.v1.ChunkDataAck(\x010\x01\x12a\n" +
@@ -5981,7 +6188,7 @@ func file_dfs_proto_rawDescGZIP() []byte {
 }
 
 var file_dfs_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
+var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
 var file_dfs_proto_goTypes = []any{
 	(NodeState)(0),                       // 0: dfs.v1.NodeState
 	(*ChunkPlan)(nil),                    // 1: dfs.v1.ChunkPlan
@@ -6017,56 +6224,58 @@ var file_dfs_proto_goTypes = []any{
 	(*CopyFileResponse)(nil),             // 31: dfs.v1.CopyFileResponse
 	(*UsageRequest)(nil),                 // 32: dfs.v1.UsageRequest
 	(*UsageResponse)(nil),                // 33: dfs.v1.UsageResponse
-	(*NodeStatus)(nil),                   // 34: dfs.v1.NodeStatus
-	(*RegisterDataNodeRequest)(nil),      // 35: dfs.v1.RegisterDataNodeRequest
-	(*RegisterDataNodeResponse)(nil),     // 36: dfs.v1.RegisterDataNodeResponse
-	(*HeartbeatRequest)(nil),             // 37: dfs.v1.HeartbeatRequest
-	(*NodeUpdate)(nil),                   // 38: dfs.v1.NodeUpdate
-	(*NodeCommand)(nil),                  // 39: dfs.v1.NodeCommand
-	(*DeleteChunksCommand)(nil),          // 40: dfs.v1.DeleteChunksCommand
-	(*HeartbeatResponse)(nil),            // 41: dfs.v1.HeartbeatResponse
-	(*ReportChunksRequest)(nil),          // 42: dfs.v1.ReportChunksRequest
-	(*ReportChunksResponse)(nil),         // 43: dfs.v1.ReportChunksResponse
-	(*ListNodesRequest)(nil),             // 44: dfs.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),            // 45: dfs.v1.ListNodesResponse
-	(*ReadinessStatus)(nil),              // 46: dfs.v1.ReadinessStatus
-	(*ClusterHealth)(nil),                // 47: dfs.v1.ClusterHealth
-	(*ReportBadReplicaRequest)(nil),      // 48: dfs.v1.ReportBadReplicaRequest
-	(*ReportBadReplicaResponse)(nil),     // 49: dfs.v1.ReportBadReplicaResponse
-	(*ReportNodeFailureRequest)(nil),     // 50: dfs.v1.ReportNodeFailureRequest
-	(*ReportNodeFailureResponse)(nil),    // 51: dfs.v1.ReportNodeFailureResponse
-	(*DecommissionRequest)(nil),          // 52: dfs.v1.DecommissionRequest
-	(*DecommissionResponse)(nil),         // 53: dfs.v1.DecommissionResponse
-	(*FsckRequest)(nil),                  // 54: dfs.v1.FsckRequest
-	(*FsckChunk)(nil),                    // 55: dfs.v1.FsckChunk
-	(*FsckFile)(nil),                     // 56: dfs.v1.FsckFile
-	(*FsckSummary)(nil),                  // 57: dfs.v1.FsckSummary
-	(*FsckReport)(nil),                   // 58: dfs.v1.FsckReport
-	(*BackupRequest)(nil),                // 59: dfs.v1.BackupRequest
-	(*BackupChunk)(nil),                  // 60: dfs.v1.BackupChunk
-	(*PrepareChunkUploadRequest)(nil),    // 61: dfs.v1.PrepareChunkUploadRequest
-	(*PrepareChunkUploadResponse)(nil),   // 62: dfs.v1.PrepareChunkUploadResponse
-	(*ChunkDataStream)(nil),              // 63: dfs.v1.ChunkDataStream
-	(*ChunkDataAck)(nil),                 // 64: dfs.v1.ChunkDataAck
-	(*PrepareChunkDownloadRequest)(nil),  // 65: dfs.v1.PrepareChunkDownloadRequest
-	(*PrepareChunkDownloadResponse)(nil), // 66: dfs.v1.PrepareChunkDownloadResponse
-	(*DownloadChunkStreamRequest)(nil),   // 67: dfs.v1.DownloadChunkStreamRequest
-	(*StatChunksRequest)(nil),            // 68: dfs.v1.StatChunksRequest
-	(*ChunkStat)(nil),                    // 69: dfs.v1.ChunkStat
-	(*StatChunksResponse)(nil),           // 70: dfs.v1.StatChunksResponse
-	(*ReplicateChunkRequest)(nil),        // 71: dfs.v1.ReplicateChunkRequest
-	(*ReplicateChunkResponse)(nil),       // 72: dfs.v1.ReplicateChunkResponse
-	(*VerifyChunkRequest)(nil),           // 73: dfs.v1.VerifyChunkRequest
-	(*VerifyChunkResponse)(nil),          // 74: dfs.v1.VerifyChunkResponse
-	(*DeleteChunkRequest)(nil),           // 75: dfs.v1.DeleteChunkRequest
-	(*DeleteChunkResponse)(nil),          // 76: dfs.v1.DeleteChunkResponse
-	(*BulkDeleteChunkRequest)(nil),       // 77: dfs.v1.BulkDeleteChunkRequest
-	(*BulkDeleteChunkResponse)(nil),      // 78: dfs.v1.BulkDeleteChunkResponse
-	(*HealthCheckRequest)(nil),           // 79: dfs.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),          // 80: dfs.v1.HealthCheckResponse
-	(*NotServing)(nil),                   // 81: dfs.v1.NotServing
-	(*ErrorKind)(nil),                    // 82: dfs.v1.ErrorKind
-	(*FailedNodes)(nil),                  // 83: dfs.v1.FailedNodes
+	(*SetAttrRequest)(nil),               // 34: dfs.v1.SetAttrRequest
+	(*SetAttrResponse)(nil),              // 35: dfs.v1.SetAttrResponse
+	(*NodeStatus)(nil),                   // 36: dfs.v1.NodeStatus
+	(*RegisterDataNodeRequest)(nil),      // 37: dfs.v1.RegisterDataNodeRequest
+	(*RegisterDataNodeResponse)(nil),     // 38: dfs.v1.RegisterDataNodeResponse
+	(*HeartbeatRequest)(nil),             // 39: dfs.v1.HeartbeatRequest
+	(*NodeUpdate)(nil),                   // 40: dfs.v1.NodeUpdate
+	(*NodeCommand)(nil),                  // 41: dfs.v1.NodeCommand
+	(*DeleteChunksCommand)(nil),          // 42: dfs.v1.DeleteChunksCommand
+	(*HeartbeatResponse)(nil),            // 43: dfs.v1.HeartbeatResponse
+	(*ReportChunksRequest)(nil),          // 44: dfs.v1.ReportChunksRequest
+	(*ReportChunksResponse)(nil),         // 45: dfs.v1.ReportChunksResponse
+	(*ListNodesRequest)(nil),             // 46: dfs.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),            // 47: dfs.v1.ListNodesResponse
+	(*ReadinessStatus)(nil),              // 48: dfs.v1.ReadinessStatus
+	(*ClusterHealth)(nil),                // 49: dfs.v1.ClusterHealth
+	(*ReportBadReplicaRequest)(nil),      // 50: dfs.v1.ReportBadReplicaRequest
+	(*ReportBadReplicaResponse)(nil),     // 51: dfs.v1.ReportBadReplicaResponse
+	(*ReportNodeFailureRequest)(nil),     // 52: dfs.v1.ReportNodeFailureRequest
+	(*ReportNodeFailureResponse)(nil),    // 53: dfs.v1.ReportNodeFailureResponse
+	(*DecommissionRequest)(nil),          // 54: dfs.v1.DecommissionRequest
+	(*DecommissionResponse)(nil),         // 55: dfs.v1.DecommissionResponse
+	(*FsckRequest)(nil),                  // 56: dfs.v1.FsckRequest
+	(*FsckChunk)(nil),                    // 57: dfs.v1.FsckChunk
+	(*FsckFile)(nil),                     // 58: dfs.v1.FsckFile
+	(*FsckSummary)(nil),                  // 59: dfs.v1.FsckSummary
+	(*FsckReport)(nil),                   // 60: dfs.v1.FsckReport
+	(*BackupRequest)(nil),                // 61: dfs.v1.BackupRequest
+	(*BackupChunk)(nil),                  // 62: dfs.v1.BackupChunk
+	(*PrepareChunkUploadRequest)(nil),    // 63: dfs.v1.PrepareChunkUploadRequest
+	(*PrepareChunkUploadResponse)(nil),   // 64: dfs.v1.PrepareChunkUploadResponse
+	(*ChunkDataStream)(nil),              // 65: dfs.v1.ChunkDataStream
+	(*ChunkDataAck)(nil),                 // 66: dfs.v1.ChunkDataAck
+	(*PrepareChunkDownloadRequest)(nil),  // 67: dfs.v1.PrepareChunkDownloadRequest
+	(*PrepareChunkDownloadResponse)(nil), // 68: dfs.v1.PrepareChunkDownloadResponse
+	(*DownloadChunkStreamRequest)(nil),   // 69: dfs.v1.DownloadChunkStreamRequest
+	(*StatChunksRequest)(nil),            // 70: dfs.v1.StatChunksRequest
+	(*ChunkStat)(nil),                    // 71: dfs.v1.ChunkStat
+	(*StatChunksResponse)(nil),           // 72: dfs.v1.StatChunksResponse
+	(*ReplicateChunkRequest)(nil),        // 73: dfs.v1.ReplicateChunkRequest
+	(*ReplicateChunkResponse)(nil),       // 74: dfs.v1.ReplicateChunkResponse
+	(*VerifyChunkRequest)(nil),           // 75: dfs.v1.VerifyChunkRequest
+	(*VerifyChunkResponse)(nil),          // 76: dfs.v1.VerifyChunkResponse
+	(*DeleteChunkRequest)(nil),           // 77: dfs.v1.DeleteChunkRequest
+	(*DeleteChunkResponse)(nil),          // 78: dfs.v1.DeleteChunkResponse
+	(*BulkDeleteChunkRequest)(nil),       // 79: dfs.v1.BulkDeleteChunkRequest
+	(*BulkDeleteChunkResponse)(nil),      // 80: dfs.v1.BulkDeleteChunkResponse
+	(*HealthCheckRequest)(nil),           // 81: dfs.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),          // 82: dfs.v1.HealthCheckResponse
+	(*NotServing)(nil),                   // 83: dfs.v1.NotServing
+	(*ErrorKind)(nil),                    // 84: dfs.v1.ErrorKind
+	(*FailedNodes)(nil),                  // 85: dfs.v1.FailedNodes
 }
 var file_dfs_proto_depIdxs = []int32{
 	2,  // 0: dfs.v1.ChunkPlan.primary:type_name -> dfs.v1.NodeRef
@@ -6084,25 +6293,25 @@ var file_dfs_proto_depIdxs = []int32{
 	24, // 12: dfs.v1.ListFilesResponse.entries:type_name -> dfs.v1.ListEntry
 	16, // 13: dfs.v1.CopyFileResponse.file:type_name -> dfs.v1.FileInfo
 	0,  // 14: dfs.v1.NodeStatus.state:type_name -> dfs.v1.NodeState
-	34, // 15: dfs.v1.RegisterDataNodeResponse.nodes:type_name -> dfs.v1.NodeStatus
-	34, // 16: dfs.v1.NodeUpdate.node:type_name -> dfs.v1.NodeStatus
-	40, // 17: dfs.v1.NodeCommand.delete_chunks:type_name -> dfs.v1.DeleteChunksCommand
-	38, // 18: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
-	34, // 19: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
-	39, // 20: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
-	69, // 21: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
-	34, // 22: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
-	47, // 23: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
-	46, // 24: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
-	34, // 25: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
-	55, // 26: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
-	47, // 27: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
-	56, // 28: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
-	57, // 29: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
+	36, // 15: dfs.v1.RegisterDataNodeResponse.nodes:type_name -> dfs.v1.NodeStatus
+	36, // 16: dfs.v1.NodeUpdate.node:type_name -> dfs.v1.NodeStatus
+	42, // 17: dfs.v1.NodeCommand.delete_chunks:type_name -> dfs.v1.DeleteChunksCommand
+	40, // 18: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
+	36, // 19: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
+	41, // 20: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
+	71, // 21: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
+	36, // 22: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
+	49, // 23: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
+	48, // 24: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
+	36, // 25: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
+	57, // 26: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
+	49, // 27: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
+	58, // 28: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
+	59, // 29: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
 	2,  // 30: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
-	61, // 31: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
-	66, // 32: dfs.v1.ChunkDataStream.header:type_name -> dfs.v1.PrepareChunkDownloadResponse
-	69, // 33: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
+	63, // 31: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
+	68, // 32: dfs.v1.ChunkDataStream.header:type_name -> dfs.v1.PrepareChunkDownloadResponse
+	71, // 33: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
 	2,  // 34: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
 	3,  // 35: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
 	5,  // 36: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
@@ -6112,64 +6321,66 @@ var file_dfs_proto_depIdxs = []int32{
 	19, // 40: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
 	21, // 41: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
 	23, // 42: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
-	35, // 43: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
-	37, // 44: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
-	42, // 45: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
-	44, // 46: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
-	59, // 47: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
-	48, // 48: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
-	52, // 49: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
-	54, // 50: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
+	37, // 43: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
+	39, // 44: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
+	44, // 45: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
+	46, // 46: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
+	61, // 47: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
+	50, // 48: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
+	54, // 49: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
+	56, // 50: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
 	10, // 51: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
-	50, // 52: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
+	52, // 52: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
 	26, // 53: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
 	28, // 54: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
 	30, // 55: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
 	32, // 56: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
-	61, // 57: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
-	63, // 58: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
-	65, // 59: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
-	67, // 60: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
-	68, // 61: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
-	71, // 62: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
-	73, // 63: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
-	75, // 64: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
-	77, // 65: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
-	79, // 66: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
-	4,  // 67: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
-	6,  // 68: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
-	9,  // 69: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
-	13, // 70: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
-	18, // 71: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
-	20, // 72: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
-	22, // 73: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
-	25, // 74: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
-	36, // 75: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
-	41, // 76: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
-	43, // 77: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
-	45, // 78: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
-	60, // 79: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
-	49, // 80: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
-	53, // 81: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
-	58, // 82: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
-	11, // 83: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
-	51, // 84: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
-	27, // 85: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
-	29, // 86: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
-	31, // 87: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
-	33, // 88: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
-	62, // 89: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
-	64, // 90: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
-	66, // 91: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
-	63, // 92: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
-	70, // 93: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
-	72, // 94: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
-	74, // 95: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
-	76, // 96: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
-	78, // 97: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
-	80, // 98: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
-	67, // [67:99] is the sub-list for method output_type
-	35, // [35:67] is the sub-list for method input_type
+	34, // 57: dfs.v1.Coordinator.SetAttr:input_type -> dfs.v1.SetAttrRequest
+	63, // 58: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
+	65, // 59: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
+	67, // 60: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
+	69, // 61: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
+	70, // 62: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
+	73, // 63: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
+	75, // 64: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
+	77, // 65: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
+	79, // 66: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
+	81, // 67: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
+	4,  // 68: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
+	6,  // 69: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
+	9,  // 70: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
+	13, // 71: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
+	18, // 72: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
+	20, // 73: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
+	22, // 74: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
+	25, // 75: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
+	38, // 76: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
+	43, // 77: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
+	45, // 78: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
+	47, // 79: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
+	62, // 80: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
+	51, // 81: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
+	55, // 82: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
+	60, // 83: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
+	11, // 84: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
+	53, // 85: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
+	27, // 86: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
+	29, // 87: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
+	31, // 88: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
+	33, // 89: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
+	35, // 90: dfs.v1.Coordinator.SetAttr:output_type -> dfs.v1.SetAttrResponse
+	64, // 91: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
+	66, // 92: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
+	68, // 93: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
+	65, // 94: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
+	72, // 95: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
+	74, // 96: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
+	76, // 97: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
+	78, // 98: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
+	80, // 99: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
+	82, // 100: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
+	68, // [68:101] is the sub-list for method output_type
+	35, // [35:68] is the sub-list for method input_type
 	35, // [35:35] is the sub-list for extension type_name
 	35, // [35:35] is the sub-list for extension extendee
 	0,  // [0:35] is the sub-list for field type_name
@@ -6180,10 +6391,10 @@ func file_dfs_proto_init() {
 	if File_dfs_proto != nil {
 		return
 	}
-	file_dfs_proto_msgTypes[38].OneofWrappers = []any{
+	file_dfs_proto_msgTypes[40].OneofWrappers = []any{
 		(*NodeCommand_DeleteChunks)(nil),
 	}
-	file_dfs_proto_msgTypes[57].OneofWrappers = []any{
+	file_dfs_proto_msgTypes[59].OneofWrappers = []any{
 		(*FsckReport_File)(nil),
 		(*FsckReport_Summary)(nil),
 	}
@@ -6193,7 +6404,7 @@ func file_dfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfs_proto_rawDesc), len(file_dfs_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   83,
+			NumMessages:   85,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -44,6 +44,7 @@ const (
 	Coordinator_Rename_FullMethodName            = "/dfs.v1.Coordinator/Rename"
 	Coordinator_CopyFile_FullMethodName          = "/dfs.v1.Coordinator/CopyFile"
 	Coordinator_Usage_FullMethodName             = "/dfs.v1.Coordinator/Usage"
+	Coordinator_SetAttr_FullMethodName           = "/dfs.v1.Coordinator/SetAttr"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -113,6 +114,10 @@ type CoordinatorClient interface {
 	CopyFile(ctx context.Context, in *CopyFileRequest, opts ...grpc.CallOption) (*CopyFileResponse, error)
 	// Usage sums the files and bytes below a path (du), on the coordinator.
 	Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error)
+	// SetAttr changes the owner, group or mode of a file or directory:
+	// the mode only its owner or a superuser, the owner only a superuser,
+	// the group its owner (to a group they are in) or a superuser.
+	SetAttr(ctx context.Context, in *SetAttrRequest, opts ...grpc.CallOption) (*SetAttrResponse, error)
 }
 
 type coordinatorClient struct {
@@ -361,6 +366,16 @@ func (c *coordinatorClient) Usage(ctx context.Context, in *UsageRequest, opts ..
 	return out, nil
 }
 
+func (c *coordinatorClient) SetAttr(ctx context.Context, in *SetAttrRequest, opts ...grpc.CallOption) (*SetAttrResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetAttrResponse)
+	err := c.cc.Invoke(ctx, Coordinator_SetAttr_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -428,6 +443,10 @@ type CoordinatorServer interface {
 	CopyFile(context.Context, *CopyFileRequest) (*CopyFileResponse, error)
 	// Usage sums the files and bytes below a path (du), on the coordinator.
 	Usage(context.Context, *UsageRequest) (*UsageResponse, error)
+	// SetAttr changes the owner, group or mode of a file or directory:
+	// the mode only its owner or a superuser, the owner only a superuser,
+	// the group its owner (to a group they are in) or a superuser.
+	SetAttr(context.Context, *SetAttrRequest) (*SetAttrResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -503,6 +522,9 @@ func (UnimplementedCoordinatorServer) CopyFile(context.Context, *CopyFileRequest
 }
 func (UnimplementedCoordinatorServer) Usage(context.Context, *UsageRequest) (*UsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Usage not implemented")
+}
+func (UnimplementedCoordinatorServer) SetAttr(context.Context, *SetAttrRequest) (*SetAttrResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetAttr not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -907,6 +929,24 @@ func _Coordinator_Usage_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_SetAttr_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetAttrRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).SetAttr(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_SetAttr_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).SetAttr(ctx, req.(*SetAttrRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -993,6 +1033,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Usage",
 			Handler:    _Coordinator_Usage_Handler,
+		},
+		{
+			MethodName: "SetAttr",
+			Handler:    _Coordinator_SetAttr_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -102,7 +102,7 @@ func TestUpgradeResumes(t *testing.T) {
 	copyFile(t, filepath.Join("testdata", "v1.db"), path)
 	early := time.Unix(5, 0)
 	editBolt(t, path, func(tx *bolt.Tx) error {
-		return putDirs(tx.Bucket(bucketFiles), []rpc.Path{"/a", "/x/y"}, early)
+		return putDirs(tx.Bucket(bucketFiles), nil, []rpc.Path{"/a", "/x/y"}, early)
 	})
 	before := txID(t, path)
 	s := open(t, path)
