@@ -240,12 +240,12 @@ func (ns *namespace) removeFile(ctx context.Context, p rpc.Path, version uint64)
 }
 
 // listFor is list for the caller in ctx, who must be allowed to list dir
-// (perms.read); a recursive listing leaves out what lies below a
+// (perms.list); a recursive listing leaves out what lies below a
 // directory the caller may not list (the directory itself is listed).
 // It returns the listing key to resume after, "" when nothing follows.
 // A page is empty only when nothing follows.
 func (ns *namespace) listFor(ctx context.Context, dir rpc.Path, recursive bool, after string, limit int) ([]meta.Entry, string, error) {
-	if err := ns.perms.read(ctx, dir); err != nil {
+	if err := ns.perms.list(ctx, dir); err != nil {
 		return nil, "", err
 	}
 	l := ns.perms.lister(ctx, dir)

@@ -341,7 +341,7 @@ type treeUsage struct {
 // directory below it (as HDFS's content summary asks): one it may not
 // list fails the sum with rpc.Permission.
 func (ns *namespace) usage(ctx context.Context, p rpc.Path) (treeUsage, error) {
-	if err := ns.perms.read(ctx, p); err != nil {
+	if err := ns.perms.list(ctx, p); err != nil {
 		return treeUsage{}, err
 	}
 	l := ns.perms.lister(ctx, p)

@@ -132,9 +132,20 @@ func (pm perms) stat(ctx context.Context, p rpc.Path) error {
 	return err
 }
 
+// list checks that the caller may list p: r and x on a directory; a
+// file lists as itself, which takes what stat takes.
+func (pm perms) list(ctx context.Context, p rpc.Path) error {
+	return pm.check(ctx, p, false)
+}
+
 // read checks that the caller may read the file p (r), and list the
 // directory p (r and x).
 func (pm perms) read(ctx context.Context, p rpc.Path) error {
+	return pm.check(ctx, p, true)
+}
+
+// check is read, or with files false list.
+func (pm perms) check(ctx context.Context, p rpc.Path, files bool) error {
 	id, _, checked := pm.caller(ctx)
 	if !checked {
 		return nil
@@ -144,8 +155,11 @@ func (pm perms) read(ctx context.Context, p rpc.Path) error {
 		return err
 	}
 	want := auth.Read
-	if r.target.IsDir {
+	switch {
+	case r.target.IsDir:
 		want |= auth.Exec
+	case !files:
+		return nil
 	}
 	return allow(id, *r.target, want)
 }

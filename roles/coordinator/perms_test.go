@@ -223,6 +223,9 @@ func TestPermissionsReadable(t *testing.T) {
 
 	is.NoErr(f.chmod(asAlice, "/alice/pub", 0o600))
 	is.True(refused(f.read(asBob, "/alice/pub"))) // a 0600 file he may not read
+	names, err = f.list(asBob, "/alice/pub", false)
+	is.NoErr(err) // but ls of it is a stat
+	is.Equal(names, []string{"/alice/pub"})
 	_, err = f.stat(asBob, "/alice/pub")
 	is.NoErr(err) // though he may stat it (search on the parents is enough)
 }
