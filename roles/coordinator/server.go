@@ -313,7 +313,9 @@ func (s *server) ListFiles(ctx context.Context, req *dfspb.ListFilesRequest) (*d
 	after := ""
 	if req.PageToken != "" {
 		b, err := base64.RawURLEncoding.DecodeString(req.PageToken)
-		if err != nil || len(b) == 0 || b[0] != '/' || len(b) > rpc.MaxPathLen {
+		// A token is a listing key: a path, with a trailing slash for a
+		// directory, or past a directory's subtree (pastTree: two more).
+		if err != nil || len(b) == 0 || b[0] != '/' || len(b) > rpc.MaxPathLen+2 {
 			return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "invalid page token"))
 		}
 		after = string(b)
@@ -622,11 +624,12 @@ func planToPB(p plan) *dfspb.ChunkPlan {
 
 func pageToPB(p filePage) *dfspb.FileInfo {
 	f := p.file
+	a := f.Attr.Or(false)
 	fi := &dfspb.FileInfo{
 		Path: string(f.Path), Size: f.Size, Sha256: f.SHA256, ChunkSize: f.ChunkSize,
 		Replication: f.Replication, ModifiedUnixMs: f.Modified.UnixMilli(), Version: f.Version,
 		SessionId: string(f.Session), ChunkCount: uint32(len(f.Chunks)),
-		Owner: f.Attr.Or(false).Owner, Group: f.Attr.Or(false).Group, Mode: f.Attr.Or(false).Mode,
+		Owner: a.Owner, Group: a.Group, Mode: a.Mode,
 		Chunks: make([]*dfspb.ChunkInfo, 0, len(p.replicas)),
 	}
 	for j, rs := range p.replicas {
