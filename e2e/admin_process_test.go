@@ -34,7 +34,9 @@ func TestProcessAdminAddressInUse(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			is := is.New(t)
-			res := runDFSProc(t, bin, "", procCLITimeout, append(tc.args, "--admin-listen", addr)...)
+			// --log-level error: the roles run --insecure here, which
+			// they warn of in a log line.
+			res := runDFSProc(t, bin, "", procCLITimeout, append(tc.args, "--admin-listen", addr, "--log-level", "error")...)
 			is.True(res.code != 0) // the role refuses to start
 			lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
 			is.Equal(len(lines), 1)                                                                                                                             // with one line on stderr

@@ -171,6 +171,7 @@ type dockerCluster struct {
 	net    string   // the network
 	coord  string   // the coordinator's container (and host) name
 	nodes  []string // the datanodes' container names
+	pki    string   // the volume of the CA and the certificates
 }
 
 // newDockerCluster registers the cleanup that removes everything labelled
@@ -261,23 +262,56 @@ func (c *dockerCluster) start(n int) {
 	// up the name of a stopped or disconnected container takes 5 s to time
 	// out instead of failing at once, which only slows the test down.
 	c.mustDocker(nil, "network", "create", "--label", label, c.net)
+	for i := range n {
+		c.nodes = append(c.nodes, fmt.Sprintf("%s-dn%d", c.prefix, i+1))
+	}
+	c.makePKI()
 	server := func(name string, args ...string) {
 		c.mustDocker(nil, "volume", "create", "--label", label, name)
 		run := []string{"run", "-d", "--name", name, "--hostname", name, "--label", label,
 			"--network", c.net, "-v", name + ":/data",
 			// The image's HEALTHCHECK (dfs health --live), checked more often.
 			"--health-interval", "2s", "--health-start-period", "30s",
-			"-e", "DFS_LOG_FORMAT=json", c.image}
+			"-e", "DFS_LOG_FORMAT=json"}
+		run = append(append(run, c.tlsArgs(name)...), c.image)
 		c.mustDocker(nil, append(run, args...)...)
 	}
 	server(c.coord, "coordinator", "--advertise", c.coord+":7000",
 		"--suspect-after", "2s", "--dead-after", "4s", "--gc-delay", "5s")
-	for i := range n {
-		name := fmt.Sprintf("%s-dn%d", c.prefix, i+1)
-		c.nodes = append(c.nodes, name)
+	for _, name := range c.nodes {
 		server(name, "datanode", "--coordinator", c.coord+":7000", "--advertise", name+":7000",
 			"--heartbeat-interval", "500ms")
 	}
+}
+
+// makePKI makes the cluster's CA and certificates with the image itself
+// (dfs admin ca init, dfs admin cert issue), as an operator without a PKI
+// would, in a volume of their own: one per server, named by its host
+// name, and the superuser's for the clients. The volume is mounted at
+// /data while they are made, where the image's user may write (a new
+// volume takes the ownership of the directory it is first mounted on).
+func (c *dockerCluster) makePKI() {
+	c.t.Helper()
+	c.pki = c.prefix + "-pki"
+	c.mustDocker(nil, "volume", "create", "--label", containerLabel+"="+c.prefix, c.pki)
+	admin := func(args ...string) {
+		run := []string{"run", "--rm", "--no-healthcheck", "--label", containerLabel + "=" + c.prefix, "-v", c.pki + ":/data", c.image, "admin"}
+		c.mustDocker(nil, append(run, args...)...)
+	}
+	admin("ca", "init", "--dir", "/data/ca")
+	admin("cert", "issue", "--ca", "/data/ca", "--role", "coordinator", "--name", c.coord, "--dns", c.coord, "--out", "/data")
+	for _, name := range c.nodes {
+		admin("cert", "issue", "--ca", "/data/ca", "--role", "datanode", "--name", name, "--dns", name, "--out", "/data")
+	}
+	admin("cert", "issue", "--ca", "/data/ca", "--role", "client", "--name", "admin", "--out", "/data")
+}
+
+// tlsArgs are the docker run arguments that give a container the
+// certificate called name: the PKI volume, read-only, and the TLS
+// environment.
+func (c *dockerCluster) tlsArgs(name string) []string {
+	return []string{"-v", c.pki + ":/pki:ro", "-e", "DFS_TLS_CA=/pki/ca/ca.crt",
+		"-e", "DFS_TLS_CERT=/pki/" + name + ".crt", "-e", "DFS_TLS_KEY=/pki/" + name + ".key"}
 }
 
 // cleanup removes every container, network and volume carrying the
@@ -321,6 +355,7 @@ func (c *dockerCluster) runClient(timeout time.Duration, stdin []byte, args ...s
 	c.t.Helper()
 	run := []string{"run", "--rm", "--no-healthcheck", "--label", containerLabel + "=" + c.prefix,
 		"--network", c.net, "-e", "DFS_COORDINATOR=" + c.coord + ":7000"}
+	run = append(run, c.tlsArgs("admin")...)
 	if stdin != nil {
 		run = append(run, "-i")
 	}

@@ -393,7 +393,9 @@ func procChildEnv() []string {
 			env = append(env, kv)
 		}
 	}
-	return append(env, "GORACE="+gorace)
+	// The process tests run their clusters in plain text; the secure
+	// ones give --insecure=false and their certificates.
+	return append(env, "GORACE="+gorace, "DFS_INSECURE=true")
 }
 
 // pollUntil polls cond until it holds, failing the test after procWaitTimeout
@@ -445,6 +447,11 @@ type procClusterConfig struct {
 	// standbys start that many more coordinators with the same flags (for
 	// etcd: they stand by); clients and datanodes get every address.
 	standbys int
+	// tls runs the cluster with TLS: a CA and certificates made with
+	// dfs admin ca init and dfs admin cert issue (procCluster.pki), a
+	// revocation list every server reads, and the clients as the
+	// superuser admin.
+	tls bool
 }
 
 // procCluster is a coordinator and datanodes running as processes.
@@ -462,6 +469,12 @@ type procCluster struct {
 	nodeFlags []string      // extra flags of every datanode
 	procs     []*serverProc // every process started, restarts included
 	ids       map[*datanodeProc]string
+	// pki is the directory of the CA (pki/ca) and the certificates, with
+	// procClusterConfig.tls; clientTLS are the global flags the clients
+	// get (the superuser's certificate).
+	pki       string
+	clientTLS []string
+	nodeTLS   []string
 }
 
 // datanodeProc is one datanode: its address and data dir stay across restarts.
@@ -482,6 +495,7 @@ func startProcCluster(t *testing.T, bin string, cfg procClusterConfig) *procClus
 	c.clusterCLI = clusterCLI{t: t, cmdTimeout: procCLITimeout, waitFor: procWaitTimeout, waitEvery: 100 * time.Millisecond, alive: c.alive,
 		client: func(timeout time.Duration, stdin []byte, args ...string) procResult {
 			t.Helper()
+			args = append(append([]string(nil), c.clientTLS...), args...)
 			if stdin == nil {
 				return runDFSProc(t, c.bin, c.coord, timeout, args...)
 			}
@@ -497,9 +511,13 @@ func startProcCluster(t *testing.T, bin string, cfg procClusterConfig) *procClus
 		t.Fatal(err)
 	}
 	t.Cleanup(c.stop) // runs before the temp dir is removed
+	var coordTLS []string
+	if cfg.tls {
+		coordTLS = c.makePKI()
+	}
 	c.coord = rolestest.FreeAddr(t)
-	c.coordArgs = append([]string{"coordinator", "--listen", c.coord, "--data-dir", filepath.Join(c.dir, "coordinator"),
-		"--suspect-after", cfg.suspectAfter.String(), "--dead-after", cfg.deadAfter.String()}, cfg.coordFlags...)
+	c.coordArgs = append(append(coordTLS, "coordinator", "--listen", c.coord, "--data-dir", filepath.Join(c.dir, "coordinator"),
+		"--suspect-after", cfg.suspectAfter.String(), "--dead-after", cfg.deadAfter.String()), cfg.coordFlags...)
 	c.startCoordinator()
 	c.standbys = map[string]*serverProc{}
 	for i := range cfg.standbys {
@@ -528,6 +546,36 @@ func startProcCluster(t *testing.T, bin string, cfg procClusterConfig) *procClus
 		return healthy == cfg.nodes, fmt.Sprintf("%d healthy of %d listed", healthy, len(nodes))
 	})
 	return c
+}
+
+// makePKI makes the cluster's CA, a certificate for the coordinator, one
+// for the datanodes, the superuser's, and an empty revocation list, with
+// the binary's own commands; it sets the clients' and datanodes' TLS flags
+// and returns the coordinator's.
+func (c *procCluster) makePKI() []string {
+	c.t.Helper()
+	c.pki = filepath.Join(c.dir, "pki")
+	ca := filepath.Join(c.pki, "ca")
+	admin := func(args ...string) {
+		if r := runDFSProc(c.t, c.bin, "", procCLITimeout, append([]string{"admin"}, args...)...); r.code != 0 {
+			c.t.Fatalf("dfs admin %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+		}
+	}
+	admin("ca", "init", "--dir", ca)
+	admin("cert", "revoke", "--ca", ca, "--serial", "1") // makes the (otherwise empty) list
+	for _, r := range []struct{ role, name string }{{"coordinator", "coordinator"}, {"datanode", "datanode"}, {"client", "admin"}} {
+		admin("cert", "issue", "--ca", ca, "--role", r.role, "--name", r.name, "--out", c.pki)
+	}
+	c.clientTLS = c.tlsFlags("admin")
+	c.nodeTLS = c.tlsFlags("datanode")
+	return c.tlsFlags("coordinator")
+}
+
+// tlsFlags are the global flags that give a process the certificate
+// called name, the CA and the revocation list.
+func (c *procCluster) tlsFlags(name string) []string {
+	return []string{"--insecure=false", "--tls-ca", filepath.Join(c.pki, "ca", "ca.crt"), "--tls-crl", filepath.Join(c.pki, "ca", "ca.crl"),
+		"--tls-cert", filepath.Join(c.pki, name+".crt"), "--tls-key", filepath.Join(c.pki, name+".key")}
 }
 
 // start runs the dfs binary with args as a server process named name.
@@ -576,8 +624,8 @@ func (c *procCluster) startCoordinator() {
 // startNode starts (or restarts) datanode n on its address and data dir.
 func (c *procCluster) startNode(n *datanodeProc) {
 	c.t.Helper()
-	n.proc = c.start(n.name, append([]string{"datanode", "--listen", n.addr, "--coordinator", c.coord,
-		"--data-dir", n.dir, "--heartbeat-interval", procHeartbeat.String()}, c.nodeFlags...)...)
+	n.proc = c.start(n.name, append(append(append([]string(nil), c.nodeTLS...), "datanode", "--listen", n.addr, "--coordinator", c.coord,
+		"--data-dir", n.dir, "--heartbeat-interval", procHeartbeat.String()), c.nodeFlags...)...)
 }
 
 // kill sends SIGKILL to p and waits for it to be gone.

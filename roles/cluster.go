@@ -68,6 +68,7 @@ type Cluster struct {
 	metrics *prometheus.Registry
 	admin   string
 	pki     *LocalPKI // with Secure
+	tls     *pki.TLS  // the coordinator's, with Secure
 	stopC   func()
 	doneC   chan error
 
@@ -85,6 +86,7 @@ type ClusterNode struct {
 	Metrics *prometheus.Registry
 	// AdminAddr is the node's admin HTTP address, with NodeAdmin.
 	AdminAddr string
+	tls       *pki.TLS // with Secure
 	stop      func()
 	done      chan error
 }
@@ -252,6 +254,7 @@ func (c *Cluster) startNode(dir, listen string, tune func(cfg *datanode.Config, 
 			}
 			return nil, err
 		}
+		deps.Tokens = tokenVerifier(deps.TLS)
 	}
 	dn, err := datanode.New(dc, deps)
 	if err != nil {
@@ -262,7 +265,7 @@ func (c *Cluster) startNode(dir, listen string, tune func(cfg *datanode.Config, 
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
-	n := &ClusterNode{Dir: dir, Node: dn, Metrics: reg, AdminAddr: addrOf(admin), stop: cancel, done: make(chan error, 1)}
+	n := &ClusterNode{Dir: dir, Node: dn, Metrics: reg, AdminAddr: addrOf(admin), tls: deps.TLS, stop: cancel, done: make(chan error, 1)}
 	ready := func(context.Context) error { return dn.Readiness() }
 	go func() { n.done <- runWithAdmin(ctx, admin, AdminHandler(reg, ready, nil), c.cfg.Log, dn.Run) }()
 	select {
@@ -396,9 +399,32 @@ func (c *Cluster) coordinatorDeps(lis net.Listener, store meta.Store, reg *prome
 		if err != nil {
 			return deps, err
 		}
-		deps.TLS = t
+		deps.TLS, deps.Tokens = t, tokenVerifier(t)
+		c.mu.Lock()
+		c.tls = t
+		c.mu.Unlock()
 	}
 	return deps, nil
+}
+
+// ReloadTLS makes the coordinator and every running datanode of a Secure
+// cluster reread their TLS files, as SIGHUP does to a server process.
+func (c *Cluster) ReloadTLS() error {
+	c.mu.Lock()
+	all := []*pki.TLS{c.tls}
+	for _, n := range c.nodes {
+		all = append(all, n.tls)
+	}
+	c.mu.Unlock()
+	for _, t := range all {
+		if t == nil {
+			continue
+		}
+		if err := t.Reload(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RestartCoordinator stops the coordinator and starts a new one at the

@@ -2,6 +2,13 @@ package roles
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -24,11 +31,101 @@ func openEtcd(ctx context.Context, sc StoreConfig, log zerolog.Logger) (*etcdsto
 	if len(sc.EtcdEndpoints) == 0 {
 		return nil, nil, rpc.Errorf(rpc.Invalid, "--metadata etcd needs --etcd-endpoints")
 	}
-	s, err := etcdstore.Open(ctx, etcdstore.Options{Endpoints: sc.EtcdEndpoints, Prefix: sc.EtcdPrefix, Log: log.With().Str("component", "etcdstore").Logger()})
+	opts, err := etcdOptions(sc)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts.Log = log.With().Str("component", "etcdstore").Logger()
+	s, err := etcdstore.Open(ctx, opts)
 	if err != nil {
 		return nil, nil, err
 	}
 	return s, &etcdElector{store: s, election: s.Election(electionName), ttl: sc.LeaseTTL, log: log}, nil
+}
+
+// maxSecretFile bounds the password file: a password, not a document.
+const maxSecretFile = 4 << 10
+
+// etcdOptions returns the options of the etcd client sc asks for: its
+// endpoints and prefix, TLS (--etcd-ca, --etcd-cert, --etcd-key) and
+// etcd's user and password (--etcd-user, --etcd-password or
+// --etcd-password-file). Errors are of kind rpc.Invalid (or rpc.NotFound
+// for a missing file) and name the flag.
+func etcdOptions(sc StoreConfig) (etcdstore.Options, error) {
+	opts := etcdstore.Options{Endpoints: sc.EtcdEndpoints, Prefix: sc.EtcdPrefix}
+	if (sc.EtcdCert == "") != (sc.EtcdKey == "") {
+		return opts, rpc.Errorf(rpc.Invalid, "--etcd-cert and --etcd-key go together: a client certificate and its key")
+	}
+	if sc.EtcdCA != "" || sc.EtcdCert != "" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if sc.EtcdCA != "" {
+			pem, err := readSmallFile("--etcd-ca", sc.EtcdCA, 1<<20)
+			if err != nil {
+				return opts, err
+			}
+			cfg.RootCAs = x509.NewCertPool()
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return opts, rpc.Errorf(rpc.Invalid, "--etcd-ca %s holds no PEM certificate", sc.EtcdCA)
+			}
+		}
+		if sc.EtcdCert != "" {
+			cert, err := readSmallFile("--etcd-cert", sc.EtcdCert, 1<<20)
+			if err != nil {
+				return opts, err
+			}
+			key, err := readSmallFile("--etcd-key", sc.EtcdKey, 1<<20)
+			if err != nil {
+				return opts, err
+			}
+			c, err := tls.X509KeyPair(cert, key)
+			if err != nil {
+				return opts, rpc.Errorf(rpc.Invalid, "--etcd-cert %s and --etcd-key %s: %w", sc.EtcdCert, sc.EtcdKey, err)
+			}
+			cfg.Certificates = []tls.Certificate{c}
+		}
+		opts.TLS = cfg
+	}
+	password := sc.EtcdPassword
+	if sc.EtcdPasswordFile != "" {
+		if password != "" {
+			return opts, rpc.Errorf(rpc.Invalid, "--etcd-password and --etcd-password-file: give one")
+		}
+		b, err := readSmallFile("--etcd-password-file", sc.EtcdPasswordFile, maxSecretFile)
+		if err != nil {
+			return opts, err
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+		if password == "" {
+			return opts, rpc.Errorf(rpc.Invalid, "--etcd-password-file %s is empty", sc.EtcdPasswordFile)
+		}
+	}
+	if (sc.EtcdUser == "") != (password == "") {
+		return opts, rpc.Errorf(rpc.Invalid, "--etcd-user and --etcd-password (or --etcd-password-file) go together")
+	}
+	opts.Username, opts.Password = sc.EtcdUser, password
+	return opts, nil
+}
+
+// readSmallFile reads the file path that flag names, of at most limit
+// bytes.
+func readSmallFile(flag, path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		kind := rpc.Invalid
+		if errors.Is(err, fs.ErrNotExist) {
+			kind = rpc.NotFound
+		}
+		return nil, rpc.Errorf(kind, "%s: %w", flag, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, rpc.Errorf(rpc.Invalid, "%s: %w", flag, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, rpc.Errorf(rpc.Invalid, "%s %s: more than %d bytes", flag, path, limit)
+	}
+	return b, nil
 }
 
 // etcdElector elects a coordinator with an etcd lease; the store is fenced

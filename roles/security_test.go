@@ -110,3 +110,41 @@ func TestSecureClusterServesTLSOnly(t *testing.T) {
 	_, err = dfspb.NewDataNodeClient(secureDial(t, c.Nodes()[0].Node.Addr(), adminFiles)).BulkDeleteChunk(ctx, &dfspb.BulkDeleteChunkRequest{})
 	is.Equal(statusKind(err), rpc.Permission) // deletions come from the coordinator only
 }
+
+func TestRevokedCertificatesRefused(t *testing.T) {
+	is := is.New(t)
+	ctx := t.Context()
+	c := rolestest.Start(t, 3, rolestest.Secure)
+	p := c.PKI()
+	mallory, err := p.User("mallory")
+	is.NoErr(err)
+	old, err := p.Issue(pki.Request{Role: pki.Datanode, Name: "dn-removed"})
+	is.NoErr(err)
+
+	stat := func(f pki.Files) error {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := dfspb.NewCoordinatorClient(secureDial(t, c.Addr(), f)).StatFile(cctx, &dfspb.StatFileRequest{Path: "/nothing"})
+		return err
+	}
+	heartbeat := func(f pki.Files) error {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := dfspb.NewCoordinatorClient(secureDial(t, c.Addr(), f)).DataNodeHeartbeat(cctx, &dfspb.HeartbeatRequest{NodeId: "00000000-0000-0000-0000-00000000dead"})
+		return err
+	}
+	is.Equal(statusKind(stat(mallory)), rpc.NotFound)  // before: mallory is a user like any other
+	is.Equal(statusKind(heartbeat(old)), rpc.NotFound) // and the old datanode's certificate is accepted (its node is unknown)
+
+	is.NoErr(p.Revoke("mallory"))
+	is.NoErr(p.Revoke("dn-removed"))
+	is.NoErr(c.ReloadTLS()) // what SIGHUP, or the file watch, does
+
+	is.Equal(statusKind(stat(mallory)), rpc.Unavailable)  // a revoked user's certificate fails the handshake
+	is.Equal(statusKind(heartbeat(old)), rpc.Unavailable) // so does a removed datanode's
+	is.Equal(statusKind(stat(p.Files("admin"))), rpc.NotFound)
+	// The cluster itself still works: its datanode was not revoked.
+	cl := rolestest.Client(t, c)
+	_, err = cl.Put(ctx, "/after", bytes.NewReader([]byte("x")), 1, nil)
+	is.NoErr(err)
+}

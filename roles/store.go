@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/boltstore"
@@ -37,6 +38,14 @@ type StoreConfig struct {
 	EtcdEndpoints []string
 	// EtcdPrefix is the key prefix of this cluster's metadata in etcd.
 	EtcdPrefix string
+	// EtcdCA, EtcdCert and EtcdKey are the PEM files of TLS to etcd: the
+	// CA that signs etcd's certificate (empty: the system's), and a
+	// client certificate and key if etcd asks for one. Any of them set
+	// dials etcd over TLS.
+	EtcdCA, EtcdCert, EtcdKey string
+	// EtcdUser and EtcdPassword authenticate to etcd (etcd's own users);
+	// EtcdPasswordFile names a file holding the password instead.
+	EtcdUser, EtcdPassword, EtcdPasswordFile string
 	// LeaseTTL is the leader lease with etcd.
 	LeaseTTL time.Duration
 	// Restore is a backup file to start from ("" for none).
@@ -50,8 +59,10 @@ func DefaultStoreConfig() StoreConfig {
 
 // RunCoordinator opens the admin address (adminAddr, "" for none) and the
 // metadata store, restores a backup into the store if asked, and runs a
-// coordinator with its admin endpoints until ctx ends.
-func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig, adminAddr string, log zerolog.Logger) error {
+// coordinator with its admin endpoints until ctx ends. With t it serves
+// and dials over TLS and checks every caller (t's files are reloaded when
+// they change and on SIGHUP); nil runs in plain text.
+func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig, adminAddr string, t *pki.TLS, log zerolog.Logger) error {
 	admin, err := adminListen(adminAddr)
 	if err != nil {
 		return err
@@ -61,7 +72,7 @@ func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig,
 	}
 	reg := NewMetricsRegistry()
 	var store meta.Store
-	deps := coordinator.Deps{Log: log, StoreName: sc.Kind, Metrics: reg}
+	deps := coordinator.Deps{Log: log, StoreName: sc.Kind, Metrics: reg, TLS: t, Tokens: tokenVerifier(t)}
 	switch sc.Kind {
 	case "bolt":
 		s, err := OpenBolt(sc.Dir, log)
@@ -95,7 +106,9 @@ func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig,
 	if err != nil {
 		return err
 	}
-	err = runWithAdmin(ctx, admin, AdminHandler(reg, co.Readiness, co.StatusHandler()), log, func(ctx context.Context) error {
+	keepTLSFresh(ctx, t, log)
+	lis, h := AdminAccess{TLS: t, Tokens: deps.Tokens, Superusers: cfg.Superusers}.guard(admin, AdminHandler(reg, co.Readiness, co.StatusHandler()), log)
+	err = runWithAdmin(ctx, lis, h, log, func(ctx context.Context) error {
 		return runNotifying(ctx, co.Ready(), log, co.Run)
 	})
 	if sc.Kind == "bolt" && rpc.KindOf(err) == rpc.Internal {

@@ -1,10 +1,16 @@
 package roles
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/internal/pki"
@@ -35,7 +41,26 @@ func OpenLocalPKI(dir string) (*LocalPKI, error) {
 			return nil, err
 		}
 	}
+	if _, err := os.Stat(p.crl()); errors.Is(err, fs.ErrNotExist) {
+		if _, err := pki.Revoke(p.caDir()); err != nil { // an empty list
+			return nil, err
+		}
+	}
 	return p, nil
+}
+
+func (p *LocalPKI) crl() string { return filepath.Join(p.caDir(), pki.CRLFile) }
+
+// Revoke adds the certificate called name to the CA's revocation list;
+// the processes refuse it once they reload their TLS files
+// (Cluster.ReloadTLS).
+func (p *LocalPKI) Revoke(name string) error {
+	sn, _, err := pki.SerialOf(p.Files(name).Cert)
+	if err != nil {
+		return err
+	}
+	_, err = pki.Revoke(p.caDir(), sn)
+	return err
 }
 
 func (p *LocalPKI) caDir() string { return filepath.Join(p.Dir, "ca") }
@@ -43,9 +68,10 @@ func (p *LocalPKI) caDir() string { return filepath.Join(p.Dir, "ca") }
 // CA returns the CA certificate's path.
 func (p *LocalPKI) CA() string { return filepath.Join(p.caDir(), pki.CACertFile) }
 
-// Files returns the TLS files of the certificate called name.
+// Files returns the TLS files of the certificate called name, with the
+// CA's revocation list.
 func (p *LocalPKI) Files(name string) pki.Files {
-	return pki.Files{CA: p.CA(), Cert: filepath.Join(p.Dir, name+".crt"), Key: filepath.Join(p.Dir, name+".key")}
+	return pki.Files{CA: p.CA(), Cert: filepath.Join(p.Dir, name+".crt"), Key: filepath.Join(p.Dir, name+".key"), CRL: p.crl()}
 }
 
 // issue writes the certificate req asks for unless one of that name
@@ -75,4 +101,43 @@ func (p *LocalPKI) Issue(req pki.Request) (pki.Files, error) {
 		return pki.Files{}, err
 	}
 	return p.Files(req.Name), nil
+}
+
+// tlsPoll is how often a server role checks its TLS files for a change.
+const tlsPoll = 10 * time.Second
+
+// keepTLSFresh reloads t's files when they change and on SIGHUP, until ctx
+// ends; a nil t does nothing.
+func keepTLSFresh(ctx context.Context, t *pki.TLS, log zerolog.Logger) {
+	if t == nil {
+		return
+	}
+	go t.Watch(ctx, tlsPoll)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := t.Reload(); err != nil {
+					log.Warn().Err(err).Msg("tls: SIGHUP: the files do not load; keeping the certificates in use")
+					continue
+				}
+				log.Info().Msg("tls: SIGHUP: certificates reloaded")
+			}
+		}
+	}()
+}
+
+// tokenVerifier returns the verifier of the bearer tokens a role running
+// with t accepts: those a coordinator of t's CA signed. A nil t (plain
+// text) takes no tokens.
+func tokenVerifier(t *pki.TLS) auth.TokenVerifier {
+	if t == nil {
+		return nil
+	}
+	return auth.NewVerifier(t)
 }

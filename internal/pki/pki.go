@@ -417,6 +417,13 @@ func GroupsOf(cert *x509.Certificate) []string {
 // UserOf returns the user a client certificate names: its common name.
 func UserOf(cert *x509.Certificate) string { return cert.Subject.CommonName }
 
+// HasCA reports whether dir holds a CA that loads: its certificate and
+// key, matching.
+func HasCA(dir string) bool {
+	_, _, err := loadCA(dir)
+	return err == nil
+}
+
 // loadCA reads the CA certificate and key in dir.
 func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	certPath, keyPath := filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)
@@ -528,4 +535,81 @@ func writeFile(path string, data []byte, perm os.FileMode, replace bool) (err er
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// CRLFile is the revocation list's file name in a CA directory.
+const CRLFile = "ca.crl"
+
+// CRLLifetime is how long a revocation list says it is current
+// (NextUpdate); dfs keeps using a list past it, but other TLS stacks may
+// not, so revoke (or run Revoke with nothing new) within it.
+const CRLLifetime = 365 * 24 * time.Hour
+
+// Revoke adds the certificates with the given serial numbers to the CA's
+// revocation list, caDir/ca.crl (PEM), keeping those it already lists,
+// and returns its path. With no serials it writes the list as it is, a
+// fresh one (empty) if there was none. The file is replaced atomically.
+// Processes started with --tls-crl on it refuse those certificates once
+// they reload it (on a change, within seconds, or on SIGHUP).
+func Revoke(caDir string, serials ...*big.Int) (string, error) {
+	ca, key, err := loadCA(caDir)
+	if err != nil {
+		return "", fmt.Errorf("pki.Revoke: %w", err)
+	}
+	path := filepath.Join(caDir, CRLFile)
+	now := time.Now()
+	var entries []x509.RevocationListEntry
+	number := big.NewInt(1)
+	seen := map[string]bool{}
+	if data, err := os.ReadFile(path); err == nil {
+		if b, _ := pem.Decode(data); b != nil {
+			data = b.Bytes
+		}
+		old, err := x509.ParseRevocationList(data)
+		if err != nil {
+			return "", fmt.Errorf("pki.Revoke: %w", rpc.Errorf(rpc.Invalid, "the revocation list %s: %w", path, err))
+		}
+		for _, e := range old.RevokedCertificateEntries {
+			entries = append(entries, x509.RevocationListEntry{SerialNumber: e.SerialNumber, RevocationTime: e.RevocationTime})
+			seen[e.SerialNumber.String()] = true
+		}
+		if old.Number != nil {
+			number = new(big.Int).Add(old.Number, big.NewInt(1))
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("pki.Revoke: %w", err)
+	}
+	for _, s := range serials {
+		if !seen[s.String()] {
+			entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: now})
+			seen[s.String()] = true
+		}
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		RevokedCertificateEntries: entries, Number: number, ThisUpdate: now, NextUpdate: now.Add(CRLLifetime),
+	}, ca, key)
+	if err != nil {
+		return "", fmt.Errorf("pki.Revoke: %w", err)
+	}
+	if err := writeFile(path, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644, true); err != nil {
+		return "", fmt.Errorf("pki.Revoke: %w", err)
+	}
+	return path, nil
+}
+
+// SerialOf reads the serial number of the PEM certificate in file.
+func SerialOf(file string) (*big.Int, string, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, "", readErr(err, "the certificate %s", file)
+	}
+	b, _ := pem.Decode(data)
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, "", rpc.Errorf(rpc.Invalid, "%s holds no PEM certificate", file)
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return nil, "", rpc.Errorf(rpc.Invalid, "%s: %w", file, err)
+	}
+	return c.SerialNumber, c.Subject.CommonName, nil
 }

@@ -2,6 +2,7 @@ package pki
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -99,6 +100,42 @@ func (t *TLS) Role() Role {
 	}
 	r, _ := RoleOf(c.Leaf)
 	return r
+}
+
+// Signer returns t's own certificate chain (DER, the leaf first) and its
+// private key, as loaded last, so a role can sign with the identity it
+// serves with (bearer tokens). It fails with rpc.FailedPrecondition when
+// t is nil or holds no certificate, or when the key cannot sign.
+func (t *TLS) Signer() (chain [][]byte, key crypto.Signer, err error) {
+	if t == nil {
+		return nil, nil, rpc.Errorf(rpc.FailedPrecondition, "no TLS: plain text has no certificate to sign with")
+	}
+	c := t.current().cert
+	if c == nil {
+		return nil, nil, rpc.Errorf(rpc.FailedPrecondition, "no certificate of its own to sign with (--tls-cert)")
+	}
+	key, ok := c.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, nil, rpc.Errorf(rpc.FailedPrecondition, "the key of %s cannot sign", t.files.Cert)
+	}
+	return c.Certificate, key, nil
+}
+
+// VerifyPeer checks a certificate chain (DER, the leaf first) as a
+// connection's peer is checked, against the material loaded last: it
+// chains to the CA for the usage of role (server authentication for a
+// server role, client authentication for a client), is valid now, is not
+// on the revocation list, and carries role. The error, without a kind,
+// says which check failed; a nil t accepts nothing.
+func (t *TLS) VerifyPeer(chain [][]byte, role Role) error {
+	if t == nil {
+		return fmt.Errorf("no TLS: no CA to verify a certificate with")
+	}
+	usage := x509.ExtKeyUsageClientAuth
+	if role.Server() {
+		usage = x509.ExtKeyUsageServerAuth
+	}
+	return t.current().verify(chain, usage, "", []Role{role})
 }
 
 func (t *TLS) current() *material {

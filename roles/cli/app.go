@@ -66,6 +66,7 @@ type app struct {
 	version Version
 	global  globals
 	log     zerolog.Logger
+	sec     security
 }
 
 // App builds the command line; logs go to logw, results to stdio. Each

@@ -19,6 +19,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/internal/freeport"
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
@@ -91,12 +92,18 @@ func (a *app) benchCommand() *cli.Command {
 			var procs *devProcs
 			if dev {
 				var err error
-				if procs, err = startDevProcs(ctx, nodes, stdio.Err); err != nil {
+				if procs, err = startDevProcs(ctx, nodes, !a.sec.insecure, stdio.Err); err != nil {
 					return err
 				}
 				defer procs.stop()
 				cfg.Coordinators = []string{procs.coordAddr}
+				if procs.pki != nil {
+					f := procs.pki.Files(auth.DefaultSuperuser)
+					cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = f.CA, f.Cert, f.Key
+				}
 				res.Nodes, res.Replication = nodes, min(3, nodes)
+			} else if err := a.sec.client(&cfg); err != nil {
+				return err
 			}
 			cfg.Logger = &a.log
 			cl, err := client.New(ctx, cfg)
@@ -326,6 +333,7 @@ type devProcs struct {
 	dir       string
 	coordAddr string
 	cmds      []*exec.Cmd
+	pki       *roles.LocalPKI // with TLS
 }
 
 // freeAddr returns a loopback address for a server the bench starts as a
@@ -339,7 +347,10 @@ func freeAddr() (string, error) {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), nil
 }
 
-func startDevProcs(ctx context.Context, nodes int, logw io.Writer) (*devProcs, error) {
+// startDevProcs starts a coordinator and nodes datanodes as processes of
+// this executable in a temp dir: with TLS (a CA and certificates in the
+// dir, devProcs.pki) when secure, else in plain text.
+func startDevProcs(ctx context.Context, nodes int, secure bool, logw io.Writer) (*devProcs, error) {
 	if nodes < 1 || nodes > 16 {
 		return nil, rpc.Errorf(rpc.Invalid, "--nodes must be between 1 and 16")
 	}
@@ -352,8 +363,20 @@ func startDevProcs(ctx context.Context, nodes int, logw io.Writer) (*devProcs, e
 		return nil, err
 	}
 	d := &devProcs{dir: dir}
+	tlsArgs := func(string) []string { return []string{"--insecure"} }
+	if secure {
+		if d.pki, err = roles.OpenLocalPKI(filepath.Join(dir, "tls")); err != nil {
+			d.stop()
+			return nil, err
+		}
+		tlsArgs = func(name string) []string {
+			f := d.pki.Files(name)
+			return []string{"--tls-ca", f.CA, "--tls-cert", f.Cert, "--tls-key", f.Key}
+		}
+	}
 	start := func(args ...string) error {
-		cmd := exec.Command(exe, append([]string{"--log-level", "warn"}, args...)...)
+		args = append(append([]string{"--log-level", "warn"}, tlsArgs(args[0])...), args...)
+		cmd := exec.Command(exe, args...)
 		cmd.Stderr = logw
 		if err := cmd.Start(); err != nil {
 			return err

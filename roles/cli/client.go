@@ -46,6 +46,9 @@ func jsonFlag(dst *bool) cli.Flag {
 func (a *app) withClient(cfg *client.Config, fn func(ctx context.Context, c *cli.Context, cl *client.Client) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		cfg.Logger = &a.log
+		if err := a.sec.client(cfg); err != nil {
+			return err
+		}
 		cl, err := client.New(c.Context, *cfg)
 		if err != nil {
 			return err
@@ -226,7 +229,7 @@ func (a *app) fsckCommand() *cli.Command {
 func (a *app) adminCommand() *cli.Command {
 	return &cli.Command{
 		Name: "admin", Usage: "cluster administration", Category: "admin",
-		Subcommands: []*cli.Command{a.decommissionCommand(), a.backupCommand(), a.salvageCommand(), a.caCommand(), a.certCommand()},
+		Subcommands: []*cli.Command{a.decommissionCommand(), a.backupCommand(), a.salvageCommand(), a.caCommand(), a.certCommand(), a.tokenCommand()},
 	}
 }
 

@@ -51,7 +51,11 @@ func (a *app) healthCommand() *cli.Command {
 			}
 			ctx, cancel := context.WithTimeout(c.Context, timeout)
 			defer cancel()
-			state, err := checkHealth(ctx, dial, !live)
+			opts, err := a.sec.dialOptions(a.log)
+			if err != nil {
+				return err
+			}
+			state, err := checkHealth(ctx, dial, !live, opts...)
 			if err != nil {
 				return fmt.Errorf("health %s: %w", dial, err)
 			}
@@ -89,8 +93,8 @@ func healthDialAddr(addr string) (string, error) {
 // for the replication factor). It returns a short description of the
 // server's state, or an error saying why it does not serve or is not
 // ready; ctx bounds it all.
-func checkHealth(ctx context.Context, addr string, ready bool) (string, error) {
-	cc, err := rpc.Dial(addr)
+func checkHealth(ctx context.Context, addr string, ready bool, opts ...grpc.DialOption) (string, error) {
+	cc, err := rpc.Dial(addr, opts...)
 	if err != nil {
 		return "", err
 	}

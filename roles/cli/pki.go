@@ -2,8 +2,10 @@ package cli
 
 import (
 	"fmt"
+	"math/big"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -25,6 +27,7 @@ func (a *app) caCommand() *cli.Command {
 // and DIR/ca.key and never overwrites them.
 func (a *app) caInitCommand() *cli.Command {
 	var dir string
+	var ifMissing bool
 	return &cli.Command{
 		Name:  "init",
 		Usage: "create a certificate authority: DIR/ca.crt and DIR/ca.key (never overwritten)",
@@ -32,12 +35,17 @@ func (a *app) caInitCommand() *cli.Command {
 			"issue certificates for any role. See docs/security.md.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dir", Required: true, Destination: &dir, EnvVars: env("CA_DIR"), Usage: "the directory to write ca.crt and ca.key to (created if missing)"},
+			&cli.BoolFlag{Name: "if-missing", Destination: &ifMissing, EnvVars: env("CA_IF_MISSING"), Usage: "succeed, leaving it as it is, when DIR already holds a CA (scripts and compose files run it at every start)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return rpc.Errorf(rpc.Invalid, "admin ca init takes no arguments, got %q (use --dir)", c.Args().First())
 			}
 			if err := pki.InitCA(dir, pki.CAOptions{}); err != nil {
+				if ifMissing && rpc.KindOf(err) == rpc.Exists && pki.HasCA(dir) {
+					fmt.Fprintf(a.stdio.Out, "CA in %s exists; left as it is\n", dir)
+					return nil
+				}
 				return err
 			}
 			fmt.Fprintf(a.stdio.Out, "wrote CA certificate %s and key %s\n", filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
@@ -51,7 +59,7 @@ func (a *app) caInitCommand() *cli.Command {
 func (a *app) certCommand() *cli.Command {
 	return &cli.Command{
 		Name: "cert", Usage: "certificates signed by the built-in certificate authority",
-		Subcommands: []*cli.Command{a.certIssueCommand()},
+		Subcommands: []*cli.Command{a.certIssueCommand(), a.certRevokeCommand()},
 	}
 }
 
@@ -103,6 +111,51 @@ func (a *app) certIssueCommand() *cli.Command {
 				return err
 			}
 			fmt.Fprintf(a.stdio.Out, "wrote %s certificate %s and key %s\n", r, certPath, keyPath)
+			return nil
+		},
+	}
+}
+
+// certRevokeCommand returns `dfs admin cert revoke`: it adds certificates
+// to the CA's revocation list, CA/ca.crl.
+func (a *app) certRevokeCommand() *cli.Command {
+	var caDir string
+	var serials cli.StringSlice
+	return &cli.Command{
+		Name:      "revoke",
+		Usage:     "revoke certificates: add them to the CA's revocation list CA/ca.crl (processes given it with --tls-crl refuse them)",
+		ArgsUsage: "[CERT-FILE]...",
+		Description: "Copy the new ca.crl to every process's --tls-crl file: each reloads it within 10 seconds\n" +
+			"(or on SIGHUP) and from then on refuses the revoked certificates. See docs/security.md.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "ca", Required: true, Destination: &caDir, EnvVars: env("CA_DIR"), Usage: "the CA directory (holding ca.crt and ca.key)"},
+			&cli.StringSliceFlag{Name: "serial", Destination: &serials, Usage: "the serial number (decimal, or hex with 0x) of a certificate to revoke, when its file is gone; repeatable"},
+		},
+		Action: func(c *cli.Context) error {
+			var revoke []*big.Int
+			var names []string
+			for _, f := range c.Args().Slice() {
+				sn, name, err := pki.SerialOf(f)
+				if err != nil {
+					return err
+				}
+				revoke, names = append(revoke, sn), append(names, fmt.Sprintf("%s (serial %s)", name, sn))
+			}
+			for _, s := range serials.Value() {
+				sn, ok := new(big.Int).SetString(s, 0)
+				if !ok || sn.Sign() <= 0 {
+					return rpc.Errorf(rpc.Invalid, "--serial %q: not a positive decimal or 0x hex number", s)
+				}
+				revoke, names = append(revoke, sn), append(names, "serial "+sn.String())
+			}
+			if len(revoke) == 0 {
+				return rpc.Errorf(rpc.Invalid, "admin cert revoke needs a CERT-FILE or --serial")
+			}
+			path, err := pki.Revoke(caDir, revoke...)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdio.Out, "revoked %s; wrote %s\n", strings.Join(names, ", "), path)
 			return nil
 		},
 	}

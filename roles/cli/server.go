@@ -2,10 +2,13 @@ package cli
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/dfs-project/dfs/auth"
+	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/datanode"
@@ -37,6 +40,11 @@ func SplitAddrs(s string) []string {
 // byteSize lets a flag set an int64 byte count ("64MiB").
 func byteSize(p *int64) *rpc.ByteSize { return (*rpc.ByteSize)(p) }
 
+// superusersFlag is the --superusers flag of a server role.
+func superusersFlag(dst *[]string) cli.Flag {
+	return addrsFlag("superusers", dst, env("SUPERUSERS"), "comma-separated users who may do anything: bypass permissions, run dfs admin commands, read the admin endpoints")
+}
+
 // adminListenFlag is the --admin-listen flag of a server role.
 func adminListenFlag(dst *string, usage string) cli.Flag {
 	return &cli.StringFlag{Name: "admin-listen", Value: *dst, Destination: dst, EnvVars: env("ADMIN_LISTEN"), Usage: usage}
@@ -55,6 +63,12 @@ func (a *app) coordinatorCommand() *cli.Command {
 			&cli.StringFlag{Name: "metadata", Value: sc.Kind, Destination: &sc.Kind, EnvVars: env("METADATA"), Usage: "metadata store: bolt (a file in --data-dir) or etcd (--etcd-endpoints)"},
 			addrsFlag("etcd-endpoints", &sc.EtcdEndpoints, env("ETCD_ENDPOINTS"), "comma-separated etcd endpoints, with --metadata etcd"),
 			&cli.StringFlag{Name: "etcd-prefix", Value: sc.EtcdPrefix, Destination: &sc.EtcdPrefix, EnvVars: env("ETCD_PREFIX"), Usage: "key prefix of this cluster's metadata in etcd"},
+			&cli.StringFlag{Name: "etcd-ca", Value: sc.EtcdCA, Destination: &sc.EtcdCA, EnvVars: env("ETCD_CA"), Usage: "PEM file of the CA that signs etcd's certificate: dials etcd over TLS (empty: the system's CAs, if --etcd-cert is set)"},
+			&cli.StringFlag{Name: "etcd-cert", Value: sc.EtcdCert, Destination: &sc.EtcdCert, EnvVars: env("ETCD_CERT"), Usage: "PEM client certificate to present to etcd (with --etcd-key)"},
+			&cli.StringFlag{Name: "etcd-key", Value: sc.EtcdKey, Destination: &sc.EtcdKey, EnvVars: env("ETCD_KEY"), Usage: "PEM private key of --etcd-cert"},
+			&cli.StringFlag{Name: "etcd-user", Value: sc.EtcdUser, Destination: &sc.EtcdUser, EnvVars: env("ETCD_USER"), Usage: "etcd user to authenticate as (with --etcd-password or --etcd-password-file)"},
+			&cli.StringFlag{Name: "etcd-password", Value: sc.EtcdPassword, Destination: &sc.EtcdPassword, EnvVars: env("ETCD_PASSWORD"), Usage: "password of --etcd-user (prefer --etcd-password-file: a flag shows in ps)"},
+			&cli.StringFlag{Name: "etcd-password-file", Value: sc.EtcdPasswordFile, Destination: &sc.EtcdPasswordFile, EnvVars: env("ETCD_PASSWORD_FILE"), Usage: "file holding the password of --etcd-user (a trailing newline is ignored)"},
 			&cli.DurationFlag{Name: "leader-lease", Value: sc.LeaseTTL, Destination: &sc.LeaseTTL, EnvVars: env("LEADER_LEASE"), Usage: "with etcd: a leader silent this long is replaced by a standby"},
 			&cli.StringFlag{Name: "restore", Value: sc.Restore, Destination: &sc.Restore, EnvVars: env("RESTORE"), Usage: "start from this backup (made by dfs admin backup); the metadata store must be empty"},
 			&cli.DurationFlag{Name: "safe-mode-timeout", Value: cfg.SafeModeTimeout, Destination: &cfg.SafeModeTimeout, EnvVars: env("SAFE_MODE_TIMEOUT"), Usage: "after taking over, how long to wait for the datanodes to report more chunks before serving anyway with some unlocated"},
@@ -79,13 +93,19 @@ func (a *app) coordinatorCommand() *cli.Command {
 			&cli.StringFlag{Name: "placement", Value: cfg.Placement, Destination: &cfg.Placement, EnvVars: env("PLACEMENT"), Usage: "placement policy: most-free or random"},
 			&cli.DurationFlag{Name: "rpc-timeout", Value: cfg.RPCTimeout, Destination: &cfg.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to datanodes"},
 			&cli.DurationFlag{Name: "failure-penalty", Value: cfg.FailurePenalty, Destination: &cfg.FailurePenalty, EnvVars: env("FAILURE_PENALTY"), Usage: "a datanode reported failing a chunk stream gets new chunks only after every other node for this long (0: ignore reports)"},
-			adminListenFlag(&admin, "admin HTTP address for /metrics, /healthz, /readyz and the status page at / (empty: none)"),
+			&cli.GenericFlag{Name: "token-max-lifetime", Value: (*lifetime)(&cfg.TokenMaxLifetime), EnvVars: env("TOKEN_MAX_LIFETIME"), Usage: "the longest a bearer token this coordinator signs (dfs admin token create) may live: 12h, 7d, 90d"},
+			adminListenFlag(&admin, "admin HTTP address for /metrics, /healthz, /readyz and the status page at / (empty: none; off loopback, HTTPS for servers and superusers only)"),
+			superusersFlag(&cfg.Superusers),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return rpc.Errorf(rpc.Invalid, "coordinator takes no arguments, got %q", c.Args().First())
 			}
-			return roles.RunCoordinator(c.Context, cfg, sc, admin, a.log)
+			t, err := a.sec.server(pki.Coordinator, a.log)
+			if err != nil {
+				return err
+			}
+			return roles.RunCoordinator(c.Context, cfg, sc, admin, t, a.log)
 		},
 	}
 }
@@ -93,6 +113,7 @@ func (a *app) coordinatorCommand() *cli.Command {
 func (a *app) datanodeCommand() *cli.Command {
 	cfg := datanode.DefaultConfig()
 	var admin string
+	superusers := []string{auth.DefaultSuperuser}
 	return &cli.Command{
 		Name: "datanode", Usage: "run a datanode (chunk storage and streaming)", Category: "server",
 		Flags: []cli.Flag{
@@ -113,13 +134,18 @@ func (a *app) datanodeCommand() *cli.Command {
 			&cli.DurationFlag{Name: "inventory-interval", Value: cfg.InventoryInterval, Destination: &cfg.InventoryInterval, EnvVars: env("INVENTORY_INTERVAL"), Usage: "pause between full chunk inventory reports to the coordinator, each after a disk check for chunk files gone (one is also sent after every registration)"},
 			&cli.DurationFlag{Name: "scrub-interval", Value: cfg.ScrubInterval, Destination: &cfg.ScrubInterval, EnvVars: env("SCRUB_INTERVAL"), Usage: "pause between scrub passes over every stored chunk (0: continuous)"},
 			&cli.GenericFlag{Name: "scrub-rate", Value: byteSize(&cfg.ScrubRate), EnvVars: env("SCRUB_RATE"), Usage: "most bytes per second the scrubber reads (0: no scrubbing)"},
-			adminListenFlag(&admin, "admin HTTP address for /metrics, /healthz and /readyz (empty: none)"),
+			adminListenFlag(&admin, "admin HTTP address for /metrics, /healthz and /readyz (empty: none; off loopback, HTTPS for servers and superusers only)"),
+			superusersFlag(&superusers),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return rpc.Errorf(rpc.Invalid, "datanode takes no arguments, got %q", c.Args().First())
 			}
-			return roles.RunDatanode(c.Context, cfg, admin, a.log)
+			t, err := a.sec.server(pki.Datanode, a.log)
+			if err != nil {
+				return err
+			}
+			return roles.RunDatanode(c.Context, cfg, admin, t, superusers, a.log)
 		},
 	}
 }
@@ -141,6 +167,12 @@ func (a *app) devCommand() *cli.Command {
 			}
 			cfg := roles.DefaultClusterConfig(dir)
 			cfg.Nodes, cfg.Listen, cfg.Log = nodes, listen, a.log
+			cfg.Secure = !a.sec.insecure
+			if a.sec.insecure {
+				a.log.Warn().Msg("dfs dev without TLS (--insecure): anyone who can reach its ports can read, write and delete any file")
+			} else if a.sec.files.Set() || a.sec.token != "" {
+				return rpc.Errorf(rpc.Invalid, "dfs dev makes its own CA and certificates under --data-dir/tls: it takes no --tls-* or --token")
+			}
 			cfg.AdminListen = admin
 			cfg.Coordinator.Replication = replication
 			if replication > nodes {
@@ -155,7 +187,20 @@ func (a *app) devCommand() *cli.Command {
 			if addr := cl.AdminAddr(); addr != "" {
 				fmt.Fprintf(a.stdio.Out, "dfs dev: status page at http://%s/ (metrics at /metrics)\n", addr)
 			}
-			fmt.Fprintf(a.stdio.Out, "try: DFS_COORDINATOR=%s dfs nodes\n", cl.Addr())
+			if p := cl.PKI(); p != nil {
+				f := p.Files(auth.DefaultSuperuser)
+				abs := func(p string) string {
+					if a, err := filepath.Abs(p); err == nil {
+						return a
+					}
+					return p
+				}
+				fmt.Fprintf(a.stdio.Out, "dfs dev: TLS on every port, CA and certificates in %s; you are the superuser %q. In another shell:\n", abs(p.Dir), auth.DefaultSuperuser)
+				fmt.Fprintf(a.stdio.Out, "export DFS_COORDINATOR=%s DFS_TLS_CA=%s DFS_TLS_CERT=%s DFS_TLS_KEY=%s\n", cl.Addr(), abs(f.CA), abs(f.Cert), abs(f.Key))
+				fmt.Fprintf(a.stdio.Out, "dfs nodes\n")
+			} else {
+				fmt.Fprintf(a.stdio.Out, "try: DFS_COORDINATOR=%s DFS_INSECURE=true dfs nodes\n", cl.Addr())
+			}
 			<-c.Context.Done()
 			fmt.Fprintln(a.stdio.Out, "dfs dev: stopping")
 			return cl.Close()

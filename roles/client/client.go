@@ -191,7 +191,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		opts = append(opts, grpc.WithTransportCredentials(t.ClientCredentials(pki.Coordinator, pki.Datanode)))
 		if cfg.Token != "" {
-			opts = append(opts, grpc.WithPerRPCCredentials(bearer(cfg.Token)))
+			opts = append(opts, grpc.WithPerRPCCredentials(BearerToken(cfg.Token)))
 		}
 	}
 	pool := rpc.NewBoundedPool(rpc.PoolConfig{Clock: cfg.Clock, Options: opts})
@@ -199,14 +199,17 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	return &Client{cfg: cfg, log: log, clock: cfg.Clock, pool: pool, coord: coord}, nil
 }
 
-// bearer sends a bearer token with every call, over TLS only.
-type bearer string
+// BearerToken is gRPC per-call credentials that send a bearer token with
+// every call, over TLS only.
+type BearerToken string
 
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+// GetRequestMetadata returns the authorization header.
+func (b BearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
 	return map[string]string{auth.AuthorizationHeader: "Bearer " + string(b)}, nil
 }
 
-func (bearer) RequireTransportSecurity() bool { return true }
+// RequireTransportSecurity says a token never travels in plain text.
+func (BearerToken) RequireTransportSecurity() bool { return true }
 
 // withDefaults returns cfg with each zero field set to DefaultConfig's.
 // Coordinators has no default here (a client names its cluster), and the

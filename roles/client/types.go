@@ -326,3 +326,16 @@ func fromFsckSummary(s *dfspb.FsckSummary) *FsckSummary {
 	return &FsckSummary{Files: s.Files, Chunks: s.Chunks, HealthyFiles: s.HealthyFiles, UnderReplicatedFiles: s.UnderReplicatedFiles,
 		UnreadableFiles: s.UnreadableFiles, Health: fromHealth(s.Health)}
 }
+
+// Token is a bearer token CreateToken made.
+type Token struct {
+	// Token is what its holder presents (Config.Token, DFS_TOKEN).
+	Token string
+	// User and Groups are who the holder is.
+	User   string
+	Groups []string
+	// Expires is when the token ends.
+	Expires time.Time
+	// ID names the token in the coordinator's log.
+	ID string
+}

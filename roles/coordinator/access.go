@@ -33,6 +33,7 @@ var accessRules = map[string]auth.Rule{
 	"Backup":            auth.SuperuserOnly,
 	"Decommission":      auth.SuperuserOnly,
 	"Fsck":              auth.SuperuserOnly,
+	"CreateToken":       auth.SuperuserOnly,
 }
 
 // access is the coordinator's access policy.

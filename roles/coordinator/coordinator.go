@@ -112,6 +112,11 @@ type Config struct {
 	// back up, run a cluster-wide fsck or create tokens. Checked only with
 	// TLS (Deps.TLS).
 	Superusers []string
+	// TokenMaxLifetime is the longest a bearer token this coordinator
+	// signs may live (--token-max-lifetime): a token cannot be revoked
+	// by itself, only by its expiry or by revoking this coordinator's
+	// certificate.
+	TokenMaxLifetime time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -143,6 +148,8 @@ func DefaultConfig() Config {
 		MaxInventories:  4,
 		InventoryWait:   2 * time.Second,
 		Superusers:      []string{auth.DefaultSuperuser},
+
+		TokenMaxLifetime: 7 * 24 * time.Hour,
 	}
 }
 
@@ -183,6 +190,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInventories < 1 || c.InventoryWait < 0 {
 		return fmt.Errorf("coordinator: --max-inventories must be positive and --inventory-wait must not be negative")
+	}
+	if c.TokenMaxLifetime < time.Minute {
+		return fmt.Errorf("coordinator: --token-max-lifetime must be at least a minute")
 	}
 	if c.MaxUploads < 1 {
 		return fmt.Errorf("coordinator: --max-uploads must be positive")

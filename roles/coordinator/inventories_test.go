@@ -209,7 +209,7 @@ func TestInventoryWaitWithinDeadline(t *testing.T) {
 	q := newInventories(1, time.Minute, time.Hour, clockwork.NewRealClock())
 	_, err := q.admit(t.Context(), "a", firstPage)
 	is.NoErr(err)
-	ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
 	_, err = q.admit(ctx, "b", firstPage)
 	is.Equal(rpc.KindOf(err), rpc.ResourceExhausted) // told to come back

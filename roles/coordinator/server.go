@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"io"
+	"math"
+	"time"
 
 	"github.com/dfs-project/dfs/placement"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
@@ -698,4 +700,15 @@ func fsckFileToPB(f fsckFile) *dfspb.FsckFile {
 		out.Chunks = append(out.Chunks, fc)
 	}
 	return out
+}
+
+func (s *server) CreateToken(ctx context.Context, req *dfspb.CreateTokenRequest) (*dfspb.CreateTokenResponse, error) {
+	if req.TtlMs < 0 || req.TtlMs > int64(math.MaxInt64/time.Millisecond) {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "create token: lifetime of %d ms is out of range", req.TtlMs))
+	}
+	t, err := s.c.createToken(ctx, req.User, req.Groups, time.Duration(req.TtlMs)*time.Millisecond)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	return &dfspb.CreateTokenResponse{Token: t.token, ExpiresUnixMs: t.expires.UnixMilli(), Id: t.id}, nil
 }

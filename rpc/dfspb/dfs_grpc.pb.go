@@ -45,6 +45,7 @@ const (
 	Coordinator_CopyFile_FullMethodName          = "/dfs.v1.Coordinator/CopyFile"
 	Coordinator_Usage_FullMethodName             = "/dfs.v1.Coordinator/Usage"
 	Coordinator_SetAttr_FullMethodName           = "/dfs.v1.Coordinator/SetAttr"
+	Coordinator_CreateToken_FullMethodName       = "/dfs.v1.Coordinator/CreateToken"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -118,6 +119,10 @@ type CoordinatorClient interface {
 	// the mode only its owner or a superuser, the owner only a superuser,
 	// the group its owner (to a group they are in) or a superuser.
 	SetAttr(ctx context.Context, in *SetAttrRequest, opts ...grpc.CallOption) (*SetAttrResponse, error)
+	// CreateToken signs a bearer token for a user (superusers only, and
+	// only over TLS): any server that trusts the cluster's CA accepts it
+	// until it expires.
+	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
 }
 
 type coordinatorClient struct {
@@ -376,6 +381,16 @@ func (c *coordinatorClient) SetAttr(ctx context.Context, in *SetAttrRequest, opt
 	return out, nil
 }
 
+func (c *coordinatorClient) CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateTokenResponse)
+	err := c.cc.Invoke(ctx, Coordinator_CreateToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -447,6 +462,10 @@ type CoordinatorServer interface {
 	// the mode only its owner or a superuser, the owner only a superuser,
 	// the group its owner (to a group they are in) or a superuser.
 	SetAttr(context.Context, *SetAttrRequest) (*SetAttrResponse, error)
+	// CreateToken signs a bearer token for a user (superusers only, and
+	// only over TLS): any server that trusts the cluster's CA accepts it
+	// until it expires.
+	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -525,6 +544,9 @@ func (UnimplementedCoordinatorServer) Usage(context.Context, *UsageRequest) (*Us
 }
 func (UnimplementedCoordinatorServer) SetAttr(context.Context, *SetAttrRequest) (*SetAttrResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetAttr not implemented")
+}
+func (UnimplementedCoordinatorServer) CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateToken not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -947,6 +969,24 @@ func _Coordinator_SetAttr_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_CreateToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).CreateToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_CreateToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).CreateToken(ctx, req.(*CreateTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1037,6 +1077,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetAttr",
 			Handler:    _Coordinator_SetAttr_Handler,
+		},
+		{
+			MethodName: "CreateToken",
+			Handler:    _Coordinator_CreateToken_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

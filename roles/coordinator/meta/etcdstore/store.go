@@ -182,6 +182,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		Context:              context.WithoutCancel(ctx),
 	})
 	if err != nil {
+		if rpc.KindOf(etcdError("", err)) == rpc.Permission { // a wrong user or password
+			return nil, fmt.Errorf("etcd at %s: %w", where, etcdError("open", err))
+		}
 		return nil, rpc.Errorf(rpc.Unavailable, "etcd at %s unreachable: %w", where, err)
 	}
 	s := &Store{cli: cli, opts: opts, pfx: opts.Prefix}

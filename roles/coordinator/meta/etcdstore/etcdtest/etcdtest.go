@@ -13,6 +13,7 @@ import (
 
 	"github.com/dfs-project/dfs/internal/freeport"
 	"github.com/google/uuid"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -28,6 +29,27 @@ const startTimeout = time.Minute
 func Start(t testing.TB) (endpoints []string) {
 	t.Helper()
 	return StartCluster(t, 1).Endpoints()
+}
+
+// TLS is the TLS a member serves its clients with: PEM files of its
+// certificate (which must name 127.0.0.1) and key, and of the CA whose
+// client certificates it accepts.
+type TLS struct {
+	CertFile, KeyFile, CAFile string
+	// ClientCertAuth makes the member refuse a client without a
+	// certificate the CA signed (etcd's --client-cert-auth).
+	ClientCertAuth bool
+}
+
+// StartTLS starts a one-member etcd as Start does, serving its clients
+// over TLS, and returns its client endpoints ("https://127.0.0.1:port").
+func StartTLS(t testing.TB, tls TLS) (endpoints []string) {
+	t.Helper()
+	c := startWith(t, 1, &tls)
+	for _, e := range c.Endpoints() {
+		endpoints = append(endpoints, "https://"+e)
+	}
+	return endpoints
 }
 
 // Cluster is a running etcd cluster of in-process members.
@@ -49,6 +71,11 @@ type member struct {
 // member in t.Cleanup.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return startWith(t, n, nil)
+}
+
+func startWith(t testing.TB, n int, tls *TLS) *Cluster {
+	t.Helper()
 	if n < 1 {
 		t.Fatalf("etcdtest: a cluster needs at least one member, not %d", n)
 	}
@@ -56,7 +83,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	// Ports are chosen by the kernel and released before etcd binds them,
 	// so another process may take one in between: try again on new ports.
 	for attempt := 0; attempt < 5; attempt++ {
-		c, err := startCluster(t, n)
+		c, err := startCluster(t, n, tls)
 		if err == nil {
 			t.Cleanup(c.stopAll)
 			return c
@@ -70,7 +97,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	return nil
 }
 
-func startCluster(t testing.TB, n int) (*Cluster, error) {
+func startCluster(t testing.TB, n int, tls *TLS) (*Cluster, error) {
 	ports, err := freeport.Free(2 * n)
 	if err != nil {
 		return nil, err
@@ -90,6 +117,10 @@ func startCluster(t testing.TB, n int) (*Cluster, error) {
 		cfg.InitialClusterToken = token
 		cu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
 		pu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		if tls != nil {
+			cu.Scheme = "https"
+			cfg.ClientTLSInfo = transport.TLSInfo{CertFile: tls.CertFile, KeyFile: tls.KeyFile, TrustedCAFile: tls.CAFile, ClientCertAuth: tls.ClientCertAuth}
+		}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
 		// Errors only, to stderr: the test output stays readable, and

@@ -1,0 +1,93 @@
+package pki
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+	"github.com/rs/zerolog"
+)
+
+// serial returns the serial number of the certificate t presents.
+func serial(t *TLS) string { return t.current().cert.Leaf.SerialNumber.String() }
+
+func TestTLSReloadsChangedFiles(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	is.NoErr(InitCA(ca, CAOptions{}))
+	cert, key, err := IssueFiles(ca, dir, Request{Role: Coordinator, Name: "c1"}, false)
+	is.NoErr(err)
+	tl, err := LoadTLS(Files{CA: filepath.Join(ca, CACertFile), Cert: cert, Key: key}, zerolog.Nop())
+	is.NoErr(err)
+	first := serial(tl)
+
+	// Replaced files are picked up by the watch.
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go tl.Watch(ctx, 10*time.Millisecond)
+	_, _, err = IssueFiles(ca, dir, Request{Role: Coordinator, Name: "c1"}, true)
+	is.NoErr(err)
+	deadline := time.Now().Add(10 * time.Second)
+	for serial(tl) == first && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	second := serial(tl)
+	is.True(second != first) // the new certificate is in use
+
+	// A broken file keeps the last good material.
+	is.NoErr(os.WriteFile(key, []byte("not a key"), 0o600))
+	is.True(tl.Reload() != nil) // the reload fails, saying why
+	is.Equal(serial(tl), second) // and the certificate in use stays
+}
+
+func TestLoadTLSRefusesBadFiles(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	is.NoErr(InitCA(ca, CAOptions{}))
+	caCert := filepath.Join(ca, CACertFile)
+	cert, key, err := IssueFiles(ca, dir, Request{Role: Datanode, Name: "d1"}, false)
+	is.NoErr(err)
+
+	other := filepath.Join(dir, "other")
+	is.NoErr(InitCA(other, CAOptions{}))
+	alienCert, alienKey, err := IssueFiles(other, filepath.Join(dir, "alien"), Request{Role: Datanode, Name: "d1"}, false)
+	is.NoErr(err)
+	huge := filepath.Join(dir, "huge.crt")
+	is.NoErr(os.WriteFile(huge, bytes.Repeat([]byte("A"), maxPEM+1), 0o600))
+
+	for _, tc := range []struct {
+		name string
+		f    Files
+	}{
+		{"no CA", Files{Cert: cert, Key: key}},
+		{"cert without key", Files{CA: caCert, Cert: cert}},
+		{"missing CA file", Files{CA: filepath.Join(dir, "none.crt")}},
+		{"another CA's certificate", Files{CA: caCert, Cert: alienCert, Key: alienKey}},
+		{"key of another certificate", Files{CA: caCert, Cert: cert, Key: alienKey}},
+		{"huge certificate", Files{CA: caCert, Cert: huge, Key: key}},
+		{"huge CA", Files{CA: huge}},
+		{"CRL of another CA", Files{CA: caCert, CRL: mustRevoke(t, other)}},
+	} {
+		_, err := LoadTLS(tc.f, zerolog.Nop())
+		is.True(err != nil) // refused
+		t.Logf("%s: %v", tc.name, err)
+	}
+	crl := mustRevoke(t, ca)
+	_, err = LoadTLS(Files{CA: caCert, Cert: cert, Key: key, CRL: crl}, zerolog.Nop())
+	is.NoErr(err) // the CA's own list loads
+}
+
+func mustRevoke(t *testing.T, caDir string) string {
+	t.Helper()
+	p, err := Revoke(caDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
