@@ -88,7 +88,7 @@ func App(v Version, stdio IO, logw io.Writer) *cli.App {
 		a.putCommand(), a.getCommand(), a.catCommand(), a.rmCommand(), a.lsCommand(), a.statCommand(),
 		a.adminCommand(), a.fsckCommand(), a.nodesCommand(),
 		a.versionCommand(),
-		a.mvCommand(), a.cpCommand(), a.mkdirCommand(), a.duCommand(), a.completionCommand(), a.manCommand(),
+		a.mvCommand(), a.cpCommand(), a.mkdirCommand(), a.duCommand(), a.chmodCommand(), a.chownCommand(), a.completionCommand(), a.manCommand(),
 	}
 	var wire func(cs []*cli.Command)
 	wire = func(cs []*cli.Command) {

@@ -117,6 +117,9 @@ type (
 		Replication int       `json:"replication"`
 		Version     int       `json:"version"`
 		Modified    time.Time `json:"modified"`
+		Owner       string    `json:"owner"`
+		Group       string    `json:"group"`
+		Mode        string    `json:"mode"`
 		Chunks      []struct {
 			Index     int    `json:"index"`
 			ID        string `json:"id"`
@@ -138,6 +141,9 @@ type (
 		Chunks      int       `json:"chunks"`
 		Replication int       `json:"replication"`
 		Modified    time.Time `json:"modified"`
+		Owner       string    `json:"owner"`
+		Group       string    `json:"group"`
+		Mode        string    `json:"mode"`
 	}
 	jsonNode struct {
 		NodeID        string    `json:"node_id"`
@@ -317,7 +323,8 @@ func TestCLI(t *testing.T) {
 		is.True(!es[0].Modified.IsZero()) // files have a modification time
 		is.True(!es[1].Modified.IsZero()) // and directories the time they were made
 		es[0].Modified, es[1].Modified = time.Time{}, time.Time{}
-		is.Equal(es, []jsonEntry{{Path: "/cli/ls/a", Size: 9, Chunks: 1, Replication: 3}, {Path: "/cli/ls/sub", Dir: true}}) // entries
+		is.Equal(es, []jsonEntry{{Path: "/cli/ls/a", Size: 9, Chunks: 1, Replication: 3, Owner: "admin", Group: "admin", Mode: "0644"},
+			{Path: "/cli/ls/sub", Dir: true, Owner: "admin", Group: "admin", Mode: "0755"}}) // entries, the superuser's by default
 		es = nil
 		decodeJSON(t, cli.ok(nil, "ls", "-r", "--json", "/cli/ls/sub"), &es)
 		is.Equal(len(es), 3) // ls -r --json: b, deeper/ and deeper/c

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"regexp"
 	"strconv"
@@ -109,7 +110,8 @@ func printAtOnce(w io.Writer, entries []client.DirEntry, long, asJSON bool) erro
 	if asJSON {
 		out := make([]listJSON, 0, len(entries))
 		for _, e := range entries {
-			out = append(out, listJSON{Path: e.Path, Dir: e.IsDir, Size: e.Size, Chunks: e.Chunks, Replication: e.Replication, Modified: e.Modified})
+			out = append(out, listJSON{Path: e.Path, Dir: e.IsDir, Size: e.Size, Chunks: e.Chunks, Replication: e.Replication, Modified: e.Modified,
+				Owner: e.Owner, Group: e.Group, Mode: octalMode(e.Owner, e.Mode)})
 		}
 		return writeJSON(w, out)
 	}
@@ -119,13 +121,18 @@ func printAtOnce(w io.Writer, entries []client.DirEntry, long, asJSON bool) erro
 		if e.IsDir {
 			name += "/"
 		}
+		owner, group := e.Owner, e.Group
+		if owner == "" {
+			owner, group = "-", "-"
+		}
+		mode := modeString(e.Mode, e.IsDir)
 		switch {
 		case !long:
 			fmt.Fprintln(tw, name)
 		case e.IsDir:
-			fmt.Fprintf(tw, "d\t-\t-\t-\t-\t%s\n", name)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t%s\n", mode, owner, group, name)
 		default:
-			fmt.Fprintf(tw, "-\t%d\t%d chunks\tx%d\t%s\t%s\n", e.Size, e.Chunks, e.Replication, e.Modified.Format(time.RFC3339), name)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d chunks\tx%d\t%s\t%s\n", mode, owner, group, e.Size, e.Chunks, e.Replication, e.Modified.Format(time.RFC3339), name)
 		}
 	}
 	return tw.Flush()
@@ -135,7 +142,10 @@ func printAtOnce(w io.Writer, entries []client.DirEntry, long, asJSON bool) erro
 func toEntries(les []*dfspb.ListEntry) []client.DirEntry {
 	var out []client.DirEntry
 	for _, le := range les {
-		e := client.DirEntry{Path: le.Path, IsDir: le.IsDir}
+		e := client.DirEntry{Path: le.Path, IsDir: le.IsDir, Owner: le.Owner, Group: le.Group, Mode: fs.FileMode(le.Mode) & fs.ModePerm}
+		if le.IsDir {
+			e.Mode |= fs.ModeDir
+		}
 		if !le.IsDir {
 			e.Size, e.Chunks, e.Replication, e.Modified = le.Size, le.Chunks, le.Replication, time.UnixMilli(le.ModifiedUnixMs).UTC()
 		}

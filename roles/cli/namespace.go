@@ -1,11 +1,12 @@
 package cli
 
-// The namespace commands: mv, cp, mkdir, du, and rm's recursive form.
+// The namespace commands: mv, cp, mkdir, du, chmod, chown, and rm's recursive form.
 
 import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"path"
 	"strconv"
 	"strings"
@@ -356,4 +357,83 @@ func printDu(w io.Writer, lines []duJSON, human, asJSON bool) error {
 		}
 	}
 	return nil
+}
+
+// parseMode parses chmod's MODE: octal permission bits, with the sticky
+// bit (1000) and nothing above it ("750", "0644", "1777").
+func parseMode(s string) (fs.FileMode, error) {
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o1777 || s == "" {
+		return 0, rpc.Errorf(rpc.Invalid, "mode %q: want octal permission bits, 0 to 1777 (e.g. 750, 0644, 1777)", s)
+	}
+	m := fs.FileMode(n) & fs.ModePerm
+	if n&0o1000 != 0 {
+		m |= fs.ModeSticky
+	}
+	return m, nil
+}
+
+// apply calls fn for each path, and with recursive for everything below
+// each directory too (a directory before what it holds).
+func apply(ctx context.Context, cl *client.Client, paths []string, recursive bool, fn func(p string) error) error {
+	for _, p := range paths {
+		if !recursive {
+			if err := fn(p); err != nil {
+				return err
+			}
+			continue
+		}
+		err := cl.Walk(ctx, p, func(path string, _ client.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return fn(path)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *app) chmodCommand() *cli.Command {
+	cfg := client.DefaultConfig()
+	var recursive bool
+	return &cli.Command{
+		Name: "chmod", Usage: "set the permission bits (octal, with 1000 the sticky bit) of files and directories: the owner or a superuser may",
+		ArgsUsage: "MODE PATH...", Category: "client",
+		Flags: append(clientFlags(&cfg, false),
+			&cli.BoolFlag{Name: "recursive", Aliases: []string{"R"}, Destination: &recursive, EnvVars: env("CHMOD_RECURSIVE"), Usage: "change everything below directories too"}),
+		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
+			if c.NArg() < 2 {
+				return rpc.Errorf(rpc.Invalid, "chmod needs a MODE and at least one PATH")
+			}
+			mode, err := parseMode(c.Args().First())
+			if err != nil {
+				return err
+			}
+			return apply(ctx, cl, c.Args().Tail(), recursive, func(p string) error { return cl.Chmod(ctx, p, mode) })
+		}),
+	}
+}
+
+func (a *app) chownCommand() *cli.Command {
+	cfg := client.DefaultConfig()
+	var recursive bool
+	return &cli.Command{
+		Name: "chown", Usage: "set the owner (a superuser may) or the group (the owner may, to a group they are in) of files and directories",
+		ArgsUsage: "[USER][:GROUP] PATH...", Category: "client",
+		Flags: append(clientFlags(&cfg, false),
+			&cli.BoolFlag{Name: "recursive", Aliases: []string{"R"}, Destination: &recursive, EnvVars: env("CHOWN_RECURSIVE"), Usage: "change everything below directories too"}),
+		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
+			if c.NArg() < 2 {
+				return rpc.Errorf(rpc.Invalid, "chown needs a USER[:GROUP] and at least one PATH")
+			}
+			user, group, _ := strings.Cut(c.Args().First(), ":")
+			if user == "" && group == "" {
+				return rpc.Errorf(rpc.Invalid, "chown %q: name a user, a :group or both", c.Args().First())
+			}
+			return apply(ctx, cl, c.Args().Tail(), recursive, func(p string) error { return cl.Chown(ctx, p, user, group) })
+		}),
+	}
 }

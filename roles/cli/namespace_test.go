@@ -47,6 +47,38 @@ func TestNamespaceCommands(t *testing.T) {
 		is.Equal(rpc.KindOf(r.err), rpc.Invalid) // no PATH
 	})
 
+	t.Run("chmod and chown", func(t *testing.T) {
+		is := is.New(t)
+		cli := inprocCLI{t: t, addr: c.Addr()}
+		cli.ok(nil, "mkdir", "-p", "/ns/perm/sub")
+		cli.ok([]byte("f"), "put", "-", "/ns/perm/sub/f")
+		is.Equal(cli.ok(nil, "chmod", "750", "/ns/perm"), "") // chmod prints nothing
+		is.Equal(cli.ok(nil, "chown", "alice:staff", "/ns/perm"), "")
+		out := cli.ok(nil, "ls", "-l", "/ns")
+		is.True(strings.Contains(out, "drwxr-x---  alice  staff")) // ls -l shows mode, owner and group
+		cli.ok(nil, "chmod", "-R", "1777", "/ns/perm/sub")
+		out = cli.ok(nil, "ls", "-l", "/ns/perm/sub")
+		is.True(strings.HasPrefix(out, "-rwxrwxrwt  ")) // -R reached the file (its sticky bit shows as t)
+		cli.ok(nil, "chown", "-R", ":wheel", "/ns/perm/sub")
+		out = cli.ok(nil, "stat", "/ns/perm/sub/f")
+		is.True(strings.Contains(out, "group:       wheel\n"))             // chown :GROUP changes the group only
+		is.True(strings.Contains(out, "mode:        1777 (-rwxrwxrwt)\n")) // stat shows the mode
+		var j struct {
+			Path     string    `json:"path"`
+			Dir      bool      `json:"dir"`
+			Modified time.Time `json:"modified"`
+			Owner    string    `json:"owner"`
+			Group    string    `json:"group"`
+			Mode     string    `json:"mode"`
+		}
+		decodeJSON(t, cli.ok(nil, "stat", "--json", "/ns/perm"), &j)
+		is.Equal([]string{j.Owner, j.Group, j.Mode}, []string{"alice", "staff", "0750"}) // --json
+		for _, bad := range [][]string{{"chmod", "8", "/ns/perm"}, {"chmod", "2755", "/ns/perm"}, {"chmod", "u+x", "/ns/perm"}, {"chmod", "755"}, {"chown", ":", "/ns/perm"}} {
+			is.Equal(rpc.KindOf(cli.run(nil, bad[0], bad[1:]...).err), rpc.Invalid) // bad usage
+		}
+		is.Equal(rpc.KindOf(cli.run(nil, "chmod", "755", "/ns/nope").err), rpc.NotFound)
+	})
+
 	t.Run("stat of a directory", func(t *testing.T) {
 		is := is.New(t)
 		cli := inprocCLI{t: t, addr: c.Addr()}
@@ -58,6 +90,9 @@ func TestNamespaceCommands(t *testing.T) {
 			Path     string    `json:"path"`
 			Dir      bool      `json:"dir"`
 			Modified time.Time `json:"modified"`
+			Owner    string    `json:"owner"`
+			Group    string    `json:"group"`
+			Mode     string    `json:"mode"`
 		}
 		decodeJSON(t, cli.ok(nil, "stat", "--json", "/ns/statdir"), &j)
 		is.Equal(j.Path, "/ns/statdir") // --json path

@@ -69,7 +69,7 @@ func (a *app) certIssueCommand() *cli.Command {
 	var caDir, role, name, out string
 	var days int
 	var force bool
-	var dns, ips cli.StringSlice
+	var dns, ips, groups cli.StringSlice
 	return &cli.Command{
 		Name:  "issue",
 		Usage: "issue a certificate for a role: OUT/NAME.crt and OUT/NAME.key",
@@ -82,6 +82,7 @@ func (a *app) certIssueCommand() *cli.Command {
 			&cli.StringFlag{Name: "name", Required: true, Destination: &name, EnvVars: env("CERT_NAME"), Usage: "the user (client) or host name: letters, digits and .-_@, up to 64; names the files"},
 			&cli.StringSliceFlag{Name: "dns", Destination: &dns, EnvVars: env("CERT_DNS"), Usage: "a DNS name the server is reached by (repeat for more; server roles only)"},
 			&cli.StringSliceFlag{Name: "ip", Destination: &ips, EnvVars: env("CERT_IP"), Usage: "an IP address the server is reached by (repeat for more; server roles only)"},
+			&cli.StringSliceFlag{Name: "group", Destination: &groups, EnvVars: env("CERT_GROUP"), Usage: "a group the user is in, for file permissions (repeat for more; client role only)"},
 			&cli.StringFlag{Name: "out", Required: true, Destination: &out, EnvVars: env("CERT_OUT"), Usage: "the directory to write NAME.crt and NAME.key to (created if missing)"},
 			&cli.IntFlag{Name: "days", Destination: &days, EnvVars: env("CERT_DAYS"), Usage: "days the certificate is valid; 0: 365 for servers, 90 for clients (never past the CA's expiry)"},
 			&cli.BoolFlag{Name: "force", Destination: &force, EnvVars: env("CERT_FORCE"), Usage: "replace NAME.crt and NAME.key if they exist"},
@@ -97,7 +98,7 @@ func (a *app) certIssueCommand() *cli.Command {
 			if days < 0 {
 				return rpc.Errorf(rpc.Invalid, "--days %d: must not be negative", days)
 			}
-			req := pki.Request{Role: r, Name: name, DNS: dns.Value(), Lifetime: time.Duration(days) * 24 * time.Hour}
+			req := pki.Request{Role: r, Name: name, DNS: dns.Value(), Groups: groups.Value(), Lifetime: time.Duration(days) * 24 * time.Hour}
 			for _, s := range ips.Value() {
 				ip := net.ParseIP(s)
 				if ip == nil {

@@ -71,7 +71,18 @@ func TestAdminCAAndCert(t *testing.T) {
 	code, _, _ = runDFS(t, "admin", "cert", "issue", "--ca", caDir, "--role", "datanode", "--name", "dn1", "--out", out, "--force")
 	is.Equal(code, ExitOK) // replaced with --force
 
+	users := filepath.Join(dir, "users")
+	code, _, _ = runDFS(t, "admin", "cert", "issue", "--ca", caDir, "--role", "client", "--name", "alice", "--group", "staff", "--group", "ops", "--out", users)
+	is.Equal(code, ExitOK) // a client certificate with groups
+	data, err = os.ReadFile(filepath.Join(users, "alice.crt"))
+	is.NoErr(err)
+	b, _ = pem.Decode(data)
+	c, err = x509.ParseCertificate(b.Bytes)
+	is.NoErr(err)
+	is.Equal(pki.GroupsOf(c), []string{"staff", "ops"}) // the --group names
+
 	for _, bad := range [][]string{
+		{"--role", "datanode", "--name", "dn3", "--group", "staff"},
 		{"--role", "root", "--name", "x"},
 		{"--role", "client", "--name", "a/b"},
 		{"--role", "datanode", "--name", "dn2", "--ip", "10.0.0.256"},

@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
+	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -25,7 +27,32 @@ type listJSON struct {
 	Chunks      uint32    `json:"chunks,omitempty"`
 	Replication uint32    `json:"replication,omitempty"`
 	Modified    time.Time `json:"modified,omitzero"`
+	Owner       string    `json:"owner,omitempty"`
+	Group       string    `json:"group,omitempty"`
+	Mode        string    `json:"mode,omitempty"`
 }
+
+// posixMode returns m's permission bits and sticky bit as POSIX numbers
+// them (0o1755).
+func posixMode(m fs.FileMode) uint32 {
+	n := uint32(m.Perm())
+	if m&fs.ModeSticky != 0 {
+		n |= 0o1000
+	}
+	return n
+}
+
+// octalMode is m as chmod takes it ("0644", "1777"); "" without an
+// owner (a coordinator older than permissions).
+func octalMode(owner string, m fs.FileMode) string {
+	if owner == "" {
+		return ""
+	}
+	return fmt.Sprintf("%04o", posixMode(m))
+}
+
+// modeString is m as ls -l prints it ("drwxr-xr-x").
+func modeString(m fs.FileMode, dir bool) string { return auth.FormatMode(posixMode(m), dir) }
 
 // listPrinter prints a listing as ls does, a page at a time as the pages
 // arrive, so that ls holds one page however long the listing is. Call
@@ -45,7 +72,7 @@ type listPrinter struct {
 	long, human, asJSON bool
 
 	n      int          // entries printed so far
-	widths [4]int       // -l: the widest cell so far of each aligned column
+	widths [6]int       // -l: the widest cell so far of each aligned column
 	buf    bytes.Buffer // one page's output, written at once
 }
 
@@ -55,7 +82,8 @@ func (p *listPrinter) page(entries []client.DirEntry) error {
 	switch {
 	case p.asJSON:
 		for _, e := range entries {
-			j := listJSON{Path: e.Path, Dir: e.IsDir, Size: e.Size, Chunks: e.Chunks, Replication: e.Replication, Modified: e.Modified}
+			j := listJSON{Path: e.Path, Dir: e.IsDir, Size: e.Size, Chunks: e.Chunks, Replication: e.Replication, Modified: e.Modified,
+				Owner: e.Owner, Group: e.Group, Mode: octalMode(e.Owner, e.Mode)}
 			b, err := json.MarshalIndent(j, "  ", "  ")
 			if err != nil {
 				return err
@@ -69,22 +97,26 @@ func (p *listPrinter) page(entries []client.DirEntry) error {
 			p.n++
 		}
 	case p.long:
-		rows := make([][4]string, len(entries))
+		rows := make([][6]string, len(entries))
 		for i, e := range entries {
-			rows[i] = [4]string{"-", "-", "-", "-"}
+			owner, group := e.Owner, e.Group
+			if owner == "" {
+				owner, group = "-", "-"
+			}
+			rows[i] = [6]string{owner, group, "-", "-", "-", "-"}
 			if !e.IsDir {
-				rows[i] = [4]string{size(e.Size, p.human), fmt.Sprintf("%d chunks", e.Chunks), fmt.Sprintf("x%d", e.Replication), e.Modified.Format(time.RFC3339)}
+				rows[i] = [6]string{owner, group, size(e.Size, p.human), fmt.Sprintf("%d chunks", e.Chunks), fmt.Sprintf("x%d", e.Replication), e.Modified.Format(time.RFC3339)}
 			}
 			for c, cell := range rows[i] {
 				p.widths[c] = max(p.widths[c], utf8.RuneCountInString(cell))
 			}
 		}
 		for i, e := range entries {
-			kind, name := "-", e.Path
+			name := e.Path
 			if e.IsDir {
-				kind, name = "d", name+"/"
+				name += "/"
 			}
-			p.buf.WriteString(kind + "  ")
+			p.buf.WriteString(modeString(e.Mode, e.IsDir) + "  ")
 			for c, cell := range rows[i] {
 				p.buf.WriteString(cell)
 				p.buf.WriteString(strings.Repeat(" ", p.widths[c]-utf8.RuneCountInString(cell)+2))
@@ -143,6 +175,9 @@ type statJSON struct {
 	Replication uint32      `json:"replication"`
 	Version     uint64      `json:"version"`
 	Modified    time.Time   `json:"modified"`
+	Owner       string      `json:"owner,omitempty"`
+	Group       string      `json:"group,omitempty"`
+	Mode        string      `json:"mode,omitempty"`
 	Chunks      []chunkJSON `json:"chunks"`
 }
 
@@ -151,11 +186,24 @@ type statDirJSON struct {
 	Path     string    `json:"path"`
 	Dir      bool      `json:"dir"`
 	Modified time.Time `json:"modified,omitzero"`
+	Owner    string    `json:"owner,omitempty"`
+	Group    string    `json:"group,omitempty"`
+	Mode     string    `json:"mode,omitempty"`
+}
+
+// printAttrs prints the owner, group and mode lines of stat.
+func printAttrs(w io.Writer, fi *client.FileInfo) {
+	if fi.Owner == "" {
+		return
+	}
+	fmt.Fprintf(w, "owner:       %s\n", fi.Owner)
+	fmt.Fprintf(w, "group:       %s\n", fi.Group)
+	fmt.Fprintf(w, "mode:        %s (%s)\n", octalMode(fi.Owner, fi.Mode), modeString(fi.Mode, fi.IsDir))
 }
 
 func printStat(w io.Writer, fi *client.FileInfo, asJSON bool) error {
 	if fi.IsDir {
-		j := statDirJSON{Path: fi.Path, Dir: true, Modified: fi.Modified}
+		j := statDirJSON{Path: fi.Path, Dir: true, Modified: fi.Modified, Owner: fi.Owner, Group: fi.Group, Mode: octalMode(fi.Owner, fi.Mode)}
 		if asJSON {
 			return writeJSON(w, j)
 		}
@@ -164,12 +212,13 @@ func printStat(w io.Writer, fi *client.FileInfo, asJSON bool) error {
 		if !j.Modified.IsZero() {
 			fmt.Fprintf(w, "modified:    %s\n", j.Modified.Format(time.RFC3339))
 		}
+		printAttrs(w, fi)
 		return nil
 	}
 	j := statJSON{
 		Path: fi.Path, Size: fi.Size, SHA256: hex.EncodeToString(fi.SHA256), ChunkSize: fi.ChunkSize,
 		Replication: fi.Replication, Version: fi.Version, Modified: fi.Modified,
-		Chunks: []chunkJSON{},
+		Owner: fi.Owner, Group: fi.Group, Mode: octalMode(fi.Owner, fi.Mode), Chunks: []chunkJSON{},
 	}
 	for _, ch := range fi.Chunks {
 		cj := chunkJSON{Index: ch.Index, ID: ch.ID, Offset: ch.Offset, Size: ch.Size, Digest: hex.EncodeToString(ch.Digest), FrameSize: ch.FrameSize, Replicas: []replicaJSON{}}
@@ -188,6 +237,7 @@ func printStat(w io.Writer, fi *client.FileInfo, asJSON bool) error {
 	fmt.Fprintf(w, "replication: %d\n", j.Replication)
 	fmt.Fprintf(w, "version:     %d\n", j.Version)
 	fmt.Fprintf(w, "modified:    %s\n", j.Modified.Format(time.RFC3339))
+	printAttrs(w, fi)
 	fmt.Fprintf(w, "chunks:      %d\n", len(j.Chunks))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, c := range j.Chunks {

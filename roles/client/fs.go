@@ -63,7 +63,7 @@ func (f *dfsFS) stat(op, name string) (string, *FileInfo, error) {
 	}
 	ctx := rpc.EnsureRequestID(f.ctx)
 	if p == "/" {
-		return p, &FileInfo{Path: p, IsDir: true}, nil
+		return p, rootInfo(), nil
 	}
 	fi, err := f.c.head(ctx, p)
 	switch {
@@ -276,9 +276,15 @@ func (d *dirFile) Close() error {
 	return nil
 }
 
-// fileInfo is a FileInfo as an fs.FileInfo. Files read as mode 0444,
-// directories as 0555: FS is read-only. A directory's ModTime is when
-// it was made (zero for the root).
+// rootInfo is the root's FileInfo: the root is the default superuser's
+// (docs/security.md), and its attributes cannot change.
+func rootInfo() *FileInfo {
+	return &FileInfo{Path: "/", IsDir: true, Owner: "admin", Group: "admin", Mode: fs.ModeDir | 0o755}
+}
+
+// fileInfo is a FileInfo as an fs.FileInfo. Its Mode is the file's or
+// directory's, though FS only reads. A directory's ModTime is when it was
+// made (zero for the root).
 type fileInfo struct{ fi *FileInfo }
 
 func (i fileInfo) Name() string       { return baseName(i.fi.Path) }
@@ -289,9 +295,9 @@ func (i fileInfo) Sys() any           { return i.fi }
 
 func (i fileInfo) Mode() fs.FileMode {
 	if i.fi.IsDir {
-		return fs.ModeDir | 0o555
+		return fs.ModeDir | i.fi.Mode
 	}
-	return 0o444
+	return i.fi.Mode
 }
 
 // dirEntry is a DirEntry as an fs.DirEntry (and its fs.FileInfo).
@@ -307,9 +313,9 @@ func (d dirEntry) Sys() any                   { return d.e }
 
 func (d dirEntry) Mode() fs.FileMode {
 	if d.e.IsDir {
-		return fs.ModeDir | 0o555
+		return fs.ModeDir | d.e.Mode
 	}
-	return 0o444
+	return d.e.Mode
 }
 
 // baseName is the last element of a dfs path; "." for the root, as

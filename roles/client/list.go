@@ -97,7 +97,7 @@ func listPage(resp *dfspb.ListFilesResponse, last *string) ([]DirEntry, error) {
 			return nil, rpc.Errorf(rpc.Internal, "coordinator listed %s after %s: out of order", ShowPath(k), ShowPath(*last))
 		}
 		*last = k
-		e := DirEntry{Path: le.Path, IsDir: le.IsDir}
+		e := DirEntry{Path: le.Path, IsDir: le.IsDir, Owner: le.Owner, Group: le.Group, Mode: fromMode(le.Mode, le.IsDir)}
 		if !le.IsDir {
 			e.Size, e.Chunks, e.Replication = le.Size, le.Chunks, le.Replication
 		}

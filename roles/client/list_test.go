@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strconv"
 	"sync"
 	"testing"
@@ -123,7 +124,7 @@ func TestListPagesHoldsOnePage(t *testing.T) {
 	is.Equal(fc.calls(), 5)                                                                                                // one call each
 	is.Equal(len(got), n+1)                                                                                                // every entry
 	is.Equal(got[7], DirEntry{Path: "/l/f0007", Size: 7, Chunks: 1, Replication: 3, Modified: time.UnixMilli(7000).UTC()}) // a file converted
-	is.Equal(got[n], DirEntry{Path: "/l/z", IsDir: true})                                                                  // a directory, no file fields
+	is.Equal(got[n], DirEntry{Path: "/l/z", IsDir: true, Mode: fs.ModeDir})                                                // a directory, no file fields
 	for i := range n {
 		is.Equal(got[i].Path, fmt.Sprintf("/l/f%04d", i)) // in order
 	}

@@ -64,6 +64,36 @@ func (c *Client) mkdir(ctx context.Context, path string, parents bool) error {
 	})
 }
 
+// Chmod sets the permission bits and the sticky bit of a file or
+// directory to those of mode (mode.Perm() and fs.ModeSticky; fs.ModeDir
+// is ignored, any other bit refused). Only the owner or a superuser may;
+// a refusal is an error matching fs.ErrPermission.
+func (c *Client) Chmod(ctx context.Context, path string, mode fs.FileMode) error {
+	ctx = rpc.EnsureRequestID(ctx)
+	m, err := toMode(mode)
+	if err != nil {
+		return wrap(ctx, "chmod", path, err)
+	}
+	return wrap(ctx, "chmod", path, c.setAttr(ctx, &dfspb.SetAttrRequest{Path: path, Mode: m, SetMode: true}))
+}
+
+// Chown sets the owner and group of a file or directory; an empty user
+// or group stays as it is. Only a superuser may change the owner; the
+// owner may change the group to one they are in. A refusal is an error
+// matching fs.ErrPermission.
+func (c *Client) Chown(ctx context.Context, path, user, group string) error {
+	ctx = rpc.EnsureRequestID(ctx)
+	return wrap(ctx, "chown", path, c.setAttr(ctx, &dfspb.SetAttrRequest{Path: path, Owner: user, Group: group}))
+}
+
+// setAttr calls SetAttr.
+func (c *Client) setAttr(ctx context.Context, req *dfspb.SetAttrRequest) error {
+	return c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		_, err := cc.SetAttr(ctx, req)
+		return err
+	})
+}
+
 // RenameOptions are the choices of Rename.
 type RenameOptions struct {
 	// NoReplace refuses, with Exists, a destination that exists.
@@ -236,7 +266,8 @@ func (w *walkStop) Error() string { return w.err.Error() }
 // dirEntry returns the listing entry of fi.
 func (fi *FileInfo) dirEntry() DirEntry {
 	if fi.IsDir {
-		return DirEntry{Path: fi.Path, IsDir: true}
+		return DirEntry{Path: fi.Path, IsDir: true, Modified: fi.Modified, Owner: fi.Owner, Group: fi.Group, Mode: fi.Mode}
 	}
-	return DirEntry{Path: fi.Path, Size: fi.Size, Chunks: fi.ChunkCount, Replication: fi.Replication, Modified: fi.Modified}
+	return DirEntry{Path: fi.Path, Size: fi.Size, Chunks: fi.ChunkCount, Replication: fi.Replication, Modified: fi.Modified,
+		Owner: fi.Owner, Group: fi.Group, Mode: fi.Mode}
 }

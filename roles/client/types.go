@@ -1,16 +1,18 @@
 package client
 
 import (
+	"io/fs"
 	"time"
 
+	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // The SDK's own types. The wire's protobuf messages stay behind the SDK's
 // edge: the unexported from* functions below convert them.
 
-// FileInfo describes a file, or a directory (IsDir, with only Path and
-// Modified set), as the coordinator holds it.
+// FileInfo describes a file, or a directory (IsDir, with only Path,
+// Modified, Owner, Group and Mode set), as the coordinator holds it.
 type FileInfo struct {
 	// Path is the absolute path.
 	Path string
@@ -39,6 +41,12 @@ type FileInfo struct {
 	// Session is the ID of the upload session that committed this
 	// version.
 	Session string
+	// Owner and Group own the file or directory; Mode holds its
+	// permission bits (Mode.Perm()), fs.ModeSticky, and fs.ModeDir for a
+	// directory. A coordinator older than permissions sends none: Owner
+	// is then "".
+	Owner, Group string
+	Mode         fs.FileMode
 }
 
 // ChunkInfo is one chunk of a file and where its copies are.
@@ -97,6 +105,9 @@ type DirEntry struct {
 	Chunks      uint32
 	Replication uint32
 	Modified    time.Time
+	// Owner, Group and Mode are as FileInfo's.
+	Owner, Group string
+	Mode         fs.FileMode
 }
 
 // NodeStatus is one datanode as the coordinator sees it.
@@ -210,6 +221,7 @@ func fromFileInfo(p *dfspb.FileInfo) *FileInfo {
 	fi := &FileInfo{
 		Path: p.Path, IsDir: p.IsDir, Size: p.Size, SHA256: p.Sha256, ChunkSize: p.ChunkSize, Replication: p.Replication,
 		Modified: time.UnixMilli(p.ModifiedUnixMs).UTC(), Version: p.Version, ChunkCount: p.ChunkCount, Session: p.SessionId,
+		Owner: p.Owner, Group: p.Group, Mode: fromMode(p.Mode, p.IsDir),
 	}
 	if len(p.Chunks) > 0 {
 		fi.Chunks = make([]ChunkInfo, 0, len(p.Chunks))
@@ -227,6 +239,35 @@ func fromFileInfo(p *dfspb.FileInfo) *FileInfo {
 // fromNodeState converts a node state from the wire.
 func fromNodeState(s dfspb.NodeState) NodeState {
 	return NodeState(stateFromProto(s).String())
+}
+
+// modeSticky is the sticky bit on the wire (POSIX's).
+const modeSticky = 0o1000
+
+// fromMode converts a wire mode (POSIX permission bits and the sticky
+// bit) to an fs.FileMode.
+func fromMode(m uint32, dir bool) fs.FileMode {
+	mode := fs.FileMode(m) & fs.ModePerm
+	if m&modeSticky != 0 {
+		mode |= fs.ModeSticky
+	}
+	if dir {
+		mode |= fs.ModeDir
+	}
+	return mode
+}
+
+// toMode converts an fs.FileMode to the wire's mode: its permission bits
+// and sticky bit; any other bit but fs.ModeDir is refused.
+func toMode(mode fs.FileMode) (uint32, error) {
+	if mode&^(fs.ModePerm|fs.ModeSticky|fs.ModeDir) != 0 {
+		return 0, rpc.Errorf(rpc.Invalid, "mode %s: dfs keeps only the permission bits and the sticky bit", mode)
+	}
+	m := uint32(mode.Perm())
+	if mode&fs.ModeSticky != 0 {
+		m |= modeSticky
+	}
+	return m, nil
 }
 
 // fromNodeStatus converts one datanode's status from the wire.

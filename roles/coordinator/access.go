@@ -25,6 +25,7 @@ var accessRules = map[string]auth.Rule{
 	"Rename":            auth.Authenticated,
 	"CopyFile":          auth.Authenticated,
 	"Usage":             auth.Authenticated,
+	"SetAttr":           auth.Authenticated,
 	"ListNodes":         auth.Authenticated,
 	"ReportBadReplica":  auth.Authenticated,
 	"ReportNodeFailure": auth.Authenticated,

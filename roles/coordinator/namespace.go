@@ -42,6 +42,7 @@ type namespace struct {
 	metrics *metrics
 	refs    *refIndex
 	clock   clockwork.Clock
+	perms   perms
 }
 
 // now is the time a change records (UTC).
@@ -94,11 +95,20 @@ func (ns *namespace) page(f *meta.File, first, end int) filePage {
 	return p
 }
 
-// stat returns the page of a file's chunk map that req asks for. A
-// request for a page after the first names the version it reads: when the
-// path no longer holds it, the file was replaced or deleted since the
-// first page, and the reader is told so (FailedPrecondition).
+// stat returns the page of a file's chunk map that req asks for, to a
+// caller who may reach the file (perms.stat). A request for a page after
+// the first names the version it reads: when the path no longer holds
+// it, the file was replaced or deleted since the first page, and the
+// reader is told so (FailedPrecondition).
 func (ns *namespace) stat(ctx context.Context, req pageRequest) (filePage, error) {
+	if err := ns.perms.stat(ctx, req.path); err != nil {
+		return filePage{}, err
+	}
+	return ns.statPage(ctx, req)
+}
+
+// statPage is stat without the permission check.
+func (ns *namespace) statPage(ctx context.Context, req pageRequest) (filePage, error) {
 	// A page after the first of a large file comes from the cache when it
 	// holds the version being read.
 	f := ns.files.get(req.path)
@@ -146,10 +156,14 @@ func changedError(p rpc.Path) error {
 	return rpc.Errorf(rpc.FailedPrecondition, "%s changed while it was being read; read it again", p)
 }
 
-// download returns a page of a committed file's chunk map for reading. A
-// chunk of the page without a live replica fails it.
+// download returns a page of a committed file's chunk map for reading,
+// to a caller who may read it (perms.read). A chunk of the page without a
+// live replica fails it.
 func (ns *namespace) download(ctx context.Context, req pageRequest) (filePage, error) {
-	p, err := ns.stat(ctx, req)
+	if err := ns.perms.read(ctx, req.path); err != nil {
+		return filePage{}, err
+	}
+	p, err := ns.statPage(ctx, req)
 	if err != nil {
 		return filePage{}, err
 	}
@@ -185,7 +199,8 @@ func (ns *namespace) deleted(ctx context.Context, f *meta.File) bool {
 	return rpc.KindOf(err) == rpc.NotFound || (err == nil && (cur.Version != f.Version || cur.Session != f.Session))
 }
 
-// removeFile deletes the file at p durably (at version, unless 0); GC
+// removeFile deletes the file at p durably (the caller checked the
+// permissions) (at version, unless 0); GC
 // deletes its chunks on the datanodes.
 func (ns *namespace) removeFile(ctx context.Context, p rpc.Path, version uint64) error {
 	if err := ns.safe.check("delete files"); err != nil {
@@ -221,6 +236,49 @@ func (ns *namespace) removeFile(ctx context.Context, p rpc.Path, version uint64)
 		ns.log.Info().Str("path", string(p)).Int("chunks", len(f.Chunks)).Msg("file deleted")
 		ns.metrics.filesDeleted.Inc()
 		return nil
+	}
+}
+
+// listFor is list for the caller in ctx, who must be allowed to list dir
+// (perms.list); a recursive listing leaves out what lies below a
+// directory the caller may not list (the directory itself is listed).
+// It returns the listing key to resume after, "" when nothing follows.
+// A page is empty only when nothing follows.
+func (ns *namespace) listFor(ctx context.Context, dir rpc.Path, recursive bool, after string, limit int) ([]meta.Entry, string, error) {
+	if err := ns.perms.list(ctx, dir); err != nil {
+		return nil, "", err
+	}
+	l := ns.perms.lister(ctx, dir)
+	// Each round moves after forward; ctx bounds the rounds.
+	for {
+		page, more, err := ns.list(ctx, dir, recursive, after, limit)
+		if err != nil {
+			return nil, "", err
+		}
+		out, next := page[:0], ""
+		for _, e := range page {
+			top := rpc.Path("")
+			if recursive {
+				if top, err = l.hidden(ctx, e); err != nil {
+					return nil, "", err
+				}
+			}
+			if top != "" {
+				next, more = pastTree(top), true
+				break
+			}
+			out, next = append(out, e), meta.ListKey(e)
+		}
+		if !more {
+			return out, "", nil
+		}
+		if len(out) > 0 {
+			return out, next, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, "", err
+		}
+		after = next
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -39,6 +40,9 @@ type removeOptions struct {
 // removed so far gone. The root is refused, recursive or not (as HDFS
 // does): emptying a whole cluster takes removing what is below it.
 func (ns *namespace) remove(ctx context.Context, p rpc.Path, opts removeOptions) error {
+	if err := ns.perms.remove(ctx, p); err != nil {
+		return err
+	}
 	e, err := ns.store.Lookup(ctx, p)
 	if err != nil {
 		return err
@@ -51,7 +55,7 @@ func (ns *namespace) remove(ctx context.Context, p rpc.Path, opts removeOptions)
 	case p == "/":
 		return rpc.Errorf(rpc.Invalid, "the root directory cannot be removed, nor emptied at one stroke: remove what is below it")
 	case opts.recursive:
-		return ns.removeAll(ctx, p)
+		return ns.removeAll(ctx, e)
 	}
 	return ns.rmdir(ctx, p)
 }
@@ -66,10 +70,17 @@ func (ns *namespace) rmdir(ctx context.Context, p rpc.Path) error {
 	return nil
 }
 
-// removeAll removes everything below the directory dir, a page of one
+// removeAll removes everything below the directory d, a page of one
 // level at a time (bounded memory whatever the tree holds, recursion as
-// deep as the tree), then dir itself unless it is the root.
-func (ns *namespace) removeAll(ctx context.Context, dir rpc.Path) error {
+// deep as the tree), then d itself unless it is the root. The caller must
+// be allowed to list and change every directory it empties
+// (perms.removeTree): a refusal stops it with what was removed so far
+// gone.
+func (ns *namespace) removeAll(ctx context.Context, d meta.Entry) error {
+	dir := d.Path
+	if err := ns.perms.removeTree(ctx, d); err != nil {
+		return err
+	}
 	after := ""
 	for {
 		page, more, err := ns.list(ctx, dir, false, after, defaultPageSize)
@@ -85,7 +96,7 @@ func (ns *namespace) removeAll(ctx context.Context, dir rpc.Path) error {
 			}
 			switch {
 			case e.IsDir:
-				err = ns.removeAll(ctx, e.Path)
+				err = ns.removeAll(ctx, e)
 			case e.Path == dir:
 				return rpc.Errorf(rpc.FailedPrecondition, "%s became a file while it was being removed", dir)
 			default:
@@ -119,8 +130,12 @@ func (ns *namespace) mkdir(ctx context.Context, p rpc.Path, parents bool) error 
 		}
 		return rpc.Errorf(rpc.Exists, "/ already exists")
 	}
+	c, err := ns.perms.create(ctx, p)
+	if err != nil {
+		return err
+	}
 	defer ns.paths.lock(p)()
-	txn := &meta.Txn{Path: p, Mkdir: &meta.Dir{Path: p, Modified: ns.now()}, MkdirParents: parents}
+	txn := &meta.Txn{Path: p, Mkdir: &meta.Dir{Path: p, Modified: ns.now(), Attr: c.dir}, MkdirParents: parents, Parents: c.dir}
 	if err := ns.commits.Commit(ctx, txn); err != nil {
 		return err
 	}
@@ -142,12 +157,16 @@ func (ns *namespace) rename(ctx context.Context, src, dst rpc.Path, noReplace bo
 	if dst.IsBelow(src) && dst != src {
 		return rpc.Errorf(rpc.Invalid, "cannot move %s into itself (%s)", src, dst)
 	}
+	c, err := ns.perms.rename(ctx, src, dst)
+	if err != nil {
+		return err
+	}
 	for try := 0; ; try++ {
 		from, err := ns.store.Lookup(ctx, src)
 		if err != nil {
 			return err
 		}
-		err = ns.renameLocked(ctx, from.IsDir, src, dst, noReplace)
+		err = ns.renameLocked(ctx, from.IsDir, src, dst, noReplace, c.dir)
 		if (errors.Is(err, meta.ErrConflict) || errors.Is(err, errKindChanged)) && try < maxCommitRetries {
 			continue
 		}
@@ -160,8 +179,9 @@ func (ns *namespace) rename(ctx context.Context, src, dst rpc.Path, noReplace bo
 var errKindChanged = errors.New("changed between file and directory")
 
 // renameLocked is rename under the locks that moving a file (dir false)
-// or a directory takes.
-func (ns *namespace) renameLocked(ctx context.Context, dir bool, src, dst rpc.Path, noReplace bool) error {
+// or a directory takes; parents are the attributes of the directories
+// the move creates.
+func (ns *namespace) renameLocked(ctx context.Context, dir bool, src, dst rpc.Path, noReplace bool, parents meta.Attr) error {
 	if dir {
 		defer ns.paths.lockTree()()
 	} else {
@@ -177,7 +197,7 @@ func (ns *namespace) renameLocked(ctx context.Context, dir bool, src, dst rpc.Pa
 	if from.IsDir != dir {
 		return errKindChanged
 	}
-	txn := &meta.Txn{Path: src, Move: &meta.Move{To: dst, Modified: ns.now()}}
+	txn := &meta.Txn{Path: src, Move: &meta.Move{To: dst, Modified: ns.now()}, Parents: parents}
 	if from.File != nil {
 		txn.Expect = from.File.Version
 	}
@@ -244,6 +264,13 @@ func (ns *namespace) copy(ctx context.Context, src, dst rpc.Path, cond precondit
 	if err := ns.safe.check("copy files"); err != nil {
 		return nil, err
 	}
+	if err := ns.perms.read(ctx, src); err != nil {
+		return nil, err
+	}
+	c, err := ns.perms.create(ctx, dst)
+	if err != nil {
+		return nil, err
+	}
 	defer ns.paths.lock(src, dst)()
 	for try := 0; ; try++ {
 		from, err := ns.store.Lookup(ctx, src)
@@ -262,10 +289,11 @@ func (ns *namespace) copy(ctx context.Context, src, dst rpc.Path, cond precondit
 		}
 		f := *from.File
 		f.Path, f.Modified, f.Session = dst, ns.now(), rpc.NewSessionID()
-		f.Version = 1
-		txn := &meta.Txn{Path: dst, Put: &f}
+		f.Version, f.Attr = 1, c.file
+		txn := &meta.Txn{Path: dst, Put: &f, Parents: c.dir}
 		if old != nil {
 			f.Version, txn.Expect = old.Version+1, old.Version
+			f.Attr = old.Attr // a replaced file's attributes stay
 			txn.AddDeletions = ns.locs.deletionsOf(old)
 		}
 		if err := ns.refs.share(&f, maxShares); err != nil {
@@ -309,8 +337,14 @@ type treeUsage struct {
 
 // usage sums the files and bytes below p (p itself when it is a file),
 // walking the store a page at a time: bounded memory, time in proportion
-// to the subtree.
+// to the subtree. The caller must be allowed to list p and every
+// directory below it (as HDFS's content summary asks): one it may not
+// list fails the sum with rpc.Permission.
 func (ns *namespace) usage(ctx context.Context, p rpc.Path) (treeUsage, error) {
+	if err := ns.perms.list(ctx, p); err != nil {
+		return treeUsage{}, err
+	}
+	l := ns.perms.lister(ctx, p)
 	var u treeUsage
 	after := ""
 	for {
@@ -319,6 +353,12 @@ func (ns *namespace) usage(ctx context.Context, p rpc.Path) (treeUsage, error) {
 			return treeUsage{}, err
 		}
 		for _, e := range page {
+			if top, err := l.hidden(ctx, e); err != nil || top != "" {
+				if err == nil {
+					err = rpc.Errorf(rpc.Permission, "permission denied: %s may not list %s, below %s", l.id.User, top, p)
+				}
+				return treeUsage{}, err
+			}
 			if e.IsDir {
 				u.dirs++
 				continue
@@ -334,4 +374,47 @@ func (ns *namespace) usage(ctx context.Context, p rpc.Path) (treeUsage, error) {
 		}
 		after = meta.ListKey(page[len(page)-1])
 	}
+}
+
+// setAttr changes what set asks of the attributes of the file or
+// directory p (perms.setAttr says who may) and returns them as they are
+// after.
+func (ns *namespace) setAttr(ctx context.Context, p rpc.Path, set attrChange) (meta.Attr, error) {
+	defer ns.paths.lock(p)()
+	e, err := ns.store.Lookup(ctx, p)
+	if err != nil {
+		return meta.Attr{}, err
+	}
+	cur := e.Attr()
+	next := cur
+	if set.owner != "" {
+		next.Owner = set.owner
+	}
+	if set.group != "" {
+		next.Group = set.group
+	}
+	if set.mode != nil {
+		next.Mode = *set.mode
+	}
+	if err := meta.CheckAttr(&next); err != nil {
+		return meta.Attr{}, err
+	}
+	if err := ns.perms.setAttr(ctx, p, e.IsDir, cur, next); err != nil {
+		return meta.Attr{}, err
+	}
+	if next == cur && (e.IsDir && e.Dir.Attr == next || !e.IsDir && e.File.Attr == next) {
+		return next, nil
+	}
+	if err := ns.commits.Commit(ctx, &meta.Txn{Path: p, SetAttr: &next}); err != nil {
+		return meta.Attr{}, err
+	}
+	ns.log.Info().Str("path", string(p)).Str("owner", next.Owner).Str("group", next.Group).Str("mode", auth.FormatMode(next.Mode, e.IsDir)).Msg("attributes changed")
+	return next, nil
+}
+
+// attrChange is what a SetAttr changes: an empty owner or group, or a nil
+// mode, stays.
+type attrChange struct {
+	owner, group string
+	mode         *uint32
 }

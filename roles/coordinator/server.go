@@ -163,7 +163,9 @@ func (s *server) StatFile(ctx context.Context, req *dfspb.StatFileRequest) (*dfs
 	}
 	p, err := t.namespace.stat(ctx, pr)
 	if d := t.namespace.dirInstead(ctx, pr, err); d != nil {
-		return &dfspb.StatFileResponse{File: &dfspb.FileInfo{Path: string(d.Path), IsDir: true, ModifiedUnixMs: d.Modified.UnixMilli()}}, nil
+		a := meta.Entry{Path: d.Path, IsDir: true, Dir: d}.Attr()
+		return &dfspb.StatFileResponse{File: &dfspb.FileInfo{Path: string(d.Path), IsDir: true, ModifiedUnixMs: d.Modified.UnixMilli(),
+			Owner: a.Owner, Group: a.Group, Mode: a.Mode}}, nil
 	}
 	if err != nil {
 		return nil, rpc.ToStatus(err)
@@ -253,6 +255,26 @@ func (s *server) Usage(ctx context.Context, req *dfspb.UsageRequest) (*dfspb.Usa
 	return &dfspb.UsageResponse{Bytes: u.bytes, Files: u.files, Dirs: u.dirs}, nil
 }
 
+func (s *server) SetAttr(ctx context.Context, req *dfspb.SetAttrRequest) (*dfspb.SetAttrResponse, error) {
+	t, err := s.term(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := rpc.ParseDir(req.Path)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	set := attrChange{owner: req.Owner, group: req.Group}
+	if req.SetMode {
+		set.mode = &req.Mode
+	}
+	a, err := t.namespace.setAttr(ctx, p, set)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	return &dfspb.SetAttrResponse{Owner: a.Owner, Group: a.Group, Mode: a.Mode}, nil
+}
+
 // parsePair parses the source and destination paths of a rename or copy.
 func parsePair(src, dst string) (rpc.Path, rpc.Path, error) {
 	s, err := rpc.ParsePath(src)
@@ -294,21 +316,24 @@ func (s *server) ListFiles(ctx context.Context, req *dfspb.ListFilesRequest) (*d
 	after := ""
 	if req.PageToken != "" {
 		b, err := base64.RawURLEncoding.DecodeString(req.PageToken)
-		if err != nil || len(b) == 0 || b[0] != '/' || len(b) > rpc.MaxPathLen {
+		// A token is a listing key: a path, with a trailing slash for a
+		// directory, or past a directory's subtree (pastTree: two more).
+		if err != nil || len(b) == 0 || b[0] != '/' || len(b) > rpc.MaxPathLen+2 {
 			return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "invalid page token"))
 		}
 		after = string(b)
 	}
-	entries, more, err := t.namespace.list(ctx, dir, req.Recursive, after, limit)
+	entries, next, err := t.namespace.listFor(ctx, dir, req.Recursive, after, limit)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
 	resp := &dfspb.ListFilesResponse{}
-	if more {
-		resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(meta.ListKey(entries[len(entries)-1])))
+	if next != "" {
+		resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(next))
 	}
 	for _, e := range entries {
-		le := &dfspb.ListEntry{Path: string(e.Path), IsDir: e.IsDir}
+		a := e.Attr()
+		le := &dfspb.ListEntry{Path: string(e.Path), IsDir: e.IsDir, Owner: a.Owner, Group: a.Group, Mode: a.Mode}
 		if e.Dir != nil {
 			le.ModifiedUnixMs = e.Dir.Modified.UnixMilli()
 		}
@@ -623,10 +648,12 @@ func planToPB(p plan, keys *chunkKeys) *dfspb.ChunkPlan {
 // none), each chunk's read token naming the nodes listed for it.
 func pageToPB(p filePage, keys *chunkKeys) *dfspb.FileInfo {
 	f := p.file
+	a := f.Attr.Or(false)
 	fi := &dfspb.FileInfo{
 		Path: string(f.Path), Size: f.Size, Sha256: f.SHA256, ChunkSize: f.ChunkSize,
 		Replication: f.Replication, ModifiedUnixMs: f.Modified.UnixMilli(), Version: f.Version,
 		SessionId: string(f.Session), ChunkCount: uint32(len(f.Chunks)),
+		Owner: a.Owner, Group: a.Group, Mode: a.Mode,
 		Chunks: make([]*dfspb.ChunkInfo, 0, len(p.replicas)),
 	}
 	for j, rs := range p.replicas {

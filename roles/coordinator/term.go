@@ -105,7 +105,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 		sessionTimeout: cfg.SessionTimeout, rpcTimeout: cfg.RPCTimeout, suspectAfter: cfg.SuspectAfter,
 	}, uploadsDeps{
 		log: c.log, clock: c.clock, store: c.store, commits: commits, nodes: t.nodes, locs: t.locs, refs: t.refs,
-		policy: c.policy, safe: t.safe, dels: dels, metrics: c.metrics, started: start,
+		policy: c.policy, safe: t.safe, dels: dels, metrics: c.metrics, perms: c.perms(), started: start,
 		warmup: len(st.uploads) > 0, // the cluster had datanodes, still coming back (files: see load)
 	})
 	for _, mu := range st.uploads {
@@ -114,7 +114,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	t.heal.uploads = t.uploads
 	t.namespace = &namespace{
 		log: c.log, store: c.store, commits: commits, files: files, paths: t.uploads.paths, locs: t.locs, nodes: t.nodes,
-		safe: t.safe, dels: dels, metrics: c.metrics, refs: t.refs, clock: c.clock,
+		safe: t.safe, dels: dels, metrics: c.metrics, refs: t.refs, clock: c.clock, perms: c.perms(),
 	}
 	t.admin = &admin{
 		log: c.log, store: c.store, loader: c.store, commits: commits, nodes: t.nodes, locs: t.locs, heal: t.heal, repair: t.repair,

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/placement"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/rpc"
@@ -47,6 +48,10 @@ type upload struct {
 	chunkSize   int64
 	replication int
 	created     time.Time
+	// owner is the user who opened the upload ("" without an identity):
+	// the owner of the file it creates, and the only user who may
+	// confirm it.
+	owner string
 
 	// persist serializes the writes of this session to the store.
 	persist   sync.Mutex
@@ -93,7 +98,7 @@ func newUpload(id rpc.SessionID, p rpc.Path, chunkSize int64, repl int, created 
 
 func uploadFromMeta(m *meta.Upload) *upload {
 	u := newUpload(m.ID, m.Path, m.ChunkSize, int(m.Replication), m.Created)
-	u.persisted, u.firstAttempt = true, maxAttempts/2
+	u.persisted, u.firstAttempt, u.owner = true, maxAttempts/2, m.Owner
 	for _, a := range m.Chunks {
 		u.add(a)
 	}
@@ -112,7 +117,7 @@ func (u *upload) snapshot() *meta.Upload {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return &meta.Upload{ID: u.id, Path: u.path, ChunkSize: u.chunkSize, Replication: uint32(u.replication), Created: u.created,
-		Chunks: slices.Clone(u.allocs)}
+		Owner: u.owner, Chunks: slices.Clone(u.allocs)}
 }
 
 // find returns the allocation of chunk id. A chunk this coordinator did
@@ -156,6 +161,7 @@ type uploadsDeps struct {
 	safe    *safeMode
 	dels    *collector
 	metrics *metrics
+	perms   perms
 	// started is when the term began; warmup is set when the store held
 	// data, so datanodes are still coming back (see placementWarmup).
 	started time.Time
@@ -323,6 +329,9 @@ func (up *uploads) begin(ctx context.Context, req uploadRequest) (*opened, error
 	if err := up.safe.check("place chunks"); err != nil {
 		return nil, err
 	}
+	if _, err := up.perms.create(ctx, req.path); err != nil {
+		return nil, err
+	}
 	if err := up.conflict(ctx, req.path); err != nil {
 		return nil, err
 	}
@@ -346,6 +355,9 @@ func (up *uploads) begin(ctx context.Context, req uploadRequest) (*opened, error
 		return nil, up.placementWarmup(err)
 	}
 	u := newUpload(rpc.NewSessionID(), req.path, chunkSize, repl, up.clock.Now())
+	if id, ok := auth.FromContext(ctx); ok {
+		u.owner = id.User
+	}
 	out := &opened{session: u.id, chunkSize: chunkSize, replication: repl, maxChunks: limit, timeout: up.sessionTimeout}
 	if req.size > 0 {
 		n := (req.size-1)/chunkSize + 1
@@ -569,6 +581,9 @@ func (up *uploads) confirm(ctx context.Context, req confirmation) (confirmed, er
 	if !ok {
 		return confirmed{}, rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", id)
 	}
+	if caller, ok := auth.FromContext(ctx); ok && u.owner != "" && caller.User != u.owner {
+		return confirmed{}, rpc.Errorf(rpc.Permission, "permission denied: upload session %s is %s's, not %s's", id, u.owner, caller.User)
+	}
 	err := up.checkConfirm(u, req)
 	if err == nil {
 		err = up.record(u, req.receipts)
@@ -665,7 +680,15 @@ func (up *uploads) commitUpload(ctx context.Context, u *upload, f *meta.File, co
 			return err
 		}
 		txn := &meta.Txn{Path: f.Path, Put: f, DeleteUploads: []rpc.SessionID{u.id}, AddDeletions: unused}
+		if old == nil {
+			c, err := up.perms.attrsFor(ctx, u.owner, f.Path)
+			if err != nil {
+				return err
+			}
+			f.Attr, txn.Parents = c.file, c.dir
+		}
 		if old != nil {
+			f.Attr = old.Attr // a new version keeps the attributes of the one it replaces
 			txn.Expect = old.Version
 			txn.AddDeletions = append(slices.Clone(unused), up.locs.deletionsOf(old)...)
 		}

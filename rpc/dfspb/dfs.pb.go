@@ -1321,9 +1321,14 @@ type FileInfo struct {
 	SessionId string `protobuf:"bytes,9,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// chunk_count is the number of chunks of the file.
 	ChunkCount uint32 `protobuf:"varint,10,opt,name=chunk_count,json=chunkCount,proto3" json:"chunk_count,omitempty"`
-	// is_dir is set when path names a directory: then only path and
-	// modified_unix_ms are set.
-	IsDir         bool `protobuf:"varint,11,opt,name=is_dir,json=isDir,proto3" json:"is_dir,omitempty"`
+	// is_dir is set when path names a directory: then only path,
+	// modified_unix_ms, owner, group and mode are set.
+	IsDir bool `protobuf:"varint,11,opt,name=is_dir,json=isDir,proto3" json:"is_dir,omitempty"`
+	// owner, group and mode (the POSIX permission bits, 0o777, and the
+	// sticky bit 0o1000) say who may do what with the path.
+	Owner         string `protobuf:"bytes,12,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group         string `protobuf:"bytes,13,opt,name=group,proto3" json:"group,omitempty"`
+	Mode          uint32 `protobuf:"varint,14,opt,name=mode,proto3" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1433,6 +1438,27 @@ func (x *FileInfo) GetIsDir() bool {
 		return x.IsDir
 	}
 	return false
+}
+
+func (x *FileInfo) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *FileInfo) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *FileInfo) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
 }
 
 // DownloadFileRequest asks for one page of a file's chunk map: page_size
@@ -1877,8 +1903,12 @@ type ListEntry struct {
 	ModifiedUnixMs int64                  `protobuf:"varint,4,opt,name=modified_unix_ms,json=modifiedUnixMs,proto3" json:"modified_unix_ms,omitempty"`
 	Chunks         uint32                 `protobuf:"varint,5,opt,name=chunks,proto3" json:"chunks,omitempty"`
 	Replication    uint32                 `protobuf:"varint,6,opt,name=replication,proto3" json:"replication,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// owner, group and mode, as FileInfo's.
+	Owner         string `protobuf:"bytes,7,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group         string `protobuf:"bytes,8,opt,name=group,proto3" json:"group,omitempty"`
+	Mode          uint32 `protobuf:"varint,9,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListEntry) Reset() {
@@ -1949,6 +1979,27 @@ func (x *ListEntry) GetChunks() uint32 {
 func (x *ListEntry) GetReplication() uint32 {
 	if x != nil {
 		return x.Replication
+	}
+	return 0
+}
+
+func (x *ListEntry) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ListEntry) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ListEntry) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
 	}
 	return 0
 }
@@ -2410,6 +2461,145 @@ func (x *UsageResponse) GetDirs() int64 {
 	return 0
 }
 
+// SetAttrRequest changes what it sets of path's attributes: an empty
+// owner or group, and a mode without set_mode, stay as they are.
+type SetAttrRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Owner         string                 `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group         string                 `protobuf:"bytes,3,opt,name=group,proto3" json:"group,omitempty"`
+	Mode          uint32                 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	SetMode       bool                   `protobuf:"varint,5,opt,name=set_mode,json=setMode,proto3" json:"set_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAttrRequest) Reset() {
+	*x = SetAttrRequest{}
+	mi := &file_dfs_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAttrRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAttrRequest) ProtoMessage() {}
+
+func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAttrRequest.ProtoReflect.Descriptor instead.
+func (*SetAttrRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SetAttrRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *SetAttrRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *SetAttrRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *SetAttrRequest) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *SetAttrRequest) GetSetMode() bool {
+	if x != nil {
+		return x.SetMode
+	}
+	return false
+}
+
+// SetAttrResponse carries the path's attributes after the change.
+type SetAttrResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Owner         string                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group         string                 `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAttrResponse) Reset() {
+	*x = SetAttrResponse{}
+	mi := &file_dfs_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAttrResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAttrResponse) ProtoMessage() {}
+
+func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAttrResponse.ProtoReflect.Descriptor instead.
+func (*SetAttrResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SetAttrResponse) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *SetAttrResponse) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *SetAttrResponse) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
 type NodeStatus struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	NodeId              string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -2451,7 +2641,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2463,7 +2653,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2476,7 +2666,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{35}
+	return file_dfs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -2601,7 +2791,7 @@ type RegisterDataNodeRequest struct {
 
 func (x *RegisterDataNodeRequest) Reset() {
 	*x = RegisterDataNodeRequest{}
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +2803,7 @@ func (x *RegisterDataNodeRequest) String() string {
 func (*RegisterDataNodeRequest) ProtoMessage() {}
 
 func (x *RegisterDataNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +2816,7 @@ func (x *RegisterDataNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDataNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterDataNodeRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{36}
+	return file_dfs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RegisterDataNodeRequest) GetNodeId() string {
@@ -2700,7 +2890,7 @@ type RegisterDataNodeResponse struct {
 
 func (x *RegisterDataNodeResponse) Reset() {
 	*x = RegisterDataNodeResponse{}
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2712,7 +2902,7 @@ func (x *RegisterDataNodeResponse) String() string {
 func (*RegisterDataNodeResponse) ProtoMessage() {}
 
 func (x *RegisterDataNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2725,7 +2915,7 @@ func (x *RegisterDataNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDataNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterDataNodeResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{37}
+	return file_dfs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RegisterDataNodeResponse) GetClusterVersion() uint64 {
@@ -2784,7 +2974,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2796,7 +2986,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2809,7 +2999,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{38}
+	return file_dfs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *HeartbeatRequest) GetNodeId() string {
@@ -2878,7 +3068,7 @@ type NodeUpdate struct {
 
 func (x *NodeUpdate) Reset() {
 	*x = NodeUpdate{}
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +3080,7 @@ func (x *NodeUpdate) String() string {
 func (*NodeUpdate) ProtoMessage() {}
 
 func (x *NodeUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +3093,7 @@ func (x *NodeUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpdate.ProtoReflect.Descriptor instead.
 func (*NodeUpdate) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{39}
+	return file_dfs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *NodeUpdate) GetVersion() uint64 {
@@ -2932,7 +3122,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2944,7 +3134,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2957,7 +3147,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{40}
+	return file_dfs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *NodeCommand) GetCommand() isNodeCommand_Command {
@@ -2995,7 +3185,7 @@ type DeleteChunksCommand struct {
 
 func (x *DeleteChunksCommand) Reset() {
 	*x = DeleteChunksCommand{}
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3007,7 +3197,7 @@ func (x *DeleteChunksCommand) String() string {
 func (*DeleteChunksCommand) ProtoMessage() {}
 
 func (x *DeleteChunksCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3020,7 +3210,7 @@ func (x *DeleteChunksCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksCommand.ProtoReflect.Descriptor instead.
 func (*DeleteChunksCommand) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{41}
+	return file_dfs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DeleteChunksCommand) GetChunkIds() []string {
@@ -3048,7 +3238,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3060,7 +3250,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3073,7 +3263,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{42}
+	return file_dfs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *HeartbeatResponse) GetClusterVersion() uint64 {
@@ -3146,7 +3336,7 @@ type ReportChunksRequest struct {
 
 func (x *ReportChunksRequest) Reset() {
 	*x = ReportChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3158,7 +3348,7 @@ func (x *ReportChunksRequest) String() string {
 func (*ReportChunksRequest) ProtoMessage() {}
 
 func (x *ReportChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3171,7 +3361,7 @@ func (x *ReportChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunksRequest.ProtoReflect.Descriptor instead.
 func (*ReportChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{43}
+	return file_dfs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReportChunksRequest) GetNodeId() string {
@@ -3231,7 +3421,7 @@ type ReportChunksResponse struct {
 
 func (x *ReportChunksResponse) Reset() {
 	*x = ReportChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3243,7 +3433,7 @@ func (x *ReportChunksResponse) String() string {
 func (*ReportChunksResponse) ProtoMessage() {}
 
 func (x *ReportChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3256,7 +3446,7 @@ func (x *ReportChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunksResponse.ProtoReflect.Descriptor instead.
 func (*ReportChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{44}
+	return file_dfs_proto_rawDescGZIP(), []int{46}
 }
 
 type ListNodesRequest struct {
@@ -3267,7 +3457,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3279,7 +3469,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3292,7 +3482,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{45}
+	return file_dfs_proto_rawDescGZIP(), []int{47}
 }
 
 type ListNodesResponse struct {
@@ -3316,7 +3506,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3328,7 +3518,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3341,7 +3531,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{46}
+	return file_dfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListNodesResponse) GetClusterVersion() uint64 {
@@ -3416,7 +3606,7 @@ type ReadinessStatus struct {
 
 func (x *ReadinessStatus) Reset() {
 	*x = ReadinessStatus{}
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3428,7 +3618,7 @@ func (x *ReadinessStatus) String() string {
 func (*ReadinessStatus) ProtoMessage() {}
 
 func (x *ReadinessStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3441,7 +3631,7 @@ func (x *ReadinessStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadinessStatus.ProtoReflect.Descriptor instead.
 func (*ReadinessStatus) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{47}
+	return file_dfs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReadinessStatus) GetWritable() bool {
@@ -3494,7 +3684,7 @@ type ClusterHealth struct {
 
 func (x *ClusterHealth) Reset() {
 	*x = ClusterHealth{}
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3506,7 +3696,7 @@ func (x *ClusterHealth) String() string {
 func (*ClusterHealth) ProtoMessage() {}
 
 func (x *ClusterHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3519,7 +3709,7 @@ func (x *ClusterHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterHealth.ProtoReflect.Descriptor instead.
 func (*ClusterHealth) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{48}
+	return file_dfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ClusterHealth) GetChunks() int64 {
@@ -3613,7 +3803,7 @@ type ReportBadReplicaRequest struct {
 
 func (x *ReportBadReplicaRequest) Reset() {
 	*x = ReportBadReplicaRequest{}
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3625,7 +3815,7 @@ func (x *ReportBadReplicaRequest) String() string {
 func (*ReportBadReplicaRequest) ProtoMessage() {}
 
 func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3638,7 +3828,7 @@ func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{49}
+	return file_dfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReportBadReplicaRequest) GetChunkId() string {
@@ -3683,7 +3873,7 @@ type ReportBadReplicaResponse struct {
 
 func (x *ReportBadReplicaResponse) Reset() {
 	*x = ReportBadReplicaResponse{}
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3695,7 +3885,7 @@ func (x *ReportBadReplicaResponse) String() string {
 func (*ReportBadReplicaResponse) ProtoMessage() {}
 
 func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3708,7 +3898,7 @@ func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{50}
+	return file_dfs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ReportBadReplicaResponse) GetCorrupt() bool {
@@ -3737,7 +3927,7 @@ type ReportNodeFailureRequest struct {
 
 func (x *ReportNodeFailureRequest) Reset() {
 	*x = ReportNodeFailureRequest{}
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3749,7 +3939,7 @@ func (x *ReportNodeFailureRequest) String() string {
 func (*ReportNodeFailureRequest) ProtoMessage() {}
 
 func (x *ReportNodeFailureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3762,7 +3952,7 @@ func (x *ReportNodeFailureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFailureRequest.ProtoReflect.Descriptor instead.
 func (*ReportNodeFailureRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{51}
+	return file_dfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ReportNodeFailureRequest) GetNodeIds() []string {
@@ -3787,7 +3977,7 @@ type ReportNodeFailureResponse struct {
 
 func (x *ReportNodeFailureResponse) Reset() {
 	*x = ReportNodeFailureResponse{}
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3799,7 +3989,7 @@ func (x *ReportNodeFailureResponse) String() string {
 func (*ReportNodeFailureResponse) ProtoMessage() {}
 
 func (x *ReportNodeFailureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3812,7 +4002,7 @@ func (x *ReportNodeFailureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFailureResponse.ProtoReflect.Descriptor instead.
 func (*ReportNodeFailureResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{52}
+	return file_dfs_proto_rawDescGZIP(), []int{54}
 }
 
 type DecommissionRequest struct {
@@ -3826,7 +4016,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3838,7 +4028,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3851,7 +4041,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{53}
+	return file_dfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *DecommissionRequest) GetNodeId() string {
@@ -3877,7 +4067,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3889,7 +4079,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3902,7 +4092,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{54}
+	return file_dfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *DecommissionResponse) GetNode() *NodeStatus {
@@ -3926,7 +4116,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3938,7 +4128,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3951,7 +4141,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{55}
+	return file_dfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CreateTokenRequest) GetUser() string {
@@ -3989,7 +4179,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4001,7 +4191,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4014,7 +4204,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{56}
+	return file_dfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -4047,7 +4237,7 @@ type FsckRequest struct {
 
 func (x *FsckRequest) Reset() {
 	*x = FsckRequest{}
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4059,7 +4249,7 @@ func (x *FsckRequest) String() string {
 func (*FsckRequest) ProtoMessage() {}
 
 func (x *FsckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4072,7 +4262,7 @@ func (x *FsckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckRequest.ProtoReflect.Descriptor instead.
 func (*FsckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{57}
+	return file_dfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *FsckRequest) GetPath() string {
@@ -4098,7 +4288,7 @@ type FsckChunk struct {
 
 func (x *FsckChunk) Reset() {
 	*x = FsckChunk{}
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4110,7 +4300,7 @@ func (x *FsckChunk) String() string {
 func (*FsckChunk) ProtoMessage() {}
 
 func (x *FsckChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4123,7 +4313,7 @@ func (x *FsckChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckChunk.ProtoReflect.Descriptor instead.
 func (*FsckChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{58}
+	return file_dfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *FsckChunk) GetIndex() uint32 {
@@ -4189,7 +4379,7 @@ type FsckFile struct {
 
 func (x *FsckFile) Reset() {
 	*x = FsckFile{}
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4201,7 +4391,7 @@ func (x *FsckFile) String() string {
 func (*FsckFile) ProtoMessage() {}
 
 func (x *FsckFile) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4214,7 +4404,7 @@ func (x *FsckFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckFile.ProtoReflect.Descriptor instead.
 func (*FsckFile) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{59}
+	return file_dfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *FsckFile) GetPath() string {
@@ -4259,7 +4449,7 @@ type FsckSummary struct {
 
 func (x *FsckSummary) Reset() {
 	*x = FsckSummary{}
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4271,7 +4461,7 @@ func (x *FsckSummary) String() string {
 func (*FsckSummary) ProtoMessage() {}
 
 func (x *FsckSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4284,7 +4474,7 @@ func (x *FsckSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckSummary.ProtoReflect.Descriptor instead.
 func (*FsckSummary) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{60}
+	return file_dfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *FsckSummary) GetFiles() int64 {
@@ -4342,7 +4532,7 @@ type FsckReport struct {
 
 func (x *FsckReport) Reset() {
 	*x = FsckReport{}
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4354,7 +4544,7 @@ func (x *FsckReport) String() string {
 func (*FsckReport) ProtoMessage() {}
 
 func (x *FsckReport) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4367,7 +4557,7 @@ func (x *FsckReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckReport.ProtoReflect.Descriptor instead.
 func (*FsckReport) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{61}
+	return file_dfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *FsckReport) GetReport() isFsckReport_Report {
@@ -4419,7 +4609,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4431,7 +4621,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4444,7 +4634,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{62}
+	return file_dfs_proto_rawDescGZIP(), []int{64}
 }
 
 type BackupChunk struct {
@@ -4456,7 +4646,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4468,7 +4658,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4481,7 +4671,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{63}
+	return file_dfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -4507,7 +4697,7 @@ type PrepareChunkUploadRequest struct {
 
 func (x *PrepareChunkUploadRequest) Reset() {
 	*x = PrepareChunkUploadRequest{}
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4519,7 +4709,7 @@ func (x *PrepareChunkUploadRequest) String() string {
 func (*PrepareChunkUploadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4532,7 +4722,7 @@ func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{64}
+	return file_dfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *PrepareChunkUploadRequest) GetChunkId() string {
@@ -4580,7 +4770,7 @@ type PrepareChunkUploadResponse struct {
 
 func (x *PrepareChunkUploadResponse) Reset() {
 	*x = PrepareChunkUploadResponse{}
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4592,7 +4782,7 @@ func (x *PrepareChunkUploadResponse) String() string {
 func (*PrepareChunkUploadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4605,7 +4795,7 @@ func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{65}
+	return file_dfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *PrepareChunkUploadResponse) GetSessionId() string {
@@ -4651,7 +4841,7 @@ type ChunkDataStream struct {
 
 func (x *ChunkDataStream) Reset() {
 	*x = ChunkDataStream{}
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4663,7 +4853,7 @@ func (x *ChunkDataStream) String() string {
 func (*ChunkDataStream) ProtoMessage() {}
 
 func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4676,7 +4866,7 @@ func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataStream.ProtoReflect.Descriptor instead.
 func (*ChunkDataStream) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{66}
+	return file_dfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ChunkDataStream) GetSessionId() string {
@@ -4756,7 +4946,7 @@ type ChunkDataAck struct {
 
 func (x *ChunkDataAck) Reset() {
 	*x = ChunkDataAck{}
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4768,7 +4958,7 @@ func (x *ChunkDataAck) String() string {
 func (*ChunkDataAck) ProtoMessage() {}
 
 func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4781,7 +4971,7 @@ func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataAck.ProtoReflect.Descriptor instead.
 func (*ChunkDataAck) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{67}
+	return file_dfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ChunkDataAck) GetSessionId() string {
@@ -4832,7 +5022,7 @@ type PrepareChunkDownloadRequest struct {
 
 func (x *PrepareChunkDownloadRequest) Reset() {
 	*x = PrepareChunkDownloadRequest{}
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4844,7 +5034,7 @@ func (x *PrepareChunkDownloadRequest) String() string {
 func (*PrepareChunkDownloadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4857,7 +5047,7 @@ func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{68}
+	return file_dfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *PrepareChunkDownloadRequest) GetChunkId() string {
@@ -4897,7 +5087,7 @@ type PrepareChunkDownloadResponse struct {
 
 func (x *PrepareChunkDownloadResponse) Reset() {
 	*x = PrepareChunkDownloadResponse{}
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4909,7 +5099,7 @@ func (x *PrepareChunkDownloadResponse) String() string {
 func (*PrepareChunkDownloadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4922,7 +5112,7 @@ func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{69}
+	return file_dfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *PrepareChunkDownloadResponse) GetSessionId() string {
@@ -4985,7 +5175,7 @@ type DownloadChunkStreamRequest struct {
 
 func (x *DownloadChunkStreamRequest) Reset() {
 	*x = DownloadChunkStreamRequest{}
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4997,7 +5187,7 @@ func (x *DownloadChunkStreamRequest) String() string {
 func (*DownloadChunkStreamRequest) ProtoMessage() {}
 
 func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5010,7 +5200,7 @@ func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadChunkStreamRequest.ProtoReflect.Descriptor instead.
 func (*DownloadChunkStreamRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{70}
+	return file_dfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *DownloadChunkStreamRequest) GetSessionId() string {
@@ -5064,7 +5254,7 @@ type StatChunksRequest struct {
 
 func (x *StatChunksRequest) Reset() {
 	*x = StatChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5076,7 +5266,7 @@ func (x *StatChunksRequest) String() string {
 func (*StatChunksRequest) ProtoMessage() {}
 
 func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5089,7 +5279,7 @@ func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksRequest.ProtoReflect.Descriptor instead.
 func (*StatChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{71}
+	return file_dfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *StatChunksRequest) GetChunkIds() []string {
@@ -5112,7 +5302,7 @@ type ChunkStat struct {
 
 func (x *ChunkStat) Reset() {
 	*x = ChunkStat{}
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5124,7 +5314,7 @@ func (x *ChunkStat) String() string {
 func (*ChunkStat) ProtoMessage() {}
 
 func (x *ChunkStat) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5137,7 +5327,7 @@ func (x *ChunkStat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkStat.ProtoReflect.Descriptor instead.
 func (*ChunkStat) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{72}
+	return file_dfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ChunkStat) GetChunkId() string {
@@ -5184,7 +5374,7 @@ type StatChunksResponse struct {
 
 func (x *StatChunksResponse) Reset() {
 	*x = StatChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5196,7 +5386,7 @@ func (x *StatChunksResponse) String() string {
 func (*StatChunksResponse) ProtoMessage() {}
 
 func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5209,7 +5399,7 @@ func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksResponse.ProtoReflect.Descriptor instead.
 func (*StatChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{73}
+	return file_dfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *StatChunksResponse) GetChunks() []*ChunkStat {
@@ -5241,7 +5431,7 @@ type ReplicateChunkRequest struct {
 
 func (x *ReplicateChunkRequest) Reset() {
 	*x = ReplicateChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[74]
+	mi := &file_dfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5253,7 +5443,7 @@ func (x *ReplicateChunkRequest) String() string {
 func (*ReplicateChunkRequest) ProtoMessage() {}
 
 func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[74]
+	mi := &file_dfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5266,7 +5456,7 @@ func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{74}
+	return file_dfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ReplicateChunkRequest) GetChunkId() string {
@@ -5327,7 +5517,7 @@ type ReplicateChunkResponse struct {
 
 func (x *ReplicateChunkResponse) Reset() {
 	*x = ReplicateChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[75]
+	mi := &file_dfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5339,7 +5529,7 @@ func (x *ReplicateChunkResponse) String() string {
 func (*ReplicateChunkResponse) ProtoMessage() {}
 
 func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[75]
+	mi := &file_dfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5352,7 +5542,7 @@ func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{75}
+	return file_dfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ReplicateChunkResponse) GetBytes() int64 {
@@ -5371,7 +5561,7 @@ type VerifyChunkRequest struct {
 
 func (x *VerifyChunkRequest) Reset() {
 	*x = VerifyChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[76]
+	mi := &file_dfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5383,7 +5573,7 @@ func (x *VerifyChunkRequest) String() string {
 func (*VerifyChunkRequest) ProtoMessage() {}
 
 func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[76]
+	mi := &file_dfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5396,7 +5586,7 @@ func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkRequest.ProtoReflect.Descriptor instead.
 func (*VerifyChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{76}
+	return file_dfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *VerifyChunkRequest) GetChunkId() string {
@@ -5417,7 +5607,7 @@ type VerifyChunkResponse struct {
 
 func (x *VerifyChunkResponse) Reset() {
 	*x = VerifyChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[77]
+	mi := &file_dfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5429,7 +5619,7 @@ func (x *VerifyChunkResponse) String() string {
 func (*VerifyChunkResponse) ProtoMessage() {}
 
 func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[77]
+	mi := &file_dfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5442,7 +5632,7 @@ func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkResponse.ProtoReflect.Descriptor instead.
 func (*VerifyChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{77}
+	return file_dfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *VerifyChunkResponse) GetPresent() bool {
@@ -5477,7 +5667,7 @@ type DeleteChunkRequest struct {
 
 func (x *DeleteChunkRequest) Reset() {
 	*x = DeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[78]
+	mi := &file_dfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5489,7 +5679,7 @@ func (x *DeleteChunkRequest) String() string {
 func (*DeleteChunkRequest) ProtoMessage() {}
 
 func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[78]
+	mi := &file_dfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5502,7 +5692,7 @@ func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{78}
+	return file_dfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *DeleteChunkRequest) GetChunkId() string {
@@ -5527,7 +5717,7 @@ type DeleteChunkResponse struct {
 
 func (x *DeleteChunkResponse) Reset() {
 	*x = DeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[79]
+	mi := &file_dfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5539,7 +5729,7 @@ func (x *DeleteChunkResponse) String() string {
 func (*DeleteChunkResponse) ProtoMessage() {}
 
 func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[79]
+	mi := &file_dfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5552,7 +5742,7 @@ func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{79}
+	return file_dfs_proto_rawDescGZIP(), []int{81}
 }
 
 type BulkDeleteChunkRequest struct {
@@ -5573,7 +5763,7 @@ type BulkDeleteChunkRequest struct {
 
 func (x *BulkDeleteChunkRequest) Reset() {
 	*x = BulkDeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[80]
+	mi := &file_dfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5585,7 +5775,7 @@ func (x *BulkDeleteChunkRequest) String() string {
 func (*BulkDeleteChunkRequest) ProtoMessage() {}
 
 func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[80]
+	mi := &file_dfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5598,7 +5788,7 @@ func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{80}
+	return file_dfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *BulkDeleteChunkRequest) GetChunkIds() []string {
@@ -5635,7 +5825,7 @@ type BulkDeleteChunkResponse struct {
 
 func (x *BulkDeleteChunkResponse) Reset() {
 	*x = BulkDeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[81]
+	mi := &file_dfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5647,7 +5837,7 @@ func (x *BulkDeleteChunkResponse) String() string {
 func (*BulkDeleteChunkResponse) ProtoMessage() {}
 
 func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[81]
+	mi := &file_dfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5660,7 +5850,7 @@ func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{81}
+	return file_dfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *BulkDeleteChunkResponse) GetDeleted() uint32 {
@@ -5692,7 +5882,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5704,7 +5894,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5717,7 +5907,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{82}
+	return file_dfs_proto_rawDescGZIP(), []int{84}
 }
 
 type HealthCheckResponse struct {
@@ -5733,7 +5923,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_dfs_proto_msgTypes[83]
+	mi := &file_dfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5745,7 +5935,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[83]
+	mi := &file_dfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5758,7 +5948,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{83}
+	return file_dfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *HealthCheckResponse) GetNodeId() string {
@@ -5809,7 +5999,7 @@ type NotServing struct {
 
 func (x *NotServing) Reset() {
 	*x = NotServing{}
-	mi := &file_dfs_proto_msgTypes[84]
+	mi := &file_dfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5821,7 +6011,7 @@ func (x *NotServing) String() string {
 func (*NotServing) ProtoMessage() {}
 
 func (x *NotServing) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[84]
+	mi := &file_dfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5834,7 +6024,7 @@ func (x *NotServing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotServing.ProtoReflect.Descriptor instead.
 func (*NotServing) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{84}
+	return file_dfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *NotServing) GetLeader() string {
@@ -5864,7 +6054,7 @@ type ErrorKind struct {
 
 func (x *ErrorKind) Reset() {
 	*x = ErrorKind{}
-	mi := &file_dfs_proto_msgTypes[85]
+	mi := &file_dfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5876,7 +6066,7 @@ func (x *ErrorKind) String() string {
 func (*ErrorKind) ProtoMessage() {}
 
 func (x *ErrorKind) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[85]
+	mi := &file_dfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5889,7 +6079,7 @@ func (x *ErrorKind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorKind.ProtoReflect.Descriptor instead.
 func (*ErrorKind) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{85}
+	return file_dfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ErrorKind) GetKind() string {
@@ -5908,7 +6098,7 @@ type FailedNodes struct {
 
 func (x *FailedNodes) Reset() {
 	*x = FailedNodes{}
-	mi := &file_dfs_proto_msgTypes[86]
+	mi := &file_dfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5920,7 +6110,7 @@ func (x *FailedNodes) String() string {
 func (*FailedNodes) ProtoMessage() {}
 
 func (x *FailedNodes) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[86]
+	mi := &file_dfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5933,7 +6123,7 @@ func (x *FailedNodes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedNodes.ProtoReflect.Descriptor instead.
 func (*FailedNodes) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{86}
+	return file_dfs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *FailedNodes) GetNodeIds() []string {
@@ -6044,7 +6234,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\n" +
 	"frame_size\x18\x06 \x01(\x03R\tframeSize\x12/\n" +
 	"\breplicas\x18\a \x03(\v2\x13.dfs.v1.ReplicaInfoR\breplicas\x12(\n" +
-	"\x05token\x18\b \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\"\xd1\x02\n" +
+	"\x05token\x18\b \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\"\x91\x03\n" +
 	"\bFileInfo\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -6060,7 +6250,10 @@ const file_dfs_proto_rawDesc = "" +
 	"\vchunk_count\x18\n" +
 	" \x01(\rR\n" +
 	"chunkCount\x12\x15\n" +
-	"\x06is_dir\x18\v \x01(\bR\x05isDir\"\xa0\x01\n" +
+	"\x06is_dir\x18\v \x01(\bR\x05isDir\x12\x14\n" +
+	"\x05owner\x18\f \x01(\tR\x05owner\x12\x14\n" +
+	"\x05group\x18\r \x01(\tR\x05group\x12\x12\n" +
+	"\x04mode\x18\x0e \x01(\rR\x04mode\"\xa0\x01\n" +
 	"\x13DownloadFileRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1f\n" +
 	"\vfirst_chunk\x18\x02 \x01(\rR\n" +
@@ -6096,14 +6289,17 @@ const file_dfs_proto_rawDesc = "" +
 	"\trecursive\x18\x02 \x01(\bR\trecursive\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"\xae\x01\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\xee\x01\n" +
 	"\tListEntry\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x15\n" +
 	"\x06is_dir\x18\x02 \x01(\bR\x05isDir\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12(\n" +
 	"\x10modified_unix_ms\x18\x04 \x01(\x03R\x0emodifiedUnixMs\x12\x16\n" +
 	"\x06chunks\x18\x05 \x01(\rR\x06chunks\x12 \n" +
-	"\vreplication\x18\x06 \x01(\rR\vreplication\"h\n" +
+	"\vreplication\x18\x06 \x01(\rR\vreplication\x12\x14\n" +
+	"\x05owner\x18\a \x01(\tR\x05owner\x12\x14\n" +
+	"\x05group\x18\b \x01(\tR\x05group\x12\x12\n" +
+	"\x04mode\x18\t \x01(\rR\x04mode\"h\n" +
 	"\x11ListFilesResponse\x12+\n" +
 	"\aentries\x18\x01 \x03(\v2\x11.dfs.v1.ListEntryR\aentries\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"<\n" +
@@ -6131,7 +6327,17 @@ const file_dfs_proto_rawDesc = "" +
 	"\rUsageResponse\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x14\n" +
 	"\x05files\x18\x02 \x01(\x03R\x05files\x12\x12\n" +
-	"\x04dirs\x18\x03 \x01(\x03R\x04dirs\"\xfc\x03\n" +
+	"\x04dirs\x18\x03 \x01(\x03R\x04dirs\"\x7f\n" +
+	"\x0eSetAttrRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x14\n" +
+	"\x05group\x18\x03 \x01(\tR\x05group\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\x12\x19\n" +
+	"\bset_mode\x18\x05 \x01(\bR\asetMode\"Q\n" +
+	"\x0fSetAttrResponse\x12\x14\n" +
+	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\"\xfc\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
@@ -6412,7 +6618,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n" +
 	"\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n" +
-	"\x0fNODE_STATE_DEAD\x10\x032\xd9\f\n" +
+	"\x0fNODE_STATE_DEAD\x10\x032\x95\r\n" +
 	"\vCoordinator\x12C\n" +
 	"\n" +
 	"UploadFile\x12\x19.dfs.v1.UploadFileRequest\x1a\x1a.dfs.v1.UploadFileResponse\x12L\n" +
@@ -6437,7 +6643,8 @@ const file_dfs_proto_rawDesc = "" +
 	"\x05Mkdir\x12\x14.dfs.v1.MkdirRequest\x1a\x15.dfs.v1.MkdirResponse\x127\n" +
 	"\x06Rename\x12\x15.dfs.v1.RenameRequest\x1a\x16.dfs.v1.RenameResponse\x12=\n" +
 	"\bCopyFile\x12\x17.dfs.v1.CopyFileRequest\x1a\x18.dfs.v1.CopyFileResponse\x124\n" +
-	"\x05Usage\x12\x14.dfs.v1.UsageRequest\x1a\x15.dfs.v1.UsageResponse\x12F\n" +
+	"\x05Usage\x12\x14.dfs.v1.UsageRequest\x1a\x15.dfs.v1.UsageResponse\x12:\n" +
+	"\aSetAttr\x12\x16.dfs.v1.SetAttrRequest\x1a\x17.dfs.v1.SetAttrResponse\x12F\n" +
 	"\vCreateToken\x12\x1a.dfs.v1.CreateTokenRequest\x1a\x1b.dfs.v1.CreateTokenResponse2\xaa\x06\n" +
 	"\bDataNode\x12[\n" +
 	"\x12PrepareChunkUpload\x12!.dfs.v1.PrepareChunkUploadRequest\x1a\".dfs.v1.PrepareChunkUploadResponse\x12F\n" +
@@ -6465,7 +6672,7 @@ func file_dfs_proto_rawDescGZIP() []byte {
 }
 
 var file_dfs_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
+var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
 var file_dfs_proto_goTypes = []any{
 	(ChunkOp)(0),                         // 0: dfs.v1.ChunkOp
 	(NodeState)(0),                       // 1: dfs.v1.NodeState
@@ -6504,58 +6711,60 @@ var file_dfs_proto_goTypes = []any{
 	(*CopyFileResponse)(nil),             // 34: dfs.v1.CopyFileResponse
 	(*UsageRequest)(nil),                 // 35: dfs.v1.UsageRequest
 	(*UsageResponse)(nil),                // 36: dfs.v1.UsageResponse
-	(*NodeStatus)(nil),                   // 37: dfs.v1.NodeStatus
-	(*RegisterDataNodeRequest)(nil),      // 38: dfs.v1.RegisterDataNodeRequest
-	(*RegisterDataNodeResponse)(nil),     // 39: dfs.v1.RegisterDataNodeResponse
-	(*HeartbeatRequest)(nil),             // 40: dfs.v1.HeartbeatRequest
-	(*NodeUpdate)(nil),                   // 41: dfs.v1.NodeUpdate
-	(*NodeCommand)(nil),                  // 42: dfs.v1.NodeCommand
-	(*DeleteChunksCommand)(nil),          // 43: dfs.v1.DeleteChunksCommand
-	(*HeartbeatResponse)(nil),            // 44: dfs.v1.HeartbeatResponse
-	(*ReportChunksRequest)(nil),          // 45: dfs.v1.ReportChunksRequest
-	(*ReportChunksResponse)(nil),         // 46: dfs.v1.ReportChunksResponse
-	(*ListNodesRequest)(nil),             // 47: dfs.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),            // 48: dfs.v1.ListNodesResponse
-	(*ReadinessStatus)(nil),              // 49: dfs.v1.ReadinessStatus
-	(*ClusterHealth)(nil),                // 50: dfs.v1.ClusterHealth
-	(*ReportBadReplicaRequest)(nil),      // 51: dfs.v1.ReportBadReplicaRequest
-	(*ReportBadReplicaResponse)(nil),     // 52: dfs.v1.ReportBadReplicaResponse
-	(*ReportNodeFailureRequest)(nil),     // 53: dfs.v1.ReportNodeFailureRequest
-	(*ReportNodeFailureResponse)(nil),    // 54: dfs.v1.ReportNodeFailureResponse
-	(*DecommissionRequest)(nil),          // 55: dfs.v1.DecommissionRequest
-	(*DecommissionResponse)(nil),         // 56: dfs.v1.DecommissionResponse
-	(*CreateTokenRequest)(nil),           // 57: dfs.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),          // 58: dfs.v1.CreateTokenResponse
-	(*FsckRequest)(nil),                  // 59: dfs.v1.FsckRequest
-	(*FsckChunk)(nil),                    // 60: dfs.v1.FsckChunk
-	(*FsckFile)(nil),                     // 61: dfs.v1.FsckFile
-	(*FsckSummary)(nil),                  // 62: dfs.v1.FsckSummary
-	(*FsckReport)(nil),                   // 63: dfs.v1.FsckReport
-	(*BackupRequest)(nil),                // 64: dfs.v1.BackupRequest
-	(*BackupChunk)(nil),                  // 65: dfs.v1.BackupChunk
-	(*PrepareChunkUploadRequest)(nil),    // 66: dfs.v1.PrepareChunkUploadRequest
-	(*PrepareChunkUploadResponse)(nil),   // 67: dfs.v1.PrepareChunkUploadResponse
-	(*ChunkDataStream)(nil),              // 68: dfs.v1.ChunkDataStream
-	(*ChunkDataAck)(nil),                 // 69: dfs.v1.ChunkDataAck
-	(*PrepareChunkDownloadRequest)(nil),  // 70: dfs.v1.PrepareChunkDownloadRequest
-	(*PrepareChunkDownloadResponse)(nil), // 71: dfs.v1.PrepareChunkDownloadResponse
-	(*DownloadChunkStreamRequest)(nil),   // 72: dfs.v1.DownloadChunkStreamRequest
-	(*StatChunksRequest)(nil),            // 73: dfs.v1.StatChunksRequest
-	(*ChunkStat)(nil),                    // 74: dfs.v1.ChunkStat
-	(*StatChunksResponse)(nil),           // 75: dfs.v1.StatChunksResponse
-	(*ReplicateChunkRequest)(nil),        // 76: dfs.v1.ReplicateChunkRequest
-	(*ReplicateChunkResponse)(nil),       // 77: dfs.v1.ReplicateChunkResponse
-	(*VerifyChunkRequest)(nil),           // 78: dfs.v1.VerifyChunkRequest
-	(*VerifyChunkResponse)(nil),          // 79: dfs.v1.VerifyChunkResponse
-	(*DeleteChunkRequest)(nil),           // 80: dfs.v1.DeleteChunkRequest
-	(*DeleteChunkResponse)(nil),          // 81: dfs.v1.DeleteChunkResponse
-	(*BulkDeleteChunkRequest)(nil),       // 82: dfs.v1.BulkDeleteChunkRequest
-	(*BulkDeleteChunkResponse)(nil),      // 83: dfs.v1.BulkDeleteChunkResponse
-	(*HealthCheckRequest)(nil),           // 84: dfs.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),          // 85: dfs.v1.HealthCheckResponse
-	(*NotServing)(nil),                   // 86: dfs.v1.NotServing
-	(*ErrorKind)(nil),                    // 87: dfs.v1.ErrorKind
-	(*FailedNodes)(nil),                  // 88: dfs.v1.FailedNodes
+	(*SetAttrRequest)(nil),               // 37: dfs.v1.SetAttrRequest
+	(*SetAttrResponse)(nil),              // 38: dfs.v1.SetAttrResponse
+	(*NodeStatus)(nil),                   // 39: dfs.v1.NodeStatus
+	(*RegisterDataNodeRequest)(nil),      // 40: dfs.v1.RegisterDataNodeRequest
+	(*RegisterDataNodeResponse)(nil),     // 41: dfs.v1.RegisterDataNodeResponse
+	(*HeartbeatRequest)(nil),             // 42: dfs.v1.HeartbeatRequest
+	(*NodeUpdate)(nil),                   // 43: dfs.v1.NodeUpdate
+	(*NodeCommand)(nil),                  // 44: dfs.v1.NodeCommand
+	(*DeleteChunksCommand)(nil),          // 45: dfs.v1.DeleteChunksCommand
+	(*HeartbeatResponse)(nil),            // 46: dfs.v1.HeartbeatResponse
+	(*ReportChunksRequest)(nil),          // 47: dfs.v1.ReportChunksRequest
+	(*ReportChunksResponse)(nil),         // 48: dfs.v1.ReportChunksResponse
+	(*ListNodesRequest)(nil),             // 49: dfs.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),            // 50: dfs.v1.ListNodesResponse
+	(*ReadinessStatus)(nil),              // 51: dfs.v1.ReadinessStatus
+	(*ClusterHealth)(nil),                // 52: dfs.v1.ClusterHealth
+	(*ReportBadReplicaRequest)(nil),      // 53: dfs.v1.ReportBadReplicaRequest
+	(*ReportBadReplicaResponse)(nil),     // 54: dfs.v1.ReportBadReplicaResponse
+	(*ReportNodeFailureRequest)(nil),     // 55: dfs.v1.ReportNodeFailureRequest
+	(*ReportNodeFailureResponse)(nil),    // 56: dfs.v1.ReportNodeFailureResponse
+	(*DecommissionRequest)(nil),          // 57: dfs.v1.DecommissionRequest
+	(*DecommissionResponse)(nil),         // 58: dfs.v1.DecommissionResponse
+	(*CreateTokenRequest)(nil),           // 59: dfs.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),          // 60: dfs.v1.CreateTokenResponse
+	(*FsckRequest)(nil),                  // 61: dfs.v1.FsckRequest
+	(*FsckChunk)(nil),                    // 62: dfs.v1.FsckChunk
+	(*FsckFile)(nil),                     // 63: dfs.v1.FsckFile
+	(*FsckSummary)(nil),                  // 64: dfs.v1.FsckSummary
+	(*FsckReport)(nil),                   // 65: dfs.v1.FsckReport
+	(*BackupRequest)(nil),                // 66: dfs.v1.BackupRequest
+	(*BackupChunk)(nil),                  // 67: dfs.v1.BackupChunk
+	(*PrepareChunkUploadRequest)(nil),    // 68: dfs.v1.PrepareChunkUploadRequest
+	(*PrepareChunkUploadResponse)(nil),   // 69: dfs.v1.PrepareChunkUploadResponse
+	(*ChunkDataStream)(nil),              // 70: dfs.v1.ChunkDataStream
+	(*ChunkDataAck)(nil),                 // 71: dfs.v1.ChunkDataAck
+	(*PrepareChunkDownloadRequest)(nil),  // 72: dfs.v1.PrepareChunkDownloadRequest
+	(*PrepareChunkDownloadResponse)(nil), // 73: dfs.v1.PrepareChunkDownloadResponse
+	(*DownloadChunkStreamRequest)(nil),   // 74: dfs.v1.DownloadChunkStreamRequest
+	(*StatChunksRequest)(nil),            // 75: dfs.v1.StatChunksRequest
+	(*ChunkStat)(nil),                    // 76: dfs.v1.ChunkStat
+	(*StatChunksResponse)(nil),           // 77: dfs.v1.StatChunksResponse
+	(*ReplicateChunkRequest)(nil),        // 78: dfs.v1.ReplicateChunkRequest
+	(*ReplicateChunkResponse)(nil),       // 79: dfs.v1.ReplicateChunkResponse
+	(*VerifyChunkRequest)(nil),           // 80: dfs.v1.VerifyChunkRequest
+	(*VerifyChunkResponse)(nil),          // 81: dfs.v1.VerifyChunkResponse
+	(*DeleteChunkRequest)(nil),           // 82: dfs.v1.DeleteChunkRequest
+	(*DeleteChunkResponse)(nil),          // 83: dfs.v1.DeleteChunkResponse
+	(*BulkDeleteChunkRequest)(nil),       // 84: dfs.v1.BulkDeleteChunkRequest
+	(*BulkDeleteChunkResponse)(nil),      // 85: dfs.v1.BulkDeleteChunkResponse
+	(*HealthCheckRequest)(nil),           // 86: dfs.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),          // 87: dfs.v1.HealthCheckResponse
+	(*NotServing)(nil),                   // 88: dfs.v1.NotServing
+	(*ErrorKind)(nil),                    // 89: dfs.v1.ErrorKind
+	(*FailedNodes)(nil),                  // 90: dfs.v1.FailedNodes
 }
 var file_dfs_proto_depIdxs = []int32{
 	5,  // 0: dfs.v1.ChunkPlan.primary:type_name -> dfs.v1.NodeRef
@@ -6576,30 +6785,30 @@ var file_dfs_proto_depIdxs = []int32{
 	27, // 15: dfs.v1.ListFilesResponse.entries:type_name -> dfs.v1.ListEntry
 	19, // 16: dfs.v1.CopyFileResponse.file:type_name -> dfs.v1.FileInfo
 	1,  // 17: dfs.v1.NodeStatus.state:type_name -> dfs.v1.NodeState
-	37, // 18: dfs.v1.RegisterDataNodeResponse.nodes:type_name -> dfs.v1.NodeStatus
+	39, // 18: dfs.v1.RegisterDataNodeResponse.nodes:type_name -> dfs.v1.NodeStatus
 	4,  // 19: dfs.v1.RegisterDataNodeResponse.chunk_keys:type_name -> dfs.v1.ChunkKey
-	37, // 20: dfs.v1.NodeUpdate.node:type_name -> dfs.v1.NodeStatus
-	43, // 21: dfs.v1.NodeCommand.delete_chunks:type_name -> dfs.v1.DeleteChunksCommand
-	41, // 22: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
-	37, // 23: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
-	42, // 24: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
+	39, // 20: dfs.v1.NodeUpdate.node:type_name -> dfs.v1.NodeStatus
+	45, // 21: dfs.v1.NodeCommand.delete_chunks:type_name -> dfs.v1.DeleteChunksCommand
+	43, // 22: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
+	39, // 23: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
+	44, // 24: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
 	4,  // 25: dfs.v1.HeartbeatResponse.chunk_keys:type_name -> dfs.v1.ChunkKey
-	74, // 26: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
-	37, // 27: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
-	50, // 28: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
-	49, // 29: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
-	37, // 30: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
-	60, // 31: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
-	50, // 32: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
-	61, // 33: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
-	62, // 34: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
+	76, // 26: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
+	39, // 27: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
+	52, // 28: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
+	51, // 29: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
+	39, // 30: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
+	62, // 31: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
+	52, // 32: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
+	63, // 33: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
+	64, // 34: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
 	5,  // 35: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
 	3,  // 36: dfs.v1.PrepareChunkUploadRequest.token:type_name -> dfs.v1.ChunkToken
-	66, // 37: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
-	71, // 38: dfs.v1.ChunkDataStream.header:type_name -> dfs.v1.PrepareChunkDownloadResponse
+	68, // 37: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
+	73, // 38: dfs.v1.ChunkDataStream.header:type_name -> dfs.v1.PrepareChunkDownloadResponse
 	3,  // 39: dfs.v1.PrepareChunkDownloadRequest.token:type_name -> dfs.v1.ChunkToken
 	3,  // 40: dfs.v1.DownloadChunkStreamRequest.token:type_name -> dfs.v1.ChunkToken
-	74, // 41: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
+	76, // 41: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
 	5,  // 42: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
 	3,  // 43: dfs.v1.ReplicateChunkRequest.token:type_name -> dfs.v1.ChunkToken
 	3,  // 44: dfs.v1.ReplicateChunkRequest.source_token:type_name -> dfs.v1.ChunkToken
@@ -6613,66 +6822,68 @@ var file_dfs_proto_depIdxs = []int32{
 	22, // 52: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
 	24, // 53: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
 	26, // 54: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
-	38, // 55: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
-	40, // 56: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
-	45, // 57: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
-	47, // 58: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
-	64, // 59: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
-	51, // 60: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
-	55, // 61: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
-	59, // 62: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
+	40, // 55: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
+	42, // 56: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
+	47, // 57: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
+	49, // 58: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
+	66, // 59: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
+	53, // 60: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
+	57, // 61: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
+	61, // 62: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
 	13, // 63: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
-	53, // 64: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
+	55, // 64: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
 	29, // 65: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
 	31, // 66: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
 	33, // 67: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
 	35, // 68: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
-	57, // 69: dfs.v1.Coordinator.CreateToken:input_type -> dfs.v1.CreateTokenRequest
-	66, // 70: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
-	68, // 71: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
-	70, // 72: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
-	72, // 73: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
-	73, // 74: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
-	76, // 75: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
-	78, // 76: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
-	80, // 77: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
-	82, // 78: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
-	84, // 79: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
-	7,  // 80: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
-	9,  // 81: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
-	12, // 82: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
-	16, // 83: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
-	21, // 84: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
-	23, // 85: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
-	25, // 86: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
-	28, // 87: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
-	39, // 88: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
-	44, // 89: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
-	46, // 90: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
-	48, // 91: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
-	65, // 92: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
-	52, // 93: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
-	56, // 94: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
-	63, // 95: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
-	14, // 96: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
-	54, // 97: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
-	30, // 98: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
-	32, // 99: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
-	34, // 100: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
-	36, // 101: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
-	58, // 102: dfs.v1.Coordinator.CreateToken:output_type -> dfs.v1.CreateTokenResponse
-	67, // 103: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
-	69, // 104: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
-	71, // 105: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
-	68, // 106: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
-	75, // 107: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
-	77, // 108: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
-	79, // 109: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
-	81, // 110: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
-	83, // 111: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
-	85, // 112: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
-	80, // [80:113] is the sub-list for method output_type
-	47, // [47:80] is the sub-list for method input_type
+	37, // 69: dfs.v1.Coordinator.SetAttr:input_type -> dfs.v1.SetAttrRequest
+	59, // 70: dfs.v1.Coordinator.CreateToken:input_type -> dfs.v1.CreateTokenRequest
+	68, // 71: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
+	70, // 72: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
+	72, // 73: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
+	74, // 74: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
+	75, // 75: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
+	78, // 76: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
+	80, // 77: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
+	82, // 78: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
+	84, // 79: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
+	86, // 80: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
+	7,  // 81: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
+	9,  // 82: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
+	12, // 83: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
+	16, // 84: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
+	21, // 85: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
+	23, // 86: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
+	25, // 87: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
+	28, // 88: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
+	41, // 89: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
+	46, // 90: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
+	48, // 91: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
+	50, // 92: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
+	67, // 93: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
+	54, // 94: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
+	58, // 95: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
+	65, // 96: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
+	14, // 97: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
+	56, // 98: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
+	30, // 99: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
+	32, // 100: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
+	34, // 101: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
+	36, // 102: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
+	38, // 103: dfs.v1.Coordinator.SetAttr:output_type -> dfs.v1.SetAttrResponse
+	60, // 104: dfs.v1.Coordinator.CreateToken:output_type -> dfs.v1.CreateTokenResponse
+	69, // 105: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
+	71, // 106: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
+	73, // 107: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
+	70, // 108: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
+	77, // 109: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
+	79, // 110: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
+	81, // 111: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
+	83, // 112: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
+	85, // 113: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
+	87, // 114: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
+	81, // [81:115] is the sub-list for method output_type
+	47, // [47:81] is the sub-list for method input_type
 	47, // [47:47] is the sub-list for extension type_name
 	47, // [47:47] is the sub-list for extension extendee
 	0,  // [0:47] is the sub-list for field type_name
@@ -6683,10 +6894,10 @@ func file_dfs_proto_init() {
 	if File_dfs_proto != nil {
 		return
 	}
-	file_dfs_proto_msgTypes[40].OneofWrappers = []any{
+	file_dfs_proto_msgTypes[42].OneofWrappers = []any{
 		(*NodeCommand_DeleteChunks)(nil),
 	}
-	file_dfs_proto_msgTypes[61].OneofWrappers = []any{
+	file_dfs_proto_msgTypes[63].OneofWrappers = []any{
 		(*FsckReport_File)(nil),
 		(*FsckReport_Summary)(nil),
 	}
@@ -6696,7 +6907,7 @@ func file_dfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfs_proto_rawDesc), len(file_dfs_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   87,
+			NumMessages:   89,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

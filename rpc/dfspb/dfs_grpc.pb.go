@@ -44,6 +44,7 @@ const (
 	Coordinator_Rename_FullMethodName            = "/dfs.v1.Coordinator/Rename"
 	Coordinator_CopyFile_FullMethodName          = "/dfs.v1.Coordinator/CopyFile"
 	Coordinator_Usage_FullMethodName             = "/dfs.v1.Coordinator/Usage"
+	Coordinator_SetAttr_FullMethodName           = "/dfs.v1.Coordinator/SetAttr"
 	Coordinator_CreateToken_FullMethodName       = "/dfs.v1.Coordinator/CreateToken"
 )
 
@@ -114,6 +115,10 @@ type CoordinatorClient interface {
 	CopyFile(ctx context.Context, in *CopyFileRequest, opts ...grpc.CallOption) (*CopyFileResponse, error)
 	// Usage sums the files and bytes below a path (du), on the coordinator.
 	Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error)
+	// SetAttr changes the owner, group or mode of a file or directory:
+	// the mode only its owner or a superuser, the owner only a superuser,
+	// the group its owner (to a group they are in) or a superuser.
+	SetAttr(ctx context.Context, in *SetAttrRequest, opts ...grpc.CallOption) (*SetAttrResponse, error)
 	// CreateToken signs a bearer token for a user (superusers only, and
 	// only over TLS): any server that trusts the cluster's CA accepts it
 	// until it expires.
@@ -366,6 +371,16 @@ func (c *coordinatorClient) Usage(ctx context.Context, in *UsageRequest, opts ..
 	return out, nil
 }
 
+func (c *coordinatorClient) SetAttr(ctx context.Context, in *SetAttrRequest, opts ...grpc.CallOption) (*SetAttrResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetAttrResponse)
+	err := c.cc.Invoke(ctx, Coordinator_SetAttr_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *coordinatorClient) CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateTokenResponse)
@@ -443,6 +458,10 @@ type CoordinatorServer interface {
 	CopyFile(context.Context, *CopyFileRequest) (*CopyFileResponse, error)
 	// Usage sums the files and bytes below a path (du), on the coordinator.
 	Usage(context.Context, *UsageRequest) (*UsageResponse, error)
+	// SetAttr changes the owner, group or mode of a file or directory:
+	// the mode only its owner or a superuser, the owner only a superuser,
+	// the group its owner (to a group they are in) or a superuser.
+	SetAttr(context.Context, *SetAttrRequest) (*SetAttrResponse, error)
 	// CreateToken signs a bearer token for a user (superusers only, and
 	// only over TLS): any server that trusts the cluster's CA accepts it
 	// until it expires.
@@ -522,6 +541,9 @@ func (UnimplementedCoordinatorServer) CopyFile(context.Context, *CopyFileRequest
 }
 func (UnimplementedCoordinatorServer) Usage(context.Context, *UsageRequest) (*UsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Usage not implemented")
+}
+func (UnimplementedCoordinatorServer) SetAttr(context.Context, *SetAttrRequest) (*SetAttrResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetAttr not implemented")
 }
 func (UnimplementedCoordinatorServer) CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateToken not implemented")
@@ -929,6 +951,24 @@ func _Coordinator_Usage_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_SetAttr_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetAttrRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).SetAttr(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_SetAttr_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).SetAttr(ctx, req.(*SetAttrRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Coordinator_CreateToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateTokenRequest)
 	if err := dec(in); err != nil {
@@ -1033,6 +1073,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Usage",
 			Handler:    _Coordinator_Usage_Handler,
+		},
+		{
+			MethodName: "SetAttr",
+			Handler:    _Coordinator_SetAttr_Handler,
 		},
 		{
 			MethodName: "CreateToken",

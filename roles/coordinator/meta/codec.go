@@ -24,7 +24,7 @@ func FileToPB(f *File) *metapb.File {
 	m := &metapb.File{
 		Path: string(f.Path), Size: f.Size, Sha256: f.SHA256, ChunkSize: f.ChunkSize,
 		Replication: f.Replication, ModifiedUnixNano: f.Modified.UnixNano(), Version: f.Version,
-		Session: string(f.Session),
+		Session: string(f.Session), Owner: f.Attr.Owner, Group: f.Attr.Group, Mode: f.Attr.Mode,
 	}
 	for _, c := range f.Chunks {
 		m.Chunks = append(m.Chunks, &metapb.Chunk{Id: string(c.ID), Size: c.Size, Digest: c.Digest, FrameSize: c.FrameSize})
@@ -50,6 +50,10 @@ func FileFromPB(m *metapb.File) (*File, error) {
 	f := &File{
 		Path: p, Size: m.Size, SHA256: bytes.Clone(m.Sha256), ChunkSize: m.ChunkSize, Replication: m.Replication,
 		Modified: time.Unix(0, m.ModifiedUnixNano), Version: m.Version,
+		Attr: Attr{Owner: m.Owner, Group: m.Group, Mode: m.Mode},
+	}
+	if err := CheckAttr(&f.Attr); err != nil {
+		return nil, fmt.Errorf("decode file %s: %w", p, err)
 	}
 	if m.Session != "" {
 		sid, err := rpc.ParseSessionID(m.Session)
@@ -83,7 +87,7 @@ func MarshalUpload(u *Upload) ([]byte, error) { return marshal(UploadToPB(u)) }
 func UploadToPB(u *Upload) *metapb.Upload {
 	m := &metapb.Upload{
 		Id: string(u.ID), Path: string(u.Path), ChunkSize: u.ChunkSize, Replication: u.Replication,
-		CreatedUnixNano: u.Created.UnixNano(),
+		CreatedUnixNano: u.Created.UnixNano(), Owner: u.Owner,
 	}
 	for _, a := range u.Chunks {
 		pa := &metapb.Allocation{Index: a.Index, Attempt: a.Attempt, Id: string(a.ID)}
@@ -114,7 +118,10 @@ func UploadFromPB(m *metapb.Upload) (*Upload, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode upload %s: %w", id, err)
 	}
-	u := &Upload{ID: id, Path: p, ChunkSize: m.ChunkSize, Replication: m.Replication, Created: time.Unix(0, m.CreatedUnixNano)}
+	if err := CheckName(m.Owner); err != nil {
+		return nil, fmt.Errorf("decode upload %s: %w", id, err)
+	}
+	u := &Upload{ID: id, Path: p, ChunkSize: m.ChunkSize, Replication: m.Replication, Created: time.Unix(0, m.CreatedUnixNano), Owner: m.Owner}
 	for _, a := range m.Chunks {
 		cid, err := rpc.ParseChunkID(a.Id)
 		if err != nil {
@@ -310,7 +317,7 @@ func MarshalDir(d *Dir) ([]byte, error) { return marshal(DirToPB(d)) }
 
 // DirToPB converts d to its storage message.
 func DirToPB(d *Dir) *metapb.Dir {
-	return &metapb.Dir{Path: string(d.Path), ModifiedUnixNano: d.Modified.UnixNano()}
+	return &metapb.Dir{Path: string(d.Path), ModifiedUnixNano: d.Modified.UnixNano(), Owner: d.Attr.Owner, Group: d.Attr.Group, Mode: d.Attr.Mode}
 }
 
 // UnmarshalDir decodes and validates a stored directory.
@@ -329,5 +336,9 @@ func DirFromPB(m *metapb.Dir) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode directory: %w", err)
 	}
-	return &Dir{Path: p, Modified: time.Unix(0, m.ModifiedUnixNano)}, nil
+	d := &Dir{Path: p, Modified: time.Unix(0, m.ModifiedUnixNano), Attr: Attr{Owner: m.Owner, Group: m.Group, Mode: m.Mode}}
+	if err := CheckAttr(&d.Attr); err != nil {
+		return nil, fmt.Errorf("decode directory %s: %w", p, err)
+	}
+	return d, nil
 }

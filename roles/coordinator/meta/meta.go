@@ -30,6 +30,66 @@ type File struct {
 	// Session is the upload that committed this version, so a client whose
 	// confirm reply was lost can tell that it did commit.
 	Session rpc.SessionID
+	// Attr is who owns the file and what others may do with it; a
+	// version that replaces another keeps the replaced one's.
+	Attr Attr
+}
+
+// Attr is the owner, group and POSIX mode of a file or directory. The
+// zero Attr (no owner) is what records written before permissions
+// existed hold, and what a change made without a caller's identity
+// (--insecure, or in-process) writes: it reads as DefaultAttr (see Or),
+// so an upgraded store needs no rewrite.
+type Attr struct {
+	Owner string
+	Group string
+	// Mode holds the permission bits (0o777) and the sticky bit
+	// (ModeSticky); no other bit.
+	Mode uint32
+}
+
+// The defaults of a file or directory without an owner, and the modes of
+// new ones. They are documented in docs/security.md.
+const (
+	DefaultOwner    = "admin"
+	DefaultGroup    = "admin"
+	DefaultFileMode = 0o644
+	DefaultDirMode  = 0o755
+	// ModeSticky on a directory lets only the owner of an entry (or of
+	// the directory, or a superuser) remove or rename the entry.
+	ModeSticky = 0o1000
+	// ModeMask is every bit Attr.Mode may hold.
+	ModeMask = 0o1777
+)
+
+// DefaultAttr returns the attributes of a file (dir false) or directory
+// without an owner: owner and group DefaultOwner and DefaultGroup, mode
+// DefaultFileMode or DefaultDirMode.
+func DefaultAttr(dir bool) Attr {
+	if dir {
+		return Attr{Owner: DefaultOwner, Group: DefaultGroup, Mode: DefaultDirMode}
+	}
+	return Attr{Owner: DefaultOwner, Group: DefaultGroup, Mode: DefaultFileMode}
+}
+
+// Or returns a, or DefaultAttr(dir) when a has no owner.
+func (a Attr) Or(dir bool) Attr {
+	if a.Owner == "" {
+		return DefaultAttr(dir)
+	}
+	return a
+}
+
+// Attr returns the attributes of what e names, DefaultAttr for one
+// without an owner (the root has none).
+func (e Entry) Attr() Attr {
+	switch {
+	case e.File != nil:
+		return e.File.Attr.Or(false)
+	case e.Dir != nil:
+		return e.Dir.Attr.Or(true)
+	}
+	return DefaultAttr(e.IsDir)
 }
 
 // Chunk is one chunk of a committed file.
@@ -49,10 +109,12 @@ type Chunk struct {
 type Dir struct {
 	Path     rpc.Path
 	Modified time.Time
+	Attr     Attr
 }
 
 // Entry is one row of a directory listing, or what a path names: a file or
-// a directory. The root is a directory with a zero Dir.Modified.
+// a directory. The root is a directory with a zero Dir.Modified and a
+// zero Attr (DefaultAttr: its attributes cannot be changed).
 type Entry struct {
 	Path  rpc.Path
 	IsDir bool
@@ -117,6 +179,8 @@ type Upload struct {
 	ChunkSize   int64
 	Replication uint32
 	Created     time.Time
+	// Owner is the user who opened the upload ("" without an identity).
+	Owner string
 	// Chunks lists every chunk placed for the upload, retries included.
 	Chunks []Allocation
 }
@@ -143,7 +207,9 @@ type Deletion struct {
 // Put or Delete, a txn may carry one directory change of Path: Mkdir,
 // Rmdir or Move (see their fields; Expect is then the version of the file
 // Move moves, 0 for a directory; Mkdir and Rmdir need Expect 0 and check
-// what Path names instead of its version). The other
+// what Path names instead of its version), or SetAttr. The directories a
+// txn creates (a Put's missing parents, a Mkdir's with MkdirParents, a
+// Move's) get the attributes Parents. The other
 // fields are applied unconditionally, with the file change: a txn that
 // fails applies none of them. Within each pair the removal follows the
 // addition: a session in both PutUploads and DeleteUploads, a deletion in
@@ -168,6 +234,13 @@ type Txn struct {
 	Rmdir bool
 	// Move renames what Path names (see Move) in the same commit.
 	Move *Move
+	// SetAttr replaces the attributes of the file or directory Path (its
+	// version and time stay): rpc.NotFound when there is neither,
+	// rpc.Invalid for the root, whose attributes are fixed. Expect must
+	// be 0.
+	SetAttr *Attr
+	// Parents are the attributes of the directories the txn creates.
+	Parents Attr
 
 	PutUploads    []*Upload
 	DeleteUploads []rpc.SessionID
@@ -395,7 +468,7 @@ type Store interface {
 // CheckTxn validates the shape of a txn before any backend applies it.
 func CheckTxn(txn *Txn) error {
 	changes := 0
-	for _, set := range []bool{txn.Put != nil, txn.Delete, txn.Mkdir != nil, txn.Rmdir, txn.Move != nil} {
+	for _, set := range []bool{txn.Put != nil, txn.Delete, txn.Mkdir != nil, txn.Rmdir, txn.Move != nil, txn.SetAttr != nil} {
 		if set {
 			changes++
 		}
@@ -406,7 +479,7 @@ func CheckTxn(txn *Txn) error {
 	case txn.Put != nil && txn.Delete:
 		return rpc.Errorf(rpc.Invalid, "txn both puts and deletes %s", txn.Path)
 	case changes > 1:
-		return rpc.Errorf(rpc.Invalid, "txn makes more than one change of %s (put, delete, mkdir, rmdir, move)", txn.Path)
+		return rpc.Errorf(rpc.Invalid, "txn makes more than one change of %s (put, delete, mkdir, rmdir, move, setattr)", txn.Path)
 	case txn.MkdirParents && txn.Mkdir == nil:
 		return rpc.Errorf(rpc.Invalid, "txn asks for the parents of a mkdir of %s but makes none", txn.Path)
 	}
@@ -422,8 +495,12 @@ func CheckTxn(txn *Txn) error {
 		return rpc.Errorf(rpc.Invalid, "the root / cannot be removed")
 	case txn.Path == "/" && txn.Move != nil:
 		return rpc.Errorf(rpc.Invalid, "the root / cannot be moved")
+	case txn.Path == "/" && txn.SetAttr != nil:
+		return rpc.Errorf(rpc.Invalid, "the attributes of the root / cannot be changed (owner %s, group %s, mode %o)", DefaultOwner, DefaultGroup, DefaultDirMode)
 	case (txn.Mkdir != nil || txn.Rmdir) && txn.Expect != 0:
 		return rpc.Errorf(rpc.Invalid, "txn expects version %d of %s but makes or removes a directory", txn.Expect, txn.Path)
+	case txn.SetAttr != nil && txn.Expect != 0:
+		return rpc.Errorf(rpc.Invalid, "txn expects version %d of %s but sets attributes", txn.Expect, txn.Path)
 	case txn.Mkdir != nil && txn.Mkdir.Path != txn.Path:
 		return rpc.Errorf(rpc.Invalid, "txn for %s makes the directory %s", txn.Path, txn.Mkdir.Path)
 	case txn.Mkdir != nil && txn.Mkdir.Modified.IsZero():
@@ -449,6 +526,11 @@ func CheckTxn(txn *Txn) error {
 	case txn.Put != nil && txn.Put.Modified.IsZero():
 		return rpc.Errorf(rpc.Invalid, "txn puts %s without a modification time", txn.Path)
 	}
+	for _, a := range []*Attr{txn.SetAttr, &txn.Parents, attrOf(txn.Put), attrOfDir(txn.Mkdir)} {
+		if err := CheckAttr(a); err != nil {
+			return rpc.Errorf(rpc.Invalid, "txn for %s: %w", txn.Path, err)
+		}
+	}
 	// Nothing is stored that would not decode again.
 	if txn.Put != nil {
 		if _, err := FileFromPB(FileToPB(txn.Put)); err != nil {
@@ -472,6 +554,72 @@ func CheckTxn(txn *Txn) error {
 			if _, err := rpc.ParseNodeID(string(n)); err != nil {
 				return rpc.Errorf(rpc.Invalid, "txn names a malformed node: %w", err)
 			}
+		}
+	}
+	return nil
+}
+
+// CreatedAttr returns the attributes of the directory d that txn creates:
+// the Mkdir's own for its path, Parents for the others; a nil txn (an
+// upgrade or a restore creating missing parents) gives the zero Attr.
+func CreatedAttr(txn *Txn, d rpc.Path) Attr {
+	if txn == nil {
+		return Attr{}
+	}
+	if txn.Mkdir != nil && d == txn.Path {
+		return txn.Mkdir.Attr
+	}
+	return txn.Parents
+}
+
+func attrOf(f *File) *Attr {
+	if f == nil {
+		return nil
+	}
+	return &f.Attr
+}
+
+func attrOfDir(d *Dir) *Attr {
+	if d == nil {
+		return nil
+	}
+	return &d.Attr
+}
+
+// maxNameLen bounds an owner's or group's name.
+const maxNameLen = 256
+
+// CheckAttr refuses attributes that are not stored: a mode with bits
+// beyond ModeMask, an owner or group name that is too long or holds a
+// control character, ':' or '/', or a group without an owner. A nil a
+// passes.
+func CheckAttr(a *Attr) error {
+	if a == nil {
+		return nil
+	}
+	if a.Mode&^ModeMask != 0 {
+		return rpc.Errorf(rpc.Invalid, "mode %o has bits beyond %o", a.Mode, ModeMask)
+	}
+	if a.Owner == "" && (a.Group != "" || a.Mode != 0) {
+		return rpc.Errorf(rpc.Invalid, "attributes without an owner have a group %q or a mode %o", a.Group, a.Mode)
+	}
+	for _, n := range []string{a.Owner, a.Group} {
+		if err := CheckName(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckName refuses a user or group name that is too long or holds a
+// control character, a space, ':' or '/'; "" passes.
+func CheckName(n string) error {
+	if len(n) > maxNameLen {
+		return rpc.Errorf(rpc.Invalid, "name of %d bytes, at most %d", len(n), maxNameLen)
+	}
+	for _, r := range n {
+		if r < ' ' || r == 0x7f || r == ' ' || r == ':' || r == '/' {
+			return rpc.Errorf(rpc.Invalid, "name %q holds %q", n, r)
 		}
 	}
 	return nil

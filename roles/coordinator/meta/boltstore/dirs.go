@@ -49,10 +49,11 @@ func missingParents(files *bolt.Bucket, p rpc.Path) ([]rpc.Path, error) {
 	return missing, nil
 }
 
-// putDirs stores the directories ds, made at mod.
-func putDirs(files *bolt.Bucket, ds []rpc.Path, mod time.Time) error {
+// putDirs stores the directories ds that txn creates (nil: an upgrade or
+// restore, whose directories get the zero Attr), made at mod.
+func putDirs(files *bolt.Bucket, txn *meta.Txn, ds []rpc.Path, mod time.Time) error {
 	for _, d := range ds {
-		v, err := encodeDir(&meta.Dir{Path: d, Modified: mod})
+		v, err := encodeDir(&meta.Dir{Path: d, Modified: mod, Attr: meta.CreatedAttr(txn, d)})
 		if err != nil {
 			return err
 		}
@@ -96,6 +97,43 @@ func checkMkdir(files *bolt.Bucket, txn *meta.Txn, cur uint64) ([]rpc.Path, erro
 		return nil, rpc.Errorf(rpc.NotFound, "mkdir %s: the parent directory %s does not exist", p, p.Dir())
 	}
 	return append(missing, p), nil
+}
+
+// checkSetAttr runs a SetAttr's checks; cur is the version of the file
+// at p.
+func checkSetAttr(files *bolt.Bucket, p rpc.Path, cur uint64) error {
+	if cur == 0 && !isDir(files, p) {
+		return rpc.Errorf(rpc.NotFound, "setattr %s: no such file or directory", p)
+	}
+	return nil
+}
+
+// setAttr replaces the attributes of the file or directory p;
+// checkSetAttr has passed.
+func setAttr(files *bolt.Bucket, p rpc.Path, a meta.Attr) error {
+	if v := files.Get([]byte(p)); v != nil {
+		f, err := decodeFile([]byte(p), v)
+		if err != nil {
+			return err
+		}
+		f.Attr = a
+		nv, err := encodeFile(f)
+		if err != nil {
+			return err
+		}
+		return files.Put([]byte(p), nv)
+	}
+	k := dirKey(p)
+	d, err := decodeDir(k, files.Get(k))
+	if err != nil {
+		return err
+	}
+	d.Attr = a
+	nv, err := encodeDir(d)
+	if err != nil {
+		return err
+	}
+	return files.Put(k, nv)
 }
 
 // checkRmdir runs a Rmdir's checks; cur is the version of the file at p.

@@ -502,7 +502,7 @@ func (s *Store) upgradeDirs(from uint64) error {
 					if b.Get(dirKey(d)) != nil {
 						continue
 					}
-					if err := putDirs(b, []rpc.Path{d}, f.mod); err != nil {
+					if err := putDirs(b, nil, []rpc.Path{d}, f.mod); err != nil {
 						return err
 					}
 					dirs++

@@ -162,7 +162,7 @@ func putKV(tx *bolt.Tx, b *bolt.Bucket, e kv) error {
 	}
 	if e.path != "" {
 		for d := e.path.Dir(); d != "/" && b.Get(dirKey(d)) == nil; d = d.Dir() {
-			if err := putDirs(b, []rpc.Path{d}, e.modified); err != nil {
+			if err := putDirs(b, nil, []rpc.Path{d}, e.modified); err != nil {
 				return err
 			}
 		}

@@ -601,6 +601,8 @@ func (c *commit) check(tx *bolt.Tx) error {
 	case txn.Move != nil:
 		c.mk, err = checkMove(files, txn, cur, c.maxMove)
 		return err
+	case txn.SetAttr != nil:
+		return checkSetAttr(files, p, cur)
 	}
 	if txn.Delete && cur == 0 {
 		return rpc.Errorf(rpc.NotFound, "file %s not found", p)
@@ -623,7 +625,7 @@ func (c *commit) write(tx *bolt.Tx) error {
 	files, uploads, dels, drains := tx.Bucket(bucketFiles), tx.Bucket(bucketUploads), tx.Bucket(bucketDeletions), tx.Bucket(bucketDrains)
 	var errs []error
 	if len(c.mk) > 0 {
-		errs = append(errs, putDirs(files, c.mk, txnModified(txn)))
+		errs = append(errs, putDirs(files, txn, c.mk, txnModified(txn)))
 	}
 	switch {
 	case txn.Put != nil:
@@ -634,6 +636,8 @@ func (c *commit) write(tx *bolt.Tx) error {
 		errs = append(errs, files.Delete(dirKey(txn.Path)))
 	case txn.Move != nil && txn.Move.To != txn.Path:
 		errs = append(errs, move(files, txn.Path, txn.Move.To))
+	case txn.SetAttr != nil:
+		errs = append(errs, setAttr(files, txn.Path, *txn.SetAttr))
 	}
 	for i, u := range txn.PutUploads {
 		errs = append(errs, uploads.Put([]byte(u.ID), c.uploads[i]))

@@ -102,7 +102,7 @@ func TestUpgradeResumes(t *testing.T) {
 	copyFile(t, filepath.Join("testdata", "v1.db"), path)
 	early := time.Unix(5, 0)
 	editBolt(t, path, func(tx *bolt.Tx) error {
-		return putDirs(tx.Bucket(bucketFiles), []rpc.Path{"/a", "/x/y"}, early)
+		return putDirs(tx.Bucket(bucketFiles), nil, []rpc.Path{"/a", "/x/y"}, early)
 	})
 	before := txID(t, path)
 	s := open(t, path)
@@ -157,4 +157,27 @@ func TestMoveBound(t *testing.T) {
 	e, err := s.Lookup(ctx, "/e/sub/c")
 	is.NoErr(err)
 	is.True(!e.IsDir)
+}
+
+// TestUpgradeDefaultAttrs opens a store written before files and
+// directories had owners: nothing is rewritten, and every entry reads
+// with the default owner, group and mode.
+func TestUpgradeDefaultAttrs(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "meta.db")
+	copyFile(t, filepath.Join("testdata", "v1.db"), path)
+	s := open(t, path)
+	for _, p := range []rpc.Path{"/", "/a", "/a/b", "/a/b/c.txt", "/top.bin"} {
+		e, err := s.Lookup(ctx, p)
+		is.NoErr(err)
+		a := e.Attr()
+		is.Equal(a.Owner, meta.DefaultOwner) // the default owner
+		is.Equal(a.Group, meta.DefaultGroup) // and group
+		if e.IsDir {
+			is.Equal(a.Mode, uint32(0o755)) // a directory's mode
+		} else {
+			is.Equal(a.Mode, uint32(0o644)) // a file's
+		}
+	}
 }

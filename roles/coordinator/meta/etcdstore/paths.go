@@ -174,7 +174,7 @@ func (s *Store) isDir(r *pathRead, p rpc.Path) bool {
 
 // parents checks the ancestors of t as r read them and adds to pl the
 // compares that keep them so and the puts of the missing ones, made at
-// mod; it returns how many are missing, or rpc.Exists when one is a file.
+// mod.Modified with mod.Attr; it returns how many are missing, or rpc.Exists when one is a file.
 func (s *Store) parents(r *pathRead, pl *plan, t rpc.Path, mod meta.Dir) (int, error) {
 	missing := 0
 	for d := t.Dir(); d != "/"; d = d.Dir() {
@@ -186,7 +186,7 @@ func (s *Store) parents(r *pathRead, pl *plan, t rpc.Path, mod meta.Dir) (int, e
 			return 0, rpc.Errorf(rpc.Exists, "%s: parent %s is a file", t, d)
 		}
 		missing++
-		v, err := meta.MarshalDir(&meta.Dir{Path: d, Modified: mod.Modified})
+		v, err := meta.MarshalDir(&meta.Dir{Path: d, Modified: mod.Modified, Attr: mod.Attr})
 		if err != nil {
 			return 0, err
 		}
@@ -219,7 +219,7 @@ func (s *Store) plan(txn *meta.Txn, r *pathRead) (*plan, error) {
 			}
 			return pl, nil
 		}
-		missing, err := s.parents(r, pl, p, *txn.Mkdir)
+		missing, err := s.parents(r, pl, p, meta.Dir{Modified: txn.Mkdir.Modified, Attr: txn.Parents})
 		if err != nil {
 			return nil, err
 		}
@@ -248,6 +248,8 @@ func (s *Store) plan(txn *meta.Txn, r *pathRead) (*plan, error) {
 		return pl, nil
 	case txn.Move != nil:
 		return s.planMove(txn, r, pl, cur)
+	case txn.SetAttr != nil:
+		return s.planSetAttr(txn, r, pl, cur)
 	}
 	if txn.Delete && cur == 0 {
 		return nil, rpc.Errorf(rpc.NotFound, "file %s not found", p)
@@ -261,7 +263,7 @@ func (s *Store) plan(txn *meta.Txn, r *pathRead) (*plan, error) {
 			return nil, rpc.Errorf(rpc.Exists, "%s is a directory", p)
 		}
 		pl.cmps = append(pl.cmps, clientv3.Compare(clientv3.CreateRevision(dk), "=", 0))
-		if _, err := s.parents(r, pl, p, meta.Dir{Modified: txn.Put.Modified}); err != nil {
+		if _, err := s.parents(r, pl, p, meta.Dir{Modified: txn.Put.Modified, Attr: txn.Parents}); err != nil {
 			return nil, err
 		}
 		v, err := meta.MarshalFile(txn.Put)
@@ -272,6 +274,42 @@ func (s *Store) plan(txn *meta.Txn, r *pathRead) (*plan, error) {
 		pl.value = v
 	case txn.Delete:
 		pl.ops = append(pl.ops, clientv3.OpDelete(fk))
+	}
+	return pl, nil
+}
+
+// planSetAttr plans a SetAttr; cur is the version of the file at the
+// txn's path. The compares keep the record it rewrites as read.
+func (s *Store) planSetAttr(txn *meta.Txn, r *pathRead, pl *plan, cur uint64) (*plan, error) {
+	p := txn.Path
+	fk, dk := s.fileKey(p), s.dirKey(p)
+	switch {
+	case cur != 0:
+		f, err := s.decodeFile(r.get(fk))
+		if err != nil {
+			return nil, err
+		}
+		f.Attr = *txn.SetAttr
+		v, err := meta.MarshalFile(f)
+		if err != nil {
+			return nil, err
+		}
+		pl.ops = append(pl.ops, clientv3.OpPut(fk, string(v)))
+		pl.value = v
+	case s.isDir(r, p):
+		d, err := s.decodeDir(r.get(dk))
+		if err != nil {
+			return nil, err
+		}
+		d.Attr = *txn.SetAttr
+		v, err := meta.MarshalDir(d)
+		if err != nil {
+			return nil, err
+		}
+		pl.cmps = append(pl.cmps, modIs(r, dk))
+		pl.ops = append(pl.ops, clientv3.OpPut(dk, string(v)))
+	default:
+		return nil, rpc.Errorf(rpc.NotFound, "setattr %s: no such file or directory", p)
 	}
 	return pl, nil
 }
@@ -302,7 +340,7 @@ func (s *Store) planMove(txn *meta.Txn, r *pathRead, pl *plan, cur uint64) (*pla
 				"(one etcd txn; raise etcd's --max-txn-ops and the store's limit with it, or move its subdirectories one by one)", p, s.MaxMoveEntries())
 	}
 	pl.cmps = append(pl.cmps, modIs(r, s.fileKey(to)), clientv3.Compare(clientv3.CreateRevision(s.dirKey(to)), "=", 0))
-	if _, err := s.parents(r, pl, to, meta.Dir{Modified: txn.Move.Modified}); err != nil {
+	if _, err := s.parents(r, pl, to, meta.Dir{Modified: txn.Move.Modified, Attr: txn.Parents}); err != nil {
 		return nil, err
 	}
 	if !dir {

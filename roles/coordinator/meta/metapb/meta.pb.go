@@ -35,8 +35,13 @@ type File struct {
 	Version          uint64                 `protobuf:"varint,7,opt,name=version,proto3" json:"version,omitempty"`
 	Chunks           []*Chunk               `protobuf:"bytes,8,rep,name=chunks,proto3" json:"chunks,omitempty"`
 	Session          string                 `protobuf:"bytes,9,opt,name=session,proto3" json:"session,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// owner, group and mode: see meta.Attr. A record with no owner (one
+	// written before permissions existed) reads as meta.DefaultAttr.
+	Owner         string `protobuf:"bytes,10,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group         string `protobuf:"bytes,11,opt,name=group,proto3" json:"group,omitempty"`
+	Mode          uint32 `protobuf:"varint,12,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *File) Reset() {
@@ -132,6 +137,27 @@ func (x *File) GetSession() string {
 	return ""
 }
 
+func (x *File) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *File) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *File) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
 type Chunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -208,8 +234,10 @@ type Upload struct {
 	Replication     uint32                 `protobuf:"varint,4,opt,name=replication,proto3" json:"replication,omitempty"`
 	CreatedUnixNano int64                  `protobuf:"varint,5,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	Chunks          []*Allocation          `protobuf:"bytes,6,rep,name=chunks,proto3" json:"chunks,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// owner is the user who opened the upload ("" without an identity).
+	Owner         string `protobuf:"bytes,7,opt,name=owner,proto3" json:"owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Upload) Reset() {
@@ -282,6 +310,13 @@ func (x *Upload) GetChunks() []*Allocation {
 		return x.Chunks
 	}
 	return nil
+}
+
+func (x *Upload) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 type Allocation struct {
@@ -454,8 +489,12 @@ type Dir struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Path             string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
 	ModifiedUnixNano int64                  `protobuf:"varint,2,opt,name=modified_unix_nano,json=modifiedUnixNano,proto3" json:"modified_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// owner, group and mode, as File's.
+	Owner         string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group         string `protobuf:"bytes,4,opt,name=group,proto3" json:"group,omitempty"`
+	Mode          uint32 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Dir) Reset() {
@@ -498,6 +537,27 @@ func (x *Dir) GetPath() string {
 func (x *Dir) GetModifiedUnixNano() int64 {
 	if x != nil {
 		return x.ModifiedUnixNano
+	}
+	return 0
+}
+
+func (x *Dir) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Dir) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *Dir) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
 	}
 	return 0
 }
@@ -753,7 +813,7 @@ var File_meta_proto protoreflect.FileDescriptor
 const file_meta_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"meta.proto\x12\vdfs.meta.v1\"\x95\x02\n" +
+	"meta.proto\x12\vdfs.meta.v1\"\xd5\x02\n" +
 	"\x04File\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -764,13 +824,17 @@ const file_meta_proto_rawDesc = "" +
 	"\x12modified_unix_nano\x18\x06 \x01(\x03R\x10modifiedUnixNano\x12\x18\n" +
 	"\aversion\x18\a \x01(\x04R\aversion\x12*\n" +
 	"\x06chunks\x18\b \x03(\v2\x12.dfs.meta.v1.ChunkR\x06chunks\x12\x18\n" +
-	"\asession\x18\t \x01(\tR\asession\"b\n" +
+	"\asession\x18\t \x01(\tR\asession\x12\x14\n" +
+	"\x05owner\x18\n" +
+	" \x01(\tR\x05owner\x12\x14\n" +
+	"\x05group\x18\v \x01(\tR\x05group\x12\x12\n" +
+	"\x04mode\x18\f \x01(\rR\x04mode\"b\n" +
 	"\x05Chunk\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x1d\n" +
 	"\n" +
-	"frame_size\x18\x04 \x01(\x03R\tframeSize\"\xca\x01\n" +
+	"frame_size\x18\x04 \x01(\x03R\tframeSize\"\xe0\x01\n" +
 	"\x06Upload\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1d\n" +
@@ -778,7 +842,8 @@ const file_meta_proto_rawDesc = "" +
 	"chunk_size\x18\x03 \x01(\x03R\tchunkSize\x12 \n" +
 	"\vreplication\x18\x04 \x01(\rR\vreplication\x12*\n" +
 	"\x11created_unix_nano\x18\x05 \x01(\x03R\x0fcreatedUnixNano\x12/\n" +
-	"\x06chunks\x18\x06 \x03(\v2\x17.dfs.meta.v1.AllocationR\x06chunks\"b\n" +
+	"\x06chunks\x18\x06 \x03(\v2\x17.dfs.meta.v1.AllocationR\x06chunks\x12\x14\n" +
+	"\x05owner\x18\a \x01(\tR\x05owner\"b\n" +
 	"\n" +
 	"Allocation\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x18\n" +
@@ -789,10 +854,13 @@ const file_meta_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05chunk\x18\x02 \x01(\tR\x05chunk\"\x1b\n" +
 	"\x05Drain\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\"G\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"\x87\x01\n" +
 	"\x03Dir\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12,\n" +
-	"\x12modified_unix_nano\x18\x02 \x01(\x03R\x10modifiedUnixNano\"o\n" +
+	"\x12modified_unix_nano\x18\x02 \x01(\x03R\x10modifiedUnixNano\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x14\n" +
+	"\x05group\x18\x04 \x01(\tR\x05group\x12\x12\n" +
+	"\x04mode\x18\x05 \x01(\rR\x04mode\"o\n" +
 	"\fBackupHeader\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12*\n" +

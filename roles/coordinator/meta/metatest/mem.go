@@ -246,6 +246,11 @@ func (m *Mem) checkLocked(txn *meta.Txn) (mk []rpc.Path, err error) {
 		return nil, nil
 	case txn.Move != nil:
 		return m.checkMoveLocked(txn, cur)
+	case txn.SetAttr != nil:
+		if cur == 0 && !m.isDirLocked(p) {
+			return nil, rpc.Errorf(rpc.NotFound, "setattr %s: no such file or directory", p)
+		}
+		return nil, nil
 	}
 	if txn.Delete && cur == 0 {
 		return nil, rpc.Errorf(rpc.NotFound, "file %s not found", p)
@@ -304,7 +309,7 @@ func (m *Mem) Commit(ctx context.Context, txn *meta.Txn) error {
 			mod = txn.Move.Modified
 		}
 		for _, d := range mk {
-			m.putDirLocked(&meta.Dir{Path: d, Modified: mod})
+			m.putDirLocked(&meta.Dir{Path: d, Modified: mod, Attr: meta.CreatedAttr(txn, d)})
 		}
 		switch {
 		case txn.Put != nil:
@@ -317,6 +322,16 @@ func (m *Mem) Commit(ctx context.Context, txn *meta.Txn) error {
 			m.deleteKeyLocked(meta.DirKey(txn.Path))
 		case txn.Move != nil && txn.Move.To != txn.Path:
 			m.moveLocked(txn.Path, txn.Move.To)
+		case txn.SetAttr != nil:
+			if f, ok := m.files[txn.Path]; ok {
+				g := CloneFile(f)
+				g.Attr = *txn.SetAttr
+				m.files[txn.Path] = g
+			} else {
+				d := cloneDir(m.dirs[txn.Path])
+				d.Attr = *txn.SetAttr
+				m.dirs[txn.Path] = d
+			}
 		}
 	}
 	for _, u := range txn.PutUploads {

@@ -44,6 +44,8 @@ func Run(t *testing.T, newStore Factory) {
 		{"MoveDir", testMoveDir},
 		{"MoveFailsCleanly", testMoveFailsCleanly},
 		{"DirsDurable", testDirsDurable},
+		{"Attrs", testAttrs},
+		{"SetAttr", testSetAttr},
 		{"ConcurrentDirs", testConcurrentDirs},
 		{"FailedTxnAppliesNothing", testFailedTxn},
 		{"List", testList},
@@ -120,7 +122,7 @@ func put(t *testing.T, s meta.Store, f *meta.File) error {
 func sameFile(a, b *meta.File) bool {
 	if a.Path != b.Path || a.Size != b.Size || !bytes.Equal(a.SHA256, b.SHA256) || a.ChunkSize != b.ChunkSize ||
 		a.Replication != b.Replication || !a.Modified.Equal(b.Modified) || a.Version != b.Version || len(a.Chunks) != len(b.Chunks) ||
-		a.Session != b.Session {
+		a.Session != b.Session || a.Attr != b.Attr {
 		return false
 	}
 	for i := range a.Chunks {
@@ -512,15 +514,20 @@ func testFailedTxnDrains(t *testing.T, s meta.Store, _ func() meta.Store) {
 func fill(t *testing.T, s meta.Store) {
 	is := is.New(t)
 	for i := 0; i < 40; i++ {
-		is.NoErr(put(t, s, NewFile(fmt.Sprintf("/bk/%03d", i), i%4, 1)))
+		f := NewFile(fmt.Sprintf("/bk/%03d", i), i%4, 1)
+		if i%3 == 0 {
+			f.Attr = meta.Attr{Owner: "alice", Group: "staff", Mode: 0o640}
+		}
+		is.NoErr(put(t, s, f))
 	}
 	is.NoErr(s.Commit(ctx(t), &meta.Txn{Path: "/bk/000", Expect: 1, Put: NewFile("/bk/000", 2, 2), Drain: []rpc.NodeID{nodeB, nodeC}}))
-	u := &meta.Upload{ID: rpc.NewSessionID(), Path: "/bk/up", ChunkSize: 1 << 20, Replication: 3, Created: time.Unix(99, 0),
+	u := &meta.Upload{ID: rpc.NewSessionID(), Path: "/bk/up", ChunkSize: 1 << 20, Replication: 3, Created: time.Unix(99, 0), Owner: "bob",
 		Chunks: []meta.Allocation{{Index: 0, ID: rpc.NewChunkID("/bk/up", "s", 0, 0), Nodes: []rpc.NodeID{nodeA}}}}
 	is.NoErr(s.Commit(ctx(t), &meta.Txn{PutUploads: []*meta.Upload{u},
 		AddDeletions: []meta.Deletion{{Node: nodeA, Chunk: rpc.NewChunkID("/old", "s", 0, 0)}},
 		Drain:        []rpc.NodeID{nodeA}, Undrain: []rpc.NodeID{nodeC}}))
-	is.NoErr(s.Commit(ctx(t), &meta.Txn{Path: "/bk-empty/sub", Mkdir: &meta.Dir{Path: "/bk-empty/sub", Modified: time.Unix(77, 5)}, MkdirParents: true}))
+	is.NoErr(s.Commit(ctx(t), &meta.Txn{Path: "/bk-empty/sub", Mkdir: &meta.Dir{Path: "/bk-empty/sub", Modified: time.Unix(77, 5),
+		Attr: meta.Attr{Owner: "carol", Group: "staff", Mode: 0o1777}}, MkdirParents: true, Parents: meta.Attr{Owner: "carol", Group: "staff", Mode: 0o755}}))
 }
 
 // fillRecords is what fill stores: 40 files, 3 directories, an upload, a
@@ -534,14 +541,14 @@ func Dump(t *testing.T, s meta.Store) string {
 	err := s.Snapshot(ctx(t), func(r meta.Record) error {
 		switch {
 		case r.File != nil:
-			fmt.Fprintf(&b, "F %s %d %x %d %d %d %d %s", r.File.Path, r.File.Size, r.File.SHA256, r.File.ChunkSize, r.File.Replication, r.File.Modified.UnixNano(), r.File.Version, r.File.Session)
+			fmt.Fprintf(&b, "F %s %d %x %d %d %d %d %s %v", r.File.Path, r.File.Size, r.File.SHA256, r.File.ChunkSize, r.File.Replication, r.File.Modified.UnixNano(), r.File.Version, r.File.Session, r.File.Attr)
 			for _, c := range r.File.Chunks {
 				fmt.Fprintf(&b, " %s:%d:%x:%d", c.ID, c.Size, c.Digest, c.FrameSize)
 			}
 		case r.Dir != nil:
-			fmt.Fprintf(&b, "R %s %d", r.Dir.Path, r.Dir.Modified.UnixNano())
+			fmt.Fprintf(&b, "R %s %d %v", r.Dir.Path, r.Dir.Modified.UnixNano(), r.Dir.Attr)
 		case r.Upload != nil:
-			fmt.Fprintf(&b, "U %s %s %d %d %d %v", r.Upload.ID, r.Upload.Path, r.Upload.ChunkSize, r.Upload.Replication, r.Upload.Created.UnixNano(), r.Upload.Chunks)
+			fmt.Fprintf(&b, "U %s %s %d %d %d %s %v", r.Upload.ID, r.Upload.Path, r.Upload.ChunkSize, r.Upload.Replication, r.Upload.Created.UnixNano(), r.Upload.Owner, r.Upload.Chunks)
 		case r.Deletion != nil:
 			fmt.Fprintf(&b, "D %s", meta.DeletionKey(*r.Deletion))
 		case r.Drain != nil:

@@ -1,0 +1,337 @@
+package coordinator
+
+import (
+	"context"
+	"testing"
+
+	"github.com/matryer/is"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/dfs-project/dfs/auth"
+	"github.com/dfs-project/dfs/internal/pki"
+	"github.com/dfs-project/dfs/roles/coordinator/meta"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// Callers of the permission tests: admin is the default superuser.
+var (
+	asAdmin = auth.Identity{User: "admin", Role: pki.Client}
+	asAlice = auth.Identity{User: "alice", Groups: []string{"staff"}, Role: pki.Client}
+	asBob   = auth.Identity{User: "bob", Groups: []string{"staff"}, Role: pki.Client}
+)
+
+// permFixture calls a term's gRPC adapter as one caller or another.
+type permFixture struct {
+	*fixture
+	srv dfspb.CoordinatorServer
+}
+
+func newPermFixture(t *testing.T) *permFixture {
+	f := newFixture(t, 3, nil)
+	f.c.term.Store(f.term)
+	return &permFixture{fixture: f, srv: f.c.Server()}
+}
+
+func (f *permFixture) as(id auth.Identity) context.Context { return auth.NewContext(f.ctx, id) }
+
+// putAs uploads and commits a file of one chunk as id.
+func (f *permFixture) putAs(id auth.Identity, p string) error {
+	g := *f.fixture
+	g.ctx = f.as(id)
+	o, err := g.term.uploads.begin(g.ctx, uploadRequest{path: rpc.Path(p), size: testChunk, replication: 3})
+	if err != nil {
+		return err
+	}
+	digest, frame := chunkData(o.plans[0].id, testChunk)
+	r := receipt{index: 0, id: string(o.plans[0].id), size: testChunk, digest: digest, frameSize: frame}
+	for _, n := range o.plans[0].nodes {
+		g.storeCopy(n.ID, o.plans[0].id, testChunk, digest)
+		r.nodes = append(r.nodes, n.ID)
+	}
+	_, err = g.confirm(o.session, testChunk, []receipt{r})
+	return err
+}
+
+func (f *permFixture) chmod(id auth.Identity, p string, mode uint32) error {
+	_, err := f.srv.SetAttr(f.as(id), &dfspb.SetAttrRequest{Path: p, Mode: mode, SetMode: true})
+	return err
+}
+
+func (f *permFixture) chown(id auth.Identity, p, owner, group string) error {
+	_, err := f.srv.SetAttr(f.as(id), &dfspb.SetAttrRequest{Path: p, Owner: owner, Group: group})
+	return err
+}
+
+func (f *permFixture) stat(id auth.Identity, p string) (*dfspb.FileInfo, error) {
+	resp, err := f.srv.StatFile(f.as(id), &dfspb.StatFileRequest{Path: p})
+	return resp.GetFile(), err
+}
+
+func (f *permFixture) read(id auth.Identity, p string) error {
+	_, err := f.srv.DownloadFile(f.as(id), &dfspb.DownloadFileRequest{Path: p})
+	return err
+}
+
+func (f *permFixture) list(id auth.Identity, p string, recursive bool) ([]string, error) {
+	var out []string
+	token := ""
+	for range 100 {
+		resp, err := f.srv.ListFiles(f.as(id), &dfspb.ListFilesRequest{Path: p, Recursive: recursive, PageSize: 2, PageToken: token})
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range resp.Entries {
+			out = append(out, e.Path)
+		}
+		if token = resp.NextPageToken; token == "" {
+			break
+		}
+	}
+	return out, nil
+}
+
+func (f *permFixture) rename(id auth.Identity, src, dst string) error {
+	_, err := f.srv.Rename(f.as(id), &dfspb.RenameRequest{Src: src, Dst: dst})
+	return err
+}
+
+func (f *permFixture) remove(id auth.Identity, p string, recursive bool) error {
+	_, err := f.srv.DeleteFile(f.as(id), &dfspb.DeleteFileRequest{Path: p, Recursive: recursive})
+	return err
+}
+
+func (f *permFixture) mkdir(id auth.Identity, p string, parents bool) error {
+	_, err := f.srv.Mkdir(f.as(id), &dfspb.MkdirRequest{Path: p, Parents: parents})
+	return err
+}
+
+func (f *permFixture) copy(id auth.Identity, src, dst string) error {
+	_, err := f.srv.CopyFile(f.as(id), &dfspb.CopyFileRequest{Src: src, Dst: dst})
+	return err
+}
+
+func (f *permFixture) usage(id auth.Identity, p string) error {
+	_, err := f.srv.Usage(f.as(id), &dfspb.UsageRequest{Path: p})
+	return err
+}
+
+// attr returns the attributes of p as the store holds them (defaults
+// applied).
+func (f *permFixture) attr(p string) meta.Attr {
+	f.t.Helper()
+	e, err := f.store.Lookup(f.ctx, rpc.Path(p))
+	if err != nil {
+		f.t.Fatalf("lookup %s: %v", p, err)
+	}
+	return e.Attr()
+}
+
+// refused reports whether err is a refusal for want of permission: a
+// status from the adapter, or an error from a part.
+func refused(err error) bool {
+	return status.Code(err) == codes.PermissionDenied || rpc.KindOf(err) == rpc.Permission
+}
+
+// homeOfAlice makes /alice, owned by alice in group staff, mode 0700, as
+// the superuser.
+func (f *permFixture) homeOfAlice() {
+	is := is.New(f.t)
+	is.NoErr(f.mkdir(asAdmin, "/alice", false))
+	is.NoErr(f.chown(asAdmin, "/alice", "alice", "staff"))
+	is.NoErr(f.chmod(asAdmin, "/alice", 0o700))
+}
+
+// TestPermissionsOwnFiles: a user can do everything to their own files,
+// and another user, who may not search their directory, nothing.
+func TestPermissionsOwnFiles(t *testing.T) {
+	is := is.New(t)
+	f := newPermFixture(t)
+	f.homeOfAlice()
+
+	is.NoErr(f.putAs(asAlice, "/alice/f"))                                                              // alice puts
+	is.Equal(f.attr("/alice/f"), meta.Attr{Owner: "alice", Group: "staff", Mode: meta.DefaultFileMode}) // hers, in the directory's group
+	fi, err := f.stat(asAlice, "/alice/f")
+	is.NoErr(err) // stats
+	is.Equal(fi.Owner, "alice")
+	is.Equal(fi.Mode, uint32(0o644))
+	names, err := f.list(asAlice, "/alice", false)
+	is.NoErr(err) // lists
+	is.Equal(names, []string{"/alice/f"})
+	is.NoErr(f.read(asAlice, "/alice/f"))               // reads
+	is.NoErr(f.putAs(asAlice, "/alice/f"))              // overwrites
+	is.NoErr(f.rename(asAlice, "/alice/f", "/alice/g")) // renames
+	is.NoErr(f.copy(asAlice, "/alice/g", "/alice/h"))   // copies
+	is.NoErr(f.mkdir(asAlice, "/alice/d/e", true))      // makes directories
+	is.Equal(f.attr("/alice/d").Owner, "alice")         // hers too
+	is.Equal(f.attr("/alice/d/e").Group, "staff")       // in the group of the parent
+	is.NoErr(f.usage(asAlice, "/alice"))                // sums
+
+	// bob may not search /alice: nothing below it is his to see.
+	_, err = f.stat(asBob, "/alice/g")
+	is.True(refused(err)) // no stat
+	_, err = f.list(asBob, "/alice", false)
+	is.True(refused(err))                                  // no listing
+	is.True(refused(f.read(asBob, "/alice/g")))            // no read
+	is.True(refused(f.putAs(asBob, "/alice/g")))           // no overwrite
+	is.True(refused(f.putAs(asBob, "/alice/new")))         // no new file
+	is.True(refused(f.rename(asBob, "/alice/g", "/bob")))  // no rename
+	is.True(refused(f.remove(asBob, "/alice/g", false)))   // no delete
+	is.True(refused(f.remove(asBob, "/alice", true)))      // no recursive delete
+	is.True(refused(f.mkdir(asBob, "/alice/x", false)))    // no mkdir
+	is.True(refused(f.copy(asBob, "/alice/g", "/stolen"))) // no copy out
+	is.True(refused(f.usage(asBob, "/alice")))             // no du
+	is.True(refused(f.chmod(asBob, "/alice/g", 0o777)))    // no chmod
+	_, err = f.stat(asBob, "/alice")
+	is.NoErr(err) // the directory itself he may stat: / lets him search
+	fi, err = f.stat(asBob, "/alice")
+	is.NoErr(err)
+	is.Equal(fi.Mode, uint32(0o700)) // with its attributes
+
+	is.NoErr(f.remove(asAlice, "/alice/h", false)) // alice deletes
+	is.NoErr(f.remove(asAlice, "/alice/d", true))  // recursively too
+	names, err = f.list(asAlice, "/alice", true)
+	is.NoErr(err)
+	is.Equal(names, []string{"/alice/g"})
+}
+
+// TestPermissionsReadable: a 0644 file in a 0755 directory is readable by
+// others, who may not overwrite, rename or delete it.
+func TestPermissionsReadable(t *testing.T) {
+	is := is.New(t)
+	f := newPermFixture(t)
+	f.homeOfAlice()
+	is.NoErr(f.chmod(asAlice, "/alice", 0o755)) // the owner may chmod
+	is.NoErr(f.putAs(asAlice, "/alice/pub"))
+
+	_, err := f.stat(asBob, "/alice/pub")
+	is.NoErr(err)                         // bob stats it
+	is.NoErr(f.read(asBob, "/alice/pub")) // reads it
+	names, err := f.list(asBob, "/alice", false)
+	is.NoErr(err) // lists the directory
+	is.Equal(names, []string{"/alice/pub"})
+	is.True(refused(f.copy(asBob, "/alice/pub", "/copy"))) // not into /, which is the superuser's
+	is.NoErr(f.mkdir(asAdmin, "/bob", false))
+	is.NoErr(f.chown(asAdmin, "/bob", "bob", ""))
+	is.NoErr(f.copy(asBob, "/alice/pub", "/bob/copy"))         // copies it out, to where he may write
+	is.Equal(f.attr("/bob/copy").Owner, "bob")                 // the copy is his
+	is.True(refused(f.putAs(asBob, "/alice/pub")))             // but may not overwrite it
+	is.True(refused(f.rename(asBob, "/alice/pub", "/x")))      // rename it
+	is.True(refused(f.remove(asBob, "/alice/pub", false)))     // or delete it
+	is.True(refused(f.copy(asBob, "/bob/copy", "/alice/pub"))) // nor copy over it
+
+	is.NoErr(f.chmod(asAlice, "/alice/pub", 0o600))
+	is.True(refused(f.read(asBob, "/alice/pub"))) // a 0600 file he may not read
+	names, err = f.list(asBob, "/alice/pub", false)
+	is.NoErr(err) // but ls of it is a stat
+	is.Equal(names, []string{"/alice/pub"})
+	_, err = f.stat(asBob, "/alice/pub")
+	is.NoErr(err) // though he may stat it (search on the parents is enough)
+}
+
+// TestPermissionsSetAttr: chmod is the owner's, chown the superuser's,
+// chgrp the owner's to a group they are in.
+func TestPermissionsSetAttr(t *testing.T) {
+	is := is.New(t)
+	f := newPermFixture(t)
+	f.homeOfAlice()
+	is.NoErr(f.putAs(asAlice, "/alice/f"))
+
+	is.True(refused(f.chmod(asBob, "/alice", 0o777)))                // not the owner
+	is.True(refused(f.chown(asAlice, "/alice/f", "bob", "")))        // only a superuser gives a file away
+	is.NoErr(f.chown(asAlice, "/alice/f", "", "staff"))              // the owner changes the group to one of theirs
+	is.True(refused(f.chown(asAlice, "/alice/f", "", "wheel")))      // not to another
+	is.True(refused(f.chown(asAlice, "/alice/f", "alice", "wheel"))) // naming herself as owner changes nothing
+	is.NoErr(f.chmod(asAlice, "/alice/f", 0o640))                    // chmod
+	is.Equal(f.attr("/alice/f"), meta.Attr{Owner: "alice", Group: "staff", Mode: 0o640})
+	is.NoErr(f.chown(asAdmin, "/alice/f", "bob", "wheel")) // the superuser does anything
+	is.Equal(f.attr("/alice/f"), meta.Attr{Owner: "bob", Group: "wheel", Mode: 0o640})
+	is.Equal(status.Code(f.chmod(asAlice, "/alice/f", 0o7777)), codes.InvalidArgument) // setuid is not a dfs bit
+	is.Equal(status.Code(f.chmod(asAdmin, "/", 0o777)), codes.InvalidArgument)         // the root's attributes are fixed
+	is.Equal(status.Code(f.chmod(asAdmin, "/nope", 0o777)), codes.NotFound)
+
+	// A chown of a file alice may not reach is refused before anything
+	// else.
+	is.NoErr(f.chmod(asAdmin, "/alice", 0o700))
+	is.True(refused(f.chmod(asBob, "/alice/f", 0o644))) // bob owns it, but may not search /alice
+}
+
+// TestPermissionsSticky: in a sticky directory (like /tmp) only an entry's
+// owner (or the directory's, or a superuser) removes or renames it.
+func TestPermissionsSticky(t *testing.T) {
+	is := is.New(t)
+	f := newPermFixture(t)
+	is.NoErr(f.mkdir(asAdmin, "/tmp", false))
+	is.NoErr(f.chmod(asAdmin, "/tmp", 0o1777))
+	is.NoErr(f.putAs(asAlice, "/tmp/a"))
+	is.NoErr(f.putAs(asBob, "/tmp/b"))
+	is.True(refused(f.remove(asBob, "/tmp/a", false)))    // not his
+	is.True(refused(f.rename(asBob, "/tmp/a", "/tmp/c"))) // not his to rename
+	is.True(refused(f.rename(asBob, "/tmp/b", "/tmp/a"))) // nor to replace
+	is.NoErr(f.rename(asBob, "/tmp/b", "/tmp/c"))         // his own he renames
+	is.NoErr(f.remove(asBob, "/tmp/c", false))            // and removes
+	is.NoErr(f.remove(asAdmin, "/tmp/a", false))          // the superuser removes anything
+}
+
+// TestPermissionsRecursiveListing: a recursive listing leaves out what
+// lies below a directory the caller may not list, across pages.
+func TestPermissionsRecursiveListing(t *testing.T) {
+	is := is.New(t)
+	f := newPermFixture(t)
+	f.homeOfAlice()
+	for _, p := range []string{"/alice/1", "/alice/2", "/alice/3", "/alice/4", "/alice/5"} {
+		is.NoErr(f.putAs(asAlice, p))
+	}
+	is.NoErr(f.mkdir(asAdmin, "/pub", false))
+	is.NoErr(f.putAs(asAdmin, "/pub/x"))
+	is.NoErr(f.putAs(asAdmin, "/z"))
+	names, err := f.list(asBob, "/", true)
+	is.NoErr(err)
+	is.Equal(names, []string{"/alice", "/pub", "/pub/x", "/z"}) // /alice is listed, not what it holds
+	names, err = f.list(asAlice, "/", true)
+	is.NoErr(err)
+	is.Equal(len(names), 9)               // alice sees all
+	is.True(refused(f.usage(asBob, "/"))) // a sum over what bob may not list is refused
+	is.NoErr(f.usage(asBob, "/pub"))      // one over what he may is not
+}
+
+// TestPermissionsUnchecked: without an identity (plain text, in-process)
+// nothing is checked and what is made has no owner: the defaults.
+func TestPermissionsUnchecked(t *testing.T) {
+	is := is.New(t)
+	f := newPermFixture(t)
+	f.homeOfAlice()
+	is.NoErr(f.putAs(asAlice, "/alice/f"))
+	f.put("/alice/g", testChunk, 3) // f.ctx carries no identity
+	e, err := f.store.Lookup(f.ctx, "/alice/g")
+	is.NoErr(err)
+	is.Equal(e.File.Attr, meta.Attr{})                                                 // no owner stored
+	is.Equal(e.Attr(), meta.DefaultAttr(false))                                        // which reads as the default
+	is.NoErr(f.term.namespace.remove(f.ctx, "/alice", removeOptions{recursive: true})) // nothing is checked
+
+	// A store written before permissions: its entries read as the
+	// superuser's, which the listing and stat answers carry.
+	f.put("/old/f", testChunk, 3)
+	resp, err := f.srv.ListFiles(f.ctx, &dfspb.ListFilesRequest{Path: "/old"})
+	is.NoErr(err)
+	is.Equal(resp.Entries[0].Owner, meta.DefaultOwner)
+	is.Equal(resp.Entries[0].Mode, uint32(0o644))
+	fi, err := f.stat(asBob, "/old")
+	is.NoErr(err)
+	is.Equal(fi.Owner, meta.DefaultOwner)
+	is.Equal(fi.Mode, uint32(0o755))
+	is.True(refused(f.putAs(asBob, "/old/g"))) // bob may not write the superuser's directory
+	is.NoErr(f.read(asBob, "/old/f"))          // but may read its 0644 file
+}
+
+// TestUploadSessionIsTheOwners: only the user who opened an upload
+// confirms it.
+func TestUploadSessionIsTheOwners(t *testing.T) {
+	is := is.New(t)
+	f := newPermFixture(t)
+	o, err := f.term.uploads.begin(f.as(asAdmin), uploadRequest{path: "/f", size: testChunk, replication: 3})
+	is.NoErr(err)
+	_, err = f.term.uploads.confirm(f.as(asBob), confirmation{session: o.session, size: testChunk})
+	is.Equal(rpc.KindOf(err), rpc.Permission) // bob may not confirm the superuser's upload
+}
