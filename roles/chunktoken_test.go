@@ -216,6 +216,22 @@ func TestChunkTokenGuardsOtherFiles(t *testing.T) {
 	refused(t, err, rpc.Permission, "is for the coordinator")
 	_, err = dn.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: pub.ChunkId, Size: 1000, FrameSize: 4096, Token: pub.Token})
 	refused(t, err, rpc.Permission, "a read token does not allow write")
+
+	// Once /secret is admin's alone, the coordinator hands bob no token
+	// for it: DownloadFile is refused, and StatFile (which needs only
+	// search permission on /) answers without tokens.
+	is.NoErr(cl.Chmod(ctx, "/secret", 0o600))
+	bobCoord := dfspb.NewCoordinatorClient(secureDial(t, c.Addr(), bob))
+	_, err = bobCoord.DownloadFile(ctx, &dfspb.DownloadFileRequest{Path: "/secret"})
+	refused(t, err, rpc.Permission, "may not read")
+	st, err := bobCoord.StatFile(ctx, &dfspb.StatFileRequest{Path: "/secret"})
+	is.NoErr(err)
+	for _, ch := range st.File.Chunks {
+		is.True(ch.Token == nil) // no read token without read permission
+	}
+	st, err = adminCoord(t, c).StatFile(ctx, &dfspb.StatFileRequest{Path: "/secret"})
+	is.NoErr(err)
+	is.True(st.File.Chunks[0].Token != nil) // the owner's stat carries them
 }
 
 // listenRogue listens on a loopback port that counts the connections it

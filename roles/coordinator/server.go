@@ -170,7 +170,13 @@ func (s *server) StatFile(ctx context.Context, req *dfspb.StatFileRequest) (*dfs
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	return &dfspb.StatFileResponse{File: pageToPB(p, s.c.chunkKeys), NextChunk: p.next}, nil
+	// Stat needs only search permission on the parents; the read tokens
+	// its chunk map carries go only to a caller who may read the file.
+	keys := s.c.chunkKeys
+	if s.c.perms().read(ctx, p.file.Path) != nil {
+		keys = nil
+	}
+	return &dfspb.StatFileResponse{File: pageToPB(p, keys), NextChunk: p.next}, nil
 }
 
 func (s *server) DeleteFile(ctx context.Context, req *dfspb.DeleteFileRequest) (*dfspb.DeleteFileResponse, error) {
