@@ -448,7 +448,17 @@ func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, con
 	if err != nil {
 		host = authority
 	}
-	return credentials.NewTLS(c.t.clientConfig(host, c.accept)).ClientHandshake(ctx, authority, conn)
+	name := host
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		// A server reached on a loopback address runs on this machine
+		// (a container's health check dials its own process at
+		// 127.0.0.1): its certificate must chain to the CA and carry
+		// the role, but need not name the loopback address.
+		name = ""
+	}
+	cfg := c.t.clientConfig(name, c.accept)
+	cfg.ServerName = host
+	return credentials.NewTLS(cfg).ClientHandshake(ctx, authority, conn)
 }
 
 func (c *clientCreds) Clone() credentials.TransportCredentials {

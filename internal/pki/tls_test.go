@@ -3,6 +3,8 @@ package pki
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -90,4 +92,38 @@ func mustRevoke(t *testing.T, caDir string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// handshake runs a TLS handshake between server and client over a pipe,
+// the client dialing authority, and returns the client's error.
+func handshake(t *testing.T, server, client *TLS, authority string, accept ...Role) error {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	srv := tls.Server(a, server.serverConfig())
+	go srv.Handshake()
+	_, _, err := client.ClientCredentials(accept...).ClientHandshake(t.Context(), authority, b)
+	return err
+}
+
+func TestClientChecksServerNameRoleAndLoopback(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	is.NoErr(InitCA(ca, CAOptions{}))
+	caCert := filepath.Join(ca, CACertFile)
+	load := func(req Request) *TLS {
+		cert, key, err := IssueFiles(ca, dir, req, false)
+		is.NoErr(err)
+		tl, err := LoadTLS(Files{CA: caCert, Cert: cert, Key: key}, zerolog.Nop())
+		is.NoErr(err)
+		return tl
+	}
+	node := load(Request{Role: Datanode, Name: "dn1", DNS: []string{"dn1.example"}})
+	client := load(Request{Role: Client, Name: "alice"})
+
+	is.NoErr(handshake(t, node, client, "127.0.0.1:7000"))                    // loopback: the CA and the role are checked, not the name
+	is.True(handshake(t, node, client, "dn2.example:7000") != nil)            // another name is refused
+	is.True(handshake(t, node, client, "127.0.0.1:7000", Coordinator) != nil) // a datanode posing as a coordinator is refused
 }

@@ -115,6 +115,15 @@ func (a *app) benchCommand() *cli.Command {
 				if err := procs.waitNodes(ctx, cl, nodes); err != nil {
 					return err
 				}
+				if procs.pki != nil {
+					// Measure as an ordinary user, whom every permission
+					// check applies to (a superuser skips them): the
+					// superuser gives the user /bench.
+					if cl, err = procs.asUser(ctx, cl, &cfg, "bench", "/bench"); err != nil {
+						return err
+					}
+					defer cl.Close()
+				}
 			}
 			rangeCl := cl
 			if res.RangeReads > 0 && res.RangeFrameBytes != cfg.FrameSize {
@@ -406,6 +415,25 @@ func startDevProcs(ctx context.Context, nodes int, secure bool, logw io.Writer) 
 		}
 	}
 	return d, nil
+}
+
+// asUser makes dir (with its parents) with the superuser's client su,
+// gives it to user, and returns a client of cfg's cluster that is user
+// (with a client certificate issued for them); su is closed.
+func (d *devProcs) asUser(ctx context.Context, su *client.Client, cfg *client.Config, user, dir string) (*client.Client, error) {
+	defer su.Close()
+	if err := su.MkdirAll(ctx, dir); err != nil {
+		return nil, err
+	}
+	if err := su.Chown(ctx, dir, user, ""); err != nil {
+		return nil, err
+	}
+	f, err := d.pki.User(user)
+	if err != nil {
+		return nil, err
+	}
+	cfg.TLSCert, cfg.TLSKey = f.Cert, f.Key
+	return client.New(ctx, *cfg)
 }
 
 func (d *devProcs) waitNodes(ctx context.Context, cl *client.Client, want int) error {
