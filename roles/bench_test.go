@@ -25,9 +25,13 @@ import (
 // every party's CPU on one machine; `dfs bench --dev` runs the datanodes as
 // processes and is the figure docs/benchmarks.md quotes.
 
+// benchCluster starts a cluster for a benchmark, with TLS when
+// BENCH_SECURE=1 (its client is then the superuser).
 func benchCluster(b *testing.B) *client.Client {
 	b.Helper()
-	c := rolestest.StartWith(b, roles.DefaultClusterConfig(b.TempDir()))
+	cfg := roles.DefaultClusterConfig(b.TempDir())
+	cfg.Secure = os.Getenv("BENCH_SECURE") == "1"
+	c := rolestest.StartWith(b, cfg)
 	ccfg := client.DefaultConfig()
 	if p, err := strconv.Atoi(os.Getenv("BENCH_PARALLEL")); err == nil {
 		ccfg.Parallel = p

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bufio"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -390,7 +391,97 @@ func (t *TLS) ServerCredentials() credentials.TransportCredentials {
 	if t == nil {
 		return insecure.NewCredentials()
 	}
-	return credentials.NewTLS(t.serverConfig())
+	return serverCreds{credentials.NewTLS(t.serverConfig())}
+}
+
+// connBuffer is how much of a TLS connection's bytes one system call
+// moves. crypto/tls reads and writes each record (16 KiB at most) with a
+// call of its own; through these buffers a bulk transfer moves four
+// records a call, which on a chunk stream saves about as much CPU as the
+// encryption costs (profile of BenchmarkGet64MiB with BENCH_SECURE=1).
+const connBuffer = 64 << 10
+
+// bufferedConn is the socket under a TLS connection: its reads go through
+// a buffer, and so do its writes while a batch is open (batchConn.Write),
+// which ends with a flush. Outside a batch (the handshake, an alert) it
+// writes through.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+
+	mu      sync.Mutex
+	w       *bufio.Writer
+	batches int // open batches
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *bufferedConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.batches > 0 {
+		return c.w.Write(p)
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *bufferedConn) open() {
+	c.mu.Lock()
+	c.batches++
+	c.mu.Unlock()
+}
+
+// close ends a batch; the last one open flushes what they wrote.
+func (c *bufferedConn) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.batches--
+	if c.batches > 0 {
+		return nil
+	}
+	return c.w.Flush()
+}
+
+func buffered(conn net.Conn) *bufferedConn {
+	return &bufferedConn{Conn: conn, r: bufio.NewReaderSize(conn, connBuffer), w: bufio.NewWriterSize(conn, connBuffer)}
+}
+
+// batchConn is a TLS connection over a bufferedConn: each Write's records
+// reach the socket together.
+type batchConn struct {
+	net.Conn // the TLS connection
+	raw      *bufferedConn
+}
+
+func (b *batchConn) Write(p []byte) (int, error) {
+	b.raw.open()
+	n, err := b.Conn.Write(p)
+	if ferr := b.raw.close(); err == nil {
+		err = ferr
+	}
+	return n, err
+}
+
+// handshake runs hs over a buffered conn and returns the TLS connection
+// that batches its writes.
+func handshake(conn net.Conn, hs func(net.Conn) (net.Conn, credentials.AuthInfo, error)) (net.Conn, credentials.AuthInfo, error) {
+	raw := buffered(conn)
+	c, info, err := hs(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &batchConn{Conn: c, raw: raw}, info, nil
+}
+
+// serverCreds are a server's TLS credentials over a buffered connection.
+type serverCreds struct{ credentials.TransportCredentials }
+
+func (s serverCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return handshake(conn, s.TransportCredentials.ServerHandshake)
+}
+
+func (s serverCreds) Clone() credentials.TransportCredentials {
+	return serverCreds{s.TransportCredentials.Clone()}
 }
 
 // ClientCredentials returns the gRPC credentials of connections to
@@ -458,7 +549,9 @@ func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, con
 	}
 	cfg := c.t.clientConfig(name, c.accept)
 	cfg.ServerName = host
-	return credentials.NewTLS(cfg).ClientHandshake(ctx, authority, conn)
+	return handshake(conn, func(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+		return credentials.NewTLS(cfg).ClientHandshake(ctx, authority, raw)
+	})
 }
 
 func (c *clientCreds) Clone() credentials.TransportCredentials {

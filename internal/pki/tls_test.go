@@ -94,9 +94,9 @@ func mustRevoke(t *testing.T, caDir string) string {
 	return p
 }
 
-// handshake runs a TLS handshake between server and client over a pipe,
+// pipeHandshake runs a TLS handshake between server and client over a pipe,
 // the client dialing authority, and returns the client's error.
-func handshake(t *testing.T, server, client *TLS, authority string, accept ...Role) error {
+func pipeHandshake(t *testing.T, server, client *TLS, authority string, accept ...Role) error {
 	t.Helper()
 	a, b := net.Pipe()
 	defer a.Close()
@@ -123,7 +123,7 @@ func TestClientChecksServerNameRoleAndLoopback(t *testing.T) {
 	node := load(Request{Role: Datanode, Name: "dn1", DNS: []string{"dn1.example"}})
 	client := load(Request{Role: Client, Name: "alice"})
 
-	is.NoErr(handshake(t, node, client, "127.0.0.1:7000"))                    // loopback: the CA and the role are checked, not the name
-	is.True(handshake(t, node, client, "dn2.example:7000") != nil)            // another name is refused
-	is.True(handshake(t, node, client, "127.0.0.1:7000", Coordinator) != nil) // a datanode posing as a coordinator is refused
+	is.NoErr(pipeHandshake(t, node, client, "127.0.0.1:7000"))                    // loopback: the CA and the role are checked, not the name
+	is.True(pipeHandshake(t, node, client, "dn2.example:7000") != nil)            // another name is refused
+	is.True(pipeHandshake(t, node, client, "127.0.0.1:7000", Coordinator) != nil) // a datanode posing as a coordinator is refused
 }

@@ -96,7 +96,11 @@ func App(v Version, stdio IO, logw io.Writer) *cli.App {
 			c.OnUsageError = usageError
 			if len(c.Subcommands) > 0 {
 				wire(c.Subcommands)
-				continue
+				if c.Action == nil {
+					continue
+				}
+				// A command that runs itself too (bench, beside bench
+				// scale) reads the global options as a leaf does.
 			}
 			// The global options work after the command too
 			// (dfs ls --log-level debug): each command has hidden copies.
