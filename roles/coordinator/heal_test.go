@@ -154,7 +154,7 @@ func TestOrphans(t *testing.T) {
 	f.clock.Advance(f.c.cfg.OrphanGrace)
 	f.term.heal.scan(f.ctx)
 	is.True(!f.deletions()[meta.Deletion{Node: node, Chunk: open}]) // the open upload's chunk stays
-	is.NoErr(f.term.uploads.end(id))                                // until the upload ends
+	is.NoErr(f.term.uploads.end(t.Context(), id))                   // until the upload ends
 	is.True(f.deletions()[meta.Deletion{Node: node, Chunk: open}])  // and collects it
 }
 

@@ -326,7 +326,7 @@ func TestPermissionsUnchecked(t *testing.T) {
 }
 
 // TestUploadSessionIsTheOwners: only the user who opened an upload
-// confirms it.
+// places its chunks, records their receipts, confirms or aborts it.
 func TestUploadSessionIsTheOwners(t *testing.T) {
 	is := is.New(t)
 	f := newPermFixture(t)
@@ -334,4 +334,10 @@ func TestUploadSessionIsTheOwners(t *testing.T) {
 	is.NoErr(err)
 	_, err = f.term.uploads.confirm(f.as(asBob), confirmation{session: o.session, size: testChunk})
 	is.Equal(rpc.KindOf(err), rpc.Permission) // bob may not confirm the superuser's upload
+	_, err = f.term.uploads.allocate(f.as(asBob), o.session, 0, nil)
+	is.Equal(rpc.KindOf(err), rpc.Permission) // nor get a plan (and write tokens) for its chunks
+	_, err = f.term.uploads.receipts(f.as(asBob), o.session, nil)
+	is.Equal(rpc.KindOf(err), rpc.Permission)                                        // nor record receipts in it
+	is.Equal(rpc.KindOf(f.term.uploads.end(f.as(asBob), o.session)), rpc.Permission) // nor abort it
+	is.NoErr(f.term.uploads.end(f.as(asAdmin), o.session))                           // its owner may
 }

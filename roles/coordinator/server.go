@@ -87,7 +87,7 @@ func (s *server) UploadReceipts(ctx context.Context, req *dfspb.UploadReceiptsRe
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	expires, err := t.uploads.receipts(id, receiptsFromPB(req.Chunks))
+	expires, err := t.uploads.receipts(ctx, id, receiptsFromPB(req.Chunks))
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
@@ -127,7 +127,7 @@ func (s *server) AbortUpload(ctx context.Context, req *dfspb.AbortUploadRequest)
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	if err := t.uploads.end(id); err != nil {
+	if err := t.uploads.end(ctx, id); err != nil {
 		return nil, rpc.ToStatus(err)
 	}
 	return &dfspb.AbortUploadResponse{}, nil

@@ -431,6 +431,9 @@ func (up *uploads) place(u *upload, index uint32, exclude map[rpc.NodeID]bool) (
 // from the excluded nodes.
 func (up *uploads) allocate(ctx context.Context, id rpc.SessionID, index uint32, excludeIDs []string) (plan, error) {
 	u, err := up.session(id)
+	if err == nil {
+		err = owns(ctx, u)
+	}
 	if err != nil {
 		return plan{}, err
 	}
@@ -460,8 +463,11 @@ func (up *uploads) allocate(ctx context.Context, id rpc.SessionID, index uint32,
 
 // receipts records receipts of completed chunks into an open session and
 // returns when the session, kept alive by the call, expires.
-func (up *uploads) receipts(id rpc.SessionID, rs []receipt) (time.Time, error) {
+func (up *uploads) receipts(ctx context.Context, id rpc.SessionID, rs []receipt) (time.Time, error) {
 	u, err := up.session(id)
+	if err == nil {
+		err = owns(ctx, u)
+	}
 	if err == nil {
 		err = up.record(u, rs)
 	}
@@ -581,8 +587,8 @@ func (up *uploads) confirm(ctx context.Context, req confirmation) (confirmed, er
 	if !ok {
 		return confirmed{}, rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", id)
 	}
-	if caller, ok := auth.FromContext(ctx); ok && u.owner != "" && caller.User != u.owner {
-		return confirmed{}, rpc.Errorf(rpc.Permission, "permission denied: upload session %s is %s's, not %s's", id, u.owner, caller.User)
+	if err := owns(ctx, u); err != nil {
+		return confirmed{}, err
 	}
 	err := up.checkConfirm(u, req)
 	if err == nil {
@@ -906,12 +912,28 @@ func (r *reportCheck) complete(need int) func() bool {
 }
 
 // end ends a session without committing; its chunks are collected.
-func (up *uploads) end(id rpc.SessionID) error {
-	u, ok := up.sessions.Take(id)
+func (up *uploads) end(ctx context.Context, id rpc.SessionID) error {
+	u, ok := up.sessions.Get(id)
 	if !ok {
 		return rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", id)
 	}
+	if err := owns(ctx, u); err != nil {
+		return err
+	}
+	if u, ok = up.sessions.Take(id); !ok {
+		return rpc.Errorf(rpc.NotFound, "unknown or expired upload session %s", id)
+	}
 	up.abort(u)
+	return nil
+}
+
+// owns refuses a caller who is not the user who opened u: only they may
+// place its chunks, record their receipts, confirm or abort it. Without
+// an identity (plain text, in-process calls) it checks nothing.
+func owns(ctx context.Context, u *upload) error {
+	if caller, ok := auth.FromContext(ctx); ok && u.owner != "" && caller.User != u.owner {
+		return rpc.Errorf(rpc.Permission, "permission denied: upload session %s is %s's, not %s's", u.id, u.owner, caller.User)
+	}
 	return nil
 }
 

@@ -125,7 +125,7 @@ func TestAbortUpload(t *testing.T) {
 	o, err := f.term.uploads.begin(f.ctx, uploadRequest{path: "/a", size: 2 * testChunk})
 	is.NoErr(err)
 	is.Equal(len(o.plans), 2) // both chunks planned up front
-	is.NoErr(f.term.uploads.end(o.session))
+	is.NoErr(f.term.uploads.end(t.Context(), o.session))
 	dels := f.deletions()
 	for _, p := range o.plans {
 		for _, n := range p.nodes {
@@ -135,7 +135,7 @@ func TestAbortUpload(t *testing.T) {
 	ups, err := f.store.Uploads(f.ctx)
 	is.NoErr(err)
 	is.Equal(len(ups), 0)                                             // the recorded session is gone
-	is.Equal(rpc.KindOf(f.term.uploads.end(o.session)), rpc.NotFound) // ended once
+	is.Equal(rpc.KindOf(f.term.uploads.end(t.Context(), o.session)), rpc.NotFound) // ended once
 }
 
 // faultyStore is a store whose commits of a path can be made to fail.
