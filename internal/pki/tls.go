@@ -341,16 +341,22 @@ func (m *material) verify(rawCerts [][]byte, usage x509.ExtKeyUsage, host string
 func (t *TLS) serverConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
+		// No session resumption: a resumed session skips
+		// VerifyPeerCertificate, and so the revocation list and a
+		// reloaded CA. Connections are long-lived; a full handshake
+		// each costs nothing that matters.
+		SessionTicketsDisabled: true,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			m := t.current()
 			if m.cert == nil {
 				return nil, fmt.Errorf("no server certificate")
 			}
 			return &tls.Config{
-				MinVersion:   tls.VersionTLS13,
-				Certificates: []tls.Certificate{*m.cert},
-				ClientAuth:   tls.RequestClientCert,
-				NextProtos:   []string{"h2"},
+				MinVersion:             tls.VersionTLS13,
+				SessionTicketsDisabled: true,
+				Certificates:           []tls.Certificate{*m.cert},
+				ClientAuth:             tls.RequestClientCert,
+				NextProtos:             []string{"h2"},
 				VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 					if len(raw) == 0 {
 						return nil // anonymous: each call then needs a bearer token
@@ -474,7 +480,9 @@ func handshake(conn net.Conn, hs func(net.Conn) (net.Conn, credentials.AuthInfo,
 }
 
 // serverCreds are a server's TLS credentials over a buffered connection.
-type serverCreds struct{ credentials.TransportCredentials }
+type serverCreds struct {
+	credentials.TransportCredentials
+}
 
 func (s serverCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	return handshake(conn, s.TransportCredentials.ServerHandshake)

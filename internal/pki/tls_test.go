@@ -127,3 +127,68 @@ func TestClientChecksServerNameRoleAndLoopback(t *testing.T) {
 	is.True(pipeHandshake(t, node, client, "dn2.example:7000") != nil)            // another name is refused
 	is.True(pipeHandshake(t, node, client, "127.0.0.1:7000", Coordinator) != nil) // a datanode posing as a coordinator is refused
 }
+
+// TestRevokedClientCannotResume: a client that kept a session from before
+// its certificate was revoked cannot resume it (a resumed session would
+// skip the revocation check): the server issues no session tickets.
+func TestRevokedClientCannotResume(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	is.NoErr(InitCA(ca, CAOptions{}))
+	crl := mustRevoke(t, ca)
+	cert, key, err := IssueFiles(ca, dir, Request{Role: Coordinator, Name: "c1"}, false)
+	is.NoErr(err)
+	server, err := LoadTLS(Files{CA: filepath.Join(ca, CACertFile), Cert: cert, Key: key, CRL: crl}, zerolog.Nop())
+	is.NoErr(err)
+	bobCert, bobKey, err := IssueFiles(ca, dir, Request{Role: Client, Name: "bob"}, false)
+	is.NoErr(err)
+	bob, err := tls.LoadX509KeyPair(bobCert, bobKey)
+	is.NoErr(err)
+	roots := server.current().roots
+	cache := tls.NewLRUClientSessionCache(4)
+	srvCfg := server.serverConfig() // one, as a server has: its ticket keys last
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	is.NoErr(err)
+	defer ln.Close()
+	// dial returns the server's handshake error and whether the client
+	// resumed a session.
+	dial := func() (resumed bool, err error) {
+		errc := make(chan error, 1)
+		go func() {
+			conn, err := ln.Accept()
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			srv := tls.Server(conn, srvCfg)
+			err = srv.Handshake()
+			if err == nil {
+				_, err = srv.Write([]byte("y"))
+			}
+			errc <- err
+		}()
+		raw, err := net.Dial("tcp", ln.Addr().String())
+		is.NoErr(err)
+		defer raw.Close()
+		raw.SetDeadline(time.Now().Add(5 * time.Second))
+		c := tls.Client(raw, &tls.Config{RootCAs: roots, ServerName: "localhost", Certificates: []tls.Certificate{bob}, ClientSessionCache: cache, MinVersion: tls.VersionTLS13})
+		if c.Handshake() == nil {
+			c.Read(make([]byte, 1)) // the server's byte, after any ticket
+		}
+		return c.ConnectionState().DidResume, <-errc
+	}
+	resumed, err := dial()
+	is.NoErr(err)
+	is.True(!resumed)
+	sn, _, err := SerialOf(bobCert)
+	is.NoErr(err)
+	_, err = Revoke(ca, sn)
+	is.NoErr(err)
+	is.NoErr(server.Reload())
+	resumed, err = dial()
+	is.True(!resumed)  // no session to resume
+	is.True(err != nil) // and the revoked certificate is refused
+}

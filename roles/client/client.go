@@ -31,6 +31,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/chunkstream"
@@ -98,7 +99,8 @@ type Config struct {
 	// Leave them empty to authenticate with Token instead.
 	TLSCert, TLSKey string
 	// Token is a bearer token (dfs admin token create) sent with every
-	// call to the coordinator; it needs TLSCA.
+	// call to a coordinator, and never to a datanode (chunk calls carry
+	// chunk tokens); it needs TLSCA.
 	Token string
 }
 
@@ -190,9 +192,6 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 			return nil, err
 		}
 		opts = append(opts, grpc.WithTransportCredentials(t.ClientCredentials(pki.Coordinator, pki.Datanode)))
-		if cfg.Token != "" {
-			opts = append(opts, grpc.WithPerRPCCredentials(BearerToken(cfg.Token)))
-		}
 	}
 	pool := rpc.NewBoundedPool(rpc.PoolConfig{Clock: cfg.Clock, Options: opts})
 	coord := rpc.NewLeader(rpc.LeaderConfig{Addrs: cfg.Coordinators, Timeout: cfg.RPCTimeout, Failover: cfg.FailoverTimeout}, pool, cfg.Clock)
@@ -252,6 +251,12 @@ func (c *Client) Close() error {
 // address; when no address can be reached the call fails at once rather
 // than waiting out the failover time.
 func (c *Client) coordinator(ctx context.Context, fn func(ctx context.Context, cc dfspb.CoordinatorClient) error) error {
+	if c.cfg.Token != "" {
+		// The token goes to the coordinators only, never to a
+		// datanode (which could replay it), and only over TLS
+		// (Validate requires TLSCA with it).
+		ctx = metadata.AppendToOutgoingContext(ctx, auth.AuthorizationHeader, "Bearer "+c.cfg.Token)
+	}
 	return c.coord.Call(ctx, fn)
 }
 
@@ -458,6 +463,9 @@ func (c *Client) backup(ctx context.Context, w io.Writer) error {
 	conn, err := c.pool.Get(addr)
 	if err != nil {
 		return err
+	}
+	if c.cfg.Token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, auth.AuthorizationHeader, "Bearer "+c.cfg.Token)
 	}
 	stream, err := dfspb.NewCoordinatorClient(conn).Backup(ctx, &dfspb.BackupRequest{})
 	if err != nil {
