@@ -189,6 +189,6 @@ func TestRevokedClientCannotResume(t *testing.T) {
 	is.NoErr(err)
 	is.NoErr(server.Reload())
 	resumed, err = dial()
-	is.True(!resumed)  // no session to resume
+	is.True(!resumed)   // no session to resume
 	is.True(err != nil) // and the revoked certificate is refused
 }
