@@ -28,6 +28,10 @@ const (
 	CoordinatorOnly
 	// SuperuserOnly is for a superuser (Superusers.Has).
 	SuperuserOnly
+	// Users is for users: a client certificate, a bearer token, or a
+	// gateway acting for a user. A server's certificate names a host,
+	// not a user, and may not act on paths.
+	Users
 )
 
 // Policy is the rule of each method of a gRPC service, by its short name
@@ -70,6 +74,11 @@ func (p Policy) Check(ctx context.Context, method string) error {
 			return nil
 		}
 		return rpc.Errorf(rpc.Permission, "%s is for the coordinator: %s presents a %s identity", name, id.User, id.Role)
+	case Users:
+		if id.Role == pki.Client {
+			return nil
+		}
+		return rpc.Errorf(rpc.Permission, "%s is for users: %s presents a %s certificate", name, id.User, id.Role)
 	case SuperuserOnly:
 		if p.Superusers.Has(id) {
 			return nil

@@ -14,7 +14,7 @@ import (
 func TestPolicyCheck(t *testing.T) {
 	is := is.New(t)
 	p := auth.Policy{Service: "dfs.v1.Coordinator", Superusers: auth.Superusers{"admin"}, Rules: map[string]auth.Rule{
-		"Open": auth.Anyone, "Stat": auth.Authenticated, "Register": auth.DatanodeOnly,
+		"Open": auth.Anyone, "Stat": auth.Authenticated, "Read": auth.Users, "Register": auth.DatanodeOnly,
 		"Delete": auth.CoordinatorOnly, "Backup": auth.SuperuserOnly,
 	}}
 	as := func(id auth.Identity) context.Context { return auth.NewContext(t.Context(), id) }
@@ -38,6 +38,9 @@ func TestPolicyCheck(t *testing.T) {
 	is.Equal(kindOK(anon, "Open"), ok)                           // anyone
 	is.Equal(kindOK(anon, "Stat"), rpc.Unauthenticated)          // anonymous callers are not users
 	is.Equal(kindOK(alice, "Stat"), ok)                          // users are
+	is.Equal(kindOK(alice, "Read"), ok)                          // a user acts on paths
+	is.Equal(kindOK(adminToken, "Read"), ok)                     // by token too
+	is.Equal(kindOK(dn, "Read"), rpc.Permission)                 // a datanode's certificate does not
 	is.Equal(kindOK(alice, "Register"), rpc.Permission)          // a client is no datanode
 	is.Equal(kindOK(dn, "Register"), ok)                         // a datanode is
 	is.Equal(kindOK(dn, "Delete"), rpc.Permission)               // but no coordinator

@@ -8,27 +8,29 @@ import (
 )
 
 // accessRules says who may call each coordinator method at all, when the
-// coordinator runs with TLS. The namespace calls are open to every
-// authenticated user: each checks the permissions of the paths it
-// touches. A method missing here is refused (TestAccessRulesComplete).
+// coordinator runs with TLS. The namespace calls are open to every user
+// (a client certificate, a bearer token, or a gateway acting for a user;
+// not a server's certificate, whose name is no user): each checks the
+// permissions of the paths it touches. A method missing here is refused
+// (TestAccessRulesComplete).
 var accessRules = map[string]auth.Rule{
-	"UploadFile":        auth.Authenticated,
-	"AllocateChunk":     auth.Authenticated,
-	"ConfirmUpload":     auth.Authenticated,
-	"AbortUpload":       auth.Authenticated,
-	"UploadReceipts":    auth.Authenticated,
-	"DownloadFile":      auth.Authenticated,
-	"StatFile":          auth.Authenticated,
-	"DeleteFile":        auth.Authenticated,
-	"ListFiles":         auth.Authenticated,
-	"Mkdir":             auth.Authenticated,
-	"Rename":            auth.Authenticated,
-	"CopyFile":          auth.Authenticated,
-	"Usage":             auth.Authenticated,
-	"SetAttr":           auth.Authenticated,
+	"UploadFile":        auth.Users,
+	"AllocateChunk":     auth.Users,
+	"ConfirmUpload":     auth.Users,
+	"AbortUpload":       auth.Users,
+	"UploadReceipts":    auth.Users,
+	"DownloadFile":      auth.Users,
+	"StatFile":          auth.Users,
+	"DeleteFile":        auth.Users,
+	"ListFiles":         auth.Users,
+	"Mkdir":             auth.Users,
+	"Rename":            auth.Users,
+	"CopyFile":          auth.Users,
+	"Usage":             auth.Users,
+	"SetAttr":           auth.Users,
 	"ListNodes":         auth.Authenticated,
-	"ReportBadReplica":  auth.Authenticated,
-	"ReportNodeFailure": auth.Authenticated,
+	"ReportBadReplica":  auth.Users,
+	"ReportNodeFailure": auth.Users,
 	"RegisterDataNode":  auth.DatanodeOnly,
 	"DataNodeHeartbeat": auth.DatanodeOnly,
 	"ReportChunks":      auth.DatanodeOnly,

@@ -341,3 +341,25 @@ func TestUploadSessionIsTheOwners(t *testing.T) {
 	is.Equal(rpc.KindOf(f.term.uploads.end(f.as(asBob), o.session)), rpc.Permission) // nor abort it
 	is.NoErr(f.term.uploads.end(f.as(asAdmin), o.session))                           // its owner may
 }
+
+// TestUploadCommitChecksPermissionsAgain: an upload opened while a path
+// was free cannot replace a file another user made there meanwhile.
+func TestUploadCommitChecksPermissionsAgain(t *testing.T) {
+	is := is.New(t)
+	f := newPermFixture(t)
+	is.NoErr(f.mkdir(asAdmin, "/shared", false))
+	is.NoErr(f.chmod(asAdmin, "/shared", 0o1777))
+	g := *f.fixture
+	g.ctx = f.as(asBob)
+	o, err := g.term.uploads.begin(g.ctx, uploadRequest{path: "/shared/x", size: testChunk, replication: 3})
+	is.NoErr(err) // bob may create /shared/x: it does not exist yet
+	digest, frame := chunkData(o.plans[0].id, testChunk)
+	r := receipt{index: 0, id: string(o.plans[0].id), size: testChunk, digest: digest, frameSize: frame}
+	for _, n := range o.plans[0].nodes {
+		g.storeCopy(n.ID, o.plans[0].id, testChunk, digest)
+		r.nodes = append(r.nodes, n.ID)
+	}
+	is.NoErr(f.putAs(asAlice, "/shared/x")) // alice makes it first, 0644
+	_, err = g.confirm(o.session, testChunk, []receipt{r})
+	is.Equal(rpc.KindOf(err), rpc.Permission) // bob's upload may not replace alice's file
+}

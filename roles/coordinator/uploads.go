@@ -685,6 +685,12 @@ func (up *uploads) commitUpload(ctx context.Context, u *upload, f *meta.File, co
 		if err := cond.check(f.Path, old); err != nil {
 			return err
 		}
+		// The permissions again, as they are now: the file may have
+		// been made, or its mode or parent changed, since the upload
+		// opened (which checked them then).
+		if _, err := up.perms.create(ctx, f.Path); err != nil {
+			return err
+		}
 		txn := &meta.Txn{Path: f.Path, Put: f, DeleteUploads: []rpc.SessionID{u.id}, AddDeletions: unused}
 		if old == nil {
 			c, err := up.perms.attrsFor(ctx, u.owner, f.Path)
