@@ -502,7 +502,31 @@ func (t *TLS) ClientCredentials(accept ...Role) credentials.TransportCredentials
 	if len(accept) == 0 {
 		accept = []Role{Coordinator, Datanode, Gateway}
 	}
+	return t.ClientCredentialsFor(func(string) []Role { return accept })
+}
+
+// ClientCredentialsFor is ClientCredentials with the roles accepted
+// chosen by the address dialed ("host:port"): a client that knows its
+// coordinators' addresses accepts only a coordinator there.
+func (t *TLS) ClientCredentialsFor(accept func(authority string) []Role) credentials.TransportCredentials {
+	if t == nil {
+		return insecure.NewCredentials()
+	}
 	return &clientCreds{TransportCredentials: credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13}), t: t, accept: accept}
+}
+
+// CoordinatorsOnly returns the roles to accept at an address for a
+// process that dials the coordinators at coordinators and datanodes
+// elsewhere: only a coordinator at a coordinator's address; elsewhere a
+// datanode, or a coordinator (a leader named by a standby, at an address
+// the process was not given).
+func CoordinatorsOnly(coordinators []string) func(string) []Role {
+	return func(authority string) []Role {
+		if slices.Contains(coordinators, authority) {
+			return []Role{Coordinator}
+		}
+		return []Role{Coordinator, Datanode}
+	}
 }
 
 // HTTPServerConfig returns the TLS configuration of an HTTP server (the
@@ -539,7 +563,7 @@ func (t *TLS) HTTPClientConfig(host string) *tls.Config {
 type clientCreds struct {
 	credentials.TransportCredentials
 	t      *TLS
-	accept []Role
+	accept func(authority string) []Role
 }
 
 func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -555,7 +579,7 @@ func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, con
 		// the role, but need not name the loopback address.
 		name = ""
 	}
-	cfg := c.t.clientConfig(name, c.accept)
+	cfg := c.t.clientConfig(name, c.accept(authority))
 	cfg.ServerName = host
 	return handshake(conn, func(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 		return credentials.NewTLS(cfg).ClientHandshake(ctx, authority, raw)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/matryer/is"
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc/credentials"
 )
 
 // serial returns the serial number of the certificate t presents.
@@ -98,12 +99,17 @@ func mustRevoke(t *testing.T, caDir string) string {
 // the client dialing authority, and returns the client's error.
 func pipeHandshake(t *testing.T, server, client *TLS, authority string, accept ...Role) error {
 	t.Helper()
+	return pipeHandshakeWith(t, server, client.ClientCredentials(accept...), authority)
+}
+
+func pipeHandshakeWith(t *testing.T, server *TLS, creds credentials.TransportCredentials, authority string) error {
+	t.Helper()
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
 	srv := tls.Server(a, server.serverConfig())
 	go srv.Handshake()
-	_, _, err := client.ClientCredentials(accept...).ClientHandshake(t.Context(), authority, b)
+	_, _, err := creds.ClientHandshake(t.Context(), authority, b)
 	return err
 }
 
@@ -126,6 +132,11 @@ func TestClientChecksServerNameRoleAndLoopback(t *testing.T) {
 	is.NoErr(pipeHandshake(t, node, client, "127.0.0.1:7000"))                    // loopback: the CA and the role are checked, not the name
 	is.True(pipeHandshake(t, node, client, "dn2.example:7000") != nil)            // another name is refused
 	is.True(pipeHandshake(t, node, client, "127.0.0.1:7000", Coordinator) != nil) // a datanode posing as a coordinator is refused
+	// A client that knows its coordinators' addresses takes only a
+	// coordinator there, and a datanode elsewhere.
+	knows := client.ClientCredentialsFor(CoordinatorsOnly([]string{"127.0.0.1:7000"}))
+	is.True(pipeHandshakeWith(t, node, knows, "127.0.0.1:7000") != nil) // a datanode at the coordinator's address
+	is.NoErr(pipeHandshakeWith(t, node, knows, "127.0.0.1:7001"))       // a datanode at its own
 }
 
 // TestRevokedClientCannotResume: a client that kept a session from before

@@ -134,7 +134,7 @@ func TestAbortUpload(t *testing.T) {
 	}
 	ups, err := f.store.Uploads(f.ctx)
 	is.NoErr(err)
-	is.Equal(len(ups), 0)                                             // the recorded session is gone
+	is.Equal(len(ups), 0)                                                          // the recorded session is gone
 	is.Equal(rpc.KindOf(f.term.uploads.end(t.Context(), o.session)), rpc.NotFound) // ended once
 }
 

@@ -252,7 +252,7 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		lis:   deps.Listener,
 		fs:    deps.FS,
 		pool: rpc.NewBoundedPool(rpc.PoolConfig{Max: cfg.MaxPeerConns, Idle: cfg.PeerIdleTimeout, Clock: deps.Clock,
-			Options: []grpc.DialOption{grpc.WithTransportCredentials(deps.TLS.ClientCredentials(pki.Coordinator, pki.Datanode))}}),
+			Options: []grpc.DialOption{grpc.WithTransportCredentials(deps.TLS.ClientCredentialsFor(pki.CoordinatorsOnly(cfg.Coordinators)))}}),
 		tls:    deps.TLS,
 		tokens: deps.Tokens,
 
