@@ -166,6 +166,7 @@ func (t *TLS) Reload() error {
 func (t *TLS) Watch(ctx context.Context, interval time.Duration) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	seen := t.current().stamp // the files as last acted on: loaded, or warned of
 	for {
 		select {
 		case <-ctx.Done():
@@ -173,14 +174,12 @@ func (t *TLS) Watch(ctx context.Context, interval time.Duration) {
 		case <-tick.C:
 		}
 		st := stampOf(t.files)
-		if st == t.current().stamp {
+		if st == seen {
 			continue
 		}
+		seen = st
 		if err := t.Reload(); err != nil {
 			t.log.Warn().Err(err).Msg("tls: files changed but do not load; keeping the certificates in use")
-			t.mu.Lock()
-			t.cur = &material{roots: t.cur.roots, cert: t.cur.cert, revoked: t.cur.revoked, stamp: st} // warn once a change
-			t.mu.Unlock()
 			continue
 		}
 		t.log.Info().Str("cert", t.files.Cert).Msg("tls: certificates reloaded")

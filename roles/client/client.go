@@ -251,13 +251,18 @@ func (c *Client) Close() error {
 // address; when no address can be reached the call fails at once rather
 // than waiting out the failover time.
 func (c *Client) coordinator(ctx context.Context, fn func(ctx context.Context, cc dfspb.CoordinatorClient) error) error {
-	if c.cfg.Token != "" {
-		// The token goes to the coordinators only, never to a
-		// datanode (which could replay it), and only over TLS
-		// (Validate requires TLSCA with it).
-		ctx = metadata.AppendToOutgoingContext(ctx, auth.AuthorizationHeader, "Bearer "+c.cfg.Token)
+	return c.coord.Call(c.authorized(ctx), fn)
+}
+
+// authorized returns ctx carrying the bearer token, if the client has
+// one, for a call to a coordinator: the token goes to the coordinators
+// only, never to a datanode (which could replay it), and only over TLS
+// (Validate requires TLSCA with it).
+func (c *Client) authorized(ctx context.Context) context.Context {
+	if c.cfg.Token == "" {
+		return ctx
 	}
-	return c.coord.Call(ctx, fn)
+	return metadata.AppendToOutgoingContext(ctx, auth.AuthorizationHeader, "Bearer "+c.cfg.Token)
 }
 
 // datanode returns a client for the datanode at addr.
@@ -464,10 +469,7 @@ func (c *Client) backup(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if c.cfg.Token != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, auth.AuthorizationHeader, "Bearer "+c.cfg.Token)
-	}
-	stream, err := dfspb.NewCoordinatorClient(conn).Backup(ctx, &dfspb.BackupRequest{})
+	stream, err := dfspb.NewCoordinatorClient(conn).Backup(c.authorized(ctx), &dfspb.BackupRequest{})
 	if err != nil {
 		return rpc.FromStatus(err)
 	}

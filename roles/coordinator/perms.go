@@ -187,8 +187,22 @@ func createdBy(owner string, near meta.Entry) created {
 // mkdir -p create the missing ones). It returns what a new p and the
 // directories made for it are given.
 func (pm perms) create(ctx context.Context, p rpc.Path) (created, error) {
-	id, known, checked := pm.caller(ctx)
+	id, known, _ := pm.caller(ctx)
 	if !known {
+		return created{}, nil
+	}
+	return pm.createFor(ctx, id.User, p)
+}
+
+// createFor checks, as create does, that the caller (if there is one) may
+// write p now, and returns what a new p and the directories made for it
+// are given when committed for owner ("": nothing), from p's nearest
+// existing ancestor now: one walk. An upload's commit asks it, so that
+// the permissions and the parent's group are those at the commit, which
+// may have changed since the upload opened.
+func (pm perms) createFor(ctx context.Context, owner string, p rpc.Path) (created, error) {
+	id, known, checked := pm.caller(ctx)
+	if !known && owner == "" {
 		return created{}, nil
 	}
 	r, err := pm.walk(ctx, id, checked, p)
@@ -203,18 +217,9 @@ func (pm perms) create(ctx context.Context, p rpc.Path) (created, error) {
 			err = allow(id, r.near, auth.Write|auth.Exec)
 		}
 	}
-	return createdBy(id.User, r.near), err
-}
-
-// attrsFor returns what a new p, committed for owner ("" : none), and
-// the directories made for it are given, from p's nearest existing
-// ancestor now. An upload's commit asks it: the group is the parent's at
-// the commit, which may have been created since the upload opened.
-func (pm perms) attrsFor(ctx context.Context, owner string, p rpc.Path) (created, error) {
 	if owner == "" {
-		return created{}, nil
+		return created{}, err
 	}
-	r, err := pm.walk(ctx, auth.Identity{}, false, p)
 	return createdBy(owner, r.near), err
 }
 

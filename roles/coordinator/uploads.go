@@ -688,15 +688,12 @@ func (up *uploads) commitUpload(ctx context.Context, u *upload, f *meta.File, co
 		// The permissions again, as they are now: the file may have
 		// been made, or its mode or parent changed, since the upload
 		// opened (which checked them then).
-		if _, err := up.perms.create(ctx, f.Path); err != nil {
+		c, err := up.perms.createFor(ctx, u.owner, f.Path)
+		if err != nil {
 			return err
 		}
 		txn := &meta.Txn{Path: f.Path, Put: f, DeleteUploads: []rpc.SessionID{u.id}, AddDeletions: unused}
 		if old == nil {
-			c, err := up.perms.attrsFor(ctx, u.owner, f.Path)
-			if err != nil {
-				return err
-			}
 			f.Attr, txn.Parents = c.file, c.dir
 		}
 		if old != nil {
