@@ -210,7 +210,12 @@ func TestCoordinatorReadiness(t *testing.T) {
 		is := is.New(t)
 		co, srv := startCoordinator(t, metatest.NewMem(), nil)
 		eventually(t, "the coordinator leads", co.Leading)
-		code, body := httpGet(t, srv.URL+"/readyz")
+		var code int
+		var body string
+		eventually(t, "readyz says why it cannot take writes", func() bool { // once the (empty) metadata is loaded
+			code, body = httpGet(t, srv.URL+"/readyz")
+			return !strings.Contains(body, "safe mode")
+		})
 		is.Equal(code, http.StatusServiceUnavailable)                               // leading without datanodes: not ready
 		is.True(strings.Contains(body, "cannot take writes: not enough datanodes")) // every put would fail
 		eventually(t, "gRPC health reports SERVING", func() bool {                  // gRPC health: it leads, so SERVING
