@@ -1,0 +1,584 @@
+package s3gw
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/versity/versitygw/backend"
+	"github.com/versity/versitygw/s3err"
+	"github.com/versity/versitygw/s3response"
+
+	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/rpc"
+)
+
+// The metadata keys an object keeps with its file.
+const (
+	metaETag            = "s3.etag"
+	metaContentType     = "content-type"
+	metaContentEncoding = "content-encoding"
+	metaCacheControl    = "cache-control"
+	metaDisposition     = "content-disposition"
+	metaLanguage        = "content-language"
+	metaExpires         = "expires"
+	metaUserPrefix      = "x-amz-meta-"
+	// maxMeta is dfs's bound on a file's metadata (keys and values).
+	maxMeta = 8 << 10
+)
+
+// emptyMD5 is the MD5 of no bytes: the ETag of a directory marker.
+const emptyMD5 = "d41d8cd98f00b204e9800998ecf8427e"
+
+// headers are an object's standard headers as the metadata keeps them.
+type headers struct {
+	contentType, contentEncoding, cacheControl, disposition, language, expires *string
+}
+
+// buildMeta returns the metadata of an object with headers h and user
+// metadata user (x-amz-meta-*, names without the prefix). It fails with
+// MetadataTooLarge beyond what dfs keeps.
+func buildMeta(h headers, user map[string]string) (map[string]string, error) {
+	md := map[string]string{}
+	for k, v := range map[string]*string{metaContentType: h.contentType, metaContentEncoding: h.contentEncoding,
+		metaCacheControl: h.cacheControl, metaDisposition: h.disposition, metaLanguage: h.language, metaExpires: h.expires} {
+		if v != nil && *v != "" {
+			md[k] = *v
+		}
+	}
+	for k, v := range user {
+		md[metaUserPrefix+strings.ToLower(k)] = v
+	}
+	size := len(metaETag) + 64
+	for k, v := range md {
+		size += len(k) + len(v)
+	}
+	if size > maxMeta {
+		return nil, s3err.GetMetadataTooLargeErr(size, maxMeta)
+	}
+	return md, nil
+}
+
+// userMeta returns the x-amz-meta-* of md, without the prefix.
+func userMeta(md map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range md {
+		if name, ok := strings.CutPrefix(k, metaUserPrefix); ok {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[name] = v
+		}
+	}
+	return out
+}
+
+// metaPtr returns md[k], or nil.
+func metaPtr(md map[string]string, k string) *string {
+	if v, ok := md[k]; ok {
+		return &v
+	}
+	return nil
+}
+
+// etag returns the quoted ETag of a file: the one stored at its upload,
+// else one made from its SHA-256 or version, marked "-1" so that clients
+// do not take it for an MD5.
+func etag(md map[string]string, sha []byte, version uint64, size int64) string {
+	if e, ok := md[metaETag]; ok {
+		return `"` + e + `"`
+	}
+	if len(sha) >= 16 {
+		return `"` + hex.EncodeToString(sha[:16]) + `-1"`
+	}
+	return fmt.Sprintf(`"%016x%016x-1"`, version, size)
+}
+
+func fileETag(fi *client.FileInfo) string {
+	if fi.IsDir {
+		return `"` + emptyMD5 + `"`
+	}
+	return etag(fileMeta(fi), fi.SHA256, fi.Version, fi.Size)
+}
+
+// PutObject streams the body into a new version of the file, computing
+// its MD5 (the ETag) on the way; the file commits only once the whole body
+// arrived and checked, so a client that goes away leaves the previous
+// version. A key ending in "/" makes a directory.
+func (b *Backend) PutObject(ctx context.Context, in s3response.PutObjectInput) (s3response.PutObjectOutput, error) {
+	ctx, cancel := b.act(ctx)
+	defer cancel()
+	bucket, key := deref(in.Bucket), deref(in.Key)
+	p, dir, err := objectPath(bucket, key)
+	if err != nil {
+		return s3response.PutObjectOutput{}, err
+	}
+	if _, err := b.checkBucket(ctx, bucket); err != nil {
+		return s3response.PutObjectOutput{}, err
+	}
+	if dir {
+		if in.ContentLength != nil && *in.ContentLength > 0 {
+			return s3response.PutObjectOutput{}, s3err.GetAPIError(s3err.ErrDirectoryObjectContainsData)
+		}
+		if err := b.c.MkdirAll(ctx, p); err != nil {
+			return s3response.PutObjectOutput{}, s3Error(err, nil)
+		}
+		return s3response.PutObjectOutput{ETag: `"` + emptyMD5 + `"`}, nil
+	}
+	md, err := buildMeta(headers{in.ContentType, in.ContentEncoding, in.CacheControl, in.ContentDisposition, in.ContentLanguage, in.Expires}, in.Metadata)
+	if err != nil {
+		return s3response.PutObjectOutput{}, err
+	}
+	opts, err := b.putConditions(ctx, p, in.IfMatch, in.IfNoneMatch)
+	if err != nil {
+		return s3response.PutObjectOutput{}, err
+	}
+	sum, fi, err := b.write(ctx, p, in.Body, in.ContentLength, in.ContentMD5, md, opts)
+	if err != nil {
+		return s3response.PutObjectOutput{}, err
+	}
+	return s3response.PutObjectOutput{ETag: `"` + sum + `"`, Size: &fi.Size}, nil
+}
+
+// putConditions checks If-Match and If-None-Match of a write at p and
+// returns the create options that make the commit conditional too.
+func (b *Backend) putConditions(ctx context.Context, p string, ifMatch, ifNoneMatch *string) (*client.CreateOptions, error) {
+	opts := &client.CreateOptions{}
+	if ifNoneMatch != nil {
+		if *ifNoneMatch != "*" {
+			return nil, s3err.GetNotImplementedErr("If-None-Match", s3err.NmpAdditionalMessageIfNoneMatch)
+		}
+		opts.IfNotExist = true
+	}
+	if ifMatch != nil {
+		fi, err := b.c.Head(ctx, p)
+		if err != nil || fi.IsDir {
+			return nil, s3Error(err, nil)
+		}
+		if strings.Trim(*ifMatch, `"`) != strings.Trim(fileETag(fi), `"`) {
+			return nil, s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch)
+		}
+		opts.IfVersion = fi.Version
+	}
+	return opts, nil
+}
+
+// write streams body into a new version of p with metadata md (the MD5
+// added) and returns the MD5 in hex. length, when known, must match.
+func (b *Backend) write(ctx context.Context, p string, body io.Reader, length *int64, contentMD5 *string, md map[string]string, opts *client.CreateOptions) (string, *client.FileInfo, error) {
+	if body == nil {
+		body = strings.NewReader("")
+	}
+	w, err := b.c.Create(ctx, p, opts)
+	if err != nil {
+		return "", nil, b.putError(err, opts)
+	}
+	h := md5.New()
+	n, err := io.Copy(io.MultiWriter(w, h), body)
+	if err != nil {
+		w.Abort()
+		return "", nil, s3Error(err, nil)
+	}
+	if length != nil && *length >= 0 && n != *length {
+		w.Abort()
+		return "", nil, s3err.GetAPIError(s3err.ErrIncompleteBody)
+	}
+	sum := h.Sum(nil)
+	if contentMD5 != nil && *contentMD5 != "" {
+		want, derr := base64.StdEncoding.DecodeString(*contentMD5)
+		if derr != nil || len(want) != md5.Size {
+			w.Abort()
+			return "", nil, s3err.GetInvalidDigestErr(*contentMD5)
+		}
+		if string(want) != string(sum) {
+			w.Abort()
+			return "", nil, s3err.GetBadDigestErr(base64.StdEncoding.EncodeToString(sum), *contentMD5)
+		}
+	}
+	md[metaETag] = hex.EncodeToString(sum)
+	setMeta(w, md)
+	if err := w.Close(); err != nil {
+		return "", nil, b.putError(err, opts)
+	}
+	return md[metaETag], w.Info(), nil
+}
+
+// putError is the S3 error of a failed write with opts.
+func (b *Backend) putError(err error, opts *client.CreateOptions) error {
+	switch {
+	case opts != nil && opts.IfNotExist && errors.Is(err, fs.ErrExist):
+		return s3err.GetPreconditionFailedErr(s3err.ConditionIfNoneMatch)
+	case opts != nil && opts.IfVersion != 0 && rpc.KindOf(err) == rpc.FailedPrecondition:
+		return s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch)
+	case errors.Is(err, fs.ErrExist):
+		return s3err.GetAPIError(s3err.ErrExistingObjectIsDirectory)
+	}
+	return s3Error(err, nil)
+}
+
+// stat returns the file or directory that bucket/key names: NoSuchBucket
+// or NoSuchKey when there is none (a key ending in "/" names only a
+// directory, any other key only a file).
+func (b *Backend) stat(ctx context.Context, bucket, key string) (string, *client.FileInfo, error) {
+	p, dir, err := objectPath(bucket, key)
+	if err != nil {
+		return "", nil, err
+	}
+	fi, err := b.c.Head(ctx, p)
+	if err == nil && fi.IsDir != dir {
+		err = rpc.Errorf(rpc.NotFound, "no such key")
+	}
+	if err != nil {
+		if rpc.KindOf(err) == rpc.NotFound {
+			if _, berr := b.checkBucket(ctx, bucket); berr != nil {
+				return "", nil, berr
+			}
+		}
+		return "", nil, s3Error(err, nil)
+	}
+	return p, fi, nil
+}
+
+func (b *Backend) HeadObject(ctx context.Context, in *s3.HeadObjectInput) (*s3.HeadObjectOutput, error) {
+	ctx, cancel := b.act(ctx)
+	defer cancel()
+	_, fi, err := b.stat(ctx, deref(in.Bucket), deref(in.Key))
+	if err != nil {
+		return nil, err
+	}
+	tag := fileETag(fi)
+	if err := backend.EvaluatePreconditions(tag, fi.Modified, backend.PreConditions{IfMatch: in.IfMatch, IfNoneMatch: in.IfNoneMatch,
+		IfModSince: in.IfModifiedSince, IfUnmodeSince: in.IfUnmodifiedSince}); err != nil {
+		return nil, err
+	}
+	size := fi.Size
+	var contentRange *string
+	if in.PartNumber != nil && *in.PartNumber > 1 {
+		return nil, s3err.GetInvalidPartNumberRangeErr(1, *in.PartNumber)
+	}
+	if r := deref(in.Range); r != "" {
+		start, length, ok, err := backend.ParseObjectRange(fi.Size, r)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			size = length
+			contentRange = ptr(fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, fi.Size))
+		}
+	}
+	md := fileMeta(fi)
+	return &s3.HeadObjectOutput{
+		AcceptRanges: ptr("bytes"), ContentLength: &size, ContentRange: contentRange, ETag: &tag, LastModified: &fi.Modified,
+		ContentType: contentType(md, fi.IsDir), ContentEncoding: metaPtr(md, metaContentEncoding), CacheControl: metaPtr(md, metaCacheControl),
+		ContentDisposition: metaPtr(md, metaDisposition), ContentLanguage: metaPtr(md, metaLanguage), ExpiresString: metaPtr(md, metaExpires),
+		Metadata: userMeta(md), StorageClass: types.StorageClassStandard,
+	}, nil
+}
+
+// contentType is the stored Content-Type, else S3's default.
+func contentType(md map[string]string, dir bool) *string {
+	if v, ok := md[metaContentType]; ok {
+		return &v
+	}
+	if dir {
+		return ptr("application/x-directory")
+	}
+	return ptr("binary/octet-stream")
+}
+
+// GetObject streams the object, or the range asked, reading only the
+// chunks that hold it; the body is the version found when the request
+// came, even if it is replaced meanwhile.
+func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.GetObjectOutput, error) {
+	actx, cancel := b.act(ctx)
+	ok := false
+	defer func() {
+		if !ok {
+			cancel()
+		}
+	}()
+	p, fi, err := b.stat(actx, deref(in.Bucket), deref(in.Key))
+	if err != nil {
+		return nil, err
+	}
+	var r *client.Reader
+	if !fi.IsDir {
+		// Open pins a version: take the metadata of that one.
+		for range 3 {
+			if r, err = b.c.Open(actx, p); err != nil {
+				return nil, s3Error(err, nil)
+			}
+			if r.Version() == fi.Version {
+				break
+			}
+			r.Close()
+			r = nil
+			if _, fi, err = b.stat(actx, deref(in.Bucket), deref(in.Key)); err != nil {
+				return nil, err
+			}
+		}
+		if r == nil {
+			return nil, apiError("ServiceUnavailable", 503, "the object changes too often to be read, retry")
+		}
+	}
+	closeReader := func() {
+		if r != nil {
+			r.Close()
+		}
+	}
+	tag := fileETag(fi)
+	if err := backend.EvaluatePreconditions(tag, fi.Modified, backend.PreConditions{IfMatch: in.IfMatch, IfNoneMatch: in.IfNoneMatch,
+		IfModSince: in.IfModifiedSince, IfUnmodeSince: in.IfUnmodifiedSince}); err != nil {
+		closeReader()
+		return nil, err
+	}
+	start, length := int64(0), fi.Size
+	var contentRange *string
+	if in.PartNumber != nil && *in.PartNumber > 1 {
+		closeReader()
+		return nil, s3err.GetInvalidPartNumberRangeErr(1, *in.PartNumber)
+	}
+	if rg := deref(in.Range); rg != "" {
+		s, l, valid, err := backend.ParseObjectRange(fi.Size, rg)
+		if err != nil {
+			closeReader()
+			return nil, err
+		}
+		if valid {
+			start, length = s, l
+			contentRange = ptr(fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, fi.Size))
+		}
+	}
+	var body io.ReadCloser = io.NopCloser(strings.NewReader(""))
+	if r != nil {
+		body = &objectBody{seq: r, start: start, length: length, close: func() { r.Close(); cancel() }}
+	} else {
+		cancel()
+	}
+	ok = true
+	md := fileMeta(fi)
+	return &s3.GetObjectOutput{
+		AcceptRanges: ptr("bytes"), ContentLength: &length, ContentRange: contentRange, ETag: &tag, LastModified: &fi.Modified,
+		ContentType: contentType(md, fi.IsDir), ContentEncoding: metaPtr(md, metaContentEncoding), CacheControl: metaPtr(md, metaCacheControl),
+		ContentDisposition: metaPtr(md, metaDisposition), ContentLanguage: metaPtr(md, metaLanguage), ExpiresString: metaPtr(md, metaExpires),
+		Metadata: userMeta(md), StorageClass: types.StorageClassStandard, Body: body,
+	}, nil
+}
+
+// objectBody is a GetObject body: the range of a Reader, read in order
+// (with the Reader's read-ahead) once the first read positioned it.
+type objectBody struct {
+	r             io.Reader
+	seq           *client.Reader
+	start, length int64
+	positioned    bool
+	read          int64
+	close         func()
+	closed        bool
+}
+
+func (o *objectBody) Read(p []byte) (int, error) {
+	if !o.positioned {
+		// Read sequentially from start: the Reader fetches the next chunks
+		// ahead, where ReadAt would fetch each piece on its own.
+		if _, err := o.seq.Seek(o.start, io.SeekStart); err != nil {
+			return 0, err
+		}
+		o.r = io.LimitReader(o.seq, o.length)
+		o.positioned = true
+	}
+	n, err := o.r.Read(p)
+	o.read += int64(n)
+	if err == io.EOF && o.read < o.length {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (o *objectBody) Close() error {
+	if !o.closed {
+		o.closed = true
+		o.close()
+	}
+	return nil
+}
+
+// DeleteObject removes a file (or an empty directory for a key ending in
+// "/"); a missing key is no error, as in S3. Directories left empty above
+// it go too, up to the bucket, so that they do not list as prefixes.
+func (b *Backend) DeleteObject(ctx context.Context, in *s3.DeleteObjectInput) (*s3.DeleteObjectOutput, error) {
+	ctx, cancel := b.act(ctx)
+	defer cancel()
+	if err := b.deleteObject(ctx, deref(in.Bucket), deref(in.Key), in.IfMatch); err != nil {
+		return nil, err
+	}
+	return &s3.DeleteObjectOutput{}, nil
+}
+
+func (b *Backend) deleteObject(ctx context.Context, bucket, key string, ifMatch *string) error {
+	bp, err := b.checkBucket(ctx, bucket)
+	if err != nil {
+		return err
+	}
+	p, dir, err := objectPath(bucket, key)
+	if err != nil {
+		return err
+	}
+	fi, err := b.c.Head(ctx, p)
+	switch {
+	case rpc.KindOf(err) == rpc.NotFound, err == nil && fi.IsDir != dir:
+		if ifMatch != nil {
+			return s3err.GetAPIError(s3err.ErrNoSuchKey)
+		}
+		return nil
+	case err != nil:
+		return s3Error(err, nil)
+	}
+	if ifMatch != nil && strings.Trim(*ifMatch, `"`) != strings.Trim(fileETag(fi), `"`) {
+		return s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch)
+	}
+	err = b.c.Remove(ctx, p)
+	switch {
+	case rpc.KindOf(err) == rpc.NotEmpty:
+		return nil // a directory marker with keys below: they keep the prefix
+	case rpc.KindOf(err) == rpc.NotFound:
+	case err != nil:
+		return s3Error(err, nil)
+	}
+	b.removeEmptyParents(ctx, bp, p)
+	return nil
+}
+
+// removeEmptyParents removes the directories above p that are empty, up
+// to the bucket's directory bp; the first one that is not stops it.
+func (b *Backend) removeEmptyParents(ctx context.Context, bp, p string) {
+	for d := parent(p); d != bp && strings.HasPrefix(d, bp+"/"); d = parent(d) {
+		if err := b.c.Remove(ctx, d); err != nil {
+			return
+		}
+	}
+}
+
+func parent(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i > 0 {
+		return p[:i]
+	}
+	return "/"
+}
+
+// DeleteObjects deletes each key on its own, reporting each.
+func (b *Backend) DeleteObjects(ctx context.Context, in *s3.DeleteObjectsInput) (s3response.DeleteResult, error) {
+	ctx, cancel := b.act(ctx)
+	defer cancel()
+	var out s3response.DeleteResult
+	if _, err := b.checkBucket(ctx, deref(in.Bucket)); err != nil {
+		return out, err
+	}
+	if in.Delete == nil {
+		return out, s3err.GetAPIError(s3err.ErrMalformedXML)
+	}
+	for _, o := range in.Delete.Objects {
+		key := deref(o.Key)
+		err := b.deleteObject(ctx, deref(in.Bucket), key, o.ETag)
+		if err == nil {
+			out.Deleted = append(out.Deleted, types.DeletedObject{Key: ptr(key)})
+			continue
+		}
+		code, msg := "InternalError", err.Error()
+		var api interface{ BaseError() s3err.APIError }
+		if errors.As(err, &api) {
+			code, msg = api.BaseError().Code, api.BaseError().Description
+		}
+		out.Error = append(out.Error, types.Error{Key: ptr(key), Code: &code, Message: &msg})
+	}
+	return out, nil
+}
+
+// CopyObject copies on the cluster: the new file shares the source's
+// chunks, no byte goes through the gateway. MetadataDirective REPLACE
+// takes the request's metadata, COPY (the default) the source's.
+func (b *Backend) CopyObject(ctx context.Context, in s3response.CopyObjectInput) (s3response.CopyObjectOutput, error) {
+	ctx, cancel := b.act(ctx)
+	defer cancel()
+	srcBucket, srcKey, version, err := backend.ParseCopySource(deref(in.CopySource))
+	if err != nil {
+		return s3response.CopyObjectOutput{}, err
+	}
+	if version != "" && version != "null" {
+		return s3response.CopyObjectOutput{}, s3err.GetNoSuchVersionErr(srcKey, version)
+	}
+	srcPath, src, err := b.stat(ctx, srcBucket, srcKey)
+	if err != nil {
+		return s3response.CopyObjectOutput{}, err
+	}
+	if src.IsDir {
+		return s3response.CopyObjectOutput{}, s3err.GetAPIError(s3err.ErrNoSuchKey)
+	}
+	if err := copySourceConditions(fileETag(src), src.Modified, in.CopySourceIfMatch, in.CopySourceIfNoneMatch, in.CopySourceIfModifiedSince, in.CopySourceIfUnmodifiedSince); err != nil {
+		return s3response.CopyObjectOutput{}, err
+	}
+	dstPath, dir, err := objectPath(deref(in.Bucket), deref(in.Key))
+	if err != nil {
+		return s3response.CopyObjectOutput{}, err
+	}
+	if dir {
+		return s3response.CopyObjectOutput{}, s3err.GetAPIError(s3err.ErrDirectoryObjectContainsData)
+	}
+	if _, err := b.checkBucket(ctx, deref(in.Bucket)); err != nil {
+		return s3response.CopyObjectOutput{}, err
+	}
+	var md map[string]string
+	replace := in.MetadataDirective == types.MetadataDirectiveReplace
+	if replace {
+		if md, err = buildMeta(headers{in.ContentType, in.ContentEncoding, in.CacheControl, in.ContentDisposition, in.ContentLanguage, in.Expires}, in.Metadata); err != nil {
+			return s3response.CopyObjectOutput{}, err
+		}
+		md[metaETag] = strings.Trim(fileETag(src), `"`)
+	} else if srcPath == dstPath {
+		return s3response.CopyObjectOutput{}, s3err.GetAPIError(s3err.ErrInvalidCopyDest)
+	}
+	fi, err := copyFile(ctx, b.c, srcPath, dstPath, md)
+	if err != nil {
+		return s3response.CopyObjectOutput{}, b.putError(err, nil)
+	}
+	tag := fileETag(src)
+	return s3response.CopyObjectOutput{CopyObjectResult: &s3response.CopyObjectResult{ETag: &tag, LastModified: &fi.Modified}}, nil
+}
+
+// copySourceConditions checks the x-amz-copy-source-if-* headers: a
+// failed one is PreconditionFailed.
+func copySourceConditions(tag string, mod time.Time, ifMatch, ifNoneMatch *string, ifMod, ifUnmod *time.Time) error {
+	tag = strings.Trim(tag, `"`)
+	switch {
+	case ifMatch != nil && strings.Trim(*ifMatch, `"`) != tag && *ifMatch != "*":
+		return s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch)
+	case ifNoneMatch != nil && (strings.Trim(*ifNoneMatch, `"`) == tag || *ifNoneMatch == "*"):
+		return s3err.GetPreconditionFailedErr(s3err.ConditionIfNoneMatch)
+	case ifUnmod != nil && mod.After(*ifUnmod):
+		return s3err.GetPreconditionFailedErr(s3err.ConditionIfUnmodifiedSince)
+	case ifMod != nil && ifMatch == nil && !mod.After(*ifMod):
+		return s3err.GetAPIError(s3err.ErrPreconditionFailed)
+	}
+	return nil
+}
+
+// GetObjectTagging answers no tags for an existing object.
+func (b *Backend) GetObjectTagging(ctx context.Context, bucket, key, _ string) (map[string]string, error) {
+	ctx, cancel := b.act(ctx)
+	defer cancel()
+	if _, _, err := b.stat(ctx, bucket, key); err != nil {
+		return nil, err
+	}
+	return map[string]string{}, nil
+}
+
+func ptr[T any](v T) *T { return &v }
