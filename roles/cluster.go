@@ -391,6 +391,21 @@ func (c *Cluster) UserConfig(user string, groups ...string) (client.Config, erro
 	return client.Config{Coordinators: []string{c.Addr()}, TLSCA: f.CA, TLSCert: f.Cert, TLSKey: f.Key}, nil
 }
 
+// GatewayConfig returns the configuration of a client of the cluster with
+// a gateway certificate called name (issued if it does not exist yet):
+// such a client may act for users (client.ActingAs), as the S3 gateway
+// does.
+func (c *Cluster) GatewayConfig(name string) (client.Config, error) {
+	if c.pki == nil {
+		return client.Config{}, rpc.Errorf(rpc.FailedPrecondition, "the cluster is not secure: it has no gateways")
+	}
+	f, err := c.pki.issue(pki.Request{Role: pki.Gateway, Name: name})
+	if err != nil {
+		return client.Config{}, err
+	}
+	return client.Config{Coordinators: []string{c.Addr()}, TLSCA: f.CA, TLSCert: f.Cert, TLSKey: f.Key}, nil
+}
+
 // coordinatorDeps returns what the coordinator is built with.
 func (c *Cluster) coordinatorDeps(lis net.Listener, store meta.Store, reg *prometheus.Registry) (coordinator.Deps, error) {
 	deps := coordinator.Deps{Log: c.cfg.Log, Listener: lis, Store: store, StoreName: "bolt", Metrics: reg}

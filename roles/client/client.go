@@ -259,10 +259,26 @@ func (c *Client) coordinator(ctx context.Context, fn func(ctx context.Context, c
 // only, never to a datanode (which could replay it), and only over TLS
 // (Validate requires TLSCA with it).
 func (c *Client) authorized(ctx context.Context) context.Context {
+	if user, ok := ctx.Value(actingAsKey{}).(string); ok {
+		ctx = metadata.AppendToOutgoingContext(ctx, auth.ActAsHeader, user)
+	}
 	if c.cfg.Token == "" {
 		return ctx
 	}
 	return metadata.AppendToOutgoingContext(ctx, auth.AuthorizationHeader, "Bearer "+c.cfg.Token)
+}
+
+type actingAsKey struct{}
+
+// ActingAs returns ctx for calls made on behalf of user: the coordinator
+// checks each call made with it against user's permissions and records
+// user as the owner of what it creates. Only a client whose certificate
+// has the gateway role (dfs admin cert issue --role gateway) may act for
+// another user; anyone else's calls fail with Unauthenticated. Over plain
+// text (a cluster run with --insecure) nothing is checked and the user is
+// ignored.
+func ActingAs(ctx context.Context, user string) context.Context {
+	return context.WithValue(ctx, actingAsKey{}, user)
 }
 
 // datanode returns a client for the datanode at addr.

@@ -73,7 +73,7 @@ func (f *dfsFS) stat(op, name string) (string, *FileInfo, error) {
 		return "", nil, &fs.PathError{Op: op, Path: name, Err: wrap(ctx, op, p, err)}
 	}
 	// Not a file: a directory if it can be listed.
-	lerr := f.c.listPages(ctx, p, false, func([]DirEntry) error { return errStopped })
+	lerr := f.c.listPages(ctx, p, ListOptions{}, func([]DirEntry) error { return errStopped })
 	if lerr != nil && !errors.Is(lerr, errStopped) {
 		return "", nil, &fs.PathError{Op: op, Path: name, Err: wrap(ctx, op, p, lerr)}
 	}

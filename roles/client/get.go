@@ -148,7 +148,7 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 			return nil, rpc.Errorf(rpc.Internal, "coordinator returned no chunk map for %s", path)
 		}
 	}
-	if sum := h.Sum(nil); !bytes.Equal(sum, fi.Sha256) {
+	if sum := h.Sum(nil); len(fi.Sha256) > 0 && !bytes.Equal(sum, fi.Sha256) {
 		return nil, rpc.Errorf(rpc.Internal, "file checksum mismatch: committed %x, read %x", fi.Sha256, sum)
 	}
 	fi.Chunks = nil
@@ -197,7 +197,7 @@ func (c *Client) changedOr(ctx context.Context, fi *dfspb.FileInfo, err error) e
 // write nonsense: every chunk but the last is a whole chunk, at its
 // offset, and the last one ends the file.
 func checkFileInfo(fi *dfspb.FileInfo) error {
-	if fi == nil || fi.Size < 0 || len(fi.Sha256) != sha256.Size || fi.ChunkSize <= 0 || fi.ChunkSize > rpc.MaxChunkSize ||
+	if fi == nil || fi.Size < 0 || (len(fi.Sha256) != sha256.Size && len(fi.Sha256) != 0) || fi.ChunkSize <= 0 || fi.ChunkSize > rpc.MaxChunkSize ||
 		int64(fi.ChunkCount) != (fi.Size+fi.ChunkSize-1)/fi.ChunkSize {
 		return rpc.Errorf(rpc.Internal, "coordinator returned malformed file metadata")
 	}

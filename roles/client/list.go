@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"iter"
+	"strings"
 	"time"
 
 	"github.com/dfs-project/dfs/rpc"
@@ -36,7 +37,7 @@ const maxListPage = 10000
 func (c *Client) ListPages(ctx context.Context, dir string, recursive bool, fn func(page []DirEntry) error) error {
 	ctx = rpc.EnsureRequestID(ctx)
 	stopped := false // fn's error, returned as it is
-	err := c.listPages(ctx, dir, recursive, func(page []DirEntry) error {
+	err := c.listPages(ctx, dir, ListOptions{Recursive: recursive}, func(page []DirEntry) error {
 		err := fn(page)
 		stopped = err != nil
 		return err
@@ -48,14 +49,25 @@ func (c *Client) ListPages(ctx context.Context, dir string, recursive bool, fn f
 }
 
 // listPages is ListPages without the wrapping of its errors.
-func (c *Client) listPages(ctx context.Context, dir string, recursive bool, fn func(page []DirEntry) error) error {
+func (c *Client) listPages(ctx context.Context, dir string, opts ListOptions, fn func(page []DirEntry) error) error {
 	token, last := "", ""
+	if opts.After != "" {
+		if _, err := rpc.ParsePath(strings.TrimSuffix(opts.After, "/")); err != nil {
+			return rpc.Errorf(rpc.Invalid, "list after %q: %w", opts.After, err)
+		}
+		last = opts.After
+	}
 	// Each page moves last forward (checked below); ctx bounds the rest.
 	for {
 		var resp *dfspb.ListFilesResponse
 		err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
 			var err error
-			resp, err = cc.ListFiles(ctx, &dfspb.ListFilesRequest{Path: dir, Recursive: recursive, PageSize: uint32(c.cfg.ListPageSize), PageToken: token})
+			req := &dfspb.ListFilesRequest{Path: dir, Recursive: opts.Recursive, PageSize: uint32(c.cfg.ListPageSize), PageToken: token,
+				WithMetadata: opts.Metadata}
+			if token == "" {
+				req.StartAfter = opts.After
+			}
+			resp, err = cc.ListFiles(ctx, req)
 			return err
 		})
 		if err != nil {
@@ -99,7 +111,7 @@ func listPage(resp *dfspb.ListFilesResponse, last *string) ([]DirEntry, error) {
 		*last = k
 		e := DirEntry{Path: le.Path, IsDir: le.IsDir, Owner: le.Owner, Group: le.Group, Mode: fromMode(le.Mode, le.IsDir)}
 		if !le.IsDir {
-			e.Size, e.Chunks, e.Replication = le.Size, le.Chunks, le.Replication
+			e.Size, e.Chunks, e.Replication, e.Metadata = le.Size, le.Chunks, le.Replication, le.Metadata
 		}
 		if le.ModifiedUnixMs != 0 || !le.IsDir {
 			e.Modified = time.UnixMilli(le.ModifiedUnixMs).UTC()
@@ -126,6 +138,14 @@ type ListOptions struct {
 	// Recursive lists every file and directory below the directory;
 	// without it the listing is one level: its files and directories.
 	Recursive bool
+	// Metadata fills each file's DirEntry.Metadata.
+	Metadata bool
+	// After starts the listing after this path, in listing order: paths
+	// sort bytewise, a directory's with a trailing slash ("/a/b.txt" <
+	// "/a/b/" < "/a/b0"), so a listing can be taken up again where an
+	// earlier one stopped (After: the last path it gave, with the slash
+	// for a directory) without reading what came before.
+	After string
 }
 
 // List returns the listing of ListPages (one level, or with
@@ -143,9 +163,13 @@ type ListOptions struct {
 //		fmt.Println(e.Path, e.Size)
 //	}
 func (c *Client) List(ctx context.Context, dir string, opts *ListOptions) iter.Seq2[DirEntry, error] {
-	recursive := opts != nil && opts.Recursive
+	var o ListOptions
+	if opts != nil {
+		o = *opts
+	}
 	return func(yield func(DirEntry, error) bool) {
-		err := c.ListPages(ctx, dir, recursive, func(page []DirEntry) error {
+		ctx := rpc.EnsureRequestID(ctx)
+		err := c.listPages(ctx, dir, o, func(page []DirEntry) error {
 			for _, e := range page {
 				if !yield(e, nil) {
 					return errStopped
@@ -154,7 +178,7 @@ func (c *Client) List(ctx context.Context, dir string, opts *ListOptions) iter.S
 			return nil
 		})
 		if err != nil && !errors.Is(err, errStopped) {
-			yield(DirEntry{}, err)
+			yield(DirEntry{}, wrap(ctx, "ls", dir, err))
 		}
 	}
 }

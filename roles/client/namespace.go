@@ -119,6 +119,9 @@ type CopyOptions struct {
 	// IfVersion, when not 0, copies only over that version of dst (else
 	// FailedPrecondition).
 	IfVersion uint64
+	// Metadata, when not nil, is dst's metadata (see
+	// CreateOptions.Metadata); nil keeps src's.
+	Metadata map[string]string
 }
 
 // Copy makes dst a new file with src's content, on the coordinator: the
@@ -130,6 +133,7 @@ func (c *Client) Copy(ctx context.Context, src, dst string, opts *CopyOptions) (
 	req := &dfspb.CopyFileRequest{Src: src, Dst: dst}
 	if opts != nil {
 		req.IfNotExist, req.IfVersion = opts.IfNotExist, opts.IfVersion
+		req.ReplaceMetadata, req.Metadata = opts.Metadata != nil, opts.Metadata
 	}
 	var out *dfspb.FileInfo
 	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
@@ -144,6 +148,48 @@ func (c *Client) Copy(ctx context.Context, src, dst string, opts *CopyOptions) (
 	}
 	if err != nil {
 		return nil, wrap(ctx, "cp", src+" "+dst, err)
+	}
+	return fromFileInfo(out), nil
+}
+
+// ConcatOptions are the choices of Concat.
+type ConcatOptions struct {
+	// IfNotExist and IfVersion are preconditions on dst, as CopyOptions'.
+	IfNotExist bool
+	IfVersion  uint64
+	// Metadata is dst's metadata (see CreateOptions.Metadata).
+	Metadata map[string]string
+}
+
+// Concat makes dst a new file with the bytes of srcs one after the other,
+// on the coordinator, in one atomic commit: the new file shares the
+// sources' chunks, as Copy does, so no chunk byte moves; the sources stay
+// as they are (remove them afterwards if they were parts). A file's
+// chunks are all of one size but its last, so every source but the last
+// must be whole chunks of one size: the first chunk's; other sources fail
+// with Invalid, and their bytes must be copied instead (Open, then
+// Create). The new file has no whole-file SHA-256 (FileInfo.SHA256 is
+// nil): the digests of its chunks and of their frames verify every byte
+// read. At most 10,000 sources; opts may be nil.
+func (c *Client) Concat(ctx context.Context, dst string, srcs []string, opts *ConcatOptions) (*FileInfo, error) {
+	ctx = rpc.EnsureRequestID(ctx)
+	req := &dfspb.ConcatFilesRequest{Srcs: srcs, Dst: dst}
+	if opts != nil {
+		req.IfNotExist, req.IfVersion, req.Metadata = opts.IfNotExist, opts.IfVersion, opts.Metadata
+	}
+	var out *dfspb.FileInfo
+	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		resp, err := cc.ConcatFiles(ctx, req)
+		if err == nil {
+			out = resp.File
+		}
+		return err
+	})
+	if err == nil && out == nil {
+		err = rpc.Errorf(rpc.Internal, "coordinator returned no file for the concatenation")
+	}
+	if err != nil {
+		return nil, wrap(ctx, "concat", dst, err)
 	}
 	return fromFileInfo(out), nil
 }
@@ -192,7 +238,7 @@ func (c *Client) Walk(ctx context.Context, root string, fn WalkFunc) error {
 	case rpc.KindOf(err) == rpc.NotFound:
 		// Perhaps a directory that the coordinator knows only by the files
 		// below it: the listing tells.
-		err = c.listPages(ctx, root, false, func([]DirEntry) error { return errStopped })
+		err = c.listPages(ctx, root, ListOptions{}, func([]DirEntry) error { return errStopped })
 		if err == nil || errors.Is(err, errStopped) {
 			top = DirEntry{Path: root, IsDir: true}
 			break
@@ -221,7 +267,7 @@ func (c *Client) Walk(ctx context.Context, root string, fn WalkFunc) error {
 // walkDir walks what dir holds; fn was called for dir itself. It returns
 // fs.SkipAll as it is, for Walk to stop.
 func (c *Client) walkDir(ctx context.Context, dir string, fn WalkFunc) error {
-	err := c.listPages(ctx, dir, false, func(page []DirEntry) error {
+	err := c.listPages(ctx, dir, ListOptions{}, func(page []DirEntry) error {
 		for _, e := range page {
 			if e.Path == dir && !e.IsDir {
 				continue // a file lists itself: dir became a file meanwhile

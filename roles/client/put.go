@@ -64,6 +64,8 @@ type putState struct {
 	// in the confirm.
 	ifNotExist bool
 	ifVersion  uint64
+	// metadata is committed with the file.
+	metadata map[string]string
 
 	mu       sync.Mutex
 	receipts map[uint32]*dfspb.ChunkReceipt
@@ -87,6 +89,7 @@ type uploadOptions struct {
 	ifNotExist  bool
 	ifVersion   uint64
 	progress    Progress
+	metadata    map[string]string
 }
 
 // upload is one upload in progress, the core of Put and of Writer: its
@@ -147,7 +150,7 @@ func (c *Client) startUpload(ctx context.Context, path string, size int64, o upl
 		c: c, path: path, session: rpc.SessionID(open.SessionId), chunkSize: open.ChunkSize, plans: open.Chunks,
 		maxChunks: open.MaxChunks, ttl: time.Duration(open.SessionTimeoutMs) * time.Millisecond,
 		progress: o.progress, receipts: map[uint32]*dfspb.ChunkReceipt{}, full: make(chan struct{}, 1), failed: map[rpc.NodeID]bool{},
-		ifNotExist: o.ifNotExist, ifVersion: o.ifVersion,
+		ifNotExist: o.ifNotExist, ifVersion: o.ifVersion, metadata: o.metadata,
 	}
 	if st.maxChunks == 0 {
 		st.maxChunks = rpc.MaxFileChunks
@@ -604,7 +607,7 @@ func (st *putState) confirm(ctx context.Context, size int64, sum []byte) (*dfspb
 		}
 		st.mu.Lock()
 		req := &dfspb.ConfirmUploadRequest{SessionId: string(st.session), Size: size, Sha256: sum, Chunks: st.pending, ChunkCount: count,
-			IfNotExist: st.ifNotExist, IfVersion: st.ifVersion}
+			IfNotExist: st.ifNotExist, IfVersion: st.ifVersion, Metadata: st.metadata}
 		st.pending = nil
 		st.mu.Unlock()
 		resp, err := st.confirmOnce(ctx, req)

@@ -47,6 +47,9 @@ type FileInfo struct {
 	// is then "".
 	Owner, Group string
 	Mode         fs.FileMode
+	// Metadata is what the writer stored with the file (see
+	// CreateOptions.Metadata); nil for none and for directories.
+	Metadata map[string]string
 }
 
 // ChunkInfo is one chunk of a file and where its copies are.
@@ -108,6 +111,9 @@ type DirEntry struct {
 	// Owner, Group and Mode are as FileInfo's.
 	Owner, Group string
 	Mode         fs.FileMode
+	// Metadata is the file's, as FileInfo's, in a listing asked for it
+	// (ListOptions.Metadata).
+	Metadata map[string]string
 }
 
 // NodeStatus is one datanode as the coordinator sees it.
@@ -221,7 +227,7 @@ func fromFileInfo(p *dfspb.FileInfo) *FileInfo {
 	fi := &FileInfo{
 		Path: p.Path, IsDir: p.IsDir, Size: p.Size, SHA256: p.Sha256, ChunkSize: p.ChunkSize, Replication: p.Replication,
 		Modified: time.UnixMilli(p.ModifiedUnixMs).UTC(), Version: p.Version, ChunkCount: p.ChunkCount, Session: p.SessionId,
-		Owner: p.Owner, Group: p.Group, Mode: fromMode(p.Mode, p.IsDir),
+		Owner: p.Owner, Group: p.Group, Mode: fromMode(p.Mode, p.IsDir), Metadata: p.Metadata,
 	}
 	if len(p.Chunks) > 0 {
 		fi.Chunks = make([]ChunkInfo, 0, len(p.Chunks))

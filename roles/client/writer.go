@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"maps"
 
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -28,6 +29,11 @@ type CreateOptions struct {
 	// Progress is told how many more bytes reached the datanodes; it is
 	// called from the Writer's goroutines, and may be nil.
 	Progress Progress
+	// Metadata is stored with the file when it commits (a content type,
+	// an S3 ETag, user metadata; Stat and List return it): keys and
+	// values of UTF-8 without control characters, at most 4 KiB in all.
+	// Writer.SetMetadata replaces it before Close.
+	Metadata map[string]string
 }
 
 // Writer writes a new version of a file: the bytes written fill a chunk,
@@ -67,6 +73,7 @@ func (c *Client) Create(ctx context.Context, path string, opts *CreateOptions) (
 			o.replication = opts.Replication
 		}
 		o.ifNotExist, o.ifVersion, o.progress = opts.IfNotExist, opts.IfVersion, opts.Progress
+		o.metadata = maps.Clone(opts.Metadata)
 		if opts.Size > 0 {
 			size = opts.Size
 		}
@@ -76,6 +83,13 @@ func (c *Client) Create(ctx context.Context, path string, opts *CreateOptions) (
 		return nil, wrap(ctx, "create", path, err)
 	}
 	return &Writer{u: u, ctx: ctx, path: path}, nil
+}
+
+// SetMetadata replaces the metadata Close commits with the file (see
+// CreateOptions.Metadata), for what is known only once the bytes are
+// written, such as a digest of them. Bad metadata fails Close.
+func (w *Writer) SetMetadata(md map[string]string) {
+	w.u.st.metadata = maps.Clone(md)
 }
 
 // Write writes p to the file. It returns once p is copied into chunk

@@ -26,6 +26,7 @@ var accessRules = map[string]auth.Rule{
 	"Mkdir":             auth.Users,
 	"Rename":            auth.Users,
 	"CopyFile":          auth.Users,
+	"ConcatFiles":       auth.Users,
 	"Usage":             auth.Users,
 	"SetAttr":           auth.Users,
 	"ListNodes":         auth.Authenticated,

@@ -43,6 +43,8 @@ type namespace struct {
 	refs    *refIndex
 	clock   clockwork.Clock
 	perms   perms
+	// maxChunks is the most chunks a file may have (a concatenation too).
+	maxChunks int
 }
 
 // now is the time a change records (UTC).

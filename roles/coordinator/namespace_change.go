@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
@@ -249,68 +250,109 @@ func (ns *namespace) moved(ctx context.Context, f *meta.File, dst rpc.Path) bool
 // counts its references in 16 bits).
 const maxShares = 1<<16 - 2
 
-// copy makes dst a new file with src's bytes, sharing src's chunks: no
-// chunk byte moves, and GC deletes a chunk only when no file references
-// it. cond is asked of the file dst replaces, whose chunks go to GC. The
-// new file is referenced before its commit and released only when the
-// commit is known not to have been applied, so a chunk it shares is never
-// deleted in between; the path locks of src and dst are held (and the tree
-// lock shared, so no move takes src away), so src cannot go while its
-// chunks are being shared.
+// copy makes dst a new file with src's bytes and metadata, sharing src's
+// chunks (see compose).
 func (ns *namespace) copy(ctx context.Context, src, dst rpc.Path, cond precondition) (*meta.File, error) {
-	if src == dst {
-		return nil, rpc.Errorf(rpc.Invalid, "cannot copy %s onto itself", src)
+	return ns.compose(ctx, composition{srcs: []rpc.Path{src}, dst: dst, cond: cond, keepMetadata: true})
+}
+
+// composition is what compose makes: dst from the chunks of srcs, in
+// order, with metadata (or, with keepMetadata, the one source's).
+type composition struct {
+	srcs         []rpc.Path
+	dst          rpc.Path
+	cond         precondition
+	metadata     map[string]string
+	keepMetadata bool
+}
+
+// maxConcatSources bounds the sources of one concatenation (S3's most
+// parts of a multipart upload).
+const maxConcatSources = 10000
+
+// check refuses a composition that names no source, too many, or dst
+// among them, or bad metadata.
+func (c composition) check() error {
+	switch {
+	case len(c.srcs) == 0:
+		return rpc.Errorf(rpc.Invalid, "no file to copy from")
+	case len(c.srcs) > maxConcatSources:
+		return rpc.Errorf(rpc.Invalid, "%d files to concatenate: at most %d", len(c.srcs), maxConcatSources)
+	case slices.Contains(c.srcs, c.dst):
+		return rpc.Errorf(rpc.Invalid, "cannot copy %s onto itself", c.dst)
+	}
+	return meta.CheckMetadata(c.metadata)
+}
+
+// compose makes c.dst a new file with the bytes of c.srcs one after the
+// other, sharing their chunks: no chunk byte moves, and GC deletes a
+// chunk only when no file references it. c.cond is asked of the file dst
+// replaces, whose chunks go to GC. The new file is referenced before its
+// commit and released only when the commit is known not to have been
+// applied, so a chunk it shares is never deleted in between; the path
+// locks of the sources and dst are held (and the tree lock shared, so no
+// move takes a source away), so no source can go while its chunks are
+// being shared.
+//
+// A file's chunks all have one size but the last (readers find a byte's
+// chunk by dividing), so every source but the last must be whole chunks
+// of the first chunk's size (an S3 multipart upload of equal parts, each
+// written as chunks of a size that divides it). A copy of one file keeps
+// its digest; a concatenation of several has none (no SHA-256 of the
+// whole can be made from its parts'): its chunk and frame digests verify
+// its bytes.
+func (ns *namespace) compose(ctx context.Context, c composition) (*meta.File, error) {
+	if err := c.check(); err != nil {
+		return nil, err
 	}
 	if err := ns.safe.check("copy files"); err != nil {
 		return nil, err
 	}
-	if err := ns.perms.read(ctx, src); err != nil {
-		return nil, err
+	for _, src := range c.srcs {
+		if err := ns.perms.read(ctx, src); err != nil {
+			return nil, err
+		}
 	}
-	c, err := ns.perms.create(ctx, dst)
+	cr, err := ns.perms.create(ctx, c.dst)
 	if err != nil {
 		return nil, err
 	}
-	defer ns.paths.lock(src, dst)()
+	defer ns.paths.lock(append(slices.Clone(c.srcs), c.dst)...)()
 	for try := 0; ; try++ {
-		from, err := ns.store.Lookup(ctx, src)
+		f, err := ns.joined(ctx, c)
 		if err != nil {
 			return nil, err
 		}
-		if from.IsDir {
-			return nil, rpc.Errorf(rpc.Invalid, "%s is a directory: copy copies files", src)
-		}
-		old, err := current(ctx, ns.store, dst)
+		old, err := current(ctx, ns.store, c.dst)
 		if err != nil {
 			return nil, err
 		}
-		if err := cond.check(dst, old); err != nil {
+		if err := c.cond.check(c.dst, old); err != nil {
 			return nil, err
 		}
-		f := *from.File
-		f.Path, f.Modified, f.Session = dst, ns.now(), rpc.NewSessionID()
-		f.Version, f.Attr = 1, c.file
-		txn := &meta.Txn{Path: dst, Put: &f, Parents: c.dir}
+		f.Path, f.Modified, f.Session = c.dst, ns.now(), rpc.NewSessionID()
+		f.Version, f.Attr = 1, cr.file
+		txn := &meta.Txn{Path: c.dst, Put: f, Parents: cr.dir}
 		if old != nil {
 			f.Version, txn.Expect = old.Version+1, old.Version
 			f.Attr = old.Attr // a replaced file's attributes stay
 			txn.AddDeletions = ns.locs.deletionsOf(old)
 		}
-		if err := ns.refs.share(&f, maxShares); err != nil {
+		if err := ns.refs.share(f, maxShares); err != nil {
 			return nil, err
 		}
 		err = ns.commits.Commit(ctx, txn)
-		if err != nil && outcomeUnknown(err) && ns.moved(ctx, &f, dst) {
+		if err != nil && outcomeUnknown(err) && ns.moved(ctx, f, c.dst) {
 			// Reported failed, but applied: the copy stands, with its
 			// references; the deletions are recorded again.
-			ns.log.Warn().Err(err).Str("from", string(src)).Str("to", string(dst)).Msg("copy reported failed but applied; finishing it")
+			ns.log.Warn().Err(err).Strs("from", paths(c.srcs)).Str("to", string(c.dst)).Msg("copy reported failed but applied; finishing it")
 			err = ns.commits.Commit(ctx, &meta.Txn{AddDeletions: txn.AddDeletions})
 			if err != nil {
 				return nil, err // the copy is committed and referenced; its deletions wait for the next term
 			}
 		} else if err != nil {
 			if !outcomeUnknown(err) {
-				ns.refs.remove(&f)
+				ns.refs.remove(f)
 			}
 			// With the outcome still unknown the references stay: a chunk
 			// kept too long is an orphan for GC, one deleted too soon is
@@ -320,14 +362,88 @@ func (ns *namespace) copy(ctx context.Context, src, dst rpc.Path, cond precondit
 			}
 			return nil, err
 		}
-		ns.dels.queue.file(&f)
+		ns.dels.queue.file(f)
 		if old != nil {
 			ns.dels.enqueue(txn.AddDeletions)
 			ns.dels.unreference(ctx, old, txn.AddDeletions)
 		}
-		ns.log.Info().Str("from", string(src)).Str("to", string(dst)).Int("chunks", len(f.Chunks)).Msg("file copied")
-		return &f, nil
+		ns.log.Info().Strs("from", paths(c.srcs)).Str("to", string(c.dst)).Int("chunks", len(f.Chunks)).Msg("file copied")
+		return f, nil
 	}
+}
+
+// joined returns the file c makes, but for its path, time, session,
+// version and attributes: the sources' chunks one after the other, at
+// the highest of their replications.
+func (ns *namespace) joined(ctx context.Context, c composition) (*meta.File, error) {
+	var f *meta.File
+	for _, src := range c.srcs {
+		from, err := ns.store.Lookup(ctx, src)
+		if err != nil {
+			return nil, err
+		}
+		if from.IsDir {
+			return nil, rpc.Errorf(rpc.Invalid, "%s is a directory: copy copies files", src)
+		}
+		if f == nil {
+			g := *from.File
+			g.Chunks = slices.Clone(g.Chunks)
+			f = &g
+			continue
+		}
+		if err := ns.appendable(f, from.File); err != nil {
+			return nil, err
+		}
+		f.Chunks = append(f.Chunks, from.File.Chunks...)
+		f.Size += from.File.Size
+		f.Replication = max(f.Replication, from.File.Replication)
+	}
+	if len(c.srcs) > 1 {
+		f.SHA256 = nil
+		switch {
+		case len(f.Chunks) > 1:
+			f.ChunkSize = f.Chunks[0].Size
+		case len(f.Chunks) == 1:
+			f.ChunkSize = max(f.ChunkSize, f.Chunks[0].Size)
+		}
+	}
+	if !c.keepMetadata {
+		f.Metadata = c.metadata
+	}
+	return f, nil
+}
+
+// appendable says why next's chunks cannot follow f's, if they cannot:
+// f's chunks must all be of one size (a valid chunk size), and so must
+// next's but its last, the same size; the chunks together within the
+// most a file may have.
+func (ns *namespace) appendable(f, next *meta.File) error {
+	if len(next.Chunks) == 0 {
+		return nil
+	}
+	if len(f.Chunks)+len(next.Chunks) > ns.maxChunks {
+		return rpc.Errorf(rpc.Invalid, "the concatenation would have more than %d chunks", ns.maxChunks)
+	}
+	if len(f.Chunks) == 0 {
+		return nil
+	}
+	size := f.Chunks[0].Size
+	whole := func(chunks []meta.Chunk) bool {
+		return !slices.ContainsFunc(chunks, func(ch meta.Chunk) bool { return ch.Size != size })
+	}
+	if rpc.CheckChunkSize(size) != nil || !whole(f.Chunks) || !whole(next.Chunks[:len(next.Chunks)-1]) {
+		return rpc.Errorf(rpc.Invalid, "cannot concatenate %s: every file but the last must be whole chunks of one size (%s, the first chunk's)", next.Path, rpc.FormatBytes(size))
+	}
+	return nil
+}
+
+// paths returns ps as strings.
+func paths(ps []rpc.Path) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = string(p)
+	}
+	return out
 }
 
 // treeUsage is what a subtree holds.

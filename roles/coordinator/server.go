@@ -108,7 +108,7 @@ func (s *server) ConfirmUpload(ctx context.Context, req *dfspb.ConfirmUploadRequ
 		return nil, rpc.ToStatus(err)
 	}
 	c, err := t.uploads.confirm(ctx, confirmation{session: id, size: req.Size, sha256: req.Sha256, chunks: req.ChunkCount,
-		receipts: receiptsFromPB(req.Chunks), cond: cond})
+		receipts: receiptsFromPB(req.Chunks), cond: cond, metadata: req.Metadata})
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
@@ -237,12 +237,42 @@ func (s *server) CopyFile(ctx context.Context, req *dfspb.CopyFileRequest) (*dfs
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
-	f, err := t.namespace.copy(ctx, src, dst, cond)
+	f, err := t.namespace.compose(ctx, composition{srcs: []rpc.Path{src}, dst: dst, cond: cond,
+		metadata: req.Metadata, keepMetadata: !req.ReplaceMetadata})
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}
 	fi := pageToPB(filePage{file: f}, nil)
 	return &dfspb.CopyFileResponse{File: fi}, nil
+}
+
+func (s *server) ConcatFiles(ctx context.Context, req *dfspb.ConcatFilesRequest) (*dfspb.ConcatFilesResponse, error) {
+	t, err := s.term(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Srcs) > maxConcatSources {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "%d files to concatenate: at most %d", len(req.Srcs), maxConcatSources))
+	}
+	dst, err := rpc.ParsePath(req.Dst)
+	if err != nil {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.Other, "destination: %w", err))
+	}
+	srcs := make([]rpc.Path, len(req.Srcs))
+	for i, src := range req.Srcs {
+		if srcs[i], err = rpc.ParsePath(src); err != nil {
+			return nil, rpc.ToStatus(rpc.Errorf(rpc.Other, "source %d: %w", i+1, err))
+		}
+	}
+	cond, err := preconditionOf(req.IfNotExist, req.IfVersion)
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	f, err := t.namespace.compose(ctx, composition{srcs: srcs, dst: dst, cond: cond, metadata: req.Metadata})
+	if err != nil {
+		return nil, rpc.ToStatus(err)
+	}
+	return &dfspb.ConcatFilesResponse{File: pageToPB(filePage{file: f}, nil)}, nil
 }
 
 func (s *server) Usage(ctx context.Context, req *dfspb.UsageRequest) (*dfspb.UsageResponse, error) {
@@ -328,6 +358,11 @@ func (s *server) ListFiles(ctx context.Context, req *dfspb.ListFilesRequest) (*d
 			return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "invalid page token"))
 		}
 		after = string(b)
+	} else if req.StartAfter != "" {
+		if req.StartAfter[0] != '/' || len(req.StartAfter) > rpc.MaxPathLen+1 {
+			return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "start_after %q is not a path", req.StartAfter))
+		}
+		after = req.StartAfter
 	}
 	entries, next, err := t.namespace.listFor(ctx, dir, req.Recursive, after, limit)
 	if err != nil {
@@ -346,6 +381,9 @@ func (s *server) ListFiles(ctx context.Context, req *dfspb.ListFilesRequest) (*d
 		if e.File != nil {
 			le.Size, le.ModifiedUnixMs = e.File.Size, e.File.Modified.UnixMilli()
 			le.Chunks, le.Replication = uint32(len(e.File.Chunks)), e.File.Replication
+			if req.WithMetadata {
+				le.Metadata = e.File.Metadata
+			}
 		}
 		resp.Entries = append(resp.Entries, le)
 	}
@@ -659,7 +697,7 @@ func pageToPB(p filePage, keys *chunkKeys) *dfspb.FileInfo {
 		Path: string(f.Path), Size: f.Size, Sha256: f.SHA256, ChunkSize: f.ChunkSize,
 		Replication: f.Replication, ModifiedUnixMs: f.Modified.UnixMilli(), Version: f.Version,
 		SessionId: string(f.Session), ChunkCount: uint32(len(f.Chunks)),
-		Owner: a.Owner, Group: a.Group, Mode: a.Mode,
+		Owner: a.Owner, Group: a.Group, Mode: a.Mode, Metadata: f.Metadata,
 		Chunks: make([]*dfspb.ChunkInfo, 0, len(p.replicas)),
 	}
 	for j, rs := range p.replicas {

@@ -114,7 +114,7 @@ func (c *Coordinator) newTerm(ctx context.Context) (*term, error) {
 	t.heal.uploads = t.uploads
 	t.namespace = &namespace{
 		log: c.log, store: c.store, commits: commits, files: files, paths: t.uploads.paths, locs: t.locs, nodes: t.nodes,
-		safe: t.safe, dels: dels, metrics: c.metrics, refs: t.refs, clock: c.clock, perms: c.perms(),
+		safe: t.safe, dels: dels, metrics: c.metrics, refs: t.refs, clock: c.clock, perms: c.perms(), maxChunks: c.maxChunks,
 	}
 	t.admin = &admin{
 		log: c.log, store: c.store, loader: c.store, commits: commits, nodes: t.nodes, locs: t.locs, heal: t.heal, repair: t.repair,

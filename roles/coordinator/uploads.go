@@ -561,6 +561,7 @@ type confirmation struct {
 	chunks   uint32
 	receipts []receipt
 	cond     precondition
+	metadata map[string]string
 }
 
 // confirmed is the outcome of a confirm: the committed file, or, with
@@ -787,6 +788,9 @@ func (up *uploads) finishCommit(ctx context.Context, u *upload, f, cur *meta.Fil
 // checkConfirm checks a confirm request's size, checksum and chunk count
 // against the session and the file chunk limit.
 func (up *uploads) checkConfirm(u *upload, req confirmation) error {
+	if err := meta.CheckMetadata(req.metadata); err != nil {
+		return err
+	}
 	if len(req.sha256) != rpc.DigestSize {
 		return rpc.Errorf(rpc.Invalid, "file checksum must be %d bytes of SHA-256, got %d", rpc.DigestSize, len(req.sha256))
 	}
@@ -822,7 +826,7 @@ func (up *uploads) verify(ctx context.Context, u *upload, req confirmation) (*me
 func (u *upload) file(req confirmation, now time.Time) (*meta.File, error) {
 	f := &meta.File{
 		Path: u.path, Size: req.size, SHA256: bytes.Clone(req.sha256), ChunkSize: u.chunkSize,
-		Replication: uint32(u.replication), Modified: now, Session: u.id,
+		Replication: uint32(u.replication), Modified: now, Session: u.id, Metadata: req.metadata,
 		Chunks: make([]meta.Chunk, 0, req.chunks),
 	}
 	u.mu.Lock()

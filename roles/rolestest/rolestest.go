@@ -168,3 +168,17 @@ func UserClient(t testing.TB, c *roles.Cluster, user string, groups []string, tu
 		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = uc.TLSCA, uc.TLSCert, uc.TLSKey
 	}}, tune...)...)
 }
+
+// GatewayClient returns a client of a Secure cluster c with a gateway
+// certificate called name, which may act for users (client.ActingAs),
+// adjusted by tune; it closes when the test ends.
+func GatewayClient(t testing.TB, c *roles.Cluster, name string, tune ...func(*client.Config)) *client.Client {
+	t.Helper()
+	gc, err := c.GatewayConfig(name)
+	if err != nil {
+		t.Fatalf("gateway %s: %v", name, err)
+	}
+	return Client(t, c, append([]func(*client.Config){func(cfg *client.Config) {
+		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = gc.TLSCA, gc.TLSCert, gc.TLSKey
+	}}, tune...)...)
+}

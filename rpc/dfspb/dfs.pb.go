@@ -813,8 +813,10 @@ type ConfirmUploadRequest struct {
 	// if_not_exist and if_version repeat the upload's preconditions (see
 	// UploadFileRequest), which the commit enforces: a session is not
 	// stored with them, so a coordinator that took over still knows them.
-	IfNotExist    bool   `protobuf:"varint,6,opt,name=if_not_exist,json=ifNotExist,proto3" json:"if_not_exist,omitempty"`
-	IfVersion     uint64 `protobuf:"varint,7,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	IfNotExist bool   `protobuf:"varint,6,opt,name=if_not_exist,json=ifNotExist,proto3" json:"if_not_exist,omitempty"`
+	IfVersion  uint64 `protobuf:"varint,7,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	// metadata is stored with the file (see FileInfo.metadata).
+	Metadata      map[string]string `protobuf:"bytes,8,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -896,6 +898,13 @@ func (x *ConfirmUploadRequest) GetIfVersion() uint64 {
 		return x.IfVersion
 	}
 	return 0
+}
+
+func (x *ConfirmUploadRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
 }
 
 type ConfirmUploadResponse struct {
@@ -1326,9 +1335,12 @@ type FileInfo struct {
 	IsDir bool `protobuf:"varint,11,opt,name=is_dir,json=isDir,proto3" json:"is_dir,omitempty"`
 	// owner, group and mode (the POSIX permission bits, 0o777, and the
 	// sticky bit 0o1000) say who may do what with the path.
-	Owner         string `protobuf:"bytes,12,opt,name=owner,proto3" json:"owner,omitempty"`
-	Group         string `protobuf:"bytes,13,opt,name=group,proto3" json:"group,omitempty"`
-	Mode          uint32 `protobuf:"varint,14,opt,name=mode,proto3" json:"mode,omitempty"`
+	Owner string `protobuf:"bytes,12,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group string `protobuf:"bytes,13,opt,name=group,proto3" json:"group,omitempty"`
+	Mode  uint32 `protobuf:"varint,14,opt,name=mode,proto3" json:"mode,omitempty"`
+	// metadata is what the writer stored with this version (content type,
+	// an S3 ETag, user metadata): at most 4 KiB of keys and values.
+	Metadata      map[string]string `protobuf:"bytes,15,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1459,6 +1471,13 @@ func (x *FileInfo) GetMode() uint32 {
 		return x.Mode
 	}
 	return 0
+}
+
+func (x *FileInfo) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
 }
 
 // DownloadFileRequest asks for one page of a file's chunk map: page_size
@@ -1832,7 +1851,13 @@ type ListFilesRequest struct {
 	Recursive bool   `protobuf:"varint,2,opt,name=recursive,proto3" json:"recursive,omitempty"`
 	PageSize  uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// page_token is the next_page_token of the previous page.
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// with_metadata returns each file's metadata in its entry.
+	WithMetadata bool `protobuf:"varint,5,opt,name=with_metadata,json=withMetadata,proto3" json:"with_metadata,omitempty"`
+	// start_after, on a first page (no page_token), starts the listing
+	// after this listing key: a path, with a trailing slash for a
+	// directory (see ListEntry order).
+	StartAfter    string `protobuf:"bytes,6,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1895,6 +1920,20 @@ func (x *ListFilesRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListFilesRequest) GetWithMetadata() bool {
+	if x != nil {
+		return x.WithMetadata
+	}
+	return false
+}
+
+func (x *ListFilesRequest) GetStartAfter() string {
+	if x != nil {
+		return x.StartAfter
+	}
+	return ""
+}
+
 type ListEntry struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Path           string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
@@ -1904,9 +1943,11 @@ type ListEntry struct {
 	Chunks         uint32                 `protobuf:"varint,5,opt,name=chunks,proto3" json:"chunks,omitempty"`
 	Replication    uint32                 `protobuf:"varint,6,opt,name=replication,proto3" json:"replication,omitempty"`
 	// owner, group and mode, as FileInfo's.
-	Owner         string `protobuf:"bytes,7,opt,name=owner,proto3" json:"owner,omitempty"`
-	Group         string `protobuf:"bytes,8,opt,name=group,proto3" json:"group,omitempty"`
-	Mode          uint32 `protobuf:"varint,9,opt,name=mode,proto3" json:"mode,omitempty"`
+	Owner string `protobuf:"bytes,7,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group string `protobuf:"bytes,8,opt,name=group,proto3" json:"group,omitempty"`
+	Mode  uint32 `protobuf:"varint,9,opt,name=mode,proto3" json:"mode,omitempty"`
+	// metadata, with ListFilesRequest.with_metadata, as FileInfo's.
+	Metadata      map[string]string `protobuf:"bytes,10,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2002,6 +2043,13 @@ func (x *ListEntry) GetMode() uint32 {
 		return x.Mode
 	}
 	return 0
+}
+
+func (x *ListEntry) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
 }
 
 type ListFilesResponse struct {
@@ -2248,10 +2296,13 @@ type CopyFileRequest struct {
 	Dst   string                 `protobuf:"bytes,2,opt,name=dst,proto3" json:"dst,omitempty"`
 	// if_not_exist and if_version are the preconditions on dst, as in
 	// UploadFileRequest.
-	IfNotExist    bool   `protobuf:"varint,3,opt,name=if_not_exist,json=ifNotExist,proto3" json:"if_not_exist,omitempty"`
-	IfVersion     uint64 `protobuf:"varint,4,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IfNotExist bool   `protobuf:"varint,3,opt,name=if_not_exist,json=ifNotExist,proto3" json:"if_not_exist,omitempty"`
+	IfVersion  uint64 `protobuf:"varint,4,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	// replace_metadata gives the copy metadata instead of the source's.
+	ReplaceMetadata bool              `protobuf:"varint,5,opt,name=replace_metadata,json=replaceMetadata,proto3" json:"replace_metadata,omitempty"`
+	Metadata        map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CopyFileRequest) Reset() {
@@ -2312,6 +2363,20 @@ func (x *CopyFileRequest) GetIfVersion() uint64 {
 	return 0
 }
 
+func (x *CopyFileRequest) GetReplaceMetadata() bool {
+	if x != nil {
+		return x.ReplaceMetadata
+	}
+	return false
+}
+
+func (x *CopyFileRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
 type CopyFileResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// file is the new file, without its chunk map.
@@ -2357,6 +2422,131 @@ func (x *CopyFileResponse) GetFile() *FileInfo {
 	return nil
 }
 
+type ConcatFilesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// srcs are the files whose chunks dst gets, in order (at most 10,000).
+	Srcs []string `protobuf:"bytes,1,rep,name=srcs,proto3" json:"srcs,omitempty"`
+	Dst  string   `protobuf:"bytes,2,opt,name=dst,proto3" json:"dst,omitempty"`
+	// if_not_exist and if_version are the preconditions on dst.
+	IfNotExist bool   `protobuf:"varint,3,opt,name=if_not_exist,json=ifNotExist,proto3" json:"if_not_exist,omitempty"`
+	IfVersion  uint64 `protobuf:"varint,4,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
+	// metadata is stored with dst.
+	Metadata      map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConcatFilesRequest) Reset() {
+	*x = ConcatFilesRequest{}
+	mi := &file_dfs_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConcatFilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConcatFilesRequest) ProtoMessage() {}
+
+func (x *ConcatFilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConcatFilesRequest.ProtoReflect.Descriptor instead.
+func (*ConcatFilesRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ConcatFilesRequest) GetSrcs() []string {
+	if x != nil {
+		return x.Srcs
+	}
+	return nil
+}
+
+func (x *ConcatFilesRequest) GetDst() string {
+	if x != nil {
+		return x.Dst
+	}
+	return ""
+}
+
+func (x *ConcatFilesRequest) GetIfNotExist() bool {
+	if x != nil {
+		return x.IfNotExist
+	}
+	return false
+}
+
+func (x *ConcatFilesRequest) GetIfVersion() uint64 {
+	if x != nil {
+		return x.IfVersion
+	}
+	return 0
+}
+
+func (x *ConcatFilesRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+type ConcatFilesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// file is the new file, without its chunk map. It has no sha256: the
+	// digests of its chunks and their frames verify its bytes.
+	File          *FileInfo `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConcatFilesResponse) Reset() {
+	*x = ConcatFilesResponse{}
+	mi := &file_dfs_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConcatFilesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConcatFilesResponse) ProtoMessage() {}
+
+func (x *ConcatFilesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConcatFilesResponse.ProtoReflect.Descriptor instead.
+func (*ConcatFilesResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ConcatFilesResponse) GetFile() *FileInfo {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
 type UsageRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
@@ -2366,7 +2556,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_dfs_proto_msgTypes[33]
+	mi := &file_dfs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2378,7 +2568,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[33]
+	mi := &file_dfs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2391,7 +2581,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{33}
+	return file_dfs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UsageRequest) GetPath() string {
@@ -2412,7 +2602,7 @@ type UsageResponse struct {
 
 func (x *UsageResponse) Reset() {
 	*x = UsageResponse{}
-	mi := &file_dfs_proto_msgTypes[34]
+	mi := &file_dfs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2614,7 @@ func (x *UsageResponse) String() string {
 func (*UsageResponse) ProtoMessage() {}
 
 func (x *UsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[34]
+	mi := &file_dfs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2627,7 @@ func (x *UsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
 func (*UsageResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{34}
+	return file_dfs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UsageResponse) GetBytes() int64 {
@@ -2476,7 +2666,7 @@ type SetAttrRequest struct {
 
 func (x *SetAttrRequest) Reset() {
 	*x = SetAttrRequest{}
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2488,7 +2678,7 @@ func (x *SetAttrRequest) String() string {
 func (*SetAttrRequest) ProtoMessage() {}
 
 func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2501,7 +2691,7 @@ func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrRequest.ProtoReflect.Descriptor instead.
 func (*SetAttrRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{35}
+	return file_dfs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SetAttrRequest) GetPath() string {
@@ -2551,7 +2741,7 @@ type SetAttrResponse struct {
 
 func (x *SetAttrResponse) Reset() {
 	*x = SetAttrResponse{}
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +2753,7 @@ func (x *SetAttrResponse) String() string {
 func (*SetAttrResponse) ProtoMessage() {}
 
 func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +2766,7 @@ func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrResponse.ProtoReflect.Descriptor instead.
 func (*SetAttrResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{36}
+	return file_dfs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SetAttrResponse) GetOwner() string {
@@ -2641,7 +2831,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2843,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2856,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{37}
+	return file_dfs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -2791,7 +2981,7 @@ type RegisterDataNodeRequest struct {
 
 func (x *RegisterDataNodeRequest) Reset() {
 	*x = RegisterDataNodeRequest{}
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2993,7 @@ func (x *RegisterDataNodeRequest) String() string {
 func (*RegisterDataNodeRequest) ProtoMessage() {}
 
 func (x *RegisterDataNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +3006,7 @@ func (x *RegisterDataNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDataNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterDataNodeRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{38}
+	return file_dfs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RegisterDataNodeRequest) GetNodeId() string {
@@ -2890,7 +3080,7 @@ type RegisterDataNodeResponse struct {
 
 func (x *RegisterDataNodeResponse) Reset() {
 	*x = RegisterDataNodeResponse{}
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2902,7 +3092,7 @@ func (x *RegisterDataNodeResponse) String() string {
 func (*RegisterDataNodeResponse) ProtoMessage() {}
 
 func (x *RegisterDataNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2915,7 +3105,7 @@ func (x *RegisterDataNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDataNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterDataNodeResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{39}
+	return file_dfs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RegisterDataNodeResponse) GetClusterVersion() uint64 {
@@ -2974,7 +3164,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2986,7 +3176,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2999,7 +3189,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{40}
+	return file_dfs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *HeartbeatRequest) GetNodeId() string {
@@ -3068,7 +3258,7 @@ type NodeUpdate struct {
 
 func (x *NodeUpdate) Reset() {
 	*x = NodeUpdate{}
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3080,7 +3270,7 @@ func (x *NodeUpdate) String() string {
 func (*NodeUpdate) ProtoMessage() {}
 
 func (x *NodeUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3093,7 +3283,7 @@ func (x *NodeUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpdate.ProtoReflect.Descriptor instead.
 func (*NodeUpdate) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{41}
+	return file_dfs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *NodeUpdate) GetVersion() uint64 {
@@ -3122,7 +3312,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3134,7 +3324,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3147,7 +3337,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{42}
+	return file_dfs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *NodeCommand) GetCommand() isNodeCommand_Command {
@@ -3185,7 +3375,7 @@ type DeleteChunksCommand struct {
 
 func (x *DeleteChunksCommand) Reset() {
 	*x = DeleteChunksCommand{}
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3197,7 +3387,7 @@ func (x *DeleteChunksCommand) String() string {
 func (*DeleteChunksCommand) ProtoMessage() {}
 
 func (x *DeleteChunksCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3210,7 +3400,7 @@ func (x *DeleteChunksCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksCommand.ProtoReflect.Descriptor instead.
 func (*DeleteChunksCommand) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{43}
+	return file_dfs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DeleteChunksCommand) GetChunkIds() []string {
@@ -3238,7 +3428,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3250,7 +3440,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3263,7 +3453,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{44}
+	return file_dfs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *HeartbeatResponse) GetClusterVersion() uint64 {
@@ -3336,7 +3526,7 @@ type ReportChunksRequest struct {
 
 func (x *ReportChunksRequest) Reset() {
 	*x = ReportChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3348,7 +3538,7 @@ func (x *ReportChunksRequest) String() string {
 func (*ReportChunksRequest) ProtoMessage() {}
 
 func (x *ReportChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3361,7 +3551,7 @@ func (x *ReportChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunksRequest.ProtoReflect.Descriptor instead.
 func (*ReportChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{45}
+	return file_dfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReportChunksRequest) GetNodeId() string {
@@ -3421,7 +3611,7 @@ type ReportChunksResponse struct {
 
 func (x *ReportChunksResponse) Reset() {
 	*x = ReportChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3433,7 +3623,7 @@ func (x *ReportChunksResponse) String() string {
 func (*ReportChunksResponse) ProtoMessage() {}
 
 func (x *ReportChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3446,7 +3636,7 @@ func (x *ReportChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunksResponse.ProtoReflect.Descriptor instead.
 func (*ReportChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{46}
+	return file_dfs_proto_rawDescGZIP(), []int{48}
 }
 
 type ListNodesRequest struct {
@@ -3457,7 +3647,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3469,7 +3659,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3482,7 +3672,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{47}
+	return file_dfs_proto_rawDescGZIP(), []int{49}
 }
 
 type ListNodesResponse struct {
@@ -3506,7 +3696,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3518,7 +3708,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3531,7 +3721,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{48}
+	return file_dfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListNodesResponse) GetClusterVersion() uint64 {
@@ -3606,7 +3796,7 @@ type ReadinessStatus struct {
 
 func (x *ReadinessStatus) Reset() {
 	*x = ReadinessStatus{}
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3618,7 +3808,7 @@ func (x *ReadinessStatus) String() string {
 func (*ReadinessStatus) ProtoMessage() {}
 
 func (x *ReadinessStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3631,7 +3821,7 @@ func (x *ReadinessStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadinessStatus.ProtoReflect.Descriptor instead.
 func (*ReadinessStatus) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{49}
+	return file_dfs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReadinessStatus) GetWritable() bool {
@@ -3684,7 +3874,7 @@ type ClusterHealth struct {
 
 func (x *ClusterHealth) Reset() {
 	*x = ClusterHealth{}
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3696,7 +3886,7 @@ func (x *ClusterHealth) String() string {
 func (*ClusterHealth) ProtoMessage() {}
 
 func (x *ClusterHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3709,7 +3899,7 @@ func (x *ClusterHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterHealth.ProtoReflect.Descriptor instead.
 func (*ClusterHealth) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{50}
+	return file_dfs_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ClusterHealth) GetChunks() int64 {
@@ -3803,7 +3993,7 @@ type ReportBadReplicaRequest struct {
 
 func (x *ReportBadReplicaRequest) Reset() {
 	*x = ReportBadReplicaRequest{}
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3815,7 +4005,7 @@ func (x *ReportBadReplicaRequest) String() string {
 func (*ReportBadReplicaRequest) ProtoMessage() {}
 
 func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3828,7 +4018,7 @@ func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{51}
+	return file_dfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ReportBadReplicaRequest) GetChunkId() string {
@@ -3873,7 +4063,7 @@ type ReportBadReplicaResponse struct {
 
 func (x *ReportBadReplicaResponse) Reset() {
 	*x = ReportBadReplicaResponse{}
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3885,7 +4075,7 @@ func (x *ReportBadReplicaResponse) String() string {
 func (*ReportBadReplicaResponse) ProtoMessage() {}
 
 func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3898,7 +4088,7 @@ func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{52}
+	return file_dfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ReportBadReplicaResponse) GetCorrupt() bool {
@@ -3927,7 +4117,7 @@ type ReportNodeFailureRequest struct {
 
 func (x *ReportNodeFailureRequest) Reset() {
 	*x = ReportNodeFailureRequest{}
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3939,7 +4129,7 @@ func (x *ReportNodeFailureRequest) String() string {
 func (*ReportNodeFailureRequest) ProtoMessage() {}
 
 func (x *ReportNodeFailureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3952,7 +4142,7 @@ func (x *ReportNodeFailureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFailureRequest.ProtoReflect.Descriptor instead.
 func (*ReportNodeFailureRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{53}
+	return file_dfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ReportNodeFailureRequest) GetNodeIds() []string {
@@ -3977,7 +4167,7 @@ type ReportNodeFailureResponse struct {
 
 func (x *ReportNodeFailureResponse) Reset() {
 	*x = ReportNodeFailureResponse{}
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3989,7 +4179,7 @@ func (x *ReportNodeFailureResponse) String() string {
 func (*ReportNodeFailureResponse) ProtoMessage() {}
 
 func (x *ReportNodeFailureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4002,7 +4192,7 @@ func (x *ReportNodeFailureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFailureResponse.ProtoReflect.Descriptor instead.
 func (*ReportNodeFailureResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{54}
+	return file_dfs_proto_rawDescGZIP(), []int{56}
 }
 
 type DecommissionRequest struct {
@@ -4016,7 +4206,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4028,7 +4218,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4041,7 +4231,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{55}
+	return file_dfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *DecommissionRequest) GetNodeId() string {
@@ -4067,7 +4257,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4079,7 +4269,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4092,7 +4282,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{56}
+	return file_dfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DecommissionResponse) GetNode() *NodeStatus {
@@ -4116,7 +4306,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4128,7 +4318,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4141,7 +4331,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{57}
+	return file_dfs_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CreateTokenRequest) GetUser() string {
@@ -4179,7 +4369,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4191,7 +4381,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4204,7 +4394,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{58}
+	return file_dfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -4237,7 +4427,7 @@ type FsckRequest struct {
 
 func (x *FsckRequest) Reset() {
 	*x = FsckRequest{}
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4249,7 +4439,7 @@ func (x *FsckRequest) String() string {
 func (*FsckRequest) ProtoMessage() {}
 
 func (x *FsckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4262,7 +4452,7 @@ func (x *FsckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckRequest.ProtoReflect.Descriptor instead.
 func (*FsckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{59}
+	return file_dfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *FsckRequest) GetPath() string {
@@ -4288,7 +4478,7 @@ type FsckChunk struct {
 
 func (x *FsckChunk) Reset() {
 	*x = FsckChunk{}
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4300,7 +4490,7 @@ func (x *FsckChunk) String() string {
 func (*FsckChunk) ProtoMessage() {}
 
 func (x *FsckChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4313,7 +4503,7 @@ func (x *FsckChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckChunk.ProtoReflect.Descriptor instead.
 func (*FsckChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{60}
+	return file_dfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *FsckChunk) GetIndex() uint32 {
@@ -4379,7 +4569,7 @@ type FsckFile struct {
 
 func (x *FsckFile) Reset() {
 	*x = FsckFile{}
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4391,7 +4581,7 @@ func (x *FsckFile) String() string {
 func (*FsckFile) ProtoMessage() {}
 
 func (x *FsckFile) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4404,7 +4594,7 @@ func (x *FsckFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckFile.ProtoReflect.Descriptor instead.
 func (*FsckFile) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{61}
+	return file_dfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *FsckFile) GetPath() string {
@@ -4449,7 +4639,7 @@ type FsckSummary struct {
 
 func (x *FsckSummary) Reset() {
 	*x = FsckSummary{}
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4461,7 +4651,7 @@ func (x *FsckSummary) String() string {
 func (*FsckSummary) ProtoMessage() {}
 
 func (x *FsckSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4474,7 +4664,7 @@ func (x *FsckSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckSummary.ProtoReflect.Descriptor instead.
 func (*FsckSummary) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{62}
+	return file_dfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *FsckSummary) GetFiles() int64 {
@@ -4532,7 +4722,7 @@ type FsckReport struct {
 
 func (x *FsckReport) Reset() {
 	*x = FsckReport{}
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4544,7 +4734,7 @@ func (x *FsckReport) String() string {
 func (*FsckReport) ProtoMessage() {}
 
 func (x *FsckReport) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4557,7 +4747,7 @@ func (x *FsckReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckReport.ProtoReflect.Descriptor instead.
 func (*FsckReport) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{63}
+	return file_dfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *FsckReport) GetReport() isFsckReport_Report {
@@ -4609,7 +4799,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4621,7 +4811,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4634,7 +4824,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{64}
+	return file_dfs_proto_rawDescGZIP(), []int{66}
 }
 
 type BackupChunk struct {
@@ -4646,7 +4836,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4658,7 +4848,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4671,7 +4861,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{65}
+	return file_dfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -4697,7 +4887,7 @@ type PrepareChunkUploadRequest struct {
 
 func (x *PrepareChunkUploadRequest) Reset() {
 	*x = PrepareChunkUploadRequest{}
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4709,7 +4899,7 @@ func (x *PrepareChunkUploadRequest) String() string {
 func (*PrepareChunkUploadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4722,7 +4912,7 @@ func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{66}
+	return file_dfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *PrepareChunkUploadRequest) GetChunkId() string {
@@ -4770,7 +4960,7 @@ type PrepareChunkUploadResponse struct {
 
 func (x *PrepareChunkUploadResponse) Reset() {
 	*x = PrepareChunkUploadResponse{}
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4782,7 +4972,7 @@ func (x *PrepareChunkUploadResponse) String() string {
 func (*PrepareChunkUploadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4795,7 +4985,7 @@ func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{67}
+	return file_dfs_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *PrepareChunkUploadResponse) GetSessionId() string {
@@ -4841,7 +5031,7 @@ type ChunkDataStream struct {
 
 func (x *ChunkDataStream) Reset() {
 	*x = ChunkDataStream{}
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4853,7 +5043,7 @@ func (x *ChunkDataStream) String() string {
 func (*ChunkDataStream) ProtoMessage() {}
 
 func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4866,7 +5056,7 @@ func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataStream.ProtoReflect.Descriptor instead.
 func (*ChunkDataStream) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{68}
+	return file_dfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ChunkDataStream) GetSessionId() string {
@@ -4946,7 +5136,7 @@ type ChunkDataAck struct {
 
 func (x *ChunkDataAck) Reset() {
 	*x = ChunkDataAck{}
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4958,7 +5148,7 @@ func (x *ChunkDataAck) String() string {
 func (*ChunkDataAck) ProtoMessage() {}
 
 func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4971,7 +5161,7 @@ func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataAck.ProtoReflect.Descriptor instead.
 func (*ChunkDataAck) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{69}
+	return file_dfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ChunkDataAck) GetSessionId() string {
@@ -5022,7 +5212,7 @@ type PrepareChunkDownloadRequest struct {
 
 func (x *PrepareChunkDownloadRequest) Reset() {
 	*x = PrepareChunkDownloadRequest{}
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5034,7 +5224,7 @@ func (x *PrepareChunkDownloadRequest) String() string {
 func (*PrepareChunkDownloadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5047,7 +5237,7 @@ func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{70}
+	return file_dfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *PrepareChunkDownloadRequest) GetChunkId() string {
@@ -5087,7 +5277,7 @@ type PrepareChunkDownloadResponse struct {
 
 func (x *PrepareChunkDownloadResponse) Reset() {
 	*x = PrepareChunkDownloadResponse{}
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5099,7 +5289,7 @@ func (x *PrepareChunkDownloadResponse) String() string {
 func (*PrepareChunkDownloadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5112,7 +5302,7 @@ func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{71}
+	return file_dfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *PrepareChunkDownloadResponse) GetSessionId() string {
@@ -5175,7 +5365,7 @@ type DownloadChunkStreamRequest struct {
 
 func (x *DownloadChunkStreamRequest) Reset() {
 	*x = DownloadChunkStreamRequest{}
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5187,7 +5377,7 @@ func (x *DownloadChunkStreamRequest) String() string {
 func (*DownloadChunkStreamRequest) ProtoMessage() {}
 
 func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5200,7 +5390,7 @@ func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadChunkStreamRequest.ProtoReflect.Descriptor instead.
 func (*DownloadChunkStreamRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{72}
+	return file_dfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *DownloadChunkStreamRequest) GetSessionId() string {
@@ -5254,7 +5444,7 @@ type StatChunksRequest struct {
 
 func (x *StatChunksRequest) Reset() {
 	*x = StatChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5266,7 +5456,7 @@ func (x *StatChunksRequest) String() string {
 func (*StatChunksRequest) ProtoMessage() {}
 
 func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5279,7 +5469,7 @@ func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksRequest.ProtoReflect.Descriptor instead.
 func (*StatChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{73}
+	return file_dfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *StatChunksRequest) GetChunkIds() []string {
@@ -5302,7 +5492,7 @@ type ChunkStat struct {
 
 func (x *ChunkStat) Reset() {
 	*x = ChunkStat{}
-	mi := &file_dfs_proto_msgTypes[74]
+	mi := &file_dfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5314,7 +5504,7 @@ func (x *ChunkStat) String() string {
 func (*ChunkStat) ProtoMessage() {}
 
 func (x *ChunkStat) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[74]
+	mi := &file_dfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5327,7 +5517,7 @@ func (x *ChunkStat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkStat.ProtoReflect.Descriptor instead.
 func (*ChunkStat) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{74}
+	return file_dfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ChunkStat) GetChunkId() string {
@@ -5374,7 +5564,7 @@ type StatChunksResponse struct {
 
 func (x *StatChunksResponse) Reset() {
 	*x = StatChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[75]
+	mi := &file_dfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5386,7 +5576,7 @@ func (x *StatChunksResponse) String() string {
 func (*StatChunksResponse) ProtoMessage() {}
 
 func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[75]
+	mi := &file_dfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5399,7 +5589,7 @@ func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksResponse.ProtoReflect.Descriptor instead.
 func (*StatChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{75}
+	return file_dfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *StatChunksResponse) GetChunks() []*ChunkStat {
@@ -5431,7 +5621,7 @@ type ReplicateChunkRequest struct {
 
 func (x *ReplicateChunkRequest) Reset() {
 	*x = ReplicateChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[76]
+	mi := &file_dfs_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5443,7 +5633,7 @@ func (x *ReplicateChunkRequest) String() string {
 func (*ReplicateChunkRequest) ProtoMessage() {}
 
 func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[76]
+	mi := &file_dfs_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5456,7 +5646,7 @@ func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{76}
+	return file_dfs_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ReplicateChunkRequest) GetChunkId() string {
@@ -5517,7 +5707,7 @@ type ReplicateChunkResponse struct {
 
 func (x *ReplicateChunkResponse) Reset() {
 	*x = ReplicateChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[77]
+	mi := &file_dfs_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5529,7 +5719,7 @@ func (x *ReplicateChunkResponse) String() string {
 func (*ReplicateChunkResponse) ProtoMessage() {}
 
 func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[77]
+	mi := &file_dfs_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5542,7 +5732,7 @@ func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{77}
+	return file_dfs_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ReplicateChunkResponse) GetBytes() int64 {
@@ -5561,7 +5751,7 @@ type VerifyChunkRequest struct {
 
 func (x *VerifyChunkRequest) Reset() {
 	*x = VerifyChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[78]
+	mi := &file_dfs_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5573,7 +5763,7 @@ func (x *VerifyChunkRequest) String() string {
 func (*VerifyChunkRequest) ProtoMessage() {}
 
 func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[78]
+	mi := &file_dfs_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5586,7 +5776,7 @@ func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkRequest.ProtoReflect.Descriptor instead.
 func (*VerifyChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{78}
+	return file_dfs_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *VerifyChunkRequest) GetChunkId() string {
@@ -5607,7 +5797,7 @@ type VerifyChunkResponse struct {
 
 func (x *VerifyChunkResponse) Reset() {
 	*x = VerifyChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[79]
+	mi := &file_dfs_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5619,7 +5809,7 @@ func (x *VerifyChunkResponse) String() string {
 func (*VerifyChunkResponse) ProtoMessage() {}
 
 func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[79]
+	mi := &file_dfs_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5632,7 +5822,7 @@ func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkResponse.ProtoReflect.Descriptor instead.
 func (*VerifyChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{79}
+	return file_dfs_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *VerifyChunkResponse) GetPresent() bool {
@@ -5667,7 +5857,7 @@ type DeleteChunkRequest struct {
 
 func (x *DeleteChunkRequest) Reset() {
 	*x = DeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[80]
+	mi := &file_dfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5679,7 +5869,7 @@ func (x *DeleteChunkRequest) String() string {
 func (*DeleteChunkRequest) ProtoMessage() {}
 
 func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[80]
+	mi := &file_dfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5692,7 +5882,7 @@ func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{80}
+	return file_dfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *DeleteChunkRequest) GetChunkId() string {
@@ -5717,7 +5907,7 @@ type DeleteChunkResponse struct {
 
 func (x *DeleteChunkResponse) Reset() {
 	*x = DeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[81]
+	mi := &file_dfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5729,7 +5919,7 @@ func (x *DeleteChunkResponse) String() string {
 func (*DeleteChunkResponse) ProtoMessage() {}
 
 func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[81]
+	mi := &file_dfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5742,7 +5932,7 @@ func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{81}
+	return file_dfs_proto_rawDescGZIP(), []int{83}
 }
 
 type BulkDeleteChunkRequest struct {
@@ -5763,7 +5953,7 @@ type BulkDeleteChunkRequest struct {
 
 func (x *BulkDeleteChunkRequest) Reset() {
 	*x = BulkDeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5775,7 +5965,7 @@ func (x *BulkDeleteChunkRequest) String() string {
 func (*BulkDeleteChunkRequest) ProtoMessage() {}
 
 func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5788,7 +5978,7 @@ func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{82}
+	return file_dfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *BulkDeleteChunkRequest) GetChunkIds() []string {
@@ -5825,7 +6015,7 @@ type BulkDeleteChunkResponse struct {
 
 func (x *BulkDeleteChunkResponse) Reset() {
 	*x = BulkDeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[83]
+	mi := &file_dfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5837,7 +6027,7 @@ func (x *BulkDeleteChunkResponse) String() string {
 func (*BulkDeleteChunkResponse) ProtoMessage() {}
 
 func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[83]
+	mi := &file_dfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5850,7 +6040,7 @@ func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{83}
+	return file_dfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *BulkDeleteChunkResponse) GetDeleted() uint32 {
@@ -5882,7 +6072,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_dfs_proto_msgTypes[84]
+	mi := &file_dfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5894,7 +6084,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[84]
+	mi := &file_dfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5907,7 +6097,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{84}
+	return file_dfs_proto_rawDescGZIP(), []int{86}
 }
 
 type HealthCheckResponse struct {
@@ -5923,7 +6113,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_dfs_proto_msgTypes[85]
+	mi := &file_dfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5935,7 +6125,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[85]
+	mi := &file_dfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5948,7 +6138,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{85}
+	return file_dfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *HealthCheckResponse) GetNodeId() string {
@@ -5999,7 +6189,7 @@ type NotServing struct {
 
 func (x *NotServing) Reset() {
 	*x = NotServing{}
-	mi := &file_dfs_proto_msgTypes[86]
+	mi := &file_dfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6011,7 +6201,7 @@ func (x *NotServing) String() string {
 func (*NotServing) ProtoMessage() {}
 
 func (x *NotServing) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[86]
+	mi := &file_dfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6024,7 +6214,7 @@ func (x *NotServing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotServing.ProtoReflect.Descriptor instead.
 func (*NotServing) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{86}
+	return file_dfs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *NotServing) GetLeader() string {
@@ -6054,7 +6244,7 @@ type ErrorKind struct {
 
 func (x *ErrorKind) Reset() {
 	*x = ErrorKind{}
-	mi := &file_dfs_proto_msgTypes[87]
+	mi := &file_dfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6066,7 +6256,7 @@ func (x *ErrorKind) String() string {
 func (*ErrorKind) ProtoMessage() {}
 
 func (x *ErrorKind) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[87]
+	mi := &file_dfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6079,7 +6269,7 @@ func (x *ErrorKind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorKind.ProtoReflect.Descriptor instead.
 func (*ErrorKind) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{87}
+	return file_dfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ErrorKind) GetKind() string {
@@ -6098,7 +6288,7 @@ type FailedNodes struct {
 
 func (x *FailedNodes) Reset() {
 	*x = FailedNodes{}
-	mi := &file_dfs_proto_msgTypes[88]
+	mi := &file_dfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6110,7 +6300,7 @@ func (x *FailedNodes) String() string {
 func (*FailedNodes) ProtoMessage() {}
 
 func (x *FailedNodes) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[88]
+	mi := &file_dfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6123,7 +6313,7 @@ func (x *FailedNodes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedNodes.ProtoReflect.Descriptor instead.
 func (*FailedNodes) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{88}
+	return file_dfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *FailedNodes) GetNodeIds() []string {
@@ -6194,7 +6384,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\x06digest\x18\x04 \x01(\fR\x06digest\x12\x1d\n" +
 	"\n" +
 	"frame_size\x18\x05 \x01(\x03R\tframeSize\x12\x19\n" +
-	"\bnode_ids\x18\x06 \x03(\tR\anodeIds\"\xf1\x01\n" +
+	"\bnode_ids\x18\x06 \x03(\tR\anodeIds\"\xf6\x02\n" +
 	"\x14ConfirmUploadRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
@@ -6206,7 +6396,11 @@ const file_dfs_proto_rawDesc = "" +
 	"\fif_not_exist\x18\x06 \x01(\bR\n" +
 	"ifNotExist\x12\x1d\n" +
 	"\n" +
-	"if_version\x18\a \x01(\x04R\tifVersion\"\x8d\x01\n" +
+	"if_version\x18\a \x01(\x04R\tifVersion\x12F\n" +
+	"\bmetadata\x18\b \x03(\v2*.dfs.v1.ConfirmUploadRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8d\x01\n" +
 	"\x15ConfirmUploadResponse\x12$\n" +
 	"\x04file\x18\x01 \x01(\v2\x10.dfs.v1.FileInfoR\x04file\x12)\n" +
 	"\x10missing_receipts\x18\x02 \x01(\bR\x0fmissingReceipts\x12#\n" +
@@ -6234,7 +6428,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\n" +
 	"frame_size\x18\x06 \x01(\x03R\tframeSize\x12/\n" +
 	"\breplicas\x18\a \x03(\v2\x13.dfs.v1.ReplicaInfoR\breplicas\x12(\n" +
-	"\x05token\x18\b \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\"\x91\x03\n" +
+	"\x05token\x18\b \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\"\x8a\x04\n" +
 	"\bFileInfo\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -6253,7 +6447,11 @@ const file_dfs_proto_rawDesc = "" +
 	"\x06is_dir\x18\v \x01(\bR\x05isDir\x12\x14\n" +
 	"\x05owner\x18\f \x01(\tR\x05owner\x12\x14\n" +
 	"\x05group\x18\r \x01(\tR\x05group\x12\x12\n" +
-	"\x04mode\x18\x0e \x01(\rR\x04mode\"\xa0\x01\n" +
+	"\x04mode\x18\x0e \x01(\rR\x04mode\x12:\n" +
+	"\bmetadata\x18\x0f \x03(\v2\x1e.dfs.v1.FileInfo.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa0\x01\n" +
 	"\x13DownloadFileRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1f\n" +
 	"\vfirst_chunk\x18\x02 \x01(\rR\n" +
@@ -6283,13 +6481,16 @@ const file_dfs_proto_rawDesc = "" +
 	"\trecursive\x18\x02 \x01(\bR\trecursive\x12\x1d\n" +
 	"\n" +
 	"if_version\x18\x03 \x01(\x04R\tifVersion\"\x14\n" +
-	"\x12DeleteFileResponse\"\x80\x01\n" +
+	"\x12DeleteFileResponse\"\xc6\x01\n" +
 	"\x10ListFilesRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1c\n" +
 	"\trecursive\x18\x02 \x01(\bR\trecursive\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"\xee\x01\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12#\n" +
+	"\rwith_metadata\x18\x05 \x01(\bR\fwithMetadata\x12\x1f\n" +
+	"\vstart_after\x18\x06 \x01(\tR\n" +
+	"startAfter\"\xe8\x02\n" +
 	"\tListEntry\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x15\n" +
 	"\x06is_dir\x18\x02 \x01(\bR\x05isDir\x12\x12\n" +
@@ -6299,7 +6500,12 @@ const file_dfs_proto_rawDesc = "" +
 	"\vreplication\x18\x06 \x01(\rR\vreplication\x12\x14\n" +
 	"\x05owner\x18\a \x01(\tR\x05owner\x12\x14\n" +
 	"\x05group\x18\b \x01(\tR\x05group\x12\x12\n" +
-	"\x04mode\x18\t \x01(\rR\x04mode\"h\n" +
+	"\x04mode\x18\t \x01(\rR\x04mode\x12;\n" +
+	"\bmetadata\x18\n" +
+	" \x03(\v2\x1f.dfs.v1.ListEntry.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
 	"\x11ListFilesResponse\x12+\n" +
 	"\aentries\x18\x01 \x03(\v2\x11.dfs.v1.ListEntryR\aentries\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"<\n" +
@@ -6312,15 +6518,33 @@ const file_dfs_proto_rawDesc = "" +
 	"\x03dst\x18\x02 \x01(\tR\x03dst\x12\x1d\n" +
 	"\n" +
 	"no_replace\x18\x03 \x01(\bR\tnoReplace\"\x10\n" +
-	"\x0eRenameResponse\"v\n" +
+	"\x0eRenameResponse\"\xa1\x02\n" +
 	"\x0fCopyFileRequest\x12\x10\n" +
 	"\x03src\x18\x01 \x01(\tR\x03src\x12\x10\n" +
 	"\x03dst\x18\x02 \x01(\tR\x03dst\x12 \n" +
 	"\fif_not_exist\x18\x03 \x01(\bR\n" +
 	"ifNotExist\x12\x1d\n" +
 	"\n" +
-	"if_version\x18\x04 \x01(\x04R\tifVersion\"8\n" +
+	"if_version\x18\x04 \x01(\x04R\tifVersion\x12)\n" +
+	"\x10replace_metadata\x18\x05 \x01(\bR\x0freplaceMetadata\x12A\n" +
+	"\bmetadata\x18\x06 \x03(\v2%.dfs.v1.CopyFileRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
 	"\x10CopyFileResponse\x12$\n" +
+	"\x04file\x18\x01 \x01(\v2\x10.dfs.v1.FileInfoR\x04file\"\xfe\x01\n" +
+	"\x12ConcatFilesRequest\x12\x12\n" +
+	"\x04srcs\x18\x01 \x03(\tR\x04srcs\x12\x10\n" +
+	"\x03dst\x18\x02 \x01(\tR\x03dst\x12 \n" +
+	"\fif_not_exist\x18\x03 \x01(\bR\n" +
+	"ifNotExist\x12\x1d\n" +
+	"\n" +
+	"if_version\x18\x04 \x01(\x04R\tifVersion\x12D\n" +
+	"\bmetadata\x18\x05 \x03(\v2(.dfs.v1.ConcatFilesRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
+	"\x13ConcatFilesResponse\x12$\n" +
 	"\x04file\x18\x01 \x01(\v2\x10.dfs.v1.FileInfoR\x04file\"\"\n" +
 	"\fUsageRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"O\n" +
@@ -6618,7 +6842,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n" +
 	"\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n" +
-	"\x0fNODE_STATE_DEAD\x10\x032\x95\r\n" +
+	"\x0fNODE_STATE_DEAD\x10\x032\xdd\r\n" +
 	"\vCoordinator\x12C\n" +
 	"\n" +
 	"UploadFile\x12\x19.dfs.v1.UploadFileRequest\x1a\x1a.dfs.v1.UploadFileResponse\x12L\n" +
@@ -6642,7 +6866,8 @@ const file_dfs_proto_rawDesc = "" +
 	"\x11ReportNodeFailure\x12 .dfs.v1.ReportNodeFailureRequest\x1a!.dfs.v1.ReportNodeFailureResponse\x124\n" +
 	"\x05Mkdir\x12\x14.dfs.v1.MkdirRequest\x1a\x15.dfs.v1.MkdirResponse\x127\n" +
 	"\x06Rename\x12\x15.dfs.v1.RenameRequest\x1a\x16.dfs.v1.RenameResponse\x12=\n" +
-	"\bCopyFile\x12\x17.dfs.v1.CopyFileRequest\x1a\x18.dfs.v1.CopyFileResponse\x124\n" +
+	"\bCopyFile\x12\x17.dfs.v1.CopyFileRequest\x1a\x18.dfs.v1.CopyFileResponse\x12F\n" +
+	"\vConcatFiles\x12\x1a.dfs.v1.ConcatFilesRequest\x1a\x1b.dfs.v1.ConcatFilesResponse\x124\n" +
 	"\x05Usage\x12\x14.dfs.v1.UsageRequest\x1a\x15.dfs.v1.UsageResponse\x12:\n" +
 	"\aSetAttr\x12\x16.dfs.v1.SetAttrRequest\x1a\x17.dfs.v1.SetAttrResponse\x12F\n" +
 	"\vCreateToken\x12\x1a.dfs.v1.CreateTokenRequest\x1a\x1b.dfs.v1.CreateTokenResponse2\xaa\x06\n" +
@@ -6672,7 +6897,7 @@ func file_dfs_proto_rawDescGZIP() []byte {
 }
 
 var file_dfs_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
+var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 96)
 var file_dfs_proto_goTypes = []any{
 	(ChunkOp)(0),                         // 0: dfs.v1.ChunkOp
 	(NodeState)(0),                       // 1: dfs.v1.NodeState
@@ -6709,62 +6934,69 @@ var file_dfs_proto_goTypes = []any{
 	(*RenameResponse)(nil),               // 32: dfs.v1.RenameResponse
 	(*CopyFileRequest)(nil),              // 33: dfs.v1.CopyFileRequest
 	(*CopyFileResponse)(nil),             // 34: dfs.v1.CopyFileResponse
-	(*UsageRequest)(nil),                 // 35: dfs.v1.UsageRequest
-	(*UsageResponse)(nil),                // 36: dfs.v1.UsageResponse
-	(*SetAttrRequest)(nil),               // 37: dfs.v1.SetAttrRequest
-	(*SetAttrResponse)(nil),              // 38: dfs.v1.SetAttrResponse
-	(*NodeStatus)(nil),                   // 39: dfs.v1.NodeStatus
-	(*RegisterDataNodeRequest)(nil),      // 40: dfs.v1.RegisterDataNodeRequest
-	(*RegisterDataNodeResponse)(nil),     // 41: dfs.v1.RegisterDataNodeResponse
-	(*HeartbeatRequest)(nil),             // 42: dfs.v1.HeartbeatRequest
-	(*NodeUpdate)(nil),                   // 43: dfs.v1.NodeUpdate
-	(*NodeCommand)(nil),                  // 44: dfs.v1.NodeCommand
-	(*DeleteChunksCommand)(nil),          // 45: dfs.v1.DeleteChunksCommand
-	(*HeartbeatResponse)(nil),            // 46: dfs.v1.HeartbeatResponse
-	(*ReportChunksRequest)(nil),          // 47: dfs.v1.ReportChunksRequest
-	(*ReportChunksResponse)(nil),         // 48: dfs.v1.ReportChunksResponse
-	(*ListNodesRequest)(nil),             // 49: dfs.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),            // 50: dfs.v1.ListNodesResponse
-	(*ReadinessStatus)(nil),              // 51: dfs.v1.ReadinessStatus
-	(*ClusterHealth)(nil),                // 52: dfs.v1.ClusterHealth
-	(*ReportBadReplicaRequest)(nil),      // 53: dfs.v1.ReportBadReplicaRequest
-	(*ReportBadReplicaResponse)(nil),     // 54: dfs.v1.ReportBadReplicaResponse
-	(*ReportNodeFailureRequest)(nil),     // 55: dfs.v1.ReportNodeFailureRequest
-	(*ReportNodeFailureResponse)(nil),    // 56: dfs.v1.ReportNodeFailureResponse
-	(*DecommissionRequest)(nil),          // 57: dfs.v1.DecommissionRequest
-	(*DecommissionResponse)(nil),         // 58: dfs.v1.DecommissionResponse
-	(*CreateTokenRequest)(nil),           // 59: dfs.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),          // 60: dfs.v1.CreateTokenResponse
-	(*FsckRequest)(nil),                  // 61: dfs.v1.FsckRequest
-	(*FsckChunk)(nil),                    // 62: dfs.v1.FsckChunk
-	(*FsckFile)(nil),                     // 63: dfs.v1.FsckFile
-	(*FsckSummary)(nil),                  // 64: dfs.v1.FsckSummary
-	(*FsckReport)(nil),                   // 65: dfs.v1.FsckReport
-	(*BackupRequest)(nil),                // 66: dfs.v1.BackupRequest
-	(*BackupChunk)(nil),                  // 67: dfs.v1.BackupChunk
-	(*PrepareChunkUploadRequest)(nil),    // 68: dfs.v1.PrepareChunkUploadRequest
-	(*PrepareChunkUploadResponse)(nil),   // 69: dfs.v1.PrepareChunkUploadResponse
-	(*ChunkDataStream)(nil),              // 70: dfs.v1.ChunkDataStream
-	(*ChunkDataAck)(nil),                 // 71: dfs.v1.ChunkDataAck
-	(*PrepareChunkDownloadRequest)(nil),  // 72: dfs.v1.PrepareChunkDownloadRequest
-	(*PrepareChunkDownloadResponse)(nil), // 73: dfs.v1.PrepareChunkDownloadResponse
-	(*DownloadChunkStreamRequest)(nil),   // 74: dfs.v1.DownloadChunkStreamRequest
-	(*StatChunksRequest)(nil),            // 75: dfs.v1.StatChunksRequest
-	(*ChunkStat)(nil),                    // 76: dfs.v1.ChunkStat
-	(*StatChunksResponse)(nil),           // 77: dfs.v1.StatChunksResponse
-	(*ReplicateChunkRequest)(nil),        // 78: dfs.v1.ReplicateChunkRequest
-	(*ReplicateChunkResponse)(nil),       // 79: dfs.v1.ReplicateChunkResponse
-	(*VerifyChunkRequest)(nil),           // 80: dfs.v1.VerifyChunkRequest
-	(*VerifyChunkResponse)(nil),          // 81: dfs.v1.VerifyChunkResponse
-	(*DeleteChunkRequest)(nil),           // 82: dfs.v1.DeleteChunkRequest
-	(*DeleteChunkResponse)(nil),          // 83: dfs.v1.DeleteChunkResponse
-	(*BulkDeleteChunkRequest)(nil),       // 84: dfs.v1.BulkDeleteChunkRequest
-	(*BulkDeleteChunkResponse)(nil),      // 85: dfs.v1.BulkDeleteChunkResponse
-	(*HealthCheckRequest)(nil),           // 86: dfs.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),          // 87: dfs.v1.HealthCheckResponse
-	(*NotServing)(nil),                   // 88: dfs.v1.NotServing
-	(*ErrorKind)(nil),                    // 89: dfs.v1.ErrorKind
-	(*FailedNodes)(nil),                  // 90: dfs.v1.FailedNodes
+	(*ConcatFilesRequest)(nil),           // 35: dfs.v1.ConcatFilesRequest
+	(*ConcatFilesResponse)(nil),          // 36: dfs.v1.ConcatFilesResponse
+	(*UsageRequest)(nil),                 // 37: dfs.v1.UsageRequest
+	(*UsageResponse)(nil),                // 38: dfs.v1.UsageResponse
+	(*SetAttrRequest)(nil),               // 39: dfs.v1.SetAttrRequest
+	(*SetAttrResponse)(nil),              // 40: dfs.v1.SetAttrResponse
+	(*NodeStatus)(nil),                   // 41: dfs.v1.NodeStatus
+	(*RegisterDataNodeRequest)(nil),      // 42: dfs.v1.RegisterDataNodeRequest
+	(*RegisterDataNodeResponse)(nil),     // 43: dfs.v1.RegisterDataNodeResponse
+	(*HeartbeatRequest)(nil),             // 44: dfs.v1.HeartbeatRequest
+	(*NodeUpdate)(nil),                   // 45: dfs.v1.NodeUpdate
+	(*NodeCommand)(nil),                  // 46: dfs.v1.NodeCommand
+	(*DeleteChunksCommand)(nil),          // 47: dfs.v1.DeleteChunksCommand
+	(*HeartbeatResponse)(nil),            // 48: dfs.v1.HeartbeatResponse
+	(*ReportChunksRequest)(nil),          // 49: dfs.v1.ReportChunksRequest
+	(*ReportChunksResponse)(nil),         // 50: dfs.v1.ReportChunksResponse
+	(*ListNodesRequest)(nil),             // 51: dfs.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),            // 52: dfs.v1.ListNodesResponse
+	(*ReadinessStatus)(nil),              // 53: dfs.v1.ReadinessStatus
+	(*ClusterHealth)(nil),                // 54: dfs.v1.ClusterHealth
+	(*ReportBadReplicaRequest)(nil),      // 55: dfs.v1.ReportBadReplicaRequest
+	(*ReportBadReplicaResponse)(nil),     // 56: dfs.v1.ReportBadReplicaResponse
+	(*ReportNodeFailureRequest)(nil),     // 57: dfs.v1.ReportNodeFailureRequest
+	(*ReportNodeFailureResponse)(nil),    // 58: dfs.v1.ReportNodeFailureResponse
+	(*DecommissionRequest)(nil),          // 59: dfs.v1.DecommissionRequest
+	(*DecommissionResponse)(nil),         // 60: dfs.v1.DecommissionResponse
+	(*CreateTokenRequest)(nil),           // 61: dfs.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),          // 62: dfs.v1.CreateTokenResponse
+	(*FsckRequest)(nil),                  // 63: dfs.v1.FsckRequest
+	(*FsckChunk)(nil),                    // 64: dfs.v1.FsckChunk
+	(*FsckFile)(nil),                     // 65: dfs.v1.FsckFile
+	(*FsckSummary)(nil),                  // 66: dfs.v1.FsckSummary
+	(*FsckReport)(nil),                   // 67: dfs.v1.FsckReport
+	(*BackupRequest)(nil),                // 68: dfs.v1.BackupRequest
+	(*BackupChunk)(nil),                  // 69: dfs.v1.BackupChunk
+	(*PrepareChunkUploadRequest)(nil),    // 70: dfs.v1.PrepareChunkUploadRequest
+	(*PrepareChunkUploadResponse)(nil),   // 71: dfs.v1.PrepareChunkUploadResponse
+	(*ChunkDataStream)(nil),              // 72: dfs.v1.ChunkDataStream
+	(*ChunkDataAck)(nil),                 // 73: dfs.v1.ChunkDataAck
+	(*PrepareChunkDownloadRequest)(nil),  // 74: dfs.v1.PrepareChunkDownloadRequest
+	(*PrepareChunkDownloadResponse)(nil), // 75: dfs.v1.PrepareChunkDownloadResponse
+	(*DownloadChunkStreamRequest)(nil),   // 76: dfs.v1.DownloadChunkStreamRequest
+	(*StatChunksRequest)(nil),            // 77: dfs.v1.StatChunksRequest
+	(*ChunkStat)(nil),                    // 78: dfs.v1.ChunkStat
+	(*StatChunksResponse)(nil),           // 79: dfs.v1.StatChunksResponse
+	(*ReplicateChunkRequest)(nil),        // 80: dfs.v1.ReplicateChunkRequest
+	(*ReplicateChunkResponse)(nil),       // 81: dfs.v1.ReplicateChunkResponse
+	(*VerifyChunkRequest)(nil),           // 82: dfs.v1.VerifyChunkRequest
+	(*VerifyChunkResponse)(nil),          // 83: dfs.v1.VerifyChunkResponse
+	(*DeleteChunkRequest)(nil),           // 84: dfs.v1.DeleteChunkRequest
+	(*DeleteChunkResponse)(nil),          // 85: dfs.v1.DeleteChunkResponse
+	(*BulkDeleteChunkRequest)(nil),       // 86: dfs.v1.BulkDeleteChunkRequest
+	(*BulkDeleteChunkResponse)(nil),      // 87: dfs.v1.BulkDeleteChunkResponse
+	(*HealthCheckRequest)(nil),           // 88: dfs.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),          // 89: dfs.v1.HealthCheckResponse
+	(*NotServing)(nil),                   // 90: dfs.v1.NotServing
+	(*ErrorKind)(nil),                    // 91: dfs.v1.ErrorKind
+	(*FailedNodes)(nil),                  // 92: dfs.v1.FailedNodes
+	nil,                                  // 93: dfs.v1.ConfirmUploadRequest.MetadataEntry
+	nil,                                  // 94: dfs.v1.FileInfo.MetadataEntry
+	nil,                                  // 95: dfs.v1.ListEntry.MetadataEntry
+	nil,                                  // 96: dfs.v1.CopyFileRequest.MetadataEntry
+	nil,                                  // 97: dfs.v1.ConcatFilesRequest.MetadataEntry
 }
 var file_dfs_proto_depIdxs = []int32{
 	5,  // 0: dfs.v1.ChunkPlan.primary:type_name -> dfs.v1.NodeRef
@@ -6774,119 +7006,127 @@ var file_dfs_proto_depIdxs = []int32{
 	2,  // 4: dfs.v1.UploadFileResponse.chunks:type_name -> dfs.v1.ChunkPlan
 	2,  // 5: dfs.v1.AllocateChunkResponse.chunk:type_name -> dfs.v1.ChunkPlan
 	10, // 6: dfs.v1.ConfirmUploadRequest.chunks:type_name -> dfs.v1.ChunkReceipt
-	19, // 7: dfs.v1.ConfirmUploadResponse.file:type_name -> dfs.v1.FileInfo
-	10, // 8: dfs.v1.UploadReceiptsRequest.chunks:type_name -> dfs.v1.ChunkReceipt
-	1,  // 9: dfs.v1.ReplicaInfo.state:type_name -> dfs.v1.NodeState
-	17, // 10: dfs.v1.ChunkInfo.replicas:type_name -> dfs.v1.ReplicaInfo
-	3,  // 11: dfs.v1.ChunkInfo.token:type_name -> dfs.v1.ChunkToken
-	18, // 12: dfs.v1.FileInfo.chunks:type_name -> dfs.v1.ChunkInfo
-	19, // 13: dfs.v1.DownloadFileResponse.file:type_name -> dfs.v1.FileInfo
-	19, // 14: dfs.v1.StatFileResponse.file:type_name -> dfs.v1.FileInfo
-	27, // 15: dfs.v1.ListFilesResponse.entries:type_name -> dfs.v1.ListEntry
-	19, // 16: dfs.v1.CopyFileResponse.file:type_name -> dfs.v1.FileInfo
-	1,  // 17: dfs.v1.NodeStatus.state:type_name -> dfs.v1.NodeState
-	39, // 18: dfs.v1.RegisterDataNodeResponse.nodes:type_name -> dfs.v1.NodeStatus
-	4,  // 19: dfs.v1.RegisterDataNodeResponse.chunk_keys:type_name -> dfs.v1.ChunkKey
-	39, // 20: dfs.v1.NodeUpdate.node:type_name -> dfs.v1.NodeStatus
-	45, // 21: dfs.v1.NodeCommand.delete_chunks:type_name -> dfs.v1.DeleteChunksCommand
-	43, // 22: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
-	39, // 23: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
-	44, // 24: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
-	4,  // 25: dfs.v1.HeartbeatResponse.chunk_keys:type_name -> dfs.v1.ChunkKey
-	76, // 26: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
-	39, // 27: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
-	52, // 28: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
-	51, // 29: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
-	39, // 30: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
-	62, // 31: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
-	52, // 32: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
-	63, // 33: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
-	64, // 34: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
-	5,  // 35: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
-	3,  // 36: dfs.v1.PrepareChunkUploadRequest.token:type_name -> dfs.v1.ChunkToken
-	68, // 37: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
-	73, // 38: dfs.v1.ChunkDataStream.header:type_name -> dfs.v1.PrepareChunkDownloadResponse
-	3,  // 39: dfs.v1.PrepareChunkDownloadRequest.token:type_name -> dfs.v1.ChunkToken
-	3,  // 40: dfs.v1.DownloadChunkStreamRequest.token:type_name -> dfs.v1.ChunkToken
-	76, // 41: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
-	5,  // 42: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
-	3,  // 43: dfs.v1.ReplicateChunkRequest.token:type_name -> dfs.v1.ChunkToken
-	3,  // 44: dfs.v1.ReplicateChunkRequest.source_token:type_name -> dfs.v1.ChunkToken
-	3,  // 45: dfs.v1.DeleteChunkRequest.token:type_name -> dfs.v1.ChunkToken
-	3,  // 46: dfs.v1.BulkDeleteChunkRequest.tokens:type_name -> dfs.v1.ChunkToken
-	6,  // 47: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
-	8,  // 48: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
-	11, // 49: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
-	15, // 50: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
-	20, // 51: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
-	22, // 52: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
-	24, // 53: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
-	26, // 54: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
-	40, // 55: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
-	42, // 56: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
-	47, // 57: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
-	49, // 58: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
-	66, // 59: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
-	53, // 60: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
-	57, // 61: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
-	61, // 62: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
-	13, // 63: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
-	55, // 64: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
-	29, // 65: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
-	31, // 66: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
-	33, // 67: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
-	35, // 68: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
-	37, // 69: dfs.v1.Coordinator.SetAttr:input_type -> dfs.v1.SetAttrRequest
-	59, // 70: dfs.v1.Coordinator.CreateToken:input_type -> dfs.v1.CreateTokenRequest
-	68, // 71: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
-	70, // 72: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
-	72, // 73: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
-	74, // 74: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
-	75, // 75: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
-	78, // 76: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
-	80, // 77: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
-	82, // 78: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
-	84, // 79: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
-	86, // 80: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
-	7,  // 81: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
-	9,  // 82: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
-	12, // 83: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
-	16, // 84: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
-	21, // 85: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
-	23, // 86: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
-	25, // 87: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
-	28, // 88: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
-	41, // 89: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
-	46, // 90: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
-	48, // 91: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
-	50, // 92: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
-	67, // 93: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
-	54, // 94: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
-	58, // 95: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
-	65, // 96: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
-	14, // 97: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
-	56, // 98: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
-	30, // 99: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
-	32, // 100: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
-	34, // 101: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
-	36, // 102: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
-	38, // 103: dfs.v1.Coordinator.SetAttr:output_type -> dfs.v1.SetAttrResponse
-	60, // 104: dfs.v1.Coordinator.CreateToken:output_type -> dfs.v1.CreateTokenResponse
-	69, // 105: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
-	71, // 106: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
-	73, // 107: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
-	70, // 108: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
-	77, // 109: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
-	79, // 110: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
-	81, // 111: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
-	83, // 112: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
-	85, // 113: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
-	87, // 114: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
-	81, // [81:115] is the sub-list for method output_type
-	47, // [47:81] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	93, // 7: dfs.v1.ConfirmUploadRequest.metadata:type_name -> dfs.v1.ConfirmUploadRequest.MetadataEntry
+	19, // 8: dfs.v1.ConfirmUploadResponse.file:type_name -> dfs.v1.FileInfo
+	10, // 9: dfs.v1.UploadReceiptsRequest.chunks:type_name -> dfs.v1.ChunkReceipt
+	1,  // 10: dfs.v1.ReplicaInfo.state:type_name -> dfs.v1.NodeState
+	17, // 11: dfs.v1.ChunkInfo.replicas:type_name -> dfs.v1.ReplicaInfo
+	3,  // 12: dfs.v1.ChunkInfo.token:type_name -> dfs.v1.ChunkToken
+	18, // 13: dfs.v1.FileInfo.chunks:type_name -> dfs.v1.ChunkInfo
+	94, // 14: dfs.v1.FileInfo.metadata:type_name -> dfs.v1.FileInfo.MetadataEntry
+	19, // 15: dfs.v1.DownloadFileResponse.file:type_name -> dfs.v1.FileInfo
+	19, // 16: dfs.v1.StatFileResponse.file:type_name -> dfs.v1.FileInfo
+	95, // 17: dfs.v1.ListEntry.metadata:type_name -> dfs.v1.ListEntry.MetadataEntry
+	27, // 18: dfs.v1.ListFilesResponse.entries:type_name -> dfs.v1.ListEntry
+	96, // 19: dfs.v1.CopyFileRequest.metadata:type_name -> dfs.v1.CopyFileRequest.MetadataEntry
+	19, // 20: dfs.v1.CopyFileResponse.file:type_name -> dfs.v1.FileInfo
+	97, // 21: dfs.v1.ConcatFilesRequest.metadata:type_name -> dfs.v1.ConcatFilesRequest.MetadataEntry
+	19, // 22: dfs.v1.ConcatFilesResponse.file:type_name -> dfs.v1.FileInfo
+	1,  // 23: dfs.v1.NodeStatus.state:type_name -> dfs.v1.NodeState
+	41, // 24: dfs.v1.RegisterDataNodeResponse.nodes:type_name -> dfs.v1.NodeStatus
+	4,  // 25: dfs.v1.RegisterDataNodeResponse.chunk_keys:type_name -> dfs.v1.ChunkKey
+	41, // 26: dfs.v1.NodeUpdate.node:type_name -> dfs.v1.NodeStatus
+	47, // 27: dfs.v1.NodeCommand.delete_chunks:type_name -> dfs.v1.DeleteChunksCommand
+	45, // 28: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
+	41, // 29: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
+	46, // 30: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
+	4,  // 31: dfs.v1.HeartbeatResponse.chunk_keys:type_name -> dfs.v1.ChunkKey
+	78, // 32: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
+	41, // 33: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
+	54, // 34: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
+	53, // 35: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
+	41, // 36: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
+	64, // 37: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
+	54, // 38: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
+	65, // 39: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
+	66, // 40: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
+	5,  // 41: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
+	3,  // 42: dfs.v1.PrepareChunkUploadRequest.token:type_name -> dfs.v1.ChunkToken
+	70, // 43: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
+	75, // 44: dfs.v1.ChunkDataStream.header:type_name -> dfs.v1.PrepareChunkDownloadResponse
+	3,  // 45: dfs.v1.PrepareChunkDownloadRequest.token:type_name -> dfs.v1.ChunkToken
+	3,  // 46: dfs.v1.DownloadChunkStreamRequest.token:type_name -> dfs.v1.ChunkToken
+	78, // 47: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
+	5,  // 48: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
+	3,  // 49: dfs.v1.ReplicateChunkRequest.token:type_name -> dfs.v1.ChunkToken
+	3,  // 50: dfs.v1.ReplicateChunkRequest.source_token:type_name -> dfs.v1.ChunkToken
+	3,  // 51: dfs.v1.DeleteChunkRequest.token:type_name -> dfs.v1.ChunkToken
+	3,  // 52: dfs.v1.BulkDeleteChunkRequest.tokens:type_name -> dfs.v1.ChunkToken
+	6,  // 53: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
+	8,  // 54: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
+	11, // 55: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
+	15, // 56: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
+	20, // 57: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
+	22, // 58: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
+	24, // 59: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
+	26, // 60: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
+	42, // 61: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
+	44, // 62: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
+	49, // 63: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
+	51, // 64: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
+	68, // 65: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
+	55, // 66: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
+	59, // 67: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
+	63, // 68: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
+	13, // 69: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
+	57, // 70: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
+	29, // 71: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
+	31, // 72: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
+	33, // 73: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
+	35, // 74: dfs.v1.Coordinator.ConcatFiles:input_type -> dfs.v1.ConcatFilesRequest
+	37, // 75: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
+	39, // 76: dfs.v1.Coordinator.SetAttr:input_type -> dfs.v1.SetAttrRequest
+	61, // 77: dfs.v1.Coordinator.CreateToken:input_type -> dfs.v1.CreateTokenRequest
+	70, // 78: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
+	72, // 79: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
+	74, // 80: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
+	76, // 81: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
+	77, // 82: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
+	80, // 83: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
+	82, // 84: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
+	84, // 85: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
+	86, // 86: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
+	88, // 87: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
+	7,  // 88: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
+	9,  // 89: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
+	12, // 90: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
+	16, // 91: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
+	21, // 92: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
+	23, // 93: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
+	25, // 94: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
+	28, // 95: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
+	43, // 96: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
+	48, // 97: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
+	50, // 98: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
+	52, // 99: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
+	69, // 100: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
+	56, // 101: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
+	60, // 102: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
+	67, // 103: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
+	14, // 104: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
+	58, // 105: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
+	30, // 106: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
+	32, // 107: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
+	34, // 108: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
+	36, // 109: dfs.v1.Coordinator.ConcatFiles:output_type -> dfs.v1.ConcatFilesResponse
+	38, // 110: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
+	40, // 111: dfs.v1.Coordinator.SetAttr:output_type -> dfs.v1.SetAttrResponse
+	62, // 112: dfs.v1.Coordinator.CreateToken:output_type -> dfs.v1.CreateTokenResponse
+	71, // 113: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
+	73, // 114: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
+	75, // 115: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
+	72, // 116: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
+	79, // 117: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
+	81, // 118: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
+	83, // 119: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
+	85, // 120: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
+	87, // 121: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
+	89, // 122: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
+	88, // [88:123] is the sub-list for method output_type
+	53, // [53:88] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_dfs_proto_init() }
@@ -6894,10 +7134,10 @@ func file_dfs_proto_init() {
 	if File_dfs_proto != nil {
 		return
 	}
-	file_dfs_proto_msgTypes[42].OneofWrappers = []any{
+	file_dfs_proto_msgTypes[44].OneofWrappers = []any{
 		(*NodeCommand_DeleteChunks)(nil),
 	}
-	file_dfs_proto_msgTypes[63].OneofWrappers = []any{
+	file_dfs_proto_msgTypes[65].OneofWrappers = []any{
 		(*FsckReport_File)(nil),
 		(*FsckReport_Summary)(nil),
 	}
@@ -6907,7 +7147,7 @@ func file_dfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfs_proto_rawDesc), len(file_dfs_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   89,
+			NumMessages:   96,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

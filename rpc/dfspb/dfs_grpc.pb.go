@@ -43,6 +43,7 @@ const (
 	Coordinator_Mkdir_FullMethodName             = "/dfs.v1.Coordinator/Mkdir"
 	Coordinator_Rename_FullMethodName            = "/dfs.v1.Coordinator/Rename"
 	Coordinator_CopyFile_FullMethodName          = "/dfs.v1.Coordinator/CopyFile"
+	Coordinator_ConcatFiles_FullMethodName       = "/dfs.v1.Coordinator/ConcatFiles"
 	Coordinator_Usage_FullMethodName             = "/dfs.v1.Coordinator/Usage"
 	Coordinator_SetAttr_FullMethodName           = "/dfs.v1.Coordinator/SetAttr"
 	Coordinator_CreateToken_FullMethodName       = "/dfs.v1.Coordinator/CreateToken"
@@ -113,6 +114,10 @@ type CoordinatorClient interface {
 	// CopyFile makes a new file that shares the source's chunks: no chunk
 	// byte moves, and a chunk is deleted only when no file uses it.
 	CopyFile(ctx context.Context, in *CopyFileRequest, opts ...grpc.CallOption) (*CopyFileResponse, error)
+	// ConcatFiles makes a new file whose chunks are the sources' chunks in
+	// order, shared as CopyFile shares them: every source but the last
+	// must be whole chunks of one size, the first source's chunk size.
+	ConcatFiles(ctx context.Context, in *ConcatFilesRequest, opts ...grpc.CallOption) (*ConcatFilesResponse, error)
 	// Usage sums the files and bytes below a path (du), on the coordinator.
 	Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error)
 	// SetAttr changes the owner, group or mode of a file or directory:
@@ -361,6 +366,16 @@ func (c *coordinatorClient) CopyFile(ctx context.Context, in *CopyFileRequest, o
 	return out, nil
 }
 
+func (c *coordinatorClient) ConcatFiles(ctx context.Context, in *ConcatFilesRequest, opts ...grpc.CallOption) (*ConcatFilesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConcatFilesResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ConcatFiles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *coordinatorClient) Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(UsageResponse)
@@ -456,6 +471,10 @@ type CoordinatorServer interface {
 	// CopyFile makes a new file that shares the source's chunks: no chunk
 	// byte moves, and a chunk is deleted only when no file uses it.
 	CopyFile(context.Context, *CopyFileRequest) (*CopyFileResponse, error)
+	// ConcatFiles makes a new file whose chunks are the sources' chunks in
+	// order, shared as CopyFile shares them: every source but the last
+	// must be whole chunks of one size, the first source's chunk size.
+	ConcatFiles(context.Context, *ConcatFilesRequest) (*ConcatFilesResponse, error)
 	// Usage sums the files and bytes below a path (du), on the coordinator.
 	Usage(context.Context, *UsageRequest) (*UsageResponse, error)
 	// SetAttr changes the owner, group or mode of a file or directory:
@@ -538,6 +557,9 @@ func (UnimplementedCoordinatorServer) Rename(context.Context, *RenameRequest) (*
 }
 func (UnimplementedCoordinatorServer) CopyFile(context.Context, *CopyFileRequest) (*CopyFileResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CopyFile not implemented")
+}
+func (UnimplementedCoordinatorServer) ConcatFiles(context.Context, *ConcatFilesRequest) (*ConcatFilesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ConcatFiles not implemented")
 }
 func (UnimplementedCoordinatorServer) Usage(context.Context, *UsageRequest) (*UsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Usage not implemented")
@@ -933,6 +955,24 @@ func _Coordinator_CopyFile_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_ConcatFiles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConcatFilesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ConcatFiles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ConcatFiles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ConcatFiles(ctx, req.(*ConcatFilesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Coordinator_Usage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(UsageRequest)
 	if err := dec(in); err != nil {
@@ -1069,6 +1109,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CopyFile",
 			Handler:    _Coordinator_CopyFile_Handler,
+		},
+		{
+			MethodName: "ConcatFiles",
+			Handler:    _Coordinator_ConcatFiles_Handler,
 		},
 		{
 			MethodName: "Usage",

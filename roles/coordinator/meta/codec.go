@@ -24,7 +24,7 @@ func FileToPB(f *File) *metapb.File {
 	m := &metapb.File{
 		Path: string(f.Path), Size: f.Size, Sha256: f.SHA256, ChunkSize: f.ChunkSize,
 		Replication: f.Replication, ModifiedUnixNano: f.Modified.UnixNano(), Version: f.Version,
-		Session: string(f.Session), Owner: f.Attr.Owner, Group: f.Attr.Group, Mode: f.Attr.Mode,
+		Session: string(f.Session), Owner: f.Attr.Owner, Group: f.Attr.Group, Mode: f.Attr.Mode, Metadata: f.Metadata,
 	}
 	for _, c := range f.Chunks {
 		m.Chunks = append(m.Chunks, &metapb.Chunk{Id: string(c.ID), Size: c.Size, Digest: c.Digest, FrameSize: c.FrameSize})
@@ -50,9 +50,12 @@ func FileFromPB(m *metapb.File) (*File, error) {
 	f := &File{
 		Path: p, Size: m.Size, SHA256: bytes.Clone(m.Sha256), ChunkSize: m.ChunkSize, Replication: m.Replication,
 		Modified: time.Unix(0, m.ModifiedUnixNano), Version: m.Version,
-		Attr: Attr{Owner: m.Owner, Group: m.Group, Mode: m.Mode},
+		Attr: Attr{Owner: m.Owner, Group: m.Group, Mode: m.Mode}, Metadata: m.Metadata,
 	}
 	if err := CheckAttr(&f.Attr); err != nil {
+		return nil, fmt.Errorf("decode file %s: %w", p, err)
+	}
+	if err := CheckMetadata(f.Metadata); err != nil {
 		return nil, fmt.Errorf("decode file %s: %w", p, err)
 	}
 	if m.Session != "" {
@@ -74,11 +77,15 @@ func FileFromPB(m *metapb.File) (*File, error) {
 		total += c.Size
 		f.Chunks = append(f.Chunks, Chunk{ID: id, Size: c.Size, Digest: bytes.Clone(c.Digest), FrameSize: c.FrameSize})
 	}
-	if total != f.Size || len(f.SHA256) != rpc.DigestSize || f.Version == 0 {
+	if total != f.Size || !fileDigest(f.SHA256) || f.Version == 0 {
 		return nil, fmt.Errorf("decode file %s: inconsistent (size %d, chunks total %d, version %d)", p, f.Size, total, f.Version)
 	}
 	return f, nil
 }
+
+// fileDigest reports whether sum is a file's digest: a SHA-256, or none
+// (a file made by concatenating others has none).
+func fileDigest(sum []byte) bool { return len(sum) == rpc.DigestSize || len(sum) == 0 }
 
 // MarshalUpload encodes u.
 func MarshalUpload(u *Upload) ([]byte, error) { return marshal(UploadToPB(u)) }
@@ -258,7 +265,7 @@ func DecodeFileChunks(b []byte, fc *FileChunks) (path []byte, err error) {
 	for i := range fc.Chunks { // the arena may have moved as it grew
 		fc.Chunks[i].Digest = fc.digests[i*rpc.DigestSize : (i+1)*rpc.DigestSize : (i+1)*rpc.DigestSize]
 	}
-	if total != size || len(sum) != rpc.DigestSize || version == 0 {
+	if total != size || !fileDigest(sum) || version == 0 {
 		return nil, fmt.Errorf("decode file %s: inconsistent (size %d, chunks total %d, version %d)", path, size, total, version)
 	}
 	return path, nil

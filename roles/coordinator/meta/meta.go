@@ -11,6 +11,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -33,6 +34,47 @@ type File struct {
 	// Attr is who owns the file and what others may do with it; a
 	// version that replaces another keeps the replaced one's.
 	Attr Attr
+	// Metadata is what the writer stored with this version (a content
+	// type, an S3 ETag, user metadata): see CheckMetadata. A new version
+	// has its own; a rename or a copy keeps it.
+	Metadata map[string]string
+}
+
+// MaxMetadata bounds a file's metadata: its keys and values together.
+const MaxMetadata = 4 << 10
+
+// CheckMetadata refuses metadata over MaxMetadata bytes, or with an empty
+// key, or a key or value that is not UTF-8 or holds a control character
+// (tabs aside in values).
+func CheckMetadata(md map[string]string) error {
+	total := 0
+	for k, v := range md {
+		total += len(k) + len(v)
+		if k == "" {
+			return rpc.Errorf(rpc.Invalid, "metadata with an empty key")
+		}
+		if !printable(k, false) || !printable(v, true) {
+			return rpc.Errorf(rpc.Invalid, "metadata %q: keys and values must be UTF-8 without control characters", k)
+		}
+	}
+	if total > MaxMetadata {
+		return rpc.Errorf(rpc.Invalid, "metadata of %d bytes: at most %d", total, MaxMetadata)
+	}
+	return nil
+}
+
+// printable reports whether s is UTF-8 without control characters (but a
+// tab, if tab).
+func printable(s string, tab bool) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if (r < ' ' && !(tab && r == '\t')) || r == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // Attr is the owner, group and POSIX mode of a file or directory. The

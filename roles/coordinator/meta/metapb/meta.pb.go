@@ -37,9 +37,11 @@ type File struct {
 	Session          string                 `protobuf:"bytes,9,opt,name=session,proto3" json:"session,omitempty"`
 	// owner, group and mode: see meta.Attr. A record with no owner (one
 	// written before permissions existed) reads as meta.DefaultAttr.
-	Owner         string `protobuf:"bytes,10,opt,name=owner,proto3" json:"owner,omitempty"`
-	Group         string `protobuf:"bytes,11,opt,name=group,proto3" json:"group,omitempty"`
-	Mode          uint32 `protobuf:"varint,12,opt,name=mode,proto3" json:"mode,omitempty"`
+	Owner string `protobuf:"bytes,10,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group string `protobuf:"bytes,11,opt,name=group,proto3" json:"group,omitempty"`
+	Mode  uint32 `protobuf:"varint,12,opt,name=mode,proto3" json:"mode,omitempty"`
+	// metadata: see meta.File.Metadata.
+	Metadata      map[string]string `protobuf:"bytes,13,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -156,6 +158,13 @@ func (x *File) GetMode() uint32 {
 		return x.Mode
 	}
 	return 0
+}
+
+func (x *File) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
 }
 
 type Chunk struct {
@@ -813,7 +822,7 @@ var File_meta_proto protoreflect.FileDescriptor
 const file_meta_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"meta.proto\x12\vdfs.meta.v1\"\xd5\x02\n" +
+	"meta.proto\x12\vdfs.meta.v1\"\xcf\x03\n" +
 	"\x04File\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -828,7 +837,11 @@ const file_meta_proto_rawDesc = "" +
 	"\x05owner\x18\n" +
 	" \x01(\tR\x05owner\x12\x14\n" +
 	"\x05group\x18\v \x01(\tR\x05group\x12\x12\n" +
-	"\x04mode\x18\f \x01(\rR\x04mode\"b\n" +
+	"\x04mode\x18\f \x01(\rR\x04mode\x12;\n" +
+	"\bmetadata\x18\r \x03(\v2\x1f.dfs.meta.v1.File.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"b\n" +
 	"\x05Chunk\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
@@ -889,7 +902,7 @@ func file_meta_proto_rawDescGZIP() []byte {
 	return file_meta_proto_rawDescData
 }
 
-var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_meta_proto_goTypes = []any{
 	(*File)(nil),          // 0: dfs.meta.v1.File
 	(*Chunk)(nil),         // 1: dfs.meta.v1.Chunk
@@ -901,20 +914,22 @@ var file_meta_proto_goTypes = []any{
 	(*BackupHeader)(nil),  // 7: dfs.meta.v1.BackupHeader
 	(*BackupRecord)(nil),  // 8: dfs.meta.v1.BackupRecord
 	(*BackupTrailer)(nil), // 9: dfs.meta.v1.BackupTrailer
+	nil,                   // 10: dfs.meta.v1.File.MetadataEntry
 }
 var file_meta_proto_depIdxs = []int32{
-	1, // 0: dfs.meta.v1.File.chunks:type_name -> dfs.meta.v1.Chunk
-	3, // 1: dfs.meta.v1.Upload.chunks:type_name -> dfs.meta.v1.Allocation
-	0, // 2: dfs.meta.v1.BackupRecord.file:type_name -> dfs.meta.v1.File
-	2, // 3: dfs.meta.v1.BackupRecord.upload:type_name -> dfs.meta.v1.Upload
-	4, // 4: dfs.meta.v1.BackupRecord.deletion:type_name -> dfs.meta.v1.Deletion
-	5, // 5: dfs.meta.v1.BackupRecord.drain:type_name -> dfs.meta.v1.Drain
-	6, // 6: dfs.meta.v1.BackupRecord.dir:type_name -> dfs.meta.v1.Dir
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	1,  // 0: dfs.meta.v1.File.chunks:type_name -> dfs.meta.v1.Chunk
+	10, // 1: dfs.meta.v1.File.metadata:type_name -> dfs.meta.v1.File.MetadataEntry
+	3,  // 2: dfs.meta.v1.Upload.chunks:type_name -> dfs.meta.v1.Allocation
+	0,  // 3: dfs.meta.v1.BackupRecord.file:type_name -> dfs.meta.v1.File
+	2,  // 4: dfs.meta.v1.BackupRecord.upload:type_name -> dfs.meta.v1.Upload
+	4,  // 5: dfs.meta.v1.BackupRecord.deletion:type_name -> dfs.meta.v1.Deletion
+	5,  // 6: dfs.meta.v1.BackupRecord.drain:type_name -> dfs.meta.v1.Drain
+	6,  // 7: dfs.meta.v1.BackupRecord.dir:type_name -> dfs.meta.v1.Dir
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_meta_proto_init() }
@@ -935,7 +950,7 @@ func file_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meta_proto_rawDesc), len(file_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

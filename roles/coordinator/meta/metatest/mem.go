@@ -4,6 +4,7 @@ package metatest
 
 import (
 	"bytes"
+	"maps"
 	"context"
 	"slices"
 	"strings"
@@ -47,6 +48,7 @@ func CloneFile(f *meta.File) *meta.File {
 	}
 	g := *f
 	g.SHA256 = bytes.Clone(f.SHA256)
+	g.Metadata = maps.Clone(f.Metadata)
 	g.Chunks = slices.Clone(f.Chunks)
 	for i := range g.Chunks {
 		g.Chunks[i].Digest = bytes.Clone(g.Chunks[i].Digest)
