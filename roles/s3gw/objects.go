@@ -33,7 +33,7 @@ const (
 	metaExpires         = "expires"
 	metaUserPrefix      = "x-amz-meta-"
 	// maxMeta is dfs's bound on a file's metadata (keys and values).
-	maxMeta = 8 << 10
+	maxMeta = 4 << 10
 )
 
 // emptyMD5 is the MD5 of no bytes: the ETag of a directory marker.
