@@ -170,15 +170,15 @@ type chunkJSON struct {
 }
 
 type statJSON struct {
-	Path        string      `json:"path"`
-	Size        int64       `json:"size"`
-	SHA256      string      `json:"sha256"`
-	ChunkSize   int64       `json:"chunk_size"`
-	Replication uint32      `json:"replication"`
-	Version     uint64      `json:"version"`
-	Modified    time.Time   `json:"modified"`
-	Owner       string      `json:"owner,omitempty"`
-	Group       string      `json:"group,omitempty"`
+	Path        string            `json:"path"`
+	Size        int64             `json:"size"`
+	SHA256      string            `json:"sha256"`
+	ChunkSize   int64             `json:"chunk_size"`
+	Replication uint32            `json:"replication"`
+	Version     uint64            `json:"version"`
+	Modified    time.Time         `json:"modified"`
+	Owner       string            `json:"owner,omitempty"`
+	Group       string            `json:"group,omitempty"`
 	Mode        string            `json:"mode,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
 	Chunks      []chunkJSON       `json:"chunks"`
