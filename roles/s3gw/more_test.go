@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"slices"
 	"sort"
@@ -21,6 +22,7 @@ import (
 	"github.com/matryer/is"
 	"github.com/minio/minio-go/v7"
 	mcreds "github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/rolestest"
@@ -537,4 +539,62 @@ func TestSweep(t *testing.T) {
 	is.Equal(<-swept, 1) // the stale upload
 	_, err = c.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String("swp"), Key: aws.String("stale"), UploadId: old.UploadId})
 	is.Equal(code(err), "NoSuchUpload") // aborted
+}
+
+// TestSecureUsers: on a secure cluster the gateway (a gateway
+// certificate) acts for each key's user: two keys, two users, and one
+// cannot read the other's private object.
+func TestSecureUsers(t *testing.T) {
+	is := is.New(t)
+	cl := rolestest.Start(t, 3, rolestest.Secure, rolestest.WithLogLevel(zerolog.WarnLevel))
+	admin := rolestest.Client(t, cl)
+	ctx := t.Context()
+	// The superuser gives each user a bucket, and opens the uploads area.
+	for _, u := range []string{"alice", "bob"} {
+		is.NoErr(admin.Mkdir(ctx, "/"+u+"-data"))
+		is.NoErr(admin.Chown(ctx, "/"+u+"-data", u, ""))
+		is.NoErr(admin.Chmod(ctx, "/"+u+"-data", 0o700))
+	}
+	is.NoErr(admin.MkdirAll(ctx, "/.s3/multipart"))
+	is.NoErr(admin.Chmod(ctx, "/.s3/multipart", 0o777|fs.ModeSticky))
+
+	gc := rolestest.GatewayClient(t, cl, "s3gw")
+	g := startGateway(t, gc, func(cfg *s3gw.Config) {
+		cfg.Keys = []s3gw.Key{{Access: "AKIDALICE", Secret: "alice-secret", User: "alice"}, {Access: "AKIDBOB", Secret: "bob-secret-key", User: "bob"}}
+	})
+	alice := awsClient(g.Endpoint(), "AKIDALICE", "alice-secret")
+	bob := awsClient(g.Endpoint(), "AKIDBOB", "bob-secret-key")
+
+	put(t, alice, "alice-data", "private.txt", []byte("alice's"))
+	fi, err := admin.Stat(ctx, "/alice-data/private.txt")
+	is.NoErr(err)
+	is.Equal(fi.Owner, "alice") // written as alice
+	is.Equal(string(get(t, alice, "alice-data", "private.txt")), "alice's")
+
+	_, err = bob.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("alice-data"), Key: aws.String("private.txt")})
+	is.Equal(code(err), "AccessDenied") // bob may not read it
+	_, err = bob.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("alice-data"), Key: aws.String("x"), Body: strings.NewReader("x")})
+	is.Equal(code(err), "AccessDenied") // nor write there
+	_, err = bob.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("alice-data")})
+	is.Equal(code(err), "AccessDenied") // nor list
+	put(t, bob, "bob-data", "mine", []byte("bob's"))
+	_, err = alice.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("bob-data"), Key: aws.String("mine")})
+	is.Equal(code(err), "AccessDenied") // and the other way round
+
+	_, err = alice.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("alice-new")})
+	is.Equal(code(err), "AccessDenied") // only a superuser makes top-level directories
+
+	// A multipart upload as alice, in her bucket.
+	cr, err := alice.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("alice-data"), Key: aws.String("mp")})
+	is.NoErr(err)
+	parts := uploadParts(t, alice, "alice-data", "mp", *cr.UploadId, [][]byte{[]byte("one part")})
+	_, err = bob.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String("alice-data"), Key: aws.String("mp"), UploadId: cr.UploadId})
+	is.True(err != nil) // not bob's
+	_, err = alice.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String("alice-data"), Key: aws.String("mp"), UploadId: cr.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}})
+	is.NoErr(err)
+	is.Equal(string(get(t, alice, "alice-data", "mp")), "one part")
+	fi, err = admin.Stat(ctx, "/alice-data/mp")
+	is.NoErr(err)
+	is.Equal(fi.Owner, "alice")
 }

@@ -126,6 +126,8 @@ func (b *Backend) CreateMultipartUpload(ctx context.Context, in s3response.Creat
 	// The bucket's directory of uploads is shared by every user of the
 	// bucket; only its maker may open it up (the others' chmod fails).
 	_ = b.c.Chmod(actx, multipartRoot+"/"+bucket, 0o777|fs.ModeSticky)
+	// An upload is its initiator's alone.
+	_ = b.c.Chmod(actx, dir, 0o700)
 	info, _ := json.Marshal(uploadInfo{Key: key, Meta: md, Initiator: b.userOf(ctx), Initiated: b.clock.Now().UTC()})
 	if _, err := b.c.Put(actx, dir+"/"+uploadFile, bytes.NewReader(info), int64(len(info)), nil); err != nil {
 		_ = b.c.RemoveAll(actx, dir)
