@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"slices"
 	"sort"
@@ -16,6 +19,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/jonboulle/clockwork"
@@ -597,4 +601,109 @@ func TestSecureUsers(t *testing.T) {
 	fi, err = admin.Stat(ctx, "/alice-data/mp")
 	is.NoErr(err)
 	is.Equal(fi.Owner, "alice")
+}
+
+// signed returns a request signed as the test key at t.
+func signed(tb testing.TB, method, url string, body []byte, at time.Time) *http.Request {
+	tb.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	hash := hex.EncodeToString(sum[:])
+	req.Header.Set("X-Amz-Content-Sha256", hash)
+	m := md5.Sum(body)
+	req.Header.Set("Content-Md5", base64.StdEncoding.EncodeToString(m[:]))
+	err = v4.NewSigner().SignHTTP(tb.Context(), aws.Credentials{AccessKeyID: testAccess, SecretAccessKey: testSecret}, req, hash, "s3", "us-east-1", at)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return req
+}
+
+// send sends req and returns the status and the body.
+func send(t *testing.T, req *http.Request) (int, string) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestBadInput: malformed XML, clock skew, oversized headers and a client
+// that goes away mid-upload each get the error a client expects, and
+// nothing half-written becomes visible.
+func TestBadInput(t *testing.T) {
+	is := is.New(t)
+	g := start(t)
+	c := awsClient(g.endpoint, testAccess, testSecret)
+	ctx := t.Context()
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("bad")})
+	is.NoErr(err)
+	old := put(t, c, "bad", "k", []byte("old content"))
+
+	status, body := send(t, signed(t, "POST", g.endpoint+"/bad?delete", []byte("<Delete><Object><Key>k</Key>"), time.Now()))
+	is.Equal(status, http.StatusBadRequest) // malformed XML
+	// versitygw answers InvalidRequest here, S3 MalformedXML.
+	is.True(strings.Contains(body, "MalformedXML") || strings.Contains(body, "<Code>InvalidRequest</Code>"))
+	cr, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("bad"), Key: aws.String("mp")})
+	is.NoErr(err)
+	status, body = send(t, signed(t, "POST", g.endpoint+"/bad/mp?uploadId="+*cr.UploadId, []byte("<CompleteMultipartUpload><Part>"), time.Now()))
+	is.Equal(status, http.StatusBadRequest) // malformed XML
+	if !strings.Contains(body, "MalformedXML") {
+		t.Errorf("malformed XML: %d %s", status, body)
+	}
+
+	status, body = send(t, signed(t, "GET", g.endpoint+"/bad/k", nil, time.Now().Add(-time.Hour)))
+	is.Equal(status, http.StatusForbidden) // an hour off
+	is.True(strings.Contains(body, "RequestTimeTooSkewed"))
+
+	req := signed(t, "GET", g.endpoint+"/bad/k", nil, time.Now())
+	req.Header.Set("X-Big", strings.Repeat("h", 64<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		is.True(resp.StatusCode >= 400) // oversized headers refused
+		resp.Body.Close()
+	}
+
+	// A client that sends half its body and goes away.
+	body2 := randomBytes(1 << 20)
+	req = signedUnsigned(t, g.endpoint+"/bad/k")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(g.endpoint, "http://"))
+	is.NoErr(err)
+	var head strings.Builder
+	fmt.Fprintf(&head, "PUT /bad/k HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n", req.Host, len(body2))
+	for k, vs := range req.Header {
+		fmt.Fprintf(&head, "%s: %s\r\n", k, vs[0])
+	}
+	head.WriteString("\r\n")
+	_, err = conn.Write([]byte(head.String()))
+	is.NoErr(err)
+	_, err = conn.Write(body2[:300<<10])
+	is.NoErr(err)
+	is.NoErr(conn.Close())
+	h, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("bad"), Key: aws.String("k")})
+	is.NoErr(err)
+	is.Equal(*h.ETag, *old.ETag) // the old version stays
+	is.Equal(string(get(t, c, "bad", "k")), "old content")
+	put(t, c, "bad", "k", body2)
+	is.True(bytes.Equal(get(t, c, "bad", "k"), body2)) // the gateway serves on
+}
+
+// signedUnsigned returns a PUT of url signed with an unsigned payload.
+func signedUnsigned(tb testing.TB, url string) *http.Request {
+	tb.Helper()
+	req, err := http.NewRequest("PUT", url, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD")
+	if err := v4.NewSigner().SignHTTP(tb.Context(), aws.Credentials{AccessKeyID: testAccess, SecretAccessKey: testSecret}, req, "UNSIGNED-PAYLOAD", "s3", "us-east-1", time.Now()); err != nil {
+		tb.Fatal(err)
+	}
+	return req
 }
