@@ -20,6 +20,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/jonboulle/clockwork"
@@ -706,4 +707,52 @@ func signedUnsigned(tb testing.TB, url string) *http.Request {
 		tb.Fatal(err)
 	}
 	return req
+}
+
+// TestMultipartUnevenParts: parts of different sizes cannot share their
+// chunks (Concat needs one chunk size): the object is still made, copied.
+func TestMultipartUnevenParts(t *testing.T) {
+	is := is.New(t)
+	g := start(t)
+	c := awsClient(g.endpoint, testAccess, testSecret)
+	ctx := t.Context()
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("uneven")})
+	is.NoErr(err)
+	parts := [][]byte{randomBytes(6 << 20), randomBytes(5 << 20), randomBytes(10)}
+	cr, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("uneven"), Key: aws.String("k")})
+	is.NoErr(err)
+	done := uploadParts(t, c, "uneven", "k", *cr.UploadId, parts)
+	cm, err := c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String("uneven"), Key: aws.String("k"), UploadId: cr.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: done}})
+	is.NoErr(err)
+	is.Equal(*cm.ETag, multipartETag(parts))
+	is.True(bytes.Equal(get(t, c, "uneven", "k"), bytes.Join(parts, nil)))
+	h, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("uneven"), Key: aws.String("k")})
+	is.NoErr(err)
+	is.Equal(*h.ETag, multipartETag(parts))
+}
+
+// TestVirtualHost: with a domain, <bucket>.<domain> addresses the bucket.
+func TestVirtualHost(t *testing.T) {
+	is := is.New(t)
+	cl := rolestest.Start(t, 3, rolestest.WithLogLevel(zerolog.WarnLevel))
+	dc := rolestest.Client(t, cl)
+	g := startGateway(t, dc, func(cfg *s3gw.Config) { cfg.VirtualDomain = "s3.test" })
+	addr := strings.TrimPrefix(g.Endpoint(), "http://")
+	_, port, _ := net.SplitHostPort(addr)
+	dial := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr) // every name is the gateway
+	}}
+	c := s3.New(s3.Options{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(testAccess, testSecret, ""),
+		BaseEndpoint: aws.String("http://s3.test:" + port), UsePathStyle: false, HTTPClient: &http.Client{Transport: dial}})
+	ctx := t.Context()
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("vhost")})
+	is.NoErr(err)
+	put(t, c, "vhost", "a/b", []byte("virtual"))
+	is.Equal(string(get(t, c, "vhost", "a/b")), "virtual") // virtual-host style
+	fi, err := dc.Stat(ctx, "/vhost/a/b")
+	is.NoErr(err)
+	is.Equal(fi.Size, int64(7))
+	path := awsClient(g.Endpoint(), testAccess, testSecret)
+	is.Equal(string(get(t, path, "vhost", "a/b")), "virtual") // path style too
 }
