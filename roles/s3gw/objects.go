@@ -1,6 +1,7 @@
 package s3gw
 
 import (
+	"bufio"
 	"context"
 	"crypto/md5"
 	"encoding/base64"
@@ -360,7 +361,7 @@ func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.Get
 	}
 	var body io.ReadCloser = io.NopCloser(strings.NewReader(""))
 	if r != nil {
-		body = &objectBody{seq: r, start: start, length: length, close: func() { r.Close(); cancel() }}
+		body = &objectBody{seq: r, start: start, length: length, ranged: contentRange != nil, close: func() { r.Close(); cancel() }}
 	} else {
 		cancel()
 	}
@@ -374,27 +375,32 @@ func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.Get
 	}, nil
 }
 
-// objectBody is a GetObject body: the range of a Reader, read in order
-// (with the Reader's read-ahead) once the first read positioned it.
+// objectBody is a GetObject body. A whole object is read in order, with
+// the Reader's read-ahead (the next chunks fetched while these are sent).
+// A range is read with ReadAt, a frame-sized piece at a time, so only the
+// chunks and frames that hold it are fetched: read-ahead would fetch
+// chunks past its end.
 type objectBody struct {
 	r             io.Reader
 	seq           *client.Reader
 	start, length int64
-	positioned    bool
+	ranged        bool
 	read          int64
 	close         func()
 	closed        bool
 }
 
+// rangeBuffer is how much of a range one ReadAt asks for: a frame (1 MiB
+// by default), so that a piece costs no more fetches than it needs.
+const rangeBuffer = 1 << 20
+
 func (o *objectBody) Read(p []byte) (int, error) {
-	if !o.positioned {
-		// Read sequentially from start: the Reader fetches the next chunks
-		// ahead, where ReadAt would fetch each piece on its own.
-		if _, err := o.seq.Seek(o.start, io.SeekStart); err != nil {
-			return 0, err
+	if o.r == nil {
+		if o.ranged {
+			o.r = bufio.NewReaderSize(io.NewSectionReader(o.seq, o.start, o.length), int(min(rangeBuffer, max(o.length, 16))))
+		} else {
+			o.r = o.seq
 		}
-		o.r = io.LimitReader(o.seq, o.length)
-		o.positioned = true
 	}
 	n, err := o.r.Read(p)
 	o.read += int64(n)
