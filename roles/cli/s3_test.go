@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -38,16 +37,6 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 		w.seen = nil
 	}
 	return len(p), nil
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // runServer runs the command line args until the test ends; it returns
@@ -86,7 +75,7 @@ func s3Client(endpoint, access, secret string) *s3.Client {
 func TestS3Command(t *testing.T) {
 	is := is.New(t)
 	c := rolestest.Start(t, 3)
-	listen := freePort(t)
+	listen := rolestest.FreeAddr(t)
 	m := runServer(t, `serving (http://\S+)`, "s3", "--coordinator", c.Addr(), "--listen", listen,
 		"--access-key", "AKIDONE", "--secret-key", "secret-one", "--keys", "AKIDTWO:secret-two:bob")
 	is.Equal(m[1], "http://"+listen) // prints its endpoint
@@ -134,7 +123,7 @@ func TestS3CommandRefuses(t *testing.T) {
 // credentials, which work.
 func TestDevS3(t *testing.T) {
 	is := is.New(t)
-	listen := freePort(t)
+	listen := rolestest.FreeAddr(t)
 	m := runServer(t, `AWS_ACCESS_KEY_ID=(\S+) AWS_SECRET_ACCESS_KEY=(\S+) AWS_ENDPOINT_URL=(\S+)`, "dev", "--listen", "127.0.0.1:0",
 		"--data-dir", filepath.Join(t.TempDir(), "dev"), "--nodes", "1", "--replication", "1", "--admin-listen", "", "--s3-listen", listen)
 	is.Equal(m[3], "http://"+listen)

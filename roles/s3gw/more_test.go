@@ -348,7 +348,7 @@ func TestMultipartAnotherGateway(t *testing.T) {
 func startStoppable(t *testing.T, dc *client.Client) (*s3gw.Gateway, func()) {
 	t.Helper()
 	cfg := s3gw.DefaultConfig()
-	cfg.Listen = freeAddr(t)
+	cfg.Listen = rolestest.FreeAddr(t)
 	cfg.Keys = []s3gw.Key{{Access: testAccess, Secret: testSecret}}
 	g, err := s3gw.New(cfg, dc, rolestest.Logger(t))
 	if err != nil {
