@@ -280,6 +280,19 @@ func TestObjects(t *testing.T) {
 	_, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("bkt"), Key: aws.String("folder/")})
 	is.NoErr(err)
 
+	// A file in the way of a key, a directory in the way of an object.
+	put(t, c, "bkt", "file", []byte("f"))
+	_, err = c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("bkt"), Key: aws.String("file/below")})
+	is.Equal(code(err), "NoSuchKey") // below a file
+	_, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("bkt"), Key: aws.String("file/below")})
+	is.True(err != nil)
+	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("bkt"), Key: aws.String("file/below"), Body: strings.NewReader("x")})
+	is.Equal(code(err), "ObjectParentIsFile") // dfs cannot hold a key below an object
+	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("bkt"), Key: aws.String("dir"), Body: strings.NewReader("x")})
+	is.Equal(code(err), "ExistingObjectIsDirectory") // nor an object where keys lie below
+	_, err = c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String("bkt"), Key: aws.String("file/below")})
+	is.NoErr(err) // nothing to delete
+
 	// Overwrite, then delete.
 	put(t, c, "bkt", "dir/sub/obj.bin", []byte("short"))
 	is.Equal(string(get(t, c, "bkt", "dir/sub/obj.bin")), "short")

@@ -211,7 +211,7 @@ func (b *Backend) list(ctx context.Context, bucket, prefix, delim, marker string
 	}
 	l := &lister{b: b, ctx: ctx, bp: bp, prefix: prefix, delim: delim, marker: marker, max: max}
 	if err := l.run(); err != nil {
-		return nil, s3Error(err, s3err.GetBucketErr(s3err.ErrNoSuchBucket, bucket))
+		return nil, b.s3Error(err, s3err.GetBucketErr(s3err.ErrNoSuchBucket, bucket))
 	}
 	return l, nil
 }

@@ -131,7 +131,7 @@ func (b *Backend) PutObject(ctx context.Context, in s3response.PutObjectInput) (
 			return s3response.PutObjectOutput{}, s3err.GetAPIError(s3err.ErrDirectoryObjectContainsData)
 		}
 		if err := b.c.MkdirAll(ctx, p); err != nil {
-			return s3response.PutObjectOutput{}, s3Error(err, nil)
+			return s3response.PutObjectOutput{}, b.s3Error(err, nil)
 		}
 		return s3response.PutObjectOutput{ETag: `"` + emptyMD5 + `"`}, nil
 	}
@@ -163,7 +163,7 @@ func (b *Backend) putConditions(ctx context.Context, p string, ifMatch, ifNoneMa
 	if ifMatch != nil {
 		fi, err := b.c.Head(ctx, p)
 		if err != nil || fi.IsDir {
-			return nil, s3Error(err, nil)
+			return nil, b.s3Error(err, nil)
 		}
 		if strings.Trim(*ifMatch, `"`) != strings.Trim(fileETag(fi), `"`) {
 			return nil, s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch)
@@ -181,13 +181,13 @@ func (b *Backend) write(ctx context.Context, p string, body io.Reader, length *i
 	}
 	w, err := b.c.Create(ctx, p, opts)
 	if err != nil {
-		return "", nil, b.putError(err, opts)
+		return "", nil, b.putError(ctx, p, err, opts)
 	}
 	h := md5.New()
 	n, err := io.Copy(io.MultiWriter(w, h), body)
 	if err != nil {
 		w.Abort()
-		return "", nil, s3Error(err, nil)
+		return "", nil, b.s3Error(err, nil)
 	}
 	if length != nil && *length >= 0 && n != *length {
 		w.Abort()
@@ -208,22 +208,31 @@ func (b *Backend) write(ctx context.Context, p string, body io.Reader, length *i
 	md[metaETag] = hex.EncodeToString(sum)
 	setMeta(w, md)
 	if err := w.Close(); err != nil {
-		return "", nil, b.putError(err, opts)
+		return "", nil, b.putError(ctx, p, err, opts)
 	}
 	return md[metaETag], w.Info(), nil
 }
 
-// putError is the S3 error of a failed write with opts.
-func (b *Backend) putError(err error, opts *client.CreateOptions) error {
+// putError is the S3 error of a failed write at p with opts: a directory
+// at p, or a file above it, is a conflict S3 does not have.
+func (b *Backend) putError(ctx context.Context, p string, err error, opts *client.CreateOptions) error {
 	switch {
 	case opts != nil && opts.IfNotExist && errors.Is(err, fs.ErrExist):
-		return s3err.GetPreconditionFailedErr(s3err.ConditionIfNoneMatch)
+		if fi, herr := b.c.Head(ctx, p); herr == nil && !fi.IsDir {
+			return s3err.GetPreconditionFailedErr(s3err.ConditionIfNoneMatch)
+		}
 	case opts != nil && opts.IfVersion != 0 && rpc.KindOf(err) == rpc.FailedPrecondition:
 		return s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch)
-	case errors.Is(err, fs.ErrExist):
-		return s3err.GetAPIError(s3err.ErrExistingObjectIsDirectory)
 	}
-	return s3Error(err, nil)
+	if errors.Is(err, fs.ErrExist) {
+		if fi, herr := b.c.Head(ctx, p); herr == nil && fi.IsDir {
+			return s3err.GetAPIError(s3err.ErrExistingObjectIsDirectory)
+		} else if herr != nil {
+			return s3err.GetAPIError(s3err.ErrObjectParentIsFile)
+		}
+		return s3err.GetPreconditionFailedErr(s3err.ConditionIfNoneMatch)
+	}
+	return b.s3Error(err, nil)
 }
 
 // stat returns the file or directory that bucket/key names: NoSuchBucket
@@ -244,7 +253,7 @@ func (b *Backend) stat(ctx context.Context, bucket, key string) (string, *client
 				return "", nil, berr
 			}
 		}
-		return "", nil, s3Error(err, nil)
+		return "", nil, b.s3Error(err, nil)
 	}
 	return p, fi, nil
 }
@@ -316,7 +325,7 @@ func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.Get
 		// Open pins a version: take the metadata of that one.
 		for range 3 {
 			if r, err = b.c.Open(actx, p); err != nil {
-				return nil, s3Error(err, nil)
+				return nil, b.s3Error(err, nil)
 			}
 			if r.Version() == fi.Version {
 				break
@@ -447,7 +456,7 @@ func (b *Backend) deleteObject(ctx context.Context, bucket, key string, ifMatch 
 		}
 		return nil
 	case err != nil:
-		return s3Error(err, nil)
+		return b.s3Error(err, nil)
 	}
 	if ifMatch != nil && strings.Trim(*ifMatch, `"`) != strings.Trim(fileETag(fi), `"`) {
 		return s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch)
@@ -458,7 +467,7 @@ func (b *Backend) deleteObject(ctx context.Context, bucket, key string, ifMatch 
 		return nil // a directory marker with keys below: they keep the prefix
 	case rpc.KindOf(err) == rpc.NotFound:
 	case err != nil:
-		return s3Error(err, nil)
+		return b.s3Error(err, nil)
 	}
 	b.removeEmptyParents(ctx, bp, p)
 	return nil
@@ -554,7 +563,7 @@ func (b *Backend) CopyObject(ctx context.Context, in s3response.CopyObjectInput)
 	}
 	fi, err := copyFile(ctx, b.c, srcPath, dstPath, md)
 	if err != nil {
-		return s3response.CopyObjectOutput{}, b.putError(err, nil)
+		return s3response.CopyObjectOutput{}, b.putError(ctx, dstPath, err, nil)
 	}
 	tag := fileETag(src)
 	return s3response.CopyObjectOutput{CopyObjectResult: &s3response.CopyObjectResult{ETag: &tag, LastModified: &fi.Modified}}, nil
