@@ -437,7 +437,7 @@ func (b *Backend) AbortStale(ctx context.Context, user string, maxAge time.Durat
 			}
 			err := b.c.ListPages(ctx, bk.Path, false, func(ups []client.DirEntry) error {
 				for _, u := range ups {
-					if u.IsDir && u.Modified.Before(cutoff) {
+					if u.IsDir && !u.Modified.IsZero() && u.Modified.Before(cutoff) {
 						stale = append(stale, u.Path)
 					}
 				}
@@ -455,12 +455,16 @@ func (b *Backend) AbortStale(ctx context.Context, user string, maxAge time.Durat
 	removed := 0
 	for _, dir := range stale {
 		// The upload file tells when it began; the directory's time may not.
+		// One without an upload file (its gateway died making it) goes by
+		// the directory's time alone.
 		var buf bytes.Buffer
-		if _, gerr := b.c.Get(ctx, dir+"/"+uploadFile, &limitWriter{w: &buf, n: maxMeta * 2}, nil); gerr == nil {
-			var info uploadInfo
-			if json.Unmarshal(buf.Bytes(), &info) == nil && !info.Initiated.Before(cutoff) {
-				continue
-			}
+		_, gerr := b.c.Get(ctx, dir+"/"+uploadFile, &limitWriter{w: &buf, n: maxMeta * 2}, nil)
+		var info uploadInfo
+		switch {
+		case gerr == nil && json.Unmarshal(buf.Bytes(), &info) == nil && info.Initiated.Before(cutoff):
+		case rpc.KindOf(gerr) == rpc.NotFound:
+		default:
+			continue // young, or not readable now: not removed on a guess
 		}
 		if rerr := b.c.RemoveAll(ctx, dir); rerr != nil {
 			err = errors.Join(err, rerr)
