@@ -3,15 +3,25 @@ package s3gw_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/md5"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"io/fs"
+	"math/big"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -755,4 +765,58 @@ func TestVirtualHost(t *testing.T) {
 	is.Equal(fi.Size, int64(7))
 	path := awsClient(g.Endpoint(), testAccess, testSecret)
 	is.Equal(string(get(t, path, "vhost", "a/b")), "virtual") // path style too
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key,
+// and returns their paths and a pool that trusts it.
+func selfSigned(t *testing.T) (cert, key string, pool *x509.CertPool) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "s3 test"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cert, key = filepath.Join(dir, "s3.crt"), filepath.Join(dir, "s3.key")
+	if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(parsed)
+	return cert, key, pool
+}
+
+// TestHTTPS: with a certificate the gateway serves S3 over HTTPS.
+func TestHTTPS(t *testing.T) {
+	is := is.New(t)
+	cl := rolestest.Start(t, 3, rolestest.WithLogLevel(zerolog.WarnLevel))
+	dc := rolestest.Client(t, cl)
+	cert, key, pool := selfSigned(t)
+	g := startGateway(t, dc, func(cfg *s3gw.Config) { cfg.CertFile, cfg.KeyFile = cert, key })
+	is.True(strings.HasPrefix(g.Endpoint(), "https://"))
+	c := s3.New(s3.Options{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(testAccess, testSecret, ""),
+		BaseEndpoint: aws.String(g.Endpoint()), UsePathStyle: true,
+		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}})
+	ctx := t.Context()
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("tls")})
+	is.NoErr(err)
+	put(t, c, "tls", "k", []byte("over https"))
+	is.Equal(string(get(t, c, "tls", "k")), "over https")
 }
