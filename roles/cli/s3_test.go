@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -76,8 +77,10 @@ func TestS3Command(t *testing.T) {
 	is := is.New(t)
 	c := rolestest.Start(t, 3)
 	listen := rolestest.FreeAddr(t)
-	m := runServer(t, `serving (http://\S+)`, "s3", "--coordinator", c.Addr(), "--listen", listen,
-		"--access-key", "AKIDONE", "--secret-key", "secret-one", "--keys", "AKIDTWO:secret-two:bob")
+	// The second key comes from the config file, as a list.
+	conf := filepath.Join(t.TempDir(), "s3.yaml")
+	is.NoErr(os.WriteFile(conf, []byte("secret-key: secret-one\nkeys: [\"AKIDTWO:secret-two:bob\"]\n"), 0o600))
+	m := runServer(t, `serving (http://\S+)`, "--config", conf, "s3", "--coordinator", c.Addr(), "--listen", listen, "--access-key", "AKIDONE")
 	is.Equal(m[1], "http://"+listen) // prints its endpoint
 	ctx := t.Context()
 	one := s3Client(m[1], "AKIDONE", "secret-one")
