@@ -187,7 +187,7 @@ func (l *lister) add(k string, e *client.DirEntry) error {
 	size, mod := e.Size, e.Modified
 	tag := `"` + emptyMD5 + `"`
 	if !e.IsDir {
-		tag = etag(entryMeta(*e), nil, 0, e.Size)
+		tag = etag(entryMeta(*e), e.Modified, e.Size)
 	}
 	obj := s3response.Object{Key: ptr(k), ETag: &tag, Size: &size, LastModified: &mod, StorageClass: types.ObjectStorageClassStandard}
 	if e.Owner != "" {

@@ -135,6 +135,18 @@ func TestListObjects(t *testing.T) {
 	is.Equal(*out.Contents[0].ETag, `"`+md5hex([]byte("c.txt"))+`"`) // listings carry the ETag
 	is.Equal(*out.Contents[0].Size, int64(5))
 
+	// A file written with dfs put: no MD5 stored, the same ETag listed
+	// and stat'ed, not one that looks like an MD5.
+	_, err = g.dfs.Put(ctx, "/lst/native", strings.NewReader("native"), 6, nil)
+	is.NoErr(err)
+	out, err = c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("lst"), Prefix: aws.String("native")})
+	is.NoErr(err)
+	h, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("lst"), Key: aws.String("native")})
+	is.NoErr(err)
+	is.Equal(*out.Contents[0].ETag, *h.ETag)
+	is.True(strings.HasSuffix(*h.ETag, `-1"`))
+	is.Equal(string(get(t, c, "lst", "native")), "native")
+
 	_, err = c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("nolist")})
 	is.Equal(code(err), "NoSuchBucket")
 }

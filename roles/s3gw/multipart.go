@@ -290,7 +290,7 @@ func (b *Backend) ListParts(ctx context.Context, in *s3.ListPartsInput) (s3respo
 			out.IsTruncated = true
 			return errListDone
 		}
-		out.Parts = append(out.Parts, s3response.Part{PartNumber: int(n), LastModified: e.Modified, ETag: etag(entryMeta(e), nil, 0, e.Size), Size: e.Size})
+		out.Parts = append(out.Parts, s3response.Part{PartNumber: int(n), LastModified: e.Modified, ETag: etag(entryMeta(e), e.Modified, e.Size), Size: e.Size})
 		out.NextPartNumberMarker = int(n)
 		return nil
 	})
@@ -384,7 +384,7 @@ func (b *Backend) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMu
 		}
 		last = n
 		e, ok := have[n]
-		if !ok || strings.Trim(*p.ETag, `"`) != strings.Trim(etag(entryMeta(e), nil, 0, e.Size), `"`) {
+		if !ok || strings.Trim(*p.ETag, `"`) != strings.Trim(etag(entryMeta(e), e.Modified, e.Size), `"`) {
 			return s3response.CompleteMultipartUploadResult{}, "", s3err.GetAPIError(s3err.ErrInvalidPart)
 		}
 		if i < len(want)-1 && e.Size < minPartSize {

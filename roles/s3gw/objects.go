@@ -92,23 +92,21 @@ func metaPtr(md map[string]string, k string) *string {
 }
 
 // etag returns the quoted ETag of a file: the one stored at its upload,
-// else one made from its SHA-256 or version, marked "-1" so that clients
-// do not take it for an MD5.
-func etag(md map[string]string, sha []byte, version uint64, size int64) string {
+// else (a file written by dfs put) one made from its commit time and
+// size, which a listing knows as well as a stat, marked "-1" so that
+// clients do not take it for an MD5.
+func etag(md map[string]string, modified time.Time, size int64) string {
 	if e, ok := md[metaETag]; ok {
 		return `"` + e + `"`
 	}
-	if len(sha) >= 16 {
-		return `"` + hex.EncodeToString(sha[:16]) + `-1"`
-	}
-	return fmt.Sprintf(`"%016x%016x-1"`, version, size)
+	return fmt.Sprintf(`"%016x%016x-1"`, modified.UnixMilli(), size)
 }
 
 func fileETag(fi *client.FileInfo) string {
 	if fi.IsDir {
 		return `"` + emptyMD5 + `"`
 	}
-	return etag(fileMeta(fi), fi.SHA256, fi.Version, fi.Size)
+	return etag(fileMeta(fi), fi.Modified, fi.Size)
 }
 
 // PutObject streams the body into a new version of the file, computing
