@@ -30,6 +30,7 @@ type Backend struct {
 	backend.BackendUnsupported
 	c     *client.Client
 	users map[string]string // access key -> dfs user
+	root  string            // the first access key: versitygw's root account
 	clock clockwork.Clock
 	log   zerolog.Logger
 	base  context.Context // Run's: every request's calls derive from it
@@ -167,7 +168,7 @@ func (b *Backend) DeleteBucket(ctx context.Context, bucket string) error {
 	return nil
 }
 
-// GetBucketAcl answers an empty ACL (owner: the root account) for an
+// GetBucketAcl answers an ACL granting nothing, owned by the root account, for an
 // existing bucket: versitygw asks it before most bucket calls, and grants
 // nothing by it (every account is an admin; dfs decides).
 func (b *Backend) GetBucketAcl(ctx context.Context, in *s3.GetBucketAclInput) ([]byte, error) {
@@ -176,7 +177,7 @@ func (b *Backend) GetBucketAcl(ctx context.Context, in *s3.GetBucketAclInput) ([
 	if _, err := b.checkBucket(ctx, deref(in.Bucket)); err != nil {
 		return nil, err
 	}
-	return json.Marshal(auth.ACL{})
+	return json.Marshal(auth.ACL{Owner: b.root})
 }
 
 func (b *Backend) PutBucketAcl(context.Context, string, []byte) error {

@@ -136,6 +136,7 @@ func New(cfg Config, c *client.Client, log zerolog.Logger) (*Gateway, error) {
 		users[k.Access] = k.User
 	}
 	be := newBackend(c, users, cfg.Clock, log)
+	be.root = cfg.Keys[0].Access
 	return &Gateway{cfg: cfg, be: be, log: log, ready: make(chan struct{})}, nil
 }
 

@@ -2,7 +2,6 @@ package s3gw
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"strings"
 	"unicode/utf8"
@@ -190,6 +189,12 @@ func (l *lister) add(k string, e *client.DirEntry) error {
 		tag = etag(entryMeta(*e), e.Modified, e.Size)
 	}
 	obj := s3response.Object{Key: ptr(k), ETag: &tag, Size: &size, LastModified: &mod, StorageClass: types.ObjectStorageClassStandard}
+	for key := range entryMeta(*e) {
+		if algo, ok := strings.CutPrefix(key, metaChecksum); ok {
+			obj.ChecksumAlgorithm = append(obj.ChecksumAlgorithm, types.ChecksumAlgorithm(strings.ToUpper(algo)))
+			obj.ChecksumType = types.ChecksumTypeFullObject
+		}
+	}
 	if e.Owner != "" {
 		obj.Owner = &types.Owner{ID: ptr(e.Owner), DisplayName: ptr(e.Owner)}
 	}
@@ -225,7 +230,7 @@ func (b *Backend) ListObjects(ctx context.Context, in *s3.ListObjectsInput) (s3r
 		return s3response.ListObjectsResult{}, err
 	}
 	max := int32(l.max)
-	out := s3response.ListObjectsResult{Name: in.Bucket, Prefix: ptr(l.prefix), Marker: ptr(l.marker), MaxKeys: &max, Delimiter: in.Delimiter,
+	out := s3response.ListObjectsResult{Name: in.Bucket, Prefix: nonEmpty(l.prefix), Marker: nonEmpty(l.marker), MaxKeys: &max, Delimiter: nonEmpty(l.delim),
 		IsTruncated: &l.truncated, Contents: l.contents, CommonPrefixes: l.prefixes, EncodingType: in.EncodingType}
 	if l.truncated {
 		out.NextMarker = ptr(l.last)
@@ -234,28 +239,34 @@ func (b *Backend) ListObjects(ctx context.Context, in *s3.ListObjectsInput) (s3r
 }
 
 // ListObjectsV2 is ListObjects v2: the continuation token is the last key
-// or prefix returned, encoded.
+// or prefix returned (S3's tokens are opaque; this one needs no state).
 func (b *Backend) ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input) (s3response.ListObjectsV2Result, error) {
 	ctx, cancel := b.act(ctx)
 	defer cancel()
+	// The continuation token is the last key (or common prefix) of the
+	// page before; with one, start-after is what the first page was.
 	marker := deref(in.StartAfter)
 	if t := deref(in.ContinuationToken); t != "" {
-		k, err := base64.RawURLEncoding.DecodeString(t)
-		if err != nil {
-			return s3response.ListObjectsV2Result{}, apiError("InvalidArgument", 400, "the continuation token is not valid")
-		}
-		marker = max(marker, string(k))
+		marker = t
 	}
 	l, err := b.list(ctx, deref(in.Bucket), deref(in.Prefix), deref(in.Delimiter), marker, in.MaxKeys)
 	if err != nil {
 		return s3response.ListObjectsV2Result{}, err
 	}
 	max, n := int32(l.max), int32(l.count())
-	out := s3response.ListObjectsV2Result{Name: in.Bucket, Prefix: ptr(l.prefix), StartAfter: in.StartAfter, ContinuationToken: in.ContinuationToken,
-		KeyCount: &n, MaxKeys: &max, Delimiter: in.Delimiter, IsTruncated: &l.truncated, Contents: l.contents, CommonPrefixes: l.prefixes,
+	out := s3response.ListObjectsV2Result{Name: in.Bucket, Prefix: nonEmpty(l.prefix), StartAfter: nonEmpty(deref(in.StartAfter)), ContinuationToken: nonEmpty(deref(in.ContinuationToken)),
+		KeyCount: &n, MaxKeys: &max, Delimiter: nonEmpty(l.delim), IsTruncated: &l.truncated, Contents: l.contents, CommonPrefixes: l.prefixes,
 		EncodingType: in.EncodingType}
 	if l.truncated {
-		out.NextContinuationToken = ptr(base64.RawURLEncoding.EncodeToString([]byte(l.last)))
+		out.NextContinuationToken = ptr(l.last)
 	}
 	return out, nil
+}
+
+// nonEmpty returns &s, or nil for "" (an element S3 leaves out).
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }

@@ -832,3 +832,60 @@ func TestHTTPS(t *testing.T) {
 	put(t, c, "tls", "k", []byte("over https"))
 	is.Equal(string(get(t, c, "tls", "k")), "over https")
 }
+
+// TestChecksumsAndRetries: x-amz-checksum-* headers are checked (a wrong
+// one stores nothing) and returned; a copy onto itself replaces the
+// metadata; a Complete retried after it succeeded succeeds; a conditional
+// delete checks the ETag.
+func TestChecksumsAndRetries(t *testing.T) {
+	is := is.New(t)
+	g := start(t)
+	c := awsClient(g.endpoint, testAccess, testSecret)
+	ctx := t.Context()
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("sums")})
+	is.NoErr(err)
+
+	data := []byte("checksummed bytes")
+	sum := sha256.Sum256(data)
+	good := base64.StdEncoding.EncodeToString(sum[:])
+	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("sums"), Key: aws.String("k"), Body: bytes.NewReader(data), ChecksumSHA256: aws.String(good)})
+	is.NoErr(err) // the right SHA-256
+	bad := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("sums"), Key: aws.String("k"), Body: strings.NewReader("other bytes"), ChecksumSHA256: aws.String(bad)})
+	is.Equal(code(err), "BadDigest") // a wrong one
+	is.Equal(string(get(t, c, "sums", "k")), string(data)) // nothing stored
+	h, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("sums"), Key: aws.String("k"), ChecksumMode: types.ChecksumModeEnabled})
+	is.NoErr(err)
+	is.Equal(*h.ChecksumSHA256, good) // returned
+
+	// Copy onto itself with new metadata.
+	_, err = c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("sums"), Key: aws.String("k"), CopySource: aws.String("sums/k"),
+		MetadataDirective: types.MetadataDirectiveReplace, ContentType: aws.String("text/x-new")})
+	is.NoErr(err)
+	h, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("sums"), Key: aws.String("k")})
+	is.NoErr(err)
+	is.Equal(*h.ContentType, "text/x-new") // replaced
+	is.Equal(string(get(t, c, "sums", "k")), string(data))
+	_, err = c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("sums"), Key: aws.String("k"), CopySource: aws.String("sums/k")})
+	is.True(err != nil) // onto itself without a change: refused, as by S3
+
+	// A Complete retried.
+	cr, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("sums"), Key: aws.String("mp")})
+	is.NoErr(err)
+	parts := uploadParts(t, c, "sums", "mp", *cr.UploadId, [][]byte{[]byte("only part")})
+	in := &s3.CompleteMultipartUploadInput{Bucket: aws.String("sums"), Key: aws.String("mp"), UploadId: cr.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}}
+	first, err := c.CompleteMultipartUpload(ctx, in)
+	is.NoErr(err)
+	again, err := c.CompleteMultipartUpload(ctx, in)
+	is.NoErr(err) // the same answer
+	is.Equal(*again.ETag, *first.ETag)
+
+	// A conditional delete.
+	_, err = c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String("sums"), Key: aws.String("mp"), IfMatch: aws.String(`"0000"`)})
+	is.Equal(code(err), "PreconditionFailed")
+	_, err = c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String("sums"), Key: aws.String("mp"), IfMatch: first.ETag})
+	is.NoErr(err)
+	_, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("sums"), Key: aws.String("mp")})
+	is.True(err != nil) // deleted
+}

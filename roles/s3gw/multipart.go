@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -110,7 +112,7 @@ func (b *Backend) CreateMultipartUpload(ctx context.Context, in s3response.Creat
 	if _, err := b.checkBucket(actx, bucket); err != nil {
 		return s3response.InitiateMultipartUploadResult{}, err
 	}
-	md, err := buildMeta(headers{in.ContentType, in.ContentEncoding, in.CacheControl, in.ContentDisposition, in.ContentLanguage, in.Expires}, in.Metadata)
+	md, err := buildMeta(headers{in.ContentType, in.ContentEncoding, in.CacheControl, in.ContentDisposition, in.ContentLanguage, in.Expires, in.WebsiteRedirectLocation}, in.Metadata)
 	if err != nil {
 		return s3response.InitiateMultipartUploadResult{}, err
 	}
@@ -164,14 +166,20 @@ func (b *Backend) UploadPart(ctx context.Context, in *s3.UploadPartInput) (*s3.U
 	if in.ContentLength != nil {
 		opts.ChunkSize = partChunkSize(*in.ContentLength)
 	}
-	sum, _, err := b.write(ctx, partPath(dir, n), in.Body, in.ContentLength, in.ContentMD5, map[string]string{}, opts)
+	sums := checksums{in.ChecksumCRC32, in.ChecksumCRC32C, in.ChecksumSHA1, in.ChecksumSHA256, in.ChecksumCRC64NVME, in.ChecksumSHA512,
+		in.ChecksumMD5, in.ChecksumXXHASH64, in.ChecksumXXHASH3, in.ChecksumXXHASH128}
+	md := map[string]string{}
+	sum, _, err := b.write(ctx, partPath(dir, n), in.Body, in.ContentLength, in.ContentMD5, sums, md, opts)
 	if err != nil {
 		if rpc.KindOf(err) == rpc.NotFound {
 			return nil, s3err.GetNoSuchUploadErr(deref(in.UploadId)) // aborted meanwhile
 		}
 		return nil, err
 	}
-	return &s3.UploadPartOutput{ETag: ptr(`"` + sum + `"`)}, nil
+	c, _ := storedChecksums(md)
+	return &s3.UploadPartOutput{ETag: ptr(`"` + sum + `"`), ChecksumCRC32: c.CRC32, ChecksumCRC32C: c.CRC32C, ChecksumSHA1: c.SHA1,
+		ChecksumSHA256: c.SHA256, ChecksumCRC64NVME: c.CRC64NVME, ChecksumSHA512: c.SHA512, ChecksumMD5: c.MD5, ChecksumXXHASH64: c.XXHASH64,
+		ChecksumXXHASH3: c.XXHASH3, ChecksumXXHASH128: c.XXHASH128}, nil
 }
 
 // UploadPartCopy makes a part of an object, or of a range of it. A whole
@@ -226,7 +234,7 @@ func (b *Backend) UploadPartCopy(ctx context.Context, in *s3.UploadPartCopyInput
 	if _, err := r.Seek(start, io.SeekStart); err != nil {
 		return s3response.CopyPartResult{}, b.s3Error(err, nil)
 	}
-	sum, fi, err := b.write(ctx, dst, io.LimitReader(r, length), &length, nil, map[string]string{}, &client.CreateOptions{ChunkSize: partChunkSize(length)})
+	sum, fi, err := b.write(ctx, dst, io.LimitReader(r, length), &length, nil, checksums{}, map[string]string{}, &client.CreateOptions{ChunkSize: partChunkSize(length)})
 	if err != nil {
 		return s3response.CopyPartResult{}, err
 	}
@@ -307,7 +315,7 @@ func (b *Backend) ListMultipartUploads(ctx context.Context, in *s3.ListMultipart
 	if _, err := b.checkBucket(ctx, bucket); err != nil {
 		return s3response.ListMultipartUploadsResult{}, err
 	}
-	prefix := deref(in.Prefix)
+	prefix, keyMarker := deref(in.Prefix), deref(in.KeyMarker)
 	var uploads []s3response.Upload
 	err := b.c.ListPages(ctx, multipartRoot+"/"+bucket, false, func(page []client.DirEntry) error {
 		for _, e := range page {
@@ -316,8 +324,11 @@ func (b *Backend) ListMultipartUploads(ctx context.Context, in *s3.ListMultipart
 				continue
 			}
 			_, info, err := b.openUpload(ctx, bucket, "", id)
-			if err != nil || !strings.HasPrefix(info.Key, prefix) {
-				continue // aborted or completed meanwhile
+			if err != nil {
+				continue // aborted or completed meanwhile, or not this user's
+			}
+			if !strings.HasPrefix(info.Key, prefix) || (keyMarker != "" && info.Key <= keyMarker) {
+				continue
 			}
 			owner := s3response.Owner{ID: info.Initiator, DisplayName: info.Initiator}
 			uploads = append(uploads, s3response.Upload{Key: info.Key, UploadID: id, Initiator: s3response.Initiator(owner), Owner: owner,
@@ -328,6 +339,13 @@ func (b *Backend) ListMultipartUploads(ctx context.Context, in *s3.ListMultipart
 	if err != nil && rpc.KindOf(err) != rpc.NotFound {
 		return s3response.ListMultipartUploadsResult{}, b.s3Error(err, nil)
 	}
+	// S3's order: by key, then by when each began.
+	sort.Slice(uploads, func(i, j int) bool {
+		if uploads[i].Key != uploads[j].Key {
+			return uploads[i].Key < uploads[j].Key
+		}
+		return uploads[i].Initiated.Before(uploads[j].Initiated)
+	})
 	max := 1000
 	if in.MaxUploads != nil && *in.MaxUploads >= 0 && *in.MaxUploads < 1000 {
 		max = int(*in.MaxUploads)
@@ -358,55 +376,72 @@ func (b *Backend) AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipar
 func (b *Backend) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMultipartUploadInput) (s3response.CompleteMultipartUploadResult, string, error) {
 	ctx, cancel := b.act(ctx)
 	defer cancel()
+	out, err := b.complete(ctx, in)
+	var api interface{ BaseError() s3err.APIError }
+	if err != nil && errors.As(err, &api) && slices.Contains([]string{"NoSuchUpload", "NoSuchKey", "InvalidPart"}, api.BaseError().Code) {
+		// The upload went meanwhile: a retry of a Complete that succeeded,
+		// or one that raced another with the same parts, succeeds as well.
+		if done, ok := b.completed(ctx, deref(in.Bucket), deref(in.Key), in); ok {
+			return done, "", nil
+		}
+	}
+	return out, "", err
+}
+
+// complete is CompleteMultipartUpload.
+func (b *Backend) complete(ctx context.Context, in *s3.CompleteMultipartUploadInput) (s3response.CompleteMultipartUploadResult, error) {
 	bucket, key, id := deref(in.Bucket), deref(in.Key), deref(in.UploadId)
 	dir, info, err := b.openUpload(ctx, bucket, key, id)
 	if err != nil {
-		return s3response.CompleteMultipartUploadResult{}, "", err
+		return s3response.CompleteMultipartUploadResult{}, err
 	}
 	if in.MultipartUpload == nil || len(in.MultipartUpload.Parts) == 0 {
-		return s3response.CompleteMultipartUploadResult{}, "", s3err.GetAPIError(s3err.ErrMalformedXML)
+		return s3response.CompleteMultipartUploadResult{}, s3err.GetAPIError(s3err.ErrMalformedXML)
 	}
 	want := in.MultipartUpload.Parts
 	have := map[int32]client.DirEntry{}
 	if err := b.parts(ctx, dir, func(n int32, e client.DirEntry) error { have[n] = e; return nil }); err != nil {
-		return s3response.CompleteMultipartUploadResult{}, "", b.s3Error(err, s3err.GetNoSuchUploadErr(id))
+		return s3response.CompleteMultipartUploadResult{}, b.s3Error(err, s3err.GetNoSuchUploadErr(id))
 	}
 	srcs := make([]string, 0, len(want))
 	var size int64
 	last := int32(0)
 	for i, p := range want {
 		if p.PartNumber == nil || p.ETag == nil {
-			return s3response.CompleteMultipartUploadResult{}, "", s3err.GetAPIError(s3err.ErrMalformedXML)
+			return s3response.CompleteMultipartUploadResult{}, s3err.GetAPIError(s3err.ErrMalformedXML)
 		}
 		n := *p.PartNumber
+		if n < 1 || n > maxPartNum {
+			return s3response.CompleteMultipartUploadResult{}, s3err.GetInvalidArgumentErr(s3err.InvalidArgCompleteMpPartNumber, strconv.Itoa(int(n)))
+		}
 		if n <= last {
-			return s3response.CompleteMultipartUploadResult{}, "", s3err.GetAPIError(s3err.ErrInvalidPartOrder)
+			return s3response.CompleteMultipartUploadResult{}, s3err.GetAPIError(s3err.ErrInvalidPartOrder)
 		}
 		last = n
 		e, ok := have[n]
 		if !ok || strings.Trim(*p.ETag, `"`) != strings.Trim(etag(entryMeta(e), e.Modified, e.Size), `"`) {
-			return s3response.CompleteMultipartUploadResult{}, "", s3err.GetAPIError(s3err.ErrInvalidPart)
+			return s3response.CompleteMultipartUploadResult{}, s3err.GetAPIError(s3err.ErrInvalidPart)
 		}
 		if i < len(want)-1 && e.Size < minPartSize {
-			return s3response.CompleteMultipartUploadResult{}, "", s3err.GetEntityTooSmallErr(e.Size, minPartSize)
+			return s3response.CompleteMultipartUploadResult{}, s3err.GetEntityTooSmallErr(e.Size, minPartSize)
 		}
 		size += e.Size
 		srcs = append(srcs, partPath(dir, n))
 	}
 	if in.MpuObjectSize != nil && *in.MpuObjectSize != size {
-		return s3response.CompleteMultipartUploadResult{}, "", s3err.GetIncorrectMpObjectSizeErr(size, *in.MpuObjectSize)
+		return s3response.CompleteMultipartUploadResult{}, s3err.GetIncorrectMpObjectSizeErr(size, *in.MpuObjectSize)
 	}
 	tag, err := backend.ComputeMultipartETagFromPartETags(want)
 	if err != nil {
-		return s3response.CompleteMultipartUploadResult{}, "", err
+		return s3response.CompleteMultipartUploadResult{}, err
 	}
 	p, _, err := objectPath(bucket, key)
 	if err != nil {
-		return s3response.CompleteMultipartUploadResult{}, "", err
+		return s3response.CompleteMultipartUploadResult{}, err
 	}
 	opts, err := b.putConditions(ctx, p, in.IfMatch, in.IfNoneMatch)
 	if err != nil {
-		return s3response.CompleteMultipartUploadResult{}, "", err
+		return s3response.CompleteMultipartUploadResult{}, err
 	}
 	md := map[string]string{}
 	for k, v := range info.Meta {
@@ -414,12 +449,30 @@ func (b *Backend) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMu
 	}
 	md[metaETag] = strings.Trim(tag, `"`)
 	if _, err := concat(ctx, b.c, p, srcs, md, opts.IfNotExist, opts.IfVersion); err != nil {
-		return s3response.CompleteMultipartUploadResult{}, "", b.putError(ctx, p, err, opts)
+		return s3response.CompleteMultipartUploadResult{}, b.putError(ctx, p, err, opts)
 	}
 	if err := b.c.RemoveAll(ctx, dir); err != nil {
 		b.log.Warn().Err(err).Str("upload", id).Msg("remove a completed upload's parts")
 	}
-	return s3response.CompleteMultipartUploadResult{Bucket: &bucket, Key: &key, ETag: &tag}, "", nil
+	return s3response.CompleteMultipartUploadResult{Bucket: &bucket, Key: &key, ETag: &tag}, nil
+}
+
+// completed tells whether the object at bucket/key is what a Complete
+// of these parts made (its ETag is theirs): a client that retries a
+// Complete whose answer it lost then hears success, as from S3.
+func (b *Backend) completed(ctx context.Context, bucket, key string, in *s3.CompleteMultipartUploadInput) (s3response.CompleteMultipartUploadResult, bool) {
+	if in.MultipartUpload == nil || len(in.MultipartUpload.Parts) == 0 {
+		return s3response.CompleteMultipartUploadResult{}, false
+	}
+	tag, err := backend.ComputeMultipartETagFromPartETags(in.MultipartUpload.Parts)
+	if err != nil {
+		return s3response.CompleteMultipartUploadResult{}, false
+	}
+	_, fi, err := b.stat(ctx, bucket, key)
+	if err != nil || fi.IsDir || fileETag(fi) != tag {
+		return s3response.CompleteMultipartUploadResult{}, false
+	}
+	return s3response.CompleteMultipartUploadResult{Bucket: &bucket, Key: &key, ETag: &tag}, true
 }
 
 // AbortStale removes, acting as user, the multipart uploads of every

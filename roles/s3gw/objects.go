@@ -15,6 +15,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/google/uuid"
 	"github.com/versity/versitygw/backend"
 	"github.com/versity/versitygw/s3err"
 	"github.com/versity/versitygw/s3response"
@@ -32,6 +33,7 @@ const (
 	metaDisposition     = "content-disposition"
 	metaLanguage        = "content-language"
 	metaExpires         = "expires"
+	metaRedirect        = "website-redirect-location"
 	metaUserPrefix      = "x-amz-meta-"
 	// maxMeta is dfs's bound on a file's metadata (keys and values).
 	maxMeta = 4 << 10
@@ -42,7 +44,7 @@ const emptyMD5 = "d41d8cd98f00b204e9800998ecf8427e"
 
 // headers are an object's standard headers as the metadata keeps them.
 type headers struct {
-	contentType, contentEncoding, cacheControl, disposition, language, expires *string
+	contentType, contentEncoding, cacheControl, disposition, language, expires, redirect *string
 }
 
 // buildMeta returns the metadata of an object with headers h and user
@@ -51,7 +53,7 @@ type headers struct {
 func buildMeta(h headers, user map[string]string) (map[string]string, error) {
 	md := map[string]string{}
 	for k, v := range map[string]*string{metaContentType: h.contentType, metaContentEncoding: h.contentEncoding,
-		metaCacheControl: h.cacheControl, metaDisposition: h.disposition, metaLanguage: h.language, metaExpires: h.expires} {
+		metaCacheControl: h.cacheControl, metaDisposition: h.disposition, metaLanguage: h.language, metaExpires: h.expires, metaRedirect: h.redirect} {
 		if v != nil && *v != "" {
 			md[k] = *v
 		}
@@ -124,16 +126,24 @@ func (b *Backend) PutObject(ctx context.Context, in s3response.PutObjectInput) (
 	if _, err := b.checkBucket(ctx, bucket); err != nil {
 		return s3response.PutObjectOutput{}, err
 	}
+	sums := checksums{in.ChecksumCRC32, in.ChecksumCRC32C, in.ChecksumSHA1, in.ChecksumSHA256, in.ChecksumCRC64NVME, in.ChecksumSHA512,
+		in.ChecksumMD5, in.ChecksumXXHASH64, in.ChecksumXXHASH3, in.ChecksumXXHASH128}
 	if dir {
 		if in.ContentLength != nil && *in.ContentLength > 0 {
 			return s3response.PutObjectOutput{}, s3err.GetAPIError(s3err.ErrDirectoryObjectContainsData)
+		}
+		// A directory holds no bytes: a checksum given must be no bytes'.
+		if r, _, err := checkedBody(strings.NewReader(""), sums); err != nil {
+			return s3response.PutObjectOutput{}, apiError("InvalidRequest", 400, "checksum: %s", err)
+		} else if _, err := io.Copy(io.Discard, r); err != nil {
+			return s3response.PutObjectOutput{}, err
 		}
 		if err := b.c.MkdirAll(ctx, p); err != nil {
 			return s3response.PutObjectOutput{}, b.s3Error(err, nil)
 		}
 		return s3response.PutObjectOutput{ETag: `"` + emptyMD5 + `"`}, nil
 	}
-	md, err := buildMeta(headers{in.ContentType, in.ContentEncoding, in.CacheControl, in.ContentDisposition, in.ContentLanguage, in.Expires}, in.Metadata)
+	md, err := buildMeta(headers{in.ContentType, in.ContentEncoding, in.CacheControl, in.ContentDisposition, in.ContentLanguage, in.Expires, in.WebsiteRedirectLocation}, in.Metadata)
 	if err != nil {
 		return s3response.PutObjectOutput{}, err
 	}
@@ -141,17 +151,25 @@ func (b *Backend) PutObject(ctx context.Context, in s3response.PutObjectInput) (
 	if err != nil {
 		return s3response.PutObjectOutput{}, err
 	}
-	sum, fi, err := b.write(ctx, p, in.Body, in.ContentLength, in.ContentMD5, md, opts)
+	sum, fi, err := b.write(ctx, p, in.Body, in.ContentLength, in.ContentMD5, sums, md, opts)
 	if err != nil {
 		return s3response.PutObjectOutput{}, err
 	}
-	return s3response.PutObjectOutput{ETag: `"` + sum + `"`, Size: &fi.Size}, nil
+	out := s3response.PutObjectOutput{ETag: `"` + sum + `"`, Size: &fi.Size}
+	c, typ := storedChecksums(md)
+	out.ChecksumCRC32, out.ChecksumCRC32C, out.ChecksumSHA1, out.ChecksumSHA256, out.ChecksumCRC64NVME = c.CRC32, c.CRC32C, c.SHA1, c.SHA256, c.CRC64NVME
+	out.ChecksumSHA512, out.ChecksumMD5, out.ChecksumXXHASH64, out.ChecksumXXHASH3, out.ChecksumXXHASH128 = c.SHA512, c.MD5, c.XXHASH64, c.XXHASH3, c.XXHASH128
+	out.ChecksumType = typ
+	return out, nil
 }
 
 // putConditions checks If-Match and If-None-Match of a write at p and
 // returns the create options that make the commit conditional too.
 func (b *Backend) putConditions(ctx context.Context, p string, ifMatch, ifNoneMatch *string) (*client.CreateOptions, error) {
 	opts := &client.CreateOptions{}
+	if ifMatch != nil && ifNoneMatch != nil {
+		return nil, s3err.GetNotImplementedErr("If-Match,If-None-Match", s3err.NmpAdditionalMessageMultipleCondHeaders)
+	}
 	if ifNoneMatch != nil {
 		if *ifNoneMatch != "*" {
 			return nil, s3err.GetNotImplementedErr("If-None-Match", s3err.NmpAdditionalMessageIfNoneMatch)
@@ -173,9 +191,13 @@ func (b *Backend) putConditions(ctx context.Context, p string, ifMatch, ifNoneMa
 
 // write streams body into a new version of p with metadata md (the MD5
 // added) and returns the MD5 in hex. length, when known, must match.
-func (b *Backend) write(ctx context.Context, p string, body io.Reader, length *int64, contentMD5 *string, md map[string]string, opts *client.CreateOptions) (string, *client.FileInfo, error) {
+func (b *Backend) write(ctx context.Context, p string, body io.Reader, length *int64, contentMD5 *string, sums checksums, md map[string]string, opts *client.CreateOptions) (string, *client.FileInfo, error) {
 	if body == nil {
 		body = strings.NewReader("")
+	}
+	body, record, err := checkedBody(body, sums)
+	if err != nil {
+		return "", nil, apiError("InvalidRequest", 400, "checksum: %s", err)
 	}
 	w, err := b.c.Create(ctx, p, opts)
 	if err != nil {
@@ -204,6 +226,7 @@ func (b *Backend) write(ctx context.Context, p string, body io.Reader, length *i
 		}
 	}
 	md[metaETag] = hex.EncodeToString(sum)
+	record(md)
 	setMeta(w, md)
 	if err := w.Close(); err != nil {
 		return "", nil, b.putError(ctx, p, err, opts)
@@ -273,6 +296,9 @@ func (b *Backend) HeadObject(ctx context.Context, in *s3.HeadObjectInput) (*s3.H
 	if in.PartNumber != nil && *in.PartNumber > 1 {
 		return nil, s3err.GetInvalidPartNumberRangeErr(1, *in.PartNumber)
 	}
+	if in.PartNumber != nil && fi.Size > 0 {
+		contentRange = ptr(fmt.Sprintf("bytes 0-%d/%d", fi.Size-1, fi.Size)) // part 1 is the whole object
+	}
 	if r := deref(in.Range); r != "" {
 		start, length, ok, err := backend.ParseObjectRange(fi.Size, r)
 		if err != nil {
@@ -284,12 +310,19 @@ func (b *Backend) HeadObject(ctx context.Context, in *s3.HeadObjectInput) (*s3.H
 		}
 	}
 	md := fileMeta(fi)
-	return &s3.HeadObjectOutput{
+	out := &s3.HeadObjectOutput{
 		AcceptRanges: ptr("bytes"), ContentLength: &size, ContentRange: contentRange, ETag: &tag, LastModified: &fi.Modified,
 		ContentType: contentType(md, fi.IsDir), ContentEncoding: metaPtr(md, metaContentEncoding), CacheControl: metaPtr(md, metaCacheControl),
 		ContentDisposition: metaPtr(md, metaDisposition), ContentLanguage: metaPtr(md, metaLanguage), ExpiresString: metaPtr(md, metaExpires),
-		Metadata: userMeta(md), StorageClass: types.StorageClassStandard,
-	}, nil
+		WebsiteRedirectLocation: metaPtr(md, metaRedirect), Metadata: userMeta(md), StorageClass: types.StorageClassStandard,
+	}
+	if in.ChecksumMode == types.ChecksumModeEnabled && contentRange == nil {
+		c, typ := storedChecksums(md)
+		out.ChecksumCRC32, out.ChecksumCRC32C, out.ChecksumSHA1, out.ChecksumSHA256, out.ChecksumCRC64NVME = c.CRC32, c.CRC32C, c.SHA1, c.SHA256, c.CRC64NVME
+		out.ChecksumSHA512, out.ChecksumMD5, out.ChecksumXXHASH64, out.ChecksumXXHASH3, out.ChecksumXXHASH128 = c.SHA512, c.MD5, c.XXHASH64, c.XXHASH3, c.XXHASH128
+		out.ChecksumType = typ
+	}
+	return out, nil
 }
 
 // contentType is the stored Content-Type, else S3's default.
@@ -355,6 +388,9 @@ func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.Get
 		closeReader()
 		return nil, s3err.GetInvalidPartNumberRangeErr(1, *in.PartNumber)
 	}
+	if in.PartNumber != nil && fi.Size > 0 {
+		contentRange = ptr(fmt.Sprintf("bytes 0-%d/%d", fi.Size-1, fi.Size)) // part 1 is the whole object
+	}
 	if rg := deref(in.Range); rg != "" {
 		s, l, valid, err := backend.ParseObjectRange(fi.Size, rg)
 		if err != nil {
@@ -374,12 +410,19 @@ func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.Get
 	}
 	ok = true
 	md := fileMeta(fi)
-	return &s3.GetObjectOutput{
+	out := &s3.GetObjectOutput{
 		AcceptRanges: ptr("bytes"), ContentLength: &length, ContentRange: contentRange, ETag: &tag, LastModified: &fi.Modified,
 		ContentType: contentType(md, fi.IsDir), ContentEncoding: metaPtr(md, metaContentEncoding), CacheControl: metaPtr(md, metaCacheControl),
 		ContentDisposition: metaPtr(md, metaDisposition), ContentLanguage: metaPtr(md, metaLanguage), ExpiresString: metaPtr(md, metaExpires),
-		Metadata: userMeta(md), StorageClass: types.StorageClassStandard, Body: body,
-	}, nil
+		WebsiteRedirectLocation: metaPtr(md, metaRedirect), Metadata: userMeta(md), StorageClass: types.StorageClassStandard, Body: body,
+	}
+	if in.ChecksumMode == types.ChecksumModeEnabled && (contentRange == nil || length == fi.Size) {
+		c, typ := storedChecksums(md)
+		out.ChecksumCRC32, out.ChecksumCRC32C, out.ChecksumSHA1, out.ChecksumSHA256, out.ChecksumCRC64NVME = c.CRC32, c.CRC32C, c.SHA1, c.SHA256, c.CRC64NVME
+		out.ChecksumSHA512, out.ChecksumMD5, out.ChecksumXXHASH64, out.ChecksumXXHASH3, out.ChecksumXXHASH128 = c.SHA512, c.MD5, c.XXHASH64, c.XXHASH3, c.XXHASH128
+		out.ChecksumType = typ
+	}
+	return out, nil
 }
 
 // objectBody is a GetObject body. A whole object is read in order, with
@@ -431,13 +474,15 @@ func (o *objectBody) Close() error {
 func (b *Backend) DeleteObject(ctx context.Context, in *s3.DeleteObjectInput) (*s3.DeleteObjectOutput, error) {
 	ctx, cancel := b.act(ctx)
 	defer cancel()
-	if err := b.deleteObject(ctx, deref(in.Bucket), deref(in.Key), in.IfMatch); err != nil {
+	pre := backend.ObjectDeletePreconditions{IfMatch: in.IfMatch, IfMatchLastModTime: in.IfMatchLastModifiedTime, IfMatchSize: in.IfMatchSize}
+	if err := b.deleteObject(ctx, deref(in.Bucket), deref(in.Key), pre); err != nil {
 		return nil, err
 	}
 	return &s3.DeleteObjectOutput{}, nil
 }
 
-func (b *Backend) deleteObject(ctx context.Context, bucket, key string, ifMatch *string) error {
+func (b *Backend) deleteObject(ctx context.Context, bucket, key string, pre backend.ObjectDeletePreconditions) error {
+	conditional := pre.IfMatch != nil || pre.IfMatchLastModTime != nil || pre.IfMatchSize != nil
 	bp, err := b.checkBucket(ctx, bucket)
 	if err != nil {
 		return err
@@ -449,15 +494,18 @@ func (b *Backend) deleteObject(ctx context.Context, bucket, key string, ifMatch 
 	fi, err := b.c.Head(ctx, p)
 	switch {
 	case rpc.KindOf(err) == rpc.NotFound, err == nil && fi.IsDir != dir:
-		if ifMatch != nil {
+		if conditional {
 			return s3err.GetAPIError(s3err.ErrNoSuchKey)
 		}
 		return nil
 	case err != nil:
 		return b.s3Error(err, nil)
 	}
-	if ifMatch != nil && strings.Trim(*ifMatch, `"`) != strings.Trim(fileETag(fi), `"`) {
-		return s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch)
+	if pre.IfMatch != nil {
+		pre.IfMatch = ptr(strings.Trim(*pre.IfMatch, `"`))
+	}
+	if err := backend.EvaluateObjectDeletePreconditions(fileETag(fi), fi.Modified, fi.Size, pre); err != nil {
+		return err
 	}
 	err = b.c.Remove(ctx, p)
 	switch {
@@ -501,7 +549,7 @@ func (b *Backend) DeleteObjects(ctx context.Context, in *s3.DeleteObjectsInput) 
 	}
 	for _, o := range in.Delete.Objects {
 		key := deref(o.Key)
-		err := b.deleteObject(ctx, deref(in.Bucket), key, o.ETag)
+		err := b.deleteObject(ctx, deref(in.Bucket), key, backend.ObjectDeletePreconditions{IfMatch: o.ETag, IfMatchLastModTime: o.LastModifiedTime, IfMatchSize: o.Size})
 		if err == nil {
 			out.Deleted = append(out.Deleted, types.DeletedObject{Key: ptr(key)})
 			continue
@@ -552,14 +600,21 @@ func (b *Backend) CopyObject(ctx context.Context, in s3response.CopyObjectInput)
 	var md map[string]string
 	replace := in.MetadataDirective == types.MetadataDirectiveReplace
 	if replace {
-		if md, err = buildMeta(headers{in.ContentType, in.ContentEncoding, in.CacheControl, in.ContentDisposition, in.ContentLanguage, in.Expires}, in.Metadata); err != nil {
+		if md, err = buildMeta(headers{in.ContentType, in.ContentEncoding, in.CacheControl, in.ContentDisposition, in.ContentLanguage, in.Expires, in.WebsiteRedirectLocation}, in.Metadata); err != nil {
 			return s3response.CopyObjectOutput{}, err
 		}
 		md[metaETag] = strings.Trim(fileETag(src), `"`)
 	} else if srcPath == dstPath {
 		return s3response.CopyObjectOutput{}, s3err.GetAPIError(s3err.ErrInvalidCopyDest)
 	}
-	fi, err := copyFile(ctx, b.c, srcPath, dstPath, md)
+	var fi *client.FileInfo
+	if srcPath == dstPath {
+		// New metadata for the same bytes: a copy beside the uploads,
+		// renamed over the object in one commit.
+		fi, err = b.copyOnto(ctx, deref(in.Bucket), srcPath, md)
+	} else {
+		fi, err = copyFile(ctx, b.c, srcPath, dstPath, md)
+	}
 	if err != nil {
 		return s3response.CopyObjectOutput{}, b.putError(ctx, dstPath, err, nil)
 	}
@@ -567,21 +622,37 @@ func (b *Backend) CopyObject(ctx context.Context, in s3response.CopyObjectInput)
 	return s3response.CopyObjectOutput{CopyObjectResult: &s3response.CopyObjectResult{ETag: &tag, LastModified: &fi.Modified}}, nil
 }
 
-// copySourceConditions checks the x-amz-copy-source-if-* headers: a
-// failed one is PreconditionFailed.
+// copySourceConditions checks the x-amz-copy-source-if-* headers as the
+// conditions of a read of the source (412, or 304 where a read says so).
 func copySourceConditions(tag string, mod time.Time, ifMatch, ifNoneMatch *string, ifMod, ifUnmod *time.Time) error {
-	tag = strings.Trim(tag, `"`)
-	switch {
-	case ifMatch != nil && strings.Trim(*ifMatch, `"`) != tag && *ifMatch != "*":
-		return s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch)
-	case ifNoneMatch != nil && (strings.Trim(*ifNoneMatch, `"`) == tag || *ifNoneMatch == "*"):
-		return s3err.GetPreconditionFailedErr(s3err.ConditionIfNoneMatch)
-	case ifUnmod != nil && mod.After(*ifUnmod):
-		return s3err.GetPreconditionFailedErr(s3err.ConditionIfUnmodifiedSince)
-	case ifMod != nil && ifMatch == nil && !mod.After(*ifMod):
-		return s3err.GetAPIError(s3err.ErrPreconditionFailed)
+	trim := func(s *string) *string {
+		if s == nil {
+			return nil
+		}
+		return ptr(strings.Trim(*s, `"`))
 	}
-	return nil
+	return backend.EvaluatePreconditions(tag, mod.Truncate(time.Second), backend.PreConditions{IfMatch: trim(ifMatch), IfNoneMatch: trim(ifNoneMatch),
+		IfModSince: ifMod, IfUnmodeSince: ifUnmod})
+}
+
+// copyOnto gives the file p metadata md, atomically: a copy of it (shared
+// chunks) is made in the bucket's uploads directory and renamed over p.
+func (b *Backend) copyOnto(ctx context.Context, bucket, p string, md map[string]string) (*client.FileInfo, error) {
+	dir := multipartRoot + "/" + bucket
+	if err := b.c.MkdirAll(ctx, dir); err != nil {
+		return nil, err
+	}
+	_ = b.c.Chmod(ctx, dir, 0o777|fs.ModeSticky)
+	tmp := dir + "/copy-" + uuid.NewString()
+	fi, err := copyFile(ctx, b.c, p, tmp, md)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.c.Rename(ctx, tmp, p, nil); err != nil {
+		_ = b.c.Remove(ctx, tmp)
+		return nil, err
+	}
+	return fi, nil
 }
 
 // GetObjectTagging answers no tags for an existing object.
