@@ -53,6 +53,15 @@ func TestFileMetadata(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(fi.Metadata, map[string]string{"content-type": "text/plain", "s3.etag": "5d41402abc4b2a76b9719d911017c592"}) // what SetMetadata set
 
+	r, err := cl.Open(ctx, "/m/a")
+	is.NoErr(err)
+	info := r.Info()
+	r.Close()
+	is.Equal(info.Metadata, fi.Metadata)    // a reader tells the metadata of what it reads
+	is.Equal(info.Version, fi.Version)      // and its version
+	is.Equal(info.Size, int64(5))           // and size
+	is.Equal(info.Mode, fs.FileMode(0o644)) // and mode
+
 	var listed []client.DirEntry
 	for e, err := range cl.List(ctx, "/m", &client.ListOptions{Metadata: true}) {
 		is.NoErr(err)

@@ -86,6 +86,7 @@ func (c *Client) open(ctx context.Context, path string) (*Reader, error) {
 	head := &dfspb.FileInfo{
 		Path: first.Path, Size: first.Size, Sha256: first.Sha256, ChunkSize: first.ChunkSize, Replication: first.Replication,
 		ModifiedUnixMs: first.ModifiedUnixMs, Version: first.Version, SessionId: first.SessionId, ChunkCount: first.ChunkCount,
+		Owner: first.Owner, Group: first.Group, Mode: first.Mode, Metadata: first.Metadata,
 	}
 	if head.Path == "" {
 		head.Path = path
@@ -112,6 +113,11 @@ func (r *Reader) ModTime() time.Time { return time.UnixMilli(r.head.ModifiedUnix
 
 // Version returns the version of the file being read.
 func (r *Reader) Version() uint64 { return r.head.Version }
+
+// Info returns the metadata of the version being read (as Stat's,
+// without the chunk map), so a reader needs no Stat of its own: what it
+// says and what it reads are the same version.
+func (r *Reader) Info() *FileInfo { return fromFileInfo(r.head) }
 
 // SHA256 returns the SHA-256 of the whole file, recorded at commit; nil
 // for a file made by Concat, which has none.
