@@ -852,7 +852,7 @@ func TestChecksumsAndRetries(t *testing.T) {
 	is.NoErr(err) // the right SHA-256
 	bad := base64.StdEncoding.EncodeToString(make([]byte, 32))
 	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("sums"), Key: aws.String("k"), Body: strings.NewReader("other bytes"), ChecksumSHA256: aws.String(bad)})
-	is.Equal(code(err), "BadDigest") // a wrong one
+	is.Equal(code(err), "BadDigest")                       // a wrong one
 	is.Equal(string(get(t, c, "sums", "k")), string(data)) // nothing stored
 	h, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("sums"), Key: aws.String("k"), ChecksumMode: types.ChecksumModeEnabled})
 	is.NoErr(err)

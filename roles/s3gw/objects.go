@@ -347,28 +347,28 @@ func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.Get
 			cancel()
 		}
 	}()
-	p, fi, err := b.stat(actx, deref(in.Bucket), deref(in.Key))
+	bucket, key := deref(in.Bucket), deref(in.Key)
+	p, dir, err := objectPath(bucket, key)
 	if err != nil {
 		return nil, err
 	}
+	// A file is opened at once: the Reader pins a version, and its Info
+	// is that version's metadata. A directory (a key ending in "/") or an
+	// error is told apart by a stat.
 	var r *client.Reader
-	if !fi.IsDir {
-		// Open pins a version: take the metadata of that one.
-		for range 3 {
-			if r, err = b.c.Open(actx, p); err != nil {
-				return nil, b.s3Error(err, nil)
-			}
-			if r.Version() == fi.Version {
-				break
-			}
-			r.Close()
-			r = nil
-			if _, fi, err = b.stat(actx, deref(in.Bucket), deref(in.Key)); err != nil {
-				return nil, err
-			}
+	var fi *client.FileInfo
+	if !dir {
+		if r, err = b.c.Open(actx, p); err == nil {
+			fi = r.Info()
 		}
-		if r == nil {
-			return nil, apiError("ServiceUnavailable", 503, "the object changes too often to be read, retry")
+	}
+	if r == nil {
+		_, fi, err = b.stat(actx, bucket, key)
+		if err != nil {
+			return nil, err
+		}
+		if !fi.IsDir {
+			return nil, apiError("ServiceUnavailable", 503, "the object changed while it was being opened, retry")
 		}
 	}
 	closeReader := func() {
