@@ -84,7 +84,7 @@ func App(v Version, stdio IO, logw io.Writer) *cli.App {
 		return rpc.Errorf(rpc.Invalid, "%v (see %s --help)", err, c.Command.HelpName)
 	}
 	cmds := []*cli.Command{
-		a.coordinatorCommand(), a.datanodeCommand(), a.devCommand(), a.benchCommand(), a.healthCommand(),
+		a.coordinatorCommand(), a.datanodeCommand(), a.devCommand(), a.s3Command(), a.benchCommand(), a.healthCommand(),
 		a.putCommand(), a.getCommand(), a.catCommand(), a.rmCommand(), a.lsCommand(), a.statCommand(),
 		a.adminCommand(), a.fsckCommand(), a.nodesCommand(),
 		a.versionCommand(),

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -168,17 +170,18 @@ type chunkJSON struct {
 }
 
 type statJSON struct {
-	Path        string      `json:"path"`
-	Size        int64       `json:"size"`
-	SHA256      string      `json:"sha256"`
-	ChunkSize   int64       `json:"chunk_size"`
-	Replication uint32      `json:"replication"`
-	Version     uint64      `json:"version"`
-	Modified    time.Time   `json:"modified"`
-	Owner       string      `json:"owner,omitempty"`
-	Group       string      `json:"group,omitempty"`
-	Mode        string      `json:"mode,omitempty"`
-	Chunks      []chunkJSON `json:"chunks"`
+	Path        string            `json:"path"`
+	Size        int64             `json:"size"`
+	SHA256      string            `json:"sha256"`
+	ChunkSize   int64             `json:"chunk_size"`
+	Replication uint32            `json:"replication"`
+	Version     uint64            `json:"version"`
+	Modified    time.Time         `json:"modified"`
+	Owner       string            `json:"owner,omitempty"`
+	Group       string            `json:"group,omitempty"`
+	Mode        string            `json:"mode,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	Chunks      []chunkJSON       `json:"chunks"`
 }
 
 // statDirJSON is `stat --json` of a directory.
@@ -218,7 +221,7 @@ func printStat(w io.Writer, fi *client.FileInfo, asJSON bool) error {
 	j := statJSON{
 		Path: fi.Path, Size: fi.Size, SHA256: hex.EncodeToString(fi.SHA256), ChunkSize: fi.ChunkSize,
 		Replication: fi.Replication, Version: fi.Version, Modified: fi.Modified,
-		Owner: fi.Owner, Group: fi.Group, Mode: octalMode(fi.Owner, fi.Mode), Chunks: []chunkJSON{},
+		Owner: fi.Owner, Group: fi.Group, Mode: octalMode(fi.Owner, fi.Mode), Metadata: fi.Metadata, Chunks: []chunkJSON{},
 	}
 	for _, ch := range fi.Chunks {
 		cj := chunkJSON{Index: ch.Index, ID: ch.ID, Offset: ch.Offset, Size: ch.Size, Digest: hex.EncodeToString(ch.Digest), FrameSize: ch.FrameSize, Replicas: []replicaJSON{}}
@@ -232,12 +235,18 @@ func printStat(w io.Writer, fi *client.FileInfo, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "path:        %s\n", j.Path)
 	fmt.Fprintf(w, "size:        %d (%s)\n", j.Size, rpc.FormatBytes(j.Size))
+	if j.SHA256 == "" {
+		j.SHA256 = "none (concatenated: its chunks' digests verify it)"
+	}
 	fmt.Fprintf(w, "sha256:      %s\n", j.SHA256)
 	fmt.Fprintf(w, "chunk size:  %s\n", rpc.FormatBytes(j.ChunkSize))
 	fmt.Fprintf(w, "replication: %d\n", j.Replication)
 	fmt.Fprintf(w, "version:     %d\n", j.Version)
 	fmt.Fprintf(w, "modified:    %s\n", j.Modified.Format(time.RFC3339))
 	printAttrs(w, fi)
+	for _, k := range slices.Sorted(maps.Keys(j.Metadata)) {
+		fmt.Fprintf(w, "metadata:    %s: %s\n", k, j.Metadata[k])
+	}
 	fmt.Fprintf(w, "chunks:      %d\n", len(j.Chunks))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, c := range j.Chunks {

@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -10,8 +13,10 @@ import (
 	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/roles"
+	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/roles/s3gw"
 	"github.com/dfs-project/dfs/rpc"
 )
 
@@ -152,6 +157,7 @@ func (a *app) datanodeCommand() *cli.Command {
 
 func (a *app) devCommand() *cli.Command {
 	dir, nodes, listen, replication, admin := "./dfs-dev", 3, "127.0.0.1:7000", 3, "127.0.0.1:7080"
+	s3Listen := s3gw.DefaultListen
 	return &cli.Command{
 		Name: "dev", Usage: "run a coordinator and N datanodes in this process, for trying dfs out", Category: "server",
 		Flags: []cli.Flag{
@@ -160,6 +166,7 @@ func (a *app) devCommand() *cli.Command {
 			&cli.StringFlag{Name: "listen", Value: listen, Destination: &listen, EnvVars: env("LISTEN"), Usage: "coordinator listen address"},
 			&cli.IntFlag{Name: "replication", Value: replication, Destination: &replication, EnvVars: env("REPLICATION"), Usage: "default replication factor"},
 			adminListenFlag(&admin, "the coordinator's admin HTTP address: status page, /metrics, /healthz, /readyz (empty: none)"),
+			&cli.StringFlag{Name: "s3-listen", Value: s3Listen, Destination: &s3Listen, EnvVars: env("S3_LISTEN"), Usage: "address of an S3 gateway to the cluster, with credentials printed at start (empty: none)"},
 		},
 		Action: func(c *cli.Context) error {
 			if nodes < 1 || nodes > 64 {
@@ -201,9 +208,66 @@ func (a *app) devCommand() *cli.Command {
 			} else {
 				fmt.Fprintf(a.stdio.Out, "try: DFS_COORDINATOR=%s DFS_INSECURE=true dfs nodes\n", cl.Addr())
 			}
+			var gwDone chan error
+			if s3Listen != "" {
+				if gwDone, err = a.devGateway(c.Context, cl, s3Listen); err != nil {
+					cl.Close()
+					return err
+				}
+			}
 			<-c.Context.Done()
 			fmt.Fprintln(a.stdio.Out, "dfs dev: stopping")
+			if gwDone != nil {
+				if err := <-gwDone; err != nil {
+					a.log.Warn().Err(err).Msg("s3 gateway")
+				}
+			}
 			return cl.Close()
 		},
 	}
+}
+
+// devGateway starts the S3 gateway of dfs dev on listen, with a fresh
+// access key, acting for the superuser when the cluster has TLS; it prints
+// the endpoint and the credentials. The returned channel gives Run's
+// result once ctx ends.
+func (a *app) devGateway(ctx context.Context, cl *roles.Cluster, listen string) (chan error, error) {
+	ccfg := client.Config{Coordinators: []string{cl.Addr()}, Logger: &a.log}
+	user := ""
+	if cl.PKI() != nil {
+		gc, err := cl.GatewayConfig("s3-gateway")
+		if err != nil {
+			return nil, err
+		}
+		ccfg, user = gc, auth.DefaultSuperuser
+		ccfg.Logger = &a.log
+	}
+	c, err := client.New(ctx, ccfg)
+	if err != nil {
+		return nil, err
+	}
+	secret := make([]byte, 20)
+	rand.Read(secret)
+	key := s3gw.Key{Access: "dfsdev", Secret: hex.EncodeToString(secret), User: user}
+	cfg := s3gw.DefaultConfig()
+	cfg.Listen, cfg.Keys = listen, []s3gw.Key{key}
+	g, err := s3gw.New(cfg, c, a.log)
+	if err != nil {
+		c.Close()
+		return nil, rpc.Errorf(rpc.Invalid, "s3 gateway: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := g.Run(ctx)
+		c.Close()
+		done <- err
+	}()
+	select {
+	case <-g.Ready():
+	case err := <-done:
+		return nil, fmt.Errorf("s3 gateway on %s: %w", listen, err)
+	}
+	fmt.Fprintf(a.stdio.Out, "dfs dev: S3 gateway at %s (region %s)\n", g.Endpoint(), cfg.Region)
+	fmt.Fprintf(a.stdio.Out, "export AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s AWS_ENDPOINT_URL=%s AWS_REGION=%s\n", key.Access, key.Secret, g.Endpoint(), cfg.Region)
+	return done, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"net"
 	"sort"
 	"strings"
 
@@ -124,10 +125,13 @@ func (b *Backend) CreateBucket(ctx context.Context, in *s3.CreateBucketInput, _ 
 	if err != nil {
 		return err
 	}
+	if !validBucketName(bucket) {
+		return s3err.GetBucketErr(s3err.ErrInvalidBucketName, bucket)
+	}
 	err = b.c.Mkdir(actx, bp)
 	if errors.Is(err, fs.ErrExist) {
 		fi, herr := b.c.Head(actx, bp)
-		if herr == nil && fi.IsDir && (fi.Owner == "" || fi.Owner == b.userOf(ctx)) {
+		if user := b.userOf(ctx); herr == nil && fi.IsDir && (user == "" || fi.Owner == "" || fi.Owner == user) {
 			return s3err.GetBucketErr(s3err.ErrBucketAlreadyOwnedByYou, bucket)
 		}
 		return s3err.GetBucketErr(s3err.ErrBucketAlreadyExists, bucket)
@@ -237,6 +241,22 @@ func (b *Backend) ListBucketsAndOwners(ctx context.Context) ([]s3response.Bucket
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, s3Error(err, nil)
+}
+
+// validBucketName applies S3's rules to a new bucket's name: 3 to 63
+// lower-case letters, digits, dots and hyphens, a letter or digit at both
+// ends, no two dots in a row, not an IP address.
+func validBucketName(name string) bool {
+	if len(name) < 3 || len(name) > 63 || strings.Contains(name, "..") || net.ParseIP(name) != nil {
+		return false
+	}
+	for i, r := range name {
+		alnum := r >= 'a' && r <= 'z' || r >= '0' && r <= '9'
+		if !alnum && (i == 0 || i == len(name)-1 || r != '.' && r != '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func deref(s *string) string {

@@ -63,6 +63,9 @@ type Config struct {
 	SweepUser string
 	// Clock tells the time (uploads' ages); nil is the real clock.
 	Clock clockwork.Clock
+	// OnSweep, when set, is told what each sweep of stale uploads did
+	// (tests wait on it).
+	OnSweep func(aborted int, err error)
 }
 
 // DefaultListen is the address the gateway listens on unless told: the
@@ -188,7 +191,11 @@ func (g *Gateway) sweep(ctx context.Context, user string) {
 	t := g.cfg.Clock.NewTicker(g.cfg.SweepEvery)
 	defer t.Stop()
 	for {
-		if n, err := g.be.AbortStale(ctx, user, g.cfg.MultipartMaxAge); err != nil && ctx.Err() == nil {
+		n, err := g.be.AbortStale(ctx, user, g.cfg.MultipartMaxAge)
+		if g.cfg.OnSweep != nil {
+			g.cfg.OnSweep(n, err)
+		}
+		if err != nil && ctx.Err() == nil {
 			g.log.Warn().Err(err).Msg("abort stale multipart uploads")
 		} else if n > 0 {
 			g.log.Info().Int("uploads", n).Dur("max_age", g.cfg.MultipartMaxAge).Msg("aborted stale multipart uploads")

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -69,71 +70,106 @@ func (l *lister) run() error {
 }
 
 // walk lists dir and, depth first, what is below it; it returns how many
-// entries dir holds (as far as it read).
+// entries dir holds (as far as it read). The listing of a directory the
+// marker lies in starts at the marker's entry (ListOptions.After), so a
+// page of a long listing does not read the keys before it again.
 func (l *lister) walk(dir string) (int, error) {
 	entries := 0
-	err := l.b.c.ListPages(l.ctx, dir, false, func(page []client.DirEntry) error {
-		for _, e := range page {
-			if e.Path == dir {
-				continue // a file lists itself
+	opts := &client.ListOptions{Metadata: true, After: l.after(dir)}
+	for e, err := range l.b.c.List(l.ctx, dir, opts) {
+		if err != nil {
+			if rpc.KindOf(err) == rpc.NotFound && dir != l.bp {
+				return entries, nil // removed meanwhile
 			}
-			entries++
-			k := keyOf(l.bp, e.Path, e.IsDir)
-			if !strings.HasPrefix(k, l.prefix) {
-				switch {
-				case e.IsDir && strings.HasPrefix(l.prefix, k):
-					if _, err := l.walk(e.Path); err != nil {
-						return err
-					}
-				case k > l.prefix:
-					return errListDone // past every key with the prefix
+			return entries, err
+		}
+		if e.Path == dir {
+			continue // a file lists itself
+		}
+		entries++
+		k := keyOf(l.bp, e.Path, e.IsDir)
+		if !strings.HasPrefix(k, l.prefix) {
+			switch {
+			case e.IsDir && strings.HasPrefix(l.prefix, k):
+				if _, err := l.walk(e.Path); err != nil {
+					return entries, err
 				}
-				continue
+			case k > l.prefix:
+				return entries, errListDone // past every key with the prefix
 			}
-			if l.delim != "" {
-				if i := strings.Index(k[len(l.prefix):], l.delim); i >= 0 {
-					cp := k[:len(l.prefix)+i+len(l.delim)]
-					if cp == l.lastCP {
-						continue
-					}
-					l.lastCP = cp
-					if cp <= l.marker || strings.HasPrefix(l.marker, cp) {
-						continue
-					}
-					if err := l.add(cp, nil); err != nil {
-						return err
-					}
+			continue
+		}
+		if l.delim != "" {
+			if i := strings.Index(k[len(l.prefix):], l.delim); i >= 0 {
+				cp := k[:len(l.prefix)+i+len(l.delim)]
+				if cp == l.lastCP {
 					continue
 				}
-			}
-			if e.IsDir {
-				if k < l.marker && !strings.HasPrefix(l.marker, k) {
-					continue // all of it comes before the marker
+				l.lastCP = cp
+				if cp <= l.marker || strings.HasPrefix(l.marker, cp) {
+					continue
 				}
-				n, err := l.walk(e.Path)
-				if err != nil {
-					return err
-				}
-				if n == 0 && k > l.marker {
-					if err := l.add(k, &e); err != nil {
-						return err
-					}
+				if err := l.add(cp, nil); err != nil {
+					return entries, err
 				}
 				continue
-			}
-			if k <= l.marker {
-				continue
-			}
-			if err := l.add(k, &e); err != nil {
-				return err
 			}
 		}
-		return nil
-	})
-	if rpc.KindOf(err) == rpc.NotFound && dir != l.bp {
-		return entries, nil // removed meanwhile
+		if e.IsDir {
+			if k < l.marker && !strings.HasPrefix(l.marker, k) {
+				continue // all of it comes before the marker
+			}
+			n, err := l.walk(e.Path)
+			if err != nil {
+				return entries, err
+			}
+			if n == 0 && k > l.marker {
+				if err := l.add(k, &e); err != nil {
+					return entries, err
+				}
+			}
+			continue
+		}
+		if k <= l.marker {
+			continue
+		}
+		if err := l.add(k, &e); err != nil {
+			return entries, err
+		}
 	}
-	return entries, err
+	return entries, nil
+}
+
+// after returns where the listing of dir may start: just before the
+// entry of dir on the way to the marker (the file of that name, which
+// sorts before the directory), or "" to list dir from its start.
+func (l *lister) after(dir string) string {
+	dk := ""
+	if dir != l.bp {
+		dk = keyOf(l.bp, dir, true)
+	}
+	rest, ok := strings.CutPrefix(l.marker, dk)
+	if !ok || rest == "" {
+		return ""
+	}
+	seg, _, _ := strings.Cut(rest, "/")
+	if !validSegment(seg) {
+		return ""
+	}
+	return dir + "/" + seg
+}
+
+// validSegment tells a name dfs can hold.
+func validSegment(s string) bool {
+	if s == "" || s == "." || s == ".." || len(s) > rpc.MaxSegmentLen || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // add adds a key (e set) or a common prefix to the result, or ends the

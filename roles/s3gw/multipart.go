@@ -126,6 +126,8 @@ func (b *Backend) CreateMultipartUpload(ctx context.Context, in s3response.Creat
 	// The bucket's directory of uploads is shared by every user of the
 	// bucket; only its maker may open it up (the others' chmod fails).
 	_ = b.c.Chmod(actx, multipartRoot+"/"+bucket, 0o777|fs.ModeSticky)
+	// An upload is its initiator's alone.
+	_ = b.c.Chmod(actx, dir, 0o700)
 	info, _ := json.Marshal(uploadInfo{Key: key, Meta: md, Initiator: b.userOf(ctx), Initiated: b.clock.Now().UTC()})
 	if _, err := b.c.Put(actx, dir+"/"+uploadFile, bytes.NewReader(info), int64(len(info)), nil); err != nil {
 		_ = b.c.RemoveAll(actx, dir)
@@ -158,7 +160,11 @@ func (b *Backend) UploadPart(ctx context.Context, in *s3.UploadPartInput) (*s3.U
 	if err != nil {
 		return nil, err
 	}
-	sum, _, err := b.write(ctx, partPath(dir, n), in.Body, in.ContentLength, in.ContentMD5, map[string]string{}, nil)
+	opts := &client.CreateOptions{}
+	if in.ContentLength != nil {
+		opts.ChunkSize = partChunkSize(*in.ContentLength)
+	}
+	sum, _, err := b.write(ctx, partPath(dir, n), in.Body, in.ContentLength, in.ContentMD5, map[string]string{}, opts)
 	if err != nil {
 		if rpc.KindOf(err) == rpc.NotFound {
 			return nil, s3err.GetNoSuchUploadErr(deref(in.UploadId)) // aborted meanwhile
@@ -220,7 +226,7 @@ func (b *Backend) UploadPartCopy(ctx context.Context, in *s3.UploadPartCopyInput
 	if _, err := r.Seek(start, io.SeekStart); err != nil {
 		return s3response.CopyPartResult{}, s3Error(err, nil)
 	}
-	sum, fi, err := b.write(ctx, dst, io.LimitReader(r, length), &length, nil, map[string]string{}, nil)
+	sum, fi, err := b.write(ctx, dst, io.LimitReader(r, length), &length, nil, map[string]string{}, &client.CreateOptions{ChunkSize: partChunkSize(length)})
 	if err != nil {
 		return s3response.CopyPartResult{}, err
 	}
@@ -235,23 +241,24 @@ func isMD5(s string) bool {
 
 // parts lists the parts of the upload in dir, by number.
 func (b *Backend) parts(ctx context.Context, dir string, fn func(n int32, e client.DirEntry) error) error {
-	return b.c.ListPages(ctx, dir, false, func(page []client.DirEntry) error {
-		for _, e := range page {
-			name := e.Path[strings.LastIndexByte(e.Path, '/')+1:]
-			num, ok := strings.CutPrefix(name, partPrefix)
-			if !ok || e.IsDir {
-				continue
-			}
-			n, err := strconv.Atoi(num)
-			if err != nil {
-				continue
-			}
-			if err := fn(int32(n), e); err != nil {
-				return err
-			}
+	for e, err := range b.c.List(ctx, dir, &client.ListOptions{Metadata: true}) {
+		if err != nil {
+			return err
 		}
-		return nil
-	})
+		name := e.Path[strings.LastIndexByte(e.Path, '/')+1:]
+		num, ok := strings.CutPrefix(name, partPrefix)
+		if !ok || e.IsDir {
+			continue
+		}
+		n, err := strconv.Atoi(num)
+		if err != nil {
+			continue
+		}
+		if err := fn(int32(n), e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (b *Backend) ListParts(ctx context.Context, in *s3.ListPartsInput) (s3response.ListPartsResult, error) {

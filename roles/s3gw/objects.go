@@ -33,7 +33,7 @@ const (
 	metaExpires         = "expires"
 	metaUserPrefix      = "x-amz-meta-"
 	// maxMeta is dfs's bound on a file's metadata (keys and values).
-	maxMeta = 8 << 10
+	maxMeta = 4 << 10
 )
 
 // emptyMD5 is the MD5 of no bytes: the ETag of a directory marker.
@@ -256,7 +256,7 @@ func (b *Backend) HeadObject(ctx context.Context, in *s3.HeadObjectInput) (*s3.H
 		return nil, err
 	}
 	tag := fileETag(fi)
-	if err := backend.EvaluatePreconditions(tag, fi.Modified, backend.PreConditions{IfMatch: in.IfMatch, IfNoneMatch: in.IfNoneMatch,
+	if err := backend.EvaluatePreconditions(tag, fi.Modified.Truncate(time.Second), backend.PreConditions{IfMatch: in.IfMatch, IfNoneMatch: in.IfNoneMatch,
 		IfModSince: in.IfModifiedSince, IfUnmodeSince: in.IfUnmodifiedSince}); err != nil {
 		return nil, err
 	}
@@ -336,7 +336,7 @@ func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.Get
 		}
 	}
 	tag := fileETag(fi)
-	if err := backend.EvaluatePreconditions(tag, fi.Modified, backend.PreConditions{IfMatch: in.IfMatch, IfNoneMatch: in.IfNoneMatch,
+	if err := backend.EvaluatePreconditions(tag, fi.Modified.Truncate(time.Second), backend.PreConditions{IfMatch: in.IfMatch, IfNoneMatch: in.IfNoneMatch,
 		IfModSince: in.IfModifiedSince, IfUnmodeSince: in.IfUnmodifiedSince}); err != nil {
 		closeReader()
 		return nil, err

@@ -2,29 +2,58 @@ package s3gw
 
 import (
 	"context"
+	"errors"
 	"io"
+	"io/fs"
 
 	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/rpc"
 )
 
 // The SDK calls that carry an object's metadata, in one place.
-// TEMPORARY: until the SDK's file metadata lands (CreateOptions.Metadata,
-// Writer.SetMetadata, FileInfo/DirEntry.Metadata, CopyOptions.Metadata,
-// Client.Concat), metadata is not kept and Concat streams the parts.
 
-func fileMeta(*client.FileInfo) map[string]string { return nil }
+func fileMeta(fi *client.FileInfo) map[string]string { return fi.Metadata }
 
-func entryMeta(client.DirEntry) map[string]string { return nil }
+func entryMeta(e client.DirEntry) map[string]string { return e.Metadata }
 
-func setMeta(*client.Writer, map[string]string) {}
+func setMeta(w *client.Writer, md map[string]string) { w.SetMetadata(md) }
 
+// copyFile copies src to dst on the cluster; md nil keeps src's metadata.
 func copyFile(ctx context.Context, c *client.Client, src, dst string, md map[string]string) (*client.FileInfo, error) {
-	return c.Copy(ctx, src, dst, nil)
+	return c.Copy(ctx, src, dst, &client.CopyOptions{Metadata: md})
 }
 
-// concat makes dst the concatenation of srcs, with metadata md.
+// partChunkSize returns the chunk size that makes a part of size bytes
+// whole chunks, so that Complete can concatenate the parts without
+// copying them (Concat needs every part but the last to be whole chunks of
+// one size): the part's size when it fits a chunk, else the largest
+// divisor of it that does; 0 (the default) when there is none.
+func partChunkSize(size int64) int64 {
+	switch {
+	case size < rpc.MinChunkSize:
+		return 0
+	case size <= rpc.MaxChunkSize:
+		return size
+	}
+	first := (size + rpc.MaxChunkSize - 1) / rpc.MaxChunkSize
+	for k := first; k < first+4096; k++ {
+		if size%k == 0 && size/k >= rpc.MinChunkSize {
+			return size / k
+		}
+	}
+	return 0
+}
+
+// concat makes dst the concatenation of srcs, with metadata md, sharing
+// their chunks; parts that are not whole chunks of one size (parts of
+// different sizes) are copied through the gateway instead, into a file
+// that appears as atomically.
 func concat(ctx context.Context, c *client.Client, dst string, srcs []string, md map[string]string, ifNotExist bool, ifVersion uint64) (*client.FileInfo, error) {
-	w, err := c.Create(ctx, dst, &client.CreateOptions{IfNotExist: ifNotExist, IfVersion: ifVersion})
+	fi, err := c.Concat(ctx, dst, srcs, &client.ConcatOptions{IfNotExist: ifNotExist, IfVersion: ifVersion, Metadata: md})
+	if err == nil || !errors.Is(err, fs.ErrInvalid) {
+		return fi, err
+	}
+	w, err := c.Create(ctx, dst, &client.CreateOptions{IfNotExist: ifNotExist, IfVersion: ifVersion, Metadata: md})
 	if err != nil {
 		return nil, err
 	}

@@ -57,7 +57,7 @@ func TestDecodeFileChunks(t *testing.T) {
 		"chunk size":      func(m *metapb.File) { m.Chunks[0].Size = 0 },
 		"digest":          func(m *metapb.File) { m.Chunks[0].Digest = m.Chunks[0].Digest[:16] },
 		"total":           func(m *metapb.File) { m.Size++ },
-		"file digest":     func(m *metapb.File) { m.Sha256 = nil },
+		"file digest":     func(m *metapb.File) { m.Sha256 = m.Sha256[:16] },
 		"version":         func(m *metapb.File) { m.Version = 0 },
 		"huge chunk size": func(m *metapb.File) { m.Chunks[0].Size = rpc.MaxChunkSize + 1; m.Size = m.Chunks[0].Size },
 	}

@@ -4,8 +4,8 @@ package metatest
 
 import (
 	"bytes"
-	"maps"
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"sync"

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -102,6 +103,7 @@ func NewFile(p string, n int, v uint64) *meta.File {
 		Session: rpc.SessionID(uuid.NewSHA1(uuid.NameSpaceURL, []byte(p+strconv.FormatUint(v, 10))).String())}
 	sum := sha256.Sum256([]byte(p + strconv.FormatUint(v, 10)))
 	f.SHA256 = sum[:]
+	f.Metadata = map[string]string{"content-type": "text/plain", "version": strconv.FormatUint(v, 10)}
 	for i := 0; i < n; i++ {
 		d := sha256.Sum256([]byte(fmt.Sprint(p, v, i)))
 		size := int64(1 << 20)
@@ -122,7 +124,7 @@ func put(t *testing.T, s meta.Store, f *meta.File) error {
 func sameFile(a, b *meta.File) bool {
 	if a.Path != b.Path || a.Size != b.Size || !bytes.Equal(a.SHA256, b.SHA256) || a.ChunkSize != b.ChunkSize ||
 		a.Replication != b.Replication || !a.Modified.Equal(b.Modified) || a.Version != b.Version || len(a.Chunks) != len(b.Chunks) ||
-		a.Session != b.Session || a.Attr != b.Attr {
+		a.Session != b.Session || a.Attr != b.Attr || !maps.Equal(a.Metadata, b.Metadata) {
 		return false
 	}
 	for i := range a.Chunks {

@@ -1,0 +1,600 @@
+package s3gw_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/jonboulle/clockwork"
+	"github.com/matryer/is"
+	"github.com/minio/minio-go/v7"
+	mcreds "github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/rs/zerolog"
+
+	"github.com/dfs-project/dfs/roles/client"
+	"github.com/dfs-project/dfs/roles/rolestest"
+	"github.com/dfs-project/dfs/roles/s3gw"
+)
+
+// listKeys lists a bucket whole with ListObjectsV2 pages of max keys.
+func listKeys(t *testing.T, c *s3.Client, in *s3.ListObjectsV2Input) (keys, prefixes []string, pages int) {
+	t.Helper()
+	p := s3.NewListObjectsV2Paginator(c, in)
+	for p.HasMorePages() {
+		out, err := p.NextPage(t.Context())
+		if err != nil {
+			t.Fatalf("list: %v", err)
+		}
+		pages++
+		for _, o := range out.Contents {
+			keys = append(keys, *o.Key)
+		}
+		for _, cp := range out.CommonPrefixes {
+			prefixes = append(prefixes, *cp.Prefix)
+		}
+	}
+	return keys, prefixes, pages
+}
+
+// TestListObjects: v1 and v2, prefix, delimiter, continuation, start-after,
+// max-keys; S3's byte order across directories.
+func TestListObjects(t *testing.T) {
+	is := is.New(t)
+	g := start(t)
+	c := awsClient(g.endpoint, testAccess, testSecret)
+	ctx := t.Context()
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("lst")})
+	is.NoErr(err)
+	all := []string{"a-b", "a/b", "a/b/c", "a/b-c", "a0", "b/x/y/z", "b/x0", "c.txt", "d/", "e/f/"}
+	// "a/b" (a file) and "a/b/c" (below a directory a/b) cannot both be:
+	// keep what dfs can hold.
+	all = slices.DeleteFunc(all, func(k string) bool { return k == "a/b" })
+	for _, k := range all {
+		if strings.HasSuffix(k, "/") {
+			put(t, c, "lst", k, nil)
+			continue
+		}
+		put(t, c, "lst", k, []byte(k))
+	}
+	want := slices.Clone(all)
+	sort.Strings(want) // S3 order: bytewise
+
+	keys, prefixes, _ := listKeys(t, c, &s3.ListObjectsV2Input{Bucket: aws.String("lst")})
+	is.Equal(keys, want) // recursive, in byte order, empty directories as markers
+	is.Equal(len(prefixes), 0)
+
+	keys, prefixes, pages := listKeys(t, c, &s3.ListObjectsV2Input{Bucket: aws.String("lst"), MaxKeys: aws.Int32(2)})
+	is.Equal(keys, want) // the same in pages of 2
+	is.Equal(pages, (len(want)+1)/2)
+	is.Equal(len(prefixes), 0)
+
+	keys, prefixes, _ = listKeys(t, c, &s3.ListObjectsV2Input{Bucket: aws.String("lst"), Delimiter: aws.String("/")})
+	is.Equal(keys, []string{"a-b", "a0", "c.txt"})       // top level
+	is.Equal(prefixes, []string{"a/", "b/", "d/", "e/"}) // rolled up
+	keys, prefixes, pages = listKeys(t, c, &s3.ListObjectsV2Input{Bucket: aws.String("lst"), Delimiter: aws.String("/"), MaxKeys: aws.Int32(1)})
+	is.Equal(keys, []string{"a-b", "a0", "c.txt"}) // the same one by one
+	is.Equal(prefixes, []string{"a/", "b/", "d/", "e/"})
+	is.Equal(pages, 7)
+
+	keys, prefixes, _ = listKeys(t, c, &s3.ListObjectsV2Input{Bucket: aws.String("lst"), Prefix: aws.String("a/"), Delimiter: aws.String("/")})
+	is.Equal(keys, []string{"a/b-c"})
+	is.Equal(prefixes, []string{"a/b/"})
+	keys, _, _ = listKeys(t, c, &s3.ListObjectsV2Input{Bucket: aws.String("lst"), Prefix: aws.String("b/x")})
+	is.Equal(keys, []string{"b/x/y/z", "b/x0"}) // a prefix that ends inside a name
+	keys, _, _ = listKeys(t, c, &s3.ListObjectsV2Input{Bucket: aws.String("lst"), StartAfter: aws.String("a/b/c")})
+	is.Equal(keys, want[slices.Index(want, "a/b/c")+1:]) // start-after
+	keys, _, _ = listKeys(t, c, &s3.ListObjectsV2Input{Bucket: aws.String("lst"), Prefix: aws.String("zzz")})
+	is.Equal(len(keys), 0) // nothing
+
+	// v1 with marker.
+	var v1 []string
+	marker := ""
+	for range 20 {
+		out, err := c.ListObjects(ctx, &s3.ListObjectsInput{Bucket: aws.String("lst"), Marker: aws.String(marker), MaxKeys: aws.Int32(3)})
+		is.NoErr(err)
+		for _, o := range out.Contents {
+			v1 = append(v1, *o.Key)
+		}
+		if !*out.IsTruncated {
+			break
+		}
+		marker = *out.NextMarker
+	}
+	is.Equal(v1, want) // v1 pages
+
+	out, err := c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("lst"), Prefix: aws.String("c.txt")})
+	is.NoErr(err)
+	is.Equal(*out.Contents[0].ETag, `"`+md5hex([]byte("c.txt"))+`"`) // listings carry the ETag
+	is.Equal(*out.Contents[0].Size, int64(5))
+
+	_, err = c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("nolist")})
+	is.Equal(code(err), "NoSuchBucket")
+}
+
+// TestConditionalAndCopy: If-Match, If-None-Match (* for create-only),
+// If-Modified-Since; server-side copy with both metadata directives.
+func TestConditionalAndCopy(t *testing.T) {
+	is := is.New(t)
+	g := start(t)
+	c := awsClient(g.endpoint, testAccess, testSecret)
+	ctx := t.Context()
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("cnd")})
+	is.NoErr(err)
+
+	v1 := put(t, c, "cnd", "k", []byte("one"))
+	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("cnd"), Key: aws.String("k"), Body: strings.NewReader("two"), IfNoneMatch: aws.String("*")})
+	is.Equal(code(err), "PreconditionFailed") // create-only refuses an existing key
+	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("cnd"), Key: aws.String("new"), Body: strings.NewReader("n"), IfNoneMatch: aws.String("*")})
+	is.NoErr(err) // create-only of a new key
+	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("cnd"), Key: aws.String("k"), Body: strings.NewReader("two"), IfMatch: aws.String(`"0123"`)})
+	is.Equal(code(err), "PreconditionFailed") // If-Match of another ETag
+	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("cnd"), Key: aws.String("k"), Body: strings.NewReader("two"), IfMatch: v1.ETag})
+	is.NoErr(err) // If-Match of the current ETag
+	is.Equal(string(get(t, c, "cnd", "k")), "two")
+
+	_, err = c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("cnd"), Key: aws.String("k"), IfMatch: v1.ETag})
+	is.Equal(code(err), "PreconditionFailed") // the ETag changed
+	h, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("cnd"), Key: aws.String("k")})
+	is.NoErr(err)
+	_, err = c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("cnd"), Key: aws.String("k"), IfNoneMatch: h.ETag})
+	is.Equal(code(err), "NotModified") // 304
+	_, err = c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("cnd"), Key: aws.String("k"), IfModifiedSince: h.LastModified})
+	is.Equal(code(err), "NotModified") // not modified since (HTTP dates are to the second)
+	o, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("cnd"), Key: aws.String("k"), IfModifiedSince: aws.Time(h.LastModified.Add(-time.Hour))})
+	is.NoErr(err) // modified since
+	o.Body.Close()
+
+	// Copy, keeping the metadata.
+	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("cnd"), Key: aws.String("src"), Body: strings.NewReader("source bytes"),
+		ContentType: aws.String("text/plain"), Metadata: map[string]string{"a": "1"}})
+	is.NoErr(err)
+	cp, err := c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("cnd"), Key: aws.String("dst/copy"), CopySource: aws.String("cnd/src")})
+	is.NoErr(err)
+	is.Equal(*cp.CopyObjectResult.ETag, `"`+md5hex([]byte("source bytes"))+`"`)
+	h, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("cnd"), Key: aws.String("dst/copy")})
+	is.NoErr(err)
+	is.Equal(*h.ContentType, "text/plain") // COPY keeps the metadata
+	is.Equal(h.Metadata["a"], "1")
+	is.Equal(string(get(t, c, "cnd", "dst/copy")), "source bytes")
+	src, err := g.dfs.Stat(ctx, "/cnd/src")
+	is.NoErr(err)
+	dst, err := g.dfs.Stat(ctx, "/cnd/dst/copy")
+	is.NoErr(err)
+	is.Equal(src.Chunks[0].ID, dst.Chunks[0].ID) // server side: the chunks are shared
+
+	// Copy, replacing it.
+	_, err = c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("cnd"), Key: aws.String("dst/repl"), CopySource: aws.String("cnd/src"),
+		MetadataDirective: types.MetadataDirectiveReplace, ContentType: aws.String("application/json"), Metadata: map[string]string{"b": "2"}})
+	is.NoErr(err)
+	h, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("cnd"), Key: aws.String("dst/repl")})
+	is.NoErr(err)
+	is.Equal(*h.ContentType, "application/json") // REPLACE takes the request's
+	is.Equal(h.Metadata, map[string]string{"b": "2"})
+	is.Equal(*h.ETag, `"`+md5hex([]byte("source bytes"))+`"`) // the ETag stays the content's
+
+	_, err = c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("cnd"), Key: aws.String("x"), CopySource: aws.String("cnd/src"), CopySourceIfMatch: aws.String(`"nope"`)})
+	is.Equal(code(err), "PreconditionFailed") // copy-source-if-match
+	_, err = c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("cnd"), Key: aws.String("x"), CopySource: aws.String("cnd/missing")})
+	is.Equal(code(err), "NoSuchKey")
+}
+
+// uploadParts uploads parts (1-based numbers in order) out of order and
+// returns the completed parts in order.
+func uploadParts(t *testing.T, c *s3.Client, bucket, key, id string, parts [][]byte) []types.CompletedPart {
+	t.Helper()
+	done := make([]types.CompletedPart, len(parts))
+	order := make([]int, len(parts))
+	for i := range order {
+		order[i] = len(parts) - 1 - i // last first
+	}
+	for _, i := range order {
+		out, err := c.UploadPart(t.Context(), &s3.UploadPartInput{Bucket: &bucket, Key: &key, UploadId: &id, PartNumber: aws.Int32(int32(i + 1)),
+			Body: bytes.NewReader(parts[i])})
+		if err != nil {
+			t.Fatalf("upload part %d: %v", i+1, err)
+		}
+		done[i] = types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(int32(i + 1))}
+	}
+	return done
+}
+
+// multipartETag is S3's: the MD5 of the parts' MD5s, "-", their count.
+func multipartETag(parts [][]byte) string {
+	var sums []byte
+	for _, p := range parts {
+		s := md5.Sum(p)
+		sums = append(sums, s[:]...)
+	}
+	s := md5.Sum(sums)
+	return fmt.Sprintf(`"%s-%d"`, hex.EncodeToString(s[:]), len(parts))
+}
+
+// TestMultipart: 5 MiB parts out of order, the S3 ETag, ListParts,
+// ListMultipartUploads, Abort, UploadPartCopy; the object's chunks are the
+// parts' (no copy).
+func TestMultipart(t *testing.T) {
+	is := is.New(t)
+	g := start(t)
+	c := awsClient(g.endpoint, testAccess, testSecret)
+	ctx := t.Context()
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("mpu")})
+	is.NoErr(err)
+
+	parts := [][]byte{randomBytes(5 << 20), randomBytes(5 << 20), randomBytes(1<<20 + 3)}
+	cr, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("mpu"), Key: aws.String("big/object"),
+		ContentType: aws.String("video/mp4"), Metadata: map[string]string{"m": "v"}})
+	is.NoErr(err)
+	done := uploadParts(t, c, "mpu", "big/object", *cr.UploadId, parts)
+
+	lp, err := c.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String("mpu"), Key: aws.String("big/object"), UploadId: cr.UploadId})
+	is.NoErr(err)
+	is.Equal(len(lp.Parts), 3) // listed in order
+	for i, p := range lp.Parts {
+		is.Equal(*p.PartNumber, int32(i+1))
+		is.Equal(*p.ETag, `"`+md5hex(parts[i])+`"`)
+		is.Equal(*p.Size, int64(len(parts[i])))
+	}
+	lu, err := c.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String("mpu")})
+	is.NoErr(err)
+	is.Equal(len(lu.Uploads), 1)
+	is.Equal(*lu.Uploads[0].Key, "big/object")
+	is.Equal(*lu.Uploads[0].UploadId, *cr.UploadId)
+	_, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("mpu"), Key: aws.String("big/object")})
+	is.True(err != nil) // nothing visible before Complete
+
+	// A part too small in the middle is refused.
+	_, err = c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String("mpu"), Key: aws.String("big/object"), UploadId: cr.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{done[0], done[2], {ETag: done[1].ETag, PartNumber: aws.Int32(4)}}}})
+	is.True(err != nil) // InvalidPart or EntityTooSmall
+
+	cm, err := c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String("mpu"), Key: aws.String("big/object"), UploadId: cr.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: done}})
+	is.NoErr(err)
+	is.Equal(*cm.ETag, multipartETag(parts)) // md5-of-md5s-N
+	whole := bytes.Join(parts, nil)
+	is.True(bytes.Equal(get(t, c, "mpu", "big/object"), whole)) // the parts in order
+	h, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("mpu"), Key: aws.String("big/object")})
+	is.NoErr(err)
+	is.Equal(*h.ETag, multipartETag(parts))
+	is.Equal(*h.ContentType, "video/mp4") // the upload's metadata
+	is.Equal(h.Metadata["m"], "v")
+	fi, err := g.dfs.Stat(ctx, "/mpu/big/object")
+	is.NoErr(err)
+	is.Equal(fi.SHA256, []byte(nil)) // made by Concat: the parts' chunks, not a copy
+	lu, err = c.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String("mpu")})
+	is.NoErr(err)
+	is.Equal(len(lu.Uploads), 0) // completed uploads are gone
+	_, err = c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String("mpu"), Key: aws.String("big/object"), UploadId: cr.UploadId,
+		PartNumber: aws.Int32(1), Body: strings.NewReader("x")})
+	is.Equal(code(err), "NoSuchUpload")
+
+	// Abort.
+	ab, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("mpu"), Key: aws.String("aborted")})
+	is.NoErr(err)
+	uploadParts(t, c, "mpu", "aborted", *ab.UploadId, [][]byte{[]byte("part")})
+	_, err = c.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String("mpu"), Key: aws.String("aborted"), UploadId: ab.UploadId})
+	is.NoErr(err)
+	_, err = c.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String("mpu"), Key: aws.String("aborted"), UploadId: ab.UploadId})
+	is.Equal(code(err), "NoSuchUpload") // aborted
+	_, err = c.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String("mpu"), Key: aws.String("aborted"), UploadId: aws.String("not-an-upload")})
+	is.Equal(code(err), "NoSuchUpload")
+
+	// UploadPartCopy: a whole object and a range of it.
+	pc, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("mpu"), Key: aws.String("copied")})
+	is.NoErr(err)
+	put(t, c, "mpu", "five", parts[0])
+	c1, err := c.UploadPartCopy(ctx, &s3.UploadPartCopyInput{Bucket: aws.String("mpu"), Key: aws.String("copied"), UploadId: pc.UploadId,
+		PartNumber: aws.Int32(1), CopySource: aws.String("mpu/five")})
+	is.NoErr(err)
+	c2, err := c.UploadPartCopy(ctx, &s3.UploadPartCopyInput{Bucket: aws.String("mpu"), Key: aws.String("copied"), UploadId: pc.UploadId,
+		PartNumber: aws.Int32(2), CopySource: aws.String("mpu/five"), CopySourceRange: aws.String("bytes=100-199")})
+	is.NoErr(err)
+	is.Equal(*c2.CopyPartResult.ETag, `"`+md5hex(parts[0][100:200])+`"`)
+	_, err = c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String("mpu"), Key: aws.String("copied"), UploadId: pc.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{
+			{ETag: c1.CopyPartResult.ETag, PartNumber: aws.Int32(1)}, {ETag: c2.CopyPartResult.ETag, PartNumber: aws.Int32(2)}}}})
+	is.NoErr(err)
+	is.True(bytes.Equal(get(t, c, "mpu", "copied"), append(slices.Clone(parts[0]), parts[0][100:200]...)))
+}
+
+// TestMultipartAnotherGateway: an upload begun through one gateway is
+// finished through another (the parts live in dfs).
+func TestMultipartAnotherGateway(t *testing.T) {
+	is := is.New(t)
+	cl := rolestest.Start(t, 3)
+	dc := rolestest.Client(t, cl)
+	ctx := t.Context()
+	parts := [][]byte{randomBytes(5 << 20), randomBytes(100)}
+
+	first, stop := startStoppable(t, dc)
+	c := awsClient(first.Endpoint(), testAccess, testSecret)
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("two")})
+	is.NoErr(err)
+	cr, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("two"), Key: aws.String("k")})
+	is.NoErr(err)
+	p1 := uploadParts(t, c, "two", "k", *cr.UploadId, parts[:1])
+	stop() // the first gateway goes
+
+	second := startGateway(t, dc, nil)
+	c = awsClient(second.Endpoint(), testAccess, testSecret)
+	out, err := c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String("two"), Key: aws.String("k"), UploadId: cr.UploadId, PartNumber: aws.Int32(2),
+		Body: bytes.NewReader(parts[1])})
+	is.NoErr(err)
+	_, err = c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String("two"), Key: aws.String("k"), UploadId: cr.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: append(p1, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(2)})}})
+	is.NoErr(err) // continued on another gateway
+	is.True(bytes.Equal(get(t, c, "two", "k"), bytes.Join(parts, nil)))
+}
+
+// startStoppable starts a gateway that the test stops when it wants.
+func startStoppable(t *testing.T, dc *client.Client) (*s3gw.Gateway, func()) {
+	t.Helper()
+	cfg := s3gw.DefaultConfig()
+	cfg.Listen = freeAddr(t)
+	cfg.Keys = []s3gw.Key{{Access: testAccess, Secret: testSecret}}
+	g, err := s3gw.New(cfg, dc, rolestest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	select {
+	case <-g.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("gateway: %v", err)
+	}
+	var stopped bool
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	return g, stop
+}
+
+// TestStaleUploadsAborted: uploads older than the max age are removed by
+// the sweep; younger ones stay.
+func TestStaleUploadsAborted(t *testing.T) {
+	is := is.New(t)
+	cl := rolestest.Start(t, 3)
+	dc := rolestest.Client(t, cl)
+	ctx := t.Context()
+	clock := clockwork.NewFakeClockAt(time.Now())
+	g := startGateway(t, dc, func(cfg *s3gw.Config) {
+		cfg.Clock, cfg.MultipartMaxAge = clock, 0 // no sweep: the test calls it
+	})
+	c := awsClient(g.Endpoint(), testAccess, testSecret)
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("old")})
+	is.NoErr(err)
+	old, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("old"), Key: aws.String("stale")})
+	is.NoErr(err)
+	clock.Advance(2 * time.Hour)
+	young, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("old"), Key: aws.String("young")})
+	is.NoErr(err)
+
+	n, err := g.Backend().AbortStale(ctx, "", time.Hour)
+	is.NoErr(err)
+	is.Equal(n, 1) // the stale one
+	_, err = c.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String("old"), Key: aws.String("stale"), UploadId: old.UploadId})
+	is.Equal(code(err), "NoSuchUpload") // aborted
+	_, err = c.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String("old"), Key: aws.String("young"), UploadId: young.UploadId})
+	is.NoErr(err) // kept
+}
+
+// TestAuth: anonymous requests and bad signatures are refused.
+func TestAuth(t *testing.T) {
+	is := is.New(t)
+	g := start(t)
+	ctx := t.Context()
+	c := awsClient(g.endpoint, testAccess, testSecret)
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("sec")})
+	is.NoErr(err)
+	put(t, c, "sec", "k", []byte("secret"))
+
+	resp, err := http.Get(g.endpoint + "/sec/k")
+	is.NoErr(err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	is.Equal(resp.StatusCode, http.StatusForbidden) // anonymous refused
+	is.True(strings.Contains(string(body), "AccessDenied"))
+
+	bad := awsClient(g.endpoint, testAccess, "not-the-secret")
+	_, err = bad.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("sec"), Key: aws.String("k")})
+	is.Equal(code(err), "SignatureDoesNotMatch") // wrong secret
+	unknown := awsClient(g.endpoint, "AKIDUNKNOWN", testSecret)
+	_, err = unknown.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("sec"), Key: aws.String("k")})
+	is.Equal(code(err), "InvalidAccessKeyId") // unknown key
+
+	// A presigned URL works without credentials of its own.
+	ps := s3.NewPresignClient(c)
+	req, err := ps.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("sec"), Key: aws.String("k")}, s3.WithPresignExpires(time.Minute))
+	is.NoErr(err)
+	resp, err = http.Get(req.URL)
+	is.NoErr(err)
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	is.Equal(resp.StatusCode, http.StatusOK) // presigned
+	is.Equal(string(body), "secret")
+}
+
+// TestMinio: minio-go's calls, ListObjects{Recursive: true} among them.
+func TestMinio(t *testing.T) {
+	is := is.New(t)
+	g := start(t)
+	ctx := t.Context()
+	mc, err := minio.New(strings.TrimPrefix(g.endpoint, "http://"), &minio.Options{Creds: mcreds.NewStaticV4(testAccess, testSecret, ""), Region: "us-east-1"})
+	is.NoErr(err)
+	is.NoErr(mc.MakeBucket(ctx, "mini", minio.MakeBucketOptions{}))
+	ok, err := mc.BucketExists(ctx, "mini")
+	is.NoErr(err)
+	is.True(ok)
+
+	data := randomBytes(200 << 10)
+	info, err := mc.PutObject(ctx, "mini", "p/q/r.bin", bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{ContentType: "application/x-r",
+		UserMetadata: map[string]string{"k": "v"}})
+	is.NoErr(err)
+	is.Equal(info.ETag, md5hex(data)) // ETag = MD5
+	for _, k := range []string{"p/a", "p/q/s", "z"} {
+		_, err := mc.PutObject(ctx, "mini", k, strings.NewReader(k), int64(len(k)), minio.PutObjectOptions{})
+		is.NoErr(err)
+	}
+	obj, err := mc.GetObject(ctx, "mini", "p/q/r.bin", minio.GetObjectOptions{})
+	is.NoErr(err)
+	got, err := io.ReadAll(obj)
+	is.NoErr(err)
+	is.True(bytes.Equal(got, data))
+	st, err := obj.Stat()
+	is.NoErr(err)
+	is.Equal(st.ContentType, "application/x-r")
+	is.Equal(st.UserMetadata["K"], "v")
+	obj.Close()
+
+	var keys []string
+	for o := range mc.ListObjects(ctx, "mini", minio.ListObjectsOptions{Recursive: true}) {
+		is.NoErr(o.Err)
+		keys = append(keys, o.Key)
+	}
+	is.Equal(keys, []string{"p/a", "p/q/r.bin", "p/q/s", "z"}) // recursive
+	keys = nil
+	for o := range mc.ListObjects(ctx, "mini", minio.ListObjectsOptions{Prefix: "p/"}) {
+		is.NoErr(o.Err)
+		keys = append(keys, o.Key)
+	}
+	is.Equal(keys, []string{"p/a", "p/q/"}) // one level
+
+	// A multipart upload through minio-go (parts of 5 MiB).
+	big := randomBytes(11 << 20)
+	_, err = mc.PutObject(ctx, "mini", "big", bytes.NewReader(big), int64(len(big)), minio.PutObjectOptions{PartSize: 5 << 20})
+	is.NoErr(err)
+	obj, err = mc.GetObject(ctx, "mini", "big", minio.GetObjectOptions{})
+	is.NoErr(err)
+	got, err = io.ReadAll(obj)
+	obj.Close()
+	is.NoErr(err)
+	is.True(bytes.Equal(got, big))
+
+	_, err = mc.CopyObject(ctx, minio.CopyDestOptions{Bucket: "mini", Object: "copy"}, minio.CopySrcOptions{Bucket: "mini", Object: "z"})
+	is.NoErr(err)
+	opts := minio.GetObjectOptions{}
+	is.NoErr(opts.SetRange(1, 2))
+	obj, err = mc.GetObject(ctx, "mini", "p/q/r.bin", opts)
+	is.NoErr(err)
+	got, err = io.ReadAll(obj)
+	obj.Close()
+	is.NoErr(err)
+	is.True(bytes.Equal(got, data[1:3])) // range
+
+	is.NoErr(mc.RemoveObject(ctx, "mini", "z", minio.RemoveObjectOptions{}))
+	_, err = mc.StatObject(ctx, "mini", "z", minio.StatObjectOptions{})
+	is.Equal(minio.ToErrorResponse(err).Code, "NoSuchKey")
+	objs := make(chan minio.ObjectInfo, 2)
+	objs <- minio.ObjectInfo{Key: "p/a"}
+	objs <- minio.ObjectInfo{Key: "copy"}
+	close(objs)
+	for e := range mc.RemoveObjects(ctx, "mini", objs, minio.RemoveObjectsOptions{}) {
+		is.NoErr(e.Err)
+	}
+	err = mc.RemoveBucket(ctx, "mini")
+	is.Equal(minio.ToErrorResponse(err).Code, "BucketNotEmpty")
+}
+
+// TestSweep: the gateway's sweep aborts stale uploads by itself.
+func TestSweep(t *testing.T) {
+	is := is.New(t)
+	cl := rolestest.Start(t, 3)
+	dc := rolestest.Client(t, cl)
+	ctx := t.Context()
+	clock := clockwork.NewFakeClockAt(time.Now())
+	swept := make(chan int, 10)
+	g := startGateway(t, dc, func(cfg *s3gw.Config) {
+		cfg.Clock, cfg.MultipartMaxAge, cfg.SweepEvery = clock, time.Hour, time.Minute
+		cfg.OnSweep = func(n int, err error) { swept <- n }
+	})
+	is.Equal(<-swept, 0) // the first sweep, at start
+	c := awsClient(g.Endpoint(), testAccess, testSecret)
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("swp")})
+	is.NoErr(err)
+	old, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("swp"), Key: aws.String("stale")})
+	is.NoErr(err)
+	is.NoErr(clock.BlockUntilContext(ctx, 1)) // the sweep waits for its ticker
+	clock.Advance(2 * time.Hour)
+	is.Equal(<-swept, 1) // the stale upload
+	_, err = c.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String("swp"), Key: aws.String("stale"), UploadId: old.UploadId})
+	is.Equal(code(err), "NoSuchUpload") // aborted
+}
+
+// TestSecureUsers: on a secure cluster the gateway (a gateway
+// certificate) acts for each key's user: two keys, two users, and one
+// cannot read the other's private object.
+func TestSecureUsers(t *testing.T) {
+	is := is.New(t)
+	cl := rolestest.Start(t, 3, rolestest.Secure, rolestest.WithLogLevel(zerolog.WarnLevel))
+	admin := rolestest.Client(t, cl)
+	ctx := t.Context()
+	// The superuser gives each user a bucket, and opens the uploads area.
+	for _, u := range []string{"alice", "bob"} {
+		is.NoErr(admin.Mkdir(ctx, "/"+u+"-data"))
+		is.NoErr(admin.Chown(ctx, "/"+u+"-data", u, ""))
+		is.NoErr(admin.Chmod(ctx, "/"+u+"-data", 0o700))
+	}
+	is.NoErr(admin.MkdirAll(ctx, "/.s3/multipart"))
+	is.NoErr(admin.Chmod(ctx, "/.s3/multipart", 0o777|fs.ModeSticky))
+
+	gc := rolestest.GatewayClient(t, cl, "s3gw")
+	g := startGateway(t, gc, func(cfg *s3gw.Config) {
+		cfg.Keys = []s3gw.Key{{Access: "AKIDALICE", Secret: "alice-secret", User: "alice"}, {Access: "AKIDBOB", Secret: "bob-secret-key", User: "bob"}}
+	})
+	alice := awsClient(g.Endpoint(), "AKIDALICE", "alice-secret")
+	bob := awsClient(g.Endpoint(), "AKIDBOB", "bob-secret-key")
+
+	put(t, alice, "alice-data", "private.txt", []byte("alice's"))
+	fi, err := admin.Stat(ctx, "/alice-data/private.txt")
+	is.NoErr(err)
+	is.Equal(fi.Owner, "alice") // written as alice
+	is.Equal(string(get(t, alice, "alice-data", "private.txt")), "alice's")
+
+	_, err = bob.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("alice-data"), Key: aws.String("private.txt")})
+	is.Equal(code(err), "AccessDenied") // bob may not read it
+	_, err = bob.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("alice-data"), Key: aws.String("x"), Body: strings.NewReader("x")})
+	is.Equal(code(err), "AccessDenied") // nor write there
+	_, err = bob.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("alice-data")})
+	is.Equal(code(err), "AccessDenied") // nor list
+	put(t, bob, "bob-data", "mine", []byte("bob's"))
+	_, err = alice.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("bob-data"), Key: aws.String("mine")})
+	is.Equal(code(err), "AccessDenied") // and the other way round
+
+	_, err = alice.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("alice-new")})
+	is.Equal(code(err), "AccessDenied") // only a superuser makes top-level directories
+
+	// A multipart upload as alice, in her bucket.
+	cr, err := alice.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("alice-data"), Key: aws.String("mp")})
+	is.NoErr(err)
+	parts := uploadParts(t, alice, "alice-data", "mp", *cr.UploadId, [][]byte{[]byte("one part")})
+	_, err = bob.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String("alice-data"), Key: aws.String("mp"), UploadId: cr.UploadId})
+	is.True(err != nil) // not bob's
+	_, err = alice.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String("alice-data"), Key: aws.String("mp"), UploadId: cr.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}})
+	is.NoErr(err)
+	is.Equal(string(get(t, alice, "alice-data", "mp")), "one part")
+	fi, err = admin.Stat(ctx, "/alice-data/mp")
+	is.NoErr(err)
+	is.Equal(fi.Owner, "alice")
+}
