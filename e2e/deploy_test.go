@@ -27,6 +27,7 @@ var systemdUnits = []struct {
 }{
 	{"dfs-coordinator.service", "coordinator.env", "coordinator"},
 	{"dfs-datanode.service", "datanode.env", "datanode"},
+	{"dfs-s3.service", "s3.env", "s3"},
 }
 
 // systemdBinary is the path the units start dfs from.

@@ -42,3 +42,9 @@ func runNotifying(ctx context.Context, serving <-chan struct{}, log zerolog.Logg
 	<-done
 	return err
 }
+
+// RunNotifying runs a role that is not built here (the S3 gateway) as
+// runNotifying does: systemd hears READY=1 once serving closes.
+func RunNotifying(ctx context.Context, serving <-chan struct{}, log zerolog.Logger, run func(context.Context) error) error {
+	return runNotifying(ctx, serving, log, run)
+}

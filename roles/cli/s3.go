@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/s3gw"
 	"github.com/dfs-project/dfs/rpc"
@@ -107,7 +108,7 @@ func (a *app) s3Command() *cli.Command {
 				case <-ctx.Done():
 				}
 			}()
-			return g.Run(ctx)
+			return roles.RunNotifying(ctx, g.Ready(), a.log, g.Run)
 		}),
 	}
 }

@@ -211,8 +211,10 @@ func (a *app) devCommand() *cli.Command {
 			var gwDone chan error
 			if s3Listen != "" {
 				if gwDone, err = a.devGateway(c.Context, cl, s3Listen); err != nil {
-					cl.Close()
-					return err
+					// The cluster is what dev is for: it runs on without
+					// the gateway (another dev holds the port, say).
+					fmt.Fprintf(a.stdio.Err, "dfs dev: no S3 gateway: %s\n", oneLine(err.Error()))
+					gwDone = nil
 				}
 			}
 			<-c.Context.Done()

@@ -72,7 +72,7 @@ func (b *Backend) checkBucket(ctx context.Context, bucket string) (string, error
 		err = rpc.Errorf(rpc.NotFound, "%s is a file", bp)
 	}
 	if err != nil {
-		return "", s3Error(err, s3err.GetBucketErr(s3err.ErrNoSuchBucket, bucket))
+		return "", b.s3Error(err, s3err.GetBucketErr(s3err.ErrNoSuchBucket, bucket))
 	}
 	return bp, nil
 }
@@ -103,7 +103,7 @@ func (b *Backend) ListBuckets(ctx context.Context, in s3response.ListBucketsInpu
 		return nil
 	})
 	if err != nil && !errors.Is(err, errFull) {
-		return out, s3Error(err, nil)
+		return out, b.s3Error(err, nil)
 	}
 	return out, nil
 }
@@ -136,7 +136,7 @@ func (b *Backend) CreateBucket(ctx context.Context, in *s3.CreateBucketInput, _ 
 		}
 		return s3err.GetBucketErr(s3err.ErrBucketAlreadyExists, bucket)
 	}
-	return s3Error(err, nil)
+	return b.s3Error(err, nil)
 }
 
 // userOf returns the dfs user of the request's access key.
@@ -159,7 +159,7 @@ func (b *Backend) DeleteBucket(ctx context.Context, bucket string) error {
 		if rpc.KindOf(err) == rpc.NotEmpty {
 			return s3err.GetBucketErr(s3err.ErrBucketNotEmpty, bucket)
 		}
-		return s3Error(err, s3err.GetBucketErr(s3err.ErrNoSuchBucket, bucket))
+		return b.s3Error(err, s3err.GetBucketErr(s3err.ErrNoSuchBucket, bucket))
 	}
 	if err := b.c.RemoveAll(ctx, multipartRoot+"/"+bucket); err != nil {
 		b.log.Warn().Err(err).Str("bucket", bucket).Msg("remove the uploads in progress of a deleted bucket")
@@ -240,7 +240,7 @@ func (b *Backend) ListBucketsAndOwners(ctx context.Context) ([]s3response.Bucket
 		return nil
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, s3Error(err, nil)
+	return out, b.s3Error(err, nil)
 }
 
 // validBucketName applies S3's rules to a new bucket's name: 3 to 63
@@ -264,4 +264,15 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// s3Error is the package's s3Error, logging the failures that are the
+// gateway's or the cluster's (an operator's business, not the client's).
+func (b *Backend) s3Error(err error, notFound error) error {
+	out := s3Error(err, notFound)
+	var api interface{ BaseError() s3err.APIError }
+	if out != nil && errors.As(out, &api) && api.BaseError().HTTPStatusCode >= 500 {
+		b.log.Warn().Err(err).Str("code", api.BaseError().Code).Msg("s3 request failed")
+	}
+	return out
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -43,18 +42,6 @@ type gw struct {
 	gateway  *s3gw.Gateway
 }
 
-// freeAddr returns a loopback address with a port free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // startGateway runs a gateway over the cluster's client c with cfg
 // adjusted by tune; it stops when the test ends (one gateway per process
 // at a time: tests here do not run in parallel).
@@ -62,7 +49,7 @@ func startGateway(t *testing.T, c *client.Client, tune func(*s3gw.Config)) *s3gw
 	t.Helper()
 	for attempt := 0; ; attempt++ {
 		cfg := s3gw.DefaultConfig()
-		cfg.Listen = freeAddr(t)
+		cfg.Listen = rolestest.FreeAddr(t)
 		cfg.Keys = []s3gw.Key{{Access: testAccess, Secret: testSecret}}
 		if tune != nil {
 			tune(&cfg)
@@ -292,6 +279,19 @@ func TestObjects(t *testing.T) {
 	is.True(fi.IsDir) // a key ending in / is a directory
 	_, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("bkt"), Key: aws.String("folder/")})
 	is.NoErr(err)
+
+	// A file in the way of a key, a directory in the way of an object.
+	put(t, c, "bkt", "file", []byte("f"))
+	_, err = c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("bkt"), Key: aws.String("file/below")})
+	is.Equal(code(err), "NoSuchKey") // below a file
+	_, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("bkt"), Key: aws.String("file/below")})
+	is.True(err != nil)
+	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("bkt"), Key: aws.String("file/below"), Body: strings.NewReader("x")})
+	is.Equal(code(err), "ObjectParentIsFile") // dfs cannot hold a key below an object
+	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("bkt"), Key: aws.String("dir"), Body: strings.NewReader("x")})
+	is.Equal(code(err), "ExistingObjectIsDirectory") // nor an object where keys lie below
+	_, err = c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String("bkt"), Key: aws.String("file/below")})
+	is.NoErr(err) // nothing to delete
 
 	// Overwrite, then delete.
 	put(t, c, "bkt", "dir/sub/obj.bin", []byte("short"))

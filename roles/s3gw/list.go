@@ -187,7 +187,7 @@ func (l *lister) add(k string, e *client.DirEntry) error {
 	size, mod := e.Size, e.Modified
 	tag := `"` + emptyMD5 + `"`
 	if !e.IsDir {
-		tag = etag(entryMeta(*e), nil, 0, e.Size)
+		tag = etag(entryMeta(*e), e.Modified, e.Size)
 	}
 	obj := s3response.Object{Key: ptr(k), ETag: &tag, Size: &size, LastModified: &mod, StorageClass: types.ObjectStorageClassStandard}
 	if e.Owner != "" {
@@ -211,7 +211,7 @@ func (b *Backend) list(ctx context.Context, bucket, prefix, delim, marker string
 	}
 	l := &lister{b: b, ctx: ctx, bp: bp, prefix: prefix, delim: delim, marker: marker, max: max}
 	if err := l.run(); err != nil {
-		return nil, s3Error(err, s3err.GetBucketErr(s3err.ErrNoSuchBucket, bucket))
+		return nil, b.s3Error(err, s3err.GetBucketErr(s3err.ErrNoSuchBucket, bucket))
 	}
 	return l, nil
 }

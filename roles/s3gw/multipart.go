@@ -72,7 +72,7 @@ func (b *Backend) openUpload(ctx context.Context, bucket, key, id string) (strin
 	dir := uploadDir(bucket, id)
 	var buf bytes.Buffer
 	if _, err := b.c.Get(ctx, dir+"/"+uploadFile, &limitWriter{w: &buf, n: maxMeta * 2}, nil); err != nil {
-		return "", nil, s3Error(err, s3err.GetNoSuchUploadErr(id))
+		return "", nil, b.s3Error(err, s3err.GetNoSuchUploadErr(id))
 	}
 	var info uploadInfo
 	if err := json.Unmarshal(buf.Bytes(), &info); err != nil {
@@ -121,7 +121,7 @@ func (b *Backend) CreateMultipartUpload(ctx context.Context, in s3response.Creat
 			return s3response.InitiateMultipartUploadResult{}, apiError("AccessDenied", 403,
 				"the gateway cannot make %s for this user: a superuser must make %s writable by all (dfs mkdir -p %s && dfs chmod 1777 %s)", dir, multipartRoot, multipartRoot, multipartRoot)
 		}
-		return s3response.InitiateMultipartUploadResult{}, s3Error(err, nil)
+		return s3response.InitiateMultipartUploadResult{}, b.s3Error(err, nil)
 	}
 	// The bucket's directory of uploads is shared by every user of the
 	// bucket; only its maker may open it up (the others' chmod fails).
@@ -131,7 +131,7 @@ func (b *Backend) CreateMultipartUpload(ctx context.Context, in s3response.Creat
 	info, _ := json.Marshal(uploadInfo{Key: key, Meta: md, Initiator: b.userOf(ctx), Initiated: b.clock.Now().UTC()})
 	if _, err := b.c.Put(actx, dir+"/"+uploadFile, bytes.NewReader(info), int64(len(info)), nil); err != nil {
 		_ = b.c.RemoveAll(actx, dir)
-		return s3response.InitiateMultipartUploadResult{}, s3Error(err, nil)
+		return s3response.InitiateMultipartUploadResult{}, b.s3Error(err, nil)
 	}
 	return s3response.InitiateMultipartUploadResult{Bucket: bucket, Key: key, UploadId: id}, nil
 }
@@ -214,17 +214,17 @@ func (b *Backend) UploadPartCopy(ctx context.Context, in *s3.UploadPartCopyInput
 	if start == 0 && length == src.Size && isMD5(srcTag) {
 		fi, err := copyFile(ctx, b.c, srcPath, dst, map[string]string{metaETag: srcTag})
 		if err != nil {
-			return s3response.CopyPartResult{}, s3Error(err, nil)
+			return s3response.CopyPartResult{}, b.s3Error(err, nil)
 		}
 		return s3response.CopyPartResult{ETag: ptr(`"` + srcTag + `"`), LastModified: fi.Modified}, nil
 	}
 	r, err := b.c.Open(ctx, srcPath)
 	if err != nil {
-		return s3response.CopyPartResult{}, s3Error(err, nil)
+		return s3response.CopyPartResult{}, b.s3Error(err, nil)
 	}
 	defer r.Close()
 	if _, err := r.Seek(start, io.SeekStart); err != nil {
-		return s3response.CopyPartResult{}, s3Error(err, nil)
+		return s3response.CopyPartResult{}, b.s3Error(err, nil)
 	}
 	sum, fi, err := b.write(ctx, dst, io.LimitReader(r, length), &length, nil, map[string]string{}, &client.CreateOptions{ChunkSize: partChunkSize(length)})
 	if err != nil {
@@ -290,12 +290,12 @@ func (b *Backend) ListParts(ctx context.Context, in *s3.ListPartsInput) (s3respo
 			out.IsTruncated = true
 			return errListDone
 		}
-		out.Parts = append(out.Parts, s3response.Part{PartNumber: int(n), LastModified: e.Modified, ETag: etag(entryMeta(e), nil, 0, e.Size), Size: e.Size})
+		out.Parts = append(out.Parts, s3response.Part{PartNumber: int(n), LastModified: e.Modified, ETag: etag(entryMeta(e), e.Modified, e.Size), Size: e.Size})
 		out.NextPartNumberMarker = int(n)
 		return nil
 	})
 	if err != nil && !errors.Is(err, errListDone) {
-		return out, s3Error(err, s3err.GetNoSuchUploadErr(id))
+		return out, b.s3Error(err, s3err.GetNoSuchUploadErr(id))
 	}
 	return out, nil
 }
@@ -326,7 +326,7 @@ func (b *Backend) ListMultipartUploads(ctx context.Context, in *s3.ListMultipart
 		return nil
 	})
 	if err != nil && rpc.KindOf(err) != rpc.NotFound {
-		return s3response.ListMultipartUploadsResult{}, s3Error(err, nil)
+		return s3response.ListMultipartUploadsResult{}, b.s3Error(err, nil)
 	}
 	max := 1000
 	if in.MaxUploads != nil && *in.MaxUploads >= 0 && *in.MaxUploads < 1000 {
@@ -348,7 +348,7 @@ func (b *Backend) AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipar
 	if err != nil {
 		return err
 	}
-	return s3Error(b.c.RemoveAll(ctx, dir), nil)
+	return b.s3Error(b.c.RemoveAll(ctx, dir), nil)
 }
 
 // CompleteMultipartUpload makes the object of the parts named, in one
@@ -369,7 +369,7 @@ func (b *Backend) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMu
 	want := in.MultipartUpload.Parts
 	have := map[int32]client.DirEntry{}
 	if err := b.parts(ctx, dir, func(n int32, e client.DirEntry) error { have[n] = e; return nil }); err != nil {
-		return s3response.CompleteMultipartUploadResult{}, "", s3Error(err, s3err.GetNoSuchUploadErr(id))
+		return s3response.CompleteMultipartUploadResult{}, "", b.s3Error(err, s3err.GetNoSuchUploadErr(id))
 	}
 	srcs := make([]string, 0, len(want))
 	var size int64
@@ -384,7 +384,7 @@ func (b *Backend) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMu
 		}
 		last = n
 		e, ok := have[n]
-		if !ok || strings.Trim(*p.ETag, `"`) != strings.Trim(etag(entryMeta(e), nil, 0, e.Size), `"`) {
+		if !ok || strings.Trim(*p.ETag, `"`) != strings.Trim(etag(entryMeta(e), e.Modified, e.Size), `"`) {
 			return s3response.CompleteMultipartUploadResult{}, "", s3err.GetAPIError(s3err.ErrInvalidPart)
 		}
 		if i < len(want)-1 && e.Size < minPartSize {
@@ -414,7 +414,7 @@ func (b *Backend) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMu
 	}
 	md[metaETag] = strings.Trim(tag, `"`)
 	if _, err := concat(ctx, b.c, p, srcs, md, opts.IfNotExist, opts.IfVersion); err != nil {
-		return s3response.CompleteMultipartUploadResult{}, "", b.putError(err, opts)
+		return s3response.CompleteMultipartUploadResult{}, "", b.putError(ctx, p, err, opts)
 	}
 	if err := b.c.RemoveAll(ctx, dir); err != nil {
 		b.log.Warn().Err(err).Str("upload", id).Msg("remove a completed upload's parts")
@@ -437,7 +437,7 @@ func (b *Backend) AbortStale(ctx context.Context, user string, maxAge time.Durat
 			}
 			err := b.c.ListPages(ctx, bk.Path, false, func(ups []client.DirEntry) error {
 				for _, u := range ups {
-					if u.IsDir && u.Modified.Before(cutoff) {
+					if u.IsDir && !u.Modified.IsZero() && u.Modified.Before(cutoff) {
 						stale = append(stale, u.Path)
 					}
 				}
@@ -455,12 +455,16 @@ func (b *Backend) AbortStale(ctx context.Context, user string, maxAge time.Durat
 	removed := 0
 	for _, dir := range stale {
 		// The upload file tells when it began; the directory's time may not.
+		// One without an upload file (its gateway died making it) goes by
+		// the directory's time alone.
 		var buf bytes.Buffer
-		if _, gerr := b.c.Get(ctx, dir+"/"+uploadFile, &limitWriter{w: &buf, n: maxMeta * 2}, nil); gerr == nil {
-			var info uploadInfo
-			if json.Unmarshal(buf.Bytes(), &info) == nil && !info.Initiated.Before(cutoff) {
-				continue
-			}
+		_, gerr := b.c.Get(ctx, dir+"/"+uploadFile, &limitWriter{w: &buf, n: maxMeta * 2}, nil)
+		var info uploadInfo
+		switch {
+		case gerr == nil && json.Unmarshal(buf.Bytes(), &info) == nil && info.Initiated.Before(cutoff):
+		case rpc.KindOf(gerr) == rpc.NotFound:
+		default:
+			continue // young, or not readable now: not removed on a guess
 		}
 		if rerr := b.c.RemoveAll(ctx, dir); rerr != nil {
 			err = errors.Join(err, rerr)

@@ -1,6 +1,7 @@
 package s3gw
 
 import (
+	"bufio"
 	"context"
 	"crypto/md5"
 	"encoding/base64"
@@ -91,23 +92,21 @@ func metaPtr(md map[string]string, k string) *string {
 }
 
 // etag returns the quoted ETag of a file: the one stored at its upload,
-// else one made from its SHA-256 or version, marked "-1" so that clients
-// do not take it for an MD5.
-func etag(md map[string]string, sha []byte, version uint64, size int64) string {
+// else (a file written by dfs put) one made from its commit time and
+// size, which a listing knows as well as a stat, marked "-1" so that
+// clients do not take it for an MD5.
+func etag(md map[string]string, modified time.Time, size int64) string {
 	if e, ok := md[metaETag]; ok {
 		return `"` + e + `"`
 	}
-	if len(sha) >= 16 {
-		return `"` + hex.EncodeToString(sha[:16]) + `-1"`
-	}
-	return fmt.Sprintf(`"%016x%016x-1"`, version, size)
+	return fmt.Sprintf(`"%016x%016x-1"`, modified.UnixMilli(), size)
 }
 
 func fileETag(fi *client.FileInfo) string {
 	if fi.IsDir {
 		return `"` + emptyMD5 + `"`
 	}
-	return etag(fileMeta(fi), fi.SHA256, fi.Version, fi.Size)
+	return etag(fileMeta(fi), fi.Modified, fi.Size)
 }
 
 // PutObject streams the body into a new version of the file, computing
@@ -130,7 +129,7 @@ func (b *Backend) PutObject(ctx context.Context, in s3response.PutObjectInput) (
 			return s3response.PutObjectOutput{}, s3err.GetAPIError(s3err.ErrDirectoryObjectContainsData)
 		}
 		if err := b.c.MkdirAll(ctx, p); err != nil {
-			return s3response.PutObjectOutput{}, s3Error(err, nil)
+			return s3response.PutObjectOutput{}, b.s3Error(err, nil)
 		}
 		return s3response.PutObjectOutput{ETag: `"` + emptyMD5 + `"`}, nil
 	}
@@ -162,7 +161,7 @@ func (b *Backend) putConditions(ctx context.Context, p string, ifMatch, ifNoneMa
 	if ifMatch != nil {
 		fi, err := b.c.Head(ctx, p)
 		if err != nil || fi.IsDir {
-			return nil, s3Error(err, nil)
+			return nil, b.s3Error(err, nil)
 		}
 		if strings.Trim(*ifMatch, `"`) != strings.Trim(fileETag(fi), `"`) {
 			return nil, s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch)
@@ -180,13 +179,13 @@ func (b *Backend) write(ctx context.Context, p string, body io.Reader, length *i
 	}
 	w, err := b.c.Create(ctx, p, opts)
 	if err != nil {
-		return "", nil, b.putError(err, opts)
+		return "", nil, b.putError(ctx, p, err, opts)
 	}
 	h := md5.New()
 	n, err := io.Copy(io.MultiWriter(w, h), body)
 	if err != nil {
 		w.Abort()
-		return "", nil, s3Error(err, nil)
+		return "", nil, b.s3Error(err, nil)
 	}
 	if length != nil && *length >= 0 && n != *length {
 		w.Abort()
@@ -207,22 +206,31 @@ func (b *Backend) write(ctx context.Context, p string, body io.Reader, length *i
 	md[metaETag] = hex.EncodeToString(sum)
 	setMeta(w, md)
 	if err := w.Close(); err != nil {
-		return "", nil, b.putError(err, opts)
+		return "", nil, b.putError(ctx, p, err, opts)
 	}
 	return md[metaETag], w.Info(), nil
 }
 
-// putError is the S3 error of a failed write with opts.
-func (b *Backend) putError(err error, opts *client.CreateOptions) error {
+// putError is the S3 error of a failed write at p with opts: a directory
+// at p, or a file above it, is a conflict S3 does not have.
+func (b *Backend) putError(ctx context.Context, p string, err error, opts *client.CreateOptions) error {
 	switch {
 	case opts != nil && opts.IfNotExist && errors.Is(err, fs.ErrExist):
-		return s3err.GetPreconditionFailedErr(s3err.ConditionIfNoneMatch)
+		if fi, herr := b.c.Head(ctx, p); herr == nil && !fi.IsDir {
+			return s3err.GetPreconditionFailedErr(s3err.ConditionIfNoneMatch)
+		}
 	case opts != nil && opts.IfVersion != 0 && rpc.KindOf(err) == rpc.FailedPrecondition:
 		return s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch)
-	case errors.Is(err, fs.ErrExist):
-		return s3err.GetAPIError(s3err.ErrExistingObjectIsDirectory)
 	}
-	return s3Error(err, nil)
+	if errors.Is(err, fs.ErrExist) {
+		if fi, herr := b.c.Head(ctx, p); herr == nil && fi.IsDir {
+			return s3err.GetAPIError(s3err.ErrExistingObjectIsDirectory)
+		} else if herr != nil {
+			return s3err.GetAPIError(s3err.ErrObjectParentIsFile)
+		}
+		return s3err.GetPreconditionFailedErr(s3err.ConditionIfNoneMatch)
+	}
+	return b.s3Error(err, nil)
 }
 
 // stat returns the file or directory that bucket/key names: NoSuchBucket
@@ -243,7 +251,7 @@ func (b *Backend) stat(ctx context.Context, bucket, key string) (string, *client
 				return "", nil, berr
 			}
 		}
-		return "", nil, s3Error(err, nil)
+		return "", nil, b.s3Error(err, nil)
 	}
 	return p, fi, nil
 }
@@ -315,7 +323,7 @@ func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.Get
 		// Open pins a version: take the metadata of that one.
 		for range 3 {
 			if r, err = b.c.Open(actx, p); err != nil {
-				return nil, s3Error(err, nil)
+				return nil, b.s3Error(err, nil)
 			}
 			if r.Version() == fi.Version {
 				break
@@ -360,7 +368,7 @@ func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.Get
 	}
 	var body io.ReadCloser = io.NopCloser(strings.NewReader(""))
 	if r != nil {
-		body = &objectBody{seq: r, start: start, length: length, close: func() { r.Close(); cancel() }}
+		body = &objectBody{seq: r, start: start, length: length, ranged: contentRange != nil, close: func() { r.Close(); cancel() }}
 	} else {
 		cancel()
 	}
@@ -374,27 +382,32 @@ func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.Get
 	}, nil
 }
 
-// objectBody is a GetObject body: the range of a Reader, read in order
-// (with the Reader's read-ahead) once the first read positioned it.
+// objectBody is a GetObject body. A whole object is read in order, with
+// the Reader's read-ahead (the next chunks fetched while these are sent).
+// A range is read with ReadAt, a frame-sized piece at a time, so only the
+// chunks and frames that hold it are fetched: read-ahead would fetch
+// chunks past its end.
 type objectBody struct {
 	r             io.Reader
 	seq           *client.Reader
 	start, length int64
-	positioned    bool
+	ranged        bool
 	read          int64
 	close         func()
 	closed        bool
 }
 
+// rangeBuffer is how much of a range one ReadAt asks for: a frame (1 MiB
+// by default), so that a piece costs no more fetches than it needs.
+const rangeBuffer = 1 << 20
+
 func (o *objectBody) Read(p []byte) (int, error) {
-	if !o.positioned {
-		// Read sequentially from start: the Reader fetches the next chunks
-		// ahead, where ReadAt would fetch each piece on its own.
-		if _, err := o.seq.Seek(o.start, io.SeekStart); err != nil {
-			return 0, err
+	if o.r == nil {
+		if o.ranged {
+			o.r = bufio.NewReaderSize(io.NewSectionReader(o.seq, o.start, o.length), int(min(rangeBuffer, max(o.length, 16))))
+		} else {
+			o.r = o.seq
 		}
-		o.r = io.LimitReader(o.seq, o.length)
-		o.positioned = true
 	}
 	n, err := o.r.Read(p)
 	o.read += int64(n)
@@ -441,7 +454,7 @@ func (b *Backend) deleteObject(ctx context.Context, bucket, key string, ifMatch 
 		}
 		return nil
 	case err != nil:
-		return s3Error(err, nil)
+		return b.s3Error(err, nil)
 	}
 	if ifMatch != nil && strings.Trim(*ifMatch, `"`) != strings.Trim(fileETag(fi), `"`) {
 		return s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch)
@@ -452,7 +465,7 @@ func (b *Backend) deleteObject(ctx context.Context, bucket, key string, ifMatch 
 		return nil // a directory marker with keys below: they keep the prefix
 	case rpc.KindOf(err) == rpc.NotFound:
 	case err != nil:
-		return s3Error(err, nil)
+		return b.s3Error(err, nil)
 	}
 	b.removeEmptyParents(ctx, bp, p)
 	return nil
@@ -548,7 +561,7 @@ func (b *Backend) CopyObject(ctx context.Context, in s3response.CopyObjectInput)
 	}
 	fi, err := copyFile(ctx, b.c, srcPath, dstPath, md)
 	if err != nil {
-		return s3response.CopyObjectOutput{}, b.putError(err, nil)
+		return s3response.CopyObjectOutput{}, b.putError(ctx, dstPath, err, nil)
 	}
 	tag := fileETag(src)
 	return s3response.CopyObjectOutput{CopyObjectResult: &s3response.CopyObjectResult{ETag: &tag, LastModified: &fi.Modified}}, nil

@@ -23,19 +23,25 @@ func copyFile(ctx context.Context, c *client.Client, src, dst string, md map[str
 	return c.Copy(ctx, src, dst, &client.CopyOptions{Metadata: md})
 }
 
+// maxPartChunk bounds the chunk size of a part: a Writer holds up to
+// Parallel+1 chunks, so a part in chunks of at most 8 MiB (the
+// coordinator's default chunk size) costs the gateway no more memory than
+// any other upload.
+const maxPartChunk = 8 << 20
+
 // partChunkSize returns the chunk size that makes a part of size bytes
 // whole chunks, so that Complete can concatenate the parts without
 // copying them (Concat needs every part but the last to be whole chunks of
-// one size): the part's size when it fits a chunk, else the largest
-// divisor of it that does; 0 (the default) when there is none.
+// one size): the part's size when it is at most maxPartChunk, else the
+// largest divisor of it below that; 0 (the default) when there is none.
 func partChunkSize(size int64) int64 {
 	switch {
 	case size < rpc.MinChunkSize:
 		return 0
-	case size <= rpc.MaxChunkSize:
+	case size <= maxPartChunk:
 		return size
 	}
-	first := (size + rpc.MaxChunkSize - 1) / rpc.MaxChunkSize
+	first := (size + maxPartChunk - 1) / maxPartChunk
 	for k := first; k < first+4096; k++ {
 		if size%k == 0 && size/k >= rpc.MinChunkSize {
 			return size / k
