@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,106 +20,149 @@ import (
 )
 
 const (
-	procS3Access = "AKIDPROCESS"
-	procS3Secret = "process-secret-key"
+	procS3Access = "AKIDFSPROC"
+	procS3Secret = "dfs-proc-secret-key"
 )
 
-// startS3 starts (or restarts) a gateway process on addr and waits until
-// it answers.
-func (c *procCluster) startS3(addr string) *serverProc {
+// startS3 starts a `dfs s3` process named name against c and waits until
+// it answers HTTP; it returns its endpoint and process.
+func (c *procCluster) startS3(name string) (string, *serverProc) {
 	c.t.Helper()
-	p := c.start("s3", "s3", "--coordinator", c.coord, "--listen", addr, "--access-key", procS3Access, "--secret-key", procS3Secret)
-	s := procS3Client(addr, 0)
-	pollUntil(c.t, "the S3 gateway answers", func() (bool, string) {
+	addr := rolestest.FreeAddr(c.t)
+	p := c.start(name, "s3", "--listen", addr, "--coordinator", c.coord, "--access-key", procS3Access, "--secret-key", procS3Secret)
+	endpoint := "http://" + addr
+	pollUntil(c.t, name+" serves S3", func() (bool, string) {
 		c.alive()
-		_, err := s.ListBuckets(c.t.Context(), &s3.ListBucketsInput{})
-		return err == nil, errString(err)
+		resp, err := http.Get(endpoint + "/")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusForbidden, resp.Status // anonymous: refused, so serving
 	})
-	return p
+	return endpoint, p
 }
 
-func errString(err error) string {
-	if err == nil {
-		return ""
+// procS3Client is an aws-sdk-go-v2 client of the gateway at endpoint.
+func procS3Client(endpoint string) *s3.Client {
+	return s3.New(s3.Options{
+		Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(procS3Access, procS3Secret, ""),
+		BaseEndpoint: aws.String(endpoint), UsePathStyle: true, HTTPClient: &http.Client{Timeout: time.Minute},
+	})
+}
+
+// stallingReader gives n bytes of data, but after the first half it
+// signals half and blocks until ctx ends.
+type stallingReader struct {
+	ctx  context.Context
+	data []byte
+	off  int
+	half chan struct{}
+}
+
+func (r *stallingReader) Read(p []byte) (int, error) {
+	if r.off >= len(r.data)/2 {
+		select {
+		case <-r.half:
+		default:
+			close(r.half)
+		}
+		<-r.ctx.Done()
+		return 0, r.ctx.Err()
 	}
-	return err.Error()
+	n := copy(p, r.data[r.off:len(r.data)/2])
+	r.off += n
+	return n, nil
 }
 
-// procS3Client is an S3 client of the gateway at addr; attempts 0 keeps
-// the SDK's retries.
-func procS3Client(addr string, attempts int) *s3.Client {
-	return s3.New(s3.Options{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider(procS3Access, procS3Secret, ""),
-		BaseEndpoint: aws.String("http://" + addr), UsePathStyle: true, HTTPClient: &http.Client{Timeout: procTransferTimeout},
-		RetryMaxAttempts: attempts})
-}
-
-// TestProcessS3 kills -9 the gateway process in the middle of a multipart
-// upload, which a restarted gateway then completes, and in the middle of
-// a PutObject, after which the old version, whole, is what is read.
+// TestProcessS3 kills -9 the S3 gateway in the middle of a multipart
+// upload, which a restarted gateway (on another address) continues and
+// completes, and in the middle of a PutObject, after which the object's
+// previous version, or nothing, is what any gateway shows.
 func TestProcessS3(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process tests build the dfs binary and start processes; skipped with -short")
 	}
 	is := is.New(t)
+	ctx := t.Context()
 	bin := buildDFSBinary(t)
 	c := startProcCluster(t, bin, procClusterConfig{nodes: 3, suspectAfter: 5 * time.Second, deadAfter: 10 * time.Second})
-	addr := rolestest.FreeAddr(t)
-	gw := c.startS3(addr)
-	s := procS3Client(addr, 0)
-	ctx := t.Context()
-	_, err := s.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("proc")})
+	endpoint, gw := c.startS3("s3-1")
+	s := procS3Client(endpoint)
+	bucket := "kill"
+	_, err := s.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &bucket})
 	is.NoErr(err)
 
-	// Kill -9 mid-multipart: the upload goes on through a new gateway.
-	parts := [][]byte{procTestData(5<<20, "part1"), procTestData(5<<20, "part2"), procTestData(123, "part3")}
-	cr, err := s.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("proc"), Key: aws.String("mp/object")})
+	// Mid-multipart: part 1 through the first gateway, which dies.
+	data := procTestData(11<<20, "s3-multipart")
+	key := "big/object"
+	mp, err := s.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &bucket, Key: &key})
 	is.NoErr(err)
-	var done []types.CompletedPart
-	up, err := s.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String("proc"), Key: aws.String("mp/object"), UploadId: cr.UploadId,
-		PartNumber: aws.Int32(1), Body: bytes.NewReader(parts[0])})
+	p1, err := s.UploadPart(ctx, &s3.UploadPartInput{Bucket: &bucket, Key: &key, UploadId: mp.UploadId, PartNumber: aws.Int32(1),
+		Body: bytes.NewReader(data[:6<<20])})
 	is.NoErr(err)
-	done = append(done, types.CompletedPart{ETag: up.ETag, PartNumber: aws.Int32(1)})
 	c.kill(gw)
-	gw = c.startS3(addr)
-	for i, p := range parts[1:] {
-		up, err := s.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String("proc"), Key: aws.String("mp/object"), UploadId: cr.UploadId,
-			PartNumber: aws.Int32(int32(i + 2)), Body: bytes.NewReader(p)})
-		is.NoErr(err) // the upload survived the gateway
-		done = append(done, types.CompletedPart{ETag: up.ETag, PartNumber: aws.Int32(int32(i + 2))})
-	}
-	_, err = s.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String("proc"), Key: aws.String("mp/object"), UploadId: cr.UploadId,
-		MultipartUpload: &types.CompletedMultipartUpload{Parts: done}})
-	is.NoErr(err)
-	is.True(bytes.Equal(procS3Get(t, s, "proc", "mp/object"), bytes.Join(parts, nil))) // every part, in order
 
-	// Kill -9 mid-PutObject: the old version stays, whole.
-	old := procTestData(200<<10, "old")
-	_, err = s.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("proc"), Key: aws.String("k"), Body: bytes.NewReader(old)})
+	endpoint, gw = c.startS3("s3-2")
+	s = procS3Client(endpoint)
+	p2, err := s.UploadPart(ctx, &s3.UploadPartInput{Bucket: &bucket, Key: &key, UploadId: mp.UploadId, PartNumber: aws.Int32(2),
+		Body: bytes.NewReader(data[6<<20:])})
+	is.NoErr(err) // the upload goes on through another gateway
+	parts, err := s.ListParts(ctx, &s3.ListPartsInput{Bucket: &bucket, Key: &key, UploadId: mp.UploadId})
 	is.NoErr(err)
-	body := &stallingReader{data: procTestData(8<<20, "new"), stallAt: 3 << 20, stalled: make(chan struct{}), release: make(chan struct{})}
-	defer body.unblock()
-	once := procS3Client(addr, 1) // no retry: the request is cut off
-	putErr := make(chan error, 1)
-	go func() {
-		_, err := once.PutObject(context.WithoutCancel(ctx), &s3.PutObjectInput{Bucket: aws.String("proc"), Key: aws.String("k"),
-			Body: body, ContentLength: aws.Int64(int64(len(body.data)))})
-		putErr <- err
-	}()
-	select {
-	case <-body.stalled: // 3 MiB sent, 5 to go
-	case err := <-putErr:
-		t.Fatalf("the put ended before it stalled: %v", err)
+	is.Equal(len(parts.Parts), 2) // the part sent to the dead gateway is there
+	_, err = s.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &bucket, Key: &key, UploadId: mp.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{
+			{PartNumber: aws.Int32(1), ETag: p1.ETag}, {PartNumber: aws.Int32(2), ETag: p2.ETag}}}})
+	is.NoErr(err)
+	is.True(bytes.Equal(procS3Get(t, s, bucket, key), data)) // whole, in order
+
+	// Mid-PutObject: over an old version, and of a new key.
+	old := procTestData(1<<20, "s3-old")
+	_, err = s.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String("obj"), Body: bytes.NewReader(old)})
+	is.NoErr(err)
+	presign := s3.NewPresignClient(s)
+	for _, k := range []string{"obj", "fresh"} {
+		req, err := presign.PresignPutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String(k)})
+		is.NoErr(err)
+		body := &stallingReader{ctx: ctx, data: procTestData(24<<20, "s3-new-"+k), half: make(chan struct{})}
+		putCtx, cancel := context.WithCancel(ctx)
+		body.ctx = putCtx
+		hreq, err := http.NewRequestWithContext(putCtx, http.MethodPut, req.URL, body)
+		is.NoErr(err)
+		hreq.ContentLength = int64(len(body.data))
+		done := make(chan error, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(hreq)
+			if err == nil {
+				resp.Body.Close()
+				err = fmt.Errorf("the put was answered %s", resp.Status)
+			}
+			done <- err
+		}()
+		<-body.half // half the object is in the gateway
+		c.kill(gw)
+		cancel()
+		is.True(<-done != nil) // the put failed
+
+		endpoint, gw = c.startS3(fmt.Sprintf("s3-%s", k))
+		s = procS3Client(endpoint)
+		presign = s3.NewPresignClient(s)
 	}
-	c.kill(gw)
-	body.unblock()
-	is.True(<-putErr != nil) // the put failed with its gateway
-	c.startS3(addr)
-	is.True(bytes.Equal(procS3Get(t, s, "proc", "k"), old)) // the old version, whole
-	h, err := s.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("proc"), Key: aws.String("k")})
+	is.True(bytes.Equal(procS3Get(t, s, bucket, "obj"), old)) // the old version stays
+	_, err = s.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: aws.String("fresh")})
+	var nf *types.NotFound
+	is.True(errors.As(err, &nf)) // and no half of the new one
+	list, err := s.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &bucket})
 	is.NoErr(err)
-	is.Equal(*h.ContentLength, int64(len(old)))
+	var keys []string
+	for _, o := range list.Contents {
+		keys = append(keys, *o.Key)
+	}
+	is.Equal(keys, []string{"big/object", "obj"}) // nothing half-written is listed
 }
 
+// procS3Get reads a whole object.
 func procS3Get(t *testing.T, s *s3.Client, bucket, key string) []byte {
 	t.Helper()
 	out, err := s.GetObject(t.Context(), &s3.GetObjectInput{Bucket: &bucket, Key: &key})
@@ -133,31 +176,3 @@ func procS3Get(t *testing.T, s *s3.Client, bucket, key string) []byte {
 	}
 	return b
 }
-
-// stallingReader gives data up to stallAt, then tells stalled and waits
-// for release before it gives the rest.
-type stallingReader struct {
-	data     []byte
-	off      int
-	stallAt  int
-	stalled  chan struct{}
-	release  chan struct{}
-	once     sync.Once
-	unblockd sync.Once
-}
-
-func (r *stallingReader) Read(p []byte) (int, error) {
-	if r.off >= len(r.data) {
-		return 0, io.EOF
-	}
-	if r.off >= r.stallAt {
-		r.once.Do(func() { close(r.stalled) })
-		<-r.release
-		return 0, errors.New("stalled reader released: the test cut the request off")
-	}
-	n := copy(p, r.data[r.off:min(len(r.data), r.stallAt)])
-	r.off += n
-	return n, nil
-}
-
-func (r *stallingReader) unblock() { r.unblockd.Do(func() { close(r.release) }) }

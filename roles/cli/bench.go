@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -54,11 +55,14 @@ type BenchResult struct {
 	DatanodePeakRSS   []int64 `json:"datanode_peak_rss_bytes,omitempty"`
 	Nodes             int     `json:"nodes,omitempty"`
 	Replication       int     `json:"replication,omitempty"`
+	// S3 is what --s3 measured through a gateway.
+	S3 *S3BenchResult `json:"s3,omitempty"`
 }
 
 func (a *app) benchCommand() *cli.Command {
 	cfg := client.DefaultConfig()
-	dev, nodes, asJSON := false, 3, false
+	dev, nodes, asJSON, withS3 := false, 3, false, false
+	s3res := &S3BenchResult{PartBytes: 16 << 20, PartsInFlight: 4}
 	res := &BenchResult{LargeBytes: 1 << 30, SmallFiles: 1000, SmallBytes: 4 << 10, SmallParallel: 16, MetaParallel: 16,
 		RangeReads: 10000, RangeFileBytes: 1 << 30, RangeReadBytes: 64 << 10, RangeFrameBytes: 64 << 10, RangeParallel: 16,
 		TreeFiles: 1000, TreeFileBytes: 64 << 10, TreeTransfers: benchTransfers}
@@ -84,11 +88,20 @@ func (a *app) benchCommand() *cli.Command {
 			transfersFlag(&res.TreeTransfers),
 			&cli.IntFlag{Name: "meta-ops", Value: res.MetaOps, Destination: &res.MetaOps, EnvVars: env("BENCH_META_OPS"), Usage: "metadata commits (empty files) and lookups to time; 0 skips"},
 			&cli.IntFlag{Name: "meta-parallel", Value: res.MetaParallel, Destination: &res.MetaParallel, EnvVars: env("BENCH_META_PARALLEL"), Usage: "metadata operations in flight at once"},
+			&cli.BoolFlag{Name: "s3", Destination: &withS3, EnvVars: env("BENCH_S3"), Usage: "with --dev, also time the large file and the small files through an S3 gateway process (aws-sdk-go-v2)"},
+			&cli.GenericFlag{Name: "s3-part-size", Value: byteSize(&s3res.PartBytes), EnvVars: env("BENCH_S3_PART_SIZE"), Usage: "part size of the S3 multipart put"},
+			&cli.IntFlag{Name: "s3-parts-in-flight", Value: s3res.PartsInFlight, Destination: &s3res.PartsInFlight, EnvVars: env("BENCH_S3_PARTS_IN_FLIGHT"), Usage: "parts of the S3 multipart put sent at once"},
 			&cli.BoolFlag{Name: "json", Destination: &asJSON, EnvVars: env("JSON"), Usage: "print the figures as one JSON object"},
 		},
 		Action: func(c *cli.Context) error {
 			ctx := c.Context
 			stdio := a.stdio
+			if withS3 && !dev {
+				return rpc.Errorf(rpc.Invalid, "--s3 needs --dev: the bench starts the gateway process itself")
+			}
+			if withS3 && (s3res.PartBytes < 5<<20 || s3res.PartBytes > rpc.MaxChunkSize || s3res.PartsInFlight < 1) {
+				return rpc.Errorf(rpc.Invalid, "--s3-part-size must be between 5 MiB and %s, --s3-parts-in-flight at least 1", rpc.FormatBytes(rpc.MaxChunkSize))
+			}
 			var procs *devProcs
 			if dev {
 				var err error
@@ -119,6 +132,16 @@ func (a *app) benchCommand() *cli.Command {
 					// Measure as an ordinary user, whom every permission
 					// check applies to (a superuser skips them): the
 					// superuser gives the user /bench.
+					if withS3 {
+						// The gateway keeps multipart parts there, for
+						// every user (as dfs dev sets it up).
+						if err := cl.MkdirAll(ctx, "/.s3/multipart"); err != nil {
+							return err
+						}
+						if err := cl.Chmod(ctx, "/.s3/multipart", 0o777|fs.ModeSticky); err != nil {
+							return err
+						}
+					}
 					if cl, err = procs.asUser(ctx, cl, &cfg, "bench", "/bench"); err != nil {
 						return err
 					}
@@ -136,6 +159,26 @@ func (a *app) benchCommand() *cli.Command {
 			}
 			if err := runBench(ctx, cl, rangeCl, res, stdio.Err, asJSON); err != nil {
 				return err
+			}
+			if withS3 {
+				user := ""
+				if procs.pki != nil {
+					user = "bench"
+				}
+				g, err := procs.startS3Gateway(ctx, user, stdio.Err)
+				if err != nil {
+					return err
+				}
+				defer g.stop()
+				say := func(format string, args ...any) {
+					if !asJSON {
+						fmt.Fprintf(stdio.Err, format+"\n", args...)
+					}
+				}
+				if err := runS3Bench(ctx, g, res, s3res, say); err != nil {
+					return err
+				}
+				res.S3 = s3res
 			}
 			if procs != nil {
 				res.DatanodePeakRSS = procs.peakRSS()
@@ -159,6 +202,9 @@ func (a *app) benchCommand() *cli.Command {
 			}
 			if res.MetaOps > 0 {
 				fmt.Fprintf(stdio.Out, "metadata, %d in flight: %.0f commits/s, %.0f lookups/s\n", res.MetaParallel, res.MetaCommitsPerSec, res.MetaLookupsPerSec)
+			}
+			if res.S3 != nil {
+				printS3Bench(stdio.Out, res)
 			}
 			for i, rss := range res.DatanodePeakRSS {
 				fmt.Fprintf(stdio.Out, "datanode %d peak RSS: %s\n", i, rpc.FormatBytes(rss))
