@@ -116,8 +116,14 @@ func (w *Writer) Write(p []byte) (int, error) {
 		k := min(len(p), chunk-len(w.cur))
 		if len(w.cur)+k > cap(w.cur) {
 			// Grow to what is needed, by doubling, up to a chunk: a small
-			// file takes a small buffer.
-			grown := make([]byte, len(w.cur), min(chunk, max(2*cap(w.cur), len(w.cur)+k, 64<<10)))
+			// file takes a small buffer. With the file's size known, at
+			// once to what the chunk will hold: no buffer grown and
+			// dropped on the way.
+			want := max(2*cap(w.cur), len(w.cur)+k, 64<<10)
+			if w.u.size >= 0 {
+				want = max(want, int(w.u.size-w.u.total))
+			}
+			grown := make([]byte, len(w.cur), min(chunk, want))
 			copy(grown, w.cur)
 			w.cur = grown
 		}

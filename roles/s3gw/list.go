@@ -244,11 +244,9 @@ func (b *Backend) ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input) 
 	ctx, cancel := b.act(ctx)
 	defer cancel()
 	// The continuation token is the last key (or common prefix) of the
-	// page before; with one, start-after is what the first page was.
-	marker := deref(in.StartAfter)
-	if t := deref(in.ContinuationToken); t != "" {
-		marker = t
-	}
+	// page before; given both, the listing starts after the later of the
+	// two (as versitygw's backends do), so neither is ever gone back on.
+	marker := max(deref(in.StartAfter), deref(in.ContinuationToken))
 	l, err := b.list(ctx, deref(in.Bucket), deref(in.Prefix), deref(in.Delimiter), marker, in.MaxKeys)
 	if err != nil {
 		return s3response.ListObjectsV2Result{}, err

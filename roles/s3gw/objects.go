@@ -199,6 +199,16 @@ func (b *Backend) write(ctx context.Context, p string, body io.Reader, length *i
 	if err != nil {
 		return "", nil, apiError("InvalidRequest", 400, "checksum: %s", err)
 	}
+	if length != nil && *length > 0 {
+		// The size up front: the Writer takes buffers of the chunks'
+		// sizes at once, and the coordinator plans the chunks.
+		var sized client.CreateOptions
+		if opts != nil {
+			sized = *opts
+		}
+		sized.Size = *length
+		opts = &sized
+	}
 	w, err := b.c.Create(ctx, p, opts)
 	if err != nil {
 		return "", nil, b.putError(ctx, p, err, opts)
