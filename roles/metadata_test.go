@@ -84,6 +84,23 @@ func TestFileMetadata(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(len(cp.Metadata), 0) // empty, not nil, replaces with none
 
+	// Onto itself with new metadata: a new version of the same bytes,
+	// of the version asked for only.
+	before, err := cl.Stat(ctx, "/m/a")
+	is.NoErr(err)
+	_, err = cl.Copy(ctx, "/m/a", "/m/a", &client.CopyOptions{Metadata: map[string]string{"content-type": "text/html"}, SrcVersion: before.Version + 1})
+	is.True(rpc.KindOf(err) == rpc.FailedPrecondition) // not the version asked for
+	_, err = cl.Copy(ctx, "/m/a", "/m/a", nil)
+	is.True(rpc.KindOf(err) == rpc.Invalid) // onto itself without new metadata: nothing to do
+	cp, err = cl.Copy(ctx, "/m/a", "/m/a", &client.CopyOptions{Metadata: map[string]string{"content-type": "text/html"}, SrcVersion: before.Version})
+	is.NoErr(err)
+	is.Equal(cp.Version, before.Version+1)             // a new version
+	is.Equal(cp.Metadata["content-type"], "text/html") // with the new metadata
+	eventually(t, "no chunk deletion pending", func() bool { return c.Coordinator().PendingDeletes() == 0 })
+	got, err := getBytes(ctx, cl, "/m/a")
+	is.NoErr(err)
+	is.Equal(string(got), "hello") // and the same bytes, none deleted
+
 	is.NoErr(cl.Rename(ctx, "/m/b", "/m/e", nil))
 	fi, err = cl.Stat(ctx, "/m/e")
 	is.NoErr(err)
@@ -155,6 +172,12 @@ func TestConcat(t *testing.T) {
 	is.NoErr(err)
 	_, err = cl.Concat(ctx, "/bad", []string{"/full", "/odd", "/full"}, nil)
 	is.True(rpc.KindOf(err) == rpc.Invalid) // a short chunk before the last
+	_, err = putWith(ctx, cl, "/big-last", randomBytes(cs+cs/2), &client.CreateOptions{ChunkSize: 2 * cs})
+	is.NoErr(err)
+	_, err = cl.Concat(ctx, "/bad", []string{"/full", "/big-last"}, nil)
+	is.True(rpc.KindOf(err) == rpc.Invalid) // a last chunk larger than the others'
+	_, err = cl.Concat(ctx, "/bad", []string{"/full", "/full"}, nil)
+	is.NoErr(err) // a source twice is fine: its chunks twice
 	_, err = cl.Concat(ctx, "/full", []string{"/full", "/odd"}, nil)
 	is.True(rpc.KindOf(err) == rpc.Invalid) // onto a source
 	_, err = cl.Concat(ctx, "/bad", []string{"/full", "/nope"}, nil)
@@ -163,8 +186,12 @@ func TestConcat(t *testing.T) {
 	is.True(errors.Is(err, fs.ErrExist)) // create-only over an existing file
 	_, err = cl.Concat(ctx, "/bad", nil, nil)
 	is.True(rpc.KindOf(err) == rpc.Invalid) // nothing to join
-	_, err = cl.Stat(ctx, "/bad")
-	is.True(errors.Is(err, fs.ErrNotExist)) // none of them made anything
+	got, err = getBytes(ctx, cl, "/bad")
+	is.NoErr(err)
+	full, err := getBytes(ctx, cl, "/full")
+	is.NoErr(err)
+	is.True(bytes.Equal(got, append(bytes.Clone(full), full...))) // the only one that was made
+	is.NoErr(cl.Remove(ctx, "/bad"))
 
 	fi, err = cl.Concat(ctx, "/whole", []string{"/full", "/odd"}, nil) // replacing /whole
 	is.NoErr(err)
@@ -174,9 +201,11 @@ func TestConcat(t *testing.T) {
 	})
 	got, err = getBytes(ctx, cl, "/whole")
 	is.NoErr(err)
-	full, err := getBytes(ctx, cl, "/full")
-	is.NoErr(err)
 	is.True(bytes.HasPrefix(got, full)) // the new one reads
+	is.NoErr(cl.Remove(ctx, "/full"))
+	got, err = getBytes(ctx, cl, "/whole")
+	is.NoErr(err)
+	is.True(bytes.HasPrefix(got, full)) // and still does when its sources are gone
 }
 
 // TestListAfter: a listing taken up after a key gives what follows it in

@@ -120,8 +120,14 @@ type CopyOptions struct {
 	// FailedPrecondition).
 	IfVersion uint64
 	// Metadata, when not nil, is dst's metadata (see
-	// CreateOptions.Metadata); nil keeps src's.
+	// CreateOptions.Metadata); nil keeps src's. With Metadata, src may be
+	// dst: the file gets a new version with the same bytes and the new
+	// metadata.
 	Metadata map[string]string
+	// SrcVersion, when not 0, copies only that version of src (else
+	// FailedPrecondition), so what the caller looked at (its metadata, a
+	// condition on it) is what is copied.
+	SrcVersion uint64
 }
 
 // Copy makes dst a new file with src's content, on the coordinator: the
@@ -133,7 +139,7 @@ func (c *Client) Copy(ctx context.Context, src, dst string, opts *CopyOptions) (
 	req := &dfspb.CopyFileRequest{Src: src, Dst: dst}
 	if opts != nil {
 		req.IfNotExist, req.IfVersion = opts.IfNotExist, opts.IfVersion
-		req.ReplaceMetadata, req.Metadata = opts.Metadata != nil, opts.Metadata
+		req.ReplaceMetadata, req.Metadata, req.SrcVersion = opts.Metadata != nil, opts.Metadata, opts.SrcVersion
 	}
 	var out *dfspb.FileInfo
 	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {

@@ -264,6 +264,8 @@ type composition struct {
 	cond         precondition
 	metadata     map[string]string
 	keepMetadata bool
+	// srcVersion, when not 0, is the version the one source must be at.
+	srcVersion uint64
 }
 
 // maxConcatSources bounds the sources of one concatenation (S3's most
@@ -278,7 +280,10 @@ func (c composition) check() error {
 		return rpc.Errorf(rpc.Invalid, "no file to copy from")
 	case len(c.srcs) > maxConcatSources:
 		return rpc.Errorf(rpc.Invalid, "%d files to concatenate: at most %d", len(c.srcs), maxConcatSources)
-	case slices.Contains(c.srcs, c.dst):
+	case slices.Contains(c.srcs, c.dst) && (len(c.srcs) > 1 || c.keepMetadata):
+		// A file copied onto itself with new metadata is a new version
+		// of it with the same bytes (S3's CopyObject of an object onto
+		// itself, to replace its metadata); nothing else is.
 		return rpc.Errorf(rpc.Invalid, "cannot copy %s onto itself", c.dst)
 	}
 	return meta.CheckMetadata(c.metadata)
@@ -336,10 +341,15 @@ func (ns *namespace) compose(ctx context.Context, c composition) (*meta.File, er
 		if old != nil {
 			f.Version, txn.Expect = old.Version+1, old.Version
 			f.Attr = old.Attr // a replaced file's attributes stay
-			txn.AddDeletions = ns.locs.deletionsOf(old)
 		}
 		if err := ns.refs.share(f, maxShares); err != nil {
 			return nil, err
+		}
+		if old != nil {
+			// After the new file's references: a chunk the replaced file
+			// shares with it (a copy onto itself shares them all) is not
+			// deleted.
+			txn.AddDeletions = ns.locs.deletionsOf(old)
 		}
 		err = ns.commits.Commit(ctx, txn)
 		if err != nil && outcomeUnknown(err) && ns.moved(ctx, f, c.dst) {
@@ -385,6 +395,9 @@ func (ns *namespace) joined(ctx context.Context, c composition) (*meta.File, err
 		if from.IsDir {
 			return nil, rpc.Errorf(rpc.Invalid, "%s is a directory: copy copies files", src)
 		}
+		if c.srcVersion != 0 && from.File.Version != c.srcVersion {
+			return nil, rpc.Errorf(rpc.FailedPrecondition, "%s is at version %d, not %d", src, from.File.Version, c.srcVersion)
+		}
 		if f == nil {
 			g := *from.File
 			g.Chunks = slices.Clone(g.Chunks)
@@ -415,8 +428,8 @@ func (ns *namespace) joined(ctx context.Context, c composition) (*meta.File, err
 
 // appendable says why next's chunks cannot follow f's, if they cannot:
 // f's chunks must all be of one size (a valid chunk size), and so must
-// next's but its last, the same size; the chunks together within the
-// most a file may have.
+// next's but its last, the same size, and its last no larger (it may end
+// the file); the chunks together within the most a file may have.
 func (ns *namespace) appendable(f, next *meta.File) error {
 	if len(next.Chunks) == 0 {
 		return nil
@@ -431,7 +444,8 @@ func (ns *namespace) appendable(f, next *meta.File) error {
 	whole := func(chunks []meta.Chunk) bool {
 		return !slices.ContainsFunc(chunks, func(ch meta.Chunk) bool { return ch.Size != size })
 	}
-	if rpc.CheckChunkSize(size) != nil || !whole(f.Chunks) || !whole(next.Chunks[:len(next.Chunks)-1]) {
+	if rpc.CheckChunkSize(size) != nil || !whole(f.Chunks) || !whole(next.Chunks[:len(next.Chunks)-1]) ||
+		next.Chunks[len(next.Chunks)-1].Size > size {
 		return rpc.Errorf(rpc.Invalid, "cannot concatenate %s: every file but the last must be whole chunks of one size (%s, the first chunk's)", next.Path, rpc.FormatBytes(size))
 	}
 	return nil

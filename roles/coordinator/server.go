@@ -238,7 +238,7 @@ func (s *server) CopyFile(ctx context.Context, req *dfspb.CopyFileRequest) (*dfs
 		return nil, rpc.ToStatus(err)
 	}
 	f, err := t.namespace.compose(ctx, composition{srcs: []rpc.Path{src}, dst: dst, cond: cond,
-		metadata: req.Metadata, keepMetadata: !req.ReplaceMetadata})
+		metadata: req.Metadata, keepMetadata: !req.ReplaceMetadata, srcVersion: req.SrcVersion})
 	if err != nil {
 		return nil, rpc.ToStatus(err)
 	}

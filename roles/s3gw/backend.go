@@ -162,7 +162,17 @@ func (b *Backend) DeleteBucket(ctx context.Context, bucket string) error {
 		}
 		return b.s3Error(err, s3err.GetBucketErr(s3err.ErrNoSuchBucket, bucket))
 	}
-	if err := b.c.RemoveAll(ctx, multipartRoot+"/"+bucket); err != nil {
+	var dirs []string
+	err = b.bucketUploads(ctx, bucket, func(dir, _ string) error {
+		dirs = append(dirs, dir)
+		return nil
+	})
+	for _, dir := range dirs {
+		if rerr := b.c.RemoveAll(ctx, dir); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	if err != nil {
 		b.log.Warn().Err(err).Str("bucket", bucket).Msg("remove the uploads in progress of a deleted bucket")
 	}
 	return nil

@@ -51,7 +51,41 @@ type uploadInfo struct {
 	Initiated time.Time         `json:"initiated"`
 }
 
-func uploadDir(bucket, id string) string { return multipartRoot + "/" + bucket + "/" + id }
+// uploadDir is where an upload keeps its parts: a directory of its own
+// right under multipartRoot, named by bucket and ID. The uploads of a
+// bucket sort together ('+' is in no bucket name), and no directory is
+// shared by the users of a bucket: the root is the superuser's, sticky,
+// so no user can block or remove another's uploads.
+func uploadDir(bucket, id string) string { return multipartRoot + "/" + bucket + uploadSep + id }
+
+// uploadSep separates the bucket from the upload ID in an upload's
+// directory name.
+const uploadSep = "+"
+
+// bucketUploads calls fn with the directory and ID of each upload of
+// bucket, in ID order, a page of the listing at a time.
+func (b *Backend) bucketUploads(ctx context.Context, bucket string, fn func(dir, id string) error) error {
+	prefix := multipartRoot + "/" + bucket + uploadSep
+	for e, err := range b.c.List(ctx, multipartRoot, &client.ListOptions{After: prefix}) {
+		if err != nil {
+			if rpc.KindOf(err) == rpc.NotFound {
+				return nil // no upload yet
+			}
+			return err
+		}
+		id, ok := strings.CutPrefix(e.Path, prefix)
+		if !ok {
+			return nil // past the bucket's uploads
+		}
+		if !e.IsDir || !validUploadID(id) {
+			continue
+		}
+		if err := fn(e.Path, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func partPath(dir string, n int32) string { return fmt.Sprintf("%s/%s%05d", dir, partPrefix, n) }
 
@@ -125,11 +159,12 @@ func (b *Backend) CreateMultipartUpload(ctx context.Context, in s3response.Creat
 		}
 		return s3response.InitiateMultipartUploadResult{}, b.s3Error(err, nil)
 	}
-	// The bucket's directory of uploads is shared by every user of the
-	// bucket; only its maker may open it up (the others' chmod fails).
-	_ = b.c.Chmod(actx, multipartRoot+"/"+bucket, 0o777|fs.ModeSticky)
-	// An upload is its initiator's alone.
-	_ = b.c.Chmod(actx, dir, 0o700)
+	// An upload is its initiator's alone: its parts are not for others
+	// to read before the object is.
+	if err := b.c.Chmod(actx, dir, 0o700); err != nil {
+		_ = b.c.RemoveAll(actx, dir)
+		return s3response.InitiateMultipartUploadResult{}, b.s3Error(err, nil)
+	}
 	info, _ := json.Marshal(uploadInfo{Key: key, Meta: md, Initiator: b.userOf(ctx), Initiated: b.clock.Now().UTC()})
 	if _, err := b.c.Put(actx, dir+"/"+uploadFile, bytes.NewReader(info), int64(len(info)), nil); err != nil {
 		_ = b.c.RemoveAll(actx, dir)
@@ -220,7 +255,10 @@ func (b *Backend) UploadPartCopy(ctx context.Context, in *s3.UploadPartCopyInput
 	}
 	srcTag := strings.Trim(fileETag(src), `"`)
 	if start == 0 && length == src.Size && isMD5(srcTag) {
-		fi, err := copyFile(ctx, b.c, srcPath, dst, map[string]string{metaETag: srcTag})
+		fi, err := copyFile(ctx, b.c, srcPath, dst, map[string]string{metaETag: srcTag}, src.Version)
+		if rpc.KindOf(err) == rpc.FailedPrecondition {
+			return s3response.CopyPartResult{}, errSourceChanged
+		}
 		if err != nil {
 			return s3response.CopyPartResult{}, b.s3Error(err, nil)
 		}
@@ -231,6 +269,9 @@ func (b *Backend) UploadPartCopy(ctx context.Context, in *s3.UploadPartCopyInput
 		return s3response.CopyPartResult{}, b.s3Error(err, nil)
 	}
 	defer r.Close()
+	if r.Version() != src.Version {
+		return s3response.CopyPartResult{}, errSourceChanged // the range and conditions were of another version
+	}
 	if _, err := r.Seek(start, io.SeekStart); err != nil {
 		return s3response.CopyPartResult{}, b.s3Error(err, nil)
 	}
@@ -317,23 +358,17 @@ func (b *Backend) ListMultipartUploads(ctx context.Context, in *s3.ListMultipart
 	}
 	prefix, keyMarker := deref(in.Prefix), deref(in.KeyMarker)
 	var uploads []s3response.Upload
-	err := b.c.ListPages(ctx, multipartRoot+"/"+bucket, false, func(page []client.DirEntry) error {
-		for _, e := range page {
-			id := e.Path[strings.LastIndexByte(e.Path, '/')+1:]
-			if !e.IsDir || !validUploadID(id) {
-				continue
-			}
-			_, info, err := b.openUpload(ctx, bucket, "", id)
-			if err != nil {
-				continue // aborted or completed meanwhile, or not this user's
-			}
-			if !strings.HasPrefix(info.Key, prefix) || (keyMarker != "" && info.Key <= keyMarker) {
-				continue
-			}
-			owner := s3response.Owner{ID: info.Initiator, DisplayName: info.Initiator}
-			uploads = append(uploads, s3response.Upload{Key: info.Key, UploadID: id, Initiator: s3response.Initiator(owner), Owner: owner,
-				StorageClass: types.StorageClassStandard, Initiated: info.Initiated})
+	err := b.bucketUploads(ctx, bucket, func(_, id string) error {
+		_, info, err := b.openUpload(ctx, bucket, "", id)
+		if err != nil {
+			return nil // aborted or completed meanwhile, or not this user's
 		}
+		if !strings.HasPrefix(info.Key, prefix) || (keyMarker != "" && info.Key < keyMarker) {
+			return nil
+		}
+		owner := s3response.Owner{ID: info.Initiator, DisplayName: info.Initiator}
+		uploads = append(uploads, s3response.Upload{Key: info.Key, UploadID: id, Initiator: s3response.Initiator(owner), Owner: owner,
+			StorageClass: types.StorageClassStandard, Initiated: info.Initiated})
 		return nil
 	})
 	if err != nil && rpc.KindOf(err) != rpc.NotFound {
@@ -483,21 +518,11 @@ func (b *Backend) AbortStale(ctx context.Context, user string, maxAge time.Durat
 	}
 	cutoff := b.clock.Now().Add(-maxAge)
 	var stale []string
-	err := b.c.ListPages(ctx, multipartRoot, false, func(buckets []client.DirEntry) error {
-		for _, bk := range buckets {
-			if !bk.IsDir {
-				continue
-			}
-			err := b.c.ListPages(ctx, bk.Path, false, func(ups []client.DirEntry) error {
-				for _, u := range ups {
-					if u.IsDir && !u.Modified.IsZero() && u.Modified.Before(cutoff) {
-						stale = append(stale, u.Path)
-					}
-				}
-				return nil
-			})
-			if err != nil && rpc.KindOf(err) != rpc.NotFound {
-				return err
+	err := b.c.ListPages(ctx, multipartRoot, false, func(ups []client.DirEntry) error {
+		for _, u := range ups {
+			_, id, ok := strings.Cut(u.Path[len(multipartRoot)+1:], uploadSep)
+			if ok && u.IsDir && validUploadID(id) && !u.Modified.IsZero() && u.Modified.Before(cutoff) {
+				stale = append(stale, u.Path)
 			}
 		}
 		return nil

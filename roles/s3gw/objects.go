@@ -15,7 +15,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/google/uuid"
 	"github.com/versity/versitygw/backend"
 	"github.com/versity/versitygw/s3err"
 	"github.com/versity/versitygw/s3response"
@@ -178,8 +177,11 @@ func (b *Backend) putConditions(ctx context.Context, p string, ifMatch, ifNoneMa
 	}
 	if ifMatch != nil {
 		fi, err := b.c.Head(ctx, p)
-		if err != nil || fi.IsDir {
+		if err != nil {
 			return nil, b.s3Error(err, nil)
+		}
+		if fi.IsDir {
+			return nil, s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch) // no object there to match
 		}
 		if strings.Trim(*ifMatch, `"`) != strings.Trim(fileETag(fi), `"`) {
 			return nil, s3err.GetPreconditionFailedErr(s3err.ConditionIfMatch)
@@ -289,10 +291,32 @@ func (b *Backend) stat(ctx context.Context, bucket, key string) (string, *client
 	return p, fi, nil
 }
 
+// statReadable is stat for a caller who must be allowed to read the
+// object, as S3's HEAD asks: a file is opened (the read's permission
+// check; the Reader's Info is that version's metadata) and closed at once.
+func (b *Backend) statReadable(ctx context.Context, bucket, key string) (string, *client.FileInfo, error) {
+	p, dir, err := objectPath(bucket, key)
+	if err != nil {
+		return "", nil, err
+	}
+	if !dir {
+		r, err := b.c.Open(ctx, p)
+		if err == nil {
+			fi := r.Info()
+			r.Close()
+			return p, fi, nil
+		}
+		if k := rpc.KindOf(err); k != rpc.NotFound && k != rpc.Invalid {
+			return "", nil, b.s3Error(err, nil)
+		}
+	}
+	return b.stat(ctx, bucket, key)
+}
+
 func (b *Backend) HeadObject(ctx context.Context, in *s3.HeadObjectInput) (*s3.HeadObjectOutput, error) {
 	ctx, cancel := b.act(ctx)
 	defer cancel()
-	_, fi, err := b.stat(ctx, deref(in.Bucket), deref(in.Key))
+	_, fi, err := b.statReadable(ctx, deref(in.Bucket), deref(in.Key))
 	if err != nil {
 		return nil, err
 	}
@@ -370,6 +394,10 @@ func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.Get
 	if !dir {
 		if r, err = b.c.Open(actx, p); err == nil {
 			fi = r.Info()
+		} else if rpc.KindOf(err) != rpc.NotFound && rpc.KindOf(err) != rpc.Invalid {
+			// Refused, unavailable, damaged: that is the answer. Not
+			// found, or a directory there: the stat below tells which.
+			return nil, b.s3Error(err, nil)
 		}
 	}
 	if r == nil {
@@ -617,13 +645,12 @@ func (b *Backend) CopyObject(ctx context.Context, in s3response.CopyObjectInput)
 	} else if srcPath == dstPath {
 		return s3response.CopyObjectOutput{}, s3err.GetAPIError(s3err.ErrInvalidCopyDest)
 	}
-	var fi *client.FileInfo
-	if srcPath == dstPath {
-		// New metadata for the same bytes: a copy beside the uploads,
-		// renamed over the object in one commit.
-		fi, err = b.copyOnto(ctx, deref(in.Bucket), srcPath, md)
-	} else {
-		fi, err = copyFile(ctx, b.c, srcPath, dstPath, md)
+	// The version stat'ed (its conditions checked, its ETag taken) is the
+	// one copied; onto itself with new metadata, a new version of the
+	// object with the same chunks and the replaced file's owner and mode.
+	fi, err := copyFile(ctx, b.c, srcPath, dstPath, md, src.Version)
+	if rpc.KindOf(err) == rpc.FailedPrecondition {
+		return s3response.CopyObjectOutput{}, errSourceChanged
 	}
 	if err != nil {
 		return s3response.CopyObjectOutput{}, b.putError(ctx, dstPath, err, nil)
@@ -631,6 +658,10 @@ func (b *Backend) CopyObject(ctx context.Context, in s3response.CopyObjectInput)
 	tag := fileETag(src)
 	return s3response.CopyObjectOutput{CopyObjectResult: &s3response.CopyObjectResult{ETag: &tag, LastModified: &fi.Modified}}, nil
 }
+
+// errSourceChanged answers a copy whose source was replaced between its
+// stat and the copy: the client's retry copies the new version whole.
+var errSourceChanged = apiError("ServiceUnavailable", 503, "the source object changed while it was being copied, retry")
 
 // copySourceConditions checks the x-amz-copy-source-if-* headers as the
 // conditions of a read of the source (412, or 304 where a read says so).
@@ -643,26 +674,6 @@ func copySourceConditions(tag string, mod time.Time, ifMatch, ifNoneMatch *strin
 	}
 	return backend.EvaluatePreconditions(tag, mod.Truncate(time.Second), backend.PreConditions{IfMatch: trim(ifMatch), IfNoneMatch: trim(ifNoneMatch),
 		IfModSince: ifMod, IfUnmodeSince: ifUnmod})
-}
-
-// copyOnto gives the file p metadata md, atomically: a copy of it (shared
-// chunks) is made in the bucket's uploads directory and renamed over p.
-func (b *Backend) copyOnto(ctx context.Context, bucket, p string, md map[string]string) (*client.FileInfo, error) {
-	dir := multipartRoot + "/" + bucket
-	if err := b.c.MkdirAll(ctx, dir); err != nil {
-		return nil, err
-	}
-	_ = b.c.Chmod(ctx, dir, 0o777|fs.ModeSticky)
-	tmp := dir + "/copy-" + uuid.NewString()
-	fi, err := copyFile(ctx, b.c, p, tmp, md)
-	if err != nil {
-		return nil, err
-	}
-	if err := b.c.Rename(ctx, tmp, p, nil); err != nil {
-		_ = b.c.Remove(ctx, tmp)
-		return nil, err
-	}
-	return fi, nil
 }
 
 // GetObjectTagging answers no tags for an existing object.

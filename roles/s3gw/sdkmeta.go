@@ -18,9 +18,10 @@ func entryMeta(e client.DirEntry) map[string]string { return e.Metadata }
 
 func setMeta(w *client.Writer, md map[string]string) { w.SetMetadata(md) }
 
-// copyFile copies src to dst on the cluster; md nil keeps src's metadata.
-func copyFile(ctx context.Context, c *client.Client, src, dst string, md map[string]string) (*client.FileInfo, error) {
-	return c.Copy(ctx, src, dst, &client.CopyOptions{Metadata: md})
+// copyFile copies version srcVersion (0: any) of src to dst on the
+// cluster; md nil keeps src's metadata.
+func copyFile(ctx context.Context, c *client.Client, src, dst string, md map[string]string, srcVersion uint64) (*client.FileInfo, error) {
+	return c.Copy(ctx, src, dst, &client.CopyOptions{Metadata: md, SrcVersion: srcVersion})
 }
 
 // maxPartChunk bounds the chunk size of a part: a Writer holds up to

@@ -2301,8 +2301,11 @@ type CopyFileRequest struct {
 	// replace_metadata gives the copy metadata instead of the source's.
 	ReplaceMetadata bool              `protobuf:"varint,5,opt,name=replace_metadata,json=replaceMetadata,proto3" json:"replace_metadata,omitempty"`
 	Metadata        map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// src_version, when not 0, copies only that version of src (else
+	// FailedPrecondition): what the caller looked at is what is copied.
+	SrcVersion    uint64 `protobuf:"varint,7,opt,name=src_version,json=srcVersion,proto3" json:"src_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CopyFileRequest) Reset() {
@@ -2375,6 +2378,13 @@ func (x *CopyFileRequest) GetMetadata() map[string]string {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *CopyFileRequest) GetSrcVersion() uint64 {
+	if x != nil {
+		return x.SrcVersion
+	}
+	return 0
 }
 
 type CopyFileResponse struct {
@@ -6518,7 +6528,7 @@ const file_dfs_proto_rawDesc = "" +
 	"\x03dst\x18\x02 \x01(\tR\x03dst\x12\x1d\n" +
 	"\n" +
 	"no_replace\x18\x03 \x01(\bR\tnoReplace\"\x10\n" +
-	"\x0eRenameResponse\"\xa1\x02\n" +
+	"\x0eRenameResponse\"\xc2\x02\n" +
 	"\x0fCopyFileRequest\x12\x10\n" +
 	"\x03src\x18\x01 \x01(\tR\x03src\x12\x10\n" +
 	"\x03dst\x18\x02 \x01(\tR\x03dst\x12 \n" +
@@ -6527,7 +6537,9 @@ const file_dfs_proto_rawDesc = "" +
 	"\n" +
 	"if_version\x18\x04 \x01(\x04R\tifVersion\x12)\n" +
 	"\x10replace_metadata\x18\x05 \x01(\bR\x0freplaceMetadata\x12A\n" +
-	"\bmetadata\x18\x06 \x03(\v2%.dfs.v1.CopyFileRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x06 \x03(\v2%.dfs.v1.CopyFileRequest.MetadataEntryR\bmetadata\x12\x1f\n" +
+	"\vsrc_version\x18\a \x01(\x04R\n" +
+	"srcVersion\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
