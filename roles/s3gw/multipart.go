@@ -363,7 +363,9 @@ func (b *Backend) ListMultipartUploads(ctx context.Context, in *s3.ListMultipart
 		if err != nil {
 			return nil // aborted or completed meanwhile, or not this user's
 		}
-		if !strings.HasPrefix(info.Key, prefix) || (keyMarker != "" && info.Key < keyMarker) {
+		// Past the key marker; with an upload-ID marker the marker's key
+		// too, whose uploads after that ID versitygw's lister keeps.
+		if !strings.HasPrefix(info.Key, prefix) || (keyMarker != "" && (info.Key < keyMarker || info.Key == keyMarker && deref(in.UploadIdMarker) == "")) {
 			return nil
 		}
 		owner := s3response.Owner{ID: info.Initiator, DisplayName: info.Initiator}
