@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -10,8 +11,10 @@ import (
 	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/roles"
+	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/roles/mount"
 	"github.com/dfs-project/dfs/rpc"
 )
 
@@ -152,6 +155,7 @@ func (a *app) datanodeCommand() *cli.Command {
 
 func (a *app) devCommand() *cli.Command {
 	dir, nodes, listen, replication, admin := "./dfs-dev", 3, "127.0.0.1:7000", 3, "127.0.0.1:7080"
+	var mountDir string
 	return &cli.Command{
 		Name: "dev", Usage: "run a coordinator and N datanodes in this process, for trying dfs out", Category: "server",
 		Flags: []cli.Flag{
@@ -160,6 +164,7 @@ func (a *app) devCommand() *cli.Command {
 			&cli.StringFlag{Name: "listen", Value: listen, Destination: &listen, EnvVars: env("LISTEN"), Usage: "coordinator listen address"},
 			&cli.IntFlag{Name: "replication", Value: replication, Destination: &replication, EnvVars: env("REPLICATION"), Usage: "default replication factor"},
 			adminListenFlag(&admin, "the coordinator's admin HTTP address: status page, /metrics, /healthz, /readyz (empty: none)"),
+			&cli.StringFlag{Name: "mount", Destination: &mountDir, EnvVars: env("DEV_MOUNT"), Usage: "also serve the cluster at this directory (FUSE), as dfs mount does"},
 		},
 		Action: func(c *cli.Context) error {
 			if nodes < 1 || nodes > 64 {
@@ -201,9 +206,55 @@ func (a *app) devCommand() *cli.Command {
 			} else {
 				fmt.Fprintf(a.stdio.Out, "try: DFS_COORDINATOR=%s DFS_INSECURE=true dfs nodes\n", cl.Addr())
 			}
+			unmounted := func() error { return nil }
+			if mountDir != "" {
+				if unmounted, err = a.devMount(c.Context, cl, mountDir); err != nil {
+					cl.Close()
+					return err
+				}
+			}
 			<-c.Context.Done()
 			fmt.Fprintln(a.stdio.Out, "dfs dev: stopping")
-			return cl.Close()
+			merr := unmounted() // before the cluster goes
+			if err := cl.Close(); err != nil {
+				return err
+			}
+			return merr
 		},
+	}
+}
+
+// devMount serves the dev cluster cl at dir until ctx ends; it returns
+// once the mount answers, with a function that waits for the mount to
+// end, or with the reason it cannot mount.
+func (a *app) devMount(ctx context.Context, cl *roles.Cluster, dir string) (func() error, error) {
+	if err := mount.Available(); err != nil {
+		return nil, rpc.Errorf(rpc.FailedPrecondition, "--mount: %v", err)
+	}
+	ccfg := client.DefaultConfig()
+	ccfg.Logger = &a.log
+	c, err := cl.Client(ccfg)
+	if err != nil {
+		return nil, err
+	}
+	mc := mount.DefaultConfig()
+	mc.Mountpoint = dir
+	m, err := mount.New(mc, c, a.log)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		err := m.Run(ctx, func() { close(ready) })
+		c.Close()
+		done <- err
+	}()
+	select {
+	case <-ready:
+		fmt.Fprintf(a.stdio.Out, "dfs dev: the cluster is mounted at %s\n", dir)
+		return func() error { return <-done }, nil
+	case err := <-done:
+		return nil, err
 	}
 }
