@@ -16,6 +16,9 @@ const blockSize = 1 << 20
 // a zip's index).
 const keepBlocks = 8
 
+// runBlocks is the most blocks one read-ahead ReadAt fetches.
+const runBlocks = 4
+
 // blockReader reads one version of a file in blocks through the SDK's
 // ReaderAt, and reads ahead, several blocks at once, while the reads are
 // sequential. The kernel may send the reads of one sequential reader out
@@ -71,8 +74,22 @@ func (b *blockReader) ReadAt(p []byte, off int64) (int, error) {
 	for i := first; i <= last; i++ {
 		want = append(want, b.fetch(i))
 	}
-	for i := last + 1; i <= last+int64(b.ahead) && i < nblocks; i++ {
-		b.fetch(i)
+	// Read ahead in runs of up to runBlocks blocks, one ReadAt each: fewer,
+	// larger reads cost less than one per block.
+	for i := last + 1; i <= last+int64(b.ahead) && i < nblocks; {
+		if _, ok := b.blocks[i]; ok {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < i+runBlocks && j <= last+int64(b.ahead) && j < nblocks {
+			if _, ok := b.blocks[j]; ok {
+				break
+			}
+			j++
+		}
+		b.fetchRun(i, j)
+		i = j
 	}
 	b.evict(first, last+int64(b.ahead))
 	b.mu.Unlock()
@@ -116,6 +133,32 @@ func (b *blockReader) fetch(i int64) *block {
 		blk.buf, blk.err = buf[:n], err
 	}()
 	return blk
+}
+
+// fetchRun starts reading blocks [i, j) with one ReadAt.
+func (b *blockReader) fetchRun(i, j int64) {
+	blks := make([]*block, 0, j-i)
+	done := make(chan struct{})
+	for k := i; k < j; k++ {
+		b.use++
+		blk := &block{done: done, used: b.use}
+		b.blocks[k] = blk
+		blks = append(blks, blk)
+	}
+	go func() {
+		defer close(done)
+		off := i * blockSize
+		buf := make([]byte, min((j-i)*blockSize, b.size-off))
+		n, err := b.r.ReadAt(buf, off)
+		if err == io.EOF && n == len(buf) {
+			err = nil
+		}
+		for k, blk := range blks {
+			lo := min(int64(k)*blockSize, int64(n))
+			hi := min(lo+blockSize, int64(n))
+			blk.buf, blk.err = buf[lo:hi:hi], err
+		}
+	}()
 }
 
 // evict drops the blocks least recently used outside [lo, hi] while more
