@@ -56,12 +56,27 @@ func (d *dirNode) path() (string, syscall.Errno) {
 	return p, 0
 }
 
-func (d *dirNode) fillOut(out *fuse.Attr) {
+// fillOut writes the attributes of the directory, as it stands in the
+// tree.
+func (d *dirNode) fillOut(out *fuse.AttrOut) {
+	_, p := d.Parent()
+	d.fill(&out.Attr, p != nil || d.IsRoot())
+	out.SetTimeout(d.m.attrTimeout(false))
+}
+
+// fillEntry writes the attributes of the directory a lookup or mkdir
+// returns: it enters the tree as the call returns.
+func (d *dirNode) fillEntry(out *fuse.EntryOut) {
+	d.fill(&out.Attr, true)
+	out.SetAttrTimeout(d.m.attrTimeout(false))
+}
+
+func (d *dirNode) fill(out *fuse.Attr, linked bool) {
 	d.mu.Lock()
 	a := d.a
 	d.mu.Unlock()
 	nlink := uint32(2)
-	if _, p := d.Parent(); p == nil && !d.IsRoot() {
+	if !linked {
 		nlink = 0
 	}
 	d.m.fill(out, a, true, nlink)
@@ -89,7 +104,7 @@ func (d *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 			d.setAttrs(fromInfo(fi))
 		}
 	}
-	d.fillOut(&out.Attr)
+	d.fillOut(out)
 	return 0
 }
 
@@ -110,7 +125,7 @@ func (d *dirNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAt
 		return errno
 	}
 	d.setAttrs(a)
-	d.fillOut(&out.Attr)
+	d.fillOut(out)
 	return 0
 }
 
@@ -165,7 +180,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	if ch := d.GetChild(name); ch != nil {
 		if f, ok := ch.Operations().(*fileNode); ok && f.isLocal() {
-			f.fillOut(&out.Attr)
+			f.fillEntry(out)
 			return ch, 0
 		}
 	}
@@ -185,13 +200,13 @@ func (d *dirNode) child(ctx context.Context, name string, isDir bool, a attrs, o
 		case *dirNode:
 			if isDir {
 				n.setAttrs(a)
-				n.fillOut(&out.Attr)
+				n.fillEntry(out)
 				return ch
 			}
 		case *fileNode:
 			if !isDir {
 				n.refresh(a)
-				n.fillOut(&out.Attr)
+				n.fillEntry(out)
 				return ch
 			}
 		}
@@ -199,12 +214,12 @@ func (d *dirNode) child(ctx context.Context, name string, isDir bool, a attrs, o
 	if isDir {
 		n := &dirNode{m: d.m, a: a, fetched: time.Now()}
 		ch := d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFDIR})
-		n.fillOut(&out.Attr)
+		n.fillEntry(out)
 		return ch
 	}
 	n := &fileNode{m: d.m, a: a, fetched: time.Now()}
 	ch := d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG})
-	n.fillOut(&out.Attr)
+	n.fillEntry(out)
 	return ch
 }
 
@@ -363,7 +378,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		a: attrs{mode: toFileMode(mode), mtime: time.Now().Truncate(time.Millisecond)}}
 	ch := d.NewInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG})
 	h := n.newHandle(flags)
-	n.fillOut(&out.Attr)
+	n.fillEntry(out)
 	return ch, h, 0, 0
 }
 
@@ -512,7 +527,7 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if e, ok := h.recent[name]; ok {
 		if ch := h.d.GetChild(name); ch != nil {
 			if f, ok := ch.Operations().(*fileNode); ok && f.isLocal() {
-				f.fillOut(&out.Attr)
+				f.fillEntry(out)
 				return ch, 0
 			}
 		}

@@ -90,16 +90,34 @@ func (n *fileNode) needsCommit() bool {
 	return !n.unlinked && (n.stream != nil || n.dirty || n.pending || n.truncated)
 }
 
-func (n *fileNode) fillOut(out *fuse.Attr) {
+// fillOut writes the attributes of the file, as it stands in the tree.
+// The kernel may keep them for the attribute timeout, but not those of a
+// file being written: its commit changes them (the time, the version).
+func (n *fileNode) fillOut(out *fuse.AttrOut) {
+	_, p := n.Parent()
+	out.SetTimeout(n.m.attrTimeout(n.fill(&out.Attr, p != nil)))
+}
+
+// fillEntry writes the attributes of the file a lookup or create returns:
+// it enters the tree as the call returns.
+func (n *fileNode) fillEntry(out *fuse.EntryOut) {
+	out.SetAttrTimeout(n.m.attrTimeout(n.fill(&out.Attr, true)))
+}
+
+// fill writes the attributes and says whether they are the mount's own,
+// not yet the cluster's.
+func (n *fileNode) fill(out *fuse.Attr, linked bool) (local bool) {
 	n.mu.Lock()
 	a := n.a
 	unlinked := n.unlinked
+	local = n.localLocked()
 	n.mu.Unlock()
 	nlink := uint32(1)
-	if _, p := n.Parent(); p == nil || unlinked {
+	if !linked || unlinked {
 		nlink = 0
 	}
 	n.m.fill(out, a, false, nlink)
+	return local && !unlinked
 }
 
 // refresh takes attributes read from the cluster, unless the mount
@@ -128,7 +146,7 @@ func (n *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 			n.refresh(fromInfo(fi))
 		}
 	}
-	n.fillOut(&out.Attr)
+	n.fillOut(out)
 	return 0
 }
 
@@ -145,7 +163,7 @@ func (n *fileNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetA
 	if errno := n.setattrLocked(ctx, in, setMode || setUID || setGID); errno != 0 {
 		return errno
 	}
-	n.fillOut(&out.Attr)
+	n.fillOut(out)
 	return 0
 }
 
@@ -298,10 +316,15 @@ func (n *fileNode) commitLocked(ctx context.Context) error {
 	}
 	n.pending, n.truncated, n.dirty, n.excl = false, false, false, false
 	n.gen++
-	a := n.a
-	if info != nil {
-		a = fromInfo(info)
+	if info == nil {
+		// The Writer of an empty file returns no metadata.
+		fi, err := n.m.c.Head(ctx, p)
+		if err != nil {
+			return err
+		}
+		info = fi
 	}
+	a := fromInfo(info)
 	if n.modeSet {
 		if a.mode != n.a.mode {
 			if err := n.m.c.Chmod(ctx, p, n.a.mode); err != nil {

@@ -157,9 +157,10 @@ func (m *Mount) Run(ctx context.Context, ready func()) error {
 	// dfs gives it no attributes of its own.
 	root.a = attrs{mode: 0o755, mtime: time.Now().Truncate(time.Second), owner: "admin", group: "admin"}
 	root.fetched = time.Now().Add(100 * 365 * 24 * time.Hour)
-	at, et, nt := m.cfg.AttrTimeout, m.cfg.EntryTimeout, m.cfg.NegativeTimeout
+	et, nt := m.cfg.EntryTimeout, m.cfg.NegativeTimeout
+	// No AttrTimeout here: every reply sets its own (see attrTimeout),
+	// and go-fuse would take a zero one for "unset".
 	opts := &gofs.Options{
-		AttrTimeout:     &at,
 		EntryTimeout:    &et,
 		NegativeTimeout: &nt,
 		UID:             m.uid,
@@ -173,6 +174,7 @@ func (m *Mount) Run(ctx context.Context, ready func()) error {
 			AllowOther:    m.cfg.AllowOther,
 			Debug:         m.cfg.Debug,
 			MaxBackground: 64,
+			DisableXAttrs: true, // the kernel answers ENOTSUP without asking
 		},
 	}
 	if m.cfg.ReadOnly {
@@ -219,6 +221,15 @@ func fusermount() string {
 		return p
 	}
 	return "fusermount"
+}
+
+// attrTimeout is how long the kernel may keep attributes: the configured
+// timeout, or none for a file being written (its commit changes them).
+func (m *Mount) attrTimeout(local bool) time.Duration {
+	if local {
+		return 0
+	}
+	return m.cfg.AttrTimeout
 }
 
 // errno maps an SDK error to the errno an application sees; an error of
