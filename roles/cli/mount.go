@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/urfave/cli/v2"
 
 	"github.com/dfs-project/dfs/roles/client"
@@ -52,7 +53,18 @@ func (a *app) runMount(ctx context.Context, mc mount.Config, cl *client.Client) 
 	if err != nil {
 		return err
 	}
-	return m.Run(ctx, func() {
+	notified := false
+	err = m.Run(ctx, func() {
 		fmt.Fprintf(a.stdio.Out, "dfs mount: serving the cluster at %s; unmount with fusermount3 -u %s or Ctrl-C\n", mc.Mountpoint, mc.Mountpoint)
+		// Under systemd (Type=notify): ready once the mount answers.
+		if sent, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+			a.log.Warn().Err(err).Msg("cannot tell systemd that the mount is ready")
+		} else {
+			notified = sent
+		}
 	})
+	if notified {
+		daemon.SdNotify(false, daemon.SdNotifyStopping)
+	}
+	return err
 }
