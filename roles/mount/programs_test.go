@@ -32,13 +32,17 @@ func need(t *testing.T, progs ...string) {
 	}
 }
 
-// run runs a program in dir and fails the test, with its output, when it
-// fails.
-func run(t *testing.T, dir string, name string, args ...string) string {
+// run runs a program and fails the test, with its output, when it fails.
+// It runs in a directory outside the mount, and every path it is given is
+// absolute: a child process of the test that entered the mount between
+// fork and exec (cmd.Dir) would deadlock the test, which serves the
+// mount: the forking thread holds its P until the exec, and a stop of the
+// world for the GC then never completes, so the mount never answers.
+func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "HOME="+dir, "GIT_CONFIG_NOSYSTEM=1", "LC_ALL=C",
+	cmd.Dir = os.TempDir()
+	cmd.Env = append(os.Environ(), "HOME="+os.TempDir(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "LC_ALL=C",
 		"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -76,13 +80,13 @@ func TestTar(t *testing.T) {
 	f := mountCluster(t)
 	src, files := sourceTree(t)
 	archive := filepath.Join(t.TempDir(), "src.tar")
-	run(t, src, "tar", "cf", archive, "crypto", "net", "go", "encoding")
+	run(t, "tar", "cf", archive, "-C", src, "crypto", "net", "go", "encoding")
 
 	dst := filepath.Join(f.dir, "src")
 	is.NoErr(os.Mkdir(dst, 0o755))
-	run(t, dst, "tar", "xf", archive)
+	run(t, "tar", "xf", archive, "-C", dst)
 	for _, d := range []string{"crypto", "net", "go", "encoding"} {
-		run(t, f.dir, "diff", "-r", filepath.Join(src, d), filepath.Join(dst, d))
+		run(t, "diff", "-r", filepath.Join(src, d), filepath.Join(dst, d))
 	}
 	u, err := f.cl.Usage(t.Context(), "/src")
 	is.NoErr(err)
@@ -98,28 +102,28 @@ func TestGit(t *testing.T) {
 	f := mountCluster(t)
 	src, _ := sourceTree(t)
 	repo := t.TempDir()
-	run(t, repo, "git", "init", "-q", "-b", "main")
-	run(t, repo, "cp", "-r", filepath.Join(src, "encoding"), ".")
-	run(t, repo, "git", "add", ".")
-	run(t, repo, "git", "commit", "-q", "-m", "first")
+	run(t, "git", "-C", repo, "init", "-q", "-b", "main")
+	run(t, "cp", "-r", filepath.Join(src, "encoding"), repo)
+	run(t, "git", "-C", repo, "add", ".")
+	run(t, "git", "-C", repo, "commit", "-q", "-m", "first")
 	is.NoErr(os.WriteFile(filepath.Join(repo, "more.txt"), []byte("more\n"), 0o644))
-	run(t, repo, "git", "add", ".")
-	run(t, repo, "git", "commit", "-q", "-m", "second")
+	run(t, "git", "-C", repo, "add", ".")
+	run(t, "git", "-C", repo, "commit", "-q", "-m", "second")
 
 	clone := filepath.Join(f.dir, "clone")
-	run(t, f.dir, "git", "clone", "-q", repo, clone)
-	run(t, clone, "git", "fsck", "--full", "--strict")
-	is.Equal(run(t, clone, "git", "status", "--porcelain"), "") // a clean checkout
+	run(t, "git", "clone", "-q", repo, clone)
+	run(t, "git", "-C", clone, "fsck", "--full", "--strict")
+	is.Equal(run(t, "git", "-C", clone, "status", "--porcelain"), "") // a clean checkout
 
 	is.NoErr(os.WriteFile(filepath.Join(clone, "new.txt"), []byte("on the mount\n"), 0o644))
-	run(t, clone, "git", "add", "new.txt")
-	run(t, clone, "git", "commit", "-q", "-m", "on dfs")
-	log := run(t, clone, "git", "log", "--format=%s")
+	run(t, "git", "-C", clone, "add", "new.txt")
+	run(t, "git", "-C", clone, "commit", "-q", "-m", "on dfs")
+	log := run(t, "git", "-C", clone, "log", "--format=%s")
 	is.Equal(log, "on dfs\nsecond\nfirst\n") // the history, with the commit made on the mount
-	run(t, clone, "git", "fsck", "--full")
-	is.Equal(run(t, clone, "git", "status", "--porcelain"), "") // still clean
-	run(t, clone, "git", "gc", "-q")
-	run(t, clone, "git", "fsck", "--full")
+	run(t, "git", "-C", clone, "fsck", "--full")
+	is.Equal(run(t, "git", "-C", clone, "status", "--porcelain"), "") // still clean
+	run(t, "git", "-C", clone, "gc", "-q")
+	run(t, "git", "-C", clone, "fsck", "--full")
 }
 
 // TestRsync: rsync -a to the mount and back gives the same tree.
@@ -130,12 +134,12 @@ func TestRsync(t *testing.T) {
 	f := mountCluster(t)
 	src, _ := sourceTree(t)
 	from := filepath.Join(src, "encoding") + "/"
-	run(t, f.dir, "rsync", "-a", from, filepath.Join(f.dir, "enc")+"/")
+	run(t, "rsync", "-a", from, filepath.Join(f.dir, "enc")+"/")
 	back := t.TempDir()
-	run(t, f.dir, "rsync", "-a", filepath.Join(f.dir, "enc")+"/", back+"/")
-	run(t, f.dir, "diff", "-r", from, back)
+	run(t, "rsync", "-a", filepath.Join(f.dir, "enc")+"/", back+"/")
+	run(t, "diff", "-r", from, back)
 	// A second run finds nothing to send but the times dfs does not keep.
-	run(t, f.dir, "rsync", "-a", "--checksum", from, filepath.Join(f.dir, "enc")+"/")
+	run(t, "rsync", "-a", "--checksum", from, filepath.Join(f.dir, "enc")+"/")
 	st, err := os.Stat(filepath.Join(f.dir, "enc", "json", "decode.go"))
 	is.NoErr(err)
 	want, err := os.Stat(filepath.Join(from, "json", "decode.go"))
@@ -180,18 +184,18 @@ func TestCopyLarge(t *testing.T) {
 	f := bigCluster(t, 3)
 	const size = 128 << 20
 	src := randomFile(t, size)
-	run(t, f.dir, "cp", src, filepath.Join(f.dir, "big"))
+	run(t, "cp", src, filepath.Join(f.dir, "big"))
 	back := filepath.Join(t.TempDir(), "back")
-	run(t, f.dir, "cp", filepath.Join(f.dir, "big"), back)
-	run(t, f.dir, "cmp", src, back)
+	run(t, "cp", filepath.Join(f.dir, "big"), back)
+	run(t, "cmp", src, back)
 	fi, err := f.cl.Head(t.Context(), "/big")
 	is.NoErr(err)
 	is.Equal(fi.Size, int64(size)) // committed whole
 
 	// cp over the file replaces it.
 	small := randomFile(t, 3<<20+5)
-	run(t, f.dir, "cp", small, filepath.Join(f.dir, "big"))
-	run(t, f.dir, "cmp", small, filepath.Join(f.dir, "big"))
+	run(t, "cp", small, filepath.Join(f.dir, "big"))
+	run(t, "cmp", small, filepath.Join(f.dir, "big"))
 }
 
 // TestDatanodeStoppedDuringCopy: a datanode stopped while a large file is
@@ -215,9 +219,9 @@ func TestDatanodeStoppedDuringCopy(t *testing.T) {
 	is.NoErr(err)
 	is.NoErr(f.cluster.StopNode(0))
 	_, err = io.Copy(out, in)
-	is.NoErr(err)                  // the writes go on
-	is.NoErr(out.Close())          // and the commit succeeds
-	run(t, f.dir, "cmp", src, dst) // the bytes are the same
+	is.NoErr(err)           // the writes go on
+	is.NoErr(out.Close())   // and the commit succeeds
+	run(t, "cmp", src, dst) // the bytes are the same
 	var buf bytes.Buffer
 	_, err = f.cl.Get(t.Context(), "/big", &buf, nil)
 	is.NoErr(err)
@@ -231,7 +235,7 @@ func TestFio(t *testing.T) {
 	need(t, "fio")
 	f := bigCluster(t, 3)
 	for _, rw := range []string{"write", "read"} {
-		out := run(t, f.dir, "fio", "--name=seq"+rw, "--directory="+f.dir, "--rw="+rw, "--bs=1M", "--filename=fio.dat",
+		out := run(t, "fio", "--name=seq"+rw, "--directory="+f.dir, "--rw="+rw, "--bs=1M", "--filename=fio.dat",
 			"--size=32M", "--ioengine=psync", "--verify=crc32c", "--do_verify=1", "--fallocate=none",
 			"--output-format=terse")
 		if !strings.Contains(out, "seq"+rw) {
