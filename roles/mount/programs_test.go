@@ -212,7 +212,9 @@ func TestDatanodeStoppedDuringCopy(t *testing.T) {
 	in, err := os.Open(src)
 	is.NoErr(err)
 	defer in.Close()
-	out, err := os.Create(dst)
+	// Opened as cp opens it (write-only), so the file streams to the
+	// datanodes as it is written: the stopped node fails chunks in flight.
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	is.NoErr(err)
 	// A third of the file, then stop a datanode, then the rest.
 	_, err = io.CopyN(out, in, size/3)

@@ -16,8 +16,9 @@ const blockSize = 1 << 20
 // a zip's index).
 const keepBlocks = 8
 
-// runBlocks is the most blocks one read-ahead ReadAt fetches.
-const runBlocks = 4
+// runBlocks is the most blocks one read-ahead ReadAt fetches: 8 MiB,
+// the default chunk size.
+const runBlocks = 8
 
 // blockReader reads one version of a file in blocks through the SDK's
 // ReaderAt, and reads ahead, several blocks at once, while the reads are
@@ -81,8 +82,10 @@ func (b *blockReader) ReadAt(p []byte, off int64) (int, error) {
 			i++
 			continue
 		}
+		// Runs end at multiples of runBlocks: with the default 8 MiB
+		// chunks, each run is one chunk's stream.
 		j := i + 1
-		for j < i+runBlocks && j <= last+int64(b.ahead) && j < nblocks {
+		for j%runBlocks != 0 && j <= last+int64(b.ahead) && j < nblocks {
 			if _, ok := b.blocks[j]; ok {
 				break
 			}
