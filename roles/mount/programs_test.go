@@ -52,9 +52,11 @@ func run(t *testing.T, name string, args ...string) string {
 }
 
 // treeDirs are the packages of Go's source tree the tar test unpacks:
-// about 1,200 files in 150 directories, as many as the package's time
-// budget allows under -race (each file is one commit, ~25 ms there).
-var treeDirs = []string{"crypto"}
+// about 650 files in 60 directories, as many as the package's time budget
+// allows under -race, where the in-process cluster makes each file's
+// commit cost ~200 ms (15 ms without it). The benchmark unpacks 5,000
+// (docs/benchmarks.md, FUSE mount).
+var treeDirs = []string{"crypto/tls", "crypto/x509"}
 
 // sourceTree returns Go's source tree and how many files treeDirs hold.
 func sourceTree(t *testing.T) (string, int) {
@@ -69,14 +71,14 @@ func sourceTree(t *testing.T) (string, int) {
 			return nil
 		})
 	}
-	if n < 1000 {
+	if n < 300 {
 		t.Skipf("the Go source tree at %s is not there (%d files)", src, n)
 	}
 	return src, n
 }
 
-// TestTar: tar x of a source tree of over a thousand files onto the
-// mount gives the same tree (diff -r), and the cluster holds every file.
+// TestTar: tar x of a source tree of hundreds of files onto the mount
+// gives the same tree (diff -r), and the cluster holds every file.
 func TestTar(t *testing.T) {
 	t.Parallel()
 	need(t, "tar", "diff")
@@ -107,7 +109,7 @@ func TestGit(t *testing.T) {
 	src, _ := sourceTree(t)
 	repo := t.TempDir()
 	run(t, "git", "-C", repo, "init", "-q", "-b", "main")
-	run(t, "cp", "-r", filepath.Join(src, "encoding"), repo)
+	run(t, "cp", "-r", filepath.Join(src, "encoding", "json"), filepath.Join(src, "encoding", "csv"), repo)
 	run(t, "git", "-C", repo, "add", ".")
 	run(t, "git", "-C", repo, "commit", "-q", "-m", "first")
 	is.NoErr(os.WriteFile(filepath.Join(repo, "more.txt"), []byte("more\n"), 0o644))
