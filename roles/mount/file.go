@@ -524,7 +524,11 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	p, ok := pathOf(&n.Inode)
-	if n.stream == nil && n.spool == nil && h.wronly && off == 0 && n.a.size == 0 && ok && !n.unlinked {
+	// Stream only a file known to be empty here (new, or emptied by
+	// O_TRUNC or truncate): an empty size in cached attributes may be
+	// stale, and a stream replaces the whole file.
+	known := n.pending || n.truncated
+	if n.stream == nil && n.spool == nil && h.wronly && off == 0 && known && n.a.size == 0 && ok && !n.unlinked {
 		w, err := n.m.c.Create(n.m.ctx, p, &client.CreateOptions{IfNotExist: n.excl && n.pending})
 		if err != nil {
 			return 0, n.m.errno("write", p, err)
