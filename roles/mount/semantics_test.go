@@ -6,16 +6,20 @@ package mount_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/matryer/is"
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/dfs-project/dfs/roles/client"
@@ -252,4 +256,54 @@ func TestUnmountFromOutside(t *testing.T) {
 		t.Fatal("Run did not return after the unmount")
 	}
 	is.Equal(get(t, cl, "/f"), "x") // what was written stays
+}
+
+// syncBuffer is a log sink safe for the mount's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestUnavailableIsEIO: a file no datanode can serve reads as EIO, and
+// the mount logs the error with its request ID.
+func TestUnavailableIsEIO(t *testing.T) {
+	is := is.New(t)
+	needFUSE(t)
+	c := rolestest.Start(t, 3)
+	cl := rolestest.Client(t, c, func(cfg *client.Config) { cfg.Attempts = 1 })
+	_, err := cl.Put(t.Context(), "/f", bytes.NewReader([]byte("data")), 4, nil)
+	is.NoErr(err)
+	var logs syncBuffer
+	dir := t.TempDir()
+	cfg := mount.DefaultConfig()
+	cfg.Mountpoint = dir
+	m, err := mount.New(cfg, cl, zerolog.New(&logs))
+	is.NoErr(err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() { done <- m.Run(ctx, func() { close(ready) }) }()
+	<-ready
+	defer func() {
+		cancel()
+		is.NoErr(<-done) // a clean stop
+	}()
+	for i := range c.Nodes() {
+		is.NoErr(c.StopNode(i))
+	}
+	_, err = os.ReadFile(filepath.Join(dir, "f"))
+	is.True(errors.Is(err, syscall.EIO))                        // unavailable is EIO
+	is.True(strings.Contains(logs.String(), "(request "))       // logged with the request ID
+	is.True(strings.Contains(logs.String(), `"level":"error"`)) // as an error
 }
