@@ -24,11 +24,20 @@ import (
 // file each reads, with the command it runs.
 var systemdUnits = []struct {
 	unit, env, command string
+	args               string   // after the command on the ExecStart line
+	want               []string // lines the unit must hold
 }{
-	{"dfs-coordinator.service", "coordinator.env", "coordinator"},
-	{"dfs-datanode.service", "datanode.env", "datanode"},
-	{"dfs-s3.service", "s3.env", "s3"},
+	{"dfs-coordinator.service", "coordinator.env", "coordinator", "", serverUnitLines},
+	{"dfs-datanode.service", "datanode.env", "datanode", "", serverUnitLines},
+	// The gateway keeps no data: its state directory is its own.
+	{"dfs-s3.service", "s3.env", "s3", "", []string{"User=dfs", "Type=notify", "NotifyAccess=main", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes"}},
+	// A mount runs outside any mount namespace of its own, so that its
+	// mount is everyone's: no ProtectSystem= and the like.
+	{"dfs-mount@.service", "mount.env", "mount", " %f", []string{"Type=notify", "NotifyAccess=main", "Restart=on-failure", "NoNewPrivileges=yes"}},
 }
+
+// serverUnitLines are the lines every server unit holds.
+var serverUnitLines = []string{"User=dfs", "Type=notify", "NotifyAccess=main", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "ReadWritePaths=/var/lib/dfs/"}
 
 // systemdBinary is the path the units start dfs from.
 const systemdBinary = "/usr/local/bin/dfs"
@@ -55,9 +64,9 @@ func TestSystemdUnits(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(root, "deploy", "systemd", u.unit))
 		is.NoErr(err) // the unit is readable
 		unit := string(b)
-		is.True(strings.Contains(unit, "ExecStart="+systemdBinary+" "+u.command+"\n")) // the unit runs its role
-		is.True(strings.Contains(unit, "EnvironmentFile=/etc/dfs/"+u.env+"\n"))        // the unit reads its environment file
-		for _, want := range []string{"User=dfs", "Type=notify", "NotifyAccess=main", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "ReadWritePaths=/var/lib/dfs/"} {
+		is.True(strings.Contains(unit, "ExecStart="+systemdBinary+" "+u.command+u.args+"\n")) // the unit runs its role
+		is.True(strings.Contains(unit, "EnvironmentFile=/etc/dfs/"+u.env+"\n"))               // the unit reads its environment file
+		for _, want := range u.want {
 			if !strings.Contains(unit, "\n"+want) {
 				t.Errorf("%s: no %s line", u.unit, want)
 			}

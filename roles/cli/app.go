@@ -89,6 +89,7 @@ func App(v Version, stdio IO, logw io.Writer) *cli.App {
 		a.adminCommand(), a.fsckCommand(), a.nodesCommand(),
 		a.versionCommand(),
 		a.mvCommand(), a.cpCommand(), a.mkdirCommand(), a.duCommand(), a.chmodCommand(), a.chownCommand(), a.completionCommand(), a.manCommand(),
+		a.mountCommand(),
 	}
 	var wire func(cs []*cli.Command)
 	wire = func(cs []*cli.Command) {

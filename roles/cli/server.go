@@ -16,6 +16,7 @@ import (
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
 	"github.com/dfs-project/dfs/roles/datanode"
+	"github.com/dfs-project/dfs/roles/mount"
 	"github.com/dfs-project/dfs/roles/s3gw"
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -158,6 +159,7 @@ func (a *app) datanodeCommand() *cli.Command {
 func (a *app) devCommand() *cli.Command {
 	dir, nodes, listen, replication, admin := "./dfs-dev", 3, "127.0.0.1:7000", 3, "127.0.0.1:7080"
 	s3Listen := s3gw.DefaultListen
+	var mountDir string
 	return &cli.Command{
 		Name: "dev", Usage: "run a coordinator and N datanodes in this process, for trying dfs out", Category: "server",
 		Flags: []cli.Flag{
@@ -167,6 +169,7 @@ func (a *app) devCommand() *cli.Command {
 			&cli.IntFlag{Name: "replication", Value: replication, Destination: &replication, EnvVars: env("REPLICATION"), Usage: "default replication factor"},
 			adminListenFlag(&admin, "the coordinator's admin HTTP address: status page, /metrics, /healthz, /readyz (empty: none)"),
 			&cli.StringFlag{Name: "s3-listen", Value: s3Listen, Destination: &s3Listen, EnvVars: env("S3_LISTEN"), Usage: "address of an S3 gateway to the cluster, with credentials printed at start (empty: none)"},
+			&cli.StringFlag{Name: "mount", Destination: &mountDir, EnvVars: env("DEV_MOUNT"), Usage: "also serve the cluster at this directory (FUSE), as dfs mount does"},
 		},
 		Action: func(c *cli.Context) error {
 			if nodes < 1 || nodes > 64 {
@@ -208,6 +211,13 @@ func (a *app) devCommand() *cli.Command {
 			} else {
 				fmt.Fprintf(a.stdio.Out, "try: DFS_COORDINATOR=%s DFS_INSECURE=true dfs nodes\n", cl.Addr())
 			}
+			unmounted := func() error { return nil }
+			if mountDir != "" {
+				if unmounted, err = a.devMount(c.Context, cl, mountDir); err != nil {
+					cl.Close()
+					return err
+				}
+			}
 			var gwDone chan error
 			if s3Listen != "" {
 				if gwDone, err = a.devGateway(c.Context, cl, s3Listen); err != nil {
@@ -219,12 +229,16 @@ func (a *app) devCommand() *cli.Command {
 			}
 			<-c.Context.Done()
 			fmt.Fprintln(a.stdio.Out, "dfs dev: stopping")
+			merr := unmounted() // before the cluster goes
 			if gwDone != nil {
 				if err := <-gwDone; err != nil {
 					a.log.Warn().Err(err).Msg("s3 gateway")
 				}
 			}
-			return cl.Close()
+			if err := cl.Close(); err != nil {
+				return err
+			}
+			return merr
 		},
 	}
 }
@@ -272,4 +286,39 @@ func (a *app) devGateway(ctx context.Context, cl *roles.Cluster, listen string) 
 	fmt.Fprintf(a.stdio.Out, "dfs dev: S3 gateway at %s (region %s)\n", g.Endpoint(), cfg.Region)
 	fmt.Fprintf(a.stdio.Out, "export AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s AWS_ENDPOINT_URL=%s AWS_REGION=%s\n", key.Access, key.Secret, g.Endpoint(), cfg.Region)
 	return done, nil
+}
+
+// devMount serves the dev cluster cl at dir until ctx ends; it returns
+// once the mount answers, with a function that waits for the mount to
+// end, or with the reason it cannot mount.
+func (a *app) devMount(ctx context.Context, cl *roles.Cluster, dir string) (func() error, error) {
+	if err := mount.Available(); err != nil {
+		return nil, rpc.Errorf(rpc.FailedPrecondition, "--mount: %v", err)
+	}
+	ccfg := client.DefaultConfig()
+	ccfg.Logger = &a.log
+	c, err := cl.Client(ccfg)
+	if err != nil {
+		return nil, err
+	}
+	mc := mount.DefaultConfig()
+	mc.Mountpoint = dir
+	m, err := mount.New(mc, c, a.log)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		err := m.Run(ctx, func() { close(ready) })
+		c.Close()
+		done <- err
+	}()
+	select {
+	case <-ready:
+		fmt.Fprintf(a.stdio.Out, "dfs dev: the cluster is mounted at %s\n", dir)
+		return func() error { return <-done }, nil
+	case err := <-done:
+		return nil, err
+	}
 }
