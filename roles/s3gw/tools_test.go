@@ -258,6 +258,7 @@ func TestS3cmd(t *testing.T) {
 	is.NoErr(os.MkdirAll(out, 0o755))
 	s3("get", "s3://cmd/big.bin", filepath.Join(out, "big.bin"))
 	sameFile(t, big, filepath.Join(out, "big.bin"))
+	is.NoErr(os.MkdirAll(filepath.Join(out, "tree"), 0o755))
 	s3("get", "--recursive", "s3://cmd/tree/", filepath.Join(out, "tree")+"/")
 	sameTree(t, filepath.Join(src, "da"), filepath.Join(out, "tree", "da")) // s3cmd checks each MD5 ETag too
 	s3("del", "--recursive", "--force", "s3://cmd")
@@ -285,15 +286,15 @@ func TestRclone(t *testing.T) {
 	src, out := filepath.Join(home, "src"), filepath.Join(home, "out")
 	makeTree(t, src, 17<<20)
 
-	rc("mkdir", "dfs:rc")
-	rc("copy", src, "dfs:rc/tree")
-	rc("check", src, "dfs:rc/tree") // sizes and MD5s, the multipart object's too (rclone stores its MD5)
+	rc("mkdir", "dfs:rcl")
+	rc("copy", src, "dfs:rcl/tree")
+	rc("check", src, "dfs:rcl/tree") // sizes and MD5s, the multipart object's too (rclone stores its MD5)
 	is.NoErr(os.Remove(filepath.Join(src, "da", "sub", "fa.txt")))
 	is.NoErr(os.WriteFile(filepath.Join(src, "db", "sub", "new.txt"), []byte("new"), 0o644))
-	rc("sync", src, "dfs:rc/tree")
-	rc("check", src, "dfs:rc/tree") // the removed file is gone, the new one there
-	rc("copy", "dfs:rc/tree", out)
+	rc("sync", src, "dfs:rcl/tree")
+	rc("check", src, "dfs:rcl/tree") // the removed file is gone, the new one there
+	rc("copy", "dfs:rcl/tree", out)
 	sameTree(t, src, out)
-	rc("purge", "dfs:rc")
+	rc("purge", "dfs:rcl")
 	is.Equal(rc("lsf", "dfs:"), "") // the bucket is gone
 }
