@@ -34,35 +34,10 @@ const (
 func toolGateway(t *testing.T) string {
 	t.Helper()
 	c := rolestest.Start(t, 3)
-	dc := rolestest.Client(t, c)
-	for attempt := 0; ; attempt++ {
-		cfg := s3gw.DefaultConfig()
-		cfg.Listen = rolestest.FreeAddr(t)
+	g := startGateway(t, rolestest.Client(t, c), func(cfg *s3gw.Config) {
 		cfg.Keys = []s3gw.Key{{Access: toolAccess, Secret: toolSecret}}
-		g, err := s3gw.New(cfg, dc, rolestest.Logger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan error, 1)
-		go func() { done <- g.Run(ctx) }()
-		select {
-		case <-g.Ready():
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("gateway run: %v", err)
-				}
-			})
-			return g.Endpoint()
-		case err := <-done:
-			cancel()
-			if attempt < 5 && err != nil && strings.Contains(err.Error(), "bind") {
-				continue // the port was taken meanwhile
-			}
-			t.Fatalf("gateway did not start: %v", err)
-		}
-	}
+	})
+	return g.Endpoint()
 }
 
 // tool finds a tool on PATH or skips the test.
