@@ -258,8 +258,17 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	// The kernel has checked that name is a directory.
+	// The kernel has checked that name is a directory. The files this
+	// mount created in it and has not committed are not in the cluster:
+	// they count, as they would on a local disk.
 	p := join(dir, name)
+	if ch := d.GetChild(name); ch != nil {
+		for _, c := range ch.Children() {
+			if f, ok := c.Operations().(*fileNode); ok && f.isUncommitted() {
+				return syscall.ENOTEMPTY
+			}
+		}
+	}
 	return d.m.errno("rmdir", p, d.m.c.Remove(ctx, p))
 }
 
@@ -322,15 +331,28 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		switch n := ch.Operations().(type) {
 		case *fileNode:
 			f = n
+			if errno := f.beforeRename(ctx); errno != 0 {
+				return errno
+			}
 		case *dirNode:
 			srcIsDir = true
+			// The files below it being written are committed at their
+			// present paths first (docs/fuse.md).
+			if errno := n.commitActive(ctx); errno != 0 {
+				return errno
+			}
 		}
 	}
-	if f != nil {
-		moved, errno := f.beforeRename(ctx, dst, noReplace)
-		if errno != 0 || moved {
-			return errno
+	// A file the rename replaces loses its name: its local content, if
+	// any, is never committed (as after unlink).
+	var replaced *fileNode
+	if ch := np.GetChild(newName); ch != nil {
+		if r, ok := ch.Operations().(*fileNode); ok && r != f {
+			replaced = r
 		}
+	}
+	if replaced != nil && noReplace && replaced.isUncommitted() {
+		return syscall.EEXIST
 	}
 	err := d.m.c.Rename(ctx, src, dst, &client.RenameOptions{NoReplace: noReplace})
 	if err != nil && errors.Is(err, fs.ErrExist) && !noReplace {
@@ -361,6 +383,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	}
 	if err != nil {
 		return d.m.errno("rename", src, err)
+	}
+	if replaced != nil {
+		replaced.unlink()
 	}
 	return 0
 }
