@@ -139,7 +139,7 @@ func (m *Mount) setModeOwner(ctx context.Context, path string, in *fuse.SetAttrI
 		fm := toFileMode(mode)
 		if fm != a.mode {
 			if err := m.c.Chmod(ctx, path, fm); err != nil {
-				return m.errno("chmod", path, err)
+				return notOwner(m.errno("chmod", path, err))
 			}
 			a.mode = fm
 		}
@@ -147,7 +147,7 @@ func (m *Mount) setModeOwner(ctx context.Context, path string, in *fuse.SetAttrI
 	user, group := m.ownerChange(in, *a)
 	if user != "" || group != "" {
 		if err := m.c.Chown(ctx, path, user, group); err != nil {
-			return m.errno("chown", path, err)
+			return notOwner(m.errno("chown", path, err))
 		}
 		if user != "" {
 			a.owner = user
@@ -157,6 +157,15 @@ func (m *Mount) setModeOwner(ctx context.Context, path string, in *fuse.SetAttrI
 		}
 	}
 	return 0
+}
+
+// notOwner is the errno of a refused chmod or chown: EPERM, as POSIX
+// says for a caller who may not change the file's mode or owner.
+func notOwner(errno syscall.Errno) syscall.Errno {
+	if errno == syscall.EACCES {
+		return syscall.EPERM
+	}
+	return errno
 }
 
 // ownerChange returns the user and group a setattr sets that differ from
