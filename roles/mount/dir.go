@@ -296,17 +296,12 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if ch := d.GetChild(name); ch != nil {
 		f, _ = ch.Operations().(*fileNode)
 	}
-	if f != nil && f.dropIfUncommitted() {
-		return 0
-	}
 	// The kernel has checked that name is not a directory.
-	if err := d.m.c.Remove(ctx, p); err != nil {
-		return d.m.errno("unlink", p, err)
-	}
+	remove := func() error { return d.m.c.Remove(ctx, p) }
 	if f != nil {
-		f.unlink()
+		return d.m.errno("unlink", p, f.unlinkWith(remove))
 	}
-	return 0
+	return d.m.errno("unlink", p, remove())
 }
 
 // Rename moves a file or a directory, atomically (SDK Rename). A
@@ -339,8 +334,12 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if ch := d.GetChild(name); ch != nil {
 		switch n := ch.Operations().(type) {
 		case *fileNode:
+			// The file's lock is held until the rename is done: no commit
+			// of it goes to the old path in between.
 			f = n
-			if errno := f.beforeRename(ctx); errno != 0 {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if errno := f.beforeRenameLocked(ctx); errno != 0 {
 				return errno
 			}
 		case *dirNode:

@@ -383,17 +383,20 @@ func (n *fileNode) discardLocked() {
 	n.pending, n.truncated, n.dirty = false, false, false
 }
 
-// dropIfUncommitted removes a file that exists on this mount only, and
-// says whether it was one.
-func (n *fileNode) dropIfUncommitted() bool {
+// unlinkWith removes the file: a file that exists on this mount only is
+// dropped here, else remove removes it from the cluster. It holds the
+// file's lock throughout, so no commit of the file comes between.
+func (n *fileNode) unlinkWith(remove func() error) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.pending || n.unlinked {
-		return false
+		if err := remove(); err != nil {
+			return err
+		}
 	}
 	n.discardLocked()
 	n.unlinked = true
-	return true
+	return nil
 }
 
 // unlink marks the file removed from the cluster: open handles still
@@ -412,9 +415,9 @@ func (n *fileNode) unlink() {
 // yet (so that a later unlink of the destination removes it, and an
 // O_EXCL create is checked against its own path, not the destination).
 // A spool is committed later, at whatever path the file has then.
-func (n *fileNode) beforeRename(ctx context.Context) syscall.Errno {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+// The caller holds n.mu until the rename is done, so that no commit goes
+// to the old path in between.
+func (n *fileNode) beforeRenameLocked(ctx context.Context) syscall.Errno {
 	if n.unlinked || n.failed != nil || n.stream == nil && !n.pending {
 		return 0
 	}
