@@ -229,6 +229,7 @@ func (n *fileNode) truncateLocked(ctx context.Context, size int64) syscall.Errno
 	n.a.mtime = time.Now().Truncate(time.Millisecond)
 	if n.writers == 0 {
 		err := n.commitLocked(ctx)
+		n.failed = nil // no writer is left to be told
 		n.dropSpoolLocked()
 		if err != nil {
 			return n.m.errno("truncate", p, err)
