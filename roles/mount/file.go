@@ -665,7 +665,7 @@ func (h *handle) Release(context.Context) syscall.Errno {
 			if err := n.commitLocked(n.m.ctx); err != nil {
 				n.m.log.Error().Err(err).Str("path", p).Msg("commit on release failed; the new content is lost")
 				n.discardLocked()
-				n.dirty = false
+				n.dirty, n.failed = false, nil
 			}
 		}
 		n.dropSpoolLocked()
