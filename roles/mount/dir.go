@@ -139,7 +139,7 @@ func (m *Mount) setModeOwner(ctx context.Context, path string, in *fuse.SetAttrI
 		fm := toFileMode(mode)
 		if fm != a.mode {
 			if err := m.c.Chmod(ctx, path, fm); err != nil {
-				return m.errno("chmod", path, err)
+				return notOwner(m.errno("chmod", path, err))
 			}
 			a.mode = fm
 		}
@@ -147,7 +147,7 @@ func (m *Mount) setModeOwner(ctx context.Context, path string, in *fuse.SetAttrI
 	user, group := m.ownerChange(in, *a)
 	if user != "" || group != "" {
 		if err := m.c.Chown(ctx, path, user, group); err != nil {
-			return m.errno("chown", path, err)
+			return notOwner(m.errno("chown", path, err))
 		}
 		if user != "" {
 			a.owner = user
@@ -157,6 +157,15 @@ func (m *Mount) setModeOwner(ctx context.Context, path string, in *fuse.SetAttrI
 		}
 	}
 	return 0
+}
+
+// notOwner is the errno of a refused chmod or chown: EPERM, as POSIX
+// says for a caller who may not change the file's mode or owner.
+func notOwner(errno syscall.Errno) syscall.Errno {
+	if errno == syscall.EACCES {
+		return syscall.EPERM
+	}
+	return errno
 }
 
 // ownerChange returns the user and group a setattr sets that differ from
@@ -258,8 +267,17 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	// The kernel has checked that name is a directory.
+	// The kernel has checked that name is a directory. The files this
+	// mount created in it and has not committed are not in the cluster:
+	// they count, as they would on a local disk.
 	p := join(dir, name)
+	if ch := d.GetChild(name); ch != nil {
+		for _, c := range ch.Children() {
+			if f, ok := c.Operations().(*fileNode); ok && f.isUncommitted() {
+				return syscall.ENOTEMPTY
+			}
+		}
+	}
 	return d.m.errno("rmdir", p, d.m.c.Remove(ctx, p))
 }
 
@@ -278,17 +296,12 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if ch := d.GetChild(name); ch != nil {
 		f, _ = ch.Operations().(*fileNode)
 	}
-	if f != nil && f.dropIfUncommitted() {
-		return 0
-	}
 	// The kernel has checked that name is not a directory.
-	if err := d.m.c.Remove(ctx, p); err != nil {
-		return d.m.errno("unlink", p, err)
-	}
+	remove := func() error { return d.m.c.Remove(ctx, p) }
 	if f != nil {
-		f.unlink()
+		return d.m.errno("unlink", p, f.unlinkWith(remove))
 	}
-	return 0
+	return d.m.errno("unlink", p, remove())
 }
 
 // Rename moves a file or a directory, atomically (SDK Rename). A
@@ -321,16 +334,33 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if ch := d.GetChild(name); ch != nil {
 		switch n := ch.Operations().(type) {
 		case *fileNode:
+			// The file's lock is held until the rename is done: no commit
+			// of it goes to the old path in between.
 			f = n
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if errno := f.beforeRenameLocked(ctx); errno != 0 {
+				return errno
+			}
 		case *dirNode:
 			srcIsDir = true
+			// The files below it being written are committed at their
+			// present paths first (docs/fuse.md).
+			if errno := n.commitActive(ctx); errno != 0 {
+				return errno
+			}
 		}
 	}
-	if f != nil {
-		moved, errno := f.beforeRename(ctx, dst, noReplace)
-		if errno != 0 || moved {
-			return errno
+	// A file the rename replaces loses its name: its local content, if
+	// any, is never committed (as after unlink).
+	var replaced *fileNode
+	if ch := np.GetChild(newName); ch != nil {
+		if r, ok := ch.Operations().(*fileNode); ok && r != f {
+			replaced = r
 		}
+	}
+	if replaced != nil && noReplace && replaced.isUncommitted() {
+		return syscall.EEXIST
 	}
 	err := d.m.c.Rename(ctx, src, dst, &client.RenameOptions{NoReplace: noReplace})
 	if err != nil && errors.Is(err, fs.ErrExist) && !noReplace {
@@ -361,6 +391,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	}
 	if err != nil {
 		return d.m.errno("rename", src, err)
+	}
+	if replaced != nil {
+		replaced.unlink()
 	}
 	return 0
 }

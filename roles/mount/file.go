@@ -48,7 +48,7 @@ type fileNode struct {
 	gen                 uint64 // commits made by this mount
 	stream              *client.Writer
 	spool               *os.File
-	failed              error // a write that failed after returning, for the next flush
+	failed              error // a stream that failed: every write, flush and fsync fails until the last writer closes
 }
 
 var (
@@ -201,6 +201,9 @@ func (n *fileNode) setattrLocked(ctx context.Context, in *fuse.SetAttrIn, modeOw
 // truncateLocked sets the file's size; with no handle open for writing
 // (truncate(2)) the change is committed at once.
 func (n *fileNode) truncateLocked(ctx context.Context, size int64) syscall.Errno {
+	if n.failed != nil {
+		return syscall.EIO
+	}
 	p, _ := pathOf(&n.Inode)
 	switch {
 	case n.stream != nil && size == n.a.size:
@@ -226,6 +229,7 @@ func (n *fileNode) truncateLocked(ctx context.Context, size int64) syscall.Errno
 	n.a.mtime = time.Now().Truncate(time.Millisecond)
 	if n.writers == 0 {
 		err := n.commitLocked(ctx)
+		n.failed = nil // no writer is left to be told
 		n.dropSpoolLocked()
 		if err != nil {
 			return n.m.errno("truncate", p, err)
@@ -276,11 +280,18 @@ func (n *fileNode) commitLocked(ctx context.Context) error {
 	if !n.needsCommit() {
 		return nil
 	}
+	if n.failed != nil {
+		return n.failed
+	}
 	p, ok := pathOf(&n.Inode)
 	if !ok {
-		// Replaced by a rename: its content has no name any more.
+		// A file replaced by a rename or removed is marked unlinked, and
+		// needs no commit: this one lost its name otherwise (its directory
+		// went away). Its content cannot be committed anywhere.
 		n.discardLocked()
-		return nil
+		n.failed = syscall.EIO
+		n.m.log.Error().Msg("commit: the file has no path any more; its new content is lost")
+		return n.failed
 	}
 	var info *client.FileInfo
 	if n.stream != nil {
@@ -288,7 +299,7 @@ func (n *fileNode) commitLocked(ctx context.Context) error {
 		n.stream = nil
 		err := w.Close()
 		if err != nil {
-			n.pending, n.truncated = false, false
+			n.failStreamLocked(err)
 			return err
 		}
 		info = w.Info()
@@ -349,6 +360,21 @@ func (n *fileNode) commitLocked(ctx context.Context) error {
 	return nil
 }
 
+// failStreamLocked records a stream that failed: the Writer aborted the
+// upload, so what was written through it is lost. The cluster keeps its
+// old version (or no file, for a new one); the mount says EIO to every
+// later write, flush and fsync until the last writer closes, so nothing
+// written after the loss is ever committed on top of it.
+func (n *fileNode) failStreamLocked(err error) {
+	n.stream = nil
+	n.pending, n.truncated, n.dirty = false, false, false
+	n.failed = err
+	if n.spool != nil {
+		n.spool.Close()
+		n.spool = nil
+	}
+}
+
 // discardLocked drops the local content: the file was removed.
 func (n *fileNode) discardLocked() {
 	if n.stream != nil {
@@ -358,17 +384,20 @@ func (n *fileNode) discardLocked() {
 	n.pending, n.truncated, n.dirty = false, false, false
 }
 
-// dropIfUncommitted removes a file that exists on this mount only, and
-// says whether it was one.
-func (n *fileNode) dropIfUncommitted() bool {
+// unlinkWith removes the file: a file that exists on this mount only is
+// dropped here, else remove removes it from the cluster. It holds the
+// file's lock throughout, so no commit of the file comes between.
+func (n *fileNode) unlinkWith(remove func() error) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.pending || n.unlinked {
-		return false
+		if err := remove(); err != nil {
+			return err
+		}
 	}
 	n.discardLocked()
 	n.unlinked = true
-	return true
+	return nil
 }
 
 // unlink marks the file removed from the cluster: open handles still
@@ -380,39 +409,50 @@ func (n *fileNode) unlink() {
 	n.mu.Unlock()
 }
 
-// beforeRename readies the file for a rename to dst: a stream is
-// committed first (its Writer names the old path). A file that exists
-// here only needs no call: moved is true, and its commit goes to the new
-// name.
-func (n *fileNode) beforeRename(ctx context.Context, dst string, noReplace bool) (moved bool, errno syscall.Errno) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.stream != nil && !n.pending {
-		p, _ := pathOf(&n.Inode)
-		if err := n.commitLocked(ctx); err != nil {
-			return false, n.m.errno("rename", p, err)
+// beforeRename readies the file for a rename: what only this mount
+// holds of it is committed first, at its old path, so that the rename is
+// the cluster's (atomic, replacing the destination there): a stream (its
+// Writer names the old path) and a file created here and not committed
+// yet (so that a later unlink of the destination removes it, and an
+// O_EXCL create is checked against its own path, not the destination).
+// A spool is committed later, at whatever path the file has then.
+// The caller holds n.mu until the rename is done, so that no commit goes
+// to the old path in between.
+func (n *fileNode) beforeRenameLocked(ctx context.Context) syscall.Errno {
+	if n.unlinked || n.failed != nil || n.stream == nil && !n.pending {
+		return 0
+	}
+	p, _ := pathOf(&n.Inode)
+	if err := n.commitLocked(ctx); err != nil {
+		return n.m.errno("rename", p, err)
+	}
+	return 0
+}
+
+// commitActive commits every file below the directory d that holds
+// content the cluster has not (a directory rename: a Writer names the
+// path it was created at).
+func (d *dirNode) commitActive(ctx context.Context) syscall.Errno {
+	for _, ch := range d.Children() {
+		switch c := ch.Operations().(type) {
+		case *dirNode:
+			if errno := c.commitActive(ctx); errno != 0 {
+				return errno
+			}
+		case *fileNode:
+			c.mu.Lock()
+			var err error
+			if c.failed == nil && c.needsCommit() {
+				err = c.commitLocked(ctx)
+			}
+			c.mu.Unlock()
+			if err != nil {
+				p, _ := pathOf(&c.Inode)
+				return d.m.errno("rename", p, err)
+			}
 		}
 	}
-	if !n.pending || n.unlinked {
-		return false, 0
-	}
-	if noReplace {
-		if _, err := n.m.c.Head(ctx, dst); err == nil {
-			return false, syscall.EEXIST
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return false, n.m.errno("rename", dst, err)
-		}
-	}
-	if n.stream != nil {
-		// The stream's Writer names the old path: commit it there, then
-		// move it as any committed file.
-		p, _ := pathOf(&n.Inode)
-		if err := n.commitLocked(ctx); err != nil {
-			return false, n.m.errno("rename", p, err)
-		}
-		return false, 0
-	}
-	return true, 0
+	return 0
 }
 
 // Open opens the file; a handle that may write counts as a writer until
@@ -523,6 +563,9 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	n := h.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.failed != nil {
+		return 0, syscall.EIO
+	}
 	p, ok := pathOf(&n.Inode)
 	// Stream only a file known to be empty here (new, or emptied by
 	// O_TRUNC or truncate): an empty size in cached attributes may be
@@ -543,8 +586,8 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	}
 	if n.stream != nil {
 		if _, err := n.stream.Write(data); err != nil {
-			n.stream = nil // the Writer aborted the upload
-			n.pending, n.truncated = false, false
+			// The Writer aborted the upload.
+			n.failStreamLocked(err)
 			return 0, n.m.errno("write", p, err)
 		}
 		n.a.size += int64(len(data))
@@ -585,6 +628,9 @@ func (h *handle) commit(ctx context.Context, op string) syscall.Errno {
 	n := h.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.failed != nil {
+		return syscall.EIO
+	}
 	p, _ := pathOf(&n.Inode)
 	if err := n.commitLocked(ctx); err != nil {
 		return n.m.errno(op, p, err)
@@ -608,14 +654,18 @@ func (h *handle) Release(context.Context) syscall.Errno {
 	defer n.mu.Unlock()
 	n.writers--
 	if n.writers == 0 {
-		if n.needsCommit() {
+		if n.failed != nil {
+			// The last writer is gone: the file is the cluster's again.
+			n.discardLocked()
+			n.dirty, n.failed = false, nil
+		} else if n.needsCommit() {
 			// Flush failed or never came: one more try, in the background of
 			// no application.
 			p, _ := pathOf(&n.Inode)
 			if err := n.commitLocked(n.m.ctx); err != nil {
 				n.m.log.Error().Err(err).Str("path", p).Msg("commit on release failed; the new content is lost")
 				n.discardLocked()
-				n.dirty = false
+				n.dirty, n.failed = false, nil
 			}
 		}
 		n.dropSpoolLocked()

@@ -148,7 +148,10 @@ func (m *Mount) Run(ctx context.Context, ready func()) error {
 		}
 		break
 	}
-	uctx, cancel := context.WithCancel(ctx)
+	// The uploads' context outlives ctx: a stop unmounts first, and the
+	// commits in flight (and those of files closed while the mount is
+	// detached lazily) finish; it ends when Run returns.
+	uctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	m.ctx = uctx
 
@@ -165,20 +168,7 @@ func (m *Mount) Run(ctx context.Context, ready func()) error {
 		NegativeTimeout: &nt,
 		UID:             m.uid,
 		GID:             m.gid,
-		MountOptions: fuse.MountOptions{
-			FsName:        "dfs",
-			Name:          "dfs",
-			MaxWrite:      1 << 20,
-			MaxReadAhead:  1 << 20,
-			EnableLocks:   true, // so that locks reach Getlk/Setlk and are refused, not faked locally
-			AllowOther:    m.cfg.AllowOther,
-			Debug:         m.cfg.Debug,
-			MaxBackground: 64,
-			DisableXAttrs: true, // the kernel answers ENOTSUP without asking
-		},
-	}
-	if m.cfg.ReadOnly {
-		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
+		MountOptions:    mountOptions(m.cfg),
 	}
 	srv, err := gofs.Mount(m.cfg.Mountpoint, root, opts)
 	if err != nil {
@@ -216,6 +206,31 @@ func (m *Mount) Run(ctx context.Context, ready func()) error {
 	return nil
 }
 
+// mountOptions are the FUSE mount options of cfg. A mount other users
+// may use (allow_other) has the kernel check their permissions against
+// the attributes it shows (default_permissions): else every local user
+// would act as the mount's dfs user.
+func mountOptions(cfg Config) fuse.MountOptions {
+	o := fuse.MountOptions{
+		FsName:        "dfs",
+		Name:          "dfs",
+		MaxWrite:      1 << 20,
+		MaxReadAhead:  1 << 20,
+		EnableLocks:   true, // so that locks reach Getlk/Setlk and are refused, not faked locally
+		AllowOther:    cfg.AllowOther,
+		Debug:         cfg.Debug,
+		MaxBackground: 64,
+		DisableXAttrs: true, // the kernel answers ENOTSUP without asking
+	}
+	if cfg.ReadOnly {
+		o.Options = append(o.Options, "ro")
+	}
+	if cfg.AllowOther {
+		o.Options = append(o.Options, "default_permissions")
+	}
+	return o
+}
+
 func fusermount() string {
 	if p, err := exec.LookPath("fusermount3"); err == nil {
 		return p
@@ -247,6 +262,10 @@ func (m *Mount) errno(op, path string, err error) syscall.Errno {
 		return syscall.EACCES
 	case rpc.KindOf(err) == rpc.NotEmpty:
 		return syscall.ENOTEMPTY
+	case rpc.KindOf(err) == rpc.ResourceExhausted:
+		// The cluster is busy (uploads, connections): try again later.
+		m.log.Warn().Err(err).Str("op", op).Str("path", path).Msg("refused for now")
+		return syscall.EAGAIN
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
 	case errors.Is(err, fs.ErrInvalid):

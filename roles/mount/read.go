@@ -39,10 +39,11 @@ type blockReader struct {
 }
 
 type block struct {
-	done chan struct{}
-	buf  []byte
-	err  error
-	used uint64
+	done  chan struct{}
+	buf   []byte
+	err   error
+	used  uint64
+	ahead bool // read ahead, in a run: a failure is read again alone
 }
 
 func newBlockReader(r *client.Reader, readAhead int64) *blockReader {
@@ -101,6 +102,20 @@ func (b *blockReader) ReadAt(p []byte, off int64) (int, error) {
 	for i, blk := range want {
 		<-blk.done
 		if blk.err != nil {
+			// An errored block is never kept. One read ahead failed with its
+			// whole run: it is read again, alone, for this read.
+			k := first + int64(i)
+			b.mu.Lock()
+			if b.blocks[k] == blk {
+				delete(b.blocks, k)
+			}
+			if blk.ahead {
+				blk = b.fetch(k)
+			}
+			b.mu.Unlock()
+			<-blk.done
+		}
+		if blk.err != nil {
 			b.mu.Lock()
 			if b.blocks[first+int64(i)] == blk {
 				delete(b.blocks, first+int64(i))
@@ -144,7 +159,7 @@ func (b *blockReader) fetchRun(i, j int64) {
 	done := make(chan struct{})
 	for k := i; k < j; k++ {
 		b.use++
-		blk := &block{done: done, used: b.use}
+		blk := &block{done: done, used: b.use, ahead: true}
 		b.blocks[k] = blk
 		blks = append(blks, blk)
 	}

@@ -228,6 +228,8 @@ func TestPermissionDenied(t *testing.T) {
 	_, err = os.ReadDir(filepath.Join(f.dir, "private"))
 	is.True(errors.Is(err, syscall.EACCES))                                                           // nor list admin's private directory
 	is.True(errors.Is(os.WriteFile(filepath.Join(f.dir, "new"), []byte("x"), 0o644), syscall.EACCES)) // nor create in /
+	is.True(errors.Is(os.Chmod(filepath.Join(f.dir, "shared.txt"), 0o666), syscall.EPERM))            // nor chmod another's file
+	is.True(errors.Is(os.Chown(filepath.Join(f.dir, "shared.txt"), 12345, -1), syscall.EPERM))        // nor chown it
 	is.Equal(get(t, admin, "/shared.txt"), "read me")                                                 // nothing changed
 }
 
