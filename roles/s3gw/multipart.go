@@ -29,8 +29,8 @@ import (
 // A multipart upload lives in dfs, so that it survives a gateway's
 // restart and any gateway of the cluster continues it:
 //
-//	/.s3/multipart/<bucket>/<uploadID>/upload       what the upload is (JSON)
-//	/.s3/multipart/<bucket>/<uploadID>/part.00001   each part, its MD5 in its metadata
+//	/.s3/multipart/<bucket>+<uploadID>/upload       what the upload is (JSON)
+//	/.s3/multipart/<bucket>+<uploadID>/part.00001   each part, its MD5 in its metadata
 //
 // Complete concatenates the parts' chunks into the object (no part byte is
 // copied) and removes the upload's directory.
