@@ -505,18 +505,26 @@ func (d *devProcs) waitNodes(ctx context.Context, cl *client.Client, want int) e
 func (d *devProcs) peakRSS() []int64 {
 	var out []int64
 	for _, cmd := range d.cmds[1:] {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				out = append(out, kb<<10)
-			}
+		if rss := vmHWM(cmd.Process.Pid); rss > 0 {
+			out = append(out, rss)
 		}
 	}
 	return out
+}
+
+// vmHWM reads the high-water resident set of process pid (VmHWM), or 0.
+func vmHWM(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 func (d *devProcs) stop() {

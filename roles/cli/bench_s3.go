@@ -130,19 +130,7 @@ func (g *s3Gateway) cpu() float64 {
 }
 
 // peakRSS reads the process's VmHWM.
-func (g *s3Gateway) peakRSS() int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", g.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
+func (g *s3Gateway) peakRSS() int64 { return vmHWM(g.cmd.Process.Pid) }
 
 // runS3Bench times, through g, what runBench timed natively: the large
 // object put as a multipart upload (PartsInFlight parts of PartBytes at

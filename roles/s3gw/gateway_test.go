@@ -89,6 +89,18 @@ func start(t *testing.T, opts ...rolestest.Option) *gw {
 	return &gw{cluster: c, dfs: dc, endpoint: g.Endpoint(), gateway: g}
 }
 
+// startBucket starts a cluster and a gateway (as start does) and makes
+// bucket there; it returns the gateway and an aws-sdk-go-v2 client of it.
+func startBucket(t *testing.T, bucket string) (*gw, *s3.Client) {
+	t.Helper()
+	g := start(t)
+	c := awsClient(g.endpoint, testAccess, testSecret)
+	if _, err := c.CreateBucket(t.Context(), &s3.CreateBucketInput{Bucket: &bucket}); err != nil {
+		t.Fatalf("create bucket %s: %v", bucket, err)
+	}
+	return g, c
+}
+
 // awsClient is an aws-sdk-go-v2 S3 client of the gateway at endpoint.
 func awsClient(endpoint, access, secret string) *s3.Client {
 	return s3.New(s3.Options{
@@ -208,11 +220,9 @@ func TestBuckets(t *testing.T) {
 // trip; ranges; bad keys.
 func TestObjects(t *testing.T) {
 	is := is.New(t)
-	g := start(t)
-	c := awsClient(g.endpoint, testAccess, testSecret)
+	g, c := startBucket(t, "bkt")
 	ctx := t.Context()
-	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("bkt")})
-	is.NoErr(err)
+	var err error
 
 	data := randomBytes(300<<10 + 17) // several 64 KiB chunks
 	out, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("bkt"), Key: aws.String("dir/sub/obj.bin"), Body: bytes.NewReader(data),

@@ -186,10 +186,10 @@ func (l *lister) add(k string, e *client.DirEntry) error {
 	size, mod := e.Size, e.Modified
 	tag := `"` + emptyMD5 + `"`
 	if !e.IsDir {
-		tag = etag(entryMeta(*e), e.Modified, e.Size)
+		tag = etag(e.Metadata, e.Modified, e.Size)
 	}
 	obj := s3response.Object{Key: ptr(k), ETag: &tag, Size: &size, LastModified: &mod, StorageClass: types.ObjectStorageClassStandard}
-	for key := range entryMeta(*e) {
+	for key := range e.Metadata {
 		if algo, ok := strings.CutPrefix(key, metaChecksum); ok {
 			obj.ChecksumAlgorithm = append(obj.ChecksumAlgorithm, types.ChecksumAlgorithm(strings.ToUpper(algo)))
 			obj.ChecksumType = types.ChecksumTypeFullObject

@@ -68,11 +68,9 @@ func listKeys(t *testing.T, c *s3.Client, in *s3.ListObjectsV2Input) (keys, pref
 // max-keys; S3's byte order across directories.
 func TestListObjects(t *testing.T) {
 	is := is.New(t)
-	g := start(t)
-	c := awsClient(g.endpoint, testAccess, testSecret)
+	g, c := startBucket(t, "lst")
 	ctx := t.Context()
-	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("lst")})
-	is.NoErr(err)
+	var err error
 	all := []string{"a-b", "a/b", "a/b/c", "a/b-c", "a0", "b/x/y/z", "b/x0", "c.txt", "d/", "e/f/"}
 	// "a/b" (a file) and "a/b/c" (below a directory a/b) cannot both be:
 	// keep what dfs can hold.
@@ -155,11 +153,9 @@ func TestListObjects(t *testing.T) {
 // If-Modified-Since; server-side copy with both metadata directives.
 func TestConditionalAndCopy(t *testing.T) {
 	is := is.New(t)
-	g := start(t)
-	c := awsClient(g.endpoint, testAccess, testSecret)
+	g, c := startBucket(t, "cnd")
 	ctx := t.Context()
-	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("cnd")})
-	is.NoErr(err)
+	var err error
 
 	v1 := put(t, c, "cnd", "k", []byte("one"))
 	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("cnd"), Key: aws.String("k"), Body: strings.NewReader("two"), IfNoneMatch: aws.String("*")})
@@ -254,11 +250,9 @@ func multipartETag(parts [][]byte) string {
 // parts' (no copy).
 func TestMultipart(t *testing.T) {
 	is := is.New(t)
-	g := start(t)
-	c := awsClient(g.endpoint, testAccess, testSecret)
+	g, c := startBucket(t, "mpu")
 	ctx := t.Context()
-	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("mpu")})
-	is.NoErr(err)
+	var err error
 
 	parts := [][]byte{randomBytes(5 << 20), randomBytes(5 << 20), randomBytes(1<<20 + 3)}
 	cr, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("mpu"), Key: aws.String("big/object"),
@@ -662,11 +656,9 @@ func send(t *testing.T, req *http.Request) (int, string) {
 // nothing half-written becomes visible.
 func TestBadInput(t *testing.T) {
 	is := is.New(t)
-	g := start(t)
-	c := awsClient(g.endpoint, testAccess, testSecret)
+	g, c := startBucket(t, "bad")
 	ctx := t.Context()
-	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("bad")})
-	is.NoErr(err)
+	var err error
 	old := put(t, c, "bad", "k", []byte("old content"))
 
 	status, body := send(t, signed(t, "POST", g.endpoint+"/bad?delete", []byte("<Delete><Object><Key>k</Key>"), time.Now()))
@@ -735,11 +727,9 @@ func signedUnsigned(tb testing.TB, url string) *http.Request {
 // chunks (Concat needs one chunk size): the object is still made, copied.
 func TestMultipartUnevenParts(t *testing.T) {
 	is := is.New(t)
-	g := start(t)
-	c := awsClient(g.endpoint, testAccess, testSecret)
+	_, c := startBucket(t, "uneven")
 	ctx := t.Context()
-	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("uneven")})
-	is.NoErr(err)
+	var err error
 	parts := [][]byte{randomBytes(6 << 20), randomBytes(5 << 20), randomBytes(10)}
 	cr, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("uneven"), Key: aws.String("k")})
 	is.NoErr(err)
@@ -839,11 +829,9 @@ func TestHTTPS(t *testing.T) {
 // delete checks the ETag.
 func TestChecksumsAndRetries(t *testing.T) {
 	is := is.New(t)
-	g := start(t)
-	c := awsClient(g.endpoint, testAccess, testSecret)
+	_, c := startBucket(t, "sums")
 	ctx := t.Context()
-	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("sums")})
-	is.NoErr(err)
+	var err error
 
 	data := []byte("checksummed bytes")
 	sum := sha256.Sum256(data)

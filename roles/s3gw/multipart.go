@@ -255,7 +255,7 @@ func (b *Backend) UploadPartCopy(ctx context.Context, in *s3.UploadPartCopyInput
 	}
 	srcTag := strings.Trim(fileETag(src), `"`)
 	if start == 0 && length == src.Size && isMD5(srcTag) {
-		fi, err := copyFile(ctx, b.c, srcPath, dst, map[string]string{metaETag: srcTag}, src.Version)
+		fi, err := b.c.Copy(ctx, srcPath, dst, &client.CopyOptions{Metadata: map[string]string{metaETag: srcTag}, SrcVersion: src.Version})
 		if rpc.KindOf(err) == rpc.FailedPrecondition {
 			return s3response.CopyPartResult{}, errSourceChanged
 		}
@@ -339,7 +339,7 @@ func (b *Backend) ListParts(ctx context.Context, in *s3.ListPartsInput) (s3respo
 			out.IsTruncated = true
 			return errListDone
 		}
-		out.Parts = append(out.Parts, s3response.Part{PartNumber: int(n), LastModified: e.Modified, ETag: etag(entryMeta(e), e.Modified, e.Size), Size: e.Size})
+		out.Parts = append(out.Parts, s3response.Part{PartNumber: int(n), LastModified: e.Modified, ETag: etag(e.Metadata, e.Modified, e.Size), Size: e.Size})
 		out.NextPartNumberMarker = int(n)
 		return nil
 	})
@@ -456,7 +456,7 @@ func (b *Backend) complete(ctx context.Context, in *s3.CompleteMultipartUploadIn
 		}
 		last = n
 		e, ok := have[n]
-		if !ok || strings.Trim(*p.ETag, `"`) != strings.Trim(etag(entryMeta(e), e.Modified, e.Size), `"`) {
+		if !ok || strings.Trim(*p.ETag, `"`) != strings.Trim(etag(e.Metadata, e.Modified, e.Size), `"`) {
 			return s3response.CompleteMultipartUploadResult{}, s3err.GetAPIError(s3err.ErrInvalidPart)
 		}
 		if i < len(want)-1 && e.Size < minPartSize {

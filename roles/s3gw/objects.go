@@ -107,7 +107,7 @@ func fileETag(fi *client.FileInfo) string {
 	if fi.IsDir {
 		return `"` + emptyMD5 + `"`
 	}
-	return etag(fileMeta(fi), fi.Modified, fi.Size)
+	return etag(fi.Metadata, fi.Modified, fi.Size)
 }
 
 // PutObject streams the body into a new version of the file, computing
@@ -239,7 +239,7 @@ func (b *Backend) write(ctx context.Context, p string, body io.Reader, length *i
 	}
 	md[metaETag] = hex.EncodeToString(sum)
 	record(md)
-	setMeta(w, md)
+	w.SetMetadata(md)
 	if err := w.Close(); err != nil {
 		return "", nil, b.putError(ctx, p, err, opts)
 	}
@@ -291,32 +291,44 @@ func (b *Backend) stat(ctx context.Context, bucket, key string) (string, *client
 	return p, fi, nil
 }
 
-// statReadable is stat for a caller who must be allowed to read the
-// object, as S3's HEAD asks: a file is opened (the read's permission
-// check; the Reader's Info is that version's metadata) and closed at once.
-func (b *Backend) statReadable(ctx context.Context, bucket, key string) (string, *client.FileInfo, error) {
+// openObject opens the object bucket/key for a read, as GET and HEAD
+// ask (the read's permission check included): a file's Reader pins a
+// version, and its Info is that version's metadata; a directory (a key
+// ending in "/") has no Reader, and is told apart, like an error, by a
+// stat. The caller closes the Reader.
+func (b *Backend) openObject(ctx context.Context, bucket, key string) (*client.Reader, *client.FileInfo, error) {
 	p, dir, err := objectPath(bucket, key)
 	if err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	if !dir {
 		r, err := b.c.Open(ctx, p)
 		if err == nil {
-			fi := r.Info()
-			r.Close()
-			return p, fi, nil
+			return r, r.Info(), nil
 		}
 		if k := rpc.KindOf(err); k != rpc.NotFound && k != rpc.Invalid {
-			return "", nil, b.s3Error(err, nil)
+			// Refused, unavailable, damaged: that is the answer. Not
+			// found, or a directory there: the stat below tells which.
+			return nil, nil, b.s3Error(err, nil)
 		}
 	}
-	return b.stat(ctx, bucket, key)
+	_, fi, err := b.stat(ctx, bucket, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !fi.IsDir {
+		return nil, nil, apiError("ServiceUnavailable", 503, "the object changed while it was being opened, retry")
+	}
+	return nil, fi, nil
 }
 
 func (b *Backend) HeadObject(ctx context.Context, in *s3.HeadObjectInput) (*s3.HeadObjectOutput, error) {
 	ctx, cancel := b.act(ctx)
 	defer cancel()
-	_, fi, err := b.statReadable(ctx, deref(in.Bucket), deref(in.Key))
+	r, fi, err := b.openObject(ctx, deref(in.Bucket), deref(in.Key))
+	if r != nil {
+		r.Close() // HEAD reads no byte: the open was the permission check
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -343,7 +355,7 @@ func (b *Backend) HeadObject(ctx context.Context, in *s3.HeadObjectInput) (*s3.H
 			contentRange = ptr(fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, fi.Size))
 		}
 	}
-	md := fileMeta(fi)
+	md := fi.Metadata
 	out := &s3.HeadObjectOutput{
 		AcceptRanges: ptr("bytes"), ContentLength: &size, ContentRange: contentRange, ETag: &tag, LastModified: &fi.Modified,
 		ContentType: contentType(md, fi.IsDir), ContentEncoding: metaPtr(md, metaContentEncoding), CacheControl: metaPtr(md, metaCacheControl),
@@ -381,33 +393,9 @@ func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.Get
 			cancel()
 		}
 	}()
-	bucket, key := deref(in.Bucket), deref(in.Key)
-	p, dir, err := objectPath(bucket, key)
+	r, fi, err := b.openObject(actx, deref(in.Bucket), deref(in.Key))
 	if err != nil {
 		return nil, err
-	}
-	// A file is opened at once: the Reader pins a version, and its Info
-	// is that version's metadata. A directory (a key ending in "/") or an
-	// error is told apart by a stat.
-	var r *client.Reader
-	var fi *client.FileInfo
-	if !dir {
-		if r, err = b.c.Open(actx, p); err == nil {
-			fi = r.Info()
-		} else if rpc.KindOf(err) != rpc.NotFound && rpc.KindOf(err) != rpc.Invalid {
-			// Refused, unavailable, damaged: that is the answer. Not
-			// found, or a directory there: the stat below tells which.
-			return nil, b.s3Error(err, nil)
-		}
-	}
-	if r == nil {
-		_, fi, err = b.stat(actx, bucket, key)
-		if err != nil {
-			return nil, err
-		}
-		if !fi.IsDir {
-			return nil, apiError("ServiceUnavailable", 503, "the object changed while it was being opened, retry")
-		}
 	}
 	closeReader := func() {
 		if r != nil {
@@ -447,7 +435,7 @@ func (b *Backend) GetObject(ctx context.Context, in *s3.GetObjectInput) (*s3.Get
 		cancel()
 	}
 	ok = true
-	md := fileMeta(fi)
+	md := fi.Metadata
 	out := &s3.GetObjectOutput{
 		AcceptRanges: ptr("bytes"), ContentLength: &length, ContentRange: contentRange, ETag: &tag, LastModified: &fi.Modified,
 		ContentType: contentType(md, fi.IsDir), ContentEncoding: metaPtr(md, metaContentEncoding), CacheControl: metaPtr(md, metaCacheControl),
@@ -648,7 +636,7 @@ func (b *Backend) CopyObject(ctx context.Context, in s3response.CopyObjectInput)
 	// The version stat'ed (its conditions checked, its ETag taken) is the
 	// one copied; onto itself with new metadata, a new version of the
 	// object with the same chunks and the replaced file's owner and mode.
-	fi, err := copyFile(ctx, b.c, srcPath, dstPath, md, src.Version)
+	fi, err := b.c.Copy(ctx, srcPath, dstPath, &client.CopyOptions{Metadata: md, SrcVersion: src.Version})
 	if rpc.KindOf(err) == rpc.FailedPrecondition {
 		return s3response.CopyObjectOutput{}, errSourceChanged
 	}

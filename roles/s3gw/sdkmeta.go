@@ -10,20 +10,6 @@ import (
 	"github.com/dfs-project/dfs/rpc"
 )
 
-// The SDK calls that carry an object's metadata, in one place.
-
-func fileMeta(fi *client.FileInfo) map[string]string { return fi.Metadata }
-
-func entryMeta(e client.DirEntry) map[string]string { return e.Metadata }
-
-func setMeta(w *client.Writer, md map[string]string) { w.SetMetadata(md) }
-
-// copyFile copies version srcVersion (0: any) of src to dst on the
-// cluster; md nil keeps src's metadata.
-func copyFile(ctx context.Context, c *client.Client, src, dst string, md map[string]string, srcVersion uint64) (*client.FileInfo, error) {
-	return c.Copy(ctx, src, dst, &client.CopyOptions{Metadata: md, SrcVersion: srcVersion})
-}
-
 // maxPartChunk bounds the chunk size of a part: a Writer holds up to
 // Parallel+1 chunks, so a part in chunks of at most 8 MiB (the
 // coordinator's default chunk size) costs the gateway no more memory than
