@@ -7,6 +7,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"syscall"
 	"time"
 
@@ -19,13 +20,24 @@ import (
 )
 
 // Admin HTTP server timeouts. The endpoints answer from memory, so a slow
-// client is the only thing that can hold a connection.
+// client is the only thing that can hold a connection; the write timeout
+// leaves room for a CPU profile of up to a minute (/debug/pprof/profile
+// refuses a duration at or past it).
 const (
 	adminReadTimeout  = 10 * time.Second
-	adminWriteTimeout = 30 * time.Second
+	adminWriteTimeout = 65 * time.Second
 	adminIdleTimeout  = 2 * time.Minute
 	adminShutdown     = 5 * time.Second
 )
+
+// Admin is a server role's admin listener: Listen is its address ("" for
+// none) and Pprof adds Go's profiling endpoints under /debug/pprof/ (off by
+// default: a profile costs the role CPU while it runs, and the heap and
+// goroutine dumps name internals).
+type Admin struct {
+	Listen string
+	Pprof  bool
+}
 
 // NewMetricsRegistry returns the registry of one role: the role registers
 // its own metrics on it, beside the process and Go runtime collectors.
@@ -58,7 +70,8 @@ func adminListen(addr string) (net.Listener, error) {
 // Prometheus text format, /healthz (200 while the process serves HTTP),
 // /readyz (200 when ready returns nil, else 503 with the reason) and, when
 // index is set, the role's page at /; without it / lists the endpoints.
-func AdminHandler(reg *prometheus.Registry, ready func(context.Context) error, index http.Handler) http.Handler {
+// With withPprof it also serves net/http/pprof under /debug/pprof/.
+func AdminHandler(reg *prometheus.Registry, ready func(context.Context) error, index http.Handler, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -83,6 +96,13 @@ func AdminHandler(reg *prometheus.Registry, ready func(context.Context) error, i
 		})
 	}
 	mux.Handle("GET /", index)
+	if withPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

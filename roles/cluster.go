@@ -42,6 +42,9 @@ type ClusterConfig struct {
 	// AdminListen, when set, serves the coordinator's admin endpoints
 	// (status page, /metrics, /healthz, /readyz) there.
 	AdminListen string
+	// Pprof serves net/http/pprof on the admin endpoints (the whole
+	// process: every role of the cluster runs in it).
+	Pprof bool
 	// NodeAdmin serves each datanode's admin endpoints on a loopback port
 	// of its own (ClusterNode.AdminAddr).
 	NodeAdmin bool
@@ -142,7 +145,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	cctx, cancel := context.WithCancel(ctx)
 	c.coord, c.metrics, c.stopC = coord, reg, cancel
 	go func() {
-		err := runWithAdmin(cctx, admin, AdminHandler(reg, coord.Readiness, coord.StatusHandler()), cfg.Log, coord.Run)
+		err := runWithAdmin(cctx, admin, AdminHandler(reg, coord.Readiness, coord.StatusHandler(), cfg.Pprof), cfg.Log, coord.Run)
 		store.Close()
 		c.doneC <- err
 	}()
@@ -267,7 +270,9 @@ func (c *Cluster) startNode(dir, listen string, tune func(cfg *datanode.Config, 
 	ctx, cancel := context.WithCancel(c.ctx)
 	n := &ClusterNode{Dir: dir, Node: dn, Metrics: reg, AdminAddr: addrOf(admin), tls: deps.TLS, stop: cancel, done: make(chan error, 1)}
 	ready := func(context.Context) error { return dn.Readiness() }
-	go func() { n.done <- runWithAdmin(ctx, admin, AdminHandler(reg, ready, nil), c.cfg.Log, dn.Run) }()
+	go func() {
+		n.done <- runWithAdmin(ctx, admin, AdminHandler(reg, ready, nil, c.cfg.Pprof), c.cfg.Log, dn.Run)
+	}()
 	select {
 	case <-dn.Ready():
 		return n, nil

@@ -9,12 +9,12 @@ import (
 	"github.com/dfs-project/dfs/roles/datanode"
 )
 
-// RunDatanode opens the admin address (adminAddr, "" for none) and runs a
+// RunDatanode opens the admin address (adm.Listen, "" for none) and runs a
 // datanode with its admin endpoints until ctx ends. With t it serves and
 // dials over TLS (t's files are reloaded when they change and on SIGHUP);
 // nil runs in plain text. superusers may read its admin endpoints.
-func RunDatanode(ctx context.Context, cfg datanode.Config, adminAddr string, t *pki.TLS, superusers []string, log zerolog.Logger) error {
-	admin, err := adminListen(adminAddr)
+func RunDatanode(ctx context.Context, cfg datanode.Config, adm Admin, t *pki.TLS, superusers []string, log zerolog.Logger) error {
+	admin, err := adminListen(adm.Listen)
 	if err != nil {
 		return err
 	}
@@ -29,7 +29,7 @@ func RunDatanode(ctx context.Context, cfg datanode.Config, adminAddr string, t *
 	}
 	ready := func(context.Context) error { return dn.Readiness() }
 	keepTLSFresh(ctx, t, log)
-	lis, h := AdminAccess{TLS: t, Tokens: deps.Tokens, Superusers: superusers}.guard(admin, AdminHandler(reg, ready, nil), log)
+	lis, h := AdminAccess{TLS: t, Tokens: deps.Tokens, Superusers: superusers}.guard(admin, AdminHandler(reg, ready, nil, adm.Pprof), log)
 	return runWithAdmin(ctx, lis, h, log, func(ctx context.Context) error {
 		return runNotifying(ctx, dn.Serving(), log, dn.Run)
 	})

@@ -110,7 +110,7 @@ func TestAdminHandler(t *testing.T) {
 		defer mu.Unlock()
 		return notReady
 	}
-	srv := httptest.NewServer(roles.AdminHandler(reg, ready, nil))
+	srv := httptest.NewServer(roles.AdminHandler(reg, ready, nil, false))
 	defer srv.Close()
 
 	t.Run("Healthz", func(t *testing.T) {
@@ -147,6 +147,24 @@ func TestAdminHandler(t *testing.T) {
 		code, _ = httpGet(t, srv.URL+"/nothing-here")
 		is.Equal(code, http.StatusNotFound) // other paths are 404
 	})
+	t.Run("PprofOffByDefault", func(t *testing.T) {
+		is := is.New(t)
+		code, _ := httpGet(t, srv.URL+"/debug/pprof/heap")
+		is.Equal(code, http.StatusNotFound) // without --pprof no profile is served
+	})
+	t.Run("Pprof", func(t *testing.T) {
+		is := is.New(t)
+		psrv := httptest.NewServer(roles.AdminHandler(reg, ready, nil, true))
+		defer psrv.Close()
+		code, body := httpGet(t, psrv.URL+"/debug/pprof/")
+		is.Equal(code, http.StatusOK)                // --pprof serves the profile index
+		is.True(strings.Contains(body, "goroutine")) // listing the profiles
+		code, body = httpGet(t, psrv.URL+"/debug/pprof/goroutine?debug=1")
+		is.Equal(code, http.StatusOK)                               // and a profile
+		is.True(strings.Contains(body, "goroutine profile: total")) // in pprof's text form
+		code, _ = httpGet(t, psrv.URL+"/metrics")
+		is.Equal(code, http.StatusOK) // beside the other endpoints
+	})
 }
 
 // neverElected is an Elector under which this coordinator stands by for
@@ -181,7 +199,7 @@ func startCoordinator(t *testing.T, store meta.Store, elector coordinator.Electo
 		<-done
 	})
 	<-co.Ready()
-	srv := httptest.NewServer(roles.AdminHandler(reg, co.Readiness, co.StatusHandler()))
+	srv := httptest.NewServer(roles.AdminHandler(reg, co.Readiness, co.StatusHandler(), false))
 	t.Cleanup(srv.Close)
 	return co, srv
 }
@@ -300,7 +318,7 @@ func TestDatanodeReadiness(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- dn.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	srv := httptest.NewServer(roles.AdminHandler(reg, func(context.Context) error { return dn.Readiness() }, nil))
+	srv := httptest.NewServer(roles.AdminHandler(reg, func(context.Context) error { return dn.Readiness() }, nil, false))
 	defer srv.Close()
 
 	code, body := httpGet(t, srv.URL+"/readyz")

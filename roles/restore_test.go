@@ -68,7 +68,7 @@ func TestInterruptedRestoreIsNoNewCluster(t *testing.T) {
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err = roles.RunCoordinator(ctx, cfg, roles.StoreConfig{Kind: "bolt", Dir: dir}, "", nil, log)
+	err = roles.RunCoordinator(ctx, cfg, roles.StoreConfig{Kind: "bolt", Dir: dir}, roles.Admin{}, nil, log)
 	t.Log(err)
 	is.True(errors.Is(err, rpc.FailedPrecondition))                              // the coordinator refuses to start
 	is.True(strings.Contains(err.Error(), "interrupted restore of cluster "+id)) // saying why
@@ -90,7 +90,7 @@ func TestInterruptedRestoreIsNoNewCluster(t *testing.T) {
 	run, stop := context.WithCancel(ctx)
 	defer stop()
 	err = roles.RunCoordinator(run, cfg, roles.StoreConfig{Kind: "bolt", Dir: dir, Restore: backup},
-		"", nil, log.Hook(cancelOn{"metadata restored from backup", stop}))
+		roles.Admin{}, nil, log.Hook(cancelOn{"metadata restored from backup", stop}))
 	is.NoErr(err) // the restore runs, and the coordinator stops cleanly after it
 	b, err := boltstore.Open(file, boltstore.Options{})
 	is.NoErr(err)

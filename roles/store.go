@@ -57,13 +57,13 @@ func DefaultStoreConfig() StoreConfig {
 	return StoreConfig{Kind: "bolt", Dir: "./dfs-data/coordinator", EtcdPrefix: "/dfs/", LeaseTTL: etcdstore.DefaultLeaseTTL}
 }
 
-// RunCoordinator opens the admin address (adminAddr, "" for none) and the
+// RunCoordinator opens the admin address (adm.Listen, "" for none) and the
 // metadata store, restores a backup into the store if asked, and runs a
 // coordinator with its admin endpoints until ctx ends. With t it serves
 // and dials over TLS and checks every caller (t's files are reloaded when
 // they change and on SIGHUP); nil runs in plain text.
-func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig, adminAddr string, t *pki.TLS, log zerolog.Logger) error {
-	admin, err := adminListen(adminAddr)
+func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig, adm Admin, t *pki.TLS, log zerolog.Logger) error {
+	admin, err := adminListen(adm.Listen)
 	if err != nil {
 		return err
 	}
@@ -107,7 +107,7 @@ func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig,
 		return err
 	}
 	keepTLSFresh(ctx, t, log)
-	lis, h := AdminAccess{TLS: t, Tokens: deps.Tokens, Superusers: cfg.Superusers}.guard(admin, AdminHandler(reg, co.Readiness, co.StatusHandler()), log)
+	lis, h := AdminAccess{TLS: t, Tokens: deps.Tokens, Superusers: cfg.Superusers}.guard(admin, AdminHandler(reg, co.Readiness, co.StatusHandler(), adm.Pprof), log)
 	err = runWithAdmin(ctx, lis, h, log, func(ctx context.Context) error {
 		return runNotifying(ctx, co.Ready(), log, co.Run)
 	})

@@ -51,6 +51,11 @@ func superusersFlag(dst *[]string) cli.Flag {
 	return addrsFlag("superusers", dst, env("SUPERUSERS"), "comma-separated users who may do anything: bypass permissions, run dfs admin commands, read the admin endpoints")
 }
 
+// pprofFlag is the --pprof flag of a server role.
+func pprofFlag(dst *bool) cli.Flag {
+	return &cli.BoolFlag{Name: "pprof", Destination: dst, EnvVars: env("PPROF"), Usage: "also serve Go's profiles (net/http/pprof) under /debug/pprof/ on the admin address, for profiling in the field"}
+}
+
 // adminListenFlag is the --admin-listen flag of a server role.
 func adminListenFlag(dst *string, usage string) cli.Flag {
 	return &cli.StringFlag{Name: "admin-listen", Value: *dst, Destination: dst, EnvVars: env("ADMIN_LISTEN"), Usage: usage}
@@ -59,7 +64,7 @@ func adminListenFlag(dst *string, usage string) cli.Flag {
 func (a *app) coordinatorCommand() *cli.Command {
 	cfg := coordinator.DefaultConfig()
 	sc := roles.DefaultStoreConfig()
-	var admin string
+	var admin roles.Admin
 	return &cli.Command{
 		Name: "coordinator", Usage: "run the coordinator (namespace, membership, placement)", Category: "server",
 		Flags: []cli.Flag{
@@ -100,7 +105,8 @@ func (a *app) coordinatorCommand() *cli.Command {
 			&cli.DurationFlag{Name: "rpc-timeout", Value: cfg.RPCTimeout, Destination: &cfg.RPCTimeout, EnvVars: env("RPC_TIMEOUT"), Usage: "timeout of calls to datanodes"},
 			&cli.DurationFlag{Name: "failure-penalty", Value: cfg.FailurePenalty, Destination: &cfg.FailurePenalty, EnvVars: env("FAILURE_PENALTY"), Usage: "a datanode reported failing a chunk stream gets new chunks only after every other node for this long (0: ignore reports)"},
 			&cli.GenericFlag{Name: "token-max-lifetime", Value: (*lifetime)(&cfg.TokenMaxLifetime), EnvVars: env("TOKEN_MAX_LIFETIME"), Usage: "the longest a bearer token this coordinator signs (dfs admin token create) may live: 12h, 7d, 90d"},
-			adminListenFlag(&admin, "admin HTTP address for /metrics, /healthz, /readyz and the status page at / (empty: none; off loopback, HTTPS for servers and superusers only)"),
+			adminListenFlag(&admin.Listen, "admin HTTP address for /metrics, /healthz, /readyz and the status page at / (empty: none; off loopback, HTTPS for servers and superusers only)"),
+			pprofFlag(&admin.Pprof),
 			superusersFlag(&cfg.Superusers),
 		},
 		Action: func(c *cli.Context) error {
@@ -118,7 +124,7 @@ func (a *app) coordinatorCommand() *cli.Command {
 
 func (a *app) datanodeCommand() *cli.Command {
 	cfg := datanode.DefaultConfig()
-	var admin string
+	var admin roles.Admin
 	superusers := []string{auth.DefaultSuperuser}
 	return &cli.Command{
 		Name: "datanode", Usage: "run a datanode (chunk storage and streaming)", Category: "server",
@@ -140,7 +146,8 @@ func (a *app) datanodeCommand() *cli.Command {
 			&cli.DurationFlag{Name: "inventory-interval", Value: cfg.InventoryInterval, Destination: &cfg.InventoryInterval, EnvVars: env("INVENTORY_INTERVAL"), Usage: "pause between full chunk inventory reports to the coordinator, each after a disk check for chunk files gone (one is also sent after every registration)"},
 			&cli.DurationFlag{Name: "scrub-interval", Value: cfg.ScrubInterval, Destination: &cfg.ScrubInterval, EnvVars: env("SCRUB_INTERVAL"), Usage: "pause between scrub passes over every stored chunk (0: continuous)"},
 			&cli.GenericFlag{Name: "scrub-rate", Value: byteSize(&cfg.ScrubRate), EnvVars: env("SCRUB_RATE"), Usage: "most bytes per second the scrubber reads (0: no scrubbing)"},
-			adminListenFlag(&admin, "admin HTTP address for /metrics, /healthz and /readyz (empty: none; off loopback, HTTPS for servers and superusers only)"),
+			adminListenFlag(&admin.Listen, "admin HTTP address for /metrics, /healthz and /readyz (empty: none; off loopback, HTTPS for servers and superusers only)"),
+			pprofFlag(&admin.Pprof),
 			superusersFlag(&superusers),
 		},
 		Action: func(c *cli.Context) error {
@@ -158,6 +165,7 @@ func (a *app) datanodeCommand() *cli.Command {
 
 func (a *app) devCommand() *cli.Command {
 	dir, nodes, listen, replication, admin := "./dfs-dev", 3, "127.0.0.1:7000", 3, "127.0.0.1:7080"
+	var pprofOn bool
 	s3Listen := s3gw.DefaultListen
 	var mountDir string
 	return &cli.Command{
@@ -168,6 +176,7 @@ func (a *app) devCommand() *cli.Command {
 			&cli.StringFlag{Name: "listen", Value: listen, Destination: &listen, EnvVars: env("LISTEN"), Usage: "coordinator listen address"},
 			&cli.IntFlag{Name: "replication", Value: replication, Destination: &replication, EnvVars: env("REPLICATION"), Usage: "default replication factor"},
 			adminListenFlag(&admin, "the coordinator's admin HTTP address: status page, /metrics, /healthz, /readyz (empty: none)"),
+			pprofFlag(&pprofOn),
 			&cli.StringFlag{Name: "s3-listen", Value: s3Listen, Destination: &s3Listen, EnvVars: env("S3_LISTEN"), Usage: "address of an S3 gateway to the cluster, with credentials printed at start (empty: none)"},
 			&cli.StringFlag{Name: "mount", Destination: &mountDir, EnvVars: env("DEV_MOUNT"), Usage: "also serve the cluster at this directory (FUSE), as dfs mount does"},
 		},
@@ -183,7 +192,7 @@ func (a *app) devCommand() *cli.Command {
 			} else if a.sec.files.Set() || a.sec.token != "" {
 				return rpc.Errorf(rpc.Invalid, "dfs dev makes its own CA and certificates under --data-dir/tls: it takes no --tls-* or --token")
 			}
-			cfg.AdminListen = admin
+			cfg.AdminListen, cfg.Pprof = admin, pprofOn
 			cfg.Coordinator.Replication = replication
 			if replication > nodes {
 				fmt.Fprintf(a.stdio.Err, "dfs dev: replication %d needs %d datanodes; using %d\n", replication, replication, nodes)

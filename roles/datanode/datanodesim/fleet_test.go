@@ -52,7 +52,7 @@ func startCoordinator(t *testing.T, s *meta.Synth) string {
 	var wg sync.WaitGroup
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	wg.Go(func() {
-		if err := roles.RunCoordinator(ctx, cfg, sc, "", nil, log); err != nil {
+		if err := roles.RunCoordinator(ctx, cfg, sc, roles.Admin{}, nil, log); err != nil {
 			t.Errorf("coordinator: %v", err)
 		}
 	})
