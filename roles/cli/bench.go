@@ -52,9 +52,23 @@ type BenchResult struct {
 	MetaParallel      int     `json:"meta_parallel,omitempty"`
 	MetaCommitsPerSec float64 `json:"meta_commits_per_s,omitempty"`
 	MetaLookupsPerSec float64 `json:"meta_lookups_per_s,omitempty"`
-	DatanodePeakRSS   []int64 `json:"datanode_peak_rss_bytes,omitempty"`
-	Nodes             int     `json:"nodes,omitempty"`
-	Replication       int     `json:"replication,omitempty"`
+	// CPU seconds per GiB of the large put and get, in the client (this
+	// process) and, with --dev, the cluster's processes together.
+	PutClientCPUPerGiB  float64 `json:"put_client_cpu_s_per_gib"`
+	PutClusterCPUPerGiB float64 `json:"put_cluster_cpu_s_per_gib,omitempty"`
+	GetClientCPUPerGiB  float64 `json:"get_client_cpu_s_per_gib"`
+	GetClusterCPUPerGiB float64 `json:"get_cluster_cpu_s_per_gib,omitempty"`
+	// CPU milliseconds per small put and get, likewise.
+	SmallPutClientCPUms  float64 `json:"small_put_client_cpu_ms"`
+	SmallPutClusterCPUms float64 `json:"small_put_cluster_cpu_ms,omitempty"`
+	SmallGetClientCPUms  float64 `json:"small_get_client_cpu_ms"`
+	SmallGetClusterCPUms float64 `json:"small_get_cluster_cpu_ms,omitempty"`
+	// DatanodePutPeakRSS is each datanode's peak resident set during the
+	// large put (--dev); DatanodePeakRSS over the whole run.
+	DatanodePutPeakRSS []int64 `json:"datanode_put_peak_rss_bytes,omitempty"`
+	DatanodePeakRSS    []int64 `json:"datanode_peak_rss_bytes,omitempty"`
+	Nodes              int     `json:"nodes,omitempty"`
+	Replication        int     `json:"replication,omitempty"`
 	// S3 is what --s3 measured through a gateway.
 	S3 *S3BenchResult `json:"s3,omitempty"`
 }
@@ -157,7 +171,7 @@ func (a *app) benchCommand() *cli.Command {
 				}
 				defer rangeCl.Close()
 			}
-			if err := runBench(ctx, cl, rangeCl, res, stdio.Err, asJSON); err != nil {
+			if err := runBench(ctx, cl, rangeCl, procs, res, stdio.Err, asJSON); err != nil {
 				return err
 			}
 			if withS3 {
@@ -188,9 +202,27 @@ func (a *app) benchCommand() *cli.Command {
 			}
 			if res.LargeBytes > 0 {
 				fmt.Fprintf(stdio.Out, "large file %s: put %.1f MB/s, get %.1f MB/s\n", rpc.FormatBytes(res.LargeBytes), res.PutMBps, res.GetMBps)
+				fmt.Fprintf(stdio.Out, "  CPU s/GiB: put client %.2f", res.PutClientCPUPerGiB)
+				if procs != nil {
+					fmt.Fprintf(stdio.Out, " cluster %.2f", res.PutClusterCPUPerGiB)
+				}
+				fmt.Fprintf(stdio.Out, ", get client %.2f", res.GetClientCPUPerGiB)
+				if procs != nil {
+					fmt.Fprintf(stdio.Out, " cluster %.2f", res.GetClusterCPUPerGiB)
+				}
+				fmt.Fprintln(stdio.Out)
 			}
 			if res.SmallFiles > 0 {
 				fmt.Fprintf(stdio.Out, "%d x %s files (%d in flight): %.0f puts/s, %.0f gets/s\n", res.SmallFiles, rpc.FormatBytes(res.SmallBytes), res.SmallParallel, res.SmallPutsPerSec, res.SmallGetsPerSec)
+				fmt.Fprintf(stdio.Out, "  CPU ms per file: put client %.2f", res.SmallPutClientCPUms)
+				if procs != nil {
+					fmt.Fprintf(stdio.Out, " cluster %.2f", res.SmallPutClusterCPUms)
+				}
+				fmt.Fprintf(stdio.Out, ", get client %.2f", res.SmallGetClientCPUms)
+				if procs != nil {
+					fmt.Fprintf(stdio.Out, " cluster %.2f", res.SmallGetClusterCPUms)
+				}
+				fmt.Fprintln(stdio.Out)
 			}
 			if res.RangeReads > 0 {
 				fmt.Fprintf(stdio.Out, "%s reads at random from a %s file in %s frames (%d in flight): %.0f reads/s\n",
@@ -207,7 +239,11 @@ func (a *app) benchCommand() *cli.Command {
 				printS3Bench(stdio.Out, res)
 			}
 			for i, rss := range res.DatanodePeakRSS {
-				fmt.Fprintf(stdio.Out, "datanode %d peak RSS: %s\n", i, rpc.FormatBytes(rss))
+				fmt.Fprintf(stdio.Out, "datanode %d peak RSS: %s", i, rpc.FormatBytes(rss))
+				if i < len(res.DatanodePutPeakRSS) {
+					fmt.Fprintf(stdio.Out, " (during the large put: %s)", rpc.FormatBytes(res.DatanodePutPeakRSS[i]))
+				}
+				fmt.Fprintln(stdio.Out)
 			}
 			return nil
 		},
@@ -217,7 +253,9 @@ func (a *app) benchCommand() *cli.Command {
 // runBench runs the benchmarks res asks for with cl, the ranged reads
 // with rangeCl (whose frame size is res.RangeFrameBytes), and records the
 // figures in res.
-func runBench(ctx context.Context, cl, rangeCl *client.Client, res *BenchResult, logw io.Writer, quiet bool) error {
+// procs, when set, is the cluster the bench started: its CPU and the
+// datanodes' peak memory during the large put are measured too.
+func runBench(ctx context.Context, cl, rangeCl *client.Client, procs *devProcs, res *BenchResult, logw io.Writer, quiet bool) error {
 	say := func(format string, args ...any) {
 		if !quiet {
 			fmt.Fprintf(logw, format+"\n", args...)
@@ -226,17 +264,27 @@ func runBench(ctx context.Context, cl, rangeCl *client.Client, res *BenchResult,
 	const mb = 1e6
 	if res.LargeBytes > 0 {
 		say("putting %s...", rpc.FormatBytes(res.LargeBytes))
-		start := time.Now()
+		if procs != nil {
+			procs.resetPeakRSS()
+		}
+		cpu, start := cpuNow(procs), time.Now()
 		if _, err := cl.Put(ctx, "/bench/large", roles.NewPatternReader(res.LargeBytes), res.LargeBytes, nil); err != nil {
 			return err
 		}
 		res.PutMBps = float64(res.LargeBytes) / mb / time.Since(start).Seconds()
+		used := cpuNow(procs).sub(cpu)
+		res.PutClientCPUPerGiB, res.PutClusterCPUPerGiB = perGiB(used.client, res.LargeBytes), perGiB(used.cluster, res.LargeBytes)
+		if procs != nil {
+			res.DatanodePutPeakRSS = procs.peakRSS()
+		}
 		say("getting %s...", rpc.FormatBytes(res.LargeBytes))
-		start = time.Now()
+		cpu, start = cpuNow(procs), time.Now()
 		if _, err := cl.Get(ctx, "/bench/large", io.Discard, nil); err != nil {
 			return err
 		}
 		res.GetMBps = float64(res.LargeBytes) / mb / time.Since(start).Seconds()
+		used = cpuNow(procs).sub(cpu)
+		res.GetClientCPUPerGiB, res.GetClusterCPUPerGiB = perGiB(used.client, res.LargeBytes), perGiB(used.cluster, res.LargeBytes)
 	}
 	if res.RangeReads > 0 {
 		if err := benchRanges(ctx, rangeCl, res, say); err != nil {
@@ -252,6 +300,7 @@ func runBench(ctx context.Context, cl, rangeCl *client.Client, res *BenchResult,
 		data := make([]byte, res.SmallBytes)
 		roles.NewPatternReader(res.SmallBytes).Read(data)
 		say("putting %d small files...", res.SmallFiles)
+		cpu := cpuNow(procs)
 		elapsed, err := parallel(ctx, res.SmallFiles, res.SmallParallel, func(i int) error {
 			_, err := cl.Put(ctx, fmt.Sprintf("/bench/small/%06d", i), bytes.NewReader(data), int64(len(data)), nil)
 			return err
@@ -260,7 +309,10 @@ func runBench(ctx context.Context, cl, rangeCl *client.Client, res *BenchResult,
 			return err
 		}
 		res.SmallPutsPerSec = float64(res.SmallFiles) / elapsed.Seconds()
+		used := cpuNow(procs).sub(cpu)
+		res.SmallPutClientCPUms, res.SmallPutClusterCPUms = perOp(used.client, res.SmallFiles), perOp(used.cluster, res.SmallFiles)
 		say("getting %d small files...", res.SmallFiles)
+		cpu = cpuNow(procs)
 		elapsed, err = parallel(ctx, res.SmallFiles, res.SmallParallel, func(i int) error {
 			_, err := cl.Get(ctx, fmt.Sprintf("/bench/small/%06d", i), io.Discard, nil)
 			return err
@@ -269,6 +321,8 @@ func runBench(ctx context.Context, cl, rangeCl *client.Client, res *BenchResult,
 			return err
 		}
 		res.SmallGetsPerSec = float64(res.SmallFiles) / elapsed.Seconds()
+		used = cpuNow(procs).sub(cpu)
+		res.SmallGetClientCPUms, res.SmallGetClusterCPUms = perOp(used.client, res.SmallFiles), perOp(used.cluster, res.SmallFiles)
 		_, err = parallel(ctx, res.SmallFiles, res.SmallParallel, func(i int) error {
 			return cl.Remove(ctx, fmt.Sprintf("/bench/small/%06d", i))
 		})

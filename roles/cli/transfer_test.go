@@ -297,9 +297,9 @@ func TestBenchTree(t *testing.T) {
 	is.NoErr(err)
 	defer cl.Close()
 	res := &BenchResult{TreeFiles: 150, TreeFileBytes: 3000, TreeTransfers: 4}
-	is.NoErr(runBench(t.Context(), cl, cl, res, io.Discard, true)) // the recursive figure alone
-	is.True(res.TreePutsPerSec > 0)                                // put -r timed
-	is.True(res.TreeGetsPerSec > 0)                                // get -r timed
+	is.NoErr(runBench(t.Context(), cl, cl, nil, res, io.Discard, true)) // the recursive figure alone
+	is.True(res.TreePutsPerSec > 0)                                     // put -r timed
+	is.True(res.TreeGetsPerSec > 0)                                     // get -r timed
 	_, err = cl.Stat(t.Context(), "/bench/tree")
 	is.True(errors.Is(err, fs.ErrNotExist)) // the remote tree is deleted
 }

@@ -1,0 +1,64 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+)
+
+// cpuTimes is the CPU time (user + system) spent so far by the bench's
+// own process, which is the client, and by the cluster's processes
+// when the bench started them (--dev).
+type cpuTimes struct {
+	client, cluster time.Duration
+}
+
+// sub is the CPU spent between two readings.
+func (c cpuTimes) sub(o cpuTimes) cpuTimes {
+	return cpuTimes{client: c.client - o.client, cluster: c.cluster - o.cluster}
+}
+
+// cpuNow reads the CPU spent so far by this process and by procs' (nil
+// without --dev: the cluster's figure is then 0).
+func cpuNow(procs *devProcs) cpuTimes {
+	var ru syscall.Rusage
+	var t cpuTimes
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		t.client = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	if procs != nil {
+		for _, cmd := range procs.cmds {
+			if c, err := procCPU(cmd.Process.Pid); err == nil {
+				t.cluster += c
+			}
+		}
+	}
+	return t
+}
+
+// resetPeakRSS restarts the high-water resident set (VmHWM) of procs'
+// datanodes, so a later peakRSS reads the peak of what ran in between
+// (Linux clear_refs; a kernel that refuses it leaves the peak of the
+// whole run).
+func (d *devProcs) resetPeakRSS() {
+	for _, cmd := range d.cmds[1:] {
+		os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", cmd.Process.Pid), []byte("5"), 0)
+	}
+}
+
+// perGiB is CPU seconds per GiB moved.
+func perGiB(cpu time.Duration, bytes int64) float64 {
+	if bytes <= 0 {
+		return 0
+	}
+	return cpu.Seconds() / (float64(bytes) / (1 << 30))
+}
+
+// perOp is CPU milliseconds per operation.
+func perOp(cpu time.Duration, ops int) float64 {
+	if ops <= 0 {
+		return 0
+	}
+	return float64(cpu.Microseconds()) / 1e3 / float64(ops)
+}
