@@ -66,9 +66,12 @@ type BenchResult struct {
 	// DatanodePutPeakRSS is each datanode's peak resident set during the
 	// large put (--dev); DatanodePeakRSS over the whole run.
 	DatanodePutPeakRSS []int64 `json:"datanode_put_peak_rss_bytes,omitempty"`
-	DatanodePeakRSS    []int64 `json:"datanode_peak_rss_bytes,omitempty"`
-	Nodes              int     `json:"nodes,omitempty"`
-	Replication        int     `json:"replication,omitempty"`
+	// DatanodePutPeakAnon is the private part of it: heap, stacks and
+	// buffers, without the executable's shared pages (sampled).
+	DatanodePutPeakAnon []int64 `json:"datanode_put_peak_anon_bytes,omitempty"`
+	DatanodePeakRSS     []int64 `json:"datanode_peak_rss_bytes,omitempty"`
+	Nodes               int     `json:"nodes,omitempty"`
+	Replication         int     `json:"replication,omitempty"`
 	// S3 is what --s3 measured through a gateway.
 	S3 *S3BenchResult `json:"s3,omitempty"`
 }
@@ -241,7 +244,7 @@ func (a *app) benchCommand() *cli.Command {
 			for i, rss := range res.DatanodePeakRSS {
 				fmt.Fprintf(stdio.Out, "datanode %d peak RSS: %s", i, rpc.FormatBytes(rss))
 				if i < len(res.DatanodePutPeakRSS) {
-					fmt.Fprintf(stdio.Out, " (during the large put: %s)", rpc.FormatBytes(res.DatanodePutPeakRSS[i]))
+					fmt.Fprintf(stdio.Out, " (during the large put: %s, of which private %s)", rpc.FormatBytes(res.DatanodePutPeakRSS[i]), rpc.FormatBytes(res.DatanodePutPeakAnon[i]))
 				}
 				fmt.Fprintln(stdio.Out)
 			}
@@ -264,11 +267,20 @@ func runBench(ctx context.Context, cl, rangeCl *client.Client, procs *devProcs, 
 	const mb = 1e6
 	if res.LargeBytes > 0 {
 		say("putting %s...", rpc.FormatBytes(res.LargeBytes))
+		var anon chan []int64
+		stop := make(chan struct{})
 		if procs != nil {
 			procs.resetPeakRSS()
+			anon = make(chan []int64, 1)
+			go func() { anon <- procs.sampleAnon(stop) }()
 		}
 		cpu, start := cpuNow(procs), time.Now()
-		if _, err := cl.Put(ctx, "/bench/large", roles.NewPatternReader(res.LargeBytes), res.LargeBytes, nil); err != nil {
+		_, err := cl.Put(ctx, "/bench/large", roles.NewPatternReader(res.LargeBytes), res.LargeBytes, nil)
+		close(stop)
+		if anon != nil {
+			res.DatanodePutPeakAnon = <-anon
+		}
+		if err != nil {
 			return err
 		}
 		res.PutMBps = float64(res.LargeBytes) / mb / time.Since(start).Seconds()

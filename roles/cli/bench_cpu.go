@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -45,6 +47,44 @@ func (d *devProcs) resetPeakRSS() {
 	for _, cmd := range d.cmds[1:] {
 		os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", cmd.Process.Pid), []byte("5"), 0)
 	}
+}
+
+// sampleAnon samples the anonymous (private: heap, stacks, buffers)
+// resident memory of procs' datanodes every 50 ms until stop is closed,
+// then returns each one's peak. The kernel keeps no high-water mark of
+// it, and VmHWM also counts the executable's pages, which every dfs
+// process maps from the one page cache.
+func (d *devProcs) sampleAnon(stop <-chan struct{}) []int64 {
+	nodes := d.cmds[1:]
+	peak := make([]int64, len(nodes))
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for i, cmd := range nodes {
+			peak[i] = max(peak[i], rssAnon(cmd.Process.Pid))
+		}
+		select {
+		case <-stop:
+			return peak
+		case <-tick.C:
+		}
+	}
+}
+
+// rssAnon reads the anonymous resident memory of process pid (RssAnon),
+// or 0.
+func rssAnon(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "RssAnon:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // perGiB is CPU seconds per GiB moved.
