@@ -346,10 +346,17 @@ func (up *uploads) begin(ctx context.Context, req uploadRequest) (*opened, error
 	if err := up.safe.check("place chunks"); err != nil {
 		return nil, err
 	}
-	if _, err := up.perms.create(ctx, req.path); err != nil {
+	_, walked, err := up.perms.createResolved(ctx, req.path)
+	if err != nil {
 		return nil, err
 	}
-	if err := up.conflict(ctx, req.path); err != nil {
+	// The permission check's walk read p and its ancestors already.
+	if walked != nil {
+		err = walked.conflict(req.path)
+	} else {
+		err = up.conflict(ctx, req.path)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if req.cond != (precondition{}) {

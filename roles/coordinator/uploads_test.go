@@ -9,6 +9,7 @@ import (
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
 	"github.com/dfs-project/dfs/rpc"
@@ -226,22 +227,32 @@ func TestCommitRetriesOnlyConflicts(t *testing.T) {
 
 // TestUploadRefusedBeforeAnyByte: an upload to a path that is a directory,
 // or below a file, is refused with Exists as it opens, before any chunk
-// is placed; a new file beside them opens.
+// is placed; a new file beside them opens. The same without a caller and
+// with one (a superuser: the permission check still reads the path and
+// its ancestors, and the conflict is decided from what it read).
 func TestUploadRefusedBeforeAnyByte(t *testing.T) {
-	is := is.New(t)
-	f := newFixture(t, 3, nil)
-	f.put("/d/x", testChunk, 3)
-	f.put("/file", testChunk, 3)
-	is.NoErr(f.store.Commit(f.ctx, &meta.Txn{Path: "/empty", Mkdir: &meta.Dir{Path: "/empty", Modified: time.Unix(1, 0)}}))
-	for _, p := range []rpc.Path{"/d", "/empty", "/file/below", "/file/below/deeper"} {
-		_, err := f.term.uploads.begin(f.ctx, uploadRequest{path: p, size: testChunk})
-		is.Equal(rpc.KindOf(err), rpc.Exists) // refused at once
+	for _, caller := range []string{"none", "admin"} {
+		t.Run(caller, func(t *testing.T) {
+			is := is.New(t)
+			f := newFixture(t, 3, nil)
+			f.put("/d/x", testChunk, 3)
+			f.put("/file", testChunk, 3)
+			is.NoErr(f.store.Commit(f.ctx, &meta.Txn{Path: "/empty", Mkdir: &meta.Dir{Path: "/empty", Modified: time.Unix(1, 0)}}))
+			ctx := f.ctx
+			if caller == "admin" {
+				ctx = auth.NewContext(ctx, asAdmin)
+			}
+			for _, p := range []rpc.Path{"/d", "/empty", "/file/below", "/file/below/deeper"} {
+				_, err := f.term.uploads.begin(ctx, uploadRequest{path: p, size: testChunk})
+				is.Equal(rpc.KindOf(err), rpc.Exists) // refused at once
+			}
+			is.Equal(f.term.uploads.sessions.Len(), 0) // no session opened, nothing placed
+			_, err := f.term.uploads.begin(ctx, uploadRequest{path: "/d/y", size: testChunk})
+			is.NoErr(err) // a new file beside them opens
+			_, err = f.term.uploads.begin(ctx, uploadRequest{path: "/file", size: testChunk})
+			is.NoErr(err) // and so does a new version of a file
+		})
 	}
-	is.Equal(f.term.uploads.sessions.Len(), 0) // no session opened, nothing placed
-	_, err := f.term.uploads.begin(f.ctx, uploadRequest{path: "/d/y", size: testChunk})
-	is.NoErr(err) // a new file beside them opens
-	_, err = f.term.uploads.begin(f.ctx, uploadRequest{path: "/file", size: testChunk})
-	is.NoErr(err) // and so does a new version of a file
 }
 
 // TestOneChunkUploadOneCommit: the upload of a file of one chunk is
