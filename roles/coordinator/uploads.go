@@ -975,7 +975,8 @@ func owns(ctx context.Context, u *upload) error {
 
 // abort ends u and records the deletion of every chunk it placed, in one
 // txn, then hands them to GC. If the store is unreachable the session
-// stays recorded and the next leader collects it when it expires there.
+// stays recorded and the next leader collects it when it expires there
+// (a volatile session's chunks are orphans, and collected as such).
 func (up *uploads) abort(u *upload) {
 	ctx, cancel := context.WithTimeout(up.ctx, up.rpcTimeout)
 	defer cancel()
