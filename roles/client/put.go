@@ -36,7 +36,9 @@ const defaultSessionTimeout = time.Minute
 // Receipts of finished chunks go to the coordinator in batches while the
 // upload runs, which also keeps its session alive however long the
 // upload takes. An input longer than the coordinator's chunk limit fails
-// before the chunk beyond the limit is sent. The returned metadata holds
+// before the chunk beyond the limit is sent. A file of one chunk whose
+// session a restarted (or newly elected) coordinator does not know is put
+// again, once, from the chunk still in memory (see upload.finish). The returned metadata holds
 // the whole chunk map, unless the path was replaced again before all of
 // it was read (len(Chunks) < ChunkCount then).
 //
