@@ -38,9 +38,10 @@ const defaultSessionTimeout = time.Minute
 // upload takes. An input longer than the coordinator's chunk limit fails
 // before the chunk beyond the limit is sent. A file of one chunk whose
 // session a restarted (or newly elected) coordinator does not know is put
-// again, once, from the chunk still in memory (see upload.finish). The returned metadata holds
-// the whole chunk map, unless the path was replaced again before all of
-// it was read (len(Chunks) < ChunkCount then).
+// again, once, from the chunk still in memory (see upload.finish). The
+// returned metadata holds the whole chunk map, unless the path was
+// replaced again before all of it was read (len(Chunks) < ChunkCount
+// then).
 //
 // Put shares its machinery with Create's Writer, but reads r straight
 // into the chunk buffers: no byte is copied on the way.
