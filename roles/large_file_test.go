@@ -247,6 +247,22 @@ func TestOneChunkPutAcrossCoordinatorRestart(t *testing.T) {
 	got, err := getBytes(t.Context(), cl, "/restart/small")
 	is.NoErr(err)
 	is.True(bytes.Equal(got, data)) // get returns what was put
+
+	// The same through a Writer of a known size (as the S3 gateway
+	// writes), the restart between Create and Close.
+	w, err := cl.Create(t.Context(), "/restart/written", &client.CreateOptions{Size: int64(len(data))})
+	is.NoErr(err) // the upload opens
+	restartCoordinator(t, c)
+	eventually(t, "the client reaches the restarted coordinator again", func() bool {
+		_, err := cl.Nodes(t.Context())
+		return err == nil
+	})
+	_, err = w.Write(data)
+	is.NoErr(err)
+	is.NoErr(w.Close()) // commits across the restart
+	got, err = getBytes(t.Context(), cl, "/restart/written")
+	is.NoErr(err)
+	is.True(bytes.Equal(got, data)) // get returns what was written
 }
 
 // TestChunkMapPagesPinVersion pins the paging of chunk maps: a page after
