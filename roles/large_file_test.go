@@ -220,6 +220,51 @@ func TestPutAcrossCoordinatorRestart(t *testing.T) {
 	is.True(bytes.Equal(got, data)) // get returns what was put
 }
 
+// TestOneChunkPutAcrossCoordinatorRestart pins the put of a file of one
+// chunk across a coordinator restart between UploadFile and the confirm:
+// its session was never recorded (the commit is its one durable write),
+// so the restarted coordinator does not know it; the client puts the file
+// again from its buffer, and the put succeeds, once.
+func TestOneChunkPutAcrossCoordinatorRestart(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c := rolestest.Start(t, 3, rolestest.WithCoordinator(func(cfg *coordinator.Config) { cfg.SafeModeTimeout = 0 }))
+	cl := rolestest.Client(t, c)
+	data := randomBytes(rolestest.ChunkSize / 3)
+	// The input is read after UploadFile answered and before the chunk is
+	// sent.
+	r := &hookReader{r: bytes.NewReader(data), at: 1, hook: func() {
+		restartCoordinator(t, c)
+		eventually(t, "the client reaches the restarted coordinator", func() bool {
+			_, err := cl.Nodes(t.Context())
+			return err == nil
+		})
+	}}
+	fi, err := cl.Put(t.Context(), "/restart/small", r, int64(len(data)), nil)
+	is.NoErr(err)                                     // the put commits across the restart
+	is.Equal(fi.Version, uint64(1))                   // once
+	is.Equal(rpcCalls(t, c, "UploadFile"), uint64(1)) // in a session opened again with the restarted coordinator
+	got, err := getBytes(t.Context(), cl, "/restart/small")
+	is.NoErr(err)
+	is.True(bytes.Equal(got, data)) // get returns what was put
+
+	// The same through a Writer of a known size (as the S3 gateway
+	// writes), the restart between Create and Close.
+	w, err := cl.Create(t.Context(), "/restart/written", &client.CreateOptions{Size: int64(len(data))})
+	is.NoErr(err) // the upload opens
+	restartCoordinator(t, c)
+	eventually(t, "the client reaches the restarted coordinator again", func() bool {
+		_, err := cl.Nodes(t.Context())
+		return err == nil
+	})
+	_, err = w.Write(data)
+	is.NoErr(err)
+	is.NoErr(w.Close()) // commits across the restart
+	got, err = getBytes(t.Context(), cl, "/restart/written")
+	is.NoErr(err)
+	is.True(bytes.Equal(got, data)) // get returns what was written
+}
+
 // TestChunkMapPagesPinVersion pins the paging of chunk maps: a page after
 // the first names the version it continues, and once the path holds
 // another version (replaced, or deleted and put again, which starts again

@@ -36,9 +36,12 @@ const defaultSessionTimeout = time.Minute
 // Receipts of finished chunks go to the coordinator in batches while the
 // upload runs, which also keeps its session alive however long the
 // upload takes. An input longer than the coordinator's chunk limit fails
-// before the chunk beyond the limit is sent. The returned metadata holds
-// the whole chunk map, unless the path was replaced again before all of
-// it was read (len(Chunks) < ChunkCount then).
+// before the chunk beyond the limit is sent. A file of one chunk whose
+// session a restarted (or newly elected) coordinator does not know is put
+// again, once, from the chunk still in memory (see upload.finish). The
+// returned metadata holds the whole chunk map, unless the path was
+// replaced again before all of it was read (len(Chunks) < ChunkCount
+// then).
 //
 // Put shares its machinery with Create's Writer, but reads r straight
 // into the chunk buffers: no byte is copied on the way.
@@ -115,6 +118,9 @@ type upload struct {
 	h     hash.Hash // of the bytes submitted so far
 	total int64     // bytes submitted so far
 	index uint32    // the next chunk's index
+
+	opts  uploadOptions // what it was opened with, for a second try
+	first []byte        // chunk 0, while it is the only one (see finish)
 }
 
 // startUpload opens an upload of path with the coordinator and starts the
@@ -158,7 +164,7 @@ func (c *Client) startUpload(ctx context.Context, path string, size int64, o upl
 	if st.ttl <= 0 {
 		st.ttl = defaultSessionTimeout
 	}
-	u := &upload{st: st, parent: ctx, size: size, h: sha256.New()}
+	u := &upload{st: st, parent: ctx, size: size, h: sha256.New(), opts: o}
 	u.ctx, u.cancel = context.WithCancelCause(ctx)
 	if st.chunkSize <= 0 || st.chunkSize > rpc.MaxChunkSize {
 		return nil, u.abort(rpc.Errorf(rpc.Internal, "coordinator chose chunk size %d", st.chunkSize))
@@ -225,6 +231,9 @@ func (u *upload) submit(buf []byte, n int) error {
 		return rpc.Errorf(rpc.Invalid, "input grew while reading: more than %d bytes", u.size)
 	}
 	u.h.Write(buf[:n])
+	if u.index == 0 {
+		u.first = buf[:n]
+	}
 	select {
 	case u.jobs <- chunkJob{index: u.index, data: buf[:n], buf: buf}:
 	case <-u.ctx.Done():
@@ -298,12 +307,43 @@ func (u *upload) end(err error) (*dfspb.FileInfo, error) {
 	return nil, err
 }
 
+// finish ends the upload (see end). The coordinator records no session of
+// a file of one chunk (a known size up to the chunk size) until its
+// commit: one that restarted or failed over since UploadFile does not
+// know it and refuses the chunk's placement or the confirm with NotFound.
+// The file, still whole in its one buffer, is then put again, once, in a
+// new session; the chunk sent in the lost one is an orphan the coordinator
+// collects.
+func (u *upload) finish(err error) (*dfspb.FileInfo, error) {
+	fi, err := u.end(err)
+	if err == nil || rpc.KindOf(err) != rpc.NotFound || u.size < 0 || u.index > 1 || u.parent.Err() != nil {
+		return fi, err
+	}
+	c := u.st.c
+	c.log.Debug().Err(err).Str("path", u.st.path).Msg("coordinator lost the upload session of a one-chunk file; putting it again")
+	o := u.opts
+	o.metadata, o.progress = u.st.metadata, nil // the bytes were counted once
+	again, serr := c.startUpload(u.parent, u.st.path, u.size, o)
+	if serr != nil {
+		return nil, fmt.Errorf("%w (putting it again after: %v)", serr, err)
+	}
+	if u.index == 1 {
+		if _, err := again.buffer(); err != nil {
+			return again.end(err)
+		}
+		if err := again.submit(u.first, len(u.first)); err != nil {
+			return again.end(err)
+		}
+	}
+	return again.end(nil)
+}
+
 func (c *Client) put(ctx context.Context, path string, r io.Reader, size int64, progress Progress) (*dfspb.FileInfo, error) {
 	u, err := c.startUpload(ctx, path, size, uploadOptions{chunkSize: c.cfg.ChunkSize, replication: c.cfg.Replication, progress: progress})
 	if err != nil {
 		return nil, err
 	}
-	return u.end(u.readFrom(r))
+	return u.finish(u.readFrom(r))
 }
 
 // readFrom reads r chunk by chunk straight into the upload's buffers and

@@ -168,7 +168,7 @@ func (w *Writer) Close() error {
 		w.cur = nil
 	}
 	w.done = true
-	fi, err := w.u.end(nil)
+	fi, err := w.u.finish(nil)
 	if err != nil {
 		w.err = wrap(w.ctx, "create", w.path, err)
 		return w.err

@@ -134,7 +134,7 @@ func TestOrphans(t *testing.T) {
 	stray := rpc.NewChunkID("/gone", rpc.NewSessionID(), 0, 0)
 	digest, _ := chunkData(stray, testChunk)
 	f.storeCopy(node, stray, testChunk, digest)
-	id, rs := f.upload("/open", testChunk, 3) // placed, not confirmed
+	id, rs := f.upload("/open", 2*testChunk, 3) // placed and recorded (two chunks), not confirmed
 
 	f.term.heal.scan(f.ctx)
 	is.Equal(len(f.deletions()), 0) // first seen: kept

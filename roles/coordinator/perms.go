@@ -74,6 +74,20 @@ type resolved struct {
 	// target is what the path names, nil when nothing (or an ancestor is
 	// a file: the call fails on its own).
 	target *meta.Entry
+	// fileAbove is the ancestor that is a file, if one is.
+	fileAbove rpc.Path
+}
+
+// conflict refuses an upload to p that its commit would refuse, as
+// uploads.conflict does, from what a walk of p found.
+func (r resolved) conflict(p rpc.Path) error {
+	switch {
+	case r.target != nil && r.target.IsDir:
+		return rpc.Errorf(rpc.Exists, "%s is a directory", p)
+	case r.fileAbove != "":
+		return rpc.Errorf(rpc.Exists, "%s: parent %s is a file", p, r.fileAbove)
+	}
+	return nil
 }
 
 // parentExists reports whether the path's parent is a directory.
@@ -103,6 +117,7 @@ func (pm perms) walk(ctx context.Context, id auth.Identity, check bool, p rpc.Pa
 			return r, err
 		}
 		if !e.IsDir {
+			r.fileAbove = e.Path
 			return r, nil
 		}
 		if check {
@@ -187,11 +202,18 @@ func createdBy(owner string, near meta.Entry) created {
 // mkdir -p create the missing ones). It returns what a new p and the
 // directories made for it are given.
 func (pm perms) create(ctx context.Context, p rpc.Path) (created, error) {
+	c, _, err := pm.createResolved(ctx, p)
+	return c, err
+}
+
+// createResolved is create, returning also what its walk found of p; nil
+// when there was no walk (no caller is known).
+func (pm perms) createResolved(ctx context.Context, p rpc.Path) (created, *resolved, error) {
 	id, known, _ := pm.caller(ctx)
 	if !known {
-		return created{}, nil
+		return created{}, nil, nil
 	}
-	return pm.createFor(ctx, id.User, p)
+	return pm.createWalk(ctx, id.User, p)
 }
 
 // createFor checks, as create does, that the caller (if there is one) may
@@ -201,13 +223,20 @@ func (pm perms) create(ctx context.Context, p rpc.Path) (created, error) {
 // the permissions and the parent's group are those at the commit, which
 // may have changed since the upload opened.
 func (pm perms) createFor(ctx context.Context, owner string, p rpc.Path) (created, error) {
+	c, _, err := pm.createWalk(ctx, owner, p)
+	return c, err
+}
+
+// createWalk is createFor, returning also what its walk found of p; nil
+// when there was no walk.
+func (pm perms) createWalk(ctx context.Context, owner string, p rpc.Path) (created, *resolved, error) {
 	id, known, checked := pm.caller(ctx)
 	if !known && owner == "" {
-		return created{}, nil
+		return created{}, nil, nil
 	}
 	r, err := pm.walk(ctx, id, checked, p)
 	if err != nil {
-		return created{}, err
+		return created{}, nil, err
 	}
 	if checked {
 		switch {
@@ -218,9 +247,9 @@ func (pm perms) createFor(ctx context.Context, owner string, p rpc.Path) (create
 		}
 	}
 	if owner == "" {
-		return created{}, err
+		return created{}, &r, err
 	}
-	return createdBy(owner, r.near), err
+	return createdBy(owner, r.near), &r, err
 }
 
 // remove checks that the caller may remove or rename away p (it must

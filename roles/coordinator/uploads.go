@@ -42,6 +42,12 @@ const maxCommitRetries = 8
 // it belongs to, so the placements need not be stored (rewriting them at
 // every placement would grow with the square of the chunk count). Chunks
 // of a session that dies with its coordinator are collected as orphans.
+//
+// A session opened for a file of one chunk (a known size up to the chunk
+// size) is never recorded (volatile): its commit is its only durable
+// write. A coordinator that restarts or takes over before the confirm
+// does not know it, so the confirm fails with NotFound, the client puts
+// the file again, and the chunk, unknown to any session, is an orphan.
 type upload struct {
 	id          rpc.SessionID
 	path        rpc.Path
@@ -56,6 +62,8 @@ type upload struct {
 	// persist serializes the writes of this session to the store.
 	persist   sync.Mutex
 	persisted bool
+	// volatile is set for a session of one chunk: it is never recorded.
+	volatile bool
 
 	mu     sync.Mutex
 	allocs []meta.Allocation
@@ -78,6 +86,15 @@ type upload struct {
 	// settled is set when an uncertain upload ended (committed or
 	// aborted), and its path's unsettle was undone.
 	settled bool
+}
+
+// record returns u's ID when the store holds its header, for a txn that
+// ends u to delete it; the caller holds u.persist.
+func (u *upload) record() []rpc.SessionID {
+	if !u.persisted {
+		return nil
+	}
+	return []rpc.SessionID{u.id}
 }
 
 // settle ends the unsettle of u's path, if its commit was uncertain, now
@@ -329,10 +346,17 @@ func (up *uploads) begin(ctx context.Context, req uploadRequest) (*opened, error
 	if err := up.safe.check("place chunks"); err != nil {
 		return nil, err
 	}
-	if _, err := up.perms.create(ctx, req.path); err != nil {
+	_, walked, err := up.perms.createResolved(ctx, req.path)
+	if err != nil {
 		return nil, err
 	}
-	if err := up.conflict(ctx, req.path); err != nil {
+	// The permission check's walk read p and its ancestors already.
+	if walked != nil {
+		err = walked.conflict(req.path)
+	} else {
+		err = up.conflict(ctx, req.path)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if req.cond != (precondition{}) {
@@ -361,6 +385,9 @@ func (up *uploads) begin(ctx context.Context, req uploadRequest) (*opened, error
 	out := &opened{session: u.id, chunkSize: chunkSize, replication: repl, maxChunks: limit, timeout: up.sessionTimeout}
 	if req.size > 0 {
 		n := (req.size-1)/chunkSize + 1
+		// The whole file placed at once: the commit is the one durable
+		// write (see upload).
+		u.volatile = n == 1
 		for i := int64(0); i < min(n, planAhead); i++ {
 			p, err := up.place(u, uint32(i), nil)
 			if err != nil {
@@ -377,11 +404,11 @@ func (up *uploads) begin(ctx context.Context, req uploadRequest) (*opened, error
 	return out, nil
 }
 
-// persist records u's header in the store, once.
+// persist records u's header in the store, once, unless u is volatile.
 func (up *uploads) persist(ctx context.Context, u *upload) error {
 	u.persist.Lock()
 	defer u.persist.Unlock()
-	if u.persisted {
+	if u.persisted || u.volatile {
 		return nil
 	}
 	u.mu.Lock()
@@ -693,7 +720,7 @@ func (up *uploads) commitUpload(ctx context.Context, u *upload, f *meta.File, co
 		if err != nil {
 			return err
 		}
-		txn := &meta.Txn{Path: f.Path, Put: f, DeleteUploads: []rpc.SessionID{u.id}, AddDeletions: unused}
+		txn := &meta.Txn{Path: f.Path, Put: f, DeleteUploads: u.record(), AddDeletions: unused}
 		if old == nil {
 			f.Attr, txn.Parents = c.file, c.dir
 		}
@@ -772,8 +799,10 @@ func (up *uploads) finishCommit(ctx context.Context, u *upload, f, cur *meta.Fil
 	if replacing != nil {
 		dels = append(dels, up.locs.deletionsOf(replacing)...)
 	}
-	if err := up.commits.Commit(ctx, &meta.Txn{DeleteUploads: []rpc.SessionID{u.id}, AddDeletions: dels}); err != nil {
-		return err
+	if txn := (&meta.Txn{DeleteUploads: u.record(), AddDeletions: dels}); len(txn.DeleteUploads)+len(txn.AddDeletions) > 0 {
+		if err := up.commits.Commit(ctx, txn); err != nil {
+			return err
+		}
 	}
 	*f = *cur
 	up.refs.add(cur)
@@ -946,7 +975,8 @@ func owns(ctx context.Context, u *upload) error {
 
 // abort ends u and records the deletion of every chunk it placed, in one
 // txn, then hands them to GC. If the store is unreachable the session
-// stays recorded and the next leader collects it when it expires there.
+// stays recorded and the next leader collects it when it expires there
+// (a volatile session's chunks are orphans, and collected as such).
 func (up *uploads) abort(u *upload) {
 	ctx, cancel := context.WithTimeout(up.ctx, up.rpcTimeout)
 	defer cancel()
@@ -975,9 +1005,11 @@ func (up *uploads) abort(u *upload) {
 		return
 	}
 	dels := up.locs.deletionsFor(allocs, nil)
-	if err := up.commits.Commit(ctx, &meta.Txn{DeleteUploads: []rpc.SessionID{u.id}, AddDeletions: dels}); err != nil {
-		up.log.Warn().Err(err).Str("session_id", string(u.id)).Msg("cannot record the end of an upload session")
-		return
+	if txn := (&meta.Txn{DeleteUploads: u.record(), AddDeletions: dels}); len(txn.DeleteUploads)+len(txn.AddDeletions) > 0 {
+		if err := up.commits.Commit(ctx, txn); err != nil {
+			up.log.Warn().Err(err).Str("session_id", string(u.id)).Msg("cannot record the end of an upload session")
+			return
+		}
 	}
 	up.settle(u)
 	up.dels.enqueue(dels)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/matryer/is"
 
+	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
 	"github.com/dfs-project/dfs/rpc"
@@ -226,20 +227,93 @@ func TestCommitRetriesOnlyConflicts(t *testing.T) {
 
 // TestUploadRefusedBeforeAnyByte: an upload to a path that is a directory,
 // or below a file, is refused with Exists as it opens, before any chunk
-// is placed; a new file beside them opens.
+// is placed; a new file beside them opens. The same without a caller and
+// with one (a superuser: the permission check still reads the path and
+// its ancestors, and the conflict is decided from what it read).
 func TestUploadRefusedBeforeAnyByte(t *testing.T) {
-	is := is.New(t)
-	f := newFixture(t, 3, nil)
-	f.put("/d/x", testChunk, 3)
-	f.put("/file", testChunk, 3)
-	is.NoErr(f.store.Commit(f.ctx, &meta.Txn{Path: "/empty", Mkdir: &meta.Dir{Path: "/empty", Modified: time.Unix(1, 0)}}))
-	for _, p := range []rpc.Path{"/d", "/empty", "/file/below", "/file/below/deeper"} {
-		_, err := f.term.uploads.begin(f.ctx, uploadRequest{path: p, size: testChunk})
-		is.Equal(rpc.KindOf(err), rpc.Exists) // refused at once
+	for _, caller := range []string{"none", "admin"} {
+		t.Run(caller, func(t *testing.T) {
+			is := is.New(t)
+			f := newFixture(t, 3, nil)
+			f.put("/d/x", testChunk, 3)
+			f.put("/file", testChunk, 3)
+			is.NoErr(f.store.Commit(f.ctx, &meta.Txn{Path: "/empty", Mkdir: &meta.Dir{Path: "/empty", Modified: time.Unix(1, 0)}}))
+			ctx := f.ctx
+			if caller == "admin" {
+				ctx = auth.NewContext(ctx, asAdmin)
+			}
+			for _, p := range []rpc.Path{"/d", "/empty", "/file/below", "/file/below/deeper"} {
+				_, err := f.term.uploads.begin(ctx, uploadRequest{path: p, size: testChunk})
+				is.Equal(rpc.KindOf(err), rpc.Exists) // refused at once
+			}
+			is.Equal(f.term.uploads.sessions.Len(), 0) // no session opened, nothing placed
+			_, err := f.term.uploads.begin(ctx, uploadRequest{path: "/d/y", size: testChunk})
+			is.NoErr(err) // a new file beside them opens
+			_, err = f.term.uploads.begin(ctx, uploadRequest{path: "/file", size: testChunk})
+			is.NoErr(err) // and so does a new version of a file
+		})
 	}
-	is.Equal(f.term.uploads.sessions.Len(), 0) // no session opened, nothing placed
-	_, err := f.term.uploads.begin(f.ctx, uploadRequest{path: "/d/y", size: testChunk})
-	is.NoErr(err) // a new file beside them opens
-	_, err = f.term.uploads.begin(f.ctx, uploadRequest{path: "/file", size: testChunk})
-	is.NoErr(err) // and so does a new version of a file
+}
+
+// TestOneChunkUploadOneCommit: the upload of a file of one chunk is
+// recorded by its commit alone, one txn; a file of two chunks records its
+// session when it is placed, then commits.
+func TestOneChunkUploadOneCommit(t *testing.T) {
+	is := is.New(t)
+	var txns []*meta.Txn
+	s := &hookStore{Mem: metatest.NewMem(), before: func(txn *meta.Txn) { txns = append(txns, txn) }}
+	f := newFixture(t, 3, s)
+	txns = nil
+
+	id, rs := f.upload("/one", testChunk-1, 3)
+	is.Equal(len(txns), 0) // nothing written as it opens
+	ups, err := f.store.Uploads(f.ctx)
+	is.NoErr(err)
+	is.Equal(len(ups), 0) // no session recorded
+	c, err := f.confirm(id, testChunk-1, rs)
+	is.NoErr(err)
+	is.Equal(c.file.Version, uint64(1)) // committed
+	is.Equal(len(txns), 1)              // in one txn
+	is.Equal(txns[0].Path, rpc.Path("/one"))
+	is.Equal(len(txns[0].DeleteUploads), 0) // which has no session record to delete
+
+	txns = nil
+	f.put("/two", 2*testChunk, 3)
+	is.Equal(len(txns), 2)                  // a file of two chunks: its session, then the commit
+	is.Equal(len(txns[0].PutUploads), 1)    // the session recorded as it opens
+	is.Equal(len(txns[1].DeleteUploads), 1) // and deleted by the commit
+}
+
+// TestOneChunkUploadAcrossRestart: a coordinator that restarted (or took
+// over) between the opening of a one-chunk upload and its confirm does not
+// know the session: the confirm fails with NotFound, nothing is
+// committed, and the chunk sent is collected as an orphan once the grace
+// has passed.
+func TestOneChunkUploadAcrossRestart(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 3, nil, func(c *Config) { c.OrphanGrace = time.Minute })
+	id, rs := f.upload("/one", testChunk, 3)
+	f.restart()
+	for _, n := range rs[0].nodes {
+		f.storeCopy(n, rpc.ChunkID(rs[0].id), rs[0].size, rs[0].digest) // the nodes report the chunk again
+	}
+	_, err := f.confirm(id, testChunk, rs)
+	is.Equal(rpc.KindOf(err), rpc.NotFound) // the session is unknown
+	_, err = f.store.Get(f.ctx, "/one")
+	is.Equal(rpc.KindOf(err), rpc.NotFound) // nothing committed
+
+	f.term.heal.scan(f.ctx)
+	is.Equal(len(f.deletions()), 0) // first seen: kept for the grace
+	f.clock.Advance(f.c.cfg.OrphanGrace)
+	f.term.heal.scan(f.ctx)
+	dels := f.deletions()
+	for _, n := range rs[0].nodes {
+		is.True(dels[meta.Deletion{Node: n, Chunk: rpc.ChunkID(rs[0].id)}]) // every copy is collected as an orphan
+	}
+
+	// The client puts the file again in a new session, which commits.
+	f.put("/one", testChunk, 3)
+	got, err := f.store.Get(f.ctx, "/one")
+	is.NoErr(err)
+	is.True(got.Session != id) // committed by the new session
 }
