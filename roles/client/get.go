@@ -1,10 +1,12 @@
 package client
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"hash"
 	"io"
 	"time"
 
@@ -14,14 +16,35 @@ import (
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
+// GetOptions are the choices of Get.
+type GetOptions struct {
+	// Progress is told how many more bytes were written to w; it may be
+	// nil.
+	Progress Progress
+	// VerifyFileDigest also checks the file's SHA-256 recorded at commit
+	// against the bytes written, which costs a second hashing pass over
+	// every byte. Without it, every frame is verified against its digest
+	// and the frame digests against the chunk digest committed with the
+	// file, so every byte written is a byte that was committed; the file
+	// digest adds a check of the order and completeness of the chunks
+	// the uploader committed. A mismatch is found after the last byte
+	// was written: Get then fails with Internal.
+	VerifyFileDigest bool
+}
+
 // Get writes the committed file at path to w, in order. Chunks are fetched
-// several at a time; each is verified frame by frame and as a whole against
-// the digests recorded at commit, and a replica that fails or returns bad
-// bytes is skipped for the next one. The file's SHA-256 is checked at the
-// end; bytes that fail a check are never written.
-func (c *Client) Get(ctx context.Context, path string, w io.Writer, progress Progress) (*FileInfo, error) {
+// several at a time, from different replicas where they can; each is
+// verified frame by frame and as a whole against the digests recorded at
+// commit before any of its bytes are written, and a replica that fails or
+// returns bad bytes is skipped for the next one. opts may be nil (see
+// GetOptions).
+func (c *Client) Get(ctx context.Context, path string, w io.Writer, opts *GetOptions) (*FileInfo, error) {
 	ctx = rpc.EnsureRequestID(ctx)
-	fi, err := c.get(ctx, path, w, progress)
+	var o GetOptions
+	if opts != nil {
+		o = *opts
+	}
+	fi, err := c.get(ctx, path, w, o)
 	if err != nil {
 		return nil, wrap(ctx, "get", path, err)
 	}
@@ -29,28 +52,29 @@ func (c *Client) Get(ctx context.Context, path string, w io.Writer, progress Pro
 }
 
 type fetched struct {
-	data []byte
-	err  error
+	frames *frames
+	err    error
 }
+
+// bigWrite is the size of the writes Get makes to its writer at least
+// (but for the end of the file) when a file's frames are smaller.
+const bigWrite = 1 << 20
 
 // get reads the chunk map a page at a time while it fetches the chunks:
 // it holds at most Parallel chunks and two pages of the map (the one
 // being fetched and the next).
-func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Progress) (*dfspb.FileInfo, error) {
+func (c *Client) get(ctx context.Context, path string, w io.Writer, o GetOptions) (*dfspb.FileInfo, error) {
 	if _, err := rpc.ParsePath(path); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	// Chunks are fetched ahead of the writer into a bounded set of buffers;
-	// the writer takes their results in order and hands each buffer back.
-	// The first page's header comes first on heads.
+	// Chunks are fetched ahead of the writer, at most Parallel of them
+	// held at once; the writer takes their results in order and hands
+	// each slot back. The first page's header comes first on heads.
 	par := c.cfg.Parallel
-	bufs := make(chan []byte, par)
-	for range par {
-		bufs <- nil
-	}
+	slots := make(chan struct{}, par)
 	heads := make(chan *dfspb.FileInfo, 1)
 	results := make(chan chan fetched, par)
 	go func() {
@@ -62,27 +86,23 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 				sent = true
 			}
 			for _, ch := range page.Chunks {
-				var buf []byte
 				select {
-				case buf = <-bufs:
+				case slots <- struct{}{}:
 				case <-ctx.Done():
 					return ctx.Err()
 				}
-				if int64(cap(buf)) < ch.Size {
-					buf = make([]byte, ch.Size)
-				}
 				res := make(chan fetched, 1)
 				go func() {
-					data := buf[:ch.Size]
-					_, err := c.fetchChunk(ctx, ch, part{dst: data})
+					fr := &frames{}
+					_, err := c.fetchChunk(ctx, ch, part{keep: fr})
 					if rpc.KindOf(err) == rpc.Permission {
 						// The page's chunk tokens expired while the chunks
 						// before were read: once more with a new one.
 						if fresh, ferr := c.chunkAgain(ctx, page, ch.Index); ferr == nil {
-							_, err = c.fetchChunk(ctx, fresh, part{dst: data})
+							_, err = c.fetchChunk(ctx, fresh, part{keep: fr})
 						}
 					}
-					res <- fetched{data, err}
+					res <- fetched{fr, err}
 				}()
 				select {
 				case results <- res:
@@ -103,7 +123,12 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 	}()
 
 	var fi *dfspb.FileInfo
-	h := sha256.New()
+	var h hash.Hash
+	if o.VerifyFileDigest {
+		h = sha256.New()
+	}
+	out := w
+	var bw *bufio.Writer // for frames smaller than bigWrite
 	for {
 		var res chan fetched
 		select {
@@ -132,14 +157,28 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 			}
 			return nil, r.err
 		}
-		h.Write(r.data)
-		if _, err := w.Write(r.data); err != nil {
+		if bw == nil && len(r.frames.bufs) > 1 && len(r.frames.bufs[0]) < bigWrite {
+			bw = bufio.NewWriterSize(w, bigWrite)
+			out = bw
+		}
+		for _, b := range r.frames.bufs {
+			if h != nil {
+				h.Write(b)
+			}
+			if _, err := out.Write(b); err != nil {
+				return nil, rpc.Errorf(rpc.Internal, "write output: %w", err)
+			}
+			if o.Progress != nil {
+				o.Progress(int64(len(b)))
+			}
+		}
+		r.frames.recycle()
+		<-slots
+	}
+	if bw != nil {
+		if err := bw.Flush(); err != nil {
 			return nil, rpc.Errorf(rpc.Internal, "write output: %w", err)
 		}
-		if progress != nil {
-			progress(int64(len(r.data)))
-		}
-		bufs <- r.data[:0]
 	}
 	if fi == nil {
 		select {
@@ -148,11 +187,35 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 			return nil, rpc.Errorf(rpc.Internal, "coordinator returned no chunk map for %s", path)
 		}
 	}
-	if sum := h.Sum(nil); len(fi.Sha256) > 0 && !bytes.Equal(sum, fi.Sha256) {
-		return nil, rpc.Errorf(rpc.Internal, "file checksum mismatch: committed %x, read %x", fi.Sha256, sum)
+	if h != nil {
+		if sum := h.Sum(nil); len(fi.Sha256) > 0 && !bytes.Equal(sum, fi.Sha256) {
+			return nil, rpc.Errorf(rpc.Internal, "file checksum mismatch: committed %x, read %x", fi.Sha256, sum)
+		}
 	}
 	fi.Chunks = nil
 	return fi, nil
+}
+
+// frames keeps the frames of one chunk as a fetch hands them over, each
+// the data of a message of its own, until the chunk is verified whole;
+// then they are written out and handed back to the buffer pool
+// (rpc.RecycleFrame).
+type frames struct {
+	bufs [][]byte
+}
+
+func (f *frames) Write(p []byte) (int, error) {
+	f.bufs = append(f.bufs, p)
+	return len(p), nil
+}
+
+// recycle hands the frames back to the buffer pool and empties f.
+func (f *frames) recycle() {
+	for i, b := range f.bufs {
+		rpc.RecycleFrame(b)
+		f.bufs[i] = nil
+	}
+	f.bufs = f.bufs[:0]
 }
 
 // chunkAgain reads chunk index's entry of the chunk map of fi's version
@@ -224,11 +287,18 @@ type part struct {
 	skip    int64
 	dst     []byte
 	digests [][]byte
+	// keep, if set (with no frames, skip nor dst), keeps the whole
+	// chunk's frames as they arrive instead of copying them into dst.
+	keep *frames
 }
 
-// writer returns a writer that fills p.dst from a fetch of p's frames;
-// each attempt at the chunk starts with a new one.
+// writer returns a writer that fills p.dst from a fetch of p's frames, or
+// p.keep emptied; each attempt at the chunk starts with a new one.
 func (p part) writer() io.Writer {
+	if p.keep != nil {
+		p.keep.recycle() // a failed attempt's: the fetch that wrote them is over
+		return p.keep
+	}
 	if p.frames == nil && p.skip == 0 {
 		return chunkstream.SliceWriter(p.dst) // the whole chunk: it must fit
 	}
