@@ -160,8 +160,9 @@ type Client struct {
 
 	coord *rpc.Leader // where calls to the coordinator go
 
-	mu      sync.Mutex
-	failing map[rpc.NodeID]time.Time // datanodes that failed a stream lately, until when reads try them last
+	mu       sync.Mutex
+	failing  map[rpc.NodeID]time.Time // datanodes that failed a stream lately, until when reads try them last
+	inflight map[rpc.NodeID]int       // chunk reads in flight per datanode (see orderForRead)
 }
 
 // New returns a client of the cluster cfg names. Zero fields of cfg but

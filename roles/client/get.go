@@ -350,8 +350,12 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, p part) (c
 			}
 		}
 		refused := 0 // replicas that refused the chunk token this round
-		for _, r := range c.orderForRead(replicas) {
+		for i, r := range c.orderForRead(replicas) {
+			if i > 0 {
+				c.reading(r.ID, 1) // orderForRead counted the first
+			}
 			got, err := c.readReplica(ctx, r.Addr, exp, ch.Token, p)
+			c.reading(r.ID, -1)
 			if err == nil {
 				return got, nil
 			}
