@@ -62,29 +62,47 @@ const bigWrite = 1 << 20
 
 // get reads the chunk map a page at a time while it fetches the chunks:
 // it holds at most Parallel chunks and two pages of the map (the one
-// being fetched and the next).
+// being fetched and the next). A file the first page maps whole in one
+// chunk at most (every small file) is read in the caller's goroutine.
 func (c *Client) get(ctx context.Context, path string, w io.Writer, o GetOptions) (*dfspb.FileInfo, error) {
 	if _, err := rpc.ParsePath(path); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	head, next, err := c.page(ctx, path, true, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := &output{w: w, progress: o.Progress}
+	if o.VerifyFileDigest {
+		out.h = sha256.New()
+	}
+	if next == head.ChunkCount && len(head.Chunks) <= 1 {
+		for _, ch := range head.Chunks {
+			fr, err := c.getChunk(ctx, head, ch)
+			if err != nil {
+				if ctx.Err() == nil {
+					err = c.changedOr(ctx, head, err)
+				}
+				return nil, err
+			}
+			if err := out.write(fr); err != nil {
+				return nil, err
+			}
+		}
+		return head, out.finish(head)
+	}
 
 	// Chunks are fetched ahead of the writer, at most Parallel of them
 	// held at once; the writer takes their results in order and hands
-	// each slot back. The first page's header comes first on heads.
+	// each slot back.
 	par := c.cfg.Parallel
 	slots := make(chan struct{}, par)
-	heads := make(chan *dfspb.FileInfo, 1)
 	results := make(chan chan fetched, par)
 	go func() {
 		defer close(results)
-		sent := false
-		err := c.pages(ctx, path, true, nil, 0, func(page *dfspb.FileInfo) error {
-			if !sent {
-				heads <- page // buffered: never blocks
-				sent = true
-			}
+		fetch := func(page *dfspb.FileInfo) error {
 			for _, ch := range page.Chunks {
 				select {
 				case slots <- struct{}{}:
@@ -93,15 +111,7 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, o GetOptions
 				}
 				res := make(chan fetched, 1)
 				go func() {
-					fr := &frames{}
-					_, err := c.fetchChunk(ctx, ch, part{keep: fr})
-					if rpc.KindOf(err) == rpc.Permission {
-						// The page's chunk tokens expired while the chunks
-						// before were read: once more with a new one.
-						if fresh, ferr := c.chunkAgain(ctx, page, ch.Index); ferr == nil {
-							_, err = c.fetchChunk(ctx, fresh, part{keep: fr})
-						}
-					}
+					fr, err := c.getChunk(ctx, page, ch)
 					res <- fetched{fr, err}
 				}()
 				select {
@@ -111,7 +121,11 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, o GetOptions
 				}
 			}
 			return nil
-		})
+		}
+		err := fetch(head)
+		if err == nil && next < head.ChunkCount {
+			err = c.pages(ctx, path, true, head, next, fetch)
+		}
 		if err != nil {
 			res := make(chan fetched, 1)
 			res <- fetched{err: err}
@@ -122,13 +136,6 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, o GetOptions
 		}
 	}()
 
-	var fi *dfspb.FileInfo
-	var h hash.Hash
-	if o.VerifyFileDigest {
-		h = sha256.New()
-	}
-	out := w
-	var bw *bufio.Writer // for frames smaller than bigWrite
 	for {
 		var res chan fetched
 		select {
@@ -145,55 +152,89 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, o GetOptions
 		case <-ctx.Done():
 			return nil, rpc.Errorf(rpc.Canceled, "interrupted")
 		}
-		if fi == nil {
-			select {
-			case fi = <-heads:
-			default:
-			}
-		}
 		if r.err != nil {
-			if fi != nil && ctx.Err() == nil {
-				return nil, c.changedOr(ctx, fi, r.err)
+			if ctx.Err() == nil {
+				return nil, c.changedOr(ctx, head, r.err)
 			}
 			return nil, r.err
 		}
-		if bw == nil && len(r.frames.bufs) > 1 && len(r.frames.bufs[0]) < bigWrite {
-			bw = bufio.NewWriterSize(w, bigWrite)
-			out = bw
+		if err := out.write(r.frames); err != nil {
+			return nil, err
 		}
-		for _, b := range r.frames.bufs {
-			if h != nil {
-				h.Write(b)
-			}
-			if _, err := out.Write(b); err != nil {
-				return nil, rpc.Errorf(rpc.Internal, "write output: %w", err)
-			}
-			if o.Progress != nil {
-				o.Progress(int64(len(b)))
-			}
-		}
-		r.frames.recycle()
 		<-slots
 	}
-	if bw != nil {
-		if err := bw.Flush(); err != nil {
-			return nil, rpc.Errorf(rpc.Internal, "write output: %w", err)
+	return head, out.finish(head)
+}
+
+// getChunk fetches the whole chunk ch of the version of a file page is a
+// page of the chunk map of, and returns its frames, verified.
+func (c *Client) getChunk(ctx context.Context, page *dfspb.FileInfo, ch *dfspb.ChunkInfo) (*frames, error) {
+	fr := &frames{}
+	_, err := c.fetchChunk(ctx, ch, part{keep: fr})
+	if rpc.KindOf(err) == rpc.Permission {
+		// The page's chunk tokens expired while the chunks before were
+		// read: once more with a new one.
+		if fresh, ferr := c.chunkAgain(ctx, page, ch.Index); ferr == nil {
+			_, err = c.fetchChunk(ctx, fresh, part{keep: fr})
 		}
 	}
-	if fi == nil {
-		select {
-		case fi = <-heads:
-		default:
-			return nil, rpc.Errorf(rpc.Internal, "coordinator returned no chunk map for %s", path)
+	if err != nil {
+		fr.recycle()
+		return nil, err
+	}
+	return fr, nil
+}
+
+// output is where Get writes a file's verified chunks, in order.
+type output struct {
+	w        io.Writer
+	bw       *bufio.Writer // between get and w, for frames smaller than bigWrite; flushed after each chunk
+	h        hash.Hash     // the file's SHA-256, with VerifyFileDigest
+	progress Progress
+}
+
+// write writes the frames of the next chunk and hands them back to the
+// buffer pool.
+func (o *output) write(fr *frames) error {
+	defer fr.recycle()
+	if o.bw == nil && len(fr.bufs) > 1 && len(fr.bufs[0]) < bigWrite {
+		o.bw = bufio.NewWriterSize(o.w, bigWrite)
+	}
+	w := o.w
+	if o.bw != nil {
+		w = o.bw
+	}
+	for _, b := range fr.bufs {
+		if o.h != nil {
+			o.h.Write(b)
+		}
+		if _, err := w.Write(b); err != nil {
+			return rpc.Errorf(rpc.Internal, "write output: %w", err)
+		}
+		if o.progress != nil {
+			o.progress(int64(len(b)))
 		}
 	}
-	if h != nil {
-		if sum := h.Sum(nil); len(fi.Sha256) > 0 && !bytes.Equal(sum, fi.Sha256) {
-			return nil, rpc.Errorf(rpc.Internal, "file checksum mismatch: committed %x, read %x", fi.Sha256, sum)
+	if o.bw != nil {
+		// Each chunk reaches w whole once it is verified, as it would
+		// without the buffer.
+		if err := o.bw.Flush(); err != nil {
+			return rpc.Errorf(rpc.Internal, "write output: %w", err)
 		}
 	}
+	return nil
+}
+
+// finish checks, with VerifyFileDigest, the file's SHA-256 against fi's;
+// it drops fi's chunk map, which Get does not return.
+func (o *output) finish(fi *dfspb.FileInfo) error {
 	fi.Chunks = nil
-	return fi, nil
+	if o.h != nil {
+		if sum := o.h.Sum(nil); len(fi.Sha256) > 0 && !bytes.Equal(sum, fi.Sha256) {
+			return rpc.Errorf(rpc.Internal, "file checksum mismatch: committed %x, read %x", fi.Sha256, sum)
+		}
+	}
+	return nil
 }
 
 // frames keeps the frames of one chunk as a fetch hands them over, each
