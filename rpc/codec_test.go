@@ -115,3 +115,33 @@ func TestCodecFrameDecoder(t *testing.T) {
 	var cut dfspb.ChunkDataStream
 	is.True(codec{}.Unmarshal(split(wire[:len(wire)-5], 100), &cut) != nil) // a truncated message fails
 }
+
+// FuzzCodecFrame checks the codec's own frame decoder against protobuf's:
+// whatever bytes it accepts, in whatever pieces, it decodes to the message
+// protobuf decodes them to, and it accepts nothing protobuf refuses.
+func FuzzCodecFrame(f *testing.F) {
+	full, _ := proto.Marshal(&dfspb.ChunkDataStream{
+		SessionId: "s", ChunkId: "c_0", Data: bytes.Repeat([]byte{7}, 2000), Offset: 5, IsFinal: true,
+		PartialChecksum: []byte{1}, ChunkChecksum: []byte{2},
+		Header: &dfspb.PrepareChunkDownloadResponse{Size: 9, FrameDigests: [][]byte{{5}}},
+	})
+	f.Add(full, uint8(7))
+	f.Add(full[:40], uint8(1))
+	f.Add([]byte{0x1a, 0x80, 0x01}, uint8(2))
+	f.Fuzz(func(t *testing.T, wire []byte, step uint8) {
+		var in mem.BufferSlice
+		for off, n := 0, int(step)+1; off < len(wire); off += n {
+			in = append(in, mem.SliceBuffer(wire[off:min(off+n, len(wire))]))
+		}
+		var got, want dfspb.ChunkDataStream
+		if !unmarshalFrame(in, &got) {
+			return // left to protobuf's decoder
+		}
+		if err := proto.Unmarshal(wire, &want); err != nil {
+			t.Fatalf("frame decoder accepted what protobuf refuses (%v): %x", err, wire)
+		}
+		if !proto.Equal(&got, &want) {
+			t.Fatalf("frame decoder made %v, protobuf %v, of %x", &got, &want, wire)
+		}
+	})
+}
