@@ -341,9 +341,19 @@ func (p part) writer() io.Writer {
 		return p.keep
 	}
 	if p.frames == nil && p.skip == 0 {
-		return chunkstream.SliceWriter(p.dst) // the whole chunk: it must fit
+		return recycling{chunkstream.SliceWriter(p.dst)} // the whole chunk: it must fit
 	}
-	return &window{dst: p.dst, skip: p.skip}
+	return recycling{&window{dst: p.dst, skip: p.skip}}
+}
+
+// recycling hands each frame back to the buffer pool (rpc.RecycleFrame)
+// once w, which copies what it keeps, has taken it.
+type recycling struct{ w io.Writer }
+
+func (r recycling) Write(p []byte) (int, error) {
+	n, err := r.w.Write(p)
+	rpc.RecycleFrame(p)
+	return n, err
 }
 
 // window writes the bytes from offset skip of what it is given into dst,
