@@ -224,6 +224,43 @@ func TestGetFallsBackOnCorruptReplica(t *testing.T) {
 	is.True(bytes.Equal(got, data)) // and returns the right bytes
 }
 
+// TestGetVerifyFileDigest commits a file whose recorded SHA-256 is not
+// the SHA-256 of its bytes (its chunks and their digests are sound): a
+// get verifies every frame and chunk and returns the bytes, and a get
+// with VerifyFileDigest (dfs get --verify-file) fails, naming the
+// mismatch.
+func TestGetVerifyFileDigest(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	c := rolestest.Start(t, 3)
+	cl := rolestest.Client(t, c)
+	ctx := t.Context()
+	data := randomBytes(3*rolestest.ChunkSize + 10)
+	h := uploadByHand(t, c, "/digest/wrong", data)
+	h.req.Sha256 = sha256Sum([]byte("other bytes"))
+	_, err := h.cc.ConfirmUpload(ctx, h.req)
+	is.NoErr(err) // the coordinator commits what the uploader says
+
+	var out bytes.Buffer
+	_, err = cl.Get(ctx, "/digest/wrong", &out, nil)
+	is.NoErr(err)                           // every frame and chunk matches what was committed
+	is.True(bytes.Equal(out.Bytes(), data)) // and those bytes come back
+
+	out.Reset()
+	_, err = cl.Get(ctx, "/digest/wrong", &out, &client.GetOptions{VerifyFileDigest: true})
+	is.True(err != nil)                                         // the file digest check fails the get
+	is.True(isKind(err, rpc.Internal))                          // as an integrity failure
+	is.True(strings.Contains(err.Error(), "checksum mismatch")) // saying why
+
+	// A sound file passes the check.
+	_, err = cl.Put(ctx, "/digest/right", bytes.NewReader(data), int64(len(data)), nil)
+	is.NoErr(err) // put
+	out.Reset()
+	_, err = cl.Get(ctx, "/digest/right", &out, &client.GetOptions{VerifyFileDigest: true})
+	is.NoErr(err)                           // the file digest matches
+	is.True(bytes.Equal(out.Bytes(), data)) // and the bytes come back
+}
+
 // readChunkDirect downloads one chunk from a datanode and verifies it
 // against the digest recorded at commit.
 func readChunkDirect(ctx context.Context, dn dfspb.DataNodeClient, ch client.ChunkInfo) error {

@@ -1,13 +1,19 @@
 package rpc
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
 	"math/bits"
 	"sync"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // Buffer pooling. gRPC's default pool zeroes every buffer it hands out;
@@ -124,10 +130,118 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return fmt.Errorf("proto: cannot unmarshal into %T, not a protobuf message", v)
 	}
+	if f, ok := m.(*dfspb.ChunkDataStream); ok && !mem.IsBelowBufferPoolingThreshold(data.Len()) {
+		if unmarshalFrame(data, f) {
+			return nil
+		}
+		proto.Reset(f) // something this decoder leaves to the general one
+	}
 	if len(data) == 1 {
 		return proto.Unmarshal(data[0].ReadOnlyData(), m)
 	}
 	buf := data.MaterializeToBuffer(buffers)
 	defer buf.Free()
 	return proto.Unmarshal(buf.ReadOnlyData(), m)
+}
+
+// unmarshalFrame decodes a ChunkDataStream (a frame of chunk bytes) from
+// the pieces gRPC received it in, copying its data once, from the pieces
+// into a buffer of the dirty pool, where the general decoder copies it
+// twice (joining the pieces, then out of the joined buffer) into memory
+// the runtime zeroes. The frame's owner may hand that buffer back with
+// RecycleFrame. It reports false, leaving f to be reset and decoded again
+// by the general decoder, for what it does not decode itself: unknown or
+// repeated fields, another wire type, bad UTF-8 or a broken encoding
+// (which the general decoder then reports).
+func unmarshalFrame(data mem.BufferSlice, f *dfspb.ChunkDataStream) bool {
+	r := data.Reader()
+	defer r.Close()
+	for r.Remaining() > 0 {
+		tag, err := binary.ReadUvarint(r)
+		if err != nil || tag>>3 > uint64(protowire.MaxValidNumber) {
+			return false
+		}
+		num, typ := protowire.Number(tag>>3), protowire.Type(tag&7)
+		switch {
+		case typ == protowire.VarintType && (num == 4 || num == 5):
+			v, err := binary.ReadUvarint(r)
+			if err != nil {
+				return false
+			}
+			if num == 4 {
+				f.Offset = int64(v)
+			} else {
+				f.IsFinal = v != 0
+			}
+			continue
+		case typ != protowire.BytesType:
+			return false
+		}
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n > uint64(r.Remaining()) {
+			return false
+		}
+		var b []byte
+		if num == 3 && !mem.IsBelowBufferPoolingThreshold(int(n)) {
+			b = (*buffers.Get(int(n)))[:n]
+		} else {
+			b = make([]byte, n)
+		}
+		if _, err := io.ReadFull(r, b); err != nil {
+			return false
+		}
+		switch num {
+		case 1, 2:
+			if !utf8.Valid(b) {
+				return false
+			}
+			if num == 1 {
+				f.SessionId = string(b)
+			} else {
+				f.ChunkId = string(b)
+			}
+		case 3:
+			if f.Data != nil {
+				return false
+			}
+			f.Data = b
+		case 6:
+			f.PartialChecksum = b
+		case 7:
+			f.ChunkChecksum = b
+		case 8:
+			if f.Prepare != nil {
+				return false
+			}
+			f.Prepare = &dfspb.PrepareChunkUploadRequest{}
+			if proto.Unmarshal(b, f.Prepare) != nil {
+				return false
+			}
+		case 9:
+			if f.Header != nil {
+				return false
+			}
+			f.Header = &dfspb.PrepareChunkDownloadResponse{}
+			if proto.Unmarshal(b, f.Header) != nil {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// RecycleFrame hands the data of a received ChunkDataStream back to the
+// buffer pool once its owner is done with it, so that the next frame
+// received reuses its memory instead of new memory the runtime must
+// zero. Nothing may use b, or any slice of it, after: it is the caller's
+// promise that b is a frame's Data as the codec decoded it and that no
+// other reference to it is left. Data the pool did not hand out is left
+// to the garbage collector, or pooled if its capacity is a pool class's
+// (it is then the caller's memory to give away).
+func RecycleFrame(b []byte) {
+	if cap(b) >= minPooled {
+		buffers.Put(&b)
+	}
 }

@@ -2,10 +2,13 @@ package rpc
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"github.com/matryer/is"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -69,4 +72,76 @@ func TestCodecRoundTrip(t *testing.T) {
 	_, err := codec{}.Marshal("not a message")
 	is.True(err != nil)                       // only protobuf messages
 	is.True(codec{}.Unmarshal(nil, 3) != nil) // only into protobuf messages
+}
+
+// TestCodecFrameDecoder: a frame the codec decodes itself (its data from
+// the buffer pool) equals what the protobuf decoder makes of the same
+// bytes, however gRPC split them into pieces; bytes it does not decode
+// itself (an unknown field) still decode, and broken ones fail.
+func TestCodecFrameDecoder(t *testing.T) {
+	is := is.New(t)
+	data := bytes.Repeat([]byte("frame bytes "), 1000) // ~12 KiB: pooled
+	msg := &dfspb.ChunkDataStream{
+		SessionId: "s", ChunkId: "c_0", Data: data, Offset: 1 << 40, IsFinal: true,
+		PartialChecksum: []byte{1, 2}, ChunkChecksum: []byte{3, 4},
+		Prepare: &dfspb.PrepareChunkUploadRequest{ChunkId: "c_0", Size: 7},
+		Header:  &dfspb.PrepareChunkDownloadResponse{Size: 9, FrameSize: 3, FrameDigests: [][]byte{{5}, {6}}},
+	}
+	wire, err := proto.Marshal(msg)
+	is.NoErr(err)
+	split := func(b []byte, step int) mem.BufferSlice {
+		var in mem.BufferSlice
+		for off := 0; off < len(b); off += step {
+			in = append(in, mem.SliceBuffer(b[off:min(off+step, len(b))]))
+		}
+		return in
+	}
+	for _, step := range []int{1, 2, 5, 4096, len(wire)} {
+		var got dfspb.ChunkDataStream
+		is.NoErr(codec{}.Unmarshal(split(wire, step), &got))
+		is.True(proto.Equal(&got, msg)) // the same message as protobuf decodes
+		RecycleFrame(got.Data)
+	}
+
+	// A field the frame decoder does not know: the general one decodes
+	// the rest.
+	unknown := protowire.AppendVarint(protowire.AppendTag(slices.Clone(wire), 99, protowire.VarintType), 1)
+	var got dfspb.ChunkDataStream
+	is.NoErr(codec{}.Unmarshal(split(unknown, 100), &got))
+	is.True(bytes.Equal(got.Data, data))     // the data came through
+	is.Equal(got.Header.GetSize(), int64(9)) // so did the header
+
+	// Cut short: an error, not a frame.
+	var cut dfspb.ChunkDataStream
+	is.True(codec{}.Unmarshal(split(wire[:len(wire)-5], 100), &cut) != nil) // a truncated message fails
+}
+
+// FuzzCodecFrame checks the codec's own frame decoder against protobuf's:
+// whatever bytes it accepts, in whatever pieces, it decodes to the message
+// protobuf decodes them to, and it accepts nothing protobuf refuses.
+func FuzzCodecFrame(f *testing.F) {
+	full, _ := proto.Marshal(&dfspb.ChunkDataStream{
+		SessionId: "s", ChunkId: "c_0", Data: bytes.Repeat([]byte{7}, 2000), Offset: 5, IsFinal: true,
+		PartialChecksum: []byte{1}, ChunkChecksum: []byte{2},
+		Header: &dfspb.PrepareChunkDownloadResponse{Size: 9, FrameDigests: [][]byte{{5}}},
+	})
+	f.Add(full, uint8(7))
+	f.Add(full[:40], uint8(1))
+	f.Add([]byte{0x1a, 0x80, 0x01}, uint8(2))
+	f.Fuzz(func(t *testing.T, wire []byte, step uint8) {
+		var in mem.BufferSlice
+		for off, n := 0, int(step)+1; off < len(wire); off += n {
+			in = append(in, mem.SliceBuffer(wire[off:min(off+n, len(wire))]))
+		}
+		var got, want dfspb.ChunkDataStream
+		if !unmarshalFrame(in, &got) {
+			return // left to protobuf's decoder
+		}
+		if err := proto.Unmarshal(wire, &want); err != nil {
+			t.Fatalf("frame decoder accepted what protobuf refuses (%v): %x", err, wire)
+		}
+		if !proto.Equal(&got, &want) {
+			t.Fatalf("frame decoder made %v, protobuf %v, of %x", &got, &want, wire)
+		}
+	})
 }

@@ -90,6 +90,7 @@ func (a *app) getCommand() *cli.Command {
 		Flags: clientFlags(&cfg, true,
 			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Destination: &o.force, EnvVars: env("GET_FORCE"), Usage: "overwrite local files that exist (without it, get refuses to)"},
 			&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Destination: &o.recursive, EnvVars: env("GET_RECURSIVE"), Usage: "get directories and everything below them"},
+			&cli.BoolFlag{Name: "verify-file", Destination: &o.verifyFile, EnvVars: env("GET_VERIFY_FILE"), Usage: "also check each file's SHA-256 recorded at commit (a second hashing pass; every frame and chunk is verified without it)"},
 			transfersFlag(&o.transfers),
 		),
 		Action: a.withClient(&cfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
@@ -325,14 +326,14 @@ func localErr(err error) error {
 
 // runGet reads remote into local (a file, a directory to put it in under
 // its base name, or - for stdout). An existing local file is not
-// overwritten unless force, as hdfs dfs -get does: refused before any
+// overwritten unless o.force, as hdfs dfs -get does: refused before any
 // byte is read, and again, atomically, when the file is put in place (a
 // hard link of the finished file, which fails if the name was taken
 // meanwhile). The file gets mode 0644 less the umask, as a file the user
 // created would.
-func runGet(ctx context.Context, cl *client.Client, stdio IO, remote, local string, force bool) error {
+func runGet(ctx context.Context, cl *client.Client, stdio IO, remote, local string, o transferOptions) error {
 	if local == "-" {
-		_, err := cl.Get(ctx, remote, stdio.Out, nil)
+		_, err := cl.Get(ctx, remote, stdio.Out, &client.GetOptions{VerifyFileDigest: o.verifyFile})
 		return err
 	}
 	if info, err := os.Stat(local); err == nil && info.IsDir() {
@@ -347,17 +348,17 @@ func runGet(ctx context.Context, cl *client.Client, stdio IO, remote, local stri
 	}
 	progress, done := progressBar(stdio, size, "get "+remote)
 	defer done()
-	return getFile(ctx, cl, remote, local, force, progress)
+	return getFile(ctx, cl, remote, local, o, progress)
 }
 
 // getFile reads remote into the local file local, for runGet and the
 // recursive get, as runGet says: never over an existing file unless
-// force, and through a temporary file beside it.
-func getFile(ctx context.Context, cl *client.Client, remote, local string, force bool, progress client.Progress) error {
+// o.force, and through a temporary file beside it.
+func getFile(ctx context.Context, cl *client.Client, remote, local string, o transferOptions, progress client.Progress) error {
 	exists := func() error {
 		return rpc.Errorf(rpc.Exists, "get %s: local file %s exists (-f overwrites it)", client.ShowPath(remote), local)
 	}
-	if _, err := os.Lstat(local); err == nil && !force {
+	if _, err := os.Lstat(local); err == nil && !o.force {
 		return exists()
 	}
 	// Write beside the target and rename once verified: a failed get
@@ -367,7 +368,7 @@ func getFile(ctx context.Context, cl *client.Client, remote, local string, force
 		return fmt.Errorf("get %s: %w", client.ShowPath(remote), localErr(err))
 	}
 	defer os.Remove(tmp.Name())
-	_, err = cl.Get(ctx, remote, tmp, progress)
+	_, err = cl.Get(ctx, remote, tmp, &client.GetOptions{Progress: progress, VerifyFileDigest: o.verifyFile})
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -381,7 +382,7 @@ func getFile(ctx context.Context, cl *client.Client, remote, local string, force
 		return err
 	}
 	place := os.Rename
-	if !force {
+	if !o.force {
 		place = os.Link // fails if local exists: no clobbering, however late it appeared
 	}
 	if err := place(tmp.Name(), local); err != nil {

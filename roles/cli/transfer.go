@@ -47,6 +47,9 @@ type transferOptions struct {
 	// noClobber (put) refuses to replace a remote file; force (get)
 	// replaces a local one.
 	noClobber, force bool
+	// verifyFile (get) also checks each file's SHA-256 recorded at commit
+	// (client.GetOptions.VerifyFileDigest).
+	verifyFile bool
 	// transfers is how many files move at once.
 	transfers int
 }
@@ -308,7 +311,7 @@ func runGetArgs(ctx context.Context, cl *client.Client, stdio IO, args []string,
 		if len(srcs) > 1 || o.recursive {
 			return rpc.Errorf(rpc.Invalid, "get: - (stdout) takes one REMOTE file, without -r (dfs cat writes several)")
 		}
-		return runGet(ctx, cl, stdio, srcs[0], dst, o.force)
+		return runGet(ctx, cl, stdio, srcs[0], dst, o)
 	}
 	into := strings.HasSuffix(dst, string(filepath.Separator))
 	info, err := os.Stat(dst)
@@ -324,7 +327,7 @@ func runGetArgs(ctx context.Context, cl *client.Client, stdio IO, args []string,
 		return rpc.Errorf(rpc.Invalid, "get: LOCAL %s %s; several REMOTEs, or a LOCAL ending in %c, need an existing local directory", client.ShowPath(dst), what, filepath.Separator)
 	}
 	if len(srcs) == 1 && !o.recursive {
-		return runGet(ctx, cl, stdio, srcs[0], dst, o.force)
+		return runGet(ctx, cl, stdio, srcs[0], dst, o)
 	}
 	target := func(src string) string {
 		if !isDir {
@@ -340,7 +343,7 @@ func runGetArgs(ctx context.Context, cl *client.Client, stdio IO, args []string,
 		}
 	}
 	b := startBatch(ctx, stdio, "get", o, total, func(ctx context.Context, j fileJob, progress client.Progress) error {
-		return getFile(ctx, cl, j.src, j.dst, o.force, progress)
+		return getFile(ctx, cl, j.src, j.dst, o, progress)
 	})
 	for _, src := range srcs {
 		if err := getSource(b, cl, src, target(src), o.recursive); err != nil {

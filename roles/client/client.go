@@ -160,8 +160,9 @@ type Client struct {
 
 	coord *rpc.Leader // where calls to the coordinator go
 
-	mu      sync.Mutex
-	failing map[rpc.NodeID]time.Time // datanodes that failed a stream lately, until when reads try them last
+	mu       sync.Mutex
+	failing  map[rpc.NodeID]time.Time // datanodes that failed a stream lately, until when reads try them last
+	inflight map[rpc.NodeID]int       // chunk reads in flight per datanode (see orderForRead)
 }
 
 // New returns a client of the cluster cfg names. Zero fields of cfg but
@@ -358,44 +359,12 @@ func (c *Client) pages(ctx context.Context, path string, download bool, at *dfsp
 	// Each page moves first forward by at least one chunk, up to the
 	// chunk count, itself bounded: the loop ends.
 	for {
-		var version uint64
-		var session string
-		if head != nil {
-			version, session = head.Version, head.SessionId
-		}
-		var page *dfspb.FileInfo
-		var next uint32
-		err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
-			var err error
-			if download {
-				var resp *dfspb.DownloadFileResponse
-				resp, err = cc.DownloadFile(ctx, &dfspb.DownloadFileRequest{Path: path, FirstChunk: first, PageSize: uint32(c.cfg.PageSize), Version: version, SessionId: session})
-				page, next = resp.GetFile(), resp.GetNextChunk()
-			} else {
-				var resp *dfspb.StatFileResponse
-				resp, err = cc.StatFile(ctx, &dfspb.StatFileRequest{Path: path, FirstChunk: first, PageSize: uint32(c.cfg.PageSize), Version: version, SessionId: session})
-				page, next = resp.GetFile(), resp.GetNextChunk()
-			}
-			return err
-		})
+		page, next, err := c.page(ctx, path, download, head, first)
 		if err != nil {
 			return err
 		}
 		if page.GetIsDir() && !download && head == nil {
 			return fn(page) // a directory: no chunk map
-		}
-		if err := checkFileInfo(page); err != nil {
-			return err
-		}
-		ok := next <= page.ChunkCount && next-first == uint32(len(page.Chunks)) && (next > first || next == page.ChunkCount)
-		if head != nil {
-			ok = ok && page.Version == head.Version && page.SessionId == head.SessionId && page.ChunkCount == head.ChunkCount
-		}
-		for i, ch := range page.Chunks {
-			ok = ok && ch.Index == first+uint32(i)
-		}
-		if !ok {
-			return rpc.Errorf(rpc.Internal, "coordinator returned a malformed page of the chunk map of %s from chunk %d", path, first)
 		}
 		if head == nil {
 			head = page
@@ -408,6 +377,53 @@ func (c *Client) pages(ctx context.Context, path string, download bool, at *dfsp
 		}
 		first = next
 	}
+}
+
+// page reads the page of path's chunk map from chunk first on, as pages
+// does, and returns it with the index of the chunk the next page starts
+// at (the chunk count after the last page). A directory's stat (not
+// download, head nil) comes back as it is, without a chunk map.
+func (c *Client) page(ctx context.Context, path string, download bool, head *dfspb.FileInfo, first uint32) (*dfspb.FileInfo, uint32, error) {
+	var version uint64
+	var session string
+	if head != nil {
+		version, session = head.Version, head.SessionId
+	}
+	var page *dfspb.FileInfo
+	var next uint32
+	err := c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
+		var err error
+		if download {
+			var resp *dfspb.DownloadFileResponse
+			resp, err = cc.DownloadFile(ctx, &dfspb.DownloadFileRequest{Path: path, FirstChunk: first, PageSize: uint32(c.cfg.PageSize), Version: version, SessionId: session})
+			page, next = resp.GetFile(), resp.GetNextChunk()
+		} else {
+			var resp *dfspb.StatFileResponse
+			resp, err = cc.StatFile(ctx, &dfspb.StatFileRequest{Path: path, FirstChunk: first, PageSize: uint32(c.cfg.PageSize), Version: version, SessionId: session})
+			page, next = resp.GetFile(), resp.GetNextChunk()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	if page.GetIsDir() && !download && head == nil {
+		return page, next, nil
+	}
+	if err := checkFileInfo(page); err != nil {
+		return nil, 0, err
+	}
+	ok := next <= page.ChunkCount && next-first == uint32(len(page.Chunks)) && (next > first || next == page.ChunkCount)
+	if head != nil {
+		ok = ok && page.Version == head.Version && page.SessionId == head.SessionId && page.ChunkCount == head.ChunkCount
+	}
+	for i, ch := range page.Chunks {
+		ok = ok && ch.Index == first+uint32(i)
+	}
+	if !ok {
+		return nil, 0, rpc.Errorf(rpc.Internal, "coordinator returned a malformed page of the chunk map of %s from chunk %d", path, first)
+	}
+	return page, next, nil
 }
 
 // Nodes returns the cluster's datanodes and the answering coordinator's

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"strings"
@@ -77,22 +78,48 @@ func reason(err error) string {
 }
 
 // orderForRead orders a chunk's replicas for reading: as
-// placement.OrderForRead does, then those that failed this client lately
-// after the others.
+// placement.OrderForRead does (healthy first, shuffled, then suspect,
+// then dead), then those that failed this client lately last, and among
+// replicas alike in both, those this client is reading the fewest chunks
+// from first, so that the chunks a get has in flight spread over the
+// copies instead of queueing on one node. The read from the first one is
+// counted as begun (see reading): the caller ends it with
+// reading(order[0].ID, -1).
 func (c *Client) orderForRead(replicas []placement.Replica) []placement.Replica {
 	out := placement.OrderForRead(replicas)
 	now := c.clock.Now()
 	c.mu.Lock()
-	failing := func(r placement.Replica) bool { u, ok := c.failing[r.ID]; return ok && now.Before(u) }
-	slices.SortStableFunc(out, func(a, b placement.Replica) int {
-		switch fa, fb := failing(a), failing(b); {
-		case fa == fb:
-			return 0
-		case fb:
-			return -1
+	defer c.mu.Unlock()
+	failing := func(r placement.Replica) int {
+		if u, ok := c.failing[r.ID]; ok && now.Before(u) {
+			return 1
 		}
-		return 1
+		return 0
+	}
+	slices.SortStableFunc(out, func(a, b placement.Replica) int {
+		return cmp.Or(cmp.Compare(failing(a), failing(b)), cmp.Compare(a.State, b.State), cmp.Compare(c.inflight[a.ID], c.inflight[b.ID]))
 	})
-	c.mu.Unlock()
+	if len(out) > 0 {
+		c.readingLocked(out[0].ID, 1)
+	}
 	return out
+}
+
+// reading counts a read of a chunk from node as begun (delta 1) or ended
+// (-1), for orderForRead.
+func (c *Client) reading(node rpc.NodeID, delta int) {
+	c.mu.Lock()
+	c.readingLocked(node, delta)
+	c.mu.Unlock()
+}
+
+func (c *Client) readingLocked(node rpc.NodeID, delta int) {
+	if c.inflight == nil {
+		c.inflight = map[rpc.NodeID]int{}
+	}
+	if n := c.inflight[node] + delta; n > 0 {
+		c.inflight[node] = n
+	} else {
+		delete(c.inflight, node)
+	}
 }

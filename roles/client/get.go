@@ -1,10 +1,12 @@
 package client
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"hash"
 	"io"
 	"time"
 
@@ -14,14 +16,35 @@ import (
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
+// GetOptions are the choices of Get.
+type GetOptions struct {
+	// Progress is told how many more bytes were written to w; it may be
+	// nil.
+	Progress Progress
+	// VerifyFileDigest also checks the file's SHA-256 recorded at commit
+	// against the bytes written, which costs a second hashing pass over
+	// every byte. Without it, every frame is verified against its digest
+	// and the frame digests against the chunk digest committed with the
+	// file, so every byte written is a byte that was committed; the file
+	// digest adds a check of the order and completeness of the chunks
+	// the uploader committed. A mismatch is found after the last byte
+	// was written: Get then fails with Internal.
+	VerifyFileDigest bool
+}
+
 // Get writes the committed file at path to w, in order. Chunks are fetched
-// several at a time; each is verified frame by frame and as a whole against
-// the digests recorded at commit, and a replica that fails or returns bad
-// bytes is skipped for the next one. The file's SHA-256 is checked at the
-// end; bytes that fail a check are never written.
-func (c *Client) Get(ctx context.Context, path string, w io.Writer, progress Progress) (*FileInfo, error) {
+// several at a time, from different replicas where they can; each is
+// verified frame by frame and as a whole against the digests recorded at
+// commit before any of its bytes are written, and a replica that fails or
+// returns bad bytes is skipped for the next one. opts may be nil (see
+// GetOptions).
+func (c *Client) Get(ctx context.Context, path string, w io.Writer, opts *GetOptions) (*FileInfo, error) {
 	ctx = rpc.EnsureRequestID(ctx)
-	fi, err := c.get(ctx, path, w, progress)
+	var o GetOptions
+	if opts != nil {
+		o = *opts
+	}
+	fi, err := c.get(ctx, path, w, o)
 	if err != nil {
 		return nil, wrap(ctx, "get", path, err)
 	}
@@ -29,60 +52,67 @@ func (c *Client) Get(ctx context.Context, path string, w io.Writer, progress Pro
 }
 
 type fetched struct {
-	data []byte
-	err  error
+	frames *frames
+	err    error
 }
+
+// bigWrite is the size of the writes Get makes to its writer at least
+// (but for the end of the file) when a file's frames are smaller.
+const bigWrite = 1 << 20
 
 // get reads the chunk map a page at a time while it fetches the chunks:
 // it holds at most Parallel chunks and two pages of the map (the one
-// being fetched and the next).
-func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Progress) (*dfspb.FileInfo, error) {
+// being fetched and the next). A file the first page maps whole in one
+// chunk at most (every small file) is read in the caller's goroutine.
+func (c *Client) get(ctx context.Context, path string, w io.Writer, o GetOptions) (*dfspb.FileInfo, error) {
 	if _, err := rpc.ParsePath(path); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
-	// Chunks are fetched ahead of the writer into a bounded set of buffers;
-	// the writer takes their results in order and hands each buffer back.
-	// The first page's header comes first on heads.
-	par := c.cfg.Parallel
-	bufs := make(chan []byte, par)
-	for range par {
-		bufs <- nil
+	head, next, err := c.page(ctx, path, true, nil, 0)
+	if err != nil {
+		return nil, err
 	}
-	heads := make(chan *dfspb.FileInfo, 1)
+	out := &output{w: w, progress: o.Progress}
+	if o.VerifyFileDigest {
+		out.h = sha256.New()
+	}
+	if next == head.ChunkCount && len(head.Chunks) <= 1 {
+		for _, ch := range head.Chunks {
+			fr, err := c.getChunk(ctx, head, ch)
+			if err != nil {
+				if ctx.Err() == nil {
+					err = c.changedOr(ctx, head, err)
+				}
+				return nil, err
+			}
+			if err := out.write(fr); err != nil {
+				return nil, err
+			}
+		}
+		return head, out.finish(head)
+	}
+
+	// Chunks are fetched ahead of the writer, at most Parallel of them
+	// held at once; the writer takes their results in order and hands
+	// each slot back.
+	par := c.cfg.Parallel
+	slots := make(chan struct{}, par)
 	results := make(chan chan fetched, par)
 	go func() {
 		defer close(results)
-		sent := false
-		err := c.pages(ctx, path, true, nil, 0, func(page *dfspb.FileInfo) error {
-			if !sent {
-				heads <- page // buffered: never blocks
-				sent = true
-			}
+		fetch := func(page *dfspb.FileInfo) error {
 			for _, ch := range page.Chunks {
-				var buf []byte
 				select {
-				case buf = <-bufs:
+				case slots <- struct{}{}:
 				case <-ctx.Done():
 					return ctx.Err()
 				}
-				if int64(cap(buf)) < ch.Size {
-					buf = make([]byte, ch.Size)
-				}
 				res := make(chan fetched, 1)
 				go func() {
-					data := buf[:ch.Size]
-					_, err := c.fetchChunk(ctx, ch, part{dst: data})
-					if rpc.KindOf(err) == rpc.Permission {
-						// The page's chunk tokens expired while the chunks
-						// before were read: once more with a new one.
-						if fresh, ferr := c.chunkAgain(ctx, page, ch.Index); ferr == nil {
-							_, err = c.fetchChunk(ctx, fresh, part{dst: data})
-						}
-					}
-					res <- fetched{data, err}
+					fr, err := c.getChunk(ctx, page, ch)
+					res <- fetched{fr, err}
 				}()
 				select {
 				case results <- res:
@@ -91,7 +121,11 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 				}
 			}
 			return nil
-		})
+		}
+		err := fetch(head)
+		if err == nil && next < head.ChunkCount {
+			err = c.pages(ctx, path, true, head, next, fetch)
+		}
 		if err != nil {
 			res := make(chan fetched, 1)
 			res <- fetched{err: err}
@@ -102,8 +136,6 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 		}
 	}()
 
-	var fi *dfspb.FileInfo
-	h := sha256.New()
 	for {
 		var res chan fetched
 		select {
@@ -120,39 +152,111 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, progress Pro
 		case <-ctx.Done():
 			return nil, rpc.Errorf(rpc.Canceled, "interrupted")
 		}
-		if fi == nil {
-			select {
-			case fi = <-heads:
-			default:
-			}
-		}
 		if r.err != nil {
-			if fi != nil && ctx.Err() == nil {
-				return nil, c.changedOr(ctx, fi, r.err)
+			if ctx.Err() == nil {
+				return nil, c.changedOr(ctx, head, r.err)
 			}
 			return nil, r.err
 		}
-		h.Write(r.data)
-		if _, err := w.Write(r.data); err != nil {
-			return nil, rpc.Errorf(rpc.Internal, "write output: %w", err)
+		if err := out.write(r.frames); err != nil {
+			return nil, err
 		}
-		if progress != nil {
-			progress(int64(len(r.data)))
+		<-slots
+	}
+	return head, out.finish(head)
+}
+
+// getChunk fetches the whole chunk ch of the version of a file page is a
+// page of the chunk map of, and returns its frames, verified.
+func (c *Client) getChunk(ctx context.Context, page *dfspb.FileInfo, ch *dfspb.ChunkInfo) (*frames, error) {
+	fr := &frames{}
+	_, err := c.fetchChunk(ctx, ch, part{keep: fr})
+	if rpc.KindOf(err) == rpc.Permission {
+		// The page's chunk tokens expired while the chunks before were
+		// read: once more with a new one.
+		if fresh, ferr := c.chunkAgain(ctx, page, ch.Index); ferr == nil {
+			_, err = c.fetchChunk(ctx, fresh, part{keep: fr})
 		}
-		bufs <- r.data[:0]
 	}
-	if fi == nil {
-		select {
-		case fi = <-heads:
-		default:
-			return nil, rpc.Errorf(rpc.Internal, "coordinator returned no chunk map for %s", path)
+	if err != nil {
+		fr.recycle()
+		return nil, err
+	}
+	return fr, nil
+}
+
+// output is where Get writes a file's verified chunks, in order.
+type output struct {
+	w        io.Writer
+	bw       *bufio.Writer // between get and w, for frames smaller than bigWrite; flushed after each chunk
+	h        hash.Hash     // the file's SHA-256, with VerifyFileDigest
+	progress Progress
+}
+
+// write writes the frames of the next chunk and hands them back to the
+// buffer pool.
+func (o *output) write(fr *frames) error {
+	defer fr.recycle()
+	if o.bw == nil && len(fr.bufs) > 1 && len(fr.bufs[0]) < bigWrite {
+		o.bw = bufio.NewWriterSize(o.w, bigWrite)
+	}
+	w := o.w
+	if o.bw != nil {
+		w = o.bw
+	}
+	for _, b := range fr.bufs {
+		if o.h != nil {
+			o.h.Write(b)
+		}
+		if _, err := w.Write(b); err != nil {
+			return rpc.Errorf(rpc.Internal, "write output: %w", err)
+		}
+		if o.progress != nil {
+			o.progress(int64(len(b)))
 		}
 	}
-	if sum := h.Sum(nil); len(fi.Sha256) > 0 && !bytes.Equal(sum, fi.Sha256) {
-		return nil, rpc.Errorf(rpc.Internal, "file checksum mismatch: committed %x, read %x", fi.Sha256, sum)
+	if o.bw != nil {
+		// Each chunk reaches w whole once it is verified, as it would
+		// without the buffer.
+		if err := o.bw.Flush(); err != nil {
+			return rpc.Errorf(rpc.Internal, "write output: %w", err)
+		}
 	}
+	return nil
+}
+
+// finish checks, with VerifyFileDigest, the file's SHA-256 against fi's;
+// it drops fi's chunk map, which Get does not return.
+func (o *output) finish(fi *dfspb.FileInfo) error {
 	fi.Chunks = nil
-	return fi, nil
+	if o.h != nil {
+		if sum := o.h.Sum(nil); len(fi.Sha256) > 0 && !bytes.Equal(sum, fi.Sha256) {
+			return rpc.Errorf(rpc.Internal, "file checksum mismatch: committed %x, read %x", fi.Sha256, sum)
+		}
+	}
+	return nil
+}
+
+// frames keeps the frames of one chunk as a fetch hands them over, each
+// the data of a message of its own, until the chunk is verified whole;
+// then they are written out and handed back to the buffer pool
+// (rpc.RecycleFrame).
+type frames struct {
+	bufs [][]byte
+}
+
+func (f *frames) Write(p []byte) (int, error) {
+	f.bufs = append(f.bufs, p)
+	return len(p), nil
+}
+
+// recycle hands the frames back to the buffer pool and empties f.
+func (f *frames) recycle() {
+	for i, b := range f.bufs {
+		rpc.RecycleFrame(b)
+		f.bufs[i] = nil
+	}
+	f.bufs = f.bufs[:0]
 }
 
 // chunkAgain reads chunk index's entry of the chunk map of fi's version
@@ -224,15 +328,32 @@ type part struct {
 	skip    int64
 	dst     []byte
 	digests [][]byte
+	// keep, if set (with no frames, skip nor dst), keeps the whole
+	// chunk's frames as they arrive instead of copying them into dst.
+	keep *frames
 }
 
-// writer returns a writer that fills p.dst from a fetch of p's frames;
-// each attempt at the chunk starts with a new one.
+// writer returns a writer that fills p.dst from a fetch of p's frames, or
+// p.keep emptied; each attempt at the chunk starts with a new one.
 func (p part) writer() io.Writer {
-	if p.frames == nil && p.skip == 0 {
-		return chunkstream.SliceWriter(p.dst) // the whole chunk: it must fit
+	if p.keep != nil {
+		p.keep.recycle() // a failed attempt's: the fetch that wrote them is over
+		return p.keep
 	}
-	return &window{dst: p.dst, skip: p.skip}
+	if p.frames == nil && p.skip == 0 {
+		return recycling{chunkstream.SliceWriter(p.dst)} // the whole chunk: it must fit
+	}
+	return recycling{&window{dst: p.dst, skip: p.skip}}
+}
+
+// recycling hands each frame back to the buffer pool (rpc.RecycleFrame)
+// once w, which copies what it keeps, has taken it.
+type recycling struct{ w io.Writer }
+
+func (r recycling) Write(p []byte) (int, error) {
+	n, err := r.w.Write(p)
+	rpc.RecycleFrame(p)
+	return n, err
 }
 
 // window writes the bytes from offset skip of what it is given into dst,
@@ -280,8 +401,12 @@ func (c *Client) fetchChunk(ctx context.Context, ch *dfspb.ChunkInfo, p part) (c
 			}
 		}
 		refused := 0 // replicas that refused the chunk token this round
-		for _, r := range c.orderForRead(replicas) {
+		for i, r := range c.orderForRead(replicas) {
+			if i > 0 {
+				c.reading(r.ID, 1) // orderForRead counted the first
+			}
 			got, err := c.readReplica(ctx, r.Addr, exp, ch.Token, p)
+			c.reading(r.ID, -1)
 			if err == nil {
 				return got, nil
 			}
