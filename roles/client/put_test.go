@@ -130,8 +130,8 @@ func startProxy(t *testing.T, c *roles.Cluster, fault faultFunc) (*proxyCoordina
 }
 
 // lostSession is the coordinator's answer to a session it does not know.
-func lostSession(req proto.Message) error {
-	return rpc.Errorf(rpc.NotFound, "unknown or expired upload session (%T)", req)
+func lostSession() error {
+	return rpc.Errorf(rpc.NotFound, "unknown or expired upload session")
 }
 
 // gatedReader reads r, but its first Read at or past offset at closes
@@ -218,7 +218,7 @@ func TestPutAgainOnlyIfUncommitted(t *testing.T) {
 				// The session is out of the coordinator's table while the
 				// first confirm commits.
 				<-ready
-				return nil, lostSession(&dfspb.ConfirmUploadRequest{})
+				return nil, lostSession()
 			case method == "StatFile":
 				select {
 				case commit := <-held:
@@ -281,7 +281,7 @@ func TestPutAgainAfterLostSession(t *testing.T) {
 		p, cl := startProxy(t, c, func(_ context.Context, method string, n int, req proto.Message, _ func(context.Context) (proto.Message, error)) (proto.Message, error) {
 			switch {
 			case method == "ConfirmUpload" && n == 1:
-				return nil, lostSession(req)
+				return nil, lostSession()
 			case method == "UploadFile" && n == 2:
 				// The coordinator now running has a smaller default chunk
 				// size.
@@ -313,7 +313,7 @@ func TestPutAgainAfterLostSession(t *testing.T) {
 				resp.(*dfspb.UploadFileResponse).Chunks = nil
 				return resp, nil
 			case method == "AllocateChunk" && n == 1:
-				return nil, lostSession(req)
+				return nil, lostSession()
 			}
 			return nil, nil
 		})
@@ -348,7 +348,7 @@ func TestPutAgainAfterLostSession(t *testing.T) {
 				select {
 				case <-r.reached:
 					once.Do(func() { close(r.release) })
-					return nil, lostSession(req)
+					return nil, lostSession()
 				default:
 				}
 			}
