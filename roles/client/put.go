@@ -11,6 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
+
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -38,10 +41,12 @@ const defaultSessionTimeout = time.Minute
 // upload takes. An input longer than the coordinator's chunk limit fails
 // before the chunk beyond the limit is sent. A file of one chunk whose
 // session a restarted (or newly elected) coordinator does not know is put
-// again, once, from the chunk still in memory (see upload.finish). The
-// returned metadata holds the whole chunk map, unless the path was
-// replaced again before all of it was read (len(Chunks) < ChunkCount
-// then).
+// again, once, from the chunk still in memory, unless a confirm whose
+// answer was lost may have committed it (see upload.finish): a put whose
+// outcome cannot be learned fails with Unavailable, and the file may or
+// may not be committed. The returned metadata holds the whole chunk map,
+// unless the path was replaced again before all of it was read
+// (len(Chunks) < ChunkCount then).
 //
 // Put shares its machinery with Create's Writer, but reads r straight
 // into the chunk buffers: no byte is copied on the way.
@@ -69,6 +74,12 @@ type putState struct {
 	ifVersion  uint64
 	// metadata is committed with the file.
 	metadata map[string]string
+	// confirmUnknown is set when a confirm went out to a coordinator and
+	// failed without saying whether it committed: a timeout, a lost
+	// connection, an unavailable store. A later NotFound then does not
+	// mean the file was not committed. Set and read by the goroutine that
+	// ends the upload.
+	confirmUnknown bool
 
 	mu       sync.Mutex
 	receipts map[uint32]*dfspb.ChunkReceipt
@@ -310,24 +321,33 @@ func (u *upload) end(err error) (*dfspb.FileInfo, error) {
 // finish ends the upload (see end). The coordinator records no session of
 // a file of one chunk (a known size up to the chunk size) until its
 // commit: one that restarted or failed over since UploadFile does not
-// know it and refuses the chunk's placement or the confirm with NotFound.
-// The file, still whole in its one buffer, is then put again, once, in a
-// new session; the chunk sent in the lost one is an orphan the coordinator
-// collects.
+// know it and refuses the chunk's placement, its receipts or the confirm
+// with NotFound. The file, when it is whole in its one buffer and no
+// confirm can have committed it (see putAgain), is then put again, once,
+// in a new session with the same chunk size; the chunk sent in the lost
+// one is an orphan the coordinator collects.
 func (u *upload) finish(err error) (*dfspb.FileInfo, error) {
 	fi, err := u.end(err)
-	if err == nil || rpc.KindOf(err) != rpc.NotFound || u.size < 0 || u.index > 1 || u.parent.Err() != nil {
+	if err == nil || !u.putAgain(err) {
 		return fi, err
 	}
 	c := u.st.c
 	c.log.Debug().Err(err).Str("path", u.st.path).Msg("coordinator lost the upload session of a one-chunk file; putting it again")
 	o := u.opts
-	o.metadata, o.progress = u.st.metadata, nil // the bytes were counted once
+	// The chunk size the file fits in one chunk of: a coordinator started
+	// with a smaller default would refuse the chunk.
+	o.chunkSize = u.st.chunkSize
+	o.metadata = u.st.metadata
+	u.st.mu.Lock()
+	if _, stored := u.st.receipts[0]; stored {
+		o.progress = nil // the bytes were counted once
+	}
+	u.st.mu.Unlock()
 	again, serr := c.startUpload(u.parent, u.st.path, u.size, o)
 	if serr != nil {
 		return nil, fmt.Errorf("%w (putting it again after: %v)", serr, err)
 	}
-	if u.index == 1 {
+	if len(u.first) > 0 {
 		if _, err := again.buffer(); err != nil {
 			return again.end(err)
 		}
@@ -336,6 +356,20 @@ func (u *upload) finish(err error) (*dfspb.FileInfo, error) {
 		}
 	}
 	return again.end(nil)
+}
+
+// putAgain reports whether an upload that ended with err may be put again
+// in a new session (see finish): err is NotFound (the coordinator does
+// not know the session), the caller has not given up, the file is of one
+// chunk and whole in memory (u.first holds all of its declared size), and
+// no confirm of the session can have reached a coordinator and committed
+// the file while its answer was lost (see putState.confirmUnknown): a
+// second version of the same bytes would then replace the first, or a
+// newer one another writer committed, and a conditional put would fail
+// although it landed.
+func (u *upload) putAgain(err error) bool {
+	return rpc.KindOf(err) == rpc.NotFound && u.parent.Err() == nil && !u.st.confirmUnknown &&
+		u.size >= 0 && u.size <= u.st.chunkSize && u.total == u.size && int64(len(u.first)) == u.size
 }
 
 func (c *Client) put(ctx context.Context, path string, r io.Reader, size int64, progress Progress) (*dfspb.FileInfo, error) {
@@ -679,14 +713,24 @@ func (st *putState) confirm(ctx context.Context, size int64, sum []byte) (*dfspb
 }
 
 // confirmOnce sends one confirm, retrying while the coordinator or a
-// datanode it checks with is briefly unavailable.
+// datanode it checks with is briefly unavailable. A confirm that finds
+// the session gone (NotFound) may have been preceded by one that
+// committed and lost its reply; the path is then stat'ed, and when the
+// committed version names the session, the upload is done. When it does
+// not, and an earlier attempt's outcome is unknown (confirmUnknown), the
+// file may have been committed and replaced since, or its commit may
+// still be under way: the confirm is tried again, and fails in the end
+// with Unavailable, saying the outcome is unknown, not with NotFound.
 func (st *putState) confirmOnce(ctx context.Context, req *dfspb.ConfirmUploadRequest) (*dfspb.ConfirmUploadResponse, error) {
 	var out *dfspb.ConfirmUploadResponse
 	err := rpc.Retry(ctx, st.c.clock, rpc.DefaultBackoff, func(attempt int) error {
 		err := st.c.coordinator(ctx, func(ctx context.Context, cc dfspb.CoordinatorClient) error {
-			resp, err := cc.ConfirmUpload(ctx, req)
+			var sent peer.Peer // set once the call went out on a connection
+			resp, err := cc.ConfirmUpload(ctx, req, grpc.Peer(&sent))
 			if err == nil {
 				out = resp
+			} else if sent.Addr != nil && outcomeUnknown(rpc.FromStatus(err)) {
+				st.confirmUnknown = true
 			}
 			return err
 		})
@@ -698,8 +742,22 @@ func (st *putState) confirmOnce(ctx context.Context, req *dfspb.ConfirmUploadReq
 				out = &dfspb.ConfirmUploadResponse{File: cur}
 				return nil
 			}
+			if st.confirmUnknown {
+				return rpc.Errorf(rpc.Unavailable, "outcome unknown: an earlier confirm got no answer and the coordinator no longer knows the upload session (%v); %s may or may not hold this upload", err, st.path)
+			}
 		}
 		return err
 	})
 	return out, err
+}
+
+// outcomeUnknown reports whether a confirm that reached a coordinator and
+// failed with err may have committed: a not-serving coordinator (a
+// standby, or one in safe mode) refuses before it does anything, and the
+// kinds no retry helps are the coordinator's own answers.
+func outcomeUnknown(err error) bool {
+	if _, ok := rpc.NotServingOf(err); ok {
+		return false
+	}
+	return rpc.Retryable(err) || rpc.KindOf(err) == rpc.Canceled
 }

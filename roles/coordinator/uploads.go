@@ -62,6 +62,9 @@ type upload struct {
 	// persist serializes the writes of this session to the store.
 	persist   sync.Mutex
 	persisted bool
+	// maybePersisted is set when a txn recording the header failed with
+	// its outcome unknown: the store may hold the header.
+	maybePersisted bool
 	// volatile is set for a session of one chunk: it is never recorded.
 	volatile bool
 
@@ -88,10 +91,11 @@ type upload struct {
 	settled bool
 }
 
-// record returns u's ID when the store holds its header, for a txn that
-// ends u to delete it; the caller holds u.persist.
+// record returns u's ID when the store holds its header, or may, for a
+// txn that ends u to delete it (deleting a header the store lacks changes
+// nothing); the caller holds u.persist.
 func (u *upload) record() []rpc.SessionID {
-	if !u.persisted {
+	if !u.persisted && !u.maybePersisted {
 		return nil
 	}
 	return []rpc.SessionID{u.id}
@@ -422,6 +426,7 @@ func (up *uploads) persist(ctx context.Context, u *upload) error {
 	head := u.snapshot()
 	head.Chunks = nil
 	if err := up.commits.Commit(ctx, &meta.Txn{PutUploads: []*meta.Upload{head}}); err != nil {
+		u.maybePersisted = u.maybePersisted || outcomeUnknown(err)
 		return rpc.Errorf(rpc.Other, "record upload session: %w", err)
 	}
 	u.persisted = true

@@ -284,6 +284,33 @@ func TestOneChunkUploadOneCommit(t *testing.T) {
 	is.Equal(len(txns[1].DeleteUploads), 1) // and deleted by the commit
 }
 
+// TestSessionRecordOutcomeUnknown: a session whose record was written but
+// reported failed (the store's reply was lost) is deleted from the store
+// when the session ends, like one recorded as it should be.
+func TestSessionRecordOutcomeUnknown(t *testing.T) {
+	is := is.New(t)
+	var lose atomic.Bool
+	s := &hookStore{Mem: metatest.NewMem(), after: func(txn *meta.Txn) error {
+		if len(txn.PutUploads) > 0 && lose.CompareAndSwap(true, false) {
+			return rpc.Errorf(rpc.Unavailable, "store reply lost")
+		}
+		return nil
+	}}
+	f := newFixture(t, 3, s)
+	o, err := f.term.uploads.begin(f.ctx, uploadRequest{path: "/unknown-size", size: -1, replication: 3})
+	is.NoErr(err) // a session of unknown size, recorded at its first placement
+	lose.Store(true)
+	_, err = f.term.uploads.allocate(f.ctx, o.session, 0, nil)
+	is.Equal(rpc.KindOf(err), rpc.Unavailable) // the record's outcome is unknown
+	ups, err := f.store.Uploads(f.ctx)
+	is.NoErr(err)
+	is.Equal(len(ups), 1) // though it was written
+	is.NoErr(f.term.uploads.end(f.ctx, o.session))
+	ups, err = f.store.Uploads(f.ctx)
+	is.NoErr(err)
+	is.Equal(len(ups), 0) // the end of the session deletes it
+}
+
 // TestOneChunkUploadAcrossRestart: a coordinator that restarted (or took
 // over) between the opening of a one-chunk upload and its confirm does not
 // know the session: the confirm fails with NotFound, nothing is
