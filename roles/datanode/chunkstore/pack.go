@@ -516,7 +516,7 @@ func (s *Store) packGone(p *pack) []rpc.ChunkID {
 }
 
 // packLost reports whether packed chunk id's pack is gone; then it drops
-// the pack's chunks and returns id's *LostError.
+// the chunk and returns its *LostError.
 func (s *Store) packLost(id rpc.ChunkID) error {
 	s.mu.Lock()
 	loc, ok := s.packed[id]
@@ -524,10 +524,17 @@ func (s *Store) packLost(id rpc.ChunkID) error {
 	if !ok {
 		return nil
 	}
-	if slices.Contains(s.packGone(loc.p), id) {
-		return &LostError{ID: id, Err: rpc.Errorf(rpc.NotFound, "chunk %s: its pack file %s is missing from disk", id, loc.p.name)}
+	if _, err := s.fs.Lstat(loc.p.name); !errors.Is(err, fs.ErrNotExist) {
+		return nil
 	}
-	return nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, stored := s.index[id]; !stored || s.packed[id] != loc || s.packs[loc.p.seq] != loc.p {
+		return nil // deleted, moved or quarantined meanwhile
+	}
+	// The pack's other chunks are left to FindLost, which reports them.
+	s.dropPackedLocked(id)
+	return &LostError{ID: id, Err: rpc.Errorf(rpc.NotFound, "chunk %s: its pack file %s is missing from disk", id, loc.p.name)}
 }
 
 // findLostPacks calls found for every chunk of a pack gone from disk.
