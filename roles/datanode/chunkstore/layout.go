@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 	"github.com/dfs-project/dfs/rpc"
@@ -58,14 +59,19 @@ func (s *Store) createLayout() error {
 		return err
 	}
 	if s.precreate {
+		// Best effort: a full disk still opens, and then a directory is
+		// created on its first chunk, as without PrecreateDirs.
 		if err := s.createFanout(); err != nil {
-			return err
+			s.log.Warn().Err(err).Msg("chunk directories not all created ahead; each is created on its first chunk")
 		}
 	}
 	if _, err := s.fs.Stat(s.packDir()); err == nil {
 		return nil
 	}
 	if err := s.fs.Mkdir(s.packDir(), 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			return nil // a full disk still opens; packing waits for room
+		}
 		return fmt.Errorf("datanode: create pack directory: %w", err)
 	}
 	if err := s.fs.SyncDir(s.dir); err != nil {

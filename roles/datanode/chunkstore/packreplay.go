@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"slices"
 	"sort"
@@ -23,6 +24,9 @@ import (
 // the coordinator copies it again).
 func (s *Store) openPacks() error {
 	es, err := s.fs.ReadDir(s.packDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("datanode: read %s: %w", s.packDir(), err)
 	}
