@@ -595,3 +595,16 @@ func (s *Store) isFileLocked(id rpc.ChunkID) bool {
 	_, packed := s.packed[id]
 	return stored && !packed
 }
+
+// Location returns the file that holds chunk id's bytes and the offset of
+// its first byte there: its own file (ChunkPath, offset 0), or, for a
+// packed chunk, stored or corrupt, its pack file. For operators
+// inspecting a node, and for tests that damage a chunk.
+func (s *Store) Location(id rpc.ChunkID) (name string, off int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if loc, ok := s.packed[id]; ok {
+		return loc.p.name, loc.dataOff(id)
+	}
+	return s.path(id), 0
+}
