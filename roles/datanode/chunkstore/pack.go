@@ -216,7 +216,9 @@ func (s *Store) admitLocked(batch []*packOp) []*packOp {
 // when there is none or it is full) in one write and makes them durable
 // with one fdatasync; it sets each op's loc. Only the committer calls it.
 func (s *Store) writeBatch(batch []*packOp) error {
-	p := s.active
+	s.mu.Lock()
+	p := s.active // nil after Close, or once its file was found gone
+	s.mu.Unlock()
 	if p == nil || p.size >= s.packSize {
 		var err error
 		if p, err = s.newPack(); err != nil {
