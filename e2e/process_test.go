@@ -338,6 +338,7 @@ func testKillDatanodeDuringSmallPuts(t *testing.T, bin string) {
 			}
 		}
 	}
+	t.Logf("%d acknowledged files have a copy on the restarted datanode", len(onVictim))
 	is.True(len(onVictim) > 10) // the victim held copies of acknowledged files
 	for _, n := range c.dns[1:] {
 		c.kill(n.proc)
