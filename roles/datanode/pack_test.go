@@ -63,3 +63,23 @@ func TestPackedChunksOnNode(t *testing.T) {
 	})
 	is.Equal(n.Store().Usage().Chunks, int64(0)) // none is counted
 }
+
+// TestBulkDeletePacked: a bulk delete of many packed chunks removes each
+// (their delete records group-committed) and counts them all.
+func TestBulkDeletePacked(t *testing.T) {
+	is := is.New(t)
+	coord := datanodetest.Start(t)
+	n := startNode(t, coord)
+	dn := client(t, n)
+	var ids []string
+	for i := range 20 {
+		id := spreadID(t, i*0x55)
+		upload(t, dn, id, chunkData(testFrame+i, byte(i)), testFrame)
+		ids = append(ids, string(id))
+	}
+	resp, err := dn.BulkDeleteChunk(t.Context(), &dfspb.BulkDeleteChunkRequest{ChunkIds: ids})
+	is.NoErr(err)
+	is.Equal(resp.Deleted, uint32(20))           // every chunk deleted
+	is.Equal(len(resp.Failed), 0)                // none failed
+	is.Equal(n.Store().Usage().Chunks, int64(0)) // none left
+}
