@@ -134,6 +134,7 @@ func (a *app) datanodeCommand() *cli.Command {
 			&cli.StringFlag{Name: "data-dir", Value: cfg.DataDir, Destination: &cfg.DataDir, EnvVars: env("DATA_DIR"), Usage: "directory for the node ID and the chunks"},
 			addrsFlag("coordinator", &cfg.Coordinators, env("COORDINATOR"), "coordinator address, or a comma-separated list"),
 			&cli.GenericFlag{Name: "capacity", Value: byteSize(&cfg.Capacity), EnvVars: env("CAPACITY"), Usage: "most bytes to store (default: the whole filesystem)"},
+			&cli.GenericFlag{Name: "pack-threshold", Value: byteSize(&cfg.PackThreshold), EnvVars: env("PACK_THRESHOLD"), Usage: "largest chunk stored in a pack file, many fsynced together (0: every chunk a file)"},
 			&cli.DurationFlag{Name: "heartbeat-interval", Value: cfg.HeartbeatInterval, Destination: &cfg.HeartbeatInterval, EnvVars: env("HEARTBEAT_INTERVAL"), Usage: "pause between heartbeats"},
 			&cli.DurationFlag{Name: "session-timeout", Value: cfg.SessionTimeout, Destination: &cfg.SessionTimeout, EnvVars: env("SESSION_TIMEOUT"), Usage: "a prepared or stalled chunk stream expires after this and its partial file is removed"},
 			&cli.IntFlag{Name: "max-sessions", Value: cfg.MaxSessions, Destination: &cfg.MaxSessions, EnvVars: env("MAX_SESSIONS"), Usage: "most upload streams prepared or running (inline-prepared ones included), and most download streams prepared and not yet started; more are refused and the client tries another node"},

@@ -43,6 +43,10 @@ type Config struct {
 	Coordinators []string
 	// Capacity caps the bytes stored; 0 uses the whole filesystem.
 	Capacity int64
+	// PackThreshold is the largest chunk stored as a record in a pack
+	// file (many fsynced together) rather than a file of its own; 0 stores
+	// every chunk as a file.
+	PackThreshold int64
 	// HeartbeatInterval is the pause between heartbeats.
 	HeartbeatInterval time.Duration
 	// SessionTimeout ends a prepared stream that does not start, and a
@@ -115,6 +119,7 @@ func DefaultConfig() Config {
 		ShutdownGrace:     10 * time.Second,
 		ScrubInterval:     6 * time.Hour,
 		ScrubRate:         32 << 20,
+		PackThreshold:     chunkstore.DefaultPackThreshold,
 	}
 }
 
@@ -129,6 +134,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("datanode: --coordinator is required")
 	case c.Capacity < 0:
 		return fmt.Errorf("datanode: --capacity must not be negative")
+	case c.PackThreshold < 0 || c.PackThreshold > rpc.MaxChunkSize:
+		return fmt.Errorf("datanode: --pack-threshold must be between 0 and %s", rpc.FormatBytes(rpc.MaxChunkSize))
 	case c.HeartbeatInterval <= 0:
 		return fmt.Errorf("datanode: --heartbeat-interval must be positive")
 	case c.SessionTimeout <= 0:
@@ -348,7 +355,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.id = id
 	n.log = n.log.With().Str("node_id", id.Short()).Logger()
-	if n.store, err = chunkstore.Open(n.fs, n.cfg.DataDir, n.cfg.Capacity); err != nil {
+	n.store, err = chunkstore.OpenWith(n.fs, n.cfg.DataDir, chunkstore.Options{
+		Capacity: n.cfg.Capacity, PackThreshold: n.cfg.PackThreshold, PrecreateDirs: true, Log: n.log})
+	if err != nil {
 		return err
 	}
 	n.opened.Store(n.store)
@@ -395,7 +404,7 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Wait()
 	n.uploads.Range(func(_ rpc.SessionID, s *uploadSession) { s.release() })
 	n.downloads.Range(func(_ rpc.SessionID, c *chunkstore.Chunk) { c.Close() })
-	n.store.CloseFiles()
+	n.store.Close()
 	n.log.Info().Msg("datanode stopped")
 	return err
 }

@@ -124,7 +124,7 @@ func TestScrubPassFindsLost(t *testing.T) {
 func lostSetup(t *testing.T, n int, opts ...func(*Config)) (*datanodetest.Coordinator, *Node, []rpc.ChunkID, []byte, map[rpc.ChunkID][]byte) {
 	t.Helper()
 	coord := datanodetest.Start(t)
-	node := startNode(t, coord, opts...)
+	node := startNode(t, coord, append([]func(*Config){filesOnly}, opts...)...)
 	dn := client(t, node)
 	var ids []rpc.ChunkID
 	digests := map[rpc.ChunkID][]byte{}
@@ -170,7 +170,7 @@ func TestLostChunkReported(t *testing.T) {
 
 	// A repair copy to this node of a chunk it still indexes: made again,
 	// not taken for stored.
-	src := startNode(t, coord)
+	src := startNode(t, coord, filesOnly)
 	upload(t, client(t, src), ids[2], data, testFrame)
 	resp, err := dn.ReplicateChunk(t.Context(), &dfspb.ReplicateChunkRequest{ChunkId: string(ids[2]), Size: int64(len(data)), FrameSize: testFrame,
 		Digest: digests[ids[2]], Source: &dfspb.NodeRef{NodeId: string(src.ID()), Addr: src.Addr()}})

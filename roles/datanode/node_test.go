@@ -16,6 +16,10 @@ import (
 // startNode runs a datanode on loopback against coord until the test ends
 // and returns it once it has registered. Scrubbing is off unless an option
 // turns it on.
+// filesOnly makes a node store every chunk as a file of its own, for
+// tests that damage or remove a chunk's file by its path.
+func filesOnly(cfg *Config) { cfg.PackThreshold = 0 }
+
 func startNode(t *testing.T, coord *datanodetest.Coordinator, opts ...func(*Config)) *Node {
 	t.Helper()
 	return startNodeWith(t, coord, Deps{}, opts...)

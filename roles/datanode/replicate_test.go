@@ -127,7 +127,7 @@ func TestReplicateChunkBadSource(t *testing.T) {
 	coord := datanodetest.Start(t)
 	// b's free space is its capacity less what it holds, whatever else
 	// happens on the filesystem.
-	a, b := startNode(t, coord), startNode(t, coord, func(cfg *Config) { cfg.Capacity = 64 << 20 })
+	a, b := startNode(t, coord, filesOnly), startNode(t, coord, filesOnly, func(cfg *Config) { cfg.Capacity = 64 << 20 })
 	dna, dnb := client(t, a), client(t, b)
 	size := 3*testFrame + 100
 	tests := []struct {
@@ -197,7 +197,7 @@ func TestReplicateChunkBadSource(t *testing.T) {
 // differently, and a full disk are refused before anything is copied.
 func TestReplicateChunkRefuses(t *testing.T) {
 	coord := datanodetest.Start(t)
-	a, b := startNode(t, coord), startNode(t, coord)
+	a, b := startNode(t, coord, filesOnly), startNode(t, coord, filesOnly)
 	dna, dnb := client(t, a), client(t, b)
 	id := chunkID(t, 1)
 	data := chunkData(2*testFrame, 1)

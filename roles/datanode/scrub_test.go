@@ -31,7 +31,7 @@ import (
 func TestScrubberFindsCorruption(t *testing.T) {
 	is := is.New(t)
 	coord := datanodetest.Start(t)
-	n := startNode(t, coord, func(cfg *Config) {
+	n := startNode(t, coord, filesOnly, func(cfg *Config) {
 		cfg.ScrubRate = 1 << 30
 		cfg.ScrubInterval = 0 // continuous: passes a second apart
 		cfg.InventoryInterval = 200 * time.Millisecond
@@ -107,7 +107,7 @@ func TestCorruptAtStartIsReported(t *testing.T) {
 func TestVerifyChunk(t *testing.T) {
 	is := is.New(t)
 	coord := datanodetest.Start(t)
-	n := startNode(t, coord)
+	n := startNode(t, coord, filesOnly)
 	dn := client(t, n)
 	size := 2*testFrame + 1
 	good, badData, badMeta := chunkID(t, 1), chunkID(t, 2), chunkID(t, 3)

@@ -2,6 +2,7 @@ package datanode
 
 import (
 	"context"
+	"sync"
 
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/chunktoken"
@@ -273,6 +274,9 @@ type deletion struct {
 	failed  []string // the IDs that could not be removed, or not durably
 }
 
+// deleteParallel bounds the chunks one bulk delete removes at once.
+const deleteParallel = 64
+
 // deleteChunks removes ids and fsyncs their directories before it answers
 // or reports: a deletion the coordinator is told of survives a crash.
 // When the fsync fails, every chunk counts as failed (the coordinator
@@ -280,10 +284,23 @@ type deletion struct {
 func (n *Node) deleteChunks(ids []rpc.ChunkID) deletion {
 	var d deletion
 	var gone []rpc.ChunkID
-	for _, id := range ids {
-		done := n.metrics.op(opDelete)
-		freed, err := n.store.Delete(id)
-		done(err)
+	// Deleted concurrently (at most deleteParallel at once): the delete
+	// records of packed chunks then share one fdatasync (group commit).
+	freedOf, errOf := make([]int64, len(ids)), make([]error, len(ids))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, deleteParallel)
+	for i, id := range ids {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			done := n.metrics.op(opDelete)
+			freedOf[i], errOf[i] = n.store.Delete(id)
+			done(errOf[i])
+		})
+	}
+	wg.Wait()
+	for i, id := range ids {
+		freed, err := freedOf[i], errOf[i]
 		d.freed += freed
 		if err != nil {
 			n.log.Warn().Err(err).Str("chunk_id", string(id)).Msg("delete failed")

@@ -255,7 +255,7 @@ func TestDownloadFrames(t *testing.T) {
 // of service and reported, as a prepare would.
 func TestDownloadByChunkID(t *testing.T) {
 	coord := datanodetest.Start(t)
-	n := startNode(t, coord)
+	n := startNode(t, coord, filesOnly)
 	dn := client(t, n)
 	id, data := chunkID(t, 1), chunkData(3*testFrame+100, 1) // 4 frames, the last one short
 	digest := upload(t, dn, id, data, testFrame)

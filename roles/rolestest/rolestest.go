@@ -94,8 +94,8 @@ func PlainLogger(t testing.TB) zerolog.Logger {
 }
 
 // Config returns the test configuration of a cluster of nodes datanodes
-// in a temp dir: 64 KiB chunks, no GC delay, quick heartbeats, logs into
-// t.
+// in a temp dir: 64 KiB chunks, each a file (no pack files), no GC delay,
+// quick heartbeats, logs into t.
 func Config(t testing.TB, nodes int) roles.ClusterConfig {
 	t.Helper()
 	cfg := roles.DefaultClusterConfig(t.TempDir())
@@ -106,6 +106,10 @@ func Config(t testing.TB, nodes int) roles.ClusterConfig {
 	cfg.Coordinator.SuspectAfter = 15 * time.Second
 	cfg.Coordinator.DeadAfter = 30 * time.Second
 	cfg.Datanode.HeartbeatInterval = 100 * time.Millisecond
+	// Every chunk a file of its own: tests damage and remove chunks by
+	// their file (ChunkPath). Packed chunks are covered by the datanode's
+	// and chunkstore's tests and the process tests.
+	cfg.Datanode.PackThreshold = 0
 	return cfg
 }
 

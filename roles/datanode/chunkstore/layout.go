@@ -4,22 +4,29 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 	"github.com/dfs-project/dfs/rpc"
 )
 
-// The store keeps chunks under dir in the nested layout
-// dir/chunks/<hash[0:2]>/<hash[2]>/<chunk id> (4096 directories). The 256
-// first-level chunk directories are created with the store; the 16 below
-// each are created on first use (and remembered), so writing a chunk
-// rarely creates a directory.
+// The store keeps chunk files under dir in the nested layout
+// dir/chunks/<hash[0:2]>/<hash[2]>/<chunk id> (4096 directories), and
+// pack files in dir/packs. The 256 first-level chunk directories are
+// created with the store. With Options.PrecreateDirs the 16 below each
+// are too (or, for a store made before, once at start-up, marked by
+// fanoutMarker), so writing a chunk never creates a directory; without,
+// each is created on first use (and remembered).
 const (
 	layoutMarker = ".layout-v1"
+	fanoutMarker = ".fanout-v1"
 	fanout1      = 256
+	fanout2      = 16
 )
 
 // tempSuffix ends the name of a chunk being written, beside its final name.
@@ -48,6 +55,68 @@ func (s *Store) path(id rpc.ChunkID) string {
 func (s *Store) ChunkPath(id rpc.ChunkID) string { return s.path(id) }
 
 func (s *Store) createLayout() error {
+	if err := s.createChunkRoot(); err != nil {
+		return err
+	}
+	if s.precreate {
+		// Best effort: a full disk still opens, and then a directory is
+		// created on its first chunk, as without PrecreateDirs.
+		if err := s.createFanout(); err != nil {
+			s.log.Warn().Err(err).Msg("chunk directories not all created ahead; each is created on its first chunk")
+		}
+	}
+	if _, err := s.fs.Stat(s.packDir()); err == nil {
+		return nil
+	}
+	if err := s.fs.Mkdir(s.packDir(), 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			return nil // a full disk still opens; packing waits for room
+		}
+		return fmt.Errorf("datanode: create pack directory: %w", err)
+	}
+	if err := s.fs.SyncDir(s.dir); err != nil {
+		return fmt.Errorf("datanode: create pack directory: %w", err)
+	}
+	return nil
+}
+
+// createFanout creates the second-level chunk directories, durably, once
+// (fanoutMarker), and remembers them all.
+func (s *Store) createFanout() error {
+	marker := filepath.Join(s.chunkRoot(), fanoutMarker)
+	if _, err := s.fs.Stat(marker); err != nil {
+		for i := range fanout1 {
+			d1 := filepath.Join(s.chunkRoot(), fmt.Sprintf("%02x", i))
+			if err := s.fs.Mkdir(d1, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("datanode: create chunk directories: %w", err)
+			}
+			for j := range fanout2 {
+				if err := s.fs.Mkdir(filepath.Join(d1, fmt.Sprintf("%x", j)), 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+					return fmt.Errorf("datanode: create chunk directories: %w", err)
+				}
+			}
+			if err := s.fs.SyncDir(d1); err != nil {
+				return fmt.Errorf("datanode: create chunk directories: %w", err)
+			}
+		}
+		if err := vfs.WriteFile(s.fs, marker, []byte("chunks/<hash[0:2]>/<hash[2]>/ all created\n")); err != nil {
+			return fmt.Errorf("datanode: create chunk directories: %w", err)
+		}
+		if err := s.fs.SyncDir(s.chunkRoot()); err != nil {
+			return fmt.Errorf("datanode: create chunk directories: %w", err)
+		}
+	}
+	for i := range fanout1 {
+		for j := range fanout2 {
+			s.dirs.Store(filepath.Join(s.chunkRoot(), fmt.Sprintf("%02x", i), fmt.Sprintf("%x", j)), true)
+		}
+	}
+	return nil
+}
+
+// createChunkRoot creates the chunk root and its first-level directories,
+// durably, once (layoutMarker).
+func (s *Store) createChunkRoot() error {
 	marker := filepath.Join(s.chunkRoot(), layoutMarker)
 	if _, err := s.fs.Stat(marker); err == nil {
 		return nil
@@ -98,11 +167,26 @@ func (s *Store) removeTemps() error {
 	})
 }
 
-// Walk calls fn for every chunk file on disk with its size: stored chunks,
-// and chunks quarantined as corrupt that await deletion. Files whose name
-// is not a valid chunk ID are ignored.
+// Walk calls fn for every chunk on disk with its size there: chunk files
+// (stored chunks, and chunks quarantined as corrupt that await deletion;
+// files whose name is not a valid chunk ID are ignored), then packed
+// chunks, stored or corrupt, with the size of their record.
 func (s *Store) Walk(fn func(id rpc.ChunkID, fileSize int64) error) error {
-	return s.walk(func(id rpc.ChunkID, size int64, _ bool) error { return fn(id, size) })
+	if err := s.walk(func(id rpc.ChunkID, size int64, _ bool) error { return fn(id, size) }); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	sizes := make(map[rpc.ChunkID]int64, len(s.packed))
+	for id, loc := range s.packed {
+		sizes[id] = loc.n
+	}
+	s.mu.Unlock()
+	for _, id := range slices.Sorted(maps.Keys(sizes)) {
+		if err := fn(id, sizes[id]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // walk is Walk, telling quarantined chunks apart.

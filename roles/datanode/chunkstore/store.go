@@ -1,7 +1,9 @@
-// Package chunkstore keeps a datanode's chunks on disk, one file per
-// chunk, through a small file-system seam (package vfs): written to a
-// temporary name, fsynced and renamed into place, indexed in memory, read
-// and verified, quarantined when found damaged, and deleted.
+// Package chunkstore keeps a datanode's chunks on disk through a small
+// file-system seam (package vfs): a large chunk is one file, written to a
+// temporary name, fsynced and renamed into place; a small one is a record
+// appended to a pack file, many made durable by one fdatasync (group
+// commit). Chunks are indexed in memory, read and verified, quarantined
+// when found damaged, and deleted.
 package chunkstore
 
 import (
@@ -18,6 +20,8 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+
+	"github.com/rs/zerolog"
 
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
@@ -67,6 +71,45 @@ type Store struct {
 	open    map[rpc.ChunkID]*openChunk
 	openLRU *list.List
 	openGen uint64
+
+	// Pack files (pack.go): chunks of at most packThreshold bytes are
+	// records in them. packed locates each packed chunk, stored or
+	// corrupt; queue holds the records waiting for the committer (running
+	// while committer is set); packErr, once a pack write or sync failed,
+	// stops every later pack write until a restart.
+	precreate     bool
+	packThreshold int64
+	packSize      int64
+	log           zerolog.Logger
+	packs         map[uint64]*pack
+	active        *pack
+	nextSeq       uint64
+	packed        map[rpc.ChunkID]packLoc
+	queue         []*packOp
+	committer     bool
+	packErr       error
+	compactMu     sync.Mutex // held by the compaction under way
+}
+
+// Options configure a Store.
+type Options struct {
+	// Capacity caps the bytes the node stores (0: the filesystem's size).
+	Capacity int64
+	// PackThreshold is the largest chunk stored as a record in a pack
+	// file rather than as a file of its own; 0 stores every chunk as a
+	// file.
+	PackThreshold int64
+	// PrecreateDirs creates all 4096 chunk directories with the store (or
+	// once at start-up for a store made before), so writing a chunk never
+	// creates one. It costs about a second on a fresh data dir; without
+	// it a directory is created on its first chunk.
+	PrecreateDirs bool
+	// PackSize seals the active pack file once it holds this many bytes
+	// (0: 256 MiB).
+	PackSize int64
+	// Log receives the store's warnings (a truncated pack tail, a
+	// compaction); the zero value logs nothing.
+	Log zerolog.Logger
 }
 
 // Open opens or creates a chunk store in dir on fsys (vfs.Default: the
@@ -74,8 +117,19 @@ type Store struct {
 // the stored chunks. capacity caps the bytes the node stores (0: the
 // filesystem's size). The caller makes sure no other Store uses dir.
 func Open(fsys vfs.FS, dir string, capacity int64) (*Store, error) {
-	s := &Store{fs: fsys, dir: dir, capacity: capacity, index: map[rpc.ChunkID]Meta{}, committing: map[rpc.ChunkID]*commit{},
-		deleting: map[rpc.ChunkID]int{}, open: map[rpc.ChunkID]*openChunk{}, openLRU: list.New()}
+	return OpenWith(fsys, dir, Options{Capacity: capacity})
+}
+
+// OpenWith is Open with options: it also replays the pack files into the
+// index (see openPacks).
+func OpenWith(fsys vfs.FS, dir string, opts Options) (*Store, error) {
+	if opts.PackSize <= 0 {
+		opts.PackSize = defaultPackSize
+	}
+	s := &Store{fs: fsys, dir: dir, capacity: opts.Capacity, index: map[rpc.ChunkID]Meta{}, committing: map[rpc.ChunkID]*commit{},
+		deleting: map[rpc.ChunkID]int{}, open: map[rpc.ChunkID]*openChunk{}, openLRU: list.New(),
+		packThreshold: opts.PackThreshold, packSize: opts.PackSize, log: opts.Log, precreate: opts.PrecreateDirs,
+		packs: map[uint64]*pack{}, packed: map[rpc.ChunkID]packLoc{}}
 	if err := fsys.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("datanode: create %s: %w", dir, err)
 	}
@@ -113,7 +167,28 @@ func Open(fsys vfs.FS, dir string, capacity int64) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.openPacks(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// Close closes the pack files (after the readers that hold them let go)
+// and the chunk files kept open; the store takes no more writes of
+// packed chunks. A node calls it as it stops.
+func (s *Store) Close() {
+	s.CloseFiles()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.packErr == nil {
+		s.packErr = errors.New("store closed")
+	}
+	for seq, p := range s.packs {
+		delete(s.packs, seq)
+		s.releasePackLocked(p)
+	}
+	s.active = nil
 }
 
 func (s *Store) readIndexEntry(id rpc.ChunkID) (Meta, error) {
@@ -205,6 +280,12 @@ func (s *Store) quarantine(id rpc.ChunkID, seen fs.FileInfo) bool {
 // failed quarantines the open chunk c and returns the CorruptError for
 // cause; when c was deleted or replaced meanwhile it returns NotFound.
 func (s *Store) failed(c *Chunk, cause error) error {
+	if r, ok := c.File.(*packReader); ok {
+		if !s.quarantinePacked(c.ID, r.loc) {
+			return rpc.Errorf(rpc.NotFound, "chunk %s was removed while it was read", c.ID)
+		}
+		return &CorruptError{ID: c.ID, Err: cause}
+	}
 	seen, err := c.File.Stat()
 	if err != nil || !s.quarantine(c.ID, seen) {
 		return rpc.Errorf(rpc.NotFound, "chunk %s was removed while it was read", c.ID)
@@ -253,7 +334,7 @@ func (s *Store) lost(id rpc.ChunkID) error {
 // no commit or quarantine can rename the file meanwhile.
 func (s *Store) dropGoneLocked(id rpc.ChunkID) bool {
 	m, ok := s.index[id]
-	if !ok || s.committing[id] != nil {
+	if _, packed := s.packed[id]; !ok || packed || s.committing[id] != nil {
 		return false
 	}
 	if _, err := s.fs.Lstat(s.path(id)); !errors.Is(err, fs.ErrNotExist) {
@@ -371,7 +452,11 @@ func (s *Store) Open(id rpc.ChunkID) (*Chunk, error) {
 		return c, nil
 	}
 	gen := s.openGen
+	_, packed := s.packed[id]
 	s.mu.Unlock()
+	if packed {
+		return s.openFile(id) // a read on the pack's shared descriptor
+	}
 	c, err := s.openFile(id)
 	if err != nil {
 		return nil, err
@@ -383,14 +468,18 @@ func (s *Store) Open(id rpc.ChunkID) (*Chunk, error) {
 // does, without the files kept open.
 func (s *Store) openFile(id rpc.ChunkID) (*Chunk, error) {
 	s.mu.Lock()
-	_, ok := s.index[id]
+	want, ok := s.index[id]
 	bad := !ok && slices.Contains(s.corrupt, id)
+	loc, packed := s.packed[id]
 	s.mu.Unlock()
 	if bad {
 		return nil, rpc.Errorf(rpc.NotFound, "chunk %s failed verification and is not served", id)
 	}
 	if !ok {
 		return nil, rpc.Errorf(rpc.NotFound, "chunk %s not found", id)
+	}
+	if packed {
+		return s.openPacked(id, loc, want)
 	}
 	f, err := s.fs.OpenFile(s.path(id), os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -515,6 +604,12 @@ func (s *Store) Delete(id rpc.ChunkID) (freed int64, err error) {
 		}
 		s.mu.Unlock()
 	}()
+	s.mu.Lock()
+	_, packed := s.packed[id]
+	s.mu.Unlock()
+	if packed {
+		return s.deletePacked(id)
+	}
 	// The stored name first: a chunk quarantined meanwhile moves to the
 	// corrupt name, and is found there.
 	for _, p := range []string{s.path(id), s.path(id) + corruptSuffix} {
@@ -539,6 +634,10 @@ func (s *Store) Delete(id rpc.ChunkID) (freed int64, err error) {
 		if err == nil {
 			s.mu.Lock()
 			s.dropGoneLocked(id)
+			if _, packed := s.packed[id]; !packed {
+				// A packed corrupt chunk whose pack compaction removed.
+				s.corrupt = slices.DeleteFunc(s.corrupt, func(c rpc.ChunkID) bool { return c == id })
+			}
 			s.mu.Unlock()
 		}
 		return 0, err
@@ -563,6 +662,15 @@ func (s *Store) Check(id rpc.ChunkID) (Meta, error) {
 	if err != nil {
 		return Meta{}, err
 	}
+	s.mu.Lock()
+	_, packed := s.packed[id]
+	s.mu.Unlock()
+	if packed {
+		if err := s.packLost(id); err != nil {
+			return Meta{}, err
+		}
+		return s.Stat(id)
+	}
 	if _, err := s.fs.Lstat(s.path(id)); errors.Is(err, fs.ErrNotExist) {
 		if err := s.lost(id); IsLost(err) {
 			return Meta{}, err
@@ -582,7 +690,11 @@ func (s *Store) Check(id rpc.ChunkID) (Meta, error) {
 // returned. A chunk stored or deleted during the walk is never taken for
 // lost: a candidate is confirmed under the store's lock.
 func (s *Store) FindLost(ctx context.Context, pace func(entries int) error, found func(id rpc.ChunkID, err error)) error {
-	ids := s.IDs() // sorted, so the chunks of a directory come together
+	s.findLostPacks(found)
+	s.mu.Lock()
+	ids := slices.Sorted(maps.Keys(s.index)) // sorted, so the chunks of a directory come together
+	ids = slices.DeleteFunc(ids, func(id rpc.ChunkID) bool { _, packed := s.packed[id]; return packed })
+	s.mu.Unlock()
 	for i := 0; i < len(ids); {
 		if ctx.Err() != nil {
 			return rpc.Errorf(rpc.Canceled, "disk check canceled")

@@ -14,8 +14,9 @@ import (
 	"github.com/dfs-project/dfs/rpc"
 )
 
-// Writer writes one chunk to a temporary file; Commit makes it durable and
-// visible, Abort removes it. A Writer is used by one goroutine.
+// Writer writes one chunk to a temporary file, or, for a chunk packed (at
+// most Options.PackThreshold bytes), to memory; Commit makes it durable
+// and visible, Abort removes it. A Writer is used by one goroutine.
 type Writer struct {
 	s         *Store
 	id        rpc.ChunkID
@@ -23,6 +24,11 @@ type Writer struct {
 	size      int64
 	frameSize int64
 	written   int64
+
+	// A packed chunk's bytes are gathered in buf (nil f), and appended to
+	// a pack file at Commit.
+	packed bool
+	buf    []byte
 
 	// With direct I/O, data is gathered in block and written to direct
 	// (an O_DIRECT descriptor of the same file) a block at a time.
@@ -55,6 +61,9 @@ func (s *Store) Create(id rpc.ChunkID, size, frameSize int64) (*Writer, error) {
 	}
 	if s.IsCorrupt(id) {
 		return nil, errCorruptCopy(id)
+	}
+	if s.packable(size) {
+		return &Writer{s: s, id: id, size: size, frameSize: frameSize, packed: true, buf: make([]byte, 0, size)}, nil
 	}
 	// The temporary file lives beside the chunk's final name: the rename
 	// stays in one directory, and writes spread over all directories.
@@ -98,6 +107,11 @@ func (s *Store) createTemp(dir string, id rpc.ChunkID) (vfs.File, error) {
 func (w *Writer) Write(data []byte) (int, error) {
 	if w.written+int64(len(data)) > w.size {
 		return 0, rpc.Errorf(rpc.Invalid, "chunk %s: write beyond size %d", w.id, w.size)
+	}
+	if w.packed {
+		w.buf = append(w.buf, data...)
+		w.written += int64(len(data))
+		return len(data), nil
 	}
 	if w.direct == nil {
 		n, err := w.f.Write(data)
@@ -143,6 +157,9 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 	if w.written != w.size {
 		w.Abort()
 		return rpc.Errorf(rpc.Invalid, "chunk %s: %d of %d bytes written", w.id, w.written, w.size)
+	}
+	if w.packed {
+		return w.commitPacked(frames, digest)
 	}
 	var buf bytes.Buffer
 	if w.direct != nil {
@@ -225,6 +242,10 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 
 // Abort discards the partial chunk.
 func (w *Writer) Abort() {
+	if w.packed {
+		w.buf = nil
+		return
+	}
 	w.releaseDirect()
 	name := w.f.Name()
 	w.f.Close()

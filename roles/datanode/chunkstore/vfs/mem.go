@@ -409,6 +409,24 @@ func (f *memFile) Sync() error {
 	return nil
 }
 
+// Truncate cuts the file to size bytes or pads it with zeros.
+func (f *memFile) Truncate(size int64) error {
+	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
+	if err := f.check("truncate", f.write); err != nil {
+		return err
+	}
+	if size < 0 {
+		return &fs.PathError{Op: "truncate", Path: f.name, Err: syscall.EINVAL}
+	}
+	if size <= int64(len(f.n.data)) {
+		f.n.data = f.n.data[:size:size]
+	} else {
+		f.n.data = append(f.n.data, make([]byte, size-int64(len(f.n.data)))...)
+	}
+	return nil
+}
+
 func (f *memFile) Stat() (fs.FileInfo, error) {
 	f.m.mu.Lock()
 	defer f.m.mu.Unlock()

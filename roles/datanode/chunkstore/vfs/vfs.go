@@ -20,6 +20,8 @@ type File interface {
 	io.ReaderAt
 	io.Closer
 	Sync() error
+	// Truncate changes the file's size (not durable until Sync).
+	Truncate(size int64) error
 	Stat() (fs.FileInfo, error)
 	// Name is the name the file was opened with.
 	Name() string
