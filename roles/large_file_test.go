@@ -220,6 +220,17 @@ func TestPutAcrossCoordinatorRestart(t *testing.T) {
 	is.True(bytes.Equal(got, data)) // get returns what was put
 }
 
+// takesWrites waits until cl reaches a coordinator that takes writes:
+// after a restart with safe mode off, that is once enough datanodes have
+// registered again for a placement.
+func takesWrites(t *testing.T, cl *client.Client) {
+	t.Helper()
+	eventually(t, "the client reaches a coordinator that takes writes", func() bool {
+		st, err := cl.Nodes(t.Context())
+		return err == nil && st.WritesRefused == ""
+	})
+}
+
 // TestOneChunkPutAcrossCoordinatorRestart pins the put of a file of one
 // chunk across a coordinator restart between UploadFile and the confirm:
 // its session was never recorded (the commit is its one durable write),
@@ -235,10 +246,7 @@ func TestOneChunkPutAcrossCoordinatorRestart(t *testing.T) {
 	// sent.
 	r := &hookReader{r: bytes.NewReader(data), at: 1, hook: func() {
 		restartCoordinator(t, c)
-		eventually(t, "the client reaches the restarted coordinator", func() bool {
-			_, err := cl.Nodes(t.Context())
-			return err == nil
-		})
+		takesWrites(t, cl)
 	}}
 	fi, err := cl.Put(t.Context(), "/restart/small", r, int64(len(data)), nil)
 	is.NoErr(err)                                     // the put commits across the restart
@@ -253,10 +261,7 @@ func TestOneChunkPutAcrossCoordinatorRestart(t *testing.T) {
 	w, err := cl.Create(t.Context(), "/restart/written", &client.CreateOptions{Size: int64(len(data))})
 	is.NoErr(err) // the upload opens
 	restartCoordinator(t, c)
-	eventually(t, "the client reaches the restarted coordinator again", func() bool {
-		_, err := cl.Nodes(t.Context())
-		return err == nil
-	})
+	takesWrites(t, cl)
 	_, err = w.Write(data)
 	is.NoErr(err)
 	is.NoErr(w.Close()) // commits across the restart
