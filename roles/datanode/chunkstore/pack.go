@@ -51,6 +51,9 @@ type pack struct {
 	// per open reader; the file closes after the last.
 	refs  int
 	tombs []tomb // the delete records in this pack
+	// unread says that start-up could not read all of the pack (a
+	// header failed): it is neither appended to nor compacted.
+	unread bool
 }
 
 // tomb is a delete record: of chunk id's put at off in pack seq.
@@ -414,11 +417,11 @@ func (s *Store) releasePackLocked(p *pack) error {
 
 // openPacked opens packed chunk id at loc: its header is read and checked
 // against the index, and its frame digests against the chunk digest, as
-// a chunk file's metadata is.
+// a chunk file's metadata is. The caller took a reference on loc.p in the
+// same locked section that read loc from packed (so compaction cannot
+// close the pack in between); the returned Chunk's Close, or openPacked
+// on failure, lets go of it.
 func (s *Store) openPacked(id rpc.ChunkID, loc packLoc, want Meta) (*Chunk, error) {
-	s.mu.Lock()
-	loc.p.refs++
-	s.mu.Unlock()
 	r := &packReader{s: s, id: id, loc: loc, base: loc.dataOff(id), size: want.Size}
 	c := &Chunk{File: r, ID: id}
 	m, err := readPackedMeta(id, loc)

@@ -100,12 +100,15 @@ func encodePut(id rpc.ChunkID, frameSize int64, data []byte, frames [][]byte, di
 // encodeDelete returns the delete record that cancels the put of chunk
 // id at offset off of pack seq.
 func encodeDelete(id rpc.ChunkID, seq uint64, off int64) []byte {
-	n := int64(recHeaderSize + len(id) + recCRCSize)
+	n := deleteRecordSize(id)
 	b := make([]byte, n)
 	encodeHeader(b, recHeader{kind: recDelete, id: id, recLen: n, digest: make([]byte, sha256.Size), targetSeq: seq, targetOff: off})
 	sealRecord(b)
 	return b
 }
+
+// deleteRecordSize returns the bytes of a delete record of chunk id.
+func deleteRecordSize(id rpc.ChunkID) int64 { return int64(recHeaderSize + len(id) + recCRCSize) }
 
 // decodeHeader checks and decodes a record's header; b holds at least
 // recHeaderSize bytes, then idb the ID's bytes (idLen of the header, which

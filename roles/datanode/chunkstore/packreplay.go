@@ -15,13 +15,17 @@ import (
 
 // openPacks replays the pack files in sequence order into the index: a
 // put adds its chunk (a later put of a chunk replaces an earlier one: a
-// compaction's copy), a delete removes the put it names. A record that
-// fails its checks in the last pack starts a tail that was never
-// acknowledged (a batch torn by a crash): the pack is truncated there.
-// In an earlier pack, a put whose header is sound but whose record CRC
-// fails puts its chunk on the corrupt list; a header that cannot be read
-// ends that pack's scan (what it held is missing from the inventory, and
-// the coordinator copies it again).
+// compaction's copy), a delete removes the put it names. A crash tears at
+// most the last batch of the last pack, so a record there that fails its
+// checks is taken for a torn tail, and the pack truncated at it, only when
+// it lies within the last max(maxBatch, maxRecLen) bytes, no read error
+// made it fail, and no sound record follows it. Any other bad record is
+// handled as in an earlier pack: a put whose header is sound but whose
+// record CRC fails puts its chunk on the corrupt list; a header that
+// cannot be read ends that pack's scan (what it held is missing from the
+// inventory, and the coordinator copies it again). A pack with such an
+// unread region is never appended to nor compacted: records after it
+// would not be replayed, and its unread delete records would be lost.
 func (s *Store) openPacks() error {
 	es, err := s.fs.ReadDir(s.packDir())
 	if errors.Is(err, fs.ErrNotExist) {
@@ -44,7 +48,7 @@ func (s *Store) openPacks() error {
 		s.nextSeq = seq + 1
 	}
 	if n := len(seqs); n > 0 {
-		if p := s.packs[seqs[n-1]]; p.size < s.packSize {
+		if p := s.packs[seqs[n-1]]; p.size < s.packSize && !p.unread {
 			s.active = p
 		}
 	}
@@ -59,6 +63,10 @@ const (
 	recRotten              // sound header, bad record CRC
 	recUnreadable          // no sound header, or the record runs past the end
 )
+
+// tornWindow bounds the bytes a crash can tear at the end of the last
+// pack: one batch, or one record larger than a batch.
+const tornWindow = max(maxBatch, maxRecLen)
 
 func (s *Store) replayPack(seq uint64, last bool) error {
 	name := packName(s.packDir(), seq)
@@ -76,23 +84,24 @@ func (s *Store) replayPack(seq uint64, last bool) error {
 	var buf []byte
 	off := int64(0)
 	for off < p.size {
-		h, state, why := readRecord(p, off, &buf)
-		if state == recUnreadable || (state == recRotten && last) {
-			if last {
-				s.log.Warn().Str("pack", name).Int64("offset", off).Int64("dropped", p.size-off).Str("reason", why).
-					Msg("pack ends in a record that fails its checks: an unacknowledged tail, truncated")
-				if err := f.Truncate(off); err != nil {
-					return fmt.Errorf("datanode: truncate pack %s: %w", name, err)
-				}
-				if err := f.Sync(); err != nil {
-					return fmt.Errorf("datanode: truncate pack %s: %w", name, err)
-				}
-				p.size = off
-			} else {
-				s.log.Error().Str("pack", name).Int64("offset", off).Int64("unread", p.size-off).Str("reason", why).
-					Msg("pack record header unreadable: the rest of this pack is skipped")
-				p.dead += p.size - off
+		h, state, ioErr, why := readRecord(p, off, &buf)
+		if state != recOK && last && !ioErr && p.size-off <= tornWindow && !s.soundAfter(p, off, h, state, &buf) {
+			s.log.Warn().Str("pack", name).Int64("offset", off).Int64("dropped", p.size-off).Str("reason", why).
+				Msg("pack ends in a record that fails its checks: an unacknowledged tail, truncated")
+			if err := f.Truncate(off); err != nil {
+				return fmt.Errorf("datanode: truncate pack %s: %w", name, err)
 			}
+			if err := f.Sync(); err != nil {
+				return fmt.Errorf("datanode: truncate pack %s: %w", name, err)
+			}
+			p.size = off
+			break
+		}
+		if state == recUnreadable {
+			s.log.Error().Str("pack", name).Int64("offset", off).Int64("unread", p.size-off).Str("reason", why).
+				Msg("pack record header unreadable: the rest of this pack is skipped")
+			p.dead += p.size - off
+			p.unread = true
 			break
 		}
 		loc := packLoc{p: p, off: off, n: h.recLen}
@@ -124,42 +133,63 @@ func (s *Store) replayPack(seq uint64, last bool) error {
 	return nil
 }
 
-// readRecord reads the record at off of p into *buf and checks it.
-func readRecord(p *pack, off int64, buf *[]byte) (recHeader, recState, string) {
+// soundAfter reports whether a sound record follows the bad record h at
+// off (state says how it failed), walking the records after it by their
+// lengths: then the bad one is not a torn tail, which ends the file.
+func (s *Store) soundAfter(p *pack, off int64, h recHeader, state recState, buf *[]byte) bool {
+	if state != recRotten {
+		return false // no length to find the next record by
+	}
+	for next := off + h.recLen; next < p.size; {
+		h, state, _, _ := readRecord(p, next, buf)
+		switch state {
+		case recOK:
+			return true
+		case recUnreadable:
+			return false
+		}
+		next += h.recLen
+	}
+	return false
+}
+
+// readRecord reads the record at off of p into *buf and checks it; ioErr
+// says that a read failed (rather than the bytes read failing a check).
+func readRecord(p *pack, off int64, buf *[]byte) (h recHeader, state recState, ioErr bool, why string) {
 	var hb [recHeaderSize]byte
 	if p.size-off < recHeaderSize+recCRCSize {
-		return recHeader{}, recUnreadable, "short record"
+		return recHeader{}, recUnreadable, false, "short record"
 	}
 	if _, err := p.f.ReadAt(hb[:], off); err != nil {
-		return recHeader{}, recUnreadable, err.Error()
+		return recHeader{}, recUnreadable, !errors.Is(err, io.EOF), err.Error()
 	}
 	n, err := idLen(hb[:])
 	if err != nil {
-		return recHeader{}, recUnreadable, err.Error()
+		return recHeader{}, recUnreadable, false, err.Error()
 	}
 	idb := make([]byte, n)
 	if _, err := p.f.ReadAt(idb, off+recHeaderSize); err != nil {
-		return recHeader{}, recUnreadable, err.Error()
+		return recHeader{}, recUnreadable, !errors.Is(err, io.EOF), err.Error()
 	}
-	h, err := decodeHeader(hb[:], idb)
+	h, err = decodeHeader(hb[:], idb)
 	if err != nil {
-		return recHeader{}, recUnreadable, err.Error()
+		return recHeader{}, recUnreadable, false, err.Error()
 	}
 	if h.recLen > p.size-off || h.recLen > maxRecLen {
-		return recHeader{}, recUnreadable, fmt.Sprintf("record of %d bytes runs past the end", h.recLen)
+		return recHeader{}, recUnreadable, false, fmt.Sprintf("record of %d bytes runs past the end", h.recLen)
 	}
 	if int64(cap(*buf)) < h.recLen {
 		*buf = make([]byte, h.recLen)
 	}
 	b := (*buf)[:h.recLen]
 	if _, err := p.f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
-		return h, recRotten, err.Error()
+		return h, recRotten, true, err.Error()
 	}
 	h.digest = bytes.Clone(h.digest)
 	if !recordCRCOK(b) {
-		return h, recRotten, "record checksum mismatch"
+		return h, recRotten, false, "record checksum mismatch"
 	}
-	return h, recOK, ""
+	return h, recOK, false, ""
 }
 
 // compactSoon starts compacting in the background when a sealed pack
@@ -207,7 +237,7 @@ func (s *Store) compactAll() error {
 // never compacted, so a sequence number is never used twice (a delete
 // record names its put by pack and offset).
 func (s *Store) compactableLocked() *pack {
-	if s.packErr != nil {
+	if s.packErr != nil || s.compactErr != nil {
 		return nil
 	}
 	var top uint64
@@ -216,7 +246,7 @@ func (s *Store) compactableLocked() *pack {
 	}
 	var best *pack
 	for seq, p := range s.packs {
-		if p == s.active || seq == top || 2*p.dead < p.size {
+		if p == s.active || seq == top || p.unread || 2*p.dead < p.size {
 			continue
 		}
 		if best == nil || seq < best.seq {
@@ -245,10 +275,10 @@ func (s *Store) compact(p *pack) error {
 			live = append(live, rec{id, loc})
 		}
 	}
-	var tombs []*packOp
+	var tombs []tomb
 	for _, t := range p.tombs {
 		if s.packs[t.seq] != nil && t.seq != p.seq {
-			tombs = append(tombs, &packOp{kind: opTomb, id: t.id, rec: encodeDelete(t.id, t.seq, t.off), tomb: t})
+			tombs = append(tombs, t)
 		}
 	}
 	s.mu.Unlock()
@@ -272,8 +302,18 @@ func (s *Store) compact(p *pack) error {
 			return fmt.Errorf("compact %s: %w", p.name, err)
 		}
 	}
-	if err := s.enqueueAll(tombs); err != nil {
-		return fmt.Errorf("compact %s: %w", p.name, err)
+	// The delete records still needed go in slices of at most maxBatch
+	// bytes, each encoded only when its slice is sent.
+	for i := 0; i < len(tombs); {
+		var ops []*packOp
+		for n := int64(0); i < len(tombs) && (len(ops) == 0 || n+deleteRecordSize(tombs[i].id) <= maxBatch); i++ {
+			t := tombs[i]
+			n += deleteRecordSize(t.id)
+			ops = append(ops, &packOp{kind: opTomb, id: t.id, rec: encodeDelete(t.id, t.seq, t.off), tomb: t})
+		}
+		if err := s.enqueueAll(ops); err != nil {
+			return fmt.Errorf("compact %s: %w", p.name, err)
+		}
 	}
 
 	s.mu.Lock()
@@ -287,22 +327,37 @@ func (s *Store) compact(p *pack) error {
 		}
 		delete(s.packed, id) // corrupt: stays listed until Delete
 	}
-	delete(s.packs, p.seq)
-	s.used -= p.size
 	s.mu.Unlock()
-	rerr := s.fs.Remove(p.name)
-	serr := s.fs.SyncDir(s.packDir())
-	s.mu.Lock()
-	s.releasePackLocked(p)
-	s.mu.Unlock()
-	if rerr != nil {
-		return fmt.Errorf("compact: remove %s: %w", p.name, rerr)
+	// p leaves packs only once its file is gone: a pack that stays on
+	// disk must stay known, or later compactions would skip its delete
+	// records and a restart would resurrect their chunks. A failure stops
+	// compaction until a restart.
+	if err := s.fs.Remove(p.name); err != nil {
+		return s.stopCompaction(fmt.Errorf("compact: remove %s: %w", p.name, err))
 	}
-	if serr != nil {
-		return fmt.Errorf("compact: fsync %s: %w", s.packDir(), serr)
+	s.mu.Lock()
+	if s.packs[p.seq] == p { // else packGone, seeing the file gone, let go of it
+		delete(s.packs, p.seq)
+		s.used -= p.size
+		s.releasePackLocked(p)
+	}
+	s.mu.Unlock()
+	if err := s.fs.SyncDir(s.packDir()); err != nil {
+		// The pack may come back after a crash, its delete records
+		// no longer copied by later compactions.
+		return s.stopCompaction(fmt.Errorf("compact: fsync %s: %w", s.packDir(), err))
 	}
 	s.log.Info().Str("pack", p.name).Int("moved", len(live)).Msg("pack compacted and removed")
 	return nil
+}
+
+// stopCompaction records err, which stops compaction until a restart,
+// and returns it.
+func (s *Store) stopCompaction(err error) error {
+	s.mu.Lock()
+	s.compactErr = err
+	s.mu.Unlock()
+	return err
 }
 
 // enqueueAll hands ops to the committer at once and waits for all of

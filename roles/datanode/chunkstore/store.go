@@ -76,7 +76,8 @@ type Store struct {
 	// records in them. packed locates each packed chunk, stored or
 	// corrupt; queue holds the records waiting for the committer (running
 	// while committer is set); packErr, once a pack write or sync failed,
-	// stops every later pack write until a restart.
+	// stops every later pack write until a restart; compactErr, once a
+	// compacted pack could not be removed, stops compaction until then.
 	precreate     bool
 	packThreshold int64
 	packSize      int64
@@ -88,6 +89,7 @@ type Store struct {
 	queue         []*packOp
 	committer     bool
 	packErr       error
+	compactErr    error
 	compactMu     sync.Mutex // held by the compaction under way
 }
 
@@ -471,6 +473,9 @@ func (s *Store) openFile(id rpc.ChunkID) (*Chunk, error) {
 	want, ok := s.index[id]
 	bad := !ok && slices.Contains(s.corrupt, id)
 	loc, packed := s.packed[id]
+	if ok && packed {
+		loc.p.refs++ // let go by openPacked's Chunk
+	}
 	s.mu.Unlock()
 	if bad {
 		return nil, rpc.Errorf(rpc.NotFound, "chunk %s failed verification and is not served", id)
