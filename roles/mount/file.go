@@ -611,12 +611,15 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 }
 
 // Flush commits what the file's writers wrote: close(2) reports a failed
-// commit.
-func (h *handle) Flush(ctx context.Context) syscall.Errno {
+// commit. The commit runs on the mount's context, not the request's: the
+// kernel interrupts a request when its caller gets any signal (a Go
+// program gets SIGURG for preemption all the time), and a close must not
+// drop the file's data for that.
+func (h *handle) Flush(context.Context) syscall.Errno {
 	if !h.write {
 		return 0
 	}
-	return h.commit(ctx, "close")
+	return h.commit(h.n.m.ctx, "close")
 }
 
 // Fsync commits what the file's writers wrote.
