@@ -205,27 +205,13 @@ func (a *app) benchCommand() *cli.Command {
 			}
 			if res.LargeBytes > 0 {
 				fmt.Fprintf(stdio.Out, "large file %s: put %.1f MB/s, get %.1f MB/s\n", rpc.FormatBytes(res.LargeBytes), res.PutMBps, res.GetMBps)
-				fmt.Fprintf(stdio.Out, "  CPU s/GiB: put client %.2f", res.PutClientCPUPerGiB)
-				if procs != nil {
-					fmt.Fprintf(stdio.Out, " cluster %.2f", res.PutClusterCPUPerGiB)
-				}
-				fmt.Fprintf(stdio.Out, ", get client %.2f", res.GetClientCPUPerGiB)
-				if procs != nil {
-					fmt.Fprintf(stdio.Out, " cluster %.2f", res.GetClusterCPUPerGiB)
-				}
-				fmt.Fprintln(stdio.Out)
+				fmt.Fprintf(stdio.Out, "  CPU s/GiB: put %s, get %s\n",
+					cpuFigures(res.PutClientCPUPerGiB, res.PutClusterCPUPerGiB, procs != nil), cpuFigures(res.GetClientCPUPerGiB, res.GetClusterCPUPerGiB, procs != nil))
 			}
 			if res.SmallFiles > 0 {
 				fmt.Fprintf(stdio.Out, "%d x %s files (%d in flight): %.0f puts/s, %.0f gets/s\n", res.SmallFiles, rpc.FormatBytes(res.SmallBytes), res.SmallParallel, res.SmallPutsPerSec, res.SmallGetsPerSec)
-				fmt.Fprintf(stdio.Out, "  CPU ms per file: put client %.2f", res.SmallPutClientCPUms)
-				if procs != nil {
-					fmt.Fprintf(stdio.Out, " cluster %.2f", res.SmallPutClusterCPUms)
-				}
-				fmt.Fprintf(stdio.Out, ", get client %.2f", res.SmallGetClientCPUms)
-				if procs != nil {
-					fmt.Fprintf(stdio.Out, " cluster %.2f", res.SmallGetClusterCPUms)
-				}
-				fmt.Fprintln(stdio.Out)
+				fmt.Fprintf(stdio.Out, "  CPU ms per file: put %s, get %s\n",
+					cpuFigures(res.SmallPutClientCPUms, res.SmallPutClusterCPUms, procs != nil), cpuFigures(res.SmallGetClientCPUms, res.SmallGetClusterCPUms, procs != nil))
 			}
 			if res.RangeReads > 0 {
 				fmt.Fprintf(stdio.Out, "%s reads at random from a %s file in %s frames (%d in flight): %.0f reads/s\n",

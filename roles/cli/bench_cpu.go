@@ -87,6 +87,15 @@ func rssAnon(pid int) int64 {
 	return 0
 }
 
+// cpuFigures formats one CPU figure of the text report: the client's,
+// and the cluster's when the bench ran it (--dev).
+func cpuFigures(client, cluster float64, withCluster bool) string {
+	if !withCluster {
+		return fmt.Sprintf("client %.2f", client)
+	}
+	return fmt.Sprintf("client %.2f cluster %.2f", client, cluster)
+}
+
 // perGiB is CPU seconds per GiB moved.
 func perGiB(cpu time.Duration, bytes int64) float64 {
 	if bytes <= 0 {
