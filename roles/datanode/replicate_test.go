@@ -114,7 +114,7 @@ func TestReplicateChunk(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		is.Equal(len(errs), 0)                       // every request succeeds
+		is.Equal(errors.Join(errs...), nil)          // every request succeeds
 		is.Equal(copied, int64(len(data)))           // and the chunk is copied once
 		is.Equal(b.Store().Usage().Chunks, int64(5)) // and counted once (with the 4 copied before)
 	})

@@ -185,9 +185,13 @@ func (s *Store) commitLoop() {
 // admitLocked returns the ops of batch still to be written, and finishes
 // the others: a put of a chunk stored (Exists) or corrupt here, a delete
 // or move of a chunk no longer where it was (errStale), or of one that an
-// earlier record of the batch deletes or moves.
+// earlier record of the batch deletes or moves. A put of a chunk that an
+// earlier record of the batch writes goes back to the queue's front, for
+// the next batch: it is Exists only once that record is durable, and is
+// written after all if that record fails.
 func (s *Store) admitLocked(batch []*packOp) []*packOp {
 	out := batch[:0]
+	var later []*packOp
 	touched := map[rpc.ChunkID]bool{}
 	for _, op := range batch {
 		switch op.kind {
@@ -195,9 +199,12 @@ func (s *Store) admitLocked(batch []*packOp) []*packOp {
 			_, stored := s.index[op.id]
 			_, packed := s.packed[op.id]
 			switch {
+			case touched[op.id]:
+				later = append(later, op)
+				continue
 			case slices.Contains(s.corrupt, op.id):
 				op.err = errCorruptCopy(op.id)
-			case stored || packed || touched[op.id] || s.committing[op.id] != nil:
+			case stored || packed || s.committing[op.id] != nil:
 				op.err = rpc.Errorf(rpc.Exists, "chunk %s already stored", op.id)
 			}
 		case recDelete, opMove:
@@ -212,6 +219,7 @@ func (s *Store) admitLocked(batch []*packOp) []*packOp {
 		touched[op.id] = true
 		out = append(out, op)
 	}
+	s.queue = append(later, s.queue...)
 	return out
 }
 

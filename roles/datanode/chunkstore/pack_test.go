@@ -3,6 +3,7 @@ package chunkstore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -124,6 +125,56 @@ func TestPackedChunks(t *testing.T) {
 		is.Equal(len(s2.Corrupt()), 0) // nothing damaged
 		put(t, s2, packID(t, 5), packData(5))
 		holdsChunk(t, s2, packID(t, 5), packData(5)) // a deleted chunk is stored again
+	})
+}
+
+// TestPackSameChunkAtOnce: writers racing to store one small chunk (as
+// replications of it may) see it stored once; each other writer is told
+// Exists only once the chunk is durable and readable, never while the
+// winner's record is still being written.
+func TestPackSameChunkAtOnce(t *testing.T) {
+	forDisks(t, func(t *testing.T, fsys vfs.FS, dir string) {
+		is := is.New(t)
+		s := openPacked(t, fsys, dir, packOpts(0))
+		for i := range 20 {
+			id, data := packID(t, i), packData(i)
+			digest, frames := chunkstream.DigestOf(data, testFrame)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			var stored int
+			var errs []error
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					w, err := s.Create(id, int64(len(data)), testFrame)
+					if err == nil {
+						if _, err = w.Write(data); err == nil {
+							err = w.Commit(frames, digest)
+						}
+					}
+					var readErr error
+					if rpc.KindOf(err) == rpc.Exists {
+						_, readErr = readChunk(t, s, id)
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					switch {
+					case err == nil:
+						stored++
+					case rpc.KindOf(err) != rpc.Exists:
+						errs = append(errs, err)
+					case readErr != nil:
+						errs = append(errs, fmt.Errorf("told Exists, but the chunk does not read: %w", readErr))
+					}
+				}()
+			}
+			wg.Wait()
+			is.Equal(errors.Join(errs...), nil) // every writer stores the chunk or finds it stored
+			is.Equal(stored, 1)                 // once
+			holdsChunk(t, s, id, data)
+		}
+		is.Equal(s.Usage().Chunks, int64(20)) // each counted once
 	})
 }
 
