@@ -2,6 +2,7 @@ package roles
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -19,7 +20,8 @@ import (
 // status page need a caller who is a server (a certificate of the
 // coordinator, datanode or gateway role, as a scraper run by the operator
 // may hold), a superuser's client certificate, or a superuser's bearer
-// token; /healthz and /readyz stay open, since probes carry no secrets.
+// token (anyone else gets 401, or 403 if known); /healthz and /readyz
+// stay open, since probes carry no secrets.
 // A role run with --insecure serves them in plain text wherever asked,
 // with a warning.
 type AdminAccess struct {
@@ -47,32 +49,44 @@ func loopback(addr net.Addr) bool {
 }
 
 // require wraps h so that only callers a admits reach it (health probes
-// excepted).
+// excepted). A caller who presents no credential, or one that does not
+// verify, gets 401; a known user who is neither a server nor a superuser
+// gets 403.
 func (a AdminAccess) require(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || a.admits(r) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
 			h.ServeHTTP(w, r)
 			return
 		}
-		w.Header().Set("WWW-Authenticate", `Bearer realm="dfs"`)
-		plain(w, http.StatusUnauthorized, "the admin endpoints need a server's or a superuser's certificate, or a superuser's bearer token")
+		id, ok := a.identify(r)
+		switch {
+		case !ok:
+			w.Header().Set("WWW-Authenticate", `Bearer realm="dfs"`)
+			plain(w, http.StatusUnauthorized, "the admin endpoints need a server's or a superuser's certificate, or a superuser's bearer token")
+		case id.Server() || a.Superusers.Has(id):
+			h.ServeHTTP(w, r)
+		default:
+			plain(w, http.StatusForbidden, fmt.Sprintf("the admin endpoints are for servers and superusers; %s is neither", id.User))
+		}
 	})
 }
 
-func (a AdminAccess) admits(r *http.Request) bool {
+// identify returns who made r: the user of its bearer token, else the
+// holder of its client certificate. It reports false for a request with
+// neither, a token that does not verify, or a certificate without a role.
+func (a AdminAccess) identify(r *http.Request) (auth.Identity, bool) {
 	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && a.Tokens != nil {
 		id, err := a.Tokens.VerifyToken(tok)
-		return err == nil && a.Superusers.Has(id)
+		return id, err == nil
 	}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return false
+		return auth.Identity{}, false
 	}
 	// The certificate was verified against the CA in the handshake.
 	cert := r.TLS.PeerCertificates[0]
 	role, err := pki.RoleOf(cert)
 	if err != nil {
-		return false
+		return auth.Identity{}, false
 	}
-	id := auth.Identity{User: pki.UserOf(cert), Role: role}
-	return id.Server() || a.Superusers.Has(id)
+	return auth.Identity{User: pki.UserOf(cert), Role: role}, true
 }

@@ -62,8 +62,8 @@ func TestAdminAccessOffLoopback(t *testing.T) {
 	is.Equal(get("/readyz", nil, ""), http.StatusOK)                                // both of them
 	is.Equal(get("/metrics", certOf(p.Files("datanode")), ""), http.StatusOK)       // a server's certificate
 	is.Equal(get("/metrics", certOf(p.Files("admin")), ""), http.StatusOK)          // a superuser's
-	is.Equal(get("/metrics", certOf(bob), ""), http.StatusUnauthorized)             // not another user's
+	is.Equal(get("/metrics", certOf(bob), ""), http.StatusForbidden)                // not another user's: known, and forbidden
 	is.Equal(get("/", nil, "su"), http.StatusOK)                                    // a superuser's token
-	is.Equal(get("/", nil, "bob"), http.StatusUnauthorized)                         // not another user's
+	is.Equal(get("/", nil, "bob"), http.StatusForbidden)                            // not another user's
 	is.Equal(get("/", certOf(p.Files("admin")), "forged"), http.StatusUnauthorized) // a bad token is not saved by a certificate
 }

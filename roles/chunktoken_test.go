@@ -14,7 +14,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/matryer/is"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/dfs-project/dfs/chunktoken"
 	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
@@ -442,4 +444,165 @@ func TestLongTransfersRenewChunkTokens(t *testing.T) {
 	_, err = r.ReadAt(buf, 2*rolestest.ChunkSize+5)
 	is.NoErr(err) // the reader read the page again for new tokens
 	is.True(bytes.Equal(buf, data[2*rolestest.ChunkSize+5:][:100]))
+}
+
+// clusterKeys returns the chunk token keys the coordinator of c hands its
+// datanodes, as a holder of the datanode certificate learns them: by
+// registering a node of its own (at an address where nothing serves).
+func clusterKeys(t *testing.T, c *roles.Cluster) []chunktoken.Key {
+	t.Helper()
+	cc := dfspb.NewCoordinatorClient(secureDial(t, c.Addr(), c.PKI().Files("datanode")))
+	resp, err := cc.RegisterDataNode(t.Context(), &dfspb.RegisterDataNodeRequest{
+		NodeId: uuid.NewString(), Addr: rolestest.FreeAddr(t), Capacity: 1 << 30, Free: 1 << 30})
+	if err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	var keys []chunktoken.Key
+	for _, pb := range resp.ChunkKeys {
+		k, err := chunktoken.KeyFromPB(pb)
+		if err != nil {
+			t.Fatalf("chunk key: %v", err)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		t.Fatal("a secure coordinator handed out no chunk key")
+	}
+	return keys
+}
+
+// TestCoordinatorChunkCallsNeedTokens: ReplicateChunk, DeleteChunk and
+// BulkDeleteChunk made with the coordinator's own certificate are still
+// refused without the right token: none, one signed with another key, one
+// edited after signing, an expired one, one for another chunk, node or
+// operation. Nothing is copied or deleted; the same calls with good
+// tokens go through.
+func TestCoordinatorChunkCallsNeedTokens(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := t.Context()
+	c, cl := tokenCluster(t, 3)
+	data := putFile(t, cl, "/f", 1000)
+	putFile(t, cl, "/g", 1000)
+	cc := adminCoord(t, c)
+	f, g := firstChunk(t, cc, "/f"), firstChunk(t, cc, "/g")
+	key := clusterKeys(t, c)[0]
+	attacker, err := chunktoken.NewKey(time.Now().Add(time.Hour))
+	is.NoErr(err)
+
+	holder := f.Replicas[0]
+	var target string // the node without a copy of f's chunk
+	for _, n := range c.Nodes() {
+		if id := string(n.Node.ID()); !slices.ContainsFunc(f.Replicas, func(r *dfspb.ReplicaInfo) bool { return r.NodeId == id }) {
+			target = id
+		}
+	}
+	is.True(target != "") // replication 2 on three nodes
+	asCoordinator := func(addr string) dfspb.DataNodeClient {
+		return dfspb.NewDataNodeClient(secureDial(t, addr, c.PKI().Files("coordinator")))
+	}
+	atHolder, atTarget := asCoordinator(holder.Addr), asCoordinator(nodeAddr(t, c, target))
+	stored := func(node, chunk string) bool {
+		return c.Nodes()[nodeIndex(t, c, node)].Node.Store().Has(rpc.ChunkID(chunk))
+	}
+	later, earlier := time.Now().Add(time.Minute), time.Now().Add(-time.Minute)
+	mint := func(k chunktoken.Key, chunk string, op chunktoken.Op, node string, expires time.Time) *dfspb.ChunkToken {
+		return chunktoken.Mint(k, rpc.ChunkID(chunk), op, []rpc.NodeID{rpc.NodeID(node)}, expires).PB()
+	}
+	// edited is f's read token with its operation changed, not signed again.
+	edited := func(op dfspb.ChunkOp) *dfspb.ChunkToken {
+		tok := proto.Clone(f.Token).(*dfspb.ChunkToken)
+		tok.Op = op
+		return tok
+	}
+	// badTokens are the tokens that must not allow op on f's chunk at node.
+	type badToken struct {
+		name string
+		tok  *dfspb.ChunkToken
+		want string
+	}
+	badTokens := func(op chunktoken.Op, pbOp dfspb.ChunkOp, node, elsewhere string) []badToken {
+		bad := []badToken{
+			{"no token", nil, "no chunk token"},
+			{"signed with another key", mint(attacker, f.ChunkId, op, node, later), "chunk token: unknown key"},
+			{"a read token edited", edited(pbOp), "chunk token: bad signature"},
+			{"expired", mint(key, f.ChunkId, op, node, earlier), "chunk token: expired"},
+			{"for another chunk", mint(key, g.ChunkId, op, node, later), "chunk token: for another chunk"},
+			{"for another node", mint(key, f.ChunkId, op, elsewhere, later), "chunk token: not for this node"},
+		}
+		for _, wrong := range []chunktoken.Op{chunktoken.Read, chunktoken.Write, chunktoken.Replicate, chunktoken.Delete} {
+			if wrong != op {
+				bad = append(bad, badToken{"a " + wrong.String() + " token", mint(key, f.ChunkId, wrong, node, later),
+					"chunk token: a " + wrong.String() + " token does not allow " + op.String()})
+			}
+		}
+		return bad
+	}
+
+	deleteWith := func(tok *dfspb.ChunkToken) error {
+		_, err := atHolder.DeleteChunk(ctx, &dfspb.DeleteChunkRequest{ChunkId: f.ChunkId, Token: tok})
+		return err
+	}
+	bulkDeleteWith := func(tok *dfspb.ChunkToken) error {
+		req := &dfspb.BulkDeleteChunkRequest{ChunkIds: []string{f.ChunkId}, NodeId: holder.NodeId}
+		if tok != nil {
+			req.Tokens = []*dfspb.ChunkToken{tok}
+		}
+		_, err := atHolder.BulkDeleteChunk(ctx, req)
+		return err
+	}
+	replicateWith := func(tok *dfspb.ChunkToken) error {
+		_, err := atTarget.ReplicateChunk(ctx, &dfspb.ReplicateChunkRequest{
+			ChunkId: f.ChunkId, Size: f.Size, FrameSize: f.FrameSize, Digest: f.Digest,
+			Source: &dfspb.NodeRef{NodeId: holder.NodeId, Addr: holder.Addr}, Token: tok, SourceToken: f.Token})
+		return err
+	}
+	for _, call := range []struct {
+		name string
+		do   func(*dfspb.ChunkToken) error
+		bad  []badToken
+	}{
+		{"DeleteChunk", deleteWith, badTokens(chunktoken.Delete, dfspb.ChunkOp_CHUNK_OP_DELETE, holder.NodeId, target)},
+		{"BulkDeleteChunk", bulkDeleteWith, badTokens(chunktoken.Delete, dfspb.ChunkOp_CHUNK_OP_DELETE, holder.NodeId, target)},
+		{"ReplicateChunk", replicateWith, badTokens(chunktoken.Replicate, dfspb.ChunkOp_CHUNK_OP_REPLICATE, target, holder.NodeId)},
+	} {
+		for _, b := range call.bad {
+			err := call.do(b.tok)
+			if call.name == "BulkDeleteChunk" && b.tok == nil {
+				refused(t, err, rpc.Invalid, "1 chunk ids with 0 delete tokens")
+				continue
+			}
+			if err == nil || statusKind(err) != rpc.Permission || !strings.Contains(err.Error(), b.want) {
+				t.Fatalf("%s with %s: want a permission error saying %q, got %v", call.name, b.name, b.want, err)
+			}
+		}
+	}
+	// A bulk delete with a good token for g's chunk and a bad one for f's
+	// deletes neither.
+	gHolder := g.Replicas[0]
+	_, err = asCoordinator(gHolder.Addr).BulkDeleteChunk(ctx, &dfspb.BulkDeleteChunkRequest{
+		ChunkIds: []string{g.ChunkId, f.ChunkId}, NodeId: gHolder.NodeId,
+		Tokens: []*dfspb.ChunkToken{mint(key, g.ChunkId, chunktoken.Delete, gHolder.NodeId, later), mint(attacker, f.ChunkId, chunktoken.Delete, gHolder.NodeId, later)}})
+	refused(t, err, rpc.Permission, "chunk token: unknown key")
+	is.True(stored(gHolder.NodeId, g.ChunkId)) // the chunk with the good token stays too
+
+	// Nothing was copied or deleted.
+	for _, r := range f.Replicas {
+		is.True(stored(r.NodeId, f.ChunkId)) // every copy of f's chunk is there
+	}
+	is.True(!stored(target, f.ChunkId)) // and no new one
+	b, err := readWith(ctx, anonDatanode(t, c, holder.Addr), f.ChunkId, firstChunk(t, cc, "/f").Token)
+	is.NoErr(err)                 // the holder still serves it
+	is.True(bytes.Equal(b, data)) // whole
+	got, err := getBytes(ctx, cl, "/f")
+	is.NoErr(err) // and the file reads
+	is.True(bytes.Equal(got, data))
+
+	// The same calls with good tokens of the same key go through: the
+	// refusals above were for the tokens alone.
+	is.NoErr(replicateWith(mint(key, f.ChunkId, chunktoken.Replicate, target, later))) // a replicate token copies
+	is.True(stored(target, f.ChunkId))
+	_, err = atTarget.DeleteChunk(ctx, &dfspb.DeleteChunkRequest{ChunkId: f.ChunkId, Token: mint(key, f.ChunkId, chunktoken.Delete, target, later)})
+	is.NoErr(err) // a delete token deletes
+	is.True(!stored(target, f.ChunkId))
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"strings"
 	"testing"
 
 	"github.com/matryer/is"
@@ -100,4 +101,51 @@ func TestPermissionsSecureCluster(t *testing.T) {
 	names, err = listNames(ctx, alice, "/alice")
 	is.NoErr(err)
 	is.Equal(len(names), 0)
+}
+
+// TestSuperuserCallsRefusedToUsers: on a secure cluster, bob (a client
+// certificate, not a superuser) is refused decommission, a cluster-wide
+// fsck and a backup, with a message naming the call and him, and none of
+// them happens; the superuser runs fsck.
+func TestSuperuserCallsRefusedToUsers(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	ctx := t.Context()
+	c := rolestest.Start(t, 3, rolestest.Secure)
+	admin := rolestest.Client(t, c)
+	bob := rolestest.UserClient(t, c, "bob", []string{"staff"})
+	data := randomBytes(1000)
+	_, err := admin.Put(ctx, "/f", bytes.NewReader(data), int64(len(data)), nil)
+	is.NoErr(err)
+
+	// refused checks that err is the refusal of call to bob.
+	refused := func(err error, call string) {
+		t.Helper()
+		want := call + " is for superusers; bob is not one"
+		if !permissionDenied(err) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("bob's %s: want a permission error saying %q, got %v", call, want, err)
+		}
+		t.Logf("bob's %s: %v", call, err)
+	}
+	node := string(c.Nodes()[0].Node.ID())
+	_, err = bob.Decommission(ctx, node, false)
+	refused(err, "Decommission")
+	st, err := admin.Nodes(ctx)
+	is.NoErr(err)
+	for _, n := range st.Nodes {
+		is.True(!n.Draining) // no node is being decommissioned
+	}
+	_, _, err = bob.Fsck(ctx, "/")
+	refused(err, "Fsck")
+	var backup bytes.Buffer
+	err = bob.Backup(ctx, &backup)
+	refused(err, "Backup")
+	is.Equal(backup.Len(), 0) // not a byte of the metadata
+
+	files, sum, err := admin.Fsck(ctx, "/")
+	is.NoErr(err)                 // the superuser checks the cluster
+	is.Equal(len(files), 0)       // and finds nothing wrong
+	is.Equal(sum.Files, int64(1)) // with the one file
+	is.NoErr(admin.Backup(ctx, &backup))
+	is.True(backup.Len() > 0) // and backs it up
 }
