@@ -30,10 +30,10 @@ var systemdUnits = []struct {
 	{"dfs-coordinator.service", "coordinator.env", "coordinator", "", serverUnitLines},
 	{"dfs-datanode.service", "datanode.env", "datanode", "", serverUnitLines},
 	// The gateway keeps no data: its state directory is its own.
-	{"dfs-s3.service", "s3.env", "s3", "", []string{"User=dfs", "Type=notify", "NotifyAccess=main", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes"}},
+	{"dfs-s3.service", "s3.env", "s3", "", []string{"User=dfs", "Type=notify", "NotifyAccess=main", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "ExecReload=/bin/kill -HUP $MAINPID"}},
 	// A mount runs outside any mount namespace of its own, so that its
 	// mount is everyone's: no ProtectSystem= and the like.
-	{"dfs-mount@.service", "mount.env", "mount", " %f", []string{"Type=notify", "NotifyAccess=main", "Restart=on-failure", "NoNewPrivileges=yes"}},
+	{"dfs-mount@.service", "mount.env", "mount", " %f", []string{"Type=notify", "NotifyAccess=main", "Restart=on-failure", "NoNewPrivileges=yes", "ExecReload=/bin/kill -HUP $MAINPID"}},
 }
 
 // serverUnitLines are the lines every server unit holds.

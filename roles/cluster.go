@@ -375,7 +375,7 @@ func (c *Cluster) Client(cfg client.Config) (*client.Client, error) {
 	}
 	if c.pki != nil && cfg.TLSCA == "" {
 		f := c.pki.Files(auth.DefaultSuperuser)
-		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = f.CA, f.Cert, f.Key
+		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.TLSCRL = f.CA, f.Cert, f.Key, f.CRL
 	}
 	return client.New(c.ctx, cfg)
 }
@@ -393,7 +393,7 @@ func (c *Cluster) UserConfig(user string, groups ...string) (client.Config, erro
 	if err != nil {
 		return client.Config{}, err
 	}
-	return client.Config{Coordinators: []string{c.Addr()}, TLSCA: f.CA, TLSCert: f.Cert, TLSKey: f.Key}, nil
+	return client.Config{Coordinators: []string{c.Addr()}, TLSCA: f.CA, TLSCert: f.Cert, TLSKey: f.Key, TLSCRL: f.CRL}, nil
 }
 
 // GatewayConfig returns the configuration of a client of the cluster with
@@ -408,7 +408,7 @@ func (c *Cluster) GatewayConfig(name string) (client.Config, error) {
 	if err != nil {
 		return client.Config{}, err
 	}
-	return client.Config{Coordinators: []string{c.Addr()}, TLSCA: f.CA, TLSCert: f.Cert, TLSKey: f.Key}, nil
+	return client.Config{Coordinators: []string{c.Addr()}, TLSCA: f.CA, TLSCert: f.Cert, TLSKey: f.Key, TLSCRL: f.CRL}, nil
 }
 
 // coordinatorDeps returns what the coordinator is built with.

@@ -28,7 +28,7 @@ func RunDatanode(ctx context.Context, cfg datanode.Config, adm Admin, t *pki.TLS
 		return err
 	}
 	ready := func(context.Context) error { return dn.Readiness() }
-	keepTLSFresh(ctx, t, log)
+	KeepTLSFresh(ctx, t, log)
 	lis, h := AdminAccess{TLS: t, Tokens: deps.Tokens, Superusers: superusers}.guard(admin, AdminHandler(reg, ready, nil, adm.Pprof), log)
 	return runWithAdmin(ctx, lis, h, log, func(ctx context.Context) error {
 		return runNotifying(ctx, dn.Serving(), log, dn.Run)

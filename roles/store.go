@@ -106,7 +106,7 @@ func RunCoordinator(ctx context.Context, cfg coordinator.Config, sc StoreConfig,
 	if err != nil {
 		return err
 	}
-	keepTLSFresh(ctx, t, log)
+	KeepTLSFresh(ctx, t, log)
 	lis, h := AdminAccess{TLS: t, Tokens: deps.Tokens, Superusers: cfg.Superusers}.guard(admin, AdminHandler(reg, co.Readiness, co.StatusHandler(), adm.Pprof), log)
 	err = runWithAdmin(ctx, lis, h, log, func(ctx context.Context) error {
 		return runNotifying(ctx, co.Ready(), log, co.Run)

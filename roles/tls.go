@@ -103,12 +103,15 @@ func (p *LocalPKI) Issue(req pki.Request) (pki.Files, error) {
 	return p.Files(req.Name), nil
 }
 
-// tlsPoll is how often a server role checks its TLS files for a change.
+// tlsPoll is how often a long-running process (a server role, the S3
+// gateway, a mount) checks its TLS files for a change.
 const tlsPoll = 10 * time.Second
 
-// keepTLSFresh reloads t's files when they change and on SIGHUP, until ctx
-// ends; a nil t does nothing.
-func keepTLSFresh(ctx context.Context, t *pki.TLS, log zerolog.Logger) {
+// KeepTLSFresh reloads t's files when they change and on SIGHUP, until ctx
+// ends; a nil t does nothing. Every long-running process runs it: the
+// servers on their own TLS, the S3 gateway and a mount on their client's
+// (client.Client.TLS).
+func KeepTLSFresh(ctx context.Context, t *pki.TLS, log zerolog.Logger) {
 	if t == nil {
 		return
 	}

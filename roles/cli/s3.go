@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/s3gw"
@@ -82,6 +83,24 @@ func (f *s3Flags) flags() []cli.Flag {
 	}
 }
 
+// gatewayCert refuses a TLS client of the gateway without a certificate
+// (cert) of the gateway role: only such a certificate may act for the
+// users its keys name, so every request would be refused.
+func gatewayCert(cl *client.Client, cert string) error {
+	t := cl.TLS()
+	if t == nil {
+		return nil
+	}
+	switch r := t.Role(); {
+	case r == pki.Gateway:
+		return nil
+	case r == "":
+		return rpc.Errorf(rpc.Invalid, "with TLS the S3 gateway needs a certificate of the gateway role (--tls-cert and --tls-key; dfs admin cert issue --role gateway), not a token")
+	default:
+		return rpc.Errorf(rpc.Invalid, "the certificate %s is a %s's, not a gateway's: the S3 gateway needs one of the gateway role (dfs admin cert issue --role gateway)", cert, r)
+	}
+}
+
 // s3Command runs the S3 gateway.
 func (a *app) s3Command() *cli.Command {
 	f := &s3Flags{cfg: s3gw.DefaultConfig()}
@@ -93,6 +112,9 @@ func (a *app) s3Command() *cli.Command {
 			"(docs/s3.md). With TLS, its certificate must have the gateway role (dfs admin cert issue --role gateway) and each access key acts for a dfs user.",
 		Flags: clientFlags(&ccfg, true, append([]cli.Flag{listen}, f.flags()...)...),
 		Action: a.withClient(&ccfg, func(ctx context.Context, c *cli.Context, cl *client.Client) error {
+			if err := gatewayCert(cl, ccfg.TLSCert); err != nil {
+				return err
+			}
 			cfg, err := f.config(ccfg.TLSCA != "")
 			if err != nil {
 				return err
@@ -101,6 +123,7 @@ func (a *app) s3Command() *cli.Command {
 			if err != nil {
 				return rpc.Errorf(rpc.Invalid, "%v", err)
 			}
+			a.sec.serve(ctx, string(pki.Gateway), cl, a.log)
 			go func() {
 				select {
 				case <-g.Ready():

@@ -44,9 +44,15 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 // the submatches of the first output matching re.
 func runServer(t *testing.T, re string, args ...string) []string {
 	t.Helper()
+	return runServerLogging(t, io.Discard, re, args...)
+}
+
+// runServerLogging is runServer with the logs written to logw.
+func runServerLogging(t *testing.T, logw io.Writer, re string, args ...string) []string {
+	t.Helper()
 	seen := make(chan []string, 1)
 	out := &lineWriter{re: regexp.MustCompile(re), seen: seen}
-	app := App(Version{}, IO{In: strings.NewReader(""), Out: out, Err: out}, io.Discard)
+	app := App(Version{}, IO{In: strings.NewReader(""), Out: out, Err: out}, logw)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- app.RunContext(ctx, append([]string{"dfs"}, args...)) }()

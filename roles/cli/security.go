@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"context"
+
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
 	"github.com/dfs-project/dfs/internal/pki"
+	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/rpc"
 )
@@ -30,7 +33,8 @@ func errNoTLS(what string) error {
 	return rpc.Errorf(rpc.Invalid, "no TLS configured: give --tls-ca (DFS_TLS_CA) with %s; or --insecure (DFS_INSECURE=true) for a cluster run in plain text (docs/security.md)", what)
 }
 
-// client sets cfg's TLS files and token.
+// client sets cfg's TLS files (the revocation list too: a server whose
+// certificate it lists is refused) and token.
 func (s security) client(cfg *client.Config) error {
 	if s.insecure {
 		return nil
@@ -41,15 +45,37 @@ func (s security) client(cfg *client.Config) error {
 	if s.files.Cert == "" && s.token == "" {
 		return rpc.Errorf(rpc.Invalid, "a client authenticates with a certificate (--tls-cert and --tls-key, DFS_TLS_CERT and DFS_TLS_KEY) or a bearer token (--token, DFS_TOKEN)")
 	}
-	cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.Token = s.files.CA, s.files.Cert, s.files.Key, s.token
+	cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.TLSCRL, cfg.Token = s.files.CA, s.files.Cert, s.files.Key, s.files.CRL, s.token
 	return nil
+}
+
+// insecureWarning is what a process that serves the cluster (a server
+// role, the S3 gateway, a mount) logs when it runs in plain text.
+const insecureWarning = "running without TLS (--insecure): anyone who can reach this process's ports can read, write and delete any file"
+
+// warnInsecure logs insecureWarning for role with --insecure, and
+// reports whether it did.
+func (s security) warnInsecure(role string, log zerolog.Logger) bool {
+	if s.insecure {
+		log.Warn().Str("role", role).Msg(insecureWarning)
+	}
+	return s.insecure
+}
+
+// serve readies cl for a command that serves the cluster until ctx ends
+// (dfs s3, dfs mount), as a server is readied: plain text is warned of,
+// and TLS files are reloaded when they change and on SIGHUP.
+func (s security) serve(ctx context.Context, role string, cl *client.Client, log zerolog.Logger) {
+	if s.warnInsecure(role, log) {
+		return
+	}
+	roles.KeepTLSFresh(ctx, cl.TLS(), log)
 }
 
 // server loads the TLS of a server role (its certificate must carry
 // role); nil with --insecure, after a warning.
 func (s security) server(role pki.Role, log zerolog.Logger) (*pki.TLS, error) {
-	if s.insecure {
-		log.Warn().Str("role", string(role)).Msg("running without TLS (--insecure): anyone who can reach this process's ports can read, write and delete any file")
+	if s.warnInsecure(string(role), log) {
 		return nil, nil
 	}
 	if s.files.CA == "" || s.files.Cert == "" || s.files.Key == "" {

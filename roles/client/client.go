@@ -98,6 +98,10 @@ type Config struct {
 	// dfs admin cert issue --role client): its common name is the user.
 	// Leave them empty to authenticate with Token instead.
 	TLSCert, TLSKey string
+	// TLSCRL is the CA's revocation list (dfs admin cert revoke), if
+	// any: a coordinator or datanode whose certificate it lists is
+	// refused when a connection to it is set up. It needs TLSCA.
+	TLSCRL string
 	// Token is a bearer token (dfs admin token create) sent with every
 	// call to a coordinator, and never to a datanode (chunk calls carry
 	// chunk tokens); it needs TLSCA.
@@ -141,8 +145,8 @@ func (c Config) Validate() error {
 		return rpc.Errorf(rpc.Invalid, "negative page size %d", c.PageSize)
 	case c.ListPageSize < 0 || c.ListPageSize > maxListPage:
 		return rpc.Errorf(rpc.Invalid, "list page size %d out of range (0 to %d)", c.ListPageSize, maxListPage)
-	case c.TLSCA == "" && (c.TLSCert != "" || c.TLSKey != "" || c.Token != ""):
-		return rpc.Errorf(rpc.Invalid, "a client certificate or token needs --tls-ca (DFS_TLS_CA): the CA that signs the cluster's certificates")
+	case c.TLSCA == "" && (c.TLSCert != "" || c.TLSKey != "" || c.TLSCRL != "" || c.Token != ""):
+		return rpc.Errorf(rpc.Invalid, "a client certificate, revocation list or token needs --tls-ca (DFS_TLS_CA): the CA that signs the cluster's certificates")
 	case c.ReceiptBatch < 1 || c.ReceiptBatch > maxReceiptBatch:
 		return rpc.Errorf(rpc.Invalid, "receipt batch %d out of range (1 to %d)", c.ReceiptBatch, maxReceiptBatch)
 	}
@@ -155,6 +159,7 @@ type Client struct {
 	log   zerolog.Logger
 	clock clockwork.Clock
 	pool  *rpc.Pool
+	tls   *pki.TLS // nil in plain text
 
 	background sync.WaitGroup // reports of bad replicas still being sent
 
@@ -187,8 +192,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		log = *cfg.Logger
 	}
 	var opts []grpc.DialOption
+	var t *pki.TLS
 	if cfg.TLSCA != "" {
-		t, err := pki.LoadTLS(pki.Files{CA: cfg.TLSCA, Cert: cfg.TLSCert, Key: cfg.TLSKey}, log)
+		var err error
+		t, err = pki.LoadTLS(pki.Files{CA: cfg.TLSCA, Cert: cfg.TLSCert, Key: cfg.TLSKey, CRL: cfg.TLSCRL}, log)
 		if err != nil {
 			return nil, err
 		}
@@ -196,8 +203,16 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	pool := rpc.NewBoundedPool(rpc.PoolConfig{Clock: cfg.Clock, Options: opts})
 	coord := rpc.NewLeader(rpc.LeaderConfig{Addrs: cfg.Coordinators, Timeout: cfg.RPCTimeout, Failover: cfg.FailoverTimeout}, pool, cfg.Clock)
-	return &Client{cfg: cfg, log: log, clock: cfg.Clock, pool: pool, coord: coord}, nil
+	return &Client{cfg: cfg, log: log, clock: cfg.Clock, pool: pool, tls: t, coord: coord}, nil
 }
+
+// TLS returns the client's TLS files as loaded (nil in plain text): the
+// same reloadable material a server holds. Each connection is set up
+// with what it loaded last, so a long-running client (a gateway, a
+// mount) picks up a reissued certificate or a new revocation list by
+// calling its Reload, or by running its Watch; connections already up
+// keep theirs.
+func (c *Client) TLS() *pki.TLS { return c.tls }
 
 // BearerToken is gRPC per-call credentials that send a bearer token with
 // every call, over TLS only.

@@ -169,7 +169,7 @@ func UserClient(t testing.TB, c *roles.Cluster, user string, groups []string, tu
 		t.Fatalf("user %s: %v", user, err)
 	}
 	return Client(t, c, append([]func(*client.Config){func(cfg *client.Config) {
-		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = uc.TLSCA, uc.TLSCert, uc.TLSKey
+		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.TLSCRL = uc.TLSCA, uc.TLSCert, uc.TLSKey, uc.TLSCRL
 	}}, tune...)...)
 }
 
@@ -183,6 +183,6 @@ func GatewayClient(t testing.TB, c *roles.Cluster, name string, tune ...func(*cl
 		t.Fatalf("gateway %s: %v", name, err)
 	}
 	return Client(t, c, append([]func(*client.Config){func(cfg *client.Config) {
-		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = gc.TLSCA, gc.TLSCert, gc.TLSKey
+		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.TLSCRL = gc.TLSCA, gc.TLSCert, gc.TLSKey, gc.TLSCRL
 	}}, tune...)...)
 }
