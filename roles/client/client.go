@@ -520,10 +520,13 @@ func (c *Client) backup(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return rpc.FromStatus(err)
 	}
-	for {
+	for started := false; ; started = true {
 		chunk, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return nil
+		}
+		if err != nil && !started {
+			return rpc.FromStatus(err) // refused, or failed before any byte
 		}
 		if err != nil {
 			return fmt.Errorf("backup from %s broke off: %w", addr, rpc.FromStatus(err))
