@@ -119,6 +119,28 @@ func (u *Upload) readAcks() {
 // Send sends one frame, first waiting until the window has room and the
 // receiver is ready. The frame's data must not be modified until Finish.
 func (u *Upload) Send(f *dfspb.ChunkDataStream) error {
+	return u.send(f, nil)
+}
+
+// msgSender is a stream that sends any message its codec encodes: a
+// gRPC stream's SendMsg.
+type msgSender interface {
+	SendMsg(m any) error
+}
+
+// SendShared sends f.Frame as Send does, through the stream's SendMsg, so
+// that gRPC writes its data from the frame's own buffer instead of a copy
+// (rpc.SharedFrame says who holds that buffer, and until when). The
+// caller holds the frame while SendShared runs. A stream without SendMsg
+// is sent f.Frame with Send, and must be done with its data when Send
+// returns.
+func (u *Upload) SendShared(f rpc.SharedFrame) error {
+	return u.send(f.Frame, f)
+}
+
+// send sends f, as shared through SendMsg when shared is not nil and the
+// stream has it.
+func (u *Upload) send(f *dfspb.ChunkDataStream, shared any) error {
 	u.mu.Lock()
 	for u.err == nil && u.final == nil && (!u.ready || u.sent-u.acked >= u.window) {
 		u.cond.Wait()
@@ -138,7 +160,12 @@ func (u *Upload) Send(f *dfspb.ChunkDataStream) error {
 	if err != nil {
 		return err
 	}
-	if err := u.stream.Send(f); err != nil {
+	if ms, ok := u.stream.(msgSender); ok && shared != nil {
+		err = ms.SendMsg(shared)
+	} else {
+		err = u.stream.Send(f)
+	}
+	if err != nil {
 		// The real cause arrives through Recv.
 		<-u.recvErr
 		u.mu.Lock()

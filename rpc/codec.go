@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"slices"
 	"sync"
 	"unicode/utf8"
 
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -96,8 +98,11 @@ var _ encoding.CodecV2 = codec{}
 // Name is "proto", so that peers see the content type they expect.
 func (codec) Name() string { return "proto" }
 
-// Marshal encodes v, which must be a protobuf message.
+// Marshal encodes v, which must be a protobuf message or a SharedFrame.
 func (codec) Marshal(v any) (mem.BufferSlice, error) {
+	if s, ok := v.(SharedFrame); ok {
+		return marshalShared(s)
+	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("proto: cannot marshal %T, not a protobuf message", v)
@@ -122,6 +127,103 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 	*b = out
 	return mem.BufferSlice{mem.NewBuffer(b, buffers)}, nil
 }
+
+// FrameHolder counts the holders of a frame's data buffer: Hold adds
+// one, Release drops one, and whoever drops the last hands the buffer
+// back (RecycleFrame). Both are safe for concurrent use.
+type FrameHolder interface {
+	Hold()
+	Release()
+}
+
+// SharedFrame is a ChunkDataStream to send whose Data the codec does not
+// copy: gRPC writes it to the connection from the frame's own buffer.
+// Send it with a gRPC stream's SendMsg (the generated Send takes only
+// the bare message, which the codec copies). The codec takes a Hold on
+// Holder for the buffer it makes of Data, and Releases it once gRPC frees
+// that buffer: when its bytes are written to the connection, or the
+// stream or connection failed before; a buffer gRPC never frees (its
+// connection closed while the message was queued) is never released, and
+// its frame's memory goes to the garbage collector instead of the pool.
+// So Data must stay unchanged until then, and the sender must hold the
+// frame itself while SendMsg runs (the codec's Hold is taken during it).
+// A frame whose data is small is copied, as the plain message would be,
+// and holds nothing after SendMsg returns.
+type SharedFrame struct {
+	Frame  *dfspb.ChunkDataStream
+	Holder FrameHolder
+}
+
+// dataField is ChunkDataStream's data field number.
+const dataField = 3
+
+// marshalShared encodes s.Frame as proto.Marshal does, byte for byte, in
+// three pieces: the fields before Data and Data's tag and length, Data
+// itself (not copied: a buffer that Releases s.Holder when gRPC frees
+// it), and the fields after Data. Protobuf writes known fields in field
+// number order and unknown ones last, so Data goes after the last
+// known field numbered below its own.
+func marshalShared(s SharedFrame) (mem.BufferSlice, error) {
+	f := s.Frame
+	if s.Holder == nil || f == nil || mem.IsBelowBufferPoolingThreshold(len(f.Data)) {
+		return codec{}.Marshal(f)
+	}
+	m := f.ProtoReflect()
+	rest := m.New() // every field but Data
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Number() != dataField {
+			rest.Set(fd, v)
+		}
+		return true
+	})
+	rest.SetUnknown(m.GetUnknown())
+	b, err := proto.Marshal(rest.Interface())
+	if err != nil {
+		return nil, err
+	}
+	known := len(b) - len(m.GetUnknown())
+	cut := 0
+	for cut < known {
+		num, _, n := protowire.ConsumeField(b[cut:known])
+		if n < 0 {
+			return nil, fmt.Errorf("proto: marshal %T: %w", f, protowire.ParseError(n))
+		}
+		if num > dataField {
+			break
+		}
+		cut += n
+	}
+	head := make([]byte, 0, cut+1+binary.MaxVarintLen64)
+	head = append(head, b[:cut]...)
+	head = protowire.AppendTag(head, dataField, protowire.BytesType)
+	head = protowire.AppendVarint(head, uint64(len(f.Data)))
+
+	s.Holder.Hold()
+	d := f.Data
+	data := mem.NewBuffer(&d, releaser{s.Holder})
+	if _, ok := data.(mem.SliceBuffer); ok {
+		// gRPC would not free it, so it cannot release the frame: copy.
+		s.Holder.Release()
+		data = mem.SliceBuffer(slices.Clone(f.Data))
+	}
+	out := mem.BufferSlice{mem.SliceBuffer(head), data}
+	if cut < len(b) {
+		out = append(out, mem.SliceBuffer(b[cut:]))
+	}
+	return out, nil
+}
+
+// releaser is the "pool" of a SharedFrame's data buffer: gRPC hands the
+// buffer back to it (Put) exactly once, when the last reference to it is
+// freed, and it releases the frame. It hands out nothing of its own.
+type releaser struct{ h FrameHolder }
+
+func (r releaser) Get(n int) *[]byte {
+	b := make([]byte, n)
+	return &b
+}
+
+func (r releaser) Put(*[]byte) { r.h.Release() }
 
 // Unmarshal decodes data into v, which must be a protobuf message. The
 // message copies what it keeps, so data may be freed after.

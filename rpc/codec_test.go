@@ -2,7 +2,9 @@ package rpc
 
 import (
 	"bytes"
+	"io"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/matryer/is"
@@ -116,9 +118,122 @@ func TestCodecFrameDecoder(t *testing.T) {
 	is.True(codec{}.Unmarshal(split(wire[:len(wire)-5], 100), &cut) != nil) // a truncated message fails
 }
 
+// countHolder is a FrameHolder that counts its holders and the times the
+// count fell to zero (the frame would have been recycled).
+type countHolder struct {
+	refs, recycled atomic.Int32
+}
+
+func (h *countHolder) Hold() { h.refs.Add(1) }
+
+func (h *countHolder) Release() {
+	if h.refs.Add(-1) == 0 {
+		h.recycled.Add(1)
+	}
+}
+
+// TestSharedFrameWire: a SharedFrame goes on the wire byte for byte as
+// protobuf marshals its message, whichever fields are set beside the
+// data (before it, after it, none, unknown ones), and decodes back to it.
+func TestSharedFrameWire(t *testing.T) {
+	data := bytes.Repeat([]byte("shared "), 3000) // ~21 KiB: sent from its buffer
+	unknown := func(m *dfspb.ChunkDataStream, b []byte) *dfspb.ChunkDataStream {
+		m.ProtoReflect().SetUnknown(b)
+		return m
+	}
+	for _, tt := range []struct {
+		name string
+		msg  *dfspb.ChunkDataStream
+	}{
+		{"data only", &dfspb.ChunkDataStream{Data: data}},
+		{"fields before", &dfspb.ChunkDataStream{SessionId: "s", ChunkId: "c_0", Data: data}},
+		{"fields after", &dfspb.ChunkDataStream{Data: data, Offset: 1 << 40, IsFinal: true, PartialChecksum: []byte{1, 2}}},
+		{"every field", &dfspb.ChunkDataStream{
+			SessionId: "s", ChunkId: "c_0", Data: data, Offset: 5, IsFinal: true,
+			PartialChecksum: []byte{1, 2}, ChunkChecksum: []byte{3, 4},
+			Prepare: &dfspb.PrepareChunkUploadRequest{ChunkId: "c_0", Size: 7, Token: &dfspb.ChunkToken{ChunkId: "c_0", NodeIds: []string{"a", "b"}, Mac: []byte{9}}},
+			Header:  &dfspb.PrepareChunkDownloadResponse{Size: 9, FrameSize: 3, FrameDigests: [][]byte{{5}, {6}}},
+		}},
+		{"unknown fields", unknown(&dfspb.ChunkDataStream{ChunkId: "c", Data: data, Offset: 3},
+			protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 1))},
+		{"unknown field of a known number", unknown(&dfspb.ChunkDataStream{Data: data},
+			protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 1))},
+		{"small data, copied", &dfspb.ChunkDataStream{ChunkId: "c", Data: []byte("tiny"), Offset: 3}},
+		{"no data", &dfspb.ChunkDataStream{ChunkId: "c", IsFinal: true}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			is := is.New(t)
+			want, err := proto.Marshal(tt.msg)
+			is.NoErr(err)
+			var h countHolder
+			h.Hold() // the sender's
+			enc, err := codec{}.Marshal(SharedFrame{Frame: tt.msg, Holder: &h})
+			is.NoErr(err)
+			is.True(bytes.Equal(enc.Materialize(), want)) // the bytes protobuf makes
+			var got dfspb.ChunkDataStream
+			is.NoErr(codec{}.Unmarshal(enc, &got))
+			is.True(proto.Equal(&got, tt.msg)) // which decode to the message sent
+			enc.Free()
+			h.Release()
+			is.Equal(h.refs.Load(), int32(0))     // every hold released
+			is.Equal(h.recycled.Load(), int32(1)) // once
+		})
+	}
+}
+
+// TestSharedFrameRelease: a SharedFrame's data is sent from the frame's
+// own buffer, held from Marshal until gRPC frees the last reference to
+// it (the transport's, after writing it out), not when the sender's
+// SendMsg drops its own; then released exactly once. Small data is copied
+// and holds nothing: the sender may reuse it as soon as SendMsg returns.
+func TestSharedFrameRelease(t *testing.T) {
+	is := is.New(t)
+	data := bytes.Repeat([]byte{7}, 64<<10)
+	var h countHolder
+	h.Hold() // the sender's, while it sends
+	enc, err := codec{}.Marshal(SharedFrame{Frame: &dfspb.ChunkDataStream{ChunkId: "c", Data: data, Offset: 9}, Holder: &h})
+	is.NoErr(err)
+	is.Equal(h.refs.Load(), int32(2)) // the codec's buffer holds the frame
+	shared := false
+	for _, b := range enc {
+		if d := b.ReadOnlyData(); len(d) == len(data) && &d[0] == &data[0] {
+			shared = true
+		}
+	}
+	is.True(shared) // the data is sent from its own buffer, not a copy
+
+	// As gRPC sends it: the transport takes a reference and reads it
+	// out later; SendMsg drops its own on return.
+	r := enc.Reader()
+	enc.Free()
+	h.Release()                           // the sender's Send has returned
+	is.Equal(h.refs.Load(), int32(1))     // the transport still holds it
+	is.Equal(h.recycled.Load(), int32(0)) // so it is not recycled
+	out, err := io.ReadAll(r)
+	is.NoErr(err)
+	is.Equal(len(out), proto.Size(&dfspb.ChunkDataStream{ChunkId: "c", Data: data, Offset: 9})) // the whole message was read
+	is.NoErr(r.Close())
+	is.Equal(h.refs.Load(), int32(0))     // written out: released
+	is.Equal(h.recycled.Load(), int32(1)) // exactly once
+
+	// Small data is copied: no hold outlives the call.
+	var small countHolder
+	small.Hold()
+	tiny := []byte("tiny")
+	enc, err = codec{}.Marshal(SharedFrame{Frame: &dfspb.ChunkDataStream{Data: tiny}, Holder: &small})
+	is.NoErr(err)
+	is.Equal(small.refs.Load(), int32(1)) // only the sender's
+	want := slices.Clone(enc.Materialize())
+	copy(tiny, "XXXX")
+	is.True(bytes.Equal(enc.Materialize(), want)) // the data was copied
+	enc.Free()
+}
+
 // FuzzCodecFrame checks the codec's own frame decoder against protobuf's:
 // whatever bytes it accepts, in whatever pieces, it decodes to the message
-// protobuf decodes them to, and it accepts nothing protobuf refuses.
+// protobuf decodes them to, and it accepts nothing protobuf refuses. Every
+// message protobuf decodes, sent as a SharedFrame, goes on the wire as
+// protobuf encodes it, and holds its frame until its buffers are freed.
 func FuzzCodecFrame(f *testing.F) {
 	full, _ := proto.Marshal(&dfspb.ChunkDataStream{
 		SessionId: "s", ChunkId: "c_0", Data: bytes.Repeat([]byte{7}, 2000), Offset: 5, IsFinal: true,
@@ -128,20 +243,50 @@ func FuzzCodecFrame(f *testing.F) {
 	f.Add(full, uint8(7))
 	f.Add(full[:40], uint8(1))
 	f.Add([]byte{0x1a, 0x80, 0x01}, uint8(2))
+	f.Add(append(protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 1), full...), uint8(3))
 	f.Fuzz(func(t *testing.T, wire []byte, step uint8) {
 		var in mem.BufferSlice
 		for off, n := 0, int(step)+1; off < len(wire); off += n {
 			in = append(in, mem.SliceBuffer(wire[off:min(off+n, len(wire))]))
 		}
-		var got, want dfspb.ChunkDataStream
+		var want dfspb.ChunkDataStream
+		werr := proto.Unmarshal(wire, &want)
+		if werr == nil {
+			checkShared(t, &want)
+		}
+		var got dfspb.ChunkDataStream
 		if !unmarshalFrame(in, &got) {
 			return // left to protobuf's decoder
 		}
-		if err := proto.Unmarshal(wire, &want); err != nil {
-			t.Fatalf("frame decoder accepted what protobuf refuses (%v): %x", err, wire)
+		if werr != nil {
+			t.Fatalf("frame decoder accepted what protobuf refuses (%v): %x", werr, wire)
 		}
 		if !proto.Equal(&got, &want) {
 			t.Fatalf("frame decoder made %v, protobuf %v, of %x", &got, &want, wire)
 		}
 	})
+}
+
+// checkShared fails t unless m, sent as a SharedFrame, encodes as
+// protobuf encodes it and releases its holds once freed.
+func checkShared(t *testing.T, m *dfspb.ChunkDataStream) {
+	t.Helper()
+	want, err := proto.Marshal(m)
+	if err != nil {
+		return // not ours to encode (bad UTF-8 from unknown bytes, say)
+	}
+	var h countHolder
+	h.Hold()
+	enc, err := codec{}.Marshal(SharedFrame{Frame: m, Holder: &h})
+	if err != nil {
+		t.Fatalf("shared frame refused what protobuf encodes: %v", err)
+	}
+	if got := enc.Materialize(); !bytes.Equal(got, want) {
+		t.Fatalf("shared frame encoded %x, protobuf %x", got, want)
+	}
+	enc.Free()
+	h.Release()
+	if h.refs.Load() != 0 || h.recycled.Load() != 1 {
+		t.Fatalf("holds left %d, recycled %d times", h.refs.Load(), h.recycled.Load())
+	}
 }

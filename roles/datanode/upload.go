@@ -521,18 +521,26 @@ type frameSink struct {
 var _ chunkstream.Sink = (*frameSink)(nil)
 
 // sunkFrame is a frame's data on its way to the disk and the replicas.
-// The codec decoded it into a pooled buffer; whichever of the two ends
-// last hands the buffer back (rpc.RecycleFrame), so the next frame
+// The codec decoded it into a pooled buffer; whichever of its holders
+// ends last hands the buffer back (rpc.RecycleFrame), so the next frame
 // received reuses it instead of new memory: a 1 GiB put then turns over
 // a few megabytes per node instead of the whole gigabyte, and the heap
-// stays near what the windows hold.
+// stays near what the windows hold. Its holders are the disk writer, the
+// forwarder until every replica's Send has returned, and each buffer the
+// codec made of it to send to a replica without copying it
+// (rpc.SharedFrame) until gRPC has written it out.
 type sunkFrame struct {
 	data []byte
 	refs atomic.Int32
 }
 
-// release drops one of the frame's two holders.
-func (f *sunkFrame) release() {
+var _ rpc.FrameHolder = (*sunkFrame)(nil)
+
+// Hold adds a holder; it is called only while another holds the frame.
+func (f *sunkFrame) Hold() { f.refs.Add(1) }
+
+// Release drops a holder.
+func (f *sunkFrame) Release() {
 	if f.refs.Add(-1) == 0 {
 		rpc.RecycleFrame(f.data)
 	}
@@ -561,7 +569,7 @@ func (s *frameSink) write() {
 			_, err = s.w.Write(f.data) // the store copies what it keeps
 		}
 		s.budget.release(int64(len(f.data)))
-		f.release()
+		f.Release()
 		s.mu.Lock()
 		if err != nil && s.err == nil {
 			s.err = rpc.NodeError(rpc.Internal, s.self, "%w", err)
@@ -583,11 +591,11 @@ func (s *frameSink) Frame(f *dfspb.ChunkDataStream) error {
 		s.bytes.Add(float64(len(f.Data)))
 	}
 	sf := &sunkFrame{data: f.Data}
-	sf.refs.Store(2)
-	fwd := s.fwd.send(f)
+	sf.refs.Store(2) // the disk writer and the forwarder
+	fwd := s.fwd.send(f, sf)
 	s.queue <- sf
-	ferr := <-fwd // every replica's Send has returned: gRPC encoded f
-	sf.release()
+	ferr := <-fwd // every replica's Send has returned: the codec holds what gRPC has yet to write
+	sf.Release()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
@@ -684,9 +692,11 @@ func openReplica(ctx context.Context, wd *chunkstream.Watchdog, cc *grpc.ClientC
 	return st, nil
 }
 
-// send forwards f to every replica in parallel; the channel yields the
-// combined error once all have taken it.
-func (fw *forwarder) send(f *dfspb.ChunkDataStream) <-chan error {
+// send forwards f to every replica in parallel, its data not copied but
+// held by h until gRPC has written it out to each; the channel yields
+// the combined error once all have taken it. The caller holds h until
+// then.
+func (fw *forwarder) send(f *dfspb.ChunkDataStream, h rpc.FrameHolder) <-chan error {
 	done := make(chan error, 1)
 	if len(fw.ups) == 0 {
 		done <- nil
@@ -707,7 +717,7 @@ func (fw *forwarder) send(f *dfspb.ChunkDataStream) <-chan error {
 				if first && t.session == "" {
 					g.Prepare = &dfspb.PrepareChunkUploadRequest{ChunkId: string(fw.s.id), Size: fw.s.size, FrameSize: fw.s.frameSize, Token: fw.s.token}
 				}
-				if err := u.Send(g); err != nil {
+				if err := u.SendShared(rpc.SharedFrame{Frame: g, Holder: h}); err != nil {
 					errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err)
 				} else if fw.bytes != nil {
 					fw.bytes.Add(float64(len(g.Data)))
