@@ -131,9 +131,10 @@ type msgSender interface {
 // SendShared sends f.Frame as Send does, through the stream's SendMsg, so
 // that gRPC writes its data from the frame's own buffer instead of a copy
 // (rpc.SharedFrame says who holds that buffer, and until when). The
-// caller holds the frame while SendShared runs. A stream without SendMsg
-// is sent f.Frame with Send, and must be done with its data when Send
-// returns.
+// caller holds the frame while SendShared runs. The stream's connection
+// must use the rpc codec (rpc.DialOptions): gRPC's own refuses a
+// SharedFrame. A stream without SendMsg is sent f.Frame with Send, and
+// must be done with its data when Send returns.
 func (u *Upload) SendShared(f rpc.SharedFrame) error {
 	return u.send(f.Frame, f)
 }

@@ -53,7 +53,9 @@ func (a *app) runMount(ctx context.Context, mc mount.Config, cl *client.Client) 
 	if err != nil {
 		return err
 	}
-	a.sec.serve(ctx, "mount", cl, a.log)
+	watch, stopWatch := context.WithCancel(ctx) // the reloads end with the mount
+	defer stopWatch()
+	a.sec.serve(watch, "mount", cl, a.log)
 	notified := false
 	err = m.Run(ctx, func() {
 		fmt.Fprintf(a.stdio.Out, "dfs mount: serving the cluster at %s; unmount with fusermount3 -u %s or Ctrl-C\n", mc.Mountpoint, mc.Mountpoint)

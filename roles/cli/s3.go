@@ -123,7 +123,9 @@ func (a *app) s3Command() *cli.Command {
 			if err != nil {
 				return rpc.Errorf(rpc.Invalid, "%v", err)
 			}
-			a.sec.serve(ctx, string(pki.Gateway), cl, a.log)
+			watch, stopWatch := context.WithCancel(ctx) // the reloads end with the gateway
+			defer stopWatch()
+			a.sec.serve(watch, string(pki.Gateway), cl, a.log)
 			go func() {
 				select {
 				case <-g.Ready():

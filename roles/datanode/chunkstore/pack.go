@@ -187,8 +187,9 @@ func (s *Store) commitLoop() {
 // or move of a chunk no longer where it was (errStale), or of one that an
 // earlier record of the batch deletes or moves. A put of a chunk that an
 // earlier record of the batch writes goes back to the queue's front, for
-// the next batch: it is Exists only once that record is durable, and is
-// written after all if that record fails.
+// the next batch: it is Exists only once that record is durable (if the
+// batch fails, the packs refuse every write until a restart, this put
+// too).
 func (s *Store) admitLocked(batch []*packOp) []*packOp {
 	out := batch[:0]
 	var later []*packOp
@@ -219,7 +220,9 @@ func (s *Store) admitLocked(batch []*packOp) []*packOp {
 		touched[op.id] = true
 		out = append(out, op)
 	}
-	s.queue = append(later, s.queue...)
+	if len(later) > 0 {
+		s.queue = append(later, s.queue...)
+	}
 	return out
 }
 
