@@ -14,6 +14,14 @@ type FrameSender interface {
 	Send(*dfspb.ChunkDataStream) error
 }
 
+// SharedSender is a FrameSender that can also send a frame whose data it
+// does not copy (a gRPC stream's SendMsg of an rpc.SharedFrame, on a
+// server with the rpc codec): a datanode's download stream.
+type SharedSender interface {
+	FrameSender
+	SendShared(rpc.SharedFrame) error
+}
+
 // SendStored streams a stored chunk of size bytes from r in frames of
 // frameSize, each with its stored digest, so that the reader verifies the
 // bytes against the digests recorded when the chunk was written. The final
@@ -37,27 +45,54 @@ func SendStoredFrames(ctx context.Context, stream FrameSender, id rpc.ChunkID, r
 
 // sendStored streams the frames of a stored chunk from offset from (a
 // frame boundary) to offset to (a frame boundary or size); the last one
-// is final.
+// is final. A SharedSender is handed each frame in a pooled buffer of its
+// own, which gRPC writes from and hands back once written; any other
+// sender gets one buffer, reused, whose frames it must be done with when
+// Send returns.
 func sendStored(ctx context.Context, stream FrameSender, id rpc.ChunkID, r io.ReaderAt, size, frameSize int64, frames [][]byte, chunkDigest []byte, from, to int64) error {
-	buf := make([]byte, min(frameSize, max(to-from, 1)))
+	shared, _ := stream.(SharedSender)
+	var buf []byte
+	if shared == nil {
+		buf = make([]byte, min(frameSize, max(to-from, 1)))
+	}
+	// send reads the frame at off into data and sends it, shared with
+	// held as its holder when the stream takes shared frames.
+	send := func(data []byte, held *rpc.HeldFrame, off int64, digest []byte) error {
+		if _, err := r.ReadAt(data, off); err != nil {
+			return rpc.Errorf(rpc.Internal, "chunk %s: read at %d: %w", id, off, err)
+		}
+		f := &dfspb.ChunkDataStream{ChunkId: string(id), Data: data, Offset: off, PartialChecksum: digest}
+		if off+int64(len(data)) == to {
+			f.IsFinal = true
+			f.ChunkChecksum = chunkDigest
+		}
+		var err error
+		if held != nil {
+			err = shared.SendShared(rpc.SharedFrame{Frame: f, Holder: held})
+		} else {
+			err = stream.Send(f)
+		}
+		return rpc.FromStatus(err)
+	}
 	for i, off := int(from/frameSize), from; off < to; i, off = i+1, off+frameSize {
 		if err := ctx.Err(); err != nil {
 			return rpc.Errorf(rpc.Canceled, "chunk %s: download canceled", id)
 		}
-		n := min(frameSize, size-off)
-		if _, err := r.ReadAt(buf[:n], off); err != nil {
-			return rpc.Errorf(rpc.Internal, "chunk %s: read at %d: %w", id, off, err)
-		}
 		if i >= len(frames) {
 			return rpc.Errorf(rpc.Internal, "chunk %s: stored frame digests end at frame %d", id, i)
 		}
-		f := &dfspb.ChunkDataStream{ChunkId: string(id), Data: buf[:n], Offset: off, PartialChecksum: frames[i]}
-		if off+n == to {
-			f.IsFinal = true
-			f.ChunkChecksum = chunkDigest
+		n := min(frameSize, size-off)
+		if shared == nil {
+			if err := send(buf[:n], nil, off, frames[i]); err != nil {
+				return err
+			}
+			continue
 		}
-		if err := stream.Send(f); err != nil {
-			return rpc.FromStatus(err)
+		held := rpc.NewHeldFrame(int(n))
+		err := send(held.Data, held, off, frames[i])
+		held.Release()
+		if err != nil {
+			return err
 		}
 	}
 	return nil

@@ -136,7 +136,7 @@ func (h *countHolder) Release() {
 // protobuf marshals its message, whichever fields are set beside the
 // data (before it, after it, none, unknown ones), and decodes back to it.
 func TestSharedFrameWire(t *testing.T) {
-	data := bytes.Repeat([]byte("shared "), 3000) // ~21 KiB: sent from its buffer
+	data := bytes.Repeat([]byte("shared "), 10000) // ~68 KiB: sent from its buffer
 	unknown := func(m *dfspb.ChunkDataStream, b []byte) *dfspb.ChunkDataStream {
 		m.ProtoReflect().SetUnknown(b)
 		return m

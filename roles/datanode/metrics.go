@@ -111,10 +111,27 @@ type countingSender struct {
 	bytes prometheus.Counter
 }
 
+var _ chunkstream.SharedSender = countingSender{}
+
 func (s countingSender) Send(f *dfspb.ChunkDataStream) error {
 	err := s.FrameSender.Send(f)
 	if err == nil {
 		s.bytes.Add(float64(len(f.Data)))
+	}
+	return err
+}
+
+// SendShared sends f through the gRPC stream's SendMsg, which writes its
+// data without a copy (rpc.SharedFrame), or copies it with Send on a
+// stream without one.
+func (s countingSender) SendShared(f rpc.SharedFrame) error {
+	ms, ok := s.FrameSender.(interface{ SendMsg(any) error })
+	if !ok {
+		return s.Send(f.Frame)
+	}
+	err := ms.SendMsg(f)
+	if err == nil {
+		s.bytes.Add(float64(len(f.Frame.Data)))
 	}
 	return err
 }

@@ -156,6 +156,19 @@ func (s *headerSender) Send(f *dfspb.ChunkDataStream) error {
 	return s.FrameSender.Send(f)
 }
 
+var _ chunkstream.SharedSender = (*headerSender)(nil)
+
+func (s *headerSender) SendShared(f rpc.SharedFrame) error {
+	shared, ok := s.FrameSender.(chunkstream.SharedSender)
+	if !ok {
+		return s.Send(f.Frame)
+	}
+	if s.header != nil {
+		f.Frame.Header, s.header = s.header, nil
+	}
+	return shared.SendShared(f)
+}
+
 // frameRange checks the frames a download names, first and count (0: to
 // the end) of a chunk of size bytes in frames of frameSize, and returns
 // them as a range; frames outside the chunk are Invalid.
