@@ -353,9 +353,13 @@ var _ FrameHolder = (*HeldFrame)(nil)
 
 // NewHeldFrame returns a frame of n bytes, their values undefined, held
 // once, by the caller.
-func NewHeldFrame(n int) *HeldFrame {
-	f := &HeldFrame{Data: *buffers.Get(n)}
-	f.refs.Store(1)
+func NewHeldFrame(n int) *HeldFrame { return HoldFrame(*buffers.Get(n), 1) }
+
+// HoldFrame returns data, a received frame's Data as the codec decoded it
+// (see RecycleFrame), held by holders.
+func HoldFrame(data []byte, holders int32) *HeldFrame {
+	f := &HeldFrame{Data: data}
+	f.refs.Store(holders)
 	return f
 }
 

@@ -6,7 +6,6 @@ import (
 	"io"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -501,7 +500,7 @@ type frameSink struct {
 	w     *chunkstore.Writer
 	fwd   *forwarder
 	self  []string
-	queue chan *sunkFrame
+	queue chan *rpc.HeldFrame
 	done  chan struct{}
 	bytes prometheus.Counter // counts the frames' bytes, when set
 
@@ -520,35 +519,19 @@ type frameSink struct {
 
 var _ chunkstream.Sink = (*frameSink)(nil)
 
-// sunkFrame is a frame's data on its way to the disk and the replicas.
-// The codec decoded it into a pooled buffer; whichever of its holders
-// ends last hands the buffer back (rpc.RecycleFrame), so the next frame
-// received reuses it instead of new memory: a 1 GiB put then turns over
-// a few megabytes per node instead of the whole gigabyte, and the heap
-// stays near what the windows hold. Its holders are the disk writer, the
-// forwarder until every replica's Send has returned, and each buffer the
-// codec made of it to send to a replica without copying it
-// (rpc.SharedFrame) until gRPC has written it out.
-type sunkFrame struct {
-	data []byte
-	refs atomic.Int32
-}
-
-var _ rpc.FrameHolder = (*sunkFrame)(nil)
-
-// Hold adds a holder; it is called only while another holds the frame.
-func (f *sunkFrame) Hold() { f.refs.Add(1) }
-
-// Release drops a holder.
-func (f *sunkFrame) Release() {
-	if f.refs.Add(-1) == 0 {
-		rpc.RecycleFrame(f.data)
-	}
-}
+// A frame on its way to the disk and the replicas is an rpc.HeldFrame:
+// the codec decoded it into a pooled buffer, and whichever of its holders
+// ends last hands the buffer back, so the next frame received reuses it
+// instead of new memory: a 1 GiB put then turns over a few megabytes per
+// node instead of the whole gigabyte, and the heap stays near what the
+// windows hold. Its holders are the disk writer, the forwarder until
+// every replica's Send has returned, and each buffer the codec made of it
+// to send to a replica without copying it (rpc.SharedFrame) until gRPC
+// has written it out.
 
 func (n *Node) newFrameSink(ctx context.Context, w *chunkstore.Writer, fwd *forwarder, depth int) *frameSink {
 	s := &frameSink{
-		w: w, fwd: fwd, self: []string{string(n.id)}, queue: make(chan *sunkFrame, depth), done: make(chan struct{}),
+		w: w, fwd: fwd, self: []string{string(n.id)}, queue: make(chan *rpc.HeldFrame, depth), done: make(chan struct{}),
 		budget: n.frames, ceiling: n.frames.limit, wait: n.cfg.SessionTimeout, ctx: ctx,
 	}
 	if len(fwd.ups) > 0 {
@@ -566,9 +549,9 @@ func (s *frameSink) write() {
 		s.mu.Unlock()
 		var err error
 		if !failed {
-			_, err = s.w.Write(f.data) // the store copies what it keeps
+			_, err = s.w.Write(f.Data) // the store copies what it keeps
 		}
-		s.budget.release(int64(len(f.data)))
+		s.budget.release(int64(len(f.Data)))
 		f.Release()
 		s.mu.Lock()
 		if err != nil && s.err == nil {
@@ -590,8 +573,7 @@ func (s *frameSink) Frame(f *dfspb.ChunkDataStream) error {
 	if s.bytes != nil {
 		s.bytes.Add(float64(len(f.Data)))
 	}
-	sf := &sunkFrame{data: f.Data}
-	sf.refs.Store(2) // the disk writer and the forwarder
+	sf := rpc.HoldFrame(f.Data, 2) // the disk writer and the forwarder
 	fwd := s.fwd.send(f, sf)
 	s.queue <- sf
 	ferr := <-fwd // every replica's Send has returned: the codec holds what gRPC has yet to write

@@ -71,6 +71,20 @@ func packFiles(t *testing.T, fsys vfs.FS, dir string) []string {
 	return out
 }
 
+// firstPack returns, sorted, the chunks s holds in its first pack.
+func firstPack(s *Store) []rpc.ChunkID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []rpc.ChunkID
+	for id, l := range s.packed {
+		if l.p.seq == 0 {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 // TestPackedChunks: small chunks go to a pack, large ones to files; both
 // read, verify, stat, list and delete alike, and a restarted store finds
 // the same chunks.
@@ -324,16 +338,8 @@ func TestPackLost(t *testing.T) {
 		for i := range 30 {
 			put(t, s, packID(t, i), packData(i))
 		}
-		s.mu.Lock()
-		var inFirst []rpc.ChunkID
-		for id, l := range s.packed {
-			if l.p.seq == 0 {
-				inFirst = append(inFirst, id)
-			}
-		}
-		s.mu.Unlock()
+		inFirst := firstPack(s)
 		is.True(len(inFirst) > 0)
-		slices.Sort(inFirst)
 		is.NoErr(fsys.Remove(packFiles(t, fsys, dir)[0]))
 		_, err := s.Check(inFirst[0])
 		is.True(IsLost(err)) // Check finds the pack gone
@@ -365,15 +371,7 @@ func TestPackCompaction(t *testing.T) {
 		is.True(len(packsBefore) > 3)
 		// Delete most of the first pack's chunks, the deletes landing in
 		// the active pack.
-		s.mu.Lock()
-		var first []rpc.ChunkID
-		for id, l := range s.packed {
-			if l.p.seq == 0 {
-				first = append(first, id)
-			}
-		}
-		s.mu.Unlock()
-		slices.Sort(first)
+		first := firstPack(s)
 		usedBefore := s.Usage().Used
 		for _, id := range first[1:] {
 			_, err := s.Delete(id)

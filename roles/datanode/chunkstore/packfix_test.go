@@ -70,15 +70,7 @@ func TestPackUnreadNotCompacted(t *testing.T) {
 			put(t, s, packID(t, i), packData(i))
 		}
 		is.NoErr(s.Compact())
-		s.mu.Lock()
-		var first []rpc.ChunkID
-		for id, l := range s.packed {
-			if l.p.seq == 0 {
-				first = append(first, id)
-			}
-		}
-		s.mu.Unlock()
-		slices.Sort(first)
+		first := firstPack(s)
 		is.True(len(first) > 2) // several chunks in the first pack
 		s.mu.Lock()
 		loc := s.packed[first[1]]
@@ -207,15 +199,7 @@ func TestPackRemoveFails(t *testing.T) {
 		want[packID(t, i)] = packData(i)
 	}
 	is.True(s.Compact() == nil) // nothing to compact yet
-	s.mu.Lock()
-	var first []rpc.ChunkID
-	for id, l := range s.packed {
-		if l.p.seq == 0 {
-			first = append(first, id)
-		}
-	}
-	s.mu.Unlock()
-	slices.Sort(first)
+	first := firstPack(s)
 	for _, id := range first[1:] {
 		_, err := s.Delete(id)
 		is.NoErr(err)
