@@ -77,8 +77,7 @@ func identify(ctx context.Context, tokens TokenVerifier) (context.Context, error
 			id = Identity{User: pki.UserOf(cert), Groups: pki.GroupsOf(cert), Role: role}
 		}
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(AuthorizationHeader); len(v) > 0 {
+	if v := metadata.ValueFromIncomingContext(ctx, AuthorizationHeader); len(v) > 0 {
 		tok, ok := strings.CutPrefix(v[0], "Bearer ")
 		switch {
 		case !ok:
@@ -94,7 +93,7 @@ func identify(ctx context.Context, tokens TokenVerifier) (context.Context, error
 		}
 		id = tid
 	}
-	if v := md.Get(ActAsHeader); len(v) > 0 {
+	if v := metadata.ValueFromIncomingContext(ctx, ActAsHeader); len(v) > 0 {
 		if id.Role != pki.Gateway || id.Token {
 			return nil, rpc.Errorf(rpc.Unauthenticated, "only a gateway may act for another user (%s)", ActAsHeader)
 		}
