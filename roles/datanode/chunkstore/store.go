@@ -513,7 +513,7 @@ func (s *Store) openFile(id rpc.ChunkID) (*Chunk, error) {
 		defer f.Close()
 		return nil, s.failed(&Chunk{File: f, ID: id}, err)
 	}
-	return &Chunk{File: f, Meta: m, ID: id}, nil
+	return &Chunk{File: newDirectReader(s.fs, s.path(id), f), Meta: m, ID: id}, nil
 }
 
 // Verify re-reads stored chunk id and checks it in one pass, the way a
