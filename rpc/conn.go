@@ -28,15 +28,9 @@ import (
 // are 20-30% slower (DESIGN.md, "What the machine costs"). Buffers come
 // from a pool that does not zero them (codec.go).
 const (
-	streamWindow = 4 << 20
-	connWindow   = 16 << 20
-	ioBuffer     = 1 << 20
-	// callWorkers serve a server's calls without a goroutine per call:
-	// their stacks have grown already, where a new goroutine per call
-	// spent ~6% of a small put's coordinator CPU (and 3-6% of a
-	// datanode's) growing its stack. A call that finds them all busy gets
-	// a goroutine of its own.
-	callWorkers     = 64
+	streamWindow    = 4 << 20
+	connWindow      = 16 << 20
+	ioBuffer        = 1 << 20
 	MaxMessageSize  = MaxFrameSize + 64<<10
 	requestIDHeader = "x-request-id"
 )
@@ -79,7 +73,6 @@ func ServerOptionsWithClock(clk clockwork.Clock, log zerolog.Logger, observers .
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.ForceServerCodecV2(codec{}),
-		grpc.NumStreamWorkers(callWorkers),
 		experimental.BufferPool(buffers),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(unaryServerInterceptor(clk, log, observers)),
