@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -247,6 +248,34 @@ func TestCLI(t *testing.T) {
 		info, err := os.Stat(fresh)
 		is.NoErr(err)
 		is.Equal(info.Mode().Perm(), 0o644&^umask()) // a new file's mode: 0644 less the umask
+	})
+
+	t.Run("get into a named pipe", func(t *testing.T) {
+		// A device or a FIFO as LOCAL (/dev/null, /dev/stdout) receives the
+		// bytes; it is never replaced by a file, with -f or without.
+		is := is.New(t)
+		cli := inprocCLI{t: t, addr: c.Addr()}
+		data := randomData(300 << 10)
+		cli.ok(nil, "put", writeLocal(t, "in", data), "/cli/pipe")
+		fifo := filepath.Join(t.TempDir(), "fifo")
+		is.NoErr(syscall.Mkfifo(fifo, 0o600))
+		for _, args := range [][]string{{"/cli/pipe", fifo}, {"-f", "/cli/pipe", fifo}} {
+			r, err := os.OpenFile(fifo, os.O_RDWR, 0) // never waits for a writer
+			is.NoErr(err)
+			is.NoErr(r.SetReadDeadline(time.Now().Add(30 * time.Second)))
+			got := make(chan []byte, 1)
+			go func() {
+				b := make([]byte, len(data))
+				n, _ := io.ReadFull(r, b)
+				got <- b[:n]
+			}()
+			cli.ok(nil, "get", args...)
+			is.True(bytes.Equal(<-got, data)) // the bytes went into the pipe
+			r.Close()
+			info, err := os.Lstat(fifo)
+			is.NoErr(err)
+			is.True(info.Mode()&os.ModeNamedPipe != 0) // still the pipe
+		}
 	})
 
 	t.Run("stdin and stdout", func(t *testing.T) {

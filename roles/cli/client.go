@@ -353,10 +353,17 @@ func runGet(ctx context.Context, cl *client.Client, stdio IO, remote, local stri
 
 // getFile reads remote into the local file local, for runGet and the
 // recursive get, as runGet says: never over an existing file unless
-// o.force, and through a temporary file beside it.
+// o.force, and through a temporary file beside it; into a device or a
+// named pipe directly.
 func getFile(ctx context.Context, cl *client.Client, remote, local string, o transferOptions, progress client.Progress) error {
 	exists := func() error {
 		return rpc.Errorf(rpc.Exists, "get %s: local file %s exists (-f overwrites it)", client.ShowPath(remote), local)
+	}
+	if info, err := os.Stat(local); err == nil && !info.Mode().IsRegular() && !info.IsDir() {
+		// A device or a named pipe (/dev/null, /dev/stdout, a FIFO): the
+		// bytes go into it, as cp's do. Renaming over it would replace
+		// the device with a file, and -f changes nothing.
+		return getInto(ctx, cl, remote, local, o, progress)
 	}
 	if _, err := os.Lstat(local); err == nil && !o.force {
 		return exists()
@@ -392,6 +399,20 @@ func getFile(ctx context.Context, cl *client.Client, remote, local string, o tra
 		return fmt.Errorf("get %s: %w", client.ShowPath(remote), localErr(err))
 	}
 	return nil
+}
+
+// getInto reads remote into local, a device or a named pipe, by writing
+// to it.
+func getInto(ctx context.Context, cl *client.Client, remote, local string, o transferOptions, progress client.Progress) error {
+	f, err := os.OpenFile(local, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("get %s: %w", client.ShowPath(remote), localErr(err))
+	}
+	_, err = cl.Get(ctx, remote, f, &client.GetOptions{Progress: progress, VerifyFileDigest: o.verifyFile})
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("get %s: %w", client.ShowPath(remote), localErr(cerr))
+	}
+	return err
 }
 
 // umask returns the process's file mode creation mask, from

@@ -101,8 +101,8 @@ func uncached(f vfs.File, off int64, n int) bool {
 		return false
 	}
 	if serr != nil {
-		if errors.Is(serr, syscall.ENOSYS) {
-			noCachestat.Store(true)
+		if errors.Is(serr, syscall.ENOSYS) || errors.Is(serr, syscall.EPERM) {
+			noCachestat.Store(true) // an older kernel, or a seccomp filter that does not know it
 		}
 		return false
 	}
@@ -110,7 +110,7 @@ func uncached(f vfs.File, off int64, n int) bool {
 	return st.Cache < pages
 }
 
-// noCachestat is set once the kernel is found to lack cachestat(2).
+// noCachestat is set once cachestat(2) is found missing or refused.
 var noCachestat atomic.Bool
 
 var pageSize = uint64(os.Getpagesize())
