@@ -24,14 +24,20 @@ const (
 )
 
 var directBufs = sync.Pool{New: func() any {
-	b := make([]byte, directBlock+directAlign)
+	b := aligned(directBlock)
+	return &b
+}}
+
+// aligned returns n bytes starting at a directAlign boundary, as direct
+// I/O needs.
+func aligned(n int) []byte {
+	b := make([]byte, n+directAlign)
 	off := int(uintptr(unsafe.Pointer(&b[0])) & (directAlign - 1))
 	if off != 0 {
 		off = directAlign - off
 	}
-	b = b[off : off+directBlock]
-	return &b
-}}
+	return b[off : off+n]
+}
 
 // openDirect opens name for direct writes; ok is false when the
 // filesystem does not support O_DIRECT (tmpfs, some overlays).

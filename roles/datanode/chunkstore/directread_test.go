@@ -6,24 +6,12 @@ import (
 	"io"
 	"os"
 	"testing"
-	"unsafe"
 
 	"github.com/matryer/is"
 	"golang.org/x/sys/unix"
 
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 )
-
-// alignedBuf returns n bytes at a block boundary, as the frame buffers of
-// a download are (large allocations start on a page).
-func alignedBuf(n int) []byte {
-	b := make([]byte, n+directAlign)
-	off := int(uintptr(unsafe.Pointer(&b[0])) % directAlign)
-	if off != 0 {
-		off = directAlign - off
-	}
-	return b[off : off+n]
-}
 
 // TestColdReadsAroundTheCache: a frame-sized read of a chunk that is not
 // in the page cache returns the chunk's bytes and leaves them out of the
@@ -41,7 +29,7 @@ func TestColdReadsAroundTheCache(t *testing.T) {
 	raw, err := os.Open(s.path(id))
 	is.NoErr(err)
 	defer raw.Close()
-	probe := alignedBuf(1 << 20)
+	probe := aligned(1 << 20)
 	if _, err := raw.ReadAt(probe, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +53,7 @@ func TestColdReadsAroundTheCache(t *testing.T) {
 	c, err := s.Open(id)
 	is.NoErr(err)
 	defer c.Close()
-	first := alignedBuf(1 << 20)
+	first := aligned(1 << 20)
 	n, err := c.ReadAt(first, 0)
 	is.NoErr(err)
 	is.Equal(n, len(first))
@@ -74,7 +62,7 @@ func TestColdReadsAroundTheCache(t *testing.T) {
 		is.True(uncached(raw, off, 4096)) // read around the cache, which holds no page of it
 	}
 
-	rest := alignedBuf(len(data) - 1<<20) // the aligned part direct, the tail of 1000 bytes through the cache
+	rest := aligned(len(data) - 1<<20) // the aligned part direct, the tail of 1000 bytes through the cache
 	n, err = c.ReadAt(rest, 1<<20)
 	is.True(err == nil || n == len(rest))
 	is.Equal(n, len(rest))
@@ -109,7 +97,7 @@ func TestColdReadsAroundTheCache(t *testing.T) {
 	_, err = c.ReadAt(small, 8192)
 	is.NoErr(err)
 	is.True(bytes.Equal(small, data[8192:8192+4096]))
-	odd := alignedBuf(1<<20 + 1)[1:] // not on a block boundary
+	odd := aligned(1<<20 + 1)[1:] // not on a block boundary
 	_, err = c.ReadAt(odd, 4096)
 	is.NoErr(err)
 	is.True(bytes.Equal(odd, data[4096:4096+1<<20]))
