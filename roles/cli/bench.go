@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,6 +73,9 @@ type BenchResult struct {
 	DatanodePeakRSS     []int64 `json:"datanode_peak_rss_bytes,omitempty"`
 	Nodes               int     `json:"nodes,omitempty"`
 	Replication         int     `json:"replication,omitempty"`
+	// ServerGOMAXPROCS is the GOMAXPROCS each server process of --dev
+	// ran with (its share of the cores; see startDevProcs).
+	ServerGOMAXPROCS int `json:"server_gomaxprocs,omitempty"`
 	// S3 is what --s3 measured through a gateway.
 	S3 *S3BenchResult `json:"s3,omitempty"`
 }
@@ -88,7 +92,7 @@ func (a *app) benchCommand() *cli.Command {
 		Subcommands: []*cli.Command{a.benchScaleCommand()},
 		Flags: []cli.Flag{
 			addrsFlag("coordinator", &cfg.Coordinators, env("COORDINATOR"), "coordinator address, or a comma-separated list of addresses"),
-			&cli.BoolFlag{Name: "dev", Destination: &dev, EnvVars: env("BENCH_DEV"), Usage: "start a cluster of datanode processes for the run (in a temp dir)"},
+			&cli.BoolFlag{Name: "dev", Destination: &dev, EnvVars: env("BENCH_DEV"), Usage: "start a cluster of datanode processes for the run (in a temp dir), each process with an equal share of the cores (GOMAXPROCS)"},
 			&cli.IntFlag{Name: "nodes", Value: nodes, Destination: &nodes, EnvVars: env("BENCH_NODES"), Usage: "datanodes to start with --dev"},
 			&cli.GenericFlag{Name: "size", Value: byteSize(&res.LargeBytes), EnvVars: env("BENCH_SIZE"), Usage: "size of the large file"},
 			&cli.IntFlag{Name: "files", Value: res.SmallFiles, Destination: &res.SmallFiles, EnvVars: env("BENCH_FILES"), Usage: "number of small files"},
@@ -122,7 +126,7 @@ func (a *app) benchCommand() *cli.Command {
 			var procs *devProcs
 			if dev {
 				var err error
-				if procs, err = startDevProcs(ctx, nodes, !a.sec.insecure, stdio.Err); err != nil {
+				if procs, err = startDevProcs(ctx, nodes, withS3, !a.sec.insecure, stdio.Err); err != nil {
 					return err
 				}
 				defer procs.stop()
@@ -131,7 +135,7 @@ func (a *app) benchCommand() *cli.Command {
 					f := procs.pki.Files(auth.DefaultSuperuser)
 					cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = f.CA, f.Cert, f.Key
 				}
-				res.Nodes, res.Replication = nodes, min(3, nodes)
+				res.Nodes, res.Replication, res.ServerGOMAXPROCS = nodes, min(3, nodes), procs.gomaxprocs
 			} else if err := a.sec.client(&cfg); err != nil {
 				return err
 			}
@@ -251,6 +255,9 @@ func runBench(ctx context.Context, cl, rangeCl *client.Client, procs *devProcs, 
 		}
 	}
 	const mb = 1e6
+	if procs != nil {
+		say("cluster: a coordinator and %d datanodes, each process with GOMAXPROCS=%d", res.Nodes, procs.gomaxprocs)
+	}
 	if res.LargeBytes > 0 {
 		say("putting %s...", rpc.FormatBytes(res.LargeBytes))
 		var anon chan []int64
@@ -441,6 +448,38 @@ type devProcs struct {
 	coordAddr string
 	cmds      []*exec.Cmd
 	pki       *roles.LocalPKI // with TLS
+	// gomaxprocs is each server process's share of the cores, given to
+	// it as GOMAXPROCS (see serverShare).
+	gomaxprocs int
+}
+
+// command returns a server process of exe with args, its stderr to logw
+// and GOMAXPROCS its share of the cores, plus env.
+func (d *devProcs) command(exe string, args []string, logw io.Writer, env ...string) *exec.Cmd {
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), env...)
+	if os.Getenv("GOMAXPROCS") == "" {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(d.gomaxprocs))
+	}
+	cmd.Stderr = logw
+	return cmd
+}
+
+// serverShare is the GOMAXPROCS of each of servers processes that share
+// this machine with the bench: an equal share of the cores the bench
+// may use (its own GOMAXPROCS, which follows a container's CPU limit),
+// at least 1; or the GOMAXPROCS the bench was started with, which every
+// process then inherits. A Go runtime sizes itself to every core of the
+// machine; several on the same cores, each waking idle threads to look
+// for work whenever a goroutine becomes ready, spent a quarter of the
+// cluster's CPU per small put on that (docs/benchmarks.md). Processes of
+// their own machines, or in containers with CPU limits, have their share
+// already.
+func serverShare(servers int) int {
+	if g, err := strconv.Atoi(os.Getenv("GOMAXPROCS")); err == nil && g > 0 {
+		return g
+	}
+	return max(1, runtime.GOMAXPROCS(0)/max(servers, 1))
 }
 
 // freeAddr returns a loopback address for a server the bench starts as a
@@ -456,8 +495,9 @@ func freeAddr() (string, error) {
 
 // startDevProcs starts a coordinator and nodes datanodes as processes of
 // this executable in a temp dir: with TLS (a CA and certificates in the
-// dir, devProcs.pki) when secure, else in plain text.
-func startDevProcs(ctx context.Context, nodes int, secure bool, logw io.Writer) (*devProcs, error) {
+// dir, devProcs.pki) when secure, else in plain text. Each gets an equal
+// share of the cores, counting an S3 gateway started later withS3.
+func startDevProcs(ctx context.Context, nodes int, withS3, secure bool, logw io.Writer) (*devProcs, error) {
 	if nodes < 1 || nodes > 16 {
 		return nil, rpc.Errorf(rpc.Invalid, "--nodes must be between 1 and 16")
 	}
@@ -469,7 +509,11 @@ func startDevProcs(ctx context.Context, nodes int, secure bool, logw io.Writer) 
 	if err != nil {
 		return nil, err
 	}
-	d := &devProcs{dir: dir}
+	servers := nodes + 1
+	if withS3 {
+		servers++
+	}
+	d := &devProcs{dir: dir, gomaxprocs: serverShare(servers)}
 	tlsArgs := func(string) []string { return []string{"--insecure"} }
 	if secure {
 		if d.pki, err = roles.OpenLocalPKI(filepath.Join(dir, "tls")); err != nil {
@@ -483,8 +527,7 @@ func startDevProcs(ctx context.Context, nodes int, secure bool, logw io.Writer) 
 	}
 	start := func(args ...string) error {
 		args = append(append([]string{"--log-level", "warn"}, tlsArgs(args[0])...), args...)
-		cmd := exec.Command(exe, args...)
-		cmd.Stderr = logw
+		cmd := d.command(exe, args, logw)
 		if err := cmd.Start(); err != nil {
 			return err
 		}
