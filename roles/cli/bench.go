@@ -457,10 +457,8 @@ type devProcs struct {
 // and GOMAXPROCS its share of the cores, plus env.
 func (d *devProcs) command(exe string, args []string, logw io.Writer, env ...string) *exec.Cmd {
 	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), env...)
-	if os.Getenv("GOMAXPROCS") == "" {
-		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(d.gomaxprocs))
-	}
+	// The last of two values of a variable is the one the process gets.
+	cmd.Env = append(append(os.Environ(), env...), "GOMAXPROCS="+strconv.Itoa(d.gomaxprocs))
 	cmd.Stderr = logw
 	return cmd
 }
@@ -469,7 +467,7 @@ func (d *devProcs) command(exe string, args []string, logw io.Writer, env ...str
 // this machine with the bench: an equal share of the cores the bench
 // may use (its own GOMAXPROCS, which follows a container's CPU limit),
 // at least 1; or the GOMAXPROCS the bench was started with, which every
-// process then inherits. A Go runtime sizes itself to every core of the
+// process then gets too. A Go runtime sizes itself to every core of the
 // machine; several on the same cores, each waking idle threads to look
 // for work whenever a goroutine becomes ready, spent a quarter of the
 // cluster's CPU per small put on that (docs/benchmarks.md). Processes of

@@ -31,8 +31,12 @@ func TestBenchServersShareTheCores(t *testing.T) {
 		is.Equal(seen(d), strconv.Itoa(want)+" k") // what the process runs with, beside its own env
 	}
 
-	t.Setenv("GOMAXPROCS", "3")
+	t.Setenv("GOMAXPROCS", "x") // not a number: the share, as Go ignores it
 	d := &devProcs{gomaxprocs: serverShare(4)}
+	is.Equal(seen(d), strconv.Itoa(max(1, cores/4))+" k")
+
+	t.Setenv("GOMAXPROCS", "3")
+	d = &devProcs{gomaxprocs: serverShare(4)}
 	is.Equal(d.gomaxprocs, 3) // the bench's own setting wins
 	is.Equal(seen(d), "3 k")  // and the process inherits it
 }
