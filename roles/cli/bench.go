@@ -126,7 +126,7 @@ func (a *app) benchCommand() *cli.Command {
 			var procs *devProcs
 			if dev {
 				var err error
-				if procs, err = startDevProcs(ctx, nodes, withS3, !a.sec.insecure, stdio.Err); err != nil {
+				if procs, err = startDevProcs(ctx, nodes, !a.sec.insecure, stdio.Err); err != nil {
 					return err
 				}
 				defer procs.stop()
@@ -454,11 +454,11 @@ type devProcs struct {
 }
 
 // command returns a server process of exe with args, its stderr to logw
-// and GOMAXPROCS its share of the cores, plus env.
-func (d *devProcs) command(exe string, args []string, logw io.Writer, env ...string) *exec.Cmd {
+// and GOMAXPROCS its share of the cores.
+func (d *devProcs) command(exe string, args []string, logw io.Writer) *exec.Cmd {
 	cmd := exec.Command(exe, args...)
 	// The last of two values of a variable is the one the process gets.
-	cmd.Env = append(append(os.Environ(), env...), "GOMAXPROCS="+strconv.Itoa(d.gomaxprocs))
+	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(d.gomaxprocs))
 	cmd.Stderr = logw
 	return cmd
 }
@@ -494,8 +494,9 @@ func freeAddr() (string, error) {
 // startDevProcs starts a coordinator and nodes datanodes as processes of
 // this executable in a temp dir: with TLS (a CA and certificates in the
 // dir, devProcs.pki) when secure, else in plain text. Each gets an equal
-// share of the cores, counting an S3 gateway started later withS3.
-func startDevProcs(ctx context.Context, nodes int, withS3, secure bool, logw io.Writer) (*devProcs, error) {
+// share of the cores. (An S3 gateway, started later, is a client of the
+// cluster as the bench is, and keeps every core the bench has.)
+func startDevProcs(ctx context.Context, nodes int, secure bool, logw io.Writer) (*devProcs, error) {
 	if nodes < 1 || nodes > 16 {
 		return nil, rpc.Errorf(rpc.Invalid, "--nodes must be between 1 and 16")
 	}
@@ -507,11 +508,7 @@ func startDevProcs(ctx context.Context, nodes int, withS3, secure bool, logw io.
 	if err != nil {
 		return nil, err
 	}
-	servers := nodes + 1
-	if withS3 {
-		servers++
-	}
-	d := &devProcs{dir: dir, gomaxprocs: serverShare(servers)}
+	d := &devProcs{dir: dir, gomaxprocs: serverShare(nodes + 1)}
 	tlsArgs := func(string) []string { return []string{"--insecure"} }
 	if secure {
 		if d.pki, err = roles.OpenLocalPKI(filepath.Join(dir, "tls")); err != nil {
