@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -460,6 +461,9 @@ func (d *devProcs) command(exe string, args []string, logw io.Writer) *exec.Cmd 
 	// The last of two values of a variable is the one the process gets.
 	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(d.gomaxprocs))
 	cmd.Stderr = logw
+	// A bench that dies without stopping its cluster (kill -9, or its
+	// output closed: `dfs bench --dev | head`) takes it along.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	return cmd
 }
 
