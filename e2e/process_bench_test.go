@@ -40,14 +40,33 @@ func running(pid int) bool {
 
 // TestProcessBenchKilledStopsItsCluster: a `dfs bench --dev` killed
 // with SIGKILL, which cannot stop its cluster itself, leaves no
-// coordinator or datanode process running behind it.
+// coordinator, datanode or S3 gateway process running behind it.
 func TestProcessBenchKilledStopsItsCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process tests build the dfs binary and start processes; skipped with -short")
 	}
 	bin := buildDFSBinary(t)
-	cmd := exec.Command(bin, "--insecure", "bench", "--dev", "--nodes", "1", "--size", "0B",
-		"--files", "1000000", "--range-reads", "0", "--recursive-files", "0")
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		kids  int    // processes the bench has started by then
+		phase string // what the bench says it is doing by then
+	}{
+		{"Cluster", []string{"--files", "1000000"}, 2, "putting 1000000 small files..."},
+		{"Gateway", []string{"--files", "2000", "--s3"}, 3, "small objects through S3..."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			killedBench(t, bin, tc.args, tc.kids, tc.phase)
+		})
+	}
+}
+
+// killedBench starts `dfs bench --dev` with one datanode and args, waits
+// for its kids children and phase on its stderr, kills it with SIGKILL and
+// waits for the children to exit.
+func killedBench(t *testing.T, bin string, args []string, kids int, phase string) {
+	cmd := exec.Command(bin, append([]string{"--insecure", "bench", "--dev", "--nodes", "1", "--size", "0B",
+		"--range-reads", "0", "--recursive-files", "0"}, args...)...)
 	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
 	// A file, not a pipe: the cluster's processes share it, and one that
 	// outlives the bench must not hold up the wait for the bench.
@@ -64,24 +83,24 @@ func TestProcessBenchKilledStopsItsCluster(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var kids []int
+	var started []int
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		for _, k := range kids {
+		for _, k := range started {
 			syscall.Kill(k, syscall.SIGKILL)
 		}
 	})
-	pollFor(t, 60*time.Second, 100*time.Millisecond, "the bench putting small files on its cluster", func() (bool, string) {
-		kids = childrenOf(cmd.Process.Pid)
-		return len(kids) == 2 && strings.Contains(stderr(), "small files..."), stderr()
+	pollFor(t, 90*time.Second, 100*time.Millisecond, "the bench at "+phase, func() (bool, string) {
+		started = childrenOf(cmd.Process.Pid)
+		return len(started) == kids && strings.Contains(stderr(), phase), stderr()
 	})
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	cmd.Process.Wait()
-	pollFor(t, 30*time.Second, 100*time.Millisecond, "the coordinator and the datanode to exit", func() (bool, string) {
+	pollFor(t, 30*time.Second, 100*time.Millisecond, "the processes the bench started to exit", func() (bool, string) {
 		var alive []string
-		for _, k := range kids {
+		for _, k := range started {
 			if running(k) {
 				alive = append(alive, strconv.Itoa(k))
 			}

@@ -454,17 +454,23 @@ type devProcs struct {
 	gomaxprocs int
 }
 
-// command returns a server process of exe with args, its stderr to logw
-// and GOMAXPROCS its share of the cores.
-func (d *devProcs) command(exe string, args []string, logw io.Writer) *exec.Cmd {
+// child returns a process of exe with args that the bench starts, with
+// env added to the bench's own and its stderr to logw. A bench that dies
+// without stopping it (kill -9, or its output closed: `dfs bench --dev |
+// head`) takes it along.
+func child(exe string, args []string, logw io.Writer, env ...string) *exec.Cmd {
 	cmd := exec.Command(exe, args...)
 	// The last of two values of a variable is the one the process gets.
-	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(d.gomaxprocs))
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = logw
-	// A bench that dies without stopping its cluster (kill -9, or its
-	// output closed: `dfs bench --dev | head`) takes it along.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	return cmd
+}
+
+// command returns a server process of exe with args (see child), with
+// GOMAXPROCS its share of the cores.
+func (d *devProcs) command(exe string, args []string, logw io.Writer) *exec.Cmd {
+	return child(exe, args, logw, "GOMAXPROCS="+strconv.Itoa(d.gomaxprocs))
 }
 
 // serverShare is the GOMAXPROCS of each of servers processes that share

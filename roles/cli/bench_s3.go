@@ -74,9 +74,7 @@ func (d *devProcs) startS3Gateway(ctx context.Context, user string, logw io.Writ
 		args = []string{"--log-level", "warn", "--tls-ca", f.CA, "--tls-cert", f.Cert, "--tls-key", f.Key}
 	}
 	args = append(args, "s3", "--listen", addr, "--coordinator", d.coordAddr, "--access-key", benchS3Access, "--user", user)
-	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), "DFS_S3_SECRET_KEY="+secret)
-	cmd.Stderr = logw
+	cmd := child(exe, args, logw, "DFS_S3_SECRET_KEY="+secret)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
