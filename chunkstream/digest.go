@@ -8,12 +8,27 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"hash"
+
+	"google.golang.org/grpc/mem"
 )
 
 // FrameDigest returns the SHA-256 of one frame's data.
 func FrameDigest(data []byte) []byte {
 	sum := sha256.Sum256(data)
 	return sum[:]
+}
+
+// PiecesDigest returns the SHA-256 of one frame's data received in
+// pieces (rpc.PiecedFrame).
+func PiecesDigest(data mem.BufferSlice) []byte {
+	if len(data) == 1 {
+		return FrameDigest(data[0].ReadOnlyData())
+	}
+	h := sha256.New()
+	for _, p := range data {
+		h.Write(p.ReadOnlyData())
+	}
+	return h.Sum(nil)
 }
 
 // ChunkDigest accumulates frame digests into a chunk digest: the SHA-256 of

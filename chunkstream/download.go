@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 
+	"google.golang.org/grpc"
+
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -152,20 +154,53 @@ func ReceiveInto(stream FrameReceiver, exp Expect, dst []byte) error {
 // failed Recv returns the stream's status. The returned Verifier holds the
 // frame digests and the chunk digest.
 func ReceiveFrames(stream FrameReceiver, exp Expect, fn func(off int64, data []byte) error) (*Verifier, error) {
-	v, _, err := receive(stream, exp, fn)
+	v, _, err := receive(wholeOf(stream), exp, func(off int64, f *rpc.PiecedFrame) error {
+		return fn(off, f.Pieces[0].ReadOnlyData()) // one piece, the message's own
+	})
 	return v, err
 }
 
-// receive is ReceiveFrames, and says whom an error blames: SourceCorrupt
-// for bytes that fail their digests, WriterFailed for fn's error, and
-// SourceFailed (SourceMissing for NotFound) for the stream's.
-func receive(stream FrameReceiver, exp Expect, fn func(off int64, data []byte) error) (*Verifier, Fault, error) {
+// source yields the frames of a download, each with its data in pieces
+// (rpc.PiecedFrame) that the caller owns.
+type source func() (*rpc.PiecedFrame, error)
+
+// wholeOf is the source of the frames r receives, each frame's data one
+// piece.
+func wholeOf(r FrameReceiver) source {
+	return func() (*rpc.PiecedFrame, error) {
+		f, err := r.Recv()
+		if err != nil {
+			return nil, err
+		}
+		return rpc.Pieced(f), nil
+	}
+}
+
+// piecesOf is the source of the frames of a download stream of a
+// connection made with rpc.Dial, each frame's data left in the buffers
+// gRPC read it into.
+func piecesOf(s grpc.ClientStream) source {
+	return func() (*rpc.PiecedFrame, error) {
+		f := new(rpc.PiecedFrame)
+		if err := s.RecvMsg(f); err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
+}
+
+// receive is ReceiveFrames of the frames next yields: fn takes each
+// frame with its pieces, which it owns from then on, whatever it
+// returns. It says whom an error blames: SourceCorrupt for bytes that
+// fail their digests, WriterFailed for fn's error, and SourceFailed
+// (SourceMissing for NotFound) for the stream's.
+func receive(next source, exp Expect, fn func(off int64, f *rpc.PiecedFrame) error) (*Verifier, Fault, error) {
 	if exp.Digest == nil {
 		return nil, NoFault, rpc.Errorf(rpc.Internal, "chunk %s: no expected digest", exp.ChunkID)
 	}
 	v := NewVerifier(exp)
 	for !v.Done() {
-		f, err := stream.Recv()
+		f, err := next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil, SourceFailed, rpc.Errorf(rpc.Unavailable, "chunk %s: stream ended at %d of %d bytes", exp.ChunkID, v.Received(), exp.Size)
@@ -174,13 +209,15 @@ func receive(stream FrameReceiver, exp Expect, fn func(off int64, data []byte) e
 			return nil, sourceFault(err), err
 		}
 		off := v.Received()
-		if err := v.Check(f); err != nil {
+		if err := v.CheckPieces(f); err != nil {
+			f.Pieces.Free()
 			return nil, SourceCorrupt, err
 		}
-		if len(f.Data) > 0 {
-			if err := fn(off, f.Data); err != nil {
-				return nil, WriterFailed, err
-			}
+		if f.Len() == 0 {
+			continue
+		}
+		if err := fn(off, f); err != nil {
+			return nil, WriterFailed, err
 		}
 	}
 	return v, NoFault, nil

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"google.golang.org/grpc/mem"
 
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -23,7 +24,8 @@ type Download struct {
 	// index keeps no more): the datanode's whole digest must then start
 	// with it, and the bytes must match that whole digest.
 	Expect
-	// From is the datanode holding a copy.
+	// From is the datanode holding a copy, a client of a connection made
+	// with rpc.Dial (whose codec receives frames in pieces).
 	From dfspb.DataNodeClient
 	// Token is the chunk's read token, passed on as given (a datanode
 	// running with TLS refuses the read without a valid one).
@@ -54,6 +56,17 @@ type Download struct {
 	// does not fit the chunk (a digest per frame, of rpc.DigestSize bytes)
 	// is Internal, the caller's mistake.
 	FrameDigests [][]byte
+}
+
+// PieceWriter is a writer that Fetch hands each frame in the pieces gRPC
+// received it in (rpc.PiecedFrame), saving the copy that joins them into
+// the one slice Write takes.
+type PieceWriter interface {
+	io.Writer
+	// WritePieces takes the data of the next frame and owns it from then
+	// on: it frees the pieces once done with them, whatever it returns.
+	// An error ends the fetch and is returned unchanged inside.
+	WritePieces(data mem.BufferSlice) error
 }
 
 // FrameRange picks the frames First through Last (counted from 0, Last
@@ -138,9 +151,11 @@ func blame(f Fault, err error) error { return &fetchError{fault: f, err: err} }
 // frame, and the chunk digest against the committed one, under a progress
 // deadline. Each Write gets one frame whose digest was verified; the chunk
 // as a whole is verified only when Fetch returns nil, and what w got must
-// not be used (made visible) before. Each frame is a message of its own,
-// so w may keep the slice. Time spent in Write is not the source's: the
-// progress deadline is paused meanwhile.
+// not be used (made visible) before. Each frame is a buffer of its own,
+// so w may keep the slice, and hand it back with rpc.RecycleFrame. A w
+// that is a PieceWriter gets each frame in the pieces it arrived in
+// instead, with no copy to join them. Time spent writing is not the
+// source's: the progress deadline is paused meanwhile.
 //
 // A failed Fetch's error carries its Fault (see FaultOf). Its kinds:
 // Internal for a copy of another chunk, Invalid for bytes that fail their
@@ -215,8 +230,8 @@ func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 	if err != nil {
 		return Fetched{}, failed(err)
 	}
-	recv := wd.Receiver(stream)
-	first, err := recv.Recv()
+	next := wd.watch(piecesOf(stream))
+	first, err := next()
 	stopHeaderTimer()
 	if errors.Is(err, io.EOF) {
 		return Fetched{}, blame(SourceFailed, rpc.Errorf(rpc.Unavailable, "chunk %s: stream ended before its first frame", id))
@@ -224,48 +239,52 @@ func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 	if err != nil {
 		return Fetched{}, failed(err)
 	}
-	hdr := first.Header
+	hdr := first.Msg.Header
 	if hdr == nil {
+		first.Pieces.Free()
 		return Fetched{}, blame(SourceFailed, rpc.Errorf(rpc.Unavailable, "chunk %s: stream started without the chunk's header", id))
 	}
 	if hdr.Size != d.Size || hdr.FrameSize != d.FrameSize || len(hdr.ChunkChecksum) != rpc.DigestSize || !rpc.DigestsMatch(hdr.ChunkChecksum, d.Digest) {
+		first.Pieces.Free()
 		return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Internal,
 			"holds a different chunk than was committed (size %d, frame size %d, digest %.6x; committed %d, %d, %.6x)",
 			hdr.Size, hdr.FrameSize, hdr.ChunkChecksum, d.Size, d.FrameSize, d.Digest))
 	}
-	recv = &pushedBack{first: first, r: recv}
+	next = pushBack(first, next)
+	write := func(f *rpc.PiecedFrame) error {
+		wd.Pause()
+		defer wd.Kick()
+		if pw, ok := w.(PieceWriter); ok {
+			return pw.WritePieces(f.Pieces)
+		}
+		_, err := w.Write(f.Join())
+		return err
+	}
 	if d.Frames != nil {
-		return fetchFrames(d, hdr, recv, wd, failed, w)
+		return fetchFrames(d, hdr, next, failed, write)
 	}
 
 	// The bytes must match the datanode's whole digest, which agrees with
 	// the committed one (and is it, when the committed one is whole).
 	exp := d.Expect
 	exp.Digest = hdr.ChunkChecksum
-	v, fault, err := receive(recv, exp, func(off int64, data []byte) error {
-		wd.Pause()
-		_, err := w.Write(data)
-		wd.Kick()
-		return err
-	})
+	v, fault, err := receive(next, exp, func(_ int64, f *rpc.PiecedFrame) error { return write(f) })
 	if err != nil {
 		return Fetched{}, blame(fault, err)
 	}
 	return Fetched{FrameDigests: v.FrameDigests(), Digest: v.Sum()}, nil
 }
 
-// pushedBack is a stream whose first message was received already.
-type pushedBack struct {
-	first *dfspb.ChunkDataStream
-	r     FrameReceiver
-}
-
-func (p *pushedBack) Recv() (*dfspb.ChunkDataStream, error) {
-	if f := p.first; f != nil {
-		p.first = nil
-		return f, nil
+// pushBack returns next with first, received from it already, before
+// what it yields.
+func pushBack(first *rpc.PiecedFrame, next source) source {
+	return func() (*rpc.PiecedFrame, error) {
+		if f := first; f != nil {
+			first = nil
+			return f, nil
+		}
+		return next()
 	}
-	return p.r.Recv()
 }
 
 // checkFrameDigests checks that frames holds one digest of the right size
@@ -287,7 +306,7 @@ func checkFrameDigests(id rpc.ChunkID, frames [][]byte, size, frameSize int64) e
 // agreed with the committed chunk: it checks the frame digests (the
 // header's, or d.FrameDigests, checked before) and then each frame
 // against its own.
-func fetchFrames(d Download, hdr *dfspb.PrepareChunkDownloadResponse, recv FrameReceiver, wd *Watchdog, failed func(error) error, w io.Writer) (Fetched, error) {
+func fetchFrames(d Download, hdr *dfspb.PrepareChunkDownloadResponse, next source, failed func(error) error, write func(*rpc.PiecedFrame) error) (Fetched, error) {
 	id, fr := d.ChunkID, *d.Frames
 	frames := d.FrameDigests
 	if frames == nil {
@@ -307,7 +326,7 @@ func fetchFrames(d Download, hdr *dfspb.PrepareChunkDownloadResponse, recv Frame
 		}
 	}
 	for i := fr.First; i <= fr.Last; i++ {
-		f, err := recv.Recv()
+		f, err := next()
 		if errors.Is(err, io.EOF) {
 			return Fetched{}, blame(SourceFailed, rpc.Errorf(rpc.Unavailable, "chunk %s: stream of frames %d to %d ended at frame %d", id, fr.First, fr.Last, i))
 		}
@@ -315,19 +334,18 @@ func fetchFrames(d Download, hdr *dfspb.PrepareChunkDownloadResponse, recv Frame
 			return Fetched{}, failed(err)
 		}
 		if err := checkFrame(f, d.Expect, i, i == fr.Last, frames[i]); err != nil {
+			f.Pieces.Free()
 			return Fetched{}, blame(SourceCorrupt, err)
 		}
-		wd.Pause()
-		_, err = w.Write(f.Data)
-		wd.Kick()
-		if err != nil {
+		if err := write(f); err != nil {
 			return Fetched{}, blame(WriterFailed, err)
 		}
 	}
 	// The datanode ends the stream after the range; reading its end lets
 	// the call finish cleanly on both sides.
-	if f, err := recv.Recv(); err == nil {
-		return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Invalid, "chunk %s: frame at offset %d after the last frame asked for", id, f.Offset))
+	if f, err := next(); err == nil {
+		f.Pieces.Free()
+		return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Invalid, "chunk %s: frame at offset %d after the last frame asked for", id, f.Msg.Offset))
 	} else if !errors.Is(err, io.EOF) {
 		return Fetched{}, failed(err)
 	}
@@ -338,8 +356,8 @@ func fetchFrames(d Download, hdr *dfspb.PrepareChunkDownloadResponse, recv Frame
 // stream of a range of frames whose last one is final: its offset, size
 // and bytes against its digest fd. It returns an Invalid error naming
 // what is wrong.
-func checkFrame(f *dfspb.ChunkDataStream, exp Expect, i int, final bool, fd []byte) error {
-	id := exp.ChunkID
+func checkFrame(pf *rpc.PiecedFrame, exp Expect, i int, final bool, fd []byte) error {
+	id, f := exp.ChunkID, pf.Msg
 	off := int64(i) * exp.FrameSize
 	size := min(exp.FrameSize, exp.Size-off)
 	switch {
@@ -347,12 +365,12 @@ func checkFrame(f *dfspb.ChunkDataStream, exp Expect, i int, final bool, fd []by
 		return rpc.Errorf(rpc.Invalid, "chunk %s: frame names chunk %q", id, f.ChunkId)
 	case f.Offset != off:
 		return rpc.Errorf(rpc.Invalid, "chunk %s: frame at offset %d, expected %d", id, f.Offset, off)
-	case int64(len(f.Data)) != size:
-		return rpc.Errorf(rpc.Invalid, "chunk %s: frame %d of %d bytes, expected %d", id, i, len(f.Data), size)
+	case int64(pf.Len()) != size:
+		return rpc.Errorf(rpc.Invalid, "chunk %s: frame %d of %d bytes, expected %d", id, i, pf.Len(), size)
 	case f.IsFinal != final:
 		return rpc.Errorf(rpc.Invalid, "chunk %s: frame %d final %t, expected %t", id, i, f.IsFinal, final)
 	}
-	if got := FrameDigest(f.Data); !Equal(got, fd) {
+	if got := PiecesDigest(pf.Pieces); !Equal(got, fd) {
 		return rpc.Errorf(rpc.Invalid, "chunk %s: frame checksum mismatch at offset %d (expected %s, computed %s)", id, off, short(fd), short(got))
 	}
 	return nil

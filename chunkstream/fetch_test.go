@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/dfs-project/dfs/chunkstream"
@@ -670,4 +671,69 @@ func TestFetchHeaderTimeout(t *testing.T) {
 	err := await(t, done, "the fetch without a header to fail")
 	is.Equal(rpc.KindOf(err), rpc.DeadlineExceeded)              // failed as a stall
 	is.Equal(chunkstream.FaultOf(err), chunkstream.SourceFailed) // of the source
+}
+
+// pieceLog is a PieceWriter that records each frame's pieces.
+type pieceLog struct {
+	frames [][]byte
+	pieces []int // per frame
+	fail   error
+}
+
+func (l *pieceLog) Write(p []byte) (int, error) {
+	return 0, errors.New("a PieceWriter is written pieces")
+}
+
+func (l *pieceLog) WritePieces(data mem.BufferSlice) error {
+	defer data.Free()
+	if l.fail != nil {
+		return l.fail
+	}
+	l.frames = append(l.frames, data.Materialize())
+	l.pieces = append(l.pieces, len(data))
+	return nil
+}
+
+// TestFetchPieces: a PieceWriter gets each verified frame in the pieces
+// gRPC received it in, not joined (a 1 MiB frame comes in many), for a
+// whole chunk and a range of frames; a frame whose pieces hold a flipped
+// byte is refused, and nothing of it is written; a PieceWriter's error
+// ends the fetch, blamed on the writer.
+func TestFetchPieces(t *testing.T) {
+	const frame = 1 << 20
+	data := testData(2*frame + 1000)
+	s := newStored2(data, frame)
+	for _, fr := range []*chunkstream.FrameRange{nil, {First: 1, Last: 2}} {
+		t.Run(fmt.Sprintf("frames %v", fr), func(t *testing.T) {
+			is := is.New(t)
+			d := download(s, serveNode(t, &fakeNode{chunk: s}))
+			d.Frames = fr
+			var out pieceLog
+			_, err := chunkstream.Fetch(t.Context(), d, &out)
+			is.NoErr(err) // the chunk verifies
+			want := data
+			if fr != nil {
+				want = data[frame:]
+			}
+			is.True(bytes.Equal(bytes.Join(out.frames, nil), want)) // byte for byte
+			is.True(out.pieces[0] > 1)                              // a whole frame in the pieces it came in, not joined
+		})
+	}
+	t.Run("flipped byte", func(t *testing.T) {
+		is := is.New(t)
+		bad := s
+		bad.data = bytes.Clone(data)
+		bad.data[frame+frame/2] ^= 1
+		var out pieceLog
+		_, err := chunkstream.Fetch(t.Context(), download(s, serveNode(t, &fakeNode{chunk: bad})), &out)
+		is.Equal(chunkstream.FaultOf(err), chunkstream.SourceCorrupt) // the copy is blamed
+		is.Equal(len(out.frames), 1)                                  // only the frame before it was written
+	})
+	t.Run("writer fails", func(t *testing.T) {
+		is := is.New(t)
+		disk := errors.New("disk full")
+		_, err := chunkstream.Fetch(t.Context(), download(s, serveNode(t, &fakeNode{chunk: s})), &pieceLog{fail: disk})
+		is.Equal(chunkstream.FaultOf(err), chunkstream.WriterFailed) // the writer is blamed
+		is.True(errors.Is(err, disk))                                // with its own error
+	})
 }

@@ -170,6 +170,23 @@ type watchedReceiver struct {
 	w *Watchdog
 }
 
+// watch is Receiver of a source.
+func (w *Watchdog) watch(next source) source {
+	return func() (*rpc.PiecedFrame, error) {
+		f, err := next()
+		if werr := w.Err(); werr != nil {
+			if err == nil {
+				f.Pieces.Free()
+			}
+			return nil, werr
+		}
+		if err == nil {
+			w.Kick()
+		}
+		return f, err
+	}
+}
+
 func (r watchedReceiver) Recv() (*dfspb.ChunkDataStream, error) {
 	f, err := r.r.Recv()
 	if werr := r.w.Err(); werr != nil {

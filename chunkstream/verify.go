@@ -47,6 +47,17 @@ func (v *Verifier) Done() bool { return v.done }
 // wrong; after an error the verifier must not be used again. On the final
 // frame it also checks the total size and the chunk digest.
 func (v *Verifier) Check(f *dfspb.ChunkDataStream) error {
+	return v.check(f, len(f.Data), func() []byte { return FrameDigest(f.Data) })
+}
+
+// CheckPieces is Check of a frame received in pieces.
+func (v *Verifier) CheckPieces(f *rpc.PiecedFrame) error {
+	return v.check(f.Msg, f.Len(), func() []byte { return PiecesDigest(f.Pieces) })
+}
+
+// check is Check of frame f whose data is n bytes long and hashes to
+// digest().
+func (v *Verifier) check(f *dfspb.ChunkDataStream, n int, digest func() []byte) error {
 	id := v.exp.ChunkID
 	switch {
 	case v.done:
@@ -55,24 +66,24 @@ func (v *Verifier) Check(f *dfspb.ChunkDataStream) error {
 		return rpc.Errorf(rpc.Invalid, "chunk %s: frame names chunk %q", id, f.ChunkId)
 	case f.Offset != v.received:
 		return rpc.Errorf(rpc.Invalid, "chunk %s: frame at offset %d, expected %d", id, f.Offset, v.received)
-	case int64(len(f.Data)) > v.exp.FrameSize:
-		return rpc.Errorf(rpc.Invalid, "chunk %s: frame of %d bytes exceeds frame size %d", id, len(f.Data), v.exp.FrameSize)
-	case v.received+int64(len(f.Data)) > v.exp.Size:
+	case int64(n) > v.exp.FrameSize:
+		return rpc.Errorf(rpc.Invalid, "chunk %s: frame of %d bytes exceeds frame size %d", id, n, v.exp.FrameSize)
+	case v.received+int64(n) > v.exp.Size:
 		return rpc.Errorf(rpc.Invalid, "chunk %s: data beyond the declared size %d", id, v.exp.Size)
-	case !f.IsFinal && int64(len(f.Data)) != v.exp.FrameSize:
-		return rpc.Errorf(rpc.Invalid, "chunk %s: non-final frame of %d bytes, frame size is %d", id, len(f.Data), v.exp.FrameSize)
-	case len(f.Data) == 0 && !(f.IsFinal && v.exp.Size == v.received && v.received > 0):
+	case !f.IsFinal && int64(n) != v.exp.FrameSize:
+		return rpc.Errorf(rpc.Invalid, "chunk %s: non-final frame of %d bytes, frame size is %d", id, n, v.exp.FrameSize)
+	case n == 0 && !(f.IsFinal && v.exp.Size == v.received && v.received > 0):
 		return rpc.Errorf(rpc.Invalid, "chunk %s: empty frame", id)
 	}
-	if len(f.Data) > 0 {
-		fd := FrameDigest(f.Data)
+	if n > 0 {
+		fd := digest()
 		if !Equal(fd, f.PartialChecksum) {
 			return rpc.Errorf(rpc.Invalid, "chunk %s: frame checksum mismatch at offset %d (got %s, computed %s)",
 				id, f.Offset, short(f.PartialChecksum), short(fd))
 		}
 		v.frames = append(v.frames, fd)
 		v.chunk.Add(fd)
-		v.received += int64(len(f.Data))
+		v.received += int64(n)
 	}
 	if !f.IsFinal {
 		return nil

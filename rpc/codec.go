@@ -231,15 +231,19 @@ func (r releaser) Get(n int) *[]byte {
 
 func (r releaser) Put(*[]byte) { r.h.Release() }
 
-// Unmarshal decodes data into v, which must be a protobuf message. The
-// message copies what it keeps, so data may be freed after.
+// Unmarshal decodes data into v, which must be a protobuf message or a
+// *PiecedFrame. A message copies what it keeps, so data may be freed
+// after; a PiecedFrame keeps references on the buffers its data lies in.
 func (codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if pf, ok := v.(*PiecedFrame); ok {
+		return unmarshalPieced(data, pf)
+	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return fmt.Errorf("proto: cannot unmarshal into %T, not a protobuf message", v)
 	}
 	if f, ok := m.(*dfspb.ChunkDataStream); ok && !mem.IsBelowBufferPoolingThreshold(data.Len()) {
-		if unmarshalFrame(data, f) {
+		if unmarshalFrame(data, f, nil) {
 			return nil
 		}
 		proto.Reset(f) // something this decoder leaves to the general one
@@ -252,19 +256,75 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	return proto.Unmarshal(buf.ReadOnlyData(), m)
 }
 
+// PiecedFrame is a received ChunkDataStream whose data stays in the
+// buffers gRPC read it into, as many pieces as the HTTP/2 frames it came
+// in (16 KiB each), where a ChunkDataStream's Data is one slice the codec
+// copies the pieces into. Receive one with a stream's RecvMsg: Msg holds
+// every field but Data (which is nil) and Pieces the data, with a
+// reference on each of its buffers. Whoever receives it owns Pieces and
+// hands them back with Pieces.Free once done; nothing may use them after.
+type PiecedFrame struct {
+	Msg    *dfspb.ChunkDataStream
+	Pieces mem.BufferSlice
+}
+
+// Len returns the number of data bytes.
+func (f *PiecedFrame) Len() int { return f.Pieces.Len() }
+
+// Join returns the frame's data in one buffer of the frame pool, which
+// its owner may hand back with RecycleFrame, and frees the pieces.
+func (f *PiecedFrame) Join() []byte {
+	b := (*buffers.Get(f.Pieces.Len()))[:f.Pieces.Len()]
+	f.Pieces.CopyTo(b)
+	f.Pieces.Free()
+	f.Pieces = nil
+	return b
+}
+
+// Pieced returns f received as a PiecedFrame: its Data, whole, as the
+// only piece; f must not be used after.
+func Pieced(f *dfspb.ChunkDataStream) *PiecedFrame {
+	pf := &PiecedFrame{Msg: f}
+	if len(f.Data) > 0 {
+		pf.Pieces = mem.BufferSlice{mem.SliceBuffer(f.Data)}
+	}
+	f.Data = nil
+	return pf
+}
+
+// unmarshalPieced decodes data into pf, taking a reference on each
+// buffer pf's data lies in instead of copying it. What the frame decoder
+// leaves to the general one is decoded by it, its data then one piece.
+func unmarshalPieced(data mem.BufferSlice, pf *PiecedFrame) error {
+	pf.Msg, pf.Pieces = &dfspb.ChunkDataStream{}, nil
+	if unmarshalFrame(data, pf.Msg, &pf.Pieces) {
+		return nil
+	}
+	pf.Pieces.Free()
+	pf.Msg = &dfspb.ChunkDataStream{}
+	if err := (codec{}).Unmarshal(data, pf.Msg); err != nil {
+		return err
+	}
+	*pf = *Pieced(pf.Msg)
+	return nil
+}
+
 // unmarshalFrame decodes a ChunkDataStream (a frame of chunk bytes) from
-// the pieces gRPC received it in, copying its data once, from the pieces
-// into a buffer of the dirty pool, where the general decoder copies it
-// twice (joining the pieces, then out of the joined buffer) into memory
-// the runtime zeroes. The frame's owner may hand that buffer back with
-// RecycleFrame. It reports false, leaving f to be reset and decoded again
-// by the general decoder, for what it does not decode itself: unknown or
-// repeated fields, another wire type, bad UTF-8 or a broken encoding
-// (which the general decoder then reports).
-func unmarshalFrame(data mem.BufferSlice, f *dfspb.ChunkDataStream) bool {
-	r := data.Reader()
-	defer r.Close()
-	for r.Remaining() > 0 {
+// the pieces gRPC received it in. With pieces nil it copies its data
+// once, from the pieces into a buffer of the dirty pool, where the
+// general decoder copies it twice (joining the pieces, then out of the
+// joined buffer) into memory the runtime zeroes; the frame's owner may
+// hand that buffer back with RecycleFrame. With pieces set, the data is
+// not copied at all: *pieces gets a reference on each part of a buffer
+// the data lies in, and f.Data stays nil. It reports false, leaving f
+// to be reset and decoded again by the general decoder (and *pieces to
+// be freed), for what it does not decode itself: unknown or repeated
+// fields, another wire type, bad UTF-8 or a broken encoding (which the
+// general decoder then reports).
+func unmarshalFrame(data mem.BufferSlice, f *dfspb.ChunkDataStream, pieces *mem.BufferSlice) bool {
+	r := &cursor{s: data, left: data.Len()}
+	seenData := false
+	for r.left > 0 {
 		tag, err := binary.ReadUvarint(r)
 		if err != nil || tag>>3 > uint64(protowire.MaxValidNumber) {
 			return false
@@ -286,8 +346,18 @@ func unmarshalFrame(data mem.BufferSlice, f *dfspb.ChunkDataStream) bool {
 			return false
 		}
 		n, err := binary.ReadUvarint(r)
-		if err != nil || n > uint64(r.Remaining()) {
+		if err != nil || n > uint64(r.left) {
 			return false
+		}
+		if num == 3 {
+			if seenData {
+				return false
+			}
+			seenData = true
+			if pieces != nil {
+				*pieces = r.take(int(n))
+				continue
+			}
 		}
 		var b []byte
 		if num == 3 && !mem.IsBelowBufferPoolingThreshold(int(n)) {
@@ -295,9 +365,7 @@ func unmarshalFrame(data mem.BufferSlice, f *dfspb.ChunkDataStream) bool {
 		} else {
 			b = make([]byte, n)
 		}
-		if _, err := io.ReadFull(r, b); err != nil {
-			return false
-		}
+		r.read(b)
 		switch num {
 		case 1, 2:
 			if !utf8.Valid(b) {
@@ -309,9 +377,6 @@ func unmarshalFrame(data mem.BufferSlice, f *dfspb.ChunkDataStream) bool {
 				f.ChunkId = string(b)
 			}
 		case 3:
-			if f.Data != nil {
-				return false
-			}
 			f.Data = b
 		case 6:
 			f.PartialChecksum = b
@@ -338,6 +403,59 @@ func unmarshalFrame(data mem.BufferSlice, f *dfspb.ChunkDataStream) bool {
 		}
 	}
 	return true
+}
+
+// cursor reads a received message from the pieces it came in, without
+// consuming them: it copies bytes out (ReadByte, read) or takes new
+// references on them (take).
+type cursor struct {
+	s    mem.BufferSlice
+	i    int // the piece being read
+	off  int // the next byte's offset in it
+	left int // bytes left in all pieces
+}
+
+// skipEmpty moves past pieces read to their end.
+func (c *cursor) skipEmpty() {
+	for c.i < len(c.s) && c.off == c.s[c.i].Len() {
+		c.i, c.off = c.i+1, 0
+	}
+}
+
+// ReadByte returns the next byte, or io.EOF at the end.
+func (c *cursor) ReadByte() (byte, error) {
+	c.skipEmpty()
+	if c.left == 0 || c.i == len(c.s) {
+		return 0, io.EOF
+	}
+	b := c.s[c.i].ReadOnlyData()[c.off]
+	c.off++
+	c.left--
+	return b, nil
+}
+
+// read copies the next len(b) bytes, which the caller checked are left,
+// into b.
+func (c *cursor) read(b []byte) {
+	for len(b) > 0 {
+		c.skipEmpty()
+		n := copy(b, c.s[c.i].ReadOnlyData()[c.off:])
+		b, c.off, c.left = b[n:], c.off+n, c.left-n
+	}
+}
+
+// take returns the next n bytes, which the caller checked are left, as
+// references on the parts of the pieces they lie in.
+func (c *cursor) take(n int) mem.BufferSlice {
+	var out mem.BufferSlice
+	for n > 0 {
+		c.skipEmpty()
+		p := c.s[c.i]
+		k := min(n, p.Len()-c.off)
+		out = append(out, p.Slice(c.off, c.off+k))
+		n, c.off, c.left = n-k, c.off+k, c.left-k
+	}
+	return out
 }
 
 // HeldFrame is a frame's data in a buffer of the frame pool, with a count

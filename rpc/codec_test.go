@@ -118,6 +118,79 @@ func TestCodecFrameDecoder(t *testing.T) {
 	is.True(codec{}.Unmarshal(split(wire[:len(wire)-5], 100), &cut) != nil) // a truncated message fails
 }
 
+// countPool is a buffer pool that counts the buffers handed out and not
+// yet back.
+type countPool struct{ out atomic.Int32 }
+
+func (p *countPool) Get(n int) *[]byte {
+	p.out.Add(1)
+	b := make([]byte, n)
+	return &b
+}
+
+func (p *countPool) Put(*[]byte) { p.out.Add(-1) }
+
+// TestPiecedFrame: a frame received as a PiecedFrame has the fields
+// protobuf decodes and its data in the buffers it arrived in, not copied:
+// they go back to their pool only once the frame's pieces are freed, after
+// gRPC freed its own references. A message the frame decoder leaves to the
+// general one still decodes, its data one piece; a broken one fails.
+func TestPiecedFrame(t *testing.T) {
+	is := is.New(t)
+	data := bytes.Repeat([]byte("pieces "), 10000) // ~68 KiB: pooled
+	msg := &dfspb.ChunkDataStream{ChunkId: "c_0", Data: data, Offset: 1 << 20, IsFinal: true, PartialChecksum: []byte{1, 2}}
+	wire, err := proto.Marshal(msg)
+	is.NoErr(err)
+	for _, step := range []int{16384, 5000, 1500} { // buffers above gRPC's pooling threshold
+		var pool countPool
+		var in mem.BufferSlice
+		for off := 0; off < len(wire); off += step {
+			n := min(step, len(wire)-off)
+			if mem.IsBelowBufferPoolingThreshold(n) {
+				in = append(in, mem.SliceBuffer(wire[off:off+n])) // as gRPC has it
+				continue
+			}
+			b := pool.Get(n)
+			copy(*b, wire[off:])
+			in = append(in, mem.NewBuffer(b, &pool))
+		}
+		pieces := pool.out.Load()
+		var pf PiecedFrame
+		is.NoErr(codec{}.Unmarshal(in, &pf))
+		in.Free()                                                  // as gRPC does once Unmarshal returns
+		is.Equal(pf.Msg.Data, nil)                                 // the data is in the pieces alone
+		is.True(bytes.Equal(pf.Pieces.Materialize(), data))        // every byte, in order
+		is.Equal(pf.Len(), len(data))                              // the frame's length
+		is.Equal(pf.Msg.ChunkId, "c_0")                            // the fields beside the data came through
+		is.Equal(pf.Msg.Offset, int64(1<<20))                      // the offset
+		is.True(pf.Msg.IsFinal)                                    // the flag
+		is.True(bytes.Equal(pf.Msg.PartialChecksum, []byte{1, 2})) // the frame digest
+		is.True(pool.out.Load() >= pieces-1)                       // the buffers holding data are not back: not copied
+		joined := pf.Join()
+		is.True(bytes.Equal(joined, data)) // joined, the same bytes
+		RecycleFrame(joined)
+		is.Equal(pool.out.Load(), int32(0)) // every buffer back once the pieces are freed
+	}
+
+	// A field the frame decoder does not know: the general one decodes
+	// it, the data one piece.
+	unknown := protowire.AppendVarint(protowire.AppendTag(slices.Clone(wire), 99, protowire.VarintType), 1)
+	var pf PiecedFrame
+	is.NoErr(codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(unknown[:100]), mem.SliceBuffer(unknown[100:])}, &pf))
+	is.Equal(len(pf.Pieces), 1)                         // one piece
+	is.True(bytes.Equal(pf.Pieces.Materialize(), data)) // the data came through
+	is.Equal(pf.Msg.Offset, int64(1<<20))               // so did the rest
+
+	// Cut short: an error, not a frame.
+	is.True(codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire[:len(wire)-5])}, &PiecedFrame{}) != nil) // a truncated message fails
+
+	// A received message whole, as a PiecedFrame.
+	whole := Pieced(&dfspb.ChunkDataStream{Data: []byte("abc"), Offset: 3})
+	is.Equal(whole.Msg.Data, nil)                          // moved to the pieces
+	is.Equal(string(whole.Pieces.Materialize()), "abc")    // one piece
+	is.Equal(Pieced(&dfspb.ChunkDataStream{}).Pieces, nil) // no data, no piece
+}
+
 // countHolder is a FrameHolder that counts its holders and the times the
 // count fell to zero (the frame would have been recycled).
 type countHolder struct {
@@ -255,7 +328,7 @@ func FuzzCodecFrame(f *testing.F) {
 			checkShared(t, &want)
 		}
 		var got dfspb.ChunkDataStream
-		if !unmarshalFrame(in, &got) {
+		if !unmarshalFrame(in, &got, nil) {
 			return // left to protobuf's decoder
 		}
 		if werr != nil {
@@ -263,6 +336,20 @@ func FuzzCodecFrame(f *testing.F) {
 		}
 		if !proto.Equal(&got, &want) {
 			t.Fatalf("frame decoder made %v, protobuf %v, of %x", &got, &want, wire)
+		}
+		// In pieces: the same fields, the data not copied.
+		var pf PiecedFrame
+		if err := (codec{}).Unmarshal(in, &pf); err != nil {
+			t.Fatalf("pieced decoder refused what the frame decoder took: %v", err)
+		}
+		if pf.Msg.Data != nil {
+			t.Fatalf("pieced frame has data outside its pieces")
+		}
+		if len(want.Data) > 0 || pf.Len() > 0 {
+			pf.Msg.Data = pf.Pieces.Materialize()
+		}
+		if !proto.Equal(pf.Msg, &want) {
+			t.Fatalf("pieced decoder made %v, protobuf %v, of %x", pf.Msg, &want, wire)
 		}
 	})
 }

@@ -8,7 +8,11 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/mem"
 
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/placement"
@@ -188,31 +192,53 @@ func (c *Client) getChunk(ctx context.Context, page *dfspb.FileInfo, ch *dfspb.C
 // output is where Get writes a file's verified chunks, in order.
 type output struct {
 	w        io.Writer
-	bw       *bufio.Writer // between get and w, for frames smaller than bigWrite; flushed after each chunk
+	bw       *bufio.Writer // between get and w, but for a file: frames come in pieces; flushed after each chunk
 	h        hash.Hash     // the file's SHA-256, with VerifyFileDigest
 	progress Progress
 }
 
-// write writes the frames of the next chunk and hands them back to the
-// buffer pool.
+// write writes the frames of the next chunk and hands their buffers
+// back. A file (*os.File) is written the pieces the frames arrived in,
+// many in one writev, without a copy; any other writer gets writes of at
+// least bigWrite bytes (but for the end of the file) through a buffer,
+// unless the chunk is a single piece.
 func (o *output) write(fr *frames) error {
 	defer fr.recycle()
-	if o.bw == nil && len(fr.bufs) > 1 && len(fr.bufs[0]) < bigWrite {
-		o.bw = bufio.NewWriterSize(o.w, bigWrite)
-	}
-	w := o.w
-	if o.bw != nil {
-		w = o.bw
-	}
-	for _, b := range fr.bufs {
-		if o.h != nil {
-			o.h.Write(b)
+	if o.h != nil {
+		for _, f := range fr.data {
+			for _, p := range f {
+				o.h.Write(p.ReadOnlyData())
+			}
 		}
-		if _, err := w.Write(b); err != nil {
+	}
+	if f, ok := o.w.(*os.File); ok {
+		if err := writePieces(f, fr.data); err != nil {
 			return rpc.Errorf(rpc.Internal, "write output: %w", err)
 		}
 		if o.progress != nil {
-			o.progress(int64(len(b)))
+			for _, f := range fr.data {
+				o.progress(int64(f.Len()))
+			}
+		}
+		return nil
+	}
+	if o.bw == nil && (len(fr.data) > 1 || len(fr.data) == 1 && len(fr.data[0]) > 1) {
+		o.bw = bufio.NewWriterSize(o.w, bigWrite)
+	}
+	for _, f := range fr.data {
+		for _, p := range f {
+			var err error
+			if o.bw != nil {
+				_, err = o.bw.Write(p.ReadOnlyData())
+			} else {
+				_, err = o.w.Write(p.ReadOnlyData())
+			}
+			if err != nil {
+				return rpc.Errorf(rpc.Internal, "write output: %w", err)
+			}
+		}
+		if o.progress != nil {
+			o.progress(int64(f.Len()))
 		}
 	}
 	if o.bw != nil {
@@ -223,6 +249,61 @@ func (o *output) write(fr *frames) error {
 		}
 	}
 	return nil
+}
+
+// maxIovecs is the most pieces one writev takes (Linux's IOV_MAX).
+const maxIovecs = 1024
+
+// writePieces writes the pieces of frames to f at its offset, in order,
+// in as few writev calls as IOV_MAX allows.
+func writePieces(f *os.File, frames []mem.BufferSlice) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	iovs := make([][]byte, 0, maxIovecs)
+	flush := func() error {
+		rest := iovs
+		for len(rest) > 0 {
+			var n int
+			var werr error
+			if err := rc.Write(func(fd uintptr) bool {
+				n, werr = unix.Writev(int(fd), rest)
+				return werr != unix.EAGAIN
+			}); err != nil {
+				return err
+			}
+			if werr == unix.EINTR {
+				continue
+			}
+			if werr != nil {
+				return &os.PathError{Op: "writev", Path: f.Name(), Err: werr}
+			}
+			if n == 0 {
+				return &os.PathError{Op: "writev", Path: f.Name(), Err: io.ErrShortWrite}
+			}
+			for n > 0 { // past what was written
+				if k := min(n, len(rest[0])); k < len(rest[0]) {
+					rest[0], n = rest[0][k:], 0
+				} else {
+					rest, n = rest[1:], n-k
+				}
+			}
+		}
+		iovs = iovs[:0]
+		return nil
+	}
+	for _, fr := range frames {
+		for _, p := range fr {
+			if len(iovs) == maxIovecs {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			iovs = append(iovs, p.ReadOnlyData())
+		}
+	}
+	return flush()
 }
 
 // finish checks, with VerifyFileDigest, the file's SHA-256 against fi's;
@@ -238,25 +319,33 @@ func (o *output) finish(fi *dfspb.FileInfo) error {
 }
 
 // frames keeps the frames of one chunk as a fetch hands them over, each
-// the data of a message of its own, until the chunk is verified whole;
-// then they are written out and handed back to the buffer pool
-// (rpc.RecycleFrame).
+// in the pieces it arrived in (a chunkstream.PieceWriter), until the
+// chunk is verified whole; then they are written out and freed.
 type frames struct {
-	bufs [][]byte
+	data []mem.BufferSlice
 }
 
+var _ chunkstream.PieceWriter = (*frames)(nil)
+
+func (f *frames) WritePieces(data mem.BufferSlice) error {
+	f.data = append(f.data, data)
+	return nil
+}
+
+// Write keeps a frame in one piece (the fetch gives a PieceWriter its
+// frames in pieces; this is for any other caller).
 func (f *frames) Write(p []byte) (int, error) {
-	f.bufs = append(f.bufs, p)
+	f.data = append(f.data, mem.BufferSlice{mem.SliceBuffer(p)})
 	return len(p), nil
 }
 
-// recycle hands the frames back to the buffer pool and empties f.
+// recycle frees the frames' pieces and empties f.
 func (f *frames) recycle() {
-	for i, b := range f.bufs {
-		rpc.RecycleFrame(b)
-		f.bufs[i] = nil
+	for i, d := range f.data {
+		d.Free()
+		f.data[i] = nil
 	}
-	f.bufs = f.bufs[:0]
+	f.data = f.data[:0]
 }
 
 // chunkAgain reads chunk index's entry of the chunk map of fi's version
@@ -347,13 +436,26 @@ func (p part) writer() io.Writer {
 }
 
 // recycling hands each frame back to the buffer pool (rpc.RecycleFrame)
-// once w, which copies what it keeps, has taken it.
+// once w, which copies what it keeps, has taken it; a frame in pieces is
+// written to w a piece at a time, not joined first.
 type recycling struct{ w io.Writer }
+
+var _ chunkstream.PieceWriter = recycling{}
 
 func (r recycling) Write(p []byte) (int, error) {
 	n, err := r.w.Write(p)
 	rpc.RecycleFrame(p)
 	return n, err
+}
+
+func (r recycling) WritePieces(data mem.BufferSlice) error {
+	defer data.Free()
+	for _, p := range data {
+		if _, err := r.w.Write(p.ReadOnlyData()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // window writes the bytes from offset skip of what it is given into dst,
