@@ -261,7 +261,11 @@ func writePieces(f *os.File, frames []mem.BufferSlice) error {
 	if err != nil {
 		return err
 	}
-	iovs := make([][]byte, 0, maxIovecs)
+	n := 0
+	for _, fr := range frames {
+		n += len(fr)
+	}
+	iovs := make([][]byte, 0, min(n, maxIovecs))
 	flush := func() error {
 		rest := iovs
 		for len(rest) > 0 {
