@@ -40,7 +40,8 @@ func running(pid int) bool {
 
 // TestProcessBenchKilledStopsItsCluster: a `dfs bench --dev` killed
 // with SIGKILL, which cannot stop its cluster itself, leaves no
-// coordinator, datanode or S3 gateway process running behind it.
+// coordinator, datanode or S3 gateway process running behind it; the
+// data it leaves in its temp dir is removed by the next bench.
 func TestProcessBenchKilledStopsItsCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process tests build the dfs binary and start processes; skipped with -short")
@@ -56,18 +57,32 @@ func TestProcessBenchKilledStopsItsCluster(t *testing.T) {
 		{"Gateway", []string{"--files", "2000", "--s3"}, 3, "small objects through S3..."},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			killedBench(t, bin, tc.args, tc.kids, tc.phase)
+			tmp := t.TempDir()
+			killedBench(t, bin, tmp, tc.args, tc.kids, tc.phase)
+			left, _ := filepath.Glob(filepath.Join(tmp, "dfs-bench-*"))
+			if len(left) != 1 {
+				t.Fatalf("the killed bench left %v in its temp dir, want its cluster's dir", left)
+			}
+			next := exec.Command(bin, "--insecure", "bench", "--dev", "--nodes", "1", "--size", "0B", "--files", "0",
+				"--range-reads", "0", "--recursive-files", "0", "--meta-ops", "0")
+			next.Env = append(os.Environ(), "TMPDIR="+tmp)
+			if out, err := next.CombinedOutput(); err != nil {
+				t.Fatalf("the next bench: %v\n%s", err, out)
+			}
+			if left, _ = filepath.Glob(filepath.Join(tmp, "dfs-bench-*")); len(left) != 0 {
+				t.Fatalf("after the next bench, %v is still in the temp dir", left)
+			}
 		})
 	}
 }
 
-// killedBench starts `dfs bench --dev` with one datanode and args, waits
-// for its kids children and phase on its stderr, kills it with SIGKILL and
-// waits for the children to exit.
-func killedBench(t *testing.T, bin string, args []string, kids int, phase string) {
+// killedBench starts `dfs bench --dev` with one datanode, args and tmp
+// as its TMPDIR, waits for its kids children and phase on its stderr,
+// kills it with SIGKILL and waits for the children to exit.
+func killedBench(t *testing.T, bin, tmp string, args []string, kids int, phase string) {
 	cmd := exec.Command(bin, append([]string{"--insecure", "bench", "--dev", "--nodes", "1", "--size", "0B",
 		"--range-reads", "0", "--recursive-files", "0"}, args...)...)
-	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	// A file, not a pipe: the cluster's processes share it, and one that
 	// outlives the bench must not hold up the wait for the bench.
 	errFile, err := os.Create(filepath.Join(t.TempDir(), "stderr"))

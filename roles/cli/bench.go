@@ -453,6 +453,7 @@ func parallel(ctx context.Context, n, p int, fn func(i int) error) (time.Duratio
 // devProcs is a cluster of child processes of this binary.
 type devProcs struct {
 	dir       string
+	release   func() // removes dir
 	coordAddr string
 	cmds      []*exec.Cmd
 	pki       *roles.LocalPKI // with TLS
@@ -521,11 +522,11 @@ func startDevProcs(ctx context.Context, nodes int, secure bool, logw io.Writer) 
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "dfs-bench-*")
+	dir, release, err := benchDir("dfs-bench-*")
 	if err != nil {
 		return nil, err
 	}
-	d := &devProcs{dir: dir, gomaxprocs: serverShare(nodes + 1)}
+	d := &devProcs{dir: dir, release: release, gomaxprocs: serverShare(nodes + 1)}
 	tlsArgs := func(string) []string { return []string{"--insecure"} }
 	if secure {
 		if d.pki, err = roles.OpenLocalPKI(filepath.Join(dir, "tls")); err != nil {
@@ -648,5 +649,5 @@ func (d *devProcs) stop() {
 			<-done
 		}
 	}
-	os.RemoveAll(d.dir)
+	d.release()
 }

@@ -206,11 +206,11 @@ func RunScale(ctx context.Context, sc ScaleConfig, say func(format string, args 
 	}
 	dir := sc.Dir
 	if dir == "" {
-		d, err := os.MkdirTemp("", "dfs-bench-scale-*")
+		d, release, err := benchDir("dfs-bench-scale-*")
 		if err != nil {
 			return nil, err
 		}
-		defer os.RemoveAll(d)
+		defer release()
 		dir = d
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
