@@ -6,6 +6,8 @@ import (
 	"io"
 	"sync"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -119,7 +121,7 @@ func (u *Upload) readAcks() {
 // Send sends one frame, first waiting until the window has room and the
 // receiver is ready. The frame's data must not be modified until Finish.
 func (u *Upload) Send(f *dfspb.ChunkDataStream) error {
-	return u.send(f, nil)
+	return u.send(f, len(f.Data), nil)
 }
 
 // msgSender is a stream that sends any message its codec encodes: a
@@ -133,15 +135,21 @@ type msgSender interface {
 // (rpc.SharedFrame says who holds that buffer, and until when). The
 // caller holds the frame while SendShared runs. The stream's connection
 // must use the rpc codec (rpc.DialOptions): gRPC's own refuses a
-// SharedFrame. A stream without SendMsg is sent f.Frame with Send, and
-// must be done with its data when Send returns.
+// SharedFrame. A stream without SendMsg is sent f.Frame with Send (its
+// data joined, for a frame in pieces), and must be done with its data
+// when Send returns.
 func (u *Upload) SendShared(f rpc.SharedFrame) error {
-	return u.send(f.Frame, f)
+	msg := f.Frame
+	if _, ok := u.stream.(msgSender); !ok && f.Pieces != nil {
+		msg = proto.CloneOf(f.Frame)
+		msg.Data = f.Pieces.Materialize()
+	}
+	return u.send(msg, len(f.Frame.Data)+f.Pieces.Len(), f)
 }
 
-// send sends f, as shared through SendMsg when shared is not nil and the
-// stream has it.
-func (u *Upload) send(f *dfspb.ChunkDataStream, shared any) error {
+// send sends f, of n data bytes, as shared through SendMsg when shared is
+// not nil and the stream has it.
+func (u *Upload) send(f *dfspb.ChunkDataStream, n int, shared any) error {
 	u.mu.Lock()
 	for u.err == nil && u.final == nil && (!u.ready || u.sent-u.acked >= u.window) {
 		u.cond.Wait()
@@ -152,7 +160,7 @@ func (u *Upload) send(f *dfspb.ChunkDataStream, shared any) error {
 	}
 	if err == nil {
 		// Counted before it goes out, so an ack never runs ahead of sent.
-		u.sent += int64(len(f.Data))
+		u.sent += int64(n)
 		if u.wd != nil {
 			u.wd.Arm()
 		}
@@ -249,11 +257,20 @@ type RecvStream interface {
 	Send(*dfspb.ChunkDataAck) error
 }
 
+// PieceRecvStream is a RecvStream that can also receive a frame with its
+// data in the pieces gRPC read it into (rpc.PiecedFrame): a datanode's
+// upload stream. Receive uses it where it can.
+type PieceRecvStream interface {
+	RecvStream
+	RecvPieces() (*rpc.PiecedFrame, error)
+}
+
 // Sink consumes verified frames: a datanode queues them for its disk and
 // forwards them to its replicas. It must not modify f.
 type Sink interface {
-	// Frame takes one verified frame.
-	Frame(f *dfspb.ChunkDataStream) error
+	// Frame takes one verified frame, and owns its pieces from then on:
+	// it frees them once done with them, whatever it returns.
+	Frame(f *rpc.PiecedFrame) error
 	// Backlog returns nil when the sink can take more frames now, or a
 	// channel that is closed once it can again.
 	Backlog() <-chan struct{}
@@ -266,15 +283,27 @@ type Sink interface {
 // clears; a well-behaved sender pauses in between. Receive returns once
 // the final frame is verified and sunk; the caller makes the chunk durable
 // and sends the final ack. The returned verifier holds the frame digests
-// and the chunk digest.
-func Receive(ctx context.Context, stream RecvStream, session rpc.SessionID, first *dfspb.ChunkDataStream, exp Expect, sink Sink) (*Verifier, error) {
+// and the chunk digest. The frames' pieces go to the sink, or are freed.
+func Receive(ctx context.Context, stream RecvStream, session rpc.SessionID, first *rpc.PiecedFrame, exp Expect, sink Sink) (*Verifier, error) {
+	recv := func() (*rpc.PiecedFrame, error) {
+		f, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		return rpc.Pieced(f), nil
+	}
+	if ps, ok := stream.(PieceRecvStream); ok {
+		recv = ps.RecvPieces
+	}
 	v := NewVerifier(exp)
 	f := first
 	for {
-		if f.SessionId != "" && f.SessionId != string(session) {
-			return nil, rpc.Errorf(rpc.Invalid, "chunk %s: frame for session %q on session %s", exp.ChunkID, f.SessionId, session)
+		if id := f.Msg.SessionId; id != "" && id != string(session) {
+			f.Pieces.Free()
+			return nil, rpc.Errorf(rpc.Invalid, "chunk %s: frame for session %q on session %s", exp.ChunkID, id, session)
 		}
-		if err := v.Check(f); err != nil {
+		if err := v.CheckPieces(f); err != nil {
+			f.Pieces.Free()
 			return nil, err
 		}
 		if err := sink.Frame(f); err != nil {
@@ -302,7 +331,7 @@ func Receive(ctx context.Context, stream RecvStream, session rpc.SessionID, firs
 			}
 		}
 		var err error
-		if f, err = stream.Recv(); err != nil {
+		if f, err = recv(); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil, rpc.Errorf(rpc.Invalid, "chunk %s: stream ended at %d of %d bytes without a final frame", exp.ChunkID, v.Received(), exp.Size)
 			}

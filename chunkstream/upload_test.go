@@ -12,7 +12,9 @@ import (
 
 	"github.com/matryer/is"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
@@ -34,7 +36,10 @@ type memSink struct {
 
 var _ chunkstream.Sink = (*memSink)(nil)
 
-func (s *memSink) Frame(f *dfspb.ChunkDataStream) error {
+func (s *memSink) Frame(pf *rpc.PiecedFrame) error {
+	f := pf.Msg
+	f.Data = pf.Pieces.Materialize()
+	pf.Pieces.Free()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
@@ -44,6 +49,9 @@ func (s *memSink) Frame(f *dfspb.ChunkDataStream) error {
 	s.frames = append(s.frames, f)
 	return nil
 }
+
+// pieced returns a copy of f as a received frame in pieces.
+func pieced(f *dfspb.ChunkDataStream) *rpc.PiecedFrame { return rpc.Pieced(proto.CloneOf(f)) }
 
 func (s *memSink) Backlog() <-chan struct{} {
 	s.mu.Lock()
@@ -86,7 +94,7 @@ func serve(ctx context.Context, p *pipe, exp chunkstream.Expect, sink *memSink) 
 			out <- served{err: err}
 			return
 		}
-		v, err := chunkstream.Receive(ctx, srv, testSession, first, exp, sink)
+		v, err := chunkstream.Receive(ctx, srv, testSession, pieced(first), exp, sink)
 		if err != nil {
 			p.fail(rpc.ToStatus(err))
 			out <- served{err: err}
@@ -403,7 +411,7 @@ func TestReceiveRefuses(t *testing.T) {
 			}
 			close(p.frames)
 			sink := &memSink{}
-			_, err := chunkstream.Receive(ctx, p.server(), testSession, feed[0], exp, sink)
+			_, err := chunkstream.Receive(ctx, p.server(), testSession, pieced(feed[0]), exp, sink)
 			sunk := sink.count()
 			is.True(err != nil)                            // refused
 			is.Equal(rpc.KindOf(err), tt.kind)             // kind
@@ -422,7 +430,7 @@ func TestReceiveAcksEachFrame(t *testing.T) {
 	for _, f := range fs[1:] {
 		p.frames <- f
 	}
-	v, err := chunkstream.Receive(ctx, p.server(), testSession, fs[0], chunkstream.Expect{ChunkID: testID, Size: 40, FrameSize: 16}, &memSink{})
+	v, err := chunkstream.Receive(ctx, p.server(), testSession, pieced(fs[0]), chunkstream.Expect{ChunkID: testID, Size: 40, FrameSize: 16}, &memSink{})
 	is.NoErr(err)     // accepted
 	is.True(v.Done()) // verifier done
 	close(p.acks)
@@ -443,7 +451,7 @@ func TestReceiveSinkError(t *testing.T) {
 	p := newPipe()
 	fs := frames(testData(40), 16)
 	diskFull := rpc.Errorf(rpc.ResourceExhausted, "disk full")
-	_, err := chunkstream.Receive(ctx, p.server(), testSession, fs[0], chunkstream.Expect{ChunkID: testID, Size: 40, FrameSize: 16}, &memSink{err: diskFull})
+	_, err := chunkstream.Receive(ctx, p.server(), testSession, pieced(fs[0]), chunkstream.Expect{ChunkID: testID, Size: 40, FrameSize: 16}, &memSink{err: diskFull})
 	is.Equal(err, diskFull) // the sink's error comes back unchanged
 }
 
@@ -463,7 +471,7 @@ func TestReceiveSenderGoesAway(t *testing.T) {
 		is := is.New(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		_, err := chunkstream.Receive(ctx, brokenRecv{status.Error(codes.Canceled, "context canceled")}, testSession, fs[0], exp, sink)
+		_, err := chunkstream.Receive(ctx, brokenRecv{status.Error(codes.Canceled, "context canceled")}, testSession, pieced(fs[0]), exp, sink)
 		is.Equal(rpc.KindOf(err), rpc.Canceled)                     // the sender went away
 		is.True(strings.Contains(err.Error(), "at 16 of 40 bytes")) // saying how far it got
 	})
@@ -471,7 +479,7 @@ func TestReceiveSenderGoesAway(t *testing.T) {
 		is := is.New(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		_, err := chunkstream.Receive(ctx, brokenRecv{status.Error(codes.Unavailable, "connection reset")}, testSession, fs[0], exp, sink)
+		_, err := chunkstream.Receive(ctx, brokenRecv{status.Error(codes.Unavailable, "connection reset")}, testSession, pieced(fs[0]), exp, sink)
 		is.Equal(rpc.KindOf(err), rpc.Unavailable) // the stream's status is decoded
 	})
 }
@@ -497,7 +505,7 @@ func TestReceiveBacklog(t *testing.T) {
 	}}
 	done := make(chan error, 1)
 	go func() {
-		_, err := chunkstream.Receive(ctx, p.server(), testSession, fs[0], chunkstream.Expect{ChunkID: testID, Size: 40, FrameSize: 16}, sink)
+		_, err := chunkstream.Receive(ctx, p.server(), testSession, pieced(fs[0]), chunkstream.Expect{ChunkID: testID, Size: 40, FrameSize: 16}, sink)
 		done <- err
 	}()
 	a := await(t, p.acks, "not-ready ack")
@@ -529,11 +537,44 @@ func TestReceiveBacklogCanceled(t *testing.T) {
 	sink := &memSink{backlog: func(int) <-chan struct{} { return make(chan struct{}) }} // never clears
 	done := make(chan error, 1)
 	go func() {
-		_, err := chunkstream.Receive(ctx, p.server(), testSession, fs[0], chunkstream.Expect{ChunkID: testID, Size: 40, FrameSize: 16}, sink)
+		_, err := chunkstream.Receive(ctx, p.server(), testSession, pieced(fs[0]), chunkstream.Expect{ChunkID: testID, Size: 40, FrameSize: 16}, sink)
 		done <- err
 	}()
 	await(t, p.acks, "not-ready ack")
 	cancel()
 	err := await(t, done, "Receive")
 	is.Equal(rpc.KindOf(err), rpc.Canceled) // a stuck backlog ends with the stream's context
+}
+
+// TestUploadSharedPieces: a frame sent in the pieces it was received in
+// (a primary forwarding what it got) over a stream without SendMsg is
+// sent joined, and arrives byte for byte; the window counts its bytes.
+func TestUploadSharedPieces(t *testing.T) {
+	is := is.New(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := newPipe()
+	data := testData(40)
+	digest, frames := chunkstream.DigestOf(data, 16)
+	got := serve(ctx, p, chunkstream.Expect{ChunkID: testID, Size: 40, FrameSize: 16}, &memSink{})
+	u := chunkstream.NewUpload(ctx, p.client(), 1<<20)
+	for i, off := 0, 0; off < len(data); i, off = i+1, off+16 {
+		end := min(off+16, len(data))
+		f := &dfspb.ChunkDataStream{SessionId: string(testSession), ChunkId: string(testID), Offset: int64(off),
+			IsFinal: end == len(data), PartialChecksum: frames[i]}
+		if f.IsFinal {
+			f.ChunkChecksum = digest
+		}
+		var pieces mem.BufferSlice
+		for q := off; q < end; q += 5 {
+			pieces = append(pieces, mem.SliceBuffer(data[q:min(q+5, end)]))
+		}
+		is.NoErr(u.SendShared(rpc.SharedFrame{Frame: f, Pieces: pieces})) // sent
+	}
+	ack, err := u.Finish()
+	is.NoErr(err)
+	is.Equal(ack.BytesReceived, int64(40)) // every byte acknowledged
+	srv := await(t, got, "server")
+	is.NoErr(srv.err)                    // the receiver verified the chunk
+	is.True(bytes.Equal(srv.data, data)) // byte for byte
 }

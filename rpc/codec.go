@@ -150,9 +150,15 @@ type FrameHolder interface {
 // frame itself while SendMsg runs (the codec's Hold is taken during it).
 // A frame with less than 64 KiB of data is copied, as the plain message
 // would be, and holds nothing after SendMsg returns.
+//
+// A frame received in pieces (a PiecedFrame's) is sent with Pieces set
+// instead of Frame.Data and Holder: the codec takes a reference on each
+// piece, which gRPC frees once written, so the sender keeps its own
+// until SendMsg returns and may free them then.
 type SharedFrame struct {
 	Frame  *dfspb.ChunkDataStream
 	Holder FrameHolder
+	Pieces mem.BufferSlice
 }
 
 // dataField is ChunkDataStream's data field number.
@@ -171,9 +177,63 @@ const sharedMin = 64 << 10
 // known field numbered below its own.
 func marshalShared(s SharedFrame) (mem.BufferSlice, error) {
 	f := s.Frame
+	if s.Pieces != nil && f != nil && len(f.Data) == 0 {
+		if s.Pieces.Len() < sharedMin {
+			g := proto.CloneOf(f)
+			g.Data = s.Pieces.Materialize()
+			return codec{}.Marshal(g)
+		}
+		return marshalPieces(f, s.Pieces)
+	}
 	if s.Holder == nil || f == nil || len(f.Data) < sharedMin {
 		return codec{}.Marshal(f)
 	}
+	head, tail, err := aroundData(f, len(f.Data))
+	if err != nil {
+		return nil, err
+	}
+	s.Holder.Hold()
+	d := f.Data
+	data := mem.NewBuffer(&d, releaser{s.Holder})
+	if _, ok := data.(mem.SliceBuffer); ok {
+		// gRPC would not free it, so it cannot release the frame: copy.
+		s.Holder.Release()
+		data = mem.SliceBuffer(slices.Clone(f.Data))
+	}
+	out := mem.BufferSlice{head, data}
+	if tail != nil {
+		out = append(out, tail)
+	}
+	return out, nil
+}
+
+// marshalPieces encodes f with pieces as its data, as proto.Marshal
+// would encode it with them joined: the fields before the data, the
+// pieces themselves (a new reference on each, which gRPC frees once it
+// wrote them), the fields after.
+func marshalPieces(f *dfspb.ChunkDataStream, pieces mem.BufferSlice) (mem.BufferSlice, error) {
+	head, tail, err := aroundData(f, pieces.Len())
+	if err != nil {
+		return nil, err
+	}
+	out := make(mem.BufferSlice, 0, len(pieces)+2)
+	out = append(out, head)
+	for _, p := range pieces {
+		p.Ref()
+		out = append(out, p)
+	}
+	if tail != nil {
+		out = append(out, tail)
+	}
+	return out, nil
+}
+
+// aroundData returns the encoding of f's fields other than Data that go
+// before it, with Data's tag and a length of n, and of those that go
+// after it (nil if none). Protobuf writes known fields in field number
+// order and unknown ones last, so Data goes after the last known field
+// numbered below its own.
+func aroundData(f *dfspb.ChunkDataStream, n int) (head, tail mem.SliceBuffer, err error) {
 	m := f.ProtoReflect()
 	rest := m.New() // every field but Data
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
@@ -185,38 +245,28 @@ func marshalShared(s SharedFrame) (mem.BufferSlice, error) {
 	rest.SetUnknown(m.GetUnknown())
 	b, err := proto.Marshal(rest.Interface())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	known := len(b) - len(m.GetUnknown())
 	cut := 0
 	for cut < known {
-		num, _, n := protowire.ConsumeField(b[cut:known])
-		if n < 0 {
-			return nil, fmt.Errorf("proto: marshal %T: %w", f, protowire.ParseError(n))
+		num, _, k := protowire.ConsumeField(b[cut:known])
+		if k < 0 {
+			return nil, nil, fmt.Errorf("proto: marshal %T: %w", f, protowire.ParseError(k))
 		}
 		if num > dataField {
 			break
 		}
-		cut += n
+		cut += k
 	}
-	head := make([]byte, 0, cut+1+binary.MaxVarintLen64)
-	head = append(head, b[:cut]...)
-	head = protowire.AppendTag(head, dataField, protowire.BytesType)
-	head = protowire.AppendVarint(head, uint64(len(f.Data)))
-
-	s.Holder.Hold()
-	d := f.Data
-	data := mem.NewBuffer(&d, releaser{s.Holder})
-	if _, ok := data.(mem.SliceBuffer); ok {
-		// gRPC would not free it, so it cannot release the frame: copy.
-		s.Holder.Release()
-		data = mem.SliceBuffer(slices.Clone(f.Data))
-	}
-	out := mem.BufferSlice{mem.SliceBuffer(head), data}
+	h := make([]byte, 0, cut+1+binary.MaxVarintLen64)
+	h = append(h, b[:cut]...)
+	h = protowire.AppendTag(h, dataField, protowire.BytesType)
+	h = protowire.AppendVarint(h, uint64(n))
 	if cut < len(b) {
-		out = append(out, mem.SliceBuffer(b[cut:]))
+		tail = b[cut:]
 	}
-	return out, nil
+	return h, tail, nil
 }
 
 // releaser is the "pool" of a SharedFrame's data buffer: gRPC hands the
@@ -471,13 +521,9 @@ var _ FrameHolder = (*HeldFrame)(nil)
 
 // NewHeldFrame returns a frame of n bytes, their values undefined, held
 // once, by the caller.
-func NewHeldFrame(n int) *HeldFrame { return HoldFrame(*buffers.Get(n), 1) }
-
-// HoldFrame returns data, a received frame's Data as the codec decoded it
-// (see RecycleFrame), held by holders.
-func HoldFrame(data []byte, holders int32) *HeldFrame {
-	f := &HeldFrame{Data: data}
-	f.refs.Store(holders)
+func NewHeldFrame(n int) *HeldFrame {
+	f := &HeldFrame{Data: *buffers.Get(n)}
+	f.refs.Store(1)
 	return f
 }
 

@@ -250,6 +250,35 @@ func TestSharedFrameWire(t *testing.T) {
 			h.Release()
 			is.Equal(h.refs.Load(), int32(0))     // every hold released
 			is.Equal(h.recycled.Load(), int32(1)) // once
+
+			// The same frame with its data in pieces, as received:
+			// the same bytes, each piece referenced until gRPC frees
+			// what it sent.
+			if len(tt.msg.Data) == 0 {
+				return
+			}
+			var pool countPool
+			var pieces mem.BufferSlice
+			for off := 0; off < len(tt.msg.Data); off += 16384 {
+				if n := min(16384, len(tt.msg.Data)-off); mem.IsBelowBufferPoolingThreshold(n) {
+					pieces = append(pieces, mem.SliceBuffer(tt.msg.Data[off:off+n])) // as gRPC has it
+					continue
+				}
+				b := pool.Get(min(16384, len(tt.msg.Data)-off))
+				copy(*b, tt.msg.Data[off:])
+				pieces = append(pieces, mem.NewBuffer(b, &pool))
+			}
+			bare := proto.CloneOf(tt.msg)
+			bare.Data = nil
+			enc, err = codec{}.Marshal(SharedFrame{Frame: bare, Pieces: pieces})
+			is.NoErr(err)
+			is.True(bytes.Equal(enc.Materialize(), want)) // the bytes protobuf makes of the joined data
+			pieces.Free()                                 // the sender's references, once SendMsg returned
+			if len(tt.msg.Data) >= sharedMin {
+				is.True(pool.out.Load() > 0) // gRPC's references keep the pieces: not copied
+			}
+			enc.Free()
+			is.Equal(pool.out.Load(), int32(0)) // every piece back once gRPC freed them
 		})
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/grpc/mem"
+
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/chunktoken"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore"
@@ -187,17 +189,28 @@ func (n *Node) replicate(ctx context.Context, r replicateRequest) (int64, error)
 	return want.Size, nil
 }
 
-// sinkWriter hands a fetch's frames, in order, to a frame sink.
+// sinkWriter hands a fetch's frames, in order and in the pieces they
+// arrived in, to a frame sink.
 type sinkWriter struct {
 	sink *frameSink
 	off  int64
 }
 
+var _ chunkstream.PieceWriter = (*sinkWriter)(nil)
+
+func (s *sinkWriter) WritePieces(data mem.BufferSlice) error {
+	n := data.Len()
+	if err := s.sink.Frame(&rpc.PiecedFrame{Msg: &dfspb.ChunkDataStream{Offset: s.off}, Pieces: data}); err != nil {
+		return err
+	}
+	s.off += int64(n)
+	return nil
+}
+
 func (s *sinkWriter) Write(p []byte) (int, error) {
-	if err := s.sink.Frame(&dfspb.ChunkDataStream{Data: p, Offset: s.off}); err != nil {
+	if err := s.WritePieces(mem.BufferSlice{mem.SliceBuffer(p)}); err != nil {
 		return 0, err
 	}
-	s.off += int64(len(p))
 	return len(p), nil
 }
 

@@ -233,18 +233,28 @@ type idleStream struct {
 }
 
 type recvResult struct {
-	f   *dfspb.ChunkDataStream
+	f   *rpc.PiecedFrame
 	err error
 }
 
+// newIdleStream receives s's frames in pieces (rpc.PiecedFrame): their
+// data stays in the buffers gRPC read it into, not copied until the disk
+// takes it.
 func newIdleStream(s dfspb.DataNode_UploadChunkStreamServer, clk clockwork.Clock, timeout time.Duration) *idleStream {
 	st := &idleStream{DataNode_UploadChunkStreamServer: s, clock: clk, timeout: timeout, frames: make(chan recvResult, 1)}
 	go func() {
 		for {
-			f, err := s.Recv()
+			f := new(rpc.PiecedFrame)
+			err := s.RecvMsg(f)
+			if err != nil {
+				f = nil
+			}
 			select {
 			case st.frames <- recvResult{f, err}:
 			case <-s.Context().Done():
+				if f != nil {
+					f.Pieces.Free()
+				}
 				return
 			}
 			if err != nil {
@@ -255,7 +265,22 @@ func newIdleStream(s dfspb.DataNode_UploadChunkStreamServer, clk clockwork.Clock
 	return st
 }
 
-func (s *idleStream) Recv() (*dfspb.ChunkDataStream, error) {
+var _ chunkstream.PieceRecvStream = (*idleStream)(nil)
+
+// Recv is RecvPieces with the frame's data joined.
+func (s *idleStream) Recv() (*dfspb.ChunkDataStream, error) { return joined(s.RecvPieces()) }
+
+// joined returns f with its data joined into its message.
+func joined(f *rpc.PiecedFrame, err error) (*dfspb.ChunkDataStream, error) {
+	if err != nil {
+		return nil, err
+	}
+	m := f.Msg
+	m.Data = f.Join()
+	return m, nil
+}
+
+func (s *idleStream) RecvPieces() (*rpc.PiecedFrame, error) {
 	t := s.clock.NewTimer(s.timeout)
 	defer t.Stop()
 	select {
@@ -302,14 +327,20 @@ func (n *Node) streamFailed(ctx context.Context, err error, msg string) {
 
 func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	idle := newIdleStream(raw, n.clock, n.cfg.SessionTimeout)
-	first, err := idle.Recv()
+	first, err := idle.RecvPieces()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return rpc.Errorf(rpc.Invalid, "upload stream closed before the first frame")
 		}
 		return rpc.FromStatus(err)
 	}
-	s, sid, err := n.streamSession(raw.Context(), first)
+	handed := false // first's pieces, to Receive
+	defer func() {
+		if !handed {
+			first.Pieces.Free()
+		}
+	}()
+	s, sid, err := n.streamSession(raw.Context(), first.Msg)
 	if err != nil {
 		return err
 	}
@@ -341,6 +372,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	self := []string{string(n.id)}
 	sink := n.newFrameSink(ctx, w, fwd, sinkDepth)
 	sink.bytes = n.metrics.received
+	handed = true
 	v, err := chunkstream.Receive(ctx, stream, sid, first, chunkstream.Expect{ChunkID: s.id, Size: s.size, FrameSize: s.frameSize}, sink)
 	if werr := sink.finish(); err == nil {
 		err = werr
@@ -385,7 +417,7 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 // pause for its disk has lasted maxPause (a disk that hangs): the sender
 // then gives up on this node.
 type keepalive struct {
-	stream   chunkstream.RecvStream
+	stream   chunkstream.PieceRecvStream
 	clock    clockwork.Clock
 	maxPause time.Duration
 	stop     func() // ends the keepalives; returns once they have
@@ -397,9 +429,9 @@ type keepalive struct {
 	err         error // a failed send: no more keepalives
 }
 
-var _ chunkstream.RecvStream = (*keepalive)(nil)
+var _ chunkstream.PieceRecvStream = (*keepalive)(nil)
 
-func newKeepalive(ctx context.Context, stream chunkstream.RecvStream, clk clockwork.Clock, sid rpc.SessionID, every, maxPause time.Duration) *keepalive {
+func newKeepalive(ctx context.Context, stream chunkstream.PieceRecvStream, clk clockwork.Clock, sid rpc.SessionID, every, maxPause time.Duration) *keepalive {
 	k := &keepalive{stream: stream, clock: clk, maxPause: maxPause,
 		last: &dfspb.ChunkDataAck{SessionId: string(sid), ReadyForNext: true}}
 	ctx, cancel := context.WithCancel(ctx)
@@ -436,11 +468,14 @@ func (k *keepalive) Send(ack *dfspb.ChunkDataAck) error {
 	return k.stream.Send(ack)
 }
 
-func (k *keepalive) Recv() (*dfspb.ChunkDataStream, error) {
+// Recv is RecvPieces with the frame's data joined.
+func (k *keepalive) Recv() (*dfspb.ChunkDataStream, error) { return joined(k.RecvPieces()) }
+
+func (k *keepalive) RecvPieces() (*rpc.PiecedFrame, error) {
 	k.mu.Lock()
 	k.inRecv = true
 	k.mu.Unlock()
-	f, err := k.stream.Recv()
+	f, err := k.stream.RecvPieces()
 	k.mu.Lock()
 	k.inRecv = false
 	k.mu.Unlock()
@@ -500,7 +535,7 @@ type frameSink struct {
 	w     *chunkstore.Writer
 	fwd   *forwarder
 	self  []string
-	queue chan *rpc.HeldFrame
+	queue chan *rpc.PiecedFrame
 	done  chan struct{}
 	bytes prometheus.Counter // counts the frames' bytes, when set
 
@@ -519,19 +554,20 @@ type frameSink struct {
 
 var _ chunkstream.Sink = (*frameSink)(nil)
 
-// A frame on its way to the disk and the replicas is an rpc.HeldFrame:
-// the codec decoded it into a pooled buffer, and whichever of its holders
-// ends last hands the buffer back, so the next frame received reuses it
-// instead of new memory: a 1 GiB put then turns over a few megabytes per
-// node instead of the whole gigabyte, and the heap stays near what the
-// windows hold. Its holders are the disk writer, the forwarder until
-// every replica's Send has returned, and each buffer the codec made of it
-// to send to a replica without copying it (rpc.SharedFrame) until gRPC
-// has written it out.
+// A frame on its way to the disk and the replicas stays in the pieces
+// gRPC read it into (rpc.PiecedFrame): pooled buffers, each with a count
+// of its references, the last of which hands it back, so the next frame
+// received reuses it instead of new memory: a 1 GiB put then turns over a
+// few megabytes per node instead of the whole gigabyte, and the heap stays
+// near what the windows hold. The references are the disk writer's (the
+// store copies what it keeps), the forwarder's until every replica's Send
+// has returned, and those the codec takes to send the pieces to each
+// replica without copying them (rpc.SharedFrame) until gRPC has written
+// them out.
 
 func (n *Node) newFrameSink(ctx context.Context, w *chunkstore.Writer, fwd *forwarder, depth int) *frameSink {
 	s := &frameSink{
-		w: w, fwd: fwd, self: []string{string(n.id)}, queue: make(chan *rpc.HeldFrame, depth), done: make(chan struct{}),
+		w: w, fwd: fwd, self: []string{string(n.id)}, queue: make(chan *rpc.PiecedFrame, depth), done: make(chan struct{}),
 		budget: n.frames, ceiling: n.frames.limit, wait: n.cfg.SessionTimeout, ctx: ctx,
 	}
 	if len(fwd.ups) > 0 {
@@ -548,11 +584,15 @@ func (s *frameSink) write() {
 		failed := s.err != nil
 		s.mu.Unlock()
 		var err error
-		if !failed {
-			_, err = s.w.Write(f.Data) // the store copies what it keeps
+		n := f.Len()
+		for _, p := range f.Pieces {
+			if failed || err != nil {
+				break
+			}
+			_, err = s.w.Write(p.ReadOnlyData()) // the store copies what it keeps
 		}
-		s.budget.release(int64(len(f.Data)))
-		f.Release()
+		s.budget.release(int64(n))
+		f.Pieces.Free()
 		s.mu.Lock()
 		if err != nil && s.err == nil {
 			s.err = rpc.NodeError(rpc.Internal, s.self, "%w", err)
@@ -566,18 +606,20 @@ func (s *frameSink) write() {
 }
 
 // Frame forwards f to the replicas and queues it for the disk.
-func (s *frameSink) Frame(f *dfspb.ChunkDataStream) error {
-	if err := s.budget.acquire(s.ctx, int64(len(f.Data)), s.ceiling, s.wait); err != nil {
+func (s *frameSink) Frame(f *rpc.PiecedFrame) error {
+	n := f.Len()
+	if err := s.budget.acquire(s.ctx, int64(n), s.ceiling, s.wait); err != nil {
+		f.Pieces.Free()
 		return rpc.NodeError(rpc.Other, s.self, "%w; try another node or later", err)
 	}
 	if s.bytes != nil {
-		s.bytes.Add(float64(len(f.Data)))
+		s.bytes.Add(float64(n))
 	}
-	sf := rpc.HoldFrame(f.Data, 2) // the disk writer and the forwarder
-	fwd := s.fwd.send(f, sf)
-	s.queue <- sf
+	f.Pieces.Ref() // the forwarder's; the disk writer has f's own
+	fwd := s.fwd.send(f, n)
+	s.queue <- f
 	ferr := <-fwd // every replica's Send has returned: the codec holds what gRPC has yet to write
-	sf.Release()
+	f.Pieces.Free()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
@@ -674,11 +716,11 @@ func openReplica(ctx context.Context, wd *chunkstream.Watchdog, cc *grpc.ClientC
 	return st, nil
 }
 
-// send forwards f to every replica in parallel, its data not copied but
-// held by h until gRPC has written it out to each; the channel yields
-// the combined error once all have taken it. The caller holds h until
-// then.
-func (fw *forwarder) send(f *dfspb.ChunkDataStream, h rpc.FrameHolder) <-chan error {
+// send forwards f, of n data bytes, to every replica in parallel, its
+// pieces not copied but referenced until gRPC has written them out to
+// each; the channel yields the combined error once all have taken it. The
+// caller holds a reference on the pieces until then.
+func (fw *forwarder) send(pf *rpc.PiecedFrame, n int) <-chan error {
 	done := make(chan error, 1)
 	if len(fw.ups) == 0 {
 		done <- nil
@@ -689,20 +731,21 @@ func (fw *forwarder) send(f *dfspb.ChunkDataStream, h rpc.FrameHolder) <-chan er
 	go func() {
 		errs := make([]error, len(fw.ups))
 		var wg sync.WaitGroup
+		f := pf.Msg
 		for i, u := range fw.ups {
 			wg.Go(func() {
 				t := fw.targets[i]
 				g := &dfspb.ChunkDataStream{
-					SessionId: string(t.session), ChunkId: f.ChunkId, Data: f.Data, Offset: f.Offset,
+					SessionId: string(t.session), ChunkId: f.ChunkId, Offset: f.Offset,
 					IsFinal: f.IsFinal, PartialChecksum: f.PartialChecksum, ChunkChecksum: f.ChunkChecksum,
 				}
 				if first && t.session == "" {
 					g.Prepare = &dfspb.PrepareChunkUploadRequest{ChunkId: string(fw.s.id), Size: fw.s.size, FrameSize: fw.s.frameSize, Token: fw.s.token}
 				}
-				if err := u.SendShared(rpc.SharedFrame{Frame: g, Holder: h}); err != nil {
+				if err := u.SendShared(rpc.SharedFrame{Frame: g, Pieces: pf.Pieces}); err != nil {
 					errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err)
 				} else if fw.bytes != nil {
-					fw.bytes.Add(float64(len(g.Data)))
+					fw.bytes.Add(float64(n))
 				}
 			})
 		}
