@@ -164,10 +164,10 @@ type SharedFrame struct {
 // dataField is ChunkDataStream's data field number.
 const dataField = 3
 
-// sharedMin is the least data a SharedFrame sends from its own buffer:
+// SharedMin is the least data a SharedFrame sends from its own buffer:
 // splitting the message costs more than copying a few kilobytes (a
 // datanode serving 4 KiB gets spent 14 % more CPU when it split them).
-const sharedMin = 64 << 10
+const SharedMin = 64 << 10
 
 // marshalShared encodes s.Frame as proto.Marshal does, byte for byte, in
 // three pieces: the fields before Data and Data's tag and length, Data
@@ -178,14 +178,14 @@ const sharedMin = 64 << 10
 func marshalShared(s SharedFrame) (mem.BufferSlice, error) {
 	f := s.Frame
 	if s.Pieces != nil && f != nil && len(f.Data) == 0 {
-		if s.Pieces.Len() < sharedMin {
+		if s.Pieces.Len() < SharedMin {
 			g := proto.CloneOf(f)
 			g.Data = s.Pieces.Materialize()
 			return codec{}.Marshal(g)
 		}
 		return marshalPieces(f, s.Pieces)
 	}
-	if s.Holder == nil || f == nil || len(f.Data) < sharedMin {
+	if s.Holder == nil || f == nil || len(f.Data) < SharedMin {
 		return codec{}.Marshal(f)
 	}
 	head, tail, err := aroundData(f, len(f.Data))

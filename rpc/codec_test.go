@@ -274,7 +274,7 @@ func TestSharedFrameWire(t *testing.T) {
 			is.NoErr(err)
 			is.True(bytes.Equal(enc.Materialize(), want)) // the bytes protobuf makes of the joined data
 			pieces.Free()                                 // the sender's references, once SendMsg returned
-			if len(tt.msg.Data) >= sharedMin {
+			if len(tt.msg.Data) >= SharedMin {
 				is.True(pool.out.Load() > 0) // gRPC's references keep the pieces: not copied
 			}
 			enc.Free()

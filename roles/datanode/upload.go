@@ -732,6 +732,16 @@ func (fw *forwarder) send(pf *rpc.PiecedFrame, n int) <-chan error {
 		errs := make([]error, len(fw.ups))
 		var wg sync.WaitGroup
 		f := pf.Msg
+		// A small frame goes as the message's own data, which the codec
+		// copies as it encodes: splitting it costs more than a copy.
+		var small []byte
+		if n < rpc.SharedMin {
+			if len(pf.Pieces) == 1 {
+				small = pf.Pieces[0].ReadOnlyData() // ours until every Send returned
+			} else {
+				small = pf.Pieces.Materialize()
+			}
+		}
 		for i, u := range fw.ups {
 			wg.Go(func() {
 				t := fw.targets[i]
@@ -742,7 +752,12 @@ func (fw *forwarder) send(pf *rpc.PiecedFrame, n int) <-chan error {
 				if first && t.session == "" {
 					g.Prepare = &dfspb.PrepareChunkUploadRequest{ChunkId: string(fw.s.id), Size: fw.s.size, FrameSize: fw.s.frameSize, Token: fw.s.token}
 				}
-				if err := u.SendShared(rpc.SharedFrame{Frame: g, Pieces: pf.Pieces}); err != nil {
+				sf := rpc.SharedFrame{Frame: g, Pieces: pf.Pieces}
+				if small != nil {
+					sf = rpc.SharedFrame{Frame: g}
+					g.Data = small
+				}
+				if err := u.SendShared(sf); err != nil {
 					errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err)
 				} else if fw.bytes != nil {
 					fw.bytes.Add(float64(n))
