@@ -214,6 +214,7 @@ func receive(next source, exp Expect, fn func(off int64, f *rpc.PiecedFrame) err
 			return nil, SourceCorrupt, err
 		}
 		if f.Len() == 0 {
+			f.Pieces.Free()
 			continue
 		}
 		if err := fn(off, f); err != nil {

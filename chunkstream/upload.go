@@ -285,13 +285,7 @@ type Sink interface {
 // and sends the final ack. The returned verifier holds the frame digests
 // and the chunk digest. The frames' pieces go to the sink, or are freed.
 func Receive(ctx context.Context, stream RecvStream, session rpc.SessionID, first *rpc.PiecedFrame, exp Expect, sink Sink) (*Verifier, error) {
-	recv := func() (*rpc.PiecedFrame, error) {
-		f, err := stream.Recv()
-		if err != nil {
-			return nil, err
-		}
-		return rpc.Pieced(f), nil
-	}
+	recv := wholeOf(stream)
 	if ps, ok := stream.(PieceRecvStream); ok {
 		recv = ps.RecvPieces
 	}

@@ -60,8 +60,9 @@ type fetched struct {
 	err    error
 }
 
-// bigWrite is the size of the writes Get makes to its writer at least
-// (but for the end of the file) when a file's frames are smaller.
+// bigWrite is the size of the writes Get makes to a writer that is not a
+// file, at least (but for the end of the file): frames arrive in 16 KiB
+// pieces.
 const bigWrite = 1 << 20
 
 // get reads the chunk map a page at a time while it fetches the chunks:
