@@ -8,7 +8,6 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/dfs-project/dfs/rpc"
-	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // DefaultProgressTimeout is how long a stream may wait for its peer's next
@@ -161,16 +160,8 @@ func (w *Watchdog) Err() error {
 	return w.err
 }
 
-// Receiver wraps the receiving side of a download: every frame kicks the
-// watchdog, and a receive ended by the watchdog returns its error.
-func (w *Watchdog) Receiver(r FrameReceiver) FrameReceiver { return watchedReceiver{r, w} }
-
-type watchedReceiver struct {
-	r FrameReceiver
-	w *Watchdog
-}
-
-// watch is Receiver of a source.
+// watch wraps the source of a download: every frame kicks the watchdog,
+// and a receive ended by the watchdog returns its error.
 func (w *Watchdog) watch(next source) source {
 	return func() (*rpc.PiecedFrame, error) {
 		f, err := next()
@@ -185,15 +176,4 @@ func (w *Watchdog) watch(next source) source {
 		}
 		return f, err
 	}
-}
-
-func (r watchedReceiver) Recv() (*dfspb.ChunkDataStream, error) {
-	f, err := r.r.Recv()
-	if werr := r.w.Err(); werr != nil {
-		return nil, werr
-	}
-	if err == nil {
-		r.w.Kick()
-	}
-	return f, err
 }

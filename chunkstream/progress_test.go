@@ -95,29 +95,6 @@ func TestUploadKeepaliveAcks(t *testing.T) {
 	is.NoErr(await(t, done, "the upload")) // kept alive by the repeated acks
 }
 
-// blockingReceiver never delivers a frame until its context ends.
-type blockingReceiver struct{ ctx context.Context }
-
-func (b blockingReceiver) Recv() (*dfspb.ChunkDataStream, error) {
-	<-b.ctx.Done()
-	return nil, rpc.Errorf(rpc.Canceled, "context canceled")
-}
-
-// TestWatchdogReceiver: a download whose source stops sending frames ends
-// with the watchdog's DeadlineExceeded, not a bare cancellation.
-func TestWatchdogReceiver(t *testing.T) {
-	is := is.New(t)
-	ctx, wd := chunkstream.NewWatchdog(t.Context(), nil, stall, "datanode x")
-	defer wd.Stop()
-	s := newStored(100, 16)
-	done := make(chan error, 1)
-	go func() {
-		done <- chunkstream.ReceiveInto(wd.Receiver(blockingReceiver{ctx}), s.expect(), make([]byte, 100))
-	}()
-	err := await(t, done, "the stalled download to fail")
-	is.Equal(rpc.KindOf(err), rpc.DeadlineExceeded) // the stall, named as such
-}
-
 // TestWatchdogPeerHeardOnConnection: while the peer is heard from on the
 // connection the stream shares (it answers other streams), a stream that
 // waits longer than the timeout is slow, not stalled, and the watchdog
