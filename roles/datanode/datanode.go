@@ -356,7 +356,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.id = id
 	n.log = n.log.With().Str("node_id", id.Short()).Logger()
 	n.store, err = chunkstore.OpenWith(n.fs, n.cfg.DataDir, chunkstore.Options{
-		Capacity: n.cfg.Capacity, PackThreshold: n.cfg.PackThreshold, PrecreateDirs: true, Log: n.log})
+		Capacity: n.cfg.Capacity, PackThreshold: n.cfg.PackThreshold, Log: n.log})
 	if err != nil {
 		return err
 	}

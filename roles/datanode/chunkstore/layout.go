@@ -18,15 +18,13 @@ import (
 // The store keeps chunk files under dir in the nested layout
 // dir/chunks/<hash[0:2]>/<hash[2]>/<chunk id> (4096 directories), and
 // pack files in dir/packs. The 256 first-level chunk directories are
-// created with the store. With Options.PrecreateDirs the 16 below each
-// are too (or, for a store made before, once at start-up, marked by
-// fanoutMarker), so writing a chunk never creates a directory; without,
-// each is created on first use (and remembered).
+// created with the store; each of the 16 below them is created when its
+// first chunk file is written (and remembered). Chunks of at most the pack
+// threshold are records in pack files, so a small write never creates a
+// directory, and a chunk file's is at most one mkdir in 4096.
 const (
 	layoutMarker = ".layout-v1"
-	fanoutMarker = ".fanout-v1"
 	fanout1      = 256
-	fanout2      = 16
 )
 
 // tempSuffix ends the name of a chunk being written, beside its final name.
@@ -58,13 +56,6 @@ func (s *Store) createLayout() error {
 	if err := s.createChunkRoot(); err != nil {
 		return err
 	}
-	if s.precreate {
-		// Best effort: a full disk still opens, and then a directory is
-		// created on its first chunk, as without PrecreateDirs.
-		if err := s.createFanout(); err != nil {
-			s.log.Warn().Err(err).Msg("chunk directories not all created ahead; each is created on its first chunk")
-		}
-	}
 	if _, err := s.fs.Stat(s.packDir()); err == nil {
 		return nil
 	}
@@ -76,40 +67,6 @@ func (s *Store) createLayout() error {
 	}
 	if err := s.fs.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("datanode: create pack directory: %w", err)
-	}
-	return nil
-}
-
-// createFanout creates the second-level chunk directories, durably, once
-// (fanoutMarker), and remembers them all.
-func (s *Store) createFanout() error {
-	marker := filepath.Join(s.chunkRoot(), fanoutMarker)
-	if _, err := s.fs.Stat(marker); err != nil {
-		for i := range fanout1 {
-			d1 := filepath.Join(s.chunkRoot(), fmt.Sprintf("%02x", i))
-			if err := s.fs.Mkdir(d1, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("datanode: create chunk directories: %w", err)
-			}
-			for j := range fanout2 {
-				if err := s.fs.Mkdir(filepath.Join(d1, fmt.Sprintf("%x", j)), 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
-					return fmt.Errorf("datanode: create chunk directories: %w", err)
-				}
-			}
-			if err := s.fs.SyncDir(d1); err != nil {
-				return fmt.Errorf("datanode: create chunk directories: %w", err)
-			}
-		}
-		if err := vfs.WriteFile(s.fs, marker, []byte("chunks/<hash[0:2]>/<hash[2]>/ all created\n")); err != nil {
-			return fmt.Errorf("datanode: create chunk directories: %w", err)
-		}
-		if err := s.fs.SyncDir(s.chunkRoot()); err != nil {
-			return fmt.Errorf("datanode: create chunk directories: %w", err)
-		}
-	}
-	for i := range fanout1 {
-		for j := range fanout2 {
-			s.dirs.Store(filepath.Join(s.chunkRoot(), fmt.Sprintf("%02x", i), fmt.Sprintf("%x", j)), true)
-		}
 	}
 	return nil
 }

@@ -78,7 +78,6 @@ type Store struct {
 	// while committer is set); packErr, once a pack write or sync failed,
 	// stops every later pack write until a restart; compactErr, once a
 	// compacted pack could not be removed, stops compaction until then.
-	precreate     bool
 	packThreshold int64
 	packSize      int64
 	log           zerolog.Logger
@@ -101,11 +100,6 @@ type Options struct {
 	// file rather than as a file of its own; 0 stores every chunk as a
 	// file.
 	PackThreshold int64
-	// PrecreateDirs creates all 4096 chunk directories with the store (or
-	// once at start-up for a store made before), so writing a chunk never
-	// creates one. It costs about a second on a fresh data dir; without
-	// it a directory is created on its first chunk.
-	PrecreateDirs bool
 	// PackSize seals the active pack file once it holds this many bytes
 	// (0: 256 MiB).
 	PackSize int64
@@ -130,7 +124,7 @@ func OpenWith(fsys vfs.FS, dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{fs: fsys, dir: dir, capacity: opts.Capacity, index: map[rpc.ChunkID]Meta{}, committing: map[rpc.ChunkID]*commit{},
 		deleting: map[rpc.ChunkID]int{}, open: map[rpc.ChunkID]*openChunk{}, openLRU: list.New(),
-		packThreshold: opts.PackThreshold, packSize: opts.PackSize, log: opts.Log, precreate: opts.PrecreateDirs,
+		packThreshold: opts.PackThreshold, packSize: opts.PackSize, log: opts.Log,
 		packs: map[uint64]*pack{}, packed: map[rpc.ChunkID]packLoc{}}
 	if err := fsys.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("datanode: create %s: %w", dir, err)
