@@ -146,6 +146,30 @@ func TestMostFreeBreaksTiesAtRandom(t *testing.T) {
 	is.Equal(len(seconds), 4)                                 // equal nodes share the load
 }
 
+// TestMostFreeNearlyEqualShareThePrimaries: nodes whose free space
+// differs by less than a band (1/64 of the most) are equal, so they take
+// turns as the primary; a node a band behind never leads.
+func TestMostFreeNearlyEqualShareThePrimaries(t *testing.T) {
+	is := is.New(t)
+	nodes := []placement.Node{
+		node(0, placement.Healthy, 80<<30),
+		node(1, placement.Healthy, 80<<30-300<<20), // 300 MiB less: reported a moment earlier
+		node(2, placement.Healthy, 80<<30-900<<20),
+		node(3, placement.Healthy, 70<<30), // 10 GiB less
+	}
+	primaries := map[rpc.NodeID]int{}
+	for range 600 {
+		got, err := placement.Place(placement.MostFree{}, nodes, 3, chunk, nil)
+		is.NoErr(err)
+		primaries[got[0].ID]++
+		is.True(got[0].ID != nodes[3].ID && got[1].ID != nodes[3].ID && got[2].ID != nodes[3].ID) // the emptier three are chosen
+	}
+	is.Equal(len(primaries), 3) // each of the three leads
+	for _, n := range primaries {
+		is.True(n > 100) // about a third each, not all on the one with the most bytes free
+	}
+}
+
 func TestRandomSpreads(t *testing.T) {
 	is := is.New(t)
 	nodes := healthy(10)

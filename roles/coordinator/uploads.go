@@ -49,9 +49,12 @@ const maxCommitRetries = 8
 // does not know it, so the confirm fails with NotFound, the client puts
 // the file again, and the chunk, unknown to any session, is an orphan.
 type upload struct {
-	id          rpc.SessionID
-	path        rpc.Path
-	chunkSize   int64
+	id        rpc.SessionID
+	path      rpc.Path
+	chunkSize int64
+	// size is the file's size when the client gave it, else 0: it sizes
+	// the last chunk's placement and reservation.
+	size        int64
 	replication int
 	created     time.Time
 	// owner is the user who opened the upload ("" without an identity):
@@ -115,6 +118,20 @@ func (up *uploads) settle(u *upload) {
 func newUpload(id rpc.SessionID, p rpc.Path, chunkSize int64, repl int, created time.Time) *upload {
 	return &upload{id: id, path: p, chunkSize: chunkSize, replication: repl, created: created,
 		byID: map[rpc.ChunkID]int{}, next: map[uint32]uint32{}, receipts: map[uint32]meta.Chunk{}}
+}
+
+// chunkBytes is the most chunk index of u can hold: the chunk size, or
+// what is left of the file for its last chunk when the size is known. A
+// 4 KiB file thus reserves 4 KiB on each node it is placed on, not a whole
+// chunk size: reserving 8 MiB a file made a burst of small puts look like
+// gigabytes a second going to the nodes until their next heartbeat.
+func (u *upload) chunkBytes(index uint32) int64 {
+	if u.size > 0 {
+		if rest := u.size - int64(index)*u.chunkSize; rest > 0 && rest < u.chunkSize {
+			return rest
+		}
+	}
+	return u.chunkSize
 }
 
 func uploadFromMeta(m *meta.Upload) *upload {
@@ -383,6 +400,7 @@ func (up *uploads) begin(ctx context.Context, req uploadRequest) (*opened, error
 		return nil, up.placementWarmup(err)
 	}
 	u := newUpload(rpc.NewSessionID(), req.path, chunkSize, repl, up.clock.Now())
+	u.size = max(req.size, 0)
 	if id, ok := auth.FromContext(ctx); ok {
 		u.owner = id.User
 	}
@@ -436,7 +454,8 @@ func (up *uploads) persist(ctx context.Context, u *upload) error {
 // place chooses nodes for chunk index of u, avoiding excluded nodes, and
 // adds the allocation to u (in memory; the caller persists it).
 func (up *uploads) place(u *upload, index uint32, exclude map[rpc.NodeID]bool) (plan, error) {
-	nodes, err := placement.Place(up.policy, up.nodes.candidates(), u.replication, u.chunkSize, exclude)
+	need := u.chunkBytes(index)
+	nodes, err := placement.Place(up.policy, up.nodes.candidates(), u.replication, need, exclude)
 	if err != nil {
 		return plan{}, err
 	}
@@ -453,7 +472,7 @@ func (up *uploads) place(u *upload, index uint32, exclude map[rpc.NodeID]bool) (
 	a := meta.Allocation{Index: index, Attempt: attempt, ID: id}
 	for _, n := range nodes {
 		a.Nodes = append(a.Nodes, n.ID)
-		up.nodes.reserve(n.ID, u.chunkSize)
+		up.nodes.reserve(n.ID, need)
 	}
 	u.add(a)
 	return plan{index: index, id: id, nodes: nodes}, nil

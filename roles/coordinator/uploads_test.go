@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -343,4 +344,30 @@ func TestOneChunkUploadAcrossRestart(t *testing.T) {
 	got, err := f.store.Get(f.ctx, "/one")
 	is.NoErr(err)
 	is.True(got.Session != id) // committed by the new session
+}
+
+// TestSmallFileReservesItsSize: placing a file smaller than a chunk
+// reserves its size on each node until the node's next report, not a
+// whole chunk size, so a burst of small puts does not make nodes look
+// full long before they are.
+func TestSmallFileReservesItsSize(t *testing.T) {
+	is := is.New(t)
+	f := newFixture(t, 0, nil)
+	for i := range 3 {
+		nid := rpc.NodeID(fmt.Sprintf("%08d-0000-0000-0000-000000000000", i+1))
+		f.dn.Add(nid, fmt.Sprintf("127.0.0.1:%d", 7001+i))
+		_, err := f.term.membership.register(f.ctx, registration{node: nid, addr: fmt.Sprintf("127.0.0.1:%d", 7001+i), usage: usage{capacity: 1 << 40, free: 2 * testChunk}})
+		is.NoErr(err)
+	}
+	const small = 4 << 10
+	fit := int(2 * testChunk / small)
+	for i := range fit {
+		_, err := f.term.uploads.begin(f.ctx, uploadRequest{path: rpc.Path(fmt.Sprintf("/small/%d", i)), size: small, replication: 3})
+		is.NoErr(err) // as many small files as fit in two chunk sizes, not two
+	}
+	for _, n := range f.term.uploads.nodes.candidates() {
+		is.Equal(n.Free, int64(0)) // each reserved its own size
+	}
+	_, err := f.term.uploads.begin(f.ctx, uploadRequest{path: "/small/more", size: small, replication: 3})
+	is.Equal(rpc.KindOf(err), rpc.FailedPrecondition) // and then the nodes are full until they report
 }
