@@ -86,6 +86,33 @@ func BenchmarkPutSmall4KiB(b *testing.B) {
 	})
 }
 
+// BenchmarkGetSmall4KiB gets 4 KiB files of one chunk each, 16 at a
+// time (as `dfs bench` does: SetParallelism(8) on 2 cores), each file once
+// per lap of the set.
+func BenchmarkGetSmall4KiB(b *testing.B) {
+	cl := benchCluster(b)
+	data := make([]byte, 4<<10)
+	const files = 256
+	for i := range files {
+		if _, err := cl.Put(context.Background(), fmt.Sprintf("/bench/small/%d", i), bytes.NewReader(data), int64(len(data)), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(data)))
+	b.SetParallelism(16 / runtime.GOMAXPROCS(0))
+	var n atomic.Int64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1) % files
+			if _, err := cl.Get(context.Background(), fmt.Sprintf("/bench/small/%d", i), io.Discard, nil); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkMetadata times durable metadata commits (a put of an empty file:
 // UploadFile + ConfirmUpload) and lookups (StatFile) through the gRPC API
 // with 16 concurrent clients, on each metadata store.
