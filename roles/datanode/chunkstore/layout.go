@@ -17,15 +17,12 @@ import (
 
 // The store keeps chunk files under dir in the nested layout
 // dir/chunks/<hash[0:2]>/<hash[2]>/<chunk id> (4096 directories), and
-// pack files in dir/packs. The 256 first-level chunk directories are
-// created with the store; each of the 16 below them is created when its
-// first chunk file is written (and remembered). Chunks of at most the pack
+// pack files in dir/packs. A chunk directory is created (and its parent
+// fsynced) when the first chunk file goes there. Chunks of at most the pack
 // threshold are records in pack files, so a small write never creates a
-// directory, and a chunk file's is at most one mkdir in 4096.
-const (
-	layoutMarker = ".layout-v1"
-	fanout1      = 256
-)
+// directory, and chunk files create at most 4,352 (256 + 4,096) in a
+// store's life.
+const layoutMarker = ".layout-v1"
 
 // tempSuffix ends the name of a chunk being written, beside its final name.
 const tempSuffix = ".tmp"
@@ -71,8 +68,7 @@ func (s *Store) createLayout() error {
 	return nil
 }
 
-// createChunkRoot creates the chunk root and its first-level directories,
-// durably, once (layoutMarker).
+// createChunkRoot creates the chunk root, durably, once (layoutMarker).
 func (s *Store) createChunkRoot() error {
 	marker := filepath.Join(s.chunkRoot(), layoutMarker)
 	if _, err := s.fs.Stat(marker); err == nil {
@@ -80,11 +76,6 @@ func (s *Store) createChunkRoot() error {
 	}
 	if err := s.fs.MkdirAll(s.chunkRoot(), 0o750); err != nil {
 		return fmt.Errorf("datanode: create chunk directories: %w", err)
-	}
-	for i := range fanout1 {
-		if err := s.fs.Mkdir(filepath.Join(s.chunkRoot(), fmt.Sprintf("%02x", i)), 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("datanode: create chunk directories: %w", err)
-		}
 	}
 	if err := vfs.WriteFile(s.fs, marker, []byte("chunks/<hash[0:2]>/<hash[2]>/<chunk id>\n")); err != nil {
 		return fmt.Errorf("datanode: create chunk directories: %w", err)
@@ -95,23 +86,37 @@ func (s *Store) createChunkRoot() error {
 	return s.fs.SyncDir(s.dir)
 }
 
-// chunkDir returns the directory of chunk id, creating it (durably) on
-// first use.
+// chunkDir returns the directory of chunk id, creating it and its parent
+// (durably) on first use.
 func (s *Store) chunkDir(id rpc.ChunkID) (string, error) {
 	dir := filepath.Dir(s.path(id))
 	if _, ok := s.dirs.Load(dir); ok {
 		return dir, nil
 	}
-	switch err := s.fs.Mkdir(dir, 0o750); {
-	case err == nil:
-		if err := s.fs.SyncDir(filepath.Dir(dir)); err != nil {
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := s.durableDir(d); err != nil {
 			return "", err
 		}
-	case !errors.Is(err, fs.ErrExist):
-		return "", err
 	}
-	s.dirs.Store(dir, true)
 	return dir, nil
+}
+
+// durableDir makes sure directory d exists and its entry is on disk: it
+// creates d if missing and fsyncs d's parent, once per process (a
+// directory found made by an earlier process that died before the fsync
+// gets it too), and remembers d.
+func (s *Store) durableDir(d string) error {
+	if _, ok := s.dirs.Load(d); ok {
+		return nil
+	}
+	if err := s.fs.Mkdir(d, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if err := s.fs.SyncDir(filepath.Dir(d)); err != nil {
+		return err
+	}
+	s.dirs.Store(d, true)
+	return nil
 }
 
 // removeTemps deletes the temporary files of writes a crash interrupted.

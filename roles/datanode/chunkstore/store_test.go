@@ -336,3 +336,33 @@ func testQuarantineReplaced(t *testing.T, s *Store) {
 	is.True(s.Has(id))                    // the new copy stays in service
 	is.Equal(len(s.Corrupt()), 0)         // and is not listed corrupt
 }
+
+// TestChunkDirectoriesSurviveACrash: a chunk file's directories are made
+// when its first chunk is written, and a crash (power loss) right after
+// the commit keeps the chunk. So does a directory an earlier process made
+// but died before making durable: the store fsyncs its parent all the
+// same before the first chunk goes in.
+func TestChunkDirectoriesSurviveACrash(t *testing.T) {
+	is := is.New(t)
+	m := vfs.NewCrashableMem()
+	is.NoErr(m.MkdirAll("/data", 0o750))
+	is.NoErr(m.SyncDir("/"))
+	s := openStore(t, m, "/data")
+	fresh, err := rpc.ParseChunkID(strings.Repeat("ab", 16) + "_1")
+	is.NoErr(err)
+	made, err := rpc.ParseChunkID(strings.Repeat("cd", 16) + "_1")
+	is.NoErr(err)
+	is.True(filepath.Dir(s.ChunkPath(fresh)) != filepath.Dir(s.ChunkPath(made))) // two chunk directories
+	// An earlier process made made's directories, without fsyncing.
+	is.NoErr(m.Mkdir(filepath.Dir(filepath.Dir(s.ChunkPath(made))), 0o750))
+	is.NoErr(m.Mkdir(filepath.Dir(s.ChunkPath(made)), 0o750))
+	put(t, s, fresh, chunkData(10, 1))
+	put(t, s, made, chunkData(10, 2))
+
+	after := openStore(t, m.CrashClone(), "/data")
+	for _, id := range []rpc.ChunkID{fresh, made} {
+		c, err := after.Open(id)
+		is.NoErr(err) // every committed chunk is there after the crash
+		c.Close()
+	}
+}
