@@ -17,7 +17,9 @@ import (
 // writes need an aligned buffer, length and offset, so data is gathered in
 // an aligned block and written a block at a time; the unaligned tail, the
 // digests and the footer go through an ordinary descriptor at commit, and
-// fsync makes both durable.
+// fsync makes both durable. Without O_DIRECT (tmpfs, some overlays) the
+// same blocks go through the ordinary descriptor: a write per MiB, not
+// one per piece of a frame as gRPC received it (16 KiB).
 const (
 	directAlign = 4096
 	directBlock = 1 << 20

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -365,4 +367,67 @@ func TestChunkDirectoriesSurviveACrash(t *testing.T) {
 		is.NoErr(err) // every committed chunk is there after the crash
 		c.Close()
 	}
+}
+
+// noDirectFS is a file system without O_DIRECT (like tmpfs) that counts
+// the writes to its files.
+type noDirectFS struct {
+	vfs.FS
+	writes atomic.Int64
+}
+
+func (d *noDirectFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, error) {
+	if flag&syscall.O_DIRECT != 0 {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: syscall.EINVAL}
+	}
+	f, err := d.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &writeCountedFile{File: f, writes: &d.writes}, nil
+}
+
+type writeCountedFile struct {
+	vfs.File
+	writes *atomic.Int64
+}
+
+func (f *writeCountedFile) Write(b []byte) (int, error) { f.writes.Add(1); return f.File.Write(b) }
+func (f *writeCountedFile) WriteAt(b []byte, off int64) (int, error) {
+	f.writes.Add(1)
+	return f.File.WriteAt(b, off)
+}
+
+// TestLargeChunkWithoutDirectIO: on a file system without O_DIRECT, a
+// chunk that arrives in 16 KiB pieces (as gRPC hands them over) is
+// written a MiB at a time, and reads back whole.
+func TestLargeChunkWithoutDirectIO(t *testing.T) {
+	is := is.New(t)
+	m := vfs.NewCrashableMem()
+	is.NoErr(m.MkdirAll("/data", 0o750))
+	disk := &noDirectFS{FS: m}
+	s, err := Open(disk, "/data", 64<<20)
+	is.NoErr(err)
+	id := chunkID(t, 1)
+	const size = 5<<20/2 + 1000 // 2.5 MiB and a tail
+	data := chunkData(size, 7)
+	w, err := s.Create(id, size, 1<<20)
+	is.NoErr(err)
+	before := disk.writes.Load()
+	for p := data; len(p) > 0; {
+		n := min(len(p), 16<<10)
+		_, err := w.Write(p[:n])
+		is.NoErr(err)
+		p = p[n:]
+	}
+	digest, frames := chunkstream.DigestOf(data, 1<<20)
+	is.NoErr(w.Commit(frames, digest))
+	is.Equal(disk.writes.Load()-before, int64(3)) // two whole MiB, then the tail with the digests and footer
+	c, err := s.Open(id)
+	is.NoErr(err)
+	defer c.Close()
+	got := make([]byte, size)
+	_, err = c.ReadAt(got, 0)
+	is.NoErr(err)
+	is.True(bytes.Equal(got, data)) // the chunk reads back whole
 }

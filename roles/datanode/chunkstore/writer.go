@@ -30,8 +30,10 @@ type Writer struct {
 	packed bool
 	buf    []byte
 
-	// With direct I/O, data is gathered in block and written to direct
-	// (an O_DIRECT descriptor of the same file) a block at a time.
+	// A chunk of a block or more is gathered in block and written a block
+	// at a time: to direct (an O_DIRECT descriptor of the same file) where
+	// the file system has it, else to f. The data comes in pieces as small
+	// as gRPC's 16 KiB reads, each of which would otherwise be a write.
 	direct  vfs.File
 	block   *[]byte
 	pending int   // bytes gathered in block
@@ -83,8 +85,9 @@ func (s *Store) Create(id rpc.ChunkID, size, frameSize int64) (*Writer, error) {
 			return nil, rpc.Errorf(rpc.Internal, "chunk %s: open for direct I/O: %w", id, err)
 		}
 		if ok {
-			w.direct, w.block = d, directBufs.Get().(*[]byte)
+			w.direct = d
 		}
+		w.block = directBufs.Get().(*[]byte)
 	}
 	return w, nil
 }
@@ -113,7 +116,7 @@ func (w *Writer) Write(data []byte) (int, error) {
 		w.written += int64(len(data))
 		return len(data), nil
 	}
-	if w.direct == nil {
+	if w.block == nil {
 		n, err := w.f.Write(data)
 		w.written += int64(n)
 		w.flushed += int64(n)
@@ -128,7 +131,11 @@ func (w *Writer) Write(data []byte) (int, error) {
 		w.pending += n
 		data = data[n:]
 		if w.pending == directBlock {
-			if _, err := w.direct.WriteAt(*w.block, w.flushed); err != nil {
+			out := w.f
+			if w.direct != nil {
+				out = w.direct
+			}
+			if _, err := out.WriteAt(*w.block, w.flushed); err != nil {
 				return 0, rpc.Errorf(rpc.Internal, "chunk %s: write: %w", w.id, err)
 			}
 			w.flushed += directBlock
@@ -139,11 +146,13 @@ func (w *Writer) Write(data []byte) (int, error) {
 	return total, nil
 }
 
-// releaseDirect closes the direct descriptor and returns the block.
-func (w *Writer) releaseDirect() {
+// releaseBlock closes the direct descriptor, if any, and returns the block.
+func (w *Writer) releaseBlock() {
 	if w.direct != nil {
 		w.direct.Close()
 		w.direct = nil
+	}
+	if w.block != nil {
 		directBufs.Put(w.block)
 		w.block = nil
 	}
@@ -162,10 +171,10 @@ func (w *Writer) Commit(frames [][]byte, digest []byte) error {
 		return w.commitPacked(frames, digest)
 	}
 	var buf bytes.Buffer
-	if w.direct != nil {
-		// The unaligned tail goes through the ordinary descriptor.
+	if w.block != nil {
+		// The tail, unaligned, goes through the ordinary descriptor.
 		buf.Write((*w.block)[:w.pending])
-		w.releaseDirect()
+		w.releaseBlock()
 	}
 	for _, fd := range frames {
 		buf.Write(fd)
@@ -246,7 +255,7 @@ func (w *Writer) Abort() {
 		w.buf = nil
 		return
 	}
-	w.releaseDirect()
+	w.releaseBlock()
 	name := w.f.Name()
 	w.f.Close()
 	w.s.fs.Remove(name)
