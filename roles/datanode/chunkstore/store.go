@@ -57,7 +57,7 @@ type Store struct {
 	// committing chunks are renamed into place, their directory not yet
 	// fsynced: not stored until it is, so no one is told they are.
 	committing map[rpc.ChunkID]*commit
-	dirs       sync.Map // chunk directories known to exist
+	dirs       sync.Map // chunk directories known to exist, their entries fsynced by this process
 	// corrupt chunks failed verification (at start-up, or later by Verify
 	// or Open): they are not indexed, but their files stay, and count as
 	// used, until Delete removes them.
