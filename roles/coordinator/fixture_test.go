@@ -66,12 +66,15 @@ func newFixture(t *testing.T, n int, store meta.Store, opts ...func(*Config)) *f
 	return f
 }
 
-// addNode starts a datanode and registers it.
-func (f *fixture) addNode(id, addr string) {
+// addNode starts a datanode and registers it, with 1 TiB free.
+func (f *fixture) addNode(id, addr string) { f.addNodeFree(id, addr, 1<<40) }
+
+// addNodeFree starts a datanode and registers it with free bytes free.
+func (f *fixture) addNodeFree(id, addr string, free int64) {
 	f.t.Helper()
 	nid := rpc.NodeID(id)
 	f.dn.Add(nid, addr)
-	_, err := f.term.membership.register(f.ctx, registration{node: nid, addr: addr, usage: usage{capacity: 1 << 40, free: 1 << 40}})
+	_, err := f.term.membership.register(f.ctx, registration{node: nid, addr: addr, usage: usage{capacity: 1 << 40, free: free}})
 	if err != nil {
 		f.t.Fatalf("register %s: %v", id, err)
 	}

@@ -354,10 +354,7 @@ func TestSmallFileReservesItsSize(t *testing.T) {
 	is := is.New(t)
 	f := newFixture(t, 0, nil)
 	for i := range 3 {
-		nid := rpc.NodeID(fmt.Sprintf("%08d-0000-0000-0000-000000000000", i+1))
-		f.dn.Add(nid, fmt.Sprintf("127.0.0.1:%d", 7001+i))
-		_, err := f.term.membership.register(f.ctx, registration{node: nid, addr: fmt.Sprintf("127.0.0.1:%d", 7001+i), usage: usage{capacity: 1 << 40, free: 2 * testChunk}})
-		is.NoErr(err)
+		f.addNodeFree(fmt.Sprintf("%08d-0000-0000-0000-000000000000", i+1), fmt.Sprintf("127.0.0.1:%d", 7001+i), 2*testChunk)
 	}
 	const small = 4 << 10
 	fit := int(2 * testChunk / small)
