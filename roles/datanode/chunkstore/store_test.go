@@ -431,3 +431,31 @@ func TestLargeChunkWithoutDirectIO(t *testing.T) {
 	is.NoErr(err)
 	is.True(bytes.Equal(got, data)) // the chunk reads back whole
 }
+
+// TestDirectoriesMadeOnUse: a new store makes no chunk directories; a
+// packed chunk makes none either, and a chunk file makes its own two.
+func TestDirectoriesMadeOnUse(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	s, err := OpenWith(vfs.Default, dir, Options{Capacity: 64 << 20, PackThreshold: 64 << 10})
+	is.NoErr(err)
+	subdirs := func() []string {
+		var out []string
+		is.NoErr(filepath.WalkDir(filepath.Join(dir, "chunks"), func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() && p != filepath.Join(dir, "chunks") {
+				out = append(out, p)
+			}
+			return err
+		}))
+		return out
+	}
+	is.Equal(len(subdirs()), 0) // none at start
+	packed, err := rpc.ParseChunkID(strings.Repeat("ab", 16) + "_1")
+	is.NoErr(err)
+	put(t, s, packed, chunkData(10, 1))
+	is.Equal(len(subdirs()), 0) // none for a packed chunk
+	file, err := rpc.ParseChunkID(strings.Repeat("cd", 16) + "_1")
+	is.NoErr(err)
+	put(t, s, file, chunkData(128<<10, 2))
+	is.Equal(subdirs(), []string{filepath.Dir(filepath.Dir(s.ChunkPath(file))), filepath.Dir(s.ChunkPath(file))}) // the chunk file's two
+}
