@@ -111,14 +111,24 @@ func (ns *namespace) stat(ctx context.Context, req pageRequest) (filePage, error
 
 // statPage is stat without the permission check.
 func (ns *namespace) statPage(ctx context.Context, req pageRequest) (filePage, error) {
+	return ns.pageOf(ctx, req, nil, 0)
+}
+
+// pageOf is statPage, with read the file at req.path as the permission
+// check just read it (nil: none did) and gen the file cache's generation
+// before that read.
+func (ns *namespace) pageOf(ctx context.Context, req pageRequest, read *meta.File, gen uint64) (filePage, error) {
 	// A page after the first of a large file comes from the cache when it
 	// holds the version being read.
 	f := ns.files.get(req.path)
-	cached, gen := true, uint64(0)
+	cached := true
 	if req.version == 0 || f == nil || f.Version != req.version || f.Session != req.session {
-		cached, gen = false, ns.files.generation()
+		cached = false
 		var err error
-		f, err = ns.store.Get(ctx, req.path)
+		if f = read; f == nil {
+			gen = ns.files.generation()
+			f, err = ns.store.Get(ctx, req.path)
+		}
 		if req.version != 0 && (rpc.KindOf(err) == rpc.NotFound || (err == nil && (f.Version != req.version || f.Session != req.session))) {
 			return filePage{}, changedError(req.path)
 		}
@@ -162,10 +172,12 @@ func changedError(p rpc.Path) error {
 // to a caller who may read it (perms.read). A chunk of the page without a
 // live replica fails it.
 func (ns *namespace) download(ctx context.Context, req pageRequest) (filePage, error) {
-	if err := ns.perms.read(ctx, req.path); err != nil {
+	gen := ns.files.generation()
+	read, err := ns.perms.readFile(ctx, req.path)
+	if err != nil {
 		return filePage{}, err
 	}
-	p, err := ns.statPage(ctx, req)
+	p, err := ns.pageOf(ctx, req, read, gen)
 	if err != nil {
 		return filePage{}, err
 	}

@@ -25,8 +25,8 @@ import (
 // A call without an identity in its context (a coordinator running in
 // plain text, or an in-process caller) is not checked, and what it
 // creates has no owner (meta.DefaultAttr). A superuser is not checked
-// either; what they create is theirs. The checks read each ancestor with
-// Lookup, only when a caller is checked: depth+1 reads per call.
+// either; what they create is theirs. The checks read the path and its
+// ancestors in one Walk of the store, only when a caller is checked.
 type perms struct {
 	store      meta.Namespace
 	superusers auth.Superusers
@@ -93,46 +93,31 @@ func (r resolved) conflict(p rpc.Path) error {
 // parentExists reports whether the path's parent is a directory.
 func (r resolved) parentExists(p rpc.Path) bool { return r.near.Path == p.Dir() }
 
-// walk reads p's ancestors from the root down and what p names; with
-// check, each ancestor must let id search it (x).
+// walk reads p's ancestors from the root down and what p names, in one
+// read of the store; with check, each ancestor must let id search it (x).
 func (pm perms) walk(ctx context.Context, id auth.Identity, check bool, p rpc.Path) (resolved, error) {
+	es, err := pm.store.Walk(ctx, p)
+	if err != nil {
+		return resolved{}, err
+	}
 	var r resolved
-	if p == "/" {
-		root := meta.Root()
-		return resolved{near: root, target: &root}, nil
-	}
-	var anc []rpc.Path
-	for d := p.Dir(); ; d = d.Dir() {
-		anc = append(anc, d)
-		if d == "/" {
-			break
-		}
-	}
-	for i := len(anc) - 1; i >= 0; i-- {
-		e, err := pm.store.Lookup(ctx, anc[i])
-		if rpc.KindOf(err) == rpc.NotFound {
+	for i, e := range es {
+		switch {
+		case e.Path == p:
+			r.target = &es[i]
+			if p == "/" {
+				r.near = e
+			}
 			return r, nil
-		}
-		if err != nil {
-			return r, err
-		}
-		if !e.IsDir {
+		case !e.IsDir:
 			r.fileAbove = e.Path
 			return r, nil
-		}
-		if check {
+		case check:
 			if err := allow(id, e, auth.Exec); err != nil {
 				return r, err
 			}
 		}
 		r.near = e
-	}
-	e, err := pm.store.Lookup(ctx, p)
-	switch {
-	case err == nil:
-		r.target = &e
-	case rpc.KindOf(err) != rpc.NotFound:
-		return r, err
 	}
 	return r, nil
 }
@@ -150,33 +135,46 @@ func (pm perms) stat(ctx context.Context, p rpc.Path) error {
 // list checks that the caller may list p: r and x on a directory; a
 // file lists as itself, which takes what stat takes.
 func (pm perms) list(ctx context.Context, p rpc.Path) error {
-	return pm.check(ctx, p, false)
+	_, err := pm.check(ctx, p, false)
+	return err
 }
 
 // read checks that the caller may read the file p (r), and list the
 // directory p (r and x).
 func (pm perms) read(ctx context.Context, p rpc.Path) error {
-	return pm.check(ctx, p, true)
+	_, err := pm.check(ctx, p, true)
+	return err
 }
 
-// check is read, or with files false list.
-func (pm perms) check(ctx context.Context, p rpc.Path, files bool) error {
+// readFile is read, returning also the file p when the check read it:
+// nil when the caller is not checked, or p is not a file.
+func (pm perms) readFile(ctx context.Context, p rpc.Path) (*meta.File, error) {
+	e, err := pm.check(ctx, p, true)
+	if e == nil || err != nil {
+		return nil, err
+	}
+	return e.File, nil
+}
+
+// check is read, or with files false list, returning what p names when
+// the check read it.
+func (pm perms) check(ctx context.Context, p rpc.Path, files bool) (*meta.Entry, error) {
 	id, _, checked := pm.caller(ctx)
 	if !checked {
-		return nil
+		return nil, nil
 	}
 	r, err := pm.walk(ctx, id, true, p)
 	if err != nil || r.target == nil {
-		return err
+		return nil, err
 	}
 	want := auth.Read
 	switch {
 	case r.target.IsDir:
 		want |= auth.Exec
 	case !files:
-		return nil
+		return r.target, nil
 	}
-	return allow(id, *r.target, want)
+	return r.target, allow(id, *r.target, want)
 }
 
 // created is what a new file or directory, and the directories made for

@@ -14,8 +14,8 @@ import (
 )
 
 // BenchmarkPermsCreate measures what the permission check of a put of a
-// new file costs on bolt, four directories deep: the lookups of the
-// ancestors and the file, and the decisions (about 5 per put).
+// new file costs on bolt, four directories deep: one walk of the store
+// for the ancestors and the file, and the decisions.
 func BenchmarkPermsCreate(b *testing.B) {
 	ctx := context.Background()
 	st, err := boltstore.Open(b.TempDir()+"/metadata.db", boltstore.Options{Log: zerolog.Nop()})

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 
 	"github.com/matryer/is"
@@ -11,6 +12,7 @@ import (
 	"github.com/dfs-project/dfs/auth"
 	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
+	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -362,4 +364,51 @@ func TestUploadCommitChecksPermissionsAgain(t *testing.T) {
 	is.NoErr(f.putAs(asAlice, "/shared/x")) // alice makes it first, 0644
 	_, err = g.confirm(o.session, testChunk, []receipt{r})
 	is.Equal(rpc.KindOf(err), rpc.Permission) // bob's upload may not replace alice's file
+}
+
+// readCounter is a metadata store that counts the reads of paths.
+type readCounter struct {
+	*metatest.Mem
+	reads atomic.Int64
+}
+
+func (c *readCounter) Get(ctx context.Context, p rpc.Path) (*meta.File, error) {
+	c.reads.Add(1)
+	return c.Mem.Get(ctx, p)
+}
+
+func (c *readCounter) Lookup(ctx context.Context, p rpc.Path) (meta.Entry, error) {
+	c.reads.Add(1)
+	return c.Mem.Lookup(ctx, p)
+}
+
+func (c *readCounter) Walk(ctx context.Context, p rpc.Path) ([]meta.Entry, error) {
+	c.reads.Add(1)
+	return c.Mem.Walk(ctx, p)
+}
+
+// TestCheckedReadReadsTheStoreOnce: a get by a user who is checked reads
+// the path and its ancestors in one read of the store, and the file it
+// answers with is the one that read found (with etcd, each read is a
+// round trip).
+func TestCheckedReadReadsTheStoreOnce(t *testing.T) {
+	is := is.New(t)
+	store := &readCounter{Mem: metatest.NewMem()}
+	f := &permFixture{fixture: newFixture(t, 3, store)}
+	f.c.term.Store(f.term)
+	f.srv = f.c.Server()
+	f.homeOfAlice()
+	is.NoErr(f.mkdir(asAlice, "/alice/a/b", true))
+	is.NoErr(f.putAs(asAlice, "/alice/a/b/f"))
+
+	before := store.reads.Load()
+	resp, err := f.srv.DownloadFile(f.as(asAlice), &dfspb.DownloadFileRequest{Path: "/alice/a/b/f"})
+	is.NoErr(err)
+	is.Equal(store.reads.Load()-before, int64(1)) // was 6: a lookup of the root, of each ancestor and of the file, then the file again
+	is.Equal(resp.GetFile().GetPath(), "/alice/a/b/f")
+	is.Equal(len(resp.GetFile().GetChunks()), 1)
+
+	before = store.reads.Load()
+	is.True(refused(f.read(asBob, "/alice/a/b/f"))) // bob may not search /alice
+	is.Equal(store.reads.Load()-before, int64(1))
 }

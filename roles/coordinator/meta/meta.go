@@ -206,6 +206,21 @@ func Root() Entry {
 	return Entry{Path: "/", IsDir: true, Dir: &Dir{Path: "/"}}
 }
 
+// Lineage returns the root, each ancestor of p and p itself, from the
+// root down: the paths a Walk of p reads.
+func Lineage(p rpc.Path) []rpc.Path {
+	out := []rpc.Path{"/"}
+	for i := 1; i < len(p); i++ {
+		if p[i] == '/' {
+			out = append(out, p[:i])
+		}
+	}
+	if p != "/" {
+		out = append(out, p)
+	}
+	return out
+}
+
 // IsBelow reports whether p lies strictly below the directory dir.
 func IsBelow(p, dir rpc.Path) bool {
 	if dir == "/" {
@@ -375,6 +390,13 @@ type Namespace interface {
 	// Lookup returns what p names, a file or a directory (the root is
 	// one), or an error of kind rpc.NotFound.
 	Lookup(ctx context.Context, p rpc.Path) (Entry, error)
+	// Walk returns what the root, each ancestor of p and p itself name,
+	// from the root down, in one read (etcd: one transaction per 64
+	// levels). It stops after the first that is a file and before the
+	// first that is missing: the last entry is p when p exists; an answer
+	// ending in a directory above p means the path after it is missing,
+	// one ending in a file other than p that p lies below a file.
+	Walk(ctx context.Context, p rpc.Path) ([]Entry, error)
 	// List returns up to limit entries below dir in key order, starting
 	// after the key after ("" for the first page; then ListKey of the last
 	// entry returned). Without recursive it lists one level: the files and

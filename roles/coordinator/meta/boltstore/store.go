@@ -137,21 +137,56 @@ func (s *Store) Lookup(ctx context.Context, p rpc.Path) (meta.Entry, error) {
 	}
 	var e meta.Entry
 	err := s.view("boltstore.Lookup", func(tx *bolt.Tx) error {
-		files := tx.Bucket(bucketFiles)
-		k := []byte(p)
-		v := files.Get(k)
-		if v == nil {
-			k = dirKey(p)
-			v = files.Get(k)
-		}
-		if v == nil {
-			return rpc.Errorf(rpc.NotFound, "%s: no such file or directory", p)
-		}
+		var found bool
 		var err error
-		e, err = decodeEntry(k, v)
+		e, found, err = lookup(tx.Bucket(bucketFiles), p)
+		if err == nil && !found {
+			err = rpc.Errorf(rpc.NotFound, "%s: no such file or directory", p)
+		}
 		return err
 	})
 	return e, err
+}
+
+// Walk implements meta.Namespace.Walk in one read transaction.
+func (s *Store) Walk(ctx context.Context, p rpc.Path) ([]meta.Entry, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	out := []meta.Entry{meta.Root()}
+	if p == "/" {
+		return out, nil
+	}
+	err := s.view("boltstore.Walk", func(tx *bolt.Tx) error {
+		files := tx.Bucket(bucketFiles)
+		for _, q := range meta.Lineage(p)[1:] {
+			e, found, err := lookup(files, q)
+			if err != nil || !found {
+				return err
+			}
+			out = append(out, e)
+			if !e.IsDir {
+				return nil
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// lookup reads what p (not the root) names from the files bucket.
+func lookup(files *bolt.Bucket, p rpc.Path) (e meta.Entry, found bool, err error) {
+	k := []byte(p)
+	v := files.Get(k)
+	if v == nil {
+		k = dirKey(p)
+		v = files.Get(k)
+	}
+	if v == nil {
+		return meta.Entry{}, false, nil
+	}
+	e, err = decodeEntry(k, v)
+	return e, err == nil, err
 }
 
 // List implements meta.Namespace.List with metatest.Mem's semantics: a

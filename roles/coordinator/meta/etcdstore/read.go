@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -89,16 +90,67 @@ func (s *Store) Lookup(ctx context.Context, p rpc.Path) (meta.Entry, error) {
 	if p == "/" {
 		return meta.Root(), nil
 	}
-	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.fileKey(p)), clientv3.OpGet(s.dirKey(p))).Commit()
+	resp, err := s.cli.Txn(ctx).Then(s.lookupOps(p)...).Commit()
 	if err != nil {
 		return meta.Entry{}, etcdError("lookup "+string(p), err)
 	}
-	for _, r := range resp.Responses {
-		if kvs := r.GetResponseRange().GetKvs(); len(kvs) > 0 {
-			return s.decodeEntry(kvs[0])
+	e, found, err := s.entryOf(resp.Responses)
+	if err == nil && !found {
+		err = rpc.Errorf(rpc.NotFound, "%s: no such file or directory", p)
+	}
+	return e, err
+}
+
+// walkLevels is how many paths one transaction of a Walk reads: two keys
+// each, within etcd's default limit of 128 operations a transaction.
+const walkLevels = 64
+
+// Walk implements meta.Namespace.Walk: one transaction reads both keys of
+// every path, up to walkLevels of them.
+func (s *Store) Walk(ctx context.Context, p rpc.Path) ([]meta.Entry, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	out := []meta.Entry{meta.Root()}
+	for paths := meta.Lineage(p)[1:]; len(paths) > 0; {
+		batch := paths[:min(len(paths), walkLevels)]
+		paths = paths[len(batch):]
+		ops := make([]clientv3.Op, 0, 2*len(batch))
+		for _, q := range batch {
+			ops = append(ops, s.lookupOps(q)...)
+		}
+		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, etcdError("walk "+string(p), err)
+		}
+		for i := range batch {
+			e, found, err := s.entryOf(resp.Responses[2*i : 2*i+2])
+			if err != nil || !found {
+				return out, err
+			}
+			out = append(out, e)
+			if !e.IsDir {
+				return out, nil
+			}
 		}
 	}
-	return meta.Entry{}, rpc.Errorf(rpc.NotFound, "%s: no such file or directory", p)
+	return out, nil
+}
+
+// lookupOps read the two keys a path (not the root) may be stored at.
+func (s *Store) lookupOps(p rpc.Path) []clientv3.Op {
+	return []clientv3.Op{clientv3.OpGet(s.fileKey(p)), clientv3.OpGet(s.dirKey(p))}
+}
+
+// entryOf decodes the entry of the answers to lookupOps.
+func (s *Store) entryOf(rs []*etcdserverpb.ResponseOp) (meta.Entry, bool, error) {
+	for _, r := range rs {
+		if kvs := r.GetResponseRange().GetKvs(); len(kvs) > 0 {
+			e, err := s.decodeEntry(kvs[0])
+			return e, err == nil, err
+		}
+	}
+	return meta.Entry{}, false, nil
 }
 
 // List lists dir with range reads at one revision, in etcd key order,

@@ -53,6 +53,49 @@ func kind(t *testing.T, s meta.Store, p string) string {
 	return "file"
 }
 
+// walked returns the paths of a Walk of p, a directory's with a slash.
+func walked(t *testing.T, s meta.Store, p string) []string {
+	t.Helper()
+	es, err := s.Walk(ctx(t), rpc.Path(p))
+	if err != nil {
+		t.Fatalf("walk %s: %v", p, err)
+	}
+	out := []string{}
+	for _, e := range es {
+		if e.IsDir != (e.Dir != nil) || e.IsDir == (e.File != nil) {
+			t.Fatalf("walk %s: malformed entry %+v", p, e)
+		}
+		out = append(out, meta.ListKey(e))
+	}
+	return out
+}
+
+func testWalk(t *testing.T, s meta.Store, _ func() meta.Store) {
+	is := is.New(t)
+	initStore(t, s)
+	f := NewFile("/w/x/f.txt", 2, 1)
+	is.NoErr(put(t, s, f))
+	is.NoErr(mkdir(t, s, "/w/y", false))
+	is.Equal(walked(t, s, "/"), []string{"//"})                                              // the root, which is never stored
+	is.Equal(walked(t, s, "/w/x/f.txt"), []string{"//", "/w/", "/w/x/", "/w/x/f.txt"})       // down to the file
+	is.Equal(walked(t, s, "/w/y"), []string{"//", "/w/", "/w/y/"})                           // down to a directory
+	is.Equal(walked(t, s, "/w/x/nope"), []string{"//", "/w/", "/w/x/"})                      // up to what is missing
+	is.Equal(walked(t, s, "/w/nope/deeper/f"), []string{"//", "/w/"})                        // a missing middle ends it
+	is.Equal(walked(t, s, "/w/x/f.txt/below"), []string{"//", "/w/", "/w/x/", "/w/x/f.txt"}) // and a file above
+	es, err := s.Walk(ctx(t), "/w/x/f.txt")
+	is.NoErr(err)
+	is.True(sameFile(es[3].File, f)) // the file whole, as Get reads it
+	deep := ""
+	for i := range 70 { // deeper than one etcd transaction reads
+		deep += fmt.Sprintf("/d%d", i)
+	}
+	is.NoErr(put(t, s, NewFile(deep+"/f", 1, 1)))
+	got := walked(t, s, deep+"/f")
+	is.Equal(len(got), 72)
+	is.Equal(got[70], deep+"/")
+	is.Equal(got[71], deep+"/f")
+}
+
 // keys lists the ListKey of everything below dir, recursively.
 func keys(t *testing.T, s meta.Store, dir string) []string {
 	t.Helper()

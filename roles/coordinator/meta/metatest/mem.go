@@ -130,6 +130,26 @@ func (m *Mem) Lookup(ctx context.Context, p rpc.Path) (meta.Entry, error) {
 	return m.lookupLocked(p)
 }
 
+func (m *Mem) Walk(ctx context.Context, p rpc.Path) ([]meta.Entry, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := m.readyLocked(); err != nil {
+		return nil, err
+	}
+	var out []meta.Entry
+	for _, q := range meta.Lineage(p) {
+		e, err := m.lookupLocked(q)
+		if err != nil {
+			return out, nil
+		}
+		out = append(out, e)
+		if !e.IsDir {
+			break
+		}
+	}
+	return out, nil
+}
+
 func (m *Mem) lookupLocked(p rpc.Path) (meta.Entry, error) {
 	if p == "/" {
 		return meta.Root(), nil

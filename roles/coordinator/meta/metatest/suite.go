@@ -40,6 +40,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"Mkdir", testMkdir},
 		{"Rmdir", testRmdir},
 		{"ExplicitDirs", testExplicitDirs},
+		{"Walk", testWalk},
 		{"ListDirsPaging", testListDirsPaging},
 		{"MoveFile", testMoveFile},
 		{"MoveDir", testMoveDir},
