@@ -56,14 +56,10 @@ func NewUpload(ctx context.Context, stream SendStream, window int64) *Upload {
 	}
 	u := &Upload{stream: stream, window: window, wd: watchdogOf(ctx), ready: true, recvErr: make(chan struct{})}
 	u.cond = sync.NewCond(&u.mu)
-	go u.readAcks()
-	go func() {
-		select {
-		case <-ctx.Done():
-			u.fail(context.Cause(ctx))
-		case <-u.recvErr:
-		}
-	}()
+	// No goroutine waits for ctx: a primary opens two uploads per chunk,
+	// and a goroutine each, however idle, is a stack to make and grow.
+	stop := context.AfterFunc(ctx, func() { u.fail(context.Cause(ctx)) })
+	go u.readAcks(stop)
 	return u
 }
 
@@ -81,8 +77,11 @@ func (u *Upload) fail(err error) {
 	u.mu.Unlock()
 }
 
-func (u *Upload) readAcks() {
+// readAcks reads acks until the final one or an error, then stops
+// watching the context (stop).
+func (u *Upload) readAcks(stop func() bool) {
 	defer close(u.recvErr)
+	defer stop()
 	for {
 		ack, err := u.stream.Recv()
 		if err != nil {

@@ -730,7 +730,6 @@ func (fw *forwarder) send(pf *rpc.PiecedFrame, n int) <-chan error {
 	fw.started = true
 	go func() {
 		errs := make([]error, len(fw.ups))
-		var wg sync.WaitGroup
 		f := pf.Msg
 		// A small frame goes as the message's own data, which the codec
 		// copies as it encodes: splitting it costs more than a copy.
@@ -742,32 +741,43 @@ func (fw *forwarder) send(pf *rpc.PiecedFrame, n int) <-chan error {
 				small = pf.Pieces.Materialize()
 			}
 		}
-		for i, u := range fw.ups {
-			wg.Go(func() {
-				t := fw.targets[i]
-				g := &dfspb.ChunkDataStream{
-					SessionId: string(t.session), ChunkId: f.ChunkId, Offset: f.Offset,
-					IsFinal: f.IsFinal, PartialChecksum: f.PartialChecksum, ChunkChecksum: f.ChunkChecksum,
-				}
-				if first && t.session == "" {
-					g.Prepare = &dfspb.PrepareChunkUploadRequest{ChunkId: string(fw.s.id), Size: fw.s.size, FrameSize: fw.s.frameSize, Token: fw.s.token}
-				}
-				sf := rpc.SharedFrame{Frame: g, Pieces: pf.Pieces}
-				if small != nil {
-					sf = rpc.SharedFrame{Frame: g}
-					g.Data = small
-				}
-				if err := u.SendShared(sf); err != nil {
-					errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err)
-				} else if fw.bytes != nil {
-					fw.bytes.Add(float64(n))
-				}
-			})
-		}
-		wg.Wait()
+		eachInParallel(fw.ups, func(i int, u *chunkstream.Upload) {
+			t := fw.targets[i]
+			g := &dfspb.ChunkDataStream{
+				SessionId: string(t.session), ChunkId: f.ChunkId, Offset: f.Offset,
+				IsFinal: f.IsFinal, PartialChecksum: f.PartialChecksum, ChunkChecksum: f.ChunkChecksum,
+			}
+			if first && t.session == "" {
+				g.Prepare = &dfspb.PrepareChunkUploadRequest{ChunkId: string(fw.s.id), Size: fw.s.size, FrameSize: fw.s.frameSize, Token: fw.s.token}
+			}
+			sf := rpc.SharedFrame{Frame: g, Pieces: pf.Pieces}
+			if small != nil {
+				sf = rpc.SharedFrame{Frame: g}
+				g.Data = small
+			}
+			if err := u.SendShared(sf); err != nil {
+				errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err)
+			} else if fw.bytes != nil {
+				fw.bytes.Add(float64(n))
+			}
+		})
 		done <- joinNodeErrors(errs)
 	}()
 	return done
+}
+
+// eachInParallel runs fn on every upload at once and waits for all: the
+// last in the calling goroutine, the others in one goroutine each (a new
+// goroutine grows its stack afresh as gRPC's calls deepen it).
+func eachInParallel(ups []*chunkstream.Upload, fn func(int, *chunkstream.Upload)) {
+	var wg sync.WaitGroup
+	for i, u := range ups[:max(len(ups)-1, 0)] {
+		wg.Go(func() { fn(i, u) })
+	}
+	if last := len(ups) - 1; last >= 0 {
+		fn(last, ups[last])
+	}
+	wg.Wait()
 }
 
 // finish waits for every replica's final ack and returns the nodes that
@@ -775,19 +785,15 @@ func (fw *forwarder) send(pf *rpc.PiecedFrame, n int) <-chan error {
 func (fw *forwarder) finish() ([]string, error) {
 	errs := make([]error, len(fw.ups))
 	stored := make([][]string, len(fw.ups))
-	var wg sync.WaitGroup
-	for i, u := range fw.ups {
-		wg.Go(func() {
-			t := fw.targets[i]
-			ack, err := u.Finish()
-			if err != nil {
-				errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err)
-				return
-			}
-			stored[i] = ack.Replicas
-		})
-	}
-	wg.Wait()
+	eachInParallel(fw.ups, func(i int, u *chunkstream.Upload) {
+		t := fw.targets[i]
+		ack, err := u.Finish()
+		if err != nil {
+			errs[i] = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err)
+			return
+		}
+		stored[i] = ack.Replicas
+	})
 	if err := joinNodeErrors(errs); err != nil {
 		return nil, err
 	}
