@@ -78,8 +78,8 @@ type resolved struct {
 	fileAbove rpc.Path
 }
 
-// conflict refuses an upload to p that its commit would refuse, as
-// uploads.conflict does, from what a walk of p found.
+// conflict refuses an upload to p that its commit would refuse (p is a
+// directory, or lies below a file), from what a walk of p found.
 func (r resolved) conflict(p rpc.Path) error {
 	switch {
 	case r.target != nil && r.target.IsDir:

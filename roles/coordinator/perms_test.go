@@ -412,3 +412,22 @@ func TestCheckedReadReadsTheStoreOnce(t *testing.T) {
 	is.True(refused(f.read(asBob, "/alice/a/b/f"))) // bob may not search /alice
 	is.Equal(store.reads.Load()-before, int64(1))
 }
+
+// TestUploadOpensWithOneRead: opening an upload reads the path and its
+// ancestors in one read of the store, for a caller who is checked and
+// for one who is not (who has no permission check, only the conflict).
+func TestUploadOpensWithOneRead(t *testing.T) {
+	is := is.New(t)
+	store := &readCounter{Mem: metatest.NewMem()}
+	f := &permFixture{fixture: newFixture(t, 3, store)}
+	f.c.term.Store(f.term)
+	f.srv = f.c.Server()
+	f.homeOfAlice()
+	is.NoErr(f.mkdir(asAlice, "/alice/a/b", true))
+	for _, ctx := range []context.Context{f.ctx, f.as(asAlice)} {
+		before := store.reads.Load()
+		_, err := f.term.uploads.begin(ctx, uploadRequest{path: "/alice/a/b/f", size: testChunk, replication: 3})
+		is.NoErr(err)
+		is.Equal(store.reads.Load()-before, int64(1)) // unchecked: was 4, a lookup of the path and a read of each parent
+	}
+}

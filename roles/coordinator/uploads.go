@@ -317,30 +317,6 @@ type receipt struct {
 }
 
 // begin opens a metadata session for a new version of a path.
-// conflict refuses an upload to p that its commit would refuse (see
-// meta.Committer): p is a directory (an empty one too), or one of its
-// parents is a file. Checked as the upload opens, so that no byte is sent
-// (three copies of it) for a commit bound to fail; the commit checks again,
-// in its transaction, against what changed meanwhile.
-func (up *uploads) conflict(ctx context.Context, p rpc.Path) error {
-	e, err := up.store.Lookup(ctx, p)
-	switch {
-	case err == nil && e.IsDir:
-		return rpc.Errorf(rpc.Exists, "%s is a directory", p)
-	case err != nil && rpc.KindOf(err) != rpc.NotFound:
-		return err
-	}
-	for d := p.Dir(); d != "/"; d = d.Dir() {
-		switch _, err := up.store.Get(ctx, d); {
-		case err == nil:
-			return rpc.Errorf(rpc.Exists, "%s: parent %s is a file", p, d)
-		case rpc.KindOf(err) != rpc.NotFound:
-			return err
-		}
-	}
-	return nil
-}
-
 func (up *uploads) begin(ctx context.Context, req uploadRequest) (*opened, error) {
 	chunkSize := req.chunkSize
 	if chunkSize == 0 {
@@ -368,14 +344,19 @@ func (up *uploads) begin(ctx context.Context, req uploadRequest) (*opened, error
 		return nil, err
 	}
 	_, walked, err := up.perms.createResolved(ctx, req.path)
-	if err != nil {
-		return nil, err
+	if err == nil && walked == nil {
+		// No caller to check: read p and its ancestors all the same.
+		var r resolved
+		r, err = up.perms.walk(ctx, auth.Identity{}, false, req.path)
+		walked = &r
 	}
-	// The permission check's walk read p and its ancestors already.
-	if walked != nil {
+	if err == nil {
+		// Refuse an upload that its commit would refuse (meta.Committer): p
+		// is a directory (an empty one too), or one of its parents is a
+		// file. Checked as the upload opens, so that no byte is sent (three
+		// copies of it) for a commit bound to fail; the commit checks
+		// again, in its transaction, against what changed meanwhile.
 		err = walked.conflict(req.path)
-	} else {
-		err = up.conflict(ctx, req.path)
 	}
 	if err != nil {
 		return nil, err
