@@ -387,18 +387,25 @@ func (c *readCounter) Walk(ctx context.Context, p rpc.Path) ([]meta.Entry, error
 	return c.Mem.Walk(ctx, p)
 }
 
+// newCountingFixture is a permission fixture over a store that counts its
+// reads, with /alice/a/b made (alice's home, 0700).
+func newCountingFixture(t *testing.T) (*permFixture, *readCounter) {
+	store := &readCounter{Mem: metatest.NewMem()}
+	f := &permFixture{fixture: newFixture(t, 3, store)}
+	f.c.term.Store(f.term)
+	f.srv = f.c.Server()
+	f.homeOfAlice()
+	is.New(t).NoErr(f.mkdir(asAlice, "/alice/a/b", true))
+	return f, store
+}
+
 // TestCheckedReadReadsTheStoreOnce: a get by a user who is checked reads
 // the path and its ancestors in one read of the store, and the file it
 // answers with is the one that read found (with etcd, each read is a
 // round trip).
 func TestCheckedReadReadsTheStoreOnce(t *testing.T) {
 	is := is.New(t)
-	store := &readCounter{Mem: metatest.NewMem()}
-	f := &permFixture{fixture: newFixture(t, 3, store)}
-	f.c.term.Store(f.term)
-	f.srv = f.c.Server()
-	f.homeOfAlice()
-	is.NoErr(f.mkdir(asAlice, "/alice/a/b", true))
+	f, store := newCountingFixture(t)
 	is.NoErr(f.putAs(asAlice, "/alice/a/b/f"))
 
 	before := store.reads.Load()
@@ -418,12 +425,7 @@ func TestCheckedReadReadsTheStoreOnce(t *testing.T) {
 // for one who is not (who has no permission check, only the conflict).
 func TestUploadOpensWithOneRead(t *testing.T) {
 	is := is.New(t)
-	store := &readCounter{Mem: metatest.NewMem()}
-	f := &permFixture{fixture: newFixture(t, 3, store)}
-	f.c.term.Store(f.term)
-	f.srv = f.c.Server()
-	f.homeOfAlice()
-	is.NoErr(f.mkdir(asAlice, "/alice/a/b", true))
+	f, store := newCountingFixture(t)
 	for _, ctx := range []context.Context{f.ctx, f.as(asAlice)} {
 		before := store.reads.Load()
 		_, err := f.term.uploads.begin(ctx, uploadRequest{path: "/alice/a/b/f", size: testChunk, replication: 3})
