@@ -391,8 +391,8 @@ type Namespace interface {
 	// one), or an error of kind rpc.NotFound.
 	Lookup(ctx context.Context, p rpc.Path) (Entry, error)
 	// Walk returns what the root, each ancestor of p and p itself name,
-	// from the root down, in one read (etcd: one transaction per 64
-	// levels). It stops after the first that is a file and before the
+	// from the root down, in one read (etcd: one transaction per
+	// MaxTxnOps/2 levels, 64 by default). It stops after the first that is a file and before the
 	// first that is missing: the last entry is p when p exists; an answer
 	// ending in a directory above p means the path after it is missing,
 	// one ending in a file other than p that p lies below a file.

@@ -101,19 +101,16 @@ func (s *Store) Lookup(ctx context.Context, p rpc.Path) (meta.Entry, error) {
 	return e, err
 }
 
-// walkLevels is how many paths one transaction of a Walk reads: two keys
-// each, within etcd's default limit of 128 operations a transaction.
-const walkLevels = 64
-
 // Walk implements meta.Namespace.Walk: one transaction reads both keys of
-// every path, up to walkLevels of them.
+// every path, as many paths as MaxTxnOps allows (64 with etcd's defaults).
 func (s *Store) Walk(ctx context.Context, p rpc.Path) ([]meta.Entry, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
 	out := []meta.Entry{meta.Root()}
+	levels := max(s.opts.MaxTxnOps/2, 1)
 	for paths := meta.Lineage(p)[1:]; len(paths) > 0; {
-		batch := paths[:min(len(paths), walkLevels)]
+		batch := paths[:min(len(paths), levels)]
 		paths = paths[len(batch):]
 		ops := make([]clientv3.Op, 0, 2*len(batch))
 		for _, q := range batch {

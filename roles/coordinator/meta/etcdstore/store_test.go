@@ -585,3 +585,19 @@ func TestLargestFileFits(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(len(got.Chunks), n) // and reads back whole
 }
+
+// TestWalkWithinMaxTxnOps: a Walk of a path as deep as commits allow
+// stays within a server's --max-txn-ops lower than the default, taking
+// several transactions.
+func TestWalkWithinMaxTxnOps(t *testing.T) {
+	is := is.New(t)
+	s := open(t, etcdtest.StartMaxTxnOps(t, 8), Options{MaxTxnOps: 8})
+	is.NoErr(s.Init(testCtx(t), uuid.NewString(), nil))
+	f := metatest.NewFile("/a/b/c/d/f", 1, 1) // 5 levels: as deep as 8 operations a txn allow
+	is.NoErr(s.Commit(testCtx(t), &meta.Txn{Path: f.Path, Put: f}))
+	es, err := s.Walk(testCtx(t), f.Path)
+	is.NoErr(err)        // 10 keys to read: two txns
+	is.Equal(len(es), 6) // the root, 4 directories and the file
+	is.Equal(es[5].Path, f.Path)
+	is.True(es[4].IsDir && es[4].Path == "/a/b/c/d")
+}

@@ -45,7 +45,7 @@ type TLS struct {
 // over TLS, and returns its client endpoints ("https://127.0.0.1:port").
 func StartTLS(t testing.TB, tls TLS) (endpoints []string) {
 	t.Helper()
-	c := startWith(t, 1, &tls)
+	c := startWith(t, 1, &tls, 0)
 	for _, e := range c.Endpoints() {
 		endpoints = append(endpoints, "https://"+e)
 	}
@@ -71,10 +71,18 @@ type member struct {
 // member in t.Cleanup.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
-	return startWith(t, n, nil)
+	return startWith(t, n, nil, 0)
 }
 
-func startWith(t testing.TB, n int, tls *TLS) *Cluster {
+// StartMaxTxnOps starts a one-member etcd as Start does, which refuses a
+// transaction of more than ops operations (etcd's --max-txn-ops).
+func StartMaxTxnOps(t testing.TB, ops uint) (endpoints []string) {
+	t.Helper()
+	return startWith(t, 1, nil, ops).Endpoints()
+}
+
+// startWith starts n members; maxTxnOps 0 keeps etcd's default.
+func startWith(t testing.TB, n int, tls *TLS, maxTxnOps uint) *Cluster {
 	t.Helper()
 	if n < 1 {
 		t.Fatalf("etcdtest: a cluster needs at least one member, not %d", n)
@@ -83,7 +91,7 @@ func startWith(t testing.TB, n int, tls *TLS) *Cluster {
 	// Ports are chosen by the kernel and released before etcd binds them,
 	// so another process may take one in between: try again on new ports.
 	for attempt := 0; attempt < 5; attempt++ {
-		c, err := startCluster(t, n, tls)
+		c, err := startCluster(t, n, tls, maxTxnOps)
 		if err == nil {
 			t.Cleanup(c.stopAll)
 			return c
@@ -97,7 +105,7 @@ func startWith(t testing.TB, n int, tls *TLS) *Cluster {
 	return nil
 }
 
-func startCluster(t testing.TB, n int, tls *TLS) (*Cluster, error) {
+func startCluster(t testing.TB, n int, tls *TLS, maxTxnOps uint) (*Cluster, error) {
 	ports, err := freeport.Free(2 * n)
 	if err != nil {
 		return nil, err
@@ -115,6 +123,9 @@ func startCluster(t testing.TB, n int, tls *TLS) (*Cluster, error) {
 		cfg.Dir = t.TempDir()
 		cfg.InitialCluster = strings.Join(initial, ",")
 		cfg.InitialClusterToken = token
+		if maxTxnOps > 0 {
+			cfg.MaxTxnOps = maxTxnOps
+		}
 		cu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
 		pu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
 		if tls != nil {
