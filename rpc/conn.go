@@ -453,12 +453,14 @@ func streamServerInterceptor(clk clockwork.Clock, log zerolog.Logger, observers 
 // forced one, which cancels the contexts of the calls still running and
 // waits for them the last quarter at most (a handler that does not heed
 // its context is left behind rather than holding the stop up). It
-// returns nil on a clean stop.
+// returns nil on a clean stop; when Serve fails, it stops srv and returns
+// the error.
 func Serve(ctx context.Context, srv *grpc.Server, lis net.Listener, grace time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {
 	case err := <-errc:
+		srv.Stop() // its connections and stream workers, if any
 		return err
 	case <-ctx.Done():
 	}

@@ -135,3 +135,27 @@ func TestPoolIdleOnTheClock(t *testing.T) {
 	clk.Advance(30 * time.Second)
 	waitUntil(t, "the idle connection to close", func() bool { return p.Len() == 0 })
 }
+
+// TestServeStopsTheServerItCannotRun: when Serve cannot serve (its
+// listener is closed), it returns the error and stops the server, its
+// stream workers included, rather than leaving it half started.
+func TestServeStopsTheServerItCannotRun(t *testing.T) {
+	is := is.New(t)
+	srv := grpc.NewServer(grpc.NumStreamWorkers(4))
+	lis, err := rpc.Listen("127.0.0.1:0")
+	is.NoErr(err)
+	lis.Close()
+	is.True(rpc.Serve(context.Background(), srv, lis, time.Second) != nil) // the closed listener's error
+	again, err := rpc.Listen("127.0.0.1:0")
+	is.NoErr(err)
+	defer again.Close()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(again) }()
+	select {
+	case err := <-served:
+		is.Equal(err, grpc.ErrServerStopped) // stopped: it serves no more
+	case <-time.After(5 * time.Second):
+		srv.Stop()
+		t.Fatal("Serve failed but left its server serving")
+	}
+}
