@@ -30,8 +30,11 @@ type permFixture struct {
 	srv dfspb.CoordinatorServer
 }
 
-func newPermFixture(t *testing.T) *permFixture {
-	f := newFixture(t, 3, nil)
+func newPermFixture(t *testing.T) *permFixture { return newPermFixtureOn(t, nil) }
+
+// newPermFixtureOn is newPermFixture over store (nil: a new in-memory one).
+func newPermFixtureOn(t *testing.T, store meta.Store) *permFixture {
+	f := newFixture(t, 3, store)
 	f.c.term.Store(f.term)
 	return &permFixture{fixture: f, srv: f.c.Server()}
 }
@@ -391,9 +394,7 @@ func (c *readCounter) Walk(ctx context.Context, p rpc.Path) ([]meta.Entry, error
 // reads, with /alice/a/b made (alice's home, 0700).
 func newCountingFixture(t *testing.T) (*permFixture, *readCounter) {
 	store := &readCounter{Mem: metatest.NewMem()}
-	f := &permFixture{fixture: newFixture(t, 3, store)}
-	f.c.term.Store(f.term)
-	f.srv = f.c.Server()
+	f := newPermFixtureOn(t, store)
 	f.homeOfAlice()
 	is.New(t).NoErr(f.mkdir(asAlice, "/alice/a/b", true))
 	return f, store
@@ -432,4 +433,50 @@ func TestUploadOpensWithOneRead(t *testing.T) {
 		is.NoErr(err)
 		is.Equal(store.reads.Load()-before, int64(1)) // unchecked: was 4, a lookup of the path and a read of each parent
 	}
+}
+
+// walkHook is a metadata store that runs a function once, after the
+// next Walk has read.
+type walkHook struct {
+	*metatest.Mem
+	after func()
+}
+
+func (h *walkHook) Walk(ctx context.Context, p rpc.Path) ([]meta.Entry, error) {
+	es, err := h.Mem.Walk(ctx, p)
+	if fn := h.after; fn != nil {
+		h.after = nil
+		fn()
+	}
+	return es, err
+}
+
+// TestCheckedReadCachesNoFileReplacedMeanwhile: a checked get of a large
+// file answers with what its permission walk read; when a commit replaces
+// the file between that walk and the answer, the version read is not put
+// in the file cache, where later pages would find it.
+func TestCheckedReadCachesNoFileReplacedMeanwhile(t *testing.T) {
+	is := is.New(t)
+	store := &walkHook{Mem: metatest.NewMem()}
+	f := newPermFixtureOn(t, store)
+	f.homeOfAlice()
+	files := f.term.namespace.files
+	commits := cacheCommitter{store: store.Mem, files: files}
+	version := func(v uint64) *meta.File { // more chunks than one page: cached for the pages after the first
+		big := metatest.NewFile("/alice/big", maxChunkPage+1, v)
+		big.Attr = meta.Attr{Owner: "alice", Group: "staff", Mode: 0o644}
+		return big
+	}
+	is.NoErr(commits.Commit(f.ctx, &meta.Txn{Path: "/alice/big", Put: version(1)}))
+
+	store.after = func() { // a new version commits between the walk and the answer
+		is.NoErr(commits.Commit(f.ctx, &meta.Txn{Path: "/alice/big", Expect: 1, Put: version(2)}))
+	}
+	f.read(asAlice, "/alice/big")           // fails: no datanode holds the chunks; the page was made all the same
+	is.True(files.get("/alice/big") == nil) // version 1 is not cached
+
+	f.read(asAlice, "/alice/big")
+	cached := files.get("/alice/big")
+	is.True(cached != nil) // a read no commit raced is cached
+	is.Equal(cached.Version, uint64(2))
 }
