@@ -200,16 +200,22 @@ func createdBy(owner string, near meta.Entry) created {
 // mkdir -p create the missing ones). It returns what a new p and the
 // directories made for it are given.
 func (pm perms) create(ctx context.Context, p rpc.Path) (created, error) {
-	c, _, err := pm.createResolved(ctx, p)
+	id, known, _ := pm.caller(ctx)
+	if !known {
+		return created{}, nil
+	}
+	c, _, err := pm.createWalk(ctx, id.User, p)
 	return c, err
 }
 
-// createResolved is create, returning also what its walk found of p; nil
-// when there was no walk (no caller is known).
-func (pm perms) createResolved(ctx context.Context, p rpc.Path) (created, *resolved, error) {
+// createResolved is create, returning also what its walk found of p:
+// with no caller known, nothing is checked, but p is walked all the same
+// (an upload refuses a conflict from it).
+func (pm perms) createResolved(ctx context.Context, p rpc.Path) (created, resolved, error) {
 	id, known, _ := pm.caller(ctx)
 	if !known {
-		return created{}, nil, nil
+		r, err := pm.walk(ctx, id, false, p)
+		return created{}, r, err
 	}
 	return pm.createWalk(ctx, id.User, p)
 }
@@ -225,16 +231,16 @@ func (pm perms) createFor(ctx context.Context, owner string, p rpc.Path) (create
 	return c, err
 }
 
-// createWalk is createFor, returning also what its walk found of p; nil
-// when there was no walk.
-func (pm perms) createWalk(ctx context.Context, owner string, p rpc.Path) (created, *resolved, error) {
+// createWalk is createFor, returning also what its walk found of p (the
+// zero resolved when there was no walk).
+func (pm perms) createWalk(ctx context.Context, owner string, p rpc.Path) (created, resolved, error) {
 	id, known, checked := pm.caller(ctx)
 	if !known && owner == "" {
-		return created{}, nil, nil
+		return created{}, resolved{}, nil
 	}
 	r, err := pm.walk(ctx, id, checked, p)
 	if err != nil {
-		return created{}, nil, err
+		return created{}, resolved{}, err
 	}
 	if checked {
 		switch {
@@ -245,9 +251,9 @@ func (pm perms) createWalk(ctx context.Context, owner string, p rpc.Path) (creat
 		}
 	}
 	if owner == "" {
-		return created{}, &r, err
+		return created{}, r, err
 	}
-	return createdBy(owner, r.near), &r, err
+	return createdBy(owner, r.near), r, err
 }
 
 // remove checks that the caller may remove or rename away p (it must

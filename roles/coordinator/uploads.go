@@ -344,12 +344,6 @@ func (up *uploads) begin(ctx context.Context, req uploadRequest) (*opened, error
 		return nil, err
 	}
 	_, walked, err := up.perms.createResolved(ctx, req.path)
-	if err == nil && walked == nil {
-		// No caller to check: read p and its ancestors all the same.
-		var r resolved
-		r, err = up.perms.walk(ctx, auth.Identity{}, false, req.path)
-		walked = &r
-	}
 	if err == nil {
 		// Refuse an upload that its commit would refuse (meta.Committer): p
 		// is a directory (an empty one too), or one of its parents is a
