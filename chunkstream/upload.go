@@ -59,7 +59,7 @@ func NewUpload(ctx context.Context, stream SendStream, window int64) *Upload {
 	// No goroutine waits for ctx: a primary opens two uploads per chunk,
 	// and a goroutine each, however idle, is a stack to make and grow.
 	stop := context.AfterFunc(ctx, func() { u.fail(context.Cause(ctx)) })
-	go u.readAcks(stop)
+	rpc.Go(func() { u.readAcks(stop) })
 	return u
 }
 

@@ -242,7 +242,7 @@ type recvResult struct {
 // takes it.
 func newIdleStream(s dfspb.DataNode_UploadChunkStreamServer, clk clockwork.Clock, timeout time.Duration) *idleStream {
 	st := &idleStream{DataNode_UploadChunkStreamServer: s, clock: clk, timeout: timeout, frames: make(chan recvResult, 1)}
-	go func() {
+	rpc.Go(func() {
 		for {
 			f := new(rpc.PiecedFrame)
 			err := s.RecvMsg(f)
@@ -261,7 +261,7 @@ func newIdleStream(s dfspb.DataNode_UploadChunkStreamServer, clk clockwork.Clock
 				return
 			}
 		}
-	}()
+	})
 	return st
 }
 
@@ -385,7 +385,8 @@ func (n *Node) uploadChunk(raw dfspb.DataNode_UploadChunkStreamServer) error {
 	var wg sync.WaitGroup
 	var stored []string
 	var ferr error
-	wg.Go(func() { stored, ferr = fwd.finish() })
+	wg.Add(1)
+	rpc.Go(func() { defer wg.Done(); stored, ferr = fwd.finish() })
 	cerr := w.Commit(v.FrameDigests(), v.Sum())
 	committed = cerr == nil
 	wg.Wait()
@@ -436,10 +437,10 @@ func newKeepalive(ctx context.Context, stream chunkstream.PieceRecvStream, clk c
 		last: &dfspb.ChunkDataAck{SessionId: string(sid), ReadyForNext: true}}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() {
+	rpc.Go(func() {
 		defer close(done)
 		rpc.Every(ctx, clk, max(every, 10*time.Millisecond), k.repeat)
-	}()
+	})
 	k.stop = func() { cancel(); <-done }
 	return k
 }
@@ -573,7 +574,7 @@ func (n *Node) newFrameSink(ctx context.Context, w *chunkstore.Writer, fwd *forw
 	if len(fwd.ups) > 0 {
 		s.ceiling = n.frames.limit / 2 // see budget.acquire
 	}
-	go s.write()
+	rpc.Go(s.write)
 	return s
 }
 
@@ -728,7 +729,7 @@ func (fw *forwarder) send(pf *rpc.PiecedFrame, n int) <-chan error {
 	}
 	first := !fw.started
 	fw.started = true
-	go func() {
+	rpc.Go(func() {
 		errs := make([]error, len(fw.ups))
 		f := pf.Msg
 		// A small frame goes as the message's own data, which the codec
@@ -762,17 +763,17 @@ func (fw *forwarder) send(pf *rpc.PiecedFrame, n int) <-chan error {
 			}
 		})
 		done <- joinNodeErrors(errs)
-	}()
+	})
 	return done
 }
 
 // eachInParallel runs fn on every upload at once and waits for all: the
-// last in the calling goroutine, the others in one goroutine each (a new
-// goroutine grows its stack afresh as gRPC's calls deepen it).
+// last in the calling goroutine, the others on kept goroutines (rpc.Go).
 func eachInParallel(ups []*chunkstream.Upload, fn func(int, *chunkstream.Upload)) {
 	var wg sync.WaitGroup
 	for i, u := range ups[:max(len(ups)-1, 0)] {
-		wg.Go(func() { fn(i, u) })
+		wg.Add(1)
+		rpc.Go(func() { defer wg.Done(); fn(i, u) })
 	}
 	if last := len(ups) - 1; last >= 0 {
 		fn(last, ups[last])
