@@ -5,6 +5,9 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
+
+	"github.com/dfs-project/dfs/internal/exepages"
+	"github.com/dfs-project/dfs/rpc"
 )
 
 // notifySystemd speaks systemd's notify protocol for a Type=notify unit:
@@ -29,12 +32,26 @@ func notifySystemd(ctx context.Context, serving <-chan struct{}, log zerolog.Log
 	}
 }
 
-// runNotifying runs run(ctx) with notifySystemd beside it, and waits for
-// both.
+// runNotifying runs run(ctx) and, once serving closes, releases the
+// executable's pages the process touched only to start (see exepages)
+// and tells systemd (notifySystemd); it waits for both.
 func runNotifying(ctx context.Context, serving <-chan struct{}, log zerolog.Logger, run func(context.Context) error) error {
 	nctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { defer close(done); notifySystemd(nctx, serving, log) }()
+	go func() {
+		defer close(done)
+		select {
+		case <-nctx.Done():
+			return
+		case <-serving:
+		}
+		if n, err := exepages.Release(); err != nil {
+			log.Warn().Err(err).Msg("cannot release the executable's start-up pages")
+		} else {
+			log.Debug().Str("mappings", rpc.FormatBytes(n)).Msg("released the executable's start-up pages")
+		}
+		notifySystemd(nctx, serving, log)
+	}()
 	// STOPPING=1 goes when ctx ends (a signal): the role stops
 	// gracefully from then on.
 	err := run(ctx)
