@@ -56,16 +56,16 @@ func TestReleaseLeavesPagesOfItsOwn(t *testing.T) {
 	is.Equal(clean[1], orig)             // and read back from the file
 }
 
-func TestReadOnlyMappings(t *testing.T) {
+func TestReleasable(t *testing.T) {
 	is := is.New(t)
 	smaps := []byte(`00400000-00800000 r-xp 00000000 fd:01 77 /usr/bin/dfs
 Size:               4096 kB
 Rss:                2048 kB
 Private_Dirty:         0 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 00800000-00900000 r--p 00400000 fd:01 77 /usr/bin/dfs (deleted)
 Rss:                 512 kB
-Private_Dirty:         0 kB
 Anonymous:             0 kB
 00900000-00a00000 rw-p 00500000 fd:01 77 /usr/bin/dfs
 Private_Dirty:       100 kB
@@ -75,16 +75,34 @@ Anonymous:             4 kB
 00b00000-00b10000 r--p 00700000 fd:01 77 /usr/bin/dfs
 Private_Dirty:        64 kB
 Anonymous:             0 kB
-00b10000-00c00000 r-xp 00000000 fd:01 78 /usr/lib/other.so
+00b10000-00b20000 r--p 00710000 fd:01 77 /usr/bin/dfs
 Anonymous:             0 kB
-00c00000-00d00000 rw-p 00000000 00:00 0
+Swap:                  8 kB
+00b20000-00b30000 r--p 00800000 fd:01 77 /usr/bin/dfs
+Anonymous:             0 kB
+00b30000-00b40000 r--s 00810000 fd:01 77 /usr/bin/dfs
+Anonymous:             0 kB
+00c00000-00d00000 r-xp 00000000 fd:01 78 /usr/lib/other.so
+Anonymous:             0 kB
+00d00000-00e00000 r--p 00000000 fd:02 77 /data/coordinator/meta.db
+Anonymous:             0 kB
+00e00000-00f00000 rw-p 00000000 00:00 0
 VmFlags: rd wr mr mw me ac
 `)
-	got := readOnlyMappings(smaps, 77)
-	// The text and constant data (even of a replaced file, and pages of the
-	// file not yet written back); not the writable mapping, the one
-	// holding a page the process wrote, or another file's.
-	is.Equal(got, []mapping{{start: 0x400000, end: 0x800000}, {start: 0x800000, end: 0x900000}, {start: 0xb00000, end: 0xb10000}})
+	writable := []span{{0x800000, 0x801000}} // relocated data, read-only once loaded
+	got := releasable(smaps, 0x401234, writable)
+	var ranges [][2]uint64
+	for _, m := range got {
+		ranges = append(ranges, [2]uint64{m.start, m.end})
+	}
+	// The executable's code and constant data (even of a file replaced
+	// since, and the file's pages not yet written back). Not: its
+	// writable mapping; one holding a page the process wrote, in memory
+	// or swapped out; one of a writable segment's bytes; a shared one;
+	// another file, even with the same inode on another device.
+	is.Equal(ranges, [][2]uint64{{0x400000, 0x800000}, {0x800000, 0x900000}, {0xb00000, 0xb10000}})
+
+	is.Equal(len(releasable(smaps, 0x1000, writable)), 0) // pc in no mapping: nothing
 }
 
 // statusKiB reads a "Name:  N kB" line of /proc/self/status.
