@@ -343,15 +343,6 @@ func (n *Node) Store() *chunkstore.Store { return n.store }
 // flight, 16 small gets from a client); a call beyond them starts its own.
 const callWorkers = 64
 
-// receiveWindow is the flow-control window of each stream this node
-// receives, a chunk's frames on an upload or a forward: with the frame
-// sink's queue (sinkDepth frames) it bounds what one upload stream holds
-// in memory here, about 3 MiB of 1 MiB frames (it was 4 MiB, as every
-// other gRPC stream of dfs, with a queue of 4: 8 MiB a stream, the most
-// of a datanode's memory during a large put). On a link of 10 Gbit/s and
-// 0.2 ms, 1 MiB is four times what is in flight.
-const receiveWindow = 1 << 20
-
 // Run opens the store, serves gRPC, registers with the coordinator and
 // heartbeats until ctx ends; then it stops gracefully and returns nil.
 func (n *Node) Run(ctx context.Context) error {
@@ -398,11 +389,6 @@ func (n *Node) Run(ctx context.Context) error {
 	// goroutine per call grew its stack through gRPC's deep calls, ~6 %
 	// of a datanode's CPU during small puts (docs/benchmarks.md).
 	opts = append(opts, grpc.NumStreamWorkers(callWorkers))
-	// What a sender may have in flight to this node on one stream beyond
-	// what the frame sink holds: bytes gRPC has read off the socket and
-	// holds until the stream reads them. The client side of every
-	// connection (the windows of what this node downloads) keeps rpc's.
-	opts = append(opts, grpc.InitialWindowSize(receiveWindow))
 	srv := grpc.NewServer(append(opts, auth.ServerOptions(n.tls, n.tokens, n.access())...)...)
 	dfspb.RegisterDataNodeServer(srv, n)
 	// The standard health service: SERVING while registered.

@@ -525,8 +525,8 @@ func (n *Node) uploadStreams() int {
 }
 
 // sinkDepth is how many frames may wait for the disk per stream before
-// the sender is told to pause (see receiveWindow).
-const sinkDepth = 2
+// the sender is told to pause.
+const sinkDepth = 4
 
 // frameSink hands verified frames to a background disk writer through a
 // bounded queue and forwards them to the replicas, so receiving, hashing,
