@@ -114,15 +114,21 @@ func statusKiB(t *testing.T, name string) int {
 	}
 	for line := range bytes.Lines(b) {
 		if f := strings.Fields(string(line)); len(f) >= 2 && f[0] == name {
-			n, err := strconv.Atoi(f[1])
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
+			return kib(t, f)
 		}
 	}
 	t.Fatalf("no %s in /proc/self/status", name)
 	return 0
+}
+
+// kib reads the figure of a "Name:  N kB" line split into fields.
+func kib(t *testing.T, f []string) int {
+	t.Helper()
+	n, err := strconv.Atoi(f[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // mappingRssKiB returns the resident size of the mapping that starts at b.
@@ -142,11 +148,7 @@ func mappingRssKiB(t *testing.T, b []byte) int {
 			continue
 		}
 		if in && len(f) >= 2 && f[0] == "Rss:" {
-			n, err := strconv.Atoi(f[1])
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
+			return kib(t, f)
 		}
 	}
 	t.Fatalf("no mapping at %s", start)
