@@ -116,7 +116,7 @@ func ServerOptions(t *pki.TLS, tokens TokenVerifier, p Policy) []grpc.ServerOpti
 	if t == nil {
 		return nil
 	}
-	opts := append([]grpc.ServerOption{grpc.Creds(t.ServerCredentials())}, Interceptors(tokens)...)
+	opts := append(t.ServerOptions(), Interceptors(tokens)...)
 	return append(opts, p.Interceptors()...)
 }
 

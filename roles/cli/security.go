@@ -109,7 +109,7 @@ func (s security) dialOptions(log zerolog.Logger) ([]grpc.DialOption, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(t.ClientCredentials())}
+	opts := t.DialOptions(t.ClientCredentials())
 	if s.token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(client.BearerToken(s.token)))
 	}

@@ -199,7 +199,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, grpc.WithTransportCredentials(t.ClientCredentialsFor(pki.CoordinatorsOnly(cfg.Coordinators))))
+		opts = append(opts, t.DialOptions(t.ClientCredentialsFor(pki.CoordinatorsOnly(cfg.Coordinators)))...)
 	}
 	pool := rpc.NewBoundedPool(rpc.PoolConfig{Clock: cfg.Clock, Options: opts})
 	coord := rpc.NewLeader(rpc.LeaderConfig{Addrs: cfg.Coordinators, Timeout: cfg.RPCTimeout, Failover: cfg.FailoverTimeout}, pool, cfg.Clock)

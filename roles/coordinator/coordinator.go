@@ -319,7 +319,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		elector: deps.Elector,
 		policy:  policy,
 		lis:     deps.Listener,
-		pool:    rpc.NewBoundedPool(rpc.PoolConfig{Options: []grpc.DialOption{grpc.WithTransportCredentials(deps.TLS.ClientCredentials(pki.Datanode))}}),
+		pool:    rpc.NewBoundedPool(rpc.PoolConfig{Options: deps.TLS.DialOptions(deps.TLS.ClientCredentials(pki.Datanode))}),
 		tls:     deps.TLS,
 		tokens:  deps.Tokens,
 		events:  newEvents(deps.Clock),

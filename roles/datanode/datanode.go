@@ -259,7 +259,7 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		lis:   deps.Listener,
 		fs:    deps.FS,
 		pool: rpc.NewBoundedPool(rpc.PoolConfig{Max: cfg.MaxPeerConns, Idle: cfg.PeerIdleTimeout, Clock: deps.Clock,
-			Options: []grpc.DialOption{grpc.WithTransportCredentials(deps.TLS.ClientCredentialsFor(pki.CoordinatorsOnly(cfg.Coordinators)))}}),
+			Options: deps.TLS.DialOptions(deps.TLS.ClientCredentialsFor(pki.CoordinatorsOnly(cfg.Coordinators)))}),
 		tls:    deps.TLS,
 		tokens: deps.Tokens,
 
