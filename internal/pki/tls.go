@@ -520,7 +520,7 @@ func (t *TLS) ClientCredentialsFor(accept func(authority string) []Role) credent
 // saves no system call. At 1 MiB (rpc's, for plain text) each flush took
 // a 1 MiB buffer from a pool, zeroed anew whenever the pool was empty,
 // and encrypted from memory larger than a core's cache. At 64 KiB, in
-// eight pairs: a datanode's peak RSS during a 1 GiB put 64.6 -> 59.6
+// eight pairs: a datanode's peak RSS during a 1 GiB put 64.8 -> 59.6
 // MiB, 1 GiB gets 1.09x, 4 KiB puts 1.11x (docs/benchmarks.md, eighth
 // round).
 const writeBuffer = connBuffer
