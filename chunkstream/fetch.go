@@ -230,9 +230,72 @@ func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 	if err != nil {
 		return Fetched{}, failed(err)
 	}
-	next := wd.watch(piecesOf(stream))
+	src := wd.watch(piecesOf(stream))
+	first := true
+	next := func() (*rpc.PiecedFrame, error) {
+		f, err := src()
+		if first {
+			first = false
+			stopHeaderTimer()
+		}
+		return f, err
+	}
+	write := func(f *rpc.PiecedFrame) error {
+		wd.Pause()
+		defer wd.Kick()
+		return writeFrame(w, f)
+	}
+	return fetchFrom(d, next, failed, write)
+}
+
+// Take verifies one chunk of a ReadChunks reply as Fetch verifies a
+// stream of it, and writes it to w as Fetch would: read holds the frames
+// of the whole chunk exp describes (d.Frames must be nil), or the
+// datanode's error for it, which Take returns with its Fault.
+func Take(exp Expect, read *dfspb.ChunkRead, w io.Writer) (Fetched, error) {
+	if exp.Digest == nil || exp.Size <= 0 || exp.FrameSize <= 0 {
+		return Fetched{}, rpc.Errorf(rpc.Internal, "chunk %s: take without a committed chunk", exp.ChunkID)
+	}
+	failed := func(err error) error {
+		err = rpc.FromStatus(err)
+		return blame(sourceFault(err), err)
+	}
+	if err := rpc.FromCode(read.GetCode(), read.GetMessage()); err != nil {
+		return Fetched{}, failed(err)
+	}
+	frames := read.Frames
+	next := func() (*rpc.PiecedFrame, error) {
+		if len(frames) == 0 {
+			return nil, io.EOF
+		}
+		f := frames[0]
+		frames = frames[1:]
+		return rpc.Pieced(f), nil
+	}
+	got, err := fetchFrom(Download{Expect: exp}, next, failed, func(f *rpc.PiecedFrame) error { return writeFrame(w, f) })
+	if err == nil && len(frames) > 0 {
+		return Fetched{}, blame(SourceCorrupt, rpc.Errorf(rpc.Invalid, "chunk %s: %d frames after the last one", exp.ChunkID, len(frames)))
+	}
+	return got, err
+}
+
+// writeFrame writes a verified frame to w: in its pieces to a
+// PieceWriter, else joined.
+func writeFrame(w io.Writer, f *rpc.PiecedFrame) error {
+	if pw, ok := w.(PieceWriter); ok {
+		return pw.WritePieces(f.Pieces)
+	}
+	_, err := w.Write(f.Join())
+	return err
+}
+
+// fetchFrom is Fetch of the frames next yields, the first with the
+// chunk's header: it checks the header against the committed chunk, then
+// receives and verifies the frames d asks for, handing each to write.
+// failed classifies an error from next.
+func fetchFrom(d Download, next source, failed func(error) error, write func(*rpc.PiecedFrame) error) (Fetched, error) {
+	id := d.ChunkID
 	first, err := next()
-	stopHeaderTimer()
 	if errors.Is(err, io.EOF) {
 		return Fetched{}, blame(SourceFailed, rpc.Errorf(rpc.Unavailable, "chunk %s: stream ended before its first frame", id))
 	}
@@ -251,15 +314,6 @@ func Fetch(ctx context.Context, d Download, w io.Writer) (Fetched, error) {
 			hdr.Size, hdr.FrameSize, hdr.ChunkChecksum, d.Size, d.FrameSize, d.Digest))
 	}
 	next = pushBack(first, next)
-	write := func(f *rpc.PiecedFrame) error {
-		wd.Pause()
-		defer wd.Kick()
-		if pw, ok := w.(PieceWriter); ok {
-			return pw.WritePieces(f.Pieces)
-		}
-		_, err := w.Write(f.Join())
-		return err
-	}
 	if d.Frames != nil {
 		return fetchFrames(d, hdr, next, failed, write)
 	}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -71,11 +73,37 @@ func anonDatanode(t *testing.T, c *roles.Cluster, addr string) dfspb.DataNodeCli
 	return dfspb.NewDataNodeClient(secureDial(t, addr, pki.Files{CA: c.PKI().CA()}))
 }
 
-// readWith streams chunk id from dn with tok, to the end, and returns
-// the bytes read.
+// readWith reads chunk id from dn with tok, to the end, and returns the
+// bytes read: with a download stream and with ReadChunks, which must
+// agree, in the bytes or the error.
 func readWith(ctx context.Context, dn dfspb.DataNodeClient, id string, tok *dfspb.ChunkToken) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	streamed, err := streamWith(ctx, dn, id, tok)
+	var read []byte
+	resp, rerr := dn.ReadChunks(ctx, &dfspb.ReadChunksRequest{Chunks: []*dfspb.ReadChunk{{ChunkId: id, Token: tok}}})
+	if rerr == nil {
+		ch := resp.Chunks[0]
+		rerr = rpc.FromCode(ch.Code, ch.Message)
+		for _, f := range ch.Frames {
+			read = append(read, f.Data...)
+		}
+	}
+	// An expired token's message says how long ago it expired.
+	ago := regexp.MustCompile(`\([0-9.]+[µmn]?s ago\)`)
+	if err != nil && rerr != nil && statusKind(err) == rpc.KindOf(rerr) &&
+		ago.ReplaceAllString(rpc.FromStatus(err).Error(), "") == ago.ReplaceAllString(rerr.Error(), "") {
+		return nil, err
+	}
+	if err != nil || rerr != nil || !bytes.Equal(streamed, read) {
+		return nil, fmt.Errorf("DownloadChunkStream and ReadChunks disagree: %v (%d bytes); %v (%d bytes)", err, len(streamed), rerr, len(read))
+	}
+	return streamed, nil
+}
+
+// streamWith streams chunk id from dn with tok, to the end, and returns
+// the bytes read.
+func streamWith(ctx context.Context, dn dfspb.DataNodeClient, id string, tok *dfspb.ChunkToken) ([]byte, error) {
 	st, err := dn.DownloadChunkStream(ctx, &dfspb.DownloadChunkStreamRequest{ChunkId: id, Token: tok})
 	if err != nil {
 		return nil, err

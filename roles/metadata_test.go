@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/matryer/is"
@@ -267,4 +269,27 @@ func TestActingAs(t *testing.T) {
 	is.True(rpc.KindOf(err) == rpc.Unauthenticated) // a user cannot act for another
 	_, err = gw.Stat(client.ActingAs(ctx, "admin"), "/alice/f")
 	is.True(permissionDenied(err)) // a gateway acting for a superuser's name is no superuser
+
+	// Reads for alice and for bob at once (a client's reads at once share
+	// calls to the coordinator): each is answered as its own user.
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 64 {
+		user := []string{"alice", "bob"}[i%2]
+		wg.Go(func() {
+			var out bytes.Buffer
+			_, err := gw.Get(client.ActingAs(ctx, user), "/alice/f", &out, nil)
+			switch {
+			case user == "alice" && (err != nil || out.String() != "hers"):
+				errs <- fmt.Errorf("a read for alice: %v (%q)", err, out.String())
+			case user == "bob" && !permissionDenied(err):
+				errs <- fmt.Errorf("a read for bob: %v (%q)", err, out.String())
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }

@@ -393,3 +393,22 @@ func FromStatus(err error) error {
 	}
 	return out
 }
+
+// CodeOf returns the gRPC status code and message ToStatus gives err, for
+// a reply that answers several items each on its own (0 and "" for nil).
+func CodeOf(err error) (code uint32, msg string) {
+	if err == nil {
+		return 0, ""
+	}
+	st := status.Convert(ToStatus(err))
+	return uint32(st.Code()), st.Message()
+}
+
+// FromCode is FromStatus of the status an item of such a reply carries:
+// nil for code 0.
+func FromCode(code uint32, msg string) error {
+	if code == uint32(codes.OK) {
+		return nil
+	}
+	return FromStatus(status.Error(codes.Code(code), msg))
+}

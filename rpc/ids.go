@@ -29,6 +29,14 @@ const (
 	// MaxAddrLen bounds a node's host:port address: a DNS name of 253
 	// bytes, a colon and a port.
 	MaxAddrLen = 260
+	// MaxReadChunks bounds the chunks of one ReadChunks call, and
+	// MaxReadChunksBytes their data in its reply.
+	MaxReadChunks      = 64
+	MaxReadChunksBytes = 1 << 20
+	// MaxDownloadFiles bounds the files of one DownloadFiles call, and
+	// MaxDownloadFilesPage the chunks of each one's page.
+	MaxDownloadFiles     = 64
+	MaxDownloadFilesPage = 8
 )
 
 // DigestPrefixSize is how much of a chunk digest the coordinator's chunk

@@ -168,6 +168,9 @@ type Client struct {
 	mu       sync.Mutex
 	failing  map[rpc.NodeID]time.Time // datanodes that failed a stream lately, until when reads try them last
 	inflight map[rpc.NodeID]int       // chunk reads in flight per datanode (see orderForRead)
+
+	smallReads *batcher[*dfspb.ReadChunk, *dfspb.ChunkRead]              // see readSmall
+	heads      *batcher[*dfspb.DownloadFileRequest, *dfspb.FileDownload] // see firstPage
 }
 
 // New returns a client of the cluster cfg names. Zero fields of cfg but
@@ -203,7 +206,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	pool := rpc.NewBoundedPool(rpc.PoolConfig{Clock: cfg.Clock, Options: opts})
 	coord := rpc.NewLeader(rpc.LeaderConfig{Addrs: cfg.Coordinators, Timeout: cfg.RPCTimeout, Failover: cfg.FailoverTimeout}, pool, cfg.Clock)
-	return &Client{cfg: cfg, log: log, clock: cfg.Clock, pool: pool, tls: t, coord: coord}, nil
+	c := &Client{cfg: cfg, log: log, clock: cfg.Clock, pool: pool, tls: t, coord: coord}
+	c.smallReads, c.heads = c.newSmallReads(), c.newHeads()
+	return c, nil
 }
 
 // TLS returns the client's TLS files as loaded (nil in plain text): the
@@ -425,6 +430,14 @@ func (c *Client) page(ctx context.Context, path string, download bool, head *dfs
 	if page.GetIsDir() && !download && head == nil {
 		return page, next, nil
 	}
+	return checkPage(path, head, first, page, next)
+}
+
+// checkPage checks a page of the chunk map of path from chunk first, and
+// the index next of the chunk after it, against the first page (head,
+// nil for the first page itself); it returns them, or an Internal error
+// for a malformed page.
+func checkPage(path string, head *dfspb.FileInfo, first uint32, page *dfspb.FileInfo, next uint32) (*dfspb.FileInfo, uint32, error) {
 	if err := checkFileInfo(page); err != nil {
 		return nil, 0, err
 	}

@@ -75,7 +75,7 @@ func (c *Client) get(ctx context.Context, path string, w io.Writer, o GetOptions
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	head, next, err := c.page(ctx, path, true, nil, 0)
+	head, next, err := c.firstPage(ctx, path)
 	if err != nil {
 		return nil, err
 	}
@@ -570,6 +570,12 @@ func (c *Client) readReplica(ctx context.Context, addr string, exp chunkstream.E
 	dn, err := c.datanode(addr)
 	if err != nil {
 		return chunkstream.Fetched{}, err
+	}
+	if p.frames == nil && p.skip == 0 && exp.Size <= smallRead {
+		got, err, ok := c.readSmall(ctx, addr, exp, token, p)
+		if ok {
+			return got, err
+		}
 	}
 	// From the call to the last frame, a replica that stops answering
 	// fails after the progress timeout and the next one is tried.

@@ -20,6 +20,7 @@ var accessRules = map[string]auth.Rule{
 	"AbortUpload":       auth.Users,
 	"UploadReceipts":    auth.Users,
 	"DownloadFile":      auth.Users,
+	"DownloadFiles":     auth.Users,
 	"StatFile":          auth.Users,
 	"DeleteFile":        auth.Users,
 	"ListFiles":         auth.Users,

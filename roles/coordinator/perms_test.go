@@ -2,6 +2,9 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -74,8 +77,26 @@ func (f *permFixture) stat(id auth.Identity, p string) (*dfspb.FileInfo, error) 
 	return resp.GetFile(), err
 }
 
+// read reads p's chunk map as id, with DownloadFile and with
+// DownloadFiles (p between two paths that are not there), which must
+// answer the same.
 func (f *permFixture) read(id auth.Identity, p string) error {
-	_, err := f.srv.DownloadFile(f.as(id), &dfspb.DownloadFileRequest{Path: p})
+	one, err := f.srv.DownloadFile(f.as(id), &dfspb.DownloadFileRequest{Path: p})
+	many, merr := f.srv.DownloadFiles(f.as(id), &dfspb.DownloadFilesRequest{Files: []*dfspb.DownloadFileRequest{{Path: "/not-there"}, {Path: p}, {Path: "/not-there-either"}}})
+	if merr != nil {
+		return fmt.Errorf("DownloadFiles: %w", merr)
+	}
+	got := many.Files[1]
+	st := status.Convert(err)
+	switch {
+	case len(many.Files) != 3 || many.Files[0].Code == 0 || many.Files[2].Code == 0:
+		return fmt.Errorf("DownloadFiles answered %d files, or found paths that are not there", len(many.Files))
+	case got.Code != uint32(st.Code()) || got.Message != st.Message():
+		return fmt.Errorf("DownloadFile and DownloadFiles disagree: %v; %d %s", err, got.Code, got.Message)
+	case err == nil && (got.Download.GetFile().GetVersion() != one.File.Version || len(got.Download.File.Chunks) != len(one.File.Chunks) ||
+		got.Download.NextChunk != one.NextChunk):
+		return fmt.Errorf("DownloadFile and DownloadFiles returned different files")
+	}
 	return err
 }
 
@@ -479,4 +500,29 @@ func TestCheckedReadCachesNoFileReplacedMeanwhile(t *testing.T) {
 	cached := files.get("/alice/big")
 	is.True(cached != nil) // a read no commit raced is cached
 	is.Equal(cached.Version, uint64(2))
+}
+
+// TestDownloadFilesPages: DownloadFiles answers each file with a page of
+// at most 8 chunks (fewer when a file asks for fewer), from the chunk it
+// names; a call of no file or of more than 64 is Invalid.
+func TestDownloadFilesPages(t *testing.T) {
+	is := is.New(t)
+	f := newPermFixture(t)
+	f.put("/ten", 10*testChunk, 3)
+	f.put("/one", testChunk, 3)
+	resp, err := f.srv.DownloadFiles(f.ctx, &dfspb.DownloadFilesRequest{Files: []*dfspb.DownloadFileRequest{
+		{Path: "/ten"}, {Path: "/ten", PageSize: 3}, {Path: "/ten", PageSize: 100}, {Path: "/one"}, {Path: "/ten", FirstChunk: 8}}})
+	is.NoErr(err)
+	for i, want := range []struct{ first, chunks, next uint32 }{{0, 8, 8}, {0, 3, 3}, {0, 8, 8}, {0, 1, 1}, {8, 2, 10}} {
+		d := resp.Files[i].Download
+		is.Equal(resp.Files[i].Code, uint32(0))
+		is.Equal(uint32(len(d.File.Chunks)), want.chunks) // the page
+		is.Equal(d.File.Chunks[0].Index, want.first)      // from the chunk asked for
+		is.Equal(d.NextChunk, want.next)                  // and where the next one starts
+	}
+	for _, n := range []int{0, rpc.MaxDownloadFiles + 1} {
+		_, err := f.srv.DownloadFiles(f.ctx, &dfspb.DownloadFilesRequest{Files: slices.Repeat([]*dfspb.DownloadFileRequest{{Path: "/one"}}, n)})
+		is.Equal(status.Code(err), codes.InvalidArgument) // no file, or too many
+		is.True(strings.Contains(err.Error(), "name 1 to 64"))
+	}
 }

@@ -138,16 +138,49 @@ func (s *server) DownloadFile(ctx context.Context, req *dfspb.DownloadFileReques
 	if err != nil {
 		return nil, err
 	}
-	pr, err := pageRequestOf(req.Path, req.FirstChunk, req.PageSize, req.Version, req.SessionId)
+	resp, err := s.download(ctx, t, req, req.PageSize)
+	return resp, rpc.ToStatus(err)
+}
+
+// DownloadFiles answers each file as DownloadFile would, with pages of at
+// most rpc.MaxDownloadFilesPage chunks.
+func (s *server) DownloadFiles(ctx context.Context, req *dfspb.DownloadFilesRequest) (*dfspb.DownloadFilesResponse, error) {
+	t, err := s.term(ctx)
 	if err != nil {
-		return nil, rpc.ToStatus(err)
+		return nil, err
+	}
+	if len(req.Files) == 0 || len(req.Files) > rpc.MaxDownloadFiles {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "DownloadFiles names %d files; name 1 to %d", len(req.Files), rpc.MaxDownloadFiles))
+	}
+	resp := &dfspb.DownloadFilesResponse{Files: make([]*dfspb.FileDownload, len(req.Files))}
+	for i, f := range req.Files {
+		size := f.PageSize
+		if size == 0 || size > rpc.MaxDownloadFilesPage {
+			size = rpc.MaxDownloadFilesPage
+		}
+		d, err := s.download(ctx, t, f, size)
+		if err != nil {
+			code, msg := rpc.CodeOf(err)
+			resp.Files[i] = &dfspb.FileDownload{Code: code, Message: msg}
+			continue
+		}
+		resp.Files[i] = &dfspb.FileDownload{Download: d}
+	}
+	return resp, nil
+}
+
+// download is DownloadFile of t's namespace, with pages of size chunks.
+func (s *server) download(ctx context.Context, t *term, req *dfspb.DownloadFileRequest, size uint32) (*dfspb.DownloadFileResponse, error) {
+	pr, err := pageRequestOf(req.Path, req.FirstChunk, size, req.Version, req.SessionId)
+	if err != nil {
+		return nil, err
 	}
 	p, err := t.namespace.download(ctx, pr)
 	if d := t.namespace.dirInstead(ctx, pr, err); d != nil {
 		err = rpc.Errorf(rpc.Invalid, "%s is a directory", d.Path)
 	}
 	if err != nil {
-		return nil, rpc.ToStatus(err)
+		return nil, err
 	}
 	return &dfspb.DownloadFileResponse{File: pageToPB(p, s.c.chunkKeys), NextChunk: p.next}, nil
 }

@@ -18,6 +18,7 @@ var accessRules = map[string]auth.Rule{
 	"UploadChunkStream":    auth.Anyone,
 	"PrepareChunkDownload": auth.Anyone,
 	"DownloadChunkStream":  auth.Anyone,
+	"ReadChunks":           auth.Anyone,
 	"HealthCheck":          auth.Anyone,
 	"StatChunks":           auth.CoordinatorOnly,
 	"ReplicateChunk":       auth.CoordinatorOnly,

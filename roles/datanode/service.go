@@ -106,6 +106,79 @@ func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream
 	return rpc.ToStatus(err)
 }
 
+// ReadChunks reads small chunks whole, several in one call (see
+// dfs.proto). Each chunk is checked and opened as DownloadChunkStream
+// by chunk_id checks and opens it, with the same errors, and answered
+// with the frames that stream would send; their data together is at most
+// rpc.MaxReadChunksBytes, a chunk beyond that is ResourceExhausted. The
+// chunks are read one after another: a reader with reads for this node at
+// once sends a few calls (see the client's smallReads).
+func (n *Node) ReadChunks(ctx context.Context, req *dfspb.ReadChunksRequest) (*dfspb.ReadChunksResponse, error) {
+	if len(req.Chunks) == 0 || len(req.Chunks) > rpc.MaxReadChunks {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "ReadChunks names %d chunks; name 1 to %d", len(req.Chunks), rpc.MaxReadChunks))
+	}
+	resp := &dfspb.ReadChunksResponse{Chunks: make([]*dfspb.ChunkRead, len(req.Chunks))}
+	room := int64(rpc.MaxReadChunksBytes)
+	for i, rc := range req.Chunks {
+		if err := ctx.Err(); err != nil {
+			return nil, rpc.ToStatus(rpc.Errorf(rpc.Canceled, "ReadChunks canceled"))
+		}
+		done := n.metrics.op(opDownload)
+		read, err := n.readChunk(rc, room)
+		done(err)
+		if err != nil {
+			code, msg := rpc.CodeOf(err)
+			read = &dfspb.ChunkRead{Code: code, Message: msg}
+			if rpc.KindOf(err) != rpc.ResourceExhausted {
+				n.streamFailed(ctx, err, "read failed")
+			}
+		} else {
+			room -= read.Frames[0].Header.Size
+			n.metrics.sent.Add(float64(read.Frames[0].Header.Size))
+		}
+		resp.Chunks[i] = read
+	}
+	return resp, nil
+}
+
+// readChunk reads one chunk of a ReadChunks call whole, if it holds at
+// most room bytes.
+func (n *Node) readChunk(rc *dfspb.ReadChunk, room int64) (*dfspb.ChunkRead, error) {
+	id, err := rpc.ParseChunkID(rc.ChunkId)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := n.authorize(rc.Token, id, chunktoken.Read); err != nil {
+		return nil, err
+	}
+	c, err := n.store.Open(id)
+	if err != nil {
+		n.unusable(id, err)
+		return nil, err
+	}
+	defer c.Close()
+	if c.Size > room {
+		return nil, rpc.Errorf(rpc.ResourceExhausted, "chunk %s: %d bytes do not fit in what is left of the reply (%d of %d bytes); read it with DownloadChunkStream",
+			id, c.Size, room, rpc.MaxReadChunksBytes)
+	}
+	if n := chunkstream.FrameCount(c.Size, c.FrameSize); c.Size <= 0 || len(c.Frames) != n {
+		return nil, rpc.Errorf(rpc.Internal, "chunk %s: %d stored frame digests for %d bytes in %d frames", id, len(c.Frames), c.Size, n)
+	}
+	data := make([]byte, c.Size)
+	if _, err := c.File.ReadAt(data, 0); err != nil {
+		return nil, rpc.Errorf(rpc.Internal, "chunk %s: read: %w", id, err)
+	}
+	read := &dfspb.ChunkRead{Frames: make([]*dfspb.ChunkDataStream, len(c.Frames))}
+	for i, digest := range c.Frames {
+		off := int64(i) * c.FrameSize
+		read.Frames[i] = &dfspb.ChunkDataStream{ChunkId: string(id), Data: data[off:min(off+c.FrameSize, c.Size)], Offset: off, PartialChecksum: digest}
+	}
+	read.Frames[0].Header = &dfspb.PrepareChunkDownloadResponse{Size: c.Size, FrameSize: c.FrameSize, ChunkChecksum: c.Digest}
+	last := read.Frames[len(read.Frames)-1]
+	last.IsFinal, last.ChunkChecksum = true, c.Digest
+	return read, nil
+}
+
 // downloadChunk opens the chunk a download names: the prepared session's
 // (taken from the table; its prepare checked the chunk token), or the
 // chunk named by chunk_id, opened now (direct) once its read token is

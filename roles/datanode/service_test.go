@@ -353,3 +353,115 @@ func TestDownloadByChunkID(t *testing.T) {
 		is.Equal(rpc.KindOf(err), rpc.NotFound) // and no longer served
 	})
 }
+
+// TestReadChunks: one call reads several chunks whole, packed or in files
+// of their own, each answered with the frames a download stream of it
+// sends (the header on the first), in the order asked; a chunk that
+// cannot be read is answered with the error its stream would fail with,
+// and does not fail the others; a reply holds at most 1 MiB of chunks,
+// and a chunk beyond that is ResourceExhausted; a call of no chunk or of
+// too many is Invalid; a chunk whose metadata turns out damaged is taken
+// out of service and reported, as a download would.
+func TestReadChunks(t *testing.T) {
+	is := is.New(t)
+	coord := datanodetest.Start(t)
+	n := startNode(t, coord) // chunks up to 256 KiB packed
+	dn := client(t, n)
+	small, big := chunkID(t, 1), chunkID(t, 2)
+	smallData, bigData := chunkData(3*testFrame+100, 1), chunkData(300<<10, 2) // packed, and a file
+	smallDigest, bigDigest := upload(t, dn, small, smallData, testFrame), upload(t, dn, big, bigData, testFrame)
+
+	read := func(t *testing.T, ids ...string) ([]*dfspb.ChunkRead, error) {
+		t.Helper()
+		req := &dfspb.ReadChunksRequest{}
+		for _, id := range ids {
+			req.Chunks = append(req.Chunks, &dfspb.ReadChunk{ChunkId: id})
+		}
+		resp, err := dn.ReadChunks(t.Context(), req)
+		if err != nil {
+			return nil, rpc.FromStatus(err)
+		}
+		if len(resp.Chunks) != len(ids) {
+			t.Fatalf("%d answers for %d chunks", len(resp.Chunks), len(ids))
+		}
+		return resp.Chunks, nil
+	}
+	// same checks that a chunk's answer is the chunk, as its stream is.
+	same := func(t *testing.T, got *dfspb.ChunkRead, id rpc.ChunkID, data, digest []byte) {
+		t.Helper()
+		is := is.New(t)
+		is.Equal(got.Code, uint32(0)) // read
+		_, frames := chunkstream.DigestOf(data, testFrame)
+		is.Equal(len(got.Frames), len(frames)) // every frame
+		hdr := got.Frames[0].Header
+		is.True(hdr != nil) // the first with the header
+		is.Equal(hdr.Size, int64(len(data)))
+		is.Equal(hdr.FrameSize, int64(testFrame))
+		is.Equal(hdr.ChunkChecksum, digest)
+		for i, f := range got.Frames {
+			off := int64(i) * testFrame
+			is.True(i == 0 || f.Header == nil)
+			is.Equal(f.ChunkId, string(id))
+			is.Equal(f.Offset, off)
+			is.Equal(f.Data, data[off:min(off+testFrame, int64(len(data)))])
+			is.Equal(f.PartialChecksum, frames[i])
+			is.Equal(f.IsFinal, i == len(frames)-1)
+			is.Equal(f.ChunkChecksum != nil, i == len(frames)-1)
+		}
+		var out bytes.Buffer
+		_, err := chunkstream.Take(chunkstream.Expect{ChunkID: id, Size: int64(len(data)), FrameSize: testFrame, Digest: digest}, got, &out)
+		is.NoErr(err)               // what a client verifies
+		is.Equal(out.Bytes(), data) // and takes
+	}
+
+	got, err := read(t, string(small), string(chunkID(t, 3)), "../x_0", string(big))
+	is.NoErr(err)
+	same(t, got[0], small, smallData, smallDigest)
+	is.Equal(rpc.KindOf(rpc.FromCode(got[1].Code, got[1].Message)), rpc.NotFound) // not here
+	is.Equal(rpc.KindOf(rpc.FromCode(got[2].Code, got[2].Message)), rpc.Invalid)  // not a chunk ID
+	is.Equal(len(got[1].Frames)+len(got[2].Frames), 0)                            // with no frame
+	same(t, got[3], big, bigData, bigDigest)
+
+	// At most 1 MiB of chunks in one reply.
+	a, b := chunkID(t, 4), chunkID(t, 5)
+	aData, bData := chunkData(700<<10, 4), chunkData(700<<10, 5)
+	aDigest, bDigest := upload(t, dn, a, aData, testFrame), upload(t, dn, b, bData, testFrame)
+	got, err = read(t, string(a), string(b), string(small))
+	is.NoErr(err)
+	same(t, got[0], a, aData, aDigest)
+	err = rpc.FromCode(got[1].Code, got[1].Message)
+	is.Equal(rpc.KindOf(err), rpc.ResourceExhausted)                           // no room left for the second
+	is.True(strings.Contains(err.Error(), "read it with DownloadChunkStream")) // saying what to do
+	same(t, got[2], small, smallData, smallDigest)                             // a smaller one still fits
+	got, err = read(t, string(b))
+	is.NoErr(err)
+	same(t, got[0], b, bData, bDigest) // alone it fits
+
+	for _, ids := range [][]string{nil, slices.Repeat([]string{string(small)}, rpc.MaxReadChunks+1)} {
+		_, err = read(t, ids...)
+		is.Equal(rpc.KindOf(err), rpc.Invalid) // no chunk, or too many
+		is.True(strings.Contains(err.Error(), "name 1 to 64"))
+	}
+	got, err = read(t, slices.Repeat([]string{string(small)}, rpc.MaxReadChunks)...)
+	is.NoErr(err) // as many as a call may name
+	same(t, got[rpc.MaxReadChunks-1], small, smallData, smallDigest)
+
+	t.Run("damaged metadata", func(t *testing.T) {
+		is := is.New(t)
+		fn := startNode(t, coord, filesOnly)
+		dn := client(t, fn)
+		bad, badData := chunkID(t, 6), chunkData(2*testFrame, 6)
+		upload(t, dn, bad, badData, testFrame)
+		eventually(t, "the chunk reported", func() bool { return coord.Has(fn.ID(), bad) })
+		testdisk.FlipByte(t, fn.Store().ChunkPath(bad), int64(len(badData))+sha256.Size+3) // the second frame digest
+		resp, err := dn.ReadChunks(t.Context(), &dfspb.ReadChunksRequest{Chunks: []*dfspb.ReadChunk{{ChunkId: string(bad)}}})
+		is.NoErr(err)
+		err = rpc.FromCode(resp.Chunks[0].Code, resp.Chunks[0].Message)
+		is.Equal(rpc.KindOf(err), rpc.Internal)                    // refused, as corrupt
+		is.True(strings.Contains(err.Error(), "corrupt metadata")) // saying so
+		eventually(t, "the damaged chunk reported", func() bool { return slices.Contains(coord.Corrupt(fn.ID()), string(bad)) })
+		resp, err = dn.ReadChunks(t.Context(), &dfspb.ReadChunksRequest{Chunks: []*dfspb.ReadChunk{{ChunkId: string(bad)}}})
+		is.NoErr(err)
+		is.Equal(rpc.KindOf(rpc.FromCode(resp.Chunks[0].Code, resp.Chunks[0].Message)), rpc.NotFound) // and no longer served
+	})
+}

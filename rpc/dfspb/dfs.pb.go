@@ -1615,6 +1615,161 @@ func (x *DownloadFileResponse) GetNextChunk() uint32 {
 	return 0
 }
 
+// DownloadFilesRequest names 1 to 64 files (rpc.MaxDownloadFiles), each
+// a DownloadFile request; a page of one holds at most 8 chunks
+// (rpc.MaxDownloadFilesPage): a page_size of 0 or more asks for 8.
+type DownloadFilesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         []*DownloadFileRequest `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadFilesRequest) Reset() {
+	*x = DownloadFilesRequest{}
+	mi := &file_dfs_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadFilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadFilesRequest) ProtoMessage() {}
+
+func (x *DownloadFilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadFilesRequest.ProtoReflect.Descriptor instead.
+func (*DownloadFilesRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DownloadFilesRequest) GetFiles() []*DownloadFileRequest {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+// DownloadFilesResponse answers each file of the request, in its order.
+type DownloadFilesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         []*FileDownload        `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadFilesResponse) Reset() {
+	*x = DownloadFilesResponse{}
+	mi := &file_dfs_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadFilesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadFilesResponse) ProtoMessage() {}
+
+func (x *DownloadFilesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadFilesResponse.ProtoReflect.Descriptor instead.
+func (*DownloadFilesResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DownloadFilesResponse) GetFiles() []*FileDownload {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+// FileDownload is one file of a DownloadFiles reply: what DownloadFile
+// would have returned, or, when code is not 0 (OK), the gRPC status code
+// and message it would have failed with.
+type FileDownload struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Download      *DownloadFileResponse  `protobuf:"bytes,3,opt,name=download,proto3" json:"download,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileDownload) Reset() {
+	*x = FileDownload{}
+	mi := &file_dfs_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileDownload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileDownload) ProtoMessage() {}
+
+func (x *FileDownload) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileDownload.ProtoReflect.Descriptor instead.
+func (*FileDownload) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *FileDownload) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *FileDownload) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *FileDownload) GetDownload() *DownloadFileResponse {
+	if x != nil {
+		return x.Download
+	}
+	return nil
+}
+
 // StatFileRequest pages like DownloadFileRequest.
 type StatFileRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1629,7 +1784,7 @@ type StatFileRequest struct {
 
 func (x *StatFileRequest) Reset() {
 	*x = StatFileRequest{}
-	mi := &file_dfs_proto_msgTypes[20]
+	mi := &file_dfs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +1796,7 @@ func (x *StatFileRequest) String() string {
 func (*StatFileRequest) ProtoMessage() {}
 
 func (x *StatFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[20]
+	mi := &file_dfs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +1809,7 @@ func (x *StatFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFileRequest.ProtoReflect.Descriptor instead.
 func (*StatFileRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{20}
+	return file_dfs_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatFileRequest) GetPath() string {
@@ -1702,7 +1857,7 @@ type StatFileResponse struct {
 
 func (x *StatFileResponse) Reset() {
 	*x = StatFileResponse{}
-	mi := &file_dfs_proto_msgTypes[21]
+	mi := &file_dfs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1869,7 @@ func (x *StatFileResponse) String() string {
 func (*StatFileResponse) ProtoMessage() {}
 
 func (x *StatFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[21]
+	mi := &file_dfs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1882,7 @@ func (x *StatFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFileResponse.ProtoReflect.Descriptor instead.
 func (*StatFileResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{21}
+	return file_dfs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatFileResponse) GetFile() *FileInfo {
@@ -1759,7 +1914,7 @@ type DeleteFileRequest struct {
 
 func (x *DeleteFileRequest) Reset() {
 	*x = DeleteFileRequest{}
-	mi := &file_dfs_proto_msgTypes[22]
+	mi := &file_dfs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +1926,7 @@ func (x *DeleteFileRequest) String() string {
 func (*DeleteFileRequest) ProtoMessage() {}
 
 func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[22]
+	mi := &file_dfs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +1939,7 @@ func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFileRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFileRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{22}
+	return file_dfs_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteFileRequest) GetPath() string {
@@ -1816,7 +1971,7 @@ type DeleteFileResponse struct {
 
 func (x *DeleteFileResponse) Reset() {
 	*x = DeleteFileResponse{}
-	mi := &file_dfs_proto_msgTypes[23]
+	mi := &file_dfs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +1983,7 @@ func (x *DeleteFileResponse) String() string {
 func (*DeleteFileResponse) ProtoMessage() {}
 
 func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[23]
+	mi := &file_dfs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +1996,7 @@ func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFileResponse.ProtoReflect.Descriptor instead.
 func (*DeleteFileResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{23}
+	return file_dfs_proto_rawDescGZIP(), []int{26}
 }
 
 type ListFilesRequest struct {
@@ -1864,7 +2019,7 @@ type ListFilesRequest struct {
 
 func (x *ListFilesRequest) Reset() {
 	*x = ListFilesRequest{}
-	mi := &file_dfs_proto_msgTypes[24]
+	mi := &file_dfs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +2031,7 @@ func (x *ListFilesRequest) String() string {
 func (*ListFilesRequest) ProtoMessage() {}
 
 func (x *ListFilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[24]
+	mi := &file_dfs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +2044,7 @@ func (x *ListFilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFilesRequest.ProtoReflect.Descriptor instead.
 func (*ListFilesRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{24}
+	return file_dfs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListFilesRequest) GetPath() string {
@@ -1954,7 +2109,7 @@ type ListEntry struct {
 
 func (x *ListEntry) Reset() {
 	*x = ListEntry{}
-	mi := &file_dfs_proto_msgTypes[25]
+	mi := &file_dfs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2121,7 @@ func (x *ListEntry) String() string {
 func (*ListEntry) ProtoMessage() {}
 
 func (x *ListEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[25]
+	mi := &file_dfs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2134,7 @@ func (x *ListEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntry.ProtoReflect.Descriptor instead.
 func (*ListEntry) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{25}
+	return file_dfs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListEntry) GetPath() string {
@@ -2062,7 +2217,7 @@ type ListFilesResponse struct {
 
 func (x *ListFilesResponse) Reset() {
 	*x = ListFilesResponse{}
-	mi := &file_dfs_proto_msgTypes[26]
+	mi := &file_dfs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2074,7 +2229,7 @@ func (x *ListFilesResponse) String() string {
 func (*ListFilesResponse) ProtoMessage() {}
 
 func (x *ListFilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[26]
+	mi := &file_dfs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2087,7 +2242,7 @@ func (x *ListFilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFilesResponse.ProtoReflect.Descriptor instead.
 func (*ListFilesResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{26}
+	return file_dfs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListFilesResponse) GetEntries() []*ListEntry {
@@ -2115,7 +2270,7 @@ type MkdirRequest struct {
 
 func (x *MkdirRequest) Reset() {
 	*x = MkdirRequest{}
-	mi := &file_dfs_proto_msgTypes[27]
+	mi := &file_dfs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2282,7 @@ func (x *MkdirRequest) String() string {
 func (*MkdirRequest) ProtoMessage() {}
 
 func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[27]
+	mi := &file_dfs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2295,7 @@ func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirRequest.ProtoReflect.Descriptor instead.
 func (*MkdirRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{27}
+	return file_dfs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MkdirRequest) GetPath() string {
@@ -2165,7 +2320,7 @@ type MkdirResponse struct {
 
 func (x *MkdirResponse) Reset() {
 	*x = MkdirResponse{}
-	mi := &file_dfs_proto_msgTypes[28]
+	mi := &file_dfs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2177,7 +2332,7 @@ func (x *MkdirResponse) String() string {
 func (*MkdirResponse) ProtoMessage() {}
 
 func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[28]
+	mi := &file_dfs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2190,7 +2345,7 @@ func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirResponse.ProtoReflect.Descriptor instead.
 func (*MkdirResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{28}
+	return file_dfs_proto_rawDescGZIP(), []int{31}
 }
 
 type RenameRequest struct {
@@ -2205,7 +2360,7 @@ type RenameRequest struct {
 
 func (x *RenameRequest) Reset() {
 	*x = RenameRequest{}
-	mi := &file_dfs_proto_msgTypes[29]
+	mi := &file_dfs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2372,7 @@ func (x *RenameRequest) String() string {
 func (*RenameRequest) ProtoMessage() {}
 
 func (x *RenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[29]
+	mi := &file_dfs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2385,7 @@ func (x *RenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
 func (*RenameRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{29}
+	return file_dfs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RenameRequest) GetSrc() string {
@@ -2262,7 +2417,7 @@ type RenameResponse struct {
 
 func (x *RenameResponse) Reset() {
 	*x = RenameResponse{}
-	mi := &file_dfs_proto_msgTypes[30]
+	mi := &file_dfs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2429,7 @@ func (x *RenameResponse) String() string {
 func (*RenameResponse) ProtoMessage() {}
 
 func (x *RenameResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[30]
+	mi := &file_dfs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2442,7 @@ func (x *RenameResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameResponse.ProtoReflect.Descriptor instead.
 func (*RenameResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{30}
+	return file_dfs_proto_rawDescGZIP(), []int{33}
 }
 
 type CopyFileRequest struct {
@@ -2310,7 +2465,7 @@ type CopyFileRequest struct {
 
 func (x *CopyFileRequest) Reset() {
 	*x = CopyFileRequest{}
-	mi := &file_dfs_proto_msgTypes[31]
+	mi := &file_dfs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2477,7 @@ func (x *CopyFileRequest) String() string {
 func (*CopyFileRequest) ProtoMessage() {}
 
 func (x *CopyFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[31]
+	mi := &file_dfs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2490,7 @@ func (x *CopyFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyFileRequest.ProtoReflect.Descriptor instead.
 func (*CopyFileRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{31}
+	return file_dfs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CopyFileRequest) GetSrc() string {
@@ -2397,7 +2552,7 @@ type CopyFileResponse struct {
 
 func (x *CopyFileResponse) Reset() {
 	*x = CopyFileResponse{}
-	mi := &file_dfs_proto_msgTypes[32]
+	mi := &file_dfs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2409,7 +2564,7 @@ func (x *CopyFileResponse) String() string {
 func (*CopyFileResponse) ProtoMessage() {}
 
 func (x *CopyFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[32]
+	mi := &file_dfs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2422,7 +2577,7 @@ func (x *CopyFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyFileResponse.ProtoReflect.Descriptor instead.
 func (*CopyFileResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{32}
+	return file_dfs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CopyFileResponse) GetFile() *FileInfo {
@@ -2448,7 +2603,7 @@ type ConcatFilesRequest struct {
 
 func (x *ConcatFilesRequest) Reset() {
 	*x = ConcatFilesRequest{}
-	mi := &file_dfs_proto_msgTypes[33]
+	mi := &file_dfs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2615,7 @@ func (x *ConcatFilesRequest) String() string {
 func (*ConcatFilesRequest) ProtoMessage() {}
 
 func (x *ConcatFilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[33]
+	mi := &file_dfs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2628,7 @@ func (x *ConcatFilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConcatFilesRequest.ProtoReflect.Descriptor instead.
 func (*ConcatFilesRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{33}
+	return file_dfs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ConcatFilesRequest) GetSrcs() []string {
@@ -2522,7 +2677,7 @@ type ConcatFilesResponse struct {
 
 func (x *ConcatFilesResponse) Reset() {
 	*x = ConcatFilesResponse{}
-	mi := &file_dfs_proto_msgTypes[34]
+	mi := &file_dfs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2534,7 +2689,7 @@ func (x *ConcatFilesResponse) String() string {
 func (*ConcatFilesResponse) ProtoMessage() {}
 
 func (x *ConcatFilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[34]
+	mi := &file_dfs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2547,7 +2702,7 @@ func (x *ConcatFilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConcatFilesResponse.ProtoReflect.Descriptor instead.
 func (*ConcatFilesResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{34}
+	return file_dfs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ConcatFilesResponse) GetFile() *FileInfo {
@@ -2566,7 +2721,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2578,7 +2733,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[35]
+	mi := &file_dfs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2591,7 +2746,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{35}
+	return file_dfs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UsageRequest) GetPath() string {
@@ -2612,7 +2767,7 @@ type UsageResponse struct {
 
 func (x *UsageResponse) Reset() {
 	*x = UsageResponse{}
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2624,7 +2779,7 @@ func (x *UsageResponse) String() string {
 func (*UsageResponse) ProtoMessage() {}
 
 func (x *UsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[36]
+	mi := &file_dfs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2637,7 +2792,7 @@ func (x *UsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
 func (*UsageResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{36}
+	return file_dfs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UsageResponse) GetBytes() int64 {
@@ -2676,7 +2831,7 @@ type SetAttrRequest struct {
 
 func (x *SetAttrRequest) Reset() {
 	*x = SetAttrRequest{}
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +2843,7 @@ func (x *SetAttrRequest) String() string {
 func (*SetAttrRequest) ProtoMessage() {}
 
 func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[37]
+	mi := &file_dfs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +2856,7 @@ func (x *SetAttrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrRequest.ProtoReflect.Descriptor instead.
 func (*SetAttrRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{37}
+	return file_dfs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SetAttrRequest) GetPath() string {
@@ -2751,7 +2906,7 @@ type SetAttrResponse struct {
 
 func (x *SetAttrResponse) Reset() {
 	*x = SetAttrResponse{}
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +2918,7 @@ func (x *SetAttrResponse) String() string {
 func (*SetAttrResponse) ProtoMessage() {}
 
 func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[38]
+	mi := &file_dfs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +2931,7 @@ func (x *SetAttrResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrResponse.ProtoReflect.Descriptor instead.
 func (*SetAttrResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{38}
+	return file_dfs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetAttrResponse) GetOwner() string {
@@ -2841,7 +2996,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2853,7 +3008,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[39]
+	mi := &file_dfs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2866,7 +3021,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{39}
+	return file_dfs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -2991,7 +3146,7 @@ type RegisterDataNodeRequest struct {
 
 func (x *RegisterDataNodeRequest) Reset() {
 	*x = RegisterDataNodeRequest{}
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3003,7 +3158,7 @@ func (x *RegisterDataNodeRequest) String() string {
 func (*RegisterDataNodeRequest) ProtoMessage() {}
 
 func (x *RegisterDataNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[40]
+	mi := &file_dfs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3016,7 +3171,7 @@ func (x *RegisterDataNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDataNodeRequest.ProtoReflect.Descriptor instead.
 func (*RegisterDataNodeRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{40}
+	return file_dfs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RegisterDataNodeRequest) GetNodeId() string {
@@ -3090,7 +3245,7 @@ type RegisterDataNodeResponse struct {
 
 func (x *RegisterDataNodeResponse) Reset() {
 	*x = RegisterDataNodeResponse{}
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3257,7 @@ func (x *RegisterDataNodeResponse) String() string {
 func (*RegisterDataNodeResponse) ProtoMessage() {}
 
 func (x *RegisterDataNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[41]
+	mi := &file_dfs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3270,7 @@ func (x *RegisterDataNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDataNodeResponse.ProtoReflect.Descriptor instead.
 func (*RegisterDataNodeResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{41}
+	return file_dfs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RegisterDataNodeResponse) GetClusterVersion() uint64 {
@@ -3174,7 +3329,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3186,7 +3341,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[42]
+	mi := &file_dfs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3199,7 +3354,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{42}
+	return file_dfs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *HeartbeatRequest) GetNodeId() string {
@@ -3268,7 +3423,7 @@ type NodeUpdate struct {
 
 func (x *NodeUpdate) Reset() {
 	*x = NodeUpdate{}
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3280,7 +3435,7 @@ func (x *NodeUpdate) String() string {
 func (*NodeUpdate) ProtoMessage() {}
 
 func (x *NodeUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[43]
+	mi := &file_dfs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3293,7 +3448,7 @@ func (x *NodeUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpdate.ProtoReflect.Descriptor instead.
 func (*NodeUpdate) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{43}
+	return file_dfs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *NodeUpdate) GetVersion() uint64 {
@@ -3322,7 +3477,7 @@ type NodeCommand struct {
 
 func (x *NodeCommand) Reset() {
 	*x = NodeCommand{}
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3489,7 @@ func (x *NodeCommand) String() string {
 func (*NodeCommand) ProtoMessage() {}
 
 func (x *NodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[44]
+	mi := &file_dfs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3502,7 @@ func (x *NodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
 func (*NodeCommand) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{44}
+	return file_dfs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *NodeCommand) GetCommand() isNodeCommand_Command {
@@ -3385,7 +3540,7 @@ type DeleteChunksCommand struct {
 
 func (x *DeleteChunksCommand) Reset() {
 	*x = DeleteChunksCommand{}
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3397,7 +3552,7 @@ func (x *DeleteChunksCommand) String() string {
 func (*DeleteChunksCommand) ProtoMessage() {}
 
 func (x *DeleteChunksCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[45]
+	mi := &file_dfs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3410,7 +3565,7 @@ func (x *DeleteChunksCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunksCommand.ProtoReflect.Descriptor instead.
 func (*DeleteChunksCommand) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{45}
+	return file_dfs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DeleteChunksCommand) GetChunkIds() []string {
@@ -3438,7 +3593,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3450,7 +3605,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[46]
+	mi := &file_dfs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3463,7 +3618,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{46}
+	return file_dfs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *HeartbeatResponse) GetClusterVersion() uint64 {
@@ -3536,7 +3691,7 @@ type ReportChunksRequest struct {
 
 func (x *ReportChunksRequest) Reset() {
 	*x = ReportChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3548,7 +3703,7 @@ func (x *ReportChunksRequest) String() string {
 func (*ReportChunksRequest) ProtoMessage() {}
 
 func (x *ReportChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[47]
+	mi := &file_dfs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3561,7 +3716,7 @@ func (x *ReportChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunksRequest.ProtoReflect.Descriptor instead.
 func (*ReportChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{47}
+	return file_dfs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReportChunksRequest) GetNodeId() string {
@@ -3621,7 +3776,7 @@ type ReportChunksResponse struct {
 
 func (x *ReportChunksResponse) Reset() {
 	*x = ReportChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3633,7 +3788,7 @@ func (x *ReportChunksResponse) String() string {
 func (*ReportChunksResponse) ProtoMessage() {}
 
 func (x *ReportChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[48]
+	mi := &file_dfs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3646,7 +3801,7 @@ func (x *ReportChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportChunksResponse.ProtoReflect.Descriptor instead.
 func (*ReportChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{48}
+	return file_dfs_proto_rawDescGZIP(), []int{51}
 }
 
 type ListNodesRequest struct {
@@ -3657,7 +3812,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3669,7 +3824,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[49]
+	mi := &file_dfs_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3682,7 +3837,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{49}
+	return file_dfs_proto_rawDescGZIP(), []int{52}
 }
 
 type ListNodesResponse struct {
@@ -3706,7 +3861,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3718,7 +3873,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[50]
+	mi := &file_dfs_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3731,7 +3886,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{50}
+	return file_dfs_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListNodesResponse) GetClusterVersion() uint64 {
@@ -3806,7 +3961,7 @@ type ReadinessStatus struct {
 
 func (x *ReadinessStatus) Reset() {
 	*x = ReadinessStatus{}
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3818,7 +3973,7 @@ func (x *ReadinessStatus) String() string {
 func (*ReadinessStatus) ProtoMessage() {}
 
 func (x *ReadinessStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[51]
+	mi := &file_dfs_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3831,7 +3986,7 @@ func (x *ReadinessStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadinessStatus.ProtoReflect.Descriptor instead.
 func (*ReadinessStatus) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{51}
+	return file_dfs_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ReadinessStatus) GetWritable() bool {
@@ -3884,7 +4039,7 @@ type ClusterHealth struct {
 
 func (x *ClusterHealth) Reset() {
 	*x = ClusterHealth{}
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3896,7 +4051,7 @@ func (x *ClusterHealth) String() string {
 func (*ClusterHealth) ProtoMessage() {}
 
 func (x *ClusterHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[52]
+	mi := &file_dfs_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3909,7 +4064,7 @@ func (x *ClusterHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterHealth.ProtoReflect.Descriptor instead.
 func (*ClusterHealth) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{52}
+	return file_dfs_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ClusterHealth) GetChunks() int64 {
@@ -4003,7 +4158,7 @@ type ReportBadReplicaRequest struct {
 
 func (x *ReportBadReplicaRequest) Reset() {
 	*x = ReportBadReplicaRequest{}
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4015,7 +4170,7 @@ func (x *ReportBadReplicaRequest) String() string {
 func (*ReportBadReplicaRequest) ProtoMessage() {}
 
 func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[53]
+	mi := &file_dfs_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4028,7 +4183,7 @@ func (x *ReportBadReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{53}
+	return file_dfs_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ReportBadReplicaRequest) GetChunkId() string {
@@ -4073,7 +4228,7 @@ type ReportBadReplicaResponse struct {
 
 func (x *ReportBadReplicaResponse) Reset() {
 	*x = ReportBadReplicaResponse{}
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4085,7 +4240,7 @@ func (x *ReportBadReplicaResponse) String() string {
 func (*ReportBadReplicaResponse) ProtoMessage() {}
 
 func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[54]
+	mi := &file_dfs_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4098,7 +4253,7 @@ func (x *ReportBadReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportBadReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ReportBadReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{54}
+	return file_dfs_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ReportBadReplicaResponse) GetCorrupt() bool {
@@ -4127,7 +4282,7 @@ type ReportNodeFailureRequest struct {
 
 func (x *ReportNodeFailureRequest) Reset() {
 	*x = ReportNodeFailureRequest{}
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4139,7 +4294,7 @@ func (x *ReportNodeFailureRequest) String() string {
 func (*ReportNodeFailureRequest) ProtoMessage() {}
 
 func (x *ReportNodeFailureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[55]
+	mi := &file_dfs_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4152,7 +4307,7 @@ func (x *ReportNodeFailureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFailureRequest.ProtoReflect.Descriptor instead.
 func (*ReportNodeFailureRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{55}
+	return file_dfs_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ReportNodeFailureRequest) GetNodeIds() []string {
@@ -4177,7 +4332,7 @@ type ReportNodeFailureResponse struct {
 
 func (x *ReportNodeFailureResponse) Reset() {
 	*x = ReportNodeFailureResponse{}
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4189,7 +4344,7 @@ func (x *ReportNodeFailureResponse) String() string {
 func (*ReportNodeFailureResponse) ProtoMessage() {}
 
 func (x *ReportNodeFailureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[56]
+	mi := &file_dfs_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4202,7 +4357,7 @@ func (x *ReportNodeFailureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportNodeFailureResponse.ProtoReflect.Descriptor instead.
 func (*ReportNodeFailureResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{56}
+	return file_dfs_proto_rawDescGZIP(), []int{59}
 }
 
 type DecommissionRequest struct {
@@ -4216,7 +4371,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4228,7 +4383,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[57]
+	mi := &file_dfs_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4241,7 +4396,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{57}
+	return file_dfs_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *DecommissionRequest) GetNodeId() string {
@@ -4267,7 +4422,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4279,7 +4434,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[58]
+	mi := &file_dfs_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4292,7 +4447,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{58}
+	return file_dfs_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *DecommissionResponse) GetNode() *NodeStatus {
@@ -4316,7 +4471,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4328,7 +4483,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[59]
+	mi := &file_dfs_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4341,7 +4496,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{59}
+	return file_dfs_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CreateTokenRequest) GetUser() string {
@@ -4379,7 +4534,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4391,7 +4546,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[60]
+	mi := &file_dfs_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4404,7 +4559,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{60}
+	return file_dfs_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -4437,7 +4592,7 @@ type FsckRequest struct {
 
 func (x *FsckRequest) Reset() {
 	*x = FsckRequest{}
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4449,7 +4604,7 @@ func (x *FsckRequest) String() string {
 func (*FsckRequest) ProtoMessage() {}
 
 func (x *FsckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[61]
+	mi := &file_dfs_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4462,7 +4617,7 @@ func (x *FsckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckRequest.ProtoReflect.Descriptor instead.
 func (*FsckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{61}
+	return file_dfs_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *FsckRequest) GetPath() string {
@@ -4488,7 +4643,7 @@ type FsckChunk struct {
 
 func (x *FsckChunk) Reset() {
 	*x = FsckChunk{}
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4500,7 +4655,7 @@ func (x *FsckChunk) String() string {
 func (*FsckChunk) ProtoMessage() {}
 
 func (x *FsckChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[62]
+	mi := &file_dfs_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4513,7 +4668,7 @@ func (x *FsckChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckChunk.ProtoReflect.Descriptor instead.
 func (*FsckChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{62}
+	return file_dfs_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *FsckChunk) GetIndex() uint32 {
@@ -4579,7 +4734,7 @@ type FsckFile struct {
 
 func (x *FsckFile) Reset() {
 	*x = FsckFile{}
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4591,7 +4746,7 @@ func (x *FsckFile) String() string {
 func (*FsckFile) ProtoMessage() {}
 
 func (x *FsckFile) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[63]
+	mi := &file_dfs_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4604,7 +4759,7 @@ func (x *FsckFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckFile.ProtoReflect.Descriptor instead.
 func (*FsckFile) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{63}
+	return file_dfs_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *FsckFile) GetPath() string {
@@ -4649,7 +4804,7 @@ type FsckSummary struct {
 
 func (x *FsckSummary) Reset() {
 	*x = FsckSummary{}
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4661,7 +4816,7 @@ func (x *FsckSummary) String() string {
 func (*FsckSummary) ProtoMessage() {}
 
 func (x *FsckSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[64]
+	mi := &file_dfs_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4674,7 +4829,7 @@ func (x *FsckSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckSummary.ProtoReflect.Descriptor instead.
 func (*FsckSummary) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{64}
+	return file_dfs_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *FsckSummary) GetFiles() int64 {
@@ -4732,7 +4887,7 @@ type FsckReport struct {
 
 func (x *FsckReport) Reset() {
 	*x = FsckReport{}
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4744,7 +4899,7 @@ func (x *FsckReport) String() string {
 func (*FsckReport) ProtoMessage() {}
 
 func (x *FsckReport) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[65]
+	mi := &file_dfs_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4757,7 +4912,7 @@ func (x *FsckReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsckReport.ProtoReflect.Descriptor instead.
 func (*FsckReport) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{65}
+	return file_dfs_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *FsckReport) GetReport() isFsckReport_Report {
@@ -4809,7 +4964,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4821,7 +4976,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[66]
+	mi := &file_dfs_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4834,7 +4989,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{66}
+	return file_dfs_proto_rawDescGZIP(), []int{69}
 }
 
 type BackupChunk struct {
@@ -4846,7 +5001,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4858,7 +5013,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[67]
+	mi := &file_dfs_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4871,7 +5026,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{67}
+	return file_dfs_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -4897,7 +5052,7 @@ type PrepareChunkUploadRequest struct {
 
 func (x *PrepareChunkUploadRequest) Reset() {
 	*x = PrepareChunkUploadRequest{}
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4909,7 +5064,7 @@ func (x *PrepareChunkUploadRequest) String() string {
 func (*PrepareChunkUploadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[68]
+	mi := &file_dfs_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4922,7 +5077,7 @@ func (x *PrepareChunkUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{68}
+	return file_dfs_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *PrepareChunkUploadRequest) GetChunkId() string {
@@ -4970,7 +5125,7 @@ type PrepareChunkUploadResponse struct {
 
 func (x *PrepareChunkUploadResponse) Reset() {
 	*x = PrepareChunkUploadResponse{}
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4982,7 +5137,7 @@ func (x *PrepareChunkUploadResponse) String() string {
 func (*PrepareChunkUploadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[69]
+	mi := &file_dfs_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4995,7 +5150,7 @@ func (x *PrepareChunkUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkUploadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkUploadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{69}
+	return file_dfs_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *PrepareChunkUploadResponse) GetSessionId() string {
@@ -5041,7 +5196,7 @@ type ChunkDataStream struct {
 
 func (x *ChunkDataStream) Reset() {
 	*x = ChunkDataStream{}
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5053,7 +5208,7 @@ func (x *ChunkDataStream) String() string {
 func (*ChunkDataStream) ProtoMessage() {}
 
 func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[70]
+	mi := &file_dfs_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5066,7 +5221,7 @@ func (x *ChunkDataStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataStream.ProtoReflect.Descriptor instead.
 func (*ChunkDataStream) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{70}
+	return file_dfs_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ChunkDataStream) GetSessionId() string {
@@ -5146,7 +5301,7 @@ type ChunkDataAck struct {
 
 func (x *ChunkDataAck) Reset() {
 	*x = ChunkDataAck{}
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5158,7 +5313,7 @@ func (x *ChunkDataAck) String() string {
 func (*ChunkDataAck) ProtoMessage() {}
 
 func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[71]
+	mi := &file_dfs_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5171,7 +5326,7 @@ func (x *ChunkDataAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkDataAck.ProtoReflect.Descriptor instead.
 func (*ChunkDataAck) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{71}
+	return file_dfs_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ChunkDataAck) GetSessionId() string {
@@ -5222,7 +5377,7 @@ type PrepareChunkDownloadRequest struct {
 
 func (x *PrepareChunkDownloadRequest) Reset() {
 	*x = PrepareChunkDownloadRequest{}
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5234,7 +5389,7 @@ func (x *PrepareChunkDownloadRequest) String() string {
 func (*PrepareChunkDownloadRequest) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[72]
+	mi := &file_dfs_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5247,7 +5402,7 @@ func (x *PrepareChunkDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadRequest.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{72}
+	return file_dfs_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *PrepareChunkDownloadRequest) GetChunkId() string {
@@ -5287,7 +5442,7 @@ type PrepareChunkDownloadResponse struct {
 
 func (x *PrepareChunkDownloadResponse) Reset() {
 	*x = PrepareChunkDownloadResponse{}
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5299,7 +5454,7 @@ func (x *PrepareChunkDownloadResponse) String() string {
 func (*PrepareChunkDownloadResponse) ProtoMessage() {}
 
 func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[73]
+	mi := &file_dfs_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5312,7 +5467,7 @@ func (x *PrepareChunkDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareChunkDownloadResponse.ProtoReflect.Descriptor instead.
 func (*PrepareChunkDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{73}
+	return file_dfs_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *PrepareChunkDownloadResponse) GetSessionId() string {
@@ -5375,7 +5530,7 @@ type DownloadChunkStreamRequest struct {
 
 func (x *DownloadChunkStreamRequest) Reset() {
 	*x = DownloadChunkStreamRequest{}
-	mi := &file_dfs_proto_msgTypes[74]
+	mi := &file_dfs_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5387,7 +5542,7 @@ func (x *DownloadChunkStreamRequest) String() string {
 func (*DownloadChunkStreamRequest) ProtoMessage() {}
 
 func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[74]
+	mi := &file_dfs_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5400,7 +5555,7 @@ func (x *DownloadChunkStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadChunkStreamRequest.ProtoReflect.Descriptor instead.
 func (*DownloadChunkStreamRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{74}
+	return file_dfs_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *DownloadChunkStreamRequest) GetSessionId() string {
@@ -5445,6 +5600,216 @@ func (x *DownloadChunkStreamRequest) GetToken() *ChunkToken {
 	return nil
 }
 
+// ReadChunksRequest names 1 to 64 chunks (rpc.MaxReadChunks) to read
+// whole. The chunks' data in one reply is at most 1 MiB
+// (rpc.MaxReadChunksBytes): a chunk beyond that is answered
+// ResourceExhausted, to be read another way.
+type ReadChunksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Chunks        []*ReadChunk           `protobuf:"bytes,1,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadChunksRequest) Reset() {
+	*x = ReadChunksRequest{}
+	mi := &file_dfs_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadChunksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadChunksRequest) ProtoMessage() {}
+
+func (x *ReadChunksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadChunksRequest.ProtoReflect.Descriptor instead.
+func (*ReadChunksRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *ReadChunksRequest) GetChunks() []*ReadChunk {
+	if x != nil {
+		return x.Chunks
+	}
+	return nil
+}
+
+type ReadChunk struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ChunkId string                 `protobuf:"bytes,1,opt,name=chunk_id,json=chunkId,proto3" json:"chunk_id,omitempty"`
+	// token is the chunk's read token.
+	Token         *ChunkToken `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadChunk) Reset() {
+	*x = ReadChunk{}
+	mi := &file_dfs_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadChunk) ProtoMessage() {}
+
+func (x *ReadChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadChunk.ProtoReflect.Descriptor instead.
+func (*ReadChunk) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *ReadChunk) GetChunkId() string {
+	if x != nil {
+		return x.ChunkId
+	}
+	return ""
+}
+
+func (x *ReadChunk) GetToken() *ChunkToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// ReadChunksResponse answers each chunk of the request, in its order.
+type ReadChunksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Chunks        []*ChunkRead           `protobuf:"bytes,1,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadChunksResponse) Reset() {
+	*x = ReadChunksResponse{}
+	mi := &file_dfs_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadChunksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadChunksResponse) ProtoMessage() {}
+
+func (x *ReadChunksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadChunksResponse.ProtoReflect.Descriptor instead.
+func (*ReadChunksResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *ReadChunksResponse) GetChunks() []*ChunkRead {
+	if x != nil {
+		return x.Chunks
+	}
+	return nil
+}
+
+// ChunkRead is one chunk of a ReadChunks reply: the frames a
+// DownloadChunkStream by chunk_id would have sent (the first with the
+// chunk's header), or, when code is not 0 (OK), the gRPC status code and
+// message that stream would have failed with.
+type ChunkRead struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Frames        []*ChunkDataStream     `protobuf:"bytes,3,rep,name=frames,proto3" json:"frames,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkRead) Reset() {
+	*x = ChunkRead{}
+	mi := &file_dfs_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkRead) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkRead) ProtoMessage() {}
+
+func (x *ChunkRead) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkRead.ProtoReflect.Descriptor instead.
+func (*ChunkRead) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *ChunkRead) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ChunkRead) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ChunkRead) GetFrames() []*ChunkDataStream {
+	if x != nil {
+		return x.Frames
+	}
+	return nil
+}
+
 type StatChunksRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ChunkIds      []string               `protobuf:"bytes,1,rep,name=chunk_ids,json=chunkIds,proto3" json:"chunk_ids,omitempty"`
@@ -5454,7 +5819,7 @@ type StatChunksRequest struct {
 
 func (x *StatChunksRequest) Reset() {
 	*x = StatChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[75]
+	mi := &file_dfs_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5466,7 +5831,7 @@ func (x *StatChunksRequest) String() string {
 func (*StatChunksRequest) ProtoMessage() {}
 
 func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[75]
+	mi := &file_dfs_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5479,7 +5844,7 @@ func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksRequest.ProtoReflect.Descriptor instead.
 func (*StatChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{75}
+	return file_dfs_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *StatChunksRequest) GetChunkIds() []string {
@@ -5502,7 +5867,7 @@ type ChunkStat struct {
 
 func (x *ChunkStat) Reset() {
 	*x = ChunkStat{}
-	mi := &file_dfs_proto_msgTypes[76]
+	mi := &file_dfs_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5514,7 +5879,7 @@ func (x *ChunkStat) String() string {
 func (*ChunkStat) ProtoMessage() {}
 
 func (x *ChunkStat) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[76]
+	mi := &file_dfs_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5527,7 +5892,7 @@ func (x *ChunkStat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkStat.ProtoReflect.Descriptor instead.
 func (*ChunkStat) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{76}
+	return file_dfs_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ChunkStat) GetChunkId() string {
@@ -5574,7 +5939,7 @@ type StatChunksResponse struct {
 
 func (x *StatChunksResponse) Reset() {
 	*x = StatChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[77]
+	mi := &file_dfs_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5586,7 +5951,7 @@ func (x *StatChunksResponse) String() string {
 func (*StatChunksResponse) ProtoMessage() {}
 
 func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[77]
+	mi := &file_dfs_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5599,7 +5964,7 @@ func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksResponse.ProtoReflect.Descriptor instead.
 func (*StatChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{77}
+	return file_dfs_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *StatChunksResponse) GetChunks() []*ChunkStat {
@@ -5631,7 +5996,7 @@ type ReplicateChunkRequest struct {
 
 func (x *ReplicateChunkRequest) Reset() {
 	*x = ReplicateChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[78]
+	mi := &file_dfs_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5643,7 +6008,7 @@ func (x *ReplicateChunkRequest) String() string {
 func (*ReplicateChunkRequest) ProtoMessage() {}
 
 func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[78]
+	mi := &file_dfs_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5656,7 +6021,7 @@ func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{78}
+	return file_dfs_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ReplicateChunkRequest) GetChunkId() string {
@@ -5717,7 +6082,7 @@ type ReplicateChunkResponse struct {
 
 func (x *ReplicateChunkResponse) Reset() {
 	*x = ReplicateChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[79]
+	mi := &file_dfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5729,7 +6094,7 @@ func (x *ReplicateChunkResponse) String() string {
 func (*ReplicateChunkResponse) ProtoMessage() {}
 
 func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[79]
+	mi := &file_dfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5742,7 +6107,7 @@ func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{79}
+	return file_dfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *ReplicateChunkResponse) GetBytes() int64 {
@@ -5761,7 +6126,7 @@ type VerifyChunkRequest struct {
 
 func (x *VerifyChunkRequest) Reset() {
 	*x = VerifyChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[80]
+	mi := &file_dfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5773,7 +6138,7 @@ func (x *VerifyChunkRequest) String() string {
 func (*VerifyChunkRequest) ProtoMessage() {}
 
 func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[80]
+	mi := &file_dfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5786,7 +6151,7 @@ func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkRequest.ProtoReflect.Descriptor instead.
 func (*VerifyChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{80}
+	return file_dfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *VerifyChunkRequest) GetChunkId() string {
@@ -5807,7 +6172,7 @@ type VerifyChunkResponse struct {
 
 func (x *VerifyChunkResponse) Reset() {
 	*x = VerifyChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[81]
+	mi := &file_dfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5819,7 +6184,7 @@ func (x *VerifyChunkResponse) String() string {
 func (*VerifyChunkResponse) ProtoMessage() {}
 
 func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[81]
+	mi := &file_dfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5832,7 +6197,7 @@ func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkResponse.ProtoReflect.Descriptor instead.
 func (*VerifyChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{81}
+	return file_dfs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *VerifyChunkResponse) GetPresent() bool {
@@ -5867,7 +6232,7 @@ type DeleteChunkRequest struct {
 
 func (x *DeleteChunkRequest) Reset() {
 	*x = DeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5879,7 +6244,7 @@ func (x *DeleteChunkRequest) String() string {
 func (*DeleteChunkRequest) ProtoMessage() {}
 
 func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5892,7 +6257,7 @@ func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{82}
+	return file_dfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *DeleteChunkRequest) GetChunkId() string {
@@ -5917,7 +6282,7 @@ type DeleteChunkResponse struct {
 
 func (x *DeleteChunkResponse) Reset() {
 	*x = DeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[83]
+	mi := &file_dfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5929,7 +6294,7 @@ func (x *DeleteChunkResponse) String() string {
 func (*DeleteChunkResponse) ProtoMessage() {}
 
 func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[83]
+	mi := &file_dfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5942,7 +6307,7 @@ func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{83}
+	return file_dfs_proto_rawDescGZIP(), []int{90}
 }
 
 type BulkDeleteChunkRequest struct {
@@ -5963,7 +6328,7 @@ type BulkDeleteChunkRequest struct {
 
 func (x *BulkDeleteChunkRequest) Reset() {
 	*x = BulkDeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[84]
+	mi := &file_dfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5975,7 +6340,7 @@ func (x *BulkDeleteChunkRequest) String() string {
 func (*BulkDeleteChunkRequest) ProtoMessage() {}
 
 func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[84]
+	mi := &file_dfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5988,7 +6353,7 @@ func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{84}
+	return file_dfs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *BulkDeleteChunkRequest) GetChunkIds() []string {
@@ -6025,7 +6390,7 @@ type BulkDeleteChunkResponse struct {
 
 func (x *BulkDeleteChunkResponse) Reset() {
 	*x = BulkDeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[85]
+	mi := &file_dfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6037,7 +6402,7 @@ func (x *BulkDeleteChunkResponse) String() string {
 func (*BulkDeleteChunkResponse) ProtoMessage() {}
 
 func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[85]
+	mi := &file_dfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6050,7 +6415,7 @@ func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{85}
+	return file_dfs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *BulkDeleteChunkResponse) GetDeleted() uint32 {
@@ -6082,7 +6447,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_dfs_proto_msgTypes[86]
+	mi := &file_dfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6094,7 +6459,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[86]
+	mi := &file_dfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6107,7 +6472,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{86}
+	return file_dfs_proto_rawDescGZIP(), []int{93}
 }
 
 type HealthCheckResponse struct {
@@ -6123,7 +6488,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_dfs_proto_msgTypes[87]
+	mi := &file_dfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6135,7 +6500,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[87]
+	mi := &file_dfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6148,7 +6513,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{87}
+	return file_dfs_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *HealthCheckResponse) GetNodeId() string {
@@ -6199,7 +6564,7 @@ type NotServing struct {
 
 func (x *NotServing) Reset() {
 	*x = NotServing{}
-	mi := &file_dfs_proto_msgTypes[88]
+	mi := &file_dfs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6211,7 +6576,7 @@ func (x *NotServing) String() string {
 func (*NotServing) ProtoMessage() {}
 
 func (x *NotServing) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[88]
+	mi := &file_dfs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6224,7 +6589,7 @@ func (x *NotServing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotServing.ProtoReflect.Descriptor instead.
 func (*NotServing) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{88}
+	return file_dfs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *NotServing) GetLeader() string {
@@ -6254,7 +6619,7 @@ type ErrorKind struct {
 
 func (x *ErrorKind) Reset() {
 	*x = ErrorKind{}
-	mi := &file_dfs_proto_msgTypes[89]
+	mi := &file_dfs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6266,7 +6631,7 @@ func (x *ErrorKind) String() string {
 func (*ErrorKind) ProtoMessage() {}
 
 func (x *ErrorKind) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[89]
+	mi := &file_dfs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6279,7 +6644,7 @@ func (x *ErrorKind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorKind.ProtoReflect.Descriptor instead.
 func (*ErrorKind) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{89}
+	return file_dfs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *ErrorKind) GetKind() string {
@@ -6298,7 +6663,7 @@ type FailedNodes struct {
 
 func (x *FailedNodes) Reset() {
 	*x = FailedNodes{}
-	mi := &file_dfs_proto_msgTypes[90]
+	mi := &file_dfs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6310,7 +6675,7 @@ func (x *FailedNodes) String() string {
 func (*FailedNodes) ProtoMessage() {}
 
 func (x *FailedNodes) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[90]
+	mi := &file_dfs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6323,7 +6688,7 @@ func (x *FailedNodes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedNodes.ProtoReflect.Descriptor instead.
 func (*FailedNodes) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{90}
+	return file_dfs_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *FailedNodes) GetNodeIds() []string {
@@ -6473,7 +6838,15 @@ const file_dfs_proto_rawDesc = "" +
 	"\x14DownloadFileResponse\x12$\n" +
 	"\x04file\x18\x01 \x01(\v2\x10.dfs.v1.FileInfoR\x04file\x12\x1d\n" +
 	"\n" +
-	"next_chunk\x18\x02 \x01(\rR\tnextChunk\"\x9c\x01\n" +
+	"next_chunk\x18\x02 \x01(\rR\tnextChunk\"I\n" +
+	"\x14DownloadFilesRequest\x121\n" +
+	"\x05files\x18\x01 \x03(\v2\x1b.dfs.v1.DownloadFileRequestR\x05files\"C\n" +
+	"\x15DownloadFilesResponse\x12*\n" +
+	"\x05files\x18\x01 \x03(\v2\x14.dfs.v1.FileDownloadR\x05files\"v\n" +
+	"\fFileDownload\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x128\n" +
+	"\bdownload\x18\x03 \x01(\v2\x1c.dfs.v1.DownloadFileResponseR\bdownload\"\x9c\x01\n" +
 	"\x0fStatFileRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1f\n" +
 	"\vfirst_chunk\x18\x02 \x01(\rR\n" +
@@ -6786,7 +7159,18 @@ const file_dfs_proto_rawDesc = "" +
 	"frameCount\x12\x19\n" +
 	"\bchunk_id\x18\x04 \x01(\tR\achunkId\x12#\n" +
 	"\rframe_digests\x18\x05 \x01(\bR\fframeDigests\x12(\n" +
-	"\x05token\x18\x06 \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\"0\n" +
+	"\x05token\x18\x06 \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\">\n" +
+	"\x11ReadChunksRequest\x12)\n" +
+	"\x06chunks\x18\x01 \x03(\v2\x11.dfs.v1.ReadChunkR\x06chunks\"P\n" +
+	"\tReadChunk\x12\x19\n" +
+	"\bchunk_id\x18\x01 \x01(\tR\achunkId\x12(\n" +
+	"\x05token\x18\x02 \x01(\v2\x12.dfs.v1.ChunkTokenR\x05token\"?\n" +
+	"\x12ReadChunksResponse\x12)\n" +
+	"\x06chunks\x18\x01 \x03(\v2\x11.dfs.v1.ChunkReadR\x06chunks\"j\n" +
+	"\tChunkRead\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12/\n" +
+	"\x06frames\x18\x03 \x03(\v2\x17.dfs.v1.ChunkDataStreamR\x06frames\"0\n" +
 	"\x11StatChunksRequest\x12\x1b\n" +
 	"\tchunk_ids\x18\x01 \x03(\tR\bchunkIds\"\x8b\x01\n" +
 	"\tChunkStat\x12\x19\n" +
@@ -6854,14 +7238,15 @@ const file_dfs_proto_rawDesc = "" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n" +
 	"\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n" +
-	"\x0fNODE_STATE_DEAD\x10\x032\xdd\r\n" +
+	"\x0fNODE_STATE_DEAD\x10\x032\xab\x0e\n" +
 	"\vCoordinator\x12C\n" +
 	"\n" +
 	"UploadFile\x12\x19.dfs.v1.UploadFileRequest\x1a\x1a.dfs.v1.UploadFileResponse\x12L\n" +
 	"\rAllocateChunk\x12\x1c.dfs.v1.AllocateChunkRequest\x1a\x1d.dfs.v1.AllocateChunkResponse\x12L\n" +
 	"\rConfirmUpload\x12\x1c.dfs.v1.ConfirmUploadRequest\x1a\x1d.dfs.v1.ConfirmUploadResponse\x12F\n" +
 	"\vAbortUpload\x12\x1a.dfs.v1.AbortUploadRequest\x1a\x1b.dfs.v1.AbortUploadResponse\x12I\n" +
-	"\fDownloadFile\x12\x1b.dfs.v1.DownloadFileRequest\x1a\x1c.dfs.v1.DownloadFileResponse\x12=\n" +
+	"\fDownloadFile\x12\x1b.dfs.v1.DownloadFileRequest\x1a\x1c.dfs.v1.DownloadFileResponse\x12L\n" +
+	"\rDownloadFiles\x12\x1c.dfs.v1.DownloadFilesRequest\x1a\x1d.dfs.v1.DownloadFilesResponse\x12=\n" +
 	"\bStatFile\x12\x17.dfs.v1.StatFileRequest\x1a\x18.dfs.v1.StatFileResponse\x12C\n" +
 	"\n" +
 	"DeleteFile\x12\x19.dfs.v1.DeleteFileRequest\x1a\x1a.dfs.v1.DeleteFileResponse\x12@\n" +
@@ -6882,12 +7267,14 @@ const file_dfs_proto_rawDesc = "" +
 	"\vConcatFiles\x12\x1a.dfs.v1.ConcatFilesRequest\x1a\x1b.dfs.v1.ConcatFilesResponse\x124\n" +
 	"\x05Usage\x12\x14.dfs.v1.UsageRequest\x1a\x15.dfs.v1.UsageResponse\x12:\n" +
 	"\aSetAttr\x12\x16.dfs.v1.SetAttrRequest\x1a\x17.dfs.v1.SetAttrResponse\x12F\n" +
-	"\vCreateToken\x12\x1a.dfs.v1.CreateTokenRequest\x1a\x1b.dfs.v1.CreateTokenResponse2\xaa\x06\n" +
+	"\vCreateToken\x12\x1a.dfs.v1.CreateTokenRequest\x1a\x1b.dfs.v1.CreateTokenResponse2\xef\x06\n" +
 	"\bDataNode\x12[\n" +
 	"\x12PrepareChunkUpload\x12!.dfs.v1.PrepareChunkUploadRequest\x1a\".dfs.v1.PrepareChunkUploadResponse\x12F\n" +
 	"\x11UploadChunkStream\x12\x17.dfs.v1.ChunkDataStream\x1a\x14.dfs.v1.ChunkDataAck(\x010\x01\x12a\n" +
 	"\x14PrepareChunkDownload\x12#.dfs.v1.PrepareChunkDownloadRequest\x1a$.dfs.v1.PrepareChunkDownloadResponse\x12T\n" +
 	"\x13DownloadChunkStream\x12\".dfs.v1.DownloadChunkStreamRequest\x1a\x17.dfs.v1.ChunkDataStream0\x01\x12C\n" +
+	"\n" +
+	"ReadChunks\x12\x19.dfs.v1.ReadChunksRequest\x1a\x1a.dfs.v1.ReadChunksResponse\x12C\n" +
 	"\n" +
 	"StatChunks\x12\x19.dfs.v1.StatChunksRequest\x1a\x1a.dfs.v1.StatChunksResponse\x12O\n" +
 	"\x0eReplicateChunk\x12\x1d.dfs.v1.ReplicateChunkRequest\x1a\x1e.dfs.v1.ReplicateChunkResponse\x12F\n" +
@@ -6909,7 +7296,7 @@ func file_dfs_proto_rawDescGZIP() []byte {
 }
 
 var file_dfs_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 96)
+var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 103)
 var file_dfs_proto_goTypes = []any{
 	(ChunkOp)(0),                         // 0: dfs.v1.ChunkOp
 	(NodeState)(0),                       // 1: dfs.v1.NodeState
@@ -6933,212 +7320,230 @@ var file_dfs_proto_goTypes = []any{
 	(*FileInfo)(nil),                     // 19: dfs.v1.FileInfo
 	(*DownloadFileRequest)(nil),          // 20: dfs.v1.DownloadFileRequest
 	(*DownloadFileResponse)(nil),         // 21: dfs.v1.DownloadFileResponse
-	(*StatFileRequest)(nil),              // 22: dfs.v1.StatFileRequest
-	(*StatFileResponse)(nil),             // 23: dfs.v1.StatFileResponse
-	(*DeleteFileRequest)(nil),            // 24: dfs.v1.DeleteFileRequest
-	(*DeleteFileResponse)(nil),           // 25: dfs.v1.DeleteFileResponse
-	(*ListFilesRequest)(nil),             // 26: dfs.v1.ListFilesRequest
-	(*ListEntry)(nil),                    // 27: dfs.v1.ListEntry
-	(*ListFilesResponse)(nil),            // 28: dfs.v1.ListFilesResponse
-	(*MkdirRequest)(nil),                 // 29: dfs.v1.MkdirRequest
-	(*MkdirResponse)(nil),                // 30: dfs.v1.MkdirResponse
-	(*RenameRequest)(nil),                // 31: dfs.v1.RenameRequest
-	(*RenameResponse)(nil),               // 32: dfs.v1.RenameResponse
-	(*CopyFileRequest)(nil),              // 33: dfs.v1.CopyFileRequest
-	(*CopyFileResponse)(nil),             // 34: dfs.v1.CopyFileResponse
-	(*ConcatFilesRequest)(nil),           // 35: dfs.v1.ConcatFilesRequest
-	(*ConcatFilesResponse)(nil),          // 36: dfs.v1.ConcatFilesResponse
-	(*UsageRequest)(nil),                 // 37: dfs.v1.UsageRequest
-	(*UsageResponse)(nil),                // 38: dfs.v1.UsageResponse
-	(*SetAttrRequest)(nil),               // 39: dfs.v1.SetAttrRequest
-	(*SetAttrResponse)(nil),              // 40: dfs.v1.SetAttrResponse
-	(*NodeStatus)(nil),                   // 41: dfs.v1.NodeStatus
-	(*RegisterDataNodeRequest)(nil),      // 42: dfs.v1.RegisterDataNodeRequest
-	(*RegisterDataNodeResponse)(nil),     // 43: dfs.v1.RegisterDataNodeResponse
-	(*HeartbeatRequest)(nil),             // 44: dfs.v1.HeartbeatRequest
-	(*NodeUpdate)(nil),                   // 45: dfs.v1.NodeUpdate
-	(*NodeCommand)(nil),                  // 46: dfs.v1.NodeCommand
-	(*DeleteChunksCommand)(nil),          // 47: dfs.v1.DeleteChunksCommand
-	(*HeartbeatResponse)(nil),            // 48: dfs.v1.HeartbeatResponse
-	(*ReportChunksRequest)(nil),          // 49: dfs.v1.ReportChunksRequest
-	(*ReportChunksResponse)(nil),         // 50: dfs.v1.ReportChunksResponse
-	(*ListNodesRequest)(nil),             // 51: dfs.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),            // 52: dfs.v1.ListNodesResponse
-	(*ReadinessStatus)(nil),              // 53: dfs.v1.ReadinessStatus
-	(*ClusterHealth)(nil),                // 54: dfs.v1.ClusterHealth
-	(*ReportBadReplicaRequest)(nil),      // 55: dfs.v1.ReportBadReplicaRequest
-	(*ReportBadReplicaResponse)(nil),     // 56: dfs.v1.ReportBadReplicaResponse
-	(*ReportNodeFailureRequest)(nil),     // 57: dfs.v1.ReportNodeFailureRequest
-	(*ReportNodeFailureResponse)(nil),    // 58: dfs.v1.ReportNodeFailureResponse
-	(*DecommissionRequest)(nil),          // 59: dfs.v1.DecommissionRequest
-	(*DecommissionResponse)(nil),         // 60: dfs.v1.DecommissionResponse
-	(*CreateTokenRequest)(nil),           // 61: dfs.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),          // 62: dfs.v1.CreateTokenResponse
-	(*FsckRequest)(nil),                  // 63: dfs.v1.FsckRequest
-	(*FsckChunk)(nil),                    // 64: dfs.v1.FsckChunk
-	(*FsckFile)(nil),                     // 65: dfs.v1.FsckFile
-	(*FsckSummary)(nil),                  // 66: dfs.v1.FsckSummary
-	(*FsckReport)(nil),                   // 67: dfs.v1.FsckReport
-	(*BackupRequest)(nil),                // 68: dfs.v1.BackupRequest
-	(*BackupChunk)(nil),                  // 69: dfs.v1.BackupChunk
-	(*PrepareChunkUploadRequest)(nil),    // 70: dfs.v1.PrepareChunkUploadRequest
-	(*PrepareChunkUploadResponse)(nil),   // 71: dfs.v1.PrepareChunkUploadResponse
-	(*ChunkDataStream)(nil),              // 72: dfs.v1.ChunkDataStream
-	(*ChunkDataAck)(nil),                 // 73: dfs.v1.ChunkDataAck
-	(*PrepareChunkDownloadRequest)(nil),  // 74: dfs.v1.PrepareChunkDownloadRequest
-	(*PrepareChunkDownloadResponse)(nil), // 75: dfs.v1.PrepareChunkDownloadResponse
-	(*DownloadChunkStreamRequest)(nil),   // 76: dfs.v1.DownloadChunkStreamRequest
-	(*StatChunksRequest)(nil),            // 77: dfs.v1.StatChunksRequest
-	(*ChunkStat)(nil),                    // 78: dfs.v1.ChunkStat
-	(*StatChunksResponse)(nil),           // 79: dfs.v1.StatChunksResponse
-	(*ReplicateChunkRequest)(nil),        // 80: dfs.v1.ReplicateChunkRequest
-	(*ReplicateChunkResponse)(nil),       // 81: dfs.v1.ReplicateChunkResponse
-	(*VerifyChunkRequest)(nil),           // 82: dfs.v1.VerifyChunkRequest
-	(*VerifyChunkResponse)(nil),          // 83: dfs.v1.VerifyChunkResponse
-	(*DeleteChunkRequest)(nil),           // 84: dfs.v1.DeleteChunkRequest
-	(*DeleteChunkResponse)(nil),          // 85: dfs.v1.DeleteChunkResponse
-	(*BulkDeleteChunkRequest)(nil),       // 86: dfs.v1.BulkDeleteChunkRequest
-	(*BulkDeleteChunkResponse)(nil),      // 87: dfs.v1.BulkDeleteChunkResponse
-	(*HealthCheckRequest)(nil),           // 88: dfs.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),          // 89: dfs.v1.HealthCheckResponse
-	(*NotServing)(nil),                   // 90: dfs.v1.NotServing
-	(*ErrorKind)(nil),                    // 91: dfs.v1.ErrorKind
-	(*FailedNodes)(nil),                  // 92: dfs.v1.FailedNodes
-	nil,                                  // 93: dfs.v1.ConfirmUploadRequest.MetadataEntry
-	nil,                                  // 94: dfs.v1.FileInfo.MetadataEntry
-	nil,                                  // 95: dfs.v1.ListEntry.MetadataEntry
-	nil,                                  // 96: dfs.v1.CopyFileRequest.MetadataEntry
-	nil,                                  // 97: dfs.v1.ConcatFilesRequest.MetadataEntry
+	(*DownloadFilesRequest)(nil),         // 22: dfs.v1.DownloadFilesRequest
+	(*DownloadFilesResponse)(nil),        // 23: dfs.v1.DownloadFilesResponse
+	(*FileDownload)(nil),                 // 24: dfs.v1.FileDownload
+	(*StatFileRequest)(nil),              // 25: dfs.v1.StatFileRequest
+	(*StatFileResponse)(nil),             // 26: dfs.v1.StatFileResponse
+	(*DeleteFileRequest)(nil),            // 27: dfs.v1.DeleteFileRequest
+	(*DeleteFileResponse)(nil),           // 28: dfs.v1.DeleteFileResponse
+	(*ListFilesRequest)(nil),             // 29: dfs.v1.ListFilesRequest
+	(*ListEntry)(nil),                    // 30: dfs.v1.ListEntry
+	(*ListFilesResponse)(nil),            // 31: dfs.v1.ListFilesResponse
+	(*MkdirRequest)(nil),                 // 32: dfs.v1.MkdirRequest
+	(*MkdirResponse)(nil),                // 33: dfs.v1.MkdirResponse
+	(*RenameRequest)(nil),                // 34: dfs.v1.RenameRequest
+	(*RenameResponse)(nil),               // 35: dfs.v1.RenameResponse
+	(*CopyFileRequest)(nil),              // 36: dfs.v1.CopyFileRequest
+	(*CopyFileResponse)(nil),             // 37: dfs.v1.CopyFileResponse
+	(*ConcatFilesRequest)(nil),           // 38: dfs.v1.ConcatFilesRequest
+	(*ConcatFilesResponse)(nil),          // 39: dfs.v1.ConcatFilesResponse
+	(*UsageRequest)(nil),                 // 40: dfs.v1.UsageRequest
+	(*UsageResponse)(nil),                // 41: dfs.v1.UsageResponse
+	(*SetAttrRequest)(nil),               // 42: dfs.v1.SetAttrRequest
+	(*SetAttrResponse)(nil),              // 43: dfs.v1.SetAttrResponse
+	(*NodeStatus)(nil),                   // 44: dfs.v1.NodeStatus
+	(*RegisterDataNodeRequest)(nil),      // 45: dfs.v1.RegisterDataNodeRequest
+	(*RegisterDataNodeResponse)(nil),     // 46: dfs.v1.RegisterDataNodeResponse
+	(*HeartbeatRequest)(nil),             // 47: dfs.v1.HeartbeatRequest
+	(*NodeUpdate)(nil),                   // 48: dfs.v1.NodeUpdate
+	(*NodeCommand)(nil),                  // 49: dfs.v1.NodeCommand
+	(*DeleteChunksCommand)(nil),          // 50: dfs.v1.DeleteChunksCommand
+	(*HeartbeatResponse)(nil),            // 51: dfs.v1.HeartbeatResponse
+	(*ReportChunksRequest)(nil),          // 52: dfs.v1.ReportChunksRequest
+	(*ReportChunksResponse)(nil),         // 53: dfs.v1.ReportChunksResponse
+	(*ListNodesRequest)(nil),             // 54: dfs.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),            // 55: dfs.v1.ListNodesResponse
+	(*ReadinessStatus)(nil),              // 56: dfs.v1.ReadinessStatus
+	(*ClusterHealth)(nil),                // 57: dfs.v1.ClusterHealth
+	(*ReportBadReplicaRequest)(nil),      // 58: dfs.v1.ReportBadReplicaRequest
+	(*ReportBadReplicaResponse)(nil),     // 59: dfs.v1.ReportBadReplicaResponse
+	(*ReportNodeFailureRequest)(nil),     // 60: dfs.v1.ReportNodeFailureRequest
+	(*ReportNodeFailureResponse)(nil),    // 61: dfs.v1.ReportNodeFailureResponse
+	(*DecommissionRequest)(nil),          // 62: dfs.v1.DecommissionRequest
+	(*DecommissionResponse)(nil),         // 63: dfs.v1.DecommissionResponse
+	(*CreateTokenRequest)(nil),           // 64: dfs.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),          // 65: dfs.v1.CreateTokenResponse
+	(*FsckRequest)(nil),                  // 66: dfs.v1.FsckRequest
+	(*FsckChunk)(nil),                    // 67: dfs.v1.FsckChunk
+	(*FsckFile)(nil),                     // 68: dfs.v1.FsckFile
+	(*FsckSummary)(nil),                  // 69: dfs.v1.FsckSummary
+	(*FsckReport)(nil),                   // 70: dfs.v1.FsckReport
+	(*BackupRequest)(nil),                // 71: dfs.v1.BackupRequest
+	(*BackupChunk)(nil),                  // 72: dfs.v1.BackupChunk
+	(*PrepareChunkUploadRequest)(nil),    // 73: dfs.v1.PrepareChunkUploadRequest
+	(*PrepareChunkUploadResponse)(nil),   // 74: dfs.v1.PrepareChunkUploadResponse
+	(*ChunkDataStream)(nil),              // 75: dfs.v1.ChunkDataStream
+	(*ChunkDataAck)(nil),                 // 76: dfs.v1.ChunkDataAck
+	(*PrepareChunkDownloadRequest)(nil),  // 77: dfs.v1.PrepareChunkDownloadRequest
+	(*PrepareChunkDownloadResponse)(nil), // 78: dfs.v1.PrepareChunkDownloadResponse
+	(*DownloadChunkStreamRequest)(nil),   // 79: dfs.v1.DownloadChunkStreamRequest
+	(*ReadChunksRequest)(nil),            // 80: dfs.v1.ReadChunksRequest
+	(*ReadChunk)(nil),                    // 81: dfs.v1.ReadChunk
+	(*ReadChunksResponse)(nil),           // 82: dfs.v1.ReadChunksResponse
+	(*ChunkRead)(nil),                    // 83: dfs.v1.ChunkRead
+	(*StatChunksRequest)(nil),            // 84: dfs.v1.StatChunksRequest
+	(*ChunkStat)(nil),                    // 85: dfs.v1.ChunkStat
+	(*StatChunksResponse)(nil),           // 86: dfs.v1.StatChunksResponse
+	(*ReplicateChunkRequest)(nil),        // 87: dfs.v1.ReplicateChunkRequest
+	(*ReplicateChunkResponse)(nil),       // 88: dfs.v1.ReplicateChunkResponse
+	(*VerifyChunkRequest)(nil),           // 89: dfs.v1.VerifyChunkRequest
+	(*VerifyChunkResponse)(nil),          // 90: dfs.v1.VerifyChunkResponse
+	(*DeleteChunkRequest)(nil),           // 91: dfs.v1.DeleteChunkRequest
+	(*DeleteChunkResponse)(nil),          // 92: dfs.v1.DeleteChunkResponse
+	(*BulkDeleteChunkRequest)(nil),       // 93: dfs.v1.BulkDeleteChunkRequest
+	(*BulkDeleteChunkResponse)(nil),      // 94: dfs.v1.BulkDeleteChunkResponse
+	(*HealthCheckRequest)(nil),           // 95: dfs.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),          // 96: dfs.v1.HealthCheckResponse
+	(*NotServing)(nil),                   // 97: dfs.v1.NotServing
+	(*ErrorKind)(nil),                    // 98: dfs.v1.ErrorKind
+	(*FailedNodes)(nil),                  // 99: dfs.v1.FailedNodes
+	nil,                                  // 100: dfs.v1.ConfirmUploadRequest.MetadataEntry
+	nil,                                  // 101: dfs.v1.FileInfo.MetadataEntry
+	nil,                                  // 102: dfs.v1.ListEntry.MetadataEntry
+	nil,                                  // 103: dfs.v1.CopyFileRequest.MetadataEntry
+	nil,                                  // 104: dfs.v1.ConcatFilesRequest.MetadataEntry
 }
 var file_dfs_proto_depIdxs = []int32{
-	5,  // 0: dfs.v1.ChunkPlan.primary:type_name -> dfs.v1.NodeRef
-	5,  // 1: dfs.v1.ChunkPlan.replicas:type_name -> dfs.v1.NodeRef
-	3,  // 2: dfs.v1.ChunkPlan.token:type_name -> dfs.v1.ChunkToken
-	0,  // 3: dfs.v1.ChunkToken.op:type_name -> dfs.v1.ChunkOp
-	2,  // 4: dfs.v1.UploadFileResponse.chunks:type_name -> dfs.v1.ChunkPlan
-	2,  // 5: dfs.v1.AllocateChunkResponse.chunk:type_name -> dfs.v1.ChunkPlan
-	10, // 6: dfs.v1.ConfirmUploadRequest.chunks:type_name -> dfs.v1.ChunkReceipt
-	93, // 7: dfs.v1.ConfirmUploadRequest.metadata:type_name -> dfs.v1.ConfirmUploadRequest.MetadataEntry
-	19, // 8: dfs.v1.ConfirmUploadResponse.file:type_name -> dfs.v1.FileInfo
-	10, // 9: dfs.v1.UploadReceiptsRequest.chunks:type_name -> dfs.v1.ChunkReceipt
-	1,  // 10: dfs.v1.ReplicaInfo.state:type_name -> dfs.v1.NodeState
-	17, // 11: dfs.v1.ChunkInfo.replicas:type_name -> dfs.v1.ReplicaInfo
-	3,  // 12: dfs.v1.ChunkInfo.token:type_name -> dfs.v1.ChunkToken
-	18, // 13: dfs.v1.FileInfo.chunks:type_name -> dfs.v1.ChunkInfo
-	94, // 14: dfs.v1.FileInfo.metadata:type_name -> dfs.v1.FileInfo.MetadataEntry
-	19, // 15: dfs.v1.DownloadFileResponse.file:type_name -> dfs.v1.FileInfo
-	19, // 16: dfs.v1.StatFileResponse.file:type_name -> dfs.v1.FileInfo
-	95, // 17: dfs.v1.ListEntry.metadata:type_name -> dfs.v1.ListEntry.MetadataEntry
-	27, // 18: dfs.v1.ListFilesResponse.entries:type_name -> dfs.v1.ListEntry
-	96, // 19: dfs.v1.CopyFileRequest.metadata:type_name -> dfs.v1.CopyFileRequest.MetadataEntry
-	19, // 20: dfs.v1.CopyFileResponse.file:type_name -> dfs.v1.FileInfo
-	97, // 21: dfs.v1.ConcatFilesRequest.metadata:type_name -> dfs.v1.ConcatFilesRequest.MetadataEntry
-	19, // 22: dfs.v1.ConcatFilesResponse.file:type_name -> dfs.v1.FileInfo
-	1,  // 23: dfs.v1.NodeStatus.state:type_name -> dfs.v1.NodeState
-	41, // 24: dfs.v1.RegisterDataNodeResponse.nodes:type_name -> dfs.v1.NodeStatus
-	4,  // 25: dfs.v1.RegisterDataNodeResponse.chunk_keys:type_name -> dfs.v1.ChunkKey
-	41, // 26: dfs.v1.NodeUpdate.node:type_name -> dfs.v1.NodeStatus
-	47, // 27: dfs.v1.NodeCommand.delete_chunks:type_name -> dfs.v1.DeleteChunksCommand
-	45, // 28: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
-	41, // 29: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
-	46, // 30: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
-	4,  // 31: dfs.v1.HeartbeatResponse.chunk_keys:type_name -> dfs.v1.ChunkKey
-	78, // 32: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
-	41, // 33: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
-	54, // 34: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
-	53, // 35: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
-	41, // 36: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
-	64, // 37: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
-	54, // 38: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
-	65, // 39: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
-	66, // 40: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
-	5,  // 41: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
-	3,  // 42: dfs.v1.PrepareChunkUploadRequest.token:type_name -> dfs.v1.ChunkToken
-	70, // 43: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
-	75, // 44: dfs.v1.ChunkDataStream.header:type_name -> dfs.v1.PrepareChunkDownloadResponse
-	3,  // 45: dfs.v1.PrepareChunkDownloadRequest.token:type_name -> dfs.v1.ChunkToken
-	3,  // 46: dfs.v1.DownloadChunkStreamRequest.token:type_name -> dfs.v1.ChunkToken
-	78, // 47: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
-	5,  // 48: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
-	3,  // 49: dfs.v1.ReplicateChunkRequest.token:type_name -> dfs.v1.ChunkToken
-	3,  // 50: dfs.v1.ReplicateChunkRequest.source_token:type_name -> dfs.v1.ChunkToken
-	3,  // 51: dfs.v1.DeleteChunkRequest.token:type_name -> dfs.v1.ChunkToken
-	3,  // 52: dfs.v1.BulkDeleteChunkRequest.tokens:type_name -> dfs.v1.ChunkToken
-	6,  // 53: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
-	8,  // 54: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
-	11, // 55: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
-	15, // 56: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
-	20, // 57: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
-	22, // 58: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
-	24, // 59: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
-	26, // 60: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
-	42, // 61: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
-	44, // 62: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
-	49, // 63: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
-	51, // 64: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
-	68, // 65: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
-	55, // 66: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
-	59, // 67: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
-	63, // 68: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
-	13, // 69: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
-	57, // 70: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
-	29, // 71: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
-	31, // 72: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
-	33, // 73: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
-	35, // 74: dfs.v1.Coordinator.ConcatFiles:input_type -> dfs.v1.ConcatFilesRequest
-	37, // 75: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
-	39, // 76: dfs.v1.Coordinator.SetAttr:input_type -> dfs.v1.SetAttrRequest
-	61, // 77: dfs.v1.Coordinator.CreateToken:input_type -> dfs.v1.CreateTokenRequest
-	70, // 78: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
-	72, // 79: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
-	74, // 80: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
-	76, // 81: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
-	77, // 82: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
-	80, // 83: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
-	82, // 84: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
-	84, // 85: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
-	86, // 86: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
-	88, // 87: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
-	7,  // 88: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
-	9,  // 89: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
-	12, // 90: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
-	16, // 91: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
-	21, // 92: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
-	23, // 93: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
-	25, // 94: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
-	28, // 95: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
-	43, // 96: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
-	48, // 97: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
-	50, // 98: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
-	52, // 99: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
-	69, // 100: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
-	56, // 101: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
-	60, // 102: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
-	67, // 103: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
-	14, // 104: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
-	58, // 105: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
-	30, // 106: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
-	32, // 107: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
-	34, // 108: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
-	36, // 109: dfs.v1.Coordinator.ConcatFiles:output_type -> dfs.v1.ConcatFilesResponse
-	38, // 110: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
-	40, // 111: dfs.v1.Coordinator.SetAttr:output_type -> dfs.v1.SetAttrResponse
-	62, // 112: dfs.v1.Coordinator.CreateToken:output_type -> dfs.v1.CreateTokenResponse
-	71, // 113: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
-	73, // 114: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
-	75, // 115: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
-	72, // 116: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
-	79, // 117: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
-	81, // 118: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
-	83, // 119: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
-	85, // 120: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
-	87, // 121: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
-	89, // 122: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
-	88, // [88:123] is the sub-list for method output_type
-	53, // [53:88] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	5,   // 0: dfs.v1.ChunkPlan.primary:type_name -> dfs.v1.NodeRef
+	5,   // 1: dfs.v1.ChunkPlan.replicas:type_name -> dfs.v1.NodeRef
+	3,   // 2: dfs.v1.ChunkPlan.token:type_name -> dfs.v1.ChunkToken
+	0,   // 3: dfs.v1.ChunkToken.op:type_name -> dfs.v1.ChunkOp
+	2,   // 4: dfs.v1.UploadFileResponse.chunks:type_name -> dfs.v1.ChunkPlan
+	2,   // 5: dfs.v1.AllocateChunkResponse.chunk:type_name -> dfs.v1.ChunkPlan
+	10,  // 6: dfs.v1.ConfirmUploadRequest.chunks:type_name -> dfs.v1.ChunkReceipt
+	100, // 7: dfs.v1.ConfirmUploadRequest.metadata:type_name -> dfs.v1.ConfirmUploadRequest.MetadataEntry
+	19,  // 8: dfs.v1.ConfirmUploadResponse.file:type_name -> dfs.v1.FileInfo
+	10,  // 9: dfs.v1.UploadReceiptsRequest.chunks:type_name -> dfs.v1.ChunkReceipt
+	1,   // 10: dfs.v1.ReplicaInfo.state:type_name -> dfs.v1.NodeState
+	17,  // 11: dfs.v1.ChunkInfo.replicas:type_name -> dfs.v1.ReplicaInfo
+	3,   // 12: dfs.v1.ChunkInfo.token:type_name -> dfs.v1.ChunkToken
+	18,  // 13: dfs.v1.FileInfo.chunks:type_name -> dfs.v1.ChunkInfo
+	101, // 14: dfs.v1.FileInfo.metadata:type_name -> dfs.v1.FileInfo.MetadataEntry
+	19,  // 15: dfs.v1.DownloadFileResponse.file:type_name -> dfs.v1.FileInfo
+	20,  // 16: dfs.v1.DownloadFilesRequest.files:type_name -> dfs.v1.DownloadFileRequest
+	24,  // 17: dfs.v1.DownloadFilesResponse.files:type_name -> dfs.v1.FileDownload
+	21,  // 18: dfs.v1.FileDownload.download:type_name -> dfs.v1.DownloadFileResponse
+	19,  // 19: dfs.v1.StatFileResponse.file:type_name -> dfs.v1.FileInfo
+	102, // 20: dfs.v1.ListEntry.metadata:type_name -> dfs.v1.ListEntry.MetadataEntry
+	30,  // 21: dfs.v1.ListFilesResponse.entries:type_name -> dfs.v1.ListEntry
+	103, // 22: dfs.v1.CopyFileRequest.metadata:type_name -> dfs.v1.CopyFileRequest.MetadataEntry
+	19,  // 23: dfs.v1.CopyFileResponse.file:type_name -> dfs.v1.FileInfo
+	104, // 24: dfs.v1.ConcatFilesRequest.metadata:type_name -> dfs.v1.ConcatFilesRequest.MetadataEntry
+	19,  // 25: dfs.v1.ConcatFilesResponse.file:type_name -> dfs.v1.FileInfo
+	1,   // 26: dfs.v1.NodeStatus.state:type_name -> dfs.v1.NodeState
+	44,  // 27: dfs.v1.RegisterDataNodeResponse.nodes:type_name -> dfs.v1.NodeStatus
+	4,   // 28: dfs.v1.RegisterDataNodeResponse.chunk_keys:type_name -> dfs.v1.ChunkKey
+	44,  // 29: dfs.v1.NodeUpdate.node:type_name -> dfs.v1.NodeStatus
+	50,  // 30: dfs.v1.NodeCommand.delete_chunks:type_name -> dfs.v1.DeleteChunksCommand
+	48,  // 31: dfs.v1.HeartbeatResponse.updates:type_name -> dfs.v1.NodeUpdate
+	44,  // 32: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
+	49,  // 33: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
+	4,   // 34: dfs.v1.HeartbeatResponse.chunk_keys:type_name -> dfs.v1.ChunkKey
+	85,  // 35: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
+	44,  // 36: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
+	57,  // 37: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
+	56,  // 38: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
+	44,  // 39: dfs.v1.DecommissionResponse.node:type_name -> dfs.v1.NodeStatus
+	67,  // 40: dfs.v1.FsckFile.chunks:type_name -> dfs.v1.FsckChunk
+	57,  // 41: dfs.v1.FsckSummary.health:type_name -> dfs.v1.ClusterHealth
+	68,  // 42: dfs.v1.FsckReport.file:type_name -> dfs.v1.FsckFile
+	69,  // 43: dfs.v1.FsckReport.summary:type_name -> dfs.v1.FsckSummary
+	5,   // 44: dfs.v1.PrepareChunkUploadRequest.replicas:type_name -> dfs.v1.NodeRef
+	3,   // 45: dfs.v1.PrepareChunkUploadRequest.token:type_name -> dfs.v1.ChunkToken
+	73,  // 46: dfs.v1.ChunkDataStream.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
+	78,  // 47: dfs.v1.ChunkDataStream.header:type_name -> dfs.v1.PrepareChunkDownloadResponse
+	3,   // 48: dfs.v1.PrepareChunkDownloadRequest.token:type_name -> dfs.v1.ChunkToken
+	3,   // 49: dfs.v1.DownloadChunkStreamRequest.token:type_name -> dfs.v1.ChunkToken
+	81,  // 50: dfs.v1.ReadChunksRequest.chunks:type_name -> dfs.v1.ReadChunk
+	3,   // 51: dfs.v1.ReadChunk.token:type_name -> dfs.v1.ChunkToken
+	83,  // 52: dfs.v1.ReadChunksResponse.chunks:type_name -> dfs.v1.ChunkRead
+	75,  // 53: dfs.v1.ChunkRead.frames:type_name -> dfs.v1.ChunkDataStream
+	85,  // 54: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
+	5,   // 55: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
+	3,   // 56: dfs.v1.ReplicateChunkRequest.token:type_name -> dfs.v1.ChunkToken
+	3,   // 57: dfs.v1.ReplicateChunkRequest.source_token:type_name -> dfs.v1.ChunkToken
+	3,   // 58: dfs.v1.DeleteChunkRequest.token:type_name -> dfs.v1.ChunkToken
+	3,   // 59: dfs.v1.BulkDeleteChunkRequest.tokens:type_name -> dfs.v1.ChunkToken
+	6,   // 60: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
+	8,   // 61: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
+	11,  // 62: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
+	15,  // 63: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
+	20,  // 64: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
+	22,  // 65: dfs.v1.Coordinator.DownloadFiles:input_type -> dfs.v1.DownloadFilesRequest
+	25,  // 66: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
+	27,  // 67: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
+	29,  // 68: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
+	45,  // 69: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
+	47,  // 70: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
+	52,  // 71: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
+	54,  // 72: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
+	71,  // 73: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
+	58,  // 74: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
+	62,  // 75: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
+	66,  // 76: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
+	13,  // 77: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
+	60,  // 78: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
+	32,  // 79: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
+	34,  // 80: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
+	36,  // 81: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
+	38,  // 82: dfs.v1.Coordinator.ConcatFiles:input_type -> dfs.v1.ConcatFilesRequest
+	40,  // 83: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
+	42,  // 84: dfs.v1.Coordinator.SetAttr:input_type -> dfs.v1.SetAttrRequest
+	64,  // 85: dfs.v1.Coordinator.CreateToken:input_type -> dfs.v1.CreateTokenRequest
+	73,  // 86: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
+	75,  // 87: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
+	77,  // 88: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
+	79,  // 89: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
+	80,  // 90: dfs.v1.DataNode.ReadChunks:input_type -> dfs.v1.ReadChunksRequest
+	84,  // 91: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
+	87,  // 92: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
+	89,  // 93: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
+	91,  // 94: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
+	93,  // 95: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
+	95,  // 96: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
+	7,   // 97: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
+	9,   // 98: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
+	12,  // 99: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
+	16,  // 100: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
+	21,  // 101: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
+	23,  // 102: dfs.v1.Coordinator.DownloadFiles:output_type -> dfs.v1.DownloadFilesResponse
+	26,  // 103: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
+	28,  // 104: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
+	31,  // 105: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
+	46,  // 106: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
+	51,  // 107: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
+	53,  // 108: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
+	55,  // 109: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
+	72,  // 110: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
+	59,  // 111: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
+	63,  // 112: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
+	70,  // 113: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
+	14,  // 114: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
+	61,  // 115: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
+	33,  // 116: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
+	35,  // 117: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
+	37,  // 118: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
+	39,  // 119: dfs.v1.Coordinator.ConcatFiles:output_type -> dfs.v1.ConcatFilesResponse
+	41,  // 120: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
+	43,  // 121: dfs.v1.Coordinator.SetAttr:output_type -> dfs.v1.SetAttrResponse
+	65,  // 122: dfs.v1.Coordinator.CreateToken:output_type -> dfs.v1.CreateTokenResponse
+	74,  // 123: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
+	76,  // 124: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
+	78,  // 125: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
+	75,  // 126: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
+	82,  // 127: dfs.v1.DataNode.ReadChunks:output_type -> dfs.v1.ReadChunksResponse
+	86,  // 128: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
+	88,  // 129: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
+	90,  // 130: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
+	92,  // 131: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
+	94,  // 132: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
+	96,  // 133: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
+	97,  // [97:134] is the sub-list for method output_type
+	60,  // [60:97] is the sub-list for method input_type
+	60,  // [60:60] is the sub-list for extension type_name
+	60,  // [60:60] is the sub-list for extension extendee
+	0,   // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_dfs_proto_init() }
@@ -7146,10 +7551,10 @@ func file_dfs_proto_init() {
 	if File_dfs_proto != nil {
 		return
 	}
-	file_dfs_proto_msgTypes[44].OneofWrappers = []any{
+	file_dfs_proto_msgTypes[47].OneofWrappers = []any{
 		(*NodeCommand_DeleteChunks)(nil),
 	}
-	file_dfs_proto_msgTypes[65].OneofWrappers = []any{
+	file_dfs_proto_msgTypes[68].OneofWrappers = []any{
 		(*FsckReport_File)(nil),
 		(*FsckReport_Summary)(nil),
 	}
@@ -7159,7 +7564,7 @@ func file_dfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfs_proto_rawDesc), len(file_dfs_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   96,
+			NumMessages:   103,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

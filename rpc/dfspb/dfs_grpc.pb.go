@@ -27,6 +27,7 @@ const (
 	Coordinator_ConfirmUpload_FullMethodName     = "/dfs.v1.Coordinator/ConfirmUpload"
 	Coordinator_AbortUpload_FullMethodName       = "/dfs.v1.Coordinator/AbortUpload"
 	Coordinator_DownloadFile_FullMethodName      = "/dfs.v1.Coordinator/DownloadFile"
+	Coordinator_DownloadFiles_FullMethodName     = "/dfs.v1.Coordinator/DownloadFiles"
 	Coordinator_StatFile_FullMethodName          = "/dfs.v1.Coordinator/StatFile"
 	Coordinator_DeleteFile_FullMethodName        = "/dfs.v1.Coordinator/DeleteFile"
 	Coordinator_ListFiles_FullMethodName         = "/dfs.v1.Coordinator/ListFiles"
@@ -70,6 +71,11 @@ type CoordinatorClient interface {
 	// DownloadFile returns a page of the chunk map of a committed file with
 	// the live replicas of every chunk.
 	DownloadFile(ctx context.Context, in *DownloadFileRequest, opts ...grpc.CallOption) (*DownloadFileResponse, error)
+	// DownloadFiles is DownloadFile for several files in one call: what a
+	// client reading many small files at once asks for together. Each file
+	// is answered on its own: one that cannot be read does not fail the
+	// others.
+	DownloadFiles(ctx context.Context, in *DownloadFilesRequest, opts ...grpc.CallOption) (*DownloadFilesResponse, error)
 	// StatFile returns a file's metadata and, a page at a time, where each
 	// replica lives.
 	StatFile(ctx context.Context, in *StatFileRequest, opts ...grpc.CallOption) (*StatFileResponse, error)
@@ -182,6 +188,16 @@ func (c *coordinatorClient) DownloadFile(ctx context.Context, in *DownloadFileRe
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DownloadFileResponse)
 	err := c.cc.Invoke(ctx, Coordinator_DownloadFile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) DownloadFiles(ctx context.Context, in *DownloadFilesRequest, opts ...grpc.CallOption) (*DownloadFilesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DownloadFilesResponse)
+	err := c.cc.Invoke(ctx, Coordinator_DownloadFiles_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -427,6 +443,11 @@ type CoordinatorServer interface {
 	// DownloadFile returns a page of the chunk map of a committed file with
 	// the live replicas of every chunk.
 	DownloadFile(context.Context, *DownloadFileRequest) (*DownloadFileResponse, error)
+	// DownloadFiles is DownloadFile for several files in one call: what a
+	// client reading many small files at once asks for together. Each file
+	// is answered on its own: one that cannot be read does not fail the
+	// others.
+	DownloadFiles(context.Context, *DownloadFilesRequest) (*DownloadFilesResponse, error)
 	// StatFile returns a file's metadata and, a page at a time, where each
 	// replica lives.
 	StatFile(context.Context, *StatFileRequest) (*StatFileResponse, error)
@@ -509,6 +530,9 @@ func (UnimplementedCoordinatorServer) AbortUpload(context.Context, *AbortUploadR
 }
 func (UnimplementedCoordinatorServer) DownloadFile(context.Context, *DownloadFileRequest) (*DownloadFileResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DownloadFile not implemented")
+}
+func (UnimplementedCoordinatorServer) DownloadFiles(context.Context, *DownloadFilesRequest) (*DownloadFilesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DownloadFiles not implemented")
 }
 func (UnimplementedCoordinatorServer) StatFile(context.Context, *StatFileRequest) (*StatFileResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StatFile not implemented")
@@ -677,6 +701,24 @@ func _Coordinator_DownloadFile_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CoordinatorServer).DownloadFile(ctx, req.(*DownloadFileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_DownloadFiles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DownloadFilesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).DownloadFiles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_DownloadFiles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).DownloadFiles(ctx, req.(*DownloadFilesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1055,6 +1097,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Coordinator_DownloadFile_Handler,
 		},
 		{
+			MethodName: "DownloadFiles",
+			Handler:    _Coordinator_DownloadFiles_Handler,
+		},
+		{
 			MethodName: "StatFile",
 			Handler:    _Coordinator_StatFile_Handler,
 		},
@@ -1147,6 +1193,7 @@ const (
 	DataNode_UploadChunkStream_FullMethodName    = "/dfs.v1.DataNode/UploadChunkStream"
 	DataNode_PrepareChunkDownload_FullMethodName = "/dfs.v1.DataNode/PrepareChunkDownload"
 	DataNode_DownloadChunkStream_FullMethodName  = "/dfs.v1.DataNode/DownloadChunkStream"
+	DataNode_ReadChunks_FullMethodName           = "/dfs.v1.DataNode/ReadChunks"
 	DataNode_StatChunks_FullMethodName           = "/dfs.v1.DataNode/StatChunks"
 	DataNode_ReplicateChunk_FullMethodName       = "/dfs.v1.DataNode/ReplicateChunk"
 	DataNode_VerifyChunk_FullMethodName          = "/dfs.v1.DataNode/VerifyChunk"
@@ -1167,6 +1214,12 @@ type DataNodeClient interface {
 	UploadChunkStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ChunkDataStream, ChunkDataAck], error)
 	PrepareChunkDownload(ctx context.Context, in *PrepareChunkDownloadRequest, opts ...grpc.CallOption) (*PrepareChunkDownloadResponse, error)
 	DownloadChunkStream(ctx context.Context, in *DownloadChunkStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChunkDataStream], error)
+	// ReadChunks returns small chunks whole, several in one call: what a
+	// DownloadChunkStream by chunk_id of each would send, for a client that
+	// has many small reads to one node at once. Each chunk is checked
+	// against its own read token and answered on its own: one that cannot
+	// be read does not fail the others.
+	ReadChunks(ctx context.Context, in *ReadChunksRequest, opts ...grpc.CallOption) (*ReadChunksResponse, error)
 	// StatChunks reports the size and digest of stored chunks.
 	StatChunks(ctx context.Context, in *StatChunksRequest, opts ...grpc.CallOption) (*StatChunksResponse, error)
 	// ReplicateChunk makes this node copy a chunk from another node, verifying
@@ -1241,6 +1294,16 @@ func (c *dataNodeClient) DownloadChunkStream(ctx context.Context, in *DownloadCh
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DataNode_DownloadChunkStreamClient = grpc.ServerStreamingClient[ChunkDataStream]
 
+func (c *dataNodeClient) ReadChunks(ctx context.Context, in *ReadChunksRequest, opts ...grpc.CallOption) (*ReadChunksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadChunksResponse)
+	err := c.cc.Invoke(ctx, DataNode_ReadChunks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *dataNodeClient) StatChunks(ctx context.Context, in *StatChunksRequest, opts ...grpc.CallOption) (*StatChunksResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StatChunksResponse)
@@ -1313,6 +1376,12 @@ type DataNodeServer interface {
 	UploadChunkStream(grpc.BidiStreamingServer[ChunkDataStream, ChunkDataAck]) error
 	PrepareChunkDownload(context.Context, *PrepareChunkDownloadRequest) (*PrepareChunkDownloadResponse, error)
 	DownloadChunkStream(*DownloadChunkStreamRequest, grpc.ServerStreamingServer[ChunkDataStream]) error
+	// ReadChunks returns small chunks whole, several in one call: what a
+	// DownloadChunkStream by chunk_id of each would send, for a client that
+	// has many small reads to one node at once. Each chunk is checked
+	// against its own read token and answered on its own: one that cannot
+	// be read does not fail the others.
+	ReadChunks(context.Context, *ReadChunksRequest) (*ReadChunksResponse, error)
 	// StatChunks reports the size and digest of stored chunks.
 	StatChunks(context.Context, *StatChunksRequest) (*StatChunksResponse, error)
 	// ReplicateChunk makes this node copy a chunk from another node, verifying
@@ -1346,6 +1415,9 @@ func (UnimplementedDataNodeServer) PrepareChunkDownload(context.Context, *Prepar
 }
 func (UnimplementedDataNodeServer) DownloadChunkStream(*DownloadChunkStreamRequest, grpc.ServerStreamingServer[ChunkDataStream]) error {
 	return status.Error(codes.Unimplemented, "method DownloadChunkStream not implemented")
+}
+func (UnimplementedDataNodeServer) ReadChunks(context.Context, *ReadChunksRequest) (*ReadChunksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadChunks not implemented")
 }
 func (UnimplementedDataNodeServer) StatChunks(context.Context, *StatChunksRequest) (*StatChunksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StatChunks not implemented")
@@ -1439,6 +1511,24 @@ func _DataNode_DownloadChunkStream_Handler(srv interface{}, stream grpc.ServerSt
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DataNode_DownloadChunkStreamServer = grpc.ServerStreamingServer[ChunkDataStream]
+
+func _DataNode_ReadChunks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadChunksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DataNodeServer).ReadChunks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DataNode_ReadChunks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DataNodeServer).ReadChunks(ctx, req.(*ReadChunksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
 
 func _DataNode_StatChunks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StatChunksRequest)
@@ -1562,6 +1652,10 @@ var DataNode_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PrepareChunkDownload",
 			Handler:    _DataNode_PrepareChunkDownload_Handler,
+		},
+		{
+			MethodName: "ReadChunks",
+			Handler:    _DataNode_ReadChunks_Handler,
 		},
 		{
 			MethodName: "StatChunks",

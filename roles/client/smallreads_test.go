@@ -1,0 +1,111 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/matryer/is"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+
+	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// olderCoordinator answers DownloadFile with one file of one chunk, and
+// has no DownloadFiles (a coordinator from before it).
+type olderCoordinator struct {
+	dfspb.UnimplementedCoordinatorServer
+	file  *dfspb.FileInfo
+	calls atomic.Int32
+}
+
+func (c *olderCoordinator) DownloadFile(_ context.Context, req *dfspb.DownloadFileRequest) (*dfspb.DownloadFileResponse, error) {
+	c.calls.Add(1)
+	if req.Path != c.file.Path {
+		return nil, rpc.ToStatus(rpc.Errorf(rpc.NotFound, "%s not found", req.Path))
+	}
+	return &dfspb.DownloadFileResponse{File: c.file, NextChunk: c.file.ChunkCount}, nil
+}
+
+// olderDatanode streams its one chunk, and has no ReadChunks (a datanode
+// from before it).
+type olderDatanode struct {
+	dfspb.UnimplementedDataNodeServer
+	id     string
+	data   []byte
+	frame  int64
+	frames [][]byte
+	digest []byte
+	calls  atomic.Int32
+}
+
+func (d *olderDatanode) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, st dfspb.DataNode_DownloadChunkStreamServer) error {
+	d.calls.Add(1)
+	if req.ChunkId != d.id {
+		return rpc.ToStatus(rpc.Errorf(rpc.NotFound, "chunk %s not found", req.ChunkId))
+	}
+	for i, fd := range d.frames {
+		off := int64(i) * d.frame
+		f := &dfspb.ChunkDataStream{ChunkId: d.id, Data: d.data[off:min(off+d.frame, int64(len(d.data)))], Offset: off, PartialChecksum: fd}
+		if i == 0 {
+			f.Header = &dfspb.PrepareChunkDownloadResponse{Size: int64(len(d.data)), FrameSize: d.frame, ChunkChecksum: d.digest}
+		}
+		if i == len(d.frames)-1 {
+			f.IsFinal, f.ChunkChecksum = true, d.digest
+		}
+		if err := st.Send(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestSmallGetFromOlderServers: a client reads a small file from a
+// coordinator without DownloadFiles and a datanode without ReadChunks
+// (servers of an earlier release, during a rolling upgrade) as it did
+// before them: with DownloadFile and a download stream.
+func TestSmallGetFromOlderServers(t *testing.T) {
+	is := is.New(t)
+	data := bytes.Repeat([]byte("small file "), 600) // 6,600 bytes: two 4 KiB frames
+	const frame = 4 << 10
+	digest, frames := chunkstream.DigestOf(data, frame)
+	id := strings.Repeat("ab", 16) + "_0"
+	_, err := rpc.ParseChunkID(id)
+	is.NoErr(err) // a well-formed chunk ID
+
+	dn := &olderDatanode{id: id, data: data, frame: frame, frames: frames, digest: digest}
+	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
+	dfspb.RegisterDataNodeServer(srv, dn)
+	lis, err := rpc.Listen("127.0.0.1:0")
+	is.NoErr(err)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+
+	sum := sha256.Sum256(data)
+	coord := &olderCoordinator{file: &dfspb.FileInfo{
+		Path: "/small", Size: int64(len(data)), Sha256: sum[:], ChunkSize: 64 << 10, Replication: 1, Version: 1, ChunkCount: 1,
+		Chunks: []*dfspb.ChunkInfo{{Index: 0, ChunkId: id, Size: int64(len(data)), Digest: digest, FrameSize: frame,
+			Replicas: []*dfspb.ReplicaInfo{{NodeId: "node-1", Addr: lis.Addr().String(), State: dfspb.NodeState_NODE_STATE_HEALTHY}}}},
+	}}
+	cfg := DefaultConfig()
+	cfg.Coordinators = []string{serveCoordinator(t, coord)}
+	c := newClient(t, cfg)
+
+	for range 2 {
+		var out bytes.Buffer
+		_, err = c.Get(t.Context(), "/small", &out, nil)
+		is.NoErr(err)                           // read
+		is.True(bytes.Equal(out.Bytes(), data)) // whole and right
+	}
+	is.Equal(coord.calls.Load(), int32(2)) // one DownloadFile per get
+	is.Equal(dn.calls.Load(), int32(2))    // one stream per get
+
+	_, err = c.Get(t.Context(), "/other", &bytes.Buffer{}, nil)
+	is.True(rpc.KindOf(err) == rpc.NotFound) // the older coordinator's errors come through
+}
