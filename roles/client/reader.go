@@ -75,12 +75,8 @@ func (c *Client) open(ctx context.Context, path string) (*Reader, error) {
 	if _, err := rpc.ParsePath(path); err != nil {
 		return nil, err
 	}
-	var first *dfspb.FileInfo
-	err := c.pages(ctx, path, true, nil, 0, func(page *dfspb.FileInfo) error {
-		first = page
-		return errPageRead
-	})
-	if err != nil && !errors.Is(err, errPageRead) {
+	first, _, err := c.firstPage(ctx, path)
+	if err != nil {
 		return nil, err
 	}
 	head := &dfspb.FileInfo{

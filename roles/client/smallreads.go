@@ -110,13 +110,17 @@ func (c *Client) newHeads() *batcher[*dfspb.DownloadFileRequest, *dfspb.FileDown
 // firstPage reads the first page of the chunk map of the file at path to
 // download it (see page), with the client's other such reads for the
 // same user (see newHeads): a page of at most rpc.MaxDownloadFilesPage
-// chunks, and the index of the chunk after it.
+// chunks (and PageSize), and the index of the chunk after it.
 func (c *Client) firstPage(ctx context.Context, path string) (*dfspb.FileInfo, uint32, error) {
 	key := ""
 	if user, ok := ctx.Value(actingAsKey{}).(string); ok {
 		key = "as " + user
 	}
-	d, err := c.heads.do(ctx, key, &dfspb.DownloadFileRequest{Path: path, PageSize: rpc.MaxDownloadFilesPage}, 0)
+	size := uint32(rpc.MaxDownloadFilesPage)
+	if c.cfg.PageSize > 0 {
+		size = min(size, uint32(c.cfg.PageSize))
+	}
+	d, err := c.heads.do(ctx, key, &dfspb.DownloadFileRequest{Path: path, PageSize: size}, 0)
 	if errors.Is(err, errOlder) {
 		return c.page(ctx, path, true, nil, 0)
 	}
