@@ -68,6 +68,9 @@ func (b *batcher[T, R]) do(ctx context.Context, key string, item T, size int64) 
 	}
 	q.waiting = append(q.waiting, it)
 	batch := b.takeLocked(q)
+	if q.calls == 0 && len(q.waiting) == 0 {
+		delete(b.queues, key) // it came with its ctx done: dropped
+	}
 	b.mu.Unlock()
 	if batch != nil {
 		b.call(key, batch)

@@ -85,6 +85,21 @@ func waitQueued[T, R any](t *testing.T, b *batcher[T, R], key string, n int) {
 	t.Fatalf("%d items of %s never waited", n, key)
 }
 
+// waitQueues waits until b has n keys with items waiting or in flight.
+func waitQueues[T, R any](t *testing.T, b *batcher[T, R], n int) {
+	t.Helper()
+	for range 10000 {
+		b.mu.Lock()
+		got := len(b.queues)
+		b.mu.Unlock()
+		if got == n {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("never %d keys", n)
+}
+
 type result struct {
 	item int
 	res  string
@@ -133,9 +148,7 @@ func TestBatcherGathersWaitingItems(t *testing.T) {
 		}
 	}
 	is.Equal(len(sent), 7) // every item sent once
-	b.mu.Lock()
-	is.Equal(len(b.queues), 0) // nothing left behind
-	b.mu.Unlock()
+	waitQueues(t, b, 0)    // nothing left behind
 }
 
 // TestBatcherBoundsBytes: a call carries items up to maxBytes together;
@@ -243,6 +256,15 @@ func TestBatcherCallers(t *testing.T) {
 	is.NoErr(<-h.ended)
 	calls, _ := h.recorded()
 	is.Equal(calls, [][]int{{0}}) // the gone caller's item was never sent
+	waitQueues(t, b, 0)
+
+	// A caller whose ctx is done before it asks returns at once, leaving
+	// nothing behind.
+	done, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := b.do(done, "n2", 7, 1)
+	is.True(errors.Is(err, context.Canceled))
+	waitQueues(t, b, 0)
 
 	// A call of two callers: one leaving does not end it, both do.
 	a, leaveA := context.WithCancel(t.Context())

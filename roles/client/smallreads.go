@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -40,8 +41,10 @@ func older(err error) error {
 }
 
 // newSmallReads returns the batcher of c's small chunk reads, keyed by
-// the datanode's address. A call is bounded by the progress timeout: it
-// carries at most rpc.MaxReadChunksBytes.
+// the datanode's address. A call fails as a stream would: when nothing
+// moves on the connection to the node for the progress timeout (a node
+// that is slow, or busy with other calls, is waited for), and at the
+// latest after the chunk timeout.
 func (c *Client) newSmallReads() *batcher[*dfspb.ReadChunk, *dfspb.ChunkRead] {
 	return &batcher[*dfspb.ReadChunk, *dfspb.ChunkRead]{
 		calls:    readCalls,
@@ -52,9 +55,15 @@ func (c *Client) newSmallReads() *batcher[*dfspb.ReadChunk, *dfspb.ChunkRead] {
 			if err != nil {
 				return nil, err
 			}
-			ctx, cancel := context.WithTimeout(ctx, c.cfg.ProgressTimeout)
+			ctx, cancel := context.WithTimeout(ctx, c.cfg.ChunkTimeout)
 			defer cancel()
+			ctx, wd := chunkstream.NewWatchdog(ctx, c.clock, c.cfg.ProgressTimeout, "datanode "+addr)
+			defer wd.Stop()
+			wd.HeardFrom(func() time.Time { return c.pool.Heard(addr) })
 			resp, err := dn.ReadChunks(ctx, &dfspb.ReadChunksRequest{Chunks: chunks})
+			if werr := wd.Err(); err != nil && werr != nil {
+				err = werr
+			}
 			return resp.GetChunks(), older(err)
 		},
 	}
@@ -79,7 +88,7 @@ func (c *Client) readSmall(ctx context.Context, addr string, exp chunkstream.Exp
 		read = &dfspb.ChunkRead{Code: code, Message: msg}
 	}
 	got, err = chunkstream.Take(exp, read, p.writer())
-	if rpc.KindOf(err) == rpc.ResourceExhausted {
+	if rpc.KindOf(err) == rpc.ResourceExhausted && chunkstream.FaultOf(err) != chunkstream.WriterFailed {
 		return chunkstream.Fetched{}, nil, false
 	}
 	return got, err, true

@@ -18,6 +18,7 @@ import (
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
 	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
 // loadedSafeMode is safe mode for a term whose files are loaded, which
@@ -143,6 +144,10 @@ func TestServesWhileLoading(t *testing.T) {
 	_, notServing := rpc.NotServingOf(err)
 	is.True(notServing) // a read waits (NotServing: retry), it is not told the chunk is lost
 	is.True(strings.Contains(err.Error(), "loading metadata"))
+	f.c.term.Store(f.term)
+	_, err = f.c.Server().DownloadFiles(f.ctx, &dfspb.DownloadFilesRequest{Files: []*dfspb.DownloadFileRequest{{Path: "/f/0"}, {Path: "/f/1"}}})
+	_, notServing = rpc.NotServingOf(rpc.FromStatus(err))
+	is.True(notServing) // reads of many files wait the same way: the whole call is NotServing
 	_, err = f.term.membership.heartbeat(f.ids[0], "", usage{capacity: 1 << 40, free: 1 << 40}, 0)
 	is.True(rpc.KindOf(err) != rpc.Unavailable) // heartbeats are not held back by the load
 	_, all := f.term.nodes.list()

@@ -75,6 +75,10 @@ type pageRequest struct {
 	size    uint32
 	version uint64
 	session rpc.SessionID
+	// uncached keeps a file whose map takes more than this page out of
+	// the cache of large files (see pageOf): the small first pages of
+	// DownloadFiles would otherwise put every file of a few pages there.
+	uncached bool
 }
 
 // page returns f with chunks first to end-1 of its chunk map, each with
@@ -145,7 +149,7 @@ func (ns *namespace) pageOf(ctx context.Context, req pageRequest, read *meta.Fil
 		size = maxChunkPage
 	}
 	end := req.first + min(size, n-req.first)
-	if end < n && !cached {
+	if end < n && !cached && !req.uncached {
 		ns.files.put(f, gen) // more pages follow
 	}
 	return ns.page(f, int(req.first), int(end)), nil

@@ -526,6 +526,10 @@ func TestDownloadFilesPages(t *testing.T) {
 		is.Equal(d.File.Chunks[0].Index, want.first)      // from the chunk asked for
 		is.Equal(d.NextChunk, want.next)                  // and where the next one starts
 	}
+	is.True(f.term.namespace.files.get("/ten") == nil) // pages of many files do not fill the cache of large files
+	_, err = f.srv.DownloadFile(f.ctx, &dfspb.DownloadFileRequest{Path: "/ten", PageSize: 3})
+	is.NoErr(err)
+	is.True(f.term.namespace.files.get("/ten") != nil) // a reader of one paging through it does
 	for _, n := range []int{0, rpc.MaxDownloadFiles + 1} {
 		_, err := f.srv.DownloadFiles(f.ctx, &dfspb.DownloadFilesRequest{Files: slices.Repeat([]*dfspb.DownloadFileRequest{{Path: "/one"}}, n)})
 		is.Equal(status.Code(err), codes.InvalidArgument) // no file, or too many

@@ -138,12 +138,15 @@ func (s *server) DownloadFile(ctx context.Context, req *dfspb.DownloadFileReques
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.download(ctx, t, req, req.PageSize)
+	resp, err := s.download(ctx, t, req, req.PageSize, false)
 	return resp, rpc.ToStatus(err)
 }
 
 // DownloadFiles answers each file as DownloadFile would, with pages of at
-// most rpc.MaxDownloadFilesPage chunks.
+// most rpc.MaxDownloadFilesPage chunks, which do not put a file in the
+// cache of large files. A file the coordinator cannot serve yet (safe
+// mode) fails the call with NotServing, as it fails DownloadFile: the
+// caller's wait and retry is the call's.
 func (s *server) DownloadFiles(ctx context.Context, req *dfspb.DownloadFilesRequest) (*dfspb.DownloadFilesResponse, error) {
 	t, err := s.term(ctx)
 	if err != nil {
@@ -158,7 +161,12 @@ func (s *server) DownloadFiles(ctx context.Context, req *dfspb.DownloadFilesRequ
 		if size == 0 || size > rpc.MaxDownloadFilesPage {
 			size = rpc.MaxDownloadFilesPage
 		}
-		d, err := s.download(ctx, t, f, size)
+		d, err := s.download(ctx, t, f, size, true)
+		if _, ok := rpc.NotServingOf(err); ok {
+			// Not this file's failure but the coordinator's, for now: the
+			// caller waits and asks again, as for DownloadFile.
+			return nil, rpc.ToStatus(err)
+		}
 		if err != nil {
 			code, msg := rpc.CodeOf(err)
 			resp.Files[i] = &dfspb.FileDownload{Code: code, Message: msg}
@@ -169,12 +177,14 @@ func (s *server) DownloadFiles(ctx context.Context, req *dfspb.DownloadFilesRequ
 	return resp, nil
 }
 
-// download is DownloadFile of t's namespace, with pages of size chunks.
-func (s *server) download(ctx context.Context, t *term, req *dfspb.DownloadFileRequest, size uint32) (*dfspb.DownloadFileResponse, error) {
+// download is DownloadFile of t's namespace, with pages of size chunks,
+// and for DownloadFiles (many) pages that do not fill the cache.
+func (s *server) download(ctx context.Context, t *term, req *dfspb.DownloadFileRequest, size uint32, many bool) (*dfspb.DownloadFileResponse, error) {
 	pr, err := pageRequestOf(req.Path, req.FirstChunk, size, req.Version, req.SessionId)
 	if err != nil {
 		return nil, err
 	}
+	pr.uncached = many
 	p, err := t.namespace.download(ctx, pr)
 	if d := t.namespace.dirInstead(ctx, pr, err); d != nil {
 		err = rpc.Errorf(rpc.Invalid, "%s is a directory", d.Path)
