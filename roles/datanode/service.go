@@ -106,44 +106,79 @@ func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream
 	return rpc.ToStatus(err)
 }
 
+// readsAtOnce bounds the chunks of one ReadChunks call read from disk at
+// once.
+const readsAtOnce = 8
+
 // ReadChunks reads small chunks whole, several in one call (see
 // dfs.proto). Each chunk is checked and opened as DownloadChunkStream
 // by chunk_id checks and opens it, with the same errors, and answered
 // with the frames that stream would send; their data together is at most
 // rpc.MaxReadChunksBytes, a chunk beyond that is ResourceExhausted. The
-// chunks are read one after another: a reader with reads for this node at
-// once sends a few calls (see the client's smallReads).
+// chunks are opened in order, then read up to readsAtOnce at a time, so
+// that a call of chunks not in the page cache waits for the disk about
+// once, not once per chunk.
 func (n *Node) ReadChunks(ctx context.Context, req *dfspb.ReadChunksRequest) (*dfspb.ReadChunksResponse, error) {
 	if len(req.Chunks) == 0 || len(req.Chunks) > rpc.MaxReadChunks {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "ReadChunks names %d chunks; name 1 to %d", len(req.Chunks), rpc.MaxReadChunks))
 	}
 	resp := &dfspb.ReadChunksResponse{Chunks: make([]*dfspb.ChunkRead, len(req.Chunks))}
-	room := int64(rpc.MaxReadChunksBytes)
+	failed := func(i int, err error) {
+		code, msg := rpc.CodeOf(err)
+		resp.Chunks[i] = &dfspb.ChunkRead{Code: code, Message: msg}
+	}
+	opened := make([]*chunkstore.Chunk, len(req.Chunks))
+	room, reads := int64(rpc.MaxReadChunksBytes), 0
 	for i, rc := range req.Chunks {
-		if err := ctx.Err(); err != nil {
-			return nil, rpc.ToStatus(rpc.Errorf(rpc.Canceled, "ReadChunks canceled"))
+		c, err := n.openToRead(rc, room)
+		if err != nil {
+			failed(i, err)
+			continue
 		}
+		opened[i], room, reads = c, room-c.Size, reads+1
+	}
+	read := func(i int, c *chunkstore.Chunk) {
+		defer c.Close()
 		done := n.metrics.op(opDownload)
-		read, err := n.readChunk(rc, room)
+		r, err := readWhole(c)
 		done(err)
 		if err != nil {
-			code, msg := rpc.CodeOf(err)
-			read = &dfspb.ChunkRead{Code: code, Message: msg}
-			if rpc.KindOf(err) != rpc.ResourceExhausted {
-				n.streamFailed(ctx, err, "read failed")
-			}
-		} else {
-			room -= read.Frames[0].Header.Size
-			n.metrics.sent.Add(float64(read.Frames[0].Header.Size))
+			n.streamFailed(ctx, err, "read failed")
+			failed(i, err)
+			return
 		}
-		resp.Chunks[i] = read
+		n.metrics.sent.Add(float64(c.Size))
+		resp.Chunks[i] = r
 	}
+	if reads == 1 {
+		for i, c := range opened {
+			if c != nil {
+				read(i, c)
+			}
+		}
+		return resp, nil
+	}
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, readsAtOnce)
+	for i, c := range opened {
+		if c == nil {
+			continue
+		}
+		slots <- struct{}{}
+		wg.Add(1)
+		rpc.Go(func() {
+			defer wg.Done()
+			read(i, c)
+			<-slots
+		})
+	}
+	wg.Wait()
 	return resp, nil
 }
 
-// readChunk reads one chunk of a ReadChunks call whole, if it holds at
-// most room bytes.
-func (n *Node) readChunk(rc *dfspb.ReadChunk, room int64) (*dfspb.ChunkRead, error) {
+// openToRead opens one chunk of a ReadChunks call, if it holds at most
+// room bytes. The caller closes it.
+func (n *Node) openToRead(rc *dfspb.ReadChunk, room int64) (*chunkstore.Chunk, error) {
 	id, err := rpc.ParseChunkID(rc.ChunkId)
 	if err != nil {
 		return nil, err
@@ -156,22 +191,29 @@ func (n *Node) readChunk(rc *dfspb.ReadChunk, room int64) (*dfspb.ChunkRead, err
 		n.unusable(id, err)
 		return nil, err
 	}
-	defer c.Close()
 	if c.Size > room {
+		c.Close()
 		return nil, rpc.Errorf(rpc.ResourceExhausted, "chunk %s: %d bytes do not fit in what is left of the reply (%d of %d bytes); read it with DownloadChunkStream",
 			id, c.Size, room, rpc.MaxReadChunksBytes)
 	}
+	return c, nil
+}
+
+// readWhole reads an opened chunk whole, in the frames a download stream
+// of it sends: the first with its header, each with its stored digest,
+// the last final with the chunk digest.
+func readWhole(c *chunkstore.Chunk) (*dfspb.ChunkRead, error) {
 	if n := chunkstream.FrameCount(c.Size, c.FrameSize); c.Size <= 0 || len(c.Frames) != n {
-		return nil, rpc.Errorf(rpc.Internal, "chunk %s: %d stored frame digests for %d bytes in %d frames", id, len(c.Frames), c.Size, n)
+		return nil, rpc.Errorf(rpc.Internal, "chunk %s: %d stored frame digests for %d bytes in %d frames", c.ID, len(c.Frames), c.Size, n)
 	}
 	data := make([]byte, c.Size)
 	if _, err := c.File.ReadAt(data, 0); err != nil {
-		return nil, rpc.Errorf(rpc.Internal, "chunk %s: read: %w", id, err)
+		return nil, rpc.Errorf(rpc.Internal, "chunk %s: read: %w", c.ID, err)
 	}
 	read := &dfspb.ChunkRead{Frames: make([]*dfspb.ChunkDataStream, len(c.Frames))}
 	for i, digest := range c.Frames {
 		off := int64(i) * c.FrameSize
-		read.Frames[i] = &dfspb.ChunkDataStream{ChunkId: string(id), Data: data[off:min(off+c.FrameSize, c.Size)], Offset: off, PartialChecksum: digest}
+		read.Frames[i] = &dfspb.ChunkDataStream{ChunkId: string(c.ID), Data: data[off:min(off+c.FrameSize, c.Size)], Offset: off, PartialChecksum: digest}
 	}
 	read.Frames[0].Header = &dfspb.PrepareChunkDownloadResponse{Size: c.Size, FrameSize: c.FrameSize, ChunkChecksum: c.Digest}
 	last := read.Frames[len(read.Frames)-1]
