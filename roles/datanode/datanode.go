@@ -212,6 +212,7 @@ type Node struct {
 	reports   *reporter
 	uploads   *sessions.Table[rpc.SessionID, *uploadSession]
 	downloads *sessions.Table[rpc.SessionID, *chunkstore.Chunk]
+	slowRead  atomic.Int64  // nanoseconds; see ReadChunks
 	verifies  chan struct{} // slots for VerifyChunk calls
 	frames    *budget       // frame bytes held by upload and repair streams
 	// running counts the upload streams under way, each from the moment
@@ -280,6 +281,7 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		s.release()
 	})
 	n.downloads = sessions.New(cfg.SessionTimeout, deps.Clock, func(_ rpc.SessionID, c *chunkstore.Chunk) { c.Close() })
+	n.slowRead.Store(int64(slowRead))
 	if deps.Metrics == nil {
 		deps.Metrics = prometheus.NewRegistry()
 	}

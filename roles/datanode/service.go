@@ -3,6 +3,7 @@ package datanode
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/chunktoken"
@@ -107,17 +108,24 @@ func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream
 }
 
 // readsAtOnce bounds the chunks of one ReadChunks call read from disk at
+// once, and a read that takes slowRead or longer (it waited for the
+// disk, not the page cache) makes the rest of the call's reads go at
 // once.
-const readsAtOnce = 8
+const (
+	readsAtOnce = 8
+	slowRead    = 500 * time.Microsecond
+)
 
 // ReadChunks reads small chunks whole, several in one call (see
 // dfs.proto). Each chunk is checked and opened as DownloadChunkStream
 // by chunk_id checks and opens it, with the same errors, and answered
 // with the frames that stream would send; their data together is at most
 // rpc.MaxReadChunksBytes, a chunk beyond that is ResourceExhausted. The
-// chunks are opened in order, then read up to readsAtOnce at a time, so
-// that a call of chunks not in the page cache waits for the disk about
-// once, not once per chunk.
+// chunks are opened in order, then read in order, until one read turns
+// out slow (see slowRead): the rest are then read up to readsAtOnce at a
+// time, so that a call of chunks not in the page cache waits for the disk
+// about once, not once per chunk, and one of chunks in the page cache
+// starts no goroutine.
 func (n *Node) ReadChunks(ctx context.Context, req *dfspb.ReadChunksRequest) (*dfspb.ReadChunksResponse, error) {
 	if len(req.Chunks) == 0 || len(req.Chunks) > rpc.MaxReadChunks {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "ReadChunks names %d chunks; name 1 to %d", len(req.Chunks), rpc.MaxReadChunks))
@@ -150,18 +158,17 @@ func (n *Node) ReadChunks(ctx context.Context, req *dfspb.ReadChunksRequest) (*d
 		n.metrics.sent.Add(float64(c.Size))
 		resp.Chunks[i] = r
 	}
-	if reads == 1 {
-		for i, c := range opened {
-			if c != nil {
-				read(i, c)
-			}
-		}
-		return resp, nil
-	}
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, readsAtOnce)
+	slow := false
 	for i, c := range opened {
 		if c == nil {
+			continue
+		}
+		if reads--; !slow || reads == 0 {
+			start := time.Now()
+			read(i, c)
+			slow = time.Since(start) >= time.Duration(n.slowRead.Load())
 			continue
 		}
 		slots <- struct{}{}

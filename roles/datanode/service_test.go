@@ -446,6 +446,18 @@ func TestReadChunks(t *testing.T) {
 	is.NoErr(err) // as many as a call may name
 	same(t, got[rpc.MaxReadChunks-1], small, smallData, smallDigest)
 
+	// Reads that take as long as cold ones: all but the first go at once.
+	n.slowRead.Store(0)
+	ids := append(slices.Repeat([]string{string(small)}, 30), string(big), string(chunkID(t, 3)), string(small))
+	got, err = read(t, ids...)
+	is.NoErr(err)
+	for i := range 30 {
+		same(t, got[i], small, smallData, smallDigest)
+	}
+	same(t, got[30], big, bigData, bigDigest)
+	is.Equal(rpc.KindOf(rpc.FromCode(got[31].Code, got[31].Message)), rpc.NotFound) // each answer in its place
+	same(t, got[32], small, smallData, smallDigest)
+
 	t.Run("damaged metadata", func(t *testing.T) {
 		is := is.New(t)
 		fn := startNode(t, coord, filesOnly)
