@@ -40,8 +40,9 @@ type GetOptions struct {
 // several at a time, from different replicas where they can; each is
 // verified frame by frame and as a whole against the digests recorded at
 // commit before any of its bytes are written, and a replica that fails or
-// returns bad bytes is skipped for the next one. opts may be nil (see
-// GetOptions).
+// returns bad bytes is skipped for the next one. Gets made at once on one
+// Client share calls for their first page of the chunk map and for small
+// chunks (see batcher). opts may be nil (see GetOptions).
 func (c *Client) Get(ctx context.Context, path string, w io.Writer, opts *GetOptions) (*FileInfo, error) {
 	ctx = rpc.EnsureRequestID(ctx)
 	var o GetOptions
