@@ -15,7 +15,7 @@ import (
 // Chunk operations timed by dfs_datanode_chunk_op_duration_seconds.
 const (
 	opUpload    = "upload"    // a chunk received in an upload stream (and forwarded, on a primary)
-	opDownload  = "download"  // a chunk sent in a download stream
+	opDownload  = "download"  // a chunk sent in a download stream, or read for a ReadChunks reply
 	opReplicate = "replicate" // a chunk copied from another node for a repair
 	opDelete    = "delete"    // a chunk deleted
 	opVerify    = "verify"    // a chunk re-read and checked on request (VerifyChunk)
@@ -61,7 +61,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 		}, []string{"op"}),
 		received:   counter("dfs_datanode_chunk_bytes_received_total", "Chunk bytes received in upload streams, from clients (as primary) and from primaries (as replica)."),
 		forwarded:  counter("dfs_datanode_chunk_bytes_forwarded_total", "Chunk bytes a primary forwarded to its replicas (counted once per replica)."),
-		sent:       counter("dfs_datanode_chunk_bytes_sent_total", "Chunk bytes sent in download streams, to readers and to nodes copying a chunk for a repair."),
+		sent:       counter("dfs_datanode_chunk_bytes_sent_total", "Chunk bytes sent in download streams and ReadChunks replies, to readers and to nodes copying a chunk for a repair."),
 		replicated: counter("dfs_datanode_chunk_bytes_replicated_total", "Chunk bytes copied to this node from other nodes for repairs (ReplicateChunk)."),
 		scrubbed:   counter("dfs_datanode_scrubbed_bytes_total", "Bytes the scrubber re-read and checked."),
 		corrupt:    counter("dfs_datanode_corrupt_chunks_found_total", "Stored chunks found corrupt (by the scrubber, a read or a verification)."),
