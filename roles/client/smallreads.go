@@ -76,7 +76,7 @@ func (c *Client) newSmallReads() *batcher[*dfspb.ReadChunk, *dfspb.ChunkRead] {
 // then streamed.
 func (c *Client) readSmall(ctx context.Context, addr string, exp chunkstream.Expect, token *dfspb.ChunkToken, p part) (got chunkstream.Fetched, err error, ok bool) {
 	read, err := c.smallReads.do(ctx, addr, &dfspb.ReadChunk{ChunkId: string(exp.ChunkID), Token: token}, exp.Size)
-	if errors.Is(err, errOlder) {
+	if errors.Is(err, errOlder) || d.GetNotServing() {
 		return chunkstream.Fetched{}, nil, false
 	}
 	if err != nil {
@@ -132,7 +132,9 @@ func (c *Client) firstPage(ctx context.Context, path string) (*dfspb.FileInfo, u
 		size = min(size, uint32(c.cfg.PageSize))
 	}
 	d, err := c.heads.do(ctx, key, &dfspb.DownloadFileRequest{Path: path, PageSize: size}, 0)
-	if errors.Is(err, errOlder) {
+	if errors.Is(err, errOlder) || d.GetNotServing() {
+		// An older coordinator; or one that cannot serve this file yet,
+		// whose NotServing DownloadFile waits out (rpc.Leader).
 		return c.page(ctx, path, true, nil, 0)
 	}
 	if err == nil {

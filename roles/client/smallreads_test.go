@@ -11,6 +11,7 @@ import (
 	"github.com/matryer/is"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
@@ -66,11 +67,11 @@ func (d *olderDatanode) DownloadChunkStream(req *dfspb.DownloadChunkStreamReques
 	return nil
 }
 
-// TestSmallGetFromOlderServers: a client reads a small file from a
-// coordinator without DownloadFiles and a datanode without ReadChunks
-// (servers of an earlier release, during a rolling upgrade) as it did
-// before them: with DownloadFile and a download stream.
-func TestSmallGetFromOlderServers(t *testing.T) {
+// olderServers starts a datanode without ReadChunks holding one small
+// chunk, and returns it, a coordinator without DownloadFiles whose
+// /small is that chunk, and the file's bytes.
+func olderServers(t *testing.T) (*olderCoordinator, *olderDatanode, []byte) {
+	t.Helper()
 	is := is.New(t)
 	data := bytes.Repeat([]byte("small file "), 600) // 6,600 bytes: two 4 KiB frames
 	const frame = 4 << 10
@@ -93,19 +94,64 @@ func TestSmallGetFromOlderServers(t *testing.T) {
 		Chunks: []*dfspb.ChunkInfo{{Index: 0, ChunkId: id, Size: int64(len(data)), Digest: digest, FrameSize: frame,
 			Replicas: []*dfspb.ReplicaInfo{{NodeId: "node-1", Addr: lis.Addr().String(), State: dfspb.NodeState_NODE_STATE_HEALTHY}}}},
 	}}
+	return coord, dn, data
+}
+
+// TestSmallGetFromOlderServers: a client reads a small file from a
+// coordinator without DownloadFiles and a datanode without ReadChunks
+// (servers of an earlier release, during a rolling upgrade) as it did
+// before them: with DownloadFile and a download stream.
+func TestSmallGetFromOlderServers(t *testing.T) {
+	is := is.New(t)
+	coord, dn, data := olderServers(t)
 	cfg := DefaultConfig()
 	cfg.Coordinators = []string{serveCoordinator(t, coord)}
 	c := newClient(t, cfg)
 
 	for range 2 {
 		var out bytes.Buffer
-		_, err = c.Get(t.Context(), "/small", &out, nil)
+		_, err := c.Get(t.Context(), "/small", &out, nil)
 		is.NoErr(err)                           // read
 		is.True(bytes.Equal(out.Bytes(), data)) // whole and right
 	}
 	is.Equal(coord.calls.Load(), int32(2)) // one DownloadFile per get
 	is.Equal(dn.calls.Load(), int32(2))    // one stream per get
 
-	_, err = c.Get(t.Context(), "/other", &bytes.Buffer{}, nil)
+	_, err := c.Get(t.Context(), "/other", &bytes.Buffer{}, nil)
 	is.True(rpc.KindOf(err) == rpc.NotFound) // the older coordinator's errors come through
+}
+
+// notServingCoordinator answers every file of DownloadFiles not_serving
+// (its chunks not located yet, in safe mode), and DownloadFile as the
+// older coordinator does.
+type notServingCoordinator struct {
+	*olderCoordinator
+	many atomic.Int32
+}
+
+func (c *notServingCoordinator) DownloadFiles(_ context.Context, req *dfspb.DownloadFilesRequest) (*dfspb.DownloadFilesResponse, error) {
+	c.many.Add(1)
+	resp := &dfspb.DownloadFilesResponse{}
+	for range req.Files {
+		resp.Files = append(resp.Files, &dfspb.FileDownload{Code: uint32(codes.Unavailable), Message: "coordinator in safe mode", NotServing: true})
+	}
+	return resp, nil
+}
+
+// TestFirstPageNotServingYet: a file DownloadFiles answers not_serving
+// (safe mode) is asked for again with DownloadFile, which waits as for
+// any NotServing answer, and is read.
+func TestFirstPageNotServingYet(t *testing.T) {
+	is := is.New(t)
+	older, _, data := olderServers(t)
+	coord := &notServingCoordinator{olderCoordinator: older}
+	cfg := DefaultConfig()
+	cfg.Coordinators = []string{serveCoordinator(t, coord)}
+	c := newClient(t, cfg)
+	var out bytes.Buffer
+	_, err := c.Get(t.Context(), "/small", &out, nil)
+	is.NoErr(err)                           // read
+	is.True(bytes.Equal(out.Bytes(), data)) // whole and right
+	is.Equal(coord.many.Load(), int32(1))   // asked with DownloadFiles
+	is.Equal(older.calls.Load(), int32(1))  // then with DownloadFile
 }

@@ -145,9 +145,12 @@ func TestServesWhileLoading(t *testing.T) {
 	is.True(notServing) // a read waits (NotServing: retry), it is not told the chunk is lost
 	is.True(strings.Contains(err.Error(), "loading metadata"))
 	f.c.term.Store(f.term)
-	_, err = f.c.Server().DownloadFiles(f.ctx, &dfspb.DownloadFilesRequest{Files: []*dfspb.DownloadFileRequest{{Path: "/f/0"}, {Path: "/f/1"}}})
-	_, notServing = rpc.NotServingOf(rpc.FromStatus(err))
-	is.True(notServing) // reads of many files wait the same way: the whole call is NotServing
+	many, err := f.c.Server().DownloadFiles(f.ctx, &dfspb.DownloadFilesRequest{Files: []*dfspb.DownloadFileRequest{{Path: "/f/0"}, {Path: "/f/1"}}})
+	is.NoErr(err)
+	for _, d := range many.Files {
+		is.True(d.NotServing)                                    // reads of many files say each is NotServing, to be read again with DownloadFile
+		is.True(strings.Contains(d.Message, "loading metadata")) // saying why
+	}
 	_, err = f.term.membership.heartbeat(f.ids[0], "", usage{capacity: 1 << 40, free: 1 << 40}, 0)
 	is.True(rpc.KindOf(err) != rpc.Unavailable) // heartbeats are not held back by the load
 	_, all := f.term.nodes.list()

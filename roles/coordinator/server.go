@@ -145,8 +145,9 @@ func (s *server) DownloadFile(ctx context.Context, req *dfspb.DownloadFileReques
 // DownloadFiles answers each file as DownloadFile would, with pages of at
 // most rpc.MaxDownloadFilesPage chunks, which do not put a file in the
 // cache of large files. A file the coordinator cannot serve yet (safe
-// mode) fails the call with NotServing, as it fails DownloadFile: the
-// caller's wait and retry is the call's.
+// mode) is answered not_serving: the client asks for it again with
+// DownloadFile, which waits as for any NotServing answer, while the
+// other files of the call are read.
 func (s *server) DownloadFiles(ctx context.Context, req *dfspb.DownloadFilesRequest) (*dfspb.DownloadFilesResponse, error) {
 	t, err := s.term(ctx)
 	if err != nil {
@@ -162,14 +163,10 @@ func (s *server) DownloadFiles(ctx context.Context, req *dfspb.DownloadFilesRequ
 			size = rpc.MaxDownloadFilesPage
 		}
 		d, err := s.download(ctx, t, f, size, true)
-		if _, ok := rpc.NotServingOf(err); ok {
-			// Not this file's failure but the coordinator's, for now: the
-			// caller waits and asks again, as for DownloadFile.
-			return nil, rpc.ToStatus(err)
-		}
 		if err != nil {
 			code, msg := rpc.CodeOf(err)
-			resp.Files[i] = &dfspb.FileDownload{Code: code, Message: msg}
+			_, notServing := rpc.NotServingOf(err)
+			resp.Files[i] = &dfspb.FileDownload{Code: code, Message: msg, NotServing: notServing}
 			continue
 		}
 		resp.Files[i] = &dfspb.FileDownload{Download: d}

@@ -1709,12 +1709,15 @@ func (x *DownloadFilesResponse) GetFiles() []*FileDownload {
 
 // FileDownload is one file of a DownloadFiles reply: what DownloadFile
 // would have returned, or, when code is not 0 (OK), the gRPC status code
-// and message it would have failed with.
+// and message it would have failed with. not_serving says that status
+// was NotServing (safe mode: the file's chunks not located yet): a
+// DownloadFile of it waits and asks again, as for any NotServing answer.
 type FileDownload struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
 	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	Download      *DownloadFileResponse  `protobuf:"bytes,3,opt,name=download,proto3" json:"download,omitempty"`
+	NotServing    bool                   `protobuf:"varint,4,opt,name=not_serving,json=notServing,proto3" json:"not_serving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1768,6 +1771,13 @@ func (x *FileDownload) GetDownload() *DownloadFileResponse {
 		return x.Download
 	}
 	return nil
+}
+
+func (x *FileDownload) GetNotServing() bool {
+	if x != nil {
+		return x.NotServing
+	}
+	return false
 }
 
 // StatFileRequest pages like DownloadFileRequest.
@@ -6842,11 +6852,13 @@ const file_dfs_proto_rawDesc = "" +
 	"\x14DownloadFilesRequest\x121\n" +
 	"\x05files\x18\x01 \x03(\v2\x1b.dfs.v1.DownloadFileRequestR\x05files\"C\n" +
 	"\x15DownloadFilesResponse\x12*\n" +
-	"\x05files\x18\x01 \x03(\v2\x14.dfs.v1.FileDownloadR\x05files\"v\n" +
+	"\x05files\x18\x01 \x03(\v2\x14.dfs.v1.FileDownloadR\x05files\"\x97\x01\n" +
 	"\fFileDownload\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x128\n" +
-	"\bdownload\x18\x03 \x01(\v2\x1c.dfs.v1.DownloadFileResponseR\bdownload\"\x9c\x01\n" +
+	"\bdownload\x18\x03 \x01(\v2\x1c.dfs.v1.DownloadFileResponseR\bdownload\x12\x1f\n" +
+	"\vnot_serving\x18\x04 \x01(\bR\n" +
+	"notServing\"\x9c\x01\n" +
 	"\x0fStatFileRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1f\n" +
 	"\vfirst_chunk\x18\x02 \x01(\rR\n" +
