@@ -76,7 +76,7 @@ func (c *Client) newSmallReads() *batcher[*dfspb.ReadChunk, *dfspb.ChunkRead] {
 // then streamed.
 func (c *Client) readSmall(ctx context.Context, addr string, exp chunkstream.Expect, token *dfspb.ChunkToken, p part) (got chunkstream.Fetched, err error, ok bool) {
 	read, err := c.smallReads.do(ctx, addr, &dfspb.ReadChunk{ChunkId: string(exp.ChunkID), Token: token}, exp.Size)
-	if errors.Is(err, errOlder) || d.GetNotServing() {
+	if errors.Is(err, errOlder) {
 		return chunkstream.Fetched{}, nil, false
 	}
 	if err != nil {
