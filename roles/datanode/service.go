@@ -107,10 +107,10 @@ func (n *Node) DownloadChunkStream(req *dfspb.DownloadChunkStreamRequest, stream
 	return rpc.ToStatus(err)
 }
 
-// readsAtOnce bounds the chunks of one ReadChunks call read from disk at
-// once, and a read that takes slowRead or longer (it waited for the
-// disk, not the page cache) makes the rest of the call's reads go at
-// once.
+// readsAtOnce bounds the chunks of one ReadChunks call opened and read at
+// once, and a chunk whose opening and reading take slowRead or longer
+// (it waited for the disk, not the page cache) makes the rest of the
+// call's chunks go at once.
 const (
 	readsAtOnce = 8
 	slowRead    = 500 * time.Microsecond
@@ -121,53 +121,33 @@ const (
 // by chunk_id checks and opens it, with the same errors, and answered
 // with the frames that stream would send; their data together is at most
 // rpc.MaxReadChunksBytes, a chunk beyond that is ResourceExhausted. The
-// chunks are opened in order, then read in order, until one read turns
-// out slow (see slowRead): the rest are then read up to readsAtOnce at a
-// time, so that a call of chunks not in the page cache waits for the disk
-// about once, not once per chunk, and one of chunks in the page cache
-// starts no goroutine.
+// chunks are read in order until one turns out slow (see slowRead): the
+// rest then go up to readsAtOnce at a time (and take what room is left
+// in the order they are opened), so that a call of chunks not in the
+// page cache waits for the disk about once, not once per chunk, and one
+// of chunks in the page cache starts no goroutine. Once the
+// caller has gone, the chunks not yet read are answered Canceled.
 func (n *Node) ReadChunks(ctx context.Context, req *dfspb.ReadChunksRequest) (*dfspb.ReadChunksResponse, error) {
 	if len(req.Chunks) == 0 || len(req.Chunks) > rpc.MaxReadChunks {
 		return nil, rpc.ToStatus(rpc.Errorf(rpc.Invalid, "ReadChunks names %d chunks; name 1 to %d", len(req.Chunks), rpc.MaxReadChunks))
 	}
 	resp := &dfspb.ReadChunksResponse{Chunks: make([]*dfspb.ChunkRead, len(req.Chunks))}
-	failed := func(i int, err error) {
-		code, msg := rpc.CodeOf(err)
-		resp.Chunks[i] = &dfspb.ChunkRead{Code: code, Message: msg}
-	}
-	opened := make([]*chunkstore.Chunk, len(req.Chunks))
-	room, reads := int64(rpc.MaxReadChunksBytes), 0
-	for i, rc := range req.Chunks {
-		c, err := n.openToRead(rc, room)
+	room := &replyRoom{left: rpc.MaxReadChunksBytes}
+	read := func(i int, rc *dfspb.ReadChunk) {
+		r, err := n.readChunk(ctx, rc, room)
 		if err != nil {
-			failed(i, err)
-			continue
+			code, msg := rpc.CodeOf(err)
+			r = &dfspb.ChunkRead{Code: code, Message: msg}
 		}
-		opened[i], room, reads = c, room-c.Size, reads+1
-	}
-	read := func(i int, c *chunkstore.Chunk) {
-		defer c.Close()
-		done := n.metrics.op(opDownload)
-		r, err := readWhole(c)
-		done(err)
-		if err != nil {
-			n.streamFailed(ctx, err, "read failed")
-			failed(i, err)
-			return
-		}
-		n.metrics.sent.Add(float64(c.Size))
 		resp.Chunks[i] = r
 	}
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, readsAtOnce)
 	slow := false
-	for i, c := range opened {
-		if c == nil {
-			continue
-		}
-		if reads--; !slow || reads == 0 {
+	for i, rc := range req.Chunks {
+		if !slow {
 			start := time.Now()
-			read(i, c)
+			read(i, rc)
 			slow = time.Since(start) >= time.Duration(n.slowRead.Load())
 			continue
 		}
@@ -175,7 +155,7 @@ func (n *Node) ReadChunks(ctx context.Context, req *dfspb.ReadChunksRequest) (*d
 		wg.Add(1)
 		rpc.Go(func() {
 			defer wg.Done()
-			read(i, c)
+			read(i, rc)
 			<-slots
 		})
 	}
@@ -183,9 +163,36 @@ func (n *Node) ReadChunks(ctx context.Context, req *dfspb.ReadChunksRequest) (*d
 	return resp, nil
 }
 
-// openToRead opens one chunk of a ReadChunks call, if it holds at most
-// room bytes. The caller closes it.
-func (n *Node) openToRead(rc *dfspb.ReadChunk, room int64) (*chunkstore.Chunk, error) {
+// replyRoom is what is left of a ReadChunks reply's room for chunk data.
+type replyRoom struct {
+	mu   sync.Mutex
+	left int64
+}
+
+// take takes size bytes of the room, if they are left.
+func (r *replyRoom) take(size int64) (left int64, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if size > r.left {
+		return r.left, false
+	}
+	r.left -= size
+	return r.left, true
+}
+
+// give gives size bytes taken back.
+func (r *replyRoom) give(size int64) {
+	r.mu.Lock()
+	r.left += size
+	r.mu.Unlock()
+}
+
+// readChunk reads one chunk of a ReadChunks call whole, if room is left
+// for it and the caller has not gone.
+func (n *Node) readChunk(ctx context.Context, rc *dfspb.ReadChunk, room *replyRoom) (*dfspb.ChunkRead, error) {
+	if ctx.Err() != nil {
+		return nil, rpc.Errorf(rpc.Canceled, "ReadChunks canceled")
+	}
 	id, err := rpc.ParseChunkID(rc.ChunkId)
 	if err != nil {
 		return nil, err
@@ -198,12 +205,21 @@ func (n *Node) openToRead(rc *dfspb.ReadChunk, room int64) (*chunkstore.Chunk, e
 		n.unusable(id, err)
 		return nil, err
 	}
-	if c.Size > room {
-		c.Close()
+	defer c.Close()
+	if left, ok := room.take(c.Size); !ok {
 		return nil, rpc.Errorf(rpc.ResourceExhausted, "chunk %s: %d bytes do not fit in what is left of the reply (%d of %d bytes); read it with DownloadChunkStream",
-			id, c.Size, room, rpc.MaxReadChunksBytes)
+			id, c.Size, left, rpc.MaxReadChunksBytes)
 	}
-	return c, nil
+	done := n.metrics.op(opDownload)
+	r, err := readWhole(c)
+	done(err)
+	if err != nil {
+		room.give(c.Size)
+		n.streamFailed(ctx, err, "read failed")
+		return nil, err
+	}
+	n.metrics.sent.Add(float64(c.Size))
+	return r, nil
 }
 
 // readWhole reads an opened chunk whole, in the frames a download stream
