@@ -477,3 +477,77 @@ func TestReadChunks(t *testing.T) {
 		is.Equal(rpc.KindOf(rpc.FromCode(resp.Chunks[0].Code, resp.Chunks[0].Message)), rpc.NotFound) // and no longer served
 	})
 }
+
+// overlapDisk is a disk on which, while armed, reading a whole chunk of
+// size bytes (at offset 0 of its file) waits up to 200 ms for another
+// such read to be under way, as a read from a disk waits for the disk;
+// most is the most such reads under way at once.
+type overlapDisk struct {
+	vfs.FS
+	size   int
+	armed  atomic.Bool
+	inside atomic.Int32
+	most   atomic.Int32
+}
+
+func (d *overlapDisk) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, error) {
+	f, err := d.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &overlapFile{File: f, d: d}, nil
+}
+
+type overlapFile struct {
+	vfs.File
+	d *overlapDisk
+}
+
+func (f *overlapFile) ReadAt(p []byte, off int64) (int, error) {
+	if d := f.d; d.armed.Load() && off == 0 && len(p) == d.size {
+		n := d.inside.Add(1)
+		for m := d.most.Load(); n > m && !d.most.CompareAndSwap(m, n); m = d.most.Load() {
+		}
+		for range 200 {
+			if d.inside.Load() >= 2 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		defer d.inside.Add(-1)
+	}
+	return f.File.ReadAt(p, off)
+}
+
+// TestReadChunksReadsColdChunksAtOnce: once reading a chunk's bytes takes
+// as long as a disk does, the rest of the call's chunks are read at once,
+// not one after another; every answer is still the chunk asked for, in
+// its place.
+func TestReadChunksReadsColdChunksAtOnce(t *testing.T) {
+	is := is.New(t)
+	const size = 5000
+	disk := &overlapDisk{FS: vfs.Default, size: size}
+	coord := datanodetest.Start(t)
+	n := startNodeWith(t, coord, Deps{FS: disk}, filesOnly)
+	dn := client(t, n)
+	req := &dfspb.ReadChunksRequest{}
+	var datas [][]byte
+	for i := range 6 {
+		id, data := chunkID(t, i), chunkData(size, byte(i))
+		upload(t, dn, id, data, testFrame)
+		req.Chunks = append(req.Chunks, &dfspb.ReadChunk{ChunkId: string(id)})
+		datas = append(datas, data)
+	}
+	disk.armed.Store(true)
+	resp, err := dn.ReadChunks(t.Context(), req)
+	is.NoErr(err)
+	for i, r := range resp.Chunks {
+		is.Equal(r.Code, uint32(0)) // read
+		var got []byte
+		for _, f := range r.Frames {
+			got = append(got, f.Data...)
+		}
+		is.Equal(got, datas[i]) // each chunk in its place
+	}
+	is.True(disk.most.Load() >= 2) // reads under way at once
+}
