@@ -68,9 +68,7 @@ func (b *batcher[T, R]) do(ctx context.Context, key string, item T, size int64) 
 	}
 	q.waiting = append(q.waiting, it)
 	batch := b.takeLocked(q)
-	if q.calls == 0 && len(q.waiting) == 0 {
-		delete(b.queues, key) // it came with its ctx done: dropped
-	}
+	b.dropIdleLocked(key, q) // it came with its ctx done: dropped
 	b.mu.Unlock()
 	if batch != nil {
 		b.call(key, batch)
@@ -116,6 +114,14 @@ func (b *batcher[T, R]) takeLocked(q *batchQueue[T, R]) []*batchItem[T, R] {
 	return batch
 }
 
+// dropIdleLocked forgets key's queue q when nothing waits in it and no
+// call of it is in flight.
+func (b *batcher[T, R]) dropIdleLocked(key string, q *batchQueue[T, R]) {
+	if q.calls == 0 && len(q.waiting) == 0 {
+		delete(b.queues, key)
+	}
+}
+
 // call makes one call for batch, gives each item its result, and starts
 // the next call of the key if items are waiting.
 func (b *batcher[T, R]) call(key string, batch []*batchItem[T, R]) {
@@ -150,9 +156,7 @@ func (b *batcher[T, R]) call(key string, batch []*batchItem[T, R]) {
 	q := b.queues[key]
 	q.calls--
 	next := b.takeLocked(q)
-	if q.calls == 0 && len(q.waiting) == 0 {
-		delete(b.queues, key)
-	}
+	b.dropIdleLocked(key, q)
 	b.mu.Unlock()
 	if next != nil {
 		rpc.Go(func() { b.call(key, next) })

@@ -84,7 +84,7 @@ func (c *Client) readSmall(ctx context.Context, addr string, exp chunkstream.Exp
 			return chunkstream.Fetched{}, ctx.Err(), true
 		}
 		// The call's failure is each of its chunks'.
-		code, msg := rpc.CodeOf(rpc.FromStatus(err))
+		code, msg := rpc.CodeOf(err)
 		read = &dfspb.ChunkRead{Code: code, Message: msg}
 	}
 	got, err = chunkstream.Take(exp, read, p.writer())
