@@ -33,6 +33,10 @@ const (
 	// MaxReadChunksBytes their data in its reply.
 	MaxReadChunks      = 64
 	MaxReadChunksBytes = 1 << 20
+	// MaxWriteChunks bounds the chunks of one WriteChunks call, and
+	// MaxWriteChunksBytes their data together.
+	MaxWriteChunks      = 64
+	MaxWriteChunksBytes = 1 << 20
 	// MaxDownloadFiles bounds the files of one DownloadFiles call, and
 	// MaxDownloadFilesPage the chunks of each one's page.
 	MaxDownloadFiles     = 64

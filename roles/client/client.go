@@ -169,8 +169,9 @@ type Client struct {
 	failing  map[rpc.NodeID]time.Time // datanodes that failed a stream lately, until when reads try them last
 	inflight map[rpc.NodeID]int       // chunk reads in flight per datanode (see orderForRead)
 
-	smallReads *batcher[*dfspb.ReadChunk, *dfspb.ChunkRead]              // see readSmall
-	heads      *batcher[*dfspb.DownloadFileRequest, *dfspb.FileDownload] // see firstPage
+	smallReads  *batcher[*dfspb.ReadChunk, *dfspb.ChunkRead]              // see readSmall
+	heads       *batcher[*dfspb.DownloadFileRequest, *dfspb.FileDownload] // see firstPage
+	smallWrites *batcher[*dfspb.WriteChunk, *dfspb.ChunkWritten]          // see writeSmall
 }
 
 // New returns a client of the cluster cfg names. Zero fields of cfg but
@@ -207,7 +208,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	pool := rpc.NewBoundedPool(rpc.PoolConfig{Clock: cfg.Clock, Options: opts})
 	coord := rpc.NewLeader(rpc.LeaderConfig{Addrs: cfg.Coordinators, Timeout: cfg.RPCTimeout, Failover: cfg.FailoverTimeout}, pool, cfg.Clock)
 	c := &Client{cfg: cfg, log: log, clock: cfg.Clock, pool: pool, tls: t, coord: coord}
-	c.smallReads, c.heads = c.newSmallReads(), c.newHeads()
+	c.smallReads, c.heads, c.smallWrites = c.newSmallReads(), c.newHeads(), c.newSmallWrites()
 	return c, nil
 }
 

@@ -556,6 +556,11 @@ func (st *putState) sendChunk(ctx context.Context, index uint32, data []byte) er
 // storeChunk sends data to the plan's primary, which forwards it to the
 // replicas, and returns the receipt from the final ack.
 func (c *Client) storeChunk(ctx context.Context, plan *dfspb.ChunkPlan, data []byte) (*dfspb.ChunkReceipt, error) {
+	if len(data) <= smallWrite {
+		if receipt, err, ok := c.writeSmall(ctx, plan, data); ok {
+			return receipt, err
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ChunkTimeout)
 	defer cancel()
 	primary := plan.Primary

@@ -19,6 +19,7 @@ var accessRules = map[string]auth.Rule{
 	"PrepareChunkDownload": auth.Anyone,
 	"DownloadChunkStream":  auth.Anyone,
 	"ReadChunks":           auth.Anyone,
+	"WriteChunks":          auth.Anyone,
 	"HealthCheck":          auth.Anyone,
 	"StatChunks":           auth.CoordinatorOnly,
 	"ReplicateChunk":       auth.CoordinatorOnly,

@@ -5820,6 +5820,228 @@ func (x *ChunkRead) GetFrames() []*ChunkDataStream {
 	return nil
 }
 
+// WriteChunksRequest carries 1 to 64 chunks (rpc.MaxWriteChunks) to
+// store, their data together at most 1 MiB (rpc.MaxWriteChunksBytes).
+type WriteChunksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Chunks        []*WriteChunk          `protobuf:"bytes,1,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteChunksRequest) Reset() {
+	*x = WriteChunksRequest{}
+	mi := &file_dfs_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteChunksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteChunksRequest) ProtoMessage() {}
+
+func (x *WriteChunksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteChunksRequest.ProtoReflect.Descriptor instead.
+func (*WriteChunksRequest) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *WriteChunksRequest) GetChunks() []*WriteChunk {
+	if x != nil {
+		return x.Chunks
+	}
+	return nil
+}
+
+// WriteChunk is one chunk to store: its prepare request, checked as
+// PrepareChunkUpload checks it (the write token, the size, the replicas
+// a primary forwards it to), and its frames as an UploadChunkStream
+// would send them (data, offset and frame digest each, the last final
+// with the chunk digest; session_id and prepare unset).
+type WriteChunk struct {
+	state         protoimpl.MessageState     `protogen:"open.v1"`
+	Prepare       *PrepareChunkUploadRequest `protobuf:"bytes,1,opt,name=prepare,proto3" json:"prepare,omitempty"`
+	Frames        []*ChunkDataStream         `protobuf:"bytes,2,rep,name=frames,proto3" json:"frames,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteChunk) Reset() {
+	*x = WriteChunk{}
+	mi := &file_dfs_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteChunk) ProtoMessage() {}
+
+func (x *WriteChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteChunk.ProtoReflect.Descriptor instead.
+func (*WriteChunk) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *WriteChunk) GetPrepare() *PrepareChunkUploadRequest {
+	if x != nil {
+		return x.Prepare
+	}
+	return nil
+}
+
+func (x *WriteChunk) GetFrames() []*ChunkDataStream {
+	if x != nil {
+		return x.Frames
+	}
+	return nil
+}
+
+// WriteChunksResponse answers each chunk of the request, in its order;
+// without chunks it is a keepalive.
+type WriteChunksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Chunks        []*ChunkWritten        `protobuf:"bytes,1,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteChunksResponse) Reset() {
+	*x = WriteChunksResponse{}
+	mi := &file_dfs_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteChunksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteChunksResponse) ProtoMessage() {}
+
+func (x *WriteChunksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteChunksResponse.ProtoReflect.Descriptor instead.
+func (*WriteChunksResponse) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *WriteChunksResponse) GetChunks() []*ChunkWritten {
+	if x != nil {
+		return x.Chunks
+	}
+	return nil
+}
+
+// ChunkWritten is one chunk of a WriteChunks reply: the nodes that
+// stored it durably (this node first), or, when code is not 0 (OK), the
+// gRPC status code and message the chunk's upload stream would have
+// failed with and the nodes it blames (failed_nodes), for the client to
+// place the chunk elsewhere.
+type ChunkWritten struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	FailedNodes   []string               `protobuf:"bytes,3,rep,name=failed_nodes,json=failedNodes,proto3" json:"failed_nodes,omitempty"`
+	Replicas      []string               `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkWritten) Reset() {
+	*x = ChunkWritten{}
+	mi := &file_dfs_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkWritten) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkWritten) ProtoMessage() {}
+
+func (x *ChunkWritten) ProtoReflect() protoreflect.Message {
+	mi := &file_dfs_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkWritten.ProtoReflect.Descriptor instead.
+func (*ChunkWritten) Descriptor() ([]byte, []int) {
+	return file_dfs_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *ChunkWritten) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ChunkWritten) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ChunkWritten) GetFailedNodes() []string {
+	if x != nil {
+		return x.FailedNodes
+	}
+	return nil
+}
+
+func (x *ChunkWritten) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
 type StatChunksRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ChunkIds      []string               `protobuf:"bytes,1,rep,name=chunk_ids,json=chunkIds,proto3" json:"chunk_ids,omitempty"`
@@ -5829,7 +6051,7 @@ type StatChunksRequest struct {
 
 func (x *StatChunksRequest) Reset() {
 	*x = StatChunksRequest{}
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5841,7 +6063,7 @@ func (x *StatChunksRequest) String() string {
 func (*StatChunksRequest) ProtoMessage() {}
 
 func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[82]
+	mi := &file_dfs_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5854,7 +6076,7 @@ func (x *StatChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksRequest.ProtoReflect.Descriptor instead.
 func (*StatChunksRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{82}
+	return file_dfs_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *StatChunksRequest) GetChunkIds() []string {
@@ -5877,7 +6099,7 @@ type ChunkStat struct {
 
 func (x *ChunkStat) Reset() {
 	*x = ChunkStat{}
-	mi := &file_dfs_proto_msgTypes[83]
+	mi := &file_dfs_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5889,7 +6111,7 @@ func (x *ChunkStat) String() string {
 func (*ChunkStat) ProtoMessage() {}
 
 func (x *ChunkStat) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[83]
+	mi := &file_dfs_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5902,7 +6124,7 @@ func (x *ChunkStat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkStat.ProtoReflect.Descriptor instead.
 func (*ChunkStat) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{83}
+	return file_dfs_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ChunkStat) GetChunkId() string {
@@ -5949,7 +6171,7 @@ type StatChunksResponse struct {
 
 func (x *StatChunksResponse) Reset() {
 	*x = StatChunksResponse{}
-	mi := &file_dfs_proto_msgTypes[84]
+	mi := &file_dfs_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5961,7 +6183,7 @@ func (x *StatChunksResponse) String() string {
 func (*StatChunksResponse) ProtoMessage() {}
 
 func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[84]
+	mi := &file_dfs_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5974,7 +6196,7 @@ func (x *StatChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatChunksResponse.ProtoReflect.Descriptor instead.
 func (*StatChunksResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{84}
+	return file_dfs_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *StatChunksResponse) GetChunks() []*ChunkStat {
@@ -6006,7 +6228,7 @@ type ReplicateChunkRequest struct {
 
 func (x *ReplicateChunkRequest) Reset() {
 	*x = ReplicateChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[85]
+	mi := &file_dfs_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6018,7 +6240,7 @@ func (x *ReplicateChunkRequest) String() string {
 func (*ReplicateChunkRequest) ProtoMessage() {}
 
 func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[85]
+	mi := &file_dfs_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6031,7 +6253,7 @@ func (x *ReplicateChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{85}
+	return file_dfs_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ReplicateChunkRequest) GetChunkId() string {
@@ -6092,7 +6314,7 @@ type ReplicateChunkResponse struct {
 
 func (x *ReplicateChunkResponse) Reset() {
 	*x = ReplicateChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[86]
+	mi := &file_dfs_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6104,7 +6326,7 @@ func (x *ReplicateChunkResponse) String() string {
 func (*ReplicateChunkResponse) ProtoMessage() {}
 
 func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[86]
+	mi := &file_dfs_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6117,7 +6339,7 @@ func (x *ReplicateChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateChunkResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{86}
+	return file_dfs_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ReplicateChunkResponse) GetBytes() int64 {
@@ -6136,7 +6358,7 @@ type VerifyChunkRequest struct {
 
 func (x *VerifyChunkRequest) Reset() {
 	*x = VerifyChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[87]
+	mi := &file_dfs_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6148,7 +6370,7 @@ func (x *VerifyChunkRequest) String() string {
 func (*VerifyChunkRequest) ProtoMessage() {}
 
 func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[87]
+	mi := &file_dfs_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6161,7 +6383,7 @@ func (x *VerifyChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkRequest.ProtoReflect.Descriptor instead.
 func (*VerifyChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{87}
+	return file_dfs_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *VerifyChunkRequest) GetChunkId() string {
@@ -6182,7 +6404,7 @@ type VerifyChunkResponse struct {
 
 func (x *VerifyChunkResponse) Reset() {
 	*x = VerifyChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[88]
+	mi := &file_dfs_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6194,7 +6416,7 @@ func (x *VerifyChunkResponse) String() string {
 func (*VerifyChunkResponse) ProtoMessage() {}
 
 func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[88]
+	mi := &file_dfs_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6207,7 +6429,7 @@ func (x *VerifyChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyChunkResponse.ProtoReflect.Descriptor instead.
 func (*VerifyChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{88}
+	return file_dfs_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *VerifyChunkResponse) GetPresent() bool {
@@ -6242,7 +6464,7 @@ type DeleteChunkRequest struct {
 
 func (x *DeleteChunkRequest) Reset() {
 	*x = DeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[89]
+	mi := &file_dfs_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6254,7 +6476,7 @@ func (x *DeleteChunkRequest) String() string {
 func (*DeleteChunkRequest) ProtoMessage() {}
 
 func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[89]
+	mi := &file_dfs_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6267,7 +6489,7 @@ func (x *DeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*DeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{89}
+	return file_dfs_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *DeleteChunkRequest) GetChunkId() string {
@@ -6292,7 +6514,7 @@ type DeleteChunkResponse struct {
 
 func (x *DeleteChunkResponse) Reset() {
 	*x = DeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[90]
+	mi := &file_dfs_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6304,7 +6526,7 @@ func (x *DeleteChunkResponse) String() string {
 func (*DeleteChunkResponse) ProtoMessage() {}
 
 func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[90]
+	mi := &file_dfs_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6317,7 +6539,7 @@ func (x *DeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*DeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{90}
+	return file_dfs_proto_rawDescGZIP(), []int{94}
 }
 
 type BulkDeleteChunkRequest struct {
@@ -6338,7 +6560,7 @@ type BulkDeleteChunkRequest struct {
 
 func (x *BulkDeleteChunkRequest) Reset() {
 	*x = BulkDeleteChunkRequest{}
-	mi := &file_dfs_proto_msgTypes[91]
+	mi := &file_dfs_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6350,7 +6572,7 @@ func (x *BulkDeleteChunkRequest) String() string {
 func (*BulkDeleteChunkRequest) ProtoMessage() {}
 
 func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[91]
+	mi := &file_dfs_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6363,7 +6585,7 @@ func (x *BulkDeleteChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkRequest.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{91}
+	return file_dfs_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *BulkDeleteChunkRequest) GetChunkIds() []string {
@@ -6400,7 +6622,7 @@ type BulkDeleteChunkResponse struct {
 
 func (x *BulkDeleteChunkResponse) Reset() {
 	*x = BulkDeleteChunkResponse{}
-	mi := &file_dfs_proto_msgTypes[92]
+	mi := &file_dfs_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6412,7 +6634,7 @@ func (x *BulkDeleteChunkResponse) String() string {
 func (*BulkDeleteChunkResponse) ProtoMessage() {}
 
 func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[92]
+	mi := &file_dfs_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6425,7 +6647,7 @@ func (x *BulkDeleteChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteChunkResponse.ProtoReflect.Descriptor instead.
 func (*BulkDeleteChunkResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{92}
+	return file_dfs_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *BulkDeleteChunkResponse) GetDeleted() uint32 {
@@ -6457,7 +6679,7 @@ type HealthCheckRequest struct {
 
 func (x *HealthCheckRequest) Reset() {
 	*x = HealthCheckRequest{}
-	mi := &file_dfs_proto_msgTypes[93]
+	mi := &file_dfs_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6469,7 +6691,7 @@ func (x *HealthCheckRequest) String() string {
 func (*HealthCheckRequest) ProtoMessage() {}
 
 func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[93]
+	mi := &file_dfs_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6482,7 +6704,7 @@ func (x *HealthCheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckRequest.ProtoReflect.Descriptor instead.
 func (*HealthCheckRequest) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{93}
+	return file_dfs_proto_rawDescGZIP(), []int{97}
 }
 
 type HealthCheckResponse struct {
@@ -6498,7 +6720,7 @@ type HealthCheckResponse struct {
 
 func (x *HealthCheckResponse) Reset() {
 	*x = HealthCheckResponse{}
-	mi := &file_dfs_proto_msgTypes[94]
+	mi := &file_dfs_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6510,7 +6732,7 @@ func (x *HealthCheckResponse) String() string {
 func (*HealthCheckResponse) ProtoMessage() {}
 
 func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[94]
+	mi := &file_dfs_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6523,7 +6745,7 @@ func (x *HealthCheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckResponse.ProtoReflect.Descriptor instead.
 func (*HealthCheckResponse) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{94}
+	return file_dfs_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *HealthCheckResponse) GetNodeId() string {
@@ -6574,7 +6796,7 @@ type NotServing struct {
 
 func (x *NotServing) Reset() {
 	*x = NotServing{}
-	mi := &file_dfs_proto_msgTypes[95]
+	mi := &file_dfs_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6586,7 +6808,7 @@ func (x *NotServing) String() string {
 func (*NotServing) ProtoMessage() {}
 
 func (x *NotServing) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[95]
+	mi := &file_dfs_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6599,7 +6821,7 @@ func (x *NotServing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotServing.ProtoReflect.Descriptor instead.
 func (*NotServing) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{95}
+	return file_dfs_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *NotServing) GetLeader() string {
@@ -6629,7 +6851,7 @@ type ErrorKind struct {
 
 func (x *ErrorKind) Reset() {
 	*x = ErrorKind{}
-	mi := &file_dfs_proto_msgTypes[96]
+	mi := &file_dfs_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6641,7 +6863,7 @@ func (x *ErrorKind) String() string {
 func (*ErrorKind) ProtoMessage() {}
 
 func (x *ErrorKind) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[96]
+	mi := &file_dfs_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6654,7 +6876,7 @@ func (x *ErrorKind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorKind.ProtoReflect.Descriptor instead.
 func (*ErrorKind) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{96}
+	return file_dfs_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ErrorKind) GetKind() string {
@@ -6673,7 +6895,7 @@ type FailedNodes struct {
 
 func (x *FailedNodes) Reset() {
 	*x = FailedNodes{}
-	mi := &file_dfs_proto_msgTypes[97]
+	mi := &file_dfs_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6685,7 +6907,7 @@ func (x *FailedNodes) String() string {
 func (*FailedNodes) ProtoMessage() {}
 
 func (x *FailedNodes) ProtoReflect() protoreflect.Message {
-	mi := &file_dfs_proto_msgTypes[97]
+	mi := &file_dfs_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6698,7 +6920,7 @@ func (x *FailedNodes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedNodes.ProtoReflect.Descriptor instead.
 func (*FailedNodes) Descriptor() ([]byte, []int) {
-	return file_dfs_proto_rawDescGZIP(), []int{97}
+	return file_dfs_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *FailedNodes) GetNodeIds() []string {
@@ -7182,7 +7404,20 @@ const file_dfs_proto_rawDesc = "" +
 	"\tChunkRead\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12/\n" +
-	"\x06frames\x18\x03 \x03(\v2\x17.dfs.v1.ChunkDataStreamR\x06frames\"0\n" +
+	"\x06frames\x18\x03 \x03(\v2\x17.dfs.v1.ChunkDataStreamR\x06frames\"@\n" +
+	"\x12WriteChunksRequest\x12*\n" +
+	"\x06chunks\x18\x01 \x03(\v2\x12.dfs.v1.WriteChunkR\x06chunks\"z\n" +
+	"\n" +
+	"WriteChunk\x12;\n" +
+	"\aprepare\x18\x01 \x01(\v2!.dfs.v1.PrepareChunkUploadRequestR\aprepare\x12/\n" +
+	"\x06frames\x18\x02 \x03(\v2\x17.dfs.v1.ChunkDataStreamR\x06frames\"C\n" +
+	"\x13WriteChunksResponse\x12,\n" +
+	"\x06chunks\x18\x01 \x03(\v2\x14.dfs.v1.ChunkWrittenR\x06chunks\"{\n" +
+	"\fChunkWritten\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12!\n" +
+	"\ffailed_nodes\x18\x03 \x03(\tR\vfailedNodes\x12\x1a\n" +
+	"\breplicas\x18\x04 \x03(\tR\breplicas\"0\n" +
 	"\x11StatChunksRequest\x12\x1b\n" +
 	"\tchunk_ids\x18\x01 \x03(\tR\bchunkIds\"\x8b\x01\n" +
 	"\tChunkStat\x12\x19\n" +
@@ -7279,14 +7514,15 @@ const file_dfs_proto_rawDesc = "" +
 	"\vConcatFiles\x12\x1a.dfs.v1.ConcatFilesRequest\x1a\x1b.dfs.v1.ConcatFilesResponse\x124\n" +
 	"\x05Usage\x12\x14.dfs.v1.UsageRequest\x1a\x15.dfs.v1.UsageResponse\x12:\n" +
 	"\aSetAttr\x12\x16.dfs.v1.SetAttrRequest\x1a\x17.dfs.v1.SetAttrResponse\x12F\n" +
-	"\vCreateToken\x12\x1a.dfs.v1.CreateTokenRequest\x1a\x1b.dfs.v1.CreateTokenResponse2\xef\x06\n" +
+	"\vCreateToken\x12\x1a.dfs.v1.CreateTokenRequest\x1a\x1b.dfs.v1.CreateTokenResponse2\xb9\a\n" +
 	"\bDataNode\x12[\n" +
 	"\x12PrepareChunkUpload\x12!.dfs.v1.PrepareChunkUploadRequest\x1a\".dfs.v1.PrepareChunkUploadResponse\x12F\n" +
 	"\x11UploadChunkStream\x12\x17.dfs.v1.ChunkDataStream\x1a\x14.dfs.v1.ChunkDataAck(\x010\x01\x12a\n" +
 	"\x14PrepareChunkDownload\x12#.dfs.v1.PrepareChunkDownloadRequest\x1a$.dfs.v1.PrepareChunkDownloadResponse\x12T\n" +
 	"\x13DownloadChunkStream\x12\".dfs.v1.DownloadChunkStreamRequest\x1a\x17.dfs.v1.ChunkDataStream0\x01\x12C\n" +
 	"\n" +
-	"ReadChunks\x12\x19.dfs.v1.ReadChunksRequest\x1a\x1a.dfs.v1.ReadChunksResponse\x12C\n" +
+	"ReadChunks\x12\x19.dfs.v1.ReadChunksRequest\x1a\x1a.dfs.v1.ReadChunksResponse\x12H\n" +
+	"\vWriteChunks\x12\x1a.dfs.v1.WriteChunksRequest\x1a\x1b.dfs.v1.WriteChunksResponse0\x01\x12C\n" +
 	"\n" +
 	"StatChunks\x12\x19.dfs.v1.StatChunksRequest\x1a\x1a.dfs.v1.StatChunksResponse\x12O\n" +
 	"\x0eReplicateChunk\x12\x1d.dfs.v1.ReplicateChunkRequest\x1a\x1e.dfs.v1.ReplicateChunkResponse\x12F\n" +
@@ -7308,7 +7544,7 @@ func file_dfs_proto_rawDescGZIP() []byte {
 }
 
 var file_dfs_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 103)
+var file_dfs_proto_msgTypes = make([]protoimpl.MessageInfo, 107)
 var file_dfs_proto_goTypes = []any{
 	(ChunkOp)(0),                         // 0: dfs.v1.ChunkOp
 	(NodeState)(0),                       // 1: dfs.v1.NodeState
@@ -7394,27 +7630,31 @@ var file_dfs_proto_goTypes = []any{
 	(*ReadChunk)(nil),                    // 81: dfs.v1.ReadChunk
 	(*ReadChunksResponse)(nil),           // 82: dfs.v1.ReadChunksResponse
 	(*ChunkRead)(nil),                    // 83: dfs.v1.ChunkRead
-	(*StatChunksRequest)(nil),            // 84: dfs.v1.StatChunksRequest
-	(*ChunkStat)(nil),                    // 85: dfs.v1.ChunkStat
-	(*StatChunksResponse)(nil),           // 86: dfs.v1.StatChunksResponse
-	(*ReplicateChunkRequest)(nil),        // 87: dfs.v1.ReplicateChunkRequest
-	(*ReplicateChunkResponse)(nil),       // 88: dfs.v1.ReplicateChunkResponse
-	(*VerifyChunkRequest)(nil),           // 89: dfs.v1.VerifyChunkRequest
-	(*VerifyChunkResponse)(nil),          // 90: dfs.v1.VerifyChunkResponse
-	(*DeleteChunkRequest)(nil),           // 91: dfs.v1.DeleteChunkRequest
-	(*DeleteChunkResponse)(nil),          // 92: dfs.v1.DeleteChunkResponse
-	(*BulkDeleteChunkRequest)(nil),       // 93: dfs.v1.BulkDeleteChunkRequest
-	(*BulkDeleteChunkResponse)(nil),      // 94: dfs.v1.BulkDeleteChunkResponse
-	(*HealthCheckRequest)(nil),           // 95: dfs.v1.HealthCheckRequest
-	(*HealthCheckResponse)(nil),          // 96: dfs.v1.HealthCheckResponse
-	(*NotServing)(nil),                   // 97: dfs.v1.NotServing
-	(*ErrorKind)(nil),                    // 98: dfs.v1.ErrorKind
-	(*FailedNodes)(nil),                  // 99: dfs.v1.FailedNodes
-	nil,                                  // 100: dfs.v1.ConfirmUploadRequest.MetadataEntry
-	nil,                                  // 101: dfs.v1.FileInfo.MetadataEntry
-	nil,                                  // 102: dfs.v1.ListEntry.MetadataEntry
-	nil,                                  // 103: dfs.v1.CopyFileRequest.MetadataEntry
-	nil,                                  // 104: dfs.v1.ConcatFilesRequest.MetadataEntry
+	(*WriteChunksRequest)(nil),           // 84: dfs.v1.WriteChunksRequest
+	(*WriteChunk)(nil),                   // 85: dfs.v1.WriteChunk
+	(*WriteChunksResponse)(nil),          // 86: dfs.v1.WriteChunksResponse
+	(*ChunkWritten)(nil),                 // 87: dfs.v1.ChunkWritten
+	(*StatChunksRequest)(nil),            // 88: dfs.v1.StatChunksRequest
+	(*ChunkStat)(nil),                    // 89: dfs.v1.ChunkStat
+	(*StatChunksResponse)(nil),           // 90: dfs.v1.StatChunksResponse
+	(*ReplicateChunkRequest)(nil),        // 91: dfs.v1.ReplicateChunkRequest
+	(*ReplicateChunkResponse)(nil),       // 92: dfs.v1.ReplicateChunkResponse
+	(*VerifyChunkRequest)(nil),           // 93: dfs.v1.VerifyChunkRequest
+	(*VerifyChunkResponse)(nil),          // 94: dfs.v1.VerifyChunkResponse
+	(*DeleteChunkRequest)(nil),           // 95: dfs.v1.DeleteChunkRequest
+	(*DeleteChunkResponse)(nil),          // 96: dfs.v1.DeleteChunkResponse
+	(*BulkDeleteChunkRequest)(nil),       // 97: dfs.v1.BulkDeleteChunkRequest
+	(*BulkDeleteChunkResponse)(nil),      // 98: dfs.v1.BulkDeleteChunkResponse
+	(*HealthCheckRequest)(nil),           // 99: dfs.v1.HealthCheckRequest
+	(*HealthCheckResponse)(nil),          // 100: dfs.v1.HealthCheckResponse
+	(*NotServing)(nil),                   // 101: dfs.v1.NotServing
+	(*ErrorKind)(nil),                    // 102: dfs.v1.ErrorKind
+	(*FailedNodes)(nil),                  // 103: dfs.v1.FailedNodes
+	nil,                                  // 104: dfs.v1.ConfirmUploadRequest.MetadataEntry
+	nil,                                  // 105: dfs.v1.FileInfo.MetadataEntry
+	nil,                                  // 106: dfs.v1.ListEntry.MetadataEntry
+	nil,                                  // 107: dfs.v1.CopyFileRequest.MetadataEntry
+	nil,                                  // 108: dfs.v1.ConcatFilesRequest.MetadataEntry
 }
 var file_dfs_proto_depIdxs = []int32{
 	5,   // 0: dfs.v1.ChunkPlan.primary:type_name -> dfs.v1.NodeRef
@@ -7424,24 +7664,24 @@ var file_dfs_proto_depIdxs = []int32{
 	2,   // 4: dfs.v1.UploadFileResponse.chunks:type_name -> dfs.v1.ChunkPlan
 	2,   // 5: dfs.v1.AllocateChunkResponse.chunk:type_name -> dfs.v1.ChunkPlan
 	10,  // 6: dfs.v1.ConfirmUploadRequest.chunks:type_name -> dfs.v1.ChunkReceipt
-	100, // 7: dfs.v1.ConfirmUploadRequest.metadata:type_name -> dfs.v1.ConfirmUploadRequest.MetadataEntry
+	104, // 7: dfs.v1.ConfirmUploadRequest.metadata:type_name -> dfs.v1.ConfirmUploadRequest.MetadataEntry
 	19,  // 8: dfs.v1.ConfirmUploadResponse.file:type_name -> dfs.v1.FileInfo
 	10,  // 9: dfs.v1.UploadReceiptsRequest.chunks:type_name -> dfs.v1.ChunkReceipt
 	1,   // 10: dfs.v1.ReplicaInfo.state:type_name -> dfs.v1.NodeState
 	17,  // 11: dfs.v1.ChunkInfo.replicas:type_name -> dfs.v1.ReplicaInfo
 	3,   // 12: dfs.v1.ChunkInfo.token:type_name -> dfs.v1.ChunkToken
 	18,  // 13: dfs.v1.FileInfo.chunks:type_name -> dfs.v1.ChunkInfo
-	101, // 14: dfs.v1.FileInfo.metadata:type_name -> dfs.v1.FileInfo.MetadataEntry
+	105, // 14: dfs.v1.FileInfo.metadata:type_name -> dfs.v1.FileInfo.MetadataEntry
 	19,  // 15: dfs.v1.DownloadFileResponse.file:type_name -> dfs.v1.FileInfo
 	20,  // 16: dfs.v1.DownloadFilesRequest.files:type_name -> dfs.v1.DownloadFileRequest
 	24,  // 17: dfs.v1.DownloadFilesResponse.files:type_name -> dfs.v1.FileDownload
 	21,  // 18: dfs.v1.FileDownload.download:type_name -> dfs.v1.DownloadFileResponse
 	19,  // 19: dfs.v1.StatFileResponse.file:type_name -> dfs.v1.FileInfo
-	102, // 20: dfs.v1.ListEntry.metadata:type_name -> dfs.v1.ListEntry.MetadataEntry
+	106, // 20: dfs.v1.ListEntry.metadata:type_name -> dfs.v1.ListEntry.MetadataEntry
 	30,  // 21: dfs.v1.ListFilesResponse.entries:type_name -> dfs.v1.ListEntry
-	103, // 22: dfs.v1.CopyFileRequest.metadata:type_name -> dfs.v1.CopyFileRequest.MetadataEntry
+	107, // 22: dfs.v1.CopyFileRequest.metadata:type_name -> dfs.v1.CopyFileRequest.MetadataEntry
 	19,  // 23: dfs.v1.CopyFileResponse.file:type_name -> dfs.v1.FileInfo
-	104, // 24: dfs.v1.ConcatFilesRequest.metadata:type_name -> dfs.v1.ConcatFilesRequest.MetadataEntry
+	108, // 24: dfs.v1.ConcatFilesRequest.metadata:type_name -> dfs.v1.ConcatFilesRequest.MetadataEntry
 	19,  // 25: dfs.v1.ConcatFilesResponse.file:type_name -> dfs.v1.FileInfo
 	1,   // 26: dfs.v1.NodeStatus.state:type_name -> dfs.v1.NodeState
 	44,  // 27: dfs.v1.RegisterDataNodeResponse.nodes:type_name -> dfs.v1.NodeStatus
@@ -7452,7 +7692,7 @@ var file_dfs_proto_depIdxs = []int32{
 	44,  // 32: dfs.v1.HeartbeatResponse.nodes:type_name -> dfs.v1.NodeStatus
 	49,  // 33: dfs.v1.HeartbeatResponse.commands:type_name -> dfs.v1.NodeCommand
 	4,   // 34: dfs.v1.HeartbeatResponse.chunk_keys:type_name -> dfs.v1.ChunkKey
-	85,  // 35: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
+	89,  // 35: dfs.v1.ReportChunksRequest.added:type_name -> dfs.v1.ChunkStat
 	44,  // 36: dfs.v1.ListNodesResponse.nodes:type_name -> dfs.v1.NodeStatus
 	57,  // 37: dfs.v1.ListNodesResponse.health:type_name -> dfs.v1.ClusterHealth
 	56,  // 38: dfs.v1.ListNodesResponse.readiness:type_name -> dfs.v1.ReadinessStatus
@@ -7471,91 +7711,97 @@ var file_dfs_proto_depIdxs = []int32{
 	3,   // 51: dfs.v1.ReadChunk.token:type_name -> dfs.v1.ChunkToken
 	83,  // 52: dfs.v1.ReadChunksResponse.chunks:type_name -> dfs.v1.ChunkRead
 	75,  // 53: dfs.v1.ChunkRead.frames:type_name -> dfs.v1.ChunkDataStream
-	85,  // 54: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
-	5,   // 55: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
-	3,   // 56: dfs.v1.ReplicateChunkRequest.token:type_name -> dfs.v1.ChunkToken
-	3,   // 57: dfs.v1.ReplicateChunkRequest.source_token:type_name -> dfs.v1.ChunkToken
-	3,   // 58: dfs.v1.DeleteChunkRequest.token:type_name -> dfs.v1.ChunkToken
-	3,   // 59: dfs.v1.BulkDeleteChunkRequest.tokens:type_name -> dfs.v1.ChunkToken
-	6,   // 60: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
-	8,   // 61: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
-	11,  // 62: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
-	15,  // 63: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
-	20,  // 64: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
-	22,  // 65: dfs.v1.Coordinator.DownloadFiles:input_type -> dfs.v1.DownloadFilesRequest
-	25,  // 66: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
-	27,  // 67: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
-	29,  // 68: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
-	45,  // 69: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
-	47,  // 70: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
-	52,  // 71: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
-	54,  // 72: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
-	71,  // 73: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
-	58,  // 74: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
-	62,  // 75: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
-	66,  // 76: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
-	13,  // 77: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
-	60,  // 78: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
-	32,  // 79: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
-	34,  // 80: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
-	36,  // 81: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
-	38,  // 82: dfs.v1.Coordinator.ConcatFiles:input_type -> dfs.v1.ConcatFilesRequest
-	40,  // 83: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
-	42,  // 84: dfs.v1.Coordinator.SetAttr:input_type -> dfs.v1.SetAttrRequest
-	64,  // 85: dfs.v1.Coordinator.CreateToken:input_type -> dfs.v1.CreateTokenRequest
-	73,  // 86: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
-	75,  // 87: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
-	77,  // 88: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
-	79,  // 89: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
-	80,  // 90: dfs.v1.DataNode.ReadChunks:input_type -> dfs.v1.ReadChunksRequest
-	84,  // 91: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
-	87,  // 92: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
-	89,  // 93: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
-	91,  // 94: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
-	93,  // 95: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
-	95,  // 96: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
-	7,   // 97: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
-	9,   // 98: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
-	12,  // 99: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
-	16,  // 100: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
-	21,  // 101: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
-	23,  // 102: dfs.v1.Coordinator.DownloadFiles:output_type -> dfs.v1.DownloadFilesResponse
-	26,  // 103: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
-	28,  // 104: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
-	31,  // 105: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
-	46,  // 106: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
-	51,  // 107: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
-	53,  // 108: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
-	55,  // 109: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
-	72,  // 110: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
-	59,  // 111: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
-	63,  // 112: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
-	70,  // 113: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
-	14,  // 114: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
-	61,  // 115: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
-	33,  // 116: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
-	35,  // 117: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
-	37,  // 118: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
-	39,  // 119: dfs.v1.Coordinator.ConcatFiles:output_type -> dfs.v1.ConcatFilesResponse
-	41,  // 120: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
-	43,  // 121: dfs.v1.Coordinator.SetAttr:output_type -> dfs.v1.SetAttrResponse
-	65,  // 122: dfs.v1.Coordinator.CreateToken:output_type -> dfs.v1.CreateTokenResponse
-	74,  // 123: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
-	76,  // 124: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
-	78,  // 125: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
-	75,  // 126: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
-	82,  // 127: dfs.v1.DataNode.ReadChunks:output_type -> dfs.v1.ReadChunksResponse
-	86,  // 128: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
-	88,  // 129: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
-	90,  // 130: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
-	92,  // 131: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
-	94,  // 132: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
-	96,  // 133: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
-	97,  // [97:134] is the sub-list for method output_type
-	60,  // [60:97] is the sub-list for method input_type
-	60,  // [60:60] is the sub-list for extension type_name
-	60,  // [60:60] is the sub-list for extension extendee
-	0,   // [0:60] is the sub-list for field type_name
+	85,  // 54: dfs.v1.WriteChunksRequest.chunks:type_name -> dfs.v1.WriteChunk
+	73,  // 55: dfs.v1.WriteChunk.prepare:type_name -> dfs.v1.PrepareChunkUploadRequest
+	75,  // 56: dfs.v1.WriteChunk.frames:type_name -> dfs.v1.ChunkDataStream
+	87,  // 57: dfs.v1.WriteChunksResponse.chunks:type_name -> dfs.v1.ChunkWritten
+	89,  // 58: dfs.v1.StatChunksResponse.chunks:type_name -> dfs.v1.ChunkStat
+	5,   // 59: dfs.v1.ReplicateChunkRequest.source:type_name -> dfs.v1.NodeRef
+	3,   // 60: dfs.v1.ReplicateChunkRequest.token:type_name -> dfs.v1.ChunkToken
+	3,   // 61: dfs.v1.ReplicateChunkRequest.source_token:type_name -> dfs.v1.ChunkToken
+	3,   // 62: dfs.v1.DeleteChunkRequest.token:type_name -> dfs.v1.ChunkToken
+	3,   // 63: dfs.v1.BulkDeleteChunkRequest.tokens:type_name -> dfs.v1.ChunkToken
+	6,   // 64: dfs.v1.Coordinator.UploadFile:input_type -> dfs.v1.UploadFileRequest
+	8,   // 65: dfs.v1.Coordinator.AllocateChunk:input_type -> dfs.v1.AllocateChunkRequest
+	11,  // 66: dfs.v1.Coordinator.ConfirmUpload:input_type -> dfs.v1.ConfirmUploadRequest
+	15,  // 67: dfs.v1.Coordinator.AbortUpload:input_type -> dfs.v1.AbortUploadRequest
+	20,  // 68: dfs.v1.Coordinator.DownloadFile:input_type -> dfs.v1.DownloadFileRequest
+	22,  // 69: dfs.v1.Coordinator.DownloadFiles:input_type -> dfs.v1.DownloadFilesRequest
+	25,  // 70: dfs.v1.Coordinator.StatFile:input_type -> dfs.v1.StatFileRequest
+	27,  // 71: dfs.v1.Coordinator.DeleteFile:input_type -> dfs.v1.DeleteFileRequest
+	29,  // 72: dfs.v1.Coordinator.ListFiles:input_type -> dfs.v1.ListFilesRequest
+	45,  // 73: dfs.v1.Coordinator.RegisterDataNode:input_type -> dfs.v1.RegisterDataNodeRequest
+	47,  // 74: dfs.v1.Coordinator.DataNodeHeartbeat:input_type -> dfs.v1.HeartbeatRequest
+	52,  // 75: dfs.v1.Coordinator.ReportChunks:input_type -> dfs.v1.ReportChunksRequest
+	54,  // 76: dfs.v1.Coordinator.ListNodes:input_type -> dfs.v1.ListNodesRequest
+	71,  // 77: dfs.v1.Coordinator.Backup:input_type -> dfs.v1.BackupRequest
+	58,  // 78: dfs.v1.Coordinator.ReportBadReplica:input_type -> dfs.v1.ReportBadReplicaRequest
+	62,  // 79: dfs.v1.Coordinator.Decommission:input_type -> dfs.v1.DecommissionRequest
+	66,  // 80: dfs.v1.Coordinator.Fsck:input_type -> dfs.v1.FsckRequest
+	13,  // 81: dfs.v1.Coordinator.UploadReceipts:input_type -> dfs.v1.UploadReceiptsRequest
+	60,  // 82: dfs.v1.Coordinator.ReportNodeFailure:input_type -> dfs.v1.ReportNodeFailureRequest
+	32,  // 83: dfs.v1.Coordinator.Mkdir:input_type -> dfs.v1.MkdirRequest
+	34,  // 84: dfs.v1.Coordinator.Rename:input_type -> dfs.v1.RenameRequest
+	36,  // 85: dfs.v1.Coordinator.CopyFile:input_type -> dfs.v1.CopyFileRequest
+	38,  // 86: dfs.v1.Coordinator.ConcatFiles:input_type -> dfs.v1.ConcatFilesRequest
+	40,  // 87: dfs.v1.Coordinator.Usage:input_type -> dfs.v1.UsageRequest
+	42,  // 88: dfs.v1.Coordinator.SetAttr:input_type -> dfs.v1.SetAttrRequest
+	64,  // 89: dfs.v1.Coordinator.CreateToken:input_type -> dfs.v1.CreateTokenRequest
+	73,  // 90: dfs.v1.DataNode.PrepareChunkUpload:input_type -> dfs.v1.PrepareChunkUploadRequest
+	75,  // 91: dfs.v1.DataNode.UploadChunkStream:input_type -> dfs.v1.ChunkDataStream
+	77,  // 92: dfs.v1.DataNode.PrepareChunkDownload:input_type -> dfs.v1.PrepareChunkDownloadRequest
+	79,  // 93: dfs.v1.DataNode.DownloadChunkStream:input_type -> dfs.v1.DownloadChunkStreamRequest
+	80,  // 94: dfs.v1.DataNode.ReadChunks:input_type -> dfs.v1.ReadChunksRequest
+	84,  // 95: dfs.v1.DataNode.WriteChunks:input_type -> dfs.v1.WriteChunksRequest
+	88,  // 96: dfs.v1.DataNode.StatChunks:input_type -> dfs.v1.StatChunksRequest
+	91,  // 97: dfs.v1.DataNode.ReplicateChunk:input_type -> dfs.v1.ReplicateChunkRequest
+	93,  // 98: dfs.v1.DataNode.VerifyChunk:input_type -> dfs.v1.VerifyChunkRequest
+	95,  // 99: dfs.v1.DataNode.DeleteChunk:input_type -> dfs.v1.DeleteChunkRequest
+	97,  // 100: dfs.v1.DataNode.BulkDeleteChunk:input_type -> dfs.v1.BulkDeleteChunkRequest
+	99,  // 101: dfs.v1.DataNode.HealthCheck:input_type -> dfs.v1.HealthCheckRequest
+	7,   // 102: dfs.v1.Coordinator.UploadFile:output_type -> dfs.v1.UploadFileResponse
+	9,   // 103: dfs.v1.Coordinator.AllocateChunk:output_type -> dfs.v1.AllocateChunkResponse
+	12,  // 104: dfs.v1.Coordinator.ConfirmUpload:output_type -> dfs.v1.ConfirmUploadResponse
+	16,  // 105: dfs.v1.Coordinator.AbortUpload:output_type -> dfs.v1.AbortUploadResponse
+	21,  // 106: dfs.v1.Coordinator.DownloadFile:output_type -> dfs.v1.DownloadFileResponse
+	23,  // 107: dfs.v1.Coordinator.DownloadFiles:output_type -> dfs.v1.DownloadFilesResponse
+	26,  // 108: dfs.v1.Coordinator.StatFile:output_type -> dfs.v1.StatFileResponse
+	28,  // 109: dfs.v1.Coordinator.DeleteFile:output_type -> dfs.v1.DeleteFileResponse
+	31,  // 110: dfs.v1.Coordinator.ListFiles:output_type -> dfs.v1.ListFilesResponse
+	46,  // 111: dfs.v1.Coordinator.RegisterDataNode:output_type -> dfs.v1.RegisterDataNodeResponse
+	51,  // 112: dfs.v1.Coordinator.DataNodeHeartbeat:output_type -> dfs.v1.HeartbeatResponse
+	53,  // 113: dfs.v1.Coordinator.ReportChunks:output_type -> dfs.v1.ReportChunksResponse
+	55,  // 114: dfs.v1.Coordinator.ListNodes:output_type -> dfs.v1.ListNodesResponse
+	72,  // 115: dfs.v1.Coordinator.Backup:output_type -> dfs.v1.BackupChunk
+	59,  // 116: dfs.v1.Coordinator.ReportBadReplica:output_type -> dfs.v1.ReportBadReplicaResponse
+	63,  // 117: dfs.v1.Coordinator.Decommission:output_type -> dfs.v1.DecommissionResponse
+	70,  // 118: dfs.v1.Coordinator.Fsck:output_type -> dfs.v1.FsckReport
+	14,  // 119: dfs.v1.Coordinator.UploadReceipts:output_type -> dfs.v1.UploadReceiptsResponse
+	61,  // 120: dfs.v1.Coordinator.ReportNodeFailure:output_type -> dfs.v1.ReportNodeFailureResponse
+	33,  // 121: dfs.v1.Coordinator.Mkdir:output_type -> dfs.v1.MkdirResponse
+	35,  // 122: dfs.v1.Coordinator.Rename:output_type -> dfs.v1.RenameResponse
+	37,  // 123: dfs.v1.Coordinator.CopyFile:output_type -> dfs.v1.CopyFileResponse
+	39,  // 124: dfs.v1.Coordinator.ConcatFiles:output_type -> dfs.v1.ConcatFilesResponse
+	41,  // 125: dfs.v1.Coordinator.Usage:output_type -> dfs.v1.UsageResponse
+	43,  // 126: dfs.v1.Coordinator.SetAttr:output_type -> dfs.v1.SetAttrResponse
+	65,  // 127: dfs.v1.Coordinator.CreateToken:output_type -> dfs.v1.CreateTokenResponse
+	74,  // 128: dfs.v1.DataNode.PrepareChunkUpload:output_type -> dfs.v1.PrepareChunkUploadResponse
+	76,  // 129: dfs.v1.DataNode.UploadChunkStream:output_type -> dfs.v1.ChunkDataAck
+	78,  // 130: dfs.v1.DataNode.PrepareChunkDownload:output_type -> dfs.v1.PrepareChunkDownloadResponse
+	75,  // 131: dfs.v1.DataNode.DownloadChunkStream:output_type -> dfs.v1.ChunkDataStream
+	82,  // 132: dfs.v1.DataNode.ReadChunks:output_type -> dfs.v1.ReadChunksResponse
+	86,  // 133: dfs.v1.DataNode.WriteChunks:output_type -> dfs.v1.WriteChunksResponse
+	90,  // 134: dfs.v1.DataNode.StatChunks:output_type -> dfs.v1.StatChunksResponse
+	92,  // 135: dfs.v1.DataNode.ReplicateChunk:output_type -> dfs.v1.ReplicateChunkResponse
+	94,  // 136: dfs.v1.DataNode.VerifyChunk:output_type -> dfs.v1.VerifyChunkResponse
+	96,  // 137: dfs.v1.DataNode.DeleteChunk:output_type -> dfs.v1.DeleteChunkResponse
+	98,  // 138: dfs.v1.DataNode.BulkDeleteChunk:output_type -> dfs.v1.BulkDeleteChunkResponse
+	100, // 139: dfs.v1.DataNode.HealthCheck:output_type -> dfs.v1.HealthCheckResponse
+	102, // [102:140] is the sub-list for method output_type
+	64,  // [64:102] is the sub-list for method input_type
+	64,  // [64:64] is the sub-list for extension type_name
+	64,  // [64:64] is the sub-list for extension extendee
+	0,   // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_dfs_proto_init() }
@@ -7576,7 +7822,7 @@ func file_dfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfs_proto_rawDesc), len(file_dfs_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   103,
+			NumMessages:   107,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1194,6 +1194,7 @@ const (
 	DataNode_PrepareChunkDownload_FullMethodName = "/dfs.v1.DataNode/PrepareChunkDownload"
 	DataNode_DownloadChunkStream_FullMethodName  = "/dfs.v1.DataNode/DownloadChunkStream"
 	DataNode_ReadChunks_FullMethodName           = "/dfs.v1.DataNode/ReadChunks"
+	DataNode_WriteChunks_FullMethodName          = "/dfs.v1.DataNode/WriteChunks"
 	DataNode_StatChunks_FullMethodName           = "/dfs.v1.DataNode/StatChunks"
 	DataNode_ReplicateChunk_FullMethodName       = "/dfs.v1.DataNode/ReplicateChunk"
 	DataNode_VerifyChunk_FullMethodName          = "/dfs.v1.DataNode/VerifyChunk"
@@ -1220,6 +1221,16 @@ type DataNodeClient interface {
 	// against its own read token and answered on its own: one that cannot
 	// be read does not fail the others.
 	ReadChunks(ctx context.Context, in *ReadChunksRequest, opts ...grpc.CallOption) (*ReadChunksResponse, error)
+	// WriteChunks stores small chunks whole, several in one call: what an
+	// UploadChunkStream of each, prepared inline, would store. A primary
+	// forwards each chunk to its replicas, the chunks for one replica in
+	// one call of its own, makes its copies durable meanwhile, and answers
+	// once every copy is: each chunk on its own, one that fails does not
+	// fail the others. While it works it sends an empty response every
+	// quarter of its progress timeout, as an upload stream repeats its
+	// last ack, so that its caller tells a busy node from a stalled one;
+	// the last response answers the chunks.
+	WriteChunks(ctx context.Context, in *WriteChunksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WriteChunksResponse], error)
 	// StatChunks reports the size and digest of stored chunks.
 	StatChunks(ctx context.Context, in *StatChunksRequest, opts ...grpc.CallOption) (*StatChunksResponse, error)
 	// ReplicateChunk makes this node copy a chunk from another node, verifying
@@ -1304,6 +1315,25 @@ func (c *dataNodeClient) ReadChunks(ctx context.Context, in *ReadChunksRequest, 
 	return out, nil
 }
 
+func (c *dataNodeClient) WriteChunks(ctx context.Context, in *WriteChunksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WriteChunksResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DataNode_ServiceDesc.Streams[2], DataNode_WriteChunks_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WriteChunksRequest, WriteChunksResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DataNode_WriteChunksClient = grpc.ServerStreamingClient[WriteChunksResponse]
+
 func (c *dataNodeClient) StatChunks(ctx context.Context, in *StatChunksRequest, opts ...grpc.CallOption) (*StatChunksResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StatChunksResponse)
@@ -1382,6 +1412,16 @@ type DataNodeServer interface {
 	// against its own read token and answered on its own: one that cannot
 	// be read does not fail the others.
 	ReadChunks(context.Context, *ReadChunksRequest) (*ReadChunksResponse, error)
+	// WriteChunks stores small chunks whole, several in one call: what an
+	// UploadChunkStream of each, prepared inline, would store. A primary
+	// forwards each chunk to its replicas, the chunks for one replica in
+	// one call of its own, makes its copies durable meanwhile, and answers
+	// once every copy is: each chunk on its own, one that fails does not
+	// fail the others. While it works it sends an empty response every
+	// quarter of its progress timeout, as an upload stream repeats its
+	// last ack, so that its caller tells a busy node from a stalled one;
+	// the last response answers the chunks.
+	WriteChunks(*WriteChunksRequest, grpc.ServerStreamingServer[WriteChunksResponse]) error
 	// StatChunks reports the size and digest of stored chunks.
 	StatChunks(context.Context, *StatChunksRequest) (*StatChunksResponse, error)
 	// ReplicateChunk makes this node copy a chunk from another node, verifying
@@ -1418,6 +1458,9 @@ func (UnimplementedDataNodeServer) DownloadChunkStream(*DownloadChunkStreamReque
 }
 func (UnimplementedDataNodeServer) ReadChunks(context.Context, *ReadChunksRequest) (*ReadChunksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadChunks not implemented")
+}
+func (UnimplementedDataNodeServer) WriteChunks(*WriteChunksRequest, grpc.ServerStreamingServer[WriteChunksResponse]) error {
+	return status.Error(codes.Unimplemented, "method WriteChunks not implemented")
 }
 func (UnimplementedDataNodeServer) StatChunks(context.Context, *StatChunksRequest) (*StatChunksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StatChunks not implemented")
@@ -1529,6 +1572,17 @@ func _DataNode_ReadChunks_Handler(srv interface{}, ctx context.Context, dec func
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _DataNode_WriteChunks_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WriteChunksRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DataNodeServer).WriteChunks(m, &grpc.GenericServerStream[WriteChunksRequest, WriteChunksResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DataNode_WriteChunksServer = grpc.ServerStreamingServer[WriteChunksResponse]
 
 func _DataNode_StatChunks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StatChunksRequest)
@@ -1692,6 +1746,11 @@ var DataNode_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "DownloadChunkStream",
 			Handler:       _DataNode_DownloadChunkStream_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WriteChunks",
+			Handler:       _DataNode_WriteChunks_Handler,
 			ServerStreams: true,
 		},
 	},

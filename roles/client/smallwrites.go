@@ -1,0 +1,98 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/rpc"
+	"github.com/dfs-project/dfs/rpc/dfspb"
+)
+
+// smallWrite is the largest chunk a put sends to its primary with
+// WriteChunks, together with the client's other small chunks for that
+// node, instead of in an upload stream of its own: a stream costs
+// goroutines, acks and an HTTP/2 stream on the client, the primary and
+// each replica per chunk, which for a 4 KiB chunk is most of a put's
+// CPU. It is the datanodes' default --pack-threshold: smaller chunks are
+// the ones a datanode packs and group-commits.
+const smallWrite = 256 << 10
+
+// writeCalls is how many WriteChunks calls a client has in flight to one
+// datanode (see batcher).
+const writeCalls = 2
+
+// newSmallWrites returns the batcher of c's small chunk writes, keyed by
+// the primary's address. A call fails as an upload stream would: when
+// nothing moves on the connection to the node for the progress timeout
+// (the node sends keepalives while it works), and at the latest after
+// the chunk timeout.
+func (c *Client) newSmallWrites() *batcher[*dfspb.WriteChunk, *dfspb.ChunkWritten] {
+	return &batcher[*dfspb.WriteChunk, *dfspb.ChunkWritten]{
+		calls:    writeCalls,
+		maxItems: rpc.MaxWriteChunks,
+		maxBytes: rpc.MaxWriteChunksBytes,
+		send: func(ctx context.Context, addr string, chunks []*dfspb.WriteChunk) ([]*dfspb.ChunkWritten, error) {
+			dn, err := c.datanode(addr)
+			if err != nil {
+				return nil, err
+			}
+			ctx, cancel := context.WithTimeout(ctx, c.cfg.ChunkTimeout)
+			defer cancel()
+			ctx, wd := chunkstream.NewWatchdog(ctx, c.clock, c.cfg.ProgressTimeout, "datanode "+addr)
+			defer wd.Stop()
+			wd.HeardFrom(func() time.Time { return c.pool.Heard(addr) })
+			written, err := chunkstream.WriteChunks(ctx, dn, &dfspb.WriteChunksRequest{Chunks: chunks})
+			if err = older(err); err != nil && !errors.Is(err, errOlder) {
+				if werr := wd.Err(); werr != nil {
+					err = werr
+				}
+				err = rpc.FromStatus(err)
+			}
+			return written, err
+		},
+	}
+}
+
+// writeSmall stores a small chunk on the plan's primary and replicas with
+// the client's other small chunks for that primary (see newSmallWrites),
+// and returns its receipt. ok is false when the primary has no
+// WriteChunks (an earlier release): the chunk is then streamed.
+func (c *Client) writeSmall(ctx context.Context, plan *dfspb.ChunkPlan, data []byte) (receipt *dfspb.ChunkReceipt, err error, ok bool) {
+	frameSize := int(c.cfg.FrameSize)
+	wc := &dfspb.WriteChunk{Prepare: &dfspb.PrepareChunkUploadRequest{
+		ChunkId: plan.ChunkId, Size: int64(len(data)), FrameSize: c.cfg.FrameSize, Replicas: plan.Replicas, Token: plan.Token,
+	}}
+	cd := chunkstream.NewChunkDigest()
+	for off := 0; off < len(data); off += frameSize {
+		end := min(off+frameSize, len(data))
+		fd := chunkstream.FrameDigest(data[off:end])
+		cd.Add(fd)
+		wc.Frames = append(wc.Frames, &dfspb.ChunkDataStream{ChunkId: plan.ChunkId, Data: data[off:end], Offset: int64(off), PartialChecksum: fd})
+	}
+	digest := cd.Sum()
+	last := wc.Frames[len(wc.Frames)-1]
+	last.IsFinal, last.ChunkChecksum = true, digest
+
+	w, err := c.smallWrites.do(ctx, plan.Primary.Addr, wc, int64(len(data)))
+	if errors.Is(err, errOlder) {
+		return nil, nil, false
+	}
+	if err == nil {
+		err = rpc.FromCode(w.GetCode(), w.GetMessage())
+		if nodes := w.GetFailedNodes(); err != nil && len(nodes) > 0 {
+			err = rpc.NodeError(rpc.Other, nodes, "%w", err)
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx), true
+		}
+		return nil, err, true
+	}
+	return &dfspb.ChunkReceipt{
+		Index: plan.Index, ChunkId: plan.ChunkId, Size: int64(len(data)), Digest: digest,
+		FrameSize: c.cfg.FrameSize, NodeIds: w.Replicas,
+	}, nil, true
+}
