@@ -36,6 +36,11 @@ func WriteChunks(ctx context.Context, dn dfspb.DataNodeClient, req *dfspb.WriteC
 		if len(resp.Chunks) != len(req.Chunks) {
 			return nil, rpc.Errorf(rpc.Internal, "WriteChunks answered %d of %d chunks", len(resp.Chunks), len(req.Chunks))
 		}
+		// The call's status follows at once: reading it ends the call
+		// without the reset that canceling it would send.
+		if _, err := st.Recv(); err != io.EOF {
+			return nil, rpc.Errorf(rpc.Internal, "WriteChunks went on after its answer: %v", err)
+		}
 		return resp.Chunks, nil
 	}
 }

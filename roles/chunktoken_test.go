@@ -18,6 +18,7 @@ import (
 	"github.com/matryer/is"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/chunktoken"
 	"github.com/dfs-project/dfs/internal/pki"
 	"github.com/dfs-project/dfs/roles"
@@ -321,6 +322,21 @@ func TestPrimaryForwardsOnlyToRegisteredReplicas(t *testing.T) {
 	is.NoErr(st.Send(frames[0]))
 	_, err = st.Recv()
 	refused(t, err, rpc.Permission, "does not name replica")
+	// The same, in a WriteChunks call: each chunk answered on its own.
+	wc := func(replicas ...*dfspb.NodeRef) *dfspb.WriteChunk {
+		return &dfspb.WriteChunk{
+			Prepare: &dfspb.PrepareChunkUploadRequest{ChunkId: plan.ChunkId, Size: int64(len(data)), FrameSize: 4096, Replicas: replicas, Token: plan.Token},
+			Frames:  cutFrames("", plan.ChunkId, data, 4096),
+		}
+	}
+	answers, err := chunkstream.WriteChunks(ctx, primary, &dfspb.WriteChunksRequest{Chunks: []*dfspb.WriteChunk{
+		wc(&dfspb.NodeRef{NodeId: plan.Replicas[0].NodeId, Addr: rogue}),
+		wc(&dfspb.NodeRef{NodeId: stranger, Addr: rogue}),
+	}})
+	is.NoErr(err) // the call; its chunks are refused
+	refused(t, rpc.ToStatus(rpc.FromCode(answers[0].Code, answers[0].Message)), rpc.FailedPrecondition, "is registered at "+plan.Replicas[0].Addr+", not "+rogue)
+	is.Equal(answers[0].FailedNodes, []string{plan.Replicas[0].NodeId}) // blames the replica
+	refused(t, rpc.ToStatus(rpc.FromCode(answers[1].Code, answers[1].Message)), rpc.Permission, "the chunk token does not name replica "+stranger[:8])
 	// Without a token at all.
 	err = func() error {
 		_, err := primary.PrepareChunkUpload(ctx, &dfspb.PrepareChunkUploadRequest{ChunkId: plan.ChunkId, Size: 1000, FrameSize: 4096,
@@ -585,11 +601,24 @@ func TestCoordinatorChunkCallsNeedTokens(t *testing.T) {
 			Source: &dfspb.NodeRef{NodeId: holder.NodeId, Addr: holder.Addr}, Token: tok, SourceToken: f.Token})
 		return err
 	}
+	// writeWith stores f's chunk anew on the target with WriteChunks, and
+	// returns the chunk's answer as a call's error.
+	writeWith := func(tok *dfspb.ChunkToken) error {
+		answers, err := chunkstream.WriteChunks(ctx, atTarget, &dfspb.WriteChunksRequest{Chunks: []*dfspb.WriteChunk{{
+			Prepare: &dfspb.PrepareChunkUploadRequest{ChunkId: f.ChunkId, Size: f.Size, FrameSize: f.FrameSize, Token: tok},
+			Frames:  cutFrames("", f.ChunkId, data, int(f.FrameSize)),
+		}}})
+		if err != nil {
+			return err
+		}
+		return rpc.ToStatus(rpc.FromCode(answers[0].Code, answers[0].Message))
+	}
 	for _, call := range []struct {
 		name string
 		do   func(*dfspb.ChunkToken) error
 		bad  []badToken
 	}{
+		{"WriteChunks", writeWith, badTokens(chunktoken.Write, dfspb.ChunkOp_CHUNK_OP_WRITE, target, holder.NodeId)},
 		{"DeleteChunk", deleteWith, badTokens(chunktoken.Delete, dfspb.ChunkOp_CHUNK_OP_DELETE, holder.NodeId, target)},
 		{"BulkDeleteChunk", bulkDeleteWith, badTokens(chunktoken.Delete, dfspb.ChunkOp_CHUNK_OP_DELETE, holder.NodeId, target)},
 		{"ReplicateChunk", replicateWith, badTokens(chunktoken.Replicate, dfspb.ChunkOp_CHUNK_OP_REPLICATE, target, holder.NodeId)},
@@ -633,4 +662,6 @@ func TestCoordinatorChunkCallsNeedTokens(t *testing.T) {
 	_, err = atTarget.DeleteChunk(ctx, &dfspb.DeleteChunkRequest{ChunkId: f.ChunkId, Token: mint(key, f.ChunkId, chunktoken.Delete, target, later)})
 	is.NoErr(err) // a delete token deletes
 	is.True(!stored(target, f.ChunkId))
+	is.NoErr(writeWith(mint(key, f.ChunkId, chunktoken.Write, target, later))) // a write token writes
+	is.True(stored(target, f.ChunkId))
 }
