@@ -4,28 +4,55 @@ import (
 	"context"
 	"io"
 
+	"google.golang.org/grpc"
+
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
 
-// WriteChunks makes a WriteChunks call to dn and returns its answer, one
-// ChunkWritten per chunk of req, in their order. The node's keepalives
-// (empty responses) are read on the way; ctx bounds the wait, and a
-// watchdog's context made for the call (NewWatchdog, with HeardFrom the
-// connection) fails it when they stop. The error is the call's, as
-// rpc.FromStatus gives it (a server without the call answers
-// Unimplemented).
-func WriteChunks(ctx context.Context, dn dfspb.DataNodeClient, req *dfspb.WriteChunksRequest) ([]*dfspb.ChunkWritten, error) {
+// writeChunksDesc is WriteChunks's stream in the DataNode service.
+var writeChunksDesc = func() *grpc.StreamDesc {
+	for i := range dfspb.DataNode_ServiceDesc.Streams {
+		if d := &dfspb.DataNode_ServiceDesc.Streams[i]; d.StreamName == "WriteChunks" {
+			return d
+		}
+	}
+	panic("dfspb: the DataNode service has no WriteChunks stream")
+}()
+
+// WriteChunks makes a WriteChunks call to the datanode at the other end
+// of cc and returns its answer, one ChunkWritten per chunk of req, in
+// their order. The node's keepalives (empty responses) are read on the
+// way. ctx bounds the call; a watchdog's context made for it
+// (NewWatchdog, with HeardFrom the connection) fails it when the node
+// goes quiet, but for the wait for a free stream on the connection (the
+// node's back-pressure, --max-conn-streams). The error is the call's, a
+// gRPC status (a server without the call answers Unimplemented).
+func WriteChunks(ctx context.Context, cc grpc.ClientConnInterface, req *dfspb.WriteChunksRequest) ([]*dfspb.ChunkWritten, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream if it is left early
-	st, err := dn.WriteChunks(ctx, req)
+	wd := watchdogOf(ctx)
+	if wd != nil {
+		wd.Pause()
+	}
+	st, err := cc.NewStream(ctx, writeChunksDesc, dfspb.DataNode_WriteChunks_FullMethodName)
+	if wd != nil {
+		wd.Kick()
+	}
 	if err != nil {
 		return nil, err
 	}
+	if err := st.SendMsg(req); err != nil {
+		return nil, err
+	}
+	if err := st.CloseSend(); err != nil {
+		return nil, err
+	}
 	for {
-		resp, err := st.Recv()
+		resp := new(dfspb.WriteChunksResponse)
+		err := st.RecvMsg(resp)
 		if err == io.EOF {
-			return nil, rpc.Errorf(rpc.Unavailable, "WriteChunks ended without an answer")
+			return nil, rpc.ToStatus(rpc.Errorf(rpc.Unavailable, "WriteChunks ended without an answer"))
 		}
 		if err != nil {
 			return nil, err
@@ -34,13 +61,12 @@ func WriteChunks(ctx context.Context, dn dfspb.DataNodeClient, req *dfspb.WriteC
 			continue // a keepalive
 		}
 		if len(resp.Chunks) != len(req.Chunks) {
-			return nil, rpc.Errorf(rpc.Internal, "WriteChunks answered %d of %d chunks", len(resp.Chunks), len(req.Chunks))
+			return nil, rpc.ToStatus(rpc.Errorf(rpc.Internal, "WriteChunks answered %d of %d chunks", len(resp.Chunks), len(req.Chunks)))
 		}
 		// The call's status follows at once: reading it ends the call
-		// without the reset that canceling it would send.
-		if _, err := st.Recv(); err != io.EOF {
-			return nil, rpc.Errorf(rpc.Internal, "WriteChunks went on after its answer: %v", err)
-		}
+		// without the reset that canceling it would send. Whatever it
+		// is, the answer stands.
+		st.RecvMsg(new(dfspb.WriteChunksResponse))
 		return resp.Chunks, nil
 	}
 }

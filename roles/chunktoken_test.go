@@ -329,7 +329,7 @@ func TestPrimaryForwardsOnlyToRegisteredReplicas(t *testing.T) {
 			Frames:  cutFrames("", plan.ChunkId, data, 4096),
 		}
 	}
-	answers, err := chunkstream.WriteChunks(ctx, primary, &dfspb.WriteChunksRequest{Chunks: []*dfspb.WriteChunk{
+	answers, err := chunkstream.WriteChunks(ctx, secureDial(t, plan.Primary.Addr, pki.Files{CA: c.PKI().CA()}), &dfspb.WriteChunksRequest{Chunks: []*dfspb.WriteChunk{
 		wc(&dfspb.NodeRef{NodeId: plan.Replicas[0].NodeId, Addr: rogue}),
 		wc(&dfspb.NodeRef{NodeId: stranger, Addr: rogue}),
 	}})
@@ -546,6 +546,7 @@ func TestCoordinatorChunkCallsNeedTokens(t *testing.T) {
 		return dfspb.NewDataNodeClient(secureDial(t, addr, c.PKI().Files("coordinator")))
 	}
 	atHolder, atTarget := asCoordinator(holder.Addr), asCoordinator(nodeAddr(t, c, target))
+	targetConn := secureDial(t, nodeAddr(t, c, target), c.PKI().Files("coordinator"))
 	stored := func(node, chunk string) bool {
 		return c.Nodes()[nodeIndex(t, c, node)].Node.Store().Has(rpc.ChunkID(chunk))
 	}
@@ -604,7 +605,7 @@ func TestCoordinatorChunkCallsNeedTokens(t *testing.T) {
 	// writeWith stores f's chunk anew on the target with WriteChunks, and
 	// returns the chunk's answer as a call's error.
 	writeWith := func(tok *dfspb.ChunkToken) error {
-		answers, err := chunkstream.WriteChunks(ctx, atTarget, &dfspb.WriteChunksRequest{Chunks: []*dfspb.WriteChunk{{
+		answers, err := chunkstream.WriteChunks(ctx, targetConn, &dfspb.WriteChunksRequest{Chunks: []*dfspb.WriteChunk{{
 			Prepare: &dfspb.PrepareChunkUploadRequest{ChunkId: f.ChunkId, Size: f.Size, FrameSize: f.FrameSize, Token: tok},
 			Frames:  cutFrames("", f.ChunkId, data, int(f.FrameSize)),
 		}}})

@@ -34,7 +34,7 @@ func (c *Client) newSmallWrites() *batcher[*dfspb.WriteChunk, *dfspb.ChunkWritte
 		maxItems: rpc.MaxWriteChunks,
 		maxBytes: rpc.MaxWriteChunksBytes,
 		send: func(ctx context.Context, addr string, chunks []*dfspb.WriteChunk) ([]*dfspb.ChunkWritten, error) {
-			dn, err := c.datanode(addr)
+			conn, err := c.pool.Get(addr)
 			if err != nil {
 				return nil, err
 			}
@@ -43,7 +43,12 @@ func (c *Client) newSmallWrites() *batcher[*dfspb.WriteChunk, *dfspb.ChunkWritte
 			ctx, wd := chunkstream.NewWatchdog(ctx, c.clock, c.cfg.ProgressTimeout, "datanode "+addr)
 			defer wd.Stop()
 			wd.HeardFrom(func() time.Time { return c.pool.Heard(addr) })
-			written, err := chunkstream.WriteChunks(ctx, dn, &dfspb.WriteChunksRequest{Chunks: chunks})
+			// As for a stream (storeChunk): a connection backing off after
+			// a failure connects again at once, within the deadline.
+			var written []*dfspb.ChunkWritten
+			if err = rpc.WaitReady(ctx, conn); err == nil {
+				written, err = chunkstream.WriteChunks(ctx, conn, &dfspb.WriteChunksRequest{Chunks: chunks})
+			}
 			if err = older(err); err != nil && !errors.Is(err, errOlder) {
 				if werr := wd.Err(); werr != nil {
 					err = werr

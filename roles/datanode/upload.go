@@ -135,12 +135,24 @@ func (n *Node) checkUpload(req *dfspb.PrepareChunkUploadRequest) (uploadRequest,
 // datanodes and that this node can take the chunk, and reserves its
 // space.
 func (n *Node) reserveUpload(ctx context.Context, u uploadRequest) (*uploadSession, error) {
-	id := u.id
 	for _, t := range u.replicas {
 		if err := n.checkPeer(ctx, t.node, t.addr); err != nil {
-			return nil, rpc.NodeError(rpc.Other, []string{string(t.node)}, "chunk %s: replica %w", id, err)
+			return nil, unknownReplica(u.id, t, err)
 		}
 	}
+	return n.reserve(u)
+}
+
+// unknownReplica is the failure of chunk id's upload when its replica t
+// failed checkPeer (err).
+func unknownReplica(id rpc.ChunkID, t replicaTarget, err error) error {
+	return rpc.NodeError(rpc.Other, []string{string(t.node)}, "chunk %s: replica %w", id, err)
+}
+
+// reserve checks that this node can take upload u's chunk, and reserves
+// its space.
+func (n *Node) reserve(u uploadRequest) (*uploadSession, error) {
+	id := u.id
 	if n.store.Has(id) {
 		return nil, rpc.Errorf(rpc.Exists, "chunk %s already stored", id)
 	}

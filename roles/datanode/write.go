@@ -70,7 +70,9 @@ func (n *Node) writeChunks(ctx context.Context, req *dfspb.WriteChunksRequest) (
 	}
 	if err := n.frames.acquire(ctx, total, ceiling, n.cfg.SessionTimeout); err != nil {
 		err = rpc.NodeError(rpc.Other, []string{string(n.id)}, "%w; try another node or later", err)
+		n.streamFailed(ctx, err, "upload failed")
 		for i := range resp.Chunks {
+			n.metrics.op(opUpload)(err)
 			resp.Chunks[i] = written(err, nil)
 		}
 		return resp, nil
@@ -78,10 +80,23 @@ func (n *Node) writeChunks(ctx context.Context, req *dfspb.WriteChunksRequest) (
 	defer n.frames.release(total)
 
 	items := make([]*writeItem, len(req.Chunks))
+	named := make(map[rpc.ChunkID]bool, len(req.Chunks))
 	for i, wc := range req.Chunks {
-		items[i] = &writeItem{done: n.metrics.op(opUpload)}
-		items[i].s, items[i].v, items[i].err = n.checkWrite(ctx, wc)
-		items[i].frames = wc.GetFrames()
+		it := &writeItem{done: n.metrics.op(opUpload), frames: wc.GetFrames()}
+		it.u, it.v, it.err = n.checkWrite(wc)
+		if it.err == nil && named[it.u.id] {
+			it.err = rpc.Errorf(rpc.Invalid, "chunk %s named twice in one call", it.u.id)
+		}
+		if it.err == nil {
+			named[it.u.id] = true
+		}
+		items[i] = it
+	}
+	peers := n.checkPeers(ctx, items)
+	for _, it := range items {
+		if it.err == nil {
+			it.s, it.err = n.admitWrite(it.u, peers)
+		}
 	}
 	defer func() {
 		for _, it := range items {
@@ -113,7 +128,7 @@ func (n *Node) writeChunks(ctx context.Context, req *dfspb.WriteChunksRequest) (
 	}
 	wg.Wait()
 
-	self := string(n.id)
+	log := n.logFor(ctx)
 	for i, it := range items {
 		err := it.err
 		if err == nil {
@@ -125,7 +140,12 @@ func (n *Node) writeChunks(ctx context.Context, req *dfspb.WriteChunksRequest) (
 			resp.Chunks[i] = written(err, nil)
 			continue
 		}
-		resp.Chunks[i] = written(nil, append([]string{self}, it.stored...))
+		stored := []string{string(n.id)}
+		for _, t := range it.s.replicas {
+			stored = append(stored, it.stored[t.node]...)
+		}
+		log.Debug().Str("chunk_id", string(it.s.id)).Int64("size", it.s.size).Int("replicas", len(stored)-1).Msg("chunk stored")
+		resp.Chunks[i] = written(nil, stored)
 	}
 	return resp, nil
 }
@@ -133,18 +153,20 @@ func (n *Node) writeChunks(ctx context.Context, req *dfspb.WriteChunksRequest) (
 // writeAlive sends a WriteChunks call's keepalives and then its answer.
 type writeAlive struct {
 	stream dfspb.DataNode_WriteChunksServer
-	timer  clockwork.Timer
 	every  time.Duration
 
-	mu   sync.Mutex
-	done bool
-	err  error // a failed send: no more keepalives
+	mu    sync.Mutex
+	timer clockwork.Timer
+	done  bool
+	err   error // a failed send: no more keepalives
 }
 
 // writeKeepalive starts sending empty responses on stream every quarter
 // of the node's progress timeout, until stop or last.
 func (n *Node) writeKeepalive(stream dfspb.DataNode_WriteChunksServer) *writeAlive {
 	k := &writeAlive{stream: stream, every: max(n.cfg.ProgressTimeout/4, 10*time.Millisecond)}
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	k.timer = n.clock.AfterFunc(k.every, k.repeat)
 	return k
 }
@@ -161,10 +183,10 @@ func (k *writeAlive) repeat() {
 
 // stop ends the keepalives; none is sent once it returns.
 func (k *writeAlive) stop() {
-	k.timer.Stop()
 	k.mu.Lock()
+	defer k.mu.Unlock()
 	k.done = true
-	k.mu.Unlock()
+	k.timer.Stop()
 }
 
 // last ends the keepalives and sends resp.
@@ -176,27 +198,31 @@ func (k *writeAlive) last(resp *dfspb.WriteChunksResponse) error {
 // writeItem is one chunk of a WriteChunks call on its way to the disk
 // and the replicas.
 type writeItem struct {
-	s      *uploadSession // nil when it failed its checks
-	v      *chunkstream.Verifier
+	u      uploadRequest         // checked
+	v      *chunkstream.Verifier // its frames, verified
+	s      *uploadSession        // admitted: counted and its space reserved
 	frames []*dfspb.ChunkDataStream
 	done   func(error) // its metrics
 
 	err error // its own failure: checks, or this node's copy
 
 	mu          sync.Mutex
-	stored      []string // by the replicas
+	stored      map[rpc.NodeID][]string // by each replica: the nodes its answer named
 	replicaErrs []error
 }
 
-// replicaDone records what a replica answered for it.
-func (it *writeItem) replicaDone(stored []string, err error) {
+// replicaDone records what replica t answered for it.
+func (it *writeItem) replicaDone(t replicaTarget, stored []string, err error) {
 	it.mu.Lock()
 	defer it.mu.Unlock()
 	if err != nil {
 		it.replicaErrs = append(it.replicaErrs, err)
 		return
 	}
-	it.stored = append(it.stored, stored...)
+	if it.stored == nil {
+		it.stored = map[rpc.NodeID][]string{}
+	}
+	it.stored[t.node] = stored
 }
 
 // written is a WriteChunks answer for one chunk: stored by nodes, or
@@ -209,40 +235,83 @@ func written(err error, nodes []string) *dfspb.ChunkWritten {
 	return &dfspb.ChunkWritten{Code: code, Message: msg, FailedNodes: rpc.FailedNodesOf(err)}
 }
 
-// checkWrite checks one chunk of a WriteChunks call and, if it passes,
-// counts it as an upload running (within --max-sessions) and reserves its
-// space; the caller releases both.
-func (n *Node) checkWrite(ctx context.Context, wc *dfspb.WriteChunk) (*uploadSession, *chunkstream.Verifier, error) {
+// checkWrite checks one chunk of a WriteChunks call, as a stream's inline
+// prepare and its frames are checked, but for its replicas' registration
+// (see checkPeers and admitWrite).
+func (n *Node) checkWrite(wc *dfspb.WriteChunk) (uploadRequest, *chunkstream.Verifier, error) {
 	if wc.GetPrepare() == nil {
-		return nil, nil, rpc.Errorf(rpc.Invalid, "chunk without a prepare request")
+		return uploadRequest{}, nil, rpc.Errorf(rpc.Invalid, "chunk without a prepare request")
 	}
 	u, err := n.checkUpload(wc.Prepare)
 	if err != nil {
-		return nil, nil, err
+		return uploadRequest{}, nil, err
 	}
 	v := chunkstream.NewVerifier(chunkstream.Expect{ChunkID: u.id, Size: u.size, FrameSize: u.frameSize})
 	for _, f := range wc.Frames {
 		if f.SessionId != "" || f.Prepare != nil || f.Header != nil {
-			return nil, nil, rpc.Errorf(rpc.Invalid, "chunk %s: a WriteChunks frame carries no session, prepare request or header", u.id)
+			return uploadRequest{}, nil, rpc.Errorf(rpc.Invalid, "chunk %s: a WriteChunks frame carries no session, prepare request or header", u.id)
 		}
 		if err := v.Check(f); err != nil {
-			return nil, nil, err
+			return uploadRequest{}, nil, err
 		}
 	}
 	if !v.Done() {
-		return nil, nil, rpc.Errorf(rpc.Invalid, "chunk %s: frames end at %d of %d bytes without a final frame", u.id, v.Received(), u.size)
+		return uploadRequest{}, nil, rpc.Errorf(rpc.Invalid, "chunk %s: frames end at %d of %d bytes without a final frame", u.id, v.Received(), u.size)
+	}
+	return u, v, nil
+}
+
+// checkPeers checks every replica the call's checked chunks name, each
+// (node, address) once and all at once (checkPeer may wait for the
+// coordinator's next word on membership), and returns their failures.
+func (n *Node) checkPeers(ctx context.Context, items []*writeItem) map[replicaTarget]error {
+	var targets []replicaTarget
+	named := map[replicaTarget]bool{}
+	for _, it := range items {
+		if it.err != nil {
+			continue
+		}
+		for _, t := range it.u.replicas {
+			if !named[t] {
+				named[t] = true
+				targets = append(targets, t)
+			}
+		}
+	}
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		rpc.Go(func() { defer wg.Done(); errs[i] = n.checkPeer(ctx, t.node, t.addr) })
+	}
+	wg.Wait()
+	out := make(map[replicaTarget]error, len(targets))
+	for i, t := range targets {
+		out[t] = errs[i]
+	}
+	return out
+}
+
+// admitWrite counts a checked chunk as an upload running (within
+// --max-sessions) and reserves its space, once its replicas passed
+// checkPeers; the caller releases both.
+func (n *Node) admitWrite(u uploadRequest, peers map[replicaTarget]error) (*uploadSession, error) {
+	for _, t := range u.replicas {
+		if err := peers[t]; err != nil {
+			return nil, unknownReplica(u.id, t, err)
+		}
 	}
 	n.running.Add(1) // count first, then check: racing uploads never exceed the cap
 	if n.uploadStreams() > n.cfg.MaxSessions {
 		n.running.Add(-1)
-		return nil, nil, n.tooManySessions("upload")
+		return nil, n.tooManySessions("upload")
 	}
-	s, err := n.reserveUpload(ctx, u)
+	s, err := n.reserve(u)
 	if err != nil {
 		n.running.Add(-1)
-		return nil, nil, err
+		return nil, err
 	}
-	return s, v, nil
+	return s, nil
 }
 
 // storeWritten writes a checked chunk to the store and makes it durable,
@@ -306,15 +375,20 @@ func (n *Node) replicaGroups(items []*writeItem) []*replicaGroup {
 // earlier release, without WriteChunks, is sent each chunk in a stream.
 func (n *Node) forwardWrites(ctx context.Context, g *replicaGroup) {
 	t := g.target
-	fail := func(err error) {
-		err = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err)
+	fail := func(kind rpc.Kind, err error) {
+		if ctx.Err() != nil {
+			// The caller went away: no replica is to blame.
+			err = rpc.Errorf(rpc.Canceled, "replica %s (%s): WriteChunks canceled by its caller", t.node.Short(), t.addr)
+		} else {
+			err = rpc.NodeError(kind, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err)
+		}
 		for _, it := range g.items {
-			it.replicaDone(nil, err)
+			it.replicaDone(t, nil, err)
 		}
 	}
-	cc, err := n.peerConn(ctx, t.node, t.addr)
+	cc, err := n.pool.Get(t.addr) // checkPeers admitted it
 	if err != nil {
-		fail(err)
+		fail(rpc.Other, err)
 		return
 	}
 	req := &dfspb.WriteChunksRequest{Chunks: make([]*dfspb.WriteChunk, len(g.items))}
@@ -331,7 +405,7 @@ func (n *Node) forwardWrites(ctx context.Context, g *replicaGroup) {
 	var answers []*dfspb.ChunkWritten
 	err = rpc.WaitReady(rctx, cc)
 	if err == nil {
-		answers, err = chunkstream.WriteChunks(rctx, dfspb.NewDataNodeClient(cc), req)
+		answers, err = chunkstream.WriteChunks(rctx, cc, req)
 	}
 	if status.Code(err) == codes.Unimplemented {
 		wd.Stop()
@@ -342,16 +416,16 @@ func (n *Node) forwardWrites(ctx context.Context, g *replicaGroup) {
 		if werr := wd.Err(); werr != nil {
 			err = werr
 		}
-		fail(rpc.FromStatus(err))
+		fail(rpc.Unavailable, rpc.FromStatus(err))
 		return
 	}
 	for i, it := range g.items {
 		cw := answers[i]
 		if err := rpc.FromCode(cw.Code, cw.Message); err != nil {
-			it.replicaDone(nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err))
+			it.replicaDone(t, nil, rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err))
 			continue
 		}
-		it.replicaDone(cw.Replicas, nil)
+		it.replicaDone(t, cw.Replicas, nil)
 		n.metrics.forwarded.Add(float64(it.s.size))
 	}
 }
@@ -366,12 +440,15 @@ func (n *Node) streamWrites(ctx context.Context, g *replicaGroup) {
 		rpc.Go(func() {
 			defer wg.Done()
 			stored, err := n.streamWrite(ctx, t, it)
-			if err != nil {
+			switch {
+			case err != nil && ctx.Err() != nil:
+				err = rpc.Errorf(rpc.Canceled, "replica %s (%s): upload stream canceled by the WriteChunks caller", t.node.Short(), t.addr)
+			case err != nil:
 				err = rpc.NodeError(rpc.Unavailable, []string{string(t.node)}, "replica %s (%s): %w", t.node.Short(), t.addr, err)
-			} else {
+			default:
 				n.metrics.forwarded.Add(float64(it.s.size))
 			}
-			it.replicaDone(stored, err)
+			it.replicaDone(t, stored, err)
 		})
 	}
 	wg.Wait()
@@ -379,7 +456,7 @@ func (n *Node) streamWrites(ctx context.Context, g *replicaGroup) {
 
 // streamWrite sends one chunk to replica t in an upload stream.
 func (n *Node) streamWrite(ctx context.Context, t replicaTarget, it *writeItem) ([]string, error) {
-	cc, err := n.peerConn(ctx, t.node, t.addr)
+	cc, err := n.pool.Get(t.addr) // checkPeers admitted it
 	if err != nil {
 		return nil, err
 	}

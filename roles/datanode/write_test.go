@@ -42,6 +42,17 @@ func toWrite(id rpc.ChunkID, data []byte, replicas ...*Node) *dfspb.WriteChunk {
 	return wc
 }
 
+// conn dials a node.
+func conn(t *testing.T, n *Node) *grpc.ClientConn {
+	t.Helper()
+	cc, err := rpc.Dial(n.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
 // answerErr is a WriteChunks answer's failure as an error, with the
 // nodes it blames.
 func answerErr(w *dfspb.ChunkWritten) error {
@@ -74,10 +85,10 @@ func TestWriteChunks(t *testing.T) {
 	is := is.New(t)
 	coord := datanodetest.Start(t)
 	a, b, c := startNode(t, coord), startNode(t, coord), startNode(t, coord) // chunks up to 256 KiB packed
-	dn := client(t, a)
+	dn, cc := client(t, a), conn(t, a)
 	write := func(chunks ...*dfspb.WriteChunk) []*dfspb.ChunkWritten {
 		t.Helper()
-		answers, err := chunkstream.WriteChunks(t.Context(), dn, &dfspb.WriteChunksRequest{Chunks: chunks})
+		answers, err := chunkstream.WriteChunks(t.Context(), cc, &dfspb.WriteChunksRequest{Chunks: chunks})
 		if err != nil {
 			t.Fatalf("WriteChunks: %v", err)
 		}
@@ -92,6 +103,9 @@ func TestWriteChunks(t *testing.T) {
 	corrupt.Frames[1].Data[7] ^= 1
 	cut := toWrite(short, chunkData(2*testFrame, 4), b, c)
 	cut.Frames = cut.Frames[:1]
+	sid := rpc.NewSessionID()
+	toC, alone, twice := rpc.NewChunkID("/mixed", sid, 0, 1), rpc.NewChunkID("/mixed", sid, 0, 2), rpc.NewChunkID("/mixed", sid, 0, 3)
+	toCData, aloneData, twiceData := chunkData(2000, 7), chunkData(3000, 8), chunkData(4000, 9)
 	got := write(
 		toWrite(small, smallData, b, c),
 		corrupt,
@@ -99,7 +113,20 @@ func TestWriteChunks(t *testing.T) {
 		cut,
 		toWrite(again, chunkData(1000, 5), b, c),
 		&dfspb.WriteChunk{Frames: toWrite(bare, chunkData(10, 6)).Frames},
+		toWrite(toC, toCData, c),
+		toWrite(alone, aloneData),
+		toWrite(twice, twiceData, b),
+		toWrite(twice, twiceData, c),
 	)
+	is.Equal(got[6].Replicas, []string{string(a.ID()), string(c.ID())}) // each chunk to its own replicas
+	is.Equal(got[7].Replicas, []string{string(a.ID())})
+	is.True(holds(t, toC, toCData, a, c))
+	is.True(!b.Store().Has(toC) && !b.Store().Has(alone) && !c.Store().Has(alone))
+	is.Equal(got[8].Code, uint32(0)) // the first of a chunk named twice
+	is.True(holds(t, twice, twiceData, a, b))
+	is.True(!c.Store().Has(twice)) // the second refused, not forwarded
+	is.True(strings.Contains(answerErr(got[9]).Error(), "named twice in one call"))
+	is.Equal(rpc.KindOf(answerErr(got[9])), rpc.Invalid)
 	is.Equal(got[0].Code, uint32(0)) // stored
 	is.Equal(got[0].Replicas, []string{string(a.ID()), string(b.ID()), string(c.ID())})
 	is.Equal(got[2].Code, uint32(0)) // stored
@@ -121,19 +148,18 @@ func TestWriteChunks(t *testing.T) {
 	// Whole calls refused.
 	refusedCall := func(req *dfspb.WriteChunksRequest, want string) {
 		t.Helper()
-		_, err := chunkstream.WriteChunks(t.Context(), dn, req)
+		_, err := chunkstream.WriteChunks(t.Context(), cc, req)
 		err = rpc.FromStatus(err)
 		is.Equal(rpc.KindOf(err), rpc.Invalid)
 		is.True(strings.Contains(err.Error(), want))
 	}
 	refusedCall(&dfspb.WriteChunksRequest{}, "carries 0 chunks; send 1 to 64")
-	sid := rpc.NewSessionID()
 	var many []*dfspb.WriteChunk
 	for i := range rpc.MaxWriteChunks + 1 {
 		many = append(many, toWrite(rpc.NewChunkID("/many", sid, 0, uint32(i)), chunkData(10, byte(i))))
 	}
 	refusedCall(&dfspb.WriteChunksRequest{Chunks: many}, "carries 65 chunks")
-	answers, err := chunkstream.WriteChunks(t.Context(), dn, &dfspb.WriteChunksRequest{Chunks: many[:rpc.MaxWriteChunks]})
+	answers, err := chunkstream.WriteChunks(t.Context(), cc, &dfspb.WriteChunksRequest{Chunks: many[:rpc.MaxWriteChunks]})
 	is.NoErr(err) // 64 go
 	for _, w := range answers {
 		is.NoErr(answerErr(w))
@@ -144,6 +170,33 @@ func TestWriteChunks(t *testing.T) {
 	}
 	refusedCall(&dfspb.WriteChunksRequest{Chunks: heavy}, "at most 1 MiB in one call")
 	is.True(!a.Store().Has(rpc.NewChunkID("/heavy", sid, 0, 0))) // nothing of it stored
+}
+
+// TestWriteChunksWithinMaxSessions: each chunk of a call counts as an
+// upload stream against --max-sessions; one beyond it is refused on its
+// own, blaming this node, and once the call is answered nothing of it is
+// held: no upload counted, no frame bytes, no space reserved.
+func TestWriteChunksWithinMaxSessions(t *testing.T) {
+	is := is.New(t)
+	n := startNode(t, datanodetest.Start(t), func(cfg *Config) { cfg.MaxSessions = 2; cfg.Capacity = 64 << 20 })
+	var chunks []*dfspb.WriteChunk
+	sid := rpc.NewSessionID()
+	for i := range 3 {
+		chunks = append(chunks, toWrite(rpc.NewChunkID("/s", sid, 0, uint32(i)), chunkData(1000, byte(i))))
+	}
+	got, err := chunkstream.WriteChunks(t.Context(), conn(t, n), &dfspb.WriteChunksRequest{Chunks: chunks})
+	is.NoErr(err)
+	is.NoErr(answerErr(got[0])) // within the limit
+	is.NoErr(answerErr(got[1]))
+	err = answerErr(got[2])
+	is.Equal(rpc.KindOf(err), rpc.ResourceExhausted)           // beyond it
+	is.Equal(rpc.FailedNodesOf(err), []string{string(n.ID())}) // blaming this node
+	is.True(strings.Contains(err.Error(), "--max-sessions"))   // saying what to change
+	is.Equal(n.uploadStreams(), 0)                             // nothing counted after the call
+	used, _ := n.frames.usage()
+	is.Equal(used, int64(0)) // nor held
+	u := n.store.Usage()
+	is.Equal(u.Free, u.Capacity-u.Used) // no space reserved
 }
 
 // TestWriteChunksBlamesFailedReplica: a replica that cannot be reached
@@ -166,7 +219,7 @@ func TestWriteChunksBlamesFailedReplica(t *testing.T) {
 	okData := chunkData(5000, 1)
 	toDead := toWrite(lost, chunkData(5000, 2), b)
 	toDead.Prepare.Replicas = append(toDead.Prepare.Replicas, &dfspb.NodeRef{NodeId: string(dead), Addr: deadAddr})
-	got, err := chunkstream.WriteChunks(t.Context(), client(t, a), &dfspb.WriteChunksRequest{Chunks: []*dfspb.WriteChunk{toWrite(ok, okData, b), toDead}})
+	got, err := chunkstream.WriteChunks(t.Context(), conn(t, a), &dfspb.WriteChunksRequest{Chunks: []*dfspb.WriteChunk{toWrite(ok, okData, b), toDead}})
 	is.NoErr(err)
 	is.Equal(got[0].Code, uint32(0)) // stored
 	is.True(holds(t, ok, okData, a, b))
@@ -212,7 +265,7 @@ func TestWriteChunksToOlderReplica(t *testing.T) {
 		wc.Prepare.Replicas = []*dfspb.NodeRef{{NodeId: string(oldID), Addr: lis.Addr().String()}}
 		chunks = append(chunks, wc)
 	}
-	got, err := chunkstream.WriteChunks(t.Context(), client(t, a), &dfspb.WriteChunksRequest{Chunks: chunks})
+	got, err := chunkstream.WriteChunks(t.Context(), conn(t, a), &dfspb.WriteChunksRequest{Chunks: chunks})
 	is.NoErr(err)
 	for i, w := range got {
 		is.NoErr(answerErr(w))                                         // stored

@@ -119,9 +119,9 @@ func (s *Store) packable(size int64) bool {
 func (s *Store) enqueue(op *packOp) error {
 	op.done = make(chan struct{})
 	s.mu.Lock()
-	if s.packErr != nil {
+	if err := s.packErr; err != nil {
 		s.mu.Unlock()
-		return rpc.Errorf(rpc.Internal, "chunk %s: pack files refuse writes until restart: %w", op.id, s.packErr)
+		return rpc.Errorf(rpc.Internal, "chunk %s: pack files refuse writes until restart: %w", op.id, err)
 	}
 	s.queue = append(s.queue, op)
 	if !s.committer {
