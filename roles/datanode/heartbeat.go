@@ -219,6 +219,15 @@ func (n *Node) checkPeer(ctx context.Context, id rpc.NodeID, addr string) error 
 	}
 }
 
+// knownPeer reports whether datanode id is registered at addr as far as
+// this node knows now (checkPeer's answer without a wait).
+func (n *Node) knownPeer(id rpc.NodeID, addr string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p, ok := n.peers[id]
+	return ok && p.Addr == addr
+}
+
 // peerConn returns the pooled connection to datanode id at addr, once
 // checkPeer admits it.
 func (n *Node) peerConn(ctx context.Context, id rpc.NodeID, addr string) (*grpc.ClientConn, error) {

@@ -281,6 +281,9 @@ func (n *Node) checkPeers(ctx context.Context, items []*writeItem) map[replicaTa
 	errs := make([]error, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
+		if n.knownPeer(t.node, t.addr) {
+			continue // as checkPeer would say at once
+		}
 		wg.Add(1)
 		rpc.Go(func() { defer wg.Done(); errs[i] = n.checkPeer(ctx, t.node, t.addr) })
 	}
