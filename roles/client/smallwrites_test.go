@@ -129,7 +129,7 @@ func TestSmallWritesShareCalls(t *testing.T) {
 	cfg.Coordinators = []string{serveCoordinator(t, &olderCoordinator{})}
 	c := newClient(t, cfg)
 
-	const n = 12
+	const n = 3 * writeCalls
 	receipts := make([]*dfspb.ChunkReceipt, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
