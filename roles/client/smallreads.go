@@ -55,11 +55,8 @@ func (c *Client) newSmallReads() *batcher[*dfspb.ReadChunk, *dfspb.ChunkRead] {
 			if err != nil {
 				return nil, err
 			}
-			ctx, cancel := context.WithTimeout(ctx, c.cfg.ChunkTimeout)
-			defer cancel()
-			ctx, wd := chunkstream.NewWatchdog(ctx, c.clock, c.cfg.ProgressTimeout, "datanode "+addr)
-			defer wd.Stop()
-			wd.HeardFrom(func() time.Time { return c.pool.Heard(addr) })
+			ctx, wd, done := c.nodeCall(ctx, addr)
+			defer done()
 			resp, err := dn.ReadChunks(ctx, &dfspb.ReadChunksRequest{Chunks: chunks})
 			if werr := wd.Err(); err != nil && werr != nil {
 				err = werr
@@ -67,6 +64,18 @@ func (c *Client) newSmallReads() *batcher[*dfspb.ReadChunk, *dfspb.ChunkRead] {
 			return resp.GetChunks(), older(err)
 		},
 	}
+}
+
+// nodeCall bounds a call for many small chunks to the datanode at addr
+// as a stream is bounded: the returned ctx ends once nothing has moved on
+// the connection to the node for the progress timeout (a node that is
+// slow, or busy with other calls, is waited for), and at the latest after
+// the chunk timeout. The caller calls done once the call is over.
+func (c *Client) nodeCall(ctx context.Context, addr string) (_ context.Context, _ *chunkstream.Watchdog, done func()) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ChunkTimeout)
+	ctx, wd := chunkstream.NewWatchdog(ctx, c.clock, c.cfg.ProgressTimeout, "datanode "+addr)
+	wd.HeardFrom(func() time.Time { return c.pool.Heard(addr) })
+	return ctx, wd, func() { wd.Stop(); cancel() }
 }
 
 // readSmall reads a small chunk whole with the client's other small reads

@@ -67,6 +67,21 @@ func (d *olderDatanode) DownloadChunkStream(req *dfspb.DownloadChunkStreamReques
 	return nil
 }
 
+// serveDatanode serves dn on loopback until the test ends, and returns
+// its address.
+func serveDatanode(t *testing.T, dn dfspb.DataNodeServer) string {
+	t.Helper()
+	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
+	dfspb.RegisterDataNodeServer(srv, dn)
+	lis, err := rpc.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
 // olderServers starts a datanode without ReadChunks holding one small
 // chunk, and returns it, a coordinator without DownloadFiles whose
 // /small is that chunk, and the file's bytes.
@@ -81,18 +96,13 @@ func olderServers(t *testing.T) (*olderCoordinator, *olderDatanode, []byte) {
 	is.NoErr(err) // a well-formed chunk ID
 
 	dn := &olderDatanode{id: id, data: data, frame: frame, frames: frames, digest: digest}
-	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-	dfspb.RegisterDataNodeServer(srv, dn)
-	lis, err := rpc.Listen("127.0.0.1:0")
-	is.NoErr(err)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
+	addr := serveDatanode(t, dn)
 
 	sum := sha256.Sum256(data)
 	coord := &olderCoordinator{file: &dfspb.FileInfo{
 		Path: "/small", Size: int64(len(data)), Sha256: sum[:], ChunkSize: 64 << 10, Replication: 1, Version: 1, ChunkCount: 1,
 		Chunks: []*dfspb.ChunkInfo{{Index: 0, ChunkId: id, Size: int64(len(data)), Digest: digest, FrameSize: frame,
-			Replicas: []*dfspb.ReplicaInfo{{NodeId: "node-1", Addr: lis.Addr().String(), State: dfspb.NodeState_NODE_STATE_HEALTHY}}}},
+			Replicas: []*dfspb.ReplicaInfo{{NodeId: "node-1", Addr: addr, State: dfspb.NodeState_NODE_STATE_HEALTHY}}}},
 	}}
 	return coord, dn, data
 }

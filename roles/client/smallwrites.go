@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/rpc"
@@ -30,10 +29,8 @@ const smallWrite = 256 << 10
 const writeCalls = 8
 
 // newSmallWrites returns the batcher of c's small chunk writes, keyed by
-// the primary's address. A call fails as an upload stream would: when
-// nothing moves on the connection to the node for the progress timeout
-// (the node sends keepalives while it works), and at the latest after
-// the chunk timeout.
+// the primary's address. A call fails as an upload stream would (see
+// nodeCall; the node sends keepalives while it works).
 func (c *Client) newSmallWrites() *batcher[*dfspb.WriteChunk, *dfspb.ChunkWritten] {
 	return &batcher[*dfspb.WriteChunk, *dfspb.ChunkWritten]{
 		calls:    writeCalls,
@@ -44,11 +41,8 @@ func (c *Client) newSmallWrites() *batcher[*dfspb.WriteChunk, *dfspb.ChunkWritte
 			if err != nil {
 				return nil, err
 			}
-			ctx, cancel := context.WithTimeout(ctx, c.cfg.ChunkTimeout)
-			defer cancel()
-			ctx, wd := chunkstream.NewWatchdog(ctx, c.clock, c.cfg.ProgressTimeout, "datanode "+addr)
-			defer wd.Stop()
-			wd.HeardFrom(func() time.Time { return c.pool.Heard(addr) })
+			ctx, wd, done := c.nodeCall(ctx, addr)
+			defer done()
 			// As for a stream (storeChunk): a connection backing off after
 			// a failure connects again at once, within the deadline.
 			var written []*dfspb.ChunkWritten

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/matryer/is"
-	"github.com/rs/zerolog"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	"github.com/dfs-project/dfs/chunkstream"
@@ -63,18 +61,13 @@ func (d *olderUploads) UploadChunkStream(st dfspb.DataNode_UploadChunkStreamServ
 func TestSmallPutToOlderDatanode(t *testing.T) {
 	is := is.New(t)
 	dn := &olderUploads{id: "node-1"}
-	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-	dfspb.RegisterDataNodeServer(srv, dn)
-	lis, err := rpc.Listen("127.0.0.1:0")
-	is.NoErr(err)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
+	addr := serveDatanode(t, dn)
 	cfg := DefaultConfig()
 	cfg.Coordinators = []string{serveCoordinator(t, &olderCoordinator{})}
 	c := newClient(t, cfg)
 
 	data := bytes.Repeat([]byte("small chunk "), 700) // 8,400 bytes: three 4 KiB frames
-	plan := &dfspb.ChunkPlan{ChunkId: "abababababababababababababababab_0", Primary: &dfspb.NodeRef{NodeId: dn.id, Addr: lis.Addr().String()}}
+	plan := &dfspb.ChunkPlan{ChunkId: "abababababababababababababababab_0", Primary: &dfspb.NodeRef{NodeId: dn.id, Addr: addr}}
 	receipt, err := c.storeChunk(t.Context(), plan, data)
 	is.NoErr(err)                              // stored
 	is.Equal(receipt.NodeIds, []string{dn.id}) // by the older node
@@ -119,12 +112,7 @@ func (d *fakeWrites) WriteChunks(req *dfspb.WriteChunksRequest, st dfspb.DataNod
 func TestSmallWritesShareCalls(t *testing.T) {
 	is := is.New(t)
 	dn := &fakeWrites{release: make(chan struct{})}
-	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-	dfspb.RegisterDataNodeServer(srv, dn)
-	lis, err := rpc.Listen("127.0.0.1:0")
-	is.NoErr(err)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
+	addr := serveDatanode(t, dn)
 	cfg := DefaultConfig()
 	cfg.Coordinators = []string{serveCoordinator(t, &olderCoordinator{})}
 	c := newClient(t, cfg)
@@ -135,7 +123,7 @@ func TestSmallWritesShareCalls(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			plan := &dfspb.ChunkPlan{Index: uint32(i), ChunkId: fmt.Sprintf("%032x_%d", i, i%4), Primary: &dfspb.NodeRef{NodeId: "node-1", Addr: lis.Addr().String()}}
+			plan := &dfspb.ChunkPlan{Index: uint32(i), ChunkId: fmt.Sprintf("%032x_%d", i, i%4), Primary: &dfspb.NodeRef{NodeId: "node-1", Addr: addr}}
 			receipts[i], errs[i] = c.storeChunk(t.Context(), plan, bytes.Repeat([]byte{byte(i)}, 1000+i))
 		})
 	}
