@@ -8,8 +8,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/matryer/is"
-	"github.com/rs/zerolog"
 
+	"github.com/dfs-project/dfs/internal/testlog"
 	"github.com/dfs-project/dfs/roles/coordinator/coordinatortest"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/coordinator/meta/metatest"
@@ -55,7 +55,7 @@ func newFixture(t *testing.T, n int, store meta.Store, opts ...func(*Config)) *f
 	}
 	f := &fixture{t: t, ctx: ctx, clock: clockwork.NewFakeClock(), store: store, dn: coordinatortest.New()}
 	var err error
-	f.c, err = New(cfg, Deps{Log: zerolog.New(zerolog.NewTestWriter(t)), Clock: f.clock, Store: store, Datanodes: f.dn})
+	f.c, err = New(cfg, Deps{Log: testlog.New(t), Clock: f.clock, Store: store, Datanodes: f.dn})
 	is.NoErr(err)
 	f.term, err = f.c.newTerm(ctx)
 	is.NoErr(err)              // the term reads the store

@@ -9,11 +9,11 @@ import (
 
 	"github.com/matryer/is"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dfs-project/dfs/internal/testlog"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -43,7 +43,7 @@ func runRestarted(t *testing.T, f *fixture, hook func(ctx context.Context, node 
 	}
 	r := &running{reg: prometheus.NewRegistry(), done: make(chan error, 1)}
 	var err error
-	r.c, err = New(cfg, Deps{Log: zerolog.New(zerolog.NewTestWriter(t)), Store: f.store, Datanodes: f.dn, Metrics: r.reg})
+	r.c, err = New(cfg, Deps{Log: testlog.New(t), Store: f.store, Datanodes: f.dn, Metrics: r.reg})
 	is.NoErr(err)
 	r.c.beforeReport = hook
 	ctx, cancel := context.WithCancel(context.Background())
@@ -226,7 +226,7 @@ func TestRunStopsWithinGrace(t *testing.T) {
 	cfg.ShutdownGrace = 300 * time.Millisecond
 	e := deafElector{release: make(chan struct{})}
 	t.Cleanup(func() { close(e.release) })
-	c, err := New(cfg, Deps{Log: zerolog.New(zerolog.NewTestWriter(t)), Store: f.store, Datanodes: f.dn, Elector: e})
+	c, err := New(cfg, Deps{Log: testlog.New(t), Store: f.store, Datanodes: f.dn, Elector: e})
 	is.NoErr(err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -5,9 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/internal/testlog"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
@@ -43,7 +42,7 @@ func startNodeWith(t *testing.T, coord *datanodetest.Coordinator, deps Deps, opt
 		t.Fatal(err)
 	}
 	cfg.Listen = lis.Addr().String()
-	deps.Log, deps.Listener = zerolog.New(zerolog.NewTestWriter(t)), lis
+	deps.Log, deps.Listener = testlog.New(t), lis
 	n, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)

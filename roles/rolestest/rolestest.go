@@ -8,13 +8,12 @@ package rolestest
 
 import (
 	"context"
-	"io"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/dfs-project/dfs/internal/testlog"
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator"
@@ -53,29 +52,6 @@ func WithLogLevel(l zerolog.Level) Option {
 // WithConfig adjusts the whole cluster configuration.
 func WithConfig(f func(*roles.ClusterConfig)) Option { return Option(f) }
 
-// gatedWriter forwards log lines to the test until the test is over; a
-// gRPC handler that outlives its server must not log into a finished test.
-type gatedWriter struct {
-	mu   sync.Mutex
-	w    io.Writer
-	done bool
-}
-
-func (g *gatedWriter) Write(p []byte) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.done {
-		return len(p), nil
-	}
-	return g.w.Write(p)
-}
-
-func (g *gatedWriter) close() {
-	g.mu.Lock()
-	g.done = true
-	g.mu.Unlock()
-}
-
 // Logger logs into the test's output at Info, with timestamps, until the
 // test ends.
 func Logger(t testing.TB) zerolog.Logger {
@@ -88,9 +64,7 @@ func Logger(t testing.TB) zerolog.Logger {
 // the timestamp hook reads.
 func PlainLogger(t testing.TB) zerolog.Logger {
 	t.Helper()
-	g := &gatedWriter{w: zerolog.NewTestWriter(t)}
-	t.Cleanup(g.close) // registered first, so it runs last
-	return zerolog.New(g).Level(zerolog.InfoLevel)
+	return testlog.New(t).Level(zerolog.InfoLevel)
 }
 
 // Config returns the test configuration of a cluster of nodes datanodes
