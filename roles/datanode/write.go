@@ -247,7 +247,7 @@ func (n *Node) checkWrite(wc *dfspb.WriteChunk) (uploadRequest, *chunkstream.Ver
 		return uploadRequest{}, nil, err
 	}
 	v := chunkstream.NewVerifier(chunkstream.Expect{ChunkID: u.id, Size: u.size, FrameSize: u.frameSize})
-	for _, f := range wc.Frames {
+	for _, f := range wc.GetFrames() {
 		if f.SessionId != "" || f.Prepare != nil || f.Header != nil {
 			return uploadRequest{}, nil, rpc.Errorf(rpc.Invalid, "chunk %s: a WriteChunks frame carries no session, prepare request or header", u.id)
 		}
