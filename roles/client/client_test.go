@@ -43,8 +43,22 @@ func startNodesCoordinator(t *testing.T, answer func() error) (string, *nodesCoo
 // ends and returns its address.
 func serveCoordinator(t *testing.T, c dfspb.CoordinatorServer) string {
 	t.Helper()
+	return serve(t, func(srv *grpc.Server) { dfspb.RegisterCoordinatorServer(srv, c) })
+}
+
+// serveDatanode serves a fake datanode on 127.0.0.1 until the test ends
+// and returns its address.
+func serveDatanode(t *testing.T, dn dfspb.DataNodeServer) string {
+	t.Helper()
+	return serve(t, func(srv *grpc.Server) { dfspb.RegisterDataNodeServer(srv, dn) })
+}
+
+// serve serves what register registers on 127.0.0.1 until the test ends
+// and returns its address.
+func serve(t *testing.T, register func(*grpc.Server)) string {
+	t.Helper()
 	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-	dfspb.RegisterCoordinatorServer(srv, c)
+	register(srv)
 	lis, err := rpc.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -9,8 +9,6 @@ import (
 	"testing"
 
 	"github.com/matryer/is"
-	"github.com/rs/zerolog"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	"github.com/dfs-project/dfs/chunkstream"
@@ -65,21 +63,6 @@ func (d *olderDatanode) DownloadChunkStream(req *dfspb.DownloadChunkStreamReques
 		}
 	}
 	return nil
-}
-
-// serveDatanode serves dn on loopback until the test ends, and returns
-// its address.
-func serveDatanode(t *testing.T, dn dfspb.DataNodeServer) string {
-	t.Helper()
-	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-	dfspb.RegisterDataNodeServer(srv, dn)
-	lis, err := rpc.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
 }
 
 // olderServers starts a datanode without ReadChunks holding one small
