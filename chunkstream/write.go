@@ -20,6 +20,27 @@ var writeChunksDesc = func() *grpc.StreamDesc {
 	panic("dfspb: the DataNode service has no WriteChunks stream")
 }()
 
+// Frames cuts chunk id's data into the frames an upload sends, each with
+// its data, offset and frame digest, the last final with the chunk
+// digest (session and prepare unset), and returns them and the chunk
+// digest. The frames share data's bytes.
+func Frames(id rpc.ChunkID, data []byte, frameSize int) ([]*dfspb.ChunkDataStream, []byte) {
+	var frames []*dfspb.ChunkDataStream
+	cd := NewChunkDigest()
+	for off := 0; off < len(data); off += frameSize {
+		end := min(off+frameSize, len(data))
+		fd := FrameDigest(data[off:end])
+		cd.Add(fd)
+		frames = append(frames, &dfspb.ChunkDataStream{ChunkId: string(id), Data: data[off:end], Offset: int64(off), PartialChecksum: fd})
+	}
+	digest := cd.Sum()
+	if len(frames) > 0 {
+		last := frames[len(frames)-1]
+		last.IsFinal, last.ChunkChecksum = true, digest
+	}
+	return frames, digest
+}
+
 // WriteChunks makes a WriteChunks call to the datanode at the other end
 // of cc and returns its answer, one ChunkWritten per chunk of req, in
 // their order. The node's keepalives (empty responses) are read on the

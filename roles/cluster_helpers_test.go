@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/dfs-project/dfs/chunkstream"
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/rolestest"
@@ -204,20 +205,11 @@ func streamChunk(ctx context.Context, dn dfspb.DataNodeClient, session, id strin
 
 // cutFrames cuts data into upload frames with correct digests.
 func cutFrames(session, id string, data []byte, frameSize int) []*dfspb.ChunkDataStream {
-	var out []*dfspb.ChunkDataStream
-	var digests []byte
-	for off := 0; off < len(data); off += frameSize {
-		end := min(off+frameSize, len(data))
-		fd := sha256Sum(data[off:end])
-		digests = append(digests, fd...)
-		f := &dfspb.ChunkDataStream{SessionId: session, ChunkId: id, Data: data[off:end], Offset: int64(off), PartialChecksum: fd}
-		if end == len(data) {
-			f.IsFinal = true
-			f.ChunkChecksum = sha256Sum(digests)
-		}
-		out = append(out, f)
+	frames, _ := chunkstream.Frames(rpc.ChunkID(id), data, frameSize)
+	for _, f := range frames {
+		f.SessionId = session
 	}
-	return out
+	return frames
 }
 
 func sha256Sum(b []byte) []byte {

@@ -65,21 +65,13 @@ func (c *Client) newSmallWrites() *batcher[*dfspb.WriteChunk, *dfspb.ChunkWritte
 // and returns its receipt. ok is false when the primary has no
 // WriteChunks (an earlier release): the chunk is then streamed.
 func (c *Client) writeSmall(ctx context.Context, plan *dfspb.ChunkPlan, data []byte) (receipt *dfspb.ChunkReceipt, err error, ok bool) {
-	frameSize := int(c.cfg.FrameSize)
-	wc := &dfspb.WriteChunk{Prepare: &dfspb.PrepareChunkUploadRequest{
-		ChunkId: plan.ChunkId, Size: int64(len(data)), FrameSize: c.cfg.FrameSize, Replicas: plan.Replicas, Token: plan.Token,
-	}}
-	cd := chunkstream.NewChunkDigest()
-	for off := 0; off < len(data); off += frameSize {
-		end := min(off+frameSize, len(data))
-		fd := chunkstream.FrameDigest(data[off:end])
-		cd.Add(fd)
-		wc.Frames = append(wc.Frames, &dfspb.ChunkDataStream{ChunkId: plan.ChunkId, Data: data[off:end], Offset: int64(off), PartialChecksum: fd})
+	frames, digest := chunkstream.Frames(rpc.ChunkID(plan.ChunkId), data, int(c.cfg.FrameSize))
+	wc := &dfspb.WriteChunk{
+		Prepare: &dfspb.PrepareChunkUploadRequest{
+			ChunkId: plan.ChunkId, Size: int64(len(data)), FrameSize: c.cfg.FrameSize, Replicas: plan.Replicas, Token: plan.Token,
+		},
+		Frames: frames,
 	}
-	digest := cd.Sum()
-	last := wc.Frames[len(wc.Frames)-1]
-	last.IsFinal, last.ChunkChecksum = true, digest
-
 	w, err := c.smallWrites.do(ctx, plan.Primary.Addr, wc, int64(len(data)))
 	if errors.Is(err, errOlder) {
 		return nil, nil, false

@@ -3,7 +3,6 @@ package datanode
 import (
 	"bytes"
 	"io"
-	"io/fs"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/roles/datanode/chunkstore/chunkstoretest"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
 	"github.com/dfs-project/dfs/rpc"
@@ -30,15 +30,7 @@ func toWrite(id rpc.ChunkID, data []byte, replicas ...*Node) *dfspb.WriteChunk {
 	for _, r := range replicas {
 		wc.Prepare.Replicas = append(wc.Prepare.Replicas, &dfspb.NodeRef{NodeId: string(r.ID()), Addr: r.Addr()})
 	}
-	digest, frames := chunkstream.DigestOf(data, testFrame)
-	for i, fd := range frames {
-		off := i * testFrame
-		f := &dfspb.ChunkDataStream{ChunkId: string(id), Data: data[off:min(off+testFrame, len(data))], Offset: int64(off), PartialChecksum: fd}
-		if i == len(frames)-1 {
-			f.IsFinal, f.ChunkChecksum = true, digest
-		}
-		wc.Frames = append(wc.Frames, f)
-	}
+	wc.Frames, _ = chunkstream.Frames(id, data, testFrame)
 	return wc
 }
 
@@ -275,34 +267,6 @@ func TestWriteChunksToOlderReplica(t *testing.T) {
 	is.Equal(old.asked.Load(), int32(1)) // asked once, then streamed
 }
 
-// slowSyncDisk makes every Sync take delay once armed: a disk that keeps
-// a commit waiting.
-type slowSyncDisk struct {
-	vfs.FS
-	delay time.Duration
-	armed atomic.Bool
-}
-
-func (d *slowSyncDisk) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, error) {
-	f, err := d.FS.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return &slowSyncFile{File: f, d: d}, nil
-}
-
-type slowSyncFile struct {
-	vfs.File
-	d *slowSyncDisk
-}
-
-func (f *slowSyncFile) Sync() error {
-	if f.d.armed.Load() {
-		time.Sleep(f.d.delay)
-	}
-	return f.File.Sync()
-}
-
 // TestWriteChunksKeepsCallerWaiting: while a call waits on commits that
 // take several progress timeouts, the node sends keepalives, so neither
 // its caller nor a primary forwarding to it takes it for stalled.
@@ -310,12 +274,19 @@ func TestWriteChunksKeepsCallerWaiting(t *testing.T) {
 	is := is.New(t)
 	const progress = 200 * time.Millisecond
 	coord := datanodetest.Start(t)
-	disks := []*slowSyncDisk{{FS: vfs.Default, delay: 4 * progress}, {FS: vfs.Default, delay: 4 * progress}}
-	fast := func(cfg *Config) { cfg.ProgressTimeout = progress }
-	a, b := startNodeWith(t, coord, Deps{FS: disks[0]}, fast), startNodeWith(t, coord, Deps{FS: disks[1]}, fast)
-	for _, d := range disks {
-		d.armed.Store(true)
+	// Once armed, every sync takes 4 progress timeouts: a disk that keeps
+	// a commit waiting.
+	var armed atomic.Bool
+	slowSync := func(op, _ string) error {
+		if op == "sync" && armed.Load() {
+			time.Sleep(4 * progress)
+		}
+		return nil
 	}
+	fast := func(cfg *Config) { cfg.ProgressTimeout = progress }
+	a := startNodeWith(t, coord, Deps{FS: chunkstoretest.Hooked(vfs.Default, slowSync)}, fast)
+	b := startNodeWith(t, coord, Deps{FS: chunkstoretest.Hooked(vfs.Default, slowSync)}, fast)
+	armed.Store(true)
 	id, data := chunkID(t, 1), chunkData(5000, 1)
 
 	cc, err := rpc.Dial(a.Addr())

@@ -60,6 +60,16 @@ type hookFS struct {
 	before func(op, name string) error
 }
 
+// Hooked returns fsys with before called ahead of every call that changes
+// it or a file: op is "open" (for writing), "mkdir", "rename" (given the
+// new name), "remove", "syncdir", "write", "sync" or "close". An error
+// from before fails the call; before may also wait, as a slow disk does.
+func Hooked(fsys vfs.FS, before func(op, name string) error) vfs.FS {
+	h := &hookFS{FS: fsys}
+	h.set(before)
+	return h
+}
+
 func (h *hookFS) set(before func(op, name string) error) {
 	h.mu.Lock()
 	h.before = before
