@@ -57,7 +57,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 			Buckets: buckets,
 		}, []string{"op", "result"}),
 		streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "dfs_datanode_streams", Help: "Chunk streams running now: upload (receiving), download (sending), replicate (copying for a repair).",
+			Name: "dfs_datanode_streams", Help: "Chunk streams running now: upload (receiving; each chunk of a WriteChunks call counts as one until answered), download (sending), replicate (copying for a repair).",
 		}, []string{"op"}),
 		received:   counter("dfs_datanode_chunk_bytes_received_total", "Chunk bytes received in upload streams, from clients (as primary) and from primaries (as replica)."),
 		forwarded:  counter("dfs_datanode_chunk_bytes_forwarded_total", "Chunk bytes a primary forwarded to its replicas (counted once per replica)."),

@@ -24,8 +24,9 @@ func startNode(t *testing.T, coord *datanodetest.Coordinator, opts ...func(*Conf
 	return startNodeWith(t, coord, Deps{}, opts...)
 }
 
-// startNodeWith is startNode with deps (their Log and Listener are set
-// here).
+// startNodeWith is startNode with deps (their Listener is set here, and
+// their Log writes into the test's output, keeping the level and hooks a
+// test gave it).
 func startNodeWith(t *testing.T, coord *datanodetest.Coordinator, deps Deps, opts ...func(*Config)) *Node {
 	t.Helper()
 	cfg := DefaultConfig()
@@ -42,7 +43,7 @@ func startNodeWith(t *testing.T, coord *datanodetest.Coordinator, deps Deps, opt
 		t.Fatal(err)
 	}
 	cfg.Listen = lis.Addr().String()
-	deps.Log, deps.Listener = testlog.New(t), lis
+	deps.Log, deps.Listener = deps.Log.Output(testlog.Writer(t)), lis
 	n, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)

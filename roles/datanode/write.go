@@ -103,6 +103,7 @@ func (n *Node) writeChunks(ctx context.Context, req *dfspb.WriteChunksRequest) (
 			if it.s != nil {
 				it.s.release()
 				n.running.Add(-1)
+				n.metrics.streams.WithLabelValues(opUpload).Dec()
 			}
 		}
 	}()
@@ -296,8 +297,8 @@ func (n *Node) checkPeers(ctx context.Context, items []*writeItem) map[replicaTa
 }
 
 // admitWrite counts a checked chunk as an upload running (within
-// --max-sessions) and reserves its space, once its replicas passed
-// checkPeers; the caller releases both.
+// --max-sessions, and in dfs_datanode_streams) and reserves its space,
+// once its replicas passed checkPeers; the caller releases both.
 func (n *Node) admitWrite(u uploadRequest, peers map[replicaTarget]error) (*uploadSession, error) {
 	for _, t := range u.replicas {
 		if err := peers[t]; err != nil {
@@ -314,6 +315,7 @@ func (n *Node) admitWrite(u uploadRequest, peers map[replicaTarget]error) (*uplo
 		n.running.Add(-1)
 		return nil, err
 	}
+	n.metrics.streams.WithLabelValues(opUpload).Inc()
 	return s, nil
 }
 

@@ -2,14 +2,18 @@ package datanode
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/matryer/is"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -184,11 +188,45 @@ func TestWriteChunksWithinMaxSessions(t *testing.T) {
 	is.Equal(rpc.KindOf(err), rpc.ResourceExhausted)           // beyond it
 	is.Equal(rpc.FailedNodesOf(err), []string{string(n.ID())}) // blaming this node
 	is.True(strings.Contains(err.Error(), "--max-sessions"))   // saying what to change
-	is.Equal(n.uploadStreams(), 0)                             // nothing counted after the call
+	is.True(holdsNothing(n))                                   // after the call
+}
+
+// holdsNothing reports whether n holds nothing for uploads: none counted
+// against --max-sessions, no frame bytes, no space reserved (its
+// Capacity must be set, so that free space is not the disk's).
+func holdsNothing(n *Node) bool {
 	used, _ := n.frames.usage()
-	is.Equal(used, int64(0)) // nor held
 	u := n.store.Usage()
-	is.Equal(u.Free, u.Capacity-u.Used) // no space reserved
+	return n.uploadStreams() == 0 && used == 0 && u.Free == u.Capacity-u.Used
+}
+
+// metric is the value of the metric name that reg gathered with labels
+// (name, value pairs): a gauge's value, a histogram's count.
+func metric(t *testing.T, reg prometheus.Gatherer, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if v, ok := want[l.GetName()]; ok && v != l.GetValue() {
+					continue series
+				}
+			}
+			return m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	return 0
 }
 
 // TestWriteChunksBlamesFailedReplica: a replica that cannot be reached
@@ -232,6 +270,36 @@ func (o *olderNode) WriteChunks(*dfspb.WriteChunksRequest, dfspb.DataNode_WriteC
 	return status.Error(codes.Unimplemented, "unknown method WriteChunks")
 }
 
+// fakeReplica is a datanode whose WriteChunks is write, and that has no
+// other call.
+type fakeReplica struct {
+	dfspb.UnimplementedDataNodeServer
+	write func(*dfspb.WriteChunksRequest, dfspb.DataNode_WriteChunksServer) error
+}
+
+func (f fakeReplica) WriteChunks(req *dfspb.WriteChunksRequest, st dfspb.DataNode_WriteChunksServer) error {
+	return f.write(req, st)
+}
+
+// serveReplica serves srv on loopback until the test ends, as a node
+// registered with coord under a new ID and known to primary, and returns
+// it as a replica to name.
+func serveReplica(t *testing.T, coord *datanodetest.Coordinator, primary *Node, srv dfspb.DataNodeServer) *dfspb.NodeRef {
+	t.Helper()
+	s := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
+	dfspb.RegisterDataNodeServer(s, srv)
+	lis, err := rpc.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	id, addr := rpc.NodeID(uuid.NewString()), lis.Addr().String()
+	coord.AddNode(id, addr)
+	eventually(t, "the primary to learn of the replica", func() bool { return primary.checkPeer(t.Context(), id, addr) == nil })
+	return &dfspb.NodeRef{NodeId: string(id), Addr: addr}
+}
+
 // TestWriteChunksToOlderReplica: a primary whose replica has no
 // WriteChunks (a rolling upgrade) sends it each chunk in an upload stream.
 func TestWriteChunksToOlderReplica(t *testing.T) {
@@ -239,22 +307,14 @@ func TestWriteChunksToOlderReplica(t *testing.T) {
 	coord := datanodetest.Start(t)
 	a, b := startNode(t, coord), startNode(t, coord)
 	old := &olderNode{Node: b}
-	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-	dfspb.RegisterDataNodeServer(srv, old)
-	lis, err := rpc.Listen("127.0.0.1:0")
-	is.NoErr(err)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	oldID := rpc.NodeID(uuid.NewString()) // b's store, behind an older server
-	coord.AddNode(oldID, lis.Addr().String())
-	eventually(t, "the primary to learn of the older node", func() bool { return a.checkPeer(t.Context(), oldID, lis.Addr().String()) == nil })
+	replica := serveReplica(t, coord, a, old) // b's store, behind an older server
 
 	var chunks []*dfspb.WriteChunk
 	var datas [][]byte
 	for i := range 3 {
 		datas = append(datas, chunkData(3000+i, byte(i)))
 		wc := toWrite(chunkID(t, i), datas[i])
-		wc.Prepare.Replicas = []*dfspb.NodeRef{{NodeId: string(oldID), Addr: lis.Addr().String()}}
+		wc.Prepare.Replicas = []*dfspb.NodeRef{replica}
 		chunks = append(chunks, wc)
 	}
 	got, err := chunkstream.WriteChunks(t.Context(), conn(t, a), &dfspb.WriteChunksRequest{Chunks: chunks})
@@ -314,4 +374,211 @@ func TestWriteChunksKeepsCallerWaiting(t *testing.T) {
 	is.NoErr(answerErr(answer.Chunks[0]))       // stored
 	is.Equal(len(answer.Chunks[0].Replicas), 2) // by the primary and, kept waiting too, its replica
 	is.True(holds(t, id, data, a, b))
+}
+
+// TestWriteChunksGivesUpOnStalledReplica: a replica that takes the call
+// and then neither answers nor sends keepalives fails the chunks it was
+// to take after the primary's progress timeout, each answered blaming
+// it as stalled; the call does not hang, and the primary's other chunks
+// are stored.
+func TestWriteChunksGivesUpOnStalledReplica(t *testing.T) {
+	is := is.New(t)
+	coord := datanodetest.Start(t)
+	a := startNode(t, coord, func(cfg *Config) { cfg.ProgressTimeout = 300 * time.Millisecond })
+	stalled := serveReplica(t, coord, a, fakeReplica{write: func(*dfspb.WriteChunksRequest, dfspb.DataNode_WriteChunksServer) error {
+		<-t.Context().Done() // until the test ends
+		return nil
+	}})
+
+	ok, lost := chunkID(t, 1), chunkID(t, 2)
+	okData := chunkData(5000, 1)
+	toStalled := toWrite(lost, chunkData(5000, 2))
+	toStalled.Prepare.Replicas = []*dfspb.NodeRef{stalled}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second) // a bound on a hang, not a speed
+	defer cancel()
+	got, err := chunkstream.WriteChunks(ctx, conn(t, a), &dfspb.WriteChunksRequest{Chunks: []*dfspb.WriteChunk{toWrite(ok, okData), toStalled}})
+	is.NoErr(err)               // answered: the primary gave up on its replica
+	is.NoErr(answerErr(got[0])) // stored
+	is.True(holds(t, ok, okData, a))
+	err = answerErr(got[1])
+	is.Equal(rpc.KindOf(err), rpc.Unavailable)                 // failed
+	is.Equal(rpc.FailedNodesOf(err), []string{stalled.NodeId}) // blaming the stalled replica
+	is.True(strings.Contains(err.Error(), "stalled"))          // saying why
+	is.Equal(len(got[1].Replicas), 0)                          // not told it was stored
+}
+
+// TestWriteChunksCallerCancels: a caller that goes away while the
+// primary waits on a replica leaves nothing held on the primary (no
+// upload counted, no frame bytes, no space reserved, no stream in
+// dfs_datanode_streams), and no replica is blamed: the primary logs no
+// warning that the upload failed.
+func TestWriteChunksCallerCancels(t *testing.T) {
+	is := is.New(t)
+	coord := datanodetest.Start(t)
+	var warned atomic.Int32 // "upload failed" at warn: a failure blamed on a node
+	log := zerolog.New(nil).Hook(zerolog.HookFunc(func(_ *zerolog.Event, level zerolog.Level, msg string) {
+		if level == zerolog.WarnLevel && msg == "upload failed" {
+			warned.Add(1)
+		}
+	}))
+	reg := prometheus.NewRegistry()
+	a := startNodeWith(t, coord, Deps{Log: log, Metrics: reg}, func(cfg *Config) { cfg.Capacity = 64 << 20 })
+	asked := make(chan struct{}, 1)
+	slow := serveReplica(t, coord, a, fakeReplica{write: func(*dfspb.WriteChunksRequest, dfspb.DataNode_WriteChunksServer) error {
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		<-t.Context().Done() // slower than the caller's patience
+		return nil
+	}})
+
+	var chunks []*dfspb.WriteChunk
+	for i := range 2 {
+		wc := toWrite(chunkID(t, i), chunkData(5000, byte(i)))
+		wc.Prepare.Replicas = []*dfspb.NodeRef{slow}
+		chunks = append(chunks, wc)
+	}
+	cc := conn(t, a)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := chunkstream.WriteChunks(ctx, cc, &dfspb.WriteChunksRequest{Chunks: chunks})
+		done <- err
+	}()
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the primary did not forward the chunks")
+	}
+	is.Equal(metric(t, reg, "dfs_datanode_streams", "op", "upload"), 2.0) // each chunk counted while the call runs
+	cancel()
+	is.Equal(status.Code(<-done), codes.Canceled)
+	eventually(t, "the primary to let go of the call", func() bool {
+		return holdsNothing(a) && metric(t, reg, "dfs_datanode_streams", "op", "upload") == 0
+	})
+	is.Equal(warned.Load(), int32(0)) // no node blamed for the caller's going away
+}
+
+// TestWriteChunksLocalCommitFails: a primary whose disk fails the commit
+// answers the chunk failed, Internal, blaming itself alone (its replica
+// stored its copy), and neither stores nor serves it; while the slow
+// commit holds the call, its chunk counts as an upload running in
+// dfs_datanode_streams, and no longer once answered.
+func TestWriteChunksLocalCommitFails(t *testing.T) {
+	is := is.New(t)
+	coord := datanodetest.Start(t)
+	var armed atomic.Bool
+	release := make(chan struct{})
+	free := sync.OnceFunc(func() { close(release) })
+	failing := func(op, _ string) error {
+		if op == "sync" && armed.Load() {
+			<-release // a slow disk, that then fails
+			return syscall.EIO
+		}
+		return nil
+	}
+	reg := prometheus.NewRegistry()
+	a := startNodeWith(t, coord, Deps{FS: chunkstoretest.Hooked(vfs.Default, failing), Metrics: reg})
+	b := startNode(t, coord)
+	t.Cleanup(free) // before the nodes stop
+	armed.Store(true)
+
+	id, data := chunkID(t, 1), chunkData(5000, 1)
+	cc := conn(t, a)
+	type answer struct {
+		got []*dfspb.ChunkWritten
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		got, err := chunkstream.WriteChunks(t.Context(), cc, &dfspb.WriteChunksRequest{Chunks: []*dfspb.WriteChunk{toWrite(id, data, b)}})
+		done <- answer{got, err}
+	}()
+	eventually(t, "the chunk to count as an upload running", func() bool {
+		return metric(t, reg, "dfs_datanode_streams", "op", "upload") == 1
+	})
+	free()
+	ans := <-done
+	armed.Store(false)
+	is.NoErr(ans.err)
+	err := answerErr(ans.got[0])
+	is.Equal(rpc.KindOf(err), rpc.Internal)                               // failed
+	is.Equal(rpc.FailedNodesOf(err), []string{string(a.ID())})            // blaming the primary alone
+	is.True(strings.Contains(err.Error(), syscall.EIO.Error()))           // saying why
+	is.Equal(len(ans.got[0].Replicas), 0)                                 // not told it was stored
+	is.True(!a.Store().Has(id) && !holds(t, id, data, a))                 // neither stored nor served
+	is.Equal(metric(t, reg, "dfs_datanode_streams", "op", "upload"), 0.0) // no longer running
+}
+
+// TestWriteChunksReplicaMiscounts: a replica whose answer has not one
+// entry per chunk it was sent fails them all, blaming it, rather than
+// having any taken as stored there.
+func TestWriteChunksReplicaMiscounts(t *testing.T) {
+	is := is.New(t)
+	coord := datanodetest.Start(t)
+	a := startNode(t, coord)
+	wrong := serveReplica(t, coord, a, fakeReplica{write: func(req *dfspb.WriteChunksRequest, st dfspb.DataNode_WriteChunksServer) error {
+		resp := &dfspb.WriteChunksResponse{}
+		for range len(req.Chunks) + 1 { // one answer too many, each "stored"
+			resp.Chunks = append(resp.Chunks, &dfspb.ChunkWritten{Replicas: []string{"somewhere"}})
+		}
+		return st.Send(resp)
+	}})
+
+	var chunks []*dfspb.WriteChunk
+	for i := range 2 {
+		wc := toWrite(chunkID(t, i), chunkData(5000, byte(i)))
+		wc.Prepare.Replicas = []*dfspb.NodeRef{wrong}
+		chunks = append(chunks, wc)
+	}
+	got, err := chunkstream.WriteChunks(t.Context(), conn(t, a), &dfspb.WriteChunksRequest{Chunks: chunks})
+	is.NoErr(err)
+	for _, w := range got {
+		err := answerErr(w)
+		is.Equal(rpc.KindOf(err), rpc.Unavailable)                       // failed
+		is.Equal(rpc.FailedNodesOf(err), []string{wrong.NodeId})         // blaming the replica
+		is.True(strings.Contains(err.Error(), "answered 3 of 2 chunks")) // saying why
+		is.Equal(len(w.Replicas), 0)                                     // not told it was stored
+	}
+}
+
+// TestWriteChunksFrameBudgetFull: while the node's frame budget is held
+// (by streams whose frames wait on its disk), a call waits
+// --session-timeout for it, then has each chunk refused,
+// ResourceExhausted, naming --frame-budget and blaming the node, counted
+// as a failed upload, and stored nowhere; once the budget is free the
+// same call goes.
+func TestWriteChunksFrameBudgetFull(t *testing.T) {
+	is := is.New(t)
+	const budget = 2 * rpc.MaxFrameSize // the least it may be
+	reg := prometheus.NewRegistry()
+	a := startNodeWith(t, datanodetest.Start(t), Deps{Metrics: reg}, func(cfg *Config) {
+		cfg.FrameBudget = budget
+		cfg.SessionTimeout = 200 * time.Millisecond
+	})
+	is.NoErr(a.frames.acquire(t.Context(), budget, budget, time.Second)) // all of it held
+	var chunks []*dfspb.WriteChunk
+	for i := range 2 {
+		chunks = append(chunks, toWrite(chunkID(t, i), chunkData(5000, byte(i))))
+	}
+	req := &dfspb.WriteChunksRequest{Chunks: chunks}
+	cc := conn(t, a)
+
+	got, err := chunkstream.WriteChunks(t.Context(), cc, req)
+	is.NoErr(err)
+	for i, w := range got {
+		err := answerErr(w)
+		is.Equal(rpc.KindOf(err), rpc.ResourceExhausted)           // refused
+		is.Equal(rpc.FailedNodesOf(err), []string{string(a.ID())}) // blaming the node, so the client tries another
+		is.True(strings.Contains(err.Error(), "--frame-budget"))   // saying what to change
+		is.True(!a.Store().Has(chunkID(t, i)))                     // stored nowhere
+	}
+	is.Equal(metric(t, reg, "dfs_datanode_chunk_op_duration_seconds", "op", "upload", "result", "error"), 2.0) // counted
+	a.frames.release(budget)
+	got, err = chunkstream.WriteChunks(t.Context(), cc, req)
+	is.NoErr(err)
+	for _, w := range got {
+		is.NoErr(answerErr(w)) // stored once the budget is free
+	}
 }
