@@ -26,11 +26,16 @@ import (
 // Transport tuning. One gRPC hop with protobuf bytes frames costs about one
 // CPU-second per GiB with 16 MiB windows and 1 MiB buffers; gRPC's defaults
 // are 20-30% slower (DESIGN.md, "What the machine costs"). Buffers come
-// from a pool that does not zero them (codec.go).
+// from a pool that does not zero them (codec.go). The write buffer, which
+// batches a plain-text connection's socket writes, is 256 KiB: as fast as
+// 1 MiB, and a datanode holds one per connection (3.7 MiB less peak RSS
+// in a put, docs/benchmarks.md, eleventh round). TLS connections use
+// 64 KiB (internal/pki).
 const (
 	streamWindow    = 4 << 20
 	connWindow      = 16 << 20
-	ioBuffer        = 1 << 20
+	readBuffer      = 1 << 20
+	writeBuffer     = 256 << 10
 	MaxMessageSize  = MaxFrameSize + 64<<10
 	requestIDHeader = "x-request-id"
 )
@@ -68,8 +73,8 @@ func ServerOptionsWithClock(clk clockwork.Clock, log zerolog.Logger, observers .
 	return []grpc.ServerOption{
 		grpc.InitialWindowSize(streamWindow),
 		grpc.InitialConnWindowSize(connWindow),
-		grpc.ReadBufferSize(ioBuffer),
-		grpc.WriteBufferSize(ioBuffer),
+		grpc.ReadBufferSize(readBuffer),
+		grpc.WriteBufferSize(writeBuffer),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.ForceServerCodecV2(codec{}),
@@ -87,8 +92,8 @@ func DialOptions() []grpc.DialOption {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithInitialWindowSize(streamWindow),
 		grpc.WithInitialConnWindowSize(connWindow),
-		grpc.WithReadBufferSize(ioBuffer),
-		grpc.WithWriteBufferSize(ioBuffer),
+		grpc.WithReadBufferSize(readBuffer),
+		grpc.WithWriteBufferSize(writeBuffer),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize), grpc.ForceCodecV2(codec{})),
 		experimental.WithBufferPool(buffers),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
