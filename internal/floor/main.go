@@ -8,7 +8,8 @@
 // call with a byte-slice codec, no interceptor, token, permission check,
 // metric or log:
 //
-//   - 4 KiB put: Open (the coordinator answers 200 bytes, a placement);
+//   - 4 KiB put: Open (the coordinator answers 200 bytes, a placement;
+//     not with -no-open);
 //     Write to the primary, which sends the data on to the other two
 //     datanodes in parallel while it appends to its pack file; each
 //     append is made durable by a group commit (one fdatasync for what
@@ -93,11 +94,12 @@ func main() {
 	files := flag.Int("files", 4000, "4 KiB files to put, then get")
 	inFlight := flag.Int("in-flight", 16, "4 KiB puts and gets at once")
 	largeMiB := flag.Int("large-mib", 1024, "MiB of the large get, a multiple of 8")
+	noOpen := flag.Bool("no-open", false, "puts skip Open, as if placements and tokens were leased ahead")
 	flag.Parse()
 	var err error
 	if *role == "client" {
 		var res Result
-		if res, err = client(*files, *inFlight, *largeMiB, *useTLS); err == nil {
+		if res, err = client(*files, *inFlight, *largeMiB, *useTLS, !*noOpen); err == nil {
 			err = json.NewEncoder(os.Stdout).Encode(res)
 		}
 	} else {
@@ -461,6 +463,7 @@ type Result struct {
 	TLS              bool    `json:"tls"`
 	Files            int     `json:"files"`
 	InFlight         int     `json:"in_flight"`
+	Open             bool    `json:"open"`
 	PutsPerSec       float64 `json:"small_puts_per_sec"`
 	PutClientMs      float64 `json:"small_put_client_cpu_ms"`
 	PutClusterMs     float64 `json:"small_put_cluster_cpu_ms"`
@@ -472,7 +475,7 @@ type Result struct {
 	GetClusterPerGiB float64 `json:"get_cluster_cpu_s_per_gib"`
 }
 
-func client(files, inFlight, largeMiB int, useTLS bool) (res Result, err error) {
+func client(files, inFlight, largeMiB int, useTLS, open bool) (res Result, err error) {
 	if files < 1 || inFlight < 1 || largeMiB < chunkFrame || largeMiB%chunkFrame != 0 {
 		return res, errors.New("-files and -in-flight must be at least 1, -large-mib a multiple of 8")
 	}
@@ -544,11 +547,13 @@ func client(files, inFlight, largeMiB int, useTLS bool) (res Result, err error) 
 		}
 		return float64(n) / took, (selfCPU() - client0) / float64(n), cluster0 / float64(n), err
 	}
-	res = Result{TLS: useTLS, Files: files, InFlight: inFlight}
+	res = Result{TLS: useTLS, Files: files, InFlight: inFlight, Open: open}
 	res.PutsPerSec, res.PutClientMs, res.PutClusterMs, err = measure(files, inFlight, func(i int) error {
 		name, p := fmt.Sprint("/f", i), i%3
-		if _, err := call(ctx, conn(co), "Open", []byte(name)); err != nil {
-			return err
+		if open {
+			if _, err := call(ctx, conn(co), "Open", []byte(name)); err != nil {
+				return err
+			}
 		}
 		if sha256.Sum256(data) != sum {
 			return errors.New("the data changed")

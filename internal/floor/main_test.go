@@ -24,12 +24,12 @@ func TestFloor(t *testing.T) {
 	t.Setenv("FLOOR_MAIN", "1")
 	for _, useTLS := range []bool{false, true} {
 		is := is.New(t)
-		res, err := client(40, 4, 16, useTLS)
+		res, err := client(40, 4, 16, useTLS, true)
 		is.NoErr(err)                                       // puts, gets and the large get all succeed
 		is.True(res.PutsPerSec > 0 && res.GetsPerSec > 0)   // rates measured
 		is.True(res.GetMBps > 0 && res.GetClientPerGiB > 0) // the large get measured
 		is.Equal(res.TLS, useTLS)                           // the mode asked for
 	}
-	_, err := client(0, 4, 16, false)
+	_, err := client(0, 4, 16, false, true)
 	is.New(t).True(err != nil) // no files is refused before any process starts
 }
