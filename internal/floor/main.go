@@ -54,6 +54,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dfs-project/dfs/internal/proccpu"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -381,7 +382,9 @@ func creds(dir string, useTLS bool) (credentials.TransportCredentials, error) {
 }
 
 // writeCert makes one self-signed certificate for 127.0.0.1 that every
-// process serves and presents.
+// process serves and presents. Plain crypto/tls, not internal/pki: the
+// floor is gRPC's, without dfs's own batching of TLS writes or checks of
+// a peer's role.
 func writeCert(dir string) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -439,23 +442,10 @@ func start(role, root string, n int, useTLS bool) (proc, error) {
 	return proc{cmd, strings.TrimSpace(line)}, nil
 }
 
-// cpu is the CPU seconds the process has used.
+// cpu is the CPU seconds the process has used (0 once it is gone).
 func (p proc) cpu() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	user, _ := strconv.ParseFloat(f[11], 64)
-	sys, _ := strconv.ParseFloat(f[12], 64)
-	return (user + sys) / 100 // clock ticks
-}
-
-func selfCPU() float64 {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	t, _ := proccpu.Of(p.cmd.Process.Pid)
+	return t.Seconds()
 }
 
 // Result is what the client prints.
@@ -524,7 +514,7 @@ func client(files, inFlight, largeMiB int, useTLS, open bool) (res Result, err e
 	// measure runs op(0..n-1), par at once, and returns the rate and the
 	// client's and servers' CPU seconds per op.
 	measure := func(n, par int, op func(i int) error) (rate, client, cluster float64, err error) {
-		cluster0, client0, t0 := 0.0, selfCPU(), time.Now()
+		cluster0, client0, t0 := 0.0, proccpu.Self().Seconds(), time.Now()
 		for _, p := range procs {
 			cluster0 -= p.cpu()
 		}
@@ -545,7 +535,7 @@ func client(files, inFlight, largeMiB int, useTLS, open bool) (res Result, err e
 		for _, p := range procs {
 			cluster0 += p.cpu()
 		}
-		return float64(n) / took, (selfCPU() - client0) / float64(n), cluster0 / float64(n), err
+		return float64(n) / took, (proccpu.Self().Seconds() - client0) / float64(n), cluster0 / float64(n), err
 	}
 	res = Result{TLS: useTLS, Files: files, InFlight: inFlight, Open: open}
 	res.PutsPerSec, res.PutClientMs, res.PutClusterMs, err = measure(files, inFlight, func(i int) error {

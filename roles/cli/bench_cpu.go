@@ -5,8 +5,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/dfs-project/dfs/internal/proccpu"
 )
 
 // cpuTimes is the CPU time (user + system) spent so far by the bench's
@@ -24,14 +25,10 @@ func (c cpuTimes) sub(o cpuTimes) cpuTimes {
 // cpuNow reads the CPU spent so far by this process and by procs' (nil
 // without --dev: the cluster's figure is then 0).
 func cpuNow(procs *devProcs) cpuTimes {
-	var ru syscall.Rusage
-	var t cpuTimes
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		t.client = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
+	t := cpuTimes{client: proccpu.Self()}
 	if procs != nil {
 		for _, cmd := range procs.cmds {
-			if c, err := procCPU(cmd.Process.Pid); err == nil {
+			if c, err := proccpu.Of(cmd.Process.Pid); err == nil {
 				t.cluster += c
 			}
 		}

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dfs-project/dfs/internal/proccpu"
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
@@ -339,7 +340,7 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 	r.waitInventories(fleet)
 	r.say("sampling the idle coordinator for %s...", sc.IdleWindow)
 	fleet.Reset()
-	cpu0, err := procCPU(co.pid())
+	cpu0, err := proccpu.Of(co.pid())
 	if err != nil {
 		return err
 	}
@@ -347,7 +348,7 @@ func (r *scaleRun) loaded(ctx context.Context, synth *meta.Synth, backup string)
 	if err := sleepCtx(ctx, sc.IdleWindow); err != nil {
 		return err
 	}
-	cpu1, err := procCPU(co.pid())
+	cpu1, err := proccpu.Of(co.pid())
 	if err != nil {
 		return err
 	}
@@ -886,27 +887,6 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// procCPU returns the user plus system CPU time of process pid.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces; fields after its ')'.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0, rpc.Errorf(rpc.Internal, "short /proc/%d/stat", pid)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, rpc.Errorf(rpc.Internal, "bad /proc/%d/stat", pid)
-	}
-	const ticks = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / ticks, nil
 }
 
 // procRSS returns VmRSS and VmHWM of process pid, and of VmRSS the

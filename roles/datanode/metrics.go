@@ -59,7 +59,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 		streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dfs_datanode_streams", Help: "Chunk streams running now: upload (receiving; each chunk of a WriteChunks call counts as one until answered), download (sending), replicate (copying for a repair).",
 		}, []string{"op"}),
-		received:   counter("dfs_datanode_chunk_bytes_received_total", "Chunk bytes received in upload streams, from clients (as primary) and from primaries (as replica)."),
+		received:   counter("dfs_datanode_chunk_bytes_received_total", "Chunk bytes received in upload streams and WriteChunks calls, from clients (as primary) and from primaries (as replica)."),
 		forwarded:  counter("dfs_datanode_chunk_bytes_forwarded_total", "Chunk bytes a primary forwarded to its replicas (counted once per replica)."),
 		sent:       counter("dfs_datanode_chunk_bytes_sent_total", "Chunk bytes sent in download streams and ReadChunks replies, to readers and to nodes copying a chunk for a repair."),
 		replicated: counter("dfs_datanode_chunk_bytes_replicated_total", "Chunk bytes copied to this node from other nodes for repairs (ReplicateChunk)."),
