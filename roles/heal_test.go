@@ -374,15 +374,21 @@ func TestTrimmedCopyNotCountedAgain(t *testing.T) {
 	})
 	// Many inventories and scans later, one copy is still the only one to
 	// go, the trimmed copy is not offered to readers, and the chunk has
-	// its two copies.
+	// its two copies. The copies are counted as the coordinator lists
+	// them, whatever their nodes' liveness: on a loaded host a heartbeat
+	// can come late enough to make a holder suspect for a moment, which
+	// is not what this test is about.
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		h := health(t, c).Health
 		fi, err := cl.Stat(t.Context(), paths[0])
 		is.NoErr(err) // stat
-		listed := healthyReplicas(fi.Chunks[0], nil)
-		if h.PendingDeletions != 1 || h.UnderReplicated != 0 || len(listed) != 2 || slices.Contains(listed, holders[0]) {
+		var listed []string
+		for _, r := range fi.Chunks[0].Replicas {
+			listed = append(listed, rpc.NodeID(r.Node).Short()+" "+string(r.State))
+		}
+		if h.PendingDeletions != 1 || h.UnderReplicated != 0 || len(listed) != 2 || slices.ContainsFunc(fi.Chunks[0].Replicas, func(r client.Replica) bool { return r.Node == holders[0] }) {
 			t.Fatalf("%d copies to delete, %d chunks under-replicated, listed on %v; want 1, 0 and two nodes without the trimmed %s",
-				h.PendingDeletions, h.UnderReplicated, short(listed), rpc.NodeID(holders[0]).Short())
+				h.PendingDeletions, h.UnderReplicated, listed, rpc.NodeID(holders[0]).Short())
 		}
 	}
 	checkFiles(t, cl, files)
