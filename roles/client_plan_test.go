@@ -7,9 +7,9 @@ import (
 	"testing"
 
 	"github.com/matryer/is"
-	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
+	"github.com/dfs-project/dfs/internal/grpctest"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
@@ -39,16 +39,8 @@ func (b *badPlanner) AbortUpload(ctx context.Context, req *dfspb.AbortUploadRequ
 // of it, its config adjusted by tune (nil: none); both stop with the test.
 func clientOf(t *testing.T, srv dfspb.CoordinatorServer, tune func(*client.Config)) *client.Client {
 	t.Helper()
-	lis, err := rpc.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-	dfspb.RegisterCoordinatorServer(g, srv)
-	go g.Serve(lis)
-	t.Cleanup(g.Stop)
 	cfg := client.DefaultConfig()
-	cfg.Coordinators = []string{lis.Addr().String()}
+	cfg.Coordinators = []string{grpctest.Serve(t, func(g *grpc.Server) { dfspb.RegisterCoordinatorServer(g, srv) })}
 	if tune != nil {
 		tune(&cfg)
 	}

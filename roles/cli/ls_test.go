@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
+	"github.com/dfs-project/dfs/internal/grpctest"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/rolestest"
 	"github.com/dfs-project/dfs/rpc"
@@ -63,16 +64,8 @@ func (c *listCoordinator) ListFiles(_ context.Context, req *dfspb.ListFilesReque
 // in pages of pageSize.
 func listClient(t *testing.T, c *listCoordinator, pageSize int) *client.Client {
 	t.Helper()
-	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-	dfspb.RegisterCoordinatorServer(srv, c)
-	lis, err := rpc.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
 	cfg := client.DefaultConfig()
-	cfg.Coordinators = []string{lis.Addr().String()}
+	cfg.Coordinators = []string{grpctest.Serve(t, func(srv *grpc.Server) { dfspb.RegisterCoordinatorServer(srv, c) })}
 	cfg.ListPageSize = pageSize
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	cfg.Logger = &log

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
+	"github.com/dfs-project/dfs/internal/grpctest"
 	"github.com/dfs-project/dfs/rpc"
 	"github.com/dfs-project/dfs/rpc/dfspb"
 )
@@ -43,29 +44,14 @@ func startNodesCoordinator(t *testing.T, answer func() error) (string, *nodesCoo
 // ends and returns its address.
 func serveCoordinator(t *testing.T, c dfspb.CoordinatorServer) string {
 	t.Helper()
-	return serve(t, func(srv *grpc.Server) { dfspb.RegisterCoordinatorServer(srv, c) })
+	return grpctest.Serve(t, func(srv *grpc.Server) { dfspb.RegisterCoordinatorServer(srv, c) })
 }
 
 // serveDatanode serves a fake datanode on 127.0.0.1 until the test ends
 // and returns its address.
 func serveDatanode(t *testing.T, dn dfspb.DataNodeServer) string {
 	t.Helper()
-	return serve(t, func(srv *grpc.Server) { dfspb.RegisterDataNodeServer(srv, dn) })
-}
-
-// serve serves what register registers on 127.0.0.1 until the test ends
-// and returns its address.
-func serve(t *testing.T, register func(*grpc.Server)) string {
-	t.Helper()
-	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-	register(srv)
-	lis, err := rpc.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
+	return grpctest.Serve(t, func(srv *grpc.Server) { dfspb.RegisterDataNodeServer(srv, dn) })
 }
 
 func newClient(t *testing.T, cfg Config) *Client {

@@ -19,10 +19,10 @@ import (
 	"time"
 
 	"github.com/matryer/is"
-	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dfs-project/dfs/internal/grpctest"
 	"github.com/dfs-project/dfs/roles"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/rolestest"
@@ -107,16 +107,8 @@ func startProxy(t *testing.T, c *roles.Cluster, fault faultFunc) (*proxyCoordina
 	}
 	t.Cleanup(func() { conn.Close() })
 	p := &proxyCoordinator{real: dfspb.NewCoordinatorClient(conn), fault: fault, calls: map[string]int{}}
-	srv := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-	dfspb.RegisterCoordinatorServer(srv, p)
-	lis, err := rpc.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
 	cfg := client.DefaultConfig()
-	cfg.Coordinators = []string{lis.Addr().String()}
+	cfg.Coordinators = []string{grpctest.Serve(t, func(srv *grpc.Server) { dfspb.RegisterCoordinatorServer(srv, p) })}
 	cfg.FrameSize = rolestest.FrameSize
 	cfg.RPCTimeout = 2 * time.Second
 	log := rolestest.Logger(t)

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dfs-project/dfs/chunkstream"
+	"github.com/dfs-project/dfs/internal/grpctest"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore/chunkstoretest"
 	"github.com/dfs-project/dfs/roles/datanode/chunkstore/vfs"
 	"github.com/dfs-project/dfs/roles/datanode/datanodetest"
@@ -286,15 +287,8 @@ func (f fakeReplica) WriteChunks(req *dfspb.WriteChunksRequest, st dfspb.DataNod
 // it as a replica to name.
 func serveReplica(t *testing.T, coord *datanodetest.Coordinator, primary *Node, srv dfspb.DataNodeServer) *dfspb.NodeRef {
 	t.Helper()
-	s := grpc.NewServer(rpc.ServerOptions(zerolog.Nop())...)
-	dfspb.RegisterDataNodeServer(s, srv)
-	lis, err := rpc.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(lis)
-	t.Cleanup(s.Stop)
-	id, addr := rpc.NodeID(uuid.NewString()), lis.Addr().String()
+	addr := grpctest.Serve(t, func(s *grpc.Server) { dfspb.RegisterDataNodeServer(s, srv) })
+	id := rpc.NodeID(uuid.NewString())
 	coord.AddNode(id, addr)
 	eventually(t, "the primary to learn of the replica", func() bool { return primary.checkPeer(t.Context(), id, addr) == nil })
 	return &dfspb.NodeRef{NodeId: string(id), Addr: addr}
