@@ -25,15 +25,12 @@ var writeChunksDesc = func() *grpc.StreamDesc {
 // digest (session and prepare unset), and returns them and the chunk
 // digest. The frames share data's bytes.
 func Frames(id rpc.ChunkID, data []byte, frameSize int) ([]*dfspb.ChunkDataStream, []byte) {
-	var frames []*dfspb.ChunkDataStream
-	cd := NewChunkDigest()
-	for off := 0; off < len(data); off += frameSize {
-		end := min(off+frameSize, len(data))
-		fd := FrameDigest(data[off:end])
-		cd.Add(fd)
-		frames = append(frames, &dfspb.ChunkDataStream{ChunkId: string(id), Data: data[off:end], Offset: int64(off), PartialChecksum: fd})
+	digest, digests := DigestOf(data, frameSize)
+	frames := make([]*dfspb.ChunkDataStream, len(digests))
+	for i, fd := range digests {
+		off := i * frameSize
+		frames[i] = &dfspb.ChunkDataStream{ChunkId: string(id), Data: data[off:min(off+frameSize, len(data))], Offset: int64(off), PartialChecksum: fd}
 	}
-	digest := cd.Sum()
 	if len(frames) > 0 {
 		last := frames[len(frames)-1]
 		last.IsFinal, last.ChunkChecksum = true, digest

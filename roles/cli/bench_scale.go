@@ -19,11 +19,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dfs-project/dfs/internal/proccpu"
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/dfs-project/dfs/internal/proccpu"
 	"github.com/dfs-project/dfs/roles/client"
 	"github.com/dfs-project/dfs/roles/coordinator/meta"
 	"github.com/dfs-project/dfs/roles/datanode/datanodesim"
